@@ -1,0 +1,111 @@
+"""Engines and the unit of work.
+
+Rules kept here
+- Nothing connects at import time: ``make_engine`` is called by an entry point.
+- SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on, and
+  ``BEGIN IMMEDIATE`` for write transactions so two processes serialise instead of failing on
+  a lock upgrade.
+- A ``UnitOfWork`` is one transaction: it rolls back unless ``commit()`` is called, so an
+  exception anywhere leaves the ledger as it was ("every operation completes or changes nothing").
+  ``savepoint()`` gives per-item atomicity inside a batch.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, echo=echo,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            poolclass=NullPool if ":memory:" not in url else None, **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", {"connect_timeout": 10})
+    return create_engine(url, echo=echo, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is off; SQLAlchemy's begin event issues BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Readers use a deferred BEGIN (WAL lets them run beside a writer); writers take the
+        # write lock up front, so two writers queue on the busy timeout instead of deadlocking.
+        read_only = conn.get_execution_options().get("ledger_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class UnitOfWork:
+    """One transaction on one connection. Use as a context manager; call ``commit()``."""
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self.engine = engine
+        self.read_only = read_only
+        self._conn: Connection | None = None
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("UnitOfWork used outside its 'with' block")
+        return self._conn
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def __enter__(self) -> UnitOfWork:
+        # The transaction begins with the first statement (SQLAlchemy's autobegin), so a unit
+        # of work that only reads on SQLite never takes the write lock early.
+        self._conn = self.engine.connect()
+        if self.read_only:
+            self._conn = self._conn.execution_options(ledger_read_only=True)
+        return self
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Nested transaction: an exception inside rolls back this block only, then re-raises."""
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            nested.rollback()
+            raise
+        else:
+            nested.commit()
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+        finally:
+            conn.close()

@@ -1,0 +1,392 @@
+"""The ledger's tables (SQLAlchemy Core). Only ``billing_core.service`` reads or writes them.
+
+Conventions
+- Money columns end in ``_minor``: integers of the document currency's minor units (exact on
+  every database). Unit prices, quantities and rates are ``ExactDecimal``.
+- Every timestamp is aware UTC (``UTCDateTime``); business dates (periods, due dates) are ``Date``.
+- Nothing is ever deleted: accounts become ``crm_deleted``, documents become ``void`` /
+  ``cancelled``, applications are reversed (``reversed_at``), hold reasons are lifted into
+  ``hold_history``.
+
+Invariants (kept by the service layer, checked by tests, several backed by constraints)
+- ``0 <= applied_minor <= total/amount`` on every document (CHECK constraints);
+- ``document.applied_minor`` = sum of its live ``applications``; ``payments.applied_minor`` and
+  ``credit_memos.applied_minor`` likewise as sources;
+- ``credit_grants.remaining_minor`` >= 0 and = amount - draws - converted;
+- one live (non-void) invoice per account and period start: a partial unique index, so two
+  racing bill runs cannot both bill a period;
+- invoice numbers are unique and gapless per series: taken from ``number_sequences`` in the
+  posting transaction (row lock), so a rolled-back posting leaves no gap.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Boolean, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData,
+    String, Table, Text, UniqueConstraint, text,
+)
+
+from billing_core.adapters.types import ExactDecimal, UTCDateTime
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+# An auto-incrementing 64-bit key on PostgreSQL that is SQLite's rowid alias on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _pk() -> Column:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _fk(name: str, target: str, nullable: bool = False) -> Column:
+    return Column(name, Id, ForeignKey(f"{target}.id"), nullable=nullable, index=True)
+
+
+def _created() -> Column:
+    return Column("created_at", UTCDateTime(), nullable=False)
+
+
+accounts = Table(
+    "accounts", metadata, _pk(),
+    Column("ext_source", String(64), nullable=False),   # connection name, or "local"
+    Column("ext_object", String(64), nullable=False),   # e.g. "Account", "accounts"
+    Column("ext_id", String(64), nullable=False),       # the CRM id
+    Column("name", String(255), nullable=False),
+    Column("number", String(64)),                       # CRM account number, informative
+    Column("currency", String(3), nullable=False),
+    Column("country", String(2)),
+    Column("region", String(64)),
+    Column("bill_cycle_day", Integer, nullable=False, server_default="1"),
+    Column("payment_terms_days", Integer, nullable=False, server_default="30"),
+    Column("credit_limit_minor", BigInteger),            # NULL = no limit set
+    Column("crm_hold", Boolean, nullable=False, server_default=text("false")),
+    Column("status", String(16), nullable=False, server_default="active"),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
+    CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
+    CheckConstraint("payment_terms_days >= 0", name="terms"),
+    CheckConstraint("credit_limit_minor IS NULL OR credit_limit_minor >= 0", name="limit"),
+    CheckConstraint("status IN ('active', 'crm_deleted')", name="status"),
+)
+
+products = Table(
+    "products", metadata, _pk(),
+    Column("sku", String(80), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    # recurring: billed per unit per period; one_time: once; usage: rated from usage events
+    Column("kind", String(16), nullable=False),
+    Column("billing_period", String(8)),                 # 'month' | 'year' (recurring only)
+    Column("pricing_model", String(16), nullable=False, server_default="per_unit"),
+    Column("needs_provisioning", Boolean, nullable=False, server_default=text("false")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("ext_source", String(64)),
+    Column("ext_id", String(64)),
+    _created(),
+    UniqueConstraint("ext_source", "ext_id", name="uq_products_ext"),
+    CheckConstraint("kind IN ('recurring', 'one_time', 'usage')", name="kind"),
+    CheckConstraint("pricing_model IN ('per_unit', 'graduated', 'volume')", name="model"),
+)
+
+prices = Table(
+    "prices", metadata, _pk(),
+    _fk("product_id", "products"),
+    Column("currency", String(3), nullable=False),
+    Column("effective_from", Date, nullable=False),      # applies from this day on
+    Column("unit_price", ExactDecimal(), nullable=False),  # per unit (per period if recurring)
+    _created(),
+    UniqueConstraint("product_id", "currency", "effective_from", name="uq_prices_effective"),
+)
+
+price_tiers = Table(
+    "price_tiers", metadata, _pk(),
+    _fk("price_id", "prices"),
+    Column("up_to", ExactDecimal()),                      # inclusive upper bound; NULL = no bound
+    Column("unit_price", ExactDecimal(), nullable=False),
+    Column("flat_fee_minor", BigInteger, nullable=False, server_default="0"),
+)
+
+tax_rates = Table(
+    "tax_rates", metadata, _pk(),
+    Column("country", String(2), nullable=False),
+    Column("region", String(64), nullable=False, server_default=""),   # "" = whole country
+    Column("rate", ExactDecimal(), nullable=False),       # 0.2 = 20 %
+    Column("name", String(64), nullable=False),
+    Column("effective_from", Date, nullable=False),
+    UniqueConstraint("country", "region", "effective_from", name="uq_tax_rates_effective"),
+)
+
+orders = Table(
+    "orders", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("source_ref", String(255), nullable=False, unique=True),  # e.g. "sf:0Q0...:rev1"
+    Column("amends_order_id", Id, ForeignKey("orders.id")),
+    # accepted: taken, not yet activated; held: waiting for a hold release; active; cancelled
+    Column("status", String(16), nullable=False),
+    Column("order_date", Date, nullable=False),
+    Column("activated_at", UTCDateTime()),
+    _created(),
+    CheckConstraint("status IN ('accepted', 'held', 'active', 'cancelled')", name="status"),
+)
+
+subscriptions = Table(
+    "subscriptions", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    _fk("order_id", "orders", nullable=True),
+    _fk("product_id", "products"),
+    Column("quantity", ExactDecimal(), nullable=False),
+    Column("unit_price", ExactDecimal()),                # negotiated price; NULL = catalog price
+    Column("frequency", String(8), nullable=False),      # 'monthly' | 'annual'
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date),                            # exclusive; NULL = open-ended
+    Column("status", String(16), nullable=False),        # pending | active | cancelled
+    Column("billed_through", Date),                      # recurring charges billed up to (excl.)
+    _created(),
+    CheckConstraint("frequency IN ('monthly', 'annual')", name="frequency"),
+    CheckConstraint("status IN ('pending', 'active', 'cancelled')", name="status"),
+)
+
+subscription_changes = Table(
+    "subscription_changes", metadata, _pk(),
+    _fk("subscription_id", "subscriptions"),
+    Column("effective_date", Date, nullable=False),
+    Column("old_quantity", ExactDecimal(), nullable=False),
+    Column("new_quantity", ExactDecimal(), nullable=False),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once prorated
+    Column("status", String(16), nullable=False, server_default="active"),  # pending while held
+    _created(),
+)
+
+one_time_charges = Table(
+    "one_time_charges", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    _fk("order_id", "orders", nullable=True),
+    _fk("product_id", "products"),
+    Column("quantity", ExactDecimal(), nullable=False),
+    Column("unit_price", ExactDecimal()),
+    Column("charge_date", Date, nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),  # pending while held
+    Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once billed
+    _created(),
+)
+
+usage_events = Table(
+    "usage_events", metadata, _pk(),
+    Column("event_id", String(128), nullable=False, unique=True),
+    _fk("account_id", "accounts"),
+    _fk("product_id", "products"),
+    Column("quantity", ExactDecimal(), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once rated
+    _created(),
+    Index("ix_usage_unbilled", "account_id", "invoice_id", "occurred_at"),
+)
+
+bill_runs = Table(
+    "bill_runs", metadata, _pk(),
+    Column("run_date", Date, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("status", String(16), nullable=False),        # running | finished | failed
+    Column("invoices_created", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+)
+
+number_sequences = Table(
+    "number_sequences", metadata,
+    Column("series", String(32), primary_key=True),      # e.g. "INV", "CM", "DM"
+    Column("next_number", BigInteger, nullable=False),
+)
+
+invoices = Table(
+    "invoices", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("currency", String(3), nullable=False),
+    Column("series", String(32), nullable=False, server_default="INV"),
+    Column("number", String(40), unique=True),           # assigned when posted
+    Column("status", String(16), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("issue_date", Date, nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("applied_minor", BigInteger, nullable=False, server_default="0"),
+    _fk("bill_run_id", "bill_runs", nullable=True),
+    _created(),
+    Column("posted_at", UTCDateTime()),
+    Column("voided_at", UTCDateTime()),
+    CheckConstraint("status IN ('draft', 'posted', 'partially_paid', 'paid', 'void')",
+                    name="status"),
+    CheckConstraint("total_minor >= 0", name="total"),
+    CheckConstraint("applied_minor >= 0 AND applied_minor <= total_minor", name="applied"),
+    Index("uq_invoices_account_period", "account_id", "period_start", unique=True,
+          sqlite_where=text("status != 'void'"), postgresql_where=text("status != 'void'")),
+)
+
+invoice_lines = Table(
+    "invoice_lines", metadata, _pk(),
+    _fk("invoice_id", "invoices"),
+    Column("line_no", Integer, nullable=False),
+    # recurring | proration | one_time | usage | credit_draw
+    Column("kind", String(16), nullable=False),
+    Column("description", String(255), nullable=False),
+    Column("product_id", Id, ForeignKey("products.id")),
+    Column("subscription_id", Id, ForeignKey("subscriptions.id")),
+    Column("quantity", ExactDecimal()),
+    Column("unit_price", ExactDecimal()),
+    Column("period_start", Date),
+    Column("period_end", Date),
+    Column("amount_minor", BigInteger, nullable=False),  # rounded once; negative for credits
+    Column("tax_rate", ExactDecimal()),
+    Column("tax_minor", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("invoice_id", "line_no", name="uq_invoice_lines_no"),
+)
+
+credit_memos = Table(
+    "credit_memos", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("currency", String(3), nullable=False),
+    Column("number", String(40), unique=True),           # assigned when activated
+    # draft | active | partially_applied | applied | cancelled
+    Column("status", String(20), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("applied_minor", BigInteger, nullable=False, server_default="0"),
+    Column("reason", String(255), nullable=False),
+    # manual | invoice_overflow | credit_conversion
+    Column("origin", String(32), nullable=False, server_default="manual"),
+    Column("origin_invoice_id", Id, ForeignKey("invoices.id")),
+    Column("origin_grant_id", Id, ForeignKey("credit_grants.id")),
+    _created(),
+    Column("activated_at", UTCDateTime()),
+    Column("cancelled_at", UTCDateTime()),
+    CheckConstraint("amount_minor > 0", name="amount"),
+    CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
+)
+
+debit_memos = Table(
+    "debit_memos", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("currency", String(3), nullable=False),
+    Column("number", String(40), unique=True),           # assigned when activated
+    # draft | active | partially_paid | paid | cancelled
+    Column("status", String(20), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("applied_minor", BigInteger, nullable=False, server_default="0"),
+    Column("reason", String(255), nullable=False),
+    Column("issue_date", Date),
+    Column("due_date", Date),
+    _created(),
+    Column("activated_at", UTCDateTime()),
+    Column("cancelled_at", UTCDateTime()),
+    CheckConstraint("amount_minor > 0", name="amount"),
+    CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
+)
+
+payments = Table(
+    "payments", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("applied_minor", BigInteger, nullable=False, server_default="0"),
+    Column("received_on", Date, nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("method", String(32)),
+    _created(),
+    UniqueConstraint("account_id", "reference", name="uq_payments_reference"),
+    CheckConstraint("amount_minor > 0", name="amount"),
+    CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
+)
+
+# A credit memo or payment (source) settling an invoice or debit memo (target).
+applications = Table(
+    "applications", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("source_type", String(16), nullable=False),   # credit_memo | payment
+    Column("source_id", Id, nullable=False),
+    Column("target_type", String(16), nullable=False),   # invoice | debit_memo
+    Column("target_id", Id, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=False),
+    Column("reversed_at", UTCDateTime()),                # set by unapply; rows are never deleted
+    CheckConstraint("amount_minor > 0", name="amount"),
+    Index("ix_applications_source", "source_type", "source_id"),
+    Index("ix_applications_target", "target_type", "target_id"),
+)
+
+credit_grants = Table(
+    "credit_grants", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("currency", String(3), nullable=False),
+    Column("kind", String(16), nullable=False),          # purchased | granted | memo_return
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("remaining_minor", BigInteger, nullable=False),
+    Column("expires_on", Date),                          # NULL = never
+    Column("source", String(128), nullable=False),
+    Column("reason", String(255), nullable=False),
+    # credit_memos.id of a memo turned back into pool credit; no FK, the two tables refer to
+    # each other and SQLite cannot add a constraint after the fact.
+    Column("origin_credit_memo_id", Id),
+    _created(),
+    CheckConstraint("amount_minor > 0", name="amount"),
+    CheckConstraint("remaining_minor >= 0 AND remaining_minor <= amount_minor", name="remaining"),
+)
+
+credit_draws = Table(
+    "credit_draws", metadata, _pk(),
+    _fk("grant_id", "credit_grants"),
+    _fk("invoice_id", "invoices", nullable=True),
+    Column("kind", String(16), nullable=False),          # usage | conversion | expiry
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("credit_memo_id", Id, ForeignKey("credit_memos.id")),
+    _created(),
+    CheckConstraint("amount_minor > 0", name="amount"),
+)
+
+# --- credit control and the provisioning gate -------------------------------------------
+
+hold_reasons = Table(
+    "hold_reasons", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("reason", String(16), nullable=False),        # crm | credit_limit | overdue | manual
+    Column("source", String(64), nullable=False),        # who placed it: crm:<conn>, billing, admin:<name>
+    Column("placed_at", UTCDateTime(), nullable=False),
+    Column("details", Text, nullable=False),             # JSON: exposure/limit/note/...
+    UniqueConstraint("account_id", "reason", name="uq_hold_reasons_account_reason"),
+    CheckConstraint("reason IN ('crm', 'credit_limit', 'overdue', 'manual')", name="reason"),
+)
+
+hold_history = Table(
+    "hold_history", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    Column("reason", String(16), nullable=False),
+    Column("action", String(8), nullable=False),         # placed | lifted
+    Column("actor", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("details", Text, nullable=False),
+)
+
+provisioning_requests = Table(
+    "provisioning_requests", metadata, _pk(),
+    _fk("account_id", "accounts"),
+    _fk("order_id", "orders"),
+    Column("subscription_id", Id, ForeignKey("subscriptions.id")),
+    Column("one_time_charge_id", Id, ForeignKey("one_time_charges.id")),
+    _fk("product_id", "products"),
+    Column("quantity", ExactDecimal(), nullable=False),
+    # pending | awaiting_hold_release | dispatching | dispatched | provisioned | failed | cancelled
+    Column("state", String(24), nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("next_attempt_at", UTCDateTime()),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_provisioning_state", "state", "id"),
+)

@@ -1,0 +1,145 @@
+"""Money: one number type (Decimal), one rounding rule, currencies that never mix.
+
+Rules kept here and nowhere else:
+- amounts are ``Decimal`` built from ``str``/``int`` (a float is refused);
+- a currency's minor units follow ISO 4217 (JPY 0, USD 2, BHD 3);
+- rounding is ROUND_HALF_UP to the currency's minor units, done by :func:`round_money` only;
+- the ledger stores amounts as integers of minor units (``*_minor`` columns): exact on every
+  database; :func:`to_minor` / :func:`from_minor` convert at the boundary;
+- ``Money`` of different currencies never add up: that is a ``CurrencyMismatch``, not a conversion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from billing_core.domain.errors import CurrencyMismatch, InvalidAmount, UnknownCurrency
+
+# ISO 4217 minor-unit exponents of the currencies ledgerbridge accepts.
+MINOR_UNITS: dict[str, int] = {
+    "AED": 2, "ARS": 2, "AUD": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2,
+    "COP": 2, "CZK": 2, "DKK": 2, "EGP": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2,
+    "ILS": 2, "INR": 2, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "MXN": 2, "MYR": 2,
+    "NOK": 2, "NZD": 2, "OMR": 3, "PHP": 2, "PLN": 2, "QAR": 2, "RON": 2, "SAR": 2, "SEK": 2,
+    "SGD": 2, "THB": 2, "TND": 3, "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
+}
+
+
+def check_currency(code: object, field: str = "currency") -> str:
+    """Return the upper-case ISO code, or raise ``UnknownCurrency`` naming the field."""
+    if not isinstance(code, str) or code.upper() not in MINOR_UNITS:
+        raise UnknownCurrency(field, code)
+    return code.upper()
+
+
+def exponent(currency: str) -> int:
+    return MINOR_UNITS[check_currency(currency)]
+
+
+def to_decimal(value: object, field: str) -> Decimal:
+    """Parse a number exactly. Floats and non-finite values are refused with the field named."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidAmount(field, value, "must be an exact decimal (string or integer), not a float")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidAmount(field, value, "is not a number") from None
+    else:
+        raise InvalidAmount(field, value, "is not a number")
+    if not result.is_finite():
+        raise InvalidAmount(field, value, "is not a finite number")
+    return result
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """The one rounding rule: ROUND_HALF_UP to the currency's minor units."""
+    quantum = Decimal(1).scaleb(-exponent(currency))
+    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """Rounded amount as an integer count of minor units (what the ledger stores)."""
+    return int(round_money(amount, currency).scaleb(exponent(currency)))
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-exponent(currency))
+
+
+def parse_amount(value: object, currency: str, field: str = "amount", *,
+                 allow_zero: bool = False, allow_negative: bool = False) -> int:
+    """Validate a user-given amount and return minor units.
+
+    An amount with more decimals than the currency has is refused, not rounded: a user who
+    typed 10.005 USD meant something we cannot bill.
+    """
+    number = to_decimal(value, field)
+    if number < 0 and not allow_negative:
+        raise InvalidAmount(field, value, "must not be negative")
+    if number == 0 and not allow_zero:
+        raise InvalidAmount(field, value, "must be greater than zero")
+    if round_money(number, currency) != number:
+        raise InvalidAmount(field, value, f"has more decimals than {currency} allows "
+                                          f"({exponent(currency)})")
+    return to_minor(number, currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in one currency. Arithmetic refuses to mix currencies."""
+
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, Decimal):
+            raise InvalidAmount("amount", self.amount, "must be a Decimal")
+        check_currency(self.currency)
+
+    @classmethod
+    def of_minor(cls, minor: int, currency: str) -> Money:
+        return cls(from_minor(minor, currency), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(from_minor(0, currency), currency)
+
+    @property
+    def minor(self) -> int:
+        return to_minor(self.amount, self.currency)
+
+    def rounded(self) -> Money:
+        return Money(round_money(self.amount, self.currency), self.currency)
+
+    def _same(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise CurrencyMismatch("currency", other.currency, self.currency)
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount <= other.amount
+
+    def __str__(self) -> str:
+        return f"{round_money(self.amount, self.currency)} {self.currency}"

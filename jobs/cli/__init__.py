@@ -1,0 +1,32 @@
+"""The ``ledgerbridge`` command line: a thin layer over the service functions.
+
+Each command group lives in its own module and registers itself on ``main`` here. Bad input of
+any kind ends as one line on stderr and exit code 2 (see ``jobs.cli.common``).
+"""
+from __future__ import annotations
+
+import click
+
+from jobs.cli.common import AppContext, LedgerGroup
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="LEDGERBRIDGE_CONFIG", help="TOML config file (default: built-in defaults).")
+@click.option("--database-url", envvar="LEDGERBRIDGE_DATABASE_URL",
+              help="Database URL (default: sqlite:///ledgerbridge.db in this directory).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, database_url: str | None,
+         verbose: int) -> None:
+    """ledgerbridge: billing and credit control beside Salesforce or Dynamics 365."""
+    ctx.obj = AppContext(config_path=config_path, database_url=database_url, verbosity=verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    from jobs.cli import commands
+    commands.register(main)
+
+
+_register()

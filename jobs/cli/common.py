@@ -1,0 +1,141 @@
+"""What every command shares: settings, the database, error handling and output.
+
+- ``AppContext`` loads settings once and opens the engine lazily (no command opens a database
+  it does not need); the first command that needs the schema brings it to the newest migration.
+- ``LedgerGroup`` turns a ``LedgerError`` or ``ConfigError`` into one line on stderr and exit
+  code 2; anything else is a bug and keeps its traceback.
+- ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+from sqlalchemy import Engine
+
+from billing_core.adapters.db import UnitOfWork, make_engine
+from billing_core.domain.errors import LedgerError
+from config.settings import ConfigError, Settings, load_settings
+
+
+@dataclass
+class AppContext:
+    config_path: str | None = None
+    database_url: str | None = None
+    verbosity: int = 0
+    _settings: Settings | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(self.verbosity, 2)]
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            settings = load_settings(self.config_path)
+            if self.database_url:
+                settings = Settings(**{**settings.__dict__, "database_url": self.database_url})
+            self._settings = settings
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from jobs.migrate import upgrade
+
+            self._engine = make_engine(self.settings.database_url)
+            upgrade(self._engine)
+        return self._engine
+
+    def uow(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, read_only=read_only)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+class LedgerGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LedgerError as exc:
+            click.echo(f"error: {exc.code}: {exc}", err=True)
+            sys.exit(2)
+        except ConfigError as exc:
+            click.echo(f"error: config: {exc}", err=True)
+            sys.exit(2)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+def emit(rows: Iterable[dict[str, Any]] | dict[str, Any], columns: Sequence[str] | None = None,
+         *, as_json: bool, title: str | None = None,
+         fmt: dict[str, Callable[[Any], str]] | None = None) -> None:
+    """Print rows as a table (people) or JSON (scripts). A single dict prints as key/value."""
+    if as_json:
+        click.echo(json.dumps(to_jsonable(rows if isinstance(rows, dict) else list(rows)),
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    fmt = fmt or {}
+    if isinstance(rows, dict):
+        table = Table(title=title, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for key, value in rows.items():
+            table.add_row(key, _cell(value, fmt.get(key)))
+        console.print(table)
+        return
+    rows = list(rows)
+    columns = list(columns or (rows[0].keys() if rows else []))
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if _numeric(rows, col) else "left")
+    for row in rows:
+        table.add_row(*(_cell(row.get(col), fmt.get(col)) for col in columns))
+    console.print(table)
+    if not rows:
+        click.echo("(none)")
+
+
+def _numeric(rows: list[dict[str, Any]], col: str) -> bool:
+    return any(isinstance(r.get(col), (int, Decimal)) and not isinstance(r.get(col), bool)
+               for r in rows)
+
+
+def _cell(value: Any, formatter: Callable[[Any], str] | None) -> str:
+    if formatter is not None:
+        return formatter(value)
+    if value is None:
+        return ""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)

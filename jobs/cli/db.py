@@ -1,0 +1,49 @@
+"""``ledgerbridge db``: the schema."""
+from __future__ import annotations
+
+import click
+
+from billing_core.adapters.db import make_engine
+from jobs.cli.common import AppContext, pass_app
+
+
+@click.group()
+def db() -> None:
+    """Database schema (Alembic migrations shipped in the package)."""
+
+
+@db.command()
+@pass_app
+def upgrade(app: AppContext) -> None:
+    """Bring the database to the newest schema (safe to run again)."""
+    from jobs.migrate import current, upgrade as do_upgrade
+
+    engine = make_engine(app.settings.database_url)
+    try:
+        before = current(engine)
+        after = do_upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database {_safe_url(app.settings.database_url)}: "
+               f"{before or 'empty'} -> {after}")
+
+
+@db.command()
+@pass_app
+def status(app: AppContext) -> None:
+    """Show the schema revision of the database."""
+    from jobs.migrate import current, head
+
+    engine = make_engine(app.settings.database_url)
+    try:
+        rev = current(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database {_safe_url(app.settings.database_url)}: revision {rev or 'empty'}"
+               f" (newest {head()})")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

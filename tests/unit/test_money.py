@@ -1,0 +1,47 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, strategies as st
+
+from billing_core.domain.errors import CurrencyMismatch, InvalidAmount, UnknownCurrency
+from billing_core.domain.money import (
+    Money, from_minor, parse_amount, round_money, to_decimal, to_minor,
+)
+
+
+@pytest.mark.parametrize("currency,amount,minor", [
+    ("USD", "10.005", 1001), ("USD", "10.004", 1000), ("JPY", "1234.5", 1235),
+    ("BHD", "1.0005", 1001), ("EUR", "-0.005", -1),
+])
+def test_round_half_up_to_minor_units(currency, amount, minor):
+    assert to_minor(Decimal(amount), currency) == minor
+
+
+def test_floats_are_refused_with_the_field_named():
+    with pytest.raises(InvalidAmount, match="amount=0.1"):
+        to_decimal(0.1, "amount")
+
+
+def test_parse_amount_refuses_excess_decimals_and_negatives():
+    assert parse_amount("12.34", "USD") == 1234
+    with pytest.raises(InvalidAmount, match="more decimals"):
+        parse_amount("12.345", "USD")
+    with pytest.raises(InvalidAmount, match="negative"):
+        parse_amount("-1", "USD")
+    with pytest.raises(InvalidAmount, match="not a number"):
+        parse_amount("ten", "USD")
+    with pytest.raises(UnknownCurrency, match="XXX"):
+        parse_amount("1", "XXX")
+
+
+def test_money_never_mixes_currencies():
+    with pytest.raises(CurrencyMismatch):
+        Money(Decimal("1"), "USD") + Money(Decimal("1"), "EUR")
+    assert (Money(Decimal("1.10"), "USD") + Money(Decimal("2.05"), "USD")).minor == 315
+
+
+@given(st.integers(min_value=-10**15, max_value=10**15),
+       st.sampled_from(["USD", "JPY", "BHD"]))
+def test_minor_round_trip(minor, currency):
+    assert to_minor(from_minor(minor, currency), currency) == minor
+    assert round_money(from_minor(minor, currency), currency) == from_minor(minor, currency)
