@@ -8,11 +8,16 @@ Rules kept here
 - A ``UnitOfWork`` is one transaction: it rolls back unless ``commit()`` is called, so an
   exception anywhere leaves the ledger as it was ("every operation completes or changes nothing").
   ``savepoint()`` gives per-item atomicity inside a batch.
+- Service functions that move an account's credit inputs (a posted invoice, a payment, a memo,
+  a limit change) call ``uow.touch(account_id)``; ``before_commit`` hooks (credit control) then
+  run inside the same transaction, so a hold decision commits with the change that caused it.
+- ``uow.now()`` is the clock every service uses; tests replace ``clock``.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
@@ -59,10 +64,22 @@ def _configure_sqlite(engine: Engine) -> None:
 class UnitOfWork:
     """One transaction on one connection. Use as a context manager; call ``commit()``."""
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False,
+                 before_commit: list[Callable[[UnitOfWork], None]] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.engine = engine
         self.read_only = read_only
+        self.before_commit = list(before_commit or [])
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.touched_accounts: set[int] = set()
         self._conn: Connection | None = None
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def touch(self, account_id: int) -> None:
+        """Record that this account's credit inputs changed in this transaction."""
+        self.touched_accounts.add(account_id)
 
     @property
     def conn(self) -> Connection:
@@ -77,16 +94,21 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         # The transaction begins with the first statement (SQLAlchemy's autobegin), so a unit
         # of work that only reads on SQLite never takes the write lock early.
+        self.touched_accounts = set()
         self._conn = self.engine.connect()
         if self.read_only:
             self._conn = self._conn.execution_options(ledger_read_only=True)
         return self
 
     def commit(self) -> None:
+        for hook in self.before_commit:
+            hook(self)
         self.conn.commit()
+        self.touched_accounts.clear()
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self.touched_accounts.clear()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

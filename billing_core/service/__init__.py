@@ -1,0 +1,26 @@
+"""The service layer: the only way into the ledger.
+
+Entry points (CLI, API, sync, jobs) open a unit of work with :func:`ledger_uow`, call service
+functions with it, and commit. ``ledger_uow`` wires the commit hooks (credit control's hold
+re-evaluation), so every entry point gets the same rules.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from sqlalchemy import Engine
+
+from billing_core.adapters.db import UnitOfWork
+
+
+def ledger_uow(engine: Engine, *, read_only: bool = False, policy: object | None = None,
+               clock: Callable[[], datetime] | None = None) -> UnitOfWork:
+    hooks = []
+    try:
+        from billing_core.service.credit_control import reevaluate_touched_hook
+    except ImportError:
+        pass
+    else:
+        hooks.append(reevaluate_touched_hook(policy))
+    return UnitOfWork(engine, read_only=read_only, before_commit=hooks, clock=clock)
