@@ -1,0 +1,1 @@
+"""Dynamics 365 / Dataverse connector (Web API through msal + requests)."""

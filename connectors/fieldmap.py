@@ -1,0 +1,226 @@
+"""Field maps: which CRM object and field each canonical name (docs/FIELDS.md) comes from.
+
+A map is TOML: `crm = "salesforce"`, then per canonical object `[objects.NAME]` with
+`crm_object` (sObject / entity set), `key`, `modstamp`, optional `logical_name` (Dataverse),
+`change_tracking` (Dataverse), `accepted_states` (quotes), and `[objects.NAME.fields]` mapping a
+canonical field to `"CrmField"` or `{ field = "...", type = "...", push = true, guarded = true,
+choices = { "2" = "Won" } }`. Types: str (default), decimal, int, bool, datetime, date, choice.
+
+Rules kept here:
+- Built-in maps live in config/fieldmaps/; a user's map is merged over one entry at a time
+  (an object key or a single field), so overriding one field keeps all the others.
+- Conversion out of the CRM: numbers become `Decimal` (never float), datetimes aware UTC (a
+  timestamp without an offset is *not* guessed: it passes through raw), booleans stay booleans.
+  A value that cannot be converted passes through raw for the sync engine to quarantine.
+- Conversion into the CRM: `Decimal` is sent as a JSON number only when it survives the trip
+  exactly; `guarded` fields are written with `If-Match` (Dataverse) because billing decides them
+  from CRM state; `push` fields are the ones billing owns.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+TYPES = frozenset({"str", "decimal", "int", "bool", "datetime", "date", "choice", "currency_ref"})
+
+
+class FieldMapError(ValueError):
+    """The map itself is malformed (not: a CRM lacks a field; that is for `check()`)."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    canonical: str
+    crm: str
+    type: str = "str"
+    push: bool = False
+    guarded: bool = False
+    choices: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectMap:
+    name: str
+    crm_object: str
+    key: str
+    modstamp: str
+    fields: Mapping[str, FieldSpec]
+    logical_name: str | None = None
+    change_tracking: bool = False
+    accepted_states: frozenset[str] = frozenset()
+
+    @property
+    def pull_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields.values() if not f.push]
+
+    def select(self) -> list[str]:
+        """CRM fields to read: every pulled field plus key and modstamp, each once, in order."""
+        names = [self.key] + [f.crm for f in self.pull_fields] + [self.modstamp]
+        return list(dict.fromkeys(names))
+
+    def to_canonical(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for spec in self.pull_fields:
+            if spec.crm in row:
+                out[spec.canonical] = convert_in(row[spec.crm], spec)
+        out.setdefault("crm_id", row.get(self.key))
+        if "modstamp" not in out and self.modstamp in row:
+            out["modstamp"] = parse_datetime(row[self.modstamp])
+        return out
+
+    def to_crm(self, update: Mapping[str, Any]) -> dict[str, Any]:
+        """CRM field values of one update (canonical names; `crm_id` and `_`-keys skipped)."""
+        out: dict[str, Any] = {}
+        for name, value in update.items():
+            if name == "crm_id" or name.startswith("_"):
+                continue
+            spec = self.fields.get(name)
+            if spec is None:
+                raise FieldMapError(f"{self.name}.{name} is not in the field map")
+            out[spec.crm] = convert_out(value, spec)
+        return out
+
+    def guarded(self, update: Mapping[str, Any]) -> bool:
+        return any(self.fields[n].guarded for n in update if n in self.fields)
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    crm: str
+    objects: Mapping[str, ObjectMap]
+
+    def object(self, name: str) -> ObjectMap:
+        try:
+            return self.objects[name]
+        except KeyError:
+            raise FieldMapError(
+                f"object {name!r} is not in the {self.crm} field map "
+                f"(mapped: {sorted(self.objects)})"
+            ) from None
+
+
+def parse_datetime(value: Any) -> Any:
+    """CRM timestamp → aware UTC; raw value back when it has no offset or does not parse."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():  # +0000 (Salesforce)
+        text = f"{text[:-2]}:{text[-2:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return value
+    return parsed.astimezone(UTC) if parsed.tzinfo else value
+
+
+def convert_in(value: Any, spec: FieldSpec) -> Any:
+    if value is None:
+        return None
+    try:
+        if spec.type == "decimal":
+            if isinstance(value, bool):
+                return value
+            return value if isinstance(value, Decimal) else Decimal(str(value))
+        if spec.type == "int":
+            number = Decimal(str(value))
+            return int(number) if number == number.to_integral_value() else value
+        if spec.type == "bool":
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).lower()
+            return {"true": True, "false": False}.get(lowered, value)
+        if spec.type == "datetime":
+            return parse_datetime(value)
+        if spec.type == "date":
+            return date.fromisoformat(str(value)[:10])
+        if spec.type == "choice":
+            return spec.choices.get(str(value), value)
+    except (InvalidOperation, ValueError):
+        return value
+    return value
+
+
+def convert_out(value: Any, spec: FieldSpec) -> Any:
+    if isinstance(value, Decimal):
+        as_float = float(value)
+        if Decimal(repr(as_float)) != value:
+            raise FieldMapError(f"{spec.canonical}={value} cannot be sent exactly as a number")
+        return int(value) if value == value.to_integral_value() and spec.type == "int" else as_float
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if spec.type == "choice" and spec.choices:
+        reverse = {v: k for k, v in spec.choices.items()}
+        if value in reverse:
+            key = reverse[value]
+            return int(key) if key.lstrip("-").isdigit() else key
+    return value
+
+
+def _spec(obj: str, canonical: str, raw: Any) -> FieldSpec:
+    if isinstance(raw, str):
+        return FieldSpec(canonical, raw)
+    if not isinstance(raw, Mapping) or "field" not in raw:
+        raise FieldMapError(f"{obj}.{canonical}: expected a field name or a table with 'field'")
+    kind = raw.get("type", "str")
+    if kind not in TYPES:
+        raise FieldMapError(f"{obj}.{canonical}: unknown type {kind!r}")
+    return FieldSpec(canonical, raw["field"], kind, bool(raw.get("push", False)),
+                     bool(raw.get("guarded", False)), dict(raw.get("choices", {})))
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two raw maps, the override winning entry by entry."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "choices":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(raw: Mapping[str, Any]) -> FieldMap:
+    objects: dict[str, ObjectMap] = {}
+    for name, obj in raw.get("objects", {}).items():
+        try:
+            fields = {c: _spec(name, c, r) for c, r in obj.get("fields", {}).items()}
+            objects[name] = ObjectMap(
+                name=name, crm_object=obj["crm_object"], key=obj["key"],
+                modstamp=obj["modstamp"], fields=fields, logical_name=obj.get("logical_name"),
+                change_tracking=bool(obj.get("change_tracking", False)),
+                accepted_states=frozenset(str(s) for s in obj.get("accepted_states", ())),
+            )
+        except KeyError as exc:
+            raise FieldMapError(f"object {name!r}: missing {exc.args[0]!r}") from None
+    return FieldMap(crm=str(raw.get("crm", "")), objects=objects)
+
+
+def read_raw(name_or_path: str) -> dict[str, Any]:
+    """A built-in map by name (config/fieldmaps/NAME.toml) or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = (resources.files("config") / "fieldmaps" / f"{name_or_path}.toml").read_text(
+            encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def load(name_or_path: str, overrides: str | Mapping[str, Any] | None = None) -> FieldMap:
+    raw = read_raw(name_or_path)
+    if overrides:
+        raw = merge(raw, read_raw(overrides) if isinstance(overrides, str) else overrides)
+    return build(raw)

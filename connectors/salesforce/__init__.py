@@ -1,0 +1,1 @@
+"""Salesforce connector (REST through simple-salesforce)."""

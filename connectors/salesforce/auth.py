@@ -1,0 +1,101 @@
+"""Salesforce login through simple-salesforce, against the configured My Domain URL.
+
+Methods (settings.auth): `client_credentials` (credentials client_id + client_secret; needs a My
+Domain host), `jwt` (client_id + username + private_key_file, optional `audience`, default
+https://login.salesforce.com; `test` sandboxes set https://test.salesforce.com), `password`
+(username + password + security_token, SOAP login).
+
+Rules kept here: every login goes through the connection's `Transport` (timeouts, CA bundle,
+retries); the token URL is built from `settings.url` (simple-salesforce's own helpers assume a
+`*.salesforce.com` host, so we call its `token_login` / SOAP login with a full URL); a refused
+login is an `AuthError` carrying Salesforce's error code, never the secret; secrets are revealed
+only inside the request being made.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jwt
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+from simple_salesforce.login import SalesforceLogin, token_login
+
+from connectors.base import AuthError, FatalError
+from connectors.credentials import Secret
+from connectors.settings import ConnectionSettings
+from connectors.transport import Transport
+
+
+@dataclass(frozen=True)
+class SalesforceSession:
+    session_id: Secret
+    instance: str  # host[:port]
+
+    def client(self, settings: ConnectionSettings, transport: Transport) -> Salesforce:
+        return Salesforce(
+            instance_url=f"https://{self.instance}",
+            session_id=self.session_id.reveal(),
+            session=transport,
+            version=settings.api_version,
+            parse_float=Decimal,
+            object_pairs_hook=dict,
+        )
+
+
+def _need(creds: dict[str, Any], *keys: str) -> list[Any]:
+    missing = [k for k in keys if not creds.get(k)]
+    if missing:
+        raise AuthError(f"missing credentials: {', '.join(missing)}")
+    return [creds[k] for k in keys]
+
+
+def _reveal(value: Any) -> str:
+    return value.reveal() if isinstance(value, Secret) else str(value)
+
+
+def login(settings: ConnectionSettings, creds: dict[str, Any], transport: Transport
+          ) -> SalesforceSession:
+    token_url = f"{settings.url}/services/oauth2/token"
+    try:
+        if settings.auth == "client_credentials":
+            client_id, secret = _need(creds, "client_id", "client_secret")
+            basic = base64.b64encode(f"{client_id}:{_reveal(secret)}".encode()).decode()
+            token, instance = token_login(
+                token_url, {"grant_type": "client_credentials"}, "", str(client_id),
+                {"Authorization": f"Basic {basic}"}, None, transport)
+        elif settings.auth == "jwt":
+            client_id, username, key_file = _need(creds, "client_id", "username",
+                                                  "private_key_file")
+            claims = {"iss": client_id, "sub": username,
+                      "aud": creds.get("audience", "https://login.salesforce.com"),
+                      "exp": int(time.time()) + 180}
+            assertion = jwt.encode(claims, Path(key_file).read_bytes(), algorithm="RS256")
+            token, instance = token_login(
+                token_url,
+                {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                 "assertion": assertion},
+                "", str(client_id), None, None, transport)
+        else:
+            username, password, security = _need(creds, "username", "password",
+                                                 "security_token")
+            token, instance = SalesforceLogin(
+                username=username, password=_reveal(password),
+                security_token=_reveal(security), sf_version=settings.api_version,
+                session=transport, scratch_url=settings.url)
+    except SalesforceAuthenticationFailed as exc:
+        raise AuthError(f"Salesforce login refused: {exc.code}: {exc.message}",
+                        code=str(exc.code)) from None
+    except AuthError:
+        raise
+    except FatalError as exc:
+        raise AuthError(f"Salesforce login refused: {exc.message}", code=exc.code,
+                        status=exc.status) from None
+    except OSError as exc:
+        raise AuthError(f"cannot read private key file: {exc.strerror}") from None
+    return SalesforceSession(Secret(str(token)), str(instance))

@@ -1,0 +1,220 @@
+"""The Salesforce connector: declarations from the field map plus read/write hooks.
+
+Rules kept here:
+- One `Transport` per connection (timeouts, CA bundle, retries, budget, call log); simple-
+  salesforce is given it as `session=` and `parse_float=Decimal`.
+- A refused session (`INVALID_SESSION_ID`, surfaced as `AuthError`) gets exactly one re-login;
+  a second refusal is a fatal `AuthError` that says so. A read interrupted by it restarts from
+  the cursor of the last page handed out, so nothing is skipped or handed out twice.
+- Incremental reads use queryAll (`include_deleted`) so live rows and `IsDeleted = true` rows
+  come in one ordered stream: `WHERE SystemModstamp >= cursor - overlap ORDER BY SystemModstamp,
+  Id`, paged by `query_all_iter` (`Sforce-Query-Options: batchSize`), de-duplicated by
+  (Id, SystemModstamp), cursor capped at the run's start. `cursor=None` is a full resync (query,
+  not queryAll), which ends by reporting known ids that were not seen as "missing".
+- Writes: sObject Collections PATCH, 200 records per call, `allOrNone: false`, one result per
+  input in input order; a record the map cannot encode fails alone.
+- `REQUEST_LIMIT_EXCEEDED` becomes `BudgetExhausted` and is never retried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import requests
+from simple_salesforce import Salesforce
+
+from connectors.base import (
+    AuthError,
+    BudgetExhausted,
+    CheckResult,
+    ConnectorError,
+    Deletion,
+    FatalError,
+    Page,
+    Record,
+    Redecide,
+    WriteResult,
+)
+from connectors.budget import BudgetMeter
+from connectors.cursor import StampTracker
+from connectors.fieldmap import FieldMap, FieldMapError
+from connectors.salesforce import soql
+from connectors.salesforce.auth import SalesforceSession, login
+from connectors.settings import ConnectionSettings
+from connectors.transport import Transport
+
+T = TypeVar("T")
+CHUNK = 200
+_SOAP_FAULT = re.compile(r"<sf:exceptionCode>([^<]+)</sf:exceptionCode>")
+
+
+def classify(resp: requests.Response, code: str | None, message: str) -> ConnectorError | None:
+    """Salesforce-specific statuses; everything else falls to the shared table."""
+    if code == "REQUEST_LIMIT_EXCEEDED":
+        return BudgetExhausted(f"Salesforce: {message}", code=code, status=resp.status_code)
+    if "/services/Soap/" in resp.url and resp.status_code == 500:  # SOAP login faults are 500
+        fault = _SOAP_FAULT.search(resp.text or "")
+        return AuthError("SOAP login refused", code=fault[1] if fault else None, status=500)
+    return None
+
+
+class SalesforceConnector:
+    crm = "salesforce"
+
+    def __init__(self, settings: ConnectionSettings, fieldmap: FieldMap, transport: Transport,
+                 credentials: Callable[[], dict[str, Any]],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.name = settings.name
+        self.settings = settings
+        self.fieldmap = fieldmap
+        self.transport = transport
+        self._credentials = credentials
+        self.clock = clock
+        self._session: SalesforceSession | None = None
+        self._sf: Salesforce | None = None
+
+    # -- session -------------------------------------------------------------------------
+    def _client(self) -> Salesforce:
+        if self._sf is None:
+            self._session = login(self.settings, self._credentials(), self.transport)
+            self._sf = self._session.client(self.settings, self.transport)
+        return self._sf
+
+    def _relogin(self, exc: AuthError) -> None:
+        self._sf = None
+        self._session = None
+
+    def _call(self, fn: Callable[[Salesforce], T]) -> T:
+        try:
+            return fn(self._client())
+        except AuthError as first:
+            self._relogin(first)
+        try:
+            return fn(self._client())
+        except AuthError as again:
+            raise AuthError(f"{self.name}: session refused again after one re-login: {again}",
+                            code=again.code, status=again.status) from None
+
+    # -- interface -----------------------------------------------------------------------
+    def objects(self) -> Sequence[str]:
+        return list(self.fieldmap.objects)
+
+    def accepted_quote_states(self) -> frozenset[str]:
+        return self.fieldmap.object("quote").accepted_states
+
+    def api_budget(self) -> Any:
+        return self.transport.budget.snapshot()
+
+    def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
+                     known_ids: Iterable[str] | None = None) -> Iterator[Page]:
+        om = self.fieldmap.object(obj)
+        started = run_started or self.clock()
+        overlap = timedelta(seconds=self.settings.overlap_seconds)
+        full = not cursor
+        seen_ids: set[str] = set()
+        last_cursor, relogged = cursor, False
+        while True:
+            tracker = StampTracker(last_cursor, overlap, started)
+            query = soql.changes(om, tracker.since, with_deleted=not full)
+            headers = {"Sforce-Query-Options": f"batchSize={self.settings.page_size}"}
+            records: list[Record] = []
+            deletions: list[Deletion] = []
+            try:
+                rows = self._client().query_all_iter(query, include_deleted=not full,
+                                                      headers=headers)
+                for row in rows:
+                    crm_id = str(row.get(om.key))
+                    seen_ids.add(crm_id)
+                    record = om.to_canonical(row)
+                    if not tracker.admit(crm_id, record.get("modstamp")):
+                        continue
+                    if row.get("IsDeleted") is True:
+                        stamp = record.get("modstamp")
+                        deletions.append(Deletion(crm_id, stamp if isinstance(stamp, datetime)
+                                                  else None))
+                    else:
+                        records.append(record)
+                    if len(records) + len(deletions) >= self.settings.page_size:
+                        last_cursor = tracker.cursor()
+                        yield Page(records, deletions, last_cursor)
+                        records, deletions = [], []
+            except AuthError as exc:
+                if relogged:
+                    raise AuthError(f"{self.name}: session refused again after one re-login: "
+                                    f"{exc}", code=exc.code, status=exc.status) from None
+                relogged = True
+                self._relogin(exc)
+                continue
+            last_cursor = tracker.cursor() or last_cursor
+            if full and known_ids is not None:
+                deletions += [Deletion(i, None, "missing") for i in known_ids
+                              if i not in seen_ids]
+            yield Page(records, deletions, last_cursor)
+            return
+
+    def read_one(self, obj: str, crm_id: str) -> Record | None:
+        found = self.lookup(obj, "crm_id", crm_id)
+        return found[0] if found else None
+
+    def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
+        """Records whose canonical `field` equals `value` (the literal is escaped)."""
+        om = self.fieldmap.object(obj)
+        spec = om.fields.get(field)
+        if spec is None:
+            raise FieldMapError(f"{obj}.{field} is not in the field map")
+        query = soql.by_field(om, spec.crm, value)
+        rows = self._call(lambda sf: list(sf.query_all_iter(query)))
+        return [om.to_canonical(r) for r in rows]
+
+    def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
+              ) -> list[WriteResult]:
+        """PATCH composite/sobjects in chunks of 200; `redecide` is unused (no etags here)."""
+        om = self.fieldmap.object(obj)
+        results: list[WriteResult | None] = [None] * len(updates)
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for i, update in enumerate(updates):
+            crm_id = str(update.get("crm_id", ""))
+            try:
+                body = om.to_crm(update)
+            except FieldMapError as exc:
+                results[i] = WriteResult(crm_id, False, "INVALID_FIELD", str(exc))
+                continue
+            pending.append((i, {"attributes": {"type": om.crm_object}, "id": crm_id, **body}))
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start:start + CHUNK]
+            payload = {"allOrNone": False, "records": [r for _, r in chunk]}
+            try:
+                answer = self._call(lambda sf, p=payload: sf.restful(  # type: ignore[misc]
+                    "composite/sobjects", method="PATCH", json=p)) or []
+            except FatalError as exc:
+                if isinstance(exc, AuthError):
+                    raise
+                answer = [{"success": False, "errors": [
+                    {"statusCode": exc.code, "message": exc.message}]}] * len(chunk)
+            for (i, record), item in zip(chunk, answer, strict=False):
+                results[i] = _result(record["id"], item)
+        return [r or WriteResult(str(u.get("crm_id", "")), False, "NO_RESULT",
+                                 "Salesforce returned no result for this record")
+                for r, u in zip(results, updates, strict=True)]
+
+    def check(self) -> list[CheckResult]:
+        from connectors.salesforce.describe import check
+
+        return check(self)
+
+
+def _result(crm_id: str, item: dict[str, Any]) -> WriteResult:
+    if item.get("success"):
+        return WriteResult(str(item.get("id") or crm_id), True)
+    errors = item.get("errors") or [{}]
+    first = errors[0]
+    return WriteResult(crm_id, False, first.get("statusCode") or first.get("errorCode"),
+                       "; ".join(str(e.get("message", "")) for e in errors),
+                       tuple(first.get("fields") or ()))
+
+
+def new_budget(settings: ConnectionSettings) -> BudgetMeter:
+    return BudgetMeter(settings.budget_share)

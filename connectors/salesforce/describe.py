@@ -1,0 +1,63 @@
+"""`check()` for Salesforce: credentials, API reachability and the field map against describe.
+
+Rules: each mapped object is described once (`GET sobjects/X/describe`); a mapped field the
+object lacks is a "fail" naming object and field, and a push field that is not updateable is a
+"fail" too (missing permission). A sandbox or org that does not serve describe (404/405/501) is
+"cannot verify", never a crash. Nothing here raises for a CRM answer: doctor reports, it does
+not stop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from connectors.base import CheckResult, ConnectorError
+
+if TYPE_CHECKING:
+    from connectors.salesforce.connector import SalesforceConnector
+
+UNVERIFIABLE = {404, 405, 501}
+
+
+def check(conn: SalesforceConnector) -> list[CheckResult]:
+    name = conn.name
+    try:
+        conn._call(lambda sf: sf.restful("limits/"))
+    except ConnectorError as exc:
+        status = "cannot verify" if exc.status in UNVERIFIABLE else "fail"
+        if status == "fail":
+            return [CheckResult(name, "login", "fail", str(exc))]
+        results = [CheckResult(name, "login", "ok", "session established")]
+    else:
+        results = [CheckResult(name, "login", "ok", "session established")]
+    budget = conn.api_budget()
+    if budget.limit is not None:
+        results.append(CheckResult(name, "api budget", "ok" if (budget.allowed or 0) > 0
+                                   else "fail", f"{budget.used}/{budget.limit} used"))
+    described: dict[str, Any] = {}
+    for obj, om in conn.fieldmap.objects.items():
+        label = f"fields {obj} ({om.crm_object})"
+        if om.crm_object not in described:
+            try:
+                described[om.crm_object] = conn._call(
+                    lambda sf, o=om.crm_object: sf.restful(f"sobjects/{o}/describe"))
+            except ConnectorError as exc:
+                described[om.crm_object] = exc
+        answer = described[om.crm_object]
+        if isinstance(answer, ConnectorError):
+            status = "cannot verify" if answer.status in UNVERIFIABLE else "fail"
+            results.append(CheckResult(name, label, status, str(answer)))
+            continue
+        fields = {f["name"]: f for f in (answer or {}).get("fields", [])}
+        missing = sorted({s.crm for s in om.fields.values()} - set(fields))
+        locked = sorted(s.crm for s in om.fields.values()
+                        if s.push and s.crm in fields and fields[s.crm].get("updateable") is False)
+        if missing:
+            results.append(CheckResult(name, label, "fail",
+                                       f"{om.crm_object} has no field(s): {', '.join(missing)}"))
+        elif locked:
+            results.append(CheckResult(name, label, "fail",
+                                       f"not updateable for this user: {', '.join(locked)}"))
+        else:
+            results.append(CheckResult(name, label, "ok", f"{len(om.fields)} fields mapped"))
+    return results

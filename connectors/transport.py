@@ -1,0 +1,168 @@
+"""The one HTTP path of every connector: timeouts, CA bundle, retry, status classes, call log.
+
+Rules kept here:
+- `Transport` is a `requests.Session`, so simple-salesforce (given `session=`) and msal (given
+  `http_client=`) go through it too: every call gets the configured (connect, read) timeout and
+  the configured CA bundle, passed per request so that `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` in
+  the environment cannot override it (requests lets them override `Session.verify`).
+- Status is classified here and only here: 2xx/3xx pass; 429, 5xx, connection errors and timeouts
+  raise `RetriableError` and are retried (tenacity) with exponential backoff and jitter, bounded by
+  `max_attempts` and `max_retry_seconds` of waiting; a `Retry-After` is honoured exactly (and a
+  wait longer than the bound gives up at once). 401 → `AuthError`, 412 → `ConflictError`, other
+  4xx → `FatalError`, each with the CRM's own code and message (`ErrorReader`). A CRM-specific
+  `classify` hook may return another error (Salesforce: REQUEST_LIMIT_EXCEEDED → BudgetExhausted,
+  never retried).
+- The budget meter is checked before and fed after every call; every call is counted.
+- One debug line per call: method, path (never the query string), status, duration. Headers and
+  bodies are never logged, so tokens cannot leak.
+- `sleep` is injectable: tests never sleep for real.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from connectors.base import (
+    AuthError,
+    ConflictError,
+    ConnectorError,
+    FatalError,
+    RetriableError,
+)
+from connectors.budget import BudgetMeter
+
+log = logging.getLogger(__name__)
+
+ErrorReader = Callable[[requests.Response], tuple[str | None, str]]
+Classifier = Callable[[requests.Response, str | None, str], ConnectorError | None]
+
+
+def read_error(resp: requests.Response) -> tuple[str | None, str]:
+    """The CRM's own (code, message) from any of the error shapes the CRMs send."""
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        return None, (resp.text or resp.reason or "")[:500]
+    if isinstance(body, list) and body and isinstance(body[0], dict):  # Salesforce REST
+        first = body[0]
+        return first.get("errorCode"), str(first.get("message", ""))
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # Dataverse OData
+            return err.get("code"), str(err.get("message", ""))
+        if isinstance(err, str):  # OAuth
+            return err, str(body.get("error_description", ""))
+    return None, str(body)[:500]
+
+
+def retry_after_seconds(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: fall back to backoff
+
+
+class Transport(requests.Session):
+    def __init__(
+        self,
+        *,
+        name: str,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        ca_bundle: str | None = None,
+        max_attempts: int = 5,
+        max_retry_seconds: float = 120.0,
+        budget: BudgetMeter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        classify: Classifier | None = None,
+        raise_errors: bool = True,
+    ):
+        super().__init__()
+        self.name = name
+        self.timeout = timeout
+        self.ca_bundle = ca_bundle
+        self.max_attempts = max_attempts
+        self.max_retry_seconds = max_retry_seconds
+        self.budget = budget or BudgetMeter()
+        self.sleep = sleep
+        self.classify = classify
+        self.raise_errors = raise_errors
+
+    @property
+    def calls(self) -> int:
+        return self.budget.calls
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> Any:
+        method = method.decode() if isinstance(method, bytes) else method
+        url = url.decode() if isinstance(url, bytes) else url
+        kw.setdefault("timeout", self.timeout)
+        if kw.get("verify") is None and self.ca_bundle:
+            kw["verify"] = self.ca_bundle
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | self._waited_too_long,
+            wait=self._wait,
+            retry=retry_if_exception_type(RetriableError),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(self._once, method, url, *args, **kw)
+
+    def _waited_too_long(self, state: Any) -> bool:
+        return bool(state.idle_for + state.upcoming_sleep > self.max_retry_seconds)
+
+    _backoff = wait_exponential_jitter(initial=1, max=60, jitter=1)
+
+    def _wait(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetriableError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    def _once(self, method: str, url: str, *args: Any, **kw: Any) -> requests.Response:
+        self.budget.guard()
+        self.budget.count()
+        path = urlsplit(url).path
+        started = time.perf_counter()
+        try:
+            resp = super().request(method, url, *args, **kw)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            log.debug("%s %s %s -> %s", self.name, method, path, type(exc).__name__)
+            raise RetriableError(f"{method} {path}: {type(exc).__name__}") from None
+        took_ms = (time.perf_counter() - started) * 1000
+        log.debug("%s %s %s %d %.0fms", self.name, method, path, resp.status_code, took_ms)
+        self.budget.observe(resp.headers)
+        error = self.error_for(resp)
+        if error is None:
+            return resp
+        if isinstance(error, RetriableError) or self.raise_errors:
+            raise error
+        return resp
+
+    def error_for(self, resp: requests.Response) -> ConnectorError | None:
+        """Classify one response (None for success); the only status table of the project."""
+        status = resp.status_code
+        if status < 400:
+            return None
+        code, message = read_error(resp)
+        if self.classify is not None:
+            special = self.classify(resp, code, message)
+            if special is not None:
+                return special
+        if status == 429 or status >= 500:
+            return RetriableError(message, code=code, status=status,
+                                  retry_after=retry_after_seconds(resp))
+        if status == 401:
+            return AuthError(message, code=code, status=status)
+        if status == 412:
+            return ConflictError(message, code=code, status=status)
+        return FatalError(message, code=code, status=status)
