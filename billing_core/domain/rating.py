@@ -1,0 +1,101 @@
+"""Rating: what a quantity costs under a price (pure, no I/O).
+
+Rules kept here
+- ``per_unit``: quantity x unit price.
+- ``graduated``: each unit is priced in the tier it falls in (tier i covers
+  ``(up_to[i-1], up_to[i]]``), plus the flat fee of every tier that holds at least part of a unit.
+- ``volume``: every unit at the unit price of the tier the *total* falls in, plus that tier's
+  flat fee.
+- Tier bounds ``up_to`` are inclusive; the last tier may be open (``None``). A quantity of zero
+  costs nothing (no flat fee).
+- The result is *unrounded* (full precision); the caller rounds once per invoice line with
+  :func:`billing_core.domain.money.round_money`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import NamedTuple
+
+from billing_core.domain.errors import ValidationError
+from billing_core.domain.money import from_minor
+
+MODELS = ("per_unit", "graduated", "volume")
+ZERO = Decimal(0)
+
+
+class Tier(NamedTuple):
+    up_to: Decimal | None      # inclusive upper bound; None = no bound
+    unit_price: Decimal
+    flat_fee_minor: int = 0
+
+
+@dataclass(frozen=True)
+class Price:
+    """The price of one product in one currency from ``effective_from`` on."""
+
+    product_id: int
+    currency: str
+    effective_from: date
+    unit_price: Decimal
+    model: str = "per_unit"
+    tiers: tuple[Tier, ...] = ()
+    id: int | None = None
+
+
+def check_tiers(tiers: tuple[Tier, ...], field: str = "tiers") -> None:
+    """Tiers ascend strictly; only the last may be open; prices and fees are not negative."""
+    if not tiers:
+        raise ValidationError(field, tiers, "a tiered price needs at least one tier")
+    previous = ZERO
+    for i, tier in enumerate(tiers):
+        if tier.unit_price < 0:
+            raise ValidationError(f"{field}[{i}].unit_price", tier.unit_price, "must not be negative")
+        if tier.flat_fee_minor < 0:
+            raise ValidationError(f"{field}[{i}].flat_fee", tier.flat_fee_minor,
+                                  "must not be negative")
+        if tier.up_to is None:
+            if i != len(tiers) - 1:
+                raise ValidationError(f"{field}[{i}].up_to", None, "only the last tier may be open")
+            continue
+        if tier.up_to <= previous:
+            raise ValidationError(f"{field}[{i}].up_to", tier.up_to,
+                                  f"must be greater than the previous bound {previous}")
+        previous = tier.up_to
+
+
+def rate(price: Price, quantity: Decimal) -> Decimal:
+    """The unrounded amount for ``quantity`` units under ``price``."""
+    if quantity == 0:
+        return ZERO
+    if price.model == "per_unit" or not price.tiers:
+        return quantity * price.unit_price
+    if price.model == "volume":
+        tier = _tier_of(price.tiers, quantity)
+        return quantity * tier.unit_price + from_minor(tier.flat_fee_minor, price.currency)
+    # graduated
+    sign = Decimal(-1) if quantity < 0 else Decimal(1)
+    left = abs(quantity)
+    total = ZERO
+    lower = ZERO
+    for tier in price.tiers:
+        upper = tier.up_to
+        units = left if upper is None else min(left, upper - lower)
+        if units > 0:
+            total += units * tier.unit_price + from_minor(tier.flat_fee_minor, price.currency)
+            left -= units
+        if left <= 0 or upper is None:
+            break
+        lower = upper
+    if left > 0:   # tiers all bounded and the quantity is above the last: last tier's price
+        total += left * price.tiers[-1].unit_price
+    return sign * total
+
+
+def _tier_of(tiers: tuple[Tier, ...], quantity: Decimal) -> Tier:
+    q = abs(quantity)
+    for tier in tiers:
+        if tier.up_to is None or q <= tier.up_to:
+            return tier
+    return tiers[-1]

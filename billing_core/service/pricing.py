@@ -1,0 +1,242 @@
+"""The catalog: products and effective-dated prices per currency.
+
+Rules kept here
+- A product's ``sku`` is unique; ``kind`` is recurring | one_time | usage; a recurring product
+  has a ``billing_period`` of month | year; ``pricing_model`` is per_unit | graduated | volume.
+- A price belongs to (product, currency, effective_from) and applies from that day until the
+  next price of the same product and currency. Setting a price for a day that already has one
+  replaces it (the CRM re-sends its price book; the last word wins).
+- A tiered product's price carries tiers (see :mod:`billing_core.domain.rating`); ``unit_price``
+  of a tiered price is the first tier's unit price, for display.
+- :func:`price_for` answers "which price applies on this day" or raises ``NotFound`` naming the
+  product, currency and date. :class:`PriceBook` answers the same from memory for the bill run
+  (the catalog is small; one SELECT per table per run).
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import price_tiers, prices, products
+from billing_core.domain.errors import Duplicate, NotFound, ValidationError
+from billing_core.domain.money import check_currency, to_decimal, to_minor
+from billing_core.domain.rating import MODELS, Price, Tier, check_tiers, rate
+
+__all__ = [
+    "Price",
+    "PriceBook",
+    "ProductIn",
+    "Tier",
+    "add_product",
+    "get_product",
+    "list_prices",
+    "list_products",
+    "load_price_book",
+    "price_for",
+    "rate",
+    "set_price",
+]
+
+KINDS = ("recurring", "one_time", "usage")
+PERIODS = ("month", "year")
+
+
+@dataclass(frozen=True)
+class ProductIn:
+    sku: str
+    name: str
+    kind: str = "recurring"
+    billing_period: str | None = None      # month | year, recurring only (default month)
+    pricing_model: str = "per_unit"
+    needs_provisioning: bool = False
+    active: bool = True
+    ext_source: str | None = None
+    ext_id: str | None = None
+
+
+def add_product(uow: UnitOfWork, data: ProductIn) -> int:
+    """Create a product; ``Duplicate`` when the sku exists."""
+    sku = (data.sku or "").strip()
+    if not sku:
+        raise ValidationError("sku", data.sku, "is required")
+    if not data.name or not data.name.strip():
+        raise ValidationError("name", data.name, "is required")
+    if data.kind not in KINDS:
+        raise ValidationError("kind", data.kind, f"must be one of {', '.join(KINDS)}")
+    period = data.billing_period
+    if data.kind == "recurring":
+        period = period or "month"
+        if period not in PERIODS:
+            raise ValidationError("billing_period", period, "must be month or year")
+    elif period is not None:
+        raise ValidationError("billing_period", period, "only recurring products have one")
+    if data.pricing_model not in MODELS:
+        raise ValidationError("pricing_model", data.pricing_model,
+                              f"must be one of {', '.join(MODELS)}")
+    if uow.conn.execute(select(products.c.id).where(products.c.sku == sku)).first():
+        raise Duplicate("sku", sku)
+    new_id = uow.conn.execute(insert(products).values(
+        sku=sku, name=data.name.strip()[:255], kind=data.kind, billing_period=period,
+        pricing_model=data.pricing_model, needs_provisioning=bool(data.needs_provisioning),
+        active=bool(data.active), ext_source=data.ext_source, ext_id=data.ext_id,
+        created_at=uow.now())).inserted_primary_key[0]
+    return int(new_id)
+
+
+def get_product(conn: Connection, ref: int | str) -> RowMapping:
+    """A product by id or sku."""
+    text = str(ref).strip()
+    cond = products.c.sku == text
+    if text.isdigit():
+        cond = (products.c.id == int(text)) | cond
+    row = conn.execute(select(products).where(cond).order_by(products.c.id)).mappings().first()
+    if row is None:
+        raise NotFound("product", ref)
+    return row
+
+
+def list_products(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(products).order_by(products.c.id)).mappings())
+
+
+def _parse_tiers(tiers: Iterable[Sequence[object]] | None, currency: str) -> tuple[Tier, ...]:
+    """Tiers as (up_to|None, unit_price[, flat_fee]) with the flat fee in major units or a Tier."""
+    out = []
+    for i, raw in enumerate(tiers or ()):
+        if isinstance(raw, Tier):
+            out.append(raw)
+            continue
+        up_to_raw, price_raw, *rest = raw
+        up_to = None if up_to_raw in (None, "", "inf") else to_decimal(up_to_raw, f"tiers[{i}].up_to")
+        unit = to_decimal(price_raw, f"tiers[{i}].unit_price")
+        fee = to_minor(to_decimal(rest[0], f"tiers[{i}].flat_fee"), currency) if rest else 0
+        out.append(Tier(up_to, unit, fee))
+    return tuple(out)
+
+
+def set_price(uow: UnitOfWork, product_id: int, currency: str, effective_from: date,
+              unit_price: Decimal | str | int | None,
+              tiers: Iterable[Sequence[object]] | None = None) -> int:
+    """Set the price of a product in a currency from a day on; returns the price id."""
+    conn = uow.conn
+    product = get_product(conn, product_id)
+    currency = check_currency(currency)
+    if not isinstance(effective_from, date):
+        raise ValidationError("effective_from", effective_from, "must be a date")
+    tier_list = _parse_tiers(tiers, currency)
+    if product["pricing_model"] == "per_unit":
+        if tier_list:
+            raise ValidationError("tiers", len(tier_list),
+                                  f"product {product['sku']} is priced per unit, not tiered")
+        unit = to_decimal(unit_price, "unit_price")
+    else:
+        check_tiers(tier_list)
+        unit = tier_list[0].unit_price if unit_price is None else to_decimal(unit_price,
+                                                                             "unit_price")
+    if unit < 0:
+        raise ValidationError("unit_price", unit_price, "must not be negative")
+    existing = conn.execute(select(prices.c.id).where(
+        prices.c.product_id == product["id"], prices.c.currency == currency,
+        prices.c.effective_from == effective_from)).scalar()
+    if existing is None:
+        price_id = int(conn.execute(insert(prices).values(
+            product_id=product["id"], currency=currency, effective_from=effective_from,
+            unit_price=unit, created_at=uow.now())).inserted_primary_key[0])
+    else:
+        price_id = int(existing)
+        conn.execute(update(prices).where(prices.c.id == price_id).values(unit_price=unit))
+        conn.execute(delete(price_tiers).where(price_tiers.c.price_id == price_id))
+    if tier_list:
+        conn.execute(insert(price_tiers), [
+            {"price_id": price_id, "up_to": t.up_to, "unit_price": t.unit_price,
+             "flat_fee_minor": t.flat_fee_minor} for t in tier_list])
+    return price_id
+
+
+def _build(rows: Iterable[RowMapping], tier_rows: Iterable[RowMapping],
+           models: dict[int, str]) -> list[Price]:
+    tiers_by_price: dict[int, list[Tier]] = defaultdict(list)
+    for t in tier_rows:
+        tiers_by_price[t["price_id"]].append(
+            Tier(t["up_to"], t["unit_price"], int(t["flat_fee_minor"])))
+    out = []
+    for r in rows:
+        tiers = tiers_by_price.get(r["id"], [])
+        # open tier last, bounded tiers ascending
+        tiers.sort(key=lambda t: (t.up_to is None, t.up_to or Decimal(0)))
+        out.append(Price(product_id=r["product_id"], currency=r["currency"],
+                         effective_from=r["effective_from"], unit_price=r["unit_price"],
+                         model=models.get(r["product_id"], "per_unit"), tiers=tuple(tiers),
+                         id=r["id"]))
+    return out
+
+
+def list_prices(conn: Connection, product_id: int | None = None) -> list[Price]:
+    query = select(prices).order_by(prices.c.product_id, prices.c.currency,
+                                    prices.c.effective_from)
+    tq = select(price_tiers)
+    if product_id is not None:
+        query = query.where(prices.c.product_id == product_id)
+        tq = tq.where(price_tiers.c.price_id.in_(
+            select(prices.c.id).where(prices.c.product_id == product_id)))
+    models = {r[0]: r[1] for r in conn.execute(select(products.c.id, products.c.pricing_model))}
+    return _build(conn.execute(query).mappings(), conn.execute(tq).mappings(), models)
+
+
+def price_for(conn: Connection, product_id: int, currency: str, on_date: date) -> Price:
+    """The price in effect on ``on_date``; ``NotFound`` names product, currency and date."""
+    row = conn.execute(select(prices).where(
+        prices.c.product_id == product_id, prices.c.currency == currency,
+        prices.c.effective_from <= on_date).order_by(prices.c.effective_from.desc())
+        .limit(1)).mappings().first()
+    if row is None:
+        raise NotFound("price", f"product={product_id} currency={currency} date={on_date}")
+    model = conn.execute(select(products.c.pricing_model)
+                         .where(products.c.id == product_id)).scalar() or "per_unit"
+    tiers = conn.execute(select(price_tiers).where(price_tiers.c.price_id == row["id"])).mappings()
+    return _build([row], tiers, {product_id: model})[0]
+
+
+class PriceBook:
+    """Every price in memory, for the bill run: lookups and day-splits without queries."""
+
+    def __init__(self, all_prices: Iterable[Price]) -> None:
+        self._by_key: dict[tuple[int, str], list[Price]] = defaultdict(list)
+        for p in all_prices:
+            self._by_key[(p.product_id, p.currency)].append(p)
+        self._starts: dict[tuple[int, str], list[date]] = {}
+        for key, plist in self._by_key.items():
+            plist.sort(key=lambda p: p.effective_from)
+            self._starts[key] = [p.effective_from for p in plist]
+
+    def price_for(self, product_id: int, currency: str, on_date: date) -> Price:
+        key = (product_id, currency)
+        i = bisect_right(self._starts.get(key, []), on_date) - 1
+        if i < 0:
+            raise NotFound("price", f"product={product_id} currency={currency} date={on_date}")
+        return self._by_key[key][i]
+
+    def segments(self, product_id: int, currency: str, start: date,
+                 end: date) -> list[tuple[date, date, Price]]:
+        """``[start, end)`` split at every price change: (from, to, price) pieces."""
+        first = self.price_for(product_id, currency, start)
+        key = (product_id, currency)
+        out: list[tuple[date, date, Price]] = []
+        cur_from, cur_price = start, first
+        for p in self._by_key[key]:
+            if start < p.effective_from < end:
+                out.append((cur_from, p.effective_from, cur_price))
+                cur_from, cur_price = p.effective_from, p
+        out.append((cur_from, end, cur_price))
+        return out
+
+
+def load_price_book(conn: Connection) -> PriceBook:
+    return PriceBook(list_prices(conn))
