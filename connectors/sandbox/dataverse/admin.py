@@ -1,0 +1,149 @@
+"""Admin actions: what a CRM user or the test would change by hand, outside the Web API.
+
+Rules kept:
+- Every change goes through the store like a Web API write: a new version number, `modifiedon`
+  from the sandbox clock, so change tracking and `modifiedon` polling both see it.
+- Rows are named by GUID (`id`, or the table's key) or by seed index (`index`).
+- Answers are plain JSON values (Money as numbers); an unknown action or row raises
+  `KeyError`/`ValueError` with the action and value in the message, for the server to report.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from . import writes
+from .schema import QUOTE_STATUS, TABLES, TableDef
+from .wire import DataverseError, dumps
+
+if TYPE_CHECKING:
+    from .side import DataverseSide
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(dumps(value))
+
+
+class Admin:
+    def __init__(self, side: DataverseSide) -> None:
+        self.side = side
+
+    def run(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, "do_" + action, None)
+        if handler is None:
+            known = sorted(n[3:] for n in dir(self) if n.startswith("do_"))
+            raise KeyError(f"unknown dataverse admin action {action!r}; known: {known}")
+        try:
+            return handler(payload)
+        except DataverseError as err:
+            raise ValueError(f"dataverse admin {action}: {err.message}") from None
+
+    def _table(self, payload: dict[str, Any], default: str | None = None) -> TableDef:
+        name = payload.get("table", default)
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; known: {sorted(TABLES)}")
+        return TABLES[name]
+
+    def _index(self, table: TableDef, payload: dict[str, Any]) -> int:
+        store = self.side.store
+        if "index" in payload:
+            index = int(payload["index"])
+            if store.get(table.name, index) is None:
+                raise ValueError(f"{table.name} has no live row at index {index}")
+            return index
+        guid = str(payload.get("id") or payload.get(table.key) or "")
+        found = store.index_of(table.name, guid)
+        if found is None:
+            raise ValueError(f"{table.name} has no live row with id {guid!r}")
+        return found
+
+    def _update(self, table: TableDef, payload: dict[str, Any], values: dict[str, Any]) -> dict:
+        store = self.side.store
+        clean = writes.validate(table, values, store)
+        return _plain(store.update(table.name, self._index(table, payload), clean))
+
+    # --- actions -----------------------------------------------------------------------------
+    def do_info(self, payload: dict[str, Any]) -> dict[str, Any]:
+        side = self.side
+        return {"tenant": side.tenant, "client_id": side.client_id,
+                "client_secret": side.client_secret,
+                "authority": f"{side.base_url}/{side.tenant}",
+                "scope": f"{side.base_url}/.default", "api_url": side.api_url,
+                "rows": {name: side.store.count(name) for name in TABLES},
+                "version": side.store.version}
+
+    def do_guid(self, payload: dict[str, Any]) -> dict[str, Any]:
+        table = self._table(payload, "accounts")
+        index = int(payload.get("index", 0))
+        return {"id": self.side.store.guid_of(table.name, index)}
+
+    def do_get(self, payload: dict[str, Any]) -> dict[str, Any]:
+        table = self._table(payload, "accounts")
+        return _plain(self.side.store.get(table.name, self._index(table, payload)))
+
+    def do_update(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._update(self._table(payload), payload, dict(payload.get("values", {})))
+
+    def do_set_creditonhold(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._update(TABLES["accounts"], payload,
+                            {"creditonhold": bool(payload.get("value", True))})
+
+    def do_set_creditlimit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._update(TABLES["accounts"], payload,
+                            {"creditlimit": _number(payload.get("value"))})
+
+    def do_win_quote(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._update(TABLES["quotes"], payload, {"statecode": 2,
+                                                        "statuscode": QUOTE_STATUS[2]})
+
+    def do_set_quote_state(self, payload: dict[str, Any]) -> dict[str, Any]:
+        state = int(payload["statecode"])
+        return self._update(TABLES["quotes"], payload, {"statecode": state,
+                                                        "statuscode": QUOTE_STATUS[state]})
+
+    def do_delete(self, payload: dict[str, Any]) -> dict[str, Any]:
+        table = self._table(payload)
+        index = self._index(table, payload)
+        guid = self.side.store.guid_of(table.name, index)
+        self.side.store.delete(table.name, index)
+        return {"deleted": guid, "table": table.name}
+
+    def do_delete_account(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.do_delete(dict(payload, table="accounts"))
+
+    def do_create(self, payload: dict[str, Any]) -> dict[str, Any]:
+        table = self._table(payload)
+        return _plain(writes.create(self.side.store, table, dict(payload.get("row", {}))))
+
+    def do_expire_delta_tokens(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.side.reader.expire_delta_tokens(payload.get("table"))
+        return {"expired": payload.get("table") or "all"}
+
+    def do_expire_tokens(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.side.authority.expire_all()
+        return {"expired": "access tokens"}
+
+    def do_set_token_ttl(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.side.authority.ttl = float(payload["seconds"])
+        return {"token_ttl": self.side.authority.ttl}
+
+    def do_set_rate_limit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.side.throttle.configure(payload.get("limit"), payload.get("window"))
+        self.side.throttle.reset()
+        return {"limit": self.side.throttle.limit, "window": self.side.throttle.window}
+
+    def do_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.side.reset()
+        return {"reset": True}
+
+
+def _number(value: Any) -> Decimal | None:
+    """Money from the admin's JSON (number or string), exact; None clears the column."""
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"creditlimit {value!r} is not a number") from None

@@ -1,0 +1,59 @@
+"""Deterministic, reversible GUIDs and pseudo-random draws for lazily generated rows.
+
+Rules kept:
+- A row's GUID is a pure function of (seed, table, index) and maps back to the index without any
+  stored state, so a million-row table costs no memory until a row is changed.
+- The GUIDs look like Dataverse's sequential ones: the first 48 bits vary, the tail is constant
+  per table (as the server-derived tail of real `newsequentialid()` values is).
+- Draws use splitmix64: fast, pure integer arithmetic, identical on every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_MASK48 = (1 << 48) - 1
+_MASK64 = (1 << 64) - 1
+_MULT = 0x9E3779B97F4B  # odd, so invertible modulo 2**48
+_INV = pow(_MULT, -1, 1 << 48)
+
+
+def mix(*parts: int) -> int:
+    """splitmix64 over the parts: a well-spread 64-bit number."""
+    z = 0x9E3779B97F4A7C15
+    for part in parts:
+        z = (z + part * 0xBF58476D1CE4E5B9 + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z
+
+
+def salt(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class GuidCodec:
+    """Index <-> GUID for one table under one seed."""
+
+    def __init__(self, seed: int, table: str) -> None:
+        s = salt(seed, table)
+        self._offset = s & _MASK48
+        tail = salt(seed, table + "/tail")
+        self._tail = f"-{0xe000 | (s >> 52) & 0x0fff:04x}-{0x8000 | tail & 0x3fff:04x}-{tail >> 16 & _MASK48:012x}"
+
+    def guid(self, index: int) -> str:
+        e = (index * _MULT + self._offset) & _MASK48
+        return f"{e & 0xFFFFFFFF:08x}-{e >> 32:04x}{self._tail}"
+
+    def index(self, guid: str) -> int | None:
+        """The index a GUID encodes, or None when it is not one of this table's GUIDs."""
+        text = guid.lower()
+        if len(text) != 36 or text[13:] != self._tail:
+            return None
+        try:
+            e = int(text[:8], 16) | int(text[9:13], 16) << 32
+        except ValueError:
+            return None
+        return ((e - self._offset) * _INV) & _MASK48

@@ -1,0 +1,97 @@
+"""The Dataverse tables the sandbox serves, column by column (docs/FIELDS.md is the contract).
+
+Rules kept:
+- A column has one type; `$filter`, `$select`, `$orderby` and writes are checked against it.
+- Lookups are read as `_<name>_value` and written as `<name>@odata.bind`; system columns
+  (key, createdon, modifiedon, versionnumber) are read-only.
+- Change tracking is on for accounts, quotes and quotedetails; not for products (on purpose, so
+  the connector's `modifiedon` fallback is exercised) nor transactioncurrencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GUID, STRING, MONEY, DECIMAL, BOOL, INT, DATETIME, DATE = (
+    "Edm.Guid", "Edm.String", "Edm.Decimal", "Edm.Decimal", "Edm.Boolean", "Edm.Int32",
+    "Edm.DateTimeOffset", "Edm.Date",
+)
+SYSTEM = ("createdon", "modifiedon", "versionnumber")
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """One entity set: its name, entity logical name, key and columns (name -> Edm type)."""
+
+    name: str
+    entity: str
+    key: str
+    columns: dict[str, str]
+    tracked: bool
+    binds: dict[str, tuple[str, str]]  # nav property -> (lookup column, target entity set)
+
+    @property
+    def read_only(self) -> frozenset[str]:
+        return frozenset((self.key, *SYSTEM, *(c for c, _ in self.binds.values())))
+
+    @property
+    def type_name(self) -> str:
+        return f"Microsoft.Dynamics.CRM.{self.entity}"
+
+
+def _cols(*pairs: tuple[str, str]) -> dict[str, str]:
+    return dict(pairs) | {"createdon": DATETIME, "modifiedon": DATETIME, "versionnumber": INT}
+
+
+ACCOUNTS = TableDef(
+    "accounts", "account", "accountid",
+    _cols(("accountid", GUID), ("name", STRING), ("accountnumber", STRING),
+          ("creditlimit", MONEY), ("creditonhold", BOOL), ("_transactioncurrencyid_value", GUID),
+          ("address1_country", STRING), ("address1_stateorprovince", STRING),
+          ("address1_city", STRING), ("statecode", INT), ("statuscode", INT),
+          ("new_billinghold", BOOL), ("new_billingholdreasons", STRING),
+          ("new_openbalance", MONEY), ("new_availablecredit", MONEY),
+          ("new_creditexposure", MONEY), ("new_oldestoverduedays", INT),
+          ("new_lastinvoicenumber", STRING), ("new_lastinvoicedate", DATE)),
+    True, {"transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+)
+PRODUCTS = TableDef(
+    "products", "product", "productid",
+    _cols(("productid", GUID), ("productnumber", STRING), ("name", STRING), ("statecode", INT),
+          ("statuscode", INT), ("new_billingtype", INT), ("new_billingfrequency", INT),
+          ("new_needsprovisioning", BOOL), ("price", MONEY),
+          ("_transactioncurrencyid_value", GUID)),
+    False, {"transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+)
+QUOTES = TableDef(
+    "quotes", "quote", "quoteid",
+    _cols(("quoteid", GUID), ("quotenumber", STRING), ("name", STRING),
+          ("_customerid_value", GUID), ("statecode", INT), ("statuscode", INT),
+          ("revisionnumber", INT), ("effectivefrom", DATE), ("totalamount", MONEY),
+          ("_transactioncurrencyid_value", GUID), ("new_ordernumber", STRING),
+          ("new_provisioningstatus", STRING), ("new_invoicenumber", STRING)),
+    True, {"customerid_account": ("_customerid_value", "accounts"),
+           "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+)
+QUOTEDETAILS = TableDef(
+    "quotedetails", "quotedetail", "quotedetailid",
+    _cols(("quotedetailid", GUID), ("_quoteid_value", GUID), ("_productid_value", GUID),
+          ("lineitemnumber", INT), ("quantity", DECIMAL), ("priceperunit", MONEY),
+          ("extendedamount", MONEY), ("requestdeliveryby", DATE),
+          ("_transactioncurrencyid_value", GUID)),
+    True, {"quoteid": ("_quoteid_value", "quotes"), "productid": ("_productid_value", "products"),
+           "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+)
+CURRENCIES = TableDef(
+    "transactioncurrencies", "transactioncurrency", "transactioncurrencyid",
+    _cols(("transactioncurrencyid", GUID), ("isocurrencycode", STRING),
+          ("currencyname", STRING), ("currencysymbol", STRING), ("currencyprecision", INT),
+          ("exchangerate", DECIMAL), ("statecode", INT)),
+    False, {},
+)
+TABLES: dict[str, TableDef] = {t.name: t for t in (ACCOUNTS, PRODUCTS, QUOTES, QUOTEDETAILS,
+                                                   CURRENCIES)}
+ENTITY_TO_SET: dict[str, str] = {t.entity: t.name for t in TABLES.values()}
+
+# Quote state -> the default status reason for it (Draft/In Progress, Active/Open, Won, Closed/Lost).
+QUOTE_STATUS = {0: 1, 1: 3, 2: 4, 3: 5}

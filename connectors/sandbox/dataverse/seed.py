@@ -1,0 +1,211 @@
+"""Deterministic seed rows, generated on demand from (seed, index).
+
+Rules kept:
+- `row(table, i)` is a pure function of the seed, the sizes and `i`: nothing is stored, so a
+  million accounts cost no memory and every run with the same seed serves the same data.
+- Money is `Decimal` rounded to the currency's precision; quote totals are the sum of their lines.
+- Seeded timestamps lie before `anchor` (a fixed moment, or the clock's time if earlier); seeded
+  version numbers lie below `FIRST_WRITE_VERSION`, so every write is newer than every seed row.
+- Every quote statecode (0 Draft, 1 Active, 2 Won, 3 Closed) occurs; quote i has
+  `lines_per_quote` lines with indexes i*L .. i*L+L-1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from .ids import GuidCodec, mix, salt
+from .schema import QUOTE_STATUS, TABLES
+
+FIXED_ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+FIRST_WRITE_VERSION = 10_000_000_000
+_DAY = 86_400
+
+# iso, name, symbol, precision, rate to USD (units of the currency per USD)
+CURRENCIES: tuple[tuple[str, str, str, int, str], ...] = (
+    ("USD", "US Dollar", "$", 2, "1.0"), ("EUR", "Euro", "€", 2, "0.92"),
+    ("GBP", "Pound Sterling", "£", 2, "0.79"), ("JPY", "Yen", "¥", 0, "151.0"),
+    ("CAD", "Canadian Dollar", "CA$", 2, "1.36"), ("AUD", "Australian Dollar", "A$", 2, "1.52"),
+    ("CHF", "Swiss Franc", "CHF", 2, "0.88"), ("SEK", "Swedish Krona", "kr", 2, "10.6"),
+    ("INR", "Indian Rupee", "₹", 2, "83.2"), ("BHD", "Bahraini Dinar", "BD", 3, "0.376"),
+)
+_CUR_INDEX = {iso: n for n, (iso, *_rest) in enumerate(CURRENCIES)}
+# country, currency, regions, cities
+COUNTRIES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("US", "USD", ("CA", "NY", "TX", "WA", "IL"), ("Seattle", "Austin", "Chicago", "New York")),
+    ("GB", "GBP", ("England", "Scotland", "Wales"), ("London", "Leeds", "Edinburgh")),
+    ("DE", "EUR", ("BY", "BE", "NW", "HE"), ("Munich", "Berlin", "Cologne", "Frankfurt")),
+    ("FR", "EUR", ("IDF", "ARA", "PAC"), ("Paris", "Lyon", "Marseille")),
+    ("NL", "EUR", ("NH", "ZH", "UT"), ("Amsterdam", "Rotterdam", "Utrecht")),
+    ("JP", "JPY", ("Tokyo", "Osaka", "Aichi"), ("Tokyo", "Osaka", "Nagoya")),
+    ("CA", "CAD", ("ON", "QC", "BC"), ("Toronto", "Montreal", "Vancouver")),
+    ("AU", "AUD", ("NSW", "VIC", "QLD"), ("Sydney", "Melbourne", "Brisbane")),
+    ("CH", "CHF", ("ZH", "GE", "BE"), ("Zurich", "Geneva", "Bern")),
+    ("SE", "SEK", ("AB", "O", "M"), ("Stockholm", "Gothenburg", "Malmo")),
+    ("IN", "INR", ("MH", "KA", "DL"), ("Mumbai", "Bengaluru", "Delhi")),
+    ("BH", "BHD", ("Capital", "Muharraq"), ("Manama", "Muharraq")),
+)
+_COUNTRY_WEIGHTS = (0, 0, 0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)  # US-heavy mix
+_FIRST = ("Northwind", "Contoso", "Fabrikam", "Adventure", "Tailspin", "Litware", "Proseware",
+          "Woodgrove", "Alpine", "Blue Yonder", "Coho", "Wingtip", "Lucerne", "Margie's",
+          "Trey", "Humongous", "Graphic", "Fourth", "Southridge", "Relecloud", "Baldwin",
+          "Bellows", "Datum", "Kestrel", "Harbor", "Granite", "Summit", "Cedar", "Orion")
+_SECOND = ("Traders", "Systems", "Logistics", "Analytics", "Health", "Foods", "Motors",
+           "Software", "Energy", "Media", "Outfitters", "Consulting", "Labs", "Works",
+           "Partners", "Networks", "Pharma", "Robotics", "Capital", "Design")
+_SUFFIX = ("Ltd", "Inc.", "GmbH", "S.A.", "B.V.", "Corp.", "LLC", "AG", "K.K.", "Pty Ltd")
+_PRODUCTS = ("Cloud Backup", "Endpoint Protection", "Managed Firewall", "Email Security",
+             "Collaboration Suite", "Data Warehouse", "API Gateway", "Support Plan",
+             "Onboarding Package", "Compute Credits", "Storage", "SIEM", "VPN Seats",
+             "Device Management", "Telephony", "Training Day")
+_EDITIONS = ("Standard", "Business", "Enterprise", "Premium")
+_LIMITS = (5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000)
+
+
+def _money(value: Decimal, precision: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-precision))
+
+
+class Seeder:
+    """Generates seed rows for every table under one seed and one set of sizes."""
+
+    def __init__(self, seed: int, accounts: int, products: int, quotes: int,
+                 lines_per_quote: int, anchor: dt.datetime) -> None:
+        self.seed = seed
+        self.sizes = {"accounts": accounts, "products": products, "quotes": quotes,
+                      "quotedetails": quotes * lines_per_quote,
+                      "transactioncurrencies": len(CURRENCIES)}
+        self.lines = lines_per_quote
+        self.anchor = int(min(anchor, FIXED_ANCHOR).timestamp())
+        self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.timezone.utc).date()
+        self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
+        self._salts = {name: salt(seed, "rows/" + name) for name in TABLES}
+        self._rates = [Decimal(rate) for *_x, rate in CURRENCIES]
+
+    def guid(self, table: str, index: int) -> str:
+        return self.codecs[table].guid(index)
+
+    def row(self, table: str, index: int) -> dict[str, Any]:
+        return getattr(self, "_" + table)(index)
+
+    def _h(self, table: str, index: int, k: int = 0) -> int:
+        return mix(self._salts[table], index, k)
+
+    def _stamps(self, table: str, index: int, h: int, row: dict[str, Any]) -> dict[str, Any]:
+        age = (h >> 20) % (400 * _DAY) + 3600
+        created = self.anchor - age
+        modified = created + (h >> 5) % age
+        row["createdon"] = _ts(created)
+        row["modifiedon"] = _ts(modified)
+        row["versionnumber"] = 1_000_000 + index * 8 + list(TABLES).index(table)
+        return row
+
+    def country_of(self, account: int) -> int:
+        return _COUNTRY_WEIGHTS[self._h("accounts", account) % len(_COUNTRY_WEIGHTS)]
+
+    def _accounts(self, i: int) -> dict[str, Any]:
+        h = self._h("accounts", i)
+        h2 = self._h("accounts", i, 1)
+        country, currency, regions, cities = COUNTRIES[self.country_of(i)]
+        cur = _CUR_INDEX[currency]
+        precision = CURRENCIES[cur][3]
+        limit = None
+        if h2 % 100 >= 15:  # about 15% of accounts have no credit limit set
+            base = Decimal(_LIMITS[(h2 >> 8) % len(_LIMITS)])
+            limit = _money(base * self._rates[cur] if cur else base, min(precision, 2))
+        return self._stamps("accounts", i, h2, {
+            "accountid": self.guid("accounts", i),
+            "name": f"{_FIRST[(h >> 8) % len(_FIRST)]} {_SECOND[(h >> 16) % len(_SECOND)]} "
+                    f"{_SUFFIX[(h >> 24) % len(_SUFFIX)]}",
+            "accountnumber": f"AC-{i + 1:07d}", "creditlimit": limit,
+            "creditonhold": (h2 >> 40) % 100 < 7, "_transactioncurrencyid_value":
+            self.guid("transactioncurrencies", cur), "address1_country": country,
+            "address1_stateorprovince": regions[(h >> 32) % len(regions)],
+            "address1_city": cities[(h >> 36) % len(cities)], "statecode": 0, "statuscode": 1,
+            "new_billinghold": None, "new_billingholdreasons": None, "new_openbalance": None,
+            "new_availablecredit": None, "new_creditexposure": None,
+            "new_oldestoverduedays": None, "new_lastinvoicenumber": None,
+            "new_lastinvoicedate": None,
+        })
+
+    def _products(self, i: int) -> dict[str, Any]:
+        h = self._h("products", i)
+        kind = (0, 0, 0, 1, 2)[h % 5]  # mostly recurring
+        cur = (0, 0, 0, 0, 1, 2, 3)[(h >> 8) % 7]
+        usd = Decimal((h >> 16) % 9_900 + 100) / 4
+        price = _money(usd * self._rates[cur], CURRENCIES[cur][3])
+        retired = (h >> 40) % 10 == 0
+        return self._stamps("products", i, h, {
+            "productid": self.guid("products", i), "productnumber": f"SKU-{i + 1:05d}",
+            "name": f"{_PRODUCTS[i % len(_PRODUCTS)]} {_EDITIONS[(h >> 32) % len(_EDITIONS)]}"
+                    + (f" {i // len(_PRODUCTS) + 1}" if i >= len(_PRODUCTS) else ""),
+            "statecode": 1 if retired else 0, "statuscode": 2 if retired else 1,
+            "new_billingtype": 100_000_000 + kind,
+            "new_billingfrequency": None if kind == 1 else 100_000_000 + int((h >> 36) % 4 == 0),
+            "new_needsprovisioning": kind != 1 and (h >> 44) % 3 != 0, "price": price,
+            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+        })
+
+    def _quote_parts(self, q: int) -> tuple[int, int, int]:
+        """(account index, currency index, currency precision) of quote q."""
+        account = self._h("quotes", q) % max(self.sizes["accounts"], 1)
+        cur = _CUR_INDEX[COUNTRIES[self.country_of(account)][1]]
+        return account, cur, CURRENCIES[cur][3]
+
+    def _line_values(self, j: int) -> tuple[int, Decimal, Decimal, Decimal]:
+        _acct, cur, precision = self._quote_parts(j // self.lines)
+        h = self._h("quotedetails", j)
+        product = h % max(self.sizes["products"], 1)
+        quantity = Decimal((h >> 8) % 50 + 1)
+        usd = Decimal(mix(self._salts["products"], product) >> 16 & 0xFFFFFF) % 9_900 / 4 + 25
+        unit = _money(usd * self._rates[cur], precision)
+        return product, quantity, unit, _money(quantity * unit, precision)
+
+    def _quotes(self, q: int) -> dict[str, Any]:
+        h = self._h("quotes", q, 1)
+        account, cur, precision = self._quote_parts(q)
+        state = q % 4
+        total = sum((self._line_values(q * self.lines + k)[3] for k in range(self.lines)),
+                    Decimal(0))
+        start = self.anchor_date + dt.timedelta(
+            days=(h >> 8) % 120 - 60)
+        return self._stamps("quotes", q, h, {
+            "quoteid": self.guid("quotes", q),
+            "quotenumber": f"QUO-{q + 1:05d}-{h & 0xFFFFFF:06X}",
+            "name": f"{_PRODUCTS[(h >> 4) % len(_PRODUCTS)]} renewal {q + 1}",
+            "_customerid_value": self.guid("accounts", account), "statecode": state,
+            "statuscode": QUOTE_STATUS[state], "revisionnumber": (h >> 16) % 10 // 7,
+            "effectivefrom": start.isoformat(), "totalamount": _money(total, precision),
+            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+            "new_ordernumber": None, "new_provisioningstatus": None, "new_invoicenumber": None,
+        })
+
+    def _quotedetails(self, j: int) -> dict[str, Any]:
+        q = j // self.lines
+        product, quantity, unit, extended = self._line_values(j)
+        _acct, cur, _p = self._quote_parts(q)
+        h = self._h("quotedetails", j, 1)
+        start = self.anchor_date + dt.timedelta(
+            days=(h >> 8) % 120 - 60)
+        return self._stamps("quotedetails", j, h, {
+            "quotedetailid": self.guid("quotedetails", j),
+            "_quoteid_value": self.guid("quotes", q),
+            "_productid_value": self.guid("products", product),
+            "lineitemnumber": j % self.lines + 1, "quantity": quantity, "priceperunit": unit,
+            "extendedamount": extended, "requestdeliveryby": start.isoformat(),
+            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+        })
+
+    def _transactioncurrencies(self, i: int) -> dict[str, Any]:
+        iso, name, symbol, precision, rate = CURRENCIES[i]
+        return self._stamps("transactioncurrencies", i, self._h("transactioncurrencies", i), {
+            "transactioncurrencyid": self.guid("transactioncurrencies", i),
+            "isocurrencycode": iso, "currencyname": name, "currencysymbol": symbol,
+            "currencyprecision": precision, "exchangerate": Decimal(rate), "statecode": 0,
+        })
+
+
+def _ts(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
