@@ -1,0 +1,140 @@
+"""What every receivables document shares: finding one, its balance, its status, voiding.
+
+Rules kept here
+- A document is named by its ledger id or its number (``INV-000001``, ``CM-000001``,
+  ``DM-000001``); an unknown one is ``NotFound`` naming the field and the value.
+- A document's status follows from its amount and what is applied, in one place
+  (:func:`settled_status`): invoices posted → partially_paid → paid, debit memos
+  active → partially_paid → paid, credit memos active → partially_applied → applied; going back
+  on unapply.
+- Every mutating service function runs in a savepoint (:func:`atomic`): an error anywhere inside
+  leaves the ledger as it was, even when the caller goes on using the unit of work.
+- An invoice can be voided only while nothing is applied and it is not void already; the
+  UPDATE is guarded (``applied_minor = 0``), so a racing application cannot slip in between.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection, RowMapping, Table, case, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import credit_memos, debit_memos, invoices, payments
+from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+TABLES: dict[str, Table] = {
+    "invoice": invoices, "debit_memo": debit_memos, "credit_memo": credit_memos,
+    "payment": payments,
+}
+# Statuses in which a target can take an application and a source can give one.
+OPEN_TARGET = {"invoice": ("posted", "partially_paid"), "debit_memo": ("active", "partially_paid")}
+OPEN_SOURCE = {"credit_memo": ("active", "partially_applied")}
+# (nothing applied, part applied, all applied) per document type.
+SETTLED = {
+    "invoice": ("posted", "partially_paid", "paid"),
+    "debit_memo": ("active", "partially_paid", "paid"),
+    "credit_memo": ("active", "partially_applied", "applied"),
+}
+NUMBER_PREFIX = {"INV": "invoice", "DM": "debit_memo", "CM": "credit_memo"}
+
+
+def atomic(fn: Callable[Concatenate[UnitOfWork, P], R]) -> Callable[Concatenate[UnitOfWork, P], R]:
+    """Run ``fn(uow, ...)`` in a savepoint: it completes or changes nothing."""
+    @functools.wraps(fn)
+    def wrapper(uow: UnitOfWork, *args: P.args, **kwargs: P.kwargs) -> R:
+        with uow.savepoint():
+            return fn(uow, *args, **kwargs)
+    return wrapper
+
+
+def amount_col(table: Table) -> ColumnElement[Any]:
+    return table.c.total_minor if table is invoices else table.c.amount_minor
+
+
+def settled_status(doc_type: str, new_applied: ColumnElement[Any] | int,
+                   amount: ColumnElement[Any] | int) -> Any:
+    """SQL expression (or value) of the status a document has with ``new_applied`` applied."""
+    none, part, full = SETTLED[doc_type]
+    if isinstance(new_applied, int) and isinstance(amount, int):
+        return none if new_applied == 0 else full if new_applied == amount else part
+    return case((new_applied == 0, none), (new_applied == amount, full), else_=part)
+
+
+def find(conn: Connection, doc_type: str, ref: object, *, field: str | None = None,
+         lock: bool = False) -> RowMapping:
+    """The document of ``doc_type`` with id or number ``ref``; ``lock`` takes a row lock."""
+    table = TABLES[doc_type]
+    field = field or doc_type
+    text = str(ref).strip() if ref is not None else ""
+    if isinstance(ref, bool) or not text:
+        raise ValidationError(field, ref, "is required: give an id or a number")
+    if text.isdigit():
+        cond = table.c.id == int(text)
+    elif "number" in table.c:
+        cond = table.c.number == text.upper()
+    else:
+        raise NotFound(field, ref)
+    stmt = select(table).where(cond)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = get_mapping(conn, stmt)
+    if row is None:
+        raise NotFound(field, ref)
+    return row
+
+
+def get_mapping(conn: Connection, stmt: Any) -> RowMapping | None:
+    return conn.execute(stmt).mappings().first()
+
+
+def resolve_target(conn: Connection, ref: object, *, field: str = "target",
+                   target_type: str | None = None) -> tuple[str, RowMapping]:
+    """An invoice or debit memo named by number (``INV-…``/``DM-…``), ``type:id`` or, with
+    ``target_type`` given, a bare id."""
+    text = str(ref).strip() if ref is not None else ""
+    if ":" in text:
+        target_type, text = (part.strip() for part in text.split(":", 1))
+    elif not text.isdigit():
+        target_type = NUMBER_PREFIX.get(text.split("-", 1)[0].upper(), target_type)
+    if target_type not in OPEN_TARGET:
+        raise ValidationError(field, ref, "must be an invoice or debit memo number, "
+                                          "or invoice:<id> / debit_memo:<id>")
+    return target_type, find(conn, target_type, text, field=field)
+
+
+def balance(doc: RowMapping, doc_type: str) -> int:
+    amount = doc["total_minor"] if doc_type == "invoice" else doc["amount_minor"]
+    return int(amount) - int(doc["applied_minor"])
+
+
+@atomic
+def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
+    """Void an invoice (id or number) that has nothing applied. Returns the voided row."""
+    row = find(uow.conn, "invoice", invoice, lock=True)
+    if row["status"] == "void":
+        raise InvalidState("invoice", invoice, "is already void")
+    if row["applied_minor"] != 0:
+        raise InvalidState("invoice", invoice, f"has {row['applied_minor']} minor units applied: "
+                                               "unapply first")
+    done = uow.conn.execute(update(invoices).where(
+        invoices.c.id == row["id"], invoices.c.applied_minor == 0, invoices.c.status != "void",
+    ).values(status="void", voided_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("invoice", invoice, "changed while voiding it: try again")
+    uow.touch(int(row["account_id"]))
+    return find(uow.conn, "invoice", row["id"])
+
+
+def to_view(doc: RowMapping, doc_type: str) -> dict[str, Any]:
+    """A document as plain data (the CLI's and the API's answer), with its open balance."""
+    data = dict(doc)
+    data["type"] = doc_type
+    data["balance_minor"] = balance(doc, doc_type) if doc_type != "payment" else (
+        int(doc["amount_minor"]) - int(doc["applied_minor"]))
+    return data

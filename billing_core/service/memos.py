@@ -1,0 +1,295 @@
+"""Credit memos and debit memos: their lifecycles.
+
+Credit memo: draft → active (numbered ``CM-xxxxxx`` from the gapless series at activation) →
+partially_applied / applied as it is applied to invoices or debit memos, back on unapply;
+cancelled only while nothing is applied (draft or active). Amount > 0 in the account's currency,
+a reason is required. A memo that came from the credit pool (origin ``credit_conversion``) is not
+cancelled: it goes back to the pool with ``credits.convert_memo_to_credits``.
+
+Debit memo: draft → active (numbered ``DM-xxxxxx``, issue date, due after the account's payment
+terms: from then on the account owes it) → partially_paid → paid; cancelled only while unpaid.
+
+Every function here completes or changes nothing (a savepoint), names the field and value of any
+error, and touches the account when its balance moves (activation, application, unapply).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import credit_memos, debit_memos
+from billing_core.domain.errors import (
+    CurrencyMismatch,
+    InvalidState,
+    LedgerError,
+    ValidationError,
+)
+from billing_core.domain.money import check_currency, parse_amount
+from billing_core.service import applications as apps
+from billing_core.service.accounts import get_account
+from billing_core.service.documents import atomic, find, resolve_target, to_view
+from billing_core.service.numbering import take_number
+
+ORIGINS = ("manual", "invoice_overflow", "credit_conversion")
+
+
+def _reason(reason: object) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationError("reason", reason, "is required")
+    return reason.strip()[:255]
+
+
+def _currency(account: Mapping[str, Any], currency: object) -> str:
+    if currency is None:
+        return str(account["currency"])
+    code = check_currency(currency)
+    if code != account["currency"]:
+        raise CurrencyMismatch("currency", code, str(account["currency"]))
+    return code
+
+
+# --- credit memos -----------------------------------------------------------------------------
+
+@atomic
+def issue_credit_memo(uow: UnitOfWork, account_id: int, amount_minor: int, reason: str, *,
+                      origin: str = "manual", origin_invoice_id: int | None = None,
+                      origin_grant_id: int | None = None, activate: bool = False) -> int:
+    """Create a credit memo of ``amount_minor`` (already in minor units) in the account's
+    currency; with ``activate`` it is numbered and usable at once. Returns its id."""
+    account = get_account(uow.conn, account_id)
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
+        raise ValidationError("amount_minor", amount_minor, "must be a whole number > 0")
+    if origin not in ORIGINS:
+        raise ValidationError("origin", origin, f"must be one of {', '.join(ORIGINS)}")
+    memo_id = int(uow.conn.execute(insert(credit_memos).values(
+        account_id=account_id, currency=account["currency"], status="draft",
+        amount_minor=amount_minor, applied_minor=0, reason=_reason(reason), origin=origin,
+        origin_invoice_id=origin_invoice_id, origin_grant_id=origin_grant_id,
+        created_at=uow.now())).inserted_primary_key[0])
+    if activate:
+        activate_credit_memo(uow, memo_id)
+    return memo_id
+
+
+@atomic
+def create_credit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: str, *,
+                       currency: str | None = None, activate: bool = False) -> int:
+    """A draft credit memo of a user-given ``amount`` (e.g. ``"12.50"``). Returns its id."""
+    account = get_account(uow.conn, account_id)
+    minor = parse_amount(amount, _currency(account, currency), "amount")
+    return issue_credit_memo(uow, account_id, minor, reason, activate=activate)
+
+
+@atomic
+def activate_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
+    row = find(uow.conn, "credit_memo", memo, lock=True)
+    if row["status"] != "draft":
+        raise InvalidState("credit_memo", memo, f"is {row['status']}: only a draft is activated")
+    done = uow.conn.execute(update(credit_memos).where(
+        credit_memos.c.id == row["id"], credit_memos.c.status == "draft",
+    ).values(status="active", number=take_number(uow.conn, "CM"),
+             activated_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("credit_memo", memo, "changed while activating it: try again")
+    uow.touch(int(row["account_id"]))
+    return credit_memo_view(uow.conn, row["id"])
+
+
+@atomic
+def apply_credit_memo(uow: UnitOfWork, memo: object,
+                      targets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Apply a memo to ``targets``: ``[{"target": "INV-000001" | "debit_memo:7",
+    "amount": "10.00"}, ...]``. All of them or none. Returns the memo's new state."""
+    if not targets:
+        raise ValidationError("applications", [], "give at least one target and amount")
+    memo_id = find(uow.conn, "credit_memo", memo)["id"]
+    for i, item in enumerate(targets):
+        source = find(uow.conn, "credit_memo", memo_id)
+        target_type, target = resolve_target(uow.conn, item.get("target"),
+                                             field=f"applications[{i}].target",
+                                             target_type=item.get("target_type"))
+        minor = parse_amount(item.get("amount"), source["currency"],
+                             f"applications[{i}].amount")
+        apps.apply(uow, "credit_memo", source, target_type, target, minor,
+                   field=f"applications[{i}].amount", value=item.get("amount"))
+    return credit_memo_view(uow.conn, memo_id)
+
+
+@atomic
+def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None) -> dict[str, Any]:
+    """Reverse the memo's live applications (all of them, or those to ``target``)."""
+    row = find(uow.conn, "credit_memo", memo)
+    live = [a for a in apps.live_applications(uow.conn, source_type="credit_memo",
+                                              source_id=row["id"])
+            if a["target_type"] in ("invoice", "debit_memo")]
+    if target is not None:
+        target_type, target_row = resolve_target(uow.conn, target)
+        live = [a for a in live if (a["target_type"], a["target_id"])
+                == (target_type, target_row["id"])]
+    if not live:
+        raise InvalidState("credit_memo" if target is None else "target",
+                           memo if target is None else target, "has nothing applied to unapply")
+    for application in live:
+        apps.unapply(uow, application["id"])
+    return credit_memo_view(uow.conn, row["id"])
+
+
+@atomic
+def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
+    row = find(uow.conn, "credit_memo", memo, lock=True)
+    if row["status"] not in ("draft", "active") or row["applied_minor"] != 0:
+        raise InvalidState("credit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
+                                                "applied: only an unapplied memo is cancelled")
+    if row["origin"] == "credit_conversion":
+        raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back to "
+                                                "credits instead of cancelling it")
+    done = uow.conn.execute(update(credit_memos).where(
+        credit_memos.c.id == row["id"], credit_memos.c.applied_minor == 0,
+        credit_memos.c.status.in_(("draft", "active")),
+    ).values(status="cancelled", cancelled_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("credit_memo", memo, "changed while cancelling it: try again")
+    uow.touch(int(row["account_id"]))
+    return credit_memo_view(uow.conn, row["id"])
+
+
+def credit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
+    row = find(conn, "credit_memo", memo)
+    view = to_view(row, "credit_memo")
+    view["applications"] = [dict(a) for a in apps.live_applications(
+        conn, source_type="credit_memo", source_id=row["id"])]
+    return view
+
+
+def list_credit_memos(conn: Connection, account_id: int | None = None,
+                      status: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(credit_memos).order_by(credit_memos.c.id)
+    if account_id is not None:
+        stmt = stmt.where(credit_memos.c.account_id == account_id)
+    if status is not None:
+        stmt = stmt.where(credit_memos.c.status == status)
+    return [to_view(r, "credit_memo") for r in conn.execute(stmt).mappings()]
+
+
+# --- debit memos ------------------------------------------------------------------------------
+
+@atomic
+def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: str, *,
+                      currency: str | None = None) -> int:
+    """A draft debit memo (what the account will owe once it is activated). Returns its id."""
+    account = get_account(uow.conn, account_id)
+    minor = parse_amount(amount, _currency(account, currency), "amount")
+    return int(uow.conn.execute(insert(debit_memos).values(
+        account_id=account_id, currency=account["currency"], status="draft",
+        amount_minor=minor, applied_minor=0, reason=_reason(reason),
+        created_at=uow.now())).inserted_primary_key[0])
+
+
+@atomic
+def activate_debit_memo(uow: UnitOfWork, memo: object, *,
+                        issue_date: date | None = None) -> dict[str, Any]:
+    row = find(uow.conn, "debit_memo", memo, lock=True)
+    if row["status"] != "draft":
+        raise InvalidState("debit_memo", memo, f"is {row['status']}: only a draft is activated")
+    account = get_account(uow.conn, row["account_id"])
+    issued = issue_date or uow.now().date()
+    done = uow.conn.execute(update(debit_memos).where(
+        debit_memos.c.id == row["id"], debit_memos.c.status == "draft",
+    ).values(status="active", number=take_number(uow.conn, "DM"), issue_date=issued,
+             due_date=issued + timedelta(days=int(account["payment_terms_days"])),
+             activated_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("debit_memo", memo, "changed while activating it: try again")
+    uow.touch(int(row["account_id"]))
+    return debit_memo_view(uow.conn, row["id"])
+
+
+@atomic
+def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
+    row = find(uow.conn, "debit_memo", memo, lock=True)
+    if row["status"] not in ("draft", "active") or row["applied_minor"] != 0:
+        raise InvalidState("debit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
+                                               "paid: only an unpaid memo is cancelled")
+    done = uow.conn.execute(update(debit_memos).where(
+        debit_memos.c.id == row["id"], debit_memos.c.applied_minor == 0,
+        debit_memos.c.status.in_(("draft", "active")),
+    ).values(status="cancelled", cancelled_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("debit_memo", memo, "changed while cancelling it: try again")
+    uow.touch(int(row["account_id"]))
+    return debit_memo_view(uow.conn, row["id"])
+
+
+def debit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
+    row = find(conn, "debit_memo", memo)
+    view = to_view(row, "debit_memo")
+    view["applications"] = [dict(a) for a in apps.live_applications(
+        conn, target_type="debit_memo", target_id=row["id"])]
+    return view
+
+
+def list_debit_memos(conn: Connection, account_id: int | None = None,
+                     status: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(debit_memos).order_by(debit_memos.c.id)
+    if account_id is not None:
+        stmt = stmt.where(debit_memos.c.account_id == account_id)
+    if status is not None:
+        stmt = stmt.where(debit_memos.c.status == status)
+    return [to_view(r, "debit_memo") for r in conn.execute(stmt).mappings()]
+
+
+# --- batch forms (the API's ``:apply`` / ``:unapply`` / ``:activate`` / ``:cancel``) -----------
+
+def _batch(uow: UnitOfWork, items: Sequence[Any],
+           one: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``one`` per item, each in its own savepoint: an item completes or changes nothing,
+    and a bad item answers with its error without stopping the others."""
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            with uow.savepoint():
+                results.append({"index": index, "ok": True, "result": one(item)})
+        except LedgerError as exc:
+            results.append({"index": index, "ok": False, "error": exc.as_dict()})
+    return results
+
+
+def _field(item: Any, key: str) -> Any:
+    if isinstance(item, Mapping):
+        if key not in item:
+            raise ValidationError(key, None, "is required")
+        return item[key]
+    return item
+
+
+def apply_credit_memos(uow: UnitOfWork, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"credit_memo": "CM-000001", "applications": [{"target": ..., "amount": ...}]}]``"""
+    return _batch(uow, items, lambda item: apply_credit_memo(
+        uow, _field(item, "credit_memo"), _field(item, "applications")))
+
+
+def unapply_credit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Items are memo refs or ``{"credit_memo": ..., "target": optional ref}``."""
+    return _batch(uow, items, lambda item: unapply_credit_memo(
+        uow, _field(item, "credit_memo"),
+        target=item.get("target") if isinstance(item, Mapping) else None))
+
+
+def activate_credit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
+    return _batch(uow, items, lambda item: activate_credit_memo(uow, _field(item, "credit_memo")))
+
+
+def cancel_credit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
+    return _batch(uow, items, lambda item: cancel_credit_memo(uow, _field(item, "credit_memo")))
+
+
+def activate_debit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
+    return _batch(uow, items, lambda item: activate_debit_memo(uow, _field(item, "debit_memo")))
+
+
+def cancel_debit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
+    return _batch(uow, items, lambda item: cancel_debit_memo(uow, _field(item, "debit_memo")))
