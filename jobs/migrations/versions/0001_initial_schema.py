@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:02:00.076565
+Create Date: 2026-11-22 00:05:49.241236
 """
 from alembic import op
 import sqlalchemy as sa
@@ -453,11 +453,142 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_subscription_changes_invoice_id'), ['invoice_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_subscription_changes_subscription_id'), ['subscription_id'], unique=False)
 
+    op.create_table('handoffs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('quote_crm_id', sa.String(length=64), nullable=False),
+    sa.Column('revision', sa.Integer(), nullable=False),
+    sa.Column('source_ref', sa.String(length=255), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('state', sa.String(length=24), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=True),
+    sa.Column('created_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_handoffs')),
+    sa.UniqueConstraint('connection', 'quote_crm_id', 'revision', name='uq_handoffs_quote_rev'),
+    sa.UniqueConstraint('source_ref', name=op.f('uq_handoffs_source_ref'))
+    )
+    op.create_table('outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('object', sa.String(length=32), nullable=False),
+    sa.Column('crm_id', sa.String(length=64), nullable=False),
+    sa.Column('ledger_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('payload', sa.Text(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('acked_payload', sa.Text(), nullable=True),
+    sa.Column('acked_hash', sa.String(length=64), nullable=True),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('next_attempt_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('updated_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('acked_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('dead_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+    sa.UniqueConstraint('connection', 'object', 'crm_id', name='uq_outbox_key')
+    )
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_state', ['state', 'next_attempt_at'], unique=False)
+
+    op.create_table('quarantine',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('object', sa.String(length=32), nullable=False),
+    sa.Column('crm_id', sa.String(length=64), nullable=False),
+    sa.Column('field', sa.String(length=64), nullable=False),
+    sa.Column('value', sa.Text(), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('record', sa.Text(), nullable=False),
+    sa.Column('first_seen', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('attempts', sa.Integer(), server_default='1', nullable=False),
+    sa.Column('status', sa.String(length=16), server_default='open', nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantine')),
+    sa.UniqueConstraint('connection', 'object', 'crm_id', name='uq_quarantine_key')
+    )
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.create_index('ix_quarantine_status', ['status'], unique=False)
+
+    op.create_table('sync_cursors',
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('object', sa.String(length=32), nullable=False),
+    sa.Column('cursor', sa.Text(), nullable=True),
+    sa.Column('updated_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('connection', 'object', name=op.f('pk_sync_cursors'))
+    )
+    op.create_table('sync_records',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('object', sa.String(length=32), nullable=False),
+    sa.Column('crm_id', sa.String(length=64), nullable=False),
+    sa.Column('ledger_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('parent_crm_id', sa.String(length=64), nullable=True),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('modstamp', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('data', sa.Text(), nullable=True),
+    sa.Column('updated_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_records')),
+    sa.UniqueConstraint('connection', 'object', 'crm_id', name='uq_sync_records_key')
+    )
+    with op.batch_alter_table('sync_records', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_records_parent', ['connection', 'object', 'parent_crm_id'], unique=False)
+
+    op.create_table('sync_run_objects',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('object', sa.String(length=32), nullable=False),
+    sa.Column('read', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('upserted', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('unchanged', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('quarantined', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('deleted', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('pushed', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('failed', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('api_calls', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('outcome', sa.String(length=32), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_run_objects')),
+    sa.UniqueConstraint('run_id', 'object', name='uq_sync_run_objects_run_object')
+    )
+    with op.batch_alter_table('sync_run_objects', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sync_run_objects_run_id'), ['run_id'], unique=False)
+
+    op.create_table('sync_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('trigger', sa.String(length=32), nullable=False),
+    sa.Column('connection', sa.String(length=64), nullable=False),
+    sa.Column('started_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('outcome', sa.String(length=32), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('options', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_runs'))
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table('sync_runs')
+    with op.batch_alter_table('sync_run_objects', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sync_run_objects_run_id'))
+
+    op.drop_table('sync_run_objects')
+    with op.batch_alter_table('sync_records', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_records_parent')
+
+    op.drop_table('sync_records')
+    op.drop_table('sync_cursors')
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.drop_index('ix_quarantine_status')
+
+    op.drop_table('quarantine')
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_state')
+
+    op.drop_table('outbox')
+    op.drop_table('handoffs')
     with op.batch_alter_table('subscription_changes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_subscription_changes_subscription_id'))
         batch_op.drop_index(batch_op.f('ix_subscription_changes_invoice_id'))

@@ -1,0 +1,162 @@
+"""The sync engine's own tables (SQLAlchemy Core, own ``metadata``; one Alembic history).
+
+Design (issue 6): one cycle per connection = pull → map → reconcile → hand off → push.
+
+Tables
+- ``sync_cursors`` (connection, object) → the connector's opaque cursor, ``updated_at``.
+- ``sync_records`` (connection, object, crm_id) → ``ledger_id`` (accounts.id / products.id /
+  prices.id; NULL for quotes and lines, which billing does not store), ``content_hash`` of the
+  canonical record (modstamp excluded), ``modstamp``, ``parent_crm_id`` (a line's quote, a
+  quote's account), ``data`` (canonical JSON; kept for quotes and quote lines, which wait here
+  until handed off), ``deleted_at``.
+- ``quarantine`` (connection, object, crm_id) unique → field, value, reason, the record as JSON,
+  first/last seen, attempts, status (``open`` | ``resolved`` | ``dropped``).
+- ``handoffs`` (connection, quote crm_id, revision) unique → ``source_ref`` (= the order's
+  unique source reference ``<connection>:<quote id>:rev<revision>``), order id, state
+  (``waiting`` for its account/lines | ``done`` | ``reversed_in_crm`` reported, never undone).
+- ``outbox`` (connection, object, crm_id) unique → what the CRM record should show: ``payload``
+  JSON + ``hash``; ``acked_payload`` + ``acked_hash`` (last value the CRM confirmed); state
+  (``pending`` | ``acked`` | ``dead``), attempts, next_attempt_at, last_error, dead_at.
+- ``sync_runs`` (id, trigger, connection, started/finished, outcome, error) and
+  ``sync_run_objects`` (run, object, read, upserted, unchanged, quarantined, deleted, pushed,
+  failed, api_calls, outcome).
+
+Invariants and transaction boundaries
+- One transaction per page: the page's billing upserts, its ``sync_records``/``quarantine``
+  rows and the object's cursor commit together (a crash re-reads at most one page, and
+  re-applying a page is harmless: upserts are keyed and hashed).
+- An unchanged record (same content hash) writes nothing.
+- A handoff row and its order are written in one transaction; the order's ``source_ref`` is
+  unique, so a quote becomes an order at most once per revision even across crashed runs.
+- The outbox is filled after reconcile in its own transaction; push claims rows (``FOR UPDATE
+  SKIP LOCKED`` on PostgreSQL), calls the CRM outside any transaction, then records each
+  record's result. A crash between CRM write and result only causes one re-send of the same
+  values (pushed fields are idempotent), never a lost update.
+- A run row is written at start (``running``) and closed at the end with its outcome; a run
+  left ``running`` by a killed process is shown as ``abandoned`` by ``status``.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
+)
+
+from billing_core.adapters.types import UTCDateTime
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _pk() -> Column:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+sync_cursors = Table(
+    "sync_cursors", metadata,
+    Column("connection", String(64), primary_key=True),
+    Column("object", String(32), primary_key=True),
+    Column("cursor", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+sync_records = Table(
+    "sync_records", metadata, _pk(),
+    Column("connection", String(64), nullable=False),
+    Column("object", String(32), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("ledger_id", Id),
+    Column("parent_crm_id", String(64)),
+    Column("content_hash", String(64), nullable=False),
+    Column("modstamp", UTCDateTime()),
+    Column("data", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("deleted_at", UTCDateTime()),
+    UniqueConstraint("connection", "object", "crm_id", name="uq_sync_records_key"),
+    Index("ix_sync_records_parent", "connection", "object", "parent_crm_id"),
+)
+
+quarantine = Table(
+    "quarantine", metadata, _pk(),
+    Column("connection", String(64), nullable=False),
+    Column("object", String(32), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("value", Text),
+    Column("reason", Text, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("last_seen", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False, server_default="open"),
+    UniqueConstraint("connection", "object", "crm_id", name="uq_quarantine_key"),
+    Index("ix_quarantine_status", "status"),
+)
+
+handoffs = Table(
+    "handoffs", metadata, _pk(),
+    Column("connection", String(64), nullable=False),
+    Column("quote_crm_id", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("source_ref", String(255), nullable=False, unique=True),
+    Column("order_id", Id),
+    Column("state", String(24), nullable=False),
+    Column("detail", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("connection", "quote_crm_id", "revision", name="uq_handoffs_quote_rev"),
+)
+
+outbox = Table(
+    "outbox", metadata, _pk(),
+    Column("connection", String(64), nullable=False),
+    Column("object", String(32), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("ledger_id", Id),
+    Column("payload", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("acked_payload", Text),
+    Column("acked_hash", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("last_error", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("acked_at", UTCDateTime()),
+    Column("dead_at", UTCDateTime()),
+    UniqueConstraint("connection", "object", "crm_id", name="uq_outbox_key"),
+    Index("ix_outbox_state", "state", "next_attempt_at"),
+)
+
+sync_runs = Table(
+    "sync_runs", metadata, _pk(),
+    Column("trigger", String(32), nullable=False),       # schedule | manual | demo | push
+    Column("connection", String(64), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("outcome", String(32), nullable=False),       # running | ok | partial | stopped: API budget | failed
+    Column("error", Text),
+    Column("options", Text),
+)
+
+sync_run_objects = Table(
+    "sync_run_objects", metadata, _pk(),
+    Column("run_id", Id, nullable=False, index=True),
+    Column("object", String(32), nullable=False),
+    Column("read", Integer, nullable=False, server_default="0"),
+    Column("upserted", Integer, nullable=False, server_default="0"),
+    Column("unchanged", Integer, nullable=False, server_default="0"),
+    Column("quarantined", Integer, nullable=False, server_default="0"),
+    Column("deleted", Integer, nullable=False, server_default="0"),
+    Column("pushed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("api_calls", Integer, nullable=False, server_default="0"),
+    Column("outcome", String(32), nullable=False),
+    UniqueConstraint("run_id", "object", name="uq_sync_run_objects_run_object"),
+)
