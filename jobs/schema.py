@@ -8,6 +8,7 @@ def target_metadata() -> list[MetaData]:
     from billing_core.adapters.tables import metadata as ledger
 
     found = [ledger]
+    found.append(__import__("jobs.api.tables", fromlist=["metadata"]).metadata)
     try:
         from sync.tables import metadata as sync_metadata
     except ModuleNotFoundError:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:05:49.241236
+Create Date: 2026-11-22 00:05:57.668800
 """
 from alembic import op
 import sqlalchemy as sa
@@ -453,6 +453,30 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_subscription_changes_invoice_id'), ['invoice_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_subscription_changes_subscription_id'), ['subscription_id'], unique=False)
 
+    op.create_table('api_tokens',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('secret_hash', sa.String(length=64), nullable=False),
+    sa.Column('scopes', sa.String(length=128), nullable=False),
+    sa.Column('created_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
+    sa.UniqueConstraint('prefix', name=op.f('uq_api_tokens_prefix'))
+    )
+    op.create_table('api_idempotency',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('key', sa.String(length=255), nullable=False),
+    sa.Column('token_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('method_path', sa.String(length=512), nullable=False),
+    sa.Column('body_hash', sa.String(length=64), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=False),
+    sa.Column('response_body', sa.Text(), nullable=False),
+    sa.Column('created_at', billing_core.adapters.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], name=op.f('fk_api_idempotency_token_id_api_tokens')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_idempotency')),
+    sa.UniqueConstraint('token_id', 'key', name='uq_api_idempotency_token_key')
+    )
     op.create_table('handoffs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('connection', sa.String(length=64), nullable=False),
@@ -589,6 +613,8 @@ def downgrade() -> None:
 
     op.drop_table('outbox')
     op.drop_table('handoffs')
+    op.drop_table('api_idempotency')
+    op.drop_table('api_tokens')
     with op.batch_alter_table('subscription_changes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_subscription_changes_subscription_id'))
         batch_op.drop_index(batch_op.f('ix_subscription_changes_invoice_id'))
