@@ -1,0 +1,194 @@
+"""Receivables: what an account owes, how late, and how much credit it has left.
+
+These are the figures credit control decides on and the sync pushes to the CRM. They are read
+straight from the documents (no cached totals), in the account's currency, in minor units.
+
+Rules kept here
+- Open balance = posted/partially_paid invoices (total − applied)
+  + active/partially_paid debit memos (amount − applied)
+  − active/partially_applied credit memos (amount − applied)
+  − payments (amount − applied): unapplied money is the account's, so it lowers what it owes.
+  Draft, void and cancelled documents count for nothing. The balance may be negative (a credit).
+- Unbilled orders = for accepted/held/active orders: one-time charges not yet invoiced (not
+  cancelled) at quantity × unit price, and subscriptions never billed (``billed_through`` empty,
+  not cancelled) at one period's charge; the unit price is the negotiated one or the catalog's on
+  ``on_date``; each line rounded once (the one rounding rule).
+- Exposure = open balance (+ unbilled orders, by default).
+- A document is overdue when it is open with a balance and ``due_date + grace_days < on_date``;
+  days overdue count from the due date.
+- Aging buckets by days past due (current, 1-30, 31-60, 61-90, over 90) per account and per
+  currency; sums never mix currencies.
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from billing_core.adapters.tables import (
+    accounts,
+    credit_memos,
+    debit_memos,
+    invoices,
+    one_time_charges,
+    orders,
+    payments,
+    subscriptions,
+)
+from billing_core.domain.money import to_minor
+from billing_core.service.accounts import get_account
+
+OPEN_ORDER = ("accepted", "held", "active")
+BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
+
+
+def _sum(conn: Connection, stmt: Any) -> int:
+    return int(conn.execute(stmt).scalar() or 0)
+
+
+def open_balance_minor(conn: Connection, account_id: int) -> int:
+    """What the account owes now (negative: it holds credit). See the module rules."""
+    inv = _sum(conn, select(func.sum(invoices.c.total_minor - invoices.c.applied_minor)).where(
+        invoices.c.account_id == account_id,
+        invoices.c.status.in_(("posted", "partially_paid"))))
+    dm = _sum(conn, select(func.sum(debit_memos.c.amount_minor - debit_memos.c.applied_minor))
+              .where(debit_memos.c.account_id == account_id,
+                     debit_memos.c.status.in_(("active", "partially_paid"))))
+    cm = _sum(conn, select(func.sum(credit_memos.c.amount_minor - credit_memos.c.applied_minor))
+              .where(credit_memos.c.account_id == account_id,
+                     credit_memos.c.status.in_(("active", "partially_applied"))))
+    pay = _sum(conn, select(func.sum(payments.c.amount_minor - payments.c.applied_minor))
+               .where(payments.c.account_id == account_id))
+    return inv + dm - cm - pay
+
+
+def _unit_amount(conn: Connection, product_id: int, quantity: Decimal,
+                 unit_price: Decimal | None, currency: str, on_date: date) -> int:
+    if unit_price is not None:
+        return to_minor(quantity * unit_price, currency)
+    from billing_core.service.pricing import price_for, rate
+
+    return to_minor(rate(price_for(conn, product_id, currency, on_date), quantity), currency)
+
+
+def unbilled_orders_minor(conn: Connection, account_id: int, on_date: date) -> int:
+    """Accepted/held/active orders' items not invoiced yet (see the module rules)."""
+    currency = get_account(conn, account_id)["currency"]
+    open_orders = select(orders.c.id).where(orders.c.account_id == account_id,
+                                            orders.c.status.in_(OPEN_ORDER))
+    charges = conn.execute(select(
+        one_time_charges.c.product_id, one_time_charges.c.quantity, one_time_charges.c.unit_price,
+    ).where(one_time_charges.c.account_id == account_id,
+            one_time_charges.c.order_id.in_(open_orders),
+            one_time_charges.c.invoice_id.is_(None),
+            one_time_charges.c.status != "cancelled")).all()
+    subs = conn.execute(select(
+        subscriptions.c.product_id, subscriptions.c.quantity, subscriptions.c.unit_price,
+    ).where(subscriptions.c.account_id == account_id,
+            subscriptions.c.order_id.in_(open_orders),
+            subscriptions.c.billed_through.is_(None),
+            subscriptions.c.status != "cancelled")).all()
+    return sum(_unit_amount(conn, product_id, quantity, unit_price, currency, on_date)
+               for product_id, quantity, unit_price in [*charges, *subs])
+
+
+def exposure_minor(conn: Connection, account_id: int, on_date: date, *,
+                   include_unbilled: bool = True) -> int:
+    exposure = open_balance_minor(conn, account_id)
+    if include_unbilled:
+        exposure += unbilled_orders_minor(conn, account_id, on_date)
+    return exposure
+
+
+def _open_debts(conn: Connection, account_id: int | None = None) -> list[dict[str, Any]]:
+    """Every open invoice and debit memo with a balance: type, id, number, account, currency,
+    due date, balance."""
+    rows: list[dict[str, Any]] = []
+    for doc_type, table, amount, statuses in (
+            ("invoice", invoices, invoices.c.total_minor, ("posted", "partially_paid")),
+            ("debit_memo", debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid"))):
+        stmt = select(table.c.id, table.c.number, table.c.account_id, table.c.currency,
+                      table.c.due_date, (amount - table.c.applied_minor).label("balance")).where(
+            table.c.status.in_(statuses), amount > table.c.applied_minor)
+        if account_id is not None:
+            stmt = stmt.where(table.c.account_id == account_id)
+        rows += [{"type": doc_type, "id": r.id, "number": r.number, "account_id": r.account_id,
+                  "currency": r.currency, "due_date": r.due_date, "balance_minor": int(r.balance)}
+                 for r in conn.execute(stmt)]
+    return rows
+
+
+def overdue_documents(conn: Connection, account_id: int, on_date: date,
+                      grace_days: int = 0) -> list[dict[str, Any]]:
+    """Open invoices and debit memos past ``due_date + grace_days``, most overdue first,
+    each with ``days_overdue`` (counted from the due date)."""
+    limit = on_date - timedelta(days=grace_days)
+    late = [dict(d, days_overdue=(on_date - d["due_date"]).days)
+            for d in _open_debts(conn, account_id)
+            if d["due_date"] is not None and d["due_date"] < limit]
+    return sorted(late, key=lambda d: (-d["days_overdue"], d["number"] or ""))
+
+
+def _bucket(days_past_due: int) -> str:
+    if days_past_due <= 0:
+        return "current"
+    if days_past_due <= 30:
+        return "d1_30"
+    if days_past_due <= 60:
+        return "d31_60"
+    if days_past_due <= 90:
+        return "d61_90"
+    return "over_90"
+
+
+def aging(conn: Connection, on_date: date, account_id: int | None = None) -> list[dict[str, Any]]:
+    """Aging rows: one per (account, currency) with debts, then one total per currency
+    (``account_id`` None). Amounts in minor units of that row's currency; ``total_minor`` is the
+    sum of the buckets."""
+    per_account: dict[tuple[int, str], dict[str, Any]] = {}
+    for doc in _open_debts(conn, account_id):
+        key = (doc["account_id"], doc["currency"])
+        row = per_account.setdefault(key, {"account_id": key[0], "currency": key[1],
+                                           **{b: 0 for b in BUCKETS}, "total_minor": 0})
+        days = (on_date - doc["due_date"]).days if doc["due_date"] else 0
+        row[_bucket(days)] += doc["balance_minor"]
+        row["total_minor"] += doc["balance_minor"]
+    names = dict(conn.execute(select(accounts.c.id, accounts.c.name)).all()) if per_account else {}
+    rows = [dict(r, account_name=names.get(r["account_id"]))
+            for _, r in sorted(per_account.items())]
+    totals: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        total = totals.setdefault(r["currency"], {
+            "account_id": None, "account_name": "TOTAL", "currency": r["currency"],
+            **{b: 0 for b in BUCKETS}, "total_minor": 0})
+        for col in (*BUCKETS, "total_minor"):
+            total[col] += r[col]
+    return rows + [totals[c] for c in sorted(totals)]
+
+
+def account_summary(conn: Connection, account_id: int, on_date: date, *,
+                    grace_days: int = 0) -> dict[str, Any]:
+    """The figures the CRM shows: open balance, exposure, available credit (limit − exposure, or
+    None without a limit), oldest overdue days (0 when nothing is late), last invoice."""
+    account = get_account(conn, account_id)
+    balance = open_balance_minor(conn, account_id)
+    unbilled = unbilled_orders_minor(conn, account_id, on_date)
+    exposure = balance + unbilled
+    limit = account["credit_limit_minor"]
+    overdue = overdue_documents(conn, account_id, on_date, grace_days)
+    last = conn.execute(select(invoices.c.number, invoices.c.issue_date).where(
+        invoices.c.account_id == account_id, invoices.c.number.is_not(None),
+        invoices.c.status.not_in(("draft", "void")),
+    ).order_by(invoices.c.issue_date.desc(), invoices.c.id.desc()).limit(1)).first()
+    return {
+        "account_id": account_id, "currency": account["currency"],
+        "open_balance_minor": balance, "unbilled_minor": unbilled, "exposure_minor": exposure,
+        "credit_limit_minor": limit,
+        "available_credit_minor": None if limit is None else int(limit) - exposure,
+        "oldest_overdue_days": max((d["days_overdue"] for d in overdue), default=0),
+        "overdue_minor": sum(d["balance_minor"] for d in overdue),
+        "last_invoice_number": last.number if last else None,
+        "last_invoice_date": last.issue_date if last else None,
+    }
