@@ -31,4 +31,4 @@ def changes(om: ObjectMap, since: datetime | None, *, with_deleted: bool) -> str
 def by_field(om: ObjectMap, crm_field: str, value: Any, limit: int = 200) -> str:
     query = _select(om, False)
     return query + format_soql(" WHERE {:literal} = {} LIMIT {:literal}", crm_field, value,
-                               int(limit))
+                               str(int(limit)))
