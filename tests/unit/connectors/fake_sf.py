@@ -9,8 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
-
-from conftest import SF_URL
+from conn_support import SF_URL
 
 BASE = f"{SF_URL}/services/data/v59.0"
 
