@@ -70,7 +70,8 @@ def check_pair(source_type: str, source: RowMapping, target_type: str, target: R
                                                        f"{balance(target, target_type)} of {label}")
 
 
-def _move(uow: UnitOfWork, doc_type: str, doc_id: int, delta: int, *, open_only: bool) -> bool:
+def move_applied(uow: UnitOfWork, doc_type: str, doc_id: int, delta: int, *,
+                 open_only: bool) -> bool:
     """Add ``delta`` to a document's applied amount if it stays within 0..amount (guarded)."""
     table = TABLES[doc_type]
     new_applied = table.c.applied_minor + delta
@@ -94,10 +95,10 @@ def apply(uow: UnitOfWork, source_type: str, source: RowMapping, target_type: st
     application id. Raises (and writes nothing) when a rule is broken."""
     check_pair(source_type, source, target_type, target, amount_minor, field=field, value=value)
     shown = amount_minor if value is None else value
-    if not _move(uow, source_type, source["id"], amount_minor, open_only=True):
+    if not move_applied(uow, source_type, source["id"], amount_minor, open_only=True):
         raise InsufficientBalance(field, shown, f"the {source_type} changed meanwhile "
                                                        "and no longer covers it")
-    if not _move(uow, target_type, target["id"], amount_minor, open_only=True):
+    if not move_applied(uow, target_type, target["id"], amount_minor, open_only=True):
         raise InsufficientBalance(field, shown, f"the {target_type} "
                                                        f"{target['number'] or target['id']} "
                                                        "changed meanwhile and no longer takes it")
@@ -127,7 +128,7 @@ def unapply(uow: UnitOfWork, application_id: int) -> RowMapping:
     amount = int(row["amount_minor"])
     for doc_type, doc_id in ((row["source_type"], row["source_id"]),
                              (row["target_type"], row["target_id"])):
-        if not _move(uow, doc_type, doc_id, -amount, open_only=False):
+        if not move_applied(uow, doc_type, doc_id, -amount, open_only=False):
             raise InvalidState("application", application_id,
                                f"the {doc_type} {doc_id} does not hold {amount} applied")
     uow.touch(int(row["account_id"]))

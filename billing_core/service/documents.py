@@ -41,7 +41,6 @@ SETTLED = {
     "debit_memo": ("active", "partially_paid", "paid"),
     "credit_memo": ("active", "partially_applied", "applied"),
 }
-NUMBER_PREFIX = {"INV": "invoice", "DM": "debit_memo", "CM": "credit_memo"}
 
 
 def atomic(fn: Callable[Concatenate[UnitOfWork, P], R]) -> Callable[Concatenate[UnitOfWork, P], R]:
@@ -95,13 +94,18 @@ def get_mapping(conn: Connection, stmt: Any) -> RowMapping | None:
 
 def resolve_target(conn: Connection, ref: object, *, field: str = "target",
                    target_type: str | None = None) -> tuple[str, RowMapping]:
-    """An invoice or debit memo named by number (``INV-…``/``DM-…``), ``type:id`` or, with
-    ``target_type`` given, a bare id."""
+    """An invoice or debit memo named by its number, by ``type:id`` or, with ``target_type``
+    given, by a bare id."""
     text = str(ref).strip() if ref is not None else ""
     if ":" in text:
         target_type, text = (part.strip() for part in text.split(":", 1))
-    elif not text.isdigit():
-        target_type = NUMBER_PREFIX.get(text.split("-", 1)[0].upper(), target_type)
+    elif text and not text.isdigit() and target_type is None:
+        for doc_type in OPEN_TARGET:
+            table = TABLES[doc_type]
+            row = get_mapping(conn, select(table).where(table.c.number == text.upper()))
+            if row is not None:
+                return doc_type, row
+        raise NotFound(field, ref)
     if target_type not in OPEN_TARGET:
         raise ValidationError(field, ref, "must be an invoice or debit memo number, "
                                           "or invoice:<id> / debit_memo:<id>")
@@ -135,6 +139,5 @@ def to_view(doc: RowMapping, doc_type: str) -> dict[str, Any]:
     """A document as plain data (the CLI's and the API's answer), with its open balance."""
     data = dict(doc)
     data["type"] = doc_type
-    data["balance_minor"] = balance(doc, doc_type) if doc_type != "payment" else (
-        int(doc["amount_minor"]) - int(doc["applied_minor"]))
+    data["balance_minor"] = balance(doc, doc_type)
     return data
