@@ -157,7 +157,7 @@ class Authority:
         token = ".".join((_b64({"typ": "JWT", "alg": "RS256", "x5t": "sandbox"}), _b64(claims),
                           secrets.token_urlsafe(32)))
         self._tokens[token] = (client_id, now + self.ttl)
-        expires = int(self.ttl)
+        expires = max(1, int(self.ttl) - 1)  # AAD reports a one-hour token as 3599
         return {"token_type": "Bearer", "expires_in": expires, "ext_expires_in": expires,
                 "access_token": token}
 

@@ -121,7 +121,7 @@ def parse_query(args: Any, prefer: str, table: TableDef) -> Query:
 def make_cookie(page: int, table: TableDef, attrs: dict[str, Any], tracking: bool) -> str:
     inner = f'<cookie page="{page - 1}"><{table.key} ' + " ".join(
         f'{k}="{v}"' for k, v in attrs.items()) + " /></cookie>"
-    return (f'<cookie pagenumber="{page}" pagingcookie="{quote(quote(inner, safe=""), safe="")}" '
+    return (f'<cookie pagenumber="{page}" pagingcookie="{quote(inner, safe="")}" '
             f'istracking="{"True" if tracking else "False"}" />')
 
 
@@ -131,7 +131,7 @@ def read_cookie(token: str) -> tuple[int, dict[str, str]]:
                          r'istracking="(True|False)" />', token.strip())
     if outer is None:
         raise _bad(f"The $skiptoken '{token}' is not valid.")
-    inner = unquote(unquote(outer.group(2)))
+    inner = unquote(outer.group(2))
     return int(outer.group(1)), dict(re.findall(r'(\w+)="([^"]*)"', inner.split(">", 1)[-1]))
 
 
