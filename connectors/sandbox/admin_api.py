@@ -1,0 +1,78 @@
+"""The server's own JSON endpoints under `/__admin__/` (never counted, never faulted).
+
+Rules this module keeps:
+- GET  /__admin__                       → {"base_url", "ca_bundle", "sides"}
+- GET  /__admin__/counters              → {"calls": [{"crm","endpoint","method","count"}], "total"}
+- POST /__admin__/counters/reset        → counters cleared
+- GET  /__admin__/faults                → {"faults": [...]}
+- POST /__admin__/faults                → add one: {"crm","endpoint","kind","rate","count",
+                                          "retry_after","delay"}; DELETE /__admin__/faults clears
+- GET|POST /__admin__/clock             → {"now"}; POST body {"set": iso} | {"advance": seconds}
+                                          | {"reset": true}
+- POST /__admin__/reset                 → every side back to its seed; counters, faults, clock
+- POST /__admin__/<side>/<action>       → side.admin(action, body)
+- Bad input is 400 {"error": message}; unknown paths 404.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from .salesforce.soql import parse_datetime
+
+if TYPE_CHECKING:
+    from .server import Sandbox
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def handle(sandbox: "Sandbox", request: Request) -> Response:
+    parts = [p for p in request.path.split("/") if p][1:]
+    try:
+        body = json.loads(request.get_data() or b"{}") if request.method in ("POST", "PUT") else {}
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        return _route(sandbox, request.method, parts, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return _json({"error": f"{type(exc).__name__}: {exc}"}, 400)
+
+
+def _route(sandbox: "Sandbox", method: str, parts: list[str], body: dict) -> Response:
+    ctx = sandbox.context
+    if not parts:
+        return _json({"base_url": sandbox.url, "ca_bundle": sandbox.ca_bundle,
+                      "sides": [s.name for s in sandbox.sides]})
+    head = parts[0]
+    if head == "counters":
+        if parts[1:] == ["reset"] or method == "DELETE":
+            ctx.counters.reset()
+        return _json({"calls": ctx.counters.as_json(), "total": ctx.counters.total()})
+    if head == "faults":
+        if method == "DELETE":
+            ctx.faults.clear()
+        elif method == "POST":
+            ctx.faults.add(body.get("crm", "*"), body.get("endpoint", "*"), body["kind"],
+                           rate=float(body.get("rate", 1.0)), count=body.get("count"),
+                           retry_after=int(body.get("retry_after", 1)),
+                           delay=float(body.get("delay", 0.05)))
+        return _json({"faults": ctx.faults.as_json()})
+    if head == "clock":
+        if "set" in body:
+            ctx.clock.set(parse_datetime(str(body["set"])))
+        if "advance" in body:
+            ctx.clock.advance(float(body["advance"]))
+        if body.get("reset"):
+            ctx.clock.reset()
+        return _json({"now": ctx.clock.now().isoformat()})
+    if head == "reset" and method == "POST":
+        sandbox.reset()
+        return _json({"reset": True})
+    side = next((s for s in sandbox.sides if s.name == head), None)
+    if side is not None and len(parts) == 2 and method == "POST":
+        return _json(side.admin(parts[1], body))
+    return _json({"error": f"no admin resource {'/'.join(parts)!r} for {method}"}, 404)

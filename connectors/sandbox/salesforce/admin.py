@@ -1,0 +1,147 @@
+"""Admin actions: what a CRM user (or a test) does to the org besides the API calls under test.
+
+Rules this module keeps:
+- Actions go through the same validation as API writes and stamp rows from the sandbox clock,
+  except the two traps of CRM_WIRE.md, which stamp on purpose: `stamp_together` gives several
+  rows ONE SystemModstamp; `commit_late` stamps a row earlier than rows already served.
+- A row is named by `id`, or by `index` (its seeded position) for convenience.
+- Bad input raises AdminError (the server answers it as 400 with the message).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from . import schema as S
+from .ids import make_id
+from .soql import parse_datetime
+from .store import now_ms
+from .writes import WriteError, values_for
+
+if TYPE_CHECKING:
+    from .side import SalesforceSide
+
+
+class AdminError(ValueError):
+    pass
+
+
+def _obj(payload: dict, default: str = "Account") -> S.SObject:
+    obj = S.sobject(str(payload.get("object", default)))
+    if obj is None:
+        raise AdminError(f"unknown object {payload.get('object')!r}")
+    return obj
+
+
+def _index(side: "SalesforceSide", obj: S.SObject, payload: dict, key: str = "id") -> int:
+    ref = payload.get(key, payload.get("index"))
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        ref = make_id(obj.prefix, ref)
+    index = side.store.locate(obj, ref) if isinstance(ref, str) else None
+    if index is None:
+        raise AdminError(f"no {obj.name} row {ref!r}")
+    return index
+
+
+def _values(side: "SalesforceSide", obj: S.SObject, fields: Any) -> dict:
+    if not isinstance(fields, dict):
+        raise AdminError("fields must be an object of field: value")
+    try:
+        return values_for(side.store, obj, fields, creating=False)
+    except WriteError as exc:
+        raise AdminError(f"{exc.error['statusCode']}: {exc.error['message']}") from None
+
+
+def _moment(payload: dict, side: "SalesforceSide") -> dt.datetime | None:
+    if "at" in payload:
+        return parse_datetime(str(payload["at"]))
+    if "seconds_before" in payload:
+        return now_ms(side.store.clock) - dt.timedelta(seconds=float(payload["seconds_before"]))
+    return None
+
+
+def _update(side: "SalesforceSide", obj: S.SObject, payload: dict, fields: dict) -> dict:
+    row = side.store.update(obj, _index(side, obj, payload), _values(side, obj, fields),
+                            at=_moment(payload, side))
+    return {"id": row["Id"], "SystemModstamp": row["SystemModstamp"].isoformat()}
+
+
+def run(side: "SalesforceSide", action: str, payload: dict) -> dict:
+    store = side.store
+    if action == "set_hold":
+        return _update(side, S.ACCOUNT, payload, {"Credit_Hold__c": bool(payload.get("hold", True))})
+    if action == "set_credit_limit":
+        return _update(side, S.ACCOUNT, payload, {"Credit_Limit__c": payload.get("credit_limit")})
+    if action == "set_quote_status":
+        return _update(side, S.QUOTE, payload, {"Status": payload.get("status", "Accepted")})
+    if action == "update":
+        return _update(side, _obj(payload), payload, payload.get("fields", {}))
+    if action in ("delete", "delete_account"):
+        obj = _obj(payload)
+        row = store.delete(obj, _index(side, obj, payload), at=_moment(payload, side))
+        return {"id": row["Id"], "deletedDate": row["SystemModstamp"].isoformat()}
+    if action in ("create", "create_account"):
+        obj = _obj(payload)
+        fields = payload.get("fields", {k: v for k, v in payload.items() if k != "object"})
+        try:
+            values = values_for(store, obj, fields, creating=True)
+        except WriteError as exc:
+            raise AdminError(f"{exc.error['statusCode']}: {exc.error['message']}") from None
+        return {"id": store.create(obj, values, at=_moment(payload, side))["Id"]}
+    if action == "create_quote":
+        return _create_quote(side, payload)
+    if action == "stamp_together":
+        obj = _obj(payload)
+        at = _moment(payload, side) or now_ms(store.clock)
+        fields = _values(side, obj, payload.get("fields", {}))
+        with store.lock:
+            indices = [_index(side, obj, {"id": ref}) for ref in payload.get("ids", [])]
+            ids = [store.update(obj, i, fields, at=at)["Id"] for i in indices]
+        return {"ids": ids, "SystemModstamp": at.isoformat()}
+    if action == "commit_late":
+        if "at" not in payload and "seconds_before" not in payload:
+            payload = {**payload, "seconds_before": 60}
+        return _update(side, _obj(payload), payload, payload.get("fields", {}))
+    if action == "set_api_usage":
+        side.usage.set(used=payload.get("used"), limit=payload.get("limit"))
+        return {"used": side.usage.used, "limit": side.usage.limit}
+    if action == "expire_tokens":
+        side.tokens.revoke()
+        return {"expired": True}
+    if action == "issue_token":
+        return {"access_token": side.tokens.issue(), "instance_url": side.ctx.base_url}
+    if action == "purge_deleted":
+        side.purge_mark = parse_datetime(str(payload["before"]))
+        return {"earliestDateAvailable": side.purge_mark.isoformat()}
+    if action == "reset":
+        side.reset()
+        return {"reset": True}
+    raise AdminError(f"unknown salesforce admin action {action!r}")
+
+
+def _create_quote(side: "SalesforceSide", payload: dict) -> dict:
+    store = side.store
+    account = store.get(S.ACCOUNT, _index(side, S.ACCOUNT, payload, key="account_id"))
+    assert_account = account or {}
+    count = store.seed.counts["Quote"]
+    head = {"Name": payload.get("name", f"Quote Q-{count + 1:06d}"),
+            "AccountId": assert_account.get("Id"),
+            "CurrencyIsoCode": assert_account.get("CurrencyIsoCode", "USD"),
+            "Status": payload.get("status", "Draft"), "Revision__c": payload.get("revision", 1),
+            "Subscription_Start_Date__c": payload.get("start_date", "2026-12-01")}
+    with store.lock:
+        values = _values(side, S.QUOTE, head)
+        quote = store.create(S.QUOTE, {**values, "QuoteNumber": f"Q{len(store.changed_rows(S.QUOTE)):07d}"})
+        line_ids = []
+        for line in payload.get("lines", []):
+            product = line.get("product_id", line.get("product_index", 0))
+            if isinstance(product, int):
+                product = make_id("01t", product)
+            fields = _values(side, S.QUOTE_LINE_ITEM, {
+                "Product2Id": product, "Quantity": line.get("quantity", 1),
+                "UnitPrice": line.get("unit_price", 10), "ServiceDate": head[
+                    "Subscription_Start_Date__c"]})
+            row = store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote["Id"]})
+            line_ids.append(row["Id"])
+    return {"id": quote["Id"], "line_ids": line_ids}

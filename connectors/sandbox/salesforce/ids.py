@@ -1,0 +1,61 @@
+"""Salesforce record ids for the sandbox: 18 characters, prefix + index, real checksum suffix.
+
+Rules this module keeps:
+- An id encodes (key prefix, row index) and nothing else, so an id maps back to its row in O(1)
+  and nothing needs storing for rows that were never changed.
+- The 15-character body uses base 62 in ASCII order with a fixed width, so comparing ids as
+  strings orders them by row index (the sandbox relies on this for `ORDER BY ..., Id`).
+- The 3-character suffix is Salesforce's case-safe checksum; 15- and 18-character forms are both
+  accepted on input, and everything is answered in the 18-character form.
+"""
+
+from __future__ import annotations
+
+_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE = {c: i for i, c in enumerate(_DIGITS)}
+_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_POD = "Dn0"  # instance/pod characters: constant in the sandbox
+_WIDTH = 9  # base-62 digits of the row index: room for 62**9 rows
+
+
+def _checksum(body: str) -> str:
+    out = []
+    for chunk in range(3):
+        bits = 0
+        for pos, char in enumerate(body[chunk * 5 : chunk * 5 + 5]):
+            if "A" <= char <= "Z":
+                bits |= 1 << pos
+        out.append(_SUFFIX[bits])
+    return "".join(out)
+
+
+def make_id(prefix: str, index: int) -> str:
+    """The 18-character id of row `index` of the object whose key prefix is `prefix`."""
+    digits = []
+    n = index
+    for _ in range(_WIDTH):
+        n, r = divmod(n, 62)
+        digits.append(_DIGITS[r])
+    body = prefix + _POD + "".join(reversed(digits))
+    return body + _checksum(body)
+
+
+def to18(value: str) -> str | None:
+    """Normalise a 15- or 18-character id to 18 characters; None if it is not a valid id."""
+    if len(value) == 15 and all(c in _VALUE for c in value):
+        return value + _checksum(value)
+    if len(value) == 18 and all(c in _VALUE for c in value[:15]):
+        body = value[:15]
+        return body + _checksum(body) if value[15:].upper() == _checksum(body) else None
+    return None
+
+
+def parse_id(value: str) -> tuple[str, int] | None:
+    """(prefix, index) of a sandbox id, or None when `value` is not one."""
+    full = to18(value)
+    if full is None or full[3:6] != _POD:
+        return None
+    index = 0
+    for char in full[6:15]:
+        index = index * 62 + _VALUE[char]
+    return full[:3], index

@@ -1,0 +1,138 @@
+"""The sObjects and fields the sandbox serves: exactly the fields of docs/FIELDS.md plus system fields.
+
+Rules this module keeps:
+- Field names are canonical here; SOQL and JSON input match them case-insensitively and answers
+  always use the canonical spelling.
+- System fields (Id, IsDeleted, CreatedDate, LastModifiedDate, SystemModstamp) are read-only.
+- `monotone` marks fields whose value never decreases with the row index in the seeded (base)
+  rows; the query engine uses them to answer range filters and ordered reads without a scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STRING, PICKLIST, BOOLEAN, CURRENCY, DOUBLE, INT, DATE, DATETIME, ID, REFERENCE = (
+    "string", "picklist", "boolean", "currency", "double", "int", "date", "datetime", "id",
+    "reference",
+)
+QUOTE_STATUSES = (
+    "Draft", "Needs Review", "In Review", "Approved", "Rejected", "Presented", "Accepted", "Denied",
+)
+CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    length: int = 0  # strings: max length
+    updateable: bool = True
+    values: tuple[str, ...] = ()  # restricted picklist values
+    monotone: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class SObject:
+    name: str
+    prefix: str
+    fields: tuple[Field, ...]
+    by_lower: dict[str, Field] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_lower.update({f.name.lower(): f for f in self.fields})
+
+    def field(self, name: str) -> Field | None:
+        return self.by_lower.get(name.lower())
+
+
+def _system() -> tuple[Field, ...]:
+    return (
+        Field("IsDeleted", BOOLEAN, updateable=False),
+        Field("CreatedDate", DATETIME, updateable=False, monotone=True),
+        Field("LastModifiedDate", DATETIME, updateable=False, monotone=True),
+        Field("SystemModstamp", DATETIME, updateable=False, monotone=True),
+    )
+
+
+def _id() -> Field:
+    return Field("Id", ID, 18, updateable=False, monotone=True)
+
+
+def _currency_code() -> Field:
+    return Field("CurrencyIsoCode", PICKLIST, 3, values=CURRENCIES)
+
+
+ACCOUNT = SObject("Account", "001", (
+    _id(),
+    Field("Name", STRING, 255),
+    Field("AccountNumber", STRING, 40),
+    _currency_code(),
+    Field("BillingCountryCode", STRING, 2),
+    Field("BillingStateCode", STRING, 10),
+    Field("Credit_Limit__c", CURRENCY),
+    Field("Credit_Hold__c", BOOLEAN),
+    Field("Billing_Hold__c", BOOLEAN),
+    Field("Billing_Hold_Reasons__c", STRING, 255, label="Billing Hold Reasons"),
+    Field("Open_Balance__c", CURRENCY),
+    Field("Available_Credit__c", CURRENCY),
+    Field("Credit_Exposure__c", CURRENCY),
+    Field("Oldest_Overdue_Days__c", INT),
+    Field("Last_Invoice_Number__c", STRING, 40, label="Last Invoice Number"),
+    Field("Last_Invoice_Date__c", DATE),
+    *_system(),
+))
+PRODUCT = SObject("Product2", "01t", (
+    _id(),
+    Field("ProductCode", STRING, 255),
+    Field("Name", STRING, 255),
+    Field("IsActive", BOOLEAN),
+    Field("Billing_Type__c", PICKLIST, 40, values=("Recurring", "One-Time", "Usage")),
+    Field("Billing_Frequency__c", PICKLIST, 40, values=("Monthly", "Annual")),
+    Field("Needs_Provisioning__c", BOOLEAN),
+    *_system(),
+))
+PRICEBOOK_ENTRY = SObject("PricebookEntry", "01u", (
+    _id(),
+    Field("Pricebook2Id", REFERENCE, 18),
+    Field("Product2Id", REFERENCE, 18, updateable=False),
+    _currency_code(),
+    Field("UnitPrice", CURRENCY),
+    Field("IsActive", BOOLEAN),
+    *_system(),
+))
+QUOTE = SObject("Quote", "0Q0", (
+    _id(),
+    Field("QuoteNumber", STRING, 30, updateable=False),
+    Field("Name", STRING, 255),
+    Field("AccountId", REFERENCE, 18),
+    _currency_code(),
+    Field("Status", PICKLIST, 40, values=QUOTE_STATUSES),
+    Field("Revision__c", INT),
+    Field("Subscription_Start_Date__c", DATE),
+    Field("Order_Number__c", STRING, 40, label="Order Number"),
+    Field("Provisioning_Status__c", STRING, 40, label="Provisioning Status"),
+    Field("Invoice_Number__c", STRING, 40, label="Invoice Number"),
+    *_system(),
+))
+QUOTE_LINE_ITEM = SObject("QuoteLineItem", "0QL", (
+    _id(),
+    Field("QuoteId", REFERENCE, 18, updateable=False),
+    Field("Product2Id", REFERENCE, 18),
+    Field("PricebookEntryId", REFERENCE, 18),
+    Field("Quantity", DOUBLE),
+    Field("UnitPrice", CURRENCY),
+    Field("ServiceDate", DATE),
+    *_system(),
+))
+
+OBJECTS: dict[str, SObject] = {
+    o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM)
+}
+BY_PREFIX: dict[str, SObject] = {o.prefix: o for o in OBJECTS.values()}
+
+
+def sobject(name: str) -> SObject | None:
+    """The sObject called `name` (case-insensitive), or None."""
+    return OBJECTS.get(name.lower())

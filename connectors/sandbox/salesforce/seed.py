@@ -1,0 +1,180 @@
+"""Deterministic seeded rows, generated lazily from (seed, object, row index).
+
+Rules this module keeps:
+- A base row is a pure function of (seed, object, index): nothing is stored, so a sandbox with a
+  million accounts costs no memory until rows are changed (changes live in `store`).
+- Base rows' SystemModstamp / LastModifiedDate / CreatedDate never decrease with the index and
+  ids increase with it, so "ORDER BY SystemModstamp, Id" over base rows is index order. Every
+  third row shares a timestamp with its neighbours: ties are normal in Salesforce.
+- Money is Decimal (JPY without minor units); dates are `date`, timestamps aware UTC `datetime`
+  with millisecond precision; a missing value is None.
+- `row(i)` answers None for an index that holds no row (quote lines: 1-4 per quote, 4 slots).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from .ids import make_id
+from .schema import CURRENCIES, QUOTE_STATUSES
+
+Row = dict[str, Any]
+BASE_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+LINES_PER_QUOTE = 4
+PRICEBOOK_ID = make_id("01s", 0)
+_M = (1 << 64) - 1
+_FX = {"USD": "1", "EUR": "0.92", "GBP": "0.79", "JPY": "150", "CAD": "1.36", "AUD": "1.52",
+       "CHF": "0.88"}
+_COUNTRIES = (  # (code, currency, states, weight)
+    ("US", "USD", ("CA", "NY", "TX", "WA", "IL", "MA", "FL", "CO"), 30),
+    ("GB", "GBP", (), 12), ("DE", "EUR", (), 10), ("FR", "EUR", (), 8), ("NL", "EUR", (), 5),
+    ("ES", "EUR", (), 4), ("IT", "EUR", (), 4), ("JP", "JPY", (), 8),
+    ("CA", "CAD", ("ON", "QC", "BC", "AB"), 7), ("AU", "AUD", ("NSW", "VIC", "QLD", "WA"), 7),
+    ("CH", "CHF", (), 5),
+)
+_COUNTRY_WHEEL = tuple(c for c in _COUNTRIES for _ in range(c[3]))
+_SUFFIX = {"US": "Inc.", "GB": "Ltd", "DE": "GmbH", "FR": "SAS", "NL": "B.V.", "ES": "S.L.",
+           "IT": "S.r.l.", "JP": "K.K.", "CA": "Corp.", "AU": "Pty Ltd", "CH": "AG"}
+_FIRST = ("Northwind", "Contoso", "Fabrikam", "Globex", "Initech", "Umbrella", "Tailspin",
+          "Wide World", "Blue Yonder", "Litware", "Adventure Works", "Proseware", "Lucerne",
+          "Margie's", "Alpine", "Coho", "Humongous", "Trey", "Wingtip", "Datum")
+_SECOND = ("Analytics", "Logistics", "Foods", "Systems", "Energy", "Health", "Media", "Robotics",
+           "Traders", "Pharma", "Textiles", "Networks", "Builders", "Airlines", "Insurance")
+_LIMITS = tuple(Decimal(n) for n in ("5000", "10000", "25000", "50000", "100000", "250000"))
+_PRODUCTS = (  # (code, name, billing type, frequency, needs provisioning, USD price)
+    ("CWS-STD-M", "Cloud Workspace Standard", "Recurring", "Monthly", True, "12.00"),
+    ("CWS-PRO-M", "Cloud Workspace Professional", "Recurring", "Monthly", True, "24.50"),
+    ("CWS-ENT-A", "Cloud Workspace Enterprise (annual)", "Recurring", "Annual", True, "420.00"),
+    ("SEC-ADV-M", "Advanced Threat Protection", "Recurring", "Monthly", True, "5.25"),
+    ("BKP-1TB-M", "Backup 1 TB", "Recurring", "Monthly", True, "39.99"),
+    ("SUP-PRM-A", "Premium Support (annual)", "Recurring", "Annual", False, "1800.00"),
+    ("ONB-STD-1", "Onboarding Package", "One-Time", None, False, "1500.00"),
+    ("MIG-SVC-1", "Data Migration Service", "One-Time", None, False, "2750.00"),
+    ("HW-KEY-1", "Hardware Security Key", "One-Time", None, True, "45.00"),
+    ("API-CALL-U", "API Calls (per 1,000)", "Usage", None, False, "0.40"),
+    ("STO-GB-U", "Storage Overage (per GB)", "Usage", None, False, "0.12"),
+    ("SMS-U", "SMS Messages (per message)", "Usage", None, False, "0.0075"),
+)
+
+
+def _mix(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+    return x ^ (x >> 31)
+
+
+class _Draw:
+    """A tiny deterministic stream of 64-bit numbers for one (seed, salt, index)."""
+
+    def __init__(self, seed: int, salt: int, index: int) -> None:
+        self._x = _mix((seed & _M) ^ _mix(salt * 0x10001 + index))
+
+    def next(self) -> int:
+        self._x = _mix(self._x)
+        return self._x
+
+    def pick(self, seq: tuple) -> Any:
+        return seq[self.next() % len(seq)]
+
+    def chance(self, percent: int) -> bool:
+        return self.next() % 100 < percent
+
+
+def stamp(index: int) -> dt.datetime:
+    """SystemModstamp of base row `index` (never decreasing; three rows per second)."""
+    return BASE_TIME + dt.timedelta(seconds=index // 3)
+
+
+def price(usd: str, currency: str) -> Decimal:
+    value = Decimal(usd) * Decimal(_FX[currency])
+    return value.quantize(Decimal("1") if currency == "JPY" else Decimal("0.0001")).normalize()
+
+
+def _system(index: int) -> Row:
+    at = stamp(index)
+    return {"IsDeleted": False, "CreatedDate": at - dt.timedelta(days=30),
+            "LastModifiedDate": at, "SystemModstamp": at}
+
+
+class Seed:
+    """Generates base rows for every sObject from one seed."""
+
+    def __init__(self, seed: int, accounts: int, quotes: int) -> None:
+        self.seed = seed
+        self.counts = {"Account": accounts, "Product2": len(_PRODUCTS),
+                       "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
+                       "QuoteLineItem": quotes * LINES_PER_QUOTE}
+
+    def row(self, obj: str, index: int) -> Row | None:
+        if not 0 <= index < self.counts[obj]:
+            return None
+        return getattr(self, "_" + obj.lower())(index)
+
+    def _account(self, i: int) -> Row:
+        d = _Draw(self.seed, 1, i)
+        country, currency, states, _ = d.pick(_COUNTRY_WHEEL)
+        limit = None if d.chance(15) else d.pick(_LIMITS) * (100 if currency == "JPY" else 1)
+        return {
+            "Id": make_id("001", i),
+            "Name": f"{d.pick(_FIRST)} {d.pick(_SECOND)} {_SUFFIX[country]}",
+            "AccountNumber": f"AC-{i + 1:07d}", "CurrencyIsoCode": currency,
+            "BillingCountryCode": country, "BillingStateCode": d.pick(states) if states else None,
+            "Credit_Limit__c": limit, "Credit_Hold__c": d.chance(6), "Billing_Hold__c": False,
+            "Billing_Hold_Reasons__c": None, "Open_Balance__c": None,
+            "Available_Credit__c": None, "Credit_Exposure__c": None,
+            "Oldest_Overdue_Days__c": None, "Last_Invoice_Number__c": None,
+            "Last_Invoice_Date__c": None, **_system(i),
+        }
+
+    def _product2(self, i: int) -> Row:
+        code, name, kind, freq, provision, _ = _PRODUCTS[i]
+        return {"Id": make_id("01t", i), "ProductCode": code, "Name": name, "IsActive": True,
+                "Billing_Type__c": kind, "Billing_Frequency__c": freq,
+                "Needs_Provisioning__c": provision, **_system(i)}
+
+    def _pricebookentry(self, i: int) -> Row:
+        product, cur = divmod(i, len(CURRENCIES))
+        currency = CURRENCIES[cur]
+        return {"Id": make_id("01u", i), "Pricebook2Id": PRICEBOOK_ID,
+                "Product2Id": make_id("01t", product), "CurrencyIsoCode": currency,
+                "UnitPrice": price(_PRODUCTS[product][5], currency), "IsActive": True,
+                **_system(i)}
+
+    def _quote(self, q: int) -> Row:
+        d = _Draw(self.seed, 2, q)
+        accounts = self.counts["Account"]
+        account = d.next() % accounts if accounts else 0
+        currency = self._account(account)["CurrencyIsoCode"] if accounts else "USD"
+        return {
+            "Id": make_id("0Q0", q), "QuoteNumber": f"{q + 1:08d}", "Name": f"Quote Q-{q + 1:06d}",
+            "AccountId": make_id("001", account), "CurrencyIsoCode": currency,
+            "Status": QUOTE_STATUSES[q % len(QUOTE_STATUSES)], "Revision__c": 1,
+            "Subscription_Start_Date__c": dt.date(2026, 1, 1) + dt.timedelta(days=d.next() % 365),
+            "Order_Number__c": None, "Provisioning_Status__c": None, "Invoice_Number__c": None,
+            **_system(q),
+        }
+
+    def _quotelineitem(self, i: int) -> Row | None:
+        q, slot = divmod(i, LINES_PER_QUOTE)
+        if slot >= 1 + _Draw(self.seed, 3, q).next() % LINES_PER_QUOTE:
+            return None
+        quote = self._quote(q)
+        d = _Draw(self.seed, 4, i)
+        product = d.next() % len(_PRODUCTS)
+        currency = quote["CurrencyIsoCode"]
+        usage = _PRODUCTS[product][2] == "Usage"
+        quantity = float(1000 * (1 + d.next() % 50)) if usage else float(1 + d.next() % 50)
+        entry = product * len(CURRENCIES) + CURRENCIES.index(currency)
+        return {
+            "Id": make_id("0QL", i), "QuoteId": quote["Id"], "Product2Id": make_id("01t", product),
+            "PricebookEntryId": make_id("01u", entry), "Quantity": quantity,
+            "UnitPrice": price(_PRODUCTS[product][5], currency),
+            "ServiceDate": quote["Subscription_Start_Date__c"], **_system(i),
+        }
+
+    def dense(self, obj: str) -> bool:
+        """True when every base index below the count holds a row (no holes)."""
+        return obj != "QuoteLineItem"

@@ -1,0 +1,263 @@
+"""The Salesforce side of the sandbox: routing, counting, faults, auth and limits per request.
+
+Rules this module keeps:
+- Serves `/services/...` only. Each request is counted once as (salesforce, endpoint, method),
+  where endpoint is one of: token, versions, limits, query, queryAll, sobject, deleted, updated,
+  composite/sobjects, unknown.
+- Order per request: count → injected fault (slow/drop by the server; 503 SERVER_UNAVAILABLE,
+  429 with Retry-After, expire_session → this caller's token revoked) → session check (401
+  INVALID_SESSION_ID) → API allowance (403 REQUEST_LIMIT_EXCEEDED) → the resource.
+- Every /services/data answer carries `Sforce-Limit-Info: api-usage=used/limit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from ..core import SandboxContext, enact_transport_fault
+from . import admin, schema as S
+from .auth import Credentials, TokenEndpoint, Tokens
+from .cursors import Cursor, Cursors, answer, batch_size
+from .limits import ApiUsage
+from .query import compile_query
+from .replication import ReplicationError, deleted, updated
+from .seed import Seed
+from .soql import SoqlError, parse
+from .store import Store
+from .wire import error_response, json_response, render_record
+from .writes import MAX_COLLECTION, WriteError, collection, target_row, values_for
+
+CRM = "salesforce"
+_DATA = re.compile(r"^/services/data/(v\d+\.\d)(/.*)?$")
+_LOCATOR = re.compile(r"^/(query|queryAll)/([0-9A-Za-z]{18})-(\d+)$")
+_SOBJECT = re.compile(r"^/sobjects/(\w+)(?:/(\w+))?/?$")
+_REPLICATION = re.compile(r"^/sobjects/(\w+)/(deleted|updated)/?$")
+
+
+class SalesforceSide:
+    name = CRM
+
+    def __init__(self, ctx: SandboxContext, seed: int = 0, accounts: int = 100,
+                 quotes: int | None = None, api_limit: int = 100_000,
+                 credentials: Credentials | None = None, token_ttl: float | None = None) -> None:
+        self.ctx = ctx
+        self.credentials = credentials or Credentials()
+        self.token_ttl = token_ttl
+        self.store = Store(Seed(seed, accounts, max(8, accounts // 2) if quotes is None
+                                else quotes), ctx.clock)
+        self.tokens = Tokens(ctx.clock, lambda: self.token_ttl or ctx.token_ttl)
+        self.token_endpoint = TokenEndpoint(self.credentials, self.tokens, ctx.clock, ctx.base_url)
+        self.usage = ApiUsage(api_limit)
+        self.cursors = Cursors()
+        self.purge_mark: dt.datetime | None = None
+
+    def matches(self, path: str) -> bool:
+        return path == "/services" or path.startswith("/services/")
+
+    def reset(self) -> None:
+        self.store.reset()
+        self.tokens.revoke()
+        self.usage.reset()
+        self.cursors.clear()
+        self.purge_mark = None
+
+    def admin(self, action: str, payload: dict) -> dict:
+        return admin.run(self, action, payload)
+
+    def issue_token(self) -> str:
+        """A fresh access token, without a call to the token endpoint (for in-process tests)."""
+        return self.tokens.issue()
+
+    def account_id(self, index: int) -> str:
+        from .ids import make_id
+
+        return make_id("001", index)
+
+    # -- request handling -------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        data = _DATA.match(path)
+        endpoint = self._endpoint(path, data)
+        self.ctx.counters.count(CRM, endpoint, request.method)
+        fault = enact_transport_fault(self.ctx.faults.take(CRM, endpoint))
+        if fault is not None and fault.kind == "503":
+            return self._limited(error_response(503, "SERVER_UNAVAILABLE",
+                                                "Server temporarily unavailable"))
+        if fault is not None and fault.kind == "429":
+            return self._limited(error_response(
+                429, "TOO_MANY_REQUESTS", f"Too many requests: retry after {fault.retry_after}s",
+                headers={"Retry-After": str(fault.retry_after)}))
+        if endpoint == "token":
+            return self.token_endpoint.handle(request)
+        if path in ("/services/data", "/services/data/"):
+            return json_response([{"label": "Winter '24", "url": "/services/data/v59.0",
+                                   "version": "59.0"}])
+        token = _bearer(request)
+        if fault is not None and fault.kind == "expire_session":
+            self.tokens.revoke(token)
+        if not self.tokens.valid(token):
+            return error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        if not self.usage.spend():
+            return self._limited(error_response(403, "REQUEST_LIMIT_EXCEEDED",
+                                                "TotalRequests Limit exceeded."))
+        version, rest = (data.group(1), data.group(2) or "") if data else ("v59.0", "")
+        try:
+            return self._limited(self._route(request, endpoint, version, rest))
+        except SoqlError as exc:
+            return self._limited(error_response(400, exc.code, exc.message))
+
+    def _limited(self, response: Response) -> Response:
+        response.headers.update(self.usage.header())
+        return response
+
+    @staticmethod
+    def _endpoint(path: str, data: re.Match | None) -> str:
+        if path.rstrip("/") == "/services/oauth2/token":
+            return "token"
+        if data is None:
+            return "versions" if path.rstrip("/") == "/services/data" else "unknown"
+        rest = data.group(2) or ""
+        if rest in ("/query", "/query/") or rest.startswith("/query/"):
+            return "query"
+        if rest in ("/queryAll", "/queryAll/") or rest.startswith("/queryAll/"):
+            return "queryAll"
+        if rest.rstrip("/") == "/limits":
+            return "limits"
+        if rest.rstrip("/") == "/composite/sobjects":
+            return "composite/sobjects"
+        replication = _REPLICATION.match(rest)
+        if replication:
+            return replication.group(2)
+        return "sobject" if _SOBJECT.match(rest) else "unknown"
+
+    def _route(self, request: Request, endpoint: str, version: str, rest: str) -> Response:
+        if endpoint in ("query", "queryAll"):
+            return self._query(request, endpoint, version, rest)
+        if endpoint == "limits":
+            return json_response(self.usage.as_limits_json())
+        if endpoint in ("deleted", "updated"):
+            return self._replication(request, endpoint, rest)
+        if endpoint == "composite/sobjects":
+            return self._collection(request)
+        if endpoint == "sobject":
+            return self._sobject(request, version, rest)
+        return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+
+    def _query(self, request: Request, endpoint: str, version: str, rest: str) -> Response:
+        size = batch_size(request.headers.get("Sforce-Query-Options"))
+        locator = _LOCATOR.match(rest)
+        if locator:
+            cursor = self.cursors.get(locator.group(2))
+            if cursor is None:
+                return error_response(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+            return json_response(answer(self.cursors, cursor, locator.group(2),
+                                        int(locator.group(3)), size, version, endpoint,
+                                        self._renderer(cursor, version)))
+        text = request.args.get("q")
+        if not text:
+            return error_response(400, "MALFORMED_QUERY", "The q parameter is required")
+        parsed = parse(text)
+        obj = S.sobject(parsed.sobject)
+        base = self.store.seed.counts.get(obj.name, 0) if obj else 0
+        plan = compile_query(parsed, endpoint == "queryAll", base)
+        snap = self.store.snapshot(plan.obj)
+        if plan.is_count:
+            return json_response({"totalSize": plan.count(snap), "done": True, "records": []})
+        cursor = Cursor(plan, snap, plan.count(snap))
+        return json_response(answer(self.cursors, cursor, None, 0, size, version, endpoint,
+                                    self._renderer(cursor, version)))
+
+    @staticmethod
+    def _renderer(cursor: Cursor, version: str) -> Any:
+        obj, fields = cursor.plan.obj, cursor.plan.fields
+        return lambda row: render_record(obj, row, fields, version)
+
+    def _replication(self, request: Request, endpoint: str, rest: str) -> Response:
+        match = _REPLICATION.match(rest)
+        obj = S.sobject(match.group(1)) if match else None
+        if obj is None:
+            return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+        try:
+            if endpoint == "deleted":
+                return json_response(deleted(self.store, obj, dict(request.args), self.purge_mark))
+            return json_response(updated(self.store, obj, dict(request.args)))
+        except ReplicationError as exc:
+            return error_response(400, exc.code, exc.message)
+
+    def _collection(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            records: Any = [i for i in request.args.get("ids", "").split(",") if i]
+            all_or_none = request.args.get("allOrNone", "false").lower() == "true"
+        elif request.method in ("POST", "PATCH"):
+            body = _json_body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+                return error_response(400, "JSON_PARSER_ERROR",
+                                      "The request body must be {\"allOrNone\": ..., "
+                                      "\"records\": [...]}")
+            records, all_or_none = body["records"], bool(body.get("allOrNone", False))
+        else:
+            return error_response(405, "METHOD_NOT_ALLOWED",
+                                  f"HTTP Method '{request.method}' not allowed. Allowed are "
+                                  "POST, PATCH, DELETE")
+        if len(records) > MAX_COLLECTION:
+            return error_response(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit "
+                                  f"more than {MAX_COLLECTION} records into this call")
+        return json_response(collection(self.store, request.method, records, all_or_none))
+
+    def _sobject(self, request: Request, version: str, rest: str) -> Response:
+        match = _SOBJECT.match(rest)
+        obj = S.sobject(match.group(1)) if match else None
+        if match is None or obj is None:
+            return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+        record_id, method = match.group(2), request.method
+        try:
+            if record_id is None:
+                if method != "POST":
+                    return error_response(405, "METHOD_NOT_ALLOWED",
+                                          f"HTTP Method '{method}' not allowed. Allowed are POST")
+                body = _json_body(request)
+                if not isinstance(body, dict):
+                    return error_response(400, "JSON_PARSER_ERROR", "The body must be an object")
+                row = self.store.create(obj, values_for(self.store, obj, body, creating=True))
+                return json_response({"id": row["Id"], "success": True, "errors": []}, 201)
+            index = target_row(self.store, obj, record_id)
+            if method == "GET":
+                row = self.store.get(obj, index) or {}
+                return json_response(render_record(obj, row, [f.name for f in obj.fields],
+                                                   version))
+            if method == "PATCH":
+                body = _json_body(request)
+                if not isinstance(body, dict):
+                    return error_response(400, "JSON_PARSER_ERROR", "The body must be an object")
+                self.store.update(obj, index, values_for(self.store, obj, body, creating=False))
+                return Response(status=204)
+            if method == "DELETE":
+                self.store.delete(obj, index)
+                return Response(status=204)
+        except WriteError as exc:
+            err = exc.error
+            if err["statusCode"] in ("INVALID_CROSS_REFERENCE_KEY", "MALFORMED_ID") and not err[
+                    "fields"]:
+                return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+            if err["statusCode"] == "ENTITY_IS_DELETED":
+                return error_response(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+            return error_response(400, err["statusCode"], err["message"], err["fields"])
+        return error_response(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() in ("bearer", "oauth") and token else None
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(request.get_data(cache=True) or b"null")
+    except ValueError:
+        return None

@@ -1,0 +1,201 @@
+"""The sandbox server: one threaded HTTPS werkzeug server in a background thread, many sides.
+
+Rules this module keeps:
+- Nothing happens until `start()` (or `with Sandbox(...)`): then a throw-away CA is made with
+  trustme (server certificate for 127.0.0.1 and localhost), its PEM written to a temp dir
+  (`ca_bundle`), the port bound (0 = any free port) and the sides built with one SandboxContext.
+- `/__admin__/...` is answered by `admin_api`; any other path goes to the first side whose
+  `matches(path)` is true (404 JSON otherwise).
+- "drop" faults close the socket without an answer; "slow" faults sleep in the request's thread.
+- Every socket has a timeout (REQUEST_TIMEOUT); `stop()` shuts the server down and removes the
+  temp dir. The Dataverse side is imported lazily and skipped (logged) if it is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import trustme
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from . import admin_api
+from .core import CallCounter, DropConnection, FaultPlan, SandboxClock, SandboxContext, Side
+from .salesforce import SalesforceSide
+from .salesforce.auth import Credentials
+
+log = logging.getLogger(__name__)
+REQUEST_TIMEOUT = 30.0
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT  # socket timeout for every connection
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), message % args)
+
+
+class Sandbox:
+    """A local stand-in for Salesforce and Dataverse; use as a context manager."""
+
+    def __init__(self, port: int = 0, seed: int = 0, accounts: int = 100,
+                 quotes: int | None = None, sides: Iterable[str] = ("salesforce", "dataverse"),
+                 token_ttl: float = 3600.0, api_limit: int = 100_000,
+                 credentials: Credentials | None = None, host: str = "127.0.0.1") -> None:
+        self.port, self.seed, self.accounts, self.quotes = port, seed, accounts, quotes
+        self.side_names = tuple(sides)
+        self.token_ttl, self.api_limit, self.credentials, self.host = (
+            token_ttl, api_limit, credentials, host)
+        self.counters = CallCounter()
+        self.faults = FaultPlan(seed)
+        self.clock = SandboxClock()
+        self.sides: list[Side] = []
+        self.salesforce: SalesforceSide | None = None
+        self.dataverse: Any = None
+        self.url = ""
+        self.ca_bundle = ""
+        self.context: SandboxContext | None = None  # type: ignore[assignment]
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._tmpdir: str | None = None
+
+    def start(self) -> "Sandbox":
+        if self._server is not None:
+            return self
+        self._tmpdir = tempfile.mkdtemp(prefix="ledgerbridge-sandbox-")
+        ca = trustme.CA()
+        self.ca_bundle = str(Path(self._tmpdir) / "sandbox-ca.pem")
+        ca.cert_pem.write_to_path(self.ca_bundle)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+        self._server = make_server(self.host, self.port, self._wsgi, threaded=True,
+                                   request_handler=_Handler, ssl_context=tls)
+        self._server.daemon_threads = True  # type: ignore[attr-defined]
+        self.port = self._server.server_port
+        self.url = f"https://{self.host}:{self.port}"
+        self.context = SandboxContext(self.url, self.seed, self.counters, self.faults,
+                                      self.clock, self.token_ttl)
+        self.sides = self._build_sides()
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=f"sandbox-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _build_sides(self) -> list[Side]:
+        sides: list[Side] = []
+        assert self.context is not None
+        if "salesforce" in self.side_names:
+            self.salesforce = SalesforceSide(self.context, seed=self.seed, accounts=self.accounts,
+                                             quotes=self.quotes, api_limit=self.api_limit,
+                                             credentials=self.credentials)
+            sides.append(self.salesforce)
+        if "dataverse" in self.side_names:
+            try:
+                from .dataverse import DataverseSide  # type: ignore[import-not-found]
+            except ImportError as exc:
+                log.warning("sandbox: Dataverse side unavailable (%s); serving Salesforce only",
+                            exc)
+            else:
+                self.dataverse = DataverseSide(self.context, seed=self.seed,
+                                               accounts=self.accounts)
+                sides.append(self.dataverse)
+        return sides
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Every side back to its seeded state; counters, faults and clock cleared."""
+        for side in self.sides:
+            side.reset()
+        self.counters.reset()
+        self.faults.clear()
+        self.clock.reset()
+
+    def session(self) -> Any:
+        """A requests Session that trusts this sandbox's CA (whatever the environment says)."""
+        from .tls import CABundleSession
+
+        return CABundleSession(self.ca_bundle)
+
+    def salesforce_client(self, version: str = "59.0") -> Any:
+        """A simple-salesforce client on this sandbox with a fresh session token."""
+        from simple_salesforce import Salesforce
+
+        if self.salesforce is None:
+            raise RuntimeError("this sandbox does not serve Salesforce")
+        return Salesforce(instance_url=self.url, session_id=self.salesforce.issue_token(),
+                          session=self.session(), version=version)
+
+    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+        request = Request(environ)
+        try:
+            response = self._dispatch(request)
+        except DropConnection:
+            _drop(environ.get("werkzeug.socket"))
+            raise ConnectionAbortedError("sandbox fault: connection dropped") from None
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        if request.path == "/__admin__" or request.path.startswith("/__admin__/"):
+            return admin_api.handle(self, request)
+        for side in self.sides:
+            if side.matches(request.path):
+                return side.handle(request)
+        return Response('{"error": "not found"}', status=404, content_type="application/json")
+
+
+def _drop(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
+                  stop: threading.Event | None = None) -> None:
+    """Run a sandbox until interrupted (or `stop` is set), printing how to reach it."""
+    with Sandbox(port=port, seed=seed, accounts=accounts) as sandbox:
+        creds = sandbox.salesforce.credentials if sandbox.salesforce else Credentials()
+        print(f"sandbox CRM at {sandbox.url} (seed {seed}, {accounts} accounts)")
+        print(f"  CA bundle:            {sandbox.ca_bundle}")
+        print(f"  Salesforce instance:  {sandbox.url}  token: {sandbox.url}/services/oauth2/token")
+        print(f"    client_id={creds.client_id} client_secret={creds.client_secret}")
+        print(f"    username={creds.username} password={creds.password}")
+        if sandbox.dataverse is not None:
+            print(f"  Dataverse:            {sandbox.url}/api/data/v9.2/")
+            describe = getattr(sandbox.dataverse, "describe", None)
+            if callable(describe):
+                print(f"    {describe()}")
+        print(f"  admin:                {sandbox.url}/__admin__/  (Ctrl-C to stop)")
+        waiter = stop or threading.Event()
+        try:
+            while not waiter.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
