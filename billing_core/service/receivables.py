@@ -102,7 +102,7 @@ def exposure_minor(conn: Connection, account_id: int, on_date: date, *,
     return exposure
 
 
-def _open_debts(conn: Connection, account_id: int | None = None) -> list[dict[str, Any]]:
+def open_debts(conn: Connection, account_id: int | None = None) -> list[dict[str, Any]]:
     """Every open invoice and debit memo with a balance: type, id, number, account, currency,
     due date, balance."""
     rows: list[dict[str, Any]] = []
@@ -126,7 +126,7 @@ def overdue_documents(conn: Connection, account_id: int, on_date: date,
     each with ``days_overdue`` (counted from the due date)."""
     limit = on_date - timedelta(days=grace_days)
     late = [dict(d, days_overdue=(on_date - d["due_date"]).days)
-            for d in _open_debts(conn, account_id)
+            for d in open_debts(conn, account_id)
             if d["due_date"] is not None and d["due_date"] < limit]
     return sorted(late, key=lambda d: (-d["days_overdue"], d["number"] or ""))
 
@@ -148,7 +148,7 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
     (``account_id`` None). Amounts in minor units of that row's currency; ``total_minor`` is the
     sum of the buckets."""
     per_account: dict[tuple[int, str], dict[str, Any]] = {}
-    for doc in _open_debts(conn, account_id):
+    for doc in open_debts(conn, account_id):
         key = (doc["account_id"], doc["currency"])
         row = per_account.setdefault(key, {"account_id": key[0], "currency": key[1],
                                            **{b: 0 for b in BUCKETS}, "total_minor": 0})
