@@ -30,6 +30,7 @@ from billing_core.domain.errors import (
     NotFound,
     RuleViolation,
 )
+from billing_core.domain.money import Money
 from billing_core.service.documents import (
     OPEN_SOURCE,
     OPEN_TARGET,
@@ -42,6 +43,10 @@ from billing_core.service.documents import (
 )
 
 POOL_TARGET = "credit_grant"
+
+
+def _fmt(minor: int, doc: RowMapping) -> str:
+    return str(Money.of_minor(minor, doc["currency"]))
 
 
 def check_pair(source_type: str, source: RowMapping, target_type: str, target: RowMapping,
@@ -63,11 +68,12 @@ def check_pair(source_type: str, source: RowMapping, target_type: str, target: R
                            f"is {source['status']}: only active memos can be applied")
     if amount_minor > balance(source, source_type):
         raise InsufficientBalance(field, shown, f"exceeds the unapplied balance "
-                                                       f"{balance(source, source_type)} of the "
-                                                       f"{source_type}")
+                                               f"{_fmt(balance(source, source_type), source)} "
+                                               f"of the {source_type}")
     if amount_minor > balance(target, target_type):
         raise InsufficientBalance(field, shown, f"exceeds the open balance "
-                                                       f"{balance(target, target_type)} of {label}")
+                                               f"{_fmt(balance(target, target_type), target)} "
+                                               f"of {label}")
 
 
 def move_applied(uow: UnitOfWork, doc_type: str, doc_id: int, delta: int, *,

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import credit_memos, debit_memos, invoices, payments
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.domain.money import Money
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -124,8 +125,8 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
     if row["status"] == "void":
         raise InvalidState("invoice", invoice, "is already void")
     if row["applied_minor"] != 0:
-        raise InvalidState("invoice", invoice, f"has {row['applied_minor']} minor units applied: "
-                                               "unapply first")
+        applied = Money.of_minor(row["applied_minor"], row["currency"])
+        raise InvalidState("invoice", invoice, f"has {applied} applied: unapply first")
     done = uow.conn.execute(update(invoices).where(
         invoices.c.id == row["id"], invoices.c.applied_minor == 0, invoices.c.status != "void",
     ).values(status="void", voided_at=uow.now())).rowcount

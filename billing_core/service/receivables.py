@@ -41,7 +41,7 @@ from billing_core.domain.money import to_minor
 from billing_core.service.accounts import get_account
 
 OPEN_ORDER = ("accepted", "held", "active")
-BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
+BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")   # row keys: f"{bucket}_minor"
 
 
 def _sum(conn: Connection, stmt: Any) -> int:
@@ -151,9 +151,9 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
     for doc in open_debts(conn, account_id):
         key = (doc["account_id"], doc["currency"])
         row = per_account.setdefault(key, {"account_id": key[0], "currency": key[1],
-                                           **{b: 0 for b in BUCKETS}, "total_minor": 0})
+                                           **{f"{b}_minor": 0 for b in BUCKETS}, "total_minor": 0})
         days = (on_date - doc["due_date"]).days if doc["due_date"] else 0
-        row[_bucket(days)] += doc["balance_minor"]
+        row[f"{_bucket(days)}_minor"] += doc["balance_minor"]
         row["total_minor"] += doc["balance_minor"]
     names = dict(conn.execute(select(accounts.c.id, accounts.c.name)).all()) if per_account else {}
     rows = [dict(r, account_name=names.get(r["account_id"]))
@@ -162,8 +162,8 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
     for r in rows:
         total = totals.setdefault(r["currency"], {
             "account_id": None, "account_name": "TOTAL", "currency": r["currency"],
-            **{b: 0 for b in BUCKETS}, "total_minor": 0})
-        for col in (*BUCKETS, "total_minor"):
+            **{f"{b}_minor": 0 for b in BUCKETS}, "total_minor": 0})
+        for col in (*(f"{b}_minor" for b in BUCKETS), "total_minor"):
             total[col] += r[col]
     return rows + [totals[c] for c in sorted(totals)]
 
