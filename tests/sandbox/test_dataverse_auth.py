@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from test_dataverse_harness import Dataverse, PinnedSession, assert_shape, dataverse_server, dv, \
+from test_dataverse_harness import Dataverse, assert_shape, dataverse_server, dv, \
     fixture, http, load_json  # noqa: F401  (fixtures are used by name)
 
 
@@ -29,7 +29,7 @@ def test_msal_gets_a_token_then_serves_it_from_its_cache(dv: Dataverse) -> None:
     assert dv.ctx.counters.get("dataverse", "openid-configuration", "GET") == 1
 
 
-def test_token_answer_has_aad_shape(dv: Dataverse, http: PinnedSession) -> None:
+def test_token_answer_has_aad_shape(dv: Dataverse, http: requests.Session) -> None:
     url = f"{dv.info['authority']}/oauth2/v2.0/token"
     resp = http.post(url, data={"grant_type": "client_credentials",
                                 "client_id": dv.info["client_id"],
@@ -40,7 +40,7 @@ def test_token_answer_has_aad_shape(dv: Dataverse, http: PinnedSession) -> None:
     assert load_json(resp.text)["expires_in"] == 3599
 
 
-def test_discovery_document_names_the_endpoints(dv: Dataverse, http: PinnedSession) -> None:
+def test_discovery_document_names_the_endpoints(dv: Dataverse, http: requests.Session) -> None:
     body = http.get(f"{dv.info['authority']}/v2.0/.well-known/openid-configuration").json()
     assert body["token_endpoint"] == f"{dv.info['authority']}/oauth2/v2.0/token"
     assert body["authorization_endpoint"].startswith(dv.info["authority"])
@@ -54,7 +54,7 @@ def test_discovery_document_names_the_endpoints(dv: Dataverse, http: PinnedSessi
     ({"scope": "user.read"}, 400, "invalid_scope", 1002012),
     ({"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
 ])
-def test_token_errors_have_aad_shape(dv: Dataverse, http: PinnedSession, form: dict[str, str],
+def test_token_errors_have_aad_shape(dv: Dataverse, http: requests.Session, form: dict[str, str],
                                      status: int, error: str, code: int) -> None:
     data = {"grant_type": "client_credentials", "client_id": dv.info["client_id"],
             "client_secret": dv.info["client_secret"], "scope": dv.info["scope"], **form}
@@ -73,7 +73,7 @@ def test_msal_reports_a_wrong_secret(dv: Dataverse) -> None:
     assert 7000215 in result["error_codes"]
 
 
-def test_unknown_tenant_is_refused(dv: Dataverse, http: PinnedSession) -> None:
+def test_unknown_tenant_is_refused(dv: Dataverse, http: requests.Session) -> None:
     resp = http.get(dv.info["authority"].rsplit("/", 1)[0]
                     + "/not-my-tenant/v2.0/.well-known/openid-configuration")
     assert resp.status_code == 400
@@ -109,7 +109,7 @@ def test_certificate_assertion_is_accepted_and_a_wrong_key_refused(dv: Dataverse
     assert bad["error"] == "invalid_client" and 700027 in bad["error_codes"]
 
 
-def test_expired_token_answers_401_with_challenge(dv: Dataverse, http: PinnedSession) -> None:
+def test_expired_token_answers_401_with_challenge(dv: Dataverse, http: requests.Session) -> None:
     assert dv.get(http, "WhoAmI").status_code == 200
     dv.ctx.clock.advance(3601)
     resp = dv.get(http, "WhoAmI")
@@ -119,13 +119,13 @@ def test_expired_token_answers_401_with_challenge(dv: Dataverse, http: PinnedSes
     assert_shape(load_json(resp.text), fixture("dataverse_answers.json")["error"])
 
 
-def test_missing_token_answers_401(dv: Dataverse, http: PinnedSession) -> None:
+def test_missing_token_answers_401(dv: Dataverse, http: requests.Session) -> None:
     resp = http.get(f"{dv.api}/accounts")
     assert resp.status_code == 401
     assert dv.ctx.counters.get("dataverse", "accounts", "GET") == 1
 
 
-def test_expire_session_fault_forces_a_new_token(dv: Dataverse, http: PinnedSession) -> None:
+def test_expire_session_fault_forces_a_new_token(dv: Dataverse, http: requests.Session) -> None:
     dv.ctx.faults.add("dataverse", "accounts", "expire_session", count=1)
     assert dv.get(http, "accounts?$top=1").status_code == 401
     assert dv.get(http, "accounts?$top=1").status_code == 401  # the old token stays dead
@@ -134,7 +134,7 @@ def test_expire_session_fault_forces_a_new_token(dv: Dataverse, http: PinnedSess
     assert dv.get(http, "accounts?$top=1").status_code == 200
 
 
-def test_whoami_shape(dv: Dataverse, http: PinnedSession) -> None:
+def test_whoami_shape(dv: Dataverse, http: requests.Session) -> None:
     resp = dv.get(http, "WhoAmI")
     assert resp.status_code == 200
     assert_shape(load_json(resp.text), fixture("dataverse_answers.json")["whoami"])

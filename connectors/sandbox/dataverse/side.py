@@ -79,6 +79,11 @@ class DataverseSide:
         self.batch = BatchRunner(self.store, self.base_url, self._dispatch_inner)
         self.admin_ops = Admin(self)
 
+    def describe(self) -> str:
+        """One line for people: how to get a token (printed by the sandbox CLI)."""
+        return (f"authority={self.base_url}/{self.tenant} client_id={self.client_id} "
+                f"client_secret={self.client_secret} scope={self.base_url}/.default")
+
     # --- the Side protocol -------------------------------------------------------------------
     def matches(self, path: str) -> bool:
         return (path.startswith(API_PREFIX + "/") or path == API_PREFIX
