@@ -1,0 +1,123 @@
+"""Field maps, conversions, credentials and connection settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from connectors import fieldmap
+from connectors.credentials import CredentialError, Secret, resolve
+from connectors.cursor import StampTracker, decode
+from connectors.fieldmap import FieldSpec, convert_in, parse_datetime
+from connectors.settings import SettingsError, load_connections, parse_connection
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("name", ["salesforce", "salesforce_cpq", "dynamics"])
+def test_builtin_maps_cover_every_canonical_object(name: str) -> None:
+    fmap = fieldmap.load(name)
+    assert set(fmap.objects) == {"account", "product", "price", "quote", "quote_line"}
+    account = fmap.object("account")
+    assert {"crm_id", "name", "credit_limit", "credit_hold", "modstamp"} <= set(account.fields)
+    assert account.fields["billing_hold"].push and account.fields["credit_hold"].guarded
+    assert fmap.object("quote").accepted_states
+
+
+def test_user_map_overrides_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[objects.account.fields]\ncredit_limit = { field = "Kreditlimit__c", '
+                    'type = "decimal" }\n[objects.quote]\naccepted_states = ["Accepted", "Won"]\n')
+    fmap = fieldmap.load("salesforce", str(mine))
+    account = fmap.object("account")
+    assert account.fields["credit_limit"].crm == "Kreditlimit__c"
+    assert account.fields["credit_hold"].crm == "Credit_Hold__c"
+    assert fmap.object("quote").accepted_states == {"Accepted", "Won"}
+    assert fmap.object("quote").crm_object == "Quote"
+
+
+def test_unknown_object_and_bad_map_are_clear_errors() -> None:
+    with pytest.raises(fieldmap.FieldMapError, match="'invoice' is not in"):
+        fieldmap.load("salesforce").object("invoice")
+    with pytest.raises(fieldmap.FieldMapError, match="missing 'key'"):
+        fieldmap.build({"objects": {"x": {"crm_object": "X", "modstamp": "m"}}})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("2026-11-21T23:43:43.000+0000", datetime(2026, 11, 21, 23, 43, 43, tzinfo=UTC)),
+    ("2026-11-21T18:43:43.000-0500", datetime(2026, 11, 21, 23, 43, 43, tzinfo=UTC)),
+    ("2026-11-21T23:43:43Z", datetime(2026, 11, 21, 23, 43, 43, tzinfo=UTC)),
+    ("2026-11-21T23:43:43", "2026-11-21T23:43:43"),  # no offset: never guessed as local time
+    ("garbage", "garbage"),
+])
+def test_timestamps_become_aware_utc_or_stay_raw(raw: str, expected: object) -> None:
+    assert parse_datetime(raw) == expected
+
+
+def test_value_conversions() -> None:
+    dec, num = FieldSpec("x", "X", "decimal"), FieldSpec("n", "N", "int")
+    assert convert_in(Decimal("0.1"), dec) == Decimal("0.1")
+    assert convert_in(12, dec) == Decimal(12) and convert_in("bad", dec) == "bad"
+    assert convert_in(Decimal("3.0"), num) == 3 and convert_in(Decimal("3.5"), num) == Decimal(
+        "3.5")
+    assert convert_in("2026-11-21", FieldSpec("d", "D", "date")) == date(2026, 11, 21)
+    assert convert_in("yes", FieldSpec("b", "B", "bool")) == "yes"
+    with pytest.raises(fieldmap.FieldMapError, match="cannot be sent exactly"):
+        fieldmap.convert_out(Decimal("0.12345678901234567890"), dec)
+
+
+def test_secret_hides_itself() -> None:
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret) + str(secret) + f"{secret}" + repr([secret])
+    assert secret.reveal() == "hunter2"
+
+
+def test_credentials_from_env_and_secrets_file(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.toml"
+    path.write_text('client_secret = "top"\n[conn]\npassword = "scoped"\n')
+    got = resolve("conn", {"client_id": "id", "client_secret": "file:client_secret",
+                           "password": "file:password", "security_token": "env:TOK"},
+                  str(path), {"TOK": "tok"})
+    assert got["client_id"] == "id"
+    assert [got[k].reveal() for k in ("client_secret", "password", "security_token")] == [
+        "top", "scoped", "tok"]
+    with pytest.raises(CredentialError, match=r"MISSING \(for password\) is not set"):
+        resolve("conn", {"password": "env:MISSING"}, None, {})
+
+
+def test_literal_secrets_in_config_are_refused() -> None:
+    with pytest.raises(CredentialError, match="never written in the config"):
+        parse_connection("c", {"crm": "salesforce", "url": "https://x",
+                               "credentials": {"client_secret": "plain"}})
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(SettingsError, match="unknown keys"):
+        parse_connection("c", {"crm": "salesforce", "url": "https://x", "pagesize": 5})
+    with pytest.raises(SettingsError, match="tenant_id"):
+        parse_connection("c", {"crm": "dynamics", "url": "https://x"})
+    with pytest.raises(SettingsError, match="budget_share"):
+        parse_connection("c", {"crm": "salesforce", "url": "https://x", "budget_share": 1.5})
+
+
+def test_example_connections_file_loads() -> None:
+    conns = load_connections(REPO / "config" / "connections.example.toml")
+    assert {c.crm for c in conns.values()} == {"salesforce", "dynamics"}
+    assert conns["sf_prod"].budget_share == 0.8 and conns["d365_prod"].page_size == 5000
+
+
+def test_stamp_cursor_only_moves_forward_and_prunes_seen() -> None:
+    from datetime import timedelta
+
+    start = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    tracker = StampTracker(None, timedelta(seconds=60), start)
+    assert tracker.admit("a", start - timedelta(hours=2))
+    assert tracker.admit("b", start - timedelta(hours=1))
+    assert not tracker.admit("b", start - timedelta(hours=1))
+    assert tracker.admit("c", start - timedelta(hours=3))  # older row: handed out, no rewind
+    state = decode(tracker.cursor())
+    assert state["stamp"] == (start - timedelta(hours=1)).isoformat()
+    assert list(state["seen"]) == ["b"]  # older ones are outside the overlap window
