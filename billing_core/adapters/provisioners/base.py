@@ -1,0 +1,69 @@
+"""The provisioner interface: how billing hands a provisioning request to the outside world.
+
+Rules kept here
+- A provisioner receives one :class:`ProvisioningTask` and either returns an outcome
+  (``dispatched``: the receiver accepted it; ``provisioned``: the receiver confirmed it is done)
+  or raises :class:`ProvisionError`. It never touches the ledger: the dispatch loop records the
+  outcome in its own transaction.
+- The task carries the request's ``idempotency_key``, fixed when the request was created; a
+  provisioner sends that key on every attempt, so a receiver can recognise a re-send (after a
+  retry, or after a crash between sending and recording) and do the work once.
+- ``ProvisionError.retriable`` says whether trying again later could help (429, 5xx, timeouts)
+  or not (a 4xx the receiver will answer the same way).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["dispatched", "provisioned"]
+
+
+@dataclass(frozen=True)
+class ProvisioningTask:
+    request_id: int
+    idempotency_key: str
+    attempt: int
+    account_id: int
+    account_ext_source: str
+    account_ext_id: str
+    account_name: str
+    order_id: int
+    order_ref: str
+    product_id: int
+    product_sku: str
+    quantity: Decimal
+    subscription_id: int | None = None
+    one_time_charge_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body a receiver gets (amounts and quantities as strings, never floats)."""
+        return {
+            "request_id": self.request_id,
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "account": {"id": self.account_id, "source": self.account_ext_source,
+                        "external_id": self.account_ext_id, "name": self.account_name},
+            "order": {"id": self.order_id, "ref": self.order_ref},
+            "product": {"id": self.product_id, "sku": self.product_sku},
+            "quantity": str(self.quantity),
+            "subscription_id": self.subscription_id,
+            "one_time_charge_id": self.one_time_charge_id,
+        }
+
+
+class ProvisionError(Exception):
+    def __init__(self, message: str, *, retriable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.status = status
+
+
+class Provisioner(Protocol):
+    name: str
+
+    def provision(self, task: ProvisioningTask) -> Outcome:
+        """Hand the task over; return the outcome or raise ``ProvisionError``."""
+        ...

@@ -1,0 +1,204 @@
+"""Credit control: which hold reasons an account should have, and what follows from them.
+
+Rules kept here
+- The reasons are computed from scratch from the ledger each time (:func:`expected_reasons`):
+  ``crm`` while the account's CRM hold flag is set; ``credit_limit`` while exposure (from
+  ``receivables.exposure_minor``, unbilled orders included by policy) is above
+  ``limit × limit_threshold`` (an account without a limit is unlimited by default, else its
+  limit counts as 0); ``overdue`` while ``receivables.overdue_documents`` (due date + grace days
+  before today) finds any document.
+- :func:`reevaluate_account` brings ``hold_reasons`` in line: it places and lifts
+  ``credit_limit`` and ``overdue`` (source ``billing``) and mirrors ``crm`` from the flag (source
+  and actor ``crm:<connection>``: only the CRM's flag clears it). It never places or lifts
+  ``manual``. Each change writes hold history. A reason that stays keeps its original
+  ``placed_at`` and figures.
+- Consequences, in the same transaction: on hold, pending provisioning requests wait; not on
+  hold, held orders and pending quantity changes activate in creation order and waiting
+  requests become pending (dispatched in creation order).
+- :func:`reevaluate_touched_hook` runs this before commit for every account the unit of work
+  touched (a posted invoice, a payment, a memo, a limit or flag change, an order), so a hold
+  decision commits with the change that caused it. :func:`reevaluate_all` does it for every
+  account in keyset chunks (the hourly job: days passing make documents overdue).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, select
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import accounts, orders, subscription_changes, subscriptions
+from billing_core.service import orders as order_service
+from billing_core.service.accounts import get_account
+from billing_core.service.holds import (
+    BILLING_SOURCE,
+    current_reasons,
+    lift_reason,
+    place_reason,
+)
+from billing_core.service.provisioning import hold_requests, release_requests
+from billing_core.service.receivables import exposure_minor, overdue_documents
+from config.settings import CreditPolicy
+
+log = logging.getLogger(__name__)
+
+COMPUTED = ("crm", "credit_limit", "overdue")
+
+
+def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | None:
+    """The exposure above which ``credit_limit`` applies; None = never (unlimited)."""
+    limit = account["credit_limit_minor"]
+    if limit is None:
+        if policy.no_limit_is_unlimited:
+            return None
+        limit = 0
+    return int((Decimal(int(limit)) * policy.limit_threshold).to_integral_value(ROUND_FLOOR))
+
+
+def expected_reasons(conn: Connection, account_id: int, on_date: date,
+                     policy: CreditPolicy) -> dict[str, dict[str, Any]]:
+    """The computed reasons the account should carry now, each with its figures."""
+    account = get_account(conn, account_id)
+    reasons: dict[str, dict[str, Any]] = {}
+    if account["crm_hold"]:
+        reasons["crm"] = {"flag": True, "connection": account["ext_source"]}
+    threshold = effective_limit_minor(account, policy)
+    if threshold is not None:
+        exposure = exposure_minor(conn, account_id, on_date,
+                                  include_unbilled=policy.include_unbilled_orders)
+        if exposure > threshold:
+            reasons["credit_limit"] = {
+                "exposure_minor": exposure, "limit_minor": account["credit_limit_minor"],
+                "threshold": str(policy.limit_threshold), "currency": account["currency"],
+                "include_unbilled": policy.include_unbilled_orders, "on_date": on_date}
+    late = overdue_documents(conn, account_id, on_date, policy.overdue_grace_days)
+    if late:
+        reasons["overdue"] = {
+            "grace_days": policy.overdue_grace_days, "on_date": on_date,
+            "currency": account["currency"],
+            "documents": [{"type": d["type"], "id": d["id"], "number": d["number"],
+                           "due_date": d["due_date"], "balance_minor": d["balance_minor"]}
+                          for d in late[:20]],
+            "overdue_minor": sum(d["balance_minor"] for d in late)}
+    return reasons
+
+
+@dataclass
+class Evaluation:
+    account_id: int
+    placed: list[str] = field(default_factory=list)
+    lifted: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def on_hold(self) -> bool:
+        return bool(self.reasons)
+
+
+def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | None = None,
+                       on_date: date | None = None) -> Evaluation:
+    """Bring the account's computed reasons in line, then hold or release what waits."""
+    policy = policy or CreditPolicy()
+    on_date = on_date or uow.now().date()
+    conn = uow.conn
+    account = get_account(conn, account_id)
+    crm_actor = f"crm:{account['ext_source']}"
+    current = current_reasons(conn, account_id)
+    expected = expected_reasons(conn, account_id, on_date, policy)
+    result = Evaluation(account_id)
+    for reason in COMPUTED:
+        actor = crm_actor if reason == "crm" else BILLING_SOURCE
+        if reason in expected and reason not in current:
+            place_reason(uow, account_id, reason, source=actor, actor=actor,
+                         details=expected[reason])
+            result.placed.append(reason)
+        elif reason in current and reason not in expected:
+            lift_reason(uow, account_id, reason, actor=actor,
+                        details=_lift_details(reason, account, on_date, policy, conn))
+            result.lifted.append(reason)
+    result.reasons = [r for r in current if r not in result.lifted] + result.placed
+    if result.placed or result.lifted:
+        log.info("hold account=%s placed=%s lifted=%s now=%s", account_id, result.placed,
+                 result.lifted, result.reasons or "none")
+    if result.on_hold:
+        hold_requests(uow, account_id)
+    else:
+        release_account(uow, account_id)
+    return result
+
+
+def _lift_details(reason: str, account: RowMapping, on_date: date, policy: CreditPolicy,
+                  conn: Connection) -> dict[str, Any]:
+    if reason == "credit_limit":
+        return {"exposure_minor": exposure_minor(
+                    conn, account["id"], on_date, include_unbilled=policy.include_unbilled_orders),
+                "limit_minor": account["credit_limit_minor"],
+                "threshold": str(policy.limit_threshold), "currency": account["currency"],
+                "on_date": on_date}
+    if reason == "overdue":
+        return {"on_date": on_date, "grace_days": policy.overdue_grace_days}
+    return {"flag": False, "connection": account["ext_source"]}
+
+
+def release_account(uow: UnitOfWork, account_id: int) -> int:
+    """No reason left: activate held orders and pending quantity changes in creation order,
+    then let waiting provisioning requests go. Returns how many items were activated."""
+    conn = uow.conn
+    held = conn.execute(select(orders.c.id, orders.c.created_at).where(
+        orders.c.account_id == account_id, orders.c.status == "held")).all()
+    changes = conn.execute(
+        select(subscription_changes.c.id, subscription_changes.c.created_at)
+        .join(subscriptions, subscriptions.c.id == subscription_changes.c.subscription_id)
+        .where(subscriptions.c.account_id == account_id,
+               subscription_changes.c.status == "pending")).all()
+    items = sorted([(created, 0, oid) for oid, created in held]
+                   + [(created, 1, cid) for cid, created in changes])
+    for _, kind, item_id in items:
+        if kind == 0:
+            order_service.activate_order(uow, item_id)
+        else:
+            order_service.activate_change(uow, item_id)
+    release_requests(uow, account_id)
+    return len(items)
+
+
+def reevaluate_touched_hook(policy: CreditPolicy | None = None) -> Callable[[UnitOfWork], None]:
+    """The before-commit hook ``ledger_uow`` installs. ``None`` = the default policy."""
+    effective = policy if isinstance(policy, CreditPolicy) else CreditPolicy()
+
+    def hook(uow: UnitOfWork) -> None:
+        if uow.read_only:
+            return
+        # Touched-but-unseen accounts only: activation touches the same account again, and
+        # the set stays intact for any hook that runs after this one.
+        done: set[int] = set()
+        while todo := sorted(uow.touched_accounts - done):
+            for account_id in todo:
+                reevaluate_account(uow, account_id, effective)
+                done.add(account_id)
+
+    return hook
+
+
+def reevaluate_all(uow: UnitOfWork, on_date: date | None = None,
+                   policy: CreditPolicy | None = None, *, chunk_size: int = 500
+                   ) -> dict[str, int]:
+    """Re-evaluate every account (time-based reasons), in keyset chunks of ``chunk_size``."""
+    summary = {"accounts": 0, "placed": 0, "lifted": 0}
+    after = 0
+    while True:
+        ids = [r[0] for r in uow.conn.execute(select(accounts.c.id).where(
+            accounts.c.id > after).order_by(accounts.c.id).limit(chunk_size))]
+        if not ids:
+            return summary
+        for account_id in ids:
+            result = reevaluate_account(uow, account_id, policy, on_date)
+            summary["accounts"] += 1
+            summary["placed"] += len(result.placed)
+            summary["lifted"] += len(result.lifted)
+        after = ids[-1]

@@ -1,0 +1,206 @@
+"""Provisioning requests and the dispatch loop.
+
+Rules kept here
+- A request is created with its order (one per subscription line or one-time item whose product
+  ``needs_provisioning``, one per quantity change of such a subscription), in state ``pending``
+  or, when the account is on hold, ``awaiting_hold_release``. Its ``idempotency_key`` is fixed
+  at creation (derived from the order's source reference and the item) and never changes.
+- States: ``pending`` → ``dispatching`` → ``dispatched`` → ``provisioned``, or ``failed``;
+  ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order.
+- Dispatch (:func:`dispatch_pending`) takes three steps: claim (one short transaction: rows are
+  locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never take the same
+  row; SQLite's write lock serialises the single dispatcher), marked ``dispatching`` with the
+  attempt counted and a lease in ``next_attempt_at``; send, outside any transaction, with the
+  stored key; record the outcome in a second transaction.
+- A crash between send and record leaves the row ``dispatching``; once its lease runs out it is
+  claimed again and re-sent with the SAME key (the receiver deduplicates). Never a new key.
+- The claim re-checks the hold: a request whose account has any hold reason at claim time is
+  not claimed, whatever its state says.
+- Requests are claimed in creation order (``id``), so what waited is released in order.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, insert, or_, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.provisioners.base import Provisioner, ProvisionError, ProvisioningTask
+from billing_core.adapters.tables import (
+    accounts,
+    hold_reasons,
+    orders,
+    products,
+)
+from billing_core.adapters.tables import (
+    provisioning_requests as pr,
+)
+from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+STATES = ("pending", "awaiting_hold_release", "dispatching", "dispatched", "provisioned",
+          "failed", "cancelled")
+OPEN_STATES = ("pending", "awaiting_hold_release")
+DEFAULT_LEASE = timedelta(minutes=10)
+_KEY_NAMESPACE = uuid.UUID("6f1c3d2a-5b7e-4c1d-9a8f-2e4b6c8d0a1f")
+
+
+def idempotency_key(order_ref: str, item: str) -> str:
+    """Deterministic per (order source reference, item): the same on every re-send."""
+    return "lbprov-" + uuid.uuid5(_KEY_NAMESPACE, f"{order_ref}|{item}").hex
+
+
+def create_request(uow: UnitOfWork, *, account_id: int, order_id: int, product_id: int,
+                   quantity: Decimal, key: str, on_hold: bool,
+                   subscription_id: int | None = None,
+                   one_time_charge_id: int | None = None) -> int:
+    now = uow.now()
+    return int(uow.conn.execute(insert(pr).values(
+        account_id=account_id, order_id=order_id, product_id=product_id, quantity=quantity,
+        subscription_id=subscription_id, one_time_charge_id=one_time_charge_id,
+        state="awaiting_hold_release" if on_hold else "pending", idempotency_key=key,
+        attempts=0, created_at=now, updated_at=now)).inserted_primary_key[0])
+
+
+def hold_requests(uow: UnitOfWork, account_id: int) -> int:
+    """The account went on hold: its pending requests wait. Returns how many."""
+    return uow.conn.execute(update(pr).where(pr.c.account_id == account_id,
+                                             pr.c.state == "pending")
+                            .values(state="awaiting_hold_release", updated_at=uow.now())).rowcount
+
+
+def release_requests(uow: UnitOfWork, account_id: int) -> int:
+    """The hold lifted: waiting requests become pending (dispatch takes them in id order)."""
+    return uow.conn.execute(update(pr).where(pr.c.account_id == account_id,
+                                             pr.c.state == "awaiting_hold_release")
+                            .values(state="pending", updated_at=uow.now())).rowcount
+
+
+def cancel_order_requests(uow: UnitOfWork, order_id: int) -> int:
+    return uow.conn.execute(update(pr).where(pr.c.order_id == order_id,
+                                             pr.c.state.in_(OPEN_STATES))
+                            .values(state="cancelled", updated_at=uow.now())).rowcount
+
+
+def get_request(conn: Connection, request_id: int) -> dict[str, Any]:
+    row = conn.execute(select(pr).where(pr.c.id == request_id)).mappings().first()
+    if row is None:
+        raise NotFound("provisioning_request", request_id)
+    return dict(row)
+
+
+def list_requests(conn: Connection, *, state: str | None = None, account_id: int | None = None,
+                  after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    if state is not None and state not in STATES:
+        raise ValidationError("state", state, f"must be one of {', '.join(STATES)}")
+    stmt = select(pr).where(pr.c.id > after_id).order_by(pr.c.id).limit(limit)
+    if state is not None:
+        stmt = stmt.where(pr.c.state == state)
+    if account_id is not None:
+        stmt = stmt.where(pr.c.account_id == account_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def retry_request(uow: UnitOfWork, request_id: int) -> str:
+    """A failed request goes back to the queue with its own key; it waits if the account is on
+    hold. Returns the new state."""
+    row = get_request(uow.conn, request_id)
+    if row["state"] != "failed":
+        raise InvalidState("provisioning_request", request_id,
+                           f"is {row['state']}; only a failed request can be retried")
+    on_hold = _held(uow.conn, row["account_id"])
+    state = "awaiting_hold_release" if on_hold else "pending"
+    uow.conn.execute(update(pr).where(pr.c.id == request_id, pr.c.state == "failed").values(
+        state=state, next_attempt_at=None, updated_at=uow.now()))
+    return state
+
+
+def mark_provisioned(uow: UnitOfWork, request_id: int) -> None:
+    """The receiver confirmed the work is done."""
+    row = get_request(uow.conn, request_id)
+    if row["state"] not in ("dispatched", "provisioned"):
+        raise InvalidState("provisioning_request", request_id,
+                           f"is {row['state']}; only a dispatched request can be provisioned")
+    uow.conn.execute(update(pr).where(pr.c.id == request_id).values(
+        state="provisioned", updated_at=uow.now()))
+
+
+def _held(conn: Connection, account_id: int) -> bool:
+    return conn.execute(select(hold_reasons.c.id).where(
+        hold_reasons.c.account_id == account_id).limit(1)).first() is not None
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    dispatched: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int = 50,
+                     worker_id: str = "worker", lease: timedelta = DEFAULT_LEASE,
+                     clock: Callable[[], datetime] | None = None) -> DispatchReport:
+    """Claim up to ``limit`` releasable requests, send each, record each outcome."""
+    clock = clock or (lambda: datetime.now(UTC))
+    tasks = claim(engine, limit=limit, now=clock(), lease=lease)
+    report = DispatchReport(claimed=len(tasks))
+    for task in tasks:
+        try:
+            outcome: str = provisioner.provision(task)
+            error = None
+        except ProvisionError as exc:
+            outcome, error = "failed", str(exc)
+        _record(engine, task, outcome, error, clock())
+        (report.failed if outcome == "failed" else report.dispatched).append(task.request_id)
+        log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",
+                 task.request_id, task.idempotency_key, worker_id, task.attempt, outcome,
+                 f" error={error}" if error else "")
+    return report
+
+
+def claim(engine: Engine, *, limit: int, now: datetime,
+          lease: timedelta = DEFAULT_LEASE) -> list[ProvisioningTask]:
+    """Transaction 1: lock, mark ``dispatching`` with the attempt and the lease, return tasks."""
+    no_hold = ~exists().where(hold_reasons.c.account_id == pr.c.account_id)
+    due = or_(pr.c.state == "pending",
+              and_(pr.c.state == "dispatching", pr.c.next_attempt_at <= now))
+    stmt = select(pr.c.id).where(due, no_hold).order_by(pr.c.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=pr)
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(stmt)]
+        if not ids:
+            return []
+        conn.execute(update(pr).where(pr.c.id.in_(ids)).values(
+            state="dispatching", attempts=pr.c.attempts + 1, next_attempt_at=now + lease,
+            updated_at=now))
+        rows = conn.execute(
+            select(pr, accounts.c.ext_source, accounts.c.ext_id, accounts.c.name,
+                   orders.c.source_ref, products.c.sku)
+            .join(accounts, accounts.c.id == pr.c.account_id)
+            .join(orders, orders.c.id == pr.c.order_id)
+            .join(products, products.c.id == pr.c.product_id)
+            .where(pr.c.id.in_(ids)).order_by(pr.c.id)).mappings().all()
+    return [ProvisioningTask(
+        request_id=r["id"], idempotency_key=r["idempotency_key"], attempt=r["attempts"],
+        account_id=r["account_id"], account_ext_source=r["ext_source"],
+        account_ext_id=r["ext_id"], account_name=r["name"], order_id=r["order_id"],
+        order_ref=r["source_ref"], product_id=r["product_id"], product_sku=r["sku"],
+        quantity=r["quantity"], subscription_id=r["subscription_id"],
+        one_time_charge_id=r["one_time_charge_id"]) for r in rows]
+
+
+def _record(engine: Engine, task: ProvisioningTask, outcome: str, error: str | None,
+            now: datetime) -> None:
+    """Transaction 2: the outcome, only if the row is still ours (``dispatching``)."""
+    with engine.begin() as conn:
+        conn.execute(update(pr).where(pr.c.id == task.request_id, pr.c.state == "dispatching")
+                     .values(state=outcome, last_error=error, next_attempt_at=None,
+                             updated_at=now))
