@@ -62,6 +62,11 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
+def round_minor(value: Decimal) -> int:
+    """The same rule on a value already counted in minor units (e.g. tax = line_minor x rate)."""
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
 def to_minor(amount: Decimal, currency: str) -> int:
     """Rounded amount as an integer count of minor units (what the ledger stores)."""
     return int(round_money(amount, currency).scaleb(exponent(currency)))

@@ -13,12 +13,15 @@ Rules kept here
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
-from billing_core.domain.errors import ValidationError
+from billing_core.domain.errors import NotFound, ValidationError
 from billing_core.domain.money import from_minor
 
 MODELS = ("per_unit", "graduated", "volume")
@@ -99,3 +102,37 @@ def _tier_of(tiers: tuple[Tier, ...], quantity: Decimal) -> Tier:
         if tier.up_to is None or q <= tier.up_to:
             return tier
     return tiers[-1]
+
+
+class PriceBook:
+    """Every price in memory, for the bill run: lookups and day-splits without queries."""
+
+    def __init__(self, all_prices: Iterable[Price]) -> None:
+        self._by_key: dict[tuple[int, str], list[Price]] = defaultdict(list)
+        for p in all_prices:
+            self._by_key[(p.product_id, p.currency)].append(p)
+        self._starts: dict[tuple[int, str], list[date]] = {}
+        for key, plist in self._by_key.items():
+            plist.sort(key=lambda p: p.effective_from)
+            self._starts[key] = [p.effective_from for p in plist]
+
+    def price_for(self, product_id: int, currency: str, on_date: date) -> Price:
+        key = (product_id, currency)
+        i = bisect_right(self._starts.get(key, []), on_date) - 1
+        if i < 0:
+            raise NotFound("price", f"product={product_id} currency={currency} date={on_date}")
+        return self._by_key[key][i]
+
+    def segments(self, product_id: int, currency: str, start: date,
+                 end: date) -> list[tuple[date, date, Price]]:
+        """``[start, end)`` split at every price change: (from, to, price) pieces."""
+        first = self.price_for(product_id, currency, start)
+        key = (product_id, currency)
+        out: list[tuple[date, date, Price]] = []
+        cur_from, cur_price = start, first
+        for p in self._by_key[key]:
+            if start < p.effective_from < end:
+                out.append((cur_from, p.effective_from, cur_price))
+                cur_from, cur_price = p.effective_from, p
+        out.append((cur_from, end, cur_price))
+        return out

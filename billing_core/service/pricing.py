@@ -14,7 +14,6 @@ Rules kept here
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import price_tiers, prices, products
 from billing_core.domain.errors import Duplicate, NotFound, ValidationError
 from billing_core.domain.money import check_currency, to_decimal, to_minor
-from billing_core.domain.rating import MODELS, Price, Tier, check_tiers, rate
+from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
 
 __all__ = [
     "Price",
@@ -202,40 +201,6 @@ def price_for(conn: Connection, product_id: int, currency: str, on_date: date) -
                          .where(products.c.id == product_id)).scalar() or "per_unit"
     tiers = conn.execute(select(price_tiers).where(price_tiers.c.price_id == row["id"])).mappings()
     return _build([row], tiers, {product_id: model})[0]
-
-
-class PriceBook:
-    """Every price in memory, for the bill run: lookups and day-splits without queries."""
-
-    def __init__(self, all_prices: Iterable[Price]) -> None:
-        self._by_key: dict[tuple[int, str], list[Price]] = defaultdict(list)
-        for p in all_prices:
-            self._by_key[(p.product_id, p.currency)].append(p)
-        self._starts: dict[tuple[int, str], list[date]] = {}
-        for key, plist in self._by_key.items():
-            plist.sort(key=lambda p: p.effective_from)
-            self._starts[key] = [p.effective_from for p in plist]
-
-    def price_for(self, product_id: int, currency: str, on_date: date) -> Price:
-        key = (product_id, currency)
-        i = bisect_right(self._starts.get(key, []), on_date) - 1
-        if i < 0:
-            raise NotFound("price", f"product={product_id} currency={currency} date={on_date}")
-        return self._by_key[key][i]
-
-    def segments(self, product_id: int, currency: str, start: date,
-                 end: date) -> list[tuple[date, date, Price]]:
-        """``[start, end)`` split at every price change: (from, to, price) pieces."""
-        first = self.price_for(product_id, currency, start)
-        key = (product_id, currency)
-        out: list[tuple[date, date, Price]] = []
-        cur_from, cur_price = start, first
-        for p in self._by_key[key]:
-            if start < p.effective_from < end:
-                out.append((cur_from, p.effective_from, cur_price))
-                cur_from, cur_price = p.effective_from, p
-        out.append((cur_from, end, cur_price))
-        return out
 
 
 def load_price_book(conn: Connection) -> PriceBook:

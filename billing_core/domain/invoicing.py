@@ -1,0 +1,300 @@
+"""One account's invoice for one bill period, computed from plain data (no I/O).
+
+Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'s)
+- Lines, in order: per subscription its catch-up prorations for quantity changes in periods
+  already billed (``proration``, negative for a decrease), then its charges for the range not
+  yet billed, ``[billed_through or start, end of its own period containing the invoice period
+  start)`` cut at period boundaries, quantity changes and price changes (``recurring`` for a
+  whole period, ``proration`` for a part); then one-time charges (``one_time``); then usage
+  (``usage``: one line per product, usage period and price in effect on the event's day, rated
+  with the product's tiers); then the prepaid credit draw (``credit_draw``); then, when the
+  invoice would go below zero, the carry to a credit memo (``credit_memo``).
+- A subscription's price is its negotiated ``unit_price`` or the catalog price in effect on each
+  day; the price is per the product's billing period (month or year), so an annual subscription
+  of a monthly-priced product costs 12 x the monthly price per term, and a monthly subscription
+  of a yearly-priced product 1/12 of it per month.
+- Every line is rounded once (ROUND_HALF_UP, the currency's minor units). Tax per line:
+  ``round(line x rate)``. Subtotal = sum of lines; tax = sum of line taxes; total = both.
+- Prepaid credits draw down the usage lines' total (before tax), earliest expiry first, no
+  expiry last, then oldest grant. A grant is usable on an invoice when it has not expired on the
+  last day of the usage period that invoice bills (``expires_on >= period_start - 1 day``).
+  The draw line carries the negative tax of what it removes, so tax applies to what remains.
+- A negative total is carried to a credit memo: a ``credit_memo`` line of ``-total`` (no tax)
+  brings the invoice to exactly zero, and the caller issues the memo for that amount.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from billing_core.domain.money import round_minor, to_minor
+from billing_core.domain.periods import period_of, prorate, split_by_period
+from billing_core.domain.rating import Price, PriceBook, rate
+
+ZERO = Decimal(0)
+ONE_DAY = timedelta(days=1)
+# (product billing period, subscription frequency) -> (numerator, denominator) of the price
+_FACTOR = {("month", "monthly"): (1, 1), ("month", "annual"): (12, 1),
+           ("year", "annual"): (1, 1), ("year", "monthly"): (1, 12)}
+
+
+@dataclass(slots=True)
+class AccountTerms:
+    id: int
+    currency: str
+    bill_cycle_day: int
+    payment_terms_days: int = 30
+    country: str | None = None
+    region: str | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    id: int
+    effective_date: date
+    old_quantity: Decimal
+    new_quantity: Decimal
+    invoiced: bool = False
+
+
+@dataclass(slots=True)
+class Sub:
+    id: int
+    product_id: int
+    quantity: Decimal
+    frequency: str
+    start_date: date
+    end_date: date | None = None
+    billed_through: date | None = None
+    unit_price: Decimal | None = None
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Charge:
+    id: int
+    product_id: int
+    quantity: Decimal
+    charge_date: date
+    unit_price: Decimal | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    id: int
+    product_id: int
+    quantity: Decimal
+    day: date
+
+
+@dataclass(slots=True)
+class Grant:
+    id: int
+    remaining_minor: int
+    expires_on: date | None
+
+
+@dataclass(slots=True)
+class Product:
+    name: str
+    billing_period: str | None = "month"
+
+
+@dataclass(slots=True)
+class Line:
+    kind: str
+    description: str
+    amount_minor: int
+    product_id: int | None = None
+    subscription_id: int | None = None
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+    tax_rate: Decimal | None = None
+    tax_minor: int = 0
+
+
+@dataclass(slots=True)
+class Draft:
+    account_id: int
+    currency: str
+    period_start: date
+    period_end: date
+    issue_date: date
+    due_date: date
+    lines: list[Line]
+    subtotal_minor: int = 0
+    tax_minor: int = 0
+    total_minor: int = 0
+    billed_through: dict[int, date] = field(default_factory=dict)
+    changes: list[int] = field(default_factory=list)
+    charges: list[int] = field(default_factory=list)
+    usage: list[int] = field(default_factory=list)
+    draws: list[tuple[int, int]] = field(default_factory=list)
+    overflow_minor: int = 0
+
+
+class _Pricer:
+    """Unrounded charge for a quantity over days, by negotiated or catalog price."""
+
+    def __init__(self, book: PriceBook, currency: str) -> None:
+        self.book = book
+        self.currency = currency
+
+    def segments(self, sub: Sub, start: date, end: date) -> list[tuple[date, date, Price | None]]:
+        if sub.unit_price is not None:
+            return [(start, end, None)]
+        return self.book.segments(sub.product_id, self.currency, start, end)
+
+    @staticmethod
+    def amount(sub: Sub, price: Price | None, quantity: Decimal) -> Decimal:
+        return quantity * sub.unit_price if price is None else rate(price, quantity)  # type: ignore[operator]
+
+
+def _fmt(d: date) -> str:
+    return d.isoformat()
+
+
+def _quantity_at(timeline: list[Change], base: Decimal, day: date) -> Decimal:
+    q = base
+    for c in timeline:
+        if c.effective_date <= day:
+            q = c.new_quantity
+        else:
+            break
+    return q
+
+
+def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
+                        pricer: _Pricer, draft: Draft) -> None:
+    bcd, freq, anchor, cur = acct.bill_cycle_day, sub.frequency, sub.start_date, acct.currency
+    num, den = _FACTOR.get((product.billing_period or "month", freq), (1, 1))
+    billed = sub.billed_through or sub.start_date
+    timeline = sorted(sub.changes, key=lambda c: (c.effective_date, c.id))
+    base = timeline[0].old_quantity if timeline else sub.quantity
+    # 1. quantity changes inside ranges already billed: prorated difference
+    for c in timeline:
+        if c.invoiced or c.effective_date >= billed:
+            continue
+        for a, b, dip in split_by_period(c.effective_date, billed, freq, bcd, anchor):
+            for a2, b2, price in pricer.segments(sub, a, b):
+                delta = pricer.amount(sub, price, c.new_quantity) - pricer.amount(
+                    sub, price, c.old_quantity)
+                amount = prorate(Decimal(1), delta * num / den, (b2 - a2).days, dip)
+                draft.lines.append(Line(
+                    "proration", f"{product.name}: quantity {c.old_quantity} -> {c.new_quantity}"
+                    f" from {_fmt(a2)} to {_fmt(b2 - ONE_DAY)} ({(b2 - a2).days}/{dip} days)",
+                    to_minor(amount, cur), sub.product_id, sub.id,
+                    c.new_quantity - c.old_quantity, sub.unit_price if price is None
+                    else price.unit_price, a2, b2))
+        draft.changes.append(c.id)
+    # 2. the range not billed yet, when it starts on or before this period's start
+    if billed > period_start or (sub.end_date is not None and billed >= sub.end_date):
+        return
+    end = period_of(period_start, freq, bcd, anchor)[1]
+    if sub.end_date is not None and sub.end_date < end:
+        end = sub.end_date
+    points = [c.effective_date for c in timeline if billed < c.effective_date < end]
+    for a, b, dip in split_by_period(billed, end, freq, bcd, anchor):
+        cuts = [a, *(p for p in points if a < p < b), b]
+        for qa, qb in zip(cuts, cuts[1:]):
+            quantity = _quantity_at(timeline, base, qa)
+            for a2, b2, price in pricer.segments(sub, qa, qb):
+                days = (b2 - a2).days
+                whole = days == dip
+                amount = prorate(Decimal(1), pricer.amount(sub, price, quantity) * num / den,
+                                 days, dip)
+                label = "" if whole else f" ({days}/{dip} days)"
+                draft.lines.append(Line(
+                    "recurring" if whole else "proration",
+                    f"{product.name} x {quantity}, {_fmt(a2)} to {_fmt(b2 - ONE_DAY)}{label}",
+                    to_minor(amount, cur), sub.product_id, sub.id, quantity,
+                    sub.unit_price if price is None else price.unit_price, a2, b2))
+    draft.billed_through[sub.id] = end
+    draft.changes.extend(c.id for c in timeline
+                         if not c.invoiced and billed <= c.effective_date < end)
+
+
+def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, issue_date: date,
+                    subs: list[Sub], charges: list[Charge], usage: list[Usage],
+                    grants: list[Grant], products: dict[int, Product], book: PriceBook,
+                    tax_rate: Decimal = ZERO) -> Draft | None:
+    """The invoice for ``[period_start, period_end)``, or None when there is nothing to bill."""
+    cur = acct.currency
+    draft = Draft(acct.id, cur, period_start, period_end, issue_date,
+                  issue_date + timedelta(days=acct.payment_terms_days), [])
+    pricer = _Pricer(book, cur)
+    for sub in subs:
+        _subscription_lines(sub, products[sub.product_id], acct, period_start, pricer, draft)
+    for ch in charges:
+        if ch.charge_date >= period_end:
+            continue
+        if ch.unit_price is None:
+            price = book.price_for(ch.product_id, cur, ch.charge_date)
+            amount, unit = rate(price, ch.quantity), price.unit_price
+        else:
+            amount, unit = ch.quantity * ch.unit_price, ch.unit_price
+        draft.lines.append(Line("one_time", f"{products[ch.product_id].name} x {ch.quantity}",
+                                to_minor(amount, cur), ch.product_id, None, ch.quantity, unit,
+                                ch.charge_date, ch.charge_date + ONE_DAY))
+        draft.charges.append(ch.id)
+    _usage_lines(acct, period_start, usage, products, book, draft)
+    _draw_credits(period_start, grants, draft)
+    if not draft.lines:
+        return None
+    for line in draft.lines:
+        line.tax_rate = tax_rate
+        line.tax_minor = round_minor(line.amount_minor * tax_rate) if tax_rate else 0
+    subtotal = sum(line.amount_minor for line in draft.lines)
+    tax = sum(line.tax_minor for line in draft.lines)
+    if subtotal + tax < 0:
+        draft.overflow_minor = -(subtotal + tax)
+        draft.lines.append(Line("credit_memo", "Carried to a credit memo (invoice below zero)",
+                                draft.overflow_minor, tax_rate=ZERO))
+        subtotal += draft.overflow_minor
+    draft.subtotal_minor, draft.tax_minor = subtotal, tax
+    draft.total_minor = subtotal + tax
+    return draft
+
+
+def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
+                 products: dict[int, Product], book: PriceBook, draft: Draft) -> None:
+    groups: dict[tuple[int, date, date, int], tuple[Price, list[Usage]]] = {}
+    for ev in usage:
+        if ev.day >= period_start:
+            continue
+        price = book.price_for(ev.product_id, acct.currency, ev.day)
+        p_start, p_end = period_of(ev.day, "monthly", acct.bill_cycle_day, ev.day)
+        key = (ev.product_id, p_start, p_end, id(price))
+        groups.setdefault(key, (price, []))[1].append(ev)
+    for (product_id, p_start, p_end, _), (price, events) in sorted(
+            groups.items(), key=lambda kv: kv[0][:3]):
+        quantity = sum((e.quantity for e in events), ZERO)
+        draft.lines.append(Line(
+            "usage", f"{products[product_id].name}: {quantity} used {_fmt(p_start)} to "
+            f"{_fmt(p_end - ONE_DAY)}", to_minor(rate(price, quantity), acct.currency),
+            product_id, None, quantity, price.unit_price, p_start, p_end))
+        draft.usage.extend(e.id for e in events)
+
+
+def _draw_credits(period_start: date, grants: list[Grant], draft: Draft) -> None:
+    owed = sum(line.amount_minor for line in draft.lines if line.kind == "usage")
+    if owed <= 0:
+        return
+    last_usage_day = period_start - ONE_DAY
+    usable = sorted((g for g in grants if g.remaining_minor > 0 and (
+        g.expires_on is None or g.expires_on >= last_usage_day)),
+        key=lambda g: (g.expires_on is None, g.expires_on or date.min, g.id))
+    for g in usable:
+        take = min(g.remaining_minor, owed)
+        draft.draws.append((g.id, take))
+        owed -= take
+        if owed == 0:
+            break
+    drawn = sum(amount for _, amount in draft.draws)
+    if drawn:
+        draft.lines.append(Line("credit_draw", f"Prepaid credits applied to usage "
+                                f"({len(draft.draws)} grant{'s' if len(draft.draws) > 1 else ''})",
+                                -drawn))

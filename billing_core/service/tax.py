@@ -1,0 +1,99 @@
+"""Tax rates by country and region, effective-dated.
+
+Rules kept here
+- A rate belongs to (country, region, effective_from); region ``""`` is the whole country.
+  For an account in (country, region) on a day, the region's own rate wins; otherwise the
+  country-wide rate; otherwise no tax (rate 0). A rate applies from its day until the next one
+  of the same (country, region).
+- Rates are exact decimals (``0.2`` = 20 %), between 0 and 1.
+- Tax is computed per invoice line: ``round(line amount x rate)`` with the one rounding rule
+  (:func:`billing_core.domain.money.round_minor`), exclusive (added on top of the line).
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Connection, RowMapping, insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import tax_rates
+from billing_core.domain.errors import ValidationError
+from billing_core.domain.money import to_decimal
+
+ZERO = Decimal(0)
+
+
+def set_tax_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decimal | str | int,
+                 effective_from: date, name: str | None = None) -> int:
+    """Set the rate of (country, region) from a day on; the same day's rate is replaced."""
+    code = (country or "").strip().upper()
+    if len(code) != 2 or not code.isalpha():
+        raise ValidationError("country", country, "must be an ISO 3166 alpha-2 code")
+    reg = (region or "").strip()
+    value = to_decimal(rate, "rate")
+    if not ZERO <= value < 1:
+        raise ValidationError("rate", rate, "must be a fraction from 0 to below 1 (0.2 = 20 %)")
+    if not isinstance(effective_from, date):
+        raise ValidationError("effective_from", effective_from, "must be a date")
+    label = (name or f"Tax {code}{'-' + reg if reg else ''}").strip()[:64]
+    existing = uow.conn.execute(select(tax_rates.c.id).where(
+        tax_rates.c.country == code, tax_rates.c.region == reg,
+        tax_rates.c.effective_from == effective_from)).scalar()
+    if existing is not None:
+        uow.conn.execute(update(tax_rates).where(tax_rates.c.id == existing)
+                         .values(rate=value, name=label))
+        return int(existing)
+    return int(uow.conn.execute(insert(tax_rates).values(
+        country=code, region=reg, rate=value, name=label, effective_from=effective_from,
+    )).inserted_primary_key[0])
+
+
+def list_tax_rates(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(tax_rates).order_by(
+        tax_rates.c.country, tax_rates.c.region, tax_rates.c.effective_from)).mappings())
+
+
+class TaxTable:
+    """Every rate in memory: the bill run looks rates up without queries."""
+
+    def __init__(self, rows: Iterable[RowMapping]) -> None:
+        by_key: dict[tuple[str, str], list[tuple[date, Decimal, str]]] = defaultdict(list)
+        for r in rows:
+            by_key[(r["country"], r["region"] or "")].append(
+                (r["effective_from"], r["rate"], r["name"]))
+        self._rates = {k: sorted(v) for k, v in by_key.items()}
+        self._days = {k: [d for d, _, _ in v] for k, v in self._rates.items()}
+
+    def _lookup(self, key: tuple[str, str], on: date) -> tuple[Decimal, str] | None:
+        days = self._days.get(key)
+        if not days:
+            return None
+        i = bisect_right(days, on) - 1
+        if i < 0:
+            return None
+        _, rate, name = self._rates[key][i]
+        return rate, name
+
+    def rate_for(self, country: str | None, region: str | None, on: date) -> tuple[Decimal, str]:
+        """(rate, name) for an account's country and region on a day; (0, "") without one."""
+        if not country:
+            return ZERO, ""
+        country = country.upper()
+        if region:
+            found = self._lookup((country, region), on)
+            if found is not None:
+                return found
+        return self._lookup((country, ""), on) or (ZERO, "")
+
+
+def load_tax_table(conn: Connection) -> TaxTable:
+    return TaxTable(list_tax_rates(conn))
+
+
+def tax_rate_for(conn: Connection, country: str | None, region: str | None,
+                 on: date) -> tuple[Decimal, str]:
+    return load_tax_table(conn).rate_for(country, region, on)
