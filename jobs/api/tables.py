@@ -11,7 +11,15 @@ Rules kept here
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 from billing_core.adapters.types import UTCDateTime

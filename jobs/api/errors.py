@@ -1,0 +1,112 @@
+"""Every error the API answers has one JSON shape: ``{"error": {code, field, value, message}}``.
+
+Mapping (the same codes the CLI prints):
+- ``ValidationError`` and malformed requests → 422 (the field is named: ``body.amount``);
+- ``NotFound`` → 404; any other ``LedgerError`` (a ledger rule) → 409;
+- authentication → 401 / 403 with the standard ``WWW-Authenticate`` header (RFC 6750);
+- a body over the size limit → 413; anything unexpected → 500 with no internals in the body
+  (the traceback goes to the log).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing_core.domain.errors import LedgerError, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API layer itself raises (auth, idempotency, paging): status + error body."""
+
+    def __init__(self, status: int, code: str, field: str | None, value: object, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+        self.value = value
+        self.message = message
+        self.headers = headers or {}
+
+
+def scalar(value: object, limit: int = 200) -> str | int | bool | None:
+    """A value fit for the error body: JSON scalars as they are, anything else as short text."""
+    if isinstance(value, (bool, int, type(None))):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def body(code: str, field: str | None, value: object, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "field": field, "value": scalar(value), "message": message}}
+
+
+def ledger_status(exc: LedgerError) -> int:
+    if isinstance(exc, ValidationError):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    return 409
+
+
+def ledger_response(exc: LedgerError) -> JSONResponse:
+    data = exc.as_dict()
+    return JSONResponse(body(str(data["code"]), str(data["field"]), data["value"],
+                             str(data["message"])), status_code=ledger_status(exc))
+
+
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(body(exc.code, exc.field, exc.value, exc.message),
+                        status_code=exc.status, headers=exc.headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    problems = list(exc.errors())
+    first = problems[0] if problems else {"loc": (), "msg": "invalid request", "input": None}
+    field = ".".join(str(p) for p in first.get("loc", ())) or None
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem(s))"
+    code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_input"
+    return JSONResponse(body(code, field, first.get("input"), message), status_code=422)
+
+
+def _http_response(exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    return JSONResponse(body(code, None, None, str(exc.detail)), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the one JSON shape."""
+
+    async def on_ledger(_: Request, exc: LedgerError) -> JSONResponse:
+        return ledger_response(exc)
+
+    async def on_api(_: Request, exc: ApiError) -> JSONResponse:
+        return api_error_response(exc)
+
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _http_response(exc)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("api: unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(body("internal_error", None, None, "internal error: see the log"),
+                            status_code=500)
+
+    app.add_exception_handler(LedgerError, on_ledger)
+    app.add_exception_handler(ApiError, on_api)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,183 @@
+"""One unit of work per request, and idempotent replay of mutating requests.
+
+Every route of the API uses :class:`LedgerRoute`. Around the endpoint it
+- opens one unit of work (``ledger_uow``: read-only for GET) and puts it on ``request.state``;
+- commits it only when the endpoint answered below 400; an error rolls everything back, so
+  nothing is ever partially written;
+- with an ``Idempotency-Key`` header on a POST: first claims the key by inserting the
+  ``api_idempotency`` row *in the same transaction* as the ledger change, then stores the
+  answer in that row before the commit. The unique (token, key) constraint serialises two
+  requests with the same key: the second waits for the first's transaction (PostgreSQL row
+  lock on the unique index, SQLite's write lock) and then replays its answer; it never runs the
+  change twice. Same key with another method/path or body → 409 ``idempotency_key_reused``.
+- A domain error (4xx) is an answer too: it is stored (after the rollback, in a fresh
+  transaction) and replayed, as the big payment APIs do. A malformed request (422 from the
+  request parser) is not stored: it changes nothing and the same body gives the same answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.domain.errors import LedgerError
+from billing_core.service import ledger_uow
+from jobs.api.auth import authenticate
+from jobs.api.errors import ApiError, api_error_response, ledger_response
+from jobs.api.tables import api_idempotency
+
+HEADER = "Idempotency-Key"
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+_PENDING = 0          # status_code of a claimed row whose answer is not written yet
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    token_id: int
+    method_path: str
+    body_hash: str
+
+
+def fingerprint(raw: bytes) -> str:
+    """Hash of the body; JSON is canonicalised, so key order and spacing do not matter."""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+        data = canonical.encode("utf-8", "surrogatepass")
+    except (ValueError, UnicodeDecodeError):
+        data = raw
+    return hashlib.sha256(data).hexdigest()
+
+
+def uow_of(request: Request) -> UnitOfWork:
+    """The request's unit of work (a dependency for the endpoints)."""
+    uow = getattr(request.state, "uow", None)
+    if not isinstance(uow, UnitOfWork):
+        raise TypeError("route is not a LedgerRoute: no unit of work on the request")
+    return uow
+
+
+async def _claim_for(request: Request) -> Claim | None:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not _KEY_RE.match(key):
+        raise ApiError(400, "invalid_idempotency_key", HEADER, key,
+                       "must be 1 to 255 printable ASCII characters without spaces")
+    principal = await run_in_threadpool(authenticate, request,
+                                        request.headers.get("authorization"))
+    raw = await request.body()
+    return Claim(key, principal.token_id, f"{request.method} {request.url.path}",
+                 fingerprint(raw))
+
+
+def _replay_or_conflict(uow: UnitOfWork, claim: Claim) -> Response | None:
+    row = uow.conn.execute(select(api_idempotency).where(
+        api_idempotency.c.token_id == claim.token_id,
+        api_idempotency.c.key == claim.key)).mappings().first()
+    if row is None:
+        return None
+    if (row["method_path"], row["body_hash"]) != (claim.method_path, claim.body_hash):
+        raise ApiError(409, "idempotency_key_reused", HEADER, claim.key,
+                       f"was used for another request ({row['method_path']} with another "
+                       "body): use a new key for a new request")
+    if row["status_code"] == _PENDING:
+        raise ApiError(409, "idempotency_in_progress", HEADER, claim.key,
+                       "a request with this key is still in progress: retry later")
+    return Response(row["response_body"], status_code=row["status_code"],
+                    media_type="application/json", headers={"Idempotent-Replayed": "true"})
+
+
+def _begin(uow: UnitOfWork, claim: Claim) -> Response | None:
+    """Claim the key in the request's transaction, or answer with the stored response."""
+    for _ in range(3):
+        try:
+            with uow.savepoint():
+                uow.conn.execute(insert(api_idempotency).values(
+                    key=claim.key, token_id=claim.token_id, method_path=claim.method_path,
+                    body_hash=claim.body_hash, status_code=_PENDING, response_body="",
+                    created_at=uow.now()))
+            return None
+        except IntegrityError:
+            answer = _replay_or_conflict(uow, claim)
+            if answer is not None:
+                return answer
+    raise ApiError(409, "idempotency_in_progress", HEADER, claim.key,
+                   "a request with this key is still in progress: retry later")
+
+
+def _finish(uow: UnitOfWork, claim: Claim | None, response: Response) -> None:
+    if claim is not None:
+        uow.conn.execute(update(api_idempotency).where(
+            api_idempotency.c.token_id == claim.token_id,
+            api_idempotency.c.key == claim.key,
+        ).values(status_code=response.status_code,
+                 response_body=bytes(response.body).decode("utf-8")))
+    uow.commit()
+
+
+def _store_error(uow: UnitOfWork, claim: Claim, response: Response) -> None:
+    """After a rollback: remember the error answer for this key (if nobody else did)."""
+    try:
+        uow.conn.execute(insert(api_idempotency).values(
+            key=claim.key, token_id=claim.token_id, method_path=claim.method_path,
+            body_hash=claim.body_hash, status_code=response.status_code,
+            response_body=bytes(response.body).decode("utf-8"), created_at=uow.now()))
+        uow.conn.commit()
+    except IntegrityError:
+        uow.conn.rollback()
+
+
+async def run_in_unit_of_work(request: Request,
+                              endpoint: Callable[[Request], Coroutine[Any, Any, Response]],
+                              ) -> Response:
+    state = request.app.state.api
+    claim = await _claim_for(request)
+    uow = ledger_uow(state.engine, read_only=claim is None and request.method == "GET",
+                     policy=state.settings.credit, clock=state.clock)
+    await run_in_threadpool(uow.__enter__)
+    request.state.uow = uow
+    try:
+        if claim is not None:
+            replay = await run_in_threadpool(_begin, uow, claim)
+            if replay is not None:
+                return replay
+        try:
+            response = await endpoint(request)
+            if request.method != "GET" and response.status_code < 400:
+                await run_in_threadpool(_finish, uow, claim, response)
+            return response
+        except (LedgerError, ApiError) as exc:
+            await run_in_threadpool(uow.rollback)
+            error = (ledger_response(exc) if isinstance(exc, LedgerError)
+                     else api_error_response(exc))
+            if claim is not None and error.status_code < 500:
+                await run_in_threadpool(_store_error, uow, claim, error)
+            return error
+    finally:
+        await run_in_threadpool(uow.__exit__, None, None, None)
+
+
+class LedgerRoute(APIRoute):
+    """An APIRoute whose endpoint runs inside one unit of work (see the module docstring)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, JSONResponse | Response]]:
+        endpoint = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            return await run_in_unit_of_work(request, endpoint)
+
+        return handler

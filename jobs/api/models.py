@@ -1,0 +1,236 @@
+"""Request and response models of the HTTP API (pydantic), with the examples the OpenAPI
+document shows.
+
+Rules kept here
+- Money is a decimal *string* (``"125.00"``) beside its ISO 4217 ``currency``, never a float;
+  the service layer checks the decimals against the currency (USD 2, JPY 0, BHD 3).
+- Every string has a length bound and refuses NUL characters; every id is a positive 64-bit
+  integer: what the schema admits, both databases store.
+- Batch requests take 1..100 items and answer one result per item, in order.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ID = 2**63 - 1
+MAX_BATCH = 100
+
+Amount = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,4})?$", examples=["125.00"],
+                              description="A decimal amount as a string, e.g. \"125.00\".")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"],
+                                description="ISO 4217 code; must be the account's currency.")]
+Ref = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_:\-]+$",
+                           examples=["CM-000001"],
+                           description="A ledger id (\"42\") or a document number.")]
+DocId = Annotated[int, Field(ge=1, le=MAX_ID, examples=[1])]
+Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["insufficient_balance"])
+    field: str | None = Field(examples=["applications[0].amount"])
+    value: str | int | bool | None = Field(examples=["500.00"])
+    message: str = Field(examples=[("applications[0].amount='500.00': exceeds the unapplied "
+                                   "balance 10000 of the credit_memo")])
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# --- documents --------------------------------------------------------------------------------
+
+class ApplicationOut(BaseModel):
+    id: int
+    source_type: str = Field(examples=["credit_memo"])
+    source_id: int
+    target_type: str = Field(examples=["invoice"])
+    target_id: int
+    amount: str = Field(examples=["40.00"])
+    applied_at: datetime
+
+
+class DocumentOut(BaseModel):
+    """A credit memo, debit memo, invoice or payment, with its open balance."""
+    id: int
+    type: Literal["credit_memo", "debit_memo", "invoice", "payment"]
+    number: str | None = Field(None, examples=["CM-000001"])
+    account_id: int
+    currency: str = Field(examples=["USD"])
+    status: str = Field(examples=["active"])
+    amount: str = Field(examples=["100.00"])
+    applied: str = Field(examples=["0.00"])
+    balance: str = Field(examples=["100.00"])
+    reason: str | None = None
+    origin: str | None = None
+    reference: str | None = None
+    method: str | None = None
+    issue_date: date | None = None
+    due_date: date | None = None
+    received_on: date | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+    created_at: datetime | None = None
+    activated_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    posted_at: datetime | None = None
+    voided_at: datetime | None = None
+    applications: list[ApplicationOut] | None = None
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page.")
+
+
+class ItemResult(BaseModel):
+    """One item of a batch: ``ok`` with the document's new state, or that item's error."""
+    index: int
+    ok: bool
+    result: DocumentOut | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[ItemResult]
+    succeeded: int
+    failed: int
+
+
+# --- memos ------------------------------------------------------------------------------------
+
+class CreateMemo(Model):
+    account_id: DocId
+    amount: Amount
+    currency: Currency | None = None
+    reason: Text
+    activate: bool = Field(False, description="Number and activate it at once.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"account_id": 1, "amount": "25.00", "currency": "USD", "reason": "Goodwill",
+         "activate": True}]})
+
+
+class CreditMemoRefs(Model):
+    credit_memos: list[Ref] = Field(min_length=1, max_length=MAX_BATCH,
+                                    examples=[["CM-000001", "7"]])
+
+
+class DebitMemoRefs(Model):
+    debit_memos: list[Ref] = Field(min_length=1, max_length=MAX_BATCH,
+                                   examples=[["DM-000001"]])
+
+
+class TargetAmount(Model):
+    target: Ref = Field(description="INV-…/DM-… number, or invoice:<id> / debit_memo:<id>.",
+                        examples=["INV-000001"])
+    amount: Amount
+
+
+class ApplyItem(Model):
+    credit_memo: Ref
+    applications: list[TargetAmount] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ApplyCreditMemos(Model):
+    items: list[ApplyItem] = Field(min_length=1, max_length=MAX_BATCH, examples=[[
+        {"credit_memo": "CM-000001",
+         "applications": [{"target": "INV-000001", "amount": "40.00"}]}]])
+
+
+class UnapplyItem(Model):
+    credit_memo: Ref
+    target: Ref | None = Field(None, description="Only the applications to this document.")
+
+
+class UnapplyCreditMemos(Model):
+    items: list[UnapplyItem] = Field(min_length=1, max_length=MAX_BATCH,
+                                     examples=[[{"credit_memo": "CM-000001"}]])
+
+
+class InvoiceRefs(Model):
+    invoices: list[Ref] = Field(min_length=1, max_length=MAX_BATCH, examples=[["INV-000001"]])
+
+
+# --- payments and credits ---------------------------------------------------------------------
+
+class RecordPayment(Model):
+    account_id: DocId
+    amount: Amount
+    currency: Currency | None = None
+    reference: ShortText = Field(description="Unique per account: the payment system's id.",
+                                 examples=["pi_3Nx"])
+    received_on: date | None = None
+    method: Annotated[str, Field(max_length=32, pattern=r"^[^\x00]*$")] | None = None
+    auto_apply: bool = Field(False, description="Apply it oldest-first at once.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"account_id": 1, "amount": "100.00", "currency": "USD", "reference": "pi_3Nx",
+         "method": "card", "auto_apply": True}]})
+
+
+class PaymentApplyItem(Model):
+    payment: Ref = Field(description="Payment id or reference.")
+    applications: list[TargetAmount] | None = Field(
+        None, max_length=MAX_BATCH, description="Omit to apply oldest-first.")
+
+
+class ApplyPayments(Model):
+    items: list[PaymentApplyItem] = Field(min_length=1, max_length=MAX_BATCH,
+                                          examples=[[{"payment": "12"}]])
+
+
+class GrantCredits(Model):
+    account_id: DocId
+    amount: Amount
+    kind: Literal["purchased", "granted"] = "granted"
+    expires_on: date | None = None
+    reason: Text
+    source: ShortText = "api"
+
+
+class ConvertCredits(Model):
+    """Exactly one of ``grant_id`` (grant → credit memo) or ``credit_memo`` (memo → credits)."""
+    grant_id: DocId | None = None
+    credit_memo: Ref | None = None
+    amount: Amount | None = Field(None, description="Default: everything that is left.")
+    reason: Text | None = None
+
+
+class GrantOut(BaseModel):
+    id: int
+    account_id: int
+    currency: str
+    kind: str
+    amount: str
+    remaining: str
+    expires_on: date | None = None
+    source: str
+    reason: str
+    origin_credit_memo_id: int | None = None
+    created_at: datetime | None = None
+
+
+class ConvertResult(BaseModel):
+    credit_memo: DocumentOut | None = None
+    grant: GrantOut | None = None
+
+
+class CreditPool(BaseModel):
+    account_id: int
+    currency: str
+    balance: str
+    grants: list[GrantOut]
+
+
+JsonObject = dict[str, Any]
