@@ -26,4 +26,5 @@ _OPTIONAL: list[tuple[str, str]] = [
     ("jobs.cli.receivables", "COMMANDS"),
     ("jobs.cli.credit", "COMMANDS"),
     ("connectors.sandbox.cli", "sandbox_command"),
+    ("jobs.cli.tokens", "COMMANDS"),
 ]
