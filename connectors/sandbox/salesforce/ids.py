@@ -18,25 +18,23 @@ _POD = "Dn0"  # instance/pod characters: constant in the sandbox
 _WIDTH = 9  # base-62 digits of the row index: room for 62**9 rows
 
 
+_UPPER_BITS = str.maketrans({c: ("1" if "A" <= c <= "Z" else "0") for c in _DIGITS})
+_PAIRS = tuple(a + b for a in _DIGITS for b in _DIGITS)  # two base-62 digits per lookup
+
+
 def _checksum(body: str) -> str:
-    out = []
-    for chunk in range(3):
-        bits = 0
-        for pos, char in enumerate(body[chunk * 5 : chunk * 5 + 5]):
-            if "A" <= char <= "Z":
-                bits |= 1 << pos
-        out.append(_SUFFIX[bits])
-    return "".join(out)
+    bits = body.translate(_UPPER_BITS)
+    return "".join(_SUFFIX[int(bits[i + 4 : i - 1 if i else None : -1], 2)] for i in (0, 5, 10))
 
 
 def make_id(prefix: str, index: int) -> str:
     """The 18-character id of row `index` of the object whose key prefix is `prefix`."""
-    digits = []
-    n = index
-    for _ in range(_WIDTH):
-        n, r = divmod(n, 62)
-        digits.append(_DIGITS[r])
-    body = prefix + _POD + "".join(reversed(digits))
+    n, low = divmod(index, 62)
+    parts = [_DIGITS[low]]
+    for _ in range((_WIDTH - 1) // 2):
+        n, r = divmod(n, 3844)
+        parts.append(_PAIRS[r])
+    body = prefix + _POD + "".join(reversed(parts))
     return body + _checksum(body)
 
 

@@ -14,6 +14,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -67,25 +68,37 @@ def _mix(x: int) -> int:
 
 
 class _Draw:
-    """A tiny deterministic stream of 64-bit numbers for one (seed, salt, index)."""
+    """Deterministic choices for one (seed, salt, index): digits of 128 mixed bits, consumed
+    in mixed radix (one mix per row is enough for the few choices a row makes)."""
 
     def __init__(self, seed: int, salt: int, index: int) -> None:
-        self._x = _mix((seed & _M) ^ _mix(salt * 0x10001 + index))
+        first = _mix((seed & _M) ^ _mix(salt * 0x10001 + index))
+        self._x = first | (_mix(first) << 64)
 
-    def next(self) -> int:
-        self._x = _mix(self._x)
-        return self._x
+    def next(self, radix: int = 1 << 32) -> int:
+        self._x, value = divmod(self._x, radix)
+        return value
 
     def pick(self, seq: tuple) -> Any:
-        return seq[self.next() % len(seq)]
+        return seq[self.next(len(seq))]
 
     def chance(self, percent: int) -> bool:
-        return self.next() % 100 < percent
+        return self.next(100) < percent
 
 
 def stamp(index: int) -> dt.datetime:
     """SystemModstamp of base row `index` (never decreasing; three rows per second)."""
-    return BASE_TIME + dt.timedelta(seconds=index // 3)
+    return _second(index // 3)
+
+
+@functools.lru_cache(maxsize=1024)
+def _second(second: int) -> dt.datetime:
+    return BASE_TIME + dt.timedelta(seconds=second)
+
+
+@functools.lru_cache(maxsize=1024)
+def _created(second: int) -> dt.datetime:
+    return _second(second) - dt.timedelta(days=30)
 
 
 def price(usd: str, currency: str) -> Decimal:
@@ -94,9 +107,9 @@ def price(usd: str, currency: str) -> Decimal:
 
 
 def _system(index: int) -> Row:
-    at = stamp(index)
-    return {"IsDeleted": False, "CreatedDate": at - dt.timedelta(days=30),
-            "LastModifiedDate": at, "SystemModstamp": at}
+    at = _second(index // 3)
+    return {"IsDeleted": False, "CreatedDate": _created(index // 3), "LastModifiedDate": at,
+            "SystemModstamp": at}
 
 
 class Seed:

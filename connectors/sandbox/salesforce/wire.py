@@ -12,6 +12,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from decimal import Decimal
 from typing import Any, Iterable
@@ -22,9 +23,11 @@ from .schema import SObject
 from .seed import Row
 
 
+@functools.lru_cache(maxsize=4096)
 def sf_datetime(value: dt.datetime) -> str:
-    value = value.astimezone(dt.timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+    v = value.astimezone(dt.timezone.utc)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+            f".{v.microsecond // 1000:03d}+0000")
 
 
 def render_value(value: Any) -> Any:

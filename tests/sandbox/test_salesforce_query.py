@@ -1,0 +1,144 @@
+"""Query and queryAll through simple-salesforce and plain requests: paging, filters, traps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Any
+
+from conftest import SF_ACCOUNTS, sf_json
+
+from connectors.sandbox.server import Sandbox
+
+UTC = dt.timezone.utc
+ORDERED = "SELECT Id, SystemModstamp FROM Account ORDER BY SystemModstamp, Id"
+
+
+def _stamp(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def test_query_all_iter_reads_every_account_in_pages_of_2000(sf: Any, sfbox: Sandbox) -> None:
+    rows = list(sf.query_all_iter(ORDERED))
+    assert len(rows) == SF_ACCOUNTS
+    assert len({r["Id"] for r in rows}) == SF_ACCOUNTS
+    keys = [(_stamp(r["SystemModstamp"]), r["Id"]) for r in rows]
+    assert keys == sorted(keys)
+    assert sfbox.counters.get("salesforce", "query", "GET") == math.ceil(SF_ACCOUNTS / 2000)
+    assert sf.api_usage["api-usage"].used == math.ceil(SF_ACCOUNTS / 2000)
+
+
+def test_page_shape_and_locator(sf_http: Any) -> None:
+    body = sf_json(sf_http.query("SELECT Id, Name FROM Account"))
+    assert body["totalSize"] == SF_ACCOUNTS and body["done"] is False
+    assert len(body["records"]) == 2000
+    assert re.fullmatch(r"/services/data/v59\.0/query/01g[0-9A-Za-z]{15}-2000",
+                        body["nextRecordsUrl"])
+    record = body["records"][0]
+    assert list(record) == ["attributes", "Id", "Name"]
+    assert record["attributes"] == {
+        "type": "Account", "url": f"/services/data/v59.0/sobjects/Account/{record['Id']}"}
+    again = sf_json(sf_http.call("GET", sf_http.sandbox.url + body["nextRecordsUrl"]))
+    retry = sf_json(sf_http.call("GET", sf_http.sandbox.url + body["nextRecordsUrl"]))
+    assert again == retry and again["records"][0]["Id"] != record["Id"]
+
+
+def test_batch_size_header_is_honoured_and_clamped(sf_http: Any) -> None:
+    def first_page(size: int) -> int:
+        response = sf_http.query("SELECT Id FROM Account",
+                                 headers={"Sforce-Query-Options": f"batchSize={size}"})
+        return len(sf_json(response)["records"])
+
+    assert first_page(500) == 500
+    assert first_page(50) == 200
+    assert first_page(5000) == 2000
+
+
+def test_unknown_locator(sf_http: Any) -> None:
+    response = sf_http.call("GET", "/query/01gDn0000000zzzIAA-2000")
+    assert response.status_code == 400
+    assert sf_json(response)[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+
+
+def test_where_filters_limit_and_count(sf: Any) -> None:
+    held = sf.query_all("SELECT Id, Credit_Hold__c, CurrencyIsoCode FROM Account "
+                        "WHERE Credit_Hold__c = true AND CurrencyIsoCode IN ('USD', 'EUR')")
+    assert held["totalSize"] == len(held["records"]) > 0
+    assert all(r["Credit_Hold__c"] and r["CurrencyIsoCode"] in ("USD", "EUR")
+               for r in held["records"])
+    no_limit = sf.query("SELECT Id FROM Account WHERE Credit_Limit__c = null")
+    assert 0 < no_limit["totalSize"] < SF_ACCOUNTS
+    big = sf.query("SELECT Id, Credit_Limit__c FROM Account WHERE Credit_Limit__c >= 100000 "
+                   "ORDER BY Credit_Limit__c DESC, Id LIMIT 3")
+    assert big["totalSize"] == 3 and all(r["Credit_Limit__c"] >= 100000 for r in big["records"])
+    like = sf.query("SELECT Id, Name FROM Account WHERE Name LIKE 'north%' LIMIT 5")
+    assert all(r["Name"].startswith("Northwind") for r in like["records"])
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == SF_ACCOUNTS
+
+
+def test_every_quote_status_and_lines_are_seeded(sf: Any) -> None:
+    quotes = sf.query_all("SELECT Id, Status, AccountId, Revision__c FROM Quote")["records"]
+    assert {q["Status"] for q in quotes} == {"Draft", "Needs Review", "In Review", "Approved",
+                                             "Rejected", "Presented", "Accepted", "Denied"}
+    quote_id = quotes[0]["Id"]
+    lines = sf.query(f"SELECT Id, Product2Id, Quantity, UnitPrice, ServiceDate FROM "
+                     f"QuoteLineItem WHERE QuoteId = '{quote_id}'")["records"]
+    assert 1 <= len(lines) <= 4
+    products = sf.query("SELECT Id, Billing_Type__c, Billing_Frequency__c FROM Product2")
+    assert {p["Billing_Type__c"] for p in products["records"]} == {"Recurring", "One-Time",
+                                                                   "Usage"}
+    prices = sf.query("SELECT Id, CurrencyIsoCode, UnitPrice FROM PricebookEntry")
+    assert {"USD", "EUR", "GBP", "JPY"} <= {p["CurrencyIsoCode"] for p in prices["records"]}
+
+
+def test_query_hides_deleted_rows_and_query_all_shows_them(sf: Any, sfbox: Sandbox) -> None:
+    assert sfbox.salesforce is not None
+    gone = sfbox.salesforce.admin("delete_account", {"index": 3})["id"]
+    soql = f"SELECT Id, IsDeleted FROM Account WHERE Id = '{gone}'"
+    assert sf.query(soql)["totalSize"] == 0
+    everything = sf.query_all(soql, include_deleted=True)["records"]
+    assert [(r["Id"], r["IsDeleted"]) for r in everything] == [(gone, True)]
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == SF_ACCOUNTS - 1
+    deleted = sf.query_all("SELECT Id FROM Account WHERE IsDeleted = true", include_deleted=True)
+    assert [r["Id"] for r in deleted["records"]] == [gone]
+
+
+def test_incremental_cursor_sees_ties_and_late_rows(sf: Any, sfbox: Sandbox) -> None:
+    side = sfbox.salesforce
+    assert side is not None
+    sfbox.clock.set(dt.datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
+    tied = side.admin("stamp_together", {"ids": [side.account_id(i) for i in (10, 20, 30)],
+                                         "fields": {"Credit_Hold__c": True}})
+    sfbox.clock.advance(120)
+    side.admin("set_credit_limit", {"index": 40, "credit_limit": 1234})
+    cursor = "2026-11-21T12:00:00Z"
+    first = sf.query_all(f"SELECT Id, SystemModstamp FROM Account WHERE SystemModstamp >= "
+                         f"{cursor} ORDER BY SystemModstamp, Id")["records"]
+    assert [r["Id"] for r in first] == tied["ids"] + [side.account_id(40)]
+    assert len({r["SystemModstamp"] for r in first[:3]}) == 1
+    late = side.admin("commit_late", {"index": 50, "fields": {"Credit_Hold__c": True},
+                                      "seconds_before": 90})
+    saved = first[-1]["SystemModstamp"]
+    after = sf.query_all(f"SELECT Id FROM Account WHERE SystemModstamp > "
+                         f"{saved.replace('.000+0000', 'Z')}")["records"]
+    assert after == []
+    overlap = sf.query_all("SELECT Id FROM Account WHERE SystemModstamp >= "
+                           "2026-11-21T12:00:00Z ORDER BY SystemModstamp, Id")["records"]
+    assert late["id"] in [r["Id"] for r in overlap]
+
+
+def test_errors_have_the_salesforce_shape(sf_http: Any) -> None:
+    malformed = sf_http.query("SELECT Id FRM Account")
+    assert malformed.status_code == 400
+    assert sf_json(malformed)[0]["errorCode"] == "MALFORMED_QUERY"
+    unknown = sf_http.query("SELECT Id, Nope__c FROM Account")
+    assert unknown.status_code == 400 and sf_json(unknown)[0]["errorCode"] == "INVALID_FIELD"
+    assert "Nope__c" in sf_json(unknown)[0]["message"]
+    wrong_type = sf_http.query("SELECT Id FROM Account WHERE SystemModstamp > '2026-01-01'")
+    assert sf_json(wrong_type)[0]["errorCode"] == "INVALID_FIELD"
+    entity = sf_http.query("SELECT Id FROM Invoice__c")
+    assert sf_json(entity)[0]["errorCode"] == "INVALID_TYPE"
+    relation = sf_http.query("SELECT Id, Account.Name FROM Quote")
+    assert sf_json(relation)[0]["errorCode"] == "MALFORMED_QUERY"
+    assert "api-usage=" in malformed.headers["Sforce-Limit-Info"]
