@@ -29,6 +29,14 @@ def mix(*parts: int) -> int:
     return z
 
 
+def draw(salt_value: int, index: int) -> int:
+    """One 64-bit draw for (salt, index): a single splitmix64 round, the hot path of seeding."""
+    z = ((salt_value ^ index) * 0x9E3779B97F4A7C15 + 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def salt(seed: int, name: str) -> int:
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big")

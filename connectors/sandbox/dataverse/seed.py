@@ -13,10 +13,11 @@ Rules kept:
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from typing import Any
 
-from .ids import GuidCodec, mix, salt
+from .ids import GuidCodec, draw, salt
 from .schema import QUOTE_STATUS, TABLES
 
 FIXED_ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -81,8 +82,11 @@ class Seeder:
         self.anchor = int(min(anchor, FIXED_ANCHOR).timestamp())
         self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.timezone.utc).date()
         self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
-        self._salts = {name: salt(seed, "rows/" + name) for name in TABLES}
+        self._salts = {(name, k): salt(seed, f"rows/{name}/{k}") for name in TABLES
+                       for k in (0, 1)}
+        self._table_no = {name: n for n, name in enumerate(TABLES)}
         self._rates = [Decimal(rate) for *_x, rate in CURRENCIES]
+        self._cur_ids = [self.codecs["transactioncurrencies"].guid(n) for n in range(len(CURRENCIES))]
 
     def guid(self, table: str, index: int) -> str:
         return self.codecs[table].guid(index)
@@ -91,7 +95,7 @@ class Seeder:
         return getattr(self, "_" + table)(index)
 
     def _h(self, table: str, index: int, k: int = 0) -> int:
-        return mix(self._salts[table], index, k)
+        return draw(self._salts[(table, k)], index)
 
     def _stamps(self, table: str, index: int, h: int, row: dict[str, Any]) -> dict[str, Any]:
         age = (h >> 20) % (400 * _DAY) + 3600
@@ -99,7 +103,7 @@ class Seeder:
         modified = created + (h >> 5) % age
         row["createdon"] = _ts(created)
         row["modifiedon"] = _ts(modified)
-        row["versionnumber"] = 1_000_000 + index * 8 + list(TABLES).index(table)
+        row["versionnumber"] = 1_000_000 + index * 8 + self._table_no[table]
         return row
 
     def country_of(self, account: int) -> int:
@@ -121,7 +125,7 @@ class Seeder:
                     f"{_SUFFIX[(h >> 24) % len(_SUFFIX)]}",
             "accountnumber": f"AC-{i + 1:07d}", "creditlimit": limit,
             "creditonhold": (h2 >> 40) % 100 < 7, "_transactioncurrencyid_value":
-            self.guid("transactioncurrencies", cur), "address1_country": country,
+            self._cur_ids[cur], "address1_country": country,
             "address1_stateorprovince": regions[(h >> 32) % len(regions)],
             "address1_city": cities[(h >> 36) % len(cities)], "statecode": 0, "statuscode": 1,
             "new_billinghold": None, "new_billingholdreasons": None, "new_openbalance": None,
@@ -145,7 +149,7 @@ class Seeder:
             "new_billingtype": 100_000_000 + kind,
             "new_billingfrequency": None if kind == 1 else 100_000_000 + int((h >> 36) % 4 == 0),
             "new_needsprovisioning": kind != 1 and (h >> 44) % 3 != 0, "price": price,
-            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+            "_transactioncurrencyid_value": self._cur_ids[cur],
         })
 
     def _quote_parts(self, q: int) -> tuple[int, int, int]:
@@ -154,12 +158,13 @@ class Seeder:
         cur = _CUR_INDEX[COUNTRIES[self.country_of(account)][1]]
         return account, cur, CURRENCIES[cur][3]
 
-    def _line_values(self, j: int) -> tuple[int, Decimal, Decimal, Decimal]:
-        _acct, cur, precision = self._quote_parts(j // self.lines)
+    def _line_values(self, j: int, parts: tuple[int, int, int] | None = None
+                     ) -> tuple[int, Decimal, Decimal, Decimal]:
+        _acct, cur, precision = parts or self._quote_parts(j // self.lines)
         h = self._h("quotedetails", j)
         product = h % max(self.sizes["products"], 1)
         quantity = Decimal((h >> 8) % 50 + 1)
-        usd = Decimal(mix(self._salts["products"], product) >> 16 & 0xFFFFFF) % 9_900 / 4 + 25
+        usd = Decimal(self._h("products", product) >> 16 & 0xFFFFFF) % 9_900 / 4 + 25
         unit = _money(usd * self._rates[cur], precision)
         return product, quantity, unit, _money(quantity * unit, precision)
 
@@ -167,8 +172,9 @@ class Seeder:
         h = self._h("quotes", q, 1)
         account, cur, precision = self._quote_parts(q)
         state = q % 4
-        total = sum((self._line_values(q * self.lines + k)[3] for k in range(self.lines)),
-                    Decimal(0))
+        parts = (account, cur, precision)
+        total = sum((self._line_values(q * self.lines + k, parts)[3]
+                     for k in range(self.lines)), Decimal(0))
         start = self.anchor_date + dt.timedelta(
             days=(h >> 8) % 120 - 60)
         return self._stamps("quotes", q, h, {
@@ -178,14 +184,15 @@ class Seeder:
             "_customerid_value": self.guid("accounts", account), "statecode": state,
             "statuscode": QUOTE_STATUS[state], "revisionnumber": (h >> 16) % 10 // 7,
             "effectivefrom": start.isoformat(), "totalamount": _money(total, precision),
-            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+            "_transactioncurrencyid_value": self._cur_ids[cur],
             "new_ordernumber": None, "new_provisioningstatus": None, "new_invoicenumber": None,
         })
 
     def _quotedetails(self, j: int) -> dict[str, Any]:
         q = j // self.lines
-        product, quantity, unit, extended = self._line_values(j)
-        _acct, cur, _p = self._quote_parts(q)
+        parts = self._quote_parts(q)
+        cur = parts[1]
+        product, quantity, unit, extended = self._line_values(j, parts)
         h = self._h("quotedetails", j, 1)
         start = self.anchor_date + dt.timedelta(
             days=(h >> 8) % 120 - 60)
@@ -195,7 +202,7 @@ class Seeder:
             "_productid_value": self.guid("products", product),
             "lineitemnumber": j % self.lines + 1, "quantity": quantity, "priceperunit": unit,
             "extendedamount": extended, "requestdeliveryby": start.isoformat(),
-            "_transactioncurrencyid_value": self.guid("transactioncurrencies", cur),
+            "_transactioncurrencyid_value": self._cur_ids[cur],
         })
 
     def _transactioncurrencies(self, i: int) -> dict[str, Any]:
@@ -208,4 +215,4 @@ class Seeder:
 
 
 def _ts(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(epoch)[:6]
