@@ -34,6 +34,8 @@ class ConnectorError(Exception):
         self.message = message
         self.code = code
         self.status = status
+        #: Set by `write` when it stops part-way: one result per input, unsent ones `NOT_SENT`.
+        self.partial_results: list[WriteResult] | None = None
 
     def __str__(self) -> str:
         parts = [p for p in (str(self.status) if self.status else None, self.code) if p]

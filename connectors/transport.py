@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential_jitter
 
 from connectors.base import (
@@ -73,6 +74,16 @@ def retry_after_seconds(resp: requests.Response) -> float | None:
         return None  # an HTTP-date: fall back to backoff
 
 
+class _WaitBound(stop_base):
+    """Stop when the waits so far plus the next one would pass the bound (injected sleep safe)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, state: Any) -> bool:
+        return bool(state.idle_for + state.upcoming_sleep > self.seconds)
+
+
 class Transport(requests.Session):
     def __init__(
         self,
@@ -109,16 +120,13 @@ class Transport(requests.Session):
         if kw.get("verify") is None and self.ca_bundle:
             kw["verify"] = self.ca_bundle
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts) | self._waited_too_long,
+            stop=stop_any(stop_after_attempt(self.max_attempts), _WaitBound(self.max_retry_seconds)),
             wait=self._wait,
             retry=retry_if_exception_type(RetriableError),
             sleep=self.sleep,
             reraise=True,
         )
         return retrying(self._once, method, url, *args, **kw)
-
-    def _waited_too_long(self, state: Any) -> bool:
-        return bool(state.idle_for + state.upcoming_sleep > self.max_retry_seconds)
 
     _backoff = wait_exponential_jitter(initial=1, max=60, jitter=1)
 

@@ -109,6 +109,7 @@ class DynamicsConnector:
                     raise
                 log.warning("%s %s: delta link refused (%s); full resync", self.name, obj, exc)
                 cursor, full = None, True
+                seen = set() if known_ids is not None else None
         if om.change_tracking and (full or state.get("mode") == "delta"):
             url = self._url(om, None)
             pages = self._pages(om, url, tracker, cursor, seen, delta=True)
@@ -140,7 +141,11 @@ class DynamicsConnector:
         if delta:
             prefer = f"odata.track-changes,{prefer}"
         next_url: str | None = url
+        visited: set[str] = set()
         while next_url:
+            if next_url in visited:  # a server handing the same page link twice would loop
+                raise FatalError(f"{self.name} {om.crm_object}: paging link repeated")
+            visited.add(next_url)
             body = self.get_json(next_url, prefer=prefer)
             records, deletions = [], []
             for row in body.get("value", []):

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from connectors.base import AuthError, FatalError, Record, Redecide, WriteResult
+from connectors.base import (
+    AuthError,
+    ConnectorError,
+    FatalError,
+    Record,
+    Redecide,
+    WriteResult,
+)
 from connectors.dynamics import odata
 from connectors.fieldmap import FieldMapError, ObjectMap
 
@@ -78,7 +85,11 @@ def write(conn: DynamicsConnector, obj: str, updates: Sequence[Record],
     for round_ in (1, 2):
         for start in range(0, len(pending), BATCH_MAX):
             chunk = pending[start:start + BATCH_MAX]
-            answers = _send(conn, [sub for _, _, sub in chunk])
+            try:
+                answers = _send(conn, [sub for _, _, sub in chunk])
+            except ConnectorError as exc:  # budget, retries exhausted, auth: stop, keep results
+                exc.partial_results = _filled(results, updates, str(exc))
+                raise
             for n, (i, update, _) in enumerate(chunk):
                 sub = answers[n] if n < len(answers) else None
                 results[i] = _result(str(update.get("crm_id")), sub)
@@ -96,7 +107,12 @@ def write(conn: DynamicsConnector, obj: str, updates: Sequence[Record],
         if not retry:
             break
         pending, retry = retry, []
-    return [r or WriteResult(str(u.get("crm_id", "")), False, "NO_RESULT", "not sent")
+    return _filled(results, updates, "not sent", "NO_RESULT")
+
+
+def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: str,
+            code: str = "NOT_SENT") -> list[WriteResult]:
+    return [r or WriteResult(str(u.get("crm_id", "")), False, code, why)
             for r, u in zip(results, updates, strict=True)]
 
 

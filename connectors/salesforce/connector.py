@@ -189,21 +189,27 @@ class SalesforceConnector:
             try:
                 answer = self._call(lambda sf, p=payload: sf.restful(  # type: ignore[misc]
                     "composite/sobjects", method="PATCH", json=p)) or []
-            except FatalError as exc:
-                if isinstance(exc, AuthError):
+            except ConnectorError as exc:
+                if not isinstance(exc, FatalError) or isinstance(exc, AuthError):
+                    exc.partial_results = _filled(results, updates, str(exc))
                     raise
                 answer = [{"success": False, "errors": [
                     {"statusCode": exc.code, "message": exc.message}]}] * len(chunk)
             for (i, record), item in zip(chunk, answer, strict=False):
                 results[i] = _result(record["id"], item)
-        return [r or WriteResult(str(u.get("crm_id", "")), False, "NO_RESULT",
-                                 "Salesforce returned no result for this record")
-                for r, u in zip(results, updates, strict=True)]
+        return _filled(results, updates, "Salesforce returned no result for this record",
+                       "NO_RESULT")
 
     def check(self) -> list[CheckResult]:
         from connectors.salesforce.describe import check
 
         return check(self)
+
+
+def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: str,
+            code: str = "NOT_SENT") -> list[WriteResult]:
+    return [r or WriteResult(str(u.get("crm_id", "")), False, code, why)
+            for r, u in zip(results, updates, strict=True)]
 
 
 def _result(crm_id: str, item: dict[str, Any]) -> WriteResult:

@@ -9,6 +9,7 @@ not stop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import CheckResult, ConnectorError
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
 
 UNVERIFIABLE = {404, 405, 501}
+
+
+def _describe(sobject: str) -> Callable[[Any], Any]:
+    return lambda sf: sf.restful(f"sobjects/{sobject}/describe")
 
 
 def check(conn: SalesforceConnector) -> list[CheckResult]:
@@ -39,8 +44,7 @@ def check(conn: SalesforceConnector) -> list[CheckResult]:
         label = f"fields {obj} ({om.crm_object})"
         if om.crm_object not in described:
             try:
-                described[om.crm_object] = conn._call(
-                    lambda sf, o=om.crm_object: sf.restful(f"sobjects/{o}/describe"))
+                described[om.crm_object] = conn._call(_describe(om.crm_object))
             except ConnectorError as exc:
                 described[om.crm_object] = exc
         answer = described[om.crm_object]

@@ -205,3 +205,22 @@ def test_no_token_or_secret_in_logs(fake: FakeDataverse, caplog: pytest.LogCaptu
     assert caplog.records
     for secret in ("DTOKEN1", "DTOKEN2", D365_SECRET):
         assert secret not in caplog.text
+
+
+def test_expired_delta_link_resync_reports_missing_rows(fake: FakeDataverse) -> None:
+    fake.put("accounts", 1, ts(10))
+    conn = connector()
+    cursor = read(conn, "account", None)[-1].cursor
+    fake.expired_links = True
+    pages = read(conn, "account", cursor, known_ids=[guid(1), guid(5)])
+    assert [(d.crm_id, d.reason) for d in pages[-1].deletions] == [(guid(5), "missing")]
+
+
+def test_rate_limit_headers_are_tracked(fake: FakeDataverse) -> None:
+    fake.put("accounts", 1, ts(1))
+    conn = connector()
+    conn.transport.budget.observe({"x-ms-ratelimit-burst-remaining-xrm-requests": "5999"})
+    budget = conn.api_budget()
+    assert budget.details["x-ms-ratelimit-burst-remaining-xrm-requests"] == "5999"
+    read(conn, "account", None)
+    assert conn.api_budget().calls == 3  # discovery + token + one page, all counted

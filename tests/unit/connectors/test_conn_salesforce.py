@@ -217,3 +217,14 @@ def test_no_token_or_secret_in_logs(fake: FakeSalesforce, caplog: pytest.LogCapt
         assert secret not in caplog.text
     assert secret not in repr(conn.settings) and SF_SECRET not in json.dumps(
         conn.settings.credentials)
+
+
+def test_write_stopped_by_the_budget_keeps_per_record_results(fake: FakeSalesforce) -> None:
+    fake.usage = (78, 100)
+    updates = [{"crm_id": f"001{i:015d}", "billing_hold": True} for i in range(450)]
+    with pytest.raises(BudgetExhausted) as info:
+        connector().write("account", updates)
+    partial = info.value.partial_results
+    assert partial is not None and len(partial) == 450
+    assert [r.ok for r in partial].count(True) == 400  # two chunks sent (79, 80 of 100 used)
+    assert {r.code for r in partial if not r.ok} == {"NOT_SENT"}
