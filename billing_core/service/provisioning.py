@@ -193,8 +193,14 @@ def claim(engine: Engine, *, limit: int, now: datetime,
         account_id=r["account_id"], account_ext_source=r["ext_source"],
         account_ext_id=r["ext_id"], account_name=r["name"], order_id=r["order_id"],
         order_ref=r["source_ref"], product_id=r["product_id"], product_sku=r["sku"],
-        quantity=r["quantity"], subscription_id=r["subscription_id"],
+        quantity=_plain(r["quantity"]), subscription_id=r["subscription_id"],
         one_time_charge_id=r["one_time_charge_id"]) for r in rows]
+
+
+def _plain(quantity: Decimal) -> Decimal:
+    """The same quantity on every database (PostgreSQL's NUMERIC pads with zeros)."""
+    return quantity.quantize(Decimal(1)) if quantity == quantity.to_integral_value() \
+        else quantity.normalize()
 
 
 def _record(engine: Engine, task: ProvisioningTask, outcome: str, error: str | None,

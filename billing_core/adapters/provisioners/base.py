@@ -48,7 +48,7 @@ class ProvisioningTask:
                         "external_id": self.account_ext_id, "name": self.account_name},
             "order": {"id": self.order_id, "ref": self.order_ref},
             "product": {"id": self.product_id, "sku": self.product_sku},
-            "quantity": str(self.quantity),
+            "quantity": format(self.quantity, "f"),
             "subscription_id": self.subscription_id,
             "one_time_charge_id": self.one_time_charge_id,
         }
