@@ -206,9 +206,13 @@ class DynamicsConnector:
             raise FieldMapError(f"{obj}.{field} is not in the field map")
         params = {"$select": ",".join(om.select()),
                   "$filter": f"{spec.crm} eq {odata.literal(value)}"}
-        body = self.get_json(f"{om.crm_object}?{odata.query_string(params)}",
-                             prefer=f"odata.maxpagesize={self.settings.page_size}")
-        return [self._record(om, r) for r in body.get("value", [])]
+        url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
+        found: list[Record] = []
+        while url:
+            body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
+            found += [self._record(om, r) for r in body.get("value", [])]
+            url = body.get("@odata.nextLink")
+        return found
 
     def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
               ) -> list[WriteResult]:

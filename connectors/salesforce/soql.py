@@ -28,7 +28,8 @@ def changes(om: ObjectMap, since: datetime | None, *, with_deleted: bool) -> str
     return query + f" ORDER BY {om.modstamp}, {om.key}"
 
 
-def by_field(om: ObjectMap, crm_field: str, value: Any, limit: int = 200) -> str:
-    query = _select(om, False)
-    return query + format_soql(" WHERE {:literal} = {} LIMIT {:literal}", crm_field, value,
-                               str(int(limit)))
+def by_field(om: ObjectMap, crm_field: str, value: Any) -> str:
+    """Every row whose field equals `value` (paged by the caller, no LIMIT: a customer may
+    have more quotes than any fixed cap)."""
+    return _select(om, False) + format_soql(" WHERE {:literal} = {} ORDER BY {:literal}",
+                                            crm_field, value, om.key)
