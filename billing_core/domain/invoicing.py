@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 from billing_core.domain.money import round_minor, to_minor
 from billing_core.domain.periods import period_of, prorate, split_by_period
@@ -199,7 +200,7 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
     points = [c.effective_date for c in timeline if billed < c.effective_date < end]
     for a, b, dip in split_by_period(billed, end, freq, bcd, anchor):
         cuts = [a, *(p for p in points if a < p < b), b]
-        for qa, qb in zip(cuts, cuts[1:]):
+        for qa, qb in pairwise(cuts):
             quantity = _quantity_at(timeline, base, qa)
             for a2, b2, price in pricer.segments(sub, qa, qb):
                 days = (b2 - a2).days

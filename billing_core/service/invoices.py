@@ -1,0 +1,82 @@
+"""Invoices: reading them, and posting drafts.
+
+Rules kept here
+- An invoice is found by ledger id or number (``INV-000042``); unknown is ``NotFound``.
+- Posting a draft assigns the next number of its series from the gapless sequence in the same
+  transaction, sets ``posted_at`` and touches the account (credit control re-evaluates).
+  Only a draft can be posted. The later states (partially_paid, paid, void) are receivables'.
+- The view of an invoice carries its lines, its credit draws, its totals in minor units and as
+  decimal text in its currency, and its open balance (total - applied).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import accounts, credit_draws, invoice_lines, invoices
+from billing_core.domain.errors import InvalidState, NotFound
+from billing_core.domain.money import from_minor
+from billing_core.service.numbering import take_number
+
+STATUSES = ("draft", "posted", "partially_paid", "paid", "void")
+
+
+def find_invoice(conn: Connection, ref: int | str) -> RowMapping:
+    text = str(ref).strip()
+    cond = invoices.c.number == text
+    if text.isdigit():
+        cond = (invoices.c.id == int(text)) | cond
+    row = conn.execute(select(invoices).where(cond).order_by(invoices.c.id)).mappings().first()
+    if row is None:
+        raise NotFound("invoice", ref)
+    return row
+
+
+def list_invoices(conn: Connection, *, account_id: int | None = None, status: str | None = None,
+                  limit: int = 500, after_id: int = 0) -> list[dict[str, Any]]:
+    query = (select(invoices, accounts.c.name.label("account_name"))
+             .join(accounts, accounts.c.id == invoices.c.account_id)
+             .where(invoices.c.id > after_id).order_by(invoices.c.id).limit(limit))
+    if account_id is not None:
+        query = query.where(invoices.c.account_id == account_id)
+    if status is not None:
+        query = query.where(invoices.c.status == status)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def invoice_view(conn: Connection, ref: int | str) -> dict[str, Any]:
+    """The invoice with its lines and credit draws, amounts also as decimal text."""
+    inv = dict(find_invoice(conn, ref))
+    cur = inv["currency"]
+    inv["account_name"] = conn.execute(select(accounts.c.name).where(
+        accounts.c.id == inv["account_id"])).scalar()
+    inv["lines"] = [dict(r) | {"amount": from_minor(r["amount_minor"], cur),
+                               "tax": from_minor(r["tax_minor"], cur)}
+                    for r in conn.execute(select(invoice_lines).where(
+                        invoice_lines.c.invoice_id == inv["id"])
+                        .order_by(invoice_lines.c.line_no)).mappings()]
+    inv["draws"] = [dict(r) | {"amount": from_minor(r["amount_minor"], cur)}
+                    for r in conn.execute(select(credit_draws).where(
+                        credit_draws.c.invoice_id == inv["id"])
+                        .order_by(credit_draws.c.id)).mappings()]
+    for key in ("subtotal", "tax", "total", "applied"):
+        inv[key] = from_minor(inv[f"{key}_minor"], cur)
+    inv["balance"] = from_minor(inv["total_minor"] - inv["applied_minor"], cur)
+    return inv
+
+
+def post_invoice(uow: UnitOfWork, ref: int | str) -> str:
+    """Post a draft: take its number, mark it posted; returns the number."""
+    inv = find_invoice(uow.conn, ref)
+    if inv["status"] != "draft":
+        raise InvalidState("invoice", ref, f"is {inv['status']}, only a draft can be posted")
+    number = take_number(uow.conn, inv["series"])
+    done = uow.conn.execute(update(invoices).where(
+        invoices.c.id == inv["id"], invoices.c.status == "draft").values(
+        status="posted", number=number, posted_at=uow.now())).rowcount
+    if done != 1:
+        raise InvalidState("invoice", ref, "changed while posting it: try again")
+    uow.touch(int(inv["account_id"]))
+    return number

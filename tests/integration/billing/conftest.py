@@ -1,0 +1,102 @@
+"""Small builders for billing tests: an account, a priced product, an active subscription."""
+from __future__ import annotations
+
+from datetime import date
+from itertools import count
+
+import pytest
+from sqlalchemy import Engine, select
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import invoice_lines, invoices
+from billing_core.service.accounts import AccountIn, create_account
+from billing_core.service.bill_run import BillRunResult, run_bill_run
+from billing_core.service.orders import (
+    OneTimeItem,
+    OrderIn,
+    SubscriptionItem,
+    activate_order,
+    place_order,
+)
+from billing_core.service.pricing import ProductIn, add_product, set_price
+
+_seq = count(1)
+
+
+class Ledger:
+    """Builders bound to one engine; each call commits its own unit of work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    def account(self, currency: str = "USD", bcd: int = 1, country: str | None = None,
+                region: str | None = None, terms: int = 30) -> int:
+        with self.uow() as uow:
+            acc = create_account(uow, AccountIn(
+                name=f"Account {next(_seq)}", currency=currency, ext_id=f"EXT{next(_seq)}",
+                bill_cycle_day=bcd, country=country, region=region, payment_terms_days=terms))
+            uow.commit()
+        return acc
+
+    def product(self, price: str | None, currency: str = "USD", kind: str = "recurring",
+                period: str | None = None, model: str = "per_unit", tiers=None,
+                since: date = date(2020, 1, 1)) -> int:
+        with self.uow() as uow:
+            pid = add_product(uow, ProductIn(sku=f"SKU{next(_seq)}", name=f"P{next(_seq)}",
+                                             kind=kind, billing_period=period,
+                                             pricing_model=model))
+            set_price(uow, pid, currency, since, price, tiers=tiers)
+            uow.commit()
+        return pid
+
+    def price(self, pid: int, price: str, since: date, currency: str = "USD") -> None:
+        with self.uow() as uow:
+            set_price(uow, pid, currency, since, price)
+            uow.commit()
+
+    def subscribe(self, account: int, product: int, quantity: str | int, start: date,
+                  frequency: str = "monthly", unit_price: str | None = None,
+                  end: date | None = None) -> int:
+        with self.uow() as uow:
+            order = place_order(uow, OrderIn(account, f"ref{next(_seq)}", start, subscriptions=[
+                SubscriptionItem(product, quantity, start, frequency, unit_price, end)]))
+            activate_order(uow, order)
+            from billing_core.adapters.tables import subscriptions
+            sid = uow.conn.execute(select(subscriptions.c.id).where(
+                subscriptions.c.order_id == order)).scalar()
+            uow.commit()
+        return int(sid)
+
+    def charge(self, account: int, product: int, quantity: str | int, on: date) -> None:
+        with self.uow() as uow:
+            order = place_order(uow, OrderIn(account, f"ref{next(_seq)}", on, one_time_charges=[
+                OneTimeItem(product, quantity, on)]))
+            activate_order(uow, order)
+            uow.commit()
+
+    def run(self, on: date, **kw) -> BillRunResult:
+        return run_bill_run(self.engine, on, uow_factory=self.uow, **kw)
+
+    @staticmethod
+    def amounts(invoice: dict) -> list[tuple[str, int]]:
+        return [(ln["kind"], ln["amount_minor"]) for ln in invoice["lines"]]
+
+    def invoices(self, account: int) -> list[dict]:
+        with self.uow() as uow:
+            out = []
+            for inv in uow.conn.execute(select(invoices).where(invoices.c.account_id == account)
+                                        .order_by(invoices.c.period_start)).mappings():
+                lines = uow.conn.execute(select(invoice_lines).where(
+                    invoice_lines.c.invoice_id == inv["id"]).order_by(invoice_lines.c.line_no)
+                ).mappings().all()
+                out.append({**inv, "lines": [dict(x) for x in lines]})
+            return out
+
+
+@pytest.fixture
+def ledger(engine: Engine) -> Ledger:
+    return Ledger(engine)
+
