@@ -1,0 +1,222 @@
+"""One sync cycle of one connection: pull → map → reconcile → hand off → outbox → push.
+
+Rules kept here:
+- Objects are pulled in dependency order (accounts, products, prices, quotes, quote lines) so a
+  line's product and a quote's account are normally known when they arrive.
+- One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
+  touched before it commits); the object's cursor is saved in that transaction.
+- ``should_stop`` is checked between pages: a shutdown finishes the page in hand, commits, and
+  ends the run as ``stopped: shutdown``; nothing is half-written.
+- ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
+  was committed stays, and the next run resumes from the saved cursors.
+- Every run is recorded (``sync.runs``) with per-object counts and API calls, and logged as one
+  line with the run id, connection and counts.
+- ``full=True`` ignores the cursors (a full read), reports what disappeared from the CRM and
+  refreshes every outbox row. ``account=CRMID`` resyncs one account and its quotes only.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Engine, select
+
+from billing_core.service import ledger_uow
+from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
+from sync import handoff, outbox, push
+from sync.mapping import OBJECTS
+from sync.reconcile import PageResult, apply_page
+from sync.runs import RunReport, finish_run, get_cursor, save_cursor, start_run
+from sync.tables import sync_records
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    trigger: str = "manual"
+    objects: tuple[str, ...] | None = None
+    full: bool = False
+    account: str | None = None
+    push: bool = True
+    grace_days: int = 0
+    push_batch_size: int = 1000
+    push_max_attempts: int = 8
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Cycle:
+    def __init__(self, engine: Engine, connector: Connector, options: SyncOptions, *,
+                 clock: Callable[[], datetime] = _utcnow,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 progress: Progress | None = None, policy: object | None = None) -> None:
+        self.engine, self.connector, self.options = engine, connector, options
+        self.clock, self.should_stop, self.progress = clock, should_stop, progress
+        self.policy = policy
+        self.name = connector.name
+        self.quotes: set[str] = set()
+        self.report: RunReport | None = None
+
+    @property
+    def rep(self) -> RunReport:
+        if self.report is None:
+            raise RuntimeError("the cycle has not started")
+        return self.report
+
+    def uow(self) -> Any:
+        return ledger_uow(self.engine, clock=self.clock, policy=self.policy)
+
+    def calls(self) -> int:
+        try:
+            return int(self.connector.api_budget().calls)
+        except Exception:  # a connector without a meter reports no calls
+            return 0
+
+    def run(self) -> RunReport:
+        opts = self.options
+        report = self.report = start_run(self.engine, self.name, opts.trigger, {
+            "objects": opts.objects, "full": opts.full, "account": opts.account}, self.clock())
+        try:
+            if opts.account:
+                self._one_account(opts.account)
+            else:
+                for obj in self._objects():
+                    if not self._pull(obj) or self.should_stop():
+                        break
+            if report.outcome == "running" and self.should_stop():
+                report.outcome = "stopped: shutdown"
+            self._after_pull()
+        except BudgetExhausted as exc:
+            report.outcome, report.error = "stopped: API budget", str(exc)
+        except Exception as exc:
+            report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("sync run failed run=%s connection=%s", report.run_id, self.name)
+        if report.outcome == "running":
+            bad = report.total("quarantined") + report.total("failed")
+            report.outcome = "partial" if bad or report.error else "ok"
+        finish_run(self.engine, report, self.clock())
+        log.info("sync run=%s connection=%s trigger=%s outcome=%s read=%s upserted=%s "
+                 "unchanged=%s quarantined=%s deleted=%s handed_off=%s pushed=%s failed=%s "
+                 "api_calls=%s", report.run_id, self.name, opts.trigger, report.outcome,
+                 *(report.total(k) for k in ("read", "upserted", "unchanged", "quarantined",
+                                             "deleted")), report.handed_off,
+                 report.total("pushed"), report.total("failed"), report.total("api_calls"))
+        return report
+
+    def _objects(self) -> list[str]:
+        mapped = set(self.connector.objects())
+        wanted = self.options.objects or OBJECTS
+        return [o for o in OBJECTS if o in mapped and o in wanted]
+
+    def _apply(self, obj: str, page: Page, save: bool) -> PageResult:
+        with self.uow() as uow:
+            res = apply_page(uow, self.name, obj, page.records, page.deletions)
+            if save and page.cursor is not None:
+                save_cursor(uow.conn, self.name, obj, page.cursor, self.clock())
+            uow.commit()
+        stats = self.rep.stats(obj)
+        for key in ("read", "upserted", "unchanged", "quarantined", "deleted"):
+            setattr(stats, key, getattr(stats, key) + getattr(res, key))
+        self.quotes |= res.quotes_touched | res.deleted_quotes
+        self.rep.disappeared += [f"{obj}:{i}" for i in res.disappeared]
+        if self.progress:
+            self.progress(obj, res.read)
+        return res
+
+    def _pull(self, obj: str) -> bool:
+        """Pull one object; False when the run must not go on (budget, shutdown)."""
+        stats = self.rep.stats(obj)
+        before = self.calls()
+        with self.engine.connect() as conn:
+            cursor = None if self.options.full else get_cursor(conn, self.name, obj)
+            known = None
+            if cursor is None:
+                known = [r[0] for r in conn.execute(select(sync_records.c.crm_id).where(
+                    sync_records.c.connection == self.name, sync_records.c.object == obj,
+                    sync_records.c.deleted_at.is_(None)))]
+        pages = self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
+                                            known_ids=known)
+        try:
+            for page in pages:
+                self._apply(obj, page, save=True)
+                if self.should_stop():
+                    stats.outcome = "stopped: shutdown"
+                    return False
+        except BudgetExhausted:
+            stats.outcome = "stopped: API budget"
+            raise
+        except ConnectorError as exc:
+            stats.outcome = f"failed: {exc}"[:32]
+            self.rep.error = f"{obj}: {exc}"
+            log.warning("sync object failed run=%s connection=%s object=%s error=%s",
+                        self.rep.run_id, self.name, obj, exc)
+        finally:
+            close = getattr(pages, "close", None)
+            if close:
+                close()
+            stats.api_calls += self.calls() - before
+        return True
+
+    def _one_account(self, crm_id: str) -> None:
+        """Resync one account and its quotes (and their lines) now, cursors untouched."""
+        before = self.calls()
+        record = self.connector.read_one("account", crm_id)
+        if record is None:
+            self._apply("account", Page([], [_gone(crm_id)], None), save=False)
+        else:
+            self._apply("account", Page([record], [], None), save=False)
+        lookup = getattr(self.connector, "lookup", None)
+        if lookup is not None:
+            quotes = lookup("quote", "account_crm_id", crm_id)
+            self._apply("quote", Page(quotes, [], None), save=False)
+            for quote in quotes:
+                lines = lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
+                self._apply("quote_line", Page(lines, [], None), save=False)
+        self.rep.stats("account").api_calls += self.calls() - before
+
+    def _after_pull(self) -> None:
+        report, opts = self.report, self.options
+        stopped = report.outcome.startswith("stopped")
+        accepted = self.connector.accepted_quote_states()
+        quotes = handoff.candidates(self.engine, self.name, self.quotes)
+        if quotes and not stopped:
+            result = handoff.run_handoffs(self.engine, self.connector, self.name, quotes,
+                                          accepted, uow_factory=self.uow)
+            report.handed_off = len(result.placed)
+        outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
+                       grace_days=opts.grace_days)
+        if opts.push and not stopped:
+            self._push()
+
+    def _push(self) -> None:
+        for obj in ("account", "quote"):
+            before = self.calls()
+            result = push.push(self.engine, self.connector, self.name, objects=(obj,),
+                               batch_size=self.options.push_batch_size,
+                               max_attempts=self.options.push_max_attempts, clock=self.clock,
+                               should_stop=self.should_stop)
+            stats = self.rep.stats(obj)
+            stats.pushed += result.pushed.get(obj, 0)
+            stats.failed += result.failed.get(obj, 0)
+            stats.api_calls += self.calls() - before
+            if result.stopped:
+                stats.outcome = result.stopped[:32]
+                if result.stopped.startswith("stopped"):
+                    self.rep.outcome = result.stopped
+                    return
+
+
+def _gone(crm_id: str) -> Any:
+    from connectors.base import Deletion
+    return Deletion(crm_id, None, "missing")
+
+
+def run_cycle(engine: Engine, connector: Connector, options: SyncOptions | None = None,
+              **kw: Any) -> RunReport:
+    return Cycle(engine, connector, options or SyncOptions(), **kw).run()

@@ -1,0 +1,216 @@
+"""Hand-off: an accepted CRM quote becomes a billing order, exactly once per revision.
+
+Rules kept here:
+- The order's source reference is ``<connection>:<quote crm id>:rev<revision>``; billing's
+  ``place_order`` returns the existing order for a known reference, and ``handoffs`` has the
+  same key unique, so a crash anywhere re-runs into "already done".
+- One transaction per quote: the order (through ``accept_order`` = place + gate + provisioning
+  when credit control offers it, else ``place_order``) and the ``handoffs`` row commit together.
+- A quote whose account is not known yet waits (``waiting``); its account is fetched once with
+  ``read_one`` and reconciled; if the CRM has no such account the quote is quarantined.
+- A quote without lines waits. A newer revision of a handed-off quote is an amendment
+  (``amends_order_id`` = the previous revision's order).
+- A quote that leaves the accepted state (or is deleted) after hand-off is reported once
+  (``reversed_in_crm``, a warning line), never silently reversed in billing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import Engine, insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.domain.errors import LedgerError
+from billing_core.service import ledger_uow
+from billing_core.service import orders as orders_service
+from billing_core.service.pricing import get_product
+from connectors.base import Connector
+from sync import mapping
+from sync.mapping import Invalid, QuoteLineRec, QuoteRec
+from sync.reconcile import apply_page, ledger_id_of, quarantine_record
+from sync.tables import handoffs, sync_records
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HandoffReport:
+    placed: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    reversed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def source_ref(connection: str, quote_id: str, revision: int) -> str:
+    return f"{connection}:{quote_id}:rev{revision}"
+
+
+def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[str]:
+    with engine.connect() as conn:
+        waiting = {r[0] for r in conn.execute(select(handoffs.c.quote_crm_id).where(
+            handoffs.c.connection == connection, handoffs.c.state == "waiting"))}
+    return set(touched) | waiting
+
+
+def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
+                 quote_ids: Iterable[str], accepted: frozenset[str], *,
+                 uow_factory: Callable[[], UnitOfWork] | None = None) -> HandoffReport:
+    report = HandoffReport()
+    factory = uow_factory or (lambda: ledger_uow(engine))
+    for quote_id in sorted(set(quote_ids)):
+        with factory() as uow:
+            outcome = _one(uow, connector, connection, quote_id, accepted)
+            uow.commit()
+        if outcome:
+            getattr(report, outcome).append(quote_id)
+    return report
+
+
+def _quote(uow: UnitOfWork, connection: str, quote_id: str) -> tuple[QuoteRec | None, bool]:
+    row = uow.conn.execute(select(sync_records.c.data, sync_records.c.deleted_at).where(
+        sync_records.c.connection == connection, sync_records.c.object == "quote",
+        sync_records.c.crm_id == quote_id)).first()
+    if row is None or not row[0]:
+        return None, False
+    return mapping.quote_from_json(row[0]), row[1] is not None
+
+
+def _lines(uow: UnitOfWork, connection: str, quote_id: str) -> list[QuoteLineRec]:
+    rows = uow.conn.execute(select(sync_records.c.data).where(
+        sync_records.c.connection == connection, sync_records.c.object == "quote_line",
+        sync_records.c.parent_crm_id == quote_id, sync_records.c.deleted_at.is_(None))
+        .order_by(sync_records.c.crm_id))
+    return [mapping.line_from_json(r[0]) for r in rows if r[0]]
+
+
+def _done(uow: UnitOfWork, connection: str, quote_id: str) -> list[Any]:
+    return list(uow.conn.execute(select(handoffs).where(
+        handoffs.c.connection == connection, handoffs.c.quote_crm_id == quote_id)
+        .order_by(handoffs.c.revision)).mappings())
+
+
+def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: str, detail: str,
+         order_id: int | None = None) -> None:
+    ref = source_ref(connection, quote.crm_id, quote.revision)
+    now = uow.now()
+    done = uow.conn.execute(update(handoffs).where(handoffs.c.source_ref == ref).values(
+        state=state, detail=detail, order_id=order_id, updated_at=now))
+    if done.rowcount == 0:
+        uow.conn.execute(insert(handoffs).values(
+            connection=connection, quote_crm_id=quote.crm_id, revision=quote.revision,
+            source_ref=ref, order_id=order_id, state=state, detail=detail,
+            created_at=now, updated_at=now))
+
+
+def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id: str,
+         accepted: frozenset[str]) -> str | None:
+    quote, deleted = _quote(uow, connection, quote_id)
+    if quote is None:
+        return None
+    history = _done(uow, connection, quote_id)
+    placed = [h for h in history if h["state"] in ("done", "reversed_in_crm")]
+    if deleted or quote.status not in accepted:
+        now_status = "deleted" if deleted else repr(quote.status)
+        reversed_any = False
+        for h in placed:
+            if h["state"] == "done":
+                uow.conn.execute(update(handoffs).where(handoffs.c.id == h["id"]).values(
+                    state="reversed_in_crm", updated_at=uow.now(),
+                    detail=f"quote is now {now_status} in the CRM; order {h['order_id']} "
+                           "left as it is"))
+                log.warning("quote left accepted state after hand-off connection=%s quote=%s "
+                            "order=%s status=%s", connection, quote_id, h["order_id"], now_status)
+                reversed_any = True
+        if reversed_any:
+            return "reversed"
+        uow.conn.execute(update(handoffs).where(
+            handoffs.c.connection == connection, handoffs.c.quote_crm_id == quote_id,
+            handoffs.c.state == "waiting").values(state="withdrawn", updated_at=uow.now()))
+        return None
+    if any(h["revision"] == quote.revision and h["state"] in ("done", "reversed_in_crm")
+           for h in history):
+        return None
+    account_id = ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
+    if account_id is None and connector is not None:
+        account_id = _fetch_account(uow, connector, connection, quote)
+        if account_id is None:
+            return "failed"
+    if account_id is None:
+        _set(uow, connection, quote, "waiting", f"account {quote.account_crm_id} not pulled yet")
+        return "waiting"
+    lines = _lines(uow, connection, quote_id)
+    if not lines:
+        _set(uow, connection, quote, "waiting", "no quote lines yet")
+        return "waiting"
+    previous = [h for h in placed if h["revision"] < quote.revision and h["order_id"]]
+    amends = int(previous[-1]["order_id"]) if previous else None
+    try:
+        with uow.savepoint():
+            order_id = _place(uow, connection, quote, int(account_id), lines, amends)
+    except (LedgerError, Invalid) as exc:
+        _set(uow, connection, quote, "waiting", f"billing refused the order: {exc}")
+        log.warning("hand-off refused connection=%s quote=%s error=%s", connection, quote_id, exc)
+        return "failed"
+    _set(uow, connection, quote, "done", "amendment" if amends else "order placed", order_id)
+    log.info("handed off connection=%s quote=%s revision=%s order=%s", connection, quote_id,
+             quote.revision, order_id)
+    return "placed"
+
+
+def _fetch_account(uow: UnitOfWork, connector: Connector, connection: str,
+                   quote: QuoteRec) -> int | None:
+    """The quote's account was not pulled yet: read it once and reconcile it, or quarantine."""
+    record = connector.read_one("account", quote.account_crm_id)
+    if record is None:
+        quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)),
+            Invalid("account_crm_id", quote.account_crm_id, "unknown account"))
+        return None
+    apply_page(uow, connection, "account", [record])
+    return ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
+
+
+def _place(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
+           lines: list[QuoteLineRec], amends: int | None) -> int:
+    subs: list[orders_service.SubscriptionItem] = []
+    charges: list[orders_service.OneTimeItem] = []
+    today = uow.now().date()
+    for line in lines:
+        product_id = ledger_id_of(uow.conn, connection, "product", line.product_crm_id)
+        if product_id is None:
+            raise Invalid("product_crm_id", line.product_crm_id, "unknown product")
+        product = get_product(uow.conn, int(product_id))
+        start: date = line.start_date or quote.start_date or today
+        if product["kind"] == "recurring":
+            subs.append(orders_service.SubscriptionItem(
+                product_id=int(product_id), quantity=line.quantity, start_date=start,
+                frequency="annual" if product["billing_period"] == "year" else "monthly",
+                unit_price=line.unit_price))
+        elif product["kind"] == "one_time":
+            charges.append(orders_service.OneTimeItem(
+                product_id=int(product_id), quantity=line.quantity, charge_date=start,
+                unit_price=line.unit_price))
+    order = orders_service.OrderIn(
+        account_id=account_id, source_ref=source_ref(connection, quote.crm_id, quote.revision),
+        order_date=quote.start_date or today, subscriptions=tuple(subs),
+        one_time_charges=tuple(charges), amends_order_id=amends)
+    accept = _accept_order()
+    if accept is not None:
+        result = accept(uow, order)
+        return int(getattr(result, "order_id", result))
+    return orders_service.place_order(uow, order)
+
+
+def _accept_order() -> Callable[[UnitOfWork, Any], Any] | None:
+    for module in ("billing_core.service.gate", "billing_core.service.credit_control"):
+        try:
+            mod = __import__(module, fromlist=["accept_order"])
+        except ModuleNotFoundError:
+            continue
+        fn = getattr(mod, "accept_order", None)
+        if fn is not None:
+            return fn  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,151 @@
+"""Push: send pending outbox rows to the CRM, only the fields that differ from what it acked.
+
+Rules kept here:
+- Claim (one short transaction; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL): due ``pending`` rows
+  and ``sending`` rows whose lease ran out become ``sending`` with a lease. The CRM call runs
+  outside any transaction; each record's result is recorded in a second transaction.
+- What is sent: the fields whose value differs from ``acked_payload`` (everything the first
+  time). The connector batches to the CRM's limit (200 per Salesforce collection call, a
+  Dataverse ``$batch``); we hand it ``batch_size`` records per call.
+- A record refused by the CRM: attempts + 1, retried after an exponential backoff, ``dead``
+  after ``max_attempts`` (listed by ``status``). A transport failure or an exhausted API budget
+  puts the claimed rows back unchanged (no attempt counted for the budget) and stops the push.
+- A row whose payload changed while it was being sent stays ``pending`` (the new value goes
+  next time); otherwise it becomes ``acked``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import Engine, and_, or_, select, update
+
+from connectors.base import BudgetExhausted, Connector, ConnectorError
+from sync.outbox import decode
+from sync.tables import outbox
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=5)
+
+
+@dataclass
+class PushReport:
+    pushed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    dead: int = 0
+    skipped: int = 0
+    stopped: str | None = None
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def _claim(engine: Engine, connection: str, obj: str, now: datetime, limit: int) -> list[Any]:
+    due = or_(and_(outbox.c.state == "pending", outbox.c.next_attempt_at <= now),
+              and_(outbox.c.state == "sending", outbox.c.next_attempt_at <= now))
+    stmt = select(outbox).where(outbox.c.connection == connection, outbox.c.object == obj,
+                                due).order_by(outbox.c.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    with engine.begin() as conn:
+        rows = list(conn.execute(stmt).mappings())
+        if rows:
+            conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]))
+                         .values(state="sending", next_attempt_at=now + LEASE))
+    return rows
+
+
+def _update(row: Any) -> dict[str, Any]:
+    payload = json.loads(row["payload"])
+    acked = json.loads(row["acked_payload"]) if row["acked_payload"] else {}
+    fields = {k: decode(k, v) for k, v in payload.items()
+              if row["acked_payload"] is None or acked.get(k, object()) != v}
+    return {"crm_id": row["crm_id"], **fields}
+
+
+def _release(engine: Engine, rows: list[Any], now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]),
+                                          outbox.c.state == "sending")
+                     .values(state="pending", next_attempt_at=now))
+
+
+def push(engine: Engine, connector: Connector, connection: str, *,
+         objects: tuple[str, ...] = ("account", "quote"), batch_size: int = 1000,
+         max_attempts: int = 8, clock: Callable[[], datetime],
+         should_stop: Callable[[], bool] = lambda: False) -> PushReport:
+    report = PushReport()
+    for obj in objects:
+        while not should_stop():
+            now = clock()
+            rows = _claim(engine, connection, obj, now, batch_size)
+            if not rows:
+                break
+            updates = [_update(r) for r in rows]
+            try:
+                results = connector.write(obj, updates)
+            except BudgetExhausted as exc:
+                _release(engine, rows, now)
+                report.stopped = "stopped: API budget"
+                log.warning("push stopped connection=%s object=%s: %s", connection, obj, exc)
+                return report
+            except ConnectorError as exc:
+                _release(engine, rows, now)
+                report.stopped = f"failed: {exc}"
+                log.warning("push failed connection=%s object=%s rows=%s error=%s",
+                            connection, obj, len(rows), exc)
+                return report
+            _record(engine, connection, obj, rows, results, clock(), max_attempts, report)
+            if len(rows) < batch_size:
+                break
+    return report
+
+
+def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results: list[Any],
+            now: datetime, max_attempts: int, report: PushReport) -> None:
+    ok = fail = 0
+    with engine.begin() as conn:
+        for row, result in zip(rows, results, strict=False):
+            if result.ok:
+                ok += 1
+                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                    acked_payload=row["payload"], acked_hash=row["hash"], acked_at=now,
+                    attempts=0, last_error=None, updated_at=now))
+                conn.execute(update(outbox).where(outbox.c.id == row["id"],
+                                                  outbox.c.state == "sending").values(
+                    state="acked"))
+                conn.execute(update(outbox).where(outbox.c.id == row["id"],
+                                                  outbox.c.hash != row["hash"]).values(
+                    state="pending", next_attempt_at=now))
+                continue
+            fail += 1
+            attempts = row["attempts"] + 1
+            error = f"{result.code or 'ERROR'}: {result.message or ''}"[:2000]
+            dead = attempts >= max_attempts
+            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
+                attempts=attempts, last_error=error, updated_at=now,
+                state="dead" if dead else "pending",
+                dead_at=now if dead else None,
+                next_attempt_at=None if dead else now + backoff(attempts)))
+            report.dead += dead
+            log.warning("push refused connection=%s object=%s crm_id=%s attempt=%s%s error=%s",
+                        connection, obj, row["crm_id"], attempts, " (dead-lettered)" if dead
+                        else "", error)
+        missing = rows[len(results):]
+        if missing:
+            conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in missing]))
+                         .values(state="pending", next_attempt_at=now))
+    report.pushed[obj] = report.pushed.get(obj, 0) + ok
+    report.failed[obj] = report.failed.get(obj, 0) + fail
+
+
+def dead_letters(engine: Engine, connection: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(outbox).where(outbox.c.state == "dead").order_by(outbox.c.id)
+    if connection:
+        stmt = stmt.where(outbox.c.connection == connection)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -1,0 +1,257 @@
+"""Reconcile one page of CRM changes into billing, inside the caller's unit of work.
+
+Rules kept here:
+- The caller owns the transaction: the page's billing upserts, its ``sync_records`` and
+  ``quarantine`` rows and the cursor (saved by the engine) commit together or not at all.
+- Records are keyed by ``(connection, object, crm_id)``; the content hash decides: same hash →
+  nothing is written (not even ``sync_records``). One SELECT per page loads the known rows.
+- Billing is only reached through ``billing_core.service``; each changed record's writes run
+  in a savepoint, so a record billing refuses (``LedgerError``) is quarantined alone.
+- A record that maps and applies clears its open quarantine entry ("retried when it changes").
+- A quote line for a product billing does not know is quarantined; a quote is stored here
+  (billing has no quotes) and its account is checked at hand-off time, where it waits.
+- A deleted CRM account becomes ``crm_deleted`` in billing; nothing of its history goes.
+- Prices: the first price seen applies from ``FIRST_PRICE_DATE``; a changed price applies from
+  today (history of earlier invoices stays priced as it was).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.domain.errors import Duplicate, LedgerError
+from billing_core.service import accounts as accounts_service
+from billing_core.service import pricing
+from connectors.base import Deletion
+from sync import mapping
+from sync.mapping import Invalid
+from sync.tables import quarantine, sync_records
+
+log = logging.getLogger(__name__)
+FIRST_PRICE_DATE = date(2000, 1, 1)
+
+
+@dataclass
+class PageResult:
+    read: int = 0
+    upserted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    deleted: int = 0
+    quotes_touched: set[str] = field(default_factory=set)
+    deleted_quotes: set[str] = field(default_factory=set)
+    disappeared: list[str] = field(default_factory=list)
+
+
+def known_rows(conn: Connection, connection: str, obj: str,
+               crm_ids: Iterable[str]) -> dict[str, Any]:
+    ids = list(dict.fromkeys(crm_ids))
+    out: dict[str, Any] = {}
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        rows = conn.execute(select(sync_records).where(
+            sync_records.c.connection == connection, sync_records.c.object == obj,
+            sync_records.c.crm_id.in_(chunk))).mappings()
+        out.update({r["crm_id"]: r for r in rows})
+    return out
+
+
+def ledger_id_of(conn: Connection, connection: str, obj: str, crm_id: str) -> int | None:
+    return conn.execute(select(sync_records.c.ledger_id).where(
+        sync_records.c.connection == connection, sync_records.c.object == obj,
+        sync_records.c.crm_id == crm_id, sync_records.c.deleted_at.is_(None))).scalar()
+
+
+class _Page:
+    """Accumulates one page's bookkeeping rows, written in bulk at the end."""
+
+    def __init__(self, uow: UnitOfWork, connection: str, obj: str) -> None:
+        self.uow, self.connection, self.obj = uow, connection, obj
+        self.inserts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.cleared: list[str] = []
+        self.result = PageResult()
+
+    def keep(self, existing: Any, crm_id: str, digest: str, ledger_id: int | None,
+             parent: str | None, data: str | None, modstamp: Any) -> None:
+        row = {"connection": self.connection, "object": self.obj, "crm_id": crm_id,
+               "ledger_id": ledger_id, "parent_crm_id": parent, "content_hash": digest,
+               "modstamp": modstamp if isinstance(modstamp, datetime) else None, "data": data,
+               "updated_at": self.uow.now(), "deleted_at": None}
+        if existing is None:
+            self.inserts.append(row)
+        else:
+            self.updates.append({**row, "_id": existing["id"]})
+        self.cleared.append(crm_id)
+        self.result.upserted += 1
+
+    def flush(self) -> None:
+        conn = self.uow.conn
+        if self.inserts:
+            conn.execute(insert(sync_records), self.inserts)
+        if self.updates:
+            conn.execute(update(sync_records).where(sync_records.c.id == bindparam("_id"))
+                         .values({k: bindparam(k) for k in self.updates[0] if k != "_id"}),
+                         self.updates)
+        for start in range(0, len(self.cleared), 900):
+            conn.execute(update(quarantine).where(
+                quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
+                quarantine.c.crm_id.in_(self.cleared[start:start + 900]),
+                quarantine.c.status == "open").values(status="resolved",
+                                                      last_seen=self.uow.now()))
+
+
+def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mapping[str, Any],
+                      problem: Invalid) -> None:
+    conn, now = uow.conn, uow.now()
+    crm_id = str(record.get("crm_id") or "(missing)")
+    values = {"field": problem.field, "value": None if problem.value is None
+              else str(problem.value)[:2000], "reason": problem.reason,
+              "record": mapping.record_json(record), "last_seen": now, "status": "open"}
+    row = conn.execute(select(quarantine.c.id, quarantine.c.attempts).where(
+        quarantine.c.connection == connection, quarantine.c.object == obj,
+        quarantine.c.crm_id == crm_id)).first()
+    if row is None:
+        conn.execute(insert(quarantine).values(connection=connection, object=obj, crm_id=crm_id,
+                                               first_seen=now, attempts=1, **values))
+    else:
+        conn.execute(update(quarantine).where(quarantine.c.id == row[0])
+                     .values(attempts=row[1] + 1, **values))
+    log.warning("quarantined connection=%s object=%s crm_id=%s field=%s reason=%s",
+                connection, obj, crm_id, problem.field, problem.reason)
+
+
+def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping[str, Any]],
+               deletions: list[Deletion] = ()) -> PageResult:  # type: ignore[assignment]
+    """Apply one page; the caller saves the cursor and commits."""
+    page = _Page(uow, connection, obj)
+    res = page.result
+    res.read = len(records) + len(deletions)
+    known = known_rows(uow.conn, connection, obj,
+                       [str(r.get("crm_id")) for r in records if r.get("crm_id")]
+                       + [d.crm_id for d in deletions])
+    for record in records:
+        try:
+            rec = mapping.MAPPERS[obj](record)
+        except Invalid as problem:
+            quarantine_record(uow, connection, obj, record, problem)
+            res.quarantined += 1
+            continue
+        digest = mapping.content_hash(record)
+        existing = known.get(rec.crm_id)
+        if existing is not None and existing["content_hash"] == digest \
+                and existing["deleted_at"] is None:
+            res.unchanged += 1
+            continue
+        try:
+            with uow.savepoint():
+                ledger_id, parent, data = _apply(uow, connection, obj, rec, existing)
+        except Invalid as problem:
+            quarantine_record(uow, connection, obj, record, problem)
+            res.quarantined += 1
+            continue
+        except LedgerError as exc:
+            quarantine_record(uow, connection, obj, record,
+                              Invalid(exc.field, exc.value, exc.problem))
+            res.quarantined += 1
+            continue
+        page.keep(existing, rec.crm_id, digest, ledger_id, parent, data, record.get("modstamp"))
+        if obj == "quote":
+            res.quotes_touched.add(rec.crm_id)
+        elif obj == "quote_line":
+            res.quotes_touched.add(rec.quote_crm_id)
+    page.flush()
+    for gone in deletions:
+        row = known.get(gone.crm_id)
+        if row is None or row["deleted_at"] is not None:
+            continue
+        if obj == "account" and row["ledger_id"] is not None:
+            accounts_service.mark_crm_deleted(uow, int(row["ledger_id"]))
+        uow.conn.execute(update(sync_records).where(sync_records.c.id == row["id"])
+                         .values(deleted_at=uow.now(), updated_at=uow.now()))
+        res.deleted += 1
+        if gone.reason == "missing":
+            res.disappeared.append(gone.crm_id)
+        if obj == "quote":
+            res.deleted_quotes.add(gone.crm_id)
+        elif obj == "quote_line" and row["parent_crm_id"]:
+            res.quotes_touched.add(row["parent_crm_id"])
+        log.info("deleted in CRM connection=%s object=%s crm_id=%s reason=%s",
+                 connection, obj, gone.crm_id, gone.reason)
+    return res
+
+
+def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any,
+           existing: Any) -> tuple[int | None, str | None, str | None]:
+    """Write one changed record to billing; returns (ledger_id, parent_crm_id, data)."""
+    ledger_id = existing["ledger_id"] if existing is not None else None
+    if obj == "account":
+        return _apply_account(uow, connection, rec, ledger_id), None, None
+    if obj == "product":
+        return _apply_product(uow, connection, rec, ledger_id), None, None
+    if obj == "price":
+        product_id = ledger_id_of(uow.conn, connection, "product", rec.product_crm_id)
+        if product_id is None:
+            raise Invalid("product_crm_id", rec.product_crm_id, "unknown product")
+        effective = FIRST_PRICE_DATE if existing is None else uow.now().date()
+        price_id = pricing.set_price(uow, int(product_id), rec.currency, effective,
+                                     rec.unit_price)
+        return price_id, rec.product_crm_id, None
+    if obj == "quote":
+        return None, rec.account_crm_id, mapping.rec_to_json(rec)
+    if obj == "quote_line":
+        if ledger_id_of(uow.conn, connection, "product", rec.product_crm_id) is None:
+            raise Invalid("product_crm_id", rec.product_crm_id, "unknown product")
+        return None, rec.quote_crm_id, mapping.rec_to_json(rec)
+    raise Invalid("object", obj, "is not a synchronised object")
+
+
+def _account_in(connection: str, rec: mapping.AccountRec) -> accounts_service.AccountIn:
+    return accounts_service.AccountIn(
+        name=rec.name, currency=rec.currency, ext_id=rec.crm_id, ext_source=connection,
+        ext_object="account", number=rec.number, country=rec.country, region=rec.region,
+        credit_limit=rec.credit_limit, crm_hold=rec.credit_hold)
+
+
+def _apply_account(uow: UnitOfWork, connection: str, rec: mapping.AccountRec,
+                   ledger_id: int | None) -> int:
+    data = _account_in(connection, rec)
+    if ledger_id is None:
+        try:
+            return accounts_service.create_account(uow, data)
+        except Duplicate:
+            found = accounts_service.resolve_account(uow.conn, rec.crm_id)
+            ledger_id = int(found["id"])
+    accounts_service.update_account(uow, int(ledger_id), data)
+    return int(ledger_id)
+
+
+def _apply_product(uow: UnitOfWork, connection: str, rec: mapping.ProductRec,
+                   ledger_id: int | None) -> int:
+    if ledger_id is not None:
+        updater = getattr(pricing, "update_product", None)
+        if updater is not None:
+            updater(uow, int(ledger_id), _product_in(connection, rec))
+        return int(ledger_id)
+    try:
+        return pricing.add_product(uow, _product_in(connection, rec))
+    except Duplicate:
+        # The catalog is shared by SKU: a second CRM naming the same SKU links to it.
+        return int(pricing.get_product(uow.conn, rec.sku)["id"])
+
+
+def _product_in(connection: str, rec: mapping.ProductRec) -> pricing.ProductIn:
+    return pricing.ProductIn(sku=rec.sku, name=rec.name, kind=rec.kind,
+                             billing_period=rec.billing_period,
+                             needs_provisioning=rec.needs_provisioning, active=rec.active,
+                             ext_source=connection, ext_id=rec.crm_id)
+
+
+def load_json(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text else {}

@@ -1,0 +1,189 @@
+"""One sync cycle against the in-memory CRM, on SQLite and PostgreSQL: both sides asserted."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from fake_crm import FakeCRM
+from sqlalchemy import func, select
+
+from billing_core.adapters.tables import accounts, hold_reasons, orders, provisioning_requests
+from sync.engine import SyncOptions, run_cycle
+from sync.tables import handoffs, outbox, quarantine, sync_cursors, sync_runs
+
+
+def _crm() -> FakeCRM:
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1")
+    crm.put("quote_line", "L1", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(3))
+    crm.put("quote_line", "L2", quote_crm_id="Q1", product_crm_id="P2", quantity=Decimal(1))
+    return crm
+
+
+def _scalar(engine, stmt):
+    with engine.connect() as conn:
+        return conn.execute(stmt).scalar()
+
+
+def test_first_cycle_pulls_hands_off_and_pushes(engine):
+    crm = _crm()
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok"
+    assert report.handed_off == 1
+    with engine.connect() as conn:
+        rows = conn.execute(select(accounts.c.ext_id, accounts.c.credit_limit_minor)
+                            .order_by(accounts.c.ext_id)).all()
+        assert [(r[0], r[1]) for r in rows] == [("A1", 100000), ("A2", 5000000)]
+        order = conn.execute(select(orders)).mappings().one()
+        assert order["source_ref"] == "fake:Q1:rev1"
+        assert order["status"] == "active"
+        assert conn.execute(select(func.count()).select_from(provisioning_requests)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(sync_cursors)).scalar() >= 5
+    a2 = crm.pushed[("account", "A2")]
+    assert a2["billing_hold"] is False
+    assert a2["exposure"] == Decimal("400.00")
+    assert crm.pushed[("quote", "Q1")]["order_number"] == f"ORD-{order['id']}"
+
+
+def test_a_no_change_cycle_reads_one_page_per_object_and_writes_nothing(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    calls, writes = crm.calls, len(crm.writes)
+    report = run_cycle(engine, crm)
+    assert crm.calls - calls == 5          # one query per object
+    assert len(crm.writes) == writes       # nothing pushed
+    assert report.total("upserted") == 0 and report.outcome == "ok"
+
+
+def test_unchanged_records_cost_nothing_and_changes_apply(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.put("account", "A1", name="Acme")            # touched, same content
+    crm.put("account", "A2", credit_limit=Decimal("10"))
+    report = run_cycle(engine, crm)
+    stats = report.objects["account"]
+    assert (stats.read, stats.unchanged, stats.upserted) == (2, 1, 1)
+    assert _scalar(engine, select(accounts.c.credit_limit_minor)
+                   .where(accounts.c.ext_id == "A2")) == 1000
+    # exposure 400 > limit 10: billing holds the account; the CRM is told
+    assert _scalar(engine, select(hold_reasons.c.reason)) == "credit_limit"
+    assert crm.pushed[("account", "A2")]["billing_hold"] is True
+    assert crm.pushed[("account", "A2")]["billing_hold_reasons"] == "credit_limit"
+
+
+def test_bad_records_are_quarantined_and_the_page_goes_on(engine):
+    crm = _crm()
+    crm.put("account", "A3", name="Bad", currency="USD", credit_limit=Decimal("-5"))
+    crm.put("account", "A4", name="Bad", currency="XXX")
+    crm.put("account", "A5", name="NaN limit", currency="USD", credit_limit="lots")
+    crm.put("quote_line", "L9", quote_crm_id="Q1", product_crm_id="NOPE", quantity=Decimal(1))
+    report = run_cycle(engine, crm)
+    assert report.outcome == "partial"
+    with engine.connect() as conn:
+        q = {r.crm_id: r for r in conn.execute(select(quarantine))}
+    assert set(q) == {"A3", "A4", "A5", "L9"}
+    assert (q["A3"].field, q["A3"].reason) == ("credit_limit", "must not be negative")
+    assert q["A4"].field == "currency" and q["A5"].value == "lots"
+    assert q["L9"].reason == "unknown product"
+    assert _scalar(engine, select(func.count()).select_from(accounts)) == 2
+    crm.put("account", "A3", credit_limit=Decimal("5"))      # fixed in the CRM
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        assert conn.execute(select(quarantine.c.status).where(
+            quarantine.c.crm_id == "A3")).scalar() == "resolved"
+        assert conn.execute(select(func.count()).select_from(accounts)).scalar() == 3
+
+
+def test_deleted_account_becomes_crm_deleted(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.delete("account", "A1")
+    report = run_cycle(engine, crm)
+    assert report.objects["account"].deleted == 1
+    assert _scalar(engine, select(accounts.c.status).where(accounts.c.ext_id == "A1")) \
+        == "crm_deleted"
+
+
+def test_handoff_once_amendment_and_reversal_reported(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.put("quote", "Q1", name="touched")                    # same revision: nothing new
+    run_cycle(engine, crm)
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 1
+    crm.put("quote", "Q1", revision=2)
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        refs = [r[0] for r in conn.execute(select(orders.c.source_ref).order_by(orders.c.id))]
+        assert refs == ["fake:Q1:rev1", "fake:Q1:rev2"]
+        amends = conn.execute(select(orders.c.amends_order_id).where(
+            orders.c.source_ref == "fake:Q1:rev2")).scalar()
+        assert amends is not None
+    crm.put("quote", "Q1", status="Denied")
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        states = {r.revision: r.state for r in conn.execute(select(handoffs))}
+        assert states[2] == "reversed_in_crm"
+        assert conn.execute(select(func.count()).select_from(orders)).scalar() == 2
+        assert conn.execute(select(orders.c.status).where(orders.c.id == amends)).scalar() \
+            != "cancelled"
+
+
+def test_quote_of_unpulled_account_fetches_it_or_quarantines(engine):
+    crm = _crm()
+    crm.put("account", "A9", name="Late", currency="USD")
+    run_cycle(engine, crm, SyncOptions(objects=("product", "price", "quote", "quote_line")))
+    assert _scalar(engine, select(orders.c.source_ref)) == "fake:Q1:rev1"   # A2 fetched by id
+    crm.put("quote", "Q2", account_crm_id="GHOST", status="Accepted")
+    crm.put("quote_line", "L3", quote_crm_id="Q2", product_crm_id="P1", quantity=Decimal(1))
+    run_cycle(engine, crm)
+    assert _scalar(engine, select(quarantine.c.reason).where(quarantine.c.crm_id == "Q2")) \
+        == "unknown account"
+
+
+def test_push_failures_back_off_then_dead_letter(engine):
+    crm = _crm()
+    crm.fail_write["A1"] = "Open_Balance__c: value too large"
+    run_cycle(engine, crm, SyncOptions(push_max_attempts=1))
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox).where(outbox.c.crm_id == "A1")).mappings().one()
+    assert row["state"] == "dead" and "value too large" in row["last_error"]
+    assert ("account", "A2") in crm.pushed
+
+
+def test_budget_stop_is_its_own_outcome_and_resumes(engine):
+    crm = _crm()
+    crm.budget_after = 2
+    report = run_cycle(engine, crm)
+    assert report.outcome == "stopped: API budget"
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs)).mappings().one()
+    assert run["outcome"] == "stopped: API budget"
+    crm.budget_after = None
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok"
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 1
+
+
+def test_full_resync_reports_what_disappeared(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.rows["account"].pop("A1")                 # gone without a delete log entry
+    report = run_cycle(engine, crm, SyncOptions(full=True))
+    assert "account:A1" in report.disappeared
+    assert _scalar(engine, select(accounts.c.status).where(accounts.c.ext_id == "A1")) \
+        == "crm_deleted"
+
+
+def test_outbox_sends_only_changed_fields(engine):
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.writes.clear()
+    crm.put("account", "A1", credit_limit=Decimal("2000"))
+    run_cycle(engine, crm)
+    sent = [u for obj, chunk in crm.writes for u in chunk if obj == "account"]
+    assert sent == [{"crm_id": "A1", "available_credit": Decimal("2000.00")}]
+    with engine.connect() as conn:
+        row = conn.execute(select(outbox).where(outbox.c.crm_id == "A1")).mappings().one()
+    assert row["state"] == "acked" and json.loads(row["acked_payload"])["available_credit"] \
+        == "2000.00"

@@ -1,0 +1,60 @@
+"""Mapping canonical CRM records: every refusal names the field, the value and the reason."""
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from sync.mapping import Invalid, content_hash, map_account, map_product, map_quote, map_quote_line
+
+
+def test_account_maps_exactly():
+    rec = map_account({"crm_id": "001", "name": " Acme ", "currency": "usd", "country": "us",
+                       "credit_limit": Decimal("10.50"), "credit_hold": True})
+    assert (rec.name, rec.currency, rec.country, rec.credit_limit, rec.credit_hold) == \
+        ("Acme", "USD", "US", Decimal("10.50"), True)
+
+
+@pytest.mark.parametrize("record, field, reason", [
+    ({"name": "x", "currency": "USD"}, "crm_id", "is required"),
+    ({"crm_id": "1", "name": "x", "currency": "USD", "credit_limit": Decimal("-1")},
+     "credit_limit", "must not be negative"),
+    ({"crm_id": "1", "name": "x", "currency": "USD", "credit_limit": "abc"},
+     "credit_limit", "is not a number"),
+    ({"crm_id": "1", "name": "x", "currency": "ZZZ"}, "currency",
+     "is not a known ISO 4217 currency"),
+    ({"crm_id": "1", "currency": "USD"}, "name", "is required"),
+])
+def test_account_refusals(record, field, reason):
+    with pytest.raises(Invalid) as err:
+        map_account(record)
+    assert (err.value.field, err.value.reason) == (field, reason)
+
+
+def test_quote_dates_and_revision():
+    q = map_quote({"crm_id": "Q", "account_crm_id": "A", "status": "Accepted",
+                   "start_date": date(2026, 1, 1)})
+    assert q.revision == 1 and q.start_date == date(2026, 1, 1)
+    with pytest.raises(Invalid) as err:
+        map_quote({"crm_id": "Q", "account_crm_id": "A", "start_date": "31/12/2026"})
+    assert err.value.field == "start_date"
+
+
+def test_line_quantity_must_be_positive():
+    with pytest.raises(Invalid) as err:
+        map_quote_line({"crm_id": "L", "quote_crm_id": "Q", "product_crm_id": "P",
+                        "quantity": Decimal(0)})
+    assert err.value.field == "quantity"
+
+
+def test_product_kinds():
+    p = map_product({"crm_id": "P", "name": "Seat", "billing_type": "Recurring",
+                     "billing_frequency": "Annual"})
+    assert (p.kind, p.billing_period, p.sku) == ("recurring", "year", "P")
+    with pytest.raises(Invalid):
+        map_product({"crm_id": "P", "name": "x", "billing_type": "Barter"})
+
+
+def test_hash_ignores_modstamp_and_private_keys():
+    a = {"crm_id": "1", "name": "x", "modstamp": 1, "_etag": "a"}
+    b = {"crm_id": "1", "name": "x", "modstamp": 2, "_etag": "b"}
+    assert content_hash(a) == content_hash(b) != content_hash({**a, "name": "y"})
