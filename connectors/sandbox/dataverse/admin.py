@@ -61,7 +61,7 @@ class Admin:
 
     def _update(self, table: TableDef, payload: dict[str, Any], values: dict[str, Any]) -> dict:
         store = self.side.store
-        clean = writes.validate(table, values, store)
+        clean = writes.validate(table, values, store, ieee754=True)
         return _plain(store.update(table.name, self._index(table, payload), clean))
 
     # --- actions -----------------------------------------------------------------------------
@@ -115,7 +115,8 @@ class Admin:
 
     def do_create(self, payload: dict[str, Any]) -> dict[str, Any]:
         table = self._table(payload)
-        return _plain(writes.create(self.side.store, table, dict(payload.get("row", {}))))
+        return _plain(writes.create(self.side.store, table, dict(payload.get("row", {})),
+                                   ieee754=True))
 
     def do_expire_delta_tokens(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.side.reader.expire_delta_tokens(payload.get("table"))

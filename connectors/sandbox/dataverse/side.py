@@ -182,7 +182,7 @@ class DataverseSide:
                 q = parse_query(request.args, request.headers.get("Prefer", ""), table)
                 body, headers = self.reader.read(table, q)
                 return json_response(body, headers=headers)
-            row = writes.create(self.store, table, _json(request))
+            row = writes.create(self.store, table, _json(request), _ieee754(request))
             return self._written(request, table, row, 201)
         match = _ROW.match(rest)
         if match and match.group(1) in TABLES:
@@ -200,7 +200,8 @@ class DataverseSide:
         if method == "PATCH":
             row, _created = writes.patch(self.store, table, guid, _json(request),
                                          request.headers.get("If-Match"),
-                                         request.headers.get("If-None-Match"))
+                                         request.headers.get("If-None-Match"),
+                                         _ieee754(request))
             return self._written(request, table, row, 200)
         q = parse_query(request.args, "", table)
         index = self.store.index_of(table.name, guid)
@@ -250,6 +251,11 @@ def _json(request: Request) -> Any:
     except ValueError as exc:
         raise DataverseError(400, BAD_QUERY, f"Error identified in Payload provided by the "
                              f"user: the body is not valid JSON ({exc}).") from None
+
+
+def _ieee754(request: Request) -> bool:
+    return "ieee754compatible=true" in request.headers.get("Content-Type", "").replace(
+        " ", "").lower()
 
 
 def _guid(number: int) -> str:

@@ -33,13 +33,14 @@ def not_found(table: TableDef, guid: str) -> DataverseError:
     return DataverseError(404, ROW_NOT_FOUND, f"{table.entity} With Id = {guid} Does Not Exist")
 
 
-def _typed(column: str, ctype: str, value: Any) -> Any:
+def _typed(column: str, ctype: str, value: Any, ieee754: bool) -> Any:
     if value is None:
         return None
+    numeric = (int, float, Decimal, str) if ieee754 else (int, float, Decimal)
     ok = {STRING: isinstance(value, str), BOOL: isinstance(value, bool),
           INT: isinstance(value, int) and not isinstance(value, bool),
-          MONEY: isinstance(value, (int, float, Decimal)) and not isinstance(value, bool),
-          DECIMAL: isinstance(value, (int, float, Decimal)) and not isinstance(value, bool),
+          MONEY: isinstance(value, numeric) and not isinstance(value, bool),
+          DECIMAL: isinstance(value, numeric) and not isinstance(value, bool),
           GUID: isinstance(value, str), DATE: isinstance(value, str),
           DATETIME: isinstance(value, str)}.get(ctype, False)
     try:
@@ -49,7 +50,7 @@ def _typed(column: str, ctype: str, value: Any) -> Any:
             value = parse_time(value).strftime("%Y-%m-%dT%H:%M:%SZ")
         elif ok and ctype in (MONEY, DECIMAL):
             value = Decimal(str(value))
-    except ValueError:
+    except (ValueError, ArithmeticError):
         ok = False
     if not ok:
         raise _bad(f"Cannot convert the literal '{value}' to the expected type '{ctype}' "
@@ -57,8 +58,11 @@ def _typed(column: str, ctype: str, value: Any) -> Any:
     return value
 
 
-def validate(table: TableDef, payload: Any, store: Store) -> Row:
-    """The payload as column values; DataverseError if any part of it is not acceptable."""
+def validate(table: TableDef, payload: Any, store: Store, ieee754: bool = False) -> Row:
+    """The payload as column values; DataverseError if any part of it is not acceptable.
+
+    Decimals may be JSON strings only with `IEEE754Compatible=true` (OData JSON format).
+    """
     if not isinstance(payload, dict):
         raise _bad("The request body must be a JSON object describing the entity.")
     values: Row = {}
@@ -88,7 +92,7 @@ def validate(table: TableDef, payload: Any, store: Store) -> Row:
             raise _bad(f"Invalid property '{name}' was found in entity '{table.type_name}'.")
         if name in SYSTEM or name == table.key:
             continue
-        values[name] = _typed(name, table.columns[name], value)
+        values[name] = _typed(name, table.columns[name], value, ieee754)
     return values
 
 
@@ -106,19 +110,19 @@ def check_preconditions(table: TableDef, row: Row | None, guid: str, if_match: s
 
 
 def patch(store: Store, table: TableDef, guid: str, payload: Any, if_match: str | None,
-          if_none_match: str | None) -> tuple[Row, bool]:
+          if_none_match: str | None, ieee754: bool = False) -> tuple[Row, bool]:
     """Update (or upsert) one row; (row after the write, created?)."""
     index = store.index_of(table.name, guid)
     row = store.get(table.name, index) if index is not None else None
     check_preconditions(table, row, guid, if_match, if_none_match)
-    values = validate(table, payload, store)
+    values = validate(table, payload, store, ieee754)
     if index is None:
         return store.create(table.name, values, guid=guid), True
     return store.update(table.name, index, values), False
 
 
-def create(store: Store, table: TableDef, payload: Any) -> Row:
-    values = validate(table, payload, store)
+def create(store: Store, table: TableDef, payload: Any, ieee754: bool = False) -> Row:
+    values = validate(table, payload, store, ieee754)
     guid = payload.get(table.key) if isinstance(payload, dict) else None
     if guid is not None:
         if not isinstance(guid, str) or not re.fullmatch(r"[0-9a-fA-F-]{36}", guid):
