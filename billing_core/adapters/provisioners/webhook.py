@@ -28,7 +28,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from billing_core.adapters.provisioners.base import Outcome, ProvisionError, ProvisioningTask
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Ledgerbridge-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_RETRY_AFTER_SECONDS = 60.0
+_BACKOFF = wait_exponential(multiplier=0.5, max=30) + wait_random(0, 1)
 
 
 def canonical_body(task: ProvisioningTask) -> bytes:
@@ -140,4 +142,4 @@ class WebhookProvisioner:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retry) and exc.retry_after is not None:
             return exc.retry_after
-        return float(wait_exponential_jitter(initial=0.5, max=30.0)(state))
+        return float(_BACKOFF(state))
