@@ -3,7 +3,8 @@
 Methods (settings.auth): `client_credentials` (credentials client_id + client_secret; needs a My
 Domain host), `jwt` (client_id + username + private_key_file, optional `audience`, default
 https://login.salesforce.com; `test` sandboxes set https://test.salesforce.com), `password`
-(username + password + security_token, SOAP login).
+(username + password + security_token: the OAuth password grant when client_id and
+client_secret are also given, else SOAP `login()`).
 
 Rules kept here: every login goes through the connection's `Transport` (timeouts, CA bundle,
 retries); the token URL is built from `settings.url` (simple-salesforce's own helpers assume a
@@ -48,10 +49,14 @@ class SalesforceSession:
         )
 
 
+class LoginRefused(AuthError):
+    """The login itself was refused: logging in again will not help."""
+
+
 def _need(creds: dict[str, Any], *keys: str) -> list[Any]:
     missing = [k for k in keys if not creds.get(k)]
     if missing:
-        raise AuthError(f"missing credentials: {', '.join(missing)}")
+        raise LoginRefused(f"missing credentials: {', '.join(missing)}")
     return [creds[k] for k in keys]
 
 
@@ -81,7 +86,16 @@ def login(settings: ConnectionSettings, creds: dict[str, Any], transport: Transp
                 {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
                  "assertion": assertion},
                 "", str(client_id), None, None, transport)
-        else:
+        elif creds.get("client_id") and creds.get("client_secret"):  # OAuth password grant
+            username, password, security, client_id, secret = _need(
+                creds, "username", "password", "security_token", "client_id", "client_secret")
+            token, instance = token_login(
+                token_url,
+                {"grant_type": "password", "client_id": str(client_id),
+                 "client_secret": _reveal(secret), "username": str(username),
+                 "password": _reveal(password) + _reveal(security)},
+                "", str(client_id), None, None, transport)
+        else:  # SOAP login()
             username, password, security = _need(creds, "username", "password",
                                                  "security_token")
             token, instance = SalesforceLogin(
@@ -89,13 +103,11 @@ def login(settings: ConnectionSettings, creds: dict[str, Any], transport: Transp
                 security_token=_reveal(security), sf_version=settings.api_version,
                 session=transport, scratch_url=settings.url)
     except SalesforceAuthenticationFailed as exc:
-        raise AuthError(f"Salesforce login refused: {exc.code}: {exc.message}",
-                        code=str(exc.code)) from None
-    except AuthError:
-        raise
+        raise LoginRefused(f"Salesforce login refused: {exc.code}: {exc.message}",
+                           code=str(exc.code)) from None
     except FatalError as exc:
-        raise AuthError(f"Salesforce login refused: {exc.message}", code=exc.code,
-                        status=exc.status) from None
+        raise LoginRefused(f"Salesforce login refused: {exc.message}", code=exc.code,
+                           status=exc.status) from None
     except OSError as exc:
-        raise AuthError(f"cannot read private key file: {exc.strerror}") from None
+        raise LoginRefused(f"cannot read private key file: {exc.strerror}") from None
     return SalesforceSession(Secret(str(token)), str(instance))

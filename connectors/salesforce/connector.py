@@ -42,7 +42,7 @@ from connectors.budget import BudgetMeter
 from connectors.cursor import StampTracker
 from connectors.fieldmap import FieldMap, FieldMapError
 from connectors.salesforce import soql
-from connectors.salesforce.auth import SalesforceSession, login
+from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
 from connectors.settings import ConnectionSettings
 from connectors.transport import Transport
 
@@ -90,6 +90,8 @@ class SalesforceConnector:
     def _call(self, fn: Callable[[Salesforce], T]) -> T:
         try:
             return fn(self._client())
+        except LoginRefused:
+            raise
         except AuthError as first:
             self._relogin(first)
         try:
@@ -142,7 +144,7 @@ class SalesforceConnector:
                         yield Page(records, deletions, last_cursor)
                         records, deletions = [], []
             except AuthError as exc:
-                if relogged:
+                if relogged or isinstance(exc, LoginRefused):
                     raise AuthError(f"{self.name}: session refused again after one re-login: "
                                     f"{exc}", code=exc.code, status=exc.status) from None
                 relogged = True

@@ -1,0 +1,130 @@
+"""Both connectors against injected sandbox faults over real HTTPS: 429 with Retry-After, 503,
+dropped connections, expired sessions; and the other Salesforce login methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.base import AuthError
+from connectors.registry import build_connector
+from connectors.settings import parse_connection
+
+sandbox_server = pytest.importorskip("connectors.sandbox.server",
+                                     reason="sandbox CRM (connectors/sandbox) not available")
+
+
+class Sleeper:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Any:
+    with sandbox_server.Sandbox(accounts=30) as sbx:
+        yield sbx
+
+
+@pytest.fixture(autouse=True)
+def _clean(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    sandbox.reset()
+
+
+def salesforce(sandbox: Any, sleeper: Sleeper, auth: str = "client_credentials",
+               **creds: Any) -> Any:
+    c = sandbox.salesforce.credentials
+    settings = parse_connection("sf", {
+        "crm": "salesforce", "url": sandbox.url, "auth": auth, "ca_bundle": sandbox.ca_bundle,
+        "max_attempts": 4,
+        "credentials": creds or {"client_id": c.client_id, "client_secret": "env:S"}})
+    env = {"S": c.client_secret, "P": c.password, "T": c.security_token}
+    return build_connector(settings, sleep=sleeper, environ=env)
+
+
+def dataverse(sandbox: Any, sleeper: Sleeper) -> Any:
+    dv = sandbox.dataverse
+    settings = parse_connection("dv", {
+        "crm": "dynamics", "url": sandbox.url, "tenant_id": dv.tenant,
+        "authority_host": sandbox.url, "validate_authority": False,
+        "ca_bundle": sandbox.ca_bundle, "max_attempts": 4,
+        "credentials": {"client_id": dv.client_id, "client_secret": "env:S"}})
+    return build_connector(settings, sleep=sleeper, environ={"S": dv.client_secret})
+
+
+def count(pages: Any) -> int:
+    return sum(len(p.records) for p in pages)
+
+
+def test_sf_503_and_dropped_connections_are_retried(sandbox: Any) -> None:
+    sleeper = Sleeper()
+    sandbox.faults.add("salesforce", "query*", "503", count=1)
+    sandbox.faults.add("salesforce", "query*", "drop", count=1)
+    assert count(salesforce(sandbox, sleeper).read_changes("account", None)) == 30
+    assert len(sleeper.calls) == 2
+
+
+def test_sf_429_retry_after_is_honoured(sandbox: Any) -> None:
+    sleeper = Sleeper()
+    sandbox.faults.add("salesforce", "query*", "429", count=1, retry_after=4)
+    assert count(salesforce(sandbox, sleeper).read_changes("account", None)) == 30
+    assert sleeper.calls == [4.0]
+
+
+def test_sf_expired_session_relogs_in_once(sandbox: Any) -> None:
+    sleeper = Sleeper()
+    conn = salesforce(sandbox, sleeper)
+    assert conn.read_one("account", "001000000000000AAA") is None  # logs in
+    sandbox.faults.add("salesforce", "query*", "expire_session", count=1)
+    assert count(conn.read_changes("account", None)) == 30
+    assert sandbox.counters.get("salesforce", "token") == 2
+
+
+def test_sf_password_login(sandbox: Any) -> None:
+    c = sandbox.salesforce.credentials
+    conn = salesforce(sandbox, Sleeper(), "password", username=c.username, password="env:P",
+                      security_token="env:T", client_id=c.client_id, client_secret="env:S")
+    assert count(conn.read_changes("account", None)) == 30
+
+
+def test_sf_jwt_login(sandbox: Any, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "jwt.key"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    c = sandbox.salesforce.credentials
+    conn = salesforce(sandbox, Sleeper(), "jwt", client_id=c.client_id, username=c.username,
+                      private_key_file=str(key_file), audience=sandbox.url)
+    assert count(conn.read_changes("account", None)) == 30
+
+
+def test_sf_wrong_secret_is_an_auth_error(sandbox: Any) -> None:
+    conn = salesforce(sandbox, Sleeper(), client_id="nope", client_secret="env:S")
+    with pytest.raises(AuthError, match="login refused"):
+        list(conn.read_changes("account", None))
+    assert sandbox.counters.get("salesforce", "token") == 1  # a refused login is not retried
+
+
+def test_dv_429_and_503_are_retried(sandbox: Any) -> None:
+    sleeper = Sleeper()
+    sandbox.faults.add("dataverse", "accounts", "429", count=1, retry_after=3)
+    sandbox.faults.add("dataverse", "accounts", "503", count=1)
+    assert count(dataverse(sandbox, sleeper).read_changes("account", None)) == 30
+    assert sleeper.calls[0] == 3.0 and len(sleeper.calls) == 2
+
+
+def test_dv_expired_token_is_refreshed_once(sandbox: Any) -> None:
+    conn = dataverse(sandbox, Sleeper())
+    assert count(conn.read_changes("account", None)) == 30
+    sandbox.faults.add("dataverse", "accounts", "expire_session", count=1)
+    assert count(conn.read_changes("account", None)) == 30
+    assert sandbox.counters.get("dataverse", "token") == 2
