@@ -100,3 +100,8 @@ class Ledger:
 def ledger(engine: Engine) -> Ledger:
     return Ledger(engine)
 
+
+
+@pytest.fixture
+def pg_ledger(pg_engine: Engine) -> Ledger:
+    return Ledger(pg_engine)
