@@ -160,6 +160,10 @@ class Connector(Protocol):
 
     def read_one(self, obj: str, crm_id: str) -> Record | None: ...
 
+    def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
+        """Records whose canonical `field` equals `value` (every page; literal escaped)."""
+        ...
+
     def write(
         self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
     ) -> list[WriteResult]:

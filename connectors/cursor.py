@@ -9,8 +9,9 @@ Two kinds:
 
 Rules kept here: the stamp only moves forward and never past the run's start time (rows changed
 during the run are read again next run, then dropped by `seen`); `seen` is pruned to the overlap
-window and bounded (`max_seen`, newest kept): beyond it, a re-read row is re-applied, which the
-engine's idempotent upserts make harmless.
+window and bounded (`max_seen`, newest kept, so a cursor stays small even after a mass update):
+beyond it, a re-read row is handed out again, which the engine's idempotent upserts make
+harmless. Correctness never depends on `seen`: the stamp never passes a row not yet handed out.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class StampTracker:
     """Tracks one incremental read: which rows to hand out and the cursor after each page."""
 
     def __init__(self, cursor: str | None, overlap: timedelta, run_started: datetime,
-                 max_seen: int = 20_000):
+                 max_seen: int = 2_000):
         data = decode(cursor)
         stamp = data.get("stamp") if data.get("mode") == "stamp" else None
         self.stamp: datetime | None = parse_datetime(stamp) if stamp else None

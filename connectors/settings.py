@@ -100,6 +100,9 @@ def parse_connection(name: str, raw: Mapping[str, Any]) -> ConnectionSettings:
     values["url"] = str(values["url"]).rstrip("/")
     if crm == "dynamics" and not values.get("tenant_id"):
         raise SettingsError(f"connection {name!r}: tenant_id is required for dynamics")
+    size = int(values["page_size"])
+    if not 0 < size <= (2000 if crm == "salesforce" else 5000):
+        raise SettingsError(f"connection {name!r}: page_size {size} out of range for {crm}")
     share = float(values.get("budget_share", 0.8))
     if not 0 < share <= 1:
         raise SettingsError(f"connection {name!r}: budget_share must be in (0, 1], not {share}")

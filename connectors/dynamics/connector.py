@@ -26,6 +26,7 @@ import requests
 
 from connectors.base import (
     AuthError,
+    Budget,
     CheckResult,
     Deletion,
     FatalError,
@@ -88,7 +89,7 @@ class DynamicsConnector:
     def accepted_quote_states(self) -> frozenset[str]:
         return self.fieldmap.object("quote").accepted_states
 
-    def api_budget(self) -> Any:
+    def api_budget(self) -> Budget:
         return self.transport.budget.snapshot()
 
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,

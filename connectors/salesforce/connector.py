@@ -28,6 +28,7 @@ from simple_salesforce import Salesforce
 
 from connectors.base import (
     AuthError,
+    Budget,
     BudgetExhausted,
     CheckResult,
     ConnectorError,
@@ -107,7 +108,7 @@ class SalesforceConnector:
     def accepted_quote_states(self) -> frozenset[str]:
         return self.fieldmap.object("quote").accepted_states
 
-    def api_budget(self) -> Any:
+    def api_budget(self) -> Budget:
         return self.transport.budget.snapshot()
 
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
@@ -121,7 +122,8 @@ class SalesforceConnector:
         while True:
             tracker = StampTracker(last_cursor, overlap, started)
             query = soql.changes(om, tracker.since, with_deleted=not full)
-            headers = {"Sforce-Query-Options": f"batchSize={self.settings.page_size}"}
+            batch = max(200, min(2000, self.settings.page_size))  # the range Salesforce takes
+            headers = {"Sforce-Query-Options": f"batchSize={batch}"}
             records: list[Record] = []
             deletions: list[Deletion] = []
             try:

@@ -33,6 +33,8 @@ class FakeSalesforce:
         self.limit_info = limit_info
         self.usage: tuple[int, int] | None = None  # (used before the test, limit): counts up
         self.data_calls = 0
+        self.server_page: int | None = 3  # Salesforce may answer smaller pages than asked
+        self.batch_headers: list[str | None] = []
         self.tokens = 0
         self.queries: list[str] = []
         self.raw_urls: list[str] = []
@@ -89,7 +91,9 @@ class FakeSalesforce:
             rows = self._select(soql, include_deleted="/queryAll/" in parts.path)
             key, start = f"01g{len(self._results)}", 0
             self._results[key] = rows
-        size = int(request.headers.get("Sforce-Query-Options", "batchSize=2000").split("=")[1])
+        self.batch_headers.append(request.headers.get("Sforce-Query-Options"))
+        size = self.server_page or int(
+            request.headers.get("Sforce-Query-Options", "batchSize=2000").split("=")[1])
         page = rows[start:start + size]
         done = start + size >= len(rows)
         body: dict[str, Any] = {"totalSize": len(rows), "done": done, "records": page}

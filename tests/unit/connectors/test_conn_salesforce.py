@@ -52,6 +52,7 @@ def test_pages_records_and_types(fake: FakeSalesforce) -> None:
     assert first["modstamp"] == base and first["modstamp"].tzinfo is not None
     assert first["credit_hold"] is False and first["name"] == "Account 0"
     assert "ORDER BY SystemModstamp, Id" in fake.queries[0]
+    assert fake.batch_headers[0] == "batchSize=200"  # page_size 3 clamped to Salesforce's range
     # every page carries the cursor valid after it: it never goes backwards
     stamps = [decode(p.cursor)["stamp"] for p in pages]
     assert stamps == sorted(stamps)
