@@ -36,10 +36,9 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
-from billing_core.domain.money import parse_amount
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
-from billing_core.service.documents import atomic, balance, find
+from billing_core.service.documents import atomic, balance, find, parse_money
 from billing_core.service.memos import credit_memo_view, issue_credit_memo
 
 KINDS = ("purchased", "granted")
@@ -59,7 +58,7 @@ def grant_credits(uow: UnitOfWork, account_id: int, amount: object, *, kind: str
     account = get_account(uow.conn, account_id)
     if kind not in KINDS:
         raise ValidationError("kind", kind, f"must be one of {', '.join(KINDS)}")
-    minor = parse_amount(amount, account["currency"], "amount")
+    minor = parse_money(amount, account["currency"], "amount")
     if expires_on is not None and (not isinstance(expires_on, date)
                                    or expires_on < uow.now().date()):
         raise ValidationError("expires_on", expires_on, "must be a date that has not passed")
@@ -111,7 +110,7 @@ def convert_grant_to_memo(uow: UnitOfWork, grant_id: object,
     if grant["expires_on"] is not None and grant["expires_on"] < uow.now().date():
         raise InvalidState("grant", grant_id, f"expired on {grant['expires_on']}")
     remaining = int(grant["remaining_minor"])
-    minor = remaining if amount is None else parse_amount(amount, grant["currency"], "amount")
+    minor = remaining if amount is None else parse_money(amount, grant["currency"], "amount")
     if minor <= 0:
         raise InsufficientBalance("grant", grant_id, "has nothing left to convert")
     if minor > remaining:
@@ -142,7 +141,7 @@ def convert_memo_to_credits(uow: UnitOfWork, memo: object, amount: object = None
         raise InvalidState("credit_memo", memo, f"is {row['status']}: only an active memo's "
                                                 "unapplied balance goes back to credits")
     unapplied = balance(row, "credit_memo")
-    minor = unapplied if amount is None else parse_amount(amount, row["currency"], "amount")
+    minor = unapplied if amount is None else parse_money(amount, row["currency"], "amount")
     if minor <= 0:
         raise InsufficientBalance("credit_memo", memo, "has no unapplied balance")
     if minor > unapplied:

@@ -14,6 +14,7 @@ Rules kept here
 """
 from __future__ import annotations
 
+import decimal
 import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -23,8 +24,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import credit_memos, debit_memos, invoices, payments
-from billing_core.domain.errors import InvalidState, NotFound, ValidationError
-from billing_core.domain.money import Money
+from billing_core.domain.errors import InvalidAmount, InvalidState, NotFound, ValidationError
+from billing_core.domain.money import Money, parse_amount
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +52,22 @@ def atomic(fn: Callable[Concatenate[UnitOfWork, P], R]) -> Callable[Concatenate[
         with uow.savepoint():
             return fn(uow, *args, **kwargs)
     return wrapper
+
+
+# Far above any real document, far below the 64-bit columns (and what sums of them can reach).
+MAX_MINOR = 10**15
+
+
+def parse_money(value: object, currency: str, field: str = "amount") -> int:
+    """``parse_amount`` (> 0, no more decimals than the currency) that also refuses amounts too
+    large to store, as an ``InvalidAmount`` naming the field instead of a database error."""
+    try:
+        minor = parse_amount(value, currency, field)
+    except decimal.InvalidOperation:
+        raise InvalidAmount(field, value, "is too large") from None
+    if minor > MAX_MINOR:
+        raise InvalidAmount(field, value, "is too large")
+    return minor
 
 
 def amount_col(table: Table) -> ColumnElement[Any]:

@@ -28,10 +28,10 @@ from billing_core.domain.errors import (
     LedgerError,
     ValidationError,
 )
-from billing_core.domain.money import check_currency, parse_amount
+from billing_core.domain.money import check_currency
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
-from billing_core.service.documents import atomic, find, resolve_target, to_view
+from billing_core.service.documents import atomic, find, parse_money, resolve_target, to_view
 from billing_core.service.numbering import take_number
 
 ORIGINS = ("manual", "invoice_overflow", "credit_conversion")
@@ -80,7 +80,7 @@ def create_credit_memo(uow: UnitOfWork, account_id: int, amount: object, reason:
                        currency: str | None = None, activate: bool = False) -> int:
     """A draft credit memo of a user-given ``amount`` (e.g. ``"12.50"``). Returns its id."""
     account = get_account(uow.conn, account_id)
-    minor = parse_amount(amount, _currency(account, currency), "amount")
+    minor = parse_money(amount, _currency(account, currency), "amount")
     return issue_credit_memo(uow, account_id, minor, reason, activate=activate)
 
 
@@ -112,7 +112,7 @@ def apply_credit_memo(uow: UnitOfWork, memo: object,
         target_type, target = resolve_target(uow.conn, item.get("target"),
                                              field=f"applications[{i}].target",
                                              target_type=item.get("target_type"))
-        minor = parse_amount(item.get("amount"), source["currency"],
+        minor = parse_money(item.get("amount"), source["currency"],
                              f"applications[{i}].amount")
         apps.apply(uow, "credit_memo", source, target_type, target, minor,
                    field=f"applications[{i}].amount", value=item.get("amount"))
@@ -182,7 +182,7 @@ def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: 
                       currency: str | None = None) -> int:
     """A draft debit memo (what the account will owe once it is activated). Returns its id."""
     account = get_account(uow.conn, account_id)
-    minor = parse_amount(amount, _currency(account, currency), "amount")
+    minor = parse_money(amount, _currency(account, currency), "amount")
     return int(uow.conn.execute(insert(debit_memos).values(
         account_id=account_id, currency=account["currency"], status="draft",
         amount_minor=minor, applied_minor=0, reason=_reason(reason),

@@ -28,10 +28,17 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
-from billing_core.domain.money import check_currency, parse_amount
+from billing_core.domain.money import check_currency
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
-from billing_core.service.documents import atomic, balance, find, resolve_target, to_view
+from billing_core.service.documents import (
+    atomic,
+    balance,
+    find,
+    parse_money,
+    resolve_target,
+    to_view,
+)
 from billing_core.service.receivables import open_debts
 
 
@@ -56,7 +63,7 @@ def record_payment(uow: UnitOfWork, account_id: int, amount: object, *, referenc
     code = account["currency"] if currency is None else check_currency(currency)
     if code != account["currency"]:
         raise CurrencyMismatch("currency", code, str(account["currency"]))
-    minor = parse_amount(amount, code, "amount")
+    minor = parse_money(amount, code, "amount")
     if not isinstance(reference, str) or not reference.strip():
         raise ValidationError("reference", reference, "is required")
     reference = reference.strip()
@@ -109,7 +116,7 @@ def apply_payment(uow: UnitOfWork, payment: object,
             target_type, target = resolve_target(uow.conn, item.get("target"),
                                                  field=f"applications[{i}].target",
                                                  target_type=item.get("target_type"))
-            minor = parse_amount(item.get("amount"), source["currency"],
+            minor = parse_money(item.get("amount"), source["currency"],
                                  f"applications[{i}].amount")
             apps.apply(uow, "payment", source, target_type, target, minor,
                        field=f"applications[{i}].amount", value=item.get("amount"))

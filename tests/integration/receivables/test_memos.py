@@ -114,6 +114,8 @@ BAD_CREATE = [
     ({"amount": "abc"}, InvalidAmount, "amount"),
     ({"amount": "1.001"}, InvalidAmount, "amount"),
     ({"amount": 1.5}, InvalidAmount, "amount"),
+    ({"amount": "1e20"}, InvalidAmount, "amount"),     # more than a 64-bit column holds
+    ({"amount": "1e30"}, InvalidAmount, "amount"),     # beyond Decimal's precision
     ({"currency": "XXX"}, UnknownCurrency, "currency"),
     ({"currency": "EUR"}, CurrencyMismatch, "currency"),
     ({"reason": " "}, ValidationError, "reason"),
