@@ -16,6 +16,7 @@ Rules kept:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from .filters import compile_filter
@@ -23,6 +24,8 @@ from .paging import MAX_PAGE, Query, link, make_cookie, project, read_cookie, so
 from .schema import TableDef
 from .store import Store
 from .wire import API_PREFIX, BAD_QUERY, EXPIRED_DELTA, DataverseError
+
+_EQ_GUID = re.compile(r"\s*(\w+) eq ([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})\s*")
 
 
 class Reader:
@@ -70,7 +73,7 @@ class Reader:
             next_attrs: dict[str, Any] = {"offset": start + q.page_size}
         else:
             start = int(attrs.get("resume", 0))
-            for index, row in self.store.scan(table.name, start):
+            for index, row in self._walk(table, q, start):
                 if predicate is not None and not predicate(row):
                     continue
                 if len(rows) == q.page_size:
@@ -95,6 +98,20 @@ class Reader:
         elif tracking:
             body["@odata.deltaLink"] = self._delta_link(table, q, watermark)
         return body
+
+    def _walk(self, table: TableDef, q: Query, start: int) -> Any:
+        """Rows from `start`; a filter that is just `<key or quote lookup> eq <guid>` visits
+        only the rows that can match instead of the whole table."""
+        hint = _EQ_GUID.fullmatch(q.filter or "")
+        picked = (self.store.candidates(table.name, hint.group(1), hint.group(2).lower(), start)
+                  if hint else None)
+        if picked is None:
+            yield from self.store.scan(table.name, start)
+            return
+        for index in picked:
+            row = self.store.get(table.name, index)
+            if row is not None:
+                yield index, row
 
     def _count(self, table: TableDef, predicate: Any) -> int:
         if predicate is None:

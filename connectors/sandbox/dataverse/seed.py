@@ -88,6 +88,20 @@ class Seeder:
         self._rates = [Decimal(rate) for *_x, rate in CURRENCIES]
         self._cur_ids = [self.codecs["transactioncurrencies"].guid(n) for n in range(len(CURRENCIES))]
 
+    def candidates(self, table: str, column: str, guid: str) -> range | None:
+        """Seed indexes that can hold `column eq guid`, when known without a scan; else None."""
+        if column == TABLES[table].key:
+            index = self.codecs[table].index(guid)
+            if index is None or index >= self.sizes[table]:
+                return range(0)
+            return range(index, index + 1)
+        if table == "quotedetails" and column == "_quoteid_value":
+            q = self.codecs["quotes"].index(guid)
+            if q is None or q >= self.sizes["quotes"]:
+                return range(0)
+            return range(q * self.lines, (q + 1) * self.lines)
+        return None
+
     def guid(self, table: str, index: int) -> str:
         return self.codecs[table].guid(index)
 

@@ -55,7 +55,8 @@ class DataverseSide:
         self.seed = ctx.seed if seed is None else seed
         self.base_url = ctx.base_url.rstrip("/")
         self.api_url = self.base_url + API_PREFIX
-        self.sizes = (accounts, products, 2 * accounts if quotes is None else quotes,
+        # Half the accounts have a quote by default (at least one per quote statecode).
+        self.sizes = (accounts, products, max(8, accounts // 2) if quotes is None else quotes,
                       lines_per_quote)
         h = salt(self.seed, "tenant")
         self.tenant = tenant or _guid(h)

@@ -78,6 +78,16 @@ class Store:
                 yield index, row
             index += 1
 
+    def candidates(self, table: str, column: str, guid: str, start: int) -> list[int] | None:
+        """Indexes from `start` that may hold `column eq guid` (seed shortcut plus every row
+        written since, since a write may have set the column); None means: scan them all."""
+        seeded = self.seeder.candidates(table, column, guid)
+        if seeded is None:
+            return None
+        state = self.tables[table]
+        picked = set(seeded) | set(state.overrides) | set(range(state.seeded, state.next_index))
+        return sorted(i for i in picked if i >= start)
+
     def count(self, table: str) -> int:
         state = self.tables[table]
         return state.next_index - len(state.deleted)
