@@ -112,7 +112,7 @@ class DynamicsConnector:
                 cursor, full = None, True
                 seen = set() if known_ids is not None else None
         if om.change_tracking and (full or state.get("mode") == "delta"):
-            url = self._url(om, None)
+            url = self._url(om, None, ordered=False)
             pages = self._pages(om, url, tracker, cursor, seen, delta=True)
         else:
             pages = self._pages(om, self._url(om, tracker.since), tracker, cursor, seen,
@@ -129,10 +129,13 @@ class DynamicsConnector:
                               if i not in seen]
             yield Page(last.records, deletions, last.cursor)
 
-    def _url(self, om: ObjectMap, since: datetime | None) -> str:
+    def _url(self, om: ObjectMap, since: datetime | None, *, ordered: bool = True) -> str:
+        """Stamp reads are always ordered (a page's cursor must not pass rows still to come);
+        change-tracking reads cannot be ($filter / $orderby are not allowed with them)."""
         params = {"$select": ",".join(om.select())}
         if since is not None:
             params["$filter"] = f"{om.modstamp} ge {odata.literal(since)}"
+        if ordered:
             params["$orderby"] = f"{om.modstamp} asc,{om.key} asc"
         return f"{om.crm_object}?{odata.query_string(params)}"
 

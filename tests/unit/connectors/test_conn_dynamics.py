@@ -224,3 +224,12 @@ def test_rate_limit_headers_are_tracked(fake: FakeDataverse) -> None:
     assert budget.details["x-ms-ratelimit-burst-remaining-xrm-requests"] == "5999"
     read(conn, "account", None)
     assert conn.api_budget().calls == 3  # discovery + token + one page, all counted
+
+
+def test_stamp_reads_are_ordered_even_when_full(fake: FakeDataverse) -> None:
+    fake.put("products", 1, ts(1))
+    read(connector(), "product", None)
+    url = unquote(fake.gets[-1][0])
+    assert "$orderby=modifiedon asc,productid asc" in url and "$filter" not in url
+    read(connector(), "account", None)
+    assert "$orderby" not in unquote(fake.gets[-1][0])  # change tracking takes no $orderby
