@@ -78,10 +78,16 @@ class Cycle:
         except Exception:  # a connector without a meter reports no calls
             return 0
 
+    def start(self) -> RunReport:
+        """Record the run (committed), so its id exists before the work starts."""
+        opts = self.options
+        self.report = start_run(self.engine, self.name, opts.trigger, {
+            "objects": opts.objects, "full": opts.full, "account": opts.account}, self.clock())
+        return self.report
+
     def run(self) -> RunReport:
         opts = self.options
-        report = self.report = start_run(self.engine, self.name, opts.trigger, {
-            "objects": opts.objects, "full": opts.full, "account": opts.account}, self.clock())
+        report = self.report or self.start()
         try:
             if opts.account:
                 self._one_account(opts.account)

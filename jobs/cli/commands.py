@@ -27,4 +27,5 @@ _OPTIONAL: list[tuple[str, str]] = [
     ("jobs.cli.credit", "COMMANDS"),
     ("connectors.sandbox.cli", "sandbox_command"),
     ("jobs.cli.tokens", "COMMANDS"),
+    ("jobs.cli.sync", "COMMANDS"),
 ]

@@ -1,0 +1,240 @@
+"""``ledgerbridge sync | status | doctor | quarantine | run``: the admin's view of the sync.
+
+- ``sync`` runs a resync now (waits for a daemon's run of the same connection to end first, so
+  it is safe beside a running daemon), with a progress bar on a terminal and a summary after.
+- ``status`` exits 1 when something needs attention (for monitoring): a last run that failed
+  or stopped, a run older than three intervals, open quarantine, dead letters, failed
+  provisioning.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from sqlalchemy import func, select, update
+
+from jobs.cli.common import AppContext, emit, json_option, pass_app
+
+
+def _worker(app: AppContext) -> Any:
+    from sync.worker import Worker
+    return Worker(app.engine, app.settings)
+
+
+@click.command("sync")
+@click.option("--connection", "-c", help="Only this connection (default: all).")
+@click.option("--object", "-o", "obj", type=click.Choice(
+    ["account", "product", "price", "quote", "quote_line"]), help="Only this object.")
+@click.option("--full", is_flag=True, help="Ignore cursors; report what disappeared.")
+@click.option("--account", "account", help="One account (CRM id) and its quotes.")
+@json_option
+@pass_app
+def sync_command(app: AppContext, connection: str | None, obj: str | None, full: bool,
+                 account: str | None, as_json: bool) -> None:
+    """Resync now: pull, reconcile, hand off, push."""
+    worker = _worker(app)
+    names = [connection] if connection else list(worker.connections)
+    if not names:
+        raise click.UsageError("no connections configured ([connections.NAME] in the config)")
+    reports = []
+    for name in names:
+        options = worker.options("manual", objects=(obj,) if obj else None, full=full,
+                                 account=account)
+        if sys.stderr.isatty() and not as_json:
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                          TextColumn("{task.completed} records"), transient=True) as bar:
+                task = bar.add_task(f"{name}", total=None)
+                report = worker.sync_connection(name, options, wait=True, progress=lambda o, n:
+                                                bar.update(task, advance=n,
+                                                           description=f"{name} {o}"))
+        else:
+            report = worker.sync_connection(name, options, wait=True)
+        if report is not None:
+            reports.append(report)
+    rows = [{"run": r.run_id, "connection": r.connection, "object": obj_name,
+             **{k: getattr(s, k) for k in ("read", "upserted", "unchanged", "quarantined",
+                                           "deleted", "pushed", "failed", "api_calls")},
+             "outcome": s.outcome} for r in reports for obj_name, s in r.objects.items()]
+    if as_json:
+        emit([r.as_dict() for r in reports], as_json=True)
+    else:
+        emit(rows, as_json=False, title="sync")
+        for r in reports:
+            click.echo(f"run {r.run_id} {r.connection}: {r.outcome}"
+                       f"{'; handed off ' + str(r.handed_off) + ' quote(s)' if r.handed_off else ''}"
+                       f"{'; disappeared: ' + ', '.join(r.disappeared[:20]) if r.disappeared else ''}")
+    if any(not r.outcome.startswith(("ok", "partial")) for r in reports):
+        sys.exit(1)
+
+
+def status_data(app: AppContext) -> dict[str, Any]:
+    from billing_core.adapters.tables import provisioning_requests as pr
+    from billing_core.service.holds import count_on_hold
+    from sync.config import sync_settings
+    from sync.runs import last_runs
+    from sync.tables import outbox, quarantine
+
+    now = datetime.now(timezone.utc)
+    stale_after = sync_settings(app.settings).interval_minutes * 3 * 60
+    with app.engine.connect() as conn:
+        runs = last_runs(conn)
+        for r in runs:
+            age = (now - r["started_at"]).total_seconds()
+            r["age"] = f"{int(age // 60)}m{int(age % 60):02d}s"
+            r["attention"] = (not str(r["outcome"]).startswith("ok")
+                              or age > stale_after)
+        prov = {s: n for s, n in conn.execute(select(pr.c.state, func.count()).group_by(
+            pr.c.state))}
+        data = {
+            "runs": runs,
+            "api_calls_24h": sum(r["api_calls"] for r in runs),
+            "quarantine_open": conn.execute(select(func.count()).select_from(quarantine).where(
+                quarantine.c.status == "open")).scalar_one(),
+            "dead_letters": conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.state == "dead")).scalar_one(),
+            "outbox_pending": conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.state.in_(("pending", "sending")))).scalar_one(),
+            "accounts_on_hold": count_on_hold(conn),
+            "provisioning_waiting": prov.get("awaiting_hold_release", 0),
+            "provisioning_failed": prov.get("failed", 0),
+        }
+    problems = [f"{r['connection']}/{r['object']}: {r['outcome']} ({r['age']} ago)"
+                for r in runs if r["attention"]]
+    if not runs:
+        problems.append("no sync run recorded yet")
+    for key in ("quarantine_open", "dead_letters", "provisioning_failed"):
+        if data[key]:
+            problems.append(f"{key.replace('_', ' ')}: {data[key]}")
+    data["attention"] = problems
+    return data
+
+
+@click.command("status")
+@json_option
+@pass_app
+def status_command(app: AppContext, as_json: bool) -> None:
+    """Last run per connection and object, backlog counts; exit 1 when something needs you."""
+    data = status_data(app)
+    if as_json:
+        emit(data, as_json=True)
+    else:
+        emit([{k: r[k] for k in ("connection", "object", "outcome", "age", "read", "upserted",
+                                 "quarantined", "pushed", "failed", "api_calls")}
+              for r in data["runs"]], as_json=False, title="last runs")
+        emit({k: v for k, v in data.items() if k not in ("runs", "attention")},
+             as_json=False, title="backlog")
+        for line in data["attention"]:
+            click.echo(f"attention: {line}")
+    if data["attention"]:
+        sys.exit(1)
+
+
+@click.command("doctor")
+@pass_app
+def doctor_command(app: AppContext) -> None:
+    """Check the config, the database, and each connection's credentials and field map."""
+    from connectors.registry import doctor_report
+    from jobs.migrate import current, head
+    from sync.config import connections, sync_settings
+
+    rows: list[dict[str, str]] = []
+    sync_settings(app.settings)
+    rows.append({"check": "config", "status": "ok", "detail": app.config_path or "defaults"})
+    try:
+        rev = current(app.engine)
+        rows.append({"check": "database", "status": "ok" if rev == head() else "fail",
+                     "detail": f"revision {rev} (newest {head()})"})
+    except Exception as exc:  # the doctor reports, it does not crash
+        rows.append({"check": "database", "status": "fail", "detail": str(exc)[:200]})
+    for name, settings in connections(app.settings).items():
+        for result in doctor_report(settings):
+            rows.append({"check": f"{name}: {result.check}", "status": result.status,
+                         "detail": result.detail})
+    emit(rows, ["check", "status", "detail"], as_json=False, title="doctor")
+    if any(r["status"] == "fail" for r in rows):
+        sys.exit(1)
+
+
+@click.group("quarantine")
+def quarantine_group() -> None:
+    """Records the CRM sent that billing could not take."""
+
+
+@quarantine_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved and dropped.")
+@json_option
+@pass_app
+def quarantine_list(app: AppContext, show_all: bool, as_json: bool) -> None:
+    from sync.tables import quarantine
+    stmt = select(quarantine).order_by(quarantine.c.id)
+    if not show_all:
+        stmt = stmt.where(quarantine.c.status == "open")
+    with app.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    emit(rows, ["id", "connection", "object", "crm_id", "field", "value", "reason", "attempts",
+                "last_seen", "status"], as_json=as_json, title="quarantine")
+
+
+@quarantine_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@pass_app
+def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
+    """Apply the stored records again (all open ones without IDS)."""
+    from billing_core.service import ledger_uow
+    from sync.mapping import revive
+    from sync.reconcile import apply_page
+    from sync.tables import quarantine
+    stmt = select(quarantine).where(quarantine.c.status == "open").order_by(quarantine.c.id)
+    if ids:
+        stmt = stmt.where(quarantine.c.id.in_(ids))
+    with app.engine.connect() as conn:
+        rows = list(conn.execute(stmt).mappings())
+    fixed = 0
+    for row in rows:
+        with ledger_uow(app.engine, policy=app.settings.credit) as uow:
+            res = apply_page(uow, row["connection"], row["object"],
+                             [revive(json.loads(row["record"]))])
+            uow.commit()
+        fixed += res.upserted + res.unchanged
+    click.echo(f"retried {len(rows)}: {fixed} applied, {len(rows) - fixed} still refused")
+
+
+@quarantine_group.command("drop")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@pass_app
+def quarantine_drop(app: AppContext, ids: tuple[int, ...]) -> None:
+    """Give up on these records (they come back if they change in the CRM)."""
+    from sync.tables import quarantine
+    with app.engine.begin() as conn:
+        done = conn.execute(update(quarantine).where(quarantine.c.id.in_(ids),
+                                                     quarantine.c.status == "open")
+                            .values(status="dropped")).rowcount
+    click.echo(f"dropped {done}")
+
+
+@click.command("run")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+@click.option("--api/--no-api", default=False, help="Serve the HTTP API too.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--once", is_flag=True, help="Run every job once and exit.")
+@pass_app
+def run_command(app: AppContext, log_format: str, api: bool, host: str, port: int,
+                once: bool) -> None:
+    """Start the worker: scheduled sync, bill run, holds, provisioning, push."""
+    import logging
+
+    from jobs.daemon import DaemonRefused, configure_logging, run_daemon
+    configure_logging(log_format, logging.INFO)
+    try:
+        run_daemon(app.engine, app.settings, api=api, host=host, port=port, once=once)
+    except DaemonRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+COMMANDS = [sync_command, status_command, doctor_command, quarantine_group, run_command]

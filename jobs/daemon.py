@@ -1,0 +1,138 @@
+"""``ledgerbridge run``: the long-running worker.
+
+Rules kept here:
+- On SQLite only one daemon may use a database: it holds ``<db>.daemon.lock`` (``flock``) for
+  its whole life, and a second one refuses to start with a message naming the file. On
+  PostgreSQL any number may run: each job takes its own advisory lock (see ``sync.worker``).
+- SIGTERM / SIGINT set the worker's stop event: running cycles finish the page in hand and
+  commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``.
+- The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
+  the worker as its resync runner; the daemon owns its life.
+- Logs: text or one JSON object per line (``--log-format json``); a filter masks anything that
+  looks like a credential before any handler sees it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Engine
+
+from config.settings import Settings
+from sync.locks import job_lock, lock_path
+from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+
+_SECRET = re.compile(
+    r"(?i)(bearer\s+|access_token[\"'=:\s]+|client_secret[\"'=:\s]+|password[\"'=:\s]+|"
+    r"authorization[\"'=:\s]+|session_id[\"'=:\s]+)([^\s\"',&]+)")
+
+
+class DaemonRefused(RuntimeError):
+    """Another daemon already uses this SQLite database."""
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = _SECRET.sub(lambda m: m.group(1) + "***", message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())
+    root.setLevel(min(root.level or level, level))
+    for noisy in ("apscheduler.executors.default", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_once(worker: Worker) -> None:
+    """Every job body once, in cycle order (for ``run --once`` and the demo)."""
+    for name in worker.connections:
+        worker.sync_connection(name, worker.options("schedule"), wait=True)
+    worker.dispatch()
+    worker.push_all()
+
+
+def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
+               host: str = "127.0.0.1", port: int = 8080, once: bool = False,
+               worker: Worker | None = None,
+               on_ready: Callable[[Worker], None] | None = None) -> None:
+    from jobs.scheduler import build_scheduler, job_ids
+
+    with job_lock(engine, "daemon") as got:
+        if not got and engine.dialect.name == "sqlite":
+            raise DaemonRefused(
+                f"another `ledgerbridge run` is already using this SQLite database "
+                f"(lock {lock_path(engine, 'daemon')}); stop it first, or use PostgreSQL to "
+                "run several workers")
+        worker = worker or Worker(engine, settings)
+        if once:
+            run_once(worker)
+            return
+        _install_signals(worker.stop)
+        scheduler = build_scheduler(worker)
+        server = None
+        if api:
+            from jobs.api.app import build_app, serve_in_thread
+            server = serve_in_thread(build_app(engine, settings, sync_runner=worker,
+                                               scheduler_state=scheduler), host, port)
+        scheduler.start()
+        log.info("daemon started jobs=%s", ",".join(job_ids(scheduler)))
+        if on_ready:
+            on_ready(worker)
+        try:
+            while not worker.stop.wait(0.5):
+                pass
+        finally:
+            worker.stop.set()
+            _shutdown(scheduler, worker.sync.shutdown_timeout_seconds)
+            if server is not None:
+                server.stop()
+            log.info("daemon stopped")
+
+
+def _install_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s: finishing the work in hand, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _shutdown(scheduler: Any, timeout: float) -> None:
+    done = threading.Thread(target=lambda: scheduler.shutdown(wait=True), daemon=True)
+    done.start()
+    done.join(timeout)
+    if done.is_alive():
+        log.warning("shutdown: jobs still running after %ss; exiting (their last page "
+                    "is committed or rolled back whole)", timeout)

@@ -1,0 +1,69 @@
+"""The APScheduler 3 schedule of ``ledgerbridge run``: wiring only, every body is a worker call.
+
+Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
+- ``sync:<connection>``: pull + reconcile + hand off + push, every ``interval_minutes`` (first
+  run at start-up);
+- ``bill-run``: daily at ``bill_run_time`` (UTC); billing bills the accounts whose cycle is due;
+- ``holds``: time-based hold re-evaluation (invoices become overdue with no CRM change);
+- ``provisioning-dispatch``: every ``dispatch_interval_seconds``;
+- ``outbox-push``: every ``push_interval_seconds``.
+Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
+``misfire_grace_time`` from the config. A job body that raises is logged by the scheduler and
+runs again at its next time; nothing here retries in a loop.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def _guarded(name: str, fn: Callable[[], Any], worker: Worker) -> Callable[[], None]:
+    def body() -> None:
+        if worker.stop.is_set():
+            return
+        try:
+            fn()
+        except Exception:
+            log.exception("job %s failed", name)
+    body.__name__ = f"job_{name}"
+    return body
+
+
+def build_scheduler(worker: Worker) -> BackgroundScheduler:
+    s = worker.sync
+    scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_seconds})
+    now = datetime.now(timezone.utc)
+    for name in worker.connections:
+        scheduler.add_job(_guarded(f"sync:{name}", lambda n=name: worker.sync_connection(n),
+                                   worker),
+                          IntervalTrigger(minutes=s.interval_minutes), id=f"sync:{name}",
+                          name=f"sync {name}", next_run_time=now, replace_existing=True)
+    hour, minute = (int(x) for x in s.bill_run_time.split(":"))
+    scheduler.add_job(_guarded("bill-run", worker.bill_run, worker),
+                      CronTrigger(hour=hour, minute=minute, timezone=timezone.utc),
+                      id="bill-run", name="daily bill run", replace_existing=True)
+    scheduler.add_job(_guarded("holds", worker.reevaluate_holds, worker),
+                      IntervalTrigger(minutes=s.hold_interval_minutes), id="holds",
+                      name="hold re-evaluation", replace_existing=True)
+    scheduler.add_job(_guarded("provisioning-dispatch", worker.dispatch, worker),
+                      IntervalTrigger(seconds=s.dispatch_interval_seconds),
+                      id="provisioning-dispatch", name="provisioning dispatch",
+                      replace_existing=True)
+    scheduler.add_job(_guarded("outbox-push", worker.push_all, worker),
+                      IntervalTrigger(seconds=s.push_interval_seconds), id="outbox-push",
+                      name="outbox push", replace_existing=True)
+    return scheduler
+
+
+def job_ids(scheduler: BackgroundScheduler) -> list[str]:
+    return sorted(job.id for job in scheduler.get_jobs())

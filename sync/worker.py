@@ -1,0 +1,180 @@
+"""The worker: what each scheduled job and each manual command does, as thin calls.
+
+Rules kept here:
+- One connector per connection, built once and kept (its login, token cache and API meter
+  live as long as the worker); nothing connects before the first job needs it.
+- Every job body takes its lock first (``sync.locks.job_lock``: a PostgreSQL advisory lock, a
+  lock file on SQLite). The CRM of one connection is only ever spoken to under
+  ``crm:<connection>`` (pull and push alike), so two workers never read or write it at once.
+  A scheduled job that finds its lock taken is skipped with a log line; a manual resync waits.
+- ``stop`` (an ``Event``) is set on SIGTERM/SIGINT: cycles finish the page in hand and end.
+- ``start_sync`` (for the HTTP API) records the run and runs it on a thread, returning its id.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Engine, select
+
+from billing_core.domain.errors import NotFound
+from billing_core.service import ledger_uow
+from config.settings import Settings
+from connectors.base import Connector
+from sync.config import SyncSettings, connections, sync_settings
+from sync.engine import Cycle, SyncOptions
+from sync.locks import job_lock
+from sync.runs import RunReport, run_objects
+from sync.tables import sync_runs
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Worker:
+    def __init__(self, engine: Engine, settings: Settings, *,
+                 clock: Callable[[], datetime] = _utcnow,
+                 connector_factory: Callable[[Any], Connector] | None = None) -> None:
+        self.engine, self.settings, self.clock = engine, settings, clock
+        self.sync: SyncSettings = sync_settings(settings)
+        self.connections = connections(settings)
+        self.stop = threading.Event()
+        self._factory = connector_factory
+        self._connectors: dict[str, Connector] = {}
+        self._guard = threading.Lock()
+
+    def connector(self, name: str) -> Connector:
+        if name not in self.connections:
+            raise NotFound("connection", name)
+        with self._guard:
+            if name not in self._connectors:
+                if self._factory is not None:
+                    self._connectors[name] = self._factory(self.connections[name])
+                else:
+                    from connectors.registry import build_connector
+                    self._connectors[name] = build_connector(self.connections[name])
+            return self._connectors[name]
+
+    def options(self, trigger: str, **kw: Any) -> SyncOptions:
+        return SyncOptions(trigger=trigger, grace_days=self.settings.credit.overdue_grace_days,
+                           push_batch_size=self.sync.push_batch_size,
+                           push_max_attempts=self.sync.push_max_attempts,
+                           objects=kw.pop("objects", None) or self.sync.objects, **kw)
+
+    def cycle(self, name: str, options: SyncOptions,
+              progress: Callable[[str, int], None] | None = None) -> Cycle:
+        return Cycle(self.engine, self.connector(name), options, clock=self.clock,
+                     should_stop=self.stop.is_set, progress=progress,
+                     policy=self.settings.credit)
+
+    # -- job bodies ------------------------------------------------------------------------
+    def sync_connection(self, name: str, options: SyncOptions | None = None, *,
+                        wait: bool = False,
+                        progress: Callable[[str, int], None] | None = None) -> RunReport | None:
+        options = options or self.options("schedule")
+        with job_lock(self.engine, f"crm:{name}", wait=wait) as got:
+            if not got:
+                log.info("sync connection=%s skipped: another worker is syncing it", name)
+                return None
+            return self.cycle(name, options, progress).run()
+
+    def push_connection(self, name: str) -> None:
+        from sync import outbox, push
+        with job_lock(self.engine, f"crm:{name}") as got:
+            if not got:
+                log.info("push connection=%s skipped: another worker holds it", name)
+                return
+            outbox.refresh(self.engine, name, self.clock(),
+                           grace_days=self.settings.credit.overdue_grace_days)
+            result = push.push(self.engine, self.connector(name), name, clock=self.clock,
+                               batch_size=self.sync.push_batch_size,
+                               max_attempts=self.sync.push_max_attempts,
+                               should_stop=self.stop.is_set)
+            if result.pushed or result.failed or result.stopped:
+                log.info("push connection=%s pushed=%s failed=%s dead=%s%s", name,
+                         result.pushed, result.failed, result.dead,
+                         f" outcome={result.stopped}" if result.stopped else "")
+
+    def push_all(self) -> None:
+        for name in self.connections:
+            if not self.stop.is_set():
+                self.push_connection(name)
+
+    def reevaluate_holds(self) -> dict[str, int] | None:
+        from billing_core.service.credit_control import reevaluate_all
+        with job_lock(self.engine, "holds") as got:
+            if not got:
+                log.info("hold re-evaluation skipped: another worker runs it")
+                return None
+            with ledger_uow(self.engine, clock=self.clock, policy=self.settings.credit) as uow:
+                summary = reevaluate_all(uow, self.clock().date(), self.settings.credit)
+                uow.commit()
+            log.info("holds re-evaluated accounts=%s placed=%s lifted=%s",
+                     summary["accounts"], summary["placed"], summary["lifted"])
+            return summary
+
+    def dispatch(self) -> Any:
+        from billing_core.service.provisioning import dispatch_pending
+        with job_lock(self.engine, "dispatch") as got:
+            if not got:
+                return None
+            return dispatch_pending(self.engine, self.provisioner(), clock=self.clock)
+
+    def bill_run(self) -> Any:
+        from billing_core.service.bill_run import run_bill_run
+        with job_lock(self.engine, "bill-run") as got:
+            if not got:
+                log.info("bill run skipped: another worker runs it")
+                return None
+            result = run_bill_run(self.engine, self.clock().date(),
+                                  chunk_size=self.settings.billing.bill_run_chunk_size,
+                                  series=self.settings.billing.invoice_series)
+            log.info("bill run date=%s invoices=%s errors=%s", result.run_date,
+                     result.invoices_created, len(result.errors))
+            return result
+
+    def provisioner(self) -> Any:
+        from billing_core.adapters.provisioners import build_provisioner
+        if not hasattr(self, "_provisioner"):
+            self._provisioner = build_provisioner(self.settings.provisioner,
+                                                  callback=self._crm_provision)
+        return self._provisioner
+
+    def _crm_provision(self, task: Any) -> str:
+        """``[provisioner] kind = "crm"``: provisioning = the quote's status field in the CRM."""
+        connection, _, rest = str(task.order_ref).partition(":")
+        quote_id = rest.rsplit(":rev", 1)[0]
+        results = self.connector(connection).write("quote", [
+            {"crm_id": quote_id, "provisioning_status": "provisioning requested"}])
+        if results and not results[0].ok:
+            from billing_core.adapters.provisioners import ProvisionError
+            raise ProvisionError(f"{results[0].code}: {results[0].message}", retriable=True)
+        return "dispatched"
+
+    # -- the HTTP API's seam (jobs.api.admin_sync.SyncRunner) -------------------------------
+    def start(self, connection: str, object: str | None, full: bool,
+              account: str | None) -> int:
+        options = self.options("api", objects=(object,) if object else None, full=full,
+                               account=account)
+        cycle = self.cycle(connection, options)
+        report = cycle.start()
+
+        def body() -> None:
+            with job_lock(self.engine, f"crm:{connection}", wait=True):
+                cycle.run()
+
+        threading.Thread(target=body, name=f"sync-{report.run_id}", daemon=True).start()
+        return report.run_id
+
+    def get(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings() \
+                .first()
+            if row is None:
+                return None
+            return {**dict(row), "objects": run_objects(conn, run_id)}
