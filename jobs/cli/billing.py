@@ -1,0 +1,360 @@
+"""``ledgerbridge bill-run | invoices | usage | products | prices | tax-rates | accounts``.
+
+Thin over :mod:`billing_core.service`: parse, call, print (tables for people, ``--json`` for
+scripts). Writes go through ``ledger_uow`` so credit control's commit hook sees every change.
+"""
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from billing_core.domain.errors import ValidationError
+from billing_core.domain.money import from_minor
+from jobs.cli.common import AppContext, emit, json_option, pass_app
+
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _day(value: datetime | None) -> date:
+    return value.date() if value else datetime.now(UTC).date()
+
+
+def _money(minor: int | None, currency: str) -> str:
+    return "" if minor is None else f"{from_minor(minor, currency)} {currency}"
+
+
+def _write(app: AppContext) -> Any:
+    from billing_core.service import ledger_uow
+
+    return ledger_uow(app.engine)
+
+
+# --- bill run -------------------------------------------------------------------------------
+
+@click.command("bill-run")
+@click.option("--date", "run_date", type=DATE, help="Bill date (default: today, UTC).")
+@click.option("--dry-run", is_flag=True, help="Show what would be billed; write nothing.")
+@click.option("--chunk-size", type=click.IntRange(min=1), help="Accounts per transaction.")
+@json_option
+@pass_app
+def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_size: int | None,
+             as_json: bool) -> None:
+    """Issue one consolidated invoice per account due on DATE (idempotent)."""
+    from billing_core.service.bill_run import run_bill_run
+
+    day = _day(run_date)
+    settings = app.settings.billing
+    engine = app.engine
+    kwargs: dict[str, Any] = {"dry_run": dry_run, "series": settings.invoice_series,
+                              "chunk_size": chunk_size or settings.bill_run_chunk_size,
+                              "uow_factory": lambda: _write(app)}
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("billing accounts", total=None)
+            result = run_bill_run(engine, day, progress=lambda n: bar.advance(task, n), **kwargs)
+    else:
+        result = run_bill_run(engine, day, **kwargs)
+    if as_json:
+        emit({"run_date": result.run_date, "dry_run": result.dry_run, "run_id": result.run_id,
+              "accounts_seen": result.accounts_seen, "invoices_created": result.invoices_created,
+              "already_billed": result.already_billed, "lines": result.lines_written,
+              "errors": result.errors, "invoices": result.invoices}, as_json=True)
+        return
+    verb = "would create" if dry_run else "created"
+    click.echo(f"bill run {day}{' (dry run: nothing written)' if dry_run else ''}: "
+               f"{result.accounts_seen} accounts, {verb} {result.invoices_created} invoices, "
+               f"{result.already_billed} already billed, {len(result.errors)} errors")
+    if result.invoices:
+        emit([{"account": p.account_id, "number": p.number or "(draft)",
+               "period": f"{p.period_start}..{p.period_end}", "lines": p.lines,
+               "total": _money(p.total_minor, p.currency)} for p in result.invoices],
+             as_json=False)
+    for err in result.errors:
+        click.echo(f"account {err['account_id']} not billed: {err['message']}", err=True)
+
+
+# --- invoices -------------------------------------------------------------------------------
+
+@click.group()
+def invoices() -> None:
+    """Invoices: list and show."""
+
+
+@invoices.command("list")
+@click.option("--account", help="Ledger id or CRM id of the account.")
+@click.option("--status", type=click.Choice(["draft", "posted", "partially_paid", "paid", "void"]))
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@json_option
+@pass_app
+def invoices_list(app: AppContext, account: str | None, status: str | None, limit: int,
+                  as_json: bool) -> None:
+    """List invoices, oldest first."""
+    from billing_core.service.accounts import resolve_account
+    from billing_core.service.invoices import list_invoices
+
+    with app.uow(read_only=True) as uow:
+        acc = resolve_account(uow.conn, account)["id"] if account else None
+        rows = list_invoices(uow.conn, account_id=acc, status=status, limit=limit)
+    if as_json:
+        emit(rows, as_json=True)
+        return
+    emit([{"id": r["id"], "number": r["number"] or "(draft)", "account": r["account_name"],
+           "period": f"{r['period_start']}..{r['period_end']}", "status": r["status"],
+           "due": r["due_date"], "total": _money(r["total_minor"], r["currency"]),
+           "open": _money(r["total_minor"] - r["applied_minor"], r["currency"])} for r in rows],
+         as_json=False, title="Invoices")
+
+
+@invoices.command("show")
+@click.argument("ref")
+@json_option
+@pass_app
+def invoices_show(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show one invoice (number or id): lines, tax, totals, credit draws."""
+    from billing_core.service.invoices import invoice_view
+
+    with app.uow(read_only=True) as uow:
+        inv = invoice_view(uow.conn, ref)
+    if as_json:
+        emit(inv, as_json=True)
+        return
+    cur = inv["currency"]
+    click.echo(f"{inv['number'] or '(draft)'}  {inv['account_name']}  {inv['status']}  "
+               f"period {inv['period_start']}..{inv['period_end']}  issued {inv['issue_date']}  "
+               f"due {inv['due_date']}")
+    emit([{"#": ln["line_no"], "kind": ln["kind"], "description": ln["description"],
+           "amount": _money(ln["amount_minor"], cur), "tax": _money(ln["tax_minor"], cur)}
+          for ln in inv["lines"]], as_json=False)
+    for d in inv["draws"]:
+        click.echo(f"  credit grant {d['grant_id']}: {_money(d['amount_minor'], cur)} drawn")
+    click.echo(f"subtotal {_money(inv['subtotal_minor'], cur)}  tax {_money(inv['tax_minor'], cur)}"
+               f"  total {_money(inv['total_minor'], cur)}  open "
+               f"{_money(inv['total_minor'] - inv['applied_minor'], cur)}")
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+@click.group()
+def usage() -> None:
+    """Usage events."""
+
+
+@usage.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@json_option
+@pass_app
+def usage_import(app: AppContext, file: Any, as_json: bool) -> None:
+    """Import a CSV (event_id,account,product,quantity,occurred_at); duplicates are skipped."""
+    from billing_core.service.usage import import_usage, read_usage_csv
+
+    rows = read_usage_csv(file)
+    with _write(app) as uow:
+        result = import_usage(uow, rows)
+        uow.commit()
+    if as_json:
+        emit(result, as_json=True)
+        return
+    click.echo(f"imported {result.imported}, duplicates {result.duplicates}, "
+               f"errors {len(result.errors)}")
+    for err in result.errors:
+        click.echo(f"row {err['row']}: {err['field']}={err['value']!r}: {err['message']}",
+                   err=True)
+
+
+# --- catalog --------------------------------------------------------------------------------
+
+@click.group()
+def products() -> None:
+    """Products (the catalog)."""
+
+
+@products.command("add")
+@click.option("--sku", required=True)
+@click.option("--name", required=True)
+@click.option("--kind", type=click.Choice(["recurring", "one_time", "usage"]), default="recurring",
+              show_default=True)
+@click.option("--period", type=click.Choice(["month", "year"]), help="Recurring only.")
+@click.option("--model", type=click.Choice(["per_unit", "graduated", "volume"]),
+              default="per_unit", show_default=True)
+@pass_app
+def products_add(app: AppContext, sku: str, name: str, kind: str, period: str | None,
+                 model: str) -> None:
+    """Add a product."""
+    from billing_core.service.pricing import ProductIn, add_product
+
+    with _write(app) as uow:
+        pid = add_product(uow, ProductIn(sku=sku, name=name, kind=kind, billing_period=period,
+                                         pricing_model=model))
+        uow.commit()
+    click.echo(f"product {pid} ({sku}) added")
+
+
+@products.command("list")
+@json_option
+@pass_app
+def products_list(app: AppContext, as_json: bool) -> None:
+    """List products."""
+    from billing_core.service.pricing import list_products
+
+    with app.uow(read_only=True) as uow:
+        rows = [dict(r) for r in list_products(uow.conn)]
+    emit(rows, ["id", "sku", "name", "kind", "billing_period", "pricing_model", "active"],
+         as_json=as_json, title="Products")
+
+
+@click.group()
+def prices() -> None:
+    """Prices per product and currency, effective-dated."""
+
+
+def _tier(text: str) -> tuple[str | None, str, str]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ValidationError("tier", text, "must be UP_TO:PRICE[:FLAT_FEE] (UP_TO 'inf' = open)")
+    up_to = None if parts[0] in ("", "inf") else parts[0]
+    return up_to, parts[1], parts[2] if len(parts) == 3 else "0"
+
+
+@prices.command("set")
+@click.argument("product")
+@click.option("--currency", required=True)
+@click.option("--from", "since", type=DATE, required=True, help="Effective from (YYYY-MM-DD).")
+@click.option("--price", "unit_price", help="Unit price (per unit and period).")
+@click.option("--tier", "tiers", multiple=True, help="UP_TO:PRICE[:FLAT_FEE], repeatable.")
+@pass_app
+def prices_set(app: AppContext, product: str, currency: str, since: datetime,
+               unit_price: str | None, tiers: tuple[str, ...]) -> None:
+    """Set PRODUCT's (sku or id) price in a currency from a day on."""
+    from billing_core.service.pricing import get_product, set_price
+
+    with _write(app) as uow:
+        pid = get_product(uow.conn, product)["id"]
+        if unit_price is None and not tiers:
+            raise ValidationError("price", None, "give --price or --tier")
+        set_price(uow, pid, currency, since.date(), unit_price,
+                  tiers=[_tier(t) for t in tiers] or None)
+        uow.commit()
+    click.echo(f"price of {product} in {currency.upper()} from {since.date()} set")
+
+
+@prices.command("list")
+@click.option("--product")
+@json_option
+@pass_app
+def prices_list(app: AppContext, product: str | None, as_json: bool) -> None:
+    """List prices."""
+    from billing_core.service.pricing import get_product, list_prices
+
+    with app.uow(read_only=True) as uow:
+        pid = get_product(uow.conn, product)["id"] if product else None
+        rows = [{"product": p.product_id, "currency": p.currency, "from": p.effective_from,
+                 "model": p.model, "unit_price": p.unit_price,
+                 "tiers": "; ".join(f"{t.up_to or 'inf'}@{t.unit_price}" for t in p.tiers)}
+                for p in list_prices(uow.conn, pid)]
+    emit(rows, ["product", "currency", "from", "model", "unit_price", "tiers"], as_json=as_json,
+         title="Prices")
+
+
+@click.group("tax-rates")
+def tax_rates() -> None:
+    """Tax rates by country and region."""
+
+
+@tax_rates.command("set")
+@click.argument("country")
+@click.option("--region", default="", help="Region code; empty = the whole country.")
+@click.option("--rate", required=True, help="Fraction: 0.2 = 20 %.")
+@click.option("--from", "since", type=DATE, required=True)
+@click.option("--name")
+@pass_app
+def tax_rates_set(app: AppContext, country: str, region: str, rate: str, since: datetime,
+                  name: str | None) -> None:
+    """Set the tax rate of COUNTRY (and region) from a day on."""
+    from billing_core.service.tax import set_tax_rate
+
+    with _write(app) as uow:
+        set_tax_rate(uow, country, region, rate, since.date(), name)
+        uow.commit()
+    click.echo(f"tax rate {country.upper()}{'/' + region if region else ''} = {rate} "
+               f"from {since.date()}")
+
+
+@tax_rates.command("list")
+@json_option
+@pass_app
+def tax_rates_list(app: AppContext, as_json: bool) -> None:
+    """List tax rates."""
+    from billing_core.service.tax import list_tax_rates
+
+    with app.uow(read_only=True) as uow:
+        rows = [dict(r) for r in list_tax_rates(uow.conn)]
+    emit(rows, ["country", "region", "rate", "name", "effective_from"], as_json=as_json,
+         title="Tax rates")
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+@click.group()
+def accounts() -> None:
+    """Accounts (for admins and the demo; the CRM sync keeps them in real use)."""
+
+
+@accounts.command("add")
+@click.option("--name", required=True)
+@click.option("--currency", required=True)
+@click.option("--ext-id", required=True, help="External (CRM) id.")
+@click.option("--country")
+@click.option("--region")
+@click.option("--bcd", "bill_cycle_day", type=int, default=1, show_default=True)
+@click.option("--terms", "payment_terms_days", type=int, default=30, show_default=True)
+@click.option("--credit-limit")
+@pass_app
+def accounts_add(app: AppContext, **values: Any) -> None:
+    """Add an account."""
+    from billing_core.service.accounts import AccountIn, create_account
+
+    with _write(app) as uow:
+        acc = create_account(uow, AccountIn(**values))
+        uow.commit()
+    click.echo(f"account {acc} added")
+
+
+@accounts.command("list")
+@json_option
+@pass_app
+def accounts_list(app: AppContext, as_json: bool) -> None:
+    """List accounts."""
+    from billing_core.service.accounts import list_accounts
+
+    with app.uow(read_only=True) as uow:
+        rows = [dict(r) for r in list_accounts(uow.conn, limit=10_000)]
+    emit(rows, ["id", "ext_id", "name", "currency", "country", "region", "bill_cycle_day",
+                "status"], as_json=as_json, title="Accounts")
+
+
+@accounts.command("show")
+@click.argument("ref")
+@json_option
+@pass_app
+def accounts_show(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show an account (ledger id or CRM id)."""
+    from billing_core.service.accounts import resolve_account
+
+    with app.uow(read_only=True) as uow:
+        row = dict(resolve_account(uow.conn, ref))
+    emit(row, as_json=as_json, title=f"Account {row['id']}")
+
+
+def _demo() -> list[click.Command]:
+    from jobs.cli.demo import demo
+
+    return [demo]
+
+
+COMMANDS: list[click.Command] = [bill_run, invoices, usage, products, prices, tax_rates, accounts,
+                                 *_demo()]
