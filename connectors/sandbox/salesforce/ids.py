@@ -11,6 +11,8 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import functools
+
 _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VALUE = {c: i for i, c in enumerate(_DIGITS)}
 _SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -22,9 +24,16 @@ _UPPER_BITS = str.maketrans({c: ("1" if "A" <= c <= "Z" else "0") for c in _DIGI
 _PAIRS = tuple(a + b for a in _DIGITS for b in _DIGITS)  # two base-62 digits per lookup
 
 
+def _chunk_char(chunk: str) -> str:
+    return _SUFFIX[int(chunk.translate(_UPPER_BITS)[::-1], 2)]
+
+
+_cached_chunk_char = functools.lru_cache(maxsize=65536)(_chunk_char)
+
+
 def _checksum(body: str) -> str:
-    bits = body.translate(_UPPER_BITS)
-    return "".join(_SUFFIX[int(bits[i + 4 : i - 1 if i else None : -1], 2)] for i in (0, 5, 10))
+    return (_cached_chunk_char(body[:5]) + _cached_chunk_char(body[5:10])
+            + _chunk_char(body[10:15]))
 
 
 def make_id(prefix: str, index: int) -> str:

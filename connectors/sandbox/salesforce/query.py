@@ -5,7 +5,7 @@ Rules this module keeps:
   value of the wrong type → INVALID_FIELD (errors are SoqlError, rendered by the side).
 - `query` hides IsDeleted rows; `queryAll` shows them.
 - Streaming: with no ORDER BY, or ORDER BY monotone fields (Id, SystemModstamp, LastModifiedDate,
-  CreatedDate) all in one direction, base rows are read in index order and merged with the
+  CreatedDate, QuoteLineItem.QuoteId, PricebookEntry.Product2Id) all in one direction, base rows are read in index order and merged with the
   (small, sorted) set of changed rows; range filters on those fields narrow the base index range
   by bisection, so "SystemModstamp >= :cursor ORDER BY SystemModstamp, Id" never scans the table.
 - Any other ORDER BY collects (sort values, index) pairs — not rows — and sorts them.
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from . import schema as S
 from .ids import make_id, to18
-from .seed import Row, stamp
+from .seed import LINES_PER_QUOTE, Row, stamp
 from .soql import LIKE_PERCENT, LIKE_UNDERSCORE, BoolOp, Compare, In, Like, Literal, Not, Query
 from .soql import SoqlError
 from .store import Snapshot
@@ -52,7 +52,7 @@ def _norm(ftype: str, value: Any) -> Any:
     if ftype in (S.ID, S.REFERENCE):
         return to18(value) or value
     if ftype in (S.CURRENCY, S.DOUBLE, S.INT):
-        return Decimal(str(value))
+        return value if isinstance(value, (Decimal, int)) else Decimal(str(value))
     return value
 
 
@@ -64,6 +64,10 @@ def _monotone_key(obj: S.SObject, name: str) -> Callable[[int], Any] | None:
         return stamp
     if name == "CreatedDate":
         return lambda i: stamp(i) - dt.timedelta(days=30)
+    if obj.name == "QuoteLineItem" and name == "QuoteId":
+        return lambda i: make_id("0Q0", i // LINES_PER_QUOTE)
+    if obj.name == "PricebookEntry" and name == "Product2Id":
+        return lambda i: make_id("01t", i // len(S.CURRENCIES))
     return None
 
 
@@ -80,20 +84,30 @@ class Plan:
     base_hi: int | None = None
     base_ids: list[int] | None = None  # Id IN (...): only these base indices
     exact: bool = True  # every base row in the narrowed range matches (no scan needed to count)
-    notes: list[str] = field(default_factory=list)
+    _matches: list[int] | None = field(default=None, repr=False)  # filtered base indices, cached
 
     def _visible(self, row: Row) -> bool:
         return (self.include_deleted or not row["IsDeleted"]) and self.predicate(row)
 
     def _base(self, snap: Snapshot, reverse: bool = False) -> Iterator[Row]:
+        """Unchanged base rows that match, in index order (or reversed).
+
+        Without a residual filter the narrowed range streams as is; with one, the matching
+        indices are found by one scan and kept (ints, not rows) for count and every page.
+        """
         hi = snap.base_count if self.base_hi is None else min(self.base_hi, snap.base_count)
-        if self.base_ids is None:
-            rows = snap.base_rows(self.base_lo, hi, reverse)
-        else:
-            picked = [i for i in self.base_ids if self.base_lo <= i < hi]
-            rows = (r for i in (reversed(picked) if reverse else picked)
-                    if i not in snap.changed and (r := snap.get(i)) is not None)
-        return (r for r in rows if self.predicate(r)) if not self.exact else rows
+        if self.base_ids is None and self.exact:
+            return snap.base_rows(self.base_lo, hi, reverse)
+        if self._matches is None:
+            if self.base_ids is None:
+                candidates: Iterator[int] = iter(range(self.base_lo, hi))
+            else:
+                candidates = (i for i in self.base_ids if self.base_lo <= i < hi)
+            changed, get, pred = snap.changed, snap.get, self.predicate
+            self._matches = [i for i in candidates if i not in changed
+                             and (r := get(i)) is not None and (self.exact or pred(r))]
+        picked = reversed(self._matches) if reverse else self._matches
+        return (r for i in picked if (r := snap.get(i)) is not None)
 
     def _changed(self, snap: Snapshot) -> list[Row]:
         return [r for r in snap.changed.values() if self._visible(r)]

@@ -5,7 +5,8 @@ Rules this module keeps:
   always use the canonical spelling.
 - System fields (Id, IsDeleted, CreatedDate, LastModifiedDate, SystemModstamp) are read-only.
 - `monotone` marks fields whose value never decreases with the row index in the seeded (base)
-  rows; the query engine uses them to answer range filters and ordered reads without a scan.
+  rows and is never null; the query engine uses them to answer range filters and ordered reads
+  without a scan (e.g. QuoteLineItem.QuoteId: a quote's lines are adjacent base rows).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ PRODUCT = SObject("Product2", "01t", (
 PRICEBOOK_ENTRY = SObject("PricebookEntry", "01u", (
     _id(),
     Field("Pricebook2Id", REFERENCE, 18),
-    Field("Product2Id", REFERENCE, 18, updateable=False),
+    Field("Product2Id", REFERENCE, 18, updateable=False, monotone=True),
     _currency_code(),
     Field("UnitPrice", CURRENCY),
     Field("IsActive", BOOLEAN),
@@ -118,7 +119,7 @@ QUOTE = SObject("Quote", "0Q0", (
 ))
 QUOTE_LINE_ITEM = SObject("QuoteLineItem", "0QL", (
     _id(),
-    Field("QuoteId", REFERENCE, 18, updateable=False),
+    Field("QuoteId", REFERENCE, 18, updateable=False, monotone=True),
     Field("Product2Id", REFERENCE, 18),
     Field("PricebookEntryId", REFERENCE, 18),
     Field("Quantity", DOUBLE),

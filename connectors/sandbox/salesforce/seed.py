@@ -120,6 +120,8 @@ class Seed:
         self.counts = {"Account": accounts, "Product2": len(_PRODUCTS),
                        "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
                        "QuoteLineItem": quotes * LINES_PER_QUOTE}
+        # quote lines regenerate their quote: keep recent quotes (rows are never mutated)
+        self._quote_row = functools.lru_cache(maxsize=4096)(self._quote)
 
     def row(self, obj: str, index: int) -> Row | None:
         if not 0 <= index < self.counts[obj]:
@@ -174,7 +176,7 @@ class Seed:
         q, slot = divmod(i, LINES_PER_QUOTE)
         if slot >= 1 + _Draw(self.seed, 3, q).next() % LINES_PER_QUOTE:
             return None
-        quote = self._quote(q)
+        quote = self._quote_row(q)
         d = _Draw(self.seed, 4, i)
         product = d.next() % len(_PRODUCTS)
         currency = quote["CurrencyIsoCode"]

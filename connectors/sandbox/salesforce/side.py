@@ -60,8 +60,8 @@ class SalesforceSide:
         return path == "/services" or path.startswith("/services/")
 
     def reset(self) -> None:
+        """Seeded rows, API usage, cursors and the delete-log purge mark; sessions survive."""
         self.store.reset()
-        self.tokens.revoke()
         self.usage.reset()
         self.cursors.clear()
         self.purge_mark = None

@@ -27,7 +27,8 @@ from .wire import record_error
 MAX_COLLECTION = 200
 _REFERENCES = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
                "PricebookEntryId": "PricebookEntry"}
-_REQUIRED = {"Account": ("Name",), "Quote": ("Name",)}
+_REQUIRED = {"Account": ("Name",), "Quote": ("Name", "AccountId"),
+             "QuoteLineItem": ("QuoteId", "Product2Id"), "PricebookEntry": ("Product2Id",)}
 _ROLLED_BACK = record_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not "
                             "all records were valid and the request was using AllOrNone header")
 
