@@ -157,7 +157,8 @@ def usage_import(app: AppContext, file: Any, as_json: bool) -> None:
         result = import_usage(uow, rows)
         uow.commit()
     if as_json:
-        emit(result, as_json=True)
+        emit({"imported": result.imported, "duplicates": result.duplicates,
+              "errors": result.errors}, as_json=True)
         return
     click.echo(f"imported {result.imported}, duplicates {result.duplicates}, "
                f"errors {len(result.errors)}")

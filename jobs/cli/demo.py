@@ -120,9 +120,10 @@ def describe_invoice(inv: dict[str, Any]) -> list[str]:
     def money(minor: int) -> str:
         return f"{from_minor(minor, cur)} {cur}"
 
-    out = [f"{inv['number']} to {inv['account_name']} for the period {inv['period_start']} to "
-           f"{inv['period_end'] - timedelta(days=1)}, issued {inv['issue_date']}, due "
-           f"{inv['due_date']}:"]
+    head = (f"{inv['number']} to {inv['account_name']} for the period {inv['period_start']} to "
+            f"{inv['period_end'] - timedelta(days=1)}, issued {inv['issue_date']}, due "
+            f"{inv['due_date']}:")
+    out = [head]
     for ln in inv["lines"]:
         tax = f" + tax {money(ln['tax_minor'])}" if ln["tax_minor"] else ""
         out.append(f"  - {ln['description']}: {money(ln['amount_minor'])}{tax}")
