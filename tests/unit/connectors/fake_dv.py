@@ -28,6 +28,7 @@ class FakeDataverse:
         self.version = 0
         self.tokens = 0
         self.token_posts = 0
+        self.token_bodies: list[str] = []
         self.expire_next = 0
         self.throttle_next = 0
         self.expired_links = False
@@ -66,6 +67,7 @@ class FakeDataverse:
 
     def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
         self.token_posts += 1
+        self.token_bodies.append(str(request.body))
         self.tokens += 1
         return 200, {}, json.dumps({"token_type": "Bearer", "expires_in": 3599,
                                     "access_token": f"DTOKEN{self.tokens}"})
