@@ -10,6 +10,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import FatalError
+
+log = logging.getLogger(__name__)
 
 #: Credential keys that hold secrets: they must be references, never literals.
 SECRET_KEYS = frozenset(
@@ -103,6 +106,9 @@ def _read_secrets_file(connection: str, path: str | None) -> dict[str, Any]:
     if not path:
         raise CredentialError(f"connection {connection!r}: 'file:' secret but no secrets_file")
     try:
+        if Path(path).stat().st_mode & 0o077:
+            log.warning("connection %s: secrets file %s is readable by group or others",
+                        connection, path)
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise CredentialError(
