@@ -3,8 +3,9 @@
 Rules kept here:
 - One `Transport` per connection (timeouts, CA bundle, retries, budget, call log); simple-
   salesforce is given it as `session=` and `parse_float=Decimal`.
-- A refused session (`INVALID_SESSION_ID`, surfaced as `AuthError`) gets exactly one re-login;
-  a second refusal is a fatal `AuthError` that says so. A read interrupted by it restarts from
+- A refused session (`INVALID_SESSION_ID`, surfaced as `AuthError`) gets exactly one re-login
+  per call (per page for reads); a second refusal in a row is a fatal `AuthError` that says so.
+  A refused login itself (`LoginRefused`) is never retried. A read interrupted by it restarts from
   the cursor of the last page handed out, so nothing is skipped or handed out twice.
 - Incremental reads use queryAll (`include_deleted`) so live rows and `IsDeleted = true` rows
   come in one ordered stream: `WHERE SystemModstamp >= cursor - overlap ORDER BY SystemModstamp,
@@ -144,9 +145,11 @@ class SalesforceConnector:
                     if len(records) + len(deletions) >= self.settings.page_size:
                         last_cursor = tracker.cursor()
                         yield Page(records, deletions, last_cursor)
-                        records, deletions = [], []
+                        records, deletions, relogged = [], [], False  # progress: allow again
+            except LoginRefused:
+                raise
             except AuthError as exc:
-                if relogged or isinstance(exc, LoginRefused):
+                if relogged:
                     raise AuthError(f"{self.name}: session refused again after one re-login: "
                                     f"{exc}", code=exc.code, status=exc.status) from None
                 relogged = True
