@@ -7,8 +7,9 @@ Rules this module keeps:
 - `/__admin__/...` is answered by `admin_api`; any other path goes to the first side whose
   `matches(path)` is true (404 JSON otherwise).
 - "drop" faults close the socket without an answer; "slow" faults sleep in the request's thread.
-- Every socket has a timeout (REQUEST_TIMEOUT); `stop()` shuts the server down and removes the
-  temp dir. The Dataverse side is imported lazily and skipped (logged) if it is not there.
+- Every connection socket has a timeout (REQUEST_TIMEOUT) and does its TLS handshake in its own
+  thread, so a silent client never stalls the server; `stop()` shuts the server down and removes
+  the temp dir. The Dataverse side is imported lazily and skipped (logged) if it is not there.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import trustme
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from . import admin_api
@@ -40,6 +41,31 @@ class _Handler(WSGIRequestHandler):
 
     def log(self, type: str, message: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), message % args)
+
+
+class _TLSServer(ThreadedWSGIServer):
+    """Threaded WSGI server that does the TLS handshake in the connection's own thread.
+
+    werkzeug would wrap the listening socket, so a client that connects and never speaks TLS
+    would stall the accept loop; here the handshake runs with a timeout, off that loop.
+    """
+
+    def __init__(self, host: str, port: int, app: Any, tls: ssl.SSLContext) -> None:
+        super().__init__(host, port, app, handler=_Handler)
+        self.ssl_context = tls  # werkzeug reads it: wsgi.url_scheme = https
+        self.daemon_threads = True
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(REQUEST_TIMEOUT)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ValueError) as exc:
+            log.debug("sandbox: TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
 
 
 class Sandbox:
@@ -62,7 +88,7 @@ class Sandbox:
         self.url = ""
         self.ca_bundle = ""
         self.context: SandboxContext | None = None  # type: ignore[assignment]
-        self._server: BaseWSGIServer | None = None
+        self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
 
@@ -75,9 +101,7 @@ class Sandbox:
         ca.cert_pem.write_to_path(self.ca_bundle)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
-        self._server = make_server(self.host, self.port, self._wsgi, threaded=True,
-                                   request_handler=_Handler, ssl_context=tls)
-        self._server.daemon_threads = True  # type: ignore[attr-defined]
+        self._server = _TLSServer(self.host, self.port, self._wsgi, tls)
         self.port = self._server.server_port
         self.url = f"https://{self.host}:{self.port}"
         self.context = SandboxContext(self.url, self.seed, self.counters, self.faults,

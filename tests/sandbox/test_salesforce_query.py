@@ -142,3 +142,27 @@ def test_errors_have_the_salesforce_shape(sf_http: Any) -> None:
     relation = sf_http.query("SELECT Id, Account.Name FROM Quote")
     assert sf_json(relation)[0]["errorCode"] == "MALFORMED_QUERY"
     assert "api-usage=" in malformed.headers["Sforce-Limit-Info"]
+
+
+def test_duplicate_fields_are_refused(sf_http: Any) -> None:
+    response = sf_http.query("SELECT Id, Name, id FROM Account")
+    assert response.status_code == 400
+    assert sf_json(response)[0] == {"message": "duplicate field selected: Id",
+                                    "errorCode": "MALFORMED_QUERY"}
+
+
+def test_created_quote_with_lines_is_queryable(sf: Any, sfbox: Sandbox) -> None:
+    side = sfbox.salesforce
+    assert side is not None
+    made = side.admin("create_quote", {"account_id": side.account_id(2), "status": "Presented",
+                                       "lines": [{"product_index": 0, "quantity": 3},
+                                                 {"product_index": 9, "quantity": 1000,
+                                                  "unit_price": 0.4}]})
+    quote = sf.Quote.get(made["id"])
+    assert quote["Status"] == "Presented" and quote["AccountId"] == side.account_id(2)
+    lines = sf.query(f"SELECT Id, Quantity, UnitPrice FROM QuoteLineItem "
+                     f"WHERE QuoteId = '{made['id']}' ORDER BY Id")["records"]
+    assert [r["Id"] for r in lines] == made["line_ids"]
+    side.admin("set_quote_status", {"id": made["id"], "status": "Accepted"})
+    accepted = sf.query(f"SELECT Id FROM Quote WHERE Status = 'Accepted' AND Id = '{made['id']}'")
+    assert accepted["totalSize"] == 1

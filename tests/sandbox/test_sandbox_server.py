@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
@@ -114,3 +115,9 @@ def test_cli_command_options() -> None:
     assert result.exit_code == 0
     assert "--port" in result.output and "--seed" in result.output
     assert "--accounts" in result.output
+
+
+def test_a_silent_client_does_not_stall_the_server(sfbox: Sandbox) -> None:
+    with socket.create_connection(("127.0.0.1", sfbox.port), timeout=5):
+        session = CABundleSession(sfbox.ca_bundle, timeout=(5, 10))
+        assert session.get(f"{sfbox.url}/__admin__").status_code == 200

@@ -122,17 +122,15 @@ def run(side: "SalesforceSide", action: str, payload: dict) -> dict:
 
 def _create_quote(side: "SalesforceSide", payload: dict) -> dict:
     store = side.store
-    account = store.get(S.ACCOUNT, _index(side, S.ACCOUNT, payload, key="account_id"))
-    assert_account = account or {}
-    count = store.seed.counts["Quote"]
-    head = {"Name": payload.get("name", f"Quote Q-{count + 1:06d}"),
-            "AccountId": assert_account.get("Id"),
-            "CurrencyIsoCode": assert_account.get("CurrencyIsoCode", "USD"),
+    account = store.get(S.ACCOUNT, _index(side, S.ACCOUNT, payload, key="account_id")) or {}
+    head = {"Name": payload.get("name", "Sandbox quote"), "AccountId": account.get("Id"),
+            "CurrencyIsoCode": account.get("CurrencyIsoCode", "USD"),
             "Status": payload.get("status", "Draft"), "Revision__c": payload.get("revision", 1),
             "Subscription_Start_Date__c": payload.get("start_date", "2026-12-01")}
     with store.lock:
         values = _values(side, S.QUOTE, head)
-        quote = store.create(S.QUOTE, {**values, "QuoteNumber": f"Q{len(store.changed_rows(S.QUOTE)):07d}"})
+        number = f"{store.next_index(S.QUOTE) + 1:08d}"  # as seeded quotes are numbered
+        quote = store.create(S.QUOTE, {**values, "QuoteNumber": number})
         line_ids = []
         for line in payload.get("lines", []):
             product = line.get("product_id", line.get("product_index", 0))

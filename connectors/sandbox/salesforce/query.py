@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 from . import schema as S
-from .ids import make_id, to18
+from .ids import make_id, parse_id, to18
 from .seed import LINES_PER_QUOTE, Row, stamp
 from .soql import LIKE_PERCENT, LIKE_UNDERSCORE, BoolOp, Compare, In, Like, Literal, Not, Query
 from .soql import SoqlError
@@ -163,8 +163,6 @@ class Plan:
 
 
 def _index(record_id: str) -> int:
-    from .ids import parse_id
-
     parsed = parse_id(record_id)
     return parsed[1] if parsed else -1
 
@@ -267,7 +265,10 @@ def compile_query(query: Query, include_deleted: bool, base_count: int) -> Plan:
                         "the entity name. Please reference your WSDL or the describe call for the "
                         "appropriate names.")
     comp = _Compiler(obj)
-    fields = tuple(dict.fromkeys(comp.field(n).name for n in query.fields))
+    fields = tuple(comp.field(n).name for n in query.fields)
+    duplicate = next((n for i, n in enumerate(fields) if n in fields[:i]), None)
+    if duplicate is not None:
+        raise SoqlError("MALFORMED_QUERY", f"duplicate field selected: {duplicate}")
     order = tuple((comp.field(o.field), o.desc, o.nulls_first) for o in query.order)
     predicate: Pred = comp.cond(query.where) if query.where is not None else (lambda r: True)
     plan = Plan(obj, fields, predicate, order, query.limit, include_deleted, query.is_count)

@@ -23,6 +23,7 @@ from ..core import SandboxContext, enact_transport_fault
 from . import admin, schema as S
 from .auth import Credentials, TokenEndpoint, Tokens
 from .cursors import Cursor, Cursors, answer, batch_size
+from .ids import make_id
 from .limits import ApiUsage
 from .query import compile_query
 from .replication import ReplicationError, deleted, updated
@@ -74,9 +75,14 @@ class SalesforceSide:
         return self.tokens.issue()
 
     def account_id(self, index: int) -> str:
-        from .ids import make_id
+        """Id of the seeded account at `index` (likewise quote_id, product_id)."""
+        return make_id(S.ACCOUNT.prefix, index)
 
-        return make_id("001", index)
+    def quote_id(self, index: int) -> str:
+        return make_id(S.QUOTE.prefix, index)
+
+    def product_id(self, index: int) -> str:
+        return make_id(S.PRODUCT.prefix, index)
 
     # -- request handling -------------------------------------------------------------------
     def handle(self, request: Request) -> Response:

@@ -122,6 +122,11 @@ class Store:
             self.deleted_log[obj.name].append((row["Id"], stamp))
             return row
 
+    def next_index(self, obj: SObject) -> int:
+        """Index the next created row of `obj` will get (hold `lock` to rely on it)."""
+        with self.lock:
+            return self._next[obj.name]
+
     def changed_rows(self, obj: SObject) -> list[Row]:
         with self.lock:
             return list(self._changed[obj.name].values())
