@@ -1,0 +1,107 @@
+"""Tokens: every endpoint but /healthz needs one (401 without, with WWW-Authenticate); a token
+without the scope is 403; revoked tokens stop working; only hashes are stored; the CLI creates,
+lists and revokes them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from api_helpers import TestClient
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from config.settings import Settings
+from jobs.api.app import build_app
+from jobs.api.tables import api_tokens
+from jobs.cli import main
+
+# (method, path, scope needed) for every operation of the OpenAPI document
+NEEDS = {"GET": "billing:read", "POST": "billing:write"}
+ADMIN = {"/accounts/{account}/hold:place", "/accounts/{account}/hold:release", "/sync:run",
+         "/sync/runs/{run_id}", "/status"}
+
+
+def _operations(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path, ops in sorted(paths.items()):
+        for method in ops:
+            scope = "admin" if path in ADMIN else NEEDS[method.upper()]
+            concrete = path.replace("{account}", "1").replace("{ref}", "1").replace(
+                "{run_id}", "1")
+            yield method.upper(), path, concrete, scope
+
+
+def test_every_endpoint_but_healthz_needs_a_token(api):
+    operations = list(_operations(api))
+    assert len(operations) >= 25
+    for method, path, concrete, _ in operations:
+        r = api.client.request(method, concrete, json={})
+        if path == "/healthz":
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="ledgerbridge"')
+        assert r.json()["error"]["code"] == "unauthenticated"
+
+
+def test_a_token_without_the_scope_is_403(api):
+    checked = 0
+    for method, path, concrete, scope in _operations(api):
+        weaker = {"billing:write": "billing:read", "admin": "billing:write"}.get(scope)
+        if weaker is None:
+            continue
+        r = api.client.request(method, concrete, json={}, headers=api.headers(weaker))
+        assert r.status_code == 403, (method, path, r.status_code)
+        assert r.headers["WWW-Authenticate"] == (
+            f'Bearer realm="ledgerbridge", error="insufficient_scope", scope="{scope}"')
+        assert r.json()["error"]["code"] == "insufficient_scope"
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("header", ["Bearer nope", "Bearer lbk_000000000000_x", "Basic abc",
+                                    "Bearer ", "lbk_only"])
+def test_bad_tokens_are_401(api, header):
+    r = api.client.get("/billing/credit-memos", headers={"Authorization": header})
+    assert r.status_code == 401
+    assert "error=" in r.headers["WWW-Authenticate"]
+
+
+def test_a_wider_scope_includes_the_narrower(api, account):
+    assert api.get("/billing/credit-memos", scope="billing:write").status_code == 200
+    assert api.get("/billing/credit-memos", scope="admin").status_code == 200
+    assert api.post("/billing/credit-memos", {"account_id": account, "amount": "1.00",
+                                              "reason": "x"}, scope="admin").status_code == 201
+
+
+def test_cli_creates_lists_and_revokes_tokens(sqlite_engine):
+    """SQLite only: the CLI opens its own engine from a URL, which the per-test PostgreSQL
+    schema has none of (the token functions it calls run on both in the other tests)."""
+    engine = sqlite_engine
+    url = engine.url.render_as_string(hide_password=False)
+    client = TestClient(build_app(engine, Settings()))
+    runner = CliRunner()
+    out = runner.invoke(main, ["--database-url", url, "tokens", "create", "--name", "portal",
+                               "--scope", "billing:write", "--json"])
+    assert out.exit_code == 0, out.output
+    created = json.loads(out.output)
+    token = created["token"]
+    assert token.startswith("lbk_")
+    with engine.connect() as conn:
+        stored = conn.execute(select(api_tokens).where(
+            api_tokens.c.id == created["id"])).mappings().one()
+    assert token not in json.dumps({k: str(v) for k, v in stored.items()})
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/billing/credit-memos", headers=headers).status_code == 200
+
+    listed = runner.invoke(main, ["--database-url", url, "tokens", "list", "--json"])
+    assert token not in listed.output and "portal" in listed.output
+
+    out = runner.invoke(main, ["--database-url", url, "tokens", "revoke", "portal"])
+    assert out.exit_code == 0, out.output
+    assert client.get("/billing/credit-memos", headers=headers).status_code == 401
+    again = runner.invoke(main, ["--database-url", url, "tokens", "revoke", "portal"])
+    assert again.exit_code == 2 and "already revoked" in again.output
+    bad = runner.invoke(main, ["--database-url", url, "tokens", "create", "--name", "x",
+                               "--scope", "root"])
+    assert bad.exit_code == 2

@@ -1,0 +1,103 @@
+"""Idempotency-Key: the first answer is stored with the change and replayed; the same key with
+another body is 409; error answers replay too; keys belong to a token; two concurrent requests
+with one key run the change once."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from billing_core.adapters.tables import credit_memos, payments
+
+MUTATIONS = [
+    ("/billing/credit-memos", lambda a: {"account_id": a, "amount": "5.00", "reason": "x"}),
+    ("/billing/debit-memos", lambda a: {"account_id": a, "amount": "5.00", "reason": "x"}),
+    ("/billing/payments", lambda a: {"account_id": a, "amount": "5.00", "reference": "r1"}),
+    ("/billing/credits:grant", lambda a: {"account_id": a, "amount": "5.00", "reason": "x"}),
+    ("/billing/credit-memos:activate", lambda a: {"credit_memos": ["1"]}),
+    ("/billing/credit-memos:cancel", lambda a: {"credit_memos": ["1"]}),
+    ("/billing/credit-memos:unapply", lambda a: {"items": [{"credit_memo": "1"}]}),
+    ("/billing/credit-memos:apply", lambda a: {"items": [{"credit_memo": "1", "applications": [
+        {"target": "INV-000001", "amount": "1.00"}]}]}),
+    ("/billing/debit-memos:activate", lambda a: {"debit_memos": ["1"]}),
+    ("/billing/debit-memos:cancel", lambda a: {"debit_memos": ["1"]}),
+    ("/billing/invoices:void", lambda a: {"invoices": ["INV-000001"]}),
+    ("/billing/payments:apply", lambda a: {"items": [{"payment": "1"}]}),
+    ("/billing/credits:convert", lambda a: {"grant_id": 1}),
+]
+
+
+@pytest.mark.parametrize("path,body", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_replay_and_reused_key(api, account, invoice, path, body):
+    payload = body(account)
+    first = api.post(path, payload, key="key-1")
+    again = api.post(path, payload, key="key-1")
+    assert first.status_code < 500
+    assert again.status_code == first.status_code
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.post(path, {**payload, "extra": 1}, key="key-1")
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_replay_writes_once_and_key_order_does_not_matter(api, account):
+    body = {"account_id": account, "amount": "5.00", "reference": "r9"}
+    first = api.post("/billing/payments", body, key="pay-9")
+    reordered = {"reference": "r9", "amount": "5.00", "account_id": account}
+    assert api.post("/billing/payments", reordered, key="pay-9").json() == first.json()
+    count = api.read(lambda c: c.execute(select(func.count()).select_from(payments)).scalar())
+    assert count == 1
+    # the same key on another path is another request: refused
+    r = api.post("/billing/credit-memos", {"account_id": account, "amount": "5.00",
+                                           "reason": "x"}, key="pay-9")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_error_answers_are_replayed(api, account):
+    body = {"account_id": account, "amount": "5.00", "reason": "x", "currency": "EUR"}
+    first = api.post("/billing/credit-memos", body, key="bad-1")
+    assert first.status_code == 409
+    again = api.post("/billing/credit-memos", body, key="bad-1")
+    assert again.status_code == 409 and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_keys_belong_to_a_token(api, account):
+    body = {"account_id": account, "amount": "5.00", "reason": "x"}
+    a = api.post("/billing/credit-memos", body, scope="billing:write", key="k")
+    b = api.post("/billing/credit-memos", body, scope="admin", key="k")
+    assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
+
+
+def test_bad_keys_are_400_and_auth_comes_first(api, account):
+    body = {"account_id": account, "amount": "5.00", "reason": "x"}
+    r = api.post("/billing/credit-memos", body, key="has space")
+    assert r.status_code == 400 and r.json()["error"]["field"] == "Idempotency-Key"
+    r = api.post("/billing/credit-memos", body, key="x" * 256)
+    assert r.status_code == 400
+    r = api.client.post("/billing/credit-memos", json=body, headers={"Idempotency-Key": "k"})
+    assert r.status_code == 401
+
+
+def test_concurrent_requests_with_one_key_run_once(api, account):
+    body = {"account_id": account, "amount": "7.00", "reason": "race", "activate": True}
+    answers: list[tuple[int, dict]] = []
+    barrier = threading.Barrier(4)
+
+    def call() -> None:
+        barrier.wait()
+        r = api.post("/billing/credit-memos", body, key="race-1")
+        answers.append((r.status_code, r.json()))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    memos = api.read(lambda c: c.execute(select(func.count()).select_from(credit_memos))
+                     .scalar())
+    assert memos == 1
+    created = [a for s, a in answers if s == 201]
+    assert created and all(a == created[0] for a in created)
+    assert all(s in (201, 409) for s, _ in answers)
