@@ -93,7 +93,10 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                 "run several workers")
         worker = worker or Worker(engine, settings)
         if once:
-            run_once(worker)
+            try:
+                run_once(worker)
+            finally:
+                worker.close()
             return
         _install_signals(worker.stop)
         scheduler = build_scheduler(worker)
@@ -114,6 +117,7 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
             _shutdown(scheduler, worker.sync.shutdown_timeout_seconds)
             if server is not None:
                 server.stop()
+            worker.close()
             log.info("daemon stopped")
 
 

@@ -84,8 +84,10 @@ def quote_payload(conn: Connection, order_id: int) -> dict[str, Any]:
         prov = "waiting for hold release"
     elif "failed" in states:
         prov = "failed"
+    elif all(s in ("provisioned", "cancelled") for s in states):
+        prov = "provisioned" if "provisioned" in states else "cancelled"
     elif all(s in ("provisioned", "dispatched", "cancelled") for s in states):
-        prov = "provisioned" if "provisioned" in states or "dispatched" in states else "cancelled"
+        prov = "dispatched"
     else:
         prov = "in progress"
     sub_ids = select(subscriptions.c.id).where(subscriptions.c.order_id == order_id)

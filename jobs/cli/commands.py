@@ -28,4 +28,5 @@ _OPTIONAL: list[tuple[str, str]] = [
     ("connectors.sandbox.cli", "sandbox_command"),
     ("jobs.cli.tokens", "COMMANDS"),
     ("jobs.cli.sync", "COMMANDS"),
+    ("jobs.cli.demo_crm", "COMMANDS"),   # `demo`: registered last, so it is the README's demo
 ]

@@ -1,0 +1,226 @@
+"""``ledgerbridge demo``: the real cycle against the sandbox CRM, told as a story.
+
+It starts the sandbox (Salesforce and Dataverse over HTTPS on loopback, seeded), writes a
+temporary config and SQLite database pointing at it, and runs the worker's real job bodies
+(sync cycle, bill run, provisioning dispatch, push) a few times while a CRM user changes
+things through the sandbox's admin actions. Everything lives in a temporary directory that is
+removed at the end, and the sandbox is stopped: nothing keeps running.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+
+SF_SECRET_ENV = "LEDGERBRIDGE_DEMO_SF_SECRET"
+DV_SECRET_ENV = "LEDGERBRIDGE_DEMO_DV_SECRET"
+
+
+def sandbox_config(sbx: Any, database_url: str, *, connections: tuple[str, ...] = ("sf", "d365"),
+                   extra: str = "") -> tuple[str, dict[str, str]]:
+    """TOML config text for the sandbox's two CRMs, and the environment holding the secrets."""
+    sf, dv = sbx.salesforce, sbx.dataverse
+    env: dict[str, str] = {}
+    parts = [f'[database]\nurl = "{database_url}"\n', extra]
+    if "sf" in connections and sf is not None:
+        creds = sbx.credentials or sf.credentials
+        env[SF_SECRET_ENV] = creds.client_secret
+        parts.append(f'''
+[connections.sf]
+crm = "salesforce"
+url = "{sbx.url}"
+auth = "client_credentials"
+ca_bundle = "{sbx.ca_bundle}"
+overlap_seconds = 0
+[connections.sf.credentials]
+client_id = "{creds.client_id}"
+client_secret = "env:{SF_SECRET_ENV}"
+''')
+    if "d365" in connections and dv is not None:
+        env[DV_SECRET_ENV] = dv.client_secret
+        parts.append(f'''
+[connections.d365]
+crm = "dynamics"
+url = "{sbx.url}"
+auth = "client_secret"
+tenant_id = "{dv.tenant}"
+authority_host = "{sbx.url}"
+validate_authority = false
+ca_bundle = "{sbx.ca_bundle}"
+overlap_seconds = 0
+[connections.d365.credentials]
+client_id = "{dv.client_id}"
+client_secret = "env:{DV_SECRET_ENV}"
+''')
+    return "\n".join(parts), env
+
+
+class Story:
+    """The demo's steps; each prints what happened in plain words."""
+
+    def __init__(self, sbx: Any, workdir: Path) -> None:
+        from billing_core.adapters.db import make_engine
+        from config.settings import load_settings
+        from jobs.migrate import upgrade
+        from sync.worker import Worker
+
+        self.sbx = sbx
+        text, env = sandbox_config(sbx, f"sqlite:///{workdir / 'demo.db'}")
+        os.environ.update(env)
+        (workdir / "ledgerbridge.toml").write_text(text, encoding="utf-8")
+        self.settings = load_settings(workdir / "ledgerbridge.toml")
+        self.engine = make_engine(self.settings.database_url)
+        upgrade(self.engine)
+        self.worker = Worker(self.engine, self.settings)
+
+    def say(self, text: str) -> None:
+        click.echo(text)
+
+    def cycle(self) -> list[Any]:
+        reports = [self.worker.sync_connection(n, self.worker.options("demo"), wait=True)
+                   for n in self.worker.connections]
+        self.worker.dispatch()
+        self.worker.push_all()
+        return [r for r in reports if r is not None]
+
+    def sf(self, action: str, **payload: Any) -> dict[str, Any]:
+        return dict(self.sbx.salesforce.admin(action, payload))
+
+    def account(self, crm_id: str) -> dict[str, Any]:
+        from billing_core.service.accounts import resolve_account
+        from billing_core.service.holds import current_reasons
+        with self.engine.connect() as conn:
+            acc = dict(resolve_account(conn, crm_id))
+            acc["reasons"] = sorted(current_reasons(conn, acc["id"]))
+        return acc
+
+    def requests(self, account_id: int) -> dict[str, int]:
+        from billing_core.service.provisioning import list_requests
+        with self.engine.connect() as conn:
+            out: dict[str, int] = {}
+            for r in list_requests(conn, account_id=account_id):
+                out[r["state"]] = out.get(r["state"], 0) + 1
+            return out
+
+    def crm_fields(self, ids: list[str], quote_ids: list[str]) -> None:
+        client = self.sbx.salesforce_client()
+        fields = ("Name", "Credit_Hold__c", "Billing_Hold__c", "Billing_Hold_Reasons__c",
+                  "Open_Balance__c", "Available_Credit__c", "Credit_Exposure__c",
+                  "Last_Invoice_Number__c", "Last_Invoice_Date__c")
+        quoted = ",".join(f"'{i}'" for i in ids)
+        rows = client.query(f"SELECT Id, {', '.join(fields)} FROM Account WHERE Id IN ({quoted})")
+        for row in rows["records"]:
+            self.say(f"  Salesforce Account {row['Id']} ({row['Name']}):")
+            for f in fields[1:]:
+                self.say(f"      {f:<26} {row.get(f)}")
+        quoted = ",".join(f"'{i}'" for i in quote_ids)
+        rows = client.query("SELECT Id, Name, Status, Order_Number__c, Provisioning_Status__c, "
+                            f"Invoice_Number__c FROM Quote WHERE Id IN ({quoted})")
+        for row in rows["records"]:
+            self.say(f"  Salesforce Quote {row['Id']} ({row['Name']}, {row['Status']}): order "
+                     f"{row['Order_Number__c']}, provisioning {row['Provisioning_Status__c']!r},"
+                     f" invoice {row['Invoice_Number__c']}")
+        dv = self.sbx.dataverse
+        if dv is not None:
+            row = dv.admin("get", {"table": "accounts", "index": 0})
+            self.say(f"  Dataverse account {row.get('accountid')} ({row.get('name')}): "
+                     f"new_billinghold={row.get('new_billinghold')}, "
+                     f"new_openbalance={row.get('new_openbalance')}, "
+                     f"new_availablecredit={row.get('new_availablecredit')}")
+
+
+def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
+    """The demo, returning the facts it showed (the e2e test asserts on them)."""
+    from billing_core.service import ledger_uow
+    from billing_core.service.payments import record_payment
+
+    story = Story(sbx, workdir)
+    say = story.say
+    # Subscriptions starting on the 1st are billed in full by today's run (bill cycle day 1).
+    today = story.worker.clock().date().replace(day=1).isoformat()
+    a_id = sbx.salesforce.admin("update", {"object": "Account", "index": 0, "fields": {
+        "Credit_Limit__c": 1000, "Credit_Hold__c": False, "CurrencyIsoCode": "USD"}})["id"]
+    c_id = sbx.salesforce.admin("set_hold", {"index": 1, "hold": True})["id"]
+    qa = story.sf("create_quote", account_id=a_id, status="Accepted", start_date=today,
+                  name="Demo: 100 workspace seats", lines=[
+                      {"product_index": 0, "quantity": 100, "unit_price": 12}])["id"]
+    qc = story.sf("create_quote", account_id=c_id, status="Accepted", start_date=today,
+                  name="Demo: security keys", lines=[
+                      {"product_index": 8, "quantity": 5, "unit_price": 45}])["id"]
+
+    say("1. First cycle: pull from both CRMs, hand off accepted quotes, check credit, push.")
+    reports = story.cycle()
+    for r in reports:
+        acc = r.objects.get("account")
+        say(f"   {r.connection}: {acc.read if acc else 0} accounts read, "
+            f"{r.total('upserted')} records reconciled, {r.handed_off} accepted quotes handed "
+            f"off as orders, {r.total('quarantined')} quarantined, "
+            f"{r.total('api_calls')} API calls ({r.outcome})")
+    a, c = story.account(a_id), story.account(c_id)
+    say(f"   {a['name']}: limit 1,000 USD, its accepted quote is 1,200 USD a month -> on hold "
+        f"({', '.join(a['reasons']) or 'none'}); provisioning {story.requests(a['id'])}")
+    say(f"   {c['name']}: finance set the CRM credit hold -> on hold "
+        f"({', '.join(c['reasons']) or 'none'}); provisioning {story.requests(c['id'])}")
+
+    say("2. Bill run for today: invoices are issued even while an account is on hold.")
+    result = story.worker.bill_run()
+    say(f"   {result.invoices_created} invoice(s) issued")
+
+    say("3. Finance clears the CRM hold on the second account in Salesforce.")
+    story.sf("set_hold", id=c_id, hold=False)
+    story.cycle()
+    c = story.account(c_id)
+    say(f"   {c['name']}: reasons now {c['reasons'] or 'none'}; provisioning "
+        f"{story.requests(c['id'])} (released and dispatched by itself)")
+
+    say("4. A payment arrives for the first account's open balance.")
+    from billing_core.service.receivables import open_balance_minor
+    from billing_core.domain.money import from_minor
+    with ledger_uow(story.engine, policy=story.settings.credit) as uow:
+        due = from_minor(open_balance_minor(uow.conn, a["id"]), "USD")
+        if due > 0:
+            record_payment(uow, a["id"], str(due), reference="DEMO-PAYMENT-1", auto_apply=True)
+        uow.commit()
+    story.cycle()
+    a = story.account(a_id)
+    say(f"   paid {due} USD -> reasons now {a['reasons'] or 'none'}; provisioning "
+        f"{story.requests(a['id'])}")
+
+    say("5. What the CRM records show now (read back from the sandbox CRM):")
+    story.crm_fields([a_id, c_id], [qa, qc])
+    story.worker.close()
+    story.engine.dispose()
+    return {"a": a_id, "c": c_id, "qa": qa, "qc": qc, "a_reasons": a["reasons"],
+            "c_reasons": c["reasons"], "invoices": result.invoices_created,
+            "a_requests": story.requests(a["id"]), "c_requests": story.requests(c["id"])}
+
+
+@click.command("demo")
+@click.option("--accounts", default=20, show_default=True, help="Seeded accounts per CRM.")
+@click.option("--keep", type=click.Path(file_okay=False), help="Keep the database and config here.")
+@click.pass_context
+def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
+    """Start the sandbox CRM and run the real sync cycle against it, telling the story."""
+    from connectors.sandbox.server import Sandbox
+
+    verbosity = getattr(ctx.obj, "verbosity", 0)
+    if not verbosity:
+        logging.getLogger().setLevel(logging.ERROR)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ledgerbridge-demo-") as tmp:
+        workdir = Path(keep) if keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with Sandbox(accounts=accounts, quotes=max(accounts // 2, 4), seed=7) as sbx:
+            click.echo(f"Sandbox CRM on {sbx.url} (Salesforce and Dataverse, seeded); "
+                       f"database and config in {workdir}")
+            run_story(sbx, workdir)
+    click.echo(f"Done in {time.monotonic() - started:.1f} s; the sandbox is stopped.")
+
+
+COMMANDS = [demo_command]
