@@ -1,4 +1,5 @@
 """Identity platform + bearer checks, driven by msal and requests over verified TLS."""
+# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-
-from test_dataverse_harness import Dataverse, assert_shape, dataverse_server, dv, \
-    fixture, http, load_json  # noqa: F401  (fixtures are used by name)
+from test_dataverse_harness import (  # noqa: F401 (fixtures)
+    Dataverse,
+    assert_shape,
+    dataverse_server,
+    dv,
+    dv_http,
+    fixture,
+    load_json,
+)
 
 
 def test_msal_gets_a_token_then_serves_it_from_its_cache(dv: Dataverse) -> None:
@@ -29,9 +36,9 @@ def test_msal_gets_a_token_then_serves_it_from_its_cache(dv: Dataverse) -> None:
     assert dv.ctx.counters.get("dataverse", "openid-configuration", "GET") == 1
 
 
-def test_token_answer_has_aad_shape(dv: Dataverse, http: requests.Session) -> None:
+def test_token_answer_has_aad_shape(dv: Dataverse, dv_http: requests.Session) -> None:
     url = f"{dv.info['authority']}/oauth2/v2.0/token"
-    resp = http.post(url, data={"grant_type": "client_credentials",
+    resp = dv_http.post(url, data={"grant_type": "client_credentials",
                                 "client_id": dv.info["client_id"],
                                 "client_secret": dv.info["client_secret"],
                                 "scope": dv.info["scope"]})
@@ -40,8 +47,8 @@ def test_token_answer_has_aad_shape(dv: Dataverse, http: requests.Session) -> No
     assert load_json(resp.text)["expires_in"] == 3599
 
 
-def test_discovery_document_names_the_endpoints(dv: Dataverse, http: requests.Session) -> None:
-    body = http.get(f"{dv.info['authority']}/v2.0/.well-known/openid-configuration").json()
+def test_discovery_document_names_the_endpoints(dv: Dataverse, dv_http: requests.Session) -> None:
+    body = dv_http.get(f"{dv.info['authority']}/v2.0/.well-known/openid-configuration").json()
     assert body["token_endpoint"] == f"{dv.info['authority']}/oauth2/v2.0/token"
     assert body["authorization_endpoint"].startswith(dv.info["authority"])
     assert body["issuer"].startswith(dv.info["authority"])
@@ -54,11 +61,11 @@ def test_discovery_document_names_the_endpoints(dv: Dataverse, http: requests.Se
     ({"scope": "user.read"}, 400, "invalid_scope", 1002012),
     ({"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
 ])
-def test_token_errors_have_aad_shape(dv: Dataverse, http: requests.Session, form: dict[str, str],
+def test_token_errors_have_aad_shape(dv: Dataverse, dv_http: requests.Session, form: dict[str, str],
                                      status: int, error: str, code: int) -> None:
     data = {"grant_type": "client_credentials", "client_id": dv.info["client_id"],
             "client_secret": dv.info["client_secret"], "scope": dv.info["scope"], **form}
-    resp = http.post(f"{dv.info['authority']}/oauth2/v2.0/token", data=data)
+    resp = dv_http.post(f"{dv.info['authority']}/oauth2/v2.0/token", data=data)
     assert resp.status_code == status
     body = load_json(resp.text)
     assert_shape(body, fixture("dataverse_answers.json")["aad_error"])
@@ -73,8 +80,8 @@ def test_msal_reports_a_wrong_secret(dv: Dataverse) -> None:
     assert 7000215 in result["error_codes"]
 
 
-def test_unknown_tenant_is_refused(dv: Dataverse, http: requests.Session) -> None:
-    resp = http.get(dv.info["authority"].rsplit("/", 1)[0]
+def test_unknown_tenant_is_refused(dv: Dataverse, dv_http: requests.Session) -> None:
+    resp = dv_http.get(dv.info["authority"].rsplit("/", 1)[0]
                     + "/not-my-tenant/v2.0/.well-known/openid-configuration")
     assert resp.status_code == 400
     assert resp.json()["error_codes"] == [90002]
@@ -83,7 +90,7 @@ def test_unknown_tenant_is_refused(dv: Dataverse, http: requests.Session) -> Non
 def _certificate() -> tuple[str, str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ledgerbridge-test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
@@ -109,33 +116,33 @@ def test_certificate_assertion_is_accepted_and_a_wrong_key_refused(dv: Dataverse
     assert bad["error"] == "invalid_client" and 700027 in bad["error_codes"]
 
 
-def test_expired_token_answers_401_with_challenge(dv: Dataverse, http: requests.Session) -> None:
-    assert dv.get(http, "WhoAmI").status_code == 200
+def test_expired_token_answers_401_with_challenge(dv: Dataverse, dv_http: requests.Session) -> None:
+    assert dv.get(dv_http, "WhoAmI").status_code == 200
     dv.ctx.clock.advance(3601)
-    resp = dv.get(http, "WhoAmI")
+    resp = dv.get(dv_http, "WhoAmI")
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].startswith(
         f"Bearer authorization_uri={dv.info['authority']}/oauth2/authorize")
     assert_shape(load_json(resp.text), fixture("dataverse_answers.json")["error"])
 
 
-def test_missing_token_answers_401(dv: Dataverse, http: requests.Session) -> None:
-    resp = http.get(f"{dv.api}/accounts")
+def test_missing_token_answers_401(dv: Dataverse, dv_http: requests.Session) -> None:
+    resp = dv_http.get(f"{dv.api}/accounts")
     assert resp.status_code == 401
     assert dv.ctx.counters.get("dataverse", "accounts", "GET") == 1
 
 
-def test_expire_session_fault_forces_a_new_token(dv: Dataverse, http: requests.Session) -> None:
+def test_expire_session_fault_forces_a_new_token(dv: Dataverse, dv_http: requests.Session) -> None:
     dv.ctx.faults.add("dataverse", "accounts", "expire_session", count=1)
-    assert dv.get(http, "accounts?$top=1").status_code == 401
-    assert dv.get(http, "accounts?$top=1").status_code == 401  # the old token stays dead
+    assert dv.get(dv_http, "accounts?$top=1").status_code == 401
+    assert dv.get(dv_http, "accounts?$top=1").status_code == 401  # the old token stays dead
     fresh = dv.msal_app().acquire_token_for_client(scopes=[dv.info["scope"]])
     dv.token = fresh["access_token"]
-    assert dv.get(http, "accounts?$top=1").status_code == 200
+    assert dv.get(dv_http, "accounts?$top=1").status_code == 200
 
 
-def test_whoami_shape(dv: Dataverse, http: requests.Session) -> None:
-    resp = dv.get(http, "WhoAmI")
+def test_whoami_shape(dv: Dataverse, dv_http: requests.Session) -> None:
+    resp = dv.get(dv_http, "WhoAmI")
     assert resp.status_code == 200
     assert_shape(load_json(resp.text), fixture("dataverse_answers.json")["whoami"])
 

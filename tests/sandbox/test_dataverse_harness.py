@@ -120,7 +120,7 @@ def dv(dataverse_server: Sandbox) -> Dataverse:
 
 
 @pytest.fixture
-def http(dv: Dataverse) -> Iterator[requests.Session]:
+def dv_http(dv: Dataverse) -> Iterator[requests.Session]:
     session = dv.session()
     yield session
     session.close()

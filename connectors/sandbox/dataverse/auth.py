@@ -80,7 +80,7 @@ class Authority:
         return Response(json.dumps(body), status=status, content_type="application/json")
 
     def _stamp(self) -> str:
-        return dt.datetime.fromtimestamp(self._now(), dt.timezone.utc).strftime(
+        return dt.datetime.fromtimestamp(self._now(), dt.UTC).strftime(
             "%Y-%m-%d %H:%M:%SZ")
 
     def token(self, request: Request, tenant: str) -> Response:
@@ -137,8 +137,11 @@ class Authority:
             return False
         import jwt  # PyJWT[crypto]: a declared dependency, imported only when needed
         from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            return False
         try:
             claims = jwt.decode(assertion, key, algorithms=["RS256", "PS256"],
                                 audience=f"{self.base_url}/{self.tenant}/oauth2/v2.0/token",

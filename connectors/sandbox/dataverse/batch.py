@@ -38,6 +38,14 @@ def _parse(content_type: str, body: bytes) -> Message:
     return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + body)
 
 
+def _parts(message: Message) -> list[Message]:
+    payload = message.get_payload()
+    parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+    if not parts:
+        raise DataverseError(400, BAD_QUERY, "A multipart batch or change set has no parts.")
+    return parts
+
+
 def _inner(part: Message) -> tuple[str, str, dict[str, str], bytes]:
     raw = part.get_payload(decode=True)
     if not isinstance(raw, bytes):
@@ -85,17 +93,16 @@ class BatchRunner:
         headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
         headers["Authorization"] = auth
         env = EnvironBuilder(method=method, path=path, query_string=parts.query,
-                             headers=headers, data=body, base_url=self.base).get_environ()
+                             headers=list(headers.items()), data=body,
+                             base_url=self.base).get_environ()
         return Request(env)
 
     def run(self, request: Request, continue_on_error: bool) -> Response:
         message = _parse(request.headers.get("Content-Type", ""), request.get_data())
         if not message.is_multipart():
             raise DataverseError(400, BAD_QUERY, "The batch request must be multipart/mixed.")
-        top = message.get_payload()
-        if not isinstance(top, list):
-            raise DataverseError(400, BAD_QUERY, "The batch request has no parts.")
-        total = sum(len(p.get_payload()) if p.is_multipart() else 1 for p in top)
+        top = _parts(message)
+        total = sum(len(_parts(p)) if p.is_multipart() else 1 for p in top)
         if total > MAX_REQUESTS:
             raise DataverseError(400, BATCH_TOO_LARGE, f"The number of requests in the batch "
                                  f"({total}) exceeds the limit of {MAX_REQUESTS}.")
@@ -120,10 +127,7 @@ class BatchRunner:
         saved = snapshot(self.store)
         refs: dict[str, str] = {}
         answers: list[bytes] = []
-        members = part.get_payload()
-        if not isinstance(members, list):
-            members = []
-        for member in members:
+        for member in _parts(part):
             content_id = member.get("Content-ID")
             resp = self.dispatch(self._request(*_inner(member), refs=refs, auth=auth))
             if resp.status_code >= 400:

@@ -88,7 +88,7 @@ class _Parser:
     def parse(self) -> Predicate:
         pred = self.or_expr()
         if self.peek() is not None:
-            raise _bad(f"Syntax error at '{self.peek()[1]}' in '{self.text}'.")  # type: ignore[index]
+            raise _bad(f"Syntax error at '{self.toks[self.pos][1]}' in '{self.text}'.")
         return pred
 
     def or_expr(self) -> Predicate:
@@ -96,7 +96,7 @@ class _Parser:
         while self.word("or"):
             self.take()
             right = self.and_expr()
-            left = (lambda a, b: lambda row: a(row) or b(row))(left, right)
+            left = _either(left, right)
         return left
 
     def and_expr(self) -> Predicate:
@@ -104,7 +104,7 @@ class _Parser:
         while self.word("and"):
             self.take()
             right = self.unary()
-            left = (lambda a, b: lambda row: a(row) and b(row))(left, right)
+            left = _both(left, right)
         return left
 
     def unary(self) -> Predicate:
@@ -195,8 +195,16 @@ class _Parser:
         if ctype == INT and lit.value != lit.value.to_integral_value():
             raise _bad(f"Unrecognized 'Edm.Int32' literal '{lit.value}' for '{column}'.")
         if ctype == DATETIME and lit.kind == "date":
-            return dt.datetime.fromisoformat(lit.value).replace(tzinfo=dt.timezone.utc)
+            return dt.datetime.fromisoformat(lit.value).replace(tzinfo=dt.UTC)
         return lit.value
+
+
+def _either(a: Predicate, b: Predicate) -> Predicate:
+    return lambda row: a(row) or b(row)
+
+
+def _both(a: Predicate, b: Predicate) -> Predicate:
+    return lambda row: a(row) and b(row)
 
 
 _EDM = {"guid": GUID, "string": STRING, "bool": BOOL, "number": "Edm.Decimal",

@@ -49,7 +49,8 @@ class GuidCodec:
         s = salt(seed, table)
         self._offset = s & _MASK48
         tail = salt(seed, table + "/tail")
-        self._tail = f"-{0xe000 | (s >> 52) & 0x0fff:04x}-{0x8000 | tail & 0x3fff:04x}-{tail >> 16 & _MASK48:012x}"
+        self._tail = (f"-{0xe000 | (s >> 52) & 0x0fff:04x}-{0x8000 | tail & 0x3fff:04x}"
+                      f"-{tail >> 16 & _MASK48:012x}")
 
     def guid(self, index: int) -> str:
         e = (index * _MULT + self._offset) & _MASK48

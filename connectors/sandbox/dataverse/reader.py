@@ -58,7 +58,7 @@ class Reader:
 
     def _page(self, table: TableDef, q: Query, tracking: bool) -> dict[str, Any]:
         predicate = compile_filter(q.filter, table) if q.filter is not None else None
-        page, attrs = 1, {}
+        page, attrs = 1, dict[str, str]()
         if q.skiptoken:
             page, attrs = read_cookie(q.skiptoken)
         watermark = int(attrs.get("version", self.store.version))
@@ -133,7 +133,7 @@ class Reader:
         return order
 
     def _delta_link(self, table: TableDef, q: Query, version: int) -> str:
-        stamp = self.store.now().astimezone(dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+        stamp = self.store.now().astimezone(dt.UTC).strftime("%m/%d/%Y %H:%M:%S")
         return link(self.api, table.name, q.link_params() + [("$deltatoken",
                                                               f"{version}!{stamp}")])
 
@@ -147,7 +147,7 @@ class Reader:
         if since < self.delta_floor.get(table.name, 0) or since > self.store.version:
             raise DataverseError(400, EXPIRED_DELTA, "The version stamp associated with the "
                                  "client has expired. Please perform a full sync.")
-        page, attrs = 1, {}
+        page, attrs = 1, dict[str, str]()
         if q.skiptoken:
             page, attrs = read_cookie(q.skiptoken)
         upto = int(attrs.get("version", self.store.version))

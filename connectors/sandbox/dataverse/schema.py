@@ -93,5 +93,5 @@ TABLES: dict[str, TableDef] = {t.name: t for t in (ACCOUNTS, PRODUCTS, QUOTES, Q
                                                    CURRENCIES)}
 ENTITY_TO_SET: dict[str, str] = {t.entity: t.name for t in TABLES.values()}
 
-# Quote state -> the default status reason for it (Draft/In Progress, Active/Open, Won, Closed/Lost).
+# Quote state -> its default status reason (Draft/In Progress, Active/Open, Won, Closed/Lost).
 QUOTE_STATUS = {0: 1, 1: 3, 2: 4, 3: 5}

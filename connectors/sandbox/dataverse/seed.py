@@ -20,7 +20,7 @@ from typing import Any
 from .ids import GuidCodec, draw, salt
 from .schema import QUOTE_STATUS, TABLES
 
-FIXED_ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+FIXED_ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 FIRST_WRITE_VERSION = 10_000_000_000
 _DAY = 86_400
 
@@ -80,13 +80,14 @@ class Seeder:
                       "transactioncurrencies": len(CURRENCIES)}
         self.lines = lines_per_quote
         self.anchor = int(min(anchor, FIXED_ANCHOR).timestamp())
-        self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.timezone.utc).date()
+        self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.UTC).date()
         self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
         self._salts = {(name, k): salt(seed, f"rows/{name}/{k}") for name in TABLES
                        for k in (0, 1)}
         self._table_no = {name: n for n, name in enumerate(TABLES)}
         self._rates = [Decimal(rate) for *_x, rate in CURRENCIES]
-        self._cur_ids = [self.codecs["transactioncurrencies"].guid(n) for n in range(len(CURRENCIES))]
+        self._cur_ids = [self.codecs["transactioncurrencies"].guid(n)
+                         for n in range(len(CURRENCIES))]
 
     def candidates(self, table: str, column: str, guid: str) -> range | None:
         """Seed indexes that can hold `column eq guid`, when known without a scan; else None."""
@@ -229,4 +230,6 @@ class Seeder:
 
 
 def _ts(epoch: int) -> str:
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(epoch)[:6]
+    t = time.gmtime(epoch)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")

@@ -22,6 +22,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from ..core import Fault, SandboxContext, enact_transport_fault
+from . import writes
 from .admin import Admin
 from .auth import Authority
 from .batch import BatchRunner
@@ -32,9 +33,17 @@ from .schema import TABLES
 from .seed import Seeder
 from .store import Store
 from .throttle import Throttle
-from .wire import (API_PREFIX, BAD_QUERY, NOT_FOUND_SEGMENT, RATE_LIMITED, SERVER_BUSY,
-                   DataverseError, empty_response, error_response, json_response)
-from . import writes
+from .wire import (
+    API_PREFIX,
+    BAD_QUERY,
+    NOT_FOUND_SEGMENT,
+    RATE_LIMITED,
+    SERVER_BUSY,
+    DataverseError,
+    empty_response,
+    error_response,
+    json_response,
+)
 
 _DISCOVERY = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
@@ -206,9 +215,10 @@ class DataverseSide:
             return self._written(request, table, row, 200)
         q = parse_query(request.args, "", table)
         index = self.store.index_of(table.name, guid)
-        row = self.store.get(table.name, index) if index is not None else None
-        if row is None:
+        found = self.store.get(table.name, index) if index is not None else None
+        if found is None:
             raise writes.not_found(table, guid)
+        row = found
         etag = f'W/"{row["versionnumber"]}"'
         if request.headers.get("If-None-Match", "").strip() == etag:
             return empty_response(304, {"ETag": etag})

@@ -83,12 +83,12 @@ def error_response(err: DataverseError) -> Response:
 
 
 def fmt_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> dt.datetime:
     """Parse an OData DateTimeOffset literal (or a wire timestamp) to aware UTC."""
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no offset")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
