@@ -22,7 +22,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from ..core import Fault, SandboxContext, enact_transport_fault
-from . import writes
+from . import metadata, writes
 from .admin import Admin
 from .auth import Authority
 from .batch import BatchRunner
@@ -185,6 +185,10 @@ class DataverseSide:
                 "WhoAmIResponse", "BusinessUnitId": _guid(salt(self.seed, "bu")),
                 "UserId": _guid(salt(self.seed, "user:" + self.client_id)),
                 "OrganizationId": _guid(salt(self.seed, "org"))})
+        if rest.startswith("EntityDefinitions"):
+            _allow(method, "GET")
+            return json_response(metadata.answer(rest, request.args.get("$select"), self.seed,
+                                                 self.api_url))
         if rest in TABLES:
             table = TABLES[rest]
             _allow(method, "GET", "POST")
@@ -247,7 +251,8 @@ def _endpoint(path: str) -> str:
         return "token"
     rest = path[len(API_PREFIX) + 1:] if path.startswith(API_PREFIX + "/") else ""
     name = rest.split("(")[0].split("/")[0]
-    return name if name in TABLES or name in ("$batch", "WhoAmI") else "unknown"
+    known = ("$batch", "WhoAmI", "EntityDefinitions")
+    return name if name in TABLES or name in known else "unknown"
 
 
 def _allow(method: str, *allowed: str) -> None:
