@@ -8,8 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from test_dataverse_harness import ACCOUNTS, Dataverse
-from test_dataverse_harness import dataverse_server, dv, dv_http  # noqa: F401 (fixtures)
+from test_dataverse_harness import ACCOUNTS, Dataverse, dataverse_server, dv, dv_http  # noqa: F401 (fixtures)
 
 from connectors.registry import build_connector
 from connectors.settings import parse_connection
