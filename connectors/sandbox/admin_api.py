@@ -31,44 +31,43 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
 
 
-def handle(sandbox: "Sandbox", request: Request) -> Response:
+def handle(sandbox: Sandbox, request: Request) -> Response:
     parts = [p for p in request.path.split("/") if p][1:]
     try:
         body = json.loads(request.get_data() or b"{}") if request.method in ("POST", "PUT") else {}
         if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
+            raise TypeError("the body must be a JSON object")
         return _route(sandbox, request.method, parts, body)
     except (ValueError, KeyError, TypeError) as exc:
         return _json({"error": f"{type(exc).__name__}: {exc}"}, 400)
 
 
-def _route(sandbox: "Sandbox", method: str, parts: list[str], body: dict) -> Response:
-    ctx = sandbox.context
+def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict) -> Response:
     if not parts:
         return _json({"base_url": sandbox.url, "ca_bundle": sandbox.ca_bundle,
                       "sides": [s.name for s in sandbox.sides]})
     head = parts[0]
     if head == "counters":
         if parts[1:] == ["reset"] or method == "DELETE":
-            ctx.counters.reset()
-        return _json({"calls": ctx.counters.as_json(), "total": ctx.counters.total()})
+            sandbox.counters.reset()
+        return _json({"calls": sandbox.counters.as_json(), "total": sandbox.counters.total()})
     if head == "faults":
         if method == "DELETE":
-            ctx.faults.clear()
+            sandbox.faults.clear()
         elif method == "POST":
-            ctx.faults.add(body.get("crm", "*"), body.get("endpoint", "*"), body["kind"],
+            sandbox.faults.add(body.get("crm", "*"), body.get("endpoint", "*"), body["kind"],
                            rate=float(body.get("rate", 1.0)), count=body.get("count"),
                            retry_after=int(body.get("retry_after", 1)),
                            delay=float(body.get("delay", 0.05)))
-        return _json({"faults": ctx.faults.as_json()})
+        return _json({"faults": sandbox.faults.as_json()})
     if head == "clock":
         if "set" in body:
-            ctx.clock.set(parse_datetime(str(body["set"])))
+            sandbox.clock.set(parse_datetime(str(body["set"])))
         if "advance" in body:
-            ctx.clock.advance(float(body["advance"]))
+            sandbox.clock.advance(float(body["advance"]))
         if body.get("reset"):
-            ctx.clock.reset()
-        return _json({"now": ctx.clock.now().isoformat()})
+            sandbox.clock.reset()
+        return _json({"now": sandbox.clock.now().isoformat()})
     if head == "reset" and method == "POST":
         sandbox.reset()
         return _json({"reset": True})

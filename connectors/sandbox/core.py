@@ -204,7 +204,7 @@ class SandboxClock:
         with self._lock:
             if self._frozen is not None:
                 return self._frozen
-            return dt.datetime.now(dt.timezone.utc) + self._offset
+            return dt.datetime.now(dt.UTC) + self._offset
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -218,7 +218,7 @@ class SandboxClock:
         if moment.tzinfo is None:
             raise ValueError(f"clock moment {moment!r} must be timezone-aware")
         with self._lock:
-            self._frozen = moment.astimezone(dt.timezone.utc)
+            self._frozen = moment.astimezone(dt.UTC)
 
     def reset(self) -> None:
         """Back to real time."""

@@ -20,8 +20,9 @@ import socket
 import ssl
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Self
 
 import trustme
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
@@ -53,17 +54,18 @@ class _TLSServer(ThreadedWSGIServer):
     def __init__(self, host: str, port: int, app: Any, tls: ssl.SSLContext) -> None:
         super().__init__(host, port, app, handler=_Handler)
         self.ssl_context = tls  # werkzeug reads it: wsgi.url_scheme = https
+        self.tls = tls
         self.daemon_threads = True
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(REQUEST_TIMEOUT)
         try:
-            conn = self.ssl_context.wrap_socket(request, server_side=True)
+            conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ValueError) as exc:
             log.debug("sandbox: TLS handshake with %s failed: %s", client_address, exc)
             return
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            _Handler(conn, client_address, self)
         finally:
             conn.close()
 
@@ -92,7 +94,7 @@ class Sandbox:
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Self:
         if self._server is not None:
             return self
         self._tmpdir = tempfile.mkdtemp(prefix="ledgerbridge-sandbox-")
@@ -145,7 +147,7 @@ class Sandbox:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

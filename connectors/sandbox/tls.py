@@ -27,7 +27,7 @@ class CABundleSession(requests.Session):
         self.verify = ca_bundle
         self.default_timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any,
+    def request(self, method: str, url: str, *args: Any,  # type: ignore[override]
                 **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.default_timeout

@@ -8,9 +8,10 @@ test; `sf` is a simple-salesforce client with a fresh token and a CA-pinned sess
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def sf(sfbox: Sandbox) -> Any:
 
 
 @pytest.fixture
-def sf_http(sfbox: Sandbox) -> "SfHttp":
+def sf_http(sfbox: Sandbox) -> SfHttp:
     return SfHttp(sfbox)
 
 

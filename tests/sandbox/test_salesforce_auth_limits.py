@@ -8,12 +8,11 @@ from typing import Any
 
 import jwt
 import pytest
+from conftest import sf_json
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession
-
-from conftest import sf_json
 
 from connectors.sandbox.server import Sandbox
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from conftest import sf_json
 
 from connectors.sandbox.server import Sandbox

@@ -11,7 +11,7 @@ from conftest import SF_ACCOUNTS, sf_json
 
 from connectors.sandbox.server import Sandbox
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ORDERED = "SELECT Id, SystemModstamp FROM Account ORDER BY SystemModstamp, Id"
 
 

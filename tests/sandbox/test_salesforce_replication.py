@@ -9,7 +9,7 @@ from conftest import sf_json
 
 from connectors.sandbox.server import Sandbox
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 

@@ -9,7 +9,7 @@ from conftest import assert_same_shape, sf_fixture, sf_json
 
 from connectors.sandbox.server import Sandbox
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_token_answer_and_error(sf_http: Any, sfbox: Sandbox) -> None:

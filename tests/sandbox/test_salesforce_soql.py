@@ -8,10 +8,18 @@ from decimal import Decimal
 import pytest
 from simple_salesforce.format import format_soql
 
-from connectors.sandbox.salesforce.soql import (BoolOp, Compare, In, Like, Not, SoqlError, parse,
-                                                parse_datetime)
+from connectors.sandbox.salesforce.soql import (
+    BoolOp,
+    Compare,
+    In,
+    Like,
+    Not,
+    SoqlError,
+    parse,
+    parse_datetime,
+)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_full_grammar() -> None:

@@ -6,13 +6,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from simple_salesforce.exceptions import SalesforceMalformedRequest
-
 from conftest import sf_json
+from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from connectors.sandbox.server import Sandbox
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _rec(sfbox: Sandbox, index: int, **fields: Any) -> dict:

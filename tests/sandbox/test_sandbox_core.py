@@ -6,8 +6,14 @@ import datetime as dt
 
 import pytest
 
-from connectors.sandbox.core import (CallCounter, DropConnection, Fault, FaultPlan, SandboxClock,
-                                     enact_transport_fault)
+from connectors.sandbox.core import (
+    CallCounter,
+    DropConnection,
+    Fault,
+    FaultPlan,
+    SandboxClock,
+    enact_transport_fault,
+)
 
 
 def test_counter_counts_by_crm_endpoint_and_method() -> None:
@@ -66,8 +72,8 @@ def test_transport_faults_are_enacted_and_others_passed_on() -> None:
 
 def test_clock_real_by_default_then_set_and_advanced() -> None:
     clock = SandboxClock()
-    assert abs(clock.now() - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(seconds=5)
-    moment = dt.datetime(2026, 11, 21, 23, 43, 43, tzinfo=dt.timezone.utc)
+    assert abs(clock.now() - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+    moment = dt.datetime(2026, 11, 21, 23, 43, 43, tzinfo=dt.UTC)
     clock.set(moment)
     assert clock.now() == moment
     clock.advance(90)

@@ -10,7 +10,6 @@ import certifi
 import pytest
 import requests
 from click.testing import CliRunner
-
 from conftest import SF_ACCOUNTS, sf_json
 
 from connectors.sandbox.cli import sandbox_command

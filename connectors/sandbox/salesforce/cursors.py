@@ -16,8 +16,8 @@ import itertools
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from .ids import make_id
 from .query import Plan

@@ -19,15 +19,26 @@ import datetime as dt
 import heapq
 import itertools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import schema as S
 from .ids import make_id, parse_id, to18
 from .seed import LINES_PER_QUOTE, Row, stamp
-from .soql import LIKE_PERCENT, LIKE_UNDERSCORE, BoolOp, Compare, In, Like, Literal, Not, Query
-from .soql import SoqlError
+from .soql import (
+    LIKE_PERCENT,
+    LIKE_UNDERSCORE,
+    BoolOp,
+    Compare,
+    In,
+    Like,
+    Literal,
+    Not,
+    Query,
+    SoqlError,
+)
 from .store import Snapshot
 
 Pred = Callable[[Row], bool]

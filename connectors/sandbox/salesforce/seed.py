@@ -22,7 +22,7 @@ from .ids import make_id
 from .schema import CURRENCIES, QUOTE_STATUSES
 
 Row = dict[str, Any]
-BASE_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
+BASE_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 LINES_PER_QUOTE = 4
 PRICEBOOK_ID = make_id("01s", 0)
 _M = (1 << 64) - 1
@@ -103,7 +103,7 @@ def _created(second: int) -> dt.datetime:
 
 def price(usd: str, currency: str) -> Decimal:
     value = Decimal(usd) * Decimal(_FX[currency])
-    return value.quantize(Decimal("1") if currency == "JPY" else Decimal("0.0001")).normalize()
+    return value.quantize(Decimal(1) if currency == "JPY" else Decimal("0.0001")).normalize()
 
 
 def _system(index: int) -> Row:

@@ -20,7 +20,8 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from ..core import SandboxContext, enact_transport_fault
-from . import admin, schema as S
+from . import admin
+from . import schema as S
 from .auth import Credentials, TokenEndpoint, Tokens
 from .cursors import Cursor, Cursors, answer, batch_size
 from .ids import make_id

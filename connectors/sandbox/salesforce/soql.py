@@ -17,7 +17,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Union
+from typing import Any
 
 _TOKEN = re.compile(
     r"""(?P<ws>\s+)
@@ -83,16 +83,16 @@ class Like:
 
 @dataclass(frozen=True)
 class Not:
-    item: "Cond"
+    item: Cond
 
 
 @dataclass(frozen=True)
 class BoolOp:
     op: str  # "and" | "or"
-    items: tuple["Cond", ...]
+    items: tuple[Cond, ...]
 
 
-Cond = Union[Compare, In, Like, Not, BoolOp]
+Cond = Compare | In | Like | Not | BoolOp
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def parse_datetime(text: str) -> dt.datetime:
     if frac_tz:
         frac = re.match(r"\d+", frac_tz).group(0)  # type: ignore[union-attr]
         text = head + "." + (frac + "000000")[:6] + frac_tz[len(frac):]
-    return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
 
 
 def tokenize(text: str) -> list[Token]:

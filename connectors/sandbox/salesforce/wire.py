@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from werkzeug.wrappers import Response
 
@@ -25,7 +26,7 @@ from .seed import Row
 
 @functools.lru_cache(maxsize=4096)
 def sf_datetime(value: dt.datetime) -> str:
-    v = value.astimezone(dt.timezone.utc)
+    v = value.astimezone(dt.UTC)
     return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
             f".{v.microsecond // 1000:03d}+0000")
 

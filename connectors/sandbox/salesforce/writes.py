@@ -64,7 +64,7 @@ def coerce(store: Store, fld: S.Field, value: Any) -> Any:
             raise WriteError("NUMBER_OUTSIDE_VALID_RANGE",
                              f"{label}: value outside of valid range on numeric field: {value}",
                              [fld.name])
-        places = {S.CURRENCY: Decimal("0.01"), S.INT: Decimal("1")}.get(fld.type)
+        places = {S.CURRENCY: Decimal("0.01"), S.INT: Decimal(1)}.get(fld.type)
         number = number.quantize(places, ROUND_HALF_UP) if places else number
         return int(number) if fld.type == S.INT else number
     if fld.type == S.DATE:
