@@ -166,3 +166,15 @@ def test_created_quote_with_lines_is_queryable(sf: Any, sfbox: Sandbox) -> None:
     side.admin("set_quote_status", {"id": made["id"], "status": "Accepted"})
     accepted = sf.query(f"SELECT Id FROM Quote WHERE Status = 'Accepted' AND Id = '{made['id']}'")
     assert accepted["totalSize"] == 1
+
+
+def test_describe_lists_the_field_map(sf: Any) -> None:
+    names = {o["name"] for o in sf.describe()["sobjects"]}
+    assert {"Account", "Product2", "PricebookEntry", "Quote", "QuoteLineItem"} <= names
+    fields = {f["name"]: f for f in sf.Account.describe()["fields"]}
+    assert fields["Credit_Limit__c"]["type"] == "currency" and fields["Credit_Limit__c"]["custom"]
+    assert fields["Billing_Hold_Reasons__c"]["length"] == 255
+    assert fields["SystemModstamp"]["updateable"] is False
+    status = {f["name"]: f for f in sf.Quote.describe()["fields"]}["Status"]
+    assert "Accepted" in [v["value"] for v in status["picklistValues"]]
+    assert sf.Quote.metadata()["objectDescribe"]["keyPrefix"] == "0Q0"

@@ -2,8 +2,8 @@
 
 Rules this module keeps:
 - Serves `/services/...` only. Each request is counted once as (salesforce, endpoint, method),
-  where endpoint is one of: token, versions, limits, query, queryAll, sobject, deleted, updated,
-  composite/sobjects, unknown.
+  where endpoint is one of: token, versions, limits, query, queryAll, describe, sobject, deleted,
+  updated, composite/sobjects, unknown.
 - Order per request: count → injected fault (slow/drop by the server; 503 SERVER_UNAVAILABLE,
   429 with Retry-After, expire_session → this caller's token revoked) → session check (401
   INVALID_SESSION_ID) → API allowance (403 REQUEST_LIMIT_EXCEEDED) → the resource.
@@ -20,7 +20,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from ..core import SandboxContext, enact_transport_fault
-from . import admin
+from . import admin, describe
 from . import schema as S
 from .auth import Credentials, TokenEndpoint, Tokens
 from .cursors import Cursor, Cursors, answer, batch_size
@@ -39,6 +39,7 @@ _DATA = re.compile(r"^/services/data/(v\d+\.\d)(/.*)?$")
 _LOCATOR = re.compile(r"^/(query|queryAll)/([0-9A-Za-z]{18})-(\d+)$")
 _SOBJECT = re.compile(r"^/sobjects/(\w+)(?:/(\w+))?/?$")
 _REPLICATION = re.compile(r"^/sobjects/(\w+)/(deleted|updated)/?$")
+_DESCRIBE = re.compile(r"^/sobjects(?:/(\w+)(/describe)?)?/?$")
 
 
 class SalesforceSide:
@@ -89,7 +90,7 @@ class SalesforceSide:
     def handle(self, request: Request) -> Response:
         path = request.path
         data = _DATA.match(path)
-        endpoint = self._endpoint(path, data)
+        endpoint = self._endpoint(path, data, request.method)
         self.ctx.counters.count(CRM, endpoint, request.method)
         fault = enact_transport_fault(self.ctx.faults.take(CRM, endpoint))
         if fault is not None and fault.kind == "503":
@@ -123,7 +124,7 @@ class SalesforceSide:
         return response
 
     @staticmethod
-    def _endpoint(path: str, data: re.Match | None) -> str:
+    def _endpoint(path: str, data: re.Match | None, method: str) -> str:
         if path.rstrip("/") == "/services/oauth2/token":
             return "token"
         if data is None:
@@ -140,6 +141,8 @@ class SalesforceSide:
         replication = _REPLICATION.match(rest)
         if replication:
             return replication.group(2)
+        if _DESCRIBE.match(rest) and method == "GET":
+            return "describe"
         return "sobject" if _SOBJECT.match(rest) else "unknown"
 
     def _route(self, request: Request, endpoint: str, version: str, rest: str) -> Response:
@@ -153,6 +156,8 @@ class SalesforceSide:
             return self._collection(request)
         if endpoint == "sobject":
             return self._sobject(request, version, rest)
+        if endpoint == "describe":
+            return self._describe(version, rest)
         return error_response(404, "NOT_FOUND", "The requested resource does not exist")
 
     def _query(self, request: Request, endpoint: str, version: str, rest: str) -> Response:
@@ -178,6 +183,19 @@ class SalesforceSide:
         cursor = Cursor(plan, snap, plan.count(snap))
         return json_response(answer(self.cursors, cursor, None, 0, size, version, endpoint,
                                     self._renderer(cursor, version)))
+
+    @staticmethod
+    def _describe(version: str, rest: str) -> Response:
+        match = _DESCRIBE.match(rest)
+        name = match.group(1) if match else None
+        if name is None:
+            return json_response(describe.describe_global(version))
+        obj = S.sobject(name)
+        if obj is None:
+            return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+        if match and match.group(2):
+            return json_response(describe.describe(version, obj))
+        return json_response(describe.basic_info(version, obj))
 
     @staticmethod
     def _renderer(cursor: Cursor, version: str) -> Any:
