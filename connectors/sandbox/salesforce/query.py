@@ -141,9 +141,12 @@ class Plan:
         return heapq.merge(self._base(snap, desc), changed, key=key, reverse=desc)
 
     def _sorted(self, snap: Snapshot) -> Iterator[Row]:
+        """Sort (values, Id, changed row or None) entries: Id first, then each key, stably."""
         names = [f.name for f, _, _ in self.order]
-        entries = [(tuple(r[n] for n in names), r) for r in self._changed(snap)]
-        entries += [(tuple(r[n] for n in names), r["Id"]) for r in self._base(snap)]
+        entries: list[tuple[tuple, str, Row | None]] = [
+            (tuple(r[n] for n in names), r["Id"], r) for r in self._changed(snap)]
+        entries += [(tuple(r[n] for n in names), r["Id"], None) for r in self._base(snap)]
+        entries.sort(key=lambda e: e[1])
         for pos in range(len(self.order) - 1, -1, -1):
             fld, desc, nulls_first = self.order[pos]
             null_rank = 0 if nulls_first != desc else 1
@@ -153,13 +156,10 @@ class Plan:
                 return (nr, None) if value is None else (1 - nr, _norm(fld.type, value))
 
             entries.sort(key=sort_key, reverse=desc)
-        for _, item in entries:
-            if isinstance(item, dict):
-                yield item
-            else:
-                row = snap.get(_index(item))
-                if row is not None:
-                    yield row
+        for _, record_id, row in entries:
+            row = row if row is not None else snap.get(_index(record_id))
+            if row is not None:
+                yield row
 
     def count(self, snap: Snapshot) -> int:
         changed = len(self._changed(snap))
