@@ -22,7 +22,7 @@ from connectors.sandbox.salesforce.seed import Seed
 from connectors.sandbox.salesforce.soql import parse
 from connectors.sandbox.salesforce.store import Store
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 N = 120
 BASE = dt.datetime(2025, 6, 1, tzinfo=UTC)
 SETTINGS = settings(max_examples=60, deadline=None,
