@@ -183,6 +183,10 @@ class Sandbox:
         except DropConnection:
             _drop(environ.get("werkzeug.socket"))
             raise ConnectionAbortedError("sandbox fault: connection dropped") from None
+        except Exception:
+            log.exception("sandbox: %s %s failed", request.method, request.path)
+            response = Response('{"error": "internal sandbox error"}', status=500,
+                                content_type="application/json")
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:

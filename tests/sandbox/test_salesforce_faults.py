@@ -68,3 +68,16 @@ def test_fault_rate_is_reproducible(sf_http: Any, sfbox: Sandbox) -> None:
     first = statuses()
     assert first == statuses()
     assert {200, 503} == set(first)
+
+
+def test_a_sandbox_bug_answers_500_in_salesforce_shape(sf_http: Any, sfbox: Sandbox,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sfbox.salesforce is not None
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(sfbox.salesforce, "_route", broken)
+    response = sf_http.query(SOQL)
+    assert response.status_code == 500
+    assert sf_json(response)[0]["errorCode"] == "UNKNOWN_EXCEPTION"

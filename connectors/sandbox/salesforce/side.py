@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from typing import Any
 
@@ -35,6 +36,7 @@ from .wire import error_response, json_response, render_record
 from .writes import MAX_COLLECTION, WriteError, collection, target_row, values_for
 
 CRM = "salesforce"
+log = logging.getLogger(__name__)
 _DATA = re.compile(r"^/services/data/(v\d+\.\d)(/.*)?$")
 _LOCATOR = re.compile(r"^/(query|queryAll)/([0-9A-Za-z]{18})-(\d+)$")
 _SOBJECT = re.compile(r"^/sobjects/(\w+)(?:/(\w+))?/?$")
@@ -118,6 +120,10 @@ class SalesforceSide:
             return self._limited(self._route(request, endpoint, version, rest))
         except SoqlError as exc:
             return self._limited(error_response(400, exc.code, exc.message))
+        except Exception:  # a sandbox bug: answer as Salesforce does, keep the trace in the log
+            log.exception("sandbox salesforce: %s %s failed", request.method, path)
+            return self._limited(error_response(500, "UNKNOWN_EXCEPTION",
+                                                "An unexpected error occurred in the sandbox"))
 
     def _limited(self, response: Response) -> Response:
         response.headers.update(self.usage.header())
