@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
-from jobs.api.admin_sync import SyncRunner
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
 from jobs.api import errors
+from jobs.api.admin_sync import SyncRunner
 from jobs.api.errors import body as error_body
 
 log = logging.getLogger(__name__)
@@ -59,26 +59,30 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit the app sees a disconnect (whatever it answers is dropped) and the
+            # client gets the 413 below.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            await self.app(scope, limited_receive, guarded_send)
+        finally:
+            if refused:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -90,10 +94,6 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | None = None,

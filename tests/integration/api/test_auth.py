@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from api_helpers import TestClient
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -59,12 +58,13 @@ def test_a_token_without_the_scope_is_403(api):
     assert checked >= 15
 
 
-@pytest.mark.parametrize("header", ["Bearer nope", "Bearer lbk_000000000000_x", "Basic abc",
-                                    "Bearer ", "lbk_only"])
-def test_bad_tokens_are_401(api, header):
-    r = api.client.get("/billing/credit-memos", headers={"Authorization": header})
-    assert r.status_code == 401
-    assert "error=" in r.headers["WWW-Authenticate"]
+def test_bad_tokens_are_401(api):
+    wrong_secret = api.tokens["admin"][:-4] + "AAAA"
+    for header in ("Bearer nope", "Bearer lbk_000000000000_x", "Basic abc", "Bearer ",
+                   "lbk_only", f"Bearer {wrong_secret}"):
+        r = api.client.get("/billing/credit-memos", headers={"Authorization": header})
+        assert r.status_code == 401, header
+        assert "error=" in r.headers["WWW-Authenticate"], header
 
 
 def test_a_wider_scope_includes_the_narrower(api, account):

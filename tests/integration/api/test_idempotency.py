@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from sqlalchemy import func, select
 
 from billing_core.adapters.tables import credit_memos, payments
@@ -28,18 +27,26 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize("path,body", MUTATIONS, ids=[m[0] for m in MUTATIONS])
-def test_replay_and_reused_key(api, account, invoice, path, body):
-    payload = body(account)
-    first = api.post(path, payload, key="key-1")
-    again = api.post(path, payload, key="key-1")
-    assert first.status_code < 500
-    assert again.status_code == first.status_code
-    assert again.json() == first.json()
-    assert again.headers["Idempotent-Replayed"] == "true"
-    other = api.post(path, {**payload, "extra": 1}, key="key-1")
-    assert other.status_code == 409
-    assert other.json()["error"]["code"] == "idempotency_key_reused"
+def test_every_mutation_replays_and_refuses_a_reused_key(api, account, invoice):
+    """One pass over every POST endpoint (one database setup: the suite stays fast)."""
+    for n, (path, body) in enumerate(MUTATIONS):
+        payload, key = body(account), f"key-{n}"
+        first = api.post(path, payload, key=key)
+        again = api.post(path, payload, key=key)
+        assert first.status_code < 500, path
+        assert again.status_code == first.status_code, path
+        assert again.json() == first.json(), path
+        assert again.headers["Idempotent-Replayed"] == "true", path
+        other = api.post(path, {**payload, "extra": 1}, key=key)
+        assert other.status_code == 409, path
+        assert other.json()["error"]["code"] == "idempotency_key_reused", path
+    admin = [("/accounts/1/hold:place", {"note": "x"}), ("/accounts/1/hold:release", {}),
+             ("/sync:run", {"connection": "salesforce"})]
+    for path, payload in admin:
+        first = api.post(path, payload, scope="admin", key=path)
+        assert first.status_code < 400, (path, first.text)
+        assert api.post(path, payload, scope="admin", key=path).json() == first.json()
+    assert len(api.sync.started) == 1
 
 
 def test_replay_writes_once_and_key_order_does_not_matter(api, account):

@@ -1,0 +1,100 @@
+"""Admin and ops endpoints: resync trigger (answers at once with the run id), run status,
+status overview, liveness/readiness, Prometheus metrics, the body size limit, and the OpenAPI
+document (served, with examples that match real answers)."""
+from __future__ import annotations
+
+from api_helpers import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.settings import Settings
+from jobs.api.app import build_app
+from jobs.api.models import CreateMemo, RecordPayment
+
+
+def test_sync_run_answers_with_the_run_id_at_once(api):
+    r = api.post("/sync:run", {"connection": "salesforce", "object": "Account", "full": True,
+                               "account": "001A"}, scope="admin")
+    assert r.status_code == 202, r.text
+    assert r.json() == {"run_id": 1, "status_url": "/sync/runs/1"}
+    assert api.sync.started == [("salesforce", "Account", True, "001A")]
+    run = api.get("/sync/runs/1", scope="admin").json()
+    assert run["id"] == 1 and run["outcome"] == "running"
+    assert api.get("/sync/runs/2", scope="admin").status_code == 404
+    r = api.post("/sync:run", {"connection": "nope"}, scope="admin")
+    assert r.status_code == 404 and r.json()["error"]["field"] == "connection"
+    r = api.post("/sync:run", {"connection": "bad name!"}, scope="admin")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.connection"
+
+
+def test_sync_without_an_engine_is_503(engine, api):
+    app = build_app(engine, Settings())
+    client = TestClient(app)
+    r = client.post("/sync:run", json={"connection": "salesforce"}, headers=api.headers())
+    assert r.status_code == 503 and r.json()["error"]["code"] == "sync_unavailable"
+
+
+def test_status(api, account):
+    api.post(f"/accounts/{account}/hold:place", {"note": "x"}, scope="admin")
+    body = api.get("/status", scope="admin").json()
+    assert body["holds"] == {"manual": 1}
+    assert body["scheduler"]["running"] is True
+    assert body["database"]["dialect"] == api.engine.dialect.name
+
+
+def test_health_and_readiness(api):
+    assert api.client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "scheduler": "ok"}
+    api.scheduler.running = False
+    r = api.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["scheduler"] == "not running"
+
+
+def test_metrics_in_prometheus_text_format(api, account, invoice):
+    api.post(f"/accounts/{account}/hold:place", {"note": "x"}, scope="admin")
+    api.get("/billing/credit-memos")
+    r = api.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    holds = {s.labels["reason"]: s.value for s in families["ledgerbridge_holds"].samples}
+    assert holds == {"crm": 0, "credit_limit": 0, "overdue": 0, "manual": 1}
+    requests = [s for s in families["ledgerbridge_api_requests"].samples
+                if s.name.endswith("_total") and s.labels["route"] == "/billing/credit-memos"]
+    assert requests and requests[0].labels["status"] == "200"
+    for name in ("ledgerbridge_queue_depth", "ledgerbridge_sync_runs",
+                 "ledgerbridge_bill_run_duration_seconds"):
+        assert name in families, name
+
+
+def test_bodies_over_the_limit_are_413(api):
+    big = b'{"x": "' + b"a" * (1024 * 1024) + b'"}'
+    r = api.client.post("/billing/credit-memos", content=big,
+                        headers={**api.headers(), "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunks():
+        for _ in range(20):
+            yield b"a" * 65536
+
+    r = api.client.post("/billing/credit-memos", content=chunks(),
+                        headers={**api.headers(), "content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_openapi_document_and_its_examples(api, account):
+    doc = api.client.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    apply = doc["paths"]["/billing/credit-memos:apply"]["post"]
+    assert {"200", "401", "403", "409", "422"} <= set(apply["responses"])
+    # the request examples are accepted as they are (given the ledger they name exists)
+    memo = CreateMemo.model_config["json_schema_extra"]["examples"][0]
+    r = api.post("/billing/credit-memos", {**memo, "account_id": account})
+    assert r.status_code == 201, r.text
+    payment = RecordPayment.model_config["json_schema_extra"]["examples"][0]
+    assert api.post("/billing/payments", {**payment, "account_id": account}).status_code == 201
+    # the error example has the shape of a real error answer
+    example = doc["components"]["schemas"]["ErrorDetail"]["properties"]
+    real = api.post("/billing/credit-memos", {**memo, "account_id": account,
+                                              "amount": "1.001"}).json()["error"]
+    assert set(real) == set(example)
