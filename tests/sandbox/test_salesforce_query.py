@@ -178,3 +178,24 @@ def test_describe_lists_the_field_map(sf: Any) -> None:
     status = {f["name"]: f for f in sf.Quote.describe()["fields"]}["Status"]
     assert "Accepted" in [v["value"] for v in status["picklistValues"]]
     assert sf.Quote.metadata()["objectDescribe"]["keyPrefix"] == "0Q0"
+
+
+def test_cpq_objects_mirror_the_quotes(sf: Any, sfbox: Sandbox) -> None:
+    side = sfbox.salesforce
+    assert side is not None
+    quotes = sf.query_all("SELECT Id, Name, SBQQ__Account__c, SBQQ__Status__c, SBQQ__Primary__c, "
+                          "SBQQ__StartDate__c FROM SBQQ__Quote__c")["records"]
+    assert len(quotes) == sf.query("SELECT COUNT() FROM Quote")["totalSize"]
+    assert {q["SBQQ__Status__c"] for q in quotes} >= {"Draft", "Accepted", "Denied"}
+    first = quotes[0]["Id"]
+    lines = sf.query(f"SELECT Id, SBQQ__Product__c, SBQQ__Quantity__c, SBQQ__NetPrice__c "
+                     f"FROM SBQQ__QuoteLine__c WHERE SBQQ__Quote__c = '{first}'")["records"]
+    assert 1 <= len(lines) <= 4
+    won = side.admin("set_quote_status", {"object": "SBQQ__Quote__c", "id": first,
+                                          "status": "Accepted"})
+    pushed = sf.restful("composite/sobjects", method="PATCH", json={"allOrNone": True, "records": [
+        {"attributes": {"type": "SBQQ__Quote__c"}, "id": won["id"],
+         "Order_Number__c": "ORD-000001", "Provisioning_Status__c": "awaiting_hold_release"}]})
+    assert pushed[0]["success"]
+    row = sf.SBQQ__Quote__c.get(first)
+    assert row["SBQQ__Status__c"] == "Accepted" and row["Order_Number__c"] == "ORD-000001"

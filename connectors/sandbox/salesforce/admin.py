@@ -74,7 +74,9 @@ def run(side: SalesforceSide, action: str, payload: dict) -> dict:
     if action == "set_credit_limit":
         return _update(side, S.ACCOUNT, payload, {"Credit_Limit__c": payload.get("credit_limit")})
     if action == "set_quote_status":
-        return _update(side, S.QUOTE, payload, {"Status": payload.get("status", "Accepted")})
+        obj = _obj(payload, default="Quote")
+        status_field = "SBQQ__Status__c" if obj is S.CPQ_QUOTE else "Status"
+        return _update(side, obj, payload, {status_field: payload.get("status", "Accepted")})
     if action == "update":
         return _update(side, _obj(payload), payload, payload.get("fields", {}))
     if action in ("delete", "delete_account"):

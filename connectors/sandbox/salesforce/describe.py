@@ -15,9 +15,12 @@ from . import schema as S
 
 _TYPES = {S.INT: "double", S.ID: "id", S.REFERENCE: "reference"}
 _REFERENCE_TO = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
-                 "PricebookEntryId": "PricebookEntry", "Pricebook2Id": "Pricebook2"}
+                 "PricebookEntryId": "PricebookEntry", "Pricebook2Id": "Pricebook2",
+                 "SBQQ__Account__c": "Account", "SBQQ__Product__c": "Product2",
+                 "SBQQ__Quote__c": "SBQQ__Quote__c"}
 _LABELS = {"Product2": "Product", "PricebookEntry": "Price Book Entry",
-           "QuoteLineItem": "Quote Line Item"}
+           "QuoteLineItem": "Quote Line Item", "SBQQ__Quote__c": "Quote (CPQ)",
+           "SBQQ__QuoteLine__c": "Quote Line (CPQ)"}
 
 
 def _urls(version: str, obj: S.SObject) -> dict[str, str]:
@@ -27,7 +30,7 @@ def _urls(version: str, obj: S.SObject) -> dict[str, str]:
 
 def _summary(version: str, obj: S.SObject) -> dict[str, Any]:
     return {"name": obj.name, "label": _LABELS.get(obj.name, obj.name), "keyPrefix": obj.prefix,
-            "custom": False, "queryable": True, "createable": True, "updateable": True,
+            "custom": obj.name.endswith("__c"), "queryable": True, "createable": True, "updateable": True,
             "deletable": True, "replicateable": True, "urls": _urls(version, obj)}
 
 

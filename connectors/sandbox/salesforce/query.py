@@ -77,6 +77,8 @@ def _monotone_key(obj: S.SObject, name: str) -> Callable[[int], Any] | None:
         return lambda i: stamp(i) - dt.timedelta(days=30)
     if obj.name == "QuoteLineItem" and name == "QuoteId":
         return lambda i: make_id("0Q0", i // LINES_PER_QUOTE)
+    if obj.name == "SBQQ__QuoteLine__c" and name == "SBQQ__Quote__c":
+        return lambda i: make_id("a0Q", i // LINES_PER_QUOTE)
     if obj.name == "PricebookEntry" and name == "Product2Id":
         return lambda i: make_id("01t", i // len(S.CURRENCIES))
     return None

@@ -1,5 +1,8 @@
 """The sObjects and fields the sandbox serves: exactly the fields of docs/FIELDS.md plus system fields.
 
+Standard objects (Account, Product2, PricebookEntry, Quote, QuoteLineItem) and the Salesforce CPQ
+pair (SBQQ__Quote__c, SBQQ__QuoteLine__c), which mirror the seeded quotes and their lines.
+
 Rules this module keeps:
 - Field names are canonical here; SOQL and JSON input match them case-insensitively and answers
   always use the canonical spelling.
@@ -128,8 +131,33 @@ QUOTE_LINE_ITEM = SObject("QuoteLineItem", "0QL", (
     *_system(),
 ))
 
+CPQ_STATUSES = ("Draft", "In Review", "Approved", "Denied", "Presented", "Accepted", "Rejected")
+CPQ_QUOTE = SObject("SBQQ__Quote__c", "a0Q", (
+    _id(),
+    Field("Name", STRING, 80, updateable=False),
+    Field("SBQQ__Account__c", REFERENCE, 18),
+    _currency_code(),
+    Field("SBQQ__Status__c", PICKLIST, 40, values=CPQ_STATUSES, label="Status"),
+    Field("SBQQ__Primary__c", BOOLEAN, label="Primary"),
+    Field("SBQQ__StartDate__c", DATE, label="Start Date"),
+    Field("Order_Number__c", STRING, 40, label="Order Number"),
+    Field("Provisioning_Status__c", STRING, 40, label="Provisioning Status"),
+    Field("Invoice_Number__c", STRING, 40, label="Invoice Number"),
+    *_system(),
+))
+CPQ_QUOTE_LINE = SObject("SBQQ__QuoteLine__c", "a0L", (
+    _id(),
+    Field("SBQQ__Quote__c", REFERENCE, 18, updateable=False, monotone=True, label="Quote"),
+    Field("SBQQ__Product__c", REFERENCE, 18, label="Product"),
+    Field("SBQQ__Quantity__c", DOUBLE, label="Quantity"),
+    Field("SBQQ__NetPrice__c", CURRENCY, label="Net Unit Price"),
+    Field("SBQQ__StartDate__c", DATE, label="Start Date"),
+    *_system(),
+))
+
 OBJECTS: dict[str, SObject] = {
-    o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM)
+    o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM,
+                                CPQ_QUOTE, CPQ_QUOTE_LINE)
 }
 BY_PREFIX: dict[str, SObject] = {o.prefix: o for o in OBJECTS.values()}
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from .ids import make_id
-from .schema import CURRENCIES, QUOTE_STATUSES
+from .schema import CPQ_STATUSES, CURRENCIES, QUOTE_STATUSES
 
 Row = dict[str, Any]
 BASE_TIME = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -119,7 +119,8 @@ class Seed:
         self.seed = seed
         self.counts = {"Account": accounts, "Product2": len(_PRODUCTS),
                        "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
-                       "QuoteLineItem": quotes * LINES_PER_QUOTE}
+                       "QuoteLineItem": quotes * LINES_PER_QUOTE, "SBQQ__Quote__c": quotes,
+                       "SBQQ__QuoteLine__c": quotes * LINES_PER_QUOTE}
         # quote lines regenerate their quote: keep recent quotes (rows are never mutated)
         self._quote_row = functools.lru_cache(maxsize=4096)(self._quote)
 
@@ -190,6 +191,28 @@ class Seed:
             "ServiceDate": quote["Subscription_Start_Date__c"], **_system(i),
         }
 
+    def _sbqq__quote__c(self, q: int) -> Row:
+        """The CPQ quote mirroring standard quote `q`."""
+        quote = self._quote_row(q)
+        status = quote["Status"] if quote["Status"] in CPQ_STATUSES else "In Review"
+        return {"Id": make_id("a0Q", q), "Name": f"Q-{q + 1:05d}",
+                "SBQQ__Account__c": quote["AccountId"],
+                "CurrencyIsoCode": quote["CurrencyIsoCode"], "SBQQ__Status__c": status,
+                "SBQQ__Primary__c": True,
+                "SBQQ__StartDate__c": quote["Subscription_Start_Date__c"],
+                "Order_Number__c": None, "Provisioning_Status__c": None,
+                "Invoice_Number__c": None, **_system(q)}
+
+    def _sbqq__quoteline__c(self, i: int) -> Row | None:
+        """The CPQ quote line mirroring standard quote line `i`."""
+        line = self._quotelineitem(i)
+        if line is None:
+            return None
+        return {"Id": make_id("a0L", i), "SBQQ__Quote__c": make_id("a0Q", i // LINES_PER_QUOTE),
+                "SBQQ__Product__c": line["Product2Id"], "SBQQ__Quantity__c": line["Quantity"],
+                "SBQQ__NetPrice__c": line["UnitPrice"], "SBQQ__StartDate__c": line["ServiceDate"],
+                **_system(i)}
+
     def dense(self, obj: str) -> bool:
         """True when every base index below the count holds a row (no holes)."""
-        return obj != "QuoteLineItem"
+        return obj not in ("QuoteLineItem", "SBQQ__QuoteLine__c")

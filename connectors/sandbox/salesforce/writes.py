@@ -26,9 +26,12 @@ from .wire import record_error
 
 MAX_COLLECTION = 200
 _REFERENCES = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
-               "PricebookEntryId": "PricebookEntry"}
+               "PricebookEntryId": "PricebookEntry", "SBQQ__Account__c": "Account",
+               "SBQQ__Product__c": "Product2", "SBQQ__Quote__c": "SBQQ__Quote__c"}
+_SET_ON_CREATE = ("Product2Id", "QuoteId", "QuoteNumber", "SBQQ__Quote__c")
 _REQUIRED = {"Account": ("Name",), "Quote": ("Name", "AccountId"),
-             "QuoteLineItem": ("QuoteId", "Product2Id"), "PricebookEntry": ("Product2Id",)}
+             "QuoteLineItem": ("QuoteId", "Product2Id"), "PricebookEntry": ("Product2Id",),
+             "SBQQ__QuoteLine__c": ("SBQQ__Quote__c",)}
 _ROLLED_BACK = record_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not "
                             "all records were valid and the request was using AllOrNone header")
 
@@ -106,8 +109,7 @@ def values_for(store: Store, obj: S.SObject, payload: dict, creating: bool) -> d
         if fld is None:
             raise WriteError("INVALID_FIELD",
                              f"No such column '{key}' on sobject of type {obj.name}", [])
-        if not fld.updateable and not (creating and fld.name in ("Product2Id", "QuoteId",
-                                                                 "QuoteNumber")):
+        if not fld.updateable and not (creating and fld.name in _SET_ON_CREATE):
             raise WriteError("INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update "
                              f"fields: {fld.name}. Please check the security settings of this "
                              "field and verify that it is read/write for your profile or "
