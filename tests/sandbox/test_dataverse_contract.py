@@ -8,7 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from test_dataverse_harness import ACCOUNTS, Dataverse, dataverse_server, dv, dv_http  # noqa: F401 (fixtures)
+from test_dataverse_harness import (  # noqa: F401 (fixtures)
+    SMALL,
+    Dataverse,
+    dataverse_server,
+    dv,
+    dv_http,
+)
 
 from connectors.registry import build_connector
 from connectors.settings import parse_connection
@@ -34,7 +40,7 @@ def test_connector_checks_reads_deltas_and_writes(dv: Dataverse) -> None:
         for page in conn.read_changes(obj, None):
             counts[obj] += len(page.records)
             cursors[obj] = page.cursor
-    assert counts["account"] == ACCOUNTS
+    assert counts["account"] == SMALL
     assert counts["quote_line"] == 3 * counts["quote"] > 0
     dv.side.admin("set_creditonhold", {"index": 2, "value": True})
     gone = dv.side.admin("delete_account", {"index": 3})["deleted"]

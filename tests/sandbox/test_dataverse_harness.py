@@ -28,6 +28,7 @@ from connectors.sandbox.tls import CABundleSession
 TIMEOUT = (5, 30)
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCOUNTS = 10_000
+SMALL = 600
 
 
 @dataclass
@@ -98,18 +99,11 @@ def assert_shape(actual: Any, expected: Any, where: str = "$") -> None:
             assert_shape(item, expected[min(n, len(expected) - 1)], f"{where}[{n}]")
 
 
-@pytest.fixture(scope="session")
-def dataverse_server() -> Iterator[Sandbox]:
-    with Sandbox(seed=7, accounts=ACCOUNTS, sides=("dataverse",)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def dv(dataverse_server: Sandbox) -> Dataverse:
-    """A freshly reset Dataverse side, with a bearer token from msal over verified TLS."""
-    sandbox = dataverse_server
+def _harness(sandbox: Sandbox) -> Dataverse:
+    """Reset the sandbox, then get a bearer token from msal over verified TLS."""
     sandbox.reset()
-    assert sandbox.context is not None and sandbox.dataverse is not None
+    if sandbox.context is None or sandbox.dataverse is None:
+        raise RuntimeError("the sandbox does not serve Dataverse")
     harness = Dataverse(sandbox.dataverse, sandbox.context, sandbox.ca_bundle)
     harness.info = sandbox.dataverse.admin("info", {})
     result = harness.msal_app().acquire_token_for_client(scopes=[harness.info["scope"]])
@@ -117,6 +111,30 @@ def dv(dataverse_server: Sandbox) -> Dataverse:
     harness.token = result["access_token"]
     sandbox.counters.reset()
     return harness
+
+
+@pytest.fixture(scope="session")
+def dataverse_server() -> Iterator[Sandbox]:
+    """Most tests: a small org, cheap to scan."""
+    with Sandbox(seed=7, accounts=SMALL, sides=("dataverse",)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def dataverse_big() -> Iterator[Sandbox]:
+    """Paging tests: 10,000 accounts, two full pages."""
+    with Sandbox(seed=7, accounts=ACCOUNTS, sides=("dataverse",)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def dv(dataverse_server: Sandbox) -> Dataverse:
+    return _harness(dataverse_server)
+
+
+@pytest.fixture
+def dv_big(dataverse_big: Sandbox) -> Dataverse:
+    return _harness(dataverse_big)
 
 
 @pytest.fixture

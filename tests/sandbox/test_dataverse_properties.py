@@ -50,7 +50,6 @@ def _side() -> DataverseSide:
 
 def _read(side: DataverseSide, prefer: str, query: dict[str, str]) -> tuple[list[dict], str]:
     rows: list[dict] = []
-    delta = ""
     args = dict(query)
     while True:
         body, _headers = side.reader.read(ACCOUNTS, parse_query(args, prefer, ACCOUNTS))

@@ -13,8 +13,10 @@ from test_dataverse_harness import (  # noqa: F401 (fixtures)
     ACCOUNTS,
     Dataverse,
     assert_shape,
+    dataverse_big,
     dataverse_server,
     dv,
+    dv_big,
     dv_http,
     fixture,
     load_json,
@@ -23,7 +25,8 @@ from test_dataverse_harness import (  # noqa: F401 (fixtures)
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
-def test_full_read_pages_by_5000_and_counts_calls(dv: Dataverse, dv_http: requests.Session) -> None:
+def test_full_read_pages_by_5000_and_counts_calls(dv_big: Dataverse) -> None:
+    dv, dv_http = dv_big, dv_big.session()
     url: str | None = f"{dv.api}/accounts?$select=name,creditlimit"
     ids: set[str] = set()
     pages = 0
@@ -43,8 +46,8 @@ def test_full_read_pages_by_5000_and_counts_calls(dv: Dataverse, dv_http: reques
     assert dv.ctx.counters.get("dataverse", "accounts", "GET") == pages
 
 
-def test_default_page_is_5000_without_preference_applied(dv: Dataverse,
-                                                         dv_http: requests.Session) -> None:
+def test_default_page_is_5000_without_preference_applied(dv_big: Dataverse) -> None:
+    dv, dv_http = dv_big, dv_big.session()
     resp = dv.get(dv_http, "accounts?$select=name")
     assert len(resp.json()["value"]) == 5000
     assert "Preference-Applied" not in resp.headers
