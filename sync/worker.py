@@ -93,7 +93,13 @@ class Worker:
             if not got:
                 log.info("sync connection=%s skipped: another worker is syncing it", name)
                 return None
-            return self.cycle(name, options, progress).run()
+            report = self.cycle(name, options, progress).run()
+        if report.outcome == "stopped: API budget":
+            # The connector's meter only learns the CRM's figure from an answer; a fresh one
+            # lets the next run make one call and see whether the allowance came back.
+            with self._guard:
+                self._connectors.pop(name, None)
+        return report
 
     def push_connection(self, name: str) -> None:
         from sync import outbox, push

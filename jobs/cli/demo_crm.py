@@ -37,7 +37,6 @@ crm = "salesforce"
 url = "{sbx.url}"
 auth = "client_credentials"
 ca_bundle = "{sbx.ca_bundle}"
-overlap_seconds = 0
 [connections.sf.credentials]
 client_id = "{creds.client_id}"
 client_secret = "env:{SF_SECRET_ENV}"
@@ -53,7 +52,6 @@ tenant_id = "{dv.tenant}"
 authority_host = "{sbx.url}"
 validate_authority = false
 ca_bundle = "{sbx.ca_bundle}"
-overlap_seconds = 0
 [connections.d365.credentials]
 client_id = "{dv.client_id}"
 client_secret = "env:{DV_SECRET_ENV}"
@@ -71,6 +69,7 @@ class Story:
         from sync.worker import Worker
 
         self.sbx = sbx
+        workdir.mkdir(parents=True, exist_ok=True)
         text, env = sandbox_config(sbx, f"sqlite:///{workdir / 'demo.db'}")
         os.environ.update(env)
         (workdir / "ledgerbridge.toml").write_text(text, encoding="utf-8")

@@ -1,0 +1,198 @@
+"""The real worker against the sandbox CRM: assertions on both sides (database and CRM)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from billing_core.adapters.tables import accounts, orders, provisioning_requests
+from sync.tables import handoffs, outbox, quarantine
+
+pytestmark = pytest.mark.e2e
+OBJECTS = 5
+
+
+def _count(engine: Any, table: Any, *where: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
+def _sf_account(world: Any, crm_id: str) -> dict[str, Any]:
+    client = world.sbx.salesforce_client()
+    return dict(client.query(
+        "SELECT Id, Billing_Hold__c, Billing_Hold_Reasons__c, Open_Balance__c, "
+        f"Last_Invoice_Number__c FROM Account WHERE Id = '{crm_id}'")["records"][0])
+
+
+def test_seed_story_hold_waiting_lifted_provisioned_once(world: Any, tmp_path: Path) -> None:
+    from jobs.cli.demo_crm import run_story
+    facts = run_story(world.sbx, tmp_path / "demo")
+    assert facts["a_reasons"] == [] and facts["c_reasons"] == []
+    assert facts["a_requests"] == {"dispatched": 1}
+    assert facts["c_requests"] == {"dispatched": 1}
+    assert facts["invoices"] >= 1
+    crm = _sf_account(world, facts["a"])
+    assert crm["Billing_Hold__c"] is False
+    assert crm["Last_Invoice_Number__c"].startswith("INV-")
+
+
+def test_first_cycle_both_crms_then_a_quiet_cycle_costs_one_query_per_object(world: Any) -> None:
+    reports = world.cycle()
+    assert [r.outcome for r in reports] == ["ok", "ok"]
+    assert _count(world.engine, accounts) == 60
+    handed = sum(r.handed_off for r in reports)
+    assert handed == _count(world.engine, orders) > 0
+    world.cycle()                        # reads back our own pushes (unchanged, no writes)
+    world.sbx.counters.reset()
+    world.cycle()
+    sf_reads = world.calls("salesforce", "queryAll") + world.calls("salesforce", "query")
+    assert sf_reads == OBJECTS
+    assert world.calls("salesforce", "composite/sobjects") == 0
+    assert world.calls("dataverse", "$batch") == 0
+
+
+def test_pushed_fields_arrive_in_both_crms(world: Any) -> None:
+    world.cycle()
+    a0 = world.sf("update", object="Account", index=0, fields={"Credit_Limit__c": 1})["id"]
+    world.cycle("sf")
+    crm = _sf_account(world, a0)
+    with world.engine.connect() as conn:
+        has_orders = conn.execute(select(func.count()).select_from(orders).join(
+            accounts, accounts.c.id == orders.c.account_id).where(
+            accounts.c.ext_id == a0)).scalar()
+    assert crm["Billing_Hold__c"] is bool(has_orders)
+    row = world.dv("get", table="accounts", index=0)
+    assert row["new_billinghold"] is not None and row["new_openbalance"] is not None
+
+
+def test_deletes_and_quarantine(world: Any) -> None:
+    world.cycle("sf")
+    gone = world.sf("delete_account", index=2)
+    bad = world.sf("update", object="Account", index=3, fields={"Credit_Limit__c": -5})["id"]
+    world.cycle("sf")
+    with world.engine.connect() as conn:
+        status = dict(conn.execute(select(accounts.c.ext_id, accounts.c.status)).all())
+        q = conn.execute(select(quarantine).where(quarantine.c.crm_id == bad)).mappings().one()
+    deleted_id = gone.get("id") or next(iter(gone.values()))
+    assert status[deleted_id] == "crm_deleted"
+    assert (q["field"], q["reason"], q["status"]) == ("credit_limit", "must not be negative",
+                                                     "open")
+    world.sf("update", object="Account", index=3, fields={"Credit_Limit__c": 500})
+    world.cycle("sf")
+    with world.engine.connect() as conn:
+        assert conn.execute(select(quarantine.c.status).where(
+            quarantine.c.crm_id == bad)).scalar() == "resolved"
+        assert conn.execute(select(accounts.c.credit_limit_minor).where(
+            accounts.c.ext_id == bad)).scalar() == 50000
+
+
+def test_ties_and_late_rows_are_not_lost(world: Any) -> None:
+    world.cycle("sf")
+    ids = [world.sf("update", object="Account", index=i, fields={})["id"] for i in (4, 5, 6)]
+    world.sf("stamp_together", object="Account", ids=ids, fields={"Credit_Limit__c": 777})
+    world.sf("commit_late", object="Account", index=7, seconds_before=30,
+             fields={"Credit_Limit__c": 778})
+    world.cycle("sf")
+    with world.engine.connect() as conn:
+        limits = dict(conn.execute(select(accounts.c.ext_id, accounts.c.credit_limit_minor))
+                      .all())
+    assert [limits[i] for i in ids] == [77700] * 3
+    late = world.sf("update", object="Account", index=7, fields={})["id"]
+    assert limits[late] == 77800
+
+
+def test_faults_429_503_and_expired_session_converge(world: Any) -> None:
+    world.sbx.faults.add("salesforce", "query*", "429", count=3, retry_after=2)
+    world.sbx.faults.add("dataverse", "*", "503", count=2)
+    world.sf("expire_tokens")
+    reports = world.cycle()
+    assert [r.outcome for r in reports] == ["ok", "ok"]
+    assert _count(world.engine, accounts) == 60
+    world.dv("expire_tokens")
+    world.sf("expire_tokens")
+    assert [r.outcome for r in world.cycle()] == ["ok", "ok"]
+
+
+def test_api_budget_stop_then_resume(world: Any) -> None:
+    world.sf("set_api_usage", used=79_998, limit=100_000)
+    report = world.cycle("sf")[0]
+    assert report.outcome == "stopped: API budget"
+    loaded = _count(world.engine, accounts)
+    world.sf("set_api_usage", used=0, limit=100_000)
+    report = world.cycle("sf")[0]
+    assert report.outcome == "ok"
+    assert _count(world.engine, accounts) == 30 >= loaded
+
+
+def test_crash_between_page_commit_and_push_loses_nothing(world: Any) -> None:
+    import subprocess
+    import sys
+    script = world.tmp / "crash.py"
+    script.write_text(f"""
+import os, sys
+sys.path.insert(0, {str(Path.cwd())!r})
+import sync.push
+def die(*a, **k):
+    os._exit(9)
+sync.push.push = die
+import sync.engine
+sync.engine.push.push = die
+from jobs.cli import main
+main(["--config", {str(world.config)!r}, "sync", "--connection", "sf"])
+""", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], env={**__import__("os").environ},
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode()[-2000:]
+    placed = _count(world.engine, orders)
+    assert placed > 0 and _count(world.engine, outbox, outbox.c.state == "acked") == 0
+    reports = world.cycle("sf")
+    assert reports[0].outcome == "ok"
+    with world.engine.connect() as conn:
+        refs = [r[0] for r in conn.execute(select(orders.c.source_ref))]
+        keys = [r[0] for r in conn.execute(select(provisioning_requests.c.idempotency_key))]
+    assert len(refs) == len(set(refs)) == placed          # nothing twice
+    assert len(keys) == len(set(keys))
+    assert _count(world.engine, outbox, outbox.c.state != "acked") == 0   # nothing lost
+
+
+def test_two_daemons_on_postgresql_hand_off_each_quote_once(sandbox: Any, pg_engine: Any,
+                                                            tmp_path: Path,
+                                                            monkeypatch: Any) -> None:
+    from e2e_world import World
+    from sqlalchemy import text
+
+    from billing_core.adapters.db import make_engine
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    sandbox.reset()
+    one = World(sandbox, pg_engine, tmp_path)
+    with pg_engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+    other = make_engine(str(pg_engine.url), connect_args={"options": f"-csearch_path={schema}"})
+    two = World(sandbox, other, tmp_path / "two") if (tmp_path / "two").mkdir() is None else None
+    assert two is not None
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda w=w: results.append(w.cycle("sf")))
+               for w in (one, two)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    ran = [r for batch in results for r in batch if r is not None]
+    assert 1 <= len(ran) <= 2
+    with pg_engine.connect() as conn:
+        refs = [r[0] for r in conn.execute(select(orders.c.source_ref))]
+        done = conn.execute(select(func.count()).select_from(handoffs)).scalar()
+    assert len(refs) == len(set(refs)) > 0 and done >= len(refs)
+    other.dispose()
+
+
+def test_second_daemon_on_sqlite_refuses(world: Any) -> None:
+    from jobs.daemon import DaemonRefused, run_daemon
+    from sync.locks import job_lock
+    with job_lock(world.engine, "daemon") as got:
+        assert got
+        with pytest.raises(DaemonRefused, match="already using this SQLite database"):
+            run_daemon(world.engine, world.settings, once=True)
