@@ -193,6 +193,8 @@ def test_single_row_get_404_and_unknown_segment(dv: Dataverse, dv_http: requests
     unknown = dv.get(dv_http, "contacts")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "0x8006088a"
     assert "Resource not found for the segment 'contacts'" in unknown.json()["error"]["message"]
+    old = dv_http.get(dv.api.replace("v9.2", "v8.0") + "/accounts", headers=dv.headers())
+    assert old.status_code == 404 and old.json()["error"]["code"] == "0x8006088a"
 
 
 def test_seed_covers_the_shapes_the_sync_needs(dv: Dataverse, dv_http: requests.Session) -> None:

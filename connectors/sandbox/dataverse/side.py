@@ -14,6 +14,7 @@ Rules kept:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from decimal import Decimal
@@ -49,6 +50,7 @@ _DISCOVERY = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
 _ROW = re.compile(r"^(\w+)\(([0-9a-fA-F]{8}-[0-9a-fA-F-]{27})\)$")
 CRM = "dataverse"
+log = logging.getLogger(__name__)
 
 
 class DataverseSide:
@@ -96,8 +98,8 @@ class DataverseSide:
 
     # --- the Side protocol -------------------------------------------------------------------
     def matches(self, path: str) -> bool:
-        return (path.startswith(API_PREFIX + "/") or path == API_PREFIX
-                or bool(_DISCOVERY.match(path) or _TOKEN.match(path)))
+        return (path.startswith("/api/data/") or bool(_DISCOVERY.match(path) or
+                                                       _TOKEN.match(path)))
 
     def reset(self) -> None:
         with self._lock:
@@ -127,6 +129,10 @@ class DataverseSide:
                 return resp
             except DataverseError as err:
                 return error_response(err)
+            except Exception:  # a sandbox bug must still answer like Dataverse, and be seen
+                log.exception("dataverse sandbox: %s %s failed", request.method, path)
+                return error_response(DataverseError(500, SERVER_BUSY, "An unexpected error "
+                                                     "occurred."))
 
     # --- internals -----------------------------------------------------------------------------
     def _identity(self, request: Request, discovery: Any, token: Any,
@@ -171,8 +177,11 @@ class DataverseSide:
             return error_response(err)
 
     def _dispatch(self, request: Request, top_level: bool) -> Response:
-        rest = request.path[len(API_PREFIX) + 1:] if request.path.startswith(
-            API_PREFIX + "/") else ""
+        if not request.path.startswith(API_PREFIX + "/"):
+            version = request.path.removeprefix("/api/data/").split("/")[0]
+            raise DataverseError(404, NOT_FOUND_SEGMENT, f"Resource not found for the segment "
+                                 f"'{version}'.")
+        rest = request.path[len(API_PREFIX) + 1:]
         method = request.method
         if rest == "$batch" and top_level:
             _allow(method, "POST")
