@@ -138,6 +138,9 @@ def test_post_creates_with_lookup_bind_and_delete_removes(dv: Dataverse,
     plain = dv_http.post(f"{dv.api}/accounts", json={"name": "Quiet"}, headers=dv.headers())
     assert plain.status_code == 204 and plain.headers["OData-EntityId"].startswith(
         f"{dv.api}/accounts(")
+    stale = dv_http.delete(f"{dv.api}/accounts({guid})",
+                           headers=dv.headers(**{"If-Match": 'W/"1"'}))
+    assert stale.status_code == 412
     assert dv_http.delete(f"{dv.api}/accounts({guid})", headers=dv.headers()).status_code == 204
     assert dv.get(dv_http, f"accounts({guid})").status_code == 404
     assert dv_http.delete(f"{dv.api}/accounts({guid})", headers=dv.headers()).status_code == 404

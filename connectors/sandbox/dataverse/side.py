@@ -218,7 +218,7 @@ class DataverseSide:
         method = request.method
         _allow(method, "GET", "PATCH", "DELETE")
         if method == "DELETE":
-            writes.delete(self.store, table, guid)
+            writes.delete(self.store, table, guid, request.headers.get("If-Match"))
             return empty_response(204)
         if method == "PATCH":
             row, _created = writes.patch(self.store, table, guid, _json(request),

@@ -7,6 +7,7 @@ Rules kept:
 - `If-Match: W/"<versionnumber>"` must equal the row's current version, else 412 with code
   0x80060882; `If-Match: *` requires the row to exist (404 otherwise); `If-None-Match: *` refuses
   to overwrite (412). A PATCH without either creates a missing row (Dataverse's upsert).
+  DELETE honours `If-Match` the same way.
 - Lookups are written only as `<navigation>@odata.bind: "/<set>(<guid>)"` and must point at a
   live row. System columns in a payload are ignored, as Dataverse ignores them.
 """
@@ -133,8 +134,9 @@ def create(store: Store, table: TableDef, payload: Any, ieee754: bool = False) -
     return store.create(table.name, values, guid=guid)
 
 
-def delete(store: Store, table: TableDef, guid: str) -> None:
+def delete(store: Store, table: TableDef, guid: str, if_match: str | None = None) -> None:
     index = store.index_of(table.name, guid)
     if index is None:
         raise not_found(table, guid)
+    check_preconditions(table, store.get(table.name, index), guid, if_match, None)
     store.delete(table.name, index)
