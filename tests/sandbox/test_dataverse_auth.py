@@ -105,7 +105,7 @@ def _certificate() -> tuple[str, str, str]:
 def test_certificate_assertion_is_accepted_and_a_wrong_key_refused(dv: Dataverse) -> None:
     key, cert, thumbprint = _certificate()
     other_key, _other_cert, _t = _certificate()
-    dv.side.authority.certificates["cert-client"] = cert
+    dv.side.admin("add_client", {"client_id": "cert-client", "certificate": cert})
     good = dv.msal_app(credential={"private_key": key, "thumbprint": thumbprint},
                        client_id="cert-client").acquire_token_for_client(
         scopes=[dv.info["scope"]])

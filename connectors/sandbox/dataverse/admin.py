@@ -126,6 +126,15 @@ class Admin:
         self.side.authority.expire_all()
         return {"expired": "access tokens"}
 
+    def do_add_client(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Register an app: `client_id` with a `client_secret` and/or a `certificate` (PEM)."""
+        client_id = str(payload["client_id"])
+        if payload.get("client_secret"):
+            self.side.authority.clients[client_id] = str(payload["client_secret"])
+        if payload.get("certificate"):
+            self.side.authority.certificates[client_id] = str(payload["certificate"])
+        return {"client_id": client_id}
+
     def do_set_token_ttl(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.side.authority.ttl = float(payload["seconds"])
         return {"token_ttl": self.side.authority.ttl}

@@ -2,7 +2,8 @@
 
 Rules kept:
 - Every call is counted once as ("dataverse", endpoint, method) before anything can fail;
-  endpoints are "openid-configuration", "token", a table name, "$batch", "WhoAmI", "unknown".
+  endpoints are "openid-configuration", "token", a table name, "$batch", "WhoAmI",
+  "EntityDefinitions", "unknown".
 - Faults: the plan is consulted once per call; "slow"/"drop" are carried out by
   `enact_transport_fault`; "429", "503" and "expire_session" are answered in Dataverse's shape
   (AAD's shape on the identity endpoints).
