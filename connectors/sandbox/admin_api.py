@@ -10,6 +10,7 @@ Rules this module keeps:
 - GET|POST /__admin__/clock             → {"now"}; POST body {"set": iso} | {"advance": seconds}
                                           | {"reset": true}
 - POST /__admin__/reset                 → every side back to its seed; counters, faults, clock
+- GET  /__admin__/<side>                → side.admin("info", {}) (URLs, credentials, sizes)
 - POST /__admin__/<side>/<action>       → side.admin(action, body)
 - Bad input is 400 {"error": message}; unknown paths 404.
 """
@@ -72,6 +73,8 @@ def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict) -> Respo
         sandbox.reset()
         return _json({"reset": True})
     side = next((s for s in sandbox.sides if s.name == head), None)
+    if side is not None and len(parts) == 1 and method == "GET":
+        return _json(side.admin("info", {}))
     if side is not None and len(parts) == 2 and method == "POST":
         return _json(side.admin(parts[1], body))
     return _json({"error": f"no admin resource {'/'.join(parts)!r} for {method}"}, 404)

@@ -21,6 +21,8 @@ def test_admin_api(sf_http: Any, sfbox: Sandbox) -> None:
     admin = CABundleSession(sfbox.ca_bundle)
     url = f"{sfbox.url}/__admin__"
     assert admin.get(url).json()["sides"][0] == "salesforce"
+    info = admin.get(f"{url}/salesforce").json()
+    assert info["instance_url"] == sfbox.url and info["rows"]["Account"] == SF_ACCOUNTS
     sf_http.query("SELECT Id FROM Account LIMIT 1")
     calls = admin.get(f"{url}/counters").json()
     assert calls["calls"] == [{"crm": "salesforce", "endpoint": "query", "method": "GET",

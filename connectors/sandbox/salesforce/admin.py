@@ -6,6 +6,9 @@ Rules this module keeps:
   rows ONE SystemModstamp; `commit_late` stamps a row earlier than rows already served.
 - A row is named by `id`, or by `index` (its seeded position) for convenience.
 - Bad input raises AdminError (the server answers it as 400 with the message).
+- Actions: info, set_hold, set_credit_limit, set_quote_status, update, delete / delete_account,
+  create / create_account, create_quote, stamp_together, commit_late, set_api_usage,
+  set_token_ttl, expire_tokens, issue_token, purge_deleted, reset.
 """
 
 from __future__ import annotations
@@ -108,6 +111,19 @@ def run(side: SalesforceSide, action: str, payload: dict) -> dict:
     if action == "set_api_usage":
         side.usage.set(used=payload.get("used"), limit=payload.get("limit"))
         return {"used": side.usage.used, "limit": side.usage.limit}
+    if action == "info":
+        creds = side.credentials
+        return {"instance_url": side.ctx.base_url,
+                "token_url": f"{side.ctx.base_url}/services/oauth2/token",
+                "client_id": creds.client_id, "client_secret": creds.client_secret,
+                "username": creds.username, "password": creds.password,
+                "security_token": creds.security_token, "api_version": "v59.0",
+                "api_usage": {"used": side.usage.used, "limit": side.usage.limit},
+                "token_ttl": side.token_ttl or side.ctx.token_ttl,
+                "rows": dict(store.seed.counts)}
+    if action == "set_token_ttl":
+        side.token_ttl = float(payload["seconds"])
+        return {"token_ttl": side.token_ttl}
     if action == "expire_tokens":
         side.tokens.revoke()
         return {"expired": True}
