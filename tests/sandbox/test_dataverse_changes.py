@@ -123,3 +123,12 @@ def test_delta_pages_when_many_rows_changed(dv: Dataverse, dv_http: requests.Ses
 def test_tracking_refuses_filter(dv: Dataverse, dv_http: requests.Session) -> None:
     resp = dv.get(dv_http, "accounts?$filter=creditonhold eq true", Prefer=TRACK)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "0x80060888"
+
+
+def test_delta_tokens_from_before_a_reset_are_expired(dv: Dataverse,
+                                                      dv_http: requests.Session) -> None:
+    _rows, delta, _pages = _read_all(dv, dv_http, f"{dv.api}/accounts?$select=name")
+    dv.side.reset()
+    dv.token = dv.msal_app().acquire_token_for_client(scopes=[dv.info["scope"]])["access_token"]
+    resp = dv_http.get(delta, headers=dv.headers())
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "0x80044352"

@@ -32,7 +32,7 @@ from .ids import salt
 from .paging import parse_prefer, parse_query, project
 from .reader import Reader
 from .schema import TABLES
-from .seed import Seeder
+from .seed import FIRST_WRITE_VERSION, Seeder
 from .store import Store
 from .throttle import Throttle
 from .wire import (
@@ -79,13 +79,18 @@ class DataverseSide:
         self._ttl = ctx.token_ttl if token_ttl is None else token_ttl
         self._rate = (rate_limit, rate_window)
         self._lock = threading.RLock()
+        self._epoch = 0
         self._build()
 
     def _build(self) -> None:
         accounts, products, quotes, lines = self.sizes
         seeder = Seeder(self.seed, accounts, products, quotes, lines, self.ctx.clock.now())
-        self.store = Store(seeder, self.ctx.clock.now)
+        # Each reset starts a new, higher version range, and delta tokens from before it are
+        # expired (as after an environment restore): a stale cursor can never read as current.
+        self._epoch += 1
+        self.store = Store(seeder, self.ctx.clock.now, FIRST_WRITE_VERSION * self._epoch)
         self.reader = Reader(self.store, self.base_url)
+        self.reader.delta_floor = dict.fromkeys(TABLES, self.store.first_version)
         self.authority = Authority(self.base_url, self.tenant, self._clients, self._certs,
                                    self._ttl, lambda: self.ctx.clock.now().timestamp())
         self.throttle = Throttle(*self._rate)

@@ -36,10 +36,12 @@ class TableState:
 
 
 class Store:
-    def __init__(self, seeder: Seeder, now: Callable[[], dt.datetime]) -> None:
+    def __init__(self, seeder: Seeder, now: Callable[[], dt.datetime],
+                 first_version: int = FIRST_WRITE_VERSION) -> None:
         self.seeder = seeder
         self.now = now
-        self.version = FIRST_WRITE_VERSION
+        self.first_version = first_version
+        self.version = first_version
         self.tables = {name: TableState(name, seeder.sizes[name]) for name in TABLES}
 
     def _bump(self) -> int:
