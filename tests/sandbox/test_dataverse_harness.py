@@ -1,6 +1,7 @@
 """Shared harness for the Dataverse sandbox tests (this module holds fixtures, no tests).
 
-One `Sandbox` (connectors.sandbox.server) per session serves the Dataverse side over real TLS
+Two `Sandbox`es (connectors.sandbox.server) per session, a small org (600 accounts: `dv`) and
+one of 10,000 accounts for the paging tests (`dv_big`), serve the Dataverse side over real TLS
 with a throw-away CA on an ephemeral loopback port, so msal and requests talk to it exactly as
 to Dataverse, except for URLs. Rules kept: every HTTP call has a timeout; the session's CA bundle
 wins over REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (CRM_WIRE.md, "Trap"); each test starts from a
