@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from connectors.sandbox.core import SandboxClock
 from connectors.sandbox.salesforce import schema as S
 from connectors.sandbox.salesforce.cursors import Cursor, Cursors, answer
+from connectors.sandbox.salesforce.ids import make_id
 from connectors.sandbox.salesforce.query import compile_query
 from connectors.sandbox.salesforce.seed import Seed
 from connectors.sandbox.salesforce.soql import parse
@@ -42,6 +43,11 @@ conditions = st.sampled_from([
     ("Id > '001Dn000000000k'", lambda r: r["Id"] > "001Dn000000000kIAA"),
     ("Name LIKE '%Ltd'", lambda r: r["Name"].lower().endswith("ltd")),
     ("Billing_Hold__c = true", lambda r: r["Billing_Hold__c"]),
+    (f"Id IN ('{make_id('001', 5)[:15]}', '{make_id('001', 72)}', '{make_id('0Q0', 1)}')",
+     lambda r: r["Id"] in (make_id("001", 5), make_id("001", 72))),
+    ("SystemModstamp IN (2025-06-01T00:00:03Z, 2025-06-01T00:00:30Z)",
+     lambda r: r["SystemModstamp"] in (BASE + dt.timedelta(seconds=3),
+                                       BASE + dt.timedelta(seconds=30))),
 ])
 orders = st.sampled_from([
     ("", None),

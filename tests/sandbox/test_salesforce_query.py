@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from conftest import SF_ACCOUNTS, sf_json
+from simple_salesforce.format import format_soql
 
 from connectors.sandbox.server import Sandbox
 
@@ -199,3 +200,14 @@ def test_cpq_objects_mirror_the_quotes(sf: Any, sfbox: Sandbox) -> None:
     assert pushed[0]["success"]
     row = sf.SBQQ__Quote__c.get(first)
     assert row["SBQQ__Status__c"] == "Accepted" and row["Order_Number__c"] == "ORD-000001"
+
+
+def test_lines_of_many_quotes_at_once(sf: Any, sfbox: Sandbox) -> None:
+    side = sfbox.salesforce
+    assert side is not None
+    quote_ids = [side.quote_id(i) for i in (0, 7, 42)]
+    soql = format_soql("SELECT Id, QuoteId FROM QuoteLineItem WHERE QuoteId IN {} "
+                       "ORDER BY QuoteId, Id", quote_ids)
+    lines = sf.query_all(soql)["records"]
+    assert {r["QuoteId"] for r in lines} == set(quote_ids)
+    assert [r["QuoteId"] for r in lines] == sorted(r["QuoteId"] for r in lines)

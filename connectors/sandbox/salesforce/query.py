@@ -261,13 +261,29 @@ class _Compiler:
                         hi = find(seq, value, key=key)
                         plan.base_hi = hi if plan.base_hi is None else min(plan.base_hi, hi)
                     consumed = True
-            elif isinstance(node, In) and not node.negate and self.field(node.field).name == "Id":
-                ids = sorted({_index(v.value) for v in node.values if isinstance(v.value, str)
-                              and (to18(v.value) or "")[:3] == self.obj.prefix})
-                plan.base_ids = ids if plan.base_ids is None else sorted(
-                    set(ids) & set(plan.base_ids))
-                consumed = True
+            elif isinstance(node, In) and not node.negate:
+                consumed = self._narrow_in(plan, node, base_count)
             plan.exact = plan.exact and consumed
+
+
+    def _narrow_in(self, plan: Plan, node: In, base_count: int) -> bool:
+        """`Id IN (...)` → those rows; `<other monotone field> IN (...)` → their index ranges."""
+        fld = self.field(node.field)
+        key = _monotone_key(self.obj, fld.name) if fld.monotone else None
+        if key is None:
+            return False
+        if fld.name == "Id":
+            found = {_index(v.value) for v in node.values if isinstance(v.value, str)
+                     and (to18(v.value) or "")[:3] == self.obj.prefix}
+        else:
+            seq, found = range(base_count), set()
+            for lit in node.values:
+                value = self.value(fld, lit)
+                if value is not None:
+                    found.update(range(bisect.bisect_left(seq, value, key=key),
+                                       bisect.bisect_right(seq, value, key=key)))
+        plan.base_ids = sorted(found if plan.base_ids is None else found & set(plan.base_ids))
+        return True
 
 
 def compile_query(query: Query, include_deleted: bool, base_count: int) -> Plan:
