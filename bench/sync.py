@@ -1,0 +1,137 @@
+"""Sync benchmarks against the sandbox CRM (Salesforce side) into SQLite. Prints figures.
+
+    .venv/bin/python bench/sync.py --accounts 100000 --quotes 100000
+    .venv/bin/python bench/sync.py --incremental 1000 --among 1000000
+
+Full pull: the raw read (the connector fetching and parsing the same pages, no processing)
+against the real sync (map, reconcile, hand off; push off), records/s and the ratio, peak RSS.
+Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
+"now" (billing holds only what it read): wall time and API calls against the minimum the CRM
+limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) collection calls).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+OBJECTS = ("account", "product", "price", "quote", "quote_line")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _world(sbx: Any, tmp: Path) -> Any:
+    from billing_core.adapters.db import make_engine
+    from config.settings import load_settings
+    from connectors.registry import build_connector
+    from jobs.cli.demo_crm import sandbox_config
+    from jobs.migrate import upgrade
+    from sync.worker import Worker
+
+    text, env = sandbox_config(sbx, f"sqlite:///{tmp / 'bench.db'}", connections=("sf",))
+    os.environ.update(env)
+    (tmp / "c.toml").write_text(text, encoding="utf-8")
+    settings = load_settings(tmp / "c.toml")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return Worker(engine, settings, connector_factory=lambda s: build_connector(
+        s, sleep=lambda _s: None))
+
+
+def full(accounts: int, quotes: int) -> None:
+    from connectors.sandbox.server import Sandbox
+
+    with Sandbox(accounts=accounts, quotes=quotes, sides=("salesforce",)) as sbx, \
+            tempfile.TemporaryDirectory() as tmp:
+        worker = _world(sbx, Path(tmp))
+        conn = worker.connector("sf")
+        t0, n_raw = time.perf_counter(), 0
+        for obj in OBJECTS:
+            for page in conn.read_changes(obj, None):
+                n_raw += len(page.records)
+        raw = time.perf_counter() - t0
+        raw_calls = sbx.counters.total("salesforce")
+        rss_raw = _rss_mb()
+        sbx.counters.reset()
+        worker2 = _world(sbx, Path(tmp) / "s") if (Path(tmp) / "s").mkdir() is None else None
+        assert worker2 is not None
+        t0 = time.perf_counter()
+        report = worker2.sync_connection("sf", worker2.options("bench", push=False), wait=True)
+        synced = time.perf_counter() - t0
+        n_sync = report.total("read") if report else 0
+        pages = sbx.counters.get("salesforce", "query") + sbx.counters.get("salesforce",
+                                                                            "queryAll")
+        minimum = sum(math.ceil(max(s.read, 1) / 2000) for s in report.objects.values())
+        print(f"full pull: {accounts} accounts, {quotes} quotes, {n_raw} records in all")
+        print(f"  raw read : {raw:8.1f} s  {n_raw / raw:9.0f} records/s  ({raw_calls} calls, "
+              f"peak RSS {rss_raw:.0f} MB)")
+        print(f"  sync     : {synced:8.1f} s  {n_sync / synced:9.0f} records/s  "
+              f"({report.outcome}, handed off {report.handed_off}, peak RSS {_rss_mb():.0f} MB)")
+        print(f"  ratio sync/raw: {synced / raw:.1f}x (target <= 2x)")
+        print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
+              f"ratio {pages / max(minimum, 1):.2f}")
+
+
+def incremental(changes: int, among: int) -> None:
+    from connectors.sandbox.server import Sandbox
+    from sync.runs import save_cursor
+
+    with Sandbox(accounts=among, quotes=0, sides=("salesforce",)) as sbx, \
+            tempfile.TemporaryDirectory() as tmp:
+        worker = _world(sbx, Path(tmp))
+        stamp = datetime.now(timezone.utc)
+        with worker.engine.begin() as c:
+            for obj in OBJECTS:
+                save_cursor(c, "sf", obj, '{"mode": "stamp", "stamp": "%s", "seen": {}}'
+                            % stamp.isoformat(), stamp)
+        time.sleep(0.01)
+        step = max(among // changes, 1)
+        for i in range(changes):
+            sbx.salesforce.admin("update", {"object": "Account", "index": i * step,
+                                            "fields": {"Credit_Limit__c": 1000 + i}})
+        sbx.counters.reset()
+        t0 = time.perf_counter()
+        report = worker.sync_connection("sf", worker.options("bench"), wait=True)
+        wall = time.perf_counter() - t0
+        reads = sbx.counters.get("salesforce", "queryAll") + sbx.counters.get("salesforce",
+                                                                               "query")
+        writes = sbx.counters.get("salesforce", "composite/sobjects")
+        min_reads = sum(max(math.ceil(report.objects[o].read / 2000), 1) for o in OBJECTS
+                        if o in report.objects)
+        min_writes = math.ceil(report.total("pushed") / 200)
+        print(f"incremental: {changes} changes among {among} CRM accounts")
+        print(f"  wall {wall:.1f} s, outcome {report.outcome}, read {report.total('read')}, "
+              f"pushed {report.total('pushed')}")
+        print(f"  query pages {reads} (minimum {min_reads}), collection calls {writes} "
+              f"(minimum {min_writes}); API calls / minimum = "
+              f"{(reads + writes) / max(min_reads + min_writes, 1):.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--quotes", type=int, default=10_000)
+    ap.add_argument("--incremental", type=int, default=0)
+    ap.add_argument("--among", type=int, default=1_000_000)
+    args = ap.parse_args()
+    import logging
+    logging.basicConfig(level=logging.ERROR)
+    if args.incremental:
+        incremental(args.incremental, args.among)
+    else:
+        full(args.accounts, args.quotes)
+
+
+if __name__ == "__main__":
+    main()
