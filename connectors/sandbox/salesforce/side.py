@@ -53,8 +53,9 @@ class SalesforceSide:
         self.ctx = ctx
         self.credentials = credentials or Credentials()
         self.token_ttl = token_ttl
-        self.store = Store(Seed(seed, accounts, max(8, accounts // 2) if quotes is None
-                                else quotes), ctx.clock)
+        if quotes is None:  # default: every status at least once, about one per two accounts
+            quotes = max(8, accounts // 2) if accounts else 0
+        self.store = Store(Seed(seed, accounts, quotes), ctx.clock)
         self.tokens = Tokens(ctx.clock, lambda: self.token_ttl or ctx.token_ttl)
         self.token_endpoint = TokenEndpoint(self.credentials, self.tokens, ctx.clock, ctx.base_url)
         self.usage = ApiUsage(api_limit)
