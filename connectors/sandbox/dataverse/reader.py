@@ -25,7 +25,8 @@ from .schema import TableDef
 from .store import Store
 from .wire import API_PREFIX, BAD_QUERY, EXPIRED_DELTA, DataverseError
 
-_EQ_GUID = re.compile(r"\s*(\w+) eq ([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})\s*")
+_EQ_HINT = re.compile(r"\s*(\w+) eq (?:([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})"
+                      r"|'([A-Z]+-\d+)')\s*")
 
 
 class Reader:
@@ -100,11 +101,12 @@ class Reader:
         return body
 
     def _walk(self, table: TableDef, q: Query, start: int) -> Any:
-        """Rows from `start`; a filter that is just `<key or quote lookup> eq <guid>` visits
-        only the rows that can match instead of the whole table."""
-        hint = _EQ_GUID.fullmatch(q.filter or "")
-        picked = (self.store.candidates(table.name, hint.group(1), hint.group(2).lower(), start)
-                  if hint else None)
+        """Rows from `start`; a filter that is just `<key, quote lookup or seeded number> eq
+        <literal>` visits only the rows that can match instead of the whole table (the filter
+        still decides)."""
+        hint = _EQ_HINT.fullmatch(q.filter or "")
+        picked = (self.store.candidates(table.name, hint.group(1),
+                                        hint.group(2) or hint.group(3), start) if hint else None)
         if picked is None:
             yield from self.store.scan(table.name, start)
             return

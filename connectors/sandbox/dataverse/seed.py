@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import time
 from decimal import Decimal
 from typing import Any
@@ -90,8 +91,17 @@ class Seeder:
         self._cur_ids = [self.codecs["transactioncurrencies"].guid(n)
                          for n in range(len(CURRENCIES))]
 
-    def candidates(self, table: str, column: str, guid: str) -> range | None:
-        """Seed indexes that can hold `column eq guid`, when known without a scan; else None."""
+    def candidates(self, table: str, column: str, value: str) -> range | None:
+        """Seed indexes that can hold `column eq value`, when known without a scan; else None.
+
+        Known: the key, a quote line's `_quoteid_value`, and the seeded numbers
+        (`AC-0000001` is account 0, `SKU-00001` product 0)."""
+        number = _NUMBERS.get((table, column))
+        if number is not None:
+            match = number.fullmatch(value)
+            index = int(match.group(1)) - 1 if match else -1
+            return range(index, index + 1) if 0 <= index < self.sizes[table] else range(0)
+        guid = value.lower()
         if column == TABLES[table].key:
             index = self.codecs[table].index(guid)
             if index is None or index >= self.sizes[table]:
@@ -230,6 +240,8 @@ class Seeder:
         })
 
 
+_NUMBERS = {("accounts", "accountnumber"): re.compile(r"AC-(\d{7})"),
+            ("products", "productnumber"): re.compile(r"SKU-(\d{5})")}
 _DAYS: dict[int, str] = {}
 
 

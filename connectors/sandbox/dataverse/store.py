@@ -80,10 +80,10 @@ class Store:
                 yield index, row
             index += 1
 
-    def candidates(self, table: str, column: str, guid: str, start: int) -> list[int] | None:
-        """Indexes from `start` that may hold `column eq guid` (seed shortcut plus every row
+    def candidates(self, table: str, column: str, value: str, start: int) -> list[int] | None:
+        """Indexes from `start` that may hold `column eq value` (seed shortcut plus every row
         written since, since a write may have set the column); None means: scan them all."""
-        seeded = self.seeder.candidates(table, column, guid)
+        seeded = self.seeder.candidates(table, column, value)
         if seeded is None:
             return None
         state = self.tables[table]
