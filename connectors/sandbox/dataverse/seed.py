@@ -99,8 +99,8 @@ class Seeder:
         number = _NUMBERS.get((table, column))
         if number is not None:
             match = number.fullmatch(value)
-            index = int(match.group(1)) - 1 if match else -1
-            return range(index, index + 1) if 0 <= index < self.sizes[table] else range(0)
+            n = int(match.group(1)) - 1 if match else -1
+            return range(n, n + 1) if 0 <= n < self.sizes[table] else range(0)
         guid = value.lower()
         if column == TABLES[table].key:
             index = self.codecs[table].index(guid)
