@@ -44,6 +44,7 @@ _FIRST = ("Northwind", "Contoso", "Fabrikam", "Globex", "Initech", "Umbrella", "
 _SECOND = ("Analytics", "Logistics", "Foods", "Systems", "Energy", "Health", "Media", "Robotics",
            "Traders", "Pharma", "Textiles", "Networks", "Builders", "Airlines", "Insurance")
 _LIMITS = tuple(Decimal(n) for n in ("5000", "10000", "25000", "50000", "100000", "250000"))
+_LIMITS_JPY = tuple(n * 100 for n in _LIMITS)
 _PRODUCTS = (  # (code, name, billing type, frequency, needs provisioning, USD price)
     ("CWS-STD-M", "Cloud Workspace Standard", "Recurring", "Monthly", True, "12.00"),
     ("CWS-PRO-M", "Cloud Workspace Professional", "Recurring", "Monthly", True, "24.50"),
@@ -130,19 +131,30 @@ class Seed:
         return getattr(self, "_" + obj.lower())(index)
 
     def _account(self, i: int) -> Row:
-        d = _Draw(self.seed, 1, i)
-        country, currency, states, _ = d.pick(_COUNTRY_WHEEL)
-        limit = None if d.chance(15) else d.pick(_LIMITS) * (100 if currency == "JPY" else 1)
+        # the hot path of a full read: draws inlined as mixed-radix digits of one mixed number
+        first = _mix((self.seed & _M) ^ _mix(0x10001 + i))
+        x, c = divmod(first | (_mix(first) << 64), len(_COUNTRY_WHEEL))
+        country, currency, states, _ = _COUNTRY_WHEEL[c]
+        x, no_limit = divmod(x, 100)
+        x, limit = divmod(x, len(_LIMITS))
+        x, name1 = divmod(x, len(_FIRST))
+        x, name2 = divmod(x, len(_SECOND))
+        x, state = divmod(x, 8)
+        hold = x % 100
+        at, second = _second(i // 3), i // 3
         return {
-            "Id": make_id("001", i),
-            "Name": f"{d.pick(_FIRST)} {d.pick(_SECOND)} {_SUFFIX[country]}",
+            "Id": make_id("001", i), "Name": f"{_FIRST[name1]} {_SECOND[name2]} {_SUFFIX[country]}",
             "AccountNumber": f"AC-{i + 1:07d}", "CurrencyIsoCode": currency,
-            "BillingCountryCode": country, "BillingStateCode": d.pick(states) if states else None,
-            "Credit_Limit__c": limit, "Credit_Hold__c": d.chance(6), "Billing_Hold__c": False,
+            "BillingCountryCode": country,
+            "BillingStateCode": states[state % len(states)] if states else None,
+            "Credit_Limit__c": None if no_limit < 15 else (
+                _LIMITS_JPY if currency == "JPY" else _LIMITS)[limit],
+            "Credit_Hold__c": hold < 6, "Billing_Hold__c": False,
             "Billing_Hold_Reasons__c": None, "Open_Balance__c": None,
             "Available_Credit__c": None, "Credit_Exposure__c": None,
             "Oldest_Overdue_Days__c": None, "Last_Invoice_Number__c": None,
-            "Last_Invoice_Date__c": None, **_system(i),
+            "Last_Invoice_Date__c": None, "IsDeleted": False, "CreatedDate": _created(second),
+            "LastModifiedDate": at, "SystemModstamp": at,
         }
 
     def _product2(self, i: int) -> Row:
