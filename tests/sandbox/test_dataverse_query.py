@@ -132,6 +132,12 @@ def test_filter_by_guid_string_with_quote_and_null(dv: Dataverse,
     body = dv.get(dv_http, "accounts?$filter=name eq 'O''Brien %26 Co'").json()
     assert [r["accountid"] for r in body["value"]] == [target]
     assert dv.get(dv_http, "accounts?$filter=new_billinghold eq null&$top=1").json()["value"]
+    # Equality on a seeded number: found without a scan, and a row renumbered since is found too.
+    dv.side.admin("update", {"table": "accounts", "index": 3,
+                             "values": {"accountnumber": "AC-0000043"}})
+    body = dv.get(dv_http, "accounts?$select=accountid&$filter=accountnumber eq 'AC-0000043'")
+    assert [r["accountid"] for r in body.json()["value"]] == [
+        dv.side.admin("guid", {"index": 3})["id"], target]
 
 
 @pytest.mark.parametrize(("query", "fragment"), [
