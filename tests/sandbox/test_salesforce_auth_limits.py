@@ -95,7 +95,7 @@ def test_token_expiry_gives_invalid_session_id(sf: Any, sf_http: Any, sfbox: San
     assert sf_json(expired) == [{"message": "Session expired or invalid",
                                  "errorCode": "INVALID_SESSION_ID"}]
     unknown = sf_http.query("SELECT Id FROM Account LIMIT 1", token="forged")
-    assert unknown.status_code == 401
+    assert unknown.status_code == 401 and "Sforce-Limit-Info" in unknown.headers
 
 
 def test_api_allowance_header_and_limit_exceeded(sf: Any, sf_http: Any, sfbox: Sandbox) -> None:

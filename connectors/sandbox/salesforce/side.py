@@ -7,7 +7,8 @@ Rules this module keeps:
 - Order per request: count → injected fault (slow/drop by the server; 503 SERVER_UNAVAILABLE,
   429 with Retry-After, expire_session → this caller's token revoked) → session check (401
   INVALID_SESSION_ID) → API allowance (403 REQUEST_LIMIT_EXCEEDED) → the resource.
-- Every /services/data answer carries `Sforce-Limit-Info: api-usage=used/limit`.
+- Every /services/data answer (errors included) carries `Sforce-Limit-Info: api-usage=used/limit`;
+  the token endpoint's answers do not.
 """
 
 from __future__ import annotations
@@ -106,13 +107,15 @@ class SalesforceSide:
         if endpoint == "token":
             return self.token_endpoint.handle(request)
         if path in ("/services/data", "/services/data/"):
-            return json_response([{"label": "Winter '24", "url": "/services/data/v59.0",
-                                   "version": "59.0"}])
+            return self._limited(json_response([{"label": "Winter '24",
+                                                 "url": "/services/data/v59.0",
+                                                 "version": "59.0"}]))
         token = _bearer(request)
         if fault is not None and fault.kind == "expire_session":
             self.tokens.revoke(token)
         if not self.tokens.valid(token):
-            return error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
+            return self._limited(error_response(401, "INVALID_SESSION_ID",
+                                                "Session expired or invalid"))
         if not self.usage.spend():
             return self._limited(error_response(403, "REQUEST_LIMIT_EXCEEDED",
                                                 "TotalRequests Limit exceeded."))
