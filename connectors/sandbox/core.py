@@ -183,6 +183,7 @@ class FaultPlan:
             return None
 
     def clear(self) -> None:
+        """Drop every rule and restart the random draws, so a plan re-added replays exactly."""
         with self._lock:
             self._rules.clear()
             self._rng = random.Random(self._seed)
