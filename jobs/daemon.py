@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _SECRET = re.compile(
     r"(?i)(bearer\s+|access_token[\"'=:\s]+|client_secret[\"'=:\s]+|password[\"'=:\s]+|"
-    r"authorization[\"'=:\s]+|session_id[\"'=:\s]+)([^\s\"',&]+)")
+    r"authorization[\"'=:\s]+(?:bearer\s+)?|session_id[\"'=:\s]+)([^\s\"',&]+)")
 
 
 class DaemonRefused(RuntimeError):
