@@ -3,7 +3,8 @@ accounts, provisioned products and invoices made straight in the schema (so thes
 depend on the bill run), and a provisioner that records what it was sent."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -57,6 +58,13 @@ class Ledger:
             result = fn(uow)
             uow.commit()
             return result
+
+    @contextmanager
+    def tx(self) -> Iterator[UnitOfWork]:
+        """A unit of work that commits when the block ends without an error."""
+        with self.uow() as uow:
+            yield uow
+            uow.commit()
 
     def reasons(self, account_id: int) -> set[str]:
         with self.engine.connect() as conn:
