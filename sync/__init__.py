@@ -1,0 +1,5 @@
+"""The sync engine: the one place that speaks both CRM and billing.
+
+The design (tables, invariants, transaction boundaries) is the docstring of ``sync.tables``;
+one cycle is ``sync.engine.Cycle``; the job bodies the daemon schedules are ``sync.worker``.
+"""

@@ -14,6 +14,7 @@ connections are parsed by ``connectors.settings.parse_connection`` (secrets stay
     push_batch_size = 1000          # records per connector.write call
     push_max_attempts = 8           # then dead-lettered
     objects = ["account", "product", "price", "quote", "quote_line"]
+    write_crm_hold = false          # opt-in: billing sets the CRM's own hold flag for its reasons
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class SyncSettings:
     push_batch_size: int = 1000
     push_max_attempts: int = 8
     objects: tuple[str, ...] = OBJECTS
+    write_crm_hold: bool = False
 
 
 def sync_settings(settings: Settings) -> SyncSettings:

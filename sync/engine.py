@@ -45,6 +45,7 @@ class SyncOptions:
     grace_days: int = 0
     push_batch_size: int = 1000
     push_max_attempts: int = 8
+    write_crm_hold: bool = False
 
 
 def _utcnow() -> datetime:
@@ -209,7 +210,7 @@ class Cycle:
                                           accepted, uow_factory=self.uow)
             report.handed_off = len(result.placed)
         outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
-                       grace_days=opts.grace_days)
+                       grace_days=opts.grace_days, write_hold=opts.write_crm_hold)
         if opts.push and not stopped:
             self._push()
 

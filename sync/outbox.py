@@ -8,6 +8,9 @@ Rules kept here:
 - A row whose new hash equals the last acknowledged hash is ``acked`` again (nothing to send);
   any other change is ``pending`` with its attempts reset.
 - Payload values are JSON: money and dates as text, decoded by field name at push time.
+- Opt-in (``write_hold``): ``credit_hold`` (the CRM's own hold flag) is set only while a reason
+  billing places (``credit_limit``, ``overdue``) applies, and cleared only when billing was the
+  one that set it (its last acknowledged value); otherwise the field is left out entirely.
 - Which accounts moved is read from billing's documents (read-only) by ``changed_accounts``;
   billing offers no "changed since" query of its own yet.
 """
@@ -53,8 +56,12 @@ def decode(field: str, value: Any) -> Any:
     return value
 
 
+BILLING_REASONS = frozenset({"credit_limit", "overdue"})
+
+
 def account_payload(conn: Connection, account_id: int, on_date: date,
-                    grace_days: int = 0) -> dict[str, Any]:
+                    grace_days: int = 0, *, write_hold: bool = False,
+                    acked: dict[str, Any] | None = None) -> dict[str, Any]:
     s = account_summary(conn, account_id, on_date, grace_days=grace_days)
     cur = s["currency"]
     reasons = sorted(current_reasons(conn, account_id))
@@ -62,7 +69,7 @@ def account_payload(conn: Connection, account_id: int, on_date: date,
     def money(minor: int | None) -> str | None:
         return None if minor is None else str(from_minor(int(minor), cur))
 
-    return {
+    payload: dict[str, Any] = {
         "billing_hold": bool(reasons), "billing_hold_reasons": ";".join(reasons),
         "open_balance": money(s["open_balance_minor"]),
         "available_credit": money(s["available_credit_minor"]),
@@ -72,6 +79,12 @@ def account_payload(conn: Connection, account_id: int, on_date: date,
         "last_invoice_date": s["last_invoice_date"].isoformat() if s["last_invoice_date"]
         else None,
     }
+    if write_hold:
+        if BILLING_REASONS & set(reasons):
+            payload["credit_hold"] = True
+        elif acked and "credit_hold" in acked:
+            payload["credit_hold"] = False
+    return payload
 
 
 def quote_payload(conn: Connection, order_id: int) -> dict[str, Any]:
@@ -144,7 +157,7 @@ def _upsert(conn: Connection, connection: str, obj: str, crm_id: str, ledger_id:
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
-            grace_days: int = 0, only_accounts: Iterable[int] | None = None,
+            grace_days: int = 0, write_hold: bool = False, only_accounts: Iterable[int] | None = None,
             chunk: int = 500) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
@@ -179,8 +192,12 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                 select(outbox).where(outbox.c.connection == connection,
                                      outbox.c.crm_id.in_(keys))).mappings()}
             for ledger_id, crm_id in part:
+                row = existing.get(("account", crm_id))
+                acked = json.loads(row["acked_payload"]) if row is not None \
+                    and row["acked_payload"] else None
                 pending += _upsert(conn, connection, "account", crm_id, ledger_id,
-                                   account_payload(conn, ledger_id, now.date(), grace_days),
+                                   account_payload(conn, ledger_id, now.date(), grace_days,
+                                                   write_hold=write_hold, acked=acked),
                                    existing, now)
             for quote_id, order_id, _ in qpart:
                 pending += _upsert(conn, connection, "quote", quote_id, order_id,

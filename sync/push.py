@@ -25,7 +25,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
-from sync.tables import outbox
+from sync.tables import outbox, sync_records
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
@@ -67,6 +67,36 @@ def _update(row: Any) -> dict[str, Any]:
     return {"crm_id": row["crm_id"], **fields}
 
 
+class _Nothing:
+    ok = True
+    code = message = None
+
+
+_NOTHING = _Nothing()
+
+
+def _add_etags(engine: Engine, connection: str, updates: list[dict[str, Any]]) -> None:
+    """A guarded write (the CRM's own hold flag) carries the etag billing last read."""
+    ids = [u["crm_id"] for u in updates if "credit_hold" in u]
+    with engine.connect() as conn:
+        found = {r[0]: json.loads(r[1]).get("etag") for r in conn.execute(
+            select(sync_records.c.crm_id, sync_records.c.data).where(
+                sync_records.c.connection == connection, sync_records.c.object == "account",
+                sync_records.c.crm_id.in_(ids))) if r[1]}
+    for u in updates:
+        if "credit_hold" in u and found.get(u["crm_id"]):
+            u["_etag"] = found[u["crm_id"]]
+
+
+def _redecide(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
+    """After a version conflict: the flag already shows what billing wants → drop it."""
+    again = dict(update)
+    if "credit_hold" in again and current.get("credit_hold") == again["credit_hold"]:
+        again.pop("credit_hold")
+    again.pop("_etag", None)
+    return again if len(again) > 1 else None
+
+
 def _release(engine: Engine, rows: list[Any], now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]),
@@ -86,8 +116,18 @@ def push(engine: Engine, connector: Connector, connection: str, *,
             if not rows:
                 break
             updates = [_update(r) for r in rows]
+            if any("credit_hold" in u for u in updates):
+                _add_etags(engine, connection, updates)
+            empty = [i for i, u in enumerate(updates) if len(u) == 1]
+            if empty:
+                _record(engine, connection, obj, [rows[i] for i in empty],
+                        [_NOTHING] * len(empty), clock(), max_attempts, report)
+                keep = [i for i in range(len(rows)) if i not in set(empty)]
+                rows, updates = [rows[i] for i in keep], [updates[i] for i in keep]
+                if not rows:
+                    continue
             try:
-                results = connector.write(obj, updates)
+                results = connector.write(obj, updates, redecide=_redecide)
             except BudgetExhausted as exc:
                 _release(engine, rows, now)
                 report.stopped = "stopped: API budget"

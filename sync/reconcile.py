@@ -11,6 +11,8 @@ Rules kept here:
 - A quote line for a product billing does not know is quarantined; a quote is stored here
   (billing has no quotes) and its account is checked at hand-off time, where it waits.
 - A deleted CRM account becomes ``crm_deleted`` in billing; nothing of its history goes.
+- The CRM hold flag read back while billing's last acknowledged push set it (opt-in policy)
+  is billing's own echo, not finance's hold: it is taken as "not set by finance".
 - Prices: the first price seen applies from ``FIRST_PRICE_DATE``; a changed price applies from
   today (history of earlier invoices stays priced as it was).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Iterable, Mapping
 
@@ -136,6 +138,7 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping
     known = known_rows(uow.conn, connection, obj,
                        [str(r.get("crm_id")) for r in records if r.get("crm_id")]
                        + [d.crm_id for d in deletions])
+    echoes = _billing_set_flags(uow.conn, connection, records) if obj == "account" else set()
     for record in records:
         try:
             rec = mapping.MAPPERS[obj](record)
@@ -143,6 +146,8 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping
             quarantine_record(uow, connection, obj, record, problem)
             res.quarantined += 1
             continue
+        if echoes and rec.crm_id in echoes:
+            rec = replace(rec, credit_hold=False)
         digest = mapping.content_hash(record)
         existing = known.get(rec.crm_id)
         if existing is not None and existing["content_hash"] == digest \
@@ -161,6 +166,8 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping
                               Invalid(exc.field, exc.value, exc.problem))
             res.quarantined += 1
             continue
+        if obj == "account" and record.get("_etag"):
+            data = json.dumps({"etag": record["_etag"]})
         page.keep(existing, rec.crm_id, digest, ledger_id, parent, data, record.get("modstamp"))
         if obj == "quote":
             res.quotes_touched.add(rec.crm_id)
@@ -185,6 +192,21 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping
         log.info("deleted in CRM connection=%s object=%s crm_id=%s reason=%s",
                  connection, obj, gone.crm_id, gone.reason)
     return res
+
+
+def _billing_set_flags(conn: Connection, connection: str,
+                       records: list[Mapping[str, Any]]) -> set[str]:
+    """Accounts whose CRM hold flag is set and was last set by billing's own push."""
+    from sync.tables import outbox
+    flagged = [str(r.get("crm_id")) for r in records if r.get("credit_hold") is True]
+    out: set[str] = set()
+    for start in range(0, len(flagged), 900):
+        for crm_id, acked in conn.execute(select(outbox.c.crm_id, outbox.c.acked_payload).where(
+                outbox.c.connection == connection, outbox.c.object == "account",
+                outbox.c.crm_id.in_(flagged[start:start + 900]))):
+            if acked and json.loads(acked).get("credit_hold") is True:
+                out.add(crm_id)
+    return out
 
 
 def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any,

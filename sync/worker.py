@@ -76,6 +76,7 @@ class Worker:
         return SyncOptions(trigger=trigger, grace_days=self.settings.credit.overdue_grace_days,
                            push_batch_size=self.sync.push_batch_size,
                            push_max_attempts=self.sync.push_max_attempts,
+                           write_crm_hold=self.sync.write_crm_hold,
                            objects=kw.pop("objects", None) or self.sync.objects, **kw)
 
     def cycle(self, name: str, options: SyncOptions,
@@ -108,7 +109,8 @@ class Worker:
                 log.info("push connection=%s skipped: another worker holds it", name)
                 return
             outbox.refresh(self.engine, name, self.clock(),
-                           grace_days=self.settings.credit.overdue_grace_days)
+                           grace_days=self.settings.credit.overdue_grace_days,
+                           write_hold=self.sync.write_crm_hold)
             result = push.push(self.engine, self.connector(name), name, clock=self.clock,
                                batch_size=self.sync.push_batch_size,
                                max_attempts=self.sync.push_max_attempts,

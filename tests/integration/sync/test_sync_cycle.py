@@ -187,3 +187,29 @@ def test_outbox_sends_only_changed_fields(engine):
         row = conn.execute(select(outbox).where(outbox.c.crm_id == "A1")).mappings().one()
     assert row["state"] == "acked" and json.loads(row["acked_payload"])["available_credit"] \
         == "2000.00"
+
+
+def test_opt_in_hold_flag_is_set_for_billing_reasons_and_cleared_only_when_billing_set_it(
+        engine):
+    from billing_core.adapters.tables import hold_history
+    crm = _crm()
+    crm.put("account", "A1", credit_hold=True)               # finance's own hold
+    opts = SyncOptions(write_crm_hold=True)
+    run_cycle(engine, crm, opts)
+    crm.put("account", "A2", credit_limit=Decimal("10"))     # billing's reason
+    run_cycle(engine, crm, opts)
+    assert crm.rows["account"]["A2"][1]["credit_hold"] is True
+    assert "credit_hold" not in crm.pushed[("account", "A1")]
+    run_cycle(engine, crm, opts)                             # the echo is not finance's hold
+    crm.put("account", "A2", credit_limit=Decimal("100000"))
+    run_cycle(engine, crm, opts)
+    run_cycle(engine, crm, opts)
+    assert crm.rows["account"]["A2"][1]["credit_hold"] is False
+    assert crm.rows["account"]["A1"][1]["credit_hold"] is True
+    with engine.connect() as conn:
+        a2 = conn.execute(select(accounts.c.id).where(accounts.c.ext_id == "A2")).scalar()
+        reasons = {r[0] for r in conn.execute(select(hold_history.c.reason).where(
+            hold_history.c.account_id == a2))}
+        assert reasons == {"credit_limit"}
+        assert conn.execute(select(func.count()).select_from(hold_reasons).where(
+            hold_reasons.c.account_id == a2)).scalar() == 0

@@ -120,5 +120,7 @@ class FakeCRM:
                     continue
                 merged = self.pushed.setdefault((obj, cid), {})
                 merged.update({k: v for k, v in update.items() if k != "crm_id"})
+                if "credit_hold" in update:      # the CRM's own field: the row changes
+                    self.put(obj, cid, credit_hold=update["credit_hold"])
                 out.append(WriteResult(cid, True))
         return out
