@@ -251,9 +251,9 @@ def make_machine(engine):
 
 
 def test_random_operations_keep_the_invariants(engine):
-    examples = 30 if engine.dialect.name == "sqlite" else 8
+    examples = 30 if engine.dialect.name == "sqlite" else 6
     run_state_machine_as_test(make_machine(engine), settings=settings(
-        max_examples=examples, stateful_step_count=15, deadline=None,
+        max_examples=examples, stateful_step_count=12, deadline=None,
         suppress_health_check=list(HealthCheck)))
 
 
