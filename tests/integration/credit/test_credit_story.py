@@ -28,8 +28,9 @@ def test_credit_hold_story(ledger, clock, provisioner):
                                           make_products(u)))
 
     # 1. 12 licences at 100.00 = 1,200 against a limit of 1,000.
+    start = today.replace(day=1)            # the bill period starts on the 1st: no proration
     order_id = ledger.run(lambda u: accept_order(
-        u, licence_order(acc, "sf:Q1:rev1", 12, products, today, setup=True)))
+        u, licence_order(acc, "sf:Q1:rev1", 12, products, start, setup=True)))
     assert ledger.reasons(acc) == {"credit_limit"}
     assert ledger.request_states(acc) == ["awaiting_hold_release"] * 2
     with ledger.engine.connect() as conn:
@@ -42,10 +43,10 @@ def test_credit_hold_story(ledger, clock, provisioner):
 
     # The same quote handed off again is the same order: nothing new.
     again = ledger.run(lambda u: accept_order(
-        u, licence_order(acc, "sf:Q1:rev1", 12, products, today, setup=True)))
+        u, licence_order(acc, "sf:Q1:rev1", 12, products, start, setup=True)))
     assert again == order_id and len(ledger.request_states(acc)) == 2
 
-    # 2. The invoice is still issued (the bill run bills active items).
+    # 2. The invoice is still issued (as the bill run posts it: 1,200 + 50 setup).
     ledger.run(lambda u: post_invoice(u, acc, 125000, issue=today, due=today + timedelta(30),
                                       bill_order_id=order_id))
     assert ledger.reasons(acc) == {"credit_limit"}
