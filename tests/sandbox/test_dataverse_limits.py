@@ -90,3 +90,28 @@ def test_every_call_is_counted_by_endpoint_and_method(dv: Dataverse,
     assert snap == {("dataverse", "accounts", "GET"): 1, ("dataverse", "quotes", "GET"): 1,
                     ("dataverse", "accounts", "PATCH"): 1, ("dataverse", "unknown", "GET"): 1}
     assert dv.ctx.counters.total("dataverse") == 4
+
+
+def test_slow_fault_still_answers(dv: Dataverse, dv_http: requests.Session) -> None:
+    dv.ctx.faults.add("dataverse", "WhoAmI", "slow", count=1, delay=0.05)
+    assert dv.get(dv_http, "WhoAmI").status_code == 200
+
+
+def test_concurrent_readers_each_see_every_row_once(dv: Dataverse) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read_all(_n: int) -> list[str]:
+        session = dv.session()
+        url: str | None = f"{dv.api}/accounts?$select=accountnumber"
+        out: list[str] = []
+        while url:
+            body = session.get(url, headers=dv.headers(Prefer="odata.maxpagesize=50")).json()
+            out += [r["accountnumber"] for r in body["value"]]
+            url = body.get("@odata.nextLink")
+        session.close()
+        return out
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(read_all, range(4)))
+    assert all(r == results[0] for r in results)
+    assert len(results[0]) == len(set(results[0])) == dv.side.store.count("accounts")
