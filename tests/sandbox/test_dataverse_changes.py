@@ -132,3 +132,14 @@ def test_delta_tokens_from_before_a_reset_are_expired(dv: Dataverse,
     dv.token = dv.msal_app().acquire_token_for_client(scopes=[dv.info["scope"]])["access_token"]
     resp = dv_http.get(delta, headers=dv.headers())
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "0x80044352"
+
+
+def test_next_pages_of_a_tracked_read_stay_tracked(dv: Dataverse,
+                                                   dv_http: requests.Session) -> None:
+    first = dv.get(dv_http, "accounts?$select=name",
+                   Prefer="odata.track-changes,odata.maxpagesize=400").json()
+    rest = dv_http.get(first["@odata.nextLink"], headers=dv.headers()).json()
+    assert "@odata.deltaLink" in rest
+    bad = first["@odata.nextLink"].replace("resume%253D%2522", "resume%253D%2522x")
+    assert bad != first["@odata.nextLink"]
+    assert dv_http.get(bad, headers=dv.headers()).status_code == 400

@@ -50,18 +50,24 @@ class Reader:
             if tracking:
                 applied.append("odata.track-changes")
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
-        if q.deltatoken is not None:
-            if not table.tracked:
-                raise DataverseError(400, BAD_QUERY, f"Change tracking is not enabled for "
-                                     f"the entity '{table.entity}'.")
-            return self._delta(table, q), headers
-        return self._page(table, q, tracking), headers
+        try:
+            if q.deltatoken is not None:
+                if not table.tracked:
+                    raise DataverseError(400, BAD_QUERY, f"Change tracking is not enabled for "
+                                         f"the entity '{table.entity}'.")
+                return self._delta(table, q), headers
+            return self._page(table, q, tracking), headers
+        except ValueError:  # a cookie whose numbers were tampered with
+            raise DataverseError(400, BAD_QUERY, f"The $skiptoken '{q.skiptoken}' is not "
+                                 "valid.") from None
 
     def _page(self, table: TableDef, q: Query, tracking: bool) -> dict[str, Any]:
         predicate = compile_filter(q.filter, table) if q.filter is not None else None
         page, attrs = 1, dict[str, str]()
         if q.skiptoken:
             page, attrs = read_cookie(q.skiptoken)
+        # A tracked read's later pages stay tracked even if the Prefer header is not re-sent.
+        tracking = (tracking or "version" in attrs) and table.tracked
         watermark = int(attrs.get("version", self.store.version))
         rows: list[tuple[int, dict[str, Any]]] = []
         more = False
