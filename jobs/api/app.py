@@ -120,6 +120,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
     errors.install(app)
     for module in (routes_billing, routes_payments, routes_credit, routes_admin, routes_ops):
         app.include_router(module.routes)
+    app.include_router(routes_admin.sync_routes)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from billing_core.adapters.db import UnitOfWork
 from config.settings import CreditPolicy
 from jobs.api.auth import Principal, require
-from jobs.api.idempotency import LedgerRoute, uow_of
+from jobs.api.idempotency import LedgerRoute, OwnTransactionRoute, uow_of
 from jobs.api.models import ErrorBody
 
 
@@ -38,8 +38,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _ERRORS.items()}
 
 
-def router(tag: str, *, ledger: bool = True) -> APIRouter:
-    """A router whose routes run in one unit of work each (``ledger``), or plain ones."""
+def router(tag: str, *, ledger: bool = True, own_transactions: bool = False) -> APIRouter:
+    """A router whose routes run in one unit of work each (``ledger``), or whose endpoints
+    run their own transactions (``own_transactions``: still idempotent), or plain ones."""
+    if own_transactions:
+        return APIRouter(route_class=OwnTransactionRoute, responses=ERROR_RESPONSES, tags=[tag])
     if ledger:
         return APIRouter(route_class=LedgerRoute, responses=ERROR_RESPONSES, tags=[tag])
     return APIRouter(responses=ERROR_RESPONSES, tags=[tag])

@@ -10,6 +10,12 @@ Every route of the API uses :class:`LedgerRoute`. Around the endpoint it
   requests with the same key: the second waits for the first's transaction (PostgreSQL row
   lock on the unique index, SQLite's write lock) and then replays its answer; it never runs the
   change twice. Same key with another method/path or body → 409 ``idempotency_key_reused``.
+- Endpoints that do their work in their own transactions (``POST /sync:run`` starts a run
+  that the sync engine records itself) use :class:`OwnTransactionRoute`: no transaction is
+  held across the endpoint (on SQLite it would hold the write lock the run needs); the key is
+  claimed in a short transaction of its own (a concurrent duplicate gets 409
+  ``idempotency_in_progress``), the answer stored after. A claim left pending by a crash is
+  taken over after ``STALE_CLAIM``.
 - A domain error (4xx) is an answer too: it is stored (after the rollback, in a fresh
   transaction) and replayed, as the big payment APIs do. A malformed request (422 from the
   request parser) is not stored: it changes nothing and the same body gives the same answer.
@@ -21,12 +27,13 @@ import json
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -40,6 +47,7 @@ from jobs.api.tables import api_idempotency
 HEADER = "Idempotency-Key"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 _PENDING = 0          # status_code of a claimed row whose answer is not written yet
+STALE_CLAIM = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,11 @@ def _replay_or_conflict(uow: UnitOfWork, claim: Claim) -> Response | None:
                        f"was used for another request ({row['method_path']} with another "
                        "body): use a new key for a new request")
     if row["status_code"] == _PENDING:
+        if row["created_at"] < uow.now() - STALE_CLAIM:
+            uow.conn.execute(delete(api_idempotency).where(
+                api_idempotency.c.id == row["id"],
+                api_idempotency.c.status_code == _PENDING))
+            return None
         raise ApiError(409, "idempotency_in_progress", HEADER, claim.key,
                        "a request with this key is still in progress: retry later")
     return Response(row["response_body"], status_code=row["status_code"],
@@ -171,6 +184,53 @@ async def run_in_unit_of_work(request: Request,
         await run_in_threadpool(uow.__exit__, None, None, None)
 
 
+def _claim_alone(engine_uow: UnitOfWork, claim: Claim) -> Response | None:
+    with engine_uow as uow:
+        answer = _begin(uow, claim)
+        if answer is None:
+            uow.commit()
+        return answer
+
+
+def _record_alone(engine_uow: UnitOfWork, claim: Claim, response: Response) -> None:
+    with engine_uow as uow:
+        key = (api_idempotency.c.token_id == claim.token_id) & (api_idempotency.c.key == claim.key)
+        if response.status_code >= 500:
+            uow.conn.execute(delete(api_idempotency).where(key))
+        else:
+            uow.conn.execute(update(api_idempotency).where(key).values(
+                status_code=response.status_code,
+                response_body=bytes(response.body).decode("utf-8")))
+        uow.conn.commit()
+
+
+async def run_outside_unit_of_work(request: Request,
+                                   endpoint: Callable[[Request], Coroutine[Any, Any, Response]],
+                                   ) -> Response:
+    state = request.app.state.api
+    claim = await _claim_for(request)
+
+    def new_uow() -> UnitOfWork:
+        return ledger_uow(state.engine, policy=state.settings.credit, clock=state.clock)
+
+    if claim is not None:
+        replay = await run_in_threadpool(_claim_alone, new_uow(), claim)
+        if replay is not None:
+            return replay
+    try:
+        response = await endpoint(request)
+    except (LedgerError, ApiError) as exc:
+        response = (ledger_response(exc) if isinstance(exc, LedgerError)
+                    else api_error_response(exc))
+    except BaseException:
+        if claim is not None:
+            await run_in_threadpool(_record_alone, new_uow(), claim, Response(status_code=500))
+        raise
+    if claim is not None:
+        await run_in_threadpool(_record_alone, new_uow(), claim, response)
+    return response
+
+
 class LedgerRoute(APIRoute):
     """An APIRoute whose endpoint runs inside one unit of work (see the module docstring)."""
 
@@ -179,5 +239,17 @@ class LedgerRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             return await run_in_unit_of_work(request, endpoint)
+
+        return handler
+
+
+class OwnTransactionRoute(APIRoute):
+    """An APIRoute whose endpoint runs its own transactions; idempotent all the same."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            return await run_outside_unit_of_work(request, endpoint)
 
         return handler
