@@ -225,3 +225,12 @@ def test_seed_is_deterministic(dv: Dataverse, dv_http: requests.Session) -> None
     dv.side.reset()
     dv.token = dv.msal_app().acquire_token_for_client(scopes=[dv.info["scope"]])["access_token"]
     assert dv.get(dv_http, "accounts?$top=5").json()["value"] == first
+
+
+def test_quotes_of_a_customer(dv: Dataverse, dv_http: requests.Session) -> None:
+    quote = dv.side.admin("get", {"table": "quotes", "index": 5})
+    customer = quote["_customerid_value"]
+    expected = [r["quoteid"] for _i, r in dv.side.store.scan("quotes")
+                if r["_customerid_value"] == customer]
+    body = dv.get(dv_http, f"quotes?$select=name&$filter=_customerid_value eq {customer}").json()
+    assert [r["quoteid"] for r in body["value"]] == expected and len(expected) >= 1

@@ -107,7 +107,7 @@ class Reader:
         return body
 
     def _walk(self, table: TableDef, q: Query, start: int) -> Any:
-        """Rows from `start`; a filter that is just `<key, quote lookup or seeded number> eq
+        """Rows from `start`; a filter that is just `<key, lookup or seeded number> eq
         <literal>` visits only the rows that can match instead of the whole table (the filter
         still decides)."""
         hint = _EQ_HINT.fullmatch(q.filter or "")

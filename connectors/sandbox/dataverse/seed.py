@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -81,6 +83,15 @@ class Seeder:
                       "quotedetails": quotes * lines_per_quote,
                       "transactioncurrencies": len(CURRENCIES)}
         self.lines = lines_per_quote
+        # Quotes come in pairs per customer (a quote and its renewal); pair j belongs to account
+        # (j * mult + shift) mod accounts, a permutation, so a customer's quotes are found by
+        # inverting it instead of scanning.
+        self._accounts_n = max(accounts, 1)
+        mult = salt(seed, "customers") % self._accounts_n | 1
+        while math.gcd(mult, self._accounts_n) != 1:
+            mult += 2
+        self._mult, self._shift = mult, salt(seed, "shift") % self._accounts_n
+        self._inv = pow(mult, -1, self._accounts_n)
         self.anchor = int(min(anchor, FIXED_ANCHOR).timestamp())
         self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.UTC).date()
         self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
@@ -91,10 +102,11 @@ class Seeder:
         self._cur_ids = [self.codecs["transactioncurrencies"].guid(n)
                          for n in range(len(CURRENCIES))]
 
-    def candidates(self, table: str, column: str, value: str) -> range | None:
+    def candidates(self, table: str, column: str, value: str) -> Sequence[int] | None:
         """Seed indexes that can hold `column eq value`, when known without a scan; else None.
 
-        Known: the key, a quote line's `_quoteid_value`, and the seeded numbers
+        Known: the key, a quote's `_customerid_value`, a quote line's `_quoteid_value`, and
+        the seeded numbers
         (`AC-0000001` is account 0, `SKU-00001` product 0)."""
         number = _NUMBERS.get((table, column))
         if number is not None:
@@ -107,6 +119,13 @@ class Seeder:
             if index is None or index >= self.sizes[table]:
                 return range(0)
             return range(index, index + 1)
+        if table == "quotes" and column == "_customerid_value":
+            account = self.codecs["accounts"].index(guid)
+            if account is None or account >= self.sizes["accounts"]:
+                return range(0)
+            first = (account - self._shift) * self._inv % self._accounts_n
+            pairs = range(first, (self.sizes["quotes"] + 1) // 2, self._accounts_n)
+            return [q for j in pairs for q in (2 * j, 2 * j + 1) if q < self.sizes["quotes"]]
         if table == "quotedetails" and column == "_quoteid_value":
             q = self.codecs["quotes"].index(guid)
             if q is None or q >= self.sizes["quotes"]:
@@ -180,7 +199,7 @@ class Seeder:
 
     def _quote_parts(self, q: int) -> tuple[int, int, int]:
         """(account index, currency index, currency precision) of quote q."""
-        account = self._h("quotes", q) % max(self.sizes["accounts"], 1)
+        account = ((q // 2) * self._mult + self._shift) % self._accounts_n
         cur = _CUR_INDEX[COUNTRIES[self.country_of(account)][1]]
         return account, cur, CURRENCIES[cur][3]
 
