@@ -7,7 +7,9 @@ Rules kept:
 - Seeded timestamps lie before `anchor` (a fixed moment, or the clock's time if earlier); seeded
   version numbers lie below `FIRST_WRITE_VERSION`, so every write is newer than every seed row.
 - Every quote statecode (0 Draft, 1 Active, 2 Won, 3 Closed) occurs; quote i has
-  `lines_per_quote` lines with indexes i*L .. i*L+L-1.
+  `lines_per_quote` lines with indexes i*L .. i*L+L-1; quotes 2j and 2j+1 share a customer.
+- Lookups that a connector filters on (key, `_customerid_value`, `_quoteid_value`, the seeded
+  account and product numbers) can be inverted, so `eq` on them needs no scan (`candidates`).
 """
 
 from __future__ import annotations
