@@ -90,6 +90,9 @@ def test_every_quote_status_and_lines_are_seeded(sf: Any) -> None:
     lines = sf.query(f"SELECT Id, Product2Id, Quantity, UnitPrice, ServiceDate FROM "
                      f"QuoteLineItem WHERE QuoteId = '{quote_id}'")["records"]
     assert 1 <= len(lines) <= 4
+    every_line = sf.query_all("SELECT Id FROM QuoteLineItem")
+    assert sf.query("SELECT COUNT() FROM QuoteLineItem")["totalSize"] == len(
+        every_line["records"]) == every_line["totalSize"]
     products = sf.query("SELECT Id, Billing_Type__c, Billing_Frequency__c FROM Product2")
     assert {p["Billing_Type__c"] for p in products["records"]} == {"Recurring", "One-Time",
                                                                    "Usage"}

@@ -165,11 +165,14 @@ class Plan:
 
     def count(self, snap: Snapshot) -> int:
         changed = len(self._changed(snap))
-        if self.exact and self.base_ids is None and snap.seed.dense(self.obj.name):
+        if self.exact and self.base_ids is None:
             hi = snap.base_count if self.base_hi is None else min(self.base_hi, snap.base_count)
             lo = min(self.base_lo, hi)
             overridden = sum(1 for i in snap.changed if lo <= i < hi)
-            total = changed + (hi - lo) - overridden
+            name, exists = self.obj.name, snap.seed.exists
+            present = (hi - lo) if snap.seed.dense(name) else sum(
+                1 for i in range(lo, hi) if exists(name, i))
+            total = changed + present - overridden
         else:
             total = changed + sum(1 for _ in self._base(snap))
         return total if self.limit is None else min(total, self.limit)

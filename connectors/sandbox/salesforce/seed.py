@@ -186,9 +186,9 @@ class Seed:
         }
 
     def _quotelineitem(self, i: int) -> Row | None:
-        q, slot = divmod(i, LINES_PER_QUOTE)
-        if slot >= 1 + _Draw(self.seed, 3, q).next() % LINES_PER_QUOTE:
+        if not self.exists("QuoteLineItem", i):
             return None
+        q = i // LINES_PER_QUOTE
         quote = self._quote_row(q)
         d = _Draw(self.seed, 4, i)
         product = d.next() % len(_PRODUCTS)
@@ -224,6 +224,15 @@ class Seed:
                 "SBQQ__Product__c": line["Product2Id"], "SBQQ__Quantity__c": line["Quantity"],
                 "SBQQ__NetPrice__c": line["UnitPrice"], "SBQQ__StartDate__c": line["ServiceDate"],
                 **_system(i)}
+
+    def exists(self, obj: str, index: int) -> bool:
+        """Whether base row `index` exists, without generating it (quote lines: 1-4 per quote)."""
+        if not 0 <= index < self.counts[obj]:
+            return False
+        if obj in ("QuoteLineItem", "SBQQ__QuoteLine__c"):
+            q, slot = divmod(index, LINES_PER_QUOTE)
+            return slot < 1 + _Draw(self.seed, 3, q).next() % LINES_PER_QUOTE
+        return True
 
     def dense(self, obj: str) -> bool:
         """True when every base index below the count holds a row (no holes)."""
