@@ -122,3 +122,13 @@ def test_a_silent_client_does_not_stall_the_server(sfbox: Sandbox) -> None:
     with socket.create_connection(("127.0.0.1", sfbox.port), timeout=5):
         session = CABundleSession(sfbox.ca_bundle, timeout=(5, 10))
         assert session.get(f"{sfbox.url}/__admin__").status_code == 200
+
+
+def test_admin_refuses_changes_to_deleted_rows(sfbox: Sandbox) -> None:
+    side = sfbox.salesforce
+    assert side is not None
+    side.admin("delete_account", {"index": 4})
+    with pytest.raises(ValueError, match="deleted"):
+        side.admin("set_hold", {"index": 4})
+    with pytest.raises(ValueError, match="deleted"):
+        side.admin("delete_account", {"index": 4})

@@ -4,7 +4,8 @@ Rules this module keeps:
 - Actions go through the same validation as API writes and stamp rows from the sandbox clock,
   except the two traps of CRM_WIRE.md, which stamp on purpose: `stamp_together` gives several
   rows ONE SystemModstamp; `commit_late` stamps a row earlier than rows already served.
-- A row is named by `id`, or by `index` (its seeded position) for convenience.
+- A row is named by `id`, or by `index` (its seeded position) for convenience; deleted rows
+  cannot be changed (nor deleted twice).
 - Bad input raises AdminError (the server answers it as 400 with the message).
 - Actions: info, set_hold, set_credit_limit, set_quote_status, update, delete / delete_account,
   create / create_account, create_quote, stamp_together, commit_late, set_api_usage,
@@ -44,6 +45,8 @@ def _index(side: SalesforceSide, obj: S.SObject, payload: dict, key: str = "id")
     index = side.store.locate(obj, ref) if isinstance(ref, str) else None
     if index is None:
         raise AdminError(f"no {obj.name} row {ref!r}")
+    if (side.store.get(obj, index) or {}).get("IsDeleted"):
+        raise AdminError(f"{obj.name} {ref} is deleted")
     return index
 
 
