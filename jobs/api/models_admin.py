@@ -101,7 +101,7 @@ class StatusOut(BaseModel):
     scheduler: dict[str, Any]
     holds: dict[str, int]
     provisioning: dict[str, int]
-    sync: list[dict[str, Any]]
+    overview: dict[str, Any] = Field(description="What `ledgerbridge status --json` prints.")
 
 
 class Health(BaseModel):

@@ -2,6 +2,7 @@
 background), follow a run, and the status overview (what ``ledgerbridge status`` shows)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import Path, Request, status
@@ -66,17 +67,20 @@ def _counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
     return holds, queue
 
 
-def _sync_overview(conn: Connection) -> list[dict[str, Any]]:
+def _overview(state: Any) -> dict[str, Any]:
+    """What ``ledgerbridge status --json`` prints (last run per object, backlog, attention)."""
     try:
-        from sync.runs import last_runs
+        from jobs.cli.sync import status_data
     except ModuleNotFoundError:
-        return []
-    return [jsonable(r) for r in last_runs(conn)]
+        return {}
+    return dict(jsonable(status_data(SimpleNamespace(engine=state.engine,
+                                                     settings=state.settings))))
 
 
 @routes.get("/status")
 def show_status(request: Request, uow: Uow, _: Admin) -> StatusOut:
-    """Database, scheduler, holds, provisioning queue and the last sync per object."""
+    """What ``ledgerbridge status`` shows (last sync per object, backlog, what needs
+    attention), plus the database, the scheduler, holds by reason and the provisioning queue."""
     from jobs.api.app import API_VERSION
     from jobs.migrate import head
 
@@ -86,4 +90,4 @@ def show_status(request: Request, uow: Uow, _: Admin) -> StatusOut:
         version=API_VERSION,
         database={"dialect": uow.dialect, "schema_head": head()},
         scheduler=_scheduler(state.scheduler_state), holds=holds, provisioning=queue,
-        sync=_sync_overview(uow.conn))
+        overview=_overview(state))

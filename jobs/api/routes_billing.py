@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query, status
 
-from billing_core.service import documents, memos
+from billing_core.service import documents, invoices, memos
 from jobs.api.deps import Reader, Uow, Writer, router
 from jobs.api.models import (
     MAX_ID,
@@ -25,7 +25,7 @@ from jobs.api.models import (
     InvoiceRefs,
     UnapplyCreditMemos,
 )
-from jobs.api.views import document_out, from_service_batch, page, per_item
+from jobs.api.views import decode_cursor, document_out, from_service_batch, page, per_item
 
 routes = router("billing documents")
 
@@ -122,6 +122,18 @@ def cancel_debit_memos(body: DebitMemoRefs, uow: Uow, _: Writer) -> BatchResult:
 
 
 # --- invoices ---------------------------------------------------------------------------------
+
+InvoiceStatus = Annotated[str | None, Query(pattern=r"^(draft|posted|partially_paid|paid|void)$")]
+
+
+@routes.get("/billing/invoices")
+def list_invoices(uow: Uow, _: Reader, account_id: AccountFilter = None,
+                  status: InvoiceStatus = None, cursor: Cursor = None,
+                  limit: Limit = 100) -> DocumentPage:
+    rows = invoices.list_invoices(uow.conn, account_id=account_id, status=status,
+                                  after_id=decode_cursor(cursor), limit=limit + 1)
+    return page((documents.to_view(r, "invoice") for r in rows), cursor, limit)
+
 
 @routes.get("/billing/invoices/{ref}")
 def show_invoice(ref: PathRef, uow: Uow, _: Reader) -> DocumentOut:

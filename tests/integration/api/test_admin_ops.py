@@ -98,3 +98,18 @@ def test_openapi_document_and_its_examples(api, account):
     real = api.post("/billing/credit-memos", {**memo, "account_id": account,
                                               "amount": "1.001"}).json()["error"]
     assert set(real) == set(example)
+
+
+def test_status_shows_what_the_cli_shows(api):
+    overview = api.get("/status", scope="admin").json()["overview"]
+    assert {"runs", "accounts_on_hold", "outbox_pending", "attention"} <= set(overview)
+    assert "no sync run recorded yet" in overview["attention"]
+
+
+def test_invoices_list_and_filter(api, account, invoice):
+    listed = api.get("/billing/invoices", params={"account_id": account}).json()
+    assert [i["number"] for i in listed["items"]] == ["INV-000001"]
+    assert listed["items"][0]["balance"] == "100.00"
+    assert api.get("/billing/invoices", params={"status": "paid"}).json()["items"] == []
+    r = api.get("/billing/invoices", params={"status": "lost"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "query.status"
