@@ -52,6 +52,9 @@ def test_per_record_errors_in_order(sf: Any, sfbox: Sandbox) -> None:
                      "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_CROSS_REFERENCE_KEY",
                      "MALFORMED_ID"]
     assert results[3]["errors"][0]["fields"] == ["Billing_Hold_Reasons__c"]
+    again = sf.restful("composite/sobjects", method="PATCH", json={"allOrNone": False, "records": [
+        _rec(sfbox, 8, Billing_Hold__c=True), _rec(sfbox, 8, Billing_Hold__c=False)]})
+    assert again[1]["errors"][0]["statusCode"] == "DUPLICATE_VALUE" and again[0]["success"]
     assert [r["id"] for r in results] == [r["id"] for r in records]
 
 

@@ -7,7 +7,7 @@ Rules this module keeps:
   picklist value INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST, a reference to no row
   INVALID_CROSS_REFERENCE_KEY — each with the field names, as Salesforce reports them.
 - Collections: at most 200 records (else the whole call is a 400 EXCEEDED_ID_LIMIT); one result
-  per record, in order; with allOrNone, any failure rolls every record back
+  per record, in order (a repeated id fails as DUPLICATE_VALUE); with allOrNone, any failure rolls every record back
   (ALL_OR_NONE_OPERATION_ROLLED_BACK) and nothing is written. All rows written by one call share
   one SystemModstamp, as rows of one transaction do.
 """
@@ -142,19 +142,20 @@ def target_row(store: Store, obj: S.SObject, record_id: Any) -> int:
 def collection(store: Store, method: str, records: list[Any], all_or_none: bool) -> list[dict]:
     """Apply one sObject Collections call (POST create, PATCH update, DELETE by id strings)."""
     plans: list[tuple[S.SObject, int | None, dict] | dict] = []
+    seen: set[str] = set()
     with store.lock:
         for record in records:
             try:
+                record_id = to18(_id_of(record) or "") if method != "POST" else None
+                if record_id is not None and record_id in seen:
+                    raise WriteError("DUPLICATE_VALUE", f"Duplicate id in list: {record_id}", [])
+                seen.add(record_id or "")
                 plans.append(_plan(store, method, record))
             except WriteError as exc:
-                result: dict[str, Any] = {"success": False, "errors": [exc.error]}
-                if method != "POST":
-                    result = {"id": _id_of(record), **result}
-                plans.append(result)
+                plans.append(_failure(method, record, exc.error))
         failed = any(isinstance(p, dict) for p in plans)
         if failed and all_or_none:
-            return [p if isinstance(p, dict) else
-                    {"id": _id_of(r), "success": False, "errors": [_ROLLED_BACK]}
+            return [p if isinstance(p, dict) else _failure(method, r, _ROLLED_BACK)
                     for p, r in zip(plans, records)]
         at = now_ms(store.clock)
         results = []
@@ -171,6 +172,12 @@ def collection(store: Store, method: str, records: list[Any], all_or_none: bool)
                 row = store.update(obj, index or 0, values, at=at)
             results.append({"id": row["Id"], "success": True, "errors": []})
         return results
+
+
+def _failure(method: str, record: Any, error: dict) -> dict[str, Any]:
+    """A failed record's result: updates and deletes name the id, creates have none."""
+    result: dict[str, Any] = {"success": False, "errors": [error]}
+    return result if method == "POST" else {"id": _id_of(record), **result}
 
 
 def _id_of(record: Any) -> str | None:
