@@ -167,9 +167,11 @@ def release_account(uow: UnitOfWork, account_id: int) -> int:
     return len(items)
 
 
-def reevaluate_touched_hook(policy: CreditPolicy | None = None) -> Callable[[UnitOfWork], None]:
+def reevaluate_touched_hook(policy: object | None = None) -> Callable[[UnitOfWork], None]:
     """The before-commit hook ``ledger_uow`` installs. ``None`` = the default policy."""
-    effective = policy if isinstance(policy, CreditPolicy) else CreditPolicy()
+    if policy is not None and not isinstance(policy, CreditPolicy):
+        raise TypeError(f"policy must be a CreditPolicy or None, not {type(policy).__name__}")
+    effective = policy or CreditPolicy()
 
     def hook(uow: UnitOfWork) -> None:
         if uow.read_only:

@@ -66,7 +66,7 @@ def create_request(uow: UnitOfWork, *, account_id: int, order_id: int, product_i
         account_id=account_id, order_id=order_id, product_id=product_id, quantity=quantity,
         subscription_id=subscription_id, one_time_charge_id=one_time_charge_id,
         state="awaiting_hold_release" if on_hold else "pending", idempotency_key=key,
-        attempts=0, created_at=now, updated_at=now)).inserted_primary_key[0])
+        attempts=0, created_at=now, updated_at=now).returning(pr.c.id)).scalar_one())
 
 
 def hold_requests(uow: UnitOfWork, account_id: int) -> int:
