@@ -24,16 +24,19 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from itertools import pairwise
 
-from billing_core.domain.money import round_minor, to_minor
-from billing_core.domain.periods import period_of, prorate, split_by_period
+from billing_core.domain.money import minor_rounder, round_minor
+from billing_core.domain.periods import bill_period, period_of, prorate, split_by_period
 from billing_core.domain.rating import Price, PriceBook, rate
 
 ZERO = Decimal(0)
+_ROUNDERS: dict[str, Callable[[Decimal], int]] = {}
 ONE_DAY = timedelta(days=1)
 # (product billing period, subscription frequency) -> (numerator, denominator) of the price
 _FACTOR = {("month", "monthly"): (1, 1), ("month", "annual"): (12, 1),
@@ -154,6 +157,14 @@ class _Pricer:
         return quantity * sub.unit_price if price is None else rate(price, quantity)  # type: ignore[operator]
 
 
+def to_minor(amount: Decimal, currency: str) -> int:
+    """The one rounding rule (money.minor_rounder), one cached rounder per currency."""
+    rounder = _ROUNDERS.get(currency)
+    if rounder is None:
+        rounder = _ROUNDERS[currency] = minor_rounder(currency)
+    return rounder(amount)
+
+
 def _fmt(d: date) -> str:
     return d.isoformat()
 
@@ -168,11 +179,41 @@ def _quantity_at(timeline: list[Change], base: Decimal, day: date) -> Decimal:
     return q
 
 
+@lru_cache(maxsize=4096)
+def _range(start: date, end: date) -> str:
+    return f"{start.isoformat()} to {(end - ONE_DAY).isoformat()}"
+
+
+def _steady_line(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
+                 pricer: _Pricer, draft: Draft, num: int, den: int) -> bool:
+    """The common case, one whole period at one price and quantity (the same line the general
+    path makes, without its cutting). False when the case is not that simple."""
+    p_start, p_end = bill_period(period_start, acct.bill_cycle_day)
+    if sub.end_date is not None and sub.end_date < p_end:
+        return False
+    segments = pricer.segments(sub, p_start, p_end)
+    if len(segments) != 1:
+        return False
+    price = segments[0][2]
+    amount = pricer.amount(sub, price, sub.quantity)
+    if num != den:
+        amount = amount * num / den
+    draft.lines.append(Line(
+        "recurring", f"{product.name} x {sub.quantity}, {_range(p_start, p_end)}",
+        to_minor(amount, acct.currency), sub.product_id, sub.id, sub.quantity,
+        sub.unit_price if price is None else price.unit_price, p_start, p_end))
+    draft.billed_through[sub.id] = p_end
+    return True
+
+
 def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
                         pricer: _Pricer, draft: Draft) -> None:
     bcd, freq, anchor, cur = acct.bill_cycle_day, sub.frequency, sub.start_date, acct.currency
     num, den = _FACTOR.get((product.billing_period or "month", freq), (1, 1))
     billed = sub.billed_through or sub.start_date
+    if not sub.changes and billed == period_start and freq == "monthly" \
+            and _steady_line(sub, product, acct, period_start, pricer, draft, num, den):
+        return
     timeline = sorted(sub.changes, key=lambda c: (c.effective_date, c.id))
     base = timeline[0].old_quantity if timeline else sub.quantity
     # 1. quantity changes inside ranges already billed: prorated difference

@@ -30,6 +30,7 @@ import calendar
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 FREQUENCIES = ("monthly", "annual")
 
@@ -45,6 +46,7 @@ def add_months(anchor: date, months: int, day: int | None = None) -> date:
     return month_day(index // 12, index % 12 + 1, day or anchor.day)
 
 
+@lru_cache(maxsize=8192)
 def bill_period(on: date, bcd: int) -> tuple[date, date]:
     """The monthly bill period ``[start, end)`` of a BCD that contains ``on``."""
     start = month_day(on.year, on.month, bcd)
@@ -53,6 +55,7 @@ def bill_period(on: date, bcd: int) -> tuple[date, date]:
     return start, add_months(start, 1, bcd)
 
 
+@lru_cache(maxsize=8192)
 def annual_term(on: date, term_start: date) -> tuple[date, date]:
     """The annual term ``[start, end)`` anchored at ``term_start`` that contains ``on``."""
     years = on.year - term_start.year

@@ -115,17 +115,32 @@ class PriceBook:
         for key, plist in self._by_key.items():
             plist.sort(key=lambda p: p.effective_from)
             self._starts[key] = [p.effective_from for p in plist]
+        # answers repeat across a bill run (same period, same products): remember them
+        self._found: dict[tuple[int, str, date], Price] = {}
+        self._segments: dict[tuple[int, str, date, date], list[tuple[date, date, Price]]] = {}
 
     def price_for(self, product_id: int, currency: str, on_date: date) -> Price:
+        found = self._found.get((product_id, currency, on_date))
+        if found is not None:
+            return found
         key = (product_id, currency)
         i = bisect_right(self._starts.get(key, []), on_date) - 1
         if i < 0:
             raise NotFound("price", f"product={product_id} currency={currency} date={on_date}")
-        return self._by_key[key][i]
+        found = self._found[(product_id, currency, on_date)] = self._by_key[key][i]
+        return found
 
     def segments(self, product_id: int, currency: str, start: date,
                  end: date) -> list[tuple[date, date, Price]]:
         """``[start, end)`` split at every price change: (from, to, price) pieces."""
+        memo_key = (product_id, currency, start, end)
+        hit = self._segments.get(memo_key)
+        if hit is None:
+            hit = self._segments[memo_key] = self._split(product_id, currency, start, end)
+        return hit
+
+    def _split(self, product_id: int, currency: str, start: date,
+               end: date) -> list[tuple[date, date, Price]]:
         first = self.price_for(product_id, currency, start)
         key = (product_id, currency)
         out: list[tuple[date, date, Price]] = []

@@ -42,6 +42,7 @@ from billing_core.service.billing_io import ChunkData, load_catalog, load_chunk,
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
 PREVIEW_LIMIT = 500
+SQLITE_CACHE_KB = 32_768
 
 
 @dataclass
@@ -130,6 +131,9 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
                post: bool, series: str, dry_run: bool,
                result: BillRunResult) -> tuple[int, int]:
     """Bill one chunk of accounts in one transaction; returns (last id, accounts seen)."""
+    if uow.dialect == "sqlite":
+        # a bigger page cache for the chunk's bulk reads and index updates (per connection)
+        uow.conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
         try:
             data: ChunkData = load_chunk(uow.conn, catalog, run_date, after_id, size)  # type: ignore[arg-type]

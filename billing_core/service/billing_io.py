@@ -4,9 +4,10 @@ Rules kept here
 - Reading a chunk is one SELECT per table, by account-id range (accounts, live invoices,
   subscriptions, quantity changes, one-time charges, unbilled usage, credit grants); the
   catalog, prices and tax rates are read once per run.
-- Writing a chunk is one executemany INSERT per table (invoices with RETURNING in parameter
-  order, lines, credit draws) and one executemany UPDATE per kind of mark (billed_through,
-  change / charge / usage ``invoice_id``, grant ``remaining_minor``). No per-row ORM round trips.
+- Writing a chunk is one executemany INSERT per table (invoices with reserved ids, lines,
+  credit draws) and one executemany UPDATE per kind of mark (billed_through, change / charge /
+  usage ``invoice_id``, grant ``remaining_minor``), through :mod:`billing_core.service.bulk`.
+  No per-row ORM round trips.
 - Usage events are dated by their UTC day.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy.sql import Executable
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -45,6 +47,7 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.periods import bill_period
 from billing_core.domain.rating import PriceBook
+from billing_core.service.bulk import executemany, fetch, reserve_ids
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table
@@ -71,6 +74,20 @@ class Written:
     lines: int = 0
     rows: int = 0
     previews: list[tuple[Draft, str | None]] = field(default_factory=list)
+
+
+_LO = bindparam("lo", type_=accounts.c.id.type)
+_HI = bindparam("hi", type_=accounts.c.id.type)
+SELECT_SUBS = select(
+    subscriptions.c.id, subscriptions.c.account_id, subscriptions.c.product_id,
+    subscriptions.c.quantity, subscriptions.c.frequency, subscriptions.c.start_date,
+    subscriptions.c.end_date, subscriptions.c.billed_through, subscriptions.c.unit_price,
+).where(subscriptions.c.account_id.between(_LO, _HI), subscriptions.c.status == "active")
+SELECT_USAGE = select(
+    usage_events.c.id, usage_events.c.account_id, usage_events.c.product_id,
+    usage_events.c.quantity, usage_events.c.occurred_at,
+).where(usage_events.c.account_id.between(_LO, _HI), usage_events.c.invoice_id.is_(None),
+        usage_events.c.occurred_at < bindparam("cutoff", type_=usage_events.c.occurred_at.type))
 
 
 def load_catalog(conn: Connection) -> Catalog:
@@ -111,16 +128,12 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
 
     subs: dict[int, list[Sub]] = defaultdict(list)
     by_id: dict[int, Sub] = {}
-    for s in conn.execute(select(
-            subscriptions.c.id, subscriptions.c.account_id, subscriptions.c.product_id,
-            subscriptions.c.quantity, subscriptions.c.frequency, subscriptions.c.start_date,
-            subscriptions.c.end_date, subscriptions.c.billed_through, subscriptions.c.unit_price,
-    ).where(subscriptions.c.account_id.between(lo, hi), subscriptions.c.status == "active")):
-        if s.account_id in due:
-            sub = Sub(s.id, s.product_id, s.quantity, s.frequency, s.start_date, s.end_date,
-                      s.billed_through, s.unit_price)
-            subs[s.account_id].append(sub)
-            by_id[s.id] = sub
+    for sid, acc, pid, qty, freq, start, end, billed, unit in fetch(conn, SELECT_SUBS,
+                                                                  lo=lo, hi=hi):
+        if acc in due:
+            sub = Sub(sid, pid, qty, freq, start, end, billed, unit)
+            subs[acc].append(sub)
+            by_id[sid] = sub
     if by_id:
         sub_ids = select(subscriptions.c.id).where(subscriptions.c.account_id.between(lo, hi))
         for c in conn.execute(select(
@@ -147,17 +160,13 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
 
     usage: dict[int, list[Usage]] = defaultdict(list)
     cutoff = datetime.combine(max_start, time(), tzinfo=UTC)
-    for u in conn.execute(select(
-            usage_events.c.id, usage_events.c.account_id, usage_events.c.product_id,
-            usage_events.c.quantity, usage_events.c.occurred_at,
-    ).where(usage_events.c.account_id.between(lo, hi), usage_events.c.invoice_id.is_(None),
-            usage_events.c.occurred_at < cutoff)):
-        acct = due.get(u.account_id)
+    for uid, acc, pid, qty, occurred in fetch(conn, SELECT_USAGE, lo=lo, hi=hi, cutoff=cutoff):
+        acct = due.get(acc)
         if acct is None:
             continue
-        day = u.occurred_at.astimezone(UTC).date()
+        day = occurred.date()       # UTCDateTime returns aware UTC: this is the UTC day
         if day < periods[acct.bill_cycle_day][0]:
-            usage[u.account_id].append(Usage(u.id, u.product_id, u.quantity, day))
+            usage[acc].append(Usage(uid, pid, qty, day))
 
     grants: dict[int, list[Grant]] = defaultdict(list)
     for g in conn.execute(select(
@@ -184,10 +193,55 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     return data
 
 
-def _many(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
-    if rows:
-        conn.execute(stmt, rows)
+def _insert(table: Table, cols: tuple[str, ...]) -> tuple[Executable, tuple[str, ...]]:
+    names = tuple(f"p_{c}" for c in cols)
+    return insert(table).values({c: bindparam(n, type_=table.c[c].type)
+                                 for c, n in zip(cols, names, strict=True)}), names
+
+
+def _set(table: Table, col: str, value: Any = None) -> tuple[Executable, tuple[str, ...]]:
+    """UPDATE table SET col = :v (or ``value``) WHERE id = :k."""
+    stmt = update(table).where(table.c.id == bindparam("k_id", type_=table.c.id.type))
+    new = value if value is not None else bindparam("v_new", type_=table.c[col].type)
+    return stmt.values({col: new}), ("k_id", "v_new")
+
+
+INVOICE_COLS = ("id", "account_id", "currency", "series", "number", "status", "period_start",
+                "period_end", "issue_date", "due_date", "subtotal_minor", "tax_minor",
+                "total_minor", "applied_minor", "bill_run_id", "created_at", "posted_at")
+LINE_COLS = ("invoice_id", "line_no", "kind", "description", "product_id", "subscription_id",
+             "quantity", "unit_price", "period_start", "period_end", "amount_minor", "tax_rate",
+             "tax_minor")
+DRAW_COLS = ("grant_id", "invoice_id", "kind", "amount_minor", "created_at")
+INSERT_INVOICE = _insert(invoices, INVOICE_COLS)
+INSERT_LINE = _insert(invoice_lines, LINE_COLS)
+INSERT_DRAW = _insert(credit_draws, DRAW_COLS)
+IN_LIST_SLICE = 5000
+SET_CHANGE_INVOICE = _set(subscription_changes, "invoice_id")
+SET_CHARGE_INVOICE = _set(one_time_charges, "invoice_id")
+SET_USAGE_INVOICE = _set(usage_events, "invoice_id")
+DRAW_GRANT = (update(credit_grants).where(
+    credit_grants.c.id == bindparam("k_id", type_=credit_grants.c.id.type)).values(
+    remaining_minor=credit_grants.c.remaining_minor
+    - bindparam("v_new", type_=credit_grants.c.remaining_minor.type)), ("k_id", "v_new"))
+
+
+def _set_billed_through(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+    """One UPDATE ... WHERE id IN (...) per distinct date (a chunk has few), in slices that
+    stay under every database's bound-parameter limit."""
+    by_date: dict[date, list[int]] = defaultdict(list)
+    for sub_id, billed in rows:
+        by_date[billed].append(sub_id)
+    for billed, ids in by_date.items():
+        for i in range(0, len(ids), IN_LIST_SLICE):
+            conn.execute(update(subscriptions).where(
+                subscriptions.c.id.in_(ids[i:i + IN_LIST_SLICE])).values(billed_through=billed))
     return len(rows)
+
+
+def _run(conn: Connection, spec: tuple[Executable, tuple[str, ...]],
+         rows: list[tuple[Any, ...]]) -> int:
+    return executemany(conn, spec[0], spec[1], rows)
 
 
 def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: bool,
@@ -200,50 +254,39 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     conn, now = uow.conn, uow.now()
     numbers: list[str | None] = list(take_numbers(conn, series, len(drafts))) if post \
         else [None] * len(drafts)
-    rows = [{
-        "account_id": d.account_id, "currency": d.currency, "series": series, "number": n,
-        "status": "posted" if post else "draft", "period_start": d.period_start,
-        "period_end": d.period_end, "issue_date": d.issue_date, "due_date": d.due_date,
-        "subtotal_minor": d.subtotal_minor, "tax_minor": d.tax_minor,
-        "total_minor": d.total_minor, "applied_minor": 0, "bill_run_id": run_id,
-        "created_at": now, "posted_at": now if post else None,
-    } for d, n in zip(drafts, numbers)]
-    ids = [r[0] for r in conn.execute(
-        insert(invoices).returning(invoices.c.id, sort_by_parameter_order=True), rows)]
-    lines, subs_bt, changes, charges, usage, draws, grants = [], [], [], [], [], [], []
-    for d, inv_id in zip(drafts, ids):
+    ids = reserve_ids(conn, invoices, len(drafts))
+    status, posted_at = ("posted", now) if post else ("draft", None)
+    inv_rows = [(i, d.account_id, d.currency, series, n, status, d.period_start, d.period_end,
+                 d.issue_date, d.due_date, d.subtotal_minor, d.tax_minor, d.total_minor, 0,
+                 run_id, now, posted_at) for d, n, i in zip(drafts, numbers, ids, strict=True)]
+    lines: list[tuple[Any, ...]] = []
+    subs_bt: list[tuple[Any, ...]] = []
+    changes: list[tuple[Any, ...]] = []
+    charges: list[tuple[Any, ...]] = []
+    usage: list[tuple[Any, ...]] = []
+    draws: list[tuple[Any, ...]] = []
+    grants: list[tuple[Any, ...]] = []
+    for d, inv_id in zip(drafts, ids, strict=True):
         for no, ln in enumerate(d.lines, 1):
-            lines.append({
-                "invoice_id": inv_id, "line_no": no, "kind": ln.kind,
-                "description": ln.description[:255], "product_id": ln.product_id,
-                "subscription_id": ln.subscription_id, "quantity": ln.quantity,
-                "unit_price": ln.unit_price, "period_start": ln.period_start,
-                "period_end": ln.period_end, "amount_minor": ln.amount_minor,
-                "tax_rate": ln.tax_rate, "tax_minor": ln.tax_minor})
-        subs_bt.extend({"b_id": sid, "b_bt": bt} for sid, bt in d.billed_through.items())
-        changes.extend({"b_id": cid, "b_inv": inv_id} for cid in d.changes)
-        charges.extend({"b_id": cid, "b_inv": inv_id} for cid in d.charges)
-        usage.extend({"b_id": uid, "b_inv": inv_id} for uid in d.usage)
+            lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id,
+                          ln.subscription_id, ln.quantity, ln.unit_price, ln.period_start,
+                          ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor))
+        subs_bt.extend((sid, bt) for sid, bt in d.billed_through.items())
+        changes.extend((cid, inv_id) for cid in d.changes)
+        charges.extend((cid, inv_id) for cid in d.charges)
+        usage.extend((uid, inv_id) for uid in d.usage)
         for grant_id, amount in d.draws:
-            draws.append({"grant_id": grant_id, "invoice_id": inv_id, "kind": "usage",
-                          "amount_minor": amount, "created_at": now})
-            grants.append({"b_id": grant_id, "b_amt": amount})
-    out.rows = len(rows) + _many(conn, insert(invoice_lines), lines)
-    out.rows += _many(conn, update(subscriptions).where(subscriptions.c.id == bindparam("b_id"))
-                      .values(billed_through=bindparam("b_bt")), subs_bt)
-    out.rows += _many(conn, update(subscription_changes)
-                      .where(subscription_changes.c.id == bindparam("b_id"))
-                      .values(invoice_id=bindparam("b_inv")), changes)
-    out.rows += _many(conn, update(one_time_charges)
-                      .where(one_time_charges.c.id == bindparam("b_id"))
-                      .values(invoice_id=bindparam("b_inv")), charges)
-    out.rows += _many(conn, update(usage_events).where(usage_events.c.id == bindparam("b_id"))
-                      .values(invoice_id=bindparam("b_inv")), usage)
-    out.rows += _many(conn, update(credit_grants).where(credit_grants.c.id == bindparam("b_id"))
-                      .values(remaining_minor=credit_grants.c.remaining_minor
-                              - bindparam("b_amt")), grants)
-    out.rows += _many(conn, insert(credit_draws), draws)
-    for d, inv_id in zip(drafts, ids):
+            draws.append((grant_id, inv_id, "usage", amount, now))
+            grants.append((grant_id, amount))
+    out.rows = _run(conn, INSERT_INVOICE, inv_rows)
+    out.rows += _run(conn, INSERT_LINE, lines)
+    out.rows += _set_billed_through(conn, subs_bt)
+    out.rows += _run(conn, SET_CHANGE_INVOICE, changes)
+    out.rows += _run(conn, SET_CHARGE_INVOICE, charges)
+    out.rows += _run(conn, SET_USAGE_INVOICE, usage)
+    out.rows += _run(conn, DRAW_GRANT, grants)
+    out.rows += _run(conn, INSERT_DRAW, draws)
+    for d, inv_id in zip(drafts, ids, strict=True):
         if d.overflow_minor:
             from billing_core.service.memos import issue_credit_memo
 
@@ -254,5 +297,5 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
         if post:
             uow.touch(d.account_id)
     out.invoices, out.lines = len(drafts), len(lines)
-    out.previews = list(zip(drafts, numbers))
+    out.previews = list(zip(drafts, numbers, strict=True))
     return out

@@ -352,9 +352,13 @@ def accounts_show(app: AppContext, ref: str, as_json: bool) -> None:
 
 
 def _demo() -> list[click.Command]:
+    """``demo`` (a later CRM demo registered after this one takes the name over) and the same
+    command as ``billing-demo``, which stays reachable."""
     from jobs.cli.demo import demo
 
-    return [demo]
+    alias = click.Command("billing-demo", callback=demo.callback, params=demo.params,
+                          help=demo.help, short_help="The billing-only demo (SQLite, seconds).")
+    return [demo, alias]
 
 
 COMMANDS: list[click.Command] = [bill_run, invoices, usage, products, prices, tax_rates, accounts,

@@ -69,7 +69,9 @@ def test_bad_input_is_one_line_and_exit_2(sqlite_engine) -> None:
 
 
 def test_demo_runs_from_scratch() -> None:
-    res = CliRunner().invoke(main, ["demo", "--date", "2026-04-10"], catch_exceptions=False)
+    # the billing demo (``ledgerbridge billing-demo``; ``demo`` itself is the CRM demo's name)
+    res = CliRunner().invoke(main, ["billing-demo", "--date", "2026-04-10"],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "INV-000003 to Initech KK" in res.output
     assert "bills nothing: 0 new invoices" in res.output
