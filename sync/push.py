@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, or_, select, update
 
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
@@ -148,19 +148,12 @@ def push(engine: Engine, connector: Connector, connection: str, *,
 def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results: list[Any],
             now: datetime, max_attempts: int, report: PushReport) -> None:
     ok = fail = 0
+    acked: list[dict[str, Any]] = []
     with engine.begin() as conn:
         for row, result in zip(rows, results, strict=False):
             if result.ok:
                 ok += 1
-                conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-                    acked_payload=row["payload"], acked_hash=row["hash"], acked_at=now,
-                    attempts=0, last_error=None, updated_at=now))
-                conn.execute(update(outbox).where(outbox.c.id == row["id"],
-                                                  outbox.c.state == "sending").values(
-                    state="acked"))
-                conn.execute(update(outbox).where(outbox.c.id == row["id"],
-                                                  outbox.c.hash != row["hash"]).values(
-                    state="pending", next_attempt_at=now))
+                acked.append({"_id": row["id"], "_payload": row["payload"], "_hash": row["hash"]})
                 continue
             fail += 1
             attempts = row["attempts"] + 1
@@ -175,6 +168,15 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
             log.warning("push refused connection=%s object=%s crm_id=%s attempt=%s%s error=%s",
                         connection, obj, row["crm_id"], attempts, " (dead-lettered)" if dead
                         else "", error)
+        if acked:
+            # One statement for the batch; a row whose payload changed while it was being
+            # sent goes back to pending (its new value is sent next time).
+            conn.execute(update(outbox).where(outbox.c.id == bindparam("_id")).values(
+                acked_payload=bindparam("_payload"), acked_hash=bindparam("_hash"),
+                acked_at=now, attempts=0, last_error=None, updated_at=now,
+                next_attempt_at=now,
+                state=case((outbox.c.hash == bindparam("_hash"), "acked"), else_="pending")),
+                acked)
         missing = rows[len(results):]
         if missing:
             conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in missing]))
