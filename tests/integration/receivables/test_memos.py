@@ -88,21 +88,19 @@ def test_debit_memo_lifecycle(uow):
         memos.cancel_debit_memo(uow, dm)
 
 
-def test_numbers_are_taken_at_activation_in_order(uow, account):
+def test_issue_credit_memo_for_the_bill_run_and_numbering_at_activation(uow, account):
     a = memos.create_credit_memo(uow, account, "1", "a")
     b = memos.create_credit_memo(uow, account, "1", "b")
     assert memos.activate_credit_memo(uow, b)["number"] == "CM-000001"
     assert memos.activate_credit_memo(uow, a)["number"] == "CM-000002"
-
-
-def test_issue_credit_memo_for_the_bill_run(uow, account):
     inv = post_invoice(uow, account, 0)
     memo = memos.issue_credit_memo(uow, account, 1234, "negative remainder",
                                    origin="invoice_overflow", origin_invoice_id=inv,
                                    activate=True)
     row = find(uow.conn, "credit_memo", memo)
     assert (row["status"], row["amount_minor"], row["origin"], row["origin_invoice_id"],
-            row["currency"]) == ("active", 1234, "invoice_overflow", inv, "USD")
+            row["currency"], row["number"]) == ("active", 1234, "invoice_overflow", inv, "USD",
+                                                "CM-000003")
     with pytest.raises(ValidationError) as info:
         memos.issue_credit_memo(uow, account, 0, "zero")
     assert info.value.field == "amount_minor"

@@ -86,9 +86,7 @@ def test_bad_payments_name_the_field_and_write_nothing(uow, account):
     with pytest.raises(InvalidState):
         payments.unapply_payment(uow, "DUP")
     assert snapshot(uow.conn) == before
-
-
-def test_duplicate_reference_is_per_account(uow, account):
+    # the reference is unique per account: another account may use it
     other = make_account(uow, "ACC2")
     payments.record_payment(uow, account, "1", reference="SAME")
     payments.record_payment(uow, other, "1", reference="SAME")
