@@ -95,15 +95,27 @@ class Sandbox:
         self._tmpdir: str | None = None
 
     def start(self) -> Self:
+        """Make the CA, bind the port, build the sides and serve in a background thread."""
         if self._server is not None:
             return self
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # nothing half-started is left behind (temp dir, socket)
+            raise
+        return self
+
+    def _start(self) -> None:
         self._tmpdir = tempfile.mkdtemp(prefix="ledgerbridge-sandbox-")
         ca = trustme.CA()
         self.ca_bundle = str(Path(self._tmpdir) / "sandbox-ca.pem")
         ca.cert_pem.write_to_path(self.ca_bundle)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
-        self._server = _TLSServer(self.host, self.port, self._wsgi, tls)
+        try:
+            self._server = _TLSServer(self.host, self.port, self._wsgi, tls)
+        except SystemExit:  # werkzeug exits the process when it cannot bind: a library must not
+            raise OSError(f"sandbox: cannot listen on {self.host}:{self.port}") from None
         self.port = self._server.server_port
         self.url = f"https://{self.host}:{self.port}"
         self.context = SandboxContext(self.url, self.seed, self.counters, self.faults,
@@ -113,7 +125,6 @@ class Sandbox:
                                         kwargs={"poll_interval": 0.05},
                                         name=f"sandbox-{self.port}", daemon=True)
         self._thread.start()
-        return self
 
     def _build_sides(self) -> list[Side]:
         sides: list[Side] = []
@@ -137,12 +148,13 @@ class Sandbox:
 
     def stop(self) -> None:
         server, self._server = self._server, None
+        thread, self._thread = self._thread, None
         if server is not None:
-            server.shutdown()
+            if thread is not None:  # shutdown() waits for serve_forever: only if it runs
+                server.shutdown()
             server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if thread is not None:
+            thread.join(timeout=5)
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
@@ -132,3 +133,10 @@ def test_admin_refuses_changes_to_deleted_rows(sfbox: Sandbox) -> None:
         side.admin("set_hold", {"index": 4})
     with pytest.raises(ValueError, match="deleted"):
         side.admin("delete_account", {"index": 4})
+
+
+def test_a_failed_start_leaves_nothing_behind(sfbox: Sandbox) -> None:
+    clash = Sandbox(port=sfbox.port, accounts=1, sides=("salesforce",))
+    with pytest.raises(OSError):
+        clash.start()
+    assert clash.ca_bundle and not os.path.exists(clash.ca_bundle)
