@@ -1,0 +1,48 @@
+"""`ledgerbridge status`, `quarantine` and `sync` through the real CLI (click), on SQLite."""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from click.testing import CliRunner
+from fake_crm import FakeCRM
+
+from jobs.cli import main
+from sync.engine import run_cycle
+
+
+def _invoke(db_url: str, *args: str):
+    return CliRunner().invoke(main, ["--database-url", db_url, *args], catch_exceptions=False)
+
+
+def test_status_is_zero_when_healthy_and_one_when_something_needs_attention(sqlite_engine):
+    url = str(sqlite_engine.url)
+    assert _invoke(url, "status").exit_code == 1          # no run recorded yet
+    crm = FakeCRM()
+    crm.seed_basic()
+    run_cycle(sqlite_engine, crm)
+    result = _invoke(url, "status", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["attention"] == [] and {r["object"] for r in data["runs"]} >= {"account"}
+    crm.put("account", "BAD", name="Bad", currency="USD", credit_limit=Decimal("-1"))
+    run_cycle(sqlite_engine, crm)
+    result = _invoke(url, "status")
+    assert result.exit_code == 1 and "quarantine open: 1" in result.output
+
+
+def test_quarantine_list_retry_and_drop(sqlite_engine):
+    url = str(sqlite_engine.url)
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("account", "BAD", name="Bad", currency="XXX")
+    crm.put("account", "BAD2", name="Bad", currency="XXX")
+    run_cycle(sqlite_engine, crm)
+    rows = json.loads(_invoke(url, "quarantine", "list", "--json").output)
+    assert {r["crm_id"] for r in rows} == {"BAD", "BAD2"}
+    assert "still refused" in _invoke(url, "quarantine", "retry").output
+    drop = _invoke(url, "quarantine", "drop", str(rows[1]["id"]))
+    assert "dropped 1" in drop.output
+    left = json.loads(_invoke(url, "quarantine", "list", "--json").output)
+    assert [r["crm_id"] for r in left] == [rows[0]["crm_id"]]
+    assert left[0]["attempts"] == 2
