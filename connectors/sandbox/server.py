@@ -228,13 +228,14 @@ def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
         print(f"  CA bundle:            {sandbox.ca_bundle}")
         print(f"  Salesforce instance:  {sandbox.url}  token: {sandbox.url}/services/oauth2/token")
         print(f"    client_id={creds.client_id} client_secret={creds.client_secret}")
-        print(f"    username={creds.username} password={creds.password}")
+        print(f"    username={creds.username} password={creds.password} "
+              f"security_token={creds.security_token}")
         if sandbox.dataverse is not None:
             print(f"  Dataverse:            {sandbox.url}/api/data/v9.2/")
             describe = getattr(sandbox.dataverse, "describe", None)
             if callable(describe):
                 print(f"    {describe()}")
-        print(f"  admin:                {sandbox.url}/__admin__/  (Ctrl-C to stop)")
+        print(f"  admin:                {sandbox.url}/__admin__/  (Ctrl-C to stop)", flush=True)
         waiter = stop or threading.Event()
         try:
             while not waiter.wait(0.5):
