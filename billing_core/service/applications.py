@@ -39,6 +39,7 @@ from billing_core.service.documents import (
     amount_col,
     atomic,
     balance,
+    inserted_id,
     settled_status,
 )
 
@@ -108,10 +109,10 @@ def apply(uow: UnitOfWork, source_type: str, source: RowMapping, target_type: st
         raise InsufficientBalance(field, shown, f"the {target_type} "
                                                        f"{target['number'] or target['id']} "
                                                        "changed meanwhile and no longer takes it")
-    app_id = uow.conn.execute(insert(applications).values(
+    app_id = inserted_id(uow.conn.execute(insert(applications).values(
         account_id=source["account_id"], source_type=source_type, source_id=source["id"],
         target_type=target_type, target_id=target["id"], amount_minor=amount_minor,
-        applied_at=uow.now())).inserted_primary_key[0]
+        applied_at=uow.now())))
     uow.touch(int(source["account_id"]))
     return int(app_id)
 

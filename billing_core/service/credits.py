@@ -38,7 +38,7 @@ from billing_core.domain.errors import (
 )
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
-from billing_core.service.documents import atomic, balance, find, parse_money
+from billing_core.service.documents import atomic, balance, find, inserted_id, parse_money
 from billing_core.service.memos import credit_memo_view, issue_credit_memo
 
 KINDS = ("purchased", "granted")
@@ -62,10 +62,10 @@ def grant_credits(uow: UnitOfWork, account_id: int, amount: object, *, kind: str
     if expires_on is not None and (not isinstance(expires_on, date)
                                    or expires_on < uow.now().date()):
         raise ValidationError("expires_on", expires_on, "must be a date that has not passed")
-    grant_id = int(uow.conn.execute(insert(credit_grants).values(
+    grant_id = inserted_id(uow.conn.execute(insert(credit_grants).values(
         account_id=account_id, currency=account["currency"], kind=kind, amount_minor=minor,
         remaining_minor=minor, expires_on=expires_on, source=_text(source, "source")[:128],
-        reason=_text(reason, "reason")[:255], created_at=uow.now())).inserted_primary_key[0])
+        reason=_text(reason, "reason")[:255], created_at=uow.now())))
     uow.touch(account_id)
     return grant_id
 
@@ -149,11 +149,11 @@ def convert_memo_to_credits(uow: UnitOfWork, memo: object, amount: object = None
     if not apps.move_applied(uow, "credit_memo", row["id"], minor, open_only=True):
         raise InsufficientBalance("amount", amount, "the memo changed meanwhile: try again")
     label = row["number"] or f"credit_memo:{row['id']}"
-    grant_id = int(uow.conn.execute(insert(credit_grants).values(
+    grant_id = inserted_id(uow.conn.execute(insert(credit_grants).values(
         account_id=row["account_id"], currency=row["currency"], kind="memo_return",
         amount_minor=minor, remaining_minor=minor, expires_on=None, source=label,
         reason=(reason or f"returned from {label}")[:255], origin_credit_memo_id=row["id"],
-        created_at=uow.now())).inserted_primary_key[0])
+        created_at=uow.now())))
     uow.conn.execute(insert(applications).values(
         account_id=row["account_id"], source_type="credit_memo", source_id=row["id"],
         target_type=apps.POOL_TARGET, target_id=grant_id, amount_minor=minor,

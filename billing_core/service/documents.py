@@ -19,7 +19,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, RowMapping, Table, case, select, update
+from sqlalchemy import Connection, CursorResult, RowMapping, Table, case, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from billing_core.adapters.db import UnitOfWork
@@ -80,7 +80,16 @@ def settled_status(doc_type: str, new_applied: ColumnElement[Any] | int,
     none, part, full = SETTLED[doc_type]
     if isinstance(new_applied, int) and isinstance(amount, int):
         return none if new_applied == 0 else full if new_applied == amount else part
-    return case((new_applied == 0, none), (new_applied == amount, full), else_=part)
+    applied_col = literal(new_applied) if isinstance(new_applied, int) else new_applied
+    return case((applied_col == 0, none), (applied_col == amount, full), else_=part)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just made."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the INSERT returned no primary key")
+    return int(key[0])
 
 
 def find(conn: Connection, doc_type: str, ref: object, *, field: str | None = None,

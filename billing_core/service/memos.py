@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import credit_memos, debit_memos
@@ -31,7 +31,14 @@ from billing_core.domain.errors import (
 from billing_core.domain.money import check_currency
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
-from billing_core.service.documents import atomic, find, parse_money, resolve_target, to_view
+from billing_core.service.documents import (
+    atomic,
+    find,
+    inserted_id,
+    parse_money,
+    resolve_target,
+    to_view,
+)
 from billing_core.service.numbering import take_number
 
 ORIGINS = ("manual", "invoice_overflow", "credit_conversion")
@@ -43,7 +50,7 @@ def _reason(reason: object) -> str:
     return reason.strip()[:255]
 
 
-def _currency(account: Mapping[str, Any], currency: object) -> str:
+def _currency(account: RowMapping, currency: object) -> str:
     if currency is None:
         return str(account["currency"])
     code = check_currency(currency)
@@ -65,11 +72,11 @@ def issue_credit_memo(uow: UnitOfWork, account_id: int, amount_minor: int, reaso
         raise ValidationError("amount_minor", amount_minor, "must be a whole number > 0")
     if origin not in ORIGINS:
         raise ValidationError("origin", origin, f"must be one of {', '.join(ORIGINS)}")
-    memo_id = int(uow.conn.execute(insert(credit_memos).values(
+    memo_id = inserted_id(uow.conn.execute(insert(credit_memos).values(
         account_id=account_id, currency=account["currency"], status="draft",
         amount_minor=amount_minor, applied_minor=0, reason=_reason(reason), origin=origin,
         origin_invoice_id=origin_invoice_id, origin_grant_id=origin_grant_id,
-        created_at=uow.now())).inserted_primary_key[0])
+        created_at=uow.now())))
     if activate:
         activate_credit_memo(uow, memo_id)
     return memo_id
@@ -183,10 +190,10 @@ def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: 
     """A draft debit memo (what the account will owe once it is activated). Returns its id."""
     account = get_account(uow.conn, account_id)
     minor = parse_money(amount, _currency(account, currency), "amount")
-    return int(uow.conn.execute(insert(debit_memos).values(
+    return inserted_id(uow.conn.execute(insert(debit_memos).values(
         account_id=account_id, currency=account["currency"], status="draft",
         amount_minor=minor, applied_minor=0, reason=_reason(reason),
-        created_at=uow.now())).inserted_primary_key[0])
+        created_at=uow.now())))
 
 
 @atomic

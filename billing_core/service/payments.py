@@ -35,6 +35,7 @@ from billing_core.service.documents import (
     atomic,
     balance,
     find,
+    inserted_id,
     parse_money,
     resolve_target,
     to_view,
@@ -75,10 +76,10 @@ def record_payment(uow: UnitOfWork, account_id: int, amount: object, *, referenc
         raise Duplicate("reference", reference)
     try:
         with uow.savepoint():
-            payment_id = int(uow.conn.execute(insert(payments).values(
+            payment_id = inserted_id(uow.conn.execute(insert(payments).values(
                 account_id=account_id, currency=code, amount_minor=minor, applied_minor=0,
                 received_on=received, reference=reference, method=method,
-                created_at=uow.now())).inserted_primary_key[0])
+                created_at=uow.now())))
     except IntegrityError:   # a racing twin with the same reference committed first
         raise Duplicate("reference", reference) from None
     uow.touch(account_id)
