@@ -29,10 +29,16 @@ from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, exists, or_, select
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import accounts, orders, subscription_changes, subscriptions
+from billing_core.adapters.tables import (
+    accounts,
+    orders,
+    provisioning_requests,
+    subscription_changes,
+    subscriptions,
+)
 from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
 from billing_core.service.holds import (
@@ -63,19 +69,23 @@ def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | No
 def expected_reasons(conn: Connection, account_id: int, on_date: date,
                      policy: CreditPolicy) -> dict[str, dict[str, Any]]:
     """The computed reasons the account should carry now, each with its figures."""
-    account = get_account(conn, account_id)
+    return _expected(conn, get_account(conn, account_id), on_date, policy)[0]
+
+
+def _expected(conn: Connection, account: RowMapping, on_date: date, policy: CreditPolicy
+              ) -> tuple[dict[str, dict[str, Any]], int | None]:
+    """(reasons, exposure); exposure is None when no limit applies (it is not computed)."""
+    account_id = account["id"]
     reasons: dict[str, dict[str, Any]] = {}
     if account["crm_hold"]:
         reasons["crm"] = {"flag": True, "connection": account["ext_source"]}
     threshold = effective_limit_minor(account, policy)
+    exposure = None
     if threshold is not None:
         exposure = exposure_minor(conn, account_id, on_date,
                                   include_unbilled=policy.include_unbilled_orders)
         if exposure > threshold:
-            reasons["credit_limit"] = {
-                "exposure_minor": exposure, "limit_minor": account["credit_limit_minor"],
-                "threshold": str(policy.limit_threshold), "currency": account["currency"],
-                "include_unbilled": policy.include_unbilled_orders, "on_date": on_date}
+            reasons["credit_limit"] = _limit_figures(account, exposure, on_date, policy)
     late = overdue_documents(conn, account_id, on_date, policy.overdue_grace_days)
     if late:
         reasons["overdue"] = {
@@ -85,7 +95,14 @@ def expected_reasons(conn: Connection, account_id: int, on_date: date,
                            "due_date": d["due_date"], "balance_minor": d["balance_minor"]}
                           for d in late[:20]],
             "overdue_minor": sum(d["balance_minor"] for d in late)}
-    return reasons
+    return reasons, exposure
+
+
+def _limit_figures(account: RowMapping, exposure: int | None, on_date: date,
+                   policy: CreditPolicy) -> dict[str, Any]:
+    return {"exposure_minor": exposure, "limit_minor": account["credit_limit_minor"],
+            "threshold": str(policy.limit_threshold), "currency": account["currency"],
+            "include_unbilled": policy.include_unbilled_orders, "on_date": on_date}
 
 
 @dataclass
@@ -109,7 +126,7 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
     account = get_account(conn, account_id)
     crm_actor = f"crm:{account['ext_source']}"
     current = current_reasons(conn, account_id)
-    expected = expected_reasons(conn, account_id, on_date, policy)
+    expected, exposure = _expected(conn, account, on_date, policy)
     result = Evaluation(account_id)
     for reason in COMPUTED:
         actor = crm_actor if reason == "crm" else BILLING_SOURCE
@@ -119,7 +136,7 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
             result.placed.append(reason)
         elif reason in current and reason not in expected:
             lift_reason(uow, account_id, reason, actor=actor,
-                        details=_lift_details(reason, account, on_date, policy, conn))
+                        details=_lift_details(reason, account, exposure, on_date, policy))
             result.lifted.append(reason)
     result.reasons = [r for r in current if r not in result.lifted] + result.placed
     if result.placed or result.lifted:
@@ -127,19 +144,29 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
                  result.lifted, result.reasons or "none")
     if result.on_hold:
         hold_requests(uow, account_id)
-    else:
+    elif _anything_waits(conn, account_id):
         release_account(uow, account_id)
     return result
 
 
-def _lift_details(reason: str, account: RowMapping, on_date: date, policy: CreditPolicy,
-                  conn: Connection) -> dict[str, Any]:
+def _anything_waits(conn: Connection, account_id: int) -> bool:
+    """One query: a held order, a pending quantity change or a waiting request."""
+    pending_change = (select(subscription_changes.c.id)
+                      .join(subscriptions,
+                            subscriptions.c.id == subscription_changes.c.subscription_id)
+                      .where(subscriptions.c.account_id == account_id,
+                             subscription_changes.c.status == "pending"))
+    return bool(conn.execute(select(or_(
+        exists().where(orders.c.account_id == account_id, orders.c.status == "held"),
+        exists().where(provisioning_requests.c.account_id == account_id,
+                       provisioning_requests.c.state == "awaiting_hold_release"),
+        exists(pending_change)))).scalar())
+
+
+def _lift_details(reason: str, account: RowMapping, exposure: int | None, on_date: date,
+                  policy: CreditPolicy) -> dict[str, Any]:
     if reason == "credit_limit":
-        return {"exposure_minor": exposure_minor(
-                    conn, account["id"], on_date, include_unbilled=policy.include_unbilled_orders),
-                "limit_minor": account["credit_limit_minor"],
-                "threshold": str(policy.limit_threshold), "currency": account["currency"],
-                "on_date": on_date}
+        return _limit_figures(account, exposure, on_date, policy)
     if reason == "overdue":
         return {"on_date": on_date, "grace_days": policy.overdue_grace_days}
     return {"flag": False, "connection": account["ext_source"]}
