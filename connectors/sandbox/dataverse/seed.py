@@ -4,8 +4,9 @@ Rules kept:
 - `row(table, i)` is a pure function of the seed, the sizes and `i`: nothing is stored, so a
   million accounts cost no memory and every run with the same seed serves the same data.
 - Money is `Decimal` rounded to the currency's precision; quote totals are the sum of their lines.
-- Seeded timestamps lie before `anchor` (a fixed moment, or the clock's time if earlier); seeded
-  version numbers lie below `FIRST_WRITE_VERSION`, so every write is newer than every seed row.
+- Seeded timestamps lie before `FIXED_ANCHOR` (never the clock: a test that froze the clock
+  must not change the seed of the next one); seeded version numbers lie below
+  `FIRST_WRITE_VERSION`, so every write is newer than every seed row.
 - Every quote statecode (0 Draft, 1 Active, 2 Won, 3 Closed) occurs; quote i has
   `lines_per_quote` lines with indexes i*L .. i*L+L-1; quotes 2j and 2j+1 share a customer.
 - Lookups that a connector filters on (key, `_customerid_value`, `_quoteid_value`, the seeded
@@ -79,7 +80,7 @@ class Seeder:
     """Generates seed rows for every table under one seed and one set of sizes."""
 
     def __init__(self, seed: int, accounts: int, products: int, quotes: int,
-                 lines_per_quote: int, anchor: dt.datetime) -> None:
+                 lines_per_quote: int) -> None:
         self.seed = seed
         self.sizes = {"accounts": accounts, "products": products, "quotes": quotes,
                       "quotedetails": quotes * lines_per_quote,
@@ -94,7 +95,7 @@ class Seeder:
             mult += 2
         self._mult, self._shift = mult, salt(seed, "shift") % self._accounts_n
         self._inv = pow(mult, -1, self._accounts_n)
-        self.anchor = int(min(anchor, FIXED_ANCHOR).timestamp())
+        self.anchor = int(FIXED_ANCHOR.timestamp())
         self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.UTC).date()
         self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
         self._salts = {(name, k): salt(seed, f"rows/{name}/{k}") for name in TABLES

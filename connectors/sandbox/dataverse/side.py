@@ -84,7 +84,7 @@ class DataverseSide:
 
     def _build(self) -> None:
         accounts, products, quotes, lines = self.sizes
-        seeder = Seeder(self.seed, accounts, products, quotes, lines, self.ctx.clock.now())
+        seeder = Seeder(self.seed, accounts, products, quotes, lines)
         # Each reset starts a new, higher version range, and delta tokens from before it are
         # expired (as after an environment restore): a stale cursor can never read as current.
         self._epoch += 1
