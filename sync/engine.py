@@ -184,7 +184,11 @@ class Cycle:
         return True
 
     def _one_account(self, crm_id: str) -> None:
-        """Resync one account and its quotes (and their lines) now, cursors untouched."""
+        """Resync one account and its quotes (and their lines) now; the catalog is brought up
+        to date first (incrementally) so the lines' products are known."""
+        for obj in ("product", "price"):
+            if obj in self.connector.objects() and not self._pull(obj):
+                return
         before = self.calls()
         record = self.connector.read_one("account", crm_id)
         if record is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
@@ -76,7 +76,7 @@ def status_data(app: AppContext) -> dict[str, Any]:
     from billing_core.service.holds import count_on_hold
     from sync.config import sync_settings
     from sync.runs import last_runs
-    from sync.tables import outbox, quarantine
+    from sync.tables import outbox, quarantine, sync_runs
 
     now = datetime.now(timezone.utc)
     stale_after = sync_settings(app.settings).interval_minutes * 3 * 60
@@ -101,12 +101,16 @@ def status_data(app: AppContext) -> dict[str, Any]:
             "accounts_on_hold": count_on_hold(conn),
             "provisioning_waiting": prov.get("awaiting_hold_release", 0),
             "provisioning_failed": prov.get("failed", 0),
+            # a run still "running" long after it began: its process died mid-run
+            "abandoned_runs": conn.execute(select(func.count()).select_from(sync_runs).where(
+                sync_runs.c.outcome == "running",
+                sync_runs.c.started_at < now - timedelta(seconds=stale_after))).scalar_one(),
         }
     problems = [f"{r['connection']}/{r['object']}: {r['outcome']} ({r['age']} ago)"
                 for r in runs if r["attention"]]
     if not runs:
         problems.append("no sync run recorded yet")
-    for key in ("quarantine_open", "dead_letters", "provisioning_failed"):
+    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs"):
         if data[key]:
             problems.append(f"{key.replace('_', ' ')}: {data[key]}")
     data["attention"] = problems

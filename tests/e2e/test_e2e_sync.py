@@ -196,3 +196,26 @@ def test_second_daemon_on_sqlite_refuses(world: Any) -> None:
         assert got
         with pytest.raises(DaemonRefused, match="already using this SQLite database"):
             run_daemon(world.engine, world.settings, once=True)
+
+
+def test_resync_of_one_account_and_its_quotes(world: Any) -> None:
+    quote = world.sf("create_quote", index=0, account_id=world.sf(
+        "update", object="Account", index=9, fields={})["id"], status="Accepted",
+        lines=[{"product_index": 0, "quantity": 2, "unit_price": 12}])
+    account_id = world.sf("update", object="Account", index=9, fields={})["id"]
+    report = world.worker.sync_connection("sf", world.worker.options(
+        "manual", account=account_id), wait=True)
+    assert report.outcome == "ok" and report.handed_off == 1
+    assert _count(world.engine, accounts) == 1
+    with world.engine.connect() as conn:
+        assert conn.execute(select(orders.c.source_ref)).scalar() == f"sf:{quote['id']}:rev1"
+
+
+def test_doctor_checks_config_database_and_both_connections(world: Any) -> None:
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+    result = CliRunner().invoke(main, ["--config", str(world.config), "doctor"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "sf:" in result.output and "d365:" in result.output
