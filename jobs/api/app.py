@@ -116,7 +116,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                               "scopes billing:read, billing:write, admin.")
     app.state.api = ApiState(engine=engine, settings=settings, sync_runner=sync_runner,
                              scheduler_state=scheduler_state, clock=clock,
-                             metrics=metrics.ApiMetrics(engine, scheduler_state))
+                             metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_payments, routes_credit, routes_admin, routes_ops):
         app.include_router(module.routes)

@@ -32,9 +32,9 @@ _SYNC_COUNTS = ("read", "upserted", "unchanged", "quarantined", "deleted", "push
 
 
 class LedgerCollector(Collector):
-    def __init__(self, engine: Engine, scheduler_state: Any = None) -> None:
+    def __init__(self, engine: Engine, *budget_sources: Any) -> None:
         self.engine = engine
-        self.scheduler_state = scheduler_state
+        self.budget_sources = budget_sources
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -47,14 +47,25 @@ class LedgerCollector(Collector):
                 yield from _bill_run_metrics(conn, tables)
         except SQLAlchemyError as exc:
             log.warning("metrics: database not readable: %s", type(exc).__name__)
-        budgets = getattr(self.scheduler_state, "budgets", None)
-        if callable(budgets):
-            gauge = GaugeMetricFamily("ledgerbridge_crm_api_budget_remaining",
-                                      "CRM API calls left in the current allowance",
-                                      labels=["connection"])
-            for connection, remaining in sorted(budgets().items()):
-                gauge.add_metric([connection], float(remaining))
-            yield gauge
+        yield from self._budgets()
+
+    def _budgets(self) -> Iterator[Metric]:
+        source = next((o.budgets for o in self.budget_sources
+                       if callable(getattr(o, "budgets", None))), None)
+        if source is None:
+            return
+        names = {"calls": "CRM API calls made by this process",
+                 "used": "CRM API usage as the CRM last reported it",
+                 "limit": "CRM API allowance as the CRM last reported it",
+                 "allowed": "CRM API calls still allowed by the configured share"}
+        families = {k: GaugeMetricFamily(f"ledgerbridge_crm_api_budget_{k}", text,
+                                         labels=["connection"]) for k, text in names.items()}
+        for connection, budget in sorted(source().items()):
+            for key, family in families.items():
+                value = getattr(budget, key, None)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    family.add_metric([str(connection)], float(value))
+        yield from families.values()
 
 
 def _tables(conn: Connection) -> dict[str, Table]:
@@ -152,13 +163,13 @@ def _bill_run_metrics(conn: Connection, t: dict[str, Table]) -> Iterator[Metric]
 class ApiMetrics:
     """The app's registry: request metrics plus the database collector."""
 
-    def __init__(self, engine: Engine, scheduler_state: Any = None) -> None:
+    def __init__(self, engine: Engine, *budget_sources: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter("ledgerbridge_api_requests", "API requests",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("ledgerbridge_api_request_seconds", "API request latency",
                                  ["route"], registry=self.registry)
-        self.registry.register(LedgerCollector(engine, scheduler_state))
+        self.registry.register(LedgerCollector(engine, *budget_sources))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -36,6 +36,11 @@ class FakeSyncRunner:
         self.started.append((connection, object, full, account))
         return len(self.started)
 
+    def budgets(self) -> dict[str, Any]:
+        from connectors.base import Budget
+
+        return {"salesforce": Budget(calls=3, used=120, limit=1000, share=0.8)}
+
     def get(self, run_id: int) -> dict[str, Any] | None:
         if not 1 <= run_id <= len(self.started):
             return None

@@ -62,6 +62,8 @@ def test_metrics_in_prometheus_text_format(api, account, invoice):
     requests = [s for s in families["ledgerbridge_api_requests"].samples
                 if s.name.endswith("_total") and s.labels["route"] == "/billing/credit-memos"]
     assert requests and requests[0].labels["status"] == "200"
+    allowed = families["ledgerbridge_crm_api_budget_allowed"].samples[0]
+    assert allowed.labels == {"connection": "salesforce"} and allowed.value == 680
     for name in ("ledgerbridge_queue_depth", "ledgerbridge_sync_runs",
                  "ledgerbridge_bill_run_duration_seconds"):
         assert name in families, name
