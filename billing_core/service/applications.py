@@ -17,6 +17,7 @@ Rules kept here
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
@@ -29,6 +30,7 @@ from billing_core.domain.errors import (
     InvalidState,
     NotFound,
     RuleViolation,
+    ValidationError,
 )
 from billing_core.domain.money import Money
 from billing_core.service.documents import (
@@ -39,7 +41,10 @@ from billing_core.service.documents import (
     amount_col,
     atomic,
     balance,
+    find,
     inserted_id,
+    parse_money,
+    resolve_target,
     settled_status,
 )
 
@@ -115,6 +120,33 @@ def apply(uow: UnitOfWork, source_type: str, source: RowMapping, target_type: st
         applied_at=uow.now())))
     uow.touch(int(source["account_id"]))
     return int(app_id)
+
+
+@atomic
+def apply_many(uow: UnitOfWork, source_type: str, source_id: int,
+               targets: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Apply one source to ``targets`` (``[{"target": ref, "amount": "10.00"}]``): all or
+    nothing; errors name ``applications[i].target`` / ``.amount``. Every target is resolved and
+    every amount parsed first; then the rows are updated in (type, id) order, so two
+    transactions applying to the same documents lock them in the same order (no deadlock)."""
+    if not targets:
+        raise ValidationError("applications", [], "give at least one target and amount")
+    currency = find(uow.conn, source_type, source_id)["currency"]
+    plan = []
+    for i, item in enumerate(targets):
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"applications[{i}]", item, "must be {target, amount}")
+        target_type, target = resolve_target(uow.conn, item.get("target"),
+                                             field=f"applications[{i}].target",
+                                             target_type=item.get("target_type"))
+        minor = parse_money(item.get("amount"), currency, f"applications[{i}].amount")
+        plan.append((target_type, int(target["id"]), i, minor, item.get("amount")))
+    ids = []
+    for target_type, target_id, i, minor, value in sorted(plan):
+        ids.append(apply(uow, source_type, find(uow.conn, source_type, source_id), target_type,
+                         find(uow.conn, target_type, target_id), minor,
+                         field=f"applications[{i}].amount", value=value))
+    return ids
 
 
 @atomic

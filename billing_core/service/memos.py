@@ -111,18 +111,8 @@ def apply_credit_memo(uow: UnitOfWork, memo: object,
                       targets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Apply a memo to ``targets``: ``[{"target": "INV-000001" | "debit_memo:7",
     "amount": "10.00"}, ...]``. All of them or none. Returns the memo's new state."""
-    if not targets:
-        raise ValidationError("applications", [], "give at least one target and amount")
     memo_id = find(uow.conn, "credit_memo", memo)["id"]
-    for i, item in enumerate(targets):
-        source = find(uow.conn, "credit_memo", memo_id)
-        target_type, target = resolve_target(uow.conn, item.get("target"),
-                                             field=f"applications[{i}].target",
-                                             target_type=item.get("target_type"))
-        minor = parse_money(item.get("amount"), source["currency"],
-                             f"applications[{i}].amount")
-        apps.apply(uow, "credit_memo", source, target_type, target, minor,
-                   field=f"applications[{i}].amount", value=item.get("amount"))
+    apps.apply_many(uow, "credit_memo", memo_id, targets)
     return credit_memo_view(uow.conn, memo_id)
 
 

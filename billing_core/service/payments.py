@@ -112,15 +112,7 @@ def apply_payment(uow: UnitOfWork, payment: object,
     an unapplied remainder stays as the account's credit."""
     payment_id = find_payment(uow.conn, payment)["id"]
     if targets:
-        for i, item in enumerate(targets):
-            source = find(uow.conn, "payment", payment_id)
-            target_type, target = resolve_target(uow.conn, item.get("target"),
-                                                 field=f"applications[{i}].target",
-                                                 target_type=item.get("target_type"))
-            minor = parse_money(item.get("amount"), source["currency"],
-                                 f"applications[{i}].amount")
-            apps.apply(uow, "payment", source, target_type, target, minor,
-                       field=f"applications[{i}].amount", value=item.get("amount"))
+        apps.apply_many(uow, "payment", payment_id, targets)
         return payment_view(uow.conn, payment_id)
     source = find(uow.conn, "payment", payment_id)
     debts = sorted((d for d in open_debts(uow.conn, source["account_id"])
