@@ -17,19 +17,20 @@ Rules kept here
   requests become pending (dispatched in creation order).
 - :func:`reevaluate_touched_hook` runs this before commit for every account the unit of work
   touched (a posted invoice, a payment, a memo, a limit or flag change, an order), so a hold
-  decision commits with the change that caused it. :func:`reevaluate_all` does it for every
-  account in keyset chunks (the hourly job: days passing make documents overdue).
+  decision commits with the change that caused it. :func:`run_reevaluation` is the hourly job
+  (days passing make documents overdue): the accounts with a document past due + grace, one
+  transaction per chunk; :func:`reevaluate_all` does every account in one unit of work.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, exists, or_, select
+from sqlalchemy import Connection, Engine, RowMapping, exists, or_, select
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -48,7 +49,7 @@ from billing_core.service.holds import (
     place_reason,
 )
 from billing_core.service.provisioning import hold_requests, release_requests
-from billing_core.service.receivables import exposure_minor, overdue_documents
+from billing_core.service.receivables import exposure_minor, open_debts, overdue_documents
 from config.settings import CreditPolicy
 
 log = logging.getLogger(__name__)
@@ -215,14 +216,18 @@ def reevaluate_touched_hook(policy: object | None = None) -> Callable[[UnitOfWor
 
 
 def reevaluate_all(uow: UnitOfWork, on_date: date | None = None,
-                   policy: CreditPolicy | None = None, *, chunk_size: int = 500
-                   ) -> dict[str, int]:
-    """Re-evaluate every account (time-based reasons), in keyset chunks of ``chunk_size``."""
+                   policy: CreditPolicy | None = None, *, chunk_size: int = 500,
+                   account_ids: list[int] | None = None) -> dict[str, int]:
+    """Re-evaluate every account (or ``account_ids``) in this unit of work, reading ids in
+    keyset chunks of ``chunk_size``. For big ledgers prefer :func:`run_reevaluation`."""
     summary = {"accounts": 0, "placed": 0, "lifted": 0}
     after = 0
     while True:
-        ids = [r[0] for r in uow.conn.execute(select(accounts.c.id).where(
-            accounts.c.id > after).order_by(accounts.c.id).limit(chunk_size))]
+        if account_ids is not None:
+            ids = sorted(a for a in account_ids if a > after)[:chunk_size]
+        else:
+            ids = [r[0] for r in uow.conn.execute(select(accounts.c.id).where(
+                accounts.c.id > after).order_by(accounts.c.id).limit(chunk_size))]
         if not ids:
             return summary
         for account_id in ids:
@@ -231,3 +236,34 @@ def reevaluate_all(uow: UnitOfWork, on_date: date | None = None,
             summary["placed"] += len(result.placed)
             summary["lifted"] += len(result.lifted)
         after = ids[-1]
+
+
+def run_reevaluation(engine: Engine, on_date: date | None = None,
+                     policy: CreditPolicy | None = None, *, only_past_due: bool = True,
+                     chunk_size: int = 500,
+                     uow_factory: Callable[[], UnitOfWork] | None = None) -> dict[str, int]:
+    """The hourly job: one transaction per chunk, so a long run never holds SQLite's write lock
+    for long. Days passing can only add ``overdue``, so by default only accounts with a
+    document past its due date + grace are looked at; ``only_past_due=False`` does all."""
+    policy = policy or CreditPolicy()
+    if uow_factory is None:
+        def uow_factory() -> UnitOfWork:
+            return UnitOfWork(engine)
+    with uow_factory() as uow:
+        on_date = on_date or uow.now().date()
+        if only_past_due:
+            limit = on_date - timedelta(days=policy.overdue_grace_days)
+            candidates = sorted({d["account_id"] for d in open_debts(uow.conn)
+                                 if d["due_date"] is not None and d["due_date"] < limit})
+        else:
+            candidates = [r[0] for r in uow.conn.execute(
+                select(accounts.c.id).order_by(accounts.c.id))]
+    summary = {"accounts": 0, "placed": 0, "lifted": 0}
+    for start in range(0, len(candidates), chunk_size):
+        with uow_factory() as uow:
+            part = reevaluate_all(uow, on_date, policy, chunk_size=chunk_size,
+                                  account_ids=candidates[start:start + chunk_size])
+            uow.commit()
+        for key in summary:
+            summary[key] += part[key]
+    return summary

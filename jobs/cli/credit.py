@@ -19,7 +19,7 @@ import click
 from billing_core.domain.money import from_minor
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import resolve_account
-from billing_core.service.credit_control import effective_limit_minor, reevaluate_all
+from billing_core.service.credit_control import effective_limit_minor, run_reevaluation
 from billing_core.service.holds import (
     REASONS,
     current_reasons,
@@ -181,10 +181,14 @@ def holds_release(app: AppContext, account: str, reason: str, admin: str | None)
 
 
 @holds.command("evaluate")
+@click.option("--all", "everyone", is_flag=True,
+              help="Every account, not only those with a document past due.")
 @pass_app
-def holds_evaluate(app: AppContext) -> None:
-    """Re-evaluate every account now (what the hourly job does: days passing)."""
-    summary = _run(app, lambda uow: reevaluate_all(uow, uow.now().date(), app.settings.credit))
+def holds_evaluate(app: AppContext, everyone: bool) -> None:
+    """Re-evaluate holds now (what the hourly job does for days passing)."""
+    policy = app.settings.credit
+    summary = run_reevaluation(app.engine, None, policy, only_past_due=not everyone,
+                               uow_factory=lambda: ledger_uow(app.engine, policy=policy))
     click.echo(f"{summary['accounts']} account(s): {summary['placed']} reason(s) placed, "
                f"{summary['lifted']} lifted")
 

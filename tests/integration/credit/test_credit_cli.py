@@ -49,7 +49,8 @@ def test_holds_cli(sqlite_engine):
     assert out.exit_code == 2 and "no manual hold" in out.output and "crm" in out.output
     out = _cli(sqlite_engine, "holds", "show", "NOPE")
     assert out.exit_code == 2 and "not_found" in out.output
-    assert "1 account(s)" in _cli(sqlite_engine, "holds", "evaluate").output
+    assert "0 account(s)" in _cli(sqlite_engine, "holds", "evaluate").output
+    assert "1 account(s)" in _cli(sqlite_engine, "holds", "evaluate", "--all").output
 
 
 def test_provisioning_cli(sqlite_engine):

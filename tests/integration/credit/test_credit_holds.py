@@ -10,7 +10,7 @@ from credit_helpers import Ledger, make_account, post_invoice
 
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
 from billing_core.service.accounts import set_credit_limit, set_crm_hold
-from billing_core.service.credit_control import reevaluate_all
+from billing_core.service.credit_control import run_reevaluation
 from billing_core.service.holds import (
     history,
     list_holds,
@@ -21,11 +21,9 @@ from billing_core.service.payments import record_payment
 from config.settings import CreditPolicy
 
 
-def _hourly(ledger: Ledger) -> dict[str, int]:
-    with ledger.uow() as uow:
-        summary = reevaluate_all(uow, ledger.clock.today, ledger.policy, chunk_size=2)
-        uow.commit()
-    return summary
+def _hourly(ledger: Ledger, **kw: object) -> dict[str, int]:
+    return run_reevaluation(ledger.engine, ledger.clock.today, ledger.policy, chunk_size=1,
+                            uow_factory=ledger.uow, **kw)  # type: ignore[arg-type]
 
 
 def test_overdue_placed_after_due_plus_grace_lifted_by_payment_kept_by_second(ledger, clock):
@@ -39,9 +37,9 @@ def test_overdue_placed_after_due_plus_grace_lifted_by_payment_kept_by_second(le
     clock.advance(13)                         # due + 3 grace days: not yet
     assert _hourly(ledger)["placed"] == 0
     clock.advance(1)                          # the day after: overdue
-    assert _hourly(ledger) == {"accounts": 2, "placed": 1, "lifted": 0}
+    assert _hourly(ledger) == {"accounts": 1, "placed": 1, "lifted": 0}   # only past due
     assert ledger.reasons(acc) == {"overdue"} and ledger.reasons(other) == set()
-    assert _hourly(ledger)["placed"] == 0     # idempotent
+    assert _hourly(ledger, only_past_due=False) == {"accounts": 2, "placed": 0, "lifted": 0}
 
     ledger.run(lambda u: post_invoice(u, acc, 5000, issue=clock.today - timedelta(20),
                                       due=clock.today - timedelta(5)))

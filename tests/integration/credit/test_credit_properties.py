@@ -37,7 +37,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import set_credit_limit, set_crm_hold
-from billing_core.service.credit_control import reevaluate_all
+from billing_core.service.credit_control import run_reevaluation
 from billing_core.service.gate import accept_order
 from billing_core.service.holds import place_manual_hold, release_manual_hold
 from billing_core.service.memos import apply_credit_memo, cancel_credit_memo, create_credit_memo
@@ -209,8 +209,8 @@ def _run_ops(engine, ops) -> None:
     for n, op in enumerate(ops):
         if op[0] == "days":
             ledger.clock.advance(op[1])
-            with ledger.tx() as uow:
-                reevaluate_all(uow, ledger.clock.today, ledger.policy)
+            run_reevaluation(engine, ledger.clock.today, ledger.policy, chunk_size=1,
+                             uow_factory=ledger.uow)
         elif op[0] == "dispatch":
             dispatch_pending(engine, provisioner, clock=ledger.clock)
         else:
