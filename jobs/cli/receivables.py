@@ -368,7 +368,7 @@ def credits_convert(app: AppContext, grant: str | None, from_memo: str | None,
 
 @click.group("payments")
 def payments() -> None:
-    """Payments: record, apply, list."""
+    """Payments: record, apply, unapply, list."""
 
 
 @payments.command("record")
@@ -409,6 +409,18 @@ def pay_apply(app: AppContext, payment: str, targets: tuple[str, ...], as_json: 
 
     items = _pairs(targets, "--to") or None
     _show(_run(app, lambda uow: pay_svc.apply_payment(uow, payment, items)), as_json)
+
+
+@payments.command("unapply")
+@click.argument("payment")
+@click.option("--target", help="Only the applications to this document.")
+@json_option
+@pass_app
+def pay_unapply(app: AppContext, payment: str, target: str | None, as_json: bool) -> None:
+    """Reverse PAYMENT's applications; the money becomes the account's credit again."""
+    from billing_core.service import payments as pay_svc
+
+    _show(_run(app, lambda uow: pay_svc.unapply_payment(uow, payment, target=target)), as_json)
 
 
 @payments.command("list")

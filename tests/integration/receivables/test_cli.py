@@ -72,6 +72,9 @@ def test_payments_credits_void_and_ar(cli):
     balance = _json(cli("ar", "balance", "001CRM", "--as-of", "2026-05-01", "--json"))
     assert (balance["open_balance_minor"], balance["oldest_overdue_days"]) == (7000, 31)
     cli("payments", "apply", "WIRE-9", "--json")      # nothing left: stays as it is
+    assert _json(cli("payments", "unapply", "WIRE-9", "--json"))["balance_minor"] == 3000
+    assert _json(cli("payments", "apply", "WIRE-9", "--to", "TINV-000001=30",
+                     "--json"))["balance_minor"] == 0
     result = cli("void-invoice", "TINV-000001", code=2)
     assert result.stderr.count("\n") == 1 and "invalid_state" in result.stderr
 
