@@ -4,10 +4,13 @@ with one key run the change once."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from billing_core.adapters.tables import credit_memos, payments
+from billing_core.adapters.tables import credit_memos, debit_memos, payments
+from jobs.api.idempotency import STALE_CLAIM
+from jobs.api.tables import api_idempotency, api_tokens
 
 MUTATIONS = [
     ("/billing/credit-memos", lambda a: {"account_id": a, "amount": "5.00", "reason": "x"}),
@@ -108,3 +111,37 @@ def test_concurrent_requests_with_one_key_run_once(api, account):
     created = [a for s, a in answers if s == 201]
     assert created and all(a == created[0] for a in created)
     assert all(s in (201, 409) for s, _ in answers)
+
+
+def _pending_claim(api, key: str, age: timedelta) -> None:
+    """A claim as a crashed request of the write token leaves it (no answer written)."""
+    from jobs.api.idempotency import fingerprint
+
+    def insert_claim(uow):
+        token_id = uow.conn.execute(select(api_tokens.c.id).where(
+            api_tokens.c.name == "test-admin")).scalar_one()
+        uow.conn.execute(insert(api_idempotency).values(
+            key=key, token_id=token_id, method_path="POST /sync:run",
+            body_hash=fingerprint(b'{"connection": "sf"}'), status_code=0, response_body="",
+            created_at=datetime.now(UTC) - age))
+    api.run(insert_claim)
+
+
+def test_a_pending_claim_is_409_in_progress_until_it_goes_stale(api):
+    _pending_claim(api, "pending-1", timedelta(seconds=1))
+    r = api.post("/sync:run", {"connection": "sf"}, scope="admin", key="pending-1")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_in_progress"
+    assert api.sync.started == []
+    _pending_claim(api, "stale-1", STALE_CLAIM + timedelta(minutes=1))
+    r = api.post("/sync:run", {"connection": "sf"}, scope="admin", key="stale-1")
+    assert r.status_code == 202 and api.sync.started == [("sf", None, False, None)]
+
+
+def test_a_failing_request_writes_nothing(api, account):
+    """A request a ledger rule refuses leaves nothing behind (the unit of work rolls back)."""
+    body = {"account_id": account, "amount": "5.00", "reason": "x", "currency": "EUR",
+            "activate": True}
+    assert api.post("/billing/debit-memos", body).status_code == 409
+    count = api.read(lambda c: c.execute(select(func.count()).select_from(debit_memos))
+                     .scalar())
+    assert count == 0
