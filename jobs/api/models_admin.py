@@ -69,14 +69,14 @@ class SyncRequest(Model):
     connection: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
                             examples=["salesforce"])
     object: str | None = Field(None, min_length=1, max_length=64,
-                               pattern=r"^[A-Za-z0-9_.\-]+$", examples=["Account"])
+                               pattern=r"^[A-Za-z0-9_.\-]+$", examples=["account"])
     full: bool = Field(False, description="Ignore the cursor: read everything again.")
     account: str | None = Field(None, min_length=1, max_length=64,
                                 pattern=r"^[A-Za-z0-9_.\-]+$",
                                 description="Only this account (CRM id).")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"connection": "salesforce", "object": "Account", "full": False}]})
+        {"connection": "salesforce", "object": "account", "full": False}]})
 
 
 class SyncStarted(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Path, Request, status
 from sqlalchemy import Connection, func, select
 
-from billing_core.domain.errors import NotFound
+from billing_core.domain.errors import NotFound, ValidationError
 from jobs.api.deps import Admin, Uow, router
 from jobs.api.errors import ApiError
 from jobs.api.models import MAX_ID
@@ -27,12 +27,27 @@ def _runner(request: Request) -> Any:
     return runner
 
 
+def _sync_objects() -> tuple[str, ...]:
+    try:
+        from sync.mapping import OBJECTS
+    except ModuleNotFoundError:
+        return ()
+    return tuple(OBJECTS)
+
+
 @sync_routes.post("/sync:run", status_code=status.HTTP_202_ACCEPTED,
              responses={503: {"description": "No sync engine in this process."}})
 def run_sync(body: SyncRequest, request: Request, _: Admin) -> SyncStarted:
     """Start a resync of one connection (one object, or all; incremental or ``full``;
     optionally one account). Answers at once; follow it at ``status_url``."""
-    run_id = _runner(request).start(body.connection, body.object, body.full, body.account)
+    runner = _runner(request)
+    known = getattr(runner, "connections", None)
+    if known is not None and body.connection not in known:
+        raise NotFound("connection", body.connection)
+    objects = _sync_objects()
+    if body.object is not None and objects and body.object not in objects:
+        raise ValidationError("object", body.object, f"must be one of {', '.join(objects)}")
+    run_id = runner.start(body.connection, body.object, body.full, body.account)
     return SyncStarted(run_id=run_id, status_url=f"/sync/runs/{run_id}")
 
 

@@ -12,16 +12,18 @@ from jobs.api.models import CreateMemo, RecordPayment
 
 
 def test_sync_run_answers_with_the_run_id_at_once(api):
-    r = api.post("/sync:run", {"connection": "salesforce", "object": "Account", "full": True,
+    r = api.post("/sync:run", {"connection": "salesforce", "object": "account", "full": True,
                                "account": "001A"}, scope="admin")
     assert r.status_code == 202, r.text
     assert r.json() == {"run_id": 1, "status_url": "/sync/runs/1"}
-    assert api.sync.started == [("salesforce", "Account", True, "001A")]
+    assert api.sync.started == [("salesforce", "account", True, "001A")]
     run = api.get("/sync/runs/1", scope="admin").json()
     assert run["id"] == 1 and run["outcome"] == "running"
     assert api.get("/sync/runs/2", scope="admin").status_code == 404
     r = api.post("/sync:run", {"connection": "nope"}, scope="admin")
     assert r.status_code == 404 and r.json()["error"]["field"] == "connection"
+    r = api.post("/sync:run", {"connection": "salesforce", "object": "invoice"}, scope="admin")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "object"
     r = api.post("/sync:run", {"connection": "bad name!"}, scope="admin")
     assert r.status_code == 422 and r.json()["error"]["field"] == "body.connection"
 
