@@ -117,3 +117,25 @@ def test_invoices_list_and_filter(api, account, invoice):
     assert api.get("/billing/invoices", params={"status": "paid"}).json()["items"] == []
     r = api.get("/billing/invoices", params={"status": "lost"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "query.status"
+
+
+def test_serving_off_loopback_warns(engine, caplog):
+    import logging
+    import socket
+
+    import httpx
+
+    from jobs.api.app import serve_in_thread
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(engine, Settings())
+    with caplog.at_level(logging.WARNING, logger="jobs.api.app"):
+        handle = serve_in_thread(app, "0.0.0.0", port)
+    try:
+        assert "without TLS" in caplog.text
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+    finally:
+        handle.stop()
+    assert not handle.thread.is_alive()
