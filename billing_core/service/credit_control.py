@@ -12,6 +12,8 @@ Rules kept here
   and actor ``crm:<connection>``: only the CRM's flag clears it). It never places or lifts
   ``manual``. Each change writes hold history. A reason that stays keeps its original
   ``placed_at`` and figures.
+- On PostgreSQL the account row is locked for the evaluation, so concurrent transactions
+  touching the same account take turns (each reason placed once, one history row).
 - Consequences, in the same transaction: on hold, pending provisioning requests wait; not on
   hold, held orders and pending quantity changes activate in creation order and waiting
   requests become pending (dispatched in creation order).
@@ -40,6 +42,7 @@ from billing_core.adapters.tables import (
     subscription_changes,
     subscriptions,
 )
+from billing_core.domain.errors import NotFound
 from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
 from billing_core.service.holds import (
@@ -124,7 +127,7 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
     policy = policy or CreditPolicy()
     on_date = on_date or uow.now().date()
     conn = uow.conn
-    account = get_account(conn, account_id)
+    account = _lock_account(uow, account_id)
     crm_actor = f"crm:{account['ext_source']}"
     current = current_reasons(conn, account_id)
     expected, exposure = _expected(conn, account, on_date, policy)
@@ -148,6 +151,19 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
     elif _anything_waits(conn, account_id):
         release_account(uow, account_id)
     return result
+
+
+def _lock_account(uow: UnitOfWork, account_id: int) -> RowMapping:
+    """On PostgreSQL, lock the account row: two transactions evaluating the same account queue
+    instead of both placing (unique violation) or both lifting (two history rows). SQLite's
+    write lock already serialises writers."""
+    if uow.dialect != "postgresql":
+        return get_account(uow.conn, account_id)
+    row = uow.conn.execute(select(accounts).where(accounts.c.id == account_id)
+                           .with_for_update()).mappings().first()
+    if row is None:
+        raise NotFound("account", account_id)
+    return row
 
 
 def _anything_waits(conn: Connection, account_id: int) -> bool:

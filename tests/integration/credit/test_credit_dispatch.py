@@ -155,3 +155,42 @@ def test_two_workers_on_postgres_never_dispatch_the_same_request(pg_engine, cloc
         t.join()
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 30
     assert set(ledger.request_states()) == {"dispatched"}
+
+
+@pytest.mark.postgres
+def test_concurrent_evaluations_of_the_same_accounts_place_each_reason_once(pg_engine, clock):
+    """Four transactions re-evaluate the same twenty over-limit accounts at once: the account
+    row lock serialises them, so nobody fails on the unique reason and history has one row."""
+    from credit_helpers import Ledger, post_invoice
+
+    from billing_core.adapters.db import UnitOfWork
+    from billing_core.adapters.tables import hold_history
+
+    ledger = Ledger(pg_engine, clock)
+    with UnitOfWork(pg_engine, clock=clock) as uow:     # no hooks: nothing evaluated yet
+        ids = [make_account(uow, f"R{i}", limit="1.00") for i in range(20)]
+        for acc in ids:
+            post_invoice(uow, acc, 500, issue=clock.today, due=clock.today + timedelta(30))
+        uow.commit()
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def evaluate() -> None:
+        try:
+            with ledger.uow() as uow:
+                for acc in ids:
+                    uow.touch(acc)
+                barrier.wait()
+                uow.commit()
+        except Exception as exc:  # noqa: BLE001 (collected for the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=evaluate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with pg_engine.connect() as conn:
+        rows = conn.execute(select(hold_history.c.account_id)).all()
+    assert sorted(r[0] for r in rows) == sorted(ids)
