@@ -12,7 +12,8 @@ Rules kept here
 - Unbilled orders = for accepted/held/active orders: one-time charges not yet invoiced (not
   cancelled) at quantity × unit price, and subscriptions never billed (``billed_through`` empty,
   not cancelled) at one period's charge; the unit price is the negotiated one or the catalog's on
-  ``on_date``; each line rounded once (the one rounding rule).
+  ``on_date``; each line rounded once (the one rounding rule). An item whose product has no
+  catalog price that day counts 0, with a warning (exposure is read in every commit hook).
 - Exposure = open balance (+ unbilled orders, by default).
 - A document is overdue when it is open with a balance and ``due_date + grace_days < on_date``;
   days overdue count from the due date.
@@ -21,6 +22,7 @@ Rules kept here
 """
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,8 +39,12 @@ from billing_core.adapters.tables import (
     payments,
     subscriptions,
 )
+from billing_core.domain.errors import NotFound
 from billing_core.domain.money import to_minor
 from billing_core.service.accounts import get_account
+from billing_core.service.pricing import price_for, rate
+
+log = logging.getLogger(__name__)
 
 OPEN_ORDER = ("accepted", "held", "active")
 BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")   # row keys: f"{bucket}_minor"
@@ -67,9 +73,15 @@ def _unit_amount(conn: Connection, product_id: int, quantity: Decimal,
                  unit_price: Decimal | None, currency: str, on_date: date) -> int:
     if unit_price is not None:
         return to_minor(quantity * unit_price, currency)
-    from billing_core.service.pricing import price_for, rate
-
-    return to_minor(rate(price_for(conn, product_id, currency, on_date), quantity), currency)
+    try:
+        price = price_for(conn, product_id, currency, on_date)
+    except NotFound:
+        # Exposure is read inside every commit hook: one unpriced product must not block every
+        # payment of the account. It counts 0 and says so; the bill run refuses it loudly.
+        log.warning("unbilled order item of product %s has no %s price on %s: counted as 0",
+                    product_id, currency, on_date)
+        return 0
+    return to_minor(rate(price, quantity), currency)
 
 
 def unbilled_orders_minor(conn: Connection, account_id: int, on_date: date) -> int:

@@ -64,6 +64,8 @@ def test_unbilled_orders_and_exposure(uow, account):
     assert open_balance_minor(uow.conn, account) == 100
     assert exposure_minor(uow.conn, account, ON) == 100 + 14452
     assert exposure_minor(uow.conn, account, ON, include_unbilled=False) == 100
+    # a product without a price that day counts 0 instead of blocking the account's commits
+    assert unbilled_orders_minor(uow.conn, account, date(2025, 12, 31)) == 1500 + 50
 
 
 def test_overdue_aging_and_summary(uow):
