@@ -12,13 +12,14 @@ limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) colle
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,11 @@ def incremental(changes: int, among: int) -> None:
     with Sandbox(accounts=among, quotes=0, sides=("salesforce",)) as sbx, \
             tempfile.TemporaryDirectory() as tmp:
         worker = _world(sbx, Path(tmp))
-        stamp = datetime.now(timezone.utc)
+        stamp = datetime.now(UTC)
         with worker.engine.begin() as c:
             for obj in OBJECTS:
-                save_cursor(c, "sf", obj, '{"mode": "stamp", "stamp": "%s", "seen": {}}'
-                            % stamp.isoformat(), stamp)
+                save_cursor(c, "sf", obj, json.dumps(
+                    {"mode": "stamp", "stamp": stamp.isoformat(), "seen": {}}), stamp)
         time.sleep(0.01)
         step = max(among // changes, 1)
         for i in range(changes):

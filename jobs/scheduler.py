@@ -14,8 +14,10 @@ runs again at its next time; nothing here retries in a loop.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -40,17 +42,17 @@ def _guarded(name: str, fn: Callable[[], Any], worker: Worker) -> Callable[[], N
 
 def build_scheduler(worker: Worker) -> BackgroundScheduler:
     s = worker.sync
-    scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
+    scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_seconds})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for name in worker.connections:
-        scheduler.add_job(_guarded(f"sync:{name}", lambda n=name: worker.sync_connection(n),
+        scheduler.add_job(_guarded(f"sync:{name}", partial(worker.sync_connection, name),
                                    worker),
                           IntervalTrigger(minutes=s.interval_minutes), id=f"sync:{name}",
                           name=f"sync {name}", next_run_time=now, replace_existing=True)
     hour, minute = (int(x) for x in s.bill_run_time.split(":"))
     scheduler.add_job(_guarded("bill-run", worker.bill_run, worker),
-                      CronTrigger(hour=hour, minute=minute, timezone=timezone.utc),
+                      CronTrigger(hour=hour, minute=minute, timezone=UTC),
                       id="bill-run", name="daily bill run", replace_existing=True)
     scheduler.add_job(_guarded("holds", worker.reevaluate_holds, worker),
                       IntervalTrigger(minutes=s.hold_interval_minutes), id="holds",

@@ -17,9 +17,10 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -49,7 +50,7 @@ class SyncOptions:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Cycle:
@@ -76,7 +77,7 @@ class Cycle:
     def calls(self) -> int:
         try:
             return int(self.connector.api_budget().calls)
-        except Exception:  # a connector without a meter reports no calls
+        except Exception:  # noqa: BLE001 - a connector without a meter reports no calls
             return 0
 
     def start(self) -> RunReport:
@@ -205,7 +206,7 @@ class Cycle:
         self.rep.stats("account").api_calls += self.calls() - before
 
     def _after_pull(self) -> None:
-        report, opts = self.report, self.options
+        report, opts = self.rep, self.options
         stopped = report.outcome.startswith("stopped")
         accepted = self.connector.accepted_quote_states()
         quotes = handoff.candidates(self.engine, self.name, self.quotes)

@@ -18,15 +18,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select, union, update
 
 from billing_core.adapters.tables import (
-    accounts, applications, credit_memos, debit_memos, hold_history, invoice_lines, invoices,
-    one_time_charges, orders, payments, provisioning_requests, subscriptions,
+    accounts,
+    applications,
+    credit_memos,
+    debit_memos,
+    hold_history,
+    invoice_lines,
+    invoices,
+    one_time_charges,
+    orders,
+    payments,
+    provisioning_requests,
+    subscriptions,
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.holds import current_reasons
@@ -172,10 +183,10 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             sync_records.c.deleted_at.is_(None), sync_records.c.ledger_id.is_not(None))
         if only_accounts is not None:
             wanted: set[int] | None = set(only_accounts)
-        elif take_all:
+        elif take_all or since is None:
             wanted = None
         else:
-            wanted = changed_accounts(conn, since - timedelta(seconds=5))  # type: ignore[operator]
+            wanted = changed_accounts(conn, since - timedelta(seconds=5))
         if wanted is not None:
             links = links.where(sync_records.c.ledger_id.in_(sorted(wanted)))
         rows = [(int(r[0]), r[1]) for r in conn.execute(links)]

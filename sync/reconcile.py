@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
@@ -129,8 +130,9 @@ def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mappin
                 connection, obj, crm_id, problem.field, problem.reason)
 
 
-def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping[str, Any]],
-               deletions: list[Deletion] = ()) -> PageResult:  # type: ignore[assignment]
+def apply_page(uow: UnitOfWork, connection: str, obj: str,
+               records: Sequence[Mapping[str, Any]],
+               deletions: Sequence[Deletion] = ()) -> PageResult:
     """Apply one page; the caller saves the cursor and commits."""
     page = _Page(uow, connection, obj)
     res = page.result
@@ -195,7 +197,7 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str, records: list[Mapping
 
 
 def _billing_set_flags(conn: Connection, connection: str,
-                       records: list[Mapping[str, Any]]) -> set[str]:
+                       records: Sequence[Mapping[str, Any]]) -> set[str]:
     """Accounts whose CRM hold flag is set and was last set by billing's own push."""
     from sync.tables import outbox
     flagged = [str(r.get("crm_id")) for r in records if r.get("credit_hold") is True]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -78,16 +78,18 @@ def save_cursor(conn: Connection, connection: str, obj: str, cursor: str | None,
 
 def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, Any],
               now: datetime | None = None) -> RunReport:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with engine.begin() as conn:
         run_id = conn.execute(insert(sync_runs).values(
             trigger=trigger, connection=connection, started_at=now, outcome="running",
-            options=json.dumps(options, default=str))).inserted_primary_key[0]
-    return RunReport(int(run_id), connection, trigger, now)
+            options=json.dumps(options, default=str))).inserted_primary_key
+    if run_id is None:
+        raise RuntimeError("the database returned no id for the new run")
+    return RunReport(int(run_id[0]), connection, trigger, now)
 
 
 def finish_run(engine: Engine, report: RunReport, now: datetime | None = None) -> None:
-    report.finished_at = now or datetime.now(timezone.utc)
+    report.finished_at = now or datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == report.run_id).values(
             finished_at=report.finished_at, outcome=report.outcome,

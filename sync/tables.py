@@ -38,7 +38,15 @@ Invariants and transaction boundaries
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 from billing_core.adapters.types import UTCDateTime

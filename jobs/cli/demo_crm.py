@@ -12,7 +12,6 @@ import logging
 import os
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +178,8 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
         f"{story.requests(c['id'])} (released and dispatched by itself)")
 
     say("4. A payment arrives for the first account's open balance.")
-    from billing_core.service.receivables import open_balance_minor
     from billing_core.domain.money import from_minor
+    from billing_core.service.receivables import open_balance_minor
     with ledger_uow(story.engine, policy=story.settings.credit) as uow:
         due = from_minor(open_balance_minor(uow.conn, a["id"]), "USD")
         if due > 0:

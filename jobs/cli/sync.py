@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -48,9 +48,11 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                           TextColumn("{task.completed} records"), transient=True) as bar:
                 task = bar.add_task(f"{name}", total=None)
-                report = worker.sync_connection(name, options, wait=True, progress=lambda o, n:
-                                                bar.update(task, advance=n,
-                                                           description=f"{name} {o}"))
+
+                def progress(o: str, n: int, task: Any = task, name: str = name) -> None:
+                    bar.update(task, advance=n, description=f"{name} {o}")
+
+                report = worker.sync_connection(name, options, wait=True, progress=progress)
         else:
             report = worker.sync_connection(name, options, wait=True)
         if report is not None:
@@ -71,14 +73,15 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
         sys.exit(1)
 
 
-def status_data(app: AppContext) -> dict[str, Any]:
+def status_data(app: Any) -> dict[str, Any]:
+    """What ``status`` shows (also served by the API): ``app`` has ``engine`` and ``settings``."""
     from billing_core.adapters.tables import provisioning_requests as pr
     from billing_core.service.holds import count_on_hold
     from sync.config import sync_settings
     from sync.runs import last_runs
     from sync.tables import outbox, quarantine, sync_runs
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stale_after = sync_settings(app.settings).interval_minutes * 3 * 60
     with app.engine.connect() as conn:
         runs = last_runs(conn)
@@ -152,7 +155,7 @@ def doctor_command(app: AppContext) -> None:
         rev = current(app.engine)
         rows.append({"check": "database", "status": "ok" if rev == head() else "fail",
                      "detail": f"revision {rev} (newest {head()})"})
-    except Exception as exc:  # the doctor reports, it does not crash
+    except Exception as exc:  # noqa: BLE001 - the doctor reports any failure, it does not crash
         rows.append({"check": "database", "status": "fail", "detail": str(exc)[:200]})
     for name, settings in connections(app.settings).items():
         for result in doctor_report(settings):

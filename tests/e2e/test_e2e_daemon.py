@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 def test_daemon_runs_then_stops_cleanly_on_sigterm(world: Any) -> None:
     env = {**os.environ, **world.env}
     log_path = world.tmp / "daemon.log"
-    log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would block the daemon
+    log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from jobs.cli import main; main()", "--config",
          str(world.config), "run", "--log-format", "json"],

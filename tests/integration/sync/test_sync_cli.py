@@ -25,7 +25,7 @@ def test_status_is_zero_when_healthy_and_one_when_something_needs_attention(sqli
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["attention"] == [] and {r["object"] for r in data["runs"]} >= {"account"}
-    crm.put("account", "BAD", name="Bad", currency="USD", credit_limit=Decimal("-1"))
+    crm.put("account", "BAD", name="Bad", currency="USD", credit_limit=Decimal(-1))
     run_cycle(sqlite_engine, crm)
     result = _invoke(url, "status")
     assert result.exit_code == 1 and "quarantine open: 1" in result.output

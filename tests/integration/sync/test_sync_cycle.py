@@ -60,7 +60,7 @@ def test_unchanged_records_cost_nothing_and_changes_apply(engine):
     crm = _crm()
     run_cycle(engine, crm)
     crm.put("account", "A1", name="Acme")            # touched, same content
-    crm.put("account", "A2", credit_limit=Decimal("10"))
+    crm.put("account", "A2", credit_limit=Decimal(10))
     report = run_cycle(engine, crm)
     stats = report.objects["account"]
     assert (stats.read, stats.unchanged, stats.upserted) == (2, 1, 1)
@@ -74,7 +74,7 @@ def test_unchanged_records_cost_nothing_and_changes_apply(engine):
 
 def test_bad_records_are_quarantined_and_the_page_goes_on(engine):
     crm = _crm()
-    crm.put("account", "A3", name="Bad", currency="USD", credit_limit=Decimal("-5"))
+    crm.put("account", "A3", name="Bad", currency="USD", credit_limit=Decimal(-5))
     crm.put("account", "A4", name="Bad", currency="XXX")
     crm.put("account", "A5", name="NaN limit", currency="USD", credit_limit="lots")
     crm.put("quote_line", "L9", quote_crm_id="Q1", product_crm_id="NOPE", quantity=Decimal(1))
@@ -87,7 +87,7 @@ def test_bad_records_are_quarantined_and_the_page_goes_on(engine):
     assert q["A4"].field == "currency" and q["A5"].value == "lots"
     assert q["L9"].reason == "unknown product"
     assert _scalar(engine, select(func.count()).select_from(accounts)) == 2
-    crm.put("account", "A3", credit_limit=Decimal("5"))      # fixed in the CRM
+    crm.put("account", "A3", credit_limit=Decimal(5))      # fixed in the CRM
     run_cycle(engine, crm)
     with engine.connect() as conn:
         assert conn.execute(select(quarantine.c.status).where(
@@ -179,7 +179,7 @@ def test_outbox_sends_only_changed_fields(engine):
     crm = _crm()
     run_cycle(engine, crm)
     crm.writes.clear()
-    crm.put("account", "A1", credit_limit=Decimal("2000"))
+    crm.put("account", "A1", credit_limit=Decimal(2000))
     run_cycle(engine, crm)
     sent = [u for obj, chunk in crm.writes for u in chunk if obj == "account"]
     assert sent == [{"crm_id": "A1", "available_credit": Decimal("2000.00")}]
@@ -196,12 +196,12 @@ def test_opt_in_hold_flag_is_set_for_billing_reasons_and_cleared_only_when_billi
     crm.put("account", "A1", credit_hold=True)               # finance's own hold
     opts = SyncOptions(write_crm_hold=True)
     run_cycle(engine, crm, opts)
-    crm.put("account", "A2", credit_limit=Decimal("10"))     # billing's reason
+    crm.put("account", "A2", credit_limit=Decimal(10))     # billing's reason
     run_cycle(engine, crm, opts)
     assert crm.rows["account"]["A2"][1]["credit_hold"] is True
     assert "credit_hold" not in crm.pushed[("account", "A1")]
     run_cycle(engine, crm, opts)                             # the echo is not finance's hold
-    crm.put("account", "A2", credit_limit=Decimal("100000"))
+    crm.put("account", "A2", credit_limit=Decimal(100000))
     run_cycle(engine, crm, opts)
     run_cycle(engine, crm, opts)
     assert crm.rows["account"]["A2"][1]["credit_hold"] is False

@@ -8,14 +8,15 @@ raises ``BudgetExhausted`` once that many calls were made.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from connectors.base import Budget, BudgetExhausted, Deletion, Page, WriteResult
 
 OBJECTS = ("account", "product", "price", "quote", "quote_line")
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 class FakeCRM:
@@ -47,9 +48,9 @@ class FakeCRM:
 
     def seed_basic(self) -> None:
         self.put("account", "A1", name="Acme", currency="USD", country="US",
-                 credit_limit=Decimal("1000"), credit_hold=False)
+                 credit_limit=Decimal(1000), credit_hold=False)
         self.put("account", "A2", name="Globex", currency="EUR", country="DE",
-                 credit_limit=Decimal("50000"), credit_hold=False)
+                 credit_limit=Decimal(50000), credit_hold=False)
         self.put("product", "P1", sku="SEAT", name="Seat", billing_type="Recurring",
                  billing_frequency="Monthly", needs_provisioning=True, active=True)
         self.put("product", "P2", sku="SETUP", name="Setup", billing_type="One-Time",
@@ -57,7 +58,7 @@ class FakeCRM:
         for pid in ("P1", "P2"):
             for cur in ("USD", "EUR"):
                 self.put("price", f"{pid}-{cur}", product_crm_id=pid, currency=cur,
-                         unit_price=Decimal("100"), active=True)
+                         unit_price=Decimal(100), active=True)
 
     # -- Connector protocol ---------------------------------------------------------------
     def _call(self) -> None:

@@ -16,7 +16,7 @@ def test_account_maps_exactly():
 
 @pytest.mark.parametrize("record, field, reason", [
     ({"name": "x", "currency": "USD"}, "crm_id", "is required"),
-    ({"crm_id": "1", "name": "x", "currency": "USD", "credit_limit": Decimal("-1")},
+    ({"crm_id": "1", "name": "x", "currency": "USD", "credit_limit": Decimal(-1)},
      "credit_limit", "must not be negative"),
     ({"crm_id": "1", "name": "x", "currency": "USD", "credit_limit": "abc"},
      "credit_limit", "is not a number"),
