@@ -46,12 +46,17 @@ from config.settings import CreditPolicy
 def accept_order(uow: UnitOfWork, data: order_service.OrderIn, *,
                  policy: CreditPolicy | None = None) -> int:
     """Take the order through the gate; returns its id (the existing one for a repeat)."""
-    existing = order_service.find_order(uow, (data.source_ref or "").strip())
+    ref = (data.source_ref or "").strip()
+    existing = order_service.find_order(uow, ref)
     if existing is not None:
         return existing
+    # Also locks the account on PostgreSQL: a racing twin of this order waits here, then finds
+    # the order below and returns it (only a newly placed order is 'accepted').
     on_hold = reevaluate_account(uow, data.account_id, policy).on_hold
     order_id = order_service.place_order(uow, data)
-    ref = uow.conn.execute(select(orders.c.source_ref).where(orders.c.id == order_id)).scalar_one()
+    status = uow.conn.execute(select(orders.c.status).where(orders.c.id == order_id)).scalar_one()
+    if status != "accepted":
+        return order_id
     for table, column, prefix in ((subscriptions, "subscription_id", "sub"),
                                   (one_time_charges, "one_time_charge_id", "otc")):
         items = uow.conn.execute(

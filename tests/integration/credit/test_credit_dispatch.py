@@ -194,3 +194,28 @@ def test_concurrent_evaluations_of_the_same_accounts_place_each_reason_once(pg_e
     with pg_engine.connect() as conn:
         rows = conn.execute(select(hold_history.c.account_id)).all()
     assert sorted(r[0] for r in rows) == sorted(ids)
+
+
+@pytest.mark.postgres
+def test_racing_handoffs_of_one_quote_create_one_order_and_one_set_of_requests(pg_engine, clock):
+    from credit_helpers import Ledger
+
+    ledger = Ledger(pg_engine, clock)
+    acc, products = ledger.run(lambda u: (make_account(u, "RACE"), make_products(u)))
+    barrier = threading.Barrier(3)
+    got: list[int] = []
+
+    def handoff() -> None:
+        with ledger.uow() as uow:
+            barrier.wait()
+            got.append(accept_order(uow, licence_order(acc, "sf:Q9:rev1", 2, products,
+                                                       clock.today, setup=True)))
+            uow.commit()
+
+    threads = [threading.Thread(target=handoff) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 3 and len(set(got)) == 1
+    assert ledger.request_states(acc) == ["pending", "pending"]
