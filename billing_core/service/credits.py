@@ -4,7 +4,8 @@ credit memos.
 Rules kept here
 - A grant is money in the account's currency: ``purchased`` (prepaid credits) or ``granted``
   (one-time credits: referral rewards, goodwill), with an optional expiry (not in the past), a
-  source and a reason. ``memo_return`` grants are made only by :func:`convert_memo_to_credits`.
+  source and a reason. ``memo_return`` grants are made only by :func:`convert_memo_to_credits`,
+  ``void_return`` grants only by ``documents.void_invoice`` (credit a voided invoice drew).
 - ``remaining_minor`` never goes below zero: every decrement is a guarded UPDATE
   (``remaining >= x``) and writes a ``credit_draws`` row (usage at billing is the bill run's;
   ``conversion`` here), so remaining = amount − draws.

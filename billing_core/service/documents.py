@@ -11,6 +11,9 @@ Rules kept here
   leaves the ledger as it was, even when the caller goes on using the unit of work.
 - An invoice can be voided only while nothing is applied and it is not void already; the
   UPDATE is guarded (``applied_minor = 0``), so a racing application cannot slip in between.
+  Prepaid credit the invoice drew from the pool comes back: one ``void_return`` grant per draw
+  (same amount and expiry as the grant it came from), so each grant keeps remaining = amount −
+  draws. What the invoice billed (usage, charges, periods) stays billed: a void cancels it.
 """
 from __future__ import annotations
 
@@ -19,11 +22,28 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, CursorResult, RowMapping, Table, case, literal, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    RowMapping,
+    Table,
+    case,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import credit_memos, debit_memos, invoices, payments
+from billing_core.adapters.tables import (
+    credit_draws,
+    credit_grants,
+    credit_memos,
+    debit_memos,
+    invoices,
+    payments,
+)
 from billing_core.domain.errors import InvalidAmount, InvalidState, NotFound, ValidationError
 from billing_core.domain.money import Money, parse_amount
 
@@ -158,6 +178,16 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
     ).values(status="void", voided_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("invoice", invoice, "changed while voiding it: try again")
+    label = row["number"] or f"invoice:{row['id']}"
+    for draw in uow.conn.execute(select(credit_draws, credit_grants.c.expires_on).join(
+            credit_grants, credit_grants.c.id == credit_draws.c.grant_id).where(
+            credit_draws.c.invoice_id == row["id"]).order_by(credit_draws.c.id)).mappings():
+        uow.conn.execute(insert(credit_grants).values(
+            account_id=row["account_id"], currency=row["currency"], kind="void_return",
+            amount_minor=draw["amount_minor"], remaining_minor=draw["amount_minor"],
+            expires_on=draw["expires_on"], source=f"void:{label}"[:128],
+            reason=f"credit drawn by {label} (grant {draw['grant_id']}) returned: invoice void",
+            created_at=uow.now()))
     uow.touch(int(row["account_id"]))
     return find(uow.conn, "invoice", row["id"])
 

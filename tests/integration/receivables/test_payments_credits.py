@@ -5,9 +5,9 @@ from datetime import date
 
 import pytest
 from receivables_helpers import make_account, post_invoice, snapshot
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
-from billing_core.adapters.tables import applications, credit_draws
+from billing_core.adapters.tables import applications, credit_draws, credit_grants
 from billing_core.domain.errors import (
     CurrencyMismatch,
     Duplicate,
@@ -105,7 +105,18 @@ def test_void_invoice_only_while_nothing_is_applied(uow, account):
     assert info.value.field == "invoice"
     assert snapshot(uow.conn) == before
     payments.unapply_payment(uow, pid)
+    # the invoice drew 4.00 of prepaid credit: voiding it gives the credit back
+    grant = credits.grant_credits(uow, account, "10", reason="prepaid",
+                                  expires_on=date(2099, 1, 1))
+    uow.conn.execute(update(credit_grants).where(credit_grants.c.id == grant)
+                     .values(remaining_minor=600))
+    uow.conn.execute(insert(credit_draws).values(grant_id=grant, invoice_id=inv, kind="usage",
+                                                 amount_minor=400, created_at=uow.now()))
     assert void_invoice(uow, "TINV-000001")["status"] == "void"
+    returned = [g for g in credits.list_grants(uow.conn, account) if g["kind"] == "void_return"]
+    assert [(g["amount_minor"], g["remaining_minor"], g["expires_on"]) for g in returned] == [
+        (400, 400, date(2099, 1, 1))]
+    assert credits.pool_balance_minor(uow.conn, account, date(2026, 1, 1)) == 1000
     assert open_balance_minor(uow.conn, account) == -100
     with pytest.raises(InvalidState):
         void_invoice(uow, inv)
