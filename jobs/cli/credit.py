@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -231,7 +232,7 @@ def prov_dispatch(app: AppContext, limit: int) -> None:
     """Send released requests once through the configured provisioner."""
     from billing_core.adapters.provisioners import build_provisioner
 
-    provisioner = build_provisioner(app.settings.provisioner)
+    provisioner = build_provisioner(app.settings.provisioner, log_stream=sys.stdout)
     report = dispatch_pending(app.engine, provisioner, limit=limit, worker_id=f"cli-{os.getpid()}")
     click.echo(f"{report.claimed} claimed: {len(report.dispatched)} dispatched, "
                f"{len(report.failed)} failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import TextIO
 
 import requests
 
@@ -31,10 +32,11 @@ __all__ = ["CallbackProvisioner", "LogProvisioner", "Outcome", "ProvisionError",
 def build_provisioner(settings: ProvisionerSettings, *, env: Mapping[str, str] | None = None,
                       callback: Callable[[ProvisioningTask], str | None] | None = None,
                       session: requests.Session | None = None,
-                      sleep: Callable[[float], None] = time.sleep) -> Provisioner:
+                      sleep: Callable[[float], None] = time.sleep,
+                      log_stream: TextIO | None = None) -> Provisioner:
     env = os.environ if env is None else env
     if settings.kind == "log":
-        return LogProvisioner()
+        return LogProvisioner(log_stream)
     if settings.kind == "webhook":
         if not settings.url:
             raise ConfigError("[provisioner] kind='webhook' needs url")

@@ -75,4 +75,5 @@ def test_provisioning_cli(sqlite_engine):
     assert _cli(sqlite_engine, "provisioning", "retry", "999").exit_code == 2
     out = _cli(sqlite_engine, "provisioning", "dispatch")
     assert out.exit_code == 0 and "2 dispatched" in out.output
+    assert "sku=LIC quantity=2" in out.output and "sku=SETUP quantity=1" in out.output
     assert "dispatched" in _cli(sqlite_engine, "provisioning", "list", "--account", "P1").output

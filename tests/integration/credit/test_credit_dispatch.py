@@ -159,7 +159,7 @@ def test_two_workers_on_postgres_never_dispatch_the_same_request(pg_engine, cloc
 
 @pytest.mark.postgres
 def test_concurrent_evaluations_of_the_same_accounts_place_each_reason_once(pg_engine, clock):
-    """Four transactions re-evaluate the same twenty over-limit accounts at once: the account
+    """Four transactions re-evaluate the same eight over-limit accounts at once: the account
     row lock serialises them, so nobody fails on the unique reason and history has one row."""
     from credit_helpers import Ledger, post_invoice
 
@@ -168,7 +168,7 @@ def test_concurrent_evaluations_of_the_same_accounts_place_each_reason_once(pg_e
 
     ledger = Ledger(pg_engine, clock)
     with UnitOfWork(pg_engine, clock=clock) as uow:     # no hooks: nothing evaluated yet
-        ids = [make_account(uow, f"R{i}", limit="1.00") for i in range(20)]
+        ids = [make_account(uow, f"R{i}", limit="1.00") for i in range(8)]
         for acc in ids:
             post_invoice(uow, acc, 500, issue=clock.today, due=clock.today + timedelta(30))
         uow.commit()

@@ -239,7 +239,7 @@ _SETTINGS = {"deadline": None,
 _STEPS = st.lists(OPS, min_size=3, max_size=14)
 
 
-@settings(max_examples=int(os.environ.get("LB_CREDIT_EXAMPLES", "12")), **_SETTINGS)
+@settings(max_examples=int(os.environ.get("LB_CREDIT_EXAMPLES", "10")), **_SETTINGS)
 @given(ops=_STEPS)
 def test_hold_reasons_match_the_definitions_sqlite(sqlite_engine, ops):
     _run_ops(sqlite_engine, ops)
