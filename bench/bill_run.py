@@ -21,24 +21,31 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Engine, insert, text  # noqa: E402
+from sqlalchemy import Engine, insert, text
 
-from billing_core.adapters.db import UnitOfWork, make_engine  # noqa: E402
-from billing_core.adapters.tables import (  # noqa: E402
-    accounts, price_tiers, prices, products, subscriptions, tax_rates, usage_events,
+from billing_core.adapters.db import UnitOfWork, make_engine
+from billing_core.adapters.tables import (
+    accounts,
+    price_tiers,
+    prices,
+    products,
+    subscriptions,
+    tax_rates,
+    usage_events,
 )
-from billing_core.service.bill_run import run_bill_run  # noqa: E402
-from jobs.migrate import upgrade  # noqa: E402
+from billing_core.service.bill_run import run_bill_run
+from billing_core.service.bulk import BulkInsert
+from jobs.migrate import upgrade
 
 RUN_DATE = date(2026, 3, 1)
 LAST = date(2026, 2, 1)
-NOW = datetime(2026, 2, 28, tzinfo=timezone.utc)
+NOW = datetime(2026, 2, 28, tzinfo=UTC)
 
 
 def rss_mb() -> float:
@@ -79,33 +86,33 @@ def build(engine: Engine, n: int, usage_per_account: int, batch: int = 10_000) -
         accts, subs, events = [], [], []
         for a in range(lo, hi + 1):
             usd = a % 2 == 0
-            accts.append({"id": a, "ext_source": "bench", "ext_object": "account",
-                          "ext_id": str(a), "name": f"Account {a}",
-                          "currency": "USD" if usd else "EUR", "country": "US" if usd else "DE",
-                          "bill_cycle_day": 1, "payment_terms_days": 30, "crm_hold": False,
-                          "status": "active", "created_at": NOW, "updated_at": NOW})
+            accts.append((a, "bench", "account", str(a), f"Account {a}", "USD" if usd else "EUR",
+                          "US" if usd else "DE", 1, 30, False, "active", NOW, NOW))
             for product in (1, 2, 3):
                 sub_id += 1
                 fresh = product == 3 and a % 10 == 0
-                subs.append({"id": sub_id, "account_id": a, "product_id": product,
-                             "quantity": Decimal(1 + a % 7), "unit_price": None,
-                             "frequency": "monthly",
-                             "start_date": date(2026, 2, 10) if fresh else date(2025, 6, 1),
-                             "end_date": None, "status": "active",
-                             "billed_through": None if fresh else RUN_DATE, "created_at": NOW})
+                subs.append((sub_id, a, product, Decimal(1 + a % 7), None, "monthly",
+                             date(2026, 2, 10) if fresh else date(2025, 6, 1), None, "active",
+                             None if fresh else RUN_DATE, NOW))
             for k in range(usage_per_account):
                 event_id += 1
-                events.append({"id": event_id, "event_id": f"ev{event_id}", "account_id": a,
-                               "product_id": 4, "quantity": Decimal(300 + (a * 7 + k) % 900),
-                               "occurred_at": NOW - timedelta(days=1 + k, hours=a % 24),
-                               "created_at": NOW})
+                events.append((event_id, f"ev{event_id}", a, 4,
+                               Decimal(300 + (a * 7 + k) % 900),
+                               NOW - timedelta(days=1 + k, hours=a % 24), NOW))
         with engine.begin() as conn:
-            conn.execute(insert(accounts), accts)
-            conn.execute(insert(subscriptions), subs)
-            if events:
-                conn.execute(insert(usage_events), events)
-        rows += len(accts) + len(subs) + len(events)
+            for spec, rows_ in ((ACCOUNTS, accts), (SUBS, subs), (EVENTS, events)):
+                rows += spec.run(conn, rows_)
     return rows
+
+
+ACCOUNTS = BulkInsert(accounts, ("id", "ext_source", "ext_object", "ext_id", "name", "currency",
+                              "country", "bill_cycle_day", "payment_terms_days", "crm_hold",
+                              "status", "created_at", "updated_at"))
+SUBS = BulkInsert(subscriptions, ("id", "account_id", "product_id", "quantity", "unit_price",
+                               "frequency", "start_date", "end_date", "status", "billed_through",
+                               "created_at"))
+EVENTS = BulkInsert(usage_events, ("id", "event_id", "account_id", "product_id", "quantity",
+                                "occurred_at", "created_at"))
 
 
 def main() -> None:

@@ -76,7 +76,8 @@ def rate(price: Price, quantity: Decimal) -> Decimal:
         return quantity * price.unit_price
     if price.model == "volume":
         tier = _tier_of(price.tiers, quantity)
-        return quantity * tier.unit_price + from_minor(tier.flat_fee_minor, price.currency)
+        fee = from_minor(tier.flat_fee_minor, price.currency) if tier.flat_fee_minor else ZERO
+        return quantity * tier.unit_price + fee
     # graduated
     sign = Decimal(-1) if quantity < 0 else Decimal(1)
     left = abs(quantity)
@@ -86,7 +87,9 @@ def rate(price: Price, quantity: Decimal) -> Decimal:
         upper = tier.up_to
         units = left if upper is None else min(left, upper - lower)
         if units > 0:
-            total += units * tier.unit_price + from_minor(tier.flat_fee_minor, price.currency)
+            total += units * tier.unit_price
+            if tier.flat_fee_minor:
+                total += from_minor(tier.flat_fee_minor, price.currency)
             left -= units
         if left <= 0 or upper is None:
             break

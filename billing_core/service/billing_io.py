@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
-from sqlalchemy.sql import Executable
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -47,7 +46,7 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.periods import bill_period
 from billing_core.domain.rating import PriceBook
-from billing_core.service.bulk import executemany, fetch, reserve_ids
+from billing_core.service.bulk import BulkInsert, BulkUpdate, fetch, reserve_ids
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table
@@ -193,19 +192,6 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     return data
 
 
-def _insert(table: Table, cols: tuple[str, ...]) -> tuple[Executable, tuple[str, ...]]:
-    names = tuple(f"p_{c}" for c in cols)
-    return insert(table).values({c: bindparam(n, type_=table.c[c].type)
-                                 for c, n in zip(cols, names, strict=True)}), names
-
-
-def _set(table: Table, col: str, value: Any = None) -> tuple[Executable, tuple[str, ...]]:
-    """UPDATE table SET col = :v (or ``value``) WHERE id = :k."""
-    stmt = update(table).where(table.c.id == bindparam("k_id", type_=table.c.id.type))
-    new = value if value is not None else bindparam("v_new", type_=table.c[col].type)
-    return stmt.values({col: new}), ("k_id", "v_new")
-
-
 INVOICE_COLS = ("id", "account_id", "currency", "series", "number", "status", "period_start",
                 "period_end", "issue_date", "due_date", "subtotal_minor", "tax_minor",
                 "total_minor", "applied_minor", "bill_run_id", "created_at", "posted_at")
@@ -213,17 +199,14 @@ LINE_COLS = ("invoice_id", "line_no", "kind", "description", "product_id", "subs
              "quantity", "unit_price", "period_start", "period_end", "amount_minor", "tax_rate",
              "tax_minor")
 DRAW_COLS = ("grant_id", "invoice_id", "kind", "amount_minor", "created_at")
-INSERT_INVOICE = _insert(invoices, INVOICE_COLS)
-INSERT_LINE = _insert(invoice_lines, LINE_COLS)
-INSERT_DRAW = _insert(credit_draws, DRAW_COLS)
+INSERT_INVOICE = BulkInsert(invoices, INVOICE_COLS)
+INSERT_LINE = BulkInsert(invoice_lines, LINE_COLS)
+INSERT_DRAW = BulkInsert(credit_draws, DRAW_COLS)
+SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id")
+SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id")
+SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id")
+DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True)
 IN_LIST_SLICE = 5000
-SET_CHANGE_INVOICE = _set(subscription_changes, "invoice_id")
-SET_CHARGE_INVOICE = _set(one_time_charges, "invoice_id")
-SET_USAGE_INVOICE = _set(usage_events, "invoice_id")
-DRAW_GRANT = (update(credit_grants).where(
-    credit_grants.c.id == bindparam("k_id", type_=credit_grants.c.id.type)).values(
-    remaining_minor=credit_grants.c.remaining_minor
-    - bindparam("v_new", type_=credit_grants.c.remaining_minor.type)), ("k_id", "v_new"))
 
 
 def _set_billed_through(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
@@ -237,11 +220,6 @@ def _set_billed_through(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
             conn.execute(update(subscriptions).where(
                 subscriptions.c.id.in_(ids[i:i + IN_LIST_SLICE])).values(billed_through=billed))
     return len(rows)
-
-
-def _run(conn: Connection, spec: tuple[Executable, tuple[str, ...]],
-         rows: list[tuple[Any, ...]]) -> int:
-    return executemany(conn, spec[0], spec[1], rows)
 
 
 def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: bool,
@@ -278,14 +256,14 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
         for grant_id, amount in d.draws:
             draws.append((grant_id, inv_id, "usage", amount, now))
             grants.append((grant_id, amount))
-    out.rows = _run(conn, INSERT_INVOICE, inv_rows)
-    out.rows += _run(conn, INSERT_LINE, lines)
+    out.rows = INSERT_INVOICE.run(conn, inv_rows)
+    out.rows += INSERT_LINE.run(conn, lines)
     out.rows += _set_billed_through(conn, subs_bt)
-    out.rows += _run(conn, SET_CHANGE_INVOICE, changes)
-    out.rows += _run(conn, SET_CHARGE_INVOICE, charges)
-    out.rows += _run(conn, SET_USAGE_INVOICE, usage)
-    out.rows += _run(conn, DRAW_GRANT, grants)
-    out.rows += _run(conn, INSERT_DRAW, draws)
+    out.rows += SET_CHANGE_INVOICE.run(conn, changes)
+    out.rows += SET_CHARGE_INVOICE.run(conn, charges)
+    out.rows += SET_USAGE_INVOICE.run(conn, usage)
+    out.rows += DRAW_GRANT.run(conn, grants)
+    out.rows += INSERT_DRAW.run(conn, draws)
     for d, inv_id in zip(drafts, ids, strict=True):
         if d.overflow_minor:
             from billing_core.service.memos import issue_credit_memo

@@ -105,3 +105,73 @@ def reserve_ids(conn: Connection, table: Table, count: int) -> list[int]:
             {"t": table.name, "n": count}).scalars())
     top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
     return list(range(top + 1, top + 1 + count))
+
+
+# On PostgreSQL the same writes go through COPY (one stream instead of a statement per row);
+# updates COPY their (key, value) pairs into a temporary table and apply them in one UPDATE.
+
+
+class BulkInsert:
+    """INSERT INTO table (cols) for many rows: executemany (SQLite) or COPY (PostgreSQL)."""
+
+    def __init__(self, table: Table, cols: tuple[str, ...]) -> None:
+        from sqlalchemy import bindparam, insert
+
+        self.table, self.cols = table, cols
+        self.names = tuple(f"p_{c}" for c in cols)
+        self.stmt = insert(table).values({c: bindparam(n, type_=table.c[c].type)
+                                          for c, n in zip(cols, self.names, strict=True)})
+
+    def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        if conn.dialect.name != "postgresql":
+            return executemany(conn, self.stmt, self.names, rows)
+        funcs = [self.table.c[c].type._cached_bind_processor(conn.dialect) for c in self.cols]
+        _pg_copy(conn, f'COPY "{self.table.name}" ({", ".join(self.cols)}) FROM STDIN',
+                 funcs, rows)
+        return len(rows)
+
+
+class BulkUpdate:
+    """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows."""
+
+    def __init__(self, table: Table, col: str, *, subtract: bool = False) -> None:
+        from sqlalchemy import bindparam, update
+
+        self.table, self.col, self.subtract = table, col, subtract
+        value: Any = bindparam("v_new", type_=table.c[col].type)
+        if subtract:
+            value = table.c[col] - value
+        self.stmt = update(table).where(
+            table.c.id == bindparam("k_id", type_=table.c.id.type)).values({col: value})
+
+    def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        if conn.dialect.name != "postgresql":
+            return executemany(conn, self.stmt, ("k_id", "v_new"), rows)
+        conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS lb_bulk_kv "
+                             "(k bigint PRIMARY KEY, v bigint) ON COMMIT DELETE ROWS")
+        _pg_copy(conn, "COPY lb_bulk_kv (k, v) FROM STDIN", [None, None], rows)
+        new = f"t.{self.col} - s.v" if self.subtract else "s.v"
+        conn.exec_driver_sql(f'UPDATE "{self.table.name}" AS t SET {self.col} = {new} '
+                             f"FROM lb_bulk_kv AS s WHERE t.id = s.k")
+        conn.exec_driver_sql("DELETE FROM lb_bulk_kv")
+        return len(rows)
+
+
+def _pg_copy(conn: Connection, sql: str, funcs: list[Processor],
+             rows: Sequence[Sequence[Any]]) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    columns = _convert(list(zip(*rows, strict=True)), funcs)
+    raw = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    except dbapi.Error as exc:
+        # the same exception classes as every other statement (IntegrityError for a race)
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
