@@ -141,6 +141,11 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
                        [str(r.get("crm_id")) for r in records if r.get("crm_id")]
                        + [d.crm_id for d in deletions])
     echoes = _billing_set_flags(uow.conn, connection, records) if obj == "account" else set()
+    products: dict[str, int | None] = {}
+    if obj in ("price", "quote_line"):
+        wanted = {str(r.get("product_crm_id")) for r in records if r.get("product_crm_id")}
+        products = {k: (None if v["deleted_at"] is not None else v["ledger_id"])
+                    for k, v in known_rows(uow.conn, connection, "product", wanted).items()}
     for record in records:
         try:
             rec = mapping.MAPPERS[obj](record)
@@ -157,8 +162,12 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
             res.unchanged += 1
             continue
         try:
-            with uow.savepoint():
-                ledger_id, parent, data = _apply(uow, connection, obj, rec, existing)
+            if obj in ("quote", "quote_line"):     # nothing written to billing: no savepoint
+                ledger_id, parent, data = _apply(uow, connection, obj, rec, existing, products)
+            else:
+                with uow.savepoint():
+                    ledger_id, parent, data = _apply(uow, connection, obj, rec, existing,
+                                                     products)
         except Invalid as problem:
             quarantine_record(uow, connection, obj, record, problem)
             res.quarantined += 1
@@ -211,8 +220,8 @@ def _billing_set_flags(conn: Connection, connection: str,
     return out
 
 
-def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any,
-           existing: Any) -> tuple[int | None, str | None, str | None]:
+def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any, existing: Any,
+           products: Mapping[str, int | None]) -> tuple[int | None, str | None, str | None]:
     """Write one changed record to billing; returns (ledger_id, parent_crm_id, data)."""
     ledger_id = existing["ledger_id"] if existing is not None else None
     if obj == "account":
@@ -220,7 +229,7 @@ def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any,
     if obj == "product":
         return _apply_product(uow, connection, rec, ledger_id), None, None
     if obj == "price":
-        product_id = ledger_id_of(uow.conn, connection, "product", rec.product_crm_id)
+        product_id = products.get(rec.product_crm_id)
         if product_id is None:
             raise Invalid("product_crm_id", rec.product_crm_id, "unknown product")
         effective = FIRST_PRICE_DATE if existing is None else uow.now().date()
@@ -230,7 +239,7 @@ def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any,
     if obj == "quote":
         return None, rec.account_crm_id, mapping.rec_to_json(rec)
     if obj == "quote_line":
-        if ledger_id_of(uow.conn, connection, "product", rec.product_crm_id) is None:
+        if products.get(rec.product_crm_id) is None:
             raise Invalid("product_crm_id", rec.product_crm_id, "unknown product")
         return None, rec.quote_crm_id, mapping.rec_to_json(rec)
     raise Invalid("object", obj, "is not a synchronised object")
