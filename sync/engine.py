@@ -29,7 +29,14 @@ from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
 from sync import handoff, outbox, push
 from sync.mapping import OBJECTS
 from sync.reconcile import PageResult, apply_page
-from sync.runs import RunReport, finish_run, get_cursor, save_cursor, start_run
+from sync.runs import (
+    RunReport,
+    current_run,
+    finish_run,
+    get_cursor,
+    save_cursor,
+    start_run,
+)
 from sync.tables import sync_records
 
 log = logging.getLogger(__name__)
@@ -103,6 +110,13 @@ class Cycle:
     def _run(self) -> RunReport:
         opts = self.options
         report = self.report or self.start()
+        token = current_run.set(report.run_id)
+        try:
+            return self._body(report, opts)
+        finally:
+            current_run.reset(token)
+
+    def _body(self, report: RunReport, opts: SyncOptions) -> RunReport:
         try:
             if opts.account:
                 self._one_account(opts.account)
@@ -121,6 +135,8 @@ class Cycle:
         if report.outcome == "running":
             bad = report.total("quarantined") + report.total("failed")
             report.outcome = "partial" if bad or report.error else "ok"
+        budget = self.connector.api_budget()
+        report.api_used, report.api_limit = budget.used, budget.limit
         finish_run(self.engine, report, self.clock())
         log.info("sync run=%s connection=%s trigger=%s outcome=%s read=%s upserted=%s "
                  "unchanged=%s quarantined=%s deleted=%s handed_off=%s pushed=%s failed=%s "

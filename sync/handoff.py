@@ -33,6 +33,7 @@ from connectors.base import Connector
 from sync import mapping
 from sync.mapping import Invalid, QuoteLineRec, QuoteRec
 from sync.reconcile import apply_page, ledger_id_of, quarantine_record
+from sync.runs import current_run
 from sync.tables import handoffs, sync_records
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,9 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
                     state="reversed_in_crm", updated_at=uow.now(),
                     detail=f"quote is now {now_status} in the CRM; order {h['order_id']} "
                            "left as it is"))
-                log.warning("quote left accepted state after hand-off connection=%s quote=%s "
-                            "order=%s status=%s", connection, quote_id, h["order_id"], now_status)
+                log.warning("quote left accepted state after hand-off run=%s connection=%s "
+                            "quote=%s order=%s status=%s", current_run.get(), connection,
+                            quote_id, h["order_id"], now_status)
                 reversed_any = True
         if reversed_any:
             return "reversed"
@@ -174,7 +176,8 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
             order_id = _place(uow, connection, quote, int(account_id), lines, amends)
     except (LedgerError, Invalid) as exc:
         _set(uow, connection, quote, "waiting", f"billing refused the order: {exc}")
-        log.warning("hand-off refused connection=%s quote=%s error=%s", connection, quote_id, exc)
+        log.warning("hand-off refused run=%s connection=%s quote=%s error=%s",
+                    current_run.get(), connection, quote_id, exc)
         return "failed"
     _set(uow, connection, quote, "done", "amendment" if amends else "order placed", order_id)
     log.info("handed off connection=%s quote=%s revision=%s order=%s", connection, quote_id,

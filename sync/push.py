@@ -26,6 +26,7 @@ from sqlalchemy import Engine, and_, bindparam, case, or_, select, update
 
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
+from sync.runs import current_run
 from sync.tables import outbox, sync_records
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,9 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
                 dead_at=now if dead else None,
                 next_attempt_at=None if dead else now + backoff(attempts)))
             report.dead += dead
-            log.warning("push refused connection=%s object=%s crm_id=%s attempt=%s%s error=%s",
-                        connection, obj, row["crm_id"], attempts, " (dead-lettered)" if dead
-                        else "", error)
+            log.warning("push refused run=%s connection=%s object=%s crm_id=%s attempt=%s%s "
+                        "error=%s", current_run.get(), connection, obj, row["crm_id"], attempts,
+                        " (dead-lettered)" if dead else "", error)
         if acked:
             # One statement for the batch; a row whose payload changed while it was being
             # sent goes back to pending (its new value is sent next time).

@@ -34,6 +34,7 @@ from billing_core.service import pricing
 from connectors.base import Deletion
 from sync import mapping
 from sync.mapping import Invalid
+from sync.runs import current_run
 from sync.tables import quarantine, sync_records
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mappin
     else:
         conn.execute(update(quarantine).where(quarantine.c.id == row[0])
                      .values(attempts=row[1] + 1, **values))
-    log.warning("quarantined connection=%s object=%s crm_id=%s field=%s reason=%s",
-                connection, obj, crm_id, problem.field, problem.reason)
+    log.warning("quarantined run=%s connection=%s object=%s crm_id=%s field=%s reason=%s",
+                current_run.get(), connection, obj, crm_id, problem.field, problem.reason)
 
 
 def apply_page(uow: UnitOfWork, connection: str, obj: str,

@@ -11,6 +11,7 @@ Rules kept here:
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,8 @@ class RunReport:
     objects: dict[str, ObjectStats] = field(default_factory=dict)
     handed_off: int = 0
     disappeared: list[str] = field(default_factory=list)
+    api_used: int | None = None
+    api_limit: int | None = None
 
     def stats(self, obj: str) -> ObjectStats:
         return self.objects.setdefault(obj, ObjectStats())
@@ -59,6 +62,10 @@ class RunReport:
         out = asdict(self)
         out["objects"] = {k: asdict(v) for k, v in self.objects.items()}
         return out
+
+
+#: The run a thread is working on, for log lines about problems ("run=%s").
+current_run: ContextVar[int | None] = ContextVar("current_run", default=None)
 
 
 def get_cursor(conn: Connection, connection: str, obj: str) -> str | None:
@@ -93,6 +100,7 @@ def finish_run(engine: Engine, report: RunReport, now: datetime | None = None) -
     with engine.begin() as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == report.run_id).values(
             finished_at=report.finished_at, outcome=report.outcome,
+            api_used=report.api_used, api_limit=report.api_limit,
             error=(report.error or None) and report.error[:2000]))
         if report.objects:
             conn.execute(insert(sync_run_objects), [

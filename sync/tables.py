@@ -151,6 +151,8 @@ sync_runs = Table(
     Column("outcome", String(32), nullable=False),       # running | ok | partial | stopped: API budget | failed
     Column("error", Text),
     Column("options", Text),
+    Column("api_used", BigInteger),                      # the CRM's allowance as last reported
+    Column("api_limit", BigInteger),
 )
 
 sync_run_objects = Table(

@@ -92,8 +92,15 @@ def status_data(app: Any) -> dict[str, Any]:
                               or age > stale_after)
         prov = {s: n for s, n in conn.execute(select(pr.c.state, func.count()).group_by(
             pr.c.state))}
+        budgets = [dict(r) for r in conn.execute(
+            select(sync_runs.c.connection, sync_runs.c.api_used, sync_runs.c.api_limit)
+            .where(sync_runs.c.id.in_(select(func.max(sync_runs.c.id)).where(
+                sync_runs.c.api_limit.is_not(None)).group_by(sync_runs.c.connection)))
+            .order_by(sync_runs.c.connection)).mappings()]
         data = {
             "runs": runs,
+            "api_budget": {b["connection"]: f"{b['api_used']}/{b['api_limit']}"
+                           for b in budgets},
             "api_calls_24h": sum(r["api_calls"] for r in runs),
             "quarantine_open": conn.execute(select(func.count()).select_from(quarantine).where(
                 quarantine.c.status == "open")).scalar_one(),

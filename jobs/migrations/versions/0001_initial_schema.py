@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:05:57.668800
+Create Date: 2026-11-22 00:51:13.661101
 """
 from alembic import op
 import sqlalchemy as sa
@@ -587,6 +587,8 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=32), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('options', sa.Text(), nullable=True),
+    sa.Column('api_used', sa.BigInteger(), nullable=True),
+    sa.Column('api_limit', sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_runs'))
     )
     # ### end Alembic commands ###

@@ -213,3 +213,18 @@ def test_opt_in_hold_flag_is_set_for_billing_reasons_and_cleared_only_when_billi
         assert reasons == {"credit_limit"}
         assert conn.execute(select(func.count()).select_from(hold_reasons).where(
             hold_reasons.c.account_id == a2)).scalar() == 0
+
+
+def test_shutdown_finishes_the_page_in_hand_and_the_next_run_goes_on(engine):
+    crm = _crm()
+    crm.page_size = 1
+    from sync.engine import Cycle
+    pages = []
+    report = Cycle(engine, crm, SyncOptions(), should_stop=lambda: len(pages) >= 1,
+                   progress=lambda obj, n: pages.append(obj)).run()
+    assert report.outcome == "stopped: shutdown"
+    assert _scalar(engine, select(func.count()).select_from(accounts)) == 1
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok"
+    assert report.objects["account"].read == 1        # resumed after the committed page
+    assert _scalar(engine, select(func.count()).select_from(accounts)) == 2
