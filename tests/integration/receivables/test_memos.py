@@ -52,6 +52,11 @@ def test_memo_pays_an_invoice_in_full_and_unapply_by_target(uow, account):
     inv1 = post_invoice(uow, account, 1000)
     inv2 = post_invoice(uow, account, 2000)
     memo = memos.create_credit_memo(uow, account, "30", "refund", activate=True)
+    # applied in (type, id) order, but an error still names the item as the caller gave it
+    with pytest.raises(InsufficientBalance) as info:
+        memos.apply_credit_memo(uow, memo, [{"target": f"invoice:{inv2}", "amount": "20"},
+                                            {"target": f"invoice:{inv1}", "amount": "10.01"}])
+    assert info.value.field == "applications[1].amount"
     memos.apply_credit_memo(uow, memo, [{"target": f"invoice:{inv1}", "amount": "10"},
                                         {"target": f"invoice:{inv2}", "amount": "20"}])
     assert find(uow.conn, "invoice", inv1)["status"] == "paid"

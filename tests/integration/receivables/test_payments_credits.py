@@ -1,7 +1,7 @@
 """Payments, credit pools and invoice voiding (SQLite + PostgreSQL)."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from receivables_helpers import make_account, post_invoice, snapshot
@@ -185,6 +185,13 @@ def test_bad_pool_operations_write_nothing(uow, account):
     memos.activate_credit_memo(uow, memo)
     with pytest.raises(InsufficientBalance):
         credits.convert_memo_to_credits(uow, memo, "5.01")
+    expiring = credits.grant_credits(uow, account, "3", reason="r",
+                                     expires_on=uow.now().date())
+    later = uow.now() + timedelta(days=1)
+    uow.clock = lambda: later
+    with pytest.raises(InvalidState) as info:
+        credits.convert_grant_to_memo(uow, expiring)
+    assert (info.value.field, "expired" in str(info.value)) == ("grant", True)
     credits.convert_grant_to_memo(uow, grant)
     with pytest.raises(InsufficientBalance):
         credits.convert_grant_to_memo(uow, grant)
