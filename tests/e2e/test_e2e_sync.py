@@ -219,3 +219,37 @@ def test_doctor_checks_config_database_and_both_connections(world: Any) -> None:
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "sf:" in result.output and "d365:" in result.output
+
+
+def test_opt_in_crm_hold_flag_written_with_etag_in_dataverse_and_salesforce(
+        sandbox: Any, sqlite_engine: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from e2e_world import World
+
+    from billing_core.adapters.tables import hold_reasons
+    sandbox.reset()
+    world = World(sandbox, sqlite_engine, tmp_path, extra="[sync]\nwrite_crm_hold = true\n")
+    try:
+        world.cycle()
+        with world.engine.connect() as conn:
+            targets = dict(conn.execute(
+                select(accounts.c.ext_source, accounts.c.ext_id)
+                .join(orders, orders.c.account_id == accounts.c.id)
+                .where(orders.c.status == "active").order_by(accounts.c.id)).all())
+        assert {"sf", "d365"} <= set(targets)
+        world.sf("update", object="Account", id=targets["sf"], fields={"Credit_Limit__c": 1})
+        world.dv("set_creditlimit", id=targets["d365"], value=1)
+        world.cycle()
+        world.cycle()                    # reads billing's own flag back: not finance's hold
+        sf_row = world.sbx.salesforce_client().query(
+            f"SELECT Credit_Hold__c FROM Account WHERE Id = '{targets['sf']}'")["records"][0]
+        dv_row = world.dv("get", table="accounts", id=targets["d365"])
+        assert sf_row["Credit_Hold__c"] is True
+        assert dv_row["creditonhold"] is True
+        with world.engine.connect() as conn:
+            reasons = {(r[0], r[1]) for r in conn.execute(
+                select(accounts.c.ext_id, hold_reasons.c.reason)
+                .join(hold_reasons, hold_reasons.c.account_id == accounts.c.id)
+                .where(accounts.c.ext_id.in_(list(targets.values()))))}
+        assert reasons == {(targets["sf"], "credit_limit"), (targets["d365"], "credit_limit")}
+    finally:
+        world.worker.close()
