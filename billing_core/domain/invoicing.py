@@ -24,7 +24,7 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -147,7 +147,8 @@ class _Pricer:
         self.book = book
         self.currency = currency
 
-    def segments(self, sub: Sub, start: date, end: date) -> list[tuple[date, date, Price | None]]:
+    def segments(self, sub: Sub, start: date,
+                 end: date) -> Sequence[tuple[date, date, Price | None]]:
         if sub.unit_price is not None:
             return [(start, end, None)]
         return self.book.segments(sub.product_id, self.currency, start, end)
@@ -180,6 +181,12 @@ def _quantity_at(timeline: list[Change], base: Decimal, day: date) -> Decimal:
 
 
 @lru_cache(maxsize=4096)
+def _n(number: Decimal) -> str:
+    """A quantity as people write it (PostgreSQL returns 2.0000000000 for 2)."""
+    return format(number.normalize(), "f")
+
+
+@lru_cache(maxsize=4096)
 def _range(start: date, end: date) -> str:
     return f"{start.isoformat()} to {(end - ONE_DAY).isoformat()}"
 
@@ -199,7 +206,7 @@ def _steady_line(sub: Sub, product: Product, acct: AccountTerms, period_start: d
     if num != den:
         amount = amount * num / den
     draft.lines.append(Line(
-        "recurring", f"{product.name} x {sub.quantity}, {_range(p_start, p_end)}",
+        "recurring", f"{product.name} x {_n(sub.quantity)}, {_range(p_start, p_end)}",
         to_minor(amount, acct.currency), sub.product_id, sub.id, sub.quantity,
         sub.unit_price if price is None else price.unit_price, p_start, p_end))
     draft.billed_through[sub.id] = p_end
@@ -226,7 +233,7 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
                     sub, price, c.old_quantity)
                 amount = prorate(Decimal(1), delta * num / den, (b2 - a2).days, dip)
                 draft.lines.append(Line(
-                    "proration", f"{product.name}: quantity {c.old_quantity} -> {c.new_quantity}"
+                    "proration", f"{product.name}: quantity {_n(c.old_quantity)} -> {_n(c.new_quantity)}"
                     f" from {_fmt(a2)} to {_fmt(b2 - ONE_DAY)} ({(b2 - a2).days}/{dip} days)",
                     to_minor(amount, cur), sub.product_id, sub.id,
                     c.new_quantity - c.old_quantity, sub.unit_price if price is None
@@ -251,7 +258,7 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
                 label = "" if whole else f" ({days}/{dip} days)"
                 draft.lines.append(Line(
                     "recurring" if whole else "proration",
-                    f"{product.name} x {quantity}, {_fmt(a2)} to {_fmt(b2 - ONE_DAY)}{label}",
+                    f"{product.name} x {_n(quantity)}, {_fmt(a2)} to {_fmt(b2 - ONE_DAY)}{label}",
                     to_minor(amount, cur), sub.product_id, sub.id, quantity,
                     sub.unit_price if price is None else price.unit_price, a2, b2))
     draft.billed_through[sub.id] = end
@@ -278,7 +285,7 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
             amount, unit = rate(price, ch.quantity), price.unit_price
         else:
             amount, unit = ch.quantity * ch.unit_price, ch.unit_price
-        draft.lines.append(Line("one_time", f"{products[ch.product_id].name} x {ch.quantity}",
+        draft.lines.append(Line("one_time", f"{products[ch.product_id].name} x {_n(ch.quantity)}",
                                 to_minor(amount, cur), ch.product_id, None, ch.quantity, unit,
                                 ch.charge_date, ch.charge_date + ONE_DAY))
         draft.charges.append(ch.id)
@@ -315,7 +322,7 @@ def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
             groups.items(), key=lambda kv: kv[0][:3]):
         quantity = sum((e.quantity for e in events), ZERO)
         draft.lines.append(Line(
-            "usage", f"{products[product_id].name}: {quantity} used {_fmt(p_start)} to "
+            "usage", f"{products[product_id].name}: {_n(quantity)} used {_fmt(p_start)} to "
             f"{_fmt(p_end - ONE_DAY)}", to_minor(rate(price, quantity), acct.currency),
             product_id, None, quantity, price.unit_price, p_start, p_end))
         draft.usage.extend(e.id for e in events)

@@ -38,6 +38,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import bill_runs
 from billing_core.domain.errors import LedgerError
 from billing_core.service.billing_io import ChunkData, load_catalog, load_chunk, write_chunk
+from billing_core.service.bulk import inserted_id
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
@@ -90,9 +91,8 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
     result = BillRunResult(run_date=run_date, dry_run=dry_run)
     if not dry_run:
         with UnitOfWork(engine) as uow:
-            result.run_id = int(uow.conn.execute(insert(bill_runs).values(
-                run_date=run_date, started_at=uow.now(), status="running",
-            )).inserted_primary_key[0])
+            result.run_id = inserted_id(uow.conn.execute(insert(bill_runs).values(
+                run_date=run_date, started_at=uow.now(), status="running")))
             uow.commit()
     try:
         after_id = 0

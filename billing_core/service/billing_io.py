@@ -141,9 +141,9 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
                 subscription_changes.c.new_quantity, subscription_changes.c.invoice_id,
         ).where(subscription_changes.c.subscription_id.in_(sub_ids),
                 subscription_changes.c.status == "active")):
-            sub = by_id.get(c.subscription_id)
-            if sub is not None:
-                sub.changes.append(Change(c.id, c.effective_date, c.old_quantity,
+            owner = by_id.get(c.subscription_id)
+            if owner is not None:
+                owner.changes.append(Change(c.id, c.effective_date, c.old_quantity,
                                           c.new_quantity, c.invoice_id is not None))
 
     charges: dict[int, list[Charge]] = defaultdict(list)

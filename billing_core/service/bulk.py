@@ -38,7 +38,7 @@ def _compiled(conn: Connection, stmt: Executable) -> _Compiled:
     return hit
 
 
-def _convert(columns: list[Any], funcs: list[Processor]) -> list[Any]:
+def _convert(columns: list[Any], funcs: Sequence[Processor]) -> list[Any]:
     """Each column through its processor, each distinct value once (they repeat in bulk)."""
     out = []
     for col, f in zip(columns, funcs, strict=True):
@@ -93,6 +93,14 @@ def executemany(conn: Connection, stmt: Executable, names: Sequence[str],
         params = [dict(zip(names, p, strict=True)) for p in params]
     conn.exec_driver_sql(sql, params)
     return len(rows)
+
+
+def inserted_id(result: Any) -> int:
+    """The primary key of a one-row INSERT."""
+    key = result.inserted_primary_key
+    if key is None or key[0] is None:
+        raise RuntimeError("the INSERT returned no primary key")
+    return int(key[0])
 
 
 def reserve_ids(conn: Connection, table: Table, count: int) -> list[int]:
@@ -161,7 +169,7 @@ class BulkUpdate:
         return len(rows)
 
 
-def _pg_copy(conn: Connection, sql: str, funcs: list[Processor],
+def _pg_copy(conn: Connection, sql: str, funcs: Sequence[Processor],
              rows: Sequence[Sequence[Any]]) -> None:
     from sqlalchemy.exc import DBAPIError
 

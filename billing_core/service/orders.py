@@ -37,6 +37,7 @@ from billing_core.domain.errors import InvalidState, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.service.accounts import get_account
+from billing_core.service.bulk import inserted_id
 from billing_core.service.pricing import get_product, price_for
 
 
@@ -151,10 +152,9 @@ def place_order(uow: UnitOfWork, data: OrderIn) -> int:
                          "charge_date": c.charge_date, "status": "pending", "created_at": now})
     try:
         with uow.savepoint():
-            order_id = int(uow.conn.execute(insert(orders).values(
+            order_id = inserted_id(uow.conn.execute(insert(orders).values(
                 account_id=account["id"], source_ref=ref, amends_order_id=data.amends_order_id,
-                status="accepted", order_date=data.order_date, created_at=now,
-            )).inserted_primary_key[0])
+                status="accepted", order_date=data.order_date, created_at=now)))
     except IntegrityError:
         winner = find_order(uow, ref)
         if winner is None:
@@ -226,10 +226,10 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     if sub["end_date"] is not None and effective_date >= sub["end_date"]:
         raise ValidationError("effective_date", effective_date,
                               f"must be before the end {sub['end_date']}")
-    change_id = int(uow.conn.execute(insert(subscription_changes).values(
+    change_id = inserted_id(uow.conn.execute(insert(subscription_changes).values(
         subscription_id=subscription_id, effective_date=effective_date,
         old_quantity=sub["quantity"], new_quantity=quantity,
-        status="pending" if pending else "active", created_at=uow.now())).inserted_primary_key[0])
+        status="pending" if pending else "active", created_at=uow.now())))
     if not pending:
         uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
                          .values(quantity=quantity))

@@ -27,6 +27,7 @@ from billing_core.adapters.tables import price_tiers, prices, products
 from billing_core.domain.errors import Duplicate, NotFound, ValidationError
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
+from billing_core.service.bulk import inserted_id
 
 __all__ = [
     "Price",
@@ -81,12 +82,12 @@ def add_product(uow: UnitOfWork, data: ProductIn) -> int:
                               f"must be one of {', '.join(MODELS)}")
     if uow.conn.execute(select(products.c.id).where(products.c.sku == sku)).first():
         raise Duplicate("sku", sku)
-    new_id = uow.conn.execute(insert(products).values(
+    new_id = inserted_id(uow.conn.execute(insert(products).values(
         sku=sku, name=data.name.strip()[:255], kind=data.kind, billing_period=period,
         pricing_model=data.pricing_model, needs_provisioning=bool(data.needs_provisioning),
         active=bool(data.active), ext_source=data.ext_source, ext_id=data.ext_id,
-        created_at=uow.now())).inserted_primary_key[0]
-    return int(new_id)
+        created_at=uow.now())))
+    return new_id
 
 
 def get_product(conn: Connection, ref: int | str) -> RowMapping:
@@ -145,9 +146,9 @@ def set_price(uow: UnitOfWork, product_id: int, currency: str, effective_from: d
         prices.c.product_id == product["id"], prices.c.currency == currency,
         prices.c.effective_from == effective_from)).scalar()
     if existing is None:
-        price_id = int(conn.execute(insert(prices).values(
+        price_id = inserted_id(conn.execute(insert(prices).values(
             product_id=product["id"], currency=currency, effective_from=effective_from,
-            unit_price=unit, created_at=uow.now())).inserted_primary_key[0])
+            unit_price=unit, created_at=uow.now())))
     else:
         price_id = int(existing)
         conn.execute(update(prices).where(prices.c.id == price_id).values(unit_price=unit))

@@ -23,6 +23,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import tax_rates
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import to_decimal
+from billing_core.service.bulk import inserted_id
 
 ZERO = Decimal(0)
 
@@ -47,9 +48,8 @@ def set_tax_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decima
         uow.conn.execute(update(tax_rates).where(tax_rates.c.id == existing)
                          .values(rate=value, name=label))
         return int(existing)
-    return int(uow.conn.execute(insert(tax_rates).values(
-        country=code, region=reg, rate=value, name=label, effective_from=effective_from,
-    )).inserted_primary_key[0])
+    return inserted_id(uow.conn.execute(insert(tax_rates).values(
+        country=code, region=reg, rate=value, name=label, effective_from=effective_from)))
 
 
 def list_tax_rates(conn: Connection) -> list[RowMapping]:
