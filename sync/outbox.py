@@ -3,8 +3,9 @@
 Rules kept here:
 - ``refresh`` computes the payload of every account (and handed-off quote) of a connection whose
   billing figures may have moved since the last refresh (a watermark kept as the cursor of the
-  pseudo-object ``_outbox``; the first refresh of a day, or ``full=True``, takes them all, since
-  days passing change overdue days with no event), and writes a row only when the hash changed.
+  pseudo-object ``_outbox``; the first refresh of a day adds every account with a document past
+  due, since days passing change overdue days with no event; ``full=True`` or a first refresh
+  takes them all), and writes a row only when the hash changed.
 - A row whose new hash equals the last acknowledged hash is ``acked`` again (nothing to send);
   any other change is ``pending`` with its attempts reset.
 - Payload values are JSON: money and dates as text, decoded by field name at push time.
@@ -147,6 +148,18 @@ def changed_accounts(conn: Connection, since: datetime) -> set[int]:
     return {int(r[0]) for r in conn.execute(union(*parts))}
 
 
+def overdue_accounts(conn: Connection, on_date: date) -> set[int]:
+    """Accounts with an unpaid document past due: their overdue days grow with no event."""
+    parts = [
+        select(invoices.c.account_id.label("a")).where(
+            invoices.c.status.in_(("posted", "partially_paid")), invoices.c.due_date < on_date),
+        select(debit_memos.c.account_id).where(
+            debit_memos.c.status.in_(("active", "partially_paid")),
+            debit_memos.c.due_date < on_date),
+    ]
+    return {int(r[0]) for r in conn.execute(union(*parts))}
+
+
 def _upsert(conn: Connection, connection: str, obj: str, crm_id: str, ledger_id: int,
             payload: dict[str, Any], existing: dict[tuple[str, str], Any], now: datetime) -> bool:
     digest = payload_hash(payload)
@@ -174,7 +187,8 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
     with engine.connect() as conn:
         mark = get_cursor(conn, connection, WATERMARK)
     since = datetime.fromisoformat(mark) if mark else None
-    take_all = full or since is None or since.date() != now.date()
+    take_all = full or since is None
+    new_day = since is not None and since.date() != now.date()
     started = now
     pending = 0
     with engine.begin() as conn:
@@ -187,6 +201,8 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             wanted = None
         else:
             wanted = changed_accounts(conn, since - timedelta(seconds=5))
+            if new_day:
+                wanted |= overdue_accounts(conn, now.date())
         if wanted is not None:
             links = links.where(sync_records.c.ledger_id.in_(sorted(wanted)))
         rows = [(int(r[0]), r[1]) for r in conn.execute(links)]
