@@ -83,3 +83,12 @@ def list_provisioning(uow: Uow, _: Reader, state: State = None,
     items = [ProvisioningOut(**{**r, "quantity": str(r["quantity"])}) for r in rows[:limit]]
     return ProvisioningPage(items=items, next_cursor=encode_cursor(items[-1].id)
                             if len(rows) > limit else None)
+
+
+@routes.post("/provisioning/{request_id}:retry")
+def retry_provisioning(request_id: Annotated[int, Path(ge=1, le=MAX_ID)], uow: Uow,
+                       _: Admin) -> ProvisioningOut:
+    """Put a failed request back in the queue with its own key (it waits while on hold)."""
+    provisioning.retry_request(uow, request_id)
+    row = provisioning.get_request(uow.conn, request_id)
+    return ProvisioningOut(**{**row, "quantity": str(row["quantity"])})

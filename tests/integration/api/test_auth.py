@@ -17,7 +17,7 @@ from jobs.cli import main
 # (method, path, scope needed) for every operation of the OpenAPI document
 NEEDS = {"GET": "billing:read", "POST": "billing:write"}
 ADMIN = {"/accounts/{account}/hold:place", "/accounts/{account}/hold:release", "/sync:run",
-         "/sync/runs/{run_id}", "/status"}
+         "/sync/runs/{run_id}", "/status", "/provisioning/{request_id}:retry"}
 
 
 def _operations(api):
@@ -26,7 +26,7 @@ def _operations(api):
         for method in ops:
             scope = "admin" if path in ADMIN else NEEDS[method.upper()]
             concrete = path.replace("{account}", "1").replace("{ref}", "1").replace(
-                "{run_id}", "1")
+                "{run_id}", "1").replace("{request_id}", "1")
             yield method.upper(), path, concrete, scope
 
 

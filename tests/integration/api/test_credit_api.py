@@ -110,3 +110,19 @@ def test_provisioning_list_filters_and_pages(api):
     assert [p["id"] for p in first["items"] + rest["items"]] == [p["id"] for p in everything]
     r = api.get("/provisioning", params={"state": "bogus"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "state"
+
+
+def test_retry_a_failed_provisioning_request(api):
+    from sqlalchemy import update
+
+    acc = api.run(lambda uow: make_account(uow, "P2"))
+    api.run(lambda uow: _licences(uow, acc, 1))
+    first = api.get("/provisioning").json()["items"][0]["id"]
+    r = api.post(f"/provisioning/{first}:retry", {}, scope="admin")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
+    api.run(lambda uow: uow.conn.execute(update(provisioning_requests).where(
+        provisioning_requests.c.id == first).values(state="failed", last_error="timeout")))
+    r = api.post(f"/provisioning/{first}:retry", {}, scope="admin")
+    assert r.status_code == 200 and r.json()["state"] == "pending"
+    assert api.post("/provisioning/999:retry", {}, scope="admin").status_code == 404
+    assert api.post(f"/provisioning/{first}:retry", {}, scope="billing:write").status_code == 403
