@@ -16,6 +16,8 @@ Every route of the API uses :class:`LedgerRoute`. Around the endpoint it
   claimed in a short transaction of its own (a concurrent duplicate gets 409
   ``idempotency_in_progress``), the answer stored after. A claim left pending by a crash is
   taken over after ``STALE_CLAIM``.
+- Stored answers are kept ``KEEP_ANSWERS`` (7 days, like the big payment APIs' 24 h and
+  more); :func:`purge_answers` removes older ones (the daemon's housekeeping calls it).
 - A domain error (4xx) is an answer too: it is stored (after the rollback, in a fresh
   transaction) and replayed, as the big payment APIs do. A malformed request (422 from the
   request parser) is not stored: it changes nothing and the same body gives the same answer.
@@ -48,6 +50,7 @@ HEADER = "Idempotency-Key"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 _PENDING = 0          # status_code of a claimed row whose answer is not written yet
 STALE_CLAIM = timedelta(minutes=10)
+KEEP_ANSWERS = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ def fingerprint(raw: bytes) -> str:
     except (ValueError, UnicodeDecodeError):
         data = raw
     return hashlib.sha256(data).hexdigest()
+
+
+def purge_answers(uow: UnitOfWork, older_than: timedelta = KEEP_ANSWERS) -> int:
+    """Forget stored answers older than ``older_than``; returns how many. The caller commits."""
+    return int(uow.conn.execute(delete(api_idempotency).where(
+        api_idempotency.c.created_at < uow.now() - older_than)).rowcount)
 
 
 def uow_of(request: Request) -> UnitOfWork:

@@ -145,3 +145,14 @@ def test_a_failing_request_writes_nothing(api, account):
     count = api.read(lambda c: c.execute(select(func.count()).select_from(debit_memos))
                      .scalar())
     assert count == 0
+
+
+def test_old_answers_are_purged(api, account):
+    from jobs.api.idempotency import KEEP_ANSWERS, purge_answers
+
+    _pending_claim(api, "old-1", KEEP_ANSWERS + timedelta(hours=1))
+    api.post("/billing/credit-memos", {"account_id": account, "amount": "1.00",
+                                       "reason": "x"}, key="new-1")
+    assert api.run(purge_answers) == 1
+    keys = api.read(lambda c: [r[0] for r in c.execute(select(api_idempotency.c.key))])
+    assert keys == ["new-1"]
