@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billing_core.adapters.db import UnitOfWork
@@ -28,6 +28,7 @@ from billing_core.adapters.tables import accounts, products, usage_events
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import to_decimal
 
+IN_SLICE = 5000
 CSV_COLUMNS = ("event_id", "account", "product", "quantity", "occurred_at")
 
 
@@ -63,25 +64,33 @@ def read_usage_csv(stream: IO[str]) -> list[dict[str, Any]]:
     return [{**row, "row": n} for n, row in enumerate(reader, start=2)]
 
 
+def _in_slices(conn: Connection, query: Select[Any], column: Any,
+               values: set[Any]) -> list[Any]:
+    """``query WHERE column IN values`` in slices under every database's parameter limit."""
+    items: list[Any] = list(values)
+    out: list[Any] = []
+    for i in range(0, len(items), IN_SLICE):
+        out.extend(conn.execute(query.where(column.in_(items[i:i + IN_SLICE]))).all())
+    return out
+
+
 def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> ImportResult:
     """Import usage events; duplicates counted and skipped, bad rows reported with field+value."""
     rows = list(events)
     result = ImportResult()
     conn = uow.conn
     refs = {str(r.get("account", "")).strip() for r in rows}
-    acct_by_ext = dict(conn.execute(select(accounts.c.ext_id, accounts.c.id)
-                                    .where(accounts.c.ext_id.in_(refs))).all()) if refs else {}
+    acct_by_ext = dict(_in_slices(conn, select(accounts.c.ext_id, accounts.c.id),
+                                  accounts.c.ext_id, refs))
     ids = {int(r) for r in refs if r.isdigit()}
-    acct_ids = set(conn.execute(select(accounts.c.id).where(accounts.c.id.in_(ids))).scalars()) \
-        if ids else set()
+    acct_ids = {r[0] for r in _in_slices(conn, select(accounts.c.id), accounts.c.id, ids)}
     prods = {}
     for p in conn.execute(select(products.c.id, products.c.sku, products.c.kind)):
         prods[p.sku] = p
         prods[str(p.id)] = p
     event_ids = {str(r.get("event_id", "")).strip() for r in rows}
-    seen = set(conn.execute(select(usage_events.c.event_id)
-                            .where(usage_events.c.event_id.in_(event_ids))).scalars()) \
-        if event_ids else set()
+    seen = {r[0] for r in _in_slices(conn, select(usage_events.c.event_id),
+                                     usage_events.c.event_id, event_ids)}
     now = uow.now()
     good: list[dict[str, Any]] = []
     for n, raw in enumerate(rows, start=1):
