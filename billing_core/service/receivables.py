@@ -166,7 +166,9 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
         days = (on_date - doc["due_date"]).days if doc["due_date"] else 0
         row[f"{_bucket(days)}_minor"] += doc["balance_minor"]
         row["total_minor"] += doc["balance_minor"]
-    names = dict(conn.execute(select(accounts.c.id, accounts.c.name)).all()) if per_account else {}
+    ids = sorted({account for account, _ in per_account})
+    names = dict(conn.execute(select(accounts.c.id, accounts.c.name).where(
+        accounts.c.id.in_(ids))).all()) if ids else {}
     rows = [dict(r, account_name=names.get(r["account_id"]))
             for _, r in sorted(per_account.items())]
     totals: dict[str, dict[str, Any]] = {}
