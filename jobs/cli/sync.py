@@ -36,6 +36,28 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
                  account: str | None, as_json: bool) -> None:
     """Resync now: pull, reconcile, hand off, push."""
     worker = _worker(app)
+    try:
+        reports = _sync_all(worker, connection, obj, full, account, as_json)
+    finally:
+        worker.close()
+    rows = [{"run": r.run_id, "connection": r.connection, "object": obj_name,
+             **{k: getattr(s, k) for k in ("read", "upserted", "unchanged", "quarantined",
+                                           "deleted", "pushed", "failed", "api_calls")},
+             "outcome": s.outcome} for r in reports for obj_name, s in r.objects.items()]
+    if as_json:
+        emit([r.as_dict() for r in reports], as_json=True)
+    else:
+        emit(rows, as_json=False, title="sync")
+        for r in reports:
+            click.echo(f"run {r.run_id} {r.connection}: {r.outcome}"
+                       f"{'; handed off ' + str(r.handed_off) + ' quote(s)' if r.handed_off else ''}"
+                       f"{'; disappeared: ' + ', '.join(r.disappeared[:20]) if r.disappeared else ''}")
+    if any(not r.outcome.startswith(("ok", "partial")) for r in reports):
+        sys.exit(1)
+
+
+def _sync_all(worker: Any, connection: str | None, obj: str | None, full: bool,
+              account: str | None, as_json: bool) -> list[Any]:
     names = [connection] if connection else list(worker.connections)
     if not names:
         raise click.UsageError("no connections configured ([connections.NAME] in the config)")
@@ -57,20 +79,7 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
             report = worker.sync_connection(name, options, wait=True)
         if report is not None:
             reports.append(report)
-    rows = [{"run": r.run_id, "connection": r.connection, "object": obj_name,
-             **{k: getattr(s, k) for k in ("read", "upserted", "unchanged", "quarantined",
-                                           "deleted", "pushed", "failed", "api_calls")},
-             "outcome": s.outcome} for r in reports for obj_name, s in r.objects.items()]
-    if as_json:
-        emit([r.as_dict() for r in reports], as_json=True)
-    else:
-        emit(rows, as_json=False, title="sync")
-        for r in reports:
-            click.echo(f"run {r.run_id} {r.connection}: {r.outcome}"
-                       f"{'; handed off ' + str(r.handed_off) + ' quote(s)' if r.handed_off else ''}"
-                       f"{'; disappeared: ' + ', '.join(r.disappeared[:20]) if r.disappeared else ''}")
-    if any(not r.outcome.startswith(("ok", "partial")) for r in reports):
-        sys.exit(1)
+    return reports
 
 
 def status_data(app: Any) -> dict[str, Any]:
@@ -208,12 +217,24 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     with app.engine.connect() as conn:
         rows = list(conn.execute(stmt).mappings())
     fixed = 0
+    quotes: dict[str, set[str]] = {}
     for row in rows:
         with ledger_uow(app.engine, policy=app.settings.credit) as uow:
             res = apply_page(uow, row["connection"], row["object"],
                              [revive(json.loads(row["record"]))])
             uow.commit()
         fixed += res.upserted + res.unchanged
+        if res.quotes_touched:
+            quotes.setdefault(row["connection"], set()).update(res.quotes_touched)
+    if quotes:
+        from sync.handoff import run_handoffs
+        worker = _worker(app)
+        try:
+            for name, quote_ids in quotes.items():
+                accepted = worker.connector(name).accepted_quote_states()
+                run_handoffs(app.engine, None, name, quote_ids, accepted)
+        finally:
+            worker.close()
     click.echo(f"retried {len(rows)}: {fixed} applied, {len(rows) - fixed} still refused")
 
 
