@@ -26,6 +26,11 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
+# Amounts are stored as signed 64-bit minor units; 10^15 leaves room for any sum of documents
+# even in a 3-decimal currency (10^18 minor units < 2^63).
+MAX_AMOUNT = Decimal(10) ** 15
+
+
 def check_currency(code: object, field: str = "currency") -> str:
     """Return the upper-case ISO code, or raise ``UnknownCurrency`` naming the field."""
     if not isinstance(code, str) or code.upper() not in MINOR_UNITS:
@@ -100,6 +105,8 @@ def parse_amount(value: object, currency: str, field: str = "amount", *,
         raise InvalidAmount(field, value, "must not be negative")
     if number == 0 and not allow_zero:
         raise InvalidAmount(field, value, "must be greater than zero")
+    if abs(number) >= MAX_AMOUNT:
+        raise InvalidAmount(field, value, f"is too large (the limit is {MAX_AMOUNT:,})")
     if round_money(number, currency) != number:
         raise InvalidAmount(field, value, f"has more decimals than {currency} allows "
                                           f"({exponent(currency)})")

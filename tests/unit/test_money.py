@@ -30,6 +30,9 @@ def test_parse_amount_refuses_excess_decimals_and_negatives():
         parse_amount("-1", "USD")
     with pytest.raises(InvalidAmount, match="not a number"):
         parse_amount("ten", "USD")
+    for huge in ("1e30", "1000000000000000", "-1e20"):
+        with pytest.raises(InvalidAmount, match="too large|negative"):
+            parse_amount(huge, "BHD")
     with pytest.raises(UnknownCurrency, match="XXX"):
         parse_amount("1", "XXX")
 
