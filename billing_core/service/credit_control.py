@@ -26,13 +26,13 @@ Rules kept here
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, exists, or_, select
+from sqlalchemy import Connection, Engine, RowMapping, select, union
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -47,7 +47,8 @@ from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
 from billing_core.service.holds import (
     BILLING_SOURCE,
-    current_reasons,
+    HoldReason,
+    current_reasons_many,
     lift_reason,
     place_reason,
 )
@@ -58,6 +59,7 @@ from config.settings import CreditPolicy
 log = logging.getLogger(__name__)
 
 COMPUTED = ("crm", "credit_limit", "overdue")
+BATCH = 500     # accounts read (and locked) per query
 
 
 def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | None:
@@ -124,13 +126,37 @@ class Evaluation:
 def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | None = None,
                        on_date: date | None = None) -> Evaluation:
     """Bring the account's computed reasons in line, then hold or release what waits."""
+    return reevaluate_accounts(uow, [account_id], policy, on_date)[0]
+
+
+def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
+                        policy: CreditPolicy | None = None, on_date: date | None = None
+                        ) -> list[Evaluation]:
+    """:func:`reevaluate_account` for many accounts, in id order; the account rows (locked on
+    PostgreSQL), current reasons and what waits are read per batch, not per account."""
     policy = policy or CreditPolicy()
     on_date = on_date or uow.now().date()
-    conn = uow.conn
-    account = _lock_account(uow, account_id)
+    ids = sorted(set(account_ids))
+    results: list[Evaluation] = []
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start:start + BATCH]
+        rows = _lock_accounts(uow, batch)
+        missing = [a for a in batch if a not in rows]
+        if missing:
+            raise NotFound("account", missing[0])
+        current = current_reasons_many(uow.conn, batch)
+        waiting = _waiting(uow.conn, batch)
+        for account_id in batch:
+            results.append(_reevaluate(uow, rows[account_id], current.get(account_id, {}),
+                                       account_id in waiting, policy, on_date))
+    return results
+
+
+def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldReason],
+                waits: bool, policy: CreditPolicy, on_date: date) -> Evaluation:
+    account_id = int(account["id"])
     crm_actor = f"crm:{account['ext_source']}"
-    current = current_reasons(conn, account_id)
-    expected, exposure = _expected(conn, account, on_date, policy)
+    expected, exposure = _expected(uow.conn, account, on_date, policy)
     result = Evaluation(account_id)
     for reason in COMPUTED:
         actor = crm_actor if reason == "crm" else BILLING_SOURCE
@@ -148,36 +174,34 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
                  result.lifted, result.reasons or "none")
     if result.on_hold:
         hold_requests(uow, account_id)
-    elif _anything_waits(conn, account_id):
+    elif waits:
         release_account(uow, account_id)
     return result
 
 
-def _lock_account(uow: UnitOfWork, account_id: int) -> RowMapping:
-    """On PostgreSQL, lock the account row: two transactions evaluating the same account queue
-    instead of both placing (unique violation) or both lifting (two history rows). SQLite's
-    write lock already serialises writers."""
-    if uow.dialect != "postgresql":
-        return get_account(uow.conn, account_id)
-    row = uow.conn.execute(select(accounts).where(accounts.c.id == account_id)
-                           .with_for_update()).mappings().first()
-    if row is None:
-        raise NotFound("account", account_id)
-    return row
+def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapping]:
+    """The account rows; on PostgreSQL locked, in id order: two transactions evaluating the
+    same account queue instead of both placing (unique violation) or both lifting (two history
+    rows). SQLite's write lock already serialises writers."""
+    stmt = select(accounts).where(accounts.c.id.in_(account_ids)).order_by(accounts.c.id)
+    if uow.dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    return {int(r["id"]): r for r in uow.conn.execute(stmt).mappings()}
 
 
-def _anything_waits(conn: Connection, account_id: int) -> bool:
-    """One query: a held order, a pending quantity change or a waiting request."""
-    pending_change = (select(subscription_changes.c.id)
-                      .join(subscriptions,
-                            subscriptions.c.id == subscription_changes.c.subscription_id)
-                      .where(subscriptions.c.account_id == account_id,
-                             subscription_changes.c.status == "pending"))
-    return bool(conn.execute(select(or_(
-        exists().where(orders.c.account_id == account_id, orders.c.status == "held"),
-        exists().where(provisioning_requests.c.account_id == account_id,
-                       provisioning_requests.c.state == "awaiting_hold_release"),
-        exists(pending_change)))).scalar())
+def _waiting(conn: Connection, account_ids: list[int]) -> set[int]:
+    """Accounts with a held order, a pending quantity change or a waiting request."""
+    held = select(orders.c.account_id).where(orders.c.account_id.in_(account_ids),
+                                             orders.c.status == "held")
+    waiting = select(provisioning_requests.c.account_id).where(
+        provisioning_requests.c.account_id.in_(account_ids),
+        provisioning_requests.c.state == "awaiting_hold_release")
+    changes = (select(subscriptions.c.account_id)
+               .join(subscription_changes,
+                     subscriptions.c.id == subscription_changes.c.subscription_id)
+               .where(subscriptions.c.account_id.in_(account_ids),
+                      subscription_changes.c.status == "pending"))
+    return {int(r[0]) for r in conn.execute(union(held, waiting, changes))}
 
 
 def _lift_details(reason: str, account: RowMapping, exposure: int | None, on_date: date,
@@ -224,9 +248,8 @@ def reevaluate_touched_hook(policy: object | None = None) -> Callable[[UnitOfWor
         # the set stays intact for any hook that runs after this one.
         done: set[int] = set()
         while todo := sorted(uow.touched_accounts - done):
-            for account_id in todo:
-                reevaluate_account(uow, account_id, effective)
-                done.add(account_id)
+            reevaluate_accounts(uow, todo, effective)
+            done.update(todo)
 
     return hook
 
@@ -246,8 +269,7 @@ def reevaluate_all(uow: UnitOfWork, on_date: date | None = None,
                 accounts.c.id > after).order_by(accounts.c.id).limit(chunk_size))]
         if not ids:
             return summary
-        for account_id in ids:
-            result = reevaluate_account(uow, account_id, policy, on_date)
+        for result in reevaluate_accounts(uow, ids, policy, on_date):
             summary["accounts"] += 1
             summary["placed"] += len(result.placed)
             summary["lifted"] += len(result.lifted)

@@ -58,6 +58,20 @@ def current_reasons(conn: Connection, account_id: int) -> dict[str, HoldReason]:
     return {r["reason"]: _reason(r) for r in rows}
 
 
+def current_reasons_many(conn: Connection, account_ids: list[int]
+                         ) -> dict[int, dict[str, HoldReason]]:
+    """:func:`current_reasons` for many accounts in one query (accounts without any are left
+    out)."""
+    out: dict[int, dict[str, HoldReason]] = {}
+    if not account_ids:
+        return out
+    rows = conn.execute(select(hold_reasons).where(hold_reasons.c.account_id.in_(account_ids))
+                        .order_by(hold_reasons.c.account_id, hold_reasons.c.id)).mappings()
+    for r in rows:
+        out.setdefault(r["account_id"], {})[r["reason"]] = _reason(r)
+    return out
+
+
 def is_on_hold(conn: Connection, account_id: int) -> bool:
     return conn.execute(select(hold_reasons.c.id).where(
         hold_reasons.c.account_id == account_id).limit(1)).first() is not None
