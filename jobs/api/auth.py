@@ -70,7 +70,7 @@ def create_token(uow: UnitOfWork, name: str, scopes: list[str]) -> tuple[int, st
                 token_id = uow.conn.execute(insert(api_tokens).values(
                     name=name.strip(), prefix=prefix, secret_hash=hash_token(token),
                     scopes=" ".join(sorted(set(scopes))), created_at=uow.now(),
-                )).inserted_primary_key[0]
+                ).returning(api_tokens.c.id)).scalar_one()
             return int(token_id), token
         except IntegrityError:  # a prefix collision (48 bits): draw again
             continue

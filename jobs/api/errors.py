@@ -70,7 +70,7 @@ def api_error_response(exc: ApiError) -> JSONResponse:
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
     problems = list(exc.errors())
     first = problems[0] if problems else {"loc": (), "msg": "invalid request", "input": None}
-    field = ".".join(str(p) for p in first.get("loc", ())) or None
+    field = ".".join(str(p) for p in first.get("loc") or ()) or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem(s))"
@@ -88,25 +88,19 @@ def _http_response(exc: StarletteHTTPException) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the one JSON shape."""
 
-    async def on_ledger(_: Request, exc: LedgerError) -> JSONResponse:
-        return ledger_response(exc)
-
-    async def on_api(_: Request, exc: ApiError) -> JSONResponse:
-        return api_error_response(exc)
-
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
-
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _http_response(exc)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, LedgerError):
+            return ledger_response(exc)
+        if isinstance(exc, ApiError):
+            return api_error_response(exc)
+        if isinstance(exc, RequestValidationError):
+            return _validation_response(exc)
+        if isinstance(exc, StarletteHTTPException):
+            return _http_response(exc)
         log.exception("api: unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(body("internal_error", None, None, "internal error: see the log"),
                             status_code=500)
 
-    app.add_exception_handler(LedgerError, on_ledger)
-    app.add_exception_handler(ApiError, on_api)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(Exception, on_unexpected)
+    for kind in (LedgerError, ApiError, RequestValidationError, StarletteHTTPException,
+                 Exception):
+        app.add_exception_handler(kind, on_error)

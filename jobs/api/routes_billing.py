@@ -132,7 +132,8 @@ def list_invoices(uow: Uow, _: Reader, account_id: AccountFilter = None,
                   limit: Limit = 100) -> DocumentPage:
     rows = invoices.list_invoices(uow.conn, account_id=account_id, status=status,
                                   after_id=decode_cursor(cursor), limit=limit + 1)
-    return page((documents.to_view(r, "invoice") for r in rows), cursor, limit)
+    return page(({**r, "type": "invoice", "balance_minor": r["total_minor"] - r["applied_minor"]}
+                 for r in rows), cursor, limit)
 
 
 @routes.get("/billing/invoices/{ref}")
