@@ -148,6 +148,17 @@ def history(conn: Connection, account_id: int, *, limit: int = 100) -> list[dict
              "at": r["at"], "details": json.loads(r["details"] or "{}")} for r in rows][::-1]
 
 
+def history_after(conn: Connection, after_id: int = 0, *, limit: int = 500
+                  ) -> list[dict[str, Any]]:
+    """Hold history of every account in id order after ``after_id`` (keyset paging): what the
+    sync pushes to the CRM and the API lists. Rows never change, so a saved id is a cursor."""
+    rows = conn.execute(select(hold_history).where(hold_history.c.id > after_id)
+                        .order_by(hold_history.c.id).limit(limit)).mappings()
+    return [{"id": r["id"], "account_id": r["account_id"], "reason": r["reason"],
+             "action": r["action"], "actor": r["actor"], "at": r["at"],
+             "details": json.loads(r["details"] or "{}")} for r in rows]
+
+
 def list_holds(conn: Connection, *, reason: str | None = None, after_id: int = 0,
                limit: int = 500) -> list[dict[str, Any]]:
     """Accounts on hold (optionally with a given reason), each with all its reasons."""

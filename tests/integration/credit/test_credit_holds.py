@@ -13,6 +13,7 @@ from billing_core.service.accounts import set_credit_limit, set_crm_hold
 from billing_core.service.credit_control import run_reevaluation
 from billing_core.service.holds import (
     history,
+    history_after,
     list_holds,
     place_manual_hold,
     release_manual_hold,
@@ -94,6 +95,8 @@ def test_manual_hold_only_released_by_admin_and_names_what_remains(ledger):
     with ledger.engine.connect() as conn:
         actors = [(h["reason"], h["action"], h["actor"]) for h in history(conn, acc)]
         assert list_holds(conn) == []
+        page = history_after(conn, 0, limit=3)
+        assert [h["id"] for h in page + history_after(conn, page[-1]["id"])] == [1, 2, 3, 4]
     assert actors == [("crm", "placed", "crm:local"), ("manual", "placed", "admin:ana"),
                       ("manual", "lifted", "admin:bo"), ("crm", "lifted", "crm:local")]
 
