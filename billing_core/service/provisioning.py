@@ -17,6 +17,8 @@ Rules kept here
 - The claim re-checks the hold: a request whose account has any hold reason at claim time is
   not claimed, whatever its state says.
 - Requests are claimed in creation order (``id``), so what waited is released in order.
+- A provisioner that raises anything else than ``ProvisionError`` (a bug) fails that request
+  with the exception's type and message; the rest of the batch goes on.
 """
 from __future__ import annotations
 
@@ -157,6 +159,12 @@ def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int = 5
             error = None
         except ProvisionError as exc:
             outcome, error = "failed", str(exc)
+        except Exception as exc:
+            # A bug in a provisioner must not strand the rest of the claimed batch in
+            # 'dispatching': the request is recorded failed (listed, retriable) with the cause.
+            log.exception("provisioner %s raised on request=%s", provisioner.name,
+                          task.request_id)
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
         _record(engine, task, outcome, error, clock())
         (report.failed if outcome == "failed" else report.dispatched).append(task.request_id)
         log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",

@@ -81,6 +81,20 @@ def test_failure_is_listed_and_retry_keeps_the_key(ledger, clock):
         retry_request(uow, failed["id"])
 
 
+def test_a_provisioner_bug_fails_its_request_and_the_batch_goes_on(ledger, clock):
+    acc, _, _ = _setup(ledger, n_orders=3)
+
+    def buggy(task):
+        if task.order_ref == "q1":
+            raise ValueError("boom")
+
+    report = dispatch_pending(ledger.engine, RecordingProvisioner(check=buggy), clock=clock)
+    assert len(report.dispatched) == 2 and len(report.failed) == 1
+    assert ledger.request_states(acc) == ["dispatched", "failed", "dispatched"]
+    with ledger.engine.connect() as conn:
+        assert list_requests(conn, state="failed")[0]["last_error"] == "ValueError: boom"
+
+
 def test_quantity_change_on_hold_waits_and_activates_on_release(ledger, clock):
     acc, _, (order_id,) = _setup(ledger, qty=3)
     with ledger.engine.connect() as conn:
