@@ -251,6 +251,40 @@ def quarantine_drop(app: AppContext, ids: tuple[int, ...]) -> None:
     click.echo(f"dropped {done}")
 
 
+@click.group("outbox")
+def outbox_group() -> None:
+    """What billing pushes to the CRM: pending rows and dead letters."""
+
+
+@outbox_group.command("list")
+@click.option("--state", type=click.Choice(["pending", "sending", "acked", "dead"]),
+              default="dead", show_default=True)
+@json_option
+@pass_app
+def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
+    from sync.tables import outbox
+    with app.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(outbox).where(outbox.c.state == state)
+                                              .order_by(outbox.c.id).limit(1000)).mappings()]
+    emit(rows, ["id", "connection", "object", "crm_id", "state", "attempts", "last_error",
+                "updated_at"], as_json=as_json, title=f"outbox: {state}")
+
+
+@outbox_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@pass_app
+def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
+    """Send dead letters again at the next push (all of them without IDS)."""
+    from sync.tables import outbox
+    stmt = update(outbox).where(outbox.c.state == "dead")
+    if ids:
+        stmt = stmt.where(outbox.c.id.in_(ids))
+    with app.engine.begin() as conn:
+        done = conn.execute(stmt.values(state="pending", attempts=0, dead_at=None,
+                                        next_attempt_at=datetime.now(UTC))).rowcount
+    click.echo(f"{done} row(s) will be sent again at the next push")
+
+
 @click.command("run")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
 @click.option("--api/--no-api", default=False, help="Serve the HTTP API too.")
@@ -272,4 +306,5 @@ def run_command(app: AppContext, log_format: str, api: bool, host: str, port: in
         sys.exit(2)
 
 
-COMMANDS = [sync_command, status_command, doctor_command, quarantine_group, run_command]
+COMMANDS = [sync_command, status_command, doctor_command, quarantine_group, outbox_group,
+            run_command]

@@ -46,3 +46,19 @@ def test_quarantine_list_retry_and_drop(sqlite_engine):
     left = json.loads(_invoke(url, "quarantine", "list", "--json").output)
     assert [r["crm_id"] for r in left] == [rows[0]["crm_id"]]
     assert left[0]["attempts"] == 2
+
+
+def test_dead_letters_are_listed_and_sent_again(sqlite_engine):
+    from sync.engine import SyncOptions
+    url = str(sqlite_engine.url)
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.fail_write["A1"] = "STRING_TOO_LONG"
+    run_cycle(sqlite_engine, crm, SyncOptions(push_max_attempts=1))
+    rows = json.loads(_invoke(url, "outbox", "list", "--json").output)
+    assert [(r["crm_id"], r["state"]) for r in rows] == [("A1", "dead")]
+    assert "1 row(s)" in _invoke(url, "outbox", "retry").output
+    crm.fail_write.clear()
+    run_cycle(sqlite_engine, crm)
+    assert json.loads(_invoke(url, "outbox", "list", "--json").output) == []
+    assert ("account", "A1") in crm.pushed
