@@ -60,8 +60,22 @@ class ApplicationOut(BaseModel):
     applied_at: datetime
 
 
+_MEMO_EXAMPLE: dict[str, Any] = {
+    "id": 1, "type": "credit_memo", "number": "CM-000001", "account_id": 1, "currency": "USD",
+    "status": "partially_applied", "amount": "100.00", "applied": "40.00", "balance": "60.00",
+    "reason": "Goodwill", "origin": "manual", "reference": None, "method": None,
+    "issue_date": None, "due_date": None, "received_on": None, "period_start": None,
+    "period_end": None, "created_at": "2026-03-02T09:00:00Z",
+    "activated_at": "2026-03-02T09:00:00Z", "cancelled_at": None, "posted_at": None,
+    "voided_at": None, "applications": [
+        {"id": 1, "source_type": "credit_memo", "source_id": 1, "target_type": "invoice",
+         "target_id": 1, "amount": "40.00", "applied_at": "2026-03-02T09:05:00Z"}]}
+
+
 class DocumentOut(BaseModel):
     """A credit memo, debit memo, invoice or payment, with its open balance."""
+    model_config = ConfigDict(json_schema_extra={"examples": [_MEMO_EXAMPLE]})
+
     id: int
     type: Literal["credit_memo", "debit_memo", "invoice", "payment"]
     number: str | None = Field(None, examples=["CM-000001"])
@@ -102,6 +116,15 @@ class ItemResult(BaseModel):
 
 
 class BatchResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "results": [
+            {"index": 0, "ok": True, "result": _MEMO_EXAMPLE, "error": None},
+            {"index": 1, "ok": False, "result": None, "error": {
+                "code": "insufficient_balance", "field": "applications[0].amount",
+                "value": "500.00", "message": "applications[0].amount='500.00': exceeds the "
+                                             "unapplied balance 6000 of the credit_memo"}}],
+        "succeeded": 1, "failed": 1}]})
+
     results: list[ItemResult]
     succeeded: int
     failed: int

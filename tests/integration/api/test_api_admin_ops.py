@@ -139,3 +139,26 @@ def test_serving_off_loopback_warns(engine, caplog):
     finally:
         handle.stop()
     assert not handle.thread.is_alive()
+
+
+def test_response_examples_have_the_shape_of_real_answers(api, account, invoice):
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    memo = api.post("/billing/credit-memos", {"account_id": account, "amount": "100.00",
+                                              "reason": "Goodwill", "activate": True}).json()
+    batch = api.post("/billing/credit-memos:apply", {"items": [
+        {"credit_memo": memo["number"],
+         "applications": [{"target": "INV-000001", "amount": "40.00"}]},
+        {"credit_memo": memo["number"],
+         "applications": [{"target": "INV-000001", "amount": "500.00"}]}]}).json()
+    # (the document leaves null fields out of examples: they are the optional ones)
+    doc_example = schemas["DocumentOut"]["examples"][0]
+    real = batch["results"][0]["result"]
+    optional = set(schemas["DocumentOut"]["properties"]) - set(schemas["DocumentOut"]["required"])
+    assert set(doc_example) <= set(real)
+    assert set(real) - set(doc_example) <= optional
+    assert {k for k in set(real) - set(doc_example) if real[k] is not None} == set()
+    assert set(doc_example["applications"][0]) == set(real["applications"][0])
+    batch_example = schemas["BatchResult"]["examples"][0]
+    assert [r["ok"] for r in batch_example["results"]] == [r["ok"] for r in batch["results"]]
+    assert batch_example["results"][1]["error"]["code"] == batch["results"][1]["error"]["code"]
+    assert batch_example["results"][1]["error"]["field"] == batch["results"][1]["error"]["field"]
