@@ -110,7 +110,7 @@ def status_data(app: Any) -> dict[str, Any]:
             "runs": runs,
             "api_budget": {b["connection"]: f"{b['api_used']}/{b['api_limit']}"
                            for b in budgets},
-            "api_calls_24h": sum(r["api_calls"] for r in runs),
+            "api_calls_last_runs": sum(r["api_calls"] for r in runs),
             "quarantine_open": conn.execute(select(func.count()).select_from(quarantine).where(
                 quarantine.c.status == "open")).scalar_one(),
             "dead_letters": conn.execute(select(func.count()).select_from(outbox).where(
@@ -173,7 +173,11 @@ def doctor_command(app: AppContext) -> None:
                      "detail": f"revision {rev} (newest {head()})"})
     except Exception as exc:  # noqa: BLE001 - the doctor reports any failure, it does not crash
         rows.append({"check": "database", "status": "fail", "detail": str(exc)[:200]})
-    for name, settings in connections(app.settings).items():
+    configured = connections(app.settings)
+    if not configured:
+        rows.append({"check": "connections", "status": "cannot verify",
+                     "detail": "none configured ([connections.NAME] in the config)"})
+    for name, settings in configured.items():
         for result in doctor_report(settings):
             rows.append({"check": f"{name}: {result.check}", "status": result.status,
                          "detail": result.detail})
