@@ -17,7 +17,7 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -172,11 +172,7 @@ class Cycle:
         before = self.calls()
         with self.engine.connect() as conn:
             cursor = None if self.options.full else get_cursor(conn, self.name, obj)
-            known = None
-            if cursor is None:
-                known = [r[0] for r in conn.execute(select(sync_records.c.crm_id).where(
-                    sync_records.c.connection == self.name, sync_records.c.object == obj,
-                    sync_records.c.deleted_at.is_(None)))]
+        known = KnownIds(self.engine, self.name, obj) if cursor is None else None
         pages = self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
                                             known_ids=known)
         try:
@@ -251,6 +247,26 @@ class Cycle:
                 if result.stopped.startswith("stopped"):
                     self.rep.outcome = result.stopped
                     return
+
+
+class KnownIds:
+    """The CRM ids billing knows for an object, streamed from the database when the connector
+    iterates them (at the end of a full read), so a full resync holds no list of them."""
+
+    def __init__(self, engine: Engine, connection: str, obj: str) -> None:
+        self.engine, self.connection, self.obj = engine, connection, obj
+
+    def __iter__(self) -> Iterator[str]:
+        conn = self.engine.connect().execution_options(ledger_read_only=True,
+                                                       yield_per=5000)
+        try:
+            rows = conn.execute(select(sync_records.c.crm_id).where(
+                sync_records.c.connection == self.connection, sync_records.c.object == self.obj,
+                sync_records.c.deleted_at.is_(None)))
+            for (crm_id,) in rows:
+                yield crm_id
+        finally:
+            conn.close()
 
 
 def _gone(crm_id: str) -> Any:

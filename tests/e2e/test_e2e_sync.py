@@ -253,3 +253,17 @@ def test_opt_in_crm_hold_flag_written_with_etag_in_dataverse_and_salesforce(
         assert reasons == {(targets["sf"], "credit_limit"), (targets["d365"], "credit_limit")}
     finally:
         world.worker.close()
+
+
+def test_full_resync_reports_what_disappeared_after_the_delete_log_was_purged(world: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+    world.cycle("sf")
+    gone = world.sf("delete_account", index=5)
+    gone_id = gone.get("id") or next(iter(gone.values()))
+    world.sf("purge_deleted", before=(datetime.now(UTC) + timedelta(days=1)).isoformat())
+    report = world.worker.sync_connection("sf", world.worker.options("manual", full=True),
+                                          wait=True)
+    assert f"account:{gone_id}" in report.disappeared
+    with world.engine.connect() as conn:
+        assert conn.execute(select(accounts.c.status).where(
+            accounts.c.ext_id == gone_id)).scalar() == "crm_deleted"
