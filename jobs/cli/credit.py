@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from sqlalchemy import select
 
+from billing_core.adapters.tables import accounts
 from billing_core.domain.money import from_minor
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import resolve_account
@@ -73,9 +75,12 @@ def holds_list(app: AppContext, reason: str | None, as_json: bool) -> None:
     """Accounts on hold, with their reasons."""
     def go(conn: Any) -> list[dict[str, Any]]:
         rows = list_holds(conn, reason=reason)
+        names = {r.id: r for r in conn.execute(
+            select(accounts.c.id, accounts.c.ext_id, accounts.c.name)
+            .where(accounts.c.id.in_([row["account_id"] for row in rows])))}
         for row in rows:
-            account = resolve_account(conn, row["account_id"])
-            row.update(crm_id=account["ext_id"], name=account["name"])
+            row.update(crm_id=names[row["account_id"]].ext_id,
+                       name=names[row["account_id"]].name)
         return rows
 
     rows = _read(app, go)
