@@ -50,6 +50,9 @@ def test_first_cycle_both_crms_then_a_quiet_cycle_costs_one_query_per_object(wor
     world.cycle()
     sf_reads = world.calls("salesforce", "queryAll") + world.calls("salesforce", "query")
     assert sf_reads == OBJECTS
+    dv_reads = sum(world.calls("dataverse", t, "GET")
+                   for t in ("accounts", "products", "quotes", "quotedetails"))
+    assert dv_reads == OBJECTS             # products serve two objects (product, price)
     assert world.calls("salesforce", "composite/sobjects") == 0
     assert world.calls("dataverse", "$batch") == 0
 
