@@ -4,10 +4,11 @@ Rules kept here
 - Reading a chunk is one SELECT per table, by account-id range (accounts, live invoices,
   subscriptions, quantity changes, one-time charges, unbilled usage, credit grants); the
   catalog, prices and tax rates are read once per run.
-- Writing a chunk is one executemany INSERT per table (invoices with reserved ids, lines,
-  credit draws) and one executemany UPDATE per kind of mark (billed_through, change / charge /
-  usage ``invoice_id``, grant ``remaining_minor``), through :mod:`billing_core.service.bulk`.
-  No per-row ORM round trips.
+- Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, credit
+  draws) and one bulk UPDATE per kind of mark (change / charge / usage ``invoice_id``, grant
+  ``remaining_minor``) through :mod:`billing_core.service.bulk`, and one
+  ``UPDATE ... WHERE id IN (...)`` per distinct ``billed_through`` date. No per-row ORM round
+  trips.
 - Usage events are dated by their UTC day.
 """
 from __future__ import annotations

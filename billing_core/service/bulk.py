@@ -1,10 +1,12 @@
-"""Bulk statements for the bill run: a Core statement compiled once, run as one executemany.
+"""Bulk statements for the bill run: Core statements compiled once, run as whole batches.
 
 SQLAlchemy's own executemany builds and type-processes a parameter dict per row (tens of
 microseconds each): too slow for a million rows. Here a Core statement is compiled once per
-dialect; its columns' own bind processors (so ``ExactDecimal``, ``UTCDateTime`` and dates are
-stored exactly as everywhere else) are applied in one tight loop; the driver's ``executemany``
-does the rest (psycopg pipelines it). Rows are tuples in the order of ``names``.
+dialect, and its columns' own bind/result processors (so ``ExactDecimal``, ``UTCDateTime`` and
+dates are stored and read exactly as everywhere else) are applied column by column, once per
+distinct value. SQLite then runs the statement as one driver ``executemany``; PostgreSQL gets
+the rows through ``COPY`` (updates: COPY into a temporary table, then one ``UPDATE ... FROM``).
+Driver errors are re-raised as SQLAlchemy's (``IntegrityError`` for a lost race).
 
 Invoice ids are reserved before the insert, so the chunk's lines can refer to them without
 RETURNING: on PostgreSQL from the table's own sequence, on SQLite above the current maximum
