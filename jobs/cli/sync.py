@@ -88,7 +88,7 @@ def status_data(app: Any) -> dict[str, Any]:
     from billing_core.service.holds import count_on_hold
     from sync.config import sync_settings
     from sync.runs import last_runs
-    from sync.tables import outbox, quarantine, sync_runs
+    from sync.tables import handoffs, outbox, quarantine, sync_runs
 
     now = datetime.now(UTC)
     stale_after = sync_settings(app.settings).interval_minutes * 3 * 60
@@ -117,6 +117,10 @@ def status_data(app: Any) -> dict[str, Any]:
                 outbox.c.state == "dead")).scalar_one(),
             "outbox_pending": conn.execute(select(func.count()).select_from(outbox).where(
                 outbox.c.state.in_(("pending", "sending")))).scalar_one(),
+            "handoffs_waiting": conn.execute(select(func.count()).select_from(handoffs).where(
+                handoffs.c.state == "waiting")).scalar_one(),
+            "handoffs_reversed_in_crm": conn.execute(select(func.count()).select_from(
+                handoffs).where(handoffs.c.state == "reversed_in_crm")).scalar_one(),
             "accounts_on_hold": count_on_hold(conn),
             "provisioning_waiting": prov.get("awaiting_hold_release", 0),
             "provisioning_failed": prov.get("failed", 0),
@@ -129,7 +133,8 @@ def status_data(app: Any) -> dict[str, Any]:
                 for r in runs if r["attention"]]
     if not runs:
         problems.append("no sync run recorded yet")
-    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs"):
+    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs",
+                "handoffs_reversed_in_crm"):
         if data[key]:
             problems.append(f"{key.replace('_', ' ')}: {data[key]}")
     data["attention"] = problems
