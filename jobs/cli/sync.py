@@ -133,8 +133,7 @@ def status_data(app: Any) -> dict[str, Any]:
                 for r in runs if r["attention"]]
     if not runs:
         problems.append("no sync run recorded yet")
-    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs",
-                "handoffs_reversed_in_crm"):
+    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs"):
         if data[key]:
             problems.append(f"{key.replace('_', ' ')}: {data[key]}")
     data["attention"] = problems
