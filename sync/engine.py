@@ -134,7 +134,11 @@ class Cycle:
             log.exception("sync run failed run=%s connection=%s", report.run_id, self.name)
         if report.outcome == "running":
             bad = report.total("quarantined") + report.total("failed")
-            report.outcome = "partial" if bad or report.error else "ok"
+            pulled = [s.outcome for s in report.objects.values()]
+            if pulled and all(o.startswith("failed") for o in pulled):
+                report.outcome = "failed"          # nothing could be read (e.g. login refused)
+            else:
+                report.outcome = "partial" if bad or report.error else "ok"
         budget = self.connector.api_budget()
         report.api_used, report.api_limit = budget.used, budget.limit
         finish_run(self.engine, report, self.clock())

@@ -228,3 +228,15 @@ def test_shutdown_finishes_the_page_in_hand_and_the_next_run_goes_on(engine):
     assert report.outcome == "ok"
     assert report.objects["account"].read == 1        # resumed after the committed page
     assert _scalar(engine, select(func.count()).select_from(accounts)) == 2
+
+
+def test_a_crm_that_refuses_every_read_is_a_failed_run(engine):
+    from connectors.base import AuthError
+    crm = _crm()
+
+    def refuse(*_a, **_k):
+        raise AuthError("INVALID_SESSION_ID: session refused again after one re-login")
+    crm.read_changes = refuse
+    report = run_cycle(engine, crm)
+    assert report.outcome == "failed"
+    assert "INVALID_SESSION_ID" in report.error
