@@ -13,7 +13,8 @@ Rules kept here
   UPDATE is guarded (``applied_minor = 0``), so a racing application cannot slip in between.
   Prepaid credit the invoice drew from the pool comes back: one ``void_return`` grant per draw
   (same amount and expiry as the grant it came from), so each grant keeps remaining = amount −
-  draws. What the invoice billed (usage, charges, periods) stays billed: a void cancels it.
+  draws. What the invoice billed (usage, charges, periods) becomes billable again, so the next
+  bill run reissues it (``voiding``: only the account's latest live invoice can be voided).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.errors import InvalidAmount, InvalidState, NotFound, ValidationError
 from billing_core.domain.money import Money, parse_amount
+from billing_core.service import voiding
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -173,11 +175,13 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
     if row["applied_minor"] != 0:
         applied = Money.of_minor(row["applied_minor"], row["currency"])
         raise InvalidState("invoice", invoice, f"has {applied} applied: unapply first")
+    voiding.check_voidable(uow, row)
     done = uow.conn.execute(update(invoices).where(
         invoices.c.id == row["id"], invoices.c.applied_minor == 0, invoices.c.status != "void",
     ).values(status="void", voided_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("invoice", invoice, "changed while voiding it: try again")
+    voiding.release_billed(uow, row)
     label = row["number"] or f"invoice:{row['id']}"
     for draw in uow.conn.execute(select(credit_draws, credit_grants.c.expires_on).join(
             credit_grants, credit_grants.c.id == credit_draws.c.grant_id).where(
