@@ -27,9 +27,7 @@ def _money(minor: int | None, currency: str) -> str:
 
 
 def _write(app: AppContext) -> Any:
-    from billing_core.service import ledger_uow
-
-    return ledger_uow(app.engine)
+    return app.uow()
 
 
 # --- bill run -------------------------------------------------------------------------------

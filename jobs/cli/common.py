@@ -55,7 +55,10 @@ class AppContext:
         return self._engine
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, read_only=read_only)
+        """A unit of work with the ledger's commit hooks (credit control re-evaluates holds)."""
+        from billing_core.service import ledger_uow
+
+        return ledger_uow(self.engine, read_only=read_only, policy=self.settings.credit)
 
     def close(self) -> None:
         if self._engine is not None:

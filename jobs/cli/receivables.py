@@ -16,7 +16,6 @@ import click
 
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import from_minor
-from billing_core.service import ledger_uow
 from billing_core.service import memos as memo_svc
 from billing_core.service import receivables as ar_svc
 from billing_core.service.accounts import resolve_account
@@ -51,14 +50,14 @@ def _show(data: Any, as_json: bool, columns: Sequence[str] | None = None,
 
 
 def _run(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine) as uow:
+    with app.uow() as uow:
         result = fn(uow)
         uow.commit()
         return result
 
 
 def _read(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine, read_only=True) as uow:
+    with app.uow(read_only=True) as uow:
         return fn(uow.conn)
 
 
