@@ -22,7 +22,12 @@ Amount = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,4})?$", examples=
                               description="A decimal amount as a string, e.g. \"125.00\".")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"],
                                 description="ISO 4217 code; must be the account's currency.")]
-Ref = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_:\-]+$",
+# A ledger id is at most 18 digits (it must fit a 64-bit column on both databases); anything
+# else names a document by number or reference (at least one non-digit), or a typed target.
+NAME_PATTERN = r"^([0-9]{1,18}|[A-Za-z0-9_.\-]*[A-Za-z_.\-][A-Za-z0-9_.\-]*)$"
+REF_PATTERN = (r"^([0-9]{1,18}|(invoice|debit_memo):[0-9]{1,18}"
+               r"|[A-Za-z0-9_.\-]*[A-Za-z_.\-][A-Za-z0-9_.\-]*)$")
+Ref = Annotated[str, Field(min_length=1, max_length=40, pattern=REF_PATTERN,
                            examples=["CM-000001"],
                            description="A ledger id (\"42\") or a document number.")]
 DocId = Annotated[int, Field(ge=1, le=MAX_ID, examples=[1])]

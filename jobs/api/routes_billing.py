@@ -15,6 +15,7 @@ from billing_core.service import documents, invoices, memos
 from jobs.api.deps import Reader, Uow, Writer, router
 from jobs.api.models import (
     MAX_ID,
+    NAME_PATTERN,
     ApplyCreditMemos,
     BatchResult,
     CreateMemo,
@@ -32,7 +33,7 @@ routes = router("billing documents")
 AccountFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this account.")]
 Cursor = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_\-]*$")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-PathRef = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$",
+PathRef = Annotated[str, Path(min_length=1, max_length=40, pattern=NAME_PATTERN,
                               description="Ledger id or document number.")]
 MemoStatus = Annotated[str | None, Query(pattern=r"^(draft|active|partially_applied|applied|"
                                                r"cancelled|partially_paid|paid)$")]

@@ -11,7 +11,7 @@ from billing_core.service import holds, provisioning, receivables
 from billing_core.service.accounts import resolve_account
 from config.settings import CreditPolicy
 from jobs.api.deps import Admin, Policy, Reader, Uow, router
-from jobs.api.models import MAX_ID
+from jobs.api.models import MAX_ID, NAME_PATTERN
 from jobs.api.models_admin import (
     HoldEvent,
     HoldOut,
@@ -27,7 +27,7 @@ from jobs.api.views import decode_cursor, encode_cursor, money
 
 routes = router("credit control")
 
-AccountRef = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$",
+AccountRef = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN,
                                  description="Ledger id or CRM account id.")]
 State = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$", examples=["awaiting_hold_release"])]
 

@@ -57,3 +57,24 @@ def test_every_path_and_query_parameter_is_checked(api):
         if limits:
             r = api.client.get(path, params={"limit": 0}, headers=api.headers("admin"))
             assert r.status_code == 422 and r.json()["error"]["field"] == "query.limit", path
+
+
+def test_ids_too_large_for_a_64_bit_column_are_422_not_500(api, account):
+    """Found by hand after fuzzing: a 25-digit id reached SQLite as an int it cannot bind."""
+    big = "9" * 25
+    for path in (f"/billing/credit-memos/{big}", f"/billing/debit-memos/{big}",
+                 f"/billing/invoices/{big}", f"/billing/payments/{big}",
+                 f"/accounts/{big}/hold"):
+        r = api.get(path, scope="admin")
+        assert r.status_code == 422, (path, r.status_code)
+    for path, body in (
+            ("/billing/credit-memos:cancel", {"credit_memos": [big]}),
+            ("/billing/payments:apply", {"items": [{"payment": big}]}),
+            ("/billing/credits:convert", {"credit_memo": big}),
+            ("/billing/invoices:void", {"invoices": [big]}),
+            ("/billing/credit-memos:apply", {"items": [{"credit_memo": "1", "applications": [
+                {"target": f"invoice:{big}", "amount": "1.00"}]}]})):
+        r = api.post(path, body, scope="admin")
+        assert r.status_code == 422, (path, r.status_code)
+    # 18 digits is still an id (that does not exist)
+    assert api.get("/billing/credit-memos/" + "9" * 18).status_code == 404

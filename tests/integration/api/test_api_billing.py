@@ -134,14 +134,19 @@ def test_debit_memos_lifecycle(api, account):
 
 
 def test_void_invoices_per_item(api, account, invoice):
-    other = api.run(lambda uow: post_invoice(uow, account, 5000))
+    other = api.run(lambda uow: post_invoice(uow, account, 5000))     # the latest invoice
     memo = _memo(api, account, "10.00")
     api.post("/billing/credit-memos:apply", {"items": [{"credit_memo": memo["number"],
              "applications": [{"target": f"invoice:{other}", "amount": "10.00"}]}]})
-    r = api.post("/billing/invoices:void", {"invoices": ["INV-000001", str(other)]})
-    voided, refused = r.json()["results"]
-    assert voided["result"]["status"] == "void"
+    r = api.post("/billing/invoices:void", {"invoices": [str(other)]})
+    assert r.json()["results"][0]["error"]["code"] == "invalid_state"    # something applied
+    api.post("/billing/credit-memos:unapply", {"items": [{"credit_memo": memo["number"]}]})
+    r = api.post("/billing/invoices:void", {"invoices": [str(other), "INV-000001"]})
+    assert [x["result"]["status"] for x in r.json()["results"]] == ["void", "void"]
+    again = api.post("/billing/invoices:void", {"invoices": ["INV-000001", "INV-404"]})
+    refused, missing = again.json()["results"]
     assert refused["error"]["code"] == "invalid_state"
+    assert missing["error"]["code"] == "not_found"
     assert api.get("/billing/invoices/INV-000001").json()["status"] == "void"
 
 
