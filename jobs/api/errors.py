@@ -36,16 +36,23 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def _utf8(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (valid in JSON escapes, not in UTF-8) is
+    shown escaped instead of breaking the error answer itself."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def scalar(value: object, limit: int = 200) -> str | int | bool | None:
     """A value fit for the error body: JSON scalars as they are, anything else as short text."""
     if isinstance(value, (bool, int, type(None))):
         return value
-    text = value if isinstance(value, str) else repr(value)
+    text = _utf8(value if isinstance(value, str) else repr(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 def body(code: str, field: str | None, value: object, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "field": field, "value": scalar(value), "message": message}}
+    return {"error": {"code": code, "field": None if field is None else _utf8(field),
+                      "value": scalar(value), "message": _utf8(message)}}
 
 
 def ledger_status(exc: LedgerError) -> int:

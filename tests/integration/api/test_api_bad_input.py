@@ -78,3 +78,15 @@ def test_ids_too_large_for_a_64_bit_column_are_422_not_500(api, account):
         assert r.status_code == 422, (path, r.status_code)
     # 18 digits is still an id (that does not exist)
     assert api.get("/billing/credit-memos/" + "9" * 18).status_code == 404
+
+
+def test_lone_surrogates_are_422_and_the_error_still_encodes(api, account):
+    """Found by hand: JSON may escape a lone surrogate (\\ud800) that UTF-8 cannot carry; the
+    error body that echoed it back failed to encode (a 500)."""
+    for path, raw in (("/billing/credit-memos",
+                       b'{"account_id": 1, "amount": "1.00", "reason": "a\\ud800b"}'),
+                      (f"/accounts/{account}/hold:place", b'{"note": "\\udfff"}')):
+        r = api.client.post(path, content=raw, headers={**api.headers("admin"),
+                                                        "content-type": "application/json"})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["value"].startswith(("a\\ud800", "\\udfff"))
