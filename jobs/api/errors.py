@@ -86,7 +86,8 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 def _http_response(exc: StarletteHTTPException) -> JSONResponse:
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+             413: "body_too_large"}
     code = codes.get(exc.status_code, "http_error")
     return JSONResponse(body(code, None, None, str(exc.detail)), status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))

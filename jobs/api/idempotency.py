@@ -66,7 +66,7 @@ def fingerprint(raw: bytes) -> str:
     try:
         canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
         data = canonical.encode("utf-8", "surrogatepass")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = raw
     return hashlib.sha256(data).hexdigest()
 

@@ -90,3 +90,15 @@ def test_lone_surrogates_are_422_and_the_error_still_encodes(api, account):
                                                         "content-type": "application/json"})
         assert r.status_code == 422, (path, r.text)
         assert r.json()["error"]["value"].startswith(("a\\ud800", "\\udfff"))
+
+
+def test_unparseable_bodies_are_4xx_with_or_without_a_key(api):
+    deep = b"[" * 50000 + b"]" * 50000
+    for raw in (deep, b"\xff\xfe", b'{"account_id": 1e400, "amount": "1", "reason": "x"}'):
+        for key in (None, f"k{len(raw)}"):
+            headers = {**api.headers("admin"), "content-type": "application/json"}
+            if key:
+                headers["Idempotency-Key"] = key
+            r = api.client.post("/billing/credit-memos", content=raw, headers=headers)
+            assert r.status_code in (400, 422), (raw[:10], key, r.status_code)
+            assert r.json()["error"]["code"] in ("bad_request", "invalid_json", "invalid_input")
