@@ -5,7 +5,9 @@ Rules kept here
 - Nothing happens at import: the engine, settings and adapters come in through ``build_app``.
 - Bodies over ``max_body_bytes`` (1 MiB) are refused with 413 before anything parses them:
   by ``Content-Length`` when given, else while the body streams in.
-- The OpenAPI document is served at ``/openapi.json`` (docs at ``/docs``).
+- The OpenAPI document is served at ``/openapi.json``, to a token with ``billing:read`` like
+  everything else but ``/healthz`` (so there is no browser ``/docs`` page: point any OpenAPI
+  viewer at the document).
 """
 from __future__ import annotations
 
@@ -110,7 +112,8 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
         routes_payments,
     )
 
-    app = FastAPI(title="ledgerbridge API", version=API_VERSION,
+    app = FastAPI(title="ledgerbridge API", version=API_VERSION, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="Billing documents, payments and credits for payment systems; "
                               "holds, resyncs and status for admins. Bearer tokens with "
                               "scopes billing:read, billing:write, admin.")
@@ -121,6 +124,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
     for module in (routes_billing, routes_payments, routes_credit, routes_admin, routes_ops):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
+    routes_ops.add_openapi_route(app)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

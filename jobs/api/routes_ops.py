@@ -1,7 +1,7 @@
 """Ops endpoints: liveness (no token), readiness and Prometheus metrics (token needed)."""
 from __future__ import annotations
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,3 +44,11 @@ def readyz(request: Request, _: Reader) -> Response:
                              "description": "Prometheus text exposition format."}})
 def metrics(request: Request, _: Reader) -> Response:
     return Response(request.app.state.api.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def add_openapi_route(app: FastAPI) -> None:
+    """``GET /openapi.json``: the app's own document, behind a token like every other call."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(_: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())

@@ -21,7 +21,7 @@ ADMIN = {"/accounts/{account}/hold:place", "/accounts/{account}/hold:release", "
 
 
 def _operations(api):
-    paths = api.client.get("/openapi.json").json()["paths"]
+    paths = api.get("/openapi.json").json()["paths"]
     for path, ops in sorted(paths.items()):
         for method in ops:
             scope = "admin" if path in ADMIN else NEEDS[method.upper()]
@@ -31,6 +31,9 @@ def _operations(api):
 
 
 def test_every_endpoint_but_healthz_needs_a_token(api):
+    r = api.client.get("/openapi.json")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert api.client.get("/docs").status_code == 404
     operations = list(_operations(api))
     assert len(operations) >= 25
     for method, path, concrete, _ in operations:

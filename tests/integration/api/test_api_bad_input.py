@@ -9,7 +9,7 @@ from jobs.api.tables import api_idempotency
 
 
 def _operations(api):
-    paths = api.client.get("/openapi.json").json()["paths"]
+    paths = api.get("/openapi.json").json()["paths"]
     for path, ops in sorted(paths.items()):
         for method, op in ops.items():
             yield method.upper(), path, op
