@@ -3,10 +3,12 @@
 Rules kept here
 - The reasons are computed from scratch from the ledger each time (:func:`expected_reasons`):
   ``crm`` while the account's CRM hold flag is set; ``credit_limit`` while exposure (from
-  ``receivables.exposure_minor``, unbilled orders included by policy) is above
+  ``receivables.exposures_minor``, unbilled orders included by policy) is above
   ``limit × limit_threshold`` (an account without a limit is unlimited by default, else its
-  limit counts as 0); ``overdue`` while ``receivables.overdue_documents`` (due date + grace days
-  before today) finds any document.
+  limit counts as 0); ``overdue`` while ``receivables.overdue_many`` (due date + grace days
+  before today) finds any document. The figures of a batch of accounts are read together
+  (:class:`Figures`: a few grouped queries per batch, not per account), so evaluating a whole
+  bill-run chunk in the commit hook costs little more than evaluating one account.
 - :func:`reevaluate_account` brings ``hold_reasons`` in line: it places and lifts
   ``credit_limit`` and ``overdue`` (source ``billing``) and mirrors ``crm`` from the flag (source
   and actor ``crm:<connection>``: only the CRM's flag clears it). It never places or lifts
@@ -53,7 +55,7 @@ from billing_core.service.holds import (
     place_reason,
 )
 from billing_core.service.provisioning import hold_requests, release_requests
-from billing_core.service.receivables import exposure_minor, open_debts, overdue_documents
+from billing_core.service.receivables import exposures_minor, open_debts, overdue_many
 from config.settings import CreditPolicy
 
 log = logging.getLogger(__name__)
@@ -75,24 +77,41 @@ def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | No
 def expected_reasons(conn: Connection, account_id: int, on_date: date,
                      policy: CreditPolicy) -> dict[str, dict[str, Any]]:
     """The computed reasons the account should carry now, each with its figures."""
-    return _expected(conn, get_account(conn, account_id), on_date, policy)[0]
+    account = get_account(conn, account_id)
+    figures = Figures.read(conn, {account_id: account}, on_date, policy)
+    return _expected(account, figures, on_date, policy)[0]
 
 
-def _expected(conn: Connection, account: RowMapping, on_date: date, policy: CreditPolicy
+@dataclass(frozen=True)
+class Figures:
+    """What the decisions of one batch read from receivables, read once for the batch."""
+
+    exposure: dict[int, int]
+    overdue: dict[int, list[dict[str, Any]]]
+
+    @classmethod
+    def read(cls, conn: Connection, rows: dict[int, RowMapping], on_date: date,
+             policy: CreditPolicy) -> Figures:
+        limited = [a for a, row in rows.items() if effective_limit_minor(row, policy) is not None]
+        exposure = exposures_minor(conn, limited, on_date,
+                                   include_unbilled=policy.include_unbilled_orders) if limited else {}
+        return cls(exposure, overdue_many(conn, list(rows), on_date, policy.overdue_grace_days))
+
+
+def _expected(account: RowMapping, figures: Figures, on_date: date, policy: CreditPolicy
               ) -> tuple[dict[str, dict[str, Any]], int | None]:
     """(reasons, exposure); exposure is None when no limit applies (it is not computed)."""
-    account_id = account["id"]
+    account_id = int(account["id"])
     reasons: dict[str, dict[str, Any]] = {}
     if account["crm_hold"]:
         reasons["crm"] = {"flag": True, "connection": account["ext_source"]}
     threshold = effective_limit_minor(account, policy)
     exposure = None
     if threshold is not None:
-        exposure = exposure_minor(conn, account_id, on_date,
-                                  include_unbilled=policy.include_unbilled_orders)
+        exposure = figures.exposure[account_id]
         if exposure > threshold:
             reasons["credit_limit"] = _limit_figures(account, exposure, on_date, policy)
-    late = overdue_documents(conn, account_id, on_date, policy.overdue_grace_days)
+    late = figures.overdue.get(account_id)
     if late:
         reasons["overdue"] = {
             "grace_days": policy.overdue_grace_days, "on_date": on_date,
@@ -146,17 +165,19 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
             raise NotFound("account", missing[0])
         current = current_reasons_many(uow.conn, batch)
         waiting = _waiting(uow.conn, batch)
+        figures = Figures.read(uow.conn, rows, on_date, policy)
         for account_id in batch:
             results.append(_reevaluate(uow, rows[account_id], current.get(account_id, {}),
-                                       account_id in waiting, policy, on_date))
+                                       account_id in waiting, figures, policy, on_date))
     return results
 
 
 def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldReason],
-                waits: bool, policy: CreditPolicy, on_date: date) -> Evaluation:
+                waits: bool, figures: Figures, policy: CreditPolicy, on_date: date
+                ) -> Evaluation:
     account_id = int(account["id"])
     crm_actor = f"crm:{account['ext_source']}"
-    expected, exposure = _expected(uow.conn, account, on_date, policy)
+    expected, exposure = _expected(account, figures, on_date, policy)
     result = Evaluation(account_id)
     for reason in COMPUTED:
         actor = crm_actor if reason == "crm" else BILLING_SOURCE

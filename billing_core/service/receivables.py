@@ -23,6 +23,7 @@ Rules kept here
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,67 +43,94 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import NotFound
 from billing_core.domain.money import to_minor
 from billing_core.service.accounts import get_account
-from billing_core.service.pricing import price_for, rate
+from billing_core.service.pricing import Price, price_for, rate
 
 log = logging.getLogger(__name__)
 
 OPEN_ORDER = ("accepted", "held", "active")
 BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")   # row keys: f"{bucket}_minor"
+IN_LIST = 500          # accounts per IN (...) list: well under every driver's parameter limit
 
 
 def open_balance_minor(conn: Connection, account_id: int) -> int:
-    """What the account owes now (negative: it holds credit). See the module rules.
-    One statement (credit control asks often)."""
-    def part(table: Any, amount: Any, statuses: tuple[str, ...] | None) -> Any:
-        stmt = select(func.coalesce(func.sum(amount - table.c.applied_minor), 0)).where(
-            table.c.account_id == account_id)
-        if statuses is not None:
-            stmt = stmt.where(table.c.status.in_(statuses))
-        return stmt.scalar_subquery()
-
-    row = conn.execute(select(
-        part(invoices, invoices.c.total_minor, ("posted", "partially_paid")),
-        part(debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid")),
-        part(credit_memos, credit_memos.c.amount_minor, ("active", "partially_applied")),
-        part(payments, payments.c.amount_minor, None))).one()
-    inv, dm, cm, pay = (int(v) for v in row)
-    return inv + dm - cm - pay
+    """What the account owes now (negative: it holds credit). See the module rules."""
+    return open_balances_minor(conn, [account_id]).get(account_id, 0)
 
 
-def _unit_amount(conn: Connection, product_id: int, quantity: Decimal,
-                 unit_price: Decimal | None, currency: str, on_date: date) -> int:
+def open_balances_minor(conn: Connection, account_ids: Sequence[int]) -> dict[int, int]:
+    """:func:`open_balance_minor` for many accounts: four grouped queries, whatever their
+    number (credit control evaluates a whole bill-run chunk at once)."""
+    ids = sorted(set(account_ids))
+    result = dict.fromkeys(ids, 0)
+    for table, amount, statuses, sign in (
+            (invoices, invoices.c.total_minor, ("posted", "partially_paid"), 1),
+            (debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid"), 1),
+            (credit_memos, credit_memos.c.amount_minor, ("active", "partially_applied"), -1),
+            (payments, payments.c.amount_minor, None, -1)):
+        for chunk in _chunks(ids):
+            stmt = (select(table.c.account_id, func.sum(amount - table.c.applied_minor))
+                    .where(table.c.account_id.in_(chunk)).group_by(table.c.account_id))
+            if statuses is not None:
+                stmt = stmt.where(table.c.status.in_(statuses))
+            for account_id, total in conn.execute(stmt):
+                result[int(account_id)] += sign * int(total or 0)
+    return result
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), IN_LIST):
+        yield ids[start:start + IN_LIST]
+
+
+def _unit_amount(conn: Connection, prices: dict[tuple[int, str], Price | None],
+                 product_id: int, quantity: Decimal, unit_price: Decimal | None, currency: str,
+                 on_date: date) -> int:
     if unit_price is not None:
         return to_minor(quantity * unit_price, currency)
-    try:
-        price = price_for(conn, product_id, currency, on_date)
-    except NotFound:
-        # Exposure is read inside every commit hook: one unpriced product must not block every
-        # payment of the account. It counts 0 and says so; the bill run refuses it loudly.
-        log.warning("unbilled order item of product %s has no %s price on %s: counted as 0",
-                    product_id, currency, on_date)
-        return 0
-    return to_minor(rate(price, quantity), currency)
+    key = (product_id, currency)
+    if key not in prices:
+        try:
+            prices[key] = price_for(conn, product_id, currency, on_date)
+        except NotFound:
+            # Exposure is read inside every commit hook: one unpriced product must not block
+            # every payment of the account. It counts 0 and says so; the bill run refuses it.
+            log.warning("unbilled order item of product %s has no %s price on %s: counted as 0",
+                        product_id, currency, on_date)
+            prices[key] = None
+    price = prices[key]
+    return 0 if price is None else to_minor(rate(price, quantity), currency)
 
 
 def unbilled_orders_minor(conn: Connection, account_id: int, on_date: date) -> int:
     """Accepted/held/active orders' items not invoiced yet (see the module rules)."""
-    currency = get_account(conn, account_id)["currency"]
-    open_orders = select(orders.c.id).where(orders.c.account_id == account_id,
-                                            orders.c.status.in_(OPEN_ORDER))
-    charges = conn.execute(select(
-        one_time_charges.c.product_id, one_time_charges.c.quantity, one_time_charges.c.unit_price,
-    ).where(one_time_charges.c.account_id == account_id,
-            one_time_charges.c.order_id.in_(open_orders),
-            one_time_charges.c.invoice_id.is_(None),
-            one_time_charges.c.status != "cancelled")).all()
-    subs = conn.execute(select(
-        subscriptions.c.product_id, subscriptions.c.quantity, subscriptions.c.unit_price,
-    ).where(subscriptions.c.account_id == account_id,
-            subscriptions.c.order_id.in_(open_orders),
-            subscriptions.c.billed_through.is_(None),
-            subscriptions.c.status != "cancelled")).all()
-    return sum(_unit_amount(conn, product_id, quantity, unit_price, currency, on_date)
-               for product_id, quantity, unit_price in [*charges, *subs])
+    get_account(conn, account_id)
+    return unbilled_orders_many(conn, [account_id], on_date).get(account_id, 0)
+
+
+def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
+                         on_date: date) -> dict[int, int]:
+    """:func:`unbilled_orders_minor` for many accounts: two queries per chunk of accounts, each
+    catalog price looked up once."""
+    ids = sorted(set(account_ids))
+    result = dict.fromkeys(ids, 0)
+    prices: dict[tuple[int, str], Price | None] = {}
+    for chunk in _chunks(ids):
+        open_orders = select(orders.c.id).where(orders.c.account_id.in_(chunk),
+                                                orders.c.status.in_(OPEN_ORDER))
+        items: list[Any] = []
+        for table in (one_time_charges, subscriptions):
+            unbilled = (table.c.invoice_id.is_(None) if table is one_time_charges
+                        else table.c.billed_through.is_(None))
+            items += conn.execute(
+                select(table.c.account_id, accounts.c.currency, table.c.product_id,
+                       table.c.quantity, table.c.unit_price)
+                .join(accounts, accounts.c.id == table.c.account_id)
+                .where(table.c.account_id.in_(chunk), table.c.order_id.in_(open_orders),
+                       unbilled, table.c.status != "cancelled")).all()
+        for account_id, currency, product_id, quantity, unit_price in items:
+            result[int(account_id)] += _unit_amount(conn, prices, product_id, quantity,
+                                                    unit_price, currency, on_date)
+    return result
 
 
 def exposure_minor(conn: Connection, account_id: int, on_date: date, *,
@@ -113,21 +141,38 @@ def exposure_minor(conn: Connection, account_id: int, on_date: date, *,
     return exposure
 
 
-def open_debts(conn: Connection, account_id: int | None = None) -> list[dict[str, Any]]:
+def exposures_minor(conn: Connection, account_ids: Sequence[int], on_date: date, *,
+                    include_unbilled: bool = True) -> dict[int, int]:
+    """:func:`exposure_minor` for many accounts, in a handful of queries."""
+    exposure = open_balances_minor(conn, account_ids)
+    if include_unbilled:
+        for account_id, unbilled in unbilled_orders_many(conn, account_ids, on_date).items():
+            exposure[account_id] += unbilled
+    return exposure
+
+
+def open_debts(conn: Connection, account_id: int | None = None, *,
+               account_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Every open invoice and debit memo with a balance: type, id, number, account, currency,
-    due date, balance."""
+    due date, balance. Of one account, of several (``account_ids``), or of all."""
+    if account_id is not None:
+        account_ids = [account_id]
+    scopes: list[list[int] | None] = (
+        [None] if account_ids is None else list(_chunks(sorted(set(account_ids)))))
     rows: list[dict[str, Any]] = []
     for doc_type, table, amount, statuses in (
             ("invoice", invoices, invoices.c.total_minor, ("posted", "partially_paid")),
             ("debit_memo", debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid"))):
-        stmt = select(table.c.id, table.c.number, table.c.account_id, table.c.currency,
-                      table.c.due_date, (amount - table.c.applied_minor).label("balance")).where(
-            table.c.status.in_(statuses), amount > table.c.applied_minor)
-        if account_id is not None:
-            stmt = stmt.where(table.c.account_id == account_id)
-        rows += [{"type": doc_type, "id": r.id, "number": r.number, "account_id": r.account_id,
-                  "currency": r.currency, "due_date": r.due_date, "balance_minor": int(r.balance)}
-                 for r in conn.execute(stmt)]
+        for scope in scopes:
+            stmt = select(table.c.id, table.c.number, table.c.account_id, table.c.currency,
+                          table.c.due_date, (amount - table.c.applied_minor).label("balance")
+                          ).where(table.c.status.in_(statuses), amount > table.c.applied_minor)
+            if scope is not None:
+                stmt = stmt.where(table.c.account_id.in_(scope))
+            rows += [{"type": doc_type, "id": r.id, "number": r.number,
+                      "account_id": r.account_id, "currency": r.currency,
+                      "due_date": r.due_date, "balance_minor": int(r.balance)}
+                     for r in conn.execute(stmt)]
     return rows
 
 
@@ -135,11 +180,21 @@ def overdue_documents(conn: Connection, account_id: int, on_date: date,
                       grace_days: int = 0) -> list[dict[str, Any]]:
     """Open invoices and debit memos past ``due_date + grace_days``, most overdue first,
     each with ``days_overdue`` (counted from the due date)."""
+    return overdue_many(conn, [account_id], on_date, grace_days).get(account_id, [])
+
+
+def overdue_many(conn: Connection, account_ids: Sequence[int], on_date: date,
+                 grace_days: int = 0) -> dict[int, list[dict[str, Any]]]:
+    """:func:`overdue_documents` for many accounts (accounts with nothing late are absent)."""
     limit = on_date - timedelta(days=grace_days)
-    late = [dict(d, days_overdue=(on_date - d["due_date"]).days)
-            for d in open_debts(conn, account_id)
-            if d["due_date"] is not None and d["due_date"] < limit]
-    return sorted(late, key=lambda d: (-d["days_overdue"], d["number"] or ""))
+    late: dict[int, list[dict[str, Any]]] = {}
+    for d in open_debts(conn, account_ids=account_ids):
+        if d["due_date"] is not None and d["due_date"] < limit:
+            late.setdefault(int(d["account_id"]), []).append(
+                dict(d, days_overdue=(on_date - d["due_date"]).days))
+    for docs in late.values():
+        docs.sort(key=lambda d: (-d["days_overdue"], d["number"] or ""))
+    return late
 
 
 def _bucket(days_past_due: int) -> str:
