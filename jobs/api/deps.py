@@ -33,6 +33,7 @@ _ERRORS = {
          "with another body.",
     413: "The request body is over the size limit.",
     422: "Malformed input: the error names the field and the problem.",
+    503: "The database is busy or unreachable (with Retry-After): nothing was written, retry.",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _ERRORS.items()}

@@ -4,8 +4,10 @@ Mapping (the same codes the CLI prints):
 - ``ValidationError`` and malformed requests → 422 (the field is named: ``body.amount``);
 - ``NotFound`` → 404; any other ``LedgerError`` (a ledger rule) → 409;
 - authentication → 401 / 403 with the standard ``WWW-Authenticate`` header (RFC 6750);
-- a body over the size limit → 413; anything unexpected → 500 with no internals in the body
-  (the traceback goes to the log).
+- a body over the size limit → 413; the database busy or unreachable (a lock held past the
+  busy timeout, a lost connection) → 503 ``database_unavailable`` with ``Retry-After``: nothing
+  was written, the call can be retried (with the same Idempotency-Key);
+- anything unexpected → 500 with no internals in the body (the traceback goes to the log).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_core.domain.errors import LedgerError, NotFound, ValidationError
@@ -105,10 +108,16 @@ def install(app: FastAPI) -> None:
             return _validation_response(exc)
         if isinstance(exc, StarletteHTTPException):
             return _http_response(exc)
+        if isinstance(exc, (OperationalError, DisconnectionError)):
+            log.warning("api: database unavailable on %s %s: %s", request.method,
+                        request.url.path, type(exc).__name__)
+            return JSONResponse(body("database_unavailable", None, None,
+                                     "the database is busy or unreachable: retry shortly"),
+                                status_code=503, headers={"Retry-After": "2"})
         log.exception("api: unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(body("internal_error", None, None, "internal error: see the log"),
                             status_code=500)
 
     for kind in (LedgerError, ApiError, RequestValidationError, StarletteHTTPException,
-                 Exception):
+                 OperationalError, DisconnectionError, Exception):
         app.add_exception_handler(kind, on_error)

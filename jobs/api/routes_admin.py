@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 from billing_core.domain.errors import NotFound, ValidationError
 from jobs.api.deps import Admin, Uow, router
 from jobs.api.errors import ApiError
-from jobs.api.models import MAX_ID
+from jobs.api.models import MAX_ID, ErrorBody
 from jobs.api.models_admin import StatusOut, SyncRequest, SyncRunOut, SyncStarted, jsonable
 
 routes = router("admin")
@@ -36,7 +36,8 @@ def _sync_objects() -> tuple[str, ...]:
 
 
 @sync_routes.post("/sync:run", status_code=status.HTTP_202_ACCEPTED,
-             responses={503: {"description": "No sync engine in this process."}})
+             responses={503: {"model": ErrorBody,
+                              "description": "No sync engine in this process."}})
 def run_sync(body: SyncRequest, request: Request, _: Admin) -> SyncStarted:
     """Start a resync of one connection (one object, or all; incremental or ``full``;
     optionally one account). Answers at once; follow it at ``status_url``."""
@@ -51,7 +52,8 @@ def run_sync(body: SyncRequest, request: Request, _: Admin) -> SyncStarted:
     return SyncStarted(run_id=run_id, status_url=f"/sync/runs/{run_id}")
 
 
-@sync_routes.get("/sync/runs/{run_id}", responses={503: {"description": "No sync engine."}})
+@sync_routes.get("/sync/runs/{run_id}",
+                 responses={503: {"model": ErrorBody, "description": "No sync engine."}})
 def show_sync_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], request: Request,
                   _: Admin) -> SyncRunOut:
     run = _runner(request).get(run_id)

@@ -162,3 +162,19 @@ def test_response_examples_have_the_shape_of_real_answers(api, account, invoice)
     assert [r["ok"] for r in batch_example["results"]] == [r["ok"] for r in batch["results"]]
     assert batch_example["results"][1]["error"]["code"] == batch["results"][1]["error"]["code"]
     assert batch_example["results"][1]["error"]["field"] == batch["results"][1]["error"]["field"]
+
+
+def test_an_unreachable_database_is_503_with_retry_after(api):
+    from billing_core.adapters.db import make_engine
+
+    gone = make_engine("postgresql://postgres@127.0.0.1:1/test",
+                       connect_args={"connect_timeout": 2})
+    client = TestClient(build_app(gone, Settings()), raise_server_exceptions=False)
+    assert client.get("/healthz").status_code == 200          # liveness needs no database
+    for method, path in (("GET", "/billing/credit-memos"), ("POST", "/billing/payments")):
+        r = client.request(method, path, headers=api.headers("admin"),
+                           json={"account_id": 1, "amount": "1.00", "reference": "x"})
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["Retry-After"] == "2"
+        assert r.json()["error"]["code"] == "database_unavailable"
+    gone.dispose()
