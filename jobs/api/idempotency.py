@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -243,7 +242,7 @@ async def run_outside_unit_of_work(request: Request,
 class LedgerRoute(APIRoute):
     """An APIRoute whose endpoint runs inside one unit of work (see the module docstring)."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, JSONResponse | Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = super().get_route_handler()
 
         async def handler(request: Request) -> Response:

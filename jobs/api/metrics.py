@@ -177,7 +177,8 @@ class ApiMetrics:
 
 class RequestMetrics:
     """ASGI middleware counting requests by route template (never by raw path: no cardinality
-    blow-up from ids) and status."""
+    blow-up from ids) and status, and logging one line per request with the token's id (never
+    the token)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -198,7 +199,11 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
+            elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics: ApiMetrics = scope["app"].state.api.metrics
             metrics.requests.labels(scope["method"], route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            metrics.latency.labels(route).observe(elapsed)
+            principal = (scope.get("state") or {}).get("principal")
+            log.info("api %s %s status=%s ms=%.1f token=%s", scope["method"], scope["path"],
+                     status, elapsed * 1000, getattr(principal, "token_id", "-"))

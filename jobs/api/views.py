@@ -51,7 +51,8 @@ def document_out(view: Mapping[str, Any]) -> DocumentOut:
         "cancelled_at", "posted_at", "voided_at")}
     return DocumentOut(
         id=view["id"], type=view["type"], account_id=view["account_id"], currency=currency,
-        status=str(view.get("status") or _payment_status(view)), amount=money(total, currency) or "0",
+        status=str(view.get("status") or _payment_status(view)),
+        amount=money(total, currency) or "0",
         applied=money(view["applied_minor"], currency) or "0",
         balance=money(view["balance_minor"], currency) or "0",
         applications=None if apps is None else [application_out(a, currency) for a in apps],

@@ -108,3 +108,14 @@ def test_cli_creates_lists_and_revokes_tokens(sqlite_engine):
     bad = runner.invoke(main, ["--database-url", url, "tokens", "create", "--name", "x",
                                "--scope", "root"])
     assert bad.exit_code == 2
+
+
+def test_request_log_names_the_token_id_never_the_token(api, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="jobs.api.metrics"):
+        api.get("/billing/credit-memos")
+    line = next(r.getMessage() for r in caplog.records if "/billing/credit-memos" in
+                r.getMessage())
+    assert "status=200" in line and "token=1" in line
+    assert api.tokens["billing:read"] not in caplog.text
