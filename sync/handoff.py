@@ -4,8 +4,12 @@ Rules kept here:
 - The order's source reference is ``<connection>:<quote crm id>:rev<revision>``; billing's
   ``place_order`` returns the existing order for a known reference, and ``handoffs`` has the
   same key unique, so a crash anywhere re-runs into "already done".
-- One transaction per quote: the order (through ``accept_order`` = place + gate + provisioning
-  when credit control offers it, else ``place_order``) and the ``handoffs`` row commit together.
+- A quote's order (through ``accept_order`` = place + gate + provisioning when credit control
+  offers it, else ``place_order``) and its ``handoffs`` row commit together: quotes are handed
+  off in chunks of ``CHUNK``, one transaction per chunk (credit control's commit hook then
+  re-evaluates the chunk's accounts together), each order placed in its own savepoint so a
+  refused order is undone alone. A chunk's quotes, hand-off history, lines, accounts and
+  products are read with a few queries per chunk, not per quote.
 - A quote whose account is not known yet waits (``waiting``); its account is fetched once with
   ``read_one`` and reconciled; if the CRM has no such account the quote is quarantined.
 - A quote without lines waits. A newer revision of a handed-off quote is an amendment
@@ -25,6 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import products as product_table
 from billing_core.domain.errors import LedgerError
 from billing_core.service import ledger_uow
 from billing_core.service import orders as orders_service
@@ -58,18 +63,77 @@ def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[s
     return set(touched) | waiting
 
 
+CHUNK = 200      # quotes per transaction
+
+
 def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
                  quote_ids: Iterable[str], accepted: frozenset[str], *,
                  uow_factory: Callable[[], UnitOfWork] | None = None) -> HandoffReport:
     report = HandoffReport()
     factory = uow_factory or (lambda: ledger_uow(engine))
-    for quote_id in _worth_a_look(engine, connection, set(quote_ids), accepted):
+    todo = _worth_a_look(engine, connection, set(quote_ids), accepted)
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
         with factory() as uow:
-            outcome = _one(uow, connector, connection, quote_id, accepted)
+            known = _Known.read(uow, connection, chunk)
+            outcomes = [(quote_id, _one(uow, connector, connection, quote_id, accepted, known))
+                        for quote_id in chunk]
             uow.commit()
-        if outcome:
-            getattr(report, outcome).append(quote_id)
+        for quote_id, outcome in outcomes:
+            if outcome:
+                getattr(report, outcome).append(quote_id)
     return report
+
+
+@dataclass
+class _Known:
+    """What the hand-off of a chunk of quotes reads, read once for the chunk."""
+
+    quotes: dict[str, tuple[QuoteRec, bool]]
+    history: dict[str, list[Any]]
+    lines: dict[str, list[QuoteLineRec]]
+    accounts: dict[str, int]
+    products: dict[str, int]
+    product_rows: dict[int, Any]
+
+    @classmethod
+    def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> _Known:
+        conn = uow.conn
+        quotes: dict[str, tuple[QuoteRec, bool]] = {}
+        for crm_id, data, deleted in conn.execute(select(
+                sync_records.c.crm_id, sync_records.c.data, sync_records.c.deleted_at).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote",
+                sync_records.c.crm_id.in_(quote_ids))):
+            if data:
+                quotes[crm_id] = (mapping.quote_from_json(data), deleted is not None)
+        history: dict[str, list[Any]] = {}
+        for row in conn.execute(select(handoffs).where(
+                handoffs.c.connection == connection, handoffs.c.quote_crm_id.in_(quote_ids))
+                .order_by(handoffs.c.quote_crm_id, handoffs.c.revision)).mappings():
+            history.setdefault(row["quote_crm_id"], []).append(row)
+        lines: dict[str, list[QuoteLineRec]] = {}
+        for parent, data in conn.execute(select(
+                sync_records.c.parent_crm_id, sync_records.c.data).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote_line",
+                sync_records.c.parent_crm_id.in_(quote_ids), sync_records.c.deleted_at.is_(None))
+                .order_by(sync_records.c.crm_id)):
+            if data:
+                lines.setdefault(parent, []).append(mapping.line_from_json(data))
+        accounts = _ledger_ids(uow, connection, "account",
+                               {q.account_crm_id for q, _ in quotes.values()})
+        products = _ledger_ids(uow, connection, "product",
+                               {ln.product_crm_id for ls in lines.values() for ln in ls})
+        product_rows = {int(r["id"]): r for r in conn.execute(select(product_table).where(
+            product_table.c.id.in_(sorted(set(products.values()))))).mappings()}
+        return cls(quotes, history, lines, accounts, products, product_rows)
+
+
+def _ledger_ids(uow: UnitOfWork, connection: str, obj: str, crm_ids: set[str]) -> dict[str, int]:
+    return {crm_id: int(ledger_id) for crm_id, ledger_id in uow.conn.execute(select(
+        sync_records.c.crm_id, sync_records.c.ledger_id).where(
+        sync_records.c.connection == connection, sync_records.c.object == obj,
+        sync_records.c.crm_id.in_(sorted(crm_ids)), sync_records.c.deleted_at.is_(None),
+        sync_records.c.ledger_id.is_not(None)))}
 
 
 def _worth_a_look(engine: Engine, connection: str, quote_ids: set[str],
@@ -92,29 +156,6 @@ def _worth_a_look(engine: Engine, connection: str, quote_ids: set[str],
     return sorted(keep)
 
 
-def _quote(uow: UnitOfWork, connection: str, quote_id: str) -> tuple[QuoteRec | None, bool]:
-    row = uow.conn.execute(select(sync_records.c.data, sync_records.c.deleted_at).where(
-        sync_records.c.connection == connection, sync_records.c.object == "quote",
-        sync_records.c.crm_id == quote_id)).first()
-    if row is None or not row[0]:
-        return None, False
-    return mapping.quote_from_json(row[0]), row[1] is not None
-
-
-def _lines(uow: UnitOfWork, connection: str, quote_id: str) -> list[QuoteLineRec]:
-    rows = uow.conn.execute(select(sync_records.c.data).where(
-        sync_records.c.connection == connection, sync_records.c.object == "quote_line",
-        sync_records.c.parent_crm_id == quote_id, sync_records.c.deleted_at.is_(None))
-        .order_by(sync_records.c.crm_id))
-    return [mapping.line_from_json(r[0]) for r in rows if r[0]]
-
-
-def _done(uow: UnitOfWork, connection: str, quote_id: str) -> list[Any]:
-    return list(uow.conn.execute(select(handoffs).where(
-        handoffs.c.connection == connection, handoffs.c.quote_crm_id == quote_id)
-        .order_by(handoffs.c.revision)).mappings())
-
-
 def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: str, detail: str,
          order_id: int | None = None) -> None:
     ref = source_ref(connection, quote.crm_id, quote.revision)
@@ -129,11 +170,11 @@ def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: str, detail: 
 
 
 def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id: str,
-         accepted: frozenset[str]) -> str | None:
-    quote, deleted = _quote(uow, connection, quote_id)
-    if quote is None:
+         accepted: frozenset[str], known: _Known) -> str | None:
+    if quote_id not in known.quotes:
         return None
-    history = _done(uow, connection, quote_id)
+    quote, deleted = known.quotes[quote_id]
+    history = known.history.get(quote_id, [])
     placed = [h for h in history if h["state"] in ("done", "reversed_in_crm")]
     if deleted or quote.status not in accepted:
         now_status = "deleted" if deleted else repr(quote.status)
@@ -157,7 +198,9 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
     if any(h["revision"] == quote.revision and h["state"] in ("done", "reversed_in_crm")
            for h in history):
         return None
-    account_id = ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
+    account_id = known.accounts.get(quote.account_crm_id)
+    if account_id is None:      # fetched for an earlier quote of this chunk, perhaps
+        account_id = ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
     if account_id is None and connector is not None:
         account_id = _fetch_account(uow, connector, connection, quote)
         if account_id is None:
@@ -165,7 +208,7 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
     if account_id is None:
         _set(uow, connection, quote, "waiting", f"account {quote.account_crm_id} not pulled yet")
         return "waiting"
-    lines = _lines(uow, connection, quote_id)
+    lines = known.lines.get(quote_id, [])
     if not lines:
         _set(uow, connection, quote, "waiting", "no quote lines yet")
         return "waiting"
@@ -173,7 +216,7 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
     amends = int(previous[-1]["order_id"]) if previous else None
     try:
         with uow.savepoint():
-            order_id = _place(uow, connection, quote, int(account_id), lines, amends)
+            order_id = _place(uow, connection, quote, int(account_id), lines, amends, known)
     except (LedgerError, Invalid) as exc:
         _set(uow, connection, quote, "waiting", f"billing refused the order: {exc}")
         log.warning("hand-off refused run=%s connection=%s quote=%s error=%s",
@@ -198,15 +241,15 @@ def _fetch_account(uow: UnitOfWork, connector: Connector, connection: str,
 
 
 def _place(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
-           lines: list[QuoteLineRec], amends: int | None) -> int:
+           lines: list[QuoteLineRec], amends: int | None, known: _Known) -> int:
     subs: list[orders_service.SubscriptionItem] = []
     charges: list[orders_service.OneTimeItem] = []
     today = uow.now().date()
     for line in lines:
-        product_id = ledger_id_of(uow.conn, connection, "product", line.product_crm_id)
+        product_id = known.products.get(line.product_crm_id)
         if product_id is None:
             raise Invalid("product_crm_id", line.product_crm_id, "unknown product")
-        product = get_product(uow.conn, int(product_id))
+        product = known.product_rows.get(product_id) or get_product(uow.conn, product_id)
         start: date = line.start_date or quote.start_date or today
         if product["kind"] == "recurring":
             subs.append(orders_service.SubscriptionItem(

@@ -12,8 +12,10 @@ Rules kept here:
 - Opt-in (``write_hold``): ``credit_hold`` (the CRM's own hold flag) is set only while a reason
   billing places (``credit_limit``, ``overdue``) applies, and cleared only when billing was the
   one that set it (its last acknowledged value); otherwise the field is left out entirely.
-- Which accounts moved is read from billing's documents (read-only) by ``changed_accounts``;
-  billing offers no "changed since" query of its own yet.
+- Which accounts moved is billing's answer (``accounts.changed_since``,
+  ``receivables.accounts_with_overdue``). Payloads are computed per chunk of accounts with
+  billing's batched reads (``receivables.account_summaries``, ``holds.current_reasons_many``)
+  and written with one multi-row insert and one multi-row update per chunk.
 """
 from __future__ import annotations
 
@@ -24,25 +26,24 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, or_, select, union, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from billing_core.adapters.tables import (
-    accounts,
-    applications,
-    credit_memos,
-    debit_memos,
-    hold_history,
     invoice_lines,
     invoices,
     one_time_charges,
     orders,
-    payments,
     provisioning_requests,
     subscriptions,
 )
 from billing_core.domain.money import from_minor
-from billing_core.service.holds import current_reasons
-from billing_core.service.receivables import account_summary
+from billing_core.service.accounts import changed_since
+from billing_core.service.holds import current_reasons, current_reasons_many
+from billing_core.service.receivables import (
+    account_summaries,
+    account_summary,
+    accounts_with_overdue,
+)
 from sync.runs import get_cursor, save_cursor
 from sync.tables import handoffs, outbox, sync_records
 
@@ -74,9 +75,15 @@ BILLING_REASONS = frozenset({"credit_limit", "overdue"})
 def account_payload(conn: Connection, account_id: int, on_date: date,
                     grace_days: int = 0, *, write_hold: bool = False,
                     acked: dict[str, Any] | None = None) -> dict[str, Any]:
-    s = account_summary(conn, account_id, on_date, grace_days=grace_days)
+    return payload_of(account_summary(conn, account_id, on_date, grace_days=grace_days),
+                      set(current_reasons(conn, account_id)), write_hold=write_hold, acked=acked)
+
+
+def payload_of(s: dict[str, Any], reason_names: Iterable[str], *, write_hold: bool = False,
+               acked: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An account's payload from its receivables summary and its hold reasons."""
     cur = s["currency"]
-    reasons = sorted(current_reasons(conn, account_id))
+    reasons = sorted(reason_names)
 
     def money(minor: int | None) -> str | None:
         return None if minor is None else str(from_minor(int(minor), cur))
@@ -100,89 +107,120 @@ def account_payload(conn: Connection, account_id: int, on_date: date,
 
 
 def quote_payload(conn: Connection, order_id: int) -> dict[str, Any]:
-    states = [r[0] for r in conn.execute(select(provisioning_requests.c.state).where(
-        provisioning_requests.c.order_id == order_id))]
-    order_status = conn.execute(select(orders.c.status).where(orders.c.id == order_id)).scalar()
+    return quote_payloads(conn, [order_id])[order_id]
+
+
+def quote_payloads(conn: Connection, order_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Each handed-off quote's payload (order number, provisioning status, first invoice),
+    read with four queries per chunk of orders."""
+    ids = sorted(set(order_ids))
+    states: dict[int, list[str]] = {}
+    status: dict[int, str] = {}
+    first: dict[int, tuple[Any, int, str]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for order_id, state in conn.execute(select(
+                provisioning_requests.c.order_id, provisioning_requests.c.state).where(
+                provisioning_requests.c.order_id.in_(chunk))):
+            states.setdefault(int(order_id), []).append(state)
+        status.update((int(i), st) for i, st in conn.execute(
+            select(orders.c.id, orders.c.status).where(orders.c.id.in_(chunk))))
+        billed = (invoices.c.number.is_not(None), invoices.c.status != "void")
+        via_subs = (select(subscriptions.c.order_id, invoices.c.issue_date, invoices.c.id,
+                           invoices.c.number)
+                    .join(invoice_lines, invoice_lines.c.subscription_id == subscriptions.c.id)
+                    .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+                    .where(subscriptions.c.order_id.in_(chunk), *billed))
+        via_charges = (select(one_time_charges.c.order_id, invoices.c.issue_date, invoices.c.id,
+                              invoices.c.number)
+                       .join(invoices, invoices.c.id == one_time_charges.c.invoice_id)
+                       .where(one_time_charges.c.order_id.in_(chunk), *billed))
+        for stmt in (via_subs, via_charges):
+            for order_id, issued, invoice_id, number in conn.execute(stmt):
+                key = (issued or date.min, int(invoice_id), number)
+                if int(order_id) not in first or key < first[int(order_id)]:
+                    first[int(order_id)] = key
+    return {order_id: {"order_number": f"ORD-{order_id}",
+                       "provisioning_status": _provisioning(states.get(order_id, []),
+                                                            status.get(order_id)),
+                       "invoice_number": first[order_id][2] if order_id in first else None}
+            for order_id in ids}
+
+
+def _provisioning(states: list[str], order_status: str | None) -> str:
     if not states:
-        prov = "not required"
-    elif "awaiting_hold_release" in states or order_status == "held":
-        prov = "waiting for hold release"
-    elif "failed" in states:
-        prov = "failed"
-    elif all(s in ("provisioned", "cancelled") for s in states):
-        prov = "provisioned" if "provisioned" in states else "cancelled"
-    elif all(s in ("provisioned", "dispatched", "cancelled") for s in states):
-        prov = "dispatched"
-    else:
-        prov = "in progress"
-    sub_ids = select(subscriptions.c.id).where(subscriptions.c.order_id == order_id)
-    inv = conn.execute(select(invoices.c.number).where(
-        invoices.c.number.is_not(None), invoices.c.status != "void",
-        or_(invoices.c.id.in_(select(invoice_lines.c.invoice_id).where(
-            invoice_lines.c.subscription_id.in_(sub_ids))),
-            invoices.c.id.in_(select(one_time_charges.c.invoice_id).where(
-                one_time_charges.c.order_id == order_id))))
-        .order_by(invoices.c.issue_date, invoices.c.id).limit(1)).scalar()
-    return {"order_number": f"ORD-{order_id}", "provisioning_status": prov,
-            "invoice_number": inv}
+        return "not required"
+    if "awaiting_hold_release" in states or order_status == "held":
+        return "waiting for hold release"
+    if "failed" in states:
+        return "failed"
+    if all(s in ("provisioned", "cancelled") for s in states):
+        return "provisioned" if "provisioned" in states else "cancelled"
+    if all(s in ("provisioned", "dispatched", "cancelled") for s in states):
+        return "dispatched"
+    return "in progress"
 
 
 def changed_accounts(conn: Connection, since: datetime) -> set[int]:
-    parts = [
-        select(accounts.c.id.label("a")).where(accounts.c.updated_at >= since),
-        select(invoices.c.account_id).where(or_(invoices.c.posted_at >= since,
-                                                invoices.c.voided_at >= since)),
-        select(payments.c.account_id).where(payments.c.created_at >= since),
-        select(applications.c.account_id).where(or_(applications.c.applied_at >= since,
-                                                    applications.c.reversed_at >= since)),
-        select(credit_memos.c.account_id).where(or_(credit_memos.c.activated_at >= since,
-                                                    credit_memos.c.cancelled_at >= since)),
-        select(debit_memos.c.account_id).where(or_(debit_memos.c.activated_at >= since,
-                                                   debit_memos.c.cancelled_at >= since)),
-        select(hold_history.c.account_id).where(hold_history.c.at >= since),
-        select(orders.c.account_id).where(or_(orders.c.created_at >= since,
-                                              orders.c.activated_at >= since)),
-        select(provisioning_requests.c.account_id).where(
-            provisioning_requests.c.updated_at >= since),
-    ]
-    return {int(r[0]) for r in conn.execute(union(*parts))}
+    return changed_since(conn, since)
 
 
 def overdue_accounts(conn: Connection, on_date: date) -> set[int]:
     """Accounts with an unpaid document past due: their overdue days grow with no event."""
-    parts = [
-        select(invoices.c.account_id.label("a")).where(
-            invoices.c.status.in_(("posted", "partially_paid")), invoices.c.due_date < on_date),
-        select(debit_memos.c.account_id).where(
-            debit_memos.c.status.in_(("active", "partially_paid")),
-            debit_memos.c.due_date < on_date),
-    ]
-    return {int(r[0]) for r in conn.execute(union(*parts))}
+    return accounts_with_overdue(conn, on_date)
 
 
-def _upsert(conn: Connection, connection: str, obj: str, crm_id: str, ledger_id: int,
-            payload: dict[str, Any], existing: dict[tuple[str, str], Any], now: datetime) -> bool:
-    digest = payload_hash(payload)
-    row = existing.get((obj, crm_id))
-    text = json.dumps(payload, sort_keys=True)
-    if row is None:
-        conn.execute(insert(outbox).values(
-            connection=connection, object=obj, crm_id=crm_id, ledger_id=ledger_id,
-            payload=text, hash=digest, state="pending", attempts=0, next_attempt_at=now,
-            updated_at=now))
-        return True
-    if row["hash"] == digest:
-        return False
-    state = "acked" if digest == row["acked_hash"] else "pending"
-    conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
-        payload=text, hash=digest, state=state, attempts=0, next_attempt_at=now,
-        last_error=None, dead_at=None, updated_at=now))
-    return state == "pending"
+class _Writes:
+    """One chunk's outbox rows, written with one insert and one update statement."""
+
+    def __init__(self, connection: str, existing: dict[tuple[str, str], Any],
+                 now: datetime) -> None:
+        self.connection, self.existing, self.now = connection, existing, now
+        self.inserts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.pending = 0
+
+    def put(self, obj: str, crm_id: str, ledger_id: int, payload: dict[str, Any]) -> None:
+        digest = payload_hash(payload)
+        row = self.existing.get((obj, crm_id))
+        text = json.dumps(payload, sort_keys=True)
+        if row is None:
+            self.inserts.append({
+                "connection": self.connection, "object": obj, "crm_id": crm_id,
+                "ledger_id": ledger_id, "payload": text, "hash": digest, "state": "pending",
+                "attempts": 0, "next_attempt_at": self.now, "updated_at": self.now})
+            self.pending += 1
+            return
+        if row["hash"] == digest:
+            return
+        state = "acked" if digest == row["acked_hash"] else "pending"
+        self.updates.append({"b_id": row["id"], "b_payload": text, "b_hash": digest,
+                             "b_state": state})
+        self.pending += state == "pending"
+
+    def flush(self, conn: Connection) -> int:
+        if self.inserts:
+            conn.execute(insert(outbox), self.inserts)
+        if self.updates:
+            conn.execute(update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                payload=bindparam("b_payload"), hash=bindparam("b_hash"),
+                state=bindparam("b_state"), attempts=0, next_attempt_at=self.now,
+                last_error=None, dead_at=None, updated_at=self.now), self.updates)
+        return self.pending
+
+
+def _existing(conn: Connection, connection: str, obj: str,
+              crm_ids: list[str]) -> dict[tuple[str, str], Any]:
+    if not crm_ids:
+        return {}
+    return {(r["object"], r["crm_id"]): r for r in conn.execute(
+        select(outbox).where(outbox.c.connection == connection, outbox.c.object == obj,
+                             outbox.c.crm_id.in_(crm_ids))).mappings()}
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
-            grace_days: int = 0, write_hold: bool = False, only_accounts: Iterable[int] | None = None,
-            chunk: int = 500) -> int:
+            grace_days: int = 0, write_hold: bool = False,
+            only_accounts: Iterable[int] | None = None, chunk: int = 500) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
         mark = get_cursor(conn, connection, WATERMARK)
@@ -211,24 +249,30 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             .join(orders, orders.c.id == handoffs.c.order_id)
             .where(handoffs.c.connection == connection, handoffs.c.state == "done"))
             if wanted is None or r[2] in wanted]
-        for start in range(0, max(len(rows), len(quotes)), chunk):
+        on_date = now.date()
+        for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            qpart = quotes[start:start + chunk]
-            keys = [c for _, c in part] + [q for q, _, _ in qpart]
-            existing = {(r["object"], r["crm_id"]): r for r in conn.execute(
-                select(outbox).where(outbox.c.connection == connection,
-                                     outbox.c.crm_id.in_(keys))).mappings()}
+            ids = [ledger_id for ledger_id, _ in part]
+            existing = _existing(conn, connection, "account", [c for _, c in part])
+            summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
+            reasons = current_reasons_many(conn, ids)
+            writes = _Writes(connection, existing, now)
             for ledger_id, crm_id in part:
                 row = existing.get(("account", crm_id))
                 acked = json.loads(row["acked_payload"]) if row is not None \
                     and row["acked_payload"] else None
-                pending += _upsert(conn, connection, "account", crm_id, ledger_id,
-                                   account_payload(conn, ledger_id, now.date(), grace_days,
-                                                   write_hold=write_hold, acked=acked),
-                                   existing, now)
+                writes.put("account", crm_id, ledger_id, payload_of(
+                    summaries[ledger_id], reasons.get(ledger_id, {}), write_hold=write_hold,
+                    acked=acked))
+            pending += writes.flush(conn)
+        for start in range(0, len(quotes), chunk):
+            qpart = quotes[start:start + chunk]
+            payloads = quote_payloads(conn, [order_id for _, order_id, _ in qpart])
+            writes = _Writes(connection, _existing(conn, connection, "quote",
+                                                   [q for q, _, _ in qpart]), now)
             for quote_id, order_id, _ in qpart:
-                pending += _upsert(conn, connection, "quote", quote_id, order_id,
-                                   quote_payload(conn, order_id), existing, now)
+                writes.put("quote", quote_id, order_id, payloads[order_id])
+            pending += writes.flush(conn)
         if only_accounts is None:
             save_cursor(conn, connection, WATERMARK, started.isoformat(), now)
     return pending

@@ -5,8 +5,10 @@ Rules kept here:
   ``quarantine`` rows and the cursor (saved by the engine) commit together or not at all.
 - Records are keyed by ``(connection, object, crm_id)``; the content hash decides: same hash →
   nothing is written (not even ``sync_records``). One SELECT per page loads the known rows.
-- Billing is only reached through ``billing_core.service``; each changed record's writes run
-  in a savepoint, so a record billing refuses (``LedgerError``) is quarantined alone.
+- Billing is only reached through ``billing_core.service``. A page's changed accounts go to
+  billing in one bulk upsert (``accounts.upsert_accounts``: a refused account is reported and
+  writes nothing); the other objects' writes run in a savepoint per record. Either way a record
+  billing refuses (``LedgerError``) is quarantined alone.
 - A record that maps and applies clears its open quarantine entry ("retried when it changes").
 - A quote line for a product billing does not know is quarantined; a quote is stored here
   (billing has no quotes) and its account is checked at hand-off time, where it waits.
@@ -147,6 +149,7 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
         wanted = {str(r.get("product_crm_id")) for r in records if r.get("product_crm_id")}
         products = {k: (None if v["deleted_at"] is not None else v["ledger_id"])
                     for k, v in known_rows(uow.conn, connection, "product", wanted).items()}
+    accounts_in: list[tuple[Mapping[str, Any], Any, str, Any]] = []
     for record in records:
         try:
             rec = mapping.MAPPERS[obj](record)
@@ -161,6 +164,9 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
         if existing is not None and existing["content_hash"] == digest \
                 and existing["deleted_at"] is None:
             res.unchanged += 1
+            continue
+        if obj == "account":
+            accounts_in.append((record, rec, digest, existing))
             continue
         try:
             if obj in ("quote", "quote_line"):     # nothing written to billing: no savepoint
@@ -185,6 +191,8 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
             res.quotes_touched.add(rec.crm_id)
         elif obj == "quote_line":
             res.quotes_touched.add(rec.quote_crm_id)
+    if accounts_in:
+        _apply_accounts(uow, page, connection, accounts_in)
     page.flush()
     for gone in deletions:
         row = known.get(gone.crm_id)
@@ -225,8 +233,6 @@ def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any, existing: Any,
            products: Mapping[str, int | None]) -> tuple[int | None, str | None, str | None]:
     """Write one changed record to billing; returns (ledger_id, parent_crm_id, data)."""
     ledger_id = existing["ledger_id"] if existing is not None else None
-    if obj == "account":
-        return _apply_account(uow, connection, rec, ledger_id), None, None
     if obj == "product":
         return _apply_product(uow, connection, rec, ledger_id), None, None
     if obj == "price":
@@ -253,17 +259,22 @@ def _account_in(connection: str, rec: mapping.AccountRec) -> accounts_service.Ac
         credit_limit=rec.credit_limit, crm_hold=rec.credit_hold)
 
 
-def _apply_account(uow: UnitOfWork, connection: str, rec: mapping.AccountRec,
-                   ledger_id: int | None) -> int:
-    data = _account_in(connection, rec)
-    if ledger_id is None:
-        try:
-            return accounts_service.create_account(uow, data)
-        except Duplicate:
-            found = accounts_service.resolve_account(uow.conn, rec.crm_id)
-            ledger_id = int(found["id"])
-    accounts_service.update_account(uow, int(ledger_id), data)
-    return int(ledger_id)
+def _apply_accounts(uow: UnitOfWork, page: _Page, connection: str,
+                    changed: list[tuple[Mapping[str, Any], Any, str, Any]]) -> None:
+    """The page's changed accounts in one bulk upsert (by external key); an account billing
+    refuses is quarantined alone, the others are kept."""
+    results = accounts_service.upsert_accounts(
+        uow, [_account_in(connection, rec) for _, rec, _, _ in changed])
+    for (record, rec, digest, existing), result in zip(changed, results, strict=True):
+        if result.error is not None:
+            exc = result.error
+            quarantine_record(uow, connection, "account", record,
+                              Invalid(exc.field, exc.value, exc.problem))
+            page.result.quarantined += 1
+            continue
+        data = json.dumps({"etag": record["_etag"]}) if record.get("_etag") else None
+        page.keep(existing, rec.crm_id, digest, result.account_id, None, data,
+                  record.get("modstamp"))
 
 
 def _apply_product(uow: UnitOfWork, connection: str, rec: mapping.ProductRec,

@@ -4,19 +4,39 @@ Rules: the external reference (source, object, id) is unique; currency is ISO 42
 changes once documents exist; bill cycle day 1..31; a credit limit is a non-negative amount in
 the account's currency or empty (no limit); history is never deleted (``crm_deleted``).
 A change to the limit or the CRM hold flag touches the account (credit control re-evaluates).
+:func:`upsert_accounts` keeps the same rules for a whole chunk of accounts (the sync's pages):
+one lookup by external keys, one multi-row insert, one multi-row update of the rows that change;
+an item billing refuses is reported in its result and writes nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, insert, or_, select, union, update
 
-from billing_core.adapters.tables import accounts, invoices
 from billing_core.adapters.db import UnitOfWork
-from billing_core.domain.errors import Duplicate, InvalidState, NotFound, ValidationError
+from billing_core.adapters.tables import (
+    accounts,
+    applications,
+    credit_memos,
+    debit_memos,
+    hold_history,
+    invoices,
+    orders,
+    payments,
+    provisioning_requests,
+)
+from billing_core.domain.errors import (
+    Duplicate,
+    InvalidState,
+    LedgerError,
+    NotFound,
+    ValidationError,
+)
 from billing_core.domain.money import check_currency, parse_amount
 
 
@@ -66,7 +86,8 @@ def create_account(uow: UnitOfWork, data: AccountIn) -> int:
     values = validate_account(data)
     conn = uow.conn
     exists = conn.execute(select(accounts.c.id).where(
-        accounts.c.ext_source == values["ext_source"], accounts.c.ext_object == values["ext_object"],
+        accounts.c.ext_source == values["ext_source"],
+        accounts.c.ext_object == values["ext_object"],
         accounts.c.ext_id == values["ext_id"])).first()
     if exists:
         raise Duplicate("ext_id", values["ext_id"])
@@ -113,8 +134,7 @@ def update_account(uow: UnitOfWork, account_id: int, data: AccountIn) -> bool:
         has_docs = uow.conn.execute(select(invoices.c.id).where(
             invoices.c.account_id == account_id).limit(1)).first()
         if has_docs:
-            raise InvalidState("currency", values["currency"],
-                               f"cannot change from {current['currency']}: the account has invoices")
+            raise _currency_fixed(values["currency"], current["currency"])
     uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
         **changes, status="active", updated_at=uow.now()))
     if {"credit_limit_minor", "crm_hold"} & changes.keys():
@@ -150,3 +170,139 @@ def list_accounts(conn: Connection, *, after_id: int = 0, limit: int = 100) -> l
 
 def touched_since(conn: Connection, since: datetime) -> list[int]:
     return [r[0] for r in conn.execute(select(accounts.c.id).where(accounts.c.updated_at >= since))]
+
+
+def changed_since(conn: Connection, since: datetime) -> set[int]:
+    """Accounts whose billing figures or holds may have moved since ``since``: the account row,
+    a posted or voided invoice, a payment, an application or its reversal, a memo activated or
+    cancelled, a hold change, an order placed or activated, a provisioning request updated."""
+    parts = [
+        select(accounts.c.id.label("a")).where(accounts.c.updated_at >= since),
+        select(invoices.c.account_id).where(or_(invoices.c.posted_at >= since,
+                                                invoices.c.voided_at >= since)),
+        select(payments.c.account_id).where(payments.c.created_at >= since),
+        select(applications.c.account_id).where(or_(applications.c.applied_at >= since,
+                                                    applications.c.reversed_at >= since)),
+        select(credit_memos.c.account_id).where(or_(credit_memos.c.activated_at >= since,
+                                                    credit_memos.c.cancelled_at >= since)),
+        select(debit_memos.c.account_id).where(or_(debit_memos.c.activated_at >= since,
+                                                   debit_memos.c.cancelled_at >= since)),
+        select(hold_history.c.account_id).where(hold_history.c.at >= since),
+        select(orders.c.account_id).where(or_(orders.c.created_at >= since,
+                                              orders.c.activated_at >= since)),
+        select(provisioning_requests.c.account_id).where(
+            provisioning_requests.c.updated_at >= since),
+    ]
+    return {int(r[0]) for r in conn.execute(union(*parts))}
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """One item's outcome: its account (None when refused), whether it was created or changed,
+    and the error billing refused it with (field and value named)."""
+
+    account_id: int | None
+    created: bool = False
+    changed: bool = False
+    error: LedgerError | None = None
+
+
+UPSERT_CHUNK = 500      # accounts per lookup / insert / update statement
+_KEY = ("ext_source", "ext_object", "ext_id")
+
+
+def upsert_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[UpsertResult]:
+    """Create or update each item by its external key, as :func:`create_account` and
+    :func:`update_account` would one by one, in the order given (an item repeating an earlier
+    key updates what the earlier one wrote). A refused item (validation, currency change of an
+    account with invoices) gets its error in its result and writes nothing; the others go on."""
+    results: list[UpsertResult | None] = [None] * len(items)
+    todo: list[tuple[int, dict[str, Any]]] = []
+    for i, item in enumerate(items):
+        try:
+            todo.append((i, validate_account(item)))
+        except LedgerError as exc:
+            results[i] = UpsertResult(None, error=exc)
+    while todo:
+        # Rounds of distinct keys, so a repeated key sees what its predecessor wrote.
+        seen: set[tuple[str, str, str]] = set()
+        now_round: list[tuple[int, dict[str, Any]]] = []
+        later: list[tuple[int, dict[str, Any]]] = []
+        for i, values in todo:
+            key = _ext_key(values)
+            (later if key in seen else now_round).append((i, values))
+            seen.add(key)
+        for start in range(0, len(now_round), UPSERT_CHUNK):
+            for i, result in _upsert_chunk(uow, now_round[start:start + UPSERT_CHUNK]):
+                results[i] = result
+        todo = later
+    return [r for r in results if r is not None]
+
+
+def _ext_key(values: dict[str, Any]) -> tuple[str, str, str]:
+    return values["ext_source"], values["ext_object"], values["ext_id"]
+
+
+def _find_by_keys(conn: Connection, keys: Sequence[tuple[str, str, str]]
+                  ) -> dict[tuple[str, str, str], RowMapping]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for source, obj, ext_id in keys:
+        groups.setdefault((source, obj), []).append(ext_id)
+    found: dict[tuple[str, str, str], RowMapping] = {}
+    for (source, obj), ext_ids in groups.items():
+        for row in conn.execute(select(accounts).where(
+                accounts.c.ext_source == source, accounts.c.ext_object == obj,
+                accounts.c.ext_id.in_(ext_ids))).mappings():
+            found[(row["ext_source"], row["ext_object"], row["ext_id"])] = row
+    return found
+
+
+def _currency_fixed(new: str, old: str) -> InvalidState:
+    return InvalidState("currency", new, f"cannot change from {old}: the account has invoices")
+
+
+def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
+                  ) -> list[tuple[int, UpsertResult]]:
+    conn, now = uow.conn, uow.now()
+    found = _find_by_keys(conn, [_ext_key(v) for _, v in chunk])
+    out: list[tuple[int, UpsertResult]] = []
+    new = [(i, v) for i, v in chunk if _ext_key(v) not in found]
+    changed: list[tuple[int, dict[str, Any], RowMapping, dict[str, Any]]] = []
+    for i, values in chunk:
+        current = found.get(_ext_key(values))
+        if current is None:
+            continue
+        changes = {k: v for k, v in values.items() if current[k] != v}
+        if not changes and current["status"] == "active":
+            out.append((i, UpsertResult(int(current["id"]))))
+        else:
+            changed.append((i, values, current, changes))
+    recurrency = [int(c["id"]) for _, _, c, ch in changed if "currency" in ch]
+    with_docs = {int(r[0]) for r in conn.execute(select(invoices.c.account_id).where(
+        invoices.c.account_id.in_(recurrency)).distinct())} if recurrency else set()
+    updates: list[dict[str, Any]] = []
+    for i, values, current, changes in changed:
+        account_id = int(current["id"])
+        if account_id in with_docs and "currency" in changes:
+            out.append((i, UpsertResult(None, error=_currency_fixed(values["currency"],
+                                                                    current["currency"]))))
+            continue
+        updates.append({**{f"b_{k}": v for k, v in values.items() if k not in _KEY},
+                        "b_id": account_id})
+        if {"credit_limit_minor", "crm_hold"} & changes.keys():
+            uow.touch(account_id)
+        out.append((i, UpsertResult(account_id, changed=True)))
+    if updates:
+        columns = [k for k in chunk[0][1] if k not in _KEY]
+        conn.execute(update(accounts).where(accounts.c.id == bindparam("b_id")).values(
+            {**{k: bindparam(f"b_{k}") for k in columns}, "status": "active",
+             "updated_at": now}), updates)
+    if new:
+        conn.execute(insert(accounts), [{**v, "status": "active", "created_at": now,
+                                         "updated_at": now} for _, v in new])
+        ids = _find_by_keys(conn, [_ext_key(v) for _, v in new])
+        for i, values in new:
+            account_id = int(ids[_ext_key(values)]["id"])
+            uow.touch(account_id)
+            out.append((i, UpsertResult(account_id, created=True, changed=True)))
+    return out

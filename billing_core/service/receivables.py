@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, union
 
 from billing_core.adapters.tables import (
     accounts,
@@ -240,23 +240,68 @@ def account_summary(conn: Connection, account_id: int, on_date: date, *,
                     grace_days: int = 0) -> dict[str, Any]:
     """The figures the CRM shows: open balance, exposure, available credit (limit − exposure, or
     None without a limit), oldest overdue days (0 when nothing is late), last invoice."""
-    account = get_account(conn, account_id)
-    balance = open_balance_minor(conn, account_id)
-    unbilled = unbilled_orders_minor(conn, account_id, on_date)
-    exposure = balance + unbilled
-    limit = account["credit_limit_minor"]
-    overdue = overdue_documents(conn, account_id, on_date, grace_days)
-    last = conn.execute(select(invoices.c.number, invoices.c.issue_date).where(
-        invoices.c.account_id == account_id, invoices.c.number.is_not(None),
-        invoices.c.status.not_in(("draft", "void")),
-    ).order_by(invoices.c.issue_date.desc(), invoices.c.id.desc()).limit(1)).first()
-    return {
-        "account_id": account_id, "currency": account["currency"],
-        "open_balance_minor": balance, "unbilled_minor": unbilled, "exposure_minor": exposure,
-        "credit_limit_minor": limit,
-        "available_credit_minor": None if limit is None else int(limit) - exposure,
-        "oldest_overdue_days": max((d["days_overdue"] for d in overdue), default=0),
-        "overdue_minor": sum(d["balance_minor"] for d in overdue),
-        "last_invoice_number": last.number if last else None,
-        "last_invoice_date": last.issue_date if last else None,
-    }
+    return account_summaries(conn, [account_id], on_date, grace_days=grace_days)[account_id]
+
+
+def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: date, *,
+                      grace_days: int = 0) -> dict[int, dict[str, Any]]:
+    """:func:`account_summary` for many accounts: a handful of grouped queries per chunk of
+    accounts, whatever their number (the sync's outbox reads a page of accounts at once).
+    Raises ``NotFound`` naming the first unknown account."""
+    ids = sorted(set(account_ids))
+    rows: dict[int, Any] = {}
+    last: dict[int, Any] = {}
+    for chunk in _chunks(ids):
+        rows.update((int(r.id), r) for r in conn.execute(
+            select(accounts.c.id, accounts.c.currency, accounts.c.credit_limit_minor)
+            .where(accounts.c.id.in_(chunk))))
+        last.update(_last_invoices(conn, chunk))
+    for account_id in ids:
+        if account_id not in rows:
+            raise NotFound("account", account_id)
+    balances = open_balances_minor(conn, ids)
+    unbilled = unbilled_orders_many(conn, ids, on_date)
+    overdue = overdue_many(conn, ids, on_date, grace_days)
+    out: dict[int, dict[str, Any]] = {}
+    for account_id in ids:
+        account, late, inv = rows[account_id], overdue.get(account_id, []), last.get(account_id)
+        exposure = balances[account_id] + unbilled[account_id]
+        limit = account.credit_limit_minor
+        out[account_id] = {
+            "account_id": account_id, "currency": account.currency,
+            "open_balance_minor": balances[account_id], "unbilled_minor": unbilled[account_id],
+            "exposure_minor": exposure, "credit_limit_minor": limit,
+            "available_credit_minor": None if limit is None else int(limit) - exposure,
+            "oldest_overdue_days": max((d["days_overdue"] for d in late), default=0),
+            "overdue_minor": sum(d["balance_minor"] for d in late),
+            "last_invoice_number": inv.number if inv else None,
+            "last_invoice_date": inv.issue_date if inv else None,
+        }
+    return out
+
+
+def _last_invoices(conn: Connection, account_ids: list[int]) -> dict[int, Any]:
+    """Each account's latest numbered, non-draft, non-void invoice (issue date, then id)."""
+    ranked = select(
+        invoices.c.account_id, invoices.c.number, invoices.c.issue_date,
+        func.row_number().over(partition_by=invoices.c.account_id,
+                               order_by=(invoices.c.issue_date.desc(), invoices.c.id.desc())
+                               ).label("rank"),
+    ).where(invoices.c.account_id.in_(account_ids), invoices.c.number.is_not(None),
+            invoices.c.status.not_in(("draft", "void"))).subquery()
+    return {int(r.account_id): r for r in conn.execute(
+        select(ranked.c.account_id, ranked.c.number, ranked.c.issue_date)
+        .where(ranked.c.rank == 1))}
+
+
+def accounts_with_overdue(conn: Connection, on_date: date) -> set[int]:
+    """Accounts with an unpaid document past due on ``on_date`` (grace not counted): their
+    overdue days grow with no event."""
+    parts = [
+        select(invoices.c.account_id.label("a")).where(
+            invoices.c.status.in_(("posted", "partially_paid")), invoices.c.due_date < on_date),
+        select(debit_memos.c.account_id).where(
+            debit_memos.c.status.in_(("active", "partially_paid")),
+            debit_memos.c.due_date < on_date),
+    ]
+    return {int(r[0]) for r in conn.execute(union(*parts))}
