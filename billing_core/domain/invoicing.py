@@ -191,6 +191,11 @@ def _range(start: date, end: date) -> str:
     return f"{start.isoformat()} to {(end - ONE_DAY).isoformat()}"
 
 
+# (price, negotiated price, quantity, currency, name, period, factor) -> (description, amount)
+_STEADY: dict[tuple[object, ...], tuple[str, int]] = {}
+_STEADY_MAX = 65_536
+
+
 def _steady_line(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
                  pricer: _Pricer, draft: Draft, num: int, den: int) -> bool:
     """The common case, one whole period at one price and quantity (the same line the general
@@ -202,13 +207,23 @@ def _steady_line(sub: Sub, product: Product, acct: AccountTerms, period_start: d
     if len(segments) != 1:
         return False
     price = segments[0][2]
-    amount = pricer.amount(sub, price, sub.quantity)
-    if num != den:
-        amount = amount * num / den
-    draft.lines.append(Line(
-        "recurring", f"{product.name} x {_n(sub.quantity)}, {_range(p_start, p_end)}",
-        to_minor(amount, acct.currency), sub.product_id, sub.id, sub.quantity,
-        sub.unit_price if price is None else price.unit_price, p_start, p_end))
+    # The line's text and amount depend only on these values (compared by value: equal
+    # numbers give equal amounts and the same normalised text), and they repeat across a bill
+    # run's accounts: compute each distinct one once.
+    key = (price, sub.unit_price, sub.quantity, acct.currency, product.name, p_start, p_end,
+           num, den)
+    hit = _STEADY.get(key)
+    if hit is None:
+        amount = pricer.amount(sub, price, sub.quantity)
+        if num != den:
+            amount = amount * num / den
+        hit = (f"{product.name} x {_n(sub.quantity)}, {_range(p_start, p_end)}",
+               to_minor(amount, acct.currency))
+        if len(_STEADY) >= _STEADY_MAX:
+            _STEADY.clear()
+        _STEADY[key] = hit
+    draft.lines.append(Line("recurring", hit[0], hit[1], sub.product_id, sub.id, sub.quantity,
+                            sub.unit_price if price is None else price.unit_price, p_start, p_end))
     draft.billed_through[sub.id] = p_end
     return True
 
@@ -295,7 +310,7 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
         return None
     for line in draft.lines:
         line.tax_rate = tax_rate
-        line.tax_minor = round_minor(line.amount_minor * tax_rate) if tax_rate else 0
+        line.tax_minor = _line_tax(line.amount_minor, tax_rate) if tax_rate else 0
     subtotal = sum(line.amount_minor for line in draft.lines)
     tax = sum(line.tax_minor for line in draft.lines)
     if subtotal + tax < 0:
@@ -306,6 +321,12 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
     draft.subtotal_minor, draft.tax_minor = subtotal, tax
     draft.total_minor = subtotal + tax
     return draft
+
+
+@lru_cache(maxsize=65_536)
+def _line_tax(amount_minor: int, tax_rate: Decimal) -> int:
+    """Tax of one line, ``round(line x rate)`` (amounts and rates repeat across a run)."""
+    return round_minor(amount_minor * tax_rate)
 
 
 def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],

@@ -6,9 +6,9 @@ Rules kept here
   catalog, prices and tax rates are read once per run.
 - Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, credit
   draws) and one bulk UPDATE per kind of mark (change / charge / usage ``invoice_id``, grant
-  ``remaining_minor``) through :mod:`billing_core.service.bulk`, and one
-  ``UPDATE ... WHERE id IN (...)`` per distinct ``billed_through`` date. No per-row ORM round
-  trips.
+  ``remaining_minor``, and on SQLite ``billed_through``) through
+  :mod:`billing_core.service.bulk`; on PostgreSQL one ``UPDATE ... WHERE id IN (...)`` per
+  distinct ``billed_through`` date. No per-row ORM round trips.
 - Usage events are dated by their UTC day.
 """
 from __future__ import annotations
@@ -207,12 +207,16 @@ SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id")
 SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id")
 SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id")
 DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True)
+SET_BILLED_THROUGH = BulkUpdate(subscriptions, "billed_through")     # SQLite only (a date)
 IN_LIST_SLICE = 5000
 
 
 def _set_billed_through(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-    """One UPDATE ... WHERE id IN (...) per distinct date (a chunk has few), in slices that
-    stay under every database's bound-parameter limit."""
+    """SQLite: one executemany by primary key (no SQL text to build per chunk). PostgreSQL:
+    one UPDATE ... WHERE id IN (...) per distinct date (a chunk has few), in slices that stay
+    under the bound-parameter limit."""
+    if conn.dialect.name != "postgresql":
+        return SET_BILLED_THROUGH.run(conn, rows)
     by_date: dict[date, list[int]] = defaultdict(list)
     for sub_id, billed in rows:
         by_date[billed].append(sub_id)

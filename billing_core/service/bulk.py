@@ -14,11 +14,13 @@ RETURNING: on PostgreSQL from the table's own sequence, on SQLite above the curr
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select, text
-from sqlalchemy.sql import Executable
+from sqlalchemy import BigInteger, Connection, Table, bindparam, false, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import ColumnElement, Executable
 
 Processor = Callable[[Any], Any] | None
 _Compiled = tuple[str, bool, list[str], dict[str, Processor], dict[str, Any], list[Processor]]
@@ -97,6 +99,20 @@ def executemany(conn: Connection, stmt: Executable, names: Sequence[str],
     return len(rows)
 
 
+def id_in(conn: Connection, column: ColumnElement[Any],
+          ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column IN (ids)`` with the ids as one bound value (a JSON array read by ``json_each``
+    on SQLite, an array with ``= ANY`` on PostgreSQL): the SQL text is the same for every list,
+    so it is compiled once, instead of rendering one parameter per id (microseconds each)."""
+    values = [int(i) for i in ids]
+    if not values:
+        return false()
+    if conn.dialect.name == "postgresql":
+        return column == func.any(bindparam(None, values, type_=ARRAY(BigInteger)))
+    each = func.json_each(bindparam(None, json.dumps(values))).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
 def inserted_id(result: Any) -> int:
     """The primary key of a one-row INSERT."""
     key = result.inserted_primary_key
@@ -125,7 +141,7 @@ class BulkInsert:
     """INSERT INTO table (cols) for many rows: executemany (SQLite) or COPY (PostgreSQL)."""
 
     def __init__(self, table: Table, cols: tuple[str, ...]) -> None:
-        from sqlalchemy import bindparam, insert
+        from sqlalchemy import insert
 
         self.table, self.cols = table, cols
         self.names = tuple(f"p_{c}" for c in cols)
@@ -147,7 +163,7 @@ class BulkUpdate:
     """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows."""
 
     def __init__(self, table: Table, col: str, *, subtract: bool = False) -> None:
-        from sqlalchemy import bindparam, update
+        from sqlalchemy import update
 
         self.table, self.col, self.subtract = table, col, subtract
         value: Any = bindparam("v_new", type_=table.c[col].type)

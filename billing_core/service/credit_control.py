@@ -47,6 +47,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import NotFound
 from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
+from billing_core.service.bulk import id_in
 from billing_core.service.holds import (
     BILLING_SOURCE,
     HoldReason,
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 
 COMPUTED = ("crm", "credit_limit", "overdue")
 BATCH = 500     # accounts read (and locked) per query
+# what the decisions read of an account row (the whole row costs ~10 us per account to read)
+DECISION_COLUMNS = (accounts.c.id, accounts.c.ext_source, accounts.c.crm_hold,
+                    accounts.c.credit_limit_minor, accounts.c.currency)
 
 
 def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | None:
@@ -204,7 +208,8 @@ def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapp
     """The account rows; on PostgreSQL locked, in id order: two transactions evaluating the
     same account queue instead of both placing (unique violation) or both lifting (two history
     rows). SQLite's write lock already serialises writers."""
-    stmt = select(accounts).where(accounts.c.id.in_(account_ids)).order_by(accounts.c.id)
+    stmt = select(*DECISION_COLUMNS).where(id_in(uow.conn, accounts.c.id, account_ids)
+                                           ).order_by(accounts.c.id)
     if uow.dialect == "postgresql":
         stmt = stmt.with_for_update()
     return {int(r["id"]): r for r in uow.conn.execute(stmt).mappings()}
@@ -212,15 +217,15 @@ def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapp
 
 def _waiting(conn: Connection, account_ids: list[int]) -> set[int]:
     """Accounts with a held order, a pending quantity change or a waiting request."""
-    held = select(orders.c.account_id).where(orders.c.account_id.in_(account_ids),
+    held = select(orders.c.account_id).where(id_in(conn, orders.c.account_id, account_ids),
                                              orders.c.status == "held")
     waiting = select(provisioning_requests.c.account_id).where(
-        provisioning_requests.c.account_id.in_(account_ids),
+        id_in(conn, provisioning_requests.c.account_id, account_ids),
         provisioning_requests.c.state == "awaiting_hold_release")
     changes = (select(subscriptions.c.account_id)
                .join(subscription_changes,
                      subscriptions.c.id == subscription_changes.c.subscription_id)
-               .where(subscriptions.c.account_id.in_(account_ids),
+               .where(id_in(conn, subscriptions.c.account_id, account_ids),
                       subscription_changes.c.status == "pending"))
     return {int(r[0]) for r in conn.execute(union(held, waiting, changes))}
 

@@ -26,6 +26,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import hold_history, hold_reasons
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
 from billing_core.service.accounts import get_account
+from billing_core.service.bulk import id_in
 
 REASONS = ("crm", "credit_limit", "overdue", "manual")
 BILLING_OWNED = frozenset({"credit_limit", "overdue"})
@@ -65,7 +66,8 @@ def current_reasons_many(conn: Connection, account_ids: list[int]
     out: dict[int, dict[str, HoldReason]] = {}
     if not account_ids:
         return out
-    rows = conn.execute(select(hold_reasons).where(hold_reasons.c.account_id.in_(account_ids))
+    rows = conn.execute(select(hold_reasons).where(id_in(conn, hold_reasons.c.account_id,
+                                                         account_ids))
                         .order_by(hold_reasons.c.account_id, hold_reasons.c.id)).mappings()
     for r in rows:
         out.setdefault(r["account_id"], {})[r["reason"]] = _reason(r)
@@ -171,7 +173,8 @@ def list_holds(conn: Connection, *, reason: str | None = None, after_id: int = 0
     account_ids = [r[0] for r in conn.execute(ids)]
     if not account_ids:
         return []
-    rows = conn.execute(select(hold_reasons).where(hold_reasons.c.account_id.in_(account_ids))
+    rows = conn.execute(select(hold_reasons).where(id_in(conn, hold_reasons.c.account_id,
+                                                         account_ids))
                         .order_by(hold_reasons.c.account_id, hold_reasons.c.id)).mappings()
     out: dict[int, dict[str, Any]] = {}
     for r in rows:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:51:13.661101
+Create Date: 2026-11-22 01:22:39.281171
 """
 from alembic import op
 import sqlalchemy as sa
@@ -404,9 +404,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_invoice_lines')),
     sa.UniqueConstraint('invoice_id', 'line_no', name='uq_invoice_lines_no')
     )
-    with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_invoice_lines_invoice_id'), ['invoice_id'], unique=False)
-
     op.create_table('provisioning_requests',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -629,9 +626,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_provisioning_requests_account_id'))
 
     op.drop_table('provisioning_requests')
-    with op.batch_alter_table('invoice_lines', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_invoice_lines_invoice_id'))
-
     op.drop_table('invoice_lines')
     with op.batch_alter_table('credit_draws', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credit_draws_invoice_id'))
