@@ -6,7 +6,8 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
 - ``bill-run``: daily at ``bill_run_time`` (UTC); billing bills the accounts whose cycle is due;
 - ``holds``: time-based hold re-evaluation (invoices become overdue with no CRM change);
 - ``provisioning-dispatch``: every ``dispatch_interval_seconds``;
-- ``outbox-push``: every ``push_interval_seconds``.
+- ``outbox-push``: every ``push_interval_seconds``;
+- ``housekeeping``: daily, forgets stored API idempotency answers older than seven days.
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
 ``misfire_grace_time`` from the config. A job body that raises is logged by the scheduler and
 runs again at its next time; nothing here retries in a loop.
@@ -64,7 +65,20 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
     scheduler.add_job(_guarded("outbox-push", worker.push_all, worker),
                       IntervalTrigger(seconds=s.push_interval_seconds), id="outbox-push",
                       name="outbox push", replace_existing=True)
+    scheduler.add_job(_guarded("housekeeping", partial(housekeeping, worker), worker),
+                      CronTrigger(hour=(hour + 1) % 24, minute=minute, timezone=UTC),
+                      id="housekeeping", name="housekeeping", replace_existing=True)
     return scheduler
+
+
+def housekeeping(worker: Worker) -> None:
+    from billing_core.service import ledger_uow
+    from jobs.api.idempotency import purge_answers
+
+    with ledger_uow(worker.engine) as uow:
+        purged = purge_answers(uow)
+        uow.commit()
+    log.info("housekeeping: %d stored API answer(s) purged", purged)
 
 
 def job_ids(scheduler: BackgroundScheduler) -> list[str]:

@@ -165,6 +165,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, *,
         time.sleep(0.05)
     if not server.started:
         server.should_exit = True
-        raise RuntimeError(f"the API did not start on {host}:{port}")
-    log.info("api: listening on http://%s:%s", host, port)
+        raise OSError(f"the API could not listen on {host}:{port} (port in use?)")
+    bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+    log.info("api: listening on http://%s:%s", host, bound)
     return ServerHandle(server, thread)

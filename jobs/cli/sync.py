@@ -295,21 +295,24 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 
 @click.command("run")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
-@click.option("--api/--no-api", default=False, help="Serve the HTTP API too.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--api/--no-api", default=True, show_default=True,
+              help="Serve the HTTP API beside the worker.")
+@click.option("--api-host", default="127.0.0.1", show_default=True,
+              help="Address of the API; anything but loopback is logged as a warning (use TLS).")
+@click.option("--api-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the API (0: any free port, logged at start).")
 @click.option("--once", is_flag=True, help="Run every job once and exit.")
 @pass_app
-def run_command(app: AppContext, log_format: str, api: bool, host: str, port: int,
+def run_command(app: AppContext, log_format: str, api: bool, api_host: str, api_port: int,
                 once: bool) -> None:
-    """Start the worker: scheduled sync, bill run, holds, provisioning, push."""
+    """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
     import logging
 
     from jobs.daemon import DaemonRefused, configure_logging, run_daemon
     configure_logging(log_format, logging.INFO)
     try:
-        run_daemon(app.engine, app.settings, api=api, host=host, port=port, once=once)
-    except DaemonRefused as exc:
+        run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port, once=once)
+    except (DaemonRefused, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

@@ -24,7 +24,7 @@ def test_daemon_runs_then_stops_cleanly_on_sigterm(world: Any) -> None:
     log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from jobs.cli import main; main()", "--config",
-         str(world.config), "run", "--log-format", "json"],
+         str(world.config), "run", "--log-format", "json", "--api-port", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -47,6 +47,8 @@ def test_daemon_runs_then_stops_cleanly_on_sigterm(world: Any) -> None:
     messages = [entry["message"] for entry in lines]
     assert any(m.startswith("sync run=") and "outcome=ok" in m for m in messages)
     assert any("daemon stopped" in m for m in messages)
+    # the API is served by default, on loopback
+    assert any(m.startswith("api: listening on http://127.0.0.1:") for m in messages)
     for secret in world.env.values():
         assert secret not in err
     with world.engine.connect() as conn:

@@ -14,7 +14,7 @@ def test_jobs_have_explicit_ids_and_safe_defaults(sqlite_engine, tmp_path):
     worker = Worker(sqlite_engine, load_settings(cfg), connector_factory=lambda s: FakeCRM("sf"))
     try:
         scheduler = build_scheduler(worker)
-        assert job_ids(scheduler) == ["bill-run", "holds", "outbox-push",
+        assert job_ids(scheduler) == ["bill-run", "holds", "housekeeping", "outbox-push",
                                       "provisioning-dispatch", "sync:sf"]
         assert scheduler._job_defaults == {"coalesce": True, "max_instances": 1,
                                            "misfire_grace_time": 300}
