@@ -308,11 +308,13 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
     _draw_credits(period_start, grants, draft)
     if not draft.lines:
         return None
+    subtotal = tax = 0
     for line in draft.lines:
         line.tax_rate = tax_rate
-        line.tax_minor = _line_tax(line.amount_minor, tax_rate) if tax_rate else 0
-    subtotal = sum(line.amount_minor for line in draft.lines)
-    tax = sum(line.tax_minor for line in draft.lines)
+        if tax_rate:
+            line.tax_minor = _line_tax(line.amount_minor, tax_rate)
+            tax += line.tax_minor
+        subtotal += line.amount_minor
     if subtotal + tax < 0:
         draft.overflow_minor = -(subtotal + tax)
         draft.lines.append(Line("credit_memo", "Carried to a credit memo (invoice below zero)",

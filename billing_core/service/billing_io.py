@@ -254,10 +254,13 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
             lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id,
                           ln.subscription_id, ln.quantity, ln.unit_price, ln.period_start,
                           ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor))
-        subs_bt.extend((sid, bt) for sid, bt in d.billed_through.items())
-        changes.extend((cid, inv_id) for cid in d.changes)
-        charges.extend((cid, inv_id) for cid in d.charges)
-        usage.extend((uid, inv_id) for uid in d.usage)
+        subs_bt.extend(d.billed_through.items())
+        if d.changes:
+            changes.extend((cid, inv_id) for cid in d.changes)
+        if d.charges:
+            charges.extend((cid, inv_id) for cid in d.charges)
+        if d.usage:
+            usage.extend((uid, inv_id) for uid in d.usage)
         for grant_id, amount in d.draws:
             draws.append((grant_id, inv_id, "usage", amount, now))
             grants.append((grant_id, amount))
