@@ -341,12 +341,14 @@ def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
         p_start, p_end = period_of(ev.day, "monthly", acct.bill_cycle_day, ev.day)
         key = (ev.product_id, p_start, p_end, id(price))
         groups.setdefault(key, (price, []))[1].append(ev)
-    for (product_id, p_start, p_end, _), (price, events) in sorted(
-            groups.items(), key=lambda kv: kv[0][:3]):
+    items = list(groups.items())
+    if len(items) > 1:
+        items.sort(key=lambda kv: kv[0][:3])
+    for (product_id, p_start, p_end, _), (price, events) in items:
         quantity = sum((e.quantity for e in events), ZERO)
         draft.lines.append(Line(
-            "usage", f"{products[product_id].name}: {_n(quantity)} used {_fmt(p_start)} to "
-            f"{_fmt(p_end - ONE_DAY)}", to_minor(rate(price, quantity), acct.currency),
+            "usage", f"{products[product_id].name}: {_n(quantity)} used {_range(p_start, p_end)}",
+            to_minor(rate(price, quantity), acct.currency),
             product_id, None, quantity, price.unit_price, p_start, p_end))
         draft.usage.extend(e.id for e in events)
 
