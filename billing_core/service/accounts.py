@@ -92,10 +92,13 @@ def create_account(uow: UnitOfWork, data: AccountIn) -> int:
     if exists:
         raise Duplicate("ext_id", values["ext_id"])
     now = uow.now()
-    account_id = conn.execute(insert(accounts).values(
-        **values, status="active", created_at=now, updated_at=now)).inserted_primary_key[0]
+    key = conn.execute(insert(accounts).values(
+        **values, status="active", created_at=now, updated_at=now)).inserted_primary_key
+    if key is None:
+        raise RuntimeError("the INSERT returned no primary key")
+    account_id = int(key[0])
     uow.touch(account_id)
-    return int(account_id)
+    return account_id
 
 
 def get_account(conn: Connection, account_id: int) -> RowMapping:

@@ -240,3 +240,37 @@ def test_a_crm_that_refuses_every_read_is_a_failed_run(engine):
     report = run_cycle(engine, crm)
     assert report.outcome == "failed"
     assert "INVALID_SESSION_ID" in report.error
+
+
+def test_an_account_billing_refuses_is_quarantined_alone(engine):
+    """The page's accounts go to billing in one bulk upsert: a currency change of an account
+    with invoices is refused for that account only; the rest of the page applies."""
+    from datetime import date
+
+    from sqlalchemy import insert
+
+    from billing_core.adapters.tables import invoices
+
+    crm = _crm()
+    run_cycle(engine, crm)
+    with engine.begin() as conn:
+        a1 = conn.execute(select(accounts.c.id).where(accounts.c.ext_id == "A1")).scalar_one()
+        conn.execute(insert(invoices).values(
+            account_id=a1, currency="USD", series="INV", number="T-1", status="posted",
+            period_start=date(2026, 1, 1), period_end=date(2026, 2, 1),
+            issue_date=date(2026, 2, 1), due_date=date(2099, 3, 1), subtotal_minor=100,
+            tax_minor=0, total_minor=100, applied_minor=0, created_at=func.now(),
+            posted_at=func.now()))
+    crm.put("account", "A1", currency="EUR")
+    crm.put("account", "A2", credit_limit=Decimal(123))
+    report = run_cycle(engine, crm)
+    stats = report.objects["account"]
+    assert (stats.read, stats.quarantined, stats.upserted) == (2, 1, 1)
+    assert report.outcome == "partial"
+    with engine.connect() as conn:
+        q = conn.execute(select(quarantine).where(quarantine.c.crm_id == "A1")).mappings().one()
+        assert (q["field"], q["value"], q["status"]) == ("currency", "EUR", "open")
+        rows = dict(conn.execute(select(accounts.c.ext_id, accounts.c.currency)).all())
+        assert rows == {"A1": "USD", "A2": "EUR"}
+        assert conn.execute(select(accounts.c.credit_limit_minor)
+                            .where(accounts.c.ext_id == "A2")).scalar() == 12300
