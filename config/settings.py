@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -79,9 +79,12 @@ def _section(cls: type, data: dict[str, Any], name: str) -> Any:
         default = known[key].default
         if isinstance(default, Decimal):
             try:
-                value = Decimal(str(value))
-            except Exception:
+                number = Decimal(str(value))
+            except InvalidOperation:
                 raise ConfigError(f"[{name}] {key}={value!r} is not a number") from None
+            if not number.is_finite() or number <= 0:
+                raise ConfigError(f"[{name}] {key}={value!r} must be a number above 0")
+            value = number
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"[{name}] {key}={value!r} must be true or false")
         elif isinstance(default, int) and not isinstance(default, bool) and (

@@ -7,6 +7,7 @@ a rolled-back transaction takes its increment with it, so numbers are unique and
 from __future__ import annotations
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from billing_core.adapters.tables import number_sequences
 
@@ -27,7 +28,7 @@ def take_numbers(conn: Connection, series: str, count: int = 1) -> list[str]:
             with conn.begin_nested():
                 conn.execute(insert(number_sequences).values(series=series, next_number=1 + count))
             first = 1
-        except Exception:
+        except IntegrityError:
             return take_numbers(conn, series, count)
     else:
         first = row[0] - count

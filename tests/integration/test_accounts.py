@@ -57,3 +57,24 @@ def test_numbers_are_consecutive_and_rolled_back_numbers_are_reused(engine):
         # not committed: rolled back on exit
     with UnitOfWork(engine) as uow:
         assert take_number(uow.conn, "INV") == "INV-000004"
+
+
+def test_a_database_error_while_opening_a_series_is_raised_not_retried_forever():
+    """Regression: any exception on the first insert of a series retried it recursively."""
+    from sqlalchemy.exc import OperationalError
+
+    class NoSeriesYet:
+        def execute(self, stmt, *args):
+            if stmt.is_dml and stmt.table.name == "number_sequences" and stmt.is_insert:
+                raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+            return self
+
+        def first(self):
+            return None
+
+        def begin_nested(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        take_numbers(NoSeriesYet(), "INV")
