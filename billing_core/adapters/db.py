@@ -15,9 +15,10 @@ Rules kept here
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime, timezone
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
@@ -71,7 +72,7 @@ class UnitOfWork:
         self.engine = engine
         self.read_only = read_only
         self.before_commit = list(before_commit or [])
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.touched_accounts: set[int] = set()
         self._conn: Connection | None = None
 

@@ -21,8 +21,20 @@ Invariants (kept by the service layer, checked by tests, several backed by const
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData,
-    String, Table, Text, UniqueConstraint, text,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
 )
 
 from billing_core.adapters.types import ExactDecimal, UTCDateTime

@@ -6,8 +6,8 @@ re-evaluation), so every entry point gets the same rules.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from sqlalchemy import Engine
 

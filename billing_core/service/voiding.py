@@ -17,7 +17,12 @@ from sqlalchemy import RowMapping, func, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
-    credit_memos, invoice_lines, invoices, one_time_charges, subscription_changes, subscriptions,
+    credit_memos,
+    invoice_lines,
+    invoices,
+    one_time_charges,
+    subscription_changes,
+    subscriptions,
     usage_events,
 )
 from billing_core.domain.errors import InvalidState

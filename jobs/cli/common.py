@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import click
 from sqlalchemy import Engine

@@ -16,7 +16,8 @@ def db() -> None:
 @pass_app
 def upgrade(app: AppContext) -> None:
     """Bring the database to the newest schema (safe to run again)."""
-    from jobs.migrate import current, upgrade as do_upgrade
+    from jobs.migrate import current
+    from jobs.migrate import upgrade as do_upgrade
 
     engine = make_engine(app.settings.database_url)
     try:

@@ -1,11 +1,17 @@
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing_core.domain.errors import CurrencyMismatch, InvalidAmount, UnknownCurrency
 from billing_core.domain.money import (
-    Money, from_minor, parse_amount, round_money, to_decimal, to_minor,
+    Money,
+    from_minor,
+    parse_amount,
+    round_money,
+    to_decimal,
+    to_minor,
 )
 
 
