@@ -38,12 +38,8 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import changed_since
-from billing_core.service.holds import current_reasons, current_reasons_many
-from billing_core.service.receivables import (
-    account_summaries,
-    account_summary,
-    accounts_with_overdue,
-)
+from billing_core.service.holds import current_reasons_many
+from billing_core.service.receivables import account_summaries, accounts_with_overdue
 from sync.runs import get_cursor, save_cursor
 from sync.tables import handoffs, outbox, sync_records
 
@@ -72,13 +68,6 @@ def decode(field: str, value: Any) -> Any:
 BILLING_REASONS = frozenset({"credit_limit", "overdue"})
 
 
-def account_payload(conn: Connection, account_id: int, on_date: date,
-                    grace_days: int = 0, *, write_hold: bool = False,
-                    acked: dict[str, Any] | None = None) -> dict[str, Any]:
-    return payload_of(account_summary(conn, account_id, on_date, grace_days=grace_days),
-                      set(current_reasons(conn, account_id)), write_hold=write_hold, acked=acked)
-
-
 def payload_of(s: dict[str, Any], reason_names: Iterable[str], *, write_hold: bool = False,
                acked: dict[str, Any] | None = None) -> dict[str, Any]:
     """An account's payload from its receivables summary and its hold reasons."""
@@ -104,10 +93,6 @@ def payload_of(s: dict[str, Any], reason_names: Iterable[str], *, write_hold: bo
         elif acked and "credit_hold" in acked:
             payload["credit_hold"] = False
     return payload
-
-
-def quote_payload(conn: Connection, order_id: int) -> dict[str, Any]:
-    return quote_payloads(conn, [order_id])[order_id]
 
 
 def quote_payloads(conn: Connection, order_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -159,15 +144,6 @@ def _provisioning(states: list[str], order_status: str | None) -> str:
     if all(s in ("provisioned", "dispatched", "cancelled") for s in states):
         return "dispatched"
     return "in progress"
-
-
-def changed_accounts(conn: Connection, since: datetime) -> set[int]:
-    return changed_since(conn, since)
-
-
-def overdue_accounts(conn: Connection, on_date: date) -> set[int]:
-    """Accounts with an unpaid document past due: their overdue days grow with no event."""
-    return accounts_with_overdue(conn, on_date)
 
 
 class _Writes:
@@ -238,9 +214,9 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
         elif take_all or since is None:
             wanted = None
         else:
-            wanted = changed_accounts(conn, since - timedelta(seconds=5))
+            wanted = changed_since(conn, since - timedelta(seconds=5))
             if new_day:
-                wanted |= overdue_accounts(conn, now.date())
+                wanted |= accounts_with_overdue(conn, now.date())
         if wanted is not None:
             links = links.where(sync_records.c.ledger_id.in_(sorted(wanted)))
         rows = [(int(r[0]), r[1]) for r in conn.execute(links)]
