@@ -7,8 +7,9 @@ Rules kept here:
 - A quote's order (through ``accept_order`` = place + gate + provisioning when credit control
   offers it, else ``place_order``) and its ``handoffs`` row commit together: quotes are handed
   off in chunks of ``CHUNK``, one transaction per chunk (credit control's commit hook then
-  re-evaluates the chunk's accounts together), each order placed in its own savepoint so a
-  refused order is undone alone. A chunk's quotes, hand-off history, lines, accounts and
+  re-evaluates the chunk's accounts together), each quote in its own savepoint so a refused
+  order is undone alone, and a quote that raises (budget spent) leaves the quotes before it
+  committed. A chunk's quotes, hand-off history, lines, accounts and
   products are read with a few queries per chunk, not per quote.
 - A quote whose account is not known yet waits (``waiting``); its account is fetched once with
   ``read_one`` and reconciled; if the CRM has no such account the quote is quarantined.
@@ -74,10 +75,19 @@ def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
     todo = _worth_a_look(engine, connection, set(quote_ids), accepted)
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
+        outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
             known = _Known.read(uow, connection, chunk)
-            outcomes = [(quote_id, _one(uow, connector, connection, quote_id, accepted, known))
-                        for quote_id in chunk]
+            try:
+                for quote_id in chunk:
+                    with uow.savepoint():
+                        outcomes.append((quote_id, _one(uow, connector, connection, quote_id,
+                                                        accepted, known)))
+            except BaseException:
+                # A quote that fails (budget spent, CRM error) is undone alone; the quotes
+                # handed off before it commit, as they would one transaction per quote.
+                uow.commit()
+                raise
             uow.commit()
         for quote_id, outcome in outcomes:
             if outcome:

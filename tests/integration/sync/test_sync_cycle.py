@@ -274,3 +274,18 @@ def test_an_account_billing_refuses_is_quarantined_alone(engine):
         assert rows == {"A1": "USD", "A2": "EUR"}
         assert conn.execute(select(accounts.c.credit_limit_minor)
                             .where(accounts.c.ext_id == "A2")).scalar() == 12300
+
+
+def test_a_hand_off_that_runs_out_of_budget_keeps_the_ones_before_it(engine):
+    """Hand-offs share a transaction per chunk: the quote whose account fetch spends the budget
+    is undone alone, the quote handed off before it stays."""
+    crm = _crm()
+    crm.put("quote", "Q2", account_crm_id="GHOST", status="Accepted", revision=1)
+    crm.put("quote_line", "L3", quote_crm_id="Q2", product_crm_id="P1", quantity=Decimal(1))
+    crm.budget_after = 5                   # the five pulls; Q2's account fetch is refused
+    report = run_cycle(engine, crm)
+    assert report.outcome == "stopped: API budget"
+    with engine.connect() as conn:
+        assert conn.execute(select(orders.c.source_ref)).scalars().all() == ["fake:Q1:rev1"]
+        assert conn.execute(select(handoffs.c.quote_crm_id, handoffs.c.state)).all() \
+            == [("Q1", "done")]
