@@ -32,7 +32,7 @@ from sqlalchemy import Engine, insert, select, update
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import products as product_table
 from billing_core.domain.errors import LedgerError
-from billing_core.service import ledger_uow
+from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
 from billing_core.service.pricing import get_product
 from connectors.base import Connector
@@ -274,20 +274,5 @@ def _place(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
         account_id=account_id, source_ref=source_ref(connection, quote.crm_id, quote.revision),
         order_date=quote.start_date or today, subscriptions=tuple(subs),
         one_time_charges=tuple(charges), amends_order_id=amends)
-    accept = _accept_order()
-    if accept is not None:
-        result = accept(uow, order)
-        return int(getattr(result, "order_id", result))
-    return orders_service.place_order(uow, order)
-
-
-def _accept_order() -> Callable[[UnitOfWork, Any], Any] | None:
-    for module in ("billing_core.service.gate", "billing_core.service.credit_control"):
-        try:
-            mod = __import__(module, fromlist=["accept_order"])
-        except ModuleNotFoundError:
-            continue
-        fn = getattr(mod, "accept_order", None)
-        if fn is not None:
-            return fn  # type: ignore[no-any-return]
-    return None
+    # The gate decides with the unit of work's credit policy (the configured one).
+    return gate.accept_order(uow, order)

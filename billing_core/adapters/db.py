@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -68,9 +68,12 @@ class UnitOfWork:
 
     def __init__(self, engine: Engine, *, read_only: bool = False,
                  before_commit: list[Callable[[UnitOfWork], None]] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, policy: Any = None) -> None:
         self.engine = engine
         self.read_only = read_only
+        # The credit policy in force for this transaction: every hold decision taken in it
+        # (the gate's, the commit hook's) uses the same one. None = the defaults.
+        self.policy = policy
         self.before_commit = list(before_commit or [])
         self.clock = clock or (lambda: datetime.now(UTC))
         self.touched_accounts: set[int] = set()

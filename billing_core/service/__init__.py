@@ -23,4 +23,5 @@ def ledger_uow(engine: Engine, *, read_only: bool = False, policy: object | None
         pass
     else:
         hooks.append(reevaluate_touched_hook(policy))
-    return UnitOfWork(engine, read_only=read_only, before_commit=hooks, clock=clock)
+    return UnitOfWork(engine, read_only=read_only, before_commit=hooks, clock=clock,
+                      policy=policy)

@@ -97,8 +97,9 @@ class Figures:
     def read(cls, conn: Connection, rows: dict[int, RowMapping], on_date: date,
              policy: CreditPolicy) -> Figures:
         limited = [a for a, row in rows.items() if effective_limit_minor(row, policy) is not None]
-        exposure = exposures_minor(conn, limited, on_date,
-                                   include_unbilled=policy.include_unbilled_orders) if limited else {}
+        exposure = (exposures_minor(conn, limited, on_date,
+                                    include_unbilled=policy.include_unbilled_orders)
+                    if limited else {})
         return cls(exposure, overdue_many(conn, list(rows), on_date, policy.overdue_grace_days))
 
 
@@ -157,7 +158,7 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
                         ) -> list[Evaluation]:
     """:func:`reevaluate_account` for many accounts, in id order; the account rows (locked on
     PostgreSQL), current reasons and what waits are read per batch, not per account."""
-    policy = policy or CreditPolicy()
+    policy = policy or uow.policy or CreditPolicy()
     on_date = on_date or uow.now().date()
     ids = sorted(set(account_ids))
     results: list[Evaluation] = []
