@@ -73,6 +73,13 @@ class Worker:
                     self._connectors[name] = build_connector(self.connections[name])
             return self._connectors[name]
 
+    def budgets(self) -> dict[str, Any]:
+        """Each connection's API budget as its connector last saw it (``/metrics`` reads it);
+        connections not spoken to yet in this process are absent."""
+        with self._guard:
+            built = dict(self._connectors)
+        return {name: connector.api_budget() for name, connector in built.items()}
+
     def options(self, trigger: str, **kw: Any) -> SyncOptions:
         return SyncOptions(trigger=trigger, grace_days=self.settings.credit.overdue_grace_days,
                            push_batch_size=self.sync.push_batch_size,
