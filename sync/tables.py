@@ -42,28 +42,18 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
 
-from billing_core.adapters.types import UTCDateTime
+from billing_core.adapters.types import Id, UTCDateTime, id_column, new_metadata
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
-
-Id = BigInteger().with_variant(Integer(), "sqlite")
+metadata = new_metadata()
 
 
-def _pk() -> Column:
-    return Column("id", Id, primary_key=True, autoincrement=True)
+
 
 
 sync_cursors = Table(
@@ -75,7 +65,7 @@ sync_cursors = Table(
 )
 
 sync_records = Table(
-    "sync_records", metadata, _pk(),
+    "sync_records", metadata, id_column(),
     Column("connection", String(64), nullable=False),
     Column("object", String(32), nullable=False),
     Column("crm_id", String(64), nullable=False),
@@ -91,7 +81,7 @@ sync_records = Table(
 )
 
 quarantine = Table(
-    "quarantine", metadata, _pk(),
+    "quarantine", metadata, id_column(),
     Column("connection", String(64), nullable=False),
     Column("object", String(32), nullable=False),
     Column("crm_id", String(64), nullable=False),
@@ -108,7 +98,7 @@ quarantine = Table(
 )
 
 handoffs = Table(
-    "handoffs", metadata, _pk(),
+    "handoffs", metadata, id_column(),
     Column("connection", String(64), nullable=False),
     Column("quote_crm_id", String(64), nullable=False),
     Column("revision", Integer, nullable=False),
@@ -122,7 +112,7 @@ handoffs = Table(
 )
 
 outbox = Table(
-    "outbox", metadata, _pk(),
+    "outbox", metadata, id_column(),
     Column("connection", String(64), nullable=False),
     Column("object", String(32), nullable=False),
     Column("crm_id", String(64), nullable=False),
@@ -143,12 +133,13 @@ outbox = Table(
 )
 
 sync_runs = Table(
-    "sync_runs", metadata, _pk(),
+    "sync_runs", metadata, id_column(),
     Column("trigger", String(32), nullable=False),       # schedule | manual | demo | push
     Column("connection", String(64), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
-    Column("outcome", String(32), nullable=False),       # running | ok | partial | stopped: API budget | failed
+    # running | ok | partial | stopped: API budget | stopped: shutdown | failed
+    Column("outcome", String(32), nullable=False),
     Column("error", Text),
     Column("options", Text),
     Column("api_used", BigInteger),                      # the CRM's allowance as last reported
@@ -156,7 +147,7 @@ sync_runs = Table(
 )
 
 sync_run_objects = Table(
-    "sync_run_objects", metadata, _pk(),
+    "sync_run_objects", metadata, id_column(),
     Column("run_id", Id, nullable=False, index=True),
     Column("object", String(32), nullable=False),
     Column("read", Integer, nullable=False, server_default="0"),

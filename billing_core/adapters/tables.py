@@ -29,7 +29,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -37,22 +36,12 @@ from sqlalchemy import (
     text,
 )
 
-from billing_core.adapters.types import ExactDecimal, UTCDateTime
+from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime, id_column, new_metadata
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
-
-# An auto-incrementing 64-bit key on PostgreSQL that is SQLite's rowid alias on SQLite.
-Id = BigInteger().with_variant(Integer(), "sqlite")
+metadata = new_metadata()
 
 
-def _pk() -> Column:
-    return Column("id", Id, primary_key=True, autoincrement=True)
+
 
 
 def _fk(name: str, target: str, nullable: bool = False) -> Column:
@@ -64,7 +53,7 @@ def _created() -> Column:
 
 
 accounts = Table(
-    "accounts", metadata, _pk(),
+    "accounts", metadata, id_column(),
     Column("ext_source", String(64), nullable=False),   # connection name, or "local"
     Column("ext_object", String(64), nullable=False),   # e.g. "Account", "accounts"
     Column("ext_id", String(64), nullable=False),       # the CRM id
@@ -88,7 +77,7 @@ accounts = Table(
 )
 
 products = Table(
-    "products", metadata, _pk(),
+    "products", metadata, id_column(),
     Column("sku", String(80), nullable=False, unique=True),
     Column("name", String(255), nullable=False),
     # recurring: billed per unit per period; one_time: once; usage: rated from usage events
@@ -106,7 +95,7 @@ products = Table(
 )
 
 prices = Table(
-    "prices", metadata, _pk(),
+    "prices", metadata, id_column(),
     _fk("product_id", "products"),
     Column("currency", String(3), nullable=False),
     Column("effective_from", Date, nullable=False),      # applies from this day on
@@ -116,7 +105,7 @@ prices = Table(
 )
 
 price_tiers = Table(
-    "price_tiers", metadata, _pk(),
+    "price_tiers", metadata, id_column(),
     _fk("price_id", "prices"),
     Column("up_to", ExactDecimal()),                      # inclusive upper bound; NULL = no bound
     Column("unit_price", ExactDecimal(), nullable=False),
@@ -124,7 +113,7 @@ price_tiers = Table(
 )
 
 tax_rates = Table(
-    "tax_rates", metadata, _pk(),
+    "tax_rates", metadata, id_column(),
     Column("country", String(2), nullable=False),
     Column("region", String(64), nullable=False, server_default=""),   # "" = whole country
     Column("rate", ExactDecimal(), nullable=False),       # 0.2 = 20 %
@@ -134,7 +123,7 @@ tax_rates = Table(
 )
 
 orders = Table(
-    "orders", metadata, _pk(),
+    "orders", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("source_ref", String(255), nullable=False, unique=True),  # e.g. "sf:0Q0...:rev1"
     Column("amends_order_id", Id, ForeignKey("orders.id")),
@@ -147,7 +136,7 @@ orders = Table(
 )
 
 subscriptions = Table(
-    "subscriptions", metadata, _pk(),
+    "subscriptions", metadata, id_column(),
     _fk("account_id", "accounts"),
     _fk("order_id", "orders", nullable=True),
     _fk("product_id", "products"),
@@ -164,7 +153,7 @@ subscriptions = Table(
 )
 
 subscription_changes = Table(
-    "subscription_changes", metadata, _pk(),
+    "subscription_changes", metadata, id_column(),
     _fk("subscription_id", "subscriptions"),
     Column("effective_date", Date, nullable=False),
     Column("old_quantity", ExactDecimal(), nullable=False),
@@ -175,7 +164,7 @@ subscription_changes = Table(
 )
 
 one_time_charges = Table(
-    "one_time_charges", metadata, _pk(),
+    "one_time_charges", metadata, id_column(),
     _fk("account_id", "accounts"),
     _fk("order_id", "orders", nullable=True),
     _fk("product_id", "products"),
@@ -188,7 +177,7 @@ one_time_charges = Table(
 )
 
 usage_events = Table(
-    "usage_events", metadata, _pk(),
+    "usage_events", metadata, id_column(),
     Column("event_id", String(128), nullable=False, unique=True),
     _fk("account_id", "accounts"),
     _fk("product_id", "products"),
@@ -200,7 +189,7 @@ usage_events = Table(
 )
 
 bill_runs = Table(
-    "bill_runs", metadata, _pk(),
+    "bill_runs", metadata, id_column(),
     Column("run_date", Date, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
@@ -216,7 +205,7 @@ number_sequences = Table(
 )
 
 invoices = Table(
-    "invoices", metadata, _pk(),
+    "invoices", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("currency", String(3), nullable=False),
     Column("series", String(32), nullable=False, server_default="INV"),
@@ -243,7 +232,7 @@ invoices = Table(
 )
 
 invoice_lines = Table(
-    "invoice_lines", metadata, _pk(),
+    "invoice_lines", metadata, id_column(),
     # no index of its own: uq_invoice_lines_no (invoice_id, line_no) serves lookups by invoice,
     # and the bill run writes ~4 lines per invoice (one index less per line)
     Column("invoice_id", Id, ForeignKey("invoices.id"), nullable=False),
@@ -264,7 +253,7 @@ invoice_lines = Table(
 )
 
 credit_memos = Table(
-    "credit_memos", metadata, _pk(),
+    "credit_memos", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("currency", String(3), nullable=False),
     Column("number", String(40), unique=True),           # assigned when activated
@@ -285,7 +274,7 @@ credit_memos = Table(
 )
 
 debit_memos = Table(
-    "debit_memos", metadata, _pk(),
+    "debit_memos", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("currency", String(3), nullable=False),
     Column("number", String(40), unique=True),           # assigned when activated
@@ -304,7 +293,7 @@ debit_memos = Table(
 )
 
 payments = Table(
-    "payments", metadata, _pk(),
+    "payments", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("currency", String(3), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
@@ -320,7 +309,7 @@ payments = Table(
 
 # A credit memo or payment (source) settling an invoice or debit memo (target).
 applications = Table(
-    "applications", metadata, _pk(),
+    "applications", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("source_type", String(16), nullable=False),   # credit_memo | payment
     Column("source_id", Id, nullable=False),
@@ -335,7 +324,7 @@ applications = Table(
 )
 
 credit_grants = Table(
-    "credit_grants", metadata, _pk(),
+    "credit_grants", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("currency", String(3), nullable=False),
     Column("kind", String(16), nullable=False),          # purchased | granted | memo_return
@@ -353,7 +342,7 @@ credit_grants = Table(
 )
 
 credit_draws = Table(
-    "credit_draws", metadata, _pk(),
+    "credit_draws", metadata, id_column(),
     _fk("grant_id", "credit_grants"),
     _fk("invoice_id", "invoices", nullable=True),
     Column("kind", String(16), nullable=False),          # usage | conversion | expiry
@@ -366,10 +355,11 @@ credit_draws = Table(
 # --- credit control and the provisioning gate -------------------------------------------
 
 hold_reasons = Table(
-    "hold_reasons", metadata, _pk(),
+    "hold_reasons", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("reason", String(16), nullable=False),        # crm | credit_limit | overdue | manual
-    Column("source", String(64), nullable=False),        # who placed it: crm:<conn>, billing, admin:<name>
+    # who placed it: crm:<connection>, billing, admin:<name>
+    Column("source", String(64), nullable=False),
     Column("placed_at", UTCDateTime(), nullable=False),
     Column("details", Text, nullable=False),             # JSON: exposure/limit/note/...
     UniqueConstraint("account_id", "reason", name="uq_hold_reasons_account_reason"),
@@ -377,7 +367,7 @@ hold_reasons = Table(
 )
 
 hold_history = Table(
-    "hold_history", metadata, _pk(),
+    "hold_history", metadata, id_column(),
     _fk("account_id", "accounts"),
     Column("reason", String(16), nullable=False),
     Column("action", String(8), nullable=False),         # placed | lifted
@@ -387,7 +377,7 @@ hold_history = Table(
 )
 
 provisioning_requests = Table(
-    "provisioning_requests", metadata, _pk(),
+    "provisioning_requests", metadata, id_column(),
     _fk("account_id", "accounts"),
     _fk("order_id", "orders"),
     Column("subscription_id", Id, ForeignKey("subscriptions.id")),

@@ -11,32 +11,23 @@ Rules kept here
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     ForeignKey,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
 
-from billing_core.adapters.types import UTCDateTime
+from billing_core.adapters.types import Id, UTCDateTime, id_column, new_metadata
 
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = new_metadata()
 
-Id = BigInteger().with_variant(Integer(), "sqlite")
 
 api_tokens = Table(
     "api_tokens", metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
+    id_column(),
     Column("name", String(128), nullable=False),
     Column("prefix", String(16), nullable=False, unique=True),   # public part, shown in lists
     Column("secret_hash", String(64), nullable=False),             # sha256 hex of the whole token
@@ -47,7 +38,7 @@ api_tokens = Table(
 
 api_idempotency = Table(
     "api_idempotency", metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
+    id_column(),
     Column("key", String(255), nullable=False),
     Column("token_id", Id, ForeignKey("api_tokens.id"), nullable=False),
     Column("method_path", String(512), nullable=False),            # "POST /billing/payments"
