@@ -28,7 +28,6 @@ class BillingSettings:
     invoice_series: str = "INV"
     default_payment_terms_days: int = 30
     default_bill_cycle_day: int = 1
-    tax_inclusive: bool = False
     bill_run_chunk_size: int = 2000
 
 

@@ -44,3 +44,10 @@ def test_bad_settings_name_the_key_and_value(tmp_path, text, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_a_setting_billing_does_not_honour_is_refused_not_ignored(tmp_path):
+    # tax is always added on top of each line; a 'tax_inclusive' switch that did nothing
+    # would mislead, so it is an unknown key
+    with pytest.raises(ConfigError, match="unknown key"):
+        _load(tmp_path, "[billing]\ntax_inclusive = true\n")
