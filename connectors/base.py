@@ -63,7 +63,7 @@ class ConflictError(FatalError):
 
 
 class BudgetExhausted(ConnectorError):
-    """The configured share of the CRM's API allowance is spent (or the CRM said so). Stop the run."""
+    """The configured share of the CRM's API allowance is spent (or the CRM said so): stop."""
 
     def __init__(self, message: str, *, budget: Budget | None = None, **kw: Any):
         super().__init__(message, **kw)
@@ -175,3 +175,19 @@ class Connector(Protocol):
     def api_budget(self) -> Budget: ...
 
     def accepted_quote_states(self) -> frozenset[str]: ...
+
+
+class FieldMapped:
+    """The part of the interface every connector answers from its field map and transport."""
+
+    fieldmap: Any
+    transport: Any
+
+    def objects(self) -> Sequence[str]:
+        return list(self.fieldmap.objects)
+
+    def accepted_quote_states(self) -> frozenset[str]:
+        return frozenset(self.fieldmap.object("quote").accepted_states)
+
+    def api_budget(self) -> Budget:
+        return self.transport.budget.snapshot()  # type: ignore[no-any-return]

@@ -26,10 +26,10 @@ import requests
 
 from connectors.base import (
     AuthError,
-    Budget,
     CheckResult,
     Deletion,
     FatalError,
+    FieldMapped,
     Page,
     Record,
     Redecide,
@@ -45,7 +45,7 @@ from connectors.transport import Transport
 log = logging.getLogger(__name__)
 
 
-class DynamicsConnector:
+class DynamicsConnector(FieldMapped):
     crm = "dynamics"
 
     def __init__(self, settings: ConnectionSettings, fieldmap: FieldMap, transport: Transport,
@@ -83,15 +83,6 @@ class DynamicsConnector:
         return self.request("GET", url, **kw).json(parse_float=Decimal)
 
     # -- interface -----------------------------------------------------------------------
-    def objects(self) -> Sequence[str]:
-        return list(self.fieldmap.objects)
-
-    def accepted_quote_states(self) -> frozenset[str]:
-        return self.fieldmap.object("quote").accepted_states
-
-    def api_budget(self) -> Budget:
-        return self.transport.budget.snapshot()
-
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
                      known_ids: Iterable[str] | None = None) -> Iterator[Page]:
         om = self.fieldmap.object(obj)

@@ -29,12 +29,12 @@ from simple_salesforce import Salesforce
 
 from connectors.base import (
     AuthError,
-    Budget,
     BudgetExhausted,
     CheckResult,
     ConnectorError,
     Deletion,
     FatalError,
+    FieldMapped,
     Page,
     Record,
     Redecide,
@@ -63,7 +63,7 @@ def classify(resp: requests.Response, code: str | None, message: str) -> Connect
     return None
 
 
-class SalesforceConnector:
+class SalesforceConnector(FieldMapped):
     crm = "salesforce"
 
     def __init__(self, settings: ConnectionSettings, fieldmap: FieldMap, transport: Transport,
@@ -103,15 +103,6 @@ class SalesforceConnector:
                             code=again.code, status=again.status) from None
 
     # -- interface -----------------------------------------------------------------------
-    def objects(self) -> Sequence[str]:
-        return list(self.fieldmap.objects)
-
-    def accepted_quote_states(self) -> frozenset[str]:
-        return self.fieldmap.object("quote").accepted_states
-
-    def api_budget(self) -> Budget:
-        return self.transport.budget.snapshot()
-
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
                      known_ids: Iterable[str] | None = None) -> Iterator[Page]:
         om = self.fieldmap.object(obj)
