@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from billing_core.adapters.db import UnitOfWork, make_engine
 from jobs.migrate import upgrade
@@ -33,7 +34,7 @@ def _pg_reachable() -> str | None:
             conn.execute(text("SELECT 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # any failure to connect means: not available here
+    except (SQLAlchemyError, OSError) as exc:  # cannot connect: not available here
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sandbox_server = pytest.importorskip("connectors.sandbox.server")
-
 from e2e_world import World
+
+import connectors.sandbox.server as sandbox_server  # noqa: E402 - a failed import must fail, not skip
 
 pytestmark = pytest.mark.e2e
 

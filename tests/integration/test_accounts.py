@@ -1,8 +1,12 @@
 import pytest
 
-from billing_core.domain.errors import Duplicate, UnknownCurrency, ValidationError, InvalidAmount
+from billing_core.domain.errors import Duplicate, InvalidAmount, UnknownCurrency, ValidationError
 from billing_core.service.accounts import (
-    AccountIn, create_account, get_account, resolve_account, set_credit_limit,
+    AccountIn,
+    create_account,
+    get_account,
+    resolve_account,
+    set_credit_limit,
 )
 from billing_core.service.numbering import take_number, take_numbers
 

@@ -5,8 +5,9 @@ Rules this module keeps:
   value of the wrong type → INVALID_FIELD (errors are SoqlError, rendered by the side).
 - `query` hides IsDeleted rows; `queryAll` shows them.
 - Streaming: with no ORDER BY, or ORDER BY monotone fields (Id, SystemModstamp, LastModifiedDate,
-  CreatedDate, QuoteLineItem.QuoteId, PricebookEntry.Product2Id) all in one direction, base rows are read in index order and merged with the
-  (small, sorted) set of changed rows; range filters on those fields narrow the base index range
+  CreatedDate, QuoteLineItem.QuoteId, PricebookEntry.Product2Id) all in one direction, base rows
+  are read in index order and merged with the (small, sorted) set of changed rows; range filters on
+  those fields narrow the base index range
   by bisection, so "SystemModstamp >= :cursor ORDER BY SystemModstamp, Id" never scans the table.
 - Any other ORDER BY collects (sort values, index) pairs — not rows — and sorts them.
 - Ties keep Id order, so paging is deterministic.

@@ -7,8 +7,9 @@ Rules this module keeps:
   picklist value INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST, a reference to no row
   INVALID_CROSS_REFERENCE_KEY — each with the field names, as Salesforce reports them.
 - Collections: at most 200 records (else the whole call is a 400 EXCEEDED_ID_LIMIT); one result
-  per record, in order (a repeated id fails as DUPLICATE_VALUE); with allOrNone, any failure rolls every record back
-  (ALL_OR_NONE_OPERATION_ROLLED_BACK) and nothing is written. All rows written by one call share
+  per record, in order (a repeated id fails as DUPLICATE_VALUE); with allOrNone, any failure rolls
+  every record back (ALL_OR_NONE_OPERATION_ROLLED_BACK) and nothing is written. All rows written by
+  one call share
   one SystemModstamp, as rows of one transaction do.
 """
 
@@ -156,7 +157,7 @@ def collection(store: Store, method: str, records: list[Any], all_or_none: bool)
         failed = any(isinstance(p, dict) for p in plans)
         if failed and all_or_none:
             return [p if isinstance(p, dict) else _failure(method, r, _ROLLED_BACK)
-                    for p, r in zip(plans, records)]
+                    for p, r in zip(plans, records, strict=True)]
         at = now_ms(store.clock)
         results = []
         for plan in plans:

@@ -128,7 +128,7 @@ def _invoice(uow, acc: int, extra_minor: int, due) -> tuple[int, int]:
 
 def _check(ledger: Ledger, ids: list[int], models: list[Model]) -> None:
     with ledger.engine.connect() as conn:
-        for acc, model in zip(ids, models):
+        for acc, model in zip(ids, models, strict=True):
             got = {r[0] for r in conn.execute(select(hold_reasons.c.reason).where(
                 hold_reasons.c.account_id == acc))}
             assert got == model.reasons(ledger.clock.today), (acc, model)
@@ -219,7 +219,7 @@ def _run_ops(engine, ops) -> None:
         _check(ledger, ids, models)
 
     # Lift everything: what waited goes out, each request exactly once.
-    for acc, m in zip(ids, models):
+    for acc, m in zip(ids, models, strict=True):
         with ledger.tx() as uow:
             set_crm_hold(uow, acc, False)
             set_credit_limit(uow, acc, None)

@@ -1,5 +1,5 @@
-"""Helpers for the receivables tests (imported by their conftest and tests): accounts and posted invoices made straight in the schema,
-so these tests do not depend on the bill run."""
+"""Helpers for the receivables tests (imported by their conftest and tests): accounts and posted
+invoices made straight in the schema, so these tests do not depend on the bill run."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime

@@ -2,8 +2,9 @@
 stayed empty because the worker offered no budgets)."""
 from __future__ import annotations
 
-from config.settings import load_settings
 from fake_crm import FakeCRM
+
+from config.settings import load_settings
 from jobs.api.metrics import ApiMetrics
 from sync.worker import Worker
 
