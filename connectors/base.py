@@ -191,3 +191,17 @@ class FieldMapped:
 
     def api_budget(self) -> Budget:
         return self.transport.budget.snapshot()  # type: ignore[no-any-return]
+
+
+def field_map_check(connection: str, label: str, mapped: int, missing: Iterable[str],
+                    locked: Iterable[str], *, missing_text: str, locked_text: str) -> CheckResult:
+    """How `ledgerbridge doctor` judges one object's field map once the CRM has described it:
+    a mapped field the CRM lacks fails, then a field billing writes that the user cannot
+    update fails, else the map is fine. The texts say it in the CRM's own words."""
+    missing, locked = sorted(missing), sorted(locked)
+    if missing:
+        return CheckResult(connection, label, "fail", f"{missing_text}: {', '.join(missing)}")
+    if locked:
+        return CheckResult(connection, label, "fail", f"{locked_text}: {', '.join(locked)}")
+    return CheckResult(connection, label, "ok", f"{mapped} fields mapped")
+

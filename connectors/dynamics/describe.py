@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import CheckResult, ConnectorError
+from connectors.base import CheckResult, ConnectorError, field_map_check
 from connectors.dynamics import odata
 
 if TYPE_CHECKING:
@@ -50,15 +50,10 @@ def check(conn: DynamicsConnector) -> list[CheckResult]:
             results.append(CheckResult(name, label, status, str(answer)))
             continue
         columns = {a.get("LogicalName"): a for a in answer.get("value", [])}
-        missing = sorted({_attribute(s.crm) for s in om.fields.values()} - set(columns))
-        locked = sorted(s.crm for s in om.fields.values() if s.push and
-                        columns.get(_attribute(s.crm), {}).get("IsValidForUpdate") is False)
-        if missing:
-            results.append(CheckResult(name, label, "fail",
-                                       f"{table} has no column(s): {', '.join(missing)}"))
-        elif locked:
-            results.append(CheckResult(name, label, "fail",
-                                       f"not updateable: {', '.join(locked)}"))
-        else:
-            results.append(CheckResult(name, label, "ok", f"{len(om.fields)} fields mapped"))
+        missing = {_attribute(s.crm) for s in om.fields.values()} - set(columns)
+        locked = [s.crm for s in om.fields.values() if s.push and
+                  columns.get(_attribute(s.crm), {}).get("IsValidForUpdate") is False]
+        results.append(field_map_check(name, label, len(om.fields), missing, locked,
+                                       missing_text=f"{table} has no column(s)",
+                                       locked_text="not updateable"))
     return results

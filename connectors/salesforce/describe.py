@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import CheckResult, ConnectorError
+from connectors.base import CheckResult, ConnectorError, field_map_check
 
 if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
@@ -53,15 +53,10 @@ def check(conn: SalesforceConnector) -> list[CheckResult]:
             results.append(CheckResult(name, label, status, str(answer)))
             continue
         fields = {f["name"]: f for f in (answer or {}).get("fields", [])}
-        missing = sorted({s.crm for s in om.fields.values()} - set(fields))
-        locked = sorted(s.crm for s in om.fields.values()
-                        if s.push and s.crm in fields and fields[s.crm].get("updateable") is False)
-        if missing:
-            results.append(CheckResult(name, label, "fail",
-                                       f"{om.crm_object} has no field(s): {', '.join(missing)}"))
-        elif locked:
-            results.append(CheckResult(name, label, "fail",
-                                       f"not updateable for this user: {', '.join(locked)}"))
-        else:
-            results.append(CheckResult(name, label, "ok", f"{len(om.fields)} fields mapped"))
+        missing = {s.crm for s in om.fields.values()} - set(fields)
+        locked = [s.crm for s in om.fields.values()
+                  if s.push and s.crm in fields and fields[s.crm].get("updateable") is False]
+        results.append(field_map_check(name, label, len(om.fields), missing, locked,
+                                       missing_text=f"{om.crm_object} has no field(s)",
+                                       locked_text="not updateable for this user"))
     return results

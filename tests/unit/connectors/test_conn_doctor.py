@@ -51,3 +51,15 @@ def test_bad_credentials_are_a_failed_check_not_a_crash() -> None:
 def test_missing_environment_variable_is_reported() -> None:
     results = doctor_report(sf_settings(), environ={})
     assert results[0].status == "fail" and "SF_SECRET" in results[0].detail
+
+
+def test_field_map_verdict_missing_first_then_not_updateable_then_ok() -> None:
+    from connectors.base import field_map_check
+
+    texts = {"missing_text": "Account has no field(s)", "locked_text": "not updateable"}
+    missing = field_map_check("sf", "fields account", 3, {"B__c", "A__c"}, ["C__c"], **texts)
+    assert (missing.status, missing.detail) == ("fail", "Account has no field(s): A__c, B__c")
+    locked = field_map_check("sf", "fields account", 3, set(), ["C__c"], **texts)
+    assert (locked.status, locked.detail) == ("fail", "not updateable: C__c")
+    fine = field_map_check("sf", "fields account", 3, set(), [], **texts)
+    assert (fine.status, fine.detail) == ("ok", "3 fields mapped")
