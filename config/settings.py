@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -69,7 +69,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _section(cls: type, data: dict[str, Any], name: str) -> Any:
-    known = cls.__dataclass_fields__
+    known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
         raise ConfigError(f"[{name}] has unknown key(s): {', '.join(sorted(unknown))}")

@@ -196,6 +196,18 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
     return find(uow.conn, "invoice", row["id"])
 
 
+def list_documents(conn: Connection, doc_type: str, *, account_id: int | None = None,
+                   status: str | None = None) -> list[dict[str, Any]]:
+    """Documents of ``doc_type`` in id order, optionally of one account and in one status."""
+    table = TABLES[doc_type]
+    stmt = select(table).order_by(table.c.id)
+    if account_id is not None:
+        stmt = stmt.where(table.c.account_id == account_id)
+    if status is not None:
+        stmt = stmt.where(table.c.status == status)
+    return [to_view(r, doc_type) for r in conn.execute(stmt).mappings()]
+
+
 def to_view(doc: RowMapping, doc_type: str) -> dict[str, Any]:
     """A document as plain data (the CLI's and the API's answer), with its open balance."""
     data = dict(doc)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, insert, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import credit_memos, debit_memos
@@ -35,6 +35,7 @@ from billing_core.service.documents import (
     atomic,
     find,
     inserted_id,
+    list_documents,
     parse_money,
     resolve_target,
     to_view,
@@ -164,12 +165,7 @@ def credit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
 
 def list_credit_memos(conn: Connection, account_id: int | None = None,
                       status: str | None = None) -> list[dict[str, Any]]:
-    stmt = select(credit_memos).order_by(credit_memos.c.id)
-    if account_id is not None:
-        stmt = stmt.where(credit_memos.c.account_id == account_id)
-    if status is not None:
-        stmt = stmt.where(credit_memos.c.status == status)
-    return [to_view(r, "credit_memo") for r in conn.execute(stmt).mappings()]
+    return list_documents(conn, "credit_memo", account_id=account_id, status=status)
 
 
 # --- debit memos ------------------------------------------------------------------------------
@@ -231,12 +227,7 @@ def debit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
 
 def list_debit_memos(conn: Connection, account_id: int | None = None,
                      status: str | None = None) -> list[dict[str, Any]]:
-    stmt = select(debit_memos).order_by(debit_memos.c.id)
-    if account_id is not None:
-        stmt = stmt.where(debit_memos.c.account_id == account_id)
-    if status is not None:
-        stmt = stmt.where(debit_memos.c.status == status)
-    return [to_view(r, "debit_memo") for r in conn.execute(stmt).mappings()]
+    return list_documents(conn, "debit_memo", account_id=account_id, status=status)
 
 
 # --- batch forms (the API's ``:apply`` / ``:unapply`` / ``:activate`` / ``:cancel``) -----------
