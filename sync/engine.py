@@ -95,19 +95,6 @@ class Cycle:
         return self.report
 
     def run(self) -> RunReport:
-        keeper = None
-        if self.engine.dialect.name == "sqlite":
-            # Held open so SQLite does not checkpoint and fsync the WAL at every commit.
-            keeper = self.engine.connect()
-            keeper.exec_driver_sql("SELECT 1")
-            keeper.rollback()
-        try:
-            return self._run()
-        finally:
-            if keeper is not None:
-                keeper.close()
-
-    def _run(self) -> RunReport:
         opts = self.options
         report = self.report or self.start()
         token = current_run.set(report.run_id)

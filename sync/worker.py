@@ -48,18 +48,16 @@ class Worker:
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
         self._guard = threading.Lock()
-        self._keeper: Any = None
-        if engine.dialect.name == "sqlite":
-            # SQLite checkpoints and fsyncs the WAL whenever the last connection closes; with a
-            # connection held open, a commit costs ~1 ms instead of ~15-25 ms.
-            self._keeper = engine.connect()
-            self._keeper.exec_driver_sql("SELECT 1")
-            self._keeper.rollback()
 
     def close(self) -> None:
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.close()
+        """Release the connectors' HTTP connections. (Database connections are the engine's
+        pool's: ``make_engine`` keeps SQLite connections open, so commits stay cheap.)"""
+        with self._guard:
+            built, self._connectors = list(self._connectors.values()), {}
+        for connector in built:
+            transport = getattr(connector, "transport", None)
+            if transport is not None and callable(getattr(transport, "close", None)):
+                transport.close()
 
     def connector(self, name: str) -> Connector:
         if name not in self.connections:
