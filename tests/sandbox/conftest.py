@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from test_dataverse_harness import ACCOUNTS, SMALL, Dataverse, harness_for
 
 from connectors.sandbox.server import Sandbox
 from connectors.sandbox.tls import CABundleSession
@@ -98,3 +100,36 @@ def assert_same_shape(expected: Any, actual: Any, path: str = "$") -> None:
                 assert_same_shape(expected[0], item, f"{path}[{i}]")
     elif expected is not None and actual is not None:
         assert _kind(actual) == _kind(expected), f"{path}: {actual!r} is not like {expected!r}"
+
+
+# --- Dataverse side: one small and one 10,000-account org per session -----------------------
+
+@pytest.fixture(scope="session")
+def dataverse_server() -> Iterator[Sandbox]:
+    """Most tests: a small org, cheap to scan."""
+    with Sandbox(seed=7, accounts=SMALL, sides=("dataverse",)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def dataverse_big() -> Iterator[Sandbox]:
+    """Paging tests: 10,000 accounts, two full pages."""
+    with Sandbox(seed=7, accounts=ACCOUNTS, sides=("dataverse",)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def dv(dataverse_server: Sandbox) -> Dataverse:
+    return harness_for(dataverse_server)
+
+
+@pytest.fixture
+def dv_big(dataverse_big: Sandbox) -> Dataverse:
+    return harness_for(dataverse_big)
+
+
+@pytest.fixture
+def dv_http(dv: Dataverse) -> Iterator[requests.Session]:
+    session = dv.session()
+    yield session
+    session.close()

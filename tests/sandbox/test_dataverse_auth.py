@@ -1,5 +1,4 @@
 """Identity platform + bearer checks, driven by msal and requests over verified TLS."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -13,15 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    Dataverse,
-    assert_shape,
-    dataverse_server,
-    dv,
-    dv_http,
-    fixture,
-    load_json,
-)
+from test_dataverse_harness import Dataverse, assert_shape, fixture, load_json
 
 
 def test_msal_gets_a_token_then_serves_it_from_its_cache(dv: Dataverse) -> None:

@@ -3,7 +3,6 @@
 The requests are built and the answers parsed with the stdlib `email` package, as a client
 would, so the wire format (boundaries, part headers, status lines) is what is checked.
 """
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import uuid
 from email.message import Message
 
 import requests
-from test_dataverse_harness import Dataverse, dataverse_server, dv, dv_http, load_json  # noqa: F401 (fixtures)
+from test_dataverse_harness import Dataverse, load_json
 
 
 def _part(method: str, url: str, body: dict | None = None, content_id: int | None = None,

@@ -1,20 +1,9 @@
 """Change tracking: delta links on tracked tables, $deletedEntity, token expiry."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
 import requests
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    Dataverse,
-    assert_shape,
-    dataverse_big,
-    dataverse_server,
-    dv,
-    dv_big,
-    dv_http,
-    fixture,
-    load_json,
-)
+from test_dataverse_harness import Dataverse, assert_shape, fixture, load_json
 
 TRACK = "odata.track-changes,odata.maxpagesize=5000"
 

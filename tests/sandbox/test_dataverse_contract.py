@@ -1,6 +1,5 @@
 """Contract: the project's own Dataverse connector and default field map work against the
 sandbox unchanged (docs/FIELDS.md), and the server's /__admin__ route reaches this side."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -8,13 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    SMALL,
-    Dataverse,
-    dataverse_server,
-    dv,
-    dv_http,
-)
+from test_dataverse_harness import SMALL, Dataverse
 
 from connectors.registry import build_connector
 from connectors.settings import parse_connection

@@ -11,14 +11,12 @@ reset sandbox (rows, counters, faults, clock).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msal
-import pytest
 import requests
 
 from connectors.sandbox.core import SandboxContext
@@ -100,7 +98,7 @@ def assert_shape(actual: Any, expected: Any, where: str = "$") -> None:
             assert_shape(item, expected[min(n, len(expected) - 1)], f"{where}[{n}]")
 
 
-def _harness(sandbox: Sandbox) -> Dataverse:
+def harness_for(sandbox: Sandbox) -> Dataverse:
     """Reset the sandbox, then get a bearer token from msal over verified TLS."""
     sandbox.reset()
     if sandbox.context is None or sandbox.dataverse is None:
@@ -112,34 +110,3 @@ def _harness(sandbox: Sandbox) -> Dataverse:
     harness.token = result["access_token"]
     sandbox.counters.reset()
     return harness
-
-
-@pytest.fixture(scope="session")
-def dataverse_server() -> Iterator[Sandbox]:
-    """Most tests: a small org, cheap to scan."""
-    with Sandbox(seed=7, accounts=SMALL, sides=("dataverse",)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture(scope="session")
-def dataverse_big() -> Iterator[Sandbox]:
-    """Paging tests: 10,000 accounts, two full pages."""
-    with Sandbox(seed=7, accounts=ACCOUNTS, sides=("dataverse",)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def dv(dataverse_server: Sandbox) -> Dataverse:
-    return _harness(dataverse_server)
-
-
-@pytest.fixture
-def dv_big(dataverse_big: Sandbox) -> Dataverse:
-    return _harness(dataverse_big)
-
-
-@pytest.fixture
-def dv_http(dv: Dataverse) -> Iterator[requests.Session]:
-    session = dv.session()
-    yield session
-    session.close()

@@ -1,20 +1,11 @@
 """Service protection (429 + Retry-After on the sandbox clock) and injected faults."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
 import msal
 import pytest
 import requests
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    Dataverse,
-    assert_shape,
-    dataverse_server,
-    dv,
-    dv_http,
-    fixture,
-    load_json,
-)
+from test_dataverse_harness import Dataverse, assert_shape, fixture, load_json
 
 
 def test_budget_exceeded_answers_429_with_retry_after(dv: Dataverse,

@@ -1,5 +1,4 @@
 """Collection and row reads: paging, $select/$filter/$orderby/$top, shapes, OData errors."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -10,18 +9,7 @@ from decimal import Decimal
 
 import pytest
 import requests
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    ACCOUNTS,
-    Dataverse,
-    assert_shape,
-    dataverse_big,
-    dataverse_server,
-    dv,
-    dv_big,
-    dv_http,
-    fixture,
-    load_json,
-)
+from test_dataverse_harness import ACCOUNTS, Dataverse, assert_shape, fixture, load_json
 
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 

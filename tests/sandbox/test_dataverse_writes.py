@@ -1,5 +1,4 @@
 """Writes: PATCH with and without If-Match, upsert, POST, DELETE, validation errors."""
-# ruff: noqa: F811  (harness fixtures are imported by name; pytest injects them)
 
 from __future__ import annotations
 
@@ -8,15 +7,7 @@ from decimal import Decimal
 
 import pytest
 import requests
-from test_dataverse_harness import (  # noqa: F401 (fixtures)
-    Dataverse,
-    assert_shape,
-    dataverse_server,
-    dv,
-    dv_http,
-    fixture,
-    load_json,
-)
+from test_dataverse_harness import Dataverse, assert_shape, fixture, load_json
 
 MOMENT = dt.datetime(2026, 11, 21, 23, 43, 43, tzinfo=dt.UTC)
 
