@@ -13,9 +13,11 @@ limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) colle
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import math
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -51,7 +53,7 @@ def _world(sbx: Any, tmp: Path) -> Any:
         s, sleep=lambda _s: None))
 
 
-def full(accounts: int, quotes: int) -> None:
+def full(accounts: int, quotes: int, profile: bool = False) -> None:
     from connectors.sandbox.server import Sandbox
 
     with Sandbox(accounts=accounts, quotes=quotes, sides=("salesforce",)) as sbx, \
@@ -68,8 +70,13 @@ def full(accounts: int, quotes: int) -> None:
         sbx.counters.reset()
         worker2 = _world(sbx, Path(tmp) / "s") if (Path(tmp) / "s").mkdir() is None else None
         assert worker2 is not None
+        profiler = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
+        if profiler:
+            profiler.enable()
         report = worker2.sync_connection("sf", worker2.options("bench", push=False), wait=True)
+        if profiler:
+            profiler.disable()
         synced, sync_cpu = time.perf_counter() - t0, time.process_time() - c0
         n_sync = report.total("read") if report else 0
         pages = sbx.counters.get("salesforce", "query") + sbx.counters.get("salesforce",
@@ -85,6 +92,8 @@ def full(accounts: int, quotes: int) -> None:
               f"(target <= 2x)")
         print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
               f"ratio {pages / max(minimum, 1):.2f}")
+        if profiler:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
 
 def incremental(changes: int, among: int) -> None:
@@ -128,13 +137,15 @@ def main() -> None:
     ap.add_argument("--quotes", type=int, default=10_000)
     ap.add_argument("--incremental", type=int, default=0)
     ap.add_argument("--among", type=int, default=1_000_000)
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the sync of the full pull (cProfile, top 40 by cumulative time)")
     args = ap.parse_args()
     import logging
     logging.basicConfig(level=logging.ERROR)
     if args.incremental:
         incremental(args.incremental, args.among)
     else:
-        full(args.accounts, args.quotes)
+        full(args.accounts, args.quotes, args.profile)
 
 
 if __name__ == "__main__":
