@@ -5,10 +5,15 @@
 
 Full pull: the raw read (the connector fetching and parsing the same pages, no processing)
 against the real sync (map, reconcile, hand off, outbox; push off), records/s and the ratio,
-CPU time (the process's, so the in-process sandbox server's share is included), peak RSS.
+CPU time of this process, peak RSS.
 Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
 "now" (billing holds only what it read): wall time and API calls against the minimum the CRM
 limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) collection calls).
+
+The sandbox CRM runs in a child process (``connectors.sandbox.remote``), driven over its HTTP
+admin API, because a real CRM is another machine: in-process, its server threads generate the
+JSON pages under this interpreter's GIL, so they slow the sync down and their CPU counts on both
+sides of the ratio. ``--in-process`` keeps the old set-up (one process, threads) for comparison.
 """
 from __future__ import annotations
 
@@ -53,11 +58,16 @@ def _world(sbx: Any, tmp: Path) -> Any:
         s, sleep=lambda _s: None))
 
 
-def full(accounts: int, quotes: int, profile: bool = False) -> None:
-    from connectors.sandbox.server import Sandbox
+def _sandbox(accounts: int, quotes: int, in_process: bool) -> Any:
+    if in_process:
+        from connectors.sandbox.server import Sandbox
+        return Sandbox(accounts=accounts, quotes=quotes, sides=("salesforce",))
+    from connectors.sandbox.remote import RemoteSandbox
+    return RemoteSandbox(accounts=accounts, quotes=quotes, sides=("salesforce",))
 
-    with Sandbox(accounts=accounts, quotes=quotes, sides=("salesforce",)) as sbx, \
-            tempfile.TemporaryDirectory() as tmp:
+
+def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = False) -> None:
+    with _sandbox(accounts, quotes, in_process) as sbx, tempfile.TemporaryDirectory() as tmp:
         worker = _world(sbx, Path(tmp))
         conn = worker.connector("sf")
         t0, c0, n_raw = time.perf_counter(), time.process_time(), 0
@@ -68,8 +78,9 @@ def full(accounts: int, quotes: int, profile: bool = False) -> None:
         raw_calls = sbx.counters.total("salesforce")
         rss_raw = _rss_mb()
         sbx.counters.reset()
-        worker2 = _world(sbx, Path(tmp) / "s") if (Path(tmp) / "s").mkdir() is None else None
-        assert worker2 is not None
+        worker.close()
+        (Path(tmp) / "s").mkdir()
+        worker2 = _world(sbx, Path(tmp) / "s")
         profiler = cProfile.Profile() if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
         if profiler:
@@ -82,7 +93,10 @@ def full(accounts: int, quotes: int, profile: bool = False) -> None:
         pages = sbx.counters.get("salesforce", "query") + sbx.counters.get("salesforce",
                                                                             "queryAll")
         minimum = sum(math.ceil(max(s.read, 1) / 2000) for s in report.objects.values())
-        print(f"full pull: {accounts} accounts, {quotes} quotes, {n_raw} records in all")
+        worker2.close()
+        where = "in process" if in_process else "in a child process"
+        print(f"full pull: {accounts} accounts, {quotes} quotes, {n_raw} records in all "
+              f"(sandbox {where})")
         print(f"  raw read : {raw:8.1f} s  {n_raw / raw:9.0f} records/s  CPU {raw_cpu:7.1f} s  "
               f"({raw_calls} calls, peak RSS {rss_raw:.0f} MB)")
         print(f"  sync     : {synced:8.1f} s  {n_sync / synced:9.0f} records/s  "
@@ -96,12 +110,10 @@ def full(accounts: int, quotes: int, profile: bool = False) -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
 
-def incremental(changes: int, among: int) -> None:
-    from connectors.sandbox.server import Sandbox
+def incremental(changes: int, among: int, in_process: bool = False) -> None:
     from sync.runs import save_cursor
 
-    with Sandbox(accounts=among, quotes=0, sides=("salesforce",)) as sbx, \
-            tempfile.TemporaryDirectory() as tmp:
+    with _sandbox(among, 0, in_process) as sbx, tempfile.TemporaryDirectory() as tmp:
         worker = _world(sbx, Path(tmp))
         stamp = datetime.now(UTC)
         with worker.engine.begin() as c:
@@ -129,6 +141,7 @@ def incremental(changes: int, among: int) -> None:
         print(f"  query pages {reads} (minimum {min_reads}), collection calls {writes} "
               f"(minimum {min_writes}); API calls / minimum = "
               f"{(reads + writes) / max(min_reads + min_writes, 1):.2f}")
+        worker.close()
 
 
 def main() -> None:
@@ -139,13 +152,15 @@ def main() -> None:
     ap.add_argument("--among", type=int, default=1_000_000)
     ap.add_argument("--profile", action="store_true",
                     help="profile the sync of the full pull (cProfile, top 40 by cumulative time)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the sandbox CRM in this process (threads) instead of a child process")
     args = ap.parse_args()
     import logging
     logging.basicConfig(level=logging.ERROR)
     if args.incremental:
-        incremental(args.incremental, args.among)
+        incremental(args.incremental, args.among, args.in_process)
     else:
-        full(args.accounts, args.quotes, args.profile)
+        full(args.accounts, args.quotes, args.profile, args.in_process)
 
 
 if __name__ == "__main__":

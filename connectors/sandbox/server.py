@@ -220,16 +220,25 @@ def _drop(sock: socket.socket | None) -> None:
 
 
 def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
-                  stop: threading.Event | None = None) -> None:
-    """Run a sandbox until interrupted (or `stop` is set), printing how to reach it."""
-    with Sandbox(port=port, seed=seed, accounts=accounts) as sandbox:
+                  stop: threading.Event | None = None, quotes: int | None = None,
+                  sides: Iterable[str] = ("salesforce", "dataverse")) -> None:
+    """Run a sandbox until interrupted (or `stop` is set), printing how to reach it.
+
+    The first two lines are for programs too (`remote.RemoteSandbox` reads them): the base URL
+    after "sandbox CRM at " and the CA bundle's path after "CA bundle:"; the last line
+    (admin) is printed once the server answers."""
+    with Sandbox(port=port, seed=seed, accounts=accounts, quotes=quotes,
+                 sides=sides) as sandbox:
         creds = sandbox.salesforce.credentials if sandbox.salesforce else Credentials()
-        print(f"sandbox CRM at {sandbox.url} (seed {seed}, {accounts} accounts)")
+        rows = f"{accounts} accounts" + ("" if quotes is None else f", {quotes} quotes")
+        print(f"sandbox CRM at {sandbox.url} (seed {seed}, {rows})")
         print(f"  CA bundle:            {sandbox.ca_bundle}")
-        print(f"  Salesforce instance:  {sandbox.url}  token: {sandbox.url}/services/oauth2/token")
-        print(f"    client_id={creds.client_id} client_secret={creds.client_secret}")
-        print(f"    username={creds.username} password={creds.password} "
-              f"security_token={creds.security_token}")
+        if sandbox.salesforce is not None:
+            print(f"  Salesforce instance:  {sandbox.url}  "
+                  f"token: {sandbox.url}/services/oauth2/token")
+            print(f"    client_id={creds.client_id} client_secret={creds.client_secret}")
+            print(f"    username={creds.username} password={creds.password} "
+                  f"security_token={creds.security_token}")
         if sandbox.dataverse is not None:
             print(f"  Dataverse:            {sandbox.url}/api/data/v9.2/")
             describe = getattr(sandbox.dataverse, "describe", None)
