@@ -5,6 +5,10 @@ Rules kept here:
   line's product and a quote's account are normally known when they arrive.
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
+- The next page is read while the current one is applied (``sync.prefetch``: one page ahead,
+  in a thread that is stopped and joined when the object's pull ends, however it ends). A page
+  read but never applied (shutdown, budget, error) is simply read again by the next run, from
+  the cursor saved with the last applied page.
 - ``should_stop`` is checked between pages: a shutdown finishes the page in hand, commits, and
   ends the run as ``stopped: shutdown``; nothing is half-written.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
@@ -28,6 +32,7 @@ from billing_core.service import ledger_uow
 from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
 from sync import handoff, outbox, push
 from sync.mapping import OBJECTS
+from sync.prefetch import Prefetch
 from sync.reconcile import PageResult, apply_page
 from sync.runs import (
     RunReport,
@@ -164,8 +169,9 @@ class Cycle:
         with self.engine.connect() as conn:
             cursor = None if self.options.full else get_cursor(conn, self.name, obj)
         known = KnownIds(self.engine, self.name, obj) if cursor is None else None
-        pages = self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
-                                            known_ids=known)
+        pages = Prefetch(self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
+                                                     known_ids=known),
+                         name=f"prefetch-{self.name}-{obj}")
         try:
             for page in pages:
                 self._apply(obj, page, save=True)
@@ -181,9 +187,7 @@ class Cycle:
             log.warning("sync object failed run=%s connection=%s object=%s error=%s",
                         self.rep.run_id, self.name, obj, exc)
         finally:
-            close = getattr(pages, "close", None)
-            if close:
-                close()
+            pages.close()
             stats.api_calls += self.calls() - before
         return True
 
