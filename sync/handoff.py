@@ -4,13 +4,15 @@ Rules kept here:
 - The order's source reference is ``<connection>:<quote crm id>:rev<revision>``; billing's
   ``place_order`` returns the existing order for a known reference, and ``handoffs`` has the
   same key unique, so a crash anywhere re-runs into "already done".
-- A quote's order (through ``accept_order`` = place + gate + provisioning when credit control
-  offers it, else ``place_order``) and its ``handoffs`` row commit together: quotes are handed
-  off in chunks of ``CHUNK``, one transaction per chunk (credit control's commit hook then
-  re-evaluates the chunk's accounts together), each quote in its own savepoint so a refused
-  order is undone alone, and a quote that raises (budget spent) leaves the quotes before it
-  committed. A chunk's quotes, hand-off history, lines, accounts and
-  products are read with a few queries per chunk, not per quote.
+- A quote's order and its ``handoffs`` row commit together: quotes are handed off in chunks
+  of ``CHUNK``, one transaction per chunk. Each quote is first looked at in its own savepoint
+  (waiting, withdrawn, reversed, its account fetched); the chunk's orders then go through the
+  gate together (``gate.accept_orders``: place + credit evaluation + provisioning, a few
+  statements per chunk, not per order), which refuses an order alone (nothing of it written,
+  its quote left waiting with the reason). A quote that raises (budget spent) is undone alone
+  and the orders of the quotes before it are placed and committed before the error goes on.
+  A chunk's quotes, hand-off history, lines, accounts and products are read with a few
+  queries per chunk, not per quote.
 - A quote whose account is not known yet waits (``waiting``); its account is fetched once with
   ``read_one`` and reconciled; if the CRM has no such account the quote is quarantined.
 - A quote without lines waits. A newer revision of a handed-off quote is an amendment
@@ -78,16 +80,19 @@ def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
         outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
             known = _Known.read(uow, connection, chunk)
+            orders: list[tuple[QuoteRec, orders_service.OrderIn]] = []
             try:
                 for quote_id in chunk:
                     with uow.savepoint():
                         outcomes.append((quote_id, _one(uow, connector, connection, quote_id,
-                                                        accepted, known)))
+                                                        accepted, known, orders)))
             except BaseException:
                 # A quote that fails (budget spent, CRM error) is undone alone; the quotes
-                # handed off before it commit, as they would one transaction per quote.
+                # before it are handed off and commit, as they would one transaction per quote.
+                outcomes += _place(uow, connection, orders)
                 uow.commit()
                 raise
+            outcomes += _place(uow, connection, orders)
             uow.commit()
         for quote_id, outcome in outcomes:
             if outcome:
@@ -180,7 +185,10 @@ def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: str, detail: 
 
 
 def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id: str,
-         accepted: frozenset[str], known: _Known) -> str | None:
+         accepted: frozenset[str], known: _Known,
+         orders: list[tuple[QuoteRec, orders_service.OrderIn]]) -> str | None:
+    """Decide what the quote needs; an order to place is added to ``orders`` (placed with
+    the chunk's others by :func:`_place`)."""
     if quote_id not in known.quotes:
         return None
     quote, deleted = known.quotes[quote_id]
@@ -225,17 +233,38 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
     previous = [h for h in placed if h["revision"] < quote.revision and h["order_id"]]
     amends = int(previous[-1]["order_id"]) if previous else None
     try:
-        with uow.savepoint():
-            order_id = _place(uow, connection, quote, int(account_id), lines, amends, known)
-    except (LedgerError, Invalid) as exc:
-        _set(uow, connection, quote, "waiting", f"billing refused the order: {exc}")
-        log.warning("hand-off refused run=%s connection=%s quote=%s error=%s",
-                    current_run.get(), connection, quote_id, exc)
+        orders.append((quote, _order_in(uow, connection, quote, int(account_id), lines, amends,
+                                        known)))
+    except Invalid as exc:
+        _refused(uow, connection, quote, exc)
         return "failed"
-    _set(uow, connection, quote, "done", "amendment" if amends else "order placed", order_id)
-    log.info("handed off connection=%s quote=%s revision=%s order=%s", connection, quote_id,
-             quote.revision, order_id)
-    return "placed"
+    return None
+
+
+def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, exc: Exception) -> None:
+    _set(uow, connection, quote, "waiting", f"billing refused the order: {exc}")
+    log.warning("hand-off refused run=%s connection=%s quote=%s error=%s",
+                current_run.get(), connection, quote.crm_id, exc)
+
+
+def _place(uow: UnitOfWork, connection: str,
+           orders: list[tuple[QuoteRec, orders_service.OrderIn]]) -> list[tuple[str, str]]:
+    """Place the chunk's orders through the gate together (the gate decides with the unit of
+    work's credit policy: the configured one); a refused order leaves its quote waiting."""
+    outcomes: list[tuple[str, str]] = []
+    results = gate.accept_orders(uow, [order for _, order in orders]) if orders else []
+    for (quote, order), result in zip(orders, results, strict=True):
+        if isinstance(result, LedgerError):
+            _refused(uow, connection, quote, result)
+            outcomes.append((quote.crm_id, "failed"))
+            continue
+        _set(uow, connection, quote, "done",
+             "amendment" if order.amends_order_id else "order placed", result)
+        log.info("handed off connection=%s quote=%s revision=%s order=%s", connection,
+                 quote.crm_id, quote.revision, result)
+        outcomes.append((quote.crm_id, "placed"))
+    orders.clear()
+    return outcomes
 
 
 def _fetch_account(uow: UnitOfWork, connector: Connector, connection: str,
@@ -250,8 +279,9 @@ def _fetch_account(uow: UnitOfWork, connector: Connector, connection: str,
     return ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
 
 
-def _place(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
-           lines: list[QuoteLineRec], amends: int | None, known: _Known) -> int:
+def _order_in(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
+              lines: list[QuoteLineRec], amends: int | None, known: _Known
+              ) -> orders_service.OrderIn:
     subs: list[orders_service.SubscriptionItem] = []
     charges: list[orders_service.OneTimeItem] = []
     today = uow.now().date()
@@ -270,9 +300,7 @@ def _place(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
             charges.append(orders_service.OneTimeItem(
                 product_id=int(product_id), quantity=line.quantity, charge_date=start,
                 unit_price=line.unit_price))
-    order = orders_service.OrderIn(
+    return orders_service.OrderIn(
         account_id=account_id, source_ref=source_ref(connection, quote.crm_id, quote.revision),
         order_date=quote.start_date or today, subscriptions=tuple(subs),
         one_time_charges=tuple(charges), amends_order_id=amends)
-    # The gate decides with the unit of work's credit policy (the configured one).
-    return gate.accept_order(uow, order)

@@ -5,7 +5,9 @@ Rules kept here
   first order's id and creates nothing). It first brings the account's hold reasons up to date
   (so a CRM flag set earlier in the same transaction counts), then places the order and creates
   one provisioning request per subscription line / one-time item whose product
-  ``needs_provisioning``.
+  ``needs_provisioning``. :func:`accept_orders` does the same for a batch with a few statements
+  per batch, deciding an account's orders in their batch order, and answers each order with
+  its id or the error that refused it.
   - Account not on hold: the order activates at once (billing starts) and its requests are
     ``pending``. If the order itself pushes exposure over the limit, the commit hook places
     ``credit_limit`` and the requests wait: the order was taken in good standing and is
@@ -19,22 +21,26 @@ Rules kept here
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
+    accounts,
     one_time_charges,
     orders,
     products,
     subscriptions,
 )
-from billing_core.domain.errors import NotFound
+from billing_core.domain.errors import LedgerError, NotFound
 from billing_core.domain.money import to_decimal
 from billing_core.service import orders as order_service
-from billing_core.service.credit_control import reevaluate_account
+from billing_core.service.bulk import id_in
+from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
     cancel_order_requests,
     create_request,
@@ -46,35 +52,87 @@ from config.settings import CreditPolicy
 def accept_order(uow: UnitOfWork, data: order_service.OrderIn, *,
                  policy: CreditPolicy | None = None) -> int:
     """Take the order through the gate; returns its id (the existing one for a repeat)."""
-    ref = (data.source_ref or "").strip()
-    existing = order_service.find_order(uow, ref)
-    if existing is not None:
-        return existing
-    # Also locks the account on PostgreSQL: a racing twin of this order waits here, then finds
-    # the order below and returns it (only a newly placed order is 'accepted').
-    on_hold = reevaluate_account(uow, data.account_id, policy).on_hold
-    order_id = order_service.place_order(uow, data)
-    status = uow.conn.execute(select(orders.c.status).where(orders.c.id == order_id)).scalar_one()
-    if status != "accepted":
-        return order_id
-    for table, column, prefix in ((subscriptions, "subscription_id", "sub"),
-                                  (one_time_charges, "one_time_charge_id", "otc")):
-        items = uow.conn.execute(
-            select(table.c.id, table.c.product_id, table.c.quantity)
-            .join(products, products.c.id == table.c.product_id)
-            .where(table.c.order_id == order_id, products.c.needs_provisioning.is_(True))
-            .order_by(table.c.id)).all()
-        for item_id, product_id, quantity in items:
-            create_request(uow, account_id=data.account_id, order_id=order_id,
-                           product_id=product_id, quantity=quantity, on_hold=on_hold,
-                           key=idempotency_key(ref, f"{prefix}:{item_id}"),
-                           **{column: item_id})
-    if on_hold:
-        uow.conn.execute(update(orders).where(orders.c.id == order_id).values(status="held"))
-    else:
-        order_service.activate_order(uow, order_id)
-    uow.touch(data.account_id)
-    return order_id
+    result = accept_orders(uow, [data], policy=policy)[0]
+    if isinstance(result, LedgerError):
+        raise result
+    return result
+
+
+def accept_orders(uow: UnitOfWork, items: Sequence[order_service.OrderIn], *,
+                  policy: CreditPolicy | None = None) -> list[int | LedgerError]:
+    """:func:`accept_order` for a batch, answered per item in the given order: the order id,
+    or the error that refused that order (nothing of it written; the others go on).
+
+    The batch goes in rounds, each holding at most one new order per account (an account's
+    second order is decided after its first, as one at a time would): per round, one credit
+    evaluation of its accounts, one :func:`orders.place_orders`, and the provisioning requests
+    and activations written with one statement per table."""
+    refs = [(d.source_ref or "").strip() for d in items]
+    known = order_service.find_orders(uow, refs)
+    results: list[int | LedgerError | None] = [None] * len(items)
+    rounds: list[list[int]] = []
+    depth: dict[object, int] = {}
+    for i, (data, ref) in enumerate(zip(items, refs, strict=True)):
+        if ref and ref in known:
+            results[i] = known[ref]         # a repeat: nothing to evaluate or write
+            continue
+        n = depth.get(data.account_id, 0)
+        depth[data.account_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    for batch in rounds:
+        for i, result in zip(batch, _accept_round(uow, [items[i] for i in batch], policy),
+                             strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _accept_round(uow: UnitOfWork, items: list[order_service.OrderIn],
+                  policy: CreditPolicy | None) -> list[int | LedgerError]:
+    # The evaluation brings the reasons up to date (a CRM flag set earlier in this transaction
+    # counts) and, on PostgreSQL, locks the accounts: a racing twin of an order waits here,
+    # then place_orders finds the order and answers it (only a new order is gated).
+    ids = sorted({d.account_id for d in items if isinstance(d.account_id, int)})
+    existing = [int(i) for i in uow.conn.scalars(select(accounts.c.id).where(
+        id_in(uow.conn, accounts.c.id, ids)))]
+    on_hold = {e.account_id: e.on_hold
+               for e in reevaluate_accounts(uow, existing, policy)}
+    placed = order_service.place_orders(uow, items)
+    new = {p.order_id: d for d, p in zip(items, placed, strict=True)
+           if isinstance(p, order_service.Placement) and p.created}
+    if new:
+        _create_requests(uow, new, on_hold)
+        held = sorted(o for o, d in new.items() if on_hold.get(d.account_id))
+        if held:
+            uow.conn.execute(update(orders).where(id_in(uow.conn, orders.c.id, held))
+                             .values(status="held"))
+        order_service.activate_orders(uow, sorted(o for o in new if o not in set(held)))
+        for d in new.values():
+            uow.touch(d.account_id)
+    return [p if isinstance(p, LedgerError) else p.order_id for p in placed]
+
+
+def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
+                     on_hold: dict[int, bool]) -> None:
+    """One provisioning request per item of a product that needs provisioning, in the order
+    one order at a time creates them (order, then subscriptions before charges, then id)."""
+    wanted: list[tuple[int, int, int, int, Any, str]] = []
+    for kind, (table, prefix) in enumerate(((subscriptions, "sub"), (one_time_charges, "otc"))):
+        for item_id, order_id, product_id, quantity in uow.conn.execute(
+                select(table.c.id, table.c.order_id, table.c.product_id, table.c.quantity)
+                .join(products, products.c.id == table.c.product_id)
+                .where(id_in(uow.conn, table.c.order_id, sorted(new)),
+                       products.c.needs_provisioning.is_(True))):
+            wanted.append((int(order_id), kind, int(item_id), int(product_id), quantity, prefix))
+    for order_id, kind, item_id, product_id, quantity, prefix in sorted(wanted):
+        data = new[order_id]
+        column = "subscription_id" if kind == 0 else "one_time_charge_id"
+        create_request(uow, account_id=data.account_id, order_id=order_id,
+                       product_id=product_id, quantity=quantity,
+                       on_hold=bool(on_hold.get(data.account_id)),
+                       key=idempotency_key(data.source_ref.strip(), f"{prefix}:{item_id}"),
+                       **{column: item_id})
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,

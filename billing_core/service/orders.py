@@ -19,25 +19,30 @@ Rules kept here
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
+    accounts,
     one_time_charges,
     orders,
+    prices,
+    products,
     subscription_changes,
     subscriptions,
 )
-from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.service.accounts import get_account
-from billing_core.service.bulk import inserted_id
+from billing_core.service.bulk import id_in, inserted_id
 from billing_core.service.pricing import get_product, price_for
 
 
@@ -85,39 +90,105 @@ def _unit_price(value: object, field_name: str) -> Decimal | None:
     return p
 
 
-def _check_product(uow: UnitOfWork, product_id: int, kind: str, field_name: str,
-                   currency: str, on: date, negotiated: Decimal | None) -> int:
-    product = get_product(uow.conn, product_id)
-    if product["kind"] != kind:
-        raise ValidationError(field_name, product_id,
-                              f"product {product['sku']} is {product['kind']}, not {kind}")
-    if negotiated is None:
-        price_for(uow.conn, product["id"], currency, on)
-    return int(product["id"])
-
-
 def find_order(uow: UnitOfWork, source_ref: str) -> int | None:
     found = uow.conn.execute(select(orders.c.id).where(orders.c.source_ref == source_ref)).scalar()
     return None if found is None else int(found)
 
 
-def place_order(uow: UnitOfWork, data: OrderIn) -> int:
-    """Take an order (status accepted, items pending); same ``source_ref`` -> same id."""
-    ref = (data.source_ref or "").strip()
-    if not ref:
-        raise ValidationError("source_ref", data.source_ref, "is required")
-    existing = find_order(uow, ref)
-    if existing is not None:
-        return existing
-    account = get_account(uow.conn, data.account_id)
+def find_orders(uow: UnitOfWork, refs: Iterable[str]) -> dict[str, int]:
+    """The existing orders of these source references (one query per 500)."""
+    wanted = sorted({r for r in refs if r})
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        found.update((ref, int(i)) for ref, i in uow.conn.execute(select(
+            orders.c.source_ref, orders.c.id).where(
+            orders.c.source_ref.in_(wanted[start:start + 500]))))
+    return found
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What :func:`place_orders` did with one order: its id, and whether it was created now
+    (False: the source reference was known, nothing was written)."""
+
+    order_id: int
+    created: bool
+
+
+class _Catalog:
+    """The accounts, products, prices and amended orders a batch of orders refers to, read
+    with a few queries for the whole batch; answers and errors as their one-row lookups do."""
+
+    def __init__(self, uow: UnitOfWork, items: Sequence[OrderIn]) -> None:
+        conn = uow.conn
+        self.conn = conn
+        account_ids = {d.account_id for d in items if isinstance(d.account_id, int)}
+        self.accounts = {int(r["id"]): r for r in conn.execute(select(accounts).where(
+            id_in(conn, accounts.c.id, sorted(account_ids)))).mappings()}
+        lines = [x for d in items for x in (*d.subscriptions, *d.one_time_charges)]
+        product_ids = {x.product_id for x in lines if isinstance(x.product_id, int)}
+        self.products = {int(r["id"]): r for r in conn.execute(select(products).where(
+            id_in(conn, products.c.id, sorted(product_ids)))).mappings()}
+        currencies = sorted({str(r["currency"]) for r in self.accounts.values()})
+        self.price_dates: dict[tuple[int, str], list[date]] = {}
+        if self.products and currencies:
+            for pid, currency, since in conn.execute(select(
+                    prices.c.product_id, prices.c.currency, prices.c.effective_from).where(
+                    id_in(conn, prices.c.product_id, sorted(self.products)),
+                    prices.c.currency.in_(currencies))):
+                self.price_dates.setdefault((int(pid), currency), []).append(since)
+        amended = {d.amends_order_id for d in items if isinstance(d.amends_order_id, int)}
+        self.amended = {int(i): int(a) for i, a in conn.execute(select(
+            orders.c.id, orders.c.account_id).where(id_in(conn, orders.c.id, sorted(amended))))}
+
+    def account(self, account_id: int) -> RowMapping:
+        row = self.accounts.get(account_id) if isinstance(account_id, int) else None
+        return row if row is not None else get_account(self.conn, account_id)
+
+    def product(self, ref: int | str) -> RowMapping:
+        row = self.products.get(ref) if isinstance(ref, int) else None
+        return row if row is not None else get_product(self.conn, ref)
+
+    def check_price(self, product_id: int, currency: str, on: date) -> None:
+        if not any(d <= on for d in self.price_dates.get((product_id, currency), ())):
+            price_for(self.conn, product_id, currency, on)   # raises NotFound naming all three
+
+    def amended_account(self, order_id: int) -> int | None:
+        if isinstance(order_id, int) and order_id in self.amended:
+            return self.amended[order_id]
+        found = self.conn.execute(select(orders.c.account_id).where(
+            orders.c.id == order_id)).scalar()
+        return None if found is None else int(found)
+
+
+def _check_product(catalog: _Catalog, product_id: int, kind: str, field_name: str,
+                   currency: str, on: date, negotiated: Decimal | None) -> int:
+    product = catalog.product(product_id)
+    if product["kind"] != kind:
+        raise ValidationError(field_name, product_id,
+                              f"product {product['sku']} is {product['kind']}, not {kind}")
+    if negotiated is None:
+        catalog.check_price(int(product["id"]), currency, on)
+    return int(product["id"])
+
+
+@dataclass
+class _Plan:
+    order: dict[str, Any]
+    subscriptions: list[dict[str, Any]]
+    charges: list[dict[str, Any]]
+
+
+def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
+    """Validate one order; the rows it will insert (every check before any write)."""
+    account = catalog.account(data.account_id)
     currency = account["currency"]
     if not isinstance(data.order_date, date):
         raise ValidationError("order_date", data.order_date, "must be a date")
     if not data.subscriptions and not data.one_time_charges:
         raise ValidationError("items", 0, "an order needs at least one subscription or charge")
     if data.amends_order_id is not None:
-        amended = uow.conn.execute(select(orders.c.account_id).where(
-            orders.c.id == data.amends_order_id)).scalar()
+        amended = catalog.amended_account(data.amends_order_id)
         if amended is None:
             raise NotFound("amends_order_id", data.amends_order_id)
         if amended != account["id"]:
@@ -134,7 +205,7 @@ def place_order(uow: UnitOfWork, data: OrderIn) -> int:
         if s.end_date is not None and s.end_date <= s.start_date:
             raise ValidationError(f"{f}.end_date", s.end_date, "must be after the start date")
         price = _unit_price(s.unit_price, f"{f}.unit_price")
-        pid = _check_product(uow, s.product_id, "recurring", f"{f}.product_id", currency,
+        pid = _check_product(catalog, s.product_id, "recurring", f"{f}.product_id", currency,
                              s.start_date, price)
         sub_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(s.quantity, f"{f}.quantity"), "unit_price": price,
@@ -145,29 +216,94 @@ def place_order(uow: UnitOfWork, data: OrderIn) -> int:
         if not isinstance(c.charge_date, date):
             raise ValidationError(f"{f}.charge_date", c.charge_date, "must be a date")
         price = _unit_price(c.unit_price, f"{f}.unit_price")
-        pid = _check_product(uow, c.product_id, "one_time", f"{f}.product_id", currency,
+        pid = _check_product(catalog, c.product_id, "one_time", f"{f}.product_id", currency,
                              c.charge_date, price)
         otc_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(c.quantity, f"{f}.quantity"), "unit_price": price,
                          "charge_date": c.charge_date, "status": "pending", "created_at": now})
-    try:
-        with uow.savepoint():
-            order_id = inserted_id(uow.conn.execute(insert(orders).values(
-                account_id=account["id"], source_ref=ref, amends_order_id=data.amends_order_id,
-                status="accepted", order_date=data.order_date, created_at=now)))
-    except IntegrityError:
-        winner = find_order(uow, ref)
-        if winner is None:
-            raise
-        return winner
-    for row in sub_rows + otc_rows:
-        row["order_id"] = order_id
+    order = {"account_id": account["id"], "source_ref": ref,
+             "amends_order_id": data.amends_order_id, "status": "accepted",
+             "order_date": data.order_date, "created_at": now}
+    return _Plan(order, sub_rows, otc_rows)
+
+
+def place_order(uow: UnitOfWork, data: OrderIn) -> int:
+    """Take an order (status accepted, items pending); same ``source_ref`` -> same id."""
+    result = place_orders(uow, [data])[0]
+    if isinstance(result, LedgerError):
+        raise result
+    return result.order_id
+
+
+def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | LedgerError]:
+    """:func:`place_order` for a batch, answered per item in the given order: the placement,
+    or the error that refused that order (nothing of it written; the others go on). A known
+    source reference (or one repeated in the batch) gives the existing order, ``created``
+    False. The batch's accounts, products, prices and known references are read with a few
+    queries, and its orders and items inserted with one statement per table."""
+    refs = [(d.source_ref or "").strip() for d in items]
+    existing = find_orders(uow, refs)
+    catalog = _Catalog(uow, items)
+    results: list[Placement | LedgerError | None] = [None] * len(items)
+    plans: dict[str, tuple[int, _Plan]] = {}
+    repeats: list[tuple[int, str]] = []
+    for i, (data, ref) in enumerate(zip(items, refs, strict=True)):
+        if not ref:
+            results[i] = ValidationError("source_ref", data.source_ref, "is required")
+        elif ref in existing:
+            results[i] = Placement(existing[ref], created=False)
+        elif ref in plans:
+            repeats.append((i, ref))
+        else:
+            try:
+                plans[ref] = (i, _plan(uow, catalog, data, ref))
+            except LedgerError as exc:
+                results[i] = exc
+    placed = _insert_orders(uow, [p for _, p in plans.values()])
+    sub_rows, otc_rows = [], []
+    for (ref, (i, plan)), (order_id, created) in zip(plans.items(), placed, strict=True):
+        results[i] = Placement(order_id, created)
+        existing[ref] = order_id
+        if created:
+            sub_rows += [{**row, "order_id": order_id} for row in plan.subscriptions]
+            otc_rows += [{**row, "order_id": order_id} for row in plan.charges]
+            uow.touch(int(plan.order["account_id"]))
+    for i, ref in repeats:
+        first = results[plans[ref][0]]
+        results[i] = (Placement(existing[ref], created=False)
+                      if isinstance(first, Placement) else first)
     if sub_rows:
         uow.conn.execute(insert(subscriptions), sub_rows)
     if otc_rows:
         uow.conn.execute(insert(one_time_charges), otc_rows)
-    uow.touch(account["id"])
-    return order_id
+    return [r for r in results if r is not None]
+
+
+def _insert_orders(uow: UnitOfWork, plans: list[_Plan]) -> list[tuple[int, bool]]:
+    """(order id, created) per plan. One INSERT for all; when a racing transaction took one of
+    the references first (unique violation, PostgreSQL), each is inserted on its own and a
+    lost race answers the winner's id."""
+    if not plans:
+        return []
+    try:
+        with uow.savepoint():
+            rows = uow.conn.execute(insert(orders).returning(
+                orders.c.id, sort_by_parameter_order=True), [p.order for p in plans]).all()
+        return [(int(r[0]), True) for r in rows]
+    except IntegrityError:
+        pass
+    out = []
+    for plan in plans:
+        try:
+            with uow.savepoint():
+                out.append((inserted_id(uow.conn.execute(insert(orders).values(plan.order))),
+                            True))
+        except IntegrityError:
+            winner = find_order(uow, plan.order["source_ref"])
+            if winner is None:
+                raise
+            out.append((winner, False))
+    return out
 
 
 def _order(uow: UnitOfWork, order_id: int) -> dict[str, object]:
@@ -184,15 +320,23 @@ def activate_order(uow: UnitOfWork, order_id: int) -> None:
         return
     if order["status"] == "cancelled":
         raise InvalidState("order", order_id, "is cancelled")
-    uow.conn.execute(update(orders).where(orders.c.id == order_id).values(
-        status="active", activated_at=uow.now()))
-    uow.conn.execute(update(subscriptions).where(
-        subscriptions.c.order_id == order_id, subscriptions.c.status == "pending")
-        .values(status="active"))
-    uow.conn.execute(update(one_time_charges).where(
-        one_time_charges.c.order_id == order_id, one_time_charges.c.status == "pending")
-        .values(status="active"))
-    uow.touch(int(order["account_id"]))  # type: ignore[call-overload]
+    activate_orders(uow, [order_id])
+
+
+def activate_orders(uow: UnitOfWork, order_ids: Sequence[int]) -> None:
+    """:func:`activate_order` for orders known to be accepted or held, one statement per
+    table for the lot."""
+    if not order_ids:
+        return
+    conn = uow.conn
+    touched = conn.execute(update(orders).where(
+        id_in(conn, orders.c.id, order_ids), orders.c.status.in_(("accepted", "held")))
+        .values(status="active", activated_at=uow.now()).returning(orders.c.account_id))
+    for account_id in {int(a) for a in touched.scalars()}:
+        uow.touch(account_id)
+    for table in (subscriptions, one_time_charges):
+        conn.execute(update(table).where(id_in(conn, table.c.order_id, order_ids),
+                                         table.c.status == "pending").values(status="active"))
 
 
 def cancel_order(uow: UnitOfWork, order_id: int) -> None:

@@ -289,3 +289,31 @@ def test_a_hand_off_that_runs_out_of_budget_keeps_the_ones_before_it(engine):
         assert conn.execute(select(orders.c.source_ref)).scalars().all() == ["fake:Q1:rev1"]
         assert conn.execute(select(handoffs.c.quote_crm_id, handoffs.c.state)).all() \
             == [("Q1", "done")]
+
+
+def test_an_order_billing_refuses_waits_alone_and_goes_through_once_fixed(engine):
+    """The chunk's orders go through the gate together; billing refusing one (no price in the
+    account's currency) leaves that quote waiting with the reason, the others are placed."""
+    crm = _crm()
+    crm.put("product", "P3", sku="ADDON", name="Add-on", billing_type="Recurring",
+            billing_frequency="Monthly", active=True)
+    crm.put("price", "P3-USD", product_crm_id="P3", currency="USD", unit_price=Decimal(20),
+            active=True)
+    crm.put("quote", "Q2", account_crm_id="A2", status="Accepted", revision=1, number="Q-2")
+    crm.put("quote_line", "L3", quote_crm_id="Q2", product_crm_id="P3", quantity=Decimal(1))
+    crm.put("quote", "Q3", account_crm_id="A1", status="Accepted", revision=1, number="Q-3")
+    crm.put("quote_line", "L4", quote_crm_id="Q3", product_crm_id="P3", quantity=Decimal(2))
+    report = run_cycle(engine, crm)
+    assert report.handed_off == 2
+    with engine.connect() as conn:
+        states = {r.quote_crm_id: (r.state, r.detail) for r in conn.execute(select(handoffs))}
+        refs = sorted(r[0] for r in conn.execute(select(orders.c.source_ref)))
+    assert refs == ["fake:Q1:rev1", "fake:Q3:rev1"]
+    assert states["Q2"][0] == "waiting"
+    assert states["Q2"][1].startswith("billing refused the order:") and "EUR" in states["Q2"][1]
+    crm.put("price", "P3-EUR", product_crm_id="P3", currency="EUR", unit_price=Decimal(18),
+            active=True)
+    assert run_cycle(engine, crm).handed_off == 1
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 3
+    assert _scalar(engine, select(handoffs.c.state).where(handoffs.c.quote_crm_id == "Q2")) \
+        == "done"
