@@ -89,10 +89,10 @@ def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
             except BaseException:
                 # A quote that fails (budget spent, CRM error) is undone alone; the quotes
                 # before it are handed off and commit, as they would one transaction per quote.
-                outcomes += _place(uow, connection, orders)
+                outcomes += _place(uow, connection, orders, known)
                 uow.commit()
                 raise
-            outcomes += _place(uow, connection, orders)
+            outcomes += _place(uow, connection, orders, known)
             uow.commit()
         for quote_id, outcome in outcomes:
             if outcome:
@@ -247,24 +247,42 @@ def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, exc: Exception) 
                 current_run.get(), connection, quote.crm_id, exc)
 
 
-def _place(uow: UnitOfWork, connection: str,
-           orders: list[tuple[QuoteRec, orders_service.OrderIn]]) -> list[tuple[str, str]]:
+def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, orders_service.OrderIn]],
+           known: _Known) -> list[tuple[str, str]]:
     """Place the chunk's orders through the gate together (the gate decides with the unit of
     work's credit policy: the configured one); a refused order leaves its quote waiting."""
     outcomes: list[tuple[str, str]] = []
+    done: list[tuple[QuoteRec, str, int]] = []
     results = gate.accept_orders(uow, [order for _, order in orders]) if orders else []
     for (quote, order), result in zip(orders, results, strict=True):
         if isinstance(result, LedgerError):
             _refused(uow, connection, quote, result)
             outcomes.append((quote.crm_id, "failed"))
             continue
-        _set(uow, connection, quote, "done",
-             "amendment" if order.amends_order_id else "order placed", result)
+        done.append((quote, "amendment" if order.amends_order_id else "order placed", result))
         log.info("handed off connection=%s quote=%s revision=%s order=%s", connection,
                  quote.crm_id, quote.revision, result)
         outcomes.append((quote.crm_id, "placed"))
+    _set_done(uow, connection, done, known)
     orders.clear()
     return outcomes
+
+
+def _set_done(uow: UnitOfWork, connection: str, done: list[tuple[QuoteRec, str, int]],
+              known: _Known) -> None:
+    """:func:`_set` ``done`` for the chunk's placed quotes: a revision seen before (it waited)
+    is updated, the new ones are inserted with one statement."""
+    now, fresh = uow.now(), []
+    for quote, detail, order_id in done:
+        if any(h["revision"] == quote.revision for h in known.history.get(quote.crm_id, ())):
+            _set(uow, connection, quote, "done", detail, order_id)
+            continue
+        fresh.append({"connection": connection, "quote_crm_id": quote.crm_id,
+                      "revision": quote.revision, "order_id": order_id, "state": "done",
+                      "source_ref": source_ref(connection, quote.crm_id, quote.revision),
+                      "detail": detail, "created_at": now, "updated_at": now})
+    if fresh:
+        uow.conn.execute(insert(handoffs), fresh)
 
 
 def _fetch_account(uow: UnitOfWork, connector: Connector, connection: str,

@@ -51,9 +51,10 @@ from billing_core.service.bulk import id_in
 from billing_core.service.holds import (
     BILLING_SOURCE,
     HoldReason,
+    NewReason,
     current_reasons_many,
     lift_reason,
-    place_reason,
+    place_reasons,
 )
 from billing_core.service.provisioning import hold_requests, release_requests
 from billing_core.service.receivables import exposures_minor, open_debts, overdue_many
@@ -171,15 +172,24 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
         current = current_reasons_many(uow.conn, batch)
         waiting = _waiting(uow.conn, batch)
         figures = Figures.read(uow.conn, rows, on_date, policy)
-        for account_id in batch:
-            results.append(_reevaluate(uow, rows[account_id], current.get(account_id, {}),
-                                       account_id in waiting, figures, policy, on_date))
+        placements: list[NewReason] = []
+        evaluations = [_reevaluate(uow, rows[account_id], current.get(account_id, {}),
+                                   figures, policy, on_date, placements)
+                       for account_id in batch]
+        place_reasons(uow, placements)
+        hold_requests(uow, [e.account_id for e in evaluations if e.on_hold])
+        for e in evaluations:
+            if not e.on_hold and e.account_id in waiting:
+                release_account(uow, e.account_id)
+        results += evaluations
     return results
 
 
 def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldReason],
-                waits: bool, figures: Figures, policy: CreditPolicy, on_date: date
-                ) -> Evaluation:
+                figures: Figures, policy: CreditPolicy, on_date: date,
+                placements: list[NewReason]) -> Evaluation:
+    """The account's evaluation; lifts now, placements added to ``placements`` (written with
+    the batch's others; what follows from on hold / released is the caller's)."""
     account_id = int(account["id"])
     crm_actor = f"crm:{account['ext_source']}"
     expected, exposure = _expected(account, figures, on_date, policy)
@@ -187,8 +197,7 @@ def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldRea
     for reason in COMPUTED:
         actor = crm_actor if reason == "crm" else BILLING_SOURCE
         if reason in expected and reason not in current:
-            place_reason(uow, account_id, reason, source=actor, actor=actor,
-                         details=expected[reason])
+            placements.append(NewReason(account_id, reason, actor, actor, expected[reason]))
             result.placed.append(reason)
         elif reason in current and reason not in expected:
             lift_reason(uow, account_id, reason, actor=actor,
@@ -198,10 +207,6 @@ def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldRea
     if result.placed or result.lifted:
         log.info("hold account=%s placed=%s lifted=%s now=%s", account_id, result.placed,
                  result.lifted, result.reasons or "none")
-    if result.on_hold:
-        hold_requests(uow, account_id)
-    elif waits:
-        release_account(uow, account_id)
     return result
 
 

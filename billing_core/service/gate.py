@@ -42,8 +42,10 @@ from billing_core.service import orders as order_service
 from billing_core.service.bulk import id_in
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
+    NewRequest,
     cancel_order_requests,
     create_request,
+    create_requests,
     idempotency_key,
 )
 from config.settings import CreditPolicy
@@ -125,14 +127,14 @@ def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
                 .where(id_in(uow.conn, table.c.order_id, sorted(new)),
                        products.c.needs_provisioning.is_(True))):
             wanted.append((int(order_id), kind, int(item_id), int(product_id), quantity, prefix))
-    for order_id, kind, item_id, product_id, quantity, prefix in sorted(wanted):
-        data = new[order_id]
-        column = "subscription_id" if kind == 0 else "one_time_charge_id"
-        create_request(uow, account_id=data.account_id, order_id=order_id,
-                       product_id=product_id, quantity=quantity,
-                       on_hold=bool(on_hold.get(data.account_id)),
-                       key=idempotency_key(data.source_ref.strip(), f"{prefix}:{item_id}"),
-                       **{column: item_id})
+    create_requests(uow, [
+        NewRequest(account_id=new[order_id].account_id, order_id=order_id,
+                   product_id=product_id, quantity=quantity,
+                   key=idempotency_key(new[order_id].source_ref.strip(), f"{prefix}:{item_id}"),
+                   on_hold=bool(on_hold.get(new[order_id].account_id)),
+                   subscription_id=item_id if kind == 0 else None,
+                   one_time_charge_id=item_id if kind == 1 else None)
+        for order_id, kind, item_id, product_id, quantity, prefix in sorted(wanted)])
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,

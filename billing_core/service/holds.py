@@ -82,14 +82,33 @@ def is_on_hold(conn: Connection, account_id: int) -> bool:
 def place_reason(uow: UnitOfWork, account_id: int, reason: str, *, source: str, actor: str,
                  details: dict[str, Any]) -> None:
     """Insert a reason and its ``placed`` history row. The caller checks it is absent."""
-    if reason not in REASONS:
-        raise ValidationError("reason", reason, f"must be one of {', '.join(REASONS)}")
+    place_reasons(uow, [NewReason(account_id, reason, source, actor, details)])
+
+
+@dataclass(frozen=True)
+class NewReason:
+    account_id: int
+    reason: str
+    source: str
+    actor: str
+    details: dict[str, Any]
+
+
+def place_reasons(uow: UnitOfWork, items: list[NewReason]) -> None:
+    """:func:`place_reason` for many: one statement per table."""
+    for item in items:
+        if item.reason not in REASONS:
+            raise ValidationError("reason", item.reason, f"must be one of {', '.join(REASONS)}")
+    if not items:
+        return
     now = uow.now()
-    body = json.dumps(details, sort_keys=True, default=str)
-    uow.conn.execute(insert(hold_reasons).values(
-        account_id=account_id, reason=reason, source=source, placed_at=now, details=body))
-    uow.conn.execute(insert(hold_history).values(
-        account_id=account_id, reason=reason, action="placed", actor=actor, at=now, details=body))
+    bodies = [json.dumps(i.details, sort_keys=True, default=str) for i in items]
+    uow.conn.execute(insert(hold_reasons), [
+        {"account_id": i.account_id, "reason": i.reason, "source": i.source, "placed_at": now,
+         "details": body} for i, body in zip(items, bodies, strict=True)])
+    uow.conn.execute(insert(hold_history), [
+        {"account_id": i.account_id, "reason": i.reason, "action": "placed", "actor": i.actor,
+         "at": now, "details": body} for i, body in zip(items, bodies, strict=True)])
 
 
 def lift_reason(uow: UnitOfWork, account_id: int, reason: str, *, actor: str,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,6 +44,7 @@ from billing_core.adapters.tables import (
     provisioning_requests as pr,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.service.bulk import id_in
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,18 @@ def idempotency_key(order_ref: str, item: str) -> str:
     return "lbprov-" + uuid.uuid5(_KEY_NAMESPACE, f"{order_ref}|{item}").hex
 
 
+@dataclass(frozen=True)
+class NewRequest:
+    account_id: int
+    order_id: int
+    product_id: int
+    quantity: Decimal
+    key: str
+    on_hold: bool
+    subscription_id: int | None = None
+    one_time_charge_id: int | None = None
+
+
 def create_request(uow: UnitOfWork, *, account_id: int, order_id: int, product_id: int,
                    quantity: Decimal, key: str, on_hold: bool,
                    subscription_id: int | None = None,
@@ -71,9 +84,25 @@ def create_request(uow: UnitOfWork, *, account_id: int, order_id: int, product_i
         attempts=0, created_at=now, updated_at=now).returning(pr.c.id)).scalar_one())
 
 
-def hold_requests(uow: UnitOfWork, account_id: int) -> int:
-    """The account went on hold: its pending requests wait. Returns how many."""
-    return uow.conn.execute(update(pr).where(pr.c.account_id == account_id,
+def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
+    """:func:`create_request` for many, in the given order (ids ascending): one statement."""
+    if not items:
+        return
+    now = uow.now()
+    uow.conn.execute(insert(pr), [
+        {"account_id": r.account_id, "order_id": r.order_id, "product_id": r.product_id,
+         "quantity": r.quantity, "subscription_id": r.subscription_id,
+         "one_time_charge_id": r.one_time_charge_id, "idempotency_key": r.key, "attempts": 0,
+         "state": "awaiting_hold_release" if r.on_hold else "pending", "created_at": now,
+         "updated_at": now} for r in items])
+
+
+def hold_requests(uow: UnitOfWork, account_ids: int | Sequence[int]) -> int:
+    """The accounts went (or are) on hold: their pending requests wait. Returns how many."""
+    ids = [account_ids] if isinstance(account_ids, int) else list(account_ids)
+    if not ids:
+        return 0
+    return uow.conn.execute(update(pr).where(id_in(uow.conn, pr.c.account_id, ids),
                                              pr.c.state == "pending")
                             .values(state="awaiting_hold_release", updated_at=uow.now())).rowcount
 
