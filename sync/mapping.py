@@ -94,15 +94,23 @@ class QuoteLineRec:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (Decimal, date, datetime)):
-        return value.isoformat() if not isinstance(value, Decimal) else str(value)
-    return value
+    """JSON for the types connectors hand over (also ``json``'s ``default`` hook, which is only
+    called for what JSON has no type for, so native values cost nothing)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):                 # datetime too
+        return value.isoformat()
+    return str(value)
+
+
+# Built once: ``json.dumps`` with options builds an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_jsonable)
+_REC = json.JSONEncoder(sort_keys=True, default=_jsonable)
 
 
 def canonical_json(record: Mapping[str, Any]) -> str:
-    return json.dumps({k: _jsonable(v) for k, v in record.items()
-                       if k != "modstamp" and not k.startswith("_")},
-                      sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode({k: v for k, v in record.items()
+                              if k != "modstamp" and k[:1] != "_"})
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
@@ -237,12 +245,12 @@ MAPPERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 
 def record_json(record: Mapping[str, Any]) -> str:
     """The raw canonical record as JSON (kept in quarantine for a retry by hand)."""
-    return json.dumps({k: _jsonable(v) for k, v in record.items()}, sort_keys=True, default=str)
+    return json.dumps({k: _jsonable(v) if isinstance(v, (Decimal, date)) else v
+                       for k, v in record.items()}, sort_keys=True, default=str)
 
 
 def rec_to_json(rec: Any) -> str:
-    return json.dumps({k: _jsonable(getattr(rec, k)) for k in rec.__dataclass_fields__},
-                      sort_keys=True)
+    return _REC.encode({k: getattr(rec, k) for k in rec.__dataclass_fields__})
 
 
 def quote_from_json(text: str) -> QuoteRec:

@@ -55,13 +55,18 @@ class PageResult:
     disappeared: list[str] = field(default_factory=list)
 
 
+#: What reconciling needs of a known record (not its stored ``data``).
+_KNOWN = (sync_records.c.id, sync_records.c.crm_id, sync_records.c.ledger_id,
+          sync_records.c.parent_crm_id, sync_records.c.content_hash, sync_records.c.deleted_at)
+
+
 def known_rows(conn: Connection, connection: str, obj: str,
                crm_ids: Iterable[str]) -> dict[str, Any]:
     ids = list(dict.fromkeys(crm_ids))
     out: dict[str, Any] = {}
     for start in range(0, len(ids), 900):
         chunk = ids[start:start + 900]
-        rows = conn.execute(select(sync_records).where(
+        rows = conn.execute(select(*_KNOWN).where(
             sync_records.c.connection == connection, sync_records.c.object == obj,
             sync_records.c.crm_id.in_(chunk))).mappings()
         out.update({r["crm_id"]: r for r in rows})
@@ -105,10 +110,22 @@ class _Page:
             conn.execute(update(sync_records).where(sync_records.c.id == bindparam("_id"))
                          .values({k: bindparam(k) for k in self.updates[0] if k != "_id"}),
                          self.updates)
-        for start in range(0, len(self.cleared), 900):
+        if self.cleared and self._any_open():
+            self._resolve(self.cleared)
+
+    def _any_open(self) -> bool:
+        """One indexed probe instead of an IN list per 900 records when (as usual) nothing of
+        this object is in quarantine."""
+        return self.uow.conn.execute(select(quarantine.c.id).where(
+            quarantine.c.status == "open", quarantine.c.connection == self.connection,
+            quarantine.c.object == self.obj).limit(1)).first() is not None
+
+    def _resolve(self, crm_ids: list[str]) -> None:
+        conn = self.uow.conn
+        for start in range(0, len(crm_ids), 900):
             conn.execute(update(quarantine).where(
                 quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
-                quarantine.c.crm_id.in_(self.cleared[start:start + 900]),
+                quarantine.c.crm_id.in_(crm_ids[start:start + 900]),
                 quarantine.c.status == "open").values(status="resolved",
                                                       last_seen=self.uow.now()))
 

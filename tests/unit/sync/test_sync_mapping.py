@@ -58,3 +58,26 @@ def test_hash_ignores_modstamp_and_private_keys():
     a = {"crm_id": "1", "name": "x", "modstamp": 1, "_etag": "a"}
     b = {"crm_id": "1", "name": "x", "modstamp": 2, "_etag": "b"}
     assert content_hash(a) == content_hash(b) != content_hash({**a, "name": "y"})
+
+
+def test_content_hash_and_stored_json_are_stable_across_releases() -> None:
+    """Hashes stored by earlier releases must still match: a changed canonical form would make
+    every record look changed (and be rewritten) on the first run after an upgrade."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sync.mapping import canonical_json, rec_to_json
+    rec = {"crm_id": "Q1", "account_crm_id": "A1", "status": "Accepted", "revision": 2,
+           "number": None, "start_date": date(2026, 3, 1), "amount": Decimal("12.50"),
+           "seen": datetime(2026, 3, 1, 8, 30, tzinfo=timezone(timedelta(hours=2))),
+           "credit_hold": True, "name": "Caf\u00e9", "modstamp": datetime(2026, 1, 1, tzinfo=UTC),
+           "_etag": "W/1"}
+    assert canonical_json(rec) == (
+        '{"account_crm_id":"A1","amount":"12.50","credit_hold":true,"crm_id":"Q1",'
+        '"name":"Caf\\u00e9","number":null,"revision":2,"seen":"2026-03-01T08:30:00+02:00",'
+        '"start_date":"2026-03-01","status":"Accepted"}')
+    assert content_hash(rec) == "d295c1fedfa2555126c429a58e0755bf3da335eecb79745bb2d8de2ebf724a11"
+    line = map_quote_line({"crm_id": "L1", "quote_crm_id": "Q1", "product_crm_id": "P1",
+                           "quantity": Decimal("2.5"), "unit_price": Decimal("10.00")})
+    assert rec_to_json(line) == ('{"crm_id": "L1", "product_crm_id": "P1", "quantity": "2.5", '
+                                 '"quote_crm_id": "Q1", "start_date": null, '
+                                 '"unit_price": "10.00"}')
