@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Select, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import products as product_table
@@ -127,11 +127,7 @@ class _Known:
                 .order_by(handoffs.c.quote_crm_id, handoffs.c.revision)).mappings():
             history.setdefault(row["quote_crm_id"], []).append(row)
         lines: dict[str, list[QuoteLineRec]] = {}
-        for parent, data in conn.execute(select(
-                sync_records.c.parent_crm_id, sync_records.c.data).where(
-                sync_records.c.connection == connection, sync_records.c.object == "quote_line",
-                sync_records.c.parent_crm_id.in_(quote_ids), sync_records.c.deleted_at.is_(None))
-                .order_by(sync_records.c.crm_id)):
+        for _, parent, data in sorted(conn.execute(lines_of(connection, quote_ids)).tuples()):
             if data:
                 lines.setdefault(parent, []).append(mapping.line_from_json(data))
         accounts = _ledger_ids(uow, connection, "account",
@@ -141,6 +137,17 @@ class _Known:
         product_rows = {int(r["id"]): r for r in conn.execute(select(product_table).where(
             product_table.c.id.in_(sorted(set(products.values()))))).mappings()}
         return cls(quotes, history, lines, accounts, products, product_rows)
+
+
+def lines_of(connection: str, quote_ids: list[str]) -> Select[tuple[str, str, str]]:
+    """The live lines of these quotes as (crm id, quote crm id, data), in no order: sorted in
+    Python, because an ORDER BY crm_id makes SQLite walk every line of the connection by the
+    key index instead of looking the quotes up in ``ix_sync_records_parent``."""
+    return select(sync_records.c.crm_id, sync_records.c.parent_crm_id, sync_records.c.data
+                  ).where(sync_records.c.connection == connection,
+                          sync_records.c.object == "quote_line",
+                          sync_records.c.parent_crm_id.in_(quote_ids),
+                          sync_records.c.deleted_at.is_(None))
 
 
 def _ledger_ids(uow: UnitOfWork, connection: str, obj: str, crm_ids: set[str]) -> dict[str, int]:
