@@ -127,7 +127,7 @@ class _Known:
                 .order_by(handoffs.c.quote_crm_id, handoffs.c.revision)).mappings():
             history.setdefault(row["quote_crm_id"], []).append(row)
         lines: dict[str, list[QuoteLineRec]] = {}
-        for _, parent, data in sorted(conn.execute(lines_of(connection, quote_ids)).tuples()):
+        for _, parent, data in sorted(tuple(r) for r in conn.execute(lines_of(connection, quote_ids))):
             if data:
                 lines.setdefault(parent, []).append(mapping.line_from_json(data))
         accounts = _ledger_ids(uow, connection, "account",
