@@ -38,6 +38,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import changed_since
+from billing_core.service.bulk import id_in
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries, accounts_with_overdue
 from sync.runs import get_cursor, save_cursor
@@ -106,20 +107,20 @@ def quote_payloads(conn: Connection, order_ids: Iterable[int]) -> dict[int, dict
         chunk = ids[start:start + 500]
         for order_id, state in conn.execute(select(
                 provisioning_requests.c.order_id, provisioning_requests.c.state).where(
-                provisioning_requests.c.order_id.in_(chunk))):
+                id_in(conn, provisioning_requests.c.order_id, chunk))):
             states.setdefault(int(order_id), []).append(state)
         status.update((int(i), st) for i, st in conn.execute(
-            select(orders.c.id, orders.c.status).where(orders.c.id.in_(chunk))))
+            select(orders.c.id, orders.c.status).where(id_in(conn, orders.c.id, chunk))))
         billed = (invoices.c.number.is_not(None), invoices.c.status != "void")
         via_subs = (select(subscriptions.c.order_id, invoices.c.issue_date, invoices.c.id,
                            invoices.c.number)
                     .join(invoice_lines, invoice_lines.c.subscription_id == subscriptions.c.id)
                     .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-                    .where(subscriptions.c.order_id.in_(chunk), *billed))
+                    .where(id_in(conn, subscriptions.c.order_id, chunk), *billed))
         via_charges = (select(one_time_charges.c.order_id, invoices.c.issue_date, invoices.c.id,
                               invoices.c.number)
                        .join(invoices, invoices.c.id == one_time_charges.c.invoice_id)
-                       .where(one_time_charges.c.order_id.in_(chunk), *billed))
+                       .where(id_in(conn, one_time_charges.c.order_id, chunk), *billed))
         for stmt in (via_subs, via_charges):
             for order_id, issued, invoice_id, number in conn.execute(stmt):
                 key = (issued or date.min, int(invoice_id), number)
@@ -218,7 +219,7 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             if new_day:
                 wanted |= accounts_with_overdue(conn, now.date())
         if wanted is not None:
-            links = links.where(sync_records.c.ledger_id.in_(sorted(wanted)))
+            links = links.where(id_in(conn, sync_records.c.ledger_id, sorted(wanted)))
         rows = [(int(r[0]), r[1]) for r in conn.execute(links)]
         quotes = [(r[0], int(r[1]), int(r[2])) for r in conn.execute(
             select(handoffs.c.quote_crm_id, handoffs.c.order_id, orders.c.account_id)

@@ -43,6 +43,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import NotFound
 from billing_core.domain.money import to_minor
 from billing_core.service.accounts import get_account
+from billing_core.service.bulk import id_in
 from billing_core.service.pricing import Price, price_for, rate
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def open_balances_minor(conn: Connection, account_ids: Sequence[int]) -> dict[in
             (payments, payments.c.amount_minor, None, -1)):
         for chunk in _chunks(ids):
             stmt = (select(table.c.account_id, func.sum(amount - table.c.applied_minor))
-                    .where(table.c.account_id.in_(chunk)).group_by(table.c.account_id))
+                    .where(id_in(conn, table.c.account_id, chunk)).group_by(table.c.account_id))
             if statuses is not None:
                 stmt = stmt.where(table.c.status.in_(statuses))
             for account_id, total in conn.execute(stmt):
@@ -115,7 +116,7 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
     result = dict.fromkeys(ids, 0)
     prices: dict[tuple[int, str], Price | None] = {}
     for chunk in _chunks(ids):
-        open_orders = select(orders.c.id).where(orders.c.account_id.in_(chunk),
+        open_orders = select(orders.c.id).where(id_in(conn, orders.c.account_id, chunk),
                                                 orders.c.status.in_(OPEN_ORDER))
         items: list[Any] = []
         for table in (one_time_charges, subscriptions):
@@ -125,7 +126,7 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
                 select(table.c.account_id, accounts.c.currency, table.c.product_id,
                        table.c.quantity, table.c.unit_price)
                 .join(accounts, accounts.c.id == table.c.account_id)
-                .where(table.c.account_id.in_(chunk), table.c.order_id.in_(open_orders),
+                .where(id_in(conn, table.c.account_id, chunk), table.c.order_id.in_(open_orders),
                        unbilled, table.c.status != "cancelled")).all()
         for account_id, currency, product_id, quantity, unit_price in items:
             result[int(account_id)] += _unit_amount(conn, prices, product_id, quantity,
@@ -168,7 +169,7 @@ def open_debts(conn: Connection, account_id: int | None = None, *,
                           table.c.due_date, (amount - table.c.applied_minor).label("balance")
                           ).where(table.c.status.in_(statuses), amount > table.c.applied_minor)
             if scope is not None:
-                stmt = stmt.where(table.c.account_id.in_(scope))
+                stmt = stmt.where(id_in(conn, table.c.account_id, scope))
             rows += [{"type": doc_type, "id": r.id, "number": r.number,
                       "account_id": r.account_id, "currency": r.currency,
                       "due_date": r.due_date, "balance_minor": int(r.balance)}
@@ -223,7 +224,7 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
         row["total_minor"] += doc["balance_minor"]
     ids = sorted({account for account, _ in per_account})
     names = dict(conn.execute(select(accounts.c.id, accounts.c.name).where(
-        accounts.c.id.in_(ids))).all()) if ids else {}
+        id_in(conn, accounts.c.id, ids))).all()) if ids else {}
     rows = [dict(r, account_name=names.get(r["account_id"]))
             for _, r in sorted(per_account.items())]
     totals: dict[str, dict[str, Any]] = {}
@@ -254,7 +255,7 @@ def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: dat
     for chunk in _chunks(ids):
         rows.update((int(r.id), r) for r in conn.execute(
             select(accounts.c.id, accounts.c.currency, accounts.c.credit_limit_minor)
-            .where(accounts.c.id.in_(chunk))))
+            .where(id_in(conn, accounts.c.id, chunk))))
         last.update(_last_invoices(conn, chunk))
     for account_id in ids:
         if account_id not in rows:
@@ -287,7 +288,7 @@ def _last_invoices(conn: Connection, account_ids: list[int]) -> dict[int, Any]:
         func.row_number().over(partition_by=invoices.c.account_id,
                                order_by=(invoices.c.issue_date.desc(), invoices.c.id.desc())
                                ).label("rank"),
-    ).where(invoices.c.account_id.in_(account_ids), invoices.c.number.is_not(None),
+    ).where(id_in(conn, invoices.c.account_id, account_ids), invoices.c.number.is_not(None),
             invoices.c.status.not_in(("draft", "void"))).subquery()
     return {int(r.account_id): r for r in conn.execute(
         select(ranked.c.account_id, ranked.c.number, ranked.c.issue_date)
