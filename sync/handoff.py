@@ -36,6 +36,7 @@ from billing_core.adapters.tables import products as product_table
 from billing_core.domain.errors import LedgerError
 from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
+from billing_core.service.bulk import text_in
 from billing_core.service.pricing import get_product
 from connectors.base import Connector
 from sync import mapping
@@ -118,12 +119,12 @@ class _Known:
         for crm_id, data, deleted in conn.execute(select(
                 sync_records.c.crm_id, sync_records.c.data, sync_records.c.deleted_at).where(
                 sync_records.c.connection == connection, sync_records.c.object == "quote",
-                sync_records.c.crm_id.in_(quote_ids))):
+                text_in(conn, sync_records.c.crm_id, quote_ids))):
             if data:
                 quotes[crm_id] = (mapping.quote_from_json(data), deleted is not None)
         history: dict[str, list[Any]] = {}
         for row in conn.execute(select(handoffs).where(
-                handoffs.c.connection == connection, handoffs.c.quote_crm_id.in_(quote_ids))
+                handoffs.c.connection == connection, text_in(conn, handoffs.c.quote_crm_id, quote_ids))
                 .order_by(handoffs.c.quote_crm_id, handoffs.c.revision)).mappings():
             history.setdefault(row["quote_crm_id"], []).append(row)
         lines: dict[str, list[QuoteLineRec]] = {}
@@ -154,7 +155,8 @@ def _ledger_ids(uow: UnitOfWork, connection: str, obj: str, crm_ids: set[str]) -
     return {crm_id: int(ledger_id) for crm_id, ledger_id in uow.conn.execute(select(
         sync_records.c.crm_id, sync_records.c.ledger_id).where(
         sync_records.c.connection == connection, sync_records.c.object == obj,
-        sync_records.c.crm_id.in_(sorted(crm_ids)), sync_records.c.deleted_at.is_(None),
+        text_in(uow.conn, sync_records.c.crm_id, sorted(crm_ids)),
+        sync_records.c.deleted_at.is_(None),
         sync_records.c.ledger_id.is_not(None)))}
 
 
@@ -168,11 +170,11 @@ def _worth_a_look(engine: Engine, connection: str, quote_ids: set[str],
         for start in range(0, len(ids), 900):
             chunk = ids[start:start + 900]
             keep |= {r[0] for r in conn.execute(select(handoffs.c.quote_crm_id).where(
-                handoffs.c.connection == connection, handoffs.c.quote_crm_id.in_(chunk)))}
+                handoffs.c.connection == connection, text_in(conn, handoffs.c.quote_crm_id, chunk)))}
             for crm_id, data, deleted in conn.execute(select(
                     sync_records.c.crm_id, sync_records.c.data, sync_records.c.deleted_at).where(
                     sync_records.c.connection == connection, sync_records.c.object == "quote",
-                    sync_records.c.crm_id.in_(chunk))):
+                    text_in(conn, sync_records.c.crm_id, chunk))):
                 if deleted is None and data and json.loads(data).get("status") in accepted:
                     keep.add(crm_id)
     return sorted(keep)

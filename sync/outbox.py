@@ -38,7 +38,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import changed_since
-from billing_core.service.bulk import id_in
+from billing_core.service.bulk import id_in, text_in
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries, accounts_with_overdue
 from sync.runs import get_cursor, save_cursor
@@ -192,7 +192,7 @@ def _existing(conn: Connection, connection: str, obj: str,
         return {}
     return {(r["object"], r["crm_id"]): r for r in conn.execute(
         select(outbox).where(outbox.c.connection == connection, outbox.c.object == obj,
-                             outbox.c.crm_id.in_(crm_ids))).mappings()}
+                             text_in(conn, outbox.c.crm_id, crm_ids))).mappings()}
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,

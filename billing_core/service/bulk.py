@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Table, bindparam, false, func, select, text
+from sqlalchemy import BigInteger, Connection, Table, Text, bindparam, false, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnElement, Executable
 
@@ -110,6 +110,18 @@ def id_in(conn: Connection, column: ColumnElement[Any],
     if conn.dialect.name == "postgresql":
         return column == func.any(bindparam(None, values, type_=ARRAY(BigInteger)))
     each = func.json_each(bindparam(None, json.dumps(values))).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
+def text_in(conn: Connection, column: ColumnElement[Any],
+            values: Sequence[str]) -> ColumnElement[bool]:
+    """:func:`id_in` for text keys (CRM ids, references)."""
+    items = [str(v) for v in values]
+    if not items:
+        return false()
+    if conn.dialect.name == "postgresql":
+        return column == func.any(bindparam(None, items, type_=ARRAY(Text)))
+    each = func.json_each(bindparam(None, json.dumps(items))).table_valued("value")
     return column.in_(select(each.c.value))
 
 
