@@ -5,8 +5,8 @@ Rules kept here:
   ``place_order`` returns the existing order for a known reference, and ``handoffs`` has the
   same key unique, so a crash anywhere re-runs into "already done".
 - A quote's order and its ``handoffs`` row commit together: quotes are handed off in chunks
-  of ``CHUNK``, one transaction per chunk. Each quote is first looked at in its own savepoint
-  (waiting, withdrawn, reversed, its account fetched); the chunk's orders then go through the
+  of ``CHUNK``, one transaction per chunk. Each quote is first looked at (waiting, withdrawn,
+  reversed; its account fetched in a savepoint of its own); the chunk's orders then go through the
   gate together (``gate.accept_orders``: place + credit evaluation + provisioning, a few
   statements per chunk, not per order), which refuses an order alone (nothing of it written,
   its quote left waiting with the reason). A quote that raises (budget spent) is undone alone
@@ -84,9 +84,8 @@ def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
             orders: list[tuple[QuoteRec, orders_service.OrderIn]] = []
             try:
                 for quote_id in chunk:
-                    with uow.savepoint():
-                        outcomes.append((quote_id, _one(uow, connector, connection, quote_id,
-                                                        accepted, known, orders)))
+                    outcomes.append((quote_id, _one(uow, connector, connection, quote_id,
+                                                    accepted, known, orders)))
             except BaseException:
                 # A quote that fails (budget spent, CRM error) is undone alone; the quotes
                 # before it are handed off and commit, as they would one transaction per quote.
@@ -229,7 +228,8 @@ def _one(uow: UnitOfWork, connector: Connector | None, connection: str, quote_id
     if account_id is None:      # fetched for an earlier quote of this chunk, perhaps
         account_id = ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
     if account_id is None and connector is not None:
-        account_id = _fetch_account(uow, connector, connection, quote)
+        with uow.savepoint():       # the CRM read may fail (budget): undone alone
+            account_id = _fetch_account(uow, connector, connection, quote)
         if account_id is None:
             return "failed"
     if account_id is None:

@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from billing_core.adapters.tables import (
     invoice_lines,
@@ -38,7 +38,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import changed_since
-from billing_core.service.bulk import id_in, text_in
+from billing_core.service.bulk import BulkInsert, id_in, text_in
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries, accounts_with_overdue
 from sync.runs import get_cursor, save_cursor
@@ -153,7 +153,7 @@ class _Writes:
     def __init__(self, connection: str, existing: dict[tuple[str, str], Any],
                  now: datetime) -> None:
         self.connection, self.existing, self.now = connection, existing, now
-        self.inserts: list[dict[str, Any]] = []
+        self.inserts: list[tuple[Any, ...]] = []
         self.updates: list[dict[str, Any]] = []
         self.pending = 0
 
@@ -162,10 +162,8 @@ class _Writes:
         row = self.existing.get((obj, crm_id))
         text = json.dumps(payload, sort_keys=True)
         if row is None:
-            self.inserts.append({
-                "connection": self.connection, "object": obj, "crm_id": crm_id,
-                "ledger_id": ledger_id, "payload": text, "hash": digest, "state": "pending",
-                "attempts": 0, "next_attempt_at": self.now, "updated_at": self.now})
+            self.inserts.append((self.connection, obj, crm_id, ledger_id, text, digest,
+                                 "pending", 0, self.now, self.now))
             self.pending += 1
             return
         if row["hash"] == digest:
@@ -176,14 +174,17 @@ class _Writes:
         self.pending += state == "pending"
 
     def flush(self, conn: Connection) -> int:
-        if self.inserts:
-            conn.execute(insert(outbox), self.inserts)
+        _INSERT.run(conn, self.inserts)
         if self.updates:
             conn.execute(update(outbox).where(outbox.c.id == bindparam("b_id")).values(
                 payload=bindparam("b_payload"), hash=bindparam("b_hash"),
                 state=bindparam("b_state"), attempts=0, next_attempt_at=self.now,
                 last_error=None, dead_at=None, updated_at=self.now), self.updates)
         return self.pending
+
+
+_INSERT = BulkInsert(outbox, ("connection", "object", "crm_id", "ledger_id", "payload", "hash",
+                              "state", "attempts", "next_attempt_at", "updated_at"))
 
 
 def _existing(conn: Connection, connection: str, obj: str,
