@@ -104,24 +104,22 @@ def id_in(conn: Connection, column: ColumnElement[Any],
     """``column IN (ids)`` with the ids as one bound value (a JSON array read by ``json_each``
     on SQLite, an array with ``= ANY`` on PostgreSQL): the SQL text is the same for every list,
     so it is compiled once, instead of rendering one parameter per id (microseconds each)."""
-    values = [int(i) for i in ids]
-    if not values:
-        return false()
-    if conn.dialect.name == "postgresql":
-        return column == func.any(bindparam(None, values, type_=ARRAY(BigInteger)))
-    each = func.json_each(bindparam(None, json.dumps(values))).table_valued("value")
-    return column.in_(select(each.c.value))
+    return _one_value_in(conn, column, [int(i) for i in ids], BigInteger)
 
 
 def text_in(conn: Connection, column: ColumnElement[Any],
             values: Sequence[str]) -> ColumnElement[bool]:
     """:func:`id_in` for text keys (CRM ids, references)."""
-    items = [str(v) for v in values]
-    if not items:
+    return _one_value_in(conn, column, [str(v) for v in values], Text)
+
+
+def _one_value_in(conn: Connection, column: ColumnElement[Any], values: list[Any],
+                  item_type: Any) -> ColumnElement[bool]:
+    if not values:
         return false()
     if conn.dialect.name == "postgresql":
-        return column == func.any(bindparam(None, items, type_=ARRAY(Text)))
-    each = func.json_each(bindparam(None, json.dumps(items))).table_valued("value")
+        return column == func.any(bindparam(None, values, type_=ARRAY(item_type)))
+    each = func.json_each(bindparam(None, json.dumps(values))).table_valued("value")
     return column.in_(select(each.c.value))
 
 
