@@ -88,13 +88,14 @@ class _Page:
         self.updates: list[dict[str, Any]] = []
         self.cleared: list[str] = []
         self.result = PageResult()
+        self.now = uow.now()                    # one time stamp for the page's rows
 
     def keep(self, existing: Any, crm_id: str, digest: str, ledger_id: int | None,
              parent: str | None, data: str | None, modstamp: Any) -> None:
         row = {"connection": self.connection, "object": self.obj, "crm_id": crm_id,
                "ledger_id": ledger_id, "parent_crm_id": parent, "content_hash": digest,
                "modstamp": modstamp if isinstance(modstamp, datetime) else None, "data": data,
-               "updated_at": self.uow.now(), "deleted_at": None}
+               "updated_at": self.now, "deleted_at": None}
         if existing is None:
             self.inserts.append(row)
         else:
@@ -127,7 +128,7 @@ class _Page:
                 quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
                 quarantine.c.crm_id.in_(crm_ids[start:start + 900]),
                 quarantine.c.status == "open").values(status="resolved",
-                                                      last_seen=self.uow.now()))
+                                                      last_seen=self.now))
 
 
 def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mapping[str, Any],
