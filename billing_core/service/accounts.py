@@ -10,6 +10,7 @@ an item billing refuses is reported in its result and writes nothing.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency, parse_amount
+from billing_core.service.bulk import BulkInsert, id_in, text_in
 
 
 @dataclass(frozen=True)
@@ -255,13 +257,20 @@ def _find_by_keys(conn: Connection, keys: Sequence[tuple[str, str, str]]
     for (source, obj), ext_ids in groups.items():
         for row in conn.execute(select(accounts).where(
                 accounts.c.ext_source == source, accounts.c.ext_object == obj,
-                accounts.c.ext_id.in_(ext_ids))).mappings():
+                text_in(conn, accounts.c.ext_id, ext_ids))).mappings():
             found[(row["ext_source"], row["ext_object"], row["ext_id"])] = row
     return found
 
 
 def _currency_fixed(new: str, old: str) -> InvalidState:
     return InvalidState("currency", new, f"cannot change from {old}: the account has invoices")
+
+
+@functools.cache
+def _bulk_insert(columns: tuple[str, ...]) -> BulkInsert:
+    """One compiled INSERT per column list (validate_account gives every item the same keys,
+    in the same order)."""
+    return BulkInsert(accounts, columns)
 
 
 def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
@@ -282,7 +291,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
             changed.append((i, values, current, changes))
     recurrency = [int(c["id"]) for _, _, c, ch in changed if "currency" in ch]
     with_docs = {int(r[0]) for r in conn.execute(select(invoices.c.account_id).where(
-        invoices.c.account_id.in_(recurrency)).distinct())} if recurrency else set()
+        id_in(conn, invoices.c.account_id, recurrency)).distinct())} if recurrency else set()
     updates: list[dict[str, Any]] = []
     for i, values, current, changes in changed:
         account_id = int(current["id"])
@@ -301,8 +310,9 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
             {**{k: bindparam(f"b_{k}") for k in columns}, "status": "active",
              "updated_at": now}), updates)
     if new:
-        conn.execute(insert(accounts), [{**v, "status": "active", "created_at": now,
-                                         "updated_at": now} for _, v in new])
+        keys = tuple(new[0][1])
+        _bulk_insert((*keys, "status", "created_at", "updated_at")).run(
+            conn, [(*(v[k] for k in keys), "active", now, now) for _, v in new])
         ids = _find_by_keys(conn, [_ext_key(v) for _, v in new])
         for i, values in new:
             account_id = int(ids[_ext_key(values)]["id"])
