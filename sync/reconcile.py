@@ -33,6 +33,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import Duplicate, LedgerError
 from billing_core.service import accounts as accounts_service
 from billing_core.service import pricing
+from billing_core.service.bulk import BulkInsert, executemany, text_in
 from connectors.base import Deletion
 from sync import mapping
 from sync.mapping import Invalid
@@ -63,14 +64,12 @@ _KNOWN = (sync_records.c.id, sync_records.c.crm_id, sync_records.c.ledger_id,
 def known_rows(conn: Connection, connection: str, obj: str,
                crm_ids: Iterable[str]) -> dict[str, Any]:
     ids = list(dict.fromkeys(crm_ids))
-    out: dict[str, Any] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900]
-        rows = conn.execute(select(*_KNOWN).where(
-            sync_records.c.connection == connection, sync_records.c.object == obj,
-            sync_records.c.crm_id.in_(chunk))).mappings()
-        out.update({r["crm_id"]: r for r in rows})
-    return out
+    if not ids:
+        return {}
+    rows = conn.execute(select(*_KNOWN).where(
+        sync_records.c.connection == connection, sync_records.c.object == obj,
+        text_in(conn, sync_records.c.crm_id, ids))).mappings()
+    return {r["crm_id"]: r for r in rows}
 
 
 def ledger_id_of(conn: Connection, connection: str, obj: str, crm_id: str) -> int | None:
@@ -79,38 +78,43 @@ def ledger_id_of(conn: Connection, connection: str, obj: str, crm_id: str) -> in
         sync_records.c.crm_id == crm_id, sync_records.c.deleted_at.is_(None))).scalar()
 
 
+# A page's new and changed bookkeeping rows, compiled once (bulk: COPY on PostgreSQL; each
+# column's bind processor applied once per distinct value), not per row by SQLAlchemy.
+_ROW = ("ledger_id", "parent_crm_id", "content_hash", "modstamp", "data", "updated_at",
+        "deleted_at")
+_INSERT = BulkInsert(sync_records, ("connection", "object", "crm_id", *_ROW))
+_UPDATE = update(sync_records).where(
+    sync_records.c.id == bindparam("k_id", type_=sync_records.c.id.type)).values(
+    {c: bindparam(f"v_{c}", type_=sync_records.c[c].type) for c in _ROW})
+_UPDATE_NAMES = ("k_id", *(f"v_{c}" for c in _ROW))
+
+
 class _Page:
     """Accumulates one page's bookkeeping rows, written in bulk at the end."""
 
     def __init__(self, uow: UnitOfWork, connection: str, obj: str) -> None:
         self.uow, self.connection, self.obj = uow, connection, obj
-        self.inserts: list[dict[str, Any]] = []
-        self.updates: list[dict[str, Any]] = []
+        self.inserts: list[tuple[Any, ...]] = []
+        self.updates: list[tuple[Any, ...]] = []
         self.cleared: list[str] = []
         self.result = PageResult()
         self.now = uow.now()                    # one time stamp for the page's rows
 
     def keep(self, existing: Any, crm_id: str, digest: str, ledger_id: int | None,
              parent: str | None, data: str | None, modstamp: Any) -> None:
-        row = {"connection": self.connection, "object": self.obj, "crm_id": crm_id,
-               "ledger_id": ledger_id, "parent_crm_id": parent, "content_hash": digest,
-               "modstamp": modstamp if isinstance(modstamp, datetime) else None, "data": data,
-               "updated_at": self.now, "deleted_at": None}
+        row = (ledger_id, parent, digest, modstamp if isinstance(modstamp, datetime) else None,
+               data, self.now, None)
         if existing is None:
-            self.inserts.append(row)
+            self.inserts.append((self.connection, self.obj, crm_id, *row))
         else:
-            self.updates.append({**row, "_id": existing["id"]})
+            self.updates.append((existing["id"], *row))
         self.cleared.append(crm_id)
         self.result.upserted += 1
 
     def flush(self) -> None:
         conn = self.uow.conn
-        if self.inserts:
-            conn.execute(insert(sync_records), self.inserts)
-        if self.updates:
-            conn.execute(update(sync_records).where(sync_records.c.id == bindparam("_id"))
-                         .values({k: bindparam(k) for k in self.updates[0] if k != "_id"}),
-                         self.updates)
+        _INSERT.run(conn, self.inserts)
+        executemany(conn, _UPDATE, _UPDATE_NAMES, self.updates)
         if self.cleared and self._any_open():
             self._resolve(self.cleared)
 
