@@ -51,7 +51,11 @@ WATERMARK = "_outbox"
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return _hash_text(json.dumps(payload, sort_keys=True))
+
+
+def _hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def decode(field: str, value: Any) -> Any:
@@ -158,9 +162,9 @@ class _Writes:
         self.pending = 0
 
     def put(self, obj: str, crm_id: str, ledger_id: int, payload: dict[str, Any]) -> None:
-        digest = payload_hash(payload)
-        row = self.existing.get((obj, crm_id))
         text = json.dumps(payload, sort_keys=True)
+        digest = _hash_text(text)           # = payload_hash(payload), one encoding
+        row = self.existing.get((obj, crm_id))
         if row is None:
             self.inserts.append((self.connection, obj, crm_id, ledger_id, text, digest,
                                  "pending", 0, self.now, self.now))

@@ -39,7 +39,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency, parse_amount
-from billing_core.service.bulk import BulkInsert, id_in, text_in
+from billing_core.service.bulk import BulkInsert, id_in, reserve_ids, text_in
 
 
 @dataclass(frozen=True)
@@ -311,11 +311,11 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
              "updated_at": now}), updates)
     if new:
         keys = tuple(new[0][1])
-        _bulk_insert((*keys, "status", "created_at", "updated_at")).run(
-            conn, [(*(v[k] for k in keys), "active", now, now) for _, v in new])
-        ids = _find_by_keys(conn, [_ext_key(v) for _, v in new])
-        for i, values in new:
-            account_id = int(ids[_ext_key(values)]["id"])
+        ids = reserve_ids(conn, accounts, len(new))
+        _bulk_insert(("id", *keys, "status", "created_at", "updated_at")).run(
+            conn, [(account_id, *(v[k] for k in keys), "active", now, now)
+                   for account_id, (_, v) in zip(ids, new, strict=True)])
+        for account_id, (i, _) in zip(ids, new, strict=True):
             uow.touch(account_id)
             out.append((i, UpsertResult(account_id, created=True, changed=True)))
     return out
