@@ -202,7 +202,7 @@ def _existing(conn: Connection, connection: str, obj: str,
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
             grace_days: int = 0, write_hold: bool = False,
-            only_accounts: Iterable[int] | None = None, chunk: int = 500) -> int:
+            only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
         mark = get_cursor(conn, connection, WATERMARK)
