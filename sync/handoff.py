@@ -67,7 +67,7 @@ def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[s
     return set(touched) | waiting
 
 
-CHUNK = 200      # quotes per transaction
+CHUNK = 500      # quotes per transaction
 
 
 def run_handoffs(engine: Engine, connector: Connector | None, connection: str,
