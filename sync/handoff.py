@@ -139,7 +139,7 @@ class _Known:
         return cls(quotes, history, lines, accounts, products, product_rows)
 
 
-def lines_of(connection: str, quote_ids: list[str]) -> Select[tuple[str, str, str]]:
+def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:
     """The live lines of these quotes as (crm id, quote crm id, data), in no order: sorted in
     Python, because an ORDER BY crm_id makes SQLite walk every line of the connection by the
     key index instead of looking the quotes up in ``ix_sync_records_parent``."""
