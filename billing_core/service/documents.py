@@ -197,10 +197,12 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
 
 
 def list_documents(conn: Connection, doc_type: str, *, account_id: int | None = None,
-                   status: str | None = None) -> list[dict[str, Any]]:
-    """Documents of ``doc_type`` in id order, optionally of one account and in one status."""
+                   status: str | None = None, after_id: int = 0,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+    """Documents of ``doc_type`` in id order, optionally of one account and in one status;
+    a keyset page with ``after_id`` / ``limit`` (read in SQL, not sliced in memory)."""
     table = TABLES[doc_type]
-    stmt = select(table).order_by(table.c.id)
+    stmt = select(table).where(table.c.id > after_id).order_by(table.c.id).limit(limit)
     if account_id is not None:
         stmt = stmt.where(table.c.account_id == account_id)
     if status is not None:

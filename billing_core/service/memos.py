@@ -164,8 +164,10 @@ def credit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
 
 
 def list_credit_memos(conn: Connection, account_id: int | None = None,
-                      status: str | None = None) -> list[dict[str, Any]]:
-    return list_documents(conn, "credit_memo", account_id=account_id, status=status)
+                      status: str | None = None, *, after_id: int = 0,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    return list_documents(conn, "credit_memo", account_id=account_id, status=status,
+                          after_id=after_id, limit=limit)
 
 
 # --- debit memos ------------------------------------------------------------------------------
@@ -226,8 +228,10 @@ def debit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
 
 
 def list_debit_memos(conn: Connection, account_id: int | None = None,
-                     status: str | None = None) -> list[dict[str, Any]]:
-    return list_documents(conn, "debit_memo", account_id=account_id, status=status)
+                     status: str | None = None, *, after_id: int = 0,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+    return list_documents(conn, "debit_memo", account_id=account_id, status=status,
+                          after_id=after_id, limit=limit)
 
 
 # --- batch forms (the API's ``:apply`` / ``:unapply`` / ``:activate`` / ``:cancel``) -----------

@@ -153,8 +153,10 @@ def payment_view(conn: Connection, payment: object) -> dict[str, Any]:
     return view
 
 
-def list_payments(conn: Connection, account_id: int | None = None) -> list[dict[str, Any]]:
-    stmt = select(payments).order_by(payments.c.id)
+def list_payments(conn: Connection, account_id: int | None = None, *, after_id: int = 0,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+    """Payments in id order; a keyset page with ``after_id`` / ``limit``, read in SQL."""
+    stmt = select(payments).where(payments.c.id > after_id).order_by(payments.c.id).limit(limit)
     if account_id is not None:
         stmt = stmt.where(payments.c.account_id == account_id)
     return [to_view(r, "payment") for r in conn.execute(stmt).mappings()]

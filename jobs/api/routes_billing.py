@@ -53,7 +53,9 @@ def create_credit_memo(body: CreateMemo, uow: Uow, _: Writer) -> DocumentOut:
 def list_credit_memos(uow: Uow, _: Reader, account_id: AccountFilter = None,
                       status: MemoStatus = None, cursor: Cursor = None,
                       limit: Limit = 100) -> DocumentPage:
-    return page(memos.list_credit_memos(uow.conn, account_id, status), cursor, limit)
+    return page(memos.list_credit_memos(uow.conn, account_id, status,
+                                        after_id=decode_cursor(cursor), limit=limit + 1),
+                cursor, limit)
 
 
 @routes.get("/billing/credit-memos/{ref}")
@@ -104,7 +106,9 @@ def create_debit_memo(body: CreateMemo, uow: Uow, _: Writer) -> DocumentOut:
 def list_debit_memos(uow: Uow, _: Reader, account_id: AccountFilter = None,
                      status: MemoStatus = None, cursor: Cursor = None,
                      limit: Limit = 100) -> DocumentPage:
-    return page(memos.list_debit_memos(uow.conn, account_id, status), cursor, limit)
+    return page(memos.list_debit_memos(uow.conn, account_id, status,
+                                       after_id=decode_cursor(cursor), limit=limit + 1),
+                cursor, limit)
 
 
 @routes.get("/billing/debit-memos/{ref}")

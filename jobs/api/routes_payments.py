@@ -25,7 +25,7 @@ from jobs.api.models import (
     RecordPayment,
 )
 from jobs.api.routes_billing import AccountFilter, Cursor, Limit, PathRef
-from jobs.api.views import document_out, grant_out, money, page, per_item
+from jobs.api.views import decode_cursor, document_out, grant_out, money, page, per_item
 
 routes = router("payments and credits")
 
@@ -44,7 +44,8 @@ def record_payment(body: RecordPayment, uow: Uow, _: Writer) -> DocumentOut:
 @routes.get("/billing/payments")
 def list_payments(uow: Uow, _: Reader, account_id: AccountFilter = None,
                   cursor: Cursor = None, limit: Limit = 100) -> DocumentPage:
-    return page(payments.list_payments(uow.conn, account_id), cursor, limit)
+    return page(payments.list_payments(uow.conn, account_id, after_id=decode_cursor(cursor),
+                                       limit=limit + 1), cursor, limit)
 
 
 @routes.get("/billing/payments/{ref}")

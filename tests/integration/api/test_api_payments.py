@@ -83,3 +83,22 @@ def test_grant_and_convert_credits_both_ways(api, account):
     r = api.post("/billing/credits:grant", {"account_id": account, "amount": "5.00",
                                             "kind": "stolen", "reason": "x"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "body.kind"
+
+
+def test_payments_list_pages_with_a_cursor(api, account):
+    ids = []
+    for i in range(1, 6):
+        r = api.post("/billing/payments", {"account_id": account, "amount": f"{i}.00",
+                                           "reference": f"page_{i}"})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, "account_id": account} | ({"cursor": cursor} if cursor else {})
+        body = api.get("/billing/payments", params=params).json()
+        seen += [p["id"] for p in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids and pages == 3
