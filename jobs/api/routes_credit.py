@@ -10,7 +10,7 @@ from fastapi import Path, Query
 from billing_core.service import holds, provisioning, receivables
 from billing_core.service.accounts import resolve_account
 from config.settings import CreditPolicy
-from jobs.api.deps import Admin, Policy, Reader, Uow, router
+from jobs.api.deps import Admin, Policy, Reader, Uow, Writer, router
 from jobs.api.models import MAX_ID, NAME_PATTERN
 from jobs.api.models_admin import (
     HoldEvent,
@@ -83,6 +83,16 @@ def list_provisioning(uow: Uow, _: Reader, state: State = None,
     items = [ProvisioningOut(**{**r, "quantity": str(r["quantity"])}) for r in rows[:limit]]
     return ProvisioningPage(items=items, next_cursor=encode_cursor(items[-1].id)
                             if len(rows) > limit else None)
+
+
+@routes.post("/provisioning/{request_id}:provisioned")
+def confirm_provisioned(request_id: Annotated[int, Path(ge=1, le=MAX_ID)], uow: Uow,
+                        _: Writer) -> ProvisioningOut:
+    """The provisioning system confirms the work of a dispatched request is done (a repeat
+    answers the same; any other state is a 409 naming it)."""
+    provisioning.mark_provisioned(uow, request_id)
+    row = provisioning.get_request(uow.conn, request_id)
+    return ProvisioningOut(**{**row, "quantity": str(row["quantity"])})
 
 
 @routes.post("/provisioning/{request_id}:retry")

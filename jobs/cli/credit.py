@@ -36,6 +36,7 @@ from billing_core.service.provisioning import (
     STATES,
     dispatch_pending,
     list_requests,
+    mark_provisioned,
     retry_request,
 )
 from billing_core.service.receivables import exposure_minor
@@ -201,7 +202,7 @@ def holds_evaluate(app: AppContext, everyone: bool) -> None:
 
 @click.group("provisioning")
 def provisioning() -> None:
-    """Provisioning requests: list, retry, dispatch."""
+    """Provisioning requests: list, retry, mark-provisioned, dispatch."""
 
 
 @provisioning.command("list")
@@ -228,6 +229,15 @@ def prov_retry(app: AppContext, request_id: int) -> None:
     """Send a failed request again (same idempotency key)."""
     state = _run(app, lambda uow: retry_request(uow, request_id))
     click.echo(f"request {request_id}: {state}")
+
+
+@provisioning.command("mark-provisioned")
+@click.argument("request_id", type=int)
+@pass_app
+def prov_done(app: AppContext, request_id: int) -> None:
+    """Record that a dispatched request's work is done (what a provisioning system confirms)."""
+    _run(app, lambda uow: mark_provisioned(uow, request_id))
+    click.echo(f"request {request_id}: provisioned")
 
 
 @provisioning.command("dispatch")

@@ -126,3 +126,23 @@ def test_retry_a_failed_provisioning_request(api):
     assert r.status_code == 200 and r.json()["state"] == "pending"
     assert api.post("/provisioning/999:retry", {}, scope="admin").status_code == 404
     assert api.post(f"/provisioning/{first}:retry", {}, scope="billing:write").status_code == 403
+
+
+def test_the_provisioning_system_confirms_a_dispatched_request(api):
+    from sqlalchemy import update
+
+    acc = api.run(lambda uow: make_account(uow, "P3"))
+    api.run(lambda uow: _licences(uow, acc, 1))
+    first = api.get("/provisioning").json()["items"][0]["id"]
+    r = api.post(f"/provisioning/{first}:provisioned", {})
+    assert r.status_code == 409 and "pending" in r.json()["error"]["message"]
+    api.run(lambda uow: uow.conn.execute(update(provisioning_requests).where(
+        provisioning_requests.c.id == first).values(state="dispatched")))
+    r = api.post(f"/provisioning/{first}:provisioned", {})
+    assert r.status_code == 200 and r.json()["state"] == "provisioned"
+    assert api.post(f"/provisioning/{first}:provisioned", {}).json()["state"] == "provisioned"
+    assert api.post("/provisioning/999:provisioned", {}).status_code == 404
+    assert api.post(f"/provisioning/{first}:provisioned", {},
+                    scope="billing:read").status_code == 403
+    assert [p["state"] for p in api.get("/provisioning").json()["items"]] == [
+        "provisioned", "pending"]

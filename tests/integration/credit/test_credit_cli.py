@@ -77,3 +77,11 @@ def test_provisioning_cli(sqlite_engine):
     assert out.exit_code == 0 and "2 dispatched" in out.output
     assert "sku=LIC quantity=2" in out.output and "sku=SETUP quantity=1" in out.output
     assert "dispatched" in _cli(sqlite_engine, "provisioning", "list", "--account", "P1").output
+    first = rows[0]["id"]
+    out = _cli(sqlite_engine, "provisioning", "mark-provisioned", str(first))
+    assert out.exit_code == 0 and out.output.strip() == f"request {first}: provisioned"
+    states = {r["id"]: r["state"] for r in json.loads(
+        _cli(sqlite_engine, "provisioning", "list", "--json").output)}
+    assert states[first] == "provisioned" and sorted(states.values()) == [
+        "dispatched", "provisioned"]
+    assert _cli(sqlite_engine, "provisioning", "mark-provisioned", "999").exit_code == 2
