@@ -43,7 +43,6 @@ from billing_core.service.bulk import inserted_id
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
 PREVIEW_LIMIT = 500
-SQLITE_CACHE_KB = 32_768
 
 
 @dataclass
@@ -77,8 +76,10 @@ class BillRunResult:
 def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
                  chunk_size: int = 2000, post: bool = True, series: str = "INV",
                  uow_factory: Callable[[], UnitOfWork] | None = None,
-                 progress: Callable[[int], None] | None = None) -> BillRunResult:
-    """Bill every account due on ``run_date``; see the module docstring for the rules."""
+                 progress: Callable[[int], None] | None = None,
+                 tax_inclusive: bool = False) -> BillRunResult:
+    """Bill every account due on ``run_date``; see the module docstring for the rules.
+    ``tax_inclusive``: catalog and negotiated prices include tax (the default adds it)."""
     if not isinstance(run_date, date):
         raise TypeError("run_date must be a date")
     if chunk_size <= 0:
@@ -100,7 +101,7 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
         while True:
             with uow_factory() as uow:
                 if catalog is None:
-                    catalog = load_catalog(uow.conn)
+                    catalog = load_catalog(uow.conn, tax_inclusive=tax_inclusive)
                 next_after, seen = _run_chunk(uow, catalog, run_date, after_id, chunk_size,
                                               post, series, dry_run, result)
             if seen == 0:
@@ -131,9 +132,6 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
                post: bool, series: str, dry_run: bool,
                result: BillRunResult) -> tuple[int, int]:
     """Bill one chunk of accounts in one transaction; returns (last id, accounts seen)."""
-    if uow.dialect == "sqlite":
-        # a bigger page cache for the chunk's bulk reads and index updates (per connection)
-        uow.conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
         try:
             data: ChunkData = load_chunk(uow.conn, catalog, run_date, after_id, size)  # type: ignore[arg-type]
