@@ -29,6 +29,7 @@ class BillingSettings:
     default_payment_terms_days: int = 30
     default_bill_cycle_day: int = 1
     bill_run_chunk_size: int = 2000
+    tax_inclusive: bool = False                   # prices include tax (default: added on top)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ class Worker:
                 return None
             result = run_bill_run(self.engine, self.clock().date(),
                                   chunk_size=self.settings.billing.bill_run_chunk_size,
-                                  series=self.settings.billing.invoice_series)
+                                  series=self.settings.billing.invoice_series,
+                                  tax_inclusive=self.settings.billing.tax_inclusive)
             log.info("bill run date=%s invoices=%s errors=%s", result.run_date,
                      result.invoices_created, len(result.errors))
             return result

@@ -15,6 +15,10 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
   of a yearly-priced product 1/12 of it per month.
 - Every line is rounded once (ROUND_HALF_UP, the currency's minor units). Tax per line:
   ``round(line x rate)``. Subtotal = sum of lines; tax = sum of line taxes; total = both.
+- Tax-inclusive prices (``tax_inclusive``; exclusive is the default): a line's priced amount
+  already holds its tax, ``round(gross x rate / (1 + rate))``; the line keeps the net
+  (gross - tax) as its amount and the tax as its tax, so amount + tax = what was priced and the
+  total is the sum of the priced amounts. The same rules (subtotal, tax, total) then hold.
 - Prepaid credits draw down the usage lines' total (before tax), earliest expiry first, no
   expiry last, then oldest grant. A grant is usable on an invoice when it has not expired on the
   last day of the usage period that invoice bills (``expires_on >= period_start - 1 day``).
@@ -284,8 +288,9 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
 def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, issue_date: date,
                     subs: list[Sub], charges: list[Charge], usage: list[Usage],
                     grants: list[Grant], products: dict[int, Product], book: PriceBook,
-                    tax_rate: Decimal = ZERO) -> Draft | None:
-    """The invoice for ``[period_start, period_end)``, or None when there is nothing to bill."""
+                    tax_rate: Decimal = ZERO, tax_inclusive: bool = False) -> Draft | None:
+    """The invoice for ``[period_start, period_end)``, or None when there is nothing to bill.
+    ``tax_inclusive``: the prices include ``tax_rate`` (see the module rules)."""
     cur = acct.currency
     draft = Draft(acct.id, cur, period_start, period_end, issue_date,
                   issue_date + timedelta(days=acct.payment_terms_days), [])
@@ -311,7 +316,11 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
     subtotal = tax = 0
     for line in draft.lines:
         line.tax_rate = tax_rate
-        if tax_rate:
+        if tax_rate and tax_inclusive:
+            line.tax_minor = _included_tax(line.amount_minor, tax_rate)
+            line.amount_minor -= line.tax_minor
+            tax += line.tax_minor
+        elif tax_rate:
             line.tax_minor = _line_tax(line.amount_minor, tax_rate)
             tax += line.tax_minor
         subtotal += line.amount_minor
@@ -329,6 +338,12 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
 def _line_tax(amount_minor: int, tax_rate: Decimal) -> int:
     """Tax of one line, ``round(line x rate)`` (amounts and rates repeat across a run)."""
     return round_minor(amount_minor * tax_rate)
+
+
+@lru_cache(maxsize=65_536)
+def _included_tax(gross_minor: int, tax_rate: Decimal) -> int:
+    """The tax a tax-inclusive amount holds, ``round(gross x rate / (1 + rate))``."""
+    return round_minor(gross_minor * tax_rate / (1 + tax_rate))
 
 
 def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],

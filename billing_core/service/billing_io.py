@@ -58,6 +58,7 @@ class Catalog:
     book: PriceBook
     products: dict[int, Product]
     tax: TaxTable
+    tax_inclusive: bool = False         # the catalog's prices include tax
 
 
 @dataclass
@@ -90,10 +91,10 @@ SELECT_USAGE = select(
         usage_events.c.occurred_at < bindparam("cutoff", type_=usage_events.c.occurred_at.type))
 
 
-def load_catalog(conn: Connection) -> Catalog:
+def load_catalog(conn: Connection, *, tax_inclusive: bool = False) -> Catalog:
     prods = {r.id: Product(r.name, r.billing_period) for r in conn.execute(
         select(products.c.id, products.c.name, products.c.billing_period))}
-    return Catalog(PriceBook(list_prices(conn)), prods, load_tax_table(conn))
+    return Catalog(PriceBook(list_prices(conn)), prods, load_tax_table(conn), tax_inclusive)
 
 
 def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int,
@@ -184,7 +185,7 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
             draft = compute_invoice(acct, start, end, run_date, subs.get(account_id, []),
                                     charges.get(account_id, []), usage.get(account_id, []),
                                     grants.get(account_id, []), catalog.products, catalog.book,
-                                    rate)
+                                    rate, catalog.tax_inclusive)
         except LedgerError as exc:
             data.errors.append({"account_id": account_id, **exc.as_dict()})
             continue

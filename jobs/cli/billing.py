@@ -47,6 +47,7 @@ def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_si
     settings = app.settings.billing
     engine = app.engine
     kwargs: dict[str, Any] = {"dry_run": dry_run, "series": settings.invoice_series,
+                              "tax_inclusive": settings.tax_inclusive,
                               "chunk_size": chunk_size or settings.bill_run_chunk_size,
                               "uow_factory": lambda: _write(app)}
     if not as_json and sys.stderr.isatty():

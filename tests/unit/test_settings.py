@@ -47,7 +47,13 @@ def test_missing_config_file(tmp_path):
 
 
 def test_a_setting_billing_does_not_honour_is_refused_not_ignored(tmp_path):
-    # tax is always added on top of each line; a 'tax_inclusive' switch that did nothing
-    # would mislead, so it is an unknown key
+    # a switch that did nothing would mislead: an unknown key is an error, not ignored
     with pytest.raises(ConfigError, match="unknown key"):
-        _load(tmp_path, "[billing]\ntax_inclusive = true\n")
+        _load(tmp_path, "[billing]\ntax_mode = \"inclusive\"\n")
+
+
+def test_tax_inclusive_is_off_by_default_and_must_be_a_boolean(tmp_path):
+    assert _load(tmp_path, "").billing.tax_inclusive is False
+    assert _load(tmp_path, "[billing]\ntax_inclusive = true\n").billing.tax_inclusive is True
+    with pytest.raises(ConfigError, match="tax_inclusive"):
+        _load(tmp_path, "[billing]\ntax_inclusive = \"yes\"\n")

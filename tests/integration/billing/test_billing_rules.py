@@ -209,3 +209,28 @@ def test_negative_invoice_becomes_a_credit_memo(ledger) -> None:
         memo = uow.conn.execute(select(credit_memos)).mappings().one()
     assert (memo["amount_minor"], memo["status"], memo["origin"], memo["origin_invoice_id"]) == (
         8481, "active", "invoice_overflow", april["id"])
+
+
+def test_tax_inclusive_bill_run_takes_the_tax_out_of_the_priced_amounts(ledger) -> None:
+    with ledger.uow() as uow:
+        set_tax_rate(uow, "DE", "", "0.19", date(2020, 1, 1))
+        uow.commit()
+    acc = ledger.account(currency="EUR", country="DE")
+    seat = ledger.product("119.00", currency="EUR")
+    ledger.subscribe(acc, seat, 2, date(2026, 4, 1))
+    ledger.subscribe(acc, seat, 1, date(2026, 4, 1), unit_price="10.00")
+    preview = ledger.run(date(2026, 4, 1), dry_run=True, tax_inclusive=True)
+    [shown] = preview.invoices
+    assert (shown.subtotal_minor, shown.tax_minor, shown.total_minor) == (20840, 3960, 24800)
+    assert ledger.invoices(acc) == []                # a dry run writes nothing
+    ledger.run(date(2026, 4, 1), tax_inclusive=True)
+    [inv] = ledger.invoices(acc)
+    # 238.00 holds 38.00; 10.00 holds round(1000 x 0.19 / 1.19) = 1.60
+    assert [(ln["amount_minor"], ln["tax_minor"]) for ln in inv["lines"]] == [
+        (20000, 3800), (840, 160)]
+    assert (inv["subtotal_minor"], inv["tax_minor"], inv["total_minor"]) == (20840, 3960, 24800)
+    other = ledger.account(currency="EUR", country="DE")
+    ledger.subscribe(other, seat, 2, date(2026, 4, 1))
+    ledger.run(date(2026, 4, 1))                     # the default adds the tax on top
+    [exclusive] = ledger.invoices(other)
+    assert (exclusive["tax_minor"], exclusive["total_minor"]) == (4522, 28322)
