@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 from click.testing import CliRunner
 
+from billing_core.adapters.db import UnitOfWork
+from billing_core.service.orders import OrderIn, SubscriptionItem, activate_order, place_order
 from jobs.cli import main
 
 
@@ -75,3 +78,26 @@ def test_demo_runs_from_scratch() -> None:
     assert res.exit_code == 0, res.output
     assert "INV-000003 to Initech KK" in res.output
     assert "bills nothing: 0 new invoices" in res.output
+
+
+def test_bill_run_honours_tax_inclusive_from_the_config_file(sqlite_engine, tmp_path) -> None:
+    url = str(sqlite_engine.url)
+    config = tmp_path / "c.toml"
+    config.write_text("[billing]\ntax_inclusive = true\n")
+    for args in (["products", "add", "--sku", "SEAT", "--name", "Seat"],
+                 ["prices", "set", "SEAT", "--currency", "EUR", "--from", "2026-01-01",
+                  "--price", "119.00"],
+                 ["tax-rates", "set", "DE", "--rate", "0.19", "--from", "2020-01-01"],
+                 ["accounts", "add", "--name", "Gmbh", "--currency", "EUR", "--ext-id", "D1",
+                  "--country", "DE"]):
+        assert _cli(url, *args).exit_code == 0
+    with UnitOfWork(sqlite_engine) as uow:      # a subscription from 1 April
+        order = place_order(uow, OrderIn(1, "q1", date(2026, 4, 1), subscriptions=[
+            SubscriptionItem(1, 1, date(2026, 4, 1))]))
+        activate_order(uow, order)
+        uow.commit()
+    res = CliRunner().invoke(main, ["--config", str(config), "--database-url", url, "bill-run",
+                                    "--date", "2026-04-01", "--json"], catch_exceptions=False)
+    assert json.loads(res.output)["invoices_created"] == 1, res.output
+    [inv] = json.loads(_cli(url, "invoices", "list", "--account", "D1", "--json").output)
+    assert (inv["subtotal_minor"], inv["tax_minor"], inv["total_minor"]) == (10000, 1900, 11900)
