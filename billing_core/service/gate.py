@@ -44,7 +44,6 @@ from billing_core.service.credit_control import reevaluate_account, reevaluate_a
 from billing_core.service.provisioning import (
     NewRequest,
     cancel_order_requests,
-    create_request,
     create_requests,
     idempotency_key,
 )
@@ -109,7 +108,7 @@ def _accept_round(uow: UnitOfWork, items: list[order_service.OrderIn],
         if held:
             uow.conn.execute(update(orders).where(id_in(uow.conn, orders.c.id, held))
                              .values(status="held"))
-        order_service.activate_orders(uow, sorted(o for o in new if o not in set(held)))
+        order_service.activate_orders(uow, sorted(set(new) - set(held)))
         for d in new.values():
             uow.touch(d.account_id)
     return [p if isinstance(p, LedgerError) else p.order_id for p in placed]
@@ -153,10 +152,10 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     if sub.needs_provisioning and sub.order_id is not None:
         ref = uow.conn.execute(select(orders.c.source_ref).where(
             orders.c.id == sub.order_id)).scalar_one()
-        create_request(uow, account_id=sub.account_id, order_id=sub.order_id,
-                       product_id=sub.product_id, quantity=to_decimal(new_quantity, "new_quantity"),
-                       on_hold=on_hold, subscription_id=subscription_id,
-                       key=idempotency_key(ref, f"change:{change_id}"))
+        create_requests(uow, [NewRequest(
+            account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
+            quantity=to_decimal(new_quantity, "new_quantity"), on_hold=on_hold,
+            subscription_id=subscription_id, key=idempotency_key(ref, f"change:{change_id}"))])
     uow.touch(sub.account_id)
     return change_id
 

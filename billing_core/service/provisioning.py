@@ -72,18 +72,6 @@ class NewRequest:
     one_time_charge_id: int | None = None
 
 
-def create_request(uow: UnitOfWork, *, account_id: int, order_id: int, product_id: int,
-                   quantity: Decimal, key: str, on_hold: bool,
-                   subscription_id: int | None = None,
-                   one_time_charge_id: int | None = None) -> int:
-    now = uow.now()
-    return int(uow.conn.execute(insert(pr).values(
-        account_id=account_id, order_id=order_id, product_id=product_id, quantity=quantity,
-        subscription_id=subscription_id, one_time_charge_id=one_time_charge_id,
-        state="awaiting_hold_release" if on_hold else "pending", idempotency_key=key,
-        attempts=0, created_at=now, updated_at=now).returning(pr.c.id)).scalar_one())
-
-
 def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
     """:func:`create_request` for many, in the given order (ids ascending): one statement."""
     if not items:
@@ -97,12 +85,11 @@ def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
          "updated_at": now} for r in items])
 
 
-def hold_requests(uow: UnitOfWork, account_ids: int | Sequence[int]) -> int:
+def hold_requests(uow: UnitOfWork, account_ids: Sequence[int]) -> int:
     """The accounts went (or are) on hold: their pending requests wait. Returns how many."""
-    ids = [account_ids] if isinstance(account_ids, int) else list(account_ids)
-    if not ids:
+    if not account_ids:
         return 0
-    return uow.conn.execute(update(pr).where(id_in(uow.conn, pr.c.account_id, ids),
+    return uow.conn.execute(update(pr).where(id_in(uow.conn, pr.c.account_id, account_ids),
                                              pr.c.state == "pending")
                             .values(state="awaiting_hold_release", updated_at=uow.now())).rowcount
 
