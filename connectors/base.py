@@ -88,6 +88,32 @@ class Page:
     cursor: str | None
 
 
+class Sweep(Protocol):
+    """Where a full read leaves the ids it returned, so that what billing knows and the CRM no
+    longer returns can be reported as "missing" (deleted with no trace left in the CRM's
+    recycle bin or change log). The engine keeps them in the database, not in memory.
+
+    A connector calls ``begin()`` when a full read starts (again: the ids seen so far are
+    forgotten), ``saw(ids)`` for every page of that read before handing the page out, and
+    ``missing()`` once, only after the read's last page was read to its end."""
+
+    def begin(self) -> None: ...
+
+    def saw(self, crm_ids: Sequence[str]) -> None: ...
+
+    def missing(self) -> list[str]: ...
+
+
+def page_ids(records: Iterable[Record], deletions: Iterable[Deletion] = ()) -> list[str]:
+    """The CRM ids a page returned (what a full read tells its ``Sweep``)."""
+    return [str(r.get("crm_id")) for r in records] + [d.crm_id for d in deletions]
+
+
+def missing_deletions(sweep: Sweep | None) -> list[Deletion]:
+    """The end of a full read: what billing knows that the read did not return."""
+    return [] if sweep is None else [Deletion(i, None, "missing") for i in sweep.missing()]
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """The CRM's answer for one input update, in input order."""
@@ -152,10 +178,12 @@ class Connector(Protocol):
         cursor: str | None,
         *,
         run_started: datetime | None = None,
-        known_ids: Iterable[str] | None = None,
+        sweep: Sweep | None = None,
     ) -> Iterator[Page]:
-        """Pages changed since `cursor`; `cursor=None` is a full resync, which (given the ids
-        billing knows) ends with a page reporting the ones that disappeared."""
+        """Pages changed since `cursor`. `cursor=None` is a full resync; so is the fallback
+        when the CRM refuses a saved cursor (an expired change-tracking token). A full read
+        tells `sweep` what it returned and ends with a page reporting, as "missing", what
+        `sweep` says billing knows and the read did not return."""
         ...
 
     def read_one(self, obj: str, crm_id: str) -> Record | None: ...

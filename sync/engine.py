@@ -16,17 +16,20 @@ Rules kept here:
 - Every run is recorded (``sync.runs``) with per-object counts and API calls, and logged as one
   line with the run id, connection and counts.
 - ``full=True`` ignores the cursors (a full read), reports what disappeared from the CRM and
-  refreshes every outbox row. ``account=CRMID`` resyncs one account and its quotes only.
+  refreshes every outbox row. What a full read returned is kept in the database
+  (``sync.sweep``), not in memory; a connector that falls back to a full read by itself (an
+  expired change-tracking token) reports what disappeared the same way.
+- ``account=CRMID`` resyncs one account and its quotes only.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from billing_core.service import ledger_uow
 from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
@@ -42,7 +45,7 @@ from sync.runs import (
     save_cursor,
     start_run,
 )
-from sync.tables import sync_records
+from sync.sweep import SeenTable
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], None]
@@ -168,9 +171,9 @@ class Cycle:
         before = self.calls()
         with self.engine.connect() as conn:
             cursor = None if self.options.full else get_cursor(conn, self.name, obj)
-        known = KnownIds(self.engine, self.name, obj) if cursor is None else None
+        sweep = SeenTable(self.engine, self.name, obj)
         pages = Prefetch(self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
-                                                     known_ids=known),
+                                                     sweep=sweep),
                          name=f"prefetch-{self.name}-{obj}")
         try:
             for page in pages:
@@ -188,6 +191,7 @@ class Cycle:
                         self.rep.run_id, self.name, obj, exc)
         finally:
             pages.close()
+            sweep.close()
             stats.api_calls += self.calls() - before
         return True
 
@@ -242,26 +246,6 @@ class Cycle:
                 if result.stopped.startswith("stopped"):
                     self.rep.outcome = result.stopped
                     return
-
-
-class KnownIds:
-    """The CRM ids billing knows for an object, streamed from the database when the connector
-    iterates them (at the end of a full read), so a full resync holds no list of them."""
-
-    def __init__(self, engine: Engine, connection: str, obj: str) -> None:
-        self.engine, self.connection, self.obj = engine, connection, obj
-
-    def __iter__(self) -> Iterator[str]:
-        conn = self.engine.connect().execution_options(ledger_read_only=True,
-                                                       yield_per=5000)
-        try:
-            rows = conn.execute(select(sync_records.c.crm_id).where(
-                sync_records.c.connection == self.connection, sync_records.c.object == self.obj,
-                sync_records.c.deleted_at.is_(None)))
-            for (crm_id,) in rows:
-                yield crm_id
-        finally:
-            conn.close()
 
 
 def _gone(crm_id: str) -> Any:

@@ -10,14 +10,16 @@ Rules kept here:
   saved deltaLink is refused (expired), the read falls back: a full read that ends with a
   `modifiedon` stamp cursor (or a fresh deltaLink). Other tables use `modifiedon ge cursor -
   overlap` ordered by `modifiedon, key` with the same de-duplication as Salesforce.
-- `cursor=None` is a full resync, ending with known ids not seen reported as "missing".
+- A full read (`cursor=None`, or the fallback from a refused deltaLink) tells the engine's
+  `Sweep` every id it returns; its last page reports what billing knows and the read did not
+  return as "missing" (deletes made while a delta token was expired are found this way).
 - Writes: see write.py (`$batch`, continue-on-error, If-Match rules, 412 re-read/re-decide).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,7 +35,10 @@ from connectors.base import (
     Page,
     Record,
     Redecide,
+    Sweep,
     WriteResult,
+    missing_deletions,
+    page_ids,
 )
 from connectors.cursor import StampTracker, decode, delta_cursor
 from connectors.dynamics import odata
@@ -84,29 +89,30 @@ class DynamicsConnector(FieldMapped):
 
     # -- interface -----------------------------------------------------------------------
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
-                     known_ids: Iterable[str] | None = None) -> Iterator[Page]:
+                     sweep: Sweep | None = None) -> Iterator[Page]:
         om = self.fieldmap.object(obj)
         started = run_started or self.clock()
         tracker = StampTracker(cursor if decode(cursor).get("mode") == "stamp" else None,
                                timedelta(seconds=self.settings.overlap_seconds), started)
         state = decode(cursor)
         full = not cursor
-        seen: set[str] | None = set() if full and known_ids is not None else None
         if state.get("mode") == "delta":
             try:
-                yield from self._pages(om, state["link"], tracker, cursor, seen, delta=True)
+                yield from self._pages(om, state["link"], tracker, cursor, None, delta=True)
                 return
             except FatalError as exc:
                 if isinstance(exc, AuthError):
                     raise
                 log.warning("%s %s: delta link refused (%s); full resync", self.name, obj, exc)
                 cursor, full = None, True
-                seen = set() if known_ids is not None else None
+        sweep = sweep if full else None
+        if sweep is not None:
+            sweep.begin()
         if om.change_tracking and (full or state.get("mode") == "delta"):
             url = self._url(om, None, ordered=False)
-            pages = self._pages(om, url, tracker, cursor, seen, delta=True)
+            pages = self._pages(om, url, tracker, cursor, sweep, delta=True)
         else:
-            pages = self._pages(om, self._url(om, tracker.since), tracker, cursor, seen,
+            pages = self._pages(om, self._url(om, tracker.since), tracker, cursor, sweep,
                                 delta=False)
         last: Page | None = None
         for page in pages:
@@ -114,11 +120,8 @@ class DynamicsConnector(FieldMapped):
                 yield last
             last = page
         if last is not None:
-            deletions = list(last.deletions)
-            if seen is not None:
-                deletions += [Deletion(i, None, "missing") for i in known_ids or ()
-                              if i not in seen]
-            yield Page(last.records, deletions, last.cursor)
+            yield Page(last.records, list(last.deletions) + missing_deletions(sweep),
+                       last.cursor)
 
     def _url(self, om: ObjectMap, since: datetime | None, *, ordered: bool = True) -> str:
         """Stamp reads are always ordered (a page's cursor must not pass rows still to come);
@@ -131,7 +134,9 @@ class DynamicsConnector(FieldMapped):
         return f"{om.crm_object}?{odata.query_string(params)}"
 
     def _pages(self, om: ObjectMap, url: str, tracker: StampTracker, cursor: str | None,
-               seen: set[str] | None, *, delta: bool) -> Iterator[Page]:
+               sweep: Sweep | None, *, delta: bool) -> Iterator[Page]:
+        """The pages of one read; a full read tells `sweep` every id it returned (admitted or
+        not: a row the stamp tracker skips as already handed out is still in the CRM)."""
         prefer = f"odata.maxpagesize={self.settings.page_size}"
         if delta:
             prefer = f"odata.track-changes,{prefer}"
@@ -142,16 +147,17 @@ class DynamicsConnector(FieldMapped):
                 raise FatalError(f"{self.name} {om.crm_object}: paging link repeated")
             visited.add(next_url)
             body = self.get_json(next_url, prefer=prefer)
-            records, deletions = [], []
+            records, deletions, returned = [], [], []
             for row in body.get("value", []):
                 if _is_deletion(om, row):
                     deletions.append(Deletion(str(row.get("id")), None, "deleted"))
                     continue
                 record = self._record(om, row)
-                if seen is not None:
-                    seen.add(str(record.get("crm_id")))
+                returned.append(record)
                 if tracker.admit(str(record.get("crm_id")), record.get("modstamp")) or delta:
                     records.append(record)
+            if sweep is not None:
+                sweep.saw(page_ids(returned))
             next_url = body.get("@odata.nextLink")
             link = body.get("@odata.deltaLink")
             if link:

@@ -11,7 +11,8 @@ Rules kept here:
   come in one ordered stream: `WHERE SystemModstamp >= cursor - overlap ORDER BY SystemModstamp,
   Id`, paged by `query_all_iter` (`Sforce-Query-Options: batchSize`), de-duplicated by
   (Id, SystemModstamp), cursor capped at the run's start. `cursor=None` is a full resync (query,
-  not queryAll), which ends by reporting known ids that were not seen as "missing".
+  not queryAll): each page's ids go to the engine's `Sweep`, and the last page reports what
+  billing knows and the read did not return as "missing".
 - Writes: sObject Collections PATCH, 200 records per call, `allOrNone: false`, one result per
   input in input order; a record the map cannot encode fails alone.
 - `REQUEST_LIMIT_EXCEEDED` becomes `BudgetExhausted` and is never retried.
@@ -20,7 +21,7 @@ Rules kept here:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -38,7 +39,10 @@ from connectors.base import (
     Page,
     Record,
     Redecide,
+    Sweep,
     WriteResult,
+    missing_deletions,
+    page_ids,
 )
 from connectors.budget import BudgetMeter
 from connectors.cursor import StampTracker
@@ -104,12 +108,14 @@ class SalesforceConnector(FieldMapped):
 
     # -- interface -----------------------------------------------------------------------
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
-                     known_ids: Iterable[str] | None = None) -> Iterator[Page]:
+                     sweep: Sweep | None = None) -> Iterator[Page]:
         om = self.fieldmap.object(obj)
         started = run_started or self.clock()
         overlap = timedelta(seconds=self.settings.overlap_seconds)
         full = not cursor
-        seen_ids: set[str] = set()
+        sweep = sweep if full else None
+        if sweep is not None:
+            sweep.begin()
         last_cursor, relogged = cursor, False
         while True:
             tracker = StampTracker(last_cursor, overlap, started)
@@ -123,7 +129,6 @@ class SalesforceConnector(FieldMapped):
                                                       headers=headers)
                 for row in rows:
                     crm_id = str(row.get(om.key))
-                    seen_ids.add(crm_id)
                     record = om.to_canonical(row)
                     if not tracker.admit(crm_id, record.get("modstamp")):
                         continue
@@ -135,6 +140,8 @@ class SalesforceConnector(FieldMapped):
                         records.append(record)
                     if len(records) + len(deletions) >= self.settings.page_size:
                         last_cursor = tracker.cursor()
+                        if sweep is not None:
+                            sweep.saw(page_ids(records, deletions))
                         yield Page(records, deletions, last_cursor)
                         records, deletions, relogged = [], [], False  # progress: allow again
             except LoginRefused:
@@ -147,9 +154,9 @@ class SalesforceConnector(FieldMapped):
                 self._relogin(exc)
                 continue
             last_cursor = tracker.cursor() or last_cursor
-            if full and known_ids is not None:
-                deletions += [Deletion(i, None, "missing") for i in known_ids
-                              if i not in seen_ids]
+            if sweep is not None:
+                sweep.saw(page_ids(records, deletions))
+                deletions += missing_deletions(sweep)
             yield Page(records, deletions, last_cursor)
             return
 

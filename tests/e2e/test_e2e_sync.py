@@ -270,3 +270,18 @@ def test_full_resync_reports_what_disappeared_after_the_delete_log_was_purged(wo
     with world.engine.connect() as conn:
         assert conn.execute(select(accounts.c.status).where(
             accounts.c.ext_id == gone_id)).scalar() == "crm_deleted"
+
+
+def test_deletes_made_while_the_delta_token_was_expired_are_found(world: Any) -> None:
+    """Dataverse refuses an expired delta token; the connector falls back to a full read in
+    an ordinary (incremental) cycle, and what it no longer returns is reported as missing."""
+    world.cycle("d365")
+    gone = world.dv("delete_account", index=4)["deleted"]
+    world.dv("expire_delta_tokens", table="accounts")
+    [report] = world.cycle("d365")
+    assert report.disappeared == [f"account:{gone}"]
+    with world.engine.connect() as conn:
+        assert conn.execute(select(accounts.c.status).where(
+            accounts.c.ext_id == gone)).scalar() == "crm_deleted"
+    assert _count(world.engine, accounts, accounts.c.ext_source == "d365",
+                  accounts.c.status == "crm_deleted") == 1

@@ -15,6 +15,25 @@ SF_SECRET = "sf-client-secret-value"
 D365_SECRET = "d365-client-secret-value"
 
 
+class ListSweep:
+    """A ``Sweep`` over a list of ids billing knows (the engine's is a temporary table)."""
+
+    def __init__(self, known: list[str]) -> None:
+        self.known = known
+        self.seen: list[str] = []
+        self.begun = 0
+
+    def begin(self) -> None:
+        self.begun += 1
+        self.seen = []
+
+    def saw(self, crm_ids: list[str]) -> None:
+        self.seen += crm_ids
+
+    def missing(self) -> list[str]:
+        return [i for i in self.known if i not in self.seen]
+
+
 class Sleeper:
     def __init__(self) -> None:
         self.calls: list[float] = []

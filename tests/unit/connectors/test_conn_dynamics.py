@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 import responses
-from conn_support import D365_SECRET, ENV, NOW, d365_settings
+from conn_support import D365_SECRET, ENV, NOW, ListSweep, d365_settings
 from fake_dv import FakeDataverse, guid
 
 from connectors.base import AuthError, Page
@@ -76,7 +76,9 @@ def test_delta_link_gives_changes_and_deletions(fake: FakeDataverse) -> None:
     cursor = read(conn, "account", None)[-1].cursor
     fake.put("accounts", 1, ts(1), name="Renamed")
     fake.delete("accounts", 2)
-    pages = read(conn, "account", cursor)
+    sweep = ListSweep([guid(0), guid(1), guid(2), guid(7)])
+    pages = read(conn, "account", cursor, sweep=sweep)
+    assert sweep.begun == 0  # a delta read reports deletions, never "missing"
     assert ids(pages) == [guid(1)] and pages[-1].records[0]["name"] == "Renamed"
     assert [(d.crm_id, d.reason) for d in pages[-1].deletions] == [(guid(2), "deleted")]
     assert "$deltatoken=" in fake.gets[-1][0]
@@ -111,7 +113,7 @@ def test_table_without_change_tracking_uses_modifiedon_with_overlap(fake: FakeDa
 
 def test_full_resync_reports_missing_rows(fake: FakeDataverse) -> None:
     fake.put("products", 1, ts(5))
-    pages = read(connector(), "product", None, known_ids=[guid(1), guid(9)])
+    pages = read(connector(), "product", None, sweep=ListSweep([guid(1), guid(9)]))
     assert [(d.crm_id, d.reason) for d in pages[-1].deletions] == [(guid(9), "missing")]
 
 
@@ -212,8 +214,10 @@ def test_expired_delta_link_resync_reports_missing_rows(fake: FakeDataverse) -> 
     conn = connector()
     cursor = read(conn, "account", None)[-1].cursor
     fake.expired_links = True
-    pages = read(conn, "account", cursor, known_ids=[guid(1), guid(5)])
+    sweep = ListSweep([guid(1), guid(5)])
+    pages = read(conn, "account", cursor, sweep=sweep)
     assert [(d.crm_id, d.reason) for d in pages[-1].deletions] == [(guid(5), "missing")]
+    assert sweep.begun == 1
 
 
 def test_rate_limit_headers_are_tracked(fake: FakeDataverse) -> None:

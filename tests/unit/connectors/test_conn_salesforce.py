@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 import responses
-from conn_support import ENV, NOW, SF_SECRET, sf_settings
+from conn_support import ENV, NOW, SF_SECRET, ListSweep, sf_settings
 from fake_sf import FakeSalesforce, account
 
 from connectors.base import AuthError, BudgetExhausted, Page
@@ -107,8 +107,10 @@ def test_deleted_rows_become_deletions(fake: FakeSalesforce) -> None:
     conn = connector()
     cursor = read_all(conn, None)[-1].cursor
     fake.rows[0] = account(1, base + timedelta(seconds=5), IsDeleted=True)
-    pages = read_all(conn, cursor)
+    sweep = ListSweep([fake.rows[0]["Id"], "001OTHER"])
+    pages = read_all(conn, cursor, sweep=sweep)
     assert ids(pages) == []
+    assert sweep.begun == 0  # an incremental read reports deletions, never "missing"
     deletion = pages[-1].deletions[0]
     assert deletion.crm_id == fake.rows[0]["Id"] and deletion.reason == "deleted"
     assert deletion.deleted_at == base + timedelta(seconds=5)
@@ -116,8 +118,10 @@ def test_deleted_rows_become_deletions(fake: FakeSalesforce) -> None:
 
 def test_full_resync_reports_what_disappeared(fake: FakeSalesforce) -> None:
     fake.rows = [account(1, NOW - timedelta(minutes=1))]
-    pages = read_all(connector(), None, known_ids=[fake.rows[0]["Id"], "001GONE"])
+    sweep = ListSweep([fake.rows[0]["Id"], "001GONE"])
+    pages = read_all(connector(), None, sweep=sweep)
     assert [(d.crm_id, d.reason) for d in pages[-1].deletions] == [("001GONE", "missing")]
+    assert sweep.begun == 1 and sweep.seen == [fake.rows[0]["Id"]]
     assert "/query/" in fake.query_urls[0] and "WHERE" not in fake.queries[0]
 
 

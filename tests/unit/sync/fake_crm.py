@@ -8,7 +8,7 @@ raises ``BudgetExhausted`` once that many calls were made.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -79,7 +79,7 @@ class FakeCRM:
         return []
 
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
-                     known_ids: Iterable[str] | None = None) -> Iterator[Page]:
+                     sweep: Any = None) -> Iterator[Page]:
         since = json.loads(cursor)["seq"] if cursor else 0
         changed = sorted((seq, cid, rec) for cid, (seq, rec) in self.rows[obj].items()
                          if seq > since)
@@ -92,9 +92,12 @@ class FakeCRM:
             top = part[-1][0] if part else top
             records = [dict(rec) for _, _, rec in part if rec is not None]
             deletions = [Deletion(cid) for _, cid, rec in part if rec is None]
-            if cursor is None and start + self.page_size >= len(changed) and known_ids:
-                live = {cid for cid, (_, rec) in self.rows[obj].items() if rec is not None}
-                deletions += [Deletion(i, None, "missing") for i in known_ids if i not in live]
+            if cursor is None and sweep is not None:
+                if start == 0:
+                    sweep.begin()
+                sweep.saw([str(r["crm_id"]) for r in records])
+                if start + self.page_size >= len(changed):
+                    deletions += [Deletion(i, None, "missing") for i in sweep.missing()]
             yield Page(records, deletions, json.dumps({"seq": top}))
 
     def read_one(self, obj: str, crm_id: str) -> dict[str, Any] | None:
