@@ -77,7 +77,8 @@ class Cycle:
         self.clock, self.should_stop, self.progress = clock, should_stop, progress
         self.policy = policy
         self.name = connector.name
-        self.quotes: set[str] = set()
+        self.quotes: set[str] = set()          # quotes the hand-off must look at
+        self.accepted: frozenset[str] | None = None
         self.report: RunReport | None = None
 
     @property
@@ -153,13 +154,16 @@ class Cycle:
     def _apply(self, obj: str, page: Page, save: bool) -> PageResult:
         with self.uow() as uow:
             res = apply_page(uow, self.name, obj, page.records, page.deletions)
+            touched = res.quotes_touched | res.deleted_quotes
+            if touched:     # only those the hand-off will act on are kept for it (memory)
+                self.quotes |= handoff.worth_a_look(uow.conn, self.name, touched,
+                                                    self._accepted())
             if save and page.cursor is not None:
                 save_cursor(uow.conn, self.name, obj, page.cursor, self.clock())
             uow.commit()
         stats = self.rep.stats(obj)
         for key in ("read", "upserted", "unchanged", "quarantined", "deleted"):
             setattr(stats, key, getattr(stats, key) + getattr(res, key))
-        self.quotes |= res.quotes_touched | res.deleted_quotes
         self.rep.disappeared += [f"{obj}:{i}" for i in res.disappeared]
         if self.progress:
             self.progress(obj, res.read)
@@ -216,10 +220,15 @@ class Cycle:
                 self._apply("quote_line", Page(lines, [], None), save=False)
         self.rep.stats("account").api_calls += self.calls() - before
 
+    def _accepted(self) -> frozenset[str]:
+        if self.accepted is None:
+            self.accepted = self.connector.accepted_quote_states()
+        return self.accepted
+
     def _after_pull(self) -> None:
         report, opts = self.rep, self.options
         stopped = report.outcome.startswith("stopped")
-        accepted = self.connector.accepted_quote_states()
+        accepted = self._accepted()
         quotes = handoff.candidates(self.engine, self.name, self.quotes)
         if quotes and not stopped:
             result = handoff.run_handoffs(self.engine, self.connector, self.name, quotes,

@@ -317,3 +317,22 @@ def test_an_order_billing_refuses_waits_alone_and_goes_through_once_fixed(engine
     assert _scalar(engine, select(func.count()).select_from(orders)) == 3
     assert _scalar(engine, select(handoffs.c.state).where(handoffs.c.quote_crm_id == "Q2")) \
         == "done"
+
+
+def test_the_cycle_keeps_only_the_quotes_the_hand_off_will_act_on(engine):
+    """Drafts and their lines are judged when their page is applied and not kept in memory
+    for the hand-off; an accepted quote whose line changed is kept."""
+    from sync.engine import Cycle
+    crm = _crm()
+    for n in range(30):
+        crm.put("quote", f"D{n}", account_crm_id="A1", status="Draft", revision=1)
+        crm.put("quote_line", f"DL{n}", quote_crm_id=f"D{n}", product_crm_id="P1",
+                quantity=Decimal(1))
+    first = Cycle(engine, crm, SyncOptions())
+    assert first.run().handed_off == 1
+    assert first.quotes == {"Q1"}
+    crm.put("quote_line", "L2", quote_crm_id="Q1", product_crm_id="P2", quantity=Decimal(2))
+    crm.put("quote_line", "DL3", quote_crm_id="D3", product_crm_id="P1", quantity=Decimal(5))
+    second = Cycle(engine, crm, SyncOptions())
+    second.run()
+    assert second.quotes == {"Q1"}
