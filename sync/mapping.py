@@ -8,7 +8,11 @@ Rules kept here:
   is not a ``Decimal`` reached us raw because it did not parse: it is refused here.
 - Dates must be ``date`` (the connector converts ISO dates; anything else is malformed).
 - ``content_hash`` is over the canonical fields without ``modstamp`` and ``_``-keys, so a
-  touch in the CRM that changes nothing billing reads costs nothing downstream.
+  touch in the CRM that changes nothing billing reads costs nothing downstream. Quotes and
+  quote lines, whose mapped value is stored as JSON (``rec_to_json``) until hand-off, are
+  hashed over that stored text instead (``text_hash``): one JSON encoding per record, not
+  two, and a CRM field billing does not map (the order number billing itself pushed, say)
+  does not count as a change.
 """
 from __future__ import annotations
 
@@ -114,7 +118,11 @@ def canonical_json(record: Mapping[str, Any]) -> str:
 
 
 def content_hash(record: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(record).encode()).hexdigest()
+    return text_hash(canonical_json(record))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _id(rec: Mapping[str, Any], field: str = "crm_id") -> str:

@@ -181,7 +181,12 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
             continue
         if echoes and rec.crm_id in echoes:
             rec = replace(rec, credit_hold=False)
-        digest = mapping.content_hash(record)
+        if obj in ("quote", "quote_line"):    # stored as JSON until hand-off: hash that text
+            text = mapping.rec_to_json(rec)
+            data: str | None = text
+            digest = mapping.text_hash(text)
+        else:
+            data, digest = None, mapping.content_hash(record)
         existing = known.get(rec.crm_id)
         if existing is not None and existing["content_hash"] == digest \
                 and existing["deleted_at"] is None:
@@ -192,11 +197,10 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
             continue
         try:
             if obj in ("quote", "quote_line"):     # nothing written to billing: no savepoint
-                ledger_id, parent, data = _apply(uow, connection, obj, rec, existing, products)
+                ledger_id, parent = _apply(uow, connection, obj, rec, existing, products)
             else:
                 with uow.savepoint():
-                    ledger_id, parent, data = _apply(uow, connection, obj, rec, existing,
-                                                     products)
+                    ledger_id, parent = _apply(uow, connection, obj, rec, existing, products)
         except Invalid as problem:
             quarantine_record(uow, connection, obj, record, problem)
             res.quarantined += 1
@@ -206,8 +210,6 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
                               Invalid(exc.field, exc.value, exc.problem))
             res.quarantined += 1
             continue
-        if obj == "account" and record.get("_etag"):
-            data = json.dumps({"etag": record["_etag"]})
         page.keep(existing, rec.crm_id, digest, ledger_id, parent, data, record.get("modstamp"))
         if obj == "quote":
             res.quotes_touched.add(rec.crm_id)
@@ -252,11 +254,11 @@ def _billing_set_flags(conn: Connection, connection: str,
 
 
 def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any, existing: Any,
-           products: Mapping[str, int | None]) -> tuple[int | None, str | None, str | None]:
-    """Write one changed record to billing; returns (ledger_id, parent_crm_id, data)."""
+           products: Mapping[str, int | None]) -> tuple[int | None, str | None]:
+    """Write one changed record to billing; returns (ledger_id, parent_crm_id)."""
     ledger_id = existing["ledger_id"] if existing is not None else None
     if obj == "product":
-        return _apply_product(uow, connection, rec, ledger_id), None, None
+        return _apply_product(uow, connection, rec, ledger_id), None
     if obj == "price":
         product_id = products.get(rec.product_crm_id)
         if product_id is None:
@@ -264,13 +266,13 @@ def _apply(uow: UnitOfWork, connection: str, obj: str, rec: Any, existing: Any,
         effective = FIRST_PRICE_DATE if existing is None else uow.now().date()
         price_id = pricing.set_price(uow, int(product_id), rec.currency, effective,
                                      rec.unit_price)
-        return price_id, rec.product_crm_id, None
+        return price_id, rec.product_crm_id
     if obj == "quote":
-        return None, rec.account_crm_id, mapping.rec_to_json(rec)
+        return None, rec.account_crm_id
     if obj == "quote_line":
         if products.get(rec.product_crm_id) is None:
             raise Invalid("product_crm_id", rec.product_crm_id, "unknown product")
-        return None, rec.quote_crm_id, mapping.rec_to_json(rec)
+        return None, rec.quote_crm_id
     raise Invalid("object", obj, "is not a synchronised object")
 
 

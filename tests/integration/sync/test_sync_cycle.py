@@ -336,3 +336,17 @@ def test_the_cycle_keeps_only_the_quotes_the_hand_off_will_act_on(engine):
     second = Cycle(engine, crm, SyncOptions())
     second.run()
     assert second.quotes == {"Q1"}
+
+
+def test_a_quote_field_billing_does_not_map_is_not_a_change(engine):
+    """Quotes are hashed over the stored mapped value: the order number billing pushed back
+    (or any unmapped field) changing in the CRM writes nothing; a mapped field does."""
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1",
+            order_number="ORD-1", provisioning_status="active")
+    quiet = run_cycle(engine, crm).stats("quote")
+    assert (quiet.read, quiet.unchanged, quiet.upserted) == (1, 1, 0)
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1b")
+    changed = run_cycle(engine, crm).stats("quote")
+    assert (changed.unchanged, changed.upserted) == (0, 1)

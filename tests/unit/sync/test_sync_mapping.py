@@ -65,7 +65,7 @@ def test_content_hash_and_stored_json_are_stable_across_releases() -> None:
     every record look changed (and be rewritten) on the first run after an upgrade."""
     from datetime import UTC, datetime, timedelta, timezone
 
-    from sync.mapping import canonical_json, rec_to_json
+    from sync.mapping import canonical_json, rec_to_json, text_hash
     rec = {"crm_id": "Q1", "account_crm_id": "A1", "status": "Accepted", "revision": 2,
            "number": None, "start_date": date(2026, 3, 1), "amount": Decimal("12.50"),
            "seen": datetime(2026, 3, 1, 8, 30, tzinfo=timezone(timedelta(hours=2))),
@@ -81,3 +81,6 @@ def test_content_hash_and_stored_json_are_stable_across_releases() -> None:
     assert rec_to_json(line) == ('{"crm_id": "L1", "product_crm_id": "P1", "quantity": "2.5", '
                                  '"quote_crm_id": "Q1", "start_date": null, '
                                  '"unit_price": "10.00"}')
+    # quotes and lines are hashed over that stored text
+    assert text_hash(rec_to_json(line)) == (
+        "ddfaf5b1e7c0a36a16f26acdfe36db6d5cd9318301cdd11d17e9c39b77090c14")
