@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, cast, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ColumnElement
 
@@ -144,10 +154,12 @@ class _Known:
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:
     """The live lines of these quotes as (crm id, quote crm id, data), in no order: sorted in
     Python, because an ORDER BY crm_id makes SQLite walk every line of the connection by the
-    key index instead of looking the quotes up in ``ix_sync_records_parent``."""
+    key index instead of looking the quotes up in ``ix_sync_records_line_quote``. The object
+    is a literal in the SQL: SQLite uses a partial index only when the query's own text
+    implies the index's condition."""
     return select(sync_records.c.crm_id, sync_records.c.parent_crm_id, sync_records.c.data
                   ).where(sync_records.c.connection == connection,
-                          sync_records.c.object == "quote_line",
+                          sync_records.c.object == literal("quote_line", literal_execute=True),
                           sync_records.c.parent_crm_id.in_(quote_ids),
                           sync_records.c.deleted_at.is_(None))
 

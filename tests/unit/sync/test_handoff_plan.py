@@ -18,4 +18,4 @@ def test_the_lines_of_a_chunk_are_read_through_the_parent_index():
         plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
             f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params[k]
                                                      for k in compiled.positiontup)))
-    assert "ix_sync_records_parent" in plan, plan
+    assert "ix_sync_records_line_quote" in plan, plan
