@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, select, tuple_, update
+from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.tables import (
     invoice_lines,
@@ -200,6 +201,50 @@ def _existing(conn: Connection, connection: str, obj: str,
                              text_in(conn, outbox.c.crm_id, crm_ids))).mappings()}
 
 
+LINK_KEYS = (sync_records.c.crm_id,)
+HANDOFF_KEYS = (handoffs.c.quote_crm_id, handoffs.c.revision)
+
+
+def account_links(connection: str) -> Select[Any]:
+    """(ledger id, crm id) of the connection's live, linked accounts; keyed by LINK_KEYS."""
+    return select(sync_records.c.ledger_id, *LINK_KEYS).where(
+        sync_records.c.connection == connection, sync_records.c.object == "account",
+        sync_records.c.deleted_at.is_(None), sync_records.c.ledger_id.is_not(None))
+
+
+def done_handoffs(connection: str) -> Select[Any]:
+    """(order id, account id, quote crm id, revision) of the quotes handed off; keyed by
+    HANDOFF_KEYS."""
+    return (select(handoffs.c.order_id, orders.c.account_id, *HANDOFF_KEYS)
+            .join(orders, orders.c.id == handoffs.c.order_id)
+            .where(handoffs.c.connection == connection, handoffs.c.state == "done"))
+
+
+def keyset_page(stmt: Select[Any], keys: Sequence[ColumnElement[Any]],
+                after: Sequence[Any] | None, size: int) -> Select[Any]:
+    """The page of ``stmt`` after the key values ``after`` (None: the first page)."""
+    page = stmt if after is None else stmt.where(tuple_(*keys) > tuple_(*after))
+    return page.order_by(*keys).limit(size)
+
+
+def _keyset(conn: Connection, stmt: Select[Any], keys: Sequence[ColumnElement[Any]],
+            size: int) -> Iterator[Sequence[Any]]:
+    """``stmt``'s rows in pages of ``size``, ordered by ``keys`` (unique together, the last
+    selected columns, and a prefix of an index after its equality columns: the account links
+    walk ``uq_sync_records_key``, the hand-offs ``uq_handoffs_quote_rev``), so a full refresh
+    holds one page of rows, not every account's, and no page sorts the whole table."""
+    last: tuple[Any, ...] | None = None
+    width = len(keys)
+    while True:
+        rows = conn.execute(keyset_page(stmt, keys, last, size)).all()
+        if not rows:
+            return
+        yield rows
+        last = tuple(rows[-1][-width:])
+        if len(rows) < size:
+            return
+
+
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
             grace_days: int = 0, write_hold: bool = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
@@ -212,9 +257,7 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
     started = now
     pending = 0
     with engine.begin() as conn:
-        links = select(sync_records.c.ledger_id, sync_records.c.crm_id).where(
-            sync_records.c.connection == connection, sync_records.c.object == "account",
-            sync_records.c.deleted_at.is_(None), sync_records.c.ledger_id.is_not(None))
+        links = account_links(connection)
         if only_accounts is not None:
             wanted: set[int] | None = set(only_accounts)
         elif take_all or since is None:
@@ -225,15 +268,9 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                 wanted |= accounts_with_overdue(conn, now.date())
         if wanted is not None:
             links = links.where(id_in(conn, sync_records.c.ledger_id, sorted(wanted)))
-        rows = [(int(r[0]), r[1]) for r in conn.execute(links)]
-        quotes = [(r[0], int(r[1]), int(r[2])) for r in conn.execute(
-            select(handoffs.c.quote_crm_id, handoffs.c.order_id, orders.c.account_id)
-            .join(orders, orders.c.id == handoffs.c.order_id)
-            .where(handoffs.c.connection == connection, handoffs.c.state == "done"))
-            if wanted is None or r[2] in wanted]
         on_date = now.date()
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
+        for part in _keyset(conn, links, LINK_KEYS, chunk):
+            part = [(int(ledger_id), crm_id) for ledger_id, crm_id in part]
             ids = [ledger_id for ledger_id, _ in part]
             existing = _existing(conn, connection, "account", [c for _, c in part])
             summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
@@ -247,8 +284,11 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                     summaries[ledger_id], reasons.get(ledger_id, {}), write_hold=write_hold,
                     acked=acked))
             pending += writes.flush(conn)
-        for start in range(0, len(quotes), chunk):
-            qpart = quotes[start:start + chunk]
+        for found in _keyset(conn, done_handoffs(connection), HANDOFF_KEYS, chunk):
+            qpart = [(q, int(o), int(a)) for o, a, q, _ in found
+                     if wanted is None or int(a) in wanted]
+            if not qpart:
+                continue
             payloads = quote_payloads(conn, [order_id for _, order_id, _ in qpart])
             writes = _Writes(connection, _existing(conn, connection, "quote",
                                                    [q for q, _, _ in qpart]), now)

@@ -350,3 +350,33 @@ def test_a_quote_field_billing_does_not_map_is_not_a_change(engine):
     crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1b")
     changed = run_cycle(engine, crm).stats("quote")
     assert (changed.unchanged, changed.upserted) == (0, 1)
+
+
+def test_a_refresh_in_pages_of_one_covers_every_account_and_quote(engine):
+    """The outbox refresh pages through accounts and hand-offs by key: pages of one row give
+    exactly the rows one page of all gives (amended quotes included)."""
+    from datetime import UTC, datetime
+
+    from sync.outbox import refresh
+    crm = _crm()
+    for n in range(3, 8):
+        crm.put("account", f"A{n}", name=f"Co {n}", currency="USD", country="US",
+                credit_limit=Decimal(100000), credit_hold=False)
+        crm.put("quote", f"Q{n}", account_crm_id=f"A{n}", status="Accepted", revision=1)
+        crm.put("quote_line", f"L{n}", quote_crm_id=f"Q{n}", product_crm_id="P1",
+                quantity=Decimal(n))
+    run_cycle(engine, crm)
+    crm.put("quote", "Q1", revision=2)
+    run_cycle(engine, crm)
+
+    def rows():
+        with engine.connect() as conn:
+            return sorted((r.object, r.crm_id, r.payload) for r in conn.execute(select(outbox)))
+
+    expected = rows()
+    assert len([r for r in expected if r[0] == "account"]) == 7
+    assert len([r for r in expected if r[0] == "quote"]) == 6
+    with engine.begin() as conn:
+        conn.execute(outbox.delete())
+    refresh(engine, "fake", datetime.now(UTC), full=True, chunk=1)
+    assert rows() == expected

@@ -19,3 +19,20 @@ def test_the_lines_of_a_chunk_are_read_through_the_parent_index():
             f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params[k]
                                                      for k in compiled.positiontup)))
     assert "ix_sync_records_line_quote" in plan, plan
+
+
+def test_the_outbox_refresh_pages_walk_an_index_and_never_sort_the_table():
+    """Each page of a full outbox refresh must be an index range, not a sort of every row
+    (which would make the refresh quadratic in the number of accounts)."""
+    from billing_core.adapters.tables import metadata as billing_metadata
+    from sync.outbox import HANDOFF_KEYS, LINK_KEYS, account_links, done_handoffs, keyset_page
+    engine = create_engine("sqlite://")
+    billing_metadata.create_all(engine)
+    metadata.create_all(engine)
+    pages = (keyset_page(account_links("sf"), LINK_KEYS, ("001",), 2000),
+             keyset_page(done_handoffs("sf"), HANDOFF_KEYS, ("0Q0", 1), 2000))
+    for stmt in pages:
+        sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+        with engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "TEMP B-TREE" not in plan and "SEARCH" in plan, plan
