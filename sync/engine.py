@@ -5,10 +5,10 @@ Rules kept here:
   line's product and a quote's account are normally known when they arrive.
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
-- The next page is read while the current one is applied (``sync.prefetch``: one page ahead,
-  in a thread that is stopped and joined when the object's pull ends, however it ends). A page
-  read but never applied (shutdown, budget, error) is simply read again by the next run, from
-  the cursor saved with the last applied page.
+- The next pages are read while the current one is applied (``sync.prefetch``: up to
+  ``READ_AHEAD`` pages ahead, in a thread that is stopped and joined when the object's pull
+  ends, however it ends). A page read but never applied (shutdown, budget, error) is simply
+  read again by the next run, from the cursor saved with the last applied page.
 - ``should_stop`` is checked between pages: a shutdown finishes the page in hand, commits, and
   ends the run as ``stopped: shutdown``; nothing is half-written.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
@@ -49,6 +49,9 @@ from sync.sweep import SeenTable
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], None]
+# Pages read ahead of the one being applied: three let the CRM answer the next request while
+# the reader parses (100,000 + 100,000 full pull: 59 s against 65 s with one; bench/sync.py).
+READ_AHEAD = 3
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class Cycle:
         sweep = SeenTable(self.engine, self.name, obj)
         pages = Prefetch(self.connector.read_changes(obj, cursor, run_started=self.rep.started_at,
                                                      sweep=sweep),
-                         name=f"prefetch-{self.name}-{obj}")
+                         name=f"prefetch-{self.name}-{obj}", depth=READ_AHEAD)
         try:
             for page in pages:
                 self._apply(obj, page, save=True)

@@ -1,11 +1,12 @@
-"""Read one item ahead: iterate a source (a connector's pages) in a background thread.
+"""Read ahead: iterate a source (a connector's pages) in a background thread.
 
-Used by the engine so the next page is fetched from the CRM while the current one is applied.
+Used by the engine so the next pages are fetched from the CRM while the current one is applied.
 
 Rules kept here:
-- Exactly one item ahead: the producer asks the source for item k+1 only once the consumer has
-  taken item k, so at most one item is read that the consumer may never use (a page fetched
-  but not applied is re-read by the next run, from the cursor saved with the last applied page).
+- At most ``depth`` items ahead (default one): the producer asks the source for item k+depth
+  only once the consumer has taken item k, so at most ``depth`` items are read that the
+  consumer may never use (a page fetched but not applied is re-read by the next run, from the
+  cursor saved with the last applied page). Memory holds at most depth + 1 items.
 - Order is the source's: items, then the source's end or its exception. An exception (any,
   ``BudgetExhausted`` and ``ConnectorError`` included) is re-raised in the consumer at the place
   it happened, with its traceback, after the items that came before it.
@@ -41,11 +42,13 @@ class Prefetch(Generic[T]):
     """An iterator over `source`, read one item ahead in a background thread."""
 
     def __init__(self, source: Iterable[T], *, name: str = "prefetch",
-                 join_timeout: float = 600.0) -> None:
+                 join_timeout: float = 600.0, depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be at least 1, not {depth}")
         self._source = source
         self._join_timeout = join_timeout
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._wanted = threading.Semaphore(1)       # one read ahead of the consumer
+        self._wanted = threading.Semaphore(depth)   # `depth` reads ahead of the consumer
         self._stop = threading.Event()
         self._done = False
         context = contextvars.copy_context()

@@ -1,4 +1,4 @@
-"""sync.prefetch: one item ahead in a background thread, in order, errors in place, clean stop."""
+"""sync.prefetch: items read ahead in a background thread, in order, errors in place, clean stop."""
 from __future__ import annotations
 
 import contextvars
@@ -67,6 +67,26 @@ def test_an_early_stop_reads_at_most_one_item_ahead_and_closes_the_source() -> N
     assert src.produced in ([0, 1, 2], [0, 1, 2, 3])         # item 3 at most: one ahead
     assert src.closed_in == "pf-early"                      # closed by the thread that ran it
     assert not any(t.name == "pf-early" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_a_deeper_read_ahead_reads_at_most_depth_items_ahead(depth: int) -> None:
+    src = Source()                                          # endless
+    items = Prefetch(src, depth=depth)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    for _ in range(200):                                    # let the producer run ahead
+        if len(src.produced) >= 3 + depth:
+            break
+        threading.Event().wait(0.01)
+    produced = list(src.produced)
+    items.close()
+    assert produced == list(range(3 + depth))               # depth ahead, and no more
+    assert src.produced == produced
+
+
+def test_depth_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        Prefetch(Source(1), depth=0)
 
 
 def test_close_before_the_first_item_is_taken() -> None:
