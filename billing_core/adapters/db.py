@@ -82,6 +82,7 @@ class UnitOfWork:
         self.before_commit = list(before_commit or [])
         self.clock = clock or (lambda: datetime.now(UTC))
         self.touched_accounts: set[int] = set()
+        self.new_accounts: set[int] = set()
         self._conn: Connection | None = None
 
     def now(self) -> datetime:
@@ -90,6 +91,14 @@ class UnitOfWork:
     def touch(self, account_id: int) -> None:
         """Record that this account's credit inputs changed in this transaction."""
         self.touched_accounts.add(account_id)
+        self.new_accounts.discard(account_id)
+
+    def created(self, account_id: int) -> None:
+        """Record a new account: touched, and (until something else touches it) known to have
+        no documents, orders, requests or hold reasons, so credit control can take its
+        figures as zero instead of reading them."""
+        self.touched_accounts.add(account_id)
+        self.new_accounts.add(account_id)
 
     @property
     def conn(self) -> Connection:
@@ -105,6 +114,7 @@ class UnitOfWork:
         # The transaction begins with the first statement (SQLAlchemy's autobegin), so a unit
         # of work that only reads on SQLite never takes the write lock early.
         self.touched_accounts = set()
+        self.new_accounts = set()
         self._conn = self.engine.connect()
         if self.read_only:
             self._conn = self._conn.execution_options(ledger_read_only=True)
@@ -115,10 +125,12 @@ class UnitOfWork:
             hook(self)
         self.conn.commit()
         self.touched_accounts.clear()
+        self.new_accounts.clear()
 
     def rollback(self) -> None:
         self.conn.rollback()
         self.touched_accounts.clear()
+        self.new_accounts.clear()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -99,7 +99,7 @@ def create_account(uow: UnitOfWork, data: AccountIn) -> int:
     if key is None:
         raise RuntimeError("the INSERT returned no primary key")
     account_id = int(key[0])
-    uow.touch(account_id)
+    uow.created(account_id)
     return account_id
 
 
@@ -316,6 +316,6 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
             conn, [(account_id, *(v[k] for k in keys), "active", now, now)
                    for account_id, (_, v) in zip(ids, new, strict=True)])
         for account_id, (i, _) in zip(ids, new, strict=True):
-            uow.touch(account_id)
+            uow.created(account_id)
             out.append((i, UpsertResult(account_id, created=True, changed=True)))
     return out

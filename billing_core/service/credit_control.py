@@ -28,7 +28,7 @@ Rules kept here
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -155,10 +155,14 @@ def reevaluate_account(uow: UnitOfWork, account_id: int, policy: CreditPolicy | 
 
 
 def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
-                        policy: CreditPolicy | None = None, on_date: date | None = None
-                        ) -> list[Evaluation]:
+                        policy: CreditPolicy | None = None, on_date: date | None = None,
+                        *, fresh: Collection[int] = ()) -> list[Evaluation]:
     """:func:`reevaluate_account` for many accounts, in id order; the account rows (locked on
-    PostgreSQL), current reasons and what waits are read per batch, not per account."""
+    PostgreSQL), current reasons and what waits are read per batch, not per account.
+
+    ``fresh`` accounts were created in this unit of work and nothing else of theirs was
+    written (``UnitOfWork.new_accounts``): they have no reasons, nothing waiting and zero
+    exposure, so those are not read; the same decisions are taken on those known values."""
     policy = policy or uow.policy or CreditPolicy()
     on_date = on_date or uow.now().date()
     ids = sorted(set(account_ids))
@@ -169,15 +173,18 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
         missing = [a for a in batch if a not in rows]
         if missing:
             raise NotFound("account", missing[0])
-        current = current_reasons_many(uow.conn, batch)
-        waiting = _waiting(uow.conn, batch)
-        figures = Figures.read(uow.conn, rows, on_date, policy)
+        known = [a for a in batch if a not in fresh]
+        current = current_reasons_many(uow.conn, known) if known else {}
+        waiting = _waiting(uow.conn, known) if known else set()
+        figures = Figures.read(uow.conn, {a: rows[a] for a in known}, on_date, policy)
+        figures.exposure.update((a, 0) for a in batch if a in fresh)
         placements: list[NewReason] = []
         evaluations = [_reevaluate(uow, rows[account_id], current.get(account_id, {}),
                                    figures, policy, on_date, placements)
                        for account_id in batch]
         place_reasons(uow, placements)
-        hold_requests(uow, [e.account_id for e in evaluations if e.on_hold])
+        hold_requests(uow, [e.account_id for e in evaluations
+                            if e.on_hold and e.account_id not in fresh])
         for e in evaluations:
             if not e.on_hold and e.account_id in waiting:
                 release_account(uow, e.account_id)
@@ -280,7 +287,7 @@ def reevaluate_touched_hook(policy: object | None = None) -> Callable[[UnitOfWor
         # the set stays intact for any hook that runs after this one.
         done: set[int] = set()
         while todo := sorted(uow.touched_accounts - done):
-            reevaluate_accounts(uow, todo, effective)
+            reevaluate_accounts(uow, todo, effective, fresh=frozenset(uow.new_accounts))
             done.update(todo)
 
     return hook
