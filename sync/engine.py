@@ -5,7 +5,7 @@ Rules kept here:
   line's product and a quote's account are normally known when they arrive.
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
-- The next pages are read while the current one is applied (``sync.prefetch``: up to
+- The next pages are read while the current one is applied (``connectors.prefetch``: up to
   ``READ_AHEAD`` pages ahead, in a thread that is stopped and joined when the object's pull
   ends, however it ends). A page read but never applied (shutdown, budget, error) is simply
   read again by the next run, from the cursor saved with the last applied page.
@@ -33,9 +33,9 @@ from sqlalchemy import Engine
 
 from billing_core.service import ledger_uow
 from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
+from connectors.prefetch import Prefetch
 from sync import handoff, outbox, push
 from sync.mapping import OBJECTS
-from sync.prefetch import Prefetch
 from sync.reconcile import PageResult, apply_page
 from sync.runs import (
     RunReport,

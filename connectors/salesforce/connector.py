@@ -47,6 +47,7 @@ from connectors.base import (
 from connectors.budget import BudgetMeter
 from connectors.cursor import StampTracker
 from connectors.fieldmap import FieldMap, FieldMapError
+from connectors.prefetch import Prefetch
 from connectors.salesforce import soql
 from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
 from connectors.settings import ConnectionSettings
@@ -125,25 +126,28 @@ class SalesforceConnector(FieldMapped):
             records: list[Record] = []
             deletions: list[Deletion] = []
             try:
-                rows = self._client().query_all_iter(query, include_deleted=not full,
-                                                      headers=headers)
-                for row in rows:
-                    crm_id = str(row.get(om.key))
-                    record = om.to_canonical(row)
-                    if not tracker.admit(crm_id, record.get("modstamp")):
-                        continue
-                    if row.get("IsDeleted") is True:
-                        stamp = record.get("modstamp")
-                        deletions.append(Deletion(crm_id, stamp if isinstance(stamp, datetime)
-                                                  else None))
-                    else:
-                        records.append(record)
-                    if len(records) + len(deletions) >= self.settings.page_size:
-                        last_cursor = tracker.cursor()
-                        if sweep is not None:
-                            sweep.saw(page_ids(records, deletions))
-                        yield Page(records, deletions, last_cursor)
-                        records, deletions, relogged = [], [], False  # progress: allow again
+                batches = Prefetch(_batches(self._client(), query, not full, headers),
+                                   name=f"{self.name}-{obj}-batches")
+                with batches:
+                    for rows in batches:
+                        for row in rows:
+                            crm_id = str(row.get(om.key))
+                            record = om.to_canonical(row)
+                            if not tracker.admit(crm_id, record.get("modstamp")):
+                                continue
+                            if row.get("IsDeleted") is True:
+                                stamp = record.get("modstamp")
+                                deletions.append(Deletion(
+                                    crm_id, stamp if isinstance(stamp, datetime) else None))
+                            else:
+                                records.append(record)
+                            if len(records) + len(deletions) >= self.settings.page_size:
+                                last_cursor = tracker.cursor()
+                                if sweep is not None:
+                                    sweep.saw(page_ids(records, deletions))
+                                yield Page(records, deletions, last_cursor)
+                                records, deletions = [], []
+                                relogged = False        # progress: allow a re-login again
             except LoginRefused:
                 raise
             except AuthError as exc:
@@ -229,3 +233,17 @@ def _result(crm_id: str, item: dict[str, Any]) -> WriteResult:
 
 def new_budget(settings: ConnectionSettings) -> BudgetMeter:
     return BudgetMeter(settings.budget_share)
+
+
+def _batches(client: Salesforce, query: str, include_deleted: bool,
+             headers: dict[str, str]) -> Iterator[list[dict[str, Any]]]:
+    """The query's result batches as Salesforce pages them (``query`` / ``queryAll``, then
+    ``nextRecordsUrl``). Run one batch ahead in a thread of its own (``Prefetch``), so the CRM
+    is already answering for batch k+1 while batch k's rows are converted."""
+    result = client.query(query, include_deleted=include_deleted, headers=headers)
+    while True:
+        yield result["records"]
+        if result["done"]:
+            return
+        result = client.query_more(result["nextRecordsUrl"], identifier_is_url=True,
+                                   headers=headers)

@@ -1,4 +1,4 @@
-"""The pull reads one page ahead (sync.prefetch) without changing what a run commits."""
+"""The pull reads pages ahead (connectors.prefetch) without changing what a run commits."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""sync.prefetch: items read ahead in a background thread, in order, errors in place, clean stop."""
+"""connectors.prefetch: items read ahead in a background thread, in order, errors in place, clean stop."""
 from __future__ import annotations
 
 import contextvars
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.base import BudgetExhausted, ConnectorError
-from sync.prefetch import Prefetch
+from connectors.prefetch import Prefetch
 
 
 class Source:

@@ -1,6 +1,8 @@
 """Read ahead: iterate a source (a connector's pages) in a background thread.
 
-Used by the engine so the next pages are fetched from the CRM while the current one is applied.
+Used by the sync engine so the next pages are fetched from the CRM while the current one is
+applied, and by the Salesforce connector so the next result batch is requested while the
+current one is converted.
 
 Rules kept here:
 - At most ``depth`` items ahead (default one): the producer asks the source for item k+depth
