@@ -179,8 +179,10 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
         figures = Figures.read(uow.conn, {a: rows[a] for a in known}, on_date, policy)
         figures.exposure.update((a, 0) for a in batch if a in fresh)
         placements: list[NewReason] = []
-        evaluations = [_reevaluate(uow, rows[account_id], current.get(account_id, {}),
-                                   figures, policy, on_date, placements)
+        evaluations = [Evaluation(account_id)   # new, no flag: no reason can apply yet
+                       if account_id in fresh and not rows[account_id]["crm_hold"]
+                       else _reevaluate(uow, rows[account_id], current.get(account_id, {}),
+                                        figures, policy, on_date, placements)
                        for account_id in batch]
         place_reasons(uow, placements)
         hold_requests(uow, [e.account_id for e in evaluations
