@@ -17,6 +17,8 @@ Rules kept here:
   transaction, which writes the temporary database only and never takes the main database's
   write lock). It runs in the pull's read-ahead
   thread; the connection is only ever used by one thread at a time.
+- When billing knows no live record of the object when the read begins (a first pull),
+  nothing can be missing: the sweep stays idle (no table, no inserts).
 - ``missing`` indexes the table, then returns the ids of the connection's live
   ``sync_records`` of that object that are not in it, in id order. It reads committed data
   only: a record first written by the page being applied is in the table already.
@@ -45,6 +47,7 @@ class SeenTable:
         self.engine, self.connection, self.obj = engine, connection, obj
         self._conn: Connection | None = None
         self.count = 0
+        self.idle = False
 
     def begin(self) -> None:
         if self._conn is None:
@@ -53,14 +56,22 @@ class SeenTable:
             self._conn = self.engine.connect().execution_options(ledger_read_only=True)
         conn = self._conn
         SEEN.drop(conn, checkfirst=True)
-        SEEN.create(conn)
-        conn.commit()
         self.count = 0
+        # Billing knows nothing of this object yet (a first pull): nothing can disappear, so
+        # nothing is recorded. Whatever this read adds, it has seen.
+        self.idle = conn.execute(select(sync_records.c.id).where(
+            sync_records.c.connection == self.connection, sync_records.c.object == self.obj,
+            sync_records.c.deleted_at.is_(None)).limit(1)).first() is None
+        if not self.idle:
+            SEEN.create(conn)
+        conn.commit()
 
     def saw(self, crm_ids: Sequence[str]) -> None:
         if self._conn is None:
             raise RuntimeError("SeenTable.saw() before begin()")
-        if crm_ids:
+        if self.idle:
+            self.count += len(crm_ids)
+        elif crm_ids:
             _INSERT.run(self._conn, [(i,) for i in crm_ids])
             self._conn.commit()
             self.count += len(crm_ids)
@@ -68,6 +79,8 @@ class SeenTable:
     def missing(self) -> list[str]:
         if self._conn is None:
             raise RuntimeError("SeenTable.missing() before begin()")
+        if self.idle:
+            return []
         conn = self._conn
         conn.execute(text("CREATE INDEX ix_ledgerbridge_seen ON ledgerbridge_seen (crm_id)"))
         if conn.dialect.name == "postgresql":

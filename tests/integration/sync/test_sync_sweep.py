@@ -66,6 +66,7 @@ def test_begin_again_forgets_what_was_seen(engine: Engine) -> None:
 
 
 def test_close_drops_the_table_and_a_sweep_never_begun_costs_nothing(engine: Engine) -> None:
+    _known(engine, "account", "A1")
     unused = SeenTable(engine, "sf", "account")
     unused.close()
     sweep = SeenTable(engine, "sf", "account")
@@ -80,7 +81,7 @@ def test_close_drops_the_table_and_a_sweep_never_begun_costs_nothing(engine: Eng
     again = SeenTable(engine, "sf", "account")          # a pooled connection is reused cleanly
     try:
         again.begin()
-        assert again.missing() == []
+        assert again.missing() == ["A1"]
     finally:
         again.close()
 
@@ -122,5 +123,21 @@ def test_recording_ids_never_waits_for_the_page_being_applied(engine: Engine) ->
             assert not thread.is_alive(), "the sweep waited for the engine's write lock"
             uow.commit()
         assert done == {"missing": ["A2"]}              # A3 was not committed when it looked
+    finally:
+        sweep.close()
+
+
+def test_a_first_pull_records_nothing(engine: Engine) -> None:
+    """Billing knows nothing live of the object: nothing can be missing, nothing is written."""
+    _known(engine, "account", deleted=("GONE",))          # only a deleted one
+    _known(engine, "quote", "Q1")                         # another object
+    sweep = SeenTable(engine, "sf", "account")
+    try:
+        sweep.begin()
+        sweep.saw(["A1", "A2"])
+        assert sweep.idle and sweep.count == 2
+        assert sweep._conn is not None
+        assert not _has_seen_table(engine, sweep._conn.connection.dbapi_connection)
+        assert sweep.missing() == []
     finally:
         sweep.close()
