@@ -68,7 +68,7 @@ def _sandbox(accounts: int, quotes: int, in_process: bool) -> Any:
 
 
 def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = False,
-         repeat: int = 1) -> None:
+         repeat: int = 1, resync: bool = False) -> None:
     """``repeat`` pairs of (raw read, sync), each sync into a fresh database, against one
     sandbox; with more than one pair, the median ratio closes the report (the raw read's own
     speed varies from run to run on a shared machine, and moves the ratio with it)."""
@@ -77,14 +77,15 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
     with _sandbox(accounts, quotes, in_process) as sbx, tempfile.TemporaryDirectory() as tmp:
         for n in range(1, repeat + 1):
             ratios.append(_pair(sbx, Path(tmp) / f"pair{n}", accounts, quotes, where,
-                                profile and n == 1))
+                                profile and n == 1, resync))
     if repeat > 1:
         ordered = sorted(ratios)
         print(f"median ratio over {repeat} pairs: {statistics.median(ordered):.2f}x wall "
               f"(each: {', '.join(f'{r:.2f}' for r in ordered)}; target <= 2x)")
 
 
-def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: bool) -> float:
+def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: bool,
+          resync: bool = False) -> float:
     (tmp / "raw").mkdir(parents=True)
     (tmp / "sync").mkdir()
     sbx.counters.reset()
@@ -111,6 +112,7 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     n_sync = report.total("read") if report else 0
     pages = sbx.counters.get("salesforce", "query") + sbx.counters.get("salesforce", "queryAll")
     minimum = sum(math.ceil(max(s.read, 1) / 2000) for s in report.objects.values())
+    again = _resync(worker2, raw) if resync else None
     worker2.close()
     print(f"full pull: {accounts} accounts, {quotes} quotes, {n_raw} records in all "
           f"(sandbox {where})")
@@ -123,6 +125,8 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
           f"(target <= 2x)")
     print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
           f"ratio {pages / max(minimum, 1):.2f}")
+    if again:
+        print(again)
     if profiler:
         kept = Path(tempfile.gettempdir()) / "ledgerbridge-sync.prof"
         profiler.dump_stats(kept)
@@ -130,6 +134,19 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return synced / raw
+
+
+def _resync(worker: Any, raw: float) -> str:
+    """A full resync (``ledgerbridge sync --full``) of the ledger the pull just filled: every
+    record comes again unchanged, and what billing knows is swept for what disappeared."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = worker.sync_connection("sf", worker.options("bench", push=False, full=True),
+                                    wait=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (f"  full resync of that ledger: {wall:.1f} s ({wall / raw:.1f}x the raw read), "
+            f"CPU {cpu:.1f} s, read {report.total('read')}, unchanged "
+            f"{report.total('unchanged')}, disappeared {len(report.disappeared)}, "
+            f"{report.outcome}, peak RSS {_rss_mb():.0f} MB")
 
 
 def incremental(changes: int, among: int, in_process: bool = False) -> None:
@@ -177,6 +194,8 @@ def main() -> None:
                          "top 25 by own time; the stats file is kept)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="full pull: this many (raw read, sync) pairs, then the median ratio")
+    ap.add_argument("--resync", action="store_true",
+                    help="after each full pull, time a full resync (--full) of the same ledger")
     ap.add_argument("--in-process", action="store_true",
                     help="run the sandbox CRM in this process (threads) instead of a child process")
     args = ap.parse_args()
@@ -185,7 +204,8 @@ def main() -> None:
     if args.incremental:
         incremental(args.incremental, args.among, args.in_process)
     else:
-        full(args.accounts, args.quotes, args.profile, args.in_process, max(args.repeat, 1))
+        full(args.accounts, args.quotes, args.profile, args.in_process, max(args.repeat, 1),
+             args.resync)
 
 
 if __name__ == "__main__":
