@@ -34,7 +34,7 @@ from datetime import date
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.db import UnitOfWork, bulk_cache
 from billing_core.adapters.tables import bill_runs
 from billing_core.domain.errors import LedgerError
 from billing_core.service.billing_io import ChunkData, load_catalog, load_chunk, write_chunk
@@ -99,7 +99,7 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
         after_id = 0
         catalog = None
         while True:
-            with uow_factory() as uow:
+            with bulk_cache(), uow_factory() as uow:
                 if catalog is None:
                     catalog = load_catalog(uow.conn, tax_inclusive=tax_inclusive)
                 next_after, seen = _run_chunk(uow, catalog, run_date, after_id, chunk_size,
