@@ -19,7 +19,6 @@ Rules kept here:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
@@ -42,6 +41,7 @@ from billing_core.service.accounts import changed_since
 from billing_core.service.bulk import BulkInsert, id_in, text_in
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries, accounts_with_overdue
+from sync.mapping import text_hash
 from sync.runs import get_cursor, save_cursor
 from sync.tables import handoffs, outbox, sync_records
 
@@ -49,14 +49,6 @@ DECIMAL_FIELDS = frozenset({"open_balance", "available_credit", "exposure"})
 DATE_FIELDS = frozenset({"last_invoice_date"})
 INT_FIELDS = frozenset({"oldest_overdue_days"})
 WATERMARK = "_outbox"
-
-
-def payload_hash(payload: dict[str, Any]) -> str:
-    return _hash_text(json.dumps(payload, sort_keys=True))
-
-
-def _hash_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def decode(field: str, value: Any) -> Any:
@@ -164,7 +156,7 @@ class _Writes:
 
     def put(self, obj: str, crm_id: str, ledger_id: int, payload: dict[str, Any]) -> None:
         text = json.dumps(payload, sort_keys=True)
-        digest = _hash_text(text)           # = payload_hash(payload), one encoding
+        digest = text_hash(text)
         row = self.existing.get((obj, crm_id))
         if row is None:
             self.inserts.append((self.connection, obj, crm_id, ledger_id, text, digest,
@@ -245,6 +237,22 @@ def _keyset(conn: Connection, stmt: Select[Any], keys: Sequence[ColumnElement[An
             return
 
 
+def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
+                size: int) -> Iterator[Sequence[Any]]:
+    """The done hand-offs to refresh, in pages: all of them by key, or those of the ``wanted``
+    accounts, ``size`` accounts at a time (an incremental refresh reads only theirs)."""
+    if wanted is None:
+        yield from _keyset(conn, done_handoffs(connection), HANDOFF_KEYS, size)
+        return
+    ids = sorted(wanted)
+    for start in range(0, len(ids), size):
+        rows = conn.execute(done_handoffs(connection).where(
+            id_in(conn, orders.c.account_id, ids[start:start + size]))
+            .order_by(*HANDOFF_KEYS)).all()
+        if rows:
+            yield rows
+
+
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
             grace_days: int = 0, write_hold: bool = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
@@ -284,15 +292,14 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                     summaries[ledger_id], reasons.get(ledger_id, {}), write_hold=write_hold,
                     acked=acked))
             pending += writes.flush(conn)
-        for found in _keyset(conn, done_handoffs(connection), HANDOFF_KEYS, chunk):
-            qpart = [(q, int(o), int(a)) for o, a, q, _ in found
-                     if wanted is None or int(a) in wanted]
-            if not qpart:
-                continue
-            payloads = quote_payloads(conn, [order_id for _, order_id, _ in qpart])
-            writes = _Writes(connection, _existing(conn, connection, "quote",
-                                                   [q for q, _, _ in qpart]), now)
-            for quote_id, order_id, _ in qpart:
+        for found in _handed_off(conn, connection, wanted, chunk):
+            # An amended quote has a done hand-off per revision: it shows its newest (rows
+            # come in revision order; a revision in a later page updates the row).
+            latest = {q: int(o) for o, _, q, _ in found}
+            payloads = quote_payloads(conn, latest.values())
+            writes = _Writes(connection, _existing(conn, connection, "quote", list(latest)),
+                             now)
+            for quote_id, order_id in latest.items():
                 writes.put("quote", quote_id, order_id, payloads[order_id])
             pending += writes.flush(conn)
         if only_accounts is None:

@@ -380,3 +380,44 @@ def test_a_refresh_in_pages_of_one_covers_every_account_and_quote(engine):
         conn.execute(outbox.delete())
     refresh(engine, "fake", datetime.now(UTC), full=True, chunk=1)
     assert rows() == expected
+
+
+def test_a_refresh_shows_an_amended_quotes_newest_order_once(engine):
+    """Both revisions of an amended quote are handed off; a refresh that (re)creates the
+    quote's outbox row wrote it once per revision in one statement and failed on the unique
+    key, so nothing of the refresh committed. It writes the newest revision's order."""
+    from datetime import UTC, datetime
+
+    from sync.outbox import refresh
+    crm = _crm()
+    run_cycle(engine, crm)
+    crm.put("quote", "Q1", revision=2)
+    run_cycle(engine, crm)
+    with engine.begin() as conn:
+        conn.execute(outbox.delete())
+        newest = conn.execute(select(orders.c.id).where(
+            orders.c.source_ref == "fake:Q1:rev2")).scalar_one()
+    refresh(engine, "fake", datetime.now(UTC), full=True)
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.ledger_id, outbox.c.payload).where(
+            outbox.c.object == "quote", outbox.c.crm_id == "Q1")).all()
+    assert [(r.ledger_id, json.loads(r.payload)["order_number"]) for r in rows] == [
+        (newest, f"ORD-{newest}")]
+
+
+def test_an_incremental_refresh_reads_the_hand_offs_of_the_changed_accounts(engine):
+    from datetime import UTC, datetime
+
+    from sync.outbox import refresh
+    crm = _crm()
+    crm.put("quote", "Q2", account_crm_id="A1", status="Accepted", revision=1)
+    crm.put("quote_line", "L9", quote_crm_id="Q2", product_crm_id="P1", quantity=Decimal(1))
+    run_cycle(engine, crm)
+    with engine.begin() as conn:
+        conn.execute(outbox.delete().where(outbox.c.object == "quote"))
+        a2 = conn.execute(select(accounts.c.id).where(accounts.c.ext_id == "A2")).scalar_one()
+    refresh(engine, "fake", datetime.now(UTC), only_accounts=[a2])
+    with engine.connect() as conn:
+        quotes = [r[0] for r in conn.execute(select(outbox.c.crm_id).where(
+            outbox.c.object == "quote"))]
+    assert quotes == ["Q1"]                 # A2's quote; A1's Q2 was not asked for
