@@ -127,12 +127,10 @@ class _Page:
 
     def _resolve(self, crm_ids: list[str]) -> None:
         conn = self.uow.conn
-        for start in range(0, len(crm_ids), 900):
-            conn.execute(update(quarantine).where(
-                quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
-                quarantine.c.crm_id.in_(crm_ids[start:start + 900]),
-                quarantine.c.status == "open").values(status="resolved",
-                                                      last_seen=self.now))
+        conn.execute(update(quarantine).where(
+            quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
+            text_in(conn, quarantine.c.crm_id, crm_ids),
+            quarantine.c.status == "open").values(status="resolved", last_seen=self.now))
 
 
 def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mapping[str, Any],

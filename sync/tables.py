@@ -6,9 +6,10 @@ Tables
 - ``sync_cursors`` (connection, object) → the connector's opaque cursor, ``updated_at``.
 - ``sync_records`` (connection, object, crm_id) → ``ledger_id`` (accounts.id / products.id /
   prices.id; NULL for quotes and lines, which billing does not store), ``content_hash`` of the
-  canonical record (modstamp excluded), ``modstamp``, ``parent_crm_id`` (a line's quote, a
-  quote's account), ``data`` (canonical JSON; kept for quotes and quote lines, which wait here
-  until handed off), ``deleted_at``. Lines are indexed by quote (partial index: lines only).
+  canonical record (modstamp excluded; for quotes and lines, of the stored ``data``),
+  ``modstamp``, ``parent_crm_id`` (a line's quote, a quote's account), ``data`` (canonical
+  JSON; kept for quotes and quote lines, which wait here until handed off), ``deleted_at``.
+  Lines are indexed by quote (partial index: lines only).
 - ``quarantine`` (connection, object, crm_id) unique → field, value, reason, the record as JSON,
   first/last seen, attempts, status (``open`` | ``resolved`` | ``dropped``).
 - ``handoffs`` (connection, quote crm_id, revision) unique → ``source_ref`` (= the order's

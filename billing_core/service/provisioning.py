@@ -73,7 +73,7 @@ class NewRequest:
 
 
 def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
-    """:func:`create_request` for many, in the given order (ids ascending): one statement."""
+    """New provisioning requests, in the given order (ids ascending): one statement."""
     if not items:
         return
     now = uow.now()
