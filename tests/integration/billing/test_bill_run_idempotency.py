@@ -113,7 +113,9 @@ def test_two_racing_bill_runs_on_postgresql(pg_ledger) -> None:
         t.join()
     assert not failures, failures
     # each run either billed an account or found it billed by the other (after a clean retry)
-    assert all(r.invoices_created + r.already_billed == len(accounts) for r in results), [(r.invoices_created, r.already_billed, r.errors, r.retried_chunks, r.accounts_seen) for r in results]
+    assert all(r.invoices_created + r.already_billed == len(accounts) for r in results), [
+        (r.invoices_created, r.already_billed, r.errors, r.retried_chunks, r.accounts_seen)
+        for r in results]
     assert sum(r.invoices_created for r in results) == len(accounts)
     with ledger.uow() as uow:
         numbers = sorted(uow.conn.execute(select(invoices.c.number)).scalars())
