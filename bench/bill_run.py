@@ -45,7 +45,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.service import ledger_uow
 from billing_core.service.bill_run import run_bill_run
-from billing_core.service.bulk import BulkInsert
+from billing_core.adapters.bulk import BulkInsert
 from jobs.migrate import upgrade
 
 RUN_DATE = date(2026, 3, 1)

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from billing_core.domain.credit import CreditPolicy
+
 DEFAULT_DATABASE_URL = "sqlite:///ledgerbridge.db"
 
 
@@ -30,14 +32,6 @@ class BillingSettings:
     default_bill_cycle_day: int = 1
     bill_run_chunk_size: int = 2000
     tax_inclusive: bool = False                   # prices include tax (default: added on top)
-
-
-@dataclass(frozen=True)
-class CreditPolicy:
-    include_unbilled_orders: bool = True
-    overdue_grace_days: int = 0
-    limit_threshold: Decimal = Decimal("1")       # share of the limit that triggers a hold
-    no_limit_is_unlimited: bool = True
 
 
 @dataclass(frozen=True)

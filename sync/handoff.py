@@ -48,7 +48,7 @@ from billing_core.adapters.tables import products as product_table
 from billing_core.domain.errors import LedgerError
 from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
-from billing_core.service.bulk import text_in
+from billing_core.adapters.bulk import text_in
 from billing_core.service.pricing import get_product
 from connectors.base import Connector
 from sync import mapping

@@ -38,7 +38,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import changed_since
-from billing_core.service.bulk import BulkInsert, id_in, text_in
+from billing_core.adapters.bulk import BulkInsert, id_in, text_in
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries, accounts_with_overdue
 from sync.mapping import text_hash

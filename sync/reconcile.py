@@ -33,7 +33,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import Duplicate, LedgerError
 from billing_core.service import accounts as accounts_service
 from billing_core.service import pricing
-from billing_core.service.bulk import BulkInsert, executemany, text_in
+from billing_core.adapters.bulk import BulkInsert, executemany, text_in
 from connectors.base import Deletion
 from sync import mapping
 from sync.mapping import Invalid

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, exists, select, text
 
-from billing_core.service.bulk import BulkInsert
+from billing_core.adapters.bulk import BulkInsert
 from sync.tables import sync_records
 
 _META = MetaData()

@@ -166,7 +166,7 @@ class Worker:
             return result
 
     def provisioner(self) -> Any:
-        from billing_core.adapters.provisioners import build_provisioner
+        from jobs.provisioners import build_provisioner
         if not hasattr(self, "_provisioner"):
             self._provisioner = build_provisioner(self.settings.provisioner,
                                                   callback=self._crm_provision)

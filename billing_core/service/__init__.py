@@ -12,16 +12,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from billing_core.adapters.db import UnitOfWork
+from billing_core.service.credit_control import reevaluate_touched_hook
 
 
 def ledger_uow(engine: Engine, *, read_only: bool = False, policy: object | None = None,
                clock: Callable[[], datetime] | None = None) -> UnitOfWork:
-    hooks = []
-    try:
-        from billing_core.service.credit_control import reevaluate_touched_hook
-    except ImportError:
-        pass
-    else:
-        hooks.append(reevaluate_touched_hook(policy))
+    hooks = [reevaluate_touched_hook(policy)]
     return UnitOfWork(engine, read_only=read_only, before_commit=hooks, clock=clock,
                       policy=policy)

@@ -39,7 +39,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency, parse_amount
-from billing_core.service.bulk import BulkInsert, id_in, reserve_ids, text_in
+from billing_core.adapters.bulk import BulkInsert, id_in, reserve_ids, text_in
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from billing_core.adapters.db import UnitOfWork, bulk_cache
 from billing_core.adapters.tables import bill_runs
 from billing_core.domain.errors import LedgerError
 from billing_core.service.billing_io import ChunkData, load_catalog, load_chunk, write_chunk
-from billing_core.service.bulk import inserted_id
+from billing_core.adapters.bulk import inserted_id
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5

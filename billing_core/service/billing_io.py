@@ -7,7 +7,7 @@ Rules kept here
 - Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, credit
   draws) and one bulk UPDATE per kind of mark (change / charge / usage ``invoice_id``, grant
   ``remaining_minor``, and on SQLite ``billed_through``) through
-  :mod:`billing_core.service.bulk`; on PostgreSQL one ``UPDATE ... WHERE id IN (...)`` per
+  :mod:`billing_core.adapters.bulk`; on PostgreSQL one ``UPDATE ... WHERE id IN (...)`` per
   distinct ``billed_through`` date. No per-row ORM round trips.
 - Usage events are dated by their UTC day.
 """
@@ -47,7 +47,7 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.periods import bill_period
 from billing_core.domain.rating import PriceBook
-from billing_core.service.bulk import BulkInsert, BulkUpdate, fetch, reserve_ids
+from billing_core.adapters.bulk import BulkInsert, BulkUpdate, fetch, reserve_ids
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table

@@ -47,7 +47,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import NotFound
 from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
-from billing_core.service.bulk import id_in
+from billing_core.adapters.bulk import id_in
 from billing_core.service.holds import (
     BILLING_SOURCE,
     HoldReason,
@@ -58,7 +58,7 @@ from billing_core.service.holds import (
 )
 from billing_core.service.provisioning import hold_requests, release_requests
 from billing_core.service.receivables import exposures_minor, open_debts, overdue_many
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import LedgerError, NotFound
 from billing_core.domain.money import to_decimal
 from billing_core.service import orders as order_service
-from billing_core.service.bulk import id_in
+from billing_core.adapters.bulk import id_in
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
     NewRequest,
@@ -47,7 +47,7 @@ from billing_core.service.provisioning import (
     create_requests,
     idempotency_key,
 )
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 
 def accept_order(uow: UnitOfWork, data: order_service.OrderIn, *,

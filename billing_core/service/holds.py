@@ -26,7 +26,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import hold_history, hold_reasons
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
 from billing_core.service.accounts import get_account
-from billing_core.service.bulk import id_in
+from billing_core.adapters.bulk import id_in
 
 REASONS = ("crm", "credit_limit", "overdue", "manual")
 BILLING_OWNED = frozenset({"credit_limit", "overdue"})

@@ -42,7 +42,7 @@ from billing_core.domain.errors import InvalidState, LedgerError, NotFound, Vali
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.service.accounts import get_account
-from billing_core.service.bulk import id_in, inserted_id
+from billing_core.adapters.bulk import id_in, inserted_id
 from billing_core.service.pricing import get_product, price_for
 
 

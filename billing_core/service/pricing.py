@@ -27,7 +27,7 @@ from billing_core.adapters.tables import price_tiers, prices, products
 from billing_core.domain.errors import Duplicate, NotFound, ValidationError
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
-from billing_core.service.bulk import inserted_id
+from billing_core.adapters.bulk import inserted_id
 
 __all__ = [
     "Price",

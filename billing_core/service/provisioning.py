@@ -44,7 +44,7 @@ from billing_core.adapters.tables import (
     provisioning_requests as pr,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
-from billing_core.service.bulk import id_in
+from billing_core.adapters.bulk import id_in
 
 log = logging.getLogger(__name__)
 

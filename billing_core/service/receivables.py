@@ -43,7 +43,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import NotFound
 from billing_core.domain.money import to_minor
 from billing_core.service.accounts import get_account
-from billing_core.service.bulk import id_in
+from billing_core.adapters.bulk import id_in
 from billing_core.service.pricing import Price, price_for, rate
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from billing_core.adapters.db import UnitOfWork
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 from jobs.api.auth import Principal, require
 from jobs.api.idempotency import LedgerRoute, OwnTransactionRoute, uow_of
 from jobs.api.models import ErrorBody

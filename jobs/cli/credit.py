@@ -245,7 +245,7 @@ def prov_done(app: AppContext, request_id: int) -> None:
 @pass_app
 def prov_dispatch(app: AppContext, limit: int) -> None:
     """Send released requests once through the configured provisioner."""
-    from billing_core.adapters.provisioners import build_provisioner
+    from jobs.provisioners import build_provisioner
 
     provisioner = build_provisioner(app.settings.provisioner, log_stream=sys.stdout)
     report = dispatch_pending(app.engine, provisioner, limit=limit, worker_id=f"cli-{os.getpid()}")

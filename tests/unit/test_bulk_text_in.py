@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 
-from billing_core.service.bulk import text_in
+from billing_core.adapters.bulk import text_in
 
 
 def test_text_in_selects_exactly_the_listed_keys(engine):

@@ -1,18 +1,10 @@
 """Provisioners: where a released provisioning request goes.
 
-``build_provisioner(settings)`` makes the one named by ``[provisioner] kind``:
-``log`` (default: one log line per request), ``webhook`` (signed JSON POST, see
-:mod:`.webhook`) or ``crm`` (a :class:`CallbackProvisioner` around the callable the sync passes
-in, which updates a CRM field). Nothing is built at import time.
+``log`` (one log line per request), ``webhook`` (signed JSON POST, see :mod:`.webhook`) or a
+:class:`CallbackProvisioner` around a callable (the CRM-field provisioner the application wires).
+Which one runs is the application's choice: ``jobs.provisioners.build_provisioner``.
 """
 from __future__ import annotations
-
-import os
-import time
-from collections.abc import Callable, Mapping
-from typing import TextIO
-
-import requests
 
 from billing_core.adapters.provisioners.base import (
     Outcome,
@@ -23,39 +15,6 @@ from billing_core.adapters.provisioners.base import (
 from billing_core.adapters.provisioners.callback import CallbackProvisioner
 from billing_core.adapters.provisioners.log import LogProvisioner
 from billing_core.adapters.provisioners.webhook import WebhookProvisioner
-from config.settings import ConfigError, ProvisionerSettings
 
 __all__ = ["CallbackProvisioner", "LogProvisioner", "Outcome", "ProvisionError", "Provisioner",
-           "ProvisioningTask", "WebhookProvisioner", "build_provisioner"]
-
-
-def build_provisioner(settings: ProvisionerSettings, *, env: Mapping[str, str] | None = None,
-                      callback: Callable[[ProvisioningTask], str | None] | None = None,
-                      session: requests.Session | None = None,
-                      sleep: Callable[[float], None] = time.sleep,
-                      log_stream: TextIO | None = None) -> Provisioner:
-    env = os.environ if env is None else env
-    if settings.kind == "log":
-        return LogProvisioner(log_stream)
-    if settings.kind == "webhook":
-        if not settings.url:
-            raise ConfigError("[provisioner] kind='webhook' needs url")
-        if not settings.secret_env:
-            raise ConfigError("[provisioner] kind='webhook' needs secret_env (the name of the "
-                              "environment variable holding the HMAC secret)")
-        secret = env.get(settings.secret_env)
-        if not secret:
-            raise ConfigError(f"[provisioner] secret_env={settings.secret_env!r}: that "
-                              "environment variable is not set")
-        try:
-            return WebhookProvisioner(settings.url, secret, max_attempts=settings.max_attempts,
-                                      timeout_seconds=settings.timeout_seconds,
-                                      session=session, sleep=sleep)
-        except ValueError as exc:
-            raise ConfigError(f"[provisioner] {exc}") from None
-    if settings.kind == "crm":
-        if callback is None:
-            raise ConfigError("[provisioner] kind='crm' is wired by the sync (it passes the "
-                              "CRM-field callback); it cannot run on its own")
-        return CallbackProvisioner(callback)
-    raise ConfigError(f"[provisioner] kind={settings.kind!r} must be log, webhook or crm")
+           "ProvisioningTask", "WebhookProvisioner"]

@@ -19,7 +19,7 @@ from billing_core.service.holds import (
     release_manual_hold,
 )
 from billing_core.service.payments import record_payment
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 
 def _hourly(ledger: Ledger, **kw: object) -> dict[str, int]:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from billing_core.adapters.tables import orders
 from billing_core.service import ledger_uow
 from billing_core.service.gate import accept_order
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 
 def test_accept_order_uses_the_policy_of_its_unit_of_work(engine) -> None:

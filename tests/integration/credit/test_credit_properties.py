@@ -43,7 +43,7 @@ from billing_core.service.holds import place_manual_hold, release_manual_hold
 from billing_core.service.memos import apply_credit_memo, cancel_credit_memo, create_credit_memo
 from billing_core.service.payments import record_payment
 from billing_core.service.provisioning import dispatch_pending
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 GRACE = 2
 ACCOUNTS = 2

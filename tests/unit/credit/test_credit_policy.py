@@ -8,7 +8,7 @@ import pytest
 
 from billing_core.service.credit_control import effective_limit_minor, reevaluate_touched_hook
 from billing_core.service.provisioning import idempotency_key
-from config.settings import CreditPolicy
+from billing_core.domain.credit import CreditPolicy
 
 
 @pytest.mark.parametrize("limit,policy,expected", [

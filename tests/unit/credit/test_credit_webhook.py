@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from billing_core.adapters.provisioners import ProvisionError, build_provisioner
+from billing_core.adapters.provisioners import ProvisionError
 from billing_core.adapters.provisioners.base import ProvisioningTask
 from billing_core.adapters.provisioners.webhook import (
     IDEMPOTENCY_HEADER,
@@ -20,6 +20,7 @@ from billing_core.adapters.provisioners.webhook import (
     verify,
 )
 from config.settings import ConfigError, ProvisionerSettings
+from jobs.provisioners import build_provisioner
 
 SECRET = "s3cret-for-tests"
 
