@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors import fieldmap
-from connectors.credentials import CredentialError, Secret, resolve
+from connectors.credentials import CredentialError, Secret
 from connectors.cursor import StampTracker, decode
 from connectors.fieldmap import FieldSpec, convert_in, parse_datetime
 from connectors.settings import SettingsError, load_connections, parse_connection
@@ -25,18 +25,6 @@ def test_builtin_maps_cover_every_canonical_object(name: str) -> None:
     assert {"crm_id", "name", "credit_limit", "credit_hold", "modstamp"} <= set(account.fields)
     assert account.fields["billing_hold"].push and account.fields["credit_hold"].guarded
     assert fmap.object("quote").accepted_states
-
-
-def test_user_map_overrides_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
-    mine = tmp_path / "mine.toml"
-    mine.write_text('[objects.account.fields]\ncredit_limit = { field = "Kreditlimit__c", '
-                    'type = "decimal" }\n[objects.quote]\naccepted_states = ["Accepted", "Won"]\n')
-    fmap = fieldmap.load("salesforce", str(mine))
-    account = fmap.object("account")
-    assert account.fields["credit_limit"].crm == "Kreditlimit__c"
-    assert account.fields["credit_hold"].crm == "Credit_Hold__c"
-    assert fmap.object("quote").accepted_states == {"Accepted", "Won"}
-    assert fmap.object("quote").crm_object == "Quote"
 
 
 def test_unknown_object_and_bad_map_are_clear_errors() -> None:
@@ -73,19 +61,6 @@ def test_secret_hides_itself() -> None:
     secret = Secret("hunter2")
     assert "hunter2" not in repr(secret) + str(secret) + f"{secret}" + repr([secret])
     assert secret.reveal() == "hunter2"
-
-
-def test_credentials_from_env_and_secrets_file(tmp_path: Path) -> None:
-    path = tmp_path / "secrets.toml"
-    path.write_text('client_secret = "top"\n[conn]\npassword = "scoped"\n')
-    got = resolve("conn", {"client_id": "id", "client_secret": "file:client_secret",
-                           "password": "file:password", "security_token": "env:TOK"},
-                  str(path), {"TOK": "tok"})
-    assert got["client_id"] == "id"
-    assert [got[k].reveal() for k in ("client_secret", "password", "security_token")] == [
-        "top", "scoped", "tok"]
-    with pytest.raises(CredentialError, match=r"MISSING \(for password\) is not set"):
-        resolve("conn", {"password": "env:MISSING"}, None, {})
 
 
 def test_literal_secrets_in_config_are_refused() -> None:

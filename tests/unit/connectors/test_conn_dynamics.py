@@ -237,21 +237,3 @@ def test_stamp_reads_are_ordered_even_when_full(fake: FakeDataverse) -> None:
     assert "$orderby=modifiedon asc,productid asc" in url and "$filter" not in url
     read(connector(), "account", None)
     assert "$orderby" not in unquote(fake.gets[-1][0])  # change tracking takes no $orderby
-
-
-def test_certificate_credential_signs_a_client_assertion(fake: FakeDataverse,
-                                                          tmp_path: Any) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "d365.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    conn = connector(auth="certificate", credentials={
-        "client_id": "cid", "private_key_file": str(pem), "thumbprint": "AB" * 20})
-    fake.put("accounts", 1, ts(1))
-    assert conn.read_one("account", guid(1)) is not None
-    assert fake.token_bodies and "client_assertion=" in fake.token_bodies[0]
-    assert "client_secret" not in fake.token_bodies[0]
