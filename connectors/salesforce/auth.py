@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin, token_login
 

@@ -43,7 +43,7 @@ def handle(sandbox: Sandbox, request: Request) -> Response:
         return _json({"error": f"{type(exc).__name__}: {exc}"}, 400)
 
 
-def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict) -> Response:
+def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict[str, Any]) -> Response:
     if not parts:
         return _json({"base_url": sandbox.url, "ca_bundle": sandbox.ca_bundle,
                       "sides": [s.name for s in sandbox.sides]})

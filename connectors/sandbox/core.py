@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from werkzeug.wrappers import Request, Response
 
@@ -66,7 +66,7 @@ class Side(Protocol):
 
     def handle(self, request: Request) -> Response: ...
 
-    def admin(self, action: str, payload: dict) -> dict: ...
+    def admin(self, action: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
     def reset(self) -> None: ...
 
@@ -103,7 +103,7 @@ class CallCounter:
         with self._lock:
             self._counts.clear()
 
-    def as_json(self) -> list[dict]:
+    def as_json(self) -> list[dict[str, Any]]:
         return [
             {"crm": c, "endpoint": e, "method": m, "count": n}
             for (c, e, m), n in sorted(self.snapshot().items())
@@ -120,7 +120,7 @@ class _FaultRule:
     retry_after: int
     delay: float
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {
             "crm": self.crm,
             "endpoint": self.endpoint_pattern,
@@ -188,7 +188,7 @@ class FaultPlan:
             self._rules.clear()
             self._rng = random.Random(self._seed)
 
-    def as_json(self) -> list[dict]:
+    def as_json(self) -> list[dict[str, Any]]:
         with self._lock:
             return [r.as_json() for r in self._rules]
 

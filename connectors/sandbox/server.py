@@ -89,7 +89,7 @@ class Sandbox:
         self.dataverse: Any = None
         self.url = ""
         self.ca_bundle = ""
-        self.context: SandboxContext | None = None  # type: ignore[assignment]
+        self.context: SandboxContext | None = None
         self._server: _TLSServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
@@ -136,7 +136,7 @@ class Sandbox:
             sides.append(self.salesforce)
         if "dataverse" in self.side_names:
             try:
-                from .dataverse import DataverseSide  # type: ignore[import-not-found]
+                from .dataverse import DataverseSide
             except ImportError as exc:
                 log.warning("sandbox: Dataverse side unavailable (%s); serving Salesforce only",
                             exc)
@@ -181,14 +181,14 @@ class Sandbox:
 
     def salesforce_client(self, version: str = "59.0") -> Any:
         """A simple-salesforce client on this sandbox with a fresh session token."""
-        from simple_salesforce import Salesforce
+        from simple_salesforce.api import Salesforce
 
         if self.salesforce is None:
             raise RuntimeError("this sandbox does not serve Salesforce")
         return Salesforce(instance_url=self.url, session_id=self.salesforce.issue_token(),
                           session=self.session(), version=version)
 
-    def _wsgi(self, environ: dict, start_response: Any) -> Any:
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         try:
             response = self._dispatch(request)

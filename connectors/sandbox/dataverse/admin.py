@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from .side import DataverseSide
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(dumps(value))
+def _plain(value: Any) -> dict[str, Any]:
+    plain: dict[str, Any] = json.loads(dumps(value))
+    return plain
 
 
 class Admin:
@@ -36,7 +37,8 @@ class Admin:
             known = sorted(n[3:] for n in dir(self) if n.startswith("do_"))
             raise KeyError(f"unknown dataverse admin action {action!r}; known: {known}")
         try:
-            return handler(payload)
+            answer: dict[str, Any] = handler(payload)
+            return answer
         except DataverseError as err:
             raise ValueError(f"dataverse admin {action}: {err.message}") from None
 
@@ -59,7 +61,7 @@ class Admin:
             raise ValueError(f"{table.name} has no live row with id {guid!r}")
         return found
 
-    def _update(self, table: TableDef, payload: dict[str, Any], values: dict[str, Any]) -> dict:
+    def _update(self, table: TableDef, payload: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         store = self.side.store
         clean = writes.validate(table, values, store, ieee754=True)
         return _plain(store.update(table.name, self._index(table, payload), clean))

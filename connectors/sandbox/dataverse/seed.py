@@ -140,7 +140,8 @@ class Seeder:
         return self.codecs[table].guid(index)
 
     def row(self, table: str, index: int) -> dict[str, Any]:
-        return getattr(self, "_" + table)(index)
+        row: dict[str, Any] = getattr(self, "_" + table)(index)
+        return row
 
     def _h(self, table: str, index: int, k: int = 0) -> int:
         return draw(self._salts[(table, k)], index)

@@ -111,7 +111,7 @@ class DataverseSide:
         with self._lock:
             self._build()
 
-    def admin(self, action: str, payload: dict) -> dict:
+    def admin(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             return self.admin_ops.run(action, payload or {})
 

@@ -31,14 +31,14 @@ class AdminError(ValueError):
     pass
 
 
-def _obj(payload: dict, default: str = "Account") -> S.SObject:
+def _obj(payload: dict[str, Any], default: str = "Account") -> S.SObject:
     obj = S.sobject(str(payload.get("object", default)))
     if obj is None:
         raise AdminError(f"unknown object {payload.get('object')!r}")
     return obj
 
 
-def _index(side: SalesforceSide, obj: S.SObject, payload: dict, key: str = "id") -> int:
+def _index(side: SalesforceSide, obj: S.SObject, payload: dict[str, Any], key: str = "id") -> int:
     ref = payload.get(key, payload.get("index"))
     if isinstance(ref, int) and not isinstance(ref, bool):
         ref = make_id(obj.prefix, ref)
@@ -50,7 +50,7 @@ def _index(side: SalesforceSide, obj: S.SObject, payload: dict, key: str = "id")
     return index
 
 
-def _values(side: SalesforceSide, obj: S.SObject, fields: Any) -> dict:
+def _values(side: SalesforceSide, obj: S.SObject, fields: Any) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise AdminError("fields must be an object of field: value")
     try:
@@ -59,7 +59,7 @@ def _values(side: SalesforceSide, obj: S.SObject, fields: Any) -> dict:
         raise AdminError(f"{exc.error['statusCode']}: {exc.error['message']}") from None
 
 
-def _moment(payload: dict, side: SalesforceSide) -> dt.datetime | None:
+def _moment(payload: dict[str, Any], side: SalesforceSide) -> dt.datetime | None:
     if "at" in payload:
         return parse_datetime(str(payload["at"]))
     if "seconds_before" in payload:
@@ -67,13 +67,14 @@ def _moment(payload: dict, side: SalesforceSide) -> dt.datetime | None:
     return None
 
 
-def _update(side: SalesforceSide, obj: S.SObject, payload: dict, fields: dict) -> dict:
+def _update(side: SalesforceSide, obj: S.SObject, payload: dict[str, Any],
+            fields: dict[str, Any]) -> dict[str, Any]:
     row = side.store.update(obj, _index(side, obj, payload), _values(side, obj, fields),
                             at=_moment(payload, side))
     return {"id": row["Id"], "SystemModstamp": row["SystemModstamp"].isoformat()}
 
 
-def run(side: SalesforceSide, action: str, payload: dict) -> dict:
+def run(side: SalesforceSide, action: str, payload: dict[str, Any]) -> dict[str, Any]:
     store = side.store
     if action == "set_hold":
         return _update(side, S.ACCOUNT, payload, {"Credit_Hold__c": bool(payload.get("hold", True))})
@@ -141,7 +142,7 @@ def run(side: SalesforceSide, action: str, payload: dict) -> dict:
     raise AdminError(f"unknown salesforce admin action {action!r}")
 
 
-def _create_quote(side: SalesforceSide, payload: dict) -> dict:
+def _create_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any]:
     store = side.store
     account = store.get(S.ACCOUNT, _index(side, S.ACCOUNT, payload, key="account_id")) or {}
     head = {"Name": payload.get("name", "Sandbox quote"), "AccountId": account.get("Id"),

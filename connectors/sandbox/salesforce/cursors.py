@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .ids import make_id
 from .query import Plan
@@ -82,7 +83,7 @@ class Cursors:
 
 
 def answer(cursors: Cursors, cursor: Cursor, locator: str | None, offset: int, size: int,
-           version: str, resource: str, render: Callable[[Row], dict]) -> dict:
+           version: str, resource: str, render: Callable[[Row], dict[str, Any]]) -> dict[str, Any]:
     """One page of a query answer; opens a locator when more pages follow.
 
     A finished cursor stays open (until evicted) so a client may retry its last page.
@@ -90,7 +91,7 @@ def answer(cursors: Cursors, cursor: Cursor, locator: str | None, offset: int, s
     rows = cursor.page(offset, size)
     end = offset + len(rows)
     done = end >= cursor.total or len(rows) < size
-    body: dict = {"totalSize": cursor.total, "done": done}
+    body: dict[str, Any] = {"totalSize": cursor.total, "done": done}
     if not done:
         locator = locator or cursors.open(cursor)
         body["nextRecordsUrl"] = f"/services/data/{version}/{resource}/{locator}-{end}"

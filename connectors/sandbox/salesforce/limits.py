@@ -10,6 +10,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class ApiUsage:
@@ -42,6 +43,6 @@ class ApiUsage:
         with self._lock:
             return {"Sforce-Limit-Info": f"api-usage={self.used}/{self.limit}"}
 
-    def as_limits_json(self) -> dict:
+    def as_limits_json(self) -> dict[str, Any]:
         with self._lock:
             return {"DailyApiRequests": {"Max": self.limit, "Remaining": self.limit - self.used}}

@@ -137,7 +137,7 @@ class Plan:
         names = [f.name for f, _, _ in self.order] + ["Id"]
         desc = bool(self.order) and self.order[0][1]
 
-        def key(row: Row) -> tuple:
+        def key(row: Row) -> tuple[Any, ...]:
             return tuple(row[n] for n in names)
 
         changed = sorted(self._changed(snap), key=key, reverse=desc)
@@ -146,7 +146,7 @@ class Plan:
     def _sorted(self, snap: Snapshot) -> Iterator[Row]:
         """Sort (values, Id, changed row or None) entries: Id first, then each key, stably."""
         names = [f.name for f, _, _ in self.order]
-        entries: list[tuple[tuple, str, Row | None]] = [
+        entries: list[tuple[tuple[Any, ...], str, Row | None]] = [
             (tuple(r[n] for n in names), r["Id"], r) for r in self._changed(snap)]
         entries += [(tuple(r[n] for n in names), r["Id"], None) for r in self._base(snap)]
         entries.sort(key=lambda e: e[1])
@@ -154,7 +154,7 @@ class Plan:
             fld, desc, nulls_first = self.order[pos]
             null_rank = 0 if nulls_first != desc else 1
 
-            def sort_key(e: tuple, pos: int = pos, fld: S.Field = fld, nr: int = null_rank) -> Any:
+            def sort_key(e: tuple[Any, ...], pos: int = pos, fld: S.Field = fld, nr: int = null_rank) -> Any:
                 value = e[0][pos]
                 return (nr, None) if value is None else (1 - nr, _norm(fld.type, value))
 

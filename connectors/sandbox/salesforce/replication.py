@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+from typing import Any
 
 from . import schema as S
 from .seed import stamp
@@ -36,7 +37,7 @@ def _minute(value: dt.datetime) -> dt.datetime:
     return value.replace(second=0, microsecond=0)
 
 
-def _window(args: dict, now: dt.datetime, days: int) -> tuple[dt.datetime, dt.datetime]:
+def _window(args: dict[str, Any], now: dt.datetime, days: int) -> tuple[dt.datetime, dt.datetime]:
     try:
         start, end = parse_datetime(args["start"]), parse_datetime(args["end"])
     except KeyError as missing:
@@ -54,7 +55,8 @@ def _window(args: dict, now: dt.datetime, days: int) -> tuple[dt.datetime, dt.da
     return start, end
 
 
-def deleted(store: Store, obj: S.SObject, args: dict, purge_mark: dt.datetime | None) -> dict:
+def deleted(store: Store, obj: S.SObject, args: dict[str, Any],
+            purge_mark: dt.datetime | None) -> dict[str, Any]:
     now = store.clock.now()
     start, end = _window(args, now, 15)
     with store.lock:
@@ -68,7 +70,7 @@ def deleted(store: Store, obj: S.SObject, args: dict, purge_mark: dt.datetime | 
             "latestDateCovered": sf_datetime(_minute(min(end, now)))}
 
 
-def updated(store: Store, obj: S.SObject, args: dict) -> dict:
+def updated(store: Store, obj: S.SObject, args: dict[str, Any]) -> dict[str, Any]:
     now = store.clock.now()
     start, end = _window(args, now, 30)
     snap = store.snapshot(obj)

@@ -80,7 +80,7 @@ class _Draw:
         self._x, value = divmod(self._x, radix)
         return value
 
-    def pick(self, seq: tuple) -> Any:
+    def pick(self, seq: tuple[Any, ...]) -> Any:
         return seq[self.next(len(seq))]
 
     def chance(self, percent: int) -> bool:
@@ -128,7 +128,8 @@ class Seed:
     def row(self, obj: str, index: int) -> Row | None:
         if not 0 <= index < self.counts[obj]:
             return None
-        return getattr(self, "_" + obj.lower())(index)
+        row: Row = getattr(self, "_" + obj.lower())(index)
+        return row
 
     def _account(self, i: int) -> Row:
         # the hot path of a full read: draws inlined as mixed-radix digits of one mixed number

@@ -73,7 +73,7 @@ class SalesforceSide:
         self.cursors.clear()
         self.purge_mark = None
 
-    def admin(self, action: str, payload: dict) -> dict:
+    def admin(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         return admin.run(self, action, payload)
 
     def issue_token(self) -> str:
@@ -134,7 +134,7 @@ class SalesforceSide:
         return response
 
     @staticmethod
-    def _endpoint(path: str, data: re.Match | None, method: str) -> str:
+    def _endpoint(path: str, data: re.Match[str] | None, method: str) -> str:
         if path.rstrip("/") == "/services/oauth2/token":
             return "token"
         if data is None:

@@ -47,7 +47,7 @@ def record_url(version: str, obj: str, record_id: str) -> str:
     return f"/services/data/{version}/sobjects/{obj}/{record_id}"
 
 
-def render_record(obj: SObject, row: Row, fields: Iterable[str], version: str) -> dict:
+def render_record(obj: SObject, row: Row, fields: Iterable[str], version: str) -> dict[str, Any]:
     out: dict[str, Any] = {"attributes": {"type": obj.name,
                                           "url": record_url(version, obj.name, row["Id"])}}
     for name in fields:
@@ -69,7 +69,7 @@ def error_response(status: int, code: str, message: str,
     return json_response([body], status, headers)
 
 
-def record_error(code: str, message: str, fields: list[str] | None = None) -> dict:
+def record_error(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
     return {"statusCode": code, "message": message, "fields": fields or []}
 
 

@@ -100,7 +100,7 @@ def coerce(store: Store, fld: S.Field, value: Any) -> Any:
     return text
 
 
-def values_for(store: Store, obj: S.SObject, payload: dict, creating: bool) -> dict[str, Any]:
+def values_for(store: Store, obj: S.SObject, payload: dict[str, Any], creating: bool) -> dict[str, Any]:
     """Validated stored values from a JSON record; raises WriteError on the first bad field."""
     out: dict[str, Any] = {}
     for key, value in payload.items():
@@ -140,9 +140,9 @@ def target_row(store: Store, obj: S.SObject, record_id: Any) -> int:
     return index
 
 
-def collection(store: Store, method: str, records: list[Any], all_or_none: bool) -> list[dict]:
+def collection(store: Store, method: str, records: list[Any], all_or_none: bool) -> list[dict[str, Any]]:
     """Apply one sObject Collections call (POST create, PATCH update, DELETE by id strings)."""
-    plans: list[tuple[S.SObject, int | None, dict] | dict] = []
+    plans: list[tuple[S.SObject, int | None, dict[str, Any]] | dict[str, Any]] = []
     seen: set[str] = set()
     with store.lock:
         for record in records:
@@ -175,7 +175,7 @@ def collection(store: Store, method: str, records: list[Any], all_or_none: bool)
         return results
 
 
-def _failure(method: str, record: Any, error: dict) -> dict[str, Any]:
+def _failure(method: str, record: Any, error: dict[str, Any]) -> dict[str, Any]:
     """A failed record's result: updates and deletes name the id, creates have none."""
     result: dict[str, Any] = {"success": False, "errors": [error]}
     return result if method == "POST" else {"id": _id_of(record), **result}
@@ -190,7 +190,7 @@ def _id_of(record: Any) -> str | None:
     return None
 
 
-def _plan(store: Store, method: str, record: Any) -> tuple[S.SObject, int | None, dict]:
+def _plan(store: Store, method: str, record: Any) -> tuple[S.SObject, int | None, dict[str, Any]]:
     if method == "DELETE":
         parsed = parse_id(record) if isinstance(record, str) else None
         obj = S.BY_PREFIX.get(parsed[0]) if parsed else None
