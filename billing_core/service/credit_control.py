@@ -1,18 +1,17 @@
-"""Credit control: which hold reasons an account should have, and what follows from them.
+"""Credit control in the ledger: reads each account's credit facts, lets the domain decide
+(``billing_core.domain.credit``: the reasons, the figures, what to place and lift), writes the
+outcome and what follows from it.
 
 Rules kept here
-- The reasons are computed from scratch from the ledger each time (:func:`expected_reasons`):
-  ``crm`` while the account's CRM hold flag is set; ``credit_limit`` while exposure (from
-  ``receivables.exposures_minor``, unbilled orders included by policy) is above
-  ``limit × limit_threshold`` (an account without a limit is unlimited by default, else its
-  limit counts as 0); ``overdue`` while ``receivables.overdue_many`` (due date + grace days
-  before today) finds any document. The figures of a batch of accounts are read together
-  (:class:`Figures`: a few grouped queries per batch, not per account), so evaluating a whole
-  bill-run chunk in the commit hook costs little more than evaluating one account.
-- :func:`reevaluate_account` brings ``hold_reasons`` in line: it places and lifts
-  ``credit_limit`` and ``overdue`` (source ``billing``) and mirrors ``crm`` from the flag (source
-  and actor ``crm:<connection>``: only the CRM's flag clears it). It never places or lifts
-  ``manual``. Each change writes hold history. A reason that stays keeps its original
+- The reasons are computed from scratch from the ledger each time: the facts of a batch of
+  accounts are read together (:func:`read_facts`: the account rows, their current reasons, the
+  exposure from ``receivables.exposures_minor`` for accounts a limit applies to, their open
+  debts: a few grouped queries per batch, not per account), so evaluating a whole bill-run chunk
+  in the commit hook costs little more than evaluating one account.
+- :func:`reevaluate_account` brings ``hold_reasons`` in line with ``credit.decide``: it places
+  and lifts ``credit_limit`` and ``overdue`` (source ``billing``) and mirrors ``crm`` from the
+  flag (source and actor ``crm:<connection>``: only the CRM's flag clears it). It never places or
+  lifts ``manual``. Each change writes hold history. A reason that stays keeps its original
   ``placed_at`` and figures.
 - On PostgreSQL the account row is locked for the evaluation, so concurrent transactions
   touching the same account take turns (each reason placed once, one history row).
@@ -28,14 +27,14 @@ Rules kept here
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, select, union
 
+from billing_core.adapters.bulk import id_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -44,104 +43,71 @@ from billing_core.adapters.tables import (
     subscription_changes,
     subscriptions,
 )
+from billing_core.domain import credit
+from billing_core.domain.credit import CreditFacts, CreditPolicy, HoldReason, OpenDebt
 from billing_core.domain.errors import NotFound
+from billing_core.domain.states import ItemStatus, OrderStatus, ProvisioningState
 from billing_core.service import orders as order_service
 from billing_core.service.accounts import get_account
-from billing_core.adapters.bulk import id_in
-from billing_core.service.holds import (
-    BILLING_SOURCE,
-    HoldReason,
-    NewReason,
-    current_reasons_many,
-    lift_reason,
-    place_reasons,
-)
+from billing_core.service.holds import NewReason, current_reasons_many, lift_reason, place_reasons
 from billing_core.service.provisioning import hold_requests, release_requests
-from billing_core.service.receivables import exposures_minor, open_debts, overdue_many
-from billing_core.domain.credit import CreditPolicy
+from billing_core.service.receivables import exposures_minor, open_debts
 
 log = logging.getLogger(__name__)
 
-COMPUTED = ("crm", "credit_limit", "overdue")
 BATCH = 2000    # accounts read (and locked) per query
 # what the decisions read of an account row (the whole row costs ~10 us per account to read)
 DECISION_COLUMNS = (accounts.c.id, accounts.c.ext_source, accounts.c.crm_hold,
                     accounts.c.credit_limit_minor, accounts.c.currency)
 
 
-def effective_limit_minor(account: RowMapping, policy: CreditPolicy) -> int | None:
-    """The exposure above which ``credit_limit`` applies; None = never (unlimited)."""
-    limit = account["credit_limit_minor"]
-    if limit is None:
-        if policy.no_limit_is_unlimited:
-            return None
-        limit = 0
-    return int((Decimal(int(limit)) * policy.limit_threshold).to_integral_value(ROUND_FLOOR))
+def effective_limit_minor(account: Mapping[Any, Any], policy: CreditPolicy) -> int | None:
+    """The exposure above which ``credit_limit`` applies to this account row; None = never."""
+    return credit.hold_threshold_minor(_limit(account), policy)
 
 
 def expected_reasons(conn: Connection, account_id: int, on_date: date,
-                     policy: CreditPolicy) -> dict[str, dict[str, Any]]:
+                     policy: CreditPolicy) -> dict[HoldReason, dict[str, Any]]:
     """The computed reasons the account should carry now, each with its figures."""
-    account = get_account(conn, account_id)
-    figures = Figures.read(conn, {account_id: account}, on_date, policy)
-    return _expected(account, figures, on_date, policy)[0]
+    facts = read_facts(conn, {account_id: get_account(conn, account_id)}, on_date, policy)
+    return credit.expected_reasons(facts[account_id], policy, on_date)
 
 
-@dataclass(frozen=True)
-class Figures:
-    """What the decisions of one batch read from receivables, read once for the batch."""
-
-    exposure: dict[int, int]
-    overdue: dict[int, list[dict[str, Any]]]
-
-    @classmethod
-    def read(cls, conn: Connection, rows: dict[int, RowMapping], on_date: date,
-             policy: CreditPolicy) -> Figures:
-        limited = [a for a, row in rows.items() if effective_limit_minor(row, policy) is not None]
-        exposure = (exposures_minor(conn, limited, on_date,
-                                    include_unbilled=policy.include_unbilled_orders)
-                    if limited else {})
-        return cls(exposure, overdue_many(conn, list(rows), on_date, policy.overdue_grace_days))
-
-
-def _expected(account: RowMapping, figures: Figures, on_date: date, policy: CreditPolicy
-              ) -> tuple[dict[str, dict[str, Any]], int | None]:
-    """(reasons, exposure); exposure is None when no limit applies (it is not computed)."""
-    account_id = int(account["id"])
-    reasons: dict[str, dict[str, Any]] = {}
-    if account["crm_hold"]:
-        reasons["crm"] = {"flag": True, "connection": account["ext_source"]}
-    threshold = effective_limit_minor(account, policy)
-    exposure = None
-    if threshold is not None:
-        exposure = figures.exposure[account_id]
-        if exposure > threshold:
-            reasons["credit_limit"] = _limit_figures(account, exposure, on_date, policy)
-    late = figures.overdue.get(account_id)
-    if late:
-        reasons["overdue"] = {
-            "grace_days": policy.overdue_grace_days, "on_date": on_date,
-            "currency": account["currency"],
-            "documents": [{"type": d["type"], "id": d["id"], "number": d["number"],
-                           "due_date": d["due_date"], "balance_minor": d["balance_minor"]}
-                          for d in late[:20]],
-            "overdue_minor": sum(d["balance_minor"] for d in late)}
-    return reasons, exposure
+def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
+               policy: CreditPolicy, *, fresh: Collection[int] = ()) -> dict[int, CreditFacts]:
+    """The credit facts of the accounts whose rows (``DECISION_COLUMNS``) are given, read
+    together. ``fresh`` accounts were created in this unit of work with nothing else written
+    for them: no reasons, no debts and zero exposure, so nothing is read for them."""
+    known = [a for a in rows if a not in fresh]
+    current = current_reasons_many(conn, known) if known else {}
+    limited = [a for a in known if effective_limit_minor(rows[a], policy) is not None]
+    exposure = (exposures_minor(conn, limited, on_date,
+                                include_unbilled=policy.include_unbilled_orders)
+                if limited else {})
+    exposure.update((a, 0) for a in rows if a in fresh)
+    debts: dict[int, list[OpenDebt]] = {}
+    for d in open_debts(conn, account_ids=known) if known else ():
+        debts.setdefault(int(d["account_id"]), []).append(OpenDebt(
+            type=d["type"], id=d["id"], number=d["number"], due_date=d["due_date"],
+            balance_minor=d["balance_minor"]))
+    return {a: CreditFacts(
+        currency=row["currency"], connection=row["ext_source"], crm_hold=bool(row["crm_hold"]),
+        limit_minor=_limit(row), exposure_minor=exposure.get(a),
+        debts=tuple(debts.get(a, ())), held=tuple(HoldReason(r) for r in current.get(a, {})))
+        for a, row in rows.items()}
 
 
-def _limit_figures(account: RowMapping, exposure: int | None, on_date: date,
-                   policy: CreditPolicy) -> dict[str, Any]:
-    return {"exposure_minor": exposure, "limit_minor": account["credit_limit_minor"],
-            "threshold": str(policy.limit_threshold), "currency": account["currency"],
-            "include_unbilled": policy.include_unbilled_orders, "on_date": on_date}
+def _limit(account: Mapping[Any, Any]) -> int | None:
+    limit = account["credit_limit_minor"]
+    return None if limit is None else int(limit)
 
 
 @dataclass
 class Evaluation:
     account_id: int
-    placed: list[str] = field(default_factory=list)
-    lifted: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    placed: list[HoldReason] = field(default_factory=list)
+    lifted: list[HoldReason] = field(default_factory=list)
+    reasons: list[HoldReason] = field(default_factory=list)
 
     @property
     def on_hold(self) -> bool:
@@ -174,15 +140,13 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
         if missing:
             raise NotFound("account", missing[0])
         known = [a for a in batch if a not in fresh]
-        current = current_reasons_many(uow.conn, known) if known else {}
         waiting = _waiting(uow.conn, known) if known else set()
-        figures = Figures.read(uow.conn, {a: rows[a] for a in known}, on_date, policy)
-        figures.exposure.update((a, 0) for a in batch if a in fresh)
+        # new, no flag: no reason can apply yet, nothing to read or decide
+        decided = {a: row for a, row in rows.items() if a not in fresh or row["crm_hold"]}
+        facts = read_facts(uow.conn, decided, on_date, policy, fresh=fresh)
         placements: list[NewReason] = []
-        evaluations = [Evaluation(account_id)   # new, no flag: no reason can apply yet
-                       if account_id in fresh and not rows[account_id]["crm_hold"]
-                       else _reevaluate(uow, rows[account_id], current.get(account_id, {}),
-                                        figures, policy, on_date, placements)
+        evaluations = [_apply(uow, account_id, facts[account_id], policy, on_date, placements)
+                       if account_id in facts else Evaluation(account_id)
                        for account_id in batch]
         place_reasons(uow, placements)
         hold_requests(uow, [e.account_id for e in evaluations
@@ -194,29 +158,28 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
     return results
 
 
-def _reevaluate(uow: UnitOfWork, account: RowMapping, current: dict[str, HoldReason],
-                figures: Figures, policy: CreditPolicy, on_date: date,
-                placements: list[NewReason]) -> Evaluation:
-    """The account's evaluation; lifts now, placements added to ``placements`` (written with
-    the batch's others; what follows from on hold / released is the caller's)."""
-    account_id = int(account["id"])
-    crm_actor = f"crm:{account['ext_source']}"
-    expected, exposure = _expected(account, figures, on_date, policy)
-    result = Evaluation(account_id)
-    for reason in COMPUTED:
-        actor = crm_actor if reason == "crm" else BILLING_SOURCE
-        if reason in expected and reason not in current:
-            placements.append(NewReason(account_id, reason, actor, actor, expected[reason]))
-            result.placed.append(reason)
-        elif reason in current and reason not in expected:
-            lift_reason(uow, account_id, reason, actor=actor,
-                        details=_lift_details(reason, account, exposure, on_date, policy))
-            result.lifted.append(reason)
-    result.reasons = [r for r in current if r not in result.lifted] + result.placed
+def _apply(uow: UnitOfWork, account_id: int, facts: CreditFacts, policy: CreditPolicy,
+           on_date: date, placements: list[NewReason]) -> Evaluation:
+    """Decide; lift now, add placements to ``placements`` (written with the batch's others;
+    what follows from on hold / released is the caller's)."""
+    decision = credit.decide(facts, policy, on_date)
+    for reason, details in decision.place.items():
+        source = credit.actor(reason, facts.connection)
+        placements.append(NewReason(account_id, reason, source, source, details))
+    for reason, details in decision.lift.items():
+        lift_reason(uow, account_id, reason, actor=credit.actor(reason, facts.connection),
+                    details=details)
+    result = Evaluation(account_id, list(decision.place), list(decision.lift),
+                        list(decision.reasons))
     if result.placed or result.lifted:
-        log.info("hold account=%s placed=%s lifted=%s now=%s", account_id, result.placed,
-                 result.lifted, result.reasons or "none")
+        log.info("hold account=%s placed=%s lifted=%s now=%s", account_id,
+                 _names(result.placed), _names(result.lifted), _names(result.reasons) or "none")
     return result
+
+
+def _names(reasons: list[HoldReason]) -> list[str]:
+    """As the log line has always shown them (``['crm']``, not the members' repr)."""
+    return [r.value for r in reasons]
 
 
 def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapping]:
@@ -233,25 +196,16 @@ def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapp
 def _waiting(conn: Connection, account_ids: list[int]) -> set[int]:
     """Accounts with a held order, a pending quantity change or a waiting request."""
     held = select(orders.c.account_id).where(id_in(conn, orders.c.account_id, account_ids),
-                                             orders.c.status == "held")
+                                             orders.c.status == OrderStatus.HELD)
     waiting = select(provisioning_requests.c.account_id).where(
         id_in(conn, provisioning_requests.c.account_id, account_ids),
-        provisioning_requests.c.state == "awaiting_hold_release")
+        provisioning_requests.c.state == ProvisioningState.AWAITING_HOLD_RELEASE)
     changes = (select(subscriptions.c.account_id)
                .join(subscription_changes,
                      subscriptions.c.id == subscription_changes.c.subscription_id)
                .where(id_in(conn, subscriptions.c.account_id, account_ids),
-                      subscription_changes.c.status == "pending"))
+                      subscription_changes.c.status == ItemStatus.PENDING))
     return {int(r[0]) for r in conn.execute(union(held, waiting, changes))}
-
-
-def _lift_details(reason: str, account: RowMapping, exposure: int | None, on_date: date,
-                  policy: CreditPolicy) -> dict[str, Any]:
-    if reason == "credit_limit":
-        return _limit_figures(account, exposure, on_date, policy)
-    if reason == "overdue":
-        return {"on_date": on_date, "grace_days": policy.overdue_grace_days}
-    return {"flag": False, "connection": account["ext_source"]}
 
 
 def release_account(uow: UnitOfWork, account_id: int) -> int:
@@ -259,12 +213,12 @@ def release_account(uow: UnitOfWork, account_id: int) -> int:
     then let waiting provisioning requests go. Returns how many items were activated."""
     conn = uow.conn
     held = conn.execute(select(orders.c.id, orders.c.created_at).where(
-        orders.c.account_id == account_id, orders.c.status == "held")).all()
+        orders.c.account_id == account_id, orders.c.status == OrderStatus.HELD)).all()
     changes = conn.execute(
         select(subscription_changes.c.id, subscription_changes.c.created_at)
         .join(subscriptions, subscriptions.c.id == subscription_changes.c.subscription_id)
         .where(subscriptions.c.account_id == account_id,
-               subscription_changes.c.status == "pending")).all()
+               subscription_changes.c.status == ItemStatus.PENDING)).all()
     items = sorted([(created, 0, oid) for oid, created in held]
                    + [(created, 1, cid) for cid, created in changes])
     for _, kind, item_id in items:
@@ -331,9 +285,9 @@ def run_reevaluation(engine: Engine, on_date: date | None = None,
     with uow_factory() as uow:
         on_date = on_date or uow.now().date()
         if only_past_due:
-            limit = on_date - timedelta(days=policy.overdue_grace_days)
+            grace = policy.overdue_grace_days
             candidates = sorted({d["account_id"] for d in open_debts(uow.conn)
-                                 if d["due_date"] is not None and d["due_date"] < limit})
+                                 if credit.is_overdue(d["due_date"], on_date, grace)})
         else:
             candidates = [r[0] for r in uow.conn.execute(
                 select(accounts.c.id).order_by(accounts.c.id))]

@@ -47,6 +47,14 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.errors import InvalidAmount, InvalidState, NotFound, ValidationError
 from billing_core.domain.money import Money, parse_amount
+from billing_core.domain.states import (
+    OPEN_CREDIT_MEMO,
+    OPEN_DEBIT_MEMO,
+    OPEN_INVOICE,
+    CreditMemoStatus,
+    DebitMemoStatus,
+    InvoiceStatus,
+)
 from billing_core.service import voiding
 
 P = ParamSpec("P")
@@ -57,13 +65,14 @@ TABLES: dict[str, Table] = {
     "payment": payments,
 }
 # Statuses in which a target can take an application and a source can give one.
-OPEN_TARGET = {"invoice": ("posted", "partially_paid"), "debit_memo": ("active", "partially_paid")}
-OPEN_SOURCE = {"credit_memo": ("active", "partially_applied")}
+OPEN_TARGET: dict[str, tuple[str, ...]] = {"invoice": OPEN_INVOICE, "debit_memo": OPEN_DEBIT_MEMO}
+OPEN_SOURCE: dict[str, tuple[str, ...]] = {"credit_memo": OPEN_CREDIT_MEMO}
 # (nothing applied, part applied, all applied) per document type.
-SETTLED = {
-    "invoice": ("posted", "partially_paid", "paid"),
-    "debit_memo": ("active", "partially_paid", "paid"),
-    "credit_memo": ("active", "partially_applied", "applied"),
+SETTLED: dict[str, tuple[str, str, str]] = {
+    "invoice": (InvoiceStatus.POSTED, InvoiceStatus.PARTIALLY_PAID, InvoiceStatus.PAID),
+    "debit_memo": (DebitMemoStatus.ACTIVE, DebitMemoStatus.PARTIALLY_PAID, DebitMemoStatus.PAID),
+    "credit_memo": (CreditMemoStatus.ACTIVE, CreditMemoStatus.PARTIALLY_APPLIED,
+                    CreditMemoStatus.APPLIED),
 }
 
 
@@ -170,15 +179,16 @@ def balance(doc: RowMapping, doc_type: str) -> int:
 def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
     """Void an invoice (id or number) that has nothing applied. Returns the voided row."""
     row = find(uow.conn, "invoice", invoice, lock=True)
-    if row["status"] == "void":
+    if row["status"] == InvoiceStatus.VOID:
         raise InvalidState("invoice", invoice, "is already void")
     if row["applied_minor"] != 0:
         applied = Money.of_minor(row["applied_minor"], row["currency"])
         raise InvalidState("invoice", invoice, f"has {applied} applied: unapply first")
     voiding.check_voidable(uow, row)
     done = uow.conn.execute(update(invoices).where(
-        invoices.c.id == row["id"], invoices.c.applied_minor == 0, invoices.c.status != "void",
-    ).values(status="void", voided_at=uow.now())).rowcount
+        invoices.c.id == row["id"], invoices.c.applied_minor == 0,
+        invoices.c.status != InvoiceStatus.VOID,
+    ).values(status=InvoiceStatus.VOID, voided_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("invoice", invoice, "changed while voiding it: try again")
     voiding.release_billed(uow, row)

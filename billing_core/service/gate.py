@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from billing_core.adapters.bulk import id_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -36,10 +37,11 @@ from billing_core.adapters.tables import (
     products,
     subscriptions,
 )
+from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.errors import LedgerError, NotFound
 from billing_core.domain.money import to_decimal
+from billing_core.domain.states import OrderStatus
 from billing_core.service import orders as order_service
-from billing_core.adapters.bulk import id_in
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
     NewRequest,
@@ -47,7 +49,6 @@ from billing_core.service.provisioning import (
     create_requests,
     idempotency_key,
 )
-from billing_core.domain.credit import CreditPolicy
 
 
 def accept_order(uow: UnitOfWork, data: order_service.OrderIn, *,
@@ -107,7 +108,7 @@ def _accept_round(uow: UnitOfWork, items: list[order_service.OrderIn],
         held = sorted(o for o, d in new.items() if on_hold.get(d.account_id))
         if held:
             uow.conn.execute(update(orders).where(id_in(uow.conn, orders.c.id, held))
-                             .values(status="held"))
+                             .values(status=OrderStatus.HELD))
         order_service.activate_orders(uow, sorted(set(new) - set(held)))
         for d in new.values():
             uow.touch(d.account_id)

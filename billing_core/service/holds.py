@@ -22,25 +22,26 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from billing_core.adapters.bulk import id_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import hold_history, hold_reasons
+from billing_core.domain.credit import HoldReason
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
 from billing_core.service.accounts import get_account
-from billing_core.adapters.bulk import id_in
 
-REASONS = ("crm", "credit_limit", "overdue", "manual")
-BILLING_OWNED = frozenset({"credit_limit", "overdue"})
-BILLING_SOURCE = "billing"
+REASONS: tuple[str, ...] = tuple(r.value for r in HoldReason)   # as the CLI offers them
 
-_WHO_CLEARS = {
-    "crm": "only the CRM clears it (finance unsets the credit-hold flag)",
-    "credit_limit": "billing lifts it by itself once exposure is within the limit",
-    "overdue": "billing lifts it by itself once no document is overdue",
+_WHO_CLEARS: dict[str, str] = {
+    HoldReason.CRM: "only the CRM clears it (finance unsets the credit-hold flag)",
+    HoldReason.CREDIT_LIMIT: "billing lifts it by itself once exposure is within the limit",
+    HoldReason.OVERDUE: "billing lifts it by itself once no document is overdue",
 }
 
 
 @dataclass(frozen=True)
-class HoldReason:
+class PlacedReason:
+    """A row of ``hold_reasons``: a reason the account carries."""
+
     account_id: int
     reason: str
     source: str
@@ -48,22 +49,29 @@ class HoldReason:
     details: dict[str, Any]
 
 
-def _reason(row: Any) -> HoldReason:
-    return HoldReason(account_id=row["account_id"], reason=row["reason"], source=row["source"],
-                      placed_at=row["placed_at"], details=json.loads(row["details"] or "{}"))
+def parse_reason(value: object) -> HoldReason:
+    """A reason's name as given (CLI, API, a caller), or a ``ValidationError`` naming it."""
+    if isinstance(value, str) and value in REASONS:
+        return HoldReason(value)
+    raise ValidationError("reason", value, f"must be one of {', '.join(REASONS)}")
 
 
-def current_reasons(conn: Connection, account_id: int) -> dict[str, HoldReason]:
+def _reason(row: Any) -> PlacedReason:
+    return PlacedReason(account_id=row["account_id"], reason=row["reason"], source=row["source"],
+                        placed_at=row["placed_at"], details=json.loads(row["details"] or "{}"))
+
+
+def current_reasons(conn: Connection, account_id: int) -> dict[str, PlacedReason]:
     rows = conn.execute(select(hold_reasons).where(hold_reasons.c.account_id == account_id)
                         .order_by(hold_reasons.c.id)).mappings()
     return {r["reason"]: _reason(r) for r in rows}
 
 
 def current_reasons_many(conn: Connection, account_ids: list[int]
-                         ) -> dict[int, dict[str, HoldReason]]:
+                         ) -> dict[int, dict[str, PlacedReason]]:
     """:func:`current_reasons` for many accounts in one query (accounts without any are left
     out)."""
-    out: dict[int, dict[str, HoldReason]] = {}
+    out: dict[int, dict[str, PlacedReason]] = {}
     if not account_ids:
         return out
     rows = conn.execute(select(hold_reasons).where(id_in(conn, hold_reasons.c.account_id,
@@ -97,8 +105,7 @@ class NewReason:
 def place_reasons(uow: UnitOfWork, items: list[NewReason]) -> None:
     """:func:`place_reason` for many: one statement per table."""
     for item in items:
-        if item.reason not in REASONS:
-            raise ValidationError("reason", item.reason, f"must be one of {', '.join(REASONS)}")
+        parse_reason(item.reason)
     if not items:
         return
     now = uow.now()
@@ -129,34 +136,32 @@ def place_manual_hold(uow: UnitOfWork, account_id: int, note: str, *, admin: str
         raise ValidationError("note", note, "is required: say why the account is held")
     if not admin or not admin.strip():
         raise ValidationError("admin", admin, "is required")
-    if "manual" in current_reasons(uow.conn, account_id):
+    if HoldReason.MANUAL in current_reasons(uow.conn, account_id):
         raise InvalidState("account", account_id, "already has a manual hold")
-    place_reason(uow, account_id, "manual", source=f"admin:{admin}", actor=f"admin:{admin}",
+    place_reason(uow, account_id, HoldReason.MANUAL, source=f"admin:{admin}", actor=f"admin:{admin}",
                  details={"note": note.strip()})
     uow.touch(account_id)
 
 
 def release_manual_hold(uow: UnitOfWork, account_id: int, *, admin: str,
-                        reason: str = "manual") -> list[str]:
+                        reason: str = HoldReason.MANUAL) -> list[str]:
     """Lift the manual reason; returns the reasons that remain (the account stays on hold while
     any does). Releasing any other reason is refused with the rule that clears it."""
     get_account(uow.conn, account_id)
     reasons = current_reasons(uow.conn, account_id)
-    if reason != "manual":
-        if reason not in REASONS:
-            raise ValidationError("reason", reason, f"must be one of {', '.join(REASONS)}")
+    if parse_reason(reason) != HoldReason.MANUAL:
         raise RuleViolation("reason", reason, f"is not released by hand: {_WHO_CLEARS[reason]}")
-    if "manual" not in reasons:
+    if HoldReason.MANUAL not in reasons:
         others = describe_reasons(reasons)
         raise InvalidState("account", account_id, "has no manual hold to release" + (
             f"; it is on hold for: {others}" if others else " and is not on hold"))
-    lift_reason(uow, account_id, "manual", actor=f"admin:{admin}",
-                details={"note": reasons["manual"].details.get("note")})
+    lift_reason(uow, account_id, HoldReason.MANUAL, actor=f"admin:{admin}",
+                details={"note": reasons[HoldReason.MANUAL].details.get("note")})
     uow.touch(account_id)
-    return [r for r in reasons if r != "manual"]
+    return [r for r in reasons if r != HoldReason.MANUAL]
 
 
-def describe_reasons(reasons: dict[str, HoldReason] | list[str]) -> str:
+def describe_reasons(reasons: dict[str, PlacedReason] | list[str]) -> str:
     """``crm (only the CRM clears it ...), credit_limit (...)`` for error lines and the CLI."""
     names = list(reasons)
     return ", ".join(f"{n} ({_WHO_CLEARS[n]})" if n in _WHO_CLEARS else n for n in names)
@@ -183,8 +188,8 @@ def history_after(conn: Connection, after_id: int = 0, *, limit: int = 500
 def list_holds(conn: Connection, *, reason: str | None = None, after_id: int = 0,
                limit: int = 500) -> list[dict[str, Any]]:
     """Accounts on hold (optionally with a given reason), each with all its reasons."""
-    if reason is not None and reason not in REASONS:
-        raise ValidationError("reason", reason, f"must be one of {', '.join(REASONS)}")
+    if reason is not None:
+        parse_reason(reason)
     ids = select(hold_reasons.c.account_id).where(hold_reasons.c.account_id > after_id)
     if reason is not None:
         ids = ids.where(hold_reasons.c.reason == reason)

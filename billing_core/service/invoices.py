@@ -18,9 +18,8 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, credit_draws, invoice_lines, invoices
 from billing_core.domain.errors import InvalidState, NotFound
 from billing_core.domain.money import from_minor
+from billing_core.domain.states import InvoiceStatus
 from billing_core.service.numbering import take_number
-
-STATUSES = ("draft", "posted", "partially_paid", "paid", "void")
 
 
 def find_invoice(conn: Connection, ref: int | str) -> RowMapping:
@@ -70,12 +69,12 @@ def invoice_view(conn: Connection, ref: int | str) -> dict[str, Any]:
 def post_invoice(uow: UnitOfWork, ref: int | str) -> str:
     """Post a draft: take its number, mark it posted; returns the number."""
     inv = find_invoice(uow.conn, ref)
-    if inv["status"] != "draft":
+    if inv["status"] != InvoiceStatus.DRAFT:
         raise InvalidState("invoice", ref, f"is {inv['status']}, only a draft can be posted")
     number = take_number(uow.conn, inv["series"])
     done = uow.conn.execute(update(invoices).where(
-        invoices.c.id == inv["id"], invoices.c.status == "draft").values(
-        status="posted", number=number, posted_at=uow.now())).rowcount
+        invoices.c.id == inv["id"], invoices.c.status == InvoiceStatus.DRAFT).values(
+        status=InvoiceStatus.POSTED, number=number, posted_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("invoice", ref, "changed while posting it: try again")
     uow.touch(int(inv["account_id"]))

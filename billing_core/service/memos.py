@@ -29,6 +29,12 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency
+from billing_core.domain.states import (
+    CANCELLABLE_CREDIT_MEMO,
+    CANCELLABLE_DEBIT_MEMO,
+    CreditMemoStatus,
+    DebitMemoStatus,
+)
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import (
@@ -74,7 +80,7 @@ def issue_credit_memo(uow: UnitOfWork, account_id: int, amount_minor: int, reaso
     if origin not in ORIGINS:
         raise ValidationError("origin", origin, f"must be one of {', '.join(ORIGINS)}")
     memo_id = inserted_id(uow.conn.execute(insert(credit_memos).values(
-        account_id=account_id, currency=account["currency"], status="draft",
+        account_id=account_id, currency=account["currency"], status=CreditMemoStatus.DRAFT,
         amount_minor=amount_minor, applied_minor=0, reason=_reason(reason), origin=origin,
         origin_invoice_id=origin_invoice_id, origin_grant_id=origin_grant_id,
         created_at=uow.now())))
@@ -95,11 +101,11 @@ def create_credit_memo(uow: UnitOfWork, account_id: int, amount: object, reason:
 @atomic
 def activate_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "credit_memo", memo, lock=True)
-    if row["status"] != "draft":
+    if row["status"] != CreditMemoStatus.DRAFT:
         raise InvalidState("credit_memo", memo, f"is {row['status']}: only a draft is activated")
     done = uow.conn.execute(update(credit_memos).where(
-        credit_memos.c.id == row["id"], credit_memos.c.status == "draft",
-    ).values(status="active", number=take_number(uow.conn, "CM"),
+        credit_memos.c.id == row["id"], credit_memos.c.status == CreditMemoStatus.DRAFT,
+    ).values(status=CreditMemoStatus.ACTIVE, number=take_number(uow.conn, "CM"),
              activated_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("credit_memo", memo, "changed while activating it: try again")
@@ -139,7 +145,7 @@ def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None)
 @atomic
 def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "credit_memo", memo, lock=True)
-    if row["status"] not in ("draft", "active") or row["applied_minor"] != 0:
+    if row["status"] not in CANCELLABLE_CREDIT_MEMO or row["applied_minor"] != 0:
         raise InvalidState("credit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
                                                 "applied: only an unapplied memo is cancelled")
     if row["origin"] == "credit_conversion":
@@ -147,8 +153,8 @@ def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
                                                 "credits instead of cancelling it")
     done = uow.conn.execute(update(credit_memos).where(
         credit_memos.c.id == row["id"], credit_memos.c.applied_minor == 0,
-        credit_memos.c.status.in_(("draft", "active")),
-    ).values(status="cancelled", cancelled_at=uow.now())).rowcount
+        credit_memos.c.status.in_(CANCELLABLE_CREDIT_MEMO),
+    ).values(status=CreditMemoStatus.CANCELLED, cancelled_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("credit_memo", memo, "changed while cancelling it: try again")
     uow.touch(int(row["account_id"]))
@@ -179,7 +185,7 @@ def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: 
     account = get_account(uow.conn, account_id)
     minor = parse_money(amount, _currency(account, currency), "amount")
     return inserted_id(uow.conn.execute(insert(debit_memos).values(
-        account_id=account_id, currency=account["currency"], status="draft",
+        account_id=account_id, currency=account["currency"], status=DebitMemoStatus.DRAFT,
         amount_minor=minor, applied_minor=0, reason=_reason(reason),
         created_at=uow.now())))
 
@@ -188,13 +194,13 @@ def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: 
 def activate_debit_memo(uow: UnitOfWork, memo: object, *,
                         issue_date: date | None = None) -> dict[str, Any]:
     row = find(uow.conn, "debit_memo", memo, lock=True)
-    if row["status"] != "draft":
+    if row["status"] != DebitMemoStatus.DRAFT:
         raise InvalidState("debit_memo", memo, f"is {row['status']}: only a draft is activated")
     account = get_account(uow.conn, row["account_id"])
     issued = issue_date or uow.now().date()
     done = uow.conn.execute(update(debit_memos).where(
-        debit_memos.c.id == row["id"], debit_memos.c.status == "draft",
-    ).values(status="active", number=take_number(uow.conn, "DM"), issue_date=issued,
+        debit_memos.c.id == row["id"], debit_memos.c.status == DebitMemoStatus.DRAFT,
+    ).values(status=DebitMemoStatus.ACTIVE, number=take_number(uow.conn, "DM"), issue_date=issued,
              due_date=issued + timedelta(days=int(account["payment_terms_days"])),
              activated_at=uow.now())).rowcount
     if done != 1:
@@ -206,13 +212,13 @@ def activate_debit_memo(uow: UnitOfWork, memo: object, *,
 @atomic
 def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "debit_memo", memo, lock=True)
-    if row["status"] not in ("draft", "active") or row["applied_minor"] != 0:
+    if row["status"] not in CANCELLABLE_DEBIT_MEMO or row["applied_minor"] != 0:
         raise InvalidState("debit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
                                                "paid: only an unpaid memo is cancelled")
     done = uow.conn.execute(update(debit_memos).where(
         debit_memos.c.id == row["id"], debit_memos.c.applied_minor == 0,
-        debit_memos.c.status.in_(("draft", "active")),
-    ).values(status="cancelled", cancelled_at=uow.now())).rowcount
+        debit_memos.c.status.in_(CANCELLABLE_DEBIT_MEMO),
+    ).values(status=DebitMemoStatus.CANCELLED, cancelled_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("debit_memo", memo, "changed while cancelling it: try again")
     uow.touch(int(row["account_id"]))

@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, insert, or_, select, update
 
+from billing_core.adapters.bulk import id_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.provisioners.base import Provisioner, ProvisionError, ProvisioningTask
 from billing_core.adapters.tables import (
@@ -44,13 +45,12 @@ from billing_core.adapters.tables import (
     provisioning_requests as pr,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
-from billing_core.adapters.bulk import id_in
+from billing_core.domain.states import UNSENT_REQUEST
+from billing_core.domain.states import ProvisioningState as State
 
 log = logging.getLogger(__name__)
 
-STATES = ("pending", "awaiting_hold_release", "dispatching", "dispatched", "provisioned",
-          "failed", "cancelled")
-OPEN_STATES = ("pending", "awaiting_hold_release")
+STATES: tuple[str, ...] = tuple(s.value for s in State)   # as the CLI offers them
 DEFAULT_LEASE = timedelta(minutes=10)
 _KEY_NAMESPACE = uuid.UUID("6f1c3d2a-5b7e-4c1d-9a8f-2e4b6c8d0a1f")
 
@@ -81,7 +81,7 @@ def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
         {"account_id": r.account_id, "order_id": r.order_id, "product_id": r.product_id,
          "quantity": r.quantity, "subscription_id": r.subscription_id,
          "one_time_charge_id": r.one_time_charge_id, "idempotency_key": r.key, "attempts": 0,
-         "state": "awaiting_hold_release" if r.on_hold else "pending", "created_at": now,
+         "state": _waiting_or_pending(r.on_hold), "created_at": now,
          "updated_at": now} for r in items])
 
 
@@ -90,21 +90,22 @@ def hold_requests(uow: UnitOfWork, account_ids: Sequence[int]) -> int:
     if not account_ids:
         return 0
     return uow.conn.execute(update(pr).where(id_in(uow.conn, pr.c.account_id, account_ids),
-                                             pr.c.state == "pending")
-                            .values(state="awaiting_hold_release", updated_at=uow.now())).rowcount
+                                             pr.c.state == State.PENDING)
+                            .values(state=State.AWAITING_HOLD_RELEASE,
+                                    updated_at=uow.now())).rowcount
 
 
 def release_requests(uow: UnitOfWork, account_id: int) -> int:
     """The hold lifted: waiting requests become pending (dispatch takes them in id order)."""
     return uow.conn.execute(update(pr).where(pr.c.account_id == account_id,
-                                             pr.c.state == "awaiting_hold_release")
-                            .values(state="pending", updated_at=uow.now())).rowcount
+                                             pr.c.state == State.AWAITING_HOLD_RELEASE)
+                            .values(state=State.PENDING, updated_at=uow.now())).rowcount
 
 
 def cancel_order_requests(uow: UnitOfWork, order_id: int) -> int:
     return uow.conn.execute(update(pr).where(pr.c.order_id == order_id,
-                                             pr.c.state.in_(OPEN_STATES))
-                            .values(state="cancelled", updated_at=uow.now())).rowcount
+                                             pr.c.state.in_(UNSENT_REQUEST))
+                            .values(state=State.CANCELLED, updated_at=uow.now())).rowcount
 
 
 def get_request(conn: Connection, request_id: int) -> dict[str, Any]:
@@ -126,16 +127,15 @@ def list_requests(conn: Connection, *, state: str | None = None, account_id: int
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-def retry_request(uow: UnitOfWork, request_id: int) -> str:
+def retry_request(uow: UnitOfWork, request_id: int) -> State:
     """A failed request goes back to the queue with its own key; it waits if the account is on
     hold. Returns the new state."""
     row = get_request(uow.conn, request_id)
-    if row["state"] != "failed":
+    if row["state"] != State.FAILED:
         raise InvalidState("provisioning_request", request_id,
                            f"is {row['state']}; only a failed request can be retried")
-    on_hold = _held(uow.conn, row["account_id"])
-    state = "awaiting_hold_release" if on_hold else "pending"
-    uow.conn.execute(update(pr).where(pr.c.id == request_id, pr.c.state == "failed").values(
+    state = _waiting_or_pending(_held(uow.conn, row["account_id"]))
+    uow.conn.execute(update(pr).where(pr.c.id == request_id, pr.c.state == State.FAILED).values(
         state=state, next_attempt_at=None, updated_at=uow.now()))
     return state
 
@@ -143,11 +143,15 @@ def retry_request(uow: UnitOfWork, request_id: int) -> str:
 def mark_provisioned(uow: UnitOfWork, request_id: int) -> None:
     """The receiver confirmed the work is done."""
     row = get_request(uow.conn, request_id)
-    if row["state"] not in ("dispatched", "provisioned"):
+    if row["state"] not in (State.DISPATCHED, State.PROVISIONED):
         raise InvalidState("provisioning_request", request_id,
                            f"is {row['state']}; only a dispatched request can be provisioned")
     uow.conn.execute(update(pr).where(pr.c.id == request_id).values(
-        state="provisioned", updated_at=uow.now()))
+        state=State.PROVISIONED, updated_at=uow.now()))
+
+
+def _waiting_or_pending(on_hold: bool) -> State:
+    return State.AWAITING_HOLD_RELEASE if on_hold else State.PENDING
 
 
 def _held(conn: Connection, account_id: int) -> bool:
@@ -174,15 +178,15 @@ def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int = 5
             outcome: str = provisioner.provision(task)
             error = None
         except ProvisionError as exc:
-            outcome, error = "failed", str(exc)
+            outcome, error = State.FAILED, str(exc)
         except Exception as exc:
             # A bug in a provisioner must not strand the rest of the claimed batch in
             # 'dispatching': the request is recorded failed (listed, retriable) with the cause.
             log.exception("provisioner %s raised on request=%s", provisioner.name,
                           task.request_id)
-            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            outcome, error = State.FAILED, f"{type(exc).__name__}: {exc}"
         _record(engine, task, outcome, error, clock())
-        (report.failed if outcome == "failed" else report.dispatched).append(task.request_id)
+        (report.failed if outcome == State.FAILED else report.dispatched).append(task.request_id)
         log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",
                  task.request_id, task.idempotency_key, worker_id, task.attempt, outcome,
                  f" error={error}" if error else "")
@@ -193,8 +197,8 @@ def claim(engine: Engine, *, limit: int, now: datetime,
           lease: timedelta = DEFAULT_LEASE) -> list[ProvisioningTask]:
     """Transaction 1: lock, mark ``dispatching`` with the attempt and the lease, return tasks."""
     no_hold = ~exists().where(hold_reasons.c.account_id == pr.c.account_id)
-    due = or_(pr.c.state == "pending",
-              and_(pr.c.state == "dispatching", pr.c.next_attempt_at <= now))
+    due = or_(pr.c.state == State.PENDING,
+              and_(pr.c.state == State.DISPATCHING, pr.c.next_attempt_at <= now))
     stmt = select(pr.c.id).where(due, no_hold).order_by(pr.c.id).limit(limit)
     if engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=pr)
@@ -203,7 +207,7 @@ def claim(engine: Engine, *, limit: int, now: datetime,
         if not ids:
             return []
         conn.execute(update(pr).where(pr.c.id.in_(ids)).values(
-            state="dispatching", attempts=pr.c.attempts + 1, next_attempt_at=now + lease,
+            state=State.DISPATCHING, attempts=pr.c.attempts + 1, next_attempt_at=now + lease,
             updated_at=now))
         rows = conn.execute(
             select(pr, accounts.c.ext_source, accounts.c.ext_id, accounts.c.name,
@@ -231,6 +235,7 @@ def _record(engine: Engine, task: ProvisioningTask, outcome: str, error: str | N
             now: datetime) -> None:
     """Transaction 2: the outcome, only if the row is still ours (``dispatching``)."""
     with engine.begin() as conn:
-        conn.execute(update(pr).where(pr.c.id == task.request_id, pr.c.state == "dispatching")
+        conn.execute(update(pr).where(pr.c.id == task.request_id,
+                                      pr.c.state == State.DISPATCHING)
                      .values(state=outcome, last_error=error, next_attempt_at=None,
                              updated_at=now))

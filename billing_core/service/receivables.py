@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, func, select, union
 
+from billing_core.adapters.bulk import id_in
 from billing_core.adapters.tables import (
     accounts,
     credit_memos,
@@ -40,15 +41,22 @@ from billing_core.adapters.tables import (
     payments,
     subscriptions,
 )
+from billing_core.domain.credit import is_overdue
 from billing_core.domain.errors import NotFound
 from billing_core.domain.money import to_minor
+from billing_core.domain.states import (
+    OPEN_CREDIT_MEMO,
+    OPEN_DEBIT_MEMO,
+    OPEN_INVOICE,
+    OPEN_ORDER,
+    InvoiceStatus,
+    ItemStatus,
+)
 from billing_core.service.accounts import get_account
-from billing_core.adapters.bulk import id_in
 from billing_core.service.pricing import Price, price_for, rate
 
 log = logging.getLogger(__name__)
 
-OPEN_ORDER = ("accepted", "held", "active")
 BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")   # row keys: f"{bucket}_minor"
 IN_LIST = 2000         # accounts per query (the list is one bound value: bulk.id_in)
 
@@ -64,9 +72,9 @@ def open_balances_minor(conn: Connection, account_ids: Sequence[int]) -> dict[in
     ids = sorted(set(account_ids))
     result = dict.fromkeys(ids, 0)
     for table, amount, statuses, sign in (
-            (invoices, invoices.c.total_minor, ("posted", "partially_paid"), 1),
-            (debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid"), 1),
-            (credit_memos, credit_memos.c.amount_minor, ("active", "partially_applied"), -1),
+            (invoices, invoices.c.total_minor, OPEN_INVOICE, 1),
+            (debit_memos, debit_memos.c.amount_minor, OPEN_DEBIT_MEMO, 1),
+            (credit_memos, credit_memos.c.amount_minor, OPEN_CREDIT_MEMO, -1),
             (payments, payments.c.amount_minor, None, -1)):
         for chunk in _chunks(ids):
             stmt = (select(table.c.account_id, func.sum(amount - table.c.applied_minor))
@@ -127,7 +135,7 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
                        table.c.quantity, table.c.unit_price)
                 .join(accounts, accounts.c.id == table.c.account_id)
                 .where(id_in(conn, table.c.account_id, chunk), table.c.order_id.in_(open_orders),
-                       unbilled, table.c.status != "cancelled")).all()
+                       unbilled, table.c.status != ItemStatus.CANCELLED)).all()
         for account_id, currency, product_id, quantity, unit_price in items:
             result[int(account_id)] += _unit_amount(conn, prices, product_id, quantity,
                                                     unit_price, currency, on_date)
@@ -162,8 +170,8 @@ def open_debts(conn: Connection, account_id: int | None = None, *,
         [None] if account_ids is None else list(_chunks(sorted(set(account_ids)))))
     rows: list[dict[str, Any]] = []
     for doc_type, table, amount, statuses in (
-            ("invoice", invoices, invoices.c.total_minor, ("posted", "partially_paid")),
-            ("debit_memo", debit_memos, debit_memos.c.amount_minor, ("active", "partially_paid"))):
+            ("invoice", invoices, invoices.c.total_minor, OPEN_INVOICE),
+            ("debit_memo", debit_memos, debit_memos.c.amount_minor, OPEN_DEBIT_MEMO)):
         for scope in scopes:
             stmt = select(table.c.id, table.c.number, table.c.account_id, table.c.currency,
                           table.c.due_date, (amount - table.c.applied_minor).label("balance")
@@ -187,10 +195,9 @@ def overdue_documents(conn: Connection, account_id: int, on_date: date,
 def overdue_many(conn: Connection, account_ids: Sequence[int], on_date: date,
                  grace_days: int = 0) -> dict[int, list[dict[str, Any]]]:
     """:func:`overdue_documents` for many accounts (accounts with nothing late are absent)."""
-    limit = on_date - timedelta(days=grace_days)
     late: dict[int, list[dict[str, Any]]] = {}
     for d in open_debts(conn, account_ids=account_ids):
-        if d["due_date"] is not None and d["due_date"] < limit:
+        if is_overdue(d["due_date"], on_date, grace_days):
             late.setdefault(int(d["account_id"]), []).append(
                 dict(d, days_overdue=(on_date - d["due_date"]).days))
     for docs in late.values():
@@ -289,7 +296,7 @@ def _last_invoices(conn: Connection, account_ids: list[int]) -> dict[int, Any]:
                                order_by=(invoices.c.issue_date.desc(), invoices.c.id.desc())
                                ).label("rank"),
     ).where(id_in(conn, invoices.c.account_id, account_ids), invoices.c.number.is_not(None),
-            invoices.c.status.not_in(("draft", "void"))).subquery()
+            invoices.c.status.not_in((InvoiceStatus.DRAFT, InvoiceStatus.VOID))).subquery()
     return {int(r.account_id): r for r in conn.execute(
         select(ranked.c.account_id, ranked.c.number, ranked.c.issue_date)
         .where(ranked.c.rank == 1))}
@@ -300,9 +307,9 @@ def accounts_with_overdue(conn: Connection, on_date: date) -> set[int]:
     overdue days grow with no event."""
     parts = [
         select(invoices.c.account_id.label("a")).where(
-            invoices.c.status.in_(("posted", "partially_paid")), invoices.c.due_date < on_date),
+            invoices.c.status.in_(OPEN_INVOICE), invoices.c.due_date < on_date),
         select(debit_memos.c.account_id).where(
-            debit_memos.c.status.in_(("active", "partially_paid")),
+            debit_memos.c.status.in_(OPEN_DEBIT_MEMO),
             debit_memos.c.due_date < on_date),
     ]
     return {int(r[0]) for r in conn.execute(union(*parts))}

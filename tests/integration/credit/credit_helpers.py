@@ -19,11 +19,11 @@ from billing_core.adapters.tables import (
     provisioning_requests,
     subscriptions,
 )
+from billing_core.domain.credit import CreditPolicy
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import AccountIn, create_account
 from billing_core.service.orders import OneTimeItem, OrderIn, SubscriptionItem
 from billing_core.service.pricing import ProductIn, add_product, set_price
-from billing_core.domain.credit import CreditPolicy
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from credit_helpers import Ledger, make_account, post_invoice
 
+from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
 from billing_core.service.accounts import set_credit_limit, set_crm_hold
 from billing_core.service.credit_control import run_reevaluation
@@ -19,7 +20,6 @@ from billing_core.service.holds import (
     release_manual_hold,
 )
 from billing_core.service.payments import record_payment
-from billing_core.domain.credit import CreditPolicy
 
 
 def _hourly(ledger: Ledger, **kw: object) -> dict[str, int]:

@@ -8,10 +8,10 @@ from decimal import Decimal
 import pytest
 from credit_helpers import licence_order, make_account, make_products
 
+from billing_core.domain.credit import CreditPolicy
 from billing_core.service.accounts import AccountIn, upsert_accounts
 from billing_core.service.credit_control import expected_reasons
 from billing_core.service.gate import accept_order
-from billing_core.domain.credit import CreditPolicy
 
 POLICIES = [CreditPolicy(), CreditPolicy(no_limit_is_unlimited=False),
             CreditPolicy(limit_threshold=Decimal("0.5"), include_unbilled_orders=False)]

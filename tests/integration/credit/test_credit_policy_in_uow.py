@@ -13,9 +13,9 @@ from credit_helpers import licence_order, make_account, make_products, post_invo
 from sqlalchemy import select
 
 from billing_core.adapters.tables import orders
+from billing_core.domain.credit import CreditPolicy
 from billing_core.service import ledger_uow
 from billing_core.service.gate import accept_order
-from billing_core.domain.credit import CreditPolicy
 
 
 def test_accept_order_uses_the_policy_of_its_unit_of_work(engine) -> None:

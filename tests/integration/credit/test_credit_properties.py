@@ -35,6 +35,7 @@ from billing_core.adapters.tables import (
     provisioning_requests,
     subscriptions,
 )
+from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.money import from_minor
 from billing_core.service.accounts import set_credit_limit, set_crm_hold
 from billing_core.service.credit_control import run_reevaluation
@@ -43,7 +44,6 @@ from billing_core.service.holds import place_manual_hold, release_manual_hold
 from billing_core.service.memos import apply_credit_memo, cancel_credit_memo, create_credit_memo
 from billing_core.service.payments import record_payment
 from billing_core.service.provisioning import dispatch_pending
-from billing_core.domain.credit import CreditPolicy
 
 GRACE = 2
 ACCOUNTS = 2

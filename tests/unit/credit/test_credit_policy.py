@@ -1,25 +1,24 @@
-"""The limit rule on its own: threshold share, rounding down to a whole minor unit, accounts
-without a limit; the idempotency key is stable per (order, item); refused policies."""
+"""The service's pure parts of credit control: the limit read from an account row, the
+idempotency key is stable per (order, item), refused policies, reason names checked."""
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
 
+from billing_core.domain.credit import CreditPolicy, HoldReason
+from billing_core.domain.errors import ValidationError
 from billing_core.service.credit_control import effective_limit_minor, reevaluate_touched_hook
-from billing_core.service.provisioning import idempotency_key
-from billing_core.domain.credit import CreditPolicy
+from billing_core.service.holds import REASONS, parse_reason
+from billing_core.service.provisioning import STATES, idempotency_key
 
 
 @pytest.mark.parametrize("limit,policy,expected", [
-    (100000, CreditPolicy(), 100000),
     (100000, CreditPolicy(limit_threshold=Decimal("0.9")), 90000),
-    (99999, CreditPolicy(limit_threshold=Decimal("0.5")), 49999),     # floor: hold sooner
-    (0, CreditPolicy(), 0),
-    (None, CreditPolicy(), None),                                     # unlimited
-    (None, CreditPolicy(no_limit_is_unlimited=False), 0),             # any exposure holds
+    (None, CreditPolicy(), None),
+    (None, CreditPolicy(no_limit_is_unlimited=False), 0),
 ])
-def test_effective_limit(limit, policy, expected):
+def test_effective_limit_of_an_account_row(limit, policy, expected):
     assert effective_limit_minor({"credit_limit_minor": limit}, policy) == expected
 
 
@@ -32,3 +31,17 @@ def test_idempotency_key_is_stable_and_distinct():
 def test_hook_refuses_something_that_is_not_a_policy():
     with pytest.raises(TypeError, match="CreditPolicy"):
         reevaluate_touched_hook({"limit_threshold": "0.9"})
+
+
+@pytest.mark.parametrize("value", ["Manual", "", None, 3, "held"])
+def test_an_unknown_reason_is_refused_naming_the_choices(value):
+    with pytest.raises(ValidationError, match="crm, credit_limit, overdue, manual"):
+        parse_reason(value)
+
+
+def test_choices_offered_are_plain_database_strings():
+    # click.Choice would offer an enum's *names* (CRM, ...): the CLI gets the values
+    assert parse_reason("overdue") is HoldReason.OVERDUE
+    assert all(type(r) is str for r in REASONS + STATES)
+    assert STATES == ("pending", "awaiting_hold_release", "dispatching", "dispatched",
+                      "provisioned", "failed", "cancelled")
