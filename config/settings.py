@@ -1,28 +1,50 @@
-"""Typed settings, loaded once at start-up.
+"""Typed settings, loaded and checked once at start-up.
 
-Sources, later ones win: the defaults shipped in ``config/defaults.toml``; the user's file
-(``--config PATH`` or ``LEDGERBRIDGE_CONFIG``); environment variables for the few things that
-differ per machine (``LEDGERBRIDGE_DATABASE_URL``). Secrets never live in these files: a
-connection names the environment variables or the secrets file that hold them, and ``repr``
-of settings never shows a secret.
+Rules kept here:
+- Each default is written once: in the dataclass of its section (``CreditPolicy`` is billing's,
+  ``ConnectionSettings`` the connectors'). ``config/defaults.example.toml`` documents every key
+  with its default and is never loaded (a test keeps the two equal).
+- Sources, later ones win: those defaults; the user's file (``--config PATH`` or
+  ``LEDGERBRIDGE_CONFIG``); ``LEDGERBRIDGE_DATABASE_URL`` for the database.
+- Every section, ``[connections.NAME]`` included, goes through ``connectors.settings.check_table``
+  against its dataclass and the ``Rule``s in ``SECTIONS``: an unknown key (at the top level too),
+  a wrong type or a value out of range is a ``ConfigError`` whose one line names the dotted key
+  and the value, e.g. ``sync.interval_minutes = '5': must be a number``.
+- Secrets never live in the file: a connection names the environment variables or the secrets
+  file that hold them, and ``repr`` of settings never shows a secret.
 """
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
-from decimal import Decimal, InvalidOperation
-from importlib import resources
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from billing_core.domain.credit import CreditPolicy
+from connectors.base import OBJECTS
+from connectors.credentials import CredentialError
+from connectors.settings import (
+    ConnectionSettings,
+    Rule,
+    SettingsError,
+    check_table,
+    parse_connection,
+    refuse_unknown,
+    shown,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///ledgerbridge.db"
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL               # LEDGERBRIDGE_DATABASE_URL wins
 
 
 @dataclass(frozen=True)
@@ -44,75 +66,102 @@ class ProvisionerSettings:
 
 
 @dataclass(frozen=True)
+class SyncSettings:
+    interval_minutes: float = 5.0                 # pull + reconcile + push per connection
+    push_interval_seconds: float = 60.0           # outbox push
+    dispatch_interval_seconds: float = 60.0       # provisioning dispatch
+    hold_interval_minutes: float = 60.0           # time-based hold re-evaluation
+    bill_run_time: str = "02:00"                  # daily, UTC
+    misfire_grace_seconds: int = 300
+    shutdown_timeout_seconds: float = 30.0
+    push_batch_size: int = 1000                   # records per connector.write call
+    push_max_attempts: int = 8                    # then dead-lettered
+    objects: tuple[str, ...] = OBJECTS
+    write_crm_hold: bool = False                  # opt-in: billing sets the CRM's own hold flag
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     billing: BillingSettings = field(default_factory=BillingSettings)
     credit: CreditPolicy = field(default_factory=CreditPolicy)
     provisioner: ProvisionerSettings = field(default_factory=ProvisionerSettings)
-    connections: tuple[dict[str, Any], ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+#: Each plain section: its dataclass (types and defaults) and the ranges of its values.
+SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
+    "database": (DatabaseSettings, {"url": Rule(not_empty=True)}),
+    "billing": (BillingSettings, {
+        "invoice_series": Rule(not_empty=True),
+        "default_payment_terms_days": Rule(at_least=0),
+        "default_bill_cycle_day": Rule(at_least=1, at_most=31),
+        "bill_run_chunk_size": Rule(at_least=1),
+    }),
+    "credit": (CreditPolicy, {
+        "overdue_grace_days": Rule(at_least=0),
+        "limit_threshold": Rule(above=0),
+    }),
+    "provisioner": (ProvisionerSettings, {
+        "kind": Rule(one_of=("log", "webhook", "crm")),
+        "url": Rule(not_empty=True),
+        "secret_env": Rule(not_empty=True),
+        "max_attempts": Rule(at_least=1),
+        "timeout_seconds": Rule(above=0),
+    }),
+    "sync": (SyncSettings, {
+        "interval_minutes": Rule(above=0),
+        "push_interval_seconds": Rule(above=0),
+        "dispatch_interval_seconds": Rule(above=0),
+        "hold_interval_minutes": Rule(above=0),
+        "bill_run_time": Rule(clock=True),
+        "misfire_grace_seconds": Rule(at_least=1),    # APScheduler refuses 0
+        "shutdown_timeout_seconds": Rule(at_least=0),
+        "push_batch_size": Rule(at_least=1),
+        "push_max_attempts": Rule(at_least=1),
+        "objects": Rule(one_of=OBJECTS, not_empty=True),
+    }),
+}
 
 
-def _section(cls: type, data: dict[str, Any], name: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ConfigError(f"[{name}] has unknown key(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        default = known[key].default
-        if isinstance(default, Decimal):
-            try:
-                number = Decimal(str(value))
-            except InvalidOperation:
-                raise ConfigError(f"[{name}] {key}={value!r} is not a number") from None
-            if not number.is_finite() or number <= 0:
-                raise ConfigError(f"[{name}] {key}={value!r} must be a number above 0")
-            value = number
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"[{name}] {key}={value!r} must be true or false")
-        elif isinstance(default, int) and not isinstance(default, bool) and (
-                not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f"[{name}] {key}={value!r} must be an integer")
-        values[key] = value
-    return cls(**values)
+def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the parsed TOML of a config file (``{}``: every default)."""
+    env = os.environ if env is None else env
+    try:
+        refuse_unknown(data, [*SECTIONS, "connections"], "")
+        built = {name: cls(**check_table(cls, data.get(name, {}), name, rules))
+                 for name, (cls, rules) in SECTIONS.items()}
+        connections = _connections(data.get("connections", {}))
+    except (SettingsError, CredentialError) as exc:
+        raise ConfigError(str(exc)) from None
+    return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,
+                    billing=built["billing"], credit=built["credit"],
+                    provisioner=built["provisioner"], sync=built["sync"],
+                    connections=connections)
 
 
-def load_defaults() -> dict[str, Any]:
-    text = resources.files("config").joinpath("defaults.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+def _connections(tables: Any) -> dict[str, ConnectionSettings]:
+    if not isinstance(tables, Mapping):
+        raise SettingsError(f"connections = {shown('connections', tables)}: must be tables "
+                            "([connections.NAME])")
+    return {name: parse_connection(name, table) for name, table in tables.items()}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
-                  env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
-    data = load_defaults()
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the file at ``path`` (or ``LEDGERBRIDGE_CONFIG``); none: every default."""
+    env = os.environ if env is None else env
     path = path or env.get("LEDGERBRIDGE_CONFIG")
-    if path:
-        file = Path(path)
-        try:
-            data = _merge(data, tomllib.loads(file.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(file)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
-    database_url = env.get("LEDGERBRIDGE_DATABASE_URL") or data.get("database", {}).get(
-        "url", DEFAULT_DATABASE_URL)
-    return Settings(
-        database_url=database_url,
-        billing=_section(BillingSettings, data.get("billing", {}), "billing"),
-        credit=_section(CreditPolicy, data.get("credit", {}), "credit"),
-        provisioner=_section(ProvisionerSettings, data.get("provisioner", {}), "provisioner"),
-        connections=tuple(data.get("connections", [])),
-        raw=data,
-    )
+    if not path:
+        return parse_settings({}, env)
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(file)!r} cannot be read: {exc}") from None
+    return parse_settings(data, env)

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+#: The canonical CRM objects (docs/FIELDS.md), in the order a sync pulls them: each after the
+#: objects it refers to.
+OBJECTS: tuple[str, ...] = ("account", "product", "price", "quote", "quote_line")
 Record = dict[str, Any]
 #: Called on a version conflict (HTTP 412) with the CRM's current record and the update that was
 #: refused; returns the update to try once more, or None to drop it.

@@ -1,6 +1,6 @@
-"""Typed settings of one CRM connection, loaded from the `[connections.NAME]` tables of TOML.
+"""Typed settings of one CRM connection, and the one checker every settings table goes through.
 
-Shape (see config/connections.example.toml):
+Shape of a connection (see config/connections.example.toml):
 
     [connections.sf_prod]
     crm = "salesforce"                   # "salesforce" | "dynamics"
@@ -14,38 +14,189 @@ Shape (see config/connections.example.toml):
     connect_timeout = 5.0                # seconds
     read_timeout = 60.0
     ca_bundle = "/etc/ssl/corp-ca.pem"   # optional; wins over REQUESTS_CA_BUNDLE
-    page_size = 2000                     # SF batchSize (200..2000); Dynamics maxpagesize (<= 5000)
+    page_size = 2000                     # SF batchSize (<= 2000); Dynamics maxpagesize (<= 5000)
     overlap_seconds = 300                # re-read window for late commits
     budget_share = 0.8                   # stop at this share of the daily API allowance
     max_attempts = 5                     # retry bound (attempts) ...
     max_retry_seconds = 120              # ... and total time
     fieldmap = "salesforce"              # built-in map name or a path to a TOML map
     fieldmap_overrides = "my_fields.toml"    # optional user map merged over it
+    time_zone = "Europe/Berlin"          # IANA; Dataverse "user local" dates read in it (UTC)
     secrets_file = "/etc/ledgerbridge/secrets.toml"   # optional
     [connections.sf_prod.credentials]
     client_id = "env:SF_CLIENT_ID"       # non-secret keys may be literal
     client_secret = "env:SF_CLIENT_SECRET"   # secret keys must be env:/file: references
 
-Rules: secrets are references only (see credentials.py); `repr` never shows a secret; unknown
-keys are refused with the key named, so a typo does not silently fall back to a default.
+Rules kept here:
+- ``check_table`` is the one way a settings table is checked, here and for every section of
+  ``config`` (it lives in ``connectors`` because connectors import nothing of ``config``). A
+  value's type is its dataclass annotation, its range a ``Rule``; an unknown key, a wrong type
+  (a bool is not a number, a string is not a number) or a value out of range is a
+  ``SettingsError`` whose one line names the dotted key and the value:
+  ``sync.interval_minutes = '5': must be a number``.
+- Secrets are references only (see credentials.py); neither ``repr`` nor an error message ever
+  shows a secret.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
 import tomllib
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from connectors.credentials import validate_refs
+from connectors.values import time_zone
 
 CRMS = {"salesforce": ("client_credentials", "jwt", "password"),
         "dynamics": ("client_secret", "certificate")}
+#: Defaults that differ by CRM; the dataclass holds an empty placeholder for them.
+CRM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "salesforce": {"api_version": "59.0", "page_size": 2000, "fieldmap": "salesforce"},
+    "dynamics": {"api_version": "9.2", "page_size": 5000, "fieldmap": "dynamics"},
+}
+MAX_PAGE_SIZE = {"salesforce": 2000, "dynamics": 5000}
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
+_SECRETISH = ("secret", "password", "token", "private_key")
 
 
 class SettingsError(ValueError):
-    """The connection config is invalid; the message names connection and key."""
+    """A settings table is invalid; the one-line message names the dotted key and the value."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting must be beyond its annotated type (bounds are inclusive unless ``above``)."""
+
+    above: int | None = None
+    at_least: int | None = None
+    at_most: int | None = None
+    one_of: tuple[str, ...] = ()              # a string, or each item of a list of strings
+    clock: bool = False                       # "HH:MM", 24-hour
+    not_empty: bool = False                   # a string or a list
+
+
+def shown(key: str, value: Any) -> str:
+    """The value as an error message shows it: its repr, cut short, hidden if it may be secret."""
+    if any(word in key.lower() for word in _SECRETISH):
+        return "'***'"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def refuse_unknown(table: Mapping[str, Any], known: list[str], where: str) -> None:
+    """An unknown key is an error (a typo must not silently keep a default)."""
+    for key, value in table.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{dotted(where, key)} = {shown(key, value)}: unknown key{hint}")
+
+
+def dotted(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def check_table(cls: type, table: Any, where: str, rules: Mapping[str, Rule] | None = None, *,
+                not_keys: frozenset[str] = frozenset(),
+                optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The values of TOML ``table`` for dataclass ``cls``: every key known, of its annotated type
+    and within its ``rules``. A field without a default is required unless it is ``optional``
+    (the caller fills it in); ``not_keys`` are fields the table may not set. Text becomes
+    ``Decimal`` and lists become tuples where annotated so."""
+    if not isinstance(table, Mapping):
+        raise SettingsError(f"{where} = {shown(where, table)}: must be a table")
+    rules = rules or {}
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.name not in not_keys]
+    refuse_unknown(table, names, where)
+    for f in fields(cls):
+        if (f.name not in not_keys | optional and f.name not in table
+                and f.default is MISSING and f.default_factory is MISSING):
+            raise SettingsError(f"{dotted(where, f.name)} is missing (it has no default)")
+    return {key: _check(dotted(where, key), key, value, hints[key], rules.get(key, Rule()))
+            for key, value in table.items()}
+
+
+def _check(name: str, key: str, value: Any, hint: Any, rule: Rule) -> Any:
+    def bad(reason: str, given: Any = value) -> SettingsError:
+        return SettingsError(f"{name} = {shown(key, given)}: {reason}")
+
+    kind = _without_none(hint)
+    origin = get_origin(kind) or kind
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+    elif kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("must be an integer")
+    elif kind is float:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(
+                value):
+            raise bad("must be a number")
+        value = float(value)
+    elif kind is Decimal:
+        value = _decimal(value)
+        if value is None:
+            raise bad("must be a number")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise bad("must be a string")
+    elif origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad("must be a list of strings")
+        value = tuple(value)
+    elif origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise bad("must be a table")
+    else:  # a field type the checker does not know is a programming error, not a user's
+        raise TypeError(f"{name}: no check for type {hint!r}")
+    problem = _out_of_range(value, rule)
+    if problem:
+        raise bad(problem)
+    return value
+
+
+def _without_none(hint: Any) -> Any:
+    if get_origin(hint) in (Union, types.UnionType):
+        kinds = [a for a in get_args(hint) if a is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return hint
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _out_of_range(value: Any, rule: Rule) -> str | None:
+    if rule.above is not None and not value > rule.above:
+        return f"must be above {rule.above}"
+    if rule.at_least is not None and not value >= rule.at_least:
+        return f"must be at least {rule.at_least}"
+    if rule.at_most is not None and not value <= rule.at_most:
+        return f"must be at most {rule.at_most}"
+    if rule.not_empty and not value:
+        return "must not be empty"
+    items = value if isinstance(value, tuple) else (value,)
+    if rule.one_of and any(item not in rule.one_of for item in items):
+        return f"{'each ' if isinstance(value, tuple) else ''}must be one of " + ", ".join(
+            repr(choice) for choice in rule.one_of)
+    if rule.clock and not _CLOCK.fullmatch(value):
+        return "must be HH:MM (24-hour)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,56 +207,69 @@ class ConnectionSettings:
     auth: str
     credentials: Mapping[str, Any] = field(default_factory=dict, repr=False)
     secrets_file: str | None = None
-    api_version: str = ""
+    api_version: str = ""                         # per CRM: CRM_DEFAULTS
     tenant_id: str | None = None
     authority_host: str = "https://login.microsoftonline.com"
     validate_authority: bool = True
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     ca_bundle: str | None = None
-    page_size: int = 0
+    page_size: int = 0                            # per CRM: CRM_DEFAULTS
     overlap_seconds: int = 300
     budget_share: float = 0.8
     max_attempts: int = 5
     max_retry_seconds: float = 120.0
-    fieldmap: str = ""
+    fieldmap: str = ""                            # per CRM: CRM_DEFAULTS
     fieldmap_overrides: str | None = None
+    time_zone: str = "UTC"                        # IANA name: Dataverse user-local dates
 
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
 
 
+CONNECTION_RULES: dict[str, Rule] = {
+    "crm": Rule(one_of=tuple(CRMS)),
+    "url": Rule(not_empty=True),
+    "secrets_file": Rule(not_empty=True),
+    "api_version": Rule(not_empty=True),
+    "tenant_id": Rule(not_empty=True),
+    "authority_host": Rule(not_empty=True),
+    "connect_timeout": Rule(above=0),
+    "read_timeout": Rule(above=0),
+    "ca_bundle": Rule(not_empty=True),
+    "page_size": Rule(at_least=1),
+    "overlap_seconds": Rule(at_least=0),
+    "budget_share": Rule(above=0, at_most=1),
+    "max_attempts": Rule(at_least=1),
+    "max_retry_seconds": Rule(above=0),
+    "fieldmap": Rule(not_empty=True),
+    "fieldmap_overrides": Rule(not_empty=True),
+    "time_zone": Rule(not_empty=True),
+}
+
+
 def parse_connection(name: str, raw: Mapping[str, Any]) -> ConnectionSettings:
     """Validate one `[connections.NAME]` table into settings with per-CRM defaults."""
-    known = {f.name for f in fields(ConnectionSettings)} - {"name"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SettingsError(f"connection {name!r}: unknown keys {unknown}")
-    crm = raw.get("crm")
-    if crm not in CRMS:
-        raise SettingsError(f"connection {name!r}: crm must be one of {sorted(CRMS)}, not {crm!r}")
-    auth = raw.get("auth", CRMS[crm][0])
-    if auth not in CRMS[crm]:
-        raise SettingsError(f"connection {name!r}: auth for {crm} must be one of {CRMS[crm]}")
-    if not raw.get("url"):
-        raise SettingsError(f"connection {name!r}: url is required")
-    creds = dict(raw.get("credentials", {}))
-    validate_refs(name, creds)
-    defaults = {
-        "salesforce": {"api_version": "59.0", "page_size": 2000, "fieldmap": "salesforce"},
-        "dynamics": {"api_version": "9.2", "page_size": 5000, "fieldmap": "dynamics"},
-    }[crm]
-    values = {**defaults, **raw, "crm": crm, "auth": auth, "credentials": creds}
-    values["url"] = str(values["url"]).rstrip("/")
-    if crm == "dynamics" and not values.get("tenant_id"):
-        raise SettingsError(f"connection {name!r}: tenant_id is required for dynamics")
-    size = int(values["page_size"])
-    if not 0 < size <= (2000 if crm == "salesforce" else 5000):
-        raise SettingsError(f"connection {name!r}: page_size {size} out of range for {crm}")
-    share = float(values.get("budget_share", 0.8))
-    if not 0 < share <= 1:
-        raise SettingsError(f"connection {name!r}: budget_share must be in (0, 1], not {share}")
+    where = f"connections.{name}"
+    values = check_table(ConnectionSettings, raw, where, CONNECTION_RULES,
+                         not_keys=frozenset({"name"}), optional=frozenset({"auth"}))
+    crm = values["crm"]
+    auth = values.setdefault("auth", CRMS[crm][0])
+    if not isinstance(auth, str) or auth not in CRMS[crm]:
+        raise SettingsError(f"{where}.auth = {shown('auth', auth)}: must be one of "
+                            + ", ".join(repr(a) for a in CRMS[crm]) + f" for {crm}")
+    values = {**CRM_DEFAULTS[crm], **values}
+    values["url"] = values["url"].rstrip("/")
+    if crm == "dynamics" and "tenant_id" not in values:
+        raise SettingsError(f"{where}.tenant_id is missing (dynamics needs it)")
+    if values["page_size"] > MAX_PAGE_SIZE[crm]:
+        raise SettingsError(f"{where}.page_size = {values['page_size']}: must be at most "
+                            f"{MAX_PAGE_SIZE[crm]} for {crm}")
+    if "time_zone" in values and time_zone(values["time_zone"]) is None:
+        raise SettingsError(f"{where}.time_zone = {shown('time_zone', values['time_zone'])}: "
+                            "must be an IANA time zone name such as 'Europe/Berlin'")
+    validate_refs(name, values.get("credentials", {}))
     return ConnectionSettings(name=name, **values)
 
 

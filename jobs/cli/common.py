@@ -1,7 +1,9 @@
 """What every command shares: settings, the database, error handling and output.
 
-- ``AppContext`` loads settings once and opens the engine lazily (no command opens a database
-  it does not need); the first command that needs the schema brings it to the newest migration.
+- ``AppContext`` loads and checks the settings when the command line starts, before any
+  command runs (a bad config stops everything, even a command that would not read it), and
+  opens the engine lazily (no command opens a database it does not need); the first command
+  that needs the schema brings it to the newest migration.
 - ``LedgerGroup`` turns a ``LedgerError`` or ``ConfigError`` into one line on stderr and exit
   code 2; anything else is a bug and keeps its traceback.
 - ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text.
@@ -12,7 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,21 +32,16 @@ class AppContext:
     config_path: str | None = None
     database_url: str | None = None
     verbosity: int = 0
-    _settings: Settings | None = field(default=None, repr=False)
+    settings: Settings = field(init=False, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         level = [logging.WARNING, logging.INFO, logging.DEBUG][min(self.verbosity, 2)]
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            settings = load_settings(self.config_path)
-            if self.database_url:
-                settings = Settings(**{**settings.__dict__, "database_url": self.database_url})
-            self._settings = settings
-        return self._settings
+        settings = load_settings(self.config_path)
+        if self.database_url:
+            settings = replace(settings, database_url=self.database_url)
+        self.settings = settings
 
     @property
     def engine(self) -> Engine:

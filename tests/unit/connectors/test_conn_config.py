@@ -70,7 +70,7 @@ def test_literal_secrets_in_config_are_refused() -> None:
 
 
 def test_settings_validation() -> None:
-    with pytest.raises(SettingsError, match="unknown keys"):
+    with pytest.raises(SettingsError, match="c.pagesize = 5: unknown key"):
         parse_connection("c", {"crm": "salesforce", "url": "https://x", "pagesize": 5})
     with pytest.raises(SettingsError, match="tenant_id"):
         parse_connection("c", {"crm": "dynamics", "url": "https://x"})
