@@ -3,6 +3,15 @@
 Rules kept here
 - A product's ``sku`` is unique; ``kind`` is recurring | one_time | usage; a recurring product
   has a ``billing_period`` of month | year; ``pricing_model`` is per_unit | graduated | volume.
+- :func:`update_product` changes a product as the CRM describes it now: ``sku`` (if no other
+  product has it), ``name``, ``active`` and ``needs_provisioning`` always; ``kind`` and
+  ``billing_period`` only while nothing is billed by them (no subscription, one-time charge
+  or usage event names the product): a subscription's charges are priced per the product's
+  period and rated by its kind, so changing either under it would re-price what was sold.
+  Such a change is refused (``RuleViolation`` naming the field and the new value) and nothing
+  is written. ``needs_provisioning`` applies to orders taken from then on. ``pricing_model``
+  (the shape of the product's prices) and the external key (the product's origin) stay as
+  they were created.
 - A price belongs to (product, currency, effective_from) and applies from that day until the
   next price of the same product and currency. Setting a price for a day that already has one
   replaces it (the CRM re-sends its price book; the last word wins).
@@ -22,12 +31,19 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 
+from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import price_tiers, prices, products
-from billing_core.domain.errors import Duplicate, NotFound, ValidationError
+from billing_core.adapters.tables import (
+    one_time_charges,
+    price_tiers,
+    prices,
+    products,
+    subscriptions,
+    usage_events,
+)
+from billing_core.domain.errors import Duplicate, NotFound, RuleViolation, ValidationError
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
-from billing_core.adapters.bulk import inserted_id
 
 __all__ = [
     "Price",
@@ -36,12 +52,14 @@ __all__ = [
     "Tier",
     "add_product",
     "get_product",
+    "get_products",
     "list_prices",
     "list_products",
     "load_price_book",
     "price_for",
     "rate",
     "set_price",
+    "update_product",
 ]
 
 KINDS = ("recurring", "one_time", "usage")
@@ -61,8 +79,8 @@ class ProductIn:
     ext_id: str | None = None
 
 
-def add_product(uow: UnitOfWork, data: ProductIn) -> int:
-    """Create a product; ``Duplicate`` when the sku exists."""
+def _checked(data: ProductIn) -> tuple[str, str, str | None]:
+    """The product's sku, name and billing period, or a ``ValidationError``."""
     sku = (data.sku or "").strip()
     if not sku:
         raise ValidationError("sku", data.sku, "is required")
@@ -77,17 +95,53 @@ def add_product(uow: UnitOfWork, data: ProductIn) -> int:
             raise ValidationError("billing_period", period, "must be month or year")
     elif period is not None:
         raise ValidationError("billing_period", period, "only recurring products have one")
+    return sku, data.name.strip()[:255], period
+
+
+def add_product(uow: UnitOfWork, data: ProductIn) -> int:
+    """Create a product; ``Duplicate`` when the sku exists."""
+    sku, name, period = _checked(data)
     if data.pricing_model not in MODELS:
         raise ValidationError("pricing_model", data.pricing_model,
                               f"must be one of {', '.join(MODELS)}")
     if uow.conn.execute(select(products.c.id).where(products.c.sku == sku)).first():
         raise Duplicate("sku", sku)
     new_id = inserted_id(uow.conn.execute(insert(products).values(
-        sku=sku, name=data.name.strip()[:255], kind=data.kind, billing_period=period,
+        sku=sku, name=name, kind=data.kind, billing_period=period,
         pricing_model=data.pricing_model, needs_provisioning=bool(data.needs_provisioning),
         active=bool(data.active), ext_source=data.ext_source, ext_id=data.ext_id,
         created_at=uow.now())))
     return new_id
+
+
+def update_product(uow: UnitOfWork, product_id: int, data: ProductIn) -> None:
+    """Change a product to ``data`` (see the module's rules for what may change); writes
+    nothing when it is refused or already as described."""
+    conn = uow.conn
+    current = get_product(conn, product_id)
+    sku, name, period = _checked(data)
+    wanted: dict[str, object] = {
+        "sku": sku, "name": name, "kind": data.kind, "billing_period": period,
+        "needs_provisioning": bool(data.needs_provisioning), "active": bool(data.active)}
+    changed = {k: v for k, v in wanted.items() if current[k] != v}
+    if not changed:
+        return
+    for key in ("kind", "billing_period"):
+        if key in changed and _billed_by(conn, int(current["id"])):
+            raise RuleViolation(key, changed[key], f"cannot change from {current[key]!r}: "
+                                f"product {current['sku']} is already billed by it "
+                                "(subscriptions, one-time charges or usage)")
+    if "sku" in changed and conn.execute(select(products.c.id).where(
+            products.c.sku == sku, products.c.id != current["id"])).first():
+        raise Duplicate("sku", sku)
+    conn.execute(update(products).where(products.c.id == current["id"]).values(changed))
+
+
+def _billed_by(conn: Connection, product_id: int) -> bool:
+    """Whether anything is billed by this product (its kind and period are then fixed)."""
+    return any(conn.execute(select(table.c.id).where(table.c.product_id == product_id)
+                            .limit(1)).first() is not None
+               for table in (subscriptions, one_time_charges, usage_events))
 
 
 def get_product(conn: Connection, ref: int | str) -> RowMapping:
@@ -104,6 +158,15 @@ def get_product(conn: Connection, ref: int | str) -> RowMapping:
 
 def list_products(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(select(products).order_by(products.c.id)).mappings())
+
+
+def get_products(conn: Connection, ids: Iterable[int]) -> dict[int, RowMapping]:
+    """Products by id (those that exist), read with one statement."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {int(r["id"]): r for r in conn.execute(
+        select(products).where(products.c.id.in_(wanted))).mappings()}
 
 
 def _parse_tiers(tiers: Iterable[Sequence[object]] | None, currency: str) -> tuple[Tier, ...]:
