@@ -20,6 +20,9 @@ Rules kept here:
   (``sync.sweep``), not in memory; a connector that falls back to a full read by itself (an
   expired change-tracking token) reports what disappeared the same way.
 - ``account=CRMID`` resyncs one account and its quotes only.
+- Each page goes through its object's handler (``sync.reconcile.apply_page``). The hand-off
+  does not read the CRM itself: an account a quote names that was not pulled yet is asked of
+  the engine (:meth:`Cycle.fetch_account`), which reads it once and reconciles it like a page.
 """
 from __future__ import annotations
 
@@ -31,12 +34,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from billing_core.adapters.db import UnitOfWork
 from billing_core.service import ledger_uow
-from connectors.base import BudgetExhausted, Connector, ConnectorError, Page
+from connectors.base import BudgetExhausted, Connector, ConnectorError, Deletion, Page
 from connectors.prefetch import Prefetch
-from sync import handoff, outbox, push
+from sync import handoff, handoff_reads, outbox, push
+from sync.bookkeeping import PageResult, ledger_id_of
+from sync.handoff import FetchedAccount
 from sync.mapping import OBJECTS
-from sync.reconcile import PageResult, apply_page
+from sync.reconcile import apply_page
 from sync.runs import (
     RunReport,
     current_run,
@@ -90,7 +96,7 @@ class Cycle:
             raise RuntimeError("the cycle has not started")
         return self.report
 
-    def uow(self) -> Any:
+    def uow(self) -> UnitOfWork:
         return ledger_uow(self.engine, clock=self.clock, policy=self.policy)
 
     def calls(self) -> int:
@@ -159,7 +165,7 @@ class Cycle:
             res = apply_page(uow, self.name, obj, page.records, page.deletions)
             touched = res.quotes_touched | res.deleted_quotes
             if touched:     # only those the hand-off will act on are kept for it (memory)
-                self.quotes |= handoff.worth_a_look(uow.conn, self.name, touched,
+                self.quotes |= handoff_reads.worth_a_look(uow.conn, self.name, touched,
                                                     self._accepted())
             if save and page.cursor is not None:
                 save_cursor(uow.conn, self.name, obj, page.cursor, self.clock())
@@ -211,7 +217,8 @@ class Cycle:
         before = self.calls()
         record = self.connector.read_one("account", crm_id)
         if record is None:
-            self._apply("account", Page([], [_gone(crm_id)], None), save=False)
+            self._apply("account", Page([], [Deletion(crm_id, None, "missing")], None),
+                        save=False)
         else:
             self._apply("account", Page([record], [], None), save=False)
         lookup = getattr(self.connector, "lookup", None)
@@ -223,6 +230,16 @@ class Cycle:
                 self._apply("quote_line", Page(lines, [], None), save=False)
         self.rep.stats("account").api_calls += self.calls() - before
 
+    def fetch_account(self, uow: UnitOfWork, crm_id: str) -> FetchedAccount:
+        """The hand-off's port (``handoff.AccountFetcher``): an account a quote names that was
+        not pulled yet, read from the CRM once and reconciled in the hand-off's unit of work."""
+        record = self.connector.read_one("account", crm_id)
+        if record is None:
+            return FetchedAccount(in_crm=False, ledger_id=None)
+        apply_page(uow, self.name, "account", [record])
+        return FetchedAccount(in_crm=True,
+                              ledger_id=ledger_id_of(uow.conn, self.name, "account", crm_id))
+
     def _accepted(self) -> frozenset[str]:
         if self.accepted is None:
             self.accepted = self.connector.accepted_quote_states()
@@ -232,9 +249,9 @@ class Cycle:
         report, opts = self.rep, self.options
         stopped = report.outcome.startswith("stopped")
         accepted = self._accepted()
-        quotes = handoff.candidates(self.engine, self.name, self.quotes)
+        quotes = handoff_reads.candidates(self.engine, self.name, self.quotes)
         if quotes and not stopped:
-            result = handoff.run_handoffs(self.engine, self.connector, self.name, quotes,
+            result = handoff.run_handoffs(self.engine, self.fetch_account, self.name, quotes,
                                           accepted, uow_factory=self.uow)
             report.handed_off = len(result.placed)
         outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
@@ -258,11 +275,6 @@ class Cycle:
                 if result.stopped.startswith("stopped"):
                     self.rep.outcome = result.stopped
                     return
-
-
-def _gone(crm_id: str) -> Any:
-    from connectors.base import Deletion
-    return Deletion(crm_id, None, "missing")
 
 
 def run_cycle(engine: Engine, connector: Connector, options: SyncOptions | None = None,

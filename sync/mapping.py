@@ -2,8 +2,10 @@
 
 Rules kept here:
 - Pure functions, no I/O: each ``map_<object>`` returns a frozen value or raises ``Invalid``
-  naming the field, the value and the reason; the engine sends that record to quarantine and
-  goes on with the rest of the page.
+  naming the field, the value and the problem; the engine sends that record to quarantine and
+  goes on with the rest of the page. ``Invalid`` is billing's ``ValidationError`` (one error
+  shape at the sync boundary: ``field``, ``value``, ``problem``), so a record the mapping
+  refuses and one billing refuses are quarantined alike.
 - Money and quantities are ``Decimal`` (the connector already parsed them exactly); a value that
   is not a ``Decimal`` reached us raw because it did not parse: it is refused here.
 - Dates must be ``date`` (the connector converts ISO dates; anything else is malformed).
@@ -18,31 +20,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from billing_core.domain.errors import LedgerError
+from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import check_currency
-from connectors.base import OBJECTS as CRM_OBJECTS
 
-OBJECTS = CRM_OBJECTS                      # defined by connectors, so config can check names
+OBJECTS = ("account", "product", "price", "quote", "quote_line")
 KINDS = {"recurring": "recurring", "one-time": "one_time", "one_time": "one_time",
          "onetime": "one_time", "usage": "usage"}
 PERIODS = {"monthly": "month", "month": "month", "annual": "year", "yearly": "year",
            "year": "year"}
 
 
-class Invalid(Exception):
-    """One record failed validation: ``field``, ``value`` and ``reason`` go to quarantine."""
+class Invalid(ValidationError):
+    """A CRM record billing cannot take as it is: ``field``, ``value`` and ``problem`` go to
+    quarantine (the ``reason`` column)."""
 
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        super().__init__(f"{field}={value!r}: {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
+    code = "invalid_record"
 
 
 @dataclass(frozen=True)
@@ -244,12 +242,6 @@ def map_quote_line(rec: Mapping[str, Any]) -> QuoteLineRec:
                         or Decimal(1),
                         unit_price=_decimal(rec, "unit_price"),
                         start_date=_date(rec, "start_date"))
-
-
-MAPPERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "account": map_account, "product": map_product, "price": map_price,
-    "quote": map_quote, "quote_line": map_quote_line,
-}
 
 
 def record_json(record: Mapping[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine
 
-from sync.handoff import lines_of
+from sync.handoff_reads import lines_of
 from sync.tables import metadata
 
 

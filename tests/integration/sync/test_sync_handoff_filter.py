@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert
 
-from sync.handoff import worth_a_look
+from sync.handoff_reads import worth_a_look
 from sync.tables import handoffs, sync_records
 
 NOW = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ def test_account_maps_exactly():
 def test_account_refusals(record, field, reason):
     with pytest.raises(Invalid) as err:
         map_account(record)
-    assert (err.value.field, err.value.reason) == (field, reason)
+    assert (err.value.field, err.value.problem) == (field, reason)
 
 
 def test_quote_dates_and_revision():

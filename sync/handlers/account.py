@@ -1,0 +1,79 @@
+"""CRM accounts → billing accounts, a page at a time.
+
+Rules kept here:
+- The page's changed accounts go to billing in one bulk upsert by external key
+  (``accounts.upsert_accounts``); an account billing refuses writes nothing and is quarantined
+  alone, the others are kept.
+- The CRM hold flag read back while billing's last acknowledged push set it (opt-in policy) is
+  billing's own echo, not finance's hold: it is taken as "not set by finance".
+- A Dataverse account's ETag is kept (``data``), for the push's optimistic write.
+- A deleted CRM account becomes ``crm_deleted`` in billing; nothing of its history goes.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy import Connection, RowMapping, select
+
+from billing_core.service.accounts import AccountIn, mark_crm_deleted, upsert_accounts
+from sync.bookkeeping import PageBook
+from sync.handlers.base import Handler, Record
+from sync.mapping import AccountRec, map_account
+from sync.tables import outbox
+
+
+class AccountHandler(Handler[AccountRec]):
+    obj = "account"
+
+    def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
+        super().__init__(book, records)
+        self.echoes = _billing_set_flags(book.uow.conn, book.connection, records)
+        self.changed: list[tuple[Record, AccountRec, str, RowMapping | None]] = []
+
+    def map(self, record: Record) -> AccountRec:
+        rec = map_account(record)
+        if self.echoes and rec.crm_id in self.echoes:
+            rec = replace(rec, credit_hold=False)
+        return rec
+
+    def take(self, record: Record, rec: AccountRec, data: str | None, digest: str,
+             existing: RowMapping | None) -> None:
+        self.changed.append((record, rec, digest, existing))
+
+    def finish(self) -> None:
+        if not self.changed:
+            return
+        results = upsert_accounts(self.uow, [self._account_in(rec)
+                                             for _, rec, _, _ in self.changed])
+        for (record, rec, digest, existing), result in zip(self.changed, results, strict=True):
+            if result.error is not None:
+                self.book.refuse(record, result.error)
+                continue
+            data = json.dumps({"etag": record["_etag"]}) if record.get("_etag") else None
+            self.book.keep(existing, rec.crm_id, digest, result.account_id, None, data,
+                           record.get("modstamp"))
+
+    def gone(self, row: RowMapping) -> None:
+        if row["ledger_id"] is not None:
+            mark_crm_deleted(self.uow, int(row["ledger_id"]))
+
+    def _account_in(self, rec: AccountRec) -> AccountIn:
+        return AccountIn(
+            name=rec.name, currency=rec.currency, ext_id=rec.crm_id, ext_source=self.connection,
+            ext_object="account", number=rec.number, country=rec.country, region=rec.region,
+            credit_limit=rec.credit_limit, crm_hold=rec.credit_hold)
+
+
+def _billing_set_flags(conn: Connection, connection: str, records: Sequence[Record]) -> set[str]:
+    """Accounts whose CRM hold flag is set and was last set by billing's own push."""
+    flagged = [str(r.get("crm_id")) for r in records if r.get("credit_hold") is True]
+    out: set[str] = set()
+    for start in range(0, len(flagged), 900):
+        for crm_id, acked in conn.execute(select(outbox.c.crm_id, outbox.c.acked_payload).where(
+                outbox.c.connection == connection, outbox.c.object == "account",
+                outbox.c.crm_id.in_(flagged[start:start + 900]))):
+            if acked and json.loads(acked).get("credit_hold") is True:
+                out.add(crm_id)
+    return out

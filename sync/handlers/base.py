@@ -1,0 +1,118 @@
+"""What every CRM object's handler declares, and the one-record-at-a-time way of applying it.
+
+Rules kept here:
+- A handler is made for one page (its page-level reads, one statement each, happen when it
+  is made) and is told about each changed record (:meth:`Handler.take`), then that the page's
+  records are all told (:meth:`Handler.finish`), then about each deletion (:meth:`Handler.gone`).
+- A record's fingerprint (``data`` to store, content hash) is over the canonical record, or,
+  for an object whose mapped value waits in ``sync_records.data`` until hand-off (``stored``),
+  over that stored text: one JSON encoding per record, and a CRM field billing does not map
+  is not a change.
+- :class:`RecordHandler` applies one changed record at a time: ``validate`` (what needs more
+  than the record itself: a line's product is known), ``reconcile`` (billing is written only
+  through ``billing_core.service``; in a savepoint when it writes, so a refusal undoes that
+  record alone), then the record is kept and ``hand_on`` says what the cycle must look at
+  because of it. Any ``LedgerError`` on the way quarantines the record alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from sqlalchemy import RowMapping
+
+from billing_core.domain.errors import LedgerError
+from sync import mapping
+from sync.bookkeeping import PageBook, known_rows
+from sync.mapping import Invalid
+
+
+class Rec(Protocol):
+    @property
+    def crm_id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Rec)
+Record = Mapping[str, Any]
+
+
+class Handler(Generic[R]):
+    obj: ClassVar[str]
+    #: The mapped value is kept (``sync_records.data``) until hand-off, and hashed as kept.
+    stored: ClassVar[bool] = False
+
+    def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
+        self.book = book
+        self.uow, self.connection = book.uow, book.connection
+
+    def map(self, record: Record) -> R:
+        """The record as billing understands it, or ``Invalid`` (see :mod:`sync.mapping`)."""
+        raise NotImplementedError
+
+    def fingerprint(self, record: Record, rec: R) -> tuple[str | None, str]:
+        """``(data to store, content hash)``."""
+        if self.stored:
+            text = mapping.rec_to_json(rec)
+            return text, mapping.text_hash(text)
+        return None, mapping.content_hash(record)
+
+    def take(self, record: Record, rec: R, data: str | None, digest: str,
+             existing: RowMapping | None) -> None:
+        """A new or changed record: apply it (or gather it for :meth:`finish`)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Every record of the page was told: a handler that gathers writes them now."""
+
+    def gone(self, row: RowMapping) -> None:
+        """A known record was deleted in (or is missing from) the CRM; the bookkeeping row is
+        marked deleted by the caller."""
+
+
+class RecordHandler(Handler[R]):
+    #: Whether ``reconcile`` writes to billing (and so runs in a savepoint of its own).
+    writes_billing: ClassVar[bool] = True
+
+    def validate(self, rec: R) -> None:
+        """Checks beyond the record itself; ``Invalid`` refuses it."""
+
+    def reconcile(self, rec: R, existing: RowMapping | None) -> tuple[int | None, str | None]:
+        """Write the record to billing; returns ``(ledger id, parent crm id)`` to keep."""
+        raise NotImplementedError
+
+    def hand_on(self, rec: R) -> None:
+        """Tell the cycle what this changed record concerns (quotes to look at)."""
+
+    def take(self, record: Record, rec: R, data: str | None, digest: str,
+             existing: RowMapping | None) -> None:
+        try:
+            self.validate(rec)
+            if self.writes_billing:
+                with self.uow.savepoint():
+                    ledger_id, parent = self.reconcile(rec, existing)
+            else:
+                ledger_id, parent = self.reconcile(rec, existing)
+        except LedgerError as problem:
+            self.book.refuse(record, problem)
+            return
+        self.book.keep(existing, rec.crm_id, digest, ledger_id, parent, data,
+                       record.get("modstamp"))
+        self.hand_on(rec)
+
+
+class ProductLinks:
+    """The page's products by CRM id → billing id (None: deleted in the CRM), one SELECT."""
+
+    def __init__(self, book: PageBook, records: Iterable[Record]) -> None:
+        wanted = {str(r.get("product_crm_id")) for r in records if r.get("product_crm_id")}
+        self.ids: dict[str, int | None] = {
+            crm_id: None if row["deleted_at"] is not None or row["ledger_id"] is None
+            else int(row["ledger_id"])
+            for crm_id, row in known_rows(book.uow.conn, book.connection, "product",
+                                          wanted).items()}
+
+    def require(self, product_crm_id: str) -> int:
+        product_id = self.ids.get(product_crm_id)
+        if product_id is None:
+            raise Invalid("product_crm_id", product_crm_id, "unknown product")
+        return product_id

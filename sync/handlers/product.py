@@ -1,0 +1,45 @@
+"""CRM products → billing's catalog.
+
+Rules kept here:
+- A new CRM product is added to the catalog; the catalog is shared by SKU, so a second CRM
+  naming an SKU billing already has links to that product instead.
+- A changed CRM product changes its billing product (``pricing.update_product``: name, active,
+  needs_provisioning and SKU; kind and billing period only while nothing is billed by the
+  product, otherwise billing refuses with the field and value and the record is quarantined).
+  A product two CRMs share takes the last change either made.
+- The service functions are imported by name: one that is missing fails at import time,
+  never by silently skipping the write.
+"""
+from __future__ import annotations
+
+from sqlalchemy import RowMapping
+
+from billing_core.domain.errors import Duplicate
+from billing_core.service.pricing import ProductIn, add_product, get_product, update_product
+from sync.handlers.base import Record, RecordHandler
+from sync.mapping import ProductRec, map_product
+
+
+class ProductHandler(RecordHandler[ProductRec]):
+    obj = "product"
+
+    def map(self, record: Record) -> ProductRec:
+        return map_product(record)
+
+    def reconcile(self, rec: ProductRec, existing: RowMapping | None
+                  ) -> tuple[int | None, str | None]:
+        data = self._product_in(rec)
+        if existing is not None and existing["ledger_id"] is not None:
+            product_id = int(existing["ledger_id"])
+            update_product(self.uow, product_id, data)
+            return product_id, None
+        try:
+            return add_product(self.uow, data), None
+        except Duplicate:
+            return int(get_product(self.uow.conn, rec.sku)["id"]), None
+
+    def _product_in(self, rec: ProductRec) -> ProductIn:
+        return ProductIn(sku=rec.sku, name=rec.name, kind=rec.kind,
+                         billing_period=rec.billing_period,
+                         needs_provisioning=rec.needs_provisioning, active=rec.active,
+                         ext_source=self.connection, ext_id=rec.crm_id)

@@ -1,0 +1,44 @@
+"""CRM quote lines: kept by the sync with their quote until the hand-off.
+
+Rules kept here:
+- A line is stored as its mapped value (``sync_records.data``, hashed as stored) with its quote
+  as parent; nothing is written to billing, so no savepoint.
+- A line whose product is not known to this connection is quarantined ("unknown product").
+- A changed or deleted line hands its quote on to the hand-off.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import RowMapping
+
+from sync.bookkeeping import PageBook
+from sync.handlers.base import ProductLinks, Record, RecordHandler
+from sync.mapping import QuoteLineRec, map_quote_line
+
+
+class QuoteLineHandler(RecordHandler[QuoteLineRec]):
+    obj = "quote_line"
+    stored = True
+    writes_billing = False
+
+    def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
+        super().__init__(book, records)
+        self.products = ProductLinks(book, records)
+
+    def map(self, record: Record) -> QuoteLineRec:
+        return map_quote_line(record)
+
+    def validate(self, rec: QuoteLineRec) -> None:
+        self.products.require(rec.product_crm_id)
+
+    def reconcile(self, rec: QuoteLineRec, existing: RowMapping | None
+                  ) -> tuple[int | None, str | None]:
+        return None, rec.quote_crm_id
+
+    def hand_on(self, rec: QuoteLineRec) -> None:
+        self.book.result.quotes_touched.add(rec.quote_crm_id)
+
+    def gone(self, row: RowMapping) -> None:
+        if row["parent_crm_id"]:
+            self.book.result.quotes_touched.add(row["parent_crm_id"])

@@ -1,0 +1,130 @@
+"""What the hand-off reads: which quotes to look at, and what a chunk of them needs.
+
+Rules kept here:
+- Only quotes accepted now or handed off before are looked at (:func:`worth_a_look`: the
+  status is read in SQL, no stored JSON is parsed); waiting quotes are looked at every cycle.
+- A chunk's quotes, hand-off history, lines, accounts and products are read with a few
+  queries per chunk (:class:`Known`), not per quote; products through billing's catalog
+  service, never its tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, Select, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql import ColumnElement
+
+from billing_core.adapters.bulk import text_in
+from billing_core.adapters.db import UnitOfWork
+from billing_core.service.pricing import get_products
+from sync import mapping
+from sync.mapping import QuoteLineRec, QuoteRec
+from sync.states import HandoffState
+from sync.tables import handoffs, sync_records
+
+
+def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[str]:
+    with engine.connect() as conn:
+        waiting = {r[0] for r in conn.execute(select(handoffs.c.quote_crm_id).where(
+            handoffs.c.connection == connection, handoffs.c.state == HandoffState.WAITING))}
+    return set(touched) | waiting
+
+
+def worth_a_look(conn: Connection, connection: str, quote_ids: Iterable[str],
+                 accepted: frozenset[str]) -> set[str]:
+    """Of ``quote_ids``, the quotes accepted now or handed off before (two queries per 2,000
+    quotes; the status is read in SQL, no stored JSON is parsed here). The rest (drafts,
+    denied quotes never handed off) cost no transaction."""
+    ids = sorted(set(quote_ids))
+    keep: set[str] = set()
+    status = _status(conn)
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start:start + 2000]
+        keep.update(r[0] for r in conn.execute(select(handoffs.c.quote_crm_id).where(
+            handoffs.c.connection == connection, text_in(conn, handoffs.c.quote_crm_id, chunk))))
+        if accepted:
+            keep.update(r[0] for r in conn.execute(select(sync_records.c.crm_id).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote",
+                text_in(conn, sync_records.c.crm_id, chunk), sync_records.c.deleted_at.is_(None),
+                status.in_(sorted(accepted)))))
+    return keep
+
+
+def _status(conn: Connection) -> ColumnElement[Any]:
+    """A stored quote's status (``data`` is the QuoteRec as JSON text)."""
+    if conn.dialect.name == "postgresql":
+        status: ColumnElement[Any] = cast(sync_records.c.data, JSONB)["status"].astext
+        return status
+    return func.json_extract(sync_records.c.data, "$.status")
+
+
+def to_hand_off(engine: Engine, connection: str, quote_ids: set[str],
+                accepted: frozenset[str]) -> list[str]:
+    """:func:`worth_a_look` in its own read-only connection, in key order."""
+    with engine.connect().execution_options(ledger_read_only=True) as conn:
+        return sorted(worth_a_look(conn, connection, quote_ids, accepted))
+
+
+@dataclass
+class Known:
+    """What the hand-off of a chunk of quotes reads, read once for the chunk."""
+
+    quotes: dict[str, tuple[QuoteRec, bool]]
+    history: dict[str, list[Any]]
+    lines: dict[str, list[QuoteLineRec]]
+    accounts: dict[str, int]
+    products: dict[str, int]
+    product_rows: dict[int, RowMapping]
+
+    @classmethod
+    def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> Known:
+        conn = uow.conn
+        quotes: dict[str, tuple[QuoteRec, bool]] = {}
+        for crm_id, data, deleted in conn.execute(select(
+                sync_records.c.crm_id, sync_records.c.data, sync_records.c.deleted_at).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote",
+                text_in(conn, sync_records.c.crm_id, quote_ids))):
+            if data:
+                quotes[crm_id] = (mapping.quote_from_json(data), deleted is not None)
+        history: dict[str, list[Any]] = {}
+        for row in conn.execute(select(handoffs).where(
+                handoffs.c.connection == connection,
+                text_in(conn, handoffs.c.quote_crm_id, quote_ids))
+                .order_by(handoffs.c.quote_crm_id, handoffs.c.revision)).mappings():
+            history.setdefault(row["quote_crm_id"], []).append(row)
+        lines: dict[str, list[QuoteLineRec]] = {}
+        rows = sorted(tuple(r) for r in conn.execute(lines_of(connection, quote_ids)))
+        for _, parent, data in rows:
+            if data:
+                lines.setdefault(parent, []).append(mapping.line_from_json(data))
+        accounts = _ledger_ids(uow, connection, "account",
+                               {q.account_crm_id for q, _ in quotes.values()})
+        products = _ledger_ids(uow, connection, "product",
+                               {ln.product_crm_id for ls in lines.values() for ln in ls})
+        product_rows = get_products(conn, products.values())
+        return cls(quotes, history, lines, accounts, products, product_rows)
+
+
+def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:
+    """The live lines of these quotes as (crm id, quote crm id, data), in no order: sorted in
+    Python, because an ORDER BY crm_id makes SQLite walk every line of the connection by the
+    key index instead of looking the quotes up in ``ix_sync_records_line_quote``. The object
+    is a literal in the SQL: SQLite uses a partial index only when the query's own text
+    implies the index's condition."""
+    return select(sync_records.c.crm_id, sync_records.c.parent_crm_id, sync_records.c.data
+                  ).where(sync_records.c.connection == connection,
+                          sync_records.c.object == literal("quote_line", literal_execute=True),
+                          sync_records.c.parent_crm_id.in_(quote_ids),
+                          sync_records.c.deleted_at.is_(None))
+
+
+def _ledger_ids(uow: UnitOfWork, connection: str, obj: str, crm_ids: set[str]) -> dict[str, int]:
+    return {crm_id: int(ledger_id) for crm_id, ledger_id in uow.conn.execute(select(
+        sync_records.c.crm_id, sync_records.c.ledger_id).where(
+        sync_records.c.connection == connection, sync_records.c.object == obj,
+        text_in(uow.conn, sync_records.c.crm_id, sorted(crm_ids)),
+        sync_records.c.deleted_at.is_(None),
+        sync_records.c.ledger_id.is_not(None)))}
