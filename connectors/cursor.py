@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import FatalError
-from connectors.fieldmap import parse_datetime
+from connectors.values import parse_datetime
 
 
 def decode(cursor: str | None) -> dict[str, Any]:

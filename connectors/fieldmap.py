@@ -4,31 +4,43 @@ A map is TOML: `crm = "salesforce"`, then per canonical object `[objects.NAME]` 
 `crm_object` (sObject / entity set), `key`, `modstamp`, optional `logical_name` (Dataverse),
 `change_tracking` (Dataverse), `accepted_states` (quotes), and `[objects.NAME.fields]` mapping a
 canonical field to `"CrmField"` or `{ field = "...", type = "...", push = true, guarded = true,
-choices = { "2" = "Won" } }`. Types: str (default), decimal, int, bool, datetime, date, choice.
+choices = { "2" = "Won" }, behavior = "user_local" }`. Types: str (default), decimal, int, bool,
+datetime, date, choice, currency_ref. `behavior` (dates only) is the Dataverse column's
+date behaviour: "date_only" (default: served as `YYYY-MM-DD`), "user_local" (served as the UTC
+instant of a local midnight, read in the connection's `time_zone`) or "time_zone_independent".
 
 Rules kept here:
 - Built-in maps live in config/fieldmaps/; a user's map is merged over one entry at a time
-  (an object key or a single field), so overriding one field keeps all the others.
-- Conversion out of the CRM: numbers become `Decimal` (never float), datetimes aware UTC (a
-  timestamp without an offset is *not* guessed: it passes through raw), booleans stay booleans.
-  A value that cannot be converted passes through raw for the sync engine to quarantine.
-- Conversion into the CRM: `Decimal` is sent as a JSON number only when it survives the trip
-  exactly; `guarded` fields are written with `If-Match` (Dataverse) because billing decides them
-  from CRM state; `push` fields are the ones billing owns.
+  (an object key or a single field), so overriding one field keeps all the others. A field
+  table with an unknown key (`behaviour`, `tpye`) is refused, naming it: ignoring it would
+  silently read the field the default way.
+- Conversion out of the CRM (values.py): numbers become finite `Decimal` (never float),
+  datetimes aware UTC (a timestamp without an offset is *not* guessed: it passes through raw),
+  dates strict, booleans stay booleans. A value that cannot be converted passes through raw for
+  the sync engine to quarantine; converting never raises.
+- Conversion into the CRM: `Decimal` is sent as a JSON number only when it is finite and
+  survives the trip exactly; a user-local date is sent as the UTC instant of its local midnight;
+  `guarded` fields are written with `If-Match` (Dataverse) because billing decides them from CRM
+  state; `push` fields are the ones billing owns.
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from connectors import values
+from connectors.values import parse_datetime
+
 TYPES = frozenset({"str", "decimal", "int", "bool", "datetime", "date", "choice", "currency_ref"})
+SPEC_KEYS = ("field", "type", "push", "guarded", "choices", "behavior")
 
 
 class FieldMapError(ValueError):
@@ -43,6 +55,9 @@ class FieldSpec:
     push: bool = False
     guarded: bool = False
     choices: Mapping[str, Any] = field(default_factory=dict)
+    behavior: str = values.DATE_ONLY
+    #: The zone a user-local date is read and written in: the connection's (`FieldMap.in_zone`).
+    zone: tzinfo = UTC
 
 
 @dataclass(frozen=True)
@@ -105,54 +120,38 @@ class FieldMap:
                 f"(mapped: {sorted(self.objects)})"
             ) from None
 
-
-def parse_datetime(value: Any) -> Any:
-    """CRM timestamp → aware UTC; raw value back when it has no offset or does not parse."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():  # +0000 (Salesforce)
-        text = f"{text[:-2]}:{text[-2:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return value
-    return parsed.astimezone(UTC) if parsed.tzinfo else value
+    def in_zone(self, zone: tzinfo) -> FieldMap:
+        """This map with its user-local date fields read and written in `zone`."""
+        objects = {
+            name: replace(om, fields={c: replace(s, zone=zone) if s.behavior == values.USER_LOCAL
+                                      else s for c, s in om.fields.items()})
+            for name, om in self.objects.items()}
+        return replace(self, objects=objects)
 
 
 def convert_in(value: Any, spec: FieldSpec) -> Any:
+    """The canonical value of one CRM value, or the value itself, raw (values.py)."""
     if value is None:
         return None
-    try:
-        if spec.type == "decimal":
-            if isinstance(value, bool):
-                return value
-            return value if isinstance(value, Decimal) else Decimal(str(value))
-        if spec.type == "int":
-            number = Decimal(str(value))
-            return int(number) if number == number.to_integral_value() else value
-        if spec.type == "bool":
-            if isinstance(value, bool):
-                return value
-            lowered = str(value).lower()
-            return {"true": True, "false": False}.get(lowered, value)
-        if spec.type == "datetime":
-            return parse_datetime(value)
-        if spec.type == "date":
-            return date.fromisoformat(str(value)[:10])
-        if spec.type == "choice":
-            return spec.choices.get(str(value), value)
-    except (InvalidOperation, ValueError):
-        return value
+    if spec.type == "decimal":
+        return values.decimal_in(value)
+    if spec.type == "int":
+        return values.int_in(value)
+    if spec.type == "bool":
+        return values.bool_in(value)
+    if spec.type == "datetime":
+        return parse_datetime(value)
+    if spec.type == "date":
+        return values.date_in(value, spec.behavior, spec.zone)
+    if spec.type == "choice" and isinstance(value, str | int) and not isinstance(value, bool):
+        return spec.choices.get(str(value), value)
     return value
 
 
 def convert_out(value: Any, spec: FieldSpec) -> Any:
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise FieldMapError(f"{spec.canonical}={value} is not a finite number")
         as_float = float(value)
         if Decimal(repr(as_float)) != value:
             raise FieldMapError(f"{spec.canonical}={value} cannot be sent exactly as a number")
@@ -160,7 +159,7 @@ def convert_out(value: Any, spec: FieldSpec) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
-        return value.isoformat()
+        return values.date_out(value, spec.behavior, spec.zone)
     if spec.type == "choice" and spec.choices:
         reverse = {v: k for k, v in spec.choices.items()}
         if value in reverse:
@@ -174,11 +173,22 @@ def _spec(obj: str, canonical: str, raw: Any) -> FieldSpec:
         return FieldSpec(canonical, raw)
     if not isinstance(raw, Mapping) or "field" not in raw:
         raise FieldMapError(f"{obj}.{canonical}: expected a field name or a table with 'field'")
+    for key in raw:
+        if key not in SPEC_KEYS:
+            close = difflib.get_close_matches(key, SPEC_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FieldMapError(f"{obj}.{canonical}: unknown key {key!r}{hint}")
     kind = raw.get("type", "str")
     if kind not in TYPES:
         raise FieldMapError(f"{obj}.{canonical}: unknown type {kind!r}")
+    behavior = raw.get("behavior", values.DATE_ONLY)
+    if behavior not in values.BEHAVIORS:
+        raise FieldMapError(f"{obj}.{canonical}: unknown behavior {behavior!r} (one of "
+                            f"{', '.join(values.BEHAVIORS)})")
+    if "behavior" in raw and kind != "date":
+        raise FieldMapError(f"{obj}.{canonical}: behavior applies to type 'date' only")
     return FieldSpec(canonical, raw["field"], kind, bool(raw.get("push", False)),
-                     bool(raw.get("guarded", False)), dict(raw.get("choices", {})))
+                     bool(raw.get("guarded", False)), dict(raw.get("choices", {})), behavior)
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,10 @@ Rules kept here:
   `Sweep` every id it returns; its last page reports what billing knows and the read did not
   return as "missing" (deletes made while a delta token was expired are found this way).
 - Writes: see write.py (`$batch`, continue-on-error, If-Match rules, 412 re-read/re-decide).
+- "User local" date columns (field map `behavior = "user_local"`) are read and written in the
+  connection's `time_zone` (values.py says why not the FormattedValue annotation).
+- A lookup value that is not text (an object, a number) is never turned into text: it passes
+  raw, like any value that cannot be converted.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -58,7 +63,7 @@ class DynamicsConnector(FieldMapped):
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.name = settings.name
         self.settings = settings
-        self.fieldmap = fieldmap
+        self.fieldmap = fieldmap.in_zone(ZoneInfo(settings.time_zone))
         self.transport = transport
         self.tokens = tokens
         self.clock = clock
@@ -76,7 +81,9 @@ class DynamicsConnector(FieldMapped):
         for attempt in (1, 2):
             auth = {"Authorization": f"Bearer {self.tokens.token()}"}
             try:
-                return self.transport.request(method, url, headers={**base_headers, **auth}, **kw)
+                resp: requests.Response = self.transport.request(
+                    method, url, headers={**base_headers, **auth}, **kw)
+                return resp
             except AuthError as exc:
                 if attempt == 2:
                     raise AuthError(f"{self.name}: token refused again after one refresh: {exc}",
@@ -169,8 +176,9 @@ class DynamicsConnector(FieldMapped):
     def _record(self, om: ObjectMap, row: dict[str, Any]) -> Record:
         record = om.to_canonical(row)
         for spec in om.pull_fields:
-            if spec.type == "currency_ref" and row.get(spec.crm):
-                record[spec.canonical] = self._currency(str(row[spec.crm]))
+            value = row.get(spec.crm)
+            if spec.type == "currency_ref" and isinstance(value, str) and value:
+                record[spec.canonical] = self._currency(value)
         if "@odata.etag" in row:
             record["_etag"] = row["@odata.etag"]
         return record

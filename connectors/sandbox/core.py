@@ -8,7 +8,8 @@ Rules this module keeps:
 - Faults are deterministic under the seed: the plan draws from its own `random.Random(seed)`.
 - A side calls `faults.take(crm, endpoint)` once per counted call, passes the result to
   `enact_transport_fault` (which sleeps for "slow" and raises `DropConnection` for "drop"), and
-  renders what is left ("429", "503", "expire_session") in its CRM's own error shape.
+  renders what is left ("429", "503", "expire_session", "concurrent_limit": the CRM's limit on
+  requests running at once) in its CRM's own error shape.
 - The clock is real time unless a test sets or advances it; it always answers aware UTC.
 - Nothing here does work at import time; every structure is guarded by a lock (the server is
   threaded).
@@ -27,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from werkzeug.wrappers import Request, Response
 
-FAULT_KINDS = frozenset({"429", "503", "slow", "drop", "expire_session"})
+FAULT_KINDS = frozenset({"429", "503", "slow", "drop", "expire_session", "concurrent_limit"})
 MAX_SLOW_DELAY = 30.0  # seconds: a "slow" fault never blocks a server thread longer than this
 
 

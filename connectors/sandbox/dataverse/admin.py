@@ -10,13 +10,14 @@ Rules kept:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from . import writes
 from .schema import QUOTE_STATUS, TABLES, TableDef
-from .wire import DataverseError, dumps
+from .wire import DataverseError, dumps, local_midnight
 
 if TYPE_CHECKING:
     from .side import DataverseSide
@@ -74,7 +75,7 @@ class Admin:
                 "authority": f"{side.base_url}/{side.tenant}",
                 "scope": f"{side.base_url}/.default", "api_url": side.api_url,
                 "rows": {name: side.store.count(name) for name in TABLES},
-                "version": side.store.version}
+                "version": side.store.version, "time_zone": str(side.time_zone)}
 
     def do_guid(self, payload: dict[str, Any]) -> dict[str, Any]:
         table = self._table(payload, "accounts")
@@ -119,6 +120,22 @@ class Admin:
         table = self._table(payload)
         return _plain(writes.create(self.side.store, table, dict(payload.get("row", {})),
                                    ieee754=True))
+
+    def do_set_local_date(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A user in the org's time zone enters `date` into a "User Local" date-only `column`:
+        stored (and served) as the UTC instant of that local midnight."""
+        table = self._table(payload)
+        column = str(payload.get("column"))
+        if column not in table.user_local:
+            raise ValueError(f"{table.name}.{column} is not a user-local date column; those "
+                             f"are: {sorted(table.user_local)}")
+        day = dt.date.fromisoformat(str(payload["date"]))
+        return self._update(table, payload, {column: local_midnight(day, self.side.time_zone)})
+
+    def do_set_time_zone(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The zone the org's users enter dates in (IANA name); the rows are seeded again."""
+        self.side.set_time_zone(str(payload["time_zone"]))
+        return {"time_zone": str(self.side.time_zone)}
 
     def do_expire_delta_tokens(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.side.reader.expire_delta_tokens(payload.get("table"))

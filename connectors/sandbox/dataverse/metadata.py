@@ -6,6 +6,9 @@ Rules kept:
 - Attribute names are logical names: a lookup read as `_x_value` is the attribute `x`.
 - `IsValidForUpdate` is false exactly for the columns the sandbox refuses to write (key,
   createdon, modifiedon, versionnumber); `ChangeTrackingEnabled` matches what the reader does.
+- Date and time columns say their `Format` and `DateTimeBehavior` as the schema serves them:
+  `Edm.Date` is DateOnly/DateOnly, a user-local date DateOnly/UserLocal, else
+  DateAndTime/UserLocal.
 - Anything else under EntityDefinitions is a 404 in Dataverse's shape.
 """
 
@@ -40,10 +43,16 @@ def _attributes(seed: int, t: TableDef) -> list[dict[str, Any]]:
     for column, edm in t.columns.items():
         lookup = column.startswith("_") and column.endswith("_value")
         name = column[1:-6] if lookup else column
-        out.append({"MetadataId": _id(seed, f"{t.entity}.{name}"), "LogicalName": name,
-                    "AttributeType": "Lookup" if lookup else _ATTR_TYPES[edm],
-                    "IsValidForUpdate": column not in SYSTEM and column != t.key,
-                    "IsCustomAttribute": name.startswith("new_")})
+        attribute = {"MetadataId": _id(seed, f"{t.entity}.{name}"), "LogicalName": name,
+                     "AttributeType": "Lookup" if lookup else _ATTR_TYPES[edm],
+                     "IsValidForUpdate": column not in SYSTEM and column != t.key,
+                     "IsCustomAttribute": name.startswith("new_")}
+        if edm in ("Edm.Date", "Edm.DateTimeOffset"):
+            date_only = edm == "Edm.Date" or column in t.user_local
+            attribute["Format"] = "DateOnly" if date_only else "DateAndTime"
+            attribute["DateTimeBehavior"] = {
+                "Value": "DateOnly" if edm == "Edm.Date" else "UserLocal"}
+        out.append(attribute)
     return out
 
 

@@ -6,6 +6,10 @@ Rules kept:
   (key, createdon, modifiedon, versionnumber) are read-only.
 - Change tracking is on for accounts, quotes and quotedetails; not for products (on purpose, so
   the connector's `modifiedon` fallback is exercised) nor transactioncurrencies.
+- Date columns behave as in Dataverse: `quote.effectivefrom` and `quotedetail.requestdeliveryby`
+  are date-only columns with "User Local" behaviour (the default of those system columns), so
+  they are `Edm.DateTimeOffset` values (`user_local`); `new_lastinvoicedate` is a "Date Only"
+  column (`Edm.Date`, a bare date).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class TableDef:
     columns: dict[str, str]
     tracked: bool
     binds: dict[str, tuple[str, str]]  # nav property -> (lookup column, target entity set)
+    user_local: frozenset[str] = frozenset()  # DateTimeOffset columns in date-only format
 
     @property
     def read_only(self) -> frozenset[str]:
@@ -67,20 +72,22 @@ QUOTES = TableDef(
     "quotes", "quote", "quoteid",
     _cols(("quoteid", GUID), ("quotenumber", STRING), ("name", STRING),
           ("_customerid_value", GUID), ("statecode", INT), ("statuscode", INT),
-          ("revisionnumber", INT), ("effectivefrom", DATE), ("totalamount", MONEY),
+          ("revisionnumber", INT), ("effectivefrom", DATETIME), ("totalamount", MONEY),
           ("_transactioncurrencyid_value", GUID), ("new_ordernumber", STRING),
           ("new_provisioningstatus", STRING), ("new_invoicenumber", STRING)),
     True, {"customerid_account": ("_customerid_value", "accounts"),
            "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+    frozenset({"effectivefrom"}),
 )
 QUOTEDETAILS = TableDef(
     "quotedetails", "quotedetail", "quotedetailid",
     _cols(("quotedetailid", GUID), ("_quoteid_value", GUID), ("_productid_value", GUID),
           ("lineitemnumber", INT), ("quantity", DECIMAL), ("priceperunit", MONEY),
-          ("extendedamount", MONEY), ("requestdeliveryby", DATE),
+          ("extendedamount", MONEY), ("requestdeliveryby", DATETIME),
           ("_transactioncurrencyid_value", GUID)),
     True, {"quoteid": ("_quoteid_value", "quotes"), "productid": ("_productid_value", "products"),
            "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+    frozenset({"requestdeliveryby"}),
 )
 CURRENCIES = TableDef(
     "transactioncurrencies", "transactioncurrency", "transactioncurrencyid",

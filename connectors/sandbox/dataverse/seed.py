@@ -7,6 +7,8 @@ Rules kept:
 - Seeded timestamps lie before `FIXED_ANCHOR` (never the clock: a test that froze the clock
   must not change the seed of the next one); seeded version numbers lie below
   `FIRST_WRITE_VERSION`, so every write is newer than every seed row.
+- "User Local" date-only columns (schema `user_local`) hold the UTC instant of the date's local
+  midnight in the zone the seed's users entered them in (`zone`, the side's time zone).
 - Every quote statecode (0 Draft, 1 Active, 2 Won, 3 Closed) occurs; quote i has
   `lines_per_quote` lines with indexes i*L .. i*L+L-1; quotes 2j and 2j+1 share a customer.
 - Lookups that a connector filters on (key, `_customerid_value`, `_quoteid_value`, the seeded
@@ -26,6 +28,7 @@ from typing import Any
 
 from .ids import GuidCodec, draw, salt
 from .schema import QUOTE_STATUS, TABLES
+from .wire import local_midnight
 
 FIXED_ANCHOR = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 FIRST_WRITE_VERSION = 10_000_000_000
@@ -80,8 +83,10 @@ class Seeder:
     """Generates seed rows for every table under one seed and one set of sizes."""
 
     def __init__(self, seed: int, accounts: int, products: int, quotes: int,
-                 lines_per_quote: int) -> None:
+                 lines_per_quote: int, zone: dt.tzinfo = dt.UTC) -> None:
         self.seed = seed
+        self.zone = zone
+        self._midnights: dict[dt.date, str] = {}
         self.sizes = {"accounts": accounts, "products": products, "quotes": quotes,
                       "quotedetails": quotes * lines_per_quote,
                       "transactioncurrencies": len(CURRENCIES)}
@@ -232,7 +237,7 @@ class Seeder:
             "name": f"{_PRODUCTS[(h >> 4) % len(_PRODUCTS)]} renewal {q + 1}",
             "_customerid_value": self.guid("accounts", account), "statecode": state,
             "statuscode": QUOTE_STATUS[state], "revisionnumber": (h >> 16) % 10 // 7,
-            "effectivefrom": start.isoformat(), "totalamount": _money(total, precision),
+            "effectivefrom": self._local(start), "totalamount": _money(total, precision),
             "_transactioncurrencyid_value": self._cur_ids[cur],
             "new_ordernumber": None, "new_provisioningstatus": None, "new_invoicenumber": None,
         })
@@ -250,9 +255,16 @@ class Seeder:
             "_quoteid_value": self.guid("quotes", q),
             "_productid_value": self.guid("products", product),
             "lineitemnumber": j % self.lines + 1, "quantity": quantity, "priceperunit": unit,
-            "extendedamount": extended, "requestdeliveryby": start.isoformat(),
+            "extendedamount": extended, "requestdeliveryby": self._local(start),
             "_transactioncurrencyid_value": self._cur_ids[cur],
         })
+
+    def _local(self, day: dt.date) -> str:
+        """A user-local date's wire value (seeded dates span a few months: cached per day)."""
+        text = self._midnights.get(day)
+        if text is None:
+            text = self._midnights[day] = local_midnight(day, self.zone)
+        return text
 
     def _transactioncurrencies(self, i: int) -> dict[str, Any]:
         iso, name, symbol, precision, rate = CURRENCIES[i]

@@ -5,11 +5,15 @@ Rules kept:
   endpoints are "openid-configuration", "token", a table name, "$batch", "WhoAmI",
   "EntityDefinitions", "unknown".
 - Faults: the plan is consulted once per call; "slow"/"drop" are carried out by
-  `enact_transport_fault`; "429", "503" and "expire_session" are answered in Dataverse's shape
-  (AAD's shape on the identity endpoints).
+  `enact_transport_fault`; "429", "503", "concurrent_limit" (service protection's limit of 52
+  requests at once: a 429 with Retry-After too) and "expire_session" are answered in
+  Dataverse's shape (AAD's shape on the identity endpoints, where both limits are a 429).
 - Order for the Web API: fault, then bearer token (401), then service protection (429), then
   the request. Requests inside a `$batch` share the batch's token and budget.
 - One lock serialises all state; the server may be threaded.
+- `time_zone` (IANA, default UTC) is the zone the org's users enter dates in: "User Local"
+  date-only columns hold the UTC instants of local midnights there. Like the credentials, it
+  survives `reset`; changing it (admin `set_time_zone`) seeds the rows again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import re
 import threading
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
@@ -38,6 +43,7 @@ from .throttle import Throttle
 from .wire import (
     API_PREFIX,
     BAD_QUERY,
+    CONCURRENCY_LIMITED,
     NOT_FOUND_SEGMENT,
     RATE_LIMITED,
     SERVER_BUSY,
@@ -62,8 +68,9 @@ class DataverseSide:
                  tenant: str | None = None, clients: dict[str, str] | None = None,
                  client_certificates: dict[str, str] | None = None,
                  token_ttl: float | None = None, rate_limit: int = 6000,
-                 rate_window: float = 300.0) -> None:
+                 rate_window: float = 300.0, time_zone: str = "UTC") -> None:
         self.ctx = ctx
+        self.time_zone = ZoneInfo(time_zone)
         self.seed = ctx.seed if seed is None else seed
         self.base_url = ctx.base_url.rstrip("/")
         self.api_url = self.base_url + API_PREFIX
@@ -83,19 +90,29 @@ class DataverseSide:
         self._build()
 
     def _build(self) -> None:
+        self._seed_rows()
+        self.authority = Authority(self.base_url, self.tenant, self._clients, self._certs,
+                                   self._ttl, lambda: self.ctx.clock.now().timestamp())
+        self.throttle = Throttle(*self._rate)
+        self.admin_ops = Admin(self)
+
+    def _seed_rows(self) -> None:
         accounts, products, quotes, lines = self.sizes
-        seeder = Seeder(self.seed, accounts, products, quotes, lines)
+        seeder = Seeder(self.seed, accounts, products, quotes, lines, self.time_zone)
         # Each reset starts a new, higher version range, and delta tokens from before it are
         # expired (as after an environment restore): a stale cursor can never read as current.
         self._epoch += 1
         self.store = Store(seeder, self.ctx.clock.now, FIRST_WRITE_VERSION * self._epoch)
         self.reader = Reader(self.store, self.base_url)
         self.reader.delta_floor = dict.fromkeys(TABLES, self.store.first_version)
-        self.authority = Authority(self.base_url, self.tenant, self._clients, self._certs,
-                                   self._ttl, lambda: self.ctx.clock.now().timestamp())
-        self.throttle = Throttle(*self._rate)
         self.batch = BatchRunner(self.store, self.base_url, self._dispatch_inner)
-        self.admin_ops = Admin(self)
+
+    def set_time_zone(self, name: str) -> None:
+        """The zone the org's users enter dates in. The rows are seeded again (entered in that
+        zone); tokens, clients and the throttle are kept."""
+        with self._lock:
+            self.time_zone = ZoneInfo(name)
+            self._seed_rows()
 
     def describe(self) -> str:
         """One line for people: how to get a token (printed by the sandbox CLI)."""
@@ -143,7 +160,7 @@ class DataverseSide:
     # --- internals -----------------------------------------------------------------------------
     def _identity(self, request: Request, discovery: Any, token: Any,
                   fault: Fault | None) -> Response:
-        if fault is not None and fault.kind == "429":
+        if fault is not None and fault.kind in ("429", "concurrent_limit"):
             resp = self.authority.aad_error(429, "temporarily_unavailable", 90055,
                                             "There are too many incoming requests.")
             resp.headers["Retry-After"] = str(fault.retry_after)
@@ -169,6 +186,10 @@ class DataverseSide:
             return DataverseError(429, RATE_LIMITED, "Number of requests exceeded the limit of "
                                   f"{self.throttle.limit} over time window of "
                                   f"{int(self.throttle.window)} seconds.",
+                                  {"Retry-After": str(fault.retry_after)})
+        if fault.kind == "concurrent_limit":
+            return DataverseError(429, CONCURRENCY_LIMITED, "Number of concurrent requests "
+                                  "exceeded the limit of 52.",
                                   {"Retry-After": str(fault.retry_after)})
         if fault.kind == "503":
             return DataverseError(503, SERVER_BUSY, "The service is temporarily unavailable. "

@@ -4,6 +4,8 @@ Rules kept:
 - Every error body has Dataverse's shape `{"error": {"code": "0x...", "message": "..."}}`.
 - Every answer carries `OData-Version: 4.0`; JSON answers say `odata.metadata=minimal`.
 - Timestamps on the wire are UTC at second precision: `2026-11-21T23:43:43Z`.
+- A "User Local" date-only value is the UTC instant of its local midnight in the zone of the
+  user who entered it (`local_midnight`): 1 January entered in UTC+1 is `2025-12-31T23:00:00Z`.
 - Money and Decimal values are kept as `Decimal` and written as JSON numbers.
 """
 
@@ -27,6 +29,7 @@ ROW_NOT_FOUND = "0x80040217"  # "<entity> With Id = <guid> Does Not Exist"
 DUPLICATE = "0x80040237"  # "A record with matching key values already exists."
 VERSION_MISMATCH = "0x80060882"  # If-Match etag mismatch (412)
 RATE_LIMITED = "0x80072322"  # service protection: number of requests in the window
+CONCURRENCY_LIMITED = "0x80072326"  # unconfirmed: service protection, concurrent requests
 EXPIRED_DELTA = "0x80044352"  # ExpiredVersionStamp; unconfirmed for the Web API delta link
 BATCH_TOO_LARGE = "0x8006088a"  # unconfirmed: code for a $batch over 1,000 requests
 SERVER_BUSY = "0x80040216"  # unconfirmed: generic "unexpected error" used for the 503 fault
@@ -84,6 +87,11 @@ def error_response(err: DataverseError) -> Response:
 
 def fmt_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local_midnight(day: dt.date, zone: dt.tzinfo) -> str:
+    """The wire value of a "User Local" date-only column holding `day` entered in `zone`."""
+    return fmt_time(dt.datetime.combine(day, dt.time(), zone))
 
 
 def parse_time(text: str) -> dt.datetime:

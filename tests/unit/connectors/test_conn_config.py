@@ -11,8 +11,9 @@ import pytest
 from connectors import fieldmap
 from connectors.credentials import CredentialError, Secret
 from connectors.cursor import StampTracker, decode
-from connectors.fieldmap import FieldSpec, convert_in, parse_datetime
+from connectors.fieldmap import FieldSpec, convert_in
 from connectors.settings import SettingsError, load_connections, parse_connection
+from connectors.values import parse_datetime
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -4,7 +4,7 @@ throttling, `$batch` writes with etags, escaping, secrets out of logs."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
@@ -237,3 +237,26 @@ def test_stamp_reads_are_ordered_even_when_full(fake: FakeDataverse) -> None:
     assert "$orderby=modifiedon asc,productid asc" in url and "$filter" not in url
     read(connector(), "account", None)
     assert "$orderby" not in unquote(fake.gets[-1][0])  # change tracking takes no $orderby
+
+
+def test_user_local_dates_are_read_in_the_connection_time_zone(fake: FakeDataverse) -> None:
+    """effectivefrom comes as the UTC instant of the local midnight it was entered at."""
+    fake.tables["quotes"] = []
+    fake.put("quotes", 1, ts(10), effectivefrom="2025-12-31T23:00:00Z")
+    fake.put("quotes", 2, ts(9), effectivefrom="2026-12-01garbage")
+    fake.put("quotes", 3, ts(8), effectivefrom="2026-06-30T22:00:00Z")
+    berlin = {r["crm_id"]: r["start_date"]
+              for p in read(connector(time_zone="Europe/Berlin"), "quote", None)
+              for r in p.records}
+    assert berlin == {guid(1): date(2026, 1, 1), guid(2): "2026-12-01garbage",
+                      guid(3): date(2026, 7, 1)}
+    utc = [r["start_date"] for p in read(connector(), "quote", None) for r in p.records]
+    assert utc[0] == date(2025, 12, 31)  # the zone configured decides; never the first 10 chars
+
+
+def test_a_currency_lookup_that_is_not_text_passes_raw(fake: FakeDataverse) -> None:
+    fake.put("accounts", 1, ts(10), _transactioncurrencyid_value={"id": "x"})
+    fake.put("accounts", 2, ts(9), _transactioncurrencyid_value=7)
+    records = [r for p in read(connector(), "account", None) for r in p.records]
+    assert [r["currency"] for r in records] == [{"id": "x"}, 7]
+    assert not any("transactioncurrencies" in url for url, _ in fake.gets)
