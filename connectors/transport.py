@@ -11,7 +11,8 @@ Rules kept here:
   wait longer than the bound gives up at once). 401 → `AuthError`, 412 → `ConflictError`, other
   4xx → `FatalError`, each with the CRM's own code and message (`ErrorReader`). A CRM-specific
   `classify` hook may return another error (Salesforce: REQUEST_LIMIT_EXCEEDED → BudgetExhausted,
-  never retried).
+  never retried, for the daily allowance; a RetriableError, retried like a 429, for the
+  concurrency limit).
 - The budget meter is checked before and fed after every call; every call is counted.
 - One debug line per call: method, path (never the query string), status, duration. Headers and
   bodies are never logged, so tokens cannot leak.

@@ -15,7 +15,10 @@ Rules kept here:
   billing knows and the read did not return as "missing".
 - Writes: sObject Collections PATCH, 200 records per call, `allOrNone: false`, one result per
   input in input order; a record the map cannot encode fails alone.
-- `REQUEST_LIMIT_EXCEEDED` becomes `BudgetExhausted` and is never retried.
+- `REQUEST_LIMIT_EXCEEDED` (403) is classified by its message: `TotalRequests` (the org's daily
+  allowance, shared by every user of the org) and any message we do not know become
+  `BudgetExhausted`, never retried; `ConcurrentRequests` (too many long-running calls at once)
+  is a `RetriableError`, retried with the transport's bounded backoff like a 429.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from connectors.base import (
     Page,
     Record,
     Redecide,
+    RetriableError,
     Sweep,
     WriteResult,
     missing_deletions,
@@ -51,16 +55,22 @@ from connectors.prefetch import Prefetch
 from connectors.salesforce import soql
 from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
 from connectors.settings import ConnectionSettings
-from connectors.transport import Transport
+from connectors.transport import Transport, retry_after_seconds
 
 T = TypeVar("T")
 CHUNK = 200
 _SOAP_FAULT = re.compile(r"<sf:exceptionCode>([^<]+)</sf:exceptionCode>")
+#: REQUEST_LIMIT_EXCEEDED messages of the concurrency limits ("ConcurrentRequests (Concurrent
+#: API Requests) Limit exceeded.", "ConcurrentPerOrgLongTxn Limit exceeded."): transient.
+_CONCURRENT = re.compile(r"^\s*Concurrent")
 
 
 def classify(resp: requests.Response, code: str | None, message: str) -> ConnectorError | None:
     """Salesforce-specific statuses; everything else falls to the shared table."""
-    if code == "REQUEST_LIMIT_EXCEEDED":
+    if code == "REQUEST_LIMIT_EXCEEDED" and _CONCURRENT.match(message):
+        return RetriableError(f"Salesforce: {message}", code=code, status=resp.status_code,
+                              retry_after=retry_after_seconds(resp))
+    if code == "REQUEST_LIMIT_EXCEEDED":  # TotalRequests, or a limit we do not know: stop
         return BudgetExhausted(f"Salesforce: {message}", code=code, status=resp.status_code)
     if "/services/Soap/" in resp.url and resp.status_code == 500:  # SOAP login faults are 500
         fault = _SOAP_FAULT.search(resp.text or "")

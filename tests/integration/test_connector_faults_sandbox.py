@@ -1,5 +1,6 @@
 """Both connectors against injected sandbox faults over real HTTPS: 429 with Retry-After, 503,
-dropped connections, expired sessions; and the other Salesforce login methods."""
+dropped connections, expired sessions, Salesforce's two REQUEST_LIMIT_EXCEEDED meanings; and
+the other Salesforce login methods."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
-from connectors.base import AuthError
+from connectors.base import AuthError, BudgetExhausted
 from connectors.registry import build_connector
 from connectors.settings import parse_connection
+from sync.engine import SyncOptions, run_cycle
 
 sandbox_server = pytest.importorskip("connectors.sandbox.server",
                                      reason="sandbox CRM (connectors/sandbox) not available")
@@ -74,6 +77,42 @@ def test_sf_429_retry_after_is_honoured(sandbox: Any) -> None:
     sandbox.faults.add("salesforce", "query*", "429", count=1, retry_after=4)
     assert count(salesforce(sandbox, sleeper).read_changes("account", None)) == 30
     assert sleeper.calls == [4.0]
+
+
+def test_sf_concurrent_request_limit_is_retried_with_backoff(sandbox: Any) -> None:
+    """403 REQUEST_LIMIT_EXCEEDED "ConcurrentRequests ...": transient, not the daily budget."""
+    sleeper = Sleeper()
+    sandbox.faults.add("salesforce", "query*", "concurrent_limit", count=1)
+    assert count(salesforce(sandbox, sleeper).read_changes("account", None)) == 30
+    assert len(sleeper.calls) == 1 and sleeper.calls[0] > 0
+
+
+def test_sf_total_requests_limit_stops_the_read_at_once(sandbox: Any) -> None:
+    sleeper = Sleeper()
+    sandbox.salesforce.admin("set_api_usage", {"used": 1000, "limit": 1000})
+    with pytest.raises(BudgetExhausted, match="TotalRequests"):
+        list(salesforce(sandbox, sleeper).read_changes("account", None))
+    assert sleeper.calls == []
+    assert sandbox.counters.get("salesforce", "query") == 1  # never retried
+
+
+def test_sf_total_requests_limit_stops_the_run_with_the_budget_outcome(
+        sandbox: Any, engine: Engine) -> None:
+    sleeper = Sleeper()
+    sandbox.salesforce.admin("set_api_usage", {"used": 1000, "limit": 1000})
+    report = run_cycle(engine, salesforce(sandbox, sleeper), SyncOptions(push=False))
+    assert report.outcome == "stopped: API budget" and "TotalRequests" in str(report.error)
+    assert sleeper.calls == []
+    assert sandbox.counters.get("salesforce", "query") + sandbox.counters.get(
+        "salesforce", "queryAll") <= 1
+
+
+def test_sf_one_concurrent_limit_does_not_stop_the_run(sandbox: Any, engine: Engine) -> None:
+    sleeper = Sleeper()
+    sandbox.faults.add("salesforce", "query*", "concurrent_limit", count=1)
+    report = run_cycle(engine, salesforce(sandbox, sleeper), SyncOptions(push=False))
+    assert not report.outcome.startswith(("stopped", "failed")), report
+    assert report.objects["account"].read == 30 and len(sleeper.calls) == 1
 
 
 def test_sf_expired_session_relogs_in_once(sandbox: Any) -> None:

@@ -81,3 +81,21 @@ def test_a_sandbox_bug_answers_500_in_salesforce_shape(sf_http: Any, sfbox: Sand
     response = sf_http.query(SOQL)
     assert response.status_code == 500
     assert sf_json(response)[0]["errorCode"] == "UNKNOWN_EXCEPTION"
+
+
+def test_concurrent_limit_is_a_403_told_apart_by_its_message(sf_http: Any,
+                                                             sfbox: Sandbox) -> None:
+    """Both of Salesforce's request limits answer 403 REQUEST_LIMIT_EXCEEDED; only the message
+    says whether the daily allowance is spent or too many long calls run at once."""
+    sfbox.faults.add("salesforce", "query", "concurrent_limit", count=1)
+    before = sfbox.salesforce.usage.used
+    busy = sf_http.query(SOQL)
+    assert busy.status_code == 403 and "Retry-After" not in busy.headers
+    assert sf_json(busy) == [{"message": "ConcurrentRequests (Concurrent API Requests) Limit "
+                                         "exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert sfbox.salesforce.usage.used == before  # a refused call spends nothing
+    assert sf_http.query(SOQL).status_code == 200
+    sfbox.salesforce.admin("set_api_usage", {"used": 100, "limit": 100})
+    spent = sf_http.query(SOQL)
+    assert spent.status_code == 403
+    assert sf_json(spent)[0]["message"] == "TotalRequests Limit exceeded."

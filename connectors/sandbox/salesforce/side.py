@@ -5,8 +5,11 @@ Rules this module keeps:
   where endpoint is one of: token, versions, limits, query, queryAll, describe, sobject, deleted,
   updated, composite/sobjects, unknown.
 - Order per request: count → injected fault (slow/drop by the server; 503 SERVER_UNAVAILABLE,
-  429 with Retry-After, expire_session → this caller's token revoked) → session check (401
-  INVALID_SESSION_ID) → API allowance (403 REQUEST_LIMIT_EXCEEDED) → the resource.
+  429 with Retry-After, concurrent_limit → 403 REQUEST_LIMIT_EXCEEDED "ConcurrentRequests
+  (Concurrent API Requests) Limit exceeded.", expire_session → this caller's token revoked) →
+  session check (401 INVALID_SESSION_ID) → API allowance (403 REQUEST_LIMIT_EXCEEDED
+  "TotalRequests Limit exceeded.") → the resource. Both 403s share the code; only the message
+  tells the daily allowance (stop) from the concurrency limit (transient); neither spends one.
 - Every /services/data answer (errors included) carries `Sforce-Limit-Info: api-usage=used/limit`;
   the token endpoint's answers do not.
 """
@@ -104,6 +107,10 @@ class SalesforceSide:
             return self._limited(error_response(
                 429, "TOO_MANY_REQUESTS", f"Too many requests: retry after {fault.retry_after}s",
                 headers={"Retry-After": str(fault.retry_after)}))
+        if fault is not None and fault.kind == "concurrent_limit":
+            return self._limited(error_response(
+                403, "REQUEST_LIMIT_EXCEEDED",
+                "ConcurrentRequests (Concurrent API Requests) Limit exceeded."))
         if endpoint == "token":
             return self.token_endpoint.handle(request)
         if path in ("/services/data", "/services/data/"):
