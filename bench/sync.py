@@ -47,7 +47,7 @@ def _world(sbx: Any, tmp: Path) -> Any:
     from connectors.registry import build_connector
     from jobs.cli.demo_crm import sandbox_config
     from jobs.migrate import upgrade
-    from sync.worker import Worker
+    from jobs.worker import Worker
 
     text, env = sandbox_config(sbx, f"sqlite:///{tmp / 'bench.db'}", connections=("sf",))
     os.environ.update(env)

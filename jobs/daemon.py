@@ -3,7 +3,7 @@
 Rules kept here:
 - On SQLite only one daemon may use a database: it holds ``<db>.daemon.lock`` (``flock``) for
   its whole life, and a second one refuses to start with a message naming the file. On
-  PostgreSQL any number may run: each job takes its own advisory lock (see ``sync.worker``).
+  PostgreSQL any number may run: each job takes its own advisory lock (see ``jobs.worker``).
 - SIGTERM / SIGINT set the worker's stop event: running cycles finish the page in hand and
   commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``.
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
@@ -25,8 +25,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobs.api.app import build_app, serve_in_thread
+from jobs.scheduler import build_scheduler, job_ids
+from jobs.worker import Worker
 from sync.locks import job_lock, lock_path
-from sync.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                host: str = "127.0.0.1", port: int = 8080, once: bool = False,
                worker: Worker | None = None,
                on_ready: Callable[[Worker], None] | None = None) -> None:
-    from jobs.scheduler import build_scheduler, job_ids
-
     with job_lock(engine, "daemon") as got:
         if not got and engine.dialect.name == "sqlite":
             raise DaemonRefused(
@@ -103,7 +103,6 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
         scheduler = build_scheduler(worker)
         server = None
         if api:
-            from jobs.api.app import build_app, serve_in_thread
             server = serve_in_thread(build_app(engine, settings, sync_runner=worker,
                                                scheduler_state=scheduler), host, port)
         scheduler.start()

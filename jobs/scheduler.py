@@ -24,7 +24,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sync.worker import Worker
+from billing_core.service import ledger_uow
+from jobs.api.idempotency import purge_answers
+from jobs.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,6 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
 
 
 def housekeeping(worker: Worker) -> None:
-    from billing_core.service import ledger_uow
-    from jobs.api.idempotency import purge_answers
-
     with ledger_uow(worker.engine) as uow:
         purged = purge_answers(uow)
         uow.commit()

@@ -1,14 +1,18 @@
-"""The worker: what each scheduled job and each manual command does, as thin calls.
+"""The worker: the application's wiring. What each scheduled job and each manual command
+does, with which connector, settings and provisioner, as thin calls into ``sync`` (the cycle,
+the outbox push) and ``billing_core.service`` (holds, dispatch, the bill run).
 
 Rules kept here:
 - One connector per connection, built once and kept (its login, token cache and API meter
-  live as long as the worker); nothing connects before the first job needs it.
+  live as long as the worker); nothing connects before the first job needs it. The same holds
+  for the provisioner.
 - Every job body takes its lock first (``sync.locks.job_lock``: a PostgreSQL advisory lock, a
   lock file on SQLite). The CRM of one connection is only ever spoken to under
   ``crm:<connection>`` (pull and push alike), so two workers never read or write it at once.
   A scheduled job that finds its lock taken is skipped with a log line; a manual resync waits.
 - ``stop`` (an ``Event``) is set on SIGTERM/SIGINT: cycles finish the page in hand and end.
-- ``start_sync`` (for the HTTP API) records the run and runs it on a thread, returning its id.
+- ``start`` (the HTTP API's ``SyncRunner`` seam, ``jobs.api.admin_sync``) records the run and
+  runs it on a thread, returning its id at once; ``get`` reads a run back.
 """
 from __future__ import annotations
 
@@ -18,17 +22,24 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
+from billing_core.adapters.provisioners import Provisioner, ProvisionError, ProvisioningTask
 from billing_core.domain.errors import NotFound
 from billing_core.service import ledger_uow
+from billing_core.service.bill_run import BillRunResult, run_bill_run
+from billing_core.service.credit_control import reevaluate_all
+from billing_core.service.provisioning import DispatchReport, dispatch_pending
 from config.settings import Settings
 from connectors.base import Connector
-from sync.config import SyncSettings, connections, sync_settings
+from connectors.registry import build_connector
+from connectors.settings import ConnectionSettings
+from jobs.provisioners import build_provisioner
+from sync import outbox, push
 from sync.engine import Cycle, SyncOptions
 from sync.locks import job_lock
-from sync.runs import RunReport, run_objects
-from sync.tables import sync_runs
+from sync.refs import parse_source_ref
+from sync.runs import RunReport, get_run
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +51,15 @@ def _utcnow() -> datetime:
 class Worker:
     def __init__(self, engine: Engine, settings: Settings, *,
                  clock: Callable[[], datetime] = _utcnow,
-                 connector_factory: Callable[[Any], Connector] | None = None) -> None:
+                 connector_factory: Callable[[ConnectionSettings], Connector] = build_connector,
+                 ) -> None:
         self.engine, self.settings, self.clock = engine, settings, clock
-        self.sync: SyncSettings = sync_settings(settings)
-        self.connections = connections(settings)
+        self.sync = settings.sync
+        self.connections = settings.connections
         self.stop = threading.Event()
         self._factory = connector_factory
         self._connectors: dict[str, Connector] = {}
+        self._provisioner: Provisioner | None = None
         self._guard = threading.Lock()
 
     def close(self) -> None:
@@ -64,11 +77,7 @@ class Worker:
             raise NotFound("connection", name)
         with self._guard:
             if name not in self._connectors:
-                if self._factory is not None:
-                    self._connectors[name] = self._factory(self.connections[name])
-                else:
-                    from connectors.registry import build_connector
-                    self._connectors[name] = build_connector(self.connections[name])
+                self._connectors[name] = self._factory(self.connections[name])
             return self._connectors[name]
 
     def budgets(self) -> dict[str, Any]:
@@ -109,7 +118,6 @@ class Worker:
         return report
 
     def push_connection(self, name: str) -> None:
-        from sync import outbox, push
         with job_lock(self.engine, f"crm:{name}") as got:
             if not got:
                 log.info("push connection=%s skipped: another worker holds it", name)
@@ -132,7 +140,6 @@ class Worker:
                 self.push_connection(name)
 
     def reevaluate_holds(self) -> dict[str, int] | None:
-        from billing_core.service.credit_control import reevaluate_all
         with job_lock(self.engine, "holds") as got:
             if not got:
                 log.info("hold re-evaluation skipped: another worker runs it")
@@ -144,15 +151,13 @@ class Worker:
                      summary["accounts"], summary["placed"], summary["lifted"])
             return summary
 
-    def dispatch(self) -> Any:
-        from billing_core.service.provisioning import dispatch_pending
+    def dispatch(self) -> DispatchReport | None:
         with job_lock(self.engine, "dispatch") as got:
             if not got:
                 return None
             return dispatch_pending(self.engine, self.provisioner(), clock=self.clock)
 
-    def bill_run(self) -> Any:
-        from billing_core.service.bill_run import run_bill_run
+    def bill_run(self) -> BillRunResult | None:
         with job_lock(self.engine, "bill-run") as got:
             if not got:
                 log.info("bill run skipped: another worker runs it")
@@ -165,21 +170,18 @@ class Worker:
                      result.invoices_created, len(result.errors))
             return result
 
-    def provisioner(self) -> Any:
-        from jobs.provisioners import build_provisioner
-        if not hasattr(self, "_provisioner"):
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
             self._provisioner = build_provisioner(self.settings.provisioner,
                                                   callback=self._crm_provision)
         return self._provisioner
 
-    def _crm_provision(self, task: Any) -> str:
+    def _crm_provision(self, task: ProvisioningTask) -> str:
         """``[provisioner] kind = "crm"``: provisioning = the quote's status field in the CRM."""
-        connection, _, rest = str(task.order_ref).partition(":")
-        quote_id = rest.rsplit(":rev", 1)[0]
+        connection, quote_id, _ = parse_source_ref(str(task.order_ref))
         results = self.connector(connection).write("quote", [
             {"crm_id": quote_id, "provisioning_status": "provisioning requested"}])
         if results and not results[0].ok:
-            from billing_core.adapters.provisioners import ProvisionError
             raise ProvisionError(f"{results[0].code}: {results[0].message}", retriable=True)
         return "dispatched"
 
@@ -200,8 +202,4 @@ class Worker:
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings() \
-                .first()
-            if row is None:
-                return None
-            return {**dict(row), "objects": run_objects(conn, run_id)}
+            return get_run(conn, run_id)

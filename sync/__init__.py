@@ -1,5 +1,6 @@
 """The sync engine: the one place that speaks both CRM and billing.
 
 The design (tables, invariants, transaction boundaries) is the docstring of ``sync.tables``;
-one cycle is ``sync.engine.Cycle``; the job bodies the daemon schedules are ``sync.worker``.
+one cycle is ``sync.engine.Cycle``. What runs which job with which connector and provisioner is
+wiring, outside the engine: ``jobs.worker``.
 """

@@ -125,11 +125,14 @@ def last_runs(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def list_runs(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
-    rows = conn.execute(select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)).mappings()
-    return [dict(r) for r in rows]
-
-
 def run_objects(conn: Connection, run_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(sync_run_objects).where(
         sync_run_objects.c.run_id == run_id).order_by(sync_run_objects.c.id)).mappings()]
+
+
+def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
+    """One run's record with its per-object counts (``objects``), or None if there is none."""
+    row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings().first()
+    if row is None:
+        return None
+    return {**dict(row), "objects": run_objects(conn, run_id)}

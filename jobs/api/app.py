@@ -11,6 +11,7 @@ Rules kept here
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,14 +25,22 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
-from jobs.api import errors
+from jobs.api import (
+    errors,
+    metrics,
+    routes_admin,
+    routes_billing,
+    routes_credit,
+    routes_ops,
+    routes_payments,
+)
 from jobs.api.admin_sync import SyncRunner
 from jobs.api.errors import body as error_body
+from jobs.api.models import API_VERSION
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-API_VERSION = "1.0.0"
 
 
 @dataclass
@@ -88,8 +97,6 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        import json
-
         payload = json.dumps(error_body("body_too_large", "body", None,
                                         f"the request body is over {self.limit} bytes")).encode()
         await send({"type": "http.response.start", "status": 413,
@@ -103,15 +110,6 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The API over ``engine``. ``sync_runner`` starts resyncs (``POST /sync:run``);
     ``scheduler_state`` (anything with a ``running`` attribute) feeds ``/readyz``."""
-    from jobs.api import (
-        metrics,
-        routes_admin,
-        routes_billing,
-        routes_credit,
-        routes_ops,
-        routes_payments,
-    )
-
     app = FastAPI(title="ledgerbridge API", version=API_VERSION, openapi_url=None, docs_url=None,
                   redoc_url=None,
                   description="Billing documents, payments and credits for payment systems; "

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.credit import CreditPolicy
+from config.settings import Settings
 from jobs.api.auth import Principal, require
 from jobs.api.idempotency import LedgerRoute, OwnTransactionRoute, uow_of
 from jobs.api.models import ErrorBody
@@ -15,7 +16,8 @@ from jobs.api.models import ErrorBody
 
 def policy_of(request: Request) -> CreditPolicy:
     """The credit policy of the settings the app was built with."""
-    return request.app.state.api.settings.credit
+    settings: Settings = request.app.state.api.settings
+    return settings.credit
 
 
 Uow = Annotated[UnitOfWork, Depends(uow_of)]

@@ -8,7 +8,9 @@ Two kinds:
   / provisioning queue depths, accounts on hold by reason, the last bill run's duration. The
   remaining CRM API budget per connection comes from the scheduler state when it offers
   ``budgets() -> {connection: remaining}``.
-A table that does not exist yet (a component not installed) is skipped, never an error.
+The figures come from ``sync.status`` and ``billing_core.service.reports``; a database that
+cannot be read (down, or not migrated yet) costs the database figures of that scrape, logged
+as a warning, never an error answer.
 """
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, MetaData, Table, func, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing_core.service import reports
+from billing_core.service.holds import REASONS
+from sync import status as sync_status
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +46,10 @@ class LedgerCollector(Collector):
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(ledger_read_only=True)
-                tables = _tables(conn)
-                yield from _sync_metrics(conn, tables)
-                yield from _queue_metrics(conn, tables)
-                yield from _hold_metrics(conn, tables)
-                yield from _bill_run_metrics(conn, tables)
+                yield from _sync_metrics(conn)
+                yield from _queue_metrics(conn)
+                yield from _hold_metrics(conn)
+                yield from _bill_run_metrics(conn)
         except SQLAlchemyError as exc:
             log.warning("metrics: database not readable: %s", type(exc).__name__)
         yield from self._budgets()
@@ -68,95 +73,60 @@ class LedgerCollector(Collector):
         yield from families.values()
 
 
-def _tables(conn: Connection) -> dict[str, Table]:
-    from billing_core.adapters.tables import metadata as ledger
-
-    found: dict[str, Table] = dict(ledger.tables)
-    try:
-        from sync.tables import metadata as sync_metadata
-    except ModuleNotFoundError:
-        sync_metadata = MetaData()
-    found.update(sync_metadata.tables)
-    present = set(conn.dialect.get_table_names(conn))
-    return {name: table for name, table in found.items() if name in present}
-
-
-def _sync_metrics(conn: Connection, t: dict[str, Table]) -> Iterator[Metric]:
-    if "sync_runs" not in t:
-        return
-    runs = t["sync_runs"]
+def _sync_metrics(conn: Connection) -> Iterator[Metric]:
     family = CounterMetricFamily("ledgerbridge_sync_runs", "Sync runs by connection and outcome",
                                  labels=["connection", "outcome"])
-    for connection, outcome, count in conn.execute(
-            select(runs.c.connection, runs.c.outcome, func.count())
-            .group_by(runs.c.connection, runs.c.outcome)):
-        family.add_metric([connection, str(outcome).split(":")[0]], count)
+    for (connection, outcome), count in sync_status.runs_by_outcome(conn).items():
+        family.add_metric([connection, outcome], count)
     yield family
-    if "sync_run_objects" not in t:
-        return
-    objs = t["sync_run_objects"]
     records = CounterMetricFamily("ledgerbridge_sync_records",
                                   "Records handled by sync, by connection, object and kind",
                                   labels=["connection", "object", "kind"])
     calls = CounterMetricFamily("ledgerbridge_crm_api_calls", "CRM API calls made by sync",
                                 labels=["connection"])
     per_conn: dict[str, int] = {}
-    stmt = select(runs.c.connection, objs.c.object,
-                  *(func.coalesce(func.sum(objs.c[k]), 0) for k in (*_SYNC_COUNTS, "api_calls"))
-                  ).join(runs, runs.c.id == objs.c.run_id).group_by(runs.c.connection,
-                                                                   objs.c.object)
-    for row in conn.execute(stmt):
-        connection, obj, *values = row
-        for kind, value in zip(_SYNC_COUNTS, values, strict=False):
-            records.add_metric([connection, obj, kind], int(value))
-        per_conn[connection] = per_conn.get(connection, 0) + int(values[-1])
+    for totals in sync_status.object_totals(conn):
+        for kind in _SYNC_COUNTS:
+            records.add_metric([totals.connection, totals.object, kind], totals.counts[kind])
+        per_conn[totals.connection] = per_conn.get(totals.connection, 0) \
+            + totals.counts["api_calls"]
     for connection, value in sorted(per_conn.items()):
         calls.add_metric([connection], value)
     yield records
     yield calls
 
 
-def _count_by(conn: Connection, table: Table, *cols: str) -> list[tuple[Any, ...]]:
-    columns = [table.c[c] for c in cols]
-    return [tuple(r) for r in conn.execute(select(*columns, func.count()).group_by(*columns))]
-
-
-def _queue_metrics(conn: Connection, t: dict[str, Table]) -> Iterator[Metric]:
+def _queue_metrics(conn: Connection) -> Iterator[Metric]:
     depth = GaugeMetricFamily("ledgerbridge_queue_depth", "Rows waiting, by queue and state",
                               labels=["queue", "state"])
-    for name, col in (("outbox", "state"), ("quarantine", "status"),
-                      ("provisioning_requests", "state")):
-        if name in t:
-            for state, count in _count_by(conn, t[name], col):
-                depth.add_metric([name, str(state)], count)
+    queues = {**sync_status.queue_depths(conn),
+              "provisioning_requests": reports.provisioning_by_state(conn)}
+    for name, counts in queues.items():
+        for state, count in counts.items():
+            depth.add_metric([name, state], count)
     yield depth
 
 
-def _hold_metrics(conn: Connection, t: dict[str, Table]) -> Iterator[Metric]:
+def _hold_metrics(conn: Connection) -> Iterator[Metric]:
     gauge = GaugeMetricFamily("ledgerbridge_holds", "Accounts on hold, by reason",
                               labels=["reason"])
-    counts = dict(_count_by(conn, t["hold_reasons"], "reason")) if "hold_reasons" in t else {}
-    for reason in ("crm", "credit_limit", "overdue", "manual"):
+    counts = reports.holds_by_reason(conn)
+    for reason in REASONS:
         gauge.add_metric([reason], counts.get(reason, 0))
     yield gauge
 
 
-def _bill_run_metrics(conn: Connection, t: dict[str, Table]) -> Iterator[Metric]:
-    if "bill_runs" not in t:
-        return
-    runs = t["bill_runs"]
+def _bill_run_metrics(conn: Connection) -> Iterator[Metric]:
     counts = CounterMetricFamily("ledgerbridge_bill_runs", "Bill runs by status",
                                  labels=["status"])
-    for status, count in _count_by(conn, runs, "status"):
-        counts.add_metric([str(status)], count)
+    for status, count in reports.bill_runs_by_status(conn).items():
+        counts.add_metric([status], count)
     yield counts
-    last = conn.execute(select(runs.c.started_at, runs.c.finished_at, runs.c.invoices_created)
-                        .where(runs.c.finished_at.is_not(None))
-                        .order_by(runs.c.id.desc()).limit(1)).first()
     duration = GaugeMetricFamily("ledgerbridge_bill_run_duration_seconds",
                                  "Duration of the last finished bill run")
+    last = reports.last_bill_run(conn)
     if last is not None:
-        duration.add_metric([], (last.finished_at - last.started_at).total_seconds())
+        duration.add_metric([], last.seconds)
     yield duration
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The API's version (the OpenAPI document's and ``/status``'s).
+API_VERSION = "1.0.0"
 MAX_ID = 2**63 - 1
 MAX_BATCH = 100
 

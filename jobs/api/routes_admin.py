@@ -2,37 +2,32 @@
 background), follow a run, and the status overview (what ``ledgerbridge status`` shows)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import Path, Request, status
-from sqlalchemy import Connection, func, select
 
 from billing_core.domain.errors import NotFound, ValidationError
+from billing_core.service.reports import holds_by_reason, provisioning_by_state
+from jobs.api.admin_sync import SyncRunner
 from jobs.api.deps import Admin, Uow, router
 from jobs.api.errors import ApiError
-from jobs.api.models import MAX_ID, ErrorBody
+from jobs.api.models import API_VERSION, MAX_ID, ErrorBody
 from jobs.api.models_admin import StatusOut, SyncRequest, SyncRunOut, SyncStarted, jsonable
+from jobs.migrate import head
+from sync.mapping import OBJECTS
+from sync.status import overview
 
 routes = router("admin")
 # The resync endpoints hold no ledger transaction: the sync engine records its runs itself.
 sync_routes = router("admin", own_transactions=True)
 
 
-def _runner(request: Request) -> Any:
-    runner = request.app.state.api.sync_runner
+def _runner(request: Request) -> SyncRunner:
+    runner: SyncRunner | None = request.app.state.api.sync_runner
     if runner is None:
         raise ApiError(503, "sync_unavailable", None, None,
                        "this process runs no sync engine: start it with 'ledgerbridge run'")
     return runner
-
-
-def _sync_objects() -> tuple[str, ...]:
-    try:
-        from sync.mapping import OBJECTS
-    except ModuleNotFoundError:
-        return ()
-    return tuple(OBJECTS)
 
 
 @sync_routes.post("/sync:run", status_code=status.HTTP_202_ACCEPTED,
@@ -45,9 +40,8 @@ def run_sync(body: SyncRequest, request: Request, _: Admin) -> SyncStarted:
     known = getattr(runner, "connections", None)
     if known is not None and body.connection not in known:
         raise NotFound("connection", body.connection)
-    objects = _sync_objects()
-    if body.object is not None and objects and body.object not in objects:
-        raise ValidationError("object", body.object, f"must be one of {', '.join(objects)}")
+    if body.object is not None and body.object not in OBJECTS:
+        raise ValidationError("object", body.object, f"must be one of {', '.join(OBJECTS)}")
     run_id = runner.start(body.connection, body.object, body.full, body.account)
     return SyncStarted(run_id=run_id, status_url=f"/sync/runs/{run_id}")
 
@@ -73,38 +67,16 @@ def _scheduler(state: Any) -> dict[str, Any]:
     return info
 
 
-def _counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
-    from billing_core.adapters.tables import hold_reasons
-    from billing_core.adapters.tables import provisioning_requests as pr
-
-    holds = {str(r): int(n) for r, n in conn.execute(
-        select(hold_reasons.c.reason, func.count()).group_by(hold_reasons.c.reason))}
-    queue = {str(s): int(n) for s, n in conn.execute(
-        select(pr.c.state, func.count()).group_by(pr.c.state))}
-    return holds, queue
-
-
-def _overview(state: Any) -> dict[str, Any]:
-    """What ``ledgerbridge status --json`` prints (last run per object, backlog, attention)."""
-    try:
-        from jobs.cli.sync import status_data
-    except ModuleNotFoundError:
-        return {}
-    return dict(jsonable(status_data(SimpleNamespace(engine=state.engine,
-                                                     settings=state.settings))))
 
 
 @routes.get("/status")
 def show_status(request: Request, uow: Uow, _: Admin) -> StatusOut:
     """What ``ledgerbridge status`` shows (last sync per object, backlog, what needs
     attention), plus the database, the scheduler, holds by reason and the provisioning queue."""
-    from jobs.api.app import API_VERSION
-    from jobs.migrate import head
-
     state = request.app.state.api
-    holds, queue = _counts(uow.conn)
+    sync_overview = overview(state.engine, interval_minutes=state.settings.sync.interval_minutes)
     return StatusOut(
         version=API_VERSION,
         database={"dialect": uow.dialect, "schema_head": head()},
-        scheduler=_scheduler(state.scheduler_state), holds=holds, provisioning=queue,
-        overview=_overview(state))
+        scheduler=_scheduler(state.scheduler_state), holds=holds_by_reason(uow.conn),
+        provisioning=provisioning_by_state(uow.conn), overview=dict(jsonable(sync_overview)))

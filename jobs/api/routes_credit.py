@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
+from billing_core.domain.credit import CreditPolicy
 from billing_core.service import holds, provisioning, receivables
 from billing_core.service.accounts import resolve_account
-from billing_core.domain.credit import CreditPolicy
 from jobs.api.deps import Admin, Policy, Reader, Uow, Writer, router
 from jobs.api.models import MAX_ID, NAME_PATTERN
 from jobs.api.models_admin import (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from jobs.cli.commands import register
 from jobs.cli.common import AppContext, LedgerGroup
 
 
@@ -24,9 +25,4 @@ def main(ctx: click.Context, config_path: str | None, database_url: str | None,
     ctx.call_on_close(ctx.obj.close)
 
 
-def _register() -> None:
-    from jobs.cli import commands
-    commands.register(main)
-
-
-_register()
+register(main)

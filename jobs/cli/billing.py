@@ -314,7 +314,7 @@ def accounts() -> None:
 @click.option("--terms", "payment_terms_days", type=int, default=30, show_default=True)
 @click.option("--credit-limit")
 @pass_app
-def accounts_add(app: AppContext, **values: Any) -> None:
+def accounts_add(app: AppContext, /, **values: Any) -> None:
     """Add an account."""
     from billing_core.service.accounts import AccountIn, create_account
 
@@ -350,15 +350,4 @@ def accounts_show(app: AppContext, ref: str, as_json: bool) -> None:
     emit(row, as_json=as_json, title=f"Account {row['id']}")
 
 
-def _demo() -> list[click.Command]:
-    """``demo`` (a later CRM demo registered after this one takes the name over) and the same
-    command as ``billing-demo``, which stays reachable."""
-    from jobs.cli.demo import demo
-
-    alias = click.Command("billing-demo", callback=demo.callback, params=demo.params,
-                          help=demo.help, short_help="The billing-only demo (SQLite, seconds).")
-    return [demo, alias]
-
-
-COMMANDS: list[click.Command] = [bill_run, invoices, usage, products, prices, tax_rates, accounts,
-                                 *_demo()]
+COMMANDS: list[click.Command] = [bill_run, invoices, usage, products, prices, tax_rates, accounts]

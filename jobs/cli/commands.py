@@ -1,32 +1,36 @@
-"""The list of command groups. A new group is one import and one line here."""
+"""The list of command groups. A new group is one import and one entry in ``COMMANDS``.
+
+Rule kept here: one registration per command name. click's ``add_command`` silently replaces
+a command of the same name, so ``register`` refuses a second one (a ``RuntimeError`` at start-up
+naming the command) instead of letting the later one win.
+"""
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import click
 
+from connectors.sandbox.cli import sandbox_command
+from jobs.cli import billing, credit, demo, demo_crm, receivables, sync, tokens
+from jobs.cli.db import db
 
-def register(main: click.Group) -> None:
-    from jobs.cli.db import db
-
-    main.add_command(db)
-    for module_name, attr in _OPTIONAL:
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        command = getattr(module, attr)
-        for cmd in command if isinstance(command, (list, tuple)) else [command]:
-            main.add_command(cmd)
-
-
-# (module, attribute): modules that add commands; each attribute is a click command or a list.
-_OPTIONAL: list[tuple[str, str]] = [
-    ("jobs.cli.billing", "COMMANDS"),
-    ("jobs.cli.receivables", "COMMANDS"),
-    ("jobs.cli.credit", "COMMANDS"),
-    ("connectors.sandbox.cli", "sandbox_command"),
-    ("jobs.cli.tokens", "COMMANDS"),
-    ("jobs.cli.sync", "COMMANDS"),
-    ("jobs.cli.demo_crm", "COMMANDS"),   # `demo`: registered last, so it is the README's demo
+COMMANDS: list[click.Command] = [
+    db,
+    *billing.COMMANDS,
+    *receivables.COMMANDS,
+    *credit.COMMANDS,
+    sandbox_command,
+    *tokens.COMMANDS,
+    *sync.COMMANDS,
+    *demo.COMMANDS,
+    *demo_crm.COMMANDS,
 ]
+
+
+def register(main: click.Group, commands: Iterable[click.Command] = COMMANDS) -> None:
+    for command in commands:
+        name = str(command.name)
+        if name in main.commands:
+            raise RuntimeError(f"the command {name!r} is registered twice "
+                               f"({command.callback} and {main.commands[name].callback})")
+        main.add_command(command, name)

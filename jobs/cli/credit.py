@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlalchemy import select
 
-from billing_core.adapters.tables import accounts
 from billing_core.domain.money import from_minor
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import resolve_account
@@ -40,7 +38,9 @@ from billing_core.service.provisioning import (
     retry_request,
 )
 from billing_core.service.receivables import exposure_minor
+from billing_core.service.reports import account_labels
 from jobs.cli.common import AppContext, emit, json_option, pass_app
+from jobs.provisioners import build_provisioner
 
 
 def _run(app: AppContext, fn: Callable[[Any], Any]) -> Any:
@@ -76,12 +76,10 @@ def holds_list(app: AppContext, reason: str | None, as_json: bool) -> None:
     """Accounts on hold, with their reasons."""
     def go(conn: Any) -> list[dict[str, Any]]:
         rows = list_holds(conn, reason=reason)
-        names = {r.id: r for r in conn.execute(
-            select(accounts.c.id, accounts.c.ext_id, accounts.c.name)
-            .where(accounts.c.id.in_([row["account_id"] for row in rows])))}
+        labels = account_labels(conn, [row["account_id"] for row in rows])
         for row in rows:
-            row.update(crm_id=names[row["account_id"]].ext_id,
-                       name=names[row["account_id"]].name)
+            label = labels[row["account_id"]]
+            row.update(crm_id=label.crm_id, name=label.name)
         return rows
 
     rows = _read(app, go)
@@ -245,8 +243,6 @@ def prov_done(app: AppContext, request_id: int) -> None:
 @pass_app
 def prov_dispatch(app: AppContext, limit: int) -> None:
     """Send released requests once through the configured provisioner."""
-    from jobs.provisioners import build_provisioner
-
     provisioner = build_provisioner(app.settings.provisioner, log_stream=sys.stdout)
     report = dispatch_pending(app.engine, provisioner, limit=limit, worker_id=f"cli-{os.getpid()}")
     click.echo(f"{report.claimed} claimed: {len(report.dispatched)} dispatched, "

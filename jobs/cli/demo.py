@@ -1,10 +1,10 @@
-"""``ledgerbridge demo``: a small ledger, one bill run, the invoices in plain words.
+"""``ledgerbridge billing-demo``: a small ledger, one bill run, the invoices in plain words.
 
 Seeds a throw-away SQLite database in a temporary directory (or the ``--database-url`` given to
 ``ledgerbridge``) with accounts in USD, EUR and JPY, a catalog (monthly seats, an annual
 platform, a one-time setup fee, tiered API usage), orders, usage, a price change, a prepaid
 credit and tax rates; runs the bill run for today and prints every invoice. Nothing keeps
-running afterwards. :func:`seed_demo_ledger` is reusable (the CRM demo builds on it).
+running afterwards. (``ledgerbridge demo`` is the CRM demo, ``jobs.cli.demo_crm``.)
 """
 from __future__ import annotations
 
@@ -17,7 +17,25 @@ import click
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.domain.money import from_minor
 from billing_core.domain.periods import add_months, bill_period
+from billing_core.service import ledger_uow
+from billing_core.service.accounts import AccountIn, create_account
+from billing_core.service.bill_run import run_bill_run
+from billing_core.service.credits import grant_credits
+from billing_core.service.invoices import invoice_view, list_invoices
+from billing_core.service.orders import (
+    OneTimeItem,
+    OrderIn,
+    SubscriptionItem,
+    activate_order,
+    change_quantity,
+    place_order,
+)
+from billing_core.service.pricing import ProductIn, add_product, set_price
+from billing_core.service.reports import subscription_ids
+from billing_core.service.tax import set_tax_rate
+from billing_core.service.usage import import_usage
 from jobs.cli.common import AppContext, pass_app
+from jobs.migrate import upgrade
 
 
 def seed_demo_ledger(uow: UnitOfWork, today: date) -> dict[str, int]:
@@ -26,19 +44,6 @@ def seed_demo_ledger(uow: UnitOfWork, today: date) -> dict[str, int]:
     Returns the account ids by name. Everything is placed, activated and billable; the caller
     commits.
     """
-    from billing_core.service.accounts import AccountIn, create_account
-    from billing_core.service.orders import (
-        OneTimeItem,
-        OrderIn,
-        SubscriptionItem,
-        activate_order,
-        change_quantity,
-        place_order,
-    )
-    from billing_core.service.pricing import ProductIn, add_product, set_price
-    from billing_core.service.tax import set_tax_rate
-    from billing_core.service.usage import import_usage
-
     this = bill_period(today, 1)[0]
     last = add_months(this, -1, 1)
     since = add_months(this, -12, 1)
@@ -65,11 +70,11 @@ def seed_demo_ledger(uow: UnitOfWork, today: date) -> dict[str, int]:
     set_price(uow, seat, "USD", this + timedelta(days=14), "27.50")
 
     ids: dict[str, int] = {}
-    for name, cur, country, region in (("Acme Corp", "USD", "US", "CA"),
-                                       ("Globex GmbH", "EUR", "DE", None),
-                                       ("Initech KK", "JPY", "JP", None)):
+    for name, cur, country, state in (("Acme Corp", "USD", "US", "CA"),
+                                      ("Globex GmbH", "EUR", "DE", None),
+                                      ("Initech KK", "JPY", "JP", None)):
         ids[name] = create_account(uow, AccountIn(name=name, currency=cur, ext_id=f"DEMO-{cur}",
-                                                  country=country, region=region))
+                                                  country=country, region=state))
 
     def order(name: str, ref: str, subs: list[SubscriptionItem],
               charges: list[OneTimeItem] | None = None) -> int:
@@ -83,7 +88,7 @@ def seed_demo_ledger(uow: UnitOfWork, today: date) -> dict[str, int]:
           [OneTimeItem(setup, 1, last + timedelta(days=9))])
     order("Globex GmbH", "demo:globex", [SubscriptionItem(seat, 5, last)])
     order("Initech KK", "demo:initech", [SubscriptionItem(seat, 3, last + timedelta(days=20))])
-    globex_sub = _first_subscription(uow, ids["Globex GmbH"])
+    globex_sub = subscription_ids(uow.conn, ids["Globex GmbH"])[0]
     change_quantity(uow, globex_sub, 8, last + timedelta(days=14))
 
     events: list[dict[str, Any]] = []
@@ -95,23 +100,9 @@ def seed_demo_ledger(uow: UnitOfWork, today: date) -> dict[str, int]:
                            "product": "API", "quantity": str(per_day * 3),
                            "occurred_at": when.isoformat()})
     import_usage(uow, events)
-    try:
-        from billing_core.service.credits import grant_credits
-    except ImportError:
-        pass
-    else:
-        grant_credits(uow, ids["Globex GmbH"], "2.00", kind="granted", source="demo",
-                      reason="Referral reward", expires_on=None)
+    grant_credits(uow, ids["Globex GmbH"], "2.00", kind="granted", source="demo",
+                  reason="Referral reward", expires_on=None)
     return ids
-
-
-def _first_subscription(uow: UnitOfWork, account_id: int) -> int:
-    from sqlalchemy import select
-
-    from billing_core.adapters.tables import subscriptions
-
-    return int(uow.conn.execute(select(subscriptions.c.id).where(
-        subscriptions.c.account_id == account_id).order_by(subscriptions.c.id)).scalar_one())
 
 
 def describe_invoice(inv: dict[str, Any]) -> list[str]:
@@ -132,17 +123,12 @@ def describe_invoice(inv: dict[str, Any]) -> list[str]:
     return out
 
 
-@click.command("demo")
+@click.command("billing-demo", short_help="The billing-only demo (SQLite, seconds).")
 @click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]),
               help="Pretend today is this day (default: today, UTC).")
 @pass_app
-def demo(app: AppContext, on: datetime | None) -> None:
+def billing_demo(app: AppContext, on: datetime | None) -> None:
     """Seed a small ledger, run the bill run and print the invoices in plain words."""
-    from billing_core.service import ledger_uow
-    from billing_core.service.bill_run import run_bill_run
-    from billing_core.service.invoices import invoice_view, list_invoices
-    from jobs.migrate import upgrade
-
     today = on.date() if on else datetime.now(UTC).date()
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-demo-") as tmp:
         url = app.database_url or f"sqlite:///{tmp}/demo.db"
@@ -167,3 +153,6 @@ def demo(app: AppContext, on: datetime | None) -> None:
                        f"invoices, {again.already_billed} accounts already billed.")
         finally:
             engine.dispose()
+
+
+COMMANDS = [billing_demo]

@@ -17,6 +17,19 @@ from typing import Any
 
 import click
 
+from billing_core.adapters.db import make_engine
+from billing_core.domain.money import from_minor
+from billing_core.service import ledger_uow
+from billing_core.service.accounts import resolve_account
+from billing_core.service.holds import current_reasons
+from billing_core.service.payments import record_payment
+from billing_core.service.provisioning import list_requests
+from billing_core.service.receivables import open_balance_minor
+from config.settings import load_settings
+from connectors.sandbox.server import Sandbox
+from jobs.migrate import upgrade
+from jobs.worker import Worker
+
 SF_SECRET_ENV = "LEDGERBRIDGE_DEMO_SF_SECRET"
 DV_SECRET_ENV = "LEDGERBRIDGE_DEMO_DV_SECRET"
 
@@ -62,11 +75,6 @@ class Story:
     """The demo's steps; each prints what happened in plain words."""
 
     def __init__(self, sbx: Any, workdir: Path) -> None:
-        from billing_core.adapters.db import make_engine
-        from config.settings import load_settings
-        from jobs.migrate import upgrade
-        from sync.worker import Worker
-
         self.sbx = sbx
         workdir.mkdir(parents=True, exist_ok=True)
         text, env = sandbox_config(sbx, f"sqlite:///{workdir / 'demo.db'}")
@@ -91,15 +99,12 @@ class Story:
         return dict(self.sbx.salesforce.admin(action, payload))
 
     def account(self, crm_id: str) -> dict[str, Any]:
-        from billing_core.service.accounts import resolve_account
-        from billing_core.service.holds import current_reasons
         with self.engine.connect() as conn:
             acc = dict(resolve_account(conn, crm_id))
             acc["reasons"] = sorted(current_reasons(conn, acc["id"]))
         return acc
 
     def requests(self, account_id: int) -> dict[str, int]:
-        from billing_core.service.provisioning import list_requests
         with self.engine.connect() as conn:
             out: dict[str, int] = {}
             for r in list_requests(conn, account_id=account_id):
@@ -135,9 +140,6 @@ class Story:
 
 def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
     """The demo, returning the facts it showed (the e2e test asserts on them)."""
-    from billing_core.service import ledger_uow
-    from billing_core.service.payments import record_payment
-
     story = Story(sbx, workdir)
     say = story.say
     # Subscriptions starting on the 1st are billed in full by today's run (bill cycle day 1).
@@ -168,6 +170,8 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
 
     say("2. Bill run for today: invoices are issued even while an account is on hold.")
     result = story.worker.bill_run()
+    if result is None:
+        raise click.ClickException("another bill run holds the demo database's lock")
     say(f"   {result.invoices_created} invoice(s) issued")
 
     say("3. Finance clears the CRM hold on the second account in Salesforce.")
@@ -178,8 +182,6 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
         f"{story.requests(c['id'])} (released and dispatched by itself)")
 
     say("4. A payment arrives for the first account's open balance.")
-    from billing_core.domain.money import from_minor
-    from billing_core.service.receivables import open_balance_minor
     with ledger_uow(story.engine, policy=story.settings.credit) as uow:
         due = from_minor(open_balance_minor(uow.conn, a["id"]), "USD")
         if due > 0:
@@ -205,8 +207,6 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
 @click.pass_context
 def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
     """Start the sandbox CRM and run the real sync cycle against it, telling the story."""
-    from connectors.sandbox.server import Sandbox
-
     verbosity = getattr(ctx.obj, "verbosity", 0)
     if not verbosity:
         logging.getLogger().setLevel(logging.ERROR)

@@ -9,18 +9,29 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
+from billing_core.service import ledger_uow
+from connectors.registry import doctor_report
 from jobs.cli.common import AppContext, emit, json_option, pass_app
+from jobs.daemon import DaemonRefused, configure_logging, run_daemon
+from jobs.migrate import current, head
+from jobs.worker import Worker
+from sync.handoff import run_handoffs
+from sync.mapping import revive
+from sync.reconcile import apply_page
+from sync.runs import RunReport
+from sync.status import overview
+from sync.tables import outbox, quarantine
 
 
-def _worker(app: AppContext) -> Any:
-    from sync.worker import Worker
+def _worker(app: AppContext) -> Worker:
     return Worker(app.engine, app.settings)
 
 
@@ -56,8 +67,8 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
         sys.exit(1)
 
 
-def _sync_all(worker: Any, connection: str | None, obj: str | None, full: bool,
-              account: str | None, as_json: bool) -> list[Any]:
+def _sync_all(worker: Worker, connection: str | None, obj: str | None, full: bool,
+              account: str | None, as_json: bool) -> list[RunReport]:
     names = [connection] if connection else list(worker.connections)
     if not names:
         raise click.UsageError("no connections configured ([connections.NAME] in the config)")
@@ -82,70 +93,12 @@ def _sync_all(worker: Any, connection: str | None, obj: str | None, full: bool,
     return reports
 
 
-def status_data(app: Any) -> dict[str, Any]:
-    """What ``status`` shows (also served by the API): ``app`` has ``engine`` and ``settings``."""
-    from billing_core.adapters.tables import provisioning_requests as pr
-    from billing_core.service.holds import count_on_hold
-    from sync.config import sync_settings
-    from sync.runs import last_runs
-    from sync.tables import handoffs, outbox, quarantine, sync_runs
-
-    now = datetime.now(UTC)
-    stale_after = sync_settings(app.settings).interval_minutes * 3 * 60
-    with app.engine.connect() as conn:
-        runs = last_runs(conn)
-        for r in runs:
-            age = (now - r["started_at"]).total_seconds()
-            r["age"] = f"{int(age // 60)}m{int(age % 60):02d}s"
-            r["attention"] = (not str(r["outcome"]).startswith("ok")
-                              or age > stale_after)
-        prov = {s: n for s, n in conn.execute(select(pr.c.state, func.count()).group_by(
-            pr.c.state))}
-        budgets = [dict(r) for r in conn.execute(
-            select(sync_runs.c.connection, sync_runs.c.api_used, sync_runs.c.api_limit)
-            .where(sync_runs.c.id.in_(select(func.max(sync_runs.c.id)).where(
-                sync_runs.c.api_limit.is_not(None)).group_by(sync_runs.c.connection)))
-            .order_by(sync_runs.c.connection)).mappings()]
-        data = {
-            "runs": runs,
-            "api_budget": {b["connection"]: f"{b['api_used']}/{b['api_limit']}"
-                           for b in budgets},
-            "api_calls_last_runs": sum(r["api_calls"] for r in runs),
-            "quarantine_open": conn.execute(select(func.count()).select_from(quarantine).where(
-                quarantine.c.status == "open")).scalar_one(),
-            "dead_letters": conn.execute(select(func.count()).select_from(outbox).where(
-                outbox.c.state == "dead")).scalar_one(),
-            "outbox_pending": conn.execute(select(func.count()).select_from(outbox).where(
-                outbox.c.state.in_(("pending", "sending")))).scalar_one(),
-            "handoffs_waiting": conn.execute(select(func.count()).select_from(handoffs).where(
-                handoffs.c.state == "waiting")).scalar_one(),
-            "handoffs_reversed_in_crm": conn.execute(select(func.count()).select_from(
-                handoffs).where(handoffs.c.state == "reversed_in_crm")).scalar_one(),
-            "accounts_on_hold": count_on_hold(conn),
-            "provisioning_waiting": prov.get("awaiting_hold_release", 0),
-            "provisioning_failed": prov.get("failed", 0),
-            # a run still "running" long after it began: its process died mid-run
-            "abandoned_runs": conn.execute(select(func.count()).select_from(sync_runs).where(
-                sync_runs.c.outcome == "running",
-                sync_runs.c.started_at < now - timedelta(seconds=stale_after))).scalar_one(),
-        }
-    problems = [f"{r['connection']}/{r['object']}: {r['outcome']} ({r['age']} ago)"
-                for r in runs if r["attention"]]
-    if not runs:
-        problems.append("no sync run recorded yet")
-    for key in ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs"):
-        if data[key]:
-            problems.append(f"{key.replace('_', ' ')}: {data[key]}")
-    data["attention"] = problems
-    return data
-
-
 @click.command("status")
 @json_option
 @pass_app
 def status_command(app: AppContext, as_json: bool) -> None:
     """Last run per connection and object, backlog counts; exit 1 when something needs you."""
-    data = status_data(app)
+    data = overview(app.engine, interval_minutes=app.settings.sync.interval_minutes)
     if as_json:
         emit(data, as_json=True)
     else:
@@ -164,20 +117,15 @@ def status_command(app: AppContext, as_json: bool) -> None:
 @pass_app
 def doctor_command(app: AppContext) -> None:
     """Check the config, the database, and each connection's credentials and field map."""
-    from connectors.registry import doctor_report
-    from jobs.migrate import current, head
-    from sync.config import connections, sync_settings
-
-    rows: list[dict[str, str]] = []
-    sync_settings(app.settings)
-    rows.append({"check": "config", "status": "ok", "detail": app.config_path or "defaults"})
+    # The settings were checked when the command line started: a bad config never gets here.
+    rows = [{"check": "config", "status": "ok", "detail": app.config_path or "defaults"}]
     try:
         rev = current(app.engine)
         rows.append({"check": "database", "status": "ok" if rev == head() else "fail",
                      "detail": f"revision {rev} (newest {head()})"})
     except Exception as exc:  # noqa: BLE001 - the doctor reports any failure, it does not crash
         rows.append({"check": "database", "status": "fail", "detail": str(exc)[:200]})
-    configured = connections(app.settings)
+    configured = app.settings.connections
     if not configured:
         rows.append({"check": "connections", "status": "cannot verify",
                      "detail": "none configured ([connections.NAME] in the config)"})
@@ -200,7 +148,6 @@ def quarantine_group() -> None:
 @json_option
 @pass_app
 def quarantine_list(app: AppContext, show_all: bool, as_json: bool) -> None:
-    from sync.tables import quarantine
     stmt = select(quarantine).order_by(quarantine.c.id)
     if not show_all:
         stmt = stmt.where(quarantine.c.status == "open")
@@ -215,10 +162,6 @@ def quarantine_list(app: AppContext, show_all: bool, as_json: bool) -> None:
 @pass_app
 def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Apply the stored records again (all open ones without IDS)."""
-    from billing_core.service import ledger_uow
-    from sync.mapping import revive
-    from sync.reconcile import apply_page
-    from sync.tables import quarantine
     stmt = select(quarantine).where(quarantine.c.status == "open").order_by(quarantine.c.id)
     if ids:
         stmt = stmt.where(quarantine.c.id.in_(ids))
@@ -235,7 +178,6 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
         if res.quotes_touched:
             quotes.setdefault(row["connection"], set()).update(res.quotes_touched)
     if quotes:
-        from sync.handoff import run_handoffs
         worker = _worker(app)
         try:
             for name, quote_ids in quotes.items():
@@ -251,7 +193,6 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 @pass_app
 def quarantine_drop(app: AppContext, ids: tuple[int, ...]) -> None:
     """Give up on these records (they come back if they change in the CRM)."""
-    from sync.tables import quarantine
     with app.engine.begin() as conn:
         done = conn.execute(update(quarantine).where(quarantine.c.id.in_(ids),
                                                      quarantine.c.status == "open")
@@ -270,7 +211,6 @@ def outbox_group() -> None:
 @json_option
 @pass_app
 def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
-    from sync.tables import outbox
     with app.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(outbox).where(outbox.c.state == state)
                                               .order_by(outbox.c.id).limit(1000)).mappings()]
@@ -283,7 +223,6 @@ def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
 @pass_app
 def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Send dead letters again at the next push (all of them without IDS)."""
-    from sync.tables import outbox
     stmt = update(outbox).where(outbox.c.state == "dead")
     if ids:
         stmt = stmt.where(outbox.c.id.in_(ids))
@@ -306,9 +245,6 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 def run_command(app: AppContext, log_format: str, api: bool, api_host: str, api_port: int,
                 once: bool) -> None:
     """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
-    import logging
-
-    from jobs.daemon import DaemonRefused, configure_logging, run_daemon
     configure_logging(log_format, logging.INFO)
     try:
         run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port, once=once)

@@ -11,7 +11,7 @@ class World:
         from config.settings import load_settings
         from connectors.registry import build_connector
         from jobs.cli.demo_crm import sandbox_config
-        from sync.worker import Worker
+        from jobs.worker import Worker
 
         self.sbx, self.engine, self.tmp = sbx, engine, tmp
         text, self.env = sandbox_config(sbx, str(engine.url), extra=extra)

@@ -58,7 +58,7 @@ def test_payment_through_the_api_lifts_the_hold_and_the_crm_shows_it(
     from jobs.api.auth import create_token
     from jobs.cli.demo_crm import sandbox_config
     from jobs.daemon import run_daemon
-    from sync.worker import Worker
+    from jobs.worker import Worker
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
     sandbox.reset()

@@ -3,7 +3,7 @@ from fake_crm import FakeCRM
 
 from config.settings import load_settings
 from jobs.scheduler import build_scheduler, job_ids
-from sync.worker import Worker
+from jobs.worker import Worker
 
 
 def test_jobs_have_explicit_ids_and_safe_defaults(sqlite_engine, tmp_path):

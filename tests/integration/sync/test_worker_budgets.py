@@ -6,7 +6,7 @@ from fake_crm import FakeCRM
 
 from config.settings import load_settings
 from jobs.api.metrics import ApiMetrics
-from sync.worker import Worker
+from jobs.worker import Worker
 
 
 def test_metrics_show_the_api_budget_of_each_connection_spoken_to(sqlite_engine, tmp_path):

@@ -1,0 +1,85 @@
+"""Read-only figures of the ledger for the edges (``status``, ``/status``, ``/metrics``, CLI
+tables), so that no entry point reads the ledger's tables itself.
+
+Rules kept here:
+- Reads only: every function takes a ``Connection`` and writes nothing.
+- Counts come back as plain ``{key: int}`` dicts (keys as the database stores them); a state
+  with no rows is absent, not zero (callers that need a fixed set of keys fill in zeros).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Connection, Table, func, select
+
+from billing_core.adapters.bulk import id_in
+from billing_core.adapters.tables import (
+    accounts,
+    bill_runs,
+    hold_reasons,
+    provisioning_requests,
+    subscriptions,
+)
+
+
+@dataclass(frozen=True)
+class AccountLabel:
+    """How people recognise an account: its CRM id and its name."""
+    crm_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BillRunTiming:
+    """The newest finished bill run: when it ran and how long it took."""
+    run_id: int
+    seconds: float
+    invoices_created: int
+
+
+def _count_by(conn: Connection, table: Table, column: Column[str]) -> dict[str, int]:
+    return {str(key): int(n) for key, n in conn.execute(
+        select(column, func.count()).select_from(table).group_by(column))}
+
+
+def holds_by_reason(conn: Connection) -> dict[str, int]:
+    """Open hold reasons, counted by reason (an account with two reasons counts in both)."""
+    return _count_by(conn, hold_reasons, hold_reasons.c.reason)
+
+
+def provisioning_by_state(conn: Connection) -> dict[str, int]:
+    """Provisioning requests, counted by state."""
+    return _count_by(conn, provisioning_requests, provisioning_requests.c.state)
+
+
+def bill_runs_by_status(conn: Connection) -> dict[str, int]:
+    """Bill runs, counted by status (running, finished, failed)."""
+    return _count_by(conn, bill_runs, bill_runs.c.status)
+
+
+def last_bill_run(conn: Connection) -> BillRunTiming | None:
+    """The newest finished bill run, or None when none has finished yet."""
+    row = conn.execute(select(bill_runs.c.id, bill_runs.c.started_at, bill_runs.c.finished_at,
+                              bill_runs.c.invoices_created)
+                       .where(bill_runs.c.finished_at.is_not(None))
+                       .order_by(bill_runs.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return BillRunTiming(int(row.id), (row.finished_at - row.started_at).total_seconds(),
+                         int(row.invoices_created))
+
+
+def account_labels(conn: Connection, account_ids: Sequence[int]) -> dict[int, AccountLabel]:
+    """CRM id and name of each of ``account_ids`` that exists."""
+    if not account_ids:
+        return {}
+    rows = conn.execute(select(accounts.c.id, accounts.c.ext_id, accounts.c.name)
+                        .where(id_in(conn, accounts.c.id, list(account_ids))))
+    return {int(r.id): AccountLabel(str(r.ext_id), str(r.name)) for r in rows}
+
+
+def subscription_ids(conn: Connection, account_id: int) -> list[int]:
+    """The account's subscriptions, oldest first."""
+    return [int(i) for i in conn.execute(select(subscriptions.c.id).where(
+        subscriptions.c.account_id == account_id).order_by(subscriptions.c.id)).scalars()]

@@ -1,0 +1,121 @@
+"""What the sync's state looks like to an admin: ``ledgerbridge status``, the API's ``/status``
+overview and the sync figures of ``/metrics``. CLI and API both read it here; neither reads
+the sync's tables itself.
+
+Rules kept here:
+- Reads only, in the caller's connection (or one short connection of ``overview``'s own).
+- Something needs attention when the newest run of an object did not end ``ok`` or is older
+  than three sync intervals, a run has stayed ``running`` longer than that (its process died:
+  abandoned), or records wait in quarantine, dead letters or failed provisioning. ``attention``
+  lists each as one line; an empty list means all is well.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
+
+from billing_core.domain.states import ProvisioningState
+from billing_core.service.holds import count_on_hold
+from billing_core.service.reports import provisioning_by_state
+from sync.runs import COUNTS, last_runs
+from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
+
+# The figures whose non-zero value is a problem, named as ``attention`` lines name them.
+_PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs")
+
+
+@dataclass(frozen=True)
+class ObjectTotals:
+    """Everything the sync has recorded for one object of one connection, over all runs."""
+    connection: str
+    object: str
+    counts: dict[str, int]
+
+
+def overview(engine: Engine, *, interval_minutes: float,
+             now: datetime | None = None) -> dict[str, Any]:
+    """Last run per connection and object, backlog counts and the ``attention`` lines.
+    ``interval_minutes`` is the configured sync interval (a run is stale after three)."""
+    now = now or datetime.now(UTC)
+    stale_after = interval_minutes * 3 * 60
+    with engine.connect() as conn:
+        runs = last_runs(conn)
+        for r in runs:
+            age = (now - r["started_at"]).total_seconds()
+            r["age"] = f"{int(age // 60)}m{int(age % 60):02d}s"
+            r["attention"] = (not str(r["outcome"]).startswith("ok")
+                              or age > stale_after)
+        provisioning = provisioning_by_state(conn)
+        data: dict[str, Any] = {
+            "runs": runs,
+            "api_budget": _api_budgets(conn),
+            "api_calls_last_runs": sum(r["api_calls"] for r in runs),
+            "quarantine_open": _count(conn, quarantine, quarantine.c.status == "open"),
+            "dead_letters": _count(conn, outbox, outbox.c.state == "dead"),
+            "outbox_pending": _count(conn, outbox, outbox.c.state.in_(("pending", "sending"))),
+            "handoffs_waiting": _count(conn, handoffs, handoffs.c.state == "waiting"),
+            "handoffs_reversed_in_crm": _count(conn, handoffs,
+                                               handoffs.c.state == "reversed_in_crm"),
+            "accounts_on_hold": count_on_hold(conn),
+            "provisioning_waiting": provisioning.get(ProvisioningState.AWAITING_HOLD_RELEASE, 0),
+            "provisioning_failed": provisioning.get(ProvisioningState.FAILED, 0),
+            "abandoned_runs": _count(conn, sync_runs, sync_runs.c.outcome == "running",
+                                     sync_runs.c.started_at < now - timedelta(
+                                         seconds=stale_after)),
+        }
+    problems = [f"{r['connection']}/{r['object']}: {r['outcome']} ({r['age']} ago)"
+                for r in runs if r["attention"]]
+    if not runs:
+        problems.append("no sync run recorded yet")
+    for key in _PROBLEM_COUNTS:
+        if data[key]:
+            problems.append(f"{key.replace('_', ' ')}: {data[key]}")
+    data["attention"] = problems
+    return data
+
+
+def _count(conn: Connection, table: Table, *where: ColumnElement[bool]) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def _api_budgets(conn: Connection) -> dict[str, str]:
+    """Each connection's CRM API usage as its newest run that saw a limit recorded it."""
+    newest = select(func.max(sync_runs.c.id)).where(sync_runs.c.api_limit.is_not(None)) \
+        .group_by(sync_runs.c.connection)
+    rows = conn.execute(select(sync_runs.c.connection, sync_runs.c.api_used,
+                               sync_runs.c.api_limit).where(sync_runs.c.id.in_(newest))
+                        .order_by(sync_runs.c.connection))
+    return {r.connection: f"{r.api_used}/{r.api_limit}" for r in rows}
+
+
+def runs_by_outcome(conn: Connection) -> dict[tuple[str, str], int]:
+    """Runs counted by (connection, outcome), the outcome without its detail (``failed``, not
+    ``failed: <error>``)."""
+    out: dict[tuple[str, str], int] = {}
+    for connection, outcome, n in conn.execute(
+            select(sync_runs.c.connection, sync_runs.c.outcome, func.count())
+            .group_by(sync_runs.c.connection, sync_runs.c.outcome)):
+        key = (str(connection), str(outcome).split(":")[0])
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+def object_totals(conn: Connection) -> list[ObjectTotals]:
+    """Per connection and object, each count of ``sync.runs.COUNTS`` summed over all runs."""
+    sums = [func.coalesce(func.sum(sync_run_objects.c[k]), 0) for k in COUNTS]
+    rows = conn.execute(select(sync_runs.c.connection, sync_run_objects.c.object, *sums)
+                        .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
+                        .group_by(sync_runs.c.connection, sync_run_objects.c.object))
+    return [ObjectTotals(str(connection), str(obj),
+                         {k: int(v) for k, v in zip(COUNTS, values, strict=True)})
+            for connection, obj, *values in rows]
+
+
+def queue_depths(conn: Connection) -> dict[str, dict[str, int]]:
+    """The sync's queues (``outbox`` by state, ``quarantine`` by status), rows per state."""
+    return {name: {str(state): int(n) for state, n in conn.execute(
+        select(column, func.count()).group_by(column))}
+        for name, column in (("outbox", outbox.c.state), ("quarantine", quarantine.c.status))}
