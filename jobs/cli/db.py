@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.engine import make_url
 
 from billing_core.adapters.db import make_engine
 from jobs.cli.common import AppContext, pass_app
+from jobs.migrate import current, head
+from jobs.migrate import upgrade as do_upgrade
 
 
 @click.group()
@@ -16,9 +19,6 @@ def db() -> None:
 @pass_app
 def upgrade(app: AppContext) -> None:
     """Bring the database to the newest schema (safe to run again)."""
-    from jobs.migrate import current
-    from jobs.migrate import upgrade as do_upgrade
-
     engine = make_engine(app.settings.database_url)
     try:
         before = current(engine)
@@ -33,8 +33,6 @@ def upgrade(app: AppContext) -> None:
 @pass_app
 def status(app: AppContext) -> None:
     """Show the schema revision of the database."""
-    from jobs.migrate import current, head
-
     engine = make_engine(app.settings.database_url)
     try:
         rev = current(engine)
@@ -45,6 +43,4 @@ def status(app: AppContext) -> None:
 
 
 def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)

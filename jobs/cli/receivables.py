@@ -16,9 +16,12 @@ import click
 
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import from_minor
+from billing_core.service import credits as credit_svc
 from billing_core.service import memos as memo_svc
+from billing_core.service import payments as pay_svc
 from billing_core.service import receivables as ar_svc
 from billing_core.service.accounts import resolve_account
+from billing_core.service.documents import to_view, void_invoice
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 DOC_COLUMNS = ["id", "number", "account_id", "status", "currency", "amount", "applied",
@@ -250,8 +253,6 @@ def dm_show(app: AppContext, memo: str, as_json: bool) -> None:
 @pass_app
 def invoices_void(app: AppContext, invoice: str, as_json: bool) -> None:
     """Void INVOICE (number or id); only while nothing is applied to it."""
-    from billing_core.service.documents import to_view, void_invoice
-
     _show(_run(app, lambda uow: to_view(void_invoice(uow, invoice), "invoice")), as_json)
 
 
@@ -316,7 +317,6 @@ def credits() -> None:
 def credits_grant(app: AppContext, account: str, amount: str, kind: str, expires_on: str | None,
                   source: str, reason: str, as_json: bool) -> None:
     """Add AMOUNT of credit to ACCOUNT's pool."""
-    from billing_core.service import credits as credit_svc
 
     expiry = None if expires_on is None else _as_of(expires_on)
 
@@ -334,7 +334,6 @@ def credits_grant(app: AppContext, account: str, amount: str, kind: str, expires
 @pass_app
 def credits_list(app: AppContext, account: str, as_json: bool) -> None:
     """ACCOUNT's grants, earliest expiry first."""
-    from billing_core.service import credits as credit_svc
 
     _show(_read(app, lambda c: credit_svc.list_grants(c, resolve_account(c, account)["id"])),
           as_json, ["id", "kind", "currency", "amount", "remaining", "expires_on", "expired",
@@ -351,7 +350,6 @@ def credits_list(app: AppContext, account: str, as_json: bool) -> None:
 def credits_convert(app: AppContext, grant: str | None, from_memo: str | None,
                     amount: str | None, as_json: bool) -> None:
     """Turn GRANT's remaining credit into an active credit memo, or --from-memo back."""
-    from billing_core.service import credits as credit_svc
 
     if (grant is None) == (from_memo is None):
         raise ValidationError("grant", grant, "give a GRANT id or --from-memo MEMO (one of them)")
@@ -385,7 +383,6 @@ def pay_record(app: AppContext, account: str, amount: str, reference: str,
                received_on: str | None, currency: str | None, method: str | None,
                apply_oldest: bool, as_json: bool) -> None:
     """Record a payment of AMOUNT from ACCOUNT."""
-    from billing_core.service import payments as pay_svc
 
     def go(uow: Any) -> dict[str, Any]:
         acc = resolve_account(uow.conn, account)["id"]
@@ -404,7 +401,6 @@ def pay_record(app: AppContext, account: str, amount: str, reference: str,
 @pass_app
 def pay_apply(app: AppContext, payment: str, targets: tuple[str, ...], as_json: bool) -> None:
     """Apply PAYMENT (id or reference); what is left stays as the account's credit."""
-    from billing_core.service import payments as pay_svc
 
     items = _pairs(targets, "--to") or None
     _show(_run(app, lambda uow: pay_svc.apply_payment(uow, payment, items)), as_json)
@@ -417,7 +413,6 @@ def pay_apply(app: AppContext, payment: str, targets: tuple[str, ...], as_json: 
 @pass_app
 def pay_unapply(app: AppContext, payment: str, target: str | None, as_json: bool) -> None:
     """Reverse PAYMENT's applications; the money becomes the account's credit again."""
-    from billing_core.service import payments as pay_svc
 
     _show(_run(app, lambda uow: pay_svc.unapply_payment(uow, payment, target=target)), as_json)
 
@@ -427,7 +422,6 @@ def pay_unapply(app: AppContext, payment: str, target: str | None, as_json: bool
 @json_option
 @pass_app
 def pay_list(app: AppContext, account: str | None, as_json: bool) -> None:
-    from billing_core.service import payments as pay_svc
 
     acc = _account_id(app, account)
     _show(_read(app, lambda c: pay_svc.list_payments(c, acc)), as_json,
