@@ -71,6 +71,29 @@ def test_metrics_in_prometheus_text_format(api, account, invoice):
         assert name in families, name
 
 
+def test_metrics_count_sync_runs_by_outcome_kind_and_records_per_object(api):
+    # Regression: each distinct "failed: <error>" outcome gave its own sample, so two failed
+    # runs showed as two samples with the same labels instead of one sample of 2.
+    from sync.runs import finish_run, start_run
+
+    for error, read in (("boom", 3), ("other", 4)):
+        report = start_run(api.engine, "sf", "test", {})
+        report.stats("account").read = read
+        report.stats("account").api_calls = 2
+        report.outcome = f"failed: {error}"
+        finish_run(api.engine, report)
+    families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
+    runs = [(s.labels, s.value) for s in families["ledgerbridge_sync_runs"].samples
+            if s.name.endswith("_total")]
+    assert runs == [({"connection": "sf", "outcome": "failed"}, 2)]
+    read = [s.value for s in families["ledgerbridge_sync_records"].samples
+            if s.name.endswith("_total") and s.labels["kind"] == "read"]
+    assert read == [7]
+    calls = [s.value for s in families["ledgerbridge_crm_api_calls"].samples
+             if s.name.endswith("_total")]
+    assert calls == [4]
+
+
 def test_bodies_over_the_limit_are_413(api):
     big = b'{"x": "' + b"a" * (1024 * 1024) + b'"}'
     r = api.client.post("/billing/credit-memos", content=big,
