@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import admin_api
 from .core import CallCounter, DropConnection, FaultPlan, SandboxClock, SandboxContext, Side
+from .dataverse import DataverseSide
 from .salesforce import SalesforceSide
 from .salesforce.auth import Credentials
 
@@ -135,15 +136,8 @@ class Sandbox:
                                              credentials=self.credentials)
             sides.append(self.salesforce)
         if "dataverse" in self.side_names:
-            try:
-                from .dataverse import DataverseSide
-            except ImportError as exc:
-                log.warning("sandbox: Dataverse side unavailable (%s); serving Salesforce only",
-                            exc)
-            else:
-                self.dataverse = DataverseSide(self.context, seed=self.seed,
-                                               accounts=self.accounts)
-                sides.append(self.dataverse)
+            self.dataverse = DataverseSide(self.context, seed=self.seed, accounts=self.accounts)
+            sides.append(self.dataverse)
         return sides
 
     def stop(self) -> None:
