@@ -8,6 +8,11 @@ distinct value. SQLite then runs the statement as one driver ``executemany``; Po
 the rows through ``COPY`` (updates: COPY into a temporary table, then one ``UPDATE ... FROM``).
 Driver errors are re-raised as SQLAlchemy's (``IntegrityError`` for a lost race).
 
+A guarded update (``BulkUpdate(..., guard=...)``) changes only the rows whose current value
+allows it, and returns how many it changed: the caller compares that with the rows it gave, so
+a row another transaction changed first (committed, or committed while this one waited for its
+row lock) is noticed instead of overwritten.
+
 Invoice ids are reserved before the insert, so the chunk's lines can refer to them without
 RETURNING: on PostgreSQL from the table's own sequence, on SQLite above the current maximum
 (safe: the bill run's transaction holds SQLite's write lock from its first statement).
@@ -16,13 +21,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, Connection, Table, Text, bindparam, false, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnElement, Executable
 
 Processor = Callable[[Any], Any] | None
+Guard = Literal["unset", "covers"]
 _Compiled = tuple[str, bool, list[str], dict[str, Processor], dict[str, Any], list[Processor]]
 _CACHE: dict[tuple[int, str], _Compiled] = {}
 
@@ -77,7 +83,8 @@ def fetch(conn: Connection, stmt: Executable, **params: Any) -> list[tuple[Any, 
 
 def executemany(conn: Connection, stmt: Executable, names: Sequence[str],
                 rows: Sequence[Sequence[Any]]) -> int:
-    """Run ``stmt`` (bind parameters named ``names``) once per row; returns the row count.
+    """Run ``stmt`` (bind parameters named ``names``) once per row; returns the rows the
+    database reports changed (the driver sums them over the batch).
 
     ``stmt`` must be a module-level constant: the compiled form is cached by its identity.
     """
@@ -95,8 +102,8 @@ def executemany(conn: Connection, stmt: Executable, names: Sequence[str],
                           strict=True))
     if not positional:
         params = [dict(zip(names, p, strict=True)) for p in params]
-    conn.exec_driver_sql(sql, params)
-    return len(rows)
+    count = conn.exec_driver_sql(sql, params).rowcount
+    return len(rows) if count is None or count < 0 else int(count)
 
 
 def id_in(conn: Connection, column: ColumnElement[Any],
@@ -170,17 +177,27 @@ class BulkInsert:
 
 
 class BulkUpdate:
-    """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows."""
+    """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows.
 
-    def __init__(self, table: Table, col: str, *, subtract: bool = False) -> None:
+    ``guard``: ``"unset"`` changes only rows whose ``col`` is NULL (a mark set once);
+    ``"covers"`` only rows whose ``col`` >= v (a subtraction that never goes below zero).
+    ``run`` returns the rows changed, which is fewer than given when the guard refused some.
+    """
+
+    def __init__(self, table: Table, col: str, *, subtract: bool = False,
+                 guard: Guard | None = None) -> None:
         from sqlalchemy import update
 
-        self.table, self.col, self.subtract = table, col, subtract
-        value: Any = bindparam("v_new", type_=table.c[col].type)
-        if subtract:
-            value = table.c[col] - value
-        self.stmt = update(table).where(
-            table.c.id == bindparam("k_id", type_=table.c.id.type)).values({col: value})
+        self.table, self.col, self.subtract, self.guard = table, col, subtract, guard
+        column = table.c[col]
+        given = bindparam("v_new", type_=column.type)
+        where = [table.c.id == bindparam("k_id", type_=table.c.id.type)]
+        if guard == "unset":
+            where.append(column.is_(None))
+        elif guard == "covers":
+            where.append(column >= given)
+        value: Any = column - given if subtract else given
+        self.stmt = update(table).where(*where).values({col: value})
 
     def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -191,10 +208,12 @@ class BulkUpdate:
                              "(k bigint PRIMARY KEY, v bigint) ON COMMIT DELETE ROWS")
         _pg_copy(conn, "COPY lb_bulk_kv (k, v) FROM STDIN", [None, None], rows)
         new = f"t.{self.col} - s.v" if self.subtract else "s.v"
-        conn.exec_driver_sql(f'UPDATE "{self.table.name}" AS t SET {self.col} = {new} '
-                             f"FROM lb_bulk_kv AS s WHERE t.id = s.k")
+        guard = {None: "", "unset": f" AND t.{self.col} IS NULL",
+                 "covers": f" AND t.{self.col} >= s.v"}[self.guard]
+        count = conn.exec_driver_sql(f'UPDATE "{self.table.name}" AS t SET {self.col} = {new} '
+                                     f"FROM lb_bulk_kv AS s WHERE t.id = s.k{guard}").rowcount
         conn.exec_driver_sql("DELETE FROM lb_bulk_kv")
-        return len(rows)
+        return int(count)
 
 
 def _pg_copy(conn: Connection, sql: str, funcs: Sequence[Processor],

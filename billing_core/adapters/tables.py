@@ -15,10 +15,18 @@ Invariants (kept by the service layer, checked by tests, several backed by const
 - ``credit_grants.remaining_minor`` >= 0 and = amount - draws - converted;
 - one live (non-void) invoice per account and period start: a partial unique index, so two
   racing bill runs cannot both bill a period;
+- a charge is billed by one live invoice only, whatever period each run bills: the bill run
+  marks the lines that bill a charge (``claims_charge``: a subscription's not-yet-billed range,
+  a one-time charge) and partial unique indexes allow one claiming line per (subscription,
+  period start) and per one-time charge; voiding an invoice clears its lines' claims. Usage
+  events, quantity changes and charges point at one invoice (``invoice_id``), set only while
+  empty; a grant's ``remaining_minor`` never goes below zero;
 - invoice numbers are unique and gapless per series: taken from ``number_sequences`` in the
   posting transaction (row lock), so a rolled-back posting leaves no gap.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -41,14 +49,11 @@ from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime, id_column
 metadata = new_metadata()
 
 
-
-
-
-def _fk(name: str, target: str, nullable: bool = False) -> Column:
+def _fk(name: str, target: str, nullable: bool = False) -> Column[int]:
     return Column(name, Id, ForeignKey(f"{target}.id"), nullable=nullable, index=True)
 
 
-def _created() -> Column:
+def _created() -> Column[datetime]:
     return Column("created_at", UTCDateTime(), nullable=False)
 
 
@@ -249,7 +254,16 @@ invoice_lines = Table(
     Column("amount_minor", BigInteger, nullable=False),  # rounded once; negative for credits
     Column("tax_rate", ExactDecimal()),
     Column("tax_minor", BigInteger, nullable=False, server_default="0"),
+    Column("one_time_charge_id", Id, ForeignKey("one_time_charges.id")),  # a one_time line's
+    # True while the line is its charge's one live billing (set by the bill run on a
+    # subscription's range lines, not on catch-up prorations of periods billed before, and on
+    # one-time lines; cleared when the invoice is voided, which frees the charge)
+    Column("claims_charge", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("invoice_id", "line_no", name="uq_invoice_lines_no"),
+    Index("uq_invoice_lines_period", "subscription_id", "period_start", unique=True,
+          sqlite_where=text("claims_charge"), postgresql_where=text("claims_charge")),
+    Index("uq_invoice_lines_one_time", "one_time_charge_id", unique=True,
+          sqlite_where=text("claims_charge"), postgresql_where=text("claims_charge")),
 )
 
 credit_memos = Table(

@@ -8,9 +8,16 @@ Rules kept here
   bill gets no invoice.
 - Idempotent, by code and by the database: what is billed is marked in the same transaction as
   the invoice (``subscriptions.billed_through``, ``subscription_changes.invoice_id``,
-  ``one_time_charges.invoice_id``, ``usage_events.invoice_id``); and the partial unique index
-  (one live invoice per account and period start) stops a racing run. A chunk that loses such a
-  race (or a deadlock) is rolled back and recomputed, and then finds those accounts billed.
+  ``one_time_charges.invoice_id``, ``usage_events.invoice_id``, the grants' remainders).
+- Exactly once under any concurrency, without relying on a lock: two runs, for the same date
+  or any two dates, may read the same unbilled charges; the database lets only one bill them
+  (unique indexes on one live invoice per account and period start, on the lines that claim a
+  subscription's period or a one-time charge, and marks that change only what is still
+  unbilled, counted: :mod:`billing_core.service.billing_io`). The chunk that loses (a unique
+  violation, a mark that found fewer rows than it was given, a deadlock or a serialization
+  failure) is rolled back and read again, up to ``MAX_CHUNK_ATTEMPTS`` times, and then bills
+  what is still unbilled; ``retried_chunks`` counts them. Callers still take the ``bill-run``
+  job lock (the daemon, the CLI) so that runs do not race in the first place.
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
@@ -34,11 +41,17 @@ from datetime import date
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork, bulk_cache
 from billing_core.adapters.tables import bill_runs
 from billing_core.domain.errors import LedgerError
-from billing_core.service.billing_io import ChunkData, load_catalog, load_chunk, write_chunk
-from billing_core.adapters.bulk import inserted_id
+from billing_core.service.billing_io import (
+    ChunkData,
+    LostRace,
+    load_catalog,
+    load_chunk,
+    write_chunk,
+)
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
@@ -144,12 +157,14 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
                 uow.rollback()
             else:
                 uow.commit()
-        except (IntegrityError, DBAPIError) as exc:
+        except (IntegrityError, DBAPIError, LostRace) as exc:
             if not _is_race(exc) or attempt == MAX_CHUNK_ATTEMPTS:
                 raise
-            # Another run billed some of these accounts first: recompute without them.
-            log.info("bill run chunk after account %s lost a race (%s); retrying",
-                     after_id, type(exc.orig).__name__)
+            # Another transaction billed some of this chunk first: read it again, and bill
+            # what is still unbilled.
+            log.warning("bill run %s: chunk after account %s lost a race (attempt %s: %s); "
+                        "retrying", result.run_id, after_id, attempt,
+                        exc if isinstance(exc, LostRace) else type(exc.orig).__name__)
             uow.rollback()
             result.retried_chunks += 1
             continue
@@ -167,8 +182,11 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
     raise AssertionError("unreachable")
 
 
-def _is_race(exc: DBAPIError) -> bool:
-    """Unique violation, deadlock or serialization failure: the chunk can be recomputed."""
+def _is_race(exc: DBAPIError | LostRace) -> bool:
+    """A guarded mark that lost, a unique violation, a deadlock or a serialization failure:
+    the chunk can be read and computed again."""
+    if isinstance(exc, LostRace):
+        return True
     if isinstance(exc, IntegrityError):
         text = str(exc.orig).lower()
         return "uq_invoices_account_period" in text or "unique" in text or "remaining" in text

@@ -4,11 +4,21 @@ Rules kept here
 - Reading a chunk is one SELECT per table, by account-id range (accounts, live invoices,
   subscriptions, quantity changes, one-time charges, unbilled usage, credit grants); the
   catalog, prices and tax rates are read once per run.
+- Whether an account is already billed is read again after its charges were read: an account
+  another transaction billed meanwhile counts as already billed, not as one with nothing to bill
+  (PostgreSQL's READ COMMITTED gives each statement its own snapshot).
 - Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, credit
   draws) and one bulk UPDATE per kind of mark (change / charge / usage ``invoice_id``, grant
   ``remaining_minor``, and on SQLite ``billed_through``) through
-  :mod:`billing_core.adapters.bulk`; on PostgreSQL one ``UPDATE ... WHERE id IN (...)`` per
-  distinct ``billed_through`` date. No per-row ORM round trips.
+  :mod:`billing_core.adapters.bulk`; on PostgreSQL one ``UPDATE ... WHERE id = ANY(...)`` per
+  distinct (old, new) ``billed_through`` pair. No per-row ORM round trips.
+- Nothing is billed twice, by the database: a subscription's range lines and one-time lines
+  claim their charge (``invoice_lines.claims_charge``, unique per subscription and period start
+  and per one-time charge); every mark changes only what is still as it was read
+  (``invoice_id`` still empty, ``billed_through`` unchanged, a grant's remainder still covering
+  the draw) and the rows changed are counted. A mark that finds fewer rows than it was given
+  raises :class:`LostRace`: another transaction billed some of the chunk first, so the caller
+  rolls the chunk back and reads it again.
 - Usage events are dated by their UTC day.
 """
 from __future__ import annotations
@@ -18,8 +28,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Date, bindparam, func, select, update
 
+from billing_core.adapters.bulk import (
+    BulkInsert,
+    BulkUpdate,
+    executemany,
+    fetch,
+    id_in,
+    reserve_ids,
+)
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -47,7 +65,6 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.periods import bill_period
 from billing_core.domain.rating import PriceBook
-from billing_core.adapters.bulk import BulkInsert, BulkUpdate, fetch, reserve_ids
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table
@@ -61,12 +78,24 @@ class Catalog:
     tax_inclusive: bool = False         # the catalog's prices include tax
 
 
+class LostRace(RuntimeError):
+    """Another transaction billed part of this chunk after it was read: roll back, read again."""
+
+    def __init__(self, what: str, given: int, changed: int) -> None:
+        super().__init__(f"{given - changed} of {given} {what} were billed by another "
+                         "transaction meanwhile")
+        self.what, self.given, self.changed = what, given, changed
+
+
 @dataclass
 class ChunkData:
     account_ids: list[int]
     drafts: list[Draft] = field(default_factory=list)
     already_billed: int = 0
     errors: list[dict[str, object]] = field(default_factory=list)
+    # the due accounts' subscriptions as read: billed_through is what the mark compares with,
+    # and a line from the start of the unbilled range on claims its period
+    subs: dict[int, Sub] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,10 +139,7 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     periods: dict[int, tuple[date, date]] = {}
     for bcd in {r.bill_cycle_day for r in acct_rows}:
         periods[bcd] = bill_period(run_date, bcd)
-    latest = dict(conn.execute(select(invoices.c.account_id, func.max(invoices.c.period_start))
-                               .where(invoices.c.account_id.between(lo, hi),
-                                      invoices.c.status != "void")
-                               .group_by(invoices.c.account_id)).all())
+    latest = _latest_periods(conn, lo, hi)
     due: dict[int, AccountTerms] = {}
     for r in acct_rows:
         start = periods[r.bill_cycle_day][0]
@@ -178,6 +204,15 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
         if acct is not None and g.currency == acct.currency:
             grants[g.account_id].append(Grant(g.id, g.remaining_minor, g.expires_on))
 
+    # Read last, so an account billed by another transaction while the reads above ran counts
+    # as already billed (a charge read before that commit is refused by the marks instead).
+    latest = _latest_periods(conn, lo, hi)
+    for account_id, acct in list(due.items()):
+        last = latest.get(account_id)
+        if last is not None and last >= periods[acct.bill_cycle_day][0]:
+            data.already_billed += 1
+            del due[account_id]
+    data.subs = by_id
     for account_id, acct in due.items():
         start, end = periods[acct.bill_cycle_day]
         rate, _ = catalog.tax.rate_for(acct.country, acct.region, start)
@@ -194,38 +229,60 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     return data
 
 
+def _latest_periods(conn: Connection, lo: int, hi: int) -> dict[int, date]:
+    """Each account's latest live invoice period start, for the accounts ``lo..hi``."""
+    return {a: p for a, p in conn.execute(
+        select(invoices.c.account_id, func.max(invoices.c.period_start))
+        .where(invoices.c.account_id.between(lo, hi), invoices.c.status != "void")
+        .group_by(invoices.c.account_id)).all()}
+
+
 INVOICE_COLS = ("id", "account_id", "currency", "series", "number", "status", "period_start",
                 "period_end", "issue_date", "due_date", "subtotal_minor", "tax_minor",
                 "total_minor", "applied_minor", "bill_run_id", "created_at", "posted_at")
 LINE_COLS = ("invoice_id", "line_no", "kind", "description", "product_id", "subscription_id",
              "quantity", "unit_price", "period_start", "period_end", "amount_minor", "tax_rate",
-             "tax_minor")
+             "tax_minor", "one_time_charge_id", "claims_charge")
 DRAW_COLS = ("grant_id", "invoice_id", "kind", "amount_minor", "created_at")
 INSERT_INVOICE = BulkInsert(invoices, INVOICE_COLS)
 INSERT_LINE = BulkInsert(invoice_lines, LINE_COLS)
 INSERT_DRAW = BulkInsert(credit_draws, DRAW_COLS)
-SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id")
-SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id")
-SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id")
-DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True)
-SET_BILLED_THROUGH = BulkUpdate(subscriptions, "billed_through")     # SQLite only (a date)
-IN_LIST_SLICE = 5000
+SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id", guard="unset")
+SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id", guard="unset")
+SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id", guard="unset")
+DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True, guard="covers")
+# SQLite: by primary key, only while billed_through is still what the chunk read (IS: NULL too)
+SET_BILLED_THROUGH = update(subscriptions).where(
+    subscriptions.c.id == bindparam("k_id", type_=subscriptions.c.id.type),
+    subscriptions.c.billed_through.is_not_distinct_from(bindparam("old", type_=Date())),
+).values(billed_through=bindparam("v_new", type_=Date()))
+BILLED_THROUGH_NAMES = ("k_id", "old", "v_new")
 
 
-def _set_billed_through(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-    """SQLite: one executemany by primary key (no SQL text to build per chunk). PostgreSQL:
-    one UPDATE ... WHERE id IN (...) per distinct date (a chunk has few), in slices that stay
-    under the bound-parameter limit."""
+def _set_billed_through(conn: Connection, rows: list[tuple[int, date | None, date]]) -> int:
+    """Move each (subscription, old, new) from old to new, only where it is still old; returns
+    the rows moved. SQLite: one executemany by primary key (no SQL text to build per chunk).
+    PostgreSQL: one UPDATE ... WHERE id = ANY(...) per distinct (old, new) pair (a chunk has
+    few: its accounts' cycle days and new subscriptions)."""
     if conn.dialect.name != "postgresql":
-        return SET_BILLED_THROUGH.run(conn, rows)
-    by_date: dict[date, list[int]] = defaultdict(list)
-    for sub_id, billed in rows:
-        by_date[billed].append(sub_id)
-    for billed, ids in by_date.items():
-        for i in range(0, len(ids), IN_LIST_SLICE):
-            conn.execute(update(subscriptions).where(
-                subscriptions.c.id.in_(ids[i:i + IN_LIST_SLICE])).values(billed_through=billed))
-    return len(rows)
+        return executemany(conn, SET_BILLED_THROUGH, BILLED_THROUGH_NAMES, rows)
+    by_pair: dict[tuple[date | None, date], list[int]] = defaultdict(list)
+    for sub_id, old, new in rows:
+        by_pair[(old, new)].append(sub_id)
+    moved = 0
+    for (old, new), ids in by_pair.items():
+        moved += conn.execute(update(subscriptions).where(
+            id_in(conn, subscriptions.c.id, ids),
+            subscriptions.c.billed_through.is_not_distinct_from(old),
+        ).values(billed_through=new)).rowcount
+    return moved
+
+
+def _marked(what: str, given: int, changed: int) -> int:
+    """The rows a guarded mark changed: all it was given, or the chunk lost a race."""
+    if changed != given:
+        raise LostRace(what, given, changed)
+    return changed
 
 
 def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: bool,
@@ -244,18 +301,34 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
                  d.issue_date, d.due_date, d.subtotal_minor, d.tax_minor, d.total_minor, 0,
                  run_id, now, posted_at) for d, n, i in zip(drafts, numbers, ids, strict=True)]
     lines: list[tuple[Any, ...]] = []
-    subs_bt: list[tuple[Any, ...]] = []
+    subs_bt: list[tuple[int, date | None, date]] = []
     changes: list[tuple[Any, ...]] = []
     charges: list[tuple[Any, ...]] = []
     usage: list[tuple[Any, ...]] = []
     draws: list[tuple[Any, ...]] = []
     grants: list[tuple[Any, ...]] = []
+    subs = data.subs
     for d, inv_id in zip(drafts, ids, strict=True):
+        # compute_invoice writes one one_time line per charge, in the order of d.charges
+        charge_ids = iter(d.charges)
         for no, ln in enumerate(d.lines, 1):
+            charge_id = next(charge_ids, None) if ln.kind == "one_time" else None
+            if ln.kind == "one_time" and charge_id is None:
+                raise RuntimeError(f"account {d.account_id}: a one-time line without its charge")
+            sub = subs.get(ln.subscription_id) if ln.subscription_id is not None else None
+            # a subscription line claims its period when it bills the range not billed yet
+            # (from billed_through on); a catch-up proration of an earlier period does not
+            claims = charge_id is not None or (
+                sub is not None and ln.period_start is not None
+                and ln.period_start >= (sub.billed_through or sub.start_date))
             lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id,
                           ln.subscription_id, ln.quantity, ln.unit_price, ln.period_start,
-                          ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor))
-        subs_bt.extend(d.billed_through.items())
+                          ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor, charge_id,
+                          claims))
+        if next(charge_ids, None) is not None:
+            raise RuntimeError(f"account {d.account_id}: a one-time charge without its line")
+        subs_bt.extend((sid, subs[sid].billed_through, end)
+                       for sid, end in d.billed_through.items())
         if d.changes:
             changes.extend((cid, inv_id) for cid in d.changes)
         if d.charges:
@@ -267,11 +340,11 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
             grants.append((grant_id, amount))
     out.rows = INSERT_INVOICE.run(conn, inv_rows)
     out.rows += INSERT_LINE.run(conn, lines)
-    out.rows += _set_billed_through(conn, subs_bt)
-    out.rows += SET_CHANGE_INVOICE.run(conn, changes)
-    out.rows += SET_CHARGE_INVOICE.run(conn, charges)
-    out.rows += SET_USAGE_INVOICE.run(conn, usage)
-    out.rows += DRAW_GRANT.run(conn, grants)
+    out.rows += _marked("subscriptions", len(subs_bt), _set_billed_through(conn, subs_bt))
+    out.rows += _marked("quantity changes", len(changes), SET_CHANGE_INVOICE.run(conn, changes))
+    out.rows += _marked("one-time charges", len(charges), SET_CHARGE_INVOICE.run(conn, charges))
+    out.rows += _marked("usage events", len(usage), SET_USAGE_INVOICE.run(conn, usage))
+    out.rows += _marked("credit grants", len(grants), DRAW_GRANT.run(conn, grants))
     out.rows += INSERT_DRAW.run(conn, draws)
     for d, inv_id in zip(drafts, ids, strict=True):
         if d.overflow_minor:

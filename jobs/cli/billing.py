@@ -40,7 +40,29 @@ def _write(app: AppContext) -> Any:
 @pass_app
 def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_size: int | None,
              as_json: bool) -> None:
-    """Issue one consolidated invoice per account due on DATE (idempotent)."""
+    """Issue one consolidated invoice per account due on DATE (idempotent). Waits for a bill
+    run in progress (the daemon's or another bill-run's) to end first; a dry run does not."""
+    if dry_run:
+        _bill_run(app, run_date, dry_run, chunk_size, as_json)
+        return
+    from sync.locks import job_lock
+
+    # The daemon's lock: runs take turns instead of racing (billing itself bills nothing
+    # twice either way), and, like ``sync``, a manual run waits for a scheduled one.
+    with job_lock(app.engine, "bill-run") as got:
+        if got:
+            _bill_run(app, run_date, dry_run, chunk_size, as_json)
+            return
+    click.echo("another bill run is in progress: waiting for it to end", err=True)
+    with job_lock(app.engine, "bill-run", wait=True) as got:
+        if not got:
+            click.echo("error: another bill run is still in progress; try again later", err=True)
+            sys.exit(1)
+        _bill_run(app, run_date, dry_run, chunk_size, as_json)
+
+
+def _bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_size: int | None,
+              as_json: bool) -> None:
     from billing_core.service.bill_run import run_bill_run
 
     day = _day(run_date)
@@ -62,7 +84,8 @@ def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_si
         emit({"run_date": result.run_date, "dry_run": result.dry_run, "run_id": result.run_id,
               "accounts_seen": result.accounts_seen, "invoices_created": result.invoices_created,
               "already_billed": result.already_billed, "lines": result.lines_written,
-              "errors": result.errors, "invoices": result.invoices}, as_json=True)
+              "retried_chunks": result.retried_chunks, "errors": result.errors,
+              "invoices": result.invoices}, as_json=True)
         return
     verb = "would create" if dry_run else "created"
     click.echo(f"bill run {day}{' (dry run: nothing written)' if dry_run else ''}: "
