@@ -10,12 +10,14 @@ Rules kept here:
   any other change is ``pending`` with its attempts reset.
 - Payload values are JSON: money and dates as text, decoded by field name at push time.
 - Opt-in (``write_hold``): ``credit_hold`` (the CRM's own hold flag) is set only while a reason
-  billing places (``credit_limit``, ``overdue``) applies, and cleared only when billing was the
-  one that set it (its last acknowledged value); otherwise the field is left out entirely.
-- Which accounts moved is billing's answer (``accounts.changed_since``,
-  ``receivables.accounts_with_overdue``). Payloads are computed per chunk of accounts with
-  billing's batched reads (``receivables.account_summaries``, ``holds.current_reasons_many``)
-  and written with one multi-row insert and one multi-row update per chunk.
+  billing places (``credit_limit``, ``overdue``: billing's view says which) applies, and cleared
+  only when billing was the one that set it (its last acknowledged value); otherwise the field
+  is left out entirely.
+- Which accounts moved, and what an account or an order shows, is billing's answer, read
+  through its service layer (``accounts.changed_since``, ``receivables.accounts_with_overdue``,
+  the batched ``views.account_views`` / ``views.order_views`` / ``views.orders_of_accounts``);
+  this module never reads billing's tables. Payloads are computed per chunk of accounts (or
+  hand-offs) and written with one multi-row insert and one multi-row update per chunk.
 """
 from __future__ import annotations
 
@@ -28,22 +30,19 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, bindparam, select, tuple_, update
 from sqlalchemy.sql import ColumnElement
 
-from billing_core.adapters.tables import (
-    invoice_lines,
-    invoices,
-    one_time_charges,
-    orders,
-    provisioning_requests,
-    subscriptions,
-)
-from billing_core.domain.money import from_minor
-from billing_core.service.accounts import changed_since
 from billing_core.adapters.bulk import BulkInsert, id_in, text_in
-from billing_core.service.holds import current_reasons_many
-from billing_core.service.receivables import account_summaries, accounts_with_overdue
+from billing_core.service.accounts import changed_since
+from billing_core.service.receivables import accounts_with_overdue
+from billing_core.service.views import (
+    AccountView,
+    OrderView,
+    account_views,
+    order_views,
+    orders_of_accounts,
+)
 from sync.mapping import text_hash
 from sync.runs import get_cursor, save_cursor
-from sync.tables import handoffs, outbox, sync_records
+from sync.tables import OutboxState, handoffs, outbox, sync_records
 
 DECIMAL_FIELDS = frozenset({"open_balance", "available_credit", "exposure"})
 DATE_FIELDS = frozenset({"last_invoice_date"})
@@ -63,85 +62,37 @@ def decode(field: str, value: Any) -> Any:
     return value
 
 
-BILLING_REASONS = frozenset({"credit_limit", "overdue"})
-
-
-def payload_of(s: dict[str, Any], reason_names: Iterable[str], *, write_hold: bool = False,
+def payload_of(view: AccountView, *, write_hold: bool = False,
                acked: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An account's payload from its receivables summary and its hold reasons."""
-    cur = s["currency"]
-    reasons = sorted(reason_names)
-
-    def money(minor: int | None) -> str | None:
-        return None if minor is None else str(from_minor(int(minor), cur))
-
+    """An account's payload from billing's view of it."""
+    reasons = view.hold_reasons
     payload: dict[str, Any] = {
         "billing_hold": bool(reasons), "billing_hold_reasons": ";".join(reasons),
-        "open_balance": money(s["open_balance_minor"]),
-        "available_credit": money(s["available_credit_minor"]),
-        "exposure": money(s["exposure_minor"]),
-        "oldest_overdue_days": int(s["oldest_overdue_days"]),
-        "last_invoice_number": s["last_invoice_number"],
-        "last_invoice_date": s["last_invoice_date"].isoformat() if s["last_invoice_date"]
+        "open_balance": str(view.open_balance),
+        "available_credit": _text(view.available_credit),
+        "exposure": str(view.exposure),
+        "oldest_overdue_days": view.oldest_overdue_days,
+        "last_invoice_number": view.last_invoice_number,
+        "last_invoice_date": view.last_invoice_date.isoformat() if view.last_invoice_date
         else None,
     }
     if write_hold:
-        if BILLING_REASONS & set(reasons):
+        if view.held_by_billing:
             payload["credit_hold"] = True
         elif acked and "credit_hold" in acked:
             payload["credit_hold"] = False
     return payload
 
 
-def quote_payloads(conn: Connection, order_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """Each handed-off quote's payload (order number, provisioning status, first invoice),
-    read with four queries per chunk of orders."""
-    ids = sorted(set(order_ids))
-    states: dict[int, list[str]] = {}
-    status: dict[int, str] = {}
-    first: dict[int, tuple[Any, int, str]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        for order_id, state in conn.execute(select(
-                provisioning_requests.c.order_id, provisioning_requests.c.state).where(
-                id_in(conn, provisioning_requests.c.order_id, chunk))):
-            states.setdefault(int(order_id), []).append(state)
-        status.update((int(i), st) for i, st in conn.execute(
-            select(orders.c.id, orders.c.status).where(id_in(conn, orders.c.id, chunk))))
-        billed = (invoices.c.number.is_not(None), invoices.c.status != "void")
-        via_subs = (select(subscriptions.c.order_id, invoices.c.issue_date, invoices.c.id,
-                           invoices.c.number)
-                    .join(invoice_lines, invoice_lines.c.subscription_id == subscriptions.c.id)
-                    .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-                    .where(id_in(conn, subscriptions.c.order_id, chunk), *billed))
-        via_charges = (select(one_time_charges.c.order_id, invoices.c.issue_date, invoices.c.id,
-                              invoices.c.number)
-                       .join(invoices, invoices.c.id == one_time_charges.c.invoice_id)
-                       .where(id_in(conn, one_time_charges.c.order_id, chunk), *billed))
-        for stmt in (via_subs, via_charges):
-            for order_id, issued, invoice_id, number in conn.execute(stmt):
-                key = (issued or date.min, int(invoice_id), number)
-                if int(order_id) not in first or key < first[int(order_id)]:
-                    first[int(order_id)] = key
-    return {order_id: {"order_number": f"ORD-{order_id}",
-                       "provisioning_status": _provisioning(states.get(order_id, []),
-                                                            status.get(order_id)),
-                       "invoice_number": first[order_id][2] if order_id in first else None}
-            for order_id in ids}
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
 
 
-def _provisioning(states: list[str], order_status: str | None) -> str:
-    if not states:
-        return "not required"
-    if "awaiting_hold_release" in states or order_status == "held":
-        return "waiting for hold release"
-    if "failed" in states:
-        return "failed"
-    if all(s in ("provisioned", "cancelled") for s in states):
-        return "provisioned" if "provisioned" in states else "cancelled"
-    if all(s in ("provisioned", "dispatched", "cancelled") for s in states):
-        return "dispatched"
-    return "in progress"
+def quote_payload(view: OrderView) -> dict[str, Any]:
+    """A handed-off quote's payload from billing's view of its order."""
+    return {"order_number": view.order_number,
+            "provisioning_status": view.provisioning_status,
+            "invoice_number": view.first_invoice_number}
 
 
 class _Writes:
@@ -160,15 +111,15 @@ class _Writes:
         row = self.existing.get((obj, crm_id))
         if row is None:
             self.inserts.append((self.connection, obj, crm_id, ledger_id, text, digest,
-                                 "pending", 0, self.now, self.now))
+                                 OutboxState.PENDING, 0, self.now, self.now))
             self.pending += 1
             return
         if row["hash"] == digest:
             return
-        state = "acked" if digest == row["acked_hash"] else "pending"
+        state = OutboxState.ACKED if digest == row["acked_hash"] else OutboxState.PENDING
         self.updates.append({"b_id": row["id"], "b_payload": text, "b_hash": digest,
                              "b_state": state})
-        self.pending += state == "pending"
+        self.pending += state is OutboxState.PENDING
 
     def flush(self, conn: Connection) -> int:
         _INSERT.run(conn, self.inserts)
@@ -205,11 +156,10 @@ def account_links(connection: str) -> Select[Any]:
 
 
 def done_handoffs(connection: str) -> Select[Any]:
-    """(order id, account id, quote crm id, revision) of the quotes handed off; keyed by
-    HANDOFF_KEYS."""
-    return (select(handoffs.c.order_id, orders.c.account_id, *HANDOFF_KEYS)
-            .join(orders, orders.c.id == handoffs.c.order_id)
-            .where(handoffs.c.connection == connection, handoffs.c.state == "done"))
+    """(order id, quote crm id, revision) of the quotes handed off; keyed by HANDOFF_KEYS."""
+    return select(handoffs.c.order_id, *HANDOFF_KEYS).where(
+        handoffs.c.connection == connection, handoffs.c.state == "done",
+        handoffs.c.order_id.is_not(None))
 
 
 def keyset_page(stmt: Select[Any], keys: Sequence[ColumnElement[Any]],
@@ -240,15 +190,18 @@ def _keyset(conn: Connection, stmt: Select[Any], keys: Sequence[ColumnElement[An
 def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
                 size: int) -> Iterator[Sequence[Any]]:
     """The done hand-offs to refresh, in pages: all of them by key, or those of the ``wanted``
-    accounts, ``size`` accounts at a time (an incremental refresh reads only theirs)."""
+    accounts' orders (billing names them), ``size`` accounts at a time (an incremental refresh
+    reads only theirs)."""
     if wanted is None:
         yield from _keyset(conn, done_handoffs(connection), HANDOFF_KEYS, size)
         return
     ids = sorted(wanted)
     for start in range(0, len(ids), size):
+        order_ids = orders_of_accounts(conn, ids[start:start + size])
+        if not order_ids:
+            continue
         rows = conn.execute(done_handoffs(connection).where(
-            id_in(conn, orders.c.account_id, ids[start:start + size]))
-            .order_by(*HANDOFF_KEYS)).all()
+            id_in(conn, handoffs.c.order_id, order_ids)).order_by(*HANDOFF_KEYS)).all()
         if rows:
             yield rows
 
@@ -281,26 +234,24 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             part = [(int(ledger_id), crm_id) for ledger_id, crm_id in part]
             ids = [ledger_id for ledger_id, _ in part]
             existing = _existing(conn, connection, "account", [c for _, c in part])
-            summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
-            reasons = current_reasons_many(conn, ids)
+            views = account_views(conn, ids, on_date, grace_days=grace_days)
             writes = _Writes(connection, existing, now)
             for ledger_id, crm_id in part:
                 row = existing.get(("account", crm_id))
                 acked = json.loads(row["acked_payload"]) if row is not None \
                     and row["acked_payload"] else None
                 writes.put("account", crm_id, ledger_id, payload_of(
-                    summaries[ledger_id], reasons.get(ledger_id, {}), write_hold=write_hold,
-                    acked=acked))
+                    views[ledger_id], write_hold=write_hold, acked=acked))
             pending += writes.flush(conn)
         for found in _handed_off(conn, connection, wanted, chunk):
             # An amended quote has a done hand-off per revision: it shows its newest (rows
             # come in revision order; a revision in a later page updates the row).
-            latest = {q: int(o) for o, _, q, _ in found}
-            payloads = quote_payloads(conn, latest.values())
+            latest = {q: int(o) for o, q, _ in found}
+            orders = order_views(conn, latest.values())
             writes = _Writes(connection, _existing(conn, connection, "quote", list(latest)),
                              now)
             for quote_id, order_id in latest.items():
-                writes.put("quote", quote_id, order_id, payloads[order_id])
+                writes.put("quote", quote_id, order_id, quote_payload(orders[order_id]))
             pending += writes.flush(conn)
         if only_accounts is None:
             save_cursor(conn, connection, WATERMARK, started.isoformat(), now)

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, and_, bindparam, case, or_, select, update
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
 from sync.runs import current_run
-from sync.tables import outbox, sync_records
+from sync.tables import OutboxState, outbox, sync_records
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
@@ -47,8 +47,8 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _claim(engine: Engine, connection: str, obj: str, now: datetime, limit: int) -> list[Any]:
-    due = or_(and_(outbox.c.state == "pending", outbox.c.next_attempt_at <= now),
-              and_(outbox.c.state == "sending", outbox.c.next_attempt_at <= now))
+    due = or_(and_(outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now),
+              and_(outbox.c.state == OutboxState.SENDING, outbox.c.next_attempt_at <= now))
     stmt = select(outbox).where(outbox.c.connection == connection, outbox.c.object == obj,
                                 due).order_by(outbox.c.id).limit(limit)
     if engine.dialect.name == "postgresql":
@@ -57,7 +57,7 @@ def _claim(engine: Engine, connection: str, obj: str, now: datetime, limit: int)
         rows = list(conn.execute(stmt).mappings())
         if rows:
             conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]))
-                         .values(state="sending", next_attempt_at=now + LEASE))
+                         .values(state=OutboxState.SENDING, next_attempt_at=now + LEASE))
     return rows
 
 
@@ -102,8 +102,8 @@ def _redecide(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
 def _release(engine: Engine, rows: list[Any], now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]),
-                                          outbox.c.state == "sending")
-                     .values(state="pending", next_attempt_at=now))
+                                          outbox.c.state == OutboxState.SENDING)
+                     .values(state=OutboxState.PENDING, next_attempt_at=now))
 
 
 def push(engine: Engine, connector: Connector, connection: str, *,
@@ -163,7 +163,7 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
             dead = attempts >= max_attempts
             conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                 attempts=attempts, last_error=error, updated_at=now,
-                state="dead" if dead else "pending",
+                state=OutboxState.DEAD if dead else OutboxState.PENDING,
                 dead_at=now if dead else None,
                 next_attempt_at=None if dead else now + backoff(attempts)))
             report.dead += dead
@@ -177,18 +177,19 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
                 acked_payload=bindparam("_payload"), acked_hash=bindparam("_hash"),
                 acked_at=now, attempts=0, last_error=None, updated_at=now,
                 next_attempt_at=now,
-                state=case((outbox.c.hash == bindparam("_hash"), "acked"), else_="pending")),
+                state=case((outbox.c.hash == bindparam("_hash"), OutboxState.ACKED),
+                           else_=OutboxState.PENDING)),
                 acked)
         missing = rows[len(results):]
         if missing:
             conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in missing]))
-                         .values(state="pending", next_attempt_at=now))
+                         .values(state=OutboxState.PENDING, next_attempt_at=now))
     report.pushed[obj] = report.pushed.get(obj, 0) + ok
     report.failed[obj] = report.failed.get(obj, 0) + fail
 
 
 def dead_letters(engine: Engine, connection: str | None = None) -> list[dict[str, Any]]:
-    stmt = select(outbox).where(outbox.c.state == "dead").order_by(outbox.c.id)
+    stmt = select(outbox).where(outbox.c.state == OutboxState.DEAD).order_by(outbox.c.id)
     if connection:
         stmt = stmt.where(outbox.c.connection == connection)
     with engine.connect() as conn:

@@ -1,0 +1,164 @@
+"""Read-only views of billing for outside readers (the sync shows them on CRM records): plain
+values for a page of accounts or orders at once.
+
+Rules kept here:
+- An account's view is receivables' figures (:func:`receivables.account_summaries`: open
+  balance, exposure, available credit = limit − exposure or None without a limit, oldest overdue
+  days, last invoice) as amounts in the account's currency, with the names of the hold reasons
+  it has now, sorted, and whether one of them is a reason billing places and lifts itself
+  (``credit.BILLING_OWNED``). An unknown account is ``NotFound``.
+- An order's view: its number ``ORD-<id>``; one provisioning status summing up its requests
+  (:func:`provisioning_status`); its first invoice, the earliest issued (then lowest id)
+  numbered, non-void invoice that bills one of its subscriptions or one-time charges.
+- Reads are batched (a fixed handful of queries per chunk of ids, whatever the page size) and
+  write nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Connection, select
+
+from billing_core.adapters.bulk import id_in
+from billing_core.adapters.tables import (
+    invoice_lines,
+    invoices,
+    one_time_charges,
+    orders,
+    provisioning_requests,
+    subscriptions,
+)
+from billing_core.domain.credit import BILLING_OWNED
+from billing_core.domain.money import from_minor
+from billing_core.domain.states import InvoiceStatus, OrderStatus, ProvisioningState
+from billing_core.service.holds import current_reasons_many
+from billing_core.service.receivables import account_summaries
+
+ORDER_CHUNK = 500      # orders per query
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    account_id: int
+    currency: str
+    open_balance: Decimal
+    exposure: Decimal
+    available_credit: Decimal | None          # None: the account has no credit limit
+    oldest_overdue_days: int                  # 0 when nothing is late
+    last_invoice_number: str | None
+    last_invoice_date: date | None
+    hold_reasons: tuple[str, ...]             # sorted; empty when not on hold
+    held_by_billing: bool                     # one of them is billing's (credit limit, overdue)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    order_id: int
+    order_number: str
+    provisioning_status: str
+    first_invoice_number: str | None
+
+
+def account_views(conn: Connection, account_ids: Sequence[int], on_date: date, *,
+                  grace_days: int = 0) -> dict[int, AccountView]:
+    """Each account's view on ``on_date`` (overdue after ``grace_days``), keyed by id."""
+    ids = sorted(set(account_ids))
+    summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
+    reasons = current_reasons_many(conn, ids)
+    out: dict[int, AccountView] = {}
+    for account_id in ids:
+        s = summaries[account_id]
+        cur = s["currency"]
+        available = s["available_credit_minor"]
+        held = reasons.get(account_id, {})
+        out[account_id] = AccountView(
+            account_id=account_id, currency=cur,
+            open_balance=from_minor(int(s["open_balance_minor"]), cur),
+            exposure=from_minor(int(s["exposure_minor"]), cur),
+            available_credit=None if available is None else from_minor(int(available), cur),
+            oldest_overdue_days=int(s["oldest_overdue_days"]),
+            last_invoice_number=s["last_invoice_number"],
+            last_invoice_date=s["last_invoice_date"],
+            hold_reasons=tuple(sorted(held)),
+            held_by_billing=not BILLING_OWNED.isdisjoint(held))
+    return out
+
+
+def order_views(conn: Connection, order_ids: Iterable[int]) -> dict[int, OrderView]:
+    """Each order's view, keyed by id; four queries per chunk of orders."""
+    ids = sorted(set(order_ids))
+    states: dict[int, list[str]] = {}
+    status: dict[int, str] = {}
+    first: dict[int, tuple[date, int, str]] = {}
+    for chunk in _chunks(ids):
+        for order_id, state in conn.execute(select(
+                provisioning_requests.c.order_id, provisioning_requests.c.state).where(
+                id_in(conn, provisioning_requests.c.order_id, chunk))):
+            states.setdefault(int(order_id), []).append(state)
+        status.update((int(i), st) for i, st in conn.execute(
+            select(orders.c.id, orders.c.status).where(id_in(conn, orders.c.id, chunk))))
+        for order_id, issued, invoice_id, number in _invoices_of(conn, chunk):
+            key = (issued, invoice_id, number)
+            if order_id not in first or key < first[order_id]:
+                first[order_id] = key
+    return {order_id: OrderView(
+        order_id=order_id, order_number=f"ORD-{order_id}",
+        provisioning_status=provisioning_status(states.get(order_id, []), status.get(order_id)),
+        first_invoice_number=first[order_id][2] if order_id in first else None)
+        for order_id in ids}
+
+
+def _invoices_of(conn: Connection, chunk: list[int]) -> Iterator[tuple[int, date, int, str]]:
+    """(order id, issue date, invoice id, number) of every numbered, non-void invoice billing a
+    subscription or a one-time charge of the orders in ``chunk``."""
+    billed = (invoices.c.number.is_not(None), invoices.c.status != InvoiceStatus.VOID)
+    via_subs = (select(subscriptions.c.order_id, invoices.c.issue_date, invoices.c.id,
+                       invoices.c.number)
+                .join(invoice_lines, invoice_lines.c.subscription_id == subscriptions.c.id)
+                .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+                .where(id_in(conn, subscriptions.c.order_id, chunk), *billed))
+    via_charges = (select(one_time_charges.c.order_id, invoices.c.issue_date, invoices.c.id,
+                          invoices.c.number)
+                   .join(invoices, invoices.c.id == one_time_charges.c.invoice_id)
+                   .where(id_in(conn, one_time_charges.c.order_id, chunk), *billed))
+    for stmt in (via_subs, via_charges):
+        for order_id, issued, invoice_id, number in conn.execute(stmt):
+            yield int(order_id), issued, int(invoice_id), number
+
+
+def provisioning_status(states: Sequence[str], order_status: str | None) -> str:
+    """One status for an order from its provisioning requests' states: ``not required``
+    without requests; ``waiting for hold release`` while any waits for it (or the order is
+    held); then ``failed`` if any failed; ``provisioned`` (or ``cancelled`` when none was
+    provisioned) once all are settled; ``dispatched`` once all are at least dispatched;
+    otherwise ``in progress``."""
+    if not states:
+        return "not required"
+    if ProvisioningState.AWAITING_HOLD_RELEASE in states or order_status == OrderStatus.HELD:
+        return "waiting for hold release"
+    if ProvisioningState.FAILED in states:
+        return "failed"
+    if all(s in _SETTLED for s in states):
+        return "provisioned" if ProvisioningState.PROVISIONED in states else "cancelled"
+    if all(s in _SETTLED or s == ProvisioningState.DISPATCHED for s in states):
+        return "dispatched"
+    return "in progress"
+
+
+_SETTLED = frozenset({ProvisioningState.PROVISIONED, ProvisioningState.CANCELLED})
+
+
+def orders_of_accounts(conn: Connection, account_ids: Sequence[int]) -> list[int]:
+    """The ids of every order of these accounts, ascending."""
+    if not account_ids:
+        return []
+    return sorted(int(i) for i in conn.execute(
+        select(orders.c.id).where(id_in(conn, orders.c.account_id, account_ids))).scalars())
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), ORDER_CHUNK):
+        yield ids[start:start + ORDER_CHUNK]
