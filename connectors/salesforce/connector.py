@@ -100,22 +100,17 @@ class SalesforceConnector(FieldMapped):
             self._sf = self._session.client(self.settings, self.transport)
         return self._sf
 
-    def _relogin(self, exc: AuthError) -> None:
+    def _drop_session(self) -> None:
         self._sf = None
         self._session = None
 
     def _call(self, fn: Callable[[Salesforce], T]) -> T:
-        try:
-            return fn(self._client())
-        except LoginRefused:
-            raise
-        except AuthError as first:
-            self._relogin(first)
-        try:
-            return fn(self._client())
-        except AuthError as again:
-            raise AuthError(f"{self.name}: session refused again after one re-login: {again}",
-                            code=again.code, status=again.status) from None
+        relogin = _ReloginOnce(self.name, self._drop_session)
+        while True:
+            try:
+                return fn(self._client())
+            except AuthError as exc:
+                relogin.after(exc)
 
     # -- interface -----------------------------------------------------------------------
     def read_changes(self, obj: str, cursor: str | None, *, run_started: datetime | None = None,
@@ -127,7 +122,7 @@ class SalesforceConnector(FieldMapped):
         sweep = sweep if full else None
         if sweep is not None:
             sweep.begin()
-        last_cursor, relogged = cursor, False
+        last_cursor, relogin = cursor, _ReloginOnce(self.name, self._drop_session)
         while True:
             tracker = StampTracker(last_cursor, overlap, started)
             query = soql.changes(om, tracker.since, with_deleted=not full)
@@ -157,15 +152,9 @@ class SalesforceConnector(FieldMapped):
                                     sweep.saw(page_ids(records, deletions))
                                 yield Page(records, deletions, last_cursor)
                                 records, deletions = [], []
-                                relogged = False        # progress: allow a re-login again
-            except LoginRefused:
-                raise
+                                relogin.progressed()
             except AuthError as exc:
-                if relogged:
-                    raise AuthError(f"{self.name}: session refused again after one re-login: "
-                                    f"{exc}", code=exc.code, status=exc.status) from None
-                relogged = True
-                self._relogin(exc)
+                relogin.after(exc)
                 continue
             last_cursor = tracker.cursor() or last_cursor
             if sweep is not None:
@@ -223,6 +212,31 @@ class SalesforceConnector(FieldMapped):
         from connectors.salesforce.describe import check
 
         return check(self)
+
+
+class _ReloginOnce:
+    """The one re-login rule, for one call or one read: a refused session (``AuthError``) drops
+    it, so the next attempt logs in again; a second refusal with no progress in between is a
+    fatal ``AuthError`` that says so. A refused login (``LoginRefused``) is never retried."""
+
+    def __init__(self, name: str, drop_session: Callable[[], None]) -> None:
+        self.name = name
+        self.drop_session = drop_session
+        self.used = False
+
+    def after(self, exc: AuthError) -> None:
+        """Called with the refusal; returns when one more attempt is allowed, else raises."""
+        if isinstance(exc, LoginRefused):
+            raise exc
+        if self.used:
+            raise AuthError(f"{self.name}: session refused again after one re-login: {exc}",
+                            code=exc.code, status=exc.status) from None
+        self.used = True
+        self.drop_session()
+
+    def progressed(self) -> None:
+        """A read handed out a page: a later refusal may re-login again."""
+        self.used = False
 
 
 def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: str,

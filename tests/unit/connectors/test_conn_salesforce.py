@@ -11,12 +11,13 @@ from urllib.parse import unquote
 
 import pytest
 import responses
-from conn_support import ENV, NOW, SF_SECRET, ListSweep, sf_settings
+from conn_support import ENV, NOW, SF_SECRET, SF_URL, ListSweep, sf_settings
 from fake_sf import FakeSalesforce, account
 
 from connectors.base import AuthError, BudgetExhausted, Page
 from connectors.cursor import decode
 from connectors.registry import build_connector
+from connectors.salesforce.auth import LoginRefused
 
 
 @pytest.fixture
@@ -144,6 +145,66 @@ def test_expired_session_twice_is_a_clear_fatal_error(fake: FakeSalesforce) -> N
     with pytest.raises(AuthError, match="after one re-login"):
         read_all(conn, None)
     assert fake.tokens == 2
+
+
+def test_a_read_that_made_progress_may_re_login_again(fake: FakeSalesforce) -> None:
+    """The allowance is one re-login in a row: after a page was handed out, a later refusal
+    logs in again instead of failing (the read restarts from that page's cursor)."""
+    fake.rows = [account(i, NOW - timedelta(minutes=1)) for i in range(7)]
+    pages, conn = [], connector()
+    fake.expire_next = 1                         # the first query
+    for page in conn.read_changes("account", None):
+        pages.append(page)
+        if len(pages) == 1:
+            fake.expire_next = 1                 # the next call after the first page
+    assert sorted(ids(pages)) == sorted(r["Id"] for r in fake.rows) and fake.tokens == 3
+
+
+def test_a_write_re_logs_in_once_then_fails_clearly(fake: FakeSalesforce) -> None:
+    conn = connector()
+    fake.expire_next = 1
+    assert [r.ok for r in conn.write("account", [{"crm_id": "001A", "billing_hold": True}])] \
+        == [True]
+    assert fake.tokens == 2
+    fake.expire_next = 2
+    with pytest.raises(AuthError, match="after one re-login") as info:
+        conn.write("account", [{"crm_id": "001A", "billing_hold": True}])
+    assert fake.tokens == 3 and [r.code for r in info.value.partial_results] == ["NOT_SENT"]
+
+
+def test_a_lookup_re_logs_in_once(fake: FakeSalesforce) -> None:
+    fake.rows = [account(1, NOW - timedelta(minutes=1))]
+    conn = connector()
+    fake.expire_next = 1
+    assert conn.read_one("account", fake.rows[0]["Id"]) is not None and fake.tokens == 2
+    fake.expire_next = 2
+    with pytest.raises(AuthError, match="after one re-login"):
+        conn.read_one("account", fake.rows[0]["Id"])
+
+
+@pytest.mark.parametrize("path", ["read", "write"])
+def test_a_refused_re_login_is_not_retried(path: str) -> None:
+    sf = FakeSalesforce([account(1, NOW - timedelta(minutes=1))])
+    token_url = f"{SF_URL}/services/oauth2/token"
+
+    def token(request: Any) -> tuple[int, dict[str, str], str]:
+        if sf.tokens:                            # the first login works, the next is refused
+            return 400, {}, json.dumps({"error": "invalid_grant", "error_description": "no"})
+        return sf._token(request)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        sf.register(rsps)
+        rsps.remove(responses.POST, token_url)
+        rsps.add_callback(responses.POST, token_url, token)
+        conn = connector()
+        conn.lookup("account", "name", "x")      # logged in
+        sf.expire_next = 1
+        with pytest.raises(LoginRefused):
+            if path == "read":
+                read_all(conn, None)
+            else:
+                conn.write("account", [{"crm_id": "001A", "billing_hold": True}])
+        assert sf.tokens == 1 and sf.data_calls == 2
 
 
 def test_request_limit_exceeded_stops_without_retry(fake: FakeSalesforce, sleeper: Any) -> None:
