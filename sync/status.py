@@ -21,7 +21,8 @@ from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
 from billing_core.service.reports import provisioning_by_state
 from sync.runs import COUNTS, last_runs
-from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
+from sync.states import HandoffState
+from sync.tables import OutboxState, handoffs, outbox, quarantine, sync_run_objects, sync_runs
 
 # The figures whose non-zero value is a problem, named as ``attention`` lines name them.
 _PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs")
@@ -54,11 +55,12 @@ def overview(engine: Engine, *, interval_minutes: float,
             "api_budget": _api_budgets(conn),
             "api_calls_last_runs": sum(r["api_calls"] for r in runs),
             "quarantine_open": _count(conn, quarantine, quarantine.c.status == "open"),
-            "dead_letters": _count(conn, outbox, outbox.c.state == "dead"),
-            "outbox_pending": _count(conn, outbox, outbox.c.state.in_(("pending", "sending"))),
-            "handoffs_waiting": _count(conn, handoffs, handoffs.c.state == "waiting"),
-            "handoffs_reversed_in_crm": _count(conn, handoffs,
-                                               handoffs.c.state == "reversed_in_crm"),
+            "dead_letters": _count(conn, outbox, outbox.c.state == OutboxState.DEAD),
+            "outbox_pending": _count(conn, outbox, outbox.c.state.in_(
+                (OutboxState.PENDING, OutboxState.SENDING))),
+            "handoffs_waiting": _count(conn, handoffs, handoffs.c.state == HandoffState.WAITING),
+            "handoffs_reversed_in_crm": _count(
+                conn, handoffs, handoffs.c.state == HandoffState.REVERSED_IN_CRM),
             "accounts_on_hold": count_on_hold(conn),
             "provisioning_waiting": provisioning.get(ProvisioningState.AWAITING_HOLD_RELEASE, 0),
             "provisioning_failed": provisioning.get(ProvisioningState.FAILED, 0),

@@ -28,7 +28,7 @@ from sync.mapping import revive
 from sync.reconcile import apply_page
 from sync.runs import RunReport
 from sync.status import overview
-from sync.tables import outbox, quarantine
+from sync.tables import OutboxState, outbox, quarantine
 
 
 def _worker(app: AppContext) -> Worker:
@@ -206,8 +206,8 @@ def outbox_group() -> None:
 
 
 @outbox_group.command("list")
-@click.option("--state", type=click.Choice(["pending", "sending", "acked", "dead"]),
-              default="dead", show_default=True)
+@click.option("--state", type=click.Choice([s.value for s in OutboxState]),
+              default=OutboxState.DEAD.value, show_default=True)
 @json_option
 @pass_app
 def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
@@ -223,11 +223,11 @@ def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
 @pass_app
 def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Send dead letters again at the next push (all of them without IDS)."""
-    stmt = update(outbox).where(outbox.c.state == "dead")
+    stmt = update(outbox).where(outbox.c.state == OutboxState.DEAD)
     if ids:
         stmt = stmt.where(outbox.c.id.in_(ids))
     with app.engine.begin() as conn:
-        done = conn.execute(stmt.values(state="pending", attempts=0, dead_at=None,
+        done = conn.execute(stmt.values(state=OutboxState.PENDING, attempts=0, dead_at=None,
                                         next_attempt_at=datetime.now(UTC))).rowcount
     click.echo(f"{done} row(s) will be sent again at the next push")
 
