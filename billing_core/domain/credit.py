@@ -22,11 +22,12 @@ Billing defines the policy; ``config`` builds it from the ``[credit]`` table. No
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 DOCUMENTS_SHOWN = 20    # overdue documents listed in a reason's figures
@@ -72,7 +73,7 @@ class CreditFacts:
     crm_hold: bool = False
     limit_minor: int | None = None          # None: no limit set
     exposure_minor: int | None = None       # None: not read (needed only when a limit applies)
-    debts: tuple[OpenDebt, ...] = ()        # open documents with a balance
+    debts: tuple[OpenDebt, ...] = ()        # open documents (those not overdue may be left out)
     held: tuple[HoldReason, ...] = ()       # the reasons it carries now, in the order placed
 
 
@@ -89,24 +90,37 @@ class Decision:
         return bool(self.reasons)
 
 
+def limit_applies(limit_minor: int | None, policy: CreditPolicy) -> bool:
+    """Whether ``credit_limit`` can apply at all (only then is exposure needed)."""
+    return limit_minor is not None or not policy.no_limit_is_unlimited
+
+
 def hold_threshold_minor(limit_minor: int | None, policy: CreditPolicy) -> int | None:
     """The exposure above which ``credit_limit`` applies; None = never (unlimited)."""
+    if not limit_applies(limit_minor, policy):
+        return None
     if limit_minor is None:
-        if policy.no_limit_is_unlimited:
-            return None
         limit_minor = 0
     return int((Decimal(limit_minor) * policy.limit_threshold).to_integral_value(ROUND_FLOOR))
 
 
+def overdue_cutoff(on_date: date, grace_days: int) -> date:
+    """A document due before this day is overdue on ``on_date``."""
+    return on_date - timedelta(days=grace_days)
+
+
 def is_overdue(due_date: date | None, on_date: date, grace_days: int) -> bool:
     """Past its due date and the grace days on ``on_date`` (no due date: never)."""
-    return due_date is not None and due_date < on_date - timedelta(days=grace_days)
+    return due_date is not None and due_date < overdue_cutoff(on_date, grace_days)
 
 
-def overdue_debts(debts: Iterable[OpenDebt], on_date: date, grace_days: int) -> list[OpenDebt]:
+def overdue_debts(debts: Collection[OpenDebt], on_date: date, grace_days: int
+                  ) -> list[OpenDebt]:
     """The overdue ones, most overdue first (then by number; ties keep their order)."""
-    late = [(due, debt) for debt in debts
-            if (due := debt.due_date) is not None and is_overdue(due, on_date, grace_days)]
+    if not debts:
+        return []           # most accounts: nothing to sort, no cut-off to compute
+    cutoff = overdue_cutoff(on_date, grace_days)
+    late = [(due, debt) for debt in debts if (due := debt.due_date) is not None and due < cutoff]
     late.sort(key=lambda pair: (pair[0], pair[1].number or ""))
     return [debt for _, debt in late]
 
@@ -147,10 +161,15 @@ def lift_details(reason: HoldReason, facts: CreditFacts, policy: CreditPolicy,
 def decide(facts: CreditFacts, policy: CreditPolicy, on_date: date) -> Decision:
     """The computed reasons to place and to lift (see the module rules)."""
     expected = expected_reasons(facts, policy, on_date)
+    if not expected and not facts.held:
+        return _NO_CHANGE       # most accounts, most of the time: decided without more work
     place = {r: expected[r] for r in COMPUTED if r in expected and r not in facts.held}
     lift = {r: lift_details(r, facts, policy, on_date)
             for r in COMPUTED if r in facts.held and r not in expected}
     return Decision(place, lift, tuple(r for r in facts.held if r not in lift) + tuple(place))
+
+
+_NO_CHANGE = Decision(MappingProxyType({}), MappingProxyType({}), ())
 
 
 def actor(reason: HoldReason, connection: str | None) -> str:
@@ -170,7 +189,7 @@ def _exposure(facts: CreditFacts) -> int:
 
 def _limit_figures(facts: CreditFacts, policy: CreditPolicy, on_date: date) -> dict[str, Any]:
     # Without a limit that applies, exposure was not read: the figures say so (None).
-    limited = hold_threshold_minor(facts.limit_minor, policy) is not None
+    limited = limit_applies(facts.limit_minor, policy)
     return {"exposure_minor": facts.exposure_minor if limited else None,
             "limit_minor": facts.limit_minor, "threshold": str(policy.limit_threshold),
             "currency": facts.currency, "include_unbilled": policy.include_unbilled_orders,

@@ -80,20 +80,26 @@ def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
     for them: no reasons, no debts and zero exposure, so nothing is read for them."""
     known = [a for a in rows if a not in fresh]
     current = current_reasons_many(conn, known) if known else {}
-    limited = [a for a in known if effective_limit_minor(rows[a], policy) is not None]
+    limited = [a for a in known if credit.limit_applies(_limit(rows[a]), policy)]
     exposure = (exposures_minor(conn, limited, on_date,
                                 include_unbilled=policy.include_unbilled_orders)
                 if limited else {})
     exposure.update((a, 0) for a in rows if a in fresh)
+    # Only what is overdue counts: the rest (in a bill run, every invoice just posted) is not
+    # carried into the facts at all.
+    cutoff = credit.overdue_cutoff(on_date, policy.overdue_grace_days)
     debts: dict[int, list[OpenDebt]] = {}
     for d in open_debts(conn, account_ids=known) if known else ():
+        if d["due_date"] is None or d["due_date"] >= cutoff:
+            continue
         debts.setdefault(int(d["account_id"]), []).append(OpenDebt(
             type=d["type"], id=d["id"], number=d["number"], due_date=d["due_date"],
             balance_minor=d["balance_minor"]))
     return {a: CreditFacts(
         currency=row["currency"], connection=row["ext_source"], crm_hold=bool(row["crm_hold"]),
         limit_minor=_limit(row), exposure_minor=exposure.get(a),
-        debts=tuple(debts.get(a, ())), held=tuple(HoldReason(r) for r in current.get(a, {})))
+        debts=tuple(debts[a]) if a in debts else (),
+        held=tuple(HoldReason(r) for r in current[a]) if a in current else ())
         for a, row in rows.items()}
 
 
@@ -163,6 +169,8 @@ def _apply(uow: UnitOfWork, account_id: int, facts: CreditFacts, policy: CreditP
     """Decide; lift now, add placements to ``placements`` (written with the batch's others;
     what follows from on hold / released is the caller's)."""
     decision = credit.decide(facts, policy, on_date)
+    if not decision.place and not decision.lift:
+        return Evaluation(account_id, reasons=list(decision.reasons))
     for reason, details in decision.place.items():
         source = credit.actor(reason, facts.connection)
         placements.append(NewReason(account_id, reason, source, source, details))

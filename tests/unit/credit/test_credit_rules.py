@@ -23,6 +23,7 @@ from billing_core.domain.credit import (
     hold_threshold_minor,
     is_overdue,
     lift_details,
+    limit_applies,
     overdue_debts,
 )
 
@@ -60,6 +61,7 @@ def reasons(f: CreditFacts, policy: CreditPolicy | None = None, on: date = TODAY
 ])
 def test_hold_threshold(limit, policy, expected):
     assert hold_threshold_minor(limit, policy) == expected
+    assert limit_applies(limit, policy) is (expected is not None)
 
 
 @pytest.mark.parametrize("threshold,exposure,held", [
