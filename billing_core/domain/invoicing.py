@@ -28,19 +28,18 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from itertools import pairwise
 
-from billing_core.domain.money import minor_rounder, round_minor
+from billing_core.domain.money import round_minor, to_minor
 from billing_core.domain.periods import bill_period, period_of, prorate, split_by_period
 from billing_core.domain.rating import Price, PriceBook, rate
 
 ZERO = Decimal(0)
-_ROUNDERS: dict[str, Callable[[Decimal], int]] = {}
 ONE_DAY = timedelta(days=1)
 # (product billing period, subscription frequency) -> (numerator, denominator) of the price
 _FACTOR = {("month", "monthly"): (1, 1), ("month", "annual"): (12, 1),
@@ -160,14 +159,6 @@ class _Pricer:
     @staticmethod
     def amount(sub: Sub, price: Price | None, quantity: Decimal) -> Decimal:
         return quantity * sub.unit_price if price is None else rate(price, quantity)  # type: ignore[operator]
-
-
-def to_minor(amount: Decimal, currency: str) -> int:
-    """The one rounding rule (money.minor_rounder), one cached rounder per currency."""
-    rounder = _ROUNDERS.get(currency)
-    if rounder is None:
-        rounder = _ROUNDERS[currency] = minor_rounder(currency)
-    return rounder(amount)
 
 
 def _fmt(d: date) -> str:

@@ -3,9 +3,15 @@
 Rules kept here and nowhere else:
 - amounts are ``Decimal`` built from ``str``/``int`` (a float is refused);
 - a currency's minor units follow ISO 4217 (JPY 0, USD 2, BHD 3);
-- rounding is ROUND_HALF_UP to the currency's minor units, done by :func:`round_money` only;
+- money is rounded in this module only, by one rule, ROUND_HALF_UP: :func:`round_money` (to
+  the currency's minor units, as a Decimal), :func:`to_minor` (the same, as an integer of minor
+  units; the bill run's path, with one cached rounder per currency) and :func:`round_minor` (a
+  value already counted in minor units, e.g. a line's tax). The one other rounding of money is
+  deliberate and lives with its rule: credit control's threshold (limit x fraction) rounds down
+  (``domain.credit.hold_threshold_minor``);
 - the ledger stores amounts as integers of minor units (``*_minor`` columns): exact on every
   database; :func:`to_minor` / :func:`from_minor` convert at the boundary;
+- an amount a user gives is at most :data:`MAX_MINOR` minor units (:func:`parse_amount`);
 - ``Money`` of different currencies never add up: that is a ``CurrencyMismatch``, not a conversion.
 """
 from __future__ import annotations
@@ -26,9 +32,10 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
-# Amounts are stored as signed 64-bit minor units; 10^15 leaves room for any sum of documents
-# even in a 3-decimal currency (10^18 minor units < 2^63).
-MAX_AMOUNT = Decimal(10) ** 15
+# The largest amount the ledger takes, in minor units of any currency (10 trillion USD, 1
+# trillion BHD): far above any real document, and the columns are signed 64-bit, so sums of
+# thousands of such amounts still fit (2^63 is about 9.2 x 10^18).
+MAX_MINOR = 10**15
 
 
 def check_currency(code: object, field: str = "currency") -> str:
@@ -74,12 +81,16 @@ def round_minor(value: Decimal) -> int:
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
-    """Rounded amount as an integer count of minor units (what the ledger stores)."""
-    return int(round_money(amount, currency).scaleb(exponent(currency)))
+    """Rounded amount as an integer count of minor units (what the ledger stores). The bill
+    run calls it for every line: each currency's rounder is made once and kept."""
+    rounder = _ROUNDERS.get(currency)
+    if rounder is None:
+        rounder = _ROUNDERS[currency] = _rounder(currency)
+    return rounder(amount)
 
 
-def minor_rounder(currency: str) -> Callable[[Decimal], int]:
-    """``to_minor`` for one currency as a function, for bulk paths (the bill run): same rule."""
+def _rounder(currency: str) -> Callable[[Decimal], int]:
+    """``to_minor`` for one currency, as a function."""
     quantum = Decimal(1).scaleb(-exponent(currency))
     scale = exponent(currency)
 
@@ -89,13 +100,16 @@ def minor_rounder(currency: str) -> Callable[[Decimal], int]:
     return to_minor_fast
 
 
+_ROUNDERS: dict[str, Callable[[Decimal], int]] = {}
+
+
 def from_minor(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-exponent(currency))
 
 
 def parse_amount(value: object, currency: str, field: str = "amount", *,
                  allow_zero: bool = False, allow_negative: bool = False) -> int:
-    """Validate a user-given amount and return minor units.
+    """Validate a user-given amount and return minor units (at most ``MAX_MINOR``).
 
     An amount with more decimals than the currency has is refused, not rounded: a user who
     typed 10.005 USD meant something we cannot bill.
@@ -105,8 +119,9 @@ def parse_amount(value: object, currency: str, field: str = "amount", *,
         raise InvalidAmount(field, value, "must not be negative")
     if number == 0 and not allow_zero:
         raise InvalidAmount(field, value, "must be greater than zero")
-    if abs(number) >= MAX_AMOUNT:
-        raise InvalidAmount(field, value, f"is too large (the limit is {MAX_AMOUNT:,})")
+    limit = from_minor(MAX_MINOR, currency)
+    if abs(number) > limit:
+        raise InvalidAmount(field, value, f"is too large (the limit is {limit:,} {currency})")
     if round_money(number, currency) != number:
         raise InvalidAmount(field, value, f"has more decimals than {currency} allows "
                                           f"({exponent(currency)})")

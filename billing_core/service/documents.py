@@ -18,7 +18,6 @@ Rules kept here
 """
 from __future__ import annotations
 
-import decimal
 import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -45,7 +44,7 @@ from billing_core.adapters.tables import (
     invoices,
     payments,
 )
-from billing_core.domain.errors import InvalidAmount, InvalidState, NotFound, ValidationError
+from billing_core.domain.errors import InvalidState, NotFound, ValidationError
 from billing_core.domain.money import Money, parse_amount
 from billing_core.domain.states import (
     OPEN_CREDIT_MEMO,
@@ -85,20 +84,11 @@ def atomic(fn: Callable[Concatenate[UnitOfWork, P], R]) -> Callable[Concatenate[
     return wrapper
 
 
-# Far above any real document, far below the 64-bit columns (and what sums of them can reach).
-MAX_MINOR = 10**15
-
-
 def parse_money(value: object, currency: str, field: str = "amount") -> int:
-    """``parse_amount`` (> 0, no more decimals than the currency) that also refuses amounts too
-    large to store, as an ``InvalidAmount`` naming the field instead of a database error."""
-    try:
-        minor = parse_amount(value, currency, field)
-    except decimal.InvalidOperation:
-        raise InvalidAmount(field, value, "is too large") from None
-    if minor > MAX_MINOR:
-        raise InvalidAmount(field, value, "is too large")
-    return minor
+    """A document's amount: ``parse_amount`` with its defaults (> 0, no more decimals than the
+    currency, at most ``money.MAX_MINOR``), refused as an ``InvalidAmount`` naming the field,
+    never a database error."""
+    return parse_amount(value, currency, field)
 
 
 def amount_col(table: Table) -> ColumnElement[Any]:

@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 
 import pytest
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 
 from billing_core.domain.errors import CurrencyMismatch, InvalidAmount, UnknownCurrency
 from billing_core.domain.money import (
+    MAX_MINOR,
     Money,
     from_minor,
     parse_amount,
@@ -41,6 +43,28 @@ def test_parse_amount_refuses_excess_decimals_and_negatives():
             parse_amount(huge, "BHD")
     with pytest.raises(UnknownCurrency, match="XXX"):
         parse_amount("1", "XXX")
+
+
+@pytest.mark.parametrize("currency, largest, shown", [
+    ("USD", "10000000000000.00", "10,000,000,000,000.00"),
+    ("JPY", "1000000000000000", "1,000,000,000,000,000"),
+    ("BHD", "1000000000000.000", "1,000,000,000,000.000"),
+])
+def test_the_amount_limit_is_one_count_of_minor_units_in_every_currency(currency, largest, shown):
+    """One limit (MAX_MINOR minor units) for every amount a user gives, documents and credit
+    limits alike: the largest passes, one minor unit more is refused and the message names
+    the limit in the currency."""
+    assert parse_amount(largest, currency) == MAX_MINOR
+    assert parse_amount("-" + largest, currency, allow_negative=True) == -MAX_MINOR
+    above = str(from_minor(MAX_MINOR + 1, currency))
+    with pytest.raises(InvalidAmount, match=re.escape(f"too large (the limit is {shown} {currency})")):
+        parse_amount(above, currency)
+
+
+def test_to_minor_accepts_a_currency_in_any_case_and_refuses_an_unknown_one():
+    assert to_minor(Decimal("1.005"), "usd") == to_minor(Decimal("1.005"), "USD") == 101
+    with pytest.raises(UnknownCurrency):
+        to_minor(Decimal(1), "XXX")
 
 
 def test_money_never_mixes_currencies():
