@@ -308,25 +308,26 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     draws: list[tuple[Any, ...]] = []
     grants: list[tuple[Any, ...]] = []
     subs = data.subs
+    # where each subscription's range not billed yet starts: a line from there on claims its
+    # period; a catch-up proration of an earlier period (before it) does not
+    unbilled_from = {sid: sub.billed_through or sub.start_date for sid, sub in subs.items()}
     for d, inv_id in zip(drafts, ids, strict=True):
         # compute_invoice writes one one_time line per charge, in the order of d.charges
         charge_ids = iter(d.charges)
         for no, ln in enumerate(d.lines, 1):
-            charge_id = next(charge_ids, None) if ln.kind == "one_time" else None
-            if ln.kind == "one_time" and charge_id is None:
-                raise RuntimeError(f"account {d.account_id}: a one-time line without its charge")
-            sub = subs.get(ln.subscription_id) if ln.subscription_id is not None else None
-            # a subscription line claims its period when it bills the range not billed yet
-            # (from billed_through on); a catch-up proration of an earlier period does not
-            claims = charge_id is not None or (
-                sub is not None and ln.period_start is not None
-                and ln.period_start >= (sub.billed_through or sub.start_date))
-            lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id,
-                          ln.subscription_id, ln.quantity, ln.unit_price, ln.period_start,
-                          ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor, charge_id,
-                          claims))
+            sid, charge_id, claims = ln.subscription_id, None, False
+            if sid is not None:
+                claims = ln.period_start is not None and ln.period_start >= unbilled_from[sid]
+            elif ln.kind == "one_time":
+                charge_id = next(charge_ids, None)
+                if charge_id is None:
+                    raise RuntimeError(f"account {d.account_id}: a one-time line, no charge")
+                claims = True
+            lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id, sid,
+                          ln.quantity, ln.unit_price, ln.period_start, ln.period_end,
+                          ln.amount_minor, ln.tax_rate, ln.tax_minor, charge_id, claims))
         if next(charge_ids, None) is not None:
-            raise RuntimeError(f"account {d.account_id}: a one-time charge without its line")
+            raise RuntimeError(f"account {d.account_id}: a one-time charge, no line")
         subs_bt.extend((sid, subs[sid].billed_through, end)
                        for sid, end in d.billed_through.items())
         if d.changes:
