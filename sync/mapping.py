@@ -28,8 +28,9 @@ from typing import Any
 
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import check_currency
+from connectors.base import OBJECTS as CRM_OBJECTS
 
-OBJECTS = ("account", "product", "price", "quote", "quote_line")
+OBJECTS = CRM_OBJECTS                      # defined by connectors, so config can check names
 KINDS = {"recurring": "recurring", "one-time": "one_time", "one_time": "one_time",
          "onetime": "one_time", "usage": "usage"}
 PERIODS = {"monthly": "month", "month": "month", "annual": "year", "yearly": "year",
