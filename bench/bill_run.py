@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import Engine, insert, text
 
+from billing_core.adapters.bulk import BulkInsert
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.adapters.tables import (
     accounts,
@@ -45,7 +46,6 @@ from billing_core.adapters.tables import (
 )
 from billing_core.service import ledger_uow
 from billing_core.service.bill_run import run_bill_run
-from billing_core.adapters.bulk import BulkInsert
 from jobs.migrate import upgrade
 
 RUN_DATE = date(2026, 3, 1)

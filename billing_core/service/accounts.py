@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, insert, or_, select, union, update
 
+from billing_core.adapters.bulk import BulkInsert, id_in, reserve_ids, text_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -39,7 +40,6 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency, parse_amount
-from billing_core.adapters.bulk import BulkInsert, id_in, reserve_ids, text_in
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from billing_core.adapters.bulk import id_in, inserted_id
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -42,7 +43,6 @@ from billing_core.domain.errors import InvalidState, LedgerError, NotFound, Vali
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.service.accounts import get_account
-from billing_core.adapters.bulk import id_in, inserted_id
 from billing_core.service.pricing import get_product, price_for
 
 

@@ -19,11 +19,11 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
+from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import tax_rates
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import to_decimal
-from billing_core.adapters.bulk import inserted_id
 
 ZERO = Decimal(0)
 
