@@ -123,3 +123,29 @@ def pg_engine(pg_schema_url: str) -> Iterator[Engine]:
 def uow(engine: Engine) -> Iterator[UnitOfWork]:
     with UnitOfWork(engine) as unit:
         yield unit
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def blank_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty, unmigrated database of each kind (for migration tests: upgrade it to the
+    revision before the one under test, fill it, then upgrade)."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'blank.db'}")
+        try:
+            yield eng
+        finally:
+            eng.dispose()
+        return
+    schema = f"{request.getfixturevalue('pg_schema_url')}_blank"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng = pg_engine_for(schema)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

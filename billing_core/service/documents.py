@@ -78,7 +78,7 @@ SETTLED: dict[str, tuple[str, str, str]] = {
 def atomic(fn: Callable[Concatenate[UnitOfWork, P], R]) -> Callable[Concatenate[UnitOfWork, P], R]:
     """Run ``fn(uow, ...)`` in a savepoint: it completes or changes nothing."""
     @functools.wraps(fn)
-    def wrapper(uow: UnitOfWork, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(uow: UnitOfWork, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with uow.savepoint():
             return fn(uow, *args, **kwargs)
     return wrapper
