@@ -50,8 +50,6 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class BillingSettings:
     invoice_series: str = "INV"
-    default_payment_terms_days: int = 30
-    default_bill_cycle_day: int = 1
     bill_run_chunk_size: int = 2000
     tax_inclusive: bool = False                   # prices include tax (default: added on top)
 
@@ -95,8 +93,6 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "database": (DatabaseSettings, {"url": Rule(not_empty=True)}),
     "billing": (BillingSettings, {
         "invoice_series": Rule(not_empty=True),
-        "default_payment_terms_days": Rule(at_least=0),
-        "default_bill_cycle_day": Rule(at_least=1, at_most=31),
         "bill_run_chunk_size": Rule(at_least=1),
     }),
     "credit": (CreditPolicy, {
