@@ -42,7 +42,8 @@ from billing_core.service.views import (
 )
 from sync.mapping import text_hash
 from sync.runs import get_cursor, save_cursor
-from sync.tables import OutboxState, handoffs, outbox, sync_records
+from sync.states import OutboxState
+from sync.tables import handoffs, outbox, sync_records
 
 DECIMAL_FIELDS = frozenset({"open_balance", "available_credit", "exposure"})
 DATE_FIELDS = frozenset({"last_invoice_date"})

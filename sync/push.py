@@ -27,7 +27,8 @@ from sqlalchemy import Engine, and_, bindparam, case, or_, select, update
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
 from sync.runs import current_run
-from sync.tables import OutboxState, outbox, sync_records
+from sync.states import OutboxState
+from sync.tables import outbox, sync_records
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)

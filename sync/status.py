@@ -21,8 +21,8 @@ from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
 from billing_core.service.reports import provisioning_by_state
 from sync.runs import COUNTS, last_runs
-from sync.states import HandoffState
-from sync.tables import OutboxState, handoffs, outbox, quarantine, sync_run_objects, sync_runs
+from sync.states import HandoffState, OutboxState
+from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
 
 # The figures whose non-zero value is a problem, named as ``attention`` lines name them.
 _PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs")

@@ -17,7 +17,7 @@ Tables
   (``waiting`` for its account/lines | ``done`` | ``reversed_in_crm`` reported, never undone).
 - ``outbox`` (connection, object, crm_id) unique → what the CRM record should show: ``payload``
   JSON + ``hash``; ``acked_payload`` + ``acked_hash`` (last value the CRM confirmed); state
-  (:class:`OutboxState`), attempts, next_attempt_at, last_error, dead_at.
+  (:class:`sync.states.OutboxState`), attempts, next_attempt_at, last_error, dead_at.
 - ``sync_runs`` (id, trigger, connection, started/finished, outcome, error) and
   ``sync_run_objects`` (run, object, read, upserted, unchanged, quarantined, deleted, pushed,
   failed, api_calls, outcome).
@@ -37,8 +37,6 @@ Invariants and transaction boundaries
   left ``running`` by a killed process is shown as ``abandoned`` by ``status``.
 """
 from __future__ import annotations
-
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -119,15 +117,6 @@ handoffs = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("connection", "quote_crm_id", "revision", name="uq_handoffs_quote_rev"),
 )
-
-
-class OutboxState(StrEnum):
-    """An outbox row's ``state`` (the database holds these strings)."""
-
-    PENDING = "pending"     # to send: a new value, put back, or backing off after a refusal
-    SENDING = "sending"     # claimed by a push; its lease ends at next_attempt_at
-    ACKED = "acked"         # the CRM confirmed this payload
-    DEAD = "dead"           # refused max_attempts times; listed by status, retried by hand
 
 
 outbox = Table(

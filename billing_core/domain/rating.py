@@ -9,7 +9,7 @@ Rules kept here
 - Tier bounds ``up_to`` are inclusive; the last tier may be open (``None``). A quantity of zero
   costs nothing (no flat fee).
 - The result is *unrounded* (full precision); the caller rounds once per invoice line with
-  :func:`billing_core.domain.money.round_money`.
+  :func:`billing_core.domain.money.to_minor` (the one rounding rule, ROUND_HALF_UP).
 """
 from __future__ import annotations
 

@@ -27,8 +27,9 @@ from sync.handoff import run_handoffs
 from sync.mapping import revive
 from sync.reconcile import apply_page
 from sync.runs import RunReport
+from sync.states import OutboxState
 from sync.status import overview
-from sync.tables import OutboxState, outbox, quarantine
+from sync.tables import outbox, quarantine
 
 
 def _worker(app: AppContext) -> Worker:

@@ -8,7 +8,7 @@ import pytest
 
 from billing_core.service.views import AccountView, OrderView, provisioning_status
 from sync.outbox import decode, payload_of, quote_payload
-from sync.tables import OutboxState
+from sync.states import OutboxState
 
 
 def _view(**over: object) -> AccountView:
