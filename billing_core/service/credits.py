@@ -37,6 +37,7 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
+from billing_core.domain.states import OPEN_CREDIT_MEMO
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import atomic, balance, find, inserted_id, parse_money
@@ -138,7 +139,7 @@ def convert_memo_to_credits(uow: UnitOfWork, memo: object, amount: object = None
     """Move ``amount`` (default: all of it) of a memo's unapplied balance back into the pool as
     a ``memo_return`` grant. Returns the new grant."""
     row = find(uow.conn, "credit_memo", memo)
-    if row["status"] not in ("active", "partially_applied"):
+    if row["status"] not in OPEN_CREDIT_MEMO:
         raise InvalidState("credit_memo", memo, f"is {row['status']}: only an active memo's "
                                                 "unapplied balance goes back to credits")
     unapplied = balance(row, "credit_memo")

@@ -42,6 +42,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
+from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service.accounts import get_account
 from billing_core.service.pricing import get_product, price_for
 
@@ -210,7 +211,7 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
         sub_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(s.quantity, f"{f}.quantity"), "unit_price": price,
                          "frequency": s.frequency, "start_date": s.start_date,
-                         "end_date": s.end_date, "status": "pending", "created_at": now})
+                         "end_date": s.end_date, "status": ItemStatus.PENDING, "created_at": now})
     for i, c in enumerate(data.one_time_charges):
         f = f"one_time_charges[{i}]"
         if not isinstance(c.charge_date, date):
@@ -220,9 +221,10 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
                              c.charge_date, price)
         otc_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(c.quantity, f"{f}.quantity"), "unit_price": price,
-                         "charge_date": c.charge_date, "status": "pending", "created_at": now})
+                         "charge_date": c.charge_date, "status": ItemStatus.PENDING,
+                         "created_at": now})
     order = {"account_id": account["id"], "source_ref": ref,
-             "amends_order_id": data.amends_order_id, "status": "accepted",
+             "amends_order_id": data.amends_order_id, "status": OrderStatus.ACCEPTED,
              "order_date": data.order_date, "created_at": now}
     return _Plan(order, sub_rows, otc_rows)
 
@@ -316,9 +318,9 @@ def _order(uow: UnitOfWork, order_id: int) -> dict[str, object]:
 def activate_order(uow: UnitOfWork, order_id: int) -> None:
     """Order -> active; its pending subscriptions and one-time charges -> active (billable)."""
     order = _order(uow, order_id)
-    if order["status"] == "active":
+    if order["status"] == OrderStatus.ACTIVE:
         return
-    if order["status"] == "cancelled":
+    if order["status"] == OrderStatus.CANCELLED:
         raise InvalidState("order", order_id, "is cancelled")
     activate_orders(uow, [order_id])
 
@@ -330,27 +332,29 @@ def activate_orders(uow: UnitOfWork, order_ids: Sequence[int]) -> None:
         return
     conn = uow.conn
     touched = conn.execute(update(orders).where(
-        id_in(conn, orders.c.id, order_ids), orders.c.status.in_(("accepted", "held")))
-        .values(status="active", activated_at=uow.now()).returning(orders.c.account_id))
+        id_in(conn, orders.c.id, order_ids), orders.c.status.in_((OrderStatus.ACCEPTED, OrderStatus.HELD)))
+        .values(status=OrderStatus.ACTIVE, activated_at=uow.now()).returning(orders.c.account_id))
     for account_id in {int(a) for a in touched.scalars()}:
         uow.touch(account_id)
     for table in (subscriptions, one_time_charges):
         conn.execute(update(table).where(id_in(conn, table.c.order_id, order_ids),
-                                         table.c.status == "pending").values(status="active"))
+                                         table.c.status == ItemStatus.PENDING)
+                     .values(status=ItemStatus.ACTIVE))
 
 
 def cancel_order(uow: UnitOfWork, order_id: int) -> None:
     """Cancel the order and its unbilled items; invoiced charges stay invoiced."""
     order = _order(uow, order_id)
-    if order["status"] == "cancelled":
+    if order["status"] == OrderStatus.CANCELLED:
         return
-    uow.conn.execute(update(orders).where(orders.c.id == order_id).values(status="cancelled"))
+    uow.conn.execute(update(orders).where(orders.c.id == order_id)
+                     .values(status=OrderStatus.CANCELLED))
     uow.conn.execute(update(subscriptions).where(
-        subscriptions.c.order_id == order_id, subscriptions.c.status != "cancelled")
-        .values(status="cancelled"))
+        subscriptions.c.order_id == order_id, subscriptions.c.status != ItemStatus.CANCELLED)
+        .values(status=ItemStatus.CANCELLED))
     uow.conn.execute(update(one_time_charges).where(
         one_time_charges.c.order_id == order_id, one_time_charges.c.invoice_id.is_(None))
-        .values(status="cancelled"))
+        .values(status=ItemStatus.CANCELLED))
     uow.touch(int(order["account_id"]))  # type: ignore[call-overload]
 
 
@@ -361,7 +365,7 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
         subscriptions.c.id == subscription_id)).mappings().first()
     if sub is None:
         raise NotFound("subscription", subscription_id)
-    if sub["status"] == "cancelled":
+    if sub["status"] == ItemStatus.CANCELLED:
         raise InvalidState("subscription", subscription_id, "is cancelled")
     quantity = _quantity(new_quantity, "new_quantity")
     if not isinstance(effective_date, date) or effective_date < sub["start_date"]:
@@ -373,7 +377,7 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     change_id = inserted_id(uow.conn.execute(insert(subscription_changes).values(
         subscription_id=subscription_id, effective_date=effective_date,
         old_quantity=sub["quantity"], new_quantity=quantity,
-        status="pending" if pending else "active", created_at=uow.now())))
+        status=ItemStatus.PENDING if pending else ItemStatus.ACTIVE, created_at=uow.now())))
     if not pending:
         uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
                          .values(quantity=quantity))
@@ -387,10 +391,10 @@ def activate_change(uow: UnitOfWork, change_id: int) -> None:
         subscription_changes.c.id == change_id)).mappings().first()
     if row is None:
         raise NotFound("subscription_change", change_id)
-    if row["status"] == "active":
+    if row["status"] == ItemStatus.ACTIVE:
         return
     uow.conn.execute(update(subscription_changes).where(subscription_changes.c.id == change_id)
-                     .values(status="active"))
+                     .values(status=ItemStatus.ACTIVE))
     sub = uow.conn.execute(update(subscriptions).where(
         subscriptions.c.id == row["subscription_id"]).values(quantity=row["new_quantity"])
         .returning(subscriptions.c.account_id)).scalar()
