@@ -13,6 +13,13 @@ Rules kept here:
   ends the run as ``stopped: shutdown``; nothing is half-written.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
   was committed stays, and the next run resumes from the saved cursors.
+- What the hand-off owes is written with the page that brought it (``handoff_reads.mark_owed``):
+  a run stopped (shutdown, budget) or killed after the pull leaves its accepted quotes owed,
+  and every cycle hands off everything owed, whatever run pulled it; ``full=True`` also marks
+  every accepted quote still without its hand-off row.
+- An interrupt raised inside the run (Ctrl-C: ``KeyboardInterrupt``) is recorded as
+  ``interrupted`` with the counts so far, then raised on; a run killed outright is closed as
+  ``abandoned`` by the next run of its connection (``sync.runs``).
 - Every run is recorded (``sync.runs``) with per-object counts and API calls, and logged as one
   line with the run id, connection and counts.
 - ``full=True`` ignores the cursors (a full read), reports what disappeared from the CRM and
@@ -137,6 +144,13 @@ class Cycle:
         except Exception as exc:
             report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("sync run failed run=%s connection=%s", report.run_id, self.name)
+        except BaseException as exc:      # Ctrl-C, exit: recorded with its counts, raised on
+            report.outcome, report.error = "interrupted", type(exc).__name__
+            self._finish(report, opts)
+            raise
+        return self._finish(report, opts)
+
+    def _finish(self, report: RunReport, opts: SyncOptions) -> RunReport:
         if report.outcome == "running":
             bad = report.total("quarantined") + report.total("failed")
             pulled = [s.outcome for s in report.objects.values()]
@@ -164,9 +178,9 @@ class Cycle:
         with self.uow() as uow:
             res = apply_page(uow, self.name, obj, page.records, page.deletions)
             touched = res.quotes_touched | res.deleted_quotes
-            if touched:     # only those the hand-off will act on are kept for it (memory)
-                self.quotes |= handoff_reads.worth_a_look(uow.conn, self.name, touched,
-                                                    self._accepted())
+            if touched:     # what is owed is written with the page; the rest kept for this run
+                self.quotes |= handoff_reads.mark_owed(uow.conn, self.name, touched,
+                                                       self._accepted(), self.clock())
             if save and page.cursor is not None:
                 save_cursor(uow.conn, self.name, obj, page.cursor, self.clock())
             uow.commit()
@@ -249,6 +263,10 @@ class Cycle:
         report, opts = self.rep, self.options
         stopped = report.outcome.startswith("stopped")
         accepted = self._accepted()
+        if opts.full:
+            with self.engine.begin() as conn:
+                handoff_reads.mark_owed(conn, self.name, handoff_reads.accepted_quotes(
+                    conn, self.name, accepted), accepted, self.clock())
         quotes = handoff_reads.candidates(self.engine, self.name, self.quotes)
         if quotes and not stopped:
             result = handoff.run_handoffs(self.engine, self.fetch_account, self.name, quotes,

@@ -10,8 +10,12 @@ Rules kept here:
   reversed; its account fetched in a savepoint of its own); the chunk's orders then go through the
   gate together (``gate.accept_orders``: place + credit evaluation + provisioning, a few
   statements per chunk, not per order), which refuses an order alone (nothing of it written,
-  its quote left waiting with the reason). A quote that raises (budget spent) is undone alone
-  and the orders of the quotes before it are placed and committed before the error goes on.
+  its quote left waiting with the reason). A chunk that raises anything (a database error,
+  a CRM error reading an account) is undone and handed off again quote by quote, each in a
+  savepoint of its own: only the quote that fails is refused (left waiting with the reason, or
+  quarantined when even that cannot be written); the others become orders. A budget stop (or
+  an interrupt) goes on after the orders of the quotes before it are committed.
+- A revision that does not fit ``handoffs.revision`` (``MAX_REVISION``) is quarantined.
   What a chunk needs is read with a few queries per chunk (``sync.handoff_reads``).
 - A quote whose account is not known yet waits (``waiting``); when the engine gave a way to
   fetch one (:data:`AccountFetcher`), the account is asked for once, read from the CRM and
@@ -29,16 +33,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, bindparam, insert, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
 from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
 from billing_core.service.pricing import get_product
+from connectors.base import BudgetExhausted
 from sync import mapping
 from sync.bookkeeping import ledger_id_of, quarantine_record
-from sync.handoff_reads import Known, to_hand_off
+from sync.handoff_reads import MAX_REVISION, Known, to_hand_off
 from sync.mapping import Invalid, QuoteLineRec, QuoteRec
 from sync.refs import source_ref
 from sync.runs import current_run
@@ -86,23 +91,80 @@ def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connectio
         outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
             known = Known.read(uow, connection, chunk)
-            orders: list[tuple[QuoteRec, orders_service.OrderIn]] = []
             try:
-                for quote_id in chunk:
-                    outcomes.append((quote_id, _one(uow, fetch_account, connection, quote_id,
-                                                    accepted, known, orders)))
-            except BaseException:
-                # A quote that fails (budget spent, CRM error) is undone alone; the quotes
-                # before it are handed off and commit, as they would one transaction per quote.
-                outcomes += _place(uow, connection, orders, known)
-                uow.commit()
-                raise
-            outcomes += _place(uow, connection, orders, known)
+                with uow.savepoint():
+                    outcomes = _chunk(uow, fetch_account, connection, chunk, accepted, known)
+            except Exception as exc:  # noqa: BLE001 - any failure: retried quote by quote
+                log.warning("hand-off chunk failed, retried quote by quote run=%s connection=%s "
+                            "error=%s", current_run.get(), connection, _reason(exc))
+                try:
+                    outcomes = _one_by_one(uow, fetch_account, connection, chunk, accepted,
+                                           known, outcomes)
+                except BaseException:
+                    # A budget stop or an interrupt: the quotes before it are handed off and
+                    # commit, as they would one transaction per quote.
+                    uow.commit()
+                    _count(report, outcomes)
+                    raise
             uow.commit()
-        for quote_id, outcome in outcomes:
-            if outcome:
-                getattr(report, outcome).append(quote_id)
+        _count(report, outcomes)
     return report
+
+
+def _count(report: HandoffReport, outcomes: list[tuple[str, str | None]]) -> None:
+    for quote_id, outcome in outcomes:
+        if outcome:
+            getattr(report, outcome).append(quote_id)
+
+
+def _chunk(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
+           quote_ids: list[str], accepted: frozenset[str], known: Known
+           ) -> list[tuple[str, str | None]]:
+    """Hand these quotes off in the caller's transaction; their orders go through the gate
+    together."""
+    orders: list[tuple[QuoteRec, orders_service.OrderIn]] = []
+    outcomes: list[tuple[str, str | None]] = [
+        (quote_id, _one(uow, fetch_account, connection, quote_id, accepted, known, orders))
+        for quote_id in quote_ids]
+    return outcomes + list(_place(uow, connection, orders, known))
+
+
+def _one_by_one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
+                quote_ids: list[str], accepted: frozenset[str], known: Known,
+                outcomes: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """The chunk again, each quote in a savepoint of its own: a quote that raises is refused
+    alone. ``outcomes`` collects as it goes (the caller commits them on a budget stop)."""
+    outcomes.clear()
+    for quote_id in quote_ids:
+        try:
+            with uow.savepoint():
+                outcomes += _chunk(uow, fetch_account, connection, [quote_id], accepted, known)
+        except BudgetExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever failed, this quote only
+            _refuse_alone(uow, connection, known, quote_id, exc)
+            outcomes.append((quote_id, "failed"))
+    return outcomes
+
+
+def _reason(exc: BaseException) -> str:
+    """An error as one short line: a database error's driver message, not its statement."""
+    return f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"[:500]
+
+
+def _refuse_alone(uow: UnitOfWork, connection: str, known: Known, quote_id: str,
+                  exc: Exception) -> None:
+    """A quote whose hand-off raised: left waiting with the reason (looked at again each
+    cycle); quarantined when even its waiting row cannot be written."""
+    quote = known.quotes[quote_id][0]
+    log.warning("hand-off failed run=%s connection=%s quote=%s error=%s", current_run.get(),
+                connection, quote_id, _reason(exc))
+    try:
+        with uow.savepoint():
+            _set(uow, connection, quote, HandoffState.WAITING, f"hand-off failed: {_reason(exc)}")
+    except Exception:   # noqa: BLE001 - the row itself is what fails: quarantine the quote
+        quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)),
+                          Invalid("quote", quote_id, f"hand-off failed: {_reason(exc)}"))
 
 
 def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: HandoffState, detail: str,
@@ -150,6 +212,11 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
         return None
     if any(h["revision"] == quote.revision and h["state"] in PLACED for h in history):
         return None
+    if not 0 <= quote.revision <= MAX_REVISION:
+        quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)),
+                          Invalid("revision", quote.revision,
+                                  f"is above {MAX_REVISION}, the largest revision handed off"))
+        return "failed"
     account_id = known.accounts.get(quote.account_crm_id)
     if account_id is None:      # fetched for an earlier quote of this chunk, perhaps
         account_id = ledger_id_of(uow.conn, connection, "account", quote.account_crm_id)
@@ -206,18 +273,23 @@ def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, orders
 
 def _set_done(uow: UnitOfWork, connection: str, done: list[tuple[QuoteRec, str, int]],
               known: Known) -> None:
-    """:func:`_set` ``done`` for the chunk's placed quotes: a revision seen before (it waited)
-    is updated, the new ones are inserted with one statement."""
-    now, fresh = uow.now(), []
+    """:func:`_set` ``done`` for the chunk's placed quotes: the revisions seen before (owed
+    or waiting) are updated with one statement, the new ones inserted with one."""
+    now, fresh, seen = uow.now(), [], []
     for quote, detail, order_id in done:
         if any(h["revision"] == quote.revision for h in known.history.get(quote.crm_id, ())):
-            _set(uow, connection, quote, HandoffState.DONE, detail, order_id)
+            seen.append({"b_ref": source_ref(connection, quote.crm_id, quote.revision),
+                         "b_detail": detail, "b_order": order_id})
             continue
         fresh.append({"connection": connection, "quote_crm_id": quote.crm_id,
                       "revision": quote.revision, "order_id": order_id,
                       "state": HandoffState.DONE,
                       "source_ref": source_ref(connection, quote.crm_id, quote.revision),
                       "detail": detail, "created_at": now, "updated_at": now})
+    if seen:
+        uow.conn.execute(update(handoffs).where(handoffs.c.source_ref == bindparam("b_ref"))
+                         .values(state=HandoffState.DONE, detail=bindparam("b_detail"),
+                                 order_id=bindparam("b_order"), updated_at=now), seen)
     if fresh:
         uow.conn.execute(insert(handoffs), fresh)
 

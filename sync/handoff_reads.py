@@ -3,6 +3,12 @@
 Rules kept here:
 - Only quotes accepted now or handed off before are looked at (:func:`worth_a_look`: the
   status is read in SQL, no stored JSON is parsed); waiting quotes are looked at every cycle.
+- What the hand-off owes is durable, never only in a run's memory: an accepted, live quote
+  revision without a hand-off row gets a ``waiting`` row (:func:`mark_owed`) in the same
+  transaction as the page that brought it, so a run stopped or killed after the pull leaves it
+  for the next run, which finds it through the partial index ``ix_handoffs_waiting``
+  (:func:`owed`), whatever the CRM did since. A revision that does not fit the column
+  (``MAX_REVISION``) gets no row: the hand-off refuses it by itself.
 - A chunk's quotes, hand-off history, lines, accounts and products are read with a few
   queries per chunk (:class:`Known`), not per quote; products through billing's catalog
   service, never its tables.
@@ -11,9 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, cast, func, literal, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ColumnElement
 
@@ -22,15 +39,70 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.service.pricing import get_products
 from sync import mapping
 from sync.mapping import QuoteLineRec, QuoteRec
+from sync.refs import source_ref
 from sync.states import HandoffState
 from sync.tables import handoffs, sync_records
 
+#: The largest revision ``handoffs.revision`` (INTEGER) holds.
+MAX_REVISION = 2**31 - 1
+#: The detail of a hand-off row written when its quote revision was pulled.
+OWED = "accepted in the CRM; to hand off"
+
+
+def owed(connection: str) -> Select[str]:
+    """The quotes with a ``waiting`` hand-off row: an index range of ``ix_handoffs_waiting``
+    (the state is a literal in the SQL, so SQLite sees the partial index applies)."""
+    return select(handoffs.c.quote_crm_id).where(
+        handoffs.c.connection == connection,
+        handoffs.c.state == literal(HandoffState.WAITING.value, literal_execute=True))
+
 
 def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[str]:
+    """The quotes the hand-off looks at: those the run touched and every one still owed."""
     with engine.connect() as conn:
-        waiting = {r[0] for r in conn.execute(select(handoffs.c.quote_crm_id).where(
-            handoffs.c.connection == connection, handoffs.c.state == HandoffState.WAITING))}
+        waiting = {r[0] for r in conn.execute(owed(connection))}
     return set(touched) | waiting
+
+
+def mark_owed(conn: Connection, connection: str, quote_ids: Iterable[str],
+              accepted: frozenset[str], now: datetime) -> set[str]:
+    """Of ``quote_ids``, the quotes worth a look (:func:`worth_a_look`); each accepted, live
+    revision among them without a hand-off row gets a ``waiting`` one, in the caller's
+    transaction (the page's), so what the hand-off owes outlives the run."""
+    keep = worth_a_look(conn, connection, quote_ids, accepted)
+    ids = sorted(keep)
+    status = _status(conn)
+    for start in range(0, len(ids) if accepted else 0, 2000):
+        chunk = ids[start:start + 2000]
+        revisions: dict[str, int] = {}
+        for crm_id, data in conn.execute(select(sync_records.c.crm_id, sync_records.c.data).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote",
+                text_in(conn, sync_records.c.crm_id, chunk), sync_records.c.deleted_at.is_(None),
+                sync_records.c.data.is_not(None), status.in_(sorted(accepted)))):
+            revision = mapping.quote_from_json(data).revision
+            if 0 <= revision <= MAX_REVISION:
+                revisions[crm_id] = revision
+        known = {(q, int(r)) for q, r in conn.execute(select(
+            handoffs.c.quote_crm_id, handoffs.c.revision).where(
+            handoffs.c.connection == connection,
+            text_in(conn, handoffs.c.quote_crm_id, sorted(revisions))))}
+        rows = [{"connection": connection, "quote_crm_id": q, "revision": r,
+                 "source_ref": source_ref(connection, q, r), "state": HandoffState.WAITING,
+                 "detail": OWED, "created_at": now, "updated_at": now}
+                for q, r in sorted(revisions.items()) if (q, r) not in known]
+        if rows:
+            conn.execute(insert(handoffs), rows)
+    return keep
+
+
+def accepted_quotes(conn: Connection, connection: str, accepted: frozenset[str]) -> list[str]:
+    """Every live accepted quote of the connection (a full read's check that nothing owed was
+    left without its row, e.g. by a run before the rows existed)."""
+    if not accepted:
+        return []
+    return sorted(r[0] for r in conn.execute(select(sync_records.c.crm_id).where(
+        sync_records.c.connection == connection, sync_records.c.object == "quote",
+        sync_records.c.deleted_at.is_(None), _status(conn).in_(sorted(accepted)))))
 
 
 def worth_a_look(conn: Connection, connection: str, quote_ids: Iterable[str],

@@ -5,15 +5,21 @@ Rules kept here:
 - A run row is written and committed when the run starts (``running``) so a killed process
   leaves a trace; ``finish_run`` closes it with the outcome and per-object counts.
 - Outcomes: ``ok``, ``partial`` (some records quarantined or failed to push),
-  ``stopped: API budget``, ``stopped: shutdown``, ``failed: <error>``; a run still ``running``
-  whose process is gone shows as ``abandoned`` in ``status``.
+  ``stopped: API budget``, ``stopped: shutdown``, ``failed: <error>``, ``interrupted`` (an
+  interrupt such as Ctrl-C raised inside the run: recorded with its counts so far),
+  ``abandoned`` (closed by a later run: its process died while it was ``running``).
+- A run records the process running it (``pid`` and ``host`` in its options): a ``running`` run
+  whose process is gone on this host, or that has run longer than a bound wherever it ran, is
+  abandoned (:func:`is_abandoned`); the next run of its connection closes it as ``abandoned``.
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -87,12 +93,59 @@ def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, 
               now: datetime | None = None) -> RunReport:
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
+        _close_abandoned(conn, connection, now)
         run_id = conn.execute(insert(sync_runs).values(
             trigger=trigger, connection=connection, started_at=now, outcome="running",
-            options=json.dumps(options, default=str))).inserted_primary_key
+            options=json.dumps({**options, "pid": os.getpid(), "host": socket.gethostname()},
+                               default=str))).inserted_primary_key
     if run_id is None:
         raise RuntimeError("the database returned no id for the new run")
     return RunReport(int(run_id[0]), connection, trigger, now)
+
+
+def process_gone(options: str | None) -> bool:
+    """Whether the process a run recorded (its options' ``pid`` on ``host``) is known to be
+    gone: only a process of this host can be asked; a run of an older version recorded none."""
+    try:
+        recorded = json.loads(options or "{}")
+    except ValueError:
+        return False
+    pid, host = recorded.get("pid"), recorded.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)         # signal 0 asks whether the process exists, sends nothing
+    except ProcessLookupError:
+        return True
+    except PermissionError:     # it exists, as another user's process
+        return False
+    return False
+
+
+def is_abandoned(row: Any, now: datetime, bound: timedelta) -> bool:
+    """A ``running`` run (a row with ``outcome``, ``started_at``, ``options``) whose process
+    is gone, or that started longer than ``bound`` ago."""
+    return str(row.outcome) == "running" and (
+        process_gone(row.options) or row.started_at < now - bound)
+
+
+def running_runs(conn: Connection, connection: str | None = None) -> list[Any]:
+    """The runs still recorded ``running`` (few: the live ones and the abandoned)."""
+    stmt = select(sync_runs.c.id, sync_runs.c.connection, sync_runs.c.outcome,
+                  sync_runs.c.started_at, sync_runs.c.options).where(
+        sync_runs.c.outcome == "running")
+    if connection is not None:
+        stmt = stmt.where(sync_runs.c.connection == connection)
+    return list(conn.execute(stmt.order_by(sync_runs.c.id)))
+
+
+def _close_abandoned(conn: Connection, connection: str, now: datetime) -> None:
+    """Close the connection's ``running`` runs whose process is gone as ``abandoned``."""
+    gone = [r.id for r in running_runs(conn, connection) if process_gone(r.options)]
+    if gone:
+        conn.execute(update(sync_runs).where(sync_runs.c.id.in_(gone)).values(
+            outcome="abandoned", finished_at=now,
+            error="its process ended while the run was running (killed)"))
 
 
 def finish_run(engine: Engine, report: RunReport, now: datetime | None = None) -> None:

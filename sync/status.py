@@ -5,8 +5,10 @@ the sync's tables itself.
 Rules kept here:
 - Reads only, in the caller's connection (or one short connection of ``overview``'s own).
 - Something needs attention when the newest run of an object did not end ``ok`` or is older
-  than three sync intervals, a run has stayed ``running`` longer than that (its process died:
-  abandoned), or records wait in quarantine, dead letters or failed provisioning. ``attention``
+  than three sync intervals, a sync run is abandoned (still ``running`` while its process is
+  gone, or longer than three intervals: ``sync.runs.is_abandoned``), a bill run has stayed
+  ``running`` longer than ``BILL_RUN_ABANDONED_AFTER`` (bill runs record no process), or
+  records wait in quarantine, dead letters or failed provisioning. ``attention``
   lists each as one line; an empty list means all is well.
 """
 from __future__ import annotations
@@ -19,13 +21,17 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 
 from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
-from billing_core.service.reports import provisioning_by_state
-from sync.runs import COUNTS, last_runs
+from billing_core.service.reports import bill_runs_running_since, provisioning_by_state
+from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
 from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
 
 # The figures whose non-zero value is a problem, named as ``attention`` lines name them.
-_PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs")
+_PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs",
+                   "abandoned_bill_runs")
+#: A bill run closes its row however it ends unless its process is killed; one still
+#: ``running`` after this long is taken as abandoned (a 20,000-account run takes minutes).
+BILL_RUN_ABANDONED_AFTER = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ def overview(engine: Engine, *, interval_minutes: float,
             age = (now - r["started_at"]).total_seconds()
             r["age"] = f"{int(age // 60)}m{int(age % 60):02d}s"
             r["attention"] = (not str(r["outcome"]).startswith("ok")
-                              or age > stale_after)
+                              or r["run_outcome"] == "interrupted" or age > stale_after)
         provisioning = provisioning_by_state(conn)
         data: dict[str, Any] = {
             "runs": runs,
@@ -64,19 +70,28 @@ def overview(engine: Engine, *, interval_minutes: float,
             "accounts_on_hold": count_on_hold(conn),
             "provisioning_waiting": provisioning.get(ProvisioningState.AWAITING_HOLD_RELEASE, 0),
             "provisioning_failed": provisioning.get(ProvisioningState.FAILED, 0),
-            "abandoned_runs": _count(conn, sync_runs, sync_runs.c.outcome == "running",
-                                     sync_runs.c.started_at < now - timedelta(
-                                         seconds=stale_after)),
+            "abandoned_runs": sum(is_abandoned(r, now, timedelta(seconds=stale_after))
+                                  for r in running_runs(conn)),
+            "abandoned_bill_runs": bill_runs_running_since(conn,
+                                                           now - BILL_RUN_ABANDONED_AFTER),
         }
-    problems = [f"{r['connection']}/{r['object']}: {r['outcome']} ({r['age']} ago)"
+        recorded = _count(conn, sync_runs)
+    problems = [f"{r['connection']}/{r['object']}: {_shown(r)} ({r['age']} ago)"
                 for r in runs if r["attention"]]
-    if not runs:
-        problems.append("no sync run recorded yet")
+    if not runs:        # runs record their objects when they end: a killed one has none
+        problems.append("no sync run finished yet" if recorded else "no sync run recorded yet")
     for key in _PROBLEM_COUNTS:
         if data[key]:
             problems.append(f"{key.replace('_', ' ')}: {data[key]}")
     data["attention"] = problems
     return data
+
+
+def _shown(run: dict[str, Any]) -> str:
+    """An object's outcome, with its run's when the run was interrupted."""
+    if run["run_outcome"] == "interrupted":
+        return f"{run['outcome']} (run interrupted)"
+    return str(run["outcome"])
 
 
 def _count(conn: Connection, table: Table, *where: ColumnElement[bool]) -> int:

@@ -116,6 +116,10 @@ handoffs = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("connection", "quote_crm_id", "revision", name="uq_handoffs_quote_rev"),
+    # What the hand-off owes (waiting rows) is read every cycle: a range of this index, not
+    # every hand-off of the connection.
+    Index("ix_handoffs_waiting", "connection", "quote_crm_id",
+          sqlite_where=text("state = 'waiting'"), postgresql_where=text("state = 'waiting'")),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Column, Connection, Table, func, select
 
@@ -56,6 +57,13 @@ def provisioning_by_state(conn: Connection) -> dict[str, int]:
 def bill_runs_by_status(conn: Connection) -> dict[str, int]:
     """Bill runs, counted by status (running, finished, failed)."""
     return _count_by(conn, bill_runs, bill_runs.c.status)
+
+
+def bill_runs_running_since(conn: Connection, started_before: datetime) -> int:
+    """Bill runs still ``running`` that started before ``started_before`` (their process
+    most likely died: a bill run closes its row however it ends, unless killed)."""
+    return int(conn.execute(select(func.count()).select_from(bill_runs).where(
+        bill_runs.c.status == "running", bill_runs.c.started_at < started_before)).scalar_one())
 
 
 def last_bill_run(conn: Connection) -> BillRunTiming | None:

@@ -2,6 +2,9 @@
 
 - ``sync`` runs a resync now (waits for a daemon's run of the same connection to end first, so
   it is safe beside a running daemon), with a progress bar on a terminal and a summary after.
+  Ctrl-C or SIGTERM stops it like the daemon: the page in hand commits and the run is recorded
+  ``stopped: shutdown`` with its counts (what it pulled but did not hand off stays owed for the
+  next run); a second Ctrl-C interrupts at once and the run is recorded ``interrupted``.
 - ``status`` exits 1 when something needs attention (for monitoring): a last run that failed
   or stopped, a run older than three intervals, open quarantine, dead letters, failed
   provisioning.
@@ -10,7 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +56,8 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
     """Resync now: pull, reconcile, hand off, push."""
     worker = _worker(app)
     try:
-        reports = _sync_all(worker, connection, obj, full, account, as_json)
+        with _stop_on_signals(worker.stop):
+            reports = _sync_all(worker, connection, obj, full, account, as_json)
     finally:
         worker.close()
     rows = [{"run": r.run_id, "connection": r.connection, "object": obj_name,
@@ -68,6 +76,30 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
         sys.exit(1)
 
 
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the cycle finishes its page and records the run);
+    after the first, SIGINT is Python's own again, so a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield                   # signal handlers belong to the main thread
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        click.echo(f"signal {signum}: stopping after the page in hand "
+                   "(Ctrl-C again to interrupt now)", err=True)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
 def _sync_all(worker: Worker, connection: str | None, obj: str | None, full: bool,
               account: str | None, as_json: bool) -> list[RunReport]:
     names = [connection] if connection else list(worker.connections)
@@ -75,6 +107,8 @@ def _sync_all(worker: Worker, connection: str | None, obj: str | None, full: boo
         raise click.UsageError("no connections configured ([connections.NAME] in the config)")
     reports = []
     for name in names:
+        if worker.stop.is_set():
+            break               # stopped by a signal: the next connections wait for next time
         options = worker.options("manual", objects=(obj,) if obj else None, full=full,
                                  account=account)
         if sys.stderr.isatty() and not as_json:
