@@ -2,16 +2,29 @@
 
 Rules kept here:
 - Every call is counted. The CRM's own figure wins whenever it reports one (Salesforce
-  `Sforce-Limit-Info: api-usage=USED/LIMIT`; Dataverse `x-ms-ratelimit-*` headers are recorded).
+  `Sforce-Limit-Info: api-usage=USED/LIMIT`; Dataverse `x-ms-ratelimit-*` headers are recorded;
+  Dataverse has no daily cap, so its meter never knows a limit and never stops a run).
 - Before a call, `guard()` raises `BudgetExhausted` if that call would take usage past
-  `share × limit`: the run stops cleanly with a typed outcome, it is not a success nor a crash.
+  `share × limit` (less `reserve` calls, see below): the run stops cleanly with a typed
+  outcome, it is not a success nor a crash.
 - Between two reports, calls made since the last report are added to the reported usage.
+- A new meter knows nothing until the CRM answers, so its first call could pass the share. Its
+  builder seeds it (`seed`) with the last figure known elsewhere (an earlier meter, the
+  connection's last recorded run) and may keep `reserve` calls of the share back from the work:
+  a connector then learns the figure first (`learning()`: its login and one call that reports
+  the usage, e.g. Salesforce's `limits`), which may spend a reserved call, but only when the
+  seed leaves room for it. So usage never passes the share, however many fresh meters follow
+  one another, and a fresh meter still sees an allowance that came back.
+- `snapshot()` shows what the CRM reported to this meter; a seed is not a report (a run that
+  made no call records no figure, so an old seed is never passed on as a new one).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from connectors.base import Budget, BudgetExhausted
 
@@ -19,28 +32,68 @@ _SF_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
 class BudgetMeter:
-    def __init__(self, share: float = 0.8):
+    def __init__(self, share: float = 0.8, reserve: int = 0):
         self.share = share
+        self.reserve = reserve
         self.calls = 0
+        self.reports = 0
         self._used: int | None = None
         self._limit: int | None = None
         self._calls_at_report = 0
+        self._learning = threading.local()
         self.details: dict[str, str] = {}
 
-    def snapshot(self) -> Budget:
+    def seed(self, used: int, limit: int) -> None:
+        """Start from a figure known from elsewhere; ignored once the CRM has reported one."""
+        if self.reports == 0:
+            self._used, self._limit = used, limit
+            self._calls_at_report = self.calls
+
+    def _known(self) -> Budget:
         used = None if self._used is None else self._used + self.calls - self._calls_at_report
         return Budget(calls=self.calls, used=used, limit=self._limit, share=self.share,
                       details=dict(self.details))
 
+    def snapshot(self) -> Budget:
+        if self.reports == 0:
+            return Budget(calls=self.calls, share=self.share, details=dict(self.details))
+        return self._known()
+
+    @contextmanager
+    def learning(self) -> Iterator[None]:
+        """The calls that learn the CRM's figure (a login, one call that reports it): before the
+        first report they are let through when the seed leaves room for one call (or there is
+        no seed), and they may spend the reserve; after it the usual rule applies."""
+        self._learning.on = True
+        try:
+            yield
+        finally:
+            self._learning.on = False
+
     def guard(self) -> None:
         """Raise `BudgetExhausted` if one more call would exceed the configured share."""
-        budget = self.snapshot()
+        learning = getattr(self._learning, "on", False)
+        if learning and self.reports == 0:
+            # Only the seed counts: the login's token calls cost the CRM nothing.
+            room = None if self._used is None or self._limit is None \
+                else int(self._limit * self.share) - self._used
+            if room is None or room >= 1:
+                return
+        budget = self._known()
         allowed = budget.allowed
-        if allowed is not None and allowed < 1:
+        needed = 1 if learning else 1 + self.reserve
+        if allowed is not None and allowed < needed:
             raise BudgetExhausted(
-                f"API budget: {budget.used}/{budget.limit} used, share {self.share:.0%} reached",
+                f"API budget: {budget.used}/{budget.limit} used"
+                f"{'' if self.reports else ' (last known)'}, share {self.share:.0%} reached",
                 budget=budget,
             )
+
+    def report(self, used: int, limit: int) -> None:
+        """The CRM's figure read from a body (e.g. Salesforce's `limits`), not a header."""
+        self._used, self._limit = used, limit
+        self._calls_at_report = self.calls
+        self.reports += 1
 
     def count(self) -> None:
         self.calls += 1
@@ -51,8 +104,7 @@ class BudgetMeter:
         if info:
             match = _SF_USAGE.search(info)
             if match:
-                self._used, self._limit = int(match[1]), int(match[2])
-                self._calls_at_report = self.calls
+                self.report(int(match[1]), int(match[2]))
         for key, value in headers.items():
             if key.lower().startswith("x-ms-ratelimit-"):
                 self.details[key.lower()] = value

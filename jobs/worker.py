@@ -10,6 +10,16 @@ Rules kept here:
   lock file on SQLite). The CRM of one connection is only ever spoken to under
   ``crm:<connection>`` (pull and push alike), so two workers never read or write it at once.
   A scheduled job that finds its lock taken is skipped with a log line; a manual resync waits.
+- Manual resyncs are admitted boundedly (``jobs.admission``): one queued run per connection
+  and scope (a repeated request gets the queued run's id), a few per connection, and they wait
+  their turn on an in-process lock that holds no database connection; only the run whose turn
+  it is polls for the job lock, each try on a short-lived connection.
+- A connector's API meter is seeded with the connection's last known usage (the meter of a
+  connector dropped after a budget stop, else the last run that recorded a figure, if within
+  the CRM's 24-hour window) and keeps one call of the share in reserve, which a fresh
+  connector may spend learning the CRM's figure before its first real call. So usage never
+  passes the share however many connectors follow one another, and a fresh connector still
+  sees an allowance that came back.
 - ``stop`` (an ``Event``) is set on SIGTERM/SIGINT: cycles finish the page in hand and end.
 - ``start`` (the HTTP API's ``SyncRunner`` seam, ``jobs.api.admin_sync``) records the run and
   runs it on a thread, returning its id at once; ``get`` reads a run back.
@@ -19,10 +29,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from billing_core.adapters.provisioners import Provisioner, ProvisionError, ProvisioningTask
 from billing_core.domain.errors import NotFound
@@ -31,17 +41,25 @@ from billing_core.service.bill_run import BillRunResult, run_bill_run
 from billing_core.service.credit_control import reevaluate_all
 from billing_core.service.provisioning import DispatchReport, dispatch_pending
 from config.settings import Settings
-from connectors.base import Connector
+from connectors.base import Budget, Connector
+from connectors.budget import BudgetMeter
 from connectors.registry import build_connector
 from connectors.settings import ConnectionSettings
+from jobs.admission import Admission, Scope
 from jobs.provisioners import build_provisioner
 from sync import outbox, push
 from sync.engine import Cycle, SyncOptions
 from sync.locks import job_lock
 from sync.refs import parse_source_ref
-from sync.runs import RunReport, get_run
+from sync.runs import RunReport, finish_run, get_run
+from sync.tables import sync_runs
 
 log = logging.getLogger(__name__)
+
+#: Salesforce's daily allowance is a rolling 24 hours: an older figure says nothing of today's.
+USAGE_MEMORY = timedelta(hours=24)
+#: Calls of the share a fresh connector may spend learning the CRM's figure.
+LEARNING_RESERVE = 1
 
 
 def _utcnow() -> datetime:
@@ -61,6 +79,9 @@ class Worker:
         self._connectors: dict[str, Connector] = {}
         self._provisioner: Provisioner | None = None
         self._guard = threading.Lock()
+        self._admission = Admission()
+        #: The last figure a dropped connector's meter saw, and when (see ``_seed``).
+        self._usage: dict[str, tuple[int, int, datetime]] = {}
 
     def close(self) -> None:
         """Release the connectors' HTTP connections. (Database connections are the engine's
@@ -77,8 +98,45 @@ class Worker:
             raise NotFound("connection", name)
         with self._guard:
             if name not in self._connectors:
-                self._connectors[name] = self._factory(self.connections[name])
+                connector = self._factory(self.connections[name])
+                self._seed(name, connector)
+                self._connectors[name] = connector
             return self._connectors[name]
+
+    def _seed(self, name: str, connector: Connector) -> None:
+        meter = getattr(getattr(connector, "transport", None), "budget", None)
+        if not isinstance(meter, BudgetMeter):
+            return
+        meter.reserve = max(meter.reserve, LEARNING_RESERVE)
+        known = self._last_usage(name)
+        if known is not None:
+            meter.seed(*known)
+
+    def _last_usage(self, name: str) -> tuple[int, int] | None:
+        """The newest figure within ``USAGE_MEMORY``: a dropped meter's, or a recorded run's."""
+        since = self.clock() - USAGE_MEMORY
+        best = self._usage.get(name)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sync_runs.c.api_used, sync_runs.c.api_limit, sync_runs.c.finished_at)
+                .where(sync_runs.c.connection == name, sync_runs.c.api_used.is_not(None),
+                       sync_runs.c.api_limit.is_not(None), sync_runs.c.finished_at >= since)
+                .order_by(sync_runs.c.finished_at.desc()).limit(1)).first()
+        if row is not None and (best is None or row.finished_at > best[2]):
+            best = (int(row.api_used), int(row.api_limit), row.finished_at)
+        if best is None or best[2] < since:
+            return None
+        return best[0], best[1]
+
+    def _drop_connector(self, name: str) -> None:
+        """Forget a connector (a fresh one logs in again), keeping what its meter last saw."""
+        with self._guard:
+            connector = self._connectors.pop(name, None)
+        if connector is None:
+            return
+        budget: Budget = connector.api_budget()
+        if budget.used is not None and budget.limit is not None:
+            self._usage[name] = (budget.used, budget.limit, self.clock())
 
     def budgets(self) -> dict[str, Any]:
         """Each connection's API budget as its connector last saw it (``/metrics`` reads it);
@@ -110,12 +168,14 @@ class Worker:
                 log.info("sync connection=%s skipped: another worker is syncing it", name)
                 return None
             report = self.cycle(name, options, progress).run()
-        if report.outcome == "stopped: API budget":
-            # The connector's meter only learns the CRM's figure from an answer; a fresh one
-            # lets the next run make one call and see whether the allowance came back.
-            with self._guard:
-                self._connectors.pop(name, None)
+        self._after_run(name, report)
         return report
+
+    def _after_run(self, name: str, report: RunReport) -> None:
+        if report.outcome == "stopped: API budget":
+            # A fresh connector learns the CRM's figure again (from its seed and one reserved
+            # call), so it sees an allowance that came back without passing the share.
+            self._drop_connector(name)
 
     def push_connection(self, name: str) -> None:
         with job_lock(self.engine, f"crm:{name}") as got:
@@ -188,17 +248,32 @@ class Worker:
     # -- the HTTP API's seam (jobs.api.admin_sync.SyncRunner) -------------------------------
     def start(self, connection: str, object: str | None, full: bool,
               account: str | None) -> int:
+        """Admit a manual run (``jobs.admission``) and run it on a thread once it is its turn;
+        a request for a run already queued answers that run's id."""
         options = self.options("api", objects=(object,) if object else None, full=full,
                                account=account)
         cycle = self.cycle(connection, options)
-        report = cycle.start()
+        scope: Scope = (object, full, account)
+        run_id, new = self._admission.admit(connection, scope, lambda: cycle.start().run_id)
+        if new:
+            threading.Thread(target=self._run_queued, args=(connection, scope, cycle),
+                             name=f"sync-{run_id}", daemon=True).start()
+        return run_id
 
-        def body() -> None:
-            with job_lock(self.engine, f"crm:{connection}", wait=True):
-                cycle.run()
-
-        threading.Thread(target=body, name=f"sync-{report.run_id}", daemon=True).start()
-        return report.run_id
+    def _run_queued(self, connection: str, scope: Scope, cycle: Cycle) -> None:
+        report = cycle.rep
+        try:
+            with self._admission.turn(connection), \
+                    job_lock(self.engine, f"crm:{connection}", wait=True) as got:
+                self._admission.started(connection, scope, report.run_id)
+                if not got:
+                    report.outcome = "failed"
+                    report.error = "gave up waiting for another run of this connection"
+                    finish_run(self.engine, report, self.clock())
+                    return
+                self._after_run(connection, cycle.run())
+        finally:
+            self._admission.started(connection, scope, report.run_id)
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -96,9 +96,26 @@ class SalesforceConnector(FieldMapped):
     # -- session -------------------------------------------------------------------------
     def _client(self) -> Salesforce:
         if self._sf is None:
-            self._session = login(self.settings, self._credentials(), self.transport)
-            self._sf = self._session.client(self.settings, self.transport)
+            meter = self.transport.budget
+            with meter.learning():  # the budget guard knows the usage before the first call
+                self._session = login(self.settings, self._credentials(), self.transport)
+                self._sf = self._session.client(self.settings, self.transport)
+                if meter.reports == 0 and meter.reserve:
+                    self._learn_usage(self._sf, meter)
         return self._sf
+
+    def _learn_usage(self, sf: Salesforce, meter: BudgetMeter) -> None:
+        """Ask `limits` (its answer's `Sforce-Limit-Info` header, else its DailyApiRequests);
+        a user without "View Setup and Configuration" is refused the body but not the header."""
+        try:
+            daily = (sf.limits() or {}).get("DailyApiRequests") or {}
+        except FatalError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            return
+        if meter.reports == 0 and isinstance(daily.get("Max"), int) \
+                and isinstance(daily.get("Remaining"), int):
+            meter.report(daily["Max"] - daily["Remaining"], daily["Max"])
 
     def _drop_session(self) -> None:
         self._sf = None

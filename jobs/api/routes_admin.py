@@ -1,5 +1,7 @@
 """Admin calls: trigger a resync (answers with the run id at once; the run goes on in the
-background), follow a run, and the status overview (what ``ledgerbridge status`` shows)."""
+background; a request for a run already queued answers with that run's id, and a connection
+with too many queued runs answers 429 with ``Retry-After``), follow a run, and the status
+overview (what ``ledgerbridge status`` shows)."""
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -8,7 +10,7 @@ from fastapi import Path, Request, status
 
 from billing_core.domain.errors import NotFound, ValidationError
 from billing_core.service.reports import holds_by_reason, provisioning_by_state
-from jobs.api.admin_sync import SyncRunner
+from jobs.api.admin_sync import SyncBusy, SyncRunner
 from jobs.api.deps import Admin, Uow, router
 from jobs.api.errors import ApiError
 from jobs.api.models import API_VERSION, MAX_ID, ErrorBody
@@ -31,18 +33,26 @@ def _runner(request: Request) -> SyncRunner:
 
 
 @sync_routes.post("/sync:run", status_code=status.HTTP_202_ACCEPTED,
-             responses={503: {"model": ErrorBody,
+             responses={429: {"model": ErrorBody,
+                              "description": "Too many resyncs of this connection are "
+                                             "queued (with Retry-After)."},
+                        503: {"model": ErrorBody,
                               "description": "No sync engine in this process."}})
 def run_sync(body: SyncRequest, request: Request, _: Admin) -> SyncStarted:
     """Start a resync of one connection (one object, or all; incremental or ``full``;
-    optionally one account). Answers at once; follow it at ``status_url``."""
+    optionally one account). Answers at once; follow it at ``status_url``. A run of the same
+    connection and scope already queued is not queued twice: its id is the answer."""
     runner = _runner(request)
     known = getattr(runner, "connections", None)
     if known is not None and body.connection not in known:
         raise NotFound("connection", body.connection)
     if body.object is not None and body.object not in OBJECTS:
         raise ValidationError("object", body.object, f"must be one of {', '.join(OBJECTS)}")
-    run_id = runner.start(body.connection, body.object, body.full, body.account)
+    try:
+        run_id = runner.start(body.connection, body.object, body.full, body.account)
+    except SyncBusy as exc:
+        raise ApiError(429, "sync_busy", "connection", body.connection, str(exc),
+                       headers={"Retry-After": str(exc.retry_after)}) from None
     return SyncStarted(run_id=run_id, status_url=f"/sync/runs/{run_id}")
 
 
