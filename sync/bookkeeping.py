@@ -23,7 +23,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
 from billing_core.adapters.bulk import BulkInsert, executemany, text_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
-from sync import mapping
+from sync import boundary, mapping
 from sync.runs import current_run
 from sync.tables import quarantine, sync_records
 
@@ -128,10 +128,14 @@ class PageBook:
 
 def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mapping[str, Any],
                       problem: LedgerError) -> None:
+    """Open (or count again) the record's quarantine entry. Every stored value is made safe
+    first (``boundary.shown``: escaped, cut to fit), so quarantining never fails on what the
+    record holds."""
     conn, now = uow.conn, uow.now()
-    crm_id = str(record.get("crm_id") or "(missing)")
-    values = {"field": problem.field, "value": None if problem.value is None
-              else str(problem.value)[:2000], "reason": problem.problem,
+    crm_id = quarantine_key(record)
+    values = {"field": boundary.shown(problem.field)[:64],
+              "value": None if problem.value is None else boundary.shown(problem.value),
+              "reason": boundary.shown(problem.problem),
               "record": mapping.record_json(record), "last_seen": now, "status": "open"}
     row = conn.execute(select(quarantine.c.id, quarantine.c.attempts).where(
         quarantine.c.connection == connection, quarantine.c.object == obj,
@@ -143,4 +147,16 @@ def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mappin
         conn.execute(update(quarantine).where(quarantine.c.id == row[0])
                      .values(attempts=row[1] + 1, **values))
     log.warning("quarantined run=%s connection=%s object=%s crm_id=%s field=%s reason=%s",
-                current_run.get(), connection, obj, crm_id, problem.field, problem.problem)
+                current_run.get(), connection, obj, crm_id, values["field"], values["reason"])
+
+
+def quarantine_key(record: Mapping[str, Any]) -> str:
+    """The record's id as the quarantine keys it: as it is when it is a usable id, otherwise
+    shown safely and cut to the column (an id with a NUL, or 10,000 characters, still gets
+    its entry)."""
+    value = record.get("crm_id")
+    if value is None or value == "":
+        return "(missing)"
+    if isinstance(value, str) and value == boundary.shown(value) and len(value) <= 64:
+        return value
+    return boundary.shown(value)[:64]

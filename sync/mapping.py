@@ -8,7 +8,9 @@ Rules kept here:
   refuses and one billing refuses are quarantined alike.
 - Money and quantities are ``Decimal`` (the connector already parsed them exactly); a value that
   is not a ``Decimal`` reached us raw because it did not parse: it is refused here.
-- Dates must be ``date`` (the connector converts ISO dates; anything else is malformed).
+- Every value passes the boundary's checks (``sync.boundary``: types, control characters,
+  lengths and ranges that fit the columns, strict dates, aware time stamps, GUIDs on
+  Dataverse, told by ``guid=True``).
 - ``content_hash`` is over the canonical fields without ``modstamp`` and ``_``-keys, so a
   touch in the CRM that changes nothing billing reads costs nothing downstream. Quotes and
   quote lines, whose mapped value is stored as JSON (``rec_to_json``) until hand-off, are
@@ -26,22 +28,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from billing_core.domain.errors import LedgerError, ValidationError
+from billing_core.domain.errors import LedgerError
 from billing_core.domain.money import check_currency
 from connectors.base import OBJECTS as CRM_OBJECTS
+from sync import boundary
+from sync.boundary import Invalid as Invalid  # the boundary's error, named here too
 
 OBJECTS = CRM_OBJECTS                      # defined by connectors, so config can check names
 KINDS = {"recurring": "recurring", "one-time": "one_time", "one_time": "one_time",
          "onetime": "one_time", "usage": "usage"}
 PERIODS = {"monthly": "month", "month": "month", "annual": "year", "yearly": "year",
            "year": "year"}
-
-
-class Invalid(ValidationError):
-    """A CRM record billing cannot take as it is: ``field``, ``value`` and ``problem`` go to
-    quarantine (the ``reason`` column)."""
-
-    code = "invalid_record"
 
 
 @dataclass(frozen=True)
@@ -125,130 +122,97 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _id(rec: Mapping[str, Any], field: str = "crm_id") -> str:
-    value = rec.get(field)
-    if value is None or not str(value).strip():
-        raise Invalid(field, value, "is required")
-    return str(value).strip()
-
-
-def _text(rec: Mapping[str, Any], field: str, required: bool = False) -> str | None:
-    value = rec.get(field)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise Invalid(field, value, "is required")
-        return None
-    return str(value).strip()
-
-
-def _decimal(rec: Mapping[str, Any], field: str, *, required: bool = False,
-             positive: bool = False) -> Decimal | None:
-    value = rec.get(field)
-    if value is None:
-        if required:
-            raise Invalid(field, value, "is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
-        raise Invalid(field, value, "is not a number")
-    number = Decimal(value)
-    if not number.is_finite():
-        raise Invalid(field, value, "is not a finite number")
-    if number < 0 or (positive and number == 0):
-        raise Invalid(field, value, "must be greater than zero" if positive
-                      else "must not be negative")
-    return number
-
-
-def _bool(rec: Mapping[str, Any], field: str, default: bool) -> bool:
-    value = rec.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise Invalid(field, value, "is not true or false")
-    return value
-
-
-def _date(rec: Mapping[str, Any], field: str) -> date | None:
-    value = rec.get(field)
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if not isinstance(value, date):
-        raise Invalid(field, value, "is not a date (YYYY-MM-DD)")
-    return value
-
-
 def _currency(rec: Mapping[str, Any], field: str = "currency") -> str:
+    value = rec.get(field)
+    if not isinstance(value, str) or boundary.text(rec, field) is None:
+        raise Invalid(field, value, "is not a known ISO 4217 currency")
     try:
-        return check_currency(rec.get(field), field)
+        return check_currency(value, field)
     except LedgerError:
-        raise Invalid(field, rec.get(field), "is not a known ISO 4217 currency") from None
+        raise Invalid(field, value, "is not a known ISO 4217 currency") from None
 
 
-def map_account(rec: Mapping[str, Any]) -> AccountRec:
-    country = _text(rec, "country")
-    if country is not None and (len(country) != 2 or not country.isalpha()):
+def map_account(rec: Mapping[str, Any], *, guid: bool = False) -> AccountRec:
+    boundary.stamp(rec)
+    country = boundary.text(rec, "country")
+    if country is not None and (len(country) != 2 or not country.isalpha()
+                                or not country.isascii()):
         raise Invalid("country", country, "is not an ISO 3166 alpha-2 code")
     return AccountRec(
-        crm_id=_id(rec), name=_text(rec, "name", required=True) or "",
-        currency=_currency(rec), number=_text(rec, "number"),
-        country=country.upper() if country else None, region=_text(rec, "region"),
-        credit_limit=_decimal(rec, "credit_limit"),
-        credit_hold=_bool(rec, "credit_hold", False))
+        crm_id=boundary.crm_id(rec, guid=guid),
+        name=boundary.text(rec, "name", required=True) or "",
+        currency=_currency(rec), number=boundary.text(rec, "number"),
+        country=country.upper() if country else None, region=boundary.text(rec, "region"),
+        credit_limit=boundary.decimal(rec, "credit_limit"),
+        credit_hold=boundary.boolean(rec, "credit_hold", False))
 
 
-def map_product(rec: Mapping[str, Any]) -> ProductRec:
-    raw_kind = _text(rec, "billing_type") or "Recurring"
+def map_product(rec: Mapping[str, Any], *, guid: bool = False) -> ProductRec:
+    boundary.stamp(rec)
+    crm_id = boundary.crm_id(rec, guid=guid)
+    raw_kind = boundary.text(rec, "billing_type") or "Recurring"
     kind = KINDS.get(raw_kind.lower())
     if kind is None:
         raise Invalid("billing_type", raw_kind, f"must be one of {sorted(set(KINDS.values()))}")
     period = None
     if kind == "recurring":
-        raw_period = _text(rec, "billing_frequency") or "Monthly"
+        raw_period = boundary.text(rec, "billing_frequency") or "Monthly"
         period = PERIODS.get(raw_period.lower())
         if period is None:
             raise Invalid("billing_frequency", raw_period, "must be Monthly or Annual")
-    crm_id = _id(rec)
-    return ProductRec(crm_id=crm_id, sku=_text(rec, "sku") or crm_id,
-                      name=_text(rec, "name", required=True) or "", kind=kind,
+    return ProductRec(crm_id=crm_id, sku=boundary.text(rec, "sku") or crm_id,
+                      name=boundary.text(rec, "name", required=True) or "", kind=kind,
                       billing_period=period,
-                      needs_provisioning=_bool(rec, "needs_provisioning", False),
-                      active=_bool(rec, "active", True))
+                      needs_provisioning=boundary.boolean(rec, "needs_provisioning", False),
+                      active=boundary.boolean(rec, "active", True))
 
 
-def map_price(rec: Mapping[str, Any]) -> PriceRec:
-    return PriceRec(crm_id=_id(rec), product_crm_id=_id(rec, "product_crm_id"),
+def map_price(rec: Mapping[str, Any], *, guid: bool = False) -> PriceRec:
+    boundary.stamp(rec)
+    return PriceRec(crm_id=boundary.crm_id(rec, guid=guid),
+                    product_crm_id=boundary.crm_id(rec, "product_crm_id", guid=guid),
                     currency=_currency(rec),
-                    unit_price=_decimal(rec, "unit_price", required=True) or Decimal(0),
-                    active=_bool(rec, "active", True))
+                    unit_price=boundary.decimal(rec, "unit_price", required=True,
+                                                limit=boundary.MAX_PRICE) or Decimal(0),
+                    active=boundary.boolean(rec, "active", True))
 
 
-def map_quote(rec: Mapping[str, Any]) -> QuoteRec:
-    revision = rec.get("revision")
-    if revision is None:
-        revision = 1
-    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
-        raise Invalid("revision", revision, "is not a whole number")
-    return QuoteRec(crm_id=_id(rec), account_crm_id=_id(rec, "account_crm_id"),
-                    status=_text(rec, "status") or "", revision=revision,
-                    number=_text(rec, "number"), name=_text(rec, "name"),
-                    start_date=_date(rec, "start_date"))
+def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
+    boundary.stamp(rec)
+    return QuoteRec(crm_id=boundary.crm_id(rec, guid=guid),
+                    account_crm_id=boundary.crm_id(rec, "account_crm_id", guid=guid),
+                    status=boundary.text(rec, "status") or "",
+                    revision=boundary.whole(rec, "revision", 1, boundary.MAX_REVISION),
+                    number=boundary.text(rec, "number", limit_key="quote_number"),
+                    name=boundary.text(rec, "name", limit_key="quote_name"),
+                    start_date=boundary.day(rec, "start_date"))
 
 
-def map_quote_line(rec: Mapping[str, Any]) -> QuoteLineRec:
-    return QuoteLineRec(crm_id=_id(rec), quote_crm_id=_id(rec, "quote_crm_id"),
-                        product_crm_id=_id(rec, "product_crm_id"),
-                        quantity=_decimal(rec, "quantity", required=True, positive=True)
-                        or Decimal(1),
-                        unit_price=_decimal(rec, "unit_price"),
-                        start_date=_date(rec, "start_date"))
+def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRec:
+    boundary.stamp(rec)
+    quantity = boundary.decimal(rec, "quantity", required=True, positive=True,
+                                limit=boundary.MAX_QUANTITY) or Decimal(1)
+    unit_price = boundary.decimal(rec, "unit_price", limit=boundary.MAX_PRICE)
+    if unit_price is not None and quantity * unit_price > boundary.MAX_LINE:
+        raise Invalid("quantity", quantity, f"times the unit price {unit_price} is larger "
+                      f"than {boundary.MAX_LINE:,}")
+    return QuoteLineRec(crm_id=boundary.crm_id(rec, guid=guid),
+                        quote_crm_id=boundary.crm_id(rec, "quote_crm_id", guid=guid),
+                        product_crm_id=boundary.crm_id(rec, "product_crm_id", guid=guid),
+                        quantity=quantity, unit_price=unit_price,
+                        start_date=boundary.day(rec, "start_date"))
 
 
 def record_json(record: Mapping[str, Any]) -> str:
-    """The raw canonical record as JSON (kept in quarantine for a retry by hand)."""
-    return json.dumps({k: _jsonable(v) if isinstance(v, (Decimal, date)) else v
-                       for k, v in record.items()}, sort_keys=True, default=str)
+    """The raw canonical record as JSON (kept in quarantine for a retry by hand). ASCII only,
+    so a NUL or a lone surrogate is stored escaped (``\\u0000``), and it never raises: a value
+    JSON cannot hold is stored as its ``repr``."""
+    try:
+        return json.dumps({str(k): _jsonable(v) if isinstance(v, (Decimal, date)) else v
+                           for k, v in record.items()}, sort_keys=True, default=repr,
+                          ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps({str(k): repr(v) for k, v in record.items()}, sort_keys=True)
 
 
 def rec_to_json(rec: Any) -> str:

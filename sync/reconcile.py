@@ -6,8 +6,10 @@ Rules kept here:
 - The object's handler (``sync.handlers.HANDLERS``) maps, validates, reconciles and hands on
   each record; this module keeps what every object shares: the content hash decides (same
   hash and not deleted → nothing is written, not even ``sync_records``), one SELECT per page
-  loads the known rows, a record that fails anywhere is quarantined alone and the page goes
-  on, and the page's bookkeeping is written in bulk at its end (``sync.bookkeeping``).
+  loads the known rows, a record that fails anywhere (the boundary, billing, the database)
+  is quarantined alone and the page goes on, and the page's bookkeeping is written in bulk
+  at its end (``sync.bookkeeping``). A record the CRM returns twice in one page is applied
+  once, as last returned.
 - Billing is only reached through ``billing_core.service``, by the handlers.
 - A deletion (or a record a full read no longer returns) marks its row deleted after the
   handler has told billing (an account becomes ``crm_deleted``) or the hand-off (a quote).
@@ -24,7 +26,9 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
 from connectors.base import Deletion
 from sync.bookkeeping import PageBook, PageResult, known_rows
+from sync.boundary import usable_id
 from sync.handlers import HANDLERS
+from sync.handlers.base import RECORD_FAILURES, failed
 from sync.tables import sync_records
 
 log = logging.getLogger(__name__)
@@ -34,18 +38,23 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
                records: Sequence[Mapping[str, Any]],
                deletions: Sequence[Deletion] = ()) -> PageResult:
     """Apply one page; the caller saves the cursor and commits."""
+    read = len(records) + len(deletions)
+    records = _last_of_each(records)
     book = PageBook(uow, connection, obj)
     handler = HANDLERS[obj](book, records)
     res = book.result
-    res.read = len(records) + len(deletions)
+    res.read = read
     known = known_rows(uow.conn, connection, obj,
-                       [str(r.get("crm_id")) for r in records if r.get("crm_id")]
+                       [r["crm_id"] for r in records if usable_id(r.get("crm_id"))]
                        + [d.crm_id for d in deletions])
     for record in records:
         try:
             rec = handler.map(record)
         except LedgerError as problem:
             book.refuse(record, problem)
+            continue
+        except RECORD_FAILURES as failure:  # a mapping bug must not fail the page either
+            book.refuse(record, failed(failure))
             continue
         data, digest = handler.fingerprint(record, rec)
         existing = known.get(rec.crm_id)
@@ -69,3 +78,16 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
         log.info("deleted in CRM connection=%s object=%s crm_id=%s reason=%s",
                  connection, obj, gone.crm_id, gone.reason)
     return res
+
+
+def _last_of_each(records: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """The page with a record the CRM returned twice kept once, as it was last returned: its
+    bookkeeping row is written once (a second insert of one key would fail the page)."""
+    seen: dict[object, int] = {}
+    for i, record in enumerate(records):
+        key = record.get("crm_id")
+        seen[key if isinstance(key, str | int) else ("#", i)] = i
+    if len(seen) == len(records):
+        return records
+    keep = set(seen.values())
+    return [r for i, r in enumerate(records) if i in keep]

@@ -83,7 +83,7 @@ accounts = Table(
 
 products = Table(
     "products", metadata, id_column(),
-    Column("sku", String(80), nullable=False, unique=True),
+    Column("sku", String(255), nullable=False, unique=True),   # Salesforce ProductCode: 255
     Column("name", String(255), nullable=False),
     # recurring: billed per unit per period; one_time: once; usage: rated from usage events
     Column("kind", String(16), nullable=False),

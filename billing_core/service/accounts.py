@@ -64,6 +64,10 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         raise ValidationError("ext_id", data.ext_id, "is required")
     if not data.name or not data.name.strip():
         raise ValidationError("name", data.name, "is required")
+    for key, value, limit in (("ext_id", str(data.ext_id), 64), ("name", data.name.strip(), 255),
+                              ("number", data.number, 64), ("region", data.region, 64)):
+        if value is not None and len(value) > limit:
+            raise ValidationError(key, value, f"is longer than {limit} characters")
     currency = check_currency(data.currency)
     if not isinstance(data.bill_cycle_day, int) or not 1 <= data.bill_cycle_day <= 31:
         raise ValidationError("bill_cycle_day", data.bill_cycle_day, "must be 1..31")
@@ -77,7 +81,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         limit = parse_amount(data.credit_limit, currency, "credit_limit", allow_zero=True)
     return {
         "ext_source": data.ext_source, "ext_object": data.ext_object, "ext_id": str(data.ext_id),
-        "name": data.name.strip()[:255], "number": data.number, "currency": currency,
+        "name": data.name.strip(), "number": data.number, "currency": currency,
         "country": data.country.upper() if data.country else None, "region": data.region,
         "bill_cycle_day": data.bill_cycle_day, "payment_terms_days": data.payment_terms_days,
         "credit_limit_minor": limit, "crm_hold": bool(data.crm_hold),

@@ -84,8 +84,12 @@ def _checked(data: ProductIn) -> tuple[str, str, str | None]:
     sku = (data.sku or "").strip()
     if not sku:
         raise ValidationError("sku", data.sku, "is required")
+    if len(sku) > 255:
+        raise ValidationError("sku", data.sku, "is longer than 255 characters")
     if not data.name or not data.name.strip():
         raise ValidationError("name", data.name, "is required")
+    if len(data.name.strip()) > 255:
+        raise ValidationError("name", data.name, "is longer than 255 characters")
     if data.kind not in KINDS:
         raise ValidationError("kind", data.kind, f"must be one of {', '.join(KINDS)}")
     period = data.billing_period
@@ -95,7 +99,7 @@ def _checked(data: ProductIn) -> tuple[str, str, str | None]:
             raise ValidationError("billing_period", period, "must be month or year")
     elif period is not None:
         raise ValidationError("billing_period", period, "only recurring products have one")
-    return sku, data.name.strip()[:255], period
+    return sku, data.name.strip(), period
 
 
 def add_product(uow: UnitOfWork, data: ProductIn) -> int:

@@ -3,7 +3,10 @@
 Rules kept here:
 - The page's changed accounts go to billing in one bulk upsert by external key
   (``accounts.upsert_accounts``); an account billing refuses writes nothing and is quarantined
-  alone, the others are kept.
+  alone, the others are kept. The bulk write runs in a savepoint: when the database refuses
+  it (a value the boundary let through that a column cannot hold), the page's accounts are
+  written again one by one, each in its own savepoint, and only the failing one is
+  quarantined. The normal path stays one bulk write.
 - The CRM hold flag read back while billing's last acknowledged push set it (opt-in policy) is
   billing's own echo, not finance's hold: it is taken as "not set by finance".
 - A Dataverse account's ETag is kept (``data``), for the push's optimistic write.
@@ -12,16 +15,27 @@ Rules kept here:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
 from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy.exc import DBAPIError
 
-from billing_core.service.accounts import AccountIn, mark_crm_deleted, upsert_accounts
+from billing_core.domain.errors import LedgerError
+from billing_core.service.accounts import (
+    AccountIn,
+    UpsertResult,
+    mark_crm_deleted,
+    upsert_accounts,
+)
 from sync.bookkeeping import PageBook
-from sync.handlers.base import Handler, Record
+from sync.boundary import usable_id
+from sync.handlers.base import RECORD_FAILURES, Handler, Record, failed
 from sync.mapping import AccountRec, map_account
 from sync.tables import outbox
+
+log = logging.getLogger(__name__)
 
 
 class AccountHandler(Handler[AccountRec]):
@@ -33,7 +47,7 @@ class AccountHandler(Handler[AccountRec]):
         self.changed: list[tuple[Record, AccountRec, str, RowMapping | None]] = []
 
     def map(self, record: Record) -> AccountRec:
-        rec = map_account(record)
+        rec = map_account(record, guid=self.guid)
         if self.echoes and rec.crm_id in self.echoes:
             rec = replace(rec, credit_hold=False)
         return rec
@@ -45,15 +59,48 @@ class AccountHandler(Handler[AccountRec]):
     def finish(self) -> None:
         if not self.changed:
             return
-        results = upsert_accounts(self.uow, [self._account_in(rec)
-                                             for _, rec, _, _ in self.changed])
+        items = [self._account_in(rec) for _, rec, _, _ in self.changed]
+        marks = self._marks()
+        try:
+            with self.uow.savepoint():
+                results: list[UpsertResult | LedgerError] = list(
+                    upsert_accounts(self.uow, items))
+        except DBAPIError as failure:
+            self._restore(marks)
+            # Something of the page passed the boundary yet the database refused it: find
+            # which, one account at a time, each in a savepoint of its own.
+            log.warning("bulk account upsert failed, retrying one by one: %s", failure.orig)
+            results = [self._one(item) for item in items]
         for (record, rec, digest, existing), result in zip(self.changed, results, strict=True):
-            if result.error is not None:
-                self.book.refuse(record, result.error)
+            problem = result if isinstance(result, LedgerError) else result.error
+            if problem is not None:
+                self.book.refuse(record, problem)
                 continue
-            data = json.dumps({"etag": record["_etag"]}) if record.get("_etag") else None
+            assert isinstance(result, UpsertResult)
+            etag = record.get("_etag")
+            data = json.dumps({"etag": etag}) if isinstance(etag, str) and etag else None
             self.book.keep(existing, rec.crm_id, digest, result.account_id, None, data,
                            record.get("modstamp"))
+
+    def _one(self, item: AccountIn) -> UpsertResult | LedgerError:
+        marks = self._marks()
+        try:
+            with self.uow.savepoint():
+                return upsert_accounts(self.uow, [item])[0]
+        except RECORD_FAILURES as failure:  # this account only: its savepoint is undone
+            self._restore(marks)
+            return failed(failure)
+
+    def _marks(self) -> tuple[set[int], set[int]]:
+        return set(self.uow.touched_accounts), set(self.uow.new_accounts)
+
+    def _restore(self, marks: tuple[set[int], set[int]]) -> None:
+        """Forget the accounts a rolled-back write marked touched or created (an id whose
+        INSERT was undone must not reach credit control)."""
+        for now, before in zip((self.uow.touched_accounts, self.uow.new_accounts), marks,
+                               strict=True):
+            now.intersection_update(before)
+            now.update(before)
 
     def gone(self, row: RowMapping) -> None:
         if row["ledger_id"] is not None:
@@ -68,7 +115,8 @@ class AccountHandler(Handler[AccountRec]):
 
 def _billing_set_flags(conn: Connection, connection: str, records: Sequence[Record]) -> set[str]:
     """Accounts whose CRM hold flag is set and was last set by billing's own push."""
-    flagged = [str(r.get("crm_id")) for r in records if r.get("credit_hold") is True]
+    flagged = [r["crm_id"] for r in records
+               if r.get("credit_hold") is True and usable_id(r.get("crm_id"))]
     out: set[str] = set()
     for start in range(0, len(flagged), 900):
         for crm_id, acked in conn.execute(select(outbox.c.crm_id, outbox.c.acked_payload).where(

@@ -12,20 +12,26 @@ Rules kept here:
   than the record itself: a line's product is known), ``reconcile`` (billing is written only
   through ``billing_core.service``; in a savepoint when it writes, so a refusal undoes that
   record alone), then the record is kept and ``hand_on`` says what the cycle must look at
-  because of it. Any ``LedgerError`` on the way quarantines the record alone.
+  because of it. Any ``LedgerError`` on the way quarantines the record alone, and so does
+  any other failure below the boundary (a database error: the savepoint undid the record's
+  writes only), with the error named (:func:`failed`).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from sqlalchemy import RowMapping
+from sqlalchemy.exc import DBAPIError
 
 from billing_core.domain.errors import LedgerError
 from sync import mapping
 from sync.bookkeeping import PageBook, known_rows
+from sync.boundary import usable_id
 from sync.mapping import Invalid
 
+log = logging.getLogger(__name__)
 
 class Rec(Protocol):
     @property
@@ -44,6 +50,9 @@ class Handler(Generic[R]):
     def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
         self.book = book
         self.uow, self.connection = book.uow, book.connection
+        #: Dataverse ids and lookups must be GUIDs. A Dataverse page is told by the ETag the
+        #: Dynamics connector keeps with every record it reads (``_etag``).
+        self.guid = any("_etag" in r for r in records)
 
     def map(self, record: Record) -> R:
         """The record as billing understands it, or ``Invalid`` (see :mod:`sync.mapping`)."""
@@ -95,16 +104,37 @@ class RecordHandler(Handler[R]):
         except LedgerError as problem:
             self.book.refuse(record, problem)
             return
+        except RECORD_FAILURES as failure:  # below the boundary: this record only (savepoint)
+            self.book.refuse(record, failed(failure))
+            return
         self.book.keep(existing, rec.crm_id, digest, ledger_id, parent, data,
                        record.get("modstamp"))
         self.hand_on(rec)
+
+
+#: What one record can fail with below the boundary without the page or the connection being
+#: at fault: a database's refusal of a value, or a conversion the boundary missed. (A lost
+#: connection fails the quarantine's own write too, and so the page, as it should.)
+RECORD_FAILURES: tuple[type[Exception], ...] = (
+    DBAPIError, ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+
+
+def failed(failure: Exception) -> LedgerError:
+    """A failure below the boundary (a database error, say) as a quarantine entry: the
+    record is refused alone with the error's first line, and the failure is logged."""
+    log.warning("record failed below the boundary", exc_info=failure)
+    if isinstance(failure, DBAPIError):
+        detail = str(failure.orig).strip().splitlines()[0] if str(failure.orig).strip() \
+            else type(failure.orig).__name__
+        return LedgerError("record", None, f"the database refused it: {detail}")
+    return LedgerError("record", None, f"failed: {type(failure).__name__}: {failure}")
 
 
 class ProductLinks:
     """The page's products by CRM id → billing id (None: deleted in the CRM), one SELECT."""
 
     def __init__(self, book: PageBook, records: Iterable[Record]) -> None:
-        wanted = {str(r.get("product_crm_id")) for r in records if r.get("product_crm_id")}
+        wanted = {r["product_crm_id"] for r in records if usable_id(r.get("product_crm_id"))}
         self.ids: dict[str, int | None] = {
             crm_id: None if row["deleted_at"] is not None or row["ledger_id"] is None
             else int(row["ledger_id"])

@@ -29,7 +29,7 @@ class PriceHandler(RecordHandler[PriceRec]):
         self.products = ProductLinks(book, records)
 
     def map(self, record: Record) -> PriceRec:
-        return map_price(record)
+        return map_price(record, guid=self.guid)
 
     def validate(self, rec: PriceRec) -> None:
         self.products.require(rec.product_crm_id)

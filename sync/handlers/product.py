@@ -2,7 +2,9 @@
 
 Rules kept here:
 - A new CRM product is added to the catalog; the catalog is shared by SKU, so a second CRM
-  naming an SKU billing already has links to that product instead.
+  naming an SKU billing already has links to that product instead. Within one connection an
+  SKU names one CRM product: a second CRM product with an SKU this connection's product
+  already has is quarantined naming the SKU (never merged into the first).
 - A changed CRM product changes its billing product (``pricing.update_product``: name, active,
   needs_provisioning and SKU; kind and billing period only while nothing is billed by the
   product, otherwise billing refuses with the field and value and the record is quarantined).
@@ -15,16 +17,22 @@ from __future__ import annotations
 from sqlalchemy import RowMapping
 
 from billing_core.domain.errors import Duplicate
-from billing_core.service.pricing import ProductIn, add_product, get_product, update_product
+from billing_core.service.pricing import (
+    ProductIn,
+    add_product,
+    get_product,
+    list_products,
+    update_product,
+)
 from sync.handlers.base import Record, RecordHandler
-from sync.mapping import ProductRec, map_product
+from sync.mapping import Invalid, ProductRec, map_product
 
 
 class ProductHandler(RecordHandler[ProductRec]):
     obj = "product"
 
     def map(self, record: Record) -> ProductRec:
-        return map_product(record)
+        return map_product(record, guid=self.guid)
 
     def reconcile(self, rec: ProductRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:
@@ -36,7 +44,17 @@ class ProductHandler(RecordHandler[ProductRec]):
         try:
             return add_product(self.uow, data), None
         except Duplicate:
-            return int(get_product(self.uow.conn, rec.sku)["id"]), None
+            found = self._by_sku(rec.sku)
+            if found["ext_source"] == self.connection and found["ext_id"] != rec.crm_id:
+                raise Invalid("sku", rec.sku, f"is already the SKU of CRM product "
+                              f"{found['ext_id']} (product {found['id']})") from None
+            return int(found["id"]), None
+
+    def _by_sku(self, sku: str) -> RowMapping:
+        found = get_product(self.uow.conn, sku)
+        if found["sku"] != sku:     # a numeric SKU matched another product's id first
+            found = next(p for p in list_products(self.uow.conn) if p["sku"] == sku)
+        return found
 
     def _product_in(self, rec: ProductRec) -> ProductIn:
         return ProductIn(sku=rec.sku, name=rec.name, kind=rec.kind,

@@ -21,7 +21,7 @@ class QuoteHandler(RecordHandler[QuoteRec]):
     writes_billing = False
 
     def map(self, record: Record) -> QuoteRec:
-        return map_quote(record)
+        return map_quote(record, guid=self.guid)
 
     def reconcile(self, rec: QuoteRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:

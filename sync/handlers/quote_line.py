@@ -27,7 +27,7 @@ class QuoteLineHandler(RecordHandler[QuoteLineRec]):
         self.products = ProductLinks(book, records)
 
     def map(self, record: Record) -> QuoteLineRec:
-        return map_quote_line(record)
+        return map_quote_line(record, guid=self.guid)
 
     def validate(self, rec: QuoteLineRec) -> None:
         self.products.require(rec.product_crm_id)

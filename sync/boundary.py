@@ -1,0 +1,200 @@
+"""The sync boundary's value checks: what a CRM value must be before billing sees it.
+
+Rules kept here:
+- Pure functions, no I/O. Each takes the canonical record and a field name and returns the
+  value as billing will store it, or raises ``Invalid`` naming the field, the value and the
+  problem. The connectors pass a value they cannot convert through raw (a bool, an object, a
+  list, ``NaN``, ``2026-12-01garbage``, a timestamp without its zone): it is refused here.
+- Text is ``str`` and nothing else (a bool, number, object or list is not a name), holds no
+  control character (C0, C1, DEL) and no lone surrogate (neither can be stored as text on
+  PostgreSQL, and neither belongs in a name or a code), and fits its column: a value longer
+  than the column is refused, never cut. The limits are in ``TEXT_LIMITS`` (the ledger's and
+  the sync's column sizes, which are sized to what the CRMs allow where billing keeps it).
+- Ids fit ``sync_records.crm_id`` (64). On Dataverse every id and lookup is a GUID.
+- Numbers are finite ``Decimal`` within the ranges billing can bill without overflowing a
+  64-bit minor-unit amount (``MAX_QUANTITY``, ``MAX_PRICE``), with at most ``SCALE`` decimal
+  places (the ledger's ``Numeric(28, 10)``: more would be rounded silently).
+- Whole numbers (revisions) are ``int`` within a 32-bit ``INTEGER`` column.
+- Dates are ``date`` within ``DATE_RANGE`` (billing adds periods to them).
+- ``shown`` renders any value safely for the quarantine: control characters escaped, long
+  values cut with their length stated.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from billing_core.domain.errors import ValidationError
+
+
+class Invalid(ValidationError):
+    """A CRM record billing cannot take as it is: ``field``, ``value`` and ``problem`` go to
+    quarantine (the ``reason`` column)."""
+
+    code = "invalid_record"
+
+
+#: Longest text per canonical field, in characters (the column it lands in).
+TEXT_LIMITS: Mapping[str, int] = {
+    "crm_id": 64, "account_crm_id": 64, "quote_crm_id": 64, "product_crm_id": 64,
+    "name": 255,              # accounts.name, products.name (Salesforce Name: 255)
+    "quote_name": 300,        # kept by the sync only (Dataverse quote name: 300)
+    "number": 64,             # accounts.number (Salesforce 40, Dataverse 20)
+    "quote_number": 100,      # kept by the sync only (Dataverse quotenumber: 100)
+    "region": 64,             # accounts.region, tax_rates.region (state codes; Dataverse 50)
+    "sku": 255,               # products.sku (Salesforce ProductCode: 255), migration 0005
+    "status": 64, "billing_type": 64, "billing_frequency": 64,
+}
+MAX_QUANTITY = Decimal(10) ** 9         # units per line
+MAX_PRICE = Decimal(10) ** 12           # per unit; x MAX_QUANTITY stays below 2^63 minor
+MAX_LINE = Decimal(10) ** 12            # quantity x unit price of one line (major units)
+SCALE = 10                              # decimal places the ledger keeps
+MAX_REVISION = 2**31 - 1                # handoffs.revision is INTEGER
+DATE_RANGE = (date(1900, 1, 1), date(2199, 12, 31))
+SHOWN_CHARS = 200
+
+# C0, DEL, C1 controls and lone surrogates.
+_BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def shown(value: Any) -> str:
+    """A value as the quarantine shows it: plain short text as it is, anything else as its
+    ``repr`` (control characters escaped), cut to ``SHOWN_CHARS`` with its length stated."""
+    if isinstance(value, str) and len(value) <= SHOWN_CHARS and not _BAD_CHAR.search(value):
+        return value
+    if isinstance(value, str):
+        if len(value) <= SHOWN_CHARS:
+            return repr(value)
+        return f"{repr(value[:SHOWN_CHARS])[:-1]}…{repr(value)[0]} ({len(value):,} characters)"
+    text = str(value) if isinstance(value, Decimal) and value.is_finite() else repr(value)
+    if len(text) > SHOWN_CHARS or _BAD_CHAR.search(text):
+        cut = _BAD_CHAR.sub(lambda m: repr(m[0])[1:-1], text[:SHOWN_CHARS])
+        return cut if len(text) <= SHOWN_CHARS else f"{cut}… ({len(text):,} characters)"
+    return text
+
+
+def text(rec: Mapping[str, Any], field: str, *, required: bool = False,
+         limit_key: str | None = None) -> str | None:
+    """Stripped text of ``field``; None when absent or blank (``Invalid`` if required)."""
+    value = rec.get(field)
+    if value is None:
+        if required:
+            raise Invalid(field, value, "is required")
+        return None
+    if not isinstance(value, str):
+        raise Invalid(field, value, f"is not text (a {type(value).__name__})")
+    if _BAD_CHAR.search(value):
+        raise Invalid(field, value, "contains a control character")
+    stripped = value.strip()
+    if not stripped:
+        if required:
+            raise Invalid(field, value, "is required")
+        return None
+    limit = TEXT_LIMITS.get(limit_key or field)
+    if limit is not None and len(stripped) > limit:
+        raise Invalid(field, value, f"is longer than {limit} characters")
+    return stripped
+
+
+def usable_id(value: object) -> bool:
+    """Whether ``value`` may be looked up as an id (before the record is checked): text that
+    fits the id columns and holds no character a database refuses."""
+    return isinstance(value, str) and 0 < len(value) <= TEXT_LIMITS["crm_id"] \
+        and not _BAD_CHAR.search(value)
+
+
+def crm_id(rec: Mapping[str, Any], field: str = "crm_id", *, guid: bool = False) -> str:
+    """A required id: text within 64 characters, a GUID on Dataverse (``guid``)."""
+    value = rec.get(field)
+    if isinstance(value, str) and 0 < len(value) <= 64 and not _BAD_ID_CHAR.search(value) \
+            and (not guid or _GUID.fullmatch(value)):
+        return value                    # the usual case, checked at once
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)              # a numeric external id is still an id
+        rec = {field: value}
+    found = text(rec, field, required=True, limit_key="crm_id")
+    assert found is not None
+    if found != value or any(c.isspace() for c in found):
+        raise Invalid(field, value, "contains white space")
+    if guid and not _GUID.fullmatch(found):
+        raise Invalid(field, value, "is not a GUID (Dataverse ids are GUIDs)")
+    return found
+
+
+def decimal(rec: Mapping[str, Any], field: str, *, required: bool = False,
+            positive: bool = False, limit: Decimal | None = None) -> Decimal | None:
+    value = rec.get(field)
+    if value is None:
+        if required:
+            raise Invalid(field, value, "is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise Invalid(field, value, "is not a number")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise Invalid(field, value, "is not a finite number")
+    if number < 0 or (positive and number == 0):
+        raise Invalid(field, value, "must be greater than zero" if positive
+                      else "must not be negative")
+    if limit is not None and number > limit:
+        raise Invalid(field, value, f"is larger than {limit:,}")
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -SCALE and _places(number) > SCALE:
+        raise Invalid(field, value, f"has more than {SCALE} decimal places")
+    return number
+
+
+def _places(number: Decimal) -> int:
+    """Significant decimal places of a finite number (``1.50`` has 1), without rounding."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + zeros)) if any(digits) else 0
+
+
+def whole(rec: Mapping[str, Any], field: str, default: int, maximum: int) -> int:
+    value = rec.get(field)
+    if value is None:
+        return default
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid(field, value, "is not a whole number")
+    if value > maximum:
+        raise Invalid(field, value, f"is larger than {maximum:,}")
+    return value
+
+
+def boolean(rec: Mapping[str, Any], field: str, default: bool) -> bool:
+    value = rec.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise Invalid(field, value, "is not true or false")
+    return value
+
+
+def day(rec: Mapping[str, Any], field: str) -> date | None:
+    value = rec.get(field)
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise Invalid(field, value, "is not a date (YYYY-MM-DD)")
+    if not DATE_RANGE[0] <= value <= DATE_RANGE[1]:
+        raise Invalid(field, value, f"is outside {DATE_RANGE[0]}..{DATE_RANGE[1]}")
+    return value
+
+
+def stamp(rec: Mapping[str, Any], field: str = "modstamp") -> datetime | None:
+    """The record's modification stamp: an aware timestamp, or absent."""
+    value = rec.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise Invalid(field, value, "is not an ISO 8601 timestamp with its time zone")
+    return value
