@@ -45,7 +45,7 @@ TEXT_LIMITS: Mapping[str, int] = {
     "number": 64,             # accounts.number (Salesforce 40, Dataverse 20)
     "quote_number": 100,      # kept by the sync only (Dataverse quotenumber: 100)
     "region": 64,             # accounts.region, tax_rates.region (state codes; Dataverse 50)
-    "sku": 255,               # products.sku (Salesforce ProductCode: 255), migration 0005
+    "sku": 255,               # products.sku (Salesforce ProductCode: 255), migration 0006
     "status": 64, "billing_type": 64, "billing_frequency": 64,
 }
 MAX_QUANTITY = Decimal(10) ** 9         # units per line
