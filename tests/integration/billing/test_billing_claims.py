@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from billing_core.adapters.bulk import BulkUpdate
-from billing_core.adapters.db import UnitOfWork, make_engine
+from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     credit_grants,
     invoice_lines,
@@ -188,71 +188,49 @@ def test_guarded_marks_change_only_what_is_still_as_read(ledger) -> None:
 
 # --- migration 0003 on a database billed before it ---------------------------------------
 
-def _fresh(engine: Engine, tmp_path: Any, request: pytest.FixtureRequest) -> Engine:
-    """An empty database of the same kind as ``engine``, not migrated."""
-    if engine.dialect.name == "sqlite":
-        return make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    schema = f"{request.getfixturevalue('pg_schema_url')}_m3"
-    server = engine.url.render_as_string(hide_password=False).split("?")[0]
-    with make_engine(server).begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    request.addfinalizer(lambda: _drop(server, schema))
-    return make_engine(server, connect_args={"options": f"-csearch_path={schema}"})
-
-
-def _drop(server: str, schema: str) -> None:
-    admin = make_engine(server)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    admin.dispose()
-
-
-def test_migration_0003_claims_what_live_invoices_billed(engine, tmp_path, request) -> None:
-    old = _fresh(engine, tmp_path, request)
-    try:
-        upgrade(old, "0002")
-        with old.begin() as c:
+def test_migration_0003_claims_what_live_invoices_billed(blank_engine: Engine) -> None:
+    old = blank_engine
+    upgrade(old, "0002")
+    with old.begin() as c:
+        c.execute(text(
+            "INSERT INTO accounts (id, ext_source, ext_object, ext_id, name, currency, "
+            "created_at, updated_at) VALUES (1, 'local', 'account', 'A', 'A', 'USD', "
+            ":now, :now)"), {"now": NOW})
+        c.execute(text("INSERT INTO products (id, sku, name, kind, created_at) "
+                       "VALUES (1, 'S', 'Seat', 'recurring', :now)"), {"now": NOW})
+        c.execute(text(
+            "INSERT INTO subscriptions (id, account_id, product_id, quantity, frequency, "
+            "start_date, status, created_at) VALUES (1, 1, 1, 1, 'monthly', :d, 'active', "
+            ":now)"), {"d": date(2026, 3, 1), "now": NOW})
+        for inv, status, start in ((1, "posted", date(2026, 3, 1)),
+                                   (2, "void", date(2026, 4, 1)),
+                                   (3, "posted", date(2026, 4, 1)),
+                                   (4, "posted", date(2026, 5, 1))):
             c.execute(text(
-                "INSERT INTO accounts (id, ext_source, ext_object, ext_id, name, currency, "
-                "created_at, updated_at) VALUES (1, 'local', 'account', 'A', 'A', 'USD', "
-                ":now, :now)"), {"now": NOW})
-            c.execute(text("INSERT INTO products (id, sku, name, kind, created_at) "
-                           "VALUES (1, 'S', 'Seat', 'recurring', :now)"), {"now": NOW})
+                "INSERT INTO invoices (id, account_id, currency, status, period_start, "
+                "period_end, issue_date, due_date, subtotal_minor, tax_minor, total_minor, "
+                "created_at) VALUES (:i, 1, 'USD', :s, :p, :p, :p, :p, 0, 0, 0, :now)"),
+                {"i": inv, "s": status, "p": start, "now": NOW})
+        # March on 1; April on the void 2 and again on 3; on 4 a catch-up of March (the
+        # same start as 1's line) and May; a duplicate of May the old race left on 4
+        for line, inv, kind, start in ((1, 1, "recurring", date(2026, 3, 1)),
+                                       (2, 2, "recurring", date(2026, 4, 1)),
+                                       (3, 3, "recurring", date(2026, 4, 1)),
+                                       (4, 4, "proration", date(2026, 3, 1)),
+                                       (5, 4, "recurring", date(2026, 5, 1)),
+                                       (6, 4, "recurring", date(2026, 5, 1)),
+                                       (7, 4, "one_time", date(2026, 5, 2))):
             c.execute(text(
-                "INSERT INTO subscriptions (id, account_id, product_id, quantity, frequency, "
-                "start_date, status, created_at) VALUES (1, 1, 1, 1, 'monthly', :d, 'active', "
-                ":now)"), {"d": date(2026, 3, 1), "now": NOW})
-            for inv, status, start in ((1, "posted", date(2026, 3, 1)),
-                                       (2, "void", date(2026, 4, 1)),
-                                       (3, "posted", date(2026, 4, 1)),
-                                       (4, "posted", date(2026, 5, 1))):
-                c.execute(text(
-                    "INSERT INTO invoices (id, account_id, currency, status, period_start, "
-                    "period_end, issue_date, due_date, subtotal_minor, tax_minor, total_minor, "
-                    "created_at) VALUES (:i, 1, 'USD', :s, :p, :p, :p, :p, 0, 0, 0, :now)"),
-                    {"i": inv, "s": status, "p": start, "now": NOW})
-            # March on 1; April on the void 2 and again on 3; on 4 a catch-up of March (the
-            # same start as 1's line) and May; a duplicate of May the old race left on 4
-            for line, inv, kind, start in ((1, 1, "recurring", date(2026, 3, 1)),
-                                           (2, 2, "recurring", date(2026, 4, 1)),
-                                           (3, 3, "recurring", date(2026, 4, 1)),
-                                           (4, 4, "proration", date(2026, 3, 1)),
-                                           (5, 4, "recurring", date(2026, 5, 1)),
-                                           (6, 4, "recurring", date(2026, 5, 1)),
-                                           (7, 4, "one_time", date(2026, 5, 2))):
-                c.execute(text(
-                    "INSERT INTO invoice_lines (id, invoice_id, line_no, kind, description, "
-                    "subscription_id, period_start, amount_minor) VALUES (:l, :i, :l, :k, 'x', "
-                    ":s, :p, 0)"),
-                    {"l": line, "i": inv, "k": kind, "p": start,
-                     "s": None if kind == "one_time" else 1})
-        upgrade(old)
-        with old.connect() as c:
-            claims = dict(c.execute(select(invoice_lines.c.id, invoice_lines.c.claims_charge)
-                                    .order_by(invoice_lines.c.id)).all())
-        assert claims == {1: True, 2: False, 3: True, 4: False, 5: True, 6: False, 7: False}
-        upgrade(old, "0002")                    # and back
-        upgrade(old)
-    finally:
-        old.dispose()
+                "INSERT INTO invoice_lines (id, invoice_id, line_no, kind, description, "
+                "subscription_id, period_start, amount_minor) VALUES (:l, :i, :l, :k, 'x', "
+                ":s, :p, 0)"),
+                {"l": line, "i": inv, "k": kind, "p": start,
+                 "s": None if kind == "one_time" else 1})
+    upgrade(old)
+    with old.connect() as c:
+        claims = dict(c.execute(select(invoice_lines.c.id, invoice_lines.c.claims_charge)
+                                .order_by(invoice_lines.c.id)).all())
+    assert claims == {1: True, 2: False, 3: True, 4: False, 5: True, 6: False, 7: False}
+    upgrade(old, "0002")                    # and back
+    upgrade(old)
+
