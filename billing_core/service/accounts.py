@@ -64,10 +64,10 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         raise ValidationError("ext_id", data.ext_id, "is required")
     if not data.name or not data.name.strip():
         raise ValidationError("name", data.name, "is required")
-    for key, value, limit in (("ext_id", str(data.ext_id), 64), ("name", data.name.strip(), 255),
-                              ("number", data.number, 64), ("region", data.region, 64)):
-        if value is not None and len(value) > limit:
-            raise ValidationError(key, value, f"is longer than {limit} characters")
+    for key, value, most in (("ext_id", str(data.ext_id), 64), ("name", data.name.strip(), 255),
+                             ("number", data.number, 64), ("region", data.region, 64)):
+        if value is not None and len(value) > most:
+            raise ValidationError(key, value, f"is longer than {most} characters")
     currency = check_currency(data.currency)
     if not isinstance(data.bill_cycle_day, int) or not 1 <= data.bill_cycle_day <= 31:
         raise ValidationError("bill_cycle_day", data.bill_cycle_day, "must be 1..31")
@@ -76,7 +76,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
                               "must be a whole number of days >= 0")
     if data.country is not None and (len(data.country) != 2 or not data.country.isalpha()):
         raise ValidationError("country", data.country, "must be an ISO 3166 alpha-2 code")
-    limit = None
+    limit: int | None = None
     if data.credit_limit is not None and data.credit_limit != "":
         limit = parse_amount(data.credit_limit, currency, "credit_limit", allow_zero=True)
     return {
