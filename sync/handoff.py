@@ -16,6 +16,8 @@ Rules kept here:
   quarantined when even that cannot be written); the others become orders. A budget stop (or
   an interrupt) goes on after the orders of the quotes before it are committed.
 - A revision that does not fit ``handoffs.revision`` (``MAX_REVISION``) is quarantined.
+- An owed revision replaced by a newer accepted one before its hand-off is ``withdrawn``
+  (superseded): only the quote's current revision becomes an order, as before.
   What a chunk needs is read with a few queries per chunk (``sync.handoff_reads``).
 - A quote whose account is not known yet waits (``waiting``); when the engine gave a way to
   fetch one (:data:`AccountFetcher`), the account is asked for once, read from the CRM and
@@ -210,6 +212,12 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
             handoffs.c.state == HandoffState.WAITING).values(state=HandoffState.WITHDRAWN,
                                                              updated_at=uow.now()))
         return None
+    older = [h["id"] for h in history
+             if h["state"] == HandoffState.WAITING and h["revision"] < quote.revision]
+    if older:       # owed revisions a newer accepted one replaced before they were handed off
+        uow.conn.execute(update(handoffs).where(handoffs.c.id.in_(older)).values(
+            state=HandoffState.WITHDRAWN, updated_at=uow.now(),
+            detail=f"superseded by revision {quote.revision} before its hand-off"))
     if any(h["revision"] == quote.revision and h["state"] in PLACED for h in history):
         return None
     if not 0 <= quote.revision <= MAX_REVISION:

@@ -4,13 +4,16 @@ hands them off even when nothing changed in the CRM; every accepted quote revisi
 exactly one order. Both databases."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fake_crm import FakeCRM
 from sqlalchemy import Engine, func, select
 
 from billing_core.adapters.tables import orders
+from connectors.base import BudgetExhausted, Page
 from sync.engine import Cycle, SyncOptions, run_cycle
 from sync.handoff_reads import owed
 from sync.tables import handoffs, metadata, sync_run_objects, sync_runs
@@ -62,14 +65,26 @@ def test_a_run_stopped_after_the_first_page_of_quote_lines_loses_nothing(engine:
     assert run_cycle(engine, crm).handed_off == 0
 
 
+class _BudgetMidLines(FakeCRM):
+    """The API budget runs out after the first page of quote lines (until ``spent`` clears)."""
+
+    spent = True
+
+    def read_changes(self, obj: str, cursor: str | None, **kw: Any) -> Iterator[Page]:
+        for n, page in enumerate(super().read_changes(obj, cursor, **kw)):
+            if self.spent and obj == "quote_line" and n == 1:
+                raise BudgetExhausted("budget spent mid quote lines")
+            yield page
+
+
 def test_a_run_stopped_by_the_budget_mid_quote_lines_loses_nothing(engine: Engine) -> None:
-    crm = _crm()
-    # one call per page: accounts 1, products 1, prices 2, quotes 2, then two of four line pages
-    crm.budget_after = 8
+    crm = _BudgetMidLines(page_size=3)
+    for obj, rows in _crm().rows.items():
+        crm.rows[obj] = dict(rows)
     first = run_cycle(engine, crm)
     assert first.outcome == "stopped: API budget"
-    assert first.objects["quote_line"].read == 6
-    crm.budget_after = None
+    assert first.objects["quote_line"].read == 3
+    crm.spent = False
     run_cycle(engine, crm)
     _every_quote_ordered_once(engine)
 
@@ -95,6 +110,25 @@ def test_an_interrupted_run_is_recorded_with_its_counts_and_loses_nothing(
     assert counts["quote"] == 6 and counts["quote_line"] == 3
     run_cycle(engine, crm)
     _every_quote_ordered_once(engine)
+
+
+def test_an_owed_revision_replaced_before_its_hand_off_is_withdrawn(engine: Engine) -> None:
+    """Only the current revision becomes an order; the older owed one stops being looked at."""
+    crm = _crm()
+    stop = {"now": False}
+
+    def progress(obj: str, _n: int) -> None:
+        stop["now"] = stop["now"] or obj == "quote_line"
+
+    run_cycle(engine, crm, should_stop=lambda: stop["now"], progress=progress)
+    crm.put("quote", "Q1", revision=2)
+    run_cycle(engine, crm)
+    assert _orders_per_quote(engine) == {
+        **{f"fake:{q}:rev1": 1 for q in QUOTES[1:]}, "fake:Q1:rev2": 1}
+    with engine.connect() as conn:
+        assert conn.execute(owed("fake")).all() == []
+        assert conn.execute(select(handoffs.c.state).where(
+            handoffs.c.quote_crm_id == "Q1", handoffs.c.revision == 1)).scalar() == "withdrawn"
 
 
 def test_a_full_sync_hands_off_quotes_lost_before_the_owed_rows_existed(engine: Engine) -> None:
