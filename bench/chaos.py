@@ -1,0 +1,318 @@
+"""Chaos harness: kill the worker at random instants, recover, and check the invariants.
+
+    .venv/bin/python bench/chaos.py --trials 20 --database sqlite|postgres \
+        [--signal kill|term] [--seed S] [--accounts 120] [--quotes 120]
+
+Each trial: a fresh ledger database (a SQLite file, or a fresh PostgreSQL schema), the sandbox
+CRM (Salesforce side, in process, reset and changed by a seeded CRM user: holds, credit limits,
+accepted quotes, new revisions), a webhook receiver on 127.0.0.1 that records each provisioning
+delivery with its idempotency key, and the worker as a child process (``chaos_worker.py``: the
+daemon's job bodies, sync with push, bill run, dispatch, push) killed with the signal at a seeded
+random instant of its life. Recovery runs the worker again, unkilled, until it is idle (a few
+rounds), then ``chaos_checks`` checks every invariant. Per-trial lines, then a summary (trials,
+where the kills landed, violations by invariant, re-deliveries, time); exit 1 on any violation.
+
+Rules this module keeps:
+- Everything random comes from ``--seed`` (trial t uses seed + t): the CRM changes, the kill
+  instant. The kill instant is drawn over the length of one unkilled worker run, measured first.
+- Nothing outlives the harness: the child is killed and waited for, the receiver and sandbox
+  stopped, the PostgreSQL schema dropped, the temporary directory removed.
+"""
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from hashlib import sha256
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from chaos_checks import INVARIANTS, Delivery, check_all  # noqa: E402
+
+PG_URL = os.environ.get("LEDGERBRIDGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SECRET_ENV = "LEDGERBRIDGE_CHAOS_WEBHOOK_SECRET"
+WORKER = Path(__file__).resolve().parent / "chaos_worker.py"
+
+
+class Receiver:
+    """A provisioning webhook on loopback: records (request id, idempotency key) per POST whose
+    signature verifies, and answers 200."""
+
+    def __init__(self, secret: str) -> None:
+        self.deliveries: list[Delivery] = []
+        self.bad_signatures = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                want = "sha256=" + hmac.new(secret.encode(), body, sha256).hexdigest()
+                with lock:
+                    if hmac.compare_digest(want, self.headers.get("X-Ledgerbridge-Signature",
+                                                                  "")):
+                        outer.deliveries.append((str(json.loads(body)["request_id"]),
+                                                 self.headers.get("Idempotency-Key", "")))
+                    else:
+                        outer.bad_signatures += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/provision"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def clear(self) -> None:
+        self.deliveries.clear()
+        self.bad_signatures = 0
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CRM:
+    """What the checks read of the sandbox CRM, through its SOQL endpoint."""
+
+    def __init__(self, sbx: Any) -> None:
+        self.sbx = sbx
+
+    def _rows(self, soql: str) -> list[dict[str, Any]]:
+        return list(self.sbx.salesforce_client().query_all(soql)["records"])
+
+    def accepted_quotes(self) -> list[dict[str, Any]]:
+        """Accepted quotes that have lines (a quote without lines waits for them, by rule)."""
+        with_lines = {r["QuoteId"] for r in self._rows("SELECT QuoteId FROM QuoteLineItem")}
+        return [q for q in self._rows("SELECT Id, Revision__c FROM Quote "
+                                      "WHERE Status = 'Accepted'") if q["Id"] in with_lines]
+
+    def account_ids(self) -> list[str]:
+        return [r["Id"] for r in self._rows("SELECT Id FROM Account")]
+
+    def billing_holds(self) -> dict[str, Any]:
+        return {r["Id"]: r["Billing_Hold__c"]
+                for r in self._rows("SELECT Id, Billing_Hold__c FROM Account")}
+
+
+@contextmanager
+def ledger(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh, migrated ledger database; yields its URL and drops it afterwards."""
+    from sqlalchemy import text
+
+    from billing_core.adapters.db import make_engine
+    from jobs.migrate import upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp / 'ledger.db'}"
+        schema = None
+    else:
+        schema = f"lbchaos_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        if schema is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin.dispose()
+
+
+def crm_user(sbx: Any, rng: random.Random, accounts: int, quotes: int) -> None:
+    """A CRM user's seeded changes before the worker starts: finance holds, tight credit limits,
+    quotes accepted, an accepted quote revised."""
+    sf = sbx.salesforce
+    for i in rng.sample(range(accounts), k=max(accounts // 10, 1)):
+        sf.admin("set_hold", {"index": i, "hold": rng.random() < 0.5})
+    for i in rng.sample(range(accounts), k=max(accounts // 10, 1)):
+        sf.admin("set_credit_limit", {"index": i, "credit_limit": rng.choice([0, 100, 5000])})
+    for i in rng.sample(range(quotes), k=max(quotes // 4, 1)):
+        sf.admin("set_quote_status", {"index": i, "status": "Accepted"})
+    for i in rng.sample(range(quotes), k=max(quotes // 20, 1)):
+        sf.admin("update", {"object": "Quote", "index": i,
+                            "fields": {"Revision__c": 2, "Status": "Accepted"}})
+
+
+def config_text(sbx: Any, url: str, receiver: Receiver) -> tuple[str, dict[str, str]]:
+    from jobs.cli.demo_crm import sandbox_config
+
+    extra = (f'[provisioner]\nkind = "webhook"\nurl = "{receiver.url}"\n'
+             f'secret_env = "{SECRET_ENV}"\nmax_attempts = 3\ntimeout_seconds = 5.0\n')
+    return sandbox_config(sbx, url, connections=("sf",), extra=extra)
+
+
+def run_worker(config: Path, phases: Path, env: dict[str, str], rounds: int,
+               kill_after: float | None, sig: int,
+               timeout: float = 300.0) -> tuple[int, float, str]:
+    """The worker child; killed with ``sig`` ``kill_after`` seconds after its first step began
+    (if still alive: start-up, mostly imports, is not what a trial is after). Returns its exit
+    code, how long it worked (first step to exit) and the step the signal found it in."""
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(config), str(phases),
+                             "--rounds", str(rounds)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and not (phases.exists() and phases.stat().st_size):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not start in {timeout} s")
+            time.sleep(0.005)
+        t0, phase = time.monotonic(), "-"
+        if kill_after is not None:
+            try:
+                proc.wait(timeout=kill_after)
+                phase = "after exit"
+            except subprocess.TimeoutExpired:
+                proc.send_signal(sig)
+                phase = last_phase(phases)
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return rc, time.monotonic() - t0, phase
+
+
+def last_phase(phases: Path) -> str:
+    lines = phases.read_text(encoding="utf-8").split() if phases.exists() else []
+    return lines[-1] if lines else "start-up"
+
+
+def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
+          horizon: float | None) -> dict[str, Any]:
+    """One trial; ``horizon`` None runs it unkilled (to measure the worker's life)."""
+    from billing_core.adapters.db import make_engine
+
+    seed = args.seed + n
+    rng = random.Random(seed)
+    sbx.reset()
+    receiver.clear()
+    crm_user(sbx, rng, args.accounts, args.quotes)
+    kill_after = rng.uniform(0.0, horizon) if horizon else None
+    sig = signal.SIGKILL if args.signal == "kill" else signal.SIGTERM
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lbchaos-") as tmp_name, \
+            ledger(args.database, Path(tmp_name)) as url:
+        tmp = Path(tmp_name)
+        text, env = config_text(sbx, url, receiver)
+        config = tmp / "ledgerbridge.toml"
+        config.write_text(text, encoding="utf-8")
+        env = {**os.environ, **env, SECRET_ENV: args.secret}
+        rc, lived, phase = run_worker(config, tmp / "phases", env, args.rounds, kill_after,
+                                      sig)
+        recovery_rc, _, _ = run_worker(config, tmp / "recovery", env, args.recovery_rounds,
+                                       None, sig)
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                found, apart = check_all(conn, CRM(sbx), receiver.deliveries)
+        finally:
+            engine.dispose()
+    if recovery_rc != 0:
+        found.setdefault("recovery run", []).append(f"exit code {recovery_rc}")
+    if receiver.bad_signatures:
+        found.setdefault("signatures", []).append(f"{receiver.bad_signatures} bad signatures")
+    return {"trial": n, "seed": seed, "kill_after": kill_after, "exit": rc, "lived": lived,
+            "phase": phase, "found": {k: v for k, v in found.items() if v},
+            "deliveries": len(receiver.deliveries), **apart,
+            "seconds": time.monotonic() - t0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--signal", choices=("kill", "term"), default="kill")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--accounts", type=int, default=120)
+    ap.add_argument("--quotes", type=int, default=120)
+    ap.add_argument("--rounds", type=int, default=2, help="worker rounds in a killed run")
+    ap.add_argument("--recovery-rounds", type=int, default=3,
+                    help="worker rounds, unkilled, to recover")
+    args = ap.parse_args(argv)
+    args.secret = uuid.uuid4().hex
+    return args
+
+
+def run_trials(args: argparse.Namespace) -> Counter[str]:
+    """The calibration run and ``args.trials`` trials, printed as they go, then the summary.
+    Returns the violations counted by invariant (empty: none)."""
+    from connectors.sandbox.server import Sandbox
+
+    started = time.monotonic()
+    violations: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
+    redeliveries = 0
+    receiver = Receiver(args.secret)
+    try:
+        with Sandbox(accounts=args.accounts, quotes=args.quotes, seed=args.seed,
+                     sides=("salesforce",)) as sbx:
+            calibration = trial(sbx, receiver, args, -1, None)
+            horizon = calibration["lived"]
+            print(f"calibration (no kill): worker worked {horizon:.1f} s, "
+                  f"{calibration['deliveries']} deliveries, violations "
+                  f"{calibration['found'] or 'none'}", flush=True)
+            for name, found in calibration["found"].items():
+                violations[f"{name} (unkilled)"] += len(found)
+            for n in range(args.trials):
+                r = trial(sbx, receiver, args, n, horizon)
+                phases[r["phase"]] += 1
+                redeliveries += r["redeliveries"]
+                for name, found in r["found"].items():
+                    violations[name] += len(found)
+                _print_trial(args, r)
+    finally:
+        receiver.stop()
+    print(f"\nsummary: {args.trials} trials, {args.database}, SIG{args.signal.upper()}, "
+          f"seed {args.seed}, {args.accounts} accounts, {args.quotes} quotes, "
+          f"{time.monotonic() - started:.0f} s")
+    print("  signals landed in: " + ", ".join(f"{p} {c}" for p, c in sorted(phases.items())))
+    print(f"  re-deliveries with the same idempotency key (not violations): {redeliveries}")
+    for name in (*INVARIANTS, *sorted(set(violations) - set(INVARIANTS))):
+        print(f"  {name:<42} {violations.get(name, 0)} violations")
+    return violations
+
+
+def _print_trial(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    print(f"trial {r['trial']:3d} seed {r['seed']}: {args.signal} at {r['kill_after']:.2f} s "
+          f"in {r['phase']:<16} exit {r['exit']:4d}  deliveries {r['deliveries']:3d} "
+          f"(re-sent {r['redeliveries']})  refused {r['refused']}  {r['seconds']:.1f} s  "
+          f"{'ok' if not r['found'] else 'VIOLATIONS'}", flush=True)
+    for name, found in r["found"].items():
+        for line in found[:5]:
+            print(f"    {name}: {line}")
+        if len(found) > 5:
+            print(f"    {name}: ... {len(found) - 5} more")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return 1 if sum(run_trials(parse_args(argv)).values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
