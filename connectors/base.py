@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-#: The canonical CRM objects (docs/FIELDS.md), in the order a sync pulls them: each after the
-#: objects it refers to.
+#: The canonical CRM objects (docs/FIELDS.md), each after the objects it refers to. The sync
+#: pulls them in its own order (``sync.engine.PULL_ORDER``: accounts last, after the quotes).
 OBJECTS: tuple[str, ...] = ("account", "product", "price", "quote", "quote_line")
 Record = dict[str, Any]
 #: Called on a version conflict (HTTP 412) with the CRM's current record and the update that was

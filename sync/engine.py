@@ -1,8 +1,18 @@
 """One sync cycle of one connection: pull → map → reconcile → hand off → outbox → push.
 
 Rules kept here:
-- Objects are pulled in dependency order (accounts, products, prices, quotes, quote lines) so a
-  line's product and a quote's account are normally known when they arrive.
+- Objects are pulled in the order of ``PULL_ORDER`` (products, prices, quotes, quote lines,
+  accounts), whatever ``[sync] objects`` or the run's options list: a line's product is known
+  when it arrives, and accounts come after every quote and line read, so the hold state the
+  hand-off's gate sees is at least as fresh as the reads an order is built from. A hold set in
+  the CRM before a quote's acceptance was committed before the quote read that saw the
+  acceptance, hence before the account read that follows (the incremental read has no upper
+  stamp bound), and that account page's transaction places the ``crm`` hold reason before the
+  hand-off places the order: provisioning waits. A run hands off only after a complete account
+  pull (accounts are pulled in every run whose connector maps them, even when not listed); a
+  run whose account pull failed leaves its quotes owed, as a stopped run does. One account
+  (``account=``) reads its quotes and lines, then the account, and hands off its quotes only
+  (the other accounts were not read again: their owed quotes wait for the next cycle).
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
 - The next pages are read while the current one is applied (``connectors.prefetch``: up to
@@ -65,6 +75,8 @@ Progress = Callable[[str, int], None]
 # Pages read ahead of the one being applied: three let the CRM answer the next request while
 # the reader parses (100,000 + 100,000 full pull: 59 s against 65 s with one; bench/sync.py).
 READ_AHEAD = 3
+#: The pull order (see the module's rules): accounts last, after the reads orders are built from.
+PULL_ORDER = ("product", "price", "quote", "quote_line", "account")
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class Cycle:
         self.name = connector.name
         self.quotes: set[str] = set()          # quotes the hand-off must look at
         self.accepted: frozenset[str] | None = None
+        self.holds_read = False      # the accounts were read after this run's quote reads
         self.report: RunReport | None = None
 
     @property
@@ -171,8 +184,9 @@ class Cycle:
 
     def _objects(self) -> list[str]:
         mapped = set(self.connector.objects())
-        wanted = self.options.objects or OBJECTS
-        return [o for o in OBJECTS if o in mapped and o in wanted]
+        wanted = {*(self.options.objects or OBJECTS), "account"}     # accounts: see PULL_ORDER
+        self.holds_read = "account" not in mapped     # no CRM account, no CRM hold to miss
+        return [o for o in PULL_ORDER if o in mapped and o in wanted]
 
     def _apply(self, obj: str, page: Page, save: bool) -> PageResult:
         with self.uow() as uow:
@@ -216,10 +230,12 @@ class Cycle:
             self.rep.error = f"{obj}: {exc}"
             log.warning("sync object failed run=%s connection=%s object=%s error=%s",
                         self.rep.run_id, self.name, obj, exc)
+            return True
         finally:
             pages.close()
             sweep.close()
             stats.api_calls += self.calls() - before
+        self.holds_read = self.holds_read or obj == "account"
         return True
 
     def _one_account(self, crm_id: str) -> None:
@@ -229,12 +245,6 @@ class Cycle:
             if obj in self.connector.objects() and not self._pull(obj):
                 return
         before = self.calls()
-        record = self.connector.read_one("account", crm_id)
-        if record is None:
-            self._apply("account", Page([], [Deletion(crm_id, None, "missing")], None),
-                        save=False)
-        else:
-            self._apply("account", Page([record], [], None), save=False)
         lookup = getattr(self.connector, "lookup", None)
         if lookup is not None:
             quotes = lookup("quote", "account_crm_id", crm_id)
@@ -242,6 +252,13 @@ class Cycle:
             for quote in quotes:
                 lines = lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
                 self._apply("quote_line", Page(lines, [], None), save=False)
+        record = self.connector.read_one("account", crm_id)     # last: see PULL_ORDER
+        if record is None:
+            self._apply("account", Page([], [Deletion(crm_id, None, "missing")], None),
+                        save=False)
+        else:
+            self._apply("account", Page([record], [], None), save=False)
+        self.holds_read = True
         self.rep.stats("account").api_calls += self.calls() - before
 
     def fetch_account(self, uow: UnitOfWork, crm_id: str) -> FetchedAccount:
@@ -267,8 +284,13 @@ class Cycle:
             with self.engine.begin() as conn:
                 handoff_reads.mark_owed(conn, self.name, handoff_reads.accepted_quotes(
                     conn, self.name, accepted), accepted, self.clock())
-        quotes = handoff_reads.candidates(self.engine, self.name, self.quotes)
-        if quotes and not stopped:
+        # One account's read is fresh for its own quotes only: the others' owed wait.
+        quotes = (set(self.quotes) if opts.account
+                  else handoff_reads.candidates(self.engine, self.name, self.quotes))
+        if quotes and not stopped and not self.holds_read:
+            log.warning("hand-off left for the next run (accounts not read) run=%s "
+                        "connection=%s", report.run_id, self.name)
+        elif quotes and not stopped:
             result = handoff.run_handoffs(self.engine, self.fetch_account, self.name, quotes,
                                           accepted, uow_factory=self.uow)
             report.handed_off = len(result.placed)

@@ -220,7 +220,8 @@ def test_shutdown_finishes_the_page_in_hand_and_the_next_run_goes_on(engine):
     crm.page_size = 1
     from sync.engine import Cycle
     pages = []
-    report = Cycle(engine, crm, SyncOptions(), should_stop=lambda: len(pages) >= 1,
+    report = Cycle(engine, crm, SyncOptions(objects=("account",)),
+                   should_stop=lambda: len(pages) >= 1,
                    progress=lambda obj, n: pages.append(obj)).run()
     assert report.outcome == "stopped: shutdown"
     assert _scalar(engine, select(func.count()).select_from(accounts)) == 1
