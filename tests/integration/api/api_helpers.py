@@ -3,6 +3,7 @@ invoices made straight in the schema (so these tests do not depend on the bill r
 for the sync runner and the scheduler state."""
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,3 +112,16 @@ def post_invoice(uow: UnitOfWork, account_id: int, total_minor: int,
 
 def doc(api: Api, doc_type: str, ref: object) -> Any:
     return api.read(lambda conn: find(conn, doc_type, ref))
+
+
+def eventually(what: str, probe: Callable[[], Any], *, wait: float, every: float = 0.1) -> Any:
+    """Poll ``probe`` until it returns something truthy, for at most ``wait`` seconds (a bound
+    on background work on a loaded machine, not a target)."""
+    deadline = time.monotonic() + wait
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting for: {what}")
+        time.sleep(every)

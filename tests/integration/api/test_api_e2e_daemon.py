@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from api_helpers import eventually
 
 pytestmark = pytest.mark.e2e
 sandbox_server = pytest.importorskip("connectors.sandbox.server")
@@ -32,15 +32,7 @@ def _free_port() -> int:
 
 
 def _eventually(what: str, probe: Callable[[], Any]) -> Any:
-    """Poll ``probe`` until it returns something truthy (background jobs run on their own)."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for: {what}")
-        time.sleep(0.2)
+    return eventually(what, probe, wait=WAIT, every=0.2)
 
 
 @pytest.fixture(scope="module")

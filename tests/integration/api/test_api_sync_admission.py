@@ -7,7 +7,6 @@ failed and the daemon's other jobs could not get a connection. Both databases.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from api_helpers import eventually
 from sqlalchemy import Engine, func, select
 
 from billing_core.service import ledger_uow
@@ -30,14 +30,7 @@ WAIT = 60.0   # a bound on background work on a loaded machine, not a target
 
 
 def _eventually(what: str, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for: {what}")
-        time.sleep(0.05)
+    return eventually(what, probe, wait=WAIT, every=0.05)
 
 
 class SlowCRM:
