@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from billing_core.adapters.provisioners import Provisioner, ProvisionError, ProvisioningTask
 from billing_core.domain.errors import NotFound
@@ -51,8 +51,7 @@ from sync import outbox, push
 from sync.engine import Cycle, SyncOptions
 from sync.locks import job_lock
 from sync.refs import parse_source_ref
-from sync.runs import RunReport, finish_run, get_run
-from sync.tables import sync_runs
+from sync.runs import RunReport, finish_run, get_run, last_api_usage
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +116,9 @@ class Worker:
         since = self.clock() - USAGE_MEMORY
         best = self._usage.get(name)
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sync_runs.c.api_used, sync_runs.c.api_limit, sync_runs.c.finished_at)
-                .where(sync_runs.c.connection == name, sync_runs.c.api_used.is_not(None),
-                       sync_runs.c.api_limit.is_not(None), sync_runs.c.finished_at >= since)
-                .order_by(sync_runs.c.finished_at.desc()).limit(1)).first()
-        if row is not None and (best is None or row.finished_at > best[2]):
-            best = (int(row.api_used), int(row.api_limit), row.finished_at)
+            recorded = last_api_usage(conn, name, since)
+        if recorded is not None and (best is None or recorded[2] > best[2]):
+            best = recorded
         if best is None or best[2] < since:
             return None
         return best[0], best[1]

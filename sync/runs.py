@@ -189,3 +189,15 @@ def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     return {**dict(row), "objects": run_objects(conn, run_id)}
+
+
+def last_api_usage(conn: Connection, connection: str,
+                   since: datetime) -> tuple[int, int, datetime] | None:
+    """The newest CRM usage figure (used, limit, when) a run of ``connection`` recorded since
+    ``since``."""
+    row = conn.execute(
+        select(sync_runs.c.api_used, sync_runs.c.api_limit, sync_runs.c.finished_at)
+        .where(sync_runs.c.connection == connection, sync_runs.c.api_used.is_not(None),
+               sync_runs.c.api_limit.is_not(None), sync_runs.c.finished_at >= since)
+        .order_by(sync_runs.c.finished_at.desc()).limit(1)).first()
+    return None if row is None else (int(row.api_used), int(row.api_limit), row.finished_at)
