@@ -173,9 +173,11 @@ def run_worker(config: Path, phases: Path, env: dict[str, str], rounds: int,
     """The worker child; killed with ``sig`` ``kill_after`` seconds after its first step began
     (if still alive: start-up, mostly imports, is not what a trial is after). Returns its exit
     code, how long it worked (first step to exit) and the step the signal found it in."""
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(config), str(phases),
-                             "--rounds", str(rounds)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    errors = phases.with_name(phases.name + ".stderr")     # kept for a failed recovery
+    with errors.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(config), str(phases),
+                                 "--rounds", str(rounds)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + timeout
         def started() -> bool:
@@ -241,6 +243,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
                                       sig, args.kill_in)
         recovery_rc, _, _ = run_worker(config, tmp / "recovery", env, args.recovery_rounds,
                                        None, sig)
+        recovery_error = (tmp / "recovery.stderr").read_text(errors="replace").strip()
         engine = make_engine(url)
         try:
             with engine.connect() as conn:
@@ -248,7 +251,8 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
         finally:
             engine.dispose()
     if recovery_rc != 0:
-        found.setdefault("recovery run", []).append(f"exit code {recovery_rc}")
+        last = recovery_error.splitlines()[-1] if recovery_error else "no message"
+        found.setdefault("recovery run", []).append(f"exit code {recovery_rc}: {last}")
     if receiver.bad_signatures:
         found.setdefault("signatures", []).append(f"{receiver.bad_signatures} bad signatures")
     return {"trial": n, "seed": seed, "kill_after": kill_after, "exit": rc, "lived": lived,
