@@ -1,7 +1,8 @@
-"""Chaos harness: kill the worker at random instants, recover, and check the invariants.
+"""Chaos harness: kill the worker or spend its API budget at random instants; check recovery.
 
     .venv/bin/python bench/chaos.py --trials 20 --database sqlite|postgres \
-        [--signal kill|term] [--seed S] [--accounts 120] [--quotes 120]
+        [--signal kill|term|budget] [--budget share|cap|both] [--seed S] \
+        [--accounts 120] [--quotes 120]
 
 Each trial: a fresh ledger database (a SQLite file, or a fresh PostgreSQL schema), the sandbox
 CRM (Salesforce side, in process, reset and changed by a seeded CRM user: holds, credit limits,
@@ -12,9 +13,21 @@ random instant of its life. Recovery runs the worker again, unkilled, until it i
 rounds), then ``chaos_checks`` checks every invariant. Per-trial lines, then a summary (trials,
 where the kills landed, violations by invariant, re-deliveries, time); exit 1 on any violation.
 
+``--signal budget`` sends no signal: at the drawn instant the CRM's daily API allowance runs out
+under the worker, by the sandbox's Salesforce usage, as other integrations would spend it. Either
+the usage is raised to the worker's configured share (``share``: the CRM reports it in
+``Sforce-Limit-Info`` and the worker's own budget guard stops the run before its next call) or
+to the whole allowance (``cap``: the CRM answers 403 REQUEST_LIMIT_EXCEEDED TotalRequests);
+``--budget both`` draws one of the two per trial. The worker goes on to the end of its rounds
+(each later sync and push stops on the budget). Then the budget comes back: the sandbox's usage
+is set to 0 and recovery runs "the next day" (the worker's clock 25 hours ahead), because the
+worker keeps the last usage figure it recorded for the CRM's 24-hour window and, once at its
+share, rightly asks the CRM nothing more until that figure lapses.
+
 Rules this module keeps:
 - Everything random comes from ``--seed`` (trial t uses seed + t): the CRM changes, the kill
-  instant. The kill instant is drawn over 90 % of one unkilled worker run, measured first.
+  instant, the kind of budget stop. The instant is drawn over 90 % of one unkilled worker run,
+  measured first.
 - Nothing outlives the harness: the child is killed and waited for, the receiver and sandbox
   stopped, the PostgreSQL schema dropped, the temporary directory removed.
 """
@@ -33,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from hashlib import sha256
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,15 +181,18 @@ def config_text(sbx: Any, url: str, receiver: Receiver) -> tuple[str, dict[str, 
 
 
 def run_worker(config: Path, phases: Path, env: dict[str, str], rounds: int,
-               kill_after: float | None, sig: int, kill_in: str | None = None,
-               timeout: float = 300.0) -> tuple[int, float, str]:
-    """The worker child; killed with ``sig`` ``kill_after`` seconds after its first step began
-    (if still alive: start-up, mostly imports, is not what a trial is after). Returns its exit
-    code, how long it worked (first step to exit) and the step the signal found it in."""
+               kill_after: float | None, strike: Callable[[subprocess.Popen[bytes]], None],
+               kill_in: str | None = None, timeout: float = 300.0,
+               clock_shift_hours: float = 0.0) -> tuple[int, float, str]:
+    """The worker child; ``strike`` (a signal, a budget stop) hits it ``kill_after`` seconds
+    after its first step began (if still alive: start-up, mostly imports, is not what a trial is
+    after). Returns its exit code, how long it worked (first step to exit) and the step the
+    strike found it in."""
     errors = phases.with_name(phases.name + ".stderr")     # kept for a failed recovery
     with errors.open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(WORKER), str(config), str(phases),
-                                 "--rounds", str(rounds)], env=env,
+                                 "--rounds", str(rounds),
+                                 "--clock-shift-hours", str(clock_shift_hours)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + timeout
@@ -195,14 +211,33 @@ def run_worker(config: Path, phases: Path, env: dict[str, str], rounds: int,
                 proc.wait(timeout=kill_after)
                 phase = "after exit"
             except subprocess.TimeoutExpired:
-                proc.send_signal(sig)
                 phase = last_phase(phases)
+                strike(proc)
         rc = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     return rc, time.monotonic() - t0, phase
+
+
+def signaller(sig: int) -> Callable[[subprocess.Popen[bytes]], None]:
+    def strike(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(sig)
+    return strike
+
+
+def budget_stopper(sbx: Any, kind: str, share: float) -> Callable[[subprocess.Popen[bytes]],
+                                                                   None]:
+    """Other integrations spend the CRM's allowance: up to the worker's share, or all of it."""
+    def strike(_proc: subprocess.Popen[bytes]) -> None:
+        usage = sbx.salesforce.usage
+        usage.set(used=usage.limit if kind == "cap" else int(usage.limit * share))
+    return strike
+
+
+#: Recovery after a budget stop runs this far ahead: past the CRM's 24-hour window.
+NEXT_DAY_HOURS = 25.0
 
 
 def _steps(phases: Path) -> list[str]:
@@ -218,6 +253,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
           horizon: float | None) -> dict[str, Any]:
     """One trial; ``horizon`` None runs it unkilled (to measure the worker's life)."""
     from billing_core.adapters.db import make_engine
+    from config.settings import load_settings
 
     seed = args.seed + n
     rng = random.Random(seed)
@@ -230,7 +266,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
         kill_after = rng.uniform(0.0, 0.2)
     if horizon and args.kill_at is not None:
         kill_after = args.kill_at
-    sig = signal.SIGKILL if args.signal == "kill" else signal.SIGTERM
+    budget_kind = rng.choice(("share", "cap")) if args.budget == "both" else args.budget
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lbchaos-") as tmp_name, \
             ledger(args.database, Path(tmp_name)) as url:
@@ -239,10 +275,19 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
         config = tmp / "ledgerbridge.toml"
         config.write_text(text, encoding="utf-8")
         env = {**os.environ, **env, SECRET_ENV: args.secret}
+        if args.signal == "budget":
+            share = load_settings(config).connections["sf"].budget_share
+            strike = budget_stopper(sbx, budget_kind, share)
+        else:
+            strike = signaller(signal.SIGKILL if args.signal == "kill" else signal.SIGTERM)
         rc, lived, phase = run_worker(config, tmp / "phases", env, args.rounds, kill_after,
-                                      sig, args.kill_in)
+                                      strike, args.kill_in)
+        next_day = 0.0
+        if args.signal == "budget" and horizon:
+            sbx.salesforce.usage.set(used=0)             # the allowance comes back
+            next_day = NEXT_DAY_HOURS
         recovery_rc, _, _ = run_worker(config, tmp / "recovery", env, args.recovery_rounds,
-                                       None, sig)
+                                       None, strike, clock_shift_hours=next_day)
         recovery_error = (tmp / "recovery.stderr").read_text(errors="replace").strip()
         engine = make_engine(url)
         try:
@@ -256,6 +301,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
     if receiver.bad_signatures:
         found.setdefault("signatures", []).append(f"{receiver.bad_signatures} bad signatures")
     return {"trial": n, "seed": seed, "kill_after": kill_after, "exit": rc, "lived": lived,
+            "strike": args.signal if args.signal != "budget" else f"budget:{budget_kind}",
             "phase": phase, "found": {k: v for k, v in found.items() if v},
             "deliveries": len(receiver.deliveries), **apart,
             "seconds": time.monotonic() - t0}
@@ -265,7 +311,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    ap.add_argument("--signal", choices=("kill", "term"), default="kill")
+    ap.add_argument("--signal", choices=("kill", "term", "budget"), default="kill",
+                    help="SIGKILL, SIGTERM, or no signal: the CRM's API budget runs out at the "
+                         "instant (see --budget), comes back, and recovery runs the next day")
+    ap.add_argument("--budget", choices=("share", "cap", "both"), default="both",
+                    help="with --signal budget: the CRM's usage raised to the worker's share "
+                         "(its guard stops it), or to the whole allowance (403 "
+                         "REQUEST_LIMIT_EXCEEDED TotalRequests); both: drawn per trial")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--accounts", type=int, default=120)
     ap.add_argument("--quotes", type=int, default=120)
@@ -312,7 +364,8 @@ def run_trials(args: argparse.Namespace) -> Counter[str]:
                 _print_trial(args, r)
     finally:
         receiver.stop()
-    print(f"\nsummary: {args.trials} trials, {args.database}, SIG{args.signal.upper()}, "
+    what = "budget stop" if args.signal == "budget" else f"SIG{args.signal.upper()}"
+    print(f"\nsummary: {args.trials} trials, {args.database}, {what}, "
           f"seed {args.seed}, {args.accounts} accounts, {args.quotes} quotes, "
           f"{time.monotonic() - started:.0f} s")
     print("  signals landed in: " + ", ".join(f"{p} {c}" for p, c in sorted(phases.items())))
@@ -323,9 +376,10 @@ def run_trials(args: argparse.Namespace) -> Counter[str]:
 
 
 def _print_trial(args: argparse.Namespace, r: dict[str, Any]) -> None:
-    print(f"trial {r['trial']:3d} seed {r['seed']}: {args.signal} at {r['kill_after']:.2f} s "
+    print(f"trial {r['trial']:3d} seed {r['seed']}: {r['strike']} at {r['kill_after']:.2f} s "
           f"in {r['phase']:<16} exit {r['exit']:4d}  deliveries {r['deliveries']:3d} "
-          f"(re-sent {r['redeliveries']})  refused {r['refused']}  {r['seconds']:.1f} s  "
+          f"(re-sent {r['redeliveries']})  refused {r['refused']}  budget stops "
+          f"{r['budget_stops']}  {r['seconds']:.1f} s  "
           f"{'ok' if not r['found'] else 'VIOLATIONS'}", flush=True)
     for name, found in r["found"].items():
         for line in found[:5]:

@@ -39,6 +39,7 @@ INVARIANTS = ("one order per quote revision", "accepted quotes ordered once",
               "CRM converged", "no request left dispatching", "no outbox row left sending",
               "no sync run left running", "no bill run left running")
 REFUSED = "billing refused the order"
+BUDGET_STOPPED = "stopped: API budget"
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
 
@@ -72,6 +73,12 @@ def accepted_ordered_once(conn: Connection, crm: Any) -> list[str]:
 def refused_handoffs(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(handoffs).where(
         handoffs.c.detail.like(REFUSED + "%"))).scalar_one())
+
+
+def budget_stops(conn: Connection) -> int:
+    """Sync runs the API budget stopped (a budget-stop trial's strike took if this is > 0)."""
+    return int(conn.execute(select(func.count()).select_from(sync_runs).where(
+        sync_runs.c.outcome == BUDGET_STOPPED)).scalar_one())
 
 
 def one_live_invoice(conn: Connection, _crm: Any) -> list[str]:
@@ -185,7 +192,8 @@ SQL_CHECKS: dict[str, Callable[[Connection, Any], list[str]]] = {
 def check_all(conn: Connection, crm: Any,
               deliveries: list[Delivery]) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Every invariant's violations (by name), and what is counted apart: re-deliveries with
-    the same key, hand-offs billing refused on content."""
+    the same key, hand-offs billing refused on content, sync runs the API budget stopped."""
     found = {name: check(conn, crm) for name, check in SQL_CHECKS.items()}
     found["one dispatch per provisioning request"], redeliveries = one_dispatch(conn, deliveries)
-    return found, {"redeliveries": redeliveries, "refused": refused_handoffs(conn)}
+    return found, {"redeliveries": redeliveries, "refused": refused_handoffs(conn),
+                   "budget_stops": budget_stops(conn)}

@@ -1,6 +1,6 @@
 """The worker a chaos trial kills: every job body of the daemon, in cycle order, a few rounds.
 
-    python bench/chaos_worker.py CONFIG PHASE_FILE [--rounds N]
+    python bench/chaos_worker.py CONFIG PHASE_FILE [--rounds N] [--clock-shift-hours H]
 
 Rules this module keeps:
 - It runs the same job bodies as ``ledgerbridge run`` (``jobs.worker.Worker``): the sync of
@@ -8,6 +8,9 @@ Rules this module keeps:
   dispatch and the outbox push, so a kill can land in any of them.
 - SIGTERM and SIGINT set the worker's stop event, as the daemon's handler does: the work in hand
   finishes and the process exits 0.
+- ``--clock-shift-hours`` runs the worker's clock that many hours ahead (the budget-stop
+  trials recover "the next day", when the CRM's daily allowance has come back and the worker's
+  memory of the last usage figure has lapsed); the CRM connector keeps the real time.
 - Before each step it appends the step's name to PHASE_FILE (flushed at once), so the harness
   knows where a kill landed; the sync's progress callback names the object being pulled.
 """
@@ -17,6 +20,7 @@ import argparse
 import logging
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config")
     ap.add_argument("phase_file")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clock-shift-hours", type=float, default=0.0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(Path(args.config))
     engine = make_engine(settings.database_url)
-    worker = Worker(engine, settings)
+    shift = timedelta(hours=args.clock_shift_hours)
+    worker = Worker(engine, settings, clock=lambda: datetime.now(UTC) + shift)
 
     def on_signal(_signum: int, _frame: Any) -> None:
         worker.stop.set()
