@@ -181,6 +181,24 @@ one_time_charges = Table(
     _created(),
 )
 
+# What each amendment order changed in its deal (sync hands off a quote revision as one):
+# quantity (change_id), added (the new subscription / one-time charge), removed (the
+# subscription it ended on effective_date).
+amendment_items = Table(
+    "amendment_items", metadata, id_column(),
+    _fk("order_id", "orders"),
+    Column("action", String(16), nullable=False),
+    _fk("product_id", "products"),
+    _fk("subscription_id", "subscriptions", nullable=True),
+    _fk("one_time_charge_id", "one_time_charges", nullable=True),
+    _fk("change_id", "subscription_changes", nullable=True),
+    Column("old_quantity", ExactDecimal()),
+    Column("new_quantity", ExactDecimal()),
+    Column("effective_date", Date, nullable=False),
+    _created(),
+    CheckConstraint("action IN ('quantity', 'added', 'removed', 'one_time')", name="action"),
+)
+
 usage_events = Table(
     "usage_events", metadata, id_column(),
     Column("event_id", String(128), nullable=False, unique=True),

@@ -112,7 +112,9 @@ SELECT_SUBS = select(
     subscriptions.c.id, subscriptions.c.account_id, subscriptions.c.product_id,
     subscriptions.c.quantity, subscriptions.c.frequency, subscriptions.c.start_date,
     subscriptions.c.end_date, subscriptions.c.billed_through, subscriptions.c.unit_price,
-).where(subscriptions.c.account_id.between(_LO, _HI), subscriptions.c.status == "active")
+).where(subscriptions.c.account_id.between(_LO, _HI), subscriptions.c.status == "active",
+        # a usage product's subscription has no recurring charge: its usage events are rated
+        subscriptions.c.product_id.in_(select(products.c.id).where(products.c.kind == "recurring")))
 SELECT_USAGE = select(
     usage_events.c.id, usage_events.c.account_id, usage_events.c.product_id,
     usage_events.c.quantity, usage_events.c.occurred_at,

@@ -8,7 +8,10 @@ Rules kept here
 - ``place_order`` takes the order (status ``accepted``) with its subscriptions and one-time
   charges (status ``pending``: not billed). ``activate_order`` makes all of them ``active``; only
   active items are billed. Hold logic is credit control's: it decides whether to activate.
-- A subscription bills a ``recurring`` product; a one-time charge a ``one_time`` product. Without a
+- A subscription bills a ``recurring`` product, or a ``usage`` product (a usage-only deal: its
+  usage is rated, there is no recurring charge, the bill run and exposure leave it out); a
+  one-time charge a ``one_time`` product. An order needs an item unless it is an amendment
+  (``amends_order_id``: an amendment that only changes quantities or ends items). Without a
   negotiated ``unit_price`` the catalog price in the account's currency applies, and must exist
   on the start / charge date (checked when the order is placed).
 - ``cancel_order`` cancels the order and whatever of it is not billed yet; already invoiced
@@ -45,6 +48,10 @@ from billing_core.domain.periods import FREQUENCIES
 from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service.accounts import get_account
 from billing_core.service.pricing import get_product, price_for
+
+#: What a subscription may bill: a recurring product (a charge per period) or a usage product
+#: (rated from its usage events; no recurring charge).
+SUBSCRIBED_KINDS = ("recurring", "usage")
 
 
 @dataclass(frozen=True)
@@ -162,12 +169,13 @@ class _Catalog:
         return None if found is None else int(found)
 
 
-def _check_product(catalog: _Catalog, product_id: int, kind: str, field_name: str,
-                   currency: str, on: date, negotiated: Decimal | None) -> int:
+def _check_product(catalog: _Catalog, product_id: int, kinds: tuple[str, ...],
+                   field_name: str, currency: str, on: date, negotiated: Decimal | None) -> int:
     product = catalog.product(product_id)
-    if product["kind"] != kind:
+    if product["kind"] not in kinds:
         raise ValidationError(field_name, product_id,
-                              f"product {product['sku']} is {product['kind']}, not {kind}")
+                              f"product {product['sku']} is {product['kind']}, not "
+                              f"{' or '.join(kinds)}")
     if negotiated is None:
         catalog.check_price(int(product["id"]), currency, on)
     return int(product["id"])
@@ -186,7 +194,7 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
     currency = account["currency"]
     if not isinstance(data.order_date, date):
         raise ValidationError("order_date", data.order_date, "must be a date")
-    if not data.subscriptions and not data.one_time_charges:
+    if not data.subscriptions and not data.one_time_charges and data.amends_order_id is None:
         raise ValidationError("items", 0, "an order needs at least one subscription or charge")
     if data.amends_order_id is not None:
         amended = catalog.amended_account(data.amends_order_id)
@@ -206,8 +214,8 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
         if s.end_date is not None and s.end_date <= s.start_date:
             raise ValidationError(f"{f}.end_date", s.end_date, "must be after the start date")
         price = _unit_price(s.unit_price, f"{f}.unit_price")
-        pid = _check_product(catalog, s.product_id, "recurring", f"{f}.product_id", currency,
-                             s.start_date, price)
+        pid = _check_product(catalog, s.product_id, SUBSCRIBED_KINDS, f"{f}.product_id",
+                             currency, s.start_date, price)
         sub_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(s.quantity, f"{f}.quantity"), "unit_price": price,
                          "frequency": s.frequency, "start_date": s.start_date,
@@ -217,8 +225,8 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
         if not isinstance(c.charge_date, date):
             raise ValidationError(f"{f}.charge_date", c.charge_date, "must be a date")
         price = _unit_price(c.unit_price, f"{f}.unit_price")
-        pid = _check_product(catalog, c.product_id, "one_time", f"{f}.product_id", currency,
-                             c.charge_date, price)
+        pid = _check_product(catalog, c.product_id, ("one_time",), f"{f}.product_id",
+                             currency, c.charge_date, price)
         otc_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(c.quantity, f"{f}.quantity"), "unit_price": price,
                          "charge_date": c.charge_date, "status": ItemStatus.PENDING,

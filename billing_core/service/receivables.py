@@ -11,7 +11,8 @@ Rules kept here
   Draft, void and cancelled documents count for nothing. The balance may be negative (a credit).
 - Unbilled orders = for accepted/held/active orders: one-time charges not yet invoiced (not
   cancelled) at quantity × unit price, and subscriptions never billed (``billed_through`` empty,
-  not cancelled) at one period's charge; the unit price is the negotiated one or the catalog's on
+  not cancelled) at one period's charge, a usage product's subscription excepted (it has no
+  recurring charge; its usage counts once invoiced); the unit price is the negotiated one or the catalog's on
   ``on_date``; each line rounded once (the one rounding rule). An item whose product has no
   catalog price that day counts 0, with a warning (exposure is read in every commit hook).
 - Exposure = open balance (+ unbilled orders, by default).
@@ -39,6 +40,7 @@ from billing_core.adapters.tables import (
     one_time_charges,
     orders,
     payments,
+    products,
     subscriptions,
 )
 from billing_core.domain.credit import is_overdue
@@ -134,8 +136,10 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
                 select(table.c.account_id, accounts.c.currency, table.c.product_id,
                        table.c.quantity, table.c.unit_price)
                 .join(accounts, accounts.c.id == table.c.account_id)
+                .join(products, products.c.id == table.c.product_id)
                 .where(id_in(conn, table.c.account_id, chunk), table.c.order_id.in_(open_orders),
-                       unbilled, table.c.status != ItemStatus.CANCELLED)).all()
+                       unbilled, table.c.status != ItemStatus.CANCELLED,
+                       products.c.kind != "usage")).all()
         for account_id, currency, product_id, quantity, unit_price in items:
             result[int(account_id)] += _unit_amount(conn, prices, product_id, quantity,
                                                     unit_price, currency, on_date)

@@ -1,0 +1,231 @@
+"""Amendments: a new revision of a deal, taken as the difference against what the deal ordered.
+
+A *deal* is an order and the amendment orders that followed it, each naming the order of the
+revision before it (``amends_order_id``). What the difference is (quantity changes, added and
+removed items, one-time items never charged twice) is decided by
+:mod:`billing_core.domain.amendments`; this module reads the deal and writes the plan.
+
+Rules kept here
+- :func:`amend_orders` takes each amendment exactly once per ``source_ref`` (a repeat returns
+  the first amendment order's id and writes nothing), as orders are.
+- An amendment is one *amendment order* (``amends_order_id`` = the previous revision's order,
+  of the same account; a cancelled deal refuses it). What it does, all effective on its start
+  date (``effective_date``):
+
+  | plan item            | written                                                           |
+  |----------------------|-------------------------------------------------------------------|
+  | added subscription   | a subscription of the amendment order, from its start date        |
+  | extra one-time items | a one-time charge of the amendment order (the quantity not yet    |
+  |                      | charged by the deal)                                              |
+  | quantity change      | ``gate.change_quantity`` on the deal's subscription, from the     |
+  |                      | start date (or the subscription's start, when later)              |
+  | removed subscription | its ``end_date`` set to the start date (cancelled when it had     |
+  |                      | not started by then)                                              |
+
+  Each is one ``amendment_items`` row naming the amendment order: which revision produced
+  which change stays known. A revision that changes nothing is an amendment order with no
+  items: the revision is recorded, nothing is billed.
+- Credit control treats the amendment's added exposure like a new order's, because it goes
+  through the same gate: the amendment order goes through ``gate.accept_orders`` (held with
+  its added items while the account is on hold, their provisioning requests waiting for the
+  release; activated otherwise) and the quantity changes through ``gate.change_quantity``
+  (``pending`` while on hold, released in creation order; a provisioning request for the new
+  quantity of a provisioned product).
+- Proration is the bill run's, by the existing rules: a quantity change inside a period
+  already billed is a catch-up ``proration`` line on the next invoice; the range not billed
+  yet is billed at the quantity in effect each day.
+- Transactions: the caller's unit of work; each amendment in a savepoint of its own, so one
+  that is refused (a ``LedgerError``, answered in its place) leaves nothing behind and the
+  others go on.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.tables import (
+    amendment_items,
+    one_time_charges,
+    orders,
+    subscription_changes,
+    subscriptions,
+)
+from billing_core.domain import amendments as domain
+from billing_core.domain.credit import CreditPolicy
+from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
+from billing_core.domain.money import to_decimal
+from billing_core.domain.states import ItemStatus, OrderStatus
+from billing_core.service import gate
+from billing_core.service import orders as order_service
+
+
+@dataclass(frozen=True)
+class AmendmentIn:
+    """A new revision of the deal ``amends_order_id`` belongs to, with its whole content."""
+
+    account_id: int
+    source_ref: str
+    amends_order_id: int
+    effective_date: date
+    subscriptions: tuple[order_service.SubscriptionItem, ...] = field(default=())
+    one_time_charges: tuple[order_service.OneTimeItem, ...] = field(default=())
+
+
+def amend_orders(uow: UnitOfWork, items: Sequence[AmendmentIn], *,
+                 policy: CreditPolicy | None = None) -> list[int | LedgerError]:
+    """Take these amendments in order; per item the amendment order's id, or the error that
+    refused it (nothing of it written)."""
+    results: list[int | LedgerError] = []
+    for data in items:
+        known = order_service.find_order(uow, (data.source_ref or "").strip())
+        if known is not None:
+            results.append(known)
+            continue
+        try:
+            with uow.savepoint():
+                results.append(_amend(uow, data, policy))
+        except LedgerError as exc:
+            results.append(exc)
+    return results
+
+
+def deal_orders(uow: UnitOfWork, order_id: int) -> list[int]:
+    """The order and the orders it amends in turn, newest first."""
+    chain: list[int] = []
+    current: int | None = order_id
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = uow.conn.execute(select(orders.c.amends_order_id).where(
+            orders.c.id == current)).scalar()
+    return chain
+
+
+def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> int:
+    if not isinstance(data.effective_date, date):
+        raise ValidationError("effective_date", data.effective_date, "must be a date")
+    amended = uow.conn.execute(select(orders.c.account_id, orders.c.status).where(
+        orders.c.id == data.amends_order_id)).first()
+    if amended is None:
+        raise NotFound("amends_order_id", data.amends_order_id)
+    if amended.account_id != data.account_id:
+        raise ValidationError("amends_order_id", data.amends_order_id,
+                              "belongs to another account")
+    chain = deal_orders(uow, data.amends_order_id)
+    cancelled = uow.conn.execute(select(orders.c.id).where(
+        orders.c.id.in_(chain), orders.c.status == OrderStatus.CANCELLED)).first()
+    if cancelled is not None:
+        raise InvalidState("amends_order_id", data.amends_order_id,
+                           f"its deal's order {cancelled[0]} is cancelled")
+    on = data.effective_date
+    held, starts = _held(uow, chain, on)
+    plan = domain.diff(held, _charged(uow, chain), _wanted(data), [
+        domain.WantedCharge(int(c.product_id), _price(c.unit_price), to_decimal(
+            c.quantity, "quantity"), c.charge_date) for c in data.one_time_charges])
+    order = order_service.OrderIn(
+        account_id=data.account_id, source_ref=data.source_ref, order_date=on,
+        amends_order_id=data.amends_order_id,
+        subscriptions=tuple(order_service.SubscriptionItem(
+            w.product_id, w.quantity, w.start_date, w.frequency, w.unit_price)
+            for w in plan.added),
+        one_time_charges=tuple(order_service.OneTimeItem(
+            c.product_id, c.quantity, c.charge_date, c.unit_price) for c in plan.charges))
+    result = gate.accept_orders(uow, [order], policy=policy)[0]
+    if isinstance(result, LedgerError):
+        raise result
+    order_id = result
+    history: list[dict[str, Any]] = []
+    for table, key, action in ((subscriptions, "subscription_id", "added"),
+                               (one_time_charges, "one_time_charge_id", "one_time")):
+        for item_id, product_id, quantity in uow.conn.execute(select(
+                table.c.id, table.c.product_id, table.c.quantity).where(
+                table.c.order_id == order_id).order_by(table.c.id)):
+            history.append({"action": action, "product_id": product_id, key: item_id,
+                            "new_quantity": quantity})
+    for change in plan.changes:
+        when = max(on, starts[change.subscription_id])
+        change_id = gate.change_quantity(uow, change.subscription_id, change.new_quantity,
+                                         when, policy=policy)
+        history.append({"action": "quantity", "product_id": change.product_id,
+                        "subscription_id": change.subscription_id, "change_id": change_id,
+                        "old_quantity": change.old_quantity,
+                        "new_quantity": change.new_quantity, "effective_date": when})
+    for sub in plan.removed:
+        _end(uow, sub.id, starts[sub.id], on)
+        history.append({"action": "removed", "product_id": sub.product_id,
+                        "subscription_id": sub.id, "old_quantity": sub.quantity})
+    if history:
+        now = uow.now()
+        uow.conn.execute(insert(amendment_items), [
+            {"order_id": order_id, "subscription_id": None, "one_time_charge_id": None,
+             "change_id": None, "old_quantity": None, "new_quantity": None,
+             "effective_date": on, "created_at": now, **row} for row in history])
+    uow.touch(data.account_id)
+    return order_id
+
+
+def _price(value: object) -> Decimal | None:
+    return None if value is None or value == "" else to_decimal(value, "unit_price")
+
+
+def _wanted(data: AmendmentIn) -> list[domain.WantedSub]:
+    return [domain.WantedSub(int(s.product_id), _price(s.unit_price), s.frequency,
+                             to_decimal(s.quantity, "quantity"), s.start_date)
+            for s in data.subscriptions]
+
+
+def _held(uow: UnitOfWork, chain: list[int], on: date
+          ) -> tuple[list[domain.HeldSub], dict[int, date]]:
+    """The deal's subscriptions in force on ``on`` (not cancelled, not ended by then), each at
+    the quantity in effect that day (its changes, pending ones included, applied in date
+    order), and every subscription's start date."""
+    rows = uow.conn.execute(select(
+        subscriptions.c.id, subscriptions.c.product_id, subscriptions.c.unit_price,
+        subscriptions.c.frequency, subscriptions.c.quantity, subscriptions.c.start_date,
+        subscriptions.c.end_date).where(
+        subscriptions.c.order_id.in_(chain), subscriptions.c.status != ItemStatus.CANCELLED)
+        .order_by(subscriptions.c.id)).all()
+    ids = [int(r.id) for r in rows]
+    timeline: dict[int, list[Any]] = {}
+    for c in uow.conn.execute(select(
+            subscription_changes.c.subscription_id, subscription_changes.c.effective_date,
+            subscription_changes.c.old_quantity, subscription_changes.c.new_quantity)
+            .where(subscription_changes.c.subscription_id.in_(ids))
+            .order_by(subscription_changes.c.effective_date, subscription_changes.c.id)):
+        timeline.setdefault(int(c.subscription_id), []).append(c)
+    held = []
+    for r in rows:
+        if r.end_date is not None and r.end_date <= on:
+            continue
+        changes = timeline.get(int(r.id), [])
+        quantity = changes[0].old_quantity if changes else r.quantity
+        for c in changes:
+            if c.effective_date <= on:
+                quantity = c.new_quantity
+        held.append(domain.HeldSub(int(r.id), int(r.product_id), r.unit_price, r.frequency,
+                                   quantity))
+    return held, {int(r.id): r.start_date for r in rows}
+
+
+def _charged(uow: UnitOfWork, chain: list[int]) -> dict[int, Decimal]:
+    """The deal's one-time quantity per product (cancelled charges count for nothing)."""
+    out: dict[int, Decimal] = {}
+    for product_id, quantity in uow.conn.execute(select(
+            one_time_charges.c.product_id, one_time_charges.c.quantity).where(
+            one_time_charges.c.order_id.in_(chain),
+            one_time_charges.c.status != ItemStatus.CANCELLED)):
+        out[int(product_id)] = out.get(int(product_id), Decimal(0)) + quantity
+    return out
+
+
+def _end(uow: UnitOfWork, subscription_id: int, start: date, on: date) -> None:
+    """End the subscription on ``on`` (exclusive); one that had not started is cancelled."""
+    values: dict[str, Any] = ({"end_date": on} if on > start
+                              else {"status": ItemStatus.CANCELLED})
+    uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
+                     .values(**values))

@@ -1,0 +1,107 @@
+"""Amendments replace, never stack (issue 14, item 1), on SQLite and PostgreSQL: a new
+revision of a deal bills only the difference against what the deal ordered."""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+
+from billing_core.adapters.tables import amendment_items, orders, subscriptions
+from billing_core.service.amendments import AmendmentIn, amend_orders
+from billing_core.service.gate import accept_order
+from billing_core.service.orders import OneTimeItem, OrderIn, SubscriptionItem
+
+JAN1, JAN20 = date(2027, 1, 1), date(2027, 1, 20)
+
+
+def _deal(ledger, acc: int, seat: int, setup: int) -> int:
+    with ledger.uow() as uow:
+        order = accept_order(uow, OrderIn(acc, "crm:Q1:rev1", JAN1, subscriptions=[
+            SubscriptionItem(seat, 5, JAN1)], one_time_charges=[OneTimeItem(setup, 1, JAN1)]))
+        uow.commit()
+    return order
+
+
+def _amend(ledger, acc: int, ref: str, amends: int, seats: int, seat: int, setup: int,
+           extra: list[SubscriptionItem] | None = None) -> int:
+    with ledger.uow() as uow:
+        [result] = amend_orders(uow, [AmendmentIn(
+            acc, ref, amends, JAN20, subscriptions=(SubscriptionItem(seat, seats, JAN1),
+                                                    *(extra or [])),
+            one_time_charges=(OneTimeItem(setup, 1, JAN1),))])
+        uow.commit()
+    assert isinstance(result, int), result
+    return result
+
+
+def test_amendment_5_to_8_seats_bills_exactly_the_difference(ledger) -> None:
+    """A 12.00 EUR monthly seat, bill cycle day 1; 5 seats and a 50.00 setup from 1 January,
+    billed on 1 January: 5 x 12.00 = 60.00 for January, setup 50.00.
+    Revision 2 raises the seats to 8 from 20 January (and orders the same setup again).
+    The invoice of 1 February: the 3 seats for 20 January - 1 February, 12 of January's 31
+    days: 3 x 12.00 x 12/31 = 13.935... -> 13.94; February at 8 seats: 8 x 12.00 = 96.00.
+    Nothing else: no second 5 or 8 seats, no second setup. Total 109.94."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    setup = ledger.product("50.00", currency="EUR", kind="one_time")
+    first = _deal(ledger, acc, seat, setup)
+    ledger.run(JAN1)
+    second = _amend(ledger, acc, "crm:Q1:rev2", first, 8, seat, setup)
+    ledger.run(date(2027, 2, 1))
+    jan, feb = ledger.invoices(acc)
+    assert ledger.amounts(jan) == [("recurring", 6000), ("one_time", 5000)]
+    assert ledger.amounts(feb) == [("proration", 1394), ("recurring", 9600)]
+    assert feb["total_minor"] == 10994
+    with ledger.uow() as uow:
+        assert uow.conn.execute(select(orders.c.amends_order_id).where(
+            orders.c.id == second)).scalar() == first
+        [item] = uow.conn.execute(select(amendment_items)).mappings().all()
+        assert (item["order_id"], item["action"], item["old_quantity"], item["new_quantity"],
+                item["effective_date"]) == (second, "quantity", 5, 8, JAN20)
+        assert uow.conn.execute(select(subscriptions.c.quantity)).scalars().all() == [8]
+
+
+def test_unchanged_revision_bills_nothing_and_a_repeat_writes_nothing(ledger) -> None:
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    setup = ledger.product("50.00", currency="EUR", kind="one_time")
+    first = _deal(ledger, acc, seat, setup)
+    ledger.run(JAN1)
+    second = _amend(ledger, acc, "crm:Q1:rev2", first, 5, seat, setup)
+    assert _amend(ledger, acc, "crm:Q1:rev2", first, 5, seat, setup) == second
+    ledger.run(date(2027, 2, 1))
+    feb = ledger.invoices(acc)[1]
+    assert ledger.amounts(feb) == [("recurring", 6000)]          # 5 x 12.00, as before
+    with ledger.uow() as uow:
+        assert uow.conn.execute(select(amendment_items)).first() is None
+
+
+def test_removed_and_added_items_from_the_start_date(ledger) -> None:
+    """Revision 2 drops the seats and adds a 31.00 support plan, both from 20 January
+    (billed on 1 January: seats 5 x 12.00 = 60.00 for January).
+    1 February: the seats end on 20 January, so the 12 of January's 31 days billed in
+    advance come back: -5 x 12.00 x 12/31 = -23.2258... -> -23.23; support 20 January -
+    1 February: 31.00 x 12/31 = 12.00, then February 31.00; no February seat line."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    support = ledger.product("31.00", currency="EUR")
+    setup = ledger.product("50.00", currency="EUR", kind="one_time")
+    first = _deal(ledger, acc, seat, setup)
+    ledger.run(JAN1)
+    with ledger.uow() as uow:
+        [second] = amend_orders(uow, [AmendmentIn(
+            acc, "crm:Q1:rev2", first, JAN20,
+            subscriptions=(SubscriptionItem(support, 1, JAN20),),
+            one_time_charges=(OneTimeItem(setup, 1, JAN1),))])
+        uow.commit()
+    ledger.run(date(2027, 2, 1))
+    feb = ledger.invoices(acc)[1]
+    assert ledger.amounts(feb) == [("proration", -2323), ("proration", 1200),
+                                  ("recurring", 3100)]
+    with ledger.uow() as uow:
+        ends = dict(uow.conn.execute(select(subscriptions.c.product_id,
+                                            subscriptions.c.end_date)).all())
+        actions = sorted(uow.conn.execute(select(amendment_items.c.action).where(
+            amendment_items.c.order_id == second)).scalars())
+    assert ends == {seat: JAN20, support: None}
+    assert actions == ["added", "removed"]
