@@ -1,9 +1,11 @@
 """Push: send pending outbox rows to the CRM, only the fields that differ from what it acked.
 
 Rules kept here:
-- Claim (one short transaction; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL): due ``pending`` rows
-  and ``sending`` rows whose lease ran out become ``sending`` with a lease. The CRM call runs
-  outside any transaction; each record's result is recorded in a second transaction.
+- Claim (one short transaction; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL): due ``pending`` rows,
+  and ``sending`` rows whose pusher is known to be gone (``billing_core.adapters.owner``: at
+  once on this host) or whose lease ran out, become ``sending`` with this process as
+  ``claimed_by`` and a lease. The CRM call runs outside any transaction; each record's result
+  is recorded in a second transaction, which clears the claim.
 - What is sent: the fields whose value differs from ``acked_payload`` (everything the first
   time). The connector batches to the CRM's limit (200 per Salesforce collection call, a
   Dataverse ``$batch``); we hand it ``batch_size`` records per call.
@@ -24,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, case, or_, select, update
 
+from billing_core.adapters import owner
 from connectors.base import BudgetExhausted, Connector, ConnectorError
 from sync.outbox import decode
 from sync.runs import current_run
@@ -48,17 +51,23 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _claim(engine: Engine, connection: str, obj: str, now: datetime, limit: int) -> list[Any]:
-    due = or_(and_(outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now),
-              and_(outbox.c.state == OutboxState.SENDING, outbox.c.next_attempt_at <= now))
-    stmt = select(outbox).where(outbox.c.connection == connection, outbox.c.object == obj,
-                                due).order_by(outbox.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+    mine = and_(outbox.c.connection == connection, outbox.c.object == obj)
     with engine.begin() as conn:
+        gone = owner.gone_among(conn.execute(
+            select(outbox.c.claimed_by).where(mine, outbox.c.state == OutboxState.SENDING)
+            .distinct()).scalars())
+        stale = or_(outbox.c.next_attempt_at <= now, outbox.c.claimed_by.in_(gone)) if gone \
+            else outbox.c.next_attempt_at <= now
+        due = or_(and_(outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now),
+                  and_(outbox.c.state == OutboxState.SENDING, stale))
+        stmt = select(outbox).where(mine, due).order_by(outbox.c.id).limit(limit)
+        if engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
         rows = list(conn.execute(stmt).mappings())
         if rows:
             conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]))
-                         .values(state=OutboxState.SENDING, next_attempt_at=now + LEASE))
+                         .values(state=OutboxState.SENDING, next_attempt_at=now + LEASE,
+                                 claimed_by=owner.current()))
     return rows
 
 
@@ -104,7 +113,7 @@ def _release(engine: Engine, rows: list[Any], now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in rows]),
                                           outbox.c.state == OutboxState.SENDING)
-                     .values(state=OutboxState.PENDING, next_attempt_at=now))
+                     .values(state=OutboxState.PENDING, next_attempt_at=now, claimed_by=None))
 
 
 def push(engine: Engine, connector: Connector, connection: str, *,
@@ -165,7 +174,7 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
             conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(
                 attempts=attempts, last_error=error, updated_at=now,
                 state=OutboxState.DEAD if dead else OutboxState.PENDING,
-                dead_at=now if dead else None,
+                dead_at=now if dead else None, claimed_by=None,
                 next_attempt_at=None if dead else now + backoff(attempts)))
             report.dead += dead
             log.warning("push refused run=%s connection=%s object=%s crm_id=%s attempt=%s%s "
@@ -177,14 +186,14 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
             conn.execute(update(outbox).where(outbox.c.id == bindparam("_id")).values(
                 acked_payload=bindparam("_payload"), acked_hash=bindparam("_hash"),
                 acked_at=now, attempts=0, last_error=None, updated_at=now,
-                next_attempt_at=now,
+                next_attempt_at=now, claimed_by=None,
                 state=case((outbox.c.hash == bindparam("_hash"), OutboxState.ACKED),
                            else_=OutboxState.PENDING)),
                 acked)
         missing = rows[len(results):]
         if missing:
             conn.execute(update(outbox).where(outbox.c.id.in_([r["id"] for r in missing]))
-                         .values(state=OutboxState.PENDING, next_attempt_at=now))
+                         .values(state=OutboxState.PENDING, next_attempt_at=now, claimed_by=None))
     report.pushed[obj] = report.pushed.get(obj, 0) + ok
     report.failed[obj] = report.failed.get(obj, 0) + fail
 

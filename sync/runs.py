@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from billing_core.adapters import owner
 from sync.tables import sync_cursors, sync_run_objects, sync_runs
 
 COUNTS = ("read", "upserted", "unchanged", "quarantined", "deleted", "pushed", "failed",
@@ -96,7 +97,8 @@ def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, 
         _close_abandoned(conn, connection, now)
         run_id = conn.execute(insert(sync_runs).values(
             trigger=trigger, connection=connection, started_at=now, outcome="running",
-            options=json.dumps({**options, "pid": os.getpid(), "host": socket.gethostname()},
+            options=json.dumps({**options, "pid": os.getpid(), "host": socket.gethostname(),
+                                "owner": owner.current()},
                                default=str))).inserted_primary_key
     if run_id is None:
         raise RuntimeError("the database returned no id for the new run")
@@ -104,22 +106,17 @@ def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, 
 
 
 def process_gone(options: str | None) -> bool:
-    """Whether the process a run recorded (its options' ``pid`` on ``host``) is known to be
-    gone: only a process of this host can be asked; a run of an older version recorded none."""
+    """Whether the process a run recorded (its options' ``owner``, or the ``pid`` on ``host``
+    of older runs) is known to be gone: only a process of this host can be asked
+    (``billing_core.adapters.owner``); a run of an older version may have recorded none."""
     try:
         recorded = json.loads(options or "{}")
     except ValueError:
         return False
+    if isinstance(recorded.get("owner"), str):
+        return owner.is_gone(recorded["owner"])
     pid, host = recorded.get("pid"), recorded.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)         # signal 0 asks whether the process exists, sends nothing
-    except ProcessLookupError:
-        return True
-    except PermissionError:     # it exists, as another user's process
-        return False
-    return False
+    return isinstance(pid, int) and host == socket.gethostname() and owner.pid_gone(pid)
 
 
 def is_abandoned(row: Any, now: datetime, bound: timedelta) -> bool:

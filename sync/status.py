@@ -6,8 +6,9 @@ Rules kept here:
 - Reads only, in the caller's connection (or one short connection of ``overview``'s own).
 - Something needs attention when the newest run of an object did not end ``ok`` or is older
   than three sync intervals, a sync run is abandoned (still ``running`` while its process is
-  gone, or longer than three intervals: ``sync.runs.is_abandoned``), a bill run has stayed
-  ``running`` longer than ``BILL_RUN_ABANDONED_AFTER`` (bill runs record no process), or
+  gone, or longer than three intervals: ``sync.runs.is_abandoned``), a bill run is abandoned
+  (still ``running`` while its process is gone, or longer than ``BILL_RUN_ABANDONED_AFTER``:
+  ``billing_core.service.reports.bill_runs_abandoned``), or
   records wait in quarantine, dead letters or failed provisioning. ``attention``
   lists each as one line; an empty list means all is well.
 """
@@ -21,7 +22,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 
 from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
-from billing_core.service.reports import bill_runs_running_since, provisioning_by_state
+from billing_core.service.reports import bill_runs_abandoned, provisioning_by_state
 from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
 from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
@@ -72,7 +73,7 @@ def overview(engine: Engine, *, interval_minutes: float,
             "provisioning_failed": provisioning.get(ProvisioningState.FAILED, 0),
             "abandoned_runs": sum(is_abandoned(r, now, timedelta(seconds=stale_after))
                                   for r in running_runs(conn)),
-            "abandoned_bill_runs": bill_runs_running_since(conn,
+            "abandoned_bill_runs": bill_runs_abandoned(conn,
                                                            now - BILL_RUN_ABANDONED_AFTER),
         }
         recorded = _count(conn, sync_runs)

@@ -140,6 +140,7 @@ outbox = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("acked_at", UTCDateTime()),
     Column("dead_at", UTCDateTime()),
+    Column("claimed_by", String(160)),      # pid@host/start of the pusher, while sending
     UniqueConstraint("connection", "object", "crm_id", name="uq_outbox_key"),
     Index("ix_outbox_state", "state", "next_attempt_at"),
 )

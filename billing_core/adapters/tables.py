@@ -216,9 +216,10 @@ bill_runs = Table(
     Column("run_date", Date, nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
-    Column("status", String(16), nullable=False),        # running | finished | failed
+    Column("status", String(16), nullable=False),  # running | finished | failed | abandoned
     Column("invoices_created", Integer, nullable=False, server_default="0"),
     Column("error", Text),
+    Column("claimed_by", String(160)),                   # pid@host/start of the running process
 )
 
 number_sequences = Table(
@@ -422,6 +423,7 @@ provisioning_requests = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
     Column("next_attempt_at", UTCDateTime()),
+    Column("claimed_by", String(160)),      # pid@host/start of the dispatcher, while dispatching
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_provisioning_state", "state", "id"),

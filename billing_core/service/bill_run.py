@@ -21,6 +21,9 @@ Rules kept here
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
+- A run's row names its process (``claimed_by``); the next bill run closes a ``running`` row
+  whose process is gone as ``abandoned`` (:func:`close_abandoned`); ``status`` counts such rows
+  (and rows running longer than a bound, wherever they ran) as abandoned until then.
 - Invoices are posted as they are created (``post=True``): numbers for the whole chunk are taken
   from the gapless sequence inside the chunk's transaction, in account order. With
   ``post=False`` they stay drafts (no number) for :func:`billing_core.service.invoices.post_invoice`.
@@ -38,9 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from billing_core.adapters import owner
 from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork, bulk_cache
 from billing_core.adapters.tables import bill_runs
@@ -105,8 +109,10 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
     result = BillRunResult(run_date=run_date, dry_run=dry_run)
     if not dry_run:
         with UnitOfWork(engine) as uow:
+            close_abandoned(uow)
             result.run_id = inserted_id(uow.conn.execute(insert(bill_runs).values(
-                run_date=run_date, started_at=uow.now(), status="running")))
+                run_date=run_date, started_at=uow.now(), status="running",
+                claimed_by=owner.current())))
             uow.commit()
     try:
         after_id = 0
@@ -139,6 +145,20 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
                 error=None if not result.errors else f"{len(result.errors)} account(s) not billed"))
             uow.commit()
     return result
+
+
+def close_abandoned(uow: UnitOfWork) -> int:
+    """Close the ``running`` bill runs whose process is known to be gone as ``abandoned``
+    (what they billed stays billed: each chunk committed whole). Returns how many."""
+    running = uow.conn.execute(select(bill_runs.c.claimed_by).where(
+        bill_runs.c.status == "running").distinct()).scalars()
+    gone = owner.gone_among(running)
+    if not gone:
+        return 0
+    return uow.conn.execute(update(bill_runs).where(
+        bill_runs.c.status == "running", bill_runs.c.claimed_by.in_(gone)).values(
+        status="abandoned", finished_at=uow.now(),
+        error="its process ended while the run was running (killed)")).rowcount
 
 
 def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, size: int,

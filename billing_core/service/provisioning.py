@@ -7,13 +7,18 @@ Rules kept here
   at creation (derived from the order's source reference and the item) and never changes.
 - States: ``pending`` → ``dispatching`` → ``dispatched`` → ``provisioned``, or ``failed``;
   ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order.
-- Dispatch (:func:`dispatch_pending`) takes three steps: claim (one short transaction: rows are
-  locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never take the same
-  row; SQLite's write lock serialises the single dispatcher), marked ``dispatching`` with the
-  attempt counted and a lease in ``next_attempt_at``; send, outside any transaction, with the
-  stored key; record the outcome in a second transaction.
-- A crash between send and record leaves the row ``dispatching``; once its lease runs out it is
-  claimed again and re-sent with the SAME key (the receiver deduplicates). Never a new key.
+- Dispatch (:func:`dispatch_pending`) takes three steps, a batch of at most ``batch`` requests
+  at a time (a large ``limit`` is worked through in small claims, so a crash strands one batch
+  at most): claim (one short transaction: rows are locked with ``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL, so several workers never take the same row; SQLite's write lock serialises the
+  single dispatcher), marked ``dispatching`` with the attempt counted, the dispatcher as
+  ``claimed_by`` (``billing_core.adapters.owner``) and a lease in ``next_attempt_at``; send,
+  outside any transaction, with the stored key; record the outcome in a second transaction.
+- A crash between send and record leaves the row ``dispatching``. Each claim first takes back
+  the stale ones: those whose dispatcher is known to be gone (on this host: at once) or whose
+  lease ran out (wherever it ran). A stale request goes back to ``pending``, or to
+  ``awaiting_hold_release`` when its account is on hold now, with the cause in ``last_error``;
+  it is re-sent with the SAME key (the receiver deduplicates). Never a new key.
 - The claim re-checks the hold: a request whose account has any hold reason at claim time is
   not claimed, whatever its state says.
 - Requests are claimed in creation order (``id``), so what waited is released in order.
@@ -30,8 +35,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, case, exists, insert, or_, select, update
 
+from billing_core.adapters import owner
 from billing_core.adapters.bulk import id_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.provisioners.base import Provisioner, ProvisionError, ProvisioningTask
@@ -52,6 +58,10 @@ log = logging.getLogger(__name__)
 
 STATES: tuple[str, ...] = tuple(s.value for s in State)   # as the CLI offers them
 DEFAULT_LEASE = timedelta(minutes=10)
+DEFAULT_BATCH = 50
+_GONE = "its dispatcher stopped before recording the outcome; sent again with the same key"
+_LEASE_OUT = "its dispatch lease ran out before the outcome was recorded; sent again with " \
+    "the same key"
 _KEY_NAMESPACE = uuid.UUID("6f1c3d2a-5b7e-4c1d-9a8f-2e4b6c8d0a1f")
 
 
@@ -168,47 +178,75 @@ class DispatchReport:
 
 def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int = 50,
                      worker_id: str = "worker", lease: timedelta = DEFAULT_LEASE,
-                     clock: Callable[[], datetime] | None = None) -> DispatchReport:
-    """Claim up to ``limit`` releasable requests, send each, record each outcome."""
+                     clock: Callable[[], datetime] | None = None,
+                     batch: int = DEFAULT_BATCH) -> DispatchReport:
+    """Claim up to ``limit`` releasable requests, ``batch`` at a time; send each, record each
+    outcome."""
     clock = clock or (lambda: datetime.now(UTC))
-    tasks = claim(engine, limit=limit, now=clock(), lease=lease)
-    report = DispatchReport(claimed=len(tasks))
-    for task in tasks:
-        try:
-            outcome: str = provisioner.provision(task)
-            error = None
-        except ProvisionError as exc:
-            outcome, error = State.FAILED, str(exc)
-        except Exception as exc:
-            # A bug in a provisioner must not strand the rest of the claimed batch in
-            # 'dispatching': the request is recorded failed (listed, retriable) with the cause.
-            log.exception("provisioner %s raised on request=%s", provisioner.name,
-                          task.request_id)
-            outcome, error = State.FAILED, f"{type(exc).__name__}: {exc}"
-        _record(engine, task, outcome, error, clock())
-        (report.failed if outcome == State.FAILED else report.dispatched).append(task.request_id)
-        log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",
-                 task.request_id, task.idempotency_key, worker_id, task.attempt, outcome,
-                 f" error={error}" if error else "")
+    report = DispatchReport()
+    while report.claimed < limit:
+        tasks = claim(engine, limit=min(batch, limit - report.claimed), now=clock(),
+                      lease=lease)
+        if not tasks:
+            break
+        report.claimed += len(tasks)
+        for task in tasks:
+            _send(engine, provisioner, task, worker_id, clock, report)
     return report
+
+
+def _send(engine: Engine, provisioner: Provisioner, task: ProvisioningTask, worker_id: str,
+          clock: Callable[[], datetime], report: DispatchReport) -> None:
+    try:
+        outcome: str = provisioner.provision(task)
+        error = None
+    except ProvisionError as exc:
+        outcome, error = State.FAILED, str(exc)
+    except Exception as exc:
+        # A bug in a provisioner must not strand the rest of the claimed batch in
+        # 'dispatching': the request is recorded failed (listed, retriable) with the cause.
+        log.exception("provisioner %s raised on request=%s", provisioner.name, task.request_id)
+        outcome, error = State.FAILED, f"{type(exc).__name__}: {exc}"
+    _record(engine, task, outcome, error, clock())
+    (report.failed if outcome == State.FAILED else report.dispatched).append(task.request_id)
+    log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",
+             task.request_id, task.idempotency_key, worker_id, task.attempt, outcome,
+             f" error={error}" if error else "")
+
+
+def reclaim_stale(conn: Connection, now: datetime) -> int:
+    """Take back ``dispatching`` requests whose dispatcher is gone or whose lease ran out:
+    ``pending``, or ``awaiting_hold_release`` if the account is on hold now. Returns how many."""
+    owners = conn.execute(select(pr.c.claimed_by).where(pr.c.state == State.DISPATCHING)
+                          .distinct()).scalars().all()
+    gone = owner.gone_among(owners)
+    stale = or_(pr.c.next_attempt_at <= now, pr.c.claimed_by.in_(gone)) if gone \
+        else pr.c.next_attempt_at <= now
+    held = exists().where(hold_reasons.c.account_id == pr.c.account_id)
+    return conn.execute(update(pr).where(pr.c.state == State.DISPATCHING, stale).values(
+        state=case((held, State.AWAITING_HOLD_RELEASE), else_=State.PENDING),
+        claimed_by=None, next_attempt_at=None, updated_at=now,
+        last_error=case((pr.c.claimed_by.in_(gone), _GONE), else_=_LEASE_OUT)
+        if gone else _LEASE_OUT)).rowcount
 
 
 def claim(engine: Engine, *, limit: int, now: datetime,
           lease: timedelta = DEFAULT_LEASE) -> list[ProvisioningTask]:
-    """Transaction 1: lock, mark ``dispatching`` with the attempt and the lease, return tasks."""
+    """Transaction 1: take back stale claims, then lock up to ``limit`` pending requests of
+    accounts without a hold, mark them ``dispatching`` (attempt, owner, lease), return them."""
     no_hold = ~exists().where(hold_reasons.c.account_id == pr.c.account_id)
-    due = or_(pr.c.state == State.PENDING,
-              and_(pr.c.state == State.DISPATCHING, pr.c.next_attempt_at <= now))
-    stmt = select(pr.c.id).where(due, no_hold).order_by(pr.c.id).limit(limit)
+    stmt = select(pr.c.id).where(pr.c.state == State.PENDING, no_hold).order_by(pr.c.id) \
+        .limit(limit)
     if engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=pr)
     with engine.begin() as conn:
+        reclaim_stale(conn, now)
         ids = [r[0] for r in conn.execute(stmt)]
         if not ids:
             return []
         conn.execute(update(pr).where(pr.c.id.in_(ids)).values(
             state=State.DISPATCHING, attempts=pr.c.attempts + 1, next_attempt_at=now + lease,
-            updated_at=now))
+            claimed_by=owner.current(), updated_at=now))
         rows = conn.execute(
             select(pr, accounts.c.ext_source, accounts.c.ext_id, accounts.c.name,
                    orders.c.source_ref, products.c.sku)
@@ -238,4 +276,4 @@ def _record(engine: Engine, task: ProvisioningTask, outcome: str, error: str | N
         conn.execute(update(pr).where(pr.c.id == task.request_id,
                                       pr.c.state == State.DISPATCHING)
                      .values(state=outcome, last_error=error, next_attempt_at=None,
-                             updated_at=now))
+                             claimed_by=None, updated_at=now))

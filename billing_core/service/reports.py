@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Column, Connection, Table, func, select
 
+from billing_core.adapters import owner
 from billing_core.adapters.bulk import id_in
 from billing_core.adapters.tables import (
     accounts,
@@ -59,11 +60,14 @@ def bill_runs_by_status(conn: Connection) -> dict[str, int]:
     return _count_by(conn, bill_runs, bill_runs.c.status)
 
 
-def bill_runs_running_since(conn: Connection, started_before: datetime) -> int:
-    """Bill runs still ``running`` that started before ``started_before`` (their process
-    most likely died: a bill run closes its row however it ends, unless killed)."""
-    return int(conn.execute(select(func.count()).select_from(bill_runs).where(
-        bill_runs.c.status == "running", bill_runs.c.started_at < started_before)).scalar_one())
+def bill_runs_abandoned(conn: Connection, started_before: datetime) -> int:
+    """Bill runs still ``running`` whose process is known to be gone, or that started before
+    ``started_before`` (their process most likely died elsewhere: a bill run closes its row
+    however it ends, unless killed). The next bill run closes the first kind."""
+    running = conn.execute(select(bill_runs.c.started_at, bill_runs.c.claimed_by).where(
+        bill_runs.c.status == "running")).all()
+    gone = set(owner.gone_among(r.claimed_by for r in running))
+    return sum(r.started_at < started_before or r.claimed_by in gone for r in running)
 
 
 def last_bill_run(conn: Connection) -> BillRunTiming | None:
