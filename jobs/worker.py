@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 USAGE_MEMORY = timedelta(hours=24)
 #: Calls of the share a fresh connector may spend learning the CRM's figure.
 LEARNING_RESERVE = 1
+#: How long the daemon's bill run waits for another run holding the bill-run lock.
+BILL_RUN_LOCK_WAIT = 900.0
 
 
 def _utcnow() -> datetime:
@@ -212,10 +214,15 @@ class Worker:
                 return None
             return dispatch_pending(self.engine, self.provisioner(), clock=self.clock)
 
-    def bill_run(self) -> BillRunResult | None:
-        with job_lock(self.engine, "bill-run") as got:
+    def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT) -> BillRunResult | None:
+        """Today's bill run. Another run holding the lock (a manual ``bill-run`` for another
+        date, or another worker's) is waited for, up to ``lock_wait_seconds``: a run for the
+        same date then finds its accounts billed and bills nothing twice."""
+        with job_lock(self.engine, "bill-run", wait=True, timeout=lock_wait_seconds) as got:
             if not got:
-                log.info("bill run skipped: another worker runs it")
+                log.warning("bill run for %s not run: another run held the lock for %.0f s; "
+                            "it runs at the next scheduled time, or run `ledgerbridge bill-run`",
+                            self.clock().date(), lock_wait_seconds)
                 return None
             result = run_bill_run(self.engine, self.clock().date(),
                                   chunk_size=self.settings.billing.bill_run_chunk_size,

@@ -6,23 +6,39 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
   yet billed, ``[billed_through or start, end of its own period containing the invoice period
   start)`` cut at period boundaries, quantity changes and price changes (``recurring`` for a
   whole period, ``proration`` for a part); then one-time charges (``one_time``); then usage
-  (``usage``: one line per product, usage period and price in effect on the event's day, rated
-  with the product's tiers); then the prepaid credit draw (``credit_draw``); then, when the
-  invoice would go below zero, the carry to a credit memo (``credit_memo``).
+  (``usage``: one line per product, usage period and price row in effect on the events' days,
+  rated with the product's tiers on the period's total quantity and split across the period's
+  price rows by their units, :func:`billing_core.domain.rating.running_amounts`); then the
+  prepaid credit draw (``credit_draw``); then, when the invoice would go below zero, the carry
+  to a credit memo (``credit_memo``).
 - A subscription's price is its negotiated ``unit_price`` or the catalog price in effect on each
   day; the price is per the product's billing period (month or year), so an annual subscription
   of a monthly-priced product costs 12 x the monthly price per term, and a monthly subscription
   of a yearly-priced product 1/12 of it per month.
-- Every line is rounded once (ROUND_HALF_UP, the currency's minor units). Tax per line:
-  ``round(line x rate)``. Subtotal = sum of lines; tax = sum of line taxes; total = both.
-- Tax-inclusive prices (``tax_inclusive``; exclusive is the default): a line's priced amount
-  already holds its tax, ``round(gross x rate / (1 + rate))``; the line keeps the net
-  (gross - tax) as its amount and the tax as its tax, so amount + tax = what was priced and the
-  total is the sum of the priced amounts. The same rules (subtotal, tax, total) then hold.
+- Every line is rounded once (ROUND_HALF_UP, the currency's minor units). A usage period split
+  across price rows rounds the running total after each row and bills the differences, so its
+  lines add up to the rounded period total.
+- Tax is computed once per rate on that rate's taxable base, after credits: base = the sum of
+  the lines at the rate (the ``credit_draw`` line included, so tax applies to what remains),
+  tax = ``round(base x rate)``, one rounding per rate (545.00 usage - 155.00 credit at 8.25 %:
+  tax 32.18 on 390.00, not 44.96 - 12.79 = 32.17 line by line). Each line shows its share:
+  the running tax after it minus the running tax before it (``round(running base x rate)``),
+  so the lines' taxes add up to the rate's tax. The invoice keeps (rate, base, tax) per rate
+  (``Draft.taxes``; rate 0 keeps none). Subtotal = sum of lines; tax = sum of the rates' taxes;
+  total = both.
+- Tax-inclusive prices (``tax_inclusive``; exclusive is the default): the priced amounts
+  already hold their tax; per rate, tax = ``round(gross x rate / (1 + rate))`` on the gross sum
+  of its lines after credits, base = gross - tax; each line's tax is its running share as
+  above and the line keeps the net (priced - its tax), so the total is the sum of the priced
+  amounts and subtotal, tax and total hold as for exclusive prices.
 - Prepaid credits draw down the usage lines' total (before tax), earliest expiry first, no
-  expiry last, then oldest grant. A grant is usable on an invoice when it has not expired on the
-  last day of the usage period that invoice bills (``expires_on >= period_start - 1 day``).
-  The draw line carries the negative tax of what it removes, so tax applies to what remains.
+  expiry last, then oldest grant. A grant draws only for usage dated on or before its
+  ``expires_on`` (no expiry: all of it), so a grant that expires inside a usage period still
+  pays for the usage before it expired: what that usage costs is each usage line's amount x
+  its units dated on or before the expiry / its units, rounded per line (ROUND_HALF_UP). Each
+  grant takes ``min(its remainder, cost of the usage it may pay for - what earlier grants
+  drew)``; an expired grant with no usage dated before its expiry draws nothing. The draw line
+  is taxed with the usage (it lowers the base).
 - A negative total is carried to a credit memo: a ``credit_memo`` line of ``-total`` (no tax)
   brings the invoice to exactly zero, and the caller issues the memo for that amount.
 """
@@ -34,10 +50,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from itertools import pairwise
+from typing import NamedTuple
 
 from billing_core.domain.money import round_minor, to_minor
 from billing_core.domain.periods import bill_period, period_of, prorate, split_by_period
-from billing_core.domain.rating import Price, PriceBook, rate
+from billing_core.domain.rating import Price, PriceBook, rate, running_amounts
 
 ZERO = Decimal(0)
 ONE_DAY = timedelta(days=1)
@@ -124,6 +141,23 @@ class Line:
 
 
 @dataclass(slots=True)
+class TaxBase:
+    """One rate's tax on an invoice: the taxable base after credits and the tax, rounded once."""
+
+    rate: Decimal
+    base_minor: int
+    tax_minor: int
+
+
+class _UsagePiece(NamedTuple):
+    """A usage line's amount with the events it bills (a grant draws by the events' days)."""
+
+    amount_minor: int
+    quantity: Decimal
+    events: list[Usage]
+
+
+@dataclass(slots=True)
 class Draft:
     account_id: int
     currency: str
@@ -141,6 +175,7 @@ class Draft:
     usage: list[int] = field(default_factory=list)
     draws: list[tuple[int, int]] = field(default_factory=list)
     overflow_minor: int = 0
+    taxes: list[TaxBase] = field(default_factory=list)
 
 
 class _Pricer:
@@ -300,21 +335,13 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
                                 to_minor(amount, cur), ch.product_id, None, ch.quantity, unit,
                                 ch.charge_date, ch.charge_date + ONE_DAY))
         draft.charges.append(ch.id)
-    _usage_lines(acct, period_start, usage, products, book, draft)
-    _draw_credits(period_start, grants, draft)
+    pieces = _usage_lines(acct, period_start, usage, products, book, draft)
+    _draw_credits(grants, pieces, draft)
     if not draft.lines:
         return None
-    subtotal = tax = 0
-    for line in draft.lines:
-        line.tax_rate = tax_rate
-        if tax_rate and tax_inclusive:
-            line.tax_minor = _included_tax(line.amount_minor, tax_rate)
-            line.amount_minor -= line.tax_minor
-            tax += line.tax_minor
-        elif tax_rate:
-            line.tax_minor = _line_tax(line.amount_minor, tax_rate)
-            tax += line.tax_minor
-        subtotal += line.amount_minor
+    draft.taxes = _apply_taxes(draft.lines, tax_rate, tax_inclusive)
+    subtotal = sum(line.amount_minor for line in draft.lines)
+    tax = sum(t.tax_minor for t in draft.taxes)
     if subtotal + tax < 0:
         draft.overflow_minor = -(subtotal + tax)
         draft.lines.append(Line("credit_memo", "Carried to a credit memo (invoice below zero)",
@@ -327,7 +354,7 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
 
 @lru_cache(maxsize=65_536)
 def _line_tax(amount_minor: int, tax_rate: Decimal) -> int:
-    """Tax of one line, ``round(line x rate)`` (amounts and rates repeat across a run)."""
+    """Tax on a base, ``round(base x rate)`` (bases and rates repeat across a run)."""
     return round_minor(amount_minor * tax_rate)
 
 
@@ -338,43 +365,101 @@ def _included_tax(gross_minor: int, tax_rate: Decimal) -> int:
 
 
 def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
-                 products: dict[int, Product], book: PriceBook, draft: Draft) -> None:
-    groups: dict[tuple[int, date, date, int], tuple[Price, list[Usage]]] = {}
+                 products: dict[int, Product], book: PriceBook,
+                 draft: Draft) -> list[_UsagePiece]:
+    """One line per product, usage period and price row in effect on the events' days; the
+    rows of one period share its tiers (:func:`rating.running_amounts`)."""
+    cur = acct.currency
+    groups: dict[tuple[int, date, date], dict[int, tuple[Price, list[Usage]]]] = {}
     for ev in usage:
         if ev.day >= period_start:
             continue
-        price = book.price_for(ev.product_id, acct.currency, ev.day)
+        price = book.price_for(ev.product_id, cur, ev.day)
         p_start, p_end = period_of(ev.day, "monthly", acct.bill_cycle_day, ev.day)
-        key = (ev.product_id, p_start, p_end, id(price))
-        groups.setdefault(key, (price, []))[1].append(ev)
-    items = list(groups.items())
-    if len(items) > 1:
-        items.sort(key=lambda kv: kv[0][:3])
-    for (product_id, p_start, p_end, _), (price, events) in items:
-        quantity = sum((e.quantity for e in events), ZERO)
-        draft.lines.append(Line(
-            "usage", f"{products[product_id].name}: {_n(quantity)} used {_range(p_start, p_end)}",
-            to_minor(rate(price, quantity), acct.currency),
-            product_id, None, quantity, price.unit_price, p_start, p_end))
-        draft.usage.extend(e.id for e in events)
+        by_row = groups.setdefault((ev.product_id, p_start, p_end), {})
+        by_row.setdefault(id(price), (price, []))[1].append(ev)
+    pieces: list[_UsagePiece] = []
+    for key in sorted(groups):
+        product_id, p_start, p_end = key
+        rows = sorted(groups[key].values(), key=lambda row: row[0].effective_from)
+        parts = [(price, sum((e.quantity for e in events), ZERO)) for price, events in rows]
+        name = products[product_id].name
+        if len(parts) == 1:
+            price, quantity = parts[0]
+            amounts = [to_minor(rate(price, quantity), cur)]
+            texts = [f"{name}: {_n(quantity)} used {_range(p_start, p_end)}"]
+        else:
+            running = [to_minor(amount, cur) for amount in running_amounts(parts)]
+            amounts = [b - a for a, b in pairwise([0, *running])]
+            total = _n(sum((q for _, q in parts), ZERO))
+            texts = [f"{name}: {_n(q)} of {total} used {_range(p_start, p_end)} (price from "
+                     f"{_fmt(max(price.effective_from, p_start))})" for price, q in parts]
+        for (price, events), (_, quantity), amount, text in zip(rows, parts, amounts, texts,
+                                                                strict=True):
+            draft.lines.append(Line("usage", text, amount, product_id, None, quantity,
+                                    price.unit_price, p_start, p_end))
+            draft.usage.extend(e.id for e in events)
+            pieces.append(_UsagePiece(amount, quantity, events))
+    return pieces
 
 
-def _draw_credits(period_start: date, grants: list[Grant], draft: Draft) -> None:
-    owed = sum(line.amount_minor for line in draft.lines if line.kind == "usage")
+def _usage_through(pieces: list[_UsagePiece], day: date) -> int:
+    """What the usage dated on or before ``day`` costs: each line's amount x its units dated
+    then / its units, rounded (ROUND_HALF_UP) per line."""
+    due = 0
+    for piece in pieces:
+        units = sum((e.quantity for e in piece.events if e.day <= day), ZERO)
+        if units == piece.quantity:
+            due += piece.amount_minor
+        elif piece.quantity:
+            due += round_minor(piece.amount_minor * units / piece.quantity)
+    return due
+
+
+def _draw_credits(grants: list[Grant], pieces: list[_UsagePiece], draft: Draft) -> None:
+    owed = sum(piece.amount_minor for piece in pieces)
     if owed <= 0:
         return
-    last_usage_day = period_start - ONE_DAY
-    usable = sorted((g for g in grants if g.remaining_minor > 0 and (
-        g.expires_on is None or g.expires_on >= last_usage_day)),
-        key=lambda g: (g.expires_on is None, g.expires_on or date.min, g.id))
+    last_day = max(e.day for piece in pieces for e in piece.events)
+    usable = sorted((g for g in grants if g.remaining_minor > 0),
+                    key=lambda g: (g.expires_on is None, g.expires_on or date.min, g.id))
+    drawn = 0
     for g in usable:
-        take = min(g.remaining_minor, owed)
+        cap = owed
+        if g.expires_on is not None and g.expires_on < last_day:
+            cap = min(owed, _usage_through(pieces, g.expires_on))
+        take = min(g.remaining_minor, cap - drawn)
+        if take <= 0:
+            continue
         draft.draws.append((g.id, take))
-        owed -= take
-        if owed == 0:
+        drawn += take
+        if drawn == owed:
             break
-    drawn = sum(amount for _, amount in draft.draws)
     if drawn:
         draft.lines.append(Line("credit_draw", f"Prepaid credits applied to usage "
                                 f"({len(draft.draws)} grant{'s' if len(draft.draws) > 1 else ''})",
                                 -drawn))
+
+
+def _apply_taxes(lines: list[Line], default_rate: Decimal, inclusive: bool) -> list[TaxBase]:
+    """Each line's share of its rate's tax, and the tax per rate (see the module rules)."""
+    by_rate: dict[Decimal, list[Line]] = {}
+    for line in lines:
+        if line.tax_rate is None:
+            line.tax_rate = default_rate
+        by_rate.setdefault(line.tax_rate, []).append(line)
+    out: list[TaxBase] = []
+    for tax_rate, taxed_lines in sorted(by_rate.items()):
+        if not tax_rate:
+            continue
+        running = due = 0       # running base (gross when inclusive) and its tax
+        for line in taxed_lines:
+            running += line.amount_minor
+            now_due = _included_tax(running, tax_rate) if inclusive \
+                else _line_tax(running, tax_rate)
+            line.tax_minor = now_due - due
+            due = now_due
+            if inclusive:
+                line.amount_minor -= line.tax_minor
+        out.append(TaxBase(tax_rate, running - due if inclusive else running, due))
+    return out

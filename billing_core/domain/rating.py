@@ -10,15 +10,30 @@ Rules kept here
   costs nothing (no flat fee).
 - The result is *unrounded* (full precision); the caller rounds once per invoice line with
   :func:`billing_core.domain.money.to_minor` (the one rounding rule, ROUND_HALF_UP).
+
+Tiers across price rows (:func:`running_amounts`)
+- Tiers apply to a period's *total* quantity: a new price row taking effect inside the period
+  does not restart the ladder. Units under several rows in one period of total ``T`` cost, for
+  the row holding ``q`` of them, ``rate(row, T) x q / T``: the whole period's quantity is rated
+  on that row's ladder and the row takes its share by its units.
+- Why this rule and not walking the ladder in date order: it is the same for every model
+  (``volume`` has no position on a ladder to walk; ``per_unit`` gives exactly ``q x`` the row's
+  price), it does not depend on the order the units arrived in, and with identical tiers on
+  every row the rows add up to rating ``T`` once (545.00 for 3,000 + 4,500 units on
+  <=1,000 @0.10, <=5,000 @0.08, above @0.05, not 260.00 + 380.00). When the rows' tiers
+  differ, each row's units are charged at that row's average price for ``T`` units.
+- The amounts are returned as running totals, each from one division of exact products, so the
+  last is exactly ``rate(row, T)`` when the ladders are the same; the caller rounds each running
+  total once and bills the differences, so the lines add up to the rounded total to the cent.
 """
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import NamedTuple
 
 from billing_core.domain.errors import NotFound, ValidationError
@@ -26,6 +41,7 @@ from billing_core.domain.money import from_minor
 
 MODELS = ("per_unit", "graduated", "volume")
 ZERO = Decimal(0)
+_EXACT_DIGITS = 60
 
 
 class Tier(NamedTuple):
@@ -97,6 +113,21 @@ def rate(price: Price, quantity: Decimal) -> Decimal:
     if left > 0:   # tiers all bounded and the quantity is above the last: last tier's price
         total += left * price.tiers[-1].unit_price
     return sign * total
+
+
+def running_amounts(parts: Sequence[tuple[Price, Decimal]]) -> list[Decimal]:
+    """Unrounded running totals of one period's units split across price rows (in the rows'
+    date order): element k is what the units of rows 0..k cost under the rule above."""
+    total = sum((q for _, q in parts), ZERO)
+    if total == 0:
+        return [ZERO] * len(parts)
+    numerator = ZERO
+    out: list[Decimal] = []
+    with localcontext(prec=_EXACT_DIGITS):  # products of long decimals stay exact
+        for price, quantity in parts:
+            numerator += rate(price, total) * quantity
+            out.append(numerator / total)
+    return out
 
 
 def _tier_of(tiers: tuple[Tier, ...], quantity: Decimal) -> Tier:

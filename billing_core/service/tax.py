@@ -6,8 +6,10 @@ Rules kept here
   country-wide rate; otherwise no tax (rate 0). A rate applies from its day until the next one
   of the same (country, region).
 - Rates are exact decimals (``0.2`` = 20 %), between 0 and 1.
-- Tax is computed per invoice line: ``round(line amount x rate)`` with the one rounding rule
-  (:func:`billing_core.domain.money.round_minor`), exclusive (added on top of the line).
+- Tax is computed once per rate on the invoice's taxable base after credits,
+  ``round(base x rate)`` with the one rounding rule (:func:`billing_core.domain.money.round_minor`),
+  exclusive (added on top) unless the catalog's prices include tax; the invoice keeps the base
+  beside the rate (``invoice_taxes``). The rules are :mod:`billing_core.domain.invoicing`'s.
 """
 from __future__ import annotations
 

@@ -169,10 +169,10 @@ def test_credit_draws_earliest_expiry_first_and_tax_on_the_rest(ledger) -> None:
                 remaining_minor=amount, expires_on=expires, source="test", reason=name,
                 created_at=datetime(2026, 1, 1, tzinfo=UTC))).inserted_primary_key[0]
         uow.commit()
-    _usage(ledger, acc, usage, "1200", "2026-03-10T12:00:00Z", "u1")
+    _usage(ledger, acc, usage, "1200", "2026-03-20T12:00:00Z", "u1")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
-    # usage 1200 x 0.10 = 120.00. D expired 15 Mar (before the usage period's last day, 31 Mar):
+    # usage 1200 x 0.10 = 120.00. D expired 15 Mar, before the usage (20 Mar) it could pay for:
     # skipped. C (31 May) 40.00, then A (30 Jun) 30.00, then B (no expiry) 30.00 -> 100.00 drawn
     # tax: 120.00 x 0.2 = 24.00 ; -100.00 x 0.2 = -20.00 -> 4.00 = tax on the 20.00 that remains
     assert ledger.amounts(inv) == [("usage", 12000), ("credit_draw", -10000)]

@@ -114,3 +114,37 @@ def test_a_figure_older_than_a_day_is_learnt_again(
         later.close()
     assert report is not None and report.api_used is not None   # it spoke to the CRM again
     assert 0 < _used(crm) <= 8
+
+
+# -- the daemon's bill run waits for a manual one instead of skipping its day ------------------
+# Regression: the scheduled bill run skipped when any run held the lock, so a manual
+# `bill-run --date <another date>` running at the scheduled time cost the day its invoices.
+
+def test_the_daemons_bill_run_waits_for_a_run_holding_the_lock(sqlite_engine, tmp_path):
+    import threading
+
+    from sync.locks import job_lock
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    worker = Worker(sqlite_engine, load_settings(cfg), connector_factory=lambda s: FakeCRM())
+    holding, release = threading.Event(), threading.Event()
+
+    def manual_run() -> None:
+        with job_lock(sqlite_engine, "bill-run") as got:
+            assert got
+            holding.set()
+            release.wait(30)
+
+    other = threading.Thread(target=manual_run)
+    other.start()
+    try:
+        assert holding.wait(30)
+        assert worker.bill_run(lock_wait_seconds=0.3) is None       # gave up, said so
+        threading.Timer(0.3, release.set).start()
+        result = worker.bill_run(lock_wait_seconds=60)               # waited, then ran
+        assert result is not None and result.run_id is not None
+    finally:
+        release.set()
+        other.join(30)
+        worker.close()
