@@ -285,6 +285,17 @@ invoice_lines = Table(
           sqlite_where=text("claims_charge"), postgresql_where=text("claims_charge")),
 )
 
+invoice_taxes = Table(
+    # one row per tax rate on an invoice: the taxable base after credits and its tax, rounded
+    # once; the lines' tax_minor at that rate add up to tax_minor (rate 0 has no row)
+    "invoice_taxes", metadata, id_column(),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), nullable=False),
+    Column("tax_rate", ExactDecimal(), nullable=False),
+    Column("base_minor", BigInteger, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    UniqueConstraint("invoice_id", "tax_rate", name="uq_invoice_taxes_rate"),
+)
+
 credit_memos = Table(
     "credit_memos", metadata, id_column(),
     _fk("account_id", "accounts"),

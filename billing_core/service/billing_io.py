@@ -7,9 +7,9 @@ Rules kept here
 - Whether an account is already billed is read again after its charges were read: an account
   another transaction billed meanwhile counts as already billed, not as one with nothing to bill
   (PostgreSQL's READ COMMITTED gives each statement its own snapshot).
-- Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, credit
-  draws) and one bulk UPDATE per kind of mark (change / charge / usage ``invoice_id``, grant
-  ``remaining_minor``, and on SQLite ``billed_through``) through
+- Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, tax per
+  rate with its base, credit draws) and one bulk UPDATE per kind of mark (change / charge /
+  usage ``invoice_id``, grant ``remaining_minor``, and on SQLite ``billed_through``) through
   :mod:`billing_core.adapters.bulk`; on PostgreSQL one ``UPDATE ... WHERE id = ANY(...)`` per
   distinct (old, new) ``billed_through`` pair. No per-row ORM round trips.
 - Nothing is billed twice, by the database: a subscription's range lines and one-time lines
@@ -44,6 +44,7 @@ from billing_core.adapters.tables import (
     credit_draws,
     credit_grants,
     invoice_lines,
+    invoice_taxes,
     invoices,
     one_time_charges,
     products,
@@ -246,9 +247,11 @@ LINE_COLS = ("invoice_id", "line_no", "kind", "description", "product_id", "subs
              "quantity", "unit_price", "period_start", "period_end", "amount_minor", "tax_rate",
              "tax_minor", "one_time_charge_id", "claims_charge")
 DRAW_COLS = ("grant_id", "invoice_id", "kind", "amount_minor", "created_at")
+TAX_COLS = ("invoice_id", "tax_rate", "base_minor", "tax_minor")
 INSERT_INVOICE = BulkInsert(invoices, INVOICE_COLS)
 INSERT_LINE = BulkInsert(invoice_lines, LINE_COLS)
 INSERT_DRAW = BulkInsert(credit_draws, DRAW_COLS)
+INSERT_TAX = BulkInsert(invoice_taxes, TAX_COLS)
 SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id", guard="unset")
 SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id", guard="unset")
 SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id", guard="unset")
@@ -309,6 +312,7 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     usage: list[tuple[Any, ...]] = []
     draws: list[tuple[Any, ...]] = []
     grants: list[tuple[Any, ...]] = []
+    taxes: list[tuple[Any, ...]] = []
     subs = data.subs
     # where each subscription's range not billed yet starts: a line from there on claims its
     # period; a catch-up proration of an earlier period (before it) does not
@@ -341,8 +345,10 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
         for grant_id, amount in d.draws:
             draws.append((grant_id, inv_id, "usage", amount, now))
             grants.append((grant_id, amount))
+        taxes.extend((inv_id, t.rate, t.base_minor, t.tax_minor) for t in d.taxes)
     out.rows = INSERT_INVOICE.run(conn, inv_rows)
     out.rows += INSERT_LINE.run(conn, lines)
+    out.rows += INSERT_TAX.run(conn, taxes)
     out.rows += _marked("subscriptions", len(subs_bt), _set_billed_through(conn, subs_bt))
     out.rows += _marked("quantity changes", len(changes), SET_CHANGE_INVOICE.run(conn, changes))
     out.rows += _marked("one-time charges", len(charges), SET_CHARGE_INVOICE.run(conn, charges))

@@ -5,8 +5,9 @@ Rules kept here
 - Posting a draft assigns the next number of its series from the gapless sequence in the same
   transaction, sets ``posted_at`` and touches the account (credit control re-evaluates).
   Only a draft can be posted. The later states (partially_paid, paid, void) are receivables'.
-- The view of an invoice carries its lines, its credit draws, its totals in minor units and as
-  decimal text in its currency, and its open balance (total - applied).
+- The view of an invoice carries its lines, its tax per rate (``taxes``: rate, taxable base
+  after credits, tax; in minor units and as decimals), its credit draws, its totals in minor
+  units and as decimal text in its currency, and its open balance (total - applied).
 """
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, select, update
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import accounts, credit_draws, invoice_lines, invoices
+from billing_core.adapters.tables import (
+    accounts,
+    credit_draws,
+    invoice_lines,
+    invoice_taxes,
+    invoices,
+)
 from billing_core.domain.errors import InvalidState, NotFound
 from billing_core.domain.money import from_minor
 from billing_core.domain.states import InvoiceStatus
@@ -46,7 +53,7 @@ def list_invoices(conn: Connection, *, account_id: int | None = None, status: st
 
 
 def invoice_view(conn: Connection, ref: int | str) -> dict[str, Any]:
-    """The invoice with its lines and credit draws, amounts also as decimal text."""
+    """The invoice with its lines, tax per rate and credit draws, amounts also as decimals."""
     inv = dict(find_invoice(conn, ref))
     cur = inv["currency"]
     inv["account_name"] = conn.execute(select(accounts.c.name).where(
@@ -56,6 +63,12 @@ def invoice_view(conn: Connection, ref: int | str) -> dict[str, Any]:
                     for r in conn.execute(select(invoice_lines).where(
                         invoice_lines.c.invoice_id == inv["id"])
                         .order_by(invoice_lines.c.line_no)).mappings()]
+    inv["taxes"] = [{"rate": r.tax_rate, "base_minor": r.base_minor, "tax_minor": r.tax_minor,
+                     "base": from_minor(r.base_minor, cur), "tax": from_minor(r.tax_minor, cur)}
+                    for r in conn.execute(select(
+                        invoice_taxes.c.tax_rate, invoice_taxes.c.base_minor,
+                        invoice_taxes.c.tax_minor).where(invoice_taxes.c.invoice_id == inv["id"])
+                        .order_by(invoice_taxes.c.id))]
     inv["draws"] = [dict(r) | {"amount": from_minor(r["amount_minor"], cur)}
                     for r in conn.execute(select(credit_draws).where(
                         credit_draws.c.invoice_id == inv["id"])
