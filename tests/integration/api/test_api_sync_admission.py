@@ -184,3 +184,30 @@ def test_too_many_scopes_queued_answer_429_with_retry_after(served: Served) -> N
     assert again.status_code == 202 and again.json()["run_id"] == answers[2].json()["run_id"]
     with served.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(sync_runs)).scalar_one() == 5
+
+
+READ_ENDPOINTS = ("/healthz", "/readyz", "/status", "/metrics", "/billing/invoices",
+                  "/billing/payments", "/billing/credit-memos",
+                  "/billing/debit-memos", "/provisioning", "/sync/runs/1")
+
+
+def test_every_other_endpoint_and_job_answers_during_100_concurrent_resyncs(
+        served: Served) -> None:
+    """The other endpoints are asked while the 100 requests are in flight, not after them,
+    and the daemon's other jobs (each needing its own connection) run meanwhile."""
+    assert served.post({"connection": "sf"}).status_code == 202
+    assert served.crm.reading.wait(WAIT)
+
+    with ThreadPoolExecutor(max_workers=100 + len(READ_ENDPOINTS)) as pool:
+        burst = [pool.submit(served.post, {"connection": "sf"}) for _ in range(100)]
+        others = {path: pool.submit(served.get, path) for path in READ_ENDPOINTS}
+        jobs = {"holds": served.worker.reevaluate_holds(), "bill run": served.worker.bill_run(),
+                "dispatch": served.worker.dispatch()}
+        answers = {path: (f.result().status_code, f.result().text[:200])
+                   for path, f in others.items()}
+        statuses = [f.result().status_code for f in burst]
+
+    assert statuses == [202] * 100
+    assert {path: code for path, (code, _) in answers.items() if code != 200} == {}, answers
+    assert {name: result for name, result in jobs.items() if result is None} == {}
+    assert served.outcomes() == ["running", "running"]     # one running, one queued: no more
