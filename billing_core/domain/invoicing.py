@@ -52,6 +52,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import NamedTuple
 
+from billing_core.domain.history import billed_pieces, catch_ups, ordered
 from billing_core.domain.money import round_minor, to_minor
 from billing_core.domain.periods import bill_period, period_of, prorate, split_by_period
 from billing_core.domain.rating import Price, PriceBook, rate, running_amounts
@@ -258,6 +259,28 @@ def _steady_line(sub: Sub, product: Product, acct: AccountTerms, period_start: d
     return True
 
 
+def _end_credit(sub: Sub, product: Product, acct: AccountTerms, pricer: _Pricer, draft: Draft,
+                timeline: list[Change], base: Decimal, billed: date, num: int, den: int) -> None:
+    """Credit the days from the end date to ``billed`` at the quantities billed on them, and
+    move the subscription's ``billed_through`` back to its end date."""
+    end = sub.end_date
+    if end is None:
+        return
+    for start, stop, quantity in billed_pieces(timeline, base, end, billed):
+        for a, b, dip in split_by_period(start, stop, sub.frequency, acct.bill_cycle_day,
+                                         sub.start_date):
+            for a2, b2, price in pricer.segments(sub, a, b):
+                days = (b2 - a2).days
+                amount = prorate(Decimal(1), pricer.amount(sub, price, quantity) * num / den,
+                                 days, dip)
+                draft.lines.append(Line(
+                    "proration", f"{product.name} x {_n(quantity)} ended {_fmt(end)}: credit "
+                    f"{_fmt(a2)} to {_fmt(b2 - ONE_DAY)} ({days}/{dip} days)",
+                    -to_minor(amount, acct.currency), sub.product_id, sub.id, -quantity,
+                    sub.unit_price if price is None else price.unit_price, a2, b2))
+    draft.billed_through[sub.id] = end
+
+
 def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
                         pricer: _Pricer, draft: Draft) -> None:
     bcd, freq, anchor, cur = acct.bill_cycle_day, sub.frequency, sub.start_date, acct.currency
@@ -266,24 +289,27 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
     if not sub.changes and billed == period_start and freq == "monthly" \
             and _steady_line(sub, product, acct, period_start, pricer, draft, num, den):
         return
-    timeline = sorted(sub.changes, key=lambda c: (c.effective_date, c.id))
+    timeline = ordered(sub.changes)
     base = timeline[0].old_quantity if timeline else sub.quantity
-    # 1. quantity changes inside ranges already billed: prorated difference
-    for c in timeline:
-        if c.invoiced or c.effective_date >= billed:
-            continue
-        for a, b, dip in split_by_period(c.effective_date, billed, freq, bcd, anchor):
+    # 1. quantity changes inside ranges already billed: prorated difference against the
+    # quantity in effect on the change's own date (billing_core.domain.history)
+    for c, old, start, stop in catch_ups(timeline, base, billed, sub.end_date):
+        for a, b, dip in split_by_period(start, stop, freq, bcd, anchor):
             for a2, b2, price in pricer.segments(sub, a, b):
                 delta = pricer.amount(sub, price, c.new_quantity) - pricer.amount(
-                    sub, price, c.old_quantity)
+                    sub, price, old)
                 amount = prorate(Decimal(1), delta * num / den, (b2 - a2).days, dip)
                 draft.lines.append(Line(
-                    "proration", f"{product.name}: quantity {_n(c.old_quantity)} -> {_n(c.new_quantity)}"
+                    "proration", f"{product.name}: quantity {_n(old)} -> {_n(c.new_quantity)}"
                     f" from {_fmt(a2)} to {_fmt(b2 - ONE_DAY)} ({(b2 - a2).days}/{dip} days)",
                     to_minor(amount, cur), sub.product_id, sub.id,
-                    c.new_quantity - c.old_quantity, sub.unit_price if price is None
+                    c.new_quantity - old, sub.unit_price if price is None
                     else price.unit_price, a2, b2))
         draft.changes.append(c.id)
+    # 1b. an end date inside the range already billed: what was billed after it comes back
+    if sub.end_date is not None and sub.end_date < billed:
+        _end_credit(sub, product, acct, pricer, draft, timeline, base, billed, num, den)
+        return
     # 2. the range not billed yet, when it starts on or before this period's start
     if billed > period_start or (sub.end_date is not None and billed >= sub.end_date):
         return

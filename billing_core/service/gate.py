@@ -17,7 +17,12 @@ Rules kept here
     held orders and pending changes in creation order and releases the requests.
 - :func:`change_quantity` likewise: on hold the change is recorded ``pending`` (no proration, no
   quantity change) until release; a change of a provisioned product gets its own request.
-- :func:`cancel_order` cancels the order and every request of it not yet sent.
+  Quantity 0 from a date is :func:`end_subscription` at that date.
+- :func:`end_subscription` ends (cancels) a subscription now or at a date, hold or not (an end
+  only lowers exposure); the days billed in advance after it are credited on the next invoice
+  (:mod:`billing_core.service.subscriptions`).
+- :func:`cancel_order` cancels the order (its active subscriptions end at the cancellation date,
+  credited the same way) and every request of it not yet sent.
 """
 from __future__ import annotations
 
@@ -38,10 +43,11 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.domain.credit import CreditPolicy
-from billing_core.domain.errors import LedgerError, NotFound
+from billing_core.domain.errors import LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import OrderStatus
 from billing_core.service import orders as order_service
+from billing_core.service import subscriptions as subscription_service
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
     NewRequest,
@@ -138,8 +144,14 @@ def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,
-                    effective_date: date, *, policy: CreditPolicy | None = None) -> int:
-    """Record a quantity change through the gate; returns the change id."""
+                    effective_date: date, *, policy: CreditPolicy | None = None) -> int | None:
+    """Record a quantity change through the gate; returns the change id (None for quantity 0:
+    the subscription ends at ``effective_date``)."""
+    if to_decimal(new_quantity, "quantity") == 0:
+        if not isinstance(effective_date, date):
+            raise ValidationError("effective_date", effective_date, "must be a date")
+        end_subscription(uow, subscription_id, effective_date)
+        return None
     sub = uow.conn.execute(
         select(subscriptions.c.account_id, subscriptions.c.order_id, subscriptions.c.product_id,
                products.c.needs_provisioning)
@@ -161,7 +173,13 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     return change_id
 
 
-def cancel_order(uow: UnitOfWork, order_id: int) -> int:
-    """Cancel the order; returns how many of its requests were cancelled before sending."""
-    order_service.cancel_order(uow, order_id)
+def end_subscription(uow: UnitOfWork, subscription_id: int, at: date | None = None) -> date:
+    """End the subscription at ``at`` (default today, UTC); returns the end date."""
+    return subscription_service.end_subscription(uow, subscription_id, at)
+
+
+def cancel_order(uow: UnitOfWork, order_id: int, at: date | None = None) -> int:
+    """Cancel the order (its active subscriptions end at ``at``, default today); returns how
+    many of its requests were cancelled before sending."""
+    order_service.cancel_order(uow, order_id, at)
     return cancel_order_requests(uow, order_id)

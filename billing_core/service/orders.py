@@ -14,10 +14,13 @@ Rules kept here
   (``amends_order_id``: an amendment that only changes quantities or ends items). Without a
   negotiated ``unit_price`` the catalog price in the account's currency applies, and must exist
   on the start / charge date (checked when the order is placed).
-- ``cancel_order`` cancels the order and whatever of it is not billed yet; already invoiced
-  charges stay invoiced (a credit memo is the way to give money back).
-- ``change_quantity`` records a ``subscription_changes`` row; billing prorates ``active`` changes
-  only. ``pending=True`` (account on hold) records it without effect until
+- ``cancel_order`` ends the order's active subscriptions at the cancellation date (the days
+  billed in advance after it are credited on the next invoice,
+  :mod:`billing_core.service.subscriptions`) and cancels whatever else of it is not billed yet;
+  invoiced one-time charges stay invoiced (a credit memo is the way to give that money back).
+- ``change_quantity`` records a ``subscription_changes`` row in the subscription's
+  effective-dated history (:mod:`billing_core.service.subscriptions`); billing prorates
+  ``active`` changes only. ``pending=True`` (account on hold) records it without effect until
   :func:`activate_change`.
 """
 from __future__ import annotations
@@ -39,13 +42,13 @@ from billing_core.adapters.tables import (
     orders,
     prices,
     products,
-    subscription_changes,
     subscriptions,
 )
 from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.domain.states import ItemStatus, OrderStatus
+from billing_core.service import subscriptions as subscriptions_service
 from billing_core.service.accounts import get_account
 from billing_core.service.pricing import get_product, price_for
 
@@ -350,15 +353,23 @@ def activate_orders(uow: UnitOfWork, order_ids: Sequence[int]) -> None:
                      .values(status=ItemStatus.ACTIVE))
 
 
-def cancel_order(uow: UnitOfWork, order_id: int) -> None:
-    """Cancel the order and its unbilled items; invoiced charges stay invoiced."""
+def cancel_order(uow: UnitOfWork, order_id: int, at: date | None = None) -> None:
+    """Cancel the order: its active subscriptions end at ``at`` (default today; days billed in
+    advance after it are credited), the rest of its unbilled items are cancelled; invoiced
+    one-time charges stay invoiced."""
     order = _order(uow, order_id)
     if order["status"] == OrderStatus.CANCELLED:
         return
     uow.conn.execute(update(orders).where(orders.c.id == order_id)
                      .values(status=OrderStatus.CANCELLED))
+    for sid, end in uow.conn.execute(select(subscriptions.c.id, subscriptions.c.end_date).where(
+            subscriptions.c.order_id == order_id, subscriptions.c.status == ItemStatus.ACTIVE)
+            .order_by(subscriptions.c.id)).all():
+        day = uow.now().date() if at is None else at
+        if end is None or end > day:
+            subscriptions_service.end_subscription(uow, int(sid), day)
     uow.conn.execute(update(subscriptions).where(
-        subscriptions.c.order_id == order_id, subscriptions.c.status != ItemStatus.CANCELLED)
+        subscriptions.c.order_id == order_id, subscriptions.c.status == ItemStatus.PENDING)
         .values(status=ItemStatus.CANCELLED))
     uow.conn.execute(update(one_time_charges).where(
         one_time_charges.c.order_id == order_id, one_time_charges.c.invoice_id.is_(None))
@@ -368,43 +379,12 @@ def cancel_order(uow: UnitOfWork, order_id: int) -> None:
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,
                     effective_date: date, *, pending: bool = False) -> int:
-    """Record a quantity change from ``effective_date``; returns the change id."""
-    sub = uow.conn.execute(select(subscriptions).where(
-        subscriptions.c.id == subscription_id)).mappings().first()
-    if sub is None:
-        raise NotFound("subscription", subscription_id)
-    if sub["status"] == ItemStatus.CANCELLED:
-        raise InvalidState("subscription", subscription_id, "is cancelled")
-    quantity = _quantity(new_quantity, "new_quantity")
-    if not isinstance(effective_date, date) or effective_date < sub["start_date"]:
-        raise ValidationError("effective_date", effective_date,
-                              f"must be a date on or after the start {sub['start_date']}")
-    if sub["end_date"] is not None and effective_date >= sub["end_date"]:
-        raise ValidationError("effective_date", effective_date,
-                              f"must be before the end {sub['end_date']}")
-    change_id = inserted_id(uow.conn.execute(insert(subscription_changes).values(
-        subscription_id=subscription_id, effective_date=effective_date,
-        old_quantity=sub["quantity"], new_quantity=quantity,
-        status=ItemStatus.PENDING if pending else ItemStatus.ACTIVE, created_at=uow.now())))
-    if not pending:
-        uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
-                         .values(quantity=quantity))
-    uow.touch(int(sub["account_id"]))
-    return change_id
+    """Record a quantity change from ``effective_date``; returns the change id (the history
+    rules are :mod:`billing_core.service.subscriptions`')."""
+    return subscriptions_service.change_quantity(uow, subscription_id, new_quantity,
+                                                 effective_date, pending=pending)
 
 
 def activate_change(uow: UnitOfWork, change_id: int) -> None:
     """A pending quantity change takes effect (billing prorates it on the next invoice)."""
-    row = uow.conn.execute(select(subscription_changes).where(
-        subscription_changes.c.id == change_id)).mappings().first()
-    if row is None:
-        raise NotFound("subscription_change", change_id)
-    if row["status"] == ItemStatus.ACTIVE:
-        return
-    uow.conn.execute(update(subscription_changes).where(subscription_changes.c.id == change_id)
-                     .values(status=ItemStatus.ACTIVE))
-    sub = uow.conn.execute(update(subscriptions).where(
-        subscriptions.c.id == row["subscription_id"]).values(quantity=row["new_quantity"])
-        .returning(subscriptions.c.account_id)).scalar()
-    if sub is not None:
-        uow.touch(int(sub))
+    subscriptions_service.activate_change(uow, change_id)

@@ -51,8 +51,10 @@ def test_same_source_ref_returns_the_same_order_and_writes_nothing(uow) -> None:
     assert uow.conn.execute(select(orders.c.status)).scalar() == "active"
     assert uow.conn.execute(select(subscriptions.c.status)).scalar() == "active"
     assert uow.conn.execute(select(one_time_charges.c.status)).scalar() == "active"
-    cancel_order(uow, first)
-    assert uow.conn.execute(select(subscriptions.c.status)).scalar() == "cancelled"
+    cancel_order(uow, first, date(2026, 3, 1))
+    # an active subscription ends (billing credits what was billed after the end)
+    assert uow.conn.execute(select(subscriptions.c.status, subscriptions.c.end_date)).one() == (
+        "active", date(2026, 3, 1))
 
 
 def test_bad_order_items_name_the_field(uow) -> None:
