@@ -22,8 +22,23 @@ Rules kept here:
 - A quote whose account is not known yet waits (``waiting``); when the engine gave a way to
   fetch one (:data:`AccountFetcher`), the account is asked for once, read from the CRM and
   reconciled by the engine; if the CRM has no such account the quote is quarantined.
-- A quote without lines waits. A newer revision of a handed-off quote is an amendment
-  (``amends_order_id`` = the previous revision's order).
+- A newer revision of a handed-off quote is an amendment, handed off as the difference
+  against what the deal ordered (``billing_core.service.amendments``; ``amends_order_id`` =
+  the previous revision's order). Its previous revision is the latest placed one of the same
+  quote record (Salesforce's revision field) or of the other records of the same account and
+  quote number (Dataverse's ``revisionnumber``: a revised quote is a new record); while one of
+  those other records is still owed, the newer revision waits for it. Its start date is the
+  quote's start date (else its lines' earliest, else today). A quote closed because a newer
+  revision replaced it (Dataverse) is not reported as reversed.
+- Usage products become subscriptions that rate usage (no recurring charge), so a usage-only
+  quote is an order like any other.
+- Nothing is stuck in silence: a quote the hand-off cannot take (billing refused its order or
+  amendment, it has no lines, a product is unknown) stays ``waiting`` with the reason and is
+  quarantined (object ``quote``, field, value, reason): ``quarantine list`` and the status
+  show it. It is looked at again every cycle, so a fix in the CRM (the quote, a line, a
+  price, a product) takes it, and so does ``quarantine retry``; the refusal is logged (and the
+  quarantine entry counted) only when it is new or its reason changed, not on every run.
+  Placing it resolves its quarantine entry.
 - A quote that leaves the accepted state (or is deleted) after hand-off is reported once
   (``reversed_in_crm``, a warning line), never silently reversed in billing.
 """
@@ -35,10 +50,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import Engine, bindparam, insert, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
+from billing_core.service import amendments as amendments_service
 from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
 from billing_core.service.pricing import get_product
@@ -50,7 +66,7 @@ from sync.mapping import Invalid, QuoteLineRec, QuoteRec
 from sync.refs import source_ref
 from sync.runs import current_run
 from sync.states import PLACED, HandoffState
-from sync.tables import handoffs
+from sync.tables import handoffs, quarantine
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +140,7 @@ def _chunk(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: st
            ) -> list[tuple[str, str | None]]:
     """Hand these quotes off in the caller's transaction; their orders go through the gate
     together."""
-    orders: list[tuple[QuoteRec, orders_service.OrderIn]] = []
+    orders: list[tuple[QuoteRec, Placing]] = []
     outcomes: list[tuple[str, str | None]] = [
         (quote_id, _one(uow, fetch_account, connection, quote_id, accepted, known, orders))
         for quote_id in quote_ids]
@@ -182,11 +198,15 @@ def _set(uow: UnitOfWork, connection: str, quote: QuoteRec, state: HandoffState,
             created_at=now, updated_at=now))
 
 
+#: What the hand-off places for a quote: a new order, or an amendment of the deal before it.
+Placing = orders_service.OrderIn | amendments_service.AmendmentIn
+
+
 def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str, quote_id: str,
          accepted: frozenset[str], known: Known,
-         orders: list[tuple[QuoteRec, orders_service.OrderIn]]) -> str | None:
-    """Decide what the quote needs; an order to place is added to ``orders`` (placed with
-    the chunk's others by :func:`_place`)."""
+         orders: list[tuple[QuoteRec, Placing]]) -> str | None:
+    """Decide what the quote needs; an order or amendment to place is added to ``orders``
+    (placed with the chunk's others by :func:`_place`)."""
     if quote_id not in known.quotes:
         return None
     quote, deleted = known.quotes[quote_id]
@@ -195,7 +215,9 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
     if deleted or quote.status not in accepted:
         now_status = "deleted" if deleted else repr(quote.status)
         reversed_any = False
-        for h in placed:
+        # a quote closed because a newer revision replaced it is the deal going on
+        to_report = [] if quote_id in known.revised and not deleted else placed
+        for h in to_report:
             if h["state"] == HandoffState.DONE:
                 uow.conn.execute(update(handoffs).where(handoffs.c.id == h["id"]).values(
                     state=HandoffState.REVERSED_IN_CRM, updated_at=uow.now(),
@@ -239,38 +261,71 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
         return "waiting"
     lines = known.lines.get(quote_id, [])
     if not lines:
-        _set(uow, connection, quote, HandoffState.WAITING, "no quote lines yet")
+        _refused(uow, connection, quote, known,
+                 Invalid("lines", 0, "the accepted quote has no lines"))
+        return "failed"
+    prior = [h for h in known.prior.get(quote_id, ()) if h["revision"] < quote.revision]
+    owed_before = [h for h in prior if h["state"] == HandoffState.WAITING]
+    if owed_before:
+        _set(uow, connection, quote, HandoffState.WAITING,
+             f"waits for revision {owed_before[-1]['revision']} (quote "
+             f"{owed_before[-1]['quote_crm_id']}) to be handed off first")
         return "waiting"
-    previous = [h for h in placed if h["revision"] < quote.revision and h["order_id"]]
+    previous = sorted((h for h in [*placed, *prior]
+                       if h["revision"] < quote.revision and h["order_id"]),
+                      key=lambda h: (h["revision"], h["id"]))
     amends = int(previous[-1]["order_id"]) if previous else None
     try:
-        orders.append((quote, _order_in(uow, connection, quote, int(account_id), lines, amends,
-                                        known)))
+        orders.append((quote, _placing(uow, connection, quote, int(account_id), lines, amends,
+                                       known)))
     except Invalid as exc:
-        _refused(uow, connection, quote, exc)
+        _refused(uow, connection, quote, known, exc)
         return "failed"
     return None
 
 
-def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, exc: Exception) -> None:
-    _set(uow, connection, quote, HandoffState.WAITING, f"billing refused the order: {exc}")
+def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, known: Known,
+             exc: LedgerError) -> None:
+    """The hand-off cannot take the quote: it stays waiting (looked at again every cycle) with
+    the reason, and is quarantined; logged only when the refusal is new or changed."""
+    detail = f"billing refused the order: {exc}"
+    _set(uow, connection, quote, HandoffState.WAITING, detail)
+    entry = uow.conn.execute(select(quarantine.c.id, quarantine.c.field, quarantine.c.reason)
+                             .where(quarantine.c.connection == connection,
+                                    quarantine.c.object == "quote",
+                                    quarantine.c.crm_id == quote.crm_id,
+                                    quarantine.c.status == "open")).first()
+    if entry is not None and (entry.field, entry.reason) == (exc.field[:64], exc.problem):
+        uow.conn.execute(update(quarantine).where(quarantine.c.id == entry.id)
+                         .values(last_seen=uow.now()))
+        return
     log.warning("hand-off refused run=%s connection=%s quote=%s error=%s",
                 current_run.get(), connection, quote.crm_id, exc)
+    quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)), exc)
 
 
-def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, orders_service.OrderIn]],
+def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, Placing]],
            known: Known) -> list[tuple[str, str]]:
-    """Place the chunk's orders through the gate together (the gate decides with the unit of
-    work's credit policy: the configured one); a refused order leaves its quote waiting."""
+    """Place the chunk's orders through the gate together, then its amendments (the gate
+    decides with the unit of work's credit policy: the configured one); a refused one leaves
+    its quote waiting, quarantined."""
     outcomes: list[tuple[str, str]] = []
     done: list[tuple[QuoteRec, str, int]] = []
-    results = gate.accept_orders(uow, [order for _, order in orders]) if orders else []
-    for (quote, order), result in zip(orders, results, strict=True):
+    new = [(q, o) for q, o in orders if isinstance(o, orders_service.OrderIn)]
+    amended = [(q, o) for q, o in orders if isinstance(o, amendments_service.AmendmentIn)]
+    results: list[int | LedgerError] = []
+    if new:
+        results += gate.accept_orders(uow, [o for _, o in new])
+    if amended:
+        results += amendments_service.amend_orders(uow, [o for _, o in amended])
+    for (quote, order), result in zip([*new, *amended], results, strict=True):
         if isinstance(result, LedgerError):
-            _refused(uow, connection, quote, result)
+            _refused(uow, connection, quote, known, result)
             outcomes.append((quote.crm_id, "failed"))
             continue
-        done.append((quote, "amendment" if order.amends_order_id else "order placed", result))
+        detail = (f"amendment of order {order.amends_order_id}"
+                  if isinstance(order, amendments_service.AmendmentIn) else "order placed")
+        done.append((quote, detail, result))
         log.info("handed off connection=%s quote=%s revision=%s order=%s", connection,
                  quote.crm_id, quote.revision, result)
         outcomes.append((quote.crm_id, "placed"))
@@ -300,6 +355,12 @@ def _set_done(uow: UnitOfWork, connection: str, done: list[tuple[QuoteRec, str, 
                                  order_id=bindparam("b_order"), updated_at=now), seen)
     if fresh:
         uow.conn.execute(insert(handoffs), fresh)
+    ids = sorted({quote.crm_id for quote, _, _ in done})
+    if ids:             # a refusal quarantined before is over
+        uow.conn.execute(update(quarantine).where(
+            quarantine.c.connection == connection, quarantine.c.object == "quote",
+            quarantine.c.crm_id.in_(ids), quarantine.c.status == "open").values(
+            status="resolved", last_seen=now))
 
 
 def _fetch_account(uow: UnitOfWork, fetch_account: AccountFetcher, connection: str,
@@ -313,28 +374,40 @@ def _fetch_account(uow: UnitOfWork, fetch_account: AccountFetcher, connection: s
     return fetched.ledger_id
 
 
-def _order_in(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
-              lines: list[QuoteLineRec], amends: int | None, known: Known
-              ) -> orders_service.OrderIn:
+def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
+             lines: list[QuoteLineRec], amends: int | None, known: Known) -> Placing:
+    """The quote as a new order, or (``amends``: the previous revision's order) as the new
+    content of its deal, from the amendment's start date."""
     subs: list[orders_service.SubscriptionItem] = []
     charges: list[orders_service.OneTimeItem] = []
     today = uow.now().date()
+    effective = quote.start_date or min(
+        (ln.start_date for ln in lines if ln.start_date), default=today)
     for line in lines:
         product_id = known.products.get(line.product_crm_id)
         if product_id is None:
             raise Invalid("product_crm_id", line.product_crm_id, "unknown product")
         product = known.product_rows.get(product_id) or get_product(uow.conn, product_id)
         start: date = line.start_date or quote.start_date or today
-        if product["kind"] == "recurring":
+        if amends is not None:      # nothing of an amendment starts before the amendment
+            start = max(start, effective)
+        if product["kind"] in ("recurring", "usage"):
+            # usage is rated at the catalog price (tiers) from its events: no negotiated price
+            usage = product["kind"] == "usage"
             subs.append(orders_service.SubscriptionItem(
                 product_id=int(product_id), quantity=line.quantity, start_date=start,
                 frequency="annual" if product["billing_period"] == "year" else "monthly",
-                unit_price=line.unit_price))
+                unit_price=None if usage else line.unit_price))
         elif product["kind"] == "one_time":
             charges.append(orders_service.OneTimeItem(
                 product_id=int(product_id), quantity=line.quantity, charge_date=start,
                 unit_price=line.unit_price))
+    ref = source_ref(connection, quote.crm_id, quote.revision)
+    if amends is not None:
+        return amendments_service.AmendmentIn(
+            account_id=account_id, source_ref=ref, amends_order_id=amends,
+            effective_date=effective, subscriptions=tuple(subs),
+            one_time_charges=tuple(charges))
     return orders_service.OrderIn(
-        account_id=account_id, source_ref=source_ref(connection, quote.crm_id, quote.revision),
-        order_date=quote.start_date or today, subscriptions=tuple(subs),
-        one_time_charges=tuple(charges), amends_order_id=amends)
+        account_id=account_id, source_ref=ref, order_date=quote.start_date or today,
+        subscriptions=tuple(subs), one_time_charges=tuple(charges))

@@ -12,6 +12,11 @@ Rules kept here:
 - A chunk's quotes, hand-off history, lines, accounts and products are read with a few
   queries per chunk (:class:`Known`), not per quote; products through billing's catalog
   service, never its tables.
+- Revisions kept as separate quote records (Dataverse: a revised quote is a new record with
+  the same ``quotenumber``, the old one closed) are one deal: a quote's *prior* revisions are
+  the other quote records of the same account and number with a lower revision (their
+  hand-off rows in :attr:`Known.prior`), and a quote with such a record of a higher revision
+  is *revised* (:attr:`Known.revised`). One query per chunk, on the chunk's accounts.
 """
 from __future__ import annotations
 
@@ -127,10 +132,52 @@ def worth_a_look(conn: Connection, connection: str, quote_ids: Iterable[str],
 
 def _status(conn: Connection) -> ColumnElement[Any]:
     """A stored quote's status (``data`` is the QuoteRec as JSON text)."""
+    return _data_field(conn, "status")
+
+
+def _data_field(conn: Connection, name: str) -> ColumnElement[Any]:
     if conn.dialect.name == "postgresql":
-        status: ColumnElement[Any] = cast(sync_records.c.data, JSONB)["status"].astext
-        return status
-    return func.json_extract(sync_records.c.data, "$.status")
+        value: ColumnElement[Any] = cast(sync_records.c.data, JSONB)[name].astext
+        return value
+    return func.json_extract(sync_records.c.data, f"$.{name}")
+
+
+def _revisions(conn: Connection, connection: str, quotes: list[QuoteRec]
+               ) -> tuple[dict[str, list[Any]], set[str]]:
+    """The hand-off rows of each quote's prior revisions kept as other records (same
+    account and number, lower revision), and the quotes a higher revision replaced."""
+    numbered = [q for q in quotes if q.number]
+    if not numbered:
+        return {}, set()
+    siblings: dict[tuple[str, str], list[QuoteRec]] = {}
+    for data in conn.execute(select(sync_records.c.data).where(
+            sync_records.c.connection == connection, sync_records.c.object == "quote",
+            text_in(conn, sync_records.c.parent_crm_id,
+                    sorted({q.account_crm_id for q in numbered})),
+            sync_records.c.deleted_at.is_(None), sync_records.c.data.is_not(None),
+            _data_field(conn, "number").in_(sorted({str(q.number) for q in numbered})))
+            ).scalars():
+        rec = mapping.quote_from_json(data)
+        siblings.setdefault((rec.account_crm_id, str(rec.number)), []).append(rec)
+    before: dict[str, list[str]] = {}
+    revised: set[str] = set()
+    for q in numbered:
+        others = [s for s in siblings.get((q.account_crm_id, str(q.number)), ())
+                  if s.crm_id != q.crm_id]
+        before[q.crm_id] = [s.crm_id for s in others if s.revision < q.revision]
+        if any(s.revision > q.revision for s in others):
+            revised.add(q.crm_id)
+    ids = sorted({i for ids in before.values() for i in ids})
+    rows: dict[str, list[Any]] = {}
+    if ids:
+        for row in conn.execute(select(handoffs).where(
+                handoffs.c.connection == connection,
+                text_in(conn, handoffs.c.quote_crm_id, ids))).mappings():
+            rows.setdefault(row["quote_crm_id"], []).append(row)
+    prior = {q: sorted((r for i in ids_ for r in rows.get(i, ())),
+                       key=lambda r: (r["revision"], r["id"]))
+             for q, ids_ in before.items() if ids_}
+    return prior, revised
 
 
 def to_hand_off(engine: Engine, connection: str, quote_ids: set[str],
@@ -150,6 +197,8 @@ class Known:
     accounts: dict[str, int]
     products: dict[str, int]
     product_rows: dict[int, RowMapping]
+    prior: dict[str, list[Any]]
+    revised: set[str]
 
     @classmethod
     def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> Known:
@@ -177,7 +226,8 @@ class Known:
         products = _ledger_ids(uow, connection, "product",
                                {ln.product_crm_id for ls in lines.values() for ln in ls})
         product_rows = get_products(conn, products.values())
-        return cls(quotes, history, lines, accounts, products, product_rows)
+        prior, revised = _revisions(conn, connection, [q for q, _ in quotes.values()])
+        return cls(quotes, history, lines, accounts, products, product_rows, prior, revised)
 
 
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from billing_core.service import ledger_uow
 from connectors.registry import doctor_report
@@ -196,22 +196,23 @@ def quarantine_list(app: AppContext, show_all: bool, as_json: bool) -> None:
 @click.argument("ids", nargs=-1, type=int)
 @pass_app
 def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
-    """Apply the stored records again (all open ones without IDS)."""
+    """Apply the stored records again (all open ones without IDS); a quarantined quote is
+    handed off again (its entry is resolved once it becomes an order)."""
     stmt = select(quarantine).where(quarantine.c.status == "open").order_by(quarantine.c.id)
     if ids:
         stmt = stmt.where(quarantine.c.id.in_(ids))
     with app.engine.connect() as conn:
         rows = list(conn.execute(stmt).mappings())
-    fixed = 0
     quotes: dict[str, set[str]] = {}
     for row in rows:
         with ledger_uow(app.engine, policy=app.settings.credit) as uow:
             res = apply_page(uow, row["connection"], row["object"],
                              [revive(json.loads(row["record"]))])
             uow.commit()
-        fixed += res.upserted + res.unchanged
         if res.quotes_touched:
             quotes.setdefault(row["connection"], set()).update(res.quotes_touched)
+        if row["object"] == "quote":     # a quote the hand-off refused: hand it off again
+            quotes.setdefault(row["connection"], set()).add(row["crm_id"])
     if quotes:
         worker = _worker(app)
         try:
@@ -220,7 +221,11 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
                 run_handoffs(app.engine, None, name, quote_ids, accepted)
         finally:
             worker.close()
-    click.echo(f"retried {len(rows)}: {fixed} applied, {len(rows) - fixed} still refused")
+    with app.engine.connect() as conn:     # what is still open, the hand-off's refusals too
+        still = conn.execute(select(func.count()).select_from(quarantine).where(
+            quarantine.c.id.in_([r["id"] for r in rows]),
+            quarantine.c.status == "open")).scalar_one() if rows else 0
+    click.echo(f"retried {len(rows)}: {len(rows) - still} applied, {still} still refused")
 
 
 @quarantine_group.command("drop")

@@ -7,7 +7,14 @@ from decimal import Decimal
 from fake_crm import FakeCRM
 from sqlalchemy import func, select
 
-from billing_core.adapters.tables import accounts, hold_reasons, orders, provisioning_requests
+from billing_core.adapters.tables import (
+    accounts,
+    hold_reasons,
+    one_time_charges,
+    orders,
+    provisioning_requests,
+    subscriptions,
+)
 from sync.engine import SyncOptions, run_cycle
 from sync.tables import handoffs, outbox, quarantine, sync_cursors, sync_runs
 
@@ -112,6 +119,7 @@ def test_handoff_once_amendment_and_reversal_reported(engine):
     run_cycle(engine, crm)
     assert _scalar(engine, select(func.count()).select_from(orders)) == 1
     crm.put("quote", "Q1", revision=2)
+    crm.put("quote_line", "L1", quantity=Decimal(4))
     run_cycle(engine, crm)
     with engine.connect() as conn:
         refs = [r[0] for r in conn.execute(select(orders.c.source_ref).order_by(orders.c.id))]
@@ -119,6 +127,10 @@ def test_handoff_once_amendment_and_reversal_reported(engine):
         amends = conn.execute(select(orders.c.amends_order_id).where(
             orders.c.source_ref == "fake:Q1:rev2")).scalar()
         assert amends is not None
+        # the amendment replaces: the deal's one subscription goes 3 -> 4, nothing stacks
+        # beside it (this test used to accept a second order of 3 + 1 setup beside the first)
+        assert conn.execute(select(subscriptions.c.quantity)).scalars().all() == [4]
+        assert conn.execute(select(func.count()).select_from(one_time_charges)).scalar() == 1
     crm.put("quote", "Q1", status="Denied")
     run_cycle(engine, crm)
     with engine.connect() as conn:
