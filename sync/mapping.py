@@ -71,6 +71,7 @@ class PriceRec:
     currency: str
     unit_price: Decimal
     active: bool
+    effective_from: date | None = None      # the CRM's price start date, when the map has one
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,8 @@ def map_price(rec: Mapping[str, Any], *, guid: bool = False) -> PriceRec:
                     currency=_currency(rec),
                     unit_price=boundary.decimal(rec, "unit_price", required=True,
                                                 limit=boundary.MAX_PRICE) or Decimal(0),
-                    active=boundary.boolean(rec, "active", True))
+                    active=boundary.boolean(rec, "active", True),
+                    effective_from=boundary.day(rec, "effective_from"))
 
 
 def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:

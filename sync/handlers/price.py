@@ -3,8 +3,15 @@
 Rules kept here:
 - A price needs its product to be known to this connection (pulled before it, not deleted);
   otherwise the price is quarantined ("unknown product") and retried when it changes.
-- The first price seen applies from ``FIRST_PRICE_DATE``; a changed price applies from today
-  (the history of earlier invoices stays priced as it was).
+- The first price billing gets for a product and currency applies from ``FIRST_PRICE_DATE``:
+  the CRM holds one current price, its history is unknown, so it prices everything before.
+- A changed price applies from the CRM's price start date when the field map has one
+  (``effective_from``: e.g. a custom date field on Salesforce's PricebookEntry, which has no
+  standard one) and the record carries it; otherwise from today (the sync day). Either way
+  the history of earlier invoices stays priced as it was.
+- A CRM date earlier than the newest price billing already has for that product and currency
+  is raised to that price's date (the CRM's price replaces it): billing's price rows are never
+  reordered, so the CRM's current price is the one in effect from then on.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from datetime import date
 
 from sqlalchemy import RowMapping
 
-from billing_core.service.pricing import set_price
+from billing_core.service.pricing import list_prices, set_price
 from sync.bookkeeping import PageBook
 from sync.handlers.base import ProductLinks, Record, RecordHandler
 from sync.mapping import PriceRec, map_price
@@ -36,7 +43,16 @@ class PriceHandler(RecordHandler[PriceRec]):
 
     def reconcile(self, rec: PriceRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:
-        effective = FIRST_PRICE_DATE if existing is None else self.uow.now().date()
-        price_id = set_price(self.uow, self.products.require(rec.product_crm_id), rec.currency,
-                             effective, rec.unit_price)
+        product_id = self.products.require(rec.product_crm_id)
+        price_id = set_price(self.uow, product_id, rec.currency,
+                             self._effective(rec, product_id, existing), rec.unit_price)
         return price_id, rec.product_crm_id
+
+    def _effective(self, rec: PriceRec, product_id: int, existing: RowMapping | None) -> date:
+        if rec.effective_from is None:
+            return FIRST_PRICE_DATE if existing is None else self.uow.now().date()
+        newest = max((p.effective_from for p in list_prices(self.uow.conn, product_id)
+                      if p.currency == rec.currency), default=None)
+        if newest is None:
+            return FIRST_PRICE_DATE
+        return max(rec.effective_from, newest)

@@ -1,4 +1,6 @@
-"""The sObjects and fields the sandbox serves: exactly the fields of docs/FIELDS.md plus system fields.
+"""The sObjects and fields the sandbox serves: exactly the fields of docs/FIELDS.md plus system fields,
+and PricebookEntry.Price_Start_Date__c (a custom price start date a user's field map may read as
+``price.effective_from``; empty in the seed).
 
 Standard objects (Account, Product2, PricebookEntry, Quote, QuoteLineItem) and the Salesforce CPQ
 pair (SBQQ__Quote__c, SBQQ__QuoteLine__c), which mirror the seeded quotes and their lines.
@@ -104,6 +106,8 @@ PRICEBOOK_ENTRY = SObject("PricebookEntry", "01u", (
     _currency_code(),
     Field("UnitPrice", CURRENCY),
     Field("IsActive", BOOLEAN),
+    # custom: PricebookEntry has no standard start date; orgs that date prices add one
+    Field("Price_Start_Date__c", DATE),
     *_system(),
 ))
 QUOTE = SObject("Quote", "0Q0", (

@@ -170,7 +170,7 @@ class Seed:
         return {"Id": make_id("01u", i), "Pricebook2Id": PRICEBOOK_ID,
                 "Product2Id": make_id("01t", product), "CurrencyIsoCode": currency,
                 "UnitPrice": price(_PRODUCTS[product][5], currency), "IsActive": True,
-                **_system(i)}
+                "Price_Start_Date__c": None, **_system(i)}
 
     def _quote(self, q: int) -> Row:
         d = _Draw(self.seed, 2, q)
