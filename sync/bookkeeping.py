@@ -150,6 +150,22 @@ def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mappin
                 current_run.get(), connection, obj, crm_id, values["field"], values["reason"])
 
 
+#: What ``quarantine list`` and ``GET /sync/quarantine`` show of an entry.
+QUARANTINE_FIELDS = ("id", "connection", "object", "crm_id", "field", "value", "reason",
+                     "attempts", "first_seen", "last_seen", "status")
+
+
+def quarantine_entries(conn: Connection, *, include_closed: bool = False,
+                       limit: int = 1000) -> list[dict[str, Any]]:
+    """The quarantine's entries, oldest first: the open ones (records, and quotes the
+    hand-off could not take), or every entry with ``include_closed``."""
+    stmt = select(*(quarantine.c[name] for name in QUARANTINE_FIELDS)).order_by(
+        quarantine.c.id).limit(limit)
+    if not include_closed:
+        stmt = stmt.where(quarantine.c.status == "open")
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def quarantine_key(record: Mapping[str, Any]) -> str:
     """The record's id as the quarantine keys it: as it is when it is a usable id, otherwise
     shown safely and cut to the column (an id with a NUL, or 10,000 characters, still gets

@@ -95,6 +95,29 @@ class SyncRunOut(BaseModel):
     objects: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class QuarantineEntryOut(BaseModel):
+    """A record the CRM sent that billing could not take, or an accepted quote the hand-off
+    could not take (object ``quote``), with the field, value and reason."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "connection": "sf", "object": "quote", "crm_id": "0Q0000000000001",
+        "field": "price", "value": "product=3 currency=EUR date=2027-01-01",
+        "reason": "does not exist", "attempts": 1, "first_seen": "2027-01-01T06:00:00Z",
+        "last_seen": "2027-01-01T07:00:00Z", "status": "open"}]})
+
+    id: int
+    connection: str
+    object: str
+    crm_id: str
+    field: str
+    value: str | None = None
+    reason: str
+    attempts: int
+    first_seen: datetime
+    last_seen: datetime
+    status: str
+
+
 class StatusOut(BaseModel):
     version: str
     database: dict[str, Any]

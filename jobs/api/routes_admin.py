@@ -1,7 +1,8 @@
 """Admin calls: trigger a resync (answers with the run id at once; the run goes on in the
 background; a request for a run already queued answers with that run's id, and a connection
-with too many queued runs answers 429 with ``Retry-After``), follow a run, and the status
-overview (what ``ledgerbridge status`` shows)."""
+with too many queued runs answers 429 with ``Retry-After``), follow a run, the quarantine
+(records and quotes the sync could not take) and the status overview (what
+``ledgerbridge status`` shows)."""
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -14,8 +15,16 @@ from jobs.api.admin_sync import SyncBusy, SyncRunner
 from jobs.api.deps import Admin, Uow, router
 from jobs.api.errors import ApiError
 from jobs.api.models import API_VERSION, MAX_ID, ErrorBody
-from jobs.api.models_admin import StatusOut, SyncRequest, SyncRunOut, SyncStarted, jsonable
+from jobs.api.models_admin import (
+    QuarantineEntryOut,
+    StatusOut,
+    SyncRequest,
+    SyncRunOut,
+    SyncStarted,
+    jsonable,
+)
 from jobs.migrate import head
+from sync.bookkeeping import quarantine_entries
 from sync.mapping import OBJECTS
 from sync.status import overview
 
@@ -77,6 +86,17 @@ def _scheduler(state: Any) -> dict[str, Any]:
     return info
 
 
+
+
+@routes.get("/sync/quarantine")
+def list_quarantine(uow: Uow, _: Admin, include_closed: bool = False
+                    ) -> list[QuarantineEntryOut]:
+    """What ``ledgerbridge quarantine list`` shows: the records billing could not take and the
+    accepted quotes the hand-off could not take (object ``quote``), with field, value and
+    reason; resolved and dropped entries too with ``include_closed``. Oldest first, at most
+    1,000."""
+    return [QuarantineEntryOut(**row)
+            for row in quarantine_entries(uow.conn, include_closed=include_closed)]
 
 
 @routes.get("/status")

@@ -17,7 +17,8 @@ from jobs.cli import main
 # (method, path, scope needed) for every operation of the OpenAPI document
 NEEDS = {"GET": "billing:read", "POST": "billing:write"}
 ADMIN = {"/accounts/{account}/hold:place", "/accounts/{account}/hold:release", "/sync:run",
-         "/sync/runs/{run_id}", "/status", "/provisioning/{request_id}:retry"}
+         "/sync/runs/{run_id}", "/status", "/provisioning/{request_id}:retry",
+         "/sync/quarantine"}
 
 
 def _operations(api):
