@@ -1,11 +1,11 @@
 """The APScheduler 3 schedule of ``ledgerbridge run``: wiring only, every body is a worker call.
 
 Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
-- ``sync:<connection>``: pull + reconcile + hand off + push, every ``interval_minutes`` (first
-  run at start-up);
+- ``sync:<connection>``: pull + reconcile + hand off + push, then dispatch what it released or
+  ordered, every ``interval_minutes`` (first run at start-up);
 - ``bill-run``: daily at ``bill_run_time`` (UTC); billing bills the accounts whose cycle is due;
 - ``holds``: time-based hold re-evaluation (invoices become overdue with no CRM change);
-- ``provisioning-dispatch``: every ``dispatch_interval_seconds``;
+- ``provisioning-dispatch``: every ``dispatch_interval_seconds``, until the queue is empty;
 - ``outbox-push``: every ``push_interval_seconds``;
 - ``housekeeping``: daily, forgets stored API idempotency answers older than seven days.
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
@@ -49,7 +49,7 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
         "coalesce": True, "max_instances": 1, "misfire_grace_time": s.misfire_grace_seconds})
     now = datetime.now(UTC)
     for name in worker.connections:
-        scheduler.add_job(_guarded(f"sync:{name}", partial(worker.sync_connection, name),
+        scheduler.add_job(_guarded(f"sync:{name}", partial(worker.sync_and_dispatch, name),
                                    worker),
                           IntervalTrigger(minutes=s.interval_minutes), id=f"sync:{name}",
                           name=f"sync {name}", next_run_time=now, replace_existing=True)

@@ -209,10 +209,21 @@ class Worker:
             return summary
 
     def dispatch(self) -> DispatchReport | None:
+        """Dispatch every releasable request, in order, a batch at a time, until none is left
+        (or the worker stops): a hold lift with thousands queued ahead of it is not capped."""
         with job_lock(self.engine, "dispatch") as got:
             if not got:
                 return None
-            return dispatch_pending(self.engine, self.provisioner(), clock=self.clock)
+            return dispatch_pending(self.engine, self.provisioner(), limit=None,
+                                    clock=self.clock, should_stop=self.stop.is_set)
+
+    def sync_and_dispatch(self, name: str) -> RunReport | None:
+        """The daemon's sync job: the cycle, then the dispatch of what it released or ordered
+        (in the same job, not at the next dispatch interval)."""
+        report = self.sync_connection(name)
+        if report is not None and not self.stop.is_set():
+            self.dispatch()
+        return report
 
     def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT) -> BillRunResult | None:
         """Today's bill run. Another run holding the lock (a manual ``bill-run`` for another

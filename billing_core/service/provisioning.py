@@ -176,17 +176,18 @@ class DispatchReport:
     failed: list[int] = field(default_factory=list)
 
 
-def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int = 50,
+def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int | None = 50,
                      worker_id: str = "worker", lease: timedelta = DEFAULT_LEASE,
                      clock: Callable[[], datetime] | None = None,
-                     batch: int = DEFAULT_BATCH) -> DispatchReport:
-    """Claim up to ``limit`` releasable requests, ``batch`` at a time; send each, record each
-    outcome."""
+                     batch: int = DEFAULT_BATCH,
+                     should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
+    """Claim up to ``limit`` releasable requests (None: until none is left), ``batch`` at a
+    time; send each, record each outcome. ``should_stop`` is asked between batches."""
     clock = clock or (lambda: datetime.now(UTC))
     report = DispatchReport()
-    while report.claimed < limit:
-        tasks = claim(engine, limit=min(batch, limit - report.claimed), now=clock(),
-                      lease=lease)
+    while (limit is None or report.claimed < limit) and not should_stop():
+        room = batch if limit is None else min(batch, limit - report.claimed)
+        tasks = claim(engine, limit=room, now=clock(), lease=lease)
         if not tasks:
             break
         report.claimed += len(tasks)

@@ -40,3 +40,34 @@ def test_worker_skips_a_connection_another_worker_holds(sqlite_engine, tmp_path)
         assert worker.sync_connection("sf").outcome == "ok"
     finally:
         worker.close()
+
+
+def test_the_sync_job_dispatches_what_its_cycle_ordered(sqlite_engine, tmp_path):
+    """The scheduled sync job runs the cycle and then the dispatch: an accepted quote's
+    provisioning request is sent in the same job, not an interval later."""
+    from datetime import date
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from billing_core.adapters.tables import provisioning_requests
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[provisioner]\nkind = "log"\n'
+                   '[connections.sf]\ncrm = "salesforce"\nurl = "https://x.example"\n'
+                   '[connections.sf.credentials]\nclient_id = "id"\n'
+                   'client_secret = "env:NOPE"\n')
+    crm = FakeCRM("sf")
+    crm.seed_basic()
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1",
+            start_date=date(2026, 12, 1))
+    crm.put("quote_line", "L1", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(3),
+            unit_price=Decimal(100), start_date=date(2026, 12, 1))
+    worker = Worker(sqlite_engine, load_settings(cfg), connector_factory=lambda s: crm)
+    try:
+        scheduler = build_scheduler(worker)
+        scheduler.get_job("sync:sf").func()
+    finally:
+        worker.close()
+    with sqlite_engine.connect() as conn:
+        states = list(conn.execute(select(provisioning_requests.c.state)).scalars())
+    assert states == ["dispatched"]
