@@ -101,6 +101,28 @@ class Admin:
         return self._update(TABLES["quotes"], payload, {"statecode": 2,
                                                         "statuscode": QUOTE_STATUS[2]})
 
+    def do_revise_quote(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Revise a quote as a Dynamics user does (the ``ReviseQuote`` action): the quote is
+        closed with status reason Revised (statecode 3, statuscode 7) and copied to a new
+        draft quote (a new ``quoteid``) with the same ``quotenumber``, ``revisionnumber`` + 1
+        and copies of its lines. Answers the new quote's id and its lines' ids, in line
+        order."""
+        quotes, details = TABLES["quotes"], TABLES["quotedetails"]
+        store = self.side.store
+        index = self._index(quotes, payload)
+        old = store.get(quotes.name, index) or {}
+        lines = sorted((row for _, row in store.scan(details.name)
+                        if row.get("_quoteid_value") == old[quotes.key]),
+                       key=lambda row: row.get("lineitemnumber") or 0)
+        self._update(quotes, {"index": index}, {"statecode": 3, "statuscode": 7})
+        copied = {k: v for k, v in old.items() if k in quotes.columns and k not in _NOT_COPIED}
+        new = store.create(quotes.name, {**copied, "revisionnumber": (
+            old.get("revisionnumber") or 0) + 1, "statecode": 0, "statuscode": QUOTE_STATUS[0]})
+        line_ids = [store.create(details.name, {
+            **{k: v for k, v in line.items() if k in details.columns and k not in _NOT_COPIED},
+            "_quoteid_value": new[quotes.key]})[details.key] for line in lines]
+        return {"quoteid": new[quotes.key], "quotedetailids": line_ids}
+
     def do_set_quote_state(self, payload: dict[str, Any]) -> dict[str, Any]:
         state = int(payload["statecode"])
         return self._update(TABLES["quotes"], payload, {"statecode": state,
@@ -166,6 +188,11 @@ class Admin:
     def do_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.side.reset()
         return {"reset": True}
+
+
+#: What a revision does not copy: the row's identity and stamps, and what billing wrote.
+_NOT_COPIED = frozenset({"quoteid", "quotedetailid", "createdon", "modifiedon", "versionnumber",
+                         "new_ordernumber", "new_provisioningstatus", "new_invoicenumber"})
 
 
 def _number(value: Any) -> Decimal | None:

@@ -8,7 +8,7 @@ Rules this module keeps:
   cannot be changed (nor deleted twice).
 - Bad input raises AdminError (the server answers it as 400 with the message).
 - Actions: info, set_hold, set_credit_limit, set_quote_status, update, delete / delete_account,
-  create / create_account, create_quote, stamp_together, commit_late, set_api_usage,
+  create / create_account, create_quote, amend_quote, stamp_together, commit_late, set_api_usage,
   set_token_ttl, expire_tokens, issue_token, purge_deleted, reset.
 """
 
@@ -100,6 +100,8 @@ def run(side: SalesforceSide, action: str, payload: dict[str, Any]) -> dict[str,
         return {"id": store.create(obj, values, at=_moment(payload, side))["Id"]}
     if action == "create_quote":
         return _create_quote(side, payload)
+    if action == "amend_quote":
+        return _amend_quote(side, payload)
     if action == "stamp_together":
         obj = _obj(payload)
         at = _moment(payload, side) or now_ms(store.clock)
@@ -165,3 +167,34 @@ def _create_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, An
             row = store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote["Id"]})
             line_ids.append(row["Id"])
     return {"id": quote["Id"], "line_ids": line_ids}
+
+
+def _amend_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any]:
+    """A new revision of a quote, as the org's users make one on the mapped revision field:
+    ``Revision__c`` + 1 on the same Quote, its new start date (``start_date``), its line
+    changes (``quantities``: {line id: quantity}; ``add``: lines as ``create_quote`` takes
+    them; ``remove``: line ids) and its status (``status``, default Accepted)."""
+    store = side.store
+    with store.lock:
+        index = _index(side, S.QUOTE, payload)
+        quote = store.get(S.QUOTE, index) or {}
+        start = payload.get("start_date") or quote.get("Subscription_Start_Date__c")
+        start = start.isoformat() if isinstance(start, dt.date) else start
+        for line_id, quantity in dict(payload.get("quantities", {})).items():
+            _update(side, S.QUOTE_LINE_ITEM, {"id": line_id}, {"Quantity": quantity})
+        for line_id in payload.get("remove", []):
+            store.delete(S.QUOTE_LINE_ITEM, _index(side, S.QUOTE_LINE_ITEM, {"id": line_id}))
+        added = []
+        for line in payload.get("add", []):
+            product = line.get("product_id", line.get("product_index", 0))
+            if isinstance(product, int):
+                product = make_id("01t", product)
+            fields = _values(side, S.QUOTE_LINE_ITEM, {
+                "Product2Id": product, "Quantity": line.get("quantity", 1),
+                "UnitPrice": line.get("unit_price", 10), "ServiceDate": start})
+            added.append(store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote["Id"]})["Id"])
+        _update(side, S.QUOTE, {"id": quote["Id"]}, {
+            "Revision__c": int(quote.get("Revision__c") or 1) + 1,
+            "Subscription_Start_Date__c": start, "Status": payload.get("status", "Accepted")})
+    return {"id": quote["Id"], "revision": int(quote.get("Revision__c") or 1) + 1,
+            "line_ids": added}
