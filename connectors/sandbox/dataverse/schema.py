@@ -9,7 +9,8 @@ Rules kept:
 - Date columns behave as in Dataverse: `quote.effectivefrom` and `quotedetail.requestdeliveryby`
   are date-only columns with "User Local" behaviour (the default of those system columns), so
   they are `Edm.DateTimeOffset` values (`user_local`); `new_lastinvoicedate` is a "Date Only"
-  column (`Edm.Date`, a bare date).
+  column (`Edm.Date`, a bare date), as is `product.new_pricestartdate`, a custom price start
+  date a user's field map may read as `price.effective_from` (empty in the seed).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ PRODUCTS = TableDef(
     _cols(("productid", GUID), ("productnumber", STRING), ("name", STRING), ("statecode", INT),
           ("statuscode", INT), ("new_billingtype", INT), ("new_billingfrequency", INT),
           ("new_needsprovisioning", BOOL), ("price", MONEY),
-          ("_transactioncurrencyid_value", GUID)),
+          ("new_pricestartdate", DATE), ("_transactioncurrencyid_value", GUID)),
     False, {"transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
 )
 QUOTES = TableDef(

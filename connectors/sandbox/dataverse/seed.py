@@ -203,6 +203,7 @@ class Seeder:
             "new_billingtype": 100_000_000 + kind,
             "new_billingfrequency": None if kind == 1 else 100_000_000 + int((h >> 36) % 4 == 0),
             "new_needsprovisioning": kind != 1 and (h >> 44) % 3 != 0, "price": price,
+            "new_pricestartdate": None,
             "_transactioncurrencyid_value": self._cur_ids[cur],
         })
 
