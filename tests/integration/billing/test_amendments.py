@@ -2,8 +2,11 @@
 revision of a deal bills only the difference against what the deal ordered."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from billing_core.adapters.tables import amendment_items, orders, subscriptions
@@ -105,3 +108,56 @@ def test_removed_and_added_items_from_the_start_date(ledger) -> None:
             amendment_items.c.order_id == second)).scalars())
     assert ends == {seat: JAN20, support: None}
     assert actions == ["added", "removed"]
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.integers(1, 12),
+       steps=st.lists(st.tuples(st.integers(1, 45), st.integers(1, 12), st.integers(0, 4)),
+                      min_size=1, max_size=4))
+def test_any_sequence_of_amendments_bills_each_seat_day_once(ledger, first, steps) -> None:
+    """A deal of ``first`` seats at 12.00 from 1 January and a 50.00 setup, then amendments
+    to new seat counts from later and later dates, each recorded before, between or after the
+    monthly bill runs (1 January to 1 May). Whatever the sequence, the recurring and proration
+    lines add up to the seat-days billed (quantity in effect each day x 12.00 / the days of
+    its month, 1 January to 1 June), within half a cent per line, and the setup is billed
+    once."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    setup = ledger.product("50.00", currency="EUR", kind="one_time")
+    with ledger.uow() as uow:
+        order = accept_order(uow, OrderIn(acc, f"deal{acc}:rev1", JAN1, subscriptions=[
+            SubscriptionItem(seat, first, JAN1)], one_time_charges=[OneTimeItem(setup, 1, JAN1)]))
+        uow.commit()
+    schedule, day, slot = [(JAN1, first)], JAN1, 0
+    planned: dict[int, list[tuple[date, int]]] = {}
+    for gap, quantity, after in steps:
+        day += timedelta(days=gap)
+        if day >= date(2027, 6, 1):
+            break
+        slot = max(slot, after)
+        schedule.append((day, quantity))
+        planned.setdefault(slot, []).append((day, quantity))
+    last = order
+    for n, run in enumerate([date(2027, m, 1) for m in range(1, 6)]):
+        for revision, (when, quantity) in enumerate(planned.get(n, []), start=len(schedule)):
+            with ledger.uow() as uow:
+                [result] = amend_orders(uow, [AmendmentIn(
+                    acc, f"deal{acc}:rev{when}:{revision}", last, when,
+                    subscriptions=(SubscriptionItem(seat, quantity, JAN1),),
+                    one_time_charges=(OneTimeItem(setup, 1, JAN1),))])
+                uow.commit()
+            assert isinstance(result, int), result
+            last = result
+        ledger.run(run)
+    lines = [ln for inv in ledger.invoices(acc) for ln in inv["lines"]]
+    seat_lines = [ln["amount_minor"] for ln in lines if ln["kind"] in ("recurring", "proration")]
+    exact = Decimal(0)
+    d = JAN1
+    while d < date(2027, 6, 1):
+        quantity = [q for since, q in schedule if since <= d][-1]
+        days = (date(d.year + d.month // 12, d.month % 12 + 1, 1) - date(d.year, d.month, 1)).days
+        exact += Decimal(quantity) * Decimal(1200) / days
+        d += timedelta(days=1)
+    assert abs(sum(seat_lines) - exact) <= Decimal(len(seat_lines)) / 2
+    assert [ln["amount_minor"] for ln in lines if ln["kind"] == "one_time"] == [5000]

@@ -135,6 +135,14 @@ def test_an_amendment_while_on_hold_is_held_like_a_new_order(engine: Engine) -> 
     assert statuses == ["active", "held"]
     assert change == "pending"
     assert requests[-1] == "awaiting_hold_release"
+    crm.put("account", "A2", credit_hold=False)     # released: the amendment takes effect
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        assert conn.execute(select(orders.c.status)).scalars().all() == ["active", "active"]
+        assert conn.execute(select(subscription_changes.c.status)).scalar() == "active"
+        assert conn.execute(select(subscriptions.c.quantity)).scalar() == 8
+        assert conn.execute(select(provisioning_requests.c.state).order_by(
+            provisioning_requests.c.id)).scalars().all()[-1] == "pending"
 
 
 def test_a_usage_only_quote_becomes_an_order_that_rates_usage(engine: Engine) -> None:
