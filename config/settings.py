@@ -45,6 +45,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = DEFAULT_DATABASE_URL               # LEDGERBRIDGE_DATABASE_URL wins
+    auto_upgrade: bool = True                     # run and sync migrate (and create) it
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class SyncSettings:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    auto_upgrade: bool = True
     billing: BillingSettings = field(default_factory=BillingSettings)
     credit: CreditPolicy = field(default_factory=CreditPolicy)
     provisioner: ProvisionerSettings = field(default_factory=ProvisionerSettings)
@@ -132,6 +134,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     except (SettingsError, CredentialError) as exc:
         raise ConfigError(str(exc)) from None
     return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,
+                    auto_upgrade=built["database"].auto_upgrade,
                     billing=built["billing"], credit=built["credit"],
                     provisioner=built["provisioner"], sync=built["sync"],
                     connections=connections)

@@ -25,6 +25,15 @@ def head() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
 
 
+def known(revision: str) -> bool:
+    """Whether this version ships ``revision`` (False: the database is newer than the code)."""
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown revision
+        return False
+    return True
+
+
 def current(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

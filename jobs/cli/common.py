@@ -2,8 +2,13 @@
 
 - ``AppContext`` loads and checks the settings when the command line starts, before any
   command runs (a bad config stops everything, even a command that would not read it), and
-  opens the engine lazily (no command opens a database it does not need); the first command
-  that needs the schema brings it to the newest migration.
+  opens the engine lazily (no command opens a database it does not need).
+- No command surprises the database: only the commands in ``UPGRADING`` (``run``, ``sync``,
+  ``demo``, ``db upgrade``) create a missing database or bring an older schema to the newest
+  migration, and ``run``/``sync`` only while ``[database] auto_upgrade`` is true. Every other
+  command, reading or writing, needs the database to exist at the newest schema; otherwise it
+  stops with one line naming the path (a SQLite file that does not exist is never created) or
+  the revisions, and what to run (exit 2, nothing written).
 - ``LedgerGroup`` turns a ``LedgerError`` or ``ConfigError`` into one line on stderr and exit
   code 2; anything else is a bug and keeps its traceback.
 - ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text.
@@ -17,14 +22,27 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine, make_url
 
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.domain.errors import LedgerError
 from config.settings import ConfigError, Settings, load_settings
+
+#: Commands that may create the database and bring it to the newest schema themselves.
+UPGRADING = frozenset({"run", "sync", "demo", "db upgrade"})
+#: Of those, the ones that do it only while ``[database] auto_upgrade`` is true.
+AUTO_UPGRADE_ONLY = frozenset({"run", "sync"})
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None for another database or an in-memory SQLite)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
 
 
 @dataclass
@@ -46,10 +64,32 @@ class AppContext:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from jobs.migrate import upgrade
+            from jobs.migrate import current, head, known, upgrade
 
-            self._engine = make_engine(self.settings.database_url)
-            upgrade(self._engine)
+            ctx = click.get_current_context(silent=True)
+            command = " ".join(ctx.command_path.split()[1:]) if ctx is not None else ""
+            may_upgrade = command in UPGRADING and (
+                command not in AUTO_UPGRADE_ONLY or self.settings.auto_upgrade)
+            url = make_url(self.settings.database_url)
+            missing = sqlite_file(url)
+            if missing is not None and not missing.exists() and not may_upgrade:
+                raise ConfigError(f"database: {missing} does not exist (run `ledgerbridge "
+                                  f"db upgrade` to create it, or point --database-url or "
+                                  f"[database] url at the ledger)")
+            engine = make_engine(self.settings.database_url)
+            if may_upgrade:
+                upgrade(engine)
+            else:
+                found, newest = current(engine), head()
+                if found != newest:
+                    engine.dispose()
+                    raise ConfigError(
+                        f"database: schema is at {found or 'nothing (an empty database)'}, "
+                        f"this version needs {newest}: run `ledgerbridge db upgrade`"
+                        if found is None or known(found) else
+                        f"database: schema {found} is newer than this version knows "
+                        f"(newest {newest}): upgrade ledgerbridge")
+            self._engine = engine
         return self._engine
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:

@@ -5,7 +5,8 @@ import click
 from sqlalchemy.engine import make_url
 
 from billing_core.adapters.db import make_engine
-from jobs.cli.common import AppContext, pass_app
+from config.settings import ConfigError
+from jobs.cli.common import AppContext, pass_app, sqlite_file
 from jobs.migrate import current, head
 from jobs.migrate import upgrade as do_upgrade
 
@@ -33,6 +34,10 @@ def upgrade(app: AppContext) -> None:
 @pass_app
 def status(app: AppContext) -> None:
     """Show the schema revision of the database."""
+    missing = sqlite_file(make_url(app.settings.database_url))
+    if missing is not None and not missing.exists():
+        raise ConfigError(f"database: {missing} does not exist (`ledgerbridge db upgrade` "
+                          f"creates it)")
     engine = make_engine(app.settings.database_url)
     try:
         rev = current(engine)
