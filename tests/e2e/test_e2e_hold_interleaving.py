@@ -3,7 +3,8 @@ interleaving of CRM changes and the cycle's reads.
 
 The connector is wrapped so that before and after every page read of every object (and every
 single-record read) the test can make the CRM change pair "put account A on hold, then accept
-a quote of A" (Salesforce sandbox, over HTTPS). For every such point in turn, cycles then run
+a quote of A" (the sandbox's Salesforce, and its Dataverse: a credit hold, a quote won; over
+HTTPS). For every such point in turn, cycles then run
 to completion: while the CRM hold is set, no provisioning request of that quote's order is
 ever anything but ``awaiting_hold_release`` (after each cycle and after a dispatch); once the
 hold is cleared in the CRM, the next cycle releases them and a dispatch sends them. The cycle
@@ -35,6 +36,86 @@ pytestmark = pytest.mark.e2e
 HOOK = Callable[[str], None]
 MAX_POINTS = 80
 HW_KEY = 8              # the sandbox's "Hardware Security Key": one-time, needs provisioning
+
+
+class SalesforceUser:
+    """The CRM user's changes, on the sandbox's Salesforce."""
+
+    connection, crm = "sf", "salesforce"
+
+    def __init__(self, sandbox: Any) -> None:
+        self.side = sandbox.salesforce
+
+    def accounts(self) -> list[str]:
+        """Twenty accounts in USD, no hold, credit enough for anything."""
+        return [self.side.admin("update", {"object": "Account", "index": i, "fields": {
+            "Credit_Limit__c": 10_000_000, "Credit_Hold__c": False,
+            "CurrencyIsoCode": "USD"}})["id"] for i in range(1, 21)]
+
+    def new_quote(self, account: str) -> tuple[str, str]:
+        """A draft quote of one line that needs provisioning: its id, its order's source ref."""
+        quote = self.side.admin("create_quote", {
+            "account_id": account, "status": "Draft",
+            "lines": [{"product_index": HW_KEY, "quantity": 2, "unit_price": 45}]})["id"]
+        return quote, f"sf:{quote}:rev1"
+
+    def rename(self, account: str, name: str) -> None:
+        self.side.admin("update", {"object": "Account", "id": account, "fields": {"Name": name}})
+
+    def hold(self, account: str, on: bool) -> None:
+        self.side.admin("set_hold", {"id": account, "hold": on})
+
+    def accept(self, quote: str) -> None:
+        self.side.admin("set_quote_status", {"id": quote, "status": "Accepted"})
+
+
+class DataverseUser:
+    """The same changes on the sandbox's Dataverse: ``creditonhold``, a quote won. Its seeded
+    products are drawn at random, so the quote's product (one-time, needs provisioning) is
+    made here."""
+
+    connection, crm = "d365", "dynamics"
+
+    def __init__(self, sandbox: Any) -> None:
+        self.side = sandbox.dataverse
+        usd = next(g for g in (self.side.admin("guid", {"table": "transactioncurrencies",
+                                                        "index": i})["id"] for i in range(8))
+                   if self.side.admin("get", {"table": "transactioncurrencies", "id": g})[
+                       "isocurrencycode"] == "USD")
+        self.usd = f"/transactioncurrencies({usd})"
+        product = self.side.admin("create", {"table": "products", "row": {
+            "productnumber": "SKU-HWKEY", "name": "Hardware Security Key", "statecode": 0,
+            "statuscode": 1, "new_billingtype": 100_000_001, "new_needsprovisioning": True,
+            "price": 45, "transactioncurrencyid@odata.bind": self.usd}})
+        self.product = f"/products({product['productid']})"
+
+    def accounts(self) -> list[str]:
+        return [self.side.admin("update", {"table": "accounts", "index": i, "values": {
+            "creditlimit": 10_000_000, "creditonhold": False,
+            "transactioncurrencyid@odata.bind": self.usd}})["accountid"] for i in range(1, 21)]
+
+    def new_quote(self, account: str) -> tuple[str, str]:
+        quote = self.side.admin("create", {"table": "quotes", "row": {
+            "name": "Interleaved quote", "statecode": 0, "statuscode": 1, "revisionnumber": 0,
+            "customerid_account@odata.bind": f"/accounts({account})",
+            "transactioncurrencyid@odata.bind": self.usd}})["quoteid"]
+        self.side.admin("create", {"table": "quotedetails", "row": {
+            "quoteid@odata.bind": f"/quotes({quote})", "productid@odata.bind": self.product,
+            "lineitemnumber": 1, "quantity": 2, "priceperunit": 45, "extendedamount": 90,
+            "transactioncurrencyid@odata.bind": self.usd}})
+        return quote, f"d365:{quote}:rev0"
+
+    def rename(self, account: str, name: str) -> None:
+        self.side.admin("update", {"table": "accounts", "id": account, "values": {"name": name}})
+
+    def hold(self, account: str, on: bool) -> None:
+        self.side.admin("set_creditonhold", {"id": account, "value": on})
+
+    def accept(self, quote: str) -> None:
+        self.side.admin("win_quote", {"id": quote})
+
+
+USERS = {"salesforce": SalesforceUser, "dataverse": DataverseUser}
 
 
 class Interleaved:
@@ -102,18 +183,24 @@ class Injector:
             change()
 
 
-@pytest.fixture
-def make_worker(sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                ) -> Iterator[Callable[[Engine, int], tuple[Worker, Injector]]]:
-    """A worker for the sandbox's Salesforce whose connector is :class:`Interleaved`."""
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+@pytest.fixture(params=sorted(USERS))
+def user(request: pytest.FixtureRequest, sandbox: Any) -> SalesforceUser | DataverseUser:
     sandbox.reset()
+    made: SalesforceUser | DataverseUser = USERS[request.param](sandbox)
+    return made
+
+
+@pytest.fixture
+def make_worker(sandbox: Any, user: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[Callable[[Engine, int], tuple[Worker, Injector]]]:
+    """A worker for the user's CRM in the sandbox whose connector is :class:`Interleaved`."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
     made: list[Worker] = []
 
     def make(engine: Engine, page_size: int) -> tuple[Worker, Injector]:
-        text, env = sandbox_config(sandbox, str(engine.url), connections=("sf",))
-        text = text.replace('crm = "salesforce"\n',
-                            f'crm = "salesforce"\npage_size = {page_size}\n')
+        text, env = sandbox_config(sandbox, str(engine.url), connections=(user.connection,))
+        text = text.replace(f'crm = "{user.crm}"\n',
+                            f'crm = "{user.crm}"\npage_size = {page_size}\n')
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         cfg = tmp_path / "ledgerbridge.toml"
@@ -146,45 +233,40 @@ def _dispatch(w: Worker) -> None:
 
 
 def _cycle(w: Worker, **kw: Any) -> None:
-    report = w.sync_connection("sf", w.options("test", **kw), wait=True)
+    (name,) = w.connections
+    report = w.sync_connection(name, w.options("test", **kw), wait=True)
     assert report is not None and report.outcome == "ok", report
 
 
 def test_a_hold_never_misses_a_quote_accepted_after_it_incremental_cycles(
-        sandbox: Any, engine: Engine, make_worker: Any) -> None:
+        user: Any, engine: Engine, make_worker: Any) -> None:
     # Two records a page: an incremental read spans several pages per object.
-    _interleave(sandbox, engine, *make_worker(engine, 2), "incremental")
+    _interleave(user, engine, *make_worker(engine, 2), "incremental")
 
 
 @pytest.mark.parametrize("mode", ["full", "one account"])
 def test_a_hold_never_misses_a_quote_accepted_after_it_full_and_one_account(
-        sandbox: Any, sqlite_engine: Engine, make_worker: Any, mode: str) -> None:
+        user: Any, sqlite_engine: Engine, make_worker: Any, mode: str) -> None:
     # A full read of the whole sandbox at 25 records a page: a few pages per object.
-    _interleave(sandbox, sqlite_engine, *make_worker(sqlite_engine, 25), mode)
+    _interleave(user, sqlite_engine, *make_worker(sqlite_engine, 25), mode)
 
 
-def _interleave(sandbox: Any, engine: Engine, w: Worker, injector: Injector, mode: str) -> None:
+def _interleave(crm: Any, engine: Engine, w: Worker, injector: Injector, mode: str) -> None:
     """Inject the change pair at each read point in turn (see the module's docstring)."""
-    sf = sandbox.salesforce
-    accounts = [sf.admin("update", {"object": "Account", "index": i, "fields": {
-        "Credit_Limit__c": 10_000_000, "Credit_Hold__c": False, "CurrencyIsoCode": "USD"}})["id"]
-        for i in range(1, 21)]
+    accounts = crm.accounts()
     _cycle(w)
     violations: list[str] = []
     fired_points: list[str] = []
     for at in range(MAX_POINTS):
         account = accounts[at % len(accounts)]
         other = accounts[(at + 7) % len(accounts)]
-        quote = sf.admin("create_quote", {"account_id": account, "status": "Draft", "lines": [
-            {"product_index": HW_KEY, "quantity": 2, "unit_price": 45}]})["id"]
+        quote, ref = crm.new_quote(account)
         for i in range(3):      # unrelated changes: more pages to interleave with
-            sf.admin("update", {"object": "Account", "id": accounts[(at + 11 + i) % 20],
-                                "fields": {"Name": f"Account {i} round {at}"}})
-        ref = f"sf:{quote}:rev1"
+            crm.rename(accounts[(at + 11 + i) % 20], f"Account {i} round {at}")
 
         def change(account: str = account, quote: str = quote) -> None:
-            sf.admin("set_hold", {"id": account, "hold": True})
-            sf.admin("set_quote_status", {"id": quote, "status": "Accepted"})
+            crm.hold(account, True)
+            crm.accept(quote)
 
         injector.arm(at, change)
         _cycle(w, **{"incremental": {}, "full": {"full": True},
@@ -203,9 +285,8 @@ def _interleave(sandbox: Any, engine: Engine, w: Worker, injector: Injector, mod
                 violations.append(f"{point} {step}: {states}")
         if not _states(engine, ref):
             violations.append(f"{point}: no order after two cycles")
-        sf.admin("set_hold", {"id": account, "hold": False})
-        sf.admin("update", {"object": "Account", "id": other,
-                            "fields": {"Name": f"Other of round {at}"}})
+        crm.hold(account, False)
+        crm.rename(other, f"Other of round {at}")
         _cycle(w)
         _dispatch(w)
         if _states(engine, ref) != ["dispatched"]:
