@@ -368,7 +368,8 @@ def run_trials(args: argparse.Namespace) -> Counter[str]:
     print(f"\nsummary: {args.trials} trials, {args.database}, {what}, "
           f"seed {args.seed}, {args.accounts} accounts, {args.quotes} quotes, "
           f"{time.monotonic() - started:.0f} s")
-    print("  signals landed in: " + ", ".join(f"{p} {c}" for p, c in sorted(phases.items())))
+    landed = "the budget ran out" if args.signal == "budget" else "signals landed"
+    print(f"  {landed} in: " + ", ".join(f"{p} {c}" for p, c in sorted(phases.items())))
     print(f"  re-deliveries with the same idempotency key (not violations): {redeliveries}")
     for name in (*INVARIANTS, *sorted(set(violations) - set(INVARIANTS))):
         print(f"  {name:<42} {violations.get(name, 0)} violations")
