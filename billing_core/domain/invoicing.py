@@ -316,7 +316,7 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
     end = period_of(period_start, freq, bcd, anchor)[1]
     if sub.end_date is not None and sub.end_date < end:
         end = sub.end_date
-    points = [c.effective_date for c in timeline if billed < c.effective_date < end]
+    points = sorted({c.effective_date for c in timeline if billed < c.effective_date < end})
     for a, b, dip in split_by_period(billed, end, freq, bcd, anchor):
         cuts = [a, *(p for p in points if a < p < b), b]
         for qa, qb in pairwise(cuts):

@@ -232,3 +232,17 @@ def test_bad_ends_and_changes_name_the_field(ledger) -> None:
     with pytest.raises(ValidationError) as info, ledger.uow() as uow:
         change_quantity(uow, sub, 2, date(2025, 12, 31))   # before the start
     assert info.value.field == "effective_date"
+
+
+def test_two_changes_on_the_same_day_bill_once_the_later_recorded(ledger) -> None:
+    """2 seats; 4 then 6 seats both from 10 February, recorded before February is billed. The
+    later-recorded one holds from that day; the period is cut once there (the old code cut it
+    twice, wrote a 0-day line claiming the same period start and the bill run failed):
+      [1 Feb, 10 Feb) 9/28:  2 x 20.00 x 9/28  = 12.857... -> 12.86
+      [10 Feb, 1 Mar) 19/28: 6 x 20.00 x 19/28 = 81.428... -> 81.43"""
+    acc, sub = _seats(ledger, quantity=2)
+    _change(ledger, sub, 4, date(2026, 2, 10))
+    _change(ledger, sub, 6, date(2026, 2, 10))
+    ledger.run(date(2026, 2, 1))
+    [feb] = ledger.invoices(acc)
+    assert ledger.amounts(feb)[-2:] == [("proration", 1286), ("proration", 8143)]
