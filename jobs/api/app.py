@@ -32,6 +32,7 @@ from jobs.api import (
     routes_billing,
     routes_credit,
     routes_ops,
+    routes_orders,
     routes_payments,
 )
 from jobs.api.admin_sync import SyncRunner
@@ -119,7 +120,8 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                              scheduler_state=scheduler_state, clock=clock,
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
-    for module in (routes_billing, routes_payments, routes_credit, routes_admin, routes_ops):
+    for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,
+                   routes_ops):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
     routes_ops.add_openapi_route(app)

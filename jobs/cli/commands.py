@@ -11,12 +11,13 @@ from collections.abc import Iterable
 import click
 
 from connectors.sandbox.cli import sandbox_command
-from jobs.cli import billing, credit, demo, demo_crm, receivables, sync, tokens
+from jobs.cli import billing, credit, demo, demo_crm, orders, receivables, sync, tokens
 from jobs.cli.db import db
 
 COMMANDS: list[click.Command] = [
     db,
     *billing.COMMANDS,
+    *orders.COMMANDS,
     *receivables.COMMANDS,
     *credit.COMMANDS,
     sandbox_command,

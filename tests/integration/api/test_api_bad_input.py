@@ -28,7 +28,8 @@ def test_every_body_refuses_the_wrong_shape(api, account):
     for method, path, op in _operations(api):
         if "requestBody" not in op:
             continue
-        concrete = path.replace("{account}", str(account)).replace("{request_id}", "1")
+        concrete = path.replace("{account}", str(account)).replace("{request_id}", "1") \
+            .replace("{subscription_id}", "1")
         for bad in ([], "text", {"unexpected": 1}):
             r = api.client.request(method, concrete, json=bad, headers=api.headers("admin"))
             assert r.status_code == 422, (path, bad, r.status_code, r.text)
@@ -46,12 +47,12 @@ def test_every_path_and_query_parameter_is_checked(api):
             continue
         if "{" in path:
             bad = path.replace("{account}", "bad%20id!").replace("{ref}", "bad%20ref!").replace(
-                "{run_id}", "0")
+                "{run_id}", "0").replace("{order_id}", "0").replace("{subscription_id}", "0")
             r = api.client.get(bad, headers=api.headers("admin"))
             assert r.status_code == 422, (path, r.status_code, r.text)
             assert r.json()["error"]["field"].startswith("path."), path
             missing = path.replace("{account}", "404").replace("{ref}", "404").replace(
-                "{run_id}", "404")
+                "{run_id}", "404").replace("{order_id}", "404").replace("{subscription_id}", "404")
             assert api.client.get(missing, headers=api.headers("admin")).status_code == 404, path
         limits = [p for p in op.get("parameters", []) if p["name"] == "limit"]
         if limits:
