@@ -21,6 +21,9 @@ Rules kept here
   unapplied part only) drops by exactly what left the memo. The move is final: ``unapply`` does
   not reverse it (convert the grant again instead).
 - Pool credit is not part of the open balance: it is spent at billing, or turned into a memo.
+  At billing a grant pays only for usage dated on or before its ``expires_on``, so a grant
+  that expires inside a usage period still pays for that period's usage before its expiry
+  (the draw rule is :mod:`billing_core.domain.invoicing`'s); ``expired`` here is as of a day.
 """
 from __future__ import annotations
 
