@@ -115,7 +115,8 @@ class DataverseUser:
         self.side.admin("win_quote", {"id": quote})
 
 
-USERS = {"salesforce": SalesforceUser, "dataverse": DataverseUser}
+USERS: dict[str, type[SalesforceUser | DataverseUser]] = {"salesforce": SalesforceUser,
+                                                         "dataverse": DataverseUser}
 
 
 class Interleaved:
