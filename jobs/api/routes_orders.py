@@ -190,9 +190,9 @@ def change_quantity(subscription_id: Id, body: ChangeQuantity, uow: Uow, _: Writ
 
 
 @routes.post("/billing/subscriptions/{subscription_id}:cancel")
-def cancel_subscription(subscription_id: Id, body: CancelSubscription, uow: Uow,
-                        _: Writer) -> SubscriptionOut:
-    """End the subscription now or at ``at`` (an end date only moves earlier); days billed in
-    advance after it are credited on the next invoice."""
-    gate.end_subscription(uow, subscription_id, body.at)
+def cancel_subscription(subscription_id: Id, uow: Uow, _: Writer,
+                        body: CancelSubscription | None = None) -> SubscriptionOut:
+    """End the subscription now (no body) or at ``at`` (an end date only moves earlier); days
+    billed in advance after it are credited on the next invoice."""
+    gate.end_subscription(uow, subscription_id, None if body is None else body.at)
     return _sub_out(subscription_view(uow.conn, subscription_id, uow.now().date()))

@@ -57,6 +57,13 @@ def test_list_show_change_and_cancel(api, account):
     assert [s["id"] for s in ended] == [sub]
 
 
+def test_cancel_without_a_body_ends_today(api, account):
+    _, sub = _order(api, account)
+    r = api.post(f"/billing/subscriptions/{sub}:cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["end_date"] == api.run(lambda uow: uow.now().date().isoformat())
+
+
 def test_scopes_idempotency_and_bad_input(api, account):
     _, sub = _order(api, account)
     path = f"/billing/subscriptions/{sub}:change-quantity"
