@@ -246,3 +246,34 @@ def test_two_changes_on_the_same_day_bill_once_the_later_recorded(ledger) -> Non
     ledger.run(date(2026, 2, 1))
     [feb] = ledger.invoices(acc)
     assert ledger.amounts(feb)[-2:] == [("proration", 1286), ("proration", 8143)]
+
+
+def test_ending_a_subscription_never_activated(ledger) -> None:
+    """An order taken but not activated (e.g. held): ending its subscription on or before the
+    start cancels it outright (nothing was billed); a later end is kept, and once the order
+    activates billing stops there: 3 seats from 1 March ended 16 March, billed on 1 April:
+    3 x 20.00 x 15/31 = 29.032... -> 29.03 and nothing for April."""
+    from billing_core.service.orders import (
+        OrderIn,
+        SubscriptionItem,
+        activate_order,
+        place_order,
+    )
+
+    acc = ledger.account(bcd=1)
+    seat = ledger.product("20.00")
+    with ledger.uow() as uow:
+        first = place_order(uow, OrderIn(acc, "held-1", date(2026, 3, 1), subscriptions=[
+            SubscriptionItem(seat, 3, date(2026, 3, 1))]))
+        second = place_order(uow, OrderIn(acc, "held-2", date(2026, 3, 1), subscriptions=[
+            SubscriptionItem(seat, 3, date(2026, 3, 1))]))
+        subs = dict(uow.conn.execute(select(subscriptions.c.order_id, subscriptions.c.id)).all())
+        gate.end_subscription(uow, subs[first], date(2026, 2, 1))
+        gate.end_subscription(uow, subs[second], date(2026, 3, 16))
+        activate_order(uow, second)
+        uow.commit()
+    with ledger.uow() as uow:
+        assert uow.conn.execute(select(subscriptions.c.status).where(
+            subscriptions.c.id == subs[first])).scalar() == "cancelled"
+    ledger.run(date(2026, 4, 1))
+    assert ledger.amounts(ledger.invoices(acc)[-1]) == [("proration", 2903)]
