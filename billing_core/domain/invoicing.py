@@ -2,7 +2,9 @@
 
 Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'s)
 - Lines, in order: per subscription its catch-up prorations for quantity changes in periods
-  already billed (``proration``, negative for a decrease), then its charges for the range not
+  already billed, each against the quantity in effect on its own date, and the credit for the
+  days billed after its end date (``proration``, negative for a decrease; the rules are
+  :mod:`billing_core.domain.history`'s), then its charges for the range not
   yet billed, ``[billed_through or start, end of its own period containing the invoice period
   start)`` cut at period boundaries, quantity changes and price changes (``recurring`` for a
   whole period, ``proration`` for a part); then one-time charges (``one_time``); then usage
