@@ -53,7 +53,16 @@ from sqlalchemy import Engine
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.service import ledger_uow
-from connectors.base import BudgetExhausted, Connector, ConnectorError, Deletion, Page
+from connectors.base import (
+    AuthError,
+    BudgetExhausted,
+    Connector,
+    ConnectorError,
+    Deletion,
+    Page,
+    RetriableError,
+)
+from connectors.credentials import CredentialError
 from connectors.prefetch import Prefetch
 from sync import handoff, handoff_reads, outbox, push
 from sync.bookkeeping import PageResult, ledger_id_of
@@ -75,6 +84,16 @@ Progress = Callable[[str, int], None]
 # Pages read ahead of the one being applied: three let the CRM answer the next request while
 # the reader parses (100,000 + 100,000 full pull: 59 s against 65 s with one; bench/sync.py).
 READ_AHEAD = 3
+def failure_cause(exc: BaseException) -> str | None:
+    """``config`` for a credential missing or refused, ``unreachable`` for a CRM that did not
+    answer after the transport's bounded retries, None for anything else."""
+    if isinstance(exc, (AuthError, CredentialError)):
+        return "config"
+    if isinstance(exc, RetriableError):
+        return "unreachable"
+    return None
+
+
 #: The pull order (see the module's rules): accounts last, after the reads orders are built from.
 PULL_ORDER = ("product", "price", "quote", "quote_line", "account")
 
@@ -156,6 +175,7 @@ class Cycle:
             report.outcome, report.error = "stopped: API budget", str(exc)
         except Exception as exc:
             report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+            report.cause = report.cause or failure_cause(exc)
             log.exception("sync run failed run=%s connection=%s", report.run_id, self.name)
         except BaseException as exc:      # Ctrl-C, exit: recorded with its counts, raised on
             report.outcome, report.error = "interrupted", type(exc).__name__
@@ -228,6 +248,7 @@ class Cycle:
         except ConnectorError as exc:
             stats.outcome = f"failed: {exc}"[:32]
             self.rep.error = f"{obj}: {exc}"
+            self.rep.cause = self.rep.cause or failure_cause(exc)
             log.warning("sync object failed run=%s connection=%s object=%s error=%s",
                         self.rep.run_id, self.name, obj, exc)
             return True
@@ -254,6 +275,7 @@ class Cycle:
                 self._apply("quote_line", Page(lines, [], None), save=False)
         record = self.connector.read_one("account", crm_id)     # last: see PULL_ORDER
         if record is None:
+            self.rep.not_found.append(crm_id)
             self._apply("account", Page([], [Deletion(crm_id, None, "missing")], None),
                         save=False)
         else:

@@ -58,6 +58,11 @@ class RunReport:
     disappeared: list[str] = field(default_factory=list)
     api_used: int | None = None
     api_limit: int | None = None
+    #: Why a failure happened, for exit codes: ``config`` (a credential missing or refused),
+    #: ``unreachable`` (the CRM did not answer after the bounded retries), or None.
+    cause: str | None = None
+    #: CRM ids asked for by name (``account=``) that the CRM does not have.
+    not_found: list[str] = field(default_factory=list)
 
     def stats(self, obj: str) -> ObjectStats:
         return self.objects.setdefault(obj, ObjectStats())

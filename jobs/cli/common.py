@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 from sqlalchemy import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.domain.errors import LedgerError
@@ -104,15 +105,41 @@ class AppContext:
 
 
 class LedgerGroup(click.Group):
+    """Turns what a command raises into the exit-code contract (``jobs.cli.exits``): one line
+    on stderr, then 2 (bad input, configuration), 3 (the database unreachable), 130 (Ctrl-C)."""
+
     def invoke(self, ctx: click.Context) -> Any:
+        from jobs.cli import exits
+
         try:
             return super().invoke(ctx)
         except LedgerError as exc:
             click.echo(f"error: {exc.code}: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exits.BAD_INPUT)
         except ConfigError as exc:
             click.echo(f"error: config: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exits.BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(exits.INTERRUPTED)
+        except (OperationalError, InterfaceError) as exc:
+            if not exc.connection_invalidated and not _connect_failure(exc):
+                raise
+            app = ctx.find_object(AppContext)
+            where = make_url(app.settings.database_url).render_as_string(hide_password=True) \
+                if app is not None else "the database"
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            click.echo(f"error: database: cannot reach {where}: {reason}", err=True)
+            sys.exit(exits.UNREACHABLE)
+
+
+def _connect_failure(exc: DBAPIError) -> bool:
+    """Whether a driver error says the database could not be reached (not a bad statement)."""
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("connection refused", "could not connect", "timeout",
+                                   "timed out", "could not translate host name",
+                                   "server closed the connection", "unable to open database",
+                                   "connection failed"))
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 
 from billing_core.service import ledger_uow
 from connectors.registry import doctor_report
+from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 from jobs.daemon import DaemonRefused, configure_logging, run_daemon
 from jobs.migrate import current, head
@@ -43,17 +44,33 @@ def _worker(app: AppContext) -> Worker:
     return Worker(app.engine, app.settings)
 
 
+def _not_blank(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"{value!r}: must not be empty", param=param)
+    return value
+
+
 @click.command("sync")
 @click.option("--connection", "-c", help="Only this connection (default: all).")
 @click.option("--object", "-o", "obj", type=click.Choice(
     ["account", "product", "price", "quote", "quote_line"]), help="Only this object.")
 @click.option("--full", is_flag=True, help="Ignore cursors; report what disappeared.")
-@click.option("--account", "account", help="One account (CRM id) and its quotes.")
+@click.option("--account", "account", callback=_not_blank,
+              help="One account (CRM id) and its quotes (with -c when several connections "
+                   "are configured).")
 @json_option
 @pass_app
 def sync_command(app: AppContext, connection: str | None, obj: str | None, full: bool,
                  account: str | None, as_json: bool) -> None:
-    """Resync now: pull, reconcile, hand off, push."""
+    """Resync now: pull, reconcile, hand off, push. Exit codes: ``jobs.cli.exits`` (0 ok,
+    1 partial or stopped, 2 bad input or configuration, 3 CRM unreachable, 130 interrupted)."""
+    if connection is not None and connection not in app.settings.connections:
+        raise click.BadParameter(f"{connection!r} is not configured (configured: "
+                                 f"{', '.join(app.settings.connections) or 'none'})",
+                                 param_hint="'--connection'")
+    if account is not None and connection is None and len(app.settings.connections) > 1:
+        raise click.BadParameter("an account id belongs to one CRM: name its connection "
+                                 "with -c", param_hint="'--account'")
     worker = _worker(app)
     try:
         with _stop_on_signals(worker.stop):
@@ -72,8 +89,16 @@ def sync_command(app: AppContext, connection: str | None, obj: str | None, full:
             click.echo(f"run {r.run_id} {r.connection}: {r.outcome}"
                        f"{'; handed off ' + str(r.handed_off) + ' quote(s)' if r.handed_off else ''}"
                        f"{'; disappeared: ' + ', '.join(r.disappeared[:20]) if r.disappeared else ''}")
-    if any(not r.outcome.startswith(("ok", "partial")) for r in reports):
-        sys.exit(1)
+    for r in reports:
+        for crm_id in r.not_found:
+            click.echo(f"error: account {crm_id!r} not found in connection {r.connection!r}",
+                       err=True)
+    code = exits.worst(exits.for_run(r) for r in reports)
+    if worker.stop.is_set():
+        code = exits.worst((code, exits.INTERRUPTED))
+    if code:
+        sys.exit(code)
+
 
 
 @contextmanager
@@ -226,6 +251,8 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
             quarantine.c.id.in_([r["id"] for r in rows]),
             quarantine.c.status == "open")).scalar_one() if rows else 0
     click.echo(f"retried {len(rows)}: {len(rows) - still} applied, {still} still refused")
+    if still:
+        sys.exit(exits.ATTENTION)
 
 
 @quarantine_group.command("drop")

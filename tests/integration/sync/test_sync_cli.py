@@ -40,7 +40,9 @@ def test_quarantine_list_retry_and_drop(sqlite_engine):
     run_cycle(sqlite_engine, crm)
     rows = json.loads(_invoke(url, "quarantine", "list", "--json").output)
     assert {r["crm_id"] for r in rows} == {"BAD", "BAD2"}
-    assert "still refused" in _invoke(url, "quarantine", "retry").output
+    retried = _invoke(url, "quarantine", "retry")
+    assert "still refused" in retried.output
+    assert retried.exit_code == 1                 # regression: a refused retry exited 0
     drop = _invoke(url, "quarantine", "drop", str(rows[1]["id"]))
     assert "dropped 1" in drop.output
     left = json.loads(_invoke(url, "quarantine", "list", "--json").output)
