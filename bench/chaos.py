@@ -227,13 +227,22 @@ def signaller(sig: int) -> Callable[[subprocess.Popen[bytes]], None]:
     return strike
 
 
-def budget_stopper(sbx: Any, kind: str, share: float) -> Callable[[subprocess.Popen[bytes]],
-                                                                   None]:
-    """Other integrations spend the CRM's allowance: up to the worker's share, or all of it."""
-    def strike(_proc: subprocess.Popen[bytes]) -> None:
-        usage = sbx.salesforce.usage
-        usage.set(used=usage.limit if kind == "cap" else int(usage.limit * share))
-    return strike
+class BudgetStop:
+    """Other integrations spend the CRM's allowance: up to the worker's share, or all of it.
+    ``past()``: the calls the worker spent after that (in flight when it struck: the guard
+    lets no new call through once the CRM reported the share; a refused call spends none)."""
+
+    def __init__(self, sbx: Any, kind: str, share: float) -> None:
+        self.usage, self.kind, self.share = sbx.salesforce.usage, kind, share
+        self.struck_at: int | None = None
+
+    def __call__(self, _proc: subprocess.Popen[bytes]) -> None:
+        limit = self.usage.limit
+        self.struck_at = limit if self.kind == "cap" else int(limit * self.share)
+        self.usage.set(used=self.struck_at)
+
+    def past(self) -> int | None:
+        return None if self.struck_at is None else self.usage.used - self.struck_at
 
 
 #: Recovery after a budget stop runs this far ahead: past the CRM's 24-hour window.
@@ -275,15 +284,17 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
         config = tmp / "ledgerbridge.toml"
         config.write_text(text, encoding="utf-8")
         env = {**os.environ, **env, SECRET_ENV: args.secret}
+        strike: Callable[[subprocess.Popen[bytes]], None]
+        stop = BudgetStop(sbx, budget_kind, load_settings(config).connections["sf"].budget_share)
         if args.signal == "budget":
-            share = load_settings(config).connections["sf"].budget_share
-            strike = budget_stopper(sbx, budget_kind, share)
+            strike = stop
         else:
             strike = signaller(signal.SIGKILL if args.signal == "kill" else signal.SIGTERM)
         rc, lived, phase = run_worker(config, tmp / "phases", env, args.rounds, kill_after,
                                       strike, args.kill_in)
-        next_day = 0.0
+        next_day, past_share = 0.0, None
         if args.signal == "budget" and horizon:
+            past_share = stop.past()
             sbx.salesforce.usage.set(used=0)             # the allowance comes back
             next_day = NEXT_DAY_HOURS
         recovery_rc, _, _ = run_worker(config, tmp / "recovery", env, args.recovery_rounds,
@@ -302,6 +313,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
         found.setdefault("signatures", []).append(f"{receiver.bad_signatures} bad signatures")
     return {"trial": n, "seed": seed, "kill_after": kill_after, "exit": rc, "lived": lived,
             "strike": args.signal if args.signal != "budget" else f"budget:{budget_kind}",
+            "past_share": past_share,
             "phase": phase, "found": {k: v for k, v in found.items() if v},
             "deliveries": len(receiver.deliveries), **apart,
             "seconds": time.monotonic() - t0}
@@ -379,7 +391,9 @@ def run_trials(args: argparse.Namespace) -> Counter[str]:
 def _print_trial(args: argparse.Namespace, r: dict[str, Any]) -> None:
     print(f"trial {r['trial']:3d} seed {r['seed']}: {r['strike']} at {r['kill_after']:.2f} s "
           f"in {r['phase']:<16} exit {r['exit']:4d}  deliveries {r['deliveries']:3d} "
-          f"(re-sent {r['redeliveries']})  refused {r['refused']}  budget stops "
+          f"(re-sent {r['redeliveries']})  refused {r['refused']}  "
+          + (f"calls after the budget ran out {r['past_share']}  "
+             if r["past_share"] is not None else "") + "budget stops "
           f"{r['budget_stops']}  {r['seconds']:.1f} s  "
           f"{'ok' if not r['found'] else 'VIOLATIONS'}", flush=True)
     for name, found in r["found"].items():
