@@ -36,7 +36,16 @@ Rules kept here
   yet is billed at the quantity in effect each day.
 - Transactions: the caller's unit of work; each amendment in a savepoint of its own, so one
   that is refused (a ``LedgerError``, answered in its place) leaves nothing behind and the
-  others go on.
+  others go on. The amended order's row is locked first (``FOR UPDATE`` on PostgreSQL), so two
+  amendments of one deal (or a racing twin of one) are decided one after the other.
+
+Invariants
+- Each day of a deal's subscription is billed at one quantity, the one in effect that day, by
+  one subscription per key: an amendment never adds a second subscription beside one it can
+  change.
+- A deal's one-time quantity of a product is the largest any of its revisions ordered.
+- Every amendment order names the order of the revision before it; every change it made is
+  an ``amendment_items`` row naming it.
 """
 from __future__ import annotations
 
@@ -109,10 +118,15 @@ def deal_orders(uow: UnitOfWork, order_id: int) -> list[int]:
 def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> int:
     if not isinstance(data.effective_date, date):
         raise ValidationError("effective_date", data.effective_date, "must be a date")
+    # The amended order's row lock (PostgreSQL; SQLite has one writer) serialises the
+    # amendments of a deal: a racing twin of this amendment waits here, then finds it placed.
     amended = uow.conn.execute(select(orders.c.account_id, orders.c.status).where(
-        orders.c.id == data.amends_order_id)).first()
+        orders.c.id == data.amends_order_id).with_for_update()).first()
     if amended is None:
         raise NotFound("amends_order_id", data.amends_order_id)
+    placed = order_service.find_order(uow, (data.source_ref or "").strip())
+    if placed is not None:
+        return placed
     if amended.account_id != data.account_id:
         raise ValidationError("amends_order_id", data.amends_order_id,
                               "belongs to another account")
