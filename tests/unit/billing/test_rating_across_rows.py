@@ -17,7 +17,7 @@ from billing_core.domain.invoicing import (
     Usage,
     compute_invoice,
 )
-from billing_core.domain.money import to_minor
+from billing_core.domain.money import round_minor, to_minor
 from billing_core.domain.rating import Price, PriceBook, Tier, rate, running_amounts
 
 D = Decimal
@@ -198,3 +198,48 @@ def test_grants_expiring_inside_the_period_never_draw_more_than_the_usage_before
                                             Grant(3, 4000, date(2026, 3, 20)),
                                             Grant(2, 10000, None)])
     assert draft.draws == [(1, 4000), (3, 1000), (2, 5000)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate_=st.sampled_from([D("0.0825"), D("0.19"), D("0.2"), D("0.0725"), D("0.10")]),
+       inclusive=st.booleans(),
+       events=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 10**5)), min_size=1,
+                       max_size=10),
+       grants=st.lists(st.tuples(st.integers(1, 20_000), st.none() | st.integers(0, 40)),
+                       max_size=4))
+def test_tax_and_draws_keep_their_rules_on_any_invoice(rate_, inclusive, events, grants):
+    """Whatever the usage and grants: tax = round(base x rate) (or the tax a gross base holds),
+    the lines' taxes add up to it; every grant draws at most its remainder, and the grants
+    expiring by a day never draw more than the usage dated up to that day costs (its share of
+    the usage by units, within a cent per usage line: each line's share is rounded)."""
+    usage = [Usage(i, 1, D(q), date(2026, 3, 1) + timedelta(days=day))
+             for i, (day, q) in enumerate(events, 1)]
+    given_grants = [Grant(i, amount, None if days is None else date(2026, 3, 1)
+                          + timedelta(days=days)) for i, (amount, days) in enumerate(grants, 1)]
+    draft = _invoice(_book("graduated"), usage, [Grant(g.id, g.remaining_minor, g.expires_on)
+                                                 for g in given_grants], rate_, inclusive)
+    [tax] = draft.taxes
+    gross = sum(ln.amount_minor + (ln.tax_minor if inclusive else 0) for ln in draft.lines
+                if ln.kind != "credit_memo")
+    if inclusive:
+        assert tax.tax_minor == round_minor(D(gross) * rate_ / (1 + rate_))
+        assert tax.base_minor == gross - tax.tax_minor
+    else:
+        assert (tax.base_minor, tax.tax_minor) == (gross, round_minor(D(gross) * rate_))
+    assert sum(ln.tax_minor for ln in draft.lines) == draft.tax_minor == tax.tax_minor
+    drawn = dict(draft.draws)
+    remaining = {g.id: g.remaining_minor for g in given_grants}
+    assert all(0 < amount <= remaining[gid] for gid, amount in drawn.items())
+    usage_amount = sum(ln.amount_minor + (ln.tax_minor if inclusive else 0)
+                       for ln in draft.lines if ln.kind == "usage")
+    assert sum(drawn.values()) <= usage_amount
+    lines = sum(1 for ln in draft.lines if ln.kind == "usage")
+    total_units = sum((u.quantity for u in usage), D(0))
+    for g in given_grants:
+        if g.expires_on is None:
+            continue
+        units = sum((u.quantity for u in usage if u.day <= g.expires_on), D(0))
+        # the draw code values each usage line's share (rounded per line): within a cent a line
+        cap = D(usage_amount) * units / total_units + lines
+        assert sum(drawn.get(h.id, 0) for h in given_grants if h.expires_on is not None
+                   and h.expires_on <= g.expires_on) <= cap
