@@ -10,7 +10,8 @@ Rules kept here
   active items are billed. Hold logic is credit control's: it decides whether to activate.
 - A subscription bills a ``recurring`` product, or a ``usage`` product (a usage-only deal: its
   usage is rated, there is no recurring charge, the bill run and exposure leave it out); a
-  one-time charge a ``one_time`` product. An order needs an item unless it is an amendment
+  one-time charge a ``one_time`` product (a usage product's price is checked when its usage
+  is billed, not when the order is taken). An order needs an item unless it is an amendment
   (``amends_order_id``: an amendment that only changes quantities or ends items). Without a
   negotiated ``unit_price`` the catalog price in the account's currency applies, and must exist
   on the start / charge date (checked when the order is placed).
@@ -179,7 +180,9 @@ def _check_product(catalog: _Catalog, product_id: int, kinds: tuple[str, ...],
         raise ValidationError(field_name, product_id,
                               f"product {product['sku']} is {product['kind']}, not "
                               f"{' or '.join(kinds)}")
-    if negotiated is None:
+    # a usage product's price is needed when its usage is rated (the bill run refuses an
+    # account's usage without one), not to take the order
+    if negotiated is None and product["kind"] != "usage":
         catalog.check_price(int(product["id"]), currency, on)
     return int(product["id"])
 

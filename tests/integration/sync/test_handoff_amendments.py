@@ -235,3 +235,17 @@ def test_quarantine_retry_hands_a_refused_quote_off_again(engine: Engine) -> Non
     with engine.connect() as conn:
         assert conn.execute(select(quarantine.c.status).where(
             quarantine.c.crm_id == "Q2")).scalar() == "resolved"
+
+
+def test_a_usage_line_without_a_price_in_the_account_currency_does_not_refuse_the_quote(
+        engine: Engine) -> None:
+    """Dataverse keeps one list price per product, in the product's currency: a usage product
+    priced in USD on a EUR quote. The order is taken (its usage needs a price when billed);
+    before usage lines became subscriptions they were dropped, and this quote was placed."""
+    crm = _crm()
+    crm.put("product", "P5", sku="GB", name="Storage GB", billing_type="Usage", active=True)
+    crm.put("price", "P5-USD", product_crm_id="P5", currency="USD", unit_price=Decimal("0.02"),
+            active=True)
+    crm.put("quote_line", "L6", quote_crm_id="Q1", product_crm_id="P5", quantity=Decimal(1))
+    assert run_cycle(engine, crm).handed_off == 1
+    assert _count(engine, subscriptions) == 2
