@@ -22,10 +22,13 @@ SIDES = ("salesforce", "dataverse")
                    "least 8).")
 @click.option("--side", "sides", multiple=True, type=click.Choice(SIDES),
               help="CRM to serve (repeat for both; default: both).")
+@click.option("--ca-dir", type=click.Path(file_okay=False),
+              help="Keep the CA here and reuse it at the next start (default: a new CA in a "
+                   "temporary directory at every start).")
 def sandbox_command(port: int, seed: int, accounts: int, quotes: int | None,
-                    sides: tuple[str, ...]) -> None:
+                    sides: tuple[str, ...], ca_dir: str | None) -> None:
     """Run the local sandbox CRM (Salesforce and Dataverse APIs over HTTPS)."""
     from .server import serve_forever
 
     serve_forever(port=port, seed=seed, accounts=accounts, quotes=quotes,
-                  sides=sides or SIDES)
+                  sides=sides or SIDES, ca_dir=ca_dir)

@@ -4,6 +4,9 @@ Rules this module keeps:
 - Nothing happens until `start()` (or `with Sandbox(...)`): then a throw-away CA is made with
   trustme (server certificate for 127.0.0.1 and localhost), its PEM written to a temp dir
   (`ca_bundle`), the port bound (0 = any free port) and the sides built with one SandboxContext.
+  With `ca_dir` the CA is kept there instead (`sandbox-ca.pem`, and its key `sandbox-ca.key`
+  with mode 0600) and reused by the next start with the same `ca_dir`, so a config written for
+  one start keeps working after a restart on the same port and seed (credentials are seeded).
 - `/__admin__/...` is answered by `admin_api`; any other path goes to the first side whose
   `matches(path)` is true (404 JSON otherwise).
 - "drop" faults close the socket without an answer; "slow" faults sleep in the request's thread.
@@ -15,12 +18,13 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
@@ -77,8 +81,10 @@ class Sandbox:
     def __init__(self, port: int = 0, seed: int = 0, accounts: int = 100,
                  quotes: int | None = None, sides: Iterable[str] = ("salesforce", "dataverse"),
                  token_ttl: float = 3600.0, api_limit: int = 100_000,
-                 credentials: Credentials | None = None, host: str = "127.0.0.1") -> None:
+                 credentials: Credentials | None = None, host: str = "127.0.0.1",
+                 ca_dir: str | None = None) -> None:
         self.port, self.seed, self.accounts, self.quotes = port, seed, accounts, quotes
+        self.ca_dir = ca_dir
         self.side_names = tuple(sides)
         self.token_ttl, self.api_limit, self.credentials, self.host = (
             token_ttl, api_limit, credentials, host)
@@ -107,10 +113,13 @@ class Sandbox:
         return self
 
     def _start(self) -> None:
-        self._tmpdir = tempfile.mkdtemp(prefix="ledgerbridge-sandbox-")
-        ca = trustme.CA()
-        self.ca_bundle = str(Path(self._tmpdir) / "sandbox-ca.pem")
-        ca.cert_pem.write_to_path(self.ca_bundle)
+        if self.ca_dir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="ledgerbridge-sandbox-")
+            ca = trustme.CA()
+            self.ca_bundle = str(Path(self._tmpdir) / "sandbox-ca.pem")
+            ca.cert_pem.write_to_path(self.ca_bundle)
+        else:
+            ca, self.ca_bundle = _kept_ca(Path(self.ca_dir))
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
         try:
@@ -204,6 +213,20 @@ class Sandbox:
         return Response('{"error": "not found"}', status=404, content_type="application/json")
 
 
+def _kept_ca(directory: Path) -> tuple[trustme.CA, str]:
+    """The CA kept in `directory` (made and written there on the first start)."""
+    cert, key = directory / "sandbox-ca.pem", directory / "sandbox-ca.key"
+    if cert.exists() and key.exists():
+        return trustme.CA.from_pem(cert.read_bytes(), key.read_bytes()), str(cert)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(ca.private_key_pem.bytes())
+    ca.cert_pem.write_to_path(str(cert))
+    return ca, str(cert)
+
+
 def _drop(sock: socket.socket | None) -> None:
     if sock is None:
         return
@@ -215,14 +238,15 @@ def _drop(sock: socket.socket | None) -> None:
 
 def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
                   stop: threading.Event | None = None, quotes: int | None = None,
-                  sides: Iterable[str] = ("salesforce", "dataverse")) -> None:
+                  sides: Iterable[str] = ("salesforce", "dataverse"), ca_dir: str | None = None,
+                  on_ready: Callable[[Sandbox], None] | None = None) -> None:
     """Run a sandbox until interrupted (or `stop` is set), printing how to reach it.
 
     The first two lines are for programs too (`remote.RemoteSandbox` reads them): the base URL
     after "sandbox CRM at " and the CA bundle's path after "CA bundle:"; the last line
-    (admin) is printed once the server answers."""
+    (admin) is printed once the server answers, after `on_ready` (e.g. a config writer) ran."""
     with Sandbox(port=port, seed=seed, accounts=accounts, quotes=quotes,
-                 sides=sides) as sandbox:
+                 sides=sides, ca_dir=ca_dir) as sandbox:
         creds = sandbox.salesforce.credentials if sandbox.salesforce else Credentials()
         rows = f"{accounts} accounts" + ("" if quotes is None else f", {quotes} quotes")
         print(f"sandbox CRM at {sandbox.url} (seed {seed}, {rows})")
@@ -238,6 +262,8 @@ def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
             describe = getattr(sandbox.dataverse, "describe", None)
             if callable(describe):
                 print(f"    {describe()}")
+        if on_ready is not None:
+            on_ready(sandbox)
         print(f"  admin:                {sandbox.url}/__admin__/  (Ctrl-C to stop)", flush=True)
         waiter = stop or threading.Event()
         try:

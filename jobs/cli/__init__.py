@@ -12,6 +12,8 @@ from jobs.cli.common import AppContext, LedgerGroup
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ledgerbridge", prog_name="ledgerbridge",
+                      message="%(prog)s %(version)s")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               envvar="LEDGERBRIDGE_CONFIG", help="TOML config file (default: built-in defaults).")
 @click.option("--database-url", envvar="LEDGERBRIDGE_DATABASE_URL",

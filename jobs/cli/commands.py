@@ -10,8 +10,18 @@ from collections.abc import Iterable
 
 import click
 
-from connectors.sandbox.cli import sandbox_command
-from jobs.cli import billing, credit, demo, demo_crm, orders, receivables, sync, tokens
+from jobs.cli import (
+    billing,
+    credit,
+    demo,
+    demo_crm,
+    doctor,
+    orders,
+    receivables,
+    setup,
+    sync,
+    tokens,
+)
 from jobs.cli.db import db
 
 COMMANDS: list[click.Command] = [
@@ -20,9 +30,10 @@ COMMANDS: list[click.Command] = [
     *orders.COMMANDS,
     *receivables.COMMANDS,
     *credit.COMMANDS,
-    sandbox_command,
+    *setup.COMMANDS,
     *tokens.COMMANDS,
     *sync.COMMANDS,
+    *doctor.COMMANDS,
     *demo.COMMANDS,
     *demo_crm.COMMANDS,
 ]

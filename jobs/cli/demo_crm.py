@@ -9,7 +9,6 @@ removed at the end, and the sandbox is stopped: nothing keeps running.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,48 +26,15 @@ from billing_core.service.provisioning import list_requests
 from billing_core.service.receivables import open_balance_minor
 from config.settings import load_settings
 from connectors.sandbox.server import Sandbox
+from jobs.cli.configs import (
+    check_writable,
+    restart_command,
+    sandbox_config,
+    secrets_path,
+    write_sandbox_config,
+)
 from jobs.migrate import upgrade
 from jobs.worker import Worker
-
-SF_SECRET_ENV = "LEDGERBRIDGE_DEMO_SF_SECRET"
-DV_SECRET_ENV = "LEDGERBRIDGE_DEMO_DV_SECRET"
-
-
-def sandbox_config(sbx: Any, database_url: str, *, connections: tuple[str, ...] = ("sf", "d365"),
-                   extra: str = "") -> tuple[str, dict[str, str]]:
-    """TOML config text for the sandbox's two CRMs, and the environment holding the secrets."""
-    sf, dv = sbx.salesforce, sbx.dataverse
-    env: dict[str, str] = {}
-    parts = [f'[database]\nurl = "{database_url}"\n', extra]
-    if "sf" in connections and sf is not None:
-        creds = sbx.credentials or sf.credentials
-        env[SF_SECRET_ENV] = creds.client_secret
-        parts.append(f'''
-[connections.sf]
-crm = "salesforce"
-url = "{sbx.url}"
-auth = "client_credentials"
-ca_bundle = "{sbx.ca_bundle}"
-[connections.sf.credentials]
-client_id = "{creds.client_id}"
-client_secret = "env:{SF_SECRET_ENV}"
-''')
-    if "d365" in connections and dv is not None:
-        env[DV_SECRET_ENV] = dv.client_secret
-        parts.append(f'''
-[connections.d365]
-crm = "dynamics"
-url = "{sbx.url}"
-auth = "client_secret"
-tenant_id = "{dv.tenant}"
-authority_host = "{sbx.url}"
-validate_authority = false
-ca_bundle = "{sbx.ca_bundle}"
-[connections.d365.credentials]
-client_id = "{dv.client_id}"
-client_secret = "env:{DV_SECRET_ENV}"
-''')
-    return "\n".join(parts), env
 
 
 class Story:
@@ -77,10 +43,14 @@ class Story:
     def __init__(self, sbx: Any, workdir: Path) -> None:
         self.sbx = sbx
         workdir.mkdir(parents=True, exist_ok=True)
-        text, env = sandbox_config(sbx, f"sqlite:///{workdir / 'demo.db'}")
-        os.environ.update(env)
-        (workdir / "ledgerbridge.toml").write_text(text, encoding="utf-8")
-        self.settings = load_settings(workdir / "ledgerbridge.toml")
+        config = workdir / "ledgerbridge.toml"
+        write_sandbox_config(
+            sbx, config, database_url=f"sqlite:///{(workdir / 'demo.db').absolute()}",
+            restart=restart_command(port=sbx.port, seed=sbx.seed, accounts=sbx.accounts,
+                                    quotes=sbx.quotes, sides=(), ca_dir=sbx.ca_dir or "DIR"),
+            note="The demo changed the sandbox's data (quotes, holds): a restarted sandbox is\n"
+                 "back at its seed, so this ledger holds orders for quotes it no longer shows.")
+        self.settings = load_settings(config)
         self.engine = make_engine(self.settings.database_url)
         upgrade(self.engine)
         self.worker = Worker(self.engine, self.settings)
@@ -214,11 +184,20 @@ def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="ledgerbridge-demo-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        with Sandbox(accounts=accounts, quotes=max(accounts // 2, 4), seed=7) as sbx:
+        if keep:
+            check_writable(workdir.absolute() / "ledgerbridge.toml", force=False)
+        ca_dir = str((workdir / "sandbox-ca").absolute()) if keep else None
+        with Sandbox(accounts=accounts, quotes=max(accounts // 2, 4), seed=7,
+                     ca_dir=ca_dir) as sbx:
             click.echo(f"Sandbox CRM on {sbx.url} (Salesforce and Dataverse, seeded); "
                        f"database and config in {workdir}")
             run_story(sbx, workdir)
     click.echo(f"Done in {time.monotonic() - started:.1f} s; the sandbox is stopped.")
+    if keep:
+        config = (workdir / "ledgerbridge.toml").absolute()
+        click.echo(f"Kept: {config} (its first lines say how to start its sandbox again), "
+                   f"{secrets_path(config).name} and demo.db beside it.")
 
 
 COMMANDS = [demo_command]
+__all__ = ["COMMANDS", "run_story", "sandbox_config"]   # sandbox_config: tests import it here

@@ -1,4 +1,5 @@
-"""``ledgerbridge sync | status | doctor | quarantine | run``: the admin's view of the sync.
+"""``ledgerbridge sync | status | quarantine | outbox | run``: the admin's view of the sync
+(``doctor`` is in ``jobs.cli.doctor``).
 
 - ``sync`` runs a resync now (waits for a daemon's run of the same connection to end first, so
   it is safe beside a running daemon), with a progress bar on a terminal and a summary after.
@@ -25,11 +26,9 @@ import click
 from sqlalchemy import func, select, update
 
 from billing_core.service import ledger_uow
-from connectors.registry import doctor_report
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 from jobs.daemon import DaemonRefused, configure_logging, run_daemon
-from jobs.migrate import current, head
 from jobs.worker import Worker
 from sync.handoff import run_handoffs
 from sync.mapping import revive
@@ -173,31 +172,6 @@ def status_command(app: AppContext, as_json: bool) -> None:
         sys.exit(1)
 
 
-@click.command("doctor")
-@pass_app
-def doctor_command(app: AppContext) -> None:
-    """Check the config, the database, and each connection's credentials and field map."""
-    # The settings were checked when the command line started: a bad config never gets here.
-    rows = [{"check": "config", "status": "ok", "detail": app.config_path or "defaults"}]
-    try:
-        rev = current(app.engine)
-        rows.append({"check": "database", "status": "ok" if rev == head() else "fail",
-                     "detail": f"revision {rev} (newest {head()})"})
-    except Exception as exc:  # noqa: BLE001 - the doctor reports any failure, it does not crash
-        rows.append({"check": "database", "status": "fail", "detail": str(exc)[:200]})
-    configured = app.settings.connections
-    if not configured:
-        rows.append({"check": "connections", "status": "cannot verify",
-                     "detail": "none configured ([connections.NAME] in the config)"})
-    for name, settings in configured.items():
-        for result in doctor_report(settings):
-            rows.append({"check": f"{name}: {result.check}", "status": result.status,
-                         "detail": result.detail})
-    emit(rows, ["check", "status", "detail"], as_json=False, title="doctor")
-    if any(r["status"] == "fail" for r in rows):
-        sys.exit(1)
-
-
 @click.group("quarantine")
 def quarantine_group() -> None:
     """Records the CRM sent that billing could not take."""
@@ -320,5 +294,5 @@ def run_command(app: AppContext, log_format: str, api: bool, api_host: str, api_
         sys.exit(2)
 
 
-COMMANDS = [sync_command, status_command, doctor_command, quarantine_group, outbox_group,
+COMMANDS = [sync_command, status_command, quarantine_group, outbox_group,
             run_command]
