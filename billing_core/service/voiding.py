@@ -9,7 +9,9 @@ Rules kept here (called by ``documents.void_invoice`` inside its savepoint):
   its lines give up their claims (``invoice_lines.claims_charge``), so a new line may bill them.
 - Each subscription the invoice charged gets ``billed_through`` recomputed from the live
   invoices that remain (the latest period end they billed, or none): the rule holds whatever
-  mix of recurring, partial-period and catch-up lines the invoice had.
+  mix of recurring, partial-period and catch-up lines the invoice had. A subscription the
+  invoice credited after its end date (lines from the end date on) goes back to the latest
+  end of those lines: how far it was billed before that credit.
 - Credit drawn by the invoice is returned by ``documents.void_invoice`` itself.
 """
 from __future__ import annotations
@@ -70,3 +72,14 @@ def release_billed(uow: UnitOfWork, invoice: RowMapping) -> None:
                 .scalar_subquery())
     conn.execute(update(subscriptions).where(subscriptions.c.id.in_(charged))
                  .values(billed_through=live_end))
+    # An end credit moved billed_through back to the end date: voiding it restores how far
+    # the subscription was billed before it (its lines' end), not an earlier credit's range.
+    for sub_id, end in conn.execute(
+            select(invoice_lines.c.subscription_id, func.max(invoice_lines.c.period_end))
+            .join(subscriptions, subscriptions.c.id == invoice_lines.c.subscription_id)
+            .where(invoice_lines.c.invoice_id == invoice_id,
+                   subscriptions.c.end_date.is_not(None),
+                   invoice_lines.c.period_start >= subscriptions.c.end_date)
+            .group_by(invoice_lines.c.subscription_id)).all():
+        conn.execute(update(subscriptions).where(subscriptions.c.id == sub_id)
+                     .values(billed_through=end))

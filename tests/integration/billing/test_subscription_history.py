@@ -277,3 +277,29 @@ def test_ending_a_subscription_never_activated(ledger) -> None:
             subscriptions.c.id == subs[first])).scalar() == "cancelled"
     ledger.run(date(2026, 4, 1))
     assert ledger.amounts(ledger.invoices(acc)[-1]) == [("proration", 2903)]
+
+
+def test_voiding_the_second_end_credit_gives_it_again_once(ledger) -> None:
+    """4 seats, January and February billed (80.00 each). Ended 20 February: the 1 March
+    invoice credits [20 Feb, 1 Mar) 9/28: 4 x 20.00 x 9/28 = 25.714... -> -25.71. Then the end
+    moves to 10 February: the 1 April invoice credits [10 Feb, 20 Feb) 10/28:
+    4 x 20.00 x 10/28 = 28.571... -> -28.57. Voiding that April invoice gives back only its own
+    days (billed through 20 February again, not 1 March), so rerunning 1 April credits -28.57
+    once more, not -54.29 (the days from 20 February were credited in March)."""
+    from billing_core.service.documents import void_invoice
+
+    acc, sub = _seats(ledger, quantity=4)
+    ledger.run(date(2026, 1, 1))
+    ledger.run(date(2026, 2, 1))
+    _end(ledger, sub, date(2026, 2, 20))
+    ledger.run(date(2026, 3, 1))
+    _end(ledger, sub, date(2026, 2, 10))
+    ledger.run(date(2026, 4, 1))
+    april = ledger.invoices(acc)[-1]
+    assert ledger.amounts(april) == [("proration", -2857), ("credit_memo", 2857)]
+    with ledger.uow() as uow:
+        void_invoice(uow, april["number"])
+        uow.commit()
+    ledger.run(date(2026, 4, 1))
+    rebilled = [i for i in ledger.invoices(acc) if i["status"] != "void"][-1]
+    assert ledger.amounts(rebilled) == [("proration", -2857), ("credit_memo", 2857)]
