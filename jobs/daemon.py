@@ -8,70 +8,31 @@ Rules kept here:
   commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``.
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
   the worker as its resync runner; the daemon owns its life.
-- Logs: text or one JSON object per line (``--log-format json``); a filter masks anything that
-  looks like a credential before any handler sees it.
+- Logs: ``jobs.logs`` (text or one JSON object per line, secrets masked, noise held back).
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobs.api.app import build_app, serve_in_thread
+from jobs.logs import JsonFormatter, RedactSecrets
 from jobs.scheduler import build_scheduler, job_ids
 from jobs.worker import Worker
 from sync.locks import job_lock, lock_path
 
 log = logging.getLogger(__name__)
-
-_SECRET = re.compile(
-    r"(?i)(bearer\s+|access_token[\"'=:\s]+|client_secret[\"'=:\s]+|password[\"'=:\s]+|"
-    r"authorization[\"'=:\s]+(?:bearer\s+)?|session_id[\"'=:\s]+)([^\s\"',&]+)")
+__all__ = ["DaemonRefused", "JsonFormatter", "RedactSecrets", "run_daemon", "run_once"]
 
 
 class DaemonRefused(RuntimeError):
     """Another daemon already uses this SQLite database."""
-
-
-class RedactSecrets(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = _SECRET.sub(lambda m: m.group(1) + "***", message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data)
-
-
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"))
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-            handler.addFilter(RedactSecrets())
-    root.setLevel(min(root.level or level, level))
-    for noisy in ("apscheduler.executors.default", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_once(worker: Worker) -> None:

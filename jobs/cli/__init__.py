@@ -9,6 +9,7 @@ import click
 
 from jobs.cli.commands import register
 from jobs.cli.common import AppContext, LedgerGroup
+from jobs.logs import FORMATS
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,12 +19,19 @@ from jobs.cli.common import AppContext, LedgerGroup
               envvar="LEDGERBRIDGE_CONFIG", help="TOML config file (default: built-in defaults).")
 @click.option("--database-url", envvar="LEDGERBRIDGE_DATABASE_URL",
               help="Database URL (default: sqlite:///ledgerbridge.db in this directory).")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-v info, -vv debug and the libraries' own lines).")
+@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              envvar="LEDGERBRIDGE_LOG_FORMAT", help="Log lines on stderr: text, or one JSON "
+              "object per line (time, level, logger, message, run_id, connection, ...).")
+@click.option("--wide", is_flag=True, help="Tables show every value on one line, as wide as "
+              "it takes (default: cells wrap to the terminal's width).")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, database_url: str | None,
-         verbose: int) -> None:
+         verbose: int, log_format: str, wide: bool) -> None:
     """ledgerbridge: billing and credit control beside Salesforce or Dynamics 365."""
-    ctx.obj = AppContext(config_path=config_path, database_url=database_url, verbosity=verbose)
+    ctx.obj = AppContext(config_path=config_path, database_url=database_url, verbosity=verbose,
+                         log_format=log_format, wide=wide)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,12 +50,15 @@ class AppContext:
     config_path: str | None = None
     database_url: str | None = None
     verbosity: int = 0
+    log_format: str = "text"
+    wide: bool = False
     settings: Settings = field(init=False, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        level = [logging.WARNING, logging.INFO, logging.DEBUG][min(self.verbosity, 2)]
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from jobs.logs import configure
+
+        configure(self.log_format, self.verbosity)
         settings = load_settings(self.config_path)
         if self.database_url:
             settings = replace(settings, database_url=self.database_url)

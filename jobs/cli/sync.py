@@ -28,7 +28,8 @@ from sqlalchemy import func, select, update
 from billing_core.service import ledger_uow
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
-from jobs.daemon import DaemonRefused, configure_logging, run_daemon
+from jobs.daemon import DaemonRefused, run_daemon
+from jobs.logs import FORMATS, configure, level_for
 from jobs.worker import Worker
 from sync.handoff import run_handoffs
 from sync.mapping import revive
@@ -274,7 +275,8 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 
 
 @click.command("run")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+@click.option("--log-format", type=click.Choice(FORMATS), default=None,
+              help="Same as ledgerbridge --log-format (kept for the service recipes).")
 @click.option("--api/--no-api", default=True, show_default=True,
               help="Serve the HTTP API beside the worker.")
 @click.option("--api-host", default="127.0.0.1", show_default=True,
@@ -283,10 +285,11 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
               help="Port of the API (0: any free port, logged at start).")
 @click.option("--once", is_flag=True, help="Run every job once and exit.")
 @pass_app
-def run_command(app: AppContext, log_format: str, api: bool, api_host: str, api_port: int,
+def run_command(app: AppContext, log_format: str | None, api: bool, api_host: str, api_port: int,
                 once: bool) -> None:
     """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
-    configure_logging(log_format, logging.INFO)
+    configure(log_format or app.log_format, app.verbosity,
+              level=min(logging.INFO, level_for(app.verbosity)))
     try:
         run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port, once=once)
     except (DaemonRefused, OSError) as exc:
