@@ -40,6 +40,7 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
+from billing_core.domain.money import Money
 from billing_core.domain.states import OPEN_CREDIT_MEMO
 from billing_core.service import applications as apps
 from billing_core.service.accounts import get_account
@@ -150,7 +151,8 @@ def convert_memo_to_credits(uow: UnitOfWork, memo: object, amount: object = None
     if minor <= 0:
         raise InsufficientBalance("credit_memo", memo, "has no unapplied balance")
     if minor > unapplied:
-        raise InsufficientBalance("amount", amount, f"exceeds the memo's unapplied {unapplied}")
+        raise InsufficientBalance("amount", amount, f"exceeds the memo's unapplied "
+                                                  f"{Money.of_minor(unapplied, row['currency'])}")
     if not apps.move_applied(uow, "credit_memo", row["id"], minor, open_only=True):
         raise InsufficientBalance("amount", amount, "the memo changed meanwhile: try again")
     label = row["number"] or f"credit_memo:{row['id']}"

@@ -28,7 +28,7 @@ from billing_core.domain.errors import (
     LedgerError,
     ValidationError,
 )
-from billing_core.domain.money import check_currency
+from billing_core.domain.money import Money, check_currency
 from billing_core.domain.states import (
     CANCELLABLE_CREDIT_MEMO,
     CANCELLABLE_DEBIT_MEMO,
@@ -146,7 +146,8 @@ def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None)
 def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "credit_memo", memo, lock=True)
     if row["status"] not in CANCELLABLE_CREDIT_MEMO or row["applied_minor"] != 0:
-        raise InvalidState("credit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
+        raise InvalidState("credit_memo", memo, f"is {row['status']} with "
+                                                f"{Money.of_minor(row['applied_minor'], row['currency'])} "
                                                 "applied: only an unapplied memo is cancelled")
     if row["origin"] == "credit_conversion":
         raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back to "
@@ -213,7 +214,8 @@ def activate_debit_memo(uow: UnitOfWork, memo: object, *,
 def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "debit_memo", memo, lock=True)
     if row["status"] not in CANCELLABLE_DEBIT_MEMO or row["applied_minor"] != 0:
-        raise InvalidState("debit_memo", memo, f"is {row['status']} with {row['applied_minor']} "
+        raise InvalidState("debit_memo", memo, f"is {row['status']} with "
+                                               f"{Money.of_minor(row['applied_minor'], row['currency'])} "
                                                "paid: only an unpaid memo is cancelled")
     done = uow.conn.execute(update(debit_memos).where(
         debit_memos.c.id == row["id"], debit_memos.c.applied_minor == 0,
