@@ -11,7 +11,8 @@
   the revisions, and what to run (exit 2, nothing written).
 - ``LedgerGroup`` turns a ``LedgerError`` or ``ConfigError`` into one line on stderr and exit
   code 2; anything else is a bug and keeps its traceback.
-- ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text.
+- ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text;
+  tables and error lines go through ``jobs.cli.render`` (escaped, wrapped, money in major units).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.domain.errors import LedgerError
 from config.settings import ConfigError, Settings, load_settings
+from jobs.cli.render import safe
 
 #: Commands that may create the database and bring it to the newest schema themselves.
 UPGRADING = frozenset({"run", "sync", "demo", "db upgrade"})
@@ -115,11 +117,11 @@ class LedgerGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except LedgerError as exc:
-            click.echo(f"error: {exc.code}: {exc}", err=True)
+        except LedgerError as exc:      # its value may come from the CRM or a file: escaped
+            click.echo(f"error: {exc.code}: {safe(str(exc))}", err=True)
             sys.exit(exits.BAD_INPUT)
         except ConfigError as exc:
-            click.echo(f"error: config: {exc}", err=True)
+            click.echo(f"error: config: {safe(str(exc))}", err=True)
             sys.exit(exits.BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -166,46 +168,23 @@ def to_jsonable(value: Any) -> Any:
 def emit(rows: Iterable[dict[str, Any]] | dict[str, Any], columns: Sequence[str] | None = None,
          *, as_json: bool, title: str | None = None,
          fmt: dict[str, Callable[[Any], str]] | None = None) -> None:
-    """Print rows as a table (people) or JSON (scripts). A single dict prints as key/value."""
+    """Print rows as a table (people) or JSON (scripts). A single dict prints as key/value.
+    Tables wrap or, with ``--wide``, keep rows on one line; text is escaped and money shown
+    in major units (``jobs.cli.render``); JSON keeps minor units and the currency."""
     if as_json:
         click.echo(json.dumps(to_jsonable(rows if isinstance(rows, dict) else list(rows)),
                               indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from jobs.cli import render
 
-    console = Console(soft_wrap=False)
-    fmt = fmt or {}
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(AppContext) if ctx is not None else None
+    out, wide = render.console(bool(app and app.wide))
     if isinstance(rows, dict):
-        table = Table(title=title, show_header=False)
-        table.add_column("field", style="bold")
-        table.add_column("value")
-        for key, value in rows.items():
-            table.add_row(key, _cell(value, fmt.get(key)))
-        console.print(table)
+        out.print(render.key_value_table(rows, title=title, wide=wide, fmt=fmt or {}))
         return
     rows = list(rows)
-    columns = list(columns or (rows[0].keys() if rows else []))
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="right" if _numeric(rows, col) else "left")
-    for row in rows:
-        table.add_row(*(_cell(row.get(col), fmt.get(col)) for col in columns))
-    console.print(table)
+    out.print(render.rows_table(rows, list(columns or (rows[0].keys() if rows else [])),
+                                title=title, wide=wide, fmt=fmt or {}))
     if not rows:
         click.echo("(none)")
-
-
-def _numeric(rows: list[dict[str, Any]], col: str) -> bool:
-    return any(isinstance(r.get(col), (int, Decimal)) and not isinstance(r.get(col), bool)
-               for r in rows)
-
-
-def _cell(value: Any, formatter: Callable[[Any], str] | None) -> str:
-    if formatter is not None:
-        return formatter(value)
-    if value is None:
-        return ""
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    return str(value)
