@@ -13,7 +13,6 @@ import click
 
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import from_minor
-from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -90,14 +89,7 @@ def _bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_s
               "already_billed": result.already_billed, "lines": result.lines_written,
               "retried_chunks": result.retried_chunks, "errors": result.errors,
               "invoices": result.invoices}, as_json=True)
-    else:
-        _print_bill_run(result, day, dry_run)
-    if result.errors:
-        # done, but accounts were left unbilled (jobs.cli.exits: attention)
-        sys.exit(exits.ATTENTION)
-
-
-def _print_bill_run(result: Any, day: date, dry_run: bool) -> None:
+        return
     verb = "would create" if dry_run else "created"
     click.echo(f"bill run {day}{' (dry run: nothing written)' if dry_run else ''}: "
                f"{result.accounts_seen} accounts, {verb} {result.invoices_created} invoices, "
@@ -107,24 +99,8 @@ def _print_bill_run(result: Any, day: date, dry_run: bool) -> None:
                "period": f"{p.period_start}..{p.period_end}", "lines": p.lines,
                "total": _money(p.total_minor, p.currency)} for p in result.invoices],
              as_json=False)
-    if dry_run:
-        for p in result.invoices:
-            cur = p.currency
-            emit([{"kind": ln.kind, "description": ln.description,
-                   "amount": _money(ln.amount_minor, cur), "tax": _money(ln.tax_minor, cur)}
-                  for ln in p.line_items], as_json=False,
-                 title=f"account {p.account_id}, {p.period_start}..{p.period_end}")
-            for rate, base, tax in p.taxes:
-                click.echo(f"  tax {_rate(rate)} on {_money(base, cur)}: {_money(tax, cur)}")
-            click.echo(f"  subtotal {_money(p.subtotal_minor, cur)}  tax "
-                       f"{_money(p.tax_minor, cur)}  total {_money(p.total_minor, cur)}")
     for err in result.errors:
         click.echo(f"account {err['account_id']} not billed: {err['message']}", err=True)
-
-
-def _rate(rate: Any) -> str:
-    """A tax rate as a percentage: 0.0825 -> 8.25 %."""
-    return f"{(rate * 100).normalize():f} %"
 
 
 # --- invoices -------------------------------------------------------------------------------
