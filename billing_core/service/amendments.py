@@ -55,7 +55,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -72,6 +72,7 @@ from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service import gate
 from billing_core.service import orders as order_service
+from billing_core.service import subscriptions as subscriptions_service
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
                         "old_quantity": change.old_quantity,
                         "new_quantity": change.new_quantity, "effective_date": when})
     for sub in plan.removed:
-        _end(uow, sub.id, starts[sub.id], on)
+        _end(uow, sub.id, on)
         history.append({"action": "removed", "product_id": sub.product_id,
                         "subscription_id": sub.id, "old_quantity": sub.quantity})
     if history:
@@ -237,9 +238,11 @@ def _charged(uow: UnitOfWork, chain: list[int]) -> dict[int, Decimal]:
     return out
 
 
-def _end(uow: UnitOfWork, subscription_id: int, start: date, on: date) -> None:
-    """End the subscription on ``on`` (exclusive); one that had not started is cancelled."""
-    values: dict[str, Any] = ({"end_date": on} if on > start
-                              else {"status": ItemStatus.CANCELLED})
-    uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
-                     .values(**values))
+def _end(uow: UnitOfWork, subscription_id: int, on: date) -> None:
+    """End the subscription on ``on`` (exclusive) by the subscriptions' own rule: days billed in
+    advance after it are credited by the next bill run; one never active is cancelled. One that
+    already ends on or before ``on`` is left as it is."""
+    try:
+        subscriptions_service.end_subscription(uow, subscription_id, on)
+    except InvalidState:
+        pass                    # it already ends on or before the amendment's start

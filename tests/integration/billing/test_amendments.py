@@ -110,6 +110,35 @@ def test_removed_and_added_items_from_the_start_date(ledger) -> None:
     assert actions == ["added", "removed"]
 
 
+def test_an_item_removed_from_its_own_start_date_gives_back_what_was_billed(ledger) -> None:
+    """Regression: an amendment removing the seats from 1 January, their own start date, after
+    January was billed in advance (5 x 12.00 = 60.00 on 1 January), set the subscription
+    ``cancelled`` and credited nothing. The seats end on 1 January by the subscriptions' rule
+    instead: the 1 February invoice gives back all 31 of January's days, -5 x 12.00 = -60.00,
+    and bills no February seats; the invoice would go below zero, so it is 0 and the 60.00
+    becomes a credit memo."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    support = ledger.product("0.00", currency="EUR")
+    setup = ledger.product("50.00", currency="EUR", kind="one_time")
+    first = _deal(ledger, acc, seat, setup)
+    ledger.run(JAN1)
+    with ledger.uow() as uow:
+        amend_orders(uow, [AmendmentIn(
+            acc, "crm:Q1:rev2", first, JAN1,
+            subscriptions=(SubscriptionItem(support, 1, JAN1),),
+            one_time_charges=(OneTimeItem(setup, 1, JAN1),))])
+        uow.commit()
+    ledger.run(date(2027, 2, 1))
+    feb = ledger.invoices(acc)[1]
+    assert ("proration", -6000) in ledger.amounts(feb)
+    assert not [a for kind, a in ledger.amounts(feb) if kind == "recurring" and a > 0]
+    with ledger.uow() as uow:
+        ends = dict(uow.conn.execute(select(subscriptions.c.product_id,
+                                            subscriptions.c.end_date)).all())
+    assert ends[seat] == JAN1
+
+
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=st.integers(1, 12),
