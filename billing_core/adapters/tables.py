@@ -74,6 +74,8 @@ accounts = Table(
     Column("status", String(16), nullable=False, server_default="active"),
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # finance's: billed without tax whatever the country (the CRM does not send it)
+    Column("tax_exempt", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
     CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
     CheckConstraint("payment_terms_days >= 0", name="terms"),

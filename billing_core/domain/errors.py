@@ -70,3 +70,14 @@ class InvalidState(RuleViolation):
 
 class InsufficientBalance(RuleViolation):
     code = "insufficient_balance"
+
+
+class MissingTaxRate(RuleViolation):
+    """No tax rate for an account's country (or region) on a day: its invoice cannot be
+    computed (an explicit rate of 0, or the account's tax exemption, zero-rates it)."""
+    code = "missing_tax_rate"
+
+    def __init__(self, account_id: int, country: str, region: str | None, on: object) -> None:
+        where = f"{country}/{region}" if region else country
+        super().__init__("country", where, f"has no tax rate on {on} for account {account_id}: "
+                         "set one (a rate of 0 zero-rates it) or mark the account tax-exempt")

@@ -74,6 +74,7 @@ class AccountTerms:
     payment_terms_days: int = 30
     country: str | None = None
     region: str | None = None
+    tax_exempt: bool = False
 
 
 @dataclass(slots=True)

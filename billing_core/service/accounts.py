@@ -4,6 +4,9 @@ Rules: the external reference (source, object, id) is unique; currency is ISO 42
 changes once documents exist; bill cycle day 1..31; a credit limit is a non-negative amount in
 the account's currency or empty (no limit); history is never deleted (``crm_deleted``).
 A change to the limit or the CRM hold flag touches the account (credit control re-evaluates).
+Finance's own terms (bill cycle day, payment terms, tax exemption) are not the CRM's: an
+``AccountIn`` that leaves them ``None`` (the sync's) keeps what the account has (1 and 30 days
+for a new one), so a CRM update never resets them; :func:`update_terms` changes them.
 :func:`upsert_accounts` keeps the same rules for a whole chunk of accounts (the sync's pages):
 one lookup by external keys, one multi-row insert, one multi-row update of the rows that change;
 an item billing refuses is reported in its result and writes nothing.
@@ -52,8 +55,8 @@ class AccountIn:
     number: str | None = None
     country: str | None = None
     region: str | None = None
-    bill_cycle_day: int = 1
-    payment_terms_days: int = 30
+    bill_cycle_day: int | None = None       # None: keep (new account: 1)
+    payment_terms_days: int | None = None   # None: keep (new account: 30)
     credit_limit: Decimal | str | int | None = None
     crm_hold: bool = False
 
@@ -69,11 +72,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         if value is not None and len(value) > most:
             raise ValidationError(key, value, f"is longer than {most} characters")
     currency = check_currency(data.currency)
-    if not isinstance(data.bill_cycle_day, int) or not 1 <= data.bill_cycle_day <= 31:
-        raise ValidationError("bill_cycle_day", data.bill_cycle_day, "must be 1..31")
-    if not isinstance(data.payment_terms_days, int) or data.payment_terms_days < 0:
-        raise ValidationError("payment_terms_days", data.payment_terms_days,
-                              "must be a whole number of days >= 0")
+    _check_terms(data.bill_cycle_day, data.payment_terms_days)
     if data.country is not None and (len(data.country) != 2 or not data.country.isalpha()):
         raise ValidationError("country", data.country, "must be an ISO 3166 alpha-2 code")
     limit: int | None = None
@@ -88,8 +87,27 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
     }
 
 
+def _check_terms(bill_cycle_day: int | None, payment_terms_days: int | None) -> None:
+    if bill_cycle_day is not None and (
+            type(bill_cycle_day) is not int or not 1 <= bill_cycle_day <= 31):
+        raise ValidationError("bill_cycle_day", bill_cycle_day, "must be 1..31")
+    if payment_terms_days is not None and (
+            type(payment_terms_days) is not int or payment_terms_days < 0):
+        raise ValidationError("payment_terms_days", payment_terms_days,
+                              "must be a whole number of days >= 0")
+
+
+_FINANCE_DEFAULTS = {"bill_cycle_day": 1, "payment_terms_days": 30}
+
+
+def _keep_finance(values: dict[str, Any], base: Any) -> dict[str, Any]:
+    """``values`` with finance's terms left ``None`` taken from ``base`` (the current row, or
+    the defaults for a new account)."""
+    return {k: base[k] if k in _FINANCE_DEFAULTS and v is None else v for k, v in values.items()}
+
+
 def create_account(uow: UnitOfWork, data: AccountIn) -> int:
-    values = validate_account(data)
+    values = _keep_finance(validate_account(data), _FINANCE_DEFAULTS)
     conn = uow.conn
     exists = conn.execute(select(accounts.c.id).where(
         accounts.c.ext_source == values["ext_source"],
@@ -134,8 +152,8 @@ def resolve_account(conn: Connection, ref: str | int) -> RowMapping:
 def update_account(uow: UnitOfWork, account_id: int, data: AccountIn) -> bool:
     """Apply new CRM values. Returns True when something changed. Currency is fixed once the
     account has documents (amounts of different currencies never mix)."""
-    values = validate_account(data)
     current = get_account(uow.conn, account_id)
+    values = _keep_finance(validate_account(data), current)
     changes = {k: v for k, v in values.items() if current[k] != v}
     if not changes and current["status"] == "active":
         return False
@@ -149,6 +167,37 @@ def update_account(uow: UnitOfWork, account_id: int, data: AccountIn) -> bool:
     if {"credit_limit_minor", "crm_hold"} & changes.keys():
         uow.touch(account_id)
     return True
+
+
+_KEEP: Any = object()
+
+
+def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP,
+                 payment_terms_days: int | None = None,
+                 tax_exempt: bool | None = None) -> dict[str, Any]:
+    """Finance's update of an account: its region (``""`` or None clears it; the CRM's next
+    change to the account sets it again), payment terms (days, for invoices issued from now
+    on) and tax exemption. Arguments left out keep their value. Returns what changed (field:
+    new value); nothing changed writes nothing."""
+    current = get_account(uow.conn, account_id)
+    _check_terms(None, payment_terms_days)
+    values: dict[str, Any] = {}
+    if region is not _KEEP:
+        text = (region or "").strip() or None
+        if text is not None and len(text) > 64:
+            raise ValidationError("region", region, "is longer than 64 characters")
+        values["region"] = text
+    if payment_terms_days is not None:
+        values["payment_terms_days"] = payment_terms_days
+    if tax_exempt is not None:
+        if not isinstance(tax_exempt, bool):
+            raise ValidationError("tax_exempt", tax_exempt, "must be true or false")
+        values["tax_exempt"] = tax_exempt
+    changes = {k: v for k, v in values.items() if current[k] != v}
+    if changes:
+        uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
+            **changes, updated_at=uow.now()))
+    return changes
 
 
 def mark_crm_deleted(uow: UnitOfWork, account_id: int) -> None:
@@ -293,6 +342,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
         current = found.get(_ext_key(values))
         if current is None:
             continue
+        values = _keep_finance(values, current)
         changes = {k: v for k, v in values.items() if current[k] != v}
         if not changes and current["status"] == "active":
             out.append((i, UpsertResult(int(current["id"]))))
@@ -319,6 +369,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
             {**{k: bindparam(f"b_{k}") for k in columns}, "status": "active",
              "updated_at": now}), updates)
     if new:
+        new = [(i, _keep_finance(v, _FINANCE_DEFAULTS)) for i, v in new]
         keys = tuple(new[0][1])
         ids = reserve_ids(conn, accounts, len(new))
         _bulk_insert(("id", *keys, "status", "created_at", "updated_at")).run(

@@ -20,12 +20,17 @@ Rules kept here
   raises :class:`LostRace`: another transaction billed some of the chunk first, so the caller
   rolls the chunk back and reads it again.
 - Usage events are dated by their UTC day.
+- Tax is looked up once per account, for its period start (:class:`TaxTable`): an account
+  whose country has no rate that day gets no invoice but an error in ``errors`` naming the
+  account, country/region and day (``missing_tax_rate``), unless it is ``tax_exempt``; an
+  account with nothing to bill gets neither.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Date, bindparam, func, select, update
@@ -52,7 +57,7 @@ from billing_core.adapters.tables import (
     subscriptions,
     usage_events,
 )
-from billing_core.domain.errors import LedgerError
+from billing_core.domain.errors import LedgerError, MissingTaxRate
 from billing_core.domain.invoicing import (
     AccountTerms,
     Change,
@@ -107,6 +112,7 @@ class Written:
     previews: list[tuple[Draft, str | None]] = field(default_factory=list)
 
 
+ZERO = Decimal(0)
 _LO = bindparam("lo", type_=accounts.c.id.type)
 _HI = bindparam("hi", type_=accounts.c.id.type)
 SELECT_SUBS = select(
@@ -134,6 +140,7 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     acct_rows = conn.execute(select(
         accounts.c.id, accounts.c.currency, accounts.c.bill_cycle_day,
         accounts.c.payment_terms_days, accounts.c.country, accounts.c.region,
+        accounts.c.tax_exempt,
     ).where(accounts.c.id > after_id).order_by(accounts.c.id).limit(size)).all()
     data = ChunkData([r.id for r in acct_rows])
     if not acct_rows:
@@ -151,7 +158,7 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
             data.already_billed += 1
             continue
         due[r.id] = AccountTerms(r.id, r.currency, r.bill_cycle_day, r.payment_terms_days,
-                                 r.country, r.region)
+                                 r.country, r.region, bool(r.tax_exempt))
     if not due:
         return data
     max_start = max(periods[a.bill_cycle_day][0] for a in due.values())
@@ -218,12 +225,14 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
     data.subs = by_id
     for account_id, acct in due.items():
         start, end = periods[acct.bill_cycle_day]
-        rate, _ = catalog.tax.rate_for(acct.country, acct.region, start)
+        found = None if acct.tax_exempt else catalog.tax.find(acct.country, acct.region, start)
         try:
             draft = compute_invoice(acct, start, end, run_date, subs.get(account_id, []),
                                     charges.get(account_id, []), usage.get(account_id, []),
                                     grants.get(account_id, []), catalog.products, catalog.book,
-                                    rate, catalog.tax_inclusive)
+                                    found[0] if found else ZERO, catalog.tax_inclusive)
+            if draft is not None and found is None and not acct.tax_exempt:
+                raise MissingTaxRate(account_id, str(acct.country), acct.region, start)
         except LedgerError as exc:
             data.errors.append({"account_id": account_id, **exc.as_dict()})
             continue

@@ -3,8 +3,11 @@
 Rules kept here
 - A rate belongs to (country, region, effective_from); region ``""`` is the whole country.
   For an account in (country, region) on a day, the region's own rate wins; otherwise the
-  country-wide rate; otherwise no tax (rate 0). A rate applies from its day until the next one
-  of the same (country, region).
+  country-wide rate. A rate applies from its day until the next one of the same (country,
+  region). No rate at all for an account's country is not 0: :meth:`TaxTable.find` says None
+  and the bill run refuses that account's invoice (``MissingTaxRate``); a rate of 0 set for
+  the country or region zero-rates it, and so does the account's ``tax_exempt``. An account
+  with no country is not taxed.
 - Rates are exact decimals (``0.2`` = 20 %), between 0 and 1.
 - Tax is computed once per rate on the invoice's taxable base after credits,
   ``round(base x rate)`` with the one rounding rule (:func:`billing_core.domain.money.round_minor`),
@@ -80,8 +83,10 @@ class TaxTable:
         _, rate, name = self._rates[key][i]
         return rate, name
 
-    def rate_for(self, country: str | None, region: str | None, on: date) -> tuple[Decimal, str]:
-        """(rate, name) for an account's country and region on a day; (0, "") without one."""
+    def find(self, country: str | None, region: str | None,
+             on: date) -> tuple[Decimal, str] | None:
+        """(rate, name) for an account's country and region on a day: the region's rate, else
+        the country's; (0, "") for an account with no country; None when its country has none."""
         if not country:
             return ZERO, ""
         country = country.upper()
@@ -89,7 +94,7 @@ class TaxTable:
             found = self._lookup((country, region), on)
             if found is not None:
                 return found
-        return self._lookup((country, ""), on) or (ZERO, "")
+        return self._lookup((country, ""), on)
 
 
 def load_tax_table(conn: Connection) -> TaxTable:
@@ -97,5 +102,5 @@ def load_tax_table(conn: Connection) -> TaxTable:
 
 
 def tax_rate_for(conn: Connection, country: str | None, region: str | None,
-                 on: date) -> tuple[Decimal, str]:
-    return load_tax_table(conn).rate_for(country, region, on)
+                 on: date) -> tuple[Decimal, str] | None:
+    return load_tax_table(conn).find(country, region, on)

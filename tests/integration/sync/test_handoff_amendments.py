@@ -6,6 +6,7 @@ import logging
 from datetime import date
 from decimal import Decimal
 
+import pytest
 from fake_crm import FakeCRM
 from sqlalchemy import Engine, func, select
 
@@ -21,11 +22,22 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.service.bill_run import run_bill_run
+from billing_core.service.tax import set_tax_rate
 from billing_core.service.usage import import_usage
 from sync.engine import run_cycle
 from sync.tables import handoffs, quarantine
 
 JAN1, JAN20, FEB1 = date(2027, 1, 1), date(2027, 1, 20), date(2027, 2, 1)
+
+
+@pytest.fixture(autouse=True)
+def _tax_rates(engine: Engine) -> None:
+    """The fake CRM's countries (US, DE) have their rates: a country without one is not
+    billed. The figures below are the lines, before tax."""
+    with UnitOfWork(engine) as uow:
+        set_tax_rate(uow, "US", "", "0", date(2000, 1, 1))
+        set_tax_rate(uow, "DE", "", "0.19", date(2000, 1, 1))
+        uow.commit()
 
 
 def _crm() -> FakeCRM:
