@@ -11,7 +11,8 @@ Rules kept here:
   and a kept demo config must still work after its sandbox is restarted, long after the
   environment of the command that wrote it is gone. The sandbox's secrets are test values fixed
   by its seed; the file keeps them out of the config all the same.
-- Every path written into a config is absolute, so the config works from any directory.
+- Every path written into a sandbox config is absolute, so it works from any directory
+  (``init`` keeps the default ledger, ``sqlite:///ledgerbridge.db`` in the working directory).
 - A file is replaced only when ledgerbridge wrote it (its first line is ``HEADER``) or when
   asked (``force``); anything else is refused, naming the file.
 - Every config written here is loaded back with ``load_settings`` before it is kept, so what
@@ -168,7 +169,7 @@ def write_sandbox_config(sbx: Any, path: Path, *, database_url: str | None,
 
 def init_config(*, crm: str, url: str, client_id: str, secret_env: str, name: str,
                 tenant_id: str | None, database_url: str | None) -> str:
-    """A commented config for one real CRM connection (checked by ``write_checked``)."""
+    """A commented config for one real CRM connection (``write_checked`` loads it back)."""
     db = database_url or "sqlite:///ledgerbridge.db"
     lines = [
         f"{HEADER} init, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",

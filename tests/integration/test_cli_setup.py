@@ -128,6 +128,8 @@ def test_demo_keep_writes_a_config_that_says_how_to_restart_its_sandbox(tmp_path
     finally:
         again.stop()
     assert doctor.exit_code == 0, doctor.output
+    again = _cli("demo", "--accounts", "6", "--keep", str(keep))   # not over a kept ledger
+    assert again.exit_code == exits.BAD_INPUT and "already holds a kept demo" in again.output
 
 
 # --- init -------------------------------------------------------------------------------------
