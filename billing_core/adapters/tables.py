@@ -96,6 +96,12 @@ products = Table(
     Column("ext_source", String(64)),
     Column("ext_id", String(64)),
     _created(),
+    # committed terms (billing_core/domain/terms.py): defaults for new subscriptions, and the
+    # policy for a decrease / an end inside a term; the service checks the values
+    Column("term_months", Integer),                      # NULL = no term
+    Column("auto_renew", Boolean, nullable=False, server_default=text("false")),
+    Column("term_decrease", String(16), nullable=False, server_default="at_term_end"),
+    Column("early_termination", String(16), nullable=False, server_default="at_term_end"),
     UniqueConstraint("ext_source", "ext_id", name="uq_products_ext"),
     CheckConstraint("kind IN ('recurring', 'one_time', 'usage')", name="kind"),
     CheckConstraint("pricing_model IN ('per_unit', 'graduated', 'volume')", name="model"),
@@ -134,6 +140,9 @@ orders = Table(
     _fk("account_id", "accounts"),
     Column("source_ref", String(255), nullable=False, unique=True),  # e.g. "sf:0Q0...:rev1"
     Column("amends_order_id", Id, ForeignKey("orders.id")),
+    # the order of the deal this renewal order renews; no FK: SQLite cannot add one to an
+    # existing table without copying it
+    Column("renews_order_id", Id),
     # accepted: taken, not yet activated; held: waiting for a hold release; active; cancelled
     Column("status", String(16), nullable=False),
     Column("order_date", Date, nullable=False),
@@ -155,6 +164,10 @@ subscriptions = Table(
     Column("status", String(16), nullable=False),        # pending | active | cancelled
     Column("billed_through", Date),                      # recurring charges billed up to (excl.)
     _created(),
+    # the commitment (billing_core/domain/terms.py): the first term runs [start_date, term_end)
+    Column("term_months", Integer),                      # NULL = no term
+    Column("term_end", Date),
+    Column("auto_renew", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint("frequency IN ('monthly', 'annual')", name="frequency"),
     CheckConstraint("status IN ('pending', 'active', 'cancelled')", name="status"),
 )
