@@ -11,8 +11,10 @@ Rules kept here
   UPDATE waits for the first's row lock, re-reads the row and no longer matches.
 - Status follows the new applied amount in the same UPDATE (``documents.settled_status``).
 - ``unapply`` sets ``reversed_at`` (rows are never deleted) and gives the amount back to both
-  sides, recomputing their statuses. A credit memo's return to the credit pool (target type
-  ``credit_grant``, see ``credits``) is final and is not reversed here.
+  sides, recomputing their statuses. Unapplying part of an application reverses it and records
+  its remainder as a new live application of the same source and target (an application's
+  amount never changes), so both sides lose exactly the part. A credit memo's return to the
+  credit pool (target type ``credit_grant``, see ``credits``) is final and is not reversed here.
 - Every change touches the account (credit control re-evaluates its holds at commit).
 """
 from __future__ import annotations
@@ -150,12 +152,20 @@ def apply_many(uow: UnitOfWork, source_type: str, source_id: int,
 
 
 @atomic
-def unapply(uow: UnitOfWork, application_id: int) -> RowMapping:
-    """Reverse one live application; returns it (with ``reversed_at`` set)."""
+def unapply(uow: UnitOfWork, application_id: int, *,
+            amount_minor: int | None = None) -> RowMapping:
+    """Reverse one live application, or only ``amount_minor`` of it (see the module rules);
+    returns it (with ``reversed_at`` set)."""
     row = uow.conn.execute(select(applications).where(
         applications.c.id == application_id)).mappings().first()
     if row is None:
         raise NotFound("application", application_id)
+    whole = int(row["amount_minor"])
+    if amount_minor is not None and not 0 < amount_minor <= whole:
+        source = find(uow.conn, row["source_type"], row["source_id"])
+        raise ValidationError("amount", str(Money.of_minor(amount_minor, source["currency"])),
+                              f"must be more than 0 and at most the "
+                              f"{_fmt(whole, source)} applied")
     if row["target_type"] not in OPEN_TARGET:
         raise InvalidState("application", application_id,
                            f"moved credit to the {row['target_type']}: that is final")
@@ -164,7 +174,12 @@ def unapply(uow: UnitOfWork, application_id: int) -> RowMapping:
     ).values(reversed_at=uow.now())).rowcount
     if done != 1:
         raise InvalidState("application", application_id, "is already reversed")
-    amount = int(row["amount_minor"])
+    amount = whole if amount_minor is None else amount_minor
+    if amount < whole:
+        uow.conn.execute(insert(applications).values(
+            account_id=row["account_id"], source_type=row["source_type"],
+            source_id=row["source_id"], target_type=row["target_type"],
+            target_id=row["target_id"], amount_minor=whole - amount, applied_at=uow.now()))
     for doc_type, doc_id in ((row["source_type"], row["source_id"]),
                              (row["target_type"], row["target_id"])):
         if not move_applied(uow, doc_type, doc_id, -amount, open_only=False):

@@ -8,6 +8,11 @@ cancelled: it goes back to the pool with ``credits.convert_memo_to_credits``.
 
 Debit memo: draft → active (numbered ``DM-xxxxxx``, issue date, due after the account's payment
 terms: from then on the account owes it) → partially_paid → paid; cancelled only while unpaid.
+Its issue date is the activation day unless finance dates it (today or earlier, never later).
+
+Unapplying part of a credit memo (``amount``) takes the amount back from its live applications
+(to ``target`` if given), the newest first; an application partly taken back is reversed and
+its remainder applied again as a new application (rows are never changed in amount).
 
 Every function here completes or changes nothing (a savepoint), names the field and value of any
 error, and touches the account when its balance moves (activation, application, unapply).
@@ -15,7 +20,7 @@ error, and touches the account when its balance moves (activation, application, 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, insert, update
@@ -24,6 +29,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import credit_memos, debit_memos
 from billing_core.domain.errors import (
     CurrencyMismatch,
+    InsufficientBalance,
     InvalidState,
     LedgerError,
     ValidationError,
@@ -124,8 +130,10 @@ def apply_credit_memo(uow: UnitOfWork, memo: object,
 
 
 @atomic
-def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None) -> dict[str, Any]:
-    """Reverse the memo's live applications (all of them, or those to ``target``)."""
+def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None,
+                        amount: object = None) -> dict[str, Any]:
+    """Reverse the memo's live applications (all of them, or those to ``target``), or only
+    ``amount`` of them (see the module rules)."""
     row = find(uow.conn, "credit_memo", memo)
     live = [a for a in apps.live_applications(uow.conn, source_type="credit_memo",
                                               source_id=row["id"])
@@ -137,8 +145,22 @@ def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None)
     if not live:
         raise InvalidState("credit_memo" if target is None else "target",
                            memo if target is None else target, "has nothing applied to unapply")
-    for application in live:
-        apps.unapply(uow, application["id"])
+    if amount is None:
+        for application in live:
+            apps.unapply(uow, application["id"])
+        return credit_memo_view(uow.conn, row["id"])
+    left = parse_money(amount, row["currency"], "amount")
+    applied = sum(int(a["amount_minor"]) for a in live)
+    if left > applied:
+        where = "" if target is None else f" to {target}"
+        raise InsufficientBalance("amount", amount, f"exceeds the "
+                                  f"{Money.of_minor(applied, row['currency'])} applied{where}")
+    for application in sorted(live, key=lambda a: a["id"], reverse=True):
+        take = min(left, int(application["amount_minor"]))
+        apps.unapply(uow, application["id"], amount_minor=take)
+        left -= take
+        if not left:
+            break
     return credit_memo_view(uow.conn, row["id"])
 
 
@@ -179,26 +201,43 @@ def list_credit_memos(conn: Connection, account_id: int | None = None,
 
 # --- debit memos ------------------------------------------------------------------------------
 
+def _issue_date(uow: UnitOfWork, value: object) -> date | None:
+    """A debit memo's issue date as given: a date, today (UTC) or earlier."""
+    if value is None:
+        return None
+    if not isinstance(value, date) or isinstance(value, datetime):
+        raise ValidationError("issue_date", value, "must be a date (YYYY-MM-DD)")
+    if value > uow.now().date():
+        raise ValidationError("issue_date", value.isoformat(), "is after today (UTC): a debit "
+                              "memo is owed from its issue date, which cannot be in the future")
+    return value
+
+
 @atomic
 def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: str, *,
-                      currency: str | None = None) -> int:
-    """A draft debit memo (what the account will owe once it is activated). Returns its id."""
+                      currency: str | None = None, issue_date: date | None = None) -> int:
+    """A draft debit memo (what the account will owe once it is activated). Returns its id.
+    ``issue_date`` (today or earlier) is kept for its activation; without it, the activation
+    day is its issue date."""
     account = get_account(uow.conn, account_id)
     minor = parse_money(amount, _currency(account, currency), "amount")
+    issued = _issue_date(uow, issue_date)
     return inserted_id(uow.conn.execute(insert(debit_memos).values(
         account_id=account_id, currency=account["currency"], status=DebitMemoStatus.DRAFT,
-        amount_minor=minor, applied_minor=0, reason=_reason(reason),
+        amount_minor=minor, applied_minor=0, reason=_reason(reason), issue_date=issued,
         created_at=uow.now())))
 
 
 @atomic
 def activate_debit_memo(uow: UnitOfWork, memo: object, *,
                         issue_date: date | None = None) -> dict[str, Any]:
+    """Number and activate a draft: it is owed from its issue date (``issue_date``, else the
+    one given at creation, else today) and due after the account's payment terms."""
     row = find(uow.conn, "debit_memo", memo, lock=True)
     if row["status"] != DebitMemoStatus.DRAFT:
         raise InvalidState("debit_memo", memo, f"is {row['status']}: only a draft is activated")
     account = get_account(uow.conn, row["account_id"])
-    issued = issue_date or uow.now().date()
+    issued = _issue_date(uow, issue_date) or row["issue_date"] or uow.now().date()
     done = uow.conn.execute(update(debit_memos).where(
         debit_memos.c.id == row["id"], debit_memos.c.status == DebitMemoStatus.DRAFT,
     ).values(status=DebitMemoStatus.ACTIVE, number=take_number(uow.conn, "DM"), issue_date=issued,
@@ -273,10 +312,12 @@ def apply_credit_memos(uow: UnitOfWork, items: Sequence[Mapping[str, Any]]) -> l
 
 
 def unapply_credit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:
-    """Items are memo refs or ``{"credit_memo": ..., "target": optional ref}``."""
+    """Items are memo refs or ``{"credit_memo": ..., "target": optional ref, "amount":
+    optional part}``."""
     return _batch(uow, items, lambda item: unapply_credit_memo(
         uow, _field(item, "credit_memo"),
-        target=item.get("target") if isinstance(item, Mapping) else None))
+        target=item.get("target") if isinstance(item, Mapping) else None,
+        amount=item.get("amount") if isinstance(item, Mapping) else None))
 
 
 def activate_credit_memos(uow: UnitOfWork, items: Sequence[Any]) -> list[dict[str, Any]]:

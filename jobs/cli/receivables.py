@@ -146,11 +146,14 @@ def cm_apply(app: AppContext, memo: str, targets: tuple[str, ...], as_json: bool
 @credit_memos.command("unapply")
 @click.argument("memo")
 @click.option("--target", help="Only the applications to this document.")
+@click.option("--amount", help="Only this much (newest applications first); default: all.")
 @json_option
 @pass_app
-def cm_unapply(app: AppContext, memo: str, target: str | None, as_json: bool) -> None:
-    """Reverse MEMO's applications."""
-    _show(_run(app, lambda uow: memo_svc.unapply_credit_memo(uow, memo, target=target)), as_json)
+def cm_unapply(app: AppContext, memo: str, target: str | None, amount: str | None,
+               as_json: bool) -> None:
+    """Reverse MEMO's applications, or --amount of them."""
+    _show(_run(app, lambda uow: memo_svc.unapply_credit_memo(uow, memo, target=target,
+                                                             amount=amount)), as_json)
 
 
 @credit_memos.command("cancel")
@@ -196,14 +199,17 @@ def debit_memos() -> None:
 @click.argument("amount")
 @click.option("--reason", required=True)
 @click.option("--currency")
+@click.option("--date", "issue_date", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Issue date, today (UTC) or earlier (default: the day it is activated).")
 @json_option
 @pass_app
 def dm_create(app: AppContext, account: str, amount: str, reason: str, currency: str | None,
-              as_json: bool) -> None:
+              issue_date: Any, as_json: bool) -> None:
     """Create a draft debit memo of AMOUNT for ACCOUNT."""
     def go(uow: Any) -> dict[str, Any]:
         acc = resolve_account(uow.conn, account)["id"]
-        memo = memo_svc.create_debit_memo(uow, acc, amount, reason, currency=currency)
+        memo = memo_svc.create_debit_memo(uow, acc, amount, reason, currency=currency,
+                                          issue_date=issue_date.date() if issue_date else None)
         return memo_svc.debit_memo_view(uow.conn, memo)
     _show(_run(app, go), as_json)
 
