@@ -32,7 +32,10 @@ Rules kept here
   credit memo (origin ``invoice_overflow``).
 - ``dry_run`` runs the same code on the same transaction and rolls it back: nothing is written,
   not even the ``bill_runs`` row. An account whose invoice cannot be computed (e.g. no price on a
-  day it charges) is reported in ``errors`` with the reason and left unbilled; the run goes on.
+  day it charges, or no tax rate for its country: :mod:`billing_core.service.billing_io`) is
+  reported in ``errors`` with the reason and left unbilled; the run goes on. The first
+  ``PREVIEW_LIMIT`` invoices are kept in ``invoices`` with their lines and tax per rate (what
+  ``--dry-run`` shows).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -63,6 +67,18 @@ PREVIEW_LIMIT = 500
 
 
 @dataclass
+class PreviewLine:
+    kind: str
+    description: str
+    quantity: Decimal | None
+    period_start: date | None
+    period_end: date | None
+    amount_minor: int
+    tax_rate: Decimal | None
+    tax_minor: int
+
+
+@dataclass
 class InvoicePreview:
     account_id: int
     number: str | None
@@ -73,6 +89,9 @@ class InvoicePreview:
     subtotal_minor: int
     tax_minor: int
     total_minor: int
+    line_items: list[PreviewLine] = field(default_factory=list)
+    # per rate: (rate, taxable base, tax), as the invoice keeps them
+    taxes: list[tuple[Decimal, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -197,7 +216,11 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
         for d, number in written.previews[:max(room, 0)]:
             result.invoices.append(InvoicePreview(
                 d.account_id, number, d.currency, d.period_start, d.period_end, len(d.lines),
-                d.subtotal_minor, d.tax_minor, d.total_minor))
+                d.subtotal_minor, d.tax_minor, d.total_minor,
+                [PreviewLine(ln.kind, ln.description, ln.quantity, ln.period_start,
+                             ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor)
+                 for ln in d.lines],
+                [(t.rate, t.base_minor, t.tax_minor) for t in d.taxes]))
         return data.account_ids[-1], len(data.account_ids)
     raise AssertionError("unreachable")
 

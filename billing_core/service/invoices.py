@@ -6,8 +6,9 @@ Rules kept here
   transaction, sets ``posted_at`` and touches the account (credit control re-evaluates).
   Only a draft can be posted. The later states (partially_paid, paid, void) are receivables'.
 - The view of an invoice carries its lines, its tax per rate (``taxes``: rate, taxable base
-  after credits, tax; in minor units and as decimals), its credit draws, its totals in minor
-  units and as decimal text in its currency, and its open balance (total - applied).
+  after credits, tax; in minor units and as decimals), its prepaid credit draws, the live
+  applications settling it (credit memos, payments), its totals in minor units and as decimal
+  text in its currency, and its open balance (total - applied).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import InvalidState, NotFound
 from billing_core.domain.money import from_minor
 from billing_core.domain.states import InvoiceStatus
+from billing_core.service.applications import live_applications
 from billing_core.service.numbering import take_number
 
 
@@ -73,6 +75,8 @@ def invoice_view(conn: Connection, ref: int | str) -> dict[str, Any]:
                     for r in conn.execute(select(credit_draws).where(
                         credit_draws.c.invoice_id == inv["id"])
                         .order_by(credit_draws.c.id)).mappings()]
+    inv["applications"] = [dict(r) for r in live_applications(
+        conn, target_type="invoice", target_id=inv["id"])]
     for key in ("subtotal", "tax", "total", "applied"):
         inv[key] = from_minor(inv[f"{key}_minor"], cur)
     inv["balance"] = from_minor(inv["total_minor"] - inv["applied_minor"], cur)

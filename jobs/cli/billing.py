@@ -13,6 +13,7 @@ import click
 
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import from_minor
+from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -89,7 +90,14 @@ def _bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_s
               "already_billed": result.already_billed, "lines": result.lines_written,
               "retried_chunks": result.retried_chunks, "errors": result.errors,
               "invoices": result.invoices}, as_json=True)
-        return
+    else:
+        _print_bill_run(result, day, dry_run)
+    if result.errors:
+        # done, but accounts were left unbilled (jobs.cli.exits: attention)
+        sys.exit(exits.ATTENTION)
+
+
+def _print_bill_run(result: Any, day: date, dry_run: bool) -> None:
     verb = "would create" if dry_run else "created"
     click.echo(f"bill run {day}{' (dry run: nothing written)' if dry_run else ''}: "
                f"{result.accounts_seen} accounts, {verb} {result.invoices_created} invoices, "
@@ -99,8 +107,24 @@ def _bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_s
                "period": f"{p.period_start}..{p.period_end}", "lines": p.lines,
                "total": _money(p.total_minor, p.currency)} for p in result.invoices],
              as_json=False)
+    if dry_run:
+        for p in result.invoices:
+            cur = p.currency
+            emit([{"kind": ln.kind, "description": ln.description,
+                   "amount": _money(ln.amount_minor, cur), "tax": _money(ln.tax_minor, cur)}
+                  for ln in p.line_items], as_json=False,
+                 title=f"account {p.account_id}, {p.period_start}..{p.period_end}")
+            for rate, base, tax in p.taxes:
+                click.echo(f"  tax {_rate(rate)} on {_money(base, cur)}: {_money(tax, cur)}")
+            click.echo(f"  subtotal {_money(p.subtotal_minor, cur)}  tax "
+                       f"{_money(p.tax_minor, cur)}  total {_money(p.total_minor, cur)}")
     for err in result.errors:
         click.echo(f"account {err['account_id']} not billed: {err['message']}", err=True)
+
+
+def _rate(rate: Any) -> str:
+    """A tax rate as a percentage: 0.0825 -> 8.25 %."""
+    return f"{(rate * 100).normalize():f} %"
 
 
 # --- invoices -------------------------------------------------------------------------------
@@ -155,8 +179,14 @@ def invoices_show(app: AppContext, ref: str, as_json: bool) -> None:
     emit([{"#": ln["line_no"], "kind": ln["kind"], "description": ln["description"],
            "amount": _money(ln["amount_minor"], cur), "tax": _money(ln["tax_minor"], cur)}
           for ln in inv["lines"]], as_json=False)
+    for t in inv["taxes"]:
+        click.echo(f"  tax {_rate(t['rate'])} on {_money(t['base_minor'], cur)}: "
+                   f"{_money(t['tax_minor'], cur)}")
     for d in inv["draws"]:
         click.echo(f"  credit grant {d['grant_id']}: {_money(d['amount_minor'], cur)} drawn")
+    for a in inv["applications"]:
+        click.echo(f"  {a['source_type']} {a['source_id']}: {_money(a['amount_minor'], cur)} "
+                   f"applied {a['applied_at']:%Y-%m-%d}")
     click.echo(f"subtotal {_money(inv['subtotal_minor'], cur)}  tax {_money(inv['tax_minor'], cur)}"
                f"  total {_money(inv['total_minor'], cur)}  open "
                f"{_money(inv['total_minor'] - inv['applied_minor'], cur)}")
@@ -374,6 +404,39 @@ def accounts_show(app: AppContext, ref: str, as_json: bool) -> None:
     with app.uow(read_only=True) as uow:
         row = dict(resolve_account(uow.conn, ref))
     emit(row, as_json=as_json, title=f"Account {row['id']}")
+
+
+@accounts.command("update")
+@click.argument("ref")
+@click.option("--region", help="Region (state) code; '' clears it. The CRM's next change to "
+                               "the account sets its own again.")
+@click.option("--terms", "payment_terms_days", type=click.IntRange(min=0),
+              help="Payment terms in days, for invoices issued from now on.")
+@click.option("--tax-exempt/--taxable", "tax_exempt", default=None,
+              help="Bill without tax whatever the country's rate (or tax it again).")
+@json_option
+@pass_app
+def accounts_update(app: AppContext, ref: str, region: str | None,
+                    payment_terms_days: int | None, tax_exempt: bool | None,
+                    as_json: bool) -> None:
+    """Update finance's terms of an account (ledger id or CRM id)."""
+    from billing_core.service.accounts import resolve_account, update_terms
+
+    if region is None and payment_terms_days is None and tax_exempt is None:
+        raise click.UsageError("give --region, --terms or --tax-exempt/--taxable")
+    kwargs: dict[str, Any] = {"payment_terms_days": payment_terms_days, "tax_exempt": tax_exempt}
+    if region is not None:
+        kwargs["region"] = region
+    with _write(app) as uow:
+        acc = int(resolve_account(uow.conn, ref)["id"])
+        changes = update_terms(uow, acc, **kwargs)
+        uow.commit()
+    if as_json:
+        emit({"account_id": acc, "changed": changes}, as_json=True)
+    elif changes:
+        click.echo(f"account {acc}: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
+    else:
+        click.echo(f"account {acc}: nothing changed")
 
 
 COMMANDS: list[click.Command] = [bill_run, invoices, usage, products, prices, tax_rates, accounts]

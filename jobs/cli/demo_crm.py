@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from billing_core.service.holds import current_reasons
 from billing_core.service.payments import record_payment
 from billing_core.service.provisioning import list_requests
 from billing_core.service.receivables import open_balance_minor
+from billing_core.service.tax import set_tax_rate
 from config.settings import ConfigError, load_settings
 from connectors.sandbox.server import Sandbox
 from jobs.cli.configs import (
@@ -35,6 +37,22 @@ from jobs.cli.configs import (
 )
 from jobs.migrate import upgrade
 from jobs.worker import Worker
+
+#: The sandbox CRM's countries (both sides) and a standard rate each: the bill run refuses the
+#: invoice of an account whose country has no rate, so the demo sets them as finance would
+#: (US explicitly zero-rated, as in ``billing-demo``).
+SANDBOX_TAX_RATES = (("US", "0"), ("GB", "0.20"), ("DE", "0.19"), ("FR", "0.20"),
+                     ("NL", "0.21"), ("ES", "0.21"), ("IT", "0.22"), ("JP", "0.10"),
+                     ("CA", "0.05"), ("AU", "0.10"), ("CH", "0.081"), ("SE", "0.25"),
+                     ("IN", "0.18"), ("BH", "0.10"))
+
+
+def set_sandbox_tax_rates(engine: Any) -> None:
+    """Give every country the sandbox seeds its rate, from 2000-01-01."""
+    with ledger_uow(engine) as uow:
+        for country, rate in SANDBOX_TAX_RATES:
+            set_tax_rate(uow, country, "", rate, date(2000, 1, 1))
+        uow.commit()
 
 
 class Story:
@@ -53,6 +71,7 @@ class Story:
         self.settings = load_settings(config)
         self.engine = make_engine(self.settings.database_url)
         upgrade(self.engine)
+        set_sandbox_tax_rates(self.engine)
         self.worker = Worker(self.engine, self.settings)
 
     def say(self, text: str) -> None:

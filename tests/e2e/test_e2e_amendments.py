@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from billing_core.adapters.tables import accounts, invoice_lines, invoices, orders
 from billing_core.service.bill_run import run_bill_run
+from jobs.cli.demo_crm import set_sandbox_tax_rates
 from sync.tables import handoffs
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +35,7 @@ def both_db_world(sandbox: Any, engine: Any, tmp_path: Path,
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
     sandbox.reset()
     w = World(sandbox, engine, tmp_path)
+    set_sandbox_tax_rates(engine)       # the figures below are the lines, before tax
     yield w
     w.worker.close()
 
