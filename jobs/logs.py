@@ -17,6 +17,9 @@ Rules kept here:
   refusal repeated for a thousand quotes is one line a minute, a failure of each object is its
   own line); the next one written says how many were suppressed
   (`` (suppressed K similar in the last N s)``, JSON ``suppressed``). INFO and below pass.
+- Text lines are one line each: control characters in a message (newlines, terminal escapes
+  from CRM data) are written as ``\\xNN`` escapes (JSON escapes them by itself); only a
+  traceback adds lines.
 - Secrets never reach the output: ``redact`` masks bearer tokens, access tokens, client
   secrets, passwords, authorization headers and session ids in the whole formatted line,
   traceback included (the rules of the daemon's former filter, kept as they were).
@@ -41,6 +44,7 @@ FORMATS = ("text", "json")
 _SECRET = re.compile(
     r"(?i)(bearer\s+|access_token[\"'=:\s]+|client_secret[\"'=:\s]+|password[\"'=:\s]+|"
     r"authorization[\"'=:\s]+(?:bearer\s+)?|session_id[\"'=:\s]+)([^\s\"',&]+)")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _PAIR = re.compile(r"\b(run|connection|object|crm_id|quote|record)=([^\s,;]+)")
 _FROM_MESSAGE = {"run": "run_id", "connection": "connection", "object": "object",
                  "crm_id": "record_id", "quote": "record_id", "record": "record_id"}
@@ -96,16 +100,25 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``time level logger message`` on one line: control characters in the message (a CRM's
+    text with newlines or terminal escapes) are written as escapes; a traceback follows."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}",
+                                      record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         suppressed = getattr(record, "suppressed", 0)
         if suppressed:
-            head, sep, tail = line.partition("\n")   # before a traceback, if any
-            line = (f"{head} (suppressed {suppressed} similar in the last "
-                    f"{getattr(record, 'suppressed_window', 0):g} s){sep}{tail}")
+            line += (f" (suppressed {suppressed} similar in the last "
+                     f"{getattr(record, 'suppressed_window', 0):g} s)")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
         return redact(line)
 
 

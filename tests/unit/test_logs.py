@@ -101,3 +101,10 @@ def test_library_noise_is_held_at_warning_unless_vv_and_one_handler_only() -> No
     assert logging.getLogger("alembic.runtime.migration").getEffectiveLevel() == logging.DEBUG
     with pytest.raises(ValueError, match="yaml"):
         configure("yaml", 0)
+
+
+def test_a_text_line_stays_one_line_whatever_the_crm_sent() -> None:
+    line = TextFormatter().format(_record("refused crm_id=%s reason=%s", "001",
+                                          "bad\nvalue \x1b[31mred\x00"))
+    assert "\n" not in line and "\x1b" not in line and "\x00" not in line
+    assert line.endswith("reason=bad\\x0avalue \\x1b[31mred\\x00")
