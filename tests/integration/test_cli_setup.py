@@ -128,8 +128,8 @@ def test_demo_keep_writes_a_config_that_says_how_to_restart_its_sandbox(tmp_path
     finally:
         again.stop()
     assert doctor.exit_code == 0, doctor.output
-    again = _cli("demo", "--accounts", "6", "--keep", str(keep))   # not over a kept ledger
-    assert again.exit_code == exits.BAD_INPUT and "already holds a kept demo" in again.output
+    twice = _cli("demo", "--accounts", "6", "--keep", str(keep))   # not over a kept ledger
+    assert twice.exit_code == exits.BAD_INPUT and "already holds a kept demo" in twice.output
 
 
 # --- init -------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_doctor_probes_once_and_says_what_to_do(tmp_path: Path,
                       '[connections.sf2.credentials]\nclient_id = "id"\n'
                       'client_secret = "env:LB_DOCTOR_UNSET"\n')
     env = {"LB_DOCTOR_SECRET": "s", "LB_DOCTOR_UNSET": None}
-    result = CliRunner().invoke(main, ["--config", str(config), "doctor"], env=env)  # type: ignore[arg-type]
+    result = CliRunner().invoke(main, ["--config", str(config), "doctor"], env=env)
     assert result.exit_code == exits.ATTENTION, result.output
     assert len(accepted) == 1                         # sf: one attempt, no retries (worker: 5)
     problems = [ln for ln in result.output.splitlines() if ln.startswith("problem:")]
