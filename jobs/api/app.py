@@ -28,6 +28,7 @@ from config.settings import Settings
 from jobs.api import (
     errors,
     metrics,
+    routes_accounts,
     routes_admin,
     routes_billing,
     routes_credit,
@@ -121,7 +122,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,
-                   routes_ops):
+                   routes_ops, routes_accounts):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
     routes_ops.add_openapi_route(app)

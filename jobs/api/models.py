@@ -109,6 +109,44 @@ class DocumentOut(BaseModel):
     applications: list[ApplicationOut] | None = None
 
 
+class InvoiceLineOut(BaseModel):
+    line_no: int
+    kind: str = Field(examples=["recurring"])
+    description: str = Field(examples=["Seat x 5, 2026-03-01 to 2026-03-31"])
+    product_id: int | None = None
+    subscription_id: int | None = None
+    quantity: str | None = Field(None, examples=["5"])
+    unit_price: str | None = Field(None, examples=["20.00"])
+    period_start: date | None = None
+    period_end: date | None = None
+    amount: str = Field(examples=["100.00"])
+    tax_rate: str | None = Field(None, examples=["0.0825"])
+    tax: str = Field(examples=["8.25"])
+
+
+class InvoiceTaxOut(BaseModel):
+    """One rate's tax: the taxable base after credits and the tax on it, rounded once."""
+    rate: str = Field(examples=["0.0825"])
+    base: str = Field(examples=["390.00"])
+    tax: str = Field(examples=["32.18"])
+
+
+class CreditDrawOut(BaseModel):
+    """Prepaid credit drawn by the invoice (its ``credit_draw`` line), per grant."""
+    grant_id: int
+    amount: str = Field(examples=["155.00"])
+
+
+class InvoiceOut(DocumentOut):
+    """An invoice with its lines, its tax per rate with the base, the prepaid credits it drew
+    and the applications settling it (credit memos, payments)."""
+    subtotal: str = Field(examples=["390.00"])
+    tax: str = Field(examples=["32.18"])
+    lines: list[InvoiceLineOut]
+    taxes: list[InvoiceTaxOut]
+    credit_draws: list[CreditDrawOut]
+
+
 class DocumentPage(BaseModel):
     items: list[DocumentOut]
     next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page.")
@@ -151,6 +189,15 @@ class CreateMemo(Model):
          "activate": True}]})
 
 
+class CreateDebitMemo(CreateMemo):
+    issue_date: date | None = Field(None, description="Today (UTC) or earlier; default: the "
+                                                      "day it is activated.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"account_id": 1, "amount": "25.00", "currency": "USD", "reason": "Late fee",
+         "activate": True, "issue_date": "2026-03-01"}]})
+
+
 class CreditMemoRefs(Model):
     credit_memos: list[Ref] = Field(min_length=1, max_length=MAX_BATCH,
                                     examples=[["CM-000001", "7"]])
@@ -181,6 +228,8 @@ class ApplyCreditMemos(Model):
 class UnapplyItem(Model):
     credit_memo: Ref
     target: Ref | None = Field(None, description="Only the applications to this document.")
+    amount: Amount | None = Field(None, description="Only this much, taken back from the "
+                                                    "newest applications first.")
 
 
 class UnapplyCreditMemos(Model):

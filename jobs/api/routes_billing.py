@@ -18,15 +18,24 @@ from jobs.api.models import (
     NAME_PATTERN,
     ApplyCreditMemos,
     BatchResult,
+    CreateDebitMemo,
     CreateMemo,
     CreditMemoRefs,
     DebitMemoRefs,
     DocumentOut,
     DocumentPage,
+    InvoiceOut,
     InvoiceRefs,
     UnapplyCreditMemos,
 )
-from jobs.api.views import decode_cursor, document_out, from_service_batch, page, per_item
+from jobs.api.views import (
+    decode_cursor,
+    document_out,
+    from_service_batch,
+    invoice_out,
+    page,
+    per_item,
+)
 
 routes = router("billing documents")
 
@@ -79,7 +88,9 @@ def apply_credit_memos(body: ApplyCreditMemos, uow: Uow, _: Writer) -> BatchResu
 
 @routes.post("/billing/credit-memos:unapply")
 def unapply_credit_memos(body: UnapplyCreditMemos, uow: Uow, _: Writer) -> BatchResult:
-    """Reverse credit memo applications (all of a memo's, or those to one target)."""
+    """Reverse credit memo applications (all of a memo's, or those to one target), or only
+    ``amount`` of them, the newest first (a partly reversed application's remainder stays
+    applied as a new application)."""
     items: list[dict[str, Any]] = [item.model_dump() for item in body.items]
     return from_service_batch(memos.unapply_credit_memos(uow, items))
 
@@ -93,10 +104,11 @@ def cancel_credit_memos(body: CreditMemoRefs, uow: Uow, _: Writer) -> BatchResul
 # --- debit memos ------------------------------------------------------------------------------
 
 @routes.post("/billing/debit-memos", status_code=status.HTTP_201_CREATED)
-def create_debit_memo(body: CreateMemo, uow: Uow, _: Writer) -> DocumentOut:
-    """Create a debit memo (a draft, or active and owed at once with ``activate``)."""
+def create_debit_memo(body: CreateDebitMemo, uow: Uow, _: Writer) -> DocumentOut:
+    """Create a debit memo (a draft, or active and owed at once with ``activate``), issued on
+    ``issue_date`` (today or earlier) or on the day it is activated."""
     memo_id = memos.create_debit_memo(uow, body.account_id, body.amount, body.reason,
-                                      currency=body.currency)
+                                      currency=body.currency, issue_date=body.issue_date)
     if body.activate:
         memos.activate_debit_memo(uow, memo_id)
     return document_out(memos.debit_memo_view(uow.conn, memo_id))
@@ -142,8 +154,10 @@ def list_invoices(uow: Uow, _: Reader, account_id: AccountFilter = None,
 
 
 @routes.get("/billing/invoices/{ref}")
-def show_invoice(ref: PathRef, uow: Uow, _: Reader) -> DocumentOut:
-    return document_out(documents.to_view(documents.find(uow.conn, "invoice", ref), "invoice"))
+def show_invoice(ref: PathRef, uow: Uow, _: Reader) -> InvoiceOut:
+    """An invoice with its lines, tax per rate with its base, the prepaid credits it drew and
+    the applications settling it."""
+    return invoice_out(invoices.invoice_view(uow.conn, ref))
 
 
 @routes.post("/billing/invoices:void")

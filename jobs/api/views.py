@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from billing_core.adapters.db import UnitOfWork
@@ -19,10 +20,14 @@ from billing_core.domain.money import from_minor
 from jobs.api.models import (
     ApplicationOut,
     BatchResult,
+    CreditDrawOut,
     DocumentOut,
     DocumentPage,
     ErrorDetail,
     GrantOut,
+    InvoiceLineOut,
+    InvoiceOut,
+    InvoiceTaxOut,
     ItemResult,
 )
 
@@ -57,6 +62,36 @@ def document_out(view: Mapping[str, Any]) -> DocumentOut:
         balance=money(view["balance_minor"], currency) or "0",
         applications=None if apps is None else [application_out(a, currency) for a in apps],
         **fields)
+
+
+def invoice_out(view: Mapping[str, Any]) -> InvoiceOut:
+    """``billing_core.service.invoices.invoice_view`` as the API's invoice."""
+    cur = str(view["currency"])
+    base = document_out({**view, "type": "invoice",
+                         "balance_minor": view["total_minor"] - view["applied_minor"]})
+    lines = [InvoiceLineOut(
+        line_no=ln["line_no"], kind=ln["kind"], description=ln["description"],
+        product_id=ln["product_id"], subscription_id=ln["subscription_id"],
+        quantity=_text(ln["quantity"]), unit_price=_text(ln["unit_price"]),
+        period_start=ln["period_start"], period_end=ln["period_end"],
+        amount=money(ln["amount_minor"], cur) or "0", tax_rate=_text(ln["tax_rate"]),
+        tax=money(ln["tax_minor"], cur) or "0") for ln in view["lines"]]
+    return InvoiceOut(
+        **base.model_dump(), subtotal=money(view["subtotal_minor"], cur) or "0",
+        tax=money(view["tax_minor"], cur) or "0", lines=lines,
+        taxes=[InvoiceTaxOut(rate=_text(t["rate"]) or "0", base=money(t["base_minor"], cur) or "0",
+                             tax=money(t["tax_minor"], cur) or "0") for t in view["taxes"]],
+        credit_draws=[CreditDrawOut(grant_id=d["grant_id"],
+                                    amount=money(d["amount_minor"], cur) or "0")
+                      for d in view["draws"]])
+
+
+def _text(value: Any) -> str | None:
+    """A rate, quantity or price as plain decimal text (PostgreSQL's numeric scale dropped:
+    0.0825, not 0.0825000000)."""
+    if value is None:
+        return None
+    return f"{Decimal(value).normalize():f}"
 
 
 def _payment_status(view: Mapping[str, Any]) -> str:
