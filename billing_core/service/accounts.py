@@ -173,15 +173,19 @@ _KEEP: Any = object()
 
 
 def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP,
-                 payment_terms_days: int | None = None,
-                 tax_exempt: bool | None = None) -> dict[str, Any]:
+                 payment_terms_days: int | None = None, tax_exempt: bool | None = None,
+                 bill_cycle_day: int | None = None) -> dict[str, Any]:
     """Finance's update of an account: its region (``""`` or None clears it; the CRM's next
     change to the account sets it again), payment terms (days, for invoices issued from now
-    on) and tax exemption. Arguments left out keep their value. Returns what changed (field:
-    new value); nothing changed writes nothing."""
+    on), tax exemption and bill cycle day (the next bill run on or after the new day bills
+    what was billed up to the old day's next period and the new day as a prorated line, by the
+    ordinary proration rule). Arguments left out keep their value. Returns what changed
+    (field: new value); nothing changed writes nothing."""
     current = get_account(uow.conn, account_id)
-    _check_terms(None, payment_terms_days)
+    _check_terms(bill_cycle_day, payment_terms_days)
     values: dict[str, Any] = {}
+    if bill_cycle_day is not None:
+        values["bill_cycle_day"] = bill_cycle_day
     if region is not _KEEP:
         text = (region or "").strip() or None
         if text is not None and len(text) > 64:

@@ -48,8 +48,11 @@ class UpdateAccount(Model):
                                            description="For invoices issued from now on.")
     tax_exempt: bool | None = Field(None, description="Billed without tax, whatever the "
                                                       "country's rate.")
+    bill_cycle_day: int | None = Field(None, ge=1, le=31, description=(
+        "The days from what was billed to the new day go, prorated, on the first invoice "
+        "whose period starts on or after them."))
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"payment_terms_days": 45, "tax_exempt": False}]})
+        {"payment_terms_days": 45, "tax_exempt": False, "bill_cycle_day": 15}]})
 
 
 def _out(row: Any) -> AccountOut:
@@ -68,11 +71,13 @@ def show_account(account: AccountRef, uow: Uow, _: Reader) -> AccountOut:
 @routes.post("/billing/accounts/{account}:update")
 def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
                          _: Writer) -> AccountOut:
-    """Update finance's terms of an account: region, payment terms, tax exemption."""
+    """Update finance's terms of an account: region, payment terms, tax exemption, bill
+    cycle day."""
     account_id = int(resolve_account(uow.conn, account)["id"])
     given = body.model_fields_set
     kwargs: dict[str, Any] = {"payment_terms_days": body.payment_terms_days,
-                              "tax_exempt": body.tax_exempt}
+                              "tax_exempt": body.tax_exempt,
+                              "bill_cycle_day": body.bill_cycle_day}
     if "region" in given:
         kwargs["region"] = body.region
     update_terms(uow, account_id, **kwargs)

@@ -98,4 +98,8 @@ def test_a_dated_debit_memo_and_an_accounts_terms(api) -> None:
     assert api.get("/billing/accounts/A1").json()["id"] == acc
     r = api.post("/billing/accounts/A1:update", {"payment_terms_days": -1})
     assert r.status_code == 422 and r.json()["error"]["field"] == "body.payment_terms_days"
+    r = api.post("/billing/accounts/A1:update", {"bill_cycle_day": 32})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.bill_cycle_day"
+    r = api.post("/billing/accounts/A1:update", {"bill_cycle_day": 15})
+    assert r.json()["bill_cycle_day"] == 15
     assert api.post("/billing/accounts/NOPE:update", {"tax_exempt": False}).status_code == 404
