@@ -34,6 +34,11 @@ Rules kept here
 - Proration is the bill run's, by the existing rules: a quantity change inside a period
   already billed is a catch-up ``proration`` line on the next invoice; the range not billed
   yet is billed at the quantity in effect each day.
+- Committed terms (:mod:`billing_core.domain.terms`) apply as to finance's changes: a decrease
+  inside a term is refused or recorded from the term end (its ``amendment_items`` row holds
+  that date), a removal is refused or moved to the term end by the product's early-termination
+  policy; a removal moved so, of a subscription the amendment replaces (a new price or
+  frequency of the same product), refuses the amendment: both would bill until the term end.
 - Transactions: the caller's unit of work; each amendment in a savepoint of its own, so one
   that is refused (a ``LedgerError``, answered in its place) leaves nothing behind and the
   others go on. The amended order's row is locked first (``FOR UPDATE`` on PostgreSQL), so two
@@ -67,7 +72,13 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain import amendments as domain
 from billing_core.domain.credit import CreditPolicy
-from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
+from billing_core.domain.errors import (
+    InvalidState,
+    LedgerError,
+    NotFound,
+    RuleViolation,
+    ValidationError,
+)
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service import gate
@@ -166,12 +177,21 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
         when = max(on, starts[change.subscription_id])
         change_id = gate.change_quantity(uow, change.subscription_id, change.new_quantity,
                                          when, policy=policy)
+        if change_id is not None:       # a decrease a committed term moved to its end
+            when = uow.conn.execute(select(subscription_changes.c.effective_date).where(
+                subscription_changes.c.id == change_id)).scalar_one()
         history.append({"action": "quantity", "product_id": change.product_id,
                         "subscription_id": change.subscription_id, "change_id": change_id,
                         "old_quantity": change.old_quantity,
                         "new_quantity": change.new_quantity, "effective_date": when})
+    replaced = {w.product_id for w in plan.added}
     for sub in plan.removed:
-        _end(uow, sub.id, on)
+        ended = _end(uow, sub.id, on)
+        if ended is not None and ended != on and sub.product_id in replaced:
+            raise RuleViolation("amends_order_id", data.amends_order_id,
+                                f"subscription {sub.id} is committed to {ended}: a new price "
+                                "or frequency inside its term would bill both; amend it from "
+                                "the term end or renew")
         history.append({"action": "removed", "product_id": sub.product_id,
                         "subscription_id": sub.id, "old_quantity": sub.quantity})
     if history:
@@ -238,11 +258,12 @@ def _charged(uow: UnitOfWork, chain: list[int]) -> dict[int, Decimal]:
     return out
 
 
-def _end(uow: UnitOfWork, subscription_id: int, on: date) -> None:
+def _end(uow: UnitOfWork, subscription_id: int, on: date) -> date | None:
     """End the subscription on ``on`` (exclusive) by the subscriptions' own rule: days billed in
-    advance after it are credited by the next bill run; one never active is cancelled. One that
-    already ends on or before ``on`` is left as it is."""
+    advance after it are credited by the next bill run; one never active is cancelled; a
+    committed term refuses it or moves it to the term end (the date returned). One that
+    already ends on or before ``on`` is left as it is (None)."""
     try:
-        subscriptions_service.end_subscription(uow, subscription_id, on)
+        return subscriptions_service.end_subscription(uow, subscription_id, on)
     except InvalidState:
-        pass                    # it already ends on or before the amendment's start
+        return None             # it already ends on or before the amendment's start

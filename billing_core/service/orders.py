@@ -19,6 +19,13 @@ Rules kept here
   billed in advance after it are credited on the next invoice,
   :mod:`billing_core.service.subscriptions`) and cancels whatever else of it is not billed yet;
   invoiced one-time charges stay invoiced (a credit memo is the way to give that money back).
+- Terms (:mod:`billing_core.domain.terms`): a subscription item's ``term_months`` and
+  ``auto_renew`` left None take the product's defaults (``term_months=0``: no term). A term's
+  end is co-termed (rule 1 there) and stored in ``term_end``; without auto-renew the
+  subscription ends there (an item's ``end_date``, if any, must be that term end).
+- A renewal order (``renews_order_id``) starts the next term of the deal it names, from its
+  subscriptions' earliest start date; the renewed subscriptions end there
+  (:mod:`billing_core.service.renewals`, checked before anything is written).
 - ``change_quantity`` records a ``subscription_changes`` row in the subscription's
   effective-dated history (:mod:`billing_core.service.subscriptions`); billing prorates
   ``active`` changes only. ``pending=True`` (account on hold) records it without effect until
@@ -45,10 +52,12 @@ from billing_core.adapters.tables import (
     products,
     subscriptions,
 )
+from billing_core.domain import terms
 from billing_core.domain.errors import InvalidState, LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.domain.states import ItemStatus, OrderStatus
+from billing_core.service import renewals
 from billing_core.service import subscriptions as subscriptions_service
 from billing_core.service.accounts import get_account
 from billing_core.service.pricing import get_product, price_for
@@ -66,6 +75,8 @@ class SubscriptionItem:
     frequency: str = "monthly"          # monthly | annual
     unit_price: Decimal | str | int | None = None
     end_date: date | None = None        # exclusive
+    term_months: int | None = None      # None: the product's default; 0: no term
+    auto_renew: bool | None = None      # None: the product's default
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class OrderIn:
     subscriptions: tuple[SubscriptionItem, ...] | list[SubscriptionItem] = field(default=())
     one_time_charges: tuple[OneTimeItem, ...] | list[OneTimeItem] = field(default=())
     amends_order_id: int | None = None
+    renews_order_id: int | None = None  # a renewal: the next term of that order's deal
 
 
 def _quantity(value: object, field_name: str) -> Decimal:
@@ -192,6 +204,27 @@ class _Plan:
     order: dict[str, Any]
     subscriptions: list[dict[str, Any]]
     charges: list[dict[str, Any]]
+    renewed: list[int] = field(default_factory=list)    # subscriptions a renewal ends
+
+
+def _term_columns(s: SubscriptionItem, product: RowMapping, bcd: int,
+                  f: str) -> dict[str, Any]:
+    """The item's term columns, and its end date (see the module rules)."""
+    months = terms.check_months(product["term_months"] if s.term_months is None
+                                else s.term_months, f"{f}.term_months")
+    renew = bool(product["auto_renew"]) if s.auto_renew is None else s.auto_renew
+    if not isinstance(renew, bool):
+        raise ValidationError(f"{f}.auto_renew", s.auto_renew, "must be true or false")
+    if months is None:
+        return {"term_months": None, "term_end": None, "auto_renew": False,
+                "end_date": s.end_date}
+    term_end = terms.first_term_end(s.start_date, months, s.frequency, bcd,
+                                    f"{f}.term_months")
+    if s.end_date is not None and s.end_date != term_end:
+        raise ValidationError(f"{f}.end_date", s.end_date, f"must be empty or the end of its "
+                                                          f"{months}-month term {term_end}")
+    return {"term_months": months, "term_end": term_end, "auto_renew": renew,
+            "end_date": s.end_date if renew else term_end}
 
 
 def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
@@ -225,7 +258,9 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
         sub_rows.append({"account_id": account["id"], "product_id": pid,
                          "quantity": _quantity(s.quantity, f"{f}.quantity"), "unit_price": price,
                          "frequency": s.frequency, "start_date": s.start_date,
-                         "end_date": s.end_date, "status": ItemStatus.PENDING, "created_at": now})
+                         "status": ItemStatus.PENDING, "created_at": now,
+                         **_term_columns(s, catalog.product(pid),
+                                         int(account["bill_cycle_day"]), f)})
     for i, c in enumerate(data.one_time_charges):
         f = f"one_time_charges[{i}]"
         if not isinstance(c.charge_date, date):
@@ -237,10 +272,17 @@ def _plan(uow: UnitOfWork, catalog: _Catalog, data: OrderIn, ref: str) -> _Plan:
                          "quantity": _quantity(c.quantity, f"{f}.quantity"), "unit_price": price,
                          "charge_date": c.charge_date, "status": ItemStatus.PENDING,
                          "created_at": now})
+    renewed: list[int] = []
+    if data.renews_order_id is not None:
+        if not sub_rows:
+            raise ValidationError("subscriptions", 0, "a renewal order needs a subscription")
+        renewed = renewals.renewed_subscriptions(uow, int(account["id"]), data.renews_order_id,
+                                                 min(r["start_date"] for r in sub_rows))
     order = {"account_id": account["id"], "source_ref": ref,
              "amends_order_id": data.amends_order_id, "status": OrderStatus.ACCEPTED,
-             "order_date": data.order_date, "created_at": now}
-    return _Plan(order, sub_rows, otc_rows)
+             "order_date": data.order_date, "created_at": now,
+             "renews_order_id": data.renews_order_id}
+    return _Plan(order, sub_rows, otc_rows, renewed)
 
 
 def place_order(uow: UnitOfWork, data: OrderIn) -> int:
@@ -284,6 +326,9 @@ def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | 
             sub_rows += [{**row, "order_id": order_id} for row in plan.subscriptions]
             otc_rows += [{**row, "order_id": order_id} for row in plan.charges]
             uow.touch(int(plan.order["account_id"]))
+            if plan.renewed:
+                renewals.end_renewed(uow, plan.renewed, min(
+                    r["start_date"] for r in plan.subscriptions))
     for i, ref in repeats:
         first = results[plans[ref][0]]
         results[i] = (Placement(existing[ref], created=False)

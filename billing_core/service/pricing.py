@@ -12,6 +12,12 @@ Rules kept here
   is written. ``needs_provisioning`` applies to orders taken from then on. ``pricing_model``
   (the shape of the product's prices) and the external key (the product's origin) stay as
   they were created.
+- Committed terms (:mod:`billing_core.domain.terms`): ``term_months`` (0: no term) and
+  ``auto_renew`` are the defaults new subscriptions of the product take; ``term_decrease``
+  (refuse | at_term_end) and ``early_termination`` (refuse | at_term_end | allowed) decide a
+  decrease or an end inside a term. Left None they are the defaults when a product is added
+  (no term, no renewal, at_term_end, at_term_end) and unchanged when it is updated (the CRM
+  does not send them: finance's settings survive a CRM update).
 - A price belongs to (product, currency, effective_from) and applies from that day until the
   next price of the same product and currency. Setting a price for a day that already has one
   replaces it (the CRM re-sends its price book; the last word wins).
@@ -44,6 +50,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import Duplicate, NotFound, RuleViolation, ValidationError
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
+from billing_core.domain.terms import EarlyTermination, TermDecrease, check_months, policy
 
 __all__ = [
     "Price",
@@ -77,6 +84,32 @@ class ProductIn:
     active: bool = True
     ext_source: str | None = None
     ext_id: str | None = None
+    term_months: int | None = None         # 0 = no term; None = default / unchanged
+    auto_renew: bool | None = None
+    term_decrease: str | None = None       # refuse | at_term_end
+    early_termination: str | None = None   # refuse | at_term_end | allowed
+
+
+_TERM_DEFAULTS: dict[str, object] = {
+    "term_months": None, "auto_renew": False, "term_decrease": TermDecrease.AT_TERM_END.value,
+    "early_termination": EarlyTermination.AT_TERM_END.value}
+
+
+def _term_settings(data: ProductIn) -> dict[str, object]:
+    """The term settings ``data`` gives (checked), without those it leaves None."""
+    out: dict[str, object] = {}
+    if data.term_months is not None:
+        out["term_months"] = check_months(data.term_months, "term_months")
+    if data.auto_renew is not None:
+        if not isinstance(data.auto_renew, bool):
+            raise ValidationError("auto_renew", data.auto_renew, "must be true or false")
+        out["auto_renew"] = data.auto_renew
+    if data.term_decrease is not None:
+        out["term_decrease"] = policy(TermDecrease, data.term_decrease, "term_decrease")
+    if data.early_termination is not None:
+        out["early_termination"] = policy(EarlyTermination, data.early_termination,
+                                          "early_termination")
+    return out
 
 
 def _checked(data: ProductIn) -> tuple[str, str, str | None]:
@@ -108,13 +141,14 @@ def add_product(uow: UnitOfWork, data: ProductIn) -> int:
     if data.pricing_model not in MODELS:
         raise ValidationError("pricing_model", data.pricing_model,
                               f"must be one of {', '.join(MODELS)}")
+    terms = {**_TERM_DEFAULTS, **_term_settings(data)}
     if uow.conn.execute(select(products.c.id).where(products.c.sku == sku)).first():
         raise Duplicate("sku", sku)
     new_id = inserted_id(uow.conn.execute(insert(products).values(
         sku=sku, name=name, kind=data.kind, billing_period=period,
         pricing_model=data.pricing_model, needs_provisioning=bool(data.needs_provisioning),
         active=bool(data.active), ext_source=data.ext_source, ext_id=data.ext_id,
-        created_at=uow.now())))
+        created_at=uow.now(), **terms)))
     return new_id
 
 
@@ -126,7 +160,8 @@ def update_product(uow: UnitOfWork, product_id: int, data: ProductIn) -> None:
     sku, name, period = _checked(data)
     wanted: dict[str, object] = {
         "sku": sku, "name": name, "kind": data.kind, "billing_period": period,
-        "needs_provisioning": bool(data.needs_provisioning), "active": bool(data.active)}
+        "needs_provisioning": bool(data.needs_provisioning), "active": bool(data.active),
+        **_term_settings(data)}
     changed = {k: v for k, v in wanted.items() if current[k] != v}
     if not changed:
         return

@@ -32,8 +32,14 @@ or an API request's) and commits nothing. The subscription row is locked (``FOR 
 PostgreSQL; SQLite serialises writers) before its history is read, so two changes of one
 subscription are chained one after the other.
 
-Committed terms are not built yet (issue 14, item 2): :func:`term_end_date` is where a term will
-refuse a decrease or move an early end to the term end; today it returns the date asked.
+Committed terms (:mod:`billing_core.domain.terms`; the subscription's ``term_months``,
+``term_end``, ``auto_renew``, the product's ``term_decrease`` and ``early_termination``, the
+account's bill cycle day for renewal terms): a decrease dated inside a committed term is
+refused or recorded from the term end instead (:func:`change_quantity` returns the change
+either way; its row holds the date it takes effect); an end dated inside one is refused, moved
+to the term end, or kept (:func:`term_end_date`, used by :func:`end_subscription`, hence by
+quantity 0, order cancellations and amendments). A subscription never activated is not
+committed yet: its end is not checked. Increases are prorated as before.
 """
 from __future__ import annotations
 
@@ -45,8 +51,9 @@ from sqlalchemy import RowMapping, insert, select, update
 
 from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import subscription_changes, subscriptions
-from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.adapters.tables import accounts, products, subscription_changes, subscriptions
+from billing_core.domain import terms
+from billing_core.domain.errors import InvalidState, NotFound, RuleViolation, ValidationError
 from billing_core.domain.history import ordered, quantity_on
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus
@@ -101,17 +108,32 @@ def rechain(uow: UnitOfWork, subscription_id: int, base: Decimal) -> None:
                      .values(quantity=q))
 
 
-def term_end_date(sub: RowMapping, at: date) -> date:
-    """Where a committed term will refuse or move an early end or a decrease (issue 14,
-    item 2). No terms yet: the date asked."""
-    return at
+def _term(uow: UnitOfWork, sub: RowMapping) -> tuple[terms.Term | None, str, str]:
+    """The subscription's term and its product's (decrease, early termination) policies."""
+    if not sub["term_months"] or sub["status"] == ItemStatus.PENDING:
+        return None, terms.TermDecrease.AT_TERM_END, terms.EarlyTermination.ALLOWED
+    row = uow.conn.execute(select(
+        products.c.term_decrease, products.c.early_termination, accounts.c.bill_cycle_day)
+        .select_from(products.join(accounts, accounts.c.id == sub["account_id"]))
+        .where(products.c.id == sub["product_id"])).one()
+    term = terms.make_term(sub["term_months"], sub["start_date"], sub["term_end"],
+                           bool(sub["auto_renew"]), sub["frequency"], int(row.bill_cycle_day))
+    return term, row.term_decrease, row.early_termination
+
+
+def term_end_date(uow: UnitOfWork, sub: RowMapping, at: date) -> date:
+    """Where an end asked at ``at`` falls under the subscription's committed term: ``at``, or
+    the term end (``early_termination=at_term_end``); ``RuleViolation`` when refused."""
+    term, _, rule = _term(uow, sub)
+    return terms.end_date(term, rule, at)
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,
                     effective_date: date, *, pending: bool = False) -> int:
     """Record a quantity change from ``effective_date`` (``pending``: the account is on hold,
     no effect until :func:`activate_change`); returns the change id. Quantity 0 is refused
-    here: the gate turns it into :func:`end_subscription`."""
+    here: the gate turns it into :func:`end_subscription`. A decrease inside a committed term
+    is refused or recorded from the term end (the product's ``term_decrease``)."""
     sub = _locked(uow, subscription_id)
     quantity = to_decimal(new_quantity, "quantity")
     if quantity <= 0:
@@ -122,6 +144,14 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
                               f"must be before the end {sub['end_date']}")
     timeline = _history(uow, subscription_id)
     base = _base(sub, timeline)
+    term, rule, _ = _term(uow, sub)
+    asked = effective_date
+    effective_date = terms.decrease_date(term, rule, asked, quantity_on(timeline, base, asked),
+                                         quantity)
+    if sub["end_date"] is not None and effective_date >= sub["end_date"]:
+        raise RuleViolation("quantity", new_quantity, f"would take effect at the term end "
+                            f"{effective_date}, when the subscription ends; renew it at the "
+                            "lower quantity instead")
     change_id = inserted_id(uow.conn.execute(insert(subscription_changes).values(
         subscription_id=subscription_id, effective_date=effective_date,
         old_quantity=quantity_on(timeline, base, effective_date), new_quantity=quantity,
@@ -151,12 +181,16 @@ def activate_change(uow: UnitOfWork, change_id: int) -> None:
 
 def end_subscription(uow: UnitOfWork, subscription_id: int, at: date | None = None) -> date:
     """End (cancel) the subscription at ``at`` (default: today, UTC), exclusive; returns the end
-    date. Days billed in advance after it are credited by the next bill run."""
+    date (the term end when the product moves an early end there; ``RuleViolation`` when it
+    refuses one). Days billed in advance after it are credited by the next bill run."""
     sub = _locked(uow, subscription_id)
     day = uow.now().date() if at is None else at
     if not isinstance(day, date):
         raise ValidationError("at", at, "must be a date (YYYY-MM-DD)")
-    day = term_end_date(sub, max(day, sub["start_date"]))
+    asked = max(day, sub["start_date"])
+    day = term_end_date(uow, sub, asked)
+    if day != asked and day == sub["end_date"]:
+        return day                  # already ends at its term end
     if sub["end_date"] is not None and day >= sub["end_date"]:
         raise InvalidState("at", day, f"the subscription already ends on {sub['end_date']}; "
                                       "an end date only moves earlier")
