@@ -27,12 +27,12 @@ import jwt
 from werkzeug.wrappers import Request, Response
 
 from ..core import SandboxClock
-from .ids import make_id
+from .ids import INTEGRATION_USER, make_id
 from .wire import json_response, oauth_error
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ORG_ID = make_id("00D", 1)
-USER_ID = make_id("005", 1)
+USER_ID = INTEGRATION_USER
 
 
 @dataclass

@@ -57,6 +57,12 @@ def to18(value: str) -> str | None:
     return None
 
 
+#: The org's users: the integration user every API session acts as, and the user every other
+#: change (seeded rows, admin edits: a person in the CRM) is stamped with (``LastModifiedById``).
+INTEGRATION_USER = make_id("005", 1)
+ADMIN_USER = make_id("005", 2)
+
+
 def parse_id(value: str) -> tuple[str, int] | None:
     """(prefix, index) of a sandbox id, or None when `value` is not one."""
     full = to18(value)

@@ -58,6 +58,7 @@ def _system() -> tuple[Field, ...]:
         Field("IsDeleted", BOOLEAN, updateable=False),
         Field("CreatedDate", DATETIME, updateable=False, monotone=True),
         Field("LastModifiedDate", DATETIME, updateable=False, monotone=True),
+        Field("LastModifiedById", REFERENCE, 18, updateable=False),
         Field("SystemModstamp", DATETIME, updateable=False, monotone=True),
     )
 

@@ -18,7 +18,7 @@ import functools
 from decimal import Decimal
 from typing import Any
 
-from .ids import make_id
+from .ids import ADMIN_USER, make_id
 from .schema import CPQ_STATUSES, CURRENCIES, QUOTE_STATUSES
 
 Row = dict[str, Any]
@@ -128,7 +128,9 @@ class Seed:
     def row(self, obj: str, index: int) -> Row | None:
         if not 0 <= index < self.counts[obj]:
             return None
-        row: Row = getattr(self, "_" + obj.lower())(index)
+        row: Row | None = getattr(self, "_" + obj.lower())(index)
+        if row is not None:
+            row["LastModifiedById"] = ADMIN_USER
         return row
 
     def _account(self, i: int) -> Row:

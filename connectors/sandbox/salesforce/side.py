@@ -27,9 +27,9 @@ from werkzeug.wrappers import Request, Response
 from ..core import SandboxContext, enact_transport_fault
 from . import admin, describe
 from . import schema as S
-from .auth import Credentials, TokenEndpoint, Tokens
+from .auth import ORG_ID, Credentials, TokenEndpoint, Tokens
 from .cursors import Cursor, Cursors, answer, batch_size
-from .ids import make_id
+from .ids import INTEGRATION_USER, make_id
 from .limits import ApiUsage
 from .query import compile_query
 from .replication import ReplicationError, deleted, updated
@@ -144,6 +144,8 @@ class SalesforceSide:
     def _endpoint(path: str, data: re.Match[str] | None, method: str) -> str:
         if path.rstrip("/") == "/services/oauth2/token":
             return "token"
+        if path.rstrip("/") == "/services/oauth2/userinfo":
+            return "userinfo"
         if data is None:
             return "versions" if path.rstrip("/") == "/services/data" else "unknown"
         rest = data.group(2) or ""
@@ -163,6 +165,10 @@ class SalesforceSide:
         return "sobject" if _SOBJECT.match(rest) else "unknown"
 
     def _route(self, request: Request, endpoint: str, version: str, rest: str) -> Response:
+        if endpoint == "userinfo":     # who the session is: the org's integration user
+            return json_response({"sub": f"{self.ctx.base_url}/id/{ORG_ID}/{INTEGRATION_USER}",
+                                  "user_id": INTEGRATION_USER, "organization_id": ORG_ID,
+                                  "preferred_username": self.credentials.username})
         if endpoint in ("query", "queryAll"):
             return self._query(request, endpoint, version, rest)
         if endpoint == "limits":
@@ -265,7 +271,8 @@ class SalesforceSide:
                 body = _json_body(request)
                 if not isinstance(body, dict):
                     return error_response(400, "JSON_PARSER_ERROR", "The body must be an object")
-                row = self.store.create(obj, values_for(self.store, obj, body, creating=True))
+                row = self.store.create(obj, values_for(self.store, obj, body, creating=True),
+                                        by=INTEGRATION_USER)
                 return json_response({"id": row["Id"], "success": True, "errors": []}, 201)
             index = target_row(self.store, obj, record_id)
             if method == "GET":
@@ -276,10 +283,11 @@ class SalesforceSide:
                 body = _json_body(request)
                 if not isinstance(body, dict):
                     return error_response(400, "JSON_PARSER_ERROR", "The body must be an object")
-                self.store.update(obj, index, values_for(self.store, obj, body, creating=False))
+                self.store.update(obj, index, values_for(self.store, obj, body, creating=False),
+                                  by=INTEGRATION_USER)
                 return Response(status=204)
             if method == "DELETE":
-                self.store.delete(obj, index)
+                self.store.delete(obj, index, by=INTEGRATION_USER)
                 return Response(status=204)
         except WriteError as exc:
             err = exc.error

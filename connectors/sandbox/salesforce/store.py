@@ -5,7 +5,8 @@ Rules this module keeps:
 - A row dict is never mutated once stored: a write stores a new dict, so a query's snapshot (a
   shallow copy of the overrides) stays consistent while later writes land.
 - Every write stamps LastModifiedDate and SystemModstamp from the sandbox clock (millisecond
-  precision) unless the caller gives the moment (admin "stamp together" / "commit late").
+  precision) unless the caller gives the moment (admin "stamp together" / "commit late"), and
+  LastModifiedById with the user who wrote (the API's integration user, else a person).
 - A delete keeps the row with IsDeleted = true (queryAll sees it) and logs (id, deletedDate).
 - One lock guards all writes and snapshots.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import SandboxClock
-from .ids import make_id, parse_id
+from .ids import ADMIN_USER, make_id, parse_id
 from .schema import OBJECTS, SObject
 from .seed import Row, Seed
 
@@ -93,18 +94,20 @@ class Store:
         return None if index is None else self.get(obj, index)
 
     def update(self, obj: SObject, index: int, values: dict[str, Any],
-               at: dt.datetime | None = None) -> Row:
+               at: dt.datetime | None = None, by: str = ADMIN_USER) -> Row:
         """Store `values` on row `index` and stamp it; returns the new row."""
         with self.lock:
             old = self.get(obj, index)
             if old is None:
                 raise KeyError(f"{obj.name} row {index} does not exist")
             stamp = at or now_ms(self.clock)
-            row = {**old, **values, "LastModifiedDate": stamp, "SystemModstamp": stamp}
+            row = {**old, **values, "LastModifiedDate": stamp, "SystemModstamp": stamp,
+                   "LastModifiedById": by}
             self._changed[obj.name][index] = row
             return row
 
-    def create(self, obj: SObject, values: dict[str, Any], at: dt.datetime | None = None) -> Row:
+    def create(self, obj: SObject, values: dict[str, Any], at: dt.datetime | None = None,
+               by: str = ADMIN_USER) -> Row:
         with self.lock:
             index = self._next[obj.name]
             self._next[obj.name] = index + 1
@@ -112,14 +115,16 @@ class Store:
             row: Row = {f.name: None for f in obj.fields}
             row.update(values)
             row.update({"Id": make_id(obj.prefix, index), "IsDeleted": False,
-                        "CreatedDate": stamp, "LastModifiedDate": stamp, "SystemModstamp": stamp})
+                        "CreatedDate": stamp, "LastModifiedDate": stamp, "SystemModstamp": stamp,
+                        "LastModifiedById": by})
             self._changed[obj.name][index] = row
             return row
 
-    def delete(self, obj: SObject, index: int, at: dt.datetime | None = None) -> Row:
+    def delete(self, obj: SObject, index: int, at: dt.datetime | None = None,
+               by: str = ADMIN_USER) -> Row:
         with self.lock:
             stamp = at or now_ms(self.clock)
-            row = self.update(obj, index, {"IsDeleted": True}, at=stamp)
+            row = self.update(obj, index, {"IsDeleted": True}, at=stamp, by=by)
             self.deleted_log[obj.name].append((row["Id"], stamp))
             return row
 

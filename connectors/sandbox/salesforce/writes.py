@@ -21,7 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from . import schema as S
-from .ids import parse_id, to18
+from .ids import INTEGRATION_USER, parse_id, to18
 from .store import Store, now_ms
 from .wire import record_error
 
@@ -166,11 +166,11 @@ def collection(store: Store, method: str, records: list[Any], all_or_none: bool)
                 continue
             obj, index, values = plan
             if method == "POST":
-                row = store.create(obj, values, at=at)
+                row = store.create(obj, values, at=at, by=INTEGRATION_USER)
             elif method == "DELETE":
-                row = store.delete(obj, index or 0, at=at)
+                row = store.delete(obj, index or 0, at=at, by=INTEGRATION_USER)
             else:
-                row = store.update(obj, index or 0, values, at=at)
+                row = store.update(obj, index or 0, values, at=at, by=INTEGRATION_USER)
             results.append({"id": row["Id"], "success": True, "errors": []})
         return results
 
