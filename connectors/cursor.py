@@ -2,9 +2,10 @@
 
 Two kinds:
 - stamp (Salesforce SystemModstamp, Dataverse modifiedon): `{"mode": "stamp", "stamp": ISO,
-  "seen": {id: ISO}}`. The next read asks for rows stamped `>= stamp - overlap` (late commits land
-  stamped in the past); `seen` holds the (id, stamp) pairs already applied inside that window so
-  they are not handed out twice; a row whose stamp changed is new and is handed out.
+  "seen": {id: ISO}, "own": {"user": ID, "from": ISO, "to": ISO}}` ("own" optional). The next
+  read asks for rows stamped `>= stamp - overlap` (late commits land stamped in the past);
+  `seen` holds the (id, stamp) pairs already applied inside that window so they are not handed
+  out twice; a row whose stamp changed is new and is handed out.
 - delta (Dataverse change tracking): `{"mode": "delta", "link": "<@odata.deltaLink>"}`.
 
 Rules kept here: the stamp only moves forward and never past the run's start time (rows changed
@@ -12,11 +13,38 @@ during the run are read again next run, then dropped by `seen`); `seen` is prune
 window and bounded (`max_seen`, newest kept, so a cursor stays small even after a mass update):
 beyond it, a re-read row is handed out again, which the engine's idempotent upserts make
 harmless. Correctness never depends on `seen`: the stamp never passes a row not yet handed out.
+
+Our own writes (issue 15): the worker's push stamps every record it writes, so without more the
+overlap window hands our own writes back to us on every read until the stamp moves 300 s past
+them. `own` says which of them the next read may leave out: rows *last modified by our CRM user*
+(`user`) with a stamp in `[from, to)` (the CRM query adds "and not (by us and stamped in that
+range)"; rows stamped `to` itself are read again and de-duplicated by `seen`). A read may
+claim a range (:meth:`StampTracker.claim`) only when it ran to its end,
+started after every write of ours it claims and saw none made while it ran; the range is then
+`[stamp when the read began, stamp when it ended]`, joined to the previous range when the read
+covered the gap between them (the previous range ends at or after `stamp - overlap`). Why
+nothing can be lost by leaving those rows out:
+- A row last modified by us in the range was written before the read began, and the read, which
+  asked for everything stamped `>= stamp - overlap` (the range's start or later), handed out
+  the row as our write left it, including any change a person committed before our write
+  (a person's change made after our write would make the person its last modifier, and the row
+  would be read again). Our write and whatever the CRM's automation did in the same transaction
+  are in what the read saw.
+- A write of ours made after the read is stamped no earlier than any row the read saw (its
+  answer came back before the write was sent), so at `to` or later, and is read again.
+- A row a person (or the CRM's automation under another user) commits late, stamped inside the
+  range, is not last modified by us: the query returns it, as it always did.
+What the rule needs: every write under the integration user comes from this worker, under the
+connection's lock (the sync's pull, push and settle run one at a time); another tool sharing
+that CRM user could commit a row inside the range while a read runs, and it would be left out.
+Rows we wrote that a claim covers are left out of `seen` (the next read does not return them),
+so the cursor holds only the ids others changed inside the window.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,11 +68,34 @@ def delta_cursor(link: str) -> str:
     return json.dumps({"mode": "delta", "link": link})
 
 
+@dataclass(frozen=True)
+class OwnRange:
+    """Rows last modified by `user` with a stamp in `[start, end)`: our own writes, already read
+    back as they stand (see the module's rules)."""
+
+    user: str
+    start: datetime
+    end: datetime
+
+    def as_json(self) -> dict[str, str]:
+        return {"user": self.user, "from": self.start.isoformat(), "to": self.end.isoformat()}
+
+
+def _own(data: Any) -> OwnRange | None:
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str)
+                                             for k in ("user", "from", "to")):
+        return None
+    return OwnRange(data["user"], parse_datetime(data["from"]), parse_datetime(data["to"]))
+
+
 class StampTracker:
-    """Tracks one incremental read: which rows to hand out and the cursor after each page."""
+    """Tracks one incremental read: which rows to hand out and the cursor after each page.
+
+    `user` is the CRM user our writes are stamped with, when the connector knows it (else the
+    cursor's own range tells it)."""
 
     def __init__(self, cursor: str | None, overlap: timedelta, run_started: datetime,
-                 max_seen: int = 2_000):
+                 max_seen: int = 2_000, user: str | None = None):
         data = decode(cursor)
         stamp = data.get("stamp") if data.get("mode") == "stamp" else None
         self.stamp: datetime | None = parse_datetime(stamp) if stamp else None
@@ -54,16 +105,25 @@ class StampTracker:
         self.overlap = overlap
         self.run_started = run_started
         self.max_seen = max_seen
+        self.own = _own(data.get("own")) if self.stamp else None
+        #: What this read may leave out (the cursor's range, fixed when the read begins).
+        self.excluded = self.own
+        self.user = user or (self.own.user if self.own else None)
+        self.began_at = self.stamp
+        self._mine: set[str] = set()
 
     @property
     def since(self) -> datetime | None:
         """Lower bound (inclusive) of the next read; None means read everything."""
         return None if self.stamp is None else self.stamp - self.overlap
 
-    def admit(self, crm_id: str, stamp: Any) -> bool:
-        """True if the row is new to the engine; records it as applied."""
+    def admit(self, crm_id: str, stamp: Any, by: str | None = None) -> bool:
+        """True if the row is new to the engine; records it as applied. `by` is the row's last
+        modifier, when the read asked for it."""
         if not isinstance(stamp, datetime):
             return True  # no usable stamp: hand it out, cannot advance on it
+        if by is not None and by == self.user:
+            self._mine.add(crm_id)
         if self.seen.get(crm_id) == stamp:
             return False
         self.seen[crm_id] = stamp
@@ -72,6 +132,23 @@ class StampTracker:
             self.stamp = capped
         return True
 
+    def claim(self) -> None:
+        """Our writes read back: called once the read has run to its end, when every write of
+        ours it may cover was made before it began and none while it ran (module rules)."""
+        if self.user is None or self.stamp is None or self.began_at is None:
+            return
+        start = self.began_at
+        # The previous range joins this one when this read covered what lies between them
+        # (it asked for everything from `start - overlap` on, but our rows in that range).
+        if self.own is not None and self.own.user == self.user \
+                and self.own.end >= start - self.overlap:
+            start = min(self.own.start, start)
+        self.own = OwnRange(self.user, start, self.stamp)
+        for crm_id in self._mine:
+            stamp = self.seen.get(crm_id)
+            if stamp is not None and start <= stamp < self.stamp:
+                del self.seen[crm_id]      # the next read leaves it out: nothing to de-duplicate
+
     def cursor(self) -> str | None:
         if self.stamp is None:
             return None
@@ -79,8 +156,11 @@ class StampTracker:
         kept = sorted(((s, i) for i, s in self.seen.items() if s >= floor), reverse=True)
         kept = kept[: self.max_seen]
         self.seen = {i: s for s, i in kept}
-        return json.dumps({
+        state: dict[str, Any] = {
             "mode": "stamp",
             "stamp": self.stamp.isoformat(),
             "seen": {i: s.isoformat() for s, i in reversed(kept)},
-        })
+        }
+        if self.own is not None and self.own.end >= floor:
+            state["own"] = self.own.as_json()
+        return json.dumps(state)

@@ -229,6 +229,11 @@ class DynamicsConnector(FieldMapped):
 
         return write(self, obj, updates, redecide)
 
+    def settles_writes(self, obj: str) -> bool:
+        """A change-tracked table: a delta read after our writes hands them back once and its
+        new link starts past them, so the next reads leave them out."""
+        return bool(self.fieldmap.object(obj).change_tracking)
+
     def check(self) -> list[CheckResult]:
         from connectors.dynamics.describe import check
 

@@ -15,6 +15,12 @@ Rules kept here:
   billing knows and the read did not return as "missing".
 - Writes: sObject Collections PATCH, 200 records per call, `allOrNone: false`, one result per
   input in input order; a record the map cannot encode fails alone.
+- Our own writes: after the first accepted write the connector asks which CRM user its session
+  is (`/services/oauth2/userinfo`, once per connector): the user our writes are stamped with. A
+  read of an object that begins after writes of ours to it, runs to its end and saw no write in
+  flight meanwhile, claims them in its cursor (`connectors.cursor`: the next reads leave out the
+  rows last modified by us inside the range it read back); :meth:`settles_writes` tells the
+  engine such a read pays.
 - `REQUEST_LIMIT_EXCEEDED` (403) is classified by its message: `TotalRequests` (the org's daily
   allowance, shared by every user of the org) and any message we do not know become
   `BudgetExhausted`, never retried; `ConcurrentRequests` (too many long-running calls at once)
@@ -92,6 +98,8 @@ class SalesforceConnector(FieldMapped):
         self.clock = clock
         self._session: SalesforceSession | None = None
         self._sf: Salesforce | None = None
+        self._user: str | None = None      # the CRM user our writes are stamped with
+        self._wrote: set[str] = set()      # objects written since their last read began
 
     # -- session -------------------------------------------------------------------------
     def _client(self) -> Salesforce:
@@ -140,9 +148,12 @@ class SalesforceConnector(FieldMapped):
         if sweep is not None:
             sweep.begin()
         last_cursor, relogin = cursor, _ReloginOnce(self.name, self._drop_session)
+        wrote_before = obj in self._wrote
+        self._wrote.discard(obj)
         while True:
-            tracker = StampTracker(last_cursor, overlap, started)
-            query = soql.changes(om, tracker.since, with_deleted=not full)
+            tracker = StampTracker(last_cursor, overlap, started, user=self._user)
+            query = soql.changes(om, tracker.since, with_deleted=not full,
+                                 by=tracker.user is not None, exclude=tracker.excluded)
             batch = max(200, min(2000, self.settings.page_size))  # the range Salesforce takes
             headers = {"Sforce-Query-Options": f"batchSize={batch}"}
             records: list[Record] = []
@@ -155,7 +166,8 @@ class SalesforceConnector(FieldMapped):
                         for row in rows:
                             crm_id = str(row.get(om.key))
                             record = om.to_canonical(row)
-                            if not tracker.admit(crm_id, record.get("modstamp")):
+                            if not tracker.admit(crm_id, record.get("modstamp"),
+                                                 row.get("LastModifiedById")):
                                 continue
                             if row.get("IsDeleted") is True:
                                 stamp = record.get("modstamp")
@@ -173,6 +185,8 @@ class SalesforceConnector(FieldMapped):
             except AuthError as exc:
                 relogin.after(exc)
                 continue
+            if wrote_before and obj not in self._wrote:
+                tracker.claim()
             last_cursor = tracker.cursor() or last_cursor
             if sweep is not None:
                 sweep.saw(page_ids(records, deletions))
@@ -198,6 +212,9 @@ class SalesforceConnector(FieldMapped):
               ) -> list[WriteResult]:
         """PATCH composite/sobjects in chunks of 200; `redecide` is unused (no etags here)."""
         om = self.fieldmap.object(obj)
+        # Marked when the write starts and again when it ends: no read that ran while a write
+        # was in flight (the CRM provisioner writes from another thread) may claim it.
+        self._wrote.add(obj)
         results: list[WriteResult | None] = [None] * len(updates)
         pending: list[tuple[int, dict[str, Any]]] = []
         for i, update in enumerate(updates):
@@ -222,8 +239,28 @@ class SalesforceConnector(FieldMapped):
                     {"statusCode": exc.code, "message": exc.message}]}] * len(chunk)
             for (i, record), item in zip(chunk, answer, strict=False):
                 results[i] = _result(record["id"], item)
-        return _filled(results, updates, "Salesforce returned no result for this record",
+        done = _filled(results, updates, "Salesforce returned no result for this record",
                        "NO_RESULT")
+        self._wrote.add(obj)
+        if self._user is None and any(r.ok for r in done):
+            self._user = self._whoami()
+        return done
+
+    def settles_writes(self, obj: str) -> bool:
+        """Whether reading ``obj`` back after writing it lets the next reads leave our writes
+        out (we know the CRM user they are stamped with)."""
+        return self._user is not None and obj in self._wrote
+
+    def _whoami(self) -> str | None:
+        """The CRM user this session acts as (OAuth ``userinfo``): the one our writes name as
+        last modifier. Asked of the session, never guessed from a record (a person may have
+        changed it since)."""
+        try:
+            answer = self._call(lambda sf: sf.oauth2("userinfo"))
+        except ConnectorError:
+            return None      # not known: our writes are simply read again, as before
+        user = answer.get("user_id") if isinstance(answer, dict) else None
+        return user if isinstance(user, str) and user else None
 
     def check(self) -> list[CheckResult]:
         from connectors.salesforce.describe import check

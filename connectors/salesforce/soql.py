@@ -7,11 +7,12 @@ timestamps, names) are always literals escaped by `format_soql`; incremental rea
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from simple_salesforce.format import format_soql
 
+from connectors.cursor import OwnRange
 from connectors.fieldmap import ObjectMap
 
 
@@ -20,12 +21,32 @@ def _select(om: ObjectMap, with_deleted: bool) -> str:
     return f"SELECT {', '.join(dict.fromkeys(fields))} FROM {om.crm_object}"
 
 
-def changes(om: ObjectMap, since: datetime | None, *, with_deleted: bool) -> str:
-    """Rows changed at or after `since` (all rows when None), oldest first, ties by Id."""
-    query = _select(om, with_deleted)
+def changes(om: ObjectMap, since: datetime | None, *, with_deleted: bool,
+            by: bool = False, exclude: OwnRange | None = None) -> str:
+    """Rows changed at or after `since` (all rows when None), oldest first, ties by Id; `by`
+    also selects each row's last modifier; `exclude` leaves out the rows last modified by
+    `exclude.user` stamped inside its range (our own writes already read back: cursor.py)."""
+    fields = [*om.select(), *(["IsDeleted"] if with_deleted else []),
+              *(["LastModifiedById"] if by or exclude else [])]
+    query = f"SELECT {', '.join(dict.fromkeys(fields))} FROM {om.crm_object}"
     if since is not None:
         query += format_soql(" WHERE {:literal} >= {}", om.modstamp, since)
+        if exclude is not None:
+            query += format_soql(" AND (LastModifiedById != {} OR {:literal} < {:literal} OR "
+                                 "{:literal} >= {:literal})", exclude.user, om.modstamp,
+                                 stamp_literal(exclude.start), om.modstamp,
+                                 stamp_literal(exclude.end))
     return query + f" ORDER BY {om.modstamp}, {om.key}"
+
+
+def stamp_literal(at: datetime) -> str:
+    """A dateTime literal that keeps milliseconds when there are any: Salesforce's own stamps
+    are whole seconds (`.000`), written as format_soql writes them; a stand-in that stamps
+    milliseconds (the sandbox) is compared at its own precision, not a truncated one."""
+    utc = at.astimezone(UTC)
+    if utc.microsecond == 0:
+        return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def by_field(om: ObjectMap, crm_field: str, value: Any) -> str:
