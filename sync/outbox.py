@@ -5,7 +5,8 @@ Rules kept here:
   billing figures may have moved since the last refresh (a watermark kept as the cursor of the
   pseudo-object ``_outbox``; the first refresh of a day adds every account with a document past
   due, since days passing change overdue days with no event; ``full=True`` or a first refresh
-  takes them all), and writes a row only when the hash changed.
+  takes them all), and writes a row only when the hash changed. A refresh that found nothing
+  moved keeps the watermark as it is (no write).
 - A row whose new hash equals the last acknowledged hash is ``acked`` again (nothing to send);
   any other change is ``pending`` with its attempts reset.
 - Payload values are JSON: money and dates as text, decoded by field name at push time.
@@ -254,6 +255,8 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             for quote_id, order_id in latest.items():
                 writes.put("quote", quote_id, order_id, quote_payload(orders[order_id]))
             pending += writes.flush(conn)
-        if only_accounts is None:
+        if only_accounts is None and (wanted is None or wanted or new_day):
+            # Nothing moved since the watermark: it stays (the next refresh looks from it, a
+            # superset of what it would look at), and a sync with nothing to do writes nothing.
             save_cursor(conn, connection, WATERMARK, started.isoformat(), now)
     return pending
