@@ -38,8 +38,10 @@ account's bill cycle day for renewal terms): a decrease dated inside a committed
 refused or recorded from the term end instead (:func:`change_quantity` returns the change
 either way; its row holds the date it takes effect); an end dated inside one is refused, moved
 to the term end, or kept (:func:`term_end_date`, used by :func:`end_subscription`, hence by
-quantity 0, order cancellations and amendments). A subscription never activated is not
-committed yet: its end is not checked. Increases are prorated as before.
+quantity 0, order cancellations and amendments). A change recorded before a later one that it
+would turn into a mid-term decrease (the history re-chains) is refused. A subscription never
+activated is not committed yet: its changes and end are not checked. Increases are prorated as
+before.
 """
 from __future__ import annotations
 
@@ -152,6 +154,7 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
         raise RuleViolation("quantity", new_quantity, f"would take effect at the term end "
                             f"{effective_date}, when the subscription ends; renew it at the "
                             "lower quantity instead")
+    _check_later(term, timeline, effective_date, quantity, new_quantity)
     change_id = inserted_id(uow.conn.execute(insert(subscription_changes).values(
         subscription_id=subscription_id, effective_date=effective_date,
         old_quantity=quantity_on(timeline, base, effective_date), new_quantity=quantity,
@@ -160,6 +163,21 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
         rechain(uow, subscription_id, base)
     uow.touch(int(sub["account_id"]))
     return change_id
+
+
+def _check_later(term: terms.Term | None, timeline: list[_Row], day: date, quantity: Decimal,
+                 asked: object) -> None:
+    """A change recorded before a later one re-chains it: refuse it when that would make the
+    later change a decrease inside a committed term (recorded out of order, 8 from 1 February
+    after 6 from 1 March would otherwise decrease 8 -> 6 mid-term)."""
+    later = next((c for c in timeline if c.effective_date > day), None)
+    if later is None or later.new_quantity >= quantity:
+        return
+    held = terms.term_on(term, later.effective_date)
+    if held is not None and held[0] != later.effective_date:
+        raise RuleViolation("quantity", asked, f"would make the later change to "
+                            f"{later.new_quantity} from {later.effective_date} a decrease "
+                            f"inside the committed term {held[0]} to {held[1]} (exclusive)")
 
 
 def activate_change(uow: UnitOfWork, change_id: int) -> None:

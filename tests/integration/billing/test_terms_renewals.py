@@ -7,15 +7,27 @@ so a month is one bill period and a proration is ``seats x 20.00 x days / days i
 rounded once per line (ROUND_HALF_UP)."""
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import contextlib
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from itertools import count
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import orders, subscription_changes, subscriptions
-from billing_core.domain.errors import RuleViolation, ValidationError
+from billing_core.adapters.tables import (
+    invoice_lines,
+    invoices,
+    orders,
+    subscription_changes,
+    subscriptions,
+)
+from billing_core.domain.errors import LedgerError, RuleViolation, ValidationError
+from billing_core.domain.periods import period_of
+from billing_core.domain.terms import make_term, term_on
 from billing_core.service import gate
 from billing_core.service.amendments import AmendmentIn, amend_orders
 from billing_core.service.orders import OrderIn, SubscriptionItem
@@ -118,6 +130,22 @@ def test_nce_decrease_refused_increase_prorated(ledger) -> None:
     ledger.run(date(2026, 2, 1))
     assert ledger.amounts(ledger.invoices(acc)[-1]) == [("proration", 2323),
                                                        ("recurring", 16000)]
+
+
+def test_out_of_order_change_cannot_turn_a_later_one_into_a_mid_term_decrease(ledger) -> None:
+    """5 seats, 12-month term from 1 January 2026 (any decrease policy). 6 seats from 1 March
+    is recorded (an increase), then 8 seats from 1 February: also an increase against the 5
+    in effect then, but the history re-chains and 1 March would become 8 -> 6, a decrease
+    inside the term. It is refused, naming the quantity; the history stays 5 -> 6."""
+    acc = ledger.account(bcd=1)
+    sub = ledger.subscribe(acc, _product(ledger), 5, date(2026, 1, 1))
+    _change(ledger, sub, 6, date(2026, 3, 1))
+    with pytest.raises(RuleViolation) as info:
+        _change(ledger, sub, 8, date(2026, 2, 1))
+    assert (info.value.field, str(info.value.value)) == ("quantity", "8")
+    assert _changes(ledger, sub) == [(date(2026, 3, 1), 5, 6)]
+    _change(ledger, sub, 6, date(2026, 2, 1))           # not above the later 6: fine
+    assert _changes(ledger, sub)[-1] == (date(2026, 2, 1), 5, 6)
 
 
 def test_decrease_at_term_end_of_a_term_that_does_not_renew_is_refused(ledger) -> None:
@@ -332,3 +360,84 @@ def test_amendment_repricing_a_committed_subscription_is_refused(ledger) -> None
     assert isinstance(result, RuleViolation)
     assert result.field == "amends_order_id"
     assert _row(ledger, sub)["end_date"] is None
+
+
+# --- property: a committed term never changes what billing owes for the history ---------
+
+_RUNS = [date(2026, month, 28) for month in range(1, 11)]
+
+
+def _integral(ledger, sub: int, bcd: int) -> tuple[Decimal, date, list]:
+    """``quantity on the day x 20.00 (x 12 annual) / days of its period`` over
+    ``[start, billed_through)``, from the history the database holds at the end."""
+    with ledger.uow() as uow:
+        row = uow.conn.execute(select(subscriptions).where(
+            subscriptions.c.id == sub)).mappings().one()
+        history = uow.conn.execute(select(
+            subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
+            subscription_changes.c.new_quantity).where(
+            subscription_changes.c.subscription_id == sub,
+            subscription_changes.c.status == "active").order_by(
+            subscription_changes.c.effective_date, subscription_changes.c.id)).all()
+    start, end, freq = row["start_date"], row["end_date"], row["frequency"]
+    billed = row["billed_through"] or start
+    q0 = history[0].old_quantity if history else row["quantity"]
+    total, day = Decimal(0), start
+    while day < billed:
+        q = q0
+        for when, _, new in history:
+            if when <= day:
+                q = new
+        if end is not None and day >= end:
+            q = Decimal(0)
+        p_start, p_end = period_of(day, freq, bcd, start)
+        total += q * Decimal("20.00") * (12 if freq == "annual" else 1) / (p_end - p_start).days
+        day += timedelta(days=1)
+    return total, billed, history
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bcd=st.sampled_from([1, 15, 31]), annual=st.booleans(), start_off=st.integers(0, 40),
+       quantity=st.integers(1, 9), early=st.sampled_from(["at_term_end", "allowed", "refuse"]),
+       decrease=st.sampled_from(["at_term_end", "refuse"]),
+       recorded=st.lists(st.tuples(st.integers(0, len(_RUNS) - 1), st.integers(0, 240),
+                                   st.integers(0, 9)), max_size=6))
+def test_committed_terms_bill_the_integral_and_keep_their_commitment(
+        ledger, bcd, annual, start_off, quantity, early, decrease, recorded) -> None:
+    """Any quantity changes and cancellations (0), recorded in any order between ten bill
+    runs, on a committed auto-renew subscription (3-month terms billed monthly, or a 12-month
+    term billed annually) under any policy: what is invoiced equals the integral of the
+    history over the billed days within half a unit per line (as without terms), nothing is
+    billed twice, and the history keeps the commitment: no decrease takes effect inside a
+    term (after its first day), and an end falls on a term boundary unless the product allows
+    early termination."""
+    acc = ledger.account(bcd=bcd)
+    start = date(2026, 1, 1) + timedelta(days=start_off)
+    freq = "annual" if annual else "monthly"
+    pid = _product(ledger, "20.00", term=12 if annual else 3, decrease=decrease, early=early)
+    sub = ledger.subscribe(acc, pid, quantity, start, frequency=freq)
+    for k, run in enumerate(_RUNS):
+        for when, offset, q in recorded:
+            if when == k:
+                with contextlib.suppress(LedgerError):     # refused: nothing written
+                    _change(ledger, sub, q, start + timedelta(days=offset))
+        ledger.run(run)
+        assert ledger.run(run).invoices_created == 0
+    expected, billed, history = _integral(ledger, sub, bcd)
+    row = _row(ledger, sub)
+    assert row["end_date"] is None or billed <= row["end_date"]
+    with ledger.uow() as uow:
+        amounts = uow.conn.execute(select(invoice_lines.c.amount_minor).join(
+            invoices, invoices.c.id == invoice_lines.c.invoice_id).where(
+            invoice_lines.c.subscription_id == sub,
+            invoice_lines.c.kind.in_(("recurring", "proration")))).scalars().all()
+    charged = Decimal(sum(amounts)) / 100
+    assert abs(charged - expected) <= Decimal(len(amounts)) / 200, (charged, expected, amounts)
+    term = make_term(row["term_months"], start, row["term_end"], True, freq, bcd)
+    for when, old, new in history:
+        held = term_on(term, when)
+        assert new >= old or held is None or held[0] == when, (when, old, new)
+    if row["end_date"] is not None and early != "allowed":
+        held = term_on(term, row["end_date"])
+        assert held is not None and held[0] == row["end_date"] > start, row["end_date"]
