@@ -76,6 +76,8 @@ accounts = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # finance's: billed without tax whatever the country (the CRM does not send it)
     Column("tax_exempt", Boolean, nullable=False, server_default=text("false")),
+    # finance's limit, used instead of the CRM's credit_limit_minor when set (NULL: none)
+    Column("credit_limit_override_minor", BigInteger),
     UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
     CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
     CheckConstraint("payment_terms_days >= 0", name="terms"),

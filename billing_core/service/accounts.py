@@ -6,7 +6,9 @@ the account's currency or empty (no limit); history is never deleted (``crm_dele
 A change to the limit or the CRM hold flag touches the account (credit control re-evaluates).
 Finance's own terms (bill cycle day, payment terms, tax exemption) are not the CRM's: an
 ``AccountIn`` that leaves them ``None`` (the sync's) keeps what the account has (1 and 30 days
-for a new one), so a CRM update never resets them; :func:`update_terms` changes them.
+for a new one), so a CRM update never resets them; :func:`update_terms` changes them. Finance's
+credit limit override lives beside the CRM's limit (which every CRM update writes) and wins
+over it while set.
 :func:`upsert_accounts` keeps the same rules for a whole chunk of accounts (the sync's pages):
 one lookup by external keys, one multi-row insert, one multi-row update of the rows that change;
 an item billing refuses is reported in its result and writes nothing.
@@ -174,13 +176,16 @@ _KEEP: Any = object()
 
 def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP,
                  payment_terms_days: int | None = None, tax_exempt: bool | None = None,
-                 bill_cycle_day: int | None = None) -> dict[str, Any]:
+                 bill_cycle_day: int | None = None,
+                 credit_limit_override: Decimal | str | int | None = _KEEP) -> dict[str, Any]:
     """Finance's update of an account: its region (``""`` or None clears it; the CRM's next
     change to the account sets it again), payment terms (days, for invoices issued from now
     on), tax exemption and bill cycle day (the next bill run on or after the new day bills
     what was billed up to the old day's next period and the new day as a prorated line, by the
-    ordinary proration rule). Arguments left out keep their value. Returns what changed
-    (field: new value); nothing changed writes nothing."""
+    ordinary proration rule) and the credit limit override (an amount in the account's
+    currency, used instead of the CRM's limit; ``""`` or None removes it). Arguments left out
+    keep their value. Returns what changed (field: new value); nothing changed writes nothing;
+    a changed override touches the account (credit control re-evaluates)."""
     current = get_account(uow.conn, account_id)
     _check_terms(bill_cycle_day, payment_terms_days)
     values: dict[str, Any] = {}
@@ -197,10 +202,16 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
         if not isinstance(tax_exempt, bool):
             raise ValidationError("tax_exempt", tax_exempt, "must be true or false")
         values["tax_exempt"] = tax_exempt
+    if credit_limit_override is not _KEEP:
+        values["credit_limit_override_minor"] = None if credit_limit_override in (None, "") \
+            else parse_amount(credit_limit_override, current["currency"],
+                              "credit_limit_override", allow_zero=True)
     changes = {k: v for k, v in values.items() if current[k] != v}
     if changes:
         uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
             **changes, updated_at=uow.now()))
+    if "credit_limit_override_minor" in changes:
+        uow.touch(account_id)
     return changes
 
 

@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 BATCH = 2000    # accounts read (and locked) per query
 # what the decisions read of an account row (the whole row costs ~10 us per account to read)
 DECISION_COLUMNS = (accounts.c.id, accounts.c.ext_source, accounts.c.crm_hold,
-                    accounts.c.credit_limit_minor, accounts.c.currency)
+                    accounts.c.credit_limit_minor, accounts.c.credit_limit_override_minor,
+                    accounts.c.currency)
 
 
 def effective_limit_minor(account: Mapping[Any, Any], policy: CreditPolicy) -> int | None:
@@ -104,7 +105,10 @@ def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
 
 
 def _limit(account: Mapping[Any, Any]) -> int | None:
-    limit = account["credit_limit_minor"]
+    """Finance's override when set, else the CRM's limit (:mod:`billing_core.service.accounts`)."""
+    limit = account["credit_limit_override_minor"]
+    if limit is None:
+        limit = account["credit_limit_minor"]
     return None if limit is None else int(limit)
 
 

@@ -265,7 +265,8 @@ def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: dat
     last: dict[int, Any] = {}
     for chunk in _chunks(ids):
         rows.update((int(r.id), r) for r in conn.execute(
-            select(accounts.c.id, accounts.c.currency, accounts.c.credit_limit_minor)
+            select(accounts.c.id, accounts.c.currency, accounts.c.credit_limit_minor,
+                   accounts.c.credit_limit_override_minor)
             .where(id_in(conn, accounts.c.id, chunk))))
         last.update(_last_invoices(conn, chunk))
     for account_id in ids:
@@ -278,7 +279,9 @@ def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: dat
     for account_id in ids:
         account, late, inv = rows[account_id], overdue.get(account_id, []), last.get(account_id)
         exposure = balances[account_id] + unbilled[account_id]
-        limit = account.credit_limit_minor
+        limit = account.credit_limit_override_minor
+        if limit is None:       # finance's override wins over the CRM's limit
+            limit = account.credit_limit_minor
         out[account_id] = {
             "account_id": account_id, "currency": account.currency,
             "open_balance_minor": balances[account_id], "unbilled_minor": unbilled[account_id],

@@ -5,7 +5,8 @@ functions the CLI's ``accounts show`` / ``accounts update`` call. Reads need ``b
 the update ``billing:write`` and runs in the request's unit of work (replayed, not repeated,
 under the same ``Idempotency-Key``). A bad value is a 422 naming the field, an unknown account
 a 404. The CRM owns name, currency, country, region and credit limit: a region set here holds
-until the CRM's next change to the account.
+until the CRM's next change to the account; the credit limit override is finance's and wins
+over the CRM's limit while set.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.service.accounts import get_account, resolve_account, update_terms
 from jobs.api.deps import Reader, Uow, Writer, router
-from jobs.api.models import NAME_PATTERN, Model
+from jobs.api.models import NAME_PATTERN, Amount, Model
 from jobs.api.views import money
 
 routes = router("accounts")
@@ -35,7 +36,9 @@ class AccountOut(BaseModel):
     region: str | None = Field(None, examples=["CA"])
     bill_cycle_day: int
     payment_terms_days: int = Field(examples=[30])
-    credit_limit: str | None = Field(None, examples=["10000.00"])
+    credit_limit: str | None = Field(None, examples=["10000.00"], description="The CRM's.")
+    credit_limit_override: str | None = Field(None, examples=["25000.00"], description=(
+        "Finance's, used instead of the CRM's while set."))
     tax_exempt: bool
     crm_hold: bool
     status: str
@@ -48,6 +51,8 @@ class UpdateAccount(Model):
                                            description="For invoices issued from now on.")
     tax_exempt: bool | None = Field(None, description="Billed without tax, whatever the "
                                                       "country's rate.")
+    credit_limit_override: Amount | None = Field(None, description=(
+        "Used instead of the CRM's limit; null removes it."))
     bill_cycle_day: int | None = Field(None, ge=1, le=31, description=(
         "The days from what was billed to the new day go, prorated, on the first invoice "
         "whose period starts on or after them."))
@@ -59,7 +64,8 @@ def _out(row: Any) -> AccountOut:
     return AccountOut(**{k: row[k] for k in (
         "id", "ext_source", "ext_id", "name", "currency", "country", "region",
         "bill_cycle_day", "payment_terms_days", "tax_exempt", "crm_hold", "status")},
-        credit_limit=money(row["credit_limit_minor"], row["currency"]))
+        credit_limit=money(row["credit_limit_minor"], row["currency"]),
+        credit_limit_override=money(row["credit_limit_override_minor"], row["currency"]))
 
 
 @routes.get("/billing/accounts/{account}")
@@ -72,7 +78,7 @@ def show_account(account: AccountRef, uow: Uow, _: Reader) -> AccountOut:
 def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
                          _: Writer) -> AccountOut:
     """Update finance's terms of an account: region, payment terms, tax exemption, bill
-    cycle day."""
+    cycle day, credit limit override (credit control re-evaluates its holds at once)."""
     account_id = int(resolve_account(uow.conn, account)["id"])
     given = body.model_fields_set
     kwargs: dict[str, Any] = {"payment_terms_days": body.payment_terms_days,
@@ -80,5 +86,7 @@ def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
                               "bill_cycle_day": body.bill_cycle_day}
     if "region" in given:
         kwargs["region"] = body.region
+    if "credit_limit_override" in given:
+        kwargs["credit_limit_override"] = body.credit_limit_override
     update_terms(uow, account_id, **kwargs)
     return _out(get_account(uow.conn, account_id))

@@ -110,6 +110,7 @@ def holds_show(app: AppContext, account: str, as_json: bool) -> None:
             "exposure_minor": exposure_minor(conn, acc["id"], today,
                                              include_unbilled=policy.include_unbilled_orders),
             "credit_limit_minor": acc["credit_limit_minor"],
+            "credit_limit_override_minor": acc["credit_limit_override_minor"],
             "hold_above_minor": effective_limit_minor(acc, policy),
             "history": history(conn, acc["id"]),
         }
@@ -124,6 +125,7 @@ def holds_show(app: AppContext, account: str, as_json: bool) -> None:
           "reasons": ", ".join(r["reason"] for r in data["reasons"]) or "none",
           "exposure": _amount(data["exposure_minor"], cur),
           "credit limit": _amount(data["credit_limit_minor"], cur) or "none",
+          "limit override": _amount(data["credit_limit_override_minor"], cur) or "none",
           "hold above": _amount(data["hold_above_minor"], cur) or "never (no limit)"},
          as_json=False, title="Credit hold")
     if data["reasons"]:

@@ -100,6 +100,13 @@ def test_a_dated_debit_memo_and_an_accounts_terms(api) -> None:
     assert r.status_code == 422 and r.json()["error"]["field"] == "body.payment_terms_days"
     r = api.post("/billing/accounts/A1:update", {"bill_cycle_day": 32})
     assert r.status_code == 422 and r.json()["error"]["field"] == "body.bill_cycle_day"
-    r = api.post("/billing/accounts/A1:update", {"bill_cycle_day": 15})
-    assert r.json()["bill_cycle_day"] == 15
+    r = api.post("/billing/accounts/A1:update", {"bill_cycle_day": 15,
+                                                 "credit_limit_override": "2500.00"})
+    assert (r.json()["bill_cycle_day"], r.json()["credit_limit_override"]) == (15, "2500.00")
+    r = api.post("/billing/accounts/A1:update", {"credit_limit_override": None})
+    assert r.json()["credit_limit_override"] is None
+    r = api.post("/billing/accounts/A1:update", {"credit_limit_override": "abc"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.credit_limit_override"
+    r = api.post("/billing/accounts/A1:update", {"credit_limit_override": "1.005"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "credit_limit_override"
     assert api.post("/billing/accounts/NOPE:update", {"tax_exempt": False}).status_code == 404

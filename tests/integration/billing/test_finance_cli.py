@@ -108,9 +108,11 @@ def test_invoice_show_and_a_partial_credit_memo_unapply(sqlite_engine) -> None:
 
 def test_a_dated_debit_memo_and_accounts_update(sqlite_engine) -> None:
     url = _ledger(sqlite_engine)
-    _ok(url, "accounts", "update", "A1", "--terms", "45", "--region", "CA", "--bcd", "15")
+    _ok(url, "accounts", "update", "A1", "--terms", "45", "--region", "CA", "--bcd", "15",
+        "--credit-limit-override", "2500.00")
     acc = _json(url, "accounts", "show", "A1")
-    assert (acc["payment_terms_days"], acc["region"], acc["bill_cycle_day"]) == (45, "CA", 15)
+    assert (acc["payment_terms_days"], acc["region"], acc["bill_cycle_day"],
+            acc["credit_limit_override_minor"]) == (45, "CA", 15, 250000)
     assert "nothing changed" in _ok(url, "accounts", "update", "A1", "--terms", "45").stdout
     draft = _json(url, "debit-memos", "create", "A1", "12.00", "--reason", "late fee",
                   "--date", "2026-11-15")
@@ -123,6 +125,8 @@ def test_a_dated_debit_memo_and_accounts_update(sqlite_engine) -> None:
                            "15/11/2026"], "'--date'"),
                          (["accounts", "update", "A1", "--terms", "-1"], "'--terms'"),
                          (["accounts", "update", "A1", "--bcd", "32"], "'--bcd'"),
+                         (["accounts", "update", "A1", "--credit-limit-override", "abc"],
+                          "credit_limit_override='abc'"),
                          (["accounts", "update", "A1", "--region", "x" * 65], "region="),
                          (["accounts", "update", "NOPE", "--terms", "1"], "account='NOPE'"),
                          (["accounts", "update", "A1"], "give --region")):
