@@ -362,6 +362,52 @@ def test_amendment_repricing_a_committed_subscription_is_refused(ledger) -> None
     assert _row(ledger, sub)["end_date"] is None
 
 
+def test_amendment_decrease_in_a_term_is_recorded_from_the_term_end(ledger) -> None:
+    """A revision lowering the seats 5 -> 3 from 1 March inside the term (decreases at term
+    end): the change and its amendment_items row are dated 1 January 2027, so the 1 March
+    run bills January to March at 5 seats, 3 x 100.00, and nothing is prorated."""
+    from billing_core.adapters.tables import amendment_items
+
+    acc = ledger.account(bcd=1)
+    pid = _product(ledger)
+    sub = ledger.subscribe(acc, pid, 5, date(2026, 1, 1))
+    order = _order_of(ledger, sub)
+    with _early(ledger) as uow:
+        [result] = amend_orders(uow, [AmendmentIn(
+            acc, "rev2-down", order, date(2026, 3, 1), subscriptions=(
+                SubscriptionItem(pid, 3, date(2026, 3, 1)),))])
+        uow.commit()
+    assert isinstance(result, int)
+    assert _changes(ledger, sub) == [(date(2027, 1, 1), 5, 3)]
+    with ledger.uow() as uow:
+        assert uow.conn.execute(select(amendment_items.c.effective_date).where(
+            amendment_items.c.order_id == result)).scalar_one() == date(2027, 1, 1)
+    ledger.run(date(2026, 3, 1))
+    assert ledger.amounts(ledger.invoices(acc)[-1]) == [("recurring", 10000)] * 3
+
+
+def test_product_term_settings_survive_a_crm_update_and_are_checked(ledger) -> None:
+    """A CRM update of the product (no term fields) keeps finance's settings; a bad policy is
+    refused naming the field and the value."""
+    from billing_core.adapters.tables import products
+    from billing_core.service.pricing import update_product
+
+    pid = _product(ledger, decrease="refuse", early="allowed")
+    with ledger.uow() as uow:
+        sku, name = uow.conn.execute(select(products.c.sku, products.c.name).where(
+            products.c.id == pid)).one()
+        update_product(uow, pid, ProductIn(sku=sku, name=f"{name} renamed"))
+        uow.commit()
+    with ledger.uow() as uow:
+        assert tuple(uow.conn.execute(select(
+            products.c.term_months, products.c.auto_renew, products.c.term_decrease,
+            products.c.early_termination).where(products.c.id == pid)).one()) == (
+            12, True, "refuse", "allowed")
+        with pytest.raises(ValidationError) as info:
+            update_product(uow, pid, ProductIn(sku=sku, name=name, early_termination="never"))
+    assert (info.value.field, info.value.value) == ("early_termination", "never")
+
+
 # --- property: a committed term never changes what billing owes for the history ---------
 
 _RUNS = [date(2026, month, 28) for month in range(1, 11)]
