@@ -105,8 +105,9 @@ def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
 
 
 def _limit(account: Mapping[Any, Any]) -> int | None:
-    """Finance's override when set, else the CRM's limit (:mod:`billing_core.service.accounts`)."""
-    limit = account["credit_limit_override_minor"]
+    """Finance's override when set, else the CRM's limit (:mod:`billing_core.service.accounts`);
+    a row without the override column has none."""
+    limit = account.get("credit_limit_override_minor")
     if limit is None:
         limit = account["credit_limit_minor"]
     return None if limit is None else int(limit)

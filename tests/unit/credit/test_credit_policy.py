@@ -22,6 +22,16 @@ def test_effective_limit_of_an_account_row(limit, policy, expected):
     assert effective_limit_minor({"credit_limit_minor": limit}, policy) == expected
 
 
+def test_finance_override_wins_over_the_crm_limit():
+    """CRM 1,000.00 overridden by 1,500.00 at a 90 % threshold: held above 1,350.00; an
+    override of 0 is a limit of 0, not "no override"."""
+    policy = CreditPolicy(limit_threshold=Decimal("0.9"))
+    row = {"credit_limit_minor": 100000, "credit_limit_override_minor": 150000}
+    assert effective_limit_minor(row, policy) == 135000
+    assert effective_limit_minor({**row, "credit_limit_override_minor": 0}, policy) == 0
+    assert effective_limit_minor({**row, "credit_limit_override_minor": None}, policy) == 90000
+
+
 def test_idempotency_key_is_stable_and_distinct():
     assert idempotency_key("sf:Q1:rev1", "sub:1") == idempotency_key("sf:Q1:rev1", "sub:1")
     assert idempotency_key("sf:Q1:rev1", "sub:1") != idempotency_key("sf:Q1:rev2", "sub:1")
