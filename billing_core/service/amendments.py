@@ -84,6 +84,7 @@ from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service import gate
 from billing_core.service import orders as order_service
 from billing_core.service import subscriptions as subscriptions_service
+from billing_core.service.deals import deal_orders
 
 
 @dataclass(frozen=True)
@@ -114,17 +115,6 @@ def amend_orders(uow: UnitOfWork, items: Sequence[AmendmentIn], *,
         except LedgerError as exc:
             results.append(exc)
     return results
-
-
-def deal_orders(uow: UnitOfWork, order_id: int) -> list[int]:
-    """The order and the orders it amends in turn, newest first."""
-    chain: list[int] = []
-    current: int | None = order_id
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = uow.conn.execute(select(orders.c.amends_order_id).where(
-            orders.c.id == current)).scalar()
-    return chain
 
 
 def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> int:

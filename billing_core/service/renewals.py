@@ -36,17 +36,7 @@ from billing_core.domain import terms
 from billing_core.domain.errors import NotFound, RuleViolation, ValidationError
 from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service import subscriptions as subscription_service
-
-
-def deal_of(uow: UnitOfWork, order_id: int) -> list[int]:
-    """The order and the orders it amends in turn, newest first."""
-    chain: list[int] = []
-    current: int | None = order_id
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = uow.conn.execute(select(orders.c.amends_order_id).where(
-            orders.c.id == current)).scalar()
-    return chain
+from billing_core.service.deals import deal_orders
 
 
 def renewed_subscriptions(uow: UnitOfWork, account_id: int, renews_order_id: object,
@@ -67,7 +57,7 @@ def renewed_subscriptions(uow: UnitOfWork, account_id: int, renews_order_id: obj
         accounts.c.id == account_id)).scalar_one())
     out = []
     for sub in uow.conn.execute(select(subscriptions).where(
-            subscriptions.c.order_id.in_(deal_of(uow, renews_order_id)),
+            subscriptions.c.order_id.in_(deal_orders(uow, renews_order_id)),
             subscriptions.c.status != ItemStatus.CANCELLED)
             .order_by(subscriptions.c.id)).mappings():
         if sub["end_date"] is not None and sub["end_date"] <= start:
