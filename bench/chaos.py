@@ -149,6 +149,11 @@ def ledger(kind: str, tmp: Path) -> Iterator[str]:
         url = f"{PG_URL}?options=-csearch_path%3D{schema}"
     engine = make_engine(url)
     upgrade(engine)
+    # the sandbox's countries have their rates, as the demo sets them: a country without one
+    # is not billed, and the bill run is what the strikes aim at
+    from jobs.cli.demo_crm import set_sandbox_tax_rates
+
+    set_sandbox_tax_rates(engine)
     engine.dispose()
     try:
         yield url
