@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import URL, Engine, make_url
@@ -33,6 +33,8 @@ from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.domain.errors import LedgerError
 from config.settings import ConfigError, Settings, load_settings
 from jobs.cli.render import safe
+
+T = TypeVar("T")
 
 #: Commands that may create the database and bring it to the newest schema themselves.
 UPGRADING = frozenset({"run", "sync", "demo", "db upgrade"})
@@ -102,6 +104,19 @@ class AppContext:
         from billing_core.service import ledger_uow
 
         return ledger_uow(self.engine, read_only=read_only, policy=self.settings.credit)
+
+    def write(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """Run ``fn`` in a unit of work with the ledger's hooks and commit: what every writing
+        command does (all of it or nothing)."""
+        with self.uow() as uow:
+            result = fn(uow)
+            uow.commit()
+            return result
+
+    def read(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """Run ``fn`` in a read-only unit of work."""
+        with self.uow(read_only=True) as uow:
+            return fn(uow)
 
     def close(self) -> None:
         if self._engine is not None:

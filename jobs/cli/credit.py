@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,18 +42,6 @@ from jobs.cli.common import AppContext, emit, json_option, pass_app
 from jobs.provisioners import build_provisioner
 
 
-def _run(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine, policy=app.settings.credit) as uow:
-        result = fn(uow)
-        uow.commit()
-        return result
-
-
-def _read(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine, read_only=True, policy=app.settings.credit) as uow:
-        return fn(uow.conn)
-
-
 def _admin(name: str | None) -> str:
     return name or os.environ.get("LEDGERBRIDGE_ADMIN") or getpass.getuser()
 
@@ -82,7 +69,7 @@ def holds_list(app: AppContext, reason: str | None, as_json: bool) -> None:
             row.update(crm_id=label.crm_id, name=label.name)
         return rows
 
-    rows = _read(app, go)
+    rows = app.read(lambda u: go(u.conn))
     if as_json:
         emit(rows, as_json=True)
     else:
@@ -115,7 +102,7 @@ def holds_show(app: AppContext, account: str, as_json: bool) -> None:
             "history": history(conn, acc["id"]),
         }
 
-    data = _read(app, go)
+    data = app.read(lambda u: go(u.conn))
     if as_json:
         emit(data, as_json=True)
         return
@@ -163,7 +150,7 @@ def holds_place(app: AppContext, account: str, note: str, admin: str | None) -> 
         place_manual_hold(uow, account_id, note, admin=_admin(admin))
         return account_id
 
-    click.echo(f"account {_run(app, go)}: manual hold placed")
+    click.echo(f"account {app.write(go)}: manual hold placed")
 
 
 @holds.command("release")
@@ -179,7 +166,7 @@ def holds_release(app: AppContext, account: str, reason: str, admin: str | None)
         return account_id, release_manual_hold(uow, account_id, admin=_admin(admin),
                                                reason=reason)
 
-    account_id, remaining = _run(app, go)
+    account_id, remaining = app.write(go)
     if remaining:
         click.echo(f"account {account_id}: manual hold released; still on hold for: "
                    f"{describe_reasons(remaining)}")
@@ -216,7 +203,7 @@ def prov_list(app: AppContext, state: str | None, account: str | None, as_json: 
         account_id = None if account is None else int(resolve_account(conn, account)["id"])
         return list_requests(conn, state=state, account_id=account_id)
 
-    rows = _read(app, go)
+    rows = app.read(lambda u: go(u.conn))
     emit(rows, None if as_json else ["id", "account_id", "order_id", "product_id", "quantity",
                                      "state", "attempts", "last_error", "updated_at"],
          as_json=as_json)
@@ -227,7 +214,7 @@ def prov_list(app: AppContext, state: str | None, account: str | None, as_json: 
 @pass_app
 def prov_retry(app: AppContext, request_id: int) -> None:
     """Send a failed request again (same idempotency key)."""
-    state = _run(app, lambda uow: retry_request(uow, request_id))
+    state = app.write(lambda uow: retry_request(uow, request_id))
     click.echo(f"request {request_id}: {state}")
 
 
@@ -236,7 +223,7 @@ def prov_retry(app: AppContext, request_id: int) -> None:
 @pass_app
 def prov_done(app: AppContext, request_id: int) -> None:
     """Record that a dispatched request's work is done (what a provisioning system confirms)."""
-    _run(app, lambda uow: mark_provisioned(uow, request_id))
+    app.write(lambda uow: mark_provisioned(uow, request_id))
     click.echo(f"request {request_id}: provisioned")
 
 

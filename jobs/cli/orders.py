@@ -9,13 +9,11 @@ an end date that would move later): one line on stderr naming the field and valu
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
 import click
 
-from billing_core.service import ledger_uow
 from billing_core.service.accounts import resolve_account
 from billing_core.service.order_reads import (
     ORDER_STATUSES,
@@ -32,16 +30,6 @@ DATE = click.DateTime(formats=["%Y-%m-%d"])
 LIMIT = click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
 
 
-def _write(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine, policy=app.settings.credit) as uow:
-        result = fn(uow)
-        uow.commit()
-        return result
-
-
-def _read(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(app.engine, read_only=True, policy=app.settings.credit) as uow:
-        return fn(uow)
 
 
 def _day(value: datetime | None) -> date | None:
@@ -68,7 +56,7 @@ def orders() -> None:
 def orders_list(app: AppContext, account: str | None, status: str | None, limit: int,
                 as_json: bool) -> None:
     """List orders, oldest first."""
-    rows = _read(app, lambda u: list_orders(u.conn, account_id=_account_id(u, account),
+    rows = app.read(lambda u: list_orders(u.conn, account_id=_account_id(u, account),
                                             status=status, limit=limit))
     if as_json:
         emit(rows, as_json=True)
@@ -84,7 +72,7 @@ def orders_list(app: AppContext, account: str | None, status: str | None, limit:
 @pass_app
 def orders_show(app: AppContext, order_id: str, as_json: bool) -> None:
     """Show one order with its subscriptions and one-time charges."""
-    view = _read(app, lambda u: order_view(u.conn, order_id, u.now().date()))
+    view = app.read(lambda u: order_view(u.conn, order_id, u.now().date()))
     if as_json:
         emit(view, as_json=True)
         return
@@ -109,8 +97,8 @@ def orders_cancel(app: AppContext, order_id: str, at: datetime | None, as_json: 
     from billing_core.service.gate import cancel_order
 
     oid = parse_id(order_id, "order_id")
-    cancelled = _write(app, lambda u: cancel_order(u, oid, _day(at)))
-    view = _read(app, lambda u: order_view(u.conn, oid, u.now().date()))
+    cancelled = app.write(lambda u: cancel_order(u, oid, _day(at)))
+    view = app.read(lambda u: order_view(u.conn, oid, u.now().date()))
     if as_json:
         emit({**view, "requests_cancelled": cancelled}, as_json=True)
         return
@@ -143,7 +131,7 @@ def subscriptions_list(app: AppContext, account: str | None, order_id: str | Non
                        state: str | None, limit: int, as_json: bool) -> None:
     """List subscriptions, oldest first, with today's quantity and state."""
     oid = None if order_id is None else parse_id(order_id, "order")
-    rows = _read(app, lambda u: list_subscriptions(
+    rows = app.read(lambda u: list_subscriptions(
         u.conn, on=u.now().date(), account_id=_account_id(u, account), order_id=oid,
         state=state, limit=limit))
     if as_json:
@@ -153,7 +141,7 @@ def subscriptions_list(app: AppContext, account: str | None, order_id: str | Non
 
 
 def _show(app: AppContext, subscription_id: str | int, as_json: bool) -> None:
-    view = _read(app, lambda u: subscription_view(u.conn, subscription_id, u.now().date()))
+    view = app.read(lambda u: subscription_view(u.conn, subscription_id, u.now().date()))
     if as_json:
         emit(view, as_json=True)
         return
@@ -186,7 +174,7 @@ def subscriptions_change_quantity(app: AppContext, subscription_id: str, quantit
     from billing_core.service.gate import change_quantity
 
     sid = parse_id(subscription_id, "subscription_id")
-    _write(app, lambda u: change_quantity(u, sid, quantity, from_.date(),
+    app.write(lambda u: change_quantity(u, sid, quantity, from_.date(),
                                           policy=app.settings.credit))
     _show(app, sid, as_json)
 
@@ -218,7 +206,7 @@ def _end(app: AppContext, subscription_id: str, at: date | None, as_json: bool) 
     from billing_core.service.gate import end_subscription
 
     sid = parse_id(subscription_id, "subscription_id")
-    end = _write(app, lambda u: end_subscription(u, sid, at))
+    end = app.write(lambda u: end_subscription(u, sid, at))
     if not as_json:
         click.echo(f"subscription {sid} ends {end}")
     _show(app, sid, as_json)

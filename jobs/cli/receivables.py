@@ -52,16 +52,6 @@ def _show(data: Any, as_json: bool, columns: Sequence[str] | None = None,
         emit([_money(r) for r in data], columns, as_json=False, title=title)
 
 
-def _run(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with app.uow() as uow:
-        result = fn(uow)
-        uow.commit()
-        return result
-
-
-def _read(app: AppContext, fn: Callable[[Any], Any]) -> Any:
-    with app.uow(read_only=True) as uow:
-        return fn(uow.conn)
 
 
 def _pairs(values: Sequence[str], option: str) -> list[dict[str, str]]:
@@ -77,9 +67,9 @@ def _pairs(values: Sequence[str], option: str) -> list[dict[str, str]]:
 def _per_item(app: AppContext, refs: Sequence[str], one: Callable[[Any, str], Any],
               batch: Callable[[Any, list[str]], list[dict[str, Any]]], as_json: bool) -> None:
     if len(refs) == 1:
-        _show(_run(app, lambda uow: one(uow, refs[0])), as_json)
+        _show(app.write(lambda uow: one(uow, refs[0])), as_json)
         return
-    results = _run(app, lambda uow: batch(uow, list(refs)))
+    results = app.write(lambda uow: batch(uow, list(refs)))
     if as_json:
         emit(results, as_json=True)
     else:
@@ -94,7 +84,7 @@ def _per_item(app: AppContext, refs: Sequence[str], one: Callable[[Any, str], An
 
 
 def _account_id(app: AppContext, ref: str | None) -> int | None:
-    return None if ref is None else int(_read(app, lambda c: resolve_account(c, ref))["id"])
+    return None if ref is None else int(app.read(lambda u: resolve_account(u.conn, ref))["id"])
 
 
 # --- credit memos -----------------------------------------------------------------------------
@@ -120,7 +110,7 @@ def cm_create(app: AppContext, account: str, amount: str, reason: str, currency:
         memo = memo_svc.create_credit_memo(uow, acc, amount, reason, currency=currency,
                                            activate=activate)
         return memo_svc.credit_memo_view(uow.conn, memo)
-    _show(_run(app, go), as_json)
+    _show(app.write(go), as_json)
 
 
 @credit_memos.command("activate")
@@ -140,7 +130,7 @@ def cm_activate(app: AppContext, memos: tuple[str, ...], as_json: bool) -> None:
 def cm_apply(app: AppContext, memo: str, targets: tuple[str, ...], as_json: bool) -> None:
     """Apply MEMO to invoices / debit memos (all or nothing)."""
     items = _pairs(targets, "--to")
-    _show(_run(app, lambda uow: memo_svc.apply_credit_memo(uow, memo, items)), as_json)
+    _show(app.write(lambda uow: memo_svc.apply_credit_memo(uow, memo, items)), as_json)
 
 
 @credit_memos.command("unapply")
@@ -152,7 +142,7 @@ def cm_apply(app: AppContext, memo: str, targets: tuple[str, ...], as_json: bool
 def cm_unapply(app: AppContext, memo: str, target: str | None, amount: str | None,
                as_json: bool) -> None:
     """Reverse MEMO's applications, or --amount of them."""
-    _show(_run(app, lambda uow: memo_svc.unapply_credit_memo(uow, memo, target=target,
+    _show(app.write(lambda uow: memo_svc.unapply_credit_memo(uow, memo, target=target,
                                                              amount=amount)), as_json)
 
 
@@ -172,7 +162,7 @@ def cm_cancel(app: AppContext, memos: tuple[str, ...], as_json: bool) -> None:
 @pass_app
 def cm_list(app: AppContext, account: str | None, status: str | None, as_json: bool) -> None:
     acc = _account_id(app, account)
-    _show(_read(app, lambda c: memo_svc.list_credit_memos(c, acc, status)), as_json, DOC_COLUMNS)
+    _show(app.read(lambda u: memo_svc.list_credit_memos(u.conn, acc, status)), as_json, DOC_COLUMNS)
 
 
 @credit_memos.command("show")
@@ -180,7 +170,7 @@ def cm_list(app: AppContext, account: str | None, status: str | None, as_json: b
 @json_option
 @pass_app
 def cm_show(app: AppContext, memo: str, as_json: bool) -> None:
-    view = _read(app, lambda c: memo_svc.credit_memo_view(c, memo))
+    view = app.read(lambda u: memo_svc.credit_memo_view(u.conn, memo))
     _show(view, as_json)
     if not as_json and view["applications"]:
         _show([dict(a, currency=view["currency"]) for a in view["applications"]], False,
@@ -211,7 +201,7 @@ def dm_create(app: AppContext, account: str, amount: str, reason: str, currency:
         memo = memo_svc.create_debit_memo(uow, acc, amount, reason, currency=currency,
                                           issue_date=issue_date.date() if issue_date else None)
         return memo_svc.debit_memo_view(uow.conn, memo)
-    _show(_run(app, go), as_json)
+    _show(app.write(go), as_json)
 
 
 @debit_memos.command("activate")
@@ -239,7 +229,7 @@ def dm_cancel(app: AppContext, memos: tuple[str, ...], as_json: bool) -> None:
 @pass_app
 def dm_list(app: AppContext, account: str | None, status: str | None, as_json: bool) -> None:
     acc = _account_id(app, account)
-    _show(_read(app, lambda c: memo_svc.list_debit_memos(c, acc, status)), as_json,
+    _show(app.read(lambda u: memo_svc.list_debit_memos(u.conn, acc, status)), as_json,
           [*DOC_COLUMNS, "due_date"])
 
 
@@ -248,7 +238,7 @@ def dm_list(app: AppContext, account: str | None, status: str | None, as_json: b
 @json_option
 @pass_app
 def dm_show(app: AppContext, memo: str, as_json: bool) -> None:
-    _show(_read(app, lambda c: memo_svc.debit_memo_view(c, memo)), as_json)
+    _show(app.read(lambda u: memo_svc.debit_memo_view(u.conn, memo)), as_json)
 
 
 # --- invoices: void ---------------------------------------------------------------------------
@@ -259,7 +249,7 @@ def dm_show(app: AppContext, memo: str, as_json: bool) -> None:
 @pass_app
 def invoices_void(app: AppContext, invoice: str, as_json: bool) -> None:
     """Void INVOICE (number or id); only while nothing is applied to it."""
-    _show(_run(app, lambda uow: to_view(void_invoice(uow, invoice), "invoice")), as_json)
+    _show(app.write(lambda uow: to_view(void_invoice(uow, invoice), "invoice")), as_json)
 
 
 # --- accounts receivable ----------------------------------------------------------------------
@@ -287,7 +277,7 @@ def ar_aging(app: AppContext, as_of: str | None, account: str | None, as_json: b
     """Open receivables by days past due, per account and currency, with totals per currency."""
     on = _as_of(as_of)
     acc = _account_id(app, account)
-    rows = _read(app, lambda c: ar_svc.aging(c, on, acc))
+    rows = app.read(lambda u: ar_svc.aging(u.conn, on, acc))
     _show(rows, as_json, ["account_id", "account_name", "currency", *ar_svc.BUCKETS, "total"],
           title=f"aging as of {on}")
 
@@ -300,7 +290,7 @@ def ar_aging(app: AppContext, as_of: str | None, account: str | None, as_json: b
 def ar_balance(app: AppContext, account: str, as_of: str | None, as_json: bool) -> None:
     """Open balance, exposure, available credit and overdue of ACCOUNT."""
     on = _as_of(as_of)
-    _show(_read(app, lambda c: ar_svc.account_summary(c, resolve_account(c, account)["id"], on)),
+    _show(app.read(lambda u: ar_svc.account_summary(u.conn, resolve_account(u.conn, account)["id"], on)),
           as_json)
 
 
@@ -331,7 +321,7 @@ def credits_grant(app: AppContext, account: str, amount: str, kind: str, expires
         grant = credit_svc.grant_credits(uow, acc, amount, kind=kind, expires_on=expiry,
                                          source=source, reason=reason)
         return credit_svc.get_grant(uow.conn, grant)
-    _show(_run(app, go), as_json)
+    _show(app.write(go), as_json)
 
 
 @credits.command("list")
@@ -341,7 +331,7 @@ def credits_grant(app: AppContext, account: str, amount: str, kind: str, expires
 def credits_list(app: AppContext, account: str, as_json: bool) -> None:
     """ACCOUNT's grants, earliest expiry first."""
 
-    _show(_read(app, lambda c: credit_svc.list_grants(c, resolve_account(c, account)["id"])),
+    _show(app.read(lambda u: credit_svc.list_grants(u.conn, resolve_account(u.conn, account)["id"])),
           as_json, ["id", "kind", "currency", "amount", "remaining", "expires_on", "expired",
                     "source", "reason"])
 
@@ -360,10 +350,10 @@ def credits_convert(app: AppContext, grant: str | None, from_memo: str | None,
     if (grant is None) == (from_memo is None):
         raise ValidationError("grant", grant, "give a GRANT id or --from-memo MEMO (one of them)")
     if from_memo is not None:
-        _show(_run(app, lambda uow: credit_svc.convert_memo_to_credits(uow, from_memo, amount)),
+        _show(app.write(lambda uow: credit_svc.convert_memo_to_credits(uow, from_memo, amount)),
               as_json)
     else:
-        _show(_run(app, lambda uow: credit_svc.convert_grant_to_memo(uow, grant, amount)),
+        _show(app.write(lambda uow: credit_svc.convert_grant_to_memo(uow, grant, amount)),
               as_json)
 
 
@@ -396,7 +386,7 @@ def pay_record(app: AppContext, account: str, amount: str, reference: str,
                                      received_on=received_on, currency=currency, method=method,
                                      auto_apply=apply_oldest)
         return pay_svc.payment_view(uow.conn, pid)
-    _show(_run(app, go), as_json)
+    _show(app.write(go), as_json)
 
 
 @payments.command("apply")
@@ -409,7 +399,7 @@ def pay_apply(app: AppContext, payment: str, targets: tuple[str, ...], as_json: 
     """Apply PAYMENT (id or reference); what is left stays as the account's credit."""
 
     items = _pairs(targets, "--to") or None
-    _show(_run(app, lambda uow: pay_svc.apply_payment(uow, payment, items)), as_json)
+    _show(app.write(lambda uow: pay_svc.apply_payment(uow, payment, items)), as_json)
 
 
 @payments.command("unapply")
@@ -420,7 +410,7 @@ def pay_apply(app: AppContext, payment: str, targets: tuple[str, ...], as_json: 
 def pay_unapply(app: AppContext, payment: str, target: str | None, as_json: bool) -> None:
     """Reverse PAYMENT's applications; the money becomes the account's credit again."""
 
-    _show(_run(app, lambda uow: pay_svc.unapply_payment(uow, payment, target=target)), as_json)
+    _show(app.write(lambda uow: pay_svc.unapply_payment(uow, payment, target=target)), as_json)
 
 
 @payments.command("list")
@@ -430,7 +420,7 @@ def pay_unapply(app: AppContext, payment: str, target: str | None, as_json: bool
 def pay_list(app: AppContext, account: str | None, as_json: bool) -> None:
 
     acc = _account_id(app, account)
-    _show(_read(app, lambda c: pay_svc.list_payments(c, acc)), as_json,
+    _show(app.read(lambda u: pay_svc.list_payments(u.conn, acc)), as_json,
           ["id", "account_id", "reference", "received_on", "method", "currency", "amount",
            "applied", "balance"])
 
