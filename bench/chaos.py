@@ -404,7 +404,8 @@ def run_trials(args: argparse.Namespace) -> Counter[str]:
 
 def _print_trial(args: argparse.Namespace, r: dict[str, Any]) -> None:
     print(f"trial {r['trial']:3d} seed {r['seed']}: {r['strike']} at {r['kill_after']:.2f} s "
-          f"in {r['phase']:<16} exit {r['exit']:4d}  deliveries {r['deliveries']:3d} "
+          f"in {r['phase']:<16} exit {r['exit']:4d}  invoices {r['invoices']:3d}  "
+          f"deliveries {r['deliveries']:3d} "
           f"(re-sent {r['redeliveries']})  refused {r['refused']}  "
           + (f"calls after the budget ran out {r['past_share']}  "
              if r["past_share"] is not None else "") + "budget stops "

@@ -192,8 +192,11 @@ SQL_CHECKS: dict[str, Callable[[Connection, Any], list[str]]] = {
 def check_all(conn: Connection, crm: Any,
               deliveries: list[Delivery]) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Every invariant's violations (by name), and what is counted apart: re-deliveries with
-    the same key, hand-offs billing refused on content, sync runs the API budget stopped."""
+    the same key, hand-offs billing refused on content, sync runs the API budget stopped, live
+    invoices (what the bill-run invariants had to check)."""
     found = {name: check(conn, crm) for name, check in SQL_CHECKS.items()}
     found["one dispatch per provisioning request"], redeliveries = one_dispatch(conn, deliveries)
+    live = conn.execute(select(func.count()).select_from(invoices).where(
+        invoices.c.status != "void")).scalar_one()
     return found, {"redeliveries": redeliveries, "refused": refused_handoffs(conn),
-                   "budget_stops": budget_stops(conn)}
+                   "budget_stops": budget_stops(conn), "invoices": int(live)}
