@@ -214,12 +214,14 @@ def usage_import(app: AppContext, file: Any, as_json: bool) -> None:
     if as_json:
         emit({"imported": result.imported, "duplicates": result.duplicates,
               "errors": result.errors}, as_json=True)
-        return
-    click.echo(f"imported {result.imported}, duplicates {result.duplicates}, "
-               f"errors {len(result.errors)}")
-    for err in result.errors:
-        click.echo(f"row {err['row']}: {err['field']}={err['value']!r}: {err['message']}",
-                   err=True)
+    else:
+        click.echo(f"imported {result.imported}, duplicates {result.duplicates}, "
+                   f"errors {len(result.errors)}")
+        for err in result.errors:
+            click.echo(f"row {err['row']}: {err['field']}={err['value']!r}: {err['message']}",
+                       err=True)
+    if result.errors:
+        sys.exit(exits.ATTENTION)      # the good rows landed; the refused ones need a look
 
 
 # --- catalog --------------------------------------------------------------------------------

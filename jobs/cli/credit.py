@@ -38,6 +38,7 @@ from billing_core.service.provisioning import (
 )
 from billing_core.service.receivables import exposure_minor
 from billing_core.service.reports import account_labels
+from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 from jobs.provisioners import build_provisioner
 
@@ -236,6 +237,8 @@ def prov_dispatch(app: AppContext, limit: int) -> None:
     report = dispatch_pending(app.engine, provisioner, limit=limit, worker_id=f"cli-{os.getpid()}")
     click.echo(f"{report.claimed} claimed: {len(report.dispatched)} dispatched, "
                f"{len(report.failed)} failed")
+    if report.failed:
+        sys.exit(exits.ATTENTION)      # listed by `provisioning list --state failed`
 
 
 COMMANDS = [holds, provisioning]

@@ -2,7 +2,8 @@
 
 - 0: done, and nothing needs attention.
 - 1: done, with something needing attention: a partial or stopped run, records quarantined, a
-  retry still refused, ``status`` with attention lines, ``doctor`` with a failed check.
+  retry still refused, rows of a ``usage import`` refused, requests a ``provisioning
+  dispatch`` could not send, ``status`` with attention lines, ``doctor`` with a failed check.
 - 2: bad input or configuration: one line on stderr, nothing written (a usage error, a bad
   value, a missing secret or refused credentials, a database missing or at another schema, an
   account the CRM does not have).

@@ -36,7 +36,7 @@ def test_catalog_usage_bill_run_and_invoices(sqlite_engine, tmp_path) -> None:
                    "e1,A1,API,150,2026-03-02T00:00:00Z\n"
                    "e2,A1,API,x,2026-03-02T00:00:00Z\n")
     res = _cli(url, "usage", "import", str(csv), "--json")
-    assert res.exit_code == 0
+    assert res.exit_code == 1           # the good row landed; the refused one needs a look
     out = json.loads(res.output)
     assert (out["imported"], out["duplicates"], out["errors"][0]["field"]) == (1, 1, "quantity")
 

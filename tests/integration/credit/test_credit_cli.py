@@ -85,3 +85,27 @@ def test_provisioning_cli(sqlite_engine):
     assert states[first] == "provisioned" and sorted(states.values()) == [
         "dispatched", "provisioned"]
     assert _cli(sqlite_engine, "provisioning", "mark-provisioned", "999").exit_code == 2
+
+
+def test_a_dispatch_with_failed_requests_exits_1(sqlite_engine, tmp_path, monkeypatch):
+    """Exit-code contract: done, with something needing attention (a request the provisioner
+    refused, listed by ``provisioning list --state failed``) is 1, not 0."""
+    import socket
+
+    ledger = Ledger(sqlite_engine, Clock(datetime.now(UTC)))
+    acc, products = ledger.run(lambda u: (make_account(u, "F1"), make_products(u)))
+    ledger.run(lambda u: accept_order(u, licence_order(acc, "qf", 1, products,
+                                                       ledger.clock.today)))
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
+                      'secret_env = "LB_TEST_HOOK"\nmax_attempts = 1\ntimeout_seconds = 1.0\n')
+    monkeypatch.setenv("LB_TEST_HOOK", "s")
+    out = CliRunner(env={"COLUMNS": "200"}).invoke(main, [
+        "--config", str(config), "--database-url", sqlite_engine.url.render_as_string(False),
+        "provisioning", "dispatch"])
+    assert out.exit_code == 1, out.output
+    assert "1 failed" in out.output
