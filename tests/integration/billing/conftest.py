@@ -1,14 +1,21 @@
 """Small builders for billing tests: an account, a priced product, an active subscription."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 from itertools import count
 
 import pytest
 from sqlalchemy import Engine, select
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.adapters.tables import invoice_lines, invoices
+from billing_core.adapters.tables import (
+    invoice_lines,
+    invoices,
+    subscription_changes,
+    subscriptions,
+)
+from billing_core.domain.periods import period_of
 from billing_core.service.accounts import AccountIn, create_account
 from billing_core.service.bill_run import BillRunResult, run_bill_run
 from billing_core.service.orders import (
@@ -83,6 +90,38 @@ class Ledger:
     @staticmethod
     def amounts(invoice: dict) -> list[tuple[str, int]]:
         return [(ln["kind"], ln["amount_minor"]) for ln in invoice["lines"]]
+
+    def recurring_integral(self, sub: int, bcd: int, price: Decimal
+                           ) -> tuple[Decimal, date, date | None, list]:
+        """What the subscription's recurring lines should add up to, from the history the
+        database holds: ``quantity on the day x price (x 12 annual) / days of its period``
+        over ``[start, billed_through)``, 0 from its end date. Returns (total, billed
+        through, end date, the active changes)."""
+        with self.uow() as uow:
+            row = uow.conn.execute(select(subscriptions).where(
+                subscriptions.c.id == sub)).mappings().one()
+            history = uow.conn.execute(select(
+                subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
+                subscription_changes.c.new_quantity)
+                .where(subscription_changes.c.subscription_id == sub,
+                       subscription_changes.c.status == "active")
+                .order_by(subscription_changes.c.effective_date, subscription_changes.c.id)
+            ).all()
+        start, end, freq = row["start_date"], row["end_date"], row["frequency"]
+        billed = row["billed_through"] or start
+        factor = 12 if freq == "annual" else 1
+        total, day = Decimal(0), start
+        while day < billed:
+            q = history[0].old_quantity if history else row["quantity"]
+            for when, _, new in history:
+                if when <= day:
+                    q = new
+            if end is not None and day >= end:
+                q = Decimal(0)
+            p_start, p_end = period_of(day, freq, bcd, start)
+            total += q * price * factor / (p_end - p_start).days
+            day += timedelta(days=1)
+        return total, billed, end, history
 
     def invoices(self, account: int) -> list[dict]:
         with self.uow() as uow:

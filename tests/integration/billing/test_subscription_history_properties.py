@@ -23,11 +23,8 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     invoice_lines,
     invoices,
-    subscription_changes,
-    subscriptions,
 )
 from billing_core.domain.errors import LedgerError
-from billing_core.domain.periods import period_of
 from billing_core.service import gate
 
 BASE = date(2026, 1, 1)
@@ -49,35 +46,6 @@ def _record(ledger, sub: int, offset: int, quantity: int, start: date) -> None:
         pass        # e.g. a change on or after the end date: refused, nothing written
 
 
-def _integral(ledger, sub: int, bcd: int) -> tuple[Decimal, date, date | None]:
-    with ledger.uow() as uow:
-        row = uow.conn.execute(select(subscriptions).where(
-            subscriptions.c.id == sub)).mappings().one()
-        history = uow.conn.execute(select(
-            subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
-            subscription_changes.c.new_quantity).where(
-            subscription_changes.c.subscription_id == sub,
-            subscription_changes.c.status == "active").order_by(
-            subscription_changes.c.effective_date, subscription_changes.c.id)).all()
-    start, end, freq = row["start_date"], row["end_date"], row["frequency"]
-    billed = row["billed_through"] or start
-    base = history[0].old_quantity if history else row["quantity"]
-    factor = 12 if freq == "annual" else 1
-    total = Decimal(0)
-    day = start
-    while day < billed:
-        q = base
-        for when, _, new in history:
-            if when <= day:
-                q = new
-        if end is not None and day >= end:
-            q = Decimal(0)
-        p_start, p_end = period_of(day, freq, bcd, start)
-        total += q * PRICE * factor / (p_end - p_start).days
-        day += timedelta(days=1)
-    return total, billed, end
-
-
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bcd=st.sampled_from([1, 15, 28, 31]), freq=st.sampled_from(["monthly", "annual"]),
@@ -93,7 +61,7 @@ def test_invoiced_recurring_amounts_equal_the_integral_of_the_history(
                 _record(ledger, sub, offset, q, start)
         ledger.run(run)
         assert ledger.run(run).invoices_created == 0
-    expected, billed, end = _integral(ledger, sub, bcd)
+    expected, billed, end, _ = ledger.recurring_integral(sub, bcd, PRICE)
     assert end is None or billed <= end
     with ledger.uow() as uow:
         amounts = uow.conn.execute(select(invoice_lines.c.amount_minor).join(

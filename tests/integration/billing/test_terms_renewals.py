@@ -26,7 +26,6 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.domain.errors import LedgerError, RuleViolation, ValidationError
-from billing_core.domain.periods import period_of
 from billing_core.domain.terms import make_term, term_on
 from billing_core.service import gate
 from billing_core.service.amendments import AmendmentIn, amend_orders
@@ -413,35 +412,6 @@ def test_product_term_settings_survive_a_crm_update_and_are_checked(ledger) -> N
 _RUNS = [date(2026, month, 28) for month in range(1, 11)]
 
 
-def _integral(ledger, sub: int, bcd: int) -> tuple[Decimal, date, list]:
-    """``quantity on the day x 20.00 (x 12 annual) / days of its period`` over
-    ``[start, billed_through)``, from the history the database holds at the end."""
-    with ledger.uow() as uow:
-        row = uow.conn.execute(select(subscriptions).where(
-            subscriptions.c.id == sub)).mappings().one()
-        history = uow.conn.execute(select(
-            subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
-            subscription_changes.c.new_quantity).where(
-            subscription_changes.c.subscription_id == sub,
-            subscription_changes.c.status == "active").order_by(
-            subscription_changes.c.effective_date, subscription_changes.c.id)).all()
-    start, end, freq = row["start_date"], row["end_date"], row["frequency"]
-    billed = row["billed_through"] or start
-    q0 = history[0].old_quantity if history else row["quantity"]
-    total, day = Decimal(0), start
-    while day < billed:
-        q = q0
-        for when, _, new in history:
-            if when <= day:
-                q = new
-        if end is not None and day >= end:
-            q = Decimal(0)
-        p_start, p_end = period_of(day, freq, bcd, start)
-        total += q * Decimal("20.00") * (12 if freq == "annual" else 1) / (p_end - p_start).days
-        day += timedelta(days=1)
-    return total, billed, history
-
-
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bcd=st.sampled_from([1, 15, 31]), annual=st.booleans(), start_off=st.integers(0, 40),
@@ -470,7 +440,7 @@ def test_committed_terms_bill_the_integral_and_keep_their_commitment(
                     _change(ledger, sub, q, start + timedelta(days=offset))
         ledger.run(run)
         assert ledger.run(run).invoices_created == 0
-    expected, billed, history = _integral(ledger, sub, bcd)
+    expected, billed, _, history = ledger.recurring_integral(sub, bcd, Decimal("20.00"))
     row = _row(ledger, sub)
     assert row["end_date"] is None or billed <= row["end_date"]
     with ledger.uow() as uow:
