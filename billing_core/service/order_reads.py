@@ -28,9 +28,9 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.domain.errors import NotFound, ValidationError
-from billing_core.domain.states import ItemStatus
+from billing_core.domain.states import ItemStatus, OrderStatus
 
-ORDER_STATUSES = ("accepted", "held", "active", "cancelled")
+ORDER_STATUSES = tuple(s.value for s in OrderStatus)      # as the CLI offers them
 SUBSCRIPTION_STATES = ("pending", "active", "ending", "ended", "cancelled")
 
 
