@@ -157,16 +157,21 @@ def _create_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, An
         quote = store.create(S.QUOTE, {**values, "QuoteNumber": number})
         line_ids = []
         for line in payload.get("lines", []):
-            product = line.get("product_id", line.get("product_index", 0))
-            if isinstance(product, int):
-                product = make_id("01t", product)
-            fields = _values(side, S.QUOTE_LINE_ITEM, {
-                "Product2Id": product, "Quantity": line.get("quantity", 1),
-                "UnitPrice": line.get("unit_price", 10), "ServiceDate": head[
-                    "Subscription_Start_Date__c"]})
-            row = store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote["Id"]})
-            line_ids.append(row["Id"])
+            line_ids.append(_add_line(side, quote["Id"], line,
+                                      head["Subscription_Start_Date__c"]))
     return {"id": quote["Id"], "line_ids": line_ids}
+
+
+def _add_line(side: SalesforceSide, quote_id: str, line: dict[str, Any], start: Any) -> str:
+    """A QuoteLineItem on the quote from an admin payload's line (``product_id`` or
+    ``product_index``, ``quantity``, ``unit_price``), serviced from ``start``; its Id."""
+    product = line.get("product_id", line.get("product_index", 0))
+    if isinstance(product, int):
+        product = make_id("01t", product)
+    fields = _values(side, S.QUOTE_LINE_ITEM, {
+        "Product2Id": product, "Quantity": line.get("quantity", 1),
+        "UnitPrice": line.get("unit_price", 10), "ServiceDate": start})
+    return str(side.store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote_id})["Id"])
 
 
 def _amend_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any]:
@@ -186,13 +191,7 @@ def _amend_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any
             store.delete(S.QUOTE_LINE_ITEM, _index(side, S.QUOTE_LINE_ITEM, {"id": line_id}))
         added = []
         for line in payload.get("add", []):
-            product = line.get("product_id", line.get("product_index", 0))
-            if isinstance(product, int):
-                product = make_id("01t", product)
-            fields = _values(side, S.QUOTE_LINE_ITEM, {
-                "Product2Id": product, "Quantity": line.get("quantity", 1),
-                "UnitPrice": line.get("unit_price", 10), "ServiceDate": start})
-            added.append(store.create(S.QUOTE_LINE_ITEM, {**fields, "QuoteId": quote["Id"]})["Id"])
+            added.append(_add_line(side, quote["Id"], line, start))
         _update(side, S.QUOTE, {"id": quote["Id"]}, {
             "Revision__c": int(quote.get("Revision__c") or 1) + 1,
             "Subscription_Start_Date__c": start, "Status": payload.get("status", "Accepted")})
