@@ -9,15 +9,14 @@
   command, reading or writing, needs the database to exist at the newest schema; otherwise it
   stops with one line naming the path (a SQLite file that does not exist is never created) or
   the revisions, and what to run (exit 2, nothing written).
-- ``LedgerGroup`` turns a ``LedgerError`` or ``ConfigError`` into one line on stderr and exit
-  code 2; anything else is a bug and keeps its traceback.
+- ``jobs.cli.group.LedgerGroup`` turns a ``LedgerError``, ``ConfigError`` or usage error into
+  one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 - ``emit`` prints a table for people or JSON for scripts (``--json``), Decimal and dates as text;
   tables and error lines go through ``jobs.cli.render`` (escaped, wrapped, money in major units).
 """
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -27,12 +26,9 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import URL, Engine, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from billing_core.adapters.db import UnitOfWork, make_engine
-from billing_core.domain.errors import LedgerError
 from config.settings import ConfigError, Settings, load_settings
-from jobs.cli.render import safe
 
 T = TypeVar("T")
 
@@ -121,44 +117,6 @@ class AppContext:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-
-class LedgerGroup(click.Group):
-    """Turns what a command raises into the exit-code contract (``jobs.cli.exits``): one line
-    on stderr, then 2 (bad input, configuration), 3 (the database unreachable), 130 (Ctrl-C)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from jobs.cli import exits
-
-        try:
-            return super().invoke(ctx)
-        except LedgerError as exc:      # its value may come from the CRM or a file: escaped
-            click.echo(f"error: {exc.code}: {safe(str(exc))}", err=True)
-            sys.exit(exits.BAD_INPUT)
-        except ConfigError as exc:
-            click.echo(f"error: config: {safe(str(exc))}", err=True)
-            sys.exit(exits.BAD_INPUT)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(exits.INTERRUPTED)
-        except (OperationalError, InterfaceError) as exc:
-            if not exc.connection_invalidated and not _connect_failure(exc):
-                raise
-            app = ctx.find_object(AppContext)
-            where = make_url(app.settings.database_url).render_as_string(hide_password=True) \
-                if app is not None else "the database"
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            click.echo(f"error: database: cannot reach {where}: {reason}", err=True)
-            sys.exit(exits.UNREACHABLE)
-
-
-def _connect_failure(exc: DBAPIError) -> bool:
-    """Whether a driver error says the database could not be reached (not a bad statement)."""
-    text = str(exc.orig).lower()
-    return any(s in text for s in ("connection refused", "could not connect", "timeout",
-                                   "timed out", "could not translate host name",
-                                   "server closed the connection", "unable to open database",
-                                   "connection failed"))
 
 
 pass_app = click.make_pass_decorator(AppContext)
