@@ -20,9 +20,16 @@ The new revision orders its whole content again (*wanted*); only the difference 
 - A subscription's key is (product, negotiated unit price or the catalog's, frequency): a new
   price is the old subscription ended and a new one added on the same day, so each day is
   billed at one price once.
-- Lines of the new revision with the same key are one wanted quantity (their sum); two held
-  subscriptions with one key cannot be told apart and refuse the amendment
-  (:class:`AmbiguousAmendment`: amend that deal by hand).
+- Lines of the new revision with the same key are one wanted quantity (their sum) while the
+  deal holds at most one subscription of that key.
+- Two or more held subscriptions of one key (two lines of the same product at the same price
+  on the first quote) are matched line by line, deterministically (:func:`match_lines`): the
+  held ones in creation order (id), the new revision's lines of that key in their order. First
+  each line takes the first unmatched subscription of exactly its quantity (unchanged); then
+  the remaining lines and subscriptions pair in order (a quantity change); a line left over is
+  added as a subscription of its own, a subscription left over is removed. Held 10 and 5,
+  lines 10 and 8: the 5 becomes 8; lines 12 and 5: the 10 becomes 12; one line of 10: the 5
+  is removed.
 - One-time items are never billed twice: only a quantity beyond what the deal already charged
   is charged; fewer (or none) charges nothing and gives nothing back (a credit memo does).
 - A revision that changes nothing gives an empty plan (:attr:`AmendmentPlan.empty`).
@@ -94,7 +101,26 @@ class AmendmentPlan:
 
 
 class AmbiguousAmendment(ValidationError):
-    """Two held subscriptions share a key: which one the revision changes is unknown."""
+    """Kept for callers that catch it: the diff no longer raises it (two held subscriptions
+    of one key are matched by :func:`match_lines`)."""
+
+
+def match_lines(held: Sequence[HeldSub], wanted: Sequence[WantedSub]
+                ) -> tuple[list[tuple[HeldSub, WantedSub]], list[WantedSub], list[HeldSub]]:
+    """The module's line-by-line rule for one key: (matched pairs, lines left over,
+    subscriptions left over). ``held`` in creation order, ``wanted`` in line order."""
+    free = sorted(held, key=lambda h: h.id)
+    pairs: list[tuple[HeldSub, WantedSub] | None] = [None] * len(wanted)
+    for i, w in enumerate(wanted):
+        same = next((h for h in free if h.quantity == w.quantity), None)
+        if same is not None:
+            free.remove(same)
+            pairs[i] = (same, w)
+    for i, w in enumerate(wanted):
+        if pairs[i] is None and free:
+            pairs[i] = (free.pop(0), w)
+    rest = [w for i, w in enumerate(wanted) if pairs[i] is None]
+    return [p for p in pairs if p is not None], rest, free
 
 
 def _wanted_by_key(wanted: Iterable[WantedSub]) -> dict[SubKey, WantedSub]:
@@ -111,19 +137,23 @@ def diff(held: Sequence[HeldSub], charged: dict[int, Decimal], wanted: Sequence[
          wanted_charges: Sequence[WantedCharge]) -> AmendmentPlan:
     """The plan that brings the deal from ``held`` / ``charged`` (one-time quantity per
     product) to what the new revision orders."""
-    held_by_key: dict[SubKey, HeldSub] = {}
+    held_keys: dict[SubKey, list[HeldSub]] = {}
     for h in held:
-        if h.key in held_by_key:
-            raise AmbiguousAmendment("subscriptions", h.product_id,
-                                     f"two subscriptions of product {h.product_id} at one price "
-                                     f"({held_by_key[h.key].id} and {h.id}): amend by hand")
-        held_by_key[h.key] = h
-    wanted_by_key = _wanted_by_key(wanted)
-    changes = tuple(QuantityChange(h.id, h.product_id, h.quantity, w.quantity)
-                    for key, h in held_by_key.items()
-                    if (w := wanted_by_key.get(key)) is not None and w.quantity != h.quantity)
-    added = tuple(w for key, w in wanted_by_key.items() if key not in held_by_key)
-    removed = tuple(h for key, h in held_by_key.items() if key not in wanted_by_key)
+        held_keys.setdefault(h.key, []).append(h)
+    held_by_key = {k: hs[0] for k, hs in held_keys.items() if len(hs) == 1}
+    several = {k: hs for k, hs in held_keys.items() if len(hs) > 1}
+    wanted_by_key = _wanted_by_key(w for w in wanted if w.key not in several)
+    changes = [QuantityChange(h.id, h.product_id, h.quantity, w.quantity)
+               for key, h in held_by_key.items()
+               if (w := wanted_by_key.get(key)) is not None and w.quantity != h.quantity]
+    added = [w for key, w in wanted_by_key.items() if key not in held_by_key]
+    removed = [h for key, h in held_by_key.items() if key not in wanted_by_key]
+    for key, hs in several.items():
+        pairs, extra, left = match_lines(hs, [w for w in wanted if w.key == key])
+        changes += [QuantityChange(h.id, h.product_id, h.quantity, w.quantity)
+                    for h, w in pairs if w.quantity != h.quantity]
+        added += extra
+        removed += left
     per_product: dict[int, WantedCharge] = {}
     for c in wanted_charges:
         first = per_product.get(c.product_id)
@@ -135,4 +165,4 @@ def diff(held: Sequence[HeldSub], charged: dict[int, Decimal], wanted: Sequence[
                                  c.charge_date)
                     for c in per_product.values()
                     if c.quantity > charged.get(c.product_id, Decimal(0)))
-    return AmendmentPlan(changes, added, removed, charges)
+    return AmendmentPlan(tuple(changes), tuple(added), tuple(removed), charges)

@@ -40,6 +40,13 @@ Rules
    the days billed in advance after it are credited by the cancellation rule, and no fee is
    charged). Ending on the first term's start is an early termination too: the commitment
    started that day.
+5. **Co-terming an added subscription** (:func:`coterm_end`). A subscription an amendment adds
+   to a deal whose subscriptions are committed joins the deal's current term: its first term
+   ends where the deal's term holding the amendment's start ends (a prorated first term, not
+   ``term_months`` from its own start), moved to the next bill cycle day when that end is not
+   one (monthly billing); its renewals then follow rule 2 from there. An annual-billed
+   subscription keeps a term of its own (annual periods run from its own start, so its terms
+   are whole years), and so does one added to a deal without a committed term.
 """
 from __future__ import annotations
 
@@ -162,3 +169,13 @@ def end_date(term: Term | None, rule: str, at: date) -> date:
                             "(early_termination=refuse); end it at the term end "
                             f"{held[1]}")
     return held[1]
+
+
+def coterm_end(deal_end: date, start: date, frequency: str, bcd: int) -> date | None:
+    """Rule 5: the first term end of a subscription starting ``start`` added to a deal whose
+    current term ends ``deal_end``; None when it keeps a term of its own (annual billing, or
+    the deal's term ends on or before the start)."""
+    if frequency == "annual" or deal_end <= start:
+        return None
+    period_start, period_end = bill_period(deal_end, bcd)
+    return deal_end if period_start == deal_end else period_end

@@ -14,7 +14,9 @@ Rules kept here
 
   | plan item            | written                                                           |
   |----------------------|-------------------------------------------------------------------|
-  | added subscription   | a subscription of the amendment order, from its start date        |
+  | added subscription   | a subscription of the amendment order, from its start date; a     |
+  |                      | committed one is co-termed with the deal (its first term ends     |
+  |                      | with the deal's current term: ``domain.terms`` rule 5)            |
   | extra one-time items | a one-time charge of the amendment order (the quantity not yet    |
   |                      | charged by the deal)                                              |
   | quantity change      | ``gate.change_quantity`` on the deal's subscription, from the     |
@@ -60,10 +62,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
+    accounts,
     amendment_items,
     one_time_charges,
     orders,
@@ -71,6 +74,7 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.domain import amendments as domain
+from billing_core.domain import terms
 from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.errors import (
     InvalidState,
@@ -155,6 +159,7 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
     if isinstance(result, LedgerError):
         raise result
     order_id = result
+    _coterm(uow, chain, order_id, on)
     history: list[dict[str, Any]] = []
     for table, key, action in ((subscriptions, "subscription_id", "added"),
                                (one_time_charges, "one_time_charge_id", "one_time")):
@@ -192,6 +197,41 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
              "effective_date": on, "created_at": now, **row} for row in history])
     uow.touch(data.account_id)
     return order_id
+
+
+def _coterm(uow: UnitOfWork, chain: list[int], order_id: int, on: date) -> None:
+    """Rule 5 of :mod:`billing_core.domain.terms`: the committed subscriptions the amendment
+    order added end their first term with the deal's current term (that of the deal's
+    first-created committed subscription in force on ``on``); without auto-renew they end
+    there too."""
+    bcd = int(uow.conn.execute(select(accounts.c.bill_cycle_day).join(
+        orders, orders.c.account_id == accounts.c.id).where(orders.c.id == order_id))
+        .scalar_one())
+    deal_end = None
+    for r in uow.conn.execute(select(subscriptions).where(
+            subscriptions.c.order_id.in_(chain), subscriptions.c.status != ItemStatus.CANCELLED,
+            subscriptions.c.term_months.is_not(None), subscriptions.c.start_date <= on)
+            .order_by(subscriptions.c.id)).mappings():
+        if r["end_date"] is not None and r["end_date"] <= on:
+            continue
+        held = terms.term_on(terms.make_term(r["term_months"], r["start_date"], r["term_end"],
+                                             bool(r["auto_renew"]), r["frequency"], bcd), on)
+        if held is not None:
+            deal_end = held[1]
+            break
+    if deal_end is None:
+        return
+    for r in uow.conn.execute(select(subscriptions).where(
+            subscriptions.c.order_id == order_id, subscriptions.c.term_months.is_not(None))
+            .order_by(subscriptions.c.id)).mappings().all():
+        end = terms.coterm_end(deal_end, r["start_date"], r["frequency"], bcd)
+        if end is None or end == r["term_end"]:
+            continue
+        values: dict[str, Any] = {"term_end": end}
+        if not r["auto_renew"]:
+            values["end_date"] = end
+        uow.conn.execute(update(subscriptions).where(subscriptions.c.id == r["id"])
+                         .values(**values))
 
 
 def _price(value: object) -> Decimal | None:
