@@ -3,7 +3,10 @@
 Rules kept here:
 - ``save_cursor`` runs in the page's transaction (the caller's connection), never alone.
 - A run row is written and committed when the run starts (``running``) so a killed process
-  leaves a trace; ``finish_run`` closes it with the outcome and per-object counts.
+  leaves a trace; ``finish_run`` closes it with the outcome, the objects it covered (with their
+  API calls, in the run's own row) and a ``sync_run_objects`` row for each object something
+  happened to (:func:`eventful`). A run with nothing to do writes its one row and nothing else;
+  an object's last run (:func:`last_runs`) is the newest run that covered it, whichever way.
 - Outcomes: ``ok``, ``partial`` (some records quarantined or failed to push),
   ``stopped: API budget``, ``stopped: shutdown``, ``failed: <error>``, ``interrupted`` (an
   interrupt such as Ctrl-C raised inside the run: recorded with its counts so far),
@@ -87,12 +90,17 @@ def get_cursor(conn: Connection, connection: str, obj: str) -> str | None:
 
 def save_cursor(conn: Connection, connection: str, obj: str, cursor: str | None,
                 now: datetime) -> None:
-    done = conn.execute(update(sync_cursors).where(
-        sync_cursors.c.connection == connection, sync_cursors.c.object == obj)
-        .values(cursor=cursor, updated_at=now))
-    if done.rowcount == 0:
+    """Save a cursor; a cursor equal to the one saved is not written again (no row is
+    updated when nothing changed)."""
+    row = conn.execute(select(sync_cursors.c.cursor).where(
+        sync_cursors.c.connection == connection, sync_cursors.c.object == obj)).first()
+    if row is None:
         conn.execute(insert(sync_cursors).values(connection=connection, object=obj,
                                                  cursor=cursor, updated_at=now))
+    elif row.cursor != cursor:
+        conn.execute(update(sync_cursors).where(
+            sync_cursors.c.connection == connection, sync_cursors.c.object == obj)
+            .values(cursor=cursor, updated_at=now))
 
 
 def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, Any],
@@ -150,39 +158,103 @@ def _close_abandoned(conn: Connection, connection: str, now: datetime) -> None:
             error="its process ended while the run was running (killed)"))
 
 
+def eventful(stats: ObjectStats) -> bool:
+    """Whether an object's part of a run is worth its own ``sync_run_objects`` row: a count
+    other than API calls, or an outcome other than ``ok``."""
+    return stats.outcome != "ok" or any(getattr(stats, k) for k in COUNTS if k != "api_calls")
+
+
+def covered_json(objects: dict[str, ObjectStats]) -> str:
+    """The run row's ``objects``: compact JSON sorted by object, ``{"account":1,"price":1}``."""
+    return json.dumps({k: objects[k].api_calls for k in sorted(objects)},
+                      separators=(",", ":"))
+
+
 def finish_run(engine: Engine, report: RunReport, now: datetime | None = None) -> None:
     report.finished_at = now or datetime.now(UTC)
+    rows = {obj: stats for obj, stats in report.objects.items() if eventful(stats)}
+    quiet = sum(s.api_calls for obj, s in report.objects.items() if obj not in rows)
     with engine.begin() as conn:
         conn.execute(update(sync_runs).where(sync_runs.c.id == report.run_id).values(
             finished_at=report.finished_at, outcome=report.outcome,
             api_used=report.api_used, api_limit=report.api_limit,
+            objects=covered_json(report.objects), api_calls=quiet,
             error=(report.error or None) and report.error[:2000]))
-        if report.objects:
+        if rows:
             conn.execute(insert(sync_run_objects), [
                 {"run_id": report.run_id, "object": obj, **asdict(stats)}
-                for obj, stats in report.objects.items()])
+                for obj, stats in rows.items()])
+
+
+def _covered(text: str | None) -> dict[str, int]:
+    """A run row's ``objects`` (object -> API calls); empty for runs recorded without it."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _quiet_row(run_id: int, obj: str, calls: int) -> dict[str, Any]:
+    """The counts of an object a run covered without its own row: nothing but API calls."""
+    return {"id": None, "run_id": run_id, "object": obj,
+            **{k: 0 for k in COUNTS}, "api_calls": calls, "outcome": "ok"}
 
 
 def last_runs(conn: Connection) -> list[dict[str, Any]]:
-    """The newest finished-or-running run per (connection, object), plus runs without objects."""
-    newest = (select(sync_run_objects.c.object, sync_runs.c.connection,
-                     func.max(sync_run_objects.c.run_id).label("run_id"))
-              .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
-              .group_by(sync_run_objects.c.object, sync_runs.c.connection).subquery())
-    rows = conn.execute(
-        select(sync_runs.c.connection, sync_run_objects, sync_runs.c.started_at,
-               sync_runs.c.finished_at, sync_runs.c.trigger,
-               sync_runs.c.outcome.label("run_outcome"))
-        .join(newest, (newest.c.run_id == sync_run_objects.c.run_id)
-              & (newest.c.object == sync_run_objects.c.object))
-        .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
-        .order_by(sync_runs.c.connection, sync_run_objects.c.object)).mappings()
-    return [dict(r) for r in rows]
+    """The newest finished-or-interrupted run per (connection, object) that covered the object:
+    its ``sync_run_objects`` row, or (nothing happened to the object in that run) zero counts
+    with the run's API calls for it and outcome ``ok``; each with the run's ``started_at``,
+    ``finished_at``, ``trigger`` and ``run_outcome``."""
+    newest: dict[tuple[str, str], int] = {
+        (str(c), str(o)): int(r) for o, c, r in conn.execute(
+            select(sync_run_objects.c.object, sync_runs.c.connection,
+                   func.max(sync_run_objects.c.run_id))
+            .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
+            .group_by(sync_run_objects.c.object, sync_runs.c.connection))}
+    lists = conn.execute(select(sync_runs.c.connection, sync_runs.c.objects)
+                         .where(sync_runs.c.objects.is_not(None))
+                         .group_by(sync_runs.c.connection, sync_runs.c.objects))
+    pairs = {(str(c), obj) for c, text in lists for obj in _covered(text)}
+    for connection, obj in pairs:
+        # the newest run of the connection listing the object (the key's quotes and colon
+        # keep ``quote`` from matching ``quote_line``); scanned from the newest run back
+        run_id = conn.execute(
+            select(sync_runs.c.id).where(
+                sync_runs.c.connection == connection,
+                sync_runs.c.objects.contains(f'"{obj}":', autoescape=True))
+            .order_by(sync_runs.c.id.desc()).limit(1)).scalar()
+        if run_id is not None and run_id > newest.get((connection, obj), 0):
+            newest[(connection, obj)] = int(run_id)
+    if not newest:
+        return []
+    run_ids = sorted(set(newest.values()))
+    runs = {r.id: r for r in conn.execute(
+        select(sync_runs.c.id, sync_runs.c.connection, sync_runs.c.started_at,
+               sync_runs.c.finished_at, sync_runs.c.trigger, sync_runs.c.outcome,
+               sync_runs.c.objects).where(sync_runs.c.id.in_(run_ids)))}
+    rows = {(r["run_id"], r["object"]): dict(r) for r in conn.execute(
+        select(sync_run_objects).where(sync_run_objects.c.run_id.in_(run_ids))).mappings()}
+    out = []
+    for (connection, obj), run_id in sorted(newest.items()):
+        run = runs[run_id]
+        row = rows.get((run_id, obj)) or _quiet_row(run_id, obj,
+                                                    _covered(run.objects).get(obj, 0))
+        out.append({"connection": connection, **row, "started_at": run.started_at,
+                    "finished_at": run.finished_at, "trigger": run.trigger,
+                    "run_outcome": run.outcome})
+    return out
 
 
-def run_objects(conn: Connection, run_id: int) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(select(sync_run_objects).where(
+def run_objects(conn: Connection, run_id: int, covered: str | None = None
+                ) -> list[dict[str, Any]]:
+    """A run's per-object counts: its ``sync_run_objects`` rows, and zero counts (with their
+    API calls) for the objects it covered without a row (``covered``: the run's ``objects``)."""
+    rows = [dict(r) for r in conn.execute(select(sync_run_objects).where(
         sync_run_objects.c.run_id == run_id).order_by(sync_run_objects.c.id)).mappings()]
+    have = {r["object"] for r in rows}
+    return rows + [_quiet_row(run_id, obj, calls) for obj, calls in _covered(covered).items()
+                   if obj not in have]
 
 
 def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
@@ -190,7 +262,7 @@ def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
     row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings().first()
     if row is None:
         return None
-    return {**dict(row), "objects": run_objects(conn, run_id)}
+    return {**dict(row), "objects": run_objects(conn, run_id, row["objects"])}
 
 
 def last_api_usage(conn: Connection, connection: str,

@@ -4,13 +4,15 @@ the sync's tables itself.
 
 Rules kept here:
 - Reads only, in the caller's connection (or one short connection of ``overview``'s own).
-- Something needs attention when the newest run of an object did not end ``ok`` or is older
-  than three sync intervals, a sync run is abandoned (still ``running`` while its process is
-  gone, or longer than three intervals: ``sync.runs.is_abandoned``), a bill run is abandoned
-  (still ``running`` while its process is gone, or longer than ``BILL_RUN_ABANDONED_AFTER``:
-  ``billing_core.service.reports.bill_runs_abandoned``), or
-  records wait in quarantine, dead letters or failed provisioning. ``attention``
-  lists each as one line; an empty list means all is well.
+- An object's last run is the newest run that covered it (``sync.runs.last_runs``: a run
+  writes an object's counts only when something happened to it, and lists every object it
+  covered in its own row). Something needs attention when that run did not end ``ok`` for the
+  object or is older than three sync intervals, a sync run is abandoned (still ``running``
+  while its process is gone, or longer than three intervals: ``sync.runs.is_abandoned``), a
+  bill run is abandoned (still ``running`` while its process is gone, or longer than
+  ``BILL_RUN_ABANDONED_AFTER``: ``billing_core.service.reports.bill_runs_abandoned``), or
+  records wait in quarantine, dead letters or failed provisioning. ``attention`` lists each as
+  one line; an empty list means all is well.
 """
 from __future__ import annotations
 
@@ -122,7 +124,9 @@ def runs_by_outcome(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 def object_totals(conn: Connection) -> list[ObjectTotals]:
-    """Per connection and object, each count of ``sync.runs.COUNTS`` summed over all runs."""
+    """Per connection and object, each count of ``sync.runs.COUNTS`` summed over the runs'
+    ``sync_run_objects`` rows (an object covered without a row counted nothing but API calls:
+    those are in :func:`api_calls_by_connection`)."""
     sums = [func.coalesce(func.sum(sync_run_objects.c[k]), 0) for k in COUNTS]
     rows = conn.execute(select(sync_runs.c.connection, sync_run_objects.c.object, *sums)
                         .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
@@ -130,6 +134,23 @@ def object_totals(conn: Connection) -> list[ObjectTotals]:
     return [ObjectTotals(str(connection), str(obj),
                          {k: int(v) for k, v in zip(COUNTS, values, strict=True)})
             for connection, obj, *values in rows]
+
+
+def api_calls_by_connection(conn: Connection) -> dict[str, int]:
+    """Every CRM API call the sync's runs recorded, per connection: the objects' rows and the
+    calls of objects covered without one (``sync_runs.api_calls``)."""
+    out: dict[str, int] = {}
+    for connection, n in conn.execute(
+            select(sync_runs.c.connection, func.coalesce(func.sum(sync_run_objects.c.api_calls), 0))
+            .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
+            .group_by(sync_runs.c.connection)):
+        out[str(connection)] = int(n)
+    for connection, n in conn.execute(
+            select(sync_runs.c.connection, func.coalesce(func.sum(sync_runs.c.api_calls), 0))
+            .group_by(sync_runs.c.connection)):
+        if int(n) or str(connection) in out:
+            out[str(connection)] = out.get(str(connection), 0) + int(n)
+    return out
 
 
 def queue_depths(conn: Connection) -> dict[str, dict[str, int]]:

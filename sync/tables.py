@@ -18,9 +18,11 @@ Tables
 - ``outbox`` (connection, object, crm_id) unique → what the CRM record should show: ``payload``
   JSON + ``hash``; ``acked_payload`` + ``acked_hash`` (last value the CRM confirmed); state
   (:class:`sync.states.OutboxState`), attempts, next_attempt_at, last_error, dead_at.
-- ``sync_runs`` (id, trigger, connection, started/finished, outcome, error) and
-  ``sync_run_objects`` (run, object, read, upserted, unchanged, quarantined, deleted, pushed,
-  failed, api_calls, outcome).
+- ``sync_runs`` (id, trigger, connection, started/finished, outcome, error, the objects the run
+  covered with their API calls) and ``sync_run_objects`` (run, object, read, upserted,
+  unchanged, quarantined, deleted, pushed, failed, api_calls, outcome): an object gets its row
+  only when something happened to it (a count other than API calls, or an outcome other than
+  ``ok``), so a run with nothing to do writes its ``sync_runs`` row alone.
 
 Invariants and transaction boundaries
 - One transaction per page: the page's billing upserts, its ``sync_records``/``quarantine``
@@ -157,6 +159,13 @@ sync_runs = Table(
     Column("options", Text),
     Column("api_used", BigInteger),                      # the CRM's allowance as last reported
     Column("api_limit", BigInteger),
+    # Every object the run pulled or pushed, with its API calls: compact JSON sorted by object,
+    # ``{"account":1,"price":1}`` (so ``LIKE '%"account":%'`` finds the runs that covered it).
+    # NULL for runs still running and for runs recorded before it (those have a row per object).
+    Column("objects", Text),
+    # The API calls of the objects above that got no ``sync_run_objects`` row (nothing else
+    # happened to them), so the CRM calls a connection made still add up.
+    Column("api_calls", Integer, nullable=False, server_default="0"),
 )
 
 sync_run_objects = Table(

@@ -84,13 +84,10 @@ def _sync_metrics(conn: Connection) -> Iterator[Metric]:
                                   labels=["connection", "object", "kind"])
     calls = CounterMetricFamily("ledgerbridge_crm_api_calls", "CRM API calls made by sync",
                                 labels=["connection"])
-    per_conn: dict[str, int] = {}
     for totals in sync_status.object_totals(conn):
         for kind in _SYNC_COUNTS:
             records.add_metric([totals.connection, totals.object, kind], totals.counts[kind])
-        per_conn[totals.connection] = per_conn.get(totals.connection, 0) \
-            + totals.counts["api_calls"]
-    for connection, value in sorted(per_conn.items()):
+    for connection, value in sorted(sync_status.api_calls_by_connection(conn).items()):
         calls.add_metric([connection], value)
     yield records
     yield calls
