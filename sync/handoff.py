@@ -57,6 +57,7 @@ from billing_core.domain.errors import LedgerError
 from billing_core.service import amendments as amendments_service
 from billing_core.service import gate, ledger_uow
 from billing_core.service import orders as orders_service
+from billing_core.service.deals import deal_head
 from billing_core.service.pricing import get_product
 from connectors.base import BudgetExhausted
 from sync import mapping
@@ -262,7 +263,9 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
     lines = known.lines.get(quote_id, [])
     if not lines:
         _refused(uow, connection, quote, known,
-                 Invalid("lines", 0, "the accepted quote has no lines"))
+                 Invalid("lines", 0, "the accepted quote has no lines" + (
+                     " (to cancel items, set their quantity to 0)" if quote.kind != "new"
+                     else "")))
         return "failed"
     prior = [h for h in known.prior.get(quote_id, ()) if h["revision"] < quote.revision]
     owed_before = [h for h in prior if h["state"] == HandoffState.WAITING]
@@ -274,14 +277,78 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
     previous = sorted((h for h in [*placed, *prior]
                        if h["revision"] < quote.revision and h["order_id"]),
                       key=lambda h: (h["revision"], h["id"]))
-    amends = int(previous[-1]["order_id"]) if previous else None
+    amends = renews = None
+    if previous:            # a later revision of the same quote (record or number)
+        amends = deal_head(uow, int(previous[-1]["order_id"]))
+    elif quote.kind != "new":   # an amendment or renewal quote of its own (CPQ, Dataverse)
+        found = _origin_order(uow, connection, quote, known)
+        if isinstance(found, str):
+            return found
+        if quote.kind == "renewal":
+            renews = found
+        else:
+            amends = found
     try:
         orders.append((quote, _placing(uow, connection, quote, int(account_id), lines, amends,
-                                       known)))
+                                       known, renews=renews)))
     except Invalid as exc:
         _refused(uow, connection, quote, known, exc)
         return "failed"
     return None
+
+
+def _origin_order(uow: UnitOfWork, connection: str, quote: QuoteRec, known: Known
+                  ) -> int | str:
+    """The order an amendment or renewal quote continues: the newest order of the deal of the
+    quote it names (``origin_quote``), or the outcome when there is none yet: ``waiting``
+    (the origin, or an earlier quote of the same deal, is still owed) or ``failed`` (refused
+    and quarantined with the reason: no origin named, or one that was never handed off)."""
+    what = f"the {quote.kind} quote"
+    origin_id = quote.origin_quote
+    origin = known.origins.get(origin_id) if origin_id else None
+    problem: Invalid | None = None
+    if origin_id is None or origin is None:
+        named = f" (contract {quote.origin_ref} has no quote)" if quote.origin_ref else ""
+        problem = Invalid("origin_quote", quote.origin_ref,
+                          f"{what} names no earlier quote{named}: its deal is unknown")
+    elif origin_id == quote.crm_id:
+        problem = Invalid("origin_quote", origin_id, f"{what} names itself")
+    if problem is not None:
+        _refused(uow, connection, quote, known, problem)
+        return "failed"
+    assert origin is not None and origin_id is not None
+    placed = [r for r in origin.rows if r["state"] in PLACED and r["order_id"]]
+    if not placed:
+        if any(r["state"] == HandoffState.WAITING for r in origin.rows):
+            _set(uow, connection, quote, HandoffState.WAITING,
+                 f"waits for quote {origin_id}, whose deal it continues, to be handed off "
+                 "first")
+            return "waiting"
+        if origin.rec is None:
+            reason = "was not read from the CRM (not pulled yet, or not visible to us)"
+        elif origin.deleted:
+            reason = "was deleted in the CRM before it was handed off"
+        else:
+            reason = (f"was never handed off (status {origin.rec.status!r}): only the deal "
+                      "of an accepted quote can be amended or renewed")
+        _refused(uow, connection, quote, known, Invalid("origin_quote", origin_id, reason))
+        return "failed"
+    earlier = [q for q, rows in known.followers.get(origin_id, ())
+               if q.crm_id != quote.crm_id and _sequence(q) < _sequence(quote)
+               and any(r["state"] == HandoffState.WAITING for r in rows)]
+    if earlier:
+        first = min(earlier, key=_sequence)
+        _set(uow, connection, quote, HandoffState.WAITING,
+             f"waits for the earlier {first.kind} quote {first.crm_id} of the same deal to be "
+             "handed off first")
+        return "waiting"
+    return deal_head(uow, int(placed[-1]["order_id"]))
+
+
+def _sequence(quote: QuoteRec) -> tuple[date, str, str]:
+    """The order in which quotes continuing one deal are handed off: by start date, then
+    number, then CRM id (a quote without a start date last)."""
+    return (quote.start_date or date.max, quote.number or "", quote.crm_id)
 
 
 def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, known: Known,
@@ -318,13 +385,18 @@ def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, Placin
         results += gate.accept_orders(uow, [o for _, o in new])
     if amended:
         results += amendments_service.amend_orders(uow, [o for _, o in amended])
-    for (quote, order), result in zip([*new, *amended], results, strict=True):
+    placing: list[tuple[QuoteRec, Placing]] = [*new, *amended]
+    for (quote, order), result in zip(placing, results, strict=True):
         if isinstance(result, LedgerError):
             _refused(uow, connection, quote, known, result)
             outcomes.append((quote.crm_id, "failed"))
             continue
-        detail = (f"amendment of order {order.amends_order_id}"
-                  if isinstance(order, amendments_service.AmendmentIn) else "order placed")
+        if isinstance(order, amendments_service.AmendmentIn):
+            detail = f"amendment of order {order.amends_order_id}"
+        elif order.renews_order_id is not None:
+            detail = f"renewal of order {order.renews_order_id}"
+        else:
+            detail = "order placed"
         done.append((quote, detail, result))
         log.info("handed off connection=%s quote=%s revision=%s order=%s", connection,
                  quote.crm_id, quote.revision, result)
@@ -375,15 +447,20 @@ def _fetch_account(uow: UnitOfWork, fetch_account: AccountFetcher, connection: s
 
 
 def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
-             lines: list[QuoteLineRec], amends: int | None, known: Known) -> Placing:
-    """The quote as a new order, or (``amends``: the previous revision's order) as the new
-    content of its deal, from the amendment's start date."""
+             lines: list[QuoteLineRec], amends: int | None, known: Known, *,
+             renews: int | None = None) -> Placing:
+    """The quote as a new order (``renews``: the renewal of that order's deal), or
+    (``amends``: the deal's newest order) as the new content of its deal, from the
+    amendment's start date. A line of quantity 0 orders nothing: in an amendment, its item
+    is removed."""
     subs: list[orders_service.SubscriptionItem] = []
     charges: list[orders_service.OneTimeItem] = []
     today = uow.now().date()
     effective = quote.start_date or min(
         (ln.start_date for ln in lines if ln.start_date), default=today)
     for line in lines:
+        if line.quantity == 0:
+            continue
         product_id = known.products.get(line.product_crm_id)
         if product_id is None:
             raise Invalid("product_crm_id", line.product_crm_id, "unknown product")
@@ -403,6 +480,8 @@ def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
                 product_id=int(product_id), quantity=line.quantity, charge_date=start,
                 unit_price=line.unit_price))
     ref = source_ref(connection, quote.crm_id, quote.revision)
+    if amends is None and not subs and not charges:
+        raise Invalid("lines", len(lines), "every line of the accepted quote has quantity 0")
     if amends is not None:
         return amendments_service.AmendmentIn(
             account_id=account_id, source_ref=ref, amends_order_id=amends,
@@ -410,4 +489,4 @@ def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
             one_time_charges=tuple(charges))
     return orders_service.OrderIn(
         account_id=account_id, source_ref=ref, order_date=quote.start_date or today,
-        subscriptions=tuple(subs), one_time_charges=tuple(charges))
+        subscriptions=tuple(subs), one_time_charges=tuple(charges), renews_order_id=renews)

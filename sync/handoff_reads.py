@@ -17,6 +17,11 @@ Rules kept here:
   the other quote records of the same account and number with a lower revision (their
   hand-off rows in :attr:`Known.prior`), and a quote with such a record of a higher revision
   is *revised* (:attr:`Known.revised`). One query per chunk, on the chunk's accounts.
+- An amendment or renewal quote kept as a record of its own (CPQ, a Dataverse renewal) names
+  the quote whose deal it continues (``QuoteRec.origin_quote``): the origin's stored record
+  and hand-off rows, and the other quotes of the same account naming the same origin with
+  their hand-off rows (:attr:`Known.origins`, :attr:`Known.followers`), a few queries per
+  chunk.
 """
 from __future__ import annotations
 
@@ -180,6 +185,53 @@ def _revisions(conn: Connection, connection: str, quotes: list[QuoteRec]
     return prior, revised
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What the hand-off knows of a quote other quotes amend or renew: its stored record
+    (None: never pulled), whether the CRM deleted it, and its hand-off rows."""
+
+    rec: QuoteRec | None
+    deleted: bool
+    rows: list[Any]
+
+
+def _origins(conn: Connection, connection: str, quotes: list[QuoteRec]
+             ) -> tuple[dict[str, Origin], dict[str, list[tuple[QuoteRec, list[Any]]]]]:
+    """The origins the chunk's amendment and renewal quotes name, and per origin every quote
+    of the same account naming it (with its hand-off rows)."""
+    named = [q for q in quotes if q.kind != "new" and q.origin_quote]
+    if not named:
+        return {}, {}
+    ids = sorted({str(q.origin_quote) for q in named})
+    recs: dict[str, tuple[QuoteRec, bool]] = {}
+    for crm_id, data, deleted in conn.execute(select(
+            sync_records.c.crm_id, sync_records.c.data, sync_records.c.deleted_at).where(
+            sync_records.c.connection == connection, sync_records.c.object == "quote",
+            text_in(conn, sync_records.c.crm_id, ids))):
+        if data:
+            recs[crm_id] = (mapping.quote_from_json(data), deleted is not None)
+    following: list[QuoteRec] = [mapping.quote_from_json(data) for data in conn.execute(
+        select(sync_records.c.data).where(
+            sync_records.c.connection == connection, sync_records.c.object == "quote",
+            text_in(conn, sync_records.c.parent_crm_id,
+                    sorted({q.account_crm_id for q in named})),
+            sync_records.c.deleted_at.is_(None), sync_records.c.data.is_not(None),
+            _data_field(conn, "origin_quote").in_(ids))).scalars()]
+    rows: dict[str, list[Any]] = {}
+    wanted = sorted({*ids, *(q.crm_id for q in following)})
+    for row in conn.execute(select(handoffs).where(
+            handoffs.c.connection == connection,
+            text_in(conn, handoffs.c.quote_crm_id, wanted))
+            .order_by(handoffs.c.revision, handoffs.c.id)).mappings():
+        rows.setdefault(row["quote_crm_id"], []).append(row)
+    origins = {i: Origin(recs[i][0] if i in recs else None, recs[i][1] if i in recs else False,
+                         rows.get(i, [])) for i in ids}
+    followers: dict[str, list[tuple[QuoteRec, list[Any]]]] = {}
+    for q in following:
+        followers.setdefault(str(q.origin_quote), []).append((q, rows.get(q.crm_id, [])))
+    return origins, followers
+
+
 def to_hand_off(engine: Engine, connection: str, quote_ids: set[str],
                 accepted: frozenset[str]) -> list[str]:
     """:func:`worth_a_look` in its own read-only connection, in key order."""
@@ -199,6 +251,8 @@ class Known:
     product_rows: dict[int, RowMapping]
     prior: dict[str, list[Any]]
     revised: set[str]
+    origins: dict[str, Origin]
+    followers: dict[str, list[tuple[QuoteRec, list[Any]]]]
 
     @classmethod
     def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> Known:
@@ -226,8 +280,11 @@ class Known:
         products = _ledger_ids(uow, connection, "product",
                                {ln.product_crm_id for ls in lines.values() for ln in ls})
         product_rows = get_products(conn, products.values())
-        prior, revised = _revisions(conn, connection, [q for q, _ in quotes.values()])
-        return cls(quotes, history, lines, accounts, products, product_rows, prior, revised)
+        recs = [q for q, _ in quotes.values()]
+        prior, revised = _revisions(conn, connection, recs)
+        origins, followers = _origins(conn, connection, recs)
+        return cls(quotes, history, lines, accounts, products, product_rows, prior, revised,
+                   origins, followers)
 
 
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:

@@ -74,6 +74,10 @@ class PriceRec:
     effective_from: date | None = None      # the CRM's price start date, when the map has one
 
 
+#: What a quote does to a deal (the mapped ``type`` field, see :func:`map_quote`).
+QUOTE_KINDS = ("new", "amendment", "renewal")
+
+
 @dataclass(frozen=True)
 class QuoteRec:
     crm_id: str
@@ -83,6 +87,16 @@ class QuoteRec:
     number: str | None
     name: str | None
     start_date: date | None
+    #: ``new`` (a deal of its own, or the next revision of its own record/number),
+    #: ``amendment`` or ``renewal`` of the deal of ``origin_quote``.
+    kind: str = "new"
+    #: The CRM quote whose deal this one amends or renews (the quote its CPQ contract was
+    #: made from, or a mapped lookup); None when the CRM names none.
+    origin_quote: str | None = None
+    #: What named the origin in the CRM (a CPQ contract id), for the reasons shown.
+    origin_ref: str | None = None
+    #: The day the quote's items stop (exclusive): a cancellation date (mapped ``end_date``).
+    end_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,8 @@ class QuoteLineRec:
     quantity: Decimal
     unit_price: Decimal | None
     start_date: date | None
+    #: The day this line's item stops (exclusive): a cancellation date (mapped ``end_date``).
+    end_date: date | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -179,21 +195,59 @@ def map_price(rec: Mapping[str, Any], *, guid: bool = False) -> PriceRec:
                     effective_from=boundary.day(rec, "effective_from"))
 
 
+def _optional_id(rec: Mapping[str, Any], field: str, guid: bool) -> str | None:
+    return None if rec.get(field) in (None, "") else boundary.crm_id(rec, field, guid=guid)
+
+
+def quote_kind(rec: Mapping[str, Any]) -> str:
+    """The mapped ``type`` as one of :data:`QUOTE_KINDS` (the field map's ``choices`` turn the
+    CRM's values into them: CPQ ``Quote``/``Amendment``/``Renewal``, a Dataverse option set);
+    no ``type`` field, or an empty one, is ``new``."""
+    raw = boundary.text(rec, "type")
+    if not raw:
+        return "new"
+    kind = raw.strip().lower()
+    if kind == "quote":             # CPQ's own name for a new-business quote
+        kind = "new"
+    if kind not in QUOTE_KINDS:
+        raise Invalid("type", raw, f"must be one of {', '.join(QUOTE_KINDS)} (map the CRM's "
+                      "values with the field's choices)")
+    return kind
+
+
 def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
+    """A quote. Its deal (docs/BILLING.md, "Deal lifecycle"): ``type`` says new, amendment or
+    renewal; the origin is ``origin_quote`` (the quote of the amended contract, or a direct
+    lookup), and for a renewal ``renewed_quote`` first when mapped (CPQ: the quote of the
+    opportunity's renewed contract); ``origin_contract`` / ``renewed_contract`` only name
+    what the CRM pointed at, for the reasons shown. A ``new`` quote keeps no origin."""
     boundary.stamp(rec)
+    kind = quote_kind(rec)
+    origin = origin_ref = None
+    if kind != "new":
+        renewed = _optional_id(rec, "renewed_quote", guid) if kind == "renewal" else None
+        origin = renewed or _optional_id(rec, "origin_quote", guid)
+        ref_field = "renewed_contract" if kind == "renewal" and (
+            renewed or rec.get("renewed_contract")) else "origin_contract"
+        origin_ref = _optional_id(rec, ref_field, guid) or _optional_id(
+            rec, "origin_contract", guid)
     return QuoteRec(crm_id=boundary.crm_id(rec, guid=guid),
                     account_crm_id=boundary.crm_id(rec, "account_crm_id", guid=guid),
                     status=boundary.text(rec, "status") or "",
                     revision=boundary.whole(rec, "revision", 1, boundary.MAX_REVISION),
                     number=boundary.text(rec, "number", limit_key="quote_number"),
                     name=boundary.text(rec, "name", limit_key="quote_name"),
-                    start_date=boundary.day(rec, "start_date"))
+                    start_date=boundary.day(rec, "start_date"),
+                    kind=kind, origin_quote=origin, origin_ref=origin_ref,
+                    end_date=boundary.day(rec, "end_date"))
 
 
 def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRec:
     boundary.stamp(rec)
-    quantity = boundary.decimal(rec, "quantity", required=True, positive=True,
-                                limit=boundary.MAX_QUANTITY) or Decimal(1)
+    # 0 is a quantity: an amendment's way to remove an item (CPQ zeroes a line to cancel it)
+    quantity = boundary.decimal(rec, "quantity", required=True,
+                                limit=boundary.MAX_QUANTITY)
+    assert quantity is not None
     unit_price = boundary.decimal(rec, "unit_price", limit=boundary.MAX_PRICE)
     if unit_price is not None and quantity * unit_price > boundary.MAX_LINE:
         raise Invalid("quantity", quantity, f"times the unit price {unit_price} is larger "
@@ -202,7 +256,8 @@ def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRe
                         quote_crm_id=boundary.crm_id(rec, "quote_crm_id", guid=guid),
                         product_crm_id=boundary.crm_id(rec, "product_crm_id", guid=guid),
                         quantity=quantity, unit_price=unit_price,
-                        start_date=boundary.day(rec, "start_date"))
+                        start_date=boundary.day(rec, "start_date"),
+                        end_date=boundary.day(rec, "end_date"))
 
 
 def record_json(record: Mapping[str, Any]) -> str:
@@ -217,16 +272,28 @@ def record_json(record: Mapping[str, Any]) -> str:
         return json.dumps({str(k): repr(v) for k, v in record.items()}, sort_keys=True)
 
 
+#: Fields stored only when set: a quote or line without them is stored (and hashed) as
+#: before they existed, so records synced before are not all "changed" at once.
+_WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date": None}
+
+
 def rec_to_json(rec: Any) -> str:
-    return _REC.encode({k: getattr(rec, k) for k in rec.__dataclass_fields__})
+    values = {k: getattr(rec, k) for k in rec.__dataclass_fields__}
+    return _REC.encode({k: v for k, v in values.items()
+                        if k not in _WHEN_SET or v != _WHEN_SET[k]})
 
 
 def quote_from_json(text: str) -> QuoteRec:
     d = json.loads(text)
     return QuoteRec(crm_id=d["crm_id"], account_crm_id=d["account_crm_id"], status=d["status"],
                     revision=int(d["revision"]), number=d.get("number"), name=d.get("name"),
-                    start_date=date.fromisoformat(d["start_date"]) if d.get("start_date")
-                    else None)
+                    start_date=_day(d, "start_date"), kind=d.get("kind", "new"),
+                    origin_quote=d.get("origin_quote"), origin_ref=d.get("origin_ref"),
+                    end_date=_day(d, "end_date"))
+
+
+def _day(d: Mapping[str, Any], key: str) -> date | None:
+    return date.fromisoformat(d[key]) if d.get(key) else None
 
 
 def line_from_json(text: str) -> QuoteLineRec:
@@ -235,8 +302,7 @@ def line_from_json(text: str) -> QuoteLineRec:
                         product_crm_id=d["product_crm_id"], quantity=Decimal(d["quantity"]),
                         unit_price=Decimal(d["unit_price"]) if d.get("unit_price") is not None
                         else None,
-                        start_date=date.fromisoformat(d["start_date"]) if d.get("start_date")
-                        else None)
+                        start_date=_day(d, "start_date"), end_date=_day(d, "end_date"))
 
 
 def revive(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -249,7 +315,7 @@ def revive(record: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = Decimal(value)
             except ArithmeticError:
                 pass
-    for key in ("start_date",):
+    for key in ("start_date", "end_date"):
         value = out.get(key)
         if isinstance(value, str) and len(value) == 10:
             try:

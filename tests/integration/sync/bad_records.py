@@ -210,7 +210,8 @@ def _kinds() -> list[Kind]:
         add("quantity 9,999,999,999,999,999", "quote_line",
             _set(quantity=Decimal(9_999_999_999_999_999)), "quantity")
         add("quantity negative", "quote_line", _set(quantity=Decimal(-3)), "quantity")
-        add("quantity zero", "quote_line", _set(quantity=Decimal(0)), "quantity")
+        add("quantity zero", "quote_line", _set(quantity=Decimal(0)), None,
+            "an amendment's removal of the item (CPQ zeroes a line to cancel it)")
         add("quantity NaN", "quote_line", _set(quantity=float("nan")), "quantity")
         add("quantity text", "quote_line", _set(quantity="two"), "quantity")
         add("quantity a bool", "quote_line", _set(quantity=True), "quantity")

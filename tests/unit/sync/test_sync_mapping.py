@@ -39,11 +39,15 @@ def test_quote_dates_and_revision():
     assert err.value.field == "start_date"
 
 
-def test_line_quantity_must_be_positive():
+def test_line_quantity_must_not_be_negative_and_zero_is_a_removal():
     with pytest.raises(Invalid) as err:
         map_quote_line({"crm_id": "L", "quote_crm_id": "Q", "product_crm_id": "P",
-                        "quantity": Decimal(0)})
+                        "quantity": Decimal(-1)})
     assert err.value.field == "quantity"
+    # 0 is how an amendment removes an item (a CPQ amendment zeroes the line to cancel it)
+    line = map_quote_line({"crm_id": "L", "quote_crm_id": "Q", "product_crm_id": "P",
+                           "quantity": Decimal(0)})
+    assert line.quantity == 0
 
 
 def test_product_kinds():
