@@ -18,6 +18,8 @@ Rules kept here
   decrease or an end inside a term. Left None they are the defaults when a product is added
   (no term, no renewal, at_term_end, at_term_end) and unchanged when it is updated (the CRM
   does not send them: finance's settings survive a CRM update).
+- :func:`set_product_terms` is finance's hand on the term settings alone (CLI ``products
+  update``, API ``POST /billing/products/{product}:update``): only the settings given change.
 - A price belongs to (product, currency, effective_from) and applies from that day until the
   next price of the same product and currency. Setting a price for a day that already has one
   replaces it (the CRM re-sends its price book; the last word wins).
@@ -174,6 +176,41 @@ def update_product(uow: UnitOfWork, product_id: int, data: ProductIn) -> None:
             products.c.sku == sku, products.c.id != current["id"])).first():
         raise Duplicate("sku", sku)
     conn.execute(update(products).where(products.c.id == current["id"]).values(changed))
+
+
+def set_product_terms(uow: UnitOfWork, ref: int | str, *, term_months: int | None = None,
+                      auto_renew: bool | None = None, term_decrease: str | None = None,
+                      early_termination: str | None = None) -> RowMapping:
+    """Finance's term settings of a product (by id or sku): those given (not None) change,
+    every one checked before anything is written; returns the product as it is now.
+
+    ``term_months`` 0 removes the term (1 to ``MAX_TERM_MONTHS``, whole years for a product
+    billed yearly); ``auto_renew`` true or false; ``term_decrease`` refuse | at_term_end;
+    ``early_termination`` refuse | at_term_end | allowed. A one-time product has no term. The
+    defaults apply to subscriptions ordered from then on; the two policies to changes and ends
+    decided from then on. A bad value is a ``ValidationError`` naming the field and the value.
+    """
+    current = get_product(uow.conn, ref)
+    given: dict[str, object] = {k: v for k, v in (
+        ("term_months", term_months), ("auto_renew", auto_renew),
+        ("term_decrease", term_decrease), ("early_termination", early_termination))
+        if v is not None}
+    if given and current["kind"] == "one_time":
+        field, value = next(iter(given.items()))
+        raise ValidationError(field, value, f"product {current['sku']} is one_time: only "
+                                            "recurring and usage products have terms")
+    changed = _term_settings(ProductIn(
+        sku=current["sku"], name=current["name"], term_months=term_months,
+        auto_renew=auto_renew, term_decrease=term_decrease,
+        early_termination=early_termination))
+    months = changed.get("term_months")
+    if isinstance(months, int) and current["billing_period"] == "year" and months % 12:
+        raise ValidationError("term_months", months, "a product billed yearly needs a whole "
+                                                     "number of years (12, 24, 36 ... months)")
+    changed = {k: v for k, v in changed.items() if current[k] != v}
+    if changed:
+        uow.conn.execute(update(products).where(products.c.id == current["id"]).values(changed))
+    return get_product(uow.conn, int(current["id"]))
 
 
 def _billed_by(conn: Connection, product_id: int) -> bool:

@@ -35,6 +35,7 @@ from jobs.api import (
     routes_ops,
     routes_orders,
     routes_payments,
+    routes_products,
 )
 from jobs.api.admin_sync import SyncRunner
 from jobs.api.errors import body as error_body
@@ -122,7 +123,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,
-                   routes_ops, routes_accounts):
+                   routes_ops, routes_accounts, routes_products):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
     routes_ops.add_openapi_route(app)

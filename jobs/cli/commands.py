@@ -17,6 +17,7 @@ from jobs.cli import (
     demo_crm,
     doctor,
     orders,
+    products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
     setup,
     sync,

@@ -29,7 +29,7 @@ def test_every_body_refuses_the_wrong_shape(api, account):
         if "requestBody" not in op:
             continue
         concrete = path.replace("{account}", str(account)).replace("{request_id}", "1") \
-            .replace("{subscription_id}", "1")
+            .replace("{subscription_id}", "1").replace("{ref}", "1")
         for bad in ([], "text", {"unexpected": 1}):
             r = api.client.request(method, concrete, json=bad, headers=api.headers("admin"))
             assert r.status_code == 422, (path, bad, r.status_code, r.text)
