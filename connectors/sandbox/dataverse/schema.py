@@ -11,6 +11,12 @@ Rules kept:
   they are `Edm.DateTimeOffset` values (`user_local`); `new_lastinvoicedate` is a "Date Only"
   column (`Edm.Date`, a bare date), as is `product.new_pricestartdate`, a custom price start
   date a user's field map may read as `price.effective_from` (empty in the seed).
+- Quotes have the custom columns a renewal needs (Dataverse has no renewal quote of its own):
+  the option set `new_quotetype` (100000000 New, 100000001 Amendment, 100000002 Renewal) and
+  the lookup `new_renewsquote` (`_new_renewsquote_value`, bound as
+  `new_renewsquote@odata.bind`) to the quote renewed; quotes and quote lines a "Date Only"
+  `new_canceldate`. Empty in the seed; a user's field map reads them (config/fieldmaps/
+  dynamics_deals.toml).
 """
 
 from __future__ import annotations
@@ -75,9 +81,11 @@ QUOTES = TableDef(
           ("_customerid_value", GUID), ("statecode", INT), ("statuscode", INT),
           ("revisionnumber", INT), ("effectivefrom", DATETIME), ("totalamount", MONEY),
           ("_transactioncurrencyid_value", GUID), ("new_ordernumber", STRING),
-          ("new_provisioningstatus", STRING), ("new_invoicenumber", STRING)),
+          ("new_provisioningstatus", STRING), ("new_invoicenumber", STRING),
+          ("new_quotetype", INT), ("_new_renewsquote_value", GUID), ("new_canceldate", DATE)),
     True, {"customerid_account": ("_customerid_value", "accounts"),
-           "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
+           "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies"),
+           "new_renewsquote": ("_new_renewsquote_value", "quotes")},
     frozenset({"effectivefrom"}),
 )
 QUOTEDETAILS = TableDef(
@@ -85,7 +93,7 @@ QUOTEDETAILS = TableDef(
     _cols(("quotedetailid", GUID), ("_quoteid_value", GUID), ("_productid_value", GUID),
           ("lineitemnumber", INT), ("quantity", DECIMAL), ("priceperunit", MONEY),
           ("extendedamount", MONEY), ("requestdeliveryby", DATETIME),
-          ("_transactioncurrencyid_value", GUID)),
+          ("_transactioncurrencyid_value", GUID), ("new_canceldate", DATE)),
     True, {"quoteid": ("_quoteid_value", "quotes"), "productid": ("_productid_value", "products"),
            "transactioncurrencyid": ("_transactioncurrencyid_value", "transactioncurrencies")},
     frozenset({"requestdeliveryby"}),
