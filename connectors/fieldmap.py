@@ -5,7 +5,9 @@ A map is TOML: `crm = "salesforce"`, then per canonical object `[objects.NAME]` 
 `change_tracking` (Dataverse), `accepted_states` (quotes), and `[objects.NAME.fields]` mapping a
 canonical field to `"CrmField"` or `{ field = "...", type = "...", push = true, guarded = true,
 choices = { "2" = "Won" }, behavior = "user_local" }`. Types: str (default), decimal, int, bool,
-datetime, date, choice, currency_ref. `behavior` (dates only) is the Dataverse column's
+datetime, date, choice, currency_ref. A Salesforce field may be a relationship path
+(`SBQQ__MasterContract__r.SBQQ__Quote__c`): it is selected as written and read from the nested
+record SOQL answers with (:func:`follow`); pull only. `behavior` (dates only) is the Dataverse column's
 date behaviour: "date_only" (default: served as `YYYY-MM-DD`), "user_local" (served as the UTC
 instant of a local midnight, read in the connection's `time_zone`) or "time_zone_independent".
 
@@ -85,6 +87,10 @@ class ObjectMap:
         for spec in self.pull_fields:
             if spec.crm in row:
                 out[spec.canonical] = convert_in(row[spec.crm], spec)
+            elif "." in spec.crm:
+                found, value = follow(row, spec.crm)
+                if found:
+                    out[spec.canonical] = convert_in(value, spec)
         out.setdefault("crm_id", row.get(self.key))
         if "modstamp" not in out and self.modstamp in row:
             out["modstamp"] = parse_datetime(row[self.modstamp])
@@ -127,6 +133,28 @@ class FieldMap:
                                       else s for c, s in om.fields.items()})
             for name, om in self.objects.items()}
         return replace(self, objects=objects)
+
+
+def follow(row: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """A Salesforce relationship path's value in a queried record (``A__r.B__r.C__c``: the
+    related records come nested under their relationship names; an empty lookup is null, so
+    the path's value is None); ``(False, None)`` when the record does not carry the path. Keys
+    match case-insensitively, as SOQL names do."""
+    current: Any = row
+    for hop in path.split("."):
+        if current is None:
+            return True, None
+        if not isinstance(current, Mapping):
+            return False, None
+        if hop in current:
+            current = current[hop]
+            continue
+        key = next((k for k in current if isinstance(k, str) and k.lower() == hop.lower()),
+                   None)
+        if key is None:
+            return False, None
+        current = current[key]
+    return True, current
 
 
 def convert_in(value: Any, spec: FieldSpec) -> Any:

@@ -53,7 +53,13 @@ def check(conn: SalesforceConnector) -> list[CheckResult]:
             results.append(CheckResult(name, label, status, str(answer)))
             continue
         fields = {f["name"]: f for f in (answer or {}).get("fields", [])}
-        missing = {s.crm for s in om.fields.values()} - set(fields)
+        relations = {str(f.get("relationshipName")).lower() for f in fields.values()
+                     if f.get("relationshipName")}
+        # a relationship path is checked by its first hop (a lookup of this object); the
+        # objects it leads to are not described here
+        missing = {s.crm for s in om.fields.values()
+                   if s.crm not in fields and ("." not in s.crm
+                                               or s.crm.split(".")[0].lower() not in relations)}
         locked = [s.crm for s in om.fields.values()
                   if s.push and s.crm in fields and fields[s.crm].get("updateable") is False]
         results.append(field_map_check(name, label, len(om.fields), missing, locked,

@@ -147,8 +147,11 @@ def test_errors_have_the_salesforce_shape(sf_http: Any) -> None:
     assert sf_json(wrong_type)[0]["errorCode"] == "INVALID_FIELD"
     entity = sf_http.query("SELECT Id FROM Invoice__c")
     assert sf_json(entity)[0]["errorCode"] == "INVALID_TYPE"
-    relation = sf_http.query("SELECT Id, Account.Name FROM Quote")
-    assert sf_json(relation)[0]["errorCode"] == "MALFORMED_QUERY"
+    relation = sf_http.query("SELECT Id FROM Quote WHERE Account.Name = 'x'")
+    assert sf_json(relation)[0]["errorCode"] == "MALFORMED_QUERY"   # paths: SELECT only
+    hop = sf_http.query("SELECT Id, Nobody__r.Name FROM Quote")
+    assert sf_json(hop)[0]["errorCode"] == "INVALID_FIELD"
+    assert "Nobody__r" in sf_json(hop)[0]["message"]
     assert "api-usage=" in malformed.headers["Sforce-Limit-Info"]
 
 
@@ -218,3 +221,16 @@ def test_lines_of_many_quotes_at_once(sf: Any, sfbox: Sandbox) -> None:
     lines = sf.query_all(soql)["records"]
     assert {r["QuoteId"] for r in lines} == set(quote_ids)
     assert [r["QuoteId"] for r in lines] == sorted(r["QuoteId"] for r in lines)
+
+
+def test_a_select_list_follows_lookups_as_salesforce_nests_them(sf_http: Any) -> None:
+    """``Account.Name`` on a Quote comes as the related record under its relationship name,
+    with its own attributes; an empty lookup is null."""
+    answer = sf_json(sf_http.query("SELECT Id, Account.Name, account.CurrencyIsoCode FROM Quote "
+                                   "ORDER BY Id LIMIT 1"))
+    record = answer["records"][0]
+    assert record["Account"]["attributes"]["type"] == "Account"
+    assert set(record["Account"]) == {"attributes", "Name", "CurrencyIsoCode"}
+    cpq = sf_json(sf_http.query("SELECT Id, SBQQ__MasterContract__r.SBQQ__Quote__c FROM "
+                                "SBQQ__Quote__c ORDER BY Id LIMIT 1"))
+    assert cpq["records"][0]["SBQQ__MasterContract__r"] is None

@@ -8,8 +8,16 @@ Rules this module keeps:
   cannot be changed (nor deleted twice).
 - Bad input raises AdminError (the server answers it as 400 with the message).
 - Actions: info, set_hold, set_credit_limit, set_quote_status, update, delete / delete_account,
-  create / create_account, create_quote, amend_quote, stamp_together, commit_late, set_api_usage,
-  set_token_ttl, expire_tokens, issue_token, purge_deleted, reset.
+  create / create_account, create_quote (``cpq: true``: an SBQQ__Quote__c with its lines, and
+  with ``contract: true`` its Contract), amend_quote, contract_quote, amend_contract,
+  renew_contract, stamp_together, commit_late, set_api_usage, set_token_ttl, expire_tokens,
+  issue_token, purge_deleted, reset.
+- CPQ as Salesforce CPQ does it: contracting a quote makes a Contract naming it
+  (``SBQQ__Quote__c``, ``SBQQ__Opportunity__c``); amending a contract makes a NEW quote of type
+  Amendment whose ``SBQQ__MasterContract__c`` is the contract, its lines the contract's current
+  content (the newest accepted quote on it) at the amendment's start; renewing makes an
+  Opportunity whose ``SBQQ__RenewedContract__c`` is the contract and a quote of type Renewal on
+  it (``SBQQ__Opportunity2__c``). A removed item is a line of quantity 0, as in CPQ.
 """
 
 from __future__ import annotations
@@ -99,7 +107,12 @@ def run(side: SalesforceSide, action: str, payload: dict[str, Any]) -> dict[str,
             raise AdminError(f"{exc.error['statusCode']}: {exc.error['message']}") from None
         return {"id": store.create(obj, values, at=_moment(payload, side))["Id"]}
     if action == "create_quote":
-        return _create_quote(side, payload)
+        return _create_cpq_quote(side, payload) if payload.get("cpq") else _create_quote(
+            side, payload)
+    if action == "contract_quote":
+        return {"id": _contract(side, payload)}
+    if action in ("amend_contract", "renew_contract"):
+        return _continue_contract(side, payload, action == "renew_contract")
     if action == "amend_quote":
         return _amend_quote(side, payload)
     if action == "stamp_together":
@@ -197,3 +210,120 @@ def _amend_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any
             "Subscription_Start_Date__c": start, "Status": payload.get("status", "Accepted")})
     return {"id": quote["Id"], "revision": int(quote.get("Revision__c") or 1) + 1,
             "line_ids": added}
+
+
+def _cpq_line(side: SalesforceSide, quote_id: str, line: dict[str, Any], start: Any) -> str:
+    """An SBQQ__QuoteLine__c on the CPQ quote (``product_id``/``product_index``, ``quantity``,
+    ``unit_price``, optional ``end_date`` into Cancel_Date__c); its Id."""
+    product = line.get("product_id", line.get("product_index", 0))
+    if isinstance(product, int):
+        product = make_id("01t", product)
+    fields = _values(side, S.CPQ_QUOTE_LINE, {
+        "SBQQ__Product__c": product, "SBQQ__Quantity__c": line.get("quantity", 1),
+        "SBQQ__NetPrice__c": line.get("unit_price", 10), "SBQQ__StartDate__c": start,
+        "Cancel_Date__c": line.get("end_date")})
+    return str(side.store.create(S.CPQ_QUOTE_LINE, {**fields, "SBQQ__Quote__c": quote_id})["Id"])
+
+
+def _new_cpq_quote(side: SalesforceSide, account_id: str, payload: dict[str, Any],
+                   extra: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    store = side.store
+    account = store.get_by_id(S.ACCOUNT, account_id) or {}
+    start = payload.get("start_date", "2026-12-01")
+    start = start.isoformat() if isinstance(start, dt.date) else start
+    head = {"SBQQ__Account__c": account.get("Id"),
+            "CurrencyIsoCode": account.get("CurrencyIsoCode", "USD"),
+            "SBQQ__Status__c": payload.get("status", "Draft"), "SBQQ__Primary__c": True,
+            "SBQQ__StartDate__c": start, "SBQQ__Type__c": "Quote",
+            "Cancel_Date__c": payload.get("end_date"), **extra}
+    values = _values(side, S.CPQ_QUOTE, head)
+    name = f"Q-{store.next_index(S.CPQ_QUOTE) + 1:05d}"     # as seeded CPQ quotes are named
+    quote = store.create(S.CPQ_QUOTE, {**values, "Name": name})
+    line_ids = [_cpq_line(side, quote["Id"], line, start) for line in lines]
+    return {"id": quote["Id"], "name": name, "line_ids": line_ids}
+
+
+def _create_cpq_quote(side: SalesforceSide, payload: dict[str, Any]) -> dict[str, Any]:
+    with side.store.lock:
+        account = side.store.get(S.ACCOUNT, _index(side, S.ACCOUNT, payload, key="account_id"))
+        out = _new_cpq_quote(side, str((account or {}).get("Id")), payload, {},
+                             list(payload.get("lines", [])))
+        if payload.get("contract"):
+            out["contract_id"] = _contract(side, {"id": out["id"],
+                                                  "term_months": payload.get("term_months")})
+    return out
+
+
+def _contract(side: SalesforceSide, payload: dict[str, Any]) -> str:
+    """Contract the CPQ quote ``id`` (what checking Contracted on its opportunity does): an
+    activated Contract from the quote's start, for ``term_months`` (default 12), naming it."""
+    store = side.store
+    with store.lock:
+        quote = store.get(S.CPQ_QUOTE, _index(side, S.CPQ_QUOTE, payload)) or {}
+        start = quote.get("SBQQ__StartDate__c")
+        values = _values(side, S.CONTRACT, {
+            "AccountId": quote.get("SBQQ__Account__c"), "Status": "Activated",
+            "StartDate": start.isoformat() if isinstance(start, dt.date) else start,
+            "ContractTerm": payload.get("term_months") or 12,
+            "SBQQ__Quote__c": quote.get("Id"),
+            "SBQQ__Opportunity__c": quote.get("SBQQ__Opportunity2__c")})
+        number = f"{store.next_index(S.CONTRACT) + 1:08d}"
+        return str(store.create(S.CONTRACT, {**values, "ContractNumber": number})["Id"])
+
+
+def _current_quote(side: SalesforceSide, contract: dict[str, Any]) -> dict[str, Any]:
+    """The contract's current content: its newest accepted amendment quote, else the quote it
+    was made from."""
+    amendments = [q for q in side.store.changed_rows(S.CPQ_QUOTE)
+                  if q.get("SBQQ__MasterContract__c") == contract["Id"]
+                  and q.get("SBQQ__Type__c") == "Amendment" and not q.get("IsDeleted")
+                  and q.get("SBQQ__Status__c") == "Accepted"]
+    if amendments:
+        return max(amendments, key=lambda q: (q["CreatedDate"], q["Id"]))
+    return side.store.get_by_id(S.CPQ_QUOTE, contract["SBQQ__Quote__c"]) or {}
+
+
+def _continue_contract(side: SalesforceSide, payload: dict[str, Any],
+                       renew: bool) -> dict[str, Any]:
+    """A new CPQ quote continuing the contract ``contract_id``: an amendment (master contract)
+    or a renewal (an Opportunity renewing the contract). Its lines are the contract's current
+    lines, from ``start_date``, changed by ``quantities`` and ``prices`` (keyed by product id
+    or index; quantity 0 removes the item) and extended by ``add``; status ``status``
+    (default Accepted)."""
+    store = side.store
+    with store.lock:
+        contract = store.get(S.CONTRACT, _index(side, S.CONTRACT, payload, key="contract_id"))
+        assert contract is not None
+        current = _current_quote(side, contract)
+        quantities = {_product_key(k): v for k, v in dict(payload.get("quantities", {})).items()}
+        prices = {_product_key(k): v for k, v in dict(payload.get("prices", {})).items()}
+        lines = []
+        for line in store.changed_rows(S.CPQ_QUOTE_LINE):
+            if line.get("SBQQ__Quote__c") != current.get("Id") or line.get("IsDeleted"):
+                continue
+            product = line["SBQQ__Product__c"]
+            lines.append({"product_id": product,
+                          "quantity": quantities.get(product, line["SBQQ__Quantity__c"]),
+                          "unit_price": prices.get(product, line["SBQQ__NetPrice__c"])})
+        lines += list(payload.get("add", []))
+        extra: dict[str, Any] = {"SBQQ__Type__c": "Renewal" if renew else "Amendment"}
+        if renew:
+            opportunity = _values(side, S.OPPORTUNITY, {
+                "Name": f"Renewal of contract {contract.get('ContractNumber')}",
+                "AccountId": contract.get("AccountId"), "StageName": "Prospecting",
+                "CloseDate": payload.get("start_date"), "SBQQ__Renewal__c": True,
+                "SBQQ__RenewedContract__c": contract["Id"]})
+            extra["SBQQ__Opportunity2__c"] = store.create(S.OPPORTUNITY, opportunity)["Id"]
+            store.update(S.CONTRACT, _index(side, S.CONTRACT, {"id": contract["Id"]}),
+                         {"SBQQ__RenewalQuoted__c": True})
+        else:
+            extra["SBQQ__MasterContract__c"] = contract["Id"]
+        payload = {"status": "Accepted", **payload}
+        return _new_cpq_quote(side, str(contract.get("AccountId")), payload, extra, lines)
+
+
+def _product_key(key: Any) -> str:
+    """A product named by id or by seeded index (as a number or its text)."""
+    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        return make_id("01t", int(key))
+    return str(key)

@@ -14,10 +14,7 @@ from typing import Any
 from . import schema as S
 
 _TYPES = {S.INT: "double", S.ID: "id", S.REFERENCE: "reference"}
-_REFERENCE_TO = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
-                 "PricebookEntryId": "PricebookEntry", "Pricebook2Id": "Pricebook2",
-                 "SBQQ__Account__c": "Account", "SBQQ__Product__c": "Product2",
-                 "SBQQ__Quote__c": "SBQQ__Quote__c"}
+_REFERENCE_TO = S.REFERENCE_TO
 _LABELS = {"Product2": "Product", "PricebookEntry": "Price Book Entry",
            "QuoteLineItem": "Quote Line Item", "SBQQ__Quote__c": "Quote (CPQ)",
            "SBQQ__QuoteLine__c": "Quote Line (CPQ)"}
@@ -47,6 +44,7 @@ def _field(fld: S.Field) -> dict[str, Any]:
                            for v in fld.values],
         "restrictedPicklist": bool(fld.values),
         "referenceTo": [_REFERENCE_TO[fld.name]] if fld.name in _REFERENCE_TO else [],
+        "relationshipName": S.relationship_name(fld),
     }
 
 

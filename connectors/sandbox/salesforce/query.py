@@ -11,6 +11,11 @@ Rules this module keeps:
   by bisection, so "SystemModstamp >= :cursor ORDER BY SystemModstamp, Id" never scans the table.
 - Any other ORDER BY collects (sort values, index) pairs — not rows — and sorts them.
 - Ties keep Id order, so paging is deterministic.
+- A SELECT list may follow lookups by relationship name (`SBQQ__MasterContract__r.SBQQ__Quote__c`,
+  up to five hops as in Salesforce): `select_field` checks the path against the schema and
+  keeps its canonical spelling; the side renders it as Salesforce does, a nested record with
+  its own `attributes`, or null when the lookup is empty. WHERE and ORDER BY take plain fields
+  only (MALFORMED_QUERY otherwise).
 """
 
 from __future__ import annotations
@@ -188,10 +193,32 @@ class _Compiler:
     def __init__(self, obj: S.SObject) -> None:
         self.obj = obj
 
+    def select_field(self, name: str) -> str:
+        """A selected field or relationship path, in its canonical spelling."""
+        if "." not in name:
+            return self.field(name).name
+        *hops, last = name.split(".")
+        if len(hops) > 5:
+            raise SoqlError("MALFORMED_QUERY", f"relationship path '{name}' is deeper than five "
+                            "levels")
+        obj, out = self.obj, []
+        for hop in hops:
+            found = S.relationship(obj, hop)
+            if found is None:
+                raise SoqlError("INVALID_FIELD", f"Didn't understand relationship '{hop}' in "
+                                "field path. If you are attempting to use a custom relationship, "
+                                "be sure to append the '__r' after the custom relationship name. "
+                                "Please reference your WSDL or the describe call for the "
+                                "appropriate names.")
+            out.append(S.relationship_name(found[0]) or hop)
+            obj = found[1]
+        fld = _Compiler(obj).field(last)
+        return ".".join([*out, fld.name])
+
     def field(self, name: str) -> S.Field:
         if "." in name:
             raise SoqlError("MALFORMED_QUERY", f"relationship path '{name}' is not supported "
-                            "by the sandbox's SOQL subset")
+                            "in WHERE or ORDER BY by the sandbox's SOQL subset")
         fld = self.obj.field(name)
         if fld is None:
             raise SoqlError("INVALID_FIELD", f"No such column '{name}' on entity '{self.obj.name}'"
@@ -298,7 +325,7 @@ def compile_query(query: Query, include_deleted: bool, base_count: int) -> Plan:
                         "the entity name. Please reference your WSDL or the describe call for the "
                         "appropriate names.")
     comp = _Compiler(obj)
-    fields = tuple(comp.field(n).name for n in query.fields)
+    fields = tuple(comp.select_field(n) for n in query.fields)
     duplicate = next((n for i, n in enumerate(fields) if n in fields[:i]), None)
     if duplicate is not None:
         raise SoqlError("MALFORMED_QUERY", f"duplicate field selected: {duplicate}")

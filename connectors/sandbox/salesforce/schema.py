@@ -3,12 +3,20 @@ and PricebookEntry.Price_Start_Date__c (a custom price start date a user's field
 ``price.effective_from``; empty in the seed).
 
 Standard objects (Account, Product2, PricebookEntry, Quote, QuoteLineItem) and the Salesforce CPQ
-pair (SBQQ__Quote__c, SBQQ__QuoteLine__c), which mirror the seeded quotes and their lines.
+pair (SBQQ__Quote__c, SBQQ__QuoteLine__c), which mirror the seeded quotes and their lines; and,
+unseeded (made by admin actions), the Contract a CPQ quote is contracted into (`SBQQ__Quote__c`,
+`SBQQ__Opportunity__c`) and the Opportunity of a CPQ renewal (`SBQQ__RenewedContract__c`). A CPQ
+quote carries `SBQQ__Type__c` (Quote, Amendment, Renewal), `SBQQ__MasterContract__c` (the
+contract an amendment amends) and `SBQQ__Opportunity2__c`; a custom `Cancel_Date__c` on quotes
+and quote lines is there for a field map that reads cancellation dates.
 
 Rules this module keeps:
 - Field names are canonical here; SOQL and JSON input match them case-insensitively and answers
   always use the canonical spelling.
 - System fields (Id, IsDeleted, CreatedDate, LastModifiedDate, SystemModstamp) are read-only.
+- Lookups name their target in `REFERENCE_TO`; a lookup's relationship name (`X__c` → `X__r`,
+  `AccountId` → `Account`) can be followed in a SELECT list (`SBQQ__MasterContract__r.
+  SBQQ__Quote__c`): `relationship()`.
 - `monotone` marks fields whose value never decreases with the row index in the seeded (base)
   rows and is never null; the query engine uses them to answer range filters and ordered reads
   without a scan (e.g. QuoteLineItem.QuoteId: a quote's lines are adjacent base rows).
@@ -137,6 +145,7 @@ QUOTE_LINE_ITEM = SObject("QuoteLineItem", "0QL", (
 ))
 
 CPQ_STATUSES = ("Draft", "In Review", "Approved", "Denied", "Presented", "Accepted", "Rejected")
+CPQ_TYPES = ("Quote", "Amendment", "Renewal")
 CPQ_QUOTE = SObject("SBQQ__Quote__c", "a0Q", (
     _id(),
     Field("Name", STRING, 80, updateable=False),
@@ -145,6 +154,11 @@ CPQ_QUOTE = SObject("SBQQ__Quote__c", "a0Q", (
     Field("SBQQ__Status__c", PICKLIST, 40, values=CPQ_STATUSES, label="Status"),
     Field("SBQQ__Primary__c", BOOLEAN, label="Primary"),
     Field("SBQQ__StartDate__c", DATE, label="Start Date"),
+    Field("SBQQ__EndDate__c", DATE, label="End Date"),
+    Field("SBQQ__Type__c", PICKLIST, 40, values=CPQ_TYPES, label="Type"),
+    Field("SBQQ__MasterContract__c", REFERENCE, 18, label="Master Contract"),
+    Field("SBQQ__Opportunity2__c", REFERENCE, 18, label="Opportunity"),
+    Field("Cancel_Date__c", DATE, label="Cancel Date"),
     Field("Order_Number__c", STRING, 40, label="Order Number"),
     Field("Provisioning_Status__c", STRING, 40, label="Provisioning Status"),
     Field("Invoice_Number__c", STRING, 40, label="Invoice Number"),
@@ -157,13 +171,68 @@ CPQ_QUOTE_LINE = SObject("SBQQ__QuoteLine__c", "a0L", (
     Field("SBQQ__Quantity__c", DOUBLE, label="Quantity"),
     Field("SBQQ__NetPrice__c", CURRENCY, label="Net Unit Price"),
     Field("SBQQ__StartDate__c", DATE, label="Start Date"),
+    Field("SBQQ__EndDate__c", DATE, label="End Date"),
+    Field("Cancel_Date__c", DATE, label="Cancel Date"),
+    *_system(),
+))
+CONTRACT = SObject("Contract", "800", (
+    _id(),
+    Field("ContractNumber", STRING, 30, updateable=False),
+    Field("AccountId", REFERENCE, 18),
+    Field("Status", PICKLIST, 40, values=("Draft", "In Approval Process", "Activated")),
+    Field("StartDate", DATE),
+    Field("EndDate", DATE, updateable=False),
+    Field("ContractTerm", INT),
+    Field("SBQQ__Quote__c", REFERENCE, 18, label="Quote"),
+    Field("SBQQ__Opportunity__c", REFERENCE, 18, label="Opportunity"),
+    Field("SBQQ__RenewalQuoted__c", BOOLEAN, label="Renewal Quoted"),
+    *_system(),
+))
+OPPORTUNITY = SObject("Opportunity", "006", (
+    _id(),
+    Field("Name", STRING, 120),
+    Field("AccountId", REFERENCE, 18),
+    Field("StageName", STRING, 40),
+    Field("CloseDate", DATE),
+    Field("SBQQ__AmendedContract__c", REFERENCE, 18, label="Amended Contract"),
+    Field("SBQQ__RenewedContract__c", REFERENCE, 18, label="Renewed Contract"),
+    Field("SBQQ__Renewal__c", BOOLEAN, label="Renewal"),
+    Field("SBQQ__PrimaryQuote__c", REFERENCE, 18, label="Primary Quote"),
     *_system(),
 ))
 
 OBJECTS: dict[str, SObject] = {
     o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM,
-                                CPQ_QUOTE, CPQ_QUOTE_LINE)
+                                CPQ_QUOTE, CPQ_QUOTE_LINE, CONTRACT, OPPORTUNITY)
 }
+#: What each lookup field refers to (by field name: the same name refers to the same object).
+REFERENCE_TO = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
+                "PricebookEntryId": "PricebookEntry", "Pricebook2Id": "Pricebook2",
+                "SBQQ__Account__c": "Account", "SBQQ__Product__c": "Product2",
+                "SBQQ__Quote__c": "SBQQ__Quote__c", "SBQQ__MasterContract__c": "Contract",
+                "SBQQ__Opportunity2__c": "Opportunity", "SBQQ__Opportunity__c": "Opportunity",
+                "SBQQ__AmendedContract__c": "Contract", "SBQQ__RenewedContract__c": "Contract",
+                "SBQQ__PrimaryQuote__c": "SBQQ__Quote__c"}
+
+
+def relationship_name(fld: Field) -> str | None:
+    """The relationship name of a lookup (`X__c` → `X__r`, `AccountId` → `Account`)."""
+    if fld.type != REFERENCE or fld.name not in REFERENCE_TO:
+        return None
+    if fld.name.endswith("__c"):
+        return fld.name[:-3] + "__r"
+    return fld.name[:-2] if fld.name.endswith("Id") else None
+
+
+def relationship(obj: SObject, name: str) -> tuple[Field, SObject] | None:
+    """The lookup of `obj` whose relationship name is `name` (case-insensitive), and the object
+    it refers to; None when there is none (or its target is not served)."""
+    for fld in obj.fields:
+        rel = relationship_name(fld)
+        if rel is not None and rel.lower() == name.lower():
+            target = sobject(REFERENCE_TO[fld.name])
+            return (fld, target) if target is not None else None
+    return None
 BY_PREFIX: dict[str, SObject] = {o.prefix: o for o in OBJECTS.values()}
 
 

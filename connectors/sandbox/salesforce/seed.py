@@ -121,7 +121,8 @@ class Seed:
         self.counts = {"Account": accounts, "Product2": len(_PRODUCTS),
                        "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
                        "QuoteLineItem": quotes * LINES_PER_QUOTE, "SBQQ__Quote__c": quotes,
-                       "SBQQ__QuoteLine__c": quotes * LINES_PER_QUOTE}
+                       "SBQQ__QuoteLine__c": quotes * LINES_PER_QUOTE,
+                       "Contract": 0, "Opportunity": 0}     # made by admin actions only
         # quote lines regenerate their quote: keep recent quotes (rows are never mutated)
         self._quote_row = functools.lru_cache(maxsize=4096)(self._quote)
 
@@ -215,7 +216,9 @@ class Seed:
                 "CurrencyIsoCode": quote["CurrencyIsoCode"], "SBQQ__Status__c": status,
                 "SBQQ__Primary__c": True,
                 "SBQQ__StartDate__c": quote["Subscription_Start_Date__c"],
-                "Order_Number__c": None, "Provisioning_Status__c": None,
+                "SBQQ__EndDate__c": None, "SBQQ__Type__c": "Quote",
+                "SBQQ__MasterContract__c": None, "SBQQ__Opportunity2__c": None,
+                "Cancel_Date__c": None, "Order_Number__c": None, "Provisioning_Status__c": None,
                 "Invoice_Number__c": None, **_system(q)}
 
     def _sbqq__quoteline__c(self, i: int) -> Row | None:
@@ -226,7 +229,7 @@ class Seed:
         return {"Id": make_id("a0L", i), "SBQQ__Quote__c": make_id("a0Q", i // LINES_PER_QUOTE),
                 "SBQQ__Product__c": line["Product2Id"], "SBQQ__Quantity__c": line["Quantity"],
                 "SBQQ__NetPrice__c": line["UnitPrice"], "SBQQ__StartDate__c": line["ServiceDate"],
-                **_system(i)}
+                "SBQQ__EndDate__c": None, "Cancel_Date__c": None, **_system(i)}
 
     def exists(self, obj: str, index: int) -> bool:
         """Whether base row `index` exists, without generating it (quote lines: 1-4 per quote)."""

@@ -33,10 +33,10 @@ from .ids import INTEGRATION_USER, make_id
 from .limits import ApiUsage
 from .query import compile_query
 from .replication import ReplicationError, deleted, updated
-from .seed import Seed
+from .seed import Row, Seed
 from .soql import SoqlError, parse
 from .store import Store
-from .wire import error_response, json_response, render_record
+from .wire import error_response, json_response, record_url, render_record, render_value
 from .writes import MAX_COLLECTION, WriteError, collection, target_row, values_for
 
 CRM = "salesforce"
@@ -220,10 +220,44 @@ class SalesforceSide:
             return json_response(describe.describe(version, obj))
         return json_response(describe.basic_info(version, obj))
 
-    @staticmethod
-    def _renderer(cursor: Cursor, version: str) -> Any:
+    def _renderer(self, cursor: Cursor, version: str) -> Any:
         obj, fields = cursor.plan.obj, cursor.plan.fields
-        return lambda row: render_record(obj, row, fields, version)
+        paths = [f.split(".") for f in fields if "." in f]
+        if not paths:
+            return lambda row: render_record(obj, row, fields, version)
+
+        def render(row: Row) -> dict[str, Any]:
+            out = render_record(obj, row, [f for f in fields if "." not in f], version)
+            for path in paths:
+                self._follow(out, obj, row, path, version)
+            return out
+        return render
+
+    def _follow(self, out: dict[str, Any], obj: S.SObject, row: Row, path: list[str],
+                version: str) -> None:
+        """Render one relationship path of ``row`` into ``out`` as Salesforce does: the related
+        record nested under the relationship name with its own ``attributes`` (several paths
+        through one lookup share it), or null when the lookup is empty."""
+        found = S.relationship(obj, path[0])
+        if found is None:
+            return
+        fld, target = found
+        name = S.relationship_name(fld) or path[0]
+        ref = row.get(fld.name)
+        related = self.store.get_by_id(target, ref) if isinstance(ref, str) else None
+        if related is None or related.get("IsDeleted"):
+            out[name] = None
+            return
+        nested = out.get(name)
+        if not isinstance(nested, dict):
+            nested = out[name] = {"attributes": {
+                "type": target.name, "url": record_url(version, target.name, related["Id"])}}
+        if len(path) == 2:
+            leaf = target.field(path[1])
+            if leaf is not None:
+                nested[leaf.name] = render_value(related.get(leaf.name))
+            return
+        self._follow(nested, target, related, path[1:], version)
 
     def _replication(self, request: Request, endpoint: str, rest: str) -> Response:
         match = _REPLICATION.match(rest)

@@ -6,7 +6,9 @@ Rules this module keeps:
   NOT, AND / OR (mixing them needs parentheses, as in Salesforce), parentheses. Values: 'strings'
   with the backslash escapes format_soql writes, numbers, TRUE/FALSE, NULL, dates (2026-11-21)
   and date-times (2026-11-21T23:43:43Z, +00:00, .000+0000, any fraction).
-- Anything else (relationship paths, date literals such as TODAY, GROUP BY, OFFSET, bind
+- Names may be relationship paths (`A__r.B__c`); the query engine takes them in a SELECT list
+  only.
+- Anything else (date literals such as TODAY, GROUP BY, OFFSET, bind
   variables, ...) raises SoqlError("MALFORMED_QUERY"): the sandbox refuses rather than guesses.
 - Names are not checked here (that is the query engine's job, against the schema).
 """
