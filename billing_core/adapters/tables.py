@@ -37,6 +37,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -455,4 +456,19 @@ provisioning_requests = Table(
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_provisioning_state", "state", "id"),
+)
+
+# What a customer was given: the rendered file of a posted document, written the first time it
+# is rendered after posting and served from then on (billing_core/service/document_files.py),
+# so a later template or account change never alters a document already issued.
+document_files = Table(
+    "document_files", metadata, id_column(),
+    Column("doc_type", String(16), nullable=False),      # invoice | credit_memo | debit_memo
+    Column("doc_id", Id, nullable=False),
+    Column("format", String(8), nullable=False),         # pdf | html
+    Column("template_digest", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    _created(),
+    UniqueConstraint("doc_type", "doc_id", "format", name="uq_document_files_doc"),
 )
