@@ -153,3 +153,33 @@ def test_method_not_allowed_and_bad_json(dv: Dataverse, dv_http: requests.Sessio
     resp = dv_http.patch(f"{dv.api}/accounts({guid})", data=b"{not json",
                       headers=dv.headers(**{"Content-Type": "application/json"}))
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "0x80060888"
+
+
+def test_rows_name_their_last_writer_as_whoami_names_the_caller(
+        dv: Dataverse, dv_http: requests.Session) -> None:
+    """`_modifiedby_value` is the systemuser who last wrote the row: the calling client's
+    application user (what WhoAmI answers that client) for a Web API write, the org's person
+    for an admin action (a change made by hand) and for the seed rows; it can be filtered on
+    and is not writable."""
+    me = load_json(dv.get(dv_http, "WhoAmI").text)["UserId"]
+    guid = dv.side.admin("guid", {"index": 13})["id"]
+    person = _row(dv, dv_http, guid)["_modifiedby_value"]
+    assert person != me
+    assert dv_http.patch(f"{dv.api}/accounts({guid})", json={"new_openbalance": 5},
+                         headers=dv.headers()).status_code == 204
+    assert _row(dv, dv_http, guid)["_modifiedby_value"] == me
+    mine = load_json(dv.get(dv_http, f"accounts?$select=accountid,_modifiedby_value"
+                            f"&$filter=_modifiedby_value eq {me}").text)["value"]
+    assert [r["accountid"] for r in mine] == [guid]
+    dv.side.admin("set_creditonhold", {"id": guid, "value": True})      # a person's edit
+    assert _row(dv, dv_http, guid)["_modifiedby_value"] == person
+    refused = dv_http.patch(f"{dv.api}/accounts({guid})", json={"_modifiedby_value": me},
+                            headers=dv.headers())
+    assert refused.status_code == 400
+    # another app registration is another application user
+    dv.side.admin("add_client", {"client_id": "other-app", "client_secret": "s3cret"})
+    token = dv.msal_app(credential="s3cret", client_id="other-app").acquire_token_for_client(
+        scopes=[dv.info["scope"]])["access_token"]
+    other = load_json(dv_http.get(f"{dv.api}/WhoAmI", headers={
+        **dv.headers(), "Authorization": f"Bearer {token}"}).text)["UserId"]
+    assert other not in (me, person)

@@ -66,3 +66,21 @@ class GuidCodec:
         except ValueError:
             return None
         return ((e - self._offset) * _INV) & _MASK48
+
+
+def guid_of(number: int) -> str:
+    """A version-4-shaped GUID drawn from a number (tenant, client, user and org ids)."""
+    text = f"{number:016x}{salt(number, 'g'):016x}"
+    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-a{text[17:20]}-{text[20:32]}"
+
+
+#: The one person of the sandbox org: the user of the seed rows and of admin actions (a change
+#: made by hand in the CRM), never an application user.
+PERSON = "person"
+
+
+def user_id(seed: int, who: str) -> str:
+    """The `systemuserid` of a user of the org: the application user of an app registration
+    (`who` = its client id: what WhoAmI answers a token of that client, and the
+    `_modifiedby_value` of every row it writes) or the person (`PERSON`)."""
+    return guid_of(salt(seed, "user:" + who))

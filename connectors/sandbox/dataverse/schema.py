@@ -3,7 +3,8 @@
 Rules kept:
 - A column has one type; `$filter`, `$select`, `$orderby` and writes are checked against it.
 - Lookups are read as `_<name>_value` and written as `<name>@odata.bind`; system columns
-  (key, createdon, modifiedon, versionnumber) are read-only.
+  (key, createdon, modifiedon, `_modifiedby_value`: the systemuser who last wrote the row,
+  versionnumber) are read-only.
 - Change tracking is on for accounts, quotes and quotedetails; not for products (on purpose, so
   the connector's `modifiedon` fallback is exercised) nor transactioncurrencies.
 - Date columns behave as in Dataverse: `quote.effectivefrom` and `quotedetail.requestdeliveryby`
@@ -27,7 +28,7 @@ GUID, STRING, MONEY, DECIMAL, BOOL, INT, DATETIME, DATE = (
     "Edm.Guid", "Edm.String", "Edm.Decimal", "Edm.Decimal", "Edm.Boolean", "Edm.Int32",
     "Edm.DateTimeOffset", "Edm.Date",
 )
-SYSTEM = ("createdon", "modifiedon", "versionnumber")
+SYSTEM = ("createdon", "modifiedon", "_modifiedby_value", "versionnumber")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class TableDef:
 
 
 def _cols(*pairs: tuple[str, str]) -> dict[str, str]:
-    return dict(pairs) | {"createdon": DATETIME, "modifiedon": DATETIME, "versionnumber": INT}
+    return dict(pairs) | {"createdon": DATETIME, "modifiedon": DATETIME,
+                          "_modifiedby_value": GUID, "versionnumber": INT}
 
 
 ACCOUNTS = TableDef(

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from .ids import GuidCodec, draw, salt
+from .ids import PERSON, GuidCodec, draw, salt, user_id
 from .schema import QUOTE_STATUS, TABLES
 from .wire import local_midnight
 
@@ -103,6 +103,7 @@ class Seeder:
         self.anchor = int(FIXED_ANCHOR.timestamp())
         self.anchor_date = dt.datetime.fromtimestamp(self.anchor, dt.UTC).date()
         self.codecs = {name: GuidCodec(seed, name) for name in TABLES}
+        self.person = user_id(seed, PERSON)     # who entered the seed rows
         self._salts = {(name, k): salt(seed, f"rows/{name}/{k}") for name in TABLES
                        for k in (0, 1)}
         self._table_no = {name: n for n, name in enumerate(TABLES)}
@@ -157,6 +158,7 @@ class Seeder:
         modified = created + (h >> 5) % age
         row["createdon"] = _ts(created)
         row["modifiedon"] = _ts(modified)
+        row["_modifiedby_value"] = self.person
         row["versionnumber"] = 1_000_000 + index * 8 + self._table_no[table]
         return row
 

@@ -11,6 +11,9 @@ Rules kept:
 - Order for the Web API: fault, then bearer token (401), then service protection (429), then
   the request. Requests inside a `$batch` share the batch's token and budget.
 - One lock serialises all state; the server may be threaded.
+- Every row written through the Web API names the calling client's application user as its
+  `_modifiedby_value`, which is also what `WhoAmI` answers that client (`ids.user_id`); rows
+  written by an admin action (a person's change) and seed rows name the person.
 - `time_zone` (IANA, default UTC) is the zone the org's users enter dates in: "User Local"
   date-only columns hold the UTC instants of local midnights there. Like the credentials, it
   survives `reset`; changing it (admin `set_time_zone`) seeds the rows again.
@@ -33,7 +36,7 @@ from . import metadata, writes
 from .admin import Admin
 from .auth import Authority
 from .batch import BatchRunner
-from .ids import salt
+from .ids import PERSON, guid_of, salt, user_id
 from .paging import parse_prefer, parse_query, project
 from .reader import Reader
 from .schema import TABLES
@@ -102,7 +105,8 @@ class DataverseSide:
         # Each reset starts a new, higher version range, and delta tokens from before it are
         # expired (as after an environment restore): a stale cursor can never read as current.
         self._epoch += 1
-        self.store = Store(seeder, self.ctx.clock.now, FIRST_WRITE_VERSION * self._epoch)
+        self.store = Store(seeder, self.ctx.clock.now, FIRST_WRITE_VERSION * self._epoch,
+                           actor=user_id(self.seed, PERSON))
         self.reader = Reader(self.store, self.base_url)
         self.reader.delta_floor = dict.fromkeys(TABLES, self.store.first_version)
         self.batch = BatchRunner(self.store, self.base_url, self._dispatch_inner)
@@ -146,7 +150,11 @@ class DataverseSide:
                     raise self._fault_error(fault)
                 client = self.authority.check(request)
                 limits = self.throttle.admit(client, self.ctx.clock.now().timestamp())
-                resp = self._dispatch(request, top_level=True)
+                self.store.actor = user_id(self.seed, client)
+                try:
+                    resp = self._dispatch(request, top_level=True)
+                finally:
+                    self.store.actor = user_id(self.seed, PERSON)
                 for key, value in limits.items():
                     resp.headers[key] = value
                 return resp
@@ -219,7 +227,7 @@ class DataverseSide:
             return json_response({
                 "@odata.context": f"{self.api_url}/$metadata#Microsoft.Dynamics.CRM."
                 "WhoAmIResponse", "BusinessUnitId": _guid(salt(self.seed, "bu")),
-                "UserId": _guid(salt(self.seed, "user:" + self.client_id)),
+                "UserId": self.store.actor,
                 "OrganizationId": _guid(salt(self.seed, "org"))})
         if rest.startswith("EntityDefinitions"):
             _allow(method, "GET")
@@ -311,5 +319,4 @@ def _ieee754(request: Request) -> bool:
 
 
 def _guid(number: int) -> str:
-    text = f"{number:016x}{salt(number, 'g'):016x}"
-    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-a{text[17:20]}-{text[20:32]}"
+    return guid_of(number)

@@ -4,7 +4,8 @@ Rules kept:
 - Only overrides are stored (changed columns, created rows, deletions); a seed row that nobody
   touched is regenerated from (seed, index) each time it is read.
 - Every write takes the next number from one global, monotonic version counter (as Dataverse's
-  rowversion), sets `modifiedon` from the sandbox clock, and is remembered per table by version,
+  rowversion), sets `modifiedon` from the sandbox clock and `_modifiedby_value` to the writing
+  user (`actor`, set by the side for each request), and is remembered per table by version,
   which is all change tracking needs.
 - Row indexes never move: created rows get the next index after the last one, so a scan that
   resumes after index i never skips or repeats a row.
@@ -37,9 +38,11 @@ class TableState:
 
 class Store:
     def __init__(self, seeder: Seeder, now: Callable[[], dt.datetime],
-                 first_version: int = FIRST_WRITE_VERSION) -> None:
+                 first_version: int = FIRST_WRITE_VERSION, actor: str | None = None) -> None:
         self.seeder = seeder
         self.now = now
+        #: The systemuserid the next writes are made by (the side sets it per request).
+        self.actor = actor or seeder.person
         self.first_version = first_version
         self.version = first_version
         self.tables = {name: TableState(name, seeder.sizes[name]) for name in TABLES}
@@ -101,6 +104,7 @@ class Store:
         override.update(values)
         override["versionnumber"] = version
         override["modifiedon"] = fmt_time(self.now())
+        override["_modifiedby_value"] = self.actor
         state.changed[index] = version
         row = self.get(table, index)
         if row is None:
@@ -119,7 +123,8 @@ class Store:
         row: Row = {column: None for column in tdef.columns}
         row.update(values)
         version = self._bump()
-        row.update({tdef.key: key, "createdon": now, "modifiedon": now, "versionnumber": version})
+        row.update({tdef.key: key, "createdon": now, "modifiedon": now, "versionnumber": version,
+                    "_modifiedby_value": self.actor})
         if "statecode" in tdef.columns and row["statecode"] is None:
             row["statecode"] = 0
         state.overrides[index] = row
