@@ -29,6 +29,7 @@ from . import schema as S
 from .ids import make_id
 from .soql import parse_datetime
 from .store import now_ms
+from .wire import render_value
 from .writes import WriteError, values_for
 
 if TYPE_CHECKING:
@@ -303,8 +304,8 @@ def _continue_contract(side: SalesforceSide, payload: dict[str, Any],
                 continue
             product = line["SBQQ__Product__c"]
             lines.append({"product_id": product,
-                          "quantity": quantities.get(product, line["SBQQ__Quantity__c"]),
-                          "unit_price": prices.get(product, line["SBQQ__NetPrice__c"])})
+                          "quantity": quantities.get(product, _number(line["SBQQ__Quantity__c"])),
+                          "unit_price": prices.get(product, _number(line["SBQQ__NetPrice__c"]))})
         lines += list(payload.get("add", []))
         extra: dict[str, Any] = {"SBQQ__Type__c": "Renewal" if renew else "Amendment"}
         if renew:
@@ -327,3 +328,8 @@ def _product_key(key: Any) -> str:
     if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
         return make_id("01t", int(key))
     return str(key)
+
+
+def _number(value: Any) -> Any:
+    """A stored number as the JSON number a write takes (as the API would get it)."""
+    return render_value(value)

@@ -1,0 +1,221 @@
+"""Amendment, renewal and cancellation quotes end to end (issue 14, items 1-3 and 8): the real
+worker against the sandbox CRM over real HTTPS with the real client libraries, both CRMs,
+SQLite and PostgreSQL.
+
+Salesforce runs the CPQ field map: the first quote (an SBQQ__Quote__c, type Quote) is
+contracted into a Contract; an amendment is a NEW quote of type Amendment whose
+SBQQ__MasterContract__c is that contract, a renewal a new quote of type Renewal on an
+Opportunity whose SBQQ__RenewedContract__c is it, and the connector learns the quote each
+continues through relationship paths (SBQQ__MasterContract__r.SBQQ__Quote__c). Dataverse runs
+the dynamics map with the dynamics_deals overrides: a renewal is a quote with new_quotetype =
+Renewal and the lookup new_renewsquote; an amendment is a revision (ReviseQuote).
+
+Every deal starts the same: 5 seats of a 12.00 USD monthly product from 1 January 2027, bill
+cycle day 1, no committed term; 1 January bills January, 5 x 12.00 = 60.00."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_world import World
+from sqlalchemy import select
+
+from billing_core.adapters.tables import accounts, invoice_lines, invoices, orders
+from billing_core.service.bill_run import run_bill_run
+from jobs.cli.demo_crm import set_sandbox_tax_rates
+
+pytestmark = pytest.mark.e2e
+JAN1, FEB1 = date(2027, 1, 1), date(2027, 2, 1)
+RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
+RENEWAL = 100_000_002                      # new_quotetype (config/fieldmaps/dynamics_deals.toml)
+
+
+class DealWorld(World):
+    """The e2e world with Salesforce on the CPQ map and Dataverse with the deal overrides."""
+
+    def __init__(self, sbx: Any, engine: Any, tmp: Path) -> None:
+        from config.settings import load_settings
+        from connectors.registry import build_connector
+        from jobs.cli.demo_crm import sandbox_config
+        from jobs.worker import Worker
+
+        self.sbx, self.engine, self.tmp = sbx, engine, tmp
+        text, self.env = sandbox_config(sbx, str(engine.url))
+        text = text.replace('[connections.sf]\ncrm = "salesforce"\n',
+                            '[connections.sf]\ncrm = "salesforce"\nfieldmap = "salesforce_cpq"\n')
+        text = text.replace('[connections.d365]\ncrm = "dynamics"\n',
+                            '[connections.d365]\ncrm = "dynamics"\n'
+                            'fieldmap_overrides = "dynamics_deals"\n')
+        assert 'fieldmap = "salesforce_cpq"' in text and '"dynamics_deals"' in text
+        self.config = tmp / "ledgerbridge.toml"
+        self.config.write_text(text, encoding="utf-8")
+        os.environ.update(self.env)
+        self.settings = load_settings(self.config)
+        self.worker = Worker(engine, self.settings, connector_factory=lambda s: build_connector(
+            s, sleep=lambda _s: None))
+
+
+@pytest.fixture
+def world(sandbox: Any, engine: Any, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[DealWorld]:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    sandbox.reset()
+    w = DealWorld(sandbox, engine, tmp_path)
+    set_sandbox_tax_rates(engine)       # the figures below are the lines, before tax
+    yield w
+    w.worker.close()
+
+
+def _lines(world: World, ext_id: str, period_start: date) -> list[tuple[str, int]]:
+    with world.engine.connect() as conn:
+        return [(r.kind, r.amount_minor) for r in conn.execute(
+            select(invoice_lines.c.kind, invoice_lines.c.amount_minor)
+            .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+            .join(accounts, accounts.c.id == invoices.c.account_id)
+            .where(accounts.c.ext_id == ext_id, invoices.c.period_start == period_start)
+            .order_by(invoice_lines.c.line_no))]
+
+
+def _deal(world: World, ext_id: str) -> list[tuple[int, int | None, int | None]]:
+    with world.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            select(orders.c.id, orders.c.amends_order_id, orders.c.renews_order_id)
+            .join(accounts, accounts.c.id == orders.c.account_id)
+            .where(accounts.c.ext_id == ext_id).order_by(orders.c.id))]
+
+
+class SalesforceDeal:
+    """The CPQ deal: a quote contracted into a Contract; amendments and renewals continue the
+    contract as new quotes."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.account = world.sf("create", object="Account", fields={
+            "Name": "CPQ Deal Co", "CurrencyIsoCode": "USD", "BillingCountryCode": "US",
+            "Credit_Limit__c": 10_000_000})["id"]
+        quote = world.sf("create_quote", cpq=True, contract=True, account_id=self.account,
+                         status="Accepted", start_date="2027-01-01",
+                         lines=[{"product_index": 0, "quantity": 5, "unit_price": 12}])
+        self.contract = quote["contract_id"]
+
+    def amend(self, start: str, seats: int) -> None:
+        self.world.sf("amend_contract", contract_id=self.contract, start_date=start,
+                      quantities={0: seats})
+
+    def renew(self, start: str, seats: int, price: int) -> None:
+        self.world.sf("renew_contract", contract_id=self.contract, start_date=start,
+                      quantities={0: seats}, prices={0: price})
+
+
+class DataverseDeal:
+    """The Dataverse deal: a won quote; a revision amends it, a quote of type Renewal naming
+    it (new_renewsquote) renews it."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
+                               for i in range(8))
+                   if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
+                   == "USD")
+        self.currency = {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
+        self.product = world.dv("create", table="products", row={
+            "productnumber": "SKU-SEAT-DEAL", "name": "Seat", "statecode": 0, "statuscode": 1,
+            "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
+            **self.currency})["productid"]
+        self.account = world.dv("create", table="accounts", row={
+            "name": "Dataverse Deal Co", "creditlimit": 10_000_000, "creditonhold": False,
+            "address1_country": "US",
+            **self.currency})["accountid"]
+        self.quote, self.line = self._quote("QUO-DEAL-1", "2027-01-01", 5, 12, {})
+
+    def _quote(self, number: str, start: str, seats: int, price: int,
+               extra: dict[str, Any]) -> tuple[str, str]:
+        world = self.world
+        quote = world.dv("create", table="quotes", row={
+            "name": "Seats", "quotenumber": number, "statecode": 0, "statuscode": 1,
+            "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({self.account})",
+            **self.currency, **extra})["quoteid"]
+        world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom", date=start)
+        line = world.dv("create", table="quotedetails", row={
+            "quoteid@odata.bind": f"/quotes({quote})",
+            "productid@odata.bind": f"/products({self.product})", "lineitemnumber": 1,
+            "quantity": seats, "priceperunit": price, "extendedamount": seats * price,
+            **self.currency})["quotedetailid"]
+        world.dv("win_quote", id=quote)
+        return quote, line
+
+    def amend(self, start: str, seats: int) -> None:
+        world = self.world
+        revised = world.dv("revise_quote", id=self.quote)
+        world.dv("update", table="quotedetails", id=revised["quotedetailids"][0],
+                 values={"quantity": seats, "extendedamount": seats * 12})
+        world.dv("set_local_date", table="quotes", id=revised["quoteid"],
+                 column="effectivefrom", date=start)
+        world.dv("win_quote", id=revised["quoteid"])
+
+    def renew(self, start: str, seats: int, price: int) -> None:
+        self._quote("QUO-DEAL-2", start, seats, price, {
+            "new_quotetype": RENEWAL, "new_renewsquote@odata.bind": f"/quotes({self.quote})"})
+
+
+def _start(world: World, connection: str) -> SalesforceDeal | DataverseDeal:
+    deal = (SalesforceDeal if connection == "sf" else DataverseDeal)(world)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok", report
+    run_bill_run(world.engine, JAN1)
+    assert _lines(world, deal.account, JAN1) == [("recurring", 6000)]
+    return deal
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_an_amendment_raising_seats_mid_period_bills_exactly_the_difference(
+        world: DealWorld, connection: str) -> None:
+    """8 seats from 20 January (CPQ: an Amendment quote on the contract; Dataverse: a
+    revision). 1 February bills the 3 added seats for 20-31 January, 12 of January's 31 days,
+    3 x 12.00 x 12/31 = 13.935... -> 13.94, and February at 8 seats, 96.00; nothing else."""
+    deal = _start(world, connection)
+    deal.amend("2027-01-20", 8)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, FEB1)
+    assert _lines(world, deal.account, FEB1) == [("proration", 1394), ("recurring", 9600)]
+    first, amendment = _deal(world, deal.account)
+    assert amendment[1:] == (first[0], None)
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_a_renewal_starts_the_next_term_with_its_own_price(world: DealWorld,
+                                                           connection: str) -> None:
+    """The deal (month to month: no committed term, so its next term starts at the next
+    period) is renewed from 1 February at 6 seats for 15.00 (CPQ: a Renewal quote on an
+    opportunity renewing the contract; Dataverse: a quote of type Renewal naming the first).
+    The old seats end on 1 February; 1 February bills the renewal's February,
+    6 x 15.00 = 90.00, and nothing of the old price."""
+    deal = _start(world, connection)
+    deal.renew("2027-02-01", 6, 15)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, FEB1)
+    assert _lines(world, deal.account, FEB1) == [("recurring", 9000)]
+    first, renewal = _deal(world, deal.account)
+    assert renewal[1:] == (None, first[0])
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_a_crm_cancellation_credits_the_unused_days(world: DealWorld, connection: str) -> None:
+    """The seats are cancelled from 20 January by an amendment that zeroes them (CPQ: an
+    Amendment quote with the line at quantity 0; Dataverse: a revision at quantity 0).
+    January was billed in advance at 5 seats; 1 February credits its 12 unused days,
+    -5 x 12.00 x 12/31 = -23.225... -> -23.23, and bills nothing else: the invoice goes below
+    zero, so the 23.23 becomes a credit memo (its ``credit_memo`` line brings the invoice to
+    0)."""
+    deal = _start(world, connection)
+    deal.amend("2027-01-20", 0)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, FEB1)
+    assert _lines(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
