@@ -26,6 +26,7 @@ from jobs.logs import JsonFormatter, RedactSecrets
 from jobs.scheduler import build_scheduler, job_ids
 from jobs.worker import Worker
 from sync.locks import job_lock, lock_path
+from sync.runs import RunReport
 
 log = logging.getLogger(__name__)
 __all__ = ["DaemonRefused", "JsonFormatter", "RedactSecrets", "run_daemon", "run_once"]
@@ -35,18 +36,22 @@ class DaemonRefused(RuntimeError):
     """Another daemon already uses this SQLite database."""
 
 
-def run_once(worker: Worker) -> None:
-    """Every job body once, in cycle order (for ``run --once`` and the demo)."""
-    for name in worker.connections:
-        worker.sync_connection(name, worker.options("schedule"), wait=True)
+def run_once(worker: Worker) -> list[RunReport]:
+    """Every job body once, in cycle order (for ``run --once`` and the demo); the sync runs'
+    reports (``run --once`` exits with the worst of their codes)."""
+    reports = [worker.sync_connection(name, worker.options("schedule"), wait=True)
+               for name in worker.connections]
     worker.dispatch()
     worker.push_all()
+    return [r for r in reports if r is not None]
 
 
 def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                host: str = "127.0.0.1", port: int = 8080, once: bool = False,
                worker: Worker | None = None,
-               on_ready: Callable[[Worker], None] | None = None) -> None:
+               on_ready: Callable[[Worker], None] | None = None) -> list[RunReport]:
+    """The daemon until it is stopped (then no reports), or with ``once`` every job once and
+    the sync runs' reports."""
     with job_lock(engine, "daemon") as got:
         if not got and engine.dialect.name == "sqlite":
             raise DaemonRefused(
@@ -56,10 +61,9 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
         worker = worker or Worker(engine, settings)
         if once:
             try:
-                run_once(worker)
+                return run_once(worker)
             finally:
                 worker.close()
-            return
         _install_signals(worker.stop)
         scheduler = build_scheduler(worker)
         server = None
@@ -80,6 +84,7 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                 server.stop()
             worker.close()
             log.info("daemon stopped")
+    return []
 
 
 def _install_signals(stop: threading.Event) -> None:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -45,6 +46,28 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
+def check_database_url(url: str) -> None:
+    """A database URL that cannot work is bad configuration (exit 2), not a traceback or an
+    unreachable database: a URL that does not parse, a driver SQLAlchemy does not have, a
+    SQLite file in a directory that does not exist."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)       # a password stays hidden
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(f"database.url = {shown!r}: no database driver of that name "
+                          f"(sqlite:///FILE or postgresql://USER@HOST/DB)") from None
+    except (ArgumentError, ValueError):         # ValueError: a port that is not a number
+        raise ConfigError(f"database.url = {shown!r}: not a database URL (sqlite:///FILE or "
+                          f"postgresql://USER@HOST/DB)") from None
+    path = sqlite_file(parsed)
+    if path is not None and not path.absolute().parent.is_dir():
+        raise ConfigError(f"database.url = {url!r}: directory {path.absolute().parent} does "
+                          f"not exist")
+
+
 @dataclass
 class AppContext:
     config_path: str | None = None
@@ -62,6 +85,7 @@ class AppContext:
         settings = load_settings(self.config_path)
         if self.database_url:
             settings = replace(settings, database_url=self.database_url)
+        check_database_url(settings.database_url)
         self.settings = settings
 
     @property

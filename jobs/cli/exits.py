@@ -1,18 +1,22 @@
 """The exit-code contract of every command (scripts and monitors rely on it).
 
 - 0: done, and nothing needs attention.
-- 1: done, with something needing attention: a partial or stopped run, records quarantined, a
-  retry still refused, rows of a ``usage import`` refused, requests a ``provisioning
-  dispatch`` could not send, ``status`` with attention lines, ``doctor`` with a failed check.
-- 2: bad input or configuration: one line on stderr, nothing written (a usage error, a bad
-  value, a missing secret or refused credentials, a database missing or at another schema, an
-  account the CRM does not have).
+- 1: done, with something needing attention: a partial or stopped run (``sync``, ``run
+  --once``), records quarantined, a retry still refused, rows of a ``usage import`` refused,
+  requests a ``provisioning dispatch`` could not send, a batch of memo ids partly refused,
+  ``status`` with attention lines, ``doctor`` with a failed check, a bill run with errors.
+- 2: bad input or configuration: one line on stderr, ``error: ...``, naming the field and the
+  value, nothing written (a usage error, an unknown id, a malformed amount or date, a missing
+  secret or refused credentials, a database URL that cannot work, a database missing or at
+  another schema, an account the CRM does not have).
 - 3: a dependency could not be reached after the bounded retries (the CRM, the database).
+  ``doctor`` reports an unreachable database as a failed check (1).
 - 130: interrupted (Ctrl-C, or SIGTERM during a ``sync``).
 
 A command over several connections exits with the most serious code of its runs, in the order
 130, 2, 3, 1, 0. ``--json`` output carries the outcome each code is derived from (a run's
-``outcome`` and ``cause``).
+``outcome`` and ``cause``) and exits with the same code.
+``tests/integration/test_cli_exit_contract.py`` checks every command against this contract.
 """
 from __future__ import annotations
 

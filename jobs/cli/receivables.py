@@ -3,7 +3,8 @@
 Thin: parse, call one service function in one unit of work (``ledger_uow``, so credit control
 re-evaluates holds at commit), commit, print a table or ``--json``. Accounts are given by ledger
 id or CRM id; documents by number or id; applications as ``TARGET=AMOUNT`` (``INV-000001=10.00``,
-``debit_memo:7=5``). Several ids to ``activate``/``cancel`` answer per item (exit 2 if any failed).
+``debit_memo:7=5``). Several ids to ``activate``/``cancel`` answer per item: exit 1 when some
+were done and others refused, 2 when none was done.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from billing_core.service import payments as pay_svc
 from billing_core.service import receivables as ar_svc
 from billing_core.service.accounts import resolve_account
 from billing_core.service.documents import to_view, void_invoice
+from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 DOC_COLUMNS = ["id", "number", "account_id", "status", "currency", "amount", "applied",
@@ -80,7 +82,8 @@ def _per_item(app: AppContext, refs: Sequence[str], one: Callable[[Any, str], An
         for r in results:
             if not r["ok"]:
                 click.echo(f"error: {refs[r['index']]}: {r['error']['message']}", err=True)
-        sys.exit(2)
+        # some done: attention (1); none done, nothing written: bad input (2)
+        sys.exit(exits.ATTENTION if any(r["ok"] for r in results) else exits.BAD_INPUT)
 
 
 def _account_id(app: AppContext, ref: str | None) -> int | None:
@@ -259,13 +262,13 @@ def ar() -> None:
     """Accounts receivable: aging and balances."""
 
 
-def _as_of(value: str | None) -> date:
+def _as_of(value: str | None, option: str = "--as-of") -> date:
     if value is None:
         return date.today()
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValidationError("--as-of", value, "must be a date (YYYY-MM-DD)") from None
+        raise ValidationError(option, value, "must be a date (YYYY-MM-DD)") from None
 
 
 @ar.command("aging")
@@ -314,7 +317,7 @@ def credits_grant(app: AppContext, account: str, amount: str, kind: str, expires
                   source: str, reason: str, as_json: bool) -> None:
     """Add AMOUNT of credit to ACCOUNT's pool."""
 
-    expiry = None if expires_on is None else _as_of(expires_on)
+    expiry = None if expires_on is None else _as_of(expires_on, "--expires-on")
 
     def go(uow: Any) -> dict[str, Any]:
         acc = resolve_account(uow.conn, account)["id"]

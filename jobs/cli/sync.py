@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 
 from billing_core.service import ledger_uow
 from jobs.cli import exits
@@ -200,6 +200,7 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     handed off again (its entry is resolved once it becomes an order)."""
     stmt = select(quarantine).where(quarantine.c.status == "open").order_by(quarantine.c.id)
     if ids:
+        _check_ids(app, quarantine, ids, "open")
         stmt = stmt.where(quarantine.c.id.in_(ids))
     with app.engine.connect() as conn:
         rows = list(conn.execute(stmt).mappings())
@@ -235,11 +236,28 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 @pass_app
 def quarantine_drop(app: AppContext, ids: tuple[int, ...]) -> None:
     """Give up on these records (they come back if they change in the CRM)."""
+    _check_ids(app, quarantine, ids, "open")
     with app.engine.begin() as conn:
         done = conn.execute(update(quarantine).where(quarantine.c.id.in_(ids),
                                                      quarantine.c.status == "open")
                             .values(status="dropped")).rowcount
     click.echo(f"dropped {done}")
+
+
+def _check_ids(app: AppContext, table: Table, ids: tuple[int, ...], wanted: str) -> None:
+    """Every id names a row of ``table`` in the ``wanted`` state (``status`` of quarantine,
+    ``state`` of the outbox); otherwise bad input naming the first that does not, before
+    anything is written (exit 2)."""
+    from billing_core.domain.errors import InvalidState, NotFound
+
+    column = table.c.status if "status" in table.c else table.c.state
+    with app.engine.connect() as conn:
+        found = dict(conn.execute(select(table.c.id, column).where(table.c.id.in_(ids))).all())
+    for row_id in ids:
+        if row_id not in found:
+            raise NotFound(f"{table.name} id", row_id)
+        if found[row_id] != wanted:
+            raise InvalidState(f"{table.name} id", row_id, f"is {found[row_id]}, not {wanted}")
 
 
 @click.group("outbox")
@@ -267,6 +285,7 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Send dead letters again at the next push (all of them without IDS)."""
     stmt = update(outbox).where(outbox.c.state == OutboxState.DEAD)
     if ids:
+        _check_ids(app, outbox, ids, OutboxState.DEAD.value)
         stmt = stmt.where(outbox.c.id.in_(ids))
     with app.engine.begin() as conn:
         done = conn.execute(stmt.values(state=OutboxState.PENDING, attempts=0, dead_at=None,
@@ -291,10 +310,14 @@ def run_command(app: AppContext, log_format: str | None, api: bool, api_host: st
     configure(log_format or app.log_format, app.verbosity,
               level=min(logging.INFO, level_for(app.verbosity)))
     try:
-        run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port, once=once)
+        reports = run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port,
+                             once=once)
     except (DaemonRefused, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exits.BAD_INPUT)
+    code = exits.worst(exits.for_run(r) for r in reports)     # --once: its sync runs
+    if code:
+        sys.exit(code)
 
 
 COMMANDS = [sync_command, status_command, quarantine_group, outbox_group,

@@ -106,6 +106,7 @@ def test_duplicate_reference_and_partial_batches(cli):
     assert "reference='R1'" in cli("payments", "record", "001CRM", "1", "--reference", "R1",
                                    code=2).stderr
     cli("credit-memos", "create", "001CRM", "1", "--reason", "r")
-    result = cli("credit-memos", "activate", "1", "99", "--json", code=2)
+    # memo 1 activated, 99 refused: done, something needs a look (exit 1, not 2)
+    result = cli("credit-memos", "activate", "1", "99", "--json", code=1)
     assert [r["ok"] for r in json.loads(result.stdout)] == [True, False]
     assert "does not exist" in result.stderr

@@ -1,0 +1,750 @@
+"""The exit-code contract (``jobs.cli.exits``, docs/OPERATIONS.md#exit-codes), command by
+command: one table, ``CONTRACT``, with an entry for every registered command and subcommand
+(``test_every_command_has_an_entry`` fails when a new one is registered without one).
+
+- 0: a clean run. 1: done, with something needing attention, where the command can end so.
+- 2: bad input: an unknown id, a malformed amount or date, a missing option, a missing database
+  file: exactly one line on stderr, ``error: ...``, naming the field and the value, and nothing
+  written (the ledger's rows are the same before and after).
+- 3: the database unreachable (PostgreSQL on a closed port): every command that opens the
+  ledger, from its first clean case; ``doctor`` reports it as a failed check instead (1).
+- ``--json``: every case of a command that takes it is run again with it, with the same code;
+  on 0 and 1 its stdout is JSON.
+
+Each case runs in-process (click's runner) on a copy of one seeded SQLite ledger
+(``jobs.cli.demo.seed_demo_ledger`` on 2026-04-10 and that day's bill run: accounts 1-3, Acme
+USD/US-CA, Globex EUR/DE, Initech JPY/JP; invoices INV-000001..3; subscription 1). Cases marked
+``sandbox`` get a config with the sandbox CRM's Salesforce side (5 accounts), reset first.
+
+Regressions found by this table (each fixed with it): ``quarantine retry 99``,
+``quarantine drop 99`` and ``outbox retry 99`` exited 0 for ids that do not exist; a batch
+``credit-memos activate 1 99`` that activated memo 1 exited 2 ("nothing written") instead of 1;
+``run --once`` exited 0 when its sync runs stopped or quarantined records; ``credits grant
+--expires-on 2026-02-30`` named ``--as-of``; a database URL with an unknown driver
+(``nope://x``) ended in a traceback, and a SQLite file in a directory that does not exist was
+"unreachable" (3) instead of bad configuration (2); usage errors printed click's three lines.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine, insert, text
+
+from billing_core.adapters.db import make_engine
+from billing_core.adapters.tables import provisioning_requests
+from billing_core.service import ledger_uow
+from billing_core.service.bill_run import run_bill_run
+from billing_core.service.holds import place_manual_hold
+from connectors.sandbox.server import Sandbox
+from jobs.cli import exits, main
+from jobs.cli.demo import seed_demo_ledger
+from jobs.cli.demo_crm import sandbox_config
+from jobs.migrate import upgrade
+from sync.tables import outbox
+
+SEED_DAY = date(2026, 4, 10)
+HERE = Path(__file__)
+
+
+@dataclass
+class Env:
+    """What a case's set-up may touch: its directory, the ledger, the sandbox (if any)."""
+    tmp: Path
+    engine: Engine
+    sbx: Sandbox | None
+    config: Path
+    env: dict[str, str]
+    stack: ExitStack = field(default_factory=ExitStack)
+
+    def cli(self, *args: str) -> Result:
+        return CliRunner().invoke(main, ["--config", str(self.config), *args], env=self.env)
+
+
+Prep = Callable[[Env], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    code: int
+    args: tuple[str, ...]
+    says: str = ""                    # for 2: in the one stderr line (the field and the value)
+    prep: tuple[Prep, ...] = ()
+    sandbox: bool = False
+    config: str = ""                  # TOML appended to the case's config
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """A case another test runs (a long-running server or process): named, and checked to
+    exist, so the table stays the index of the whole contract."""
+    code: int
+    test: str                         # "tests/...py::test_name"
+
+
+@dataclass(frozen=True)
+class Entry:
+    cases: tuple[Case | Elsewhere, ...]
+    database: bool = True             # opens the ledger: gets the unreachable-database case
+    unreachable: int = exits.UNREACHABLE
+    why_no_attention: str = ""        # why the command has no case ending 1
+
+
+def C(code: int, *args: str, says: str = "", prep: tuple[Prep, ...] | Prep = (),
+      sandbox: bool = False, config: str = "") -> Case:
+    return Case(code, tuple(args), says, prep if isinstance(prep, tuple) else (prep,), sandbox,
+                config)
+
+
+# --- set-ups --------------------------------------------------------------------------------
+
+def _write(env: Env, fn: Callable[[Any], Any]) -> None:
+    with ledger_uow(env.engine) as uow:
+        fn(uow)
+        uow.commit()
+
+
+def manual_hold(env: Env) -> None:
+    _write(env, lambda u: place_manual_hold(u, 3, "contract test", admin="test"))
+
+
+def _request(state: str, key: str) -> Prep:
+    def prep(env: Env) -> None:
+        now = datetime.now(UTC)
+        with env.engine.begin() as conn:
+            conn.execute(insert(provisioning_requests).values(
+                account_id=1, order_id=1, subscription_id=1, product_id=1, quantity=Decimal(10),
+                state=state, idempotency_key=key, attempts=1, created_at=now, updated_at=now,
+                last_error="HTTP 500" if state == "failed" else None))
+    return prep
+
+
+failed_request, dispatched_request = _request("failed", "k-failed"), _request("dispatched",
+                                                                          "k-dispatched")
+
+
+def pending_request(env: Env) -> None:
+    """A request of account 1, paid up first (INV-000001, 2,329.21 USD: the overdue hold
+    lifts), so dispatch claims it."""
+    _ok(env, "payments", "record", "1", "2329.21", "--reference", "PAID-UP", "--apply-oldest")
+    _request("pending", "k-pending")(env)
+
+
+def dead_letter(env: Env) -> None:
+    now = datetime.now(UTC)
+    with env.engine.begin() as conn:
+        conn.execute(insert(outbox).values(
+            connection="sf", object="account", crm_id="001000000000001AAA", ledger_id=1,
+            payload="{}", hash="h", state="dead", attempts=8, last_error="refused",
+            updated_at=now, dead_at=now))
+
+
+def draft_memos(env: Env) -> None:
+    assert env.cli("credit-memos", "create", "1", "10", "--reason", "r").exit_code == 0
+    assert env.cli("debit-memos", "create", "1", "5", "--reason", "r").exit_code == 0
+
+
+def active_memo(env: Env) -> None:
+    assert env.cli("credit-memos", "create", "1", "10", "--reason", "r",
+                   "--activate").exit_code == 0
+
+
+def payment(env: Env) -> None:
+    assert env.cli("payments", "record", "1", "5", "--reference", "PAY-1").exit_code == 0
+
+
+def no_german_tax(env: Env) -> None:
+    with env.engine.begin() as conn:
+        conn.execute(text("DELETE FROM tax_rates WHERE country = 'DE'"))
+
+
+def csv(name: str, body: str) -> Prep:
+    def prep(env: Env) -> None:
+        (env.tmp / name).write_text("event_id,account,product,quantity,occurred_at\n" + body)
+    return prep
+
+
+def synced(env: Env) -> None:
+    result = env.cli("sync")
+    assert result.exit_code == 0, result.output
+
+
+def broken(env: Env) -> None:
+    """Account 0 of the sandbox with a negative credit limit (the sync quarantines it)."""
+    assert env.sbx is not None
+    env.sbx.salesforce.admin("update", {"object": "Account", "index": 0,
+                                        "fields": {"Credit_Limit__c": -100}})
+
+
+def quarantined(env: Env) -> None:
+    """Synced with account 0 broken: one open quarantine row (id 1), the run partial."""
+    broken(env)
+    assert env.cli("sync").exit_code == exits.ATTENTION
+
+
+def budget_spent(env: Env) -> None:
+    assert env.sbx is not None
+    env.sbx.salesforce.admin("set_api_usage", {"used": 15000, "limit": 15000})
+
+
+def foreign_file(env: Env) -> None:
+    (env.tmp / "foreign.toml").write_text("x = 1\n")
+
+
+def a_file(env: Env) -> None:
+    (env.tmp / "a-file").write_text("")
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def daemon_running(env: Env) -> None:
+    """Another daemon on this SQLite ledger: its lock held while the case runs."""
+    from sync.locks import job_lock
+
+    assert env.stack.enter_context(job_lock(env.engine, "daemon"))
+
+
+CLOSED_CRM = ('[connections.sf]\ncrm = "salesforce"\nurl = "https://127.0.0.1:{port}"\n'
+              'max_attempts = 1\n[connections.sf.credentials]\nclient_id = "id"\n'
+              'client_secret = "env:LB_CONTRACT_HOOK"\n')
+MISSING_DB = ("--database-url", "sqlite:///{tmp}/missing.db")
+MISSING_DB_SAYS = "missing.db does not exist"
+WEBHOOK = ('[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
+           'secret_env = "LB_CONTRACT_HOOK"\nmax_attempts = 1\ntimeout_seconds = 1.0\n')
+
+
+def missing_db(*args: str) -> Case:
+    """The documented bad configuration of a command with no input of its own: a database
+    file that does not exist (named; not created)."""
+    return C(2, *MISSING_DB, *args, says=MISSING_DB_SAYS)
+
+
+# --- the table ------------------------------------------------------------------------------
+
+CONTRACT: dict[str, Entry] = {
+    # billing: accounts, catalog, invoices, usage, bill run
+    "accounts add": Entry((
+        C(0, "accounts", "add", "--name", "N", "--currency", "USD", "--ext-id", "E-1"),
+        C(2, "accounts", "add", "--name", "N", "--currency", "USD", "--ext-id", "E-1",
+          "--credit-limit", "abc", says="credit_limit='abc'"),
+        C(2, "accounts", "add", "--name", "N", "--currency", "XXX", "--ext-id", "E-1",
+          says="currency='XXX'"),
+        C(2, "accounts", "add", "--name", "N", "--currency", "USD", says="'--ext-id'"),
+    ), why_no_attention="one account, added or refused"),
+    "accounts list": Entry((C(0, "accounts", "list"), missing_db("accounts", "list")),
+                           why_no_attention="a read"),
+    "accounts show": Entry((C(0, "accounts", "show", "1"),
+                            C(2, "accounts", "show", "99", says="account='99'")),
+                           why_no_attention="a read"),
+    "accounts update": Entry((
+        C(0, "accounts", "update", "1", "--terms", "10"),
+        C(2, "accounts", "update", "99", "--terms", "10", says="account='99'"),
+        C(2, "accounts", "update", "1", "--credit-limit-override", "1.001",
+          says="credit_limit_override='1.001'"),
+        C(2, "accounts", "update", "1", "--bcd", "32", says="'--bcd': 32"),
+    ), why_no_attention="one account, updated or refused"),
+    "products add": Entry((
+        C(0, "products", "add", "--sku", "NEW", "--name", "New"),
+        C(2, "products", "add", "--sku", "SEAT", "--name", "Dup", says="sku='SEAT'"),
+        C(2, "products", "add", "--sku", "NEW", says="'--name'"),
+    ), why_no_attention="one product, added or refused"),
+    "products list": Entry((C(0, "products", "list"), missing_db("products", "list")),
+                           why_no_attention="a read"),
+    "prices set": Entry((
+        C(0, "prices", "set", "SEAT", "--currency", "USD", "--from", "2026-05-01", "--price",
+          "30"),
+        C(2, "prices", "set", "NOPE", "--currency", "USD", "--from", "2026-05-01", "--price",
+          "1", says="product='NOPE'"),
+        C(2, "prices", "set", "SEAT", "--currency", "USD", "--from", "2026-05-01", "--price",
+          "abc", says="unit_price='abc'"),
+        C(2, "prices", "set", "SEAT", "--currency", "USD", "--from", "2026-05-32", "--price",
+          "1", says="'--from': '2026-05-32'"),
+    ), why_no_attention="one price, set or refused"),
+    "prices list": Entry((C(0, "prices", "list", "--product", "SEAT"),
+                          C(2, "prices", "list", "--product", "NOPE", says="product='NOPE'")),
+                         why_no_attention="a read"),
+    "tax-rates set": Entry((
+        C(0, "tax-rates", "set", "FR", "--rate", "0.2", "--from", "2026-01-01"),
+        C(2, "tax-rates", "set", "FR", "--rate", "abc", "--from", "2026-01-01",
+          says="rate='abc'"),
+        C(2, "tax-rates", "set", "FR", "--rate", "2", "--from", "2026-01-01", says="rate='2'"),
+    ), why_no_attention="one rate, set or refused"),
+    "tax-rates list": Entry((C(0, "tax-rates", "list"), missing_db("tax-rates", "list")),
+                            why_no_attention="a read"),
+    "invoices list": Entry((C(0, "invoices", "list", "--account", "1"),
+                            C(2, "invoices", "list", "--account", "99", says="account='99'")),
+                           why_no_attention="a read"),
+    "invoices show": Entry((C(0, "invoices", "show", "INV-000001"),
+                            C(2, "invoices", "show", "INV-999", says="invoice='INV-999'")),
+                           why_no_attention="a read"),
+    "usage import": Entry((
+        C(0, "usage", "import", "{tmp}/good.csv",
+          prep=csv("good.csv", "u1,1,API,5,2026-04-12T10:00:00Z\n")),
+        C(1, "usage", "import", "{tmp}/mixed.csv",
+          prep=csv("mixed.csv", "u1,1,API,5,2026-04-12T10:00:00Z\n"
+                                "u2,1,NOPE,5,2026-04-12T10:00:00Z\n")),
+        C(2, "usage", "import", "{tmp}/none.csv", says="'{tmp}/none.csv'"),
+        C(2, "usage", "import", "{tmp}/bad.csv", says="columns='hello,world'",
+          prep=lambda env: (env.tmp / "bad.csv").write_text("hello,world\n1,2\n")),
+    )),
+    "bill-run": Entry((
+        C(0, "bill-run", "--date", "2026-05-10"),
+        C(0, "bill-run", "--date", "2026-05-10", "--dry-run"),
+        C(1, "bill-run", "--date", "2026-05-10", prep=no_german_tax),
+        C(2, "bill-run", "--date", "2026-13-10", says="'--date': '2026-13-10'"),
+        C(2, "bill-run", "--chunk-size", "0", says="'--chunk-size': 0"),
+    )),
+    # orders and subscriptions
+    "orders list": Entry((C(0, "orders", "list", "--account", "1"),
+                          C(2, "orders", "list", "--account", "NOPE", says="account='NOPE'")),
+                         why_no_attention="a read"),
+    "orders show": Entry((C(0, "orders", "show", "1"),
+                          C(2, "orders", "show", "99", says="order='99'"),
+                          C(2, "orders", "show", "abc", says="order_id='abc'")),
+                         why_no_attention="a read"),
+    "orders cancel": Entry((
+        C(0, "orders", "cancel", "1", "--at", "2026-05-01"),
+        C(2, "orders", "cancel", "99", says="order=99"),
+        C(2, "orders", "cancel", "1", "--at", "2026-02-30", says="'--at': '2026-02-30'"),
+    ), why_no_attention="one order, cancelled or refused"),
+    "subscriptions list": Entry((
+        C(0, "subscriptions", "list", "--account", "1"),
+        C(2, "subscriptions", "list", "--order", "x", says="order='x'"),
+    ), why_no_attention="a read"),
+    "subscriptions show": Entry((
+        C(0, "subscriptions", "show", "1"),
+        C(2, "subscriptions", "show", "99", says="subscription='99'"),
+    ), why_no_attention="a read"),
+    "subscriptions change-quantity": Entry((
+        C(0, "subscriptions", "change-quantity", "1", "--quantity", "12", "--from",
+          "2026-04-20"),
+        C(2, "subscriptions", "change-quantity", "1", "--quantity", "abc", "--from",
+          "2026-04-20", says="quantity='abc'"),
+        C(2, "subscriptions", "change-quantity", "99", "--quantity", "5", "--from",
+          "2026-04-20", says="99"),
+        C(2, "subscriptions", "change-quantity", "1", "--from", "2026-04-20",
+          says="'--quantity'"),
+    ), why_no_attention="one change, recorded or refused"),
+    "subscriptions cancel": Entry((
+        C(0, "subscriptions", "cancel", "1", "--at", "2026-06-01"),
+        C(2, "subscriptions", "cancel", "99", says="subscription=99"),
+    ), why_no_attention="one subscription, cancelled or refused"),
+    "subscriptions end-date": Entry((
+        C(0, "subscriptions", "end-date", "1", "2026-06-01"),
+        C(2, "subscriptions", "end-date", "1", "2026-06-31", says="'2026-06-31'"),
+        C(2, "subscriptions", "end-date", "99", "2026-06-01", says="subscription=99"),
+    ), why_no_attention="one subscription, ended or refused"),
+    # receivables
+    "credit-memos create": Entry((
+        C(0, "credit-memos", "create", "1", "10", "--reason", "r"),
+        C(2, "credit-memos", "create", "1", "10.001", "--reason", "r", says="amount='10.001'"),
+        C(2, "credit-memos", "create", "NOPE", "10", "--reason", "r", says="account='NOPE'"),
+        C(2, "credit-memos", "create", "1", "10", says="'--reason'"),
+    ), why_no_attention="one memo, created or refused"),
+    "credit-memos activate": Entry((
+        C(0, "credit-memos", "activate", "1", prep=draft_memos),
+        C(1, "credit-memos", "activate", "1", "99", prep=draft_memos),
+        C(2, "credit-memos", "activate", "99", says="credit_memo='99'"),
+    )),
+    "credit-memos apply": Entry((
+        C(0, "credit-memos", "apply", "1", "--to", "INV-000001=5", prep=active_memo),
+        C(2, "credit-memos", "apply", "99", "--to", "INV-000001=5", says="credit_memo='99'"),
+        C(2, "credit-memos", "apply", "1", "--to", "INV-000001", says="--to='INV-000001'",
+          prep=draft_memos),
+    ), why_no_attention="all or nothing"),
+    "credit-memos unapply": Entry((
+        C(0, "credit-memos", "unapply", "1",
+          prep=(active_memo, lambda env: _ok(env, "credit-memos", "apply", "1", "--to",
+                                             "INV-000001=5"))),
+        C(2, "credit-memos", "unapply", "99", says="credit_memo='99'"),
+    ), why_no_attention="all or nothing"),
+    "credit-memos cancel": Entry((
+        C(0, "credit-memos", "cancel", "1", prep=draft_memos),
+        C(1, "credit-memos", "cancel", "1", "99", prep=draft_memos),
+        C(2, "credit-memos", "cancel", "99", says="credit_memo='99'"),
+    )),
+    "credit-memos list": Entry((C(0, "credit-memos", "list"),
+                                C(2, "credit-memos", "list", "--account", "99",
+                                  says="account='99'")), why_no_attention="a read"),
+    "credit-memos show": Entry((C(0, "credit-memos", "show", "1", prep=draft_memos),
+                                C(2, "credit-memos", "show", "99", says="credit_memo='99'")),
+                               why_no_attention="a read"),
+    "debit-memos create": Entry((
+        C(0, "debit-memos", "create", "1", "5", "--reason", "r"),
+        C(2, "debit-memos", "create", "1", "5", "--reason", "r", "--date", "2026-13-01",
+          says="'--date': '2026-13-01'"),
+        C(2, "debit-memos", "create", "1", "abc", "--reason", "r", says="amount='abc'"),
+    ), why_no_attention="one memo, created or refused"),
+    "debit-memos activate": Entry((
+        C(0, "debit-memos", "activate", "1", prep=draft_memos),
+        C(1, "debit-memos", "activate", "1", "99", prep=draft_memos),
+        C(2, "debit-memos", "activate", "99", says="debit_memo='99'"),
+    )),
+    "debit-memos cancel": Entry((
+        C(0, "debit-memos", "cancel", "1", prep=draft_memos),
+        C(1, "debit-memos", "cancel", "1", "99", prep=draft_memos),
+        C(2, "debit-memos", "cancel", "99", says="debit_memo='99'"),
+    )),
+    "debit-memos list": Entry((C(0, "debit-memos", "list"),
+                               C(2, "debit-memos", "list", "--account", "99",
+                                 says="account='99'")), why_no_attention="a read"),
+    "debit-memos show": Entry((C(0, "debit-memos", "show", "1", prep=draft_memos),
+                               C(2, "debit-memos", "show", "99", says="debit_memo='99'")),
+                              why_no_attention="a read"),
+    "credits grant": Entry((
+        C(0, "credits", "grant", "1", "5", "--reason", "r", "--expires-on", "2026-12-31"),
+        C(2, "credits", "grant", "1", "abc", "--reason", "r", says="amount='abc'"),
+        C(2, "credits", "grant", "1", "5", "--reason", "r", "--expires-on", "2026-02-30",
+          says="--expires-on='2026-02-30'"),
+    ), why_no_attention="one grant, added or refused"),
+    "credits list": Entry((C(0, "credits", "list", "2"),
+                           C(2, "credits", "list", "99", says="account='99'")),
+                          why_no_attention="a read"),
+    "credits convert": Entry((
+        C(0, "credits", "convert", "2", "--amount", "1",
+          prep=lambda env: _ok(env, "credits", "grant", "1", "5", "--reason", "r")),
+        C(2, "credits", "convert", "99", says="grant='99'"),
+        C(2, "credits", "convert", says="grant=None"),
+    ), why_no_attention="all or nothing"),
+    "payments record": Entry((
+        C(0, "payments", "record", "1", "5", "--reference", "R-1"),
+        C(2, "payments", "record", "1", "5", "--reference", "R-1", "--received-on",
+          "2026-13-01", says="received_on='2026-13-01'"),
+        C(2, "payments", "record", "1", "5", "--reference", "R-1", "--currency", "XYZ",
+          says="XYZ"),
+    ), why_no_attention="one payment, recorded or refused"),
+    "payments apply": Entry((
+        C(0, "payments", "apply", "PAY-1", prep=payment),
+        C(2, "payments", "apply", "NOPE", says="payment='NOPE'"),
+    ), why_no_attention="all or nothing"),
+    "payments unapply": Entry((
+        C(0, "payments", "unapply", "PAY-1",
+          prep=(payment, lambda env: _ok(env, "payments", "apply", "PAY-1"))),
+        C(2, "payments", "unapply", "NOPE", says="payment='NOPE'"),
+    ), why_no_attention="all or nothing"),
+    "payments list": Entry((C(0, "payments", "list"),
+                            C(2, "payments", "list", "--account", "99", says="account='99'")),
+                           why_no_attention="a read"),
+    "void-invoice": Entry((C(0, "void-invoice", "INV-000001"),
+                           C(2, "void-invoice", "INV-999", says="invoice='INV-999'")),
+                          why_no_attention="one invoice, voided or refused"),
+    "ar aging": Entry((C(0, "ar", "aging", "--as-of", "2026-06-01"),
+                       C(2, "ar", "aging", "--as-of", "2026-13-01",
+                         says="--as-of='2026-13-01'")), why_no_attention="a read"),
+    "ar balance": Entry((C(0, "ar", "balance", "1"),
+                         C(2, "ar", "balance", "99", says="account='99'")),
+                        why_no_attention="a read"),
+    # credit control
+    "holds list": Entry((C(0, "holds", "list"),
+                         C(2, "holds", "list", "--reason", "nope", says="'--reason': 'nope'")),
+                        why_no_attention="a read"),
+    "holds show": Entry((C(0, "holds", "show", "1"),
+                         C(2, "holds", "show", "99", says="account='99'")),
+                        why_no_attention="a read"),
+    "holds place": Entry((C(0, "holds", "place", "1", "--note", "n"),
+                          C(2, "holds", "place", "99", "--note", "n", says="account='99'"),
+                          C(2, "holds", "place", "1", says="'--note'")),
+                         why_no_attention="one hold, placed or refused"),
+    "holds release": Entry((
+        C(0, "holds", "release", "3", prep=manual_hold),
+        C(2, "holds", "release", "1", says="account=1: has no manual hold"),
+        C(2, "holds", "release", "99", says="account='99'"),
+    ), why_no_attention="one hold, released or refused; reasons that remain are billing's"),
+    "holds evaluate": Entry((C(0, "holds", "evaluate", "--all"), missing_db("holds", "evaluate")),
+                            why_no_attention="holds placed or lifted are its work, not a "
+                                             "problem"),
+    "provisioning list": Entry((
+        C(0, "provisioning", "list", "--account", "1"),
+        C(2, "provisioning", "list", "--account", "99", says="account='99'"),
+    ), why_no_attention="a read"),
+    "provisioning retry": Entry((
+        C(0, "provisioning", "retry", "1", prep=failed_request),
+        C(2, "provisioning", "retry", "99", says="provisioning_request=99"),
+        C(2, "provisioning", "retry", "x", says="'x'"),
+    ), why_no_attention="one request, retried or refused"),
+    "provisioning mark-provisioned": Entry((
+        C(0, "provisioning", "mark-provisioned", "1", prep=dispatched_request),
+        C(2, "provisioning", "mark-provisioned", "99", says="provisioning_request=99"),
+    ), why_no_attention="one request, marked or refused"),
+    "provisioning dispatch": Entry((
+        C(0, "provisioning", "dispatch", prep=pending_request),
+        C(1, "provisioning", "dispatch", prep=pending_request, config=WEBHOOK),
+        C(2, "provisioning", "dispatch", "--limit", "0", says="'--limit': 0"),
+    )),
+    # API tokens
+    "tokens create": Entry((
+        C(0, "tokens", "create", "--name", "ops", "--scope", "admin"),
+        C(2, "tokens", "create", "--name", "ops", "--scope", "root", says="'--scope': 'root'"),
+    ), why_no_attention="one token, created or refused"),
+    "tokens list": Entry((C(0, "tokens", "list"), missing_db("tokens", "list")),
+                         why_no_attention="a read"),
+    "tokens revoke": Entry((
+        C(0, "tokens", "revoke", "ops", prep=lambda env: _ok(env, "tokens", "create", "--name",
+                                                            "ops", "--scope", "admin")),
+        C(2, "tokens", "revoke", "99", says="token='99'"),
+    ), why_no_attention="one token, revoked or refused"),
+    # the sync and its admin's view
+    "sync": Entry((
+        C(0, "sync", sandbox=True),
+        C(1, "sync", sandbox=True, prep=budget_spent),
+        C(1, "sync", sandbox=True, prep=(synced, broken)),
+        C(2, "sync", "-c", "nope", sandbox=True, says="'nope' is not configured"),
+        C(2, "sync", "--account", "", sandbox=True, says="'': must not be empty"),
+        C(2, "sync", "-o", "invoice", sandbox=True, says="'invoice' is not one of"),
+    )),
+    "status": Entry((
+        C(0, "status", sandbox=True, prep=synced),
+        C(1, "status", sandbox=True, prep=quarantined),
+        missing_db("status"),
+    )),
+    "doctor": Entry((
+        C(0, "doctor", sandbox=True),
+        C(1, "doctor", config=CLOSED_CRM),
+        C(2, "--config", "{tmp}/foreign.toml", "doctor", prep=foreign_file, says="x"),
+    ), unreachable=exits.ATTENTION),
+    "quarantine list": Entry((C(0, "quarantine", "list", "--all"),
+                              missing_db("quarantine", "list")), why_no_attention="a read"),
+    "quarantine retry": Entry((
+        C(0, "quarantine", "retry"),
+        C(1, "quarantine", "retry", sandbox=True, prep=quarantined),
+        C(1, "quarantine", "retry", "1", sandbox=True, prep=quarantined),
+        C(2, "quarantine", "retry", "99", says="99"),
+        C(2, "quarantine", "retry", "x", says="'x'"),
+    )),
+    "quarantine drop": Entry((
+        C(0, "quarantine", "drop", "1", sandbox=True, prep=quarantined),
+        C(2, "quarantine", "drop", "99", says="99"),
+        C(2, "quarantine", "drop", says="IDS"),
+    ), why_no_attention="records given up on are what was asked"),
+    "outbox list": Entry((C(0, "outbox", "list", prep=dead_letter),
+                          C(2, "outbox", "list", "--state", "gone",
+                            says="'--state': 'gone'")), why_no_attention="a read"),
+    "outbox retry": Entry((
+        C(0, "outbox", "retry", "1", prep=dead_letter),
+        C(0, "outbox", "retry"),
+        C(2, "outbox", "retry", "99", says="99"),
+    ), why_no_attention="rows are only queued again; the push reports on them"),
+    "run": Entry((
+        C(0, "run", "--once", "--no-api", sandbox=True),
+        C(1, "run", "--once", "--no-api", sandbox=True, prep=budget_spent),
+        C(2, "run", "--api-port", "70000", says="'--api-port': 70000"),
+        C(2, "run", "--once", "--no-api", prep=daemon_running,
+          says="another `ledgerbridge run` is already using this SQLite database"),
+    )),
+    # the schema
+    "db upgrade": Entry((
+        C(0, "--database-url", "sqlite:///{tmp}/new.db", "db", "upgrade"),
+        C(2, "--database-url", "nope://x", "db", "upgrade", says="'nope://x'"),
+        C(2, "--database-url", "sqlite:///{tmp}/no/such/dir/new.db", "db", "upgrade",
+          says="{tmp}/no/such/dir"),
+    ), why_no_attention="upgraded or refused"),
+    "db status": Entry((C(0, "db", "status"), missing_db("db", "status")),
+                       why_no_attention="a read"),
+    # set-up and demos: no ledger of the config's
+    "init": Entry((
+        C(0, "init", "--crm", "salesforce", "--url", "https://acme.my.salesforce.com",
+          "--client-id", "ID", "--secret-env", "SF_SECRET", "-o", "{tmp}/lb.toml"),
+        C(2, "init", "--crm", "salesforce", "--url", "http://acme", "--client-id", "ID",
+          "--secret-env", "SF_SECRET", "-o", "{tmp}/lb.toml", says="'http://acme'"),
+        C(2, "init", "--crm", "dynamics", "--url", "https://org.crm.dynamics.com",
+          "--client-id", "ID", "--secret-env", "S", "-o", "{tmp}/lb.toml", says="--tenant-id"),
+        C(2, "init", "--crm", "salesforce", "--url", "https://acme.my.salesforce.com",
+          "--client-id", "ID", "--secret-env", "SF_SECRET", says="'-o'"),
+    ), database=False, why_no_attention="a file, written or refused"),
+    "sandbox": Entry((
+        Elsewhere(0, "tests/integration/test_cli_setup.py::"
+                     "test_write_config_gives_a_config_sync_and_status_use_as_it_is"),
+        C(2, "sandbox", "--port", "70000", says="'--port': 70000"),
+        C(2, "sandbox", "--write-config", "{tmp}/foreign.toml", prep=foreign_file,
+          says="{tmp}/foreign.toml exists"),
+    ), database=False, why_no_attention="a server until stopped"),
+    "demo": Entry((
+        Elsewhere(0, "tests/integration/test_cli_setup.py::"
+                     "test_demo_keep_writes_a_config_that_says_how_to_restart_its_sandbox"),
+        C(2, "demo", "--keep", "{tmp}/a-file", prep=a_file, says="{tmp}/a-file"),
+        C(2, "demo", "--accounts", "many", says="'--accounts': 'many'"),
+    ), database=False, why_no_attention="a scripted story on its own sandbox and ledger"),
+    "billing-demo": Entry((
+        C(0, "billing-demo", "--date", "2026-04-10"),
+        C(2, "billing-demo", "--date", "2026-04-31", says="'--date': '2026-04-31'"),
+    ), why_no_attention="a scripted story on its own ledger"),
+}
+
+
+def _ok(env: Env, *args: str) -> None:
+    result = env.cli(*args)
+    assert result.exit_code == 0, result.output
+
+
+# --- the completeness check -----------------------------------------------------------------
+
+def registered(group: click.Group = main, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            yield from registered(command, f"{path} ")
+        else:
+            yield path, command
+
+
+def test_every_command_has_an_entry() -> None:
+    """A command registered without an entry here fails: add its cases (0, 2, and 1 where it
+    can end with something needing attention, or why not)."""
+    commands = dict(registered())
+    assert sorted(set(commands) - set(CONTRACT)) == [], "commands without an entry"
+    assert sorted(set(CONTRACT) - set(commands)) == [], "entries without a command"
+    for name, entry in CONTRACT.items():
+        codes = {c.code for c in entry.cases}
+        assert exits.OK in codes and exits.BAD_INPUT in codes, name
+        assert exits.ATTENTION in codes or entry.why_no_attention, name
+
+
+def test_the_cases_run_elsewhere_exist() -> None:
+    root = HERE.parents[2]
+    for entry in CONTRACT.values():
+        for case in entry.cases:
+            if isinstance(case, Elsewhere):
+                path, _, name = case.test.partition("::")
+                assert (root / path).exists(), case.test
+                assert f"def {name}" in (root / path).read_text(), case.test
+
+
+# --- running the cases ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ledger_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("contract") / "ledger.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with ledger_uow(engine) as uow:
+        seed_demo_ledger(uow, SEED_DAY)
+        uow.commit()
+    assert run_bill_run(engine, SEED_DAY, uow_factory=lambda: ledger_uow(engine)).errors == []
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(accounts=5, quotes=2, sides=("salesforce",)) as sbx:
+        yield sbx
+
+
+def _ids(entry_cases: list[tuple[str, Case | Elsewhere]]) -> list[str]:
+    return [f"{name}: {c.code} {' '.join(c.args) if isinstance(c, Case) else c.test}"
+            for name, c in entry_cases]
+
+
+CASES = [(name, case) for name, entry in CONTRACT.items() for case in entry.cases
+         if isinstance(case, Case)]
+
+
+def _dump(path: Path) -> list[str]:
+    """The ledger's rows (what "nothing written" compares)."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return list(conn.iterdump())
+
+
+def _env(tmp: Path, template: Path, request: pytest.FixtureRequest, case: Case) -> Env:
+    ledger = tmp / "ledger.db"
+    shutil.copy(template, ledger)
+    url = f"sqlite:///{ledger}"
+    sbx: Sandbox | None = None
+    env: dict[str, str] = {"LB_CONTRACT_HOOK": "s", "COLUMNS": "200"}
+    extra = case.config.replace("{port}", str(_closed_port()))
+    if case.sandbox:
+        sbx = request.getfixturevalue("sandbox")
+        sbx.reset()
+        text_, secrets = sandbox_config(sbx, url, connections=("sf",))
+        env.update(secrets)
+        body = text_ + "\n" + extra
+    else:
+        body = f'[database]\nurl = "{url}"\n' + extra
+    config = tmp / "c.toml"
+    config.write_text(body)
+    return Env(tmp, make_engine(url), sbx, config, env)
+
+
+def _json_flag(name: str) -> bool:
+    command = dict(registered())[name]
+    return any(isinstance(p, click.Option) and "--json" in p.opts for p in command.params)
+
+
+@pytest.mark.parametrize(("name", "case"), CASES, ids=_ids(CASES))
+def test_exit_code(name: str, case: Case, tmp_path: Path, ledger_template: Path,
+                   request: pytest.FixtureRequest) -> None:
+    """The case as it is, then again with ``--json`` where the command takes it, each from
+    the same start (a fresh ledger, the sandbox reset, the set-up done again)."""
+    for json_run in ([False, True] if _json_flag(name) else [False]):
+        tmp = tmp_path / ("json" if json_run else "plain")
+        tmp.mkdir()
+        env = _env(tmp, ledger_template, request, case)
+        try:
+            for prep in case.prep:
+                prep(env)
+            args = [a.replace("{tmp}", str(tmp)) for a in case.args]
+            args += ["--json"] if json_run else []
+            before = _dump(tmp / "ledger.db")
+            result = env.cli(*args)
+            assert result.exit_code == case.code, (args, result.output)
+            if case.code == exits.BAD_INPUT:
+                lines = result.stderr.splitlines()
+                assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+                assert case.says.replace("{tmp}", str(tmp)) in lines[0], lines[0]
+                assert _dump(tmp / "ledger.db") == before, "bad input wrote something"
+                assert not any((tmp / f).exists() for f in ("lb.toml", "missing.db", "no"))
+            elif json_run:
+                json.loads(result.stdout)
+        finally:
+            env.stack.close()
+            env.engine.dispose()
+
+
+UNREACHABLE = [(name, next(c for c in entry.cases if isinstance(c, Case) and c.code == 0))
+               for name, entry in CONTRACT.items() if entry.database]
+
+
+@pytest.mark.parametrize(("name", "case"), UNREACHABLE, ids=[n for n, _ in UNREACHABLE])
+def test_an_unreachable_database(name: str, case: Case, tmp_path: Path, ledger_template: Path,
+                                 request: pytest.FixtureRequest) -> None:
+    """PostgreSQL on a closed port: exit 3 and one line naming the database (password
+    hidden), after the connection's own bounded attempt; ``doctor`` reports it (1)."""
+    env = _env(tmp_path, ledger_template, request, case)
+    try:
+        for prep in case.prep:
+            prep(env)
+    finally:
+        env.engine.dispose()
+        env.stack.close()
+    url = f"postgresql://lb:s3cret@127.0.0.1:{_closed_port()}/x?connect_timeout=2"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+    if "--database-url" in args:
+        at = args.index("--database-url")
+        del args[at:at + 2]
+    result = env.cli("--database-url", url, *args)
+    expected = CONTRACT[name].unreachable
+    assert result.exit_code == expected, result.output
+    if expected == exits.UNREACHABLE:
+        assert result.stderr.splitlines()[-1].startswith(
+            "error: database: cannot reach postgresql://lb:***@127.0.0.1:"), result.stderr
+        assert "s3cret" not in result.output
