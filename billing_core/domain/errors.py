@@ -77,7 +77,13 @@ class MissingTaxRate(RuleViolation):
     computed (an explicit rate of 0, or the account's tax exemption, zero-rates it)."""
     code = "missing_tax_rate"
 
-    def __init__(self, account_id: int, country: str, region: str | None, on: object) -> None:
+    def __init__(self, account_id: int, country: str | None, region: str | None,
+                 on: object) -> None:
+        if not country:
+            super().__init__("country", None, f"is not set for account {account_id}, so it has "
+                             "no tax location: set its billing country (in the CRM) or mark the "
+                             "account tax-exempt")
+            return
         where = f"{country}/{region}" if region else country
         super().__init__("country", where, f"has no tax rate on {on} for account {account_id}: "
                          "set one (a rate of 0 zero-rates it) or mark the account tax-exempt")

@@ -61,6 +61,7 @@ class AccountIn:
     payment_terms_days: int | None = None   # None: keep (new account: 30)
     credit_limit: Decimal | str | int | None = None
     crm_hold: bool = False
+    tax_exempt: bool | None = None          # None: keep (new account: taxable)
 
 
 def validate_account(data: AccountIn) -> dict[str, Any]:
@@ -77,6 +78,8 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
     _check_terms(data.bill_cycle_day, data.payment_terms_days)
     if data.country is not None and (len(data.country) != 2 or not data.country.isalpha()):
         raise ValidationError("country", data.country, "must be an ISO 3166 alpha-2 code")
+    if data.tax_exempt is not None and not isinstance(data.tax_exempt, bool):
+        raise ValidationError("tax_exempt", data.tax_exempt, "must be true or false")
     limit: int | None = None
     if data.credit_limit is not None and data.credit_limit != "":
         limit = parse_amount(data.credit_limit, currency, "credit_limit", allow_zero=True)
@@ -86,6 +89,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         "country": data.country.upper() if data.country else None, "region": data.region,
         "bill_cycle_day": data.bill_cycle_day, "payment_terms_days": data.payment_terms_days,
         "credit_limit_minor": limit, "crm_hold": bool(data.crm_hold),
+        "tax_exempt": data.tax_exempt,
     }
 
 
@@ -99,7 +103,8 @@ def _check_terms(bill_cycle_day: int | None, payment_terms_days: int | None) -> 
                               "must be a whole number of days >= 0")
 
 
-_FINANCE_DEFAULTS = {"bill_cycle_day": 1, "payment_terms_days": 30}
+_FINANCE_DEFAULTS: dict[str, Any] = {"bill_cycle_day": 1, "payment_terms_days": 30,
+                                     "tax_exempt": False}
 
 
 def _keep_finance(values: dict[str, Any], base: Any) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
                                     grants.get(account_id, []), catalog.products, catalog.book,
                                     found[0] if found else ZERO, catalog.tax_inclusive)
             if draft is not None and found is None and not acct.tax_exempt:
-                raise MissingTaxRate(account_id, str(acct.country), acct.region, start)
+                raise MissingTaxRate(account_id, acct.country, acct.region, start)
         except LedgerError as exc:
             data.errors.append({"account_id": account_id, **exc.as_dict()})
             continue

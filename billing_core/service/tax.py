@@ -7,7 +7,9 @@ Rules kept here
   region). No rate at all for an account's country is not 0: :meth:`TaxTable.find` says None
   and the bill run refuses that account's invoice (``MissingTaxRate``); a rate of 0 set for
   the country or region zero-rates it, and so does the account's ``tax_exempt``. An account
-  with no country is not taxed.
+  with no country has no tax location: like a country without a rate, its invoice is refused
+  (``MissingTaxRate`` naming ``country`` = None) unless it is ``tax_exempt``; a CRM that
+  leaves the billing country empty is never billed 0 % in silence.
 - Rates are exact decimals (``0.2`` = 20 %), between 0 and 1.
 - Tax is computed once per rate on the invoice's taxable base after credits,
   ``round(base x rate)`` with the one rounding rule (:func:`billing_core.domain.money.round_minor`),
@@ -86,9 +88,9 @@ class TaxTable:
     def find(self, country: str | None, region: str | None,
              on: date) -> tuple[Decimal, str] | None:
         """(rate, name) for an account's country and region on a day: the region's rate, else
-        the country's; (0, "") for an account with no country; None when its country has none."""
+        the country's; None when its country has none, or it has no country."""
         if not country:
-            return ZERO, ""
+            return None
         country = country.upper()
         if region:
             found = self._lookup((country, region), on)

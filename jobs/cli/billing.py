@@ -371,6 +371,9 @@ def accounts() -> None:
 @click.option("--bcd", "bill_cycle_day", type=int, default=1, show_default=True)
 @click.option("--terms", "payment_terms_days", type=int, default=30, show_default=True)
 @click.option("--credit-limit")
+@click.option("--tax-exempt", is_flag=True, default=None,
+              help="Bill it without tax whatever its country (an account with no country "
+                   "needs this or a country to be billed).")
 @pass_app
 def accounts_add(app: AppContext, /, **values: Any) -> None:
     """Add an account."""

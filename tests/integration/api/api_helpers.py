@@ -90,7 +90,7 @@ class Api:
 def make_account(uow: UnitOfWork, ext_id: str = "ACC1", currency: str = "USD",
                  limit: str | None = None) -> int:
     return create_account(uow, AccountIn(name=f"Account {ext_id}", currency=currency,
-                                         ext_id=ext_id, credit_limit=limit))
+                                         ext_id=ext_id, credit_limit=limit, tax_exempt=True))
 
 
 def post_invoice(uow: UnitOfWork, account_id: int, total_minor: int,

@@ -44,7 +44,8 @@ class Ledger:
         with self.uow() as uow:
             acc = create_account(uow, AccountIn(
                 name=f"Account {next(_seq)}", currency=currency, ext_id=f"EXT{next(_seq)}",
-                bill_cycle_day=bcd, country=country, region=region, payment_terms_days=terms))
+                bill_cycle_day=bcd, country=country, region=region, payment_terms_days=terms,
+                tax_exempt=country is None))   # no tax location: zero-rated explicitly
             uow.commit()
         return acc
 

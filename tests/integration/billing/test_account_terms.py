@@ -48,7 +48,7 @@ def test_a_crm_update_keeps_finance_terms_and_sets_its_own_fields(ledger) -> Non
 
 
 def test_bad_terms_name_the_field_and_write_nothing(ledger) -> None:
-    acc = ledger.account()
+    acc = ledger.account(country="US")
     cases = [({"payment_terms_days": -1}, "payment_terms_days"),
              ({"payment_terms_days": True}, "payment_terms_days"),
              ({"region": "x" * 65}, "region"),

@@ -1,5 +1,5 @@
 """Tax that cannot be computed is an error for that invoice, not 0 (issue 15, item 3), on
-SQLite and PostgreSQL: a country without a rate leaves its account unbilled and reported in
+SQLite and PostgreSQL: a country without a rate (or no country) leaves its account unbilled and reported in
 the run's errors while the rest of the run bills; an explicit rate of 0, or the account's
 tax exemption, zero-rates it.
 
@@ -97,11 +97,42 @@ def test_nothing_to_bill_is_no_error_and_a_dry_run_reports_the_same(ledger) -> N
     assert ledger.invoices(de) == []
 
 
-def test_an_account_with_no_country_is_not_taxed(ledger) -> None:
-    """No country, no jurisdiction to look up: billed without tax (the rule above is about a
-    country that has no rate)."""
+def test_an_account_with_no_country_is_refused_until_it_has_one_or_is_exempt(ledger) -> None:
+    """No country is no tax location: its invoice is refused like a country without a rate
+    (named ``country`` = None), never billed 0 % in silence; the US account beside it is billed
+    108.25. Once the CRM sends its country (US, 8.25 %) the next run bills it 108.25; a second
+    account with no country that finance marks exempt is billed 100.00 without tax."""
+    from billing_core.service.accounts import AccountIn, update_account
+
     _setup(ledger)
     _rate(ledger, "US", "", "0.0825")
-    acc = _billed(ledger, None)
-    assert ledger.run(MAR1).errors == []
-    assert _totals(ledger, acc) == [(10000, 0, 10000)]
+    nowhere, us, exempt = _billed(ledger, None), _billed(ledger, "US"), _billed(ledger, None)
+    with ledger.uow() as uow:       # the factory zero-rates country-less accounts: undo that
+        assert update_terms(uow, nowhere, tax_exempt=False) == {"tax_exempt": False}
+        uow.commit()
+    result = ledger.run(MAR1)
+    assert result.invoices_created == 2
+    assert _totals(ledger, us) == [(10000, 825, 10825)]
+    assert _totals(ledger, exempt) == [(10000, 0, 10000)]
+    assert ledger.invoices(nowhere) == []
+    [err] = result.errors
+    assert (err["account_id"], err["code"], err["field"], err["value"]) == \
+        (nowhere, "missing_tax_rate", "country", None)
+    assert "tax-exempt" in str(err["message"]) and f"account {nowhere}" in str(err["message"])
+
+    with ledger.uow() as uow:       # the CRM's next update carries the billing country
+        update_account(uow, nowhere, AccountIn(name="Nowhere Inc", currency="USD",
+                                               ext_id=_ext_id(ledger, nowhere), country="US"))
+        uow.commit()
+    again = ledger.run(MAR1)
+    assert (again.invoices_created, again.errors) == (1, [])
+    assert _totals(ledger, nowhere) == [(10000, 825, 10825)]
+
+
+def _ext_id(ledger, account_id: int) -> str:
+    from sqlalchemy import select
+
+    from billing_core.adapters.tables import accounts
+    with ledger.engine.connect() as conn:
+        return str(conn.execute(select(accounts.c.ext_id)
+                                .where(accounts.c.id == account_id)).scalar_one())

@@ -97,7 +97,7 @@ def make_account(uow: UnitOfWork, ext_id: str = "ACC1", *, limit: str | None = N
                  terms: int = 30, crm_hold: bool = False) -> int:
     return create_account(uow, AccountIn(name=f"Account {ext_id}", currency="USD", ext_id=ext_id,
                                          credit_limit=limit, payment_terms_days=terms,
-                                         crm_hold=crm_hold))
+                                         crm_hold=crm_hold, tax_exempt=True))
 
 
 def make_products(uow: UnitOfWork) -> dict[str, int]:

@@ -17,7 +17,7 @@ def make_account(uow: UnitOfWork, ext_id: str = "ACC1", currency: str = "USD",
                  terms: int = 30, limit: str | None = None) -> int:
     return create_account(uow, AccountIn(name=f"Account {ext_id}", currency=currency,
                                          ext_id=ext_id, payment_terms_days=terms,
-                                         credit_limit=limit))
+                                         credit_limit=limit, tax_exempt=True))
 
 
 def post_invoice(uow: UnitOfWork, account_id: int, total_minor: int, *,
