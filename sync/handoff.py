@@ -53,11 +53,13 @@ from datetime import date
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
-from billing_core.domain.errors import LedgerError
+from billing_core.domain.errors import InvalidState, LedgerError
+from billing_core.domain.states import ItemStatus
 from billing_core.service import amendments as amendments_service
-from billing_core.service import gate, ledger_uow
+from billing_core.service import gate, ledger_uow, order_reads
 from billing_core.service import orders as orders_service
-from billing_core.service.deals import deal_head
+from billing_core.service import subscriptions as subscriptions_service
+from billing_core.service.deals import deal_head, deal_orders
 from billing_core.service.pricing import get_product
 from connectors.base import BudgetExhausted
 from sync import mapping
@@ -241,7 +243,10 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
         uow.conn.execute(update(handoffs).where(handoffs.c.id.in_(older)).values(
             state=HandoffState.WITHDRAWN, updated_at=uow.now(),
             detail=f"superseded by revision {quote.revision} before its hand-off"))
-    if any(h["revision"] == quote.revision and h["state"] in PLACED for h in history):
+    done_now = [h for h in history if h["revision"] == quote.revision and h["state"] in PLACED]
+    if done_now:        # handed off before: a cancellation date set since is applied now
+        if done_now[-1]["order_id"] and _ends(quote, known):
+            _apply_ends(uow, connection, quote, int(done_now[-1]["order_id"]), known)
         return None
     if not 0 <= quote.revision <= MAX_REVISION:
         quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)),
@@ -357,6 +362,12 @@ def _refused(uow: UnitOfWork, connection: str, quote: QuoteRec, known: Known,
     the reason, and is quarantined; logged only when the refusal is new or changed."""
     detail = f"billing refused the order: {exc}"
     _set(uow, connection, quote, HandoffState.WAITING, detail)
+    _quarantine(uow, connection, quote, exc)
+
+
+def _quarantine(uow: UnitOfWork, connection: str, quote: QuoteRec, exc: LedgerError) -> None:
+    """Quarantine the quote with the error's field and reason (once: a repeat only updates
+    when it was last seen)."""
     entry = uow.conn.execute(select(quarantine.c.id, quarantine.c.field, quarantine.c.reason)
                              .where(quarantine.c.connection == connection,
                                     quarantine.c.object == "quote",
@@ -402,8 +413,62 @@ def _place(uow: UnitOfWork, connection: str, orders: list[tuple[QuoteRec, Placin
                  quote.crm_id, quote.revision, result)
         outcomes.append((quote.crm_id, "placed"))
     _set_done(uow, connection, done, known)
+    for quote, _, order_id in done:     # after: placing resolved the quote's quarantine
+        if _ends(quote, known):
+            _apply_ends(uow, connection, quote, order_id, known)
     orders.clear()
     return outcomes
+
+
+def _ends(quote: QuoteRec, known: Known) -> bool:
+    """Whether the quote or one of its lines carries a cancellation date (``end_date``)."""
+    return quote.end_date is not None or any(
+        ln.end_date is not None for ln in known.lines.get(quote.crm_id, ()))
+
+
+def _apply_ends(uow: UnitOfWork, connection: str, quote: QuoteRec, order_id: int,
+                known: Known) -> None:
+    """End the deal's subscriptions at the quote's cancellation dates, by billing's own rule
+    (``end_subscription``: days billed in advance after the end are credited by the next bill
+    run; a committed term follows the product's early-termination setting). The quote's
+    ``end_date`` ends every subscription of the deal, a line's ``end_date`` those of its
+    product (and negotiated price, when the line has one); the earlier date wins. A
+    subscription already ending on or before the date is left as it is, so applying the same
+    dates again changes nothing. A refusal (an early termination the product refuses) is
+    quarantined naming ``end_date``; the order stays placed."""
+    today = uow.now().date()
+    deal = deal_orders(uow, deal_head(uow, order_id))
+    subs = [row for o in deal for row in order_reads.list_subscriptions(
+        uow.conn, on=today, order_id=o, limit=10_000)
+        if row["status"] != ItemStatus.CANCELLED]
+    lines = [ln for ln in known.lines.get(quote.crm_id, ()) if ln.end_date is not None]
+    problems: list[LedgerError] = []
+    for sub in subs:
+        dates = [quote.end_date] if quote.end_date is not None else []
+        for line in lines:
+            if known.products.get(line.product_crm_id) == sub["product_id"] and (
+                    line.unit_price is None or sub["unit_price"] is None
+                    or line.unit_price == sub["unit_price"]):
+                assert line.end_date is not None
+                dates.append(line.end_date)
+        if not dates:
+            continue
+        at = min(dates)
+        if sub["end_date"] is not None and sub["end_date"] <= at:
+            continue
+        try:
+            with uow.savepoint():
+                ended = subscriptions_service.end_subscription(uow, int(sub["id"]), at)
+        except InvalidState:
+            continue                # it already ends on or before that day
+        except LedgerError as exc:
+            problems.append(Invalid("end_date", at.isoformat(),
+                                    f"subscription {sub['id']} cannot end then: {exc.problem}"))
+            continue
+        log.info("ended from the CRM connection=%s quote=%s subscription=%s at=%s", connection,
+                 quote.crm_id, sub["id"], ended)
+    if problems:
+        _quarantine(uow, connection, quote, problems[0])
 
 
 def _set_done(uow: UnitOfWork, connection: str, done: list[tuple[QuoteRec, str, int]],

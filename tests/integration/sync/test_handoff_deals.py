@@ -24,6 +24,7 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.service.bill_run import run_bill_run
+from billing_core.service.pricing import set_product_terms
 from billing_core.service.tax import set_tax_rate
 from sync.engine import run_cycle
 from sync.tables import handoffs, quarantine
@@ -209,3 +210,77 @@ def test_a_plain_quote_keeps_working_without_a_type(engine: Engine) -> None:
             unit_price=Decimal("12.00"))
     assert run_cycle(engine, crm).handed_off == 1
     assert _handoff(engine, "Q9") == ("done", "order placed")
+
+
+def test_a_cancellation_date_set_on_a_handed_off_quote_ends_the_deal(engine: Engine) -> None:
+    """Finance's CRM user sets the quote's mapped cancellation date (``end_date``, e.g.
+    Cancel_Date__c) to 20 January on Q1, already handed off and billed for January: no new
+    revision, the deal's seats end on 20 January. 1 February credits January's 12 unused days,
+    -5 x 12.00 x 12/31 = -23.225... -> -23.23; nothing else is billed (the setup was charged
+    once), so the invoice's credit_memo line turns the 23.23 into a credit memo. Reading the
+    quote again changes nothing."""
+    crm = _crm()
+    run_cycle(engine, crm)
+    run_bill_run(engine, JAN1)
+    crm.put("quote", "Q1", end_date=JAN20)
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        assert conn.execute(select(subscriptions.c.end_date)).scalars().all() == [JAN20]
+    crm.put("quote", "Q1", name="touched")
+    run_cycle(engine, crm)
+    run_bill_run(engine, FEB1)
+    assert _lines(engine, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+    assert _handoff(engine, "Q1") == ("done", "order placed")
+
+
+def test_a_line_cancellation_date_ends_that_item_only(engine: Engine) -> None:
+    """A new quote whose seat line carries a cancellation date of 1 March (and a second
+    product without one): the seats end on 1 March, the other subscription runs on. Billed:
+    1 January and 1 February 5 x 12.00 = 60.00 and 2 x 30.00 = 60.00; 1 March: the add-on
+    only, 60.00."""
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("product", "P5", sku="ADDON", name="Add-on", billing_type="Recurring",
+            billing_frequency="Monthly", active=True)
+    crm.put("price", "P5-EUR", product_crm_id="P5", currency="EUR", unit_price=Decimal(30),
+            active=True)
+    crm.put("quote", "Q7", account_crm_id="A2", status="Accepted", number="Q-7",
+            start_date=JAN1)
+    crm.put("quote_line", "L7", quote_crm_id="Q7", product_crm_id="P1", quantity=Decimal(5),
+            unit_price=Decimal("12.00"), start_date=JAN1, end_date=MAR1)
+    crm.put("quote_line", "L8", quote_crm_id="Q7", product_crm_id="P5", quantity=Decimal(2),
+            unit_price=Decimal("30.00"), start_date=JAN1)
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(subscriptions.c.end_date)).scalars().all(),
+                      key=str) == [MAR1, None]
+    run_bill_run(engine, JAN1)
+    assert _lines(engine, JAN1) == [("recurring", 6000), ("recurring", 6000)]
+    run_bill_run(engine, FEB1)
+    assert _lines(engine, FEB1) == [("recurring", 6000), ("recurring", 6000)]
+    run_bill_run(engine, MAR1)
+    assert _lines(engine, MAR1) == [("recurring", 6000)]
+
+
+def test_an_early_termination_the_product_refuses_is_quarantined(engine: Engine) -> None:
+    """Seats committed for 12 months with early termination refused: a cancellation date of
+    20 January inside the term ends nothing and is quarantined naming ``end_date``; the
+    order stays placed."""
+    crm = _crm()
+    run_cycle(engine, crm)          # the catalog first: the term applies to orders after it
+    with engine.connect() as conn:
+        seat = conn.execute(select(subscriptions.c.product_id)).scalar_one()
+    with UnitOfWork(engine) as uow:
+        set_product_terms(uow, int(seat), term_months=12, early_termination="refuse")
+        uow.commit()
+    crm.put("quote", "Q8", account_crm_id="A2", status="Accepted", number="Q-8",
+            start_date=JAN1, end_date=JAN20)
+    crm.put("quote_line", "L9", quote_crm_id="Q8", product_crm_id="P1", quantity=Decimal(2),
+            unit_price=Decimal("12.00"), start_date=JAN1)
+    run_cycle(engine, crm)
+    assert _handoff(engine, "Q8")[0] == "done"
+    [(field, reason, status)] = _quarantined(engine, "Q8")
+    assert (field, status) == ("end_date", "open")
+    assert "cannot end then" in reason
+    with engine.connect() as conn:
+        assert None in conn.execute(select(subscriptions.c.end_date)).scalars().all()
