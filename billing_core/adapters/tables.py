@@ -446,7 +446,8 @@ provisioning_requests = Table(
     Column("one_time_charge_id", Id, ForeignKey("one_time_charges.id")),
     _fk("product_id", "products"),
     Column("quantity", ExactDecimal(), nullable=False),
-    # pending | awaiting_hold_release | dispatching | dispatched | provisioned | failed | cancelled
+    # pending | awaiting_hold_release | dispatching | dispatched | provisioned | failed |
+    # cancelled | superseded
     Column("state", String(24), nullable=False),
     Column("idempotency_key", String(64), nullable=False, unique=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -455,7 +456,12 @@ provisioning_requests = Table(
     Column("claimed_by", String(160)),      # pid@host/start of the dispatcher, while dispatching
     _created(),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # what the request does: provision (an order's item) | increase | decrease | deprovision
+    # (the subscription's end), and from when (NULL: at once; not dispatched before that day)
+    Column("change_kind", String(16), nullable=False, server_default="provision"),
+    Column("effective_date", Date),
     Index("ix_provisioning_state", "state", "id"),
+    Index("ix_provisioning_subscription", "subscription_id", "id"),
 )
 
 # What a customer was given: the rendered file of a posted document, written the first time it

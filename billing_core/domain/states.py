@@ -12,7 +12,9 @@ Rules kept here
   cancelled. Its items (subscriptions, one-time charges) and quantity changes are pending while
   the order or the account is held, then active, or cancelled with the order.
 - Provisioning request: pending → dispatching → dispatched → provisioned, or failed;
-  awaiting_hold_release while the account is on hold; cancelled with its order.
+  awaiting_hold_release while the account is on hold (provisions and increases only);
+  cancelled with its order (or by its subscription's end); superseded when a later decrease
+  or end of its subscription went out first.
 - The *open* groups say which documents still owe (invoices, debit memos) or still give
   (credit memos) money.
 """
@@ -68,6 +70,16 @@ class ProvisioningState(StrEnum):
     PROVISIONED = "provisioned"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+class ChangeKind(StrEnum):
+    """What a provisioning request does to the subscription or item it names."""
+
+    PROVISION = "provision"         # an order's item, as ordered
+    INCREASE = "increase"           # a higher quantity (added exposure: waits while on hold)
+    DECREASE = "decrease"           # a lower quantity (never held)
+    DEPROVISION = "deprovision"     # the subscription ends (never held)
 
 
 OPEN_INVOICE = (InvoiceStatus.POSTED, InvoiceStatus.PARTIALLY_PAID)
@@ -80,3 +92,5 @@ CANCELLABLE_DEBIT_MEMO = (DebitMemoStatus.DRAFT, DebitMemoStatus.ACTIVE)
 OPEN_ORDER = (OrderStatus.ACCEPTED, OrderStatus.HELD, OrderStatus.ACTIVE)
 # Not sent yet: what cancelling the order still stops.
 UNSENT_REQUEST = (ProvisioningState.PENDING, ProvisioningState.AWAITING_HOLD_RELEASE)
+# Reducing service: never held by a credit hold.
+REDUCING = (ChangeKind.DECREASE, ChangeKind.DEPROVISION)

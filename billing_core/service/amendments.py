@@ -32,7 +32,9 @@ Rules kept here
   its added items while the account is on hold, their provisioning requests waiting for the
   release; activated otherwise) and the quantity changes through ``gate.change_quantity``
   (``pending`` while on hold, released in creation order; a provisioning request for the new
-  quantity of a provisioned product).
+  quantity of a provisioned product, ``increase`` or ``decrease``, dated by the change). A
+  removed subscription of a provisioned product gets its ``deprovision`` request, dated by its
+  end (never held).
 - Proration is the bill run's, by the existing rules: a quantity change inside a period
   already billed is a catch-up ``proration`` line on the next invoice; the range not billed
   yet is billed at the quantity in effect each day.
@@ -87,7 +89,6 @@ from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus, OrderStatus
 from billing_core.service import gate
 from billing_core.service import orders as order_service
-from billing_core.service import subscriptions as subscriptions_service
 from billing_core.service.deals import deal_orders
 
 
@@ -232,6 +233,8 @@ def _coterm(uow: UnitOfWork, chain: list[int], order_id: int, on: date) -> None:
             values["end_date"] = end
         uow.conn.execute(update(subscriptions).where(subscriptions.c.id == r["id"])
                          .values(**values))
+        if "end_date" in values:
+            gate.record_end(uow, int(r["id"]), end)     # its deprovisioning moves with it
 
 
 def _price(value: object) -> Decimal | None:
@@ -294,6 +297,6 @@ def _end(uow: UnitOfWork, subscription_id: int, on: date) -> date | None:
     committed term refuses it or moves it to the term end (the date returned). One that
     already ends on or before ``on`` is left as it is (None)."""
     try:
-        return subscriptions_service.end_subscription(uow, subscription_id, on)
+        return gate.end_subscription(uow, subscription_id, on)    # with its deprovisioning
     except InvalidState:
         return None             # it already ends on or before the amendment's start

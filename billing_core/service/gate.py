@@ -16,13 +16,23 @@ Rules kept here
     requests are ``awaiting_hold_release``. When the last reason goes, credit control activates
     held orders and pending changes in creation order and releases the requests.
 - :func:`change_quantity` likewise: on hold the change is recorded ``pending`` (no proration, no
-  quantity change) until release; a change of a provisioned product gets its own request.
-  Quantity 0 from a date is :func:`end_subscription` at that date.
+  quantity change) until release. A change of a provisioned product gets its own request,
+  dated by the date the change takes effect (a decrease a committed term defers: the term
+  end): ``increase`` (above the quantity in effect just before that date; waits while on hold,
+  like a new order) or ``decrease`` (below it; never held, so reducing service never waits for
+  a hold lift, while billing still records the change ``pending`` and credits it from its
+  date on release). The same quantity gets no request. Quantity 0 from a date is
+  :func:`end_subscription` at that date.
 - :func:`end_subscription` ends (cancels) a subscription now or at a date, hold or not (an end
   only lowers exposure); the days billed in advance after it are credited on the next invoice
-  (:mod:`billing_core.service.subscriptions`).
+  (:mod:`billing_core.service.subscriptions`). A provisioned subscription gets a
+  ``deprovision`` request (quantity 0) dated by its end (:func:`record_end`): never held, and
+  its unsent requests dated on or after the end are cancelled. So does a subscription ordered
+  with an end (an end date, or a term without auto-renew), when its order is taken. One that
+  never started (cancelled) has its unsent requests cancelled and no deprovision.
 - :func:`cancel_order` cancels the order (its active subscriptions end at the cancellation date,
-  credited the same way) and every request of it not yet sent.
+  credited the same way, each with its ``deprovision`` request) and every other request of it
+  not yet sent.
 """
 from __future__ import annotations
 
@@ -40,18 +50,23 @@ from billing_core.adapters.tables import (
     one_time_charges,
     orders,
     products,
+    subscription_changes,
     subscriptions,
 )
+from billing_core.adapters.tables import provisioning_requests as pr
 from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.errors import LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
-from billing_core.domain.states import OrderStatus
+from billing_core.domain.states import ChangeKind, ItemStatus, OrderStatus
+from billing_core.domain.states import ProvisioningState as State
 from billing_core.service import orders as order_service
 from billing_core.service import subscriptions as subscription_service
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
 from billing_core.service.provisioning import (
     NewRequest,
+    cancel_from,
     cancel_order_requests,
+    cancel_subscription_requests,
     create_requests,
     idempotency_key,
 )
@@ -141,6 +156,14 @@ def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
                    subscription_id=item_id if kind == 0 else None,
                    one_time_charge_id=item_id if kind == 1 else None)
         for order_id, kind, item_id, product_id, quantity, prefix in sorted(wanted)])
+    ending = uow.conn.execute(
+        select(subscriptions.c.id, subscriptions.c.end_date)
+        .join(products, products.c.id == subscriptions.c.product_id)
+        .where(id_in(uow.conn, subscriptions.c.order_id, sorted(new)),
+               subscriptions.c.end_date.is_not(None),
+               products.c.needs_provisioning.is_(True)).order_by(subscriptions.c.id)).all()
+    for sid, end in ending:
+        record_end(uow, int(sid), end)
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,
@@ -163,23 +186,75 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     change_id = order_service.change_quantity(uow, subscription_id, new_quantity, effective_date,
                                               pending=on_hold)
     if sub.needs_provisioning and sub.order_id is not None:
-        ref = uow.conn.execute(select(orders.c.source_ref).where(
-            orders.c.id == sub.order_id)).scalar_one()
-        create_requests(uow, [NewRequest(
-            account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
-            quantity=to_decimal(new_quantity, "new_quantity"), on_hold=on_hold,
-            subscription_id=subscription_id, key=idempotency_key(ref, f"change:{change_id}"))])
+        change = uow.conn.execute(select(
+            subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
+            subscription_changes.c.new_quantity).where(
+            subscription_changes.c.id == change_id)).one()
+        if change.new_quantity != change.old_quantity:
+            ref = uow.conn.execute(select(orders.c.source_ref).where(
+                orders.c.id == sub.order_id)).scalar_one()
+            create_requests(uow, [NewRequest(
+                account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
+                quantity=change.new_quantity, on_hold=on_hold,
+                subscription_id=subscription_id, key=idempotency_key(ref, f"change:{change_id}"),
+                change_kind=ChangeKind.INCREASE if change.new_quantity > change.old_quantity
+                else ChangeKind.DECREASE, effective_date=change.effective_date)])
     uow.touch(sub.account_id)
     return change_id
 
 
 def end_subscription(uow: UnitOfWork, subscription_id: int, at: date | None = None) -> date:
-    """End the subscription at ``at`` (default today, UTC); returns the end date."""
-    return subscription_service.end_subscription(uow, subscription_id, at)
+    """End the subscription at ``at`` (default today, UTC); returns the end date (its
+    deprovisioning is requested for that date)."""
+    end = subscription_service.end_subscription(uow, subscription_id, at)
+    record_end(uow, subscription_id, end)
+    return end
+
+
+def record_end(uow: UnitOfWork, subscription_id: int, end: date) -> None:
+    """Provisioning of the subscription's end at ``end`` (see the module rules): its unsent
+    requests dated on or after it are cancelled and a ``deprovision`` request dated ``end``
+    is created (once per date), or, for one cancelled before it started, its unsent requests
+    are cancelled. Nothing for a product that needs no provisioning, or a subscription that
+    never had a request."""
+    sub = uow.conn.execute(
+        select(subscriptions.c.account_id, subscriptions.c.order_id, subscriptions.c.product_id,
+               subscriptions.c.status, products.c.needs_provisioning)
+        .join(products, products.c.id == subscriptions.c.product_id)
+        .where(subscriptions.c.id == subscription_id)).first()
+    if sub is None or sub.order_id is None:
+        return
+    requests = uow.conn.execute(select(pr.c.state, pr.c.change_kind, pr.c.effective_date)
+                                .where(pr.c.subscription_id == subscription_id)).all()
+    live = [r for r in requests if r.state not in (State.CANCELLED, State.SUPERSEDED)]
+    if not live:
+        return
+    if sub.status == ItemStatus.CANCELLED:
+        cancel_subscription_requests(uow, subscription_id)
+        return
+    cancel_from(uow, subscription_id, end)
+    if any(r.change_kind == ChangeKind.DEPROVISION and r.effective_date == end for r in live):
+        return
+    ref = uow.conn.execute(select(orders.c.source_ref).where(
+        orders.c.id == sub.order_id)).scalar_one()
+    create_requests(uow, [NewRequest(
+        account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
+        quantity=Decimal(0), on_hold=False, subscription_id=subscription_id,
+        key=idempotency_key(ref, f"end:{subscription_id}:{end.isoformat()}"),
+        change_kind=ChangeKind.DEPROVISION, effective_date=end)])
 
 
 def cancel_order(uow: UnitOfWork, order_id: int, at: date | None = None) -> int:
     """Cancel the order (its active subscriptions end at ``at``, default today); returns how
-    many of its requests were cancelled before sending."""
+    many of its requests were cancelled before sending. Each subscription it ends gets its
+    ``deprovision`` request."""
+    before = dict(uow.conn.execute(select(subscriptions.c.id, subscriptions.c.end_date).where(
+        subscriptions.c.order_id == order_id)).all())
     order_service.cancel_order(uow, order_id, at)
-    return cancel_order_requests(uow, order_id)
+    cancelled = cancel_order_requests(uow, order_id)
+    for sid, end in uow.conn.execute(select(subscriptions.c.id, subscriptions.c.end_date).where(
+            subscriptions.c.order_id == order_id, subscriptions.c.status != ItemStatus.CANCELLED)
+            .order_by(subscriptions.c.id)).all():
+        if end is not None and end != before.get(sid):
+            record_end(uow, int(sid), end)
+    return cancelled

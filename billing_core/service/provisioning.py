@@ -1,12 +1,30 @@
 """Provisioning requests and the dispatch loop.
 
 Rules kept here
-- A request is created with its order (one per subscription line or one-time item whose product
-  ``needs_provisioning``, one per quantity change of such a subscription), in state ``pending``
-  or, when the account is on hold, ``awaiting_hold_release``. Its ``idempotency_key`` is fixed
-  at creation (derived from the order's source reference and the item) and never changes.
+- A request is created per change of what a product that ``needs_provisioning`` gives the
+  customer (:mod:`billing_core.service.gate` creates them): ``provision`` with its order (one
+  per subscription line or one-time item), ``increase`` / ``decrease`` per quantity change of
+  such a subscription (the new quantity, from the change's effective date: the term end for
+  a decrease a committed term defers), ``deprovision`` at the subscription's end (quantity 0,
+  from the end date). ``effective_date`` NULL means at once (an order's items). Its
+  ``idempotency_key`` is fixed at creation (derived from the order's source reference and the
+  item or change) and never changes.
+- Holds: ``provision`` and ``increase`` add exposure and wait while the account is on hold
+  exactly like a new order (``awaiting_hold_release``); ``decrease`` and ``deprovision`` reduce
+  service and are never held (created ``pending``, claimed whatever the account's holds).
 - States: ``pending`` → ``dispatching`` → ``dispatched`` → ``provisioned``, or ``failed``;
-  ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order.
+  ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order (or, for
+  requests dated on or after a subscription's end, by that end); ``superseded`` (below).
+- Not before its date: a request whose ``effective_date`` is after the claim's day (UTC) stays
+  ``pending`` and is not claimed until that day.
+- Order per subscription: a subscription's requests are sent in (effective date, NULL first;
+  id) order. A request is not claimed while an earlier one of its subscription is unsent
+  (``pending``, ``awaiting_hold_release``), in flight (``dispatching``) or ``failed`` (it
+  waits for the retry), with one exception so that a hold never delays reducing service: a
+  due ``decrease`` / ``deprovision`` *supersedes* the earlier unsent ``increase`` /
+  ``decrease`` requests of its subscription (state ``superseded``, ``last_error`` naming it):
+  it sets the quantity from its date on, so they would only be overtaken. A ``provision`` is
+  never superseded (what it creates must exist first).
 - Dispatch (:func:`dispatch_pending`) takes three steps, a batch of at most ``batch`` requests
   at a time (a large ``limit`` is worked through in small claims, so a crash strands one batch
   at most): claim (one short transaction: rows are locked with ``FOR UPDATE SKIP LOCKED`` on
@@ -19,9 +37,10 @@ Rules kept here
   lease ran out (wherever it ran). A stale request goes back to ``pending``, or to
   ``awaiting_hold_release`` when its account is on hold now, with the cause in ``last_error``;
   it is re-sent with the SAME key (the receiver deduplicates). Never a new key.
-- The claim re-checks the hold: a request whose account has any hold reason at claim time is
-  not claimed, whatever its state says.
-- Requests are claimed in creation order (``id``), so what waited is released in order.
+- The claim re-checks the hold: a ``provision`` / ``increase`` request whose account has any
+  hold reason at claim time is not claimed, whatever its state says.
+- Requests are claimed in creation order (``id``), so what waited is released in order, and
+  at most one per subscription per claim (the next goes once it is recorded).
 - A provisioner that raises anything else than ``ProvisionError`` (a bug) fails that request
   with the exception's type and message; the rest of the batch goes on.
 """
@@ -31,11 +50,11 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, or_, select, update
 
 from billing_core.adapters import owner
 from billing_core.adapters.bulk import id_in
@@ -51,7 +70,7 @@ from billing_core.adapters.tables import (
     provisioning_requests as pr,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
-from billing_core.domain.states import UNSENT_REQUEST
+from billing_core.domain.states import REDUCING, UNSENT_REQUEST, ChangeKind
 from billing_core.domain.states import ProvisioningState as State
 
 log = logging.getLogger(__name__)
@@ -80,10 +99,13 @@ class NewRequest:
     on_hold: bool
     subscription_id: int | None = None
     one_time_charge_id: int | None = None
+    change_kind: str = ChangeKind.PROVISION
+    effective_date: date | None = None
 
 
 def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
-    """New provisioning requests, in the given order (ids ascending): one statement."""
+    """New provisioning requests, in the given order (ids ascending): one statement. A
+    reducing one (decrease, deprovision) is ``pending`` even on hold."""
     if not items:
         return
     now = uow.now()
@@ -91,16 +113,36 @@ def create_requests(uow: UnitOfWork, items: Sequence[NewRequest]) -> None:
         {"account_id": r.account_id, "order_id": r.order_id, "product_id": r.product_id,
          "quantity": r.quantity, "subscription_id": r.subscription_id,
          "one_time_charge_id": r.one_time_charge_id, "idempotency_key": r.key, "attempts": 0,
-         "state": _waiting_or_pending(r.on_hold), "created_at": now,
-         "updated_at": now} for r in items])
+         "state": _waiting_or_pending(r.on_hold and r.change_kind not in REDUCING),
+         "change_kind": str(r.change_kind), "effective_date": r.effective_date,
+         "created_at": now, "updated_at": now} for r in items])
+
+
+def cancel_from(uow: UnitOfWork, subscription_id: int, day: date) -> int:
+    """The subscription ends on ``day``: its unsent changes dated on or after it (quantity
+    changes and an earlier-planned end) are cancelled. Returns how many."""
+    return uow.conn.execute(update(pr).where(
+        pr.c.subscription_id == subscription_id, pr.c.state.in_(UNSENT_REQUEST),
+        pr.c.change_kind != ChangeKind.PROVISION, pr.c.effective_date >= day)
+        .values(state=State.CANCELLED, updated_at=uow.now(),
+                last_error=f"the subscription ends on {day}")).rowcount
+
+
+def cancel_subscription_requests(uow: UnitOfWork, subscription_id: int) -> int:
+    """The subscription was cancelled before it started: none of its unsent requests goes."""
+    return uow.conn.execute(update(pr).where(
+        pr.c.subscription_id == subscription_id, pr.c.state.in_(UNSENT_REQUEST))
+        .values(state=State.CANCELLED, updated_at=uow.now())).rowcount
 
 
 def hold_requests(uow: UnitOfWork, account_ids: Sequence[int]) -> int:
-    """The accounts went (or are) on hold: their pending requests wait. Returns how many."""
+    """The accounts went (or are) on hold: their pending provisions and increases wait
+    (decreases and ends never do). Returns how many."""
     if not account_ids:
         return 0
     return uow.conn.execute(update(pr).where(id_in(uow.conn, pr.c.account_id, account_ids),
-                                             pr.c.state == State.PENDING)
+                                             pr.c.state == State.PENDING,
+                                             pr.c.change_kind.not_in(REDUCING))
                             .values(state=State.AWAITING_HOLD_RELEASE,
                                     updated_at=uow.now())).rowcount
 
@@ -144,7 +186,8 @@ def retry_request(uow: UnitOfWork, request_id: int) -> State:
     if row["state"] != State.FAILED:
         raise InvalidState("provisioning_request", request_id,
                            f"is {row['state']}; only a failed request can be retried")
-    state = _waiting_or_pending(_held(uow.conn, row["account_id"]))
+    state = _waiting_or_pending(row["change_kind"] not in REDUCING
+                                and _held(uow.conn, row["account_id"]))
     uow.conn.execute(update(pr).where(pr.c.id == request_id, pr.c.state == State.FAILED).values(
         state=state, next_attempt_at=None, updated_at=uow.now()))
     return state
@@ -223,7 +266,8 @@ def reclaim_stale(conn: Connection, now: datetime) -> int:
     gone = owner.gone_among(owners)
     stale = or_(pr.c.next_attempt_at <= now, pr.c.claimed_by.in_(gone)) if gone \
         else pr.c.next_attempt_at <= now
-    held = exists().where(hold_reasons.c.account_id == pr.c.account_id)
+    held = and_(exists().where(hold_reasons.c.account_id == pr.c.account_id),
+                pr.c.change_kind.not_in(REDUCING))
     return conn.execute(update(pr).where(pr.c.state == State.DISPATCHING, stale).values(
         state=case((held, State.AWAITING_HOLD_RELEASE), else_=State.PENDING),
         claimed_by=None, next_attempt_at=None, updated_at=now,
@@ -231,18 +275,37 @@ def reclaim_stale(conn: Connection, now: datetime) -> int:
         if gone else _LEASE_OUT)).rowcount
 
 
+_BLOCKING = (State.PENDING, State.AWAITING_HOLD_RELEASE, State.DISPATCHING, State.FAILED)
+_EPOCH = date(1, 1, 1)
+
+
 def claim(engine: Engine, *, limit: int, now: datetime,
           lease: timedelta = DEFAULT_LEASE) -> list[ProvisioningTask]:
-    """Transaction 1: take back stale claims, then lock up to ``limit`` pending requests of
-    accounts without a hold, mark them ``dispatching`` (attempt, owner, lease), return them."""
-    no_hold = ~exists().where(hold_reasons.c.account_id == pr.c.account_id)
-    stmt = select(pr.c.id).where(pr.c.state == State.PENDING, no_hold).order_by(pr.c.id) \
-        .limit(limit)
+    """Transaction 1: take back stale claims, then lock up to ``limit`` claimable requests
+    (pending, due by ``now``'s UTC day, of accounts without a hold unless reducing, first of
+    their subscription: see the module rules), supersede what a reducing one overtakes, mark
+    them ``dispatching`` (attempt, owner, lease), return them."""
+    today = now.astimezone(UTC).date()
+    reducing = pr.c.change_kind.in_(REDUCING)
+    no_hold = or_(reducing, ~exists().where(hold_reasons.c.account_id == pr.c.account_id))
+    e = pr.alias("earlier")
+    earlier = or_(func.coalesce(e.c.effective_date, _EPOCH)
+                  < func.coalesce(pr.c.effective_date, _EPOCH),
+                  and_(func.coalesce(e.c.effective_date, _EPOCH)
+                       == func.coalesce(pr.c.effective_date, _EPOCH), e.c.id < pr.c.id))
+    overtaken = and_(reducing, e.c.state.in_(UNSENT_REQUEST),
+                     e.c.change_kind.in_((ChangeKind.INCREASE, ChangeKind.DECREASE)))
+    blocked = exists().where(e.c.subscription_id == pr.c.subscription_id, e.c.id != pr.c.id,
+                             e.c.state.in_(_BLOCKING), earlier, ~overtaken)
+    stmt = select(pr.c.id, pr.c.subscription_id, pr.c.effective_date, pr.c.change_kind).where(
+        pr.c.state == State.PENDING, no_hold,
+        or_(pr.c.effective_date.is_(None), pr.c.effective_date <= today),
+        or_(pr.c.subscription_id.is_(None), ~blocked)).order_by(pr.c.id).limit(limit)
     if engine.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=pr)
     with engine.begin() as conn:
         reclaim_stale(conn, now)
-        ids = [r[0] for r in conn.execute(stmt)]
+        ids = _one_per_subscription(conn, list(conn.execute(stmt)), now)
         if not ids:
             return []
         conn.execute(update(pr).where(pr.c.id.in_(ids)).values(
@@ -261,7 +324,45 @@ def claim(engine: Engine, *, limit: int, now: datetime,
         account_ext_id=r["ext_id"], account_name=r["name"], order_id=r["order_id"],
         order_ref=r["source_ref"], product_id=r["product_id"], product_sku=r["sku"],
         quantity=_plain(r["quantity"]), subscription_id=r["subscription_id"],
-        one_time_charge_id=r["one_time_charge_id"]) for r in rows]
+        one_time_charge_id=r["one_time_charge_id"], change_kind=r["change_kind"],
+        effective_date=r["effective_date"]) for r in rows]
+
+
+def _one_per_subscription(conn: Connection, rows: list[Any], now: datetime) -> list[int]:
+    """Of the claimable rows (id order), the ids to claim: per subscription the latest in
+    (effective date, id) order; it supersedes the earlier unsent increases / decreases of its
+    subscription when it is reducing (a racing claim that took one of them first leaves it
+    unclaimed). Rows without a subscription all go."""
+    best: dict[int, Any] = {}
+    ids: list[int] = []
+    for r in rows:
+        if r.subscription_id is None:
+            ids.append(int(r.id))
+            continue
+        key = (r.effective_date or _EPOCH, r.id)
+        held = best.get(r.subscription_id)
+        if held is None or key > (held.effective_date or _EPOCH, held.id):
+            best[r.subscription_id] = r
+    for r in best.values():
+        if r.change_kind in REDUCING:
+            day = r.effective_date or _EPOCH
+            older = or_(func.coalesce(pr.c.effective_date, _EPOCH) < day,
+                        and_(func.coalesce(pr.c.effective_date, _EPOCH) == day,
+                             pr.c.id < r.id))
+            overtaken = [int(i) for i in conn.execute(select(pr.c.id).where(
+                pr.c.subscription_id == r.subscription_id, pr.c.id != r.id, older,
+                pr.c.state.in_(UNSENT_REQUEST),
+                pr.c.change_kind.in_((ChangeKind.INCREASE, ChangeKind.DECREASE)))).scalars()]
+            if overtaken:
+                done = conn.execute(update(pr).where(
+                    pr.c.id.in_(overtaken), pr.c.state.in_(UNSENT_REQUEST)).values(
+                    state=State.SUPERSEDED, updated_at=now,
+                    last_error=f"superseded by request {r.id} ({r.change_kind} from "
+                               f"{r.effective_date or 'now'})")).rowcount
+                if done != len(overtaken):
+                    continue        # another dispatcher took one of them: this one waits
+        ids.append(int(r.id))
+    return sorted(ids)
 
 
 def _plain(quantity: Decimal) -> Decimal:

@@ -8,12 +8,17 @@ Rules kept here
 - The task carries the request's ``idempotency_key``, fixed when the request was created; a
   provisioner sends that key on every attempt, so a receiver can recognise a re-send (after a
   retry, or after a crash between sending and recording) and do the work once.
+- The task says what to do (``change_kind``: ``provision`` an order's item, ``increase`` or
+  ``decrease`` to ``quantity``, ``deprovision`` at the subscription's end, quantity 0) and from
+  when (``effective_date``; None: at once). A request is dispatched on or after that day, and
+  a subscription's requests in order, so a receiver can apply each as "the quantity from now".
 - ``ProvisionError.retriable`` says whether trying again later could help (429, 5xx, timeouts)
   or not (a 4xx the receiver will answer the same way).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
@@ -37,6 +42,10 @@ class ProvisioningTask:
     subscription_id: int | None = None
     one_time_charge_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # what the request does (provision | increase | decrease | deprovision) and from when
+    # (None: at once); ``quantity`` is the quantity from then on (0 for deprovision)
+    change_kind: str = "provision"
+    effective_date: date | None = None
 
     def payload(self) -> dict[str, Any]:
         """The JSON body a receiver gets (amounts and quantities as strings, never floats)."""
@@ -51,6 +60,9 @@ class ProvisioningTask:
             "quantity": format(self.quantity, "f"),
             "subscription_id": self.subscription_id,
             "one_time_charge_id": self.one_time_charge_id,
+            "change": self.change_kind,
+            "effective_date": None if self.effective_date is None
+            else self.effective_date.isoformat(),
         }
 
 

@@ -19,7 +19,9 @@ class LogProvisioner:
     def provision(self, task: ProvisioningTask) -> Outcome:
         line = (f"provision request={task.request_id} key={task.idempotency_key} "
                 f"account={task.account_id} ({task.account_ext_id}) order={task.order_ref} "
-                f"sku={task.product_sku} quantity={task.quantity} attempt={task.attempt}")
+                f"sku={task.product_sku} quantity={task.quantity} change={task.change_kind}"
+                f"{'' if task.effective_date is None else f' from={task.effective_date}'} "
+                f"attempt={task.attempt}")
         log.info("%s", line)
         if self.stream is not None:
             self.stream.write(line + "\n")

@@ -54,4 +54,4 @@ def test_choices_offered_are_plain_database_strings():
     assert parse_reason("overdue") is HoldReason.OVERDUE
     assert all(type(r) is str for r in REASONS + STATES)
     assert STATES == ("pending", "awaiting_hold_release", "dispatching", "dispatched",
-                      "provisioned", "failed", "cancelled")
+                      "provisioned", "failed", "cancelled", "superseded")
