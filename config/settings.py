@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from billing_core.documents.options import RenderOptions, Seller
 from billing_core.domain.credit import CreditPolicy
 from connectors.base import OBJECTS
 from connectors.credentials import CredentialError
@@ -80,6 +81,24 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class DocumentSettings:
+    templates_dir: str | None = None              # the company's templates, before built-in
+    locale: str = "en"                            # Babel locale, or "country" (the account's)
+    page_size: str = "A4"                         # A4 | letter
+    seller_name: str = ""
+    seller_address: tuple[str, ...] = ()          # one item per line
+    seller_tax_id: str = ""
+    seller_email: str = ""
+
+    def render_options(self) -> RenderOptions:
+        """What the document renderer (``billing_core.documents``) takes."""
+        return RenderOptions(
+            seller=Seller(name=self.seller_name, address=self.seller_address,
+                          tax_id=self.seller_tax_id, email=self.seller_email),
+            locale=self.locale, templates_dir=self.templates_dir, page_size=self.page_size)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     auto_upgrade: bool = True
@@ -87,6 +106,7 @@ class Settings:
     credit: CreditPolicy = field(default_factory=CreditPolicy)
     provisioner: ProvisionerSettings = field(default_factory=ProvisionerSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
 
 
@@ -120,6 +140,11 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "push_max_attempts": Rule(at_least=1),
         "objects": Rule(one_of=OBJECTS, not_empty=True),
     }),
+    "documents": (DocumentSettings, {
+        "templates_dir": Rule(not_empty=True),
+        "locale": Rule(not_empty=True),
+        "page_size": Rule(one_of=("A4", "letter")),
+    }),
 }
 
 
@@ -137,7 +162,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                     auto_upgrade=built["database"].auto_upgrade,
                     billing=built["billing"], credit=built["credit"],
                     provisioner=built["provisioner"], sync=built["sync"],
-                    connections=connections)
+                    documents=built["documents"], connections=connections)
 
 
 def _connections(tables: Any) -> dict[str, ConnectionSettings]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Query, status
+from fastapi import Path, Query, Request, status
 
 from billing_core.service import documents, invoices, memos
+from jobs.api import documents as api_documents
 from jobs.api.deps import Reader, Uow, Writer, router
 from jobs.api.models import (
     MAX_ID,
@@ -153,10 +154,15 @@ def list_invoices(uow: Uow, _: Reader, account_id: AccountFilter = None,
                  for r in rows), cursor, limit)
 
 
-@routes.get("/billing/invoices/{ref}")
-def show_invoice(ref: PathRef, uow: Uow, _: Reader) -> InvoiceOut:
+@routes.get("/billing/invoices/{ref}", response_model=InvoiceOut,
+            responses=api_documents.RENDERED_RESPONSES)
+def show_invoice(ref: PathRef, uow: Uow, _: Reader, request: Request) -> Any:
     """An invoice with its lines, tax per rate with its base, the prepaid credits it drew and
-    the applications settling it."""
+    the applications settling it; with ``Accept: application/pdf`` or ``text/html`` the
+    rendered invoice (docs/DOCUMENTS.md)."""
+    fmt = api_documents.negotiate(request.headers.get("accept"))
+    if fmt != "json":
+        return api_documents.rendered(request, uow, "invoice", ref, fmt)
     return invoice_out(invoices.invoice_view(uow.conn, ref))
 
 

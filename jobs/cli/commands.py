@@ -16,6 +16,7 @@ from jobs.cli import (
     demo,
     demo_crm,
     doctor,
+    documents,
     orders,
     products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
@@ -37,6 +38,7 @@ COMMANDS: list[click.Command] = [
     *doctor.COMMANDS,
     *demo.COMMANDS,
     *demo_crm.COMMANDS,
+    *documents.COMMANDS,
 ]
 
 

@@ -35,6 +35,7 @@ from jobs.cli.configs import (
     secrets_path,
     write_sandbox_config,
 )
+from jobs.cli.documents import write_latest_invoice
 from jobs.migrate import upgrade
 from jobs.worker import Worker
 
@@ -183,11 +184,13 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
 
     say("5. What the CRM records show now (read back from the sandbox CRM):")
     story.crm_fields([a_id, c_id], [qa, qc])
+    pdf = write_latest_invoice(story.engine, story.settings, a["id"], workdir)
     story.worker.close()
     story.engine.dispose()
     return {"a": a_id, "c": c_id, "qa": qa, "qc": qc, "a_reasons": a["reasons"],
             "c_reasons": c["reasons"], "invoices": result.invoices_created,
-            "a_requests": story.requests(a["id"]), "c_requests": story.requests(c["id"])}
+            "a_requests": story.requests(a["id"]), "c_requests": story.requests(c["id"]),
+            "invoice_pdf": pdf}
 
 
 @click.command("demo")
@@ -213,8 +216,11 @@ def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
                      ca_dir=ca_dir) as sbx:
             click.echo(f"Sandbox CRM on {sbx.url} (Salesforce and Dataverse, seeded); "
                        f"database and config in {workdir}")
-            run_story(sbx, workdir)
+            pdf = run_story(sbx, workdir)["invoice_pdf"]
     click.echo(f"Done in {time.monotonic() - started:.1f} s; the sandbox is stopped.")
+    if pdf is not None:
+        click.echo(f"Invoice PDF: {pdf.absolute()}" if keep else
+                   f"Invoice PDF: {pdf.name} (run with --keep DIR to keep it)")
     if keep:
         config = (workdir / "ledgerbridge.toml").absolute()
         click.echo(f"Kept: {config} (its first lines say how to start its sandbox again), "
