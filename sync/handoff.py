@@ -30,6 +30,19 @@ Rules kept here:
   those other records is still owed, the newer revision waits for it. Its start date is the
   quote's start date (else its lines' earliest, else today). A quote closed because a newer
   revision replaced it (Dataverse) is not reported as reversed.
+- An amendment or renewal quote of its own (``QuoteRec.kind``; CPQ, a Dataverse renewal) with
+  no earlier revision of its own record or number continues the deal of the quote it names
+  (``origin_quote``): an amendment amends the deal's newest order (``deals.deal_head``: the
+  origin's order, then each order amending it in turn), a renewal is an order with
+  ``renews_order_id`` = that order. It waits while its origin is owed, or while an earlier
+  quote of the same deal (by start date, number, id) is; an origin not named, never read,
+  deleted or never handed off is refused (waiting, quarantined naming ``origin_quote``).
+- A line of quantity 0 orders nothing: an amendment removes its item; a new order of only
+  such lines is refused.
+- Cancellation dates (``end_date`` on the quote or a line) end the deal's subscriptions by
+  billing's ``end_subscription`` after the quote is placed, and again whenever a handed-off
+  quote changes (idempotent: an end already there or earlier is left); a refusal is
+  quarantined naming ``end_date`` without touching the hand-off's state.
 - Usage products become subscriptions that rate usage (no recurring charge), so a usage-only
   quote is an order like any other.
 - Nothing is stuck in silence: a quote the hand-off cannot take (billing refused its order or
