@@ -45,8 +45,15 @@ class DealWorld(World):
 
         self.sbx, self.engine, self.tmp = sbx, engine, tmp
         text, self.env = sandbox_config(sbx, str(engine.url))
+        overrides = tmp / "sf_fields.toml"       # the org's own cancellation date fields
+        overrides.write_text('[objects.quote.fields]\n'
+                             'end_date = { field = "Cancel_Date__c", type = "date" }\n'
+                             '[objects.quote_line.fields]\n'
+                             'end_date = { field = "Cancel_Date__c", type = "date" }\n',
+                             encoding="utf-8")
         text = text.replace('[connections.sf]\ncrm = "salesforce"\n',
-                            '[connections.sf]\ncrm = "salesforce"\nfieldmap = "salesforce_cpq"\n')
+                            '[connections.sf]\ncrm = "salesforce"\nfieldmap = "salesforce_cpq"\n'
+                            f'fieldmap_overrides = "{overrides}"\n')
         text = text.replace('[connections.d365]\ncrm = "dynamics"\n',
                             '[connections.d365]\ncrm = "dynamics"\n'
                             'fieldmap_overrides = "dynamics_deals"\n')
@@ -101,6 +108,12 @@ class SalesforceDeal:
                          status="Accepted", start_date="2027-01-01",
                          lines=[{"product_index": 0, "quantity": 5, "unit_price": 12}])
         self.contract = quote["contract_id"]
+        self.quote = quote["id"]
+
+    def cancel(self, at: str) -> None:
+        """Finance's user sets the accepted quote's Cancel_Date__c (no new quote)."""
+        self.world.sf("update", object="SBQQ__Quote__c", id=self.quote,
+                      fields={"Cancel_Date__c": at})
 
     def amend(self, start: str, seats: int) -> None:
         self.world.sf("amend_contract", contract_id=self.contract, start_date=start,
@@ -155,6 +168,14 @@ class DataverseDeal:
                  values={"quantity": seats, "extendedamount": seats * 12})
         world.dv("set_local_date", table="quotes", id=revised["quoteid"],
                  column="effectivefrom", date=start)
+        world.dv("win_quote", id=revised["quoteid"])
+
+    def cancel(self, at: str) -> None:
+        """A won quote is read-only in Dataverse: the cancellation date goes on a revision
+        (same lines and start), which is won."""
+        world = self.world
+        revised = world.dv("revise_quote", id=self.quote)
+        world.dv("update", table="quotes", id=revised["quoteid"], values={"new_canceldate": at})
         world.dv("win_quote", id=revised["quoteid"])
 
     def renew(self, start: str, seats: int, price: int) -> None:
@@ -217,5 +238,20 @@ def test_a_crm_cancellation_credits_the_unused_days(world: DealWorld, connection
     deal.amend("2027-01-20", 0)
     [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, FEB1)
+    assert _lines(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_a_crm_cancellation_date_credits_the_unused_days(world: DealWorld,
+                                                         connection: str) -> None:
+    """A cancellation date of 20 January (Salesforce: the org's Cancel_Date__c set on the
+    accepted CPQ quote; Dataverse: new_canceldate on a won revision) ends the seats there.
+    Worked as the zeroing amendment: -5 x 12.00 x 12/31 = -23.23 on 1 February, turned into a
+    credit memo."""
+    deal = _start(world, connection)
+    deal.cancel("2027-01-20")
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok"
     run_bill_run(world.engine, FEB1)
     assert _lines(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
