@@ -152,6 +152,8 @@ orders = Table(
     Column("activated_at", UTCDateTime()),
     _created(),
     CheckConstraint("status IN ('accepted', 'held', 'active', 'cancelled')", name="status"),
+    # a deal's newest order is found forward, order by order (deals.deal_head)
+    Index("ix_orders_amends", "amends_order_id"),
 )
 
 subscriptions = Table(
