@@ -2,10 +2,14 @@
 
 Two kinds:
 - stamp (Salesforce SystemModstamp, Dataverse modifiedon): `{"mode": "stamp", "stamp": ISO,
-  "seen": {id: ISO}, "own": {"user": ID, "from": ISO, "to": ISO}}` ("own" optional). The next
-  read asks for rows stamped `>= stamp - overlap` (late commits land stamped in the past);
-  `seen` holds the (id, stamp) pairs already applied inside that window so they are not handed
-  out twice; a row whose stamp changed is new and is handed out.
+  "seen": {id: ISO}, "vers": {id: VERSION}, "own": {"user": ID, "from": ISO, "to": ISO}}`
+  ("vers" and "own" optional). The next read asks for rows stamped `>= stamp - overlap` (late
+  commits land stamped in the past); `seen` holds the (id, stamp) pairs already applied inside
+  that window so they are not handed out twice; a row whose stamp changed is new and is handed
+  out. Where stamps are coarser than writes (Dataverse's `modifiedon` is whole seconds: two
+  writes of one row can share a stamp), the read passes each row's version too
+  (`versionnumber`, new on every write) and a row is new when either changed (`vers`; a seen
+  entry saved without a version is compared by its stamp alone).
 - delta (Dataverse change tracking): `{"mode": "delta", "link": "<@odata.deltaLink>"}`.
 
 Rules kept here: the stamp only moves forward and never past the run's start time (rows changed
@@ -102,6 +106,9 @@ class StampTracker:
         self.seen: dict[str, datetime] = {
             k: parse_datetime(v) for k, v in data.get("seen", {}).items()
         } if self.stamp else {}
+        vers = data.get("vers") if self.stamp else None
+        self.vers: dict[str, str] = {str(k): str(v) for k, v in vers.items()
+                                     if k in self.seen} if isinstance(vers, dict) else {}
         self.overlap = overlap
         self.run_started = run_started
         self.max_seen = max_seen
@@ -117,16 +124,23 @@ class StampTracker:
         """Lower bound (inclusive) of the next read; None means read everything."""
         return None if self.stamp is None else self.stamp - self.overlap
 
-    def admit(self, crm_id: str, stamp: Any, by: str | None = None) -> bool:
+    def admit(self, crm_id: str, stamp: Any, by: str | None = None,
+              version: str | None = None) -> bool:
         """True if the row is new to the engine; records it as applied. `by` is the row's last
-        modifier, when the read asked for it."""
+        modifier, when the read asked for it; `version` its version, where stamps are coarser
+        than writes (module rules)."""
         if not isinstance(stamp, datetime):
             return True  # no usable stamp: hand it out, cannot advance on it
         if by is not None and by == self.user:
             self._mine.add(crm_id)
-        if self.seen.get(crm_id) == stamp:
+        if self.seen.get(crm_id) == stamp and (
+                version is None or self.vers.get(crm_id, version) == version):
             return False
         self.seen[crm_id] = stamp
+        if version is not None:
+            self.vers[crm_id] = version
+        else:
+            self.vers.pop(crm_id, None)
         capped = min(stamp, self.run_started)
         if self.stamp is None or capped > self.stamp:
             self.stamp = capped
@@ -148,6 +162,7 @@ class StampTracker:
             stamp = self.seen.get(crm_id)
             if stamp is not None and start <= stamp < self.stamp:
                 del self.seen[crm_id]      # the next read leaves it out: nothing to de-duplicate
+                self.vers.pop(crm_id, None)
 
     def cursor(self) -> str | None:
         if self.stamp is None:
@@ -156,11 +171,14 @@ class StampTracker:
         kept = sorted(((s, i) for i, s in self.seen.items() if s >= floor), reverse=True)
         kept = kept[: self.max_seen]
         self.seen = {i: s for s, i in kept}
+        self.vers = {i: v for i, v in self.vers.items() if i in self.seen}
         state: dict[str, Any] = {
             "mode": "stamp",
             "stamp": self.stamp.isoformat(),
             "seen": {i: s.isoformat() for s, i in reversed(kept)},
         }
+        if self.vers:
+            state["vers"] = {i: self.vers[i] for _s, i in reversed(kept) if i in self.vers}
         if self.own is not None and self.own.end >= floor:
             state["own"] = self.own.as_json()
         return json.dumps(state)

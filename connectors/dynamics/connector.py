@@ -10,6 +10,14 @@ Rules kept here:
   saved deltaLink is refused (expired), the read falls back: a full read that ends with a
   `modifiedon` stamp cursor (or a fresh deltaLink). Other tables use `modifiedon ge cursor -
   overlap` ordered by `modifiedon, key` with the same de-duplication as Salesforce.
+- Our own writes on tables read by `modifiedon` (no change tracking): after the first accepted
+  write the connector asks which systemuser it is (`WhoAmI`'s `UserId`, once per connector): the
+  user Dataverse names as `_modifiedby_value` of every row we write. A read of the object that
+  begins after writes of ours to it, runs to its end and saw no write in flight meanwhile,
+  claims them in its cursor (`connectors.cursor`); the next reads add
+  `and (_modifiedby_value ne <us> or modifiedon lt <from> or modifiedon ge <to>)`, the range's
+  bounds rounded outwards to whole seconds (Dataverse's precision), so they leave out only rows
+  last modified by us inside it. A person's edit names the person: it is always read.
 - A full read (`cursor=None`, or the fallback from a refused deltaLink) tells the engine's
   `Sweep` every id it returns; its last page reports what billing knows and the read did not
   return as "missing" (deletes made while a delta token was expired are found this way).
@@ -45,7 +53,7 @@ from connectors.base import (
     missing_deletions,
     page_ids,
 )
-from connectors.cursor import StampTracker, decode, delta_cursor
+from connectors.cursor import OwnRange, StampTracker, decode, delta_cursor
 from connectors.dynamics import odata
 from connectors.dynamics.auth import TokenProvider
 from connectors.fieldmap import FieldMap, FieldMapError, ObjectMap
@@ -53,6 +61,10 @@ from connectors.settings import ConnectionSettings
 from connectors.transport import Transport
 
 log = logging.getLogger(__name__)
+#: The lookup Dataverse names a row's last modifier in (a systemuser id).
+MODIFIED_BY = "_modifiedby_value"
+#: A row's version (rowversion): new on every write, where `modifiedon` is whole seconds.
+VERSION = "versionnumber"
 
 
 class DynamicsConnector(FieldMapped):
@@ -69,6 +81,8 @@ class DynamicsConnector(FieldMapped):
         self.clock = clock
         self.base = f"{settings.url}/api/data/v{settings.api_version}/"
         self._currencies: dict[str, str] | None = None
+        self._user: str | None = None      # the systemuser our writes are stamped with
+        self._wrote: set[str] = set()      # objects written since their last read began
 
     # -- HTTP with one token refresh -------------------------------------------------------
     def request(self, method: str, url: str, *, prefer: str | None = None,
@@ -100,7 +114,10 @@ class DynamicsConnector(FieldMapped):
         om = self.fieldmap.object(obj)
         started = run_started or self.clock()
         tracker = StampTracker(cursor if decode(cursor).get("mode") == "stamp" else None,
-                               timedelta(seconds=self.settings.overlap_seconds), started)
+                               timedelta(seconds=self.settings.overlap_seconds), started,
+                               user=self._user)
+        wrote_before = obj in self._wrote
+        self._wrote.discard(obj)
         state = decode(cursor)
         full = not cursor
         if state.get("mode") == "delta":
@@ -119,8 +136,12 @@ class DynamicsConnector(FieldMapped):
             url = self._url(om, None, ordered=False)
             pages = self._pages(om, url, tracker, cursor, sweep, delta=True)
         else:
-            pages = self._pages(om, self._url(om, tracker.since), tracker, cursor, sweep,
-                                delta=False)
+            def settled() -> None:       # the read ran to its end: claim our writes it read
+                if wrote_before and obj not in self._wrote:
+                    tracker.claim()
+
+            pages = self._pages(om, self._url(om, tracker.since, tracker=tracker), tracker,
+                                cursor, sweep, delta=False, settled=settled)
         last: Page | None = None
         for page in pages:
             if last is not None:
@@ -130,20 +151,32 @@ class DynamicsConnector(FieldMapped):
             yield Page(last.records, list(last.deletions) + missing_deletions(sweep),
                        last.cursor)
 
-    def _url(self, om: ObjectMap, since: datetime | None, *, ordered: bool = True) -> str:
+    def _url(self, om: ObjectMap, since: datetime | None, *, ordered: bool = True,
+             tracker: StampTracker | None = None) -> str:
         """Stamp reads are always ordered (a page's cursor must not pass rows still to come);
-        change-tracking reads cannot be ($filter / $orderby are not allowed with them)."""
-        params = {"$select": ",".join(om.select())}
+        change-tracking reads cannot be ($filter / $orderby are not allowed with them). A stamp
+        read whose `tracker` knows our user also reads each row's last modifier, and leaves out
+        the rows of ours its cursor's range covers (`_own_filter`)."""
+        fields = om.select()
+        if tracker is not None:     # stamps are whole seconds: versions tell writes apart
+            fields = list(dict.fromkeys([*fields, VERSION]))
+        if tracker is not None and (tracker.user or tracker.excluded):
+            fields = list(dict.fromkeys([*fields, MODIFIED_BY]))
+        params = {"$select": ",".join(fields)}
         if since is not None:
             params["$filter"] = f"{om.modstamp} ge {odata.literal(since)}"
+            if tracker is not None and tracker.excluded is not None:
+                params["$filter"] += " and " + _own_filter(om, tracker.excluded)
         if ordered:
             params["$orderby"] = f"{om.modstamp} asc,{om.key} asc"
         return f"{om.crm_object}?{odata.query_string(params)}"
 
     def _pages(self, om: ObjectMap, url: str, tracker: StampTracker, cursor: str | None,
-               sweep: Sweep | None, *, delta: bool) -> Iterator[Page]:
+               sweep: Sweep | None, *, delta: bool,
+               settled: Callable[[], None] | None = None) -> Iterator[Page]:
         """The pages of one read; a full read tells `sweep` every id it returned (admitted or
-        not: a row the stamp tracker skips as already handed out is still in the CRM)."""
+        not: a row the stamp tracker skips as already handed out is still in the CRM).
+        `settled` is called once the last page is in, before its cursor is taken."""
         prefer = f"odata.maxpagesize={self.settings.page_size}"
         if delta:
             prefer = f"odata.track-changes,{prefer}"
@@ -161,12 +194,17 @@ class DynamicsConnector(FieldMapped):
                     continue
                 record = self._record(om, row)
                 returned.append(record)
-                if tracker.admit(str(record.get("crm_id")), record.get("modstamp")) or delta:
+                by, version = row.get(MODIFIED_BY), row.get("versionnumber")
+                if tracker.admit(str(record.get("crm_id")), record.get("modstamp"),
+                                 by.lower() if isinstance(by, str) else None,
+                                 None if version is None else str(version)) or delta:
                     records.append(record)
             if sweep is not None:
                 sweep.saw(page_ids(returned))
             next_url = body.get("@odata.nextLink")
             link = body.get("@odata.deltaLink")
+            if not next_url and settled is not None:
+                settled()
             if link:
                 cursor = delta_cursor(link)
             elif not next_url or not delta:
@@ -227,17 +265,53 @@ class DynamicsConnector(FieldMapped):
               ) -> list[WriteResult]:
         from connectors.dynamics.write import write
 
-        return write(self, obj, updates, redecide)
+        # Marked when the write starts and again when it ends: no read that ran while a write
+        # was in flight (the CRM provisioner writes from another thread) may claim it.
+        self._wrote.add(obj)
+        try:
+            done = write(self, obj, updates, redecide)
+        finally:
+            self._wrote.add(obj)
+        if self._user is None and any(r.ok for r in done):
+            self._user = self._whoami()
+        return done
 
     def settles_writes(self, obj: str) -> bool:
-        """A change-tracked table: a delta read after our writes hands them back once and its
-        new link starts past them, so the next reads leave them out."""
-        return bool(self.fieldmap.object(obj).change_tracking)
+        """Whether reading ``obj`` back after writing it lets the next reads leave our writes
+        out: a change-tracked table (the delta read's new link starts past them), or a table
+        read by `modifiedon` once we know the systemuser our writes are stamped with."""
+        if self.fieldmap.object(obj).change_tracking:
+            return True
+        return self._user is not None and obj in self._wrote
+
+    def _whoami(self) -> str | None:
+        """The systemuser this connection acts as (`WhoAmI`'s `UserId`): the one Dataverse names
+        as `_modifiedby_value` of the rows we write. Asked of the session, never guessed from a
+        record (a person may have changed it since)."""
+        try:
+            answer = self.get_json("WhoAmI")
+        except FatalError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            return None      # not known: our writes are simply read again, as before
+        user = answer.get("UserId") if isinstance(answer, dict) else None
+        return user.lower() if isinstance(user, str) and user else None
 
     def check(self) -> list[CheckResult]:
         from connectors.dynamics.describe import check
 
         return check(self)
+
+
+def _own_filter(om: ObjectMap, own: OwnRange) -> str:
+    """Rows not last modified by us inside `own`: its start rounded up and its end rounded down
+    to whole seconds (Dataverse stamps whole seconds), so rounding only reads more."""
+    start = own.start.astimezone(UTC)
+    if start.microsecond:
+        start = start.replace(microsecond=0) + timedelta(seconds=1)
+    end = own.end.astimezone(UTC).replace(microsecond=0)
+    return (f"({MODIFIED_BY} ne {odata.guid(own.user)} or {om.modstamp} lt "
+            f"{odata.literal(start)} or {om.modstamp} ge {odata.literal(end)})")
 
 
 def _is_deletion(om: ObjectMap, row: dict[str, Any]) -> bool:

@@ -35,6 +35,7 @@ class FakeDataverse:
         self.fail_ids: dict[str, tuple[int, str, str]] = {}
         self.gets: list[tuple[str, dict[str, str]]] = []
         self.batches: list[list[dict[str, Any]]] = []
+        self.user = "0000abcd-0000-0000-0000-000000000001"      # WhoAmI's UserId
 
     # -- data ---------------------------------------------------------------------------
     def put(self, table: str, n: int, modifiedon: str, **extra: Any) -> dict[str, Any]:
@@ -92,6 +93,8 @@ class FakeDataverse:
         table = parts.path.rsplit("/", 1)[-1]
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.gets.append((request.url, dict(request.headers)))
+        if table == "WhoAmI":     # the application user our writes are stamped with
+            return 200, {}, json.dumps({"UserId": self.user})
         one = re.fullmatch(r"(\w+)\(([0-9a-f-]{36})\)", table)
         if one:
             key = one[1][:-1] + "id"

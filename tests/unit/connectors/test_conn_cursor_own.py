@@ -132,3 +132,20 @@ def test_a_claim_joins_the_previous_range_only_when_the_read_covered_the_gap() -
     tracker.admit("a", T0 + timedelta(seconds=70), ME)
     tracker.claim()
     assert tracker.own is not None and tracker.own.start == T0 + timedelta(seconds=60)
+
+
+def test_a_write_sharing_its_stamp_with_the_last_read_is_new_by_its_version() -> None:
+    """Dataverse stamps whole seconds: a person's edit in the second of our write (or of the
+    read) keeps the row's stamp; its version tells it apart. A cursor saved without versions
+    compares stamps alone, as before."""
+    at = T0.replace(microsecond=0)
+    tracker = StampTracker(None, OVERLAP, at + timedelta(minutes=1))
+    assert tracker.admit("A", at, version="100")
+    saved = tracker.cursor()
+    assert saved is not None and json.loads(saved)["vers"] == {"A": "100"}
+    again = StampTracker(saved, OVERLAP, at + timedelta(minutes=2))
+    assert not again.admit("A", at, version="100")        # the same write, read again
+    assert again.admit("A", at, version="101")            # another write in the same second
+    old = StampTracker(json.dumps({"mode": "stamp", "stamp": at.isoformat(),
+                                   "seen": {"A": at.isoformat()}}), OVERLAP, at)
+    assert not old.admit("A", at, version="101")
