@@ -22,6 +22,7 @@ import calendar
 import io
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from html.parser import HTMLParser
@@ -125,8 +126,9 @@ class _Box:
 
 
 class _Text(Flowable):  # type: ignore[misc]
-    """Plain text without markup: drawn as one line when it fits (most cells do), else laid
-    out as a Paragraph. The same drawing as a one-line Paragraph, at a fraction of its cost."""
+    """Plain text without markup, wrapped greedily at spaces and drawn line by line: the look
+    of a Paragraph of one style at a fraction of its cost (most of a document is such text).
+    A word longer than the width stays whole, as in a Paragraph."""
 
     def __init__(self, text: str, style: ParagraphStyle) -> None:
         super().__init__()
@@ -134,40 +136,45 @@ class _Text(Flowable):  # type: ignore[misc]
         self.style = style
         self.spaceBefore = style.spaceBefore
         self.spaceAfter = style.spaceAfter
-        self._para: Paragraph | None = None
+        self.lines: list[str] = [text]
 
     def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
-        if self._para is None and stringWidth(self.text, self.style.fontName,
-                                              self.style.fontSize) > availWidth:
-            self._para = Paragraph(escape(self.text), self.style)
-        if self._para is not None:
-            self.width, self.height = self._para.wrap(availWidth, availHeight)
+        font, size = self.style.fontName, self.style.fontSize
+        if stringWidth(self.text, font, size) <= availWidth:
+            self.lines = [self.text]
         else:
-            self.width, self.height = availWidth, self.style.leading
+            space = stringWidth(" ", font, size)
+            lines: list[str] = []
+            current: list[str] = []
+            used = 0.0
+            for word in self.text.split(" "):
+                width = stringWidth(word, font, size)
+                if current and used + space + width > availWidth:
+                    lines.append(" ".join(current))
+                    current, used = [], 0.0
+                used += (space if current else 0.0) + width
+                current.append(word)
+            lines.append(" ".join(current))
+            self.lines = lines
+        self.width, self.height = availWidth, self.style.leading * len(self.lines)
         return self.width, self.height
-
-    def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
-        if self._para is not None:
-            return list(self._para.split(availWidth, availHeight))
-        return []
 
     def getPlainText(self) -> str:
         return self.text
 
     def draw(self) -> None:
-        if self._para is not None:
-            self._para.drawOn(self.canv, 0, 0)
-            return
         canvas, style = self.canv, self.style
         canvas.setFont(style.fontName, style.fontSize)
         canvas.setFillColor(style.textColor)
         y = self.height - style.fontSize
-        if style.alignment == TA_RIGHT:
-            canvas.drawRightString(self.width, y, self.text)
-        elif style.alignment == TA_CENTER:
-            canvas.drawCentredString(self.width / 2, y, self.text)
-        else:
-            canvas.drawString(0, y, self.text)
+        for line in self.lines:
+            if style.alignment == TA_RIGHT:
+                canvas.drawRightString(self.width, y, line)
+            elif style.alignment == TA_CENTER:
+                canvas.drawCentredString(self.width / 2, y, line)
+            else:
+                canvas.drawString(0, y, line)
+            y -= style.leading
 
 
 @dataclass
@@ -331,47 +338,22 @@ class _Layout(HTMLParser):
             table.spans.append((len(table.rows) - 1, len(row) - 1, len(row) + span - 2))
             row.extend([""] * (span - 1))
 
-    def _table(self, table: _TableBox) -> Table | None:
-        rows = [r for r in table.rows if r]
-        if not rows:
+    def _table(self, table: _TableBox) -> Flowable | None:
+        if not any(table.rows):
             return None
-        ncols = max(len(r) for r in rows)
-        data = [r + [""] * (ncols - len(r)) for r in rows]
-        total = self.width * (table.width or 1.0)
-        given = (table.widths + [None] * ncols)[:ncols]
-        fixed = sum(w for w in given if w)
-        free = [i for i, w in enumerate(given) if not w]
-        rest = max(0.0, 1.0 - fixed) / len(free) if free else 0.0
-        widths = [total * (w if w else rest) for w in given]
-        commands: list[tuple[Any, ...]] = [
-            ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-            ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]
-        if "lines" in table.classes:
-            if table.header_rows:
-                commands += [("BACKGROUND", (0, 0), (-1, table.header_rows - 1), _SHADE),
-                             ("LINEBELOW", (0, table.header_rows - 1), (-1, table.header_rows - 1),
-                              0.8, _GREY)]
-            commands.append(("LINEBELOW", (0, table.header_rows), (-1, -1), 0.3, _RULE))
-        if "plain" in table.classes or "columns" in table.classes:
-            commands += [("LEFTPADDING", (0, 0), (-1, -1), 0), ("TOPPADDING", (0, 0), (-1, -1), 1),
-                         ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]
-        for index, classes in enumerate(c for r, c in zip(table.rows, table.row_classes, strict=True) if r):
-            if "total" in classes:
-                commands.append(("LINEABOVE", (0, index), (-1, index), 0.8, colors.black))
-        for row, first, last in table.spans:
-            commands.append(("SPAN", (first, row), (last, row)))
-        align = "RIGHT" if "right" in table.classes else "LEFT"
-        return Table(data, colWidths=widths, style=TableStyle(commands), hAlign=align,
-                     repeatRows=table.header_rows, spaceBefore=4, spaceAfter=6)
+        return _Sized(lambda width: _build_table(table, width),
+                      "RIGHT" if "right" in table.classes else "LEFT", 4, 6)
 
-    def _columns(self, box: _Box) -> Table:
-        share = self.width / len(box.columns)
-        return Table([[col or "" for col in box.columns]], colWidths=[share] * len(box.columns),
-                     style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
-                                       ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                                       ("RIGHTPADDING", (0, 0), (-1, -1), 8)]),
-                     hAlign="LEFT", spaceAfter=6)
+    def _columns(self, box: _Box) -> Flowable:
+        columns = [col or "" for col in box.columns]
+
+        def build(width: float) -> Table:
+            share = width / len(columns)
+            return Table([columns], colWidths=[share] * len(columns),
+                         style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                           ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                           ("RIGHTPADDING", (0, 0), (-1, -1), 8)]))
+        return _Sized(build, "LEFT", 0, 6)
 
     def result(self) -> list[Flowable]:
         while len(self.stack) > 1:
@@ -380,6 +362,106 @@ class _Layout(HTMLParser):
         root = self._top_box()
         root.flush()
         return root.flow
+
+
+_CELL_FONT = ("Helvetica", 9, 11)
+
+
+def _build_table(table: _TableBox, width: float) -> Table:
+    """The ReportLab table of ``table`` in ``width`` points (percent widths are of it)."""
+    ncols = max(len(r) for r in table.rows)
+    data = [list(r) + [""] * (ncols - len(r)) for r in table.rows]
+    total = width * (table.width or 1.0)
+    given = (table.widths + [None] * ncols)[:ncols]
+    fixed = sum(w for w in given if w)
+    free = [i for i, w in enumerate(given) if not w]
+    rest = max(0.0, 1.0 - fixed) / len(free) if free else 0.0
+    widths = [total * (w if w else rest) for w in given]
+    plain = "plain" in table.classes
+    commands: list[tuple[Any, ...]] = [
+        ("VALIGN", (0, 0), (-1, -1), "TOP"), ("FONT", (0, 0), (-1, -1), *_CELL_FONT),
+        ("LEFTPADDING", (0, 0), (-1, -1), 0 if plain else 3),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+        ("TOPPADDING", (0, 0), (-1, -1), 1 if plain else 2),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1 if plain else 2)]
+    if "lines" in table.classes:
+        if table.header_rows:
+            last = table.header_rows - 1
+            commands += [("BACKGROUND", (0, 0), (-1, last), _SHADE),
+                         ("LINEBELOW", (0, last), (-1, last), 0.8, _GREY)]
+        commands.append(("LINEBELOW", (0, table.header_rows), (-1, -1), 0.3, _RULE))
+    for index, classes in enumerate(table.row_classes):
+        if "total" in classes:
+            commands.append(("LINEABOVE", (0, index), (-1, index), 0.8, colors.black))
+    spans = {(row, first): last for row, first, last in table.spans}
+    for row, first, last in table.spans:
+        commands.append(("SPAN", (first, row), (last, row)))
+    padding = 3 if plain else 6
+    for r, cells in enumerate(data):
+        for c, cell in enumerate(cells):
+            text = _one_line(cell, sum(widths[c:spans.get((r, c), c) + 1]) - padding)
+            if text is not None:
+                cells[c] = text.text
+                commands.extend(_cell_style(text.style, (c, r)))
+    return Table(data, colWidths=widths, style=TableStyle(commands),
+                 repeatRows=table.header_rows)
+
+
+class _Sized(Flowable):  # type: ignore[misc]
+    """A table laid out for the width it is given (a table inside a column gets the column's
+    width, not the page's): built when wrapped, built again only for another width."""
+
+    def __init__(self, build: Callable[[float], Table], align: str, before: float,
+                 after: float) -> None:
+        super().__init__()
+        self.build = build
+        self.hAlign = align
+        self.spaceBefore = before
+        self.spaceAfter = after
+        self._built: tuple[float, Table] | None = None
+
+    def _table(self, width: float) -> Table:
+        if self._built is None or self._built[0] != width:
+            self._built = (width, self.build(width))
+        return self._built[1]
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        table = self._table(availWidth)
+        self.width, self.height = table.wrap(availWidth, availHeight)
+        return self.width, self.height
+
+    def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
+        return list(self._table(availWidth).split(availWidth, availHeight))
+
+    def draw(self) -> None:
+        if self._built is not None:
+            self._built[1].drawOn(self.canv, 0, 0)
+
+
+def _one_line(cell: Any, room: float) -> _Text | None:
+    """The cell's plain text when it is one line that fits: the table draws it as a string
+    (the cheapest way ReportLab has), else None (the cell keeps its flowables)."""
+    if not (isinstance(cell, list) and len(cell) == 1 and isinstance(cell[0], _Text)):
+        return None
+    text = cell[0]
+    style = text.style
+    if style.spaceBefore or style.spaceAfter or "<" in text.text:
+        return None
+    if stringWidth(text.text, style.fontName, style.fontSize) > room:
+        return None
+    return text
+
+
+def _cell_style(style: ParagraphStyle, cell: tuple[int, int]) -> list[tuple[Any, ...]]:
+    """The table commands drawing a string cell as its paragraph style would."""
+    out: list[tuple[Any, ...]] = []
+    if (style.fontName, style.fontSize, style.leading) != _CELL_FONT:
+        out.append(("FONT", cell, cell, style.fontName, style.fontSize, style.leading))
+    if style.textColor != colors.black:
+        out.append(("TEXTCOLOR", cell, cell, style.textColor))
+    if style.alignment in (TA_RIGHT, TA_CENTER):
+        out.append(("ALIGN", cell, cell, "RIGHT" if style.alignment == TA_RIGHT else "CENTER"))
+    return out
 
 
 def _reopen(closers: list[str]) -> list[str]:
