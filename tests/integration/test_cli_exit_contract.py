@@ -579,6 +579,7 @@ CONTRACT: dict[str, Entry] = {
     "demo": Entry((
         Elsewhere(0, "tests/integration/test_cli_setup.py::"
                      "test_demo_keep_writes_a_config_that_says_how_to_restart_its_sandbox"),
+        Elsewhere(0, "tests/e2e/test_readme_commands.py::test_the_readme_commands_verbatim"),
         C(2, "demo", "--keep", "{tmp}/a-file", prep=a_file, says="{tmp}/a-file"),
         C(2, "demo", "--accounts", "many", says="'--accounts': 'many'"),
     ), database=False, why_no_attention="a scripted story on its own sandbox and ledger"),
