@@ -266,6 +266,16 @@ CONTRACT: dict[str, Entry] = {
         C(2, "products", "add", "--sku", "SEAT", "--name", "Dup", says="sku='SEAT'"),
         C(2, "products", "add", "--sku", "NEW", says="'--name'"),
     ), why_no_attention="one product, added or refused"),
+    "products show": Entry((C(0, "products", "show", "SEAT"),
+                            C(2, "products", "show", "NOPE", says="product='NOPE'")),
+                           why_no_attention="a read"),
+    "products update": Entry((
+        C(0, "products", "update", "SEAT", "--term-months", "12", "--auto-renew"),
+        C(2, "products", "update", "NOPE", "--term-months", "12", says="product='NOPE'"),
+        C(2, "products", "update", "SEAT", "--term-decrease", "never",
+          says="term_decrease='never'"),
+        C(2, "products", "update", "SEAT", says="--term-months"),
+    ), why_no_attention="one product, updated or refused"),
     "products list": Entry((C(0, "products", "list"), missing_db("products", "list")),
                            why_no_attention="a read"),
     "prices set": Entry((
@@ -295,6 +305,19 @@ CONTRACT: dict[str, Entry] = {
     "invoices show": Entry((C(0, "invoices", "show", "INV-000001"),
                             C(2, "invoices", "show", "INV-999", says="invoice='INV-999'")),
                            why_no_attention="a read"),
+    "invoices render": Entry((
+        C(0, "invoices", "render", "INV-000001", "--format", "html", "-o", "{tmp}/inv.html"),
+        C(2, "invoices", "render", "INV-999", "-o", "{tmp}/inv.pdf", says="'INV-999'"),
+        C(2, "invoices", "render", "INV-000001", "--format", "doc", says="'--format': 'doc'"),
+    ), why_no_attention="one document, written or refused"),
+    "statements render": Entry((
+        C(0, "statements", "render", "1", "--from", "2026-04-01", "--to", "2026-05-31",
+          "--format", "html", "-o", "{tmp}/st.html"),
+        C(2, "statements", "render", "99", "--from", "2026-04-01", "--to", "2026-05-31",
+          "-o", "{tmp}/st.pdf", says="account='99'"),
+        C(2, "statements", "render", "1", "--from", "2026-04-31", "--to", "2026-05-31",
+          says="'--from': '2026-04-31'"),
+    ), why_no_attention="one document, written or refused"),
     "usage import": Entry((
         C(0, "usage", "import", "{tmp}/good.csv",
           prep=csv("good.csv", "u1,1,API,5,2026-04-12T10:00:00Z\n")),
@@ -381,6 +404,11 @@ CONTRACT: dict[str, Entry] = {
         C(1, "credit-memos", "cancel", "1", "99", prep=draft_memos),
         C(2, "credit-memos", "cancel", "99", says="credit_memo='99'"),
     )),
+    "credit-memos render": Entry((
+        C(0, "credit-memos", "render", "1", "--format", "html", "-o", "{tmp}/cm.html",
+          prep=active_memo),
+        C(2, "credit-memos", "render", "99", "-o", "{tmp}/cm.pdf", says="'99'"),
+    ), why_no_attention="one document, written or refused"),
     "credit-memos list": Entry((C(0, "credit-memos", "list"),
                                 C(2, "credit-memos", "list", "--account", "99",
                                   says="account='99'")), why_no_attention="a read"),
@@ -403,6 +431,11 @@ CONTRACT: dict[str, Entry] = {
         C(1, "debit-memos", "cancel", "1", "99", prep=draft_memos),
         C(2, "debit-memos", "cancel", "99", says="debit_memo='99'"),
     )),
+    "debit-memos render": Entry((
+        C(0, "debit-memos", "render", "1", "--format", "html", "-o", "{tmp}/dm.html",
+          prep=(draft_memos, lambda env: _ok(env, "debit-memos", "activate", "1"))),
+        C(2, "debit-memos", "render", "99", "-o", "{tmp}/dm.pdf", says="'99'"),
+    ), why_no_attention="one document, written or refused"),
     "debit-memos list": Entry((C(0, "debit-memos", "list"),
                                C(2, "debit-memos", "list", "--account", "99",
                                  says="account='99'")), why_no_attention="a read"),
@@ -713,7 +746,8 @@ def test_exit_code(name: str, case: Case, tmp_path: Path, ledger_template: Path,
                 assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
                 assert case.says.replace("{tmp}", str(tmp)) in lines[0], lines[0]
                 assert _dump(tmp / "ledger.db") == before, "bad input wrote something"
-                assert not any((tmp / f).exists() for f in ("lb.toml", "missing.db", "no"))
+                assert not any((tmp / f).exists() for f in (
+                    "lb.toml", "missing.db", "no", "inv.pdf", "st.pdf", "cm.pdf", "dm.pdf"))
             elif json_run:
                 json.loads(result.stdout)
         finally:
