@@ -285,27 +285,10 @@ def claim(engine: Engine, *, limit: int, now: datetime,
     (pending, due by ``now``'s UTC day, of accounts without a hold unless reducing, first of
     their subscription: see the module rules), supersede what a reducing one overtakes, mark
     them ``dispatching`` (attempt, owner, lease), return them."""
-    today = now.astimezone(UTC).date()
-    reducing = pr.c.change_kind.in_(REDUCING)
-    no_hold = or_(reducing, ~exists().where(hold_reasons.c.account_id == pr.c.account_id))
-    e = pr.alias("earlier")
-    earlier = or_(func.coalesce(e.c.effective_date, _EPOCH)
-                  < func.coalesce(pr.c.effective_date, _EPOCH),
-                  and_(func.coalesce(e.c.effective_date, _EPOCH)
-                       == func.coalesce(pr.c.effective_date, _EPOCH), e.c.id < pr.c.id))
-    overtaken = and_(reducing, e.c.state.in_(UNSENT_REQUEST),
-                     e.c.change_kind.in_((ChangeKind.INCREASE, ChangeKind.DECREASE)))
-    blocked = exists().where(e.c.subscription_id == pr.c.subscription_id, e.c.id != pr.c.id,
-                             e.c.state.in_(_BLOCKING), earlier, ~overtaken)
-    stmt = select(pr.c.id, pr.c.subscription_id, pr.c.effective_date, pr.c.change_kind).where(
-        pr.c.state == State.PENDING, no_hold,
-        or_(pr.c.effective_date.is_(None), pr.c.effective_date <= today),
-        or_(pr.c.subscription_id.is_(None), ~blocked)).order_by(pr.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True, of=pr)
     with engine.begin() as conn:
         reclaim_stale(conn, now)
-        ids = _one_per_subscription(conn, list(conn.execute(stmt)), now)
+        ids = _one_per_subscription(conn, _claimable(conn, engine.dialect.name, limit, now),
+                                    now)
         if not ids:
             return []
         conn.execute(update(pr).where(pr.c.id.in_(ids)).values(
@@ -326,6 +309,57 @@ def claim(engine: Engine, *, limit: int, now: datetime,
         quantity=_plain(r["quantity"]), subscription_id=r["subscription_id"],
         one_time_charge_id=r["one_time_charge_id"], change_kind=r["change_kind"],
         effective_date=r["effective_date"]) for r in rows]
+
+
+def _claimable(conn: Connection, dialect: str, limit: int, now: datetime) -> list[Any]:
+    """Up to ``limit`` claimable rows in id order, locked (PostgreSQL: ``SKIP LOCKED``): the
+    due pending requests of accounts without a hold (or reducing) are read a window at a time
+    in id order, and those an earlier request of their subscription holds back are skipped
+    (one read of the windows' subscriptions' unsent requests), so a claim reads about as many
+    rows as it takes, however long the queue."""
+    today = now.astimezone(UTC).date()
+    reducing = pr.c.change_kind.in_(REDUCING)
+    no_hold = or_(reducing, ~exists().where(hold_reasons.c.account_id == pr.c.account_id))
+    out: list[Any] = []
+    after = 0
+    while len(out) < limit:
+        stmt = select(pr.c.id, pr.c.subscription_id, pr.c.effective_date, pr.c.change_kind,
+                      pr.c.state).where(
+            pr.c.state == State.PENDING, pr.c.id > after, no_hold,
+            or_(pr.c.effective_date.is_(None), pr.c.effective_date <= today)
+        ).order_by(pr.c.id).limit(limit)
+        if dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True, of=pr)
+        window = list(conn.execute(stmt))
+        if not window:
+            break
+        after = int(window[-1].id)
+        subs = sorted({int(r.subscription_id) for r in window if r.subscription_id is not None})
+        unsent: dict[int, list[Any]] = {}
+        if subs:
+            for e in conn.execute(select(pr.c.id, pr.c.subscription_id, pr.c.effective_date,
+                                         pr.c.change_kind, pr.c.state).where(
+                    id_in(conn, pr.c.subscription_id, subs), pr.c.state.in_(_BLOCKING))):
+                unsent.setdefault(int(e.subscription_id), []).append(e)
+        out += [r for r in window if r.subscription_id is None
+                or not any(_holds_back(e, r) for e in unsent.get(int(r.subscription_id), ()))]
+        if len(window) < limit:
+            break
+    return out[:limit]
+
+
+def _order_key(row: Any) -> tuple[date, int]:
+    return row.effective_date or _EPOCH, int(row.id)
+
+
+def _holds_back(earlier: Any, row: Any) -> bool:
+    """Whether ``earlier`` (unsent, in flight or failed) keeps ``row`` of the same
+    subscription from being claimed: it comes first, and ``row`` does not supersede it."""
+    if earlier.id == row.id or _order_key(earlier) >= _order_key(row):
+        return False
+    overtaken = (row.change_kind in REDUCING and earlier.state in UNSENT_REQUEST
+                 and earlier.change_kind in (ChangeKind.INCREASE, ChangeKind.DECREASE))
+    return not overtaken
 
 
 def _one_per_subscription(conn: Connection, rows: list[Any], now: datetime) -> list[int]:
