@@ -205,6 +205,7 @@ def statement_document(conn: Connection, account: int | str, date_from: date,
     return {
         "kind": "statement", "id": int(acc["id"]),
         "number": f"ST-{acc['id']}-{date_from:%Y%m%d}-{date_to:%Y%m%d}", "draft": False,
+        "status": None,
         "currency": acc["currency"], "issue_date": date_to, "date_from": date_from,
         "date_to": date_to, "buyer": buyer(conn, int(acc["id"])),
         "opening_balance_minor": opening, "entries": items, "closing_balance_minor": running,

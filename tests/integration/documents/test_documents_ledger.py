@@ -187,3 +187,17 @@ def test_a_broken_custom_template_names_its_file_and_line(
     assert "endblock" in str(syntax.value) or "if" in str(syntax.value)
     with pytest.raises(TemplateError, match="not a folder"):
         Renderer(RenderOptions(templates_dir=str(tmp_path / "missing")))
+
+
+def test_the_demo_writes_the_accounts_latest_invoice_as_issued(
+        engine: Engine, ledger: dict[str, int], tmp_path) -> None:
+    from config.settings import Settings
+    from jobs.cli.documents import write_latest_invoice
+
+    path = write_latest_invoice(engine, Settings(), ledger["Globex GmbH"], tmp_path)
+    assert path == tmp_path / "INV-000002.pdf"
+    text = text_of(path.read_bytes())
+    assert "INV-000002" in text and "Globex GmbH" in text and "ledgerbridge demo seller" in text
+    with ledger_uow(engine, read_only=True) as uow:
+        row = kept_file(uow.conn, "invoice", 2, "pdf")
+    assert row is not None and bytes(row["body"]) == path.read_bytes()

@@ -188,3 +188,8 @@ def test_a_template_error_names_the_template_and_line(renderer: Renderer) -> Non
 ])
 def test_accept_negotiation(accept: str | None, expected: str) -> None:
     assert negotiate(accept) == expected
+
+
+def test_a_void_invoice_rendered_afresh_says_so(renderer: Renderer) -> None:
+    assert "VOID" in text_of(renderer.pdf(invoice(status="void")))
+    assert "VOID" not in text_of(renderer.pdf(invoice()))
