@@ -71,3 +71,47 @@ def test_doctor_checks_the_default_map(connector: Any) -> None:
     results = connector.check()
     assert results[0].status == "ok"
     assert all(r.status in ("ok", "cannot verify") for r in results), results
+
+
+def _cpq(sandbox: Any) -> Any:
+    creds = sandbox.credentials or sandbox.salesforce.credentials
+    settings = parse_connection("sf_cpq", {
+        "crm": "salesforce", "url": sandbox.url, "auth": "client_credentials",
+        "ca_bundle": sandbox.ca_bundle, "fieldmap": "salesforce_cpq",
+        "credentials": {"client_id": creds.client_id, "client_secret": "env:SBX_SF_SECRET"}})
+    return build_connector(settings, sleep=lambda s: None,
+                           environ={"SBX_SF_SECRET": creds.client_secret})
+
+
+def test_cpq_amendment_and_renewal_quotes_name_their_origin(
+        sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPQ map's relationship paths, read over the wire: an amendment quote names the
+    quote its master contract was made from, a renewal the quote of the contract its
+    opportunity renews; a new quote's paths are null. doctor accepts the paths."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    sandbox.reset()
+    admin = sandbox.salesforce.admin
+    account = admin("create", {"object": "Account", "fields": {
+        "Name": "CPQ Co", "CurrencyIsoCode": "USD"}})["id"]
+    first = admin("create_quote", {"cpq": True, "contract": True, "account_id": account,
+                                   "status": "Accepted", "start_date": "2027-01-01",
+                                   "lines": [{"product_index": 0, "quantity": 5,
+                                              "unit_price": 12}]})
+    amendment = admin("amend_contract", {"contract_id": first["contract_id"],
+                                         "start_date": "2027-01-20", "quantities": {"0": 8}})
+    renewal = admin("renew_contract", {"contract_id": first["contract_id"],
+                                       "start_date": "2028-01-01"})
+    connector = _cpq(sandbox)
+    quotes = {r["crm_id"]: r for p in connector.read_changes("quote", None) for r in p.records}
+    assert (quotes[first["id"]]["type"], quotes[first["id"]]["origin_quote"]) == ("Quote", None)
+    amended = quotes[amendment["id"]]
+    assert (amended["type"], amended["origin_quote"], amended["origin_contract"]) == (
+        "Amendment", first["id"], first["contract_id"])
+    renewed = quotes[renewal["id"]]
+    assert (renewed["type"], renewed["renewed_quote"], renewed["renewed_contract"]) == (
+        "Renewal", first["id"], first["contract_id"])
+    lines = [r for p in connector.read_changes("quote_line", None) for r in p.records
+             if r["quote_crm_id"] == amendment["id"]]
+    assert [r["quantity"] for r in lines] == [Decimal(8)]
+    results = connector.check()
+    assert all(r.status in ("ok", "cannot verify") for r in results), results
