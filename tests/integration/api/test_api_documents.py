@@ -58,3 +58,32 @@ def test_a_get_serves_the_kept_file_and_writes_none(api: Api, invoice: int) -> N
         uow.commit()
     assert kept.kept and kept.body == before
     assert _get(api, "INV-000001", "application/pdf").content == before
+
+
+def test_a_broken_template_is_500_naming_it_and_json_still_answers(engine, tmp_path) -> None:
+    from api_helpers import FakeSyncRunner, SchedulerState, TestClient, make_account, post_invoice
+
+    from config.settings import DocumentSettings, Settings
+    from jobs.api.app import build_app
+    from jobs.api.auth import create_token
+
+    (tmp_path / "invoice.html").write_text('{% extends "base.html" %}\n{% block body %}\n'
+                                           "{{ doc.no_such_field }}\n{% endblock %}\n",
+                                           encoding="utf-8")
+    with ledger_uow(engine) as uow:
+        token = create_token(uow, "reader", ["billing:read"])[1]
+        post_invoice(uow, make_account(uow), 5000)
+        uow.commit()
+    settings = Settings(documents=DocumentSettings(templates_dir=str(tmp_path)))
+    app = build_app(engine, settings, sync_runner=FakeSyncRunner(),
+                    scheduler_state=SchedulerState())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        broken = client.get("/billing/invoices/INV-000001", headers=auth | {"Accept": "text/html"})
+        fine = client.get("/billing/invoices/INV-000001", headers=auth)
+    assert broken.status_code == 500
+    error = broken.json()["error"]
+    assert error["code"] == "template_error"
+    assert error["value"] == f"{tmp_path}/invoice.html:3"
+    assert "no_such_field" in error["message"]
+    assert fine.status_code == 200 and fine.json()["number"] == "INV-000001"
