@@ -38,6 +38,13 @@ nothing can be lost by leaving those rows out:
   answer came back before the write was sent), so at `to` or later, and is read again.
 - A row a person (or the CRM's automation under another user) commits late, stamped inside the
   range, is not last modified by us: the query returns it, as it always did.
+A CRM that stamps coarser than it writes (Dataverse: whole seconds) leaves many of our rows
+stamped `to` itself, read again on every run. There the caller may say the read is *settled*
+(`claim(settled=unit)`): it began at least two units of real time after our last write ended,
+so the CRM's clock had passed the unit of every write of ours the read saw by more than one unit
+before the read began, and a write of ours made after it is stamped in a later unit; the range
+then ends one unit after our newest write the read saw (one unit of margin for a CRM clock
+that runs slow or steps back by less than that).
 What the rule needs: every write under the integration user comes from this worker, under the
 connection's lock (the sync's pull, push and settle run one at a time); another tool sharing
 that CRM user could commit a row inside the range while a read runs, and it would be left out.
@@ -146,21 +153,30 @@ class StampTracker:
             self.stamp = capped
         return True
 
-    def claim(self) -> None:
+    def claim(self, settled: timedelta | None = None) -> None:
         """Our writes read back: called once the read has run to its end, when every write of
-        ours it may cover was made before it began and none while it ran (module rules)."""
+        ours it may cover was made before it began and none while it ran (module rules).
+
+        `settled`: the CRM stamps at that precision (Dataverse: whole seconds) and the read
+        began long enough after our last write that any later write of ours is stamped in a
+        later unit (the caller's rule): the range then ends after the unit of our newest write
+        the read saw, instead of at it, and those rows leave the cursor too."""
         if self.user is None or self.stamp is None or self.began_at is None:
             return
-        start = self.began_at
+        start, end = self.began_at, self.stamp
+        if settled is not None:
+            newest = max((self.seen[i] for i in self._mine if i in self.seen), default=None)
+            if newest is not None:
+                end = max(end, newest + settled)
         # The previous range joins this one when this read covered what lies between them
         # (it asked for everything from `start - overlap` on, but our rows in that range).
         if self.own is not None and self.own.user == self.user \
                 and self.own.end >= start - self.overlap:
-            start = min(self.own.start, start)
-        self.own = OwnRange(self.user, start, self.stamp)
+            start, end = min(self.own.start, start), max(self.own.end, end)
+        self.own = OwnRange(self.user, start, end)
         for crm_id in self._mine:
             stamp = self.seen.get(crm_id)
-            if stamp is not None and start <= stamp < self.stamp:
+            if stamp is not None and start <= stamp < end:
                 del self.seen[crm_id]      # the next read leaves it out: nothing to de-duplicate
                 self.vers.pop(crm_id, None)
 

@@ -17,7 +17,10 @@ Rules kept here:
   claims them in its cursor (`connectors.cursor`); the next reads add
   `and (_modifiedby_value ne <us> or modifiedon lt <from> or modifiedon ge <to>)`, the range's
   bounds rounded outwards to whole seconds (Dataverse's precision), so they leave out only rows
-  last modified by us inside it. A person's edit names the person: it is always read.
+  last modified by us inside it. A person's edit names the person: it is always read. The read
+  back waits until 2 s have passed since our last write of the object ended, so its range may
+  end after the second of our newest write (`StampTracker.claim(settled=...)`): our rows of
+  that second leave the cursor instead of being read again on every run.
 - A full read (`cursor=None`, or the fallback from a refused deltaLink) tells the engine's
   `Sweep` every id it returns; its last page reports what billing knows and the read did not
   return as "missing" (deletes made while a delta token was expired are found this way).
@@ -31,6 +34,7 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -65,6 +69,10 @@ log = logging.getLogger(__name__)
 MODIFIED_BY = "_modifiedby_value"
 #: A row's version (rowversion): new on every write, where `modifiedon` is whole seconds.
 VERSION = "versionnumber"
+#: Dataverse stamps `modifiedon` in whole seconds; a read of our writes back that begins
+#: `SETTLE` after the last of them ended may claim their last second too (connectors.cursor).
+STAMP_UNIT = timedelta(seconds=1)
+SETTLE = 2.0
 
 
 class DynamicsConnector(FieldMapped):
@@ -83,6 +91,7 @@ class DynamicsConnector(FieldMapped):
         self._currencies: dict[str, str] | None = None
         self._user: str | None = None      # the systemuser our writes are stamped with
         self._wrote: set[str] = set()      # objects written since their last read began
+        self._write_ended: dict[str, float] = {}    # object -> monotonic end of its last write
 
     # -- HTTP with one token refresh -------------------------------------------------------
     def request(self, method: str, url: str, *, prefer: str | None = None,
@@ -117,6 +126,7 @@ class DynamicsConnector(FieldMapped):
                                timedelta(seconds=self.settings.overlap_seconds), started,
                                user=self._user)
         wrote_before = obj in self._wrote
+        settled = wrote_before and not om.change_tracking and self._settle(obj)
         self._wrote.discard(obj)
         state = decode(cursor)
         full = not cursor
@@ -136,12 +146,12 @@ class DynamicsConnector(FieldMapped):
             url = self._url(om, None, ordered=False)
             pages = self._pages(om, url, tracker, cursor, sweep, delta=True)
         else:
-            def settled() -> None:       # the read ran to its end: claim our writes it read
+            def claim() -> None:       # the read ran to its end: claim our writes it read
                 if wrote_before and obj not in self._wrote:
-                    tracker.claim()
+                    tracker.claim(STAMP_UNIT if settled else None)
 
             pages = self._pages(om, self._url(om, tracker.since, tracker=tracker), tracker,
-                                cursor, sweep, delta=False, settled=settled)
+                                cursor, sweep, delta=False, settled=claim)
         last: Page | None = None
         for page in pages:
             if last is not None:
@@ -272,6 +282,7 @@ class DynamicsConnector(FieldMapped):
             done = write(self, obj, updates, redecide)
         finally:
             self._wrote.add(obj)
+            self._write_ended[obj] = time.monotonic()
         if self._user is None and any(r.ok for r in done):
             self._user = self._whoami()
         return done
@@ -283,6 +294,18 @@ class DynamicsConnector(FieldMapped):
         if self.fieldmap.object(obj).change_tracking:
             return True
         return self._user is not None and obj in self._wrote
+
+    def _settle(self, obj: str) -> bool:
+        """Before a read of our writes back: wait until `SETTLE` has passed since our last write
+        of `obj` ended (real time, whatever sleep the connection was given), so the read may
+        claim our writes' last second too (`StampTracker.claim`); False when it cannot."""
+        ended = self._write_ended.get(obj)
+        if ended is None or self._user is None:
+            return False
+        wait = SETTLE - (time.monotonic() - ended)
+        if 0 < wait <= SETTLE:
+            time.sleep(wait)
+        return time.monotonic() - ended >= SETTLE
 
     def _whoami(self) -> str | None:
         """The systemuser this connection acts as (`WhoAmI`'s `UserId`): the one Dataverse names

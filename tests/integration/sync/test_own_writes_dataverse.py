@@ -102,6 +102,9 @@ def test_a_sync_with_nothing_changed_after_a_push_reads_nothing(
 
     dv = sandbox.dataverse
     assert own["user"] == user_id(dv.seed, dv.client_id)     # WhoAmI: our application user
+    # the read-back claimed our writes' last second too: none of ours stays in the cursor
+    assert json.loads(cursors["account"][0])["seen"] == {}
+    assert len(cursors["account"][0]) < 1_000
     for fresh in (make_connector(), make_connector()):      # two more runs, new processes
         sandbox.counters.reset()
         again = run_cycle(engine, fresh, SyncOptions())

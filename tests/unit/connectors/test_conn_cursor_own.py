@@ -149,3 +149,26 @@ def test_a_write_sharing_its_stamp_with_the_last_read_is_new_by_its_version() ->
     old = StampTracker(json.dumps({"mode": "stamp", "stamp": at.isoformat(),
                                    "seen": {"A": at.isoformat()}}), OVERLAP, at)
     assert not old.admit("A", at, version="101")
+
+
+def test_a_settled_claim_ends_after_the_unit_of_our_newest_write() -> None:
+    """Whole-second stamps (Dataverse): a read that began long enough after our writes claims
+    their last second too, and our rows of that second leave the cursor; without `settled`
+    they stay in `seen`, to be read again and de-duplicated on every run."""
+    second = timedelta(seconds=1)
+    at = T0.replace(microsecond=0)
+    cursors = {}
+    for settled in (None, second):
+        tracker = StampTracker(json.dumps({"mode": "stamp", "stamp": (at - 60 * second)
+                                           .isoformat(), "seen": {}}), OVERLAP,
+                               at + 10 * second, user=ME)
+        for n, stamp in enumerate((at, at, at + second, at + second)):
+            assert tracker.admit(f"R{n}", stamp, ME, version=str(n))
+        assert tracker.admit("P", at + second, PERSON, version="9")
+        tracker.claim(settled)
+        cursors[settled] = json.loads(tracker.cursor() or "{}")
+    plain, whole = cursors[None], cursors[second]
+    assert plain["own"]["to"] == (at + second).isoformat()
+    assert set(plain["seen"]) == {"R2", "R3", "P"}        # ours of the last second stay
+    assert whole["own"]["to"] == (at + 2 * second).isoformat()
+    assert set(whole["seen"]) == {"P"}                    # a person's row is never claimed
