@@ -38,7 +38,9 @@ Rules kept here:
   quote of the same deal (by start date, number, id) is; an origin not named, never read,
   deleted or never handed off is refused (waiting, quarantined naming ``origin_quote``).
 - A line of quantity 0 orders nothing: an amendment removes its item; a new order of only
-  such lines is refused.
+  such lines is refused. An amendment whose lines the sync saw deleted, all of them
+  (``Known.emptied``), removes every item; a quote with no lines read is refused (its lines may
+  simply not be read yet).
 - Cancellation dates (``end_date`` on the quote or a line) end the deal's subscriptions by
   billing's ``end_subscription`` after the quote is placed, and again whenever a handed-off
   quote changes (idempotent: an end already there or earlier is left); a refusal is
@@ -279,11 +281,10 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
              f"account {quote.account_crm_id} not pulled yet")
         return "waiting"
     lines = known.lines.get(quote_id, [])
-    if not lines:
-        _refused(uow, connection, quote, known,
-                 Invalid("lines", 0, "the accepted quote has no lines" + (
-                     " (to cancel items, set their quantity to 0)" if quote.kind != "new"
-                     else "")))
+    no_lines = Invalid("lines", 0, "the accepted quote has no lines" + (
+        " (to cancel items, set their quantity to 0)" if quote.kind != "new" else ""))
+    if not lines and quote_id not in known.emptied:
+        _refused(uow, connection, quote, known, no_lines)
         return "failed"
     prior = [h for h in known.prior.get(quote_id, ()) if h["revision"] < quote.revision]
     owed_before = [h for h in prior if h["state"] == HandoffState.WAITING]
@@ -306,6 +307,9 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
             renews = found
         else:
             amends = found
+    if not lines and amends is None:    # only an amendment may remove every item
+        _refused(uow, connection, quote, known, no_lines)
+        return "failed"
     try:
         orders.append((quote, _placing(uow, connection, quote, int(account_id), lines, amends,
                                        known, renews=renews)))

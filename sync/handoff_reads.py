@@ -21,7 +21,9 @@ Rules kept here:
   the quote whose deal it continues (``QuoteRec.origin_quote``): the origin's stored record
   and hand-off rows, and the other quotes of the same account naming the same origin with
   their hand-off rows (:attr:`Known.origins`, :attr:`Known.followers`), a few queries per
-  chunk.
+  chunk. A quote without live lines whose lines the sync saw deleted is *emptied*
+  (:attr:`Known.emptied`): an amendment that removed every item, told apart from a quote whose
+  lines were never read.
 """
 from __future__ import annotations
 
@@ -253,6 +255,8 @@ class Known:
     revised: set[str]
     origins: dict[str, Origin]
     followers: dict[str, list[tuple[QuoteRec, list[Any]]]]
+    #: Quotes with no live line whose lines the sync saw deleted (all items removed).
+    emptied: set[str]
 
     @classmethod
     def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> Known:
@@ -283,8 +287,15 @@ class Known:
         recs = [q for q, _ in quotes.values()]
         prior, revised = _revisions(conn, connection, recs)
         origins, followers = _origins(conn, connection, recs)
+        lineless = sorted(set(quotes) - set(lines))
+        emptied = {parent for (parent,) in conn.execute(select(
+            sync_records.c.parent_crm_id).where(
+            sync_records.c.connection == connection,
+            sync_records.c.object == literal("quote_line", literal_execute=True),
+            sync_records.c.parent_crm_id.in_(lineless),
+            sync_records.c.deleted_at.is_not(None)).distinct())} if lineless else set()
         return cls(quotes, history, lines, accounts, products, product_rows, prior, revised,
-                   origins, followers)
+                   origins, followers, emptied)
 
 
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:

@@ -284,3 +284,24 @@ def test_an_early_termination_the_product_refuses_is_quarantined(engine: Engine)
     assert "cannot end then" in reason
     with engine.connect() as conn:
         assert None in conn.execute(select(subscriptions.c.end_date)).scalars().all()
+
+
+def test_a_revision_that_removes_every_line_ends_the_deal(engine: Engine) -> None:
+    """Revision 2 of Q1 from 20 January with both lines deleted (the sync saw them go): every
+    item of the deal is removed there. January was billed at 5 seats: 1 February credits
+    -5 x 12.00 x 12/31 = -23.23 (the setup stays charged), as a credit memo. A revision record
+    whose lines were never read (a Dataverse revision read before its lines) is refused
+    instead: a quote read without its lines must not cancel a deal."""
+    crm = _crm()
+    run_cycle(engine, crm)
+    run_bill_run(engine, JAN1)
+    crm.delete("quote_line", "L1")
+    crm.delete("quote_line", "L2")
+    crm.put("quote", "Q1", revision=2, start_date=JAN20)
+    assert run_cycle(engine, crm).handed_off == 1
+    run_bill_run(engine, FEB1)
+    assert _lines(engine, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+    crm.put("quote", "Q9", account_crm_id="A2", status="Accepted", revision=3, number="Q-1",
+            start_date=FEB15)
+    run_cycle(engine, crm)
+    assert _quarantined(engine, "Q9") == [("lines", "the accepted quote has no lines", "open")]
