@@ -10,6 +10,8 @@ command: one table, ``CONTRACT``, with an entry for every registered command and
   ledger, from its first clean case; ``doctor`` reports it as a failed check instead (1).
 - ``--json``: every case of a command that takes it is run again with it, with the same code;
   on 0 and 1 its stdout is JSON.
+- On PostgreSQL too: the bad-input cases without a set-up of their own, in turn on one seeded
+  ledger, write nothing.
 
 Each case runs in-process (click's runner) on a copy of one seeded SQLite ledger
 (``jobs.cli.demo.seed_demo_ledger`` on 2026-04-10 and that day's bill run: accounts 1-3, Acme
@@ -783,3 +785,40 @@ def test_an_unreachable_database(name: str, case: Case, tmp_path: Path, ledger_t
         assert result.stderr.splitlines()[-1].startswith(
             "error: database: cannot reach postgresql://lb:***@127.0.0.1:"), result.stderr
         assert "s3cret" not in result.output
+
+
+@pytest.mark.postgres
+def test_bad_input_writes_nothing_on_postgresql(pg_engine: Engine, pg_schema_url: str,
+                                                tmp_path: Path) -> None:
+    """The bad-input cases without a set-up of their own, in turn on one seeded PostgreSQL
+    ledger: each exits 2 with one line, and the ledger's rows stay as they were (a refused
+    write is rolled back there too)."""
+    with ledger_uow(pg_engine) as uow:
+        seed_demo_ledger(uow, SEED_DAY)
+        uow.commit()
+    assert run_bill_run(pg_engine, SEED_DAY, uow_factory=lambda: ledger_uow(pg_engine)).errors \
+        == []
+    url = pg_engine.url.update_query_dict({"options": f"-csearch_path={pg_schema_url}"}) \
+        .render_as_string(hide_password=False)
+
+    def rows() -> dict[str, list[Any]]:
+        with pg_engine.connect() as conn:
+            tables = [r[0] for r in conn.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))]
+            return {t: sorted(map(repr, conn.execute(text(f'SELECT * FROM "{t}"')).all()))
+                    for t in tables}
+
+    before = rows()
+    ran = 0
+    for name, case in CASES:
+        if case.code != exits.BAD_INPUT or case.prep or case.sandbox or \
+                not CONTRACT[name].database or "--database-url" in case.args:
+            continue
+        args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+        result = CliRunner().invoke(main, ["--database-url", url, *args])
+        assert result.exit_code == exits.BAD_INPUT, (args, result.output)
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert case.says.replace("{tmp}", str(tmp_path)) in result.stderr, result.stderr
+        ran += 1
+    assert ran > 50
+    assert rows() == before
