@@ -78,3 +78,20 @@ def test_doctor(connector: Any) -> None:
     results = connector.check()
     assert results[0].status == "ok"
     assert all(r.status in ("ok", "cannot verify") for r in results), results
+
+
+def test_doctor_accepts_the_deal_overrides(sandbox: Any,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dynamics_deals overrides (new_quotetype, the new_renewsquote lookup, new_canceldate)
+    are columns the sandbox serves, as an org that created them does."""
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    dv = sandbox.dataverse
+    settings = parse_connection("d365_deals", {
+        "crm": "dynamics", "url": sandbox.url, "auth": "client_secret", "tenant_id": dv.tenant,
+        "authority_host": sandbox.url, "validate_authority": False,
+        "ca_bundle": sandbox.ca_bundle, "fieldmap_overrides": "dynamics_deals",
+        "credentials": {"client_id": dv.client_id, "client_secret": "env:SBX_DV_SECRET"}})
+    connector = build_connector(settings, sleep=lambda s: None,
+                                environ={"SBX_DV_SECRET": dv.client_secret})
+    results = connector.check()
+    assert all(r.status in ("ok", "cannot verify") for r in results), results
