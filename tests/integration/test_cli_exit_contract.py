@@ -542,6 +542,7 @@ CONTRACT: dict[str, Entry] = {
         C(1, "sync", sandbox=True, prep=budget_spent),
         C(1, "sync", sandbox=True, prep=(synced, broken)),
         C(2, "sync", "-c", "nope", sandbox=True, says="'nope' is not configured"),
+        C(3, "sync", config=CLOSED_CRM),          # the CRM does not answer
         C(2, "sync", "--account", "", sandbox=True, says="'': must not be empty"),
         C(2, "sync", "-o", "invoice", sandbox=True, says="'invoice' is not one of"),
     )),
@@ -552,7 +553,7 @@ CONTRACT: dict[str, Entry] = {
     )),
     "doctor": Entry((
         C(0, "doctor", sandbox=True),
-        C(1, "doctor", config=CLOSED_CRM),
+        C(1, "doctor", config=CLOSED_CRM),        # the CRM does not answer: a failed check
         C(2, "--config", "{tmp}/foreign.toml", "doctor", prep=foreign_file, says="x"),
     ), unreachable=exits.ATTENTION),
     "quarantine list": Entry((C(0, "quarantine", "list", "--all"),
