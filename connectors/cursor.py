@@ -10,7 +10,8 @@ Two kinds:
   writes of one row can share a stamp), the read passes each row's version too
   (`versionnumber`, new on every write) and a row is new when either changed (`vers`; a seen
   entry saved without a version is compared by its stamp alone).
-- delta (Dataverse change tracking): `{"mode": "delta", "link": "<@odata.deltaLink>"}`.
+- delta (Dataverse change tracking): `{"mode": "delta", "link": "<@odata.deltaLink>",
+  "at": ISO}` ("at", when the link was received, optional).
 
 Rules kept here: the stamp only moves forward and never past the run's start time (rows changed
 during the run are read again next run, then dropped by `seen`); `seen` is pruned to the overlap
@@ -75,8 +76,13 @@ def decode(cursor: str | None) -> dict[str, Any]:
     return data
 
 
-def delta_cursor(link: str) -> str:
-    return json.dumps({"mode": "delta", "link": link})
+def delta_cursor(link: str, at: datetime | None = None) -> str:
+    """A change-tracking cursor; `at`: when the link was received (lets a reader keep a link
+    that a read found nothing after, instead of saving a new one every run)."""
+    data = {"mode": "delta", "link": link}
+    if at is not None:
+        data["at"] = at.isoformat()
+    return json.dumps(data)
 
 
 @dataclass(frozen=True)

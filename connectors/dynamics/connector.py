@@ -63,6 +63,7 @@ from connectors.dynamics.auth import TokenProvider
 from connectors.fieldmap import FieldMap, FieldMapError, ObjectMap
 from connectors.settings import ConnectionSettings
 from connectors.transport import Transport
+from connectors.values import parse_datetime
 
 log = logging.getLogger(__name__)
 #: The lookup Dataverse names a row's last modifier in (a systemuser id).
@@ -73,6 +74,8 @@ VERSION = "versionnumber"
 #: `SETTLE` after the last of them ended may claim their last second too (connectors.cursor).
 STAMP_UNIT = timedelta(seconds=1)
 SETTLE = 2.0
+#: A delta link a read found nothing after is kept this long (then the newest is saved).
+DELTA_KEEP = timedelta(hours=1)
 
 
 class DynamicsConnector(FieldMapped):
@@ -192,6 +195,7 @@ class DynamicsConnector(FieldMapped):
             prefer = f"odata.track-changes,{prefer}"
         next_url: str | None = url
         visited: set[str] = set()
+        previous, changed = cursor, False
         while next_url:
             if next_url in visited:  # a server handing the same page link twice would loop
                 raise FatalError(f"{self.name} {om.crm_object}: paging link repeated")
@@ -211,15 +215,31 @@ class DynamicsConnector(FieldMapped):
                     records.append(record)
             if sweep is not None:
                 sweep.saw(page_ids(returned))
+            changed = changed or bool(returned or deletions)
             next_url = body.get("@odata.nextLink")
             link = body.get("@odata.deltaLink")
             if not next_url and settled is not None:
                 settled()
             if link:
-                cursor = delta_cursor(link)
+                cursor = previous if delta and not changed and self._keeps(previous) \
+                    else delta_cursor(link, self.clock())
             elif not next_url or not delta:
                 cursor = tracker.cursor() or cursor  # no change tracking: stamp fallback
             yield Page(records, deletions, cursor)
+
+    def _keeps(self, cursor: str | None) -> bool:
+        """Whether a delta read that found nothing keeps the link it followed (`cursor`) instead
+        of the new one: when it is a delta link received less than `DELTA_KEEP` ago. Both links
+        hand out the same changes from now on; keeping it saves a cursor write per table and
+        run, and a link that old is far from expiring."""
+        data = decode(cursor)
+        at = data.get("at") if data.get("mode") == "delta" else None
+        if not isinstance(at, str):
+            return False
+        received = parse_datetime(at)
+        if not isinstance(received, datetime) or received.tzinfo is None:
+            return False
+        return timedelta(0) <= self.clock() - received < DELTA_KEEP
 
     def _record(self, om: ObjectMap, row: dict[str, Any]) -> Record:
         record = om.to_canonical(row)

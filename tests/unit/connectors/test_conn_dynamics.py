@@ -260,3 +260,21 @@ def test_a_currency_lookup_that_is_not_text_passes_raw(fake: FakeDataverse) -> N
     records = [r for p in read(connector(), "account", None) for r in p.records]
     assert [r["currency"] for r in records] == [{"id": "x"}, 7]
     assert not any("transactioncurrencies" in url for url, _ in fake.gets)
+
+
+def test_a_delta_read_that_finds_nothing_keeps_its_link_for_an_hour(fake: FakeDataverse) -> None:
+    """Both links hand out the same changes from then on: keeping the one followed saves a
+    cursor write per table and run; a link received an hour ago or more is replaced, and a
+    change is read through a kept link as through a new one."""
+    fake.put("accounts", 1, ts(10))
+    cursor = read(connector(), "account", None)[-1].cursor
+    assert decode(cursor)["at"] == NOW.isoformat()
+    fake.version += 5                                 # others' tables move the version on
+    assert read(connector(), "account", cursor)[-1].cursor == cursor
+    later = build_connector(d365_settings(), sleep=lambda s: None, environ=ENV,
+                            clock=lambda: NOW + timedelta(hours=1))
+    renewed = read(later, "account", cursor)[-1].cursor
+    assert renewed != cursor and decode(renewed)["at"] == (NOW + timedelta(hours=1)).isoformat()
+    fake.put("accounts", 1, ts(1), name="Renamed")
+    pages = read(connector(), "account", cursor)
+    assert ids(pages) == [guid(1)] and pages[-1].cursor != cursor
