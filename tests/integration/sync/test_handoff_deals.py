@@ -21,6 +21,7 @@ from billing_core.adapters.tables import (
     invoice_lines,
     invoices,
     orders,
+    products,
     subscriptions,
 )
 from billing_core.service.bill_run import run_bill_run
@@ -305,3 +306,39 @@ def test_a_revision_that_removes_every_line_ends_the_deal(engine: Engine) -> Non
             start_date=FEB15)
     run_cycle(engine, crm)
     assert _quarantined(engine, "Q9") == [("lines", "the accepted quote has no lines", "open")]
+
+
+def test_a_renewal_of_a_committed_term_starts_at_the_term_end(engine: Engine) -> None:
+    """Seats with a 12-month term (no auto-renew) from 1 January 2027: the term ends on
+    1 January 2028. A renewal quote dated 1 December 2027 is refused by billing (a renewal
+    starts at the term end) and quarantined naming renews_order_id, waiting; corrected to
+    1 January 2028 in the CRM it is taken: the old seats end on 1 January 2028 and the
+    renewal's 6 seats at 15.00 start there, for a term of their own (the product's 12 months
+    without auto-renew: to 1 January 2029)."""
+    crm = _crm()
+    crm.put("quote", "Q1", status="Draft")      # the catalog first, then the committed deal
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        seat = conn.execute(select(products.c.id).where(products.c.sku == "SEAT")).scalar_one()
+    with UnitOfWork(engine) as uow:
+        set_product_terms(uow, int(seat), term_months=12, auto_renew=False)
+        uow.commit()
+    crm.put("quote", "Q1", status="Accepted")
+    run_cycle(engine, crm)
+    _quote(crm, "R1", "Renewal", date(2027, 12, 1), 6, price="15.00", setup=0)
+    run_cycle(engine, crm)
+    [(field, reason, _)] = _quarantined(engine, "R1")
+    assert field == "renews_order_id" and "term end 2028-01-01" in reason
+    assert _handoff(engine, "R1")[0] == "waiting"
+    crm.put("quote", "R1", start_date=date(2028, 1, 1))
+    crm.put("quote_line", "R1-L1", start_date=date(2028, 1, 1))
+    crm.put("quote_line", "R1-L2", start_date=date(2028, 1, 1))
+    run_cycle(engine, crm)
+    assert _handoff(engine, "R1")[0] == "done"
+    with engine.connect() as conn:
+        rows = conn.execute(select(subscriptions.c.quantity, subscriptions.c.unit_price,
+                                   subscriptions.c.start_date, subscriptions.c.end_date)
+                            .order_by(subscriptions.c.id)).all()
+    assert [tuple(r) for r in rows] == [
+        (5, Decimal("12.00"), JAN1, date(2028, 1, 1)),
+        (6, Decimal("15.00"), date(2028, 1, 1), date(2029, 1, 1))]
