@@ -57,8 +57,14 @@ def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_si
     click.echo("another bill run is in progress: waiting for it to end", err=True)
     with job_lock(app.engine, "bill-run", wait=True) as got:
         if not got:
-            click.echo("error: another bill run is still in progress; try again later", err=True)
-            sys.exit(1)
+            message = "another bill run is still in progress; try again later"
+            if as_json:     # the same status in the JSON: nothing done, one error
+                emit({"run_date": _day(run_date), "dry_run": False, "run_id": None,
+                      "accounts_seen": 0, "invoices_created": 0, "already_billed": 0,
+                      "lines": 0, "retried_chunks": 0, "invoices": [],
+                      "errors": [{"account_id": None, "message": message}]}, as_json=True)
+            click.echo(f"error: {message}", err=True)
+            sys.exit(exits.ATTENTION)
         _bill_run(app, run_date, dry_run, chunk_size, as_json)
 
 
