@@ -24,7 +24,13 @@ Regressions found by this table (each fixed with it): ``quarantine retry 99``,
 ``run --once`` exited 0 when its sync runs stopped or quarantined records; ``credits grant
 --expires-on 2026-02-30`` named ``--as-of``; a database URL with an unknown driver
 (``nope://x``) ended in a traceback, and a SQLite file in a directory that does not exist was
-"unreachable" (3) instead of bad configuration (2); usage errors printed click's three lines.
+"unreachable" (3) instead of bad configuration (2); usage errors printed click's three lines;
+``bill-run --json`` that waited for another bill run in vain printed no JSON.
+
+A new command: add ``"group name": Entry((C(0, ...), C(2, ..., says=...), ...))`` with a
+clean case first (it is also the unreachable-database case), the bad inputs it can get, a
+case ending 1 if it can end with something needing attention (else ``why_no_attention``),
+``database=False`` if it never opens the ledger.
 """
 from __future__ import annotations
 
