@@ -85,6 +85,8 @@ class DocumentSettings:
     templates_dir: str | None = None              # the company's templates, before built-in
     locale: str = "en"                            # Babel locale, or "country" (the account's)
     page_size: str = "A4"                         # A4 | letter
+    font: str = "helvetica"                       # PDF font: helvetica | vera | a .ttf file
+    font_bold: str | None = None                  # the .ttf font's bold (default: the same)
     seller_name: str = ""
     seller_address: tuple[str, ...] = ()          # one item per line
     seller_tax_id: str = ""
@@ -95,7 +97,8 @@ class DocumentSettings:
         return RenderOptions(
             seller=Seller(name=self.seller_name, address=self.seller_address,
                           tax_id=self.seller_tax_id, email=self.seller_email),
-            locale=self.locale, templates_dir=self.templates_dir, page_size=self.page_size)
+            locale=self.locale, templates_dir=self.templates_dir, page_size=self.page_size,
+            font=self.font, font_bold=self.font_bold)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "templates_dir": Rule(not_empty=True),
         "locale": Rule(not_empty=True),
         "page_size": Rule(one_of=("A4", "letter")),
+        "font": Rule(not_empty=True),
+        "font_bold": Rule(not_empty=True),
     }),
 }
 

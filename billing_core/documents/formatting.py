@@ -7,6 +7,8 @@ Rules kept here
 - The locale is the setting's (``[documents] locale``, default ``en``), or, with ``country``,
   the account's country's first official language there (``DE`` → ``de_DE``, no country →
   ``en``). An unknown locale is a ``ValidationError`` naming ``documents.locale``.
+- In a PDF, an amount whose currency sign its font cannot draw shows the ISO code instead
+  (``1 234,50 PLN`` in Helvetica, which has no ``ł``); the HTML keeps the sign.
 - Dates in Babel's medium format for the locale; rates as percentages (``0.0825`` → ``8.25%``);
   quantities without trailing zeros.
 """
@@ -49,22 +51,32 @@ def resolve_locale(setting: str, country: str | None) -> Locale:
 
 @dataclass(frozen=True)
 class Formats:
-    """The formatting functions a template calls, bound to one currency and locale."""
+    """The formatting functions a template calls, bound to one currency and locale.
+    ``drawable`` (the PDF's font): an amount whose currency sign the font cannot draw (``zł``
+    in Helvetica, ``₹``) shows the currency's ISO code instead (``322,18 PLN``)."""
     locale: Locale
     currency: str
+    drawable: Callable[[str], bool] | None = None
+
+    def _currency(self, value: Decimal, currency: str, **options: Any) -> str:
+        text = _text(format_currency(value, currency, locale=self.locale, **options))
+        if self.drawable is None or self.drawable(text):
+            return text
+        pattern = self.locale.currency_formats["standard"].pattern.replace("¤", "¤¤")
+        return _text(format_currency(value, currency, format=pattern, locale=self.locale,
+                                     currency_digits=True, **options))
 
     def money(self, minor: int | None, currency: str | None = None) -> str:
         if minor is None:
             return ""
         cur = currency or self.currency
-        return _text(format_currency(from_minor(int(minor), cur), cur, locale=self.locale))
+        return self._currency(from_minor(int(minor), cur), cur)
 
     def unit_price(self, value: Decimal | None, currency: str | None = None) -> str:
         """A unit price at its full precision (at least the currency's decimals)."""
         if value is None:
             return ""
-        return _text(format_currency(value, currency or self.currency, locale=self.locale,
-                                     decimal_quantization=False))
+        return self._currency(value, currency or self.currency, decimal_quantization=False)
 
     def period(self, start: date | None, end: date | None) -> str:
         """A ledger period ``[start, end)`` as people read it: first day – last day."""

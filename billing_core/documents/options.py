@@ -18,3 +18,5 @@ class RenderOptions:
     locale: str = "en"                    # a Babel locale, or "country" (the account's)
     templates_dir: str | None = None      # the company's templates, before the built-in ones
     page_size: str = "A4"                 # A4 | letter
+    font: str = "helvetica"               # PDF font: helvetica | vera | a .ttf file
+    font_bold: str | None = None          # with a .ttf font: its bold (default: the same)

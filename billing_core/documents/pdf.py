@@ -12,6 +12,8 @@ Rules kept here
   side); ``page-footer`` (its text at the foot of every page, with the page number).
   ``<style>``, ``<script>`` and ``<head>`` are not drawn; ``<title>`` is the PDF's title.
   Any other tag is ignored and its text kept.
+- Fonts (:func:`font_family`): Helvetica, the PDF standard font (nothing embedded), or a
+  TrueType family embedded as a subset (``vera``, shipped with ReportLab, or a file).
 - The output is byte-for-byte the same for the same markup and metadata: ReportLab's
   invariant mode, the creation date given (the document's date, midnight UTC) and the file id
   given (derived from the document and its template), no clock and no randomness.
@@ -19,6 +21,7 @@ Rules kept here
 from __future__ import annotations
 
 import calendar
+import hashlib
 import io
 import re
 import time
@@ -35,7 +38,9 @@ from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.lib.utils import TimeStamp
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Table, TableStyle
 from reportlab.platypus.flowables import HRFlowable
@@ -73,19 +78,63 @@ _CLASSES: dict[str, dict[str, Any]] = {
     "total": {"fontName": "Helvetica-Bold"},
     "note": {"fontSize": 8, "leading": 10.5, "textColor": _GREY},
 }
-_STYLES: dict[tuple[str, frozenset[str], int], ParagraphStyle] = {}
+#: (regular, bold) font names: the standard Helvetica (no font embedded), or TrueType fonts
+#: registered by :func:`font_family`.
+Family = tuple[str, str]
+HELVETICA: Family = ("Helvetica", "Helvetica-Bold")
+_STYLES: dict[tuple[str, frozenset[str], int, Family], ParagraphStyle] = {}
+_REGISTERED: dict[tuple[str, str], Family] = {}
 
 
-def _style(tag: str, classes: frozenset[str], align: int) -> ParagraphStyle:
-    key = (tag, classes, align)
+def font_family(regular: str | None, bold: str | None = None) -> Family:
+    """The fonts a PDF is set in: Helvetica (``None``, ``helvetica``), the Bitstream Vera
+    that ReportLab ships (``vera``: Latin Extended too, e.g. ł, č), or a TrueType file (and its
+    bold; the regular one when none), embedded as a subset. An unusable file raises
+    ``ValueError``."""
+    if regular in (None, "", "helvetica"):
+        return HELVETICA
+    if regular == "vera":
+        regular, bold = "Vera.ttf", "VeraBd.ttf"
+    key = (str(regular), str(bold or regular))
+    if key not in _REGISTERED:
+        names = []
+        for path in key:
+            name = "LB" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:12]
+            if name not in pdfmetrics.getRegisteredFontNames():
+                try:
+                    pdfmetrics.registerFont(TTFont(name, path))
+                except Exception as exc:  # noqa: BLE001 - ReportLab raises several kinds
+                    raise ValueError(f"{path}: not a usable TrueType font ({exc})") from None
+            names.append(name)
+        _REGISTERED[key] = (names[0], names[1])
+    return _REGISTERED[key]
+
+
+def drawable(family: Family) -> Callable[[str], bool]:
+    """Whether the family's regular font has a glyph for every character of a text."""
+    if family == HELVETICA:
+        def in_winansi(text: str) -> bool:
+            try:
+                text.encode("cp1252")
+            except UnicodeEncodeError:
+                return False
+            return True
+        return in_winansi
+    glyphs = pdfmetrics.getFont(family[0]).face.charToGlyph
+    return lambda text: all(ord(ch) in glyphs for ch in text)
+
+
+def _style(tag: str, classes: frozenset[str], align: int, family: Family) -> ParagraphStyle:
+    key = (tag, classes, align, family)
     style = _STYLES.get(key)
     if style is None:
         options: dict[str, Any] = {"alignment": align}
         options.update(_TAGS.get(tag, {}))
         for name in sorted(classes):
             options.update(_CLASSES.get(name, {}))
-        style = _STYLES[key] = ParagraphStyle(f"{tag}.{'.'.join(sorted(classes))}.{align}",
-                                              parent=_BASE, **options)
+        options["fontName"] = family[1] if options.get("fontName") == HELVETICA[1] else family[0]
+        style = _STYLES[key] = ParagraphStyle(
+            f"{tag}.{'.'.join(sorted(classes))}.{align}.{family[0]}", parent=_BASE, **options)
     return style
 
 
@@ -181,6 +230,7 @@ class _Text(Flowable):  # type: ignore[misc]
 class _TableBox:
     classes: frozenset[str]
     width: float | None
+    font: str
     rows: list[list[Any]] = field(default_factory=list)
     row_classes: list[frozenset[str]] = field(default_factory=list)
     header_rows: int = 0
@@ -189,10 +239,12 @@ class _TableBox:
 
 
 class _Layout(HTMLParser):
-    def __init__(self, width: float) -> None:
+    def __init__(self, width: float, family: Family) -> None:
         super().__init__(convert_charrefs=True)
         self.width = width
-        self.stack: list[_Box | _TableBox] = [_Box("body", frozenset(), _BASE, [])]
+        self.family = family
+        self.stack: list[_Box | _TableBox] = [
+            _Box("body", frozenset(), _style("body", frozenset(), TA_LEFT, family), [])]
         self.skipping = 0
         self.in_title = False
         self.title: list[str] = []
@@ -207,7 +259,7 @@ class _Layout(HTMLParser):
             self.in_title = True
         elif tag == "table":
             self._top_box().flush()
-            self.stack.append(_TableBox(_classes(attrs), _percent(attrs)))
+            self.stack.append(_TableBox(_classes(attrs), _percent(attrs), self.family[0]))
         elif tag == "tr" and isinstance(self.stack[-1], _TableBox):
             table = self.stack[-1]
             table.rows.append([])
@@ -278,7 +330,7 @@ class _Layout(HTMLParser):
                 table.row_classes.append(frozenset())
             classes = classes | table.row_classes[-1]
             inherited = TA_LEFT
-        self.stack.append(_Box(tag, classes, _style(tag, classes, inherited), attrs,
+        self.stack.append(_Box(tag, classes, _style(tag, classes, inherited, self.family), attrs,
                                closers=list(parent.closers)))
         if parent.closers:
             self._top_box().buf.extend(_reopen(parent.closers))
@@ -364,7 +416,7 @@ class _Layout(HTMLParser):
         return root.flow
 
 
-_CELL_FONT = ("Helvetica", 9, 11)
+_CELL_SIZE = (9, 11)
 
 
 def _build_table(table: _TableBox, width: float) -> Table:
@@ -379,7 +431,7 @@ def _build_table(table: _TableBox, width: float) -> Table:
     widths = [total * (w if w else rest) for w in given]
     plain = "plain" in table.classes
     commands: list[tuple[Any, ...]] = [
-        ("VALIGN", (0, 0), (-1, -1), "TOP"), ("FONT", (0, 0), (-1, -1), *_CELL_FONT),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"), ("FONT", (0, 0), (-1, -1), table.font, *_CELL_SIZE),
         ("LEFTPADDING", (0, 0), (-1, -1), 0 if plain else 3),
         ("RIGHTPADDING", (0, 0), (-1, -1), 3),
         ("TOPPADDING", (0, 0), (-1, -1), 1 if plain else 2),
@@ -402,7 +454,7 @@ def _build_table(table: _TableBox, width: float) -> Table:
             text = _one_line(cell, sum(widths[c:spans.get((r, c), c) + 1]) - padding)
             if text is not None:
                 cells[c] = text.text
-                commands.extend(_cell_style(text.style, (c, r)))
+                commands.extend(_cell_style(text.style, (c, r), table.font))
     return Table(data, colWidths=widths, style=TableStyle(commands),
                  repeatRows=table.header_rows)
 
@@ -452,10 +504,11 @@ def _one_line(cell: Any, room: float) -> _Text | None:
     return text
 
 
-def _cell_style(style: ParagraphStyle, cell: tuple[int, int]) -> list[tuple[Any, ...]]:
+def _cell_style(style: ParagraphStyle, cell: tuple[int, int],
+                font: str) -> list[tuple[Any, ...]]:
     """The table commands drawing a string cell as its paragraph style would."""
     out: list[tuple[Any, ...]] = []
-    if (style.fontName, style.fontSize, style.leading) != _CELL_FONT:
+    if (style.fontName, style.fontSize, style.leading) != (font, *_CELL_SIZE):
         out.append(("FONT", cell, cell, style.fontName, style.fontSize, style.leading))
     if style.textColor != colors.black:
         out.append(("TEXTCOLOR", cell, cell, style.textColor))
@@ -480,11 +533,12 @@ class PdfMeta:
     file_id: bytes                      # 16 bytes: the same for the same document + template
 
 
-def html_to_pdf(markup: str, meta: PdfMeta, page_size: str = "A4") -> bytes:
+def html_to_pdf(markup: str, meta: PdfMeta, page_size: str = "A4",
+                family: Family = HELVETICA) -> bytes:
     """The PDF of ``markup`` (see the module's rules), byte-for-byte reproducible."""
     size = PAGE_SIZES[page_size]
     margin = 18 * mm
-    layout = _Layout(size[0] - 2 * margin)
+    layout = _Layout(size[0] - 2 * margin, family)
     layout.feed(markup)
     layout.close()
     flow = layout.result()
@@ -507,7 +561,7 @@ def html_to_pdf(markup: str, meta: PdfMeta, page_size: str = "A4") -> bytes:
             hexid = meta.file_id.hex().upper().encode("ascii")
             pdf._ID = b"\n[<" + hexid + b"><" + hexid + b">]\n"
         canvas.saveState()
-        canvas.setFont("Helvetica", 7.5)
+        canvas.setFont(family[0], 7.5)
         canvas.setFillColor(_GREY)
         canvas.drawString(margin, margin - 2 * mm, footer)
         canvas.drawRightString(size[0] - margin, margin - 2 * mm, f"{canvas.getPageNumber()}")

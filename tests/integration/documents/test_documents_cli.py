@@ -102,3 +102,18 @@ def test_a_broken_template_exits_2_naming_the_template_and_line(cli, tmp_path: P
     # nothing else stops: a memo renders with the built-in template it did not replace
     cli("credit-memos", "render", "CM-000001", "-o", str(tmp_path / "cm.pdf"), config=config)
     assert "Northwind" in text_of((tmp_path / "cm.pdf").read_bytes())
+
+
+def test_a_bad_font_setting_exits_2_and_vera_draws_latin_extended(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[documents]\nfont = "/no/such/font.ttf"\n', encoding="utf-8")
+    refused = cli("invoices", "render", "INV-000001", "-o", str(tmp_path / "x.pdf"), code=2,
+                  config=bad)
+    assert refused.stderr.startswith("error: invalid_input: documents.font='/no/such/font.ttf'")
+    assert not (tmp_path / "x.pdf").exists()
+    vera = tmp_path / "vera.toml"
+    vera.write_text('[documents]\nfont = "vera"\nseller_name = "Łukasz Bąk Sp. z o.o."\n'
+                    'locale = "pl_PL"\n', encoding="utf-8")
+    cli("invoices", "render", "INV-000001", "--fresh", "-o", str(tmp_path / "v.pdf"), config=vera)
+    text = text_of((tmp_path / "v.pdf").read_bytes())
+    assert "Łukasz Bąk"[:6] in text and "2321,27USD" in text.replace(" ", "")

@@ -193,3 +193,21 @@ def test_accept_negotiation(accept: str | None, expected: str) -> None:
 def test_a_void_invoice_rendered_afresh_says_so(renderer: Renderer) -> None:
     assert "VOID" in text_of(renderer.pdf(invoice(status="void")))
     assert "VOID" not in text_of(renderer.pdf(invoice()))
+
+
+def test_a_currency_sign_the_pdf_font_lacks_shows_the_iso_code() -> None:
+    doc = invoice(currency="PLN")
+    doc["buyer"] = doc["buyer"] | {"name": "Zakład Łódka"}
+    helvetica = Renderer(RenderOptions(locale="pl_PL"))
+    assert "322,18 PLN" in text_of(helvetica.pdf(doc))
+    assert "322,18\xa0zł" in helvetica.html(doc)            # the browser draws it
+    vera = Renderer(RenderOptions(locale="pl_PL", font="vera"))
+    pdf = vera.pdf(doc)
+    text = text_of(pdf)
+    assert "322,18 zł" in text and "Zakład Łódka" in text
+    assert pdf == Renderer(RenderOptions(locale="pl_PL", font="vera")).pdf(doc)
+
+
+def test_an_unusable_font_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValidationError, match="documents.font"):
+        Renderer(RenderOptions(font="/no/such/font.ttf"))
