@@ -179,8 +179,16 @@ class DataverseDeal:
         world.dv("win_quote", id=revised["quoteid"])
 
     def renew(self, start: str, seats: int, price: int) -> None:
-        self._quote("QUO-DEAL-2", start, seats, price, {
-            "new_quotetype": RENEWAL, "new_renewsquote@odata.bind": f"/quotes({self.quote})"})
+        """The sandbox's renew_quote: a quote of type Renewal naming this one, its lines
+        copied; then the user's changes, and won."""
+        world = self.world
+        renewal = world.dv("renew_quote", id=self.quote)
+        world.dv("update", table="quotedetails", id=renewal["quotedetailids"][0], values={
+            "quantity": seats, "priceperunit": price, "extendedamount": seats * price})
+        world.dv("set_local_date", table="quotes", id=renewal["quoteid"],
+                 column="effectivefrom", date=start)
+        world.dv("win_quote", id=renewal["quoteid"])
+        assert world.dv("get", table="quotes", id=renewal["quoteid"])["new_quotetype"] == RENEWAL
 
 
 def _start(world: World, connection: str) -> SalesforceDeal | DataverseDeal:

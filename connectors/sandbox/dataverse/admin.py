@@ -123,6 +123,32 @@ class Admin:
             "_quoteid_value": new[quotes.key]})[details.key] for line in lines]
         return {"quoteid": new[quotes.key], "quotedetailids": line_ids}
 
+    def do_renew_quote(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A renewal quote as an org with the renewal columns makes one (Dataverse has no
+        renewal of its own; config/fieldmaps/dynamics_deals.toml): a new draft quote with
+        ``quotenumber`` (default the renewed one's + ``-R``), revision 0, ``new_quotetype``
+        Renewal (100000002), the lookup ``new_renewsquote`` to the quote renewed, and copies of
+        its lines; the renewed quote is left as it is. Answers the new quote's id and its
+        lines' ids, in line order (set the start date with ``set_local_date``, the lines with
+        ``update``, then ``win_quote``)."""
+        quotes, details = TABLES["quotes"], TABLES["quotedetails"]
+        store = self.side.store
+        old = store.get(quotes.name, self._index(quotes, payload)) or {}
+        lines = sorted((row for _, row in store.scan(details.name)
+                        if row.get("_quoteid_value") == old[quotes.key]),
+                       key=lambda row: row.get("lineitemnumber") or 0)
+        copied = {k: v for k, v in old.items() if k in quotes.columns and k not in _NOT_COPIED
+                  and k != "new_canceldate"}
+        new = store.create(quotes.name, {
+            **copied, "quotenumber": payload.get("quotenumber") or f"{old.get('quotenumber')}-R",
+            "revisionnumber": 0, "statecode": 0, "statuscode": QUOTE_STATUS[0],
+            "new_quotetype": RENEWAL_TYPE, "_new_renewsquote_value": old[quotes.key]})
+        line_ids = [store.create(details.name, {
+            **{k: v for k, v in line.items() if k in details.columns and k not in _NOT_COPIED
+               and k != "new_canceldate"},
+            "_quoteid_value": new[quotes.key]})[details.key] for line in lines]
+        return {"quoteid": new[quotes.key], "quotedetailids": line_ids}
+
     def do_set_quote_state(self, payload: dict[str, Any]) -> dict[str, Any]:
         state = int(payload["statecode"])
         return self._update(TABLES["quotes"], payload, {"statecode": state,
@@ -191,6 +217,8 @@ class Admin:
 
 
 #: What a revision does not copy: the row's identity and stamps, and what billing wrote.
+#: ``new_quotetype`` Renewal (the option set of config/fieldmaps/dynamics_deals.toml).
+RENEWAL_TYPE = 100_000_002
 _NOT_COPIED = frozenset({"quoteid", "quotedetailid", "createdon", "modifiedon", "versionnumber",
                          "new_ordernumber", "new_provisioningstatus", "new_invoicenumber"})
 
