@@ -143,15 +143,14 @@ class DataverseDeal:
             "name": "Dataverse Deal Co", "creditlimit": 10_000_000, "creditonhold": False,
             "address1_country": "US",
             **self.currency})["accountid"]
-        self.quote, self.line = self._quote("QUO-DEAL-1", "2027-01-01", 5, 12, {})
+        self.quote, self.line = self._quote("QUO-DEAL-1", "2027-01-01", 5, 12)
 
-    def _quote(self, number: str, start: str, seats: int, price: int,
-               extra: dict[str, Any]) -> tuple[str, str]:
+    def _quote(self, number: str, start: str, seats: int, price: int) -> tuple[str, str]:
         world = self.world
         quote = world.dv("create", table="quotes", row={
             "name": "Seats", "quotenumber": number, "statecode": 0, "statuscode": 1,
             "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({self.account})",
-            **self.currency, **extra})["quoteid"]
+            **self.currency})["quoteid"]
         world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom", date=start)
         line = world.dv("create", table="quotedetails", row={
             "quoteid@odata.bind": f"/quotes({quote})",
