@@ -6,7 +6,8 @@ from typing import Any
 
 from billing_core.documents.formatting import BY_COUNTRY, Formats, resolve_locale
 from billing_core.documents.options import RenderOptions, Seller
-from billing_core.documents.pdf import PAGE_SIZES, PdfMeta, drawable, font_family, html_to_pdf
+from billing_core.documents.pdf import PAGE_SIZES, PdfMeta, html_to_pdf
+from billing_core.documents.pdf_styles import drawable, font_family
 from billing_core.documents.templating import TemplateError, Templates
 from billing_core.domain.errors import ValidationError
 
