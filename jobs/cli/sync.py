@@ -28,7 +28,6 @@ from sqlalchemy import Table, func, select, update
 from billing_core.service import ledger_uow
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
-from jobs.daemon import DaemonRefused, run_daemon
 from jobs.logs import FORMATS, configure, level_for
 from jobs.worker import Worker
 from sync.handoff import run_handoffs
@@ -307,6 +306,8 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 def run_command(app: AppContext, log_format: str | None, api: bool, api_host: str, api_port: int,
                 once: bool) -> None:
     """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
+    from jobs.daemon import DaemonRefused, run_daemon  # the API and scheduler: run only
+
     configure(log_format or app.log_format, app.verbosity,
               level=min(logging.INFO, level_for(app.verbosity)))
     try:
