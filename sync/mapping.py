@@ -279,8 +279,10 @@ _WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date"
 
 def rec_to_json(rec: Any) -> str:
     values = {k: getattr(rec, k) for k in rec.__dataclass_fields__}
-    return _REC.encode({k: v for k, v in values.items()
-                        if k not in _WHEN_SET or v != _WHEN_SET[k]})
+    for key, default in _WHEN_SET.items():
+        if key in values and values[key] == default:
+            del values[key]
+    return _REC.encode(values)
 
 
 def quote_from_json(text: str) -> QuoteRec:
