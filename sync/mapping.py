@@ -202,8 +202,10 @@ def _optional_id(rec: Mapping[str, Any], field: str, guid: bool) -> str | None:
 def quote_kind(rec: Mapping[str, Any]) -> str:
     """The mapped ``type`` as one of :data:`QUOTE_KINDS` (the field map's ``choices`` turn the
     CRM's values into them: CPQ ``Quote``/``Amendment``/``Renewal``, a Dataverse option set);
-    no ``type`` field, or an empty one, is ``new``."""
-    raw = boundary.text(rec, "type")
+    no ``type`` field, or an empty one, is ``new``. A quote stored by the sync (its
+    ``QuoteRec`` as JSON, what a hand-off refusal quarantines and ``quarantine retry``
+    applies again) carries ``kind`` instead, and keeps it."""
+    raw = boundary.text(rec, "type" if "type" in rec or "kind" not in rec else "kind")
     if not raw:
         return "new"
     kind = raw.strip().lower()
@@ -229,8 +231,8 @@ def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
         origin = renewed or _optional_id(rec, "origin_quote", guid)
         ref_field = "renewed_contract" if kind == "renewal" and (
             renewed or rec.get("renewed_contract")) else "origin_contract"
-        origin_ref = _optional_id(rec, ref_field, guid) or _optional_id(
-            rec, "origin_contract", guid)
+        origin_ref = (_optional_id(rec, ref_field, guid) or _optional_id(
+            rec, "origin_contract", guid) or _optional_id(rec, "origin_ref", guid))
     return QuoteRec(crm_id=boundary.crm_id(rec, guid=guid),
                     account_crm_id=boundary.crm_id(rec, "account_crm_id", guid=guid),
                     status=boundary.text(rec, "status") or "",

@@ -8,6 +8,7 @@ was made from). An amendment amends the deal's newest order, a renewal renews it
 is quarantined naming ``origin_quote`` and the reason."""
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -28,6 +29,9 @@ from billing_core.service.bill_run import run_bill_run
 from billing_core.service.pricing import set_product_terms
 from billing_core.service.tax import set_tax_rate
 from sync.engine import run_cycle
+from sync.handoff import run_handoffs
+from sync.mapping import revive
+from sync.reconcile import apply_page
 from sync.tables import handoffs, quarantine
 
 JAN1, JAN20, FEB1, FEB15, MAR1 = (date(2027, 1, 1), date(2027, 1, 20), date(2027, 2, 1),
@@ -342,3 +346,29 @@ def test_a_renewal_of_a_committed_term_starts_at_the_term_end(engine: Engine) ->
     assert [tuple(r) for r in rows] == [
         (5, Decimal("12.00"), JAN1, date(2028, 1, 1)),
         (6, Decimal("15.00"), date(2028, 1, 1), date(2029, 1, 1))]
+
+
+def test_quarantine_retry_keeps_an_amendment_an_amendment(engine: Engine) -> None:
+    """``quarantine retry`` applies the stored record again, then hands the quote off: an
+    amendment refused for its origin stays refused for it (no order placed as a new deal),
+    and is taken once its origin is there."""
+    crm = _crm()
+    _quote(crm, "X3", "Amendment", JAN20, 8, origin="Q7")
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        row = conn.execute(select(quarantine).where(quarantine.c.crm_id == "X3")).mappings().one()
+    with UnitOfWork(engine) as uow:           # what jobs/cli/sync.py quarantine_retry does
+        apply_page(uow, "fake", "quote", [revive(json.loads(row["record"]))])
+        uow.commit()
+    run_handoffs(engine, None, "fake", {"X3"}, frozenset({"Accepted"}))
+    assert len(_orders(engine)) == 1                # Q1's only
+    assert _quarantined(engine, "X3")[0][:2] == (
+        "origin_quote", "was not read from the CRM (not pulled yet, or not visible to us)")
+    crm.put("quote", "Q7", account_crm_id="A2", status="Accepted", number="Q-7",
+            start_date=JAN1)
+    crm.put("quote_line", "Q7-L1", quote_crm_id="Q7", product_crm_id="P1",
+            quantity=Decimal(5), unit_price=Decimal("12.00"), start_date=JAN1)
+    run_cycle(engine, crm)
+    run_cycle(engine, crm)
+    assert _handoff(engine, "X3")[0] == "done"
+    assert _orders(engine)[-1][1] == _orders(engine)[1][0]     # amends Q7's order

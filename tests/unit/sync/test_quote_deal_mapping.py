@@ -2,6 +2,7 @@
 cancellation dates. Pure mapping, no I/O."""
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from sync.mapping import (
     map_quote_line,
     quote_from_json,
     rec_to_json,
+    revive,
 )
 
 BASE = {"crm_id": "a0Q1", "account_crm_id": "001A", "status": "Accepted"}
@@ -87,3 +89,18 @@ def test_end_dates_and_the_stored_round_trip() -> None:
     with pytest.raises(Invalid) as err:
         map_quote({**BASE, "end_date": "15/02/2027"})
     assert err.value.field == "end_date"
+
+
+def test_a_stored_quote_maps_back_to_itself() -> None:
+    """What a hand-off refusal quarantines is the stored QuoteRec (``kind``, ``origin_ref``,
+    no ``type``); ``quarantine retry`` maps it again: an amendment must stay an amendment of
+    the same origin, never become a new deal (a second order, billed twice)."""
+    for raw in ({**BASE, "type": "Amendment", "origin_quote": "a0Q0", "origin_contract": "800C",
+                 "start_date": date(2027, 1, 20), "end_date": date(2027, 3, 1)},
+                {**BASE, "type": "Renewal", "renewed_quote": "a0Q5",
+                 "renewed_contract": "800R"},
+                {**BASE, "type": "Amendment", "origin_contract": "800C"},
+                BASE):
+        q = map_quote(raw)
+        stored = revive(json.loads(rec_to_json(q)))
+        assert map_quote(stored) == q
