@@ -52,7 +52,8 @@ def _lines(world: World, ext_id: str, period_start: date) -> list[tuple[str, int
 
 def _salesforce_deal(world: World) -> tuple[str, Any]:
     account = world.sf("create", object="Account", fields={
-        "Name": "Amendment Co", "CurrencyIsoCode": "USD", "Credit_Limit__c": 10_000_000})["id"]
+        "Name": "Amendment Co", "CurrencyIsoCode": "USD", "BillingCountryCode": "US",
+        "Credit_Limit__c": 10_000_000})["id"]
     quote = world.sf("create_quote", account_id=account, status="Accepted",
                      start_date="2027-01-01",
                      lines=[{"product_index": 0, "quantity": 5, "unit_price": 12}])
@@ -75,7 +76,7 @@ def _dataverse_deal(world: World) -> tuple[str, Any]:
         **currency})["productid"]
     account = world.dv("create", table="accounts", row={
         "name": "Amendment Co", "creditlimit": 10_000_000, "creditonhold": False,
-        **currency})["accountid"]
+        "address1_country": "US", **currency})["accountid"]
     quote = world.dv("create", table="quotes", row={
         "name": "Seats", "quotenumber": "QUO-AMEND-1", "statecode": 0, "statuscode": 1,
         "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({account})",
