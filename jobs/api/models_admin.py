@@ -2,7 +2,7 @@
 health)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +58,11 @@ class ProvisioningOut(BaseModel):
     last_error: str | None = None
     created_at: datetime
     updated_at: datetime
+    subscription_id: int | None = None
+    change_kind: str = Field("provision", examples=["decrease"], description=(
+        "provision | increase | decrease | deprovision"))
+    effective_date: date | None = Field(None, description=(
+        "Not dispatched before this day (UTC); null: at once."))
 
 
 class ProvisioningPage(BaseModel):

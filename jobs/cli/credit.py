@@ -206,7 +206,8 @@ def prov_list(app: AppContext, state: str | None, account: str | None, as_json: 
 
     rows = app.read(lambda u: go(u.conn))
     emit(rows, None if as_json else ["id", "account_id", "order_id", "product_id", "quantity",
-                                     "state", "attempts", "last_error", "updated_at"],
+                                     "change_kind", "effective_date", "state", "attempts",
+                                     "last_error", "updated_at"],
          as_json=as_json)
 
 
