@@ -31,8 +31,9 @@ Rules kept here
   with an end (an end date, or a term without auto-renew), when its order is taken. One that
   never started (cancelled) has its unsent requests cancelled and no deprovision.
 - :func:`cancel_order` cancels the order (its active subscriptions end at the cancellation date,
-  credited the same way, each with its ``deprovision`` request) and every other request of it
-  not yet sent.
+  credited the same way, each with its ``deprovision`` request) and what of it is not sent yet
+  and would add (provisions, increases); a decrease or an end already queued still goes,
+  except for a subscription cancelled before it started (nothing of it goes).
 """
 from __future__ import annotations
 
@@ -252,9 +253,11 @@ def cancel_order(uow: UnitOfWork, order_id: int, at: date | None = None) -> int:
         subscriptions.c.order_id == order_id)).all())
     order_service.cancel_order(uow, order_id, at)
     cancelled = cancel_order_requests(uow, order_id)
-    for sid, end in uow.conn.execute(select(subscriptions.c.id, subscriptions.c.end_date).where(
-            subscriptions.c.order_id == order_id, subscriptions.c.status != ItemStatus.CANCELLED)
-            .order_by(subscriptions.c.id)).all():
-        if end is not None and end != before.get(sid):
+    for sid, end, status in uow.conn.execute(select(
+            subscriptions.c.id, subscriptions.c.end_date, subscriptions.c.status).where(
+            subscriptions.c.order_id == order_id).order_by(subscriptions.c.id)).all():
+        if status == ItemStatus.CANCELLED:
+            cancelled += cancel_subscription_requests(uow, int(sid))   # never provisioned
+        elif end is not None and end != before.get(sid):
             record_end(uow, int(sid), end)
     return cancelled

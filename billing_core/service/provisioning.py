@@ -13,8 +13,9 @@ Rules kept here
   exactly like a new order (``awaiting_hold_release``); ``decrease`` and ``deprovision`` reduce
   service and are never held (created ``pending``, claimed whatever the account's holds).
 - States: ``pending`` → ``dispatching`` → ``dispatched`` → ``provisioned``, or ``failed``;
-  ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order (or, for
-  requests dated on or after a subscription's end, by that end); ``superseded`` (below).
+  ``awaiting_hold_release`` while the account is on hold; ``cancelled`` with the order (its
+  unsent provisions and increases; what reduces still goes), or, for requests dated on or
+  after a subscription's end, by that end; ``superseded`` (below).
 - Not before its date: a request whose ``effective_date`` is after the claim's day (UTC) stays
   ``pending`` and is not claimed until that day.
 - Order per subscription: a subscription's requests are sent in (effective date, NULL first;
@@ -155,8 +156,11 @@ def release_requests(uow: UnitOfWork, account_id: int) -> int:
 
 
 def cancel_order_requests(uow: UnitOfWork, order_id: int) -> int:
+    """The order is cancelled: what it would still add (unsent provisions and increases) is
+    cancelled; what reduces (decreases, deprovisions) still goes. Returns how many."""
     return uow.conn.execute(update(pr).where(pr.c.order_id == order_id,
-                                             pr.c.state.in_(UNSENT_REQUEST))
+                                             pr.c.state.in_(UNSENT_REQUEST),
+                                             pr.c.change_kind.not_in(REDUCING))
                             .values(state=State.CANCELLED, updated_at=uow.now())).rowcount
 
 

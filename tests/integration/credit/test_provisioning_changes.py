@@ -17,7 +17,7 @@ from billing_core.adapters.tables import provisioning_requests, subscriptions
 from billing_core.service import gate
 from billing_core.service.amendments import AmendmentIn, amend_orders
 from billing_core.service.holds import place_manual_hold, release_manual_hold
-from billing_core.service.orders import SubscriptionItem
+from billing_core.service.orders import OrderIn, SubscriptionItem
 from billing_core.service.pricing import ProductIn, add_product, set_price
 from billing_core.service.provisioning import dispatch_pending, retry_request
 
@@ -228,3 +228,42 @@ def test_amendments_and_order_cancellations_are_provisioned(ledger, clock, provi
     assert _dispatch(ledger, provisioner) == [("deprovision", 0, date(2026, 3, 25))]
     assert [r[:2] for r in _requests(ledger, sub)] == [
         ("provision", "dispatched"), ("decrease", "dispatched"), ("deprovision", "dispatched")]
+
+
+def test_an_order_cancelled_after_an_end_keeps_that_ends_deprovision(ledger, clock,
+                                                                     provisioner) -> None:
+    """Regression: the licences end on 20 March (a ``deprovision`` dated 20 March, queued);
+    on 2 March the whole order is then cancelled at 25 March. The licences already end
+    before 25 March, so the cancellation does not end them again, and cancelling the order's
+    unsent requests took their queued ``deprovision`` with it: the receiver was never told.
+    A cancellation stops what the order would still add (provisions, increases), not what
+    reduces: the ``deprovision`` still goes on 20 March."""
+    _, _, sub, order = _ordered(ledger, provisioner)
+    with ledger.tx() as uow:
+        gate.end_subscription(uow, sub, MAR20)
+        gate.cancel_order(uow, order, date(2026, 3, 25))
+    _at(clock, MAR20)
+    assert _dispatch(ledger, provisioner) == [("deprovision", 0, MAR20)]
+
+
+def test_a_held_order_with_an_end_cancelled_sends_nothing(ledger, clock, provisioner) -> None:
+    """On hold, 3 licences ordered from 1 March to 1 May (exclusive): their ``provision``
+    waits and their ``deprovision`` is queued for 1 May. The order is cancelled before it
+    was ever activated: neither goes, on 1 May nor after the hold lifts."""
+    acc, products, _, _ = _ordered(ledger, provisioner)
+    with ledger.tx() as uow:
+        place_manual_hold(uow, acc, "check", admin="fin")
+    with ledger.tx() as uow:
+        held = gate.accept_order(uow, OrderIn(acc, "sf:Q3:rev1", MAR1, subscriptions=[
+            SubscriptionItem(products["LIC"], 3, MAR1, end_date=date(2026, 5, 1))]))
+    pr = provisioning_requests
+    with ledger.engine.connect() as conn:
+        kinds = [(r.change_kind, r.state) for r in conn.execute(
+            select(pr).where(pr.c.order_id == held).order_by(pr.c.id))]
+    assert kinds == [("provision", "awaiting_hold_release"), ("deprovision", "pending")]
+    with ledger.tx() as uow:
+        gate.cancel_order(uow, held, MAR2)
+    with ledger.tx() as uow:
+        release_manual_hold(uow, acc, admin="fin")
+    _at(clock, date(2026, 5, 1))
+    assert _dispatch(ledger, provisioner) == []
