@@ -28,7 +28,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from billing_core.domain.errors import LedgerError
+from billing_core.domain.contacts import normalize_emails
+from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import check_currency
 from connectors.base import OBJECTS as CRM_OBJECTS
 from sync import boundary
@@ -51,6 +52,7 @@ class AccountRec:
     region: str | None
     credit_limit: Decimal | None
     credit_hold: bool
+    billing_email: str | None = None    # addresses joined by ", "; None: not mapped or blank
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,18 @@ def map_account(rec: Mapping[str, Any], *, guid: bool = False) -> AccountRec:
         currency=_currency(rec), number=boundary.text(rec, "number"),
         country=country.upper() if country else None, region=boundary.text(rec, "region"),
         credit_limit=boundary.decimal(rec, "credit_limit"),
-        credit_hold=boundary.boolean(rec, "credit_hold", False))
+        credit_hold=boundary.boolean(rec, "credit_hold", False),
+        billing_email=_billing_email(rec))
+
+
+def _billing_email(rec: Mapping[str, Any]) -> str | None:
+    """The optional mapped ``billing_email`` (Salesforce e.g. ``Billing_Email__c``, Dataverse
+    ``emailaddress1``, via the field map): one or more addresses split by ``;`` or ``,``."""
+    raw = boundary.text(rec, "billing_email")
+    try:
+        return normalize_emails(raw)
+    except ValidationError as exc:
+        raise Invalid("billing_email", raw, exc.problem) from None
 
 
 def map_product(rec: Mapping[str, Any], *, guid: bool = False) -> ProductRec:

@@ -79,6 +79,8 @@ accounts = Table(
     Column("tax_exempt", Boolean, nullable=False, server_default=text("false")),
     # finance's limit, used instead of the CRM's credit_limit_minor when set (NULL: none)
     Column("credit_limit_override_minor", BigInteger),
+    # where documents are emailed: addresses joined by ", " (CRM-mapped or finance's; NULL: none)
+    Column("billing_email", String(512)),
     UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
     CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
     CheckConstraint("payment_terms_days >= 0", name="terms"),
@@ -479,4 +481,33 @@ document_files = Table(
     Column("body", LargeBinary, nullable=False),
     _created(),
     UniqueConstraint("doc_type", "doc_id", "format", name="uq_document_files_doc"),
+)
+
+# Emails of documents, queued in the posting's own transaction and sent by jobs/mailer.py
+# (billing_core/service/email_outbox.py; docs/EMAIL.md). One row per (document, recipient
+# list, kind): the idempotency key is unique, so a document is queued once whatever retries.
+email_outbox = Table(
+    "email_outbox", metadata, id_column(),
+    Column("doc_type", String(16), nullable=False),      # invoice | credit_memo | debit_memo
+    Column("doc_id", Id, nullable=False),
+    _fk("account_id", "accounts"),
+    Column("recipient", String(512)),                    # addresses joined by ", "; NULL: none
+    Column("kind", String(24), nullable=False),          # invoice | credit_memo | debit_memo |
+                                                         # reminder_<offset>
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    # queued | sending | sent | failed | dead
+    Column("state", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("last_error", Text),
+    Column("claimed_by", String(160)),                   # pid@host/start while sending
+    Column("claimed_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("message_id", String(255), nullable=False),
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_email_outbox_state", "state", "next_attempt_at", "id"),
+    Index("ix_email_outbox_doc", "doc_type", "doc_id"),
+    CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead')",
+                    name="state"),
 )

@@ -37,6 +37,7 @@ from billing_core.adapters.tables import (
     payments,
     provisioning_requests,
 )
+from billing_core.domain.contacts import normalize_emails
 from billing_core.domain.errors import (
     Duplicate,
     InvalidState,
@@ -62,6 +63,7 @@ class AccountIn:
     credit_limit: Decimal | str | int | None = None
     crm_hold: bool = False
     tax_exempt: bool | None = None          # None: keep (new account: taxable)
+    billing_email: str | None = None        # None: keep (addresses split by ; or ,)
 
 
 def validate_account(data: AccountIn) -> dict[str, Any]:
@@ -90,6 +92,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         "bill_cycle_day": data.bill_cycle_day, "payment_terms_days": data.payment_terms_days,
         "credit_limit_minor": limit, "crm_hold": bool(data.crm_hold),
         "tax_exempt": data.tax_exempt,
+        "billing_email": normalize_emails(data.billing_email),
     }
 
 
@@ -104,7 +107,7 @@ def _check_terms(bill_cycle_day: int | None, payment_terms_days: int | None) -> 
 
 
 _FINANCE_DEFAULTS: dict[str, Any] = {"bill_cycle_day": 1, "payment_terms_days": 30,
-                                     "tax_exempt": False}
+                                     "tax_exempt": False, "billing_email": None}
 
 
 def _keep_finance(values: dict[str, Any], base: Any) -> dict[str, Any]:
@@ -182,15 +185,17 @@ _KEEP: Any = object()
 def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP,
                  payment_terms_days: int | None = None, tax_exempt: bool | None = None,
                  bill_cycle_day: int | None = None,
-                 credit_limit_override: Decimal | str | int | None = _KEEP) -> dict[str, Any]:
+                 credit_limit_override: Decimal | str | int | None = _KEEP,
+                 billing_email: str | None = _KEEP) -> dict[str, Any]:
     """Finance's update of an account: its region (``""`` or None clears it; the CRM's next
     change to the account sets it again), payment terms (days, for invoices issued from now
     on), tax exemption and bill cycle day (the next bill run on or after the new day bills
     what was billed up to the old day's next period and the new day as a prorated line, by the
     ordinary proration rule) and the credit limit override (an amount in the account's
     currency, used instead of the CRM's limit; ``""`` or None removes it). Arguments left out
-    keep their value. Returns what changed (field: new value); nothing changed writes nothing;
-    a changed override touches the account (credit control re-evaluates)."""
+    keep their value. ``billing_email``: the addresses documents are emailed to, separated by
+    ``;`` or ``,`` (``""`` or None clears them). Returns what changed (field: new value);
+    nothing changed writes nothing; a changed override touches the account (credit control re-evaluates)."""
     current = get_account(uow.conn, account_id)
     _check_terms(bill_cycle_day, payment_terms_days)
     values: dict[str, Any] = {}
@@ -211,6 +216,8 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
         values["credit_limit_override_minor"] = None if credit_limit_override in (None, "") \
             else parse_amount(credit_limit_override, current["currency"],
                               "credit_limit_override", allow_zero=True)
+    if billing_email is not _KEEP:
+        values["billing_email"] = normalize_emails(billing_email)
     changes = {k: v for k, v in values.items() if current[k] != v}
     if changes:
         uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(

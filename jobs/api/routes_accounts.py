@@ -40,6 +40,8 @@ class AccountOut(BaseModel):
     credit_limit_override: str | None = Field(None, examples=["25000.00"], description=(
         "Finance's, used instead of the CRM's while set."))
     tax_exempt: bool
+    billing_email: str | None = Field(None, examples=["ap@example.com, cfo@example.com"],
+                                      description="Where documents are emailed.")
     crm_hold: bool
     status: str
 
@@ -56,6 +58,8 @@ class UpdateAccount(Model):
     bill_cycle_day: int | None = Field(None, ge=1, le=31, description=(
         "The days from what was billed to the new day go, prorated, on the first invoice "
         "whose period starts on or after them."))
+    billing_email: str | None = Field(None, max_length=512, description=(
+        "Where documents are emailed: addresses separated by ; or , (\"\" or null clears)."))
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"payment_terms_days": 45, "tax_exempt": False, "bill_cycle_day": 15}]})
 
@@ -63,7 +67,8 @@ class UpdateAccount(Model):
 def _out(row: Any) -> AccountOut:
     return AccountOut(**{k: row[k] for k in (
         "id", "ext_source", "ext_id", "name", "currency", "country", "region",
-        "bill_cycle_day", "payment_terms_days", "tax_exempt", "crm_hold", "status")},
+        "bill_cycle_day", "payment_terms_days", "tax_exempt", "billing_email", "crm_hold",
+        "status")},
         credit_limit=money(row["credit_limit_minor"], row["currency"]),
         credit_limit_override=money(row["credit_limit_override_minor"], row["currency"]))
 
@@ -88,5 +93,7 @@ def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
         kwargs["region"] = body.region
     if "credit_limit_override" in given:
         kwargs["credit_limit_override"] = body.credit_limit_override
+    if "billing_email" in given:
+        kwargs["billing_email"] = body.billing_email
     update_terms(uow, account_id, **kwargs)
     return _out(get_account(uow.conn, account_id))
