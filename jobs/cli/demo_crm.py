@@ -5,29 +5,42 @@ temporary config and SQLite database pointing at it, and runs the worker's real 
 (sync cycle, bill run, provisioning dispatch, push) a few times while a CRM user changes
 things through the sandbox's admin actions. Everything lives in a temporary directory that is
 removed at the end, and the sandbox is stopped: nothing keeps running.
+
+One step is checked as it is told: a sales rep raises the first account's seats mid-period in
+the CRM (revision 2 of its quote), the cycle hands the revision off as an amendment order, and
+the next invoice (the bill run on the next bill cycle day, as a dry run) must bill exactly the
+prorated added seats for the rest of the period plus the next period at the new quantity,
+worked out from the ledger's own data. If it does not, the story says so on the spot and the
+command exits 1 (``exits.ATTENTION``): the demo never tells a claim the ledger does not hold.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
 from billing_core.adapters.db import make_engine
-from billing_core.domain.money import from_minor
+from billing_core.domain.money import from_minor, round_money, to_minor
+from billing_core.domain.periods import bill_period
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import resolve_account
+from billing_core.service.bill_run import InvoicePreview, run_bill_run
 from billing_core.service.holds import current_reasons
+from billing_core.service.order_reads import list_orders, list_subscriptions, subscription_view
 from billing_core.service.payments import record_payment
 from billing_core.service.provisioning import list_requests
 from billing_core.service.receivables import open_balance_minor
 from billing_core.service.tax import set_tax_rate
 from config.settings import ConfigError, load_settings
 from connectors.sandbox.server import Sandbox
+from jobs.cli import exits
 from jobs.cli.configs import (
     check_writable,
     restart_command,
@@ -46,6 +59,10 @@ SANDBOX_TAX_RATES = (("US", "0"), ("GB", "0.20"), ("DE", "0.19"), ("FR", "0.20")
                      ("NL", "0.21"), ("ES", "0.21"), ("IT", "0.22"), ("JP", "0.10"),
                      ("CA", "0.05"), ("AU", "0.10"), ("CH", "0.081"), ("SE", "0.25"),
                      ("IN", "0.18"), ("BH", "0.10"))
+
+#: The first account's deal: SEATS seats at SEAT_PRICE USD a month; revision 2 of its quote adds
+#: EXTRA_SEATS from AMEND_AFTER_DAYS days into the bill period (the 20th with bill cycle day 1).
+SEATS, SEAT_PRICE, EXTRA_SEATS, AMEND_AFTER_DAYS = 100, 12, 3, 19
 
 
 def set_sandbox_tax_rates(engine: Any) -> None:
@@ -101,6 +118,89 @@ class Story:
                 out[r["state"]] = out.get(r["state"], 0) + 1
             return out
 
+    def amend_seats(self, acc: dict[str, Any], quote_id: str, line_id: str) -> dict[str, Any]:
+        """Revision 2 of the account's quote in the CRM: EXTRA_SEATS more seats from
+        AMEND_AFTER_DAYS into today's bill period; one cycle; then the amendment order and the
+        next invoice (a dry run of the bill run on the next bill cycle day), checked against
+        the figures worked from the ledger's data. Returns the facts; ``problems`` lists every
+        claim that did not hold (each said at once)."""
+        say = self.say
+        start, end = bill_period(self.worker.clock().date(), int(acc["bill_cycle_day"]))
+        when, new = start + timedelta(days=AMEND_AFTER_DAYS), SEATS + EXTRA_SEATS
+        self.sf("amend_quote", id=quote_id, start_date=when.isoformat(),
+                quantities={line_id: new})
+        handed = sum(r.handed_off for r in self.cycle())
+        problems: list[str] = []
+        facts: dict[str, Any] = {"amended_from": when, "next_bill_date": end,
+                                 "problems": problems}
+        with self.engine.connect() as conn:
+            deal = list_orders(conn, account_id=acc["id"])
+            changes = [(sub, ch) for sub in list_subscriptions(conn, on=when,
+                                                                account_id=acc["id"])
+                       for ch in subscription_view(conn, sub["id"], when)["history"]
+                       if ch["effective_date"] == when and ch["status"] == "active"]
+        amendments = [o for o in deal if o["amends_order_id"] is not None]
+        if handed != 1 or len(amendments) != 1 or len(changes) != 1:
+            problems.append(f"the cycle handed off {handed} quote(s); the account has "
+                            f"{len(amendments)} amendment order(s) and {len(changes)} quantity "
+                            f"change(s) from {when}; expected one of each")
+        else:
+            order, (sub, change) = amendments[0], changes[0]
+            facts["amendment_order"] = f"ORD-{order['id']}"
+            say(f"   the cycle handed revision 2 off as amendment order ORD-{order['id']} "
+                f"({order['status']}), amending ORD-{order['amends_order_id']}: "
+                f"{sub['product_name']} {change['old_quantity']:f} -> "
+                f"{change['new_quantity']:f} from {when}; provisioning "
+                f"{self.requests(acc['id'])} (an increase is sent on its date)")
+            facts.update(self._next_invoice(acc, sub, change, (start, end), problems))
+        for problem in problems:
+            say(f"   !! THE STORY DOES NOT HOLD: {problem}")
+        return facts
+
+    def _next_invoice(self, acc: dict[str, Any], sub: dict[str, Any], change: dict[str, Any],
+                      period: tuple[date, date], problems: list[str]) -> dict[str, Any]:
+        """The amended account's next invoice (a dry run of the bill run on the period's end)
+        against the figures worked from the change, the subscription's negotiated price and
+        the period; a difference is appended to ``problems``."""
+        (start, end), cur, price = period, str(acc["currency"]), sub["unit_price"]
+        if price is None:
+            problems.append(f"subscription {sub['id']} has no negotiated price (the quote's)")
+            return {}
+        when = change["effective_date"]
+        new, old = Decimal(change["new_quantity"]), Decimal(change["old_quantity"])
+        days, in_period = (end - when).days, (end - start).days
+        proration = to_minor((new - old) * price * days / in_period, cur)
+        recurring = to_minor(new * price, cur)
+        unit = round_money(price, cur) if price == round_money(price, cur) else price
+        figure = (f"{new - old:f} seats x {unit} x {days}/{in_period} = "
+                  f"{from_minor(proration, cur)} {cur}")
+        billing = self.settings.billing
+        result = run_bill_run(self.engine, end, dry_run=True, series=billing.invoice_series,
+                              tax_inclusive=billing.tax_inclusive)
+        mine: list[InvoicePreview] = [i for i in result.invoices if i.account_id == acc["id"]]
+        self.say(f"   its next invoice, the bill run on {end} (a dry run, nothing written):")
+        got = []
+        for inv in mine:
+            for ln in inv.line_items:
+                got.append((ln.kind, ln.amount_minor))
+                self.say(f"     - {ln.description}: {from_minor(ln.amount_minor, cur)} {cur}")
+            self.say(f"     subtotal {from_minor(inv.subtotal_minor, cur)} {cur}, tax "
+                     f"{from_minor(inv.tax_minor, cur)} {cur}, total "
+                     f"{from_minor(inv.total_minor, cur)} {cur}")
+        want = [("proration", proration), ("recurring", recurring)]
+        self.say(f"   worked from the ledger's data: the added seats, {when} to "
+                 f"{end - timedelta(days=1)}: {figure}")
+        self.say(f"     + the next period at the new quantity: {new:f} seats x {unit} = "
+                 f"{from_minor(recurring, cur)} {cur}; together "
+                 f"{from_minor(proration + recurring, cur)} {cur}, nothing else, nothing twice")
+        if sorted(got) != sorted(want):
+            errors = [e for e in result.errors if e.get("account_id") == acc["id"]]
+            problems.append(f"the next invoice's lines (kind, minor units) {got} are not the "
+                            f"worked {want}" + (f"; the bill run says {errors}" if errors else ""))
+        else:
+            self.say("   the invoice matches the worked figures to the cent.")
+        return {"figure": figure, "next_lines": got}
+
     def crm_fields(self, ids: list[str], quote_ids: list[str]) -> None:
         client = self.sbx.salesforce_client()
         fields = ("Name", "Credit_Hold__c", "Billing_Hold__c", "Billing_Hold_Reasons__c",
@@ -137,9 +237,10 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
     a_id = sbx.salesforce.admin("update", {"object": "Account", "index": 0, "fields": {
         "Credit_Limit__c": 1000, "Credit_Hold__c": False, "CurrencyIsoCode": "USD"}})["id"]
     c_id = sbx.salesforce.admin("set_hold", {"index": 1, "hold": True})["id"]
-    qa = story.sf("create_quote", account_id=a_id, status="Accepted", start_date=today,
-                  name="Demo: 100 workspace seats", lines=[
-                      {"product_index": 0, "quantity": 100, "unit_price": 12}])["id"]
+    qa_made = story.sf("create_quote", account_id=a_id, status="Accepted", start_date=today,
+                       name="Demo: workspace seats", lines=[
+                           {"product_index": 0, "quantity": SEATS, "unit_price": SEAT_PRICE}])
+    qa = qa_made["id"]
     qc = story.sf("create_quote", account_id=c_id, status="Accepted", start_date=today,
                   name="Demo: security keys", lines=[
                       {"product_index": 8, "quantity": 5, "unit_price": 45}])["id"]
@@ -179,18 +280,22 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
         uow.commit()
     story.cycle()
     a = story.account(a_id)
-    say(f"   paid {due} USD -> reasons now {a['reasons'] or 'none'}; provisioning "
-        f"{story.requests(a['id'])}")
+    a_requests = story.requests(a["id"])       # as step 4 leaves them (step 5 adds an increase)
+    say(f"   paid {due} USD -> reasons now {a['reasons'] or 'none'}; provisioning {a_requests}")
 
-    say("5. What the CRM records show now (read back from the sandbox CRM):")
+    say(f"5. Sales adds {EXTRA_SEATS} seats to {a['name']}'s deal mid-period, in Salesforce: "
+        f"revision 2 of its quote ({SEATS} -> {SEATS + EXTRA_SEATS} seats); the next cycle.")
+    amended = story.amend_seats(a, qa, qa_made["line_ids"][0])
+
+    say("6. What the CRM records show now (read back from the sandbox CRM):")
     story.crm_fields([a_id, c_id], [qa, qc])
     pdf = write_latest_invoice(story.engine, story.settings, a["id"], workdir)
     story.worker.close()
     story.engine.dispose()
     return {"a": a_id, "c": c_id, "qa": qa, "qc": qc, "a_reasons": a["reasons"],
             "c_reasons": c["reasons"], "invoices": result.invoices_created,
-            "a_requests": story.requests(a["id"]), "c_requests": story.requests(c["id"]),
-            "invoice_pdf": pdf}
+            "a_requests": a_requests, "c_requests": story.requests(c["id"]),
+            "invoice_pdf": pdf, "amendment": amended}
 
 
 @click.command("demo")
@@ -216,7 +321,8 @@ def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
                      ca_dir=ca_dir) as sbx:
             click.echo(f"Sandbox CRM on {sbx.url} (Salesforce and Dataverse, seeded); "
                        f"database and config in {workdir}")
-            pdf = run_story(sbx, workdir)["invoice_pdf"]
+            facts = run_story(sbx, workdir)
+    pdf, problems = facts["invoice_pdf"], facts["amendment"]["problems"]
     click.echo(f"Done in {time.monotonic() - started:.1f} s; the sandbox is stopped.")
     if pdf is not None:
         click.echo(f"Invoice PDF: {pdf.absolute()}" if keep else
@@ -225,6 +331,10 @@ def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
         config = (workdir / "ledgerbridge.toml").absolute()
         click.echo(f"Kept: {config} (its first lines say how to start its sandbox again), "
                    f"{secrets_path(config).name} and demo.db beside it.")
+    if problems:
+        click.echo(f"attention: the story did not hold ({len(problems)}): "
+                   + "; ".join(problems), err=True)
+        sys.exit(exits.ATTENTION)
 
 
 COMMANDS = [demo_command]

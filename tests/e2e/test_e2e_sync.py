@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from billing_core.adapters.tables import accounts, orders, provisioning_requests
@@ -27,7 +30,13 @@ def _sf_account(world: Any, crm_id: str) -> dict[str, Any]:
         f"Last_Invoice_Number__c FROM Account WHERE Id = '{crm_id}'")["records"][0])
 
 
-def test_seed_story_hold_waiting_lifted_provisioned_once(world: Any, tmp_path: Path) -> None:
+def test_seed_story_hold_waiting_lifted_provisioned_once(world: Any, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's story, and its step 5: revision 2 of the first account's quote in the CRM
+    (100 -> 103 seats at 12.00 USD from the 20th of this period, bill cycle day 1) bills, on
+    the next bill cycle day, the 3 seats for the 20th to the period's end and the next month at
+    103 seats. In a 31-day month: 3 x 12.00 x 12/31 = 13.935... -> 13.94, and
+    103 x 12.00 = 1236.00; nothing else (no second 100 or 103 seats)."""
     from jobs.cli.demo_crm import run_story
     facts = run_story(world.sbx, tmp_path / "demo")
     assert facts["a_reasons"] == [] and facts["c_reasons"] == []
@@ -37,6 +46,46 @@ def test_seed_story_hold_waiting_lifted_provisioned_once(world: Any, tmp_path: P
     crm = _sf_account(world, facts["a"])
     assert crm["Billing_Hold__c"] is False
     assert crm["Last_Invoice_Number__c"].startswith("INV-")
+
+    amended = facts["amendment"]
+    assert amended["problems"] == []
+    when, end = amended["amended_from"], amended["next_bill_date"]
+    start = when - timedelta(days=19)
+    assert start.day == 1 and end.day == 1 and start < when < end     # mid-period
+    days, in_period = (end - when).days, (end - start).days
+    catch_up = (Decimal(3 * 12 * days) / in_period).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert amended["figure"] == f"3 seats x 12.00 x {days}/{in_period} = {catch_up} USD"
+    assert sorted(amended["next_lines"]) == [("proration", int(catch_up * 100)),
+                                             ("recurring", 103 * 1200)]
+    out = capsys.readouterr().out
+    assert f"amendment order {amended['amendment_order']} (active), amending ORD-" in out
+    assert f"Cloud Workspace Standard 100 -> 103 from {when}" in out
+    assert f"quantity 100 -> 103 from {when} to {end - timedelta(days=1)}" in out
+    assert f"{when} to {end - timedelta(days=1)}: {amended['figure']}\n" in out
+    assert "+ the next period at the new quantity: 103 seats x 12.00 = 1236.00 USD" in out
+    assert "the invoice matches the worked figures to the cent" in out
+    assert "DOES NOT HOLD" not in out
+
+
+def test_the_demo_says_loudly_when_the_amendment_figure_does_not_hold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A next invoice that billed the added seats twice (a second proration line, as the
+    project did when amendments stacked) is not told as a success: the story says so on the
+    spot and ``ledgerbridge demo`` exits 1."""
+    from billing_core.service import bill_run
+    from jobs.cli import demo_crm, exits, main
+
+    def twice(*args: Any, **kw: Any) -> Any:
+        result = bill_run.run_bill_run(*args, **kw)
+        for inv in result.invoices:
+            inv.line_items += [ln for ln in inv.line_items if ln.kind == "proration"]
+        return result
+    monkeypatch.setattr(demo_crm, "run_bill_run", twice)
+    res = CliRunner().invoke(main, ["demo", "--accounts", "6"])
+    assert res.exit_code == exits.ATTENTION, res.output
+    assert "!! THE STORY DOES NOT HOLD: the next invoice's lines" in res.stdout
+    assert "attention: the story did not hold (1)" in res.stderr
+    assert "matches the worked figures" not in res.stdout
 
 
 def test_first_cycle_both_crms_then_a_quiet_cycle_costs_one_query_per_object(world: Any) -> None:
