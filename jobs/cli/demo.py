@@ -3,11 +3,10 @@
 Seeds a throw-away SQLite database in a temporary directory (or the ``--database-url`` given to
 ``ledgerbridge``) with accounts in USD, EUR and JPY, a catalog (monthly seats, an annual
 platform, a one-time setup fee, tiered API usage), orders, usage, a price change, a prepaid
-credit and tax rates; runs the bill run for today and prints every invoice; then amends
-Initech's deal (a new quote revision: 3 -> 5 seats from the 20th of this period; its invoice
-paid first, so no hold keeps the amendment waiting) and prints its next invoice, which bills
-exactly the difference. Nothing keeps running afterwards. (``ledgerbridge demo`` is the CRM
-demo, ``jobs.cli.demo_crm``.)
+credit and tax rates; runs the bill run for today and prints every invoice. Nothing keeps
+running afterwards. (``ledgerbridge demo`` is the CRM demo, ``jobs.cli.demo_crm``; it also
+shows a deal amended in the CRM and the next invoice billing exactly the difference, through
+the real sync cycle rather than a billing call standing in for it.)
 """
 from __future__ import annotations
 
@@ -18,12 +17,10 @@ from typing import Any
 import click
 
 from billing_core.adapters.db import UnitOfWork, make_engine
-from billing_core.domain.errors import NotFound
 from billing_core.domain.money import from_minor
 from billing_core.domain.periods import add_months, bill_period
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import AccountIn, create_account
-from billing_core.service.amendments import AmendmentIn, amend_orders
 from billing_core.service.bill_run import run_bill_run
 from billing_core.service.credits import grant_credits
 from billing_core.service.invoices import invoice_view, list_invoices
@@ -33,11 +30,9 @@ from billing_core.service.orders import (
     SubscriptionItem,
     activate_order,
     change_quantity,
-    find_order,
     place_order,
 )
-from billing_core.service.payments import record_payment
-from billing_core.service.pricing import ProductIn, add_product, get_product, set_price
+from billing_core.service.pricing import ProductIn, add_product, set_price
 from billing_core.service.reports import subscription_ids
 from billing_core.service.tax import set_tax_rate
 from billing_core.service.usage import import_usage
@@ -158,37 +153,10 @@ def billing_demo(app: AppContext, on: datetime | None) -> None:
             again = run_bill_run(engine, today, uow_factory=lambda: ledger_uow(engine))
             click.echo(f"Running the bill run again bills nothing: {again.invoices_created} new "
                        f"invoices, {again.already_billed} accounts already billed.")
-            _amendment(engine, ids["Initech KK"], today)
+            click.echo("A deal amended in the CRM, and its next invoice billing exactly the "
+                       "difference: `ledgerbridge demo`.")
         finally:
             engine.dispose()
-
-
-def _amendment(engine: Any, account: int, today: date) -> None:
-    """Initech's quote revision 2: 5 seats instead of 3 from the 20th of this period, handed
-    to billing as an amendment of its order; the next bill run bills the difference only."""
-    this = bill_period(today, 1)[0]
-    nxt, when = add_months(this, 1, 1), this + timedelta(days=19)
-    with ledger_uow(engine) as uow:
-        # paid first: against the real clock its invoice may be overdue, and an amendment on
-        # hold is held like any new order
-        [invoice] = list_invoices(uow.conn, account_id=account)
-        record_payment(uow, account, from_minor(invoice["total_minor"], invoice["currency"]),
-                       reference="demo-initech", received_on=today, auto_apply=True)
-        order = find_order(uow, "demo:initech")
-        if order is None:
-            raise NotFound("order", "demo:initech")
-        seat = int(get_product(uow.conn, "SEAT")["id"])
-        [result] = amend_orders(uow, [AmendmentIn(
-            account, "demo:initech:rev2", order, when,
-            subscriptions=(SubscriptionItem(seat, 5, when),))])
-        uow.commit()
-    click.echo(f"\nAmendment: Initech KK's quote revision 2 raises its seats from 3 to 5 from "
-               f"{when} (amendment order {result}: only the difference is billed).")
-    run_bill_run(engine, nxt, uow_factory=lambda: ledger_uow(engine))
-    with UnitOfWork(engine, read_only=True) as uow:
-        for row in list_invoices(uow.conn, account_id=account):
-            if row["period_start"] == nxt:
-                click.echo("\n".join(describe_invoice(invoice_view(uow.conn, row["id"]))))
 
 
 COMMANDS = [billing_demo]

@@ -78,12 +78,9 @@ def test_demo_runs_from_scratch() -> None:
     assert res.exit_code == 0, res.output
     assert "INV-000003 to Initech KK" in res.output
     assert "bills nothing: 0 new invoices" in res.output
-    # the amendment 3 -> 5 seats from 20 April: 2 x 3000 JPY x 11/30 days = 2200, then May
-    # at 5 seats, 15000; nothing else
-    tail = res.output[res.output.index("Amendment:"):]
-    assert "quantity 3 -> 5 from 2026-04-20 to 2026-04-30 (11/30 days): 2200 JPY" in tail
-    assert "Seat licence x 5, 2026-05-01 to 2026-05-31: 15000 JPY" in tail
-    assert "Subtotal 17200 JPY" in tail
+    # an amendment is the CRM demo's (made in the CRM, through the sync cycle:
+    # tests/e2e/test_e2e_sync.py), not a second copy here calling billing directly
+    assert "Amendment" not in res.output and "`ledgerbridge demo`" in res.output
 
 
 def test_bill_run_honours_tax_inclusive_from_the_config_file(sqlite_engine, tmp_path) -> None:
