@@ -222,6 +222,7 @@ class ConnectionSettings:
     fieldmap: str = ""                            # per CRM: CRM_DEFAULTS
     fieldmap_overrides: str | None = None
     time_zone: str = "UTC"                        # IANA name: Dataverse user-local dates
+    push_documents: bool = False                  # opt-in: posted invoices/memos + PDFs to the CRM
 
     @property
     def timeout(self) -> tuple[float, float]:

@@ -48,7 +48,8 @@ from connectors.settings import ConnectionSettings
 from jobs.admission import Admission, Scope
 from jobs.provisioners import build_provisioner
 from sync import outbox, push
-from sync.engine import Cycle, SyncOptions
+from sync.documents import pdf_files
+from sync.engine import Cycle, SyncOptions, pushes_documents
 from sync.locks import job_lock
 from sync.refs import parse_source_ref
 from sync.runs import RunReport, finish_run, get_run, last_api_usage
@@ -147,6 +148,8 @@ class Worker:
                            push_batch_size=self.sync.push_batch_size,
                            push_max_attempts=self.sync.push_max_attempts,
                            write_crm_hold=self.sync.write_crm_hold,
+                           render_options=self.settings.documents.render_options(),
+                           tax_inclusive=self.settings.billing.tax_inclusive,
                            objects=kw.pop("objects", None) or self.sync.objects, **kw)
 
     def cycle(self, name: str, options: SyncOptions,
@@ -179,13 +182,19 @@ class Worker:
             if not got:
                 log.info("push connection=%s skipped: another worker holds it", name)
                 return
+            connector = self.connector(name)
+            docs = pushes_documents(connector)
             outbox.refresh(self.engine, name, self.clock(),
                            grace_days=self.settings.credit.overdue_grace_days,
-                           write_hold=self.sync.write_crm_hold)
-            result = push.push(self.engine, self.connector(name), name, clock=self.clock,
-                               batch_size=self.sync.push_batch_size,
-                               max_attempts=self.sync.push_max_attempts,
-                               should_stop=self.stop.is_set)
+                           write_hold=self.sync.write_crm_hold, documents=docs)
+            result = push.push(
+                self.engine, connector, name, clock=self.clock,
+                objects=("account", "quote", *(outbox.DOCUMENT_OBJECTS if docs else ())),
+                batch_size=self.sync.push_batch_size,
+                max_attempts=self.sync.push_max_attempts, should_stop=self.stop.is_set,
+                files=pdf_files(self.engine, self.settings.documents.render_options(),
+                                tax_inclusive=self.settings.billing.tax_inclusive)
+                if docs else None)
             if result.pushed or result.failed or result.stopped:
                 log.info("push connection=%s pushed=%s failed=%s dead=%s%s", name,
                          result.pushed, result.failed, result.dead,

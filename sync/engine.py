@@ -73,6 +73,7 @@ from connectors.credentials import CredentialError
 from connectors.prefetch import Prefetch
 from sync import handoff, handoff_reads, outbox, push
 from sync.bookkeeping import PageResult, ledger_id_of
+from sync.documents import pdf_files
 from sync.handoff import FetchedAccount
 from sync.mapping import OBJECTS
 from sync.reconcile import apply_page
@@ -116,6 +117,10 @@ class SyncOptions:
     push_batch_size: int = 1000
     push_max_attempts: int = 8
     write_crm_hold: bool = False
+    #: The ``[documents]`` render options (``RenderOptions``) and tax note for the PDFs of the
+    #: documents push (a connection's ``push_documents``); None: the built-in defaults.
+    render_options: Any = None
+    tax_inclusive: bool = False
 
 
 def _utcnow() -> datetime:
@@ -333,17 +338,21 @@ class Cycle:
                                           accepted, uow_factory=self.uow)
             report.handed_off = len(result.placed)
         outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
-                       grace_days=opts.grace_days, write_hold=opts.write_crm_hold)
+                       grace_days=opts.grace_days, write_hold=opts.write_crm_hold,
+                       documents=pushes_documents(self.connector))
         if opts.push and not stopped:
             self._push()
 
     def _push(self) -> None:
-        for obj in ("account", "quote"):
+        docs = outbox.DOCUMENT_OBJECTS if pushes_documents(self.connector) else ()
+        files = pdf_files(self.engine, self.options.render_options,
+                          tax_inclusive=self.options.tax_inclusive) if docs else None
+        for obj in ("account", "quote", *docs):
             before = self.calls()
             result = push.push(self.engine, self.connector, self.name, objects=(obj,),
                                batch_size=self.options.push_batch_size,
                                max_attempts=self.options.push_max_attempts, clock=self.clock,
-                               should_stop=self.should_stop)
+                               should_stop=self.should_stop, files=files)
             stats = self.rep.stats(obj)
             stats.pushed += result.pushed.get(obj, 0)
             stats.failed += result.failed.get(obj, 0)
@@ -362,6 +371,12 @@ class Cycle:
     def _settles(self, obj: str) -> bool:
         settles = getattr(self.connector, "settles_writes", None)
         return obj in self.connector.objects() and settles is not None and bool(settles(obj))
+
+
+def pushes_documents(connector: Connector) -> bool:
+    """Whether the connection pushes issued documents (``push_documents``, off by default)."""
+    settings = getattr(connector, "settings", None)
+    return bool(getattr(settings, "push_documents", False))
 
 
 def run_cycle(engine: Engine, connector: Connector, options: SyncOptions | None = None,

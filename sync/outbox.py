@@ -14,6 +14,12 @@ Rules kept here:
   billing places (``credit_limit``, ``overdue``: billing's view says which) applies, and cleared
   only when billing was the one that set it (its last acknowledged value); otherwise the field
   is left out entirely.
+- Documents (opt-in per connection, ``documents=True``): every issued invoice and memo of an
+  account the refresh looks at gets a ``document`` row (keyed by the document's stable key
+  ``<kind>-<id>``, the CRM record's external id; its number, type, dates, total, balance,
+  status, currency and the account's CRM id) and a ``document_file`` row (which PDF to attach,
+  once: its payload never changes, so once acknowledged it is never sent again). A payment or
+  a memo application changes only the balance and status: only those are sent.
 - Which accounts moved, and what an account or an order shows, is billing's answer, read
   through its service layer (``accounts.changed_since``, ``receivables.accounts_with_overdue``,
   the batched ``views.account_views`` / ``views.order_views`` / ``views.orders_of_accounts``);
@@ -33,6 +39,7 @@ from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import BulkInsert, id_in, text_in
 from billing_core.service.accounts import changed_since
+from billing_core.service.crm_documents import DocumentView, document_views
 from billing_core.service.receivables import accounts_with_overdue
 from billing_core.service.views import (
     AccountView,
@@ -46,9 +53,11 @@ from sync.runs import get_cursor, save_cursor
 from sync.states import OutboxState
 from sync.tables import handoffs, outbox, sync_records
 
-DECIMAL_FIELDS = frozenset({"open_balance", "available_credit", "exposure"})
-DATE_FIELDS = frozenset({"last_invoice_date"})
-INT_FIELDS = frozenset({"oldest_overdue_days"})
+DECIMAL_FIELDS = frozenset({"open_balance", "available_credit", "exposure", "total", "balance"})
+DATE_FIELDS = frozenset({"last_invoice_date", "issue_date", "due_date"})
+INT_FIELDS = frozenset({"oldest_overdue_days", "doc_id"})
+#: The outbox objects of the documents push, in push order (a file needs its record first).
+DOCUMENT_OBJECTS = ("document", "document_file")
 WATERMARK = "_outbox"
 
 
@@ -95,6 +104,40 @@ def quote_payload(view: OrderView) -> dict[str, Any]:
     return {"order_number": view.order_number,
             "provisioning_status": view.provisioning_status,
             "invoice_number": view.first_invoice_number}
+
+
+def document_payload(view: DocumentView, account_crm_id: str) -> dict[str, Any]:
+    """An issued document's CRM record payload (its key is the outbox row's ``crm_id``)."""
+    return {"account_crm_id": account_crm_id, "number": view.number,
+            "document_type": view.type_label,
+            "issue_date": view.issue_date.isoformat() if view.issue_date else None,
+            "due_date": view.due_date.isoformat() if view.due_date else None,
+            "total": str(view.total), "balance": str(view.balance), "status": view.status,
+            "currency": view.currency}
+
+
+def file_payload(view: DocumentView) -> dict[str, Any]:
+    """Which file to attach to the document's CRM record (sent once)."""
+    return {"kind": view.kind, "doc_id": view.doc_id, "title": view.number,
+            "filename": f"{view.number}.pdf"}
+
+
+def _put_documents(conn: Connection, connection: str, part: list[tuple[int, str]],
+                   now: datetime) -> int:
+    crm_of = dict(part)
+    views = document_views(conn, [ledger_id for ledger_id, _ in part])
+    if not views:
+        return 0
+    keys = [v.key for v in views]
+    pending = 0
+    for obj in DOCUMENT_OBJECTS:
+        writes = _Writes(connection, _existing(conn, connection, obj, keys), now)
+        for view in views:
+            writes.put(obj, view.key, view.doc_id,
+                       document_payload(view, crm_of[view.account_id]) if obj == "document"
+                       else file_payload(view))
+        pending += writes.flush(conn)
+    return pending
 
 
 class _Writes:
@@ -209,7 +252,7 @@ def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
-            grace_days: int = 0, write_hold: bool = False,
+            grace_days: int = 0, write_hold: bool = False, documents: bool = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
@@ -245,6 +288,8 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                 writes.put("account", crm_id, ledger_id, payload_of(
                     views[ledger_id], write_hold=write_hold, acked=acked))
             pending += writes.flush(conn)
+            if documents:
+                pending += _put_documents(conn, connection, part, now)
         for found in _handed_off(conn, connection, wanted, chunk):
             # An amended quote has a done hand-off per revision: it shows its newest (rows
             # come in revision order; a revision in a later page updates the row).

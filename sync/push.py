@@ -14,6 +14,10 @@ Rules kept here:
   puts the claimed rows back unchanged (no attempt counted for the budget) and stops the push.
 - A row whose payload changed while it was being sent stays ``pending`` (the new value goes
   next time); otherwise it becomes ``acked``.
+- Documents (``sync.outbox.DOCUMENT_OBJECTS``): a ``document_file`` update carries the PDF bytes
+  as ``_pdf``, from ``files(kind, doc_id)`` (the kept file a customer was given); a document
+  whose file cannot be had (a template error) fails alone with ``RENDER_ERROR`` and its
+  message, like a refusal by the CRM (retried, then dead-lettered naming the document).
 """
 from __future__ import annotations
 
@@ -79,6 +83,30 @@ def _update(row: Any) -> dict[str, Any]:
     return {"crm_id": row["crm_id"], **fields}
 
 
+@dataclass(frozen=True)
+class _Failed:
+    code: str
+    message: str
+    ok: bool = False
+
+
+def _attach_files(rows: list[Any], updates: list[dict[str, Any]],
+                  files: Callable[[str, int], bytes] | None) -> dict[int, _Failed]:
+    """Put each file's bytes on its update; the ones that cannot be had, by position."""
+    failed: dict[int, _Failed] = {}
+    for i, (row, upd) in enumerate(zip(rows, updates, strict=True)):
+        payload = json.loads(row["payload"])
+        upd.update({k: decode(k, v) for k, v in payload.items()})   # a file is sent whole
+        if files is None:
+            failed[i] = _Failed("NO_FILES", "no document renderer given to the push")
+            continue
+        try:
+            upd["_pdf"] = files(str(payload["kind"]), int(payload["doc_id"]))
+        except Exception as exc:  # noqa: BLE001 - one document's file fails alone
+            failed[i] = _Failed("RENDER_ERROR", f"{payload.get('title')}: {exc}")
+    return failed
+
+
 class _Nothing:
     ok = True
     code = message = None
@@ -119,7 +147,8 @@ def _release(engine: Engine, rows: list[Any], now: datetime) -> None:
 def push(engine: Engine, connector: Connector, connection: str, *,
          objects: tuple[str, ...] = ("account", "quote"), batch_size: int = 1000,
          max_attempts: int = 8, clock: Callable[[], datetime],
-         should_stop: Callable[[], bool] = lambda: False) -> PushReport:
+         should_stop: Callable[[], bool] = lambda: False,
+         files: Callable[[str, int], bytes] | None = None) -> PushReport:
     report = PushReport()
     for obj in objects:
         while not should_stop():
@@ -130,6 +159,15 @@ def push(engine: Engine, connector: Connector, connection: str, *,
             updates = [_update(r) for r in rows]
             if any("credit_hold" in u for u in updates):
                 _add_etags(engine, connection, updates)
+            if obj == "document_file":
+                failed = _attach_files(rows, updates, files)
+                if failed:
+                    _record(engine, connection, obj, [rows[i] for i in failed],
+                            list(failed.values()), clock(), max_attempts, report)
+                    keep = [i for i in range(len(rows)) if i not in failed]
+                    rows, updates = [rows[i] for i in keep], [updates[i] for i in keep]
+                    if not rows:
+                        continue
             empty = [i for i, u in enumerate(updates) if len(u) == 1]
             if empty:
                 _record(engine, connection, obj, [rows[i] for i in empty],

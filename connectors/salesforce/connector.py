@@ -210,7 +210,15 @@ class SalesforceConnector(FieldMapped):
 
     def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
               ) -> list[WriteResult]:
-        """PATCH composite/sobjects in chunks of 200; `redecide` is unused (no etags here)."""
+        """PATCH composite/sobjects in chunks of 200; `redecide` is unused (no etags here).
+        Documents: upserts by external id and file uploads (``connectors.salesforce.documents``).
+        """
+        if obj in ("document", "document_file"):
+            from connectors.salesforce import documents
+
+            # not read back (never pulled): no entry in ``_wrote``
+            return (documents.upsert_documents(self, updates) if obj == "document"
+                    else documents.upload_files(self, updates))
         om = self.fieldmap.object(obj)
         # Marked when the write starts and again when it ends: no read that ran while a write
         # was in flight (the CRM provisioner writes from another thread) may claim it.

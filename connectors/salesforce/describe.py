@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
 
 UNVERIFIABLE = {404, 405, 501}
+DOCUMENT_OBJECTS = ("document", "document_file")
 
 
 def _describe(sobject: str) -> Callable[[Any], Any]:
@@ -41,6 +42,8 @@ def check(conn: SalesforceConnector) -> list[CheckResult]:
                                    else "fail", f"{budget.used}/{budget.limit} used"))
     described: dict[str, Any] = {}
     for obj, om in conn.fieldmap.objects.items():
+        if obj in DOCUMENT_OBJECTS and not conn.settings.push_documents:
+            continue        # documents are pushed only when the connection says so
         label = f"fields {obj} ({om.crm_object})"
         if om.crm_object not in described:
             try:

@@ -201,9 +201,56 @@ OPPORTUNITY = SObject("Opportunity", "006", (
     *_system(),
 ))
 
+# Documents pushed by billing (docs/CRM_SETUP.md): the custom object an org creates for them,
+# and Salesforce Files. VersionData is write-only here (a query never returns a file's body).
+DOCUMENT_TYPES = ("Invoice", "Credit Memo", "Debit Memo")
+INVOICE = SObject("Invoice__c", "a1I", (
+    _id(),
+    Field("Name", STRING, 80, label="Invoice Name"),
+    Field("Ledger_Document_Id__c", STRING, 64, label="Ledger Document Id"),  # external id, unique
+    Field("Account__c", REFERENCE, 18, label="Account"),
+    Field("Document_Type__c", PICKLIST, 40, values=DOCUMENT_TYPES, label="Document Type"),
+    Field("Issue_Date__c", DATE, label="Issue Date"),
+    Field("Due_Date__c", DATE, label="Due Date"),
+    Field("Total__c", CURRENCY, label="Total"),
+    Field("Balance__c", CURRENCY, label="Balance"),
+    Field("Status__c", STRING, 40, label="Status"),
+    _currency_code(),
+    *_system(),
+))
+#: The most base64 text a JSON (non-multipart) body may carry for a blob field: 37.5 MB.
+MAX_BASE64_JSON = 39_321_600        # 37.5 × 1,048,576
+CONTENT_VERSION = SObject("ContentVersion", "068", (
+    _id(),
+    Field("Title", STRING, 255),
+    Field("PathOnClient", STRING, 500),
+    Field("VersionData", STRING),
+    Field("FirstPublishLocationId", REFERENCE, 18, updateable=False),
+    Field("ContentDocumentId", REFERENCE, 18, updateable=False),
+    Field("ContentSize", INT, updateable=False),
+    Field("FileExtension", STRING, 40, updateable=False),
+    *_system(),
+))
+CONTENT_DOCUMENT = SObject("ContentDocument", "069", (
+    _id(),
+    Field("Title", STRING, 255),
+    Field("LatestPublishedVersionId", REFERENCE, 18, updateable=False),
+    Field("ContentSize", INT, updateable=False),
+    *_system(),
+))
+CONTENT_DOCUMENT_LINK = SObject("ContentDocumentLink", "06A", (
+    _id(),
+    Field("ContentDocumentId", REFERENCE, 18, updateable=False),
+    Field("LinkedEntityId", REFERENCE, 18, updateable=False),
+    Field("ShareType", PICKLIST, 1, values=("V", "C", "I")),
+    Field("Visibility", PICKLIST, 40, values=("AllUsers", "InternalUsers", "SharedUsers")),
+    *_system(),
+))
+
 OBJECTS: dict[str, SObject] = {
     o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM,
-                                CPQ_QUOTE, CPQ_QUOTE_LINE, CONTRACT, OPPORTUNITY)
+                                CPQ_QUOTE, CPQ_QUOTE_LINE, CONTRACT, OPPORTUNITY, INVOICE,
+                                CONTENT_VERSION, CONTENT_DOCUMENT, CONTENT_DOCUMENT_LINK)
 }
 #: What each lookup field refers to (by field name: the same name refers to the same object).
 REFERENCE_TO = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
@@ -212,7 +259,8 @@ REFERENCE_TO = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Qu
                 "SBQQ__Quote__c": "SBQQ__Quote__c", "SBQQ__MasterContract__c": "Contract",
                 "SBQQ__Opportunity2__c": "Opportunity", "SBQQ__Opportunity__c": "Opportunity",
                 "SBQQ__AmendedContract__c": "Contract", "SBQQ__RenewedContract__c": "Contract",
-                "SBQQ__PrimaryQuote__c": "SBQQ__Quote__c"}
+                "SBQQ__PrimaryQuote__c": "SBQQ__Quote__c", "Account__c": "Account",
+                "ContentDocumentId": "ContentDocument"}
 
 
 def relationship_name(fld: Field) -> str | None:

@@ -122,7 +122,9 @@ class Seed:
                        "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
                        "QuoteLineItem": quotes * LINES_PER_QUOTE, "SBQQ__Quote__c": quotes,
                        "SBQQ__QuoteLine__c": quotes * LINES_PER_QUOTE,
-                       "Contract": 0, "Opportunity": 0}     # made by admin actions only
+                       "Contract": 0, "Opportunity": 0,
+                       "Invoice__c": 0, "ContentVersion": 0, "ContentDocument": 0,
+                       "ContentDocumentLink": 0}     # made by admin actions only
         # quote lines regenerate their quote: keep recent quotes (rows are never mutated)
         self._quote_row = functools.lru_cache(maxsize=4096)(self._quote)
 

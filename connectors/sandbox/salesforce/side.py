@@ -25,7 +25,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from ..core import SandboxContext, enact_transport_fault
-from . import admin, describe
+from . import admin, describe, documents
 from . import schema as S
 from .auth import ORG_ID, Credentials, TokenEndpoint, Tokens
 from .cursors import Cursor, Cursors, answer, batch_size
@@ -43,6 +43,8 @@ CRM = "salesforce"
 log = logging.getLogger(__name__)
 _DATA = re.compile(r"^/services/data/(v\d+\.\d)(/.*)?$")
 _LOCATOR = re.compile(r"^/(query|queryAll)/([0-9A-Za-z]{18})-(\d+)$")
+_UPSERT_MANY = re.compile(r"^/composite/sobjects/(\w+)/(\w+)/?$")
+_UPSERT_ONE = re.compile(r"^/sobjects/(\w+)/(\w+)/([^/]+)/?$")
 _SOBJECT = re.compile(r"^/sobjects/(\w+)(?:/(\w+))?/?$")
 _REPLICATION = re.compile(r"^/sobjects/(\w+)/(deleted|updated)/?$")
 _DESCRIBE = re.compile(r"^/sobjects(?:/(\w+)(/describe)?)?/?$")
@@ -157,6 +159,10 @@ class SalesforceSide:
             return "limits"
         if rest.rstrip("/") == "/composite/sobjects":
             return "composite/sobjects"
+        if _UPSERT_MANY.match(rest):
+            return "composite/upsert"
+        if _UPSERT_ONE.match(rest) and method == "PATCH":
+            return "upsert"
         replication = _REPLICATION.match(rest)
         if replication:
             return replication.group(2)
@@ -177,6 +183,8 @@ class SalesforceSide:
             return self._replication(request, endpoint, rest)
         if endpoint == "composite/sobjects":
             return self._collection(request)
+        if endpoint in ("composite/upsert", "upsert"):
+            return self._upsert(request, endpoint, rest)
         if endpoint == "sobject":
             return self._sobject(request, version, rest)
         if endpoint == "describe":
@@ -291,6 +299,42 @@ class SalesforceSide:
                                   f"more than {MAX_COLLECTION} records into this call")
         return json_response(collection(self.store, request.method, records, all_or_none))
 
+    def _upsert(self, request: Request, endpoint: str, rest: str) -> Response:
+        """Upsert by external id (``documents``): collections (PATCH only) or one record."""
+        many = endpoint == "composite/upsert"
+        match = (_UPSERT_MANY if many else _UPSERT_ONE).match(rest)
+        obj = S.sobject(match.group(1)) if match else None
+        if match is None or obj is None:
+            return error_response(404, "NOT_FOUND", "The requested resource does not exist")
+        if request.method != "PATCH":
+            return error_response(405, "METHOD_NOT_ALLOWED",
+                                  f"HTTP Method '{request.method}' not allowed. Allowed are PATCH")
+        body = _json_body(request)
+        if many:
+            if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+                return error_response(400, "JSON_PARSER_ERROR", "The request body must be "
+                                      "{\"allOrNone\": ..., \"records\": [...]}")
+            answer = documents.upsert_collection(self.store, obj, match.group(2),
+                                                 body["records"],
+                                                 bool(body.get("allOrNone", False)))
+            if isinstance(answer, WriteError):
+                err = answer.error
+                status = 404 if err["statusCode"] == "NOT_FOUND" else 400
+                return error_response(status, err["statusCode"], err["message"])
+            return json_response(answer)
+        try:
+            fld = documents.external_field(obj, match.group(2))
+            record_id, created = documents.upsert_one(self.store, obj, fld, match.group(3),
+                                                      body)
+        except WriteError as exc:
+            err = exc.error
+            status = {"NOT_FOUND": 404, "DUPLICATE_EXTERNAL_ID": 300}.get(err["statusCode"], 400)
+            return error_response(status, err["statusCode"], err["message"], err["fields"])
+        if created:
+            return json_response({"id": record_id, "success": True, "errors": [],
+                                  "created": True}, 201)
+        return Response(status=204)
+
     def _sobject(self, request: Request, version: str, rest: str) -> Response:
         match = _SOBJECT.match(rest)
         obj = S.sobject(match.group(1)) if match else None
@@ -305,6 +349,9 @@ class SalesforceSide:
                 body = _json_body(request)
                 if not isinstance(body, dict):
                     return error_response(400, "JSON_PARSER_ERROR", "The body must be an object")
+                if obj is S.CONTENT_VERSION:
+                    new_id = documents.create_content_version(self.store, body)
+                    return json_response({"id": new_id, "success": True, "errors": []}, 201)
                 row = self.store.create(obj, values_for(self.store, obj, body, creating=True),
                                         by=INTEGRATION_USER)
                 return json_response({"id": row["Id"], "success": True, "errors": []}, 201)

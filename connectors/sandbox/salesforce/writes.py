@@ -28,11 +28,12 @@ from .wire import record_error
 MAX_COLLECTION = 200
 _REFERENCES = {"AccountId": "Account", "Product2Id": "Product2", "QuoteId": "Quote",
                "PricebookEntryId": "PricebookEntry", "SBQQ__Account__c": "Account",
-               "SBQQ__Product__c": "Product2", "SBQQ__Quote__c": "SBQQ__Quote__c"}
+               "SBQQ__Product__c": "Product2", "SBQQ__Quote__c": "SBQQ__Quote__c",
+               "Account__c": "Account"}
 _SET_ON_CREATE = ("Product2Id", "QuoteId", "QuoteNumber", "SBQQ__Quote__c")
 _REQUIRED = {"Account": ("Name",), "Quote": ("Name", "AccountId"),
              "QuoteLineItem": ("QuoteId", "Product2Id"), "PricebookEntry": ("Product2Id",),
-             "SBQQ__QuoteLine__c": ("SBQQ__Quote__c",)}
+             "SBQQ__QuoteLine__c": ("SBQQ__Quote__c",), "Invoice__c": ("Name",)}
 _ROLLED_BACK = record_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not "
                             "all records were valid and the request was using AllOrNone header")
 
