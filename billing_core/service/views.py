@@ -7,9 +7,13 @@ Rules kept here:
   days, last invoice) as amounts in the account's currency, with the names of the hold reasons
   it has now, sorted, and whether one of them is a reason billing places and lifts itself
   (``credit.BILLING_OWNED``). An unknown account is ``NotFound``.
-- An order's view: its number ``ORD-<id>``; one provisioning status summing up its requests
-  (:func:`provisioning_status`); its first invoice, the earliest issued (then lowest id)
-  numbered, non-void invoice that bills one of its subscriptions or one-time charges.
+- An order's view: its number ``ORD-<id>``; one provisioning status summing up the requests
+  of its deal (:func:`provisioning_status`); its deal's first invoice, the earliest issued
+  (then lowest id) numbered, non-void invoice that bills one of the deal's subscriptions or
+  one-time charges. The deal of an order is the order and the orders it amends in turn
+  (``amends_order_id``): an amendment changes the first order's subscriptions and queues its
+  requests there, so the quote of an amendment shows the increase still pending and the
+  deal's invoice, not "not required" and none.
 - Reads are batched (a fixed handful of queries per chunk of ids, whatever the page size) and
   write nothing.
 """
@@ -88,12 +92,15 @@ def account_views(conn: Connection, account_ids: Sequence[int], on_date: date, *
 
 
 def order_views(conn: Connection, order_ids: Iterable[int]) -> dict[int, OrderView]:
-    """Each order's view, keyed by id; four queries per chunk of orders."""
+    """Each order's view (over its deal), keyed by id; a few queries per chunk of orders, and
+    one more per level of amendments walked back."""
     ids = sorted(set(order_ids))
+    deal = _deals(conn, ids)
+    members = sorted({m for chain in deal.values() for m in chain})
     states: dict[int, list[str]] = {}
     status: dict[int, str] = {}
     first: dict[int, tuple[date, int, str]] = {}
-    for chunk in _chunks(ids):
+    for chunk in _chunks(members):
         for order_id, state in conn.execute(select(
                 provisioning_requests.c.order_id, provisioning_requests.c.state).where(
                 id_in(conn, provisioning_requests.c.order_id, chunk))):
@@ -104,11 +111,42 @@ def order_views(conn: Connection, order_ids: Iterable[int]) -> dict[int, OrderVi
             key = (issued, invoice_id, number)
             if order_id not in first or key < first[order_id]:
                 first[order_id] = key
-    return {order_id: OrderView(
-        order_id=order_id, order_number=f"ORD-{order_id}",
-        provisioning_status=provisioning_status(states.get(order_id, []), status.get(order_id)),
-        first_invoice_number=first[order_id][2] if order_id in first else None)
-        for order_id in ids}
+    out: dict[int, OrderView] = {}
+    for order_id in ids:
+        chain = deal[order_id]
+        held = any(status.get(m) == OrderStatus.HELD for m in chain)
+        firsts = [first[m] for m in chain if m in first]
+        out[order_id] = OrderView(
+            order_id=order_id, order_number=f"ORD-{order_id}",
+            provisioning_status=provisioning_status(
+                [s for m in chain for s in states.get(m, [])],
+                OrderStatus.HELD if held else status.get(order_id)),
+            first_invoice_number=min(firsts)[2] if firsts else None)
+    return out
+
+
+def _deals(conn: Connection, ids: list[int]) -> dict[int, list[int]]:
+    """Each order and the orders it amends in turn (``amends_order_id``), by walking back one
+    level of the chains at a time (a loop stops where it began)."""
+    parent: dict[int, int | None] = {}
+    frontier = set(ids)
+    while frontier:
+        found: dict[int, int | None] = {}
+        for chunk in _chunks(sorted(frontier)):
+            found.update((int(i), None if a is None else int(a)) for i, a in conn.execute(
+                select(orders.c.id, orders.c.amends_order_id)
+                .where(id_in(conn, orders.c.id, chunk))))
+        parent.update(found)
+        frontier = {a for a in found.values() if a is not None and a not in parent}
+    out: dict[int, list[int]] = {}
+    for order_id in ids:
+        chain: list[int] = []
+        current: int | None = order_id
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = parent.get(current)
+        out[order_id] = chain
+    return out
 
 
 def _invoices_of(conn: Connection, chunk: list[int]) -> Iterator[tuple[int, date, int, str]]:
