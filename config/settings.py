@@ -102,6 +102,26 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class EmailSettings:
+    enabled: bool = False                         # nothing is queued nor sent until true
+    since: str = ""                               # ISO date: documents issued from it are emailed
+    from_address: str = ""                        # the From: (required when enabled)
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"                        # none | starttls | tls
+    username: str | None = None
+    password: str | None = None                   # "env:VAR" or "file:key", never the secret
+    secrets_file: str | None = None               # the TOML file "file:" keys are read from
+    timeout_seconds: float = 30.0                 # every SMTP call
+    max_attempts: int = 8                         # then dead
+    retry_base_seconds: float = 60.0              # doubled per attempt
+    retry_max_seconds: float = 3600.0
+    batch_size: int = 100                         # messages per SMTP connection
+    lease_seconds: float = 600.0                  # a "sending" claim older than this is taken over
+    send_interval_seconds: float = 60.0           # the daemon's email-send job
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     auto_upgrade: bool = True
@@ -110,6 +130,7 @@ class Settings:
     provisioner: ProvisionerSettings = field(default_factory=ProvisionerSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    email: EmailSettings = field(default_factory=EmailSettings)
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
 
 
@@ -150,7 +171,44 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "font": Rule(not_empty=True),
         "font_bold": Rule(not_empty=True),
     }),
+    "email": (EmailSettings, {
+        "port": Rule(at_least=1, at_most=65535),
+        "security": Rule(one_of=("none", "starttls", "tls")),
+        "username": Rule(not_empty=True),
+        "password": Rule(not_empty=True),
+        "secrets_file": Rule(not_empty=True),
+        "timeout_seconds": Rule(above=0),
+        "max_attempts": Rule(at_least=1),
+        "retry_base_seconds": Rule(at_least=0),
+        "retry_max_seconds": Rule(at_least=0),
+        "batch_size": Rule(at_least=1),
+        "lease_seconds": Rule(above=0),
+        "send_interval_seconds": Rule(above=0),
+    }),
 }
+
+
+def _check_email(email: EmailSettings) -> None:
+    """What ``[email]`` needs beyond each key's own rule."""
+    from datetime import date
+
+    if email.password is not None and not email.password.startswith(("env:", "file:")):
+        raise SettingsError("email.password = '***': must be 'env:VAR' or 'file:key'; "
+                            "secrets are never written in the config file")
+    if email.since:
+        try:
+            date.fromisoformat(email.since)
+        except ValueError:
+            raise SettingsError(f"email.since = {email.since!r}: must be a date "
+                                "(YYYY-MM-DD)") from None
+    if not email.enabled:
+        return
+    if not email.since:
+        raise SettingsError("email.since = '': required when email.enabled: the first issue "
+                            "date to email (so enabling email does not send the history)")
+    if "@" not in email.from_address:
+        raise SettingsError(f"email.from_address = {email.from_address!r}: required when "
+                            "email.enabled: an address such as billing@example.com")
 
 
 def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
@@ -161,13 +219,15 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         built = {name: cls(**check_table(cls, data.get(name, {}), name, rules))
                  for name, (cls, rules) in SECTIONS.items()}
         connections = _connections(data.get("connections", {}))
+        _check_email(built["email"])
     except (SettingsError, CredentialError) as exc:
         raise ConfigError(str(exc)) from None
     return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,
                     auto_upgrade=built["database"].auto_upgrade,
                     billing=built["billing"], credit=built["credit"],
                     provisioner=built["provisioner"], sync=built["sync"],
-                    documents=built["documents"], connections=connections)
+                    documents=built["documents"], email=built["email"],
+                    connections=connections)
 
 
 def _connections(tables: Any) -> dict[str, ConnectionSettings]:
