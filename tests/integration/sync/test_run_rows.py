@@ -84,7 +84,7 @@ def test_a_no_change_sync_writes_one_run_row_and_status_shows_it(engine: Engine)
     assert record is not None
     assert {o["object"]: o["api_calls"] for o in record["objects"]} == dict.fromkeys(OBJECTS, 1)
     assert calls == {"fake": crm.calls}
-    # ... and an hour later with no run, every object is stale again
+    # ... and 16 minutes later with no run (over three intervals), every object is stale
     late = overview(engine, interval_minutes=5, now=t2 + timedelta(minutes=16))
     assert len([line for line in late["attention"] if "ok (16m00s ago)" in line]) == 5
 
