@@ -295,6 +295,11 @@ class DynamicsConnector(FieldMapped):
               ) -> list[WriteResult]:
         from connectors.dynamics.write import write
 
+        if obj in ("document", "document_file"):   # pushed only, never read back
+            from connectors.dynamics import documents
+
+            return (documents.upsert_documents(self, updates) if obj == "document"
+                    else documents.upload_files(self, updates))
         # Marked when the write starts and again when it ends: no read that ran while a write
         # was in flight (the CRM provisioner writes from another thread) may claim it.
         self._wrote.add(obj)

@@ -35,6 +35,8 @@ def check(conn: DynamicsConnector) -> list[CheckResult]:
     results = [CheckResult(name, "login", "ok", "token accepted")]
     described: dict[str, Any] = {}
     for obj, om in conn.fieldmap.objects.items():
+        if obj in ("document", "document_file") and not conn.settings.push_documents:
+            continue        # documents are pushed only when the connection says so
         table = om.logical_name or om.crm_object
         label = f"fields {obj} ({table})"
         if table not in described:

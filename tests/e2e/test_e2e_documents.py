@@ -30,6 +30,7 @@ from billing_core.service import ledger_uow
 from billing_core.service.bill_run import run_bill_run
 from billing_core.service.document_files import kept_file
 from billing_core.service.payments import record_payment
+from connectors.sandbox.dataverse import documents as dv_documents
 from connectors.sandbox.salesforce import schema as S
 from jobs.cli.demo_crm import set_sandbox_tax_rates
 from sync.states import OutboxState
@@ -67,16 +68,52 @@ def docs_world(sandbox: Any, engine: Any, tmp_path: Path,
     w.worker.close()
 
 
-def _salesforce_invoice(world: World) -> str:
+RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
+
+
+def _salesforce_deal(world: World) -> str:
     account = world.sf("create", object="Account", fields={
         "Name": "Documents Co", "CurrencyIsoCode": "USD", "BillingCountryCode": "US",
         "Credit_Limit__c": 10_000_000})["id"]
     world.sf("create_quote", account_id=account, status="Accepted", start_date="2027-01-01",
              lines=[{"product_index": 0, "quantity": 5, "unit_price": 12}])
-    [report] = world.cycle("sf")
+    return str(account)
+
+
+def _dataverse_deal(world: World) -> str:
+    usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
+                           for i in range(8))
+               if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
+               == "USD")
+    currency = {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
+    product = world.dv("create", table="products", row={
+        "productnumber": "SKU-SEAT-DOCS", "name": "Seat", "statecode": 0, "statuscode": 1,
+        "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
+        **currency})["productid"]
+    account = world.dv("create", table="accounts", row={
+        "name": "Documents Co", "creditlimit": 10_000_000, "creditonhold": False,
+        "address1_country": "US", **currency})["accountid"]
+    quote = world.dv("create", table="quotes", row={
+        "name": "Seats", "quotenumber": "QUO-DOCS-1", "statecode": 0, "statuscode": 1,
+        "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({account})",
+        **currency})["quoteid"]
+    world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom",
+             date="2027-01-01")
+    world.dv("create", table="quotedetails", row={
+        "quoteid@odata.bind": f"/quotes({quote})", "productid@odata.bind": f"/products({product})",
+        "lineitemnumber": 1, "quantity": 5, "priceperunit": 12, "extendedamount": 60,
+        **currency})
+    world.dv("win_quote", id=quote)
+    return str(account)
+
+
+def _billed(world: World, connection: str) -> str:
+    """The deal made, synced and billed on 1 January; the CRM account id."""
+    account = (_salesforce_deal if connection == "sf" else _dataverse_deal)(world)
+    [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off >= 1, report   # ours + seeded
     run_bill_run(world.engine, JAN1)
-    return str(account)
+    return account
 
 
 def _invoice(world: World, account: str) -> Any:
@@ -96,71 +133,108 @@ def _sf_documents(world: World, account: str) -> tuple[list[dict[str, Any]], lis
     return records, files
 
 
-def test_salesforce_invoice_record_and_pdf_then_paid(docs_world: World) -> None:
+def _dv_rows(world: World, table: str) -> list[dict[str, Any]]:
+    return [row for _, row in world.sbx.dataverse.store.scan(table)]
+
+
+def _documents(world: World, connection: str, account: str) -> tuple[list[tuple[Any, ...]],
+                                                                      list[tuple[Any, ...]]]:
+    """The CRM's records of the account's documents (number, type, issue and due dates, total,
+    balance, status, currency, key) and the files on them (title, file name, bytes)."""
+    if connection == "sf":
+        records, files = _sf_documents(world, account)
+        return ([(r["Name"], r["Document_Type__c"], r["Issue_Date__c"], r["Due_Date__c"],
+                  r["Total__c"], r["Balance__c"], r["Status__c"], r["CurrencyIsoCode"],
+                  r["Ledger_Document_Id__c"]) for r in records],
+                [(v["Title"], v["PathOnClient"], base64.b64decode(v["VersionData"]))
+                 for v in files])
+    rows = [r for r in _dv_rows(world, "new_invoices") if r["_new_account_value"] == account]
+    ids = {r["new_invoiceid"] for r in rows}
+    notes = [n for n in _dv_rows(world, "annotations") if n["_objectid_value"] in ids]
+    assert all(n["mimetype"] == "application/pdf" and n["isdocument"] for n in notes)
+    return ([(r["new_name"], r["new_documenttype"], date.fromisoformat(r["new_issuedate"]),
+              date.fromisoformat(r["new_duedate"]), r["new_total"], r["new_balance"],
+              r["new_status"], r["new_currencycode"], r["new_ledgerdocumentid"])
+             for r in rows],
+            [(n["subject"], n["filename"], base64.b64decode(n["documentbody"])) for n in notes])
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_invoice_record_and_pdf_on_the_crm_account_then_paid(docs_world: World,
+                                                             connection: str) -> None:
     world = docs_world
-    account = _salesforce_invoice(world)
+    account = _billed(world, connection)
     inv = _invoice(world, account)
     assert inv["status"] == "posted" and inv["total_minor"] == 6000
-    [report] = world.cycle("sf")
+    [report] = world.cycle(connection)
     assert report.outcome == "ok", report
-    records, files = _sf_documents(world, account)
-    assert [(r["Name"], r["Document_Type__c"], r["Issue_Date__c"], r["Due_Date__c"],
-             r["Total__c"], r["Balance__c"], r["Status__c"], r["CurrencyIsoCode"],
-             r["Ledger_Document_Id__c"]) for r in records] == [
-        (inv["number"], "Invoice", inv["issue_date"], inv["due_date"], Decimal("60.00"),
-         Decimal("60.00"), "posted", "USD", f"invoice-{inv['id']}")]
-    assert len(files) == 1
-    body = base64.b64decode(files[0]["VersionData"])
+    records, files = _documents(world, connection, account)
+    assert records == [(inv["number"], "Invoice", inv["issue_date"], inv["due_date"],
+                        Decimal("60.00"), Decimal("60.00"), "posted", "USD",
+                        f"invoice-{inv['id']}")]
     with world.engine.connect() as conn:
         kept = kept_file(conn, "invoice", int(inv["id"]), "pdf")
-    assert kept is not None and body == bytes(kept["body"]) and body.startswith(b"%PDF")
-    assert (files[0]["Title"], files[0]["PathOnClient"]) == (inv["number"],
-                                                             f"{inv['number']}.pdf")
-    links = [link for link in _sf_rows(world, S.CONTENT_DOCUMENT_LINK)
-             if link["ContentDocumentId"] == files[0]["ContentDocumentId"]]
-    assert [link["LinkedEntityId"] for link in links] == [records[0]["Id"]]
+    assert kept is not None and bytes(kept["body"]).startswith(b"%PDF")
+    assert files == [(inv["number"], f"{inv['number']}.pdf", bytes(kept["body"]))]
+    if connection == "sf":      # the file is linked to the record (ContentDocumentLink)
+        [version] = _sf_documents(world, account)[1]
+        links = [link for link in _sf_rows(world, S.CONTENT_DOCUMENT_LINK)
+                 if link["ContentDocumentId"] == version["ContentDocumentId"]]
+        assert [link["LinkedEntityId"] for link in links] == [version["FirstPublishLocationId"]]
 
-    uploads = world.calls("salesforce", "sobject", "POST")
+    uploads = _uploads(world, connection)
     with ledger_uow(world.engine) as uow:
         record_payment(uow, int(inv["account_id"]), "60.00", reference="wire-1",
                        received_on=JAN1, auto_apply=True)
         uow.commit()
-    [report] = world.cycle("sf")
+    [report] = world.cycle(connection)
     assert report.outcome == "ok", report
-    records, files = _sf_documents(world, account)
-    assert [(r["Balance__c"], r["Status__c"], r["Total__c"]) for r in records] == [
-        (Decimal("0.00"), "paid", Decimal("60.00"))]
-    assert len(files) == 1 and world.calls("salesforce", "sobject", "POST") == uploads
+    records, files = _documents(world, connection, account)
+    assert [(r[4], r[5], r[6]) for r in records] == [(Decimal("60.00"), Decimal("0.00"), "paid")]
+    assert len(files) == 1 and _uploads(world, connection) == uploads
 
 
+def _uploads(world: World, connection: str) -> int:
+    if connection == "sf":
+        return world.calls("salesforce", "sobject", "POST")
+    return world.calls("dataverse", "annotations", "POST")
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
 def test_a_file_the_crm_refuses_fails_alone_and_is_dead_lettered_naming_it(
-        docs_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PDF over the CRM's limit: its file row is refused with the CRM's message naming the
-    document, retried, then dead; the record itself and the account are pushed."""
+        docs_world: World, monkeypatch: pytest.MonkeyPatch, connection: str) -> None:
+    """A PDF over the CRM's limit (made tiny here: Salesforce's 37.5 MB of base64 in a JSON
+    body, Dataverse's 5 MB attachment size): its file row is refused with the CRM's message
+    naming the document, then dead; the record itself is pushed and the sync goes on."""
     world = docs_world
-    monkeypatch.setattr(S, "MAX_BASE64_JSON", 100)      # the org's limit, made tiny
-    account = _salesforce_invoice(world)
+    if connection == "sf":
+        monkeypatch.setattr(S, "MAX_BASE64_JSON", 100)
+        code, words = "STRING_TOO_LONG", "37.5 MB"
+    else:
+        monkeypatch.setattr(dv_documents, "MAX_ATTACHMENT_BYTES", 100)
+        code, words = dv_documents.ATTACHMENT_REFUSED, "too large"
+    account = _billed(world, connection)
     inv = _invoice(world, account)
-    for _ in range(2):
-        options = replace(world.worker.options("test"), push_max_attempts=1)
-        report = world.worker.sync_connection("sf", options, wait=True)
-        assert report.outcome in ("ok", "partial"), report
-    records, files = _sf_documents(world, account)
+    options = replace(world.worker.options("test"), push_max_attempts=1)
+    report = world.worker.sync_connection(connection, options, wait=True)
+    assert report.outcome in ("ok", "partial"), report
+    records, files = _documents(world, connection, account)
     assert len(records) == 1 and files == []
     with world.engine.connect() as conn:
         rows = {r.object: r for r in conn.execute(select(outbox).where(
-            outbox.c.connection == "sf", outbox.c.crm_id == f"invoice-{inv['id']}"))}
+            outbox.c.connection == connection, outbox.c.crm_id == f"invoice-{inv['id']}"))}
     assert rows["document"].state == OutboxState.ACKED
     assert rows["document_file"].state == OutboxState.DEAD
-    assert rows["document_file"].last_error.startswith(f"STRING_TOO_LONG: {inv['number']}: ")
-    assert "37.5 MB" in rows["document_file"].last_error
+    assert rows["document_file"].last_error.startswith(f"{code}: {inv['number']}: ")
+    assert words in rows["document_file"].last_error
 
 
+@pytest.mark.parametrize("connection", ["sf", "d365"])
 @pytest.mark.parametrize("crash_at", ["document", "document_file"])
 def test_a_push_killed_after_the_crm_accepted_resends_nothing_twice(
-        docs_world: World, crash_at: str) -> None:
+        docs_world: World, crash_at: str, connection: str) -> None:
     world = docs_world
-    account = _salesforce_invoice(world)
+    account = _billed(world, connection)
     script = world.tmp / "kill.py"
     script.write_text(f"""
 import os, sys
@@ -173,7 +247,7 @@ def record(engine, connection, obj, rows, results, *a, **k):
     return real(engine, connection, obj, rows, results, *a, **k)
 sync.push._record = record
 from jobs.cli import main
-main(["--config", {str(world.config)!r}, "sync", "--connection", "sf"])
+main(["--config", {str(world.config)!r}, "sync", "--connection", {connection!r}])
 """, encoding="utf-8")
     env = dict(os.environ)
     if world.engine.dialect.name == "postgresql":     # the test's schema, not the database's
@@ -182,11 +256,11 @@ main(["--config", {str(world.config)!r}, "sync", "--connection", "sf"])
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=180,
                           check=False, env=env)
     assert proc.returncode == 9, proc.stderr.decode()[-2000:]
-    records, files = _sf_documents(world, account)
+    records, files = _documents(world, connection, account)
     assert len(records) == 1 and len(files) == (1 if crash_at == "document_file" else 0)
-    [report] = world.cycle("sf")
+    [report] = world.cycle(connection)
     assert report.outcome == "ok", report
-    records, files = _sf_documents(world, account)
+    records, files = _documents(world, connection, account)
     assert len(records) == 1 and len(files) == 1
     with world.engine.connect() as conn:
         states = set(conn.execute(select(outbox.c.state).where(

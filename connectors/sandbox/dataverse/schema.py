@@ -107,8 +107,31 @@ CURRENCIES = TableDef(
           ("exchangerate", DECIMAL), ("statecode", INT)),
     False, {},
 )
+# Documents billing pushes (docs/CRM_SETUP.md): the custom table an org creates for them, with
+# the alternate key new_ledgerdocumentid (upserts address rows by it), and notes with files.
+NEW_INVOICES = TableDef(
+    "new_invoices", "new_invoice", "new_invoiceid",
+    _cols(("new_invoiceid", GUID), ("new_name", STRING), ("new_ledgerdocumentid", STRING),
+          ("_new_account_value", GUID), ("new_documenttype", STRING), ("new_issuedate", DATE),
+          ("new_duedate", DATE), ("new_total", MONEY), ("new_balance", MONEY),
+          ("new_status", STRING), ("new_currencycode", STRING)),
+    False, {"new_account": ("_new_account_value", "accounts")},
+)
+ANNOTATIONS = TableDef(
+    "annotations", "annotation", "annotationid",
+    _cols(("annotationid", GUID), ("subject", STRING), ("notetext", STRING),
+          ("filename", STRING), ("mimetype", STRING), ("documentbody", STRING),
+          ("filesize", INT), ("isdocument", BOOL), ("_objectid_value", GUID),
+          ("objecttypecode", STRING)),
+    False, {"objectid_new_invoice": ("_objectid_value", "new_invoices"),
+            "objectid_account": ("_objectid_value", "accounts")},
+)
+#: Alternate keys (table -> its key columns): `PATCH /<set>(<column>='<value>')` upserts by it.
+ALTERNATE_KEYS = {"new_invoices": ("new_ledgerdocumentid",)}
+#: The org's maximum attachment size (Settings > Email > "maximum file size"), default 5 MB.
+MAX_ATTACHMENT_BYTES = 5_242_880
 TABLES: dict[str, TableDef] = {t.name: t for t in (ACCOUNTS, PRODUCTS, QUOTES, QUOTEDETAILS,
-                                                   CURRENCIES)}
+                                                   CURRENCIES, NEW_INVOICES, ANNOTATIONS)}
 ENTITY_TO_SET: dict[str, str] = {t.entity: t.name for t in TABLES.values()}
 
 # Quote state -> its default status reason (Draft/In Progress, Active/Open, Won, Closed/Lost).

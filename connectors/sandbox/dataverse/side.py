@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.wrappers import Request, Response
 
 from ..core import Fault, SandboxContext, enact_transport_fault
-from . import metadata, writes
+from . import documents, metadata, writes
 from .admin import Admin
 from .auth import Authority
 from .batch import BatchRunner
@@ -240,11 +240,17 @@ class DataverseSide:
                 q = parse_query(request.args, request.headers.get("Prefer", ""), table)
                 body, headers = self.reader.read(table, q)
                 return json_response(body, headers=headers)
-            row = writes.create(self.store, table, _json(request), _ieee754(request))
+            payload = _json(request)
+            if table.name == "annotations":
+                payload = documents.checked_note(payload)
+            row = writes.create(self.store, table, payload, _ieee754(request))
             return self._written(request, table, row, 201)
         match = _ROW.match(rest)
         if match and match.group(1) in TABLES:
             return self._row(request, TABLES[match.group(1)], match.group(2).lower())
+        keyed = documents.ALT_ROW.match(rest)
+        if keyed and keyed.group(1) in TABLES:
+            return self._keyed(request, TABLES[keyed.group(1)], keyed.group(2), keyed.group(3))
         segment = rest.split("(")[0].split("/")[0] or rest
         raise DataverseError(404, NOT_FOUND_SEGMENT, f"Resource not found for the segment "
                              f"'{segment}'.")
@@ -273,6 +279,20 @@ class DataverseSide:
         body = {"@odata.context": self.reader.context(table, q, "/$entity")}
         body.update(project(row, q.select, table.key))
         return json_response(body, headers={"ETag": etag})
+
+    def _keyed(self, request: Request, table: Any, column: str, raw: str) -> Response:
+        """A row addressed by its alternate key (``documents``): GET or PATCH (upsert)."""
+        _allow(request.method, "GET", "PATCH")
+        if request.method == "PATCH":
+            row, created = documents.upsert_by_key(
+                self.store, table, column, raw, _json(request), request.headers.get("If-Match"),
+                _ieee754(request))
+            return self._written(request, table, row, 201 if created else 200)
+        row = documents.by_key(self.store, table, column, raw)
+        q = parse_query(request.args, "", table)
+        body = {"@odata.context": self.reader.context(table, q, "/$entity")}
+        body.update(project(row, q.select, table.key))
+        return json_response(body, headers={"ETag": f'W/"{row["versionnumber"]}"'})
 
     def _written(self, request: Request, table: Any, row: dict[str, Any],
                  rep_status: int) -> Response:
