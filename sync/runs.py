@@ -201,31 +201,50 @@ def _quiet_row(run_id: int, obj: str, calls: int) -> dict[str, Any]:
             **{k: 0 for k in COUNTS}, "api_calls": calls, "outcome": "ok"}
 
 
+LISTED_WINDOW = 200      # runs per connection scanned for the objects they covered
+
+
 def last_runs(conn: Connection) -> list[dict[str, Any]]:
     """The newest finished-or-interrupted run per (connection, object) that covered the object:
     its ``sync_run_objects`` row, or (nothing happened to the object in that run) zero counts
     with the run's API calls for it and outcome ``ok``; each with the run's ``started_at``,
-    ``finished_at``, ``trigger`` and ``run_outcome``."""
+    ``finished_at``, ``trigger`` and ``run_outcome``. Listed runs are looked for among each
+    connection's newest ``LISTED_WINDOW`` (then, for an object with a row but not covered
+    there, among the runs after its row), so a status read costs the same after a year of
+    runs: an object that never had a row and no run of the window covered is left out."""
     newest: dict[tuple[str, str], int] = {
         (str(c), str(o)): int(r) for o, c, r in conn.execute(
             select(sync_run_objects.c.object, sync_runs.c.connection,
                    func.max(sync_run_objects.c.run_id))
             .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
             .group_by(sync_run_objects.c.object, sync_runs.c.connection))}
-    lists = conn.execute(select(sync_runs.c.connection, sync_runs.c.objects)
-                         .where(sync_runs.c.objects.is_not(None))
-                         .group_by(sync_runs.c.connection, sync_runs.c.objects))
-    pairs = {(str(c), obj) for c, text in lists for obj in _covered(text)}
-    for connection, obj in pairs:
-        # the newest run of the connection listing the object (the key's quotes and colon
-        # keep ``quote`` from matching ``quote_line``); scanned from the newest run back
-        run_id = conn.execute(
-            select(sync_runs.c.id).where(
-                sync_runs.c.connection == connection,
-                sync_runs.c.objects.contains(f'"{obj}":', autoescape=True))
-            .order_by(sync_runs.c.id.desc()).limit(1)).scalar()
-        if run_id is not None and run_id > newest.get((connection, obj), 0):
-            newest[(connection, obj)] = int(run_id)
+    connections = [str(c) for c in conn.execute(
+        select(sync_runs.c.connection).distinct()).scalars()]
+    for connection in connections:
+        # the newest runs of the connection first: a run covers all its objects, so the
+        # newest LISTED_WINDOW runs name the newest covering run of every object synced lately
+        found: dict[str, int] = {}
+        for run_id, text in conn.execute(
+                select(sync_runs.c.id, sync_runs.c.objects).where(
+                    sync_runs.c.connection == connection, sync_runs.c.objects.is_not(None))
+                .order_by(sync_runs.c.id.desc()).limit(LISTED_WINDOW)):
+            for obj in _covered(text):
+                found.setdefault(obj, int(run_id))
+        for (conn_name, obj), row_run in list(newest.items()):
+            if conn_name != connection or obj in found:
+                continue
+            # an object not covered lately: a listing run newer than its last row, if any
+            # (the key's quotes and colon keep ``quote`` from matching ``quote_line``)
+            run_id = conn.execute(
+                select(sync_runs.c.id).where(
+                    sync_runs.c.connection == connection, sync_runs.c.id > row_run,
+                    sync_runs.c.objects.contains(f'"{obj}":', autoescape=True))
+                .order_by(sync_runs.c.id.desc()).limit(1)).scalar()
+            if run_id is not None:
+                found[obj] = int(run_id)
+        for obj, run_id in found.items():
+            if run_id > newest.get((connection, obj), 0):
+                newest[(connection, obj)] = run_id
     if not newest:
         return []
     run_ids = sorted(set(newest.values()))
