@@ -202,8 +202,9 @@ def make_renderer(settings: Settings) -> Renderer:
 
 
 def queue(engine: Engine, settings: Settings, *, clock: Callable[[], datetime] | None = None,
-          kinds: tuple[str, ...] = outbox.DOC_KINDS) -> tuple[int, int]:
-    """Queue the emails the ledger owes (idempotent; see the module rules): (rows, failed)."""
+          kinds: tuple[str, ...] = outbox.DOC_KINDS) -> tuple[int, list[str]]:
+    """Queue the emails the ledger owes (idempotent; see the module rules): (rows, the
+    errors of those failed at once)."""
     email = settings.email
     since = date.fromisoformat(email.since) if email.since else date.min
     return outbox.queue_all(lambda: ledger_uow(engine, clock=clock, policy=settings.credit),
@@ -220,7 +221,9 @@ def send_pending(engine: Engine, settings: Settings, *, limit: int | None = None
     raise there to play a crash)."""
     email = settings.email
     report = SendReport()
-    report.queued, report.failed = queue(engine, settings, clock=clock)
+    report.queued, failed = queue(engine, settings, clock=clock)
+    report.failed = len(failed)
+    report.errors.extend({"id": None, "state": "failed", "error": e} for e in failed)
     client = client or SmtpClient(email)
     renderer = renderer if renderer is not None else make_renderer(settings)
     seller = settings.documents.seller_name

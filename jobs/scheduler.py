@@ -7,7 +7,9 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
 - ``holds``: time-based hold re-evaluation (invoices become overdue with no CRM change);
 - ``provisioning-dispatch``: every ``dispatch_interval_seconds``, until the queue is empty;
 - ``outbox-push``: every ``push_interval_seconds``;
-- ``housekeeping``: daily, forgets stored API idempotency answers older than seven days.
+- ``housekeeping``: daily, forgets stored API idempotency answers older than seven days;
+- ``email-send``: with ``[email] enabled``, every ``send_interval_seconds``: queues the emails
+  of issued documents and sends the due ones (``jobs/mailer.py``).
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
 ``misfire_grace_time`` from the config. A job body that raises is logged by the scheduler and
 runs again at its next time; nothing here retries in a loop.
@@ -70,7 +72,26 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
     scheduler.add_job(_guarded("housekeeping", partial(housekeeping, worker), worker),
                       CronTrigger(hour=(hour + 1) % 24, minute=minute, timezone=UTC),
                       id="housekeeping", name="housekeeping", replace_existing=True)
+    if worker.settings.email.enabled:
+        scheduler.add_job(_guarded("email-send", partial(send_email, worker), worker),
+                          IntervalTrigger(seconds=worker.settings.email.send_interval_seconds),
+                          id="email-send", name="email send", replace_existing=True)
     return scheduler
+
+
+def send_email(worker: Worker) -> None:
+    """Queue and send document emails; one sender at a time (the ``email`` job lock)."""
+    from jobs.mailer import send_pending
+    from sync.locks import job_lock
+
+    with job_lock(worker.engine, "email") as got:
+        if not got:
+            return
+        report = send_pending(worker.engine, worker.settings, clock=worker.clock,
+                              should_stop=worker.stop.is_set)
+    log.info("email: sent=%d retried=%d failed=%d dead=%d%s", report.sent, report.retried,
+             report.failed, report.dead,
+             f" unreachable={report.unreachable}" if report.unreachable else "")
 
 
 def housekeeping(worker: Worker) -> None:

@@ -107,9 +107,9 @@ def new_row(doc_type: str, doc_id: int, account: dict[str, Any], kind: str, doma
 
 def queue_documents(uow: UnitOfWork, since: date, *, domain: str = "",
                     kinds: Sequence[str] = DOC_KINDS,
-                    limit: int = QUEUE_CHUNK) -> tuple[int, int]:
+                    limit: int = QUEUE_CHUNK) -> tuple[int, list[str]]:
     """Queue up to ``limit`` per kind of the issued documents owed an email (module rules).
-    Returns how many rows were written and how many of them failed (no billing email). The
+    Returns how many rows were written and the errors of those that failed (no billing email). The
     caller commits; a unique violation (another process queued the same document meanwhile)
     raises ``IntegrityError`` and the caller's next transaction queues what is still missing."""
     rows: list[dict[str, Any]] = []
@@ -121,15 +121,15 @@ def queue_documents(uow: UnitOfWork, since: date, *, domain: str = "",
             rows.append(new_row(doc_type, int(doc["doc_id"]), account, doc_type, domain, now))
     if rows:
         uow.conn.execute(insert(email_outbox), rows)
-    return len(rows), sum(1 for r in rows if r["state"] == "failed")
+    return len(rows), [r["last_error"] for r in rows if r["state"] == "failed"]
 
 
 def queue_all(engine_uow: Any, since: date, *, domain: str = "",
-              kinds: Sequence[str] = DOC_KINDS, attempts: int = 3) -> tuple[int, int]:
+              kinds: Sequence[str] = DOC_KINDS, attempts: int = 3) -> tuple[int, list[str]]:
     """``queue_documents`` in transactions of ``QUEUE_CHUNK`` per kind until nothing is left;
     ``engine_uow`` makes a unit of work. A lost race is read again (up to ``attempts``).
-    Returns (rows written, of which failed)."""
-    total, failed, lost = 0, 0, 0
+    Returns (rows written, the errors of those that failed)."""
+    total, failed, lost = 0, list[str](), 0
     while True:
         try:
             with engine_uow() as uow:

@@ -17,6 +17,7 @@ from jobs.cli import (
     demo_crm,
     doctor,
     documents,
+    email,
     orders,
     products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
@@ -39,6 +40,7 @@ COMMANDS: list[click.Command] = [
     *demo.COMMANDS,
     *demo_crm.COMMANDS,
     *documents.COMMANDS,
+    *email.COMMANDS,
 ]
 
 

@@ -52,7 +52,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, insert, text
 
 from billing_core.adapters.db import make_engine
-from billing_core.adapters.tables import provisioning_requests
+from billing_core.adapters.tables import email_outbox, provisioning_requests
 from billing_core.service import ledger_uow
 from billing_core.service.bill_run import run_bill_run
 from billing_core.service.holds import place_manual_hold
@@ -160,6 +160,22 @@ def dead_letter(env: Env) -> None:
             updated_at=now, dead_at=now))
 
 
+def billing_emails(env: Env) -> None:
+    for account in ("1", "2", "3"):
+        _ok(env, "accounts", "update", account, "--billing-email", f"ap{account}@example.com")
+
+
+def failed_email(env: Env) -> None:
+    """Invoice 1's email, failed for want of an address; account 1 has one now."""
+    now = datetime.now(UTC)
+    with env.engine.begin() as conn:
+        conn.execute(insert(email_outbox).values(
+            doc_type="invoice", doc_id=1, account_id=1, recipient=None, kind="invoice",
+            idempotency_key="k-email", state="failed", attempts=0, message_id="<k@example.com>",
+            last_error="account 1 (Acme) has no billing_email", created_at=now, updated_at=now))
+    _ok(env, "accounts", "update", "1", "--billing-email", "ap@example.com")
+
+
 def draft_memos(env: Env) -> None:
     assert env.cli("credit-memos", "create", "1", "10", "--reason", "r").exit_code == 0
     assert env.cli("debit-memos", "create", "1", "5", "--reason", "r").exit_code == 0
@@ -250,6 +266,8 @@ MISSING_DB = ("--database-url", "sqlite:///{tmp}/missing.db")
 MISSING_DB_SAYS = "missing.db does not exist"
 WEBHOOK = ('[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
            'secret_env = "LB_CONTRACT_HOOK"\nmax_attempts = 1\ntimeout_seconds = 1.0\n')
+EMAIL = ('[email]\nenabled = true\nsince = "2026-01-01"\nfrom_address = "billing@example.com"\n'
+         'host = "127.0.0.1"\nport = {port}\ntimeout_seconds = 1.0\n')      # SMTP: closed port
 
 
 def missing_db(*args: str) -> Case:
@@ -598,6 +616,22 @@ CONTRACT: dict[str, Entry] = {
         C(0, "outbox", "retry"),
         C(2, "outbox", "retry", "99", says="99"),
     ), why_no_attention="rows are only queued again; the push reports on them"),
+    # documents emailed (docs/EMAIL.md); the sends that end 0 need an SMTP server:
+    "email send": Entry((
+        C(0, "email", "send", "--dry-run"),
+        Elsewhere(0, "tests/integration/email/test_email_cli.py::test_dry_run_then_send_then_list"),
+        C(1, "email", "send", config=EMAIL),                        # no billing emails: failed
+        C(3, "email", "send", config=EMAIL, prep=billing_emails),   # SMTP does not answer
+        C(2, "email", "send", says="email.enabled = false"),
+        C(2, "email", "send", "--limit", "0", says="'--limit': 0"),
+    )),
+    "email list": Entry((C(0, "email", "list"),
+                         C(2, "email", "list", "--state", "gone", says="'--state': 'gone'")),
+                        why_no_attention="a read"),
+    "email retry": Entry((
+        C(0, "email", "retry", "1", prep=failed_email),
+        C(2, "email", "retry", "99", says="99"),
+    ), why_no_attention="a row is only queued again; email send reports on it"),
     "run": Entry((
         C(0, "run", "--once", "--no-api", sandbox=True),
         C(1, "run", "--once", "--no-api", sandbox=True, prep=budget_spent),
