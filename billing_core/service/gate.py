@@ -18,11 +18,11 @@ Rules kept here
 - :func:`change_quantity` likewise: on hold the change is recorded ``pending`` (no proration, no
   quantity change) until release. A change of a provisioned product gets its own request,
   dated by the date the change takes effect (a decrease a committed term defers: the term
-  end): ``increase`` (above the quantity in effect just before that date; waits while on hold,
-  like a new order) or ``decrease`` (below it; never held, so reducing service never waits for
-  a hold lift, while billing still records the change ``pending`` and credits it from its
-  date on release). The same quantity gets no request. Quantity 0 from a date is
-  :func:`end_subscription` at that date.
+  end): ``increase`` (above the quantity in effect just before that date, as recorded; waits
+  while on hold, like a new order) or ``decrease`` (not above it; never held, so reducing
+  service never waits for a hold lift, while billing still records the change ``pending``
+  and credits it from its date on release). The kind is decided when the change is recorded.
+  Quantity 0 from a date is :func:`end_subscription` at that date.
 - :func:`end_subscription` ends (cancels) a subscription now or at a date, hold or not (an end
   only lowers exposure); the days billed in advance after it are credited on the next invoice
   (:mod:`billing_core.service.subscriptions`). A provisioned subscription gets a
@@ -191,15 +191,16 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
             subscription_changes.c.effective_date, subscription_changes.c.old_quantity,
             subscription_changes.c.new_quantity).where(
             subscription_changes.c.id == change_id)).one()
-        if change.new_quantity != change.old_quantity:
-            ref = uow.conn.execute(select(orders.c.source_ref).where(
-                orders.c.id == sub.order_id)).scalar_one()
-            create_requests(uow, [NewRequest(
-                account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
-                quantity=change.new_quantity, on_hold=on_hold,
-                subscription_id=subscription_id, key=idempotency_key(ref, f"change:{change_id}"),
-                change_kind=ChangeKind.INCREASE if change.new_quantity > change.old_quantity
-                else ChangeKind.DECREASE, effective_date=change.effective_date)])
+        # every change, even to the quantity in effect: a change recorded later with an
+        # earlier date re-chains the history and can make this one move the quantity
+        ref = uow.conn.execute(select(orders.c.source_ref).where(
+            orders.c.id == sub.order_id)).scalar_one()
+        create_requests(uow, [NewRequest(
+            account_id=sub.account_id, order_id=sub.order_id, product_id=sub.product_id,
+            quantity=change.new_quantity, on_hold=on_hold,
+            subscription_id=subscription_id, key=idempotency_key(ref, f"change:{change_id}"),
+            change_kind=ChangeKind.INCREASE if change.new_quantity > change.old_quantity
+            else ChangeKind.DECREASE, effective_date=change.effective_date)])
     uow.touch(sub.account_id)
     return change_id
 

@@ -25,7 +25,10 @@ Rules kept here
   due ``decrease`` / ``deprovision`` *supersedes* the earlier unsent ``increase`` /
   ``decrease`` requests of its subscription (state ``superseded``, ``last_error`` naming it):
   it sets the quantity from its date on, so they would only be overtaken. A ``provision`` is
-  never superseded (what it creates must exist first).
+  never superseded (what it creates must exist first). A change dated before one of its
+  subscription already sent (recorded later, back-dated) is superseded instead of sent: the
+  quantity it set is over (billing still credits or charges its days). A ``deprovision`` is
+  never superseded that way: nothing of the subscription holds after its end.
 - Dispatch (:func:`dispatch_pending`) takes three steps, a batch of at most ``batch`` requests
   at a time (a large ``limit`` is worked through in small claims, so a crash strands one batch
   at most): claim (one short transaction: rows are locked with ``FOR UPDATE SKIP LOCKED`` on
@@ -280,6 +283,7 @@ def reclaim_stale(conn: Connection, now: datetime) -> int:
 
 
 _BLOCKING = (State.PENDING, State.AWAITING_HOLD_RELEASE, State.DISPATCHING, State.FAILED)
+_SENT = (State.DISPATCHED, State.PROVISIONED)
 _EPOCH = date(1, 1, 1)
 
 
@@ -340,13 +344,33 @@ def _claimable(conn: Connection, dialect: str, limit: int, now: datetime) -> lis
         after = int(window[-1].id)
         subs = sorted({int(r.subscription_id) for r in window if r.subscription_id is not None})
         unsent: dict[int, list[Any]] = {}
+        sent: dict[int, list[Any]] = {}
         if subs:
             for e in conn.execute(select(pr.c.id, pr.c.subscription_id, pr.c.effective_date,
                                          pr.c.change_kind, pr.c.state).where(
-                    id_in(conn, pr.c.subscription_id, subs), pr.c.state.in_(_BLOCKING))):
-                unsent.setdefault(int(e.subscription_id), []).append(e)
-        out += [r for r in window if r.subscription_id is None
-                or not any(_holds_back(e, r) for e in unsent.get(int(r.subscription_id), ()))]
+                    id_in(conn, pr.c.subscription_id, subs),
+                    pr.c.state.in_(_BLOCKING + _SENT))):
+                (sent if e.state in _SENT else unsent).setdefault(
+                    int(e.subscription_id), []).append(e)
+                if e.state == State.DISPATCHING:        # in flight: as good as sent
+                    sent.setdefault(int(e.subscription_id), []).append(e)
+        stale: list[tuple[int, int]] = []
+        for r in window:
+            if r.subscription_id is None:
+                out.append(r)
+                continue
+            later = next((e for e in sent.get(int(r.subscription_id), ())
+                          if r.change_kind != ChangeKind.DEPROVISION
+                          and _order_key(e) > _order_key(r)), None)
+            if later is not None:
+                stale.append((int(r.id), int(later.id)))
+            elif not any(_holds_back(e, r) for e in unsent.get(int(r.subscription_id), ())):
+                out.append(r)
+        for request_id, later_id in stale:      # a change dated before one already sent
+            conn.execute(update(pr).where(pr.c.id == request_id, pr.c.state == State.PENDING)
+                         .values(state=State.SUPERSEDED, updated_at=now,
+                                 last_error=f"dated before request {later_id}, already sent: "
+                                            "the quantity it set is over"))
         if len(window) < limit:
             break
     return out[:limit]

@@ -267,3 +267,49 @@ def test_a_held_order_with_an_end_cancelled_sends_nothing(ledger, clock, provisi
         release_manual_hold(uow, acc, admin="fin")
     _at(clock, date(2026, 5, 1))
     assert _dispatch(ledger, provisioner) == []
+
+
+def test_a_back_dated_change_after_a_later_one_was_sent_is_superseded(ledger, clock,
+                                                                       provisioner) -> None:
+    """Regression (found by the property test): the licences end on 2 March (sent: the
+    receiver holds 0); then a change to 1 licence from 1 March is recorded. It only concerns
+    1 March (billing credits that day's 9 licences), but its ``decrease`` to 1 was sent after
+    the ``deprovision`` and left the receiver at 1 licence of a subscription that has ended.
+    Likewise 8 from 10 March sent on 10 March, then 3 from 5 March recorded: the receiver
+    keeps 8 (the quantity from 10 March on). Such a request is ``superseded``."""
+    _, _, sub, _ = _ordered(ledger, provisioner)
+    with ledger.tx() as uow:
+        gate.end_subscription(uow, sub, MAR2)
+    assert _dispatch(ledger, provisioner) == [("deprovision", 0, MAR2)]
+    with ledger.tx() as uow:
+        gate.change_quantity(uow, sub, 1, MAR1)
+    assert _dispatch(ledger, provisioner) == []
+    assert _requests(ledger, sub)[-1][:2] == ("decrease", "superseded")
+
+    with ledger.tx() as uow:
+        other = gate.accept_order(uow, licence_order(
+            _requests_account(ledger, sub), "sf:Q4:rev1", 10, {"LIC": _lic_of(ledger, sub)},
+            MAR1))
+        second = uow.conn.execute(select(subscriptions.c.id).where(
+            subscriptions.c.order_id == other)).scalar_one()
+    _at(clock, date(2026, 3, 10))
+    with ledger.tx() as uow:
+        gate.change_quantity(uow, second, 8, date(2026, 3, 10))
+    assert _dispatch(ledger, provisioner) == [("provision", 10, None),
+                                              ("decrease", 8, date(2026, 3, 10))]
+    with ledger.tx() as uow:
+        gate.change_quantity(uow, second, 3, date(2026, 3, 5))
+    assert _dispatch(ledger, provisioner) == []
+    assert _requests(ledger, second)[-1][:2] == ("decrease", "superseded")
+
+
+def _requests_account(ledger, sub: int) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(select(subscriptions.c.account_id).where(
+            subscriptions.c.id == sub)).scalar_one())
+
+
+def _lic_of(ledger, sub: int) -> int:
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(select(subscriptions.c.product_id).where(
+            subscriptions.c.id == sub)).scalar_one())
