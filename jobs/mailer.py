@@ -9,7 +9,7 @@ Rules kept here
   mark ``sent``: each in its own transaction, so a kill -9 at any point loses nothing; between
   the server's acceptance and the mark a crash leaves a ``sending`` row that the next run takes
   over and sends again with the same ``Message-ID`` (the one residual at-least-once window,
-  docs/EMAIL.md).
+  docs/DOCUMENTS.md, Email).
 - SMTP via the standard library, every call under ``timeout_seconds``. A 5xx answer (to the
   sender, every recipient or the data) is permanent: ``dead`` with the server's reason. A 4xx
   answer is temporary: queued again after ``retry_base_seconds`` doubled per attempt (at most

@@ -483,9 +483,9 @@ document_files = Table(
     UniqueConstraint("doc_type", "doc_id", "format", name="uq_document_files_doc"),
 )
 
-# Emails of documents, queued in the posting's own transaction and sent by jobs/mailer.py
-# (billing_core/service/email_outbox.py; docs/EMAIL.md). One row per (document, recipient
-# list, kind): the idempotency key is unique, so a document is queued once whatever retries.
+# Emails of documents, queued by an idempotent step after the bill run and sent by jobs/mailer.py
+# (billing_core/service/email_outbox.py; docs/DOCUMENTS.md, Email). One row per (document,
+# recipient list, kind): the idempotency key is unique, so a document is queued once whatever retries.
 email_outbox = Table(
     "email_outbox", metadata, id_column(),
     Column("doc_type", String(16), nullable=False),      # invoice | credit_memo | debit_memo

@@ -1,7 +1,8 @@
 """The email outbox: which document emails are owed, who is sending one, what became of it.
 
 The SMTP client is not here (billing does no I/O beyond its database): ``jobs/mailer.py``
-claims rows, renders and sends, and reports back through these functions (docs/EMAIL.md).
+claims rows, renders and sends, and reports back through these functions (docs/DOCUMENTS.md,
+Email).
 
 Rules kept here
 - One row per (document, recipients, kind); ``idempotency_key`` (unique) is the SHA-256 of

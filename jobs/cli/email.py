@@ -1,4 +1,5 @@
-"""``ledgerbridge email``: documents emailed to the accounts' billing contacts (docs/EMAIL.md).
+"""``ledgerbridge email``: documents emailed to the accounts' billing contacts
+(docs/DOCUMENTS.md, Email).
 
 Exit codes (``jobs.cli.exits``): ``send`` 0 when everything due was sent (or, with
 ``--dry-run``, listed), 1 when an email of this run failed or went dead, 2 for bad input or

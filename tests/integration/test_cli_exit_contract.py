@@ -616,7 +616,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "outbox", "retry"),
         C(2, "outbox", "retry", "99", says="99"),
     ), why_no_attention="rows are only queued again; the push reports on them"),
-    # documents emailed (docs/EMAIL.md); the sends that end 0 need an SMTP server:
+    # documents emailed (docs/DOCUMENTS.md, Email); the sends that end 0 need an SMTP server:
     "email send": Entry((
         C(0, "email", "send", "--dry-run"),
         Elsewhere(0, "tests/integration/email/test_email_cli.py::test_dry_run_then_send_then_list"),

@@ -6,7 +6,7 @@ Create Date: 2026-12-06 17:40:00
 
 An account's billing contacts (addresses joined by ", ", mapped from the CRM or set by
 finance); the durable outbox of document emails with one row per (document, recipients, kind)
-(docs/EMAIL.md). Existing accounts have no billing email.
+(docs/DOCUMENTS.md, Email). Existing accounts have no billing email.
 """
 import sqlalchemy as sa
 from alembic import op

@@ -159,3 +159,18 @@ def test_a_live_senders_claim_is_not_taken_over(engine: Engine,
     report = send_pending(engine, settings_for(port))
     assert report.sent == 1 and len(inbox.messages) == 1
     assert _states(engine) == {"sent": 1, "sending": 1}
+
+
+def test_a_bill_run_of_50_invoices_sends_exactly_50_messages(engine: Engine,
+                                                             smtp: tuple[Inbox, int]) -> None:
+    """50 accounts, 50 invoices of 20.00 USD; batches of 7 over several connections, then a
+    run limited to 10 and the rest: 50 messages, 50 Message-IDs, one per invoice number."""
+    inbox, port = smtp
+    billed_ledger(engine, 50)
+    settings = settings_for(port, batch_size=7)
+    assert send_pending(engine, settings, limit=10).sent == 10
+    assert send_pending(engine, settings).sent == 40
+    subjects = [m["Subject"] for m in inbox.parsed()]
+    assert len(subjects) == 50 and len({m["Message-ID"] for m in inbox.parsed()}) == 50
+    assert sorted(subjects) == [f"Invoice INV-{i:06d} from {SELLER}" for i in range(1, 51)]
+    assert _states(engine) == {"sent": 50}
