@@ -68,6 +68,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What the ``crm`` provisioner writes on the quote for each kind of change: a person reading
+# the quote must not read "provisioning requested" when seats are being taken away.
+CRM_REQUESTED = {"provision": "provisioning requested", "increase": "increase requested",
+                 "decrease": "decrease requested", "deprovision": "deprovisioning requested"}
+
+
 class Worker:
     def __init__(self, engine: Engine, settings: Settings, *,
                  clock: Callable[[], datetime] = _utcnow,
@@ -259,10 +265,12 @@ class Worker:
         return self._provisioner
 
     def _crm_provision(self, task: ProvisioningTask) -> str:
-        """``[provisioner] kind = "crm"``: provisioning = the quote's status field in the CRM."""
+        """``[provisioner] kind = "crm"``: provisioning = the quote's status field in the CRM,
+        saying which change is asked for (:data:`CRM_REQUESTED`)."""
         connection, quote_id, _ = parse_source_ref(str(task.order_ref))
+        status = CRM_REQUESTED.get(task.change_kind, f"{task.change_kind} requested")
         results = self.connector(connection).write("quote", [
-            {"crm_id": quote_id, "provisioning_status": "provisioning requested"}])
+            {"crm_id": quote_id, "provisioning_status": status}])
         if results and not results[0].ok:
             raise ProvisionError(f"{results[0].code}: {results[0].message}", retriable=True)
         return "dispatched"

@@ -41,6 +41,23 @@ def test_the_quote_of_the_orders_source_ref_is_marked(sqlite_engine, tmp_path):
     assert crm.pushed == {("quote", "0Q0:odd"): {"provisioning_status": "provisioning requested"}}
 
 
+@pytest.mark.parametrize(("kind", "status"), [
+    ("increase", "increase requested"), ("decrease", "decrease requested"),
+    ("deprovision", "deprovisioning requested")])
+def test_each_kind_of_change_says_what_is_asked_for(sqlite_engine, tmp_path, kind: str,
+                                                    status: str) -> None:
+    """Regression: a deprovision (seats taken away) was written "provisioning requested"."""
+    from dataclasses import replace
+    crm = FakeCRM("sf")
+    worker = _worker(sqlite_engine, tmp_path, crm)
+    try:
+        task = replace(_task(source_ref("sf", "0Q0:x", 1)), change_kind=kind)
+        assert worker.provisioner().provision(task) == "dispatched"
+    finally:
+        worker.close()
+    assert crm.pushed == {("quote", "0Q0:x"): {"provisioning_status": status}}
+
+
 def test_an_order_not_handed_off_from_a_quote_is_refused_by_name(sqlite_engine, tmp_path):
     from billing_core.adapters.provisioners import ProvisionError
     crm = FakeCRM("sf")
