@@ -122,6 +122,17 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class DunningSettings:
+    enabled: bool = False                         # needs [email] enabled too
+    offsets: str = "-3, 7, 14"                    # days from the due date, e.g. "-3, 7, 14"
+    run_interval_minutes: float = 60.0            # the daemon's dunning job
+
+    def schedule(self) -> tuple[int, ...]:
+        """The offsets as whole days, sorted and distinct (checked at load)."""
+        return tuple(sorted({int(part) for part in self.offsets.split(",") if part.strip()}))
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     auto_upgrade: bool = True
@@ -131,6 +142,7 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     email: EmailSettings = field(default_factory=EmailSettings)
+    dunning: DunningSettings = field(default_factory=DunningSettings)
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
 
 
@@ -185,7 +197,21 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "lease_seconds": Rule(above=0),
         "send_interval_seconds": Rule(above=0),
     }),
+    "dunning": (DunningSettings, {
+        "offsets": Rule(not_empty=True),
+        "run_interval_minutes": Rule(above=0),
+    }),
 }
+
+
+def _check_dunning(dunning: DunningSettings, email: EmailSettings) -> None:
+    parts = [p.strip() for p in dunning.offsets.split(",")]
+    if not all(p.lstrip("+-").isdigit() and abs(int(p)) <= 3650 for p in parts):
+        raise SettingsError(f"dunning.offsets = {dunning.offsets!r}: must be whole days from "
+                            "the due date separated by commas, e.g. \"-3, 7, 14\"")
+    if dunning.enabled and not email.enabled:
+        raise SettingsError("dunning.enabled = true: needs [email] enabled = true (reminders "
+                            "are emails)")
 
 
 def _check_email(email: EmailSettings) -> None:
@@ -220,6 +246,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                  for name, (cls, rules) in SECTIONS.items()}
         connections = _connections(data.get("connections", {}))
         _check_email(built["email"])
+        _check_dunning(built["dunning"], built["email"])
     except (SettingsError, CredentialError) as exc:
         raise ConfigError(str(exc)) from None
     return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,
@@ -227,6 +254,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                     billing=built["billing"], credit=built["credit"],
                     provisioner=built["provisioner"], sync=built["sync"],
                     documents=built["documents"], email=built["email"],
+                    dunning=built["dunning"],
                     connections=connections)
 
 

@@ -62,13 +62,15 @@ class SendReport:
     retried: int = 0
     dead: int = 0
     failed: int = 0
+    skipped: int = 0            # reminders of documents settled before they went
     unreachable: str | None = None
     config_error: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"queued": self.queued, "sent": self.sent, "retried": self.retried,
-                "dead": self.dead, "failed": self.failed, "unreachable": self.unreachable,
+                "dead": self.dead, "failed": self.failed, "skipped": self.skipped,
+                "unreachable": self.unreachable,
                 "config_error": self.config_error, "errors": self.errors}
 
 
@@ -97,9 +99,14 @@ def build_message(*, sender: str, recipients: str, subject_line: str, message_id
     return msg
 
 
-def _body(kind: str, label: str, number: str, account: str, seller: str) -> str:
+def _body(kind: str, label: str, number: str, account: str, seller: str,
+          doc: dict[str, Any] | None = None) -> str:
+    due = (doc or {}).get("due_date")
     if kind.startswith("reminder_"):
-        first = f"This is a reminder that {label.lower()} {number} is due for payment."
+        when = f" on {due.isoformat()}" if isinstance(due, date) else ""
+        offset = kind.removeprefix("reminder_")
+        verb = "was due" if offset.isdigit() and int(offset) > 0 else "is due"
+        first = f"This is a reminder that {label.lower()} {number} {verb} for payment{when}."
     else:
         first = f"Please find attached {label.lower()} {number}."
     return f"Dear {account},\n\n{first}\n\nKind regards,\n{seller or 'Billing'}\n"
@@ -257,6 +264,13 @@ def _send_batch(engine: Engine, settings: Settings, claimed: list[outbox.Claimed
                 after_accept: Callable[[int], None] | None) -> None:
     email = settings.email
     for i, row in enumerate(claimed):
+        with ledger_uow(engine, clock=clock, read_only=True) as uow:
+            owed = outbox.still_owed(uow.conn, row.doc_type, row.doc_id, row.kind)
+        if not owed:
+            _finish(engine, clock, partial(outbox.mark_dead, row_id=row.id, state="skipped",
+                                           error="not sent: the document was settled"))
+            report.skipped += 1
+            continue
         try:
             with ledger_uow(engine, clock=clock, policy=settings.credit) as uow:
                 done = render_document(uow, renderer, row.doc_type, row.doc_id, "pdf",
@@ -272,7 +286,7 @@ def _send_batch(engine: Engine, settings: Settings, claimed: list[outbox.Claimed
                 subject_line=subject(row.kind, row.doc_type, number, seller),
                 message_id=row.message_id,
                 body=_body(row.kind, LABELS.get(row.doc_type, row.doc_type), number,
-                           row.account_name, seller),
+                           row.account_name, seller, done.doc),
                 pdf=done.body, filename=f"{number}.pdf", now=now)
         except Exception as exc:  # noqa: BLE001 - a template error, a bad document: this one only
             _finish(engine, clock, partial(

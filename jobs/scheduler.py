@@ -9,7 +9,9 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
 - ``outbox-push``: every ``push_interval_seconds``;
 - ``housekeeping``: daily, forgets stored API idempotency answers older than seven days;
 - ``email-send``: with ``[email] enabled``, every ``send_interval_seconds``: queues the emails
-  of issued documents and sends the due ones (``jobs/mailer.py``).
+  of issued documents and sends the due ones (``jobs/mailer.py``);
+- ``dunning``: with ``[dunning] enabled``, every ``run_interval_minutes``: queues the payment
+  reminders owed today (``billing_core/service/dunning.py``).
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
 ``misfire_grace_time`` from the config. A job body that raises is logged by the scheduler and
 runs again at its next time; nothing here retries in a loop.
@@ -76,7 +78,27 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
         scheduler.add_job(_guarded("email-send", partial(send_email, worker), worker),
                           IntervalTrigger(seconds=worker.settings.email.send_interval_seconds),
                           id="email-send", name="email send", replace_existing=True)
+    if worker.settings.dunning.enabled:
+        scheduler.add_job(_guarded("dunning", partial(run_dunning, worker), worker),
+                          IntervalTrigger(minutes=worker.settings.dunning.run_interval_minutes),
+                          id="dunning", name="dunning", replace_existing=True)
     return scheduler
+
+
+def run_dunning(worker: Worker) -> None:
+    """Queue the reminders owed today (the email-send job sends them)."""
+    from datetime import date as _date
+
+    from billing_core.service.dunning import queue_reminders
+    from jobs.mailer import domain_of
+
+    settings = worker.settings
+    since = _date.fromisoformat(settings.email.since) if settings.email.since else _date.min
+    with ledger_uow(worker.engine, clock=worker.clock) as uow:
+        owed = queue_reminders(uow, worker.clock().date(), settings.dunning.schedule(), since,
+                               domain=domain_of(settings.email))
+        uow.commit()
+    log.info("dunning: %d reminder(s) queued", len(owed))
 
 
 def send_email(worker: Worker) -> None:

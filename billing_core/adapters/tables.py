@@ -495,7 +495,7 @@ email_outbox = Table(
     Column("kind", String(24), nullable=False),          # invoice | credit_memo | debit_memo |
                                                          # reminder_<offset>
     Column("idempotency_key", String(64), nullable=False, unique=True),
-    # queued | sending | sent | failed | dead
+    # queued | sending | sent | failed | dead | skipped (a reminder of a document settled meanwhile)
     Column("state", String(8), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime()),
@@ -508,6 +508,6 @@ email_outbox = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_email_outbox_state", "state", "next_attempt_at", "id"),
     Index("ix_email_outbox_doc", "doc_type", "doc_id"),
-    CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead')",
+    CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead', 'skipped')",
                     name="state"),
 )

@@ -19,7 +19,8 @@ Rules kept here
 - States: ``queued`` -> ``sending`` (claimed: ``claimed_by`` = the process, ``claimed_at``)
   -> ``sent`` (``sent_at``) | ``queued`` again with ``next_attempt_at`` (a temporary failure)
   | ``dead`` (a permanent failure, or ``max_attempts`` reached) | ``failed`` (nothing to send
-  to, or the document cannot be rendered). ``retry`` puts a failed or dead row back to queued.
+  to, or the document cannot be rendered) | ``skipped`` (a reminder whose document was settled
+  before it went: ``still_owed``). ``retry`` puts a failed or dead row back to queued.
 - A claim is a compare-and-set on (id, state, claimed_by): two senders never hold one row. A
   ``sending`` row whose holder is gone (``owner.is_gone``) or whose lease ran out is claimed
   again: that is the one window in which a message may go twice (the server accepted it, the
@@ -48,7 +49,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
 
 DOC_KINDS = ("invoice", "credit_memo", "debit_memo")
-STATES = ("queued", "sending", "sent", "failed", "dead")
+STATES = ("queued", "sending", "sent", "failed", "dead", "skipped")
 _LIVE = {"invoice": ("posted", "partially_paid", "paid"),
          "credit_memo": ("active", "partially_applied", "applied"),
          "debit_memo": ("active", "partially_paid", "paid")}
@@ -325,3 +326,16 @@ def document_number(conn: Connection, doc_type: str, doc_id: int) -> str | None:
     table = _TABLES[doc_type]
     value = conn.execute(select(table.c.number).where(table.c.id == doc_id)).scalar()
     return None if value is None else str(value)
+
+
+_OPEN = {"invoice": ("posted", "partially_paid"), "debit_memo": ("active", "partially_paid")}
+
+
+def still_owed(conn: Connection, doc_type: str, doc_id: int, kind: str) -> bool:
+    """Whether an email of ``kind`` is still to go: always, but for a reminder, whose document
+    must still be open (not paid, credited in full, void or cancelled)."""
+    if not kind.startswith("reminder_"):
+        return True
+    table = _TABLES[doc_type]
+    status = conn.execute(select(table.c.status).where(table.c.id == doc_id)).scalar()
+    return status in _OPEN.get(doc_type, ())

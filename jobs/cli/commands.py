@@ -17,6 +17,7 @@ from jobs.cli import (
     demo_crm,
     doctor,
     documents,
+    dunning,
     email,
     orders,
     products,  # noqa: F401  (adds show / update to billing's products group)
@@ -41,6 +42,7 @@ COMMANDS: list[click.Command] = [
     *demo_crm.COMMANDS,
     *documents.COMMANDS,
     *email.COMMANDS,
+    *dunning.COMMANDS,
 ]
 
 

@@ -87,7 +87,7 @@ def email_send(app: AppContext, dry_run: bool, limit: int | None, as_json: bool)
         emit(report.as_dict(), as_json=True)
     else:
         click.echo(f"{report.sent} sent, {report.retried} to retry, {report.failed} failed, "
-                   f"{report.dead} dead ({report.queued} newly queued)")
+                   f"{report.dead} dead, {report.skipped} skipped ({report.queued} newly queued)")
     if report.config_error:
         click.echo(f"error: smtp_config: {report.config_error}", err=True)
         sys.exit(exits.BAD_INPUT)
@@ -103,7 +103,8 @@ def email_send(app: AppContext, dry_run: bool, limit: int | None, as_json: bool)
 
 
 @email_group.command("list")
-@click.option("--state", type=click.Choice(["queued", "sending", "sent", "failed", "dead"]),
+@click.option("--state", type=click.Choice(["queued", "sending", "sent", "failed", "dead",
+                                           "skipped"]),
               default=None, help="Only emails in this state (default: all).")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
 @json_option

@@ -266,6 +266,7 @@ MISSING_DB = ("--database-url", "sqlite:///{tmp}/missing.db")
 MISSING_DB_SAYS = "missing.db does not exist"
 WEBHOOK = ('[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
            'secret_env = "LB_CONTRACT_HOOK"\nmax_attempts = 1\ntimeout_seconds = 1.0\n')
+DUNNING = '[dunning]\nenabled = true\noffsets = "-3, 7, 14"\n'
 EMAIL = ('[email]\nenabled = true\nsince = "2026-01-01"\nfrom_address = "billing@example.com"\n'
          'host = "127.0.0.1"\nport = {port}\ntimeout_seconds = 1.0\n')      # SMTP: closed port
 
@@ -632,6 +633,17 @@ CONTRACT: dict[str, Entry] = {
         C(0, "email", "retry", "1", prep=failed_email),
         C(2, "email", "retry", "99", says="99"),
     ), why_no_attention="a row is only queued again; email send reports on it"),
+    "dunning run": Entry((
+        C(0, "dunning", "run", "--dry-run", "--date", "2026-06-01"),
+        C(0, "dunning", "run", "--date", "2026-06-01", config=EMAIL + DUNNING,
+          prep=billing_emails),
+        C(1, "dunning", "run", "--date", "2026-06-01", config=EMAIL + DUNNING),  # no addresses
+        C(2, "dunning", "run", says="dunning.enabled = false"),
+        C(2, "dunning", "run", "--dry-run", "--date", "2026-02-30", says="2026-02-30"),
+    )),
+    "dunning list": Entry((C(0, "dunning", "list", "--date", "2026-06-01"),
+                           C(2, "dunning", "list", "--date", "x", says="'x'")),
+                          why_no_attention="a read"),
     "run": Entry((
         C(0, "run", "--once", "--no-api", sandbox=True),
         C(1, "run", "--once", "--no-api", sandbox=True, prep=budget_spent),

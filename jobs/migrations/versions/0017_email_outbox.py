@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column('message_id', sa.String(length=255), nullable=False),
         sa.Column('created_at', _TS, nullable=False),
         sa.Column('updated_at', _TS, nullable=False),
-        sa.CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead')",
+        sa.CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead', 'skipped')",
                            name=op.f('ck_email_outbox_state')),
         sa.ForeignKeyConstraint(['account_id'], ['accounts.id'],
                                 name=op.f('fk_email_outbox_account_id_accounts')),

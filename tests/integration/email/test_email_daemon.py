@@ -32,3 +32,31 @@ def test_the_email_job_is_scheduled_only_when_enabled_and_sends(
         worker.close()
     assert len(inbox.messages) == 2
     assert isinstance(settings, Settings)
+
+
+def test_the_dunning_job_is_scheduled_only_when_enabled_and_queues(
+        sqlite_engine: Engine, smtp: tuple[Inbox, int]) -> None:
+    """1 invoice due 31 March 2027; the job run on 7 April queues its reminder_7."""
+    from datetime import date
+
+    from email_helpers import at
+
+    from billing_core.service import ledger_uow
+    from billing_core.service.email_outbox import list_emails
+    from config.settings import DunningSettings
+    from jobs.scheduler import run_dunning
+
+    _, port = smtp
+    settings = replace(settings_for(port), dunning=DunningSettings(enabled=True,
+                                                                  run_interval_minutes=15))
+    assert "dunning" not in job_ids(build_scheduler(Worker(sqlite_engine, settings_for(port))))
+    billed_ledger(sqlite_engine, 1)
+    worker = Worker(sqlite_engine, settings, clock=lambda: at(date(2027, 4, 7)))
+    try:
+        scheduler = build_scheduler(worker)
+        assert scheduler.get_job("dunning").trigger.interval.total_seconds() == 15 * 60
+        run_dunning(worker)
+    finally:
+        worker.close()
+    with ledger_uow(sqlite_engine, read_only=True) as uow:
+        assert [r["kind"] for r in list_emails(uow.conn)] == ["reminder_7"]
