@@ -137,5 +137,7 @@ def upload_files(conn: SalesforceConnector, updates: Sequence[Record]) -> list[W
             results[i] = WriteResult(key, False, exc.code or str(exc.status or "ERROR"),
                                      f"{title}: {exc.message}")
             continue
-        results[i] = WriteResult(str(answer.get("id") or key), True)
+        made = WriteResult(str(answer.get("id") or key), True)
+        results[i] = made
+        have[(record[:15], title)] = made.crm_id     # the same file later in this call
     return _filled(results, updates, "not sent")
