@@ -34,6 +34,10 @@ Rules kept here
   credited the same way, each with its ``deprovision`` request) and what of it is not sent yet
   and would add (provisions, increases); a decrease or an end already queued still goes,
   except for a subscription cancelled before it started (nothing of it goes).
+- A renewal order (``renews_order_id``): its subscriptions' ``provision`` requests are dated
+  by their start (not sent before it), and each provisioned subscription of the renewed deal
+  that the renewal ended gets its ``deprovision`` dated by that end: the old term goes and the
+  new one comes on the same day, never both at once.
 """
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ from billing_core.domain.states import ProvisioningState as State
 from billing_core.service import orders as order_service
 from billing_core.service import subscriptions as subscription_service
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
+from billing_core.service.deals import deal_orders
 from billing_core.service.provisioning import (
     NewRequest,
     cancel_from,
@@ -140,23 +145,36 @@ def _accept_round(uow: UnitOfWork, items: list[order_service.OrderIn],
 def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
                      on_hold: dict[int, bool]) -> None:
     """One provisioning request per item of a product that needs provisioning, in the order
-    one order at a time creates them (order, then subscriptions before charges, then id)."""
-    wanted: list[tuple[int, int, int, int, Any, str]] = []
+    one order at a time creates them (order, then subscriptions before charges, then id).
+    A renewal's subscriptions are provisioned from their start (dated, so not before it), and
+    the renewed subscriptions it ends there get their ``deprovision`` for that day: a receiver
+    keyed by subscription sees the old term go and the new one come on the same day, never
+    both at once."""
+    wanted: list[tuple[int, int, int, int, Any, str, date | None]] = []
     for kind, (table, prefix) in enumerate(((subscriptions, "sub"), (one_time_charges, "otc"))):
-        for item_id, order_id, product_id, quantity in uow.conn.execute(
-                select(table.c.id, table.c.order_id, table.c.product_id, table.c.quantity)
+        starts = subscriptions.c.start_date if kind == 0 else one_time_charges.c.charge_date
+        for item_id, order_id, product_id, quantity, start in uow.conn.execute(
+                select(table.c.id, table.c.order_id, table.c.product_id, table.c.quantity,
+                       starts)
                 .join(products, products.c.id == table.c.product_id)
                 .where(id_in(uow.conn, table.c.order_id, sorted(new)),
                        products.c.needs_provisioning.is_(True))):
-            wanted.append((int(order_id), kind, int(item_id), int(product_id), quantity, prefix))
+            dated = start if kind == 0 and new[int(order_id)].renews_order_id is not None \
+                else None
+            wanted.append((int(order_id), kind, int(item_id), int(product_id), quantity, prefix,
+                           dated))
     create_requests(uow, [
         NewRequest(account_id=new[order_id].account_id, order_id=order_id,
                    product_id=product_id, quantity=quantity,
                    key=idempotency_key(new[order_id].source_ref.strip(), f"{prefix}:{item_id}"),
                    on_hold=bool(on_hold.get(new[order_id].account_id)),
                    subscription_id=item_id if kind == 0 else None,
-                   one_time_charge_id=item_id if kind == 1 else None)
-        for order_id, kind, item_id, product_id, quantity, prefix in sorted(wanted)])
+                   one_time_charge_id=item_id if kind == 1 else None, effective_date=dated)
+        for order_id, kind, item_id, product_id, quantity, prefix, dated in sorted(
+            wanted, key=lambda w: w[:6])])
+    for data in new.values():
+        if data.renews_order_id is not None:
+            _end_renewed(uow, int(data.renews_order_id))
     ending = uow.conn.execute(
         select(subscriptions.c.id, subscriptions.c.end_date)
         .join(products, products.c.id == subscriptions.c.product_id)
@@ -164,6 +182,20 @@ def _create_requests(uow: UnitOfWork, new: dict[int, order_service.OrderIn],
                subscriptions.c.end_date.is_not(None),
                products.c.needs_provisioning.is_(True)).order_by(subscriptions.c.id)).all()
     for sid, end in ending:
+        record_end(uow, int(sid), end)
+
+
+def _end_renewed(uow: UnitOfWork, renewed_order_id: int) -> None:
+    """The ``deprovision`` of each subscription of the renewed deal that has ended (the
+    renewal ended them at its start; one ended before keeps the request it has: once per
+    date)."""
+    for sid, end in uow.conn.execute(
+            select(subscriptions.c.id, subscriptions.c.end_date)
+            .join(products, products.c.id == subscriptions.c.product_id)
+            .where(id_in(uow.conn, subscriptions.c.order_id,
+                         deal_orders(uow, renewed_order_id)),
+                   subscriptions.c.end_date.is_not(None),
+                   products.c.needs_provisioning.is_(True)).order_by(subscriptions.c.id)).all():
         record_end(uow, int(sid), end)
 
 
