@@ -6,7 +6,9 @@ Rules kept here:
   new_invoices(new_ledgerdocumentid='<value>')`` without ``If-Match`` (Dataverse's upsert), in a
   ``$batch`` with ``continue-on-error``, results by position. A re-sent upsert (a crash after
   Dataverse accepted it, before the outbox recorded it) updates the same row: never a duplicate.
-  A lookup column read as ``_x_value`` is written as ``x@odata.bind: /accounts(<guid>)``.
+  A lookup column read as ``_x_value`` is written as ``x@odata.bind: /accounts(<guid>)``; a map
+  may name the binding itself (``customerid_account@odata.bind``, the native ``invoice``'s
+  customer).
 - Files: an ``annotation`` (``subject``, ``filename``, ``mimetype`` application/pdf,
   ``documentbody`` base64, ``objectid_<table>@odata.bind`` to the row). Before creating it, the
   row is read by its alternate key and the notes on it with that file name are looked for; one
@@ -48,10 +50,13 @@ def _body(conn: DynamicsConnector, update: Record) -> dict[str, Any]:
         if spec is None or spec.crm not in body:
             continue
         value = body.pop(spec.crm)
-        nav = spec.crm[1:-6] if spec.crm.startswith("_") and spec.crm.endswith("_value") \
-            else spec.crm
-        body[f"{nav}@odata.bind"] = None if value is None \
-            else f"/{target}({odata.guid(str(value))})"
+        if spec.crm.endswith("@odata.bind"):            # named as written (customerid_account)
+            bind = spec.crm
+        else:
+            nav = spec.crm[1:-6] if spec.crm.startswith("_") and spec.crm.endswith("_value") \
+                else spec.crm
+            bind = f"{nav}@odata.bind"
+        body[bind] = None if value is None else f"/{target}({odata.guid(str(value))})"
     return body
 
 
