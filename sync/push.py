@@ -17,7 +17,8 @@ Rules kept here:
 - Documents (``sync.outbox.DOCUMENT_OBJECTS``): a ``document_file`` update carries the PDF bytes
   as ``_pdf``, from ``files(kind, doc_id)`` (the kept file a customer was given); a document
   whose file cannot be had (a template error) fails alone with ``RENDER_ERROR`` and its
-  message, like a refusal by the CRM (retried, then dead-lettered naming the document).
+  message, like a refusal by the CRM (retried, then dead-lettered naming the document). An
+  acknowledged file's ``acked_payload`` also keeps the CRM's id of it (``crm_file_id``).
 """
 from __future__ import annotations
 
@@ -203,7 +204,8 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
         for row, result in zip(rows, results, strict=False):
             if result.ok:
                 ok += 1
-                acked.append({"_id": row["id"], "_payload": row["payload"], "_hash": row["hash"]})
+                acked.append({"_id": row["id"], "_payload": _acked_text(obj, row, result),
+                              "_hash": row["hash"]})
                 continue
             fail += 1
             attempts = row["attempts"] + 1
@@ -234,6 +236,15 @@ def _record(engine: Engine, connection: str, obj: str, rows: list[Any], results:
                          .values(state=OutboxState.PENDING, next_attempt_at=now, claimed_by=None))
     report.pushed[obj] = report.pushed.get(obj, 0) + ok
     report.failed[obj] = report.failed.get(obj, 0) + fail
+
+
+def _acked_text(obj: str, row: Any, result: Any) -> str:
+    """What the CRM acknowledged: the payload sent, and for a file the CRM's id of it (the
+    ContentVersion / annotation), remembered in ``acked_payload`` as ``crm_file_id``."""
+    text: str = row["payload"]
+    if obj != "document_file" or not result.crm_id or result.crm_id == row["crm_id"]:
+        return text
+    return json.dumps({**json.loads(text), "crm_file_id": result.crm_id}, sort_keys=True)
 
 
 def dead_letters(engine: Engine, connection: str | None = None) -> list[dict[str, Any]]:

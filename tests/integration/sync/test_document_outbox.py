@@ -9,6 +9,7 @@ partially_paid and nothing else, the memo's record whole (total 30.00, balance 0
 and the memo's file; the invoice's file is not sent again."""
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -45,6 +46,8 @@ class FakeCrm:
     def write(self, obj: str, updates: Sequence[dict[str, Any]], *,
               redecide: Any = None) -> list[WriteResult]:
         self.sent.setdefault(obj, []).extend(dict(u) for u in updates)
+        if obj == "document_file":          # the CRM's id of the file it stored
+            return [WriteResult(f"068FILE{u['crm_id']}", True) for u in updates]
         return [WriteResult(str(u["crm_id"]), True) for u in updates]
 
 
@@ -97,6 +100,11 @@ def test_a_record_whole_then_only_what_a_memo_application_changed(
     [upload] = crm.sent["document_file"]
     assert (upload["crm_id"], upload["title"], upload["filename"], upload["_pdf"]) == (
         key, "TINV-000001", "TINV-000001.pdf", _pdf("invoice", invoice))
+    with engine.connect() as conn:
+        acked = conn.execute(select(outbox_table.c.acked_payload, outbox_table.c.state).where(
+            outbox_table.c.object == "document_file")).one()
+    assert acked.state == OutboxState.ACKED
+    assert json.loads(acked.acked_payload)["crm_file_id"] == f"068FILE{key}"
 
     with ledger_uow(engine) as uow:
         memo = create_credit_memo(uow, account, "30.00", "goodwill", activate=True)
