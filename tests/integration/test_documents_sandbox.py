@@ -165,3 +165,14 @@ def test_dataverse_note_over_the_attachment_limit_fails_alone(
     assert (result.ok, result.code) == (False, "0x80044a02")
     assert result.message.startswith("INV-7: The attachment is either not a valid type or is "
                                      "too large.")
+
+
+def test_doctor_checks_the_documents_objects_when_the_connection_pushes_them(
+        sf: Any, dv: Any) -> None:
+    for connector, labels in ((sf, ("fields document (Invoice__c)",
+                                    "fields document_file (ContentVersion)")),
+                              (dv, ("fields document (new_invoice)",
+                                    "fields document_file (annotation)"))):
+        results = {r.check: r for r in connector.check()}
+        assert all(r.ok for r in results.values()), [r for r in results.values() if not r.ok]
+        assert [results[label].status for label in labels] == ["ok", "ok"], sorted(results)
