@@ -11,6 +11,10 @@ Rules kept here
   (``MissingTaxRate`` naming ``country`` = None) unless it is ``tax_exempt``; a CRM that
   leaves the billing country empty is never billed 0 % in silence.
 - Rates are exact decimals (``0.2`` = 20 %), between 0 and 1.
+- A rate table comes as CSV too (:func:`read_rates_csv`, :func:`import_tax_rates`: columns
+  ``country,region,rate,from[,name]``): each row is set as :func:`set_tax_rate` would, alone
+  in a savepoint, so a bad row is reported with its line, field and value and the others
+  land.
 - Tax is computed once per rate on the invoice's taxable base after credits,
   ``round(base x rate)`` with the one rounding rule (:func:`billing_core.domain.money.round_minor`),
   exclusive (added on top) unless the catalog's prices include tax; the invoice keeps the base
@@ -18,18 +22,21 @@ Rules kept here
 """
 from __future__ import annotations
 
+import csv
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import IO, Any
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import tax_rates
-from billing_core.domain.errors import ValidationError
+from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import to_decimal
 
 ZERO = Decimal(0)
@@ -57,6 +64,47 @@ def set_tax_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decima
         return int(existing)
     return inserted_id(uow.conn.execute(insert(tax_rates).values(
         country=code, region=reg, rate=value, name=label, effective_from=effective_from)))
+
+
+RATE_COLUMNS = ("country", "region", "rate", "from")
+
+
+@dataclass
+class RatesImport:
+    imported: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_rates_csv(stream: IO[str]) -> list[dict[str, Any]]:
+    """Rows of a rate table CSV (``country,region,rate,from[,name]``) as dicts with their line
+    number (``row``); a missing column is a ``ValidationError`` naming the header."""
+    reader = csv.DictReader(stream)
+    missing = [c for c in RATE_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValidationError("columns", ",".join(reader.fieldnames or []),
+                              f"missing {', '.join(missing)} (need {','.join(RATE_COLUMNS)}"
+                              "[,name])")
+    return [{**row, "row": n} for n, row in enumerate(reader, start=2)]
+
+
+def import_tax_rates(uow: UnitOfWork, rows: Iterable[Mapping[str, Any]]) -> RatesImport:
+    """Set each row's rate (:func:`set_tax_rate`), each in a savepoint of its own: a refused
+    row (its line, field, value and reason in ``errors``) writes nothing, the others land."""
+    result = RatesImport()
+    for n, raw in enumerate(rows, start=1):
+        try:
+            day = raw.get("from")
+            try:
+                since = date.fromisoformat(str(day).strip())
+            except ValueError:
+                raise ValidationError("from", day, "must be a date (YYYY-MM-DD)") from None
+            with uow.savepoint():
+                set_tax_rate(uow, str(raw.get("country") or ""), raw.get("region"),
+                             str(raw.get("rate") or "").strip(), since, raw.get("name") or None)
+            result.imported += 1
+        except LedgerError as exc:
+            result.errors.append({"row": raw.get("row", n), **exc.as_dict()})
+    return result
 
 
 def list_tax_rates(conn: Connection) -> list[RowMapping]:

@@ -348,6 +348,31 @@ def tax_rates_set(app: AppContext, country: str, region: str, rate: str, since: 
                f"from {since.date()}")
 
 
+@tax_rates.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@json_option
+@pass_app
+def tax_rates_import(app: AppContext, file: Any, as_json: bool) -> None:
+    """Import a rate table CSV (country,region,rate,from[,name]); each row as `tax-rates set`.
+
+    A refused row is reported with its line, field and value, and the others land (exit 1)."""
+    from billing_core.service.tax import import_tax_rates, read_rates_csv
+
+    rows = read_rates_csv(file)
+    with _write(app) as uow:
+        result = import_tax_rates(uow, rows)
+        uow.commit()
+    if as_json:
+        emit({"imported": result.imported, "errors": result.errors}, as_json=True)
+    else:
+        click.echo(f"imported {result.imported} tax rates, errors {len(result.errors)}")
+        for err in result.errors:
+            click.echo(f"row {err['row']}: {err['field']}={err['value']!r}: {err['message']}",
+                       err=True)
+    if result.errors:
+        sys.exit(exits.ATTENTION)      # the good rows landed; the refused ones need a look
+
+
 @tax_rates.command("list")
 @json_option
 @pass_app

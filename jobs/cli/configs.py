@@ -17,6 +17,9 @@ Rules kept here:
   asked (``force``); anything else is refused, naming the file.
 - Every config written here is loaded back with ``load_settings`` before it is kept, so what
   ``init`` writes is what ``doctor`` accepts.
+- Beside a sandbox config goes ``<name>.tax-rates.csv``: a rate for every country the sandbox
+  seeds (:data:`SANDBOX_TAX_RATES`, sample figures), for ``tax-rates import``, so the
+  sandbox's accounts can be billed (an account of a country without a rate is not).
 """
 from __future__ import annotations
 
@@ -108,6 +111,25 @@ def secrets_path(config: Path) -> Path:
     return config.with_name(f"{config.stem}.secrets.toml")
 
 
+#: A rate for every country the sandbox CRM seeds (sample figures, from 2000-01-01).
+SANDBOX_TAX_RATES = (("US", "0"), ("GB", "0.20"), ("DE", "0.19"), ("FR", "0.20"),
+                     ("NL", "0.21"), ("ES", "0.21"), ("IT", "0.22"), ("JP", "0.10"),
+                     ("CA", "0.05"), ("AU", "0.10"), ("CH", "0.081"), ("SE", "0.25"),
+                     ("IN", "0.18"), ("BH", "0.10"))
+
+
+def rates_path(config: Path) -> Path:
+    return config.with_name(f"{config.stem}.tax-rates.csv")
+
+
+def write_sandbox_rates(path: Path) -> Path:
+    """The sandbox countries' sample rates as a ``tax-rates import`` CSV."""
+    path.write_text("country,region,rate,from,name\n" + "".join(
+        f"{country},,{rate},2000-01-01,Sandbox sample {country}\n"
+        for country, rate in SANDBOX_TAX_RATES), encoding="utf-8")
+    return path
+
+
 def _q(value: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's)."""
     return json.dumps(value)
@@ -152,6 +174,7 @@ def write_sandbox_config(sbx: Any, path: Path, *, database_url: str | None,
                             for name, value in sandbox_secrets(sbx).items()))
     url = database_url or f"sqlite:///{path.parent / 'sandbox.db'}"
     text, _env = sandbox_config(sbx, url, secrets_file=str(secrets))
+    rates = write_sandbox_rates(rates_path(path))
     head = [f"{HEADER} for the sandbox CRM at {sbx.url}, "
             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
             "# The client secrets are in the secrets file named below (mode 0600), not here.",
@@ -161,6 +184,10 @@ def write_sandbox_config(sbx: Any, path: Path, *, database_url: str | None,
             "# If that port is taken, or for a fresh sandbox and config in one go:",
             f"#   ledgerbridge sandbox --port 0 --write-config {shlex.quote(str(path))} --force",
             *(f"# {line}" for line in note.splitlines()),
+            "# Sample tax rates for the sandbox's countries (its accounts are not billed",
+            "# without them):",
+            f"#   ledgerbridge --config {shlex.quote(str(path))} tax-rates import "
+            f"{shlex.quote(str(rates))}",
             "# Check it: ledgerbridge --config "
             f"{shlex.quote(str(path))} doctor", ""]
     _keep_checked(path, "\n".join(head) + text)

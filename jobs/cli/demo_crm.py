@@ -42,6 +42,7 @@ from config.settings import ConfigError, load_settings
 from connectors.sandbox.server import Sandbox
 from jobs.cli import exits
 from jobs.cli.configs import (
+    SANDBOX_TAX_RATES,
     check_writable,
     restart_command,
     sandbox_config,
@@ -52,21 +53,15 @@ from jobs.cli.documents import write_latest_invoice
 from jobs.migrate import upgrade
 from jobs.worker import Worker
 
-#: The sandbox CRM's countries (both sides) and a standard rate each: the bill run refuses the
-#: invoice of an account whose country has no rate, so the demo sets them as finance would
-#: (US explicitly zero-rated, as in ``billing-demo``).
-SANDBOX_TAX_RATES = (("US", "0"), ("GB", "0.20"), ("DE", "0.19"), ("FR", "0.20"),
-                     ("NL", "0.21"), ("ES", "0.21"), ("IT", "0.22"), ("JP", "0.10"),
-                     ("CA", "0.05"), ("AU", "0.10"), ("CH", "0.081"), ("SE", "0.25"),
-                     ("IN", "0.18"), ("BH", "0.10"))
-
 #: The first account's deal: SEATS seats at SEAT_PRICE USD a month; revision 2 of its quote adds
 #: EXTRA_SEATS from AMEND_AFTER_DAYS days into the bill period (the 20th with bill cycle day 1).
 SEATS, SEAT_PRICE, EXTRA_SEATS, AMEND_AFTER_DAYS = 100, 12, 3, 19
 
 
 def set_sandbox_tax_rates(engine: Any) -> None:
-    """Give every country the sandbox seeds its rate, from 2000-01-01."""
+    """Give every country the sandbox seeds its rate (:data:`SANDBOX_TAX_RATES`), from
+    2000-01-01: the bill run refuses the invoice of an account whose country has no rate, so
+    the demo sets them as finance would (US explicitly zero-rated, as in ``billing-demo``)."""
     with ledger_uow(engine) as uow:
         for country, rate in SANDBOX_TAX_RATES:
             set_tax_rate(uow, country, "", rate, date(2000, 1, 1))

@@ -337,6 +337,17 @@ CONTRACT: dict[str, Entry] = {
           says="rate='abc'"),
         C(2, "tax-rates", "set", "FR", "--rate", "2", "--from", "2026-01-01", says="rate='2'"),
     ), why_no_attention="one rate, set or refused"),
+    "tax-rates import": Entry((
+        C(0, "tax-rates", "import", "{tmp}/rates.csv",
+          prep=lambda env: (env.tmp / "rates.csv").write_text(
+              "country,region,rate,from\nFR,,0.2,2026-01-01\n")),
+        C(1, "tax-rates", "import", "{tmp}/mixed.csv",
+          prep=lambda env: (env.tmp / "mixed.csv").write_text(
+              "country,region,rate,from\nFR,,0.2,2026-01-01\nFR,,abc,2026-02-01\n")),
+        C(2, "tax-rates", "import", "{tmp}/none.csv", says="'{tmp}/none.csv'"),
+        C(2, "tax-rates", "import", "{tmp}/bad.csv", says="columns='country,rate'",
+          prep=lambda env: (env.tmp / "bad.csv").write_text("country,rate\nFR,0.2\n")),
+    )),
     "tax-rates list": Entry((C(0, "tax-rates", "list"), missing_db("tax-rates", "list")),
                             why_no_attention="a read"),
     "invoices list": Entry((C(0, "invoices", "list", "--account", "1"),

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 
@@ -87,6 +88,32 @@ def test_write_config_gives_a_config_sync_and_status_use_as_it_is(
         done = subprocess.run([LEDGERBRIDGE, "--config", str(config), *args], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
+
+
+def test_the_written_tax_rates_let_the_sandbox_accounts_be_billed(
+        written: tuple[Path, SandboxProcess], tmp_path: Path) -> None:
+    """Beside the config: ``lb.tax-rates.csv``, imported by the line the config names; then
+    a dry-run bill run of the synced sandbox refuses no account for want of a rate (before
+    the import it refused every billable one: the sandbox seeds countries, no rates)."""
+    config, _sbx = written
+    (line,) = re.findall(r"^#   (ledgerbridge --config .* tax-rates import .*)$",
+                         config.read_text(), re.MULTILINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LEDGERBRIDGE, *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+
+    assert run("--config", str(config), "sync").returncode == 0
+    today = date.today().isoformat()
+    before = run("--config", str(config), "bill-run", "--date", today, "--dry-run")
+    assert before.returncode == 1 and "has no tax rate" in before.stderr, before.stderr
+    imported = run(*shlex.split(line)[1:])
+    assert imported.returncode == 0, imported.stderr
+    assert re.search(r"imported 1[0-9] tax rates, errors 0", imported.stdout), imported.stdout
+    after = run("--config", str(config), "bill-run", "--date", today, "--dry-run")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "has no tax rate" not in after.stderr
 
 
 def test_the_written_restart_line_restarts_a_sandbox_the_config_still_fits(
