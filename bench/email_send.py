@@ -1,8 +1,8 @@
 """Email benchmark: a bill run of N invoices emailed to a loopback SMTP server, with a kill -9.
 
-    .venv/bin/python bench/email.py                    # 1,000 invoices, fresh SQLite
-    .venv/bin/python bench/email.py --invoices 200 --no-kill
-    .venv/bin/python bench/email.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/email_send.py                    # 1,000 invoices, fresh SQLite
+    .venv/bin/python bench/email_send.py --invoices 200 --no-kill
+    .venv/bin/python bench/email_send.py --database-url postgresql://postgres@127.0.0.1:5432/test
 
 N accounts (2 seats at 10.00 USD, no tax) are billed on 1 March 2027 (one invoice each). A
 child process (``jobs.mailer.send_pending``) sends them to an aiosmtpd server in this process;
@@ -14,23 +14,17 @@ not sent. On PostgreSQL the benchmark works in its own schema and drops it.
 """
 from __future__ import annotations
 
+import argparse
+import email
+import email.policy
 import os
+import signal
+import subprocess
 import sys
-
-# This file is named email.py: run as a script, its folder comes first on sys.path and would
-# hide the standard library's email package (smtplib needs it). Drop that folder first.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import email  # noqa: E402
-import email.policy  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
