@@ -35,3 +35,64 @@ class World:
 
     def calls(self, crm: str, endpoint: str, method: str | None = None) -> int:
         return int(self.sbx.counters.get(crm, endpoint, method))
+
+
+# --- shared by the deal, amendment and documents tests ---------------------------------------
+
+RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
+
+
+def dataverse_usd(world: World) -> dict[str, str]:
+    """The ``transactioncurrencyid`` binding of the sandbox's USD currency row."""
+    usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
+                           for i in range(8))
+               if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
+               == "USD")
+    return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
+
+
+def dataverse_seat_account(world: World, sku: str, name: str
+                           ) -> tuple[dict[str, str], str, str]:
+    """A monthly 12.00 USD seat product and a US account with room on its limit: (the USD
+    binding, the product id, the account id)."""
+    currency = dataverse_usd(world)
+    product = world.dv("create", table="products", row={
+        "productnumber": sku, "name": "Seat", "statecode": 0, "statuscode": 1,
+        "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
+        **currency})["productid"]
+    account = world.dv("create", table="accounts", row={
+        "name": name, "creditlimit": 10_000_000, "creditonhold": False,
+        "address1_country": "US", **currency})["accountid"]
+    return currency, str(product), str(account)
+
+
+def dataverse_won_seats(world: World, sku: str, name: str, number: str) -> tuple[str, str]:
+    """:func:`dataverse_seat_account` and a won quote of 5 seats at 12.00 from 1 January 2027:
+    (the account id, the quote id)."""
+    currency, product, account = dataverse_seat_account(world, sku, name)
+    quote = world.dv("create", table="quotes", row={
+        "name": "Seats", "quotenumber": number, "statecode": 0, "statuscode": 1,
+        "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({account})",
+        **currency})["quoteid"]
+    world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom",
+             date="2027-01-01")
+    world.dv("create", table="quotedetails", row={
+        "quoteid@odata.bind": f"/quotes({quote})", "productid@odata.bind": f"/products({product})",
+        "lineitemnumber": 1, "quantity": 5, "priceperunit": 12, "extendedamount": 60,
+        **currency})
+    world.dv("win_quote", id=quote)
+    return account, str(quote)
+
+
+def invoice_lines_of(world: World, ext_id: str, period_start: Any) -> list[tuple[str, int]]:
+    """(kind, amount) of the lines of the account's invoice for the period, in line order."""
+    from sqlalchemy import select
+
+    from billing_core.adapters.tables import accounts, invoice_lines, invoices
+    with world.engine.connect() as conn:
+        return [(r.kind, r.amount_minor) for r in conn.execute(
+            select(invoice_lines.c.kind, invoice_lines.c.amount_minor)
+            .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+            .join(accounts, accounts.c.id == invoices.c.account_id)
+            .where(accounts.c.ext_id == ext_id, invoices.c.period_start == period_start)
+            .order_by(invoice_lines.c.line_no))]

@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_world import World
+from e2e_world import World, dataverse_won_seats, invoice_lines_of
 from sqlalchemy import select
 
-from billing_core.adapters.tables import accounts, invoice_lines, invoices, orders
+from billing_core.adapters.tables import accounts, orders
 from billing_core.service.bill_run import run_bill_run
 from jobs.cli.demo_crm import set_sandbox_tax_rates
 from sync.tables import handoffs
 
 pytestmark = pytest.mark.e2e
 JAN1, FEB1 = date(2027, 1, 1), date(2027, 2, 1)
-RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
 
 
 @pytest.fixture
@@ -38,16 +37,6 @@ def both_db_world(sandbox: Any, engine: Any, tmp_path: Path,
     set_sandbox_tax_rates(engine)       # the figures below are the lines, before tax
     yield w
     w.worker.close()
-
-
-def _lines(world: World, ext_id: str, period_start: date) -> list[tuple[str, int]]:
-    with world.engine.connect() as conn:
-        return [(r.kind, r.amount_minor) for r in conn.execute(
-            select(invoice_lines.c.kind, invoice_lines.c.amount_minor)
-            .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-            .join(accounts, accounts.c.id == invoices.c.account_id)
-            .where(accounts.c.ext_id == ext_id, invoices.c.period_start == period_start)
-            .order_by(invoice_lines.c.line_no))]
 
 
 def _salesforce_deal(world: World) -> tuple[str, Any]:
@@ -65,29 +54,7 @@ def _salesforce_deal(world: World) -> tuple[str, Any]:
 
 
 def _dataverse_deal(world: World) -> tuple[str, Any]:
-    usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
-                           for i in range(8))
-               if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
-               == "USD")
-    currency = {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
-    product = world.dv("create", table="products", row={
-        "productnumber": "SKU-SEAT-AMEND", "name": "Seat", "statecode": 0, "statuscode": 1,
-        "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
-        **currency})["productid"]
-    account = world.dv("create", table="accounts", row={
-        "name": "Amendment Co", "creditlimit": 10_000_000, "creditonhold": False,
-        "address1_country": "US", **currency})["accountid"]
-    quote = world.dv("create", table="quotes", row={
-        "name": "Seats", "quotenumber": "QUO-AMEND-1", "statecode": 0, "statuscode": 1,
-        "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({account})",
-        **currency})["quoteid"]
-    world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom",
-             date="2027-01-01")
-    world.dv("create", table="quotedetails", row={
-        "quoteid@odata.bind": f"/quotes({quote})", "productid@odata.bind": f"/products({product})",
-        "lineitemnumber": 1, "quantity": 5, "priceperunit": 12, "extendedamount": 60,
-        **currency})
-    world.dv("win_quote", id=quote)
+    account, quote = dataverse_won_seats(world, "SKU-SEAT-AMEND", "Amendment Co", "QUO-AMEND-1")
 
     def amend() -> None:
         revised = world.dv("revise_quote", id=quote)
@@ -107,12 +74,12 @@ def test_an_amended_quote_bills_exactly_the_difference(both_db_world: World,
     [report] = world.cycle(connection)
     assert report.outcome == "ok", report
     run_bill_run(world.engine, JAN1)
-    assert _lines(world, account, JAN1) == [("recurring", 6000)]
+    assert invoice_lines_of(world, account, JAN1) == [("recurring", 6000)]
     amend()
     [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off == 1
     run_bill_run(world.engine, FEB1)
-    assert _lines(world, account, FEB1) == [("proration", 1394), ("recurring", 9600)]
+    assert invoice_lines_of(world, account, FEB1) == [("proration", 1394), ("recurring", 9600)]
     with world.engine.connect() as conn:
         deal = conn.execute(select(orders.c.id, orders.c.amends_order_id)
                             .join(accounts, accounts.c.id == orders.c.account_id)

@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_world import World
+from e2e_world import World, dataverse_seat_account, invoice_lines_of
 from sqlalchemy import select
 
-from billing_core.adapters.tables import accounts, invoice_lines, invoices, orders
+from billing_core.adapters.tables import accounts, orders
 from billing_core.service.bill_run import run_bill_run
 from jobs.cli.demo_crm import set_sandbox_tax_rates
 
 pytestmark = pytest.mark.e2e
 JAN1, FEB1 = date(2027, 1, 1), date(2027, 2, 1)
-RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
 RENEWAL = 100_000_002                      # new_quotetype (config/fieldmaps/dynamics_deals.toml)
 
 
@@ -77,16 +76,6 @@ def world(sandbox: Any, engine: Any, tmp_path: Path,
     w.worker.close()
 
 
-def _lines(world: World, ext_id: str, period_start: date) -> list[tuple[str, int]]:
-    with world.engine.connect() as conn:
-        return [(r.kind, r.amount_minor) for r in conn.execute(
-            select(invoice_lines.c.kind, invoice_lines.c.amount_minor)
-            .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-            .join(accounts, accounts.c.id == invoices.c.account_id)
-            .where(accounts.c.ext_id == ext_id, invoices.c.period_start == period_start)
-            .order_by(invoice_lines.c.line_no))]
-
-
 def _deal(world: World, ext_id: str) -> list[tuple[int, int | None, int | None]]:
     with world.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(  # type: ignore[misc]
@@ -130,19 +119,8 @@ class DataverseDeal:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
-                               for i in range(8))
-                   if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
-                   == "USD")
-        self.currency = {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
-        self.product = world.dv("create", table="products", row={
-            "productnumber": "SKU-SEAT-DEAL", "name": "Seat", "statecode": 0, "statuscode": 1,
-            "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
-            **self.currency})["productid"]
-        self.account = world.dv("create", table="accounts", row={
-            "name": "Dataverse Deal Co", "creditlimit": 10_000_000, "creditonhold": False,
-            "address1_country": "US",
-            **self.currency})["accountid"]
+        self.currency, self.product, self.account = dataverse_seat_account(
+            world, "SKU-SEAT-DEAL", "Dataverse Deal Co")
         self.quote, self.line = self._quote("QUO-DEAL-1", "2027-01-01", 5, 12)
 
     def _quote(self, number: str, start: str, seats: int, price: int) -> tuple[str, str]:
@@ -195,7 +173,7 @@ def _start(world: World, connection: str) -> SalesforceDeal | DataverseDeal:
     [report] = world.cycle(connection)
     assert report.outcome == "ok", report
     run_bill_run(world.engine, JAN1)
-    assert _lines(world, deal.account, JAN1) == [("recurring", 6000)]
+    assert invoice_lines_of(world, deal.account, JAN1) == [("recurring", 6000)]
     return deal
 
 
@@ -210,7 +188,7 @@ def test_an_amendment_raising_seats_mid_period_bills_exactly_the_difference(
     [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off == 1
     run_bill_run(world.engine, FEB1)
-    assert _lines(world, deal.account, FEB1) == [("proration", 1394), ("recurring", 9600)]
+    assert invoice_lines_of(world, deal.account, FEB1) == [("proration", 1394), ("recurring", 9600)]
     first, amendment = _deal(world, deal.account)
     assert amendment[1:] == (first[0], None)
 
@@ -228,7 +206,7 @@ def test_a_renewal_starts_the_next_term_with_its_own_price(world: DealWorld,
     [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off == 1
     run_bill_run(world.engine, FEB1)
-    assert _lines(world, deal.account, FEB1) == [("recurring", 9000)]
+    assert invoice_lines_of(world, deal.account, FEB1) == [("recurring", 9000)]
     first, renewal = _deal(world, deal.account)
     assert renewal[1:] == (None, first[0])
 
@@ -246,7 +224,7 @@ def test_a_crm_cancellation_credits_the_unused_days(world: DealWorld, connection
     [report] = world.cycle(connection)
     assert report.outcome == "ok" and report.handed_off == 1
     run_bill_run(world.engine, FEB1)
-    assert _lines(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+    assert invoice_lines_of(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
 
 
 @pytest.mark.parametrize("connection", ["sf", "d365"])
@@ -261,4 +239,4 @@ def test_a_crm_cancellation_date_credits_the_unused_days(world: DealWorld,
     [report] = world.cycle(connection)
     assert report.outcome == "ok"
     run_bill_run(world.engine, FEB1)
-    assert _lines(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+    assert invoice_lines_of(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]

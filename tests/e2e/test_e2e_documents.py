@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_world import World
+from e2e_world import World, dataverse_won_seats
 from sqlalchemy import select, text
 
 from billing_core.adapters.tables import accounts, invoices
@@ -68,7 +68,6 @@ def docs_world(sandbox: Any, engine: Any, tmp_path: Path,
     w.worker.close()
 
 
-RECURRING = MONTHLY = 100_000_000          # the Dataverse choices of new_billingtype / frequency
 
 
 def _salesforce_deal(world: World) -> str:
@@ -81,29 +80,7 @@ def _salesforce_deal(world: World) -> str:
 
 
 def _dataverse_deal(world: World) -> str:
-    usd = next(g for g in (world.dv("guid", table="transactioncurrencies", index=i)["id"]
-                           for i in range(8))
-               if world.dv("get", table="transactioncurrencies", id=g)["isocurrencycode"]
-               == "USD")
-    currency = {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({usd})"}
-    product = world.dv("create", table="products", row={
-        "productnumber": "SKU-SEAT-DOCS", "name": "Seat", "statecode": 0, "statuscode": 1,
-        "new_billingtype": RECURRING, "new_billingfrequency": MONTHLY, "price": 12,
-        **currency})["productid"]
-    account = world.dv("create", table="accounts", row={
-        "name": "Documents Co", "creditlimit": 10_000_000, "creditonhold": False,
-        "address1_country": "US", **currency})["accountid"]
-    quote = world.dv("create", table="quotes", row={
-        "name": "Seats", "quotenumber": "QUO-DOCS-1", "statecode": 0, "statuscode": 1,
-        "revisionnumber": 0, "customerid_account@odata.bind": f"/accounts({account})",
-        **currency})["quoteid"]
-    world.dv("set_local_date", table="quotes", id=quote, column="effectivefrom",
-             date="2027-01-01")
-    world.dv("create", table="quotedetails", row={
-        "quoteid@odata.bind": f"/quotes({quote})", "productid@odata.bind": f"/products({product})",
-        "lineitemnumber": 1, "quantity": 5, "priceperunit": 12, "extendedamount": 60,
-        **currency})
-    world.dv("win_quote", id=quote)
+    account, _quote = dataverse_won_seats(world, "SKU-SEAT-DOCS", "Documents Co", "QUO-DOCS-1")
     return str(account)
 
 
