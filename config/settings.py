@@ -109,6 +109,7 @@ class EmailSettings:
     host: str = "localhost"
     port: int = 25
     security: str = "none"                        # none | starttls | tls
+    ca_bundle: str | None = None                  # PEM of the CAs to trust (default: the system's)
     username: str | None = None
     password: str | None = None                   # "env:VAR" or "file:key", never the secret
     secrets_file: str | None = None               # the TOML file "file:" keys are read from
@@ -186,6 +187,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "email": (EmailSettings, {
         "port": Rule(at_least=1, at_most=65535),
         "security": Rule(one_of=("none", "starttls", "tls")),
+        "ca_bundle": Rule(not_empty=True),
         "username": Rule(not_empty=True),
         "password": Rule(not_empty=True),
         "secrets_file": Rule(not_empty=True),

@@ -131,25 +131,38 @@ class SmtpClient:
             raise MailConfigError(str(exc).replace("connection 'email'", "[email]")) from None
         return str(values["password"].reveal())
 
+    def _tls(self) -> ssl.SSLContext:
+        """The context that verifies the server: the system's CAs, or ``ca_bundle``'s."""
+        bundle = self.settings.ca_bundle
+        try:
+            return ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise MailConfigError(f"[email] ca_bundle = {bundle!r}: cannot be read as PEM "
+                                  f"certificates ({type(exc).__name__})") from None
+
     def open(self) -> smtplib.SMTP:
         if self._smtp is not None:
             return self._smtp
         s = self.settings
         password = self._password()
+        context = self._tls() if s.security in ("tls", "starttls") else None
         try:
             if s.security == "tls":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=s.timeout_seconds,
-                    context=ssl.create_default_context())
+                    s.host, s.port, timeout=s.timeout_seconds, context=context)
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
             if s.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
             if s.username:
                 smtp.login(s.username, password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise MailConfigError(f"[email] username {s.username!r}: the server refused the "
                                   f"credentials ({exc.smtp_code})") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise MailConfigError(f"[email] host {s.host!r}: its certificate is not trusted "
+                                  f"({exc.verify_message}); set ca_bundle to the CA that signed "
+                                  "it") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise Unreachable(f"{s.host}:{s.port}: {type(exc).__name__}: {exc}") from None
         self._smtp = smtp
