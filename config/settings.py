@@ -78,6 +78,8 @@ class SyncSettings:
     push_max_attempts: int = 8                    # then dead-lettered
     objects: tuple[str, ...] = OBJECTS
     write_crm_hold: bool = False                  # opt-in: billing sets the CRM's own hold flag
+    events_interval_seconds: float = 5.0          # targeted resync of the CRM's change events
+    events_batch_size: int = 1000                 # records (not events) per round and connection
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,8 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "push_batch_size": Rule(at_least=1),
         "push_max_attempts": Rule(at_least=1),
         "objects": Rule(one_of=OBJECTS, not_empty=True),
+        "events_interval_seconds": Rule(above=0),
+        "events_batch_size": Rule(at_least=1, at_most=10000),
     }),
     "documents": (DocumentSettings, {
         "templates_dir": Rule(not_empty=True),

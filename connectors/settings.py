@@ -223,6 +223,9 @@ class ConnectionSettings:
     fieldmap_overrides: str | None = None
     time_zone: str = "UTC"                        # IANA name: Dataverse user-local dates
     push_documents: bool = False                  # opt-in: posted invoices/memos + PDFs to the CRM
+    #: ``[connections.NAME.events]``: the CRM's change events this connection accepts (None:
+    #: its receivers answer 404). Secrets are references (``env:``/``file:``), never values.
+    events: EventSettings | None = field(default=None, repr=False)
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -250,9 +253,59 @@ CONNECTION_RULES: dict[str, Rule] = {
 }
 
 
+@dataclass(frozen=True)
+class EventSettings:
+    """``[connections.NAME.events]``: how the CRM's change events are authenticated.
+
+    Dataverse (``auth``): ``webhook_key`` (the ``code`` query parameter), ``header`` (the
+    header ``key_name``) or ``query_string`` (the query parameter ``key_name``), each equal to
+    ``key``. Salesforce: outbound messages must name ``organization_id`` (and carry the query
+    parameter ``key_name`` equal to ``key`` when ``key`` is set); the JSON callout must carry
+    ``signature_header`` = HMAC-SHA256 of the raw body with ``hmac_secret`` (hex or base64)."""
+
+    auth: str = "webhook_key"
+    key_name: str = ""
+    key: str | None = None                        # "env:VAR" / "file:key"
+    organization_id: str | None = None            # Salesforce: 15 or 18 characters
+    hmac_secret: str | None = None                # "env:VAR" / "file:key"
+    signature_header: str = "X-Ledgerbridge-Signature"
+
+
+EVENT_RULES: dict[str, Rule] = {
+    "auth": Rule(one_of=("webhook_key", "header", "query_string")),
+    "key_name": Rule(not_empty=True), "key": Rule(not_empty=True),
+    "organization_id": Rule(not_empty=True), "hmac_secret": Rule(not_empty=True),
+    "signature_header": Rule(not_empty=True),
+}
+
+
+def parse_events(where: str, crm: str, raw: Any) -> EventSettings:
+    """Check ``[connections.NAME.events]``: secrets are references, and each CRM has what it
+    needs to authenticate (a Dataverse key; a Salesforce organization id or HMAC secret)."""
+    values = check_table(EventSettings, raw, where, EVENT_RULES)
+    for key in ("key", "hmac_secret"):
+        value = values.get(key)
+        if value is not None and not value.startswith(("env:", "file:")):
+            raise SettingsError(f"{where}.{key} = '***': must be 'env:VAR' or 'file:key'; "
+                                "secrets are never written in the config file")
+    events = EventSettings(**values)
+    if crm == "dynamics" and events.key is None:
+        raise SettingsError(f"{where}.key is missing (Dataverse webhooks are authenticated "
+                            "with it)")
+    if crm == "dynamics" and events.auth != "webhook_key" and not events.key_name:
+        raise SettingsError(f"{where}.key_name is missing (auth = {events.auth!r} names the "
+                            "header or query parameter)")
+    if crm == "salesforce" and events.organization_id is None and events.hmac_secret is None:
+        raise SettingsError(f"{where}: give organization_id (outbound messages) and/or "
+                            "hmac_secret (JSON callouts)")
+    return events
+
+
 def parse_connection(name: str, raw: Mapping[str, Any]) -> ConnectionSettings:
     """Validate one `[connections.NAME]` table into settings with per-CRM defaults."""
     where = f"connections.{name}"
+    raw = dict(raw) if isinstance(raw, Mapping) else raw
+    events_raw = raw.pop("events", None) if isinstance(raw, dict) else None
     values = check_table(ConnectionSettings, raw, where, CONNECTION_RULES,
                          not_keys=frozenset({"name"}), optional=frozenset({"auth"}))
     crm = values["crm"]
@@ -271,6 +324,8 @@ def parse_connection(name: str, raw: Mapping[str, Any]) -> ConnectionSettings:
         raise SettingsError(f"{where}.time_zone = {shown('time_zone', values['time_zone'])}: "
                             "must be an IANA time zone name such as 'Europe/Berlin'")
     validate_refs(name, values.get("credentials", {}))
+    if events_raw is not None:
+        values["events"] = parse_events(f"{where}.events", crm, events_raw)
     return ConnectionSettings(name=name, **values)
 
 

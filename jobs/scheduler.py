@@ -7,9 +7,14 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
 - ``holds``: time-based hold re-evaluation (invoices become overdue with no CRM change);
 - ``provisioning-dispatch``: every ``dispatch_interval_seconds``, until the queue is empty;
 - ``outbox-push``: every ``push_interval_seconds``;
-- ``housekeeping``: daily, forgets stored API idempotency answers older than seven days;
+- ``housekeeping``: daily, forgets stored API idempotency answers older than seven days and
+  processed CRM events older than ``sync.inbox.KEEP_DONE``;
 - ``email-send``: with ``[email] enabled``, every ``send_interval_seconds``: queues the emails
   of issued documents and sends the due ones (``jobs/mailer.py``);
+- ``events``: with a connection's ``[connections.NAME.events]``, every
+  ``events_interval_seconds``: one bounded round of the targeted resync of the CRM's change
+  events per connection (``[sync] events_batch_size`` records), then the dispatch of what it
+  released (``sync/resync.py``);
 - ``dunning``: with ``[dunning] enabled``, every ``run_interval_minutes``: queues the payment
   reminders owed today (``billing_core/service/dunning.py``).
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
@@ -74,6 +79,10 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
     scheduler.add_job(_guarded("housekeeping", partial(housekeeping, worker), worker),
                       CronTrigger(hour=(hour + 1) % 24, minute=minute, timezone=UTC),
                       id="housekeeping", name="housekeeping", replace_existing=True)
+    if any(c.events is not None for c in worker.connections.values()):
+        scheduler.add_job(_guarded("events", worker.process_events, worker),
+                          IntervalTrigger(seconds=s.events_interval_seconds), id="events",
+                          name="CRM events (targeted resync)", replace_existing=True)
     if worker.settings.email.enabled:
         scheduler.add_job(_guarded("email-send", partial(send_email, worker), worker),
                           IntervalTrigger(seconds=worker.settings.email.send_interval_seconds),
@@ -117,10 +126,15 @@ def send_email(worker: Worker) -> None:
 
 
 def housekeeping(worker: Worker) -> None:
+    from sync import inbox
+
     with ledger_uow(worker.engine) as uow:
         purged = purge_answers(uow)
         uow.commit()
     log.info("housekeeping: %d stored API answer(s) purged", purged)
+    events = inbox.purge_done(worker.engine, worker.clock() - inbox.KEEP_DONE)
+    if events:
+        log.info("housekeeping: %d processed CRM event(s) purged", events)
 
 
 def job_ids(scheduler: BackgroundScheduler) -> list[str]:

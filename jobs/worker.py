@@ -30,6 +30,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -52,6 +53,7 @@ from sync.documents import pdf_files
 from sync.engine import Cycle, SyncOptions, pushes_documents
 from sync.locks import job_lock
 from sync.refs import parse_source_ref
+from sync.resync import ResyncReport, process_round
 from sync.runs import RunReport, finish_run, get_run, last_api_usage
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,46 @@ class Worker:
         if report is not None and not self.stop.is_set():
             self.dispatch()
         return report
+
+    def process_events(self, *, keys: int | None = None, limit: int | None = None,
+                       wait: bool = False) -> list[ResyncReport]:
+        """The targeted resync of the CRM's change events (``sync.resync``), per connection
+        with events waiting, under its ``crm:<connection>`` lock (a connection whose lock is
+        taken, by its cycle or a push, keeps its events for the next round unless ``wait``).
+        ``keys`` records per round (``[sync] events_batch_size``); rounds follow one another
+        until nothing is left or ``limit`` records were read (None: one round, the daemon's
+        bound, so a flood never starves the other jobs). Then what was released is dispatched."""
+        from sync.inbox import pending_connections
+
+        keys = keys or self.sync.events_batch_size
+        with self.engine.connect() as conn:
+            waiting = [c for c in pending_connections(conn) if c in self.connections]
+        reports: list[ResyncReport] = []
+        for name in waiting:
+            if self.stop.is_set():
+                break
+            with job_lock(self.engine, f"crm:{name}", wait=wait) as got:
+                if not got:
+                    log.info("events connection=%s left for the next round: another worker "
+                             "holds it", name)
+                    continue
+                read = 0
+                while not self.stop.is_set():
+                    batch = keys if limit is None else min(keys, limit - read)
+                    if batch <= 0:
+                        break
+                    report = process_round(self.engine, name, partial(
+                        self.cycle, name, self.options("events")), self.clock, keys=batch)
+                    if report.outcome != "idle":
+                        reports.append(report)
+                    read += report.records
+                    if report.outcome == "stopped: API budget":
+                        self._drop_connector(name)      # as after a cycle: see _after_run
+                    if limit is None or report.outcome == "idle" or not report.done:
+                        break
+        if any(r.events for r in reports) and not self.stop.is_set():
+            self.dispatch()
+        return reports
 
     def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT) -> BillRunResult | None:
         """Today's bill run. Another run holding the lock (a manual ``bill-run`` for another

@@ -44,6 +44,13 @@ Rules kept here:
   (``sync.sweep``), not in memory; a connector that falls back to a full read by itself (an
   expired change-tracking token) reports what disappeared the same way.
 - ``account=CRMID`` resyncs one account and its quotes only.
+- A targeted resync (:meth:`Cycle.run_targeted`, the CRM's change events: ``sync.resync``)
+  reads given records by id (``read_by_ids``, batched) in ``PULL_ORDER`` and applies them as
+  pages of the same handlers; an id the CRM no longer returns is a deletion, handled as the
+  cycle handles deletes (an id billing never knew changes nothing). The accounts of the
+  quotes and lines it read are read after them, so the hand-off of its quotes sees a hold
+  state at least as fresh (see ``PULL_ORDER``); it hands off those quotes only, refreshes
+  and pushes the outbox like a cycle, and reads nothing back (no cursor moves).
 - Each page goes through its object's handler (``sync.reconcile.apply_page``). The hand-off
   does not read the CRM itself: an account a quote names that was not pulled yet is asked of
   the engine (:meth:`Cycle.fetch_account`), which reads it once and reconciles it like a page.
@@ -51,12 +58,12 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.service import ledger_uow
@@ -86,6 +93,7 @@ from sync.runs import (
     start_run,
 )
 from sync.sweep import SeenTable
+from sync.tables import sync_records
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], None]
@@ -139,6 +147,8 @@ class Cycle:
         self.quotes: set[str] = set()          # quotes the hand-off must look at
         self.accepted: frozenset[str] | None = None
         self.holds_read = False      # the accounts were read after this run's quote reads
+        #: A targeted resync's records: object -> CRM ids (``run_targeted``).
+        self.targets: dict[str, list[str]] | None = None
         self.report: RunReport | None = None
 
     @property
@@ -174,7 +184,9 @@ class Cycle:
 
     def _body(self, report: RunReport, opts: SyncOptions) -> RunReport:
         try:
-            if opts.account:
+            if self.targets is not None:
+                self._by_ids(self.targets)
+            elif opts.account:
                 self._one_account(opts.account)
             else:
                 for obj in self._objects():
@@ -304,6 +316,35 @@ class Cycle:
         self.holds_read = True
         self.rep.stats("account").api_calls += self.calls() - before
 
+    def run_targeted(self, targets: Mapping[str, Sequence[str]]) -> RunReport:
+        """A targeted resync of these records (object -> CRM ids): see the module's rules."""
+        self.targets = {obj: list(dict.fromkeys(ids)) for obj, ids in targets.items() if ids}
+        return self.run()
+
+    def _by_ids(self, targets: Mapping[str, list[str]]) -> None:
+        mapped = set(self.connector.objects())
+        accounts = list(targets.get("account", ()))
+        for obj in PULL_ORDER:
+            ids = accounts if obj == "account" else targets.get(obj, [])
+            if not ids or obj not in mapped:
+                continue
+            before = self.calls()
+            try:
+                records = read_by_ids(self.connector, obj, ids)
+                found = {str(r.get("crm_id")) for r in records}
+                gone = [Deletion(i, None, "deleted") for i in ids if i not in found]
+                self._apply(obj, Page(records, gone, None), save=False)
+            finally:
+                self.rep.stats(obj).api_calls += self.calls() - before
+            if obj in ("quote", "quote_line"):      # their accounts: read last (PULL_ORDER)
+                with self.engine.connect() as conn:
+                    named = _accounts_of(conn, self.name, obj, ids)
+                accounts += [a for a in named if a not in accounts]
+            if self.should_stop():
+                self.rep.outcome = "stopped: shutdown"
+                return
+        self.holds_read = "account" in mapped or not accounts
+
     def fetch_account(self, uow: UnitOfWork, crm_id: str) -> FetchedAccount:
         """The hand-off's port (``handoff.AccountFetcher``): an account a quote names that was
         not pulled yet, read from the CRM once and reconciled in the hand-off's unit of work."""
@@ -328,7 +369,7 @@ class Cycle:
                 handoff_reads.mark_owed(conn, self.name, handoff_reads.accepted_quotes(
                     conn, self.name, accepted), accepted, self.clock())
         # One account's read is fresh for its own quotes only: the others' owed wait.
-        quotes = (set(self.quotes) if opts.account
+        quotes = (set(self.quotes) if opts.account or self.targets is not None
                   else handoff_reads.candidates(self.engine, self.name, self.quotes))
         if quotes and not stopped and not self.holds_read:
             log.warning("hand-off left for the next run (accounts not read) run=%s "
@@ -362,7 +403,8 @@ class Cycle:
                 if result.stopped.startswith("stopped"):
                     self.rep.outcome = result.stopped
                     return
-            if result.pushed.get(obj) and self._settles(obj) and not self.options.account:
+            if result.pushed.get(obj) and self._settles(obj) and not self.options.account \
+                    and self.targets is None:
                 # Read our writes back now (see the module's rules), from the saved cursor.
                 if not self._pull(obj, started=self.clock(), full=False) \
                         or self.should_stop():
@@ -371,6 +413,40 @@ class Cycle:
     def _settles(self, obj: str) -> bool:
         settles = getattr(self.connector, "settles_writes", None)
         return obj in self.connector.objects() and settles is not None and bool(settles(obj))
+
+
+#: Ids per ``read_by_ids`` call the engine asks for (Salesforce's ``Id IN (...)`` of 200, a
+#: Dataverse ``$filter`` of 200 key comparisons): the connector batches again if it must.
+READ_BY_IDS_BATCH = 200
+
+
+def read_by_ids(connector: Connector, obj: str, ids: Sequence[str]) -> list[Any]:
+    """The records of ``ids`` the CRM still has: the connector's batched ``read_by_ids``, or
+    one ``read_one`` per id for a connector without it."""
+    batched = getattr(connector, "read_by_ids", None)
+    found: list[Any] = []
+    for start in range(0, len(ids), READ_BY_IDS_BATCH):
+        chunk = list(ids[start:start + READ_BY_IDS_BATCH])
+        if batched is not None:
+            found += batched(obj, chunk)
+        else:
+            found += [r for r in (connector.read_one(obj, i) for i in chunk) if r is not None]
+    return found
+
+
+def _accounts_of(conn: Connection, connection: str, obj: str, ids: Sequence[str]) -> list[str]:
+    """The CRM accounts of these quotes (or of these lines' quotes), as billing knows them."""
+    rec = sync_records
+    quotes = list(ids)
+    if obj == "quote_line":
+        quotes = [str(q) for q in conn.execute(select(rec.c.parent_crm_id).where(
+            rec.c.connection == connection, rec.c.object == "quote_line",
+            rec.c.crm_id.in_(quotes), rec.c.parent_crm_id.is_not(None)).distinct()).scalars()]
+    if not quotes:
+        return []
+    return [str(a) for a in conn.execute(select(rec.c.parent_crm_id).where(
+        rec.c.connection == connection, rec.c.object == "quote", rec.c.crm_id.in_(quotes),
+        rec.c.parent_crm_id.is_not(None)).distinct().order_by(rec.c.parent_crm_id)).scalars()]
 
 
 def pushes_documents(connector: Connector) -> bool:

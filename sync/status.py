@@ -11,8 +11,11 @@ Rules kept here:
   while its process is gone, or longer than three intervals: ``sync.runs.is_abandoned``), a
   bill run is abandoned (still ``running`` while its process is gone, or longer than
   ``BILL_RUN_ABANDONED_AFTER``: ``billing_core.service.reports.bill_runs_abandoned``), or
-  records wait in quarantine, dead letters or failed provisioning. ``attention`` lists each as
-  one line; an empty list means all is well.
+  records wait in quarantine, dead letters or failed provisioning, CRM events failed, or the
+  oldest unprocessed CRM event is older than ``EVENTS_LATE_AFTER``. ``attention`` lists each
+  as one line; an empty list means all is well.
+- The CRM event inbox (``sync.inbox.depth``): ``events_new`` (new or being processed),
+  ``events_failed``, ``events_oldest_unprocessed_seconds`` (None when none waits).
 """
 from __future__ import annotations
 
@@ -25,13 +28,16 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
 from billing_core.service.reports import bill_runs_abandoned, provisioning_by_state
+from sync import inbox
 from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
-from sync.tables import handoffs, outbox, quarantine, sync_run_objects, sync_runs
+from sync.tables import event_inbox, handoffs, outbox, quarantine, sync_run_objects, sync_runs
 
 # The figures whose non-zero value is a problem, named as ``attention`` lines name them.
 _PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs",
-                   "abandoned_bill_runs")
+                   "abandoned_bill_runs", "events_failed")
+#: CRM events waiting longer than this need attention (the resync runs every few seconds).
+EVENTS_LATE_AFTER = timedelta(minutes=5)
 #: A bill run closes its row however it ends unless its process is killed; one still
 #: ``running`` after this long is taken as abandoned (a 20,000-account run takes minutes).
 BILL_RUN_ABANDONED_AFTER = timedelta(hours=2)
@@ -78,6 +84,11 @@ def overview(engine: Engine, *, interval_minutes: float,
             "abandoned_bill_runs": bill_runs_abandoned(conn,
                                                            now - BILL_RUN_ABANDONED_AFTER),
         }
+        events = inbox.depth(conn, now)
+        data["events_new"] = events["by_state"][inbox.NEW] + events["by_state"][inbox.PROCESSING]
+        data["events_failed"] = events["by_state"][inbox.FAILED]
+        age = events["oldest_unprocessed_seconds"]
+        data["events_oldest_unprocessed_seconds"] = None if age is None else round(age, 1)
         recorded = _count(conn, sync_runs)
     problems = [f"{r['connection']}/{r['object']}: {_shown(r)} ({r['age']} ago)"
                 for r in runs if r["attention"]]
@@ -86,6 +97,8 @@ def overview(engine: Engine, *, interval_minutes: float,
     for key in _PROBLEM_COUNTS:
         if data[key]:
             problems.append(f"{key.replace('_', ' ')}: {data[key]}")
+    if age is not None and age > EVENTS_LATE_AFTER.total_seconds():
+        problems.append(f"events waiting: {data['events_new']}, the oldest for {int(age)} s")
     data["attention"] = problems
     return data
 
@@ -154,7 +167,9 @@ def api_calls_by_connection(conn: Connection) -> dict[str, int]:
 
 
 def queue_depths(conn: Connection) -> dict[str, dict[str, int]]:
-    """The sync's queues (``outbox`` by state, ``quarantine`` by status), rows per state."""
+    """The sync's queues (``outbox`` by state, ``quarantine`` by status, ``event_inbox`` by
+    state), rows per state."""
     return {name: {str(state): int(n) for state, n in conn.execute(
         select(column, func.count()).group_by(column))}
-        for name, column in (("outbox", outbox.c.state), ("quarantine", quarantine.c.status))}
+        for name, column in (("outbox", outbox.c.state), ("quarantine", quarantine.c.status),
+                             ("event_inbox", event_inbox.c.state))}

@@ -35,6 +35,8 @@ Invariants and transaction boundaries
   SKIP LOCKED`` on PostgreSQL), calls the CRM outside any transaction, then records each
   record's result. A crash between CRM write and result only causes one re-send of the same
   values (pushed fields are idempotent), never a lost update.
+- ``event_inbox``: one row per CRM change event (``sync.inbox`` has its design), stored
+  and committed before the CRM gets its acknowledgement; (connection, event_id) unique.
 - A run row is written at start (``running``) and closed at the end with its outcome; a run
   left ``running`` by a killed process is shown as ``abandoned`` by ``status``.
 """
@@ -145,6 +147,27 @@ outbox = Table(
     Column("claimed_by", String(160)),      # pid@host/start of the pusher, while sending
     UniqueConstraint("connection", "object", "crm_id", name="uq_outbox_key"),
     Index("ix_outbox_state", "state", "next_attempt_at"),
+)
+
+#: The CRM's change events, stored before they are acknowledged (``sync.inbox``).
+event_inbox = Table(
+    "event_inbox", metadata, id_column(),
+    Column("connection", String(64), nullable=False),
+    Column("source", String(24), nullable=False),     # dataverse | salesforce_soap | _json
+    Column("event_id", String(160), nullable=False),  # the CRM's id, else a random one
+    Column("object", String(32), nullable=False),     # canonical: account, quote, ...
+    Column("crm_id", String(64), nullable=False),
+    Column("action", String(32), nullable=False),     # Create / Update / Delete / notify
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("state", String(12), nullable=False),      # new | processing | done | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", String(160)),
+    Column("claimed_at", UTCDateTime()),
+    Column("processed_at", UTCDateTime()),
+    Column("error", Text),
+    UniqueConstraint("connection", "event_id", name="uq_event_inbox_event"),
+    Index("ix_event_inbox_state", "state", "connection", "id"),
+    Index("ix_event_inbox_record", "connection", "object", "crm_id", "state"),
 )
 
 sync_runs = Table(

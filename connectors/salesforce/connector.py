@@ -198,6 +198,17 @@ class SalesforceConnector(FieldMapped):
         found = self.lookup(obj, "crm_id", crm_id)
         return found[0] if found else None
 
+    def read_by_ids(self, obj: str, ids: Sequence[str]) -> list[Record]:
+        """The records of ``ids`` the CRM still has (deleted ones are not returned: ``query``,
+        not ``queryAll``), one ``Id IN (...)`` query per 200 ids."""
+        om = self.fieldmap.object(obj)
+        found: list[Record] = []
+        for start in range(0, len(ids), soql.IDS_PER_QUERY):
+            query = soql.by_ids(om, list(ids[start:start + soql.IDS_PER_QUERY]))
+            rows = self._call(lambda sf, q=query: list(sf.query_all_iter(q)))  # type: ignore[misc]
+            found += [om.to_canonical(r) for r in rows]
+        return found
+
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose canonical `field` equals `value` (the literal is escaped)."""
         om = self.fieldmap.object(obj)

@@ -49,6 +49,18 @@ def stamp_literal(at: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+def by_ids(om: ObjectMap, ids: list[str]) -> str:
+    """The live rows of these ids (at most ``IDS_PER_QUERY``): ``WHERE Id IN (...)``."""
+    if len(ids) > IDS_PER_QUERY:
+        raise ValueError(f"at most {IDS_PER_QUERY} ids per query, not {len(ids)}")
+    return _select(om, False) + format_soql(" WHERE {:literal} IN {} ORDER BY {:literal}",
+                                            om.key, list(ids), om.key)
+
+
+#: Ids per ``Id IN (...)`` query: 200 keep the query well within SOQL's length limit.
+IDS_PER_QUERY = 200
+
+
 def by_field(om: ObjectMap, crm_field: str, value: Any) -> str:
     """Every row whose field equals `value` (paged by the caller, no LIMIT: a customer may
     have more quotes than any fixed cap)."""

@@ -32,6 +32,7 @@ from jobs.api import (
     routes_admin,
     routes_billing,
     routes_credit,
+    routes_events,
     routes_ops,
     routes_orders,
     routes_payments,
@@ -126,6 +127,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                    routes_ops, routes_accounts, routes_products):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
+    app.include_router(routes_events.routes)        # the CRM's change events: no bearer token
     routes_ops.add_openapi_route(app)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)

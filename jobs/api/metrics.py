@@ -5,7 +5,8 @@ Two kinds:
   clash): API requests by method, route template and status, and their latency;
 - read from the database at scrape time (a custom collector; one short read-only transaction):
   sync runs by outcome, records read/written, CRM API calls per connection, outbox / quarantine
-  / provisioning queue depths, accounts on hold by reason, the last bill run's duration. The
+  / CRM event inbox (``queue="event_inbox"``) / provisioning queue depths, the oldest
+  unprocessed CRM event's age, accounts on hold by reason, the last bill run's duration. The
   remaining CRM API budget per connection comes from the scheduler state when it offers
   ``budgets() -> {connection: remaining}``.
 The figures come from ``sync.status`` and ``billing_core.service.reports``; a database that
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_core.service import reports
 from billing_core.service.holds import REASONS
+from sync import inbox
 from sync import status as sync_status
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,11 @@ def _queue_metrics(conn: Connection) -> Iterator[Metric]:
         for state, count in counts.items():
             depth.add_metric([name, state], count)
     yield depth
+    oldest = GaugeMetricFamily("ledgerbridge_events_oldest_unprocessed_seconds",
+                               "Age of the oldest CRM change event not processed yet (0: none)")
+    age = inbox.depth(conn, datetime.now(UTC))["oldest_unprocessed_seconds"]
+    oldest.add_metric([], float(age or 0.0))
+    yield oldest
 
 
 def _hold_metrics(conn: Connection) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from jobs.cli import (
     documents,
     dunning,
     email,
+    events,
     orders,
     products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
@@ -42,6 +43,7 @@ COMMANDS: list[click.Command] = [
     *demo_crm.COMMANDS,
     *documents.COMMANDS,
     *email.COMMANDS,
+    *events.COMMANDS,
     *dunning.COMMANDS,
 ]
 

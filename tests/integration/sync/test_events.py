@@ -1,0 +1,362 @@
+"""CRM change events (issue 17): the receivers store each event once, durably, before they
+answer, and refuse forged ones; the targeted resync reads the named records back from the CRM
+(coalesced per record, batched) and applies them through the cycle's own path. On SQLite and
+PostgreSQL (``engine``)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from fake_crm import FakeCRM
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from billing_core.adapters.tables import accounts, provisioning_requests
+from config.settings import load_settings
+from jobs.api.app import build_app
+from jobs.worker import Worker
+from sync import inbox
+from sync.engine import SyncOptions, run_cycle
+from sync.tables import event_inbox, sync_records
+
+ORG = "00D5g000004XyZaEAK"
+HMAC_SECRET = "s3cret-hmac"
+DV_KEY = "dv-webhook-key"
+DV_ACCOUNT = "7d5e8f10-3a2b-4c1d-9e8f-0a1b2c3d4e5f"
+CONFIG = f"""
+[provisioner]
+kind = "log"
+[connections.sf]
+crm = "salesforce"
+url = "https://x.example"
+[connections.sf.credentials]
+client_id = "id"
+client_secret = "env:NOPE"
+[connections.sf.events]
+organization_id = "{ORG}"
+hmac_secret = "env:LB_TEST_EVENTS_HMAC"
+[connections.dv]
+crm = "dynamics"
+url = "https://org.example"
+tenant_id = "t"
+[connections.dv.credentials]
+client_id = "id"
+client_secret = "env:NOPE"
+[connections.dv.events]
+auth = "webhook_key"
+key = "env:LB_TEST_EVENTS_DVKEY"
+"""
+
+
+class CountingCRM(FakeCRM):
+    """The in-memory CRM with a batched read by id: one call per 200 ids, counted."""
+
+    def __init__(self, name: str = "sf") -> None:
+        super().__init__(name)
+        self.by_ids: list[tuple[str, int]] = []
+
+    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for start in range(0, len(ids), 200):
+            self._call()
+            chunk = ids[start:start + 200]
+            self.by_ids.append((obj, len(chunk)))
+            found += [dict(row[1]) for i in chunk
+                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
+        return found
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("LB_TEST_EVENTS_HMAC", HMAC_SECRET)
+    monkeypatch.setenv("LB_TEST_EVENTS_DVKEY", DV_KEY)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    return load_settings(cfg)
+
+
+@pytest.fixture
+def client(engine: Engine, settings: Any) -> TestClient:
+    return TestClient(build_app(engine, settings))
+
+
+def _stored(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(event_inbox).order_by(event_inbox.c.id))
+                .mappings()]
+
+
+# -- the wire formats -----------------------------------------------------------------------
+def dataverse_context(entity: str = "account", entity_id: str = DV_ACCOUNT,
+                      message: str = "Update",
+                      operation: str = "a2b3c4d5-0000-4000-8000-000000000001") -> dict[str, Any]:
+    """A ``RemoteExecutionContext`` as the Dataverse webhook docs show it (Update of an
+    account, asynchronous post-operation step), trimmed of nothing the receiver reads."""
+    return {
+        "BusinessUnitId": "e2d8c9b4-3d6a-e711-8102-e0071b6ac161",
+        "CorrelationId": "9e6b0c3f-2c5d-4a35-9b8a-1d4f8e2a7c11",
+        "Depth": 1,
+        "InitiatingUserAzureActiveDirectoryObjectId": "00000000-0000-0000-0000-000000000000",
+        "InitiatingUserId": "75c2dad9-3d6a-e711-8102-e0071b6ac161",
+        "InputParameters": [{"key": "Target", "value": {
+            "__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
+            "Attributes": [{"key": "creditonhold", "value": True},
+                           {"key": "accountid", "value": entity_id}],
+            "EntityState": None, "FormattedValues": [], "Id": entity_id,
+            "KeyAttributes": [], "LogicalName": entity, "RelatedEntities": [],
+            "RowVersion": None}}],
+        "IsExecutingOffline": False, "IsInTransaction": False, "IsOfflinePlayback": False,
+        "IsolationMode": 1, "MessageName": message, "Mode": 1,
+        "OperationCreatedOn": "/Date(1495810546000+0000)/", "OperationId": operation,
+        "OrganizationId": "e2d8c9b4-3d6a-e711-8102-e0071b6ac161",
+        "OrganizationName": "OrgName", "OutputParameters": [],
+        "OwningExtension": {"Id": "07ac9b18-7d42-e711-8102-e0071b6ac161",
+                            "KeyAttributes": [], "LogicalName": "sdkmessageprocessingstep",
+                            "Name": "ledgerbridge: account update", "RowVersion": None},
+        "ParentContext": None, "PostEntityImages": [], "PreEntityImages": [],
+        "PrimaryEntityId": entity_id, "PrimaryEntityName": entity, "RequestId": None,
+        "SecondaryEntityName": "none", "SharedVariables": [], "Stage": 40,
+        "UserAzureActiveDirectoryObjectId": "00000000-0000-0000-0000-000000000000",
+        "UserId": "75c2dad9-3d6a-e711-8102-e0071b6ac161",
+    }
+
+
+def outbound_message(org: str, notes: list[tuple[str, str, str]]) -> bytes:
+    """A Salesforce outbound message: (notification id, sObject type, record id) each."""
+    body = "".join(
+        f"<Notification><Id>{nid}</Id><sObject xsi:type=\"sf:{kind}\" "
+        f"xmlns:sf=\"urn:sobject.enterprise.soap.sforce.com\"><sf:Id>{rid}</sf:Id>"
+        f"<sf:Credit_Hold__c>false</sf:Credit_Hold__c></sObject></Notification>"
+        for nid, kind, rid in notes)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+        '<notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
+        f"<OrganizationId>{org}</OrganizationId><ActionId>04k5g000000Kz9AAAS</ActionId>"
+        '<SessionId xsi:nil="true"/>'
+        "<EnterpriseUrl>https://acme.my.salesforce.com/services/Soap/c/59.0/00D5g000004XyZa"
+        "</EnterpriseUrl><PartnerUrl>https://acme.my.salesforce.com/services/Soap/u/59.0/"
+        f"00D5g000004XyZa</PartnerUrl>{body}</notifications></soapenv:Body></soapenv:Envelope>"
+    ).encode()
+
+
+def _signed(payload: dict[str, Any], secret: str = HMAC_SECRET) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(payload).encode()
+    sig = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    return raw, {"X-Ledgerbridge-Signature": sig, "Content-Type": "application/json"}
+
+
+# -- receivers ------------------------------------------------------------------------------
+def test_forged_events_are_refused_with_401_and_nothing_is_stored(client, engine):
+    ctx = json.dumps(dataverse_context()).encode()
+    assert client.post("/events/dataverse/dv", content=ctx).status_code == 401
+    assert client.post("/events/dataverse/dv?code=wrong", content=ctx).status_code == 401
+    soap = client.post("/events/salesforce/sf", content=outbound_message(
+        "00D000000000001AAA", [("04l0000000000001", "Account", "001000000000001AAA")]))
+    assert soap.status_code == 401 and b"Fault" in soap.content
+    raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"]}, "forged")
+    assert client.post("/events/salesforce/sf/json", content=raw,
+                       headers=headers).status_code == 401
+    raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"]})
+    headers.pop("X-Ledgerbridge-Signature")
+    assert client.post("/events/salesforce/sf/json", content=raw,
+                       headers=headers).status_code == 401
+    # a connection without events, or unknown, takes none
+    assert client.post("/events/salesforce/nope", content=b"").status_code == 404
+    assert _stored(engine) == []
+
+
+def test_a_dataverse_event_is_stored_once_and_read_from_the_official_shape(client, engine):
+    ctx = json.dumps(dataverse_context()).encode()
+    first = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx)
+    again = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == {"received": 1, "stored": 1, "duplicates": 0, "ignored": 0}
+    assert again.json() == {"received": 1, "stored": 0, "duplicates": 1, "ignored": 0}
+    rows = _stored(engine)
+    assert [(r["connection"], r["source"], r["object"], r["crm_id"], r["action"], r["state"],
+             r["event_id"]) for r in rows] == [
+        ("dv", "dataverse", "account", DV_ACCOUNT, "Update", "new",
+         "a2b3c4d5-0000-4000-8000-000000000001")]
+
+
+def test_a_dataverse_product_event_names_both_objects_the_map_reads_from_the_table(client,
+                                                                                  engine):
+    pid = "11111111-2222-4333-8444-555555555555"
+    ctx = json.dumps(dataverse_context("product", pid, "Create")).encode()
+    assert client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx).json()["stored"] == 2
+    assert sorted(r["object"] for r in _stored(engine)) == ["price", "product"]
+    # a table the map does not hold: acknowledged, nothing stored
+    ctx = json.dumps(dataverse_context("contact", pid, "Update", str(uuid.uuid4()))).encode()
+    answer = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx)
+    assert answer.status_code == 200 and answer.json()["ignored"] == 1
+    assert len(_stored(engine)) == 2
+
+
+def test_a_salesforce_outbound_message_is_stored_then_acknowledged_in_soap(client, engine):
+    message = outbound_message(ORG, [("04l5g00000AbCdEAAV", "Account", "001000000000001AAA"),
+                                     ("04l5g00000AbCdFAAV", "Quote", "0Q0000000000001AAA")])
+    answer = client.post("/events/salesforce/sf", content=message,
+                         headers={"Content-Type": "text/xml; charset=utf-8"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/xml")
+    root = ElementTree.fromstring(answer.content)
+    soap = "{http://schemas.xmlsoap.org/soap/envelope/}"
+    ack = root.find(f"{soap}Body/{{http://soap.sforce.com/2005/09/outbound}}"
+                    "notificationsResponse/{http://soap.sforce.com/2005/09/outbound}Ack")
+    assert ack is not None and ack.text == "true"
+    # Salesforce re-sends until it gets the Ack: the same notifications are not stored twice
+    assert client.post("/events/salesforce/sf", content=message).status_code == 200
+    assert [(r["event_id"], r["object"], r["crm_id"]) for r in _stored(engine)] == [
+        ("04l5g00000AbCdEAAV", "account", "001000000000001AAA"),
+        ("04l5g00000AbCdFAAV", "quote", "0Q0000000000001AAA")]
+
+
+def test_a_signed_json_callout_is_stored_once_per_event_id(client, engine):
+    raw, headers = _signed({"sobject": "Account", "event_id": "flow-42",
+                            "ids": ["001000000000001AAA", "001000000000002AAA"]})
+    for _ in range(2):
+        answer = client.post("/events/salesforce/sf/json", content=raw, headers=headers)
+        assert answer.status_code == 200
+    assert [r["event_id"] for r in _stored(engine)] == ["flow-42:001000000000001AAA",
+                                                        "flow-42:001000000000002AAA"]
+    bad, headers = _signed({"sobject": "Account", "ids": ["not an id"]})
+    assert client.post("/events/salesforce/sf/json", content=bad,
+                       headers=headers).status_code == 400
+    assert len(_stored(engine)) == 2
+
+
+# -- the targeted resync --------------------------------------------------------------------
+def _worker(engine: Engine, settings: Any, crm: FakeCRM) -> Worker:
+    return Worker(engine, settings, connector_factory=lambda s: crm)
+
+
+def _event(crm_id: str, obj: str = "account", event_id: str | None = None) -> inbox.InboxEvent:
+    return inbox.InboxEvent(event_id or uuid.uuid4().hex, obj, crm_id, "Update")
+
+
+def test_ten_thousand_events_of_one_record_are_one_crm_read(engine, settings):
+    crm = CountingCRM()
+    crm.seed_basic()
+    run_cycle(engine, crm, SyncOptions())
+    crm.put("account", "A1", name="Acme Renamed")
+    now = datetime.now(UTC)
+    for start in range(0, 10_000, 1000):
+        assert inbox.store(engine, "sf", "salesforce_json",
+                           [_event("A1", event_id=f"e{i}") for i in range(start, start + 1000)],
+                           now) == 1000
+    worker = _worker(engine, settings, crm)
+    try:
+        reports = worker.process_events()
+    finally:
+        worker.close()
+    assert crm.by_ids == [("account", 1)]
+    assert [(r.events, r.records, r.outcome) for r in reports] == [(10_000, 1, "ok")]
+    with engine.connect() as conn:
+        assert conn.execute(select(event_inbox.c.state, func.count()).group_by(
+            event_inbox.c.state)).all() == [("done", 10_000)]
+        assert conn.execute(select(func.count()).select_from(accounts).where(
+            accounts.c.name == "Acme Renamed")).scalar() == 1
+
+
+def test_a_thousand_records_are_read_two_hundred_at_a_time(engine, settings):
+    crm = CountingCRM()
+    crm.seed_basic()
+    for i in range(1000):
+        crm.put("account", f"X{i:04d}", name=f"Customer {i}", currency="USD", country="US",
+                credit_limit=Decimal(1000), credit_hold=False)
+    inbox.store(engine, "sf", "salesforce_json", [_event(f"X{i:04d}") for i in range(1000)],
+                datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        reports = worker.process_events()
+    finally:
+        worker.close()
+    assert crm.by_ids == [("account", 200)] * 5
+    assert reports[0].records == 1000 and reports[0].outcome == "ok"
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sync_records).where(
+            sync_records.c.object == "account")).scalar() == 1000
+
+
+def test_clearing_a_credit_hold_releases_and_dispatches_the_held_request(engine, settings):
+    """Finance clears A2's hold in the CRM; the event's targeted resync reads A2, lifts the
+    ``crm`` hold reason and the waiting provisioning request is dispatched, no poll needed."""
+    crm = CountingCRM()
+    crm.seed_basic()
+    crm.put("account", "A2", credit_hold=True)
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1",
+            start_date=date(2026, 12, 1))
+    crm.put("quote_line", "L1", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(3),
+            unit_price=Decimal(100), start_date=date(2026, 12, 1))
+    run_cycle(engine, crm, SyncOptions())
+    with engine.connect() as conn:
+        assert list(conn.execute(select(provisioning_requests.c.state)).scalars()) == [
+            "awaiting_hold_release"]
+    crm.put("account", "A2", credit_hold=False)
+    crm.put("account", "A2", name="Globex")          # a second event of the same record
+    inbox.store(engine, "sf", "salesforce_soap", [_event("A2"), _event("A2")],
+                datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        worker.process_events()
+    finally:
+        worker.close()
+    assert crm.by_ids == [("account", 1)]
+    with engine.connect() as conn:
+        assert list(conn.execute(select(provisioning_requests.c.state)).scalars()) == [
+            "dispatched"]
+
+
+def test_an_event_for_a_record_deleted_in_the_crm_deletes_it_as_the_cycle_does(engine,
+                                                                                settings):
+    crm = CountingCRM()
+    crm.seed_basic()
+    run_cycle(engine, crm, SyncOptions())
+    crm.delete("account", "A1")
+    inbox.store(engine, "sf", "salesforce_soap",
+                [inbox.InboxEvent("n1", "account", "A1", "Delete"),
+                 inbox.InboxEvent("n2", "account", "NEVER-KNOWN", "Delete")], datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        [report] = worker.process_events()
+    finally:
+        worker.close()
+    assert report.outcome == "ok"
+    with engine.connect() as conn:
+        gone = dict(conn.execute(select(sync_records.c.crm_id, sync_records.c.deleted_at)
+                                 .where(sync_records.c.object == "account")).all())
+    assert gone["A1"] is not None and gone["A2"] is None
+    assert "NEVER-KNOWN" not in gone          # an id billing never knew changes nothing
+    assert {r["state"] for r in _stored(engine)} == {"done"}
+
+
+def test_a_crm_that_does_not_answer_leaves_the_events_new_for_the_next_round(engine,
+                                                                             settings):
+    from connectors.base import RetriableError
+
+    class Down(CountingCRM):
+        def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
+            raise RetriableError("503 SERVER_UNAVAILABLE", status=503)
+
+    crm = Down()
+    crm.seed_basic()
+    inbox.store(engine, "sf", "salesforce_soap", [_event("A1")], datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        [report] = worker.process_events()
+    finally:
+        worker.close()
+    assert (report.outcome, report.cause) == ("failed", "unreachable")
+    [row] = _stored(engine)
+    assert (row["state"], row["attempts"]) == ("new", 1) and "503" in row["error"]
