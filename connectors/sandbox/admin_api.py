@@ -10,6 +10,14 @@ Rules this module keeps:
 - GET|POST /__admin__/clock             → {"now"}; POST body {"set": iso} | {"advance": seconds}
                                           | {"reset": true}
 - POST /__admin__/reset                 → every side back to its seed; counters, faults, clock
+- GET  /__admin__/notify                → change events: {"config", "counters": {"dataverse":
+                                          {...}, "salesforce": {...}, "total": {...},
+                                          "pending"}} (notify.COUNTER_NAMES); 404 without notify
+- POST /__admin__/notify/flush          → waits (body {"timeout": s}, default 10) until nothing
+                                          is pending; {"flushed": bool, "counters"}
+- POST /__admin__/notify/faults         → {"drop","duplicate","reorder","delay","seed"} (each
+                                          optional); the draws restart from the seed
+- POST /__admin__/notify/reset          → pending events forgotten, counters cleared
 - GET  /__admin__/<side>                → side.admin("info", {}) (URLs, credentials, sizes)
 - POST /__admin__/<side>/<action>       → side.admin(action, body)
 - Bad input is 400 {"error": message}; unknown paths 404.
@@ -69,6 +77,8 @@ def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict[str, Any]
         if body.get("reset"):
             sandbox.clock.reset()
         return _json({"now": sandbox.clock.now().isoformat()})
+    if head == "notify":
+        return _notify(sandbox, method, parts[1:], body)
     if head == "reset" and method == "POST":
         sandbox.reset()
         return _json({"reset": True})
@@ -78,3 +88,23 @@ def _route(sandbox: Sandbox, method: str, parts: list[str], body: dict[str, Any]
     if side is not None and len(parts) == 2 and method == "POST":
         return _json(side.admin(parts[1], body))
     return _json({"error": f"no admin resource {'/'.join(parts)!r} for {method}"}, 404)
+
+
+def _notify(sandbox: Sandbox, method: str, rest: list[str], body: dict[str, Any]) -> Response:
+    notifier = sandbox.notifier
+    if notifier is None:
+        return _json({"error": "this sandbox sends no change events (start it with notify)"},
+                     404)
+    if method == "POST" and rest == ["flush"]:
+        flushed = notifier.flush(float(body.get("timeout", 10.0)))
+        return _json({"flushed": flushed, "counters": notifier.counters()})
+    if method == "POST" and rest == ["faults"]:
+        seed = body.get("seed")
+        notifier.configure_faults(drop=body.get("drop"), duplicate=body.get("duplicate"),
+                                  reorder=body.get("reorder"), delay=body.get("delay"),
+                                  seed=None if seed is None else int(seed))
+    elif method == "POST" and rest == ["reset"]:
+        notifier.reset()
+    elif rest or method != "GET":
+        return _json({"error": f"no admin resource notify/{'/'.join(rest)} for {method}"}, 404)
+    return _json({"config": notifier.config.as_json(), "counters": notifier.counters()})

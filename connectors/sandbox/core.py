@@ -239,3 +239,4 @@ class SandboxContext:
     faults: FaultPlan = field(default_factory=FaultPlan)
     clock: SandboxClock = field(default_factory=SandboxClock)
     token_ttl: float = 3600.0  # seconds an access token lives (both CRMs)
+    notifier: Any = None  # notify.Notifier when change events are sent, else None

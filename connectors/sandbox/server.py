@@ -35,8 +35,9 @@ from werkzeug.wrappers import Request, Response
 from . import admin_api
 from .core import CallCounter, DropConnection, FaultPlan, SandboxClock, SandboxContext, Side
 from .dataverse import DataverseSide
+from .notify import Notifier, NotifyConfig
 from .salesforce import SalesforceSide
-from .salesforce.auth import Credentials
+from .salesforce.auth import ORG_ID, Credentials
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 30.0
@@ -82,9 +83,11 @@ class Sandbox:
                  quotes: int | None = None, sides: Iterable[str] = ("salesforce", "dataverse"),
                  token_ttl: float = 3600.0, api_limit: int = 100_000,
                  credentials: Credentials | None = None, host: str = "127.0.0.1",
-                 ca_dir: str | None = None) -> None:
+                 ca_dir: str | None = None, notify: NotifyConfig | str | None = None) -> None:
         self.port, self.seed, self.accounts, self.quotes = port, seed, accounts, quotes
         self.ca_dir = ca_dir
+        self.notify = NotifyConfig(url=notify) if isinstance(notify, str) else notify
+        self.notifier: Notifier | None = None
         self.side_names = tuple(sides)
         self.token_ttl, self.api_limit, self.credentials, self.host = (
             token_ttl, api_limit, credentials, host)
@@ -128,8 +131,12 @@ class Sandbox:
             raise OSError(f"sandbox: cannot listen on {self.host}:{self.port}") from None
         self.port = self._server.server_port
         self.url = f"https://{self.host}:{self.port}"
+        if self.notify is not None:
+            self.notifier = Notifier(self.notify, seed=self.seed, base_url=self.url,
+                                     dataverse_org=_dataverse_org(self.seed),
+                                     salesforce_org_id=ORG_ID).start()
         self.context = SandboxContext(self.url, self.seed, self.counters, self.faults,
-                                      self.clock, self.token_ttl)
+                                      self.clock, self.token_ttl, self.notifier)
         self.sides = self._build_sides()
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
@@ -158,6 +165,9 @@ class Sandbox:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        notifier, self.notifier = self.notifier, None
+        if notifier is not None:
+            notifier.stop()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -169,9 +179,12 @@ class Sandbox:
         self.stop()
 
     def reset(self) -> None:
-        """Every side back to its seeded state; counters, faults and clock cleared."""
+        """Every side back to its seeded state; counters, faults and clock cleared; change
+        events not yet sent forgotten and their counters cleared."""
         for side in self.sides:
             side.reset()
+        if self.notifier is not None:
+            self.notifier.reset()
         self.counters.reset()
         self.faults.clear()
         self.clock.reset()
@@ -213,6 +226,15 @@ class Sandbox:
         return Response('{"error": "not found"}', status=404, content_type="application/json")
 
 
+def _dataverse_org(seed: int) -> dict[str, str]:
+    """The Dataverse org's ids as WhoAmI answers them (the webhook context carries them)."""
+    from .dataverse.ids import guid_of, salt
+
+    return {"organization_id": guid_of(salt(seed, "org")),
+            "business_unit_id": guid_of(salt(seed, "bu")),
+            "organization_name": f"sandbox{seed}"}
+
+
 def _kept_ca(directory: Path) -> tuple[trustme.CA, str]:
     """The CA kept in `directory` (made and written there on the first start)."""
     cert, key = directory / "sandbox-ca.pem", directory / "sandbox-ca.key"
@@ -239,14 +261,15 @@ def _drop(sock: socket.socket | None) -> None:
 def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
                   stop: threading.Event | None = None, quotes: int | None = None,
                   sides: Iterable[str] = ("salesforce", "dataverse"), ca_dir: str | None = None,
-                  on_ready: Callable[[Sandbox], None] | None = None) -> None:
+                  on_ready: Callable[[Sandbox], None] | None = None,
+                  notify: NotifyConfig | None = None) -> None:
     """Run a sandbox until interrupted (or `stop` is set), printing how to reach it.
 
     The first two lines are for programs too (`remote.RemoteSandbox` reads them): the base URL
     after "sandbox CRM at " and the CA bundle's path after "CA bundle:"; the last line
     (admin) is printed once the server answers, after `on_ready` (e.g. a config writer) ran."""
     with Sandbox(port=port, seed=seed, accounts=accounts, quotes=quotes,
-                 sides=sides, ca_dir=ca_dir) as sandbox:
+                 sides=sides, ca_dir=ca_dir, notify=notify) as sandbox:
         creds = sandbox.salesforce.credentials if sandbox.salesforce else Credentials()
         rows = f"{accounts} accounts" + ("" if quotes is None else f", {quotes} quotes")
         print(f"sandbox CRM at {sandbox.url} (seed {seed}, {rows})")
@@ -262,6 +285,10 @@ def serve_forever(port: int = 8443, seed: int = 0, accounts: int = 1000,
             describe = getattr(sandbox.dataverse, "describe", None)
             if callable(describe):
                 print(f"    {describe()}")
+        if sandbox.notify is not None:
+            targets = [f"{k}={v}" for k in ("dataverse", "soap", "json")
+                       if (v := sandbox.notify.target(k))]
+            print(f"  change events to:     {' '.join(targets) or '(no target)'}")
         if on_ready is not None:
             on_ready(sandbox)
         print(f"  admin:                {sandbox.url}/__admin__/  (Ctrl-C to stop)", flush=True)

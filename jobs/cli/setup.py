@@ -30,9 +30,10 @@ from jobs.cli.configs import (
 
 
 @click.pass_context
-def _sandbox_main(ctx: click.Context, port: int, seed: int, accounts: int, quotes: int | None,
+def _sandbox_main(ctx: click.Context, /, port: int, seed: int, accounts: int, quotes: int | None,
                   sides: tuple[str, ...], ca_dir: str | None, write_config: str | None,
-                  force: bool) -> None:
+                  force: bool, **notify_options: Any) -> None:
+    from connectors.sandbox.cli import notify_config
     from connectors.sandbox.server import serve_forever
 
     on_ready = None
@@ -53,7 +54,8 @@ def _sandbox_main(ctx: click.Context, port: int, seed: int, accounts: int, quote
                   f"ledgerbridge --config {target} doctor")
 
     serve_forever(port=port, seed=seed, accounts=accounts, quotes=quotes,
-                  sides=sides or ("salesforce", "dataverse"), ca_dir=ca_dir, on_ready=on_ready)
+                  sides=sides or ("salesforce", "dataverse"), ca_dir=ca_dir, on_ready=on_ready,
+                  notify=notify_config(**notify_options))
 
 
 sandbox_command = click.Command(

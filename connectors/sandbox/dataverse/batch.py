@@ -127,16 +127,22 @@ class BatchRunner:
         saved = snapshot(self.store)
         refs: dict[str, str] = {}
         answers: list[bytes] = []
-        for member in _parts(part):
-            content_id = member.get("Content-ID")
-            resp = self.dispatch(self._request(*_inner(member), refs=refs, auth=auth))
-            if resp.status_code >= 400:
-                restore(self.store, saved)
-                return _http_part(resp, content_id), True
-            entity = resp.headers.get("OData-EntityId")
-            if content_id is not None and entity:
-                refs[str(content_id)] = urlsplit(entity).path
-            answers.append(_http_part(resp, content_id))
+        self.store.hold()   # change events leave only when the change set commits
+        committed = False
+        try:
+            for member in _parts(part):
+                content_id = member.get("Content-ID")
+                resp = self.dispatch(self._request(*_inner(member), refs=refs, auth=auth))
+                if resp.status_code >= 400:
+                    restore(self.store, saved)
+                    return _http_part(resp, content_id), True
+                entity = resp.headers.get("OData-EntityId")
+                if content_id is not None and entity:
+                    refs[str(content_id)] = urlsplit(entity).path
+                answers.append(_http_part(resp, content_id))
+            committed = True
+        finally:
+            self.store.release(committed)
         boundary = f"changesetresponse_{uuid.uuid4()}"
         head = f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n".encode()
         return head + _multipart(boundary, answers) + b"\r\n", False

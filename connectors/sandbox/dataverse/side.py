@@ -107,6 +107,11 @@ class DataverseSide:
         self._epoch += 1
         self.store = Store(seeder, self.ctx.clock.now, FIRST_WRITE_VERSION * self._epoch,
                            actor=user_id(self.seed, PERSON))
+        if self.ctx.notifier is not None:   # change events (webhooks)
+            from ..notify import dataverse_listener
+
+            self.store.listener = dataverse_listener(self.ctx.notifier, self.store,
+                                                     self.ctx.clock.now)
         self.reader = Reader(self.store, self.base_url)
         self.reader.delta_floor = dict.fromkeys(TABLES, self.store.first_version)
         self.batch = BatchRunner(self.store, self.base_url, self._dispatch_inner)

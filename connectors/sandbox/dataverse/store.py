@@ -10,6 +10,11 @@ Rules kept:
 - Row indexes never move: created rows get the next index after the last one, so a scan that
   resumes after index i never skips or repeats a row.
 - Callers hold the side's lock; this class does no locking of its own.
+- Every create, update and delete is told to `listener` (op "Create"/"Update"/"Delete", table,
+  GUID, the columns written, the row after the write or None), when one is set: the sandbox's
+  change events (notify.py). Between `hold()` and `release(commit)` (a `$batch` change set)
+  they are kept back, then told on commit or forgotten on rollback, as Dataverse runs
+  asynchronous steps only for committed transactions.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .seed import FIRST_WRITE_VERSION, Seeder
 from .wire import fmt_time
 
 Row = dict[str, Any]
+Listener = Callable[[str, str, str, Row, "Row | None"], None]
 
 
 class TableState:
@@ -46,6 +52,27 @@ class Store:
         self.first_version = first_version
         self.version = first_version
         self.tables = {name: TableState(name, seeder.sizes[name]) for name in TABLES}
+        self.listener: Listener | None = None
+        self._held: list[tuple[str, str, str, Row, Row | None]] | None = None
+
+    def _tell(self, op: str, table: str, guid: str, values: Row, row: Row | None) -> None:
+        if self.listener is None:
+            return
+        if self._held is not None:
+            self._held.append((op, table, guid, values, row))
+        else:
+            self.listener(op, table, guid, values, row)
+
+    def hold(self) -> None:
+        """Keep the changes' events back until `release` (a change set begins)."""
+        self._held = []
+
+    def release(self, commit: bool) -> None:
+        """Tell the events kept back (commit) or forget them (rollback)."""
+        held, self._held = self._held or [], None
+        if commit and self.listener is not None:
+            for event in held:
+                self.listener(*event)
 
     def _bump(self) -> int:
         self.version += 1
@@ -109,6 +136,11 @@ class Store:
         row = self.get(table, index)
         if row is None:
             raise KeyError(f"{table} row {index} vanished during an update")
+        if self.listener is not None:
+            key = TABLES[table].key
+            self._tell("Update", table, row[key], {**values, key: row[key],
+                                                   "modifiedon": row["modifiedon"],
+                                                   "_modifiedby_value": self.actor}, row)
         return row
 
     def create(self, table: str, values: Row, guid: str | None = None) -> Row:
@@ -129,14 +161,20 @@ class Store:
             row["statecode"] = 0
         state.overrides[index] = row
         state.changed[index] = version
+        if self.listener is not None:
+            self._tell("Create", table, key, {k: v for k, v in row.items() if v is not None},
+                       dict(row))
         return dict(row)
 
     def delete(self, table: str, index: int) -> None:
         state = self.tables[table]
+        guid = self.guid_of(table, index) if self.listener is not None else ""
         version = self._bump()
         state.deleted[index] = version
         state.changed[index] = version
         state.overrides.pop(index, None)
+        if self.listener is not None:
+            self._tell("Delete", table, guid, {}, None)
 
     def guid_of(self, table: str, index: int) -> str:
         state = self.tables[table]

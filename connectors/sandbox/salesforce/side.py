@@ -62,6 +62,10 @@ class SalesforceSide:
         if quotes is None:  # default: every status at least once, about one per two accounts
             quotes = max(8, accounts // 2) if accounts else 0
         self.store = Store(Seed(seed, accounts, quotes), ctx.clock)
+        if ctx.notifier is not None:   # change events (outbound messages, callouts)
+            from ..notify import salesforce_listener
+
+            self.store.listener = salesforce_listener(ctx.notifier)
         self.tokens = Tokens(ctx.clock, lambda: self.token_ttl or ctx.token_ttl)
         self.token_endpoint = TokenEndpoint(self.credentials, self.tokens, ctx.clock, ctx.base_url)
         self.usage = ApiUsage(api_limit)

@@ -9,13 +9,15 @@ Rules this module keeps:
   LastModifiedById with the user who wrote (the API's integration user, else a person).
 - A delete keeps the row with IsDeleted = true (queryAll sees it) and logs (id, deletedDate).
 - One lock guards all writes and snapshots.
+- Every create, update and delete is told to `listener` (op "Create"/"Update"/"Delete", the
+  object, the row after the write), when one is set: the sandbox's change events (notify.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,7 @@ class Store:
         self._changed: dict[str, dict[int, Row]] = {}
         self._next: dict[str, int] = {}
         self.deleted_log: dict[str, list[tuple[str, dt.datetime]]] = {}
+        self.listener: Callable[[str, SObject, Row], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -96,6 +99,14 @@ class Store:
     def update(self, obj: SObject, index: int, values: dict[str, Any],
                at: dt.datetime | None = None, by: str = ADMIN_USER) -> Row:
         """Store `values` on row `index` and stamp it; returns the new row."""
+        with self.lock:   # told under the lock: events leave in the order of the writes
+            row = self._update(obj, index, values, at, by)
+            if self.listener is not None:
+                self.listener("Update", obj, row)
+            return row
+
+    def _update(self, obj: SObject, index: int, values: dict[str, Any],
+                at: dt.datetime | None, by: str) -> Row:
         with self.lock:
             old = self.get(obj, index)
             if old is None:
@@ -118,14 +129,18 @@ class Store:
                         "CreatedDate": stamp, "LastModifiedDate": stamp, "SystemModstamp": stamp,
                         "LastModifiedById": by})
             self._changed[obj.name][index] = row
+            if self.listener is not None:
+                self.listener("Create", obj, row)
             return row
 
     def delete(self, obj: SObject, index: int, at: dt.datetime | None = None,
                by: str = ADMIN_USER) -> Row:
         with self.lock:
             stamp = at or now_ms(self.clock)
-            row = self.update(obj, index, {"IsDeleted": True}, at=stamp, by=by)
+            row = self._update(obj, index, {"IsDeleted": True}, at=stamp, by=by)
             self.deleted_log[obj.name].append((row["Id"], stamp))
+            if self.listener is not None:
+                self.listener("Delete", obj, row)
             return row
 
     def next_index(self, obj: SObject) -> int:
