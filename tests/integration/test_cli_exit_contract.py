@@ -252,6 +252,15 @@ def bill_run_in_progress(env: Env) -> None:
     env.monkeypatch.setattr(sync.locks, "job_lock", functools.partial(original, timeout=0.3))
 
 
+def crm_event(env: Env) -> None:
+    """A stored CRM event of connection sf (account 0 of the sandbox), waiting to be read."""
+    from sync import inbox
+
+    inbox.store(env.engine, "sf", "salesforce_json",
+                [inbox.InboxEvent("e-1", "account", "001000000000001AAA", "Update")],
+                datetime.now(UTC))
+
+
 def daemon_running(env: Env) -> None:
     """Another daemon on this SQLite ledger: its lock held while the case runs."""
     from sync.locks import job_lock
@@ -655,6 +664,19 @@ CONTRACT: dict[str, Entry] = {
     "dunning list": Entry((C(0, "dunning", "list", "--date", "2026-06-01"),
                            C(2, "dunning", "list", "--date", "x", says="'x'")),
                           why_no_attention="a read"),
+    "events process": Entry((
+        C(0, "events", "process"),                                   # nothing waits
+        C(0, "events", "process", sandbox=True, prep=crm_event),
+        C(1, "events", "process", sandbox=True, prep=(crm_event, budget_spent)),
+        C(3, "events", "process", config=CLOSED_CRM, prep=crm_event),  # the CRM does not answer
+        C(2, "events", "process", "--limit", "0", says="'--limit': 0"),
+    )),
+    "events list": Entry((C(0, "events", "list"),
+                          C(2, "events", "list", "--state", "x", says="'x'")),
+                         why_no_attention="a read"),
+    "events retry": Entry((C(0, "events", "retry"),
+                           C(2, "events", "retry", "--connection", says="--connection")),
+                          why_no_attention="failed events back to new, nothing else"),
     "run": Entry((
         C(0, "run", "--once", "--no-api", sandbox=True),
         C(1, "run", "--once", "--no-api", sandbox=True, prep=budget_spent),
