@@ -18,5 +18,7 @@ REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE), with a token from `POST {url}/services/oau
 
 Modules: core (the contract shared by the server and the sides), server (Sandbox,
 serve_forever), admin_api (/__admin__), tls (CABundleSession), cli (`ledgerbridge sandbox`),
-salesforce/ (the Salesforce side), dataverse/ (the Dataverse side).
+notify (change events: `Sandbox(notify=NotifyConfig(url=...))` posts Dataverse webhooks and
+Salesforce outbound messages for every change), salesforce/ (the Salesforce side), dataverse/
+(the Dataverse side).
 """
