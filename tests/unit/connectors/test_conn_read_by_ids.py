@@ -10,9 +10,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 import responses
 from conn_support import ENV, NOW, SF_URL, d365_settings, sf_settings
-from fake_dv import AUTHORITY
+from fake_dv import AUTHORITY, FakeDataverse, guid
 from fake_dv import BASE as DV_BASE
-from fake_dv import FakeDataverse, guid
 from fake_sf import BASE as SF_BASE
 from fake_sf import FakeSalesforce
 
