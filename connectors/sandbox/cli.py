@@ -45,6 +45,12 @@ NOTIFY_OPTIONS = [
                  help="OrganizationId in outbound messages (default: the sandbox org's)."),
     click.Option(["--notify-secret"], metavar="SECRET", envvar="LEDGERBRIDGE_SANDBOX_HMAC_SECRET",
                  help="HMAC-SHA256 key of the JSON callout's X-Signature header."),
+    click.Option(["--notify-object"], metavar="NAME", multiple=True,
+                 help="Send events for these objects only: Salesforce sObject types or Dataverse "
+                      "entity sets (repeat; default: the billing objects of both CRMs)."),
+    click.Option(["--notify-salesforce-fields"], metavar="OBJECT=F1,F2", multiple=True,
+                 help="The outbound message's selected fields of OBJECT (repeat; default: "
+                      "every non-null field)."),
     click.Option(["--notify-drop"], type=_P, default=0.0, help="Drop events (probability)."),
     click.Option(["--notify-duplicate"], type=_P, default=0.0,
                  help="Send messages twice (probability)."),
@@ -90,8 +96,18 @@ def notify_config(**options: Any) -> Any:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE",
                                      param_hint="--notify-dataverse-query")
         query[name] = value
+    fields = {}
+    for item in options.get("notify_salesforce_fields") or ():
+        name, sep, names = item.partition("=")
+        if not sep or not name or not names:
+            raise click.BadParameter(f"{item!r} is not OBJECT=F1,F2",
+                                     param_hint="--notify-salesforce-fields")
+        fields[name] = tuple(f.strip() for f in names.split(",") if f.strip())
+    extra: dict[str, Any] = {"salesforce_fields": fields}
+    if options.get("notify_object"):
+        extra["objects"] = tuple(options["notify_object"])
     ca = options.get("notify_ca_bundle")
-    return NotifyConfig(
+    return NotifyConfig(**extra,
         url=options.get("notify"), dataverse_url=options.get("notify_dataverse"),
         salesforce_url=options.get("notify_salesforce"),
         salesforce_json_url=options.get("notify_salesforce_json"),

@@ -76,6 +76,7 @@ SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 CONTRACTS = "http://schemas.microsoft.com/xrm/2011/Contracts"
 RETRYABLE_DATAVERSE = frozenset({502, 503, 504})
+MAX_WEBHOOK_BYTES = 256 * 1024   # larger webhook bodies are trimmed (x-ms-dynamics-msg-size-exceeded)
 COUNTER_NAMES = ("events", "sent", "acked", "retried", "failed", "dropped", "duplicated",
                  "reordered", "overflow")
 SALESFORCE_OBJECTS = ("Account", "Product2", "PricebookEntry", "Quote", "QuoteLineItem",
@@ -115,6 +116,7 @@ class NotifyConfig:
     hmac_secret: str | None = None
     signature_header: str = "X-Signature"
     objects: tuple[str, ...] = SALESFORCE_OBJECTS + DATAVERSE_TABLES
+    salesforce_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     drop: float = 0.0
     duplicate: float = 0.0
     reorder: float = 0.0
@@ -167,6 +169,7 @@ class NotifyConfig:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["objects"] = list(self.objects)
+        out["salesforce_fields"] = {k: list(v) for k, v in self.salesforce_fields.items()}
         out["targets"] = {k: self.target(k) for k in ("dataverse", "soap", "json")}
         for secret in ("dataverse_key", "hmac_secret"):
             out[secret] = "***" if out[secret] else None
@@ -492,12 +495,17 @@ class Notifier:
     def _dataverse_message(self, url: str, event: ChangeEvent) -> _Message:
         cfg = self.config
         body = dataverse_context(event, self.dataverse_org).encode()
+        trimmed = len(body) > MAX_WEBHOOK_BYTES
+        if trimmed:   # as Dataverse does: drop the parameters and images, say so in a header
+            body = dataverse_context(event, self.dataverse_org, trimmed=True).encode()
         headers = {"Content-Type": "application/json",
                    "x-request-id": str(uuid.uuid4()),
                    "x-ms-dynamics-organization": urlsplit(self.base_url).netloc or "sandbox",
                    "x-ms-dynamics-entity-name": _entity_name(event.entity),
                    "x-ms-dynamics-request-name": event.op,
                    "x-ms-correlation-request-id": str(uuid.uuid4())}
+        if trimmed:
+            headers["x-ms-dynamics-msg-size-exceeded"] = "true"
         headers.update(cfg.dataverse_headers)
         query = dict(cfg.dataverse_query)
         if cfg.dataverse_key:
@@ -509,7 +517,8 @@ class Notifier:
     def _soap_message(self, url: str, entity: str, events: list[ChangeEvent]) -> _Message:
         ids = [_notification_id(next(self._notification)) for _ in events]
         body = outbound_message(self.salesforce_org_id, _action_id(entity), self.base_url,
-                                entity, list(zip(ids, events, strict=True)))
+                                entity, list(zip(ids, events, strict=True)),
+                                self.config.salesforce_fields.get(entity))
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
         return _Message("salesforce", "soap", url, body.encode(), headers,
                         notifications=len(events))
@@ -575,8 +584,10 @@ def _soap_value(value: Any) -> str:
 
 
 def outbound_message(org_id: str, action_id: str, base_url: str, entity: str,
-                     notifications: list[tuple[str, ChangeEvent]]) -> str:
-    """The SOAP envelope of one outbound message (one sObject type, 1..100 notifications)."""
+                     notifications: list[tuple[str, ChangeEvent]],
+                     fields: tuple[str, ...] | None = None) -> str:
+    """The SOAP envelope of one outbound message (one sObject type, 1..100 notifications);
+    `fields` are the message's selected fields (default: every non-null field)."""
     parts = ['<?xml version="1.0" encoding="UTF-8"?>',
              f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}" '
              'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
@@ -594,7 +605,7 @@ def outbound_message(org_id: str, action_id: str, base_url: str, entity: str,
         parts.append(f'<sObject xsi:type="sf:{escape(entity)}" xmlns:sf="{SOBJECT_NS}">')
         parts.append(f"<sf:Id>{escape(event.record_id)}</sf:Id>")
         for name, value in event.attributes.items():
-            if name == "Id" or value is None:
+            if name == "Id" or value is None or (fields is not None and name not in fields):
                 continue
             parts.append(f"<sf:{name}>{escape(_soap_value(value))}</sf:{name}>")
         parts.append("</sObject></Notification>")
@@ -655,9 +666,10 @@ def _entity(entity_set: str, guid: str, values: dict[str, Any]) -> dict[str, Any
             "LogicalName": _entity_name(entity_set), "RelatedEntities": [], "RowVersion": None}
 
 
-def dataverse_context(event: ChangeEvent, org: dict[str, str]) -> str:
+def dataverse_context(event: ChangeEvent, org: dict[str, str], trimmed: bool = False) -> str:
     """The `RemoteExecutionContext` JSON of one Create/Update/Delete (asynchronous
-    post-operation step, Stage 40, Mode 1)."""
+    post-operation step, Stage 40, Mode 1). `trimmed`: without InputParameters, images and
+    ParentContext, as Dataverse sends a context over 256 KB."""
     from .dataverse.wire import dumps
 
     entity = _entity_name(event.entity)
@@ -700,6 +712,9 @@ def dataverse_context(event: ChangeEvent, org: dict[str, str]) -> str:
         "Stage": 40,
         "UserId": event.user,
     }
+    if trimmed:
+        for key in ("InputParameters", "PostEntityImages", "PreEntityImages"):
+            context[key] = []
     return dumps(context)
 
 

@@ -12,6 +12,8 @@ Rules this module keeps:
 - The surface is the part of `Sandbox` that configs and benchmarks use: `url`, `ca_bundle`,
   `credentials`, `salesforce.credentials`, `salesforce.admin(action, payload)`, `dataverse`
   (None: Salesforce only) and `counters` (`get`, `total`, `reset`), each one admin call.
+- `notify` (the `--notify*` command-line options, e.g. `("--notify", url)`) makes the child
+  send change events; `notify_counters()` and `notify_flush()` read them over the admin API.
 - Every admin call has a timeout. `stop()` interrupts the child (SIGINT: it removes its temp
   dir), waits a bounded time, then kills it; no child outlives the context.
 """
@@ -81,7 +83,9 @@ class RemoteSandbox:
 
     def __init__(self, *, seed: int = 0, accounts: int = 100, quotes: int | None = None,
                  sides: Iterable[str] = ("salesforce",), startup_timeout: float = 60.0,
-                 timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+                 timeout: tuple[float, float] = (5.0, 60.0),
+                 notify: Iterable[str] = ()) -> None:
+        self.notify = tuple(notify)
         self.seed, self.accounts, self.quotes = seed, accounts, quotes
         self.side_names = tuple(sides)
         self.startup_timeout, self.timeout = startup_timeout, timeout
@@ -103,7 +107,7 @@ class RemoteSandbox:
             cmd += ["--quotes", str(self.quotes)]
         for side in self.side_names:
             cmd += ["--side", side]
-        return cmd
+        return cmd + list(self.notify)
 
     def start(self) -> Self:
         if self._proc is not None:
@@ -193,3 +197,11 @@ class RemoteSandbox:
 
     def admin_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._admin("POST", path, body)
+
+    def notify_counters(self) -> dict[str, Any]:
+        """The change events' counters (`GET /__admin__/notify`)."""
+        return dict(self.admin_get("notify")["counters"])
+
+    def notify_flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the child has no change event pending; False on timeout."""
+        return bool(self.admin_post("notify/flush", {"timeout": timeout})["flushed"])

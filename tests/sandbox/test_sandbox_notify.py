@@ -14,6 +14,7 @@ import hmac
 import json
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
+from test_dataverse_batch import _changeset, _part
 
 from connectors.sandbox.cli import notify_config, sandbox_command
 from connectors.sandbox.notify import NotifyConfig
+from connectors.sandbox.remote import RemoteSandbox
 from connectors.sandbox.salesforce.auth import ORG_ID
 from connectors.sandbox.server import Sandbox
 from connectors.sandbox.tls import CABundleSession
@@ -421,17 +424,91 @@ def test_a_hanging_receiver_never_slows_the_crm(receiver: Receiver) -> None:
 
 
 def test_a_rolled_back_change_set_sends_nothing(box: Sandbox, receiver: Receiver) -> None:
+    """$batch: the change set whose second member fails is rolled back and sends no event
+    (Dataverse runs asynchronous steps only for committed work); the next one commits."""
     assert box.dataverse is not None
-    store = box.dataverse.store
-    store.hold()
-    box.dataverse.admin("set_creditonhold", {"index": 3})
-    store.release(commit=False)
-    store.hold()
-    box.dataverse.admin("set_creditonhold", {"index": 4})
-    store.release(commit=True)
+    token = dataverse_token(box)
+    guid = [box.dataverse.admin("guid", {"table": "accounts", "index": i})["id"]
+            for i in (3, 4)]
+    missing = "00000000-0000-0000-0000-000000000001"
+    parts = [_changeset([_part("PATCH", f"accounts({guid[0]})", {"creditonhold": True}, 1),
+                         _part("PATCH", f"accounts({missing})", {"creditonhold": True}, 2,
+                               {"If-Match": "*"})]),
+             _changeset([_part("PATCH", f"accounts({guid[1]})", {"creditonhold": True}, 3)])]
+    boundary = f"batch_{uuid.uuid4().hex}"
+    body = "".join(f"--{boundary}\r\n{p}" for p in parts) + f"--{boundary}--\r\n"
+    http = CABundleSession(box.ca_bundle, timeout=(5, 30))
+    resp = http.post(f"{box.url}/api/data/v9.2/$batch", data=body.encode(), headers={
+        "Authorization": f"Bearer {token}", "Prefer": "odata.continue-on-error",
+        "Content-Type": f"multipart/mixed; boundary={boundary}"})
+    assert resp.status_code == 200
     flush(box)
     posts = [p.json()["PrimaryEntityId"] for p in receiver.posts("dataverse")]
-    assert posts == [box.dataverse.admin("guid", {"table": "accounts", "index": 4})["id"]]
+    assert posts == [guid[1]]
+
+
+def test_delay_holds_every_delivery(box: Sandbox, receiver: Receiver) -> None:
+    assert box.dataverse is not None and box.notifier is not None
+    box.notifier.configure_faults(delay=0.6)
+    started = time.monotonic()
+    box.dataverse.admin("set_creditonhold", {"index": 7})
+    time.sleep(0.3)
+    assert receiver.posts("dataverse") == []
+    deadline = time.monotonic() + 5
+    while not receiver.posts("dataverse") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert receiver.posts("dataverse") and time.monotonic() - started >= 0.6
+
+
+def test_a_context_over_256_kb_is_trimmed(box: Sandbox, receiver: Receiver) -> None:
+    assert box.dataverse is not None and box.notifier is not None
+    objects = box.notifier.config.objects
+    box.notifier.config.objects = (*objects, "annotations")
+    try:
+        note = box.dataverse.admin("create", {"table": "annotations", "row": {
+            "subject": "big", "documentbody": "QUJD" * 70_000}})
+        flush(box)
+    finally:
+        box.notifier.config.objects = objects
+    (post,) = receiver.posts("dataverse")
+    assert post.headers["x-ms-dynamics-msg-size-exceeded"] == "true"
+    ctx = post.json()
+    assert ctx["PrimaryEntityId"] == note["annotationid"] and ctx["InputParameters"] == []
+    assert len(post.body) < 256 * 1024
+
+
+def test_salesforce_selected_fields(box: Sandbox, receiver: Receiver) -> None:
+    assert box.salesforce is not None and box.notifier is not None
+    box.notifier.config.salesforce_fields = {"Account": ("Credit_Hold__c",)}
+    try:
+        box.salesforce.admin("set_hold", {"index": 3})
+        flush(box)
+    finally:
+        box.notifier.config.salesforce_fields = {}
+    (soap,) = receiver.posts("soap")
+    sobject = soap.soap().find(".//out:sObject", NS)
+    assert sobject is not None
+    assert [child.tag.split("}")[1] for child in sobject] == ["Id", "Credit_Hold__c"]
+
+
+def test_remote_sandbox_sends_events_from_the_command_line(receiver: Receiver) -> None:
+    """`python -m connectors.sandbox --notify URL ...` in a child process (what benchmarks
+    run): an admin action's events arrive; the counters are read over the admin API."""
+    receiver.clear()
+    args = ("--notify", receiver.url, "--notify-salesforce-form", "both",
+            "--notify-secret", SECRET, "--notify-seed", "1")
+    with RemoteSandbox(seed=2, accounts=20, notify=args) as remote:
+        assert remote.salesforce is not None
+        held = remote.salesforce.admin("set_hold", {"index": 1})
+        assert remote.notify_flush(10)
+        counters = remote.notify_counters()["salesforce"]
+    assert counters["acked"] == 2
+    soap, = receiver.posts("soap")
+    assert soap.soap().findtext(".//out:sObject/sf:Id", namespaces=NS) == held["id"]
+    callout, = receiver.posts("json")
+    assert callout.headers["X-Signature"] == hmac.new(SECRET.encode(), callout.body,
+                                                      hashlib.sha256).hexdigest()
+    receiver.clear()
 
 
 def test_admin_api_without_notify_is_404() -> None:
@@ -456,6 +533,10 @@ def test_cli_options_build_the_config() -> None:
     assert cfg.dataverse_headers == {"x-api-key": "abc"}
     assert cfg.dataverse_query == {"tenant": "t1"}
     assert (cfg.drop, cfg.fault_seed, cfg.hmac_secret) == (0.25, 9, "s")
+    picked = notify_config(notify="http://x", notify_object=("Account", "accounts"),
+                           notify_salesforce_fields=("Account=Id, Credit_Hold__c",))
+    assert picked.objects == ("Account", "accounts")
+    assert picked.salesforce_fields == {"Account": ("Id", "Credit_Hold__c")}
     assert NotifyConfig(url="http://x/").target("soap") == "http://x/events/salesforce/sf"
     with pytest.raises(ValueError, match="drop"):
         NotifyConfig(url="http://x", drop=1.5)
