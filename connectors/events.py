@@ -21,8 +21,9 @@ Rules kept here:
   ``sObject`` whose ``xsi:type`` names the object and whose ``Id`` is the record. The answer is
   :data:`SOAP_ACK` (``notificationsResponse/Ack = true``); without it Salesforce retries.
   Parsed with ``defusedxml`` (no entity expansion, no external entities).
-- Salesforce JSON callout (Flow / Apex): ``{"sobject": "Account", "ids": [...], "event_id":
-  "..."}`` with the HMAC-SHA256 of the raw body in the configured header (hex or base64,
+- Salesforce JSON callout (Flow / Apex): ``{"sobject": "Account", "ids": [...], "event":
+  "updated", "event_id": "..."}`` (``event`` informational, ``event_id`` optional) with the
+  HMAC-SHA256 of the raw body in the configured header (hex or base64,
   optionally ``sha256=``-prefixed). Each id's event id is ``<event_id>:<id>`` when the body (or
   an ``Idempotency-Key`` header) gives one; without one a callout is stored as given (no
   de-duplication, and none is needed: the events of one record coalesce).
@@ -196,7 +197,7 @@ def parse_callout(body: bytes, headers: Mapping[str, str]) -> list[WireEvent]:
     given = data.get("event_id", headers.get("idempotency-key"))
     if given is not None and (not isinstance(given, str) or not given):
         raise EventRefused(400, f"event_id={_short(given)}: must be a non-empty string")
-    given_action = data.get("action")
+    given_action = data.get("event", data.get("action"))     # created / updated / deleted
     action = given_action if isinstance(given_action, str) and given_action else "notify"
     return [WireEvent(f"{given}:{i}"[:MAX_EVENT_ID] if given else None, kind, i, action)
             for i in dict.fromkeys(ids)]

@@ -268,7 +268,7 @@ class EventSettings:
     key: str | None = None                        # "env:VAR" / "file:key"
     organization_id: str | None = None            # Salesforce: 15 or 18 characters
     hmac_secret: str | None = None                # "env:VAR" / "file:key"
-    signature_header: str = "X-Ledgerbridge-Signature"
+    signature_header: str = "X-Signature"
 
 
 EVENT_RULES: dict[str, Rule] = {

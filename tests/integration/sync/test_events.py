@@ -153,7 +153,7 @@ def outbound_message(org: str, notes: list[tuple[str, str, str]]) -> bytes:
 def _signed(payload: dict[str, Any], secret: str = HMAC_SECRET) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(payload).encode()
     sig = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return raw, {"X-Ledgerbridge-Signature": sig, "Content-Type": "application/json"}
+    return raw, {"X-Signature": sig, "Content-Type": "application/json"}
 
 
 # -- receivers ------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_forged_events_are_refused_with_401_and_nothing_is_stored(client, engine
     assert client.post("/events/salesforce/sf/json", content=raw,
                        headers=headers).status_code == 401
     raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"]})
-    headers.pop("X-Ledgerbridge-Signature")
+    headers.pop("X-Signature")
     assert client.post("/events/salesforce/sf/json", content=raw,
                        headers=headers).status_code == 401
     # a connection without events, or unknown, takes none
