@@ -71,10 +71,11 @@ def test_dataverse_delete_targets_a_reference_and_trimming_drops_parameters() ->
 
 
 def test_outbound_message_envelope() -> None:
-    row = {"Id": "001Dn00000000AbIAI", "Name": "A & B <Ltd>", "Credit_Hold__c": False,
+    account = "001Dn00000000AbIAI"
+    row: dict[str, object] = {"Id": account, "Name": "A & B <Ltd>", "Credit_Hold__c": False,
            "Credit_Limit__c": Decimal("2500.00"), "BillingStateCode": None,
            "SystemModstamp": AT, "Last_Invoice_Date__c": dt.date(2026, 1, 31)}
-    events = [("04lDn0000000001IAA", ChangeEvent("salesforce", "Update", "Account", row["Id"],
+    events = [("04lDn0000000001IAA", ChangeEvent("salesforce", "Update", "Account", account,
                                                  row, "005", AT))]
     text = outbound_message("00DDn0000000001IAA", "04kDn0000000001IAA", "https://h:1",
                             "Account", events)
@@ -86,7 +87,7 @@ def test_outbound_message_envelope() -> None:
     sobject = note.find("out:Notification/out:sObject", NS)
     assert sobject is not None
     fields = {child.tag.split("}")[1]: child.text for child in sobject}
-    assert fields == {"Id": row["Id"], "Name": "A & B <Ltd>", "Credit_Hold__c": "false",
+    assert fields == {"Id": account, "Name": "A & B <Ltd>", "Credit_Hold__c": "false",
                       "Credit_Limit__c": "2500.00",
                       "SystemModstamp": "2026-11-21T23:43:43.120Z",
                       "Last_Invoice_Date__c": "2026-01-31"}           # null fields left out
