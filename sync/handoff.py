@@ -81,6 +81,7 @@ from sync import mapping
 from sync.bookkeeping import ledger_id_of, quarantine_record
 from sync.handoff_reads import MAX_REVISION, Known, to_hand_off
 from sync.mapping import Invalid, QuoteLineRec, QuoteRec
+from sync.reconcile import stamp_sync
 from sync.refs import source_ref
 from sync.runs import current_run
 from sync.states import PLACED, HandoffState
@@ -126,6 +127,7 @@ def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connectio
         chunk = todo[start:start + CHUNK]
         outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
+            stamp_sync(uow, connection)
             known = Known.read(uow, connection, chunk)
             try:
                 with uow.savepoint():

@@ -29,15 +29,29 @@ from sync.bookkeeping import PageBook, PageResult, known_rows
 from sync.boundary import usable_id
 from sync.handlers import HANDLERS
 from sync.handlers.base import RECORD_FAILURES, failed
+from sync.runs import current_run
 from sync.tables import sync_records
 
 log = logging.getLogger(__name__)
 
 
+def stamp_sync(uow: UnitOfWork, connection: str) -> None:
+    """The audit trail's actor of the CRM cycle's changes: ``sync:<connection>`` (when the
+    unit of work has the default actor), and the run's id (``sync_run:<id>``) when known."""
+    if uow.actor == "system":
+        uow.actor = f"sync:{connection}"
+    run = current_run.get()
+    if uow.run_id is None and run is not None:
+        uow.run_id = f"sync_run:{run}"
+
+
 def apply_page(uow: UnitOfWork, connection: str, obj: str,
                records: Sequence[Mapping[str, Any]],
                deletions: Sequence[Deletion] = ()) -> PageResult:
-    """Apply one page; the caller saves the cursor and commits."""
+    """Apply one page; the caller saves the cursor and commits. Unless the caller named
+    another actor (a retry by hand), the page's changes are recorded in the audit trail as
+    ``sync:<connection>``, with the sync run's id."""
+    stamp_sync(uow, connection)
     read = len(records) + len(deletions)
     records = _last_of_each(records)
     book = PageBook(uow, connection, obj)

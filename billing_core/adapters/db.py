@@ -12,6 +12,10 @@ Rules kept here
   a limit change) call ``uow.touch(account_id)``; ``before_commit`` hooks (credit control) then
   run inside the same transaction, so a hold decision commits with the change that caused it.
 - ``uow.now()`` is the clock every service uses; tests replace ``clock``.
+- ``uow.actor`` names who makes the changes of this transaction (``cli:<user>``,
+  ``api:<token name>``, ``sync:<connection>``, ``system``: the default); ``uow.run_id``
+  optionally ties them to a request or run. The audit trail (``billing_core/service/audit.py``)
+  records both with every change; billing never learns more of its caller than this string.
 """
 from __future__ import annotations
 
@@ -106,8 +110,11 @@ class UnitOfWork:
 
     def __init__(self, engine: Engine, *, read_only: bool = False,
                  before_commit: list[Callable[[UnitOfWork], None]] | None = None,
-                 clock: Callable[[], datetime] | None = None, policy: Any = None) -> None:
+                 clock: Callable[[], datetime] | None = None, policy: Any = None,
+                 actor: str = "system", run_id: str | None = None) -> None:
         self.engine = engine
+        self.actor = actor
+        self.run_id = run_id
         self.read_only = read_only
         # The credit policy in force for this transaction: every hold decision taken in it
         # (the gate's, the commit hook's) uses the same one. None = the defaults.

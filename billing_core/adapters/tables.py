@@ -511,3 +511,20 @@ email_outbox = Table(
     CheckConstraint("state IN ('queued', 'sending', 'sent', 'failed', 'dead', 'skipped')",
                     name="state"),
 )
+
+# Append-only: written by ``billing_core/service/audit.py`` in the transaction of the change it
+# records; no code updates or deletes a row (a trigger refuses it on both databases).
+audit_log = Table(
+    "audit_log", metadata, id_column(),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(160), nullable=False),        # cli:<user> | api:<token> | sync:<c> | system
+    Column("action", String(32), nullable=False),        # created | posted | voided | applied | ...
+    Column("entity_type", String(32), nullable=False),   # invoice | payment | account | ...
+    Column("entity_id", String(64)),                     # the row's id (text: some keys are not ints)
+    Column("entity_ref", String(255)),                   # its number / name / external reference
+    Column("account_id", Id),                            # no foreign key: the trail outlives rows
+    Column("changes", Text, nullable=False),             # JSON {"field": [before, after], ...}
+    Column("run_id", String(64)),                        # request / run id, when known
+    Index("ix_audit_log_account_at", "account_id", "at"),
+    Index("ix_audit_log_at", "at"),
+)

@@ -16,7 +16,10 @@ from billing_core.service.credit_control import reevaluate_touched_hook
 
 
 def ledger_uow(engine: Engine, *, read_only: bool = False, policy: object | None = None,
-               clock: Callable[[], datetime] | None = None) -> UnitOfWork:
+               clock: Callable[[], datetime] | None = None, actor: str = "system",
+               run_id: str | None = None) -> UnitOfWork:
+    """``actor`` (who the changes are recorded as in the audit trail) and ``run_id`` (a request
+    or run id, optional) travel on the unit of work."""
     hooks = [reevaluate_touched_hook(policy)]
     return UnitOfWork(engine, read_only=read_only, before_commit=hooks, clock=clock,
-                      policy=policy)
+                      policy=policy, actor=actor, run_id=run_id)

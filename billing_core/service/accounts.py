@@ -46,6 +46,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency, parse_amount
+from billing_core.service import audit
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def create_account(uow: UnitOfWork, data: AccountIn) -> int:
         raise RuntimeError("the INSERT returned no primary key")
     account_id = int(key[0])
     uow.created(account_id)
+    audit.record(uow, "created", "account", account_id, entity_ref=values["ext_id"],
+                 account_id=account_id, after=values)
     return account_id
 
 
@@ -176,6 +179,10 @@ def update_account(uow: UnitOfWork, account_id: int, data: AccountIn) -> bool:
         **changes, status="active", updated_at=uow.now()))
     if {"credit_limit_minor", "crm_hold"} & changes.keys():
         uow.touch(account_id)
+    audit.record(uow, "updated", "account", account_id, entity_ref=current["ext_id"],
+                 account_id=account_id,
+                 before={"status": current["status"], **{k: current[k] for k in changes}},
+                 after={"status": "active", **changes})
     return True
 
 
@@ -222,14 +229,21 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
     if changes:
         uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
             **changes, updated_at=uow.now()))
+        audit.record(uow, "updated", "account", account_id, entity_ref=current["ext_id"],
+                     account_id=account_id, before={k: current[k] for k in changes},
+                     after=changes)
     if "credit_limit_override_minor" in changes:
         uow.touch(account_id)
     return changes
 
 
 def mark_crm_deleted(uow: UnitOfWork, account_id: int) -> None:
+    current = get_account(uow.conn, account_id)
     uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
         status="crm_deleted", updated_at=uow.now()))
+    audit.record(uow, "updated", "account", account_id, entity_ref=current["ext_id"],
+                 account_id=account_id, before={"status": current["status"]},
+                 after={"status": "crm_deleted"})
 
 
 def set_credit_limit(uow: UnitOfWork, account_id: int, limit: str | Decimal | None) -> None:
@@ -239,13 +253,19 @@ def set_credit_limit(uow: UnitOfWork, account_id: int, limit: str | Decimal | No
     uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
         credit_limit_minor=minor, updated_at=uow.now()))
     uow.touch(account_id)
+    audit.record(uow, "updated", "account", account_id, entity_ref=account["ext_id"],
+                 account_id=account_id, before={"credit_limit_minor": account["credit_limit_minor"]},
+                 after={"credit_limit_minor": minor})
 
 
 def set_crm_hold(uow: UnitOfWork, account_id: int, on_hold: bool) -> None:
-    get_account(uow.conn, account_id)
+    account = get_account(uow.conn, account_id)
     uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(
         crm_hold=bool(on_hold), updated_at=uow.now()))
     uow.touch(account_id)
+    audit.record(uow, "updated", "account", account_id, entity_ref=account["ext_id"],
+                 account_id=account_id, before={"crm_hold": account["crm_hold"]},
+                 after={"crm_hold": bool(on_hold)})
 
 
 def count_accounts(conn: Connection) -> int:
@@ -379,6 +399,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
     with_docs = {int(r[0]) for r in conn.execute(select(invoices.c.account_id).where(
         id_in(conn, invoices.c.account_id, recurrency)).distinct())} if recurrency else set()
     updates: list[dict[str, Any]] = []
+    trail: list[audit.Entry] = []
     for i, values, current, changes in changed:
         account_id = int(current["id"])
         if account_id in with_docs and "currency" in changes:
@@ -389,6 +410,10 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
                         "b_id": account_id})
         if {"credit_limit_minor", "crm_hold"} & changes.keys():
             uow.touch(account_id)
+        trail.append(audit.Entry("updated", "account", account_id, current["ext_id"], account_id,
+                                 audit.diff({"status": current["status"],
+                                             **{k: current[k] for k in changes}},
+                                            {"status": "active", **changes})))
         out.append((i, UpsertResult(account_id, changed=True)))
     if updates:
         columns = [k for k in chunk[0][1] if k not in _KEY]
@@ -402,7 +427,10 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
         _bulk_insert(("id", *keys, "status", "created_at", "updated_at")).run(
             conn, [(account_id, *(v[k] for k in keys), "active", now, now)
                    for account_id, (_, v) in zip(ids, new, strict=True)])
-        for account_id, (i, _) in zip(ids, new, strict=True):
+        for account_id, (i, v) in zip(ids, new, strict=True):
             uow.created(account_id)
+            trail.append(audit.Entry("created", "account", account_id, v["ext_id"], account_id,
+                                     audit.diff(None, v)))
             out.append((i, UpsertResult(account_id, created=True, changed=True)))
+    audit.record_many(uow, trail)
     return out

@@ -87,7 +87,7 @@ from billing_core.domain.errors import (
 )
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus, OrderStatus
-from billing_core.service import gate
+from billing_core.service import audit, gate
 from billing_core.service import orders as order_service
 from billing_core.service.deals import deal_orders
 
@@ -197,6 +197,11 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
              "change_id": None, "old_quantity": None, "new_quantity": None,
              "effective_date": on, "created_at": now, **row} for row in history])
     uow.touch(data.account_id)
+    audit.record(uow, "amended", "order", data.amends_order_id, entity_ref=data.source_ref,
+                 account_id=data.account_id, changes={
+                     "amendment_order_id": [None, order_id], "effective_date": [None, on],
+                     "items": [None, [{k: v for k, v in h.items() if v is not None}
+                                      for h in history]]})
     return order_id
 
 

@@ -35,6 +35,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import Money
+from billing_core.service import audit
 from billing_core.service.documents import (
     OPEN_SOURCE,
     OPEN_TARGET,
@@ -121,6 +122,14 @@ def apply(uow: UnitOfWork, source_type: str, source: RowMapping, target_type: st
         target_type=target_type, target_id=target["id"], amount_minor=amount_minor,
         applied_at=uow.now())))
     uow.touch(int(source["account_id"]))
+    audit.record(uow, "applied", source_type, source["id"],
+                 entity_ref=source.get("number") or source.get("reference"),
+                 account_id=int(source["account_id"]), changes={
+                     "applied_minor": [int(source["applied_minor"]),
+                                       int(source["applied_minor"]) + amount_minor],
+                     "application_id": [None, int(app_id)],
+                     "target": [None, target["number"] or f"{target_type}:{target['id']}"],
+                     "amount_minor": [None, amount_minor]})
     return int(app_id)
 
 
@@ -186,6 +195,17 @@ def unapply(uow: UnitOfWork, application_id: int, *,
             raise InvalidState("application", application_id,
                                f"the {doc_type} {doc_id} does not hold {amount} applied")
     uow.touch(int(row["account_id"]))
+    source = find(uow.conn, row["source_type"], row["source_id"])
+    target = find(uow.conn, row["target_type"], row["target_id"])
+    audit.record(uow, "unapplied", row["source_type"], row["source_id"],
+                 entity_ref=source.get("number") or source.get("reference"),
+                 account_id=int(row["account_id"]), changes={
+                     "applied_minor": [int(source["applied_minor"]) + amount,
+                                       int(source["applied_minor"])],
+                     "application_id": [int(application_id), None],
+                     "target": [target["number"] or f"{row['target_type']}:{row['target_id']}",
+                                None],
+                     "amount_minor": [amount, None]})
     return uow.conn.execute(select(applications).where(
         applications.c.id == application_id)).mappings().one()
 

@@ -138,6 +138,8 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
         catalog = None
         while True:
             with bulk_cache(), uow_factory() as uow:
+                if uow.run_id is None and result.run_id is not None:
+                    uow.run_id = f"bill_run:{result.run_id}"     # the audit rows' run
                 if catalog is None:
                     catalog = load_catalog(uow.conn, tax_inclusive=tax_inclusive)
                 next_after, seen = _run_chunk(uow, catalog, run_date, after_id, chunk_size,

@@ -71,6 +71,7 @@ from billing_core.domain.invoicing import (
 )
 from billing_core.domain.periods import bill_period
 from billing_core.domain.rating import PriceBook
+from billing_core.service import audit
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table
@@ -364,6 +365,12 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     out.rows += _marked("usage events", len(usage), SET_USAGE_INVOICE.run(conn, usage))
     out.rows += _marked("credit grants", len(grants), DRAW_GRANT.run(conn, grants))
     out.rows += INSERT_DRAW.run(conn, draws)
+    # the trail: one row per invoice, in one bulk statement with the chunk's other writes
+    audit.record_many(uow, [audit.Entry(
+        "posted" if post else "created", "invoice", inv_id, n, d.account_id,
+        {"status": [None, status], "total_minor": [None, d.total_minor],
+         "period_start": [None, d.period_start.isoformat()], "bill_run_id": [None, run_id]})
+        for d, n, inv_id in zip(drafts, numbers, ids, strict=True)])
     for d, inv_id in zip(drafts, ids, strict=True):
         if d.overflow_minor:
             from billing_core.service.memos import issue_credit_memo

@@ -54,7 +54,7 @@ from billing_core.domain.states import (
     DebitMemoStatus,
     InvoiceStatus,
 )
-from billing_core.service import voiding
+from billing_core.service import audit, voiding
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -193,6 +193,9 @@ def void_invoice(uow: UnitOfWork, invoice: object) -> RowMapping:
             reason=f"credit drawn by {label} (grant {draw['grant_id']}) returned: invoice void",
             created_at=uow.now()))
     uow.touch(int(row["account_id"]))
+    audit.record(uow, "voided", "invoice", row["id"], entity_ref=row["number"],
+                 account_id=int(row["account_id"]), before={"status": row["status"]},
+                 after={"status": InvoiceStatus.VOID.value})
     return find(uow.conn, "invoice", row["id"])
 
 

@@ -8,6 +8,8 @@ Rules kept here
   moment it was placed and its details (JSON: exposure and limit, documents, note).
 - Every place and every lift writes one row to the append-only ``hold_history`` in the same
   transaction, with the actor and the figures; nothing in ``hold_history`` is updated or deleted.
+  It also writes one ``audit_log`` row (``hold`` placed / lifted, by the unit of work's actor,
+  with the reason, its source and the hold's own actor), so the audit trail has every change.
 - Provenance: billing places and lifts only ``credit_limit`` and ``overdue``; ``crm`` follows
   the CRM's flag (only the CRM clears it); ``manual`` is lifted only by an admin's explicit
   release (:func:`release_manual_hold`). A release of a reason billing does not own is refused
@@ -27,6 +29,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import hold_history, hold_reasons
 from billing_core.domain.credit import HoldReason
 from billing_core.domain.errors import InvalidState, RuleViolation, ValidationError
+from billing_core.service import audit
 from billing_core.service.accounts import get_account
 
 REASONS: tuple[str, ...] = tuple(r.value for r in HoldReason)   # as the CLI offers them
@@ -116,6 +119,10 @@ def place_reasons(uow: UnitOfWork, items: list[NewReason]) -> None:
     uow.conn.execute(insert(hold_history), [
         {"account_id": i.account_id, "reason": i.reason, "action": "placed", "actor": i.actor,
          "at": now, "details": body} for i, body in zip(items, bodies, strict=True)])
+    audit.record_many(uow, [audit.Entry(
+        "placed", "hold", f"{i.account_id}:{i.reason}", i.reason, i.account_id,
+        {"reason": [None, i.reason], "source": [None, i.source], "hold_actor": [None, i.actor],
+         "details": [None, i.details]}) for i in items])
 
 
 def lift_reason(uow: UnitOfWork, account_id: int, reason: str, *, actor: str,
@@ -127,6 +134,10 @@ def lift_reason(uow: UnitOfWork, account_id: int, reason: str, *, actor: str,
     uow.conn.execute(insert(hold_history).values(
         account_id=account_id, reason=reason, action="lifted", actor=actor, at=now,
         details=json.dumps(details, sort_keys=True, default=str)))
+    audit.record(uow, "lifted", "hold", f"{account_id}:{reason}", entity_ref=reason,
+                 account_id=account_id, changes={"reason": [reason, None],
+                                                 "hold_actor": [None, actor],
+                                                 "details": [None, details]})
 
 
 def place_manual_hold(uow: UnitOfWork, account_id: int, note: str, *, admin: str) -> None:

@@ -27,6 +27,7 @@ from billing_core.adapters.tables import (
 from billing_core.domain.errors import InvalidState, NotFound
 from billing_core.domain.money import from_minor
 from billing_core.domain.states import InvoiceStatus
+from billing_core.service import audit
 from billing_core.service.applications import live_applications
 from billing_core.service.numbering import take_number
 
@@ -95,4 +96,8 @@ def post_invoice(uow: UnitOfWork, ref: int | str) -> str:
     if done != 1:
         raise InvalidState("invoice", ref, "changed while posting it: try again")
     uow.touch(int(inv["account_id"]))
+    audit.record(uow, "posted", "invoice", inv["id"], entity_ref=number,
+                 account_id=int(inv["account_id"]),
+                 before={"status": inv["status"], "number": inv["number"]},
+                 after={"status": InvoiceStatus.POSTED.value, "number": number})
     return number

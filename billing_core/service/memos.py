@@ -42,6 +42,7 @@ from billing_core.domain.states import (
     DebitMemoStatus,
 )
 from billing_core.service import applications as apps
+from billing_core.service import audit
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import (
     atomic,
@@ -90,6 +91,9 @@ def issue_credit_memo(uow: UnitOfWork, account_id: int, amount_minor: int, reaso
         amount_minor=amount_minor, applied_minor=0, reason=_reason(reason), origin=origin,
         origin_invoice_id=origin_invoice_id, origin_grant_id=origin_grant_id,
         created_at=uow.now())))
+    audit.record(uow, "created", "credit_memo", memo_id, account_id=account_id,
+                 after={"status": CreditMemoStatus.DRAFT.value, "amount_minor": amount_minor,
+                        "origin": origin, "origin_invoice_id": origin_invoice_id})
     if activate:
         activate_credit_memo(uow, memo_id)
     return memo_id
@@ -116,7 +120,9 @@ def activate_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     if done != 1:
         raise InvalidState("credit_memo", memo, "changed while activating it: try again")
     uow.touch(int(row["account_id"]))
-    return credit_memo_view(uow.conn, row["id"])
+    view = credit_memo_view(uow.conn, row["id"])
+    _audit_state(uow, "posted", "credit_memo", row, view)
+    return view
 
 
 @atomic
@@ -181,7 +187,9 @@ def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     if done != 1:
         raise InvalidState("credit_memo", memo, "changed while cancelling it: try again")
     uow.touch(int(row["account_id"]))
-    return credit_memo_view(uow.conn, row["id"])
+    view = credit_memo_view(uow.conn, row["id"])
+    _audit_state(uow, "cancelled", "credit_memo", row, view)
+    return view
 
 
 def credit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:
@@ -200,6 +208,16 @@ def list_credit_memos(conn: Connection, account_id: int | None = None,
 
 
 # --- debit memos ------------------------------------------------------------------------------
+
+def _audit_state(uow: UnitOfWork, action: str, doc_type: str, before: Any,
+                 after: Mapping[str, Any]) -> None:
+    """The audit row of a memo's state move (status, number, dates that changed)."""
+    fields = ("status", "number", "issue_date", "due_date")
+    audit.record(uow, action, doc_type, before["id"], entity_ref=after.get("number"),
+                 account_id=int(before["account_id"]),
+                 before={k: before[k] for k in fields if k in before},
+                 after={k: after.get(k) for k in fields if k in before})
+
 
 def _issue_date(uow: UnitOfWork, value: object) -> date | None:
     """A debit memo's issue date as given: a date, today (UTC) or earlier."""
@@ -222,10 +240,14 @@ def create_debit_memo(uow: UnitOfWork, account_id: int, amount: object, reason: 
     account = get_account(uow.conn, account_id)
     minor = parse_money(amount, _currency(account, currency), "amount")
     issued = _issue_date(uow, issue_date)
-    return inserted_id(uow.conn.execute(insert(debit_memos).values(
+    memo_id = inserted_id(uow.conn.execute(insert(debit_memos).values(
         account_id=account_id, currency=account["currency"], status=DebitMemoStatus.DRAFT,
         amount_minor=minor, applied_minor=0, reason=_reason(reason), issue_date=issued,
         created_at=uow.now())))
+    audit.record(uow, "created", "debit_memo", memo_id, account_id=account_id,
+                 after={"status": DebitMemoStatus.DRAFT.value, "amount_minor": minor,
+                        "issue_date": issued})
+    return memo_id
 
 
 @atomic
@@ -246,7 +268,9 @@ def activate_debit_memo(uow: UnitOfWork, memo: object, *,
     if done != 1:
         raise InvalidState("debit_memo", memo, "changed while activating it: try again")
     uow.touch(int(row["account_id"]))
-    return debit_memo_view(uow.conn, row["id"])
+    view = debit_memo_view(uow.conn, row["id"])
+    _audit_state(uow, "posted", "debit_memo", row, view)
+    return view
 
 
 @atomic
@@ -263,7 +287,9 @@ def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     if done != 1:
         raise InvalidState("debit_memo", memo, "changed while cancelling it: try again")
     uow.touch(int(row["account_id"]))
-    return debit_memo_view(uow.conn, row["id"])
+    view = debit_memo_view(uow.conn, row["id"])
+    _audit_state(uow, "cancelled", "debit_memo", row, view)
+    return view
 
 
 def debit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from billing_core.domain.errors import InvalidState, LedgerError, NotFound, Vali
 from billing_core.domain.money import to_decimal
 from billing_core.domain.periods import FREQUENCIES
 from billing_core.domain.states import ItemStatus, OrderStatus
-from billing_core.service import renewals
+from billing_core.service import audit, renewals
 from billing_core.service import subscriptions as subscriptions_service
 from billing_core.service.accounts import get_account
 from billing_core.service.pricing import get_product, price_for
@@ -319,6 +319,7 @@ def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | 
                 results[i] = exc
     placed = _insert_orders(uow, [p for _, p in plans.values()])
     sub_rows, otc_rows = [], []
+    trail: list[audit.Entry] = []
     for (ref, (i, plan)), (order_id, created) in zip(plans.items(), placed, strict=True):
         results[i] = Placement(order_id, created)
         existing[ref] = order_id
@@ -326,6 +327,11 @@ def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | 
             sub_rows += [{**row, "order_id": order_id} for row in plan.subscriptions]
             otc_rows += [{**row, "order_id": order_id} for row in plan.charges]
             uow.touch(int(plan.order["account_id"]))
+            trail.append(audit.Entry("placed", "order", order_id, ref,
+                                     int(plan.order["account_id"]), audit.diff(None, {
+                                         "status": plan.order.get("status"),
+                                         "subscriptions": len(plan.subscriptions),
+                                         "one_time_charges": len(plan.charges)})))
             if plan.renewed:
                 renewals.end_renewed(uow, plan.renewed, min(
                     r["start_date"] for r in plan.subscriptions))
@@ -337,6 +343,7 @@ def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | 
         uow.conn.execute(insert(subscriptions), sub_rows)
     if otc_rows:
         uow.conn.execute(insert(one_time_charges), otc_rows)
+    audit.record_many(uow, trail)
     return [r for r in results if r is not None]
 
 
@@ -392,9 +399,13 @@ def activate_orders(uow: UnitOfWork, order_ids: Sequence[int]) -> None:
     conn = uow.conn
     touched = conn.execute(update(orders).where(
         id_in(conn, orders.c.id, order_ids), orders.c.status.in_((OrderStatus.ACCEPTED, OrderStatus.HELD)))
-        .values(status=OrderStatus.ACTIVE, activated_at=uow.now()).returning(orders.c.account_id))
-    for account_id in {int(a) for a in touched.scalars()}:
+        .values(status=OrderStatus.ACTIVE, activated_at=uow.now())
+        .returning(orders.c.id, orders.c.account_id, orders.c.status, orders.c.source_ref)).all()
+    for account_id in {int(r[1]) for r in touched}:
         uow.touch(account_id)
+    audit.record_many(uow, [audit.Entry("activated", "order", int(r[0]), r[3], int(r[1]),
+                                        {"status": [None, OrderStatus.ACTIVE.value]})
+                            for r in touched])
     for table in (subscriptions, one_time_charges):
         conn.execute(update(table).where(id_in(conn, table.c.order_id, order_ids),
                                          table.c.status == ItemStatus.PENDING)
@@ -423,6 +434,10 @@ def cancel_order(uow: UnitOfWork, order_id: int, at: date | None = None) -> None
         one_time_charges.c.order_id == order_id, one_time_charges.c.invoice_id.is_(None))
         .values(status=ItemStatus.CANCELLED))
     uow.touch(int(order["account_id"]))  # type: ignore[call-overload]
+    audit.record(uow, "cancelled", "order", order_id, entity_ref=order["source_ref"],
+                 account_id=int(order["account_id"]),  # type: ignore[call-overload]
+                 before={"status": order["status"]},
+                 after={"status": OrderStatus.CANCELLED.value, "at": at})
 
 
 def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal | str | int,

@@ -30,6 +30,7 @@ from billing_core.domain.errors import (
 )
 from billing_core.domain.money import check_currency
 from billing_core.service import applications as apps
+from billing_core.service import audit
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import (
     atomic,
@@ -83,6 +84,10 @@ def record_payment(uow: UnitOfWork, account_id: int, amount: object, *, referenc
     except IntegrityError:   # a racing twin with the same reference committed first
         raise Duplicate("reference", reference) from None
     uow.touch(account_id)
+    audit.record(uow, "recorded", "payment", payment_id, entity_ref=reference,
+                 account_id=account_id, after={"amount_minor": minor, "currency": code,
+                                               "received_on": received, "reference": reference,
+                                               "method": method})
     if auto_apply:
         apply_payment(uow, payment_id)
     return payment_id

@@ -53,6 +53,7 @@ from billing_core.domain.errors import Duplicate, NotFound, RuleViolation, Valid
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
 from billing_core.domain.terms import EarlyTermination, TermDecrease, check_months, policy
+from billing_core.service import audit
 
 __all__ = [
     "Price",
@@ -210,6 +211,8 @@ def set_product_terms(uow: UnitOfWork, ref: int | str, *, term_months: int | Non
     changed = {k: v for k, v in changed.items() if current[k] != v}
     if changed:
         uow.conn.execute(update(products).where(products.c.id == current["id"]).values(changed))
+        audit.record(uow, "terms_updated", "product", current["id"], entity_ref=current["sku"],
+                     before={k: current[k] for k in changed}, after=changed)
     return get_product(uow.conn, int(current["id"]))
 
 

@@ -59,6 +59,7 @@ from billing_core.domain.errors import InvalidState, NotFound, RuleViolation, Va
 from billing_core.domain.history import ordered, quantity_on
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ItemStatus
+from billing_core.service import audit
 
 
 class _Row:
@@ -162,6 +163,12 @@ def change_quantity(uow: UnitOfWork, subscription_id: int, new_quantity: Decimal
     if not pending:
         rechain(uow, subscription_id, base)
     uow.touch(int(sub["account_id"]))
+    audit.record(uow, "quantity_changed", "subscription", subscription_id,
+                 account_id=int(sub["account_id"]), changes={
+                     "quantity": [quantity_on(timeline, base, effective_date), quantity],
+                     "effective_date": [None, effective_date],
+                     "change_id": [None, change_id],
+                     **({"status": [None, ItemStatus.PENDING.value]} if pending else {})})
     return change_id
 
 
@@ -195,6 +202,10 @@ def activate_change(uow: UnitOfWork, change_id: int) -> None:
                      .values(status=ItemStatus.ACTIVE))
     rechain(uow, int(sub["id"]), base)
     uow.touch(int(sub["account_id"]))
+    audit.record(uow, "change_activated", "subscription", sub["id"],
+                 account_id=int(sub["account_id"]), changes={
+                     "change_id": [change_id, change_id],
+                     "status": [ItemStatus.PENDING.value, ItemStatus.ACTIVE.value]})
 
 
 def end_subscription(uow: UnitOfWork, subscription_id: int, at: date | None = None) -> date:
@@ -218,6 +229,9 @@ def end_subscription(uow: UnitOfWork, subscription_id: int, at: date | None = No
     uow.conn.execute(update(subscriptions).where(subscriptions.c.id == subscription_id)
                      .values(**values))
     uow.touch(int(sub["account_id"]))
+    audit.record(uow, "ended", "subscription", subscription_id,
+                 account_id=int(sub["account_id"]),
+                 before={k: sub[k] for k in values}, after=values)
     return day
 
 

@@ -38,6 +38,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import tax_rates
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import to_decimal
+from billing_core.service import audit
 
 ZERO = Decimal(0)
 
@@ -45,6 +46,11 @@ ZERO = Decimal(0)
 def set_tax_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decimal | str | int,
                  effective_from: date, name: str | None = None) -> int:
     """Set the rate of (country, region) from a day on; the same day's rate is replaced."""
+    return _set_rate(uow, country, region, rate, effective_from, name, action="set")
+
+
+def _set_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decimal | str | int,
+              effective_from: date, name: str | None, *, action: str) -> int:
     code = (country or "").strip().upper()
     if len(code) != 2 or not code.isalpha():
         raise ValidationError("country", country, "must be an ISO 3166 alpha-2 code")
@@ -55,15 +61,22 @@ def set_tax_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decima
     if not isinstance(effective_from, date):
         raise ValidationError("effective_from", effective_from, "must be a date")
     label = (name or f"Tax {code}{'-' + reg if reg else ''}").strip()[:64]
-    existing = uow.conn.execute(select(tax_rates.c.id).where(
+    existing = uow.conn.execute(select(tax_rates.c.id, tax_rates.c.rate, tax_rates.c.name).where(
         tax_rates.c.country == code, tax_rates.c.region == reg,
-        tax_rates.c.effective_from == effective_from)).scalar()
+        tax_rates.c.effective_from == effective_from)).first()
+    ref = f"{code}{'-' + reg if reg else ''}@{effective_from.isoformat()}"
     if existing is not None:
-        uow.conn.execute(update(tax_rates).where(tax_rates.c.id == existing)
+        uow.conn.execute(update(tax_rates).where(tax_rates.c.id == existing.id)
                          .values(rate=value, name=label))
-        return int(existing)
-    return inserted_id(uow.conn.execute(insert(tax_rates).values(
+        audit.record(uow, action, "tax_rate", existing.id, entity_ref=ref,
+                     before={"rate": existing.rate, "name": existing.name},
+                     after={"rate": value, "name": label})
+        return int(existing.id)
+    rate_id = inserted_id(uow.conn.execute(insert(tax_rates).values(
         country=code, region=reg, rate=value, name=label, effective_from=effective_from)))
+    audit.record(uow, action, "tax_rate", rate_id, entity_ref=ref,
+                 after={"rate": value, "name": label, "effective_from": effective_from})
+    return rate_id
 
 
 RATE_COLUMNS = ("country", "region", "rate", "from")
@@ -99,8 +112,9 @@ def import_tax_rates(uow: UnitOfWork, rows: Iterable[Mapping[str, Any]]) -> Rate
             except ValueError:
                 raise ValidationError("from", day, "must be a date (YYYY-MM-DD)") from None
             with uow.savepoint():
-                set_tax_rate(uow, str(raw.get("country") or ""), raw.get("region"),
-                             str(raw.get("rate") or "").strip(), since, raw.get("name") or None)
+                _set_rate(uow, str(raw.get("country") or ""), raw.get("region"),
+                          str(raw.get("rate") or "").strip(), since, raw.get("name") or None,
+                          action="imported")
             result.imported += 1
         except LedgerError as exc:
             result.errors.append({"row": raw.get("row", n), **exc.as_dict()})

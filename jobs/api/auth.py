@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.service import audit
 from jobs.api.errors import ApiError
 from jobs.api.tables import api_tokens
 
@@ -71,6 +72,9 @@ def create_token(uow: UnitOfWork, name: str, scopes: list[str]) -> tuple[int, st
                     name=name.strip(), prefix=prefix, secret_hash=hash_token(token),
                     scopes=" ".join(sorted(set(scopes))), created_at=uow.now(),
                 ).returning(api_tokens.c.id)).scalar_one()
+            audit.record(uow, "created", "api_token", token_id, entity_ref=name.strip(),
+                         after={"name": name.strip(), "scopes": " ".join(sorted(set(scopes))),
+                                "prefix": prefix})
             return int(token_id), token
         except IntegrityError:  # a prefix collision (48 bits): draw again
             continue
@@ -101,6 +105,8 @@ def revoke_token(uow: UnitOfWork, ref: str) -> dict[str, Any]:
         raise InvalidState("token", ref, "is already revoked")
     uow.conn.execute(update(api_tokens).where(api_tokens.c.id == row["id"]).values(
         revoked_at=uow.now()))
+    audit.record(uow, "revoked", "api_token", row["id"], entity_ref=row["name"],
+                 before={"revoked_at": None}, after={"revoked_at": uow.now()})
     return {"id": row["id"], "name": row["name"], "revoked": True}
 
 
@@ -138,6 +144,7 @@ def authenticate(request: Request, header: str | None) -> Principal:
     """The request's principal (cached on ``request.state``) or a 401 ``ApiError``."""
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
+        _stamp(request, cached)
         return cached
     if not header:
         raise ApiError(401, "unauthenticated", "Authorization", None,
@@ -152,7 +159,21 @@ def authenticate(request: Request, header: str | None) -> Principal:
         raise ApiError(401, "invalid_token", "Authorization", None,
                        "the token is unknown or revoked", _challenge("invalid_token"))
     request.state.principal = principal
+    _stamp(request, principal)
     return principal
+
+
+def _stamp(request: Request, principal: Principal) -> None:
+    """The audit trail records the request's changes as made by this token: the actor goes
+    on the request's unit of work (when the route has one)."""
+    uow = getattr(request.state, "uow", None)
+    if isinstance(uow, UnitOfWork):
+        uow.actor = actor_of(principal)
+
+
+def actor_of(principal: Principal) -> str:
+    """The audit trail's actor of a request made with this token: ``api:<token name>``."""
+    return f"api:{principal.name}"
 
 
 def require(scope: str) -> Callable[..., Principal]:

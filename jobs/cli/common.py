@@ -68,6 +68,18 @@ def check_database_url(url: str) -> None:
                           f"not exist")
 
 
+def cli_actor() -> str:
+    """``cli:<OS user>`` (the login name; the numeric uid when the system has no name for it)."""
+    import getpass
+    import os
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"
+
+
 @dataclass
 class AppContext:
     config_path: str | None = None
@@ -119,11 +131,18 @@ class AppContext:
             self._engine = engine
         return self._engine
 
+    @property
+    def actor(self) -> str:
+        """Who the audit trail records this command's changes as: ``cli:<OS user>``."""
+        return cli_actor()
+
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
-        """A unit of work with the ledger's commit hooks (credit control re-evaluates holds)."""
+        """A unit of work with the ledger's commit hooks (credit control re-evaluates holds),
+        its changes recorded in the audit trail as made by :attr:`actor`."""
         from billing_core.service import ledger_uow
 
-        return ledger_uow(self.engine, read_only=read_only, policy=self.settings.credit)
+        return ledger_uow(self.engine, read_only=read_only, policy=self.settings.credit,
+                          actor=self.actor)
 
     def write(self, fn: Callable[[UnitOfWork], T]) -> T:
         """Run ``fn`` in a unit of work with the ledger's hooks and commit: what every writing

@@ -183,7 +183,8 @@ def holds_evaluate(app: AppContext, everyone: bool) -> None:
     """Re-evaluate holds now (what the hourly job does for days passing)."""
     policy = app.settings.credit
     summary = run_reevaluation(app.engine, None, policy, only_past_due=not everyone,
-                               uow_factory=lambda: ledger_uow(app.engine, policy=policy))
+                               uow_factory=lambda: ledger_uow(app.engine, policy=policy,
+                                                                 actor=app.actor))
     click.echo(f"{summary['accounts']} account(s): {summary['placed']} reason(s) placed, "
                f"{summary['lifted']} lifted")
 

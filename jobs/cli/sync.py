@@ -205,7 +205,7 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
         rows = list(conn.execute(stmt).mappings())
     quotes: dict[str, set[str]] = {}
     for row in rows:
-        with ledger_uow(app.engine, policy=app.settings.credit) as uow:
+        with ledger_uow(app.engine, policy=app.settings.credit, actor=app.actor) as uow:
             res = apply_page(uow, row["connection"], row["object"],
                              [revive(json.loads(row["record"]))])
             uow.commit()
@@ -218,7 +218,8 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
         try:
             for name, quote_ids in quotes.items():
                 accepted = worker.connector(name).accepted_quote_states()
-                run_handoffs(app.engine, None, name, quote_ids, accepted)
+                run_handoffs(app.engine, None, name, quote_ids, accepted,
+                             uow_factory=lambda: ledger_uow(app.engine, actor=app.actor))
         finally:
             worker.close()
     with app.engine.connect() as conn:     # what is still open, the hand-off's refusals too
