@@ -30,6 +30,7 @@ from jobs.api import (
     metrics,
     routes_accounts,
     routes_admin,
+    routes_audit,
     routes_billing,
     routes_credit,
     routes_events,
@@ -124,7 +125,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,
-                   routes_ops, routes_accounts, routes_products):
+                   routes_ops, routes_accounts, routes_products, routes_audit):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
     app.include_router(routes_events.routes)        # the CRM's change events: no bearer token

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import click
 
 from jobs.cli import (
+    audit,
     billing,
     credit,
     demo,
@@ -45,6 +46,7 @@ COMMANDS: list[click.Command] = [
     *email.COMMANDS,
     *events.COMMANDS,
     *dunning.COMMANDS,
+    *audit.COMMANDS,
 ]
 
 

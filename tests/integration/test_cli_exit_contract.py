@@ -595,6 +595,16 @@ CONTRACT: dict[str, Entry] = {
                                                             "ops", "--scope", "admin")),
         C(2, "tokens", "revoke", "99", says="token='99'"),
     ), why_no_attention="one token, revoked or refused"),
+    # the audit trail
+    "audit list": Entry((
+        C(0, "audit", "list"),
+        C(0, "audit", "list", "--account", "1", "--since", "2026-01-01", "--entity", "invoice",
+          "--actor", "cli:*", "--limit", "5"),
+        C(2, "audit", "list", "--since", "2026-13-01", says="since='2026-13-01'"),
+        C(2, "audit", "list", "--account", "99", says="account='99'"),
+        C(2, "audit", "list", "--limit", "0", says="limit=0"),
+        missing_db("audit", "list"),
+    ), why_no_attention="a read"),
     # the sync and its admin's view
     "sync": Entry((
         C(0, "sync", sandbox=True),
