@@ -43,6 +43,7 @@ from billing_core.domain.errors import (
 from billing_core.domain.money import Money
 from billing_core.domain.states import OPEN_CREDIT_MEMO
 from billing_core.service import applications as apps
+from billing_core.service import audit
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import atomic, balance, find, inserted_id, parse_money
 from billing_core.service.memos import credit_memo_view, issue_credit_memo
@@ -73,6 +74,9 @@ def grant_credits(uow: UnitOfWork, account_id: int, amount: object, *, kind: str
         remaining_minor=minor, expires_on=expires_on, source=_text(source, "source")[:128],
         reason=_text(reason, "reason")[:255], created_at=uow.now())))
     uow.touch(account_id)
+    audit.record(uow, "granted", "credit_grant", grant_id, account_id=account_id,
+                 after={"kind": kind, "amount_minor": minor, "expires_on": expires_on,
+                        "source": source})
     return grant_id
 
 
@@ -134,6 +138,10 @@ def convert_grant_to_memo(uow: UnitOfWork, grant_id: object,
         grant_id=grant["id"], kind="conversion", amount_minor=minor, credit_memo_id=memo_id,
         created_at=uow.now()))
     uow.touch(int(grant["account_id"]))
+    audit.record(uow, "converted", "credit_grant", grant["id"],
+                 account_id=int(grant["account_id"]), changes={
+                     "remaining_minor": [remaining, remaining - minor],
+                     "credit_memo_id": [None, memo_id]})
     return credit_memo_view(uow.conn, memo_id)
 
 
@@ -166,4 +174,9 @@ def convert_memo_to_credits(uow: UnitOfWork, memo: object, amount: object = None
         target_type=apps.POOL_TARGET, target_id=grant_id, amount_minor=minor,
         applied_at=uow.now()))
     uow.touch(int(row["account_id"]))
+    audit.record(uow, "returned_to_credits", "credit_memo", row["id"], entity_ref=row["number"],
+                 account_id=int(row["account_id"]), changes={
+                     "applied_minor": [int(row["applied_minor"]),
+                                       int(row["applied_minor"]) + minor],
+                     "credit_grant_id": [None, grant_id]})
     return get_grant(uow.conn, grant_id)

@@ -26,6 +26,11 @@ from billing_core.service import ledger_uow
 from billing_core.service.accounts import AccountIn, create_account, update_terms
 from billing_core.service.audit import list_entries
 from billing_core.service.bill_run import run_bill_run
+from billing_core.service.credits import (
+    convert_grant_to_memo,
+    convert_memo_to_credits,
+    grant_credits,
+)
 from billing_core.service.documents import void_invoice
 from billing_core.service.holds import place_manual_hold, release_manual_hold
 from billing_core.service.invoices import list_invoices
@@ -225,6 +230,20 @@ def test_each_kind_of_change_writes_one_row(engine: Engine) -> None:
     assert "secret" not in json.dumps(rows[0]["changes"])
     _, rows = _do(engine, lambda uow: revoke_token(uow, "stripe"))
     assert [(r["action"], r["entity_ref"]) for r in rows] == [("revoked", "stripe")]
+
+
+def test_credit_grants_and_conversions(engine: Engine) -> None:
+    acc = _account(engine)
+    grant, rows = _do(engine, lambda uow: grant_credits(uow, acc, "20.00", reason="promo"))
+    assert [(r["action"], r["entity_type"], r["changes"]["amount_minor"]) for r in rows] == \
+        [("granted", "credit_grant", [None, 2000])]
+    memo, rows = _do(engine, lambda uow: convert_grant_to_memo(uow, grant, "5.00"))
+    assert [(r["action"], r["entity_type"]) for r in rows] == [
+        ("created", "credit_memo"), ("posted", "credit_memo"), ("converted", "credit_grant")]
+    assert rows[-1]["changes"]["remaining_minor"] == [2000, 1500]
+    _, rows = _do(engine, lambda uow: convert_memo_to_credits(uow, memo["id"], "2.00"))
+    assert [(r["action"], r["changes"]["applied_minor"]) for r in rows] == \
+        [("returned_to_credits", [0, 200])]
 
 
 def test_rows_cannot_be_updated_or_deleted(engine: Engine) -> None:
