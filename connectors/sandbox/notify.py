@@ -37,10 +37,12 @@ dropped with probability `drop` (never sent); each message is sent twice with pr
 after the next message with probability `reorder`; every first delivery waits `delay` seconds.
 
 Rules this module keeps:
-- `emit` never blocks and does no I/O: it puts the event on a bounded queue (`queue_size`);
-  when the queue is full the event is refused and counted as `overflow`.
+- `emit` never blocks and does no I/O: it puts the event on a queue; when `queue_size`
+  events and messages are already waiting (not yet sent or being retried), the event is
+  refused and counted as `overflow`.
 - Every POST has a timeout (`timeout` seconds, connect and read), so a receiver that hangs
-  delays only the sender thread, never a CRM request.
+  delays only its side's sender thread (each side has its own), never a CRM request. A side
+  sends one message at a time, in order of due time (reordering aside).
 - Counters per side (events, sent, acked, retried, failed, dropped, duplicated, reordered,
   overflow) are read with `counters()`, and through `GET /__admin__/notify`.
 """
@@ -48,6 +50,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import heapq
 import hmac
@@ -60,6 +63,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -83,6 +87,7 @@ SALESFORCE_OBJECTS = ("Account", "Product2", "PricebookEntry", "Quote", "QuoteLi
                       "SBQQ__Quote__c", "SBQQ__QuoteLine__c", "Contract", "Opportunity")
 DATAVERSE_TABLES = ("accounts", "products", "quotes", "quotedetails")
 FORMS = ("soap", "json", "both")
+SIDES = ("dataverse", "salesforce")
 _EVENT = {"Create": "created", "Update": "updated", "Delete": "deleted"}
 #: Money columns (the schema's types do not tell Money from Decimal) and option set columns.
 _MONEY = frozenset({"creditlimit", "new_openbalance", "new_availablecredit", "new_creditexposure",
@@ -211,7 +216,8 @@ class _Message:
 
 
 class Notifier:
-    """The sender: a bounded queue, one daemon thread, a heap of messages due."""
+    """The sender: a bounded queue, a thread turning events into messages, and per side a
+    heap of messages due and a thread sending them."""
 
     def __init__(self, config: NotifyConfig, *, seed: int = 0, base_url: str = "",
                  dataverse_org: dict[str, str] | None = None,
@@ -226,7 +232,7 @@ class Notifier:
             maxsize=config.queue_size)
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {"dataverse": Counter(), "salesforce": Counter()}
-        self._due: list[tuple[float, int, _Message]] = []
+        self._due: dict[str, list[tuple[float, int, _Message]]] = {s: [] for s in SIDES}
         self._seq = itertools.count()
         self._held: _Message | None = None
         self._held_since = 0.0
@@ -234,23 +240,31 @@ class Notifier:
         self._unscheduled = 0   # events emitted and not yet turned into scheduled messages
         self._idle = threading.Condition(self._lock)
         self._notification = itertools.count(1)
-        self._session = requests.Session()
+        self._sessions = {side: requests.Session() for side in SIDES}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- life -----------------------------------------------------------------------------------
     def start(self) -> Notifier:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sandbox-notify", daemon=True)
-            self._thread.start()
+        """One thread turns events into messages; one per side sends them, so a receiver that
+        hangs on one side never holds up the other's events."""
+        if not self._threads:
+            steps = [("sandbox-notify", self._ingest)] + [
+                (f"sandbox-notify-{side}", functools.partial(self._send_due, side))
+                for side in SIDES]
+            self._threads = [threading.Thread(target=self._run, args=(step,), name=name,
+                                              daemon=True) for name, step in steps]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        threads, self._threads = self._threads, []
+        for thread in threads:
             thread.join(timeout=self.config.timeout + 2)
-        self._session.close()
+        for session in self._sessions.values():
+            session.close()
 
     def reset(self) -> None:
         """Pending events and messages forgotten, counters cleared, fault draws restarted."""
@@ -260,7 +274,8 @@ class Notifier:
                     self._queue.get_nowait()
                 except queue.Empty:
                     break
-            self._due.clear()
+            for heap in self._due.values():
+                heap.clear()
             self._held = None
             self._unscheduled = 0
             for counts in self._counts.values():
@@ -301,7 +316,10 @@ class Notifier:
             # The fault draws are taken here, in the order of the writes, so a seed replays the
             # same faults whatever the sender's timing (drop, duplicate, reorder).
             draws = (self._rng.random(), self._rng.random(), self._rng.random())
+            waiting = self._unscheduled + sum(map(len, self._due.values()))
             try:
+                if waiting >= self.config.queue_size:   # bounded: events and messages waiting
+                    raise queue.Full
                 self._queue.put_nowait((event, draws))
             except queue.Full:
                 self._counts[event.crm]["overflow"] += 1
@@ -314,8 +332,8 @@ class Notifier:
         with self._lock:
             sides = {side: {name: counts[name] for name in COUNTER_NAMES}
                      for side, counts in self._counts.items()}
-            pending = (self._unscheduled + len(self._due) + (self._held is not None)
-                       + self._busy)
+            pending = (self._unscheduled + sum(map(len, self._due.values()))
+                       + (self._held is not None) + self._busy)
         total = {name: sum(s[name] for s in sides.values()) for name in COUNTER_NAMES}
         return {**sides, "total": total, "pending": pending}
 
@@ -327,8 +345,8 @@ class Notifier:
             while True:
                 if self._held is not None:
                     self._release_held()
-                if (not self._unscheduled and not self._due and self._held is None
-                        and not self._busy):
+                if (not self._unscheduled and not any(self._due.values())
+                        and self._held is None and not self._busy):
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -340,42 +358,45 @@ class Notifier:
         with self._lock:
             self._counts[side][name] += n
 
-    def _run(self) -> None:
+    def _run(self, step: Callable[[], None]) -> None:
         while not self._stop.is_set():
             try:
-                self._step()
+                step()
             except Exception:  # the sender must survive a bug in one message
                 log.exception("sandbox notify: sender step failed")
                 time.sleep(0.1)
 
-    def _step(self) -> None:
-        with self._lock:
-            wait = 0.05
-            if self._due:
-                wait = max(0.0, min(wait, self._due[0][0] - time.monotonic()))
-        events = self._drain(wait)
+    def _ingest(self) -> None:
+        """Events → messages on the sides' heaps; a held (reordered) message is let go after
+        1 s when no later message came to overtake it."""
+        events = self._drain(0.05)
         if events:
             try:
                 self._schedule(self._messages(events))
             finally:
                 with self._lock:
                     self._unscheduled = max(0, self._unscheduled - len(events))
-        while True:
+        with self._lock:
+            if self._held is not None and time.monotonic() - self._held_since > 1.0:
+                self._release_held()
+            self._idle.notify_all()
+
+    def _send_due(self, side: str) -> None:
+        """Send this side's next due message (or wait a little for one)."""
+        with self._lock:
+            heap = self._due[side]
+            now = time.monotonic()
+            if not heap or heap[0][0] > now:
+                self._idle.wait(0.05 if not heap else min(0.05, heap[0][0] - now))
+                return
+            _due, _seq, message = heapq.heappop(heap)
+            self._busy += 1
+        try:
+            self._deliver(message)
+        finally:
             with self._lock:
-                now = time.monotonic()
-                if self._held is not None and now - self._held_since > 1.0:
-                    self._release_held()
-                if not self._due or self._due[0][0] > now:
-                    self._idle.notify_all()
-                    return
-                _due, _seq, message = heapq.heappop(self._due)
-                self._busy += 1
-            try:
-                self._deliver(message)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._idle.notify_all()
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _drain(self, wait: float) -> list[tuple[ChangeEvent, _Draws]]:
         events: list[tuple[ChangeEvent, _Draws]] = []
@@ -435,21 +456,22 @@ class Notifier:
                     self._counts[message.side]["duplicated"] += 1
                     copy = _Message(message.side, message.kind, message.url, message.body,
                                     dict(message.headers), now, 0, message.notifications)
-                    heapq.heappush(self._due, (due, next(self._seq), copy))
+                    heapq.heappush(self._due[copy.side], (due, next(self._seq), copy))
                 if self._held is None and message.draws[2] < cfg.reorder:
                     self._counts[message.side]["reordered"] += 1
                     self._held, self._held_since = message, now
                     continue
-                heapq.heappush(self._due, (due, next(self._seq), message))
-                if self._held is not None and self._held is not message:
+                heapq.heappush(self._due[message.side], (due, next(self._seq), message))
+                if (self._held is not None and self._held is not message
+                        and self._held.side == message.side):
                     self._release_held(due)
 
     def _release_held(self, after: float | None = None) -> None:
         """Put the held message behind what was scheduled after it (hold the lock)."""
         held, self._held = self._held, None
         if held is not None:
-            heapq.heappush(self._due, (after if after is not None else time.monotonic(),
-                                       next(self._seq), held))
+            heapq.heappush(self._due[held.side], (
+                after if after is not None else time.monotonic(), next(self._seq), held))
 
     def _deliver(self, message: _Message) -> None:
         cfg = self.config
@@ -460,7 +482,7 @@ class Notifier:
         status: int | None = None
         acked = False
         try:
-            resp = self._session.post(message.url, data=message.body, headers=message.headers,
+            resp = self._sessions[message.side].post(message.url, data=message.body, headers=message.headers,
                                       timeout=(cfg.timeout, cfg.timeout), verify=cfg.verify,
                                       allow_redirects=False)
             status = resp.status_code
@@ -477,7 +499,8 @@ class Notifier:
                      message.kind, message.url, message.attempts)
             return
         with self._lock:
-            heapq.heappush(self._due, (retry_at, next(self._seq), message))
+            heapq.heappush(self._due[message.side], (retry_at, next(self._seq), message))
+            self._idle.notify_all()
 
     def _retry_at(self, message: _Message, status: int | None) -> float | None:
         cfg = self.config

@@ -68,6 +68,7 @@ class Receiver:
         self.statuses: list[int] = []
         self.ack = True
         self.hang = 0.0
+        self.hang_prefix = "/"                     # hang only on paths starting with this
         self.lock = threading.Lock()
         receiver = self
 
@@ -80,6 +81,8 @@ class Receiver:
                                                       dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     hang, ack = receiver.hang, receiver.ack
+                    if not parts.path.startswith(receiver.hang_prefix):
+                        hang = 0.0
                 if hang:
                     time.sleep(hang)
                 soap = "/events/salesforce/" in parts.path and not parts.path.endswith("/json")
@@ -106,7 +109,7 @@ class Receiver:
         with self.lock:
             self.received.clear()
             self.statuses.clear()
-            self.ack, self.hang = True, 0.0
+            self.ack, self.hang, self.hang_prefix = True, 0.0, "/"
 
     def posts(self, kind: str) -> list[Received]:
         """"dataverse", "soap" or "json" posts, in arrival order."""
@@ -421,6 +424,22 @@ def test_a_hanging_receiver_never_slows_the_crm(receiver: Receiver) -> None:
         counters = sandbox.notifier.counters()["dataverse"]
         assert counters["failed"] >= 1             # the timed-out sends: the job failed
     receiver.clear()
+
+
+def test_a_hanging_salesforce_receiver_does_not_hold_up_dataverse_events(
+        box: Sandbox, receiver: Receiver) -> None:
+    assert box.salesforce is not None and box.dataverse is not None
+    receiver.hang, receiver.hang_prefix = 1.5, "/events/salesforce/"
+    for i in range(3):
+        box.salesforce.admin("set_hold", {"index": i})
+        time.sleep(0.1)
+    started = time.monotonic()
+    box.dataverse.admin("set_creditonhold", {"index": 1})
+    while not receiver.posts("dataverse") and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    assert time.monotonic() - started < 0.5          # not behind the hanging Salesforce sends
+    receiver.hang = 0.0
+    flush(box)
 
 
 def test_a_rolled_back_change_set_sends_nothing(box: Sandbox, receiver: Receiver) -> None:
