@@ -26,7 +26,8 @@ With a `NotifyConfig`, every row change made through either side's API or admin 
   fire on create and update only (as from a workflow rule or record-triggered flow); deletes
   reach only the JSON form.
 - Salesforce JSON callout (a Flow or Apex HTTP callout): `{"sobject": "Account", "ids":
-  [...]}` (plus `"event": "created"|"updated"|"deleted"`), signed with `X-Signature`: the
+  [...]}` (plus `"event": "created"|"updated"|"deleted"` and `"event_id"`, a UUID per callout,
+  the same when it is retried or duplicated), signed with `X-Signature`: the
   HMAC-SHA256 hex digest of the raw body under `hmac_secret`, to
   `<url>/events/salesforce/<connection>/json`; delivered on any 2xx, retried as outbound
   messages are.
@@ -548,7 +549,8 @@ class Notifier:
 
     def _json_message(self, url: str, entity: str, events: list[ChangeEvent]) -> _Message:
         body: dict[str, Any] = {"sobject": entity, "ids": list(dict.fromkeys(
-            e.record_id for e in events)), "event": _EVENT[events[0].op]}
+            e.record_id for e in events)), "event": _EVENT[events[0].op],
+            "event_id": str(uuid.uuid4())}   # the same on retries and duplicates
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if self.config.hmac_secret:

@@ -306,7 +306,9 @@ def test_salesforce_rest_update_posts_outbound_message_and_callout(box: Sandbox,
 
     (callout,) = receiver.posts("json")
     assert callout.path == "/events/salesforce/sf/json"
-    assert callout.json() == {"sobject": "Account", "ids": [account], "event": "updated"}
+    body = callout.json()
+    assert len(body.pop("event_id")) == 36
+    assert body == {"sobject": "Account", "ids": [account], "event": "updated"}
     expected = hmac.new(SECRET.encode(), callout.body, hashlib.sha256).hexdigest()
     assert callout.headers["X-Signature"] == expected
 
@@ -327,7 +329,9 @@ def test_salesforce_admin_actions_batch_and_deletes(box: Sandbox, receiver: Rece
     assert len(set(note_ids)) == len(note_ids)      # every notification has its own id
     callouts = [p.json() for p in receiver.posts("json")]
     assert sorted(i for c in callouts if c["event"] == "updated" for i in c["ids"]) == sorted(ids)
-    assert {"sobject": "Account", "ids": [deleted["id"]], "event": "deleted"} in callouts
+    assert [(c["ids"], c["event"]) for c in callouts if c["event"] == "deleted"] == [
+        ([deleted["id"]], "deleted")]
+    assert len({c["event_id"] for c in callouts}) == len(callouts)
 
 
 def test_salesforce_retries_until_acked(box: Sandbox, receiver: Receiver) -> None:
