@@ -565,3 +565,35 @@ def test_cli_options_build_the_config() -> None:
         NotifyConfig(url="http://x", drop=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         NotifyConfig(url="http://x", batch_size=101)
+
+
+def test_what_the_sandbox_sends_is_what_ledgerbridge_receives(box: Sandbox,
+                                                              receiver: Receiver) -> None:
+    """The bodies posted for a hold change on each CRM pass the receiving endpoints' checks
+    (connectors/events.py: authentication, organization id, signature) and name the record."""
+    from connectors.events import (
+        check_dataverse_auth,
+        check_signature,
+        parse_callout,
+        parse_dataverse,
+        parse_outbound,
+    )
+
+    assert box.salesforce is not None and box.dataverse is not None
+    held = box.dataverse.admin("set_creditonhold", {"index": 6})
+    box.salesforce.admin("set_hold", {"index": 6})
+    flush(box)
+    (hook,) = receiver.posts("dataverse")
+    headers = {k.lower(): v for k, v in hook.headers.items()}
+    check_dataverse_auth("webhook_key", "", KEY, headers, {"code": hook.query["code"][0]})
+    event = parse_dataverse(hook.body, headers)
+    assert (event.crm_object, event.crm_id, event.action) == ("account", held["accountid"],
+                                                              "Update")
+    assert event.event_id == hook.json()["OperationId"]
+    (soap,) = receiver.posts("soap")
+    (note,) = parse_outbound(soap.body, ORG_ID)
+    assert (note.crm_object, note.crm_id) == ("Account", box.salesforce.account_id(6))
+    (callout,) = receiver.posts("json")
+    check_signature(callout.body, SECRET, callout.headers["X-Signature"])
+    (item,) = parse_callout(callout.body, {})
+    assert (item.crm_object, item.crm_id) == ("Account", box.salesforce.account_id(6))
