@@ -433,7 +433,7 @@ def test_a_hanging_receiver_never_slows_the_crm(receiver: Receiver) -> None:
 def test_a_hanging_salesforce_receiver_does_not_hold_up_dataverse_events(
         box: Sandbox, receiver: Receiver) -> None:
     assert box.salesforce is not None and box.dataverse is not None
-    receiver.hang, receiver.hang_prefix = 1.5, "/events/salesforce/"
+    receiver.hang, receiver.hang_prefix = 3.0, "/events/salesforce/"   # sends time out at 2 s
     for i in range(3):
         box.salesforce.admin("set_hold", {"index": i})
         time.sleep(0.1)
@@ -441,7 +441,7 @@ def test_a_hanging_salesforce_receiver_does_not_hold_up_dataverse_events(
     box.dataverse.admin("set_creditonhold", {"index": 1})
     while not receiver.posts("dataverse") and time.monotonic() - started < 5:
         time.sleep(0.01)
-    assert time.monotonic() - started < 0.5          # not behind the hanging Salesforce sends
+    assert time.monotonic() - started < 1.5          # not behind the hanging Salesforce sends
     receiver.hang = 0.0
     flush(box)
 
