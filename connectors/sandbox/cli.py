@@ -81,6 +81,14 @@ def notify_config(**options: Any) -> Any:
 
     if not any(options.get(k) for k in ("notify", "notify_dataverse", "notify_salesforce",
                                          "notify_salesforce_json")):
+        given = [k for k in ("notify_dataverse_key", "notify_dataverse_header",
+                             "notify_dataverse_query", "notify_secret", "notify_drop",
+                             "notify_duplicate", "notify_reorder", "notify_delay",
+                             "notify_object", "notify_salesforce_fields") if options.get(k)]
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(f"{names} without a target: add --notify URL (or "
+                                   "--notify-dataverse / --notify-salesforce[-json] URL)")
         return None
     headers = {}
     for item in options.get("notify_dataverse_header") or ():

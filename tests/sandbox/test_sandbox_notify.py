@@ -546,6 +546,11 @@ def test_cli_options_build_the_config() -> None:
     result = CliRunner().invoke(sandbox_command, ["--help"])
     assert result.exit_code == 0 and "--notify-dataverse-key" in result.output
     assert notify_config(notify=None) is None
+    refused = CliRunner().invoke(sandbox_command, ["--port", "0", "--notify-drop", "0.5"])
+    assert refused.exit_code == 2 and "--notify-drop without a target" in refused.output
+    bad = CliRunner().invoke(sandbox_command, ["--port", "0", "--notify", "http://x",
+                                               "--notify-dataverse-header", "no colon"])
+    assert bad.exit_code == 2 and "'NAME: VALUE'" in bad.output
     cfg = notify_config(notify="http://x", notify_dataverse="http://dv/hook",
                         notify_dataverse_header=("x-api-key: abc",),
                         notify_dataverse_query=("tenant=t1",), notify_secret="s",
