@@ -237,6 +237,8 @@ def test_a_signed_json_callout_is_stored_once_per_event_id(client, engine):
 
 
 # -- the targeted resync --------------------------------------------------------------------
+# The rounds below wait for the connection's lock (``wait=True``): on PostgreSQL the job locks
+# are advisory locks of the whole database, which a concurrent test process may hold a moment.
 def _worker(engine: Engine, settings: Any, crm: FakeCRM) -> Worker:
     return Worker(engine, settings, connector_factory=lambda s: crm)
 
@@ -257,7 +259,7 @@ def test_ten_thousand_events_of_one_record_are_one_crm_read(engine, settings):
                            now) == 1000
     worker = _worker(engine, settings, crm)
     try:
-        reports = worker.process_events()
+        reports = worker.process_events(wait=True)
     finally:
         worker.close()
     assert crm.by_ids == [("account", 1)]
@@ -279,7 +281,7 @@ def test_a_thousand_records_are_read_two_hundred_at_a_time(engine, settings):
                 datetime.now(UTC))
     worker = _worker(engine, settings, crm)
     try:
-        reports = worker.process_events()
+        reports = worker.process_events(wait=True)
     finally:
         worker.close()
     assert crm.by_ids == [("account", 200)] * 5
@@ -309,7 +311,7 @@ def test_clearing_a_credit_hold_releases_and_dispatches_the_held_request(engine,
                 datetime.now(UTC))
     worker = _worker(engine, settings, crm)
     try:
-        worker.process_events()
+        worker.process_events(wait=True)
     finally:
         worker.close()
     assert crm.by_ids == [("account", 1)]
@@ -329,7 +331,7 @@ def test_an_event_for_a_record_deleted_in_the_crm_deletes_it_as_the_cycle_does(e
                  inbox.InboxEvent("n2", "account", "NEVER-KNOWN", "Delete")], datetime.now(UTC))
     worker = _worker(engine, settings, crm)
     try:
-        [report] = worker.process_events()
+        [report] = worker.process_events(wait=True)
     finally:
         worker.close()
     assert report.outcome == "ok"
@@ -354,7 +356,7 @@ def test_a_crm_that_does_not_answer_leaves_the_events_new_for_the_next_round(eng
     inbox.store(engine, "sf", "salesforce_soap", [_event("A1")], datetime.now(UTC))
     worker = _worker(engine, settings, crm)
     try:
-        [report] = worker.process_events()
+        [report] = worker.process_events(wait=True)
     finally:
         worker.close()
     assert (report.outcome, report.cause) == ("failed", "unreachable")
