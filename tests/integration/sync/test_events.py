@@ -362,3 +362,47 @@ def test_a_crm_that_does_not_answer_leaves_the_events_new_for_the_next_round(eng
     assert (report.outcome, report.cause) == ("failed", "unreachable")
     [row] = _stored(engine)
     assert (row["state"], row["attempts"]) == ("new", 1) and "503" in row["error"]
+
+
+def test_events_claimed_by_a_process_that_died_are_taken_over(engine, settings):
+    """A worker killed after claiming (after the CRM had its answer): the events are still
+    there, ``processing`` under a holder that is gone, and the next round takes them over."""
+    import socket
+
+    crm = CountingCRM()
+    crm.seed_basic()
+    inbox.store(engine, "sf", "salesforce_json", [_event("A1"), _event("A2")],
+                datetime.now(UTC))
+    with engine.begin() as conn:
+        conn.execute(event_inbox.update().values(
+            state="processing", claimed_by=f"999999999@{socket.gethostname()}/1",
+            claimed_at=datetime.now(UTC)))
+    worker = _worker(engine, settings, crm)
+    try:
+        [report] = worker.process_events(wait=True)
+    finally:
+        worker.close()
+    assert (report.events, report.records, report.outcome) == (2, 2, "ok")
+    assert {r["state"] for r in _stored(engine)} == {"done"}
+
+
+def test_the_daemon_runs_the_events_job_only_for_connections_that_take_events(
+        sqlite_engine, settings, tmp_path):
+    from jobs.scheduler import build_scheduler, job_ids
+
+    worker = _worker(sqlite_engine, settings, CountingCRM())
+    try:
+        scheduler = build_scheduler(worker)
+        assert "events" in job_ids(scheduler)
+        assert scheduler.get_job("events").trigger.interval.total_seconds() == 5
+    finally:
+        worker.close()
+    cfg = tmp_path / "plain.toml"
+    cfg.write_text('[connections.sf]\ncrm = "salesforce"\nurl = "https://x.example"\n'
+                   '[connections.sf.credentials]\nclient_id = "id"\n'
+                   'client_secret = "env:NOPE"\n')
+    worker = _worker(sqlite_engine, load_settings(cfg), CountingCRM())
+    try:
+        assert "events" not in job_ids(build_scheduler(worker))
+    finally:
+        worker.close()
