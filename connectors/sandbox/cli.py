@@ -41,6 +41,9 @@ NOTIFY_OPTIONS = [
                  help="HttpHeader authentication: a header sent with every webhook (repeat)."),
     click.Option(["--notify-dataverse-query"], metavar="NAME=VALUE", multiple=True,
                  help="HttpQueryString authentication: a query parameter (repeat)."),
+    click.Option(["--notify-salesforce-query"], metavar="NAME=VALUE", multiple=True,
+                 help="A query parameter on the Salesforce URLs (a token in the endpoint URL, "
+                      "as outbound messages carry no custom header; repeat)."),
     click.Option(["--notify-salesforce-org-id"], metavar="ID",
                  help="OrganizationId in outbound messages (default: the sandbox org's)."),
     click.Option(["--notify-secret"], metavar="SECRET", envvar="LEDGERBRIDGE_SANDBOX_HMAC_SECRET",
@@ -82,7 +85,8 @@ def notify_config(**options: Any) -> Any:
     if not any(options.get(k) for k in ("notify", "notify_dataverse", "notify_salesforce",
                                          "notify_salesforce_json")):
         given = [k for k in ("notify_dataverse_key", "notify_dataverse_header",
-                             "notify_dataverse_query", "notify_secret", "notify_drop",
+                             "notify_dataverse_query", "notify_salesforce_query",
+                             "notify_secret", "notify_drop",
                              "notify_duplicate", "notify_reorder", "notify_delay",
                              "notify_object", "notify_salesforce_fields") if options.get(k)]
         if given:
@@ -97,13 +101,8 @@ def notify_config(**options: Any) -> Any:
             raise click.BadParameter(f"{item!r} is not 'NAME: VALUE'",
                                      param_hint="--notify-dataverse-header")
         headers[name.strip()] = value.strip()
-    query = {}
-    for item in options.get("notify_dataverse_query") or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE",
-                                     param_hint="--notify-dataverse-query")
-        query[name] = value
+    query = _pairs(options.get("notify_dataverse_query"), "--notify-dataverse-query")
+    sf_query = _pairs(options.get("notify_salesforce_query"), "--notify-salesforce-query")
     fields = {}
     for item in options.get("notify_salesforce_fields") or ():
         name, sep, names = item.partition("=")
@@ -123,7 +122,8 @@ def notify_config(**options: Any) -> Any:
         dataverse_connection=options.get("notify_dataverse_connection") or "d365",
         salesforce_connection=options.get("notify_salesforce_connection") or "sf",
         dataverse_key=options.get("notify_dataverse_key"), dataverse_headers=headers,
-        dataverse_query=query, salesforce_org_id=options.get("notify_salesforce_org_id"),
+        dataverse_query=query, salesforce_query=sf_query,
+        salesforce_org_id=options.get("notify_salesforce_org_id"),
         hmac_secret=options.get("notify_secret"),
         drop=options.get("notify_drop") or 0.0, duplicate=options.get("notify_duplicate") or 0.0,
         reorder=options.get("notify_reorder") or 0.0, delay=options.get("notify_delay") or 0.0,
@@ -132,6 +132,16 @@ def notify_config(**options: Any) -> Any:
         retry_max_interval=options.get("notify_retry_max", 30.0),
         retry_window=options.get("notify_retry_window", 300.0),
         queue_size=options.get("notify_queue") or 10_000, verify=ca if ca else True)
+
+
+def _pairs(items: Any, option: str) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        out[name] = value
+    return out
 
 
 def _run(port: int, seed: int, accounts: int, quotes: int | None, sides: tuple[str, ...],

@@ -119,6 +119,7 @@ class NotifyConfig:
     dataverse_headers: dict[str, str] = field(default_factory=dict)   # HttpHeader
     dataverse_query: dict[str, str] = field(default_factory=dict)     # HttpQueryString
     salesforce_org_id: str | None = None                # default: the sandbox org's id
+    salesforce_query: dict[str, str] = field(default_factory=dict)    # ?k=v on both forms
     hmac_secret: str | None = None
     signature_header: str = "X-Signature"
     objects: tuple[str, ...] = SALESFORCE_OBJECTS + DATAVERSE_TABLES
@@ -180,6 +181,8 @@ class NotifyConfig:
         for secret in ("dataverse_key", "hmac_secret"):
             out[secret] = "***" if out[secret] else None
         out["dataverse_headers"] = dict.fromkeys(self.dataverse_headers, "***")
+        out["dataverse_query"] = dict.fromkeys(self.dataverse_query, "***")
+        out["salesforce_query"] = dict.fromkeys(self.salesforce_query, "***")
         return out
 
 
@@ -534,9 +537,7 @@ class Notifier:
         query = dict(cfg.dataverse_query)
         if cfg.dataverse_key:
             query["code"] = cfg.dataverse_key
-        if query:
-            url += ("&" if "?" in url else "?") + urlencode(query)
-        return _Message("dataverse", "dataverse", url, body, headers)
+        return _Message("dataverse", "dataverse", _with_query(url, query), body, headers)
 
     def _soap_message(self, url: str, entity: str, events: list[ChangeEvent]) -> _Message:
         ids = [_notification_id(next(self._notification)) for _ in events]
@@ -544,6 +545,7 @@ class Notifier:
                                 entity, list(zip(ids, events, strict=True)),
                                 self.config.salesforce_fields.get(entity))
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+        url = _with_query(url, self.config.salesforce_query)
         return _Message("salesforce", "soap", url, body.encode(), headers,
                         notifications=len(events))
 
@@ -555,7 +557,12 @@ class Notifier:
         headers = {"Content-Type": "application/json"}
         if self.config.hmac_secret:
             headers[self.config.signature_header] = sign(self.config.hmac_secret, raw)
+        url = _with_query(url, self.config.salesforce_query)
         return _Message("salesforce", "json", url, raw, headers, notifications=len(events))
+
+
+def _with_query(url: str, query: dict[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(query) if query else url
 
 
 def sign(secret: str, raw: bytes) -> str:

@@ -137,6 +137,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def notifying(receiver: Receiver) -> Iterator[Sandbox]:
     config = NotifyConfig(url=receiver.url, salesforce_form="both", dataverse_key=KEY,
+                          salesforce_query={"token": "sf-token"},
                           hmac_secret=SECRET, timeout=2.0, retry_base=0.05,
                           retry_max_interval=0.2, retry_window=5.0)
     with Sandbox(seed=3, accounts=200, notify=config) as sandbox:
@@ -284,7 +285,7 @@ def test_salesforce_rest_update_posts_outbound_message_and_callout(box: Sandbox,
     counters = flush(box)["salesforce"]
     assert counters["acked"] == 2 and counters["failed"] == 0
     (soap,) = receiver.posts("soap")
-    assert soap.path == "/events/salesforce/sf"
+    assert soap.path == "/events/salesforce/sf" and soap.query == {"token": ["sf-token"]}
     assert soap.headers["Content-Type"].startswith("text/xml")
     root = soap.soap()
     assert root.tag == f"{{{NS['soapenv']}}}Envelope"
@@ -560,6 +561,8 @@ def test_cli_options_build_the_config() -> None:
     assert cfg.target("json") == "http://x/events/salesforce/sf/json"
     assert cfg.dataverse_headers == {"x-api-key": "abc"}
     assert cfg.dataverse_query == {"tenant": "t1"}
+    sf = notify_config(notify="http://x", notify_salesforce_query=("token=t 1",))
+    assert sf.salesforce_query == {"token": "t 1"}
     assert (cfg.drop, cfg.fault_seed, cfg.hmac_secret) == (0.25, 9, "s")
     picked = notify_config(notify="http://x", notify_object=("Account", "accounts"),
                            notify_salesforce_fields=("Account=Id, Credit_Hold__c",))
