@@ -65,7 +65,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -226,13 +226,13 @@ class Notifier:
     def __init__(self, config: NotifyConfig, *, seed: int = 0, base_url: str = "",
                  dataverse_org: dict[str, str] | None = None,
                  salesforce_org_id: str | None = None) -> None:
-        self.config = config
+        self.config = replace(config)   # its own copy: faults changed at run time stay here
         self.base_url = base_url.rstrip("/")
         self.dataverse_org = dict(dataverse_org or {})
         self.salesforce_org_id = config.salesforce_org_id or salesforce_org_id or ""
         self._seed = seed if config.fault_seed is None else config.fault_seed
         self._rng = random.Random(self._seed)
-        self._queue: queue.Queue[tuple[ChangeEvent, _Draws]] = queue.Queue(
+        self._queue: queue.Queue[tuple[ChangeEvent, _Draws, int]] = queue.Queue(
             maxsize=config.queue_size)
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {"dataverse": Counter(), "salesforce": Counter()}
@@ -242,6 +242,7 @@ class Notifier:
         self._held_since = 0.0
         self._busy = 0
         self._unscheduled = 0   # events emitted and not yet turned into scheduled messages
+        self._generation = 0    # bumped by reset(): events drained before it are not sent
         self._idle = threading.Condition(self._lock)
         self._notification = itertools.count(1)
         self._sessions = {side: requests.Session() for side in SIDES}
@@ -282,6 +283,7 @@ class Notifier:
                 heap.clear()
             self._held = None
             self._unscheduled = 0
+            self._generation += 1
             for counts in self._counts.values():
                 counts.clear()
             self._rng = random.Random(self._seed)
@@ -324,7 +326,7 @@ class Notifier:
             try:
                 if waiting >= self.config.queue_size:   # bounded: events and messages waiting
                     raise queue.Full
-                self._queue.put_nowait((event, draws))
+                self._queue.put_nowait((event, draws, self._generation))
             except queue.Full:
                 self._counts[event.crm]["overflow"] += 1
                 return
@@ -373,12 +375,15 @@ class Notifier:
     def _ingest(self) -> None:
         """Events → messages on the sides' heaps; a held (reordered) message is let go after
         1 s when no later message came to overtake it."""
-        events = self._drain(0.05)
-        if events:
+        drained = self._drain(0.05)
+        with self._lock:   # events emitted before a reset() are not sent
+            events = [(e, d) for e, d, gen in drained if gen == self._generation]
+        if drained:
             try:
                 self._schedule(self._messages(events))
             finally:
                 with self._lock:
+                    # reset() already forgot the stale ones: only the current ones count
                     self._unscheduled = max(0, self._unscheduled - len(events))
         with self._lock:
             if self._held is not None and time.monotonic() - self._held_since > 1.0:
@@ -402,8 +407,8 @@ class Notifier:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _drain(self, wait: float) -> list[tuple[ChangeEvent, _Draws]]:
-        events: list[tuple[ChangeEvent, _Draws]] = []
+    def _drain(self, wait: float) -> list[tuple[ChangeEvent, _Draws, int]]:
+        events: list[tuple[ChangeEvent, _Draws, int]] = []
         try:
             events.append(self._queue.get(timeout=wait) if wait > 0
                           else self._queue.get_nowait())

@@ -605,3 +605,15 @@ def test_what_the_sandbox_sends_is_what_ledgerbridge_receives(box: Sandbox,
     check_signature(callout.body, SECRET, callout.headers["X-Signature"])
     (item,) = parse_callout(callout.body, {})
     assert (item.crm_object, item.crm_id) == ("Account", box.salesforce.account_id(6))
+
+
+def test_reset_forgets_pending_events(box: Sandbox, receiver: Receiver) -> None:
+    assert box.dataverse is not None and box.notifier is not None
+    box.notifier.configure_faults(delay=0.5)
+    for i in range(5):
+        box.dataverse.admin("set_creditonhold", {"index": i})
+    box.reset()                                   # the seed again: nothing of before is sent
+    assert box.notifier.flush(5)
+    time.sleep(0.6)
+    assert receiver.posts("dataverse") == []
+    assert box.notifier.counters()["total"]["sent"] == 0
