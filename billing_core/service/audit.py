@@ -47,9 +47,12 @@ from billing_core.domain.errors import ValidationError
 CHUNK = 1000
 
 
+_AS_IS = frozenset({type(None), bool, int, str})
+
+
 def _plain(value: Any) -> Any:
     """A JSON-able form: Decimal as its shortest exact text, dates ISO, the rest as is."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if type(value) in _AS_IS:
         return value
     if isinstance(value, float):
         value = Decimal(str(value))
@@ -79,24 +82,27 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> d
 
 @dataclass(frozen=True)
 class Entry:
-    """One audit row to write (see :func:`record_many`)."""
+    """One audit row to write (see :func:`record_many`). ``changes`` is a mapping of
+    ``{field: [before, after]}``, or that mapping already as JSON text (plain values, keys
+    sorted: the bill run builds it so, skipping the conversion of each value)."""
 
     action: str
     entity_type: str
     entity_id: object = None
     entity_ref: object = None
     account_id: int | None = None
-    changes: Mapping[str, Any] | None = None
+    changes: Mapping[str, Any] | str | None = None
 
 
-def _row(uow: UnitOfWork, at: datetime, e: Entry) -> dict[str, Any]:
-    return {"at": at, "actor": uow.actor or "system", "action": e.action,
-            "entity_type": e.entity_type,
-            "entity_id": None if e.entity_id is None else str(e.entity_id),
-            "entity_ref": None if e.entity_ref is None else str(e.entity_ref)[:255],
-            "account_id": e.account_id,
-            "changes": json.dumps(_plain(dict(e.changes or {})), sort_keys=True),
-            "run_id": uow.run_id}
+def _values(at: datetime, actor: str, run_id: str | None, e: Entry) -> tuple[Any, ...]:
+    """The row of ``e`` in the order of :data:`_COLS`."""
+    return (at, actor, e.action, e.entity_type,
+            None if e.entity_id is None else str(e.entity_id),
+            None if e.entity_ref is None else str(e.entity_ref)[:255],
+            e.account_id,
+            e.changes if isinstance(e.changes, str)
+            else json.dumps(_plain(dict(e.changes or {})), sort_keys=True),
+            run_id)
 
 
 def record(uow: UnitOfWork, action: str, entity_type: str, entity_id: object = None, *,
@@ -119,13 +125,14 @@ def record_many(uow: UnitOfWork, entries: Sequence[Entry]) -> None:
     PostgreSQL: one COPY): the bill run's invoices, a sync page's accounts."""
     if not entries:
         return
-    at = uow.now()
+    at, actor, run_id = uow.now(), uow.actor or "system", uow.run_id
     if len(entries) == 1:
-        uow.conn.execute(insert(audit_log).values(_row(uow, at, entries[0])))
+        uow.conn.execute(insert(audit_log).values(
+            dict(zip(_COLS, _values(at, actor, run_id, entries[0]), strict=True))))
         return
     for start in range(0, len(entries), CHUNK):
-        rows = [_row(uow, at, e) for e in entries[start:start + CHUNK]]
-        _BULK.run(uow.conn, [tuple(r[c] for c in _COLS) for r in rows])
+        _BULK.run(uow.conn, [_values(at, actor, run_id, e)
+                             for e in entries[start:start + CHUNK]])
 
 
 def _parse_since(value: object) -> datetime | None:

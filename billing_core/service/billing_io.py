@@ -27,6 +27,7 @@ Rules kept here
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -366,10 +367,11 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     out.rows += _marked("credit grants", len(grants), DRAW_GRANT.run(conn, grants))
     out.rows += INSERT_DRAW.run(conn, draws)
     # the trail: one row per invoice, in one bulk statement with the chunk's other writes
-    audit.record_many(uow, [audit.Entry(
-        "posted" if post else "created", "invoice", inv_id, n, d.account_id,
-        {"status": [None, status], "total_minor": [None, d.total_minor],
-         "period_start": [None, d.period_start.isoformat()], "bill_run_id": [None, run_id]})
+    # (``changes`` encoded here from plain values, keys sorted: no per-value conversion)
+    action, dumps = ("posted" if post else "created"), json.dumps
+    audit.record_many(uow, [audit.Entry(action, "invoice", inv_id, n, d.account_id, dumps(
+        {"bill_run_id": [None, run_id], "period_start": [None, d.period_start.isoformat()],
+         "status": [None, status], "total_minor": [None, d.total_minor]}))
         for d, n, inv_id in zip(drafts, numbers, ids, strict=True)])
     for d, inv_id in zip(drafts, ids, strict=True):
         if d.overflow_minor:
