@@ -139,7 +139,7 @@ def main() -> int:
         crm = CountingCRM()
         worker = Worker(engine, settings, connector_factory=lambda s: crm)  # type: ignore[arg-type,return-value]
         started = time.perf_counter()
-        reports = worker.process_events()
+        reports = worker.process_events(wait=True)
         resync = time.perf_counter() - started
         worker.close()
         ms = sorted(x * 1000 for x in latencies)

@@ -37,8 +37,10 @@ Transactions
 """
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,6 +58,7 @@ SOURCES = ("dataverse", "salesforce_soap", "salesforce_json")
 LEASE = timedelta(minutes=10)
 #: Done events are kept this long (a re-sent event within it is still recognised).
 KEEP_DONE = timedelta(days=7)
+_SQLITE_WRITERS = threading.Lock()
 #: Attempts before an event is ``failed`` (the next poll still reads its record).
 MAX_ATTEMPTS = 10
 
@@ -92,7 +95,11 @@ def store(engine: Engine, connection: str, source: str, events: Sequence[InboxEv
              "event_id": e.event_id or f"lb:{uuid.uuid4().hex}", "object": e.object,
              "crm_id": e.crm_id, "action": e.action[:32], "received_at": now, "state": NEW,
              "attempts": 0} for e in events]
-    with engine.begin() as conn:
+    # SQLite has one writer at a time, and a writer that finds the lock taken polls for it
+    # with growing sleeps: the receivers of this process queue on a lock of their own instead
+    # (their answers wait for each other's commits, never for a poll's sleep).
+    with _SQLITE_WRITERS if engine.dialect.name == "sqlite" else nullcontext(), \
+            engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             stmt: Any = postgresql.insert(event_inbox).values(rows).on_conflict_do_nothing(
                 index_elements=["connection", "event_id"])
