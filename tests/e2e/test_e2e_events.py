@@ -1,0 +1,112 @@
+"""CRM change events end to end (issue 17): the sandbox CRM sends its real event shapes
+(Dataverse webhook ``RemoteExecutionContext``, Salesforce outbound message SOAP) to the
+daemon's HTTP API; finance clears a credit hold in the CRM, and the events job (no poll) reads
+the account back over HTTPS, lifts the hold and dispatches the waiting provisioning request."""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_world import World
+from sqlalchemy import select
+from test_e2e_hold_interleaving import USERS
+
+import connectors.sandbox.server as sandbox_server
+from billing_core.adapters.tables import orders, provisioning_requests
+from connectors.sandbox.notify import NotifyConfig
+from connectors.sandbox.salesforce.auth import ORG_ID
+from jobs.api.app import build_app, serve_in_thread
+from sync.tables import event_inbox
+
+pytestmark = pytest.mark.e2e
+KEY, HMAC_SECRET = "e2e-webhook-key", "e2e-hmac"
+EVENTS = f"""
+[connections.sf.events]
+organization_id = "{ORG_ID}"
+hmac_secret = "env:LB_E2E_EVENTS_HMAC"
+[connections.d365.events]
+auth = "webhook_key"
+key = "env:LB_E2E_EVENTS_KEY"
+"""
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def api_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def sandbox(api_port: int) -> Iterator[Any]:
+    notify = NotifyConfig(url=f"http://127.0.0.1:{api_port}", dataverse_key=KEY,
+                          hmac_secret=HMAC_SECRET, salesforce_form="soap")
+    with sandbox_server.Sandbox(accounts=30, quotes=4, seed=7, notify=notify) as sbx:
+        yield sbx
+
+
+@pytest.fixture
+def world(sandbox: Any, sqlite_engine: Any, tmp_path: Path, api_port: int,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("LB_E2E_EVENTS_KEY", KEY)
+    monkeypatch.setenv("LB_E2E_EVENTS_HMAC", HMAC_SECRET)
+    sandbox.reset()
+    w = World(sandbox, sqlite_engine, tmp_path, extra=EVENTS)
+    server = serve_in_thread(build_app(sqlite_engine, w.settings), "127.0.0.1", api_port)
+    yield w
+    server.stop()
+    w.worker.close()
+
+
+def _states(engine: Any, ref: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(provisioning_requests.c.state).join(
+            orders, orders.c.id == provisioning_requests.c.order_id).where(
+            orders.c.source_ref == ref)).scalars())
+
+
+def _wait_for_event(engine: Any, connection: str, crm_id: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    wanted = crm_id.lower() if connection == "d365" else crm_id     # GUIDs kept lower case
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(select(event_inbox.c.id).where(
+                    event_inbox.c.connection == connection,
+                    event_inbox.c.crm_id == wanted,
+                    event_inbox.c.state == "new")).first():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no event of {crm_id} reached the inbox in {timeout} s")
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "dataverse"])
+def test_clearing_a_hold_in_the_crm_dispatches_the_held_request_through_events(
+        world: World, crm: str) -> None:
+    user = USERS[crm](world.sbx)
+    account = user.accounts()[0]
+    user.hold(account, True)
+    quote, ref = user.new_quote(account)
+    user.accept(quote)
+    world.cycle(user.connection)
+    world.worker.dispatch()
+    assert _states(world.engine, ref) == ["awaiting_hold_release"]
+    world.worker.process_events(wait=True)      # what the cycle's own writes sent meanwhile
+
+    cleared = time.monotonic()
+    user.hold(account, False)                   # finance, in the CRM: no poll from here on
+    _wait_for_event(world.engine, user.connection, account)
+    [report] = [r for r in world.worker.process_events(wait=True)
+                if r.connection == user.connection]
+    elapsed = time.monotonic() - cleared
+    assert report.outcome == "ok" and report.records >= 1
+    assert _states(world.engine, ref) == ["dispatched"], elapsed
