@@ -617,3 +617,20 @@ def test_reset_forgets_pending_events(box: Sandbox, receiver: Receiver) -> None:
     time.sleep(0.6)
     assert receiver.posts("dataverse") == []
     assert box.notifier.counters()["total"]["sent"] == 0
+
+
+def test_salesforce_gives_up_after_the_retry_window(receiver: Receiver) -> None:
+    """Salesforce drops an outbound message it could not deliver for 24 hours; here the window
+    is 0.4 s with retries from 0.05 s doubling (0.05, 0.1, 0.2: 4 attempts at most)."""
+    receiver.clear()
+    receiver.statuses = [500] * 50
+    config = NotifyConfig(url=receiver.url, retry_base=0.05, retry_max_interval=1.0,
+                          retry_window=0.4, timeout=2.0)
+    with Sandbox(seed=6, accounts=10, sides=("salesforce",), notify=config) as sandbox:
+        assert sandbox.salesforce is not None and sandbox.notifier is not None
+        sandbox.salesforce.admin("set_hold", {"index": 1})
+        assert sandbox.notifier.flush(10)
+        counters = sandbox.notifier.counters()["salesforce"]
+    assert counters["failed"] == 1 and counters["acked"] == 0
+    assert 2 <= counters["sent"] <= 4 and counters["retried"] == counters["sent"] - 1
+    receiver.clear()
