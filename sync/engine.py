@@ -331,8 +331,10 @@ class Cycle:
             before = self.calls()
             try:
                 records = read_by_ids(self.connector, obj, ids)
-                found = {str(r.get("crm_id")) for r in records}
-                gone = [Deletion(i, None, "deleted") for i in ids if i not in found]
+                # compared without case: a GUID may come back in another case than asked, and
+                # two 18-character Salesforce ids never differ by case alone
+                found = {str(r.get("crm_id")).lower() for r in records}
+                gone = [Deletion(i, None, "deleted") for i in ids if i.lower() not in found]
                 self._apply(obj, Page(records, gone, None), save=False)
             finally:
                 self.rep.stats(obj).api_calls += self.calls() - before
