@@ -145,7 +145,7 @@ def test_errors_have_the_salesforce_shape(sf_http: Any) -> None:
     assert "Nope__c" in sf_json(unknown)[0]["message"]
     wrong_type = sf_http.query("SELECT Id FROM Account WHERE SystemModstamp > '2026-01-01'")
     assert sf_json(wrong_type)[0]["errorCode"] == "INVALID_FIELD"
-    entity = sf_http.query("SELECT Id FROM Invoice__c")
+    entity = sf_http.query("SELECT Id FROM Shipment__c")
     assert sf_json(entity)[0]["errorCode"] == "INVALID_TYPE"
     relation = sf_http.query("SELECT Id FROM Quote WHERE Account.Name = 'x'")
     assert sf_json(relation)[0]["errorCode"] == "MALFORMED_QUERY"   # paths: SELECT only
