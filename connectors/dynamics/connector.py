@@ -77,6 +77,8 @@ SETTLE = 2.0
 #: Ids per ``read_by_ids`` query (a ``$filter`` of 200 key comparisons: about 12,000 characters
 #: of URL, well within Dataverse's 32,768).
 IDS_PER_QUERY = 200
+#: Rows per page of the drift sweep's id/stamp listing (Dataverse's largest page).
+STAMP_PAGE = 5000
 #: A delta link a read found nothing after is kept this long (then the newest is saved).
 DELTA_KEEP = timedelta(hours=1)
 
@@ -301,6 +303,26 @@ class DynamicsConnector(FieldMapped):
                           if not _is_deletion(om, r)]
                 url = body.get("@odata.nextLink")
         return found
+
+    def list_stamps(self, obj: str) -> Iterator[tuple[str, datetime | None]]:
+        """Every live row's key and ``modifiedon`` (the drift sweep: ``sync.drift``):
+        ``$select=<key>,modifiedon``, ``Prefer: odata.maxpagesize=5000`` (Dataverse's largest
+        page), ``@odata.nextLink`` followed."""
+        om = self.fieldmap.object(obj)
+        params = {"$select": f"{om.key},{om.modstamp}"}
+        url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
+        visited: set[str] = set()
+        while url:
+            if url in visited:
+                raise FatalError(f"{self.name} {om.crm_object}: paging link repeated")
+            visited.add(url)
+            body = self.get_json(url, prefer=f"odata.maxpagesize={STAMP_PAGE}")
+            for row in body.get("value", []):
+                if _is_deletion(om, row):
+                    continue
+                stamp = parse_datetime(row.get(om.modstamp))
+                yield str(row.get(om.key)), stamp if isinstance(stamp, datetime) else None
+            url = body.get("@odata.nextLink")
 
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose canonical `field` equals `value` (the literal is escaped)."""

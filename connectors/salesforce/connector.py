@@ -62,6 +62,7 @@ from connectors.salesforce import soql
 from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
 from connectors.settings import ConnectionSettings
 from connectors.transport import Transport, retry_after_seconds
+from connectors.values import parse_datetime
 
 T = TypeVar("T")
 CHUNK = 200
@@ -208,6 +209,24 @@ class SalesforceConnector(FieldMapped):
             rows = self._call(lambda sf, q=query: list(sf.query_all_iter(q)))  # type: ignore[misc]
             found += [om.to_canonical(r) for r in rows]
         return found
+
+    def list_stamps(self, obj: str) -> Iterator[tuple[str, datetime | None]]:
+        """Every live row's id and modification stamp (the drift sweep: ``sync.drift``):
+        ``SELECT Id, SystemModstamp FROM <object>`` (``query``, not ``queryAll``: deleted rows
+        are not listed), paged by ``nextRecordsUrl`` in batches of up to 2,000 rows."""
+        om = self.fieldmap.object(obj)
+        query = soql.stamps(om)
+        headers = {"Sforce-Query-Options": "batchSize=2000"}
+        result = self._call(lambda sf: sf.query(query, headers=headers))
+        while True:
+            for row in result["records"]:
+                stamp = parse_datetime(row.get(om.modstamp))
+                yield str(row.get(om.key)), stamp if isinstance(stamp, datetime) else None
+            if result["done"]:
+                return
+            url = result["nextRecordsUrl"]
+            result = self._call(lambda sf, u=url: sf.query_more(  # type: ignore[misc]
+                u, identifier_is_url=True, headers=headers))
 
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose canonical `field` equals `value` (the literal is escaped)."""

@@ -57,6 +57,11 @@ def by_ids(om: ObjectMap, ids: list[str]) -> str:
                                             om.key, list(ids), om.key)
 
 
+def stamps(om: ObjectMap) -> str:
+    """Every row's id and modification stamp, nothing else (the drift sweep)."""
+    return f"SELECT {om.key}, {om.modstamp} FROM {om.crm_object}"
+
+
 #: Ids per ``Id IN (...)`` query: 200 keep the query well within SOQL's length limit.
 IDS_PER_QUERY = 200
 
