@@ -64,6 +64,7 @@ from billing_core.domain.errors import LedgerError, NotFound, ValidationError
 from billing_core.domain.money import to_decimal
 from billing_core.domain.states import ChangeKind, ItemStatus, OrderStatus
 from billing_core.domain.states import ProvisioningState as State
+from billing_core.service import audit
 from billing_core.service import orders as order_service
 from billing_core.service import subscriptions as subscription_service
 from billing_core.service.credit_control import reevaluate_account, reevaluate_accounts
@@ -136,6 +137,9 @@ def _accept_round(uow: UnitOfWork, items: list[order_service.OrderIn],
         if held:
             uow.conn.execute(update(orders).where(id_in(uow.conn, orders.c.id, held))
                              .values(status=OrderStatus.HELD))
+            audit.record_many(uow, [audit.Entry(
+                "held", "order", o, new[o].source_ref, new[o].account_id,
+                {"status": [OrderStatus.ACCEPTED.value, OrderStatus.HELD.value]}) for o in held])
         order_service.activate_orders(uow, sorted(set(new) - set(held)))
         for d in new.values():
             uow.touch(d.account_id)

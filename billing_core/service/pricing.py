@@ -152,6 +152,9 @@ def add_product(uow: UnitOfWork, data: ProductIn) -> int:
         pricing_model=data.pricing_model, needs_provisioning=bool(data.needs_provisioning),
         active=bool(data.active), ext_source=data.ext_source, ext_id=data.ext_id,
         created_at=uow.now(), **terms)))
+    audit.record(uow, "created", "product", new_id, entity_ref=sku,
+                 after={"sku": sku, "name": name, "kind": data.kind, "billing_period": period,
+                        "pricing_model": data.pricing_model, **terms})
     return new_id
 
 
@@ -177,6 +180,8 @@ def update_product(uow: UnitOfWork, product_id: int, data: ProductIn) -> None:
             products.c.sku == sku, products.c.id != current["id"])).first():
         raise Duplicate("sku", sku)
     conn.execute(update(products).where(products.c.id == current["id"]).values(changed))
+    audit.record(uow, "updated", "product", current["id"], entity_ref=sku,
+                 before={k: current[k] for k in changed}, after=changed)
 
 
 def set_product_terms(uow: UnitOfWork, ref: int | str, *, term_months: int | None = None,

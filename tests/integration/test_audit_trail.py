@@ -32,6 +32,7 @@ from billing_core.service.credits import (
     grant_credits,
 )
 from billing_core.service.documents import void_invoice
+from billing_core.service.gate import accept_orders
 from billing_core.service.holds import place_manual_hold, release_manual_hold
 from billing_core.service.invoices import list_invoices
 from billing_core.service.memos import (
@@ -52,12 +53,19 @@ from billing_core.service.orders import (
     place_order,
 )
 from billing_core.service.payments import apply_payment, record_payment, unapply_payment
-from billing_core.service.pricing import ProductIn, add_product, set_price, set_product_terms
+from billing_core.service.pricing import (
+    ProductIn,
+    add_product,
+    set_price,
+    set_product_terms,
+    update_product,
+)
 from billing_core.service.subscriptions import end_subscription
 from billing_core.service.tax import import_tax_rates, read_rates_csv, set_tax_rate
 from jobs.api.auth import create_token, revoke_token
 from jobs.cli import main
-from sync.reconcile import apply_page
+from sync.reconcile import apply_page, stamp_sync
+from sync.runs import current_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,6 +240,28 @@ def test_each_kind_of_change_writes_one_row(engine: Engine) -> None:
     assert [(r["action"], r["entity_ref"]) for r in rows] == [("revoked", "stripe")]
 
 
+def test_products_and_held_orders(engine: Engine) -> None:
+    acc = _account(engine)
+    pid, rows = _do(engine, lambda uow: add_product(uow, ProductIn(
+        sku="SKU9", name="Seat", kind="recurring", billing_period="month",
+        pricing_model="per_unit")), actor="sync:sf")
+    assert [(r["action"], r["entity_type"], r["entity_ref"], r["changes"]["name"])
+            for r in rows] == [("created", "product", "SKU9", [None, "Seat"])]
+    _do(engine, lambda uow: set_price(uow, pid, "USD", date(2020, 1, 1), "10.00"))
+    _, rows = _do(engine, lambda uow: update_product(uow, pid, ProductIn(
+        sku="SKU9", name="Seat (annual)", kind="recurring", billing_period="month",
+        pricing_model="per_unit")))
+    assert [(r["action"], r["changes"]) for r in rows] == \
+        [("updated", {"name": ["Seat", "Seat (annual)"]})]
+    # an order for an account on hold is placed, then held: one row each
+    _do(engine, lambda uow: place_manual_hold(uow, acc, "check", admin="bob"))
+    _, rows = _do(engine, lambda uow: accept_orders(uow, [OrderIn(
+        acc, "Q-9", date(2026, 1, 1), subscriptions=[
+            SubscriptionItem(pid, 1, date(2026, 1, 1), "monthly")])]), actor="sync:sf")
+    assert [(r["action"], r["entity_ref"], r["changes"]["status"]) for r in rows] == \
+        [("placed", "Q-9", [None, "accepted"]), ("held", "Q-9", ["accepted", "held"])]
+
+
 def test_credit_grants_and_conversions(engine: Engine) -> None:
     acc = _account(engine)
     grant, rows = _do(engine, lambda uow: grant_credits(uow, acc, "20.00", reason="promo"))
@@ -274,6 +304,21 @@ def test_the_sync_records_its_connection(engine: Engine) -> None:
     rows = _rows(engine)[before:]
     assert [(r["actor"], r["action"], r["entity_type"]) for r in rows] == \
         [("sync:sf", "created", "account")]
+
+
+def test_the_sync_stamp_keeps_a_named_actor_and_adds_the_run(engine: Engine) -> None:
+    """The hand-off's units of work are stamped like the pages' (``run_handoffs`` calls
+    ``stamp_sync``); a retry by hand (``cli:<user>``) keeps its actor."""
+    token = current_run.set(17)
+    try:
+        with ledger_uow(engine) as uow:
+            stamp_sync(uow, "dv")
+            assert (uow.actor, uow.run_id) == ("sync:dv", "sync_run:17")
+        with ledger_uow(engine, actor="cli:alice") as uow:
+            stamp_sync(uow, "dv")
+            assert (uow.actor, uow.run_id) == ("cli:alice", "sync_run:17")
+    finally:
+        current_run.reset(token)
 
 
 def _cli(db: Path, *args: str):
