@@ -7,7 +7,8 @@ Rules kept here:
 - SIGTERM / SIGINT set the worker's stop event: running cycles finish the page in hand and
   commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``.
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
-  the worker as its resync runner; the daemon owns its life.
+  the worker as its resync runner; the daemon owns its life. Stored CRM events wake the
+  scheduler's ``events`` job (``jobs.scheduler.wake_events``).
 - Logs: ``jobs.logs`` (text or one JSON object per line, secrets masked, noise held back).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,7 +25,7 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from jobs.api.app import build_app, serve_in_thread
 from jobs.logs import JsonFormatter, RedactSecrets
-from jobs.scheduler import build_scheduler, job_ids
+from jobs.scheduler import build_scheduler, job_ids, wake_events
 from jobs.worker import Worker
 from sync.locks import job_lock, lock_path
 from sync.runs import RunReport
@@ -69,7 +71,10 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
         server = None
         if api:
             server = serve_in_thread(build_app(engine, settings, sync_runner=worker,
-                                               scheduler_state=scheduler), host, port)
+                                               scheduler_state=scheduler,
+                                               on_events=partial(wake_events, scheduler,
+                                                                 worker)),
+                                     host, port)
         scheduler.start()
         log.info("daemon started jobs=%s", ",".join(job_ids(scheduler)))
         if on_ready:

@@ -80,7 +80,7 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
                       CronTrigger(hour=(hour + 1) % 24, minute=minute, timezone=UTC),
                       id="housekeeping", name="housekeeping", replace_existing=True)
     if any(c.events is not None for c in worker.connections.values()):
-        scheduler.add_job(_guarded("events", worker.process_events, worker),
+        scheduler.add_job(_guarded("events", worker.events_job, worker),
                           IntervalTrigger(seconds=s.events_interval_seconds), id="events",
                           name="CRM events (targeted resync)", replace_existing=True)
     if worker.settings.email.enabled:
@@ -135,6 +135,15 @@ def housekeeping(worker: Worker) -> None:
     events = inbox.purge_done(worker.engine, worker.clock() - inbox.KEEP_DONE)
     if events:
         log.info("housekeeping: %d processed CRM event(s) purged", events)
+
+
+def wake_events(scheduler: BackgroundScheduler, worker: Worker) -> None:
+    """Run the ``events`` job now (the receivers stored events): its next run is moved to now,
+    or, when it runs already, it does one more round (``Worker.wake_events``), so no stored
+    event waits for the interval. Without the job (no connection takes events), nothing."""
+    job = scheduler.get_job("events")
+    if job is not None and worker.wake_events():
+        job.modify(next_run_time=datetime.now(UTC))
 
 
 def job_ids(scheduler: BackgroundScheduler) -> list[str]:

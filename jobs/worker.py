@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 USAGE_MEMORY = timedelta(hours=24)
 #: Calls of the share a fresh connector may spend learning the CRM's figure.
 LEARNING_RESERVE = 1
+#: Rounds the events job runs in a row while events keep arriving (then its next wake or run).
+EVENT_ROUNDS = 20
 #: How long the daemon's bill run waits for another run holding the bill-run lock.
 BILL_RUN_LOCK_WAIT = 900.0
 
@@ -90,6 +92,10 @@ class Worker:
         self._provisioner: Provisioner | None = None
         self._guard = threading.Lock()
         self._admission = Admission()
+        #: The events job: whether it runs, and whether events were stored meanwhile.
+        self._events = threading.Lock()
+        self._events_running = False
+        self._events_again = False
         #: The last figure a dropped connector's meter saw, and when (see ``_seed``).
         self._usage: dict[str, tuple[int, int, datetime]] = {}
 
@@ -281,6 +287,33 @@ class Worker:
         if any(r.events for r in reports) and not self.stop.is_set():
             self.dispatch()
         return reports
+
+    def events_job(self) -> None:
+        """The daemon's events job: a round (``process_events``), again while the receivers
+        stored events meanwhile (``wake_events``), at most ``EVENT_ROUNDS`` rounds in a row so
+        the connection's lock is not held for ever under a sustained flood."""
+        with self._events:
+            self._events_running = True
+        try:
+            for _ in range(EVENT_ROUNDS):
+                with self._events:
+                    self._events_again = False
+                self.process_events()
+                with self._events:
+                    if not self._events_again or self.stop.is_set():
+                        break
+        finally:
+            with self._events:
+                self._events_running = False
+
+    def wake_events(self) -> bool:
+        """Events were stored: True when the caller should run the events job now; False
+        when it runs already (it will do one more round)."""
+        with self._events:
+            if self._events_running:
+                self._events_again = True
+                return False
+            return True
 
     def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT) -> BillRunResult | None:
         """Today's bill run. Another run holding the lock (a manual ``bill-run`` for another

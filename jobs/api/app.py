@@ -57,6 +57,9 @@ class ApiState:
     scheduler_state: Any = None
     clock: Callable[[], datetime] | None = None
     metrics: Any = field(default=None, repr=False)
+    #: Called after CRM events were stored (the daemon runs its events job now, instead of at
+    #: its next interval); never raises into the receiver.
+    on_events: Callable[[], None] | None = None
 
 
 class BodyLimit:
@@ -112,7 +115,8 @@ class BodyLimit:
 
 def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | None = None,
               scheduler_state: Any = None, clock: Callable[[], datetime] | None = None,
-              max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+              max_body_bytes: int = MAX_BODY_BYTES,
+              on_events: Callable[[], None] | None = None) -> FastAPI:
     """The API over ``engine``. ``sync_runner`` starts resyncs (``POST /sync:run``);
     ``scheduler_state`` (anything with a ``running`` attribute) feeds ``/readyz``."""
     app = FastAPI(title="ledgerbridge API", version=API_VERSION, openapi_url=None, docs_url=None,
@@ -121,7 +125,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                               "holds, resyncs and status for admins. Bearer tokens with "
                               "scopes billing:read, billing:write, admin.")
     app.state.api = ApiState(engine=engine, settings=settings, sync_runner=sync_runner,
-                             scheduler_state=scheduler_state, clock=clock,
+                             scheduler_state=scheduler_state, clock=clock, on_events=on_events,
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,

@@ -6,6 +6,8 @@ Rules kept here
   authenticates its requests (``connectors.events``: a webhook key or header, the Salesforce
   organization id, an HMAC signature), compared in constant time. A refused request is 401 and
   stores nothing; a connection without ``events`` (or unknown) is 404.
+- The daemon is woken (``on_events``: its events job runs now, not at its next interval), so
+  an event is read back within the time of one round; its interval remains the fallback.
 - Fast: the body is bounded (``MAX_EVENT_BYTES``), parsed, and its events stored with one
   committed multi-row insert (``sync.inbox.store``) before the answer; nothing else happens
   inline (no CRM call, no billing). The targeted resync (``sync.resync``) does the work.
@@ -154,6 +156,12 @@ async def _store(request: Request, receiver: _Receiver, source: str,
     clock = request.app.state.api.clock or (lambda: datetime.now(UTC))
     stored = await run_in_threadpool(inbox.store, request.app.state.api.engine,
                                      receiver.settings.name, source, rows, clock()) if rows else 0
+    wake = request.app.state.api.on_events
+    if stored and wake is not None:
+        try:
+            wake()
+        except Exception:  # noqa: BLE001 - the events are stored: the job's interval still runs
+            log.exception("events: could not wake the events job")
     return {"received": len(events), "stored": stored, "duplicates": len(rows) - stored,
             "ignored": ignored}
 

@@ -406,3 +406,62 @@ def test_the_daemon_runs_the_events_job_only_for_connections_that_take_events(
         assert "events" not in job_ids(build_scheduler(worker))
     finally:
         worker.close()
+
+
+def test_the_daemon_reads_a_stored_event_back_at_once_not_at_its_interval(sqlite_engine,
+                                                                         tmp_path,
+                                                                         monkeypatch):
+    """With the events job's interval at an hour, a callout the API stores wakes the job:
+    the account is read back within seconds (``jobs.scheduler.wake_events``)."""
+    import socket
+    import threading
+    import time
+
+    import requests
+
+    from jobs.daemon import run_daemon
+
+    monkeypatch.setenv("LB_TEST_EVENTS_HMAC", HMAC_SECRET)
+    monkeypatch.setenv("LB_TEST_EVENTS_DVKEY", DV_KEY)
+    cfg = tmp_path / "d.toml"
+    cfg.write_text("[sync]\nevents_interval_seconds = 3600\n" + CONFIG)
+    settings = load_settings(cfg)
+    crm = CountingCRM()
+    crm.seed_basic()
+    worker = _worker(sqlite_engine, settings, crm)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    ready = threading.Event()
+    daemon = threading.Thread(target=run_daemon, args=(sqlite_engine, settings), kwargs={
+        "api": True, "port": port, "worker": worker, "on_ready": lambda w: ready.set()},
+        daemon=True)
+    daemon.start()
+    try:
+        assert ready.wait(20)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _synced(sqlite_engine):
+            time.sleep(0.05)                                  # the start-up sync of sf ran
+        raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"],
+                                "event_id": "w1"})
+        crm.put("account", "001000000000001AAA", name="Woken", currency="USD", country="US",
+                credit_limit=Decimal(10), credit_hold=False)
+        started = time.monotonic()
+        answer = requests.post(f"http://127.0.0.1:{port}/events/salesforce/sf/json",
+                               data=raw, headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        while time.monotonic() - started < 10 and {r["state"] for r in
+                                                    _stored(sqlite_engine)} != {"done"}:
+            time.sleep(0.05)
+        assert {r["state"] for r in _stored(sqlite_engine)} == {"done"}
+        assert crm.by_ids == [("account", 1)]
+        assert time.monotonic() - started < 10               # not the interval's hour
+    finally:
+        worker.stop.set()
+        daemon.join(30)
+
+
+def _synced(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(select(func.count()).select_from(sync_records)).scalar())
