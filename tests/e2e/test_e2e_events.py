@@ -61,7 +61,13 @@ def world(sandbox: Any, sqlite_engine: Any, tmp_path: Path, api_port: int,
     monkeypatch.setenv("LB_E2E_EVENTS_KEY", KEY)
     monkeypatch.setenv("LB_E2E_EVENTS_HMAC", HMAC_SECRET)
     sandbox.reset()
-    w = World(sandbox, sqlite_engine, tmp_path, extra=EVENTS)
+    from jobs.cli.demo_crm import sandbox_config
+
+    # The sandbox's own config names the events it sends (``jobs.cli.configs``) when it knows
+    # them; otherwise this test adds them.
+    written, _ = sandbox_config(sandbox, str(sqlite_engine.url))
+    w = World(sandbox, sqlite_engine, tmp_path,
+              extra="" if "[connections.sf.events]" in written else EVENTS)
     server = serve_in_thread(build_app(sqlite_engine, w.settings), "127.0.0.1", api_port)
     yield w
     server.stop()
