@@ -6,6 +6,10 @@ Rules kept here:
   beside the config (``<name>.secrets.toml``, created with mode 0600, one table per
   connection) that the config names with ``secrets_file`` and ``file:client_secret``. A real
   org's secret is an ``env:NAME`` reference; its value is never asked for or written.
+- With ``--notify`` the sandbox sends change events; its config then has
+  ``[connections.sf.events]`` / ``[connections.d365.events]`` with what those events carry
+  (the organization id; the webhook key and HMAC secret as ``file:`` references into the same
+  secrets file), so a daemon started with it accepts them (``sandbox_events``).
 - Why a file for the sandbox and not ``env:`` with ``export`` lines: the config is meant to be
   used as it is from any later shell, cron job or service (``ledgerbridge --config FILE sync``),
   and a kept demo config must still work after its sandbox is restarted, long after the
@@ -35,6 +39,13 @@ from config.settings import ConfigError, load_settings
 HEADER = "# Written by ledgerbridge"
 SF_SECRET_ENV = "LEDGERBRIDGE_DEMO_SF_SECRET"
 DV_SECRET_ENV = "LEDGERBRIDGE_DEMO_DV_SECRET"
+#: Environment variables of the events secrets (``sandbox_config`` without a secrets file).
+EVENT_SECRET_ENV = {("sf", "key"): "LEDGERBRIDGE_DEMO_SF_EVENTS_KEY",
+                    ("sf", "hmac_secret"): "LEDGERBRIDGE_DEMO_SF_EVENTS_HMAC",
+                    ("d365", "key"): "LEDGERBRIDGE_DEMO_DV_WEBHOOK_KEY"}
+#: The name in the secrets file of each events secret.
+_EVENT_SECRET_FILE_KEY = {("sf", "key"): "events_key", ("sf", "hmac_secret"): "hmac_secret",
+                          ("d365", "key"): "webhook_key"}
 
 
 def sandbox_secrets(sbx: Any) -> dict[str, str]:
@@ -47,6 +58,60 @@ def sandbox_secrets(sbx: Any) -> dict[str, str]:
     return out
 
 
+def sandbox_events(sbx: Any) -> dict[str, dict[str, str]]:
+    """What a connection's ``[connections.NAME.events]`` needs to accept the change events the
+    sandbox sends (``sbx.notify``, ``--notify``), per connection (``sf``, ``d365``) whose side
+    has a target: plain settings and, under ``secrets``, the secret values (the webhook key,
+    the HMAC secret, a Salesforce URL key). Empty without ``--notify``. A Dataverse side that
+    sends no key (no ``--notify-dataverse-key``, header or query parameter) cannot be
+    authenticated and is left out."""
+    notify = getattr(sbx, "notify", None)
+    if notify is None:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    if sbx.salesforce is not None and (notify.target("soap") or notify.target("json")):
+        notifier = getattr(sbx, "notifier", None)
+        org = notify.salesforce_org_id or (notifier.salesforce_org_id if notifier else None)
+        sf: dict[str, str] = {}
+        if org and notify.target("soap"):
+            sf["organization_id"] = org
+        if notify.hmac_secret:
+            sf["secret:hmac_secret"] = notify.hmac_secret
+        if notify.salesforce_query:
+            name, value = next(iter(notify.salesforce_query.items()))
+            sf["key_name"], sf["secret:key"] = name, value
+        if sf:
+            out["sf"] = sf
+    if sbx.dataverse is not None and notify.target("dataverse"):
+        if notify.dataverse_key:
+            out["d365"] = {"auth": "webhook_key", "secret:key": notify.dataverse_key}
+        elif notify.dataverse_headers:
+            name, value = next(iter(notify.dataverse_headers.items()))
+            out["d365"] = {"auth": "header", "key_name": name, "secret:key": value}
+        elif notify.dataverse_query:
+            name, value = next(iter(notify.dataverse_query.items()))
+            out["d365"] = {"auth": "query_string", "key_name": name, "secret:key": value}
+    return out
+
+
+def _events_table(name: str, values: dict[str, str], ref: Any) -> str:
+    """``[connections.NAME.events]`` with each secret as the reference ``ref(name, key)``."""
+    lines = [f"\n[connections.{name}.events]        # the sandbox's --notify events"]
+    for key, value in values.items():
+        if key.startswith("secret:"):
+            lines.append(f"{key[7:]} = {_q(ref(name, key[7:]))}")
+        else:
+            lines.append(f"{key} = {_q(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def sandbox_event_secrets(sbx: Any) -> dict[str, dict[str, str]]:
+    """The events secrets per connection, under their names in the secrets file."""
+    return {name: {_EVENT_SECRET_FILE_KEY[(name, k[7:])]: v for k, v in values.items()
+                   if k.startswith("secret:")}
+            for name, values in sandbox_events(sbx).items()}
+
+
 def sandbox_config(sbx: Any, database_url: str, *, connections: tuple[str, ...] = ("sf", "d365"),
                    extra: str = "", secrets_file: str | None = None
                    ) -> tuple[str, dict[str, str]]:
@@ -57,6 +122,14 @@ def sandbox_config(sbx: Any, database_url: str, *, connections: tuple[str, ...] 
     sf, dv = sbx.salesforce, sbx.dataverse
     env: dict[str, str] = {}
     secrets = sandbox_secrets(sbx)
+    events = sandbox_events(sbx)
+
+    def event_ref(name: str, key: str) -> str:
+        if secrets_file is not None:
+            return f"file:{_EVENT_SECRET_FILE_KEY[(name, key)]}"
+        var = EVENT_SECRET_ENV[(name, key)]
+        env[var] = events[name][f"secret:{key}"]
+        return f"env:{var}"
 
     def secret(name: str, var: str) -> tuple[str, str]:
         if secrets_file is not None:
@@ -77,6 +150,8 @@ ca_bundle = "{sbx.ca_bundle}"
 client_id = "{(sbx.credentials or sf.credentials).client_id}"
 client_secret = "{ref}"
 ''')
+        if "sf" in events:
+            parts.append(_events_table("sf", events["sf"], event_ref))
     if "d365" in connections and dv is not None:
         where, ref = secret("d365", DV_SECRET_ENV)
         parts.append(f'''
@@ -92,14 +167,18 @@ ca_bundle = "{sbx.ca_bundle}"
 client_id = "{dv.client_id}"
 client_secret = "{ref}"
 ''')
+        if "d365" in events:
+            parts.append(_events_table("d365", events["d365"], event_ref))
     return "\n".join(parts), env
 
 
 def restart_command(*, port: int, seed: int, accounts: int, quotes: int | None,
-                    sides: tuple[str, ...], ca_dir: str) -> list[str]:
-    """The command line that starts a sandbox again as it is (URL, CA, credentials)."""
+                    sides: tuple[str, ...], ca_dir: str,
+                    notify: tuple[str, ...] = ()) -> list[str]:
+    """The command line that starts a sandbox again as it is (URL, CA, credentials; ``notify``:
+    the ``--notify*`` options that hold no secret)."""
     line = ["ledgerbridge", "sandbox", "--port", str(port), "--seed", str(seed),
-            "--accounts", str(accounts)]
+            "--accounts", str(accounts), *notify]
     if quotes is not None:
         line += ["--quotes", str(quotes)]
     for side in sides:
@@ -169,8 +248,10 @@ def write_sandbox_config(sbx: Any, path: Path, *, database_url: str | None,
     path = path.absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     secrets = secrets_path(path)
+    events = sandbox_event_secrets(sbx)
     write_private(secrets, f"{HEADER} for the sandbox CRM at {sbx.url}: test values only.\n"
                   + "".join(f"[{name}]\nclient_secret = {_q(value)}\n"
+                            + "".join(f"{k} = {_q(v)}\n" for k, v in events.get(name, {}).items())
                             for name, value in sandbox_secrets(sbx).items()))
     url = database_url or f"sqlite:///{path.parent / 'sandbox.db'}"
     text, _env = sandbox_config(sbx, url, secrets_file=str(secrets))

@@ -7,11 +7,16 @@ guesswork.
   With ``--write-config`` the CA is kept beside the config (``--ca-dir``, default
   ``<dir of FILE>/sandbox-ca``), so the same command line restarts a sandbox the config still
   fits. The files: ``jobs.cli.configs``.
+- With ``--notify`` (change events), a side given no key of its own sends the sandbox's test
+  values (fixed by ``--seed``, as its client secrets are: :func:`default_notify_secrets`), and
+  ``--write-config`` writes the ``[connections.NAME.events]`` that accept what it sends, so a
+  daemon started with that config takes the sandbox's events with no further set-up.
 - ``init`` writes a commented config for a real org from flags; the secret itself is never
   asked for, only the name of the environment variable that will hold it.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,43 @@ from jobs.cli.configs import (
     write_sandbox_config,
 )
 
+#: ``--notify*`` options kept in the restart line (none holds a secret), with their defaults.
+_NOTIFY_RESTART = {"notify": None, "notify_dataverse": None, "notify_salesforce": None,
+                   "notify_salesforce_json": None, "notify_salesforce_form": "soap",
+                   "notify_dataverse_connection": "d365", "notify_salesforce_connection": "sf",
+                   "notify_salesforce_org_id": None}
+_NOTIFY_SECRETS = ("notify_dataverse_key", "notify_dataverse_header", "notify_dataverse_query",
+                   "notify_salesforce_query", "notify_secret")
+
+
+def _test_value(seed: int, what: str) -> str:
+    return "sbx-" + hashlib.sha256(f"ledgerbridge-sandbox:{seed}:{what}".encode()).hexdigest()[:32]
+
+
+def default_notify_secrets(seed: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the sandbox's test secrets where a ``--notify`` target is given and no
+    secret of that kind is: the Dataverse webhook key (``?code=``) unless a key, header or
+    query parameter is given, and the HMAC secret of the JSON callout."""
+    if not any(options.get(k) for k in ("notify", "notify_dataverse", "notify_salesforce",
+                                         "notify_salesforce_json")):
+        return options
+    out = dict(options)
+    if not any(options.get(k) for k in ("notify_dataverse_key", "notify_dataverse_header",
+                                         "notify_dataverse_query")):
+        out["notify_dataverse_key"] = _test_value(seed, "webhook-key")
+    if not options.get("notify_secret"):
+        out["notify_secret"] = _test_value(seed, "hmac-secret")
+    return out
+
+
+def _notify_restart(options: dict[str, Any]) -> tuple[str, ...]:
+    line: list[str] = []
+    for key, default in _NOTIFY_RESTART.items():
+        value = options.get(key)
+        if value is not None and value != default:
+            line += ["--" + key.replace("_", "-"), str(value)]
+    return tuple(line)
+
 
 @click.pass_context
 def _sandbox_main(ctx: click.Context, /, port: int, seed: int, accounts: int, quotes: int | None,
@@ -37,6 +79,8 @@ def _sandbox_main(ctx: click.Context, /, port: int, seed: int, accounts: int, qu
     from connectors.sandbox.server import serve_forever
 
     on_ready = None
+    given_secrets = [k for k in _NOTIFY_SECRETS if notify_options.get(k)]
+    notify_options = default_notify_secrets(seed, notify_options)
     if write_config is not None:
         target = Path(write_config).absolute()
         check_writable(target, force=force)      # before the sandbox starts, not after
@@ -46,9 +90,13 @@ def _sandbox_main(ctx: click.Context, /, port: int, seed: int, accounts: int, qu
 
         def on_ready(sbx: Any) -> None:
             restart = restart_command(port=sbx.port, seed=seed, accounts=accounts,
-                                      quotes=quotes, sides=sides, ca_dir=str(ca_dir))
+                                      quotes=quotes, sides=sides, ca_dir=str(ca_dir),
+                                      notify=_notify_restart(notify_options))
+            note = ("(add the " + ", ".join("--" + k.replace("_", "-") for k in given_secrets)
+                    + " option(s) given at the first start: the secrets file has their values)"
+                    if given_secrets else "")
             secrets = write_sandbox_config(sbx, target, database_url=database_url,
-                                           restart=restart)
+                                           restart=restart, note=note)
             print(f"  config:               {target}\n"
                   f"    secrets in {secrets} (mode 0600); try: "
                   f"ledgerbridge --config {target} doctor")

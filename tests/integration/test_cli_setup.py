@@ -16,16 +16,22 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
+from sqlalchemy import select
 
+from billing_core.adapters.db import make_engine
 from config.settings import load_settings
+from connectors.sandbox.tls import CABundleSession
 from jobs.cli import exits, main
+from sync.tables import event_inbox
 
 LEDGERBRIDGE = str(Path(sys.executable).parent / "ledgerbridge")
 
@@ -130,6 +136,74 @@ def test_the_written_restart_line_restarts_a_sandbox_the_config_still_fits(
         again.stop()
     assert result.exit_code == 0, result.output       # same URL, CA and credentials
     assert "sf: login" in result.output and "d365: login" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_write_config_with_notify_lets_the_daemon_take_the_sandbox_events(
+        tmp_path: Path) -> None:
+    """``sandbox --write-config FILE --notify URL``: the config has ``[connections.sf.events]``
+    and ``[connections.d365.events]`` (secrets in the secrets file only), and a daemon started
+    with it stores a Dataverse webhook, a Salesforce outbound message and a signed callout the
+    sandbox sent, every one acked (before: no events tables, so every event was 404)."""
+    port = _free_port()
+    config = tmp_path / "lb.toml"
+    sbx = SandboxProcess(["--port", "0", "--accounts", "12", "--quotes", "4",
+                          "--write-config", str(config), "--notify", f"http://127.0.0.1:{port}",
+                          "--notify-salesforce-form", "both"], tmp_path)
+    daemon: subprocess.Popen[str] | None = None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERBRIDGE_")}
+    try:
+        text, secrets = config.read_text(), (tmp_path / "lb.secrets.toml").read_text()
+        settings = load_settings(config)
+        sf, d365 = settings.connections["sf"].events, settings.connections["d365"].events
+        assert sf is not None and d365 is not None
+        assert sf.organization_id and sf.organization_id.startswith("00D")
+        assert (sf.hmac_secret, d365.auth, d365.key) == (
+            "file:hmac_secret", "webhook_key", "file:webhook_key")
+        values = re.findall(r'^(?:webhook_key|hmac_secret) = "(.+)"$', secrets, re.MULTILINE)
+        assert len(values) == 2 and not any(v in text for v in values)
+        assert f"--notify http://127.0.0.1:{port}" in text      # in the restart line
+        subprocess.run([LEDGERBRIDGE, "--config", str(config), "db", "upgrade"], env=env,
+                       cwd=tmp_path, check=True, capture_output=True, timeout=120)
+        daemon = subprocess.Popen([LEDGERBRIDGE, "--config", str(config), "run", "--api-port",
+                                   str(port)], env=env, cwd=tmp_path, text=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        session = CABundleSession(str(settings.connections["sf"].ca_bundle), timeout=(5, 60))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and daemon.poll() is None, "no daemon API"
+            time.sleep(0.2)
+        base = settings.connections["sf"].url
+        sf_id = session.post(f"{base}/__admin__/salesforce/set_hold",
+                             json={"index": 2, "hold": True}).json()["id"]
+        dv_id = session.post(f"{base}/__admin__/dataverse/set_creditonhold",
+                             json={"index": 3}).json()["accountid"]
+        flushed = session.post(f"{base}/__admin__/notify/flush", json={"timeout": 30}).json()
+        assert flushed["flushed"]
+        total = flushed["counters"]["total"]
+        assert (total["sent"], total["acked"], total["failed"]) == (3, 3, 0), total
+        engine = make_engine(f"sqlite:///{tmp_path / 'sandbox.db'}")
+        with engine.connect() as conn:
+            rows = {(r.connection, r.source, r.crm_id)
+                    for r in conn.execute(select(event_inbox))}
+        engine.dispose()
+        assert rows == {("sf", "salesforce_soap", sf_id), ("sf", "salesforce_json", sf_id),
+                        ("d365", "dataverse", dv_id)}
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=60)
+        sbx.stop()
 
 
 def test_write_config_refuses_to_replace_a_file_it_did_not_write(tmp_path: Path) -> None:
