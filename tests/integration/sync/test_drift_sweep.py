@@ -1,0 +1,210 @@
+"""The drift sweep (issue 17, item 3): ids and stamps listed, compared with ``sync_records``,
+and only what drifted read back through the targeted resync. On SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from fake_crm import FakeCRM
+from sqlalchemy import Engine, func, select
+
+from billing_core.adapters.tables import accounts, orders
+from jobs.cli import exits
+from sync.drift import last_sweep, sweep_connection
+from sync.engine import Cycle, SyncOptions, run_cycle
+from sync.tables import sync_records
+
+PAGE = 2000
+
+
+class DriftCRM(FakeCRM):
+    """The in-memory CRM with a listing of ids and stamps (one call per 2,000 rows) and a
+    batched read by id (one call per 200 ids), both counted."""
+
+    def __init__(self) -> None:
+        super().__init__("fake")
+        self.listings: list[str] = []
+        self.by_ids: list[tuple[str, list[str]]] = []
+
+    def list_stamps(self, obj: str) -> Any:
+        live = sorted((cid, rec["modstamp"]) for cid, (_, rec) in self.rows[obj].items()
+                      if rec is not None)
+        for start in range(0, max(len(live), 1), PAGE):
+            self._call()
+            self.listings.append(obj)
+            yield from live[start:start + PAGE]
+
+    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for start in range(0, len(ids), 200):
+            self._call()
+            chunk = ids[start:start + 200]
+            self.by_ids.append((obj, chunk))
+            found += [dict(row[1]) for i in chunk
+                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
+        return found
+
+    # -- what the cursor misses --------------------------------------------------------------
+    def put_late(self, obj: str, crm_id: str, *, late: timedelta = timedelta(hours=1),
+                 **fields: Any) -> None:
+        """A change committed ``late`` after its stamp: stamped before the cursor's position,
+        so the incremental read (which starts after the cursor) never returns it."""
+        self.put(obj, crm_id, **fields)
+        _, record = self.rows[obj][crm_id]
+        assert record is not None
+        record["modstamp"] -= late
+        self.rows[obj][crm_id] = (0, record)
+
+    def changed_unseen(self, obj: str, crm_id: str, **fields: Any) -> None:
+        """A change with a new stamp that the incremental read missed (an event lost, a
+        read that failed over): the cursor is past it."""
+        self.put(obj, crm_id, **fields)
+        self.rows[obj][crm_id] = (0, self.rows[obj][crm_id][1])
+
+    def purge(self, obj: str, crm_id: str) -> None:
+        """Deleted with no trace in the change window (recycle bin emptied)."""
+        del self.rows[obj][crm_id]
+
+
+def _crm() -> DriftCRM:
+    crm = DriftCRM()
+    crm.seed_basic()
+    crm.put("quote", "Q1", account_crm_id="A2", status="Accepted", revision=1, number="Q-1")
+    crm.put("quote_line", "L1", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(3))
+    return crm
+
+
+def _synced(engine: Engine) -> DriftCRM:
+    crm = _crm()
+    for _ in range(2):            # the second reads back what the first pushed
+        assert run_cycle(engine, crm).outcome == "ok"
+    return crm
+
+
+def _sweep(engine: Engine, crm: DriftCRM) -> Any:
+    return sweep_connection(Cycle(engine, crm, SyncOptions(trigger="sweep")))
+
+
+def _repairs(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        found = last_sweep(conn, "fake")
+    assert found is not None
+    return found
+
+
+def test_a_record_committed_an_hour_late_is_found_and_applied_by_one_sweep(engine):
+    crm = _synced(engine)
+    crm.put_late("account", "A3", name="Initech", currency="USD", country="US",
+                 credit_limit=Decimal(5000), credit_hold=False)
+    crm.put_late("quote", "Q2", account_crm_id="A3", status="Accepted", revision=1,
+                 number="Q-2")
+    crm.put_late("quote_line", "L2", quote_crm_id="Q2", product_crm_id="P1",
+                 quantity=Decimal(2))
+    assert run_cycle(engine, crm).outcome == "ok"          # the incremental pull misses them
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.id).where(accounts.c.ext_id == "A3")).first() \
+            is None
+
+    report = _sweep(engine, crm)
+
+    assert report.outcome == "ok" and report.trigger == "sweep"
+    assert exits.for_run(report) == exits.OK
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A3")).scalar() \
+            == "Initech"
+        assert conn.execute(select(func.count()).select_from(orders)).scalar() == 2
+    assert report.handed_off == 1
+    found = _repairs(engine)
+    assert found["run"] == report.run_id
+    assert found["repairs"]["quote"]["missing"] == 1
+    assert found["repairs"]["quote_line"]["missing"] == 1
+    # the quote's account was read with it (accounts after quotes, as in every cycle), so the
+    # accounts' own comparison, which comes after, finds it known already
+    assert found["repairs"]["account"] == {"missing": 0, "changed": 0, "deleted": 0}
+    assert found["total"] == {"missing": 2, "changed": 0, "deleted": 0}
+    # a second sweep finds nothing, and nothing is handed off twice
+    again = _sweep(engine, crm)
+    assert again.handed_off == 0 and _repairs(engine)["total"] == {
+        "missing": 0, "changed": 0, "deleted": 0}
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(orders)).scalar() == 2
+
+
+def test_a_record_deleted_outside_the_change_window_is_marked_deleted(engine):
+    crm = _synced(engine)
+    crm.purge("price", "P2-EUR")
+    assert run_cycle(engine, crm).outcome == "ok"
+    report = _sweep(engine, crm)
+    assert report.outcome == "ok"
+    assert report.objects["price"].deleted == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(sync_records.c.deleted_at).where(
+            sync_records.c.crm_id == "P2-EUR")).scalar() is not None
+    assert _repairs(engine)["repairs"]["price"] == {"missing": 0, "changed": 0, "deleted": 1}
+
+
+def test_a_changed_record_whose_change_was_missed_is_read_again(engine):
+    crm = _synced(engine)
+    crm.changed_unseen("account", "A1", name="Acme Renamed")
+    assert run_cycle(engine, crm).outcome == "ok"
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A1")).scalar() \
+            == "Acme"
+    crm.by_ids.clear()
+    report = _sweep(engine, crm)
+    assert report.outcome == "ok"
+    assert crm.by_ids == [("account", ["A1"])]
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A1")).scalar() \
+            == "Acme Renamed"
+    assert _repairs(engine)["repairs"]["account"] == {"missing": 0, "changed": 1, "deleted": 0}
+
+
+def test_an_unchanged_ledger_costs_one_listing_per_object_and_no_read(engine):
+    crm = _synced(engine)
+    calls, writes = crm.calls, len(crm.writes)
+    crm.listings.clear()
+    report = _sweep(engine, crm)
+    assert report.outcome == "ok" and exits.for_run(report) == exits.OK
+    assert crm.listings == ["product", "price", "quote", "quote_line", "account"]
+    assert crm.by_ids == [] and crm.calls - calls == 5 and len(crm.writes) == writes
+    assert _repairs(engine)["total"] == {"missing": 0, "changed": 0, "deleted": 0}
+
+
+def test_a_stamp_moved_without_a_change_billing_maps_is_read_once(engine):
+    """Our own push (or a field billing does not map) moves the CRM's stamp: the record is
+    read once, found unchanged, and its stamp kept, so the next sweep reads nothing."""
+    crm = _synced(engine)
+    crm.changed_unseen("account", "A2")                 # same fields, new stamp
+    _sweep(engine, crm)
+    assert crm.by_ids == [("account", ["A2"])]
+    crm.by_ids.clear()
+    assert _sweep(engine, crm).outcome == "ok"
+    assert crm.by_ids == []
+
+
+def test_a_budget_stop_mid_sweep_resumes_with_the_objects_left(engine):
+    crm = _synced(engine)
+    crm.put_late("account", "A3", name="Initech", currency="USD", country="US",
+                 credit_limit=Decimal(5000), credit_hold=False)
+    crm.budget_after = crm.calls + 2                    # products and prices listed, then no more
+    crm.listings.clear()
+    stopped = _sweep(engine, crm)
+    assert stopped.outcome == "stopped: API budget"
+    assert exits.for_run(stopped) == exits.ATTENTION
+    assert crm.listings == ["product", "price"]
+    assert _repairs(engine)["pending"] == ["quote", "quote_line", "account"]
+
+    crm.budget_after = None
+    crm.listings.clear()
+    resumed = _sweep(engine, crm)
+    assert resumed.outcome == "ok"
+    assert crm.listings == ["quote", "quote_line", "account"]
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.id).where(accounts.c.ext_id == "A3")).first() \
+            is not None
+    assert _repairs(engine)["pending"] == []
+    crm.listings.clear()
+    _sweep(engine, crm)                                  # complete: the next starts over
+    assert crm.listings == ["product", "price", "quote", "quote_line", "account"]
