@@ -80,6 +80,9 @@ class SyncSettings:
     write_crm_hold: bool = False                  # opt-in: billing sets the CRM's own hold flag
     events_interval_seconds: float = 5.0          # targeted resync of the CRM's change events
     events_batch_size: int = 1000                 # records (not events) per round and connection
+    drift_sweep: bool = True                      # the drift sweep job (sync.drift); false: off
+    drift_sweep_time: str = "03:30"               # daily, UTC
+    drift_sweep_interval_hours: float | None = None   # instead of the daily time: every N hours
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "objects": Rule(one_of=OBJECTS, not_empty=True),
         "events_interval_seconds": Rule(above=0),
         "events_batch_size": Rule(at_least=1, at_most=10000),
+        "drift_sweep_time": Rule(clock=True),
+        "drift_sweep_interval_hours": Rule(above=0),
     }),
     "documents": (DocumentSettings, {
         "templates_dir": Rule(not_empty=True),

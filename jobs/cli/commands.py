@@ -25,6 +25,7 @@ from jobs.cli import (
     products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
     setup,
+    sweep,
     sync,
     tokens,
 )
@@ -45,6 +46,7 @@ COMMANDS: list[click.Command] = [
     *documents.COMMANDS,
     *email.COMMANDS,
     *events.COMMANDS,
+    *sweep.COMMANDS,
     *dunning.COMMANDS,
     *audit.COMMANDS,
 ]

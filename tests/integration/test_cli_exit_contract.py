@@ -615,6 +615,13 @@ CONTRACT: dict[str, Entry] = {
         C(2, "sync", "--account", "", sandbox=True, says="'': must not be empty"),
         C(2, "sync", "-o", "invoice", sandbox=True, says="'invoice' is not one of"),
     )),
+    "sweep": Entry((
+        C(0, "sweep", sandbox=True, prep=synced),
+        C(1, "sweep", sandbox=True, prep=(synced, broken)),   # the change read: quarantined
+        C(1, "sweep", sandbox=True, prep=(synced, budget_spent)),
+        C(2, "sweep", "-c", "nope", sandbox=True, says="'nope' is not configured"),
+        C(3, "sweep", config=CLOSED_CRM),         # the CRM does not answer
+    )),
     "status": Entry((
         C(0, "status", sandbox=True, prep=synced),
         C(1, "status", sandbox=True, prep=quarantined),
