@@ -46,7 +46,8 @@ Rules kept here:
 - ``account=CRMID`` resyncs one account and its quotes only.
 - A targeted resync (:meth:`Cycle.run_targeted`, the CRM's change events: ``sync.resync``)
   reads given records by id (``read_by_ids``, batched) in ``PULL_ORDER`` and applies them as
-  pages of the same handlers; an id the CRM no longer returns is a deletion, handled as the
+  pages of the same handlers (an accepted quote's lines are read with it, as a cycle reads
+  them before its hand-off); an id the CRM no longer returns is a deletion, handled as the
   cycle handles deletes (an id billing never knew changes nothing). The accounts of the
   quotes and lines it read are read after them, so the hand-off of its quotes sees a hold
   state at least as fresh (see ``PULL_ORDER``); it hands off those quotes only, refreshes
@@ -338,6 +339,8 @@ class Cycle:
                 self._apply(obj, Page(records, gone, None), save=False)
             finally:
                 self.rep.stats(obj).api_calls += self.calls() - before
+            if obj == "quote":
+                self._lines_of_accepted(records, targets)
             if obj in ("quote", "quote_line"):      # their accounts: read last (PULL_ORDER)
                 with self.engine.connect() as conn:
                     named = _accounts_of(conn, self.name, obj, ids)
@@ -346,6 +349,29 @@ class Cycle:
                 self.rep.outcome = "stopped: shutdown"
                 return
         self.holds_read = "account" in mapped or not accounts
+
+    def _lines_of_accepted(self, quotes: Sequence[Mapping[str, Any]],
+                           targets: Mapping[str, list[str]]) -> None:
+        """The lines of the accepted quotes a targeted resync read, read with them (as a
+        cycle reads every line after the quotes): the CRM sends a quote's event and its lines'
+        events apart, and a hand-off must not see the accepted quote without its lines. The
+        lines named by events of their own are read in their turn."""
+        lookup = getattr(self.connector, "lookup", None)
+        if lookup is None or "quote_line" not in self.connector.objects():
+            return
+        accepted = self._accepted()
+        named = set(targets.get("quote_line", ()))
+        before = self.calls()
+        try:
+            for quote in quotes:
+                if quote.get("status") not in accepted:
+                    continue
+                lines = [r for r in lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
+                         if str(r.get("crm_id")) not in named]
+                if lines:
+                    self._apply("quote_line", Page(lines, [], None), save=False)
+        finally:
+            self.rep.stats("quote_line").api_calls += self.calls() - before
 
     def fetch_account(self, uow: UnitOfWork, crm_id: str) -> FetchedAccount:
         """The hand-off's port (``handoff.AccountFetcher``): an account a quote names that was

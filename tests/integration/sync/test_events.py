@@ -465,3 +465,29 @@ def test_the_daemon_reads_a_stored_event_back_at_once_not_at_its_interval(sqlite
 def _synced(engine: Engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(select(func.count()).select_from(sync_records)).scalar())
+
+
+def test_an_accepted_quote_s_event_hands_it_off_with_lines_not_yet_announced(engine,
+                                                                            settings):
+    """The CRM sends the quote's event apart from its lines' events: the round that reads
+    the accepted quote reads its lines too, so the hand-off does not find it without lines."""
+    from billing_core.adapters.tables import orders
+    from sync.tables import quarantine
+
+    crm = CountingCRM()
+    crm.seed_basic()
+    run_cycle(engine, crm, SyncOptions())
+    crm.put("quote", "Q9", account_crm_id="A1", status="Accepted", revision=1, number="Q-9",
+            start_date=date(2026, 12, 1))
+    crm.put("quote_line", "L9", quote_crm_id="Q9", product_crm_id="P1", quantity=Decimal(2),
+            unit_price=Decimal(100), start_date=date(2026, 12, 1))
+    inbox.store(engine, "sf", "salesforce_soap", [_event("Q9", "quote")], datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        [report] = worker.process_events(wait=True)
+    finally:
+        worker.close()
+    assert report.outcome == "ok"
+    with engine.connect() as conn:
+        assert conn.execute(select(orders.c.source_ref)).scalars().all() == ["sf:Q9:rev1"]
+        assert conn.execute(select(func.count()).select_from(quarantine)).scalar() == 0
