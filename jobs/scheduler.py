@@ -15,6 +15,9 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
   ``events_interval_seconds``: one bounded round of the targeted resync of the CRM's change
   events per connection (``[sync] events_batch_size`` records), then the dispatch of what it
   released (``sync/resync.py``);
+- ``drift-sweep``: unless ``[sync] drift_sweep = false``, daily at ``drift_sweep_time`` (UTC)
+  or every ``drift_sweep_interval_hours``: the drift sweep of every connection (``sync/drift.py``,
+  ``jobs/sweep.py``);
 - ``dunning``: with ``[dunning] enabled``, every ``run_interval_minutes``: queues the payment
   reminders owed today (``billing_core/service/dunning.py``).
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
@@ -83,6 +86,15 @@ def build_scheduler(worker: Worker) -> BackgroundScheduler:
         scheduler.add_job(_guarded("events", worker.events_job, worker),
                           IntervalTrigger(seconds=s.events_interval_seconds), id="events",
                           name="CRM events (targeted resync)", replace_existing=True)
+    if s.drift_sweep and worker.connections:
+        from jobs.sweep import sweep
+
+        at_hour, at_minute = (int(x) for x in s.drift_sweep_time.split(":"))
+        trigger: Any = IntervalTrigger(hours=s.drift_sweep_interval_hours) \
+            if s.drift_sweep_interval_hours else CronTrigger(hour=at_hour, minute=at_minute,
+                                                              timezone=UTC)
+        scheduler.add_job(_guarded("drift-sweep", partial(sweep, worker), worker), trigger,
+                          id="drift-sweep", name="drift sweep", replace_existing=True)
     if worker.settings.email.enabled:
         scheduler.add_job(_guarded("email-send", partial(send_email, worker), worker),
                           IntervalTrigger(seconds=worker.settings.email.send_interval_seconds),

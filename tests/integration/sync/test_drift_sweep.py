@@ -117,12 +117,14 @@ def test_a_record_committed_an_hour_late_is_found_and_applied_by_one_sweep(engin
     assert report.handed_off == 1
     found = _repairs(engine)
     assert found["run"] == report.run_id
-    assert found["repairs"]["quote"]["missing"] == 1
-    assert found["repairs"]["quote_line"]["missing"] == 1
-    # the quote's account was read with it (accounts after quotes, as in every cycle), so the
-    # accounts' own comparison, which comes after, finds it known already
-    assert found["repairs"]["account"] == {"missing": 0, "changed": 0, "deleted": 0}
-    assert found["total"] == {"missing": 2, "changed": 0, "deleted": 0}
+    assert found["repairs"]["quote"] == {"missing": 1, "changed": 0, "deleted": 0}
+    # the quote's account (and its lines) are read with it, as in every targeted resync, so
+    # the comparisons of lines and accounts, which come after, may find them known already
+    assert found["total"]["changed"] == found["total"]["deleted"] == 0
+    with engine.connect() as conn:
+        live = set(conn.execute(select(sync_records.c.crm_id).where(
+            sync_records.c.deleted_at.is_(None))).scalars())
+    assert {"A3", "Q2", "L2"} <= live
     # a second sweep finds nothing, and nothing is handed off twice
     again = _sweep(engine, crm)
     assert again.handed_off == 0 and _repairs(engine)["total"] == {
@@ -208,3 +210,52 @@ def test_a_budget_stop_mid_sweep_resumes_with_the_objects_left(engine):
     crm.listings.clear()
     _sweep(engine, crm)                                  # complete: the next starts over
     assert crm.listings == ["product", "price", "quote", "quote_line", "account"]
+
+
+# -- the daemon's job ---------------------------------------------------------------------------
+SF = ('[connections.fake]\ncrm = "salesforce"\nurl = "https://x.example"\n'
+      '[connections.fake.credentials]\nclient_id = "id"\nclient_secret = "env:NOPE"\n')
+
+
+def _worker(engine: Engine, tmp_path: Any, sync: str, crm: DriftCRM | None = None) -> Any:
+    from config.settings import load_settings
+    from jobs.worker import Worker
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SF + "[sync]\n" + sync)
+    return Worker(engine, load_settings(cfg), connector_factory=lambda s: crm or DriftCRM())
+
+
+def test_the_sweep_job_runs_daily_at_its_time_or_every_n_hours_or_not_at_all(sqlite_engine,
+                                                                               tmp_path):
+    from jobs.scheduler import build_scheduler, job_ids
+
+    daily = _worker(sqlite_engine, tmp_path, 'drift_sweep_time = "04:15"\n')
+    job = build_scheduler(daily).get_job("drift-sweep")
+    assert str(job.trigger) == "cron[hour='4', minute='15']"
+    every = _worker(sqlite_engine, tmp_path, "drift_sweep_interval_hours = 6\n")
+    assert build_scheduler(every).get_job("drift-sweep").trigger.interval == timedelta(hours=6)
+    off = _worker(sqlite_engine, tmp_path, "drift_sweep = false\n")
+    assert "drift-sweep" not in job_ids(build_scheduler(off))
+    for worker in (daily, every, off):
+        worker.close()
+
+
+def test_the_sweep_job_skips_a_connection_another_worker_holds(engine, tmp_path):
+    from jobs.sweep import sweep
+    from sync.locks import job_lock
+
+    crm = _synced(engine)
+    crm.put_late("account", "A3", name="Initech", currency="USD", country="US",
+                 credit_limit=Decimal(5000), credit_hold=False)
+    worker = _worker(engine, tmp_path, "", crm)
+    try:
+        with job_lock(engine, "crm:fake") as got:
+            assert got
+            calls = crm.calls
+            assert sweep(worker) == [] and crm.calls == calls
+        [report] = sweep(worker)
+        assert report.outcome == "ok" and report.trigger == "sweep"
+        assert _repairs(engine)["repairs"]["account"]["missing"] == 1
+    finally:
+        worker.close()

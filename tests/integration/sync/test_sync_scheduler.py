@@ -14,8 +14,8 @@ def test_jobs_have_explicit_ids_and_safe_defaults(sqlite_engine, tmp_path):
     worker = Worker(sqlite_engine, load_settings(cfg), connector_factory=lambda s: FakeCRM("sf"))
     try:
         scheduler = build_scheduler(worker)
-        assert job_ids(scheduler) == ["bill-run", "holds", "housekeeping", "outbox-push",
-                                      "provisioning-dispatch", "sync:sf"]
+        assert job_ids(scheduler) == ["bill-run", "drift-sweep", "holds", "housekeeping",
+                                      "outbox-push", "provisioning-dispatch", "sync:sf"]
         assert scheduler._job_defaults == {"coalesce": True, "max_instances": 1,
                                            "misfire_grace_time": 300}
         assert scheduler.get_job("sync:sf").trigger.interval.total_seconds() == 7 * 60
