@@ -248,3 +248,15 @@ def last_sweep(conn: Connection, connection: str | None = None) -> dict[str, Any
             "finished_at": row.finished_at, "repairs": repairs,
             "total": {k: sum(int(c.get(k, 0)) for c in repairs.values()) for k in KINDS},
             "pending": options.get("pending") or []}
+
+
+def last_sweeps(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per connection, its last finished sweep (``last_sweep``): ``status`` and ``/metrics``."""
+    connections = conn.execute(select(sync_runs.c.connection).where(
+        sync_runs.c.trigger == "sweep").distinct().order_by(sync_runs.c.connection)).scalars()
+    out: dict[str, dict[str, Any]] = {}
+    for connection in list(connections):
+        found = last_sweep(conn, str(connection))
+        if found is not None:
+            out[str(connection)] = found
+    return out

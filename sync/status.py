@@ -16,6 +16,10 @@ Rules kept here:
   as one line; an empty list means all is well.
 - The CRM event inbox (``sync.inbox.depth``): ``events_new`` (new or being processed),
   ``events_failed``, ``events_oldest_unprocessed_seconds`` (None when none waits).
+- ``last_sweep``: per connection, the last drift sweep (``sync.drift.last_sweeps``) in one
+  line: run, outcome, finish time, what it found missing / changed / deleted, the objects it
+  left for the next; ``last_sweep_repairs``: per connection, object and kind, its non-zero
+  counts.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
 from billing_core.service.reports import bill_runs_abandoned, provisioning_by_state
-from sync import inbox
+from sync import drift, inbox
 from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
 from sync.tables import event_inbox, handoffs, outbox, quarantine, sync_run_objects, sync_runs
@@ -89,6 +93,12 @@ def overview(engine: Engine, *, interval_minutes: float,
         data["events_failed"] = events["by_state"][inbox.FAILED]
         age = events["oldest_unprocessed_seconds"]
         data["events_oldest_unprocessed_seconds"] = None if age is None else round(age, 1)
+        sweeps = drift.last_sweeps(conn)
+        data["last_sweep"] = {name: _sweep_line(found) for name, found in sweeps.items()}
+        data["last_sweep_repairs"] = {
+            name: {obj: {k: n for k, n in counts.items() if n}
+                   for obj, counts in found["repairs"].items() if any(counts.values())}
+            for name, found in sweeps.items()}
         recorded = _count(conn, sync_runs)
     problems = [f"{r['connection']}/{r['object']}: {_shown(r)} ({r['age']} ago)"
                 for r in runs if r["attention"]]
@@ -101,6 +111,14 @@ def overview(engine: Engine, *, interval_minutes: float,
         problems.append(f"events waiting: {data['events_new']}, the oldest for {int(age)} s")
     data["attention"] = problems
     return data
+
+
+def _sweep_line(found: dict[str, Any]) -> str:
+    """``run 12 ok 2026-12-06 03:31Z: missing 1, changed 0, deleted 2`` (and what it left)."""
+    at = found["finished_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+    total = ", ".join(f"{k} {n}" for k, n in found["total"].items())
+    left = f"; left for the next: {', '.join(found['pending'])}" if found["pending"] else ""
+    return f"run {found['run']} {found['outcome']} {at}: {total}{left}"
 
 
 def _shown(run: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ Two kinds:
 - read from the database at scrape time (a custom collector; one short read-only transaction):
   sync runs by outcome, records read/written, CRM API calls per connection, outbox / quarantine
   / CRM event inbox (``queue="event_inbox"``) / provisioning queue depths, the oldest
-  unprocessed CRM event's age, accounts on hold by reason, the last bill run's duration. The
+  unprocessed CRM event's age, the last drift sweep's repairs (``sync.drift``), accounts on
+  hold by reason, the last bill run's duration. The
   remaining CRM API budget per connection comes from the scheduler state when it offers
   ``budgets() -> {connection: remaining}``.
 The figures come from ``sync.status`` and ``billing_core.service.reports``; a database that
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_core.service import reports
 from billing_core.service.holds import REASONS
-from sync import inbox
+from sync import drift, inbox
 from sync import status as sync_status
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,14 @@ def _queue_metrics(conn: Connection) -> Iterator[Metric]:
     age = inbox.depth(conn, datetime.now(UTC))["oldest_unprocessed_seconds"]
     oldest.add_metric([], float(age or 0.0))
     yield oldest
+    repairs = GaugeMetricFamily("ledgerbridge_sweep_repairs",
+                                "The last drift sweep's repairs, by connection, object and kind",
+                                labels=["connection", "object", "kind"])
+    for connection, found in drift.last_sweeps(conn).items():
+        for obj, counts in sorted(found["repairs"].items()):
+            for kind, count in sorted(counts.items()):
+                repairs.add_metric([connection, obj, kind], float(count))
+    yield repairs
 
 
 def _hold_metrics(conn: Connection) -> Iterator[Metric]:

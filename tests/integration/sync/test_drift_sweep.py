@@ -259,3 +259,25 @@ def test_the_sweep_job_skips_a_connection_another_worker_holds(engine, tmp_path)
         assert _repairs(engine)["repairs"]["account"]["missing"] == 1
     finally:
         worker.close()
+
+
+def test_status_and_metrics_show_the_last_sweeps_repairs(engine):
+    from jobs.api.metrics import LedgerCollector
+    from sync.status import overview
+
+    crm = _synced(engine)
+    crm.changed_unseen("account", "A1", name="Acme Renamed")
+    crm.purge("price", "P2-EUR")
+    report = _sweep(engine, crm)
+    data = overview(engine, interval_minutes=5)
+    shown = data["last_sweep"]["fake"]
+    assert shown.startswith(f"run {report.run_id} ok ")
+    assert shown.endswith(": missing 0, changed 1, deleted 1")
+    assert data["last_sweep_repairs"] == {"fake": {"account": {"changed": 1},
+                                                   "price": {"deleted": 1}}}
+    family = next(f for f in LedgerCollector(engine).collect()
+                  if f.name == "ledgerbridge_sweep_repairs")
+    values = {(s.labels["object"], s.labels["kind"]): s.value for s in family.samples
+              if s.labels["connection"] == "fake"}
+    assert values[("account", "changed")] == 1 and values[("price", "deleted")] == 1
+    assert values[("quote", "missing")] == 0
