@@ -64,6 +64,11 @@ USAGE_MEMORY = timedelta(hours=24)
 LEARNING_RESERVE = 1
 #: Rounds the events job runs in a row while events keep arriving (then its next wake or run).
 EVENT_ROUNDS = 20
+#: The events job's coalescing window: records whose events are still arriving (the newest
+#: younger than this) are read only in whole batches of 200; the rest once their events have
+#: stopped for this long (``sync.inbox.claim``). A single change waits this long; a bulk change
+#: of 1,000 records, sent one webhook at a time, is read in 5 queries rather than one per round.
+EVENT_SETTLE = timedelta(seconds=0.5)
 #: How long the daemon's bill run waits for another run holding the bill-run lock.
 BILL_RUN_LOCK_WAIT = 900.0
 
@@ -249,13 +254,16 @@ class Worker:
         return report
 
     def process_events(self, *, keys: int | None = None, limit: int | None = None,
-                       wait: bool = False) -> list[ResyncReport]:
+                       wait: bool = False, settle: timedelta | None = None
+                       ) -> list[ResyncReport]:
         """The targeted resync of the CRM's change events (``sync.resync``), per connection
         with events waiting, under its ``crm:<connection>`` lock (a connection whose lock is
         taken, by its cycle or a push, keeps its events for the next round unless ``wait``).
         ``keys`` records per round (``[sync] events_batch_size``); rounds follow one another
         until nothing is left or ``limit`` records were read (None: one round, the daemon's
-        bound, so a flood never starves the other jobs). Then what was released is dispatched."""
+        bound, so a flood never starves the other jobs). Then what was released is dispatched.
+        ``settle``: records whose events still arrive are left for a later round unless they
+        fill whole read batches (``sync.inbox.claim``); their reports say ``deferred``."""
         from sync.inbox import pending_connections
 
         keys = keys or self.sync.events_batch_size
@@ -276,8 +284,9 @@ class Worker:
                     if batch <= 0:
                         break
                     report = process_round(self.engine, name, partial(
-                        self.cycle, name, self.options("events")), self.clock, keys=batch)
-                    if report.outcome != "idle":
+                        self.cycle, name, self.options("events")), self.clock, keys=batch,
+                        settle=settle)
+                    if report.outcome != "idle" or report.deferred:
                         reports.append(report)
                     read += report.records
                     if report.outcome == "stopped: API budget":
@@ -290,18 +299,27 @@ class Worker:
 
     def events_job(self) -> None:
         """The daemon's events job: a round (``process_events``), again while the receivers
-        stored events meanwhile (``wake_events``), at most ``EVENT_ROUNDS`` rounds in a row so
-        the connection's lock is not held for ever under a sustained flood."""
+        stored events meanwhile (``wake_events``) or records were left because their events
+        still arrive (``EVENT_SETTLE``: the job then waits half the window and looks again), at
+        most ``EVENT_ROUNDS`` rounds in a row so the connection's lock is not held for ever
+        under a sustained flood."""
         with self._events:
             self._events_running = True
         try:
-            for _ in range(EVENT_ROUNDS):
+            rounds = waits = 0
+            while rounds < EVENT_ROUNDS and waits < 4 * EVENT_ROUNDS:
                 with self._events:
                     self._events_again = False
-                self.process_events()
+                reports = self.process_events(settle=EVENT_SETTLE)
+                rounds += any(r.events for r in reports)
+                deferred = any(r.deferred for r in reports)
                 with self._events:
-                    if not self._events_again or self.stop.is_set():
-                        break
+                    again = self._events_again
+                if self.stop.is_set() or not (again or deferred):
+                    break
+                if deferred and not any(r.events for r in reports):
+                    waits += 1                  # only records still arriving: let them come
+                    self.stop.wait(EVENT_SETTLE.total_seconds() / 2)
         finally:
             with self._events:
                 self._events_running = False

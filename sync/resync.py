@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from sync import inbox
-from sync.engine import Cycle
+from sync.engine import READ_BY_IDS_BATCH, Cycle
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class ResyncReport:
     outcome: str = "idle"           # idle (nothing to do) | the run's outcome
     cause: str | None = None        # the run's cause (config | unreachable) when it failed
     failed: int = 0                 # events that reached ``failed`` in this round
+    deferred: int = 0               # records left for a later round (``settle``)
 
     @property
     def done(self) -> bool:
@@ -51,10 +52,14 @@ class ResyncReport:
 
 
 def process_round(engine: Engine, connection: str, make_cycle: Callable[[], Cycle],
-                  clock: Callable[[], datetime], *, keys: int) -> ResyncReport:
-    """Claim up to ``keys`` records' events of ``connection`` and resync those records."""
-    claimed = inbox.claim(engine, connection, clock(), keys=keys)
-    result = ResyncReport(connection)
+                  clock: Callable[[], datetime], *, keys: int,
+                  settle: timedelta | None = None) -> ResyncReport:
+    """Claim up to ``keys`` records' events of ``connection`` and resync those records (with
+    ``settle``, only whole read batches of an object whose events still arrive:
+    ``inbox.claim``)."""
+    claimed = inbox.claim(engine, connection, clock(), keys=keys, settle=settle,
+                          batch=READ_BY_IDS_BATCH)
+    result = ResyncReport(connection, deferred=claimed.deferred)
     if claimed.empty:
         return result
     result.events = len(claimed.event_ids)

@@ -1,0 +1,152 @@
+"""The events job's coalescing window (issue 17: 1,000 accounts changed at once are read in
+ceil(1000/200) = 5 CRM queries). A bulk change reaches the daemon one webhook (Dataverse) or
+one message of 100 (Salesforce) at a time, and the receivers wake the events job at each: every
+round then read what had arrived, a partial query each (bench/events_latency.py against the
+sandbox: 105 reads for 1,000 Dataverse accounts). With ``settle``, records whose events still
+arrive are read only in whole batches of 200; the rest once their events stop. On SQLite and
+PostgreSQL (``engine``)."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_crm import FakeCRM
+from sqlalchemy import Engine, func, select
+
+from config.settings import Settings, load_settings
+from jobs.worker import EVENT_SETTLE, Worker
+from sync import inbox
+from sync.tables import event_inbox
+
+CONFIG = """
+[provisioner]
+kind = "log"
+[connections.sf]
+crm = "salesforce"
+url = "https://x.example"
+[connections.sf.credentials]
+client_id = "id"
+client_secret = "env:NOPE"
+[connections.sf.events]
+organization_id = "00D5g000004XyZaEAK"
+"""
+
+
+class CountingCRM(FakeCRM):  # type: ignore[misc]
+    """The in-memory CRM with a batched read by id: one call per 200 ids, counted."""
+
+    def __init__(self) -> None:
+        super().__init__("sf")
+        self.by_ids: list[tuple[str, int]] = []
+
+    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for start in range(0, len(ids), 200):
+            self._call()
+            chunk = ids[start:start + 200]
+            self.by_ids.append((obj, len(chunk)))
+            found += [dict(row[1]) for i in chunk
+                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
+        return found
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG)
+    return load_settings(cfg)
+
+
+def _worker(engine: Engine, settings: Settings, crm: FakeCRM) -> Worker:
+    return Worker(engine, settings, connector_factory=lambda s: crm)
+
+
+def _event(crm_id: str) -> inbox.InboxEvent:
+    return inbox.InboxEvent(uuid.uuid4().hex, "account", crm_id, "Update")
+
+
+def _crm(n: int) -> CountingCRM:
+    crm = CountingCRM()
+    crm.seed_basic()
+    for i in range(n):
+        crm.put("account", f"X{i:04d}", name=f"Customer {i}", currency="USD", country="US",
+                credit_limit=Decimal(1000), credit_hold=False)
+    return crm
+
+
+def _store(engine: Engine, first: int, last: int, at: datetime) -> None:
+    inbox.store(engine, "sf", "salesforce_json",
+                [_event(f"X{i:04d}") for i in range(first, last)], at)
+
+
+def test_a_burst_arriving_in_pieces_is_read_in_whole_batches(engine: Engine,
+                                                             settings: Settings) -> None:
+    """250 events, a round, then 750 more: 2 + 4 reads of 200 = 1,000 records in 5 reads,
+    the last 50 of the first piece read with the second (without the window: 200 + 50, then
+    200 + 200 + 200 + 150 = 6 reads)."""
+    crm = _crm(1000)
+    worker = _worker(engine, settings, crm)
+    try:
+        _store(engine, 0, 250, datetime.now(UTC))
+        [first] = worker.process_events(wait=True, settle=EVENT_SETTLE)
+        assert (first.records, first.deferred, first.outcome) == (200, 50, "ok")
+        _store(engine, 250, 1000, datetime.now(UTC))
+        [second] = worker.process_events(wait=True, settle=EVENT_SETTLE)
+        assert (second.records, second.deferred, second.outcome) == (800, 0, "ok")
+    finally:
+        worker.close()
+    assert crm.by_ids == [("account", 200)] * 5
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event_inbox).where(
+            event_inbox.c.state == "done")).scalar() == 1000
+
+
+def test_records_whose_events_stopped_are_read_whatever_their_number(engine: Engine,
+                                                                     settings: Settings) -> None:
+    crm = _crm(30)
+    worker = _worker(engine, settings, crm)
+    try:
+        _store(engine, 0, 30, datetime.now(UTC) - 2 * EVENT_SETTLE)
+        [report] = worker.process_events(wait=True, settle=EVENT_SETTLE)
+    finally:
+        worker.close()
+    assert (report.records, report.deferred) == (30, 0)
+    assert crm.by_ids == [("account", 30)]
+
+
+def test_the_events_job_reads_a_lone_change_once_its_window_has_passed(engine: Engine,
+                                                                      settings: Settings) -> None:
+    """One event just stored: the job's first round leaves it (it may be the first of a
+    burst), looks again after the window and reads it: one read, within about a second."""
+    crm = _crm(1)
+    worker = _worker(engine, settings, crm)
+    try:
+        _store(engine, 0, 1, datetime.now(UTC))
+        started = time.monotonic()
+        worker.events_job()
+        took = time.monotonic() - started
+    finally:
+        worker.close()
+    assert crm.by_ids == [("account", 1)]
+    assert EVENT_SETTLE.total_seconds() <= took + 0.05 < EVENT_SETTLE.total_seconds() + 5
+    with engine.connect() as conn:
+        assert conn.execute(select(event_inbox.c.state)).scalars().all() == ["done"]
+
+
+def test_without_a_window_everything_claimable_is_read_at_once(engine: Engine,
+                                                               settings: Settings) -> None:
+    """``ledgerbridge events process`` and the tests' rounds: no window, no deferral."""
+    crm = _crm(250)
+    worker = _worker(engine, settings, crm)
+    try:
+        _store(engine, 0, 250, datetime.now(UTC) + timedelta(seconds=1))
+        [report] = worker.process_events(wait=True)
+    finally:
+        worker.close()
+    assert (report.records, report.deferred) == (250, 0)
+    assert crm.by_ids == [("account", 200), ("account", 50)]
