@@ -281,3 +281,22 @@ def test_status_and_metrics_show_the_last_sweeps_repairs(engine):
               if s.labels["connection"] == "fake"}
     assert values[("account", "changed")] == 1 and values[("price", "deleted")] == 1
     assert values[("quote", "missing")] == 0
+
+
+def test_a_repaired_record_refused_is_quarantined_once_not_read_at_every_sweep(engine):
+    crm = _synced(engine)
+    crm.put_late("account", "A3", name="Initech", currency="USD", country="US",
+                 credit_limit=Decimal(-5), credit_hold=False)      # a negative limit: refused
+    report = _sweep(engine, crm)
+    assert report.outcome == "partial" and report.objects["account"].quarantined == 1
+    assert exits.for_run(report) == exits.ATTENTION
+    crm.by_ids.clear()
+    assert _sweep(engine, crm).outcome == "ok"
+    assert crm.by_ids == []                    # the quarantine has it: not read again
+    crm.put("account", "A3", credit_limit=Decimal(5000))         # fixed in the CRM
+    crm.rows["account"]["A3"] = (0, crm.rows["account"]["A3"][1])  # and the change missed
+    assert _sweep(engine, crm).outcome == "ok"
+    assert crm.by_ids == [("account", ["A3"])]
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A3")).scalar() \
+            == "Initech"
