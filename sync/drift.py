@@ -88,6 +88,8 @@ def compare(conn: Connection, connection: str, obj: str,
     for crm_id, stamp in listing:
         drift.listed += 1
         key = crm_id.lower()
+        if key in seen:              # listed twice (a page boundary moved): compared once
+            continue
         seen.add(key)
         row = known.get(key)
         if row is None or not row[2]:
@@ -139,7 +141,10 @@ class SweepCycle(Cycle):
         every = [o for o in PULL_ORDER if o in mapped and o in wanted]
         with self.engine.connect() as conn:
             saved = get_cursor(conn, self.name, PROGRESS)
-        left = json.loads(saved).get("pending") if saved else None
+        try:
+            left = json.loads(saved).get("pending") if saved else None
+        except (ValueError, AttributeError):
+            left = None
         if isinstance(left, list) and left:
             resumed = [o for o in every if o in left]
             if resumed:

@@ -300,3 +300,20 @@ def test_a_repaired_record_refused_is_quarantined_once_not_read_at_every_sweep(e
     with engine.connect() as conn:
         assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A3")).scalar() \
             == "Initech"
+
+
+def test_a_record_listed_twice_is_compared_once(engine):
+    crm = _synced(engine)
+    crm.put_late("account", "A3", name="Initech", currency="USD", country="US",
+                 credit_limit=Decimal(5000), credit_hold=False)
+    listed = crm.list_stamps
+
+    def twice(obj: str) -> Any:
+        rows = list(listed(obj))
+        return iter(rows + rows)
+
+    crm.list_stamps = twice                              # type: ignore[method-assign]
+    crm.by_ids.clear()
+    assert _sweep(engine, crm).outcome == "ok"
+    assert crm.by_ids == [("account", ["A3"])]
+    assert _repairs(engine)["repairs"]["account"] == {"missing": 1, "changed": 0, "deleted": 0}
