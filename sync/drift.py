@@ -10,7 +10,8 @@ Rules kept here:
   - ``missing``: listed, but billing has no live row of it (created in the CRM and never pulled:
     committed after the cursor's overlap window passed, an event lost), or deleted in billing
     while the CRM still has it;
-  - ``changed``: listed with a stamp newer than billing's;
+  - ``changed``: listed with a stamp other than billing's (newer, or older: an update
+    committed late with a stamp from before the version billing has);
   - ``deleted``: billing has it live, the CRM no longer lists it (deleted outside the change
     window, or with no trace left in the recycle bin).
   A record whose open quarantine entry was taken from a version at least as new as the listed
@@ -22,7 +23,8 @@ Rules kept here:
   ``options`` as ``repairs`` (``status`` and ``/metrics``: the last sweep's repairs).
 - A record re-read as ``changed`` whose content billing already had (our own push moved the
   CRM's stamp; a field billing does not map changed) gets the listed stamp in ``sync_records``,
-  so the next sweep does not read it again (a stamp newer than the listed one is kept).
+  so the next sweep does not read it again (a row the sweep's read wrote keeps the stamp of the
+  version it applied).
 - The API budget guard applies to every call: ``BudgetExhausted`` stops the sweep (``stopped:
   API budget``). The objects still to sweep are kept (``sync_cursors``, object
   ``drift_sweep``); the next sweep resumes with them, and starts over once a sweep completed.
@@ -97,7 +99,7 @@ def compare(conn: Connection, connection: str, obj: str,
             if kept is not None and stamp is not None and stamp <= kept:
                 continue
             drift.missing.append(crm_id)
-        elif stamp is not None and (row[1] is None or stamp > row[1]):
+        elif stamp is not None and stamp != row[1]:
             drift.changed.append(row[0])
             drift.stamps[row[0]] = stamp
     drift.deleted = sorted(row[0] for key, row in known.items() if row[2] and key not in seen)
@@ -185,8 +187,9 @@ class SweepCycle(Cycle):
         self.holds_read = True
 
     def _settle_stamps(self, obj: str, stamps: Mapping[str, datetime]) -> None:
-        """Changed records re-read with content billing already had: the listed stamp is
-        theirs now (never moved back; a record in open quarantine keeps its stamp)."""
+        """Changed records re-read with content billing already had (their rows were not
+        written by this run): the listed stamp is theirs now. A row this run wrote keeps the
+        stamp of the version it applied; a record in open quarantine keeps its stamp."""
         rec = sync_records
         items = list(stamps.items())
         with self.engine.begin() as conn:
@@ -196,8 +199,8 @@ class SweepCycle(Cycle):
                     continue
                 conn.execute(update(rec).where(
                     rec.c.connection == self.name, rec.c.object == obj, rec.c.crm_id == crm_id,
-                    rec.c.deleted_at.is_(None),
-                    or_(rec.c.modstamp.is_(None), rec.c.modstamp < stamp)).values(
+                    rec.c.deleted_at.is_(None), rec.c.updated_at < self.rep.started_at,
+                    or_(rec.c.modstamp.is_(None), rec.c.modstamp != stamp)).values(
                     modstamp=stamp))
 
     def _save_progress(self, pending: list[str]) -> None:

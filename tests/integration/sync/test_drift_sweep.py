@@ -317,3 +317,19 @@ def test_a_record_listed_twice_is_compared_once(engine):
     assert _sweep(engine, crm).outcome == "ok"
     assert crm.by_ids == [("account", ["A3"])]
     assert _repairs(engine)["repairs"]["account"] == {"missing": 1, "changed": 0, "deleted": 0}
+
+
+def test_an_update_committed_late_with_a_stamp_older_than_billings_is_read_again(engine):
+    """A change whose stamp is older than the version billing has (the sandbox's
+    ``commit_late`` an hour back): a stamp that differs, not only a newer one, is drift."""
+    crm = _synced(engine)
+    crm.put_late("account", "A2", name="Globex Late")
+    crm.by_ids.clear()
+    assert _sweep(engine, crm).outcome == "ok"
+    assert crm.by_ids == [("account", ["A2"])]
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name).where(accounts.c.ext_id == "A2")).scalar() \
+            == "Globex Late"
+    crm.by_ids.clear()
+    _sweep(engine, crm)
+    assert crm.by_ids == []                  # its stamp is billing's now: not read again
