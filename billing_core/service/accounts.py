@@ -430,7 +430,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
         for account_id, (i, v) in zip(ids, new, strict=True):
             uow.created(account_id)
             trail.append(audit.Entry("created", "account", account_id, v["ext_id"], account_id,
-                                     audit.diff(None, v)))
+                                     audit.creation(v)))
             out.append((i, UpsertResult(account_id, created=True, changed=True)))
     audit.record_many(uow, trail)
     return out
