@@ -6,6 +6,7 @@ brings the ledger to what the CRM holds, with nothing applied twice. Both databa
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,33 @@ def test_lossy_events_and_a_late_commit_converge_after_one_sweep(world: World) -
         second = last_sweep(conn, "sf")
     assert second is not None and second["total"]["missing"] == second["total"]["deleted"] == 0
     assert _upserted_since(world.engine, baseline, "account") == len(RENAMED) + 1
+
+
+def test_a_dataverse_sweep_repairs_a_missed_change_and_a_delete(engine: Engine,
+                                                               tmp_path: Path) -> None:
+    """The same path on Dataverse (``$select=<key>,modifiedon`` listings, ``$filter`` reads by
+    id): a change no sync read and a deleted account, repaired by one sweep over HTTPS."""
+    with sandbox_server.Sandbox(accounts=30, quotes=4, seed=7, sides=("dataverse",)) as sbx:
+        w = World(sbx, engine, tmp_path)
+        try:
+            [first] = w.cycle("d365")
+            assert first.outcome == "ok"
+            # the cycle's push moved every account's stamp: a first sweep reads them back once
+            assert sweep(w.worker, "d365", wait=True)[0].outcome == "ok"
+            time.sleep(1.1)      # modifiedon is whole seconds: a change in a later one
+            changed = w.dv("update", table="accounts", index=7,
+                           values={"name": "Changed Unseen"})["accountid"]
+            gone = w.dv("delete_account", index=8)["deleted"]
+            [report] = sweep(w.worker, "d365", wait=True)
+            assert report.outcome == "ok"
+            with engine.connect() as conn:
+                assert conn.execute(select(accounts.c.name).where(
+                    func.lower(accounts.c.ext_id) == str(changed).lower())).scalar() \
+                    == "Changed Unseen"
+                assert conn.execute(select(sync_records.c.deleted_at).where(
+                    func.lower(sync_records.c.crm_id) == str(gone).lower())).scalar() is not None
+                found = last_sweep(conn, "d365")
+            assert found is not None
+            assert found["repairs"]["account"] == {"missing": 0, "changed": 1, "deleted": 1}
+        finally:
+            w.worker.close()
