@@ -254,8 +254,8 @@ class Worker:
         return report
 
     def process_events(self, *, keys: int | None = None, limit: int | None = None,
-                       wait: bool = False, settle: timedelta | None = None
-                       ) -> list[ResyncReport]:
+                       wait: bool = False, settle: timedelta | None = None,
+                       busy_since: datetime | None = None) -> list[ResyncReport]:
         """The targeted resync of the CRM's change events (``sync.resync``), per connection
         with events waiting, under its ``crm:<connection>`` lock (a connection whose lock is
         taken, by its cycle or a push, keeps its events for the next round unless ``wait``).
@@ -285,7 +285,7 @@ class Worker:
                         break
                     report = process_round(self.engine, name, partial(
                         self.cycle, name, self.options("events")), self.clock, keys=batch,
-                        settle=settle)
+                        settle=settle, busy_since=busy_since)
                     if report.outcome != "idle" or report.deferred:
                         reports.append(report)
                     read += report.records
@@ -307,10 +307,13 @@ class Worker:
             self._events_running = True
         try:
             rounds = waits = 0
+            previous: datetime | None = None    # events since the last round still arrive
             while rounds < EVENT_ROUNDS and waits < 4 * EVENT_ROUNDS:
                 with self._events:
                     self._events_again = False
-                reports = self.process_events(settle=EVENT_SETTLE)
+                started = self.clock()
+                reports = self.process_events(settle=EVENT_SETTLE, busy_since=previous)
+                previous = started
                 rounds += any(r.events for r in reports)
                 deferred = any(r.deferred for r in reports)
                 with self._events:

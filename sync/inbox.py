@@ -122,7 +122,8 @@ def _claimable(connection: str, now: datetime, gone: Iterable[str]) -> Any:
 
 
 def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
-          settle: timedelta | None = None, batch: int = 200) -> Claim:
+          settle: timedelta | None = None, batch: int = 200,
+          busy_since: datetime | None = None) -> Claim:
     """Claim up to ``keys`` records' events (every claimable event of each record).
 
     With ``settle``: an object whose newest claimable event is younger than ``settle`` is
@@ -130,7 +131,9 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
     whole read batches of it (``batch`` records, what one ``read_by_ids`` query reads) are
     claimed, oldest first; the rest waits until its events stop arriving for ``settle``
     (``Claim.deferred``). A burst of 1,000 changed records is then read in 5 full queries
-    instead of a partial query per round."""
+    instead of a partial query per round. ``busy_since`` (the previous round's start): events
+    received since then count as still arriving too, however long that round took (on
+    SQLite the receivers wait for a round's commit, which looks like a pause)."""
     me = owner.current()
     with engine.begin() as conn:
         gone = owner.gone_among(conn.execute(
@@ -150,7 +153,8 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
             busy = set(conn.execute(
                 select(event_inbox.c.object).where(where)
                 .group_by(event_inbox.c.object)
-                .having(func.max(event_inbox.c.received_at) > now - settle)).scalars())
+                .having(func.max(event_inbox.c.received_at) > min(
+                    now - settle, busy_since or now))).scalars())
             for obj in busy & set(by_object):
                 whole = len(by_object[obj]) // batch * batch
                 deferred += len(by_object[obj]) - whole

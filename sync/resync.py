@@ -53,12 +53,13 @@ class ResyncReport:
 
 def process_round(engine: Engine, connection: str, make_cycle: Callable[[], Cycle],
                   clock: Callable[[], datetime], *, keys: int,
-                  settle: timedelta | None = None) -> ResyncReport:
+                  settle: timedelta | None = None,
+                  busy_since: datetime | None = None) -> ResyncReport:
     """Claim up to ``keys`` records' events of ``connection`` and resync those records (with
     ``settle``, only whole read batches of an object whose events still arrive:
     ``inbox.claim``)."""
     claimed = inbox.claim(engine, connection, clock(), keys=keys, settle=settle,
-                          batch=READ_BY_IDS_BATCH)
+                          batch=READ_BY_IDS_BATCH, busy_since=busy_since)
     result = ResyncReport(connection, deferred=claimed.deferred)
     if claimed.empty:
         return result

@@ -150,3 +150,24 @@ def test_without_a_window_everything_claimable_is_read_at_once(engine: Engine,
         worker.close()
     assert (report.records, report.deferred) == (250, 0)
     assert crm.by_ids == [("account", 200), ("account", 50)]
+
+
+def test_events_received_since_the_last_round_began_count_as_still_arriving(
+        engine: Engine, settings: Settings) -> None:
+    """On SQLite the receivers wait for a round's commit: events received during a long round
+    look older than the window when the next round starts. With ``busy_since`` (that round's
+    start) they are still taken as arriving: only whole batches are read."""
+    crm = _crm(250)
+    worker = _worker(engine, settings, crm)
+    try:
+        round_began = datetime.now(UTC) - 3 * EVENT_SETTLE
+        _store(engine, 0, 250, datetime.now(UTC) - 2 * EVENT_SETTLE)
+        [report] = worker.process_events(wait=True, settle=EVENT_SETTLE,
+                                         busy_since=round_began)
+        assert (report.records, report.deferred) == (200, 50)
+        [rest] = worker.process_events(wait=True, settle=EVENT_SETTLE,
+                                       busy_since=datetime.now(UTC))
+    finally:
+        worker.close()
+    assert (rest.records, rest.deferred) == (50, 0)
+    assert crm.by_ids == [("account", 200), ("account", 50)]
