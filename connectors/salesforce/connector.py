@@ -263,12 +263,28 @@ class SalesforceConnector(FieldMapped):
                 results[i] = WriteResult(crm_id, False, "INVALID_FIELD", str(exc))
                 continue
             pending.append((i, {"attributes": {"type": om.crm_object}, "id": crm_id, **body}))
+        done = self.patch_records("composite/sobjects", pending, updates, results, "id")
+        self._wrote.add(obj)
+        if self._user is None and any(r.ok for r in done):
+            self._user = self._whoami()
+        return done
+
+    def patch_records(self, path: str, pending: list[tuple[int, dict[str, Any]]],
+                      updates: Sequence[Record], results: list[WriteResult | None],
+                      key: str) -> list[WriteResult]:
+        """PATCH ``pending`` (index into ``updates``, record body) to ``path`` (composite
+        sObject collections: an update by id, or an upsert by external id) in chunks of
+        ``CHUNK``, ``allOrNone`` false; each record's result goes into ``results`` under its
+        ``key`` field (``id``, or the external id: an upsert answers with the CRM's own id,
+        which is kept only for an update). A retriable or auth failure raises with the results
+        so far; a fatal one fails its chunk's records alone."""
+        upsert = key != "id"
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start:start + CHUNK]
             payload = {"allOrNone": False, "records": [r for _, r in chunk]}
             try:
                 answer = self._call(lambda sf, p=payload: sf.restful(  # type: ignore[misc]
-                    "composite/sobjects", method="PATCH", json=p)) or []
+                    path, method="PATCH", json=p)) or []
             except ConnectorError as exc:
                 if not isinstance(exc, FatalError) or isinstance(exc, AuthError):
                     exc.partial_results = _filled(results, updates, str(exc))
@@ -276,13 +292,9 @@ class SalesforceConnector(FieldMapped):
                 answer = [{"success": False, "errors": [
                     {"statusCode": exc.code, "message": exc.message}]}] * len(chunk)
             for (i, record), item in zip(chunk, answer, strict=False):
-                results[i] = _result(record["id"], item)
-        done = _filled(results, updates, "Salesforce returned no result for this record",
+                results[i] = _result(str(record[key]), {**item, "id": None} if upsert else item)
+        return _filled(results, updates, "Salesforce returned no result for this record",
                        "NO_RESULT")
-        self._wrote.add(obj)
-        if self._user is None and any(r.ok for r in done):
-            self._user = self._whoami()
-        return done
 
     def settles_writes(self, obj: str) -> bool:
         """Whether reading ``obj`` back after writing it lets the next reads leave our writes

@@ -42,16 +42,6 @@ def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: s
             for r, u in zip(results, updates, strict=True)]
 
 
-def _result(key: str, item: dict[str, Any]) -> WriteResult:
-    if item.get("success"):
-        return WriteResult(key, True)
-    errors = item.get("errors") or [{}]
-    first = errors[0]
-    return WriteResult(key, False, first.get("statusCode") or first.get("errorCode"),
-                       "; ".join(str(e.get("message", "")) for e in errors),
-                       tuple(first.get("fields") or ()))
-
-
 def upsert_documents(conn: SalesforceConnector, updates: Sequence[Record]) -> list[WriteResult]:
     om = conn.fieldmap.object("document")
     results: list[WriteResult | None] = [None] * len(updates)
@@ -65,23 +55,8 @@ def upsert_documents(conn: SalesforceConnector, updates: Sequence[Record]) -> li
             continue
         body.pop(om.key, None)
         pending.append((i, {"attributes": {"type": om.crm_object}, om.key: key, **body}))
-    path = f"composite/sobjects/{om.crm_object}/{om.key}"
-    for start in range(0, len(pending), CHUNK):
-        chunk = pending[start:start + CHUNK]
-        payload = {"allOrNone": False, "records": [r for _, r in chunk]}
-        try:
-            answer = conn._call(lambda sf, p=payload: sf.restful(  # type: ignore[misc]
-                path, method="PATCH", json=p)) or []
-        except ConnectorError as exc:
-            if not isinstance(exc, FatalError) or isinstance(exc, AuthError):
-                exc.partial_results = _filled(results, updates, str(exc))
-                raise
-            answer = [{"success": False, "errors": [
-                {"statusCode": exc.code, "message": exc.message}]}] * len(chunk)
-        for (i, record), item in zip(chunk, answer, strict=False):
-            results[i] = _result(str(record[om.key]), item)
-    return _filled(results, updates, "Salesforce returned no result for this record",
-                   "NO_RESULT")
+    return conn.patch_records(f"composite/sobjects/{om.crm_object}/{om.key}", pending, updates,
+                              results, om.key)
 
 
 def _query(conn: SalesforceConnector, query: str) -> list[dict[str, Any]]:
