@@ -15,7 +15,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from fake_crm import FakeCRM
+from fake_crm import CountingCRM, FakeCRM
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
@@ -54,24 +54,6 @@ client_secret = "env:NOPE"
 auth = "webhook_key"
 key = "env:LB_TEST_EVENTS_DVKEY"
 """
-
-
-class CountingCRM(FakeCRM):
-    """The in-memory CRM with a batched read by id: one call per 200 ids, counted."""
-
-    def __init__(self, name: str = "sf") -> None:
-        super().__init__(name)
-        self.by_ids: list[tuple[str, int]] = []
-
-    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
-        found = []
-        for start in range(0, len(ids), 200):
-            self._call()
-            chunk = ids[start:start + 200]
-            self.by_ids.append((obj, len(chunk)))
-            found += [dict(row[1]) for i in chunk
-                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
-        return found
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fake_crm import FakeCRM
+from fake_crm import CountingCRM, FakeCRM
 from sqlalchemy import Engine, func, select
 
 from config.settings import Settings, load_settings
@@ -35,24 +34,6 @@ client_secret = "env:NOPE"
 [connections.sf.events]
 organization_id = "00D5g000004XyZaEAK"
 """
-
-
-class CountingCRM(FakeCRM):  # type: ignore[misc]
-    """The in-memory CRM with a batched read by id: one call per 200 ids, counted."""
-
-    def __init__(self) -> None:
-        super().__init__("sf")
-        self.by_ids: list[tuple[str, int]] = []
-
-    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
-        found = []
-        for start in range(0, len(ids), 200):
-            self._call()
-            chunk = ids[start:start + 200]
-            self.by_ids.append((obj, len(chunk)))
-            found += [dict(row[1]) for i in chunk
-                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
-        return found
 
 
 @pytest.fixture

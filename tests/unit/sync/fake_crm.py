@@ -128,3 +128,22 @@ class FakeCRM:
                     self.put(obj, cid, credit_hold=update["credit_hold"])
                 out.append(WriteResult(cid, True))
         return out
+
+
+class CountingCRM(FakeCRM):
+    """The in-memory CRM with a batched read by id (the targeted resync's): one call per 200
+    ids, each counted in ``by_ids`` as (object, ids in the call)."""
+
+    def __init__(self, name: str = "sf") -> None:
+        super().__init__(name)
+        self.by_ids: list[tuple[str, int]] = []
+
+    def read_by_ids(self, obj: str, ids: list[str]) -> list[dict[str, Any]]:
+        found = []
+        for start in range(0, len(ids), 200):
+            self._call()
+            chunk = ids[start:start + 200]
+            self.by_ids.append((obj, len(chunk)))
+            found += [dict(row[1]) for i in chunk
+                      if (row := self.rows[obj].get(i)) is not None and row[1] is not None]
+        return found
