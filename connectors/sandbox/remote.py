@@ -85,7 +85,7 @@ class RemoteSandbox:
                  sides: Iterable[str] = ("salesforce",), startup_timeout: float = 60.0,
                  timeout: tuple[float, float] = (5.0, 60.0),
                  notify: Iterable[str] = ()) -> None:
-        self.notify = tuple(notify)
+        self.notify_args = tuple(notify)     # command-line options, not a NotifyConfig
         self.seed, self.accounts, self.quotes = seed, accounts, quotes
         self.side_names = tuple(sides)
         self.startup_timeout, self.timeout = startup_timeout, timeout
@@ -107,7 +107,7 @@ class RemoteSandbox:
             cmd += ["--quotes", str(self.quotes)]
         for side in self.side_names:
             cmd += ["--side", side]
-        return cmd + list(self.notify)
+        return cmd + list(self.notify_args)
 
     def start(self) -> Self:
         if self._proc is not None:

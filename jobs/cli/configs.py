@@ -66,9 +66,7 @@ def sandbox_events(sbx: Any) -> dict[str, dict[str, str]]:
     sends no key (no ``--notify-dataverse-key``, header or query parameter) cannot be
     authenticated and is left out."""
     notify = getattr(sbx, "notify", None)
-    if notify is None or not hasattr(notify, "target"):
-        # a RemoteSandbox (a child process) carries its --notify* command-line options, a
-        # tuple, not the NotifyConfig the in-process sandbox has: nothing to read here
+    if notify is None:
         return {}
     out: dict[str, dict[str, str]] = {}
     if sbx.salesforce is not None and (notify.target("soap") or notify.target("json")):
