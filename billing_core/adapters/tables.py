@@ -81,6 +81,8 @@ accounts = Table(
     Column("credit_limit_override_minor", BigInteger),
     # where documents are emailed: addresses joined by ", " (CRM-mapped or finance's; NULL: none)
     Column("billing_email", String(512)),
+    # the account's class (lower-case name; NULL: none): chooses its dunning schedule
+    Column("account_class", String(64)),
     UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
     CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
     CheckConstraint("payment_terms_days >= 0", name="terms"),
