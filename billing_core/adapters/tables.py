@@ -530,3 +530,64 @@ audit_log = Table(
     Index("ix_audit_log_account_at", "account_id", "at"),
     Index("ix_audit_log_at", "at"),
 )
+
+# Vendor reconciliation (``billing_core/service/vendor_reconciliation.py``; docs/RECONCILIATION.md):
+# finance's mappings of a vendor's ids to ledger rows, each imported reconciliation file (one
+# ``current`` per vendor and period) and its accepted lines. Read-only for the rest of the ledger:
+# reconciling changes no invoice, subscription or account.
+vendor_mappings = Table(
+    "vendor_mappings", metadata, id_column(),
+    Column("vendor", String(32), nullable=False),         # "microsoft"
+    Column("kind", String(16), nullable=False),           # customer | subscription | product
+    Column("vendor_key", String(128), nullable=False),    # CustomerId, SubscriptionId, ProductId[:SkuId]
+    Column("account_id", Id, ForeignKey("accounts.id")),              # kind customer
+    Column("subscription_id", Id, ForeignKey("subscriptions.id")),    # kind subscription
+    Column("product_id", Id, ForeignKey("products.id")),              # kind product
+    _created(),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("vendor", "kind", "vendor_key", name="uq_vendor_mappings_key"),
+    CheckConstraint("kind IN ('customer', 'subscription', 'product')", name="kind"),
+)
+
+vendor_imports = Table(
+    "vendor_imports", metadata, id_column(),
+    Column("vendor", String(32), nullable=False),
+    Column("period", String(7), nullable=False),          # service month, "YYYY-MM"
+    Column("file_name", String(255), nullable=False),
+    Column("file_sha256", String(64), nullable=False),    # of the file's bytes
+    Column("status", String(12), nullable=False),         # current | superseded
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_refused", Integer, nullable=False),
+    Column("errors", Text, nullable=False),               # JSON [{row, field, value, message}]
+    Column("report", Text),                               # JSON: the last report computed
+    Column("imported_at", UTCDateTime(), nullable=False),
+    Column("reconciled_at", UTCDateTime()),
+    Column("superseded_at", UTCDateTime()),
+    CheckConstraint("status IN ('current', 'superseded')", name="status"),
+    Index("uq_vendor_imports_current", "vendor", "period", unique=True,
+          sqlite_where=text("status = 'current'"), postgresql_where=text("status = 'current'")),
+)
+
+vendor_lines = Table(
+    "vendor_lines", metadata, id_column(),
+    Column("import_id", Id, ForeignKey("vendor_imports.id"), nullable=False),
+    Column("row_no", Integer, nullable=False),            # the file's line (header = 1)
+    Column("vendor_customer_id", String(64), nullable=False),
+    Column("customer_name", String(255)),
+    Column("customer_domain", String(255)),
+    Column("vendor_subscription_id", String(64)),
+    Column("vendor_product_id", String(64), nullable=False),
+    Column("vendor_sku_id", String(64), nullable=False),
+    Column("sku_name", String(255)),
+    Column("product_name", String(255)),
+    Column("charge_type", String(64)),
+    Column("charge_start", Date),
+    Column("charge_end", Date),
+    Column("quantity", ExactDecimal(), nullable=False),   # BillableQuantity (else Quantity)
+    Column("unit_price", ExactDecimal()),
+    Column("effective_unit_price", ExactDecimal()),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),  # pretax cost, signed
+    Column("invoice_number", String(64)),
+    UniqueConstraint("import_id", "row_no", name="uq_vendor_lines_row"),
+)
