@@ -40,7 +40,13 @@ Rules kept here
   the stale ones: those whose dispatcher is known to be gone (on this host: at once) or whose
   lease ran out (wherever it ran). A stale request goes back to ``pending``, or to
   ``awaiting_hold_release`` when its account is on hold now, with the cause in ``last_error``;
-  it is re-sent with the SAME key (the receiver deduplicates). Never a new key.
+  it is re-sent with the SAME key (the receiver deduplicates). Never a new key. The outcome of
+  a claim taken back that way is not recorded when it finally comes (the row is recorded only
+  while it is ``dispatching`` with that claim's attempt): the newer claim owns the row.
+- Several dispatchers (threads, ``ledgerbridge run`` processes, machines) share one queue with
+  no other lock: each claim takes rows no other claim holds (``SKIP LOCKED`` on PostgreSQL,
+  ``BEGIN IMMEDIATE`` on SQLite), and a claimed row is ``dispatching``, which holds back the
+  later requests of its subscription from every other claim.
 - The claim re-checks the hold: a ``provision`` / ``increase`` request whose account has any
   hold reason at claim time is not claimed, whatever its state says.
 - Requests are claimed in creation order (``id``), so what waited is released in order, and
@@ -224,6 +230,9 @@ class DispatchReport:
     claimed: int = 0
     dispatched: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    #: Sent, but the claim had run out and another dispatcher owned the row by the time the
+    #: outcome came back: recorded by that dispatcher, not by this one.
+    lost: list[int] = field(default_factory=list)
 
 
 def dispatch_pending(engine: Engine, provisioner: Provisioner, *, limit: int | None = 50,
@@ -258,7 +267,12 @@ def _send(engine: Engine, provisioner: Provisioner, task: ProvisioningTask, work
         # 'dispatching': the request is recorded failed (listed, retriable) with the cause.
         log.exception("provisioner %s raised on request=%s", provisioner.name, task.request_id)
         outcome, error = State.FAILED, f"{type(exc).__name__}: {exc}"
-    _record(engine, task, outcome, error, clock())
+    if not _record(engine, task, outcome, error, clock()):
+        report.lost.append(task.request_id)
+        log.warning("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s not "
+                    "recorded: its claim ran out and another dispatcher took it",
+                    task.request_id, task.idempotency_key, worker_id, task.attempt, outcome)
+        return
     (report.failed if outcome == State.FAILED else report.dispatched).append(task.request_id)
     log.info("provisioning request=%s key=%s worker=%s attempt=%s outcome=%s%s",
              task.request_id, task.idempotency_key, worker_id, task.attempt, outcome,
@@ -434,10 +448,14 @@ def _plain(quantity: Decimal) -> Decimal:
 
 
 def _record(engine: Engine, task: ProvisioningTask, outcome: str, error: str | None,
-            now: datetime) -> None:
-    """Transaction 2: the outcome, only if the row is still ours (``dispatching``)."""
+            now: datetime) -> bool:
+    """Transaction 2: the outcome, only if the row is still this claim's (``dispatching``
+    with this claim's attempt: every claim counts one). A claim whose lease ran out and that
+    another dispatcher took back (and perhaps claimed again) records nothing: the newer claim
+    owns the row. Returns whether the outcome was recorded."""
     with engine.begin() as conn:
-        conn.execute(update(pr).where(pr.c.id == task.request_id,
-                                      pr.c.state == State.DISPATCHING)
-                     .values(state=outcome, last_error=error, next_attempt_at=None,
-                             claimed_by=None, updated_at=now))
+        return bool(conn.execute(update(pr).where(pr.c.id == task.request_id,
+                                                  pr.c.state == State.DISPATCHING,
+                                                  pr.c.attempts == task.attempt)
+                                 .values(state=outcome, last_error=error, next_attempt_at=None,
+                                         claimed_by=None, updated_at=now)).rowcount)
