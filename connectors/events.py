@@ -8,6 +8,12 @@ Rules kept here:
   de-duplication), the table / sObject name, the record id and the message name. Attributes,
   images and field values in the payload are never read: the record is read back from the CRM
   (``sync.resync``), so forged or stale payload content never reaches billing.
+- Who made the change is kept too (``WireEvent.modified_by``), only to recognise the echo of
+  the sync's own pushes (``by_user``): Dataverse ``UserId`` (the user the operation ran for)
+  and ``InitiatingUserId`` (who called), Salesforce the sObject's ``LastModifiedById`` (when
+  the outbound message selects it) and the JSON callout's ``modified_by`` (a user id for every
+  id, or ``{record id: user id}``). An event is ours only when every modifier it names is the
+  connection's integration user; one naming nobody, or a person too, is not.
 - Authentication happens before parsing and compares secrets with ``hmac.compare_digest``
   (constant time); a refusal is an ``EventRefused`` with status 401 whose message never holds
   the secret or what was given.
@@ -22,7 +28,8 @@ Rules kept here:
   :data:`SOAP_ACK` (``notificationsResponse/Ack = true``); without it Salesforce retries.
   Parsed with ``defusedxml`` (no entity expansion, no external entities).
 - Salesforce JSON callout (Flow / Apex): ``{"sobject": "Account", "ids": [...], "event":
-  "updated", "event_id": "..."}`` (``event`` informational, ``event_id`` optional) with the
+  "updated", "event_id": "...", "modified_by": "005..."}`` (``event`` informational,
+  ``event_id`` and ``modified_by`` optional) with the
   HMAC-SHA256 of the raw body in the configured header (hex or base64,
   optionally ``sha256=``-prefixed). Each id's event id is ``<event_id>:<id>`` when the body (or
   an ``Idempotency-Key`` header) gives one; without one a callout is stored as given (no
@@ -78,6 +85,28 @@ class WireEvent:
     crm_object: str             # Dataverse logical name / Salesforce sObject type
     crm_id: str
     action: str                 # Create / Update / Delete / ... ("notify": not said)
+    #: The CRM users the event names as having made the change (Dataverse ``UserId`` and
+    #: ``InitiatingUserId``; Salesforce the sObject's ``LastModifiedById``, the callout's
+    #: ``modified_by``); empty when it names none.
+    modified_by: tuple[str, ...] = ()
+
+
+def by_user(event: WireEvent, user: str | None) -> bool:
+    """Whether ``user`` (the connection's own integration user) made the event's change and no
+    one else: every modifier the event names is ``user`` (Dataverse GUIDs without case;
+    Salesforce ids by their 15 case-sensitive characters). An event naming no modifier, or
+    naming another user too (an impersonated or initiating person), is not ours."""
+    if not user or not event.modified_by:
+        return False
+    return all(_same_user(given, user) for given in event.modified_by)
+
+
+def _same_user(given: str, user: str) -> bool:
+    if _GUID.match(given) and _GUID.match(user):
+        return given.lower() == user.lower()
+    if _SF_ID.match(given) and _SF_ID.match(user):
+        return given[:15] == user[:15]
+    return False
 
 
 def same_secret(given: str | None, expected: str) -> bool:
@@ -124,8 +153,11 @@ def parse_dataverse(body: bytes, headers: Mapping[str, str]) -> WireEvent:
         if isinstance(candidate, str) and candidate and candidate != _NIL_GUID:
             event_id = candidate[:MAX_EVENT_ID]
             break
+    users = tuple(dict.fromkeys(
+        u.lower() for u in (ctx.get("UserId"), ctx.get("InitiatingUserId"))
+        if isinstance(u, str) and _GUID.match(u) and u != _NIL_GUID))
     return WireEvent(event_id, entity.lower(), crm_id.lower(),
-                     message if isinstance(message, str) and message else "notify")
+                     message if isinstance(message, str) and message else "notify", users)
 
 
 # -- Salesforce -------------------------------------------------------------------------------
@@ -158,12 +190,14 @@ def parse_outbound(body: bytes, organization_id: str | None) -> list[WireEvent]:
             raise EventRefused(400, "a Notification without Id or sObject")
         kind = sobject.get(_XSI_TYPE, "")
         kind = kind.rpartition(":")[2]
-        record_id = next((c.text or "" for c in sobject if c.tag.rpartition("}")[2] == "Id"),
-                         "").strip()
+        fields = {c.tag.rpartition("}")[2]: (c.text or "").strip() for c in sobject}
+        record_id = fields.get("Id", "")
         if not kind or not _SF_ID.match(record_id):
             raise EventRefused(400, f"Notification {_short(note_id)}: sObject type "
                                     f"{_short(kind)} / Id {_short(record_id)} not usable")
-        events.append(WireEvent(note_id[:MAX_EVENT_ID], kind, record_id, "notify"))
+        by = fields.get("LastModifiedById", "")
+        events.append(WireEvent(note_id[:MAX_EVENT_ID], kind, record_id, "notify",
+                                (by,) if _SF_ID.match(by) else ()))
     return events
 
 
@@ -199,8 +233,22 @@ def parse_callout(body: bytes, headers: Mapping[str, str]) -> list[WireEvent]:
         raise EventRefused(400, f"event_id={_short(given)}: must be a non-empty string")
     given_action = data.get("event", data.get("action"))     # created / updated / deleted
     action = given_action if isinstance(given_action, str) and given_action else "notify"
-    return [WireEvent(f"{given}:{i}"[:MAX_EVENT_ID] if given else None, kind, i, action)
-            for i in dict.fromkeys(ids)]
+    by = data.get("modified_by")
+    if by is not None and not (isinstance(by, str) and _SF_ID.match(by)) and not (
+            isinstance(by, dict) and all(isinstance(v, str) and _SF_ID.match(v)
+                                         for v in by.values())):
+        raise EventRefused(400, f"modified_by={_short(by)}: must be a user id, or an object "
+                                "of record id -> user id")
+    return [WireEvent(f"{given}:{i}"[:MAX_EVENT_ID] if given else None, kind, i, action,
+                      _modifier(by, i)) for i in dict.fromkeys(ids)]
+
+
+def _modifier(by: Any, record_id: str) -> tuple[str, ...]:
+    if isinstance(by, str):
+        return (by,)
+    if isinstance(by, dict) and isinstance(by.get(record_id), str):
+        return (by[record_id],)
+    return ()
 
 
 def _short(value: Any) -> str:

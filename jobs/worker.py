@@ -103,6 +103,8 @@ class Worker:
         self._events_again = False
         #: The last figure a dropped connector's meter saw, and when (see ``_seed``).
         self._usage: dict[str, tuple[int, int, datetime]] = {}
+        #: Per connection taking events, the CRM user it acts as (``own_user``).
+        self._own_users: dict[str, str] = {}
 
     def close(self) -> None:
         """Release the connectors' HTTP connections. (Database connections are the engine's
@@ -118,11 +120,40 @@ class Worker:
         if name not in self.connections:
             raise NotFound("connection", name)
         with self._guard:
-            if name not in self._connectors:
+            built = name not in self._connectors
+            if built:
                 connector = self._factory(self.connections[name])
                 self._seed(name, connector)
                 self._connectors[name] = connector
-            return self._connectors[name]
+            connector = self._connectors[name]
+        if built:
+            self._learn_user(name, connector)
+        return connector
+
+    def _learn_user(self, name: str, connector: Connector) -> None:
+        """A connection that takes events learns which CRM user it acts as (one call, when its
+        connector is built, before its first push): the receivers then store the echo of its
+        own writes as ``skipped`` (``own_user``). Not learned (the CRM did not say): every
+        event is read, as before."""
+        whoami = getattr(connector, "whoami", None)
+        if self.connections[name].events is None or not callable(whoami) \
+                or self.own_user(name) is not None:
+            return
+        try:
+            user = whoami()
+        except Exception as exc:  # noqa: BLE001 - only the echo filter is lost: events are read
+            log.warning("events connection=%s: the CRM user this connection acts as is not "
+                        "known (%s): the echo of its own writes is read back", name, exc)
+            return
+        if user:
+            with self._guard:
+                self._own_users[name] = str(user)
+
+    def own_user(self, name: str) -> str | None:
+        """The CRM user connection ``name`` acts as, once learned (``_learn_user``); the event
+        receivers skip events whose only modifier it is (``connectors.events.by_user``)."""
+        with self._guard:
+            return self._own_users.get(name)
 
     def _seed(self, name: str, connector: Connector) -> None:
         meter = getattr(getattr(connector, "transport", None), "budget", None)

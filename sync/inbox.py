@@ -7,7 +7,7 @@ Design
   ``OperationId``/``RequestId``, a Salesforce notification ``Id``, a callout's ``event_id:<id>``;
   a random ``lb:<uuid>`` when the CRM gave none), object (canonical: account, quote, ...),
   crm_id, action (informational: Create / Update / Delete / notify), received_at, state
-  (``new`` | ``processing`` | ``done`` | ``failed``), attempts, claimed_by / claimed_at (the
+  (``new`` | ``processing`` | ``done`` | ``failed`` | ``skipped``), attempts, claimed_by / claimed_at (the
   lease of the process working on it, ``billing_core.adapters.owner`` format), processed_at,
   error. Unique (connection, event_id); indexed by (state, connection, id) and by record.
 
@@ -18,6 +18,10 @@ Invariants
 - Once per event id: one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL) /
   ``INSERT OR IGNORE`` (SQLite) per request, so a re-sent event is acknowledged again and
   not stored twice, and a flood costs one statement per request, never a read first.
+- The echo of the sync's own writes is ``skipped``: an event whose every named modifier is the
+  connection's integration user (``connectors.events.by_user``, decided by the receiver) is
+  stored ``skipped`` with its ``processed_at`` and never claimed, so a push costs no read back.
+  Only such an event: a person's change of the same record is its own event, stored ``new``.
 - An event only names a record. What billing learns comes from reading the record back from
   the CRM (``sync.resync``): a forged or stale payload changes nothing.
 - Claiming is by record: a claim takes up to ``keys`` distinct (object, crm_id) of ``new``
@@ -52,7 +56,10 @@ from billing_core.adapters import owner
 from sync.tables import event_inbox
 
 NEW, PROCESSING, DONE, FAILED = "new", "processing", "done", "failed"
-STATES = (NEW, PROCESSING, DONE, FAILED)
+#: The echo of the sync's own write (the event's modifier is the connection's integration
+#: user): stored (so a re-sent one is recognised, and counted) but never read back.
+SKIPPED = "skipped"
+STATES = (NEW, PROCESSING, DONE, FAILED, SKIPPED)
 SOURCES = ("dataverse", "salesforce_soap", "salesforce_json")
 #: A ``processing`` claim older than this is taken over (a resync batch takes seconds).
 LEASE = timedelta(minutes=10)
@@ -71,6 +78,7 @@ class InboxEvent:
     object: str
     crm_id: str
     action: str = "notify"
+    skipped: bool = False       # our own write's echo: stored ``skipped``, never read
 
 
 @dataclass(frozen=True)
@@ -94,8 +102,9 @@ def store(engine: Engine, connection: str, source: str, events: Sequence[InboxEv
         return 0
     rows = [{"connection": connection, "source": source,
              "event_id": e.event_id or f"lb:{uuid.uuid4().hex}", "object": e.object,
-             "crm_id": e.crm_id, "action": e.action[:32], "received_at": now, "state": NEW,
-             "attempts": 0} for e in events]
+             "crm_id": e.crm_id, "action": e.action[:32], "received_at": now,
+             "state": SKIPPED if e.skipped else NEW,
+             "processed_at": now if e.skipped else None, "attempts": 0} for e in events]
     # SQLite has one writer at a time, and a writer that finds the lock taken polls for it
     # with growing sleeps: the receivers of this process queue on a lock of their own instead
     # (their answers wait for each other's commits, never for a poll's sleep).
@@ -213,10 +222,11 @@ def retry_failed(engine: Engine, connection: str | None = None) -> int:
 
 
 def purge_done(engine: Engine, before: datetime) -> int:
-    """Forget done events processed before ``before``."""
+    """Forget done (and skipped) events processed before ``before``."""
     with engine.begin() as conn:
         return int(conn.execute(delete(event_inbox).where(
-            event_inbox.c.state == DONE, event_inbox.c.processed_at < before)).rowcount or 0)
+            event_inbox.c.state.in_((DONE, SKIPPED)),
+            event_inbox.c.processed_at < before)).rowcount or 0)
 
 
 def pending_connections(conn: Connection) -> list[str]:

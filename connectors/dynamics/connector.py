@@ -381,6 +381,11 @@ class DynamicsConnector(FieldMapped):
             time.sleep(wait)
         return time.monotonic() - ended >= SETTLE
 
+    def whoami(self) -> str | None:
+        """The CRM user this connection acts as (None: the CRM did not say): the daemon's
+        event receivers skip the echo of its writes (``connectors.events.by_user``)."""
+        return self._user or self._whoami()
+
     def _whoami(self) -> str | None:
         """The systemuser this connection acts as (`WhoAmI`'s `UserId`): the one Dataverse names
         as `_modifiedby_value` of the rows we write. Asked of the session, never guessed from a

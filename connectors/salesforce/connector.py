@@ -301,6 +301,11 @@ class SalesforceConnector(FieldMapped):
         out (we know the CRM user they are stamped with)."""
         return self._user is not None and obj in self._wrote
 
+    def whoami(self) -> str | None:
+        """The CRM user this connection acts as (None: the CRM did not say): the daemon's
+        event receivers skip the echo of its writes (``connectors.events.by_user``)."""
+        return self._user or self._whoami()
+
     def _whoami(self) -> str | None:
         """The CRM user this session acts as (OAuth ``userinfo``): the one our writes name as
         last modifier. Asked of the session, never guessed from a record (a person may have

@@ -6,9 +6,11 @@ With a `NotifyConfig`, every row change made through either side's API or admin 
 
 - Dataverse: the service endpoint webhook body, the `RemoteExecutionContext` JSON (MessageName
   Create/Update/Delete, PrimaryEntityName/Id, OrganizationId, CorrelationId, RequestId,
-  OperationId, UserId, Stage 40, Mode 1 (asynchronous), Depth 1, InputParameters with the
-  Target `Entity` (its Attributes as `KeyValuePairOfstringanyType` pairs, lookups as
-  `EntityReference`, money as `Money`, option sets as `OptionSetValue`, times as
+  OperationId, UserId and InitiatingUserId (the user who wrote: the row's
+  `_modifiedby_value`, the API client's user or the admin's person), Stage 40, Mode 1
+  (asynchronous), Depth 1, InputParameters with the Target `Entity` (its Attributes as
+  `KeyValuePairOfstringanyType` pairs, lookups as `EntityReference`, money as `Money`,
+  option sets as `OptionSetValue`, times as
   `/Date(ms)/`) or, for Delete, the Target `EntityReference`; PostEntityImages for Create and
   Update), with the `x-ms-dynamics-*` headers, to `<url>/events/dataverse/<connection>`.
   Authentication as registered: `WebhookKey` (`?code=KEY`), `HttpHeader` (headers) or
@@ -26,9 +28,10 @@ With a `NotifyConfig`, every row change made through either side's API or admin 
   fire on create and update only (as from a workflow rule or record-triggered flow); deletes
   reach only the JSON form.
 - Salesforce JSON callout (a Flow or Apex HTTP callout): `{"sobject": "Account", "ids":
-  [...]}` (plus `"event": "created"|"updated"|"deleted"` and `"event_id"`, a UUID per callout,
-  the same when it is retried or duplicated), signed with `X-Signature`: the
-  HMAC-SHA256 hex digest of the raw body under `hmac_secret`, to
+  [...]}` (plus `"event": "created"|"updated"|"deleted"`, `"event_id"`, a UUID per callout,
+  the same when it is retried or duplicated, and `"modified_by"`: the user id who made the
+  changes (each record's `LastModifiedById`), or `{record id: user id}` when they differ),
+  signed with `X-Signature`: the HMAC-SHA256 hex digest of the raw body under `hmac_secret`, to
   `<url>/events/salesforce/<connection>/json`; delivered on any 2xx, retried as outbound
   messages are.
 
@@ -558,12 +561,27 @@ class Notifier:
         body: dict[str, Any] = {"sobject": entity, "ids": list(dict.fromkeys(
             e.record_id for e in events)), "event": _EVENT[events[0].op],
             "event_id": str(uuid.uuid4())}   # the same on retries and duplicates
+        by = _modifiers(events)
+        if by:
+            users = set(by.values())
+            one = len(users) == 1 and len(by) == len(body["ids"])
+            body["modified_by"] = next(iter(users)) if one else by
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if self.config.hmac_secret:
             headers[self.config.signature_header] = sign(self.config.hmac_secret, raw)
         url = _with_query(url, self.config.salesforce_query)
         return _Message("salesforce", "json", url, raw, headers, notifications=len(events))
+
+
+def _modifiers(events: list[ChangeEvent]) -> dict[str, str]:
+    """Per record id, the user who made its changes in this callout (`$Record.LastModifiedById`
+    in a record-triggered flow); a record changed by two users in one callout is left out (its
+    modifier is not one user)."""
+    users: dict[str, set[str]] = {}
+    for event in events:
+        users.setdefault(event.record_id, set()).add(event.user)
+    return {rid: next(iter(u)) for rid, u in users.items() if len(u) == 1 and all(u)}
 
 
 def _with_query(url: str, query: dict[str, str]) -> str:
@@ -774,6 +792,8 @@ def dataverse_listener(notifier: Notifier, store: Any, now: Any) -> Any:
     def tell(op: str, table: str, guid: str, values: dict[str, Any],
              row: dict[str, Any] | None) -> None:
         if notifier.wants(table):
-            notifier.emit(ChangeEvent("dataverse", op, table, guid, values, str(store.actor),
-                                      now(), row))
+            # who wrote: the row's stamp (the writing request's user), the actor for a delete
+            user = (row or {}).get("_modifiedby_value") if op != "Delete" else None
+            notifier.emit(ChangeEvent("dataverse", op, table, guid, values,
+                                      str(user or store.actor), now(), row))
     return tell

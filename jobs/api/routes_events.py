@@ -14,6 +14,11 @@ Rules kept here
 - Stored, then acknowledged: the 2xx answer (Salesforce: the SOAP ``Ack``) is sent only after
   the insert committed. A re-sent event is acknowledged and not stored twice. The database
   busy or down is a 503 (``jobs.api.errors``): the CRM retries.
+- The echo of the sync's own writes is stored ``skipped`` (``sync.inbox``), never read back:
+  an event whose every named modifier (``connectors.events.by_user``) is the connection's
+  integration user, as the daemon's worker learned it from the CRM (``Worker.own_user``:
+  Dataverse ``WhoAmI``, Salesforce ``userinfo``). Without a worker, or before it learned
+  the user, every event is read.
 - The CRM's table / sObject name is mapped to the sync's objects by the connection's field map
   (one Dataverse table can be two objects: ``product`` is also ``price`` in the built-in map);
   an event of a table the map does not hold is acknowledged and ignored (logged).
@@ -39,6 +44,7 @@ from connectors.events import (
     SOAP_ACK,
     EventRefused,
     WireEvent,
+    by_user,
     check_dataverse_auth,
     check_signature,
     parse_callout,
@@ -138,16 +144,20 @@ async def _store(request: Request, receiver: _Receiver, source: str,
                  events: list[WireEvent]) -> dict[str, int]:
     """Map and store the events (committed) before the caller answers."""
     rows: list[inbox.InboxEvent] = []
-    ignored = 0
+    ignored = skipped = 0
+    learned = getattr(request.app.state.api.sync_runner, "own_user", None)
+    me = learned(receiver.settings.name) if callable(learned) else None
     for event in events:
         objs = receiver.objects.get(event.crm_object.lower())
         if not objs:
             ignored += 1
             continue
+        ours = by_user(event, me)
+        skipped += ours
         for obj in objs:
             event_id = event.event_id if len(objs) == 1 or event.event_id is None \
                 else f"{event.event_id}/{obj}"[:MAX_EVENT_ID]
-            rows.append(inbox.InboxEvent(event_id, obj, event.crm_id, event.action))
+            rows.append(inbox.InboxEvent(event_id, obj, event.crm_id, event.action, ours))
     if ignored:
         log.warning("events connection=%s: %d event(s) of a table the field map does not hold "
                     "ignored (%s)", receiver.settings.name, ignored,
@@ -157,13 +167,13 @@ async def _store(request: Request, receiver: _Receiver, source: str,
     stored = await run_in_threadpool(inbox.store, request.app.state.api.engine,
                                      receiver.settings.name, source, rows, clock()) if rows else 0
     wake = request.app.state.api.on_events
-    if stored and wake is not None:
+    if stored and wake is not None and any(not r.skipped for r in rows):
         try:
             wake()
         except Exception:  # noqa: BLE001 - the events are stored: the job's interval still runs
             log.exception("events: could not wake the events job")
     return {"received": len(events), "stored": stored, "duplicates": len(rows) - stored,
-            "ignored": ignored}
+            "ignored": ignored, "skipped": skipped}
 
 
 @routes.post("/events/dataverse/{connection}", responses={

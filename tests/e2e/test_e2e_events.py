@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from e2e_world import World
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_e2e_hold_interleaving import USERS
 
 import connectors.sandbox.server as sandbox_server
-from billing_core.adapters.tables import orders, provisioning_requests
+from billing_core.adapters.tables import accounts, orders, provisioning_requests
 from connectors.sandbox.notify import NotifyConfig
 from connectors.sandbox.salesforce.auth import ORG_ID
 from jobs.api.app import build_app, serve_in_thread
@@ -68,7 +68,10 @@ def world(sandbox: Any, sqlite_engine: Any, tmp_path: Path, api_port: int,
     written, _ = sandbox_config(sandbox, str(sqlite_engine.url))
     w = World(sandbox, sqlite_engine, tmp_path,
               extra="" if "[connections.sf.events]" in written else EVENTS)
-    server = serve_in_thread(build_app(sqlite_engine, w.settings), "127.0.0.1", api_port)
+    # the worker is the API's sync runner, as in the daemon: the receivers learn from it which
+    # CRM user the sync acts as, and store the echo of its own writes as skipped
+    server = serve_in_thread(build_app(sqlite_engine, w.settings, sync_runner=w.worker),
+                             "127.0.0.1", api_port)
     yield w
     server.stop()
     w.worker.close()
@@ -116,3 +119,46 @@ def test_clearing_a_hold_in_the_crm_dispatches_the_held_request_through_events(
     elapsed = time.monotonic() - cleared
     assert report.outcome == "ok" and report.records >= 1
     assert _states(world.engine, ref) == ["dispatched"], elapsed
+
+
+def _by_state(engine: Any, connection: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {str(state): int(n) for state, n in conn.execute(
+            select(event_inbox.c.state, func.count()).where(
+                event_inbox.c.connection == connection).group_by(event_inbox.c.state))}
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "dataverse"])
+def test_the_syncs_own_pushes_cost_no_read_a_persons_change_right_after_does(
+        world: World, crm: str) -> None:
+    """Every write of the sync (the cycle's push, the CRM provisioner's quote status) comes
+    back as an event naming the sync's own user: stored ``skipped``, never read back. A
+    person's change of the same account right after is read and applied."""
+    user = USERS[crm](world.sbx)
+    account = user.accounts()[0]
+    quote, ref = user.new_quote(account)
+    user.accept(quote)
+    assert world.sbx.notifier.flush(30)
+    world.worker.process_events(wait=True)      # the person's changes so far: read
+    assert not _by_state(world.engine, user.connection).get("new")
+    world.cycle(user.connection)
+    world.worker.dispatch()
+    assert world.sbx.notifier.flush(30)
+    states = _by_state(world.engine, user.connection)
+    assert states.get("skipped", 0) >= 1, states          # the sync did push, and it came back
+    assert not states.get("new"), states                   # ... and nothing of it is to read
+    reports = [r for r in world.worker.process_events(wait=True)
+               if r.connection == user.connection]
+    assert sum(r.records for r in reports) == 0
+
+    user.hold(account, True)                               # a person, in the CRM
+    assert world.sbx.notifier.flush(30)
+    _wait_for_event(world.engine, user.connection, account)
+    [report] = [r for r in world.worker.process_events(wait=True)
+                if r.connection == user.connection]
+    assert report.outcome == "ok" and report.records == 1
+    with world.engine.connect() as conn:
+        held = conn.execute(select(accounts.c.crm_hold).where(
+            accounts.c.ext_source == user.connection,
+            func.lower(accounts.c.ext_id) == account.lower())).scalar_one()
+    assert held is True

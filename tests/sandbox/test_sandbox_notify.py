@@ -309,6 +309,8 @@ def test_salesforce_rest_update_posts_outbound_message_and_callout(box: Sandbox,
     assert callout.path == "/events/salesforce/sf/json"
     body = callout.json()
     assert len(body.pop("event_id")) == 36
+    # who wrote: the REST API's integration user, as the record's LastModifiedById says
+    assert body.pop("modified_by") == sobject.findtext("sf:LastModifiedById", namespaces=NS)
     assert body == {"sobject": "Account", "ids": [account], "event": "updated"}
     expected = hmac.new(SECRET.encode(), callout.body, hashlib.sha256).hexdigest()
     assert callout.headers["X-Signature"] == expected

@@ -163,8 +163,10 @@ def test_a_dataverse_event_is_stored_once_and_read_from_the_official_shape(clien
     first = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx)
     again = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ctx)
     assert first.status_code == again.status_code == 200
-    assert first.json() == {"received": 1, "stored": 1, "duplicates": 0, "ignored": 0}
-    assert again.json() == {"received": 1, "stored": 0, "duplicates": 1, "ignored": 0}
+    assert first.json() == {"received": 1, "stored": 1, "duplicates": 0, "ignored": 0,
+                            "skipped": 0}
+    assert again.json() == {"received": 1, "stored": 0, "duplicates": 1, "ignored": 0,
+                            "skipped": 0}
     rows = _stored(engine)
     assert [(r["connection"], r["source"], r["object"], r["crm_id"], r["action"], r["state"],
              r["event_id"]) for r in rows] == [
@@ -216,6 +218,57 @@ def test_a_signed_json_callout_is_stored_once_per_event_id(client, engine):
     assert client.post("/events/salesforce/sf/json", content=bad,
                        headers=headers).status_code == 400
     assert len(_stored(engine)) == 2
+
+
+class _Runner:
+    """The API's sync runner as far as the receivers ask it: which CRM user each connection
+    acts as (``Worker.own_user``)."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def own_user(self, name: str) -> str | None:
+        return self.users.get(name)
+
+    def start(self, *args: Any) -> int:
+        raise AssertionError("not used")
+
+    def get(self, run_id: int) -> None:
+        return None
+
+
+US_DV = "75c2dad9-3d6a-e711-8102-e0071b6ac161"
+US_SF = "0055g00000ABCDEAA1"
+
+
+def test_the_echo_of_our_own_writes_is_stored_skipped_and_never_read(engine, settings):
+    """Events whose only modifier is the connection's own user are stored ``skipped`` (counted,
+    recognised when re-sent) and never claimed; a person's event of the same record, and an
+    event naming no modifier, are read (one read: the record)."""
+    client = TestClient(build_app(engine, settings,
+                                  sync_runner=_Runner({"dv": US_DV, "sf": US_SF})))
+    person = "11111111-2222-4333-8444-555555555555"
+    ours = json.dumps(dataverse_context()).encode()          # UserId = InitiatingUserId = us
+    answer = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=ours)
+    assert answer.json()["skipped"] == 1
+    theirs = dataverse_context(operation=str(uuid.uuid4()))
+    theirs["UserId"] = theirs["InitiatingUserId"] = person
+    assert client.post(f"/events/dataverse/dv?code={DV_KEY}",
+                       content=json.dumps(theirs).encode()).json()["skipped"] == 0
+    raw, headers = _signed({"sobject": "Account", "event_id": "flow-1",
+                            "ids": ["001000000000001AAA", "001000000000002AAA"],
+                            "modified_by": {"001000000000001AAA": US_SF}})
+    assert client.post("/events/salesforce/sf/json", content=raw,
+                       headers=headers).json()["skipped"] == 1
+    rows = {(r["connection"], r["crm_id"], r["state"]) for r in _stored(engine)}
+    assert rows == {("dv", DV_ACCOUNT, "skipped"), ("dv", DV_ACCOUNT, "new"),
+                    ("sf", "001000000000001AAA", "skipped"),
+                    ("sf", "001000000000002AAA", "new")}
+    assert all(r["processed_at"] is not None for r in _stored(engine) if r["state"] == "skipped")
+    claim = inbox.claim(engine, "dv", datetime.now(UTC), keys=100)
+    assert claim.records == {"account": [DV_ACCOUNT]} and len(claim.event_ids) == 1
+    with engine.connect() as conn:
+        assert inbox.depth(conn, datetime.now(UTC))["by_state"]["skipped"] == 2
 
 
 # -- the targeted resync --------------------------------------------------------------------

@@ -11,6 +11,8 @@ import pytest
 from connectors.events import (
     SOAP_ACK,
     EventRefused,
+    WireEvent,
+    by_user,
     check_dataverse_auth,
     check_signature,
     parse_callout,
@@ -124,3 +126,58 @@ def test_a_callout_names_records_and_only_records() -> None:
         with pytest.raises(EventRefused) as refused:
             parse_callout(bad, {})
         assert refused.value.status == 400
+
+
+# -- the echo of our own writes ---------------------------------------------------------------
+US_DV, PERSON_DV = "75c2dad9-3d6a-e711-8102-e0071b6ac161", "11111111-2222-4333-8444-555555555555"
+US_SF, PERSON_SF = "0055g00000ABCDEAA1", "0055g00000ZZZZZAA1"
+
+
+def _context(user: str, initiating: str) -> bytes:
+    return json.dumps({"MessageName": "Update", "PrimaryEntityName": "account",
+                       "PrimaryEntityId": "7d5e8f10-3a2b-4c1d-9e8f-0a1b2c3d4e5f",
+                       "OperationId": "a2b3c4d5-0000-4000-8000-000000000001",
+                       "UserId": user, "InitiatingUserId": initiating}).encode()
+
+
+@pytest.mark.parametrize("user,initiating,ours", [
+    (US_DV, US_DV, True),
+    (US_DV.upper(), US_DV, True),                 # GUIDs without case
+    (PERSON_DV, US_DV, False),                    # we acted for a person (impersonation)
+    (US_DV, PERSON_DV, False),                    # a person's call ran as us
+    (PERSON_DV, PERSON_DV, False),
+])
+def test_a_dataverse_event_is_ours_only_when_every_user_it_names_is_us(
+        user: str, initiating: str, ours: bool) -> None:
+    event = parse_dataverse(_context(user, initiating), {})
+    assert by_user(event, US_DV) is ours
+
+
+def test_an_event_naming_no_user_or_a_connection_that_knows_none_is_never_ours() -> None:
+    assert not by_user(WireEvent("e", "account", "x", "Update", ()), US_DV)
+    assert not by_user(parse_dataverse(_context(US_DV, US_DV), {}), None)
+
+
+def test_an_outbound_message_names_the_records_last_modifier_when_selected() -> None:
+    note = NOTE.replace("<sf:Name>", f"<sf:LastModifiedById>{US_SF}</sf:LastModifiedById>"
+                                     "<sf:Name>")
+    [event] = parse_outbound(_outbound(ORG18, note), ORG18)
+    assert event.modified_by == (US_SF,)
+    assert by_user(event, US_SF[:15])                       # 15 or 18 characters
+    assert not by_user(event, PERSON_SF)
+    [plain] = parse_outbound(_outbound(ORG18, NOTE), ORG18)   # not selected: not ours
+    assert plain.modified_by == () and not by_user(plain, US_SF)
+
+
+def test_a_callout_names_its_modifier_for_every_id_or_per_id() -> None:
+    ids = ["001000000000001AAA", "001000000000002AAA"]
+    one = parse_callout(json.dumps({"sobject": "Account", "ids": ids,
+                                    "modified_by": US_SF}).encode(), {})
+    assert [by_user(e, US_SF) for e in one] == [True, True]
+    each = parse_callout(json.dumps({"sobject": "Account", "ids": ids,
+                                     "modified_by": {ids[0]: US_SF}}).encode(), {})
+    assert [by_user(e, US_SF) for e in each] == [True, False]
+    with pytest.raises(EventRefused) as refused:
+        parse_callout(json.dumps({"sobject": "Account", "ids": ids,
+                                  "modified_by": 5}).encode(), {})
+    assert refused.value.status == 400 and "modified_by" in refused.value.message
