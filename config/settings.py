@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from billing_core.documents.options import RenderOptions, Seller
 from billing_core.domain.credit import CreditPolicy
+from billing_core.domain.dunning import CLASS_NAME, Schedules
 from connectors.base import OBJECTS
 from connectors.credentials import CredentialError
 from connectors.settings import (
@@ -128,14 +129,27 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class DunningClass:
+    """``[dunning.classes.NAME]``: the schedule of the accounts of one class."""
+    offsets: tuple[int, ...]                      # sorted, distinct; () when not enabled
+    enabled: bool = True                          # false: no reminders for this class
+
+
+@dataclass(frozen=True)
 class DunningSettings:
     enabled: bool = False                         # needs [email] enabled too
     offsets: str = "-3, 7, 14"                    # days from the due date, e.g. "-3, 7, 14"
     run_interval_minutes: float = 60.0            # the daemon's dunning job
+    classes: Mapping[str, Any] | None = None      # [dunning.classes.NAME] -> DunningClass
 
     def schedule(self) -> tuple[int, ...]:
         """The offsets as whole days, sorted and distinct (checked at load)."""
-        return tuple(sorted({int(part) for part in self.offsets.split(",") if part.strip()}))
+        return _offsets(self.offsets)
+
+    def schedules(self) -> Schedules:
+        """The default schedule and each class's (billing_core.domain.dunning)."""
+        return Schedules(self.schedule(), {
+            name: c.offsets if c.enabled else () for name, c in (self.classes or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -215,14 +229,82 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
 }
 
 
-def _check_dunning(dunning: DunningSettings, email: EmailSettings) -> None:
+def _offsets(text: str) -> tuple[int, ...]:
+    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+
+
+def _offsets_ok(parts: list[str]) -> bool:
+    return all(p.lstrip("+-").isdigit() and abs(int(p)) <= 3650 for p in parts)
+
+
+_OFFSETS_HINT = "must be whole days from the due date separated by commas, e.g. \"-3, 7, 14\""
+
+
+def _dunning_class(name: str, table: Any, default: str) -> DunningClass:
+    """One ``[dunning.classes.NAME]`` table: ``offsets`` (text as ``[dunning] offsets``, or a
+    list of whole days; default: ``[dunning] offsets``) and ``enabled``."""
+    where = f"dunning.classes.{name}"
+    if not CLASS_NAME.match(name):
+        raise SettingsError(f"dunning.classes = {name!r}: a class name is lower-case: a letter "
+                            "or digit, then letters, digits, _ or -, at most 64 characters")
+    if not isinstance(table, Mapping):
+        raise SettingsError(f"{where} = {shown(where, table)}: must be a table with offsets "
+                            "(and enabled)")
+    refuse_unknown(table, ["offsets", "enabled"], where)
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SettingsError(f"{where}.enabled = {enabled!r}: must be true or false")
+    raw = table.get("offsets", default)
+    if isinstance(raw, list) and all(type(v) is int for v in raw):
+        parts = [str(v) for v in raw]
+    elif isinstance(raw, str):
+        parts = [p.strip() for p in raw.split(",")]
+    else:
+        raise SettingsError(f"{where}.offsets = {raw!r}: must be a list of whole days "
+                            "([-3, 7, 14]) or text (\"-3, 7, 14\")")
+    if not parts or not _offsets_ok(parts):
+        raise SettingsError(f"{where}.offsets = {raw!r}: {_OFFSETS_HINT}")
+    return DunningClass(_offsets(",".join(parts)) if enabled else (), enabled)
+
+
+def _check_dunning(dunning: DunningSettings, email: EmailSettings) -> DunningSettings:
+    """``dunning`` with its classes parsed (``DunningClass``), or a ``SettingsError``."""
     parts = [p.strip() for p in dunning.offsets.split(",")]
-    if not all(p.lstrip("+-").isdigit() and abs(int(p)) <= 3650 for p in parts):
-        raise SettingsError(f"dunning.offsets = {dunning.offsets!r}: must be whole days from "
-                            "the due date separated by commas, e.g. \"-3, 7, 14\"")
+    if not _offsets_ok(parts):
+        raise SettingsError(f"dunning.offsets = {dunning.offsets!r}: {_OFFSETS_HINT}")
     if dunning.enabled and not email.enabled:
         raise SettingsError("dunning.enabled = true: needs [email] enabled = true (reminders "
                             "are emails)")
+    if dunning.classes is None:
+        return dunning
+    classes = {name: _dunning_class(name, table, dunning.offsets)
+               for name, table in dunning.classes.items()}
+    return replace(dunning, classes=classes)
+
+
+def _check_class_maps(dunning: DunningSettings,
+                      connections: Mapping[str, ConnectionSettings]) -> None:
+    """A connection whose field map turns CRM values into classes (``account_class`` with
+    ``choices``) may name only configured classes: a typo there would give every account of
+    that class the default schedule."""
+    from connectors import fieldmap
+
+    known = set(dunning.classes or {})
+    for name, conn in connections.items():
+        try:
+            fmap = fieldmap.load(conn.fieldmap, conn.fieldmap_overrides)
+            spec = fmap.objects["account"].fields.get("account_class") \
+                if "account" in fmap.objects else None
+        except (OSError, ValueError, KeyError):
+            continue                # an unreadable map is reported where it is loaded
+        if spec is None:
+            continue
+        for crm_value, value in spec.choices.items():
+            if not isinstance(value, str) or value.strip().lower() not in known | {""}:
+                raise SettingsError(
+                    f"connections.{name}: field map account.account_class choice "
+                    f"{crm_value!r} = {value!r}: not a class in [dunning.classes] (known: "
+                    f"{', '.join(sorted(known)) or 'none configured'})")
 
 
 def _check_email(email: EmailSettings) -> None:
@@ -257,7 +339,8 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                  for name, (cls, rules) in SECTIONS.items()}
         connections = _connections(data.get("connections", {}))
         _check_email(built["email"])
-        _check_dunning(built["dunning"], built["email"])
+        built["dunning"] = _check_dunning(built["dunning"], built["email"])
+        _check_class_maps(built["dunning"], connections)
     except (SettingsError, CredentialError) as exc:
         raise ConfigError(str(exc)) from None
     return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,

@@ -116,7 +116,7 @@ def run_dunning(worker: Worker) -> None:
     settings = worker.settings
     since = _date.fromisoformat(settings.email.since) if settings.email.since else _date.min
     with ledger_uow(worker.engine, clock=worker.clock) as uow:
-        owed = queue_reminders(uow, worker.clock().date(), settings.dunning.schedule(), since,
+        owed = queue_reminders(uow, worker.clock().date(), settings.dunning.schedules(), since,
                                domain=domain_of(settings.email))
         uow.commit()
     log.info("dunning: %d reminder(s) queued", len(owed))

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing_core.domain.contacts import normalize_emails
+from billing_core.domain.dunning import normalize_class
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import check_currency
 from connectors.base import OBJECTS as CRM_OBJECTS
@@ -53,6 +54,7 @@ class AccountRec:
     credit_limit: Decimal | None
     credit_hold: bool
     billing_email: str | None = None    # addresses joined by ", "; None: not mapped or blank
+    account_class: str | None = None    # a class name, lower-case; None: not mapped or blank
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,22 @@ def map_account(rec: Mapping[str, Any], *, guid: bool = False) -> AccountRec:
         country=country.upper() if country else None, region=boundary.text(rec, "region"),
         credit_limit=boundary.decimal(rec, "credit_limit"),
         credit_hold=boundary.boolean(rec, "credit_hold", False),
-        billing_email=_billing_email(rec))
+        billing_email=_billing_email(rec), account_class=_account_class(rec))
+
+
+def _account_class(rec: Mapping[str, Any]) -> str | None:
+    """The optional mapped ``account_class`` (after the field's ``choices``: a Dataverse
+    option set such as ``accountcategorycode``, a Salesforce picklist): a class name. A class
+    the config does not know is kept (the account gets the default dunning schedule, and the
+    dunning commands name it); a value that is no class name is refused."""
+    raw = rec.get("account_class")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raise Invalid("account_class", raw, "is an option value without a class: map it "
+                      "with the field's choices")
+    try:
+        return normalize_class(boundary.text(rec, "account_class"))
+    except ValidationError as exc:
+        raise Invalid("account_class", raw, exc.problem) from None
 
 
 def _billing_email(rec: Mapping[str, Any]) -> str | None:

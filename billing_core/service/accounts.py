@@ -6,7 +6,9 @@ the account's currency or empty (no limit); history is never deleted (``crm_dele
 A change to the limit or the CRM hold flag touches the account (credit control re-evaluates).
 Finance's own terms (bill cycle day, payment terms, tax exemption) are not the CRM's: an
 ``AccountIn`` that leaves them ``None`` (the sync's) keeps what the account has (1 and 30 days
-for a new one), so a CRM update never resets them; :func:`update_terms` changes them. Finance's
+for a new one), so a CRM update never resets them; :func:`update_terms` changes them. The
+billing email and the account class are the CRM's when it maps them and finance's otherwise:
+``None`` from the CRM (not mapped, or empty) keeps what the account has. Finance's
 credit limit override lives beside the CRM's limit (which every CRM update writes) and wins
 over it while set.
 :func:`upsert_accounts` keeps the same rules for a whole chunk of accounts (the sync's pages):
@@ -16,7 +18,7 @@ an item billing refuses is reported in its result and writes nothing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +40,8 @@ from billing_core.adapters.tables import (
     provisioning_requests,
 )
 from billing_core.domain.contacts import normalize_emails
+from billing_core.domain.dunning import FIELD as CLASS_FIELD
+from billing_core.domain.dunning import normalize_class
 from billing_core.domain.errors import (
     Duplicate,
     InvalidState,
@@ -65,6 +69,7 @@ class AccountIn:
     crm_hold: bool = False
     tax_exempt: bool | None = None          # None: keep (new account: taxable)
     billing_email: str | None = None        # None: keep (addresses split by ; or ,)
+    account_class: str | None = None        # None: keep (a class name, lower-cased)
 
 
 def validate_account(data: AccountIn) -> dict[str, Any]:
@@ -94,6 +99,7 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
         "credit_limit_minor": limit, "crm_hold": bool(data.crm_hold),
         "tax_exempt": data.tax_exempt,
         "billing_email": normalize_emails(data.billing_email),
+        "account_class": normalize_class(data.account_class),
     }
 
 
@@ -108,7 +114,8 @@ def _check_terms(bill_cycle_day: int | None, payment_terms_days: int | None) -> 
 
 
 _FINANCE_DEFAULTS: dict[str, Any] = {"bill_cycle_day": 1, "payment_terms_days": 30,
-                                     "tax_exempt": False, "billing_email": None}
+                                     "tax_exempt": False, "billing_email": None,
+                                     "account_class": None}
 
 
 def _keep_finance(values: dict[str, Any], base: Any) -> dict[str, Any]:
@@ -193,7 +200,8 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
                  payment_terms_days: int | None = None, tax_exempt: bool | None = None,
                  bill_cycle_day: int | None = None,
                  credit_limit_override: Decimal | str | int | None = _KEEP,
-                 billing_email: str | None = _KEEP) -> dict[str, Any]:
+                 billing_email: str | None = _KEEP, account_class: str | None = _KEEP,
+                 known_classes: Collection[str] | None = None) -> dict[str, Any]:
     """Finance's update of an account: its region (``""`` or None clears it; the CRM's next
     change to the account sets it again), payment terms (days, for invoices issued from now
     on), tax exemption and bill cycle day (the next bill run on or after the new day bills
@@ -201,7 +209,9 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
     ordinary proration rule) and the credit limit override (an amount in the account's
     currency, used instead of the CRM's limit; ``""`` or None removes it). Arguments left out
     keep their value. ``billing_email``: the addresses documents are emailed to, separated by
-    ``;`` or ``,`` (``""`` or None clears them). Returns what changed (field: new value);
+    ``;`` or ``,`` (``""`` or None clears them). ``account_class``: the class choosing the
+    dunning schedule (``""`` or None clears it); with ``known_classes`` (the configured ones)
+    another class is refused naming the field and value. Returns what changed (field: new value);
     nothing changed writes nothing; a changed override touches the account (credit control re-evaluates)."""
     current = get_account(uow.conn, account_id)
     _check_terms(bill_cycle_day, payment_terms_days)
@@ -225,6 +235,13 @@ def update_terms(uow: UnitOfWork, account_id: int, *, region: str | None = _KEEP
                               "credit_limit_override", allow_zero=True)
     if billing_email is not _KEEP:
         values["billing_email"] = normalize_emails(billing_email)
+    if account_class is not _KEEP:
+        values["account_class"] = normalize_class(account_class)
+        if (known_classes is not None and values["account_class"] is not None
+                and values["account_class"] not in known_classes):
+            raise ValidationError(CLASS_FIELD, account_class, "is not a class in "
+                                  "[dunning.classes] (known: "
+                                  f"{', '.join(sorted(known_classes)) or 'none configured'})")
     changes = {k: v for k, v in values.items() if current[k] != v}
     if changes:
         uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(

@@ -3,7 +3,9 @@ email outbox (``email_outbox``, kind ``reminder_<offset>``).
 
 Rules kept here
 - The schedule is a list of offsets in days from the due date (``-3``: three days before,
-  ``7``: a week after). The ledger has no account class, so one schedule serves every account.
+  ``7``: a week after). Each account class may have its own (``Schedules``,
+  billing_core/domain/dunning.py: ``[dunning.classes.NAME]``); an account without a class, or
+  of a class not configured, has the default one (the second is named by ``unknown_classes``).
 - A document is dunned while it is open: an invoice ``posted`` or ``partially_paid``, a debit
   memo ``active`` or ``partially_paid`` (paid, credited in full, void or cancelled: never
   again), issued on or after ``since``.
@@ -13,7 +15,8 @@ Rules kept here
 - A reminder queued while the document was open and settled before it went is ``skipped`` by
   the sender (``email_outbox.still_owed``).
 - What was sent, when, to whom is the outbox row (``dunning list`` shows it beside what is
-  next).
+  next); a run that queues writes audit rows (actor: the unit of work's): one ``queued`` per
+  reminder (entity ``email``) and one ``run`` (entity ``dunning``: the day and the count).
 """
 from __future__ import annotations
 
@@ -24,7 +27,11 @@ from sqlalchemy import Connection, select
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, debit_memos, email_outbox, invoices
+from billing_core.domain.dunning import Schedules
+from billing_core.service import audit
 from billing_core.service.email_outbox import new_row
+
+Offsets = tuple[int, ...] | Schedules
 
 OPEN = {"invoice": ("posted", "partially_paid"), "debit_memo": ("active", "partially_paid")}
 _TABLES = {"invoice": invoices, "debit_memo": debit_memos}
@@ -34,18 +41,19 @@ def reminder_kind(offset: int) -> str:
     return f"reminder_{offset}"
 
 
-def _open_documents(conn: Connection, today: date, offsets: tuple[int, ...],
+def _open_documents(conn: Connection, today: date, schedules: Schedules,
                     since: date) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    if not offsets:
+    earliest = schedules.earliest()
+    if earliest is None:
         return out
-    latest_due = today - timedelta(days=min(offsets))    # no offset's day has come before it
+    latest_due = today - timedelta(days=earliest)    # no offset's day has come before it
     for doc_type, table in _TABLES.items():
         amount = table.c.total_minor if doc_type == "invoice" else table.c.amount_minor
         rows = conn.execute(
             select(table.c.id, table.c.number, table.c.account_id, table.c.due_date,
                    table.c.currency, (amount - table.c.applied_minor).label("balance_minor"),
-                   accounts.c.name, accounts.c.billing_email)
+                   accounts.c.name, accounts.c.billing_email, accounts.c.account_class)
             .join(accounts, accounts.c.id == table.c.account_id)
             .where(table.c.status.in_(OPEN[doc_type]), table.c.due_date.is_not(None),
                    table.c.issue_date >= since, table.c.due_date <= latest_due)
@@ -74,14 +82,16 @@ def _latest_due(due_date: date, today: date, offsets: tuple[int, ...]) -> int | 
     return max(passed) if passed else None
 
 
-def owed_reminders(conn: Connection, today: date, offsets: tuple[int, ...],
+def owed_reminders(conn: Connection, today: date, offsets: Offsets,
                    since: date) -> list[dict[str, Any]]:
-    """The reminders owed on ``today`` (module rules): document, account, offset, kind."""
-    docs = _open_documents(conn, today, offsets, since)
+    """The reminders owed on ``today`` (module rules): document, account, its class, offset,
+    kind. ``offsets``: one schedule for every account, or the ``Schedules`` by class."""
+    schedules = Schedules.of_offsets(offsets)
+    docs = _open_documents(conn, today, schedules, since)
     sent = _reminders_of(conn, docs)
     out = []
     for doc in docs:
-        offset = _latest_due(doc["due_date"], today, offsets)
+        offset = _latest_due(doc["due_date"], today, schedules.of(doc["account_class"]))
         if offset is None or reminder_kind(offset) in sent.get((doc["doc_type"],
                                                                int(doc["id"])), {}):
             continue
@@ -90,34 +100,63 @@ def owed_reminders(conn: Connection, today: date, offsets: tuple[int, ...],
     return out
 
 
-def queue_reminders(uow: UnitOfWork, today: date, offsets: tuple[int, ...], since: date, *,
+def unknown_classes(conn: Connection, schedules: Schedules) -> list[dict[str, Any]]:
+    """Accounts whose class is not configured (they get the default schedule): id, name, class
+    and the note naming the field and value, for the dunning commands to show."""
+    rows = conn.execute(select(accounts.c.id, accounts.c.name, accounts.c.account_class).where(
+        accounts.c.account_class.is_not(None)).order_by(accounts.c.id)).mappings()
+    return [{**r, "note": schedules.unknown_note(r["account_class"])} for r in rows
+            if not schedules.known(r["account_class"])]
+
+
+def queue_reminders(uow: UnitOfWork, today: date, offsets: Offsets, since: date, *,
                     domain: str = "") -> list[dict[str, Any]]:
     """Queue the reminders owed on ``today`` in the email outbox; returns them. The caller
-    commits. (An account without a billing email gets its reminder ``failed``, as any email.)"""
+    commits. (An account without a billing email gets its reminder ``failed``, as any email.)
+    Audit: one ``queued`` row per reminder and one ``run`` row for the run."""
     owed = owed_reminders(uow.conn, today, offsets, since)
     now = uow.now()
     rows = [new_row(d["doc_type"], int(d["id"]),
                     {"id": d["account_id"], "name": d["name"],
                      "billing_email": d["billing_email"]}, d["kind"], domain, now)
             for d in owed]
-    if rows:
-        uow.conn.execute(email_outbox.insert(), rows)
+    entries = []
+    for d, row in zip(owed, rows, strict=True):
+        inserted = uow.conn.execute(email_outbox.insert().values(**row)).inserted_primary_key
+        row_id = inserted[0] if inserted else None
+        d["email_id"] = row_id
+        entries.append(audit.Entry(
+            "queued", "email", row_id, d["number"], int(d["account_id"]),
+            {"kind": [None, d["kind"]], "state": [None, row["state"]],
+             "recipient": [None, row["recipient"]], "document": [None, d["number"]],
+             "account_class": [None, d["account_class"]]}))
+    entries.append(audit.Entry("run", "dunning", None, today.isoformat(), None,
+                               {"date": [None, today.isoformat()],
+                                "reminders": [None, len(owed)],
+                                "failed": [None, sum(1 for r in rows
+                                                     if r["state"] == "failed")]}))
+    audit.record_many(uow, entries)
     return owed
 
 
-def dunning_list(conn: Connection, today: date, offsets: tuple[int, ...],
+def dunning_list(conn: Connection, today: date, offsets: Offsets,
                  since: date) -> list[dict[str, Any]]:
-    """Every open document past the schedule's first day: its reminders so far (kind: state)
-    and what is next (the offset and its day), for ``dunning list``."""
-    docs = _open_documents(conn, today, offsets, since)
+    """Every open document past its schedule's first day: the account's class, its reminders
+    so far (kind: state) and what is next (the offset and its day), for ``dunning list``."""
+    schedules = Schedules.of_offsets(offsets)
+    docs = _open_documents(conn, today, schedules, since)
     sent = _reminders_of(conn, docs)
     out = []
     for doc in docs:
+        mine = schedules.of(doc["account_class"])
+        if not mine or doc["due_date"] + timedelta(days=mine[0]) > today:
+            continue                      # before its own schedule's first day (or none)
         have = sent.get((doc["doc_type"], int(doc["id"])), {})
-        owed = _latest_due(doc["due_date"], today, offsets)
-        later = [o for o in sorted(offsets) if doc["due_date"] + timedelta(days=o) > today]
+        owed = _latest_due(doc["due_date"], today, mine)
+        later = [o for o in mine if doc["due_date"] + timedelta(days=o) > today]
         out.append({
             "document": doc["number"], "doc_type": doc["doc_type"], "account": doc["name"],
+            "account_class": doc["account_class"] or "",
             "due_date": doc["due_date"], "days_overdue": (today - doc["due_date"]).days,
             "balance_minor": doc["balance_minor"], "currency": doc["currency"],
             "reminders": ", ".join(f"{k} {r['state']}" for k, r in sorted(have.items())),

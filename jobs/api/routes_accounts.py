@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.service.accounts import get_account, resolve_account, update_terms
@@ -42,6 +42,8 @@ class AccountOut(BaseModel):
     tax_exempt: bool
     billing_email: str | None = Field(None, examples=["ap@example.com, cfo@example.com"],
                                       description="Where documents are emailed.")
+    account_class: str | None = Field(None, examples=["enterprise"], description=(
+        "The account's class: its dunning schedule ([dunning.classes])."))
     crm_hold: bool
     status: str
 
@@ -60,6 +62,9 @@ class UpdateAccount(Model):
         "whose period starts on or after them."))
     billing_email: str | None = Field(None, max_length=512, description=(
         "Where documents are emailed: addresses separated by ; or , (\"\" or null clears)."))
+    account_class: str | None = Field(None, max_length=64, description=(
+        "The account's class, one of [dunning.classes] (its dunning schedule); \"\" or null "
+        "clears it."))
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"payment_terms_days": 45, "tax_exempt": False, "bill_cycle_day": 15}]})
 
@@ -67,7 +72,7 @@ class UpdateAccount(Model):
 def _out(row: Any) -> AccountOut:
     return AccountOut(**{k: row[k] for k in (
         "id", "ext_source", "ext_id", "name", "currency", "country", "region",
-        "bill_cycle_day", "payment_terms_days", "tax_exempt", "billing_email", "crm_hold",
+        "bill_cycle_day", "payment_terms_days", "tax_exempt", "billing_email", "account_class", "crm_hold",
         "status")},
         credit_limit=money(row["credit_limit_minor"], row["currency"]),
         credit_limit_override=money(row["credit_limit_override_minor"], row["currency"]))
@@ -81,9 +86,10 @@ def show_account(account: AccountRef, uow: Uow, _: Reader) -> AccountOut:
 
 @routes.post("/billing/accounts/{account}:update")
 def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
-                         _: Writer) -> AccountOut:
+                         _: Writer, request: Request) -> AccountOut:
     """Update finance's terms of an account: region, payment terms, tax exemption, bill
-    cycle day, credit limit override (credit control re-evaluates its holds at once)."""
+    cycle day, credit limit override (credit control re-evaluates its holds at once), billing
+    email, class (one of ``[dunning.classes]``, else 422 naming ``account_class``)."""
     account_id = int(resolve_account(uow.conn, account)["id"])
     given = body.model_fields_set
     kwargs: dict[str, Any] = {"payment_terms_days": body.payment_terms_days,
@@ -95,5 +101,8 @@ def update_account_terms(account: AccountRef, body: UpdateAccount, uow: Uow,
         kwargs["credit_limit_override"] = body.credit_limit_override
     if "billing_email" in given:
         kwargs["billing_email"] = body.billing_email
+    if "account_class" in given:
+        kwargs["account_class"] = body.account_class
+        kwargs["known_classes"] = set(request.app.state.api.settings.dunning.classes or {})
     update_terms(uow, account_id, **kwargs)
     return _out(get_account(uow.conn, account_id))

@@ -456,19 +456,23 @@ def accounts_show(app: AppContext, ref: str, as_json: bool) -> None:
               help="Credit limit used instead of the CRM's; '' removes it.")
 @click.option("--billing-email", help="Where documents are emailed: addresses separated by "
                                       "; or , ('' clears them).")
+@click.option("--class", "account_class", help="The account's class, one of [dunning.classes] "
+                                               "(its dunning schedule); '' clears it.")
 @json_option
 @pass_app
 def accounts_update(app: AppContext, ref: str, region: str | None,
                     payment_terms_days: int | None, tax_exempt: bool | None,
                     bill_cycle_day: int | None, limit_override: str | None,
-                    billing_email: str | None, as_json: bool) -> None:
+                    billing_email: str | None, account_class: str | None,
+                    as_json: bool) -> None:
     """Update finance's terms of an account (ledger id or CRM id)."""
     from billing_core.service.accounts import resolve_account, update_terms
 
     if region is None and payment_terms_days is None and tax_exempt is None \
-            and bill_cycle_day is None and limit_override is None and billing_email is None:
+            and bill_cycle_day is None and limit_override is None and billing_email is None \
+            and account_class is None:
         raise click.UsageError("give --region, --terms, --bcd, --credit-limit-override, "
-                               "--billing-email or --tax-exempt/--taxable")
+                               "--billing-email, --class or --tax-exempt/--taxable")
     kwargs: dict[str, Any] = {"payment_terms_days": payment_terms_days, "tax_exempt": tax_exempt,
                               "bill_cycle_day": bill_cycle_day}
     if region is not None:
@@ -477,6 +481,9 @@ def accounts_update(app: AppContext, ref: str, region: str | None,
         kwargs["credit_limit_override"] = limit_override
     if billing_email is not None:
         kwargs["billing_email"] = billing_email
+    if account_class is not None:
+        kwargs["account_class"] = account_class
+        kwargs["known_classes"] = set(app.settings.dunning.classes or {})
     with _write(app) as uow:
         acc = int(resolve_account(uow.conn, ref)["id"])
         changes = update_terms(uow, acc, **kwargs)

@@ -19,7 +19,7 @@ from config.settings import ConfigError
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
-_COLUMNS = ["document", "account", "due_date", "days_overdue", "balance_minor", "currency",
+_COLUMNS = ["document", "account", "account_class", "due_date", "days_overdue", "balance_minor", "currency",
             "reminders", "due_now", "next"]
 
 
@@ -37,6 +37,16 @@ def _since(app: AppContext) -> date:
     return date.fromisoformat(since) if since else date.min
 
 
+def _warn_unknown_classes(app: AppContext) -> None:
+    """One line on stderr per account whose class is not configured (it gets the default
+    schedule): the account, the field and the value."""
+    from billing_core.service.dunning import unknown_classes
+
+    schedules = app.settings.dunning.schedules()
+    for row in app.read(lambda uow: unknown_classes(uow.conn, schedules)):
+        click.echo(f"warning: account {row['id']} ({row['name']}): {row['note']}", err=True)
+
+
 @dunning_group.command("run")
 @click.option("--dry-run", is_flag=True, help="List the reminders owed; queue nothing.")
 @click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
@@ -52,17 +62,20 @@ def dunning_run(app: AppContext, dry_run: bool, on: datetime | None, as_json: bo
     if not dry_run and not settings.dunning.enabled:
         raise ConfigError("dunning.enabled = false: set [dunning] enabled = true (with [email] "
                           "enabled) to send reminders")
-    today, offsets = _today(on), settings.dunning.schedule()
+    today, offsets = _today(on), settings.dunning.schedules()
+    _warn_unknown_classes(app)
     if dry_run:
         owed = app.read(lambda uow: owed_reminders(uow.conn, today, offsets, _since(app)))
     else:
         owed = app.write(lambda uow: queue_reminders(uow, today, offsets, _since(app),
                                                      domain=domain_of(settings.email)))
     rows: list[dict[str, Any]] = [
-        {"document": d["number"], "account": d["name"], "due_date": d["due_date"],
+        {"document": d["number"], "account": d["name"],
+         "account_class": d["account_class"] or "", "due_date": d["due_date"],
          "days_overdue": d["days_overdue"], "reminder": d["kind"],
          "recipients": d["billing_email"]} for d in owed]
-    emit(rows, ["document", "account", "due_date", "days_overdue", "reminder", "recipients"],
+    emit(rows, ["document", "account", "account_class", "due_date", "days_overdue", "reminder",
+                "recipients"],
          as_json=as_json, title=f"dunning {today}: {'owed' if dry_run else 'queued'}")
     missing = [d for d in owed if not d["billing_email"]]
     for d in missing:
@@ -81,7 +94,8 @@ def dunning_list_command(app: AppContext, on: datetime | None, as_json: bool) ->
     """Open documents past the schedule's first day: reminders so far, due now, next."""
     from billing_core.service.dunning import dunning_list
 
-    today, offsets = _today(on), app.settings.dunning.schedule()
+    today, offsets = _today(on), app.settings.dunning.schedules()
+    _warn_unknown_classes(app)
     rows = app.read(lambda uow: dunning_list(uow.conn, today, offsets, _since(app)))
     emit(rows, _COLUMNS, as_json=as_json, title=f"dunning {today}")
 

@@ -111,7 +111,7 @@ class AccountHandler(Handler[AccountRec]):
             name=rec.name, currency=rec.currency, ext_id=rec.crm_id, ext_source=self.connection,
             ext_object="account", number=rec.number, country=rec.country, region=rec.region,
             credit_limit=rec.credit_limit, crm_hold=rec.credit_hold,
-            billing_email=rec.billing_email)
+            billing_email=rec.billing_email, account_class=rec.account_class)
 
 
 def _billing_set_flags(conn: Connection, connection: str, records: Sequence[Record]) -> set[str]:
