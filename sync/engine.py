@@ -355,19 +355,26 @@ class Cycle:
         """The lines of the accepted quotes a targeted resync read, read with them (as a
         cycle reads every line after the quotes): the CRM sends a quote's event and its lines'
         events apart, and a hand-off must not see the accepted quote without its lines. The
-        lines named by events of their own are read in their turn."""
+        lines named by events of their own are read in their turn. One read per
+        ``READ_BY_IDS_BATCH`` quotes with a connector's ``lookup_in``, else one per quote."""
         lookup = getattr(self.connector, "lookup", None)
         if lookup is None or "quote_line" not in self.connector.objects():
             return
         accepted = self._accepted()
         named = set(targets.get("quote_line", ()))
+        ids = list(dict.fromkeys(str(q.get("crm_id")) for q in quotes
+                                 if q.get("status") in accepted))
+        # the lines of up to READ_BY_IDS_BATCH quotes per read (``lookup_in``: one SOQL
+        # ``QuoteId IN (...)`` / one Dataverse ``$filter`` of ``or``), else one lookup a quote
+        lookup_in = getattr(self.connector, "lookup_in", None)
+        chunks = ([ids[i:i + READ_BY_IDS_BATCH] for i in range(0, len(ids), READ_BY_IDS_BATCH)]
+                  if lookup_in is not None else [[i] for i in ids])
         before = self.calls()
         try:
-            for quote in quotes:
-                if quote.get("status") not in accepted:
-                    continue
-                lines = [r for r in lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
-                         if str(r.get("crm_id")) not in named]
+            for chunk in chunks:
+                found = (lookup_in("quote_line", "quote_crm_id", chunk) if lookup_in is not None
+                         else lookup("quote_line", "quote_crm_id", chunk[0]))
+                lines = [r for r in found if str(r.get("crm_id")) not in named]
                 if lines:
                     self._apply("quote_line", Page(lines, [], None), save=False)
         finally:

@@ -340,6 +340,27 @@ class DynamicsConnector(FieldMapped):
             url = body.get("@odata.nextLink")
         return found
 
+    def lookup_in(self, obj: str, field: str, values: Sequence[Any]) -> list[Record]:
+        """Records whose canonical `field` is one of `values` (the targeted resync's lines of
+        accepted quotes): one ``$filter`` of ``field eq <v> or ...`` per ``IDS_PER_QUERY``
+        values (as ``read_by_ids``: about 11,000 characters of URL for 200 GUIDs, within
+        Dataverse's limits), every page followed."""
+        om = self.fieldmap.object(obj)
+        spec = om.fields.get(field)
+        if spec is None:
+            raise FieldMapError(f"{obj}.{field} is not in the field map")
+        found: list[Record] = []
+        for start in range(0, len(values), IDS_PER_QUERY):
+            chunk = values[start:start + IDS_PER_QUERY]
+            params = {"$select": ",".join(om.select()),
+                      "$filter": " or ".join(f"{spec.crm} eq {odata.literal(v)}" for v in chunk)}
+            url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
+            while url:
+                body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
+                found += [self._record(om, r) for r in body.get("value", [])]
+                url = body.get("@odata.nextLink")
+        return found
+
     def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
               ) -> list[WriteResult]:
         from connectors.dynamics.write import write

@@ -238,6 +238,20 @@ class SalesforceConnector(FieldMapped):
         rows = self._call(lambda sf: list(sf.query_all_iter(query)))
         return [om.to_canonical(r) for r in rows]
 
+    def lookup_in(self, obj: str, field: str, values: Sequence[Any]) -> list[Record]:
+        """Records whose canonical `field` is one of `values` (the targeted resync's lines of
+        accepted quotes): one ``field IN (...)`` query per ``IDS_PER_QUERY`` values."""
+        om = self.fieldmap.object(obj)
+        spec = om.fields.get(field)
+        if spec is None:
+            raise FieldMapError(f"{obj}.{field} is not in the field map")
+        found: list[Record] = []
+        for start in range(0, len(values), soql.IDS_PER_QUERY):
+            query = soql.by_field_in(om, spec.crm, list(values[start:start + soql.IDS_PER_QUERY]))
+            rows = self._call(lambda sf, q=query: list(sf.query_all_iter(q)))  # type: ignore[misc]
+            found += [om.to_canonical(r) for r in rows]
+        return found
+
     def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
               ) -> list[WriteResult]:
         """PATCH composite/sobjects in chunks of 200; `redecide` is unused (no etags here).

@@ -66,6 +66,15 @@ def stamps(om: ObjectMap) -> str:
 IDS_PER_QUERY = 200
 
 
+def by_field_in(om: ObjectMap, crm_field: str, values: list[Any]) -> str:
+    """Every row whose field is one of ``values`` (at most ``IDS_PER_QUERY``): ``WHERE field
+    IN (...)``, e.g. the lines of 200 quotes in one query."""
+    if len(values) > IDS_PER_QUERY:
+        raise ValueError(f"at most {IDS_PER_QUERY} values per query, not {len(values)}")
+    return _select(om, False) + format_soql(" WHERE {:literal} IN {} ORDER BY {:literal}",
+                                            crm_field, list(values), om.key)
+
+
 def by_field(om: ObjectMap, crm_field: str, value: Any) -> str:
     """Every row whose field equals `value` (paged by the caller, no LIMIT: a customer may
     have more quotes than any fixed cap)."""

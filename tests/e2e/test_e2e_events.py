@@ -162,3 +162,30 @@ def test_the_syncs_own_pushes_cost_no_read_a_persons_change_right_after_does(
             accounts.c.ext_source == user.connection,
             func.lower(accounts.c.ext_id) == account.lower())).scalar_one()
     assert held is True
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "dataverse"])
+def test_the_lines_of_quotes_accepted_together_are_read_in_one_query(
+        world: World, crm: str) -> None:
+    """A targeted resync reads the lines of the accepted quotes it read with them: one query
+    for the lines of up to 200 quotes (SOQL ``QuoteId IN (...)``, a Dataverse ``$filter`` of
+    ``or``), not one per quote; every quote is handed off with its line."""
+    user = USERS[crm](world.sbx)
+    accounts_ = user.accounts()[:3]
+    world.cycle(user.connection)                    # the catalog and the accounts
+    made = [user.new_quote(a) for a in accounts_]
+    assert world.sbx.notifier.flush(30)
+    world.worker.process_events(wait=True)          # the drafts and their lines: read
+    for quote, _ in made:
+        user.accept(quote)                          # only the quotes change
+    assert world.sbx.notifier.flush(30)
+    [report] = [r for r in world.worker.process_events(wait=True)
+                if r.connection == user.connection]
+    assert report.outcome == "ok"
+    run = world.worker.get(report.run_id)
+    assert run is not None
+    calls = {o["object"]: o["api_calls"] for o in run["objects"]}
+    assert calls["quote_line"] == 1, calls          # was one per accepted quote: 3
+    world.worker.dispatch()
+    for _, ref in made:
+        assert _states(world.engine, ref) == ["dispatched"]
