@@ -153,6 +153,14 @@ class DunningSettings:
 
 
 @dataclass(frozen=True)
+class ReconciliationSettings:
+    """``[reconciliation]``: vendor reconciliation (docs/RECONCILIATION.md). A difference per
+    account and product is listed for finance when it is over the larger of the two."""
+    tolerance_minor: int = 0                      # in the account currency's minor units
+    tolerance_percent: float = 0.0                # percent of the vendor's cost, 0..100
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     auto_upgrade: bool = True
@@ -163,12 +171,17 @@ class Settings:
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     email: EmailSettings = field(default_factory=EmailSettings)
     dunning: DunningSettings = field(default_factory=DunningSettings)
+    reconciliation: ReconciliationSettings = field(default_factory=ReconciliationSettings)
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
 
 
 #: Each plain section: its dataclass (types and defaults) and the ranges of its values.
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "database": (DatabaseSettings, {"url": Rule(not_empty=True)}),
+    "reconciliation": (ReconciliationSettings, {
+        "tolerance_minor": Rule(at_least=0),
+        "tolerance_percent": Rule(at_least=0, at_most=100),
+    }),
     "billing": (BillingSettings, {
         "invoice_series": Rule(not_empty=True),
         "bill_run_chunk_size": Rule(at_least=1),
@@ -349,6 +362,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                     provisioner=built["provisioner"], sync=built["sync"],
                     documents=built["documents"], email=built["email"],
                     dunning=built["dunning"],
+                    reconciliation=built["reconciliation"],
                     connections=connections)
 
 
