@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -69,6 +70,10 @@ EVENT_ROUNDS = 20
 #: stopped for this long (``sync.inbox.claim``). A single change waits this long; a bulk change
 #: of 1,000 records, sent one webhook at a time, is read in 5 queries rather than one per round.
 EVENT_SETTLE = timedelta(seconds=0.5)
+#: How long the events job keeps watching a connection's lock held by another job (its cycle, a
+#: push, a manual resync) to run that connection's events as soon as it frees, rather than at
+#: the job's next interval; then the interval takes over.
+EVENT_LOCK_WAIT = timedelta(minutes=30)
 #: How long the daemon's bill run waits for another run holding the bill-run lock.
 BILL_RUN_LOCK_WAIT = 900.0
 
@@ -101,6 +106,8 @@ class Worker:
         self._events = threading.Lock()
         self._events_running = False
         self._events_again = False
+        #: Connections whose events the last round left because their lock was taken.
+        self._events_blocked: set[str] = set()
         #: The last figure a dropped connector's meter saw, and when (see ``_seed``).
         self._usage: dict[str, tuple[int, int, datetime]] = {}
         #: Per connection taking events, the CRM user it acts as (``own_user``).
@@ -300,13 +307,16 @@ class Worker:
         with self.engine.connect() as conn:
             waiting = [c for c in pending_connections(conn) if c in self.connections]
         reports: list[ResyncReport] = []
+        blocked: set[str] = set()
         for name in waiting:
             if self.stop.is_set():
                 break
             with job_lock(self.engine, f"crm:{name}", wait=wait) as got:
                 if not got:
-                    log.info("events connection=%s left for the next round: another worker "
-                             "holds it", name)
+                    blocked.add(name)
+                    if name not in self._events_blocked:
+                        log.info("events connection=%s waits: another job or worker holds "
+                                 "the connection", name)
                     continue
                 read = 0
                 while not self.stop.is_set():
@@ -323,6 +333,8 @@ class Worker:
                         self._drop_connector(name)      # as after a cycle: see _after_run
                     if limit is None or report.outcome == "idle" or not report.done:
                         break
+        with self._events:
+            self._events_blocked = blocked
         if any(r.events for r in reports) and not self.stop.is_set():
             self.dispatch()
         return reports
@@ -332,12 +344,15 @@ class Worker:
         stored events meanwhile (``wake_events``) or records were left because their events
         still arrive (``EVENT_SETTLE``: the job then waits half the window and looks again), at
         most ``EVENT_ROUNDS`` rounds in a row so the connection's lock is not held for ever
-        under a sustained flood."""
+        under a sustained flood. A connection whose lock another job holds (its cycle, a push)
+        is looked at again every half window until the lock frees (``EVENT_LOCK_WAIT`` at
+        most): its events, stored meanwhile, run then, not at the job's next interval."""
         with self._events:
             self._events_running = True
         try:
             rounds = waits = 0
             previous: datetime | None = None    # events since the last round still arrive
+            blocked_since: float | None = None
             while rounds < EVENT_ROUNDS and waits < 4 * EVENT_ROUNDS:
                 with self._events:
                     self._events_again = False
@@ -347,10 +362,16 @@ class Worker:
                 rounds += any(r.events for r in reports)
                 deferred = any(r.deferred for r in reports)
                 with self._events:
-                    again = self._events_again
-                if self.stop.is_set() or not (again or deferred):
+                    again, blocked = self._events_again, bool(self._events_blocked)
+                if self.stop.is_set() or not (again or deferred or blocked):
                     break
-                if deferred and not any(r.events for r in reports):
+                if blocked and not any(r.events for r in reports):
+                    # the lock is another job's: look again when it may have freed
+                    blocked_since = blocked_since or time.monotonic()
+                    if time.monotonic() - blocked_since > EVENT_LOCK_WAIT.total_seconds():
+                        break
+                    self.stop.wait(EVENT_SETTLE.total_seconds() / 2)
+                elif deferred and not any(r.events for r in reports):
                     waits += 1                  # only records still arriving: let them come
                     self.stop.wait(EVENT_SETTLE.total_seconds() / 2)
         finally:

@@ -8,6 +8,8 @@ PostgreSQL (``engine``). "Still arriving" is set by received times, not by how f
 runs."""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, func, select
 from config.settings import Settings, load_settings
 from jobs.worker import EVENT_SETTLE, Worker
 from sync import inbox
+from sync.locks import job_lock
 from sync.tables import event_inbox
 
 CONFIG = """
@@ -156,3 +159,47 @@ def test_events_received_since_the_last_round_began_count_as_still_arriving(
         worker.close()
     assert (rest.records, rest.deferred) == (50, 0)
     assert crm.by_ids == [("account", 200), ("account", 50)]
+
+
+def test_events_stored_while_another_job_holds_the_connection_run_when_it_frees(
+        engine: Engine, settings: Settings) -> None:
+    """The connection's lock is another job's (its cycle, a push) when the events job runs:
+    the job does not end and leave the events to its next interval; it looks again until the
+    lock frees, then reads them (the 250 stored meanwhile in 2 reads, not one per wake)."""
+    crm = _crm(250)
+    worker = _worker(engine, settings, crm)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with job_lock(engine, "crm:sf") as got:
+            assert got
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=other_job)
+    holder.start()
+    job: threading.Thread | None = None
+    try:
+        assert holding.wait(60)
+        _store(engine, 0, 250, datetime.now(UTC) - 2 * EVENT_SETTLE)
+        job = threading.Thread(target=worker.events_job)
+        job.start()
+        deadline = time.monotonic() + 60          # a safety net, not a timed assertion
+        while "sf" not in worker._events_blocked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "sf" in worker._events_blocked     # the job found the lock taken ...
+        assert crm.by_ids == []
+        release.set()                             # ... the other job ends
+        job.join(60)
+        assert not job.is_alive()
+    finally:
+        release.set()
+        holder.join(60)
+        if job is not None:
+            worker.stop.set()
+            job.join(60)
+        worker.close()
+    assert crm.by_ids == [("account", 200), ("account", 50)]      # read in that same job run
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(event_inbox).where(
+            event_inbox.c.state == "done")).scalar() == 250
