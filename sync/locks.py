@@ -2,10 +2,14 @@
 
 Rules kept here:
 - PostgreSQL: a session advisory lock (``pg_try_advisory_lock``) on a dedicated connection,
-  keyed by a 64-bit hash of the job name; released (and the connection closed) when the block
-  ends, or by the server if the process dies. Only the holder keeps a connection: each try
-  while waiting takes one from the pool and gives it back at once, so waiters cannot exhaust
-  the pool.
+  keyed by a 64-bit hash of the connection's schema and the job name (``hashtextextended``
+  of ``<current_schema>:<name>``): advisory locks belong to the whole database, so two ledgers
+  in two schemas of one database (two deployments, parallel test runs) never hold each
+  other's locks, while every worker of one ledger meets on the same key. Released (and the
+  connection closed) when the block ends, or by the server if the process dies. Only the
+  holder keeps a connection: each try while waiting takes one from the pool and gives it back
+  at once, so waiters cannot exhaust the pool. (Keys before this rule were a hash of the name
+  alone: stop every worker before starting ones with this rule, as for any upgrade.)
 - SQLite: an ``flock`` on a file beside the database (``<db>.<job>.lock``); the OS releases it
   when the process dies. An in-memory database uses a process-local lock.
 - ``wait=True`` polls (bounded by ``timeout``) instead of giving up at once: a manual resync
@@ -14,7 +18,6 @@ Rules kept here:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import threading
@@ -28,8 +31,22 @@ _local: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
 
-def lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+#: The lock's key, computed by the server: the schema the connection works in, and the name.
+_KEY = "hashtextextended(coalesce(current_schema(), '') || ':' || :name, 0)"
+
+
+def is_held(engine: Engine, name: str) -> bool:
+    """PostgreSQL: whether a session holds lock ``name`` now (``pg_locks``); False on
+    SQLite. For tests and status, not for deciding anything (it can change at once)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        key = int(conn.execute(text(f"SELECT {_KEY}"), {"name": name}).scalar_one())
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((classid::bigint << 32) | objid::bigint) = :k AND objsubid = 1 "
+            ), {"k": key}).scalar_one())
 
 
 def lock_path(engine: Engine, name: str) -> str | None:
@@ -40,12 +57,13 @@ def lock_path(engine: Engine, name: str) -> str | None:
     return f"{os.path.abspath(database)}.{safe}.lock"
 
 
-def _pg_try(engine: Engine, key: int) -> Connection | None:
+def _pg_try(engine: Engine, name: str) -> Connection | None:
     """One try on a connection of its own: the connection that holds the lock, or None (the
     connection is back in the pool, so a waiter holds none between tries)."""
     conn = engine.connect()
     try:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        got = bool(conn.execute(text(f"SELECT pg_try_advisory_lock({_KEY})"),
+                                {"name": name}).scalar())
         conn.commit()
     except BaseException:
         conn.close()
@@ -62,11 +80,10 @@ def job_lock(engine: Engine, name: str, *, wait: bool = False,
     """Yields True when this process holds the lock for the block, False when another does."""
     deadline = time.monotonic() + timeout
     if engine.dialect.name == "postgresql":
-        key = lock_key(name)
-        conn = _pg_try(engine, key)
+        conn = _pg_try(engine, name)
         while conn is None and wait and time.monotonic() < deadline:
             time.sleep(poll)
-            conn = _pg_try(engine, key)
+            conn = _pg_try(engine, name)
         if conn is None:
             yield False
             return
@@ -74,7 +91,7 @@ def job_lock(engine: Engine, name: str, *, wait: bool = False,
             yield True
         finally:
             try:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.execute(text(f"SELECT pg_advisory_unlock({_KEY})"), {"name": name})
                 conn.commit()
             except BaseException:
                 conn.invalidate()   # never back to the pool still holding the lock
