@@ -718,6 +718,7 @@ def stored_report(conn: Connection, period: str, *, vendor: str = VENDOR) -> dic
     if current is None or current["report"] is None:
         raise NotFound("period", period)
     report: dict[str, Any] = json.loads(current["report"])
+    report.pop("unchanged", None)       # of the import that computed it, not of this read
     report["reconciled_at"] = current["reconciled_at"]
     return report
 

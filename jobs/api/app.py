@@ -38,6 +38,7 @@ from jobs.api import (
     routes_orders,
     routes_payments,
     routes_products,
+    routes_reconcile,
 )
 from jobs.api.admin_sync import SyncRunner
 from jobs.api.errors import body as error_body
@@ -132,6 +133,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                    routes_ops, routes_accounts, routes_products, routes_audit):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
+    app.include_router(routes_reconcile.routes)     # vendor reconciliation
     app.include_router(routes_events.routes)        # the CRM's change events: no bearer token
     routes_ops.add_openapi_route(app)
     app.add_middleware(metrics.RequestMetrics)

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_core.service import reports
 from billing_core.service.holds import REASONS
+from jobs.api import routes_reconcile
 from sync import drift, inbox
 from sync import status as sync_status
 
@@ -54,6 +55,7 @@ class LedgerCollector(Collector):
                 yield from _queue_metrics(conn)
                 yield from _hold_metrics(conn)
                 yield from _bill_run_metrics(conn)
+                yield from routes_reconcile.metrics(conn)
         except SQLAlchemyError as exc:
             log.warning("metrics: database not readable: %s", type(exc).__name__)
         yield from self._budgets()

@@ -24,6 +24,7 @@ from jobs.cli import (
     orders,
     products,  # noqa: F401  (adds show / update to billing's products group)
     receivables,
+    reconcile,
     setup,
     sweep,
     sync,
@@ -49,6 +50,7 @@ COMMANDS: list[click.Command] = [
     *sweep.COMMANDS,
     *dunning.COMMANDS,
     *audit.COMMANDS,
+    *reconcile.COMMANDS,
 ]
 
 
