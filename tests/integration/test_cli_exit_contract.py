@@ -201,6 +201,26 @@ def csv(name: str, body: str) -> Prep:
     return prep
 
 
+RECON_HEADER = "CustomerId,ProductId,SkuId,BillableQuantity,Subtotal,Currency\n"
+
+
+def recon_csv(name: str, body: str) -> Prep:
+    """A Partner Center reconciliation file (the columns reconcile vendor needs)."""
+    def prep(env: Env) -> None:
+        (env.tmp / name).write_text(RECON_HEADER + body)
+    return prep
+
+
+def reconciled(env: Env) -> None:
+    recon_csv("recon.csv", "ffff,CFQ7TTC0LH18,0001,1,10.00,USD\n")(env)
+    assert env.cli("reconcile", "vendor", str(env.tmp / "recon.csv"), "--period",
+                   "2026-04").exit_code == exits.ATTENTION
+
+
+def mapped(env: Env) -> None:
+    _ok(env, "reconcile", "map", "customer", "aaaa-tenant", "1")
+
+
 def synced(env: Env) -> None:
     result = env.cli("sync")
     assert result.exit_code == 0, result.output
@@ -604,6 +624,46 @@ CONTRACT: dict[str, Entry] = {
         C(2, "audit", "list", "--account", "99", says="account='99'"),
         C(2, "audit", "list", "--limit", "0", says="limit=0"),
         missing_db("audit", "list"),
+    ), why_no_attention="a read"),
+    # vendor reconciliation (docs/RECONCILIATION.md)
+    "reconcile vendor": Entry((
+        C(0, "reconcile", "vendor", "{tmp}/empty.csv", "--period", "2026-01",
+          prep=recon_csv("empty.csv", "")),
+        C(1, "reconcile", "vendor", "{tmp}/recon.csv", "--period", "2026-04",
+          prep=recon_csv("recon.csv", "ffff,CFQ7TTC0LH18,0001,1,10.00,USD\n")),
+        C(1, "reconcile", "vendor", "{tmp}/bad.csv", "--period", "2026-04", "--format", "csv",
+          prep=recon_csv("bad.csv", "ffff,CFQ7TTC0LH18,0001,one,10.00,USD\n")),
+        C(2, "reconcile", "vendor", "{tmp}/none.csv", "--period", "2026-04",
+          says="'{tmp}/none.csv'"),
+        C(2, "reconcile", "vendor", "{tmp}/cols.csv", "--period", "2026-04",
+          says="columns='CustomerId,Total'",
+          prep=lambda env: (env.tmp / "cols.csv").write_text("CustomerId,Total\nx,1\n")),
+        C(2, "reconcile", "vendor", "{tmp}/empty.csv", "--period", "2026-13",
+          prep=recon_csv("empty.csv", ""), says="period='2026-13'"),
+        C(2, "reconcile", "vendor", "{tmp}/empty.csv", "--period", "2026-01", "--format", "xml",
+          prep=recon_csv("empty.csv", ""), says="'xml' is not one of"),
+    )),
+    "reconcile show": Entry((
+        C(0, "reconcile", "show", "--period", "2026-04", "--format", "json", prep=reconciled),
+        C(2, "reconcile", "show", "--period", "2026-02", says="period='2026-02'"),
+        C(2, "reconcile", "show", "--period", "march", says="period='march'"),
+        missing_db("reconcile", "show", "--period", "2026-04"),
+    ), why_no_attention="a read: `reconcile vendor` reports the differences"),
+    "reconcile map": Entry((
+        C(0, "reconcile", "map", "customer", "aaaa-tenant", "1"),
+        C(0, "reconcile", "map", "product", "CFQ7TTC0LH18", "SEAT"),
+        C(2, "reconcile", "map", "customer", "aaaa-tenant", "99", says="account='99'"),
+        C(2, "reconcile", "map", "subscription", "s-1", "99", says="subscription='99'"),
+        C(2, "reconcile", "map", "nope", "k", "1", says="'nope' is not one of"),
+    ), why_no_attention="one mapping, set or refused"),
+    "reconcile unmap": Entry((
+        C(0, "reconcile", "unmap", "customer", "aaaa-tenant", prep=mapped),
+        C(2, "reconcile", "unmap", "customer", "nope", says="vendor_key='nope'"),
+    ), why_no_attention="one mapping, removed or refused"),
+    "reconcile mappings": Entry((
+        C(0, "reconcile", "mappings", prep=mapped),
+        C(0, "reconcile", "mappings", "--kind", "product"),
+        missing_db("reconcile", "mappings"),
     ), why_no_attention="a read"),
     # the sync and its admin's view
     "sync": Entry((
