@@ -29,6 +29,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -44,6 +45,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime, id_column, new_metadata
 
@@ -233,6 +235,66 @@ usage_events = Table(
     Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once rated
     _created(),
     Index("ix_usage_unbilled", "account_id", "invoice_id", "occurred_at"),
+)
+
+# Billable metrics (billing_core.service.usage_metrics): effective-dated definitions, one row
+# per (code, effective_from); a later row replaces an earlier one from its date on.
+usage_metrics = Table(
+    "usage_metrics", metadata, id_column(),
+    Column("code", String(64), nullable=False),
+    Column("effective_from", Date, nullable=False),
+    Column("aggregation", String(16), nullable=False),   # count|sum|max|unique_count|latest
+    Column("property", String(64)),                       # unique_count: the property counted
+    Column("filters", Text),                              # JSON {"property": ["value", ...]}
+    Column("group_by", String(64)),                       # one invoice line per its value
+    _fk("product_id", "products"),
+    Column("description", String(255)),
+    _created(),
+    UniqueConstraint("code", "effective_from", name="uq_usage_metrics_code_from"),
+    CheckConstraint("aggregation IN ('count', 'sum', 'max', 'unique_count', 'latest')",
+                    name="aggregation"),
+)
+
+# Raw metered events (billing_core.service.usage_ingest): append-only; the raw columns never
+# change, ``invoice_id`` is the bill run's mark (set once, cleared only by voiding).
+metered_events = Table(
+    "metered_events", metadata, id_column(),
+    Column("event_id", String(128), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("metric_code", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("value", ExactDecimal(), nullable=False),
+    # value x 10^6 as an integer: SQL sums and maxima stay exact on SQLite too
+    Column("value_e6", BigInteger, nullable=False),
+    Column("properties", JSON().with_variant(JSONB(), "postgresql")),
+    Column("replaces", String(128)),                      # the event id this one corrects
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("invoice_id", Id, ForeignKey("invoices.id")),
+    UniqueConstraint("event_id", name="uq_metered_events_event_id"),
+    Index("ix_metered_events_account", "account_id", "occurred_at"),
+    Index("ix_metered_events_invoice", "invoice_id"),
+    # an event is replaced at most once
+    Index("uq_metered_events_replaces", "replaces", unique=True,
+          sqlite_where=text("replaces IS NOT NULL"), postgresql_where=text("replaces IS NOT NULL")),
+)
+
+# What each metered usage line billed (billing_core.service.usage_rating): the base of the
+# adjustment a late or corrected event makes on a later invoice.
+usage_ratings = Table(
+    "usage_ratings", metadata, id_column(),
+    Column("invoice_id", Id, ForeignKey("invoices.id"), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("metric_code", String(64), nullable=False),
+    Column("group_value", String(255)),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("quantity", ExactDecimal(), nullable=False),   # the aggregate (or its change)
+    Column("events", Integer, nullable=False),            # events aggregated
+    Column("amount_minor", BigInteger, nullable=False),   # priced, before tax
+    Column("adjustment", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_usage_ratings_key", "account_id", "metric_code", "period_start"),
+    Index("ix_usage_ratings_invoice", "invoice_id"),
 )
 
 bill_runs = Table(

@@ -343,9 +343,13 @@ def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_s
 def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, issue_date: date,
                     subs: list[Sub], charges: list[Charge], usage: list[Usage],
                     grants: list[Grant], products: dict[int, Product], book: PriceBook,
-                    tax_rate: Decimal = ZERO, tax_inclusive: bool = False) -> Draft | None:
+                    tax_rate: Decimal = ZERO, tax_inclusive: bool = False,
+                    metered: Sequence[tuple[Line, date]] = ()) -> Draft | None:
     """The invoice for ``[period_start, period_end)``, or None when there is nothing to bill.
-    ``tax_inclusive``: the prices include ``tax_rate`` (see the module rules)."""
+    ``tax_inclusive``: the prices include ``tax_rate`` (see the module rules). ``metered``:
+    metered usage lines rated from SQL aggregates (:mod:`billing_core.service.usage_rating`),
+    each with the day its usage is dated by; they go after the usage lines and are drawn
+    from by prepaid credits and taxed like them."""
     cur = acct.currency
     draft = Draft(acct.id, cur, period_start, period_end, issue_date,
                   issue_date + timedelta(days=acct.payment_terms_days), [])
@@ -365,6 +369,11 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
                                 ch.charge_date, ch.charge_date + ONE_DAY))
         draft.charges.append(ch.id)
     pieces = _usage_lines(acct, period_start, usage, products, book, draft)
+    for line, day in metered:
+        draft.lines.append(line)
+        quantity = line.quantity if line.quantity is not None else ZERO
+        pieces.append(_UsagePiece(line.amount_minor, quantity,
+                                  [Usage(0, line.product_id or 0, quantity, day)]))
     _draw_credits(grants, pieces, draft)
     if not draft.lines:
         return None

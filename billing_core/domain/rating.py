@@ -164,6 +164,12 @@ class PriceBook:
         found = self._found[(product_id, currency, on_date)] = self._by_key[key][i]
         return found
 
+    def starts_within(self, product_id: int, start: date, end: date) -> set[date]:
+        """The days in ``(start, end)`` on which a price row of the product starts, in any
+        currency (the cut points of metered usage aggregated in SQL)."""
+        return {p.effective_from for (pid, _), plist in self._by_key.items() if pid == product_id
+                for p in plist if start < p.effective_from < end}
+
     def segments(self, product_id: int, currency: str, start: date,
                  end: date) -> list[tuple[date, date, Price]]:
         """``[start, end)`` split at every price change: (from, to, price) pieces."""

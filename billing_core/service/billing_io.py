@@ -76,6 +76,7 @@ from billing_core.service import audit
 from billing_core.service.numbering import take_numbers
 from billing_core.service.pricing import list_prices
 from billing_core.service.tax import TaxTable, load_tax_table
+from billing_core.service.usage_rating import MeteredWork, load_metered, write_metered
 
 
 @dataclass
@@ -104,6 +105,8 @@ class ChunkData:
     # the due accounts' subscriptions as read: billed_through is what the mark compares with,
     # and a line from the start of the unbilled range on claims its period
     subs: dict[int, Sub] = field(default_factory=dict)
+    # metered usage per due account (billing_core.service.usage_rating), marked with the invoice
+    metered: dict[int, MeteredWork] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,6 +219,8 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
         if acct is not None and g.currency == acct.currency:
             grants[g.account_id].append(Grant(g.id, g.remaining_minor, g.expires_on))
 
+    data.metered = load_metered(conn, catalog.book, catalog.products, due, periods)
+
     # Read last, so an account billed by another transaction while the reads above ran counts
     # as already billed (a charge read before that commit is refused by the marks instead).
     latest = _latest_periods(conn, lo, hi)
@@ -232,7 +237,9 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
             draft = compute_invoice(acct, start, end, run_date, subs.get(account_id, []),
                                     charges.get(account_id, []), usage.get(account_id, []),
                                     grants.get(account_id, []), catalog.products, catalog.book,
-                                    found[0] if found else ZERO, catalog.tax_inclusive)
+                                    found[0] if found else ZERO, catalog.tax_inclusive,
+                                    data.metered[account_id].invoice_lines()
+                                    if account_id in data.metered else ())
             if draft is not None and found is None and not acct.tax_exempt:
                 raise MissingTaxRate(account_id, acct.country, acct.region, start)
         except LedgerError as exc:
@@ -360,6 +367,10 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
     out.rows = INSERT_INVOICE.run(conn, inv_rows)
     out.rows += INSERT_LINE.run(conn, lines)
     out.rows += INSERT_TAX.run(conn, taxes)
+    if data.metered:
+        out.rows += _marked("metered usage events", *write_metered(conn, [
+            (inv_id, d, data.metered[d.account_id]) for d, inv_id in zip(drafts, ids, strict=True)
+            if d.account_id in data.metered]))
     out.rows += _marked("subscriptions", len(subs_bt), _set_billed_through(conn, subs_bt))
     out.rows += _marked("quantity changes", len(changes), SET_CHANGE_INVOICE.run(conn, changes))
     out.rows += _marked("one-time charges", len(charges), SET_CHARGE_INVOICE.run(conn, charges))

@@ -23,6 +23,7 @@ from billing_core.adapters.tables import (
     credit_memos,
     invoice_lines,
     invoices,
+    metered_events,
     one_time_charges,
     subscription_changes,
     subscriptions,
@@ -57,7 +58,7 @@ def release_billed(uow: UnitOfWork, invoice: RowMapping) -> None:
         credit_memos.c.origin_invoice_id == invoice_id,
         credit_memos.c.status.in_(CANCELLABLE_CREDIT_MEMO)).values(
         status=CreditMemoStatus.CANCELLED, cancelled_at=uow.now()))
-    for table in (one_time_charges, usage_events, subscription_changes):
+    for table in (one_time_charges, usage_events, metered_events, subscription_changes):
         conn.execute(update(table).where(table.c.invoice_id == invoice_id).values(invoice_id=None))
     conn.execute(update(invoice_lines).where(invoice_lines.c.invoice_id == invoice_id,
                                              invoice_lines.c.claims_charge)
