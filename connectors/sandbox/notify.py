@@ -469,7 +469,11 @@ class Notifier:
                     copy = _Message(message.side, message.kind, message.url, message.body,
                                     dict(message.headers), now, 0, message.notifications)
                     heapq.heappush(self._due[copy.side], (due, next(self._seq), copy))
-                if self._held is None and message.draws[2] < cfg.reorder:
+                if message.draws[2] < cfg.reorder:
+                    # Every message that draws a reorder is held, whatever the sender's timing
+                    # (a seed gives the same count): one held before it goes now, behind it.
+                    if self._held is not None:
+                        self._release_held(due)
                     self._counts[message.side]["reordered"] += 1
                     self._held, self._held_since = message, now
                     continue

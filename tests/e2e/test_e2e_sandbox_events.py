@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from events_config import DV_KEY, HMAC_SECRET, events_settings
 from sqlalchemy import Engine, select
 
-from config.settings import load_settings
 from connectors.sandbox.notify import NotifyConfig
 from connectors.sandbox.salesforce.auth import ORG_ID
 from connectors.sandbox.server import Sandbox
@@ -20,40 +20,13 @@ from jobs.api.app import build_app, serve_in_thread
 from sync.tables import event_inbox
 
 pytestmark = pytest.mark.e2e
-DV_KEY = "e2e-webhook-key"
-HMAC = "e2e-hmac-secret"
-CONFIG = f"""
-[provisioner]
-kind = "log"
-[connections.sf]
-crm = "salesforce"
-url = "https://127.0.0.1:1"
-[connections.sf.credentials]
-client_id = "id"
-client_secret = "env:NOPE"
-[connections.sf.events]
-organization_id = "{ORG_ID}"
-hmac_secret = "env:LB_E2E_EVENTS_HMAC"
-[connections.d365]
-crm = "dynamics"
-url = "https://127.0.0.1:1"
-tenant_id = "t"
-[connections.d365.credentials]
-client_id = "id"
-client_secret = "env:NOPE"
-[connections.d365.events]
-auth = "webhook_key"
-key = "env:LB_E2E_EVENTS_DVKEY"
-"""
 
 
 @pytest.fixture
 def api_url(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("LB_E2E_EVENTS_HMAC", HMAC)
-    monkeypatch.setenv("LB_E2E_EVENTS_DVKEY", DV_KEY)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CONFIG)
-    handle = serve_in_thread(build_app(engine, load_settings(cfg)), port=0)
+    settings = events_settings(tmp_path, monkeypatch, organization_id=ORG_ID,
+                               dataverse="d365")
+    handle = serve_in_thread(build_app(engine, settings), port=0)
     port = handle.server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     handle.stop()
@@ -67,7 +40,7 @@ def _inbox(engine: Engine) -> list[dict[str, Any]]:
 
 def test_sandbox_events_are_stored_once_by_the_receivers(api_url: str, engine: Engine) -> None:
     config = NotifyConfig(url=api_url, salesforce_form="both", dataverse_key=DV_KEY,
-                          hmac_secret=HMAC, duplicate=1.0, timeout=10)
+                          hmac_secret=HMAC_SECRET, duplicate=1.0, timeout=10)
     with Sandbox(seed=4, accounts=20, notify=config) as sandbox:
         assert sandbox.salesforce is not None and sandbox.dataverse is not None
         assert sandbox.notifier is not None

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,14 +61,18 @@ class Received:
 
 class Receiver:
     """A loopback HTTP receiver: records every POST; answers the next planned status (200 by
-    default; SOAP posts get the Ack envelope unless `ack` is False); may hang `hang` seconds."""
+    default; SOAP posts get the Ack envelope unless `ack` is False). `hold()` makes it hang
+    (on paths starting with `hang_prefix`) until `let_go()`; `answered` counts the answers it
+    sent, so a test can tell that a CRM call returned while the receiver was still hanging."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.statuses: list[int] = []
         self.ack = True
-        self.hang = 0.0
+        self.gate = threading.Event()              # set: answer; clear: hang until set
+        self.gate.set()
         self.hang_prefix = "/"                     # hang only on paths starting with this
+        self.answered = 0
         self.lock = threading.Lock()
         receiver = self
 
@@ -80,11 +84,10 @@ class Receiver:
                     receiver.received.append(Received(parts.path, parse_qs(parts.query),
                                                       dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    hang, ack = receiver.hang, receiver.ack
-                    if not parts.path.startswith(receiver.hang_prefix):
-                        hang = 0.0
+                    ack = receiver.ack
+                    hang = parts.path.startswith(receiver.hang_prefix)
                 if hang:
-                    time.sleep(hang)
+                    receiver.gate.wait(120)
                 soap = "/events/salesforce/" in parts.path and not parts.path.endswith("/json")
                 answer = ACK if soap and ack and status == 200 else b"{}"
                 try:
@@ -95,6 +98,8 @@ class Receiver:
                     self.wfile.write(answer)
                 except OSError:
                     pass  # the sender gave up waiting (a hanging receiver)
+                with receiver.lock:
+                    receiver.answered += 1
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -106,10 +111,27 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
     def clear(self) -> None:
+        self.let_go()
         with self.lock:
             self.received.clear()
             self.statuses.clear()
-            self.ack, self.hang, self.hang_prefix = True, 0.0, "/"
+            self.ack, self.hang_prefix, self.answered = True, "/", 0
+
+    def hold(self, prefix: str = "/") -> None:
+        """Hang on every POST to a path starting with `prefix` until `let_go()`."""
+        with self.lock:
+            self.hang_prefix = prefix
+        self.gate.clear()
+
+    def let_go(self) -> None:
+        self.gate.set()
+
+    def wait_for(self, cond: Callable[[], bool], what: str) -> None:
+        """Until `cond()` holds: a safety net of 60 s against a hang, not a timed assertion."""
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.01)
 
     def posts(self, kind: str) -> list[Received]:
         """"dataverse", "soap" or "json" posts, in arrival order."""
@@ -184,15 +206,23 @@ def test_dataverse_web_api_changes_post_remote_execution_contexts(box: Sandbox,
     http = CABundleSession(box.ca_bundle, timeout=(5, 30))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     guid = box.dataverse.admin("guid", {"table": "accounts", "index": 4})["id"]
-    started = time.monotonic()
-    resp = http.patch(f"{api}/accounts({guid})", headers=headers,
-                      json={"creditonhold": True, "creditlimit": 2500.5})
-    assert resp.status_code in (200, 204), resp.text
-    created = http.post(f"{api}/accounts", headers=headers, json={"name": "Webhook Ltd"})
-    assert created.status_code in (201, 204), created.text
-    new_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
-    assert http.delete(f"{api}/accounts({new_id})", headers=headers).status_code == 204
-    assert time.monotonic() - started < 5
+    assert box.notifier is not None
+    box.notifier.config.timeout = 60              # the held webhook waits, it does not fail
+    receiver.hold()                               # the listener hangs until let go
+    try:
+        resp = http.patch(f"{api}/accounts({guid})", headers=headers,
+                          json={"creditonhold": True, "creditlimit": 2500.5})
+        assert resp.status_code in (200, 204), resp.text
+        created = http.post(f"{api}/accounts", headers=headers, json={"name": "Webhook Ltd"})
+        assert created.status_code in (201, 204), created.text
+        new_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+        assert http.delete(f"{api}/accounts({new_id})", headers=headers).status_code == 204
+        # the three API calls were answered while the webhook listener answered nothing: the
+        # CRM's requests never wait for its events' delivery
+        assert receiver.answered == 0
+    finally:
+        receiver.let_go()
+        box.notifier.config.timeout = 2.0
     counters = flush(box)
     posts = receiver.posts("dataverse")
     assert [p.json()["MessageName"] for p in posts] == ["Update", "Create", "Delete"]
@@ -351,7 +381,7 @@ def test_salesforce_retries_until_acked(box: Sandbox, receiver: Receiver) -> Non
         receiver.clear()
         receiver.ack = False                        # a 200 without <Ack>true</Ack> is no ack
         box.salesforce.admin("set_hold", {"index": 9, "hold": False})
-        time.sleep(0.5)
+        receiver.wait_for(lambda: len(receiver.posts("soap")) >= 2, "sent again without Ack")
         receiver.ack = True
         counters = flush(box)["salesforce"]
         assert counters["acked"] == 2 and len(receiver.posts("soap")) >= 3
@@ -404,48 +434,63 @@ def test_fault_injection_proportions_are_seeded(box: Sandbox, receiver: Receiver
 
 
 def test_a_hanging_receiver_never_slows_the_crm(receiver: Receiver) -> None:
-    config = NotifyConfig(url=receiver.url, timeout=0.3, queue_size=20, retry_base=10,
+    """The listener hangs (until let go) on the first webhook: all 40 PATCHes are answered
+    while it has answered nothing, the bounded queue refuses what does not fit, and a send the
+    listener never answers times out and fails the job."""
+    config = NotifyConfig(url=receiver.url, timeout=60, queue_size=20, retry_base=10,
                           retry_window=0)
     receiver.clear()
-    receiver.hang = 3.0
-    with Sandbox(seed=5, accounts=50, notify=config) as sandbox:
-        assert sandbox.dataverse is not None and sandbox.notifier is not None
-        token = dataverse_token(sandbox)
-        http = CABundleSession(sandbox.ca_bundle, timeout=(5, 30))
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        api = f"{sandbox.url}/api/data/v9.2"
-        slowest = 0.0
-        for i in range(40):
-            guid = sandbox.dataverse.admin("guid", {"table": "accounts", "index": i})["id"]
-            started = time.monotonic()
-            resp = http.patch(f"{api}/accounts({guid})", headers=headers,
-                              json={"creditonhold": True})
-            slowest = max(slowest, time.monotonic() - started)
-            assert resp.status_code in (200, 204)
-        assert slowest < 1.0, slowest              # a send times out at 0.3 s, in the background
-        counters = sandbox.notifier.counters()["dataverse"]
-        assert counters["overflow"] > 0            # the bounded queue refused the rest
-        assert counters["events"] + counters["overflow"] == 40
-        receiver.hang = 0.0
-        assert sandbox.notifier.flush(30)
-        counters = sandbox.notifier.counters()["dataverse"]
-        assert counters["failed"] >= 1             # the timed-out sends: the job failed
-    receiver.clear()
+    receiver.hold()
+    try:
+        with Sandbox(seed=5, accounts=50, notify=config) as sandbox:
+            assert sandbox.dataverse is not None and sandbox.notifier is not None
+            token = dataverse_token(sandbox)
+            http = CABundleSession(sandbox.ca_bundle, timeout=(5, 30))
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            api = f"{sandbox.url}/api/data/v9.2"
+            for i in range(40):
+                guid = sandbox.dataverse.admin("guid", {"table": "accounts", "index": i})["id"]
+                resp = http.patch(f"{api}/accounts({guid})", headers=headers,
+                                  json={"creditonhold": True})
+                assert resp.status_code in (200, 204)
+            # every PATCH returned while the listener still hung on the first webhook
+            assert receiver.answered == 0
+            counters = sandbox.notifier.counters()["dataverse"]
+            assert counters["overflow"] > 0            # the bounded queue refused the rest
+            assert counters["events"] + counters["overflow"] == 40
+            receiver.let_go()
+            assert sandbox.notifier.flush(60)
+            counters = sandbox.notifier.counters()["dataverse"]
+            assert counters["failed"] == 0 and counters["acked"] == counters["events"]
+            # a listener that never answers within the timeout: the send fails the job
+            sandbox.notifier.config.timeout = 0.3
+            receiver.hold()
+            sandbox.dataverse.admin("set_creditonhold", {"index": 1, "value": False})
+            assert sandbox.notifier.flush(60)
+            assert sandbox.notifier.counters()["dataverse"]["failed"] == 1
+    finally:
+        receiver.clear()
 
 
 def test_a_hanging_salesforce_receiver_does_not_hold_up_dataverse_events(
         box: Sandbox, receiver: Receiver) -> None:
+    """The Salesforce listener hangs (until let go, sends wait up to 60 s): a Dataverse change
+    made after the Salesforce ones is delivered while they still hang."""
     assert box.salesforce is not None and box.dataverse is not None
-    receiver.hang, receiver.hang_prefix = 3.0, "/events/salesforce/"   # sends time out at 2 s
-    for i in range(3):
-        box.salesforce.admin("set_hold", {"index": i})
-        time.sleep(0.1)
-    started = time.monotonic()
-    box.dataverse.admin("set_creditonhold", {"index": 1})
-    while not receiver.posts("dataverse") and time.monotonic() - started < 5:
-        time.sleep(0.01)
-    assert time.monotonic() - started < 1.5          # not behind the hanging Salesforce sends
-    receiver.hang = 0.0
+    assert box.notifier is not None
+    box.notifier.config.timeout = 60
+    receiver.hold("/events/salesforce/")
+    try:
+        for i in range(3):
+            box.salesforce.admin("set_hold", {"index": i})
+        receiver.wait_for(lambda: bool(receiver.posts("soap") or receiver.posts("json")),
+                          "a Salesforce send reached the listener")
+        box.dataverse.admin("set_creditonhold", {"index": 1})
+        receiver.wait_for(lambda: bool(receiver.posts("dataverse")), "the Dataverse webhook")
+        assert not receiver.gate.is_set()             # the Salesforce sends are still hanging
+    finally:
+        receiver.let_go()
+        box.notifier.config.timeout = 2.0
     flush(box)
 
 
@@ -480,10 +525,8 @@ def test_delay_holds_every_delivery(box: Sandbox, receiver: Receiver) -> None:
     box.dataverse.admin("set_creditonhold", {"index": 7})
     time.sleep(0.3)
     assert receiver.posts("dataverse") == []
-    deadline = time.monotonic() + 5
-    while not receiver.posts("dataverse") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert receiver.posts("dataverse") and time.monotonic() - started >= 0.6
+    receiver.wait_for(lambda: bool(receiver.posts("dataverse")), "the delayed webhook")
+    assert time.monotonic() - started >= 0.6         # never sooner (a lower bound: load-proof)
 
 
 def test_a_context_over_256_kb_is_trimmed(box: Sandbox, receiver: Receiver) -> None:
@@ -623,11 +666,12 @@ def test_reset_forgets_pending_events(box: Sandbox, receiver: Receiver) -> None:
 
 def test_salesforce_gives_up_after_the_retry_window(receiver: Receiver) -> None:
     """Salesforce drops an outbound message it could not deliver for 24 hours; here the window
-    is 0.4 s with retries from 0.05 s doubling (0.05, 0.1, 0.2: 4 attempts at most)."""
+    is 2 s with retries from 0.25 s doubling (at 0.25, 0.75, 1.75 s: 4 attempts at most; a
+    second attempt however slow the first answer, up to 1.75 s)."""
     receiver.clear()
     receiver.statuses = [500] * 50
-    config = NotifyConfig(url=receiver.url, retry_base=0.05, retry_max_interval=1.0,
-                          retry_window=0.4, timeout=2.0)
+    config = NotifyConfig(url=receiver.url, retry_base=0.25, retry_max_interval=1.0,
+                          retry_window=2.0, timeout=2.0)
     with Sandbox(seed=6, accounts=10, sides=("salesforce",), notify=config) as sandbox:
         assert sandbox.salesforce is not None and sandbox.notifier is not None
         sandbox.salesforce.admin("set_hold", {"index": 1})

@@ -15,6 +15,15 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+from events_config import (
+    DV_KEY,
+    HMAC_ENV,
+    HMAC_SECRET,
+    KEY_ENV,
+    ORG,
+    events_config,
+    events_settings,
+)
 from fake_crm import CountingCRM, FakeCRM
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
@@ -27,42 +36,12 @@ from sync import inbox
 from sync.engine import SyncOptions, run_cycle
 from sync.tables import event_inbox, sync_records
 
-ORG = "00D5g000004XyZaEAK"
-HMAC_SECRET = "s3cret-hmac"
-DV_KEY = "dv-webhook-key"
 DV_ACCOUNT = "7d5e8f10-3a2b-4c1d-9e8f-0a1b2c3d4e5f"
-CONFIG = f"""
-[provisioner]
-kind = "log"
-[connections.sf]
-crm = "salesforce"
-url = "https://x.example"
-[connections.sf.credentials]
-client_id = "id"
-client_secret = "env:NOPE"
-[connections.sf.events]
-organization_id = "{ORG}"
-hmac_secret = "env:LB_TEST_EVENTS_HMAC"
-[connections.dv]
-crm = "dynamics"
-url = "https://org.example"
-tenant_id = "t"
-[connections.dv.credentials]
-client_id = "id"
-client_secret = "env:NOPE"
-[connections.dv.events]
-auth = "webhook_key"
-key = "env:LB_TEST_EVENTS_DVKEY"
-"""
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("LB_TEST_EVENTS_HMAC", HMAC_SECRET)
-    monkeypatch.setenv("LB_TEST_EVENTS_DVKEY", DV_KEY)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CONFIG)
-    return load_settings(cfg)
+    return events_settings(tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -456,10 +435,10 @@ def test_the_daemon_reads_a_stored_event_back_at_once_not_at_its_interval(sqlite
 
     from jobs.daemon import run_daemon
 
-    monkeypatch.setenv("LB_TEST_EVENTS_HMAC", HMAC_SECRET)
-    monkeypatch.setenv("LB_TEST_EVENTS_DVKEY", DV_KEY)
+    monkeypatch.setenv(HMAC_ENV, HMAC_SECRET)
+    monkeypatch.setenv(KEY_ENV, DV_KEY)
     cfg = tmp_path / "d.toml"
-    cfg.write_text("[sync]\nevents_interval_seconds = 3600\n" + CONFIG)
+    cfg.write_text("[sync]\nevents_interval_seconds = 3600\n" + events_config())
     settings = load_settings(cfg)
     crm = CountingCRM()
     crm.seed_basic()

@@ -16,34 +16,20 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from events_config import events_settings
 from fake_crm import CountingCRM, FakeCRM
 from sqlalchemy import Engine, func, select
 
-from config.settings import Settings, load_settings
+from config.settings import Settings
 from jobs.worker import EVENT_SETTLE, Worker
 from sync import inbox
 from sync.locks import job_lock
 from sync.tables import event_inbox
 
-CONFIG = """
-[provisioner]
-kind = "log"
-[connections.sf]
-crm = "salesforce"
-url = "https://x.example"
-[connections.sf.credentials]
-client_id = "id"
-client_secret = "env:NOPE"
-[connections.sf.events]
-organization_id = "00D5g000004XyZaEAK"
-"""
-
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(CONFIG)
-    return load_settings(cfg)
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    return events_settings(tmp_path, monkeypatch)
 
 
 def _worker(engine: Engine, settings: Settings, crm: FakeCRM) -> Worker:
