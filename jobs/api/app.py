@@ -39,6 +39,7 @@ from jobs.api import (
     routes_payments,
     routes_products,
     routes_reconcile,
+    routes_usage,
 )
 from jobs.api.admin_sync import SyncRunner
 from jobs.api.errors import body as error_body
@@ -66,17 +67,20 @@ class ApiState:
 class BodyLimit:
     """ASGI middleware: 413 for a request body over ``limit`` bytes, before any parsing."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES,
+                 larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}      # path -> its own limit (a batch route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
             return
         seen = 0
         refused = False
@@ -90,7 +94,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     refused = True
                     return {"type": "http.disconnect"}
             return message
@@ -103,11 +107,11 @@ class BodyLimit:
             await self.app(scope, limited_receive, guarded_send)
         finally:
             if refused:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         payload = json.dumps(error_body("body_too_large", "body", None,
-                                        f"the request body is over {self.limit} bytes")).encode()
+                                        f"the request body is over {limit} bytes")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
@@ -133,11 +137,13 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                    routes_ops, routes_accounts, routes_products, routes_audit):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
+    app.include_router(routes_usage.routes)         # metered usage: ingestion and metrics
     app.include_router(routes_reconcile.routes)     # vendor reconciliation
     app.include_router(routes_events.routes)        # the CRM's change events: no bearer token
     routes_ops.add_openapi_route(app)
     app.add_middleware(metrics.RequestMetrics)
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes,
+                       larger={"/usage/events": routes_usage.MAX_EVENTS_BODY})
     return app
 
 
