@@ -12,13 +12,18 @@ Rules kept here:
 - A CRM date earlier than the newest price billing already has for that product and currency
   is raised to that price's date (the CRM's price replaces it): billing's price rows are never
   reordered, so the CRM's current price is the one in effect from then on.
+- Connections that link the same catalog product (by SKU) may sync at once on different
+  workers: on PostgreSQL a price page first takes a transaction lock per product it prices
+  (``pg_advisory_xact_lock``, in product id order, so two pages never deadlock), so the second
+  page sees the first one's price row once it commits and updates it, instead of inserting
+  the same (product, currency, date) and having the record refused as a duplicate.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy import RowMapping
+from sqlalchemy import RowMapping, text
 
 from billing_core.service.pricing import list_prices, set_price
 from sync.bookkeeping import PageBook
@@ -34,6 +39,14 @@ class PriceHandler(RecordHandler[PriceRec]):
     def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
         super().__init__(book, records)
         self.products = ProductLinks(book, records)
+        conn = book.uow.conn
+        ids = sorted({i for i in self.products.ids.values() if i is not None})
+        if ids and conn.dialect.name == "postgresql":
+            conn.execute(text(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                "coalesce(current_schema(), '') || ':price:' || p.id::text, 0)) "
+                "FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id ORDER BY 1) AS p"),
+                {"ids": ids})
 
     def map(self, record: Record) -> PriceRec:
         return map_price(record, guid=self.guid)

@@ -127,3 +127,100 @@ def test_a_second_worker_skips_the_connection_and_then_reads_nothing_again(
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.postgres
+def test_two_connections_pricing_one_product_at_once_both_apply(pg_engine: Engine) -> None:
+    """Two connections whose products are one catalog product (same SKU) sync their prices at
+    the same time on two workers: the second page waits for the first (a lock per product)
+    and then updates the price the first wrote; before, it inserted the same (product,
+    currency, date) and the record was quarantined as a duplicate (seen in
+    bench/scale_sync.py with 3 workers)."""
+    from fake_crm import FakeCRM
+    from sqlalchemy import func, select, text
+
+    from billing_core.service import ledger_uow
+    from sync.engine import SyncOptions, run_cycle
+    from sync.reconcile import apply_page
+    from sync.tables import quarantine
+
+    crms = [FakeCRM("sfa"), FakeCRM("sfb")]
+    for crm in crms:
+        crm.seed_basic()
+        assert run_cycle(pg_engine, crm, SyncOptions(objects=("product",), push=False)
+                         ).outcome == "ok"
+    pages = [next(iter(crm.read_changes("price", None))) for crm in crms]
+    results: list[Any] = []
+
+    def second() -> None:
+        with ledger_uow(pg_engine) as uow:
+            results.append(apply_page(uow, "sfb", "price", pages[1].records,
+                                      pages[1].deletions))
+            uow.commit()
+
+    with ledger_uow(pg_engine) as uow:
+        results.append(apply_page(uow, "sfa", "price", pages[0].records, pages[0].deletions))
+        thread = threading.Thread(target=second)
+        thread.start()
+        with pg_engine.connect() as conn:           # until the second page waits for a lock
+            for _ in range(600):
+                if conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                                ).scalar_one():
+                    break
+                thread.join(0.1)
+        uow.commit()
+    thread.join(WAIT)
+    assert [r.quarantined for r in results] == [0, 0]
+    assert [r.read for r in results] == [4, 4]
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(quarantine)).scalar_one() == 0
+
+
+@pytest.mark.postgres
+def test_three_pushers_at_once_send_each_outbox_row_once(pg_engine: Engine) -> None:
+    """The push claims its rows (``SKIP LOCKED``, a lease, ``claimed_by``): three pushers of
+    one connection at once, with no job lock between them, send every row exactly once."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from sync.push import push
+    from sync.states import OutboxState
+    from sync.tables import outbox
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    with pg_engine.begin() as conn:
+        conn.execute(insert(outbox), [
+            {"connection": "sf", "object": "account", "crm_id": f"001{i:04d}", "ledger_id": i,
+             "payload": json.dumps({"open_balance": str(i)}), "hash": f"h{i}", "attempts": 0,
+             "state": OutboxState.PENDING, "next_attempt_at": now, "updated_at": now}
+            for i in range(90)])
+    guard = threading.Lock()
+    written: list[str] = []
+    start = threading.Barrier(3)
+
+    class Acks:
+        name = "acks"
+
+        def write(self, obj: str, updates: list[dict[str, Any]], redecide: object = None
+                  ) -> list[object]:
+            with guard:
+                written.extend(str(u["crm_id"]) for u in updates)
+            ok = type("Ok", (), {"ok": True, "code": None, "message": None})()
+            return [ok] * len(updates)
+
+    def pusher() -> None:
+        start.wait(WAIT)
+        push(pg_engine, Acks(), "sf", objects=("account",),  # type: ignore[arg-type]
+             batch_size=5, clock=lambda: now)
+
+    threads = [threading.Thread(target=pusher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert sorted(written) == sorted(set(written)) and len(written) == 90
+    with pg_engine.connect() as conn:
+        assert {tuple(r) for r in conn.execute(select(outbox.c.state, outbox.c.claimed_by))} \
+            == {(OutboxState.ACKED, None)}
