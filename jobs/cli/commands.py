@@ -29,6 +29,7 @@ from jobs.cli import (
     sweep,
     sync,
     tokens,
+    usage,  # noqa: F401  (adds ingest / metrics to billing's usage group)
 )
 from jobs.cli.db import db
 

@@ -201,6 +201,20 @@ def csv(name: str, body: str) -> Prep:
     return prep
 
 
+METERED = ('{"event_id": "m1", "account": "1", "metric": "calls", '
+           '"timestamp": "2026-04-12T10:00:00Z", "value": "5"}')
+
+
+def metered(name: str, *lines: str) -> Prep:
+    """A JSON Lines file of metered events, with the metric ``calls`` (sum, product API)."""
+    def prep(env: Env) -> None:
+        from billing_core.service.usage_metrics import set_metric
+
+        _write(env, lambda uow: set_metric(uow, "calls", aggregation="sum", product="API"))
+        (env.tmp / name).write_text("".join(line + "\n" for line in lines))
+    return prep
+
+
 RECON_HEADER = "CustomerId,ProductId,SkuId,BillableQuantity,Subtotal,Currency\n"
 
 
@@ -408,6 +422,33 @@ CONTRACT: dict[str, Entry] = {
         C(2, "usage", "import", "{tmp}/bad.csv", says="columns='hello,world'",
           prep=lambda env: (env.tmp / "bad.csv").write_text("hello,world\n1,2\n")),
     )),
+    "usage ingest": Entry((
+        C(0, "usage", "ingest", "{tmp}/good.jsonl", prep=metered("good.jsonl", METERED)),
+        C(1, "usage", "ingest", "{tmp}/mixed.jsonl",
+          prep=metered("mixed.jsonl", METERED, METERED.replace('"1"', '"99"').replace("m1", "m2"))),
+        C(2, "usage", "ingest", "{tmp}/none.jsonl", says="'{tmp}/none.jsonl'"),
+        C(2, "usage", "ingest", "{tmp}/bad.csv", says="columns='hello,world'",
+          prep=lambda env: (env.tmp / "bad.csv").write_text("hello,world\n1,2\n")),
+    )),
+    "usage metrics list": Entry((C(0, "usage", "metrics", "list"),
+                                 missing_db("usage", "metrics", "list")),
+                                why_no_attention="a read"),
+    "usage metrics set": Entry((
+        C(0, "usage", "metrics", "set", "calls", "--aggregation", "sum", "--product", "API",
+          "--group-by", "region", "--filter", "env=prod"),
+        C(2, "usage", "metrics", "set", "calls", "--aggregation", "sum", "--product", "SEAT",
+          says="product='SEAT'"),
+        C(2, "usage", "metrics", "set", "calls", "--aggregation", "unique_count", "--product",
+          "API", says="property=None"),
+    ), why_no_attention="one metric version, written or refused"),
+    "usage metrics load": Entry((
+        C(0, "usage", "metrics", "load", "{tmp}/m.toml", prep=lambda env: (
+            env.tmp / "m.toml").write_text('[metrics.calls]\naggregation = "count"\n'
+                                           'product = "API"\n')),
+        C(2, "usage", "metrics", "load", "{tmp}/bad.toml", says="aggregation='median'",
+          prep=lambda env: (env.tmp / "bad.toml").write_text(
+              '[metrics.calls]\naggregation = "median"\nproduct = "API"\n')),
+    ), why_no_attention="the file's metrics, all set or none"),
     "bill-run": Entry((
         C(0, "bill-run", "--date", "2026-05-10"),
         C(0, "bill-run", "--date", "2026-05-10", "--dry-run"),
