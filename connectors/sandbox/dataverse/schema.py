@@ -5,6 +5,10 @@ Rules kept:
 - Lookups are read as `_<name>_value` and written as `<name>@odata.bind`; system columns
   (key, createdon, modifiedon, `_modifiedby_value`: the systemuser who last wrote the row,
   versionnumber) are read-only.
+- Accounts carry the standard `emailaddress1` (seeded `ap+ac<number>@example.com`: the
+  built-in map's `billing_email`) and the standard option set `accountcategorycode` (1
+  Preferred Customer, 2 Standard; empty in the seed: a user's map may read it as
+  `account_class`).
 - Change tracking is on for accounts, quotes and quotedetails; not for products (on purpose, so
   the connector's `modifiedon` fallback is exercised) nor transactioncurrencies.
 - Date columns behave as in Dataverse: `quote.effectivefrom` and `quotedetail.requestdeliveryby`
@@ -63,6 +67,7 @@ ACCOUNTS = TableDef(
           ("creditlimit", MONEY), ("creditonhold", BOOL), ("_transactioncurrencyid_value", GUID),
           ("address1_country", STRING), ("address1_stateorprovince", STRING),
           ("address1_city", STRING), ("statecode", INT), ("statuscode", INT),
+          ("emailaddress1", STRING), ("accountcategorycode", INT),
           ("new_billinghold", BOOL), ("new_billingholdreasons", STRING),
           ("new_openbalance", MONEY), ("new_availablecredit", MONEY),
           ("new_creditexposure", MONEY), ("new_oldestoverduedays", INT),

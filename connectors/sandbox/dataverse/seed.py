@@ -185,6 +185,9 @@ class Seeder:
             self._cur_ids[cur], "address1_country": country,
             "address1_stateorprovince": regions[(h >> 32) % len(regions)],
             "address1_city": cities[(h >> 36) % len(cities)], "statecode": 0, "statuscode": 1,
+            # the account's standard email column: where its documents go (billing_email)
+            "emailaddress1": f"ap+ac{i + 1:07d}@example.com",
+            "accountcategorycode": None,
             "new_billinghold": None, "new_billingholdreasons": None, "new_openbalance": None,
             "new_availablecredit": None, "new_creditexposure": None,
             "new_oldestoverduedays": None, "new_lastinvoicenumber": None,
