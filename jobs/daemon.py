@@ -9,6 +9,9 @@ Rules kept here:
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
   the worker as its resync runner; the daemon owns its life. Stored CRM events wake the
   scheduler's ``events`` job (``jobs.scheduler.wake_events``).
+- A bill run in progress (another worker's, or one a dead worker left) is joined within
+  ``BILL_RUN_JOIN_SECONDS`` of this daemon starting or of work appearing in it
+  (``Worker.join_bill_run``): workers started mid-run share it.
 - Logs: ``jobs.logs`` (text or one JSON object per line, secrets masked, noise held back).
 """
 from __future__ import annotations
@@ -31,6 +34,8 @@ from sync.locks import job_lock, lock_path
 from sync.runs import RunReport
 
 log = logging.getLogger(__name__)
+#: How often the daemon looks for a bill run in progress with units to claim.
+BILL_RUN_JOIN_SECONDS = 30
 __all__ = ["DaemonRefused", "JsonFormatter", "RedactSecrets", "run_daemon", "run_once"]
 
 
@@ -68,6 +73,7 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                 worker.close()
         _install_signals(worker.stop)
         scheduler = build_scheduler(worker)
+        _add_bill_run_join(scheduler, worker)
         server = None
         if api:
             server = serve_in_thread(build_app(engine, settings, sync_runner=worker,
@@ -90,6 +96,22 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
             worker.close()
             log.info("daemon stopped")
     return []
+
+
+def _add_bill_run_join(scheduler: Any, worker: Worker) -> None:
+    from datetime import UTC, datetime
+
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    def join() -> None:
+        try:
+            worker.join_bill_run()
+        except Exception:  # noqa: BLE001 (logged; the next look tries again)
+            log.exception("bill run join failed")
+
+    scheduler.add_job(join, IntervalTrigger(seconds=BILL_RUN_JOIN_SECONDS),
+                      id="bill-run-join", name="join a bill run in progress",
+                      next_run_time=datetime.now(UTC), replace_existing=True)
 
 
 def _install_signals(stop: threading.Event) -> None:

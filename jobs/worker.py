@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -39,7 +39,12 @@ from sqlalchemy import Engine
 from billing_core.adapters.provisioners import Provisioner, ProvisionError, ProvisioningTask
 from billing_core.domain.errors import NotFound
 from billing_core.service import ledger_uow
-from billing_core.service.bill_run import BillRunResult, run_bill_run
+from billing_core.service.bill_run import (
+    BillRunOptions,
+    BillRunResult,
+    joinable_run,
+    run_bill_run,
+)
 from billing_core.service.credit_control import reevaluate_all
 from billing_core.service.provisioning import DispatchReport, dispatch_pending
 from config.settings import Settings
@@ -387,23 +392,37 @@ class Worker:
                 return False
             return True
 
-    def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT) -> BillRunResult | None:
-        """Today's bill run. Another run holding the lock (a manual ``bill-run`` for another
-        date, or another worker's) is waited for, up to ``lock_wait_seconds``: a run for the
-        same date then finds its accounts billed and bills nothing twice."""
+    def bill_run(self, lock_wait_seconds: float = BILL_RUN_LOCK_WAIT,
+                 run_date: date | None = None) -> BillRunResult | None:
+        """Today's bill run (or ``run_date``'s), shared with every worker running it: the
+        run's units are claimed one at a time (``billing_core.service.bill_run``), so workers
+        pointed at one database split the accounts between them. A manual ``bill-run``
+        holding the ``bill-run`` lock is waited for first, up to ``lock_wait_seconds``;
+        workers themselves only pass through the lock, so they do not wait for each other."""
         with job_lock(self.engine, "bill-run", wait=True, timeout=lock_wait_seconds) as got:
             if not got:
                 log.warning("bill run for %s not run: another run held the lock for %.0f s; "
                             "it runs at the next scheduled time, or run `ledgerbridge bill-run`",
                             self.clock().date(), lock_wait_seconds)
                 return None
-            result = run_bill_run(self.engine, self.clock().date(),
-                                  chunk_size=self.settings.billing.bill_run_chunk_size,
-                                  series=self.settings.billing.invoice_series,
-                                  tax_inclusive=self.settings.billing.tax_inclusive)
-            log.info("bill run date=%s invoices=%s errors=%s", result.run_date,
-                     result.invoices_created, len(result.errors))
-            return result
+        result = run_bill_run(self.engine, run_date or self.clock().date(),
+                              chunk_size=self.settings.billing.bill_run_chunk_size,
+                              series=self.settings.billing.invoice_series,
+                              tax_inclusive=self.settings.billing.tax_inclusive,
+                              options=BillRunOptions(clock=self.clock))
+        log.info("bill run date=%s run=%s%s invoices=%s accounts=%s errors=%s",
+                 result.run_date, result.run_id, " (joined)" if result.joined else "",
+                 result.invoices_created, result.accounts_seen, len(result.errors))
+        return result
+
+    def join_bill_run(self) -> BillRunResult | None:
+        """The daemon's check for a bill run in progress with work left to claim (started by
+        another worker, or left by one that died): join it. None when there is none."""
+        with self.engine.connect() as conn:
+            day = joinable_run(conn, self.clock())
+        if day is None:
+            return None
+        return self.bill_run(run_date=day)
 
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:

@@ -31,7 +31,11 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select
 
 from billing_core.domain.states import ProvisioningState
 from billing_core.service.holds import count_on_hold
-from billing_core.service.reports import bill_runs_abandoned, provisioning_by_state
+from billing_core.service.reports import (
+    bill_run_progress,
+    bill_runs_abandoned,
+    provisioning_by_state,
+)
 from sync import drift, inbox
 from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
@@ -88,6 +92,8 @@ def overview(engine: Engine, *, interval_minutes: float,
             "abandoned_bill_runs": bill_runs_abandoned(conn,
                                                            now - BILL_RUN_ABANDONED_AFTER),
         }
+        bill_run = bill_run_progress(conn, now)
+        data["bill_run"] = bill_run.line() if bill_run is not None else None
         events = inbox.depth(conn, now)
         data["events_new"] = events["by_state"][inbox.NEW] + events["by_state"][inbox.PROCESSING]
         data["events_failed"] = events["by_state"][inbox.FAILED]

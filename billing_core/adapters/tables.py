@@ -593,6 +593,26 @@ audit_log = Table(
     Index("ix_audit_log_at", "at"),
 )
 
+# Partitioned work (``billing_core/adapters/work_units.py``): one row per unit of a job (a bill
+# run's account-id ranges, a backlog's row ranges), claimed with a lease, done once.
+work_units = Table(
+    "work_units", metadata, id_column(),
+    Column("job", String(120), nullable=False),           # e.g. "bill_run:42"
+    Column("unit_no", Integer, nullable=False),           # the order units are claimed in
+    Column("lo", BigInteger, nullable=False),             # the unit's key range, lo..hi inclusive
+    Column("hi", BigInteger, nullable=False),
+    Column("state", String(12), nullable=False),          # pending | claimed | done
+    Column("claimed_by", String(160)),                    # pid@host/start of the claimer
+    Column("lease_until", UTCDateTime()),                 # a claim past this is free again
+    Column("claims", Integer, nullable=False, server_default="0"),  # times claimed
+    Column("result", Text),                               # JSON totals, written with "done"
+    _created(),
+    Column("finished_at", UTCDateTime()),
+    UniqueConstraint("job", "unit_no", name="uq_work_units_job_unit"),
+    Index("ix_work_units_job_state", "job", "state", "unit_no"),
+    CheckConstraint("state IN ('pending', 'claimed', 'done')", name="state"),
+)
+
 # Vendor reconciliation (``billing_core/service/vendor_reconciliation.py``; docs/RECONCILIATION.md):
 # finance's mappings of a vendor's ids to ledger rows, each imported reconciliation file (one
 # ``current`` per vendor and period) and its accepted lines. Read-only for the rest of the ledger:

@@ -18,6 +18,22 @@ Rules kept here
   failure) is rolled back and read again, up to ``MAX_CHUNK_ATTEMPTS`` times, and then bills
   what is still unbilled; ``retried_chunks`` counts them. Callers still take the ``bill-run``
   job lock (the daemon, the CLI) so that runs do not race in the first place.
+- Partitioned (the default for a run that writes): the run's accounts are cut into units of
+  ``chunk_size`` account ids (``work_units``, job ``bill_run:<id>``,
+  :mod:`billing_core.adapters.work_units`), created with the ``bill_runs`` row. Every process
+  that runs a bill run for the same date while one is ``running`` joins it (on PostgreSQL the
+  creation is serialised by a transaction-scoped advisory lock, on SQLite by its write lock)
+  and claims units until none is left: each unit is claimed by one process at a time, with a
+  lease (``BillRunOptions.lease``) that the process extends with every chunk it commits. A
+  unit is marked done in the transaction of its last chunk, so a unit is done exactly when its
+  invoices are committed; a process that dies leaves its units to the lease (or, on the same
+  host, to the next claim, which sees the process gone), and another process finishes them.
+  A process that finds nothing to claim while others still hold units waits for them (their
+  leases), then the last one closes the run (``finished``, ``invoices_created`` counted from
+  the invoices that name the run). ``share=False`` (and a dry run) walks every account itself.
+- One process overlaps its reads with its writes: a reader thread reads and computes the
+  next unit (on its own connection, a read transaction per chunk) while the current one is
+  written and committed; claims are taken in the writer's transaction, a few units ahead.
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
@@ -40,22 +56,29 @@ Rules kept here
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from billing_core.adapters import owner
+from billing_core.adapters import owner, work_units
 from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork, bulk_cache
-from billing_core.adapters.tables import bill_runs
+from billing_core.adapters.tables import accounts, bill_runs, invoices
+from billing_core.adapters.tables import work_units as work_units_table
 from billing_core.domain.errors import LedgerError
 from billing_core.service.billing_io import (
+    Catalog,
     ChunkData,
     LostRace,
+    Written,
     load_catalog,
     load_chunk,
     write_chunk,
@@ -63,6 +86,8 @@ from billing_core.service.billing_io import (
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
+#: The advisory lock that makes creating a run's units single on PostgreSQL (transaction-scoped).
+SETUP_LOCK_KEY = 0x6C62_6269_6C6C_7275     # "lbbillru"
 PREVIEW_LIMIT = 500
 
 
@@ -107,93 +132,445 @@ class BillRunResult:
     retried_chunks: int = 0
     errors: list[dict[str, object]] = field(default_factory=list)
     invoices: list[InvoicePreview] = field(default_factory=list)
+    joined: bool = False            # this process joined a run another one created
+    held: list[int] = field(default_factory=list)   # work units held right now (ids)
 
 
 def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
                  chunk_size: int = 2000, post: bool = True, series: str = "INV",
                  uow_factory: Callable[[], UnitOfWork] | None = None,
                  progress: Callable[[int], None] | None = None,
-                 tax_inclusive: bool = False) -> BillRunResult:
+                 tax_inclusive: bool = False, share: bool = True,
+                 options: BillRunOptions | None = None) -> BillRunResult:
     """Bill every account due on ``run_date``; see the module docstring for the rules.
-    ``tax_inclusive``: catalog and negotiated prices include tax (the default adds it)."""
+    ``tax_inclusive``: catalog and negotiated prices include tax (the default adds it).
+    ``share``: create or join the partitioned run of ``run_date`` (False: bill every account
+    in this process, in one walk)."""
     if not isinstance(run_date, date):
         raise TypeError("run_date must be a date")
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
+    opts = options or BillRunOptions()
     if uow_factory is None:
         from billing_core.service import ledger_uow
 
         def uow_factory() -> UnitOfWork:
             return ledger_uow(engine)
     result = BillRunResult(run_date=run_date, dry_run=dry_run)
-    if not dry_run:
-        with UnitOfWork(engine) as uow:
-            close_abandoned(uow)
-            result.run_id = inserted_id(uow.conn.execute(insert(bill_runs).values(
-                run_date=run_date, started_at=uow.now(), status="running",
-                claimed_by=owner.current())))
-            uow.commit()
-    try:
-        after_id = 0
-        catalog = None
-        while True:
-            with bulk_cache(), uow_factory() as uow:
-                if uow.run_id is None and result.run_id is not None:
-                    uow.run_id = f"bill_run:{result.run_id}"     # the audit rows' run
-                if catalog is None:
-                    catalog = load_catalog(uow.conn, tax_inclusive=tax_inclusive)
-                next_after, seen = _run_chunk(uow, catalog, run_date, after_id, chunk_size,
-                                              post, series, dry_run, result)
-            if seen == 0:
-                break
-            result.accounts_seen += seen
-            after_id = next_after
-            if progress is not None:
-                progress(seen)
-    except BaseException as exc:
+    if dry_run or not share:
+        if not dry_run:
+            with UnitOfWork(engine) as uow:
+                close_abandoned(uow)
+                result.run_id = _new_run(uow, run_date)
+                uow.commit()
+        try:
+            _walk(engine, uow_factory, run_date, chunk_size, post, series, dry_run, progress,
+                  tax_inclusive, result)
+        except BaseException as exc:
+            _fail(engine, result, exc)
+            raise
         if result.run_id is not None:
             with UnitOfWork(engine) as uow:
-                uow.conn.execute(update(bill_runs).where(bill_runs.c.id == result.run_id).values(
-                    status="failed", finished_at=uow.now(), invoices_created=result.invoices_created,
-                    error=f"{type(exc).__name__}: {exc}"[:2000]))
+                _close(uow, result.run_id, result.invoices_created, len(result.errors))
                 uow.commit()
+        return result
+    result.run_id, result.joined = _create_or_join(engine, run_date, chunk_size, opts)
+    try:
+        _Partitioned(engine, uow_factory, run_date, post, series, progress, tax_inclusive,
+                     result, opts, chunk_size).run()
+    except BaseException as exc:
+        _fail(engine, result, exc)
         raise
-    if result.run_id is not None:
-        with UnitOfWork(engine) as uow:
-            uow.conn.execute(update(bill_runs).where(bill_runs.c.id == result.run_id).values(
-                status="finished", finished_at=uow.now(),
-                invoices_created=result.invoices_created,
-                error=None if not result.errors else f"{len(result.errors)} account(s) not billed"))
-            uow.commit()
     return result
+
+
+@dataclass(frozen=True)
+class BillRunOptions:
+    """How a process takes part in a partitioned run."""
+    lease: timedelta = timedelta(seconds=120)   # a claim not extended for this long is free
+    claim_ahead: int = 2                        # units claimed beyond the one being written
+    poll_seconds: float = 0.5                   # waiting for other processes' units
+    wait_for_others: bool = True                # False: return when nothing is claimable
+    pipeline: bool = True                       # read the next unit while writing this one
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def job_name(run_id: int) -> str:
+    """The ``work_units`` job of a bill run."""
+    return f"bill_run:{run_id}"
+
+
+def joinable_run(conn: Connection, now: datetime) -> date | None:
+    """The date of a ``running`` partitioned run that has a unit to claim (pending, or held
+    past its lease or by a process that is gone), for a worker that starts or wakes up while
+    it runs; None when there is none."""
+    for run_id, run_date in conn.execute(select(bill_runs.c.id, bill_runs.c.run_date).where(
+            bill_runs.c.status == "running").order_by(bill_runs.c.id)):
+        p = work_units.progress(conn, job_name(run_id), now)
+        if p.pending or p.expired:
+            return run_date  # type: ignore[no-any-return]
+        gone = {h for h in work_units.holders(conn, job_name(run_id))
+                if owner.is_gone(h.split("#", 1)[0])}
+        if gone:
+            return run_date  # type: ignore[no-any-return]
+    return None
+
+
+def _new_run(uow: UnitOfWork, run_date: date) -> int:
+    return inserted_id(uow.conn.execute(insert(bill_runs).values(
+        run_date=run_date, started_at=uow.now(), status="running",
+        claimed_by=owner.current())))
+
+
+def _create_or_join(engine: Engine, run_date: date, chunk_size: int,
+                    opts: BillRunOptions) -> tuple[int, bool]:
+    """The ``running`` partitioned run of ``run_date`` (joined), or a new one with its units."""
+    with UnitOfWork(engine) as uow:
+        conn = uow.conn
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
+        for run_id in conn.execute(select(bill_runs.c.id).where(
+                bill_runs.c.run_date == run_date, bill_runs.c.status == "running")
+                .order_by(bill_runs.c.id.desc())).scalars():
+            if work_units.remaining(conn, job_name(run_id)) or \
+                    work_units.progress(conn, job_name(run_id), opts.clock()).total:
+                uow.commit()
+                return int(run_id), True
+        close_abandoned(uow)
+        run_id = _new_run(uow, run_date)
+        work_units.create_units(conn, job_name(run_id),
+                                work_units.key_ranges(conn, accounts.c.id, chunk_size),
+                                opts.clock())
+        uow.commit()
+        return run_id, False
+
+
+def _fail(engine: Engine, result: BillRunResult, exc: BaseException) -> None:
+    if result.run_id is None:
+        return
+    with UnitOfWork(engine) as uow:
+        uow.conn.execute(update(bill_runs).where(
+            bill_runs.c.id == result.run_id, bill_runs.c.status == "running").values(
+            status="failed", finished_at=uow.now(), invoices_created=result.invoices_created,
+            error=f"{type(exc).__name__}: {exc}"[:2000]))
+        work_units.release(uow.conn, result.held)
+        uow.commit()
+
+
+def _close(uow: UnitOfWork, run_id: int, invoices_created: int, errors: int) -> bool:
+    """``finished``, only while ``running`` (several processes may try: one does)."""
+    return uow.conn.execute(update(bill_runs).where(
+        bill_runs.c.id == run_id, bill_runs.c.status == "running").values(
+        status="finished", finished_at=uow.now(), invoices_created=invoices_created,
+        error=None if not errors else f"{errors} account(s) not billed")).rowcount == 1
+
+
+def _walk(engine: Engine, uow_factory: Callable[[], UnitOfWork], run_date: date,
+          chunk_size: int, post: bool, series: str, dry_run: bool,
+          progress: Callable[[int], None] | None, tax_inclusive: bool,
+          result: BillRunResult) -> None:
+    """Every account, chunk after chunk, in this process (a dry run, ``share=False``)."""
+    after_id = 0
+    catalog = None
+    while True:
+        with bulk_cache(), uow_factory() as uow:
+            if uow.run_id is None and result.run_id is not None:
+                uow.run_id = f"bill_run:{result.run_id}"     # the audit rows' run
+            if catalog is None:
+                catalog = load_catalog(uow.conn, tax_inclusive=tax_inclusive)
+            next_after, seen = _run_chunk(uow, catalog, run_date, after_id, chunk_size,
+                                          post, series, dry_run, result)
+        if seen == 0:
+            break
+        result.accounts_seen += seen
+        after_id = next_after
+        if progress is not None:
+            progress(seen)
+
+
+@dataclass
+class _Piece:
+    """What the reader hands the writer: a chunk of a unit, read and computed (``data`` None
+    for an empty last read), and whether it is the unit's last."""
+    unit: work_units.Unit
+    after_id: int
+    data: ChunkData | None
+    last: bool
+
+
+_STOP = object()
+_UNIT_COUNTS = ("accounts", "invoices", "lines", "rows", "already_billed", "errors",
+                "retried_chunks")
+
+
+def _tally(r: BillRunResult) -> tuple[int, ...]:
+    return (r.invoices_created, r.lines_written, r.rows_written, r.already_billed,
+            len(r.errors), r.retried_chunks)
+
+
+class _Partitioned:
+    """One process's part of a partitioned run: claim, read (a thread), write, finish."""
+
+    def __init__(self, engine: Engine, uow_factory: Callable[[], UnitOfWork], run_date: date,
+                 post: bool, series: str, progress: Callable[[int], None] | None,
+                 tax_inclusive: bool, result: BillRunResult, opts: BillRunOptions,
+                 chunk_size: int) -> None:
+        self.engine, self.uow_factory, self.run_date = engine, uow_factory, run_date
+        self.post, self.series, self.progress = post, series, progress
+        self.tax_inclusive, self.result, self.opts = tax_inclusive, result, opts
+        self.size = chunk_size
+        assert result.run_id is not None
+        self.run_id = result.run_id
+        self.job = job_name(result.run_id)
+        self.me = f"{owner.current()}#{uuid.uuid4().hex[:8]}"   # one claimer per call
+        self.catalog: Catalog | None = None
+        self.to_read: queue.Queue[object] = queue.Queue()
+        self.to_write: queue.Queue[object] = queue.Queue(maxsize=2)
+        self.unit_counts: dict[int, dict[str, int]] = {}
+        self.lost: set[int] = set()
+
+    # -- claims (in the writer's transaction, or a short one of their own) -----------------
+    def _claim(self, conn: Connection, holding: int) -> list[work_units.Unit]:
+        """Up to ``1 + claim_ahead`` units held, counting ``holding`` already held."""
+        want = 1 + self.opts.claim_ahead - holding
+        if want <= 0:
+            return []
+        return work_units.claim(conn, self.job, self.opts.clock(), self.opts.lease,
+                                limit=want, worker=self.me)
+
+    def _hold(self, units: list[work_units.Unit]) -> None:
+        """Claimed units, once their claim is committed: held, and queued for reading."""
+        for unit in units:
+            self.result.held.append(unit.id)
+            self.to_read.put(unit)
+
+    def run(self) -> None:
+        with UnitOfWork(self.engine) as uow:
+            self.catalog = load_catalog(uow.conn, tax_inclusive=self.tax_inclusive)
+            units = self._claim(uow.conn, 0)
+            uow.commit()
+        self._hold(units)
+        reader = None
+        if self.opts.pipeline:
+            reader = threading.Thread(target=self._reader, name=f"bill-run-{self.run_id}-read",
+                                      daemon=True)
+            reader.start()
+        try:
+            while True:
+                if not self.result.held:
+                    if not self._wait_for_units():
+                        break
+                    continue
+                piece = self.to_write.get() if reader else self._read_one()
+                if isinstance(piece, BaseException):
+                    raise piece
+                assert isinstance(piece, _Piece)
+                self._write(piece)
+        finally:
+            self.to_read.put(_STOP)
+            if reader is not None:
+                while reader.is_alive():        # let a reader blocked on a full queue end
+                    try:
+                        self.to_write.get(timeout=0.05)
+                    except queue.Empty:
+                        pass
+                reader.join()
+
+    def _wait_for_units(self) -> bool:
+        """Nothing held: claim more, or wait for other processes' units (their leases), or
+        close the run when every unit is done. False: this process's part is over."""
+        while True:
+            with UnitOfWork(self.engine) as uow:
+                units = self._claim(uow.conn, 0)
+                left = work_units.remaining(uow.conn, self.job) if not units else 1
+                if not left:
+                    invoices_n = int(uow.conn.execute(select(func.count()).select_from(
+                        invoices).where(invoices.c.bill_run_id == self.run_id)).scalar_one())
+                    errors = work_units.progress(uow.conn, self.job,
+                                                 self.opts.clock()).totals.get("errors", 0)
+                    _close(uow, self.run_id, invoices_n, errors)
+                uow.commit()
+            if units:
+                self._hold(units)
+                return True
+            if not left or not self.opts.wait_for_others:
+                return False
+            time.sleep(self.opts.poll_seconds)
+
+    # -- reading (the reader thread, or inline without the pipeline) ------------------------
+    def _reader(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(ledger_read_only=True)
+                while True:
+                    unit = self.to_read.get()
+                    if unit is _STOP:
+                        return
+                    assert isinstance(unit, work_units.Unit)
+                    for piece in self._pieces(conn, unit):
+                        self.to_write.put(piece)
+        except BaseException as exc:  # noqa: BLE001 (handed to the writer, which raises it)
+            self.to_write.put(exc)
+
+    def _read_one(self) -> _Piece:
+        """Without the pipeline: the next piece, read on a connection of its own."""
+        pending = getattr(self, "_inline", None)
+        if not pending:
+            unit = self.to_read.get()
+            assert isinstance(unit, work_units.Unit)
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(ledger_read_only=True)
+                pending = self._inline = list(self._pieces(conn, unit))
+        return pending.pop(0)
+
+    def _pieces(self, conn: Connection, unit: work_units.Unit) -> Iterator[_Piece]:
+        after = unit.lo - 1
+        while True:
+            data = load_chunk(conn, self.catalog, self.run_date, after,  # type: ignore[arg-type]
+                              self.size, upto=unit.hi)
+            conn.rollback()                     # a fresh snapshot for the next chunk
+            ids = data.account_ids
+            if not ids:
+                yield _Piece(unit, after, None, True)
+                return
+            last = len(ids) < self.size or ids[-1] >= unit.hi
+            yield _Piece(unit, after, data, last)
+            if last:
+                return
+            after = ids[-1]
+
+    # -- writing (this thread) --------------------------------------------------------------
+    def _write(self, piece: _Piece) -> None:
+        unit, result = piece.unit, self.result
+        if unit.id in self.lost:
+            return                                  # the rest of a unit taken over
+        counts = self.unit_counts.setdefault(unit.id, dict.fromkeys(_UNIT_COUNTS, 0))
+        fresh: list[work_units.Unit] = []
+
+        def in_transaction(uow: UnitOfWork, data: ChunkData | None = None,
+                           written: Written | None = None) -> bool:
+            """The unit done (its last chunk) or its lease extended, the other held units'
+            leases extended, and the next units claimed: all in the chunk's transaction."""
+            now, conn = self.opts.clock(), uow.conn
+            if piece.last:
+                final = dict(counts)
+                if data is not None and written is not None:
+                    for key, n in (("accounts", len(data.account_ids)),
+                                   ("invoices", written.invoices), ("lines", written.lines),
+                                   ("rows", written.rows),
+                                   ("already_billed", data.already_billed),
+                                   ("errors", len(data.errors))):
+                        final[key] += n
+                ok = work_units.finish(conn, unit.id, now, final, worker=self.me)
+            else:
+                ok = work_units.extend(conn, [unit.id], now, self.opts.lease,
+                                       worker=self.me) == 1
+            if not ok:
+                return False
+            others = [i for i in result.held if i != unit.id]
+            if others:
+                work_units.extend(conn, others, now, self.opts.lease, worker=self.me)
+            fresh[:] = self._claim(conn, len(others) + (0 if piece.last else 1))
+            return True
+
+        seen_now = [len(piece.data.account_ids) if piece.data is not None else 0]
+        before = _tally(result)
+        lost = False
+        with bulk_cache(), self.uow_factory() as uow:
+            if uow.run_id is None:
+                uow.run_id = self.job                   # the audit rows' run
+            if piece.data is None:
+                lost = not in_transaction(uow)
+                if lost:
+                    uow.rollback()
+                else:
+                    uow.commit()
+            else:
+                try:
+                    _run_chunk(uow, self.catalog, self.run_date, piece.after_id, self.size,
+                               self.post, self.series, False, result, upto=unit.hi,
+                               preread=piece.data, before_commit=in_transaction)
+                except _LeaseLost:
+                    lost = True
+        if lost:
+            self.lost.add(unit.id)
+            self._drop(unit.id)
+            log.warning("bill run %s: unit %s was taken over by another process (its lease "
+                        "passed); this process's chunk of it was rolled back", self.run_id,
+                        unit.unit_no)
+            return
+        for key, b, a in zip(_UNIT_COUNTS[1:], before, _tally(result), strict=True):
+            counts[key] += a - b
+        counts["accounts"] += seen_now[0]
+        result.accounts_seen += seen_now[0]
+        if piece.last:
+            self._drop(unit.id)
+        self._hold(fresh)
+        if seen_now[0] and self.progress is not None:
+            self.progress(seen_now[0])
+
+    def _drop(self, unit_id: int) -> None:
+        if unit_id in self.result.held:
+            self.result.held.remove(unit_id)
+
+
+class _LeaseLost(RuntimeError):
+    """The unit this chunk belongs to was claimed by another process: roll the chunk back."""
 
 
 def close_abandoned(uow: UnitOfWork) -> int:
     """Close the ``running`` bill runs whose process is known to be gone as ``abandoned``
-    (what they billed stays billed: each chunk committed whole). Returns how many."""
-    running = uow.conn.execute(select(bill_runs.c.claimed_by).where(
-        bill_runs.c.status == "running").distinct()).scalars()
-    gone = owner.gone_among(running)
-    if not gone:
-        return 0
-    return uow.conn.execute(update(bill_runs).where(
-        bill_runs.c.status == "running", bill_runs.c.claimed_by.in_(gone)).values(
-        status="abandoned", finished_at=uow.now(),
-        error="its process ended while the run was running (killed)")).rowcount
+    (what they billed stays billed: each chunk committed whole), unless a live process still
+    holds one of their units (a partitioned run other processes are finishing). Returns how
+    many."""
+    running = uow.conn.execute(select(bill_runs.c.id, bill_runs.c.claimed_by).where(
+        bill_runs.c.status == "running")).all()
+    gone = set(owner.gone_among(r.claimed_by for r in running))
+    now = uow.now()
+    closed = 0
+    for run_id, holder in running:
+        if holder not in gone:
+            continue
+        live = uow.conn.execute(select(func.count()).select_from(work_units_table).where(
+            work_units_table.c.job == job_name(run_id), work_units_table.c.state == "claimed",
+            work_units_table.c.lease_until >= now,
+            work_units_table.c.claimed_by.not_in(sorted(gone)))).scalar_one()
+        if live:
+            continue
+        closed += uow.conn.execute(update(bill_runs).where(
+            bill_runs.c.id == run_id, bill_runs.c.status == "running").values(
+            status="abandoned", finished_at=now,
+            error="its process ended while the run was running (killed)")).rowcount
+    return closed
 
 
 def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, size: int,
                post: bool, series: str, dry_run: bool,
-               result: BillRunResult) -> tuple[int, int]:
-    """Bill one chunk of accounts in one transaction; returns (last id, accounts seen)."""
+               result: BillRunResult, *, upto: int | None = None,
+               preread: ChunkData | None = None,
+               before_commit: Callable[[UnitOfWork, ChunkData, Written], bool] | None = None,
+               ) -> tuple[int, int]:
+    """Bill one chunk of accounts in one transaction; returns (last id, accounts seen).
+    ``preread``: the chunk as read elsewhere (the first attempt writes it; a lost race reads
+    again here). ``before_commit``: run in the transaction before it commits; False rolls the
+    chunk back and raises :class:`_LeaseLost`."""
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
         try:
-            data: ChunkData = load_chunk(uow.conn, catalog, run_date, after_id, size)  # type: ignore[arg-type]
+            if preread is not None and attempt == 1:
+                data = preread
+            elif upto is None:
+                data = load_chunk(uow.conn, catalog, run_date, after_id, size)  # type: ignore[arg-type]
+            else:
+                data = load_chunk(uow.conn, catalog, run_date, after_id, size,  # type: ignore[arg-type]
+                                  upto=upto)
             if not data.account_ids:
                 uow.rollback()
                 return after_id, 0
             written = write_chunk(uow, data, run_id=result.run_id, post=post, series=series,
                                   issue_date=run_date)
+            if before_commit is not None and not before_commit(uow, data, written):
+                uow.rollback()
+                raise _LeaseLost(after_id)
             if dry_run:
                 uow.rollback()
             else:
@@ -239,4 +616,5 @@ def _is_race(exc: DBAPIError | LostRace) -> bool:
     return code in ("40P01", "40001")
 
 
-__all__ = ["BillRunResult", "InvoicePreview", "LedgerError", "run_bill_run"]
+__all__ = ["BillRunOptions", "BillRunResult", "InvoicePreview", "LedgerError", "job_name",
+           "joinable_run", "run_bill_run"]

@@ -141,12 +141,16 @@ def load_catalog(conn: Connection, *, tax_inclusive: bool = False) -> Catalog:
 
 
 def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int,
-               size: int) -> ChunkData:
+               size: int, *, upto: int | None = None) -> ChunkData:
+    """Up to ``size`` accounts after ``after_id`` (and at most ``upto``: a work unit's end),
+    read and computed."""
+    in_range = accounts.c.id > after_id if upto is None else \
+        accounts.c.id.between(after_id + 1, upto)
     acct_rows = conn.execute(select(
         accounts.c.id, accounts.c.currency, accounts.c.bill_cycle_day,
         accounts.c.payment_terms_days, accounts.c.country, accounts.c.region,
         accounts.c.tax_exempt,
-    ).where(accounts.c.id > after_id).order_by(accounts.c.id).limit(size)).all()
+    ).where(in_range).order_by(accounts.c.id).limit(size)).all()
     data = ChunkData([r.id for r in acct_rows])
     if not acct_rows:
         return data

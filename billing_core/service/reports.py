@@ -82,6 +82,49 @@ def last_bill_run(conn: Connection) -> BillRunTiming | None:
                          int(row.invoices_created))
 
 
+@dataclass(frozen=True)
+class BillRunProgress:
+    """The newest bill run and its work units (a partitioned run; 0 units for a run that
+    walked every account in one process)."""
+    run_id: int
+    run_date: str
+    status: str
+    units: int
+    done: int
+    claimed: int
+    pending: int
+    expired: int            # claimed, lease passed: another worker will take them
+    reclaimed: int          # units taken over from a worker that died or stalled
+    workers: int            # distinct processes holding units now
+    accounts: int           # accounts read by the units done
+    invoices: int           # invoices created by the units done
+
+    def line(self) -> str:
+        """``run 12 for 2026-12-06 running: 30/50 units done, 2 held by 2 workers, ...``"""
+        if not self.units:
+            return f"run {self.run_id} for {self.run_date} {self.status}"
+        return (f"run {self.run_id} for {self.run_date} {self.status}: {self.done}/{self.units}"
+                f" units done, {self.claimed} held by {self.workers} worker(s), "
+                f"{self.expired} lease(s) passed, {self.reclaimed} taken over; "
+                f"{self.accounts:,} accounts, {self.invoices:,} invoices")
+
+
+def bill_run_progress(conn: Connection, now: datetime) -> BillRunProgress | None:
+    """The newest bill run's progress (its ``work_units``), or None when none ran yet."""
+    from billing_core.adapters import work_units
+
+    row = conn.execute(select(bill_runs.c.id, bill_runs.c.run_date, bill_runs.c.status)
+                       .order_by(bill_runs.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    job = f"bill_run:{row.id}"
+    p = work_units.progress(conn, job, now)
+    workers = len(work_units.holders(conn, job))
+    return BillRunProgress(int(row.id), row.run_date.isoformat(), str(row.status), p.total,
+                           p.done, p.claimed, p.pending, p.expired, p.reclaimed, workers,
+                           p.totals.get("accounts", 0), p.totals.get("invoices", 0))
+
+
 def account_labels(conn: Connection, account_ids: Sequence[int]) -> dict[int, AccountLabel]:
     """CRM id and name of each of ``account_ids`` that exists."""
     if not account_ids:

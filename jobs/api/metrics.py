@@ -144,6 +144,20 @@ def _bill_run_metrics(conn: Connection) -> Iterator[Metric]:
     if last is not None:
         duration.add_metric([], last.seconds)
     yield duration
+    units = GaugeMetricFamily("ledgerbridge_bill_run_units",
+                              "The newest bill run's work units, by state",
+                              labels=["state"])
+    done = GaugeMetricFamily("ledgerbridge_bill_run_progress",
+                             "The newest bill run's accounts and invoices done so far, and the "
+                             "workers holding its units", labels=["figure"])
+    progress = reports.bill_run_progress(conn, datetime.now(UTC))
+    if progress is not None:
+        for state in ("pending", "claimed", "done", "expired", "reclaimed"):
+            units.add_metric([state], float(getattr(progress, state)))
+        for figure in ("accounts", "invoices", "workers"):
+            done.add_metric([figure], float(getattr(progress, figure)))
+    yield units
+    yield done
 
 
 class ApiMetrics:

@@ -138,8 +138,8 @@ def _race(ledger: Any, dates: tuple[date, date], *,
         met = threading.Barrier(2, timeout=60)
 
         def load_then_meet(conn: Any, catalog: Any, run_date: date, after_id: int,
-                           size: int) -> Any:
-            data = real(conn, catalog, run_date, after_id, size)
+                           size: int, **kw: Any) -> Any:
+            data = real(conn, catalog, run_date, after_id, size, **kw)
             key = (threading.get_ident(), after_id)
             if data.account_ids and key not in seen:   # the first reading of each chunk
                 seen.add(key)
@@ -153,7 +153,8 @@ def _race(ledger: Any, dates: tuple[date, date], *,
     def run(key: date | int, day: date) -> None:
         try:
             start.wait()
-            results[key] = run_bill_run(ledger.engine, day, chunk_size=CHUNK)
+            # share=False: two uncoordinated runs (the partitioned run would share the work)
+            results[key] = run_bill_run(ledger.engine, day, chunk_size=CHUNK, share=False)
         except BaseException as exc:  # noqa: BLE001 (a thread cannot raise into the test)
             failures.append(exc)
 
@@ -209,12 +210,12 @@ def test_an_account_billed_while_its_chunk_is_read_counts_as_already_billed(
         if not other:
             other.append(None)
             t = threading.Thread(target=lambda: other.append(
-                run_bill_run(pg_ledger.engine, day, chunk_size=CHUNK)))
+                run_bill_run(pg_ledger.engine, day, chunk_size=CHUNK, share=False)))
             t.start()
             t.join()
         return seen
     monkeypatch.setattr(billing_io, "_latest_periods", then_another_run_bills_it_all)
-    late = run_bill_run(pg_ledger.engine, day, chunk_size=CHUNK)
+    late = run_bill_run(pg_ledger.engine, day, chunk_size=CHUNK, share=False)
     assert other[1].invoices_created == ACCOUNTS
     assert (late.invoices_created, late.already_billed, late.errors) == (0, ACCOUNTS, [])
 
