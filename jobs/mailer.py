@@ -26,6 +26,7 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -43,6 +44,8 @@ from config.settings import EmailSettings, Settings
 from connectors.credentials import CredentialError, resolve
 
 log = logging.getLogger(__name__)
+#: Who a send is recorded as in the audit trail (send_pending's ``actor``).
+_ACTOR: ContextVar[str] = ContextVar("mail_actor", default="system")
 
 LABELS = {"invoice": "Invoice", "credit_memo": "Credit memo", "debit_memo": "Debit memo"}
 
@@ -235,10 +238,24 @@ def send_pending(engine: Engine, settings: Settings, *, limit: int | None = None
                  clock: Callable[[], datetime] | None = None,
                  should_stop: Callable[[], bool] = lambda: False,
                  client: SmtpClient | None = None, renderer: Renderer | None = None,
-                 after_accept: Callable[[int], None] | None = None) -> SendReport:
+                 after_accept: Callable[[int], None] | None = None,
+                 actor: str = "system") -> SendReport:
     """Queue, then send the due emails (up to ``limit``) batch by batch. ``after_accept`` is
     called with the row id once the server accepted a message, before it is marked (tests
-    raise there to play a crash)."""
+    raise there to play a crash). ``actor``: who each row's outcome (sent, dead, failed,
+    skipped) is recorded as in the audit trail (``cli:<user>`` for ``email send``)."""
+    token = _ACTOR.set(actor)
+    try:
+        return _send_pending(engine, settings, limit, clock, should_stop, client, renderer,
+                             after_accept)
+    finally:
+        _ACTOR.reset(token)
+
+
+def _send_pending(engine: Engine, settings: Settings, limit: int | None,
+                  clock: Callable[[], datetime] | None, should_stop: Callable[[], bool],
+                  client: SmtpClient | None, renderer: Renderer | None,
+                  after_accept: Callable[[int], None] | None) -> SendReport:
     email = settings.email
     report = SendReport()
     report.queued, failed = queue(engine, settings, clock=clock)
@@ -345,7 +362,7 @@ def _send_batch(engine: Engine, settings: Settings, claimed: list[outbox.Claimed
 
 def _finish(engine: Engine, clock: Callable[[], datetime] | None,
             fn: Callable[[Any], Any]) -> Any:
-    with ledger_uow(engine, clock=clock) as uow:
+    with ledger_uow(engine, clock=clock, actor=_ACTOR.get()) as uow:
         result = fn(uow)
         uow.commit()
     return result

@@ -24,8 +24,13 @@ Actions by entity type
   target named in ``changes``); ``payment``: recorded, applied, unapplied;
 - ``hold``: placed, lifted (besides ``hold_history``, which stays as it was);
 - ``subscription``: quantity_changed, ended; ``order``: placed, amended, cancelled;
-- ``account``: created, updated (terms, bill cycle day, tax exemption, limit, billing email);
-- ``product``: terms_updated; ``tax_rate``: set, imported; ``api_token``: created, revoked.
+- ``account``: created, updated (terms, bill cycle day, tax exemption, limit, billing email,
+  account class);
+- ``product``: terms_updated; ``tax_rate``: set, imported; ``api_token``: created, revoked;
+- ``price``: set (new, or its unit price / tiers changed; the same price again writes nothing);
+  ``one_time_charge``: created (per charge of a placed order);
+- ``email``: sent, dead, failed, skipped (a sender finished the row), retried, cancelled (by
+  hand), queued (a dunning reminder); ``dunning``: run.
 """
 from __future__ import annotations
 

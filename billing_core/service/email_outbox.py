@@ -20,7 +20,12 @@ Rules kept here
   -> ``sent`` (``sent_at``) | ``queued`` again with ``next_attempt_at`` (a temporary failure)
   | ``dead`` (a permanent failure, or ``max_attempts`` reached) | ``failed`` (nothing to send
   to, or the document cannot be rendered) | ``skipped`` (a reminder whose document was settled
-  before it went: ``still_owed``). ``retry`` puts a failed or dead row back to queued.
+  before it went: ``still_owed``). ``retry`` puts a failed or dead row back to queued;
+  ``cancel`` takes a queued, failed or dead row out (``skipped``, ``last_error`` says who
+  cancelled it): it is never sent.
+- Audit (``audit_log``, entity ``email``, the unit of work's actor: ``cli:``, ``api:``,
+  ``system`` for the daemon): ``sent``, ``dead``, ``failed`` and ``skipped`` when a sender
+  finishes a row, ``retried`` and ``cancelled`` by hand; dunning's ``queued`` (dunning.py).
 - A claim is a compare-and-set on (id, state, claimed_by): two senders never hold one row. A
   ``sending`` row whose holder is gone (``owner.is_gone``) or whose lease ran out is claimed
   again: that is the one window in which a message may go twice (the server accepted it, the
@@ -47,6 +52,7 @@ from billing_core.adapters.tables import (
     invoices,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.service import audit
 
 DOC_KINDS = ("invoice", "credit_memo", "debit_memo")
 STATES = ("queued", "sending", "sent", "failed", "dead", "skipped")
@@ -222,12 +228,31 @@ def claim(uow: UnitOfWork, *, limit: int, lease_seconds: float, holder: str | No
     return out
 
 
+def _audit(uow: UnitOfWork, row_id: int, action: str, before: dict[str, Any],
+           after: dict[str, Any]) -> None:
+    """The audit row of a change to outbox row ``row_id`` (its document named)."""
+    row = uow.conn.execute(select(email_outbox.c.doc_type, email_outbox.c.doc_id,
+                                  email_outbox.c.kind, email_outbox.c.account_id)
+                           .where(email_outbox.c.id == row_id)).mappings().first()
+    if row is None:
+        return
+    number = document_number(uow.conn, row["doc_type"], int(row["doc_id"]))
+    audit.record(uow, action, "email", row_id,
+                 entity_ref=f"{row['kind']} {number or row['doc_id']}",
+                 account_id=int(row["account_id"]), before=before, after=after)
+
+
 def _finish(uow: UnitOfWork, row_id: int, holder: str | None, **values: Any) -> bool:
     holder = holder or owners.current()
     done = uow.conn.execute(update(email_outbox).where(
         email_outbox.c.id == row_id, email_outbox.c.state == "sending",
         email_outbox.c.claimed_by == holder).values(
         **values, claimed_by=None, claimed_at=None, updated_at=uow.now()))
+    if done.rowcount == 1 and values.get("state") != "queued":
+        after = {"state": values["state"]}
+        if values.get("last_error"):
+            after["last_error"] = values["last_error"]
+        _audit(uow, row_id, str(values["state"]), {"state": "sending"}, after)
     return done.rowcount == 1
 
 
@@ -293,7 +318,33 @@ def retry(uow: UnitOfWork, row_id: int, *, domain: str = "") -> dict[str, Any]:
                       message_id=message_id(key, domain or row["message_id"].rpartition("@")[2]
                                             .rstrip(">")))
     uow.conn.execute(update(email_outbox).where(email_outbox.c.id == row_id).values(**values))
+    _audit(uow, row_id, "retried", {"state": row["state"], "recipient": row["recipient"]},
+           {"state": "queued", "recipient": values.get("recipient", row["recipient"])})
     return {**row, **values}
+
+
+CANCELLABLE = ("queued", "failed", "dead")
+
+
+def cancel(uow: UnitOfWork, row_id: int) -> dict[str, Any]:
+    """Take a queued, failed or dead row out for good: ``skipped``, with ``last_error``
+    naming who cancelled it (the unit of work's actor). A row being sent, sent or already
+    skipped is refused."""
+    row = uow.conn.execute(select(email_outbox).where(
+        email_outbox.c.id == row_id)).mappings().first()
+    if row is None:
+        raise NotFound("email", row_id)
+    if row["state"] not in CANCELLABLE:
+        raise InvalidState("email", row_id, f"is {row['state']}: only queued, failed or dead "
+                                            "emails are cancelled")
+    note = f"cancelled by {uow.actor or 'system'}"
+    done = uow.conn.execute(update(email_outbox).where(
+        email_outbox.c.id == row_id, email_outbox.c.state == row["state"]).values(
+        state="skipped", last_error=note, next_attempt_at=None, updated_at=uow.now()))
+    if done.rowcount != 1:          # a sender claimed it meanwhile
+        raise InvalidState("email", row_id, "is being sent: cancel it after this run")
+    _audit(uow, row_id, "cancelled", {"state": row["state"]}, {"state": "skipped"})
+    return {**row, "state": "skipped", "last_error": note}
 
 
 def list_emails(conn: Connection, *, state: str | None = None, after_id: int = 0,
@@ -304,6 +355,13 @@ def list_emails(conn: Connection, *, state: str | None = None, after_id: int = 0
     if state is not None:
         stmt = stmt.where(email_outbox.c.state == state)
     return list(conn.execute(stmt.order_by(email_outbox.c.id).limit(limit)).mappings())
+
+
+def get_email(conn: Connection, row_id: int) -> RowMapping:
+    row = conn.execute(select(email_outbox).where(email_outbox.c.id == row_id)).mappings().first()
+    if row is None:
+        raise NotFound("email", row_id)
+    return row
 
 
 def due_rows(conn: Connection, now: datetime, *, limit: int) -> list[RowMapping]:

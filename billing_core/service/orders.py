@@ -332,6 +332,12 @@ def place_orders(uow: UnitOfWork, items: Sequence[OrderIn]) -> list[Placement | 
                                          "status": plan.order.get("status"),
                                          "subscriptions": len(plan.subscriptions),
                                          "one_time_charges": len(plan.charges)})))
+            trail += [audit.Entry("created", "one_time_charge", None, ref,
+                                  int(plan.order["account_id"]), audit.diff(None, {
+                                      "order_id": order_id, "product_id": c["product_id"],
+                                      "quantity": c["quantity"], "unit_price": c["unit_price"],
+                                      "charge_date": c["charge_date"]}))
+                      for c in plan.charges]
             if plan.renewed:
                 renewals.end_renewed(uow, plan.renewed, min(
                     r["start_date"] for r in plan.subscriptions))

@@ -289,22 +289,40 @@ def set_price(uow: UnitOfWork, product_id: int, currency: str, effective_from: d
                                                                              "unit_price")
     if unit < 0:
         raise ValidationError("unit_price", unit_price, "must not be negative")
-    existing = conn.execute(select(prices.c.id).where(
+    existing = conn.execute(select(prices.c.id, prices.c.unit_price).where(
         prices.c.product_id == product["id"], prices.c.currency == currency,
-        prices.c.effective_from == effective_from)).scalar()
+        prices.c.effective_from == effective_from)).first()
+    before: dict[str, object] | None = None
+    if existing is not None:
+        before = {"unit_price": existing.unit_price, "tiers": _tiers_of(conn, int(existing.id))}
     if existing is None:
         price_id = inserted_id(conn.execute(insert(prices).values(
             product_id=product["id"], currency=currency, effective_from=effective_from,
             unit_price=unit, created_at=uow.now())))
     else:
-        price_id = int(existing)
+        price_id = int(existing.id)
         conn.execute(update(prices).where(prices.c.id == price_id).values(unit_price=unit))
         conn.execute(delete(price_tiers).where(price_tiers.c.price_id == price_id))
     if tier_list:
         conn.execute(insert(price_tiers), [
             {"price_id": price_id, "up_to": t.up_to, "unit_price": t.unit_price,
              "flat_fee_minor": t.flat_fee_minor} for t in tier_list])
+    after = {"unit_price": unit, "tiers": [[t.up_to, t.unit_price, t.flat_fee_minor]
+                                           for t in tier_list]}
+    changes = audit.diff(before, after) if before is not None else audit.diff(None, {
+        "product": product["sku"], "currency": currency, "effective_from": effective_from,
+        **after})
+    if changes:
+        audit.record(uow, "set", "price", price_id,
+                     entity_ref=f"{product['sku']} {currency} from {effective_from}",
+                     changes=changes)
     return price_id
+
+
+def _tiers_of(conn: Connection, price_id: int) -> list[list[object]]:
+    return [[r.up_to, r.unit_price, r.flat_fee_minor] for r in conn.execute(
+        select(price_tiers.c.up_to, price_tiers.c.unit_price, price_tiers.c.flat_fee_minor)
+        .where(price_tiers.c.price_id == price_id).order_by(price_tiers.c.id))]
 
 
 def _build(rows: Iterable[RowMapping], tier_rows: Iterable[RowMapping],

@@ -33,6 +33,7 @@ from jobs.api import (
     routes_audit,
     routes_billing,
     routes_credit,
+    routes_email,
     routes_events,
     routes_ops,
     routes_orders,
@@ -134,7 +135,7 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
                              metrics=metrics.ApiMetrics(engine, sync_runner, scheduler_state))
     errors.install(app)
     for module in (routes_billing, routes_orders, routes_payments, routes_credit, routes_admin,
-                   routes_ops, routes_accounts, routes_products, routes_audit):
+                   routes_ops, routes_accounts, routes_products, routes_audit, routes_email):
         app.include_router(module.routes)
     app.include_router(routes_admin.sync_routes)
     app.include_router(routes_usage.routes)         # metered usage: ingestion and metrics

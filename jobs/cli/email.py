@@ -24,7 +24,7 @@ _COLUMNS = ["id", "doc_type", "doc_id", "kind", "recipient", "state", "attempts"
 
 @click.group("email")
 def email_group() -> None:
-    """Documents emailed to billing contacts: send, list, retry."""
+    """Documents emailed to billing contacts: send, list, retry, cancel."""
 
 
 def _enabled(app: AppContext) -> None:
@@ -80,7 +80,7 @@ def email_send(app: AppContext, dry_run: bool, limit: int | None, as_json: bool)
     from jobs.mailer import MailConfigError, send_pending
 
     try:
-        report = send_pending(app.engine, app.settings, limit=limit)
+        report = send_pending(app.engine, app.settings, limit=limit, actor=app.actor)
     except MailConfigError as exc:
         raise ConfigError(str(exc)) from None
     if as_json:
@@ -129,6 +129,17 @@ def email_retry(app: AppContext, email_id: int) -> None:
 
     row = app.write(lambda uow: retry(uow, email_id, domain=domain_of(app.settings.email)))
     click.echo(f"email {email_id}: queued again for {row['recipient']}")
+
+
+@email_group.command("cancel")
+@click.argument("email_id", type=int)
+@pass_app
+def email_cancel(app: AppContext, email_id: int) -> None:
+    """Take a queued, failed or dead email out for good (it becomes skipped, never sent)."""
+    from billing_core.service.email_outbox import cancel
+
+    row = app.write(lambda uow: cancel(uow, email_id))
+    click.echo(f"email {email_id}: {row['last_error']}")
 
 
 COMMANDS: list[click.Command] = [email_group]

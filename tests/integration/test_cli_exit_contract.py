@@ -310,6 +310,7 @@ MISSING_DB_SAYS = "missing.db does not exist"
 WEBHOOK = ('[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
            'secret_env = "LB_CONTRACT_HOOK"\nmax_attempts = 1\ntimeout_seconds = 1.0\n')
 DUNNING = '[dunning]\nenabled = true\noffsets = "-3, 7, 14"\n'
+CLASSES = '[dunning.classes.enterprise]\noffsets = [10, 30]\n'
 EMAIL = ('[email]\nenabled = true\nsince = "2026-01-01"\nfrom_address = "billing@example.com"\n'
          'host = "127.0.0.1"\nport = {port}\ntimeout_seconds = 1.0\n')      # SMTP: closed port
 
@@ -343,6 +344,9 @@ CONTRACT: dict[str, Entry] = {
         C(2, "accounts", "update", "1", "--credit-limit-override", "1.001",
           says="credit_limit_override='1.001'"),
         C(2, "accounts", "update", "1", "--bcd", "32", says="'--bcd': 32"),
+        C(0, "accounts", "update", "1", "--class", "enterprise", config=CLASSES),
+        C(2, "accounts", "update", "1", "--class", "gold", config=CLASSES,
+          says="account_class='gold'"),
     ), why_no_attention="one account, updated or refused"),
     "products add": Entry((
         C(0, "products", "add", "--sku", "NEW", "--name", "New"),
@@ -771,6 +775,10 @@ CONTRACT: dict[str, Entry] = {
         C(0, "email", "retry", "1", prep=failed_email),
         C(2, "email", "retry", "99", says="99"),
     ), why_no_attention="a row is only queued again; email send reports on it"),
+    "email cancel": Entry((
+        C(0, "email", "cancel", "1", prep=failed_email),
+        C(2, "email", "cancel", "99", says="99"),
+    ), why_no_attention="one row is taken out or refused"),
     "dunning run": Entry((
         C(0, "dunning", "run", "--dry-run", "--date", "2026-06-01"),
         C(0, "dunning", "run", "--date", "2026-06-01", config=EMAIL + DUNNING,
