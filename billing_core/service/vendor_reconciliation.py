@@ -85,9 +85,10 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from billing_core.adapters.bulk import BulkInsert
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
     accounts,
@@ -109,7 +110,7 @@ POSTED = ("posted", "partially_paid", "paid")
 STATUSES = ("matched", "mismatched", "unmatched", "ours_only")
 #: Refused rows kept with an import (the count is always exact).
 MAX_ERRORS_KEPT = 1000
-_CHUNK = 1000
+_CHUNK = 5000
 
 #: The Partner Center columns read, by their lower-case name.
 REQUIRED = ("CustomerId", "ProductId", "SkuId", "Subtotal", "Currency")
@@ -159,8 +160,9 @@ def _date(text: str) -> date:
     match = _US_DATE.match(text)
     if match:
         return date(int(match.group(3)), int(match.group(1)), int(match.group(2)))
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).date() if "T" in text \
-        else date.fromisoformat(text)
+    if len(text) > 10 and text[10] in "T ":        # an ISO date and time: its date
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    return date.fromisoformat(text)
 
 
 def _decimal(text: str) -> Decimal:
@@ -415,6 +417,33 @@ class _Matcher:
         self._subs: dict[int, Any] = {}
         self._accounts: dict[tuple[str, str | None], tuple[int | None, str | None]] = {}
         self._products: dict[tuple[str, str], tuple[int | None, str | None]] = {}
+        # the CRM's fields, lower-cased, read once (one statement each, not one per key)
+        self._crm_ids: dict[str, set[int]] | None = None
+        self._numbers: dict[str, set[int]] = {}
+        self._skus: dict[str, set[int]] | None = None
+
+    def _crm_index(self) -> dict[str, set[int]]:
+        """Accounts by lower-cased CRM id and CRM account number (and ``_numbers``: by
+        number only, for the domain name)."""
+        if self._crm_ids is None:
+            index: dict[str, set[int]] = {}
+            for r in self.conn.execute(select(accounts.c.id, accounts.c.ext_id,
+                                              accounts.c.number)):
+                for value in (r.ext_id, r.number):
+                    if value:
+                        index.setdefault(value.lower(), set()).add(int(r.id))
+                if r.number:
+                    self._numbers.setdefault(r.number.lower(), set()).add(int(r.id))
+            self._crm_ids = index
+        return self._crm_ids
+
+    def _sku_index(self) -> dict[str, set[int]]:
+        if self._skus is None:
+            index: dict[str, set[int]] = {}
+            for r in self.conn.execute(select(products.c.id, products.c.sku)):
+                index.setdefault(r.sku.lower(), set()).add(int(r.id))
+            self._skus = index
+        return self._skus
 
     def mapped_products(self) -> set[int]:
         ids = {int(m["product_id"]) for m in self.maps.values() if m["product_id"] is not None}
@@ -448,12 +477,10 @@ class _Matcher:
         if mapped is not None:
             found: tuple[int | None, str | None] = (int(mapped["account_id"]), None)
         else:
-            conds = [func.lower(accounts.c.ext_id) == customer.lower(),
-                     func.lower(accounts.c.number) == customer.lower()]
-            if domain:
-                conds.append(func.lower(accounts.c.number) == domain.lower())
-            ids = sorted({int(r.id) for r in self.conn.execute(
-                select(accounts.c.id).where(or_(*conds)).limit(3))})
+            index = self._crm_index()
+            # the CRM id or number is the CustomerId, or the number is the domain name
+            ids = sorted(index.get(customer.lower(), set())
+                         | (self._numbers.get(domain.lower(), set()) if domain else set()))
             found = (ids[0], None) if len(ids) == 1 else \
                 (None, "ambiguous_account" if ids else "no_account")
         self._accounts[cache_key] = found
@@ -472,8 +499,7 @@ class _Matcher:
                 break
         if found is None:
             for key in keys:
-                ids = [int(r.id) for r in self.conn.execute(
-                    select(products.c.id).where(func.lower(products.c.sku) == key).limit(2))]
+                ids = sorted(self._sku_index().get(key, set()))
                 if len(ids) == 1:
                     found = (ids[0], None)
                     break
@@ -535,10 +561,18 @@ def _store(uow: UnitOfWork, vendor: str, period: str, file_name: str, digest: st
     except IntegrityError:
         raise InvalidState("period", period, "is being imported by another request at the "
                            "same time: try again") from None
-    for i in range(0, len(parsed.lines), _CHUNK):
-        uow.conn.execute(insert(vendor_lines), [{"import_id": import_id, **line}
-                                                for line in parsed.lines[i:i + _CHUNK]])
+    for i in range(0, len(parsed.lines), _CHUNK):     # executemany (SQLite) or COPY (PostgreSQL)
+        _LINES_INSERT.run(uow.conn, [(import_id, *(line[c] for c in _LINE_COLUMNS[1:]))
+                                     for line in parsed.lines[i:i + _CHUNK]])
     return import_id
+
+
+_LINE_COLUMNS = ("import_id", "row_no", "vendor_customer_id", "customer_name", "customer_domain",
+                 "vendor_subscription_id", "vendor_product_id", "vendor_sku_id", "sku_name",
+                 "product_name", "charge_type", "charge_start", "charge_end", "quantity",
+                 "unit_price", "effective_unit_price", "currency", "subtotal_minor",
+                 "invoice_number")
+_LINES_INSERT = BulkInsert(vendor_lines, _LINE_COLUMNS)
 
 
 @dataclass
@@ -579,8 +613,12 @@ def build_report(conn: Connection, import_id: int, start: date, end: date,
     matcher = _Matcher(conn, imp["vendor"])
     currencies = {int(r.id): r.currency for r in conn.execute(
         select(accounts.c.id, accounts.c.currency))}
-    lines = conn.execute(select(vendor_lines).where(vendor_lines.c.import_id == import_id)
-                         .order_by(vendor_lines.c.row_no)).mappings().all()
+    c = vendor_lines.c
+    lines = conn.execute(select(   # what matching and the report use, not the whole row
+        c.row_no, c.vendor_customer_id, c.customer_name, c.customer_domain,
+        c.vendor_subscription_id, c.vendor_product_id, c.vendor_sku_id, c.sku_name,
+        c.charge_type, c.quantity, c.currency, c.subtotal_minor)
+        .where(c.import_id == import_id).order_by(c.row_no)).mappings().all()
     matched: list[tuple[RowMapping, int, int]] = []
     unmatched: list[dict[str, Any]] = []
     for line in lines:

@@ -210,14 +210,16 @@ def test_bad_rows_and_bad_files(ledger, csp) -> None:
             "x,p,s,1,1.00,XXX,,\n"
             "x,p,s,1,1.00,USD,2026-02-30,\n"
             "\n"
-            "x,p,s,1,-2.50,USD,2026-03-01,\n")
+            "x,p,s,1,-2.50,USD,2026-03-01 00:00:00,\n"
+            "x,p,s,2,0,USD,3/2/2026 12:00:00 AM,\n")
     parsed = vr.read_vendor_csv((header + body).encode("utf-8-sig"))
     assert [(e["row"], e["field"], e["value"]) for e in parsed.errors] == [
         (3, "CustomerId", ""), (4, "Quantity", "one"), (5, "Currency", "XXX"),
         (6, "ChargeStartDate", "2026-02-30")]
     assert [(ln["row_no"], ln["quantity"], ln["subtotal_minor"], ln["charge_start"])
             for ln in parsed.lines] == [(2, Decimal(1), 100, date(2026, 3, 1)),
-                                        (8, Decimal(-1), -250, date(2026, 3, 1))]
+                                        (8, Decimal(-1), -250, date(2026, 3, 1)),
+                                        (9, Decimal(2), 0, date(2026, 3, 2))]
     with pytest.raises(ValidationError) as info:
         vr.read_vendor_csv(b"CustomerId,ProductId,SkuId,Currency\nx,p,s,USD\n")
     assert info.value.field == "columns" and "Subtotal, BillableQuantity" in str(info.value)
