@@ -34,11 +34,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, Text, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
+from billing_core.adapters.bulk import BulkInsert
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, metered_events, usage_metrics
+from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.metering import parse_value, plain_properties, to_e6
 from billing_core.service import audit
@@ -105,7 +108,7 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
                                               metered_events.c.replaces)}
     now = uow.now()
     result = IngestResult()
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []    # in the order of _COLS
     index_of: dict[str, int] = {}
     for i, (event, raw) in enumerate(zip(events, raws, strict=True)):
         try:
@@ -153,28 +156,51 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
         targets[eid] = (account_id, metric, replaces)
         index_of[eid] = len(result.results)
         result.results.append({"index": i, "event_id": eid, "status": "accepted"})
-        rows.append({"event_id": eid, "account_id": account_id, "metric_code": metric,
-                     "occurred_at": occurred, "value": value, "value_e6": to_e6(value),
-                     "properties": props, "replaces": replaces, "received_at": now})
+        rows.append((eid, account_id, metric, occurred, value, to_e6(value),
+                     None if props is None else json.dumps(props), replaces, now))
     if rows:
         stored = _insert(uow, rows)
         for row in rows:
-            if row["event_id"] not in stored:      # a concurrent batch stored it first
-                result.results[index_of[row["event_id"]]]["status"] = "duplicate"
+            if row[0] not in stored:      # a concurrent batch stored it first
+                result.results[index_of[row[0]]]["status"] = "duplicate"
                 result.duplicates += 1
         result.accepted = len(stored)
     audit.record(uow, "ingested", "usage_batch", entity_ref=source[:255], changes={
         "events": len(events), "accepted": result.accepted, "duplicates": result.duplicates,
         "rejected": result.rejected,
-        "first_event_id": rows[0]["event_id"] if rows else None})
+        "first_event_id": rows[0][0] if rows else None})
     return result
 
 
-def _insert(uow: UnitOfWork, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert, skipping event ids stored meanwhile; returns the ids this call stored."""
+# The same table with ``properties`` as the JSON text it is stored as, for the bulk path
+# (COPY on PostgreSQL, one executemany on SQLite: no per-row parameter processing).
+_RAW = Table("metered_events", MetaData(), Column("event_id", String(128)),
+             Column("account_id", Id), Column("metric_code", String(64)),
+             Column("occurred_at", UTCDateTime()), Column("value", ExactDecimal()),
+             Column("value_e6", BigInteger), Column("properties", Text),
+             Column("replaces", String(128)), Column("received_at", UTCDateTime()))
+_COLS = ("event_id", "account_id", "metric_code", "occurred_at", "value", "value_e6",
+         "properties", "replaces", "received_at")
+_BULK = BulkInsert(_RAW, _COLS)
+
+
+def _insert(uow: UnitOfWork, rows: list[tuple[Any, ...]]) -> set[str]:
+    """Insert, skipping event ids stored meanwhile; returns the ids this call stored. The ids
+    were checked in this transaction, so the bulk insert is tried first; only when a
+    concurrent batch stored one of them since (a unique violation) are the rows inserted
+    again with ``ON CONFLICT DO NOTHING``, which reports what it stored."""
+    try:
+        with uow.savepoint():
+            _BULK.run(uow.conn, rows)
+        return {r[0] for r in rows}
+    except IntegrityError:
+        pass
     dialect = postgresql if uow.dialect == "postgresql" else sqlite
     stmt = dialect.insert(metered_events).on_conflict_do_nothing(index_elements=["event_id"])
-    return set(uow.conn.execute(stmt.returning(metered_events.c.event_id), rows).scalars())
+    dicts = [dict(zip(_COLS, r, strict=True)) for r in rows]
+    for d in dicts:
+        d["properties"] = None if d["properties"] is None else json.loads(d["properties"])
+    return set(uow.conn.execute(stmt.returning(metered_events.c.event_id), dicts).scalars())
 
 
 def read_events_file(stream: IO[str], fmt: str) -> list[dict[str, Any]]:
