@@ -120,7 +120,7 @@ def _digest(url: str) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from billing_core.adapters.db import make_engine
-    from billing_core.adapters.tables import accounts, orders
+    from billing_core.adapters.tables import accounts, orders, products
     from billing_core.adapters.tables import provisioning_requests as pr
     from sync.tables import quarantine, sync_run_objects, sync_runs
 
@@ -139,8 +139,12 @@ def _digest(url: str) -> dict[str, Any]:
                                                .group_by(pr.c.state)).all()))
             order_refs = sorted(str(r) for r in conn.execute(select(orders.c.source_ref))
                                 .scalars())
-            keys = sorted(f"{r[0]}:{r[1]}" for r in conn.execute(
-                select(pr.c.idempotency_key, pr.c.state)))
+            # by what they are, not by ids or keys: keys derive from row ids, which depend
+            # on how the connections' inserts interleaved
+            keys = sorted(f"{r[0]}|{r[1]}|{r[2]}|{r[3]:f}|{r[4]}" for r in conn.execute(
+                select(orders.c.source_ref, products.c.sku, pr.c.change_kind, pr.c.quantity,
+                       pr.c.state).join(orders, orders.c.id == pr.c.order_id)
+                .join(products, products.c.id == pr.c.product_id)))
             held_back = sorted(f"{r[0]}/{r[1]}/{r[2]}: {r[3]}" for r in conn.execute(
                 select(quarantine.c.connection, quarantine.c.object, quarantine.c.field,
                        quarantine.c.reason)))
@@ -148,16 +152,16 @@ def _digest(url: str) -> dict[str, Any]:
                              .scalar_one())
     finally:
         engine.dispose()
-    body = json.dumps({"orders": order_refs, "requests": keys, "accounts": n_accounts,
-                       "runs": sorted((r[0], r[1]) for r in runs), "reads": reads},
-                      sort_keys=True)
+    detail = {"orders": order_refs, "requests": keys, "accounts": n_accounts,
+              "runs": sorted((r[0], r[1]) for r in runs), "reads": reads}
+    body = json.dumps(detail, sort_keys=True)
     return {"syncs_per_connection": dict(sorted(per_conn.items())),
             "sync_outcomes": sorted({str(r[1]) for r in runs}),
             "accounts": n_accounts, "orders": len(order_refs),
             "records_read": sum(r[2] for r in reads),
             "quarantined": Counter(held_back).most_common(5),
             "requests": dict(sorted(states.items())),
-            "digest": hashlib.sha256(body.encode()).hexdigest()[:16]}
+            "digest": hashlib.sha256(body.encode()).hexdigest()[:16], "detail": detail}
 
 
 def run(workers: int, *, accounts: int = 5000, quotes: int = 5000, queued: int = 2000,

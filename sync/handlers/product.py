@@ -9,12 +9,19 @@ Rules kept here:
   needs_provisioning and SKU; kind and billing period only while nothing is billed by the
   product, otherwise billing refuses with the field and value and the record is quarantined).
   A product two CRMs share takes the last change either made.
+- Connections may sync at once on different workers: on PostgreSQL a product page first takes
+  a transaction lock per SKU it names (``pg_advisory_xact_lock``, in SKU order, so two pages
+  never deadlock), so a second connection adding the same SKU at the same time finds the
+  first one's product once it commits and links to it, instead of inserting it again and
+  having the record refused as a duplicate.
 - The service functions are imported by name: one that is missing fails at import time,
   never by silently skipping the write.
 """
 from __future__ import annotations
 
-from sqlalchemy import RowMapping
+from collections.abc import Sequence
+
+from sqlalchemy import RowMapping, text
 
 from billing_core.domain.errors import Duplicate
 from billing_core.service.pricing import (
@@ -24,12 +31,24 @@ from billing_core.service.pricing import (
     list_products,
     update_product,
 )
+from sync.bookkeeping import PageBook
 from sync.handlers.base import Record, RecordHandler
 from sync.mapping import Invalid, ProductRec, map_product
 
 
 class ProductHandler(RecordHandler[ProductRec]):
     obj = "product"
+
+    def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
+        super().__init__(book, records)
+        conn = book.uow.conn
+        skus = sorted({str(r["sku"]) for r in records if isinstance(r.get("sku"), str)})
+        if skus and conn.dialect.name == "postgresql":
+            conn.execute(text(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                "coalesce(current_schema(), '') || ':sku:' || s.sku, 0)) "
+                "FROM (SELECT unnest(CAST(:skus AS text[])) AS sku ORDER BY 1) AS s"),
+                {"skus": skus})
 
     def map(self, record: Record) -> ProductRec:
         return map_product(record, guid=self.guid)

@@ -224,3 +224,48 @@ def test_three_pushers_at_once_send_each_outbox_row_once(pg_engine: Engine) -> N
     with pg_engine.connect() as conn:
         assert {tuple(r) for r in conn.execute(select(outbox.c.state, outbox.c.claimed_by))} \
             == {(OutboxState.ACKED, None)}
+
+
+@pytest.mark.postgres
+def test_two_connections_adding_one_sku_at_once_share_the_product(pg_engine: Engine) -> None:
+    """Two connections add the same SKUs at the same time on two workers: the second page
+    waits for the first (a lock per SKU) and links to its product; before, its insert hit the
+    SKU's unique index and the record was quarantined (then its prices and quote lines as
+    'unknown product': bench/scale_sync.py with 3 workers)."""
+    from fake_crm import FakeCRM
+    from sqlalchemy import func, select, text
+
+    from billing_core.adapters.tables import products
+    from billing_core.service import ledger_uow
+    from sync.reconcile import apply_page
+    from sync.tables import quarantine
+
+    crms = [FakeCRM("sfa"), FakeCRM("sfb")]
+    for crm in crms:
+        crm.seed_basic()
+    pages = [next(iter(crm.read_changes("product", None))) for crm in crms]
+    results: list[Any] = []
+
+    def second() -> None:
+        with ledger_uow(pg_engine) as uow:
+            results.append(apply_page(uow, "sfb", "product", pages[1].records,
+                                      pages[1].deletions))
+            uow.commit()
+
+    with ledger_uow(pg_engine) as uow:
+        results.append(apply_page(uow, "sfa", "product", pages[0].records,
+                                  pages[0].deletions))
+        thread = threading.Thread(target=second)
+        thread.start()
+        with pg_engine.connect() as conn:           # until the second page waits for a lock
+            for _ in range(600):
+                if conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                                ).scalar_one():
+                    break
+                thread.join(0.1)
+        uow.commit()
+    thread.join(WAIT)
+    assert [(r.read, r.quarantined) for r in results] == [(2, 0), (2, 0)]
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(quarantine)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(products)).scalar_one() == 2
