@@ -49,6 +49,7 @@ from jobs.cli.configs import (
     secrets_path,
     write_sandbox_config,
 )
+from jobs.cli.demo_usage import metered_usage_step
 from jobs.cli.documents import write_latest_invoice
 from jobs.migrate import upgrade
 from jobs.worker import Worker
@@ -284,13 +285,19 @@ def run_story(sbx: Any, workdir: Path) -> dict[str, Any]:
 
     say("6. What the CRM records show now (read back from the sandbox CRM):")
     story.crm_fields([a_id, c_id], [qa, qc])
+    c = story.account(c_id)
+    say(f"7. A usage system sends {c['name']}'s metered API calls through the HTTP API "
+        "(POST /usage/events), grouped by region on a tiered price.")
+    usage = metered_usage_step(story.engine, story.settings, c,
+                               bill_period(story.worker.clock().date(),
+                                           int(c["bill_cycle_day"])), say)
     pdf = write_latest_invoice(story.engine, story.settings, a["id"], workdir)
     story.worker.close()
     story.engine.dispose()
     return {"a": a_id, "c": c_id, "qa": qa, "qc": qc, "a_reasons": a["reasons"],
             "c_reasons": c["reasons"], "invoices": result.invoices_created,
             "a_requests": a_requests, "c_requests": story.requests(c["id"]),
-            "invoice_pdf": pdf, "amendment": amended}
+            "invoice_pdf": pdf, "amendment": amended, "usage": usage}
 
 
 @click.command("demo")
@@ -317,7 +324,8 @@ def demo_command(ctx: click.Context, accounts: int, keep: str | None) -> None:
             click.echo(f"Sandbox CRM on {sbx.url} (Salesforce and Dataverse, seeded); "
                        f"database and config in {workdir}")
             facts = run_story(sbx, workdir)
-    pdf, problems = facts["invoice_pdf"], facts["amendment"]["problems"]
+    pdf = facts["invoice_pdf"]
+    problems = facts["amendment"]["problems"] + facts["usage"]["problems"]
     click.echo(f"Done in {time.monotonic() - started:.1f} s; the sandbox is stopped.")
     if pdf is not None:
         click.echo(f"Invoice PDF: {pdf.absolute()}" if keep else

@@ -49,6 +49,10 @@ def test_seed_story_hold_waiting_lifted_provisioned_once(world: Any, tmp_path: P
 
     amended = facts["amendment"]
     assert amended["problems"] == []
+    # step 7: 300 events through POST /usage/events, by region 150 / 300 / 450 units; the
+    # first 100 of a region at 0.05, the rest at 0.02: 6.00, 9.00, 12.00 (one line each)
+    assert facts["usage"]["problems"] == [] and facts["usage"]["accepted"] == 300
+    assert facts["usage"]["usage_lines"] == [600, 900, 1200]
     when, end = amended["amended_from"], amended["next_bill_date"]
     start = when - timedelta(days=19)
     assert start.day == 1 and end.day == 1 and start < when < end     # mid-period
