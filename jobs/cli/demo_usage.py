@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
+import requests
 from sqlalchemy import Engine
 
 from billing_core.domain.money import from_minor, to_minor
@@ -68,8 +68,8 @@ def metered_usage_step(engine: Engine, settings: Settings, acc: dict[str, Any],
         port = server.server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}/usage/events"
         headers = {"Authorization": f"Bearer {token}"}
-        answer = httpx.post(url, json={"events": events}, headers=headers, timeout=60).json()
-        again = httpx.post(url, json={"events": events[:1]}, headers=headers, timeout=60).json()
+        answer = requests.post(url, json={"events": events}, headers=headers, timeout=60).json()
+        again = requests.post(url, json={"events": events[:1]}, headers=headers, timeout=60).json()
     finally:
         server.stop()
     say(f"   POST /usage/events: {EVENTS} events -> {answer.get('accepted')} accepted; the "
