@@ -18,7 +18,9 @@ Figures: wall (from the go to the last worker's exit), CPU summed over the worke
 process's own user + system time), rows claimed twice (provisioning requests handed to a
 provisioner more than once, over all workers: must be 0), syncs per connection (must be 1
 each), and a digest of the ledger's outcome (orders, requests and their states, dispatched
-keys, sync read counts) that must be the same whatever the number of workers.
+and quarantine) that must be the same whatever the number of workers. ``--kill-one``: the first
+worker of each run of 2 or more is killed (SIGKILL) right after its first sync page commits;
+the others finish its connection (its run is closed as abandoned) and its claims.
 
 As a module: ``run(workers, ...) -> dict`` (``bench/scale.py`` calls it); ``sandbox(...)``
 starts a sandbox that several runs can share.
@@ -30,9 +32,11 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -128,12 +132,16 @@ def _digest(url: str) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             runs = conn.execute(select(sync_runs.c.connection, sync_runs.c.outcome)
-                                .where(sync_runs.c.trigger == TRIGGER)).all()
+                                .where(sync_runs.c.trigger == TRIGGER,
+                                       sync_runs.c.outcome.in_(("ok", "partial")))).all()
             reads = sorted((str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in conn.execute(
                 select(sync_runs.c.connection, sync_run_objects.c.object,
                        sync_run_objects.c.read, sync_run_objects.c.quarantined)
                 .join(sync_runs, sync_runs.c.id == sync_run_objects.c.run_id)
-                .where(sync_runs.c.trigger == TRIGGER)))
+                .where(sync_runs.c.trigger == TRIGGER,
+                       sync_runs.c.outcome.in_(("ok", "partial")))))
+            closed = int(conn.execute(select(func.count()).select_from(sync_runs).where(
+                sync_runs.c.outcome.in_(("abandoned", "running")))).scalar_one())
             per_conn = Counter(r[0] for r in runs)
             states = Counter(dict(conn.execute(select(pr.c.state, func.count())
                                                .group_by(pr.c.state)).all()))
@@ -153,10 +161,11 @@ def _digest(url: str) -> dict[str, Any]:
     finally:
         engine.dispose()
     detail = {"orders": order_refs, "requests": keys, "accounts": n_accounts,
-              "runs": sorted((r[0], r[1]) for r in runs), "reads": reads}
+              "quarantine": held_back}
     body = json.dumps(detail, sort_keys=True)
     return {"syncs_per_connection": dict(sorted(per_conn.items())),
             "sync_outcomes": sorted({str(r[1]) for r in runs}),
+            "abandoned_runs": closed,
             "accounts": n_accounts, "orders": len(order_refs),
             "records_read": sum(r[2] for r in reads),
             "quarantined": Counter(held_back).most_common(5),
@@ -166,13 +175,17 @@ def _digest(url: str) -> dict[str, Any]:
 
 def run(workers: int, *, accounts: int = 5000, quotes: int = 5000, queued: int = 2000,
         database_url: str = DEFAULT_URL, sbx: Any = None,
-        connections: Sequence[str] = CONNECTIONS) -> dict[str, Any]:
+        connections: Sequence[str] = CONNECTIONS, kill_one: bool = False) -> dict[str, Any]:
     """One measurement: ``workers`` processes over a fresh schema (see the module's text).
-    ``sbx``: a running sandbox (``sandbox()``) to share between runs; None starts one."""
+    ``sbx``: a running sandbox (``sandbox()``) to share between runs; None starts one.
+    ``kill_one``: the first worker is killed (SIGKILL) right after its first sync page
+    commits; the others must finish its connection and leave the same ledger (its figures
+    are then left out of the CPU sum and the claims count)."""
     if sbx is None:
         with sandbox(accounts, quotes) as own:
             return run(workers, accounts=accounts, quotes=quotes, queued=queued,
-                       database_url=database_url, sbx=own, connections=connections)
+                       database_url=database_url, sbx=own, connections=connections,
+                       kill_one=kill_one)
     with tempfile.TemporaryDirectory(prefix="lbscale-") as tmp, _schema(database_url) as url:
         _backlog(url, queued)
         text, env = _config(sbx, url, connections)
@@ -196,15 +209,30 @@ def run(workers: int, *, accounts: int = 5000, quotes: int = 5000, queued: int =
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.close()
+        drains = []
+        if kill_one:
+            victim = procs[0][1]
+            assert victim.stdout is not None
+            for line in victim.stdout:
+                if line.startswith("page "):
+                    break
+            victim.send_signal(signal.SIGKILL)
+        for _, p in procs:                   # their page lines, so no pipe fills up
+            drains.append(threading.Thread(target=_drain, args=(p,), daemon=True))
+            drains[-1].start()
         codes = [p.wait() for _, p in procs]
         wall = time.perf_counter() - t0
+        if kill_one:
+            codes = codes[1:]
+            procs = procs[1:]
         if any(codes):
             raise RuntimeError(f"worker exit codes {codes}")
         results = [json.loads(out.read_text(encoding="utf-8")) for out, _ in procs]
         handed = Counter(i for r in results for i in r["handed"])
         outcome = _digest(url)
     return {
-        "workers": workers, "connections": len(connections), "accounts": accounts,
+        "workers": workers, "killed": 1 if kill_one else 0,
+        "connections": len(connections), "accounts": accounts,
         "quotes": quotes, "queued": queued, "wall_s": round(wall, 2),
         "cpu_s": round(sum(r["cpu_s"] for r in results), 2),
         "cpu_per_worker_s": [round(r["cpu_s"], 2) for r in results],
@@ -215,6 +243,12 @@ def run(workers: int, *, accounts: int = 5000, quotes: int = 5000, queued: int =
         "dispatched": len(handed), **outcome,
         "load": round(os.getloadavg()[0], 1),
     }
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    if proc.stdout is not None:
+        for _ in proc.stdout:
+            pass
 
 
 class _Handing:
@@ -255,6 +289,9 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
     synced: list[str] = []
     skipped = 0
 
+    def progress(obj: str, n: int) -> None:
+        print(f"page {obj} {n}", flush=True)    # the parent may kill this worker now
+
     def done() -> set[str]:
         with engine.connect() as conn:
             return {str(c) for c in conn.execute(
@@ -267,7 +304,8 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
         for name in left:
             if name in done():          # another worker finished it meanwhile
                 continue
-            report = worker.sync_connection(name, worker.options(TRIGGER, push=False))
+            report = worker.sync_connection(name, worker.options(TRIGGER, push=False),
+                                            progress=progress)
             if report is None:
                 skipped += 1
             else:
@@ -297,7 +335,8 @@ def _print(result: dict[str, Any], base: dict[str, Any] | None) -> None:
           f"{result['rows_claimed_twice']}, syncs per connection "
           f"{result['syncs_per_connection']}, dispatched {result['dispatched']} "
           f"{result['dispatched_by_worker']}, synced {result['synced_by_worker']}, held "
-          f"skips {result['skipped_held']}, digest {result['digest']}, load {result['load']}"
+          f"skips {result['skipped_held']}, killed {result['killed']} (abandoned runs "
+          f"{result['abandoned_runs']}), digest {result['digest']}, load {result['load']}"
           + (f"\n {ratio}" if ratio else ""))
 
 
@@ -310,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queued", type=int, default=2000)
     ap.add_argument("--database-url", default=DEFAULT_URL)
     ap.add_argument("--json", action="store_true", help="one JSON object per run")
+    ap.add_argument("--kill-one", action="store_true",
+                    help="SIGKILL the first worker after its first sync page (runs of 2+)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--rotate", type=int, default=0, help=argparse.SUPPRESS)
@@ -329,10 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     with sandbox(args.accounts, args.quotes) as sbx:
         for n in counts:
             result = run(n, accounts=args.accounts, quotes=args.quotes, queued=args.queued,
-                         database_url=args.database_url, sbx=sbx)
+                         database_url=args.database_url, sbx=sbx,
+                         kill_one=args.kill_one and n > 1)
             results.append(result)
             if args.json:
-                print(json.dumps(result, sort_keys=True), flush=True)
+                print(json.dumps({k: v for k, v in result.items() if k != "detail"},
+                                 sort_keys=True), flush=True)
             else:
                 _print(result, results[0] if results[0] is not result else None)
     bad = [r for r in results if r["rows_claimed_twice"]
