@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import select, text  # noqa: E402
+from sqlalchemy import Engine, select, text  # noqa: E402
 
 from billing_core.adapters.db import make_engine  # noqa: E402
 from billing_core.adapters.tables import provisioning_requests as pr  # noqa: E402
@@ -42,7 +42,7 @@ from jobs.worker import Worker  # noqa: E402
 DAY = date(2026, 12, 1)
 
 
-def build(engine, queued: int) -> tuple[int, int]:
+def build(engine: Engine, queued: int) -> tuple[int, int]:
     """``queued`` pending requests (one account each, 100 orders per transaction), then one
     held account with one waiting request. Returns (held account, its request id)."""
     with ledger_uow(engine) as uow:

@@ -143,7 +143,7 @@ def _digest(url: str) -> dict[str, Any]:
             closed = int(conn.execute(select(func.count()).select_from(sync_runs).where(
                 sync_runs.c.outcome.in_(("abandoned", "running")))).scalar_one())
             per_conn = Counter(r[0] for r in runs)
-            states = Counter(dict(conn.execute(select(pr.c.state, func.count())
+            states: Counter[str] = Counter(dict(conn.execute(select(pr.c.state, func.count())
                                                .group_by(pr.c.state)).all()))
             order_refs = sorted(str(r) for r in conn.execute(select(orders.c.source_ref))
                                 .scalars())
@@ -279,7 +279,7 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
     worker = Worker(engine, settings, connector_factory=lambda s: build_connector(
         s, sleep=lambda _s: None))
     handing = _Handing()
-    worker._provisioner = handing      # noqa: SLF001 - the bench counts what it is handed
+    worker._provisioner = handing  # type: ignore[assignment]  # noqa: SLF001 - counts hand-outs
     with engine.connect() as conn:
         conn.execute(select(1))
     print("ready", flush=True)
@@ -310,8 +310,8 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
                 skipped += 1
             else:
                 synced.append(name)
-        report = worker.dispatch()
-        claimed = report.claimed if report is not None else 0
+        dispatched = worker.dispatch()
+        claimed = dispatched.claimed if dispatched is not None else 0
         if not left and not claimed:
             break
         if not claimed and left and not synced:
