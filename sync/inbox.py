@@ -33,7 +33,11 @@ Invariants
   ``KEEP_DONE`` by the daemon's housekeeping.
 
 Transactions
-- ``store``: one short transaction per request (the insert), committed before the answer.
+- ``store``: one short transaction per request (the insert), committed before the answer;
+  on PostgreSQL the INSERT runs in autocommit (it is its own transaction: one round trip, no
+  separate COMMIT), at most ``RECEIVER_CONNECTIONS`` at once (``_slots``: a flood queues
+  there instead of exhausting the pool the daemon's jobs share); on SQLite the receivers of
+  a process queue on one lock (one writer).
 - ``claim``: one transaction (select the records, ``UPDATE ... RETURNING`` their events;
   PostgreSQL's row locks let two workers race without claiming one event twice: the second
   UPDATE re-checks ``state`` after the first commits).
@@ -43,14 +47,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import QueuePool
 
 from billing_core.adapters import owner
 from sync.tables import event_inbox
@@ -66,6 +71,11 @@ LEASE = timedelta(minutes=10)
 #: Done events are kept this long (a re-sent event within it is still recognised).
 KEEP_DONE = timedelta(days=7)
 _SQLITE_WRITERS = threading.Lock()
+#: Stores at once per engine (PostgreSQL): see ``_slots``.
+RECEIVER_CONNECTIONS = 4
+_SLOTS: weakref.WeakKeyDictionary[Engine, threading.BoundedSemaphore] = \
+    weakref.WeakKeyDictionary()
+_SLOTS_GUARD = threading.Lock()
 #: Attempts before an event is ``failed`` (the next poll still reads its record).
 MAX_ATTEMPTS = 10
 
@@ -108,16 +118,33 @@ def store(engine: Engine, connection: str, source: str, events: Sequence[InboxEv
     # SQLite has one writer at a time, and a writer that finds the lock taken polls for it
     # with growing sleeps: the receivers of this process queue on a lock of their own instead
     # (their answers wait for each other's commits, never for a poll's sleep).
-    with _SQLITE_WRITERS if engine.dialect.name == "sqlite" else nullcontext(), \
-            engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            stmt: Any = postgresql.insert(event_inbox).values(rows).on_conflict_do_nothing(
-                index_elements=["connection", "event_id"])
-        else:
-            stmt = sqlite.insert(event_inbox).values(rows).on_conflict_do_nothing(
-                index_elements=["connection", "event_id"])
+    if engine.dialect.name == "postgresql":
+        # One statement is its own transaction: in autocommit the INSERT commits with its
+        # answer (one round trip, not INSERT then COMMIT; still durable before the ack).
+        stmt: Any = postgresql.insert(event_inbox).values(rows).on_conflict_do_nothing(
+            index_elements=["connection", "event_id"]).returning(event_inbox.c.id)
+        with _slots(engine), \
+                engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return len(conn.execute(stmt).all())
+    with _SQLITE_WRITERS, engine.begin() as conn:
+        stmt = sqlite.insert(event_inbox).values(rows).on_conflict_do_nothing(
+            index_elements=["connection", "event_id"])
         # RETURNING counts exactly the rows inserted (a driver's rowcount may not say)
         return len(conn.execute(stmt.returning(event_inbox.c.id)).all())
+
+
+def _slots(engine: Engine) -> threading.BoundedSemaphore:
+    """The receivers' share of the engine's pool: at most ``RECEIVER_CONNECTIONS`` stores at
+    once, never more than the pool's size less one. A flood then queues on this semaphore
+    instead of opening (and closing) overflow connections per request, and leaves the pool's
+    other connections to the daemon's jobs."""
+    with _SLOTS_GUARD:
+        slots = _SLOTS.get(engine)
+        if slots is None:
+            size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
+            slots = _SLOTS[engine] = threading.BoundedSemaphore(
+                max(1, min(RECEIVER_CONNECTIONS, size - 1)))
+        return slots
 
 
 def _claimable(connection: str, now: datetime, gone: Iterable[str]) -> Any:

@@ -509,3 +509,47 @@ def test_an_accepted_quote_s_event_hands_it_off_with_lines_not_yet_announced(eng
     with engine.connect() as conn:
         assert conn.execute(select(orders.c.source_ref)).scalars().all() == ["sf:Q9:rev1"]
         assert conn.execute(select(func.count()).select_from(quarantine)).scalar() == 0
+
+
+def test_concurrent_stores_take_at_most_the_receivers_share_of_the_pool(engine):
+    """16 receivers storing at once hold at most ``RECEIVER_CONNECTIONS`` connections (one on
+    SQLite: one writer): the rest wait for a slot rather than open overflow connections, and
+    the pool's other connections stay free for the daemon's jobs. Every event is stored."""
+    import threading
+
+    from sqlalchemy import event
+
+    held = peak = 0
+    guard = threading.Lock()
+
+    def out(*_: Any) -> None:
+        nonlocal held, peak
+        with guard:
+            held += 1
+            peak = max(peak, held)
+
+    def back(*_: Any) -> None:
+        nonlocal held
+        with guard:
+            held -= 1
+
+    event.listen(engine, "checkout", out)
+    event.listen(engine, "checkin", back)
+
+    def receiver(n: int) -> None:
+        for i in range(25):
+            inbox.store(engine, "sf", "salesforce_json", [_event(f"R{n:02d}{i:02d}")],
+                        datetime.now(UTC))
+
+    try:
+        threads = [threading.Thread(target=receiver, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        event.remove(engine, "checkout", out)
+        event.remove(engine, "checkin", back)
+    assert 1 <= peak <= (inbox.RECEIVER_CONNECTIONS if engine.dialect.name == "postgresql"
+                         else 1)
+    assert len(_stored(engine)) == 400
