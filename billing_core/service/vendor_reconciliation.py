@@ -151,6 +151,8 @@ def parse_period(value: object) -> tuple[date, date]:
     if match is None:
         raise ValidationError("period", value, "must be a month, YYYY-MM (e.g. 2026-03)")
     year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= year < 9999:
+        raise ValidationError("period", value, "is out of range (years 0001 to 9998)")
     start = date(year, month, 1)
     return start, date(year + month // 12, month % 12 + 1, 1)
 

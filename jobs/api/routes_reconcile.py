@@ -7,7 +7,7 @@ functions as ``ledgerbridge reconcile``; docs/RECONCILIATION.md).
   and answers the report. ``billing:write``; one unit of work, replayed under the same
   ``Idempotency-Key``. A missing column or a bad period is a 422 naming it, nothing written;
   refused rows are in the report's ``errors``.
-- ``GET /reconciliation/vendor/{period}``: the report last computed for the period
+- ``GET /reconciliation/vendor?period=YYYY-MM``: the report last computed for the period
   (``billing:read``); 404 when the period has none.
 - ``GET /reconciliation/vendor-mappings[?kind=]`` (``billing:read``), ``POST
   /reconciliation/vendor-mappings`` (set one) and ``POST
@@ -20,21 +20,27 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import Body, Path, Query, Request
+from fastapi import Body, Query, Request
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from billing_core.service import vendor_reconciliation as vr
 from jobs.api.deps import Reader, Uow, Writer, router
+from jobs.api.errors import ApiError
 from jobs.api.models import Model
 
 routes = router("reconciliation")
 
 PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-Period = Annotated[str, Query(pattern=PERIOD_PATTERN, examples=["2026-03"],
-                              description="The service month the file is for.")]
-PathPeriod = Annotated[str, Path(pattern=PERIOD_PATTERN, examples=["2026-03"])]
+# required, but checked by the endpoint after the body, so that a body of the wrong kind is
+# named first (422 ``body``, as everywhere in the API); a missing or bad period is 422 ``period``
+Period = Annotated[str | None, Query(max_length=16, examples=["2026-03"],
+                                     description="Required: the service month the file is "
+                                                 "for, YYYY-MM.")]
+CSV_TYPES = ("text/csv", "text/plain", "application/octet-stream")
+QueryPeriod = Annotated[str, Query(pattern=PERIOD_PATTERN, examples=["2026-03"],
+                                   description="The service month, YYYY-MM.")]
 Kind = Annotated[str | None, Query(pattern=r"^(customer|subscription|product)$")]
 
 
@@ -82,18 +88,23 @@ def _tolerance(request: Request) -> vr.Tolerance:
 
 
 @routes.post("/reconciliation/vendor")
-def reconcile_vendor(request: Request, uow: Uow, _: Writer, period: Period,
-                     body: Annotated[bytes, Body(media_type="text/csv")]
-                     ) -> ReconciliationReport:
+def reconcile_vendor(request: Request, uow: Uow, _: Writer,
+                     body: Annotated[bytes, Body(media_type="text/csv")],
+                     period: Period = None) -> ReconciliationReport:
     """Import the vendor's reconciliation CSV (Partner Center billed or unbilled line items)
     for ``period`` and answer the report. Changes nothing in the ledger's documents."""
-    report = vr.reconcile_vendor_file(uow, body, period=period, file_name="api-upload.csv",
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in CSV_TYPES:
+        raise ApiError(422, "invalid_input", "body", kind or None,
+                       f"must be the CSV file itself, Content-Type one of {', '.join(CSV_TYPES)}")
+    report = vr.reconcile_vendor_file(uow, body, period=period or "", file_name="api-upload.csv",
                                       tolerance=_tolerance(request))
     return ReconciliationReport.model_validate(report)
 
 
-@routes.get("/reconciliation/vendor/{period}")
-def show_report(period: PathPeriod, uow: Uow, _: Reader) -> ReconciliationReport:
+@routes.get("/reconciliation/vendor")
+def show_report(period: QueryPeriod, uow: Uow, _: Reader) -> ReconciliationReport:
+    """The report last computed for ``period`` (404: the period has no import)."""
     return ReconciliationReport.model_validate(vr.stored_report(uow.conn, period))
 
 

@@ -61,10 +61,10 @@ def test_post_file_map_report_and_metrics(api: Api, account: int) -> None:
     assert body["exceptions"] == 1
     again = _post_csv(api, CSV)
     assert again.json()["unchanged"] is True and again.json()["import_id"] == body["import_id"]
-    stored = api.get("/reconciliation/vendor/2026-03")
+    stored = api.get("/reconciliation/vendor?period=2026-03")
     assert stored.status_code == 200
     assert stored.json()["summary"] == body["summary"]
-    assert api.get("/reconciliation/vendor/2026-04").status_code == 404
+    assert api.get("/reconciliation/vendor?period=2026-04").status_code == 404
     families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
     items = {(s.labels["period"], s.labels["status"]): s.value
              for s in families["ledgerbridge_vendor_reconciliation_items"].samples}
@@ -84,11 +84,17 @@ def test_post_file_map_report_and_metrics(api: Api, account: int) -> None:
 def test_bad_input_is_refused_and_writes_nothing(api: Api, account: int) -> None:
     res = _post_csv(api, "CustomerId,ProductId\nx,y\n")
     assert res.status_code == 422 and res.json()["error"]["field"] == "columns", res.text
-    assert _post_csv(api, CSV, period="2026-13").status_code == 422
+    res = _post_csv(api, CSV, period="2026-13")
+    assert res.status_code == 422 and res.json()["error"]["field"] == "period"
+    res = api.client.post("/reconciliation/vendor", content=CSV.encode(),
+                          headers={**api.headers("billing:write"), "Content-Type": "text/csv"})
+    assert res.status_code == 422 and res.json()["error"]["field"] == "period"
+    res = api.post("/reconciliation/vendor?period=2026-03", json="a,b")   # JSON, not CSV
+    assert res.status_code == 422 and res.json()["error"]["field"] == "body"
     res = api.post("/reconciliation/vendor-mappings", {"kind": "customer", "vendor_key": "k",
                                                         "target": "NOPE"})
     assert res.status_code == 404 and res.json()["error"]["field"] == "account"
     assert api.post("/reconciliation/vendor-mappings", {"kind": "nope", "vendor_key": "k",
                                                          "target": "1"}).status_code == 422
-    assert api.get("/reconciliation/vendor/2026-03").status_code == 404
+    assert api.get("/reconciliation/vendor?period=2026-03").status_code == 404
     assert api.get("/reconciliation/vendor-mappings").json() == []

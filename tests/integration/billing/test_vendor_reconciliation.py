@@ -225,9 +225,10 @@ def test_bad_rows_and_bad_files(ledger, csp) -> None:
     assert info.value.field == "columns" and "Subtotal, BillableQuantity" in str(info.value)
     with pytest.raises(ValidationError):
         vr.read_vendor_csv(b"\xff\xfe")
-    with pytest.raises(ValidationError) as info:
-        _reconcile(ledger, SAMPLE.read_bytes(), period="2026-13")
-    assert info.value.field == "period"
+    for period in ("2026-13", "0000-01", "2026-3"):   # 0000-01: found by the API fuzz test
+        with pytest.raises(ValidationError) as info:
+            _reconcile(ledger, SAMPLE.read_bytes(), period=period)
+        assert info.value.field == "period"
     with ledger.uow() as uow, pytest.raises(NotFound):
         vr.stored_report(uow.conn, "2026-03")
     with ledger.uow() as uow:     # a malformed header writes nothing
