@@ -40,9 +40,10 @@ Matching (each vendor line -> an account and a product; the first rule that find
 
 Report for a period (a service month ``YYYY-MM`` = [first day, first day of next month))
 - Our side: the lines of posted invoices (posted, partially paid, paid; never draft or void)
-  with a product that is a vendor product (one a mapping points to, or one this file's lines
-  matched), whose service period starts in the month (the line's ``period_start``, else its
-  invoice's). Credit draws and tax are not part of it: amounts are pretax, like ``Subtotal``.
+  with a product that is a vendor product (one a mapping points to, or one a line of this file
+  resolved to, compared or not), whose service period starts in the month (the line's
+  ``period_start``, else its invoice's). Credit draws, tax and credit memos are not part of
+  it: amounts are pretax invoice lines, like ``Subtotal``.
 - Quantities are signed by their amount: a line with a negative amount (a decrease, a refund)
   counts its units negatively, on both sides.
 - Per (account, product): our quantity and billed amount, the vendor's quantity and cost,
@@ -623,15 +624,17 @@ def build_report(conn: Connection, import_id: int, start: date, end: date,
         .where(c.import_id == import_id).order_by(c.row_no)).mappings().all()
     matched: list[tuple[RowMapping, int, int]] = []
     unmatched: list[dict[str, Any]] = []
+    vendor_products = matcher.mapped_products()
     for line in lines:
         account, product, why = matcher.match(line)
+        if product is not None:
+            vendor_products.add(product)
         if account is not None and product is not None and currencies[account] != line["currency"]:
             why = "currency"
         if why is not None or account is None or product is None:
             unmatched.append(_unmatched(line, account, product, why or "no_account"))
         else:
             matched.append((line, account, product))
-    vendor_products = matcher.mapped_products() | {p for _, _, p in matched}
     groups: dict[tuple[int, int], _Group] = {}
     for row in _our_lines(conn, start, end, vendor_products):
         g = groups.setdefault((int(row.account_id), int(row.product_id)),

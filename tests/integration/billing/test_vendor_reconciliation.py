@@ -233,3 +233,53 @@ def test_bad_rows_and_bad_files(ledger, csp) -> None:
         vr.stored_report(uow.conn, "2026-03")
     with ledger.uow() as uow:     # a malformed header writes nothing
         assert uow.conn.execute(select(func.count()).select_from(vendor_imports)).scalar() == 0
+
+
+def test_a_decrease_counts_its_units_negatively_on_both_sides(ledger, csp) -> None:
+    """Alpha Basic 10 -> 8 seats from 16 March: the 1 April invoice credits 2 seats x 12.00 x
+    16/31 days = 12.387 -> -12.39 for [16 March, 1 April), a March line. Ours: 10 - 2 = 8
+    seats, 120.00 - 12.39 = 107.61; the vendor's removeQuantity credits 2 seats 10.32: 10 - 2
+    = 8 seats, 100.00 - 10.32 = 89.68 -> matched, margin 17.93."""
+    from billing_core.adapters.tables import subscriptions
+    from billing_core.service.subscriptions import change_quantity
+
+    with ledger.uow() as uow:
+        sub = uow.conn.execute(select(subscriptions.c.id).where(
+            subscriptions.c.account_id == csp["alpha"],
+            subscriptions.c.product_id == csp["basic"])).scalar_one()
+        change_quantity(uow, sub, 8, date(2026, 3, 16))
+        uow.commit()
+    ledger.run(date(2026, 4, 1))
+    header = "CustomerId,ProductId,SkuId,ChargeType,BillableQuantity,Subtotal,Currency\n"
+    data = (header + f"{ALPHA},CFQ7TTC0LH18,0001,cycleCharge,10,100.00,USD\n"
+                     f"{ALPHA},CFQ7TTC0LH18,0001,removeQuantity,2,-10.32,USD\n").encode()
+    report = _reconcile(ledger, data)
+    basic = [g for g in report["groups"] if g["product_id"] == csp["basic"]
+             and g["account_id"] == csp["alpha"]][0]
+    assert (basic["status"], basic["our_quantity"], basic["vendor_quantity"],
+            basic["billed_minor"], basic["cost_minor"], basic["margin_minor"],
+            basic["our_lines"], basic["vendor_lines"]) == (
+        "matched", "8", "8", 10761, 8968, 1793, 2, 2)
+
+
+def test_currency_and_ambiguous_accounts_are_not_compared(ledger, csp) -> None:
+    _account(ledger, "Dup One", "001DUP1", number="dup.onmicrosoft.com")
+    _account(ledger, "Dup Two", "001DUP2", number="dup.onmicrosoft.com")
+    header = "CustomerId,CustomerDomainName,ProductId,SkuId,BillableQuantity,Subtotal,Currency\n"
+    data = (header + f"{BETA},,CFQ7TTC0LH18,0001,3,27.00,EUR\n"
+                     "eeee,dup.onmicrosoft.com,CFQ7TTC0LH18,0001,1,10.00,USD\n"
+                     f"{ALPHA},,CFQ7TTC0LH18,0001,10,100.00,JPY\n").encode()
+    report = _reconcile(ledger, data)
+    assert [(u["row"], u["reason"], u["cost_minor"], u["currency"])
+            for u in report["unmatched"]] == [
+        (2, "currency", 2700, "EUR"), (3, "ambiguous_account", 1000, "USD"),
+        (4, "currency", 100, "JPY")]       # JPY has no minor unit: 100.00 -> 100
+    # nothing of ours matched: what we billed of the vendor's products (Basic: in the file;
+    # Phone: mapped) is ours_only; Premium (neither) and Consulting are not in the report
+    assert sorted((g["account_id"], g["product_id"], g["status"]) for g in report["groups"]) == [
+        (csp["alpha"], csp["basic"], "ours_only"), (csp["alpha"], csp["phone"], "ours_only"),
+        (csp["beta"], csp["basic"], "ours_only"), (csp["beta"], csp["phone"], "ours_only")]
+    assert report["summary"]["unmatched"]["amounts"] == {
+        "EUR": {"billed_minor": 0, "cost_minor": 2700},
+        "JPY": {"billed_minor": 0, "cost_minor": 100},
+        "USD": {"billed_minor": 0, "cost_minor": 1000}}
