@@ -144,7 +144,8 @@ def build_app(engine: Engine, settings: Settings, *, sync_runner: SyncRunner | N
     routes_ops.add_openapi_route(app)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes,
-                       larger={"/usage/events": routes_usage.MAX_EVENTS_BODY})
+                       larger={"/usage/events": routes_usage.MAX_EVENTS_BODY,
+                               "/reconciliation/vendor": routes_reconcile.MAX_FILE_BODY})
     return app
 
 
