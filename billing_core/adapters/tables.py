@@ -642,6 +642,7 @@ vendor_imports = Table(
     Column("rows_refused", Integer, nullable=False),
     Column("errors", Text, nullable=False),               # JSON [{row, field, value, message}]
     Column("report", Text),                               # JSON: the last report computed
+    Column("summary", Text),                              # JSON: its summary (for /metrics)
     Column("imported_at", UTCDateTime(), nullable=False),
     Column("reconciled_at", UTCDateTime()),
     Column("superseded_at", UTCDateTime()),

@@ -21,7 +21,8 @@ Tables (``billing_core/adapters/tables.py``, migration 0021)
 - ``vendor_imports``: one row per file imported for a (vendor, period); the period's live one
   is ``status = 'current'`` (a partial unique index: at most one), those it replaced
   ``superseded`` (kept, with their lines, as the history). ``report`` is the JSON of the last
-  report computed for it, ``errors`` the refused rows.
+  report computed for it, ``summary`` its summary alone (``/metrics`` reads it at every
+  scrape: a report can be megabytes), ``errors`` the refused rows.
 - ``vendor_lines``: the accepted rows of an import: the vendor's ids, names, charge type and
   dates, ``quantity`` (signed by the rules below), unit prices (exact decimals) and
   ``subtotal_minor`` (pretax cost in the currency's minor units, ROUND_HALF_UP once per line
@@ -450,9 +451,14 @@ class _Matcher:
 
     def mapped_products(self) -> set[int]:
         ids = {int(m["product_id"]) for m in self.maps.values() if m["product_id"] is not None}
-        sub_ids = [int(m["subscription_id"]) for m in self.maps.values()
-                   if m["subscription_id"] is not None]
-        return ids | {int(self._sub(s).product_id) for s in sub_ids}
+        sub_ids = sorted({int(m["subscription_id"]) for m in self.maps.values()
+                          if m["subscription_id"] is not None} - set(self._subs))
+        for i in range(0, len(sub_ids), 1000):   # the mapped subscriptions, 1,000 a statement
+            for row in self.conn.execute(select(
+                    subscriptions.c.id, subscriptions.c.account_id, subscriptions.c.product_id)
+                    .where(subscriptions.c.id.in_(sub_ids[i:i + 1000]))):
+                self._subs[int(row.id)] = row
+        return ids | {int(s.product_id) for s in self._subs.values()}
 
     def _sub(self, sub_id: int) -> Any:
         if sub_id not in self._subs:
@@ -541,7 +547,8 @@ def reconcile_vendor_file(uow: UnitOfWork, data: bytes, *, period: str, file_nam
     report = build_report(uow.conn, import_id, start, end, tolerance)
     report["unchanged"] = unchanged
     uow.conn.execute(update(vendor_imports).where(vendor_imports.c.id == import_id).values(
-        report=json.dumps(report, default=str), reconciled_at=uow.now()))
+        report=json.dumps(report, default=str), summary=json.dumps(report["summary"]),
+        reconciled_at=uow.now()))
     summary = report["summary"]
     audit.record(uow, "reconciled", "vendor_import", import_id, entity_ref=f"{vendor}:{period}",
                  changes={"file_sha256": [None, digest], "unchanged": [None, unchanged],
@@ -769,14 +776,14 @@ def stored_report(conn: Connection, period: str, *, vendor: str = VENDOR) -> dic
 def current_summaries(conn: Connection, *, limit: int = 24,
                       vendor: str | None = None) -> list[dict[str, Any]]:
     """The summary of each period's current import, newest periods first (``/metrics``)."""
-    query = select(vendor_imports.c.vendor, vendor_imports.c.period, vendor_imports.c.report,
+    query = select(vendor_imports.c.vendor, vendor_imports.c.period, vendor_imports.c.summary,
                    vendor_imports.c.rows_refused).where(
-        vendor_imports.c.status == "current", vendor_imports.c.report.is_not(None))
+        vendor_imports.c.status == "current", vendor_imports.c.summary.is_not(None))
     if vendor is not None:
         query = query.where(vendor_imports.c.vendor == vendor)
     rows = conn.execute(query.order_by(vendor_imports.c.period.desc()).limit(limit)).all()
     return [{"vendor": r.vendor, "period": r.period, "rows_refused": r.rows_refused,
-             "summary": json.loads(r.report)["summary"]} for r in rows]
+             "summary": json.loads(r.summary)} for r in rows]
 
 
 # --- report as CSV ---------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Three tables (design: ``billing_core/service/vendor_reconciliation.py``):
   subscription or product, set by finance (one row per (vendor, kind, vendor key));
 - ``vendor_imports``: one row per imported reconciliation file and period; the period's
   current import has ``status = 'current'`` (a partial unique index keeps one per vendor and
-  period), the ones it replaced ``superseded``; the report is stored as JSON;
+  period), the ones it replaced ``superseded``; the report is stored as JSON, its
+  summary apart (``/metrics`` reads it);
 - ``vendor_lines``: the file's accepted rows, money in minor units, quantities exact.
 """
 import sqlalchemy as sa
@@ -63,6 +64,7 @@ def upgrade() -> None:
         sa.Column('rows_refused', sa.Integer(), nullable=False),
         sa.Column('errors', sa.Text(), nullable=False),
         sa.Column('report', sa.Text(), nullable=True),
+        sa.Column('summary', sa.Text(), nullable=True),
         sa.Column('imported_at', _TS, nullable=False),
         sa.Column('reconciled_at', _TS, nullable=True),
         sa.Column('superseded_at', _TS, nullable=True),
