@@ -484,10 +484,15 @@ def _accounts_of(conn: Connection, connection: str, obj: str, ids: Sequence[str]
         rec.c.parent_crm_id.is_not(None)).distinct().order_by(rec.c.parent_crm_id)).scalars()]
 
 
-def pushes_documents(connector: Connector) -> bool:
-    """Whether the connection pushes issued documents (``push_documents``, off by default)."""
+def pushes_documents(connector: Connector) -> bool | str:
+    """Whether the connection pushes issued documents (``push_documents``, off by default):
+    ``"lines"`` when its field map also keeps their lines (a ``document_line`` object: the
+    native Dynamics 365 invoice), so the outbox puts them in the documents' payloads."""
     settings = getattr(connector, "settings", None)
-    return bool(getattr(settings, "push_documents", False))
+    if not getattr(settings, "push_documents", False):
+        return False
+    fieldmap = getattr(connector, "fieldmap", None)
+    return "lines" if "document_line" in getattr(fieldmap, "objects", {}) else True
 
 
 def run_cycle(engine: Engine, connector: Connector, options: SyncOptions | None = None,

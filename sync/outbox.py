@@ -39,7 +39,12 @@ from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import BulkInsert, id_in, text_in
 from billing_core.service.accounts import changed_since
-from billing_core.service.crm_documents import DocumentView, document_views
+from billing_core.service.crm_documents import (
+    DocumentView,
+    LineView,
+    document_lines,
+    document_views,
+)
 from billing_core.service.receivables import accounts_with_overdue
 from billing_core.service.views import (
     AccountView,
@@ -106,9 +111,15 @@ def quote_payload(view: OrderView) -> dict[str, Any]:
             "invoice_number": view.first_invoice_number}
 
 
-def document_payload(view: DocumentView, account_crm_id: str) -> dict[str, Any]:
-    """An issued document's CRM record payload (its key is the outbox row's ``crm_id``)."""
-    return {"account_crm_id": account_crm_id, "number": view.number,
+def document_payload(view: DocumentView, account_crm_id: str,
+                     lines: list[LineView] | None = None) -> dict[str, Any]:
+    """An issued document's CRM record payload (its key is the outbox row's ``crm_id``), with
+    its ``_lines`` for a CRM that keeps them (never sent as a field; see crm_documents)."""
+    extra: dict[str, Any] = {} if lines is None else {"_lines": [
+        {"key": ln.key, "line_no": ln.line_no, "description": ln.description,
+         "quantity": str(ln.quantity), "unit_price": str(ln.unit_price), "tax": str(ln.tax)}
+        for ln in lines]}
+    return {**extra, "account_crm_id": account_crm_id, "number": view.number,
             "document_type": view.type_label,
             "issue_date": view.issue_date.isoformat() if view.issue_date else None,
             "due_date": view.due_date.isoformat() if view.due_date else None,
@@ -123,18 +134,20 @@ def file_payload(view: DocumentView) -> dict[str, Any]:
 
 
 def _put_documents(conn: Connection, connection: str, part: list[tuple[int, str]],
-                   now: datetime) -> int:
+                   now: datetime, with_lines: bool = False) -> int:
     crm_of = dict(part)
     views = document_views(conn, [ledger_id for ledger_id, _ in part])
     if not views:
         return 0
+    lines = document_lines(conn, views) if with_lines else {}
     keys = [v.key for v in views]
     pending = 0
     for obj in DOCUMENT_OBJECTS:
         writes = _Writes(connection, _existing(conn, connection, obj, keys), now)
         for view in views:
             writes.put(obj, view.key, view.doc_id,
-                       document_payload(view, crm_of[view.account_id]) if obj == "document"
+                       document_payload(view, crm_of[view.account_id], lines.get(view.key))
+                       if obj == "document"
                        else file_payload(view))
         pending += writes.flush(conn)
     return pending
@@ -252,7 +265,7 @@ def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
-            grace_days: int = 0, write_hold: bool = False, documents: bool = False,
+            grace_days: int = 0, write_hold: bool = False, documents: bool | str = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
@@ -289,7 +302,8 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                     views[ledger_id], write_hold=write_hold, acked=acked))
             pending += writes.flush(conn)
             if documents:
-                pending += _put_documents(conn, connection, part, now)
+                pending += _put_documents(conn, connection, part, now,
+                                          with_lines=documents == "lines")
         for found in _handed_off(conn, connection, wanted, chunk):
             # An amended quote has a done hand-off per revision: it shows its newest (rows
             # come in revision order; a revision in a later page updates the row).

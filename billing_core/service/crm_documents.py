@@ -12,6 +12,12 @@ Rules kept here:
 - ``key`` is ``<kind>-<ledger id>``: stable for the document's life, the CRM record's external
   id (the number is a display value).
 - Reads are batched: three queries per chunk of accounts; nothing is written.
+- Lines (:func:`document_lines`, for a CRM that keeps them: the native Dynamics 365 ``invoice``
+  with its ``invoicedetail`` rows): an invoice's ledger lines in order; a memo one line for its
+  amount (a credit memo's negative). A line whose quantity times unit price is exactly its
+  amount keeps them; any other (a proration, a credit draw, a tiered usage line) is quantity 1
+  at its amount, so the CRM's sum of lines is the document's total to the cent. ``tax`` is the
+  line's tax; ``key`` is ``<document key>-<line no>``, the CRM line's external id.
 """
 from __future__ import annotations
 
@@ -23,8 +29,8 @@ from decimal import Decimal
 from sqlalchemy import Connection, select
 
 from billing_core.adapters.bulk import id_in
-from billing_core.adapters.tables import credit_memos, debit_memos, invoices
-from billing_core.domain.money import from_minor
+from billing_core.adapters.tables import credit_memos, debit_memos, invoice_lines, invoices
+from billing_core.domain.money import from_minor, to_minor
 
 TYPES = {"invoice": "Invoice", "credit_memo": "Credit Memo", "debit_memo": "Debit Memo"}
 
@@ -92,4 +98,61 @@ def document_views(conn: Connection, account_ids: Sequence[int]) -> list[Documen
                                     from_minor(open_minor, r.currency),
                                     _memo_status(kind, r.status, open_minor)))
     out.sort(key=lambda d: (d.account_id, d.kind, d.doc_id))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    key: str                      # <document key>-<line no>
+    line_no: int
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    tax: Decimal
+
+
+def _line(doc_key: str, no: int, description: str, quantity: object, unit_price: object,
+          amount_minor: int, tax_minor: int, currency: str) -> LineView:
+    amount = from_minor(amount_minor, currency)
+    if isinstance(quantity, Decimal) and isinstance(unit_price, Decimal) \
+            and quantity * unit_price == amount:
+        qty, price = quantity, unit_price
+    else:
+        qty, price = Decimal(1), amount
+    return LineView(f"{doc_key}-{no}", no, description, qty, price,
+                    from_minor(tax_minor, currency))
+
+
+def document_lines(conn: Connection, views: Sequence[DocumentView]) -> dict[str, list[LineView]]:
+    """The lines of each of ``views`` by document key (module rules)."""
+    out: dict[str, list[LineView]] = {v.key: [] for v in views}
+    views_by_key = {v.key: v for v in views}
+    by_invoice = {v.doc_id: v for v in views if v.kind == "invoice"}
+    if by_invoice:
+        raw: dict[str, list[tuple[int, str, object, object, int, int]]] = {
+            v.key: [] for v in by_invoice.values()}
+        c = invoice_lines.c
+        for r in conn.execute(select(
+                c.invoice_id, c.line_no, c.description, c.quantity, c.unit_price,
+                c.amount_minor, c.tax_minor).where(
+                id_in(conn, c.invoice_id, sorted(by_invoice))).order_by(c.invoice_id,
+                                                                        c.line_no)):
+            view = by_invoice[int(r.invoice_id)]
+            raw[view.key].append((int(r.line_no), r.description, r.quantity, r.unit_price,
+                                  int(r.amount_minor), int(r.tax_minor)))
+        for key, rows in raw.items():
+            view = views_by_key[key]
+            # tax-inclusive prices: the amounts hold the tax, so the CRM's base is without it
+            inclusive = sum(a for *_, a, _ in rows) != to_minor(view.total, view.currency) \
+                - sum(t for *_, t in rows)
+            out[key] = [_line(key, no, text, None if inclusive else qty,
+                              None if inclusive else price, amount - tax if inclusive
+                              else amount, tax, view.currency)
+                        for no, text, qty, price, amount, tax in rows]
+    for view in views:
+        if view.kind != "invoice":
+            minor = to_minor(view.total, view.currency)
+            out[view.key].append(_line(view.key, 1, f"{view.type_label} {view.number}", None,
+                                       None, -minor if view.kind == "credit_memo" else minor,
+                                       0, view.currency))
     return out

@@ -35,7 +35,8 @@ def check(conn: DynamicsConnector) -> list[CheckResult]:
     results = [CheckResult(name, "login", "ok", "token accepted")]
     described: dict[str, Any] = {}
     for obj, om in conn.fieldmap.objects.items():
-        if obj in ("document", "document_file") and not conn.settings.push_documents:
+        if obj in ("document", "document_file", "document_line") \
+                and not conn.settings.push_documents:
             continue        # documents are pushed only when the connection says so
         table = om.logical_name or om.crm_object
         label = f"fields {obj} ({table})"
@@ -53,6 +54,9 @@ def check(conn: DynamicsConnector) -> list[CheckResult]:
             continue
         columns = {a.get("LogicalName"): a for a in answer.get("value", [])}
         missing = {_attribute(s.crm) for s in om.fields.values()} - set(columns)
+        # a binding named as written (customerid_account@odata.bind) is its lookup column's
+        missing = {m for m in missing if not m.endswith("@odata.bind")
+                   or not {m[:-11], m[:-11].rsplit("_", 1)[0]} & set(columns)}
         locked = [s.crm for s in om.fields.values() if s.push and
                   columns.get(_attribute(s.crm), {}).get("IsValidForUpdate") is False]
         results.append(field_map_check(name, label, len(om.fields), missing, locked,

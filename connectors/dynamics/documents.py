@@ -13,6 +13,16 @@ Rules kept here:
   ``documentbody`` base64, ``objectid_<table>@odata.bind`` to the row). Before creating it, the
   row is read by its alternate key and the notes on it with that file name are looked for; one
   already there (a crash after the upload, before the outbox recorded it) is the result.
+- The native ``invoice`` (a map whose ``document`` object has ``logical_name = "invoice"``,
+  config/fieldmaps/dynamics_invoice.toml): its totals are Dataverse's, computed from its
+  ``invoicedetail`` rows, so a ``total`` mapped to one of them is not written; the lines (the
+  payload's ``_lines``, the ``document_line`` object) are upserted by their own alternate key
+  (``<document key>-<line no>``) right after the row, bound to it by its alternate key, so a
+  re-sent push writes no line twice. Its state follows the ledger's status
+  (:data:`NATIVE_STATES`): a status change first sets the row active (a paid or cancelled
+  invoice is read-only in Dataverse; a missing row's 404 is expected), then writes the fields
+  and lines, then closes it (Paid / Canceled) when the status says so. All of one document's
+  requests go in one ``$batch``; its result is the first that failed, else the row's.
 - A note Dataverse refuses (over the org's attachment size, 5 MB by default; a bad body) fails
   alone with Dataverse's code and message, prefixed with the document's number; a document whose
   row is not in Dataverse yet fails alone (``NOT_FOUND``) and is retried later. Transport
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import AuthError, ConnectorError, FatalError, Record, WriteResult
@@ -60,28 +71,121 @@ def _body(conn: DynamicsConnector, update: Record) -> dict[str, Any]:
     return body
 
 
-def upsert_documents(conn: DynamicsConnector, updates: Sequence[Record]) -> list[WriteResult]:
+#: The native invoice's (statecode, statuscode) for each ledger status (unconfirmed: the
+#: Dynamics 365 Sales invoice's Active 0 / Billed 4, Paid 2 / Complete 100001, Canceled 3 /
+#: Canceled 100003). A partly paid document stays active: a Paid invoice is read-only.
+NATIVE_STATES = {"posted": (0, 4), "partially_paid": (0, 4), "open": (0, 4),
+                 "paid": (2, 100001), "applied": (2, 100001),
+                 "void": (3, 100003), "cancelled": (3, 100003)}
+#: Columns Dataverse computes from the invoice's lines (never written).
+COMPUTED = frozenset({"totalamount", "totallineitemamount", "totaltax"})
+
+
+def _native(conn: DynamicsConnector) -> bool:
+    return bool(conn.fieldmap.object("document").logical_name == "invoice")
+
+
+def _line_subs(conn: DynamicsConnector, update: Record, doc_url: str) -> list[odata.SubRequest]:
+    lines = update.get("_lines") or []
+    if not lines:
+        return []
+    lom = conn.fieldmap.object("document_line")
+    parent = lom.fields.get("document_crm_id")
+    if parent is None:
+        raise FieldMapError("document_line.document_crm_id is not in the field map")
+    nav = parent.crm[:-len("@odata.bind")] if parent.crm.endswith("@odata.bind") \
+        else parent.crm[1:-6] if parent.crm.startswith("_") else parent.crm
+    subs = []
+    for line in lines:
+        body = lom.to_crm({k: _line_value(k, v) for k, v in line.items()
+                           if k in lom.fields and k != "key"})
+        body[f"{nav}@odata.bind"] = "/" + doc_url
+        body["isproductoverridden"] = True          # a write-in line: no catalog product
+        subs.append(odata.SubRequest("PATCH", conn.base + _keyed(
+            lom.crm_object, lom.key, str(line["key"])), body, {}))
+    return subs
+
+
+def _line_value(name: str, value: Any) -> Any:
+    return Decimal(value) if name in ("quantity", "unit_price", "tax") else value
+
+
+def _document_subs(conn: DynamicsConnector, update: Record,
+                   key: str) -> tuple[list[odata.SubRequest], int]:
+    """The requests of one document, and how many leading ones may answer 404 (a reopen of a
+    row not there yet)."""
     om = conn.fieldmap.object("document")
+    url = _keyed(om.crm_object, om.key, key)
+    body = _body(conn, update)
+    if not _native(conn):
+        return [odata.SubRequest("PATCH", conn.base + url, body, {})], 0
+    for name in COMPUTED:
+        body.pop(name, None)
+    if "invoicenumber" in body:     # the invoice's name (required in its form) is its number
+        body["name"] = body["invoicenumber"]
+    status = update.get("status")
+    state = NATIVE_STATES.get(str(status)) if status is not None else None
+    if status is not None and state is None:
+        raise FieldMapError(f"document.status={status!r} has no invoice state")
+    subs: list[odata.SubRequest] = []
+    tolerated = 0
+    if state is not None:
+        subs.append(odata.SubRequest("PATCH", conn.base + url,
+                                     {"statecode": 0, "statuscode": 4}, {"If-Match": "*"}))
+        tolerated = 1
+    if state is not None and state[0] == 0:
+        body.update({"statecode": 0, "statuscode": 4})
+    subs.append(odata.SubRequest("PATCH", conn.base + url, body, {}))
+    subs += _line_subs(conn, update, url)
+    if state is not None and state[0] != 0:
+        subs.append(odata.SubRequest("PATCH", conn.base + url,
+                                     {"statecode": state[0], "statuscode": state[1]},
+                                     {"If-Match": "*"}))
+    return subs, tolerated
+
+
+def _combined(key: str, answers: list[odata.SubResponse | None], tolerated: int) -> WriteResult:
+    row = _result(key, answers[tolerated] if len(answers) > tolerated else None)
+    for n, answer in enumerate(answers):
+        if n < tolerated and answer is not None and answer.status == 404:
+            continue
+        result = _result(key, answer)
+        if not result.ok:
+            return result
+    return row
+
+
+def upsert_documents(conn: DynamicsConnector, updates: Sequence[Record]) -> list[WriteResult]:
     results: list[WriteResult | None] = [None] * len(updates)
-    pending: list[tuple[int, str, odata.SubRequest]] = []
+    pending: list[tuple[int, str, list[odata.SubRequest], int]] = []
     for i, update in enumerate(updates):
         key = str(update.get("crm_id", ""))
         try:
-            sub = odata.SubRequest("PATCH", conn.base + _keyed(om.crm_object, om.key, key),
-                                   _body(conn, update), {})
+            subs, tolerated = _document_subs(conn, update, key)
         except (FieldMapError, FatalError) as exc:
             results[i] = WriteResult(key, False, "INVALID_FIELD", str(exc))
             continue
-        pending.append((i, key, sub))
-    for start in range(0, len(pending), BATCH_MAX):
-        chunk = pending[start:start + BATCH_MAX]
+        pending.append((i, key, subs, tolerated))
+    chunk: list[tuple[int, str, list[odata.SubRequest], int]] = []
+    size = 0
+    for n, item in enumerate(pending):
+        chunk.append(item)
+        size += len(item[2])
+        nxt = pending[n + 1] if n + 1 < len(pending) else None
+        if nxt is not None and size + len(nxt[2]) <= BATCH_MAX:
+            continue
         try:
-            answers = _send(conn, [sub for _, _, sub in chunk])
+            answers = _send(conn, [sub for _, _, subs, _ in chunk for sub in subs])
         except ConnectorError as exc:
             exc.partial_results = _filled(results, updates, str(exc))
             raise
-        for n, (i, key, _) in enumerate(chunk):
-            results[i] = _result(key, answers[n] if n < len(answers) else None)
+        at = 0
+        for i, key, subs, tolerated in chunk:
+            mine = [answers[at + k] if at + k < len(answers) else None
+                    for k in range(len(subs))]
+            results[i] = _combined(key, mine, tolerated)
+            at += len(subs)
+        chunk, size = [], 0
     return _filled(results, updates, "not sent", "NO_RESULT")
 
 

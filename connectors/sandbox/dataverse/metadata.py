@@ -5,7 +5,8 @@ Served: `EntityDefinitions` (collection), `EntityDefinitions(LogicalName='x')` a
 Rules kept:
 - Attribute names are logical names: a lookup read as `_x_value` is the attribute `x`.
 - `IsValidForUpdate` is false exactly for the columns the sandbox refuses to write (key,
-  createdon, modifiedon, versionnumber); `ChangeTrackingEnabled` matches what the reader does.
+  createdon, modifiedon, versionnumber, the native invoice's computed totals);
+  `ChangeTrackingEnabled` matches what the reader does.
 - Date and time columns say their `Format` and `DateTimeBehavior` as the schema serves them:
   `Edm.Date` is DateOnly/DateOnly, a user-local date DateOnly/UserLocal, else
   DateAndTime/UserLocal.
@@ -18,7 +19,7 @@ import re
 from typing import Any
 
 from .ids import salt
-from .schema import SYSTEM, TABLES, TableDef
+from .schema import INVOICE_COMPUTED, SYSTEM, TABLES, TableDef
 from .wire import NOT_FOUND_SEGMENT, DataverseError
 
 _PATH = re.compile(r"^EntityDefinitions(?:\(LogicalName='(\w+)'\))?(/Attributes)?$")
@@ -45,7 +46,8 @@ def _attributes(seed: int, t: TableDef) -> list[dict[str, Any]]:
         name = column[1:-6] if lookup else column
         attribute = {"MetadataId": _id(seed, f"{t.entity}.{name}"), "LogicalName": name,
                      "AttributeType": "Lookup" if lookup else _ATTR_TYPES[edm],
-                     "IsValidForUpdate": column not in SYSTEM and column != t.key,
+                     "IsValidForUpdate": column not in SYSTEM and column != t.key
+                     and column not in INVOICE_COMPUTED.get(t.name, ()),
                      "IsCustomAttribute": name.startswith("new_")}
         if edm in ("Edm.Date", "Edm.DateTimeOffset"):
             date_only = edm == "Edm.Date" or column in t.user_local

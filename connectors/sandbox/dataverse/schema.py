@@ -122,6 +122,30 @@ NEW_INVOICES = TableDef(
           ("new_status", STRING), ("new_currencycode", STRING)),
     False, {"new_account": ("_new_account_value", "accounts")},
 )
+# The native Dynamics 365 Sales invoice and its lines (invoice products), with the custom
+# columns an org adds for billing's push (docs/CRM_SETUP.md): alternate keys
+# new_ledgerdocumentid / new_ledgerlineid, and new_documenttype, new_status, new_currencycode,
+# new_issuedate, new_balance. Its totals are computed from the lines (INVOICE_COMPUTED), its
+# state is INVOICE_STATES, and a Paid or Canceled invoice is read-only (documents.py).
+INVOICES = TableDef(
+    "invoices", "invoice", "invoiceid",
+    _cols(("invoiceid", GUID), ("name", STRING), ("invoicenumber", STRING),
+          ("_customerid_value", GUID), ("duedate", DATETIME), ("description", STRING),
+          ("totallineitemamount", MONEY), ("totaltax", MONEY), ("totalamount", MONEY),
+          ("statecode", INT), ("statuscode", INT), ("new_ledgerdocumentid", STRING),
+          ("new_documenttype", STRING), ("new_status", STRING), ("new_currencycode", STRING),
+          ("new_issuedate", DATE), ("new_balance", MONEY)),
+    False, {"customerid_account": ("_customerid_value", "accounts")},
+    frozenset({"duedate"}),
+)
+INVOICEDETAILS = TableDef(
+    "invoicedetails", "invoicedetail", "invoicedetailid",
+    _cols(("invoicedetailid", GUID), ("_invoiceid_value", GUID), ("lineitemnumber", INT),
+          ("isproductoverridden", BOOL), ("productdescription", STRING), ("quantity", DECIMAL),
+          ("priceperunit", MONEY), ("baseamount", MONEY), ("tax", MONEY),
+          ("extendedamount", MONEY), ("new_ledgerlineid", STRING)),
+    False, {"invoiceid": ("_invoiceid_value", "invoices")},
+)
 ANNOTATIONS = TableDef(
     "annotations", "annotation", "annotationid",
     _cols(("annotationid", GUID), ("subject", STRING), ("notetext", STRING),
@@ -129,14 +153,26 @@ ANNOTATIONS = TableDef(
           ("filesize", INT), ("isdocument", BOOL), ("_objectid_value", GUID),
           ("objecttypecode", STRING)),
     False, {"objectid_new_invoice": ("_objectid_value", "new_invoices"),
+            "objectid_invoice": ("_objectid_value", "invoices"),
             "objectid_account": ("_objectid_value", "accounts")},
 )
-#: Alternate keys (table -> its key columns): `PATCH /<set>(<column>='<value>')` upserts by it.
-ALTERNATE_KEYS = {"new_invoices": ("new_ledgerdocumentid",)}
+#: Alternate keys (table -> its key columns): `PATCH /<set>(<column>='<value>')` upserts by it,
+#: and `<nav>@odata.bind: "/<set>(<column>='<value>')"` binds to the row it names.
+ALTERNATE_KEYS = {"new_invoices": ("new_ledgerdocumentid",),
+                  "invoices": ("new_ledgerdocumentid",),
+                  "invoicedetails": ("new_ledgerlineid",)}
+#: Columns Dataverse computes (a write of one is refused here).
+INVOICE_COMPUTED = {"invoices": frozenset({"totallineitemamount", "totaltax", "totalamount"}),
+                    "invoicedetails": frozenset({"baseamount", "extendedamount"})}
+#: An invoice's status reasons by state (unconfirmed; the deprecated Closed state 1 is left
+#: out): Active 0 (New 1, Partially Shipped 2, Billed 4, Booked 5, Installed 6), Paid 2
+#: (Complete 100001, Partial 100002), Canceled 3 (Canceled 100003).
+INVOICE_STATES = {0: (1, 2, 4, 5, 6), 2: (100001, 100002), 3: (100003,)}
 #: The org's maximum attachment size (Settings > Email > "maximum file size"), default 5 MB.
 MAX_ATTACHMENT_BYTES = 5_242_880
 TABLES: dict[str, TableDef] = {t.name: t for t in (ACCOUNTS, PRODUCTS, QUOTES, QUOTEDETAILS,
-                                                   CURRENCIES, NEW_INVOICES, ANNOTATIONS)}
+                                                   CURRENCIES, NEW_INVOICES, ANNOTATIONS,
+                                                   INVOICES, INVOICEDETAILS)}
 ENTITY_TO_SET: dict[str, str] = {t.entity: t.name for t in TABLES.values()}
 
 # Quote state -> its default status reason (Draft/In Progress, Active/Open, Won, Closed/Lost).

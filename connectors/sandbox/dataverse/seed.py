@@ -90,7 +90,8 @@ class Seeder:
         self.sizes = {"accounts": accounts, "products": products, "quotes": quotes,
                       "quotedetails": quotes * lines_per_quote,
                       "transactioncurrencies": len(CURRENCIES),
-                      "new_invoices": 0, "annotations": 0}     # written by billing only
+                      "new_invoices": 0, "annotations": 0,
+                      "invoices": 0, "invoicedetails": 0}     # written by billing only
         self.lines = lines_per_quote
         # Quotes come in pairs per customer (a quote and its renewal); pair j belongs to account
         # (j * mult + shift) mod accounts, a permutation, so a customer's quotes are found by

@@ -8,8 +8,9 @@ Rules kept:
   0x80060882; `If-Match: *` requires the row to exist (404 otherwise); `If-None-Match: *` refuses
   to overwrite (412). A PATCH without either creates a missing row (Dataverse's upsert).
   DELETE honours `If-Match` the same way.
-- Lookups are written only as `<navigation>@odata.bind: "/<set>(<guid>)"` and must point at a
-  live row. System columns in a payload are ignored, as Dataverse ignores them.
+- Lookups are written only as `<navigation>@odata.bind: "/<set>(<guid>)"` (or
+  `"/<set>(<alternate key>='<value>')"`) and must point at a live row. System columns in a
+  payload are ignored, as Dataverse ignores them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,20 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from .schema import BOOL, DATE, DATETIME, DECIMAL, GUID, INT, MONEY, STRING, SYSTEM, TableDef
+from .schema import (
+    ALTERNATE_KEYS,
+    BOOL,
+    DATE,
+    DATETIME,
+    DECIMAL,
+    GUID,
+    INT,
+    MONEY,
+    STRING,
+    SYSTEM,
+    TABLES,
+    TableDef,
+)
 from .store import Row, Store
 from .wire import BAD_QUERY, DUPLICATE, ROW_NOT_FOUND, VERSION_MISMATCH, DataverseError, parse_time
 
@@ -77,6 +91,10 @@ def validate(table: TableDef, payload: Any, store: Store, ieee754: bool = False)
                            "annotations in the payload but no property value was found in the "
                            "payload.")
             column, target = table.binds[nav]
+            keyed = _keyed_bind(store, target, value)
+            if keyed is not None:
+                values[column] = keyed
+                continue
             match = _BIND.match(value) if isinstance(value, str) else None
             if match is None or match.group(1) != target:
                 raise _bad(f"The value '{value}' of '{name}' is not a valid reference to "
@@ -95,6 +113,26 @@ def validate(table: TableDef, payload: Any, store: Store, ieee754: bool = False)
             continue
         values[name] = _typed(name, table.columns[name], value, ieee754)
     return values
+
+
+_KEYED_BIND = re.compile(r"^/?(?:.*/api/data/v9\.\d/)?(\w+)\((\w+)='((?:[^']|'')*)'\)$")
+
+
+def _keyed_bind(store: Store, target: str, value: Any) -> str | None:
+    """The GUID of the row a bind names by an alternate key (``/invoices(new_ledgerdocumentid=
+    'invoice-1')``), None when ``value`` is not such a bind; 404 when no row has that key."""
+    match = _KEYED_BIND.match(value) if isinstance(value, str) else None
+    if match is None or match.group(1) != target:
+        return None
+    column, wanted = match.group(2), match.group(3).replace("''", "'")
+    if column not in ALTERNATE_KEYS.get(target, ()):
+        raise _bad(f"The key '{column}' is not an alternate key of the entity "
+                   f"'{TABLES[target].entity}'.")
+    for _index, row in store.scan(target):
+        if row.get(column) == wanted:
+            return str(row[TABLES[target].key])
+    raise DataverseError(404, ROW_NOT_FOUND, f"{TABLES[target].entity} With Ids = "
+                         f"{column}:{match.group(3)} Does Not Exist")
 
 
 def check_preconditions(table: TableDef, row: Row | None, guid: str, if_match: str | None,
