@@ -541,9 +541,10 @@ def reconcile_vendor_file(uow: UnitOfWork, data: bytes, *, period: str, file_nam
     if current is not None and current["file_sha256"] == digest:
         import_id, unchanged = int(current["id"]), True
     else:
-        parsed = read_vendor_csv(data, file_name)   # raises before anything is written
-        import_id, unchanged = _store(uow, vendor, period, file_name[-255:], digest, parsed,
-                                      current), False
+        # read_vendor_csv raises before anything is written; its rows are freed once stored
+        import_id = _store(uow, vendor, period, file_name[-255:], digest,
+                           read_vendor_csv(data, file_name), current)
+        unchanged = False
     report = build_report(uow.conn, import_id, start, end, tolerance)
     report["unchanged"] = unchanged
     uow.conn.execute(update(vendor_imports).where(vendor_imports.c.id == import_id).values(
