@@ -90,3 +90,37 @@ def test_dataverse_reads_ids_with_one_filter_of_key_comparisons_per_200(
     assert f"$filter=accountid eq {guid(0)} or accountid eq {guid(1)} or " in first
     assert len(first) < 32_768                       # Dataverse's URL limit
     assert len(found) == 249 and guid(7) not in {r["crm_id"] for r in found}
+
+
+# -- lookup_in: the lines of many accepted quotes at once (sync.engine._lines_of_accepted) ---
+def test_salesforce_looks_lines_up_200_quotes_per_query(sf_queries: list[str]) -> None:
+    quotes = [f"0Q0{n:012d}AAA" for n in range(250)]
+    _build(sf_settings()).lookup_in("quote_line", "quote_crm_id", quotes)
+    assert [len(re.findall(r"'0Q0\w+'", q)) for q in sf_queries] == [200, 50]
+    assert " FROM QuoteLineItem WHERE QuoteId IN ('0Q0" in sf_queries[0]
+
+
+@pytest.fixture
+def dv_line_gets() -> Any:
+    dv = FakeDataverse()
+    urls: list[str] = []
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        urls.append(unquote(request.url))
+        return 200, {}, json.dumps({"value": []})
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses.GET, re.compile(re.escape(DV_BASE) + r"quotedetails\?.*"),
+                          answer)
+        rsps.add_callback(responses.GET, f"{AUTHORITY}/v2.0/.well-known/openid-configuration",
+                          dv._discovery)
+        rsps.add_callback(responses.POST, f"{AUTHORITY}/oauth2/v2.0/token", dv._token)
+        yield urls
+
+
+def test_dataverse_looks_lines_up_200_quotes_per_filter(dv_line_gets: list[str]) -> None:
+    quotes = [guid(n) for n in range(250)]
+    _build(d365_settings()).lookup_in("quote_line", "quote_crm_id", quotes)
+    assert [len(re.findall(r"_quoteid_value eq ", u)) for u in dv_line_gets] == [200, 50]
+    assert f"_quoteid_value eq {guid(0)} or _quoteid_value eq {guid(1)} or " in dv_line_gets[0]
+    assert len(dv_line_gets[0]) < 32_768                 # Dataverse's URL limit
