@@ -14,6 +14,13 @@ hook re-evaluates the holds of every invoiced account, default policy); ``--no-h
 a plain ``UnitOfWork``. On PostgreSQL the benchmark works in its own schema and drops it.
 Prints invoices/s, rows written/s, CPU time (this process and its children), peak RSS
 (resource.getrusage) and the load average.
+
+The ceiling (``--no-ceiling`` to skip): a second database, built the same way, takes the same
+rows the run wrote (invoices, lines, tax rows, audit rows; the ``billed_through`` and usage
+marks) as plain bulk statements, a transaction per chunk of the same size, with nothing read
+or computed: the database's own write rate for this run. Only the write transactions are
+timed (the rows are read from the billed database between them). The bench prints the bill
+run's rate as a ratio of it (the target is at least 0.8).
 """
 from __future__ import annotations
 
@@ -31,12 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert, select, text
 
 from billing_core.adapters.bulk import BulkInsert
 from billing_core.adapters.db import UnitOfWork, make_engine
 from billing_core.adapters.tables import (
     accounts,
+    audit_log,
+    bill_runs,
+    invoice_lines,
+    invoice_taxes,
+    invoices,
     price_tiers,
     prices,
     products,
@@ -44,8 +56,8 @@ from billing_core.adapters.tables import (
     tax_rates,
     usage_events,
 )
-from billing_core.service import ledger_uow
-from billing_core.service.bill_run import run_bill_run
+from billing_core.service import billing_io, ledger_uow
+from billing_core.service.bill_run import BillRunOptions, run_bill_run
 from jobs.migrate import upgrade
 
 RUN_DATE = date(2026, 3, 1)
@@ -126,6 +138,64 @@ EVENTS = BulkInsert(usage_events, ("id", "event_id", "account_id", "product_id",
                                 "occurred_at", "created_at"))
 
 
+AUDIT_COLS = ("at", "actor", "action", "entity_type", "entity_id", "entity_ref", "account_id",
+              "changes", "run_id")
+INSERT_AUDIT = BulkInsert(audit_log, AUDIT_COLS)
+
+
+def _chunk_rows(conn, lo: int, hi: int) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+    """What the run wrote for invoices lo..hi, as plain rows (read, not timed)."""
+    inv = [tuple(r) for r in conn.execute(
+        select(*(invoices.c[c] for c in billing_io.INVOICE_COLS))
+        .where(invoices.c.id.between(lo, hi)).order_by(invoices.c.id))]
+    lines = [tuple(r) for r in conn.execute(
+        select(*(invoice_lines.c[c] for c in billing_io.LINE_COLS))
+        .where(invoice_lines.c.invoice_id.between(lo, hi)))]
+    taxes = [tuple(r) for r in conn.execute(
+        select(*(invoice_taxes.c[c] for c in billing_io.TAX_COLS))
+        .where(invoice_taxes.c.invoice_id.between(lo, hi)))]
+    audit = [tuple(r) for r in conn.execute(
+        select(*(audit_log.c[c] for c in AUDIT_COLS)).where(
+            audit_log.c.entity_type == "invoice",
+            audit_log.c.entity_id.in_([str(i) for i in range(lo, hi + 1)])))]
+    usage = [tuple(r) for r in conn.execute(
+        select(usage_events.c.id, usage_events.c.invoice_id)
+        .where(usage_events.c.invoice_id.between(lo, hi)))]
+    billed = [(sid, None if fresh else RUN_DATE, end) for sid, fresh, end in conn.execute(
+        select(subscriptions.c.id, subscriptions.c.start_date == date(2026, 2, 10),
+               subscriptions.c.billed_through)
+        .where(subscriptions.c.account_id.in_(select(invoices.c.account_id).where(
+            invoices.c.id.between(lo, hi)))))]
+    return {"inv": inv, "lines": lines, "taxes": taxes, "audit": audit, "usage": usage,
+            "billed": billed}
+
+
+def ceiling(billed: Engine, fresh: Engine, chunk: int) -> tuple[float, int]:
+    """Write what the run wrote into ``fresh`` (built the same way), a transaction per chunk
+    of invoices; returns (seconds spent in the write transactions, rows written)."""
+    with billed.connect() as conn:
+        ids = [int(i) for i in conn.execute(select(invoices.c.id).order_by(invoices.c.id))
+               .scalars()]
+        runs = [dict(r) for r in conn.execute(select(bill_runs)).mappings()]
+    with fresh.begin() as conn:
+        conn.execute(insert(bill_runs), runs)           # the invoices' foreign key
+    spent, rows = 0.0, 0
+    for start in range(0, len(ids), chunk):
+        lo, hi = ids[start], ids[min(start + chunk, len(ids)) - 1]
+        with billed.connect() as conn:
+            got = _chunk_rows(conn, lo, hi)
+        t0 = time.perf_counter()
+        with fresh.begin() as conn:
+            rows += billing_io.INSERT_INVOICE.run(conn, got["inv"])
+            rows += billing_io.INSERT_LINE.run(conn, got["lines"])
+            rows += billing_io.INSERT_TAX.run(conn, got["taxes"])
+            rows += billing_io._set_billed_through(conn, got["billed"])
+            rows += billing_io.SET_USAGE_INVOICE.run(conn, got["usage"])
+            rows += INSERT_AUDIT.run(conn, got["audit"])
+        spent += time.perf_counter() - t0
+    return spent, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--accounts", type=int, default=100_000)
@@ -135,19 +205,31 @@ def main() -> None:
     ap.add_argument("--no-hook", action="store_true",
                     help="plain UnitOfWork: leave out credit control's commit hook")
     ap.add_argument("--profile", action="store_true", help="cProfile the run, print the top 25")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip the plain bulk insert of the same rows (the ceiling)")
+    ap.add_argument("--reader", choices=("process", "thread", "none"), default="process",
+                    help="where the next unit is read and computed while this one is written "
+                         "(none: after it, in the writing thread)")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-")
     url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
     schema = None
+    schemas: list[str] = []
     if url.startswith("postgresql"):
         schema = f"bench_{os.getpid()}"
         admin = make_engine(url)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+
+        def pg(name: str) -> Engine:
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{name}"'))
+            schemas.append(name)
+            return make_engine(url, connect_args={"options": f"-csearch_path={name}"})
+        engine = pg(schema)
+        second = (lambda: pg(f"{schema}_ceiling"))  # noqa: E731
     else:
         engine = make_engine(url)
+        second = (lambda: make_engine(f"sqlite:///{tmp.name}/ceiling.db"))  # noqa: E731
     try:
         upgrade(engine)
         t0 = time.perf_counter()
@@ -166,7 +248,12 @@ def main() -> None:
         t0 = time.perf_counter()
         if profiler:
             profiler.enable()
-        result = run_bill_run(engine, RUN_DATE, chunk_size=args.chunk_size, uow_factory=factory)
+        reader_url = url if schema is None else \
+            f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        opts = BillRunOptions(pipeline=args.reader != "none",
+                              reader_url=reader_url if args.reader == "process" else None)
+        result = run_bill_run(engine, RUN_DATE, chunk_size=args.chunk_size, uow_factory=factory,
+                              options=opts)
         if profiler:
             profiler.disable()
         elapsed = time.perf_counter() - t0
@@ -185,13 +272,27 @@ def main() -> None:
         again = run_bill_run(engine, RUN_DATE, chunk_size=args.chunk_size, uow_factory=factory)
         print(f"rerun: {again.invoices_created} invoices, {again.already_billed:,} already "
               f"billed in {time.perf_counter() - t0:.2f}s")
+        if not args.no_ceiling:
+            fresh = second()
+            upgrade(fresh)
+            build(fresh, args.accounts, args.usage_per_account)
+            spent, rows = ceiling(engine, fresh, args.chunk_size)
+            fresh.dispose()
+            print(f"ceiling (plain bulk insert of the same rows, writes only): {rows:,} rows in "
+                  f"{spent:.2f}s = {rows / spent:,.0f} rows/s, "
+                  f"{result.invoices_created / spent:,.0f} invoices/s")
+            print(f"RATIO bill run / ceiling: {spent / elapsed:.2f} "
+                  f"({result.rows_written / elapsed:,.0f} / {rows / spent:,.0f} rows/s; "
+                  f"reader {args.reader}, "
+                  f"hook {'off' if args.no_hook else 'on'})")
         if profiler:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     finally:
         engine.dispose()
         if schema:
             with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                for name in schemas:
+                    conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
             admin.dispose()
         tmp.cleanup()
 

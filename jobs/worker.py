@@ -409,7 +409,8 @@ class Worker:
                               chunk_size=self.settings.billing.bill_run_chunk_size,
                               series=self.settings.billing.invoice_series,
                               tax_inclusive=self.settings.billing.tax_inclusive,
-                              options=BillRunOptions(clock=self.clock))
+                              options=BillRunOptions(clock=self.clock,
+                                                     reader_url=self.settings.database_url))
         log.info("bill run date=%s run=%s%s invoices=%s accounts=%s errors=%s",
                  result.run_date, result.run_id, " (joined)" if result.joined else "",
                  result.invoices_created, result.accounts_seen, len(result.errors))

@@ -31,9 +31,13 @@ Rules kept here
   A process that finds nothing to claim while others still hold units waits for them (their
   leases), then the last one closes the run (``finished``, ``invoices_created`` counted from
   the invoices that name the run). ``share=False`` (and a dry run) walks every account itself.
-- One process overlaps its reads with its writes: a reader thread reads and computes the
-  next unit (on its own connection, a read transaction per chunk) while the current one is
-  written and committed; claims are taken in the writer's transaction, a few units ahead.
+- One process overlaps its reads with its writes: the next units are read, computed and turned
+  into plain rows (:func:`billing_core.service.billing_io.prepare_chunk`) by a reader while
+  the current one is written and committed; the writer only takes numbers and ids, runs the
+  bulk statements and the commit hook. The reader is a second process
+  (``BillRunOptions.reader_url``, runs of at least ``PROCESS_READER_UNITS`` units: the rows
+  cross as plain tuples) or else a thread (a reader thread and SQLite's per-row steps take turns
+  on the interpreter lock). Claims are taken in the writer's transaction, a few units ahead.
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
@@ -60,10 +64,12 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -78,14 +84,18 @@ from billing_core.service.billing_io import (
     Catalog,
     ChunkData,
     LostRace,
+    Prepared,
     Written,
+    apply_chunk,
     load_catalog,
     load_chunk,
-    write_chunk,
+    prepare_chunk,
 )
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
+#: A run of fewer units reads on a thread: starting the reader process costs about a second.
+PROCESS_READER_UNITS = 8
 #: The advisory lock that makes creating a run's units single on PostgreSQL (transaction-scoped).
 SETUP_LOCK_KEY = 0x6C62_6269_6C6C_7275     # "lbbillru"
 PREVIEW_LIMIT = 500
@@ -192,6 +202,9 @@ class BillRunOptions:
     poll_seconds: float = 0.5                   # waiting for other processes' units
     wait_for_others: bool = True                # False: return when nothing is claimable
     pipeline: bool = True                       # read the next unit while writing this one
+    # read and compute in a second process connected to this URL (a thread without it): the
+    # interpreter lock makes a reader thread and SQLite's writes take turns (see PERFORMANCE)
+    reader_url: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -294,8 +307,9 @@ class _Piece:
     for an empty last read), and whether it is the unit's last."""
     unit: work_units.Unit
     after_id: int
-    data: ChunkData | None
+    data: ChunkData | None          # its ids, already-billed count and errors (no drafts)
     last: bool
+    prep: Prepared | None = None    # its rows, built by the reader
 
 
 _STOP = object()
@@ -328,6 +342,13 @@ class _Partitioned:
         self.to_write: queue.Queue[object] = queue.Queue(maxsize=2)
         self.unit_counts: dict[int, dict[str, int]] = {}
         self.lost: set[int] = set()
+        self.pool: Any = None                   # the reader process (``reader_url``)
+        self.reading: deque[Any] = deque()      # its results, one per unit, in claim order
+        self.pieces: list[_Piece] = []
+
+    def _units(self) -> int:
+        with self.engine.connect() as conn:
+            return work_units.progress(conn, self.job, self.opts.clock()).total
 
     # -- claims (in the writer's transaction, or a short one of their own) -----------------
     def _claim(self, conn: Connection, holding: int) -> list[work_units.Unit]:
@@ -342,16 +363,32 @@ class _Partitioned:
         """Claimed units, once their claim is committed: held, and queued for reading."""
         for unit in units:
             self.result.held.append(unit.id)
-            self.to_read.put(unit)
+            if self.pool is not None:
+                self.reading.append(self.pool.apply_async(_read_unit, (unit,)))
+            else:
+                self.to_read.put(unit)
+
+    def _next_piece(self, threaded: bool) -> object:
+        if self.pool is None:
+            return self.to_write.get() if threaded else self._read_one()
+        if not self.pieces:
+            try:
+                self.pieces.extend(self.reading.popleft().get())
+            except Exception as exc:  # noqa: BLE001 (raised by the caller)
+                return exc
+        return self.pieces.pop(0)
 
     def run(self) -> None:
         with UnitOfWork(self.engine) as uow:
             self.catalog = load_catalog(uow.conn, tax_inclusive=self.tax_inclusive)
             units = self._claim(uow.conn, 0)
             uow.commit()
-        self._hold(units)
         reader = None
-        if self.opts.pipeline:
+        if self.opts.pipeline and self.opts.reader_url and self._units() >= PROCESS_READER_UNITS:
+            self.pool = _reader_pool(self.opts.reader_url, self.run_date, self.size,
+                                     self.tax_inclusive)
+        self._hold(units)
+        if self.opts.pipeline and self.pool is None:
             reader = threading.Thread(target=self._reader, name=f"bill-run-{self.run_id}-read",
                                       daemon=True)
             reader.start()
@@ -361,13 +398,16 @@ class _Partitioned:
                     if not self._wait_for_units():
                         break
                     continue
-                piece = self.to_write.get() if reader else self._read_one()
+                piece = self._next_piece(reader is not None)
                 if isinstance(piece, BaseException):
                     raise piece
                 assert isinstance(piece, _Piece)
                 self._write(piece)
         finally:
             self.to_read.put(_STOP)
+            if self.pool is not None:
+                self.pool.terminate()
+                self.pool.join()
             if reader is not None:
                 while reader.is_alive():        # let a reader blocked on a full queue end
                     try:
@@ -424,20 +464,8 @@ class _Partitioned:
         return pending.pop(0)
 
     def _pieces(self, conn: Connection, unit: work_units.Unit) -> Iterator[_Piece]:
-        after = unit.lo - 1
-        while True:
-            data = load_chunk(conn, self.catalog, self.run_date, after,  # type: ignore[arg-type]
-                              self.size, upto=unit.hi)
-            conn.rollback()                     # a fresh snapshot for the next chunk
-            ids = data.account_ids
-            if not ids:
-                yield _Piece(unit, after, None, True)
-                return
-            last = len(ids) < self.size or ids[-1] >= unit.hi
-            yield _Piece(unit, after, data, last)
-            if last:
-                return
-            after = ids[-1]
+        assert self.catalog is not None
+        return _unit_pieces(conn, self.catalog, self.run_date, self.size, unit)
 
     # -- writing (this thread) --------------------------------------------------------------
     def _write(self, piece: _Piece) -> None:
@@ -489,7 +517,8 @@ class _Partitioned:
                 try:
                     _run_chunk(uow, self.catalog, self.run_date, piece.after_id, self.size,
                                self.post, self.series, False, result, upto=unit.hi,
-                               preread=piece.data, before_commit=in_transaction)
+                               preread=(piece.data, piece.prep) if piece.prep else None,
+                               before_commit=in_transaction)
                 except _LeaseLost:
                     lost = True
         if lost:
@@ -512,6 +541,55 @@ class _Partitioned:
     def _drop(self, unit_id: int) -> None:
         if unit_id in self.result.held:
             self.result.held.remove(unit_id)
+
+
+_READER: dict[str, Any] = {}
+
+
+def _reader_pool(url: str, run_date: date, size: int, tax_inclusive: bool) -> Any:
+    """One reader process (spawned: no inherited connections or threads), with its own
+    engine and the run's catalog."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    return ctx.Pool(1, initializer=_reader_init, initargs=(url, run_date, size, tax_inclusive))
+
+
+def _reader_init(url: str, run_date: date, size: int, tax_inclusive: bool) -> None:
+    from billing_core.adapters.db import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        catalog = load_catalog(conn, tax_inclusive=tax_inclusive)
+    _READER.update(engine=engine, catalog=catalog, run_date=run_date, size=size)
+
+
+def _read_unit(unit: work_units.Unit) -> list[_Piece]:
+    """In the reader process: the unit's chunks, read and computed, on a read transaction
+    each."""
+    r = _READER
+    with r["engine"].connect() as conn:
+        conn = conn.execution_options(ledger_read_only=True)
+        return list(_unit_pieces(conn, r["catalog"], r["run_date"], r["size"], unit))
+
+
+def _unit_pieces(conn: Connection, catalog: Catalog, run_date: date, size: int,
+                 unit: work_units.Unit) -> Iterator[_Piece]:
+    after = unit.lo - 1
+    while True:
+        data = load_chunk(conn, catalog, run_date, after, size, upto=unit.hi)
+        conn.rollback()                     # a fresh snapshot for the next chunk
+        ids = data.account_ids
+        if not ids:
+            yield _Piece(unit, after, None, True)
+            return
+        last = len(ids) < size or ids[-1] >= unit.hi
+        # the rows are built here, on the reader's side; the drafts stay here
+        yield _Piece(unit, after, ChunkData(ids, [], data.already_billed, data.errors), last,
+                     prepare_chunk(data))
+        if last:
+            return
+        after = ids[-1]
 
 
 class _LeaseLost(RuntimeError):
@@ -547,7 +625,7 @@ def close_abandoned(uow: UnitOfWork) -> int:
 def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, size: int,
                post: bool, series: str, dry_run: bool,
                result: BillRunResult, *, upto: int | None = None,
-               preread: ChunkData | None = None,
+               preread: tuple[ChunkData, Prepared] | None = None,
                before_commit: Callable[[UnitOfWork, ChunkData, Written], bool] | None = None,
                ) -> tuple[int, int]:
     """Bill one chunk of accounts in one transaction; returns (last id, accounts seen).
@@ -557,17 +635,19 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
         try:
             if preread is not None and attempt == 1:
-                data = preread
-            elif upto is None:
-                data = load_chunk(uow.conn, catalog, run_date, after_id, size)  # type: ignore[arg-type]
+                data, prep = preread
             else:
-                data = load_chunk(uow.conn, catalog, run_date, after_id, size,  # type: ignore[arg-type]
-                                  upto=upto)
+                if upto is None:
+                    data = load_chunk(uow.conn, catalog, run_date, after_id,  # type: ignore[arg-type]
+                                      size)
+                else:
+                    data = load_chunk(uow.conn, catalog, run_date, after_id,  # type: ignore[arg-type]
+                                      size, upto=upto)
+                prep = prepare_chunk(data)
             if not data.account_ids:
                 uow.rollback()
                 return after_id, 0
-            written = write_chunk(uow, data, run_id=result.run_id, post=post, series=series,
-                                  issue_date=run_date)
+            written = apply_chunk(uow, prep, run_id=result.run_id, post=post, series=series)
             if before_commit is not None and not before_commit(uow, data, written):
                 uow.rollback()
                 raise _LeaseLost(after_id)
@@ -591,17 +671,30 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
         result.invoices_created += written.invoices
         result.lines_written += written.lines
         result.rows_written += written.rows
-        room = PREVIEW_LIMIT - len(result.invoices)
-        for d, number in written.previews[:max(room, 0)]:
-            result.invoices.append(InvoicePreview(
-                d.account_id, number, d.currency, d.period_start, d.period_end, len(d.lines),
-                d.subtotal_minor, d.tax_minor, d.total_minor,
-                [PreviewLine(ln.kind, ln.description, ln.quantity, ln.period_start,
-                             ln.period_end, ln.amount_minor, ln.tax_rate, ln.tax_minor)
-                 for ln in d.lines],
-                [(t.rate, t.base_minor, t.tax_minor) for t in d.taxes]))
+        _previews(result, prep, written.numbers)
         return data.account_ids[-1], len(data.account_ids)
     raise AssertionError("unreachable")
+
+
+def _previews(result: BillRunResult, prep: Prepared, numbers: list[str | None]) -> None:
+    """The first ``PREVIEW_LIMIT`` invoices of the run, from the rows written."""
+    room = PREVIEW_LIMIT - len(result.invoices)
+    if room <= 0 or not prep.invoices:
+        return
+    lines: dict[int, list[PreviewLine]] = {}
+    for ln in prep.lines:
+        if ln[0] < room:
+            lines.setdefault(ln[0], []).append(PreviewLine(ln[2], ln[3], ln[6], ln[8], ln[9],
+                                                           ln[10], ln[11], ln[12]))
+    taxes: dict[int, list[tuple[Decimal, int, int]]] = {}
+    for k, rate, base, tax in prep.taxes:
+        if k < room:
+            taxes.setdefault(k, []).append((rate, base, tax))
+    for k, (row, number) in enumerate(zip(prep.invoices[:room], numbers, strict=False)):
+        account, currency, start, end, _, _, subtotal, tax, total = row
+        mine = lines.get(k, [])
+        result.invoices.append(InvoicePreview(account, number, currency, start, end, len(mine),
+                                              subtotal, tax, total, mine, taxes.get(k, [])))
 
 
 def _is_race(exc: DBAPIError | LostRace) -> bool:

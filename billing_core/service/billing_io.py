@@ -114,7 +114,7 @@ class Written:
     invoices: int = 0
     lines: int = 0
     rows: int = 0
-    previews: list[tuple[Draft, str | None]] = field(default_factory=list)
+    numbers: list[str | None] = field(default_factory=list)     # in the chunk's order
 
 
 ZERO = Decimal(0)
@@ -312,34 +312,38 @@ def _marked(what: str, given: int, changed: int) -> int:
     return changed
 
 
-def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: bool,
-                series: str, issue_date: date) -> Written:
-    """Insert the chunk's invoices (posted, numbered in account order) and mark what they bill."""
-    out = Written()
-    drafts = data.drafts
-    if not drafts:
-        return out
-    conn, now = uow.conn, uow.now()
-    numbers: list[str | None] = list(take_numbers(conn, series, len(drafts))) if post \
-        else [None] * len(drafts)
-    ids = reserve_ids(conn, invoices, len(drafts))
-    status, posted_at = ("posted", now) if post else ("draft", None)
-    inv_rows = [(i, d.account_id, d.currency, series, n, status, d.period_start, d.period_end,
-                 d.issue_date, d.due_date, d.subtotal_minor, d.tax_minor, d.total_minor, 0,
-                 run_id, now, posted_at) for d, n, i in zip(drafts, numbers, ids, strict=True)]
-    lines: list[tuple[Any, ...]] = []
-    subs_bt: list[tuple[int, date | None, date]] = []
-    changes: list[tuple[Any, ...]] = []
-    charges: list[tuple[Any, ...]] = []
-    usage: list[tuple[Any, ...]] = []
-    draws: list[tuple[Any, ...]] = []
-    grants: list[tuple[Any, ...]] = []
-    taxes: list[tuple[Any, ...]] = []
+@dataclass
+class Prepared:
+    """A chunk's rows, built from its drafts before any id or number exists: plain tuples (cheap
+    to hand to another thread or process), each row naming its invoice by its index in
+    ``invoices``. :func:`apply_chunk` takes the numbers and ids and writes them."""
+    # (account_id, currency, period_start, period_end, issue_date, due_date, subtotal, tax,
+    #  total)
+    invoices: list[tuple[Any, ...]] = field(default_factory=list)
+    lines: list[tuple[Any, ...]] = field(default_factory=list)     # (index, *LINE_COLS[1:])
+    taxes: list[tuple[Any, ...]] = field(default_factory=list)     # (index, rate, base, tax)
+    billed_through: list[tuple[int, date | None, date]] = field(default_factory=list)
+    changes: list[tuple[int, int]] = field(default_factory=list)   # (change id, index)
+    charges: list[tuple[int, int]] = field(default_factory=list)
+    usage: list[tuple[int, int]] = field(default_factory=list)
+    draws: list[tuple[int, int, int]] = field(default_factory=list)  # (grant, index, amount)
+    overflow: list[tuple[int, int]] = field(default_factory=list)  # (index, overflow_minor)
+    # (index, draft, its metered usage): write_metered numbers the ratings by the draft's lines
+    metered: list[tuple[int, Draft, MeteredWork]] = field(default_factory=list)
+
+
+def prepare_chunk(data: ChunkData) -> Prepared:
+    """The rows of the chunk's invoices (no database: a reader may build them)."""
+    out = Prepared()
     subs = data.subs
     # where each subscription's range not billed yet starts: a line from there on claims its
     # period; a catch-up proration of an earlier period (before it) does not
     unbilled_from = {sid: sub.billed_through or sub.start_date for sid, sub in subs.items()}
-    for d, inv_id in zip(drafts, ids, strict=True):
+    lines, taxes = out.lines, out.taxes
+    for k, d in enumerate(data.drafts):
+        out.invoices.append((d.account_id, d.currency, d.period_start, d.period_end,
+                             d.issue_date, d.due_date, d.subtotal_minor, d.tax_minor,
+                             d.total_minor))
         # compute_invoice writes one one_time line per charge, in the order of d.charges
         charge_ids = iter(d.charges)
         for no, ln in enumerate(d.lines, 1):
@@ -351,53 +355,86 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
                 if charge_id is None:
                     raise RuntimeError(f"account {d.account_id}: a one-time line, no charge")
                 claims = True
-            lines.append((inv_id, no, ln.kind, ln.description[:255], ln.product_id, sid,
+            lines.append((k, no, ln.kind, ln.description[:255], ln.product_id, sid,
                           ln.quantity, ln.unit_price, ln.period_start, ln.period_end,
                           ln.amount_minor, ln.tax_rate, ln.tax_minor, charge_id, claims))
         if next(charge_ids, None) is not None:
             raise RuntimeError(f"account {d.account_id}: a one-time charge, no line")
-        subs_bt.extend((sid, subs[sid].billed_through, end)
-                       for sid, end in d.billed_through.items())
+        out.billed_through.extend((sid, subs[sid].billed_through, end)
+                                  for sid, end in d.billed_through.items())
         if d.changes:
-            changes.extend((cid, inv_id) for cid in d.changes)
+            out.changes.extend((cid, k) for cid in d.changes)
         if d.charges:
-            charges.extend((cid, inv_id) for cid in d.charges)
+            out.charges.extend((cid, k) for cid in d.charges)
         if d.usage:
-            usage.extend((uid, inv_id) for uid in d.usage)
-        for grant_id, amount in d.draws:
-            draws.append((grant_id, inv_id, "usage", amount, now))
-            grants.append((grant_id, amount))
-        taxes.extend((inv_id, t.rate, t.base_minor, t.tax_minor) for t in d.taxes)
+            out.usage.extend((uid, k) for uid in d.usage)
+        out.draws.extend((grant_id, k, amount) for grant_id, amount in d.draws)
+        taxes.extend((k, t.rate, t.base_minor, t.tax_minor) for t in d.taxes)
+        if d.overflow_minor:
+            out.overflow.append((k, d.overflow_minor))
+        if d.account_id in data.metered:
+            out.metered.append((k, d, data.metered[d.account_id]))
+    return out
+
+
+def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: bool,
+                series: str, issue_date: date) -> Written:
+    """Insert the chunk's invoices (posted, numbered in account order) and mark what they bill."""
+    return apply_chunk(uow, prepare_chunk(data), run_id=run_id, post=post, series=series)
+
+
+def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bool,
+                series: str) -> Written:
+    """Write a prepared chunk: numbers and ids taken in this transaction, then one bulk
+    statement per table and per kind of guarded mark (see the module rules)."""
+    out = Written()
+    if not prep.invoices:
+        return out
+    conn, now = uow.conn, uow.now()
+    count = len(prep.invoices)
+    numbers: list[str | None] = list(take_numbers(conn, series, count)) if post \
+        else [None] * count
+    ids = reserve_ids(conn, invoices, count)
+    status, posted_at = ("posted", now) if post else ("draft", None)
+    inv_rows = [(i, a, cur, series, n, status, ps, pe, issue, due, sub, tax, total, 0, run_id,
+                 now, posted_at)
+                for (a, cur, ps, pe, issue, due, sub, tax, total), n, i
+                in zip(prep.invoices, numbers, ids, strict=True)]
+    lines = [(ids[ln[0]], *ln[1:]) for ln in prep.lines]
+    taxes = [(ids[k], rate, base, tax) for k, rate, base, tax in prep.taxes]
     out.rows = INSERT_INVOICE.run(conn, inv_rows)
     out.rows += INSERT_LINE.run(conn, lines)
     out.rows += INSERT_TAX.run(conn, taxes)
-    if data.metered:
+    if prep.metered:
         out.rows += _marked("metered usage events", *write_metered(conn, [
-            (inv_id, d, data.metered[d.account_id]) for d, inv_id in zip(drafts, ids, strict=True)
-            if d.account_id in data.metered]))
+            (ids[k], d, work) for k, d, work in prep.metered]))
+    subs_bt = prep.billed_through
     out.rows += _marked("subscriptions", len(subs_bt), _set_billed_through(conn, subs_bt))
-    out.rows += _marked("quantity changes", len(changes), SET_CHANGE_INVOICE.run(conn, changes))
-    out.rows += _marked("one-time charges", len(charges), SET_CHARGE_INVOICE.run(conn, charges))
-    out.rows += _marked("usage events", len(usage), SET_USAGE_INVOICE.run(conn, usage))
+    for what, marks, stmt in (("quantity changes", prep.changes, SET_CHANGE_INVOICE),
+                              ("one-time charges", prep.charges, SET_CHARGE_INVOICE),
+                              ("usage events", prep.usage, SET_USAGE_INVOICE)):
+        out.rows += _marked(what, len(marks), stmt.run(conn, [(m, ids[k]) for m, k in marks]))
+    grants = [(g, amount) for g, _, amount in prep.draws]
     out.rows += _marked("credit grants", len(grants), DRAW_GRANT.run(conn, grants))
-    out.rows += INSERT_DRAW.run(conn, draws)
+    out.rows += INSERT_DRAW.run(conn, [(g, ids[k], "usage", amount, now)
+                                       for g, k, amount in prep.draws])
     # the trail: one row per invoice, in one bulk statement with the chunk's other writes
     # (``changes`` encoded here from plain values, keys sorted: no per-value conversion)
     action, dumps = ("posted" if post else "created"), json.dumps
-    audit.record_many(uow, [audit.Entry(action, "invoice", inv_id, n, d.account_id, dumps(
-        {"bill_run_id": [None, run_id], "period_start": [None, d.period_start.isoformat()],
-         "status": [None, status], "total_minor": [None, d.total_minor]}))
-        for d, n, inv_id in zip(drafts, numbers, ids, strict=True)])
-    for d, inv_id in zip(drafts, ids, strict=True):
-        if d.overflow_minor:
-            from billing_core.service.memos import issue_credit_memo
+    audit.record_many(uow, [audit.Entry(action, "invoice", inv_id, n, row[0], dumps(
+        {"bill_run_id": [None, run_id], "period_start": [None, row[2].isoformat()],
+         "status": [None, status], "total_minor": [None, row[8]]}))
+        for row, n, inv_id in zip(prep.invoices, numbers, ids, strict=True)])
+    for k, overflow in prep.overflow:
+        from billing_core.service.memos import issue_credit_memo
 
-            issue_credit_memo(uow, d.account_id, d.overflow_minor,
-                              f"Invoice below zero for {d.period_start}",
-                              origin="invoice_overflow", origin_invoice_id=inv_id, activate=True)
-            out.rows += 1
-        if post:
-            uow.touch(d.account_id)
-    out.invoices, out.lines = len(drafts), len(lines)
-    out.previews = list(zip(drafts, numbers, strict=True))
+        issue_credit_memo(uow, prep.invoices[k][0], overflow,
+                          f"Invoice below zero for {prep.invoices[k][2]}",
+                          origin="invoice_overflow", origin_invoice_id=ids[k], activate=True)
+        out.rows += 1
+    if post:
+        for row in prep.invoices:
+            uow.touch(row[0])
+    out.invoices, out.lines = count, len(lines)
+    out.numbers = numbers
     return out

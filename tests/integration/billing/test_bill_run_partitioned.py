@@ -248,7 +248,7 @@ sys.path.insert(0, {root!r})
 from datetime import date
 from billing_core.adapters.db import make_engine
 from billing_core.service import bill_run
-real, calls = bill_run.write_chunk, []
+real, calls = bill_run.apply_chunk, []
 def write_then_die(*args, **kw):
     out = real(*args, **kw)
     calls.append(1)
@@ -256,7 +256,7 @@ def write_then_die(*args, **kw):
         print("killed holding a unit", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     return out
-bill_run.write_chunk = write_then_die
+bill_run.apply_chunk = write_then_die
 bill_run.run_bill_run(make_engine({url!r}), date(2026, 12, 6), chunk_size=3)
 """
 
@@ -309,7 +309,7 @@ def test_a_unit_whose_lease_passed_is_finished_by_another_worker(engine: Engine,
     stalled = threading.Event()
     go_on = threading.Event()
     from billing_core.service import bill_run as module
-    real = module.write_chunk
+    real = module.apply_chunk
 
     def stall_first(*args: Any, **kw: Any) -> Any:
         if threading.current_thread().name == "stalled" and not stalled.is_set():
@@ -318,7 +318,7 @@ def test_a_unit_whose_lease_passed_is_finished_by_another_worker(engine: Engine,
         return real(*args, **kw)
 
     out: list[BillRunResult] = []
-    module.write_chunk = stall_first       # type: ignore[assignment]
+    module.apply_chunk = stall_first       # type: ignore[assignment]
     try:
         t = threading.Thread(target=lambda: out.append(run_bill_run(
             engine, DAY, chunk_size=3, options=opts)), name="stalled")
@@ -329,7 +329,7 @@ def test_a_unit_whose_lease_passed_is_finished_by_another_worker(engine: Engine,
         go_on.set()
         t.join(60)
     finally:
-        module.write_chunk = real              # type: ignore[assignment]
+        module.apply_chunk = real              # type: ignore[assignment]
     assert other.joined and other.invoices_created == 6
     assert out[0].invoices_created == 0
     assert _invoices(engine) == reference
