@@ -125,6 +125,9 @@ def build(engine: Engine, n: int, usage_per_account: int, batch: int = 10_000) -
         with engine.begin() as conn:
             for spec, rows_ in ((ACCOUNTS, accts), (SUBS, subs), (EVENTS, events)):
                 rows += spec.run(conn, rows_)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:    # statistics, as autovacuum gathers them in a while
+            conn.exec_driver_sql("ANALYZE")
     return rows
 
 
