@@ -110,13 +110,16 @@ def run_dunning(worker: Worker) -> None:
     """Queue the reminders owed today (the email-send job sends them)."""
     from datetime import date as _date
 
-    from billing_core.service.dunning import queue_reminders
+    from billing_core.service.dunning import queue_reminders, unknown_classes
     from jobs.mailer import domain_of
 
     settings = worker.settings
     since = _date.fromisoformat(settings.email.since) if settings.email.since else _date.min
+    schedules = settings.dunning.schedules()
     with ledger_uow(worker.engine, clock=worker.clock) as uow:
-        owed = queue_reminders(uow, worker.clock().date(), settings.dunning.schedules(), since,
+        for row in unknown_classes(uow.conn, schedules):
+            log.warning("dunning: account %s (%s): %s", row["id"], row["name"], row["note"])
+        owed = queue_reminders(uow, worker.clock().date(), schedules, since,
                                domain=domain_of(settings.email))
         uow.commit()
     log.info("dunning: %d reminder(s) queued", len(owed))

@@ -11,12 +11,13 @@ default schedule and is named with the field and value.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from email_helpers import at, billed_ledger
+from email_helpers import at, billed_ledger, settings_for
 from sqlalchemy import Engine
 
 from billing_core.domain.dunning import Schedules
@@ -30,8 +31,11 @@ from billing_core.service.dunning import (
     queue_reminders,
     unknown_classes,
 )
+from billing_core.service.email_outbox import list_emails
 from config.settings import ConfigError, parse_settings
 from jobs.cli import main
+from jobs.scheduler import run_dunning
+from jobs.worker import Worker
 
 SINCE = date(2027, 1, 1)
 SCHEDULES = Schedules((-3, 7, 14), {"enterprise": (10, 30), "partner": ()})
@@ -195,3 +199,27 @@ def test_a_field_map_naming_an_unknown_class_refuses_to_start(tmp_path: Path) ->
     assert str(err.value) == (
         "connections.d365: field map account.account_class choice '2' = 'standard': not a "
         "class in [dunning.classes] (known: preferred)")
+
+
+def test_the_daemon_job_uses_the_class_schedules_and_names_unknown_classes(
+        sqlite_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    ids = _classed(sqlite_engine)
+    with ledger_uow(sqlite_engine) as uow:
+        update_terms(uow, ids[1], account_class="gold")       # as a CRM may send it
+        uow.commit()
+    settings = replace(settings_for(1), dunning=parse_settings(
+        {"email": {"enabled": True, "since": "2027-01-01", "from_address": "b@northwind.test"},
+         "dunning": {"enabled": True, "offsets": "-3, 7, 14", "classes": {
+             "enterprise": {"offsets": [10, 30]}, "partner": {"enabled": False}}}},
+        env={}).dunning)
+    worker = Worker(sqlite_engine, settings, clock=lambda: at(date(2027, 4, 10)))
+    try:
+        with caplog.at_level("WARNING", logger="jobs.scheduler"):
+            run_dunning(worker)
+    finally:
+        worker.close()
+    with ledger_uow(sqlite_engine, read_only=True) as uow:
+        queued = sorted((int(r["account_id"]), r["kind"]) for r in list_emails(uow.conn))
+    # enterprise: its day-10 reminder; gold (unknown): the default's latest due, day 7
+    assert queued == [(ids[0], "reminder_10"), (ids[1], "reminder_7")]
+    assert f"account {ids[1]} (Customer 1): account_class='gold' is not a class" in caplog.text
