@@ -34,10 +34,11 @@ Rules kept here
 - One process overlaps its reads with its writes: the next units are read, computed and turned
   into plain rows (:func:`billing_core.service.billing_io.prepare_chunk`) by a reader while
   the current one is written and committed; the writer only takes numbers and ids, runs the
-  bulk statements and the commit hook. The reader is a second process
+  bulk statements and the commit hook. On SQLite the reader is a second process
   (``BillRunOptions.reader_url``, runs of at least ``PROCESS_READER_UNITS`` units: the rows
-  cross as plain tuples) or else a thread (a reader thread and SQLite's per-row steps take turns
-  on the interpreter lock). Claims are taken in the writer's transaction, a few units ahead.
+  cross as plain tuples), because a reader thread and SQLite's per-row steps take turns on the
+  interpreter lock; on PostgreSQL (the writer mostly waits on the server) and for small runs,
+  a thread. Claims are taken in the writer's transaction, a few units ahead.
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
@@ -96,6 +97,8 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
 #: A run of fewer units reads on a thread: starting the reader process costs about a second.
 PROCESS_READER_UNITS = 8
+#: Where a reader process pays: SQLite (see the module rules); PostgreSQL reads on a thread.
+PROCESS_READER_DIALECTS: tuple[str, ...] = ("sqlite",)
 #: The advisory lock that makes creating a run's units single on PostgreSQL (transaction-scoped).
 SETUP_LOCK_KEY = 0x6C62_6269_6C6C_7275     # "lbbillru"
 PREVIEW_LIMIT = 500
@@ -143,6 +146,7 @@ class BillRunResult:
     errors: list[dict[str, object]] = field(default_factory=list)
     invoices: list[InvoicePreview] = field(default_factory=list)
     joined: bool = False            # this process joined a run another one created
+    reader: str = "none"            # where its units were read: process | thread | none
     held: list[int] = field(default_factory=list)   # work units held right now (ids)
 
 
@@ -202,8 +206,9 @@ class BillRunOptions:
     poll_seconds: float = 0.5                   # waiting for other processes' units
     wait_for_others: bool = True                # False: return when nothing is claimable
     pipeline: bool = True                       # read the next unit while writing this one
-    # read and compute in a second process connected to this URL (a thread without it): the
-    # interpreter lock makes a reader thread and SQLite's writes take turns (see PERFORMANCE)
+    # read and compute in a second process connected to this URL (SQLite; a thread without
+    # it or on PostgreSQL): a reader thread and SQLite's writes take turns on the interpreter
+    # lock (see the module rules)
     reader_url: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -384,10 +389,14 @@ class _Partitioned:
             units = self._claim(uow.conn, 0)
             uow.commit()
         reader = None
-        if self.opts.pipeline and self.opts.reader_url and self._units() >= PROCESS_READER_UNITS:
+        if self.opts.pipeline and self.opts.reader_url \
+                and self.engine.dialect.name in PROCESS_READER_DIALECTS \
+                and self._units() >= PROCESS_READER_UNITS:
             self.pool = _reader_pool(self.opts.reader_url, self.run_date, self.size,
                                      self.tax_inclusive)
         self._hold(units)
+        self.result.reader = "process" if self.pool is not None else \
+            "thread" if self.opts.pipeline else "none"
         if self.opts.pipeline and self.pool is None:
             reader = threading.Thread(target=self._reader, name=f"bill-run-{self.run_id}-read",
                                       daemon=True)

@@ -334,3 +334,20 @@ def test_a_unit_whose_lease_passed_is_finished_by_another_worker(engine: Engine,
     assert out[0].invoices_created == 0
     assert _invoices(engine) == reference
     assert _units(engine, other.run_id or 0)[0] == ("done", 2)
+
+
+def test_a_reader_process_bills_what_the_walk_bills(engine: Engine, ledger: Any,
+                                                    monkeypatch: Any) -> None:
+    """A run of enough units reads and computes in a second process (SQLite's choice; forced
+    here on PostgreSQL too): the same invoices as one walk, numbers gapless."""
+    from billing_core.service import bill_run as module
+    monkeypatch.setattr(module, "PROCESS_READER_DIALECTS", ("sqlite", "postgresql"))
+    _book(ledger, 21)
+    reference = _reference(engine)
+    result = run_bill_run(engine, DAY, chunk_size=2,
+                          options=BillRunOptions(reader_url=_child_url(engine)))
+    assert result.reader == "process"
+    assert (result.invoices_created, result.accounts_seen) == (21, 21)
+    assert _invoices(engine) == reference
+    assert len(result.invoices) == 21 and {p.account_id for p in result.invoices} == set(reference)
+    assert _run_status(engine, result.run_id or 0) == ("finished", 21)
