@@ -42,6 +42,9 @@ ACK = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv='
        b'xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack></notificationsResponse>'
        b'</soapenv:Body></soapenv:Envelope>')
 KEY = "webhook-key-1"
+#: The shared sandbox's send timeout: long, so a loaded machine never turns a slow answer of the
+#: test receiver into a failed delivery (the tests that need a timeout set their own).
+SEND_TIMEOUT = 30.0
 SECRET = "hmac-secret-1"
 
 
@@ -160,8 +163,8 @@ def receiver() -> Iterator[Receiver]:
 def notifying(receiver: Receiver) -> Iterator[Sandbox]:
     config = NotifyConfig(url=receiver.url, salesforce_form="both", dataverse_key=KEY,
                           salesforce_query={"token": "sf-token"},
-                          hmac_secret=SECRET, timeout=2.0, retry_base=0.05,
-                          retry_max_interval=0.2, retry_window=5.0)
+                          hmac_secret=SECRET, timeout=SEND_TIMEOUT, retry_base=0.05,
+                          retry_max_interval=0.2, retry_window=60.0)
     with Sandbox(seed=3, accounts=200, notify=config) as sandbox:
         yield sandbox
 
@@ -175,7 +178,7 @@ def box(notifying: Sandbox, receiver: Receiver) -> Sandbox:
     return notifying
 
 
-def flush(sandbox: Sandbox, timeout: float = 10.0) -> dict[str, Any]:
+def flush(sandbox: Sandbox, timeout: float = 60.0) -> dict[str, Any]:
     assert sandbox.notifier is not None
     assert sandbox.notifier.flush(timeout), sandbox.notifier.counters()
     return sandbox.notifier.counters()
@@ -222,7 +225,7 @@ def test_dataverse_web_api_changes_post_remote_execution_contexts(box: Sandbox,
         assert receiver.answered == 0
     finally:
         receiver.let_go()
-        box.notifier.config.timeout = 2.0
+        box.notifier.config.timeout = SEND_TIMEOUT
     counters = flush(box)
     posts = receiver.posts("dataverse")
     assert [p.json()["MessageName"] for p in posts] == ["Update", "Create", "Delete"]
@@ -399,7 +402,7 @@ def _changes(sandbox: Sandbox, n: int) -> None:
 
 def test_fault_injection_proportions_are_seeded(box: Sandbox, receiver: Receiver) -> None:
     assert box.notifier is not None
-    admin = CABundleSession(box.ca_bundle, timeout=(5, 30))
+    admin = CABundleSession(box.ca_bundle, timeout=(5, 180))   # the flush below waits up to 120 s
     url = f"{box.url}/__admin__/notify"
     runs = []
     for _ in range(2):
@@ -409,7 +412,7 @@ def test_fault_injection_proportions_are_seeded(box: Sandbox, receiver: Receiver
                                                    "reorder": 0.1, "seed": 11})
         assert faults.status_code == 200
         _changes(box, 600)
-        flushed = admin.post(f"{url}/flush", json={"timeout": 30}).json()
+        flushed = admin.post(f"{url}/flush", json={"timeout": 120}).json()
         assert flushed["flushed"] is True
         counters = flushed["counters"]["dataverse"]
         posts = receiver.posts("dataverse")
@@ -490,7 +493,7 @@ def test_a_hanging_salesforce_receiver_does_not_hold_up_dataverse_events(
         assert not receiver.gate.is_set()             # the Salesforce sends are still hanging
     finally:
         receiver.let_go()
-        box.notifier.config.timeout = 2.0
+        box.notifier.config.timeout = SEND_TIMEOUT
     flush(box)
 
 
