@@ -252,3 +252,25 @@ def test_metric_definitions_are_checked_dated_and_audited(ledger) -> None:
         audits = uow.conn.execute(select(func.count()).select_from(audit_log).where(
             audit_log.c.entity_type == "usage_metric")).scalar()
     assert audits == 2
+
+
+def test_voiding_an_invoice_makes_its_metered_usage_billable_again_once(ledger) -> None:
+    """March: 10 units at 0.10 (5 Mar) + 10 at 0.20 (20 Mar) = 3.00 on 1 April. Voided, the
+    events are unmarked and its rating stops counting: the run of 1 April again bills the
+    same 3.00 as usage (not as an adjustment), once; a third run bills nothing."""
+    from billing_core.service.documents import void_invoice
+
+    acc, pid = _world(ledger)
+    _metric(ledger, "gb", "sum", pid)
+    _ingest(ledger, [_ev("v1", acc, "gb", "2026-03-05T10:00:00Z", "10"),
+                     _ev("v2", acc, "gb", "2026-03-20T10:00:00Z", "10")])
+    ledger.run(date(2026, 4, 1))
+    [first] = ledger.invoices(acc)
+    with ledger.uow() as uow:
+        void_invoice(uow, first["id"])
+        uow.commit()
+    assert ledger.run(date(2026, 4, 1)).invoices_created == 1
+    live = [i for i in ledger.invoices(acc) if i["status"] != "void"]
+    assert [ledger.amounts(i) for i in live] == [[("usage", 100), ("usage", 200)]]
+    assert "adjustment" not in live[0]["lines"][0]["description"]
+    assert ledger.run(date(2026, 4, 1)).invoices_created == 0
