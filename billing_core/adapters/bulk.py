@@ -82,18 +82,19 @@ def fetch(conn: Connection, stmt: Executable, **params: Any) -> list[tuple[Any, 
 
 
 def executemany(conn: Connection, stmt: Executable, names: Sequence[str],
-                rows: Sequence[Sequence[Any]]) -> int:
+                rows: Sequence[Sequence[Any]], *, converted: bool = False) -> int:
     """Run ``stmt`` (bind parameters named ``names``) once per row; returns the rows the
     database reports changed (the driver sums them over the batch).
 
     ``stmt`` must be a module-level constant: the compiled form is cached by its identity.
+    ``converted``: the rows hold driver values already (:meth:`BulkInsert.driver_rows`).
     """
     if not rows:
         return 0
     sql, positional, order, procs = _compiled(conn, stmt)[:4]
     index = {n: i for i, n in enumerate(names)}
     wanted = order if positional else list(names)
-    plan = [(index[n], procs.get(n)) for n in wanted]
+    plan = [(index[n], None if converted else procs.get(n)) for n in wanted]
     if all(f is None for _, f in plan) and [i for i, _ in plan] == list(range(len(names))):
         params: list[Any] = list(rows)          # already driver values, in driver order
     else:
@@ -165,15 +166,32 @@ class BulkInsert:
         self.stmt = insert(table).values({c: bindparam(n, type_=table.c[c].type)
                                           for c, n in zip(cols, self.names, strict=True)})
 
-    def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
+    def run(self, conn: Connection, rows: Sequence[Sequence[Any]], *,
+            converted: bool = False) -> int:
+        """``converted``: the rows hold driver values already (:meth:`driver_rows`)."""
         if not rows:
             return 0
         if conn.dialect.name != "postgresql":
-            return executemany(conn, self.stmt, self.names, rows)
-        funcs = [self.table.c[c].type._cached_bind_processor(conn.dialect) for c in self.cols]
+            return executemany(conn, self.stmt, self.names, rows, converted=converted)
+        funcs = [None] * len(self.cols) if converted else self.processors(conn.dialect)
         _pg_copy(conn, f'COPY "{self.table.name}" ({", ".join(self.cols)}) FROM STDIN',
                  funcs, rows)
         return len(rows)
+
+    def processors(self, dialect: Any) -> list[Processor]:
+        return [self.table.c[c].type._cached_bind_processor(dialect) for c in self.cols]
+
+    def driver_rows(self, dialect: Any, rows: Sequence[Sequence[Any]],
+                    skip: int = 0) -> list[tuple[Any, ...]]:
+        """``rows`` with every column but the first ``skip`` as the driver takes it (each
+        distinct value converted once), so that another thread or process can do the
+        conversion before :meth:`run` is given them with ``converted=True``."""
+        if not rows:
+            return []
+        funcs = [None] * skip + self.processors(dialect)[skip:]
+        if all(f is None for f in funcs):
+            return [tuple(r) for r in rows]
+        return list(zip(*_convert(list(zip(*rows, strict=True)), funcs), strict=True))
 
 
 class BulkUpdate:

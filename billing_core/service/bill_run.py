@@ -91,6 +91,7 @@ from billing_core.service.billing_io import (
     load_catalog,
     load_chunk,
     prepare_chunk,
+    to_driver,
 )
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ class _Partitioned:
         self.pool: Any = None                   # the reader process (``reader_url``)
         self.reading: deque[Any] = deque()      # its results, one per unit, in claim order
         self.pieces: list[_Piece] = []
+        self.submitted = 0                      # accounts (at most) handed to the reader process
 
     def _units(self) -> int:
         with self.engine.connect() as conn:
@@ -369,7 +371,10 @@ class _Partitioned:
         for unit in units:
             self.result.held.append(unit.id)
             if self.pool is not None:
-                self.reading.append(self.pool.apply_async(_read_unit, (unit,)))
+                # the first units' rows stay Python values: the run's previews read them
+                raw = self.submitted < PREVIEW_LIMIT
+                self.submitted += self.size
+                self.reading.append(self.pool.apply_async(_read_unit, (unit, raw)))
             else:
                 self.to_read.put(unit)
 
@@ -573,13 +578,18 @@ def _reader_init(url: str, run_date: date, size: int, tax_inclusive: bool) -> No
     _READER.update(engine=engine, catalog=catalog, run_date=run_date, size=size)
 
 
-def _read_unit(unit: work_units.Unit) -> list[_Piece]:
+def _read_unit(unit: work_units.Unit, raw: bool) -> list[_Piece]:
     """In the reader process: the unit's chunks, read and computed, on a read transaction
-    each."""
+    each, their rows converted for the driver unless ``raw``."""
     r = _READER
     with r["engine"].connect() as conn:
         conn = conn.execution_options(ledger_read_only=True)
-        return list(_unit_pieces(conn, r["catalog"], r["run_date"], r["size"], unit))
+        pieces = list(_unit_pieces(conn, r["catalog"], r["run_date"], r["size"], unit))
+        if not raw:
+            for piece in pieces:
+                if piece.prep is not None:
+                    to_driver(piece.prep, conn.dialect)
+        return pieces
 
 
 def _unit_pieces(conn: Connection, catalog: Catalog, run_date: date, size: int,
@@ -688,7 +698,7 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
 def _previews(result: BillRunResult, prep: Prepared, numbers: list[str | None]) -> None:
     """The first ``PREVIEW_LIMIT`` invoices of the run, from the rows written."""
     room = PREVIEW_LIMIT - len(result.invoices)
-    if room <= 0 or not prep.invoices:
+    if room <= 0 or not prep.invoices or prep.driver is not None:
         return
     lines: dict[int, list[PreviewLine]] = {}
     for ln in prep.lines:

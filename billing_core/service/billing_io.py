@@ -330,6 +330,17 @@ class Prepared:
     overflow: list[tuple[int, int]] = field(default_factory=list)  # (index, overflow_minor)
     # (index, draft, its metered usage): write_metered numbers the ratings by the draft's lines
     metered: list[tuple[int, Draft, MeteredWork]] = field(default_factory=list)
+    # the dialect whose driver values ``lines`` and ``taxes`` hold (:func:`to_driver`), if any
+    driver: str | None = None
+
+
+def to_driver(prep: Prepared, dialect: Any) -> Prepared:
+    """Convert the lines' and tax rows' values (all but the invoice index) to what the
+    driver takes, here rather than in the writer (a reader process does it)."""
+    prep.lines = INSERT_LINE.driver_rows(dialect, prep.lines, skip=1)
+    prep.taxes = INSERT_TAX.driver_rows(dialect, prep.taxes, skip=1)
+    prep.driver = dialect.name
+    return prep
 
 
 def prepare_chunk(data: ChunkData) -> Prepared:
@@ -402,9 +413,10 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
                 in zip(prep.invoices, numbers, ids, strict=True)]
     lines = [(ids[ln[0]], *ln[1:]) for ln in prep.lines]
     taxes = [(ids[k], rate, base, tax) for k, rate, base, tax in prep.taxes]
+    converted = prep.driver == conn.dialect.name
     out.rows = INSERT_INVOICE.run(conn, inv_rows)
-    out.rows += INSERT_LINE.run(conn, lines)
-    out.rows += INSERT_TAX.run(conn, taxes)
+    out.rows += INSERT_LINE.run(conn, lines, converted=converted)
+    out.rows += INSERT_TAX.run(conn, taxes, converted=converted)
     if prep.metered:
         out.rows += _marked("metered usage events", *write_metered(conn, [
             (ids[k], d, work) for k, d, work in prep.metered]))
