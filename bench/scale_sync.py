@@ -15,7 +15,8 @@ claims with ``SKIP LOCKED``), again until every connection is synced and nothing
 claim. The push is off (all four connections write to the same sandbox records).
 
 Figures: wall (from the go to the last worker's exit), CPU summed over the workers (each
-process's own user + system time), rows claimed twice (provisioning requests handed to a
+process's own user + system time from the go to its exit; the start-up before it, imports and
+connecting, is shown apart), rows claimed twice (provisioning requests handed to a
 provisioner more than once, over all workers: must be 0), syncs per connection (must be 1
 each), and a digest of the ledger's outcome (orders, requests and their states, dispatched
 and quarantine) that must be the same whatever the number of workers. ``--kill-one``: the first
@@ -236,6 +237,7 @@ def run(workers: int, *, accounts: int = 5000, quotes: int = 5000, queued: int =
         "quotes": quotes, "queued": queued, "wall_s": round(wall, 2),
         "cpu_s": round(sum(r["cpu_s"] for r in results), 2),
         "cpu_per_worker_s": [round(r["cpu_s"], 2) for r in results],
+        "cpu_start_s": round(sum(r["cpu_start_s"] for r in results), 2),
         "synced_by_worker": [r["synced"] for r in results],
         "dispatched_by_worker": [len(r["handed"]) for r in results],
         "skipped_held": sum(r["skipped"] for r in results),
@@ -285,6 +287,7 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     started = datetime.now(UTC)
+    ready = resource.getrusage(resource.RUSAGE_SELF)
     order = connections[rotate % len(connections):] + connections[:rotate % len(connections)]
     synced: list[str] = []
     skipped = 0
@@ -319,7 +322,9 @@ def _child(cfg: Path, out: Path, rotate: int, connections: list[str]) -> None:
     worker.close()
     engine.dispose()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.write_text(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "synced": synced,
+    out.write_text(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime
+                               - ready.ru_utime - ready.ru_stime,
+                               "cpu_start_s": ready.ru_utime + ready.ru_stime, "synced": synced,
                                "skipped": skipped, "handed": handing.handed,
                                "started": started.isoformat()}), encoding="utf-8")
 
@@ -331,7 +336,8 @@ def _print(result: dict[str, Any], base: dict[str, Any] | None) -> None:
                  f"CPU {result['cpu_s'] / base['cpu_s']:.2f}x of 1 worker; "
                  f"outcome {'same' if result['digest'] == base['digest'] else 'DIFFERENT'}")
     print(f"{result['workers']} worker(s): wall {result['wall_s']:.1f} s, CPU summed "
-          f"{result['cpu_s']:.1f} s {result['cpu_per_worker_s']}, rows claimed twice "
+          f"{result['cpu_s']:.1f} s {result['cpu_per_worker_s']} (+ start-up "
+          f"{result['cpu_start_s']:.1f} s), rows claimed twice "
           f"{result['rows_claimed_twice']}, syncs per connection "
           f"{result['syncs_per_connection']}, dispatched {result['dispatched']} "
           f"{result['dispatched_by_worker']}, synced {result['synced_by_worker']}, held "

@@ -81,7 +81,7 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
     if repeat > 1:
         ordered = sorted(ratios)
         print(f"median ratio over {repeat} pairs: {statistics.median(ordered):.2f}x wall "
-              f"(each: {', '.join(f'{r:.2f}' for r in ordered)}; target <= 2x)")
+              f"(each: {', '.join(f'{r:.2f}' for r in ordered)}; target <= 1.5x)")
 
 
 def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: bool,
@@ -122,7 +122,7 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
           f"CPU {sync_cpu:7.1f} s  ({report.outcome}, handed off {report.handed_off}, "
           f"peak RSS {_rss_mb():.0f} MB)")
     print(f"  ratio sync/raw: {synced / raw:.1f}x wall, {sync_cpu / raw_cpu:.1f}x CPU "
-          f"(target <= 2x)")
+          f"(target <= 1.5x)")
     print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
           f"ratio {pages / max(minimum, 1):.2f}")
     if again:
