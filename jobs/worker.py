@@ -410,11 +410,19 @@ class Worker:
                               series=self.settings.billing.invoice_series,
                               tax_inclusive=self.settings.billing.tax_inclusive,
                               options=BillRunOptions(clock=self.clock,
-                                                     reader_url=self.settings.database_url))
+                                                     reader_url=self._reader_url()))
         log.info("bill run date=%s run=%s%s invoices=%s accounts=%s errors=%s",
                  result.run_date, result.run_id, " (joined)" if result.joined else "",
                  result.invoices_created, result.accounts_seen, len(result.errors))
         return result
+
+    def _reader_url(self) -> str | None:
+        """The bill run's reader process connects here (SQLite files: the engine's URL says
+        it all; PostgreSQL reads on a thread)."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return url.render_as_string(hide_password=False)
 
     def join_bill_run(self) -> BillRunResult | None:
         """The daemon's check for a bill run in progress with work left to claim (started by

@@ -354,3 +354,35 @@ def test_a_reader_process_bills_what_the_walk_bills(engine: Engine, ledger: Any,
     assert [(p.account_id, p.period_start, p.total_minor, p.lines) for p in result.invoices] \
         == [(a, *reference[a]) for a in sorted(reference)[:6]]
     assert _run_status(engine, result.run_id or 0) == ("finished", 21)
+
+
+def test_the_daemon_joins_a_run_a_killed_worker_left(engine: Engine, ledger: Any,
+                                                     tmp_path: Path) -> None:
+    """``Worker.join_bill_run`` (the daemon's check every 30 s) finds the run the killed
+    worker left with units to claim, joins it and finishes it; with nothing left it does
+    nothing. ``/metrics`` shows the run's units."""
+    from config.settings import load_settings
+    from jobs.api.metrics import ApiMetrics
+    from jobs.worker import Worker
+
+    _book(ledger, 15)
+    reference = _reference(engine)
+    child = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT),
+                                                               url=_child_url(engine))],
+                           timeout=120, check=False, capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    worker = Worker(engine, load_settings(cfg), clock=lambda: datetime(2026, 12, 6, 9,
+                                                                        tzinfo=UTC))
+    try:
+        joined = worker.join_bill_run()
+        assert joined is not None and joined.joined and joined.run_date == DAY
+        assert joined.invoices_created == 12
+        assert worker.join_bill_run() is None
+    finally:
+        worker.close()
+    assert _invoices(engine) == reference
+    metrics = ApiMetrics(engine).render().decode()
+    assert 'ledgerbridge_bill_run_units{state="done"} 6.0' in metrics
+    assert 'ledgerbridge_bill_run_progress{figure="invoices"} 15.0' in metrics
