@@ -35,10 +35,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from billing_core.adapters.bulk import BulkInsert
 from billing_core.adapters.db import UnitOfWork, make_engine
@@ -146,7 +147,7 @@ AUDIT_COLS = ("at", "actor", "action", "entity_type", "entity_id", "entity_ref",
 INSERT_AUDIT = BulkInsert(audit_log, AUDIT_COLS)
 
 
-def _chunk_rows(conn, lo: int, hi: int) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+def _chunk_rows(conn: Connection, lo: int, hi: int) -> dict[str, list[tuple[Any, ...]]]:
     """What the run wrote for invoices lo..hi, as plain rows (read, not timed)."""
     inv = [tuple(r) for r in conn.execute(
         select(*(invoices.c[c] for c in billing_io.INVOICE_COLS))
@@ -230,10 +231,13 @@ def main() -> None:
             schemas.append(name)
             return make_engine(url, connect_args={"options": f"-csearch_path={name}"})
         engine = pg(schema)
-        second = (lambda: pg(f"{schema}_ceiling"))  # noqa: E731
+        def second() -> Engine:
+            return pg(f"{schema}_ceiling")
     else:
         engine = make_engine(url)
-        second = (lambda: make_engine(f"sqlite:///{tmp.name}/ceiling.db"))  # noqa: E731
+
+        def second() -> Engine:
+            return make_engine(f"sqlite:///{tmp.name}/ceiling.db")
     try:
         upgrade(engine)
         t0 = time.perf_counter()

@@ -172,14 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.workers.split(",")]
     print(f"{args.accounts:,} accounts, chunk {args.chunk_size}, reader {args.reader}; load "
           f"average {os.getloadavg()[0]:.1f}", flush=True)
-    base = None
     bad = False
+    done: list[dict[str, Any]] = []
     for n in counts:
         r = bill_run_part(n, accounts=args.accounts, usage=args.usage_per_account,
                           chunk=args.chunk_size, url=args.database_url, reader=args.reader)
-        base = base or (r if n == 1 else None)
-        _print(r, base if n != 1 else None)
+        done.append(r)
+        _print(r, None)
         bad |= bool(r["violations"]) or r["read_twice"] != 0 or r["claimed_twice"] != 0
+    ones = [r for r in done if r["workers"] == 1]
+    if ones and len(done) > len(ones):
+        # against one worker's mean (the load of the machine moves between runs: give a
+        # count twice, e.g. --workers 1,2,3,1, and the order's effect shows)
+        base = {"cpu": sum(r["cpu"] for r in ones) / len(ones),
+                "wall": sum(r["wall"] for r in ones) / len(ones)}
+        print(f"against one worker (mean of {len(ones)} run(s): wall {base['wall']:.1f}s, "
+              f"CPU {base['cpu']:.1f}s):")
+        for r in done:
+            if r["workers"] != 1:
+                _print(r, base)
     if args.sync:
         import scale_sync  # bench/scale_sync.py: the sync side's own figures
         for n in counts:
