@@ -25,7 +25,7 @@ import builtins
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from typing import Any
@@ -179,8 +179,6 @@ def rate_parts(parts: Sequence[tuple[Price, Decimal]], currency: str) -> list[Ra
 def describe(product_name: str, metric: Metric, group: str | None, quantity: Decimal,
              events: int, period: tuple[date, date], price_from: date | None = None) -> str:
     """A usage line's text: what was aggregated, over how many events, for which period."""
-    from datetime import timedelta
-
     start, end = period
     grp = f" {metric.group_by}={group}" if metric.group_by else ""
     row = f", price from {price_from.isoformat()}" if price_from is not None else ""
@@ -192,8 +190,6 @@ def describe(product_name: str, metric: Metric, group: str | None, quantity: Dec
 def describe_adjustment(product_name: str, metric: Metric, group: str | None,
                         now: Decimal, billed: Decimal, events: int,
                         period: tuple[date, date]) -> str:
-    from datetime import timedelta
-
     start, end = period
     grp = f" {metric.group_by}={group}" if metric.group_by else ""
     return (f"{product_name} [{metric.code}{grp}]: adjustment for usage {start.isoformat()} to "
