@@ -173,6 +173,9 @@ class Settings:
     dunning: DunningSettings = field(default_factory=DunningSettings)
     reconciliation: ReconciliationSettings = field(default_factory=ReconciliationSettings)
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+    #: ``[metrics.CODE]`` tables (billable metrics), set in the ledger by ``ledgerbridge run``
+    #: at start, by each bill run and by ``usage metrics load`` (docs/BILLING.md).
+    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 #: Each plain section: its dataclass (types and defaults) and the ranges of its values.
@@ -347,13 +350,14 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     """Settings from the parsed TOML of a config file (``{}``: every default)."""
     env = os.environ if env is None else env
     try:
-        refuse_unknown(data, [*SECTIONS, "connections"], "")
+        refuse_unknown(data, [*SECTIONS, "connections", "metrics"], "")
         built = {name: cls(**check_table(cls, data.get(name, {}), name, rules))
                  for name, (cls, rules) in SECTIONS.items()}
         connections = _connections(data.get("connections", {}))
         _check_email(built["email"])
         built["dunning"] = _check_dunning(built["dunning"], built["email"])
         _check_class_maps(built["dunning"], connections)
+        metrics = _metrics(data.get("metrics", {}))
     except (SettingsError, CredentialError) as exc:
         raise ConfigError(str(exc)) from None
     return Settings(database_url=env.get("LEDGERBRIDGE_DATABASE_URL") or built["database"].url,
@@ -363,7 +367,24 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                     documents=built["documents"], email=built["email"],
                     dunning=built["dunning"],
                     reconciliation=built["reconciliation"],
-                    connections=connections)
+                    connections=connections, metrics=metrics)
+
+
+def _metrics(tables: Any) -> dict[str, Mapping[str, Any]]:
+    """``[metrics.CODE]``: each a metric table of the right shape (its values are checked
+    against the ledger, e.g. that the product exists, when it is set)."""
+    from billing_core.domain.errors import ValidationError
+    from billing_core.service.usage_metrics import check_metric_table
+
+    if not isinstance(tables, Mapping):
+        raise SettingsError(f"metrics = {shown('metrics', tables)}: must be tables "
+                            "([metrics.CODE])")
+    for code, spec in tables.items():
+        try:
+            check_metric_table(code, spec)
+        except ValidationError as exc:
+            raise SettingsError(str(exc)) from None
+    return dict(tables)
 
 
 def _connections(tables: Any) -> dict[str, ConnectionSettings]:

@@ -118,6 +118,42 @@ def list_metrics(conn: Connection, code: str | None = None) -> list[dict[str, An
     return out
 
 
+#: The keys of one ``[metrics.CODE]`` table (a metrics file's, or the main config's).
+METRIC_KEYS = ("aggregation", "product", "effective_from", "property", "filters", "group_by",
+               "description")
+
+
+def check_metric_table(code: str, spec: object, where: str = "metrics") -> None:
+    """The shape of one ``[metrics.CODE]`` table, before anything is written: a table, only
+    :data:`METRIC_KEYS`, ``aggregation`` and ``product`` given. (What the values mean is
+    checked by :func:`set_metric`.)"""
+    if not isinstance(spec, Mapping):
+        raise ValidationError(f"{where}.{code}", spec, "must be a table")
+    unknown = sorted(set(spec) - set(METRIC_KEYS))
+    if unknown:
+        raise ValidationError(f"{where}.{code}.{unknown[0]}", spec[unknown[0]],
+                              f"is not a metric setting ({', '.join(sorted(METRIC_KEYS))})")
+    for key in ("aggregation", "product"):
+        if key not in spec:
+            raise ValidationError(f"{where}.{code}.{key}", None, "is required")
+
+
+def load_metric_tables(uow: UnitOfWork, tables: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Set every metric of ``{CODE: table}`` (a metrics file's or the main config's
+    ``[metrics]``) in the caller's transaction; returns each result. Loading the same tables
+    again changes nothing (an identical version is not a change)."""
+    out = []
+    for code, spec in tables.items():
+        check_metric_table(code, spec)
+        out.append(set_metric(uow, code, aggregation=spec["aggregation"],
+                              product=spec["product"],
+                              effective_from=spec.get("effective_from"),
+                              property=spec.get("property"), filters=spec.get("filters"),
+                              group_by=spec.get("group_by"),
+                              description=spec.get("description")))
+    return out
+
+
 def load_metrics_toml(uow: UnitOfWork, text: str) -> list[dict[str, Any]]:
     """Set every ``[metrics.CODE]`` table of a TOML document; returns each result."""
     try:
@@ -127,23 +163,4 @@ def load_metrics_toml(uow: UnitOfWork, text: str) -> list[dict[str, Any]]:
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise ValidationError("metrics", None, "the file has no [metrics.CODE] table")
-    allowed = {"aggregation", "product", "effective_from", "property", "filters", "group_by",
-               "description"}
-    out = []
-    for code, spec in metrics.items():
-        if not isinstance(spec, dict):
-            raise ValidationError(f"metrics.{code}", spec, "must be a table")
-        unknown = sorted(set(spec) - allowed)
-        if unknown:
-            raise ValidationError(f"metrics.{code}.{unknown[0]}", spec[unknown[0]],
-                                  f"is not a metric setting ({', '.join(sorted(allowed))})")
-        for key in ("aggregation", "product"):
-            if key not in spec:
-                raise ValidationError(f"metrics.{code}.{key}", None, "is required")
-        out.append(set_metric(uow, code, aggregation=spec["aggregation"],
-                              product=spec["product"],
-                              effective_from=spec.get("effective_from"),
-                              property=spec.get("property"), filters=spec.get("filters"),
-                              group_by=spec.get("group_by"),
-                              description=spec.get("description")))
-    return out
+    return load_metric_tables(uow, metrics)

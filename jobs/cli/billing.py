@@ -75,6 +75,10 @@ def _bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_s
     day = _day(run_date)
     settings = app.settings.billing
     engine = app.engine
+    if not dry_run:
+        from jobs.config_metrics import apply_config_metrics
+
+        apply_config_metrics(engine, app.settings, actor=app.actor)   # [metrics.CODE]
     kwargs: dict[str, Any] = {"dry_run": dry_run, "series": settings.invoice_series,
                               "tax_inclusive": settings.tax_inclusive,
                               "chunk_size": chunk_size or settings.bill_run_chunk_size,

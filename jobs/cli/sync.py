@@ -307,10 +307,12 @@ def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 def run_command(app: AppContext, log_format: str | None, api: bool, api_host: str, api_port: int,
                 once: bool) -> None:
     """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
+    from jobs.config_metrics import apply_config_metrics
     from jobs.daemon import DaemonRefused, run_daemon  # the API and scheduler: run only
 
     configure(log_format or app.log_format, app.verbosity,
               level=min(logging.INFO, level_for(app.verbosity)))
+    apply_config_metrics(app.engine, app.settings)      # [metrics.CODE]: refused -> exit 2
     try:
         reports = run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port,
                              once=once)

@@ -135,15 +135,23 @@ def metrics_set(app: AppContext, code: str, aggregation: str, product: str,
 
 
 @metrics.command("load")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                required=False)
 @json_option
 @pass_app
-def metrics_load(app: AppContext, file: Path, as_json: bool) -> None:
-    """Set every [metrics.CODE] table of a TOML file (all or nothing)."""
-    from billing_core.service.usage_metrics import load_metrics_toml
+def metrics_load(app: AppContext, file: Path | None, as_json: bool) -> None:
+    """Set every [metrics.CODE] table of a TOML file, or of the config file without FILE (all
+    or nothing)."""
+    from billing_core.service.usage_metrics import load_metric_tables, load_metrics_toml
 
     with app.uow() as uow:
-        results = load_metrics_toml(uow, file.read_text(encoding="utf-8"))
+        if file is not None:
+            results = load_metrics_toml(uow, file.read_text(encoding="utf-8"))
+        else:
+            if not app.settings.metrics:
+                raise click.UsageError("no FILE given and the config file has no "
+                                       "[metrics.CODE] table")
+            results = load_metric_tables(uow, app.settings.metrics)
         uow.commit()
     if as_json:
         emit(results, as_json=True)

@@ -62,3 +62,47 @@ def test_metrics_from_toml_then_events_from_jsonl_and_csv(sqlite_engine, tmp_pat
     [inv] = json.loads(res.output)["invoices"]
     assert [(ln["description"].split(":")[0], ln["amount_minor"]) for ln in inv["line_items"]] == [
         ("Storage [storage region=eu]", 2000), ("Storage [storage region=us]", 1500)]
+
+
+def test_metrics_of_the_config_file_are_set_by_bill_run_and_by_load(sqlite_engine,
+                                                                      tmp_path) -> None:
+    """``[metrics.CODE]`` in the main config: a bill run (not a dry run) sets them before it
+    rates, ``usage metrics load`` without a file sets them, identical ones change nothing, and
+    a metric naming a product that does not exist stops the command (exit 2) naming it."""
+    url = str(sqlite_engine.url)
+    for args in (["products", "add", "--sku", "CALLS", "--name", "API calls", "--kind", "usage"],
+                 ["prices", "set", "CALLS", "--currency", "USD", "--from", "2026-01-01",
+                  "--price", "0.01"],
+                 ["accounts", "add", "--name", "Acme", "--currency", "USD", "--ext-id", "A1",
+                  "--tax-exempt"]):
+        assert _cli(url, *args).exit_code == 0
+    config = tmp_path / "lb.toml"
+    config.write_text('[metrics.calls]\naggregation = "count"\nproduct = "CALLS"\n')
+    with_config = ["--config", str(config)]
+    dry = _cli(url, *with_config, "bill-run", "--date", "2026-03-01", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(_cli(url, "usage", "metrics", "list", "--json").output) == []
+    events = tmp_path / "e.jsonl"     # 250 calls in February: 250 x 0.01 = 2.50
+    events.write_text("\n".join(json.dumps(
+        {"event_id": f"c{i}", "account": "A1", "metric": "calls",
+         "timestamp": f"2026-02-{1 + i % 28:02d}T12:00:00Z", "value": "1"})
+        for i in range(250)) + "\n")
+    refused = _cli(url, "usage", "ingest", str(events), "--json")
+    assert json.loads(refused.output)["accepted"] == 0       # no metric 'calls' yet
+    loaded = _cli(url, *with_config, "usage", "metrics", "load")
+    assert loaded.exit_code == 0 and "calls from 2000-01-01: set" in loaded.output
+    assert _cli(url, "usage", "ingest", str(events)).exit_code == 0
+    billed = _cli(url, *with_config, "bill-run", "--date", "2026-03-01", "--json")
+    assert billed.exit_code == 0, billed.output
+    [inv] = json.loads(billed.output)["invoices"]
+    assert [ln["amount_minor"] for ln in inv["line_items"]] == [250]
+    assert "unchanged" in _cli(url, *with_config, "usage", "metrics", "load").output
+    config.write_text('[metrics.calls]\naggregation = "count"\nproduct = "NOPE"\n')
+    bad = _cli(url, *with_config, "bill-run", "--date", "2026-04-01")
+    assert bad.exit_code == 2
+    assert "NOPE" in bad.output
+    daemon = _cli(url, *with_config, "run", "--once", "--no-api")
+    assert daemon.exit_code == 2 and "NOPE" in daemon.output
+    config.write_text('[metrics.calls]\naggregation = "count"\n')
+    shape = _cli(url, *with_config, "usage", "metrics", "list")
+    assert shape.exit_code == 2 and "metrics.calls.product" in shape.output
