@@ -35,8 +35,9 @@ routes = router("usage")
 MAX_EVENTS_BODY = 16 * 1024 * 1024
 
 
-async def _events(request: Request) -> list[Any]:
-    """The body's ``events``, numbers read as decimals."""
+async def _events(request: Request, _: Writer) -> list[Any]:
+    """The body's ``events``, numbers read as decimals; read only once the caller's token is
+    known to hold ``billing:write`` (a caller without one learns nothing of the body's rules)."""
     raw = await request.body()
     try:
         body = json.loads(raw, parse_float=Decimal)
