@@ -16,8 +16,9 @@ Rules kept here
   unbilled, counted: :mod:`billing_core.service.billing_io`). The chunk that loses (a unique
   violation, a mark that found fewer rows than it was given, a deadlock or a serialization
   failure) is rolled back and read again, up to ``MAX_CHUNK_ATTEMPTS`` times, and then bills
-  what is still unbilled; ``retried_chunks`` counts them. Callers still take the ``bill-run``
-  job lock (the daemon, the CLI) so that runs do not race in the first place.
+  what is still unbilled; ``retried_chunks`` counts them. The CLI takes the ``bill-run`` job
+  lock for its whole run; the daemon's workers pass through it (they wait for a manual run,
+  then share the run of their date).
 - Partitioned (the default for a run that writes): the run's accounts are cut into units of
   ``chunk_size`` account ids (``work_units``, job ``bill_run:<id>``,
   :mod:`billing_core.adapters.work_units`), created with the ``bill_runs`` row. Every process
@@ -42,11 +43,16 @@ Rules kept here
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
   in flight, which nothing marked billed; a rerun bills it once.
-- A run's row names its process (``claimed_by``); the next bill run closes a ``running`` row
-  whose process is gone as ``abandoned`` (:func:`close_abandoned`); ``status`` counts such rows
-  (and rows running longer than a bound, wherever they ran) as abandoned until then.
+- A run's row names the process that created it (``claimed_by``); a bill run of the same date
+  joins a ``running`` row and finishes it; one of another date closes a ``running`` row whose
+  process is gone as ``abandoned`` (:func:`close_abandoned`) unless a live process still holds
+  one of its units; ``status`` counts such rows (and rows running longer than a bound, wherever
+  they ran) as abandoned until then.
 - Invoices are posted as they are created (``post=True``): numbers for the whole chunk are taken
-  from the gapless sequence inside the chunk's transaction, in account order. With
+  from the gapless sequence inside the chunk's transaction, in account order within the chunk
+  (with several workers, chunks take numbers in the order they are written). The sequence's
+  row lock is held from there to the commit, so the write transactions of several workers
+  take turns (docs/SCALING.md). With
   ``post=False`` they stay drafts (no number) for :func:`billing_core.service.invoices.post_invoice`.
 - A posted invoice touches its account (credit control re-evaluates in the commit hook). An
   invoice that would go below zero is brought to zero and the remainder becomes an active
