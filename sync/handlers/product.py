@@ -13,7 +13,8 @@ Rules kept here:
   a transaction lock per SKU it names (``pg_advisory_xact_lock``, in SKU order, so two pages
   never deadlock), so a second connection adding the same SKU at the same time finds the
   first one's product once it commits and links to it, instead of inserting it again and
-  having the record refused as a duplicate.
+  having the record refused as a duplicate. The SKUs locked are the ones the page's records
+  map to; a record the mapping refuses (a NUL in its SKU) takes no lock and is quarantined.
 - The service functions are imported by name: one that is missing fails at import time,
   never by silently skipping the write.
 """
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import RowMapping, text
 
-from billing_core.domain.errors import Duplicate
+from billing_core.domain.errors import Duplicate, LedgerError
 from billing_core.service.pricing import (
     ProductIn,
     add_product,
@@ -32,8 +33,10 @@ from billing_core.service.pricing import (
     update_product,
 )
 from sync.bookkeeping import PageBook
-from sync.handlers.base import Record, RecordHandler
+from sync.handlers.base import RECORD_FAILURES, Record, RecordHandler
 from sync.mapping import Invalid, ProductRec, map_product
+
+_REFUSED: tuple[type[Exception], ...] = (LedgerError, *RECORD_FAILURES)
 
 
 class ProductHandler(RecordHandler[ProductRec]):
@@ -42,7 +45,7 @@ class ProductHandler(RecordHandler[ProductRec]):
     def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
         super().__init__(book, records)
         conn = book.uow.conn
-        skus = sorted({str(r["sku"]) for r in records if isinstance(r.get("sku"), str)})
+        skus = sorted({sku for r in records if (sku := self._sku(r)) is not None})
         if skus and conn.dialect.name == "postgresql":
             conn.execute(text(
                 "SELECT pg_advisory_xact_lock(hashtextextended("
@@ -52,6 +55,15 @@ class ProductHandler(RecordHandler[ProductRec]):
 
     def map(self, record: Record) -> ProductRec:
         return map_product(record, guid=self.guid)
+
+    def _sku(self, record: Record) -> str | None:
+        """The SKU the record's product will have (as mapped: stripped, or its id when it
+        has none), None for a record the mapping refuses: a value PostgreSQL cannot hold as
+        text (a NUL) must quarantine that record, not fail the page's lock."""
+        try:
+            return self.map(record).sku
+        except _REFUSED:
+            return None
 
     def reconcile(self, rec: ProductRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:
