@@ -41,6 +41,20 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _crm_cpu(sbx: Any) -> float | None:
+    """CPU seconds the sandbox CRM's child process has used so far (Linux ``/proc``); None
+    in process. On a 2-core machine the CRM's CPU during the sync is the share of the second
+    core the sync cannot have."""
+    proc = getattr(sbx, "_proc", None)
+    if proc is None:
+        return None
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _world(sbx: Any, tmp: Path) -> Any:
     from billing_core.adapters.db import make_engine
     from config.settings import load_settings
@@ -91,24 +105,26 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     sbx.counters.reset()
     worker = _world(sbx, tmp / "raw")
     conn = worker.connector("sf")
-    t0, c0, n_raw = time.perf_counter(), time.process_time(), 0
+    t0, c0, n_raw, k0 = time.perf_counter(), time.process_time(), 0, _crm_cpu(sbx)
     for obj in OBJECTS:
         for page in conn.read_changes(obj, None):
             n_raw += len(page.records)
     raw, raw_cpu = time.perf_counter() - t0, time.process_time() - c0
+    raw_crm = _since(_crm_cpu(sbx), k0)
     raw_calls = sbx.counters.total("salesforce")
     rss_raw = _rss_mb()
     sbx.counters.reset()
     worker.close()
     worker2 = _world(sbx, tmp / "sync")
     profiler = cProfile.Profile() if profile else None
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, k0 = time.perf_counter(), time.process_time(), _crm_cpu(sbx)
     if profiler:
         profiler.enable()
     report = worker2.sync_connection("sf", worker2.options("bench", push=False), wait=True)
     if profiler:
         profiler.disable()
     synced, sync_cpu = time.perf_counter() - t0, time.process_time() - c0
+    sync_crm = _since(_crm_cpu(sbx), k0)
     n_sync = report.total("read") if report else 0
     pages = sbx.counters.get("salesforce", "query") + sbx.counters.get("salesforce", "queryAll")
     minimum = sum(math.ceil(max(s.read, 1) / 2000) for s in report.objects.values())
@@ -117,10 +133,10 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     print(f"full pull: {accounts} accounts, {quotes} quotes, {n_raw} records in all "
           f"(sandbox {where})")
     print(f"  raw read : {raw:8.1f} s  {n_raw / raw:9.0f} records/s  CPU {raw_cpu:7.1f} s  "
-          f"({raw_calls} calls, peak RSS {rss_raw:.0f} MB)")
+          f"({raw_calls} calls, peak RSS {rss_raw:.0f} MB){_crm(raw_crm)}")
     print(f"  sync     : {synced:8.1f} s  {n_sync / synced:9.0f} records/s  "
           f"CPU {sync_cpu:7.1f} s  ({report.outcome}, handed off {report.handed_off}, "
-          f"peak RSS {_rss_mb():.0f} MB)")
+          f"peak RSS {_rss_mb():.0f} MB){_crm(sync_crm)}")
     print(f"  ratio sync/raw: {synced / raw:.1f}x wall, {sync_cpu / raw_cpu:.1f}x CPU "
           f"(target <= 1.5x)")
     print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
@@ -134,6 +150,14 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return synced / raw
+
+
+def _since(now: float | None, before: float | None) -> float | None:
+    return None if now is None or before is None else now - before
+
+
+def _crm(cpu: float | None) -> str:
+    return "" if cpu is None else f", CRM process CPU {cpu:.1f} s"
 
 
 def _resync(worker: Any, raw: float) -> str:
