@@ -179,11 +179,14 @@ def crm_user(sbx: Any, rng: random.Random, accounts: int, quotes: int) -> None:
                             "fields": {"Revision__c": 2, "Status": "Accepted"}})
 
 
-def config_text(sbx: Any, url: str, receiver: Receiver) -> tuple[str, dict[str, str]]:
+def config_text(sbx: Any, url: str, receiver: Receiver,
+                bill_chunk: int | None = None) -> tuple[str, dict[str, str]]:
     from jobs.cli.demo_crm import sandbox_config
 
     extra = (f'[provisioner]\nkind = "webhook"\nurl = "{receiver.url}"\n'
              f'secret_env = "{SECRET_ENV}"\nmax_attempts = 3\ntimeout_seconds = 5.0\n')
+    if bill_chunk:      # many work units: a kill lands between units, the reader process runs
+        extra += f"[billing]\nbill_run_chunk_size = {bill_chunk}\n"
     return sandbox_config(sbx, url, connections=("sf",), extra=extra)
 
 
@@ -287,7 +290,7 @@ def trial(sbx: Any, receiver: Receiver, args: argparse.Namespace, n: int,
     with tempfile.TemporaryDirectory(prefix="lbchaos-") as tmp_name, \
             ledger(args.database, Path(tmp_name)) as url:
         tmp = Path(tmp_name)
-        text, env = config_text(sbx, url, receiver)
+        text, env = config_text(sbx, url, receiver, args.bill_chunk)
         config = tmp / "ledgerbridge.toml"
         config.write_text(text, encoding="utf-8")
         env = {**os.environ, **env, SECRET_ENV: args.secret}
@@ -341,6 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--accounts", type=int, default=120)
     ap.add_argument("--quotes", type=int, default=120)
     ap.add_argument("--rounds", type=int, default=2, help="worker rounds in a killed run")
+    ap.add_argument("--bill-chunk", type=int, default=None, metavar="N",
+                    help="the bill run's chunk size (work unit) in accounts; small values cut "
+                         "a run into many units (on SQLite 8 or more use the reader process)")
     ap.add_argument("--kill-at", type=float, default=None,
                     help="signal this many seconds into every trial (after --kill-in's step "
                          "began, if given) instead of a drawn instant")
