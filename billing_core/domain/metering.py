@@ -63,14 +63,14 @@ class Metric:
 
 
 def check_code(code: object, field_name: str = "code") -> str:
-    if not isinstance(code, str) or not CODE_RE.match(code.strip()):
+    if not isinstance(code, str) or not CODE_RE.fullmatch(code.strip()):
         raise ValidationError(field_name, code, "must be 1-64 letters, digits, _ . - "
                                                 "starting with a letter")
     return code.strip()
 
 
 def check_property(name: object, field_name: str) -> str:
-    if not isinstance(name, str) or not PROPERTY_RE.match(name):
+    if not isinstance(name, str) or not PROPERTY_RE.fullmatch(name):
         raise ValidationError(field_name, name, "must be 1-64 letters, digits, _ -")
     return name
 
@@ -89,6 +89,8 @@ def check_filters(filters: object) -> dict[str, tuple[str, ...]]:
                                 for v in items):
             raise ValidationError(f"filters.{key}", values,
                                   "must be a value or a non-empty list of text or numbers")
+        if any(isinstance(v, str) and "\x00" in v for v in items):
+            raise ValidationError(f"filters.{key}", values, "a value contains a NUL character")
         out[key] = tuple(str(v) for v in items)
     return out
 
@@ -203,7 +205,8 @@ def _n(number: Decimal) -> str:
 
 def plain_properties(props: Any, field_name: str = "properties") -> dict[str, Any] | None:
     """Free properties as stored: an object of scalars (text, whole numbers, booleans, null);
-    a decimal with a fraction is kept as its text (no floats anywhere)."""
+    a decimal with a fraction is kept as its text (no floats anywhere). No NUL in a key or a
+    text (PostgreSQL's JSON cannot hold one)."""
     if props is None:
         return None
     if not isinstance(props, Mapping):
@@ -214,10 +217,15 @@ def plain_properties(props: Any, field_name: str = "properties") -> dict[str, An
     for key, value in props.items():
         if not isinstance(key, str) or not 0 < len(key) <= 64:
             raise ValidationError(f"{field_name}.{key}", key, "keys are 1-64 characters")
+        if "\x00" in key:
+            raise ValidationError(field_name, key, "a key contains a NUL character")
         if value is None or isinstance(value, (bool, str)):
             if isinstance(value, str) and len(value) > 255:
                 raise ValidationError(f"{field_name}.{key}", value[:40] + "...",
                                       "is over 255 characters")
+            if isinstance(value, str) and "\x00" in value:
+                raise ValidationError(f"{field_name}.{key}", value[:40],
+                                      "contains a NUL character")
             out[key] = value
         elif isinstance(value, int):
             out[key] = value

@@ -64,7 +64,9 @@ class IngestResult:
 
 
 def _lookup(conn: Connection, column: Any, wanted: Iterable[Any], *cols: Any) -> list[Any]:
-    items = list(set(wanted))
+    # A text with a NUL matches nothing (``_text`` rejects it) and PostgreSQL refuses it as a
+    # parameter: it is left out of the lookup, not sent.
+    items = [w for w in set(wanted) if not (isinstance(w, str) and "\x00" in w)]
     out: list[Any] = []
     for i in range(0, len(items), IN_SLICE):
         out.extend(conn.execute(select(*cols).where(column.in_(items[i:i + IN_SLICE]))).all())
@@ -82,6 +84,8 @@ def _text(raw: Mapping[str, Any], key: str, limit: int, required: bool = True) -
     text = str(value).strip()
     if len(text) > limit:
         raise ValidationError(key, text[:40], f"is over {limit} characters")
+    if "\x00" in text:
+        raise ValidationError(key, text[:40], "contains a NUL character")
     return text
 
 

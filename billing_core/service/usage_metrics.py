@@ -72,6 +72,8 @@ def set_metric(uow: UnitOfWork, code: str, *, aggregation: str, product: str | i
     if prod["kind"] != "usage":
         raise ValidationError("product", product, f"is a {prod['kind']} product, not usage")
     clean_filters = check_filters(filters)
+    if description is not None and (not isinstance(description, str) or "\x00" in description):
+        raise ValidationError("description", description, "must be text without NUL characters")
     metric = check_metric(Metric(code, start, aggregation, int(prod["id"]), property or None,
                                  clean_filters, group_by or None,
                                  (description or "").strip()[:255] or None))

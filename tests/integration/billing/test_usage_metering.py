@@ -274,3 +274,47 @@ def test_voiding_an_invoice_makes_its_metered_usage_billable_again_once(ledger) 
     assert [ledger.amounts(i) for i in live] == [[("usage", 100), ("usage", 200)]]
     assert "adjustment" not in live[0]["lines"][0]["description"]
     assert ledger.run(date(2026, 4, 1)).invoices_created == 0
+
+
+def test_text_with_a_nul_is_rejected_naming_its_field_on_both_databases(ledger) -> None:
+    """PostgreSQL refuses a NUL in a text parameter: an event id, account, metric or replaces
+    holding one crashed the whole batch there (500 from the API fuzz test) instead of being
+    rejected alone."""
+    acc, pid = _world(ledger)
+    _metric(ledger, "calls", "sum", pid)
+    ok = "2026-03-10T10:00:00Z"
+    batch = [
+        _ev("ok\x00", acc, "calls", ok, "1"),
+        {**_ev("n2", acc, "calls", ok, "1"), "account": "\x00"},
+        _ev("n3", acc, "ca\x00lls", ok, "1"),
+        {**_ev("n4", acc, "calls", ok, "1"), "replaces": "x\x00"},
+        _ev("n5", acc, "calls", ok, "4", region="e\x00u"),
+        {**_ev("n6", acc, "calls", ok, "1"), "properties": {"re\x00gion": "eu"}},
+        _ev("n7", acc, "calls", ok, "2", region="eu"),
+    ]
+    result = _ingest(ledger, batch)
+    assert [(r["status"], r.get("field")) for r in result["results"]] == [
+        ("rejected", "event_id"), ("rejected", "account"), ("rejected", "metric"),
+        ("rejected", "replaces"), ("rejected", "properties.region"),
+        ("rejected", "properties"), ("accepted", None)]
+    assert "NUL" in result["results"][0]["message"]
+
+
+@pytest.mark.parametrize(("given", "field"), [
+    ({"description": "API\x00calls"}, "description"),
+    ({"description": 42}, "description"),
+    ({"group_by": "region\n"}, "group_by"),
+    ({"filters": {"env": ["pr\x00od"]}}, "filters.env"),
+])
+def test_a_metric_setting_the_database_could_not_hold_is_refused_naming_it(ledger, given,
+                                                                          field) -> None:
+    """A NUL (PostgreSQL refuses it in text), a description that is not text (it raised
+    AttributeError: a 500 over the API) and a name with a trailing newline (``$`` matched
+    before it) are refused with the field, nothing stored."""
+    _, pid = _world(ledger)
+    with ledger.uow() as uow:
+        with pytest.raises(ValidationError) as bad:
+            set_metric(uow, "calls", aggregation="sum", product=pid, **given)
+    assert bad.value.field == field
+    with ledger.uow() as uow:
+        assert list_metrics(uow.conn) == []
