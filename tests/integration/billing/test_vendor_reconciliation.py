@@ -283,3 +283,18 @@ def test_currency_and_ambiguous_accounts_are_not_compared(ledger, csp) -> None:
         "EUR": {"billed_minor": 0, "cost_minor": 2700},
         "JPY": {"billed_minor": 0, "cost_minor": 100},
         "USD": {"billed_minor": 0, "cost_minor": 1000}}
+
+
+def test_a_nul_in_a_cell_refuses_that_row_only(ledger, csp) -> None:
+    """PostgreSQL refuses a NUL in text: a vendor file with one in a customer id or a name
+    must refuse that row (row, field) and store the rest, on both databases."""
+    header = "CustomerId,ProductId,SkuId,Quantity,Subtotal,Currency,CustomerName\n"
+    body = ("x\x00y,p,s,1,1.00,USD,\n"
+            "x,p,s,1,1.00,USD,Acme\x00 Ltd\n"
+            "x,p,s,2,2.00,USD,Acme Ltd\n")
+    data = (header + body).encode()
+    parsed = vr.read_vendor_csv(data)
+    assert [(e["row"], e["field"]) for e in parsed.errors] == [(2, "CustomerId"),
+                                                              (3, "CustomerName")]
+    report = _reconcile(ledger, data)
+    assert (report["rows_read"], report["rows_refused"]) == (3, 2)
