@@ -32,6 +32,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
+from billing_core.domain.errors import ValidationError
+
 FREQUENCIES = ("monthly", "annual")
 
 
@@ -99,3 +101,16 @@ def days_between(start: date, end: date) -> int:
 def last_day(start: date) -> date:
     """The day before ``start`` (the last day of a period that ends at ``start``)."""
     return start - timedelta(days=1)
+
+
+def parse_date(value: object, field: str) -> date:
+    """A date given as a date or as ``YYYY-MM-DD`` text; else a ``ValidationError`` naming
+    ``field`` and the value."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValidationError(field, value, "must be a date (YYYY-MM-DD)")

@@ -29,6 +29,7 @@ from billing_core.domain.errors import (
     ValidationError,
 )
 from billing_core.domain.money import check_currency
+from billing_core.domain.periods import parse_date
 from billing_core.service import applications as apps
 from billing_core.service import audit
 from billing_core.service.accounts import get_account
@@ -42,17 +43,6 @@ from billing_core.service.documents import (
     to_view,
 )
 from billing_core.service.receivables import open_debts
-
-
-def _date(value: object, field: str) -> date:
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValidationError(field, value, "must be a date (YYYY-MM-DD)")
 
 
 @atomic
@@ -71,7 +61,7 @@ def record_payment(uow: UnitOfWork, account_id: int, amount: object, *, referenc
     reference = reference.strip()
     if len(reference) > 128:
         raise ValidationError("reference", reference, "is longer than 128 characters")
-    received = uow.now().date() if received_on is None else _date(received_on, "received_on")
+    received = uow.now().date() if received_on is None else parse_date(received_on, "received_on")
     if uow.conn.execute(select(payments.c.id).where(
             payments.c.account_id == account_id, payments.c.reference == reference)).first():
         raise Duplicate("reference", reference)

@@ -27,6 +27,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import products, usage_metrics
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.metering import Metric, check_code, check_filters, check_metric
+from billing_core.domain.periods import parse_date
 from billing_core.service import audit
 from billing_core.service.pricing import get_product
 
@@ -48,17 +49,6 @@ def load_metrics(conn: Connection) -> dict[str, list[Metric]]:
     return out
 
 
-def _parse_date(value: object, field_name: str) -> date:
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValidationError(field_name, value, "must be a date (YYYY-MM-DD)")
-
-
 def set_metric(uow: UnitOfWork, code: str, *, aggregation: str, product: str | int,
                effective_from: date | str | None = None, property: str | None = None,
                filters: Mapping[str, Any] | None = None, group_by: str | None = None,
@@ -67,7 +57,7 @@ def set_metric(uow: UnitOfWork, code: str, *, aggregation: str, product: str | i
     ``changed`` False when it was already so."""
     code = check_code(code)
     start = DEFAULT_FROM if effective_from in (None, "") \
-        else _parse_date(effective_from, "effective_from")
+        else parse_date(effective_from, "effective_from")
     prod = get_product(uow.conn, product)
     if prod["kind"] != "usage":
         raise ValidationError("product", product, f"is a {prod['kind']} product, not usage")
