@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ class World:
         self.settings = load_settings(self.config)
         self.worker = Worker(engine, self.settings, connector_factory=lambda s: build_connector(
             s, sleep=lambda _s: None))
+
+    def reconfigure(self, edit: Callable[[str], str]) -> World:
+        """The config file's text through ``edit``, and a new worker on it (the old one
+        closed); returns the world."""
+        from config.settings import load_settings
+        from connectors.registry import build_connector
+        from jobs.worker import Worker
+
+        self.config.write_text(edit(self.config.read_text(encoding="utf-8")), encoding="utf-8")
+        self.worker.close()
+        self.settings = load_settings(self.config)
+        self.worker = Worker(self.engine, self.settings, connector_factory=lambda s:
+                             build_connector(s, sleep=lambda _s: None))
+        return self
 
     def cycle(self, name: str | None = None, **kw: Any) -> list[Any]:
         names = [name] if name else list(self.worker.connections)

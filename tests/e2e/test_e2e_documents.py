@@ -42,19 +42,11 @@ JAN1 = date(2027, 1, 1)
 
 def _with_documents(world: World) -> World:
     """The world's config with ``push_documents = true`` on both connections."""
-    text = world.config.read_text(encoding="utf-8")
-    for crm in ("salesforce", "dynamics"):
-        text = text.replace(f'crm = "{crm}"\n', f'crm = "{crm}"\npush_documents = true\n')
-    world.config.write_text(text, encoding="utf-8")
-    world.worker.close()
-    from config.settings import load_settings
-    from connectors.registry import build_connector
-    from jobs.worker import Worker
-
-    world.settings = load_settings(world.config)
-    world.worker = Worker(world.engine, world.settings, connector_factory=lambda s:
-                          build_connector(s, sleep=lambda _s: None))
-    return world
+    def edit(text: str) -> str:
+        for crm in ("salesforce", "dynamics"):
+            text = text.replace(f'crm = "{crm}"\n', f'crm = "{crm}"\npush_documents = true\n')
+        return text
+    return world.reconfigure(edit)
 
 
 @pytest.fixture

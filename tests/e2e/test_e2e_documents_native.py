@@ -41,19 +41,9 @@ JAN1 = date(2027, 1, 1)
 
 
 def _native(world: World) -> World:
-    text_ = world.config.read_text(encoding="utf-8")
-    text_ = text_.replace('crm = "dynamics"\n', 'crm = "dynamics"\npush_documents = true\n'
-                          'fieldmap_overrides = "dynamics_invoice"\n')
-    world.config.write_text(text_, encoding="utf-8")
-    world.worker.close()
-    from config.settings import load_settings
-    from connectors.registry import build_connector
-    from jobs.worker import Worker
-
-    world.settings = load_settings(world.config)
-    world.worker = Worker(world.engine, world.settings, connector_factory=lambda s:
-                          build_connector(s, sleep=lambda _s: None))
-    return world
+    return world.reconfigure(lambda text: text.replace(
+        'crm = "dynamics"\n', 'crm = "dynamics"\npush_documents = true\n'
+        'fieldmap_overrides = "dynamics_invoice"\n'))
 
 
 @pytest.fixture
