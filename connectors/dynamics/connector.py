@@ -293,15 +293,9 @@ class DynamicsConnector(FieldMapped):
                 continue
         found: list[Record] = []
         for start in range(0, len(guids), IDS_PER_QUERY):
-            chunk = guids[start:start + IDS_PER_QUERY]
-            params = {"$select": ",".join(om.select()),
-                      "$filter": " or ".join(f"{om.key} eq {g}" for g in chunk)}
-            url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
-            while url:
-                body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
-                found += [self._record(om, r) for r in body.get("value", [])
-                          if not _is_deletion(om, r)]
-                url = body.get("@odata.nextLink")
+            found += self._filtered(om, " or ".join(
+                f"{om.key} eq {g}" for g in guids[start:start + IDS_PER_QUERY]),
+                skip_deletions=True)
         return found
 
     def list_stamps(self, obj: str) -> Iterator[tuple[str, datetime | None]]:
@@ -327,18 +321,7 @@ class DynamicsConnector(FieldMapped):
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose canonical `field` equals `value` (the literal is escaped)."""
         om = self.fieldmap.object(obj)
-        spec = om.fields.get(field)
-        if spec is None:
-            raise FieldMapError(f"{obj}.{field} is not in the field map")
-        params = {"$select": ",".join(om.select()),
-                  "$filter": f"{spec.crm} eq {odata.literal(value)}"}
-        url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
-        found: list[Record] = []
-        while url:
-            body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
-            found += [self._record(om, r) for r in body.get("value", [])]
-            url = body.get("@odata.nextLink")
-        return found
+        return self._filtered(om, f"{_field(om, obj, field)} eq {odata.literal(value)}")
 
     def lookup_in(self, obj: str, field: str, values: Sequence[Any]) -> list[Record]:
         """Records whose canonical `field` is one of `values` (the targeted resync's lines of
@@ -346,19 +329,24 @@ class DynamicsConnector(FieldMapped):
         values (as ``read_by_ids``: about 11,000 characters of URL for 200 GUIDs, within
         Dataverse's limits), every page followed."""
         om = self.fieldmap.object(obj)
-        spec = om.fields.get(field)
-        if spec is None:
-            raise FieldMapError(f"{obj}.{field} is not in the field map")
+        crm = _field(om, obj, field)
         found: list[Record] = []
         for start in range(0, len(values), IDS_PER_QUERY):
-            chunk = values[start:start + IDS_PER_QUERY]
-            params = {"$select": ",".join(om.select()),
-                      "$filter": " or ".join(f"{spec.crm} eq {odata.literal(v)}" for v in chunk)}
-            url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
-            while url:
-                body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
-                found += [self._record(om, r) for r in body.get("value", [])]
-                url = body.get("@odata.nextLink")
+            found += self._filtered(om, " or ".join(
+                f"{crm} eq {odata.literal(v)}" for v in values[start:start + IDS_PER_QUERY]))
+        return found
+
+    def _filtered(self, om: ObjectMap, filter_: str, *,
+                  skip_deletions: bool = False) -> list[Record]:
+        """The mapped rows of one ``$filter`` query, every ``@odata.nextLink`` page followed."""
+        params = {"$select": ",".join(om.select()), "$filter": filter_}
+        url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
+        found: list[Record] = []
+        while url:
+            body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
+            found += [self._record(om, r) for r in body.get("value", [])
+                      if not (skip_deletions and _is_deletion(om, r))]
+            url = body.get("@odata.nextLink")
         return found
 
     def write(self, obj: str, updates: Sequence[Record], *, redecide: Redecide | None = None
@@ -435,6 +423,14 @@ def _own_filter(om: ObjectMap, own: OwnRange) -> str:
     end = own.end.astimezone(UTC).replace(microsecond=0)
     return (f"({MODIFIED_BY} ne {odata.guid(own.user)} or {om.modstamp} lt "
             f"{odata.literal(start)} or {om.modstamp} ge {odata.literal(end)})")
+
+
+def _field(om: ObjectMap, obj: str, field: str) -> str:
+    """The CRM column of canonical ``obj.field``; a ``FieldMapError`` when it is not mapped."""
+    spec = om.fields.get(field)
+    if spec is None:
+        raise FieldMapError(f"{obj}.{field} is not in the field map")
+    return spec.crm
 
 
 def _is_deletion(om: ObjectMap, row: dict[str, Any]) -> bool:

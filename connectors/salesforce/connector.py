@@ -56,7 +56,7 @@ from connectors.base import (
 )
 from connectors.budget import BudgetMeter
 from connectors.cursor import StampTracker
-from connectors.fieldmap import FieldMap, FieldMapError
+from connectors.fieldmap import FieldMap, FieldMapError, ObjectMap
 from connectors.prefetch import Prefetch
 from connectors.salesforce import soql
 from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
@@ -203,12 +203,7 @@ class SalesforceConnector(FieldMapped):
         """The records of ``ids`` the CRM still has (deleted ones are not returned: ``query``,
         not ``queryAll``), one ``Id IN (...)`` query per 200 ids."""
         om = self.fieldmap.object(obj)
-        found: list[Record] = []
-        for start in range(0, len(ids), soql.IDS_PER_QUERY):
-            query = soql.by_ids(om, list(ids[start:start + soql.IDS_PER_QUERY]))
-            rows = self._call(lambda sf, q=query: list(sf.query_all_iter(q)))  # type: ignore[misc]
-            found += [om.to_canonical(r) for r in rows]
-        return found
+        return self._query_in(om, ids, lambda chunk: soql.by_ids(om, chunk))
 
     def list_stamps(self, obj: str) -> Iterator[tuple[str, datetime | None]]:
         """Every live row's id and modification stamp (the drift sweep: ``sync.drift``):
@@ -231,10 +226,7 @@ class SalesforceConnector(FieldMapped):
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
         """Records whose canonical `field` equals `value` (the literal is escaped)."""
         om = self.fieldmap.object(obj)
-        spec = om.fields.get(field)
-        if spec is None:
-            raise FieldMapError(f"{obj}.{field} is not in the field map")
-        query = soql.by_field(om, spec.crm, value)
+        query = soql.by_field(om, _field(om, obj, field), value)
         rows = self._call(lambda sf: list(sf.query_all_iter(query)))
         return [om.to_canonical(r) for r in rows]
 
@@ -242,12 +234,16 @@ class SalesforceConnector(FieldMapped):
         """Records whose canonical `field` is one of `values` (the targeted resync's lines of
         accepted quotes): one ``field IN (...)`` query per ``IDS_PER_QUERY`` values."""
         om = self.fieldmap.object(obj)
-        spec = om.fields.get(field)
-        if spec is None:
-            raise FieldMapError(f"{obj}.{field} is not in the field map")
+        crm = _field(om, obj, field)
+        return self._query_in(om, values, lambda chunk: soql.by_field_in(om, crm, chunk))
+
+    def _query_in(self, om: ObjectMap, values: Sequence[Any],
+                  query_for: Callable[[list[Any]], str]) -> list[Record]:
+        """The mapped rows of one query per ``soql.IDS_PER_QUERY`` values (``query_for``
+        builds it from a chunk), every page read."""
         found: list[Record] = []
         for start in range(0, len(values), soql.IDS_PER_QUERY):
-            query = soql.by_field_in(om, spec.crm, list(values[start:start + soql.IDS_PER_QUERY]))
+            query = query_for(list(values[start:start + soql.IDS_PER_QUERY]))
             rows = self._call(lambda sf, q=query: list(sf.query_all_iter(q)))  # type: ignore[misc]
             found += [om.to_canonical(r) for r in rows]
         return found
@@ -394,3 +390,11 @@ def _batches(client: Salesforce, query: str, include_deleted: bool,
             return
         result = client.query_more(result["nextRecordsUrl"], identifier_is_url=True,
                                    headers=headers)
+
+
+def _field(om: ObjectMap, obj: str, field: str) -> str:
+    """The CRM field of canonical ``obj.field``; a ``FieldMapError`` when it is not mapped."""
+    spec = om.fields.get(field)
+    if spec is None:
+        raise FieldMapError(f"{obj}.{field} is not in the field map")
+    return spec.crm
