@@ -2,9 +2,35 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# The CRM events config the events e2e modules add to the world's connections (``sf`` and
+# ``d365``): the sandbox's org id, the webhook key and the callouts' HMAC from the environment.
+EVENTS_KEY, EVENTS_HMAC = "e2e-webhook-key", "e2e-hmac"
+EVENTS_KEY_ENV, EVENTS_HMAC_ENV = "LB_E2E_EVENTS_KEY", "LB_E2E_EVENTS_HMAC"
+
+
+def events_config() -> str:
+    from connectors.sandbox.salesforce.auth import ORG_ID
+
+    return f"""
+[connections.sf.events]
+organization_id = "{ORG_ID}"
+hmac_secret = "env:{EVENTS_HMAC_ENV}"
+[connections.d365.events]
+auth = "webhook_key"
+key = "env:{EVENTS_KEY_ENV}"
+"""
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (for a receiver started later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class World:

@@ -5,51 +5,42 @@ the cursor), one is deleted; the events job reads back what arrived, and ONE dri
 brings the ledger to what the CRM holds, with nothing applied twice. Both databases."""
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_world import World
+from e2e_world import (
+    EVENTS_HMAC,
+    EVENTS_HMAC_ENV,
+    EVENTS_KEY,
+    EVENTS_KEY_ENV,
+    World,
+    events_config,
+    free_port,
+)
 from sqlalchemy import Engine, func, select
 
 import connectors.sandbox.server as sandbox_server
 from billing_core.adapters.tables import accounts
 from connectors.sandbox.notify import NotifyConfig
-from connectors.sandbox.salesforce.auth import ORG_ID
 from jobs.api.app import build_app, serve_in_thread
 from jobs.sweep import sweep
 from sync.drift import last_sweep
 from sync.tables import sync_records, sync_run_objects, sync_runs
 
 pytestmark = pytest.mark.e2e
-KEY, HMAC_SECRET = "e2e-webhook-key", "e2e-hmac"
-EVENTS = f"""
-[connections.sf.events]
-organization_id = "{ORG_ID}"
-hmac_secret = "env:LB_E2E_EVENTS_HMAC"
-[connections.d365.events]
-auth = "webhook_key"
-key = "env:LB_E2E_EVENTS_KEY"
-"""
+KEY, HMAC_SECRET = EVENTS_KEY, EVENTS_HMAC
+EVENTS = events_config()
 RENAMED = range(1, 21)       # twenty accounts renamed in the CRM
 LATE, GONE = 24, 25          # committed an hour late; deleted
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 @pytest.fixture
 def world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setenv("LB_E2E_EVENTS_KEY", KEY)
-    monkeypatch.setenv("LB_E2E_EVENTS_HMAC", HMAC_SECRET)
-    port = _free_port()
+    monkeypatch.setenv(EVENTS_KEY_ENV, KEY)
+    monkeypatch.setenv(EVENTS_HMAC_ENV, HMAC_SECRET)
+    port = free_port()
     notify = NotifyConfig(url=f"http://127.0.0.1:{port}", dataverse_key=KEY,
                           hmac_secret=HMAC_SECRET, salesforce_form="soap",
                           drop=0.3, duplicate=0.3, reorder=0.3, fault_seed=17,

@@ -4,47 +4,38 @@ daemon's HTTP API; finance clears a credit hold in the CRM, and the events job (
 the account back over HTTPS, lifts the hold and dispatches the waiting provisioning request."""
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_world import World
+from e2e_world import (
+    EVENTS_HMAC,
+    EVENTS_HMAC_ENV,
+    EVENTS_KEY,
+    EVENTS_KEY_ENV,
+    World,
+    events_config,
+    free_port,
+)
 from sqlalchemy import func, select
 from test_e2e_hold_interleaving import USERS
 
 import connectors.sandbox.server as sandbox_server
 from billing_core.adapters.tables import accounts, orders, provisioning_requests
 from connectors.sandbox.notify import NotifyConfig
-from connectors.sandbox.salesforce.auth import ORG_ID
 from jobs.api.app import build_app, serve_in_thread
 from sync.tables import event_inbox
 
 pytestmark = pytest.mark.e2e
-KEY, HMAC_SECRET = "e2e-webhook-key", "e2e-hmac"
-EVENTS = f"""
-[connections.sf.events]
-organization_id = "{ORG_ID}"
-hmac_secret = "env:LB_E2E_EVENTS_HMAC"
-[connections.d365.events]
-auth = "webhook_key"
-key = "env:LB_E2E_EVENTS_KEY"
-"""
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
+KEY, HMAC_SECRET = EVENTS_KEY, EVENTS_HMAC
+EVENTS = events_config()
 
 
 @pytest.fixture(scope="module")
 def api_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +49,8 @@ def sandbox(api_port: int) -> Iterator[Any]:
 @pytest.fixture
 def world(sandbox: Any, sqlite_engine: Any, tmp_path: Path, api_port: int,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setenv("LB_E2E_EVENTS_KEY", KEY)
-    monkeypatch.setenv("LB_E2E_EVENTS_HMAC", HMAC_SECRET)
+    monkeypatch.setenv(EVENTS_KEY_ENV, KEY)
+    monkeypatch.setenv(EVENTS_HMAC_ENV, HMAC_SECRET)
     sandbox.reset()
     from jobs.cli.demo_crm import sandbox_config
 
