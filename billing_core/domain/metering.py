@@ -33,6 +33,7 @@ from typing import Any
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.money import to_minor
 from billing_core.domain.rating import Price, rate, running_amounts
+from billing_core.domain.text import printable, unstorable
 
 AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
 ADDITIVE = frozenset({"count", "sum"})
@@ -89,8 +90,9 @@ def check_filters(filters: object) -> dict[str, tuple[str, ...]]:
                                 for v in items):
             raise ValidationError(f"filters.{key}", values,
                                   "must be a value or a non-empty list of text or numbers")
-        if any(isinstance(v, str) and "\x00" in v for v in items):
-            raise ValidationError(f"filters.{key}", values, "a value contains a NUL character")
+        if any(unstorable(v) for v in items):
+            raise ValidationError(f"filters.{key}", [printable(str(v)) for v in items],
+                                  "a value contains a NUL or an unpaired surrogate character")
         out[key] = tuple(str(v) for v in items)
     return out
 
@@ -206,7 +208,7 @@ def _n(number: Decimal) -> str:
 def plain_properties(props: Any, field_name: str = "properties") -> dict[str, Any] | None:
     """Free properties as stored: an object of scalars (text, whole numbers, booleans, null);
     a decimal with a fraction is kept as its text (no floats anywhere). No NUL in a key or a
-    text (PostgreSQL's JSON cannot hold one)."""
+    text, nor a lone surrogate (:mod:`billing_core.domain.text`)."""
     if props is None:
         return None
     if not isinstance(props, Mapping):
@@ -217,15 +219,16 @@ def plain_properties(props: Any, field_name: str = "properties") -> dict[str, An
     for key, value in props.items():
         if not isinstance(key, str) or not 0 < len(key) <= 64:
             raise ValidationError(f"{field_name}.{key}", key, "keys are 1-64 characters")
-        if "\x00" in key:
-            raise ValidationError(field_name, key, "a key contains a NUL character")
+        if unstorable(key):
+            raise ValidationError(field_name, printable(key),
+                                  "a key contains a NUL or an unpaired surrogate character")
         if value is None or isinstance(value, (bool, str)):
             if isinstance(value, str) and len(value) > 255:
                 raise ValidationError(f"{field_name}.{key}", value[:40] + "...",
                                       "is over 255 characters")
-            if isinstance(value, str) and "\x00" in value:
-                raise ValidationError(f"{field_name}.{key}", value[:40],
-                                      "contains a NUL character")
+            if isinstance(value, str) and unstorable(value):
+                raise ValidationError(f"{field_name}.{key}", printable(value[:40]),
+                                      "contains a NUL or an unpaired surrogate character")
             out[key] = value
         elif isinstance(value, int):
             out[key] = value

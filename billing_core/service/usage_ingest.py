@@ -44,6 +44,7 @@ from billing_core.adapters.tables import accounts, metered_events, usage_metrics
 from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.metering import parse_value, plain_properties, to_e6
+from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
 from billing_core.service.usage import IN_SLICE, parse_timestamp
 
@@ -64,9 +65,9 @@ class IngestResult:
 
 
 def _lookup(conn: Connection, column: Any, wanted: Iterable[Any], *cols: Any) -> list[Any]:
-    # A text with a NUL matches nothing (``_text`` rejects it) and PostgreSQL refuses it as a
+    # Unstorable text matches nothing (``_text`` rejects it) and the database refuses it as a
     # parameter: it is left out of the lookup, not sent.
-    items = [w for w in set(wanted) if not (isinstance(w, str) and "\x00" in w)]
+    items = [w for w in set(wanted) if not unstorable(w)]
     out: list[Any] = []
     for i in range(0, len(items), IN_SLICE):
         out.extend(conn.execute(select(*cols).where(column.in_(items[i:i + IN_SLICE]))).all())
@@ -84,8 +85,9 @@ def _text(raw: Mapping[str, Any], key: str, limit: int, required: bool = True) -
     text = str(value).strip()
     if len(text) > limit:
         raise ValidationError(key, text[:40], f"is over {limit} characters")
-    if "\x00" in text:
-        raise ValidationError(key, text[:40], "contains a NUL character")
+    if unstorable(text):
+        raise ValidationError(key, printable(text[:40]),
+                              "contains a NUL or an unpaired surrogate character")
     return text
 
 

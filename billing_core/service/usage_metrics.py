@@ -28,6 +28,7 @@ from billing_core.adapters.tables import products, usage_metrics
 from billing_core.domain.errors import ValidationError
 from billing_core.domain.metering import Metric, check_code, check_filters, check_metric
 from billing_core.domain.periods import parse_date
+from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
 from billing_core.service.pricing import get_product
 
@@ -62,8 +63,10 @@ def set_metric(uow: UnitOfWork, code: str, *, aggregation: str, product: str | i
     if prod["kind"] != "usage":
         raise ValidationError("product", product, f"is a {prod['kind']} product, not usage")
     clean_filters = check_filters(filters)
-    if description is not None and (not isinstance(description, str) or "\x00" in description):
-        raise ValidationError("description", description, "must be text without NUL characters")
+    if description is not None and (not isinstance(description, str)
+                                    or unstorable(description)):
+        raise ValidationError("description", printable(str(description)),
+                              "must be text without NUL or unpaired surrogate characters")
     metric = check_metric(Metric(code, start, aggregation, int(prod["id"]), property or None,
                                  clean_filters, group_by or None,
                                  (description or "").strip()[:255] or None))

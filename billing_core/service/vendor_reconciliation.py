@@ -104,6 +104,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
 from billing_core.domain.money import MAX_MINOR, check_currency, round_minor, to_minor
+from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
 
 VENDOR = "microsoft"
@@ -238,8 +239,8 @@ def _row(row: list[str], cols: Mapping[str, int], line_no: int) -> dict[str, Any
     def get(name: str) -> str:
         i = cols.get(name)
         value = row[i].strip() if i is not None and i < len(row) else ""
-        if "\x00" in value:                  # a database text cannot hold it (PostgreSQL)
-            raise _RowError(name, value.replace("\x00", "\\0"), "contains a NUL character")
+        if unstorable(value):
+            raise _RowError(name, printable(value), "contains a NUL character")
         if value and name in _LIMITS and len(value) > _LIMITS[name]:
             raise _RowError(name, value, f"is longer than {_LIMITS[name]} characters")
         return value

@@ -318,3 +318,27 @@ def test_a_metric_setting_the_database_could_not_hold_is_refused_naming_it(ledge
     assert bad.value.field == field
     with ledger.uow() as uow:
         assert list_metrics(uow.conn) == []
+
+
+def test_a_lone_surrogate_is_rejected_like_a_nul_on_both_databases(ledger) -> None:
+    """JSON's ``\\ud800`` escape decodes to a lone surrogate, which no database can store
+    (UnicodeEncodeError: the batch failed whole); each such event is rejected naming its
+    field, the rest accepted."""
+    acc, pid = _world(ledger)
+    _metric(ledger, "calls", "sum", pid)
+    ok = "2026-03-10T10:00:00Z"
+    result = _ingest(ledger, [
+        _ev("a\ud800", acc, "calls", ok, "1"),
+        {**_ev("n2", acc, "calls", ok, "1"), "account": "\udfff"},
+        _ev("n3", acc, "calls", ok, "4", region="e\ud800u"),
+        {**_ev("n4", acc, "calls", ok, "1"), "properties": {"\ud83d": "x"}},
+        _ev("n5", acc, "calls", ok, "2", region="eu"),
+    ])
+    assert [(r["status"], r.get("field")) for r in result["results"]] == [
+        ("rejected", "event_id"), ("rejected", "account"), ("rejected", "properties.region"),
+        ("rejected", "properties"), ("accepted", None)]
+    with ledger.uow() as uow:
+        with pytest.raises(ValidationError) as bad:
+            set_metric(uow, "other", aggregation="sum", product=pid,
+                       filters={"env": ["pr\udc00od"]})
+    assert bad.value.field == "filters.env"
