@@ -64,6 +64,7 @@ from jobs.migrate import upgrade
 RUN_DATE = date(2026, 3, 1)
 LAST = date(2026, 2, 1)
 NOW = datetime(2026, 2, 28, tzinfo=UTC)
+PROFILE_FILE = os.path.join(tempfile.gettempdir(), "bill_run.prof")
 
 
 def rss_mb() -> float:
@@ -208,7 +209,8 @@ def main() -> None:
     ap.add_argument("--database-url", help="default: a fresh SQLite file in a temp directory")
     ap.add_argument("--no-hook", action="store_true",
                     help="plain UnitOfWork: leave out credit control's commit hook")
-    ap.add_argument("--profile", action="store_true", help="cProfile the run, print the top 25")
+    ap.add_argument("--profile", action="store_true",
+                    help=f"cProfile the run, print the top 25, keep the stats in {PROFILE_FILE}")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the plain bulk insert of the same rows (the ceiling)")
     ap.add_argument("--reader", choices=("auto", "process", "thread", "none"), default="auto",
@@ -298,7 +300,10 @@ def main() -> None:
                   f"reader {args.reader}, "
                   f"hook {'off' if args.no_hook else 'on'})")
         if profiler:
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            stats = pstats.Stats(profiler)
+            stats.dump_stats(PROFILE_FILE)
+            stats.sort_stats("cumulative").print_stats(25)
+            print(f"profile kept in {PROFILE_FILE} (python -m pstats {PROFILE_FILE})")
     finally:
         engine.dispose()
         if schema:

@@ -75,27 +75,35 @@ def expected_reasons(conn: Connection, account_id: int, on_date: date,
 
 
 def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
-               policy: CreditPolicy, *, fresh: Collection[int] = ()) -> dict[int, CreditFacts]:
+               policy: CreditPolicy, *, fresh: Collection[int] = (),
+               skip_clear: bool = False) -> dict[int, CreditFacts]:
     """The credit facts of the accounts whose rows (``DECISION_COLUMNS``) are given, read
     together. ``fresh`` accounts were created in this unit of work with nothing else written
-    for them: no reasons, no debts and zero exposure, so nothing is read for them."""
+    for them: no reasons, no debts and zero exposure, so nothing is read for them.
+
+    ``skip_clear``: leave out the accounts nothing can hold: no CRM flag, no reason carried,
+    no limit that applies and nothing overdue. ``credit.decide`` places and lifts nothing for
+    them and they end with no reason (most accounts in a bill run's chunk: the invoices it
+    just posted are not due yet), so a caller may take them as decided without their facts."""
     known = [a for a in rows if a not in fresh]
     current = current_reasons_many(conn, known) if known else {}
-    limited = [a for a in known if credit.limit_applies(_limit(rows[a]), policy)]
-    exposure = (exposures_minor(conn, limited, on_date,
+    limited = {a for a, row in rows.items() if credit.limit_applies(_limit(row), policy)}
+    to_read = sorted(a for a in limited if a not in fresh)
+    exposure = (exposures_minor(conn, to_read, on_date,
                                 include_unbilled=policy.include_unbilled_orders)
-                if limited else {})
+                if to_read else {})
     exposure.update((a, 0) for a in rows if a in fresh)
     # Only what is overdue counts: the rest (in a bill run, every invoice just posted) is not
-    # carried into the facts at all.
+    # read at all.
     cutoff = credit.overdue_cutoff(on_date, policy.overdue_grace_days)
     debts: dict[int, list[OpenDebt]] = {}
-    for d in open_debts(conn, account_ids=known) if known else ():
-        if d["due_date"] is None or d["due_date"] >= cutoff:
-            continue
+    for d in open_debts(conn, account_ids=known, due_before=cutoff) if known else ():
         debts.setdefault(int(d["account_id"]), []).append(OpenDebt(
             type=d["type"], id=d["id"], number=d["number"], due_date=d["due_date"],
             balance_minor=d["balance_minor"]))
+    if skip_clear:
+        rows = {a: row for a, row in rows.items()
+                if row["crm_hold"] or a in current or a in debts or a in limited}
     return {a: CreditFacts(
         currency=row["currency"], connection=row["ext_source"], crm_hold=bool(row["crm_hold"]),
         limit_minor=_limit(row), exposure_minor=exposure.get(a),
@@ -154,7 +162,7 @@ def reevaluate_accounts(uow: UnitOfWork, account_ids: Iterable[int],
         waiting = _waiting(uow.conn, known) if known else set()
         # new, no flag: no reason can apply yet, nothing to read or decide
         decided = {a: row for a, row in rows.items() if a not in fresh or row["crm_hold"]}
-        facts = read_facts(uow.conn, decided, on_date, policy, fresh=fresh)
+        facts = read_facts(uow.conn, decided, on_date, policy, fresh=fresh, skip_clear=True)
         placements: list[NewReason] = []
         evaluations = [_apply(uow, account_id, facts[account_id], policy, on_date, placements)
                        if account_id in facts else Evaluation(account_id)

@@ -165,9 +165,11 @@ def exposures_minor(conn: Connection, account_ids: Sequence[int], on_date: date,
 
 
 def open_debts(conn: Connection, account_id: int | None = None, *,
-               account_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+               account_ids: Sequence[int] | None = None,
+               due_before: date | None = None) -> list[dict[str, Any]]:
     """Every open invoice and debit memo with a balance: type, id, number, account, currency,
-    due date, balance. Of one account, of several (``account_ids``), or of all."""
+    due date, balance. Of one account, of several (``account_ids``), or of all; with
+    ``due_before``, only those due before that day (a document without a due date is never)."""
     if account_id is not None:
         account_ids = [account_id]
     scopes: list[list[int] | None] = (
@@ -180,6 +182,8 @@ def open_debts(conn: Connection, account_id: int | None = None, *,
             stmt = select(table.c.id, table.c.number, table.c.account_id, table.c.currency,
                           table.c.due_date, (amount - table.c.applied_minor).label("balance")
                           ).where(table.c.status.in_(statuses), amount > table.c.applied_minor)
+            if due_before is not None:
+                stmt = stmt.where(table.c.due_date < due_before)
             if scope is not None:
                 stmt = stmt.where(id_in(conn, table.c.account_id, scope))
             rows += [{"type": doc_type, "id": r.id, "number": r.number,
