@@ -79,7 +79,7 @@ from billing_core.service.pricing import get_product
 from connectors.base import BudgetExhausted
 from sync import mapping
 from sync.bookkeeping import ledger_id_of, quarantine_record
-from sync.handoff_reads import MAX_REVISION, Known, to_hand_off
+from sync.handoff_reads import HANDOFF_CHUNK, MAX_REVISION, Known, run_siblings, to_hand_off
 from sync.mapping import Invalid, QuoteLineRec, QuoteRec
 from sync.reconcile import stamp_sync
 from sync.refs import source_ref
@@ -112,7 +112,7 @@ class FetchedAccount:
 AccountFetcher = Callable[[UnitOfWork, str], FetchedAccount]
 
 
-CHUNK = 500      # quotes per transaction
+CHUNK = HANDOFF_CHUNK      # quotes per transaction
 
 
 def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connection: str,
@@ -123,12 +123,14 @@ def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connectio
     report = HandoffReport()
     factory = uow_factory or (lambda: ledger_uow(engine))
     todo = to_hand_off(engine, connection, set(quote_ids), accepted)
+    with engine.connect().execution_options(ledger_read_only=True) as conn:
+        siblings = run_siblings(conn, connection, todo)
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
             stamp_sync(uow, connection)
-            known = Known.read(uow, connection, chunk)
+            known = Known.read(uow, connection, chunk, siblings)
             try:
                 with uow.savepoint():
                     outcomes = _chunk(uow, fetch_account, connection, chunk, accepted, known)

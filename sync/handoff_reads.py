@@ -58,6 +58,8 @@ from sync.tables import handoffs, sync_records
 
 #: The largest revision ``handoffs.revision`` (INTEGER) holds.
 MAX_REVISION = 2**31 - 1
+#: Quotes per hand-off transaction (``sync.handoff.CHUNK``).
+HANDOFF_CHUNK = 500
 #: The detail of a hand-off row written when its quote revision was pulled.
 OWED = "accepted in the CRM; to hand off"
 
@@ -163,23 +165,69 @@ def _data_field(conn: Connection, name: str) -> ColumnElement[Any]:
     return func.json_extract(sync_records.c.data, f"$.{name}")
 
 
-def _revisions(conn: Connection, connection: str, quotes: list[QuoteRec]
-               ) -> tuple[dict[str, list[Any]], set[str]]:
+#: Stored quotes by (account, quote number): the records that may be revisions of one deal.
+Siblings = dict[tuple[str, str], list[QuoteRec]]
+
+
+def _siblings(conn: Connection, connection: str, accounts: list[str], numbers: list[str],
+              wanted: set[tuple[str, str]] | None = None) -> Siblings:
+    """The live stored quotes of these accounts with one of these numbers, by (account,
+    number); with ``wanted``, only those pairs are kept. Quotes have no index by account
+    (see ``sync.tables``): this walks every quote of the connection."""
+    out: Siblings = {}
+    for data in conn.execute(select(sync_records.c.data).where(
+            sync_records.c.connection == connection, sync_records.c.object == "quote",
+            text_in(conn, sync_records.c.parent_crm_id, accounts),
+            sync_records.c.deleted_at.is_(None), sync_records.c.data.is_not(None),
+            _number_in(conn, numbers))).scalars():
+        rec = mapping.quote_from_json(data)
+        key = (rec.account_crm_id, str(rec.number))
+        if wanted is None or key in wanted:
+            out.setdefault(key, []).append(rec)
+    return out
+
+
+def _number_in(conn: Connection, numbers: list[str]) -> ColumnElement[bool]:
+    """The stored quote's number among ``numbers``: rendered as an IN list up to 500 (as
+    before), as one bound value beyond (``text_in``: a run's every number)."""
+    if len(numbers) <= 500:
+        return _data_field(conn, "number").in_(numbers)
+    return text_in(conn, _data_field(conn, "number"), numbers)
+
+
+def run_siblings(conn: Connection, connection: str, quote_ids: list[str]) -> Siblings | None:
+    """The siblings of every quote a hand-off run will look at, read once for the run (one
+    walk of the connection's quotes instead of one per chunk: at 100,000 quotes, 25 chunks
+    walked 100,000 quotes each); None for a run of one chunk, which reads its own. The chunks
+    read the same: the run's hand-off writes no stored quote."""
+    if len(quote_ids) <= HANDOFF_CHUNK:
+        return None
+    wanted: set[tuple[str, str]] = set()
+    for start in range(0, len(quote_ids), 2000):
+        for account, number in conn.execute(select(
+                _data_field(conn, "account_crm_id"), _data_field(conn, "number")).where(
+                sync_records.c.connection == connection, sync_records.c.object == "quote",
+                text_in(conn, sync_records.c.crm_id, quote_ids[start:start + 2000]),
+                sync_records.c.data.is_not(None))):
+            if number:
+                wanted.add((str(account), str(number)))
+    if not wanted:
+        return {}
+    return _siblings(conn, connection, sorted({a for a, _ in wanted}),
+                     sorted({n for _, n in wanted}), wanted)
+
+
+def _revisions(conn: Connection, connection: str, quotes: list[QuoteRec],
+               run: Siblings | None = None) -> tuple[dict[str, list[Any]], set[str]]:
     """The hand-off rows of each quote's prior revisions kept as other records (same
-    account and number, lower revision), and the quotes a higher revision replaced."""
+    account and number, lower revision), and the quotes a higher revision replaced. ``run``:
+    the siblings read for the whole run (:func:`run_siblings`), else read for these quotes."""
     numbered = [q for q in quotes if q.number]
     if not numbered:
         return {}, set()
-    siblings: dict[tuple[str, str], list[QuoteRec]] = {}
-    for data in conn.execute(select(sync_records.c.data).where(
-            sync_records.c.connection == connection, sync_records.c.object == "quote",
-            text_in(conn, sync_records.c.parent_crm_id,
-                    sorted({q.account_crm_id for q in numbered})),
-            sync_records.c.deleted_at.is_(None), sync_records.c.data.is_not(None),
-            _data_field(conn, "number").in_(sorted({str(q.number) for q in numbered})))
-            ).scalars():
-        rec = mapping.quote_from_json(data)
-        siblings.setdefault((rec.account_crm_id, str(rec.number)), []).append(rec)
+    siblings = run if run is not None else _siblings(
+        conn, connection, sorted({q.account_crm_id for q in numbered}),
+        sorted({str(q.number) for q in numbered}))
     before: dict[str, list[str]] = {}
     revised: set[str] = set()
     for q in numbered:
@@ -273,7 +321,9 @@ class Known:
     emptied: set[str]
 
     @classmethod
-    def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str]) -> Known:
+    def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str],
+             siblings: Siblings | None = None) -> Known:
+        """``siblings``: the run's (:func:`run_siblings`), else the chunk's are read."""
         conn = uow.conn
         quotes: dict[str, tuple[QuoteRec, bool]] = {}
         for crm_id, data, deleted in conn.execute(select(
@@ -299,7 +349,7 @@ class Known:
                                {ln.product_crm_id for ls in lines.values() for ln in ls})
         product_rows = get_products(conn, products.values())
         recs = [q for q, _ in quotes.values()]
-        prior, revised = _revisions(conn, connection, recs)
+        prior, revised = _revisions(conn, connection, recs, siblings)
         origins, followers = _origins(conn, connection, recs)
         lineless = sorted(set(quotes) - set(lines))
         emptied = {parent for (parent,) in conn.execute(select(
