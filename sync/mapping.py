@@ -32,6 +32,7 @@ from billing_core.domain.contacts import normalize_emails
 from billing_core.domain.dunning import normalize_class
 from billing_core.domain.errors import LedgerError, ValidationError
 from billing_core.domain.money import check_currency
+from billing_core.domain.records import quick_init
 from connectors.base import OBJECTS as CRM_OBJECTS
 from sync import boundary
 from sync.boundary import Invalid as Invalid  # the boundary's error, named here too
@@ -43,6 +44,8 @@ PERIODS = {"monthly": "month", "month": "month", "annual": "year", "yearly": "ye
            "year": "year"}
 
 
+
+@quick_init
 @dataclass(frozen=True)
 class AccountRec:
     crm_id: str
@@ -57,6 +60,7 @@ class AccountRec:
     account_class: str | None = None    # a class name, lower-case; None: not mapped or blank
 
 
+@quick_init
 @dataclass(frozen=True)
 class ProductRec:
     crm_id: str
@@ -68,6 +72,7 @@ class ProductRec:
     active: bool
 
 
+@quick_init
 @dataclass(frozen=True)
 class PriceRec:
     crm_id: str
@@ -82,6 +87,7 @@ class PriceRec:
 QUOTE_KINDS = ("new", "amendment", "renewal")
 
 
+@quick_init
 @dataclass(frozen=True)
 class QuoteRec:
     crm_id: str
@@ -103,6 +109,7 @@ class QuoteRec:
     end_date: date | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class QuoteLineRec:
     crm_id: str
