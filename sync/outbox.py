@@ -153,6 +153,11 @@ def _put_documents(conn: Connection, connection: str, part: list[tuple[int, str]
     return pending
 
 
+#: ``json.dumps(payload, sort_keys=True)``'s encoder, built once (``dumps`` with an option
+#: builds one per call).
+_PAYLOAD = json.JSONEncoder(sort_keys=True)
+
+
 class _Writes:
     """One chunk's outbox rows, written with one insert and one update statement."""
 
@@ -164,7 +169,7 @@ class _Writes:
         self.pending = 0
 
     def put(self, obj: str, crm_id: str, ledger_id: int, payload: dict[str, Any]) -> None:
-        text = json.dumps(payload, sort_keys=True)
+        text = _PAYLOAD.encode(payload)
         digest = text_hash(text)
         row = self.existing.get((obj, crm_id))
         if row is None:
