@@ -84,6 +84,10 @@ def test_run_siblings_are_each_chunks_own(engine: Engine) -> None:
             assert sorted(r.crm_id for r in run.get(key, [])) == \
                 sorted(r.crm_id for r in own.get(key, []))
         assert sorted(r.crm_id for r in run[("A2", "Q-1")]) == ["Q1", "Q1B"]
+        # a run's every number: more than 500 go as one bound value (text_in), not rendered
+        many = _siblings(conn, "fake", ["A1", "A2"], ["Q-1", *(f"N-{i}" for i in range(600))])
+        assert sorted(r.crm_id for r in many[("A2", "Q-1")]) == ["Q1", "Q1B"]
+        assert sorted(r.crm_id for r in many[("A1", "Q-1")]) == ["Q3"]
 
 
 class _Uow:
