@@ -35,7 +35,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 
 from billing_core.adapters.tables import accounts, orders, subscriptions  # noqa: E402
-from connectors.base import FatalError, RetriableError  # noqa: E402
+from connectors.base import AuthError, FatalError, RetriableError  # noqa: E402
 from connectors.cursor import decode  # noqa: E402
 from connectors.registry import build_connector  # noqa: E402
 from jobs.api.app import build_app  # noqa: E402
@@ -829,3 +829,30 @@ def test_a_quote_in_another_currency_than_its_account_is_not_billed_in_the_accou
     with engine.connect() as conn:
         prices = conn.execute(select(subscriptions.c.unit_price)).scalars().all()
     assert prices == [], "an EUR price was ordered as USD"
+
+
+def test_an_entra_token_error_is_an_auth_error_with_its_code_asked_once(env: Env) -> None:
+    """Microsoft identity platform client credentials error: 401 ``{"error":
+    "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.
+    ...", "error_codes": [7000215], "timestamp", "trace_id", "correlation_id", "error_uri"}``.
+    Docs: https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow#error-response
+    """
+    env.rsps.remove(responses.POST, f"{AUTHORITY}/oauth2/v2.0/token")
+    env.rsps.add(responses.POST, f"{AUTHORITY}/oauth2/v2.0/token", status=401, json={
+        "error": "invalid_client",
+        "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret "
+                             "being sent in the request is the client secret value, not the "
+                             "client secret ID.\r\nTrace ID: 0000aaaa-11bb-cccc-dd22-eeeeee333333"
+                             "\r\nCorrelation ID: aaaa0000-bb11-2222-33cc-444444dddddd\r\n"
+                             "Timestamp: 2026-03-01 10:00:00Z",
+        "error_codes": [7000215], "timestamp": "2026-03-01 10:00:00Z",
+        "trace_id": "0000aaaa-11bb-cccc-dd22-eeeeee333333",
+        "correlation_id": "aaaa0000-bb11-2222-33cc-444444dddddd",
+        "error_uri": "https://login.microsoftonline.com/error?code=7000215"})
+    with pytest.raises(AuthError) as info:
+        connector().read_one("account", ACC1)
+    assert info.value.code == "invalid_client"
+    assert "AADSTS7000215" in str(info.value)
+    assert [c.request.url for c in env.rsps.calls].count(
+        f"{AUTHORITY}/oauth2/v2.0/token") == 1
+    assert not any("/api/data/" in c.request.url for c in env.rsps.calls)

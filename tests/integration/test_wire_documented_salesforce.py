@@ -769,3 +769,76 @@ def test_a_quote_in_another_currency_than_its_account_is_not_billed_in_the_accou
     with engine.connect() as conn:
         prices = conn.execute(select(subscriptions.c.unit_price)).scalars().all()
     assert prices == [], "an EUR price was ordered as USD"
+
+
+LOGIN_OK = """<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+ xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <loginResponse>
+   <result>
+    <metadataServerUrl>https://acme.my.salesforce.com/services/Soap/m/59.0/00DB0000000TfcR</metadataServerUrl>
+    <passwordExpired>false</passwordExpired>
+    <sandbox>false</sandbox>
+    <serverUrl>https://acme.my.salesforce.com/services/Soap/u/59.0/00DB0000000TfcR</serverUrl>
+    <sessionId>00DB0000000TfcR!AQ0AQHvYlNbuVkQ0i4xsJd0aPo2Bq</sessionId>
+    <userId>005B0000005Bk90IAC</userId>
+    <userInfo><accessibilityMode>false</accessibilityMode><currencySymbol>$</currencySymbol>
+     <orgId>00DB0000000TfcRMAS</orgId><userEmail>integration@acme.example</userEmail>
+     <userFullName>Integration User</userFullName><userName>integration@acme.example</userName>
+    </userInfo>
+   </result>
+  </loginResponse>
+ </soapenv:Body>
+</soapenv:Envelope>"""
+
+LOGIN_FAULT = """<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+ xmlns:sf="urn:fault.partner.soap.sforce.com"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <soapenv:Fault>
+   <faultcode>sf:INVALID_LOGIN</faultcode>
+   <faultstring>INVALID_LOGIN: Invalid username, password, security token; or user locked out.</faultstring>
+   <detail>
+    <sf:LoginFault xsi:type="sf:LoginFault">
+     <sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>
+     <sf:exceptionMessage>Invalid username, password, security token; or user locked out.</sf:exceptionMessage>
+    </sf:LoginFault>
+   </detail>
+  </soapenv:Fault>
+ </soapenv:Body>
+</soapenv:Envelope>"""
+
+PASSWORD = {"username": "integration@acme.example", "password": "env:SF_SECRET",
+            "security_token": "env:SF_SECRET"}
+
+
+def test_soap_login_response_sets_the_session_and_its_instance(org: Org) -> None:
+    """SOAP ``login()`` (``auth = "password"`` without a connected app): ``loginResponse/
+    result`` with ``serverUrl`` and ``sessionId``; later REST calls go to the server's host.
+    Docs: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_login_loginresult.htm
+    """
+    my_domain = "https://acme.my.salesforce.com"
+    org.rsps.add(responses.POST, f"{SF_URL}/services/Soap/u/{V[1:]}", body=LOGIN_OK,
+                 content_type="text/xml; charset=utf-8")
+    org.register(org.rsps, host=my_domain)
+    org.rows["Account"] = [ACCOUNT_A]
+    assert connector(auth="password", credentials=PASSWORD).lookup("account", "name", "Test 1")
+    assert org.seen[-1].startswith(f"{my_domain}/services/data/{V}/query/")
+    rest = [c.request for c in org.rsps.calls if "/query/" in c.request.url][-1]
+    assert rest.headers["Authorization"] == "Bearer 00DB0000000TfcR!AQ0AQHvYlNbuVkQ0i4xsJd0aPo2Bq"
+
+
+def test_soap_login_fault_is_a_refusal_with_its_exception_code_not_retried(org: Org) -> None:
+    """A refused SOAP ``login()`` answers 500 with a ``soapenv:Fault`` whose ``sf:LoginFault``
+    gives ``sf:exceptionCode`` ``INVALID_LOGIN``: refused once, not retried as a 5xx.
+    Docs: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_login.htm
+    """
+    sleeps = Sleeps()
+    org.rsps.add(responses.POST, f"{SF_URL}/services/Soap/u/{V[1:]}", body=LOGIN_FAULT,
+                 status=500, content_type="text/xml; charset=utf-8")
+    with pytest.raises(LoginRefused) as info:
+        connector(sleeps, auth="password", credentials=PASSWORD).lookup("account", "name", "x")
+    assert info.value.code == "INVALID_LOGIN"
+    assert sleeps.calls == [] and len(org.rsps.calls) == 1
