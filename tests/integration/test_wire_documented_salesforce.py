@@ -803,7 +803,7 @@ LOGIN_FAULT = """<?xml version="1.0" encoding="UTF-8"?>
    <detail>
     <sf:LoginFault xsi:type="sf:LoginFault">
      <sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode>
-     <sf:exceptionMessage>Invalid username, password, security token; or user locked out.</sf:exceptionMessage>
+   <sf:exceptionMessage>Invalid username, password, security token; or user locked out.</sf:exceptionMessage>
     </sf:LoginFault>
    </detail>
   </soapenv:Fault>
