@@ -195,7 +195,8 @@ class BulkInsert:
 
 
 class BulkUpdate:
-    """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows.
+    """UPDATE table SET col = v (or col = col - v) WHERE id = k, for many (k, v) integer rows
+    (``text_values``: text v).
 
     ``guard``: ``"unset"`` changes only rows whose ``col`` is NULL (a mark set once);
     ``"covers"`` only rows whose ``col`` >= v (a subtraction that never goes below zero).
@@ -203,10 +204,13 @@ class BulkUpdate:
     """
 
     def __init__(self, table: Table, col: str, *, subtract: bool = False,
-                 guard: Guard | None = None) -> None:
+                 guard: Guard | None = None, text_values: bool = False) -> None:
         from sqlalchemy import update
 
         self.table, self.col, self.subtract, self.guard = table, col, subtract, guard
+        # PostgreSQL: the (k, v) rows go through a temporary table of this value type
+        self.temp, self.v_type = ("lb_bulk_kt", "text") if text_values else ("lb_bulk_kv",
+                                                                            "bigint")
         column = table.c[col]
         given = bindparam("v_new", type_=column.type)
         where = [table.c.id == bindparam("k_id", type_=table.c.id.type)]
@@ -222,15 +226,15 @@ class BulkUpdate:
             return 0
         if conn.dialect.name != "postgresql":
             return executemany(conn, self.stmt, ("k_id", "v_new"), rows)
-        conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS lb_bulk_kv "
-                             "(k bigint PRIMARY KEY, v bigint) ON COMMIT DELETE ROWS")
-        _pg_copy(conn, "COPY lb_bulk_kv (k, v) FROM STDIN", [None, None], rows)
+        conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {self.temp} "
+                             f"(k bigint PRIMARY KEY, v {self.v_type}) ON COMMIT DELETE ROWS")
+        _pg_copy(conn, f"COPY {self.temp} (k, v) FROM STDIN", [None, None], rows)
         new = f"t.{self.col} - s.v" if self.subtract else "s.v"
         guard = {None: "", "unset": f" AND t.{self.col} IS NULL",
                  "covers": f" AND t.{self.col} >= s.v"}[self.guard]
         count = conn.exec_driver_sql(f'UPDATE "{self.table.name}" AS t SET {self.col} = {new} '
-                                     f"FROM lb_bulk_kv AS s WHERE t.id = s.k{guard}").rowcount
-        conn.exec_driver_sql("DELETE FROM lb_bulk_kv")
+                                     f"FROM {self.temp} AS s WHERE t.id = s.k{guard}").rowcount
+        conn.exec_driver_sql(f"DELETE FROM {self.temp}")
         return int(count)
 
 

@@ -124,6 +124,7 @@ class UnitOfWork:
         self.touched_accounts: set[int] = set()
         self.new_accounts: set[int] = set()
         self._conn: Connection | None = None
+        self._last_steps: list[Callable[[UnitOfWork], None]] = []
 
     def now(self) -> datetime:
         return self.clock()
@@ -155,6 +156,7 @@ class UnitOfWork:
         # of work that only reads on SQLite never takes the write lock early.
         self.touched_accounts = set()
         self.new_accounts = set()
+        self._last_steps = []
         self._conn = self.engine.connect()
         if self._conn.dialect.name == "sqlite":
             _set_cache(self._conn, SQLITE_BULK_CACHE_KIB if _BULK.get() else SQLITE_CACHE_KIB)
@@ -162,7 +164,21 @@ class UnitOfWork:
             self._conn = self._conn.execution_options(ledger_read_only=True)
         return self
 
+    def at_commit(self, step: Callable[[UnitOfWork], None]) -> None:
+        """Run ``step`` in this transaction when it commits, before the ``before_commit``
+        hooks (so they see what it wrote), once; a rollback drops it. For work that takes a
+        lock every writer needs (the invoice number sequence): done last, that lock is held
+        for the step, the hooks and the commit, not for the whole transaction."""
+        self._last_steps.append(step)
+
+    def run_commit_steps(self) -> None:
+        """The ``at_commit`` steps now (a dry run that rolls back wants their effect too)."""
+        steps, self._last_steps = self._last_steps, []
+        for step in steps:
+            step(self)
+
     def commit(self) -> None:
+        self.run_commit_steps()
         for hook in self.before_commit:
             hook(self)
         self.conn.commit()
@@ -171,6 +187,7 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self._last_steps = []
         self.touched_accounts.clear()
         self.new_accounts.clear()
 
@@ -178,10 +195,12 @@ class UnitOfWork:
     def savepoint(self) -> Iterator[None]:
         """Nested transaction: an exception inside rolls back this block only, then re-raises."""
         nested = self.conn.begin_nested()
+        steps = len(self._last_steps)
         try:
             yield
         except BaseException:
             nested.rollback()
+            del self._last_steps[steps:]        # the block's commit steps go with it
             raise
         else:
             nested.commit()

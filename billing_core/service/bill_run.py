@@ -677,6 +677,7 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
                 uow.rollback()
                 raise _LeaseLost(after_id)
             if dry_run:
+                uow.run_commit_steps()      # the numbers it would take, for the previews
                 uow.rollback()
             else:
                 uow.commit()

@@ -7,6 +7,11 @@ Rules kept here
 - Whether an account is already billed is read again after its charges were read: an account
   another transaction billed meanwhile counts as already billed, not as one with nothing to bill
   (PostgreSQL's READ COMMITTED gives each statement its own snapshot).
+- Posted invoices are numbered as the chunk's transaction commits (``UnitOfWork.at_commit``,
+  before credit control's hook), in account order, with their audit rows: the number series'
+  row lock, which every posting transaction needs and holds to its commit, is then held for
+  that last step only, and other workers' chunks write meanwhile. A chunk rolled back, or a
+  dry run, takes no number.
 - Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, tax per
   rate with its base, credit draws) and one bulk UPDATE per kind of mark (change / charge /
   usage ``invoice_id``, grant ``remaining_minor``, and on SQLite ``billed_through``) through
@@ -396,21 +401,20 @@ def write_chunk(uow: UnitOfWork, data: ChunkData, *, run_id: int | None, post: b
 
 def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bool,
                 series: str) -> Written:
-    """Write a prepared chunk: numbers and ids taken in this transaction, then one bulk
-    statement per table and per kind of guarded mark (see the module rules)."""
+    """Write a prepared chunk: ids taken and one bulk statement per table and per kind of
+    guarded mark (see the module rules); posted invoices get their numbers, and their audit
+    rows, when the transaction commits (:func:`_number`)."""
     out = Written()
     if not prep.invoices:
         return out
     conn, now = uow.conn, uow.now()
     count = len(prep.invoices)
-    numbers: list[str | None] = list(take_numbers(conn, series, count)) if post \
-        else [None] * count
     ids = reserve_ids(conn, invoices, count)
     status, posted_at = ("posted", now) if post else ("draft", None)
-    inv_rows = [(i, a, cur, series, n, status, ps, pe, issue, due, sub, tax, total, 0, run_id,
-                 now, posted_at)
-                for (a, cur, ps, pe, issue, due, sub, tax, total), n, i
-                in zip(prep.invoices, numbers, ids, strict=True)]
+    inv_rows = [(i, a, cur, series, None, status, ps, pe, issue, due, sub, tax, total, 0,
+                 run_id, now, posted_at)
+                for (a, cur, ps, pe, issue, due, sub, tax, total), i
+                in zip(prep.invoices, ids, strict=True)]
     lines = [(ids[ln[0]], *ln[1:]) for ln in prep.lines]
     taxes = [(ids[k], rate, base, tax) for k, rate, base, tax in prep.taxes]
     converted = prep.driver == conn.dialect.name
@@ -430,13 +434,17 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
     out.rows += _marked("credit grants", len(grants), DRAW_GRANT.run(conn, grants))
     out.rows += INSERT_DRAW.run(conn, [(g, ids[k], "usage", amount, now)
                                        for g, k, amount in prep.draws])
-    # the trail: one row per invoice, in one bulk statement with the chunk's other writes
-    # (``changes`` encoded here from plain values, keys sorted: no per-value conversion)
-    action, dumps = ("posted" if post else "created"), json.dumps
-    audit.record_many(uow, [audit.Entry(action, "invoice", inv_id, n, row[0], dumps(
-        {"bill_run_id": [None, run_id], "period_start": [None, row[2].isoformat()],
-         "status": [None, status], "total_minor": [None, row[8]]}))
-        for row, n, inv_id in zip(prep.invoices, numbers, ids, strict=True)])
+    # the trail: one row per invoice (``changes`` encoded here from plain values, keys
+    # sorted: no per-value conversion), written with the numbers
+    dumps = json.dumps
+    changes = [dumps({"bill_run_id": [None, run_id], "period_start": [None, row[2].isoformat()],
+                      "status": [None, status], "total_minor": [None, row[8]]})
+               for row in prep.invoices]
+    out.numbers = [None] * count
+    if post:
+        uow.at_commit(lambda u: _number(u, prep, ids, changes, series, out))
+    else:
+        _trail(uow, prep, ids, changes, out.numbers, "created")
     for k, overflow in prep.overflow:
         from billing_core.service.memos import issue_credit_memo
 
@@ -448,5 +456,26 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
         for row in prep.invoices:
             uow.touch(row[0])
     out.invoices, out.lines = count, len(lines)
-    out.numbers = numbers
     return out
+
+
+SET_NUMBER = BulkUpdate(invoices, "number", guard="unset", text_values=True)
+
+
+def _number(uow: UnitOfWork, prep: Prepared, ids: list[int], changes: list[str], series: str,
+            out: Written) -> None:
+    """The chunk's posted invoices take their numbers, in account order, as the transaction
+    commits: the series row stays locked from here to the commit (numbers are gapless), so
+    other workers' chunks write everything else meanwhile. Then their audit rows."""
+    numbers = take_numbers(uow.conn, series, len(ids))
+    _marked("invoice numbers", len(ids), SET_NUMBER.run(uow.conn, list(zip(ids, numbers,
+                                                                            strict=True))))
+    out.numbers[:] = numbers
+    _trail(uow, prep, ids, changes, out.numbers, "posted")
+
+
+def _trail(uow: UnitOfWork, prep: Prepared, ids: list[int], changes: list[str],
+           numbers: list[str | None], action: str) -> None:
+    audit.record_many(uow, [audit.Entry(action, "invoice", inv_id, n, row[0], change)
+                            for row, n, inv_id, change
+                            in zip(prep.invoices, numbers, ids, changes, strict=True)])

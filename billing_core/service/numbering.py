@@ -3,6 +3,10 @@
 ``take_number`` increments the series row inside the caller's transaction. The row lock held
 until commit serialises concurrent posters (PostgreSQL: row lock; SQLite: the write lock), and
 a rolled-back transaction takes its increment with it, so numbers are unique and gapless.
+Because that lock lasts to the commit, a long transaction takes its numbers last: the bill run
+writes a chunk's invoices unnumbered and numbers them as it commits
+(``billing_io._number`` through ``UnitOfWork.at_commit``), so other workers' chunks wait only
+for the numbering, the commit hooks and the commit, not for the whole chunk.
 """
 from __future__ import annotations
 

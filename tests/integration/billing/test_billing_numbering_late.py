@@ -1,0 +1,142 @@
+"""A bill-run chunk takes its invoice numbers as its transaction commits, not when it starts
+writing (``billing_io._number``, ``UnitOfWork.at_commit``), so the number series' row lock is
+held only for the numbering, the audit rows, credit control's hook and the commit; two workers'
+chunks write everything else at the same time. Numbers stay gapless and in account order.
+
+Worked: 3 accounts (ids in creation order) with one 30.00 seat each from 1 March 2026, billed
+on 1 April: INV-000001..3 in account order; a chunk rolled back takes nothing, so the next
+posted invoice is INV-000004 whatever was written and thrown away before it.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import pytest
+from sqlalchemy import select, text
+
+from billing_core.adapters.tables import invoices
+from billing_core.service.billing_io import load_catalog, load_chunk, write_chunk
+from billing_core.service.numbering import peek_next
+
+RUN = date(2026, 4, 1)
+
+
+def _accounts(ledger, n: int) -> list[int]:
+    seat = ledger.product("30.00")
+    accs = [ledger.account() for _ in range(n)]
+    for acc in accs:
+        ledger.subscribe(acc, seat, 1, date(2026, 3, 1))
+    return accs
+
+
+def _chunk(ledger, lo: int, hi: int):
+    with ledger.uow() as uow:
+        return load_chunk(uow.conn, load_catalog(uow.conn), RUN, lo - 1, 100, upto=hi)
+
+
+def _numbers(ledger) -> dict[int, str | None]:
+    with ledger.uow() as uow:
+        return dict(uow.conn.execute(select(invoices.c.account_id, invoices.c.number)).all())
+
+
+def test_numbers_are_taken_when_the_chunk_commits(ledger) -> None:
+    accs = _accounts(ledger, 3)
+    data = _chunk(ledger, accs[0], accs[-1])
+    with ledger.uow() as uow:
+        written = write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
+        # written, not numbered yet: the series is untouched until the commit
+        assert [n for _, n in uow.conn.execute(select(invoices.c.id, invoices.c.number))] \
+            == [None, None, None]
+        assert peek_next(uow.conn, "INV") == 1
+        uow.rollback()                          # thrown away: nothing taken
+    assert _numbers(ledger) == {}
+    with ledger.uow() as uow:
+        assert peek_next(uow.conn, "INV") == 1
+        written = write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
+        uow.commit()
+    assert written.numbers == ["INV-000001", "INV-000002", "INV-000003"]
+    assert _numbers(ledger) == dict(zip(accs, written.numbers, strict=True))
+    with ledger.uow() as uow:
+        assert peek_next(uow.conn, "INV") == 4
+
+
+def test_a_dry_run_still_shows_the_numbers_it_would_take(ledger) -> None:
+    accs = _accounts(ledger, 2)
+    preview = ledger.run(RUN, dry_run=True)
+    assert [(p.account_id, p.number) for p in preview.invoices] == [
+        (accs[0], "INV-000001"), (accs[1], "INV-000002")]
+    assert _numbers(ledger) == {}
+    done = ledger.run(RUN)
+    assert [p.number for p in done.invoices] == ["INV-000001", "INV-000002"]
+
+
+def test_the_audit_row_of_a_posted_invoice_names_its_number(ledger) -> None:
+    accs = _accounts(ledger, 2)
+    ledger.run(RUN)
+    with ledger.uow() as uow:
+        rows = uow.conn.execute(text(
+            "SELECT account_id, action, entity_ref FROM audit_log WHERE entity_type = 'invoice' "
+            "ORDER BY account_id")).all()
+    assert [tuple(r) for r in rows] == [(accs[0], "posted", "INV-000001"),
+                                        (accs[1], "posted", "INV-000002")]
+
+
+def test_a_second_worker_commits_its_chunk_while_the_first_is_still_writing(pg_ledger) -> None:
+    """PostgreSQL: worker A has written its chunk and not committed; worker B writes and
+    commits another chunk meanwhile (with the numbers taken first, B would wait for A's lock on
+    the series row until A ended: ``lock_timeout`` turns that wait into an error). Then A
+    commits: B has INV-000001..2, A INV-000003..4, no gap."""
+    ledger = pg_ledger
+    accs = _accounts(ledger, 4)
+    first, second = _chunk(ledger, accs[0], accs[1]), _chunk(ledger, accs[2], accs[3])
+    a_written = threading.Event()
+    outcome: dict[str, object] = {}
+
+    with ledger.uow() as a:
+        write_chunk(a, first, run_id=None, post=True, series="INV", issue_date=RUN)
+        a_written.set()
+
+        def worker_b() -> None:
+            try:
+                with ledger.uow() as b:
+                    b.conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+                    outcome["numbers"] = write_chunk(b, second, run_id=None, post=True,
+                                                     series="INV", issue_date=RUN).numbers
+                    b.commit()
+            except Exception as exc:  # noqa: BLE001 (asserted below)
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=worker_b)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["numbers"] == ["INV-000001", "INV-000002"]
+        a.commit()
+    assert _numbers(ledger) == {accs[0]: "INV-000003", accs[1]: "INV-000004",
+                                accs[2]: "INV-000001", accs[3]: "INV-000002"}
+
+
+@pytest.mark.parametrize("fail_at", ["numbering", "hook"])
+def test_a_failure_at_commit_leaves_no_number_taken(ledger, fail_at, monkeypatch) -> None:
+    """The numbering step, or a commit hook after it, fails: the chunk rolls back whole and the
+    series is where it was."""
+    accs = _accounts(ledger, 2)
+    data = _chunk(ledger, accs[0], accs[1])
+    from billing_core.service import billing_io
+
+    def boom(*_a, **_k):
+        raise RuntimeError(f"{fail_at} failed")
+
+    with ledger.uow() as uow:
+        if fail_at == "numbering":
+            monkeypatch.setattr(billing_io, "take_numbers", boom)
+        else:
+            uow.before_commit.append(boom)
+        write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
+        with pytest.raises(RuntimeError, match=fail_at):
+            uow.commit()
+    assert _numbers(ledger) == {}
+    with ledger.uow() as uow:
+        assert peek_next(uow.conn, "INV") == 1
