@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -37,6 +38,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.credit import BILLING_OWNED
 from billing_core.domain.money import from_minor
+from billing_core.domain.records import quick_init
 from billing_core.domain.states import InvoiceStatus, OrderStatus, ProvisioningState
 from billing_core.service.holds import current_reasons_many
 from billing_core.service.receivables import account_summaries
@@ -44,7 +46,8 @@ from billing_core.service.receivables import account_summaries
 ORDER_CHUNK = 500      # orders per query
 
 
-@dataclass(frozen=True, slots=True)
+@quick_init
+@dataclass(frozen=True)
 class AccountView:
     account_id: int
     currency: str
@@ -58,7 +61,8 @@ class AccountView:
     held_by_billing: bool                     # one of them is billing's (credit limit, overdue)
 
 
-@dataclass(frozen=True, slots=True)
+@quick_init
+@dataclass(frozen=True)
 class OrderView:
     order_id: int
     order_number: str
@@ -73,6 +77,15 @@ def account_views(conn: Connection, account_ids: Sequence[int], on_date: date, *
     summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
     reasons = current_reasons_many(conn, ids)
     out: dict[int, AccountView] = {}
+    amounts: dict[tuple[int, str], Decimal] = {}     # amounts repeat (zero, the limits)
+
+    def amount(minor: Any, cur: str) -> Decimal:
+        key = (int(minor), cur)
+        found = amounts.get(key)
+        if found is None:
+            found = amounts[key] = from_minor(key[0], cur)
+        return found
+
     for account_id in ids:
         s = summaries[account_id]
         cur = s["currency"]
@@ -80,9 +93,9 @@ def account_views(conn: Connection, account_ids: Sequence[int], on_date: date, *
         held = reasons.get(account_id, {})
         out[account_id] = AccountView(
             account_id=account_id, currency=cur,
-            open_balance=from_minor(int(s["open_balance_minor"]), cur),
-            exposure=from_minor(int(s["exposure_minor"]), cur),
-            available_credit=None if available is None else from_minor(int(available), cur),
+            open_balance=amount(s["open_balance_minor"], cur),
+            exposure=amount(s["exposure_minor"], cur),
+            available_credit=None if available is None else amount(available, cur),
             oldest_overdue_days=int(s["oldest_overdue_days"]),
             last_invoice_number=s["last_invoice_number"],
             last_invoice_date=s["last_invoice_date"],
