@@ -64,6 +64,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
@@ -285,6 +286,14 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
              f"account {quote.account_crm_id} not pulled yet")
         return "waiting"
     lines = known.lines.get(quote_id, [])
+    refused_lines = known.refused_lines.get(quote_id)
+    if refused_lines:       # billed without them, the quote would be billed short
+        line_id, field, reason = refused_lines[0]
+        more = f" and {len(refused_lines) - 1} more" if len(refused_lines) > 1 else ""
+        _refused(uow, connection, quote, known, Invalid(
+            "lines", line_id, f"line {line_id}{more} of the accepted quote is in quarantine "
+            f"({field}: {reason}): the quote is handed off once its lines are fixed"))
+        return "failed"
     no_lines = Invalid("lines", 0, "the accepted quote has no lines" + (
         " (to cancel items, set their quantity to 0)" if quote.kind != "new" else ""))
     if not lines and quote_id not in known.emptied:
@@ -532,6 +541,37 @@ def _fetch_account(uow: UnitOfWork, fetch_account: AccountFetcher, connection: s
     return fetched.ledger_id
 
 
+def _quote_pricing(quote: QuoteRec, account_currency: str | None
+                   ) -> Callable[[QuoteLineRec, bool], Decimal | None]:
+    """How the quote's lines are priced: refused (``Invalid``) when the quote is in another
+    currency than its account (billing does not convert) or carries a discount amount on the
+    whole quote (it belongs to no one line); a discount percentage on the whole quote lowers
+    every line's price by it, so a line without a price (or a usage line, rated at the catalog
+    price) is refused with it."""
+    if quote.currency and account_currency and quote.currency != account_currency:
+        raise Invalid("currency", quote.currency,
+                      f"the quote is in {quote.currency} and its account bills in "
+                      f"{account_currency}: billing does not convert; quote in "
+                      f"{account_currency}")
+    if quote.discount_amount:
+        raise Invalid("discount_amount", quote.discount_amount,
+                      "is a discount on the whole quote, which no one line carries: give it "
+                      "on the lines, or as a percentage of the quote")
+    percent = quote.discount_percent
+
+    def price(line: QuoteLineRec, usage: bool) -> Decimal | None:
+        if not percent:
+            return None if usage else line.unit_price
+        if usage or line.unit_price is None:
+            raise Invalid("discount_percent", percent,
+                          f"is a discount on the whole quote, and line {line.crm_id} has no "
+                          "price of its own to lower (" + ("usage is rated at the catalog "
+                          "price" if usage else "it takes the catalog price") + ")")
+        return mapping.less_percent(line.unit_price, percent)
+
+    return price
+
+
 def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
              lines: list[QuoteLineRec], amends: int | None, known: Known, *,
              renews: int | None = None) -> Placing:
@@ -541,6 +581,7 @@ def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
     is removed."""
     subs: list[orders_service.SubscriptionItem] = []
     charges: list[orders_service.OneTimeItem] = []
+    price = _quote_pricing(quote, known.currencies.get(account_id))
     today = uow.now().date()
     effective = quote.start_date or min(
         (ln.start_date for ln in lines if ln.start_date), default=today)
@@ -560,11 +601,11 @@ def _placing(uow: UnitOfWork, connection: str, quote: QuoteRec, account_id: int,
             subs.append(orders_service.SubscriptionItem(
                 product_id=int(product_id), quantity=line.quantity, start_date=start,
                 frequency="annual" if product["billing_period"] == "year" else "monthly",
-                unit_price=None if usage else line.unit_price))
+                unit_price=price(line, usage)))
         elif product["kind"] == "one_time":
             charges.append(orders_service.OneTimeItem(
                 product_id=int(product_id), quantity=line.quantity, charge_date=start,
-                unit_price=line.unit_price))
+                unit_price=price(line, False)))
     ref = source_ref(connection, quote.crm_id, quote.revision)
     if amends is None and not subs and not charges:
         raise Invalid("lines", len(lines), "every line of the accepted quote has quantity 0")

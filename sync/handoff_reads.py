@@ -49,12 +49,13 @@ from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import text_in
 from billing_core.adapters.db import UnitOfWork
+from billing_core.service.accounts import currencies_of
 from billing_core.service.pricing import get_products
 from sync import mapping
 from sync.mapping import QuoteLineRec, QuoteRec
 from sync.refs import source_ref
 from sync.states import HandoffState
-from sync.tables import handoffs, sync_records
+from sync.tables import handoffs, quarantine, sync_records
 
 #: The largest revision ``handoffs.revision`` (INTEGER) holds.
 MAX_REVISION = 2**31 - 1
@@ -319,6 +320,11 @@ class Known:
     followers: dict[str, list[tuple[QuoteRec, list[Any]]]]
     #: Quotes with no live line whose lines the sync saw deleted (all items removed).
     emptied: set[str]
+    #: The ledger accounts' currencies (a quote in another currency is refused).
+    currencies: dict[int, str]
+    #: Per quote, its lines in open quarantine: (line, field, reason). The CRM sent them and
+    #: billing refused them, so the quote cannot be billed whole until they are fixed.
+    refused_lines: dict[str, list[tuple[str, str, str]]]
 
     @classmethod
     def read(cls, uow: UnitOfWork, connection: str, quote_ids: list[str],
@@ -359,7 +365,32 @@ class Known:
             sync_records.c.parent_crm_id.in_(lineless),
             sync_records.c.deleted_at.is_not(None)).distinct())} if lineless else set()
         return cls(quotes, history, lines, accounts, products, product_rows, prior, revised,
-                   origins, followers, emptied)
+                   origins, followers, emptied, currencies_of(conn, list(accounts.values())),
+                   _refused_lines(conn, connection, quotes))
+
+
+def _refused_lines(conn: Connection, connection: str, quotes: Iterable[str]
+                   ) -> dict[str, list[tuple[str, str, str]]]:
+    """The open quarantine's lines of these quotes, by the quote named in their stored record
+    (a line whose quote id itself was refused names none); ids compare without case (a
+    Dataverse GUID)."""
+    wanted = {q.lower(): q for q in quotes}
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    if not wanted:
+        return found
+    if conn.dialect.name == "postgresql":
+        parent: ColumnElement[Any] = cast(quarantine.c.record, JSONB)["quote_crm_id"].astext
+    else:
+        parent = func.json_extract(quarantine.c.record, "$.quote_crm_id")
+    parent = func.lower(parent)
+    for crm_id, quote, field, reason in conn.execute(select(
+            quarantine.c.crm_id, parent, quarantine.c.field, quarantine.c.reason).where(
+            quarantine.c.connection == connection,
+            quarantine.c.object == literal("quote_line", literal_execute=True),
+            quarantine.c.status == "open", parent.in_(sorted(wanted)))
+            .order_by(quarantine.c.crm_id)):
+        found.setdefault(wanted[quote], []).append((crm_id, field, reason))
+    return found
 
 
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:

@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from billing_core.domain.contacts import normalize_emails
@@ -107,6 +107,13 @@ class QuoteRec:
     origin_ref: str | None = None
     #: The day the quote's items stop (exclusive): a cancellation date (mapped ``end_date``).
     end_date: date | None = None
+    #: The quote's own currency when mapped (Salesforce ``CurrencyIsoCode``, Dataverse
+    #: ``transactioncurrencyid``): a quote in another currency than its account is refused.
+    currency: str | None = None
+    #: A discount on the whole quote (Dataverse ``discountpercentage`` / ``discountamount``):
+    #: a percentage lowers every line's price; an amount is refused (it has no one line).
+    discount_percent: Decimal | None = None
+    discount_amount: Decimal | None = None
 
 
 @quick_init
@@ -278,7 +285,68 @@ def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
                     name=boundary.text(rec, "name", limit_key="quote_name"),
                     start_date=boundary.day(rec, "start_date"),
                     kind=kind, origin_quote=origin, origin_ref=origin_ref,
-                    end_date=boundary.day(rec, "end_date"))
+                    end_date=boundary.day(rec, "end_date"),
+                    currency=_currency(rec) if rec.get("currency") is not None else None,
+                    discount_percent=_discount(rec, "discount_percent", Decimal(100)),
+                    discount_amount=_discount(rec, "discount_amount", boundary.MAX_LINE))
+
+
+def _discount(rec: Mapping[str, Any], field: str, limit: Decimal) -> Decimal | None:
+    """A discount: None when absent or zero, else a positive decimal up to ``limit``."""
+    value = boundary.decimal(rec, field, limit=limit)
+    if value is None or value == 0:
+        return None
+    if value < 0:
+        raise Invalid(field, value, "is a discount: it must not be negative")
+    return value
+
+
+#: A line's price per unit after its discounts, kept to the ledger's decimal places.
+_PRICE_QUANTUM = Decimal(1).scaleb(-boundary.SCALE)
+
+
+def _net_unit_price(rec: Mapping[str, Any], unit_price: Decimal | None,
+                    quantity: Decimal) -> Decimal | None:
+    """The line's price per unit after its own discounts (docs/FIELDS.md, "Discounts"):
+    ``discount_percent`` (Salesforce ``Discount``), then ``discount_per_unit`` (Dataverse
+    ``volumediscountamount``) and ``discount_amount`` for the whole line (Dataverse
+    ``manualdiscountamount``, spread over its units). A result with more decimal places than
+    the ledger keeps is rounded half up there (the line's total then differs from the CRM's
+    by less than its quantity x 10^-10)."""
+    percent = _discount(rec, "discount_percent", Decimal(100))
+    per_unit = _discount(rec, "discount_per_unit", boundary.MAX_PRICE)
+    amount = _discount(rec, "discount_amount", boundary.MAX_LINE)
+    given = [(f, v) for f, v in (("discount_percent", percent), ("discount_per_unit", per_unit),
+                                 ("discount_amount", amount)) if v is not None]
+    if not given:
+        return unit_price
+    field, value = given[-1]
+    if unit_price is None:
+        raise Invalid(field, value, "is a discount on a line without a unit price")
+    net = unit_price if percent is None else less_percent(unit_price, percent)
+    if per_unit is not None:
+        net -= per_unit
+    if amount is not None:
+        if quantity == 0:
+            raise Invalid(field, value, "is a discount on a line of quantity 0")
+        net -= amount / quantity
+    if net < 0:
+        raise Invalid(field, value, f"is more than the line's price ({unit_price} a unit, "
+                                    f"quantity {quantity})")
+    return kept(net)
+
+
+def less_percent(price: Decimal, percent: Decimal) -> Decimal:
+    """``price`` less ``percent`` %, to the ledger's decimal places (:func:`kept`)."""
+    return kept(price * (100 - percent) / 100)
+
+
+def kept(price: Decimal) -> Decimal:
+    """A price as the ledger keeps it: exact up to ``SCALE`` decimal places, rounded half up
+    there beyond (a 10.00 discount over 3 units is 3.3333333333 a unit)."""
+    if price.as_tuple().exponent < -boundary.SCALE:  # type: ignore[operator]
+        return price.quantize(_PRICE_QUANTUM, rounding=ROUND_HALF_UP)
+    return price
 
 
 def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRec:
@@ -287,7 +355,8 @@ def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRe
     quantity = boundary.decimal(rec, "quantity", required=True,
                                 limit=boundary.MAX_QUANTITY)
     assert quantity is not None
-    unit_price = boundary.decimal(rec, "unit_price", limit=boundary.MAX_PRICE)
+    unit_price = _net_unit_price(
+        rec, boundary.decimal(rec, "unit_price", limit=boundary.MAX_PRICE), quantity)
     if unit_price is not None and quantity * unit_price > boundary.MAX_LINE:
         raise Invalid("quantity", quantity, f"times the unit price {unit_price} is larger "
                       f"than {boundary.MAX_LINE:,}")
@@ -313,7 +382,8 @@ def record_json(record: Mapping[str, Any]) -> str:
 
 #: Fields stored only when set: a quote or line without them is stored (and hashed) as
 #: before they existed, so records synced before are not all "changed" at once.
-_WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date": None}
+_WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date": None,
+             "currency": None, "discount_percent": None, "discount_amount": None}
 
 
 def rec_to_json(rec: Any) -> str:
@@ -383,7 +453,13 @@ def quote_from_json(text: str) -> QuoteRec:
                     revision=int(d["revision"]), number=d.get("number"), name=d.get("name"),
                     start_date=_day(d, "start_date"), kind=d.get("kind", "new"),
                     origin_quote=d.get("origin_quote"), origin_ref=d.get("origin_ref"),
-                    end_date=_day(d, "end_date"))
+                    end_date=_day(d, "end_date"), currency=d.get("currency"),
+                    discount_percent=_dec(d, "discount_percent"),
+                    discount_amount=_dec(d, "discount_amount"))
+
+
+def _dec(d: Mapping[str, Any], key: str) -> Decimal | None:
+    return Decimal(d[key]) if d.get(key) is not None else None
 
 
 def _day(d: Mapping[str, Any], key: str) -> date | None:
@@ -402,7 +478,8 @@ def line_from_json(text: str) -> QuoteLineRec:
 def revive(record: Mapping[str, Any]) -> dict[str, Any]:
     """A quarantined record (JSON) back to connector types, for a retry by hand."""
     out: dict[str, Any] = dict(record)
-    for key in ("credit_limit", "unit_price", "quantity"):
+    for key in ("credit_limit", "unit_price", "quantity", "discount_percent", "discount_amount",
+                "discount_per_unit"):
         value = out.get(key)
         if isinstance(value, str):
             try:

@@ -155,6 +155,14 @@ def get_account(conn: Connection, account_id: int) -> RowMapping:
     return row
 
 
+def currencies_of(conn: Connection, account_ids: Sequence[int]) -> dict[int, str]:
+    """Each account's currency, in one query (accounts that do not exist are left out)."""
+    if not account_ids:
+        return {}
+    return {int(a): c for a, c in conn.execute(select(accounts.c.id, accounts.c.currency).where(
+        id_in(conn, accounts.c.id, sorted(set(account_ids)))))}
+
+
 def resolve_account(conn: Connection, ref: str | int) -> RowMapping:
     """Find an account by ledger id or by CRM id (``ext_id``); the CLI accepts either."""
     text = str(ref).strip()

@@ -140,6 +140,7 @@ QUOTE_LINE_ITEM = SObject("QuoteLineItem", "0QL", (
     Field("PricebookEntryId", REFERENCE, 18),
     Field("Quantity", DOUBLE),
     Field("UnitPrice", CURRENCY),
+    Field("Discount", DOUBLE),              # a percent field in Salesforce: a number here
     Field("ServiceDate", DATE),
     *_system(),
 ))

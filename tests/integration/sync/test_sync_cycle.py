@@ -89,17 +89,27 @@ def test_bad_records_are_quarantined_and_the_page_goes_on(engine):
     assert report.outcome == "partial"
     with engine.connect() as conn:
         q = {r.crm_id: r for r in conn.execute(select(quarantine))}
-    assert set(q) == {"A3", "A4", "A5", "L9"}
+    # Q1, accepted, is not ordered without its refused line L9: it waits, named with it
+    assert set(q) == {"A3", "A4", "A5", "L9", "Q1"}
     assert (q["A3"].field, q["A3"].reason) == ("credit_limit", "must not be negative")
     assert q["A4"].field == "currency" and q["A5"].value == "lots"
     assert q["L9"].reason == "unknown product"
+    assert (q["Q1"].field, q["Q1"].value) == ("lines", "L9")
+    assert "unknown product" in q["Q1"].reason
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 0
     assert _scalar(engine, select(func.count()).select_from(accounts)) == 2
     crm.put("account", "A3", credit_limit=Decimal(5))      # fixed in the CRM
+    crm.put("quote_line", "L9", product_crm_id="P1")        # and the line: Q1 goes whole
     run_cycle(engine, crm)
     with engine.connect() as conn:
-        assert conn.execute(select(quarantine.c.status).where(
-            quarantine.c.crm_id == "A3")).scalar() == "resolved"
+        assert dict(conn.execute(select(quarantine.c.crm_id, quarantine.c.status).where(
+            quarantine.c.crm_id.in_(["A3", "L9"]))).all()) == {"A3": "resolved",
+                                                                "L9": "resolved"}
         assert conn.execute(select(func.count()).select_from(accounts)).scalar() == 3
+        order = conn.execute(select(orders.c.id)).scalar_one()
+        items = [conn.execute(select(func.count()).select_from(t).where(
+            t.c.order_id == order)).scalar() for t in (subscriptions, one_time_charges)]
+        assert sum(items) == 3          # L1, L2 and L9
 
 
 def test_deleted_account_becomes_crm_deleted(engine):
