@@ -140,3 +140,18 @@ def test_a_failure_at_commit_leaves_no_number_taken(ledger, fail_at, monkeypatch
     assert _numbers(ledger) == {}
     with ledger.uow() as uow:
         assert peek_next(uow.conn, "INV") == 1
+
+
+def test_a_commit_step_goes_with_the_savepoint_that_failed(ledger) -> None:
+    """``at_commit`` steps registered inside a savepoint that rolls back are dropped with it;
+    those registered before or after it run once, in order, at the commit."""
+    ran: list[str] = []
+    with ledger.uow() as uow:
+        uow.at_commit(lambda u: ran.append("before"))
+        with pytest.raises(RuntimeError), uow.savepoint():
+            uow.at_commit(lambda u: ran.append("inside"))
+            raise RuntimeError("this item fails")
+        uow.at_commit(lambda u: ran.append("after"))
+        uow.commit()
+        uow.commit()                    # nothing left to run
+    assert ran == ["before", "after"]
