@@ -30,7 +30,7 @@ FAKES = Path(__file__).resolve().parents[1] / "unit" / "connectors"
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))
 
-from conn_support import D365_URL, ENV, NOW, d365_settings  # noqa: E402
+from conn_support import D365_URL, ENV, NOW, Sleeper, d365_settings  # noqa: E402
 from events_config import DV_KEY, events_settings  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
@@ -191,14 +191,6 @@ def env() -> Iterator[Env]:
         yield stub
 
 
-class Sleeps:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-
-
 def connector(sleep: Callable[[float], None] | None = None, **over: Any) -> Any:
     return build_connector(d365_settings(**{"page_size": 5000, **over}),
                            sleep=sleep or (lambda s: None), clock=lambda: NOW, environ=ENV)
@@ -349,7 +341,7 @@ def test_odata_error_body_is_fatal_with_its_hex_code(env: Env) -> None:
     retried, the code kept.
     Docs: https://learn.microsoft.com/en-us/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     env.queue = [(400, {"error": {"code": "0x80060888", "message": "Could not find a property "
                                   "named 'creditlimt' on type 'Microsoft.Dynamics.CRM.account'."}},
                   {"Content-Type": "application/json; odata.metadata=minimal"})]
@@ -381,7 +373,7 @@ def test_429_of_each_service_protection_limit_waits_retry_after(env: Env, code: 
     kept for diagnosis.
     Docs: https://learn.microsoft.com/en-us/power-apps/developer/data-platform/api-limits
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     env.sets["accounts"] = [account(ACC1, "One")]
     env.queue = [(429, {"error": {"code": code, "message": message}},
                   {"Retry-After": "7", "x-ms-ratelimit-burst-remaining-xrm-requests": "0",
@@ -397,7 +389,7 @@ def test_429_whose_retry_after_passes_the_bound_gives_up_without_sending_again(e
     the call gives up at once (the run fails and is retried later), it never sends early.
     Docs: https://learn.microsoft.com/en-us/power-apps/developer/data-platform/api-limits
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     env.queue = [(429, {"error": {"code": "0x80072321", "message": "Combined execution time"}},
                   {"Retry-After": "300"})]
     with pytest.raises(RetriableError):

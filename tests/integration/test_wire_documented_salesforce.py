@@ -28,7 +28,7 @@ FAKES = Path(__file__).resolve().parents[1] / "unit" / "connectors"
 if str(FAKES) not in sys.path:
     sys.path.insert(0, str(FAKES))
 
-from conn_support import ENV, NOW, SF_URL, sf_settings  # noqa: E402
+from conn_support import ENV, NOW, SF_URL, Sleeper, sf_settings  # noqa: E402
 from events_config import ORG, events_settings  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
@@ -186,14 +186,6 @@ def org() -> Iterator[Org]:
         stub.register(rsps)
         stub.rsps = rsps
         yield stub
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 def connector(sleep: Callable[[float], None] | None = None, **over: Any) -> Any:
@@ -354,7 +346,7 @@ def test_malformed_query_400_is_fatal_with_its_code_and_not_retried(org: Org) ->
     (``fields`` when a field is named); 400 is not retried.
     Docs: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     org.refuse = [(400, [{"message": "\nSELECT Nme FROM Account\n       ^\nERROR at Row:1:Column:8"
                           "\nNo such column 'Nme' on entity 'Account'.",
                           "errorCode": "INVALID_FIELD"}], {})]
@@ -370,7 +362,7 @@ def test_total_requests_limit_exceeded_stops_the_run_without_retry(org: Org) -> 
     Docs: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm
     and https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     org.refuse = [(403, [{"message": "TotalRequests Limit exceeded.",
                           "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
                    {"Sforce-Limit-Info": "api-usage=5001/5000"})]
@@ -384,7 +376,7 @@ def test_concurrent_requests_limit_exceeded_is_retried(org: Org) -> None:
     exceeded.``: transient (too many long-running calls at once): back off and retry.
     Docs: https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     org.rows["Account"] = [ACCOUNT_A]
     org.refuse = [(403, [{"message": "ConcurrentRequests (Concurrent API Requests) Limit "
                                      "exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], {})]
@@ -410,7 +402,7 @@ def test_server_unavailable_503_is_retried(org: Org) -> None:
     """503 ``SERVER_UNAVAILABLE``: transient, retried with backoff.
     Docs: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     org.rows["Account"] = [ACCOUNT_A]
     org.refuse = [(503, [{"message": "Server is unavailable", "errorCode": "SERVER_UNAVAILABLE"}],
                    {})]
@@ -827,7 +819,7 @@ def test_soap_login_fault_is_a_refusal_with_its_exception_code_not_retried(org: 
     gives ``sf:exceptionCode`` ``INVALID_LOGIN``: refused once, not retried as a 5xx.
     Docs: https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_login.htm
     """
-    sleeps = Sleeps()
+    sleeps = Sleeper()
     org.rsps.add(responses.POST, f"{SF_URL}/services/Soap/u/{V[1:]}", body=LOGIN_FAULT,
                  status=500, content_type="text/xml; charset=utf-8")
     with pytest.raises(LoginRefused) as info:
