@@ -61,3 +61,55 @@ def test_two_changes_on_one_day_the_later_recorded_wins(ledger) -> None:
     _apr, may = ledger.invoices(acc)
     assert sum(a for k, a in ledger.amounts(may) if k == "proration") == 900
     assert may["total_minor"] == 5100
+
+
+def _cli_ok(url: str, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+    res = CliRunner().invoke(main, ["--database-url", url, *args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def test_yen_invoice_and_overpayment_through_the_cli(sqlite_engine) -> None:
+    """The same figures through `ledgerbridge` commands (on a SQLite file, as the other CLI
+    tests: the PostgreSQL fixture's schema is not reachable from a URL). JPY (0 decimals), JP 10 %, BCD 1:
+    3 x 1,980 yen from 11 Feb 2026: [11 Feb, 1 Mar) = 18 of 28 days: 5940 x 18/28 = 3818.57
+    -> 3,819; March 5,940; base 9,759, tax round(975.9) = 976, total 10,735.
+    `payments record ... 20000 --apply-oldest`: 10,735 applied, 9,265 left on the payment."""
+    import json
+
+    from billing_core.adapters.db import UnitOfWork
+    from billing_core.service.orders import (
+        OrderIn,
+        SubscriptionItem,
+        activate_order,
+        place_order,
+    )
+    engine = sqlite_engine
+    url = str(engine.url)
+    for args in (["products", "add", "--sku", "HWSEAT", "--name", "Seat"],
+                 ["prices", "set", "HWSEAT", "--currency", "JPY", "--from", "2020-01-01",
+                  "--price", "1980"],
+                 ["tax-rates", "set", "JP", "--rate", "0.10", "--from", "2020-01-01"],
+                 ["accounts", "add", "--name", "Nippon", "--currency", "JPY", "--ext-id",
+                  "HWJ1", "--country", "JP"]):
+        _cli_ok(url, *args)
+    acc = json.loads(_cli_ok(url, "accounts", "show", "HWJ1", "--json"))["id"]
+    product = json.loads(_cli_ok(url, "products", "show", "HWSEAT", "--json"))["id"]
+    with UnitOfWork(engine) as uow:
+        order = place_order(uow, OrderIn(acc, "hw-cli-1", date(2026, 2, 11), subscriptions=[
+            SubscriptionItem(product, 3, date(2026, 2, 11))]))
+        activate_order(uow, order)
+        uow.commit()
+    _cli_ok(url, "bill-run", "--date", "2026-03-01")
+    [inv] = json.loads(_cli_ok(url, "invoices", "list", "--account", "HWJ1", "--json"))
+    shown = json.loads(_cli_ok(url, "invoices", "show", inv["number"], "--json"))
+    assert [ln["amount_minor"] for ln in shown["lines"]] == [3819, 5940]
+    assert (shown["tax_minor"], shown["total_minor"]) == (976, 10735)
+    assert [(t["base"], t["tax"]) for t in shown["taxes"]] == [("9759", "976")]
+    pay = json.loads(_cli_ok(url, "payments", "record", "HWJ1", "20000", "--reference",
+                             "hw-wire", "--received-on", "2026-03-05", "--apply-oldest",
+                             "--json"))
+    assert (pay["applied_minor"], pay["balance_minor"]) == (10735, 9265)
