@@ -17,8 +17,10 @@ claim. The push is off (all four connections write to the same sandbox records).
 Figures: wall (from the go to the last worker's exit), CPU summed over the workers (each
 process's own user + system time from the go to its exit; the start-up before it, imports and
 connecting, is shown apart), rows claimed twice (provisioning requests handed to a
-provisioner more than once, over all workers: must be 0), syncs per connection (must be 1
-each), and a digest of the ledger's outcome (orders, requests and their states, dispatched
+provisioner more than once, over all workers: must be 0), syncs per connection that read
+records (must be 1 each; a worker that checked "not synced yet" just before another finished
+the connection runs it again and reads nothing: counted apart, as ``repeat_syncs``), and a
+digest of the ledger's outcome (orders, requests and their states, dispatched
 and quarantine) that must be the same whatever the number of workers. ``--kill-one``: the first
 worker of each run of 2 or more is killed (SIGKILL) right after its first sync page commits;
 the others finish its connection (its run is closed as abandoned) and its claims.
@@ -132,7 +134,8 @@ def _digest(url: str) -> dict[str, Any]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            runs = conn.execute(select(sync_runs.c.connection, sync_runs.c.outcome)
+            runs = conn.execute(select(sync_runs.c.connection, sync_runs.c.outcome,
+                                       sync_runs.c.id)
                                 .where(sync_runs.c.trigger == TRIGGER,
                                        sync_runs.c.outcome.in_(("ok", "partial")))).all()
             reads = sorted((str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in conn.execute(
@@ -143,7 +146,10 @@ def _digest(url: str) -> dict[str, Any]:
                        sync_runs.c.outcome.in_(("ok", "partial")))))
             closed = int(conn.execute(select(func.count()).select_from(sync_runs).where(
                 sync_runs.c.outcome.in_(("abandoned", "running")))).scalar_one())
-            per_conn = Counter(r[0] for r in runs)
+            reading = {int(r) for r in conn.execute(select(sync_run_objects.c.run_id).where(
+                sync_run_objects.c.read > 0).distinct()).scalars()}
+            per_conn = Counter(r[0] for r in runs if r[2] in reading)
+            repeats = Counter(r[0] for r in runs if r[2] not in reading)
             states: Counter[str] = Counter(dict(conn.execute(select(pr.c.state, func.count())
                                                .group_by(pr.c.state)).all()))
             order_refs = sorted(str(r) for r in conn.execute(select(orders.c.source_ref))
@@ -165,6 +171,7 @@ def _digest(url: str) -> dict[str, Any]:
               "quarantine": held_back}
     body = json.dumps(detail, sort_keys=True)
     return {"syncs_per_connection": dict(sorted(per_conn.items())),
+            "repeat_syncs": dict(sorted(repeats.items())),
             "sync_outcomes": sorted({str(r[1]) for r in runs}),
             "abandoned_runs": closed,
             "accounts": n_accounts, "orders": len(order_refs),
