@@ -151,8 +151,10 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
     order = order_service.OrderIn(
         account_id=data.account_id, source_ref=data.source_ref, order_date=on,
         amends_order_id=data.amends_order_id,
+        # nothing an amendment adds starts before the amendment: an earlier start would bill
+        # the days before it again, beside what the deal already billed for them
         subscriptions=tuple(order_service.SubscriptionItem(
-            w.product_id, w.quantity, w.start_date, w.frequency, w.unit_price)
+            w.product_id, w.quantity, max(w.start_date, on), w.frequency, w.unit_price)
             for w in plan.added),
         one_time_charges=tuple(order_service.OneTimeItem(
             c.product_id, c.quantity, c.charge_date, c.unit_price) for c in plan.charges))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from itertools import count
 
-import pytest
 from sqlalchemy import select
 
 from billing_core.adapters.db import UnitOfWork
@@ -297,12 +296,6 @@ def test_amendment_repricing_ends_the_old_subscription_and_starts_a_new_one(ledg
     assert feb["total_minor"] == 4612
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "billing_core/service/amendments.py:_amend: an added subscription (here a re-priced line) "
-    "starts at its line's start_date (1 Jan), not the amendment's effective_date (20 Jan), so "
-    "1-19 Jan is billed twice (old 12.00 and new 10.00 for the whole of January): expected "
-    "1 Feb total 46.12 (-23.23 + 19.35 + 50.00), got 76.77 (-23.23 + 50.00 + 50.00). Only the "
-    "CRM hand-off clamps the start (sync/handoff.py); the service function does not"))
 def test_amendment_repricing_with_the_lines_original_start_date(ledger) -> None:
     """As above, but the revision's line keeps the deal's original start, 1 Jan 2027 (a
     service caller passing the quote line as it is). 'Nothing of an amendment starts before
