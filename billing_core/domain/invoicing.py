@@ -344,12 +344,14 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
                     subs: list[Sub], charges: list[Charge], usage: list[Usage],
                     grants: list[Grant], products: dict[int, Product], book: PriceBook,
                     tax_rate: Decimal = ZERO, tax_inclusive: bool = False,
-                    metered: Sequence[tuple[Line, date]] = ()) -> Draft | None:
+                    metered: Sequence[tuple[Line, date]] = (),
+                    billed_usage: Sequence[Usage] = ()) -> Draft | None:
     """The invoice for ``[period_start, period_end)``, or None when there is nothing to bill.
     ``tax_inclusive``: the prices include ``tax_rate`` (see the module rules). ``metered``:
     metered usage lines rated from SQL aggregates (:mod:`billing_core.service.usage_rating`),
     each with the day its usage is dated by; they go after the usage lines and are drawn
-    from by prepaid credits and taxed like them."""
+    from by prepaid credits and taxed like them. ``billed_usage``: the usage events already
+    on live invoices in the usage periods of late events (:func:`_usage_lines`)."""
     cur = acct.currency
     draft = Draft(acct.id, cur, period_start, period_end, issue_date,
                   issue_date + timedelta(days=acct.payment_terms_days), [])
@@ -368,7 +370,7 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
                                 to_minor(amount, cur), ch.product_id, None, ch.quantity, unit,
                                 ch.charge_date, ch.charge_date + ONE_DAY))
         draft.charges.append(ch.id)
-    pieces = _usage_lines(acct, period_start, usage, products, book, draft)
+    pieces = _usage_lines(acct, period_start, usage, products, book, draft, billed_usage)
     for line, day in metered:
         draft.lines.append(line)
         quantity = line.quantity if line.quantity is not None else ZERO
@@ -404,9 +406,13 @@ def _included_tax(gross_minor: int, tax_rate: Decimal) -> int:
 
 def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
                  products: dict[int, Product], book: PriceBook,
-                 draft: Draft) -> list[_UsagePiece]:
+                 draft: Draft, billed: Sequence[Usage] = ()) -> list[_UsagePiece]:
     """One line per product, usage period and price row in effect on the events' days; the
-    rows of one period share its tiers (:func:`rating.running_amounts`)."""
+    rows of one period share its tiers (:func:`rating.running_amounts`). A late event, in a
+    usage period some of whose usage is billed already (``billed``), re-rates the period's
+    total: its lines bill what the whole period costs now less what the billed part cost
+    (rule 6: tiers apply to the period's total), per price row, so a volume tier reached late
+    can make a line negative."""
     cur = acct.currency
     groups: dict[tuple[int, date, date], dict[int, tuple[Price, list[Usage]]]] = {}
     for ev in usage:
@@ -416,19 +422,29 @@ def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
         p_start, p_end = period_of(ev.day, "monthly", acct.bill_cycle_day, ev.day)
         by_row = groups.setdefault((ev.product_id, p_start, p_end), {})
         by_row.setdefault(id(price), (price, []))[1].append(ev)
+    before: dict[tuple[int, date, date], dict[int, tuple[Price, Decimal]]] = {}
+    for ev in billed:
+        p_start, p_end = period_of(ev.day, "monthly", acct.bill_cycle_day, ev.day)
+        if (ev.product_id, p_start, p_end) not in groups:
+            continue
+        price = book.price_for(ev.product_id, cur, ev.day)
+        rows_before = before.setdefault((ev.product_id, p_start, p_end), {})
+        old = rows_before.get(id(price), (price, ZERO))[1]
+        rows_before[id(price)] = (price, old + ev.quantity)
     pieces: list[_UsagePiece] = []
     for key in sorted(groups):
         product_id, p_start, p_end = key
+        name = products[product_id].name
+        prior = before.get(key)
+        if prior:
+            _late_usage_lines(cur, name, key, groups[key], prior, draft, pieces)
+            continue
         rows = sorted(groups[key].values(), key=lambda row: row[0].effective_from)
         parts = [(price, sum((e.quantity for e in events), ZERO)) for price, events in rows]
-        name = products[product_id].name
+        amounts = _rated(parts, cur)
         if len(parts) == 1:
-            price, quantity = parts[0]
-            amounts = [to_minor(rate(price, quantity), cur)]
-            texts = [f"{name}: {_n(quantity)} used {_range(p_start, p_end)}"]
+            texts = [f"{name}: {_n(parts[0][1])} used {_range(p_start, p_end)}"]
         else:
-            running = [to_minor(amount, cur) for amount in running_amounts(parts)]
-            amounts = [b - a for a, b in pairwise([0, *running])]
             total = _n(sum((q for _, q in parts), ZERO))
             texts = [f"{name}: {_n(q)} of {total} used {_range(p_start, p_end)} (price from "
                      f"{_fmt(max(price.effective_from, p_start))})" for price, q in parts]
@@ -439,6 +455,45 @@ def _usage_lines(acct: AccountTerms, period_start: date, usage: list[Usage],
             draft.usage.extend(e.id for e in events)
             pieces.append(_UsagePiece(amount, quantity, events))
     return pieces
+
+
+def _rated(parts: list[tuple[Price, Decimal]], cur: str) -> list[int]:
+    """Each price row's amount in minor units, the rows sharing the period's tiers."""
+    if len(parts) == 1:
+        price, quantity = parts[0]
+        return [to_minor(rate(price, quantity), cur)]
+    running = [to_minor(amount, cur) for amount in running_amounts(parts)]
+    return [b - a for a, b in pairwise([0, *running])]
+
+
+def _late_usage_lines(cur: str, name: str, key: tuple[int, date, date],
+                      new: dict[int, tuple[Price, list[Usage]]],
+                      prior: dict[int, tuple[Price, Decimal]], draft: Draft,
+                      pieces: list[_UsagePiece]) -> None:
+    """The lines of late usage: per price row, what the period costs now less what its
+    billed usage cost (worked: graduated <=1,000 @0.10, <=5,000 @0.08; 900 billed 90.00, 200
+    late -> 1,100 cost 108.00: a line of 18.00)."""
+    product_id, p_start, p_end = key
+    prices = {k: price for k, (price, _) in prior.items()}
+    prices.update((k, price) for k, (price, _) in new.items())
+    order = sorted(prices, key=lambda k: prices[k].effective_from)
+    added = {k: sum((e.quantity for e in new[k][1]), ZERO) if k in new else ZERO
+             for k in order}
+    had = {k: prior[k][1] if k in prior else ZERO for k in order}
+    now = _rated([(prices[k], had[k] + added[k]) for k in order], cur)
+    then = _rated([(prices[k], had[k]) for k in order], cur)
+    total_had = _n(sum(had.values(), ZERO))
+    for k, amount_now, amount_then in zip(order, now, then, strict=True):
+        amount = amount_now - amount_then
+        if not amount and not added[k]:
+            continue
+        events = new[k][1] if k in new else []
+        text = (f"{name}: {_n(added[k])} more used {_range(p_start, p_end)}, reported late "
+                f"(the period re-rated with the {total_had} billed before)")
+        draft.lines.append(Line("usage", text, amount, product_id, None, added[k],
+                                prices[k].unit_price, p_start, p_end))
+        draft.usage.extend(e.id for e in events)
+        pieces.append(_UsagePiece(amount, added[k], events))
 
 
 def _usage_through(pieces: list[_UsagePiece], day: date) -> int:

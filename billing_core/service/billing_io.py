@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -75,7 +75,7 @@ from billing_core.domain.invoicing import (
     Usage,
     compute_invoice,
 )
-from billing_core.domain.periods import bill_period
+from billing_core.domain.periods import bill_period, period_of
 from billing_core.domain.rating import PriceBook
 from billing_core.service import audit
 from billing_core.service.numbering import take_numbers
@@ -219,6 +219,8 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
         if day < periods[acct.bill_cycle_day][0]:
             usage[acc].append(Usage(uid, pid, qty, day))
 
+    billed_usage = _billed_usage(conn, due, periods, usage)
+
     grants: dict[int, list[Grant]] = defaultdict(list)
     for g in conn.execute(select(
             credit_grants.c.id, credit_grants.c.account_id, credit_grants.c.currency,
@@ -248,7 +250,8 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
                                     grants.get(account_id, []), catalog.products, catalog.book,
                                     found[0] if found else ZERO, catalog.tax_inclusive,
                                     data.metered[account_id].invoice_lines()
-                                    if account_id in data.metered else ())
+                                    if account_id in data.metered else (),
+                                    billed_usage.get(account_id, ()))
             if draft is not None and found is None and not acct.tax_exempt:
                 raise MissingTaxRate(account_id, acct.country, acct.region, start)
         except LedgerError as exc:
@@ -257,6 +260,38 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
         if draft is not None:
             data.drafts.append(draft)
     return data
+
+
+def _billed_usage(conn: Connection, due: dict[int, AccountTerms],
+                  periods: dict[int, tuple[date, date]], usage: dict[int, list[Usage]]
+                  ) -> dict[int, list[Usage]]:
+    """For the late usage of the chunk (an event dated before the usage period the run bills,
+    whose period was invoiced already), the events of the same product and usage period on
+    live invoices: the period is re-rated as a whole (``invoicing._usage_lines``). One query
+    per late (account, product, period): none in a run without late usage."""
+    found: dict[int, list[Usage]] = {}
+    for account_id, events in usage.items():
+        acct = due.get(account_id)
+        if acct is None:
+            continue
+        bcd = acct.bill_cycle_day
+        last = periods[bcd][0] - timedelta(days=1)
+        recent = period_of(last, "monthly", bcd, last)[0]
+        late = sorted({(e.product_id, *period_of(e.day, "monthly", bcd, e.day))
+                       for e in events if e.day < recent})
+        for product_id, p_start, p_end in late:
+            rows = conn.execute(select(
+                usage_events.c.id, usage_events.c.product_id, usage_events.c.quantity,
+                usage_events.c.occurred_at).join(
+                invoices, invoices.c.id == usage_events.c.invoice_id).where(
+                usage_events.c.account_id == account_id,
+                usage_events.c.product_id == product_id,
+                usage_events.c.occurred_at >= datetime.combine(p_start, time(), tzinfo=UTC),
+                usage_events.c.occurred_at < datetime.combine(p_end, time(), tzinfo=UTC),
+                invoices.c.status != "void"))
+            found.setdefault(account_id, []).extend(
+                Usage(r.id, r.product_id, r.quantity, r.occurred_at.date()) for r in rows)
+    return found
 
 
 def _latest_periods(conn: Connection, lo: int, hi: int) -> dict[int, date]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-import pytest
 from sqlalchemy import select
 
 from billing_core.adapters.tables import credit_grants, credit_memos
 from billing_core.service.accounts import update_terms
 from billing_core.service.credits import grant_credits
 from billing_core.service.orders import change_quantity
+from billing_core.service.pricing import set_price
 from billing_core.service.subscriptions import end_subscription
 from billing_core.service.tax import set_tax_rate
 from billing_core.service.usage import import_usage
@@ -295,13 +295,6 @@ def test_annual_start_with_bcd_20_billed_whole_on_the_next_period(ledger) -> Non
     assert inv["total_minor"] == 37895
 
 
-_CSV_LATE = ("billing_core/domain/invoicing.py:_usage_lines (fed by billing_io's unbilled "
-             "usage_events only): a late usage-import row for a period already invoiced is "
-             "rated on its own from the bottom of the ladder instead of re-rating the period's "
-             "total T (rule 6) and billing rate(T now) - what was billed")
-
-
-@pytest.mark.xfail(strict=True, reason=_CSV_LATE + "; graduated: expected 18.00, got 20.00")
 def test_late_imported_usage_row_re_rates_the_graduated_period_total(ledger) -> None:
     """Rule 6 ('Tiers apply to the usage period's total quantity T') and 'Metered usage' ('a
     CSV import is in effect a sum metric of its product'). `usage import` rows on LADDER,
@@ -321,7 +314,6 @@ def test_late_imported_usage_row_re_rates_the_graduated_period_total(ledger) -> 
     assert april["total_minor"] == 2300
 
 
-@pytest.mark.xfail(strict=True, reason=_CSV_LATE + "; volume: expected -2.00, got +20.00")
 def test_late_imported_usage_row_re_rates_the_volume_period_total(ledger) -> None:
     """As above, volume: March 900 x 0.10 = 90.00 billed 1 Apr. The late 200 makes T = 1,100,
     every unit at 0.08: 88.00; 1 May adjusts March by 88.00 - 90.00 = -2.00 (no April
@@ -336,3 +328,61 @@ def test_late_imported_usage_row_re_rates_the_volume_period_total(ledger) -> Non
     assert march["total_minor"] == 9000
     assert [a for k, a in ledger.amounts(april) if k != "credit_memo"] == [-200]
     assert _memos(ledger, acc) == [(200, "active", "invoice_overflow")]
+
+
+def _ladder_row(ledger, pid: int, since: date) -> None:
+    with ledger.uow() as uow:
+        set_price(uow, pid, "USD", since, None, tiers=LADDER)
+        uow.commit()
+
+
+def test_late_usage_across_two_price_rows_re_rates_the_period(ledger) -> None:
+    """Rule 6 with late usage: the same ladder re-entered as a new price row on 16 March.
+    March: 3,000 units on 5 March (first row) -> 1 Apr bills 1,000 x 0.10 + 2,000 x 0.08 =
+    260.00. A late 4,500 on 20 March (second row): March's total is 7,500, graduated 100.00 +
+    4,000 x 0.08 + 2,500 x 0.05 = 545.00, split between the rows by their units (rule 6):
+    first row 545.00 x 3,000/7,500 = 218.00, second 327.00. 1 May: the first row 218.00 -
+    260.00 billed = -42.00 (0 more units), the second 327.00; 285.00 in all = 545.00 -
+    260.00."""
+    acc = ledger.account(bcd=1)
+    pid = ledger.product(None, kind="usage", model="graduated", tiers=LADDER)
+    _ladder_row(ledger, pid, date(2026, 3, 16))
+    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    ledger.run(date(2026, 4, 1))
+    _usage(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
+    ledger.run(date(2026, 5, 1))
+    march, may = ledger.invoices(acc)
+    assert march["total_minor"] == 26000
+    assert sorted(a for _, a in ledger.amounts(may)) == [-4200, 32700]
+    assert may["total_minor"] == 28500
+
+
+def test_late_usage_moving_a_volume_tier_re_rates_the_billed_row_too(ledger) -> None:
+    """Volume, the same two rows: March's 3,000 (first row) billed at 0.08 = 240.00. The late
+    4,500 (second row) makes 7,500, every unit at 0.05: 375.00, split by units 150.00 +
+    225.00. 1 May: the first row now costs 150.00 where 240.00 was billed, -90.00 (a line of
+    0 more units), and the second row 225.00: 135.00 in all, 375.00 - 240.00."""
+    acc = ledger.account(bcd=1)
+    pid = ledger.product(None, kind="usage", model="volume", tiers=LADDER)
+    _ladder_row(ledger, pid, date(2026, 3, 16))
+    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    ledger.run(date(2026, 4, 1))
+    _usage(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
+    ledger.run(date(2026, 5, 1))
+    march, may = ledger.invoices(acc)
+    assert march["total_minor"] == 24000
+    assert sorted(a for _, a in ledger.amounts(may)) == [-9000, 22500]
+    assert may["total_minor"] == 13500
+
+
+def test_usage_of_the_period_just_ended_reads_no_billed_usage(ledger) -> None:
+    """Not late: April's usage on 1 May is rated alone (90.00 for 900), whatever March billed
+    (the re-rating looks only at periods before the one the run bills)."""
+    acc = ledger.account(bcd=1)
+    pid = ledger.product(None, kind="usage", model="graduated", tiers=LADDER)
+    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    ledger.run(date(2026, 4, 1))
+    _usage(ledger, acc, pid, "900", "2026-04-05T00:00:00Z", "b")
+    ledger.run(date(2026, 5, 1))
+    march, may = ledger.invoices(acc)
+    assert [a for _, a in ledger.amounts(may)] == [9000]
