@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from hand_worked import LADDER, ingest, tax_rate, usage_row
 from sqlalchemy import select
 
 from billing_core.adapters.tables import credit_grants, credit_memos, debit_memos, invoices
@@ -24,25 +25,7 @@ from billing_core.service.orders import change_quantity
 from billing_core.service.payments import apply_payment, payment_view, record_payment
 from billing_core.service.pricing import set_price
 from billing_core.service.subscriptions import end_subscription
-from billing_core.service.tax import set_tax_rate
-from billing_core.service.usage import import_usage
-from billing_core.service.usage_ingest import ingest_events
 from billing_core.service.usage_metrics import set_metric
-
-LADDER = [("1000", "0.10"), ("5000", "0.08"), (None, "0.05")]
-
-
-def _rate(ledger, country: str, rate: str, region: str = "") -> None:
-    with ledger.uow() as uow:
-        set_tax_rate(uow, country, region, rate, date(2020, 1, 1))
-        uow.commit()
-
-
-def _usage(ledger, acc: int, product: int, quantity: str, when: str, eid: str) -> None:
-    with ledger.uow() as uow:
-        import_usage(uow, [{"event_id": eid, "account": str(acc), "product": str(product),
-                            "quantity": quantity, "occurred_at": when}])
-        uow.commit()
 
 
 def _invoice(ledger, inv_id: int) -> dict:
@@ -195,8 +178,8 @@ def test_graduated_tiers_across_two_price_rows_with_different_ladders(ledger) ->
     595.99 - 218.07 = 377.92. Total 595.99."""
     acc = ledger.account(bcd=1)
     pid = _two_rows(ledger, "graduated")
-    _usage(ledger, acc, pid, "3001", "2026-03-10T12:00:00Z", "a")
-    _usage(ledger, acc, pid, "4499", "2026-03-20T12:00:00Z", "b")
+    usage_row(ledger, acc, pid, "3001", "2026-03-10T12:00:00Z", "a")
+    usage_row(ledger, acc, pid, "4499", "2026-03-20T12:00:00Z", "b")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert ledger.amounts(inv) == [("usage", 21807), ("usage", 37792)]
@@ -210,8 +193,8 @@ def test_volume_tiers_across_two_price_rows(ledger) -> None:
     Lines 150.05 + 269.94 = 419.99."""
     acc = ledger.account(bcd=1)
     pid = _two_rows(ledger, "volume")
-    _usage(ledger, acc, pid, "3001", "2026-03-10T12:00:00Z", "a")
-    _usage(ledger, acc, pid, "4499", "2026-03-20T12:00:00Z", "b")
+    usage_row(ledger, acc, pid, "3001", "2026-03-10T12:00:00Z", "a")
+    usage_row(ledger, acc, pid, "4499", "2026-03-20T12:00:00Z", "b")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert ledger.amounts(inv) == [("usage", 15005), ("usage", 26994)]
@@ -243,7 +226,7 @@ def test_tax_is_rounded_once_per_rate_not_per_line(ledger) -> None:
     the rule is per rate: base 3.15 x 0.10 = 0.315 -> 0.32. Line shares = running tax after
     minus before: round(0.105) = 0.11; round(0.21) - 0.11 = 0.10; round(0.315) - 0.21 = 0.11.
     Total 3.15 + 0.32 = 3.47."""
-    _rate(ledger, "AU", "0.10")
+    tax_rate(ledger, "AU", "0.10")
     acc = ledger.account(bcd=1, country="AU")
     for _ in range(3):
         ledger.subscribe(acc, ledger.product("1.05"), 1, date(2026, 4, 1))
@@ -259,7 +242,7 @@ def test_tax_on_base_after_prepaid_credit_exclusive_and_inclusive(ledger) -> Non
     Exclusive: tax round(390.00 x 0.0825) = round(32.175) = 32.18; total 422.18.
     Inclusive: tax round(390.00 x 0.0825 / 1.0825) = round(29.7229) = 29.72, base 360.28,
     total 390.00."""
-    _rate(ledger, "US", "0.0825", region="TX")
+    tax_rate(ledger, "US", "0.0825", region="TX")
     out = {}
     for inclusive in (False, True):
         acc = ledger.account(bcd=1, country="US", region="TX")
@@ -267,7 +250,7 @@ def test_tax_on_base_after_prepaid_credit_exclusive_and_inclusive(ledger) -> Non
         with ledger.uow() as uow:
             grant_credits(uow, acc, "155.00", kind="granted", reason="promo")
             uow.commit()
-        _usage(ledger, acc, pid, "7500", "2026-03-10T00:00:00Z", f"t{inclusive}")
+        usage_row(ledger, acc, pid, "7500", "2026-03-10T00:00:00Z", f"t{inclusive}")
         ledger.run(date(2026, 4, 1), tax_inclusive=inclusive)
         [inv] = ledger.invoices(acc)
         out[inclusive] = (ledger.amounts(inv), inv["subtotal_minor"], inv["tax_minor"],
@@ -279,7 +262,7 @@ def test_tax_on_base_after_prepaid_credit_exclusive_and_inclusive(ledger) -> Non
 def test_tax_exempt_account_in_a_taxed_country_pays_no_tax(ledger) -> None:
     """'Missing tax rates': the exemption bills without tax whatever the country. DE at 19 %;
     2 x 50.00 from 1 Apr: 100.00, tax 0, total 100.00 (a taxable twin: 19.00, 119.00)."""
-    _rate(ledger, "DE", "0.19")
+    tax_rate(ledger, "DE", "0.19")
     exempt = ledger.account(currency="EUR", bcd=1, country="DE")
     taxable = ledger.account(currency="EUR", bcd=1, country="DE")
     with ledger.uow() as uow:
@@ -301,7 +284,7 @@ def test_jpy_zero_decimals_proration_in_february_with_tax(ledger) -> None:
     """JPY has 0 minor units. BCD 1, 3 x 1,980 yen from 11 Feb 2026: [11 Feb, 1 Mar) = 18 of
     28 days: 3 x 1980 x 18/28 = 106920/28 = 3818.571 -> 3,819 yen; March 5,940.
     JP 10 % per rate: (3819 + 5940) x 0.10 = 975.9 -> 976. Total 9,759 + 976 = 10,735."""
-    _rate(ledger, "JP", "0.10")
+    tax_rate(ledger, "JP", "0.10")
     acc = ledger.account(currency="JPY", bcd=1, country="JP")
     p = ledger.product("1980", currency="JPY")
     ledger.subscribe(acc, p, 3, date(2026, 2, 11))
@@ -315,7 +298,7 @@ def test_kwd_three_decimals_proration_with_tax(ledger) -> None:
     """KWD has 3 minor units. BCD 1, 2 x 7.125 KWD from 10 Mar 2026: [10 Mar, 1 Apr) = 22 of
     31 days: 14.250 x 22/31 = 313.5/31 = 10.11290 -> 10.113; April 14.250.
     KW at 5 %: 24.363 x 0.05 = 1.21815 -> 1.218. Total 24.363 + 1.218 = 25.581 = 25581 fils."""
-    _rate(ledger, "KW", "0.05")
+    tax_rate(ledger, "KW", "0.05")
     acc = ledger.account(currency="KWD", bcd=1, country="KW")
     p = ledger.product("7.125", currency="KWD")
     ledger.subscribe(acc, p, 2, date(2026, 3, 10))
@@ -413,8 +396,8 @@ def test_prepaid_credit_expiring_mid_period_pays_only_usage_up_to_its_expiry(led
                 remaining_minor=amount, expires_on=expires, source="test", reason=name,
                 created_at=datetime(2026, 1, 1, tzinfo=UTC)))
         uow.commit()
-    _usage(ledger, acc, pid, "300", "2026-03-10T09:00:00Z", "e1")
-    _usage(ledger, acc, pid, "500", "2026-03-20T09:00:00Z", "e2")
+    usage_row(ledger, acc, pid, "300", "2026-03-10T09:00:00Z", "e1")
+    usage_row(ledger, acc, pid, "500", "2026-03-20T09:00:00Z", "e2")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert ledger.amounts(inv) == [("usage", 8000), ("credit_draw", -8000)]
@@ -437,16 +420,12 @@ def test_late_metered_event_is_adjusted_on_the_next_invoice(ledger) -> None:
         set_metric(uow, "calls", aggregation="sum", product=pid)
         uow.commit()
 
-    def ingest(eid: str, ts: str, value: str) -> None:
-        with ledger.uow() as uow:
-            ingest_events(uow, [{"event_id": eid, "account": str(acc), "metric": "calls",
-                                 "timestamp": ts, "value": value}], source="test")
-            uow.commit()
+    metric = "calls"
 
-    ingest("m1", "2026-03-05T10:00:00Z", "10")
+    ingest(ledger, acc, metric, "m1", "2026-03-05T10:00:00Z", "10")
     ledger.run(date(2026, 4, 1))
-    ingest("m2", "2026-03-20T10:00:00Z", "5")
-    ingest("m3", "2026-04-10T10:00:00Z", "3")
+    ingest(ledger, acc, metric, "m2", "2026-03-20T10:00:00Z", "5")
+    ingest(ledger, acc, metric, "m3", "2026-04-10T10:00:00Z", "3")
     ledger.run(date(2026, 5, 1))
     march, april = ledger.invoices(acc)
     assert [a for _, a in ledger.amounts(march)] == [100]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from hand_worked import LADDER, ingest, tax_rate, usage_row
 from sqlalchemy import select
 
 from billing_core.adapters.tables import credit_grants, credit_memos
@@ -15,25 +16,7 @@ from billing_core.service.credits import grant_credits
 from billing_core.service.orders import change_quantity
 from billing_core.service.pricing import set_price
 from billing_core.service.subscriptions import end_subscription
-from billing_core.service.tax import set_tax_rate
-from billing_core.service.usage import import_usage
-from billing_core.service.usage_ingest import ingest_events
 from billing_core.service.usage_metrics import set_metric
-
-LADDER = [("1000", "0.10"), ("5000", "0.08"), (None, "0.05")]
-
-
-def _rate(ledger, country: str, rate: str, since: date = date(2020, 1, 1)) -> None:
-    with ledger.uow() as uow:
-        set_tax_rate(uow, country, "", rate, since)
-        uow.commit()
-
-
-def _usage(ledger, acc: int, product: int, quantity: str, when: str, eid: str) -> None:
-    with ledger.uow() as uow:
-        import_usage(uow, [{"event_id": eid, "account": str(acc), "product": str(product),
-                            "quantity": quantity, "occurred_at": when}])
-        uow.commit()
 
 
 def _memos(ledger, acc: int) -> list[tuple[int, str, str]]:
@@ -182,8 +165,8 @@ def test_tax_rate_change_is_looked_up_for_the_invoice_period_start(ledger) -> No
     31 Mar 2026, 20 % from 1 Apr. 3 x 10.00 from 10 Mar: the 1 Apr invoice (period
     [1 Apr, 1 May)) bills 21.29 (22/31 of March) + 30.00 = 51.29 at the 1 Apr rate, 20 %:
     round(51.29 x 0.20) = round(10.258) = 10.26. Total 61.55."""
-    _rate(ledger, "DE", "0.19")
-    _rate(ledger, "DE", "0.20", since=date(2026, 4, 1))
+    tax_rate(ledger, "DE", "0.19")
+    tax_rate(ledger, "DE", "0.20", since=date(2026, 4, 1))
     acc = ledger.account(currency="EUR", bcd=1, country="DE")
     p = ledger.product("10.00", currency="EUR")
     ledger.subscribe(acc, p, 3, date(2026, 3, 10))
@@ -197,7 +180,7 @@ def test_tax_inclusive_yen(ledger) -> None:
     """Rule 10, tax-inclusive, 0 minor units. 1,100 yen including JP 10 %, from 10 Mar 2026,
     BCD 1: 1100 x 22/31 = 780.65 -> 781; April 1,100; gross 1,881.
     tax = round(1881 x 0.10 / 1.10) = round(171.0) = 171, base 1,710, total 1,881."""
-    _rate(ledger, "JP", "0.10")
+    tax_rate(ledger, "JP", "0.10")
     acc = ledger.account(currency="JPY", bcd=1, country="JP")
     p = ledger.product("1100", currency="JPY")
     ledger.subscribe(acc, p, 1, date(2026, 3, 10))
@@ -211,14 +194,14 @@ def test_prepaid_credit_pays_usage_only_then_tax_on_the_rest(ledger) -> None:
     """Rules 7, 10. AU 10 %. 1 x 50.00 recurring from 1 Mar and 200 units of usage at 0.10 in
     March (20.00); grant 100.00. The 1 Apr invoice: April 50.00, usage 20.00, draw -20.00
     (credits pay usage only). Base 50.00, tax 5.00, total 55.00; grant left 80.00."""
-    _rate(ledger, "AU", "0.10")
+    tax_rate(ledger, "AU", "0.10")
     acc = ledger.account(bcd=1, country="AU")
     ledger.subscribe(acc, ledger.product("50.00"), 1, date(2026, 4, 1))
     usage = ledger.product("0.10", kind="usage")
     with ledger.uow() as uow:
         grant_credits(uow, acc, "100.00", kind="purchased", reason="pack")
         uow.commit()
-    _usage(ledger, acc, usage, "200", "2026-03-12T08:00:00Z", "u1")
+    usage_row(ledger, acc, usage, "200", "2026-03-12T08:00:00Z", "u1")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert sorted(ledger.amounts(inv)) == [("credit_draw", -2000), ("recurring", 5000),
@@ -242,8 +225,8 @@ def test_expiring_grant_share_is_rounded_per_line(ledger) -> None:
                 remaining_minor=amount, expires_on=expires, source="test", reason=name,
                 created_at=datetime(2026, 1, 1, tzinfo=UTC)))
         uow.commit()
-    _usage(ledger, acc, pid, "333", "2026-03-10T09:00:00Z", "e1")
-    _usage(ledger, acc, pid, "667", "2026-03-20T09:00:00Z", "e2")
+    usage_row(ledger, acc, pid, "333", "2026-03-10T09:00:00Z", "e1")
+    usage_row(ledger, acc, pid, "667", "2026-03-20T09:00:00Z", "e2")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert ledger.amounts(inv) == [("usage", 1300), ("credit_draw", -1300)]
@@ -264,15 +247,11 @@ def test_late_metered_event_re_rates_the_graduated_ladder(ledger) -> None:
         set_metric(uow, "gb", aggregation="sum", product=pid)
         uow.commit()
 
-    def ingest(eid: str, ts: str, value: str) -> None:
-        with ledger.uow() as uow:
-            ingest_events(uow, [{"event_id": eid, "account": str(acc), "metric": "gb",
-                                 "timestamp": ts, "value": value}], source="test")
-            uow.commit()
+    metric = "gb"
 
-    ingest("g1", "2026-03-05T10:00:00Z", "900")
+    ingest(ledger, acc, metric, "g1", "2026-03-05T10:00:00Z", "900")
     ledger.run(date(2026, 4, 1))
-    ingest("g2", "2026-03-25T10:00:00Z", "200")
+    ingest(ledger, acc, metric, "g2", "2026-03-25T10:00:00Z", "200")
     ledger.run(date(2026, 5, 1))
     march, april = ledger.invoices(acc)
     assert [a for _, a in ledger.amounts(march)] == [9000]
@@ -303,10 +282,10 @@ def test_late_imported_usage_row_re_rates_the_graduated_period_total(ledger) -> 
     18.00 for March, beside April's 50 units (5.00): 23.00."""
     acc = ledger.account(bcd=1)
     pid = ledger.product(None, kind="usage", model="graduated", tiers=LADDER)
-    _usage(ledger, acc, pid, "900", "2026-03-05T00:00:00Z", "a")
+    usage_row(ledger, acc, pid, "900", "2026-03-05T00:00:00Z", "a")
     ledger.run(date(2026, 4, 1))
-    _usage(ledger, acc, pid, "200", "2026-03-25T00:00:00Z", "b")
-    _usage(ledger, acc, pid, "50", "2026-04-05T00:00:00Z", "c")
+    usage_row(ledger, acc, pid, "200", "2026-03-25T00:00:00Z", "b")
+    usage_row(ledger, acc, pid, "50", "2026-04-05T00:00:00Z", "c")
     ledger.run(date(2026, 5, 1))
     march, april = ledger.invoices(acc)
     assert march["total_minor"] == 9000
@@ -320,9 +299,9 @@ def test_late_imported_usage_row_re_rates_the_volume_period_total(ledger) -> Non
     usage, nothing else: the invoice goes below zero, 0 and a credit memo of 2.00)."""
     acc = ledger.account(bcd=1)
     pid = ledger.product(None, kind="usage", model="volume", tiers=LADDER)
-    _usage(ledger, acc, pid, "900", "2026-03-05T00:00:00Z", "a")
+    usage_row(ledger, acc, pid, "900", "2026-03-05T00:00:00Z", "a")
     ledger.run(date(2026, 4, 1))
-    _usage(ledger, acc, pid, "200", "2026-03-25T00:00:00Z", "b")
+    usage_row(ledger, acc, pid, "200", "2026-03-25T00:00:00Z", "b")
     ledger.run(date(2026, 5, 1))
     march, april = ledger.invoices(acc)
     assert march["total_minor"] == 9000
@@ -347,9 +326,9 @@ def test_late_usage_across_two_price_rows_re_rates_the_period(ledger) -> None:
     acc = ledger.account(bcd=1)
     pid = ledger.product(None, kind="usage", model="graduated", tiers=LADDER)
     _ladder_row(ledger, pid, date(2026, 3, 16))
-    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    usage_row(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
     ledger.run(date(2026, 4, 1))
-    _usage(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
+    usage_row(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
     ledger.run(date(2026, 5, 1))
     march, may = ledger.invoices(acc)
     assert march["total_minor"] == 26000
@@ -365,9 +344,9 @@ def test_late_usage_moving_a_volume_tier_re_rates_the_billed_row_too(ledger) -> 
     acc = ledger.account(bcd=1)
     pid = ledger.product(None, kind="usage", model="volume", tiers=LADDER)
     _ladder_row(ledger, pid, date(2026, 3, 16))
-    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    usage_row(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
     ledger.run(date(2026, 4, 1))
-    _usage(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
+    usage_row(ledger, acc, pid, "4500", "2026-03-20T00:00:00Z", "b")
     ledger.run(date(2026, 5, 1))
     march, may = ledger.invoices(acc)
     assert march["total_minor"] == 24000
@@ -380,9 +359,9 @@ def test_usage_of_the_period_just_ended_reads_no_billed_usage(ledger) -> None:
     (the re-rating looks only at periods before the one the run bills)."""
     acc = ledger.account(bcd=1)
     pid = ledger.product(None, kind="usage", model="graduated", tiers=LADDER)
-    _usage(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
+    usage_row(ledger, acc, pid, "3000", "2026-03-05T00:00:00Z", "a")
     ledger.run(date(2026, 4, 1))
-    _usage(ledger, acc, pid, "900", "2026-04-05T00:00:00Z", "b")
+    usage_row(ledger, acc, pid, "900", "2026-04-05T00:00:00Z", "b")
     ledger.run(date(2026, 5, 1))
     march, may = ledger.invoices(acc)
     assert [a for _, a in ledger.amounts(may)] == [9000]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from itertools import count
 
+from hand_worked import LADDER, usage_row
 from sqlalchemy import select
 
 from billing_core.adapters.db import UnitOfWork
@@ -21,17 +22,8 @@ from billing_core.service.orders import OrderIn, SubscriptionItem, change_quanti
 from billing_core.service.pricing import ProductIn, add_product, set_price
 from billing_core.service.subscriptions import end_subscription
 from billing_core.service.tax import set_tax_rate
-from billing_core.service.usage import import_usage
 
-LADDER = [("1000", "0.10"), ("5000", "0.08"), (None, "0.05")]
 _seq = count(1)
-
-
-def _usage(ledger, acc: int, product: int, quantity: str, when: str, eid: str) -> None:
-    with ledger.uow() as uow:
-        import_usage(uow, [{"event_id": eid, "account": str(acc), "product": str(product),
-                            "quantity": quantity, "occurred_at": when}])
-        uow.commit()
 
 
 def _termed(ledger, price: str, *, renew: bool = True, decrease: str = "at_term_end",
@@ -85,7 +77,7 @@ def test_volume_tier_boundary_is_inclusive(ledger) -> None:
     for model, units in (("volume", "1000"), ("volume", "1001"), ("graduated", "5001")):
         acc = ledger.account(bcd=1)
         pid = ledger.product(None, kind="usage", model=model, tiers=LADDER)
-        _usage(ledger, acc, pid, units, "2026-03-15T00:00:00Z", f"{model}{units}")
+        usage_row(ledger, acc, pid, units, "2026-03-15T00:00:00Z", f"{model}{units}")
         ledger.run(date(2026, 4, 1))
         [inv] = ledger.invoices(acc)
         out.append(inv["total_minor"])
@@ -256,7 +248,7 @@ def test_yen_graduated_usage_with_fractional_unit_prices(ledger) -> None:
     acc = ledger.account(currency="JPY", bcd=1)
     pid = ledger.product(None, currency="JPY", kind="usage", model="graduated",
                          tiers=[("100", "0.5"), (None, "0.3")])
-    _usage(ledger, acc, pid, "1003", "2026-03-15T00:00:00Z", "y1")
+    usage_row(ledger, acc, pid, "1003", "2026-03-15T00:00:00Z", "y1")
     ledger.run(date(2026, 4, 1))
     [inv] = ledger.invoices(acc)
     assert ledger.amounts(inv) == [("usage", 321)]
