@@ -268,8 +268,8 @@ def _billed_usage(conn: Connection, due: dict[int, AccountTerms],
     """For the late usage of the chunk (an event dated before the usage period the run bills,
     whose period was invoiced already), the events of the same product and usage period on
     live invoices: the period is re-rated as a whole (``invoicing._usage_lines``). One query
-    per late (account, product, period): none in a run without late usage."""
-    found: dict[int, list[Usage]] = {}
+    for the chunk's late accounts, none in a chunk without late usage."""
+    late: dict[int, set[tuple[int, date, date]]] = {}
     for account_id, events in usage.items():
         acct = due.get(account_id)
         if acct is None:
@@ -277,20 +277,28 @@ def _billed_usage(conn: Connection, due: dict[int, AccountTerms],
         bcd = acct.bill_cycle_day
         last = periods[bcd][0] - timedelta(days=1)
         recent = period_of(last, "monthly", bcd, last)[0]
-        late = sorted({(e.product_id, *period_of(e.day, "monthly", bcd, e.day))
-                       for e in events if e.day < recent})
-        for product_id, p_start, p_end in late:
-            rows = conn.execute(select(
-                usage_events.c.id, usage_events.c.product_id, usage_events.c.quantity,
-                usage_events.c.occurred_at).join(
-                invoices, invoices.c.id == usage_events.c.invoice_id).where(
-                usage_events.c.account_id == account_id,
-                usage_events.c.product_id == product_id,
-                usage_events.c.occurred_at >= datetime.combine(p_start, time(), tzinfo=UTC),
-                usage_events.c.occurred_at < datetime.combine(p_end, time(), tzinfo=UTC),
-                invoices.c.status != "void"))
-            found.setdefault(account_id, []).extend(
-                Usage(r.id, r.product_id, r.quantity, r.occurred_at.date()) for r in rows)
+        keys = {(e.product_id, *period_of(e.day, "monthly", bcd, e.day))
+                for e in events if e.day < recent}
+        if keys:
+            late[account_id] = keys
+    found: dict[int, list[Usage]] = {}
+    if not late:
+        return found
+    since = min(start for keys in late.values() for _, start, _ in keys)
+    until = max(end for keys in late.values() for _, _, end in keys)
+    for r in conn.execute(select(
+            usage_events.c.id, usage_events.c.account_id, usage_events.c.product_id,
+            usage_events.c.quantity, usage_events.c.occurred_at).join(
+            invoices, invoices.c.id == usage_events.c.invoice_id).where(
+            id_in(conn, usage_events.c.account_id, sorted(late)),
+            usage_events.c.occurred_at >= datetime.combine(since, time(), tzinfo=UTC),
+            usage_events.c.occurred_at < datetime.combine(until, time(), tzinfo=UTC),
+            invoices.c.status != "void")):
+        day = r.occurred_at.date()
+        bcd = due[r.account_id].bill_cycle_day
+        if (r.product_id, *period_of(day, "monthly", bcd, day)) in late[r.account_id]:
+            found.setdefault(r.account_id, []).append(
+                Usage(r.id, r.product_id, r.quantity, day))
     return found
 
 
@@ -317,6 +325,8 @@ INSERT_TAX = BulkInsert(invoice_taxes, TAX_COLS)
 SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id", guard="unset")
 SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id", guard="unset")
 SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id", guard="unset")
+# a posted invoice's number, set as its chunk commits (:func:`_number`)
+SET_NUMBER = BulkUpdate(invoices, "number", guard="unset", text_values=True)
 DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True, guard="covers")
 # SQLite: by primary key, only while billed_through is still what the chunk read (IS: NULL too)
 SET_BILLED_THROUGH = update(subscriptions).where(
@@ -492,9 +502,6 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
             uow.touch(row[0])
     out.invoices, out.lines = count, len(lines)
     return out
-
-
-SET_NUMBER = BulkUpdate(invoices, "number", guard="unset", text_values=True)
 
 
 def _number(uow: UnitOfWork, prep: Prepared, ids: list[int], changes: list[str], series: str,
