@@ -159,11 +159,13 @@ def _status(conn: Connection) -> ColumnElement[Any]:
     return _data_field(conn, "status")
 
 
-def _data_field(conn: Connection, name: str) -> ColumnElement[Any]:
+def _data_field(conn: Connection, name: str,
+                column: ColumnElement[Any] = sync_records.c.data) -> ColumnElement[Any]:
+    """One field of a JSON text column (a stored record's ``data`` by default) in SQL."""
     if conn.dialect.name == "postgresql":
-        value: ColumnElement[Any] = cast(sync_records.c.data, JSONB)[name].astext
+        value: ColumnElement[Any] = cast(column, JSONB)[name].astext
         return value
-    return func.json_extract(sync_records.c.data, f"$.{name}")
+    return func.json_extract(column, f"$.{name}")
 
 
 #: Stored quotes by (account, quote number): the records that may be revisions of one deal.
@@ -378,11 +380,7 @@ def _refused_lines(conn: Connection, connection: str, quotes: Iterable[str]
     found: dict[str, list[tuple[str, str, str]]] = {}
     if not wanted:
         return found
-    if conn.dialect.name == "postgresql":
-        parent: ColumnElement[Any] = cast(quarantine.c.record, JSONB)["quote_crm_id"].astext
-    else:
-        parent = func.json_extract(quarantine.c.record, "$.quote_crm_id")
-    parent = func.lower(parent)
+    parent = func.lower(_data_field(conn, "quote_crm_id", quarantine.c.record))
     for crm_id, quote, field, reason in conn.execute(select(
             quarantine.c.crm_id, parent, quarantine.c.field, quarantine.c.reason).where(
             quarantine.c.connection == connection,
