@@ -18,7 +18,6 @@ an item billing refuses is reported in its result and writes nothing.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -334,34 +333,6 @@ def changed_since(conn: Connection, since: datetime) -> set[int]:
     return {int(r[0]) for r in conn.execute(union(*parts))}
 
 
-_quote = json.encoder.encode_basestring_ascii      # what json.dumps uses (ensure_ascii)
-_HEADS: dict[str, str] = {}                         # a column's name as the text's key
-
-
-def _creation(values: dict[str, Any]) -> str:
-    """``audit.creation(values)``, the same text, written field by field for a new account's
-    plain values (text, whole numbers, true/false: 12 -> 4 us an account on the sync's first
-    pull); a value of any other type takes ``audit.creation`` itself."""
-    parts = []
-    for key, value in sorted(values.items()):
-        if value is None:
-            continue
-        kind = type(value)
-        if kind is str:
-            text = _quote(value)
-        elif kind is bool:
-            text = "true" if value else "false"
-        elif kind is int:
-            text = int.__repr__(value)
-        else:
-            return audit.creation(values)
-        head = _HEADS.get(key)
-        if head is None:
-            head = _HEADS[key] = _quote(key) + ": [null, "
-        parts.append(head + text)
-    return "{" + "], ".join(parts) + "]}" if parts else "{}"
-
-
 @quick_init
 @dataclass(frozen=True)
 class UpsertResult:
@@ -487,7 +458,7 @@ def _upsert_chunk(uow: UnitOfWork, chunk: list[tuple[int, dict[str, Any]]]
         for account_id, (i, v) in zip(ids, new, strict=True):
             uow.created(account_id)
             trail.append(audit.Entry("created", "account", account_id, v["ext_id"], account_id,
-                                     _creation(v)))
+                                     audit.creation(v)))
             out.append((i, UpsertResult(account_id, created=True, changed=True)))
     audit.record_many(uow, trail)
     return out
