@@ -44,7 +44,6 @@ PERIODS = {"monthly": "month", "month": "month", "annual": "year", "yearly": "ye
            "year": "year"}
 
 
-
 @quick_init
 @dataclass(frozen=True)
 class AccountRec:
