@@ -203,8 +203,10 @@ one_time_charges = Table(
     Column("unit_price", ExactDecimal()),
     Column("charge_date", Date, nullable=False),
     Column("status", String(16), nullable=False, server_default="active"),  # pending while held
-    Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once billed
+    Column("invoice_id", Id, ForeignKey("invoices.id")),   # set once billed
     _created(),
+    # equality first: a chunk's unbilled charges are one seek, with or without statistics
+    Index("ix_one_time_charges_unbilled", "invoice_id", "account_id"),
 )
 
 # What each amendment order changed in its deal (sync hands off a quote revision as one):
@@ -232,9 +234,10 @@ usage_events = Table(
     _fk("product_id", "products"),
     Column("quantity", ExactDecimal(), nullable=False),
     Column("occurred_at", UTCDateTime(), nullable=False),
-    Column("invoice_id", Id, ForeignKey("invoices.id"), index=True),   # set once rated
+    Column("invoice_id", Id, ForeignKey("invoices.id")),   # set once rated
     _created(),
-    Index("ix_usage_unbilled", "account_id", "invoice_id", "occurred_at"),
+    # equality first (migration 0024): a chunk's unbilled usage is one seek
+    Index("ix_usage_unbilled", "invoice_id", "account_id", "occurred_at"),
 )
 
 # Billable metrics (billing_core.service.usage_metrics): effective-dated definitions, one row
@@ -508,7 +511,7 @@ hold_history = Table(
 
 provisioning_requests = Table(
     "provisioning_requests", metadata, id_column(),
-    _fk("account_id", "accounts"),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
     _fk("order_id", "orders"),
     Column("subscription_id", Id, ForeignKey("subscriptions.id")),
     Column("one_time_charge_id", Id, ForeignKey("one_time_charges.id")),
@@ -529,6 +532,7 @@ provisioning_requests = Table(
     Column("change_kind", String(16), nullable=False, server_default="provision"),
     Column("effective_date", Date),
     Index("ix_provisioning_state", "state", "id"),
+    Index("ix_provisioning_account_state", "account_id", "state"),
     Index("ix_provisioning_subscription", "subscription_id", "id"),
 )
 
