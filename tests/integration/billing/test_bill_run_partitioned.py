@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select, text
 from billing_core.adapters import work_units as wu
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import bill_runs, invoice_lines, invoices, work_units
+from billing_core.service import bill_run as bill_run_module
 from billing_core.service.bill_run import BillRunOptions, BillRunResult, job_name, run_bill_run
 from billing_core.service.reports import bill_run_progress
 
@@ -167,15 +168,26 @@ def test_key_ranges_cover_every_key_once(engine: Engine, ledger: Any) -> None:
 
 # -- the bill run -----------------------------------------------------------------------------
 
-def test_one_or_three_workers_bill_the_same_invoices(engine: Engine, ledger: Any) -> None:
+def test_one_or_three_workers_bill_the_same_invoices(engine: Engine, ledger: Any,
+                                                     monkeypatch: Any) -> None:
     """Three runs of the same date at once (three claimers) share one run: together they
-    bill what a dry run in one walk computes, each unit claimed once, numbers gapless."""
+    bill what a dry run in one walk computes, each unit claimed once, numbers gapless. (None
+    claims before all three have created or joined the run: a worker that starts after the
+    run finished starts a run of its own, rightly, and would make this another test.)"""
     _book(ledger, 40)
     reference = _reference(engine)
     assert len(reference) == 40
     results: list[BillRunResult] = []
     failures: list[BaseException] = []
     start = threading.Barrier(3, timeout=30)
+    joined = threading.Barrier(3, timeout=30)
+    create_or_join = bill_run_module._create_or_join
+
+    def all_in(*args: Any, **kwargs: Any) -> tuple[int, bool]:
+        got = create_or_join(*args, **kwargs)
+        joined.wait()
+        return got
+    monkeypatch.setattr(bill_run_module, "_create_or_join", all_in)
 
     def worker() -> None:
         try:
@@ -190,6 +202,7 @@ def test_one_or_three_workers_bill_the_same_invoices(engine: Engine, ledger: Any
         t.start()
     for t in threads:
         t.join()
+    monkeypatch.undo()
     assert not failures, failures
     assert len({r.run_id for r in results}) == 1                    # one run, shared
     assert sorted(r.joined for r in results) == [False, True, True]
