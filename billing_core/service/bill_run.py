@@ -50,9 +50,11 @@ Rules kept here
   they ran) as abandoned until then.
 - Invoices are posted as they are created (``post=True``): numbers for the whole chunk are taken
   from the gapless sequence inside the chunk's transaction, in account order within the chunk
-  (with several workers, chunks take numbers in the order they are written). The sequence's
-  row lock is held from there to the commit, so the write transactions of several workers
-  take turns (docs/SCALING.md). With
+  (with several workers, chunks take numbers in the order they commit). On PostgreSQL they are
+  taken as the chunk commits, so the sequence's row lock covers only the numbering, the audit
+  rows, the commit hook and the commit, and several workers' writes overlap; on SQLite, whose
+  write lock lets one transaction write at a time, before the insert
+  (:mod:`billing_core.service.billing_io`, docs/SCALING.md). With
   ``post=False`` they stay drafts (no number) for :func:`billing_core.service.invoices.post_invoice`.
 - A posted invoice touches its account (credit control re-evaluates in the commit hook). An
   invoice that would go below zero is brought to zero and the remainder becomes an active

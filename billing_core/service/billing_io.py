@@ -11,7 +11,9 @@ Rules kept here
   before credit control's hook), in account order, with their audit rows: the number series'
   row lock, which every posting transaction needs and holds to its commit, is then held for
   that last step only, and other workers' chunks write meanwhile. A chunk rolled back, or a
-  dry run, takes no number.
+  dry run, takes no number. On SQLite, whose write lock lets one writing transaction run at a
+  time from its first statement, numbering late would shorten no wait: there the numbers are
+  taken before the insert and written with the invoices (no second pass over the rows).
 - Writing a chunk is one bulk INSERT per table (invoices with reserved ids, lines, tax per
   rate with its base, credit draws) and one bulk UPDATE per kind of mark (change / charge /
   usage ``invoice_id``, grant ``remaining_minor``, and on SQLite ``billed_through``) through
@@ -333,6 +335,9 @@ SET_CHANGE_INVOICE = BulkUpdate(subscription_changes, "invoice_id", guard="unset
 SET_CHARGE_INVOICE = BulkUpdate(one_time_charges, "invoice_id", guard="unset")
 SET_USAGE_INVOICE = BulkUpdate(usage_events, "invoice_id", guard="unset")
 # a posted invoice's number, set as its chunk commits (:func:`_number`)
+#: Where writing transactions run side by side, so a chunk takes its numbers as it commits
+#: (the module rules); elsewhere (SQLite) before its insert.
+NUMBER_AT_COMMIT_DIALECTS: tuple[str, ...] = ("postgresql",)
 SET_NUMBER = BulkUpdate(invoices, "number", guard="unset", text_values=True)
 DRAW_GRANT = BulkUpdate(credit_grants, "remaining_minor", subtract=True, guard="covers")
 # SQLite: by primary key, only while billed_through is still what the chunk read (IS: NULL too)
@@ -463,10 +468,14 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
     count = len(prep.invoices)
     ids = reserve_ids(conn, invoices, count)
     status, posted_at = ("posted", now) if post else ("draft", None)
-    inv_rows = [(i, a, cur, series, None, status, ps, pe, issue, due, sub, tax, total, 0,
+    out.numbers = [None] * count
+    number_now = post and conn.dialect.name not in NUMBER_AT_COMMIT_DIALECTS
+    if number_now:
+        out.numbers[:] = take_numbers(conn, series, count)
+    inv_rows = [(i, a, cur, series, n, status, ps, pe, issue, due, sub, tax, total, 0,
                  run_id, now, posted_at)
-                for (a, cur, ps, pe, issue, due, sub, tax, total), i
-                in zip(prep.invoices, ids, strict=True)]
+                for (a, cur, ps, pe, issue, due, sub, tax, total), i, n
+                in zip(prep.invoices, ids, out.numbers, strict=True)]
     lines = [(ids[ln[0]], *ln[1:]) for ln in prep.lines]
     taxes = [(ids[k], rate, base, tax) for k, rate, base, tax in prep.taxes]
     converted = prep.driver == conn.dialect.name
@@ -492,11 +501,10 @@ def apply_chunk(uow: UnitOfWork, prep: Prepared, *, run_id: int | None, post: bo
     changes = [dumps({"bill_run_id": [None, run_id], "period_start": [None, row[2].isoformat()],
                       "status": [None, status], "total_minor": [None, row[8]]})
                for row in prep.invoices]
-    out.numbers = [None] * count
-    if post:
+    if post and not number_now:
         uow.at_commit(lambda u: _number(u, prep, ids, changes, series, out))
     else:
-        _trail(uow, prep, ids, changes, out.numbers, "created")
+        _trail(uow, prep, ids, changes, out.numbers, "posted" if post else "created")
     for k, overflow in prep.overflow:
         from billing_core.service.memos import issue_credit_memo
 

@@ -1,7 +1,10 @@
-"""A bill-run chunk takes its invoice numbers as its transaction commits, not when it starts
-writing (``billing_io._number``, ``UnitOfWork.at_commit``), so the number series' row lock is
-held only for the numbering, the audit rows, credit control's hook and the commit; two workers'
-chunks write everything else at the same time. Numbers stay gapless and in account order.
+"""On PostgreSQL a bill-run chunk takes its invoice numbers as its transaction commits, not
+when it starts writing (``billing_io._number``, ``UnitOfWork.at_commit``), so the number
+series' row lock is held only for the numbering, the audit rows, credit control's hook and the
+commit; two workers' chunks write everything else at the same time. On SQLite, where one
+writing transaction runs at a time anyway, the numbers are taken before the insert and written
+with the invoices. Either way numbers stay gapless and in account order, and a chunk rolled
+back takes none.
 
 Worked: 3 accounts (ids in creation order) with one 30.00 seat each from 1 March 2026, billed
 on 1 April: INV-000001..3 in account order; a chunk rolled back takes nothing, so the next
@@ -16,7 +19,12 @@ import pytest
 from sqlalchemy import select, text
 
 from billing_core.adapters.tables import invoices
-from billing_core.service.billing_io import load_catalog, load_chunk, write_chunk
+from billing_core.service.billing_io import (
+    NUMBER_AT_COMMIT_DIALECTS,
+    load_catalog,
+    load_chunk,
+    write_chunk,
+)
 from billing_core.service.numbering import peek_next
 
 RUN = date(2026, 4, 1)
@@ -45,10 +53,15 @@ def test_numbers_are_taken_when_the_chunk_commits(ledger) -> None:
     data = _chunk(ledger, accs[0], accs[-1])
     with ledger.uow() as uow:
         written = write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
-        # written, not numbered yet: the series is untouched until the commit
-        assert [n for _, n in uow.conn.execute(select(invoices.c.id, invoices.c.number))] \
-            == [None, None, None]
-        assert peek_next(uow.conn, "INV") == 1
+        in_transaction = [n for _, n in uow.conn.execute(
+            select(invoices.c.id, invoices.c.number).order_by(invoices.c.id))]
+        if uow.conn.dialect.name in NUMBER_AT_COMMIT_DIALECTS:
+            # written, not numbered yet: the series is untouched until the commit
+            assert in_transaction == [None, None, None]
+            assert peek_next(uow.conn, "INV") == 1
+        else:
+            assert in_transaction == ["INV-000001", "INV-000002", "INV-000003"]
+            assert written.numbers == in_transaction
         uow.rollback()                          # thrown away: nothing taken
     assert _numbers(ledger) == {}
     with ledger.uow() as uow:
@@ -134,8 +147,8 @@ def test_a_failure_at_commit_leaves_no_number_taken(ledger, fail_at, monkeypatch
             monkeypatch.setattr(billing_io, "take_numbers", boom)
         else:
             uow.before_commit.append(boom)
-        write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
-        with pytest.raises(RuntimeError, match=fail_at):
+        with pytest.raises(RuntimeError, match=fail_at):   # SQLite numbers at the insert
+            write_chunk(uow, data, run_id=None, post=True, series="INV", issue_date=RUN)
             uow.commit()
     assert _numbers(ledger) == {}
     with ledger.uow() as uow:
