@@ -275,7 +275,9 @@ metered_events = Table(
     Column("invoice_id", Id, ForeignKey("invoices.id")),
     UniqueConstraint("event_id", name="uq_metered_events_event_id"),
     Index("ix_metered_events_account", "account_id", "occurred_at"),
-    Index("ix_metered_events_invoice", "invoice_id"),
+    # equality first: usage rating's unbilled read (invoice_id IS NULL, account_id IN a
+    # group, occurred_at < cutoff) seeks to the group without statistics (migration 0025)
+    Index("ix_metered_events_unbilled", "invoice_id", "account_id", "occurred_at"),
     # an event is replaced at most once
     Index("uq_metered_events_replaces", "replaces", unique=True,
           sqlite_where=text("replaces IS NOT NULL"), postgresql_where=text("replaces IS NOT NULL")),
