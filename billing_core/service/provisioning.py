@@ -360,10 +360,14 @@ def _claimable(conn: Connection, dialect: str, limit: int, now: datetime) -> lis
         unsent: dict[int, list[Any]] = {}
         sent: dict[int, list[Any]] = {}
         if subs:
+            # the states are kept in Python: ``state IN (...)`` in SQL (provisioned among them,
+            # most of the table) made SQLite, which has no statistics, walk every request in
+            # those states through ix_provisioning_state instead of the windows' subscriptions'
             for e in conn.execute(select(pr.c.id, pr.c.subscription_id, pr.c.effective_date,
                                          pr.c.change_kind, pr.c.state).where(
-                    id_in(conn, pr.c.subscription_id, subs),
-                    pr.c.state.in_(_BLOCKING + _SENT))):
+                    id_in(conn, pr.c.subscription_id, subs))):
+                if e.state not in _BLOCKING and e.state not in _SENT:
+                    continue
                 (sent if e.state in _SENT else unsent).setdefault(
                     int(e.subscription_id), []).append(e)
                 if e.state == State.DISPATCHING:        # in flight: as good as sent
