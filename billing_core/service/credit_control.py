@@ -87,7 +87,11 @@ def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
     just posted are not due yet), so a caller may take them as decided without their facts."""
     known = [a for a in rows if a not in fresh]
     current = current_reasons_many(conn, known) if known else {}
-    limited = {a for a, row in rows.items() if credit.limit_applies(_limit(row), policy)}
+    if policy.no_limit_is_unlimited:    # only a set limit applies (credit.limit_applies)
+        limited = {a for a, row in rows.items() if row["credit_limit_minor"] is not None
+                   or row.get("credit_limit_override_minor") is not None}
+    else:
+        limited = set(rows)
     to_read = sorted(a for a in limited if a not in fresh)
     exposure = (exposures_minor(conn, to_read, on_date,
                                 include_unbilled=policy.include_unbilled_orders)
@@ -211,7 +215,7 @@ def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapp
                                            ).order_by(accounts.c.id)
     if uow.dialect == "postgresql":
         stmt = stmt.with_for_update()
-    return {int(r["id"]): r for r in uow.conn.execute(stmt).mappings()}
+    return {int(r["id"]): r for r in uow.conn.execute(stmt).mappings().all()}
 
 
 def _waiting(conn: Connection, account_ids: list[int]) -> set[int]:
