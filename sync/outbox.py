@@ -263,8 +263,13 @@ def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
         order_ids = orders_of_accounts(conn, ids[start:start + size])
         if not order_ids:
             continue
-        rows = conn.execute(done_handoffs(connection).where(
-            id_in(conn, handoffs.c.order_id, order_ids)).order_by(*HANDOFF_KEYS)).all()
+        # by order id alone (ix_handoffs_order), connection and state kept in Python: with them
+        # in SQL, SQLite (no statistics) took the equality on connection and walked every
+        # hand-off of the connection for each page of accounts
+        rows = sorted(((o, q, r) for o, q, r, conn_name, state in conn.execute(
+            select(handoffs.c.order_id, *HANDOFF_KEYS, handoffs.c.connection, handoffs.c.state)
+            .where(id_in(conn, handoffs.c.order_id, order_ids)))
+            if conn_name == connection and state == "done"), key=lambda t: (t[1], t[2]))
         if rows:
             yield rows
 

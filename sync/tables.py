@@ -124,6 +124,9 @@ handoffs = Table(
     # every hand-off of the connection.
     Index("ix_handoffs_waiting", "connection", "quote_crm_id",
           sqlite_where=text("state = 'waiting'"), postgresql_where=text("state = 'waiting'")),
+    # an incremental outbox refresh reads a page of accounts' orders' hand-offs by order id
+    # (migration 0025)
+    Index("ix_handoffs_order", "order_id"),
 )
 
 
@@ -189,6 +192,10 @@ sync_runs = Table(
     # The API calls of the objects above that got no ``sync_run_objects`` row (nothing else
     # happened to them), so the CRM calls a connection made still add up.
     Column("api_calls", Integer, nullable=False, server_default="0"),
+    # read every cycle: the connection's runs still running, its API usage since a time; the
+    # table keeps a row per cycle (migration 0025)
+    Index("ix_sync_runs_outcome", "outcome", "connection"),
+    Index("ix_sync_runs_finished", "connection", "finished_at"),
 )
 
 sync_run_objects = Table(

@@ -86,6 +86,8 @@ accounts = Table(
     # the account's class (lower-case name; NULL: none): chooses its dunning schedule
     Column("account_class", String(64)),
     UniqueConstraint("ext_source", "ext_object", "ext_id", name="uq_accounts_ext"),
+    # usage ingestion and resolve_account look accounts up by ext_id alone (migration 0025)
+    Index("ix_accounts_ext_id", "ext_id"),
     CheckConstraint("bill_cycle_day BETWEEN 1 AND 31", name="bcd"),
     CheckConstraint("payment_terms_days >= 0", name="terms"),
     CheckConstraint("credit_limit_minor IS NULL OR credit_limit_minor >= 0", name="limit"),
@@ -438,6 +440,8 @@ payments = Table(
     Column("method", String(32)),
     _created(),
     UniqueConstraint("account_id", "reference", name="uq_payments_reference"),
+    # find_payment looks a payment up by reference alone (migration 0025)
+    Index("ix_payments_reference", "reference"),
     CheckConstraint("amount_minor > 0", name="amount"),
     CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
 )
