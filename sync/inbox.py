@@ -152,7 +152,12 @@ def _claimable(connection: str, now: datetime, gone: Iterable[str]) -> Any:
     gone = list(gone)
     if gone:
         stale = or_(stale, event_inbox.c.claimed_by.in_(gone))
-    return and_(event_inbox.c.connection == connection,
+    # the connection's new and in-flight events by id through ix_event_inbox_state: with the
+    # connection as a plain condition, SQLite (no statistics) took ix_event_inbox_record for
+    # its GROUP BY order and walked every event of the connection, done ones included
+    pending = select(event_inbox.c.id).where(event_inbox.c.state.in_((NEW, PROCESSING)),
+                                             event_inbox.c.connection == connection)
+    return and_(event_inbox.c.id.in_(pending),
                 or_(event_inbox.c.state == NEW,
                     and_(event_inbox.c.state == PROCESSING, stale)))
 
@@ -202,7 +207,7 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
             for start in range(0, len(crm_ids), 500):
                 ids += [int(i) for i in conn.execute(
                     update(event_inbox).where(
-                        where, event_inbox.c.object == obj,
+                        where, event_inbox.c.connection == connection, event_inbox.c.object == obj,
                         event_inbox.c.crm_id.in_(crm_ids[start:start + 500]))
                     .values(state=PROCESSING, claimed_by=me, claimed_at=now,
                             attempts=event_inbox.c.attempts + 1)
