@@ -87,7 +87,8 @@ def _issued_since(doc_type: str, since: date) -> Any:
 
 
 def _unqueued(conn: Connection, doc_type: str, kind: str, since: date,
-              limit: int) -> list[RowMapping]:
+              limit: int, after: int = 0) -> list[RowMapping]:
+    """Up to ``limit`` documents owed an email, in id order after id ``after``."""
     table = _TABLES[doc_type]
     queued = select(email_outbox.c.id).where(
         email_outbox.c.doc_type == doc_type, email_outbox.c.doc_id == table.c.id,
@@ -96,7 +97,7 @@ def _unqueued(conn: Connection, doc_type: str, kind: str, since: date,
         select(table.c.id.label("doc_id"), table.c.account_id, accounts.c.name,
                accounts.c.billing_email)
         .join(accounts, accounts.c.id == table.c.account_id)
-        .where(_issued_since(doc_type, since), ~queued)
+        .where(table.c.id > after, _issued_since(doc_type, since), ~queued)
         .order_by(table.c.id).limit(limit)).mappings())
 
 
@@ -114,16 +115,21 @@ def new_row(doc_type: str, doc_id: int, account: dict[str, Any], kind: str, doma
 
 
 def queue_documents(uow: UnitOfWork, since: date, *, domain: str = "",
-                    kinds: Sequence[str] = DOC_KINDS,
-                    limit: int = QUEUE_CHUNK) -> tuple[int, list[str]]:
+                    kinds: Sequence[str] = DOC_KINDS, limit: int = QUEUE_CHUNK,
+                    after: dict[str, int] | None = None) -> tuple[int, list[str]]:
     """Queue up to ``limit`` per kind of the issued documents owed an email (module rules).
     Returns how many rows were written and the errors of those that failed (no billing email). The
     caller commits; a unique violation (another process queued the same document meanwhile)
-    raises ``IntegrityError`` and the caller's next transaction queues what is still missing."""
+    raises ``IntegrityError`` and the caller's next transaction queues what is still missing.
+    ``after`` (per kind, the last document id read): only documents after it are read, and it
+    is moved on to the last one read."""
     rows: list[dict[str, Any]] = []
     now = uow.now()
     for doc_type in kinds:
-        for doc in _unqueued(uow.conn, doc_type, doc_type, since, limit):
+        start = after.get(doc_type, 0) if after is not None else 0
+        for doc in _unqueued(uow.conn, doc_type, doc_type, since, limit, start):
+            if after is not None:
+                after[doc_type] = int(doc["doc_id"])
             account = {"id": doc["account_id"], "name": doc["name"],
                        "billing_email": doc["billing_email"]}
             rows.append(new_row(doc_type, int(doc["doc_id"]), account, doc_type, domain, now))
@@ -138,16 +144,23 @@ def queue_all(engine_uow: Any, since: date, *, domain: str = "",
     ``engine_uow`` makes a unit of work. A lost race is read again (up to ``attempts``).
     Returns (rows written, the errors of those that failed)."""
     total, failed, lost = 0, list[str](), 0
+    # each transaction reads on from the last document the previous one read: reading from the
+    # first id again walked every document already queued (and every one issued before
+    # ``since``) once per chunk, a cycle's cost quadratic in the documents it queues
+    after: dict[str, int] = {}
     while True:
+        read = dict(after)
         try:
             with engine_uow() as uow:
-                written, bad = queue_documents(uow, since, domain=domain, kinds=kinds)
+                written, bad = queue_documents(uow, since, domain=domain, kinds=kinds,
+                                               after=read)
                 uow.commit()
         except IntegrityError:
             lost += 1
             if lost >= attempts:
                 raise
             continue
+        after = read
         total, failed = total + written, failed + bad
         if written == 0:
             return total, failed
