@@ -408,6 +408,8 @@ credit_memos = Table(
     Column("cancelled_at", UTCDateTime()),
     CheckConstraint("amount_minor > 0", name="amount"),
     CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
+    # voiding an invoice reads and cancels its overflow memos (migration 0025)
+    Index("ix_credit_memos_origin_invoice", "origin_invoice_id"),
 )
 
 debit_memos = Table(

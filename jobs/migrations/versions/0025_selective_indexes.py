@@ -21,6 +21,9 @@ selective column has no index at all.
   ``ix_accounts_ext_id`` (ext_id); ``uq_accounts_ext`` starts with ext_source.
 - ``payments``: ``find_payment`` looks a payment up by ``reference`` alone (the unique index
   starts with account_id): a scan of every payment for each call. ``ix_payments_reference``.
+- ``credit_memos``: voiding an invoice checks and cancels its overflow memos by
+  ``origin_invoice_id``, which had no index: every credit memo for each invoice voided.
+  ``ix_credit_memos_origin_invoice``.
 - ``sync_runs`` (one row per cycle, never pruned): each cycle reads its connection's runs still
   ``running`` and its latest API usage since a time; both scanned every run ever recorded.
   ``ix_sync_runs_outcome`` (outcome, connection) and ``ix_sync_runs_finished``
@@ -41,6 +44,7 @@ def upgrade() -> None:
     op.create_index('ix_handoffs_order', 'handoffs', ['order_id'])
     op.create_index('ix_accounts_ext_id', 'accounts', ['ext_id'])
     op.create_index('ix_payments_reference', 'payments', ['reference'])
+    op.create_index('ix_credit_memos_origin_invoice', 'credit_memos', ['origin_invoice_id'])
     op.create_index('ix_sync_runs_outcome', 'sync_runs', ['outcome', 'connection'])
     op.create_index('ix_sync_runs_finished', 'sync_runs', ['connection', 'finished_at'])
 
@@ -48,6 +52,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_sync_runs_finished', table_name='sync_runs')
     op.drop_index('ix_sync_runs_outcome', table_name='sync_runs')
+    op.drop_index('ix_credit_memos_origin_invoice', table_name='credit_memos')
     op.drop_index('ix_payments_reference', table_name='payments')
     op.drop_index('ix_accounts_ext_id', table_name='accounts')
     op.drop_index('ix_handoffs_order', table_name='handoffs')

@@ -8,7 +8,9 @@ equality on one column over the condition that picks the chunk.
 - the dispatcher's claim: ``state IN (... provisioned ...)`` (ix_provisioning_state) over the
   window's subscriptions: every provisioned request of the table for each window;
 - order views (the outbox push): no index on invoice_lines.subscription_id, so the join from
-  the orders' subscriptions read every invoice line of the table for each chunk.
+  the orders' subscriptions read every invoice line of the table for each chunk;
+- voiding an invoice: its overflow credit memos by ``origin_invoice_id``, which had no index
+  (migration 0025): every credit memo of the table for each invoice voided.
 Measured without a clock: SQLite's virtual machine steps for the same ten accounts with 20 and
 3,000 accounts in the tables. PostgreSQL plans from statistics and is not the subject.
 """
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from test_bill_run_read_cost import CALLS, CHUNK, NOW, RUN, SEAT, _build, _steps
 
 from billing_core.adapters.tables import (
+    credit_memos,
     invoice_lines,
     invoices,
     metered_events,
@@ -34,6 +38,7 @@ from billing_core.service.billing_io import load_catalog
 from billing_core.service.provisioning import _claimable
 from billing_core.service.usage_rating import load_metered
 from billing_core.service.views import order_views
+from billing_core.service.voiding import check_voidable
 
 PERIOD_END = date(2026, 3, 31)
 
@@ -118,6 +123,36 @@ def test_rating_claiming_and_order_views_do_not_grow_with_the_table(
     # the other 2,990 accounts' rows (150 times as many) may not be walked
     for name in few:
         assert many[name][0] < few[name][0] * 2, (name, few[name][0], many[name][0])
+
+
+def _memos(engine: Engine, first: int, last: int) -> None:
+    """Each invoice of accounts first..last gets an active, unapplied overflow credit memo."""
+    with engine.begin() as conn:
+        conn.execute(insert(credit_memos), [
+            {"account_id": a, "currency": "USD", "number": f"CM-{a:06d}", "status": "active",
+             "amount_minor": 100, "reason": "overflow", "origin": "invoice_overflow",
+             "origin_invoice_id": a, "created_at": NOW, "activated_at": NOW}
+            for a in range(first, last + 1)])
+
+
+def _voidable(conn: Any) -> Any:
+    out = []
+    for a in CHUNK:
+        invoice = conn.execute(select(invoices).where(invoices.c.id == a)).mappings().one()
+        check_voidable(SimpleNamespace(conn=conn), invoice)    # raises if it may not be
+        out.append(a)
+    return out
+
+
+def test_voiding_checks_do_not_grow_with_the_credit_memos(sqlite_engine: Engine) -> None:
+    _world(sqlite_engine, 1, 20)
+    _memos(sqlite_engine, 1, 20)
+    few, got = _steps(sqlite_engine, _voidable)
+    _world(sqlite_engine, 21, 3000)
+    _memos(sqlite_engine, 21, 3000)
+    many, got_again = _steps(sqlite_engine, _voidable)
+    assert got == got_again == list(CHUNK)
+    assert many < few * 2, (few, many)
 
 
 def _seat_ids(engine: Engine) -> dict[int, int]:
