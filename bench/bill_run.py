@@ -218,6 +218,10 @@ def main() -> None:
                     help="where the next unit is read and computed while this one is written "
                          "(auto: as the daemon does, a process on SQLite, a thread on "
                          "PostgreSQL; none: after it, in the writing thread)")
+    ap.add_argument("--reader-processes", type=int,
+                    default=BillRunOptions.reader_processes,
+                    help="reader processes (with --reader auto on SQLite, or process; "
+                         "default %(default)s, as the daemon)")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="ledgerbridge-bench-")
@@ -265,6 +269,7 @@ def main() -> None:
             import billing_core.service.bill_run as module
             module.PROCESS_READER_DIALECTS = ("sqlite", "postgresql")
         opts = BillRunOptions(pipeline=args.reader != "none",
+                              reader_processes=args.reader_processes,
                               reader_url=reader_url if args.reader in ("auto", "process")
                               else None)
         result = run_bill_run(engine, RUN_DATE, chunk_size=args.chunk_size, uow_factory=factory,

@@ -35,10 +35,12 @@ Rules kept here
 - One process overlaps its reads with its writes: the next units are read, computed and turned
   into plain rows (:func:`billing_core.service.billing_io.prepare_chunk`) by a reader while
   the current one is written and committed; the writer only takes numbers and ids, runs the
-  bulk statements and the commit hook. On SQLite the reader is a second process
+  bulk statements and the commit hook. On SQLite the readers are processes
   (``BillRunOptions.reader_url``, runs of at least ``PROCESS_READER_UNITS`` units: the rows
   cross as plain tuples), because a reader thread and SQLite's per-row steps take turns on the
-  interpreter lock; on PostgreSQL (the writer mostly waits on the server) and for small runs,
+  interpreter lock; ``reader_processes`` of them (2) compute the units claimed ahead side by
+  side, as reading and computing a unit takes longer than writing it, and their results are
+  written in claim order; on PostgreSQL (the writer mostly waits on the server) and for small runs,
   a thread. Claims are taken in the writer's transaction, a few units ahead.
 - Accounts are processed in chunks of ``chunk_size`` by id, one transaction per chunk: one
   SELECT per table per chunk, executemany INSERTs and UPDATEs. A crash loses at most the chunk
@@ -219,6 +221,9 @@ class BillRunOptions:
     # it or on PostgreSQL): a reader thread and SQLite's writes take turns on the interpreter
     # lock (see the module rules)
     reader_url: str | None = None
+    # reader processes (with ``reader_url``): each reads and computes a claimed unit ahead,
+    # their results written in claim order; more than ``claim_ahead`` would have nothing to do
+    reader_processes: int = 2
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -406,7 +411,9 @@ class _Partitioned:
                 and self.engine.dialect.name in PROCESS_READER_DIALECTS \
                 and self._units() >= PROCESS_READER_UNITS:
             self.pool = _reader_pool(self.opts.reader_url, self.run_date, self.size,
-                                     self.tax_inclusive)
+                                     self.tax_inclusive,
+                                     max(1, min(self.opts.reader_processes,
+                                                self.opts.claim_ahead)))
         self._hold(units)
         self.result.reader = "process" if self.pool is not None else \
             "thread" if self.opts.pipeline else "none"
@@ -568,13 +575,15 @@ class _Partitioned:
 _READER: dict[str, Any] = {}
 
 
-def _reader_pool(url: str, run_date: date, size: int, tax_inclusive: bool) -> Any:
-    """One reader process (spawned: no inherited connections or threads), with its own
+def _reader_pool(url: str, run_date: date, size: int, tax_inclusive: bool,
+                 processes: int) -> Any:
+    """The reader processes (spawned: no inherited connections or threads), each with its own
     engine and the run's catalog."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    return ctx.Pool(1, initializer=_reader_init, initargs=(url, run_date, size, tax_inclusive))
+    return ctx.Pool(processes, initializer=_reader_init,
+                    initargs=(url, run_date, size, tax_inclusive))
 
 
 def _reader_init(url: str, run_date: date, size: int, tax_inclusive: bool) -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select, text
 
 from billing_core.adapters import work_units as wu
@@ -349,10 +350,12 @@ def test_a_unit_whose_lease_passed_is_finished_by_another_worker(engine: Engine,
     assert _units(engine, other.run_id or 0)[0] == ("done", 2)
 
 
+@pytest.mark.parametrize("readers", [1, 2])
 def test_a_reader_process_bills_what_the_walk_bills(engine: Engine, ledger: Any,
-                                                    monkeypatch: Any) -> None:
-    """A run of enough units reads and computes in a second process (SQLite's choice; forced
-    here on PostgreSQL too): the same invoices as one walk, numbers gapless."""
+                                                    monkeypatch: Any, readers: int) -> None:
+    """A run of enough units reads and computes in reader processes (SQLite's choice; forced
+    here on PostgreSQL too), one or two of them computing the units claimed ahead side by
+    side: the same invoices as one walk, written in claim order, numbers gapless."""
     from billing_core.service import bill_run as module
     monkeypatch.setattr(module, "PROCESS_READER_DIALECTS", ("sqlite", "postgresql"))
     _book(ledger, 21)
@@ -360,7 +363,8 @@ def test_a_reader_process_bills_what_the_walk_bills(engine: Engine, ledger: Any,
     # units past the previews' first 6 accounts cross with their values converted for the driver
     monkeypatch.setattr(module, "PREVIEW_LIMIT", 6)
     result = run_bill_run(engine, DAY, chunk_size=2,
-                          options=BillRunOptions(reader_url=_child_url(engine)))
+                          options=BillRunOptions(reader_url=_child_url(engine),
+                                                 reader_processes=readers))
     assert result.reader == "process"
     assert (result.invoices_created, result.accounts_seen) == (21, 21)
     assert _invoices(engine) == reference
