@@ -34,12 +34,15 @@ Rules kept here
 """
 from __future__ import annotations
 
+import functools
+import gc
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Date, bindparam, func, select, update
 
@@ -145,6 +148,29 @@ SELECT_USAGE = select(
         usage_events.c.occurred_at < bindparam("cutoff", type_=usage_events.c.occurred_at.type))
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` with the cyclic garbage collector paused. Reading and computing a chunk
+    allocates hundreds of thousands of objects that form no cycles (rows, records, lines) and
+    mostly outlive the call; the collector's passes over them took about a third of the
+    reader's CPU. Paused only if it was on (and turned back on after), so that nested or
+    overlapping calls from other threads leave it as they found it; what the call allocates
+    is still freed by reference counting, and the collector sees it once when it resumes."""
+    @functools.wraps(func)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if not gc.isenabled():
+            return func(*args, **kwargs)
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            gc.enable()
+    return paused
+
+
 def load_catalog(conn: Connection, *, tax_inclusive: bool = False) -> Catalog:
     rows = conn.execute(select(products.c.id, products.c.name, products.c.billing_period,
                                products.c.kind)).all()
@@ -154,6 +180,7 @@ def load_catalog(conn: Connection, *, tax_inclusive: bool = False) -> Catalog:
                    non_recurring)
 
 
+@_gc_paused
 def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int,
                size: int, *, upto: int | None = None) -> ChunkData:
     """Up to ``size`` accounts after ``after_id`` (and at most ``upto``: a work unit's end),
@@ -396,6 +423,7 @@ class Prepared:
     driver: str | None = None
 
 
+@_gc_paused
 def to_driver(prep: Prepared, dialect: Any) -> Prepared:
     """Convert the lines' and tax rows' values (all but the invoice index) to what the
     driver takes, here rather than in the writer (a reader process does it)."""
@@ -405,6 +433,7 @@ def to_driver(prep: Prepared, dialect: Any) -> Prepared:
     return prep
 
 
+@_gc_paused
 def prepare_chunk(data: ChunkData) -> Prepared:
     """The rows of the chunk's invoices (no database: a reader may build them)."""
     out = Prepared()
