@@ -98,6 +98,7 @@ from billing_core.service.billing_io import (
     Prepared,
     Written,
     apply_chunk,
+    gc_paused,
     load_catalog,
     load_chunk,
     prepare_chunk,
@@ -658,6 +659,7 @@ def close_abandoned(uow: UnitOfWork) -> int:
     return closed
 
 
+@gc_paused
 def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, size: int,
                post: bool, series: str, dry_run: bool,
                result: BillRunResult, *, upto: int | None = None,

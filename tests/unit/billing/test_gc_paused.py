@@ -5,10 +5,10 @@ import gc
 
 import pytest
 
-from billing_core.service.billing_io import _gc_paused
+from billing_core.service.billing_io import gc_paused
 
 
-@_gc_paused
+@gc_paused
 def _state(fail: bool = False) -> bool:
     if fail:
         raise ValueError("boom")
@@ -37,7 +37,7 @@ def test_a_collector_turned_off_by_the_caller_stays_off() -> None:
 
 
 def test_nested_calls_leave_it_on() -> None:
-    @_gc_paused
+    @gc_paused
     def outer() -> tuple[bool, bool]:
         return _state(), gc.isenabled()
 
