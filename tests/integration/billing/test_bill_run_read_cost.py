@@ -10,11 +10,11 @@ accounts' rows in the tables. PostgreSQL plans from statistics and is not the su
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from read_cost import steps
 from sqlalchemy import Engine, insert
 
 from billing_core.adapters.tables import (
@@ -79,23 +79,6 @@ def _build(engine: Engine, first: int, last: int) -> None:
              "updated_at": NOW} for a in ids])
 
 
-def _steps(engine: Engine, read: Callable[[Any], Any]) -> tuple[int, Any]:
-    """SQLite virtual machine steps (in tens) that ``read(conn)`` takes, and what it returns."""
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        counted = [0]
-
-        def tick() -> int:
-            counted[0] += 1
-            return 0
-        raw.set_progress_handler(tick, 10)
-        try:
-            got = read(conn)
-        finally:
-            raw.set_progress_handler(None, 10)
-    return counted[0], got
-
-
 def _chunk(conn: Any) -> Any:
     data = load_chunk(conn, load_catalog(conn), RUN, 0, len(CHUNK), upto=CHUNK[-1])
     return [(d.account_id, d.total_minor, len(d.lines)) for d in data.drafts], data.errors
@@ -103,12 +86,12 @@ def _chunk(conn: Any) -> Any:
 
 def test_a_chunks_reads_do_not_grow_with_the_table(sqlite_engine: Engine) -> None:
     _build(sqlite_engine, 1, 20)
-    few, billed = _steps(sqlite_engine, _chunk)
-    waiting_few, held = _steps(sqlite_engine, lambda conn: _waiting(conn, list(CHUNK)))
+    few, billed = steps(sqlite_engine, _chunk)
+    waiting_few, held = steps(sqlite_engine, lambda conn: _waiting(conn, list(CHUNK)))
 
     _build(sqlite_engine, 21, 3000)
-    many, billed_again = _steps(sqlite_engine, _chunk)
-    waiting_many, held_again = _steps(sqlite_engine, lambda conn: _waiting(conn, list(CHUNK)))
+    many, billed_again = steps(sqlite_engine, _chunk)
+    waiting_many, held_again = steps(sqlite_engine, lambda conn: _waiting(conn, list(CHUNK)))
 
     drafts, errors = billed
     assert errors == []

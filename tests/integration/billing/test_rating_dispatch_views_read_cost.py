@@ -21,8 +21,9 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+from read_cost import steps
 from sqlalchemy import Engine, insert, select
-from test_bill_run_read_cost import CALLS, CHUNK, NOW, RUN, SEAT, _build, _steps
+from test_bill_run_read_cost import CALLS, CHUNK, NOW, RUN, SEAT, _build
 
 from billing_core.adapters.tables import (
     credit_memos,
@@ -108,10 +109,10 @@ def _world(engine: Engine, first: int, last: int) -> None:
 def test_rating_claiming_and_order_views_do_not_grow_with_the_table(
         sqlite_engine: Engine) -> None:
     _world(sqlite_engine, 1, 20)
-    few = {name: _steps(sqlite_engine, read)
+    few = {name: steps(sqlite_engine, read)
            for name, read in (("metered", _metered), ("claim", _claim), ("views", _views))}
     _world(sqlite_engine, 21, 3000)
-    many = {name: _steps(sqlite_engine, read)
+    many = {name: steps(sqlite_engine, read)
             for name, read in (("metered", _metered), ("claim", _claim), ("views", _views))}
 
     # the same results from the bigger table
@@ -147,10 +148,10 @@ def _voidable(conn: Any) -> Any:
 def test_voiding_checks_do_not_grow_with_the_credit_memos(sqlite_engine: Engine) -> None:
     _world(sqlite_engine, 1, 20)
     _memos(sqlite_engine, 1, 20)
-    few, got = _steps(sqlite_engine, _voidable)
+    few, got = steps(sqlite_engine, _voidable)
     _world(sqlite_engine, 21, 3000)
     _memos(sqlite_engine, 21, 3000)
-    many, got_again = _steps(sqlite_engine, _voidable)
+    many, got_again = steps(sqlite_engine, _voidable)
     assert got == got_again == list(CHUNK)
     assert many < few * 2, (few, many)
 

@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, insert, select
+from read_cost import counting
+from sqlalchemy import Engine, delete, insert, select
 
 from billing_core.adapters.tables import accounts, email_outbox, invoices
 from billing_core.service import email_outbox as outbox
@@ -45,28 +46,17 @@ def _queue(engine: Engine, chunk: int, monkeypatch: pytest.MonkeyPatch) -> tuple
     and the rows it queued; the outbox is emptied afterwards."""
     monkeypatch.setattr(outbox, "queue_documents",
                         functools.partial(outbox.queue_documents, limit=chunk))
-    counted = [0]
-
-    def tick() -> int:
-        counted[0] += 1
-        return 0
-
-    def count(dbapi_conn: Any, *_: Any) -> None:
-        dbapi_conn.set_progress_handler(tick, 10)
-
-    event.listen(engine, "checkout", count)
     try:
-        written, failed = outbox.queue_all(lambda: ledger_uow(engine, clock=lambda: NOW), SINCE,
-                                           kinds=("invoice",))
+        with counting(engine) as counted:
+            written, failed = outbox.queue_all(lambda: ledger_uow(engine, clock=lambda: NOW),
+                                               SINCE, kinds=("invoice",))
     finally:
-        event.remove(engine, "checkout", count)
         monkeypatch.undo()
     with engine.begin() as conn:
-        conn.connection.driver_connection.set_progress_handler(None, 10)
         queued = sorted(conn.execute(select(email_outbox.c.doc_id, email_outbox.c.recipient,
                                             email_outbox.c.state)).all())
         conn.execute(delete(email_outbox))
-    return counted[0], (written, failed, queued)
+    return counted.steps, (written, failed, queued)
 
 
 def test_queueing_in_chunks_reads_each_document_once(sqlite_engine: Engine,

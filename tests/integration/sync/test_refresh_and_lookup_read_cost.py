@@ -20,7 +20,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, insert, update
+from read_cost import counting, steps
+from sqlalchemy import Engine, insert, update
 
 from billing_core.adapters.tables import accounts, orders, payments
 from billing_core.service.accounts import resolve_account
@@ -74,23 +75,6 @@ def _build(engine: Engine, first: int, last: int) -> None:
                 outcome="ok", api_used=7, api_limit=100_000))
 
 
-def _steps(engine: Engine, read: Callable[[Any], Any]) -> tuple[int, Any]:
-    """SQLite virtual machine steps (in tens) that ``read(conn)`` takes, and what it returns."""
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        counted = [0]
-
-        def tick() -> int:
-            counted[0] += 1
-            return 0
-        raw.set_progress_handler(tick, 10)
-        try:
-            got = read(conn)
-        finally:
-            raw.set_progress_handler(None, 10)
-    return counted[0], got
-
-
 READS: dict[str, Callable[[Any], Any]] = {
     "handed_off": lambda conn: [list(page) for page in _handed_off(conn, "sf", set(CHUNK), 4)],
     "ingest_lookup": lambda conn: sorted(_lookup(conn, accounts.c.ext_id,
@@ -106,34 +90,21 @@ READS: dict[str, Callable[[Any], Any]] = {
 def _claim_steps(engine: Engine) -> tuple[int, Any]:
     """Steps of one inbox claim round (every connection the engine opens is counted); the
     claimed events are put back to ``new`` afterwards."""
-    counted = [0]
-
-    def tick() -> int:
-        counted[0] += 1
-        return 0
-
-    def count(dbapi_conn: Any, *_: Any) -> None:
-        dbapi_conn.set_progress_handler(tick, 10)
-
-    event.listen(engine, "checkout", count)
-    try:
+    with counting(engine) as counted:
         got = claim(engine, "sf", NOW, keys=100)
-    finally:
-        event.remove(engine, "checkout", count)
     with engine.begin() as conn:
-        conn.connection.driver_connection.set_progress_handler(None, 10)
         conn.execute(update(event_inbox).where(event_inbox.c.id.in_(got.event_ids))
                      .values(state="new", claimed_by=None, claimed_at=None, attempts=0))
-    return counted[0], (got.event_ids, got.records)
+    return counted.steps, (got.event_ids, got.records)
 
 
 def test_page_batch_call_and_cycle_reads_do_not_grow_with_the_table(
         sqlite_engine: Engine) -> None:
     _build(sqlite_engine, 1, 20)
-    few = {name: _steps(sqlite_engine, read) for name, read in READS.items()}
+    few = {name: steps(sqlite_engine, read) for name, read in READS.items()}
     few["inbox_claim"] = _claim_steps(sqlite_engine)
     _build(sqlite_engine, 21, 3000)
-    many = {name: _steps(sqlite_engine, read) for name, read in READS.items()}
+    many = {name: steps(sqlite_engine, read) for name, read in READS.items()}
     many["inbox_claim"] = _claim_steps(sqlite_engine)
 
     assert {n: got for n, (_, got) in many.items()} == {n: got for n, (_, got) in few.items()}
