@@ -87,11 +87,7 @@ def read_facts(conn: Connection, rows: Mapping[int, RowMapping], on_date: date,
     just posted are not due yet), so a caller may take them as decided without their facts."""
     known = [a for a in rows if a not in fresh]
     current = current_reasons_many(conn, known) if known else {}
-    if policy.no_limit_is_unlimited:    # only a set limit applies (credit.limit_applies)
-        limited = {a for a, row in rows.items() if row["credit_limit_minor"] is not None
-                   or row.get("credit_limit_override_minor") is not None}
-    else:
-        limited = set(rows)
+    limited = {a for a, row in rows.items() if credit.limit_applies(_limit(row), policy)}
     to_read = sorted(a for a in limited if a not in fresh)
     exposure = (exposures_minor(conn, to_read, on_date,
                                 include_unbilled=policy.include_unbilled_orders)
