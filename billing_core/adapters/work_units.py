@@ -212,6 +212,15 @@ def holders(conn: Connection, job: str) -> list[str]:
         work_units.c.job == job, work_units.c.state == CLAIMED).distinct()).scalars() if h)
 
 
+def others_holding(conn: Connection, job: str, now: datetime, worker: str) -> bool:
+    """Whether a claimer other than ``worker`` holds a unit of ``job`` with its lease still
+    running: another process is working on the job now."""
+    return conn.execute(select(work_units.c.id).where(
+        work_units.c.job == job, work_units.c.state == CLAIMED,
+        work_units.c.claimed_by != worker, work_units.c.lease_until >= now,
+    ).limit(1)).first() is not None
+
+
 def remaining(conn: Connection, job: str) -> int:
     """Units of ``job`` not done yet (pending or claimed)."""
     return int(conn.execute(select(func.count()).select_from(work_units).where(
@@ -219,5 +228,5 @@ def remaining(conn: Connection, job: str) -> int:
 
 
 __all__ = ["CLAIMED", "DONE", "KEY_MAX", "PENDING", "Progress", "Unit", "claim", "create_units",
-           "extend", "finish", "holders", "key_ranges", "progress", "release", "release_expired",
-           "remaining"]
+           "extend", "finish", "holders", "key_ranges", "others_holding", "progress", "release",
+           "release_expired", "remaining"]

@@ -52,10 +52,12 @@ Rules kept here
   they ran) as abandoned until then.
 - Invoices are posted as they are created (``post=True``): numbers for the whole chunk are taken
   from the gapless sequence inside the chunk's transaction, in account order within the chunk
-  (with several workers, chunks take numbers in the order they commit). On PostgreSQL they are
-  taken as the chunk commits, so the sequence's row lock covers only the numbering, the audit
-  rows, the commit hook and the commit, and several workers' writes overlap; on SQLite, whose
-  write lock lets one transaction write at a time, before the insert
+  (with several workers, chunks take numbers in the order they commit). On PostgreSQL, while
+  another process holds a live unit of the run, they are taken as the chunk commits, so the
+  sequence's row lock covers only the numbering, the audit rows, the commit hook and the
+  commit, and several workers' writes overlap; a process alone in the run (asked per chunk,
+  in its transaction) takes them with the insert, which writes every invoice row once. On
+  SQLite, whose write lock lets one transaction write at a time, always with the insert
   (:mod:`billing_core.service.billing_io`, docs/SCALING.md). With
   ``post=False`` they stay drafts (no number) for :func:`billing_core.service.invoices.post_invoice`.
 - A posted invoice touches its account (credit control re-evaluates in the commit hook). An
@@ -92,6 +94,7 @@ from billing_core.adapters.tables import accounts, bill_runs, invoices
 from billing_core.adapters.tables import work_units as work_units_table
 from billing_core.domain.errors import LedgerError
 from billing_core.service.billing_io import (
+    NUMBER_AT_COMMIT_DIALECTS,
     Catalog,
     ChunkData,
     LostRace,
@@ -548,7 +551,7 @@ class _Partitioned:
                     _run_chunk(uow, self.catalog, self.run_date, piece.after_id, self.size,
                                self.post, self.series, False, result, upto=unit.hi,
                                preread=(piece.data, piece.prep) if piece.prep else None,
-                               before_commit=in_transaction)
+                               before_commit=in_transaction, alone=self._alone(uow.conn))
                 except _LeaseLost:
                     lost = True
         if lost:
@@ -567,6 +570,15 @@ class _Partitioned:
         self._hold(fresh)
         if seen_now[0] and self.progress is not None:
             self.progress(seen_now[0])
+
+    def _alone(self, conn: Connection) -> bool:
+        """No other process holds a live claim on this run's units now: this chunk then takes
+        its invoice numbers with the insert, as it keeps no other writer waiting (a process
+        that joins meanwhile waits for this one chunk's commit; from its claim on, chunks here
+        number at commit). Only asked where numbering at commit is the default."""
+        if not self.post or conn.dialect.name not in NUMBER_AT_COMMIT_DIALECTS:
+            return False
+        return not work_units.others_holding(conn, self.job, self.opts.clock(), self.me)
 
     def _drop(self, unit_id: int) -> None:
         if unit_id in self.result.held:
@@ -665,11 +677,12 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
                result: BillRunResult, *, upto: int | None = None,
                preread: tuple[ChunkData, Prepared] | None = None,
                before_commit: Callable[[UnitOfWork, ChunkData, Written], bool] | None = None,
-               ) -> tuple[int, int]:
+               alone: bool = False) -> tuple[int, int]:
     """Bill one chunk of accounts in one transaction; returns (last id, accounts seen).
     ``preread``: the chunk as read elsewhere (the first attempt writes it; a lost race reads
     again here). ``before_commit``: run in the transaction before it commits; False rolls the
-    chunk back and raises :class:`_LeaseLost`."""
+    chunk back and raises :class:`_LeaseLost`. ``alone``: no other process writes the run's
+    chunks now (numbers are then taken with the insert: :func:`apply_chunk`)."""
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
         try:
             if preread is not None and attempt == 1:
@@ -685,7 +698,8 @@ def _run_chunk(uow: UnitOfWork, catalog: object, run_date: date, after_id: int, 
             if not data.account_ids:
                 uow.rollback()
                 return after_id, 0
-            written = apply_chunk(uow, prep, run_id=result.run_id, post=post, series=series)
+            written = apply_chunk(uow, prep, run_id=result.run_id, post=post, series=series,
+                                  alone=alone)
             if before_commit is not None and not before_commit(uow, data, written):
                 uow.rollback()
                 raise _LeaseLost(after_id)

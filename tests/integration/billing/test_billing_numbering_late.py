@@ -3,8 +3,10 @@ when it starts writing (``billing_io._number``, ``UnitOfWork.at_commit``), so th
 series' row lock is held only for the numbering, the audit rows, credit control's hook and the
 commit; two workers' chunks write everything else at the same time. On SQLite, where one
 writing transaction runs at a time anyway, the numbers are taken before the insert and written
-with the invoices. Either way numbers stay gapless and in account order, and a chunk rolled
-back takes none.
+with the invoices; so are they on PostgreSQL when the chunk's writer is alone (a partitioned
+run that no other process holds a live unit of: the series lock held for the whole chunk then
+keeps no one waiting, and every invoice row is written once). Either way numbers stay gapless
+and in account order, and a chunk rolled back takes none.
 
 Worked: 3 accounts (ids in creation order) with one 30.00 seat each from 1 March 2026, billed
 on 1 April: INV-000001..3 in account order; a chunk rolled back takes nothing, so the next
@@ -12,13 +14,18 @@ posted invoice is INV-000004 whatever was written and thrown away before it.
 """
 from __future__ import annotations
 
+import re
 import threading
-from datetime import date
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
+from billing_core.adapters import work_units
+from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import invoices
+from billing_core.service import bill_run
 from billing_core.service.billing_io import (
     NUMBER_AT_COMMIT_DIALECTS,
     load_catalog,
@@ -168,3 +175,87 @@ def test_a_commit_step_goes_with_the_savepoint_that_failed(ledger) -> None:
         uow.commit()
         uow.commit()                    # nothing left to run
     assert ran == ["before", "after"]
+
+
+# -- alone: numbers with the insert ------------------------------------------------------------
+NUMBERING_UPDATE = re.compile(r'UPDATE "?invoices"?( AS t)? SET number', re.IGNORECASE)
+
+
+@contextmanager
+def _numbering_updates(engine):
+    """The statements that number invoices already inserted (the at-commit way)."""
+    seen: list[str] = []
+
+    def listen(_conn, _cursor, statement, *_rest) -> None:
+        if NUMBERING_UPDATE.search(statement):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+
+
+def test_a_chunk_written_alone_takes_its_numbers_with_the_insert(ledger) -> None:
+    """Both databases: ``alone`` numbers the invoices in the insert, in account order, inside
+    the transaction (no second write of the rows); a rollback still takes nothing."""
+    accs = _accounts(ledger, 3)
+    data = _chunk(ledger, accs[0], accs[-1])
+    for keep in (False, True):
+        with _numbering_updates(ledger.engine) as updates, ledger.uow() as uow:
+            written = write_chunk(uow, data, run_id=None, post=True, series="INV",
+                                  issue_date=RUN, alone=True)
+            in_transaction = [n for _, n in uow.conn.execute(
+                select(invoices.c.id, invoices.c.number).order_by(invoices.c.id))]
+            assert in_transaction == ["INV-000001", "INV-000002", "INV-000003"]
+            assert written.numbers == in_transaction
+            if keep:
+                uow.commit()
+            else:
+                uow.rollback()
+        assert updates == []
+    assert _numbers(ledger) == dict(zip(accs, ["INV-000001", "INV-000002", "INV-000003"],
+                                        strict=True))
+    with ledger.uow() as uow:
+        assert peek_next(uow.conn, "INV") == 4
+
+
+def test_a_partitioned_run_alone_numbers_with_the_insert(pg_ledger) -> None:
+    """PostgreSQL, one process in the run: every chunk numbers with its insert, none with an
+    UPDATE at commit; the numbers run gapless in account order."""
+    accs = _accounts(pg_ledger, 7)
+    with _numbering_updates(pg_ledger.engine) as updates:
+        done = pg_ledger.run(RUN, chunk_size=2)
+    assert done.invoices_created == 7
+    assert updates == []
+    assert _numbers(pg_ledger) == {a: f"INV-{k:06d}" for k, a in enumerate(accs, start=1)}
+
+
+def test_a_partitioned_run_shared_with_another_worker_numbers_at_commit(pg_ledger) -> None:
+    """PostgreSQL: while another process holds a live unit of the run, this process's chunks
+    number as they commit (its writes may overlap the other's); the other's unit, given back
+    and finished later, takes the numbers after them: gapless over the whole run."""
+    accs = _accounts(pg_ledger, 7)
+    engine = pg_ledger.engine
+    opts = bill_run.BillRunOptions(wait_for_others=False, poll_seconds=0.05)
+    run_id, _ = bill_run._create_or_join(engine, RUN, 2, opts)
+    other = "1@another-host/0"              # a live process on another machine
+    with UnitOfWork(engine) as uow:
+        [held] = work_units.claim(uow.conn, bill_run.job_name(run_id), datetime.now(UTC),
+                                  timedelta(minutes=10), limit=1, worker=other)
+        uow.commit()
+    with _numbering_updates(engine) as updates:
+        first = pg_ledger.run(RUN, chunk_size=2, options=opts)
+    assert first.run_id == run_id and first.invoices_created == 5
+    assert len(updates) == 3                # one per chunk written: units 2, 3 and 4
+    with UnitOfWork(engine) as uow:
+        assert work_units.release(uow.conn, [held.id], worker=other) == 1
+        uow.commit()
+    with _numbering_updates(engine) as updates:
+        rest = pg_ledger.run(RUN, chunk_size=2, options=opts)
+    assert rest.run_id == run_id and rest.invoices_created == 2
+    assert updates == []                    # alone by then
+    numbers = _numbers(pg_ledger)
+    assert sorted(numbers.values()) == [f"INV-{k:06d}" for k in range(1, 8)]
+    assert [numbers[a] for a in accs[:2]] == ["INV-000006", "INV-000007"]
