@@ -5,7 +5,9 @@
 
 Full pull: the raw read (the connector fetching and parsing the same pages, no processing)
 against the real sync (map, reconcile, hand off, outbox; push off), records/s and the ratio,
-CPU time of this process, peak RSS.
+CPU time of this process, peak RSS. ``--rss-trace`` prints the process's RSS and peak RSS
+(``/proc/self/status``: VmRSS, VmHWM) at every 100,000 records the sync applied, and after it
+(the hand-off and the outbox run after the pull).
 Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
 "now" (billing holds only what it read): wall time and API calls against the minimum the CRM
 limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) collection calls).
@@ -39,6 +41,31 @@ OBJECTS = ("account", "product", "price", "quote", "quote_line")
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _vm() -> str:
+    """VmRSS and VmHWM of this process (Linux ``/proc``), in MB."""
+    try:
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        rss, hwm = (int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+    except (OSError, KeyError, ValueError):
+        return "RSS unknown"
+    return f"RSS {rss:.0f} MB, peak {hwm:.0f} MB"
+
+
+class _RssTrace:
+    """The sync's progress callback of ``--rss-trace``: one line at every ``every`` records
+    applied."""
+
+    def __init__(self, every: int = 100_000) -> None:
+        self.every, self.applied, self.next = every, 0, every
+
+    def __call__(self, obj: str, n: int) -> None:
+        self.applied += n
+        if self.applied >= self.next:
+            self.next += self.every * ((self.applied - self.next) // self.every + 1)
+            print(f"  rss: {self.applied:9d} records applied ({obj}): {_vm()}", flush=True)
 
 
 def _crm_cpu(sbx: Any) -> float | None:
@@ -82,7 +109,7 @@ def _sandbox(accounts: int, quotes: int, in_process: bool) -> Any:
 
 
 def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = False,
-         repeat: int = 1, resync: bool = False) -> None:
+         repeat: int = 1, resync: bool = False, rss_trace: bool = False) -> None:
     """``repeat`` pairs of (raw read, sync), each sync into a fresh database, against one
     sandbox; with more than one pair, the median ratio closes the report (the raw read's own
     speed varies from run to run on a shared machine, and moves the ratio with it)."""
@@ -91,7 +118,7 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
     with _sandbox(accounts, quotes, in_process) as sbx, tempfile.TemporaryDirectory() as tmp:
         for n in range(1, repeat + 1):
             ratios.append(_pair(sbx, Path(tmp) / f"pair{n}", accounts, quotes, where,
-                                profile and n == 1, resync))
+                                profile and n == 1, resync, rss_trace))
     if repeat > 1:
         ordered = sorted(ratios)
         print(f"median ratio over {repeat} pairs: {statistics.median(ordered):.2f}x wall "
@@ -99,7 +126,7 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
 
 
 def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: bool,
-          resync: bool = False) -> float:
+          resync: bool = False, rss_trace: bool = False) -> float:
     (tmp / "raw").mkdir(parents=True)
     (tmp / "sync").mkdir()
     sbx.counters.reset()
@@ -113,6 +140,8 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     raw_crm = _since(_crm_cpu(sbx), k0)
     raw_calls = sbx.counters.total("salesforce")
     rss_raw = _rss_mb()
+    if rss_trace:
+        print(f"  rss: after the raw read of {n_raw} records: {_vm()}", flush=True)
     sbx.counters.reset()
     worker.close()
     worker2 = _world(sbx, tmp / "sync")
@@ -120,9 +149,12 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     t0, c0, k0 = time.perf_counter(), time.process_time(), _crm_cpu(sbx)
     if profiler:
         profiler.enable()
-    report = worker2.sync_connection("sf", worker2.options("bench", push=False), wait=True)
+    report = worker2.sync_connection("sf", worker2.options("bench", push=False), wait=True,
+                                     progress=_RssTrace() if rss_trace else None)
     if profiler:
         profiler.disable()
+    if rss_trace:
+        print(f"  rss: after the sync (pull, hand-off, outbox): {_vm()}", flush=True)
     synced, sync_cpu = time.perf_counter() - t0, time.process_time() - c0
     sync_crm = _since(_crm_cpu(sbx), k0)
     n_sync = report.total("read") if report else 0
@@ -220,6 +252,8 @@ def main() -> None:
                     help="full pull: this many (raw read, sync) pairs, then the median ratio")
     ap.add_argument("--resync", action="store_true",
                     help="after each full pull, time a full resync (--full) of the same ledger")
+    ap.add_argument("--rss-trace", action="store_true",
+                    help="full pull: print RSS and peak RSS at every 100,000 records applied")
     ap.add_argument("--in-process", action="store_true",
                     help="run the sandbox CRM in this process (threads) instead of a child process")
     args = ap.parse_args()
@@ -229,7 +263,7 @@ def main() -> None:
         incremental(args.incremental, args.among, args.in_process)
     else:
         full(args.accounts, args.quotes, args.profile, args.in_process, max(args.repeat, 1),
-             args.resync)
+             args.resync, args.rss_trace)
 
 
 if __name__ == "__main__":
