@@ -686,3 +686,24 @@ vendor_lines = Table(
     Column("invoice_number", String(64)),
     UniqueConstraint("import_id", "row_no", name="uq_vendor_lines_row"),
 )
+
+# "What changed since?" (the outbox refresh, ``billing_core.service.accounts.changed_since``):
+# one index per time column it ranges over, partial where most rows leave the column empty or
+# are never asked about (migration 0026).
+for _name, _column, _partial in (
+        ("ix_accounts_updated", accounts.c.updated_at, False),
+        ("ix_invoices_posted", invoices.c.posted_at, True),
+        ("ix_invoices_voided", invoices.c.voided_at, True),
+        ("ix_payments_created", payments.c.created_at, False),
+        ("ix_applications_applied", applications.c.applied_at, False),
+        ("ix_applications_reversed", applications.c.reversed_at, True),
+        ("ix_credit_memos_activated", credit_memos.c.activated_at, True),
+        ("ix_credit_memos_cancelled", credit_memos.c.cancelled_at, True),
+        ("ix_debit_memos_activated", debit_memos.c.activated_at, True),
+        ("ix_debit_memos_cancelled", debit_memos.c.cancelled_at, True),
+        ("ix_hold_history_at", hold_history.c.at, False),
+        ("ix_orders_created", orders.c.created_at, False),
+        ("ix_orders_activated", orders.c.activated_at, True),
+        ("ix_provisioning_updated", provisioning_requests.c.updated_at, False)):
+    _where = text(f"{_column.name} IS NOT NULL") if _partial else None
+    Index(_name, _column, sqlite_where=_where, postgresql_where=_where)
