@@ -306,9 +306,10 @@ def run_reevaluation(engine: Engine, on_date: date | None = None,
     with uow_factory() as uow:
         on_date = on_date or uow.now().date()
         if only_past_due:
-            grace = policy.overdue_grace_days
-            candidates = sorted({d["account_id"] for d in open_debts(uow.conn)
-                                 if credit.is_overdue(d["due_date"], on_date, grace)})
+            # only the documents past due + grace are read (in SQL), not every open one
+            cutoff = credit.overdue_cutoff(on_date, policy.overdue_grace_days)
+            candidates = sorted({d["account_id"]
+                                 for d in open_debts(uow.conn, due_before=cutoff)})
         else:
             candidates = [r[0] for r in uow.conn.execute(
                 select(accounts.c.id).order_by(accounts.c.id))]

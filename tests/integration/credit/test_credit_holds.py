@@ -111,3 +111,35 @@ def test_list_holds_filters_by_reason(ledger, clock):
         assert [h["account_id"] for h in list_holds(conn, reason="credit_limit")] == [b]
         with pytest.raises(ValidationError):
             list_holds(conn, reason="nope")
+
+
+def test_the_hourly_job_reads_only_the_documents_past_due_and_grace(ledger, clock,
+                                                                     monkeypatch):
+    """The hourly job looks at the accounts with a document past due + grace; it reads those
+    documents only, not every open one (a ledger holds a month of open invoices not due yet):
+    3 accounts with an invoice not due yet, 1 with one due 5 days ago, grace 3 days."""
+    from billing_core.service import credit_control
+
+    ledger.policy = CreditPolicy(overdue_grace_days=3)
+    today = clock.today
+    fresh = [ledger.run(lambda u, n=n: make_account(u, f"FRESH{n}")) for n in range(3)]
+    late = ledger.run(lambda u: make_account(u, "LATE"))
+    for acc in fresh:
+        ledger.run(lambda u, a=acc: post_invoice(u, a, 10000, issue=today,
+                                                 due=today + timedelta(30)))
+    ledger.run(lambda u: post_invoice(u, late, 5000, issue=today - timedelta(35),
+                                      due=today - timedelta(5)))
+    fetched: list[int] = []
+    real = credit_control.open_debts
+
+    def counted(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(credit_control, "open_debts", counted)
+    # the posting already placed the hold (commit hook): the hourly job looks at it again
+    assert _hourly(ledger) == {"accounts": 1, "placed": 0, "lifted": 0}
+    assert ledger.reasons(late) == {"overdue"}
+    assert all(ledger.reasons(a) == set() for a in fresh)
+    assert fetched[0] == 1                      # the late invoice only, of the 4 open ones
