@@ -27,6 +27,7 @@ Invariants (kept by the service layer, checked by tests, several backed by const
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -690,20 +691,22 @@ vendor_lines = Table(
 # "What changed since?" (the outbox refresh, ``billing_core.service.accounts.changed_since``):
 # one index per time column it ranges over, partial where most rows leave the column empty or
 # are never asked about (migration 0026).
-for _name, _column, _partial in (
-        ("ix_accounts_updated", accounts.c.updated_at, False),
-        ("ix_invoices_posted", invoices.c.posted_at, True),
-        ("ix_invoices_voided", invoices.c.voided_at, True),
-        ("ix_payments_created", payments.c.created_at, False),
-        ("ix_applications_applied", applications.c.applied_at, False),
-        ("ix_applications_reversed", applications.c.reversed_at, True),
-        ("ix_credit_memos_activated", credit_memos.c.activated_at, True),
-        ("ix_credit_memos_cancelled", credit_memos.c.cancelled_at, True),
-        ("ix_debit_memos_activated", debit_memos.c.activated_at, True),
-        ("ix_debit_memos_cancelled", debit_memos.c.cancelled_at, True),
-        ("ix_hold_history_at", hold_history.c.at, False),
-        ("ix_orders_created", orders.c.created_at, False),
-        ("ix_orders_activated", orders.c.activated_at, True),
-        ("ix_provisioning_updated", provisioning_requests.c.updated_at, False)):
-    _where = text(f"{_column.name} IS NOT NULL") if _partial else None
-    Index(_name, _column, sqlite_where=_where, postgresql_where=_where)
+def _changed_since_index(name: str, column: Column[Any], partial: bool) -> Index:
+    where = text(f"{column.name} IS NOT NULL") if partial else None
+    return Index(name, column, sqlite_where=where, postgresql_where=where)
+
+
+_changed_since_index("ix_accounts_updated", accounts.c.updated_at, False)
+_changed_since_index("ix_invoices_posted", invoices.c.posted_at, True)
+_changed_since_index("ix_invoices_voided", invoices.c.voided_at, True)
+_changed_since_index("ix_payments_created", payments.c.created_at, False)
+_changed_since_index("ix_applications_applied", applications.c.applied_at, False)
+_changed_since_index("ix_applications_reversed", applications.c.reversed_at, True)
+_changed_since_index("ix_credit_memos_activated", credit_memos.c.activated_at, True)
+_changed_since_index("ix_credit_memos_cancelled", credit_memos.c.cancelled_at, True)
+_changed_since_index("ix_debit_memos_activated", debit_memos.c.activated_at, True)
+_changed_since_index("ix_debit_memos_cancelled", debit_memos.c.cancelled_at, True)
+_changed_since_index("ix_hold_history_at", hold_history.c.at, False)
+_changed_since_index("ix_orders_created", orders.c.created_at, False)
+_changed_since_index("ix_orders_activated", orders.c.activated_at, True)
+_changed_since_index("ix_provisioning_updated", provisioning_requests.c.updated_at, False)
