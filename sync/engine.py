@@ -23,10 +23,12 @@ Rules kept here:
   ends the run as ``stopped: shutdown``; nothing is half-written.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
   was committed stays, and the next run resumes from the saved cursors.
-- What the hand-off owes is written with the page that brought it (``handoff_reads.mark_owed``):
-  a run stopped (shutdown, budget) or killed after the pull leaves its accepted quotes owed,
-  and every cycle hands off everything owed, whatever run pulled it; ``full=True`` also marks
-  every accepted quote still without its hand-off row.
+- What the hand-off owes is written with the page that brought it (``handoff_reads.mark_owed``),
+  and so is a handed-off quote that changed (``handoff_looks``): a run stopped (shutdown,
+  budget) or killed after the pull leaves its accepted quotes owed and its changed ones noted,
+  and every cycle hands off everything owed or noted, whatever run pulled it, reading it from
+  the database a page at a time (nothing of it is held in the run's memory); ``full=True``
+  also marks every accepted quote still without its hand-off row.
 - An interrupt raised inside the run (Ctrl-C: ``KeyboardInterrupt``) is recorded as
   ``interrupted`` with the counts so far, then raised on; a run killed outright is closed as
   ``abandoned`` by the next run of its connection (``sync.runs``).
@@ -145,7 +147,7 @@ class Cycle:
         self.clock, self.should_stop, self.progress = clock, should_stop, progress
         self.policy = policy
         self.name = connector.name
-        self.quotes: set[str] = set()          # quotes the hand-off must look at
+        self.quotes: set[str] = set()   # a targeted run's quotes for its hand-off
         self.accepted: frozenset[str] | None = None
         self.holds_read = False      # the accounts were read after this run's quote reads
         #: A targeted resync's records: object -> CRM ids (``run_targeted``).
@@ -239,9 +241,11 @@ class Cycle:
         with self.uow() as uow:
             res = apply_page(uow, self.name, obj, page.records, page.deletions)
             touched = res.quotes_touched | res.deleted_quotes
-            if touched:     # what is owed is written with the page; the rest kept for this run
-                self.quotes |= handoff_reads.mark_owed(uow.conn, self.name, touched,
-                                                       self._accepted(), self.clock())
+            if touched:     # what is owed, and what to look at again, written with the page
+                kept = handoff_reads.mark_owed(uow.conn, self.name, touched, self._accepted(),
+                                               self.clock())
+                if self._targeted():
+                    self.quotes |= kept
             if save is not False and page.cursor is not None and page.cursor != save:
                 save_cursor(uow.conn, self.name, obj, page.cursor, self.clock())
             uow.commit()
@@ -390,6 +394,10 @@ class Cycle:
         return FetchedAccount(in_crm=True,
                               ledger_id=ledger_id_of(uow.conn, self.name, "account", crm_id))
 
+    def _targeted(self) -> bool:
+        """Whether this run hands off only the quotes it touched (one account, CRM events)."""
+        return bool(self.options.account) or self.targets is not None
+
     def _accepted(self) -> frozenset[str]:
         if self.accepted is None:
             self.accepted = self.connector.accepted_quote_states()
@@ -401,18 +409,21 @@ class Cycle:
         accepted = self._accepted()
         if opts.full:
             with self.engine.begin() as conn:
-                handoff_reads.mark_owed(conn, self.name, handoff_reads.accepted_quotes(
-                    conn, self.name, accepted), accepted, self.clock())
-        # One account's read is fresh for its own quotes only: the others' owed wait.
-        quotes = (set(self.quotes) if opts.account or self.targets is not None
-                  else handoff_reads.candidates(self.engine, self.name, self.quotes))
-        if quotes and not stopped and not self.holds_read:
+                for page in handoff_reads.accepted_quotes(conn, self.name, accepted):
+                    handoff_reads.mark_owed(conn, self.name, page, accepted, self.clock(),
+                                            looks=False)
+        # One account's read is fresh for its own quotes only: the others' owed wait. A cycle
+        # reads what its hand-off owes or must look at from the database, a page at a time.
+        quotes = set(self.quotes) if self._targeted() else None
+        something = bool(quotes) if quotes is not None else handoff_reads.anything_due(
+            self.engine, self.name)
+        if something and not stopped and not self.holds_read:
             log.warning("hand-off left for the next run (accounts not read) run=%s "
                         "connection=%s", report.run_id, self.name)
-        elif quotes and not stopped:
+        elif something and not stopped:
             result = handoff.run_handoffs(self.engine, self.fetch_account, self.name, quotes,
                                           accepted, uow_factory=self.uow)
-            report.handed_off = len(result.placed)
+            report.handed_off = result.counts["placed"]
         outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
                        grace_days=opts.grace_days, write_hold=opts.write_crm_hold,
                        documents=pushes_documents(self.connector))

@@ -15,6 +15,13 @@ Rules kept here:
   savepoint of its own: only the quote that fails is refused (left waiting with the reason, or
   quarantined when even that cannot be written); the others become orders. A budget stop (or
   an interrupt) goes on after the orders of the quotes before it are committed.
+- What a cycle's hand-off looks at is read from the database a page at a time
+  (``handoff_reads.due``: the owed quotes and the quotes noted in ``handoff_looks``), so a run
+  holds one page, whatever the backlog; each chunk deletes the looks of the quotes it looked
+  at (and of the page's quotes not worth a look before them) in its own transaction, and a
+  budget stop keeps those of the quotes it did not reach. Given quotes (a targeted run, a
+  retry by hand) are handed off the same way, their looks deleted too. The report counts the
+  outcomes; it lists the quotes only for given quotes.
 - A revision that does not fit ``handoffs.revision`` (``MAX_REVISION``) is quarantined.
 - An owed revision replaced by a newer accepted one before its hand-off is ``withdrawn``
   (superseded): only the quote's current revision becomes an order, as before.
@@ -61,6 +68,8 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -80,7 +89,16 @@ from billing_core.service.pricing import get_product
 from connectors.base import BudgetExhausted
 from sync import mapping
 from sync.bookkeeping import ledger_id_of, quarantine_record
-from sync.handoff_reads import HANDOFF_CHUNK, MAX_REVISION, Known, run_siblings, to_hand_off
+from sync.handoff_reads import (
+    HANDOFF_CHUNK,
+    HANDOFF_PAGE,
+    MAX_REVISION,
+    Known,
+    clear_looks,
+    due,
+    run_siblings,
+    to_hand_off,
+)
 from sync.mapping import Invalid, QuoteLineRec, QuoteRec
 from sync.reconcile import stamp_sync
 from sync.refs import source_ref
@@ -93,10 +111,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HandoffReport:
+    """The outcomes of a hand-off run: counted always, listed (the quotes) only when the caller
+    gave the quotes (a cycle's run lists nothing: it would hold every quote of its backlog)."""
+
     placed: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     reversed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    listed: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,17 +140,37 @@ CHUNK = HANDOFF_CHUNK      # quotes per transaction
 
 
 def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connection: str,
-                 quote_ids: Iterable[str], accepted: frozenset[str], *,
+                 quote_ids: Iterable[str] | None, accepted: frozenset[str], *,
                  uow_factory: Callable[[], UnitOfWork] | None = None) -> HandoffReport:
-    """Hand off these quotes (those worth it); without ``fetch_account`` (a retry by hand)
-    a quote whose account is not known waits."""
-    report = HandoffReport()
+    """Hand off these quotes (those worth it), or with ``quote_ids=None`` everything the
+    connection's hand-off owes or must look at (``handoff_reads.due``), a page at a time;
+    without ``fetch_account`` (a retry by hand) a quote whose account is not known waits."""
+    report = HandoffReport(listed=quote_ids is not None)
     factory = uow_factory or (lambda: ledger_uow(engine))
-    todo = to_hand_off(engine, connection, set(quote_ids), accepted)
+    if quote_ids is None:
+        pages: Iterable[list[str]] = due(engine, connection, HANDOFF_PAGE)
+    else:
+        given = sorted(set(quote_ids))
+        pages = (given[i:i + HANDOFF_PAGE] for i in range(0, len(given), HANDOFF_PAGE))
+    for page in pages:
+        _run_page(engine, fetch_account, connection, sorted(page), accepted, factory, report)
+    return report
+
+
+def _run_page(engine: Engine, fetch_account: AccountFetcher | None, connection: str,
+              page: list[str], accepted: frozenset[str], factory: Callable[[], UnitOfWork],
+              report: HandoffReport) -> None:
+    """One page of a hand-off run (``page`` sorted): its quotes worth a look, in chunks of
+    ``CHUNK``, one transaction each; every quote of the page has its look deleted by the
+    chunk that reached it (the page's last ones, not worth a look, by a transaction of their
+    own)."""
+    todo = to_hand_off(engine, connection, set(page), accepted)
     with engine.connect().execution_options(ledger_read_only=True) as conn:
         siblings = run_siblings(conn, connection, todo)
+    cleared = 0         # the page's quotes before this index have their looks deleted
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
+        reached = bisect_right(page, chunk[-1])
         outcomes: list[tuple[str, str | None]] = []
         with factory() as uow:
             stamp_sync(uow, connection)
@@ -143,19 +186,29 @@ def run_handoffs(engine: Engine, fetch_account: AccountFetcher | None, connectio
                                            known, outcomes)
                 except BaseException:
                     # A budget stop or an interrupt: the quotes before it are handed off and
-                    # commit, as they would one transaction per quote.
+                    # commit, as they would one transaction per quote; the looks of the
+                    # quotes not reached stay for the next run.
+                    looked = {q for q, _ in outcomes}
+                    clear_looks(uow.conn, connection, [
+                        q for q in page[cleared:reached] if q in looked or q not in chunk])
                     uow.commit()
                     _count(report, outcomes)
                     raise
+            clear_looks(uow.conn, connection, page[cleared:reached])
             uow.commit()
+        cleared = reached
         _count(report, outcomes)
-    return report
+    if cleared < len(page):
+        with engine.begin() as conn:
+            clear_looks(conn, connection, page[cleared:])
 
 
 def _count(report: HandoffReport, outcomes: list[tuple[str, str | None]]) -> None:
     for quote_id, outcome in outcomes:
         if outcome:
-            getattr(report, outcome).append(quote_id)
+            report.counts[outcome] += 1
+            if report.listed:
+                getattr(report, outcome).append(quote_id)
 
 
 def _chunk(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,

@@ -9,6 +9,13 @@ Rules kept here:
   for the next run, which finds it through the partial index ``ix_handoffs_waiting``
   (:func:`owed`), whatever the CRM did since. A revision that does not fit the column
   (``MAX_REVISION``) gets no row: the hand-off refuses it by itself.
+- Nothing the hand-off looks at is only in a run's memory, and a run holds at most a page of
+  it (``HANDOFF_PAGE`` quotes): a handed-off quote that changed (its status, a deletion, a
+  cancellation date, a line) owes no revision, so the page that brought the change notes it in
+  ``handoff_looks`` (:func:`mark_owed`). A cycle's hand-off reads the owed quotes and the
+  looks page by page, in key order (:func:`due`), and each chunk deletes the looks of what it
+  looked at in its own transaction. A targeted run (one account, CRM events) hands off the
+  quotes it touched, which it holds (a bounded few).
 - A chunk's quotes, hand-off history, lines, accounts and products are read with a few
   queries per chunk (:class:`Known`), not per quote; products through billing's catalog
   service, never its tables.
@@ -28,7 +35,7 @@ Rules kept here:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -43,7 +50,9 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    union,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ColumnElement
 
@@ -55,12 +64,15 @@ from sync import mapping
 from sync.mapping import QuoteLineRec, QuoteRec
 from sync.refs import source_ref
 from sync.states import HandoffState
-from sync.tables import handoffs, quarantine, sync_records
+from sync.tables import handoff_looks, handoffs, quarantine, sync_records
 
 #: The largest revision ``handoffs.revision`` (INTEGER) holds.
 MAX_REVISION = 2**31 - 1
 #: Quotes per hand-off transaction (``sync.handoff.CHUNK``).
 HANDOFF_CHUNK = 500
+#: Quotes a hand-off run reads and holds at once (:func:`due`); the sibling read
+#: (:func:`run_siblings`) walks the connection's quotes once per page.
+HANDOFF_PAGE = 25_000
 #: The detail of a hand-off row written when its quote revision was pulled.
 OWED = "accepted in the CRM; to hand off"
 
@@ -73,48 +85,105 @@ def owed(connection: str) -> Select[str]:
         handoffs.c.state == literal(HandoffState.WAITING.value, literal_execute=True))
 
 
-def candidates(engine: Engine, connection: str, touched: Iterable[str]) -> set[str]:
-    """The quotes the hand-off looks at: those the run touched and every one still owed."""
+def due(engine: Engine, connection: str, size: int = HANDOFF_PAGE) -> Iterator[list[str]]:
+    """Everything a cycle's hand-off looks at, a page of up to ``size`` quotes at a time in
+    the database's key order: the owed quotes (``waiting`` rows) and the looks. A page is read
+    when the one before is done (keyset: after its last id, in the database's own order), so
+    what the hand-off wrote meanwhile is read as it is; each side is an index range of at most
+    ``size`` rows."""
+    after = ""
+    while True:
+        with engine.connect().execution_options(ledger_read_only=True) as conn:
+            waiting = owed(connection).where(handoffs.c.quote_crm_id > after).order_by(
+                handoffs.c.quote_crm_id).limit(size).subquery()
+            looks = select(handoff_looks.c.quote_crm_id).where(
+                handoff_looks.c.connection == connection,
+                handoff_looks.c.quote_crm_id > after).order_by(
+                handoff_looks.c.quote_crm_id).limit(size).subquery()
+            both = union(select(waiting.c.quote_crm_id),
+                         select(looks.c.quote_crm_id)).subquery()
+            page = list(conn.execute(select(both.c.quote_crm_id).order_by(
+                both.c.quote_crm_id).limit(size)).scalars())
+        if not page:
+            return
+        yield page
+        after = page[-1]
+
+
+def anything_due(engine: Engine, connection: str) -> bool:
+    """Whether a cycle's hand-off has anything to look at (:func:`due`)."""
     with engine.connect() as conn:
-        waiting = {r[0] for r in conn.execute(owed(connection))}
-    return set(touched) | waiting
+        return any(conn.execute(stmt.limit(1)).first() is not None for stmt in (
+            owed(connection), select(handoff_looks.c.quote_crm_id).where(
+                handoff_looks.c.connection == connection)))
+
+
+def clear_looks(conn: Connection, connection: str, quote_ids: Iterable[str]) -> None:
+    """The hand-off looked at these quotes (in the caller's transaction)."""
+    ids = sorted(set(quote_ids))
+    for start in range(0, len(ids), 2000):
+        conn.execute(handoff_looks.delete().where(
+            handoff_looks.c.connection == connection,
+            text_in(conn, handoff_looks.c.quote_crm_id, ids[start:start + 2000])))
+
+
+def _note_looks(conn: Connection, connection: str, quote_ids: list[str], now: datetime) -> None:
+    """The hand-off must look at these quotes again (one row each; a quote noted before stays
+    as it is)."""
+    if not quote_ids:
+        return
+    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(handoff_looks).on_conflict_do_nothing(), [
+        {"connection": connection, "quote_crm_id": q, "noted_at": now} for q in quote_ids])
 
 
 def mark_owed(conn: Connection, connection: str, quote_ids: Iterable[str],
-              accepted: frozenset[str], now: datetime) -> set[str]:
+              accepted: frozenset[str], now: datetime, *, looks: bool = True) -> set[str]:
     """Of ``quote_ids``, the quotes worth a look (:func:`worth_a_look`); each accepted, live
     revision among them without a hand-off row gets a ``waiting`` one, in the caller's
-    transaction (the page's), so what the hand-off owes outlives the run. :func:`worth_a_look`'s
-    two queries per 2,000 quotes, each giving what the rows need too: the accepted quotes with
-    their stored revision, and the hand-off rows' quotes with their revisions."""
+    transaction (the page's), so what the hand-off owes outlives the run; with ``looks``
+    (quotes that changed), each other one worth a look without a ``waiting`` row is noted in
+    ``handoff_looks``. :func:`worth_a_look`'s two queries per 2,000 quotes, each giving what the
+    rows need too: the accepted quotes with their stored revision, and the hand-off rows'
+    quotes with their revisions and states."""
     ids = sorted(set(quote_ids))
     keep: set[str] = set()
     status = _status(conn)
     for start in range(0, len(ids), 2000):
         chunk = ids[start:start + 2000]
+        here: set[str] = set()
+        waiting: set[str] = set()
         known: set[tuple[str, int]] = set()
-        for q, r in conn.execute(select(handoffs.c.quote_crm_id, handoffs.c.revision).where(
+        for q, r, state in conn.execute(select(
+                handoffs.c.quote_crm_id, handoffs.c.revision, handoffs.c.state).where(
                 handoffs.c.connection == connection,
                 text_in(conn, handoffs.c.quote_crm_id, chunk))):
-            keep.add(q)
+            here.add(q)
             known.add((q, int(r)))
-        if not accepted:
-            continue
+            if state == HandoffState.WAITING:
+                waiting.add(q)
         revisions: dict[str, int] = {}
-        for crm_id, data in conn.execute(select(sync_records.c.crm_id, sync_records.c.data).where(
-                sync_records.c.connection == connection, sync_records.c.object == "quote",
-                text_in(conn, sync_records.c.crm_id, chunk), sync_records.c.deleted_at.is_(None),
-                sync_records.c.data.is_not(None), status.in_(sorted(accepted)))):
-            keep.add(crm_id)
-            revision = _revision(data)
-            if 0 <= revision <= MAX_REVISION:
-                revisions[crm_id] = revision
-        rows = [{"connection": connection, "quote_crm_id": q, "revision": r,
+        if accepted:
+            for crm_id, data in conn.execute(select(
+                    sync_records.c.crm_id, sync_records.c.data).where(
+                    sync_records.c.connection == connection, sync_records.c.object == "quote",
+                    text_in(conn, sync_records.c.crm_id, chunk),
+                    sync_records.c.deleted_at.is_(None), sync_records.c.data.is_not(None),
+                    status.in_(sorted(accepted)))):
+                here.add(crm_id)
+                revision = _revision(data)
+                if 0 <= revision <= MAX_REVISION:
+                    revisions[crm_id] = revision
+        new = sorted((q, r) for q, r in revisions.items() if (q, r) not in known)
+        if new:
+            conn.execute(insert(handoffs), [
+                {"connection": connection, "quote_crm_id": q, "revision": r,
                  "source_ref": source_ref(connection, q, r), "state": HandoffState.WAITING,
-                 "detail": OWED, "created_at": now, "updated_at": now}
-                for q, r in sorted(revisions.items()) if (q, r) not in known]
-        if rows:
-            conn.execute(insert(handoffs), rows)
+                 "detail": OWED, "created_at": now, "updated_at": now} for q, r in new])
+        if looks:
+            waiting.update(q for q, _ in new)
+            _note_looks(conn, connection, sorted(here - waiting), now)
+        keep |= here
     return keep
 
 
@@ -124,14 +193,25 @@ def _revision(data: str) -> int:
     return int(json.loads(data)["revision"])
 
 
-def accepted_quotes(conn: Connection, connection: str, accepted: frozenset[str]) -> list[str]:
-    """Every live accepted quote of the connection (a full read's check that nothing owed was
-    left without its row, e.g. by a run before the rows existed)."""
+def accepted_quotes(conn: Connection, connection: str, accepted: frozenset[str],
+                    size: int = 2000) -> Iterator[list[str]]:
+    """Every live accepted quote of the connection, a page of up to ``size`` at a time in key
+    order (a full read's check that nothing owed was left without its row, e.g. by a run
+    before the rows existed). Each page is read in full before it is given out, so the caller
+    may write between pages."""
     if not accepted:
-        return []
-    return sorted(r[0] for r in conn.execute(select(sync_records.c.crm_id).where(
-        sync_records.c.connection == connection, sync_records.c.object == "quote",
-        sync_records.c.deleted_at.is_(None), _status(conn).in_(sorted(accepted)))))
+        return
+    after = ""
+    while True:
+        page = list(conn.execute(select(sync_records.c.crm_id).where(
+            sync_records.c.connection == connection, sync_records.c.object == "quote",
+            sync_records.c.crm_id > after, sync_records.c.deleted_at.is_(None),
+            _status(conn).in_(sorted(accepted))).order_by(sync_records.c.crm_id)
+            .limit(size)).scalars())
+        if not page:
+            return
+        yield page
+        after = page[-1]
 
 
 def worth_a_look(conn: Connection, connection: str, quote_ids: Iterable[str],
@@ -216,10 +296,10 @@ def _number_in(conn: Connection, numbers: list[str]) -> ColumnElement[bool]:
 
 
 def run_siblings(conn: Connection, connection: str, quote_ids: list[str]) -> Siblings | None:
-    """The siblings the chunks of a hand-off run need, read once for the run (one walk of the
-    connection's quotes instead of one per chunk: at 100,000 quotes, 25 chunks walked 100,000
-    quotes each); None for a run of one chunk, which reads its own. The chunks read the same:
-    the run's hand-off writes no stored quote.
+    """The siblings the chunks of a page of a hand-off run need, read once for the page (one
+    walk of the connection's quotes instead of one per chunk: at 100,000 quotes, 25 chunks
+    walked 100,000 quotes each); None for a page of one chunk, which reads its own. The chunks
+    read the same: the hand-off writes no stored quote.
 
     Only the groups of two records or more are kept: a live quote alone under its (account,
     number) has no other revision, and :func:`_revisions` finds nothing for it whether its

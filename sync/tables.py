@@ -15,6 +15,12 @@ Tables
 - ``handoffs`` (connection, quote crm_id, revision) unique → ``source_ref`` (= the order's
   unique source reference ``<connection>:<quote id>:rev<revision>``), order id, state
   (``waiting`` for its account/lines | ``done`` | ``reversed_in_crm`` reported, never undone).
+- ``handoff_looks`` (connection, quote crm_id) primary key → ``noted_at``: a quote the hand-off
+  must look at again though it owes no revision (a handed-off quote that changed: its status,
+  a deletion, a cancellation date, a line), written with the page that brought the change and
+  deleted in the transaction of the hand-off chunk that looked at it. With the ``waiting``
+  rows of ``handoffs`` it is everything a cycle's hand-off reads, page by page: nothing of it
+  is held in a run's memory, and a run stopped or killed after its pull leaves it for the next.
 - ``outbox`` (connection, object, crm_id) unique → what the CRM record should show: ``payload``
   JSON + ``hash``; ``acked_payload`` + ``acked_hash`` (last value the CRM confirmed); state
   (:class:`sync.states.OutboxState`), attempts, next_attempt_at, last_error, dead_at.
@@ -127,6 +133,13 @@ handoffs = Table(
     # an incremental outbox refresh reads a page of accounts' orders' hand-offs by order id
     # (migration 0025)
     Index("ix_handoffs_order", "order_id"),
+)
+
+handoff_looks = Table(
+    "handoff_looks", metadata,
+    Column("connection", String(64), primary_key=True),
+    Column("quote_crm_id", String(64), primary_key=True),
+    Column("noted_at", UTCDateTime(), nullable=False),
 )
 
 

@@ -343,10 +343,23 @@ def test_an_order_billing_refuses_waits_alone_and_goes_through_once_fixed(engine
         == "done"
 
 
-def test_the_cycle_keeps_only_the_quotes_the_hand_off_will_act_on(engine):
-    """Drafts and their lines are judged when their page is applied and not kept in memory
-    for the hand-off; an accepted quote whose line changed is kept."""
+def test_the_cycle_notes_only_the_quotes_the_hand_off_will_act_on(engine, monkeypatch):
+    """Drafts and their lines are judged when their page is applied and never given to the
+    hand-off; an accepted quote is owed, and a handed-off one whose line changed is noted to be
+    looked at again (``handoff_looks``). The hand-off reads both from the database (the run
+    holds none of them), and each look is deleted once the hand-off looked at it."""
+    from sync import handoff
     from sync.engine import Cycle
+    from sync.tables import handoff_looks
+    pages: list[list[str]] = []
+    real = handoff.due
+
+    def spy(engine_, connection, size=handoff.HANDOFF_PAGE):
+        for page in real(engine_, connection, size):
+            pages.append(list(page))
+            yield page
+
+    monkeypatch.setattr(handoff, "due", spy)
     crm = _crm()
     for n in range(30):
         crm.put("quote", f"D{n}", account_crm_id="A1", status="Draft", revision=1)
@@ -354,12 +367,16 @@ def test_the_cycle_keeps_only_the_quotes_the_hand_off_will_act_on(engine):
                 quantity=Decimal(1))
     first = Cycle(engine, crm, SyncOptions())
     assert first.run().handed_off == 1
-    assert first.quotes == {"Q1"}
+    assert pages == [["Q1"]] and first.quotes == set()
     crm.put("quote_line", "L2", quote_crm_id="Q1", product_crm_id="P2", quantity=Decimal(2))
     crm.put("quote_line", "DL3", quote_crm_id="D3", product_crm_id="P1", quantity=Decimal(5))
-    second = Cycle(engine, crm, SyncOptions())
-    second.run()
-    assert second.quotes == {"Q1"}
+    pages.clear()
+    Cycle(engine, crm, SyncOptions()).run()
+    assert pages == [["Q1"]]
+    assert _scalar(engine, select(func.count()).select_from(handoff_looks)) == 0
+    pages.clear()
+    assert run_cycle(engine, crm).handed_off == 0
+    assert pages == []
 
 
 def test_a_quote_field_billing_does_not_map_is_not_a_change(engine):
