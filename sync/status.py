@@ -39,7 +39,15 @@ from billing_core.service.reports import (
 from sync import drift, inbox
 from sync.runs import COUNTS, is_abandoned, last_runs, running_runs
 from sync.states import HandoffState, OutboxState
-from sync.tables import event_inbox, handoffs, outbox, quarantine, sync_run_objects, sync_runs
+from sync.tables import (
+    event_inbox,
+    handoff_looks,
+    handoffs,
+    outbox,
+    quarantine,
+    sync_run_objects,
+    sync_runs,
+)
 
 # The figures whose non-zero value is a problem, named as ``attention`` lines name them.
 _PROBLEM_COUNTS = ("quarantine_open", "dead_letters", "provisioning_failed", "abandoned_runs",
@@ -82,6 +90,8 @@ def overview(engine: Engine, *, interval_minutes: float,
             "outbox_pending": _count(conn, outbox, outbox.c.state.in_(
                 (OutboxState.PENDING, OutboxState.SENDING))),
             "handoffs_waiting": _count(conn, handoffs, handoffs.c.state == HandoffState.WAITING),
+            # handed-off quotes that changed, for the next cycle's hand-off to look at
+            "handoffs_to_look_at": _count(conn, handoff_looks),
             "handoffs_reversed_in_crm": _count(
                 conn, handoffs, handoffs.c.state == HandoffState.REVERSED_IN_CRM),
             "accounts_on_hold": count_on_hold(conn),

@@ -18,6 +18,7 @@ from connectors.base import BudgetExhausted
 from sync import handoff
 from sync.engine import Cycle, SyncOptions, run_cycle
 from sync.handoff_reads import owed
+from sync.status import overview
 from sync.tables import handoff_looks, handoffs
 
 JAN1, JAN20 = date(2027, 1, 1), date(2027, 1, 20)
@@ -63,7 +64,9 @@ def test_a_cancellation_date_pulled_by_a_stopped_run_still_ends_the_deal(engine:
     crm.put("quote", "Q3", end_date=JAN20)
     _stopped_after_quotes(engine, crm)
     assert _looks(engine) == ["Q3"]             # noted with the page that brought it
+    assert overview(engine, interval_minutes=5)["handoffs_to_look_at"] == 1
     run_cycle(engine, crm)                      # nothing changed in the CRM since
+    assert overview(engine, interval_minutes=5)["handoffs_to_look_at"] == 0
     with engine.connect() as conn:
         ends = conn.execute(select(subscriptions.c.end_date).order_by(
             subscriptions.c.id)).scalars().all()
