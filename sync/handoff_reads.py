@@ -95,8 +95,10 @@ def due(engine: Engine, connection: str, size: int = HANDOFF_PAGE) -> Iterator[l
     after = ""
     while True:
         with engine.connect().execution_options(ledger_read_only=True) as conn:
-            waiting = owed(connection).where(handoffs.c.quote_crm_id > after).order_by(
-                handoffs.c.quote_crm_id).limit(size).subquery()
+            # each side gives its first ``size`` distinct quotes (a quote owing two revisions
+            # has two rows): the first ``size`` of both together are then the backlog's
+            waiting = owed(connection).where(handoffs.c.quote_crm_id > after).distinct(
+            ).order_by(handoffs.c.quote_crm_id).limit(size).subquery()
             looks = select(handoff_looks.c.quote_crm_id).where(
                 handoff_looks.c.connection == connection,
                 handoff_looks.c.quote_crm_id > after).order_by(

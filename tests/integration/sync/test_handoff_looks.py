@@ -164,3 +164,30 @@ def test_a_targeted_run_hands_off_its_quotes_and_clears_their_looks(engine: Engi
     assert _looks(engine) == ["Q1"]
     run_cycle(engine, crm)
     assert _states(engine)["Q1"] == "reversed_in_crm" and _looks(engine) == []
+
+
+def test_due_pages_give_every_quote_once_whatever_the_collation(engine: Engine) -> None:
+    """The backlog's pages follow the database's own order (PostgreSQL's collation may put
+    ``B`` before ``a`` or not): ids of mixed case and punctuation, owed, noted or both, in
+    pages of 2 and 3, come out each exactly once."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from sync.handoff_reads import due
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    waiting = ["a", "B", "_x", "Z9", "0Q", "a-1", "A1"]
+    noted = ["B", "b", "z", "0Q", "Ä", "~t"]
+    with engine.begin() as conn:
+        conn.execute(insert(handoffs), [
+            {"connection": "fake", "quote_crm_id": q, "revision": r, "source_ref": f"{q}:{r}",
+             "state": "waiting", "detail": "", "created_at": now, "updated_at": now}
+            for q in waiting for r in (1, 2)])
+        conn.execute(insert(handoff_looks), [
+            {"connection": "fake", "quote_crm_id": q, "noted_at": now} for q in noted])
+        conn.execute(insert(handoff_looks), [
+            {"connection": "other", "quote_crm_id": "elsewhere", "noted_at": now}])
+    for size in (2, 3):
+        pages = list(due(engine, "fake", size))
+        got = [q for page in pages for q in page]
+        assert sorted(got) == sorted({*waiting, *noted}) and all(len(p) <= size for p in pages)
