@@ -11,8 +11,9 @@ Rules kept here:
   hand-off places the order: provisioning waits. A run hands off only after a complete account
   pull (accounts are pulled in every run whose connector maps them, even when not listed); a
   run whose account pull failed leaves its quotes owed, as a stopped run does. One account
-  (``account=``) reads its quotes and lines, then the account, and hands off its quotes only
-  (the other accounts were not read again: their owed quotes wait for the next cycle).
+  (``account=``) reads its quotes and lines, then the account, and hands off its quotes only,
+  every one of them whether it changed or not (the other accounts were not read again: their
+  owed quotes wait for the next cycle).
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
 - The next pages are read while the current one is applied (``connectors.prefetch``: up to
@@ -308,6 +309,9 @@ class Cycle:
         if lookup is not None:
             quotes = lookup("quote", "account_crm_id", crm_id)
             self._apply("quote", Page(quotes, [], None), save=False)
+            # every quote of the account is looked at, changed or not: one owed or noted by an
+            # earlier run (stopped after its pull) is settled now, not at the next cycle
+            self.quotes |= {str(q["crm_id"]) for q in quotes if q.get("crm_id")}
             for quote in quotes:
                 lines = lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
                 self._apply("quote_line", Page(lines, [], None), save=False)

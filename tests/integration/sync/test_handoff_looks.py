@@ -149,18 +149,26 @@ def test_a_budget_stop_in_the_hand_off_keeps_the_looks_it_did_not_reach(
     assert _looks(engine) == []
 
 
-def test_a_targeted_run_hands_off_its_quotes_and_clears_their_looks(engine: Engine) -> None:
-    """One account's resync hands off the quotes it read changed, and deletes their looks;
-    another account's look waits for the next cycle."""
+def test_a_one_account_resync_settles_its_quotes_and_clears_their_looks(engine: Engine) -> None:
+    """One account's resync looks at every quote of the account it read, changed or not: the
+    quote an earlier stopped run noted (left the accepted state) is reported, the one it left
+    owed (newly accepted) becomes an order, and their looks are deleted; another account's
+    look waits for the next cycle."""
     crm = _crm()
     run_cycle(engine, crm)
     crm.put("quote", "Q1", status="Denied")     # account A2
     crm.put("quote", "Q2", status="Denied")     # account A1
+    crm.put("quote", "Q8", account_crm_id="A1", status="Accepted", revision=1, number="Q-Q8",
+            start_date=JAN1)
+    crm.put("quote_line", "Q8-L1", quote_crm_id="Q8", product_crm_id="P1",
+            quantity=Decimal(1), start_date=JAN1)
     _stopped_after_quotes(engine, crm)
     assert _looks(engine) == ["Q1", "Q2"]
-    crm.put("quote", "Q2", name="read again")   # the resync reads it changed
-    run_cycle(engine, crm, options=SyncOptions(account="A1"))
-    assert _states(engine)["Q2"] == "reversed_in_crm" and _states(engine)["Q1"] == "done"
+    assert _states(engine)["Q8"] == "waiting"
+    report = run_cycle(engine, crm, options=SyncOptions(account="A1"))   # the CRM as it was
+    assert report.handed_off == 1
+    states = _states(engine)
+    assert (states["Q2"], states["Q8"], states["Q1"]) == ("reversed_in_crm", "done", "done")
     assert _looks(engine) == ["Q1"]
     run_cycle(engine, crm)
     assert _states(engine)["Q1"] == "reversed_in_crm" and _looks(engine) == []
