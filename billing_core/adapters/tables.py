@@ -347,6 +347,11 @@ invoices = Table(
     CheckConstraint("applied_minor >= 0 AND applied_minor <= total_minor", name="applied"),
     Index("uq_invoices_account_period", "account_id", "period_start", unique=True,
           sqlite_where=text("status != 'void'"), postgresql_where=text("status != 'void'")),
+    # the open invoices by due date: what is past due, read hourly by credit control, daily by
+    # the outbox refresh and the dunning run (migration 0028); a paid one leaves it
+    Index("ix_invoices_open_due", "due_date",
+          sqlite_where=text("status IN ('posted', 'partially_paid')"),
+          postgresql_where=text("status IN ('posted', 'partially_paid')")),
 )
 
 invoice_lines = Table(
@@ -430,6 +435,10 @@ debit_memos = Table(
     Column("cancelled_at", UTCDateTime()),
     CheckConstraint("amount_minor > 0", name="amount"),
     CheckConstraint("applied_minor >= 0 AND applied_minor <= amount_minor", name="applied"),
+    # the open debit memos by due date (as ``ix_invoices_open_due``; migration 0028)
+    Index("ix_debit_memos_open_due", "due_date",
+          sqlite_where=text("status IN ('active', 'partially_paid')"),
+          postgresql_where=text("status IN ('active', 'partially_paid')")),
 )
 
 payments = Table(
