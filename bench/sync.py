@@ -5,7 +5,9 @@
 
 Full pull: the raw read (the connector fetching and parsing the same pages, no processing)
 against the real sync (map, reconcile, hand off, outbox; push off), records/s and the ratio,
-CPU time of this process, peak RSS. ``--rss-trace`` prints the process's RSS and peak RSS
+CPU time of this process, peak RSS; then the run's phases (``RunReport.phases``: the pull,
+the hand-off of the accepted quotes into orders, the outbox refresh) and the pull's own ratio
+to the raw read. The target is on the whole run's ratio. ``--rss-trace`` prints the process's RSS and peak RSS
 (``/proc/self/status``: VmRSS, VmHWM) at every 100,000 records the sync applied, and after it
 (the hand-off and the outbox run after the pull).
 Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
@@ -171,6 +173,10 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
           f"peak RSS {_rss_mb():.0f} MB){_crm(sync_crm)}")
     print(f"  ratio sync/raw: {synced / raw:.1f}x wall, {sync_cpu / raw_cpu:.1f}x CPU "
           f"(target <= 1.5x)")
+    phases = report.phases
+    print("  phases   : " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+          + f"; the pull alone (read, map, reconcile, write) {phases.get('pull', 0) / raw:.2f}x "
+          "the raw read")
     print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
           f"ratio {pages / max(minimum, 1):.2f}")
     if again:

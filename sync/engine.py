@@ -62,7 +62,9 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +115,9 @@ def failure_cause(exc: BaseException) -> str | None:
         return "unreachable"
     return None
 
+
+#: The phases' stopwatch (monotonic wall seconds).
+_timer = time.perf_counter
 
 #: The pull order (see the module's rules): accounts last, after the reads orders are built from.
 PULL_ORDER = ("product", "price", "quote", "quote_line", "account")
@@ -186,16 +191,27 @@ class Cycle:
         finally:
             current_run.reset(token)
 
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Add this block's wall time to the run's ``phases[name]``."""
+        started = _timer()
+        try:
+            yield
+        finally:
+            phases = self.rep.phases
+            phases[name] = round(phases.get(name, 0.0) + _timer() - started, 3)
+
     def _body(self, report: RunReport, opts: SyncOptions) -> RunReport:
         try:
-            if self.targets is not None:
-                self._by_ids(self.targets)
-            elif opts.account:
-                self._one_account(opts.account)
-            else:
-                for obj in self._objects():
-                    if not self._pull(obj) or self.should_stop():
-                        break
+            with self._phase("pull"):
+                if self.targets is not None:
+                    self._by_ids(self.targets)
+                elif opts.account:
+                    self._one_account(opts.account)
+                else:
+                    for obj in self._objects():
+                        if not self._pull(obj) or self.should_stop():
+                            break
             if report.outcome == "running" and self.should_stop():
                 report.outcome = "stopped: shutdown"
             self._after_pull()
@@ -224,10 +240,11 @@ class Cycle:
         finish_run(self.engine, report, self.clock())
         log.info("sync run=%s connection=%s trigger=%s outcome=%s read=%s upserted=%s "
                  "unchanged=%s quarantined=%s deleted=%s handed_off=%s pushed=%s failed=%s "
-                 "api_calls=%s", report.run_id, self.name, opts.trigger, report.outcome,
-                 *(report.total(k) for k in ("read", "upserted", "unchanged", "quarantined",
-                                             "deleted")), report.handed_off,
-                 report.total("pushed"), report.total("failed"), report.total("api_calls"))
+                 "api_calls=%s seconds=%s", report.run_id, self.name, opts.trigger,
+                 report.outcome, *(report.total(k) for k in ("read", "upserted", "unchanged",
+                                                            "quarantined", "deleted")),
+                 report.handed_off, report.total("pushed"), report.total("failed"),
+                 report.total("api_calls"), _seconds(report.phases))
         return report
 
     def _objects(self) -> list[str]:
@@ -411,28 +428,32 @@ class Cycle:
         report, opts = self.rep, self.options
         stopped = report.outcome.startswith("stopped")
         accepted = self._accepted()
-        if opts.full:
-            with self.engine.begin() as conn:
-                for page in handoff_reads.accepted_quotes(conn, self.name, accepted):
-                    handoff_reads.mark_owed(conn, self.name, page, accepted, self.clock(),
-                                            looks=False)
-        # One account's read is fresh for its own quotes only: the others' owed wait. A cycle
-        # reads what its hand-off owes or must look at from the database, a page at a time.
-        quotes = set(self.quotes) if self._targeted() else None
-        something = bool(quotes) if quotes is not None else handoff_reads.anything_due(
-            self.engine, self.name)
-        if something and not stopped and not self.holds_read:
-            log.warning("hand-off left for the next run (accounts not read) run=%s "
-                        "connection=%s", report.run_id, self.name)
-        elif something and not stopped:
-            result = handoff.run_handoffs(self.engine, self.fetch_account, self.name, quotes,
-                                          accepted, uow_factory=self.uow)
-            report.handed_off = result.counts["placed"]
-        outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
-                       grace_days=opts.grace_days, write_hold=opts.write_crm_hold,
-                       documents=pushes_documents(self.connector))
+        with self._phase("handoff"):
+            if opts.full:
+                with self.engine.begin() as conn:
+                    for page in handoff_reads.accepted_quotes(conn, self.name, accepted):
+                        handoff_reads.mark_owed(conn, self.name, page, accepted, self.clock(),
+                                                looks=False)
+            # One account's read is fresh for its own quotes only: the others' owed wait. A
+            # cycle reads what its hand-off owes or must look at from the database, a page at
+            # a time.
+            quotes = set(self.quotes) if self._targeted() else None
+            something = bool(quotes) if quotes is not None else handoff_reads.anything_due(
+                self.engine, self.name)
+            if something and not stopped and not self.holds_read:
+                log.warning("hand-off left for the next run (accounts not read) run=%s "
+                            "connection=%s", report.run_id, self.name)
+            elif something and not stopped:
+                result = handoff.run_handoffs(self.engine, self.fetch_account, self.name,
+                                              quotes, accepted, uow_factory=self.uow)
+                report.handed_off = result.counts["placed"]
+        with self._phase("outbox"):
+            outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
+                           grace_days=opts.grace_days, write_hold=opts.write_crm_hold,
+                           documents=pushes_documents(self.connector))
         if opts.push and not stopped:
-            self._push()
+            with self._phase("push"):
+                self._push()
 
     def _push(self) -> None:
         docs = outbox.DOCUMENT_OBJECTS if pushes_documents(self.connector) else ()
@@ -508,6 +529,11 @@ def pushes_documents(connector: Connector) -> bool | str:
         return False
     fieldmap = getattr(connector, "fieldmap", None)
     return "lines" if "document_line" in getattr(fieldmap, "objects", {}) else True
+
+
+def _seconds(phases: Mapping[str, float]) -> str:
+    """The run's phases for its log line: ``pull:12.3,handoff:4.1,outbox:2.0`` (or ``-``)."""
+    return ",".join(f"{k}:{v:.1f}" for k, v in phases.items()) or "-"
 
 
 def run_cycle(engine: Engine, connector: Connector, options: SyncOptions | None = None,

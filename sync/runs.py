@@ -66,6 +66,10 @@ class RunReport:
     cause: str | None = None
     #: CRM ids asked for by name (``account=``) that the CRM does not have.
     not_found: list[str] = field(default_factory=list)
+    #: Wall seconds of the run's phases (``pull``, ``handoff``, ``outbox``, ``push``; the
+    #: push's read-back of its writes counts in ``push``), for the run's log line and the
+    #: CLI's report; not stored.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def stats(self, obj: str) -> ObjectStats:
         return self.objects.setdefault(obj, ObjectStats())

@@ -462,3 +462,19 @@ def test_an_incremental_refresh_reads_the_hand_offs_of_the_changed_accounts(engi
         quotes = [r[0] for r in conn.execute(select(outbox.c.crm_id).where(
             outbox.c.object == "quote"))]
     assert quotes == ["Q1"]                 # A2's quote; A1's Q2 was not asked for
+
+
+def test_the_run_reports_and_logs_the_wall_time_of_its_phases(engine, monkeypatch, caplog):
+    ticks = iter(range(1_000))
+    monkeypatch.setattr("sync.engine._timer", lambda: float(next(ticks)))
+    crm = _crm()
+    with caplog.at_level("INFO", logger="sync.engine"):
+        report = run_cycle(engine, crm)
+    # each phase reads the stopwatch twice: one tick each, in the order the run takes them
+    assert report.phases == {"pull": 1.0, "handoff": 1.0, "outbox": 1.0, "push": 1.0}
+    assert report.as_dict()["phases"] == report.phases
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("sync run="))
+    assert line.endswith("seconds=pull:1.0,handoff:1.0,outbox:1.0,push:1.0")
+
+    report = run_cycle(engine, crm, SyncOptions(push=False))
+    assert list(report.phases) == ["pull", "handoff", "outbox"]     # no push, no push phase
