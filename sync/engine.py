@@ -72,6 +72,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.gc_pause import gc_paused
 from billing_core.service import ledger_uow
 from connectors.base import (
     AuthError,
@@ -253,6 +254,7 @@ class Cycle:
         self.holds_read = "account" not in mapped     # no CRM account, no CRM hold to miss
         return [o for o in PULL_ORDER if o in mapped and o in wanted]
 
+    @gc_paused
     def _apply(self, obj: str, page: Page, save: bool | str | None) -> PageResult:
         """Apply one page; ``save`` says whether to save its cursor (a text: the cursor saved
         now, not written again when the page's equals it)."""

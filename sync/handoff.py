@@ -78,6 +78,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.gc_pause import gc_paused
 from billing_core.domain.errors import InvalidState, LedgerError
 from billing_core.domain.states import ItemStatus
 from billing_core.service import amendments as amendments_service
@@ -94,6 +95,7 @@ from sync.handoff_reads import (
     HANDOFF_PAGE,
     MAX_REVISION,
     Known,
+    Siblings,
     clear_looks,
     due,
     run_siblings,
@@ -169,38 +171,48 @@ def _run_page(engine: Engine, fetch_account: AccountFetcher | None, connection: 
         siblings = run_siblings(conn, connection, todo)
     cleared = 0         # the page's quotes before this index have their looks deleted
     for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        reached = bisect_right(page, chunk[-1])
-        outcomes: list[tuple[str, str | None]] = []
-        with factory() as uow:
-            stamp_sync(uow, connection)
-            known = Known.read(uow, connection, chunk, siblings)
-            try:
-                with uow.savepoint():
-                    outcomes = _chunk(uow, fetch_account, connection, chunk, accepted, known)
-            except Exception as exc:  # noqa: BLE001 - any failure: retried quote by quote
-                log.warning("hand-off chunk failed, retried quote by quote run=%s connection=%s "
-                            "error=%s", current_run.get(), connection, _reason(exc))
-                try:
-                    outcomes = _one_by_one(uow, fetch_account, connection, chunk, accepted,
-                                           known, outcomes)
-                except BaseException:
-                    # A budget stop or an interrupt: the quotes before it are handed off and
-                    # commit, as they would one transaction per quote; the looks of the
-                    # quotes not reached stay for the next run.
-                    looked = {q for q, _ in outcomes}
-                    clear_looks(uow.conn, connection, [
-                        q for q in page[cleared:reached] if q in looked or q not in chunk])
-                    uow.commit()
-                    _count(report, outcomes)
-                    raise
-            clear_looks(uow.conn, connection, page[cleared:reached])
-            uow.commit()
-        cleared = reached
-        _count(report, outcomes)
+        cleared = _run_chunk(fetch_account, connection, page, cleared, todo[start:start + CHUNK],
+                             accepted, factory, report, siblings)
     if cleared < len(page):
         with engine.begin() as conn:
             clear_looks(conn, connection, page[cleared:])
+
+
+@gc_paused
+def _run_chunk(fetch_account: AccountFetcher | None, connection: str, page: list[str],
+               cleared: int, chunk: list[str], accepted: frozenset[str],
+               factory: Callable[[], UnitOfWork], report: HandoffReport,
+               siblings: Siblings | None) -> int:
+    """One chunk of a page, in its own transaction, with the looks of ``page[cleared:]`` up
+    to the chunk's last quote deleted; returns the index the page is cleared to."""
+    reached = bisect_right(page, chunk[-1])
+    outcomes: list[tuple[str, str | None]] = []
+    with factory() as uow:
+        stamp_sync(uow, connection)
+        known = Known.read(uow, connection, chunk, siblings)
+        try:
+            with uow.savepoint():
+                outcomes = _chunk(uow, fetch_account, connection, chunk, accepted, known)
+        except Exception as exc:  # noqa: BLE001 - any failure: retried quote by quote
+            log.warning("hand-off chunk failed, retried quote by quote run=%s connection=%s "
+                        "error=%s", current_run.get(), connection, _reason(exc))
+            try:
+                outcomes = _one_by_one(uow, fetch_account, connection, chunk, accepted,
+                                       known, outcomes)
+            except BaseException:
+                # A budget stop or an interrupt: the quotes before it are handed off and
+                # commit, as they would one transaction per quote; the looks of the quotes
+                # not reached stay for the next run.
+                looked = {q for q, _ in outcomes}
+                clear_looks(uow.conn, connection, [
+                    q for q in page[cleared:reached] if q in looked or q not in chunk])
+                uow.commit()
+                _count(report, outcomes)
+                raise
+        clear_looks(uow.conn, connection, page[cleared:reached])
+        uow.commit()
+    _count(report, outcomes)
+    return reached
 
 
 def _count(report: HandoffReport, outcomes: list[tuple[str, str | None]]) -> None:

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, Select, bindparam, select, tuple_, up
 from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import BulkInsert, id_in, text_in
+from billing_core.adapters.gc_pause import gc_paused
 from billing_core.service.accounts import changed_since
 from billing_core.service.crm_documents import (
     DocumentView,
@@ -274,6 +275,41 @@ def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
             yield rows
 
 
+@gc_paused
+def _refresh_accounts(conn: Connection, connection: str, part: Sequence[Any], now: datetime, *,
+                      grace_days: int, write_hold: bool, documents: bool | str) -> int:
+    """One chunk of accounts' rows (and their documents'); how many became pending."""
+    part = [(int(ledger_id), crm_id) for ledger_id, crm_id in part]
+    ids = [ledger_id for ledger_id, _ in part]
+    existing = _existing(conn, connection, "account", [c for _, c in part])
+    views = account_views(conn, ids, now.date(), grace_days=grace_days)
+    writes = _Writes(connection, existing, now)
+    for ledger_id, crm_id in part:
+        row = existing.get(("account", crm_id))
+        acked = json.loads(row["acked_payload"]) if row is not None \
+            and row["acked_payload"] else None
+        writes.put("account", crm_id, ledger_id, payload_of(
+            views[ledger_id], write_hold=write_hold, acked=acked))
+    pending = writes.flush(conn)
+    if documents:
+        pending += _put_documents(conn, connection, part, now, with_lines=documents == "lines")
+    return pending
+
+
+@gc_paused
+def _refresh_quotes(conn: Connection, connection: str, found: Sequence[Any],
+                    now: datetime) -> int:
+    """One page of done hand-offs' quote rows; how many became pending. An amended quote has
+    a done hand-off per revision: it shows its newest (rows come in revision order; a
+    revision in a later page updates the row)."""
+    latest = {q: int(o) for o, q, _ in found}
+    orders = order_views(conn, latest.values())
+    writes = _Writes(connection, _existing(conn, connection, "quote", list(latest)), now)
+    for quote_id, order_id in latest.items():
+        writes.put("quote", quote_id, order_id, quote_payload(orders[order_id]))
+    return writes.flush(conn)
+
+
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
             grace_days: int = 0, write_hold: bool = False, documents: bool | str = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
@@ -297,33 +333,11 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
                 wanted |= accounts_with_overdue(conn, now.date())
         if wanted is not None:
             links = links.where(id_in(conn, sync_records.c.ledger_id, sorted(wanted)))
-        on_date = now.date()
         for part in _keyset(conn, links, LINK_KEYS, chunk):
-            part = [(int(ledger_id), crm_id) for ledger_id, crm_id in part]
-            ids = [ledger_id for ledger_id, _ in part]
-            existing = _existing(conn, connection, "account", [c for _, c in part])
-            views = account_views(conn, ids, on_date, grace_days=grace_days)
-            writes = _Writes(connection, existing, now)
-            for ledger_id, crm_id in part:
-                row = existing.get(("account", crm_id))
-                acked = json.loads(row["acked_payload"]) if row is not None \
-                    and row["acked_payload"] else None
-                writes.put("account", crm_id, ledger_id, payload_of(
-                    views[ledger_id], write_hold=write_hold, acked=acked))
-            pending += writes.flush(conn)
-            if documents:
-                pending += _put_documents(conn, connection, part, now,
-                                          with_lines=documents == "lines")
+            pending += _refresh_accounts(conn, connection, part, now, grace_days=grace_days,
+                                         write_hold=write_hold, documents=documents)
         for found in _handed_off(conn, connection, wanted, chunk):
-            # An amended quote has a done hand-off per revision: it shows its newest (rows
-            # come in revision order; a revision in a later page updates the row).
-            latest = {q: int(o) for o, q, _ in found}
-            orders = order_views(conn, latest.values())
-            writes = _Writes(connection, _existing(conn, connection, "quote", list(latest)),
-                             now)
-            for quote_id, order_id in latest.items():
-                writes.put("quote", quote_id, order_id, quote_payload(orders[order_id]))
-            pending += writes.flush(conn)
+            pending += _refresh_quotes(conn, connection, found, now)
         if only_accounts is None and (wanted is None or wanted or new_day):
             # Nothing moved since the watermark: it stays (the next refresh looks from it, a
             # superset of what it would look at), and a sync with nothing to do writes nothing.

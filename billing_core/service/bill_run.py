@@ -90,6 +90,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from billing_core.adapters import owner, work_units
 from billing_core.adapters.bulk import inserted_id
 from billing_core.adapters.db import UnitOfWork, bulk_cache
+from billing_core.adapters.gc_pause import gc_paused
 from billing_core.adapters.tables import accounts, bill_runs, invoices
 from billing_core.adapters.tables import work_units as work_units_table
 from billing_core.domain.errors import LedgerError
@@ -101,7 +102,6 @@ from billing_core.service.billing_io import (
     Prepared,
     Written,
     apply_chunk,
-    gc_paused,
     load_catalog,
     load_chunk,
     prepare_chunk,

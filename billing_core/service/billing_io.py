@@ -37,15 +37,12 @@ Rules kept here
 """
 from __future__ import annotations
 
-import functools
-import gc
 import json
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Date, bindparam, func, select, update
 
@@ -58,6 +55,7 @@ from billing_core.adapters.bulk import (
     reserve_ids,
 )
 from billing_core.adapters.db import UnitOfWork
+from billing_core.adapters.gc_pause import gc_paused
 from billing_core.adapters.tables import (
     accounts,
     credit_draws,
@@ -149,30 +147,6 @@ SELECT_USAGE = select(
     usage_events.c.quantity, usage_events.c.occurred_at,
 ).where(usage_events.c.account_id.between(_LO, _HI), usage_events.c.invoice_id.is_(None),
         usage_events.c.occurred_at < bindparam("cutoff", type_=usage_events.c.occurred_at.type))
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def gc_paused(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``func`` with the cyclic garbage collector paused. Reading and computing a chunk,
-    or writing one, allocates hundreds of thousands of objects that form no cycles (rows,
-    records, lines) and mostly outlive the call; the collector's passes over them took about a
-    third of the reader's CPU and a tenth of the writer's. Paused only if it was on (and
-    turned back on after), so that nested or overlapping calls from other threads leave it as
-    they found it; what the call allocates is still freed by reference counting, and the
-    collector sees it once when it resumes."""
-    @functools.wraps(func)
-    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if not gc.isenabled():
-            return func(*args, **kwargs)
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            gc.enable()
-    return paused
 
 
 def load_catalog(conn: Connection, *, tax_inclusive: bool = False) -> Catalog:

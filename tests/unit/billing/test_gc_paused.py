@@ -1,11 +1,11 @@
-"""The bill run reader pauses the cyclic collector around a chunk and leaves it as it was."""
+"""A batch pauses the cyclic collector around itself and leaves it as it was."""
 from __future__ import annotations
 
 import gc
 
 import pytest
 
-from billing_core.service.billing_io import gc_paused
+from billing_core.adapters.gc_pause import gc_paused
 
 
 @gc_paused
