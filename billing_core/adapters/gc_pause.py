@@ -1,7 +1,7 @@
 """Pausing the cyclic garbage collector around a batch of work.
 
 Rules kept here:
-- A batch (a bill-run chunk read, computed or written; a sync page applied; a hand-off page;
+- A batch (a bill-run chunk read, computed or written; a sync page applied; a hand-off chunk;
   an outbox refresh chunk) allocates hundreds of thousands of objects that form no cycles
   (rows, records, lines, statements) and mostly outlive the batch, so the collector's passes
   over them find nothing to free while they cost a sizeable share of the CPU: about a third of
