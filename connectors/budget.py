@@ -15,6 +15,11 @@ Rules kept here:
   the usage, e.g. Salesforce's `limits`), which may spend a reserved call, but only when the
   seed leaves room for it. So usage never passes the share, however many fresh meters follow
   one another, and a fresh meter still sees an allowance that came back.
+- Readers may share one meter from several threads (the sync reads quote lines and accounts
+  side by side): `take()` checks and counts a call under one lock, so two threads never both
+  spend the last call of the share. A reader that sets `call_tally` (a context variable; a
+  `Prefetch` producer runs in a copy of its creator's context) has its own calls counted
+  there too, so each object's calls are known apart.
 - `snapshot()` shows what the CRM reported to this meter; a seed is not a report (a run that
   made no call records no figure, so an old seed is never passed on as a new one).
 """
@@ -25,10 +30,22 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from connectors.base import Budget, BudgetExhausted
 
 _SF_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+class CallTally:
+    """The calls one reader made (``call_tally``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+
+#: Where the current reader's calls are also counted (None: nowhere else).
+call_tally: ContextVar[CallTally | None] = ContextVar("call_tally", default=None)
 
 
 class BudgetMeter:
@@ -41,6 +58,7 @@ class BudgetMeter:
         self._limit: int | None = None
         self._calls_at_report = 0
         self._learning = threading.local()
+        self._lock = threading.Lock()
         self.details: dict[str, str] = {}
 
     def seed(self, used: int, limit: int) -> None:
@@ -91,12 +109,27 @@ class BudgetMeter:
 
     def report(self, used: int, limit: int) -> None:
         """The CRM's figure read from a body (e.g. Salesforce's `limits`), not a header."""
-        self._used, self._limit = used, limit
-        self._calls_at_report = self.calls
-        self.reports += 1
+        with self._lock:
+            self._used, self._limit = used, limit
+            self._calls_at_report = self.calls
+            self.reports += 1
 
     def count(self) -> None:
+        with self._lock:
+            self._count()
+
+    def _count(self) -> None:
         self.calls += 1
+        tally = call_tally.get()
+        if tally is not None:
+            tally.calls += 1
+
+    def take(self) -> None:
+        """`guard()` and `count()` as one step: the call is let through and counted, or
+        `BudgetExhausted` is raised and nothing is counted."""
+        with self._lock:
+            self.guard()
+            self._count()
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Record what the CRM reported in a response's headers."""

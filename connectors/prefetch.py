@@ -19,6 +19,10 @@ Rules kept here:
   left running; a producer that outlives ``join_timeout`` is logged, and is a daemon.
 - The producer runs in a copy of the consumer's context (``contextvars``: the run id).
 - The source is only ever touched by the producer thread.
+- Several readers can be consumed side by side (:class:`Arrivals`): each one given the same
+  ``arrivals`` queue puts its ``tag`` there after every item, end or exception it hands out,
+  so the consumer takes, in the order they arrive, only items that are ready; each reader's
+  own order is kept.
 """
 from __future__ import annotations
 
@@ -44,10 +48,13 @@ class Prefetch(Generic[T]):
     """An iterator over `source`, read one item ahead in a background thread."""
 
     def __init__(self, source: Iterable[T], *, name: str = "prefetch",
-                 join_timeout: float = 600.0, depth: int = 1) -> None:
+                 join_timeout: float = 600.0, depth: int = 1,
+                 arrivals: Arrivals | None = None, tag: str = "") -> None:
         if depth < 1:
             raise ValueError(f"prefetch depth must be at least 1, not {depth}")
         self._source = source
+        self._arrivals = arrivals
+        self._tag = tag
         self._join_timeout = join_timeout
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wanted = threading.Semaphore(depth)   # `depth` reads ahead of the consumer
@@ -69,11 +76,11 @@ class Prefetch(Generic[T]):
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    self._results.put(_END)
+                    self._put(_END)
                     return
-                self._results.put(item)
+                self._put(item)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-            self._results.put(_Raised(exc))
+            self._put(_Raised(exc))
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
@@ -81,6 +88,16 @@ class Prefetch(Generic[T]):
                     close()
                 except Exception:  # noqa: BLE001 - the source's own clean-up failing
                     log.exception("prefetch: closing the source failed")
+
+    def _put(self, item: Any) -> None:
+        self._results.put(item)
+        if self._arrivals is not None:
+            self._arrivals.arrived(self._tag)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the producer may still hand out something."""
+        return self._thread.is_alive() or not self._results.empty()
 
     def __iter__(self) -> Self:
         return self
@@ -120,3 +137,29 @@ class Prefetch(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Arrivals:
+    """The tags of side-by-side readers (``Prefetch(..., arrivals=this, tag=...)``) in the order
+    their items arrive: :meth:`next_ready` returns the tag of a reader whose next item (or end,
+    or exception) is ready, so ``next(reader)`` does not wait."""
+
+    def __init__(self) -> None:
+        self._tags: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def arrived(self, tag: str) -> None:
+        self._tags.put(tag)
+
+    def next_ready(self, readers: dict[str, Prefetch[Any]]) -> str:
+        """The tag of one of ``readers`` with an item ready (waits for one); a tag of a reader
+        no longer in ``readers`` is skipped. Raises ``RuntimeError`` when every reader's
+        producer ended without handing out what it owes."""
+        while True:
+            try:
+                tag = self._tags.get(timeout=_POLL)
+            except queue.Empty:
+                if readers and not any(r.alive for r in readers.values()):
+                    raise RuntimeError("prefetch: the producers ended without a result") from None
+                continue
+            if tag in readers:
+                return tag

@@ -138,8 +138,7 @@ class Transport(requests.Session):
         return float(self._backoff(state))
 
     def _once(self, method: str, url: str, *args: Any, **kw: Any) -> requests.Response:
-        self.budget.guard()
-        self.budget.count()
+        self.budget.take()
         path = urlsplit(url).path
         started = time.perf_counter()
         try:

@@ -14,6 +14,7 @@ Errors become `AuthError` with msal's `error` code; tokens and secrets are never
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class TokenProvider:
         self._credentials = credentials
         self._http = http
         self._app: msal.ConfidentialClientApplication | None = None
+        self._build_lock = threading.Lock()     # readers side by side build one application
         self.scope = f"{settings.url}/.default"
 
     def _build(self) -> msal.ConfidentialClientApplication:
@@ -66,9 +68,11 @@ class TokenProvider:
             raise AuthError(f"msal refused the configuration: {exc}") from None
 
     def token(self) -> str:
-        if self._app is None:
-            self._app = self._build()
-        result = self._app.acquire_token_for_client(scopes=[self.scope])
+        with self._build_lock:
+            if self._app is None:
+                self._app = self._build()
+            app = self._app
+        result = app.acquire_token_for_client(scopes=[self.scope])
         if "access_token" not in result:
             raise AuthError(
                 f"token refused: {result.get('error')}: "

@@ -30,6 +30,7 @@ Rules kept here:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -101,17 +102,19 @@ class SalesforceConnector(FieldMapped):
         self._sf: Salesforce | None = None
         self._user: str | None = None      # the CRM user our writes are stamped with
         self._wrote: set[str] = set()      # objects written since their last read began
+        self._login_lock = threading.Lock()    # readers side by side log in once
 
     # -- session -------------------------------------------------------------------------
     def _client(self) -> Salesforce:
-        if self._sf is None:
-            meter = self.transport.budget
-            with meter.learning():  # the budget guard knows the usage before the first call
-                self._session = login(self.settings, self._credentials(), self.transport)
-                self._sf = self._session.client(self.settings, self.transport)
-                if meter.reports == 0 and meter.reserve:
-                    self._learn_usage(self._sf, meter)
-        return self._sf
+        with self._login_lock:
+            if self._sf is None:
+                meter = self.transport.budget
+                with meter.learning():  # the budget guard knows the usage before the first call
+                    self._session = login(self.settings, self._credentials(), self.transport)
+                    self._sf = self._session.client(self.settings, self.transport)
+                    if meter.reports == 0 and meter.reserve:
+                        self._learn_usage(self._sf, meter)
+            return self._sf
 
     def _learn_usage(self, sf: Salesforce, meter: BudgetMeter) -> None:
         """Ask `limits` (its answer's `Sforce-Limit-Info` header, else its DailyApiRequests);

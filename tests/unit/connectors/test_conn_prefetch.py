@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.base import BudgetExhausted, ConnectorError
-from connectors.prefetch import Prefetch
+from connectors.prefetch import Arrivals, Prefetch
 
 
 class Source:
@@ -110,3 +110,60 @@ def test_the_producer_sees_the_consumers_context() -> None:
 
     with Prefetch(source()) as items:
         assert list(items) == ["run 7"]
+
+
+def _side_by_side(sources: dict[str, Iterator[int]]) -> tuple[dict[str, list[int]],
+                                                              dict[str, BaseException], list[str]]:
+    """Consume several readers side by side as the sync does; what each gave, what each
+    raised, and the order the items were taken in."""
+    arrivals = Arrivals()
+    readers = {tag: Prefetch(src, name=f"pf-{tag}", depth=2, arrivals=arrivals, tag=tag)
+               for tag, src in sources.items()}
+    got: dict[str, list[int]] = {tag: [] for tag in sources}
+    raised: dict[str, BaseException] = {}
+    order: list[str] = []
+    try:
+        while readers:
+            tag = arrivals.next_ready(readers)
+            try:
+                got[tag].append(next(readers[tag]))
+                order.append(tag)
+            except StopIteration:
+                readers.pop(tag).close()
+            except ConnectorError as exc:
+                raised[tag] = exc
+                readers.pop(tag).close()
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return got, raised, order
+
+
+def test_readers_side_by_side_each_keep_their_order_and_a_fast_one_is_not_held_back() -> None:
+    slow_gate = threading.Event()
+    waited_in_vain: list[bool] = []
+
+    def slow() -> Iterator[int]:
+        yield 0
+        # answered only once the fast reader has been consumed to its end
+        waited_in_vain.append(not slow_gate.wait(10))
+        yield from range(1, 5)
+
+    def fast() -> Iterator[int]:
+        yield from range(20)
+        slow_gate.set()
+
+    got, raised, order = _side_by_side({"slow": slow(), "fast": fast()})
+    assert got == {"slow": list(range(5)), "fast": list(range(20))} and not raised
+    assert waited_in_vain == [False]
+    second_slow = [i for i, t in enumerate(order) if t == "slow"][1]
+    assert second_slow > max(i for i, t in enumerate(order) if t == "fast")
+
+
+def test_a_reader_side_by_side_that_fails_fails_alone_after_its_items() -> None:
+    got, raised, _ = _side_by_side({
+        "bad": iter(Source(10, fail_at=3, exc=ConnectorError("refused"))),
+        "good": iter(Source(30))})
+    assert got == {"bad": [0, 1, 2], "good": list(range(30))}
+    assert list(raised) == ["bad"] and str(raised["bad"]) == "refused"
+    assert not any(t.name.startswith("pf-") for t in threading.enumerate())

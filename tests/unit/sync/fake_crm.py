@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.base import Budget, BudgetExhausted, Deletion, Page, WriteResult
+from connectors.budget import call_tally
 
 OBJECTS = ("account", "product", "price", "quote", "quote_line")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -65,6 +66,9 @@ class FakeCRM:
         if self.budget_after is not None and self.calls >= self.budget_after:
             raise BudgetExhausted("fake budget spent")
         self.calls += 1
+        tally = call_tally.get()        # as a real connector's meter counts each reader's calls
+        if tally is not None:
+            tally.calls += 1
 
     def objects(self) -> Sequence[str]:
         return OBJECTS
