@@ -1,25 +1,31 @@
 """One sync cycle of one connection: pull → map → reconcile → hand off → outbox → push.
 
 Rules kept here:
-- Objects are pulled in the order of ``PULL_ORDER`` (products, prices, quotes, quote lines,
-  accounts), whatever ``[sync] objects`` or the run's options list: a line's product is known
-  when it arrives, and accounts come after every quote and line read, so the hold state the
-  hand-off's gate sees is at least as fresh as the reads an order is built from. A hold set in
-  the CRM before a quote's acceptance was committed before the quote read that saw the
-  acceptance, hence before the account read that follows (the incremental read has no upper
-  stamp bound), and that account page's transaction places the ``crm`` hold reason before the
-  hand-off places the order: provisioning waits. A run hands off only after a complete account
-  pull (accounts are pulled in every run whose connector maps them, even when not listed); a
-  run whose account pull failed leaves its quotes owed, as a stopped run does. One account
-  (``account=``) reads its quotes and lines, then the account, and hands off its quotes only,
-  every one of them whether it changed or not (the other accounts were not read again: their
-  owed quotes wait for the next cycle).
+- Objects are pulled in the order of ``PULL_ORDER`` (products, prices, quotes, then quote
+  lines and accounts side by side), whatever ``[sync] objects`` or the run's options list: a
+  line's product is known when it arrives, and every account read starts after every quote
+  read ended. A hold set in the CRM before a quote's acceptance was committed before the quote
+  read that saw the acceptance, hence before the account read that follows (the incremental
+  read has no upper stamp bound), and that account page's transaction places the ``crm`` hold
+  reason before the hand-off places the order: provisioning waits. Quote lines and accounts
+  (``SIDE_BY_SIDE``, ``pull_stages``) are read at the same time, each by its own reader, and
+  their pages are applied one at a time as they arrive, each object's in its order with its
+  own cursor: neither waits on the other, and the hand-off starts only when both are pulled.
+  Each reader's CRM calls are counted apart (``connectors.budget.call_tally``), and the
+  budget's share is checked and spent under one lock. A run hands off only after a complete
+  account pull (accounts are pulled in every run whose connector maps them, even when not
+  listed); a run whose account pull failed leaves its quotes owed, as a stopped run does. One
+  account (``account=``) reads its quotes and lines, then the account, and hands off its quotes
+  only, every one of them whether it changed or not (the other accounts were not read again:
+  their owed quotes wait for the next cycle).
 - One transaction per page (``ledger_uow``: credit control re-evaluates every account the page
   touched before it commits); the object's cursor is saved in that transaction.
 - The next pages are read while the current one is applied (``connectors.prefetch``: up to
-  ``READ_AHEAD`` pages ahead, in a thread that is stopped and joined when the object's pull
-  ends, however it ends). A page read but never applied (shutdown, budget, error) is simply
-  read again by the next run, from the cursor saved with the last applied page.
+  ``READ_AHEAD`` pages ahead of each object, in a thread that is stopped and joined when the
+  object's pull ends, however it ends). A read that fails (``ConnectorError``) fails its
+  object only: the object read beside it goes on. A page read but never applied (shutdown,
+  budget, error) is simply read again by the next run, from the cursor saved with the last
+  applied page.
 - ``should_stop`` is checked between pages: a shutdown finishes the page in hand, commits, and
   ends the run as ``stopped: shutdown``; nothing is half-written.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
@@ -83,8 +89,9 @@ from connectors.base import (
     Page,
     RetriableError,
 )
+from connectors.budget import CallTally, call_tally
 from connectors.credentials import CredentialError
-from connectors.prefetch import Prefetch
+from connectors.prefetch import Arrivals, Prefetch
 from sync import handoff, handoff_reads, outbox, push
 from sync.bookkeeping import PageResult, ledger_id_of
 from sync.documents import pdf_files
@@ -120,8 +127,34 @@ def failure_cause(exc: BaseException) -> str | None:
 #: The phases' stopwatch (monotonic wall seconds).
 _timer = time.perf_counter
 
-#: The pull order (see the module's rules): accounts last, after the reads orders are built from.
+#: The pull order (see the module's rules): accounts after every quote read.
 PULL_ORDER = ("product", "price", "quote", "quote_line", "account")
+#: Objects read side by side once the objects before them are pulled (see the module's rules).
+SIDE_BY_SIDE = frozenset({"quote_line", "account"})
+
+
+def pull_stages(objects: Sequence[str]) -> list[list[str]]:
+    """The objects of a pull (in ``PULL_ORDER``) as its stages: one after another, except
+    that neighbours in ``SIDE_BY_SIDE`` share a stage."""
+    stages: list[list[str]] = []
+    for obj in objects:
+        if obj in SIDE_BY_SIDE and stages and stages[-1][-1] in SIDE_BY_SIDE:
+            stages[-1].append(obj)
+        else:
+            stages.append([obj])
+    return stages
+
+
+@dataclass
+class _Reading:
+    """One object being read in a pull: its pages read ahead, its full-read sweep, the
+    cursor saved last and the calls its reader made."""
+
+    obj: str
+    pages: Prefetch[Page]
+    sweep: SeenTable
+    saved: str | None
+    tally: CallTally
 
 
 @dataclass(frozen=True)
@@ -210,8 +243,8 @@ class Cycle:
                 elif opts.account:
                     self._one_account(opts.account)
                 else:
-                    for obj in self._objects():
-                        if not self._pull(obj) or self.should_stop():
+                    for stage in pull_stages(self._objects()):
+                        if not self._pull_side_by_side(stage) or self.should_stop():
                             break
             if report.outcome == "running" and self.should_stop():
                 report.outcome = "stopped: shutdown"
@@ -282,40 +315,82 @@ class Cycle:
         """Pull one object; False when the run must not go on (budget, shutdown). ``started``
         caps the cursor (the run's start unless said: a read-back after the push starts later);
         ``full`` overrides the run's option."""
-        stats = self.rep.stats(obj)
-        before = self.calls()
+        return self._pull_side_by_side([obj], started, full)
+
+    def _pull_side_by_side(self, objs: Sequence[str], started: datetime | None = None,
+                           full: bool | None = None) -> bool:
+        """Pull these objects, read side by side, each page applied as it arrives (each
+        object's pages in their order, with its cursor); False when the run must not go on
+        (budget, shutdown). An object whose read fails is recorded as failed; the others go
+        on."""
         full = self.options.full if full is None else full
-        with self.engine.connect() as conn:
-            saved = get_cursor(conn, self.name, obj)
-        cursor = None if full else saved
-        sweep = SeenTable(self.engine, self.name, obj)
-        pages = Prefetch(self.connector.read_changes(obj, cursor,
-                                                     run_started=started or self.rep.started_at,
-                                                     sweep=sweep),
-                         name=f"prefetch-{self.name}-{obj}", depth=READ_AHEAD)
+        arrivals = Arrivals()
+        reading: dict[str, _Reading] = {}
         try:
-            for page in pages:
-                self._apply(obj, page, save=saved)
-                saved = page.cursor if page.cursor is not None else saved
+            for obj in objs:
+                reading[obj] = self._open(obj, started, full, arrivals)
+            while reading:
+                obj = arrivals.next_ready({o: r.pages for o, r in reading.items()})
+                one = reading[obj]
+                try:
+                    page = next(one.pages)
+                except StopIteration:
+                    self._close(reading.pop(obj))
+                    self.holds_read = self.holds_read or obj == "account"
+                    continue
+                except BudgetExhausted:
+                    for left in reading:        # the reader beside it stops with it
+                        self.rep.stats(left).outcome = "stopped: API budget"
+                    raise
+                except ConnectorError as exc:
+                    self._close(reading.pop(obj))
+                    self._failed(obj, exc)
+                    continue
+                self._apply(obj, page, save=one.saved)
+                one.saved = page.cursor if page.cursor is not None else one.saved
                 if self.should_stop():
-                    stats.outcome = "stopped: shutdown"
+                    for left in reading:
+                        self.rep.stats(left).outcome = "stopped: shutdown"
                     return False
-        except BudgetExhausted:
-            stats.outcome = "stopped: API budget"
-            raise
-        except ConnectorError as exc:
-            stats.outcome = f"failed: {exc}"[:32]
-            self.rep.error = f"{obj}: {exc}"
-            self.rep.cause = self.rep.cause or failure_cause(exc)
-            log.warning("sync object failed run=%s connection=%s object=%s error=%s",
-                        self.rep.run_id, self.name, obj, exc)
             return True
         finally:
-            pages.close()
+            for one in reading.values():
+                self._close(one)
+
+    def _open(self, obj: str, started: datetime | None, full: bool, arrivals: Arrivals
+              ) -> _Reading:
+        """Start reading one object: from its saved cursor (or all of it), ahead of the
+        applies, its calls counted apart."""
+        with self.engine.connect() as conn:
+            saved = get_cursor(conn, self.name, obj)
+        sweep = SeenTable(self.engine, self.name, obj)
+        tally = CallTally()
+        token = call_tally.set(tally)   # the reader's thread runs in a copy of this context
+        try:
+            pages = Prefetch(self.connector.read_changes(
+                obj, None if full else saved, run_started=started or self.rep.started_at,
+                sweep=sweep), name=f"prefetch-{self.name}-{obj}", depth=READ_AHEAD,
+                arrivals=arrivals, tag=obj)
+        except BaseException:
             sweep.close()
-            stats.api_calls += self.calls() - before
-        self.holds_read = self.holds_read or obj == "account"
-        return True
+            raise
+        finally:
+            call_tally.reset(token)
+        return _Reading(obj, pages, sweep, saved, tally)
+
+    def _close(self, one: _Reading) -> None:
+        try:
+            one.pages.close()
+        finally:
+            one.sweep.close()
+            self.rep.stats(one.obj).api_calls += one.tally.calls
+
+    def _failed(self, obj: str, exc: ConnectorError) -> None:
+        self.rep.stats(obj).outcome = f"failed: {exc}"[:32]
+        self.rep.error = f"{obj}: {exc}"
+        self.rep.cause = self.rep.cause or failure_cause(exc)
+        log.warning("sync object failed run=%s connection=%s object=%s error=%s",
+                    self.rep.run_id, self.name, obj, exc)
 
     def _one_account(self, crm_id: str) -> None:
         """Resync one account and its quotes (and their lines) now; the catalog is brought up

@@ -1,6 +1,7 @@
-"""The hold state the hand-off sees is at least as fresh as the quote reads an order is built
-from (issue 13, item 4): accounts are pulled after quotes and lines, whatever the objects
-listed, and a run whose account pull did not complete hands nothing off (its quotes stay owed).
+"""The hold state the hand-off sees is at least as fresh as the quote reads that saw the
+acceptance (issue 13, item 4): every account read starts after the quote read ended (quote
+lines are read beside the accounts), whatever the objects listed, and a run whose account pull
+did not complete hands nothing off (its quotes stay owed).
 The interleavings themselves are driven against the sandbox in
 tests/e2e/test_e2e_hold_interleaving.py."""
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Recording(FakeCRM):
         if obj == "account" and self.fail_accounts:
             raise FatalError("INVALID_FIELD: account query refused")
         yield from super().read_changes(obj, cursor, **kw)
+        self.reads.append(f"{obj}:end")
 
     def read_one(self, obj: str, crm_id: str) -> dict[str, Any] | None:
         self.reads.append(f"{obj}:one")
@@ -61,13 +63,16 @@ def _requests(engine: Engine) -> list[str]:
 
 @pytest.mark.parametrize("objects", [
     ("account", "quote_line", "quote", "price", "product"), ("quote", "quote_line"), None])
-def test_accounts_are_pulled_after_quotes_and_lines_whatever_the_objects_listed(
+def test_accounts_are_read_after_the_quote_read_ended_whatever_the_objects_listed(
         engine: Engine, objects: tuple[str, ...] | None) -> None:
     crm = _crm()
     run_cycle(engine, crm, SyncOptions(objects=objects, push=False))
     wanted = objects or ("product", "price", "quote", "quote_line")
-    assert crm.reads == [o for o in ("product", "price", "quote", "quote_line")
-                         if o in wanted] + ["account"]
+    one_by_one = [e for o in ("product", "price", "quote") if o in wanted for e in (o, f"{o}:end")]
+    assert crm.reads[:len(one_by_one)] == one_by_one
+    beside = ["account"] + (["quote_line"] if "quote_line" in wanted else [])
+    rest = crm.reads[len(one_by_one):]          # read side by side: in either order
+    assert sorted(rest) == sorted(beside + [f"{o}:end" for o in beside])
 
 
 def test_a_one_account_resync_reads_the_account_after_its_quotes_and_lines(
@@ -78,7 +83,8 @@ def test_a_one_account_resync_reads_the_account_after_its_quotes_and_lines(
     crm.reads.clear()
     report = run_cycle(engine, crm, SyncOptions(account="A2"))
     assert report.outcome == "ok" and report.handed_off == 1
-    assert crm.reads == ["product", "price", "quote:lookup", "quote_line:lookup", "account:one"]
+    assert crm.reads == ["product", "product:end", "price", "price:end", "quote:lookup",
+                         "quote_line:lookup", "account:one"]
     assert _requests(engine) == ["awaiting_hold_release"]
 
 
