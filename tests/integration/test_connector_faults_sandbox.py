@@ -167,3 +167,32 @@ def test_dv_expired_token_is_refreshed_once(sandbox: Any) -> None:
     sandbox.faults.add("dataverse", "accounts", "expire_session", count=1)
     assert count(conn.read_changes("account", None)) == 30
     assert sandbox.counters.get("dataverse", "token") == 2
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "dataverse"])
+def test_a_whole_sync_through_faults_reads_what_a_clean_one_reads_with_its_calls_counted(
+        sandbox: Any, engine: Engine, crm: str) -> None:
+    """Quote lines and accounts are read side by side over one connection: retries, a
+    dropped connection and an expired session on both readers still read every record once,
+    and the objects' call counts add up to the meter's."""
+    build = salesforce if crm == "salesforce" else dataverse
+    if crm == "salesforce":     # one query per object: products, prices, quotes pass first
+        sandbox.faults.add(crm, "query*", "slow", count=3, delay=0.01)
+        for kind in ("expire_session", "503", "drop", "429"):
+            sandbox.faults.add(crm, "query*", kind, count=1, retry_after=1)
+    else:
+        for entity_set, kinds in (("accounts", ("expire_session", "503")),
+                                  ("quotedetails", ("expire_session", "429", "drop"))):
+            for kind in kinds:
+                sandbox.faults.add(crm, entity_set, kind, count=1, retry_after=1)
+    conn = build(sandbox, Sleeper())
+    report = run_cycle(engine, conn, SyncOptions(push=False))
+    assert report.outcome == "ok", report.error
+    assert [r["remaining"] for r in sandbox.faults.as_json()] == [0] * len(
+        sandbox.faults.as_json())                           # every fault was met
+    assert sum(s.api_calls for s in report.objects.values()) == conn.api_budget().calls
+    clean = run_cycle(engine, build(sandbox, Sleeper()), SyncOptions(push=False, full=True))
+    assert clean.outcome == "ok"
+    assert {o: s.read for o, s in report.objects.items()} == {
+        o: s.read for o, s in clean.objects.items()}
+    assert report.objects["account"].read == 30
