@@ -88,14 +88,12 @@ def parse_datetime(value: Any) -> Any:
         return value.astimezone(UTC) if value.tzinfo else value
     if not isinstance(value, str):
         return value
-    match = _TIMESTAMP.fullmatch(value.strip())
+    text = value.strip()
+    match = _TIMESTAMP.fullmatch(text)
     if match is None or match[2] is None:
         return value
-    offset = "+00:00" if match[2] == "Z" else match[2]
-    if ":" not in offset:  # +0000 (Salesforce)
-        offset = f"{offset[:3]}:{offset[3:]}"
-    try:
-        return datetime.fromisoformat(match[1] + offset).astimezone(UTC)
+    try:    # what the pattern admits, Python 3.11's parser reads as is (+0000 and Z included)
+        return datetime.fromisoformat(text).astimezone(UTC)
     except (ValueError, OverflowError):  # month 13, or an instant beyond year 1..9999 in UTC
         return value
 

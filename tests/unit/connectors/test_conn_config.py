@@ -43,6 +43,18 @@ def test_unknown_object_and_bad_map_are_clear_errors() -> None:
     ("2026-11-21T23:43:43Z", datetime(2026, 11, 21, 23, 43, 43, tzinfo=UTC)),
     ("2026-11-21T23:43:43", "2026-11-21T23:43:43"),  # no offset: never guessed as local time
     ("garbage", "garbage"),
+    # every shape the pattern admits, read as is by the parser
+    ("2026-11-22T05:13:43.5+05:30", datetime(2026, 11, 21, 23, 43, 43, 500000, tzinfo=UTC)),
+    ("2026-11-22T05:13+0530", datetime(2026, 11, 21, 23, 43, tzinfo=UTC)),
+    ("2026-11-21T23:43:43.123456789Z", datetime(2026, 11, 21, 23, 43, 43, 123456, tzinfo=UTC)),
+    ("  2026-11-21T23:43:43.000+0000\n", datetime(2026, 11, 21, 23, 43, 43, tzinfo=UTC)),
+    # and what it refuses stays raw, for the boundary to name
+    ("2026-11-21 23:43:43Z", "2026-11-21 23:43:43Z"),
+    ("20261121T234343Z", "20261121T234343Z"),
+    ("2026-W47-6T23:43:43Z", "2026-W47-6T23:43:43Z"),
+    ("2026-13-21T23:43:43Z", "2026-13-21T23:43:43Z"),
+    ("2026-11-21T23:43:43+2400", "2026-11-21T23:43:43+2400"),
+    ("0001-01-01T00:00:00+0100", "0001-01-01T00:00:00+0100"),
 ])
 def test_timestamps_become_aware_utc_or_stay_raw(raw: str, expected: object) -> None:
     assert parse_datetime(raw) == expected
