@@ -45,7 +45,7 @@ class SalesforceSession:
             session=transport,
             version=settings.api_version,
             parse_float=Decimal,
-            object_pairs_hook=dict,
+            object_pairs_hook=None,   # plain dicts, built by the C parser (a hook runs per object)
         )
 
 
