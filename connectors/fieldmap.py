@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,12 @@ class ObjectMap:
     def pull_fields(self) -> list[FieldSpec]:
         return [f for f in self.fields.values() if not f.push]
 
+    @cached_property
+    def _pulled(self) -> tuple[tuple[str, str, bool, FieldSpec], ...]:
+        """``pull_fields`` as (CRM name, canonical name, a relationship path?, spec), worked
+        out once per map rather than once per record read."""
+        return tuple((f.crm, f.canonical, "." in f.crm, f) for f in self.pull_fields)
+
     def select(self) -> list[str]:
         """CRM fields to read: every pulled field plus key and modstamp, each once, in order."""
         names = [self.key] + [f.crm for f in self.pull_fields] + [self.modstamp]
@@ -84,13 +91,14 @@ class ObjectMap:
 
     def to_canonical(self, row: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for spec in self.pull_fields:
-            if spec.crm in row:
-                out[spec.canonical] = convert_in(row[spec.crm], spec)
-            elif "." in spec.crm:
-                found, value = follow(row, spec.crm)
+        for crm, canonical, dotted, spec in self._pulled:
+            if crm in row:
+                value = row[crm]
+                out[canonical] = None if value is None else convert_in(value, spec)
+            elif dotted:
+                found, value = follow(row, crm)
                 if found:
-                    out[spec.canonical] = convert_in(value, spec)
+                    out[canonical] = convert_in(value, spec)
         out.setdefault("crm_id", row.get(self.key))
         if "modstamp" not in out and self.modstamp in row:
             out["modstamp"] = parse_datetime(row[self.modstamp])
