@@ -7,9 +7,9 @@ Full pull: the raw read (the connector fetching and parsing the same pages, no p
 against the real sync (map, reconcile, hand off, outbox; push off), records/s and the ratio,
 CPU time of this process, peak RSS; then the run's phases (``RunReport.phases``: the pull,
 the hand-off of the accepted quotes into orders, the outbox refresh) and the pull's own ratio
-to the raw read. The target is on the whole run's ratio. ``--rss-trace`` prints the process's RSS and peak RSS
-(``/proc/self/status``: VmRSS, VmHWM) at every 100,000 records the sync applied, and after it
-(the hand-off and the outbox run after the pull).
+to the raw read. The target is on the whole run's ratio. ``--rss-trace`` prints the process's
+RSS and peak RSS (``/proc/self/status``: VmRSS, VmHWM) at every 100,000 records the sync
+applied, and after it (the hand-off and the outbox run after the pull).
 Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
 "now" (billing holds only what it read): wall time and API calls against the minimum the CRM
 limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) collection calls).

@@ -93,8 +93,7 @@ class ObjectMap:
         out: dict[str, Any] = {}
         for crm, canonical, dotted, spec in self._pulled:
             if crm in row:
-                value = row[crm]
-                out[canonical] = None if value is None else convert_in(value, spec)
+                out[canonical] = convert_in(row[crm], spec)
             elif dotted:
                 found, value = follow(row, crm)
                 if found:
