@@ -9,7 +9,10 @@ CPU time of this process, peak RSS; then the run's phases (``RunReport.phases``:
 the hand-off of the accepted quotes into orders, the outbox refresh) and the pull's own ratio
 to the raw read. The target is on the whole run's ratio. ``--rss-trace`` prints the process's
 RSS and peak RSS (``/proc/self/status``: VmRSS, VmHWM) at every 100,000 records the sync
-applied, and after it (the hand-off and the outbox run after the pull).
+applied, and after it (the hand-off and the outbox run after the pull). ``--replay`` serves
+the sync the pages its raw read returned, from memory (all of them: about 1 KB a record): the
+sync with reading free (no fetching, parsing or mapping to canonical records), the bound of
+any design that reads in another process, since the pull cannot end before the read does.
 Incremental: ``--incremental`` changes among ``--among`` CRM accounts, from a cursor set at
 "now" (billing holds only what it read): wall time and API calls against the minimum the CRM
 limits allow (ceil(changes/2000) query pages per object, ceil(changes/200) collection calls).
@@ -111,7 +114,8 @@ def _sandbox(accounts: int, quotes: int, in_process: bool) -> Any:
 
 
 def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = False,
-         repeat: int = 1, resync: bool = False, rss_trace: bool = False) -> None:
+         repeat: int = 1, resync: bool = False, rss_trace: bool = False,
+         replay: bool = False) -> None:
     """``repeat`` pairs of (raw read, sync), each sync into a fresh database, against one
     sandbox; with more than one pair, the median ratio closes the report (the raw read's own
     speed varies from run to run on a shared machine, and moves the ratio with it)."""
@@ -120,7 +124,7 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
     with _sandbox(accounts, quotes, in_process) as sbx, tempfile.TemporaryDirectory() as tmp:
         for n in range(1, repeat + 1):
             ratios.append(_pair(sbx, Path(tmp) / f"pair{n}", accounts, quotes, where,
-                                profile and n == 1, resync, rss_trace))
+                                profile and n == 1, resync, rss_trace, replay))
     if repeat > 1:
         ordered = sorted(ratios)
         print(f"median ratio over {repeat} pairs: {statistics.median(ordered):.2f}x wall "
@@ -128,16 +132,19 @@ def full(accounts: int, quotes: int, profile: bool = False, in_process: bool = F
 
 
 def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: bool,
-          resync: bool = False, rss_trace: bool = False) -> float:
+          resync: bool = False, rss_trace: bool = False, replay: bool = False) -> float:
     (tmp / "raw").mkdir(parents=True)
     (tmp / "sync").mkdir()
     sbx.counters.reset()
     worker = _world(sbx, tmp / "raw")
     conn = worker.connector("sf")
+    served: dict[str, list[Any]] | None = {o: [] for o in OBJECTS} if replay else None
     t0, c0, n_raw, k0 = time.perf_counter(), time.process_time(), 0, _crm_cpu(sbx)
     for obj in OBJECTS:
         for page in conn.read_changes(obj, None):
             n_raw += len(page.records)
+            if served is not None:
+                served[obj].append(page)
     raw, raw_cpu = time.perf_counter() - t0, time.process_time() - c0
     raw_crm = _since(_crm_cpu(sbx), k0)
     raw_calls = sbx.counters.total("salesforce")
@@ -147,6 +154,8 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     sbx.counters.reset()
     worker.close()
     worker2 = _world(sbx, tmp / "sync")
+    if served is not None:
+        _replay(worker2.connector("sf"), served)
     profiler = cProfile.Profile() if profile else None
     t0, c0, k0 = time.perf_counter(), time.process_time(), _crm_cpu(sbx)
     if profiler:
@@ -168,8 +177,9 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
           f"(sandbox {where})")
     print(f"  raw read : {raw:8.1f} s  {n_raw / raw:9.0f} records/s  CPU {raw_cpu:7.1f} s  "
           f"({raw_calls} calls, peak RSS {rss_raw:.0f} MB){_crm(raw_crm)}")
-    print(f"  sync     : {synced:8.1f} s  {n_sync / synced:9.0f} records/s  "
-          f"CPU {sync_cpu:7.1f} s  ({report.outcome}, handed off {report.handed_off}, "
+    print(f"  {'replayed' if replay else 'sync':9s}: {synced:8.1f} s  "
+          f"{n_sync / synced:9.0f} records/s  CPU {sync_cpu:7.1f} s  "
+          f"({report.outcome}, handed off {report.handed_off}, "
           f"peak RSS {_rss_mb():.0f} MB){_crm(sync_crm)}")
     print(f"  ratio sync/raw: {synced / raw:.1f}x wall, {sync_cpu / raw_cpu:.1f}x CPU "
           f"(target <= 1.5x)")
@@ -177,8 +187,9 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
     print("  phases   : " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
           + f"; the pull alone (read, map, reconcile, write) {phases.get('pull', 0) / raw:.2f}x "
           "the raw read")
-    print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
-          f"ratio {pages / max(minimum, 1):.2f}")
+    if not replay:
+        print(f"  query pages: {pages}, minimum the CRM allows: {minimum}, "
+              f"ratio {pages / max(minimum, 1):.2f}")
     if again:
         print(again)
     if profiler:
@@ -188,6 +199,23 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return synced / raw
+
+
+def _replay(conn: Any, served: dict[str, list[Any]]) -> None:
+    """``conn`` serves the pages in ``served`` instead of reading the CRM, and feeds a full
+    read's sweep as the connector does (a first full read finds nothing missing)."""
+    from connectors.base import page_ids
+
+    def read_changes(obj: str, cursor: str | None, *, run_started: Any = None,
+                     sweep: Any = None) -> Any:
+        if sweep is not None:
+            sweep.begin()
+        for page in served[obj]:
+            if sweep is not None:
+                sweep.saw(page_ids(page.records, page.deletions))
+            yield page
+
+    conn.read_changes = read_changes
 
 
 def _since(now: float | None, before: float | None) -> float | None:
@@ -260,6 +288,9 @@ def main() -> None:
                     help="after each full pull, time a full resync (--full) of the same ledger")
     ap.add_argument("--rss-trace", action="store_true",
                     help="full pull: print RSS and peak RSS at every 100,000 records applied")
+    ap.add_argument("--replay", action="store_true",
+                    help="full pull: the sync is served the raw read's pages from memory (the "
+                         "sync's cost with reading free)")
     ap.add_argument("--in-process", action="store_true",
                     help="run the sandbox CRM in this process (threads) instead of a child process")
     args = ap.parse_args()
@@ -269,7 +300,7 @@ def main() -> None:
         incremental(args.incremental, args.among, args.in_process)
     else:
         full(args.accounts, args.quotes, args.profile, args.in_process, max(args.repeat, 1),
-             args.resync, args.rss_trace)
+             args.resync, args.rss_trace, args.replay)
 
 
 if __name__ == "__main__":
