@@ -202,8 +202,9 @@ def _pair(sbx: Any, tmp: Path, accounts: int, quotes: int, where: str, profile: 
 
 
 def _replay(conn: Any, served: dict[str, list[Any]]) -> None:
-    """``conn`` serves the pages in ``served`` instead of reading the CRM, and feeds a full
-    read's sweep as the connector does (a first full read finds nothing missing)."""
+    """``conn`` serves the pages in ``served`` instead of reading the CRM. It feeds a full
+    read's sweep as the connector does, so the sweep's writes are timed as in a live sync (a
+    first full read finds nothing missing)."""
     from connectors.base import page_ids
 
     def read_changes(obj: str, cursor: str | None, *, run_started: Any = None,
