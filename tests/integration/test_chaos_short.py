@@ -12,24 +12,8 @@ item 5), not after a 10- or 5-minute lease.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lb_bench_chaos", BENCH / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from bench_module import load
 
 # Seed 7 as before; the budget trials use seed 1, which draws one stop of each kind (cap, share).
 STRIKES = {"kill": ["--signal", "kill", "--seed", "7"], "term": ["--signal", "term", "--seed", "7"],
@@ -41,7 +25,7 @@ STRIKES = {"kill": ["--signal", "kill", "--seed", "7"], "term": ["--signal", "te
 
 
 def _short_run(database: str, strike: str) -> None:
-    chaos = _chaos()
+    chaos = load("chaos")
     args = chaos.parse_args(["--trials", "2", "--database", database, "--accounts", "60",
                              "--quotes", "60", "--rounds", "1", "--recovery-rounds", "2",
                              *STRIKES[strike]])

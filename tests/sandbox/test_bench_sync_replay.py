@@ -8,20 +8,16 @@ leaves a different ledger (a page served twice does not: the sync takes it as un
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench_module import load
 from sqlalchemy import create_engine, text
 
 from connectors.sandbox.remote import RemoteSandbox
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 #: What each ledger must hold alike (counts, and the outbox's payload digests).
 QUERIES = {
@@ -35,15 +31,6 @@ QUERIES = {
     "outbox": "SELECT object, crm_id, hash, state FROM outbox ORDER BY object, crm_id",
     "quarantine": "SELECT count(*) FROM quarantine",
 }
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lb_bench_sync", BENCH / "sync.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -69,7 +56,7 @@ def _ledger(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 def test_replayed_sync_leaves_the_ledger_a_live_sync_leaves(tmp_path: Path,
                                                             environ: None) -> None:
-    bench = _bench()
+    bench = load("sync")
     out = io.StringIO()
     with RemoteSandbox(accounts=120, quotes=120, sides=("salesforce",)) as sbx, \
             contextlib.redirect_stdout(out):
