@@ -78,8 +78,10 @@ def pdf_text(pdf: bytes) -> str:
 
 
 def settings_for(port: int, **email: Any) -> Settings:
+    # a generous timeout: the server is a thread of this process, which a loaded CI machine
+    # can keep waiting (an unreachable port is refused at once, not timed out)
     base = EmailSettings(enabled=True, since="2027-01-01", from_address="billing@northwind.test",
-                         host="127.0.0.1", port=port, timeout_seconds=5.0,
+                         host="127.0.0.1", port=port, timeout_seconds=30.0,
                          retry_base_seconds=0.0, retry_max_seconds=0.0)
     return Settings(documents=DocumentSettings(seller_name=SELLER),
                     email=replace(base, **email))
