@@ -173,22 +173,38 @@ def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None,
 @atomic
 def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "credit_memo", memo, lock=True)
-    if row["status"] not in CANCELLABLE_CREDIT_MEMO or row["applied_minor"] != 0:
-        raise InvalidState("credit_memo", memo, f"is {row['status']} with "
-                                                f"{Money.of_minor(row['applied_minor'], row['currency'])} "
-                                                "applied: only an unapplied memo is cancelled")
-    if row["origin"] == "credit_conversion":
-        raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back to "
-                                                "credits instead of cancelling it")
-    done = uow.conn.execute(update(credit_memos).where(
-        credit_memos.c.id == row["id"], credit_memos.c.applied_minor == 0,
-        credit_memos.c.status.in_(CANCELLABLE_CREDIT_MEMO),
-    ).values(status=CreditMemoStatus.CANCELLED, cancelled_at=uow.now())).rowcount
+
+    def from_the_pool(row: Any) -> None:
+        if row["origin"] == "credit_conversion":
+            raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back "
+                                                    "to credits instead of cancelling it")
+
+    return _cancel(uow, "credit_memo", memo, row, credit_memos, CANCELLABLE_CREDIT_MEMO,
+                   CreditMemoStatus.CANCELLED, "applied: only an unapplied memo is cancelled",
+                   credit_memo_view, also=from_the_pool)
+
+
+def _cancel(uow: UnitOfWork, doc_type: str, memo: object, row: Any, table: Any,
+            cancellable: Any, cancelled: str, refusal: str,
+            view_of: Callable[[Connection, object], dict[str, Any]],
+            also: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Cancel a memo nothing is applied to (``row``, read and locked; ``also`` may refuse it
+    further): only while it is still cancellable and unapplied as the update runs; its account
+    touched, the move audited."""
+    if row["status"] not in cancellable or row["applied_minor"] != 0:
+        raise InvalidState(doc_type, memo, f"is {row['status']} with "
+                                           f"{Money.of_minor(row['applied_minor'], row['currency'])} "
+                                           f"{refusal}")
+    if also is not None:
+        also(row)
+    done = uow.conn.execute(update(table).where(
+        table.c.id == row["id"], table.c.applied_minor == 0, table.c.status.in_(cancellable),
+    ).values(status=cancelled, cancelled_at=uow.now())).rowcount
     if done != 1:
-        raise InvalidState("credit_memo", memo, "changed while cancelling it: try again")
+        raise InvalidState(doc_type, memo, "changed while cancelling it: try again")
     uow.touch(int(row["account_id"]))
-    view = credit_memo_view(uow.conn, row["id"])
-    _audit_state(uow, "cancelled", "credit_memo", row, view)
+    view = view_of(uow.conn, row["id"])
+    _audit_state(uow, "cancelled", doc_type, row, view)
     return view
 
 
@@ -276,20 +292,9 @@ def activate_debit_memo(uow: UnitOfWork, memo: object, *,
 @atomic
 def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
     row = find(uow.conn, "debit_memo", memo, lock=True)
-    if row["status"] not in CANCELLABLE_DEBIT_MEMO or row["applied_minor"] != 0:
-        raise InvalidState("debit_memo", memo, f"is {row['status']} with "
-                                               f"{Money.of_minor(row['applied_minor'], row['currency'])} "
-                                               "paid: only an unpaid memo is cancelled")
-    done = uow.conn.execute(update(debit_memos).where(
-        debit_memos.c.id == row["id"], debit_memos.c.applied_minor == 0,
-        debit_memos.c.status.in_(CANCELLABLE_DEBIT_MEMO),
-    ).values(status=DebitMemoStatus.CANCELLED, cancelled_at=uow.now())).rowcount
-    if done != 1:
-        raise InvalidState("debit_memo", memo, "changed while cancelling it: try again")
-    uow.touch(int(row["account_id"]))
-    view = debit_memo_view(uow.conn, row["id"])
-    _audit_state(uow, "cancelled", "debit_memo", row, view)
-    return view
+    return _cancel(uow, "debit_memo", memo, row, debit_memos, CANCELLABLE_DEBIT_MEMO,
+                   DebitMemoStatus.CANCELLED, "paid: only an unpaid memo is cancelled",
+                   debit_memo_view)
 
 
 def debit_memo_view(conn: Connection, memo: object) -> dict[str, Any]:

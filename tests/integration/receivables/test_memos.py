@@ -246,3 +246,37 @@ def test_batch_forms_answer_per_item_and_never_half_apply(uow, account):
     dms = [memos.create_debit_memo(uow, account, "2", "fee") for _ in range(2)]
     assert [r["ok"] for r in memos.activate_debit_memos(uow, [dms[0], 555])] == [True, False]
     assert [r["ok"] for r in memos.cancel_debit_memos(uow, dms)] == [True, True]
+
+
+def test_cancel_refusals_name_the_memo_and_what_holds_it(uow, account):
+    """Each memo kind refuses a cancel while something is applied to it (naming the amount),
+    once it is cancelled, and a credit memo that came from the credit pool; nothing changes."""
+    from billing_core.service import credits
+
+    account, inv, memo = _setup(uow, account)
+    memos.apply_credit_memo(uow, memo, [{"target": f"invoice:{inv}", "amount": "12.34"}])
+    grant = credits.grant_credits(uow, account, "40", kind="granted", source="referral",
+                                  reason="r", expires_on=date(2099, 1, 1))
+    pooled = credits.convert_grant_to_memo(uow, grant, "15")["id"]
+    dm = memos.create_debit_memo(uow, account, "20", "shipping")
+    memos.activate_debit_memo(uow, dm)
+    memos.apply_credit_memo(uow, memos.create_credit_memo(uow, account, "5", "r", activate=True),
+                            [{"target": f"debit_memo:{dm}", "amount": "5"}])
+    gone = memos.create_debit_memo(uow, account, "3", "r")
+    memos.cancel_debit_memo(uow, gone)
+    cases = [
+        (lambda: memos.cancel_credit_memo(uow, memo), "credit_memo",
+         "is partially_applied with 12.34 USD applied: only an unapplied memo is cancelled"),
+        (lambda: memos.cancel_credit_memo(uow, pooled), "credit_memo",
+         "came from the credit pool: convert it back to credits instead of cancelling it"),
+        (lambda: memos.cancel_debit_memo(uow, dm), "debit_memo",
+         "is partially_paid with 5.00 USD paid: only an unpaid memo is cancelled"),
+        (lambda: memos.cancel_debit_memo(uow, gone), "debit_memo",
+         "is cancelled with 0.00 USD paid: only an unpaid memo is cancelled"),
+    ]
+    for call, field, message in cases:
+        before = snapshot(uow.conn)
+        with pytest.raises(InvalidState) as info:
+            call()
+        assert info.value.field == field and message in str(info.value), str(info.value)
+        assert snapshot(uow.conn) == before, message
