@@ -266,16 +266,7 @@ class SalesforceConnector(FieldMapped):
         # Marked when the write starts and again when it ends: no read that ran while a write
         # was in flight (the CRM provisioner writes from another thread) may claim it.
         self._wrote.add(obj)
-        results: list[WriteResult | None] = [None] * len(updates)
-        pending: list[tuple[int, dict[str, Any]]] = []
-        for i, update in enumerate(updates):
-            crm_id = str(update.get("crm_id", ""))
-            try:
-                body = om.to_crm(update)
-            except FieldMapError as exc:
-                results[i] = WriteResult(crm_id, False, "INVALID_FIELD", str(exc))
-                continue
-            pending.append((i, {"attributes": {"type": om.crm_object}, "id": crm_id, **body}))
+        results, pending = collection_bodies(om, updates, "id")
         done = self.patch_records("composite/sobjects", pending, updates, results, "id")
         self._wrote.add(obj)
         if self._user is None and any(r.ok for r in done):
@@ -401,3 +392,22 @@ def _field(om: ObjectMap, obj: str, field: str) -> str:
     if spec is None:
         raise FieldMapError(f"{obj}.{field} is not in the field map")
     return spec.crm
+
+
+def collection_bodies(om: ObjectMap, updates: Sequence[Record], key: str
+                      ) -> tuple[list[WriteResult | None], list[tuple[int, dict[str, Any]]]]:
+    """The sObject Collections records of ``updates`` (each named by its ``crm_id`` under
+    ``key``: ``id`` for an update, the external id field for an upsert), with the index of its
+    update; an update the field map refuses has its result already (``INVALID_FIELD``)."""
+    results: list[WriteResult | None] = [None] * len(updates)
+    pending: list[tuple[int, dict[str, Any]]] = []
+    for i, update in enumerate(updates):
+        ref = str(update.get("crm_id", ""))
+        try:
+            body = om.to_crm(update)
+        except FieldMapError as exc:
+            results[i] = WriteResult(ref, False, "INVALID_FIELD", str(exc))
+            continue
+        body.pop(key, None)
+        pending.append((i, {"attributes": {"type": om.crm_object}, key: ref, **body}))
+    return results, pending

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from simple_salesforce.format import format_soql
 
 from connectors.base import AuthError, ConnectorError, FatalError, Record, WriteResult
-from connectors.fieldmap import FieldMapError
 
 if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
@@ -43,18 +42,10 @@ def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: s
 
 
 def upsert_documents(conn: SalesforceConnector, updates: Sequence[Record]) -> list[WriteResult]:
+    from connectors.salesforce.connector import collection_bodies
+
     om = conn.fieldmap.object("document")
-    results: list[WriteResult | None] = [None] * len(updates)
-    pending: list[tuple[int, dict[str, Any]]] = []
-    for i, update in enumerate(updates):
-        key = str(update.get("crm_id", ""))
-        try:
-            body = om.to_crm(update)
-        except FieldMapError as exc:
-            results[i] = WriteResult(key, False, "INVALID_FIELD", str(exc))
-            continue
-        body.pop(om.key, None)
-        pending.append((i, {"attributes": {"type": om.crm_object}, om.key: key, **body}))
+    results, pending = collection_bodies(om, updates, om.key)
     return conn.patch_records(f"composite/sobjects/{om.crm_object}/{om.key}", pending, updates,
                               results, om.key)
 
