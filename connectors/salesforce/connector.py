@@ -61,6 +61,7 @@ from connectors.fieldmap import FieldMap, FieldMapError, ObjectMap
 from connectors.prefetch import Prefetch
 from connectors.salesforce import soql
 from connectors.salesforce.auth import LoginRefused, SalesforceSession, login
+from connectors.salesforce.collections import collection_bodies
 from connectors.settings import ConnectionSettings
 from connectors.transport import Transport, retry_after_seconds
 from connectors.values import parse_datetime
@@ -392,22 +393,3 @@ def _field(om: ObjectMap, obj: str, field: str) -> str:
     if spec is None:
         raise FieldMapError(f"{obj}.{field} is not in the field map")
     return spec.crm
-
-
-def collection_bodies(om: ObjectMap, updates: Sequence[Record], key: str
-                      ) -> tuple[list[WriteResult | None], list[tuple[int, dict[str, Any]]]]:
-    """The sObject Collections records of ``updates`` (each named by its ``crm_id`` under
-    ``key``: ``id`` for an update, the external id field for an upsert), with the index of its
-    update; an update the field map refuses has its result already (``INVALID_FIELD``)."""
-    results: list[WriteResult | None] = [None] * len(updates)
-    pending: list[tuple[int, dict[str, Any]]] = []
-    for i, update in enumerate(updates):
-        ref = str(update.get("crm_id", ""))
-        try:
-            body = om.to_crm(update)
-        except FieldMapError as exc:
-            results[i] = WriteResult(ref, False, "INVALID_FIELD", str(exc))
-            continue
-        body.pop(key, None)
-        pending.append((i, {"attributes": {"type": om.crm_object}, key: ref, **body}))
-    return results, pending

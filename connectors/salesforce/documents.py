@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from simple_salesforce.format import format_soql
 
 from connectors.base import AuthError, ConnectorError, FatalError, Record, WriteResult
+from connectors.salesforce.collections import collection_bodies
 
 if TYPE_CHECKING:
     from connectors.salesforce.connector import SalesforceConnector
@@ -42,8 +43,6 @@ def _filled(results: list[WriteResult | None], updates: Sequence[Record], why: s
 
 
 def upsert_documents(conn: SalesforceConnector, updates: Sequence[Record]) -> list[WriteResult]:
-    from connectors.salesforce.connector import collection_bodies
-
     om = conn.fieldmap.object("document")
     results, pending = collection_bodies(om, updates, om.key)
     return conn.patch_records(f"composite/sobjects/{om.crm_object}/{om.key}", pending, updates,
