@@ -172,31 +172,31 @@ def unapply_credit_memo(uow: UnitOfWork, memo: object, *, target: object = None,
 
 @atomic
 def cancel_credit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
-    row = find(uow.conn, "credit_memo", memo, lock=True)
-
-    def from_the_pool(row: Any) -> None:
-        if row["origin"] == "credit_conversion":
-            raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back "
-                                                    "to credits instead of cancelling it")
-
-    return _cancel(uow, "credit_memo", memo, row, credit_memos, CANCELLABLE_CREDIT_MEMO,
+    return _cancel(uow, "credit_memo", memo, credit_memos, CANCELLABLE_CREDIT_MEMO,
                    CreditMemoStatus.CANCELLED, "applied: only an unapplied memo is cancelled",
-                   credit_memo_view, also=from_the_pool)
+                   credit_memo_view, also=_not_from_the_pool)
 
 
-def _cancel(uow: UnitOfWork, doc_type: str, memo: object, row: Any, table: Any,
-            cancellable: Any, cancelled: str, refusal: str,
+def _not_from_the_pool(row: Any, memo: object) -> None:
+    if row["origin"] == "credit_conversion":
+        raise InvalidState("credit_memo", memo, "came from the credit pool: convert it back to "
+                                                "credits instead of cancelling it")
+
+
+def _cancel(uow: UnitOfWork, doc_type: str, memo: object, table: Any, cancellable: Any,
+            cancelled: str, refusal: str,
             view_of: Callable[[Connection, object], dict[str, Any]],
-            also: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Cancel a memo nothing is applied to (``row``, read and locked; ``also`` may refuse it
-    further): only while it is still cancellable and unapplied as the update runs; its account
-    touched, the move audited."""
+            also: Callable[[Any, object], None] | None = None) -> dict[str, Any]:
+    """Cancel a memo nothing is applied to (``also`` may refuse it further): only while it is
+    still cancellable and unapplied as the update runs; its account touched, the move
+    audited."""
+    row = find(uow.conn, doc_type, memo, lock=True)
     if row["status"] not in cancellable or row["applied_minor"] != 0:
         raise InvalidState(doc_type, memo, f"is {row['status']} with "
                                            f"{Money.of_minor(row['applied_minor'], row['currency'])} "
                                            f"{refusal}")
     if also is not None:
-        also(row)
+        also(row, memo)
     done = uow.conn.execute(update(table).where(
         table.c.id == row["id"], table.c.applied_minor == 0, table.c.status.in_(cancellable),
     ).values(status=cancelled, cancelled_at=uow.now())).rowcount
@@ -291,8 +291,7 @@ def activate_debit_memo(uow: UnitOfWork, memo: object, *,
 
 @atomic
 def cancel_debit_memo(uow: UnitOfWork, memo: object) -> dict[str, Any]:
-    row = find(uow.conn, "debit_memo", memo, lock=True)
-    return _cancel(uow, "debit_memo", memo, row, debit_memos, CANCELLABLE_DEBIT_MEMO,
+    return _cancel(uow, "debit_memo", memo, debit_memos, CANCELLABLE_DEBIT_MEMO,
                    DebitMemoStatus.CANCELLED, "paid: only an unpaid memo is cancelled",
                    debit_memo_view)
 
