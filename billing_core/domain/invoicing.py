@@ -66,6 +66,14 @@ _FACTOR = {("month", "monthly"): (1, 1), ("month", "annual"): (12, 1),
            ("year", "annual"): (1, 1), ("year", "monthly"): (1, 12)}
 
 
+def period_factor(billing_period: str | None, frequency: str) -> tuple[int, int]:
+    """(numerator, denominator) turning a product's price per its ``billing_period`` (month |
+    year; None: month) into one period's charge of a subscription billed ``frequency``
+    (monthly | annual): 12 months of a monthly price a year, a twelfth of a yearly one a
+    month."""
+    return _FACTOR.get((billing_period or "month", frequency), (1, 1))
+
+
 @dataclass(slots=True)
 class AccountTerms:
     id: int
@@ -287,7 +295,7 @@ def _end_credit(sub: Sub, product: Product, acct: AccountTerms, pricer: _Pricer,
 def _subscription_lines(sub: Sub, product: Product, acct: AccountTerms, period_start: date,
                         pricer: _Pricer, draft: Draft) -> None:
     bcd, freq, anchor, cur = acct.bill_cycle_day, sub.frequency, sub.start_date, acct.currency
-    num, den = _FACTOR.get((product.billing_period or "month", freq), (1, 1))
+    num, den = period_factor(product.billing_period, freq)
     billed = sub.billed_through or sub.start_date
     if not sub.changes and billed == period_start and freq == "monthly" \
             and _steady_line(sub, product, acct, period_start, pricer, draft, num, den):

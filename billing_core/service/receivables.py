@@ -11,10 +11,13 @@ Rules kept here
   Draft, void and cancelled documents count for nothing. The balance may be negative (a credit).
 - Unbilled orders = for accepted/held/active orders: one-time charges not yet invoiced (not
   cancelled) at quantity × unit price, and subscriptions never billed (``billed_through`` empty,
-  not cancelled) at one period's charge, a usage product's subscription excepted (it has no
-  recurring charge; its usage counts once invoiced); the unit price is the negotiated one or the catalog's on
-  ``on_date``; each line rounded once (the one rounding rule). An item whose product has no
-  catalog price that day counts 0, with a warning (exposure is read in every commit hook).
+  not cancelled) at one period's charge, as the bill run charges it: the product's price per
+  its billing period turned into the subscription's (``period_factor``: 12 months of a monthly
+  price for an annual subscription, a twelfth of a yearly price for a monthly one). A usage
+  product's subscription is left out (it has no recurring charge; its usage counts once
+  invoiced). The unit price is the negotiated one or the catalog's on ``on_date``; each line is
+  rounded once (the one rounding rule). An item whose product has no catalog price that day
+  counts 0, with a warning (exposure is read in every commit hook).
 - Exposure = open balance (+ unbilled orders, by default).
 - A document is overdue when it is open with a balance and ``due_date + grace_days < on_date``;
   days overdue count from the due date.
@@ -29,7 +32,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, Connection, func, literal, select, union
+from sqlalchemy import Column, Connection, func, literal, null, select, union
 from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import id_in
@@ -46,6 +49,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.credit import is_overdue
 from billing_core.domain.errors import NotFound
+from billing_core.domain.invoicing import period_factor
 from billing_core.domain.money import to_minor
 from billing_core.domain.states import (
     OPEN_CREDIT_MEMO,
@@ -96,9 +100,13 @@ def _chunks(ids: list[int]) -> Iterator[list[int]]:
 
 def _unit_amount(conn: Connection, prices: dict[tuple[int, str], Price | None],
                  product_id: int, quantity: Decimal, unit_price: Decimal | None, currency: str,
-                 on_date: date) -> int:
+                 on_date: date, factor: tuple[int, int] = (1, 1)) -> int:
+    """One item's charge in minor units, rounded once: quantity at the negotiated price or
+    the catalog's on ``on_date``, times ``factor`` (a subscription's one period of its
+    product's price: :func:`period_factor`)."""
+    num, den = factor
     if unit_price is not None:
-        return to_minor(quantity * unit_price, currency)
+        return to_minor(quantity * unit_price * num / den, currency)
     key = (product_id, currency)
     if key not in prices:
         try:
@@ -110,7 +118,7 @@ def _unit_amount(conn: Connection, prices: dict[tuple[int, str], Price | None],
                         product_id, currency, on_date)
             prices[key] = None
     price = prices[key]
-    return 0 if price is None else to_minor(rate(price, quantity), currency)
+    return 0 if price is None else to_minor(rate(price, quantity) * num / den, currency)
 
 
 def unbilled_orders_minor(conn: Connection, account_id: int, on_date: date) -> int:
@@ -131,19 +139,24 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
                                                 orders.c.status.in_(OPEN_ORDER))
         items: list[Any] = []
         for table in (one_time_charges, subscriptions):
-            unbilled = (table.c.invoice_id.is_(None) if table is one_time_charges
-                        else table.c.billed_through.is_(None))
+            if table is one_time_charges:       # a charge is its quantity times its price
+                unbilled, period = table.c.invoice_id.is_(None), (null(), null())
+            else:                               # a subscription, one period of it
+                unbilled = table.c.billed_through.is_(None)
+                period = (products.c.billing_period, table.c.frequency)
             items += conn.execute(
                 select(table.c.account_id, accounts.c.currency, table.c.product_id,
-                       table.c.quantity, table.c.unit_price)
+                       table.c.quantity, table.c.unit_price, *period)
                 .join(accounts, accounts.c.id == table.c.account_id)
                 .join(products, products.c.id == table.c.product_id)
                 .where(id_in(conn, table.c.account_id, chunk), table.c.order_id.in_(open_orders),
                        unbilled, table.c.status != ItemStatus.CANCELLED,
                        products.c.kind != "usage")).all()
-        for account_id, currency, product_id, quantity, unit_price in items:
+        for account_id, currency, product_id, quantity, unit_price, billing_period, \
+                frequency in items:
+            factor = (1, 1) if frequency is None else period_factor(billing_period, frequency)
             result[int(account_id)] += _unit_amount(conn, prices, product_id, quantity,
-                                                    unit_price, currency, on_date)
+                                                    unit_price, currency, on_date, factor)
     return result
 
 
