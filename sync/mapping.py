@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -368,15 +369,36 @@ def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRe
 
 
 def record_json(record: Mapping[str, Any]) -> str:
-    """The raw canonical record as JSON (kept in quarantine for a retry by hand). ASCII only,
-    so a NUL or a lone surrogate is stored escaped (``\\u0000``), and it never raises: a value
-    JSON cannot hold is stored as its ``repr``."""
+    """The raw canonical record as JSON (kept in quarantine for a retry by hand, and read by
+    the database: the hand-off asks it for a refused line's quote). Always valid JSON: ASCII
+    only, so a NUL or a lone surrogate is stored escaped (``\\u0000``); a NaN or an infinity
+    (JSON has none: the database refuses the bare token) as the text the CRM sent
+    (``"NaN"``); and it never raises: a value JSON cannot hold is stored as its ``repr``."""
+    values = {str(k): _jsonable(v) if isinstance(v, (Decimal, date)) else v
+              for k, v in record.items()}
     try:
-        return json.dumps({str(k): _jsonable(v) if isinstance(v, (Decimal, date)) else v
-                           for k, v in record.items()}, sort_keys=True, default=repr,
-                          ensure_ascii=True)
+        try:
+            return json.dumps(values, sort_keys=True, default=repr, ensure_ascii=True,
+                              allow_nan=False)
+        except ValueError:          # a float NaN or infinity somewhere in it
+            return json.dumps(_finite(values), sort_keys=True, default=repr, ensure_ascii=True,
+                              allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         return json.dumps({str(k): repr(v) for k, v in record.items()}, sort_keys=True)
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float NaN or infinity in it replaced by its JSON spelling."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE.get(repr(value), repr(value))
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 #: Fields stored only when set: a quote or line without them is stored (and hashed) as

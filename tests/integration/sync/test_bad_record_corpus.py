@@ -2,8 +2,10 @@
 
 For each kind, a page of good records with the bad one among them is applied the way the
 cycle applies a page: the bad record is quarantined naming the field (or, where the value is
-in fact fine, accepted), nothing crashes, every good record of the page lands, and applying
-the same page again changes nothing (no new quarantine entry, nothing upserted).
+in fact fine, accepted), its stored record is JSON the database itself reads (the hand-off
+queries it: a bare NaN there failed every later hand-off of the connection), nothing crashes,
+every good record of the page lands, and applying the same page again changes nothing (no new
+quarantine entry, nothing upserted).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from billing_core.adapters.tables import accounts, products
 from billing_core.service import ledger_uow
@@ -43,6 +46,25 @@ def _landed(engine: Engine, conn: str, obj: str) -> set[str]:
 def _quarantined(engine: Engine, conn: str) -> list[Any]:
     with engine.connect() as db:
         return list(db.execute(select(quarantine).where(quarantine.c.connection == conn)))
+
+
+def _unreadable_json(engine: Engine, conn: str) -> list[str]:
+    """The quarantine entries of ``conn`` whose stored record the database cannot read as
+    JSON (SQLite: ``json_valid``; PostgreSQL: a cast to ``jsonb`` of each, which refuses)."""
+    with engine.connect() as db:
+        rows = list(db.execute(select(quarantine.c.crm_id, quarantine.c.record).where(
+            quarantine.c.connection == conn)))
+        if engine.dialect.name == "sqlite":
+            return [r.crm_id for r in rows if not db.execute(
+                select(func.json_valid(r.record))).scalar()]
+        bad = []
+        for r in rows:
+            try:
+                with db.begin_nested():
+                    db.execute(select(cast(r.record, JSONB)))
+            except Exception:  # noqa: BLE001 - the database's refusal is the finding
+                bad.append(r.crm_id)
+        return bad
 
 
 def _setup_products(engine: Engine, crm: str, conn: str) -> list[dict[str, Any]]:
@@ -94,6 +116,10 @@ def _check_kind(engine: Engine, index: int, kind: corpus.Kind) -> list[str]:
                             f"expected {kind.field}")
         if first.quarantined != 1:
             problems.append(f"{kind.name}: counted {first.quarantined} quarantined")
+        unreadable = _unreadable_json(engine, conn)
+        if unreadable:
+            problems.append(f"{kind.name}: stored records the database cannot read as JSON: "
+                            f"{unreadable}")
     if kind.obj == "account":
         with engine.connect() as db:
             in_billing = db.execute(select(func.count()).select_from(accounts).where(
