@@ -17,13 +17,19 @@ Rules kept here:
 - One debug line per call: method, path (never the query string), status, duration. Headers and
   bodies are never logged, so tokens cannot leak.
 - `sleep` is injectable: tests never sleep for real.
+- A body parses whatever integers it holds: Python refuses to convert one of more than 4,300
+  digits (`sys.get_int_max_str_digits`), which failed the whole page on every run. A response's
+  `.json()` that meets one parses the body again with such integers as `Decimal`, for the
+  values' own checks to refuse (`connectors.values`); every other body parses as fast as before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +89,41 @@ class _WaitBound(stop_base):
 
     def __call__(self, state: Any) -> bool:
         return bool(state.idle_for + state.upcoming_sleep > self.seconds)
+
+
+#: Digits of an integer Python converts by default (the interpreter's own limit is 4,300).
+_INT_DIGITS = 4000
+
+
+def _wide_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _INT_DIGITS else Decimal(text)
+
+
+def _int_limit(exc: ValueError) -> bool:
+    """Whether a ``json.loads`` error is the integer-size limit, not a malformed body."""
+    return not isinstance(exc, (json.JSONDecodeError, requests.JSONDecodeError))
+
+
+def loads(text: str | bytes, **kw: Any) -> Any:
+    """``json.loads`` that takes integers of any size (see the module rules)."""
+    try:
+        return json.loads(text, **kw)
+    except ValueError as exc:
+        if not _int_limit(exc) or "parse_int" in kw:
+            raise
+        return json.loads(text, parse_int=_wide_int, **kw)
+
+
+class CrmResponse(requests.Response):
+    """A response whose ``.json()`` takes integers of any size (see the module rules)."""
+
+    def json(self, **kw: Any) -> Any:
+        try:
+            return super().json(**kw)
+        except ValueError as exc:
+            if not _int_limit(exc) or "parse_int" in kw:
+                raise
+            return super().json(parse_int=_wide_int, **kw)
 
 
 class Transport(requests.Session):
@@ -146,6 +187,7 @@ class Transport(requests.Session):
         except (requests.ConnectionError, requests.Timeout) as exc:
             log.debug("%s %s %s -> %s", self.name, method, path, type(exc).__name__)
             raise RetriableError(f"{method} {path}: {type(exc).__name__}") from None
+        resp.__class__ = CrmResponse
         took_ms = (time.perf_counter() - started) * 1000
         log.debug("%s %s %s %d %.0fms", self.name, method, path, resp.status_code, took_ms)
         self.budget.observe(resp.headers)

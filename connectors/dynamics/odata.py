@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.base import FatalError
+from connectors.transport import loads
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -105,7 +106,7 @@ def parse_batch(content_type: str, text: str) -> list[SubResponse]:
                 headers[key.strip().lower()] = value.strip()
         body = body.strip()
         try:
-            parsed: Any = json.loads(body, parse_float=Decimal) if body else None
+            parsed: Any = loads(body, parse_float=Decimal) if body else None
         except ValueError:
             parsed = body
         out.append(SubResponse(status, headers, parsed))

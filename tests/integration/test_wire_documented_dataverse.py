@@ -36,12 +36,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 
 from billing_core.adapters.tables import accounts, orders, subscriptions  # noqa: E402
+from billing_core.service import ledger_uow  # noqa: E402
 from connectors.base import AuthError, FatalError, RetriableError  # noqa: E402
 from connectors.cursor import decode  # noqa: E402
 from connectors.registry import build_connector  # noqa: E402
 from jobs.api.app import build_app  # noqa: E402
 from sync import mapping  # noqa: E402
 from sync.engine import SyncOptions, run_cycle  # noqa: E402
+from sync.reconcile import apply_page  # noqa: E402
 from sync.tables import event_inbox, handoffs, quarantine  # noqa: E402
 
 API = f"{D365_URL}/api/data/v9.2/"
@@ -273,6 +275,31 @@ def test_formatted_values_and_lookup_annotations_leave_the_values_alone(env: Env
     assert not any("@" in key for key in record)
     rec = mapping.map_account(record, guid=True)
     assert (rec.currency, rec.credit_limit, rec.country) == ("USD", Decimal("25000.5"), "US")
+
+
+def test_an_integer_of_thousands_of_digits_is_refused_alone_not_the_page(env: Env,
+                                                                       engine: Engine) -> None:
+    """Python refuses to convert a JSON integer of more than 4,300 digits, which failed the
+    whole page on every run; the page now reads and the value is refused by the boundary,
+    naming its field."""
+    env.sets["accounts"] = [account(ACC1, "Fourth Coffee (sample)"),
+                            {**account(ACC2, "Litware"), "creditlimit": "@huge"}]
+    page = env._get
+    env.rsps.remove(responses.GET, re.compile(re.escape(D365_URL) + r"/api/data/.*"))
+    env.rsps.add_callback(responses.GET, re.compile(re.escape(D365_URL) + r"/api/data/.*"),
+                          lambda request: (lambda status, headers, text: (
+                              status, headers, text.replace('"@huge"', "9" * 5000)))(
+                              *page(request)))
+    first, second = records(list(connector().read_changes("account", None)))
+    assert first["credit_limit"] == Decimal("25000.5")
+    assert len(str(second["credit_limit"])) == 5000
+    with ledger_uow(engine) as uow:
+        applied = apply_page(uow, "c1", "account", [first, second])
+        uow.commit()
+    assert (applied.upserted, applied.quarantined) == (1, 1)
+    with engine.connect() as conn:
+        [(crm_id, field)] = conn.execute(select(quarantine.c.crm_id, quarantine.c.field))
+    assert (crm_id, field) == (second["crm_id"], "credit_limit")
 
 
 def test_next_link_with_a_paging_cookie_is_followed_verbatim(env: Env) -> None:

@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, select  # noqa: E402
 
 from billing_core.adapters.tables import accounts, orders, subscriptions  # noqa: E402
+from billing_core.service import ledger_uow  # noqa: E402
 from connectors.base import BudgetExhausted, FatalError  # noqa: E402
 from connectors.events import SOAP_ACK, parse_outbound  # noqa: E402
 from connectors.registry import build_connector  # noqa: E402
@@ -41,6 +42,7 @@ from connectors.salesforce.auth import LoginRefused  # noqa: E402
 from jobs.api.app import build_app  # noqa: E402
 from sync import mapping  # noqa: E402
 from sync.engine import SyncOptions, run_cycle  # noqa: E402
+from sync.reconcile import apply_page  # noqa: E402
 from sync.tables import event_inbox, quarantine  # noqa: E402
 
 V = "v59.0"
@@ -88,6 +90,8 @@ class Org:
         self.tokens = 0
         self.token_body: dict[str, Any] = dict(TOKEN_BODY)
         self.refuse: list[tuple[int, Any, dict[str, str]]] = []   # next data answers
+        #: placeholder value -> the JSON text sent in its place (what json.dumps cannot write)
+        self.raw: dict[str, str] = {}
         self.collection_answer: Callable[[list[dict[str, Any]]], list[Any]] | None = None
         self.headers = {"Sforce-Limit-Info": "api-usage=18/5000",
                         "Content-Type": "application/json;charset=UTF-8"}
@@ -139,7 +143,10 @@ class Org:
             locator = f"01gRO0000016PIAYA{len(self._locators) + 2}-{self.page}"
             self._locators[locator] = rest
             body["nextRecordsUrl"] = f"/services/data/{V}/query/{locator}"
-        return 200, self.headers, json.dumps(body)
+        text = json.dumps(body)
+        for placeholder, raw in self.raw.items():
+            text = text.replace(json.dumps(placeholder), raw)
+        return 200, self.headers, text
 
     def _collections(self, request: Any) -> tuple[int, dict[str, str], str]:
         refused = self._refused()
@@ -229,6 +236,26 @@ def test_query_and_query_more_pages_map_every_documented_value(org: Org) -> None
     # and the sync takes both as they are
     assert mapping.map_account(first).credit_limit == Decimal("25000.5")
     assert mapping.map_account(second).currency == "EUR"
+
+
+def test_an_integer_of_thousands_of_digits_is_refused_alone_not_the_page(org: Org,
+                                                                       engine: Engine) -> None:
+    """A JSON number is any length on the wire; Python refuses to convert an integer of more
+    than 4,300 digits, and that failed the whole page on every run. The page now reads, and
+    the value comes through as a number the boundary refuses, naming its field."""
+    org.rows["Account"] = [ACCOUNT_A, {**ACCOUNT_B, "Credit_Limit__c": "@huge"}]
+    org.raw["@huge"] = "9" * 5000
+    pages = list(connector(page_size=2000).read_changes("account", SINCE))
+    first, second = [r for p in pages for r in p.records]
+    assert first["credit_limit"] == Decimal("25000.5")
+    assert len(str(second["credit_limit"])) == 5000
+    with ledger_uow(engine) as uow:
+        applied = apply_page(uow, "c1", "account", [first, second])
+        uow.commit()
+    assert (applied.upserted, applied.quarantined) == (1, 1)
+    with engine.connect() as conn:
+        [(crm_id, field)] = conn.execute(select(quarantine.c.crm_id, quarantine.c.field))
+    assert (crm_id, field) == (second["crm_id"], "credit_limit")
 
 
 def test_a_queryall_row_with_isdeleted_true_is_a_deletion(org: Org) -> None:
