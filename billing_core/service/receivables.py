@@ -139,6 +139,7 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
                                                 orders.c.status.in_(OPEN_ORDER))
         items: list[Any] = []
         for table in (one_time_charges, subscriptions):
+            period: tuple[ColumnElement[Any], ColumnElement[Any]]
             if table is one_time_charges:       # a charge is its quantity times its price
                 unbilled, period = table.c.invoice_id.is_(None), (null(), null())
             else:                               # a subscription, one period of it
