@@ -206,11 +206,14 @@ def _names(reasons: list[HoldReason]) -> list[str]:
 def _lock_accounts(uow: UnitOfWork, account_ids: list[int]) -> dict[int, RowMapping]:
     """The account rows; on PostgreSQL locked, in id order: two transactions evaluating the
     same account queue instead of both placing (unique violation) or both lifting (two history
-    rows). SQLite's write lock already serialises writers."""
+    rows). SQLite's write lock already serialises writers. The lock is ``FOR NO KEY UPDATE``:
+    it queues the evaluations as well, but not behind the key-share locks every insert of a
+    row naming the account takes (a payment, an audit row). With ``FOR UPDATE`` two payments
+    of one account each waited at commit for the other's insert: a deadlock."""
     stmt = select(*DECISION_COLUMNS).where(id_in(uow.conn, accounts.c.id, account_ids)
                                            ).order_by(accounts.c.id)
     if uow.dialect == "postgresql":
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     return {int(r["id"]): r for r in uow.conn.execute(stmt).mappings().all()}
 
 

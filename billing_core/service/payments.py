@@ -34,6 +34,7 @@ from billing_core.service import applications as apps
 from billing_core.service import audit
 from billing_core.service.accounts import get_account
 from billing_core.service.documents import (
+    OPEN_TARGET,
     atomic,
     balance,
     find,
@@ -117,9 +118,14 @@ def apply_payment(uow: UnitOfWork, payment: object,
         left = balance(source, "payment")
         if left <= 0:
             break
-        target = find(uow.conn, debt["type"], debt["id"])
-        apps.apply(uow, "payment", source, debt["type"], target, min(left, balance(target,
-                                                                              debt["type"])))
+        # Locked, in the same oldest-first order by every payment: a payment of the same
+        # account applying at the same time takes its turn, and this one then reads what the
+        # other left open (paid meanwhile: nothing to take) instead of failing as "changed".
+        target = find(uow.conn, debt["type"], debt["id"], lock=True)
+        take = min(left, balance(target, debt["type"]))
+        if take <= 0 or target["status"] not in OPEN_TARGET[debt["type"]]:
+            continue
+        apps.apply(uow, "payment", source, debt["type"], target, take)
         source = find(uow.conn, "payment", payment_id)
     return payment_view(uow.conn, payment_id)
 
