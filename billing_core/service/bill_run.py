@@ -204,11 +204,12 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
                 uow.commit()
         return result
     result.run_id, result.joined = _create_or_join(engine, run_date, chunk_size, opts)
+    part = _Partitioned(engine, uow_factory, run_date, post, series, progress, tax_inclusive,
+                        result, opts, chunk_size)
     try:
-        _Partitioned(engine, uow_factory, run_date, post, series, progress, tax_inclusive,
-                     result, opts, chunk_size).run()
+        part.run()
     except BaseException as exc:
-        _fail(engine, result, exc)
+        _fail(engine, result, exc, worker=part.me, now=opts.clock())
         raise
     return result
 
@@ -281,15 +282,26 @@ def _create_or_join(engine: Engine, run_date: date, chunk_size: int,
         return run_id, False
 
 
-def _fail(engine: Engine, result: BillRunResult, exc: BaseException) -> None:
+def _fail(engine: Engine, result: BillRunResult, exc: BaseException, *,
+          worker: str | None = None, now: datetime | None = None) -> None:
+    """This process's part of the run failed. Its units go back at once (``worker``: the
+    claimer of a partitioned run). The run is ``failed`` unless another process still holds a
+    live unit of it: that one bills what is left, these units included, and closes the run
+    ``finished`` (a run one worker lost its database under is not a failed run)."""
     if result.run_id is None:
         return
+    error = f"{type(exc).__name__}: {exc}"[:2000]
     with UnitOfWork(engine) as uow:
-        uow.conn.execute(update(bill_runs).where(
-            bill_runs.c.id == result.run_id, bill_runs.c.status == "running").values(
-            status="failed", finished_at=uow.now(), invoices_created=result.invoices_created,
-            error=f"{type(exc).__name__}: {exc}"[:2000]))
-        work_units.release(uow.conn, result.held)
+        work_units.release(uow.conn, result.held, worker=worker)
+        if worker is not None and work_units.others_holding(
+                uow.conn, job_name(result.run_id), now or uow.now(), worker):
+            log.warning("bill run %s: this process's part failed (%s); its units were given "
+                        "back and the other workers finish the run", result.run_id, error)
+        else:
+            uow.conn.execute(update(bill_runs).where(
+                bill_runs.c.id == result.run_id, bill_runs.c.status == "running").values(
+                status="failed", finished_at=uow.now(),
+                invoices_created=result.invoices_created, error=error))
         uow.commit()
 
 

@@ -403,3 +403,63 @@ def test_the_daemon_joins_a_run_a_killed_worker_left(engine: Engine, ledger: Any
     metrics = ApiMetrics(engine).render().decode()
     assert 'ledgerbridge_bill_run_units{state="done"} 6.0' in metrics
     assert 'ledgerbridge_bill_run_progress{figure="invoices"} 15.0' in metrics
+
+
+def test_a_worker_that_fails_leaves_the_run_to_the_others_not_failed(engine: Engine,
+                                                                      ledger: Any) -> None:
+    """One worker's part fails (its database connection lost, say) while another worker
+    holds a unit of the run: its units go back at once, the other bills them and closes the
+    run ``finished`` with every invoice counted. The run was marked ``failed`` by the first,
+    and the second's close then left it so (``status`` and the alert reported a bill run
+    that completed as failed)."""
+    _book(ledger, 20)
+    reference = _reference(engine)
+    opts = BillRunOptions(poll_seconds=0.05)
+    other: list[BillRunResult] = []
+    threads: list[threading.Thread] = []
+
+    def two_holders() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count(func.distinct(work_units.c.claimed_by)))
+                                .where(work_units.c.state == "claimed")).scalar_one() >= 2
+
+    def fail_once_another_holds(_n: int) -> None:
+        if threads:
+            return
+        t = threading.Thread(target=lambda: other.append(run_bill_run(
+            engine, DAY, chunk_size=2, options=opts)))
+        threads.append(t)
+        t.start()
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        while not two_holders():
+            assert datetime.now(UTC) < deadline, "the second worker never claimed a unit"
+        raise ConnectionError("server closed the connection unexpectedly")
+
+    with pytest.raises(ConnectionError):
+        run_bill_run(engine, DAY, chunk_size=2, progress=fail_once_another_holds,
+                     options=opts)
+    threads[0].join(60)
+    assert other[0].joined
+    assert _invoices(engine) == reference
+    run_id = other[0].run_id or 0
+    assert {s for s, _ in _units(engine, run_id)} == {"done"}
+    assert _run_status(engine, run_id) == ("finished", 20)
+
+
+def test_a_worker_alone_that_fails_marks_the_run_failed(engine: Engine, ledger: Any) -> None:
+    """Nobody else holds a unit: the run is ``failed`` with the error, and its units are
+    pending again at once (they waited for the lease: the claimer's name was not matched)."""
+    _book(ledger, 6)
+
+    def fail(_n: int) -> None:
+        raise ConnectionError("server closed the connection unexpectedly")
+
+    with pytest.raises(ConnectionError):
+        run_bill_run(engine, DAY, chunk_size=2, progress=fail,
+                     options=BillRunOptions(poll_seconds=0.05))
+    with engine.connect() as conn:
+        run_id, status, error = conn.execute(
+            select(bill_runs.c.id, bill_runs.c.status, bill_runs.c.error)).one()
+    assert status == "failed" and "ConnectionError" in error
+    states = [s for s, _ in _units(engine, run_id)]
+    assert states[0] == "done" and set(states[1:]) == {"pending"}
