@@ -28,6 +28,11 @@ Rules kept here:
   applied page.
 - ``should_stop`` is checked between pages: a shutdown finishes the page in hand, commits, and
   ends the run as ``stopped: shutdown``; nothing is half-written.
+- A push that fails (the CRM unreachable after the transport's bounded retries, or refusing
+  the call as a whole) leaves its rows pending for the next run and makes the run ``partial``
+  with the error, its cause ``unreachable`` or ``config`` when it is one (exit 3 / 2): the
+  objects after it are not pushed then. A shutdown during the push ends the run as
+  ``stopped: shutdown``. Either way the pushed fields are not read back.
 - ``BudgetExhausted`` stops the run (``stopped: API budget``): no further reads, no push; what
   was committed stays, and the next run resumes from the saved cursors.
 - What the hand-off owes is written with the page that brought it (``handoff_reads.mark_owed``),
@@ -551,6 +556,16 @@ class Cycle:
                 if result.stopped.startswith("stopped"):
                     self.rep.outcome = result.stopped
                     return
+                # A failed push leaves its rows pending for the next run, and the run says so
+                # (partial; unreachable after the transport's bounded retries: exit 3).
+                self.rep.error = self.rep.error or f"push {obj}: {result.error}"
+                cause = failure_cause(result.error) if result.error is not None else None
+                self.rep.cause = self.rep.cause or cause
+                log.warning("sync push failed run=%s connection=%s object=%s error=%s",
+                            self.rep.run_id, self.name, obj, result.error)
+                if cause is not None:       # the CRM is unreachable or refuses us: stop here
+                    return
+                continue
             if result.pushed.get(obj) and self._settles(obj) and not self.options.account \
                     and self.targets is None:
                 # Read our writes back now (see the module's rules), from the saved cursor.

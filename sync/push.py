@@ -11,7 +11,9 @@ Rules kept here:
   Dataverse ``$batch``); we hand it ``batch_size`` records per call.
 - A record refused by the CRM: attempts + 1, retried after an exponential backoff, ``dead``
   after ``max_attempts`` (listed by ``status``). A transport failure or an exhausted API budget
-  puts the claimed rows back unchanged (no attempt counted for the budget) and stops the push.
+  puts the claimed rows back unchanged (no attempt counted for the budget) and stops the push
+  (``stopped``: ``failed: ...`` with the ``error``, or ``stopped: API budget``); so does a
+  shutdown, between two calls (``stopped: shutdown``).
 - A row whose payload changed while it was being sent stays ``pending`` (the new value goes
   next time); otherwise it becomes ``acked``.
 - Documents (``sync.outbox.DOCUMENT_OBJECTS``): a ``document_file`` update carries the PDF bytes
@@ -49,6 +51,8 @@ class PushReport:
     dead: int = 0
     skipped: int = 0
     stopped: str | None = None
+    #: The failure that stopped the push (``stopped`` is then ``failed: ...``).
+    error: ConnectorError | None = None
 
 
 def backoff(attempts: int) -> timedelta:
@@ -152,7 +156,10 @@ def push(engine: Engine, connector: Connector, connection: str, *,
          files: Callable[[str, int], bytes] | None = None) -> PushReport:
     report = PushReport()
     for obj in objects:
-        while not should_stop():
+        while True:
+            if should_stop():       # what is claimed is recorded; the rest waits, pending
+                report.stopped = "stopped: shutdown"
+                return report
             now = clock()
             rows = _claim(engine, connection, obj, now, batch_size)
             if not rows:
@@ -186,7 +193,7 @@ def push(engine: Engine, connector: Connector, connection: str, *,
                 return report
             except ConnectorError as exc:
                 _release(engine, rows, now)
-                report.stopped = f"failed: {exc}"
+                report.stopped, report.error = f"failed: {exc}", exc
                 log.warning("push failed connection=%s object=%s rows=%s error=%s",
                             connection, obj, len(rows), exc)
                 return report

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from connectors.base import AuthError, BudgetExhausted
 from connectors.registry import build_connector
 from connectors.settings import parse_connection
+from jobs.cli import exits
 from sync.engine import SyncOptions, run_cycle
+from sync.states import OutboxState
+from sync.tables import outbox
 
 sandbox_server = pytest.importorskip("connectors.sandbox.server",
                                      reason="sandbox CRM (connectors/sandbox) not available")
@@ -196,3 +199,45 @@ def test_a_whole_sync_through_faults_reads_what_a_clean_one_reads_with_its_calls
     assert {o: s.read for o, s in report.objects.items()} == {
         o: s.read for o, s in clean.objects.items()}
     assert report.objects["account"].read == 30
+
+
+@pytest.mark.parametrize(("crm", "writes"), [("salesforce", "composite*"),
+                                             ("dataverse", "$batch")])
+def test_a_push_the_crm_never_answers_makes_the_run_unreachable_and_the_next_sends_it(
+        sandbox: Any, engine: Engine, crm: str, writes: str) -> None:
+    """Every write call fails (503 after the transport's bounded retries): the run is not
+    ``ok`` (it was, with exit 0, though nothing reached the CRM), its cause is
+    ``unreachable`` (exit 3), the rows stay pending, and the next run sends them."""
+    build = salesforce if crm == "salesforce" else dataverse
+    sandbox.faults.add(crm, writes, "503")
+    report = run_cycle(engine, build(sandbox, Sleeper()), SyncOptions())
+    assert (report.outcome, report.cause, exits.for_run(report)) == (
+        "partial", "unreachable", exits.UNREACHABLE)
+    assert "push account" in str(report.error) and report.total("pushed") == 0
+    with engine.connect() as conn:
+        pending = conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.state == OutboxState.PENDING)).scalar_one()
+    assert pending >= 30
+    sandbox.faults.clear()
+    again = run_cycle(engine, build(sandbox, Sleeper()), SyncOptions())
+    assert (again.outcome, exits.for_run(again)) == ("ok", exits.OK)
+    assert again.total("pushed") == pending
+
+
+def test_a_shutdown_during_the_push_stops_the_run_and_leaves_the_rest_pending(
+        sandbox: Any, engine: Engine) -> None:
+    """A stop asked for while the push runs: the run says ``stopped: shutdown`` (it said
+    ``ok`` with rows unsent), what was not claimed stays pending for the next run."""
+    calls = {"n": 0}
+
+    def stop_once_pushing() -> bool:
+        calls["n"] += 1
+        return sandbox.counters.get("salesforce", "composite/sobjects") > 0
+
+    report = run_cycle(engine, salesforce(sandbox, Sleeper()),
+                       SyncOptions(push_batch_size=10), should_stop=stop_once_pushing)
+    assert report.outcome == "stopped: shutdown", report
+    assert exits.for_run(report) == exits.ATTENTION
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.state == OutboxState.PENDING)).scalar_one() > 0
