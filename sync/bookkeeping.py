@@ -7,18 +7,22 @@ Rules kept here:
   COPY on PostgreSQL, compiled executemany otherwise), with one time stamp for the page.
 - A record that is kept clears its open quarantine entry ("retried when it changes"); one
   indexed probe first, because usually nothing of the object is in quarantine.
+- A record deleted in (or missing from) the CRM closes its open quarantine entry too
+  (:meth:`PageBook.let_go`: ``resolved``, the reason saying so), whether or not it was ever
+  kept: nothing is left to fix, and a quote waiting for that line goes on without it.
 - A refused record is quarantined alone with the field, value and problem of its
   ``LedgerError`` (mapping's ``Invalid`` is one); a repeat counts an attempt.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, insert, literal, select, update
 
 from billing_core.adapters.bulk import BulkInsert, executemany, text_in
 from billing_core.adapters.db import UnitOfWork
@@ -28,6 +32,9 @@ from sync.runs import current_run
 from sync.tables import quarantine, sync_records
 
 log = logging.getLogger(__name__)
+
+#: Put before the reason of an entry closed because its record left the CRM.
+GONE_FROM_CRM = "deleted in the CRM; it was refused: "
 
 
 @dataclass
@@ -110,6 +117,26 @@ class PageBook:
         executemany(conn, _UPDATE, _UPDATE_NAMES, self.updates)
         if self.cleared and self._any_open():
             self._resolve(self.cleared)
+
+    def let_go(self, crm_ids: list[str]) -> list[Mapping[str, Any]]:
+        """Close the open quarantine entries of these records, deleted in (or missing from)
+        the CRM; returns the records those entries kept, as stored."""
+        if not crm_ids or not self._any_open():
+            return []
+        conn = self.uow.conn
+        where = (quarantine.c.connection == self.connection, quarantine.c.object == self.obj,
+                 text_in(conn, quarantine.c.crm_id, crm_ids), quarantine.c.status == "open")
+        entries = conn.execute(select(quarantine.c.crm_id, quarantine.c.record).where(*where)
+                               .order_by(quarantine.c.crm_id)).all()
+        if not entries:
+            return []
+        conn.execute(update(quarantine).where(*where).values(
+            status="resolved", last_seen=self.now,
+            reason=literal(GONE_FROM_CRM) + quarantine.c.reason))
+        for crm_id, _ in entries:
+            log.info("quarantine closed, deleted in CRM run=%s connection=%s object=%s "
+                     "crm_id=%s", current_run.get(), self.connection, self.obj, crm_id)
+        return [json.loads(record) for _, record in entries]
 
     def _any_open(self) -> bool:
         """One indexed probe instead of an IN list per 900 records when (as usual) nothing of

@@ -13,6 +13,9 @@ Rules kept here:
 - Billing is only reached through ``billing_core.service``, by the handlers.
 - A deletion (or a record a full read no longer returns) marks its row deleted after the
   handler has told billing (an account becomes ``crm_deleted``) or the hand-off (a quote).
+- A deletion closes the record's open quarantine entry, also of a record that never got a
+  row (refused from its first read): nothing is left to fix, and a quote that waited for a
+  refused line is handed off with its remaining lines.
 """
 from __future__ import annotations
 
@@ -91,6 +94,8 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
             res.disappeared.append(gone.crm_id)
         log.info("deleted in CRM connection=%s object=%s crm_id=%s reason=%s",
                  connection, obj, gone.crm_id, gone.reason)
+    for record in book.let_go([d.crm_id for d in deletions]):
+        handler.let_go(record)
     return res
 
 

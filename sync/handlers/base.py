@@ -3,7 +3,8 @@
 Rules kept here:
 - A handler is made for one page (its page-level reads, one statement each, happen when it
   is made) and is told about each changed record (:meth:`Handler.take`), then that the page's
-  records are all told (:meth:`Handler.finish`), then about each deletion (:meth:`Handler.gone`).
+  records are all told (:meth:`Handler.finish`), then about each deletion (:meth:`Handler.gone`
+  of a known record, :meth:`Handler.let_go` of a record in quarantine).
 - A record's fingerprint (``data`` to store, content hash) is over the canonical record, or,
   for an object whose mapped value waits in ``sync_records.data`` until hand-off (``stored``),
   over that stored text: one JSON encoding per record, and a CRM field billing does not map
@@ -76,6 +77,10 @@ class Handler(Generic[R]):
     def gone(self, row: RowMapping) -> None:
         """A known record was deleted in (or is missing from) the CRM; the bookkeeping row is
         marked deleted by the caller."""
+
+    def let_go(self, record: Record) -> None:
+        """A record in quarantine was deleted in (or is missing from) the CRM and its entry
+        closed (``record``: as the entry kept it): what the cycle must look at because of it."""
 
 
 class RecordHandler(Handler[R]):

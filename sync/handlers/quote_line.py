@@ -4,7 +4,8 @@ Rules kept here:
 - A line is stored as its mapped value (``sync_records.data``, hashed as stored) with its quote
   as parent; nothing is written to billing, so no savepoint.
 - A line whose product is not known to this connection is quarantined ("unknown product").
-- A changed or deleted line hands its quote on to the hand-off.
+- A changed or deleted line hands its quote on to the hand-off, and so does a line deleted
+  while in quarantine (its quote was waiting for it).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import RowMapping
 
 from sync.bookkeeping import PageBook
+from sync.boundary import usable_id
 from sync.handlers.base import ProductLinks, Record, RecordHandler
 from sync.mapping import QuoteLineRec, map_quote_line
 
@@ -42,3 +44,9 @@ class QuoteLineHandler(RecordHandler[QuoteLineRec]):
     def gone(self, row: RowMapping) -> None:
         if row["parent_crm_id"]:
             self.book.result.quotes_touched.add(row["parent_crm_id"])
+
+    def let_go(self, record: Record) -> None:
+        # a quote waiting for this refused line goes on with its other lines
+        quote = record.get("quote_crm_id")
+        if usable_id(quote):
+            self.book.result.quotes_touched.add(str(quote))

@@ -511,6 +511,39 @@ def test_an_accepted_quote_s_event_hands_it_off_with_lines_not_yet_announced(eng
         assert conn.execute(select(func.count()).select_from(quarantine)).scalar() == 0
 
 
+def test_the_delete_event_of_a_refused_line_hands_its_waiting_quote_off(engine, settings):
+    """A line refused from its first read (no bookkeeping row) keeps its accepted quote
+    waiting; the CRM's Delete event of that line closes its entry and the event round hands
+    the quote off with its other line, without waiting for the next cycle."""
+    from billing_core.adapters.tables import orders, subscriptions
+    from sync.tables import quarantine
+
+    crm = CountingCRM()
+    crm.seed_basic()
+    crm.put("quote", "Q9", account_crm_id="A1", status="Accepted", revision=1, number="Q-9",
+            start_date=date(2026, 12, 1))
+    for line, quantity in (("L9", 2), ("L10", -3)):
+        crm.put("quote_line", line, quote_crm_id="Q9", product_crm_id="P1",
+                quantity=Decimal(quantity), unit_price=Decimal(100), start_date=date(2026, 12, 1))
+    run_cycle(engine, crm, SyncOptions())
+    crm.delete("quote_line", "L10")
+    inbox.store(engine, "sf", "salesforce_soap",
+                [inbox.InboxEvent("d1", "quote_line", "L10", "Delete")], datetime.now(UTC))
+    worker = _worker(engine, settings, crm)
+    try:
+        [report] = worker.process_events(wait=True)
+    finally:
+        worker.close()
+    assert report.outcome == "ok"
+    with engine.connect() as conn:
+        order = conn.execute(select(orders.c.id, orders.c.source_ref)).one()
+        assert order.source_ref == "sf:Q9:rev1"
+        assert conn.execute(select(subscriptions.c.quantity).where(
+            subscriptions.c.order_id == order.id)).scalars().all() == [2]
+        assert dict(conn.execute(select(quarantine.c.crm_id, quarantine.c.status)).all()) == {
+            "L10": "resolved", "Q9": "resolved"}
+
+
 def test_concurrent_stores_take_at_most_the_receivers_share_of_the_pool(engine):
     """16 receivers storing at once hold at most ``RECEIVER_CONNECTIONS`` connections (one on
     SQLite: one writer): the rest wait for a slot rather than open overflow connections, and

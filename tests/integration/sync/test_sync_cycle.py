@@ -122,6 +122,70 @@ def test_deleted_account_becomes_crm_deleted(engine):
         == "crm_deleted"
 
 
+def _entry(engine, crm_id):
+    with engine.connect() as conn:
+        return conn.execute(select(quarantine).where(quarantine.c.crm_id == crm_id)
+                            ).mappings().one()
+
+
+def test_a_refused_line_deleted_in_the_crm_lets_its_accepted_quote_go_on(engine):
+    """The line never got a bookkeeping row (refused from its first read): its deletion
+    closes its entry, and the quote that waited for it is ordered with its other lines."""
+    crm = _crm()
+    crm.put("quote_line", "L9", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(-3))
+    run_cycle(engine, crm)
+    assert (_entry(engine, "L9")["status"], _entry(engine, "Q1")["status"]) == ("open", "open")
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 0
+    crm.delete("quote_line", "L9")
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok" and report.handed_off == 1
+    line = _entry(engine, "L9")
+    assert (line["status"], line["field"]) == ("resolved", "quantity")
+    assert line["reason"].startswith("deleted in the CRM; it was refused: ")
+    assert _entry(engine, "Q1")["status"] == "resolved"
+    with engine.connect() as conn:
+        order = conn.execute(select(orders.c.id)).scalar_one()
+        items = [conn.execute(select(func.count()).select_from(t).where(
+            t.c.order_id == order)).scalar() for t in (subscriptions, one_time_charges)]
+    assert sum(items) == 2          # L1 and L2: exactly the lines left
+
+
+def test_a_refused_account_deleted_in_the_crm_closes_its_quarantine_entry(engine):
+    from sync.status import overview
+
+    crm = _crm()
+    crm.put("account", "A3", name="", currency="USD")
+    run_cycle(engine, crm)
+    assert overview(engine, interval_minutes=15)["quarantine_open"] == 1
+    crm.delete("account", "A3")
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok"
+    entry = _entry(engine, "A3")
+    assert (entry["status"], entry["field"]) == ("resolved", "name")
+    assert entry["reason"] == "deleted in the CRM; it was refused: is required"
+    assert overview(engine, interval_minutes=15)["quarantine_open"] == 0
+    assert _scalar(engine, select(func.count()).select_from(accounts)
+                   .where(accounts.c.ext_id == "A3")) == 0
+
+
+def test_a_kept_line_refused_later_then_deleted_closes_its_entry_too(engine):
+    """A line billing took, then refused on a change (its row stays as it was taken), then
+    deleted: the deletion marks the row deleted and closes the entry; the quote goes on."""
+    crm = _crm()
+    crm.put("quote", "Q1", status="Draft")
+    crm.put("quote_line", "L9", quote_crm_id="Q1", product_crm_id="P1", quantity=Decimal(1))
+    run_cycle(engine, crm)
+    crm.put("quote_line", "L9", quantity=Decimal(-1))
+    crm.put("quote", "Q1", status="Accepted")
+    run_cycle(engine, crm)
+    assert _entry(engine, "L9")["status"] == "open"
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 0
+    crm.delete("quote_line", "L9")
+    report = run_cycle(engine, crm)
+    assert report.objects["quote_line"].deleted == 1 and report.handed_off == 1
+    assert _entry(engine, "L9")["status"] == "resolved"
+
+
 def test_handoff_once_amendment_and_reversal_reported(engine):
     crm = _crm()
     run_cycle(engine, crm)
