@@ -12,17 +12,30 @@ Rules kept here:
   kept: nothing is left to fix, and a quote waiting for that line goes on without it.
 - A refused record is quarantined alone with the field, value and problem of its
   ``LedgerError`` (mapping's ``Invalid`` is one); a repeat counts an attempt.
+- The records waiting on kept ones (:func:`waiting_on`: quarantined naming, in a field, a
+  record that was not known) are found by the entry's field and value, one query for the
+  page's kept records, without reading any stored JSON in SQL.
 """
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from billing_core.adapters.bulk import BulkInsert, executemany, text_in
 from billing_core.adapters.db import UnitOfWork
@@ -175,6 +188,24 @@ def quarantine_record(uow: UnitOfWork, connection: str, obj: str, record: Mappin
                      .values(attempts=row[1] + 1, **values))
     log.warning("quarantined run=%s connection=%s object=%s crm_id=%s field=%s reason=%s",
                 current_run.get(), connection, obj, crm_id, values["field"], values["reason"])
+
+
+def waiting_on(conn: Connection, connection: str, waiters: Sequence[tuple[str, str]],
+               crm_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The stored records (JSON) of the open quarantine entries of the ``waiters`` ((object,
+    field)) refused naming one of ``crm_ids`` in that field, by object, oldest entry first
+    (one query). A usable id is its entry's value as it is (``boundary.shown``)."""
+    found: dict[str, list[str]] = {}
+    if not waiters or not crm_ids:
+        return found
+    for obj, record in conn.execute(select(quarantine.c.object, quarantine.c.record).where(
+            quarantine.c.status == "open", quarantine.c.connection == connection,
+            or_(*(and_(quarantine.c.object == obj, quarantine.c.field == name)
+                  for obj, name in waiters)),
+            text_in(conn, quarantine.c.value, sorted(set(crm_ids))))
+            .order_by(quarantine.c.id)):
+        found.setdefault(obj, []).append(record)
+    return found
 
 
 #: What ``quarantine list`` and ``GET /sync/quarantine`` show of an entry.

@@ -16,11 +16,17 @@ Rules kept here:
 - A deletion closes the record's open quarantine entry, also of a record that never got a
   row (refused from its first read): nothing is left to fix, and a quote that waited for a
   refused line is handed off with its remaining lines.
+- Records quarantined only because a record they name was not known (a line's or a price's
+  product: the handler's ``waited_on_by``) are applied again from their stored record, in the
+  page that keeps the record they name (its transaction), like ``quarantine retry`` does by
+  hand; their quotes are handed on with the page's. One query finds them for the page.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import update
@@ -28,10 +34,11 @@ from sqlalchemy import update
 from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
 from connectors.base import Deletion
-from sync.bookkeeping import PageBook, PageResult, known_rows
+from sync.bookkeeping import PageBook, PageResult, known_rows, waiting_on
 from sync.boundary import usable_id
 from sync.handlers import HANDLERS
 from sync.handlers.base import RECORD_FAILURES, failed
+from sync.mapping import revive
 from sync.runs import current_run
 from sync.tables import sync_records
 
@@ -96,7 +103,27 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
                  connection, obj, gone.crm_id, gone.reason)
     for record in book.let_go([d.crm_id for d in deletions]):
         handler.let_go(record)
+    if handler.waited_on_by and book.cleared:
+        _apply_waiting(uow, connection, obj, handler.waited_on_by, book.cleared, res)
     return res
+
+
+def _apply_waiting(uow: UnitOfWork, connection: str, obj: str,
+                   waiters: Sequence[tuple[str, str]], kept: Sequence[str],
+                   res: PageResult) -> None:
+    """Apply again, as a page of their own object in this transaction, the records quarantined
+    only because one of the page's kept records was not known (their stored record: they did
+    not change in the CRM, so no read returns them); the quotes they touch are the page's."""
+    waiting = waiting_on(uow.conn, connection, waiters, kept)
+    for other, _ in waiters:
+        if other not in waiting:
+            continue
+        again = apply_page(uow, connection, other, [
+            revive(json.loads(text, parse_float=Decimal)) for text in waiting[other]])
+        res.quotes_touched |= again.quotes_touched
+        log.info("applied again connection=%s object=%s records=%s applied=%s refused=%s "
+                 "waiting on %s", connection, other, len(waiting[other]), again.upserted,
+                 again.quarantined, obj)
 
 
 def _last_of_each(records: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:

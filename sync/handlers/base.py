@@ -16,6 +16,9 @@ Rules kept here:
   because of it. Any ``LedgerError`` on the way quarantines the record alone, and so does
   any other failure below the boundary (a database error: the savepoint undid the record's
   writes only), with the error named (:func:`failed`).
+- A record refused only because a record it names is not known (a line's or a price's
+  product: "unknown product") is applied again from what the quarantine stored when the
+  record it names is kept (``waited_on_by``): it need not change in the CRM.
 """
 from __future__ import annotations
 
@@ -47,6 +50,10 @@ class Handler(Generic[R]):
     obj: ClassVar[str]
     #: The mapped value is kept (``sync_records.data``) until hand-off, and hashed as kept.
     stored: ClassVar[bool] = False
+    #: ``(object, field)``: records of another object that name one of this object's records
+    #: in that field, and are quarantined naming that field while it is not known. When this
+    #: object's records are kept, those waiting on them are applied again (``sync.reconcile``).
+    waited_on_by: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
         self.book = book

@@ -2,7 +2,9 @@
 
 Rules kept here:
 - A price needs its product to be known to this connection (pulled before it, not deleted);
-  otherwise the price is quarantined ("unknown product") and retried when it changes.
+  otherwise the price is quarantined ("unknown product") and applied again from the
+  quarantine's stored record when that product lands (``ProductHandler.waited_on_by``), or
+  when the price changes.
 - The first price billing gets for a product and currency applies from ``FIRST_PRICE_DATE``:
   the CRM holds one current price, its history is unknown, so it prices everything before.
 - A changed price applies from the CRM's price start date when the field map has one

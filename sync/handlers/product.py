@@ -15,6 +15,9 @@ Rules kept here:
   first one's product once it commits and links to it, instead of inserting it again and
   having the record refused as a duplicate. The SKUs locked are the ones the page's records
   map to; a record the mapping refuses (a NUL in its SKU) takes no lock and is quarantined.
+- A price or quote line quarantined because its product was not known ("unknown product")
+  waits on it: when the product is kept, it is applied again in the product's page, from what
+  the quarantine stored (``waited_on_by``).
 - The service functions are imported by name: one that is missing fails at import time,
   never by silently skipping the write.
 """
@@ -41,6 +44,7 @@ _REFUSED: tuple[type[Exception], ...] = (LedgerError, *RECORD_FAILURES)
 
 class ProductHandler(RecordHandler[ProductRec]):
     obj = "product"
+    waited_on_by = (("price", "product_crm_id"), ("quote_line", "product_crm_id"))
 
     def __init__(self, book: PageBook, records: Sequence[Record]) -> None:
         super().__init__(book, records)

@@ -3,7 +3,9 @@
 Rules kept here:
 - A line is stored as its mapped value (``sync_records.data``, hashed as stored) with its quote
   as parent; nothing is written to billing, so no savepoint.
-- A line whose product is not known to this connection is quarantined ("unknown product").
+- A line whose product is not known to this connection is quarantined ("unknown product"),
+  and applied again from the quarantine's stored record when that product lands
+  (``ProductHandler.waited_on_by``); its quote waits for it meanwhile.
 - A changed or deleted line hands its quote on to the hand-off, and so does a line deleted
   while in quarantine (its quote was waiting for it).
 """

@@ -12,6 +12,8 @@ from billing_core.adapters.tables import (
     hold_reasons,
     one_time_charges,
     orders,
+    prices,
+    products,
     provisioning_requests,
     subscriptions,
 )
@@ -110,6 +112,51 @@ def test_bad_records_are_quarantined_and_the_page_goes_on(engine):
         items = [conn.execute(select(func.count()).select_from(t).where(
             t.c.order_id == order)).scalar() for t in (subscriptions, one_time_charges)]
         assert sum(items) == 3          # L1, L2 and L9
+
+
+def test_a_price_and_a_line_refused_for_their_product_are_applied_once_it_lands(engine):
+    """A product refused (a billing frequency billing has not), so its price and the accepted
+    quote's line of it are quarantined ("unknown product"). Only the product is fixed in the
+    CRM: the price and the line did not change, so no read returns them again, yet both are
+    applied from what the quarantine stored when the product lands, and the quote is handed
+    off whole in that same cycle."""
+    crm = _crm()
+    crm.put("product", "P3", sku="ADDON", name="Add-on", billing_type="Recurring",
+            billing_frequency="Weekly", active=True)
+    crm.put("price", "P3-EUR", product_crm_id="P3", currency="EUR", unit_price=Decimal(7),
+            active=True)
+    crm.put("quote_line", "L3", quote_crm_id="Q1", product_crm_id="P3", quantity=Decimal(2))
+    # refused for itself, not for its product: it waits for a change in the CRM
+    crm.put("quote_line", "L4", quote_crm_id="Q9", product_crm_id="P3", quantity=Decimal(-1))
+    run_cycle(engine, crm)
+    with engine.connect() as conn:
+        q = {r.crm_id: r for r in conn.execute(select(quarantine))}
+    assert set(q) == {"P3", "P3-EUR", "L3", "L4", "Q1"}
+    assert q["P3"].field == "billing_frequency"
+    assert [(q[i].field, q[i].reason) for i in ("P3-EUR", "L3")] == [
+        ("product_crm_id", "unknown product")] * 2
+    assert _scalar(engine, select(func.count()).select_from(orders)) == 0
+
+    crm.put("product", "P3", billing_frequency="Monthly")      # only the product is fixed
+    report = run_cycle(engine, crm)
+    assert report.handed_off == 1
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(quarantine.c.crm_id, quarantine.c.status)).all()) == {
+            "P3": "resolved", "P3-EUR": "resolved", "L3": "resolved", "Q1": "resolved",
+            "L4": "open"}
+        assert conn.execute(select(quarantine.c.field, quarantine.c.attempts).where(
+            quarantine.c.crm_id == "L4")).one() == ("quantity", 1)
+        product = conn.execute(select(products.c.id).where(products.c.sku == "ADDON")
+                               ).scalar_one()
+        assert conn.execute(select(prices.c.currency, prices.c.unit_price).where(
+            prices.c.product_id == product)).all() == [("EUR", Decimal(7))]
+        order = conn.execute(select(orders.c.id)).scalar_one()
+        assert conn.execute(select(subscriptions.c.quantity).where(
+            subscriptions.c.order_id == order, subscriptions.c.product_id == product)
+            ).scalar_one() == 2
+        items = [conn.execute(select(func.count()).select_from(t).where(
+            t.c.order_id == order)).scalar() for t in (subscriptions, one_time_charges)]
+        assert sum(items) == 3          # L1, L2 and L3
 
 
 def test_deleted_account_becomes_crm_deleted(engine):
