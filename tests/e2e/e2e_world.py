@@ -137,3 +137,21 @@ def invoice_lines_of(world: World, ext_id: str, period_start: Any) -> list[tuple
             .join(accounts, accounts.c.id == invoices.c.account_id)
             .where(accounts.c.ext_id == ext_id, invoices.c.period_start == period_start)
             .order_by(invoice_lines.c.line_no))]
+
+
+def order_items(world: World, connection: str, quote: str) -> int | None:
+    """The items (subscriptions and one-time charges) of the order the CRM quote became; None
+    while it has none."""
+    from sqlalchemy import func, select
+
+    from billing_core.adapters.tables import one_time_charges, subscriptions
+    from sync.tables import handoffs
+    with world.engine.connect() as conn:
+        order = conn.execute(select(handoffs.c.order_id).where(
+            handoffs.c.connection == connection,
+            func.lower(handoffs.c.quote_crm_id) == quote.lower(),
+            handoffs.c.order_id.is_not(None))).scalar()
+        if order is None:
+            return None
+        return sum(int(conn.execute(select(func.count()).select_from(t).where(
+            t.c.order_id == order)).scalar_one()) for t in (subscriptions, one_time_charges))

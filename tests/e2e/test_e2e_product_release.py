@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from e2e_world import MONTHLY, RECURRING, dataverse_seat_account
+from e2e_world import MONTHLY, RECURRING, dataverse_seat_account, order_items
 from sqlalchemy import func, select
 
-from billing_core.adapters.tables import one_time_charges, prices, subscriptions
+from billing_core.adapters.tables import prices
 from connectors.sandbox.salesforce.seed import PRICEBOOK_ID
-from sync.tables import handoffs, quarantine, sync_records
+from sync.tables import quarantine, sync_records
 
 pytestmark = pytest.mark.e2e
 
@@ -26,19 +26,6 @@ def _open(world: Any, connection: str) -> dict[tuple[str, str], str]:
         return {(r.object, r.crm_id.lower()): r.field for r in conn.execute(select(
             quarantine).where(quarantine.c.connection == connection,
                               quarantine.c.status == "open"))}
-
-
-def _order_items(world: Any, connection: str, quote: str) -> int | None:
-    """The items of the quote's order; None while it has none."""
-    with world.engine.connect() as conn:
-        order = conn.execute(select(handoffs.c.order_id).where(
-            handoffs.c.connection == connection,
-            func.lower(handoffs.c.quote_crm_id) == quote.lower(),
-            handoffs.c.order_id.is_not(None))).scalar()
-        if order is None:
-            return None
-        return sum(int(conn.execute(select(func.count()).select_from(t).where(
-            t.c.order_id == order)).scalar() or 0) for t in (subscriptions, one_time_charges))
 
 
 def _prices_of(world: Any, connection: str, product: str) -> list[Any]:
@@ -75,14 +62,14 @@ def test_salesforce_line_and_price_of_a_product_fixed_later_go_on(world: Any) ->
     assert held[("product", bad.lower())] == "sku"
     assert held[("quote_line", quote["line_ids"][1].lower())] == "product_crm_id"
     assert [k for k, f in held.items() if k[0] == "price" and f == "product_crm_id"]
-    assert _order_items(world, "sf", quote["id"]) is None
+    assert order_items(world, "sf", quote["id"]) is None
 
     world.sf("update", object="Product2", id=bad, fields={"ProductCode": "REL-2"})
     [report] = world.cycle("sf")
     assert report.outcome == "ok", _open(world, "sf")
     assert _open(world, "sf") == {}
     assert _prices_of(world, "sf", bad) == [("USD", 5)]
-    assert _order_items(world, "sf", quote["id"]) == 2
+    assert order_items(world, "sf", quote["id"]) == 2
 
 
 def test_dataverse_line_of_a_product_fixed_later_goes_on(world: Any) -> None:
@@ -110,11 +97,11 @@ def test_dataverse_line_of_a_product_fixed_later_goes_on(world: Any) -> None:
     held = _open(world, "d365")
     assert held[("product", bad.lower())] == "billing_frequency"
     assert held[("quote_line", line.lower())] == "product_crm_id"
-    assert _order_items(world, "d365", quote) is None
+    assert order_items(world, "d365", quote) is None
 
     world.dv("update", table="products", id=bad, values={"new_billingfrequency": MONTHLY})
     [report] = world.cycle("d365")
     assert report.outcome == "ok", _open(world, "d365")
     assert _open(world, "d365") == {}
     assert _prices_of(world, "d365", bad) == [("USD", 5)]
-    assert _order_items(world, "d365", quote) == 1
+    assert order_items(world, "d365", quote) == 1

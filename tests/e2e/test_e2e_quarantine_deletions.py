@@ -7,11 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from e2e_world import dataverse_usd
+from e2e_world import dataverse_usd, order_items
 from sqlalchemy import func, select
 
-from billing_core.adapters.tables import one_time_charges, subscriptions
-from sync.tables import handoffs, quarantine
+from sync.tables import quarantine
 
 pytestmark = pytest.mark.e2e
 
@@ -21,19 +20,6 @@ def _entry(world: Any, connection: str, crm_id: str) -> Any:
         return conn.execute(select(quarantine).where(
             quarantine.c.connection == connection,
             func.lower(quarantine.c.crm_id) == crm_id.lower())).mappings().one()
-
-
-def _ordered_items(world: Any, connection: str, quote: str) -> int | None:
-    """The items of the quote's order (None: no order)."""
-    with world.engine.connect() as conn:
-        order = conn.execute(select(handoffs.c.order_id).where(
-            handoffs.c.connection == connection,
-            func.lower(handoffs.c.quote_crm_id) == quote.lower(),
-            handoffs.c.order_id.is_not(None))).scalar()
-        if order is None:
-            return None
-        return sum(int(conn.execute(select(func.count()).select_from(t).where(
-            t.c.order_id == order)).scalar_one()) for t in (subscriptions, one_time_charges))
 
 
 def _open(world: Any, connection: str) -> set[str]:
@@ -57,10 +43,10 @@ def test_salesforce_refused_line_deleted_by_the_rep_lets_the_quote_go_on(world: 
     bad = quote["line_ids"][1]
     world.cycle("sf")
     assert _entry(world, "sf", bad)["field"] == "quantity"
-    assert _ordered_items(world, "sf", quote["id"]) is None
+    assert order_items(world, "sf", quote["id"]) is None
     world.sf("delete", object="QuoteLineItem", id=bad)
     world.cycle("sf")
-    assert _ordered_items(world, "sf", quote["id"]) == 1
+    assert order_items(world, "sf", quote["id"]) == 1
     assert _entry(world, "sf", bad)["status"] == "resolved"
     assert _open(world, "sf") == set()
 
@@ -103,10 +89,10 @@ def test_dataverse_refused_line_deleted_by_the_rep_lets_the_quote_go_on(world: A
     quote, (_, bad) = _dv_won_quote(world, (2, -3))
     world.cycle("d365")
     assert _entry(world, "d365", bad)["field"] == "quantity"
-    assert _ordered_items(world, "d365", quote) is None
+    assert order_items(world, "d365", quote) is None
     world.dv("delete", table="quotedetails", id=bad)
     world.cycle("d365")
-    assert _ordered_items(world, "d365", quote) == 1
+    assert order_items(world, "d365", quote) == 1
     assert _entry(world, "d365", bad)["status"] == "resolved"
     assert _open(world, "d365") == set()
 
