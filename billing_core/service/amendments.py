@@ -38,6 +38,9 @@ Rules kept here
 - Proration is the bill run's, by the existing rules: a quantity change inside a period
   already billed is a catch-up ``proration`` line on the next invoice; the range not billed
   yet is billed at the quantity in effect each day.
+- A revision dated before a change the deal already has scheduled after it (a quantity
+  change, or an end a revision's removal recorded) is refused, naming that change: taken as
+  the difference on its own date, it would leave the later change in force over its content.
 - Committed terms (:mod:`billing_core.domain.terms`) apply as to finance's changes: a decrease
   inside a term is refused or recorded from the term end (its ``amendment_items`` row holds
   that date), a removal is refused or moved to the term end by the product's early-termination
@@ -144,6 +147,7 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
         raise InvalidState("amends_order_id", data.amends_order_id,
                            f"its deal's order {cancelled[0]} is cancelled")
     on = data.effective_date
+    _refuse_before_scheduled(uow, chain, on)
     held, starts = _held(uow, chain, on)
     plan = domain.diff(held, _charged(uow, chain), _wanted(data), [
         domain.WantedCharge(int(c.product_id), _price(c.unit_price), to_decimal(
@@ -205,6 +209,38 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
                      "items": [None, [{k: v for k, v in h.items() if v is not None}
                                       for h in history]]})
     return order_id
+
+
+def _refuse_before_scheduled(uow: UnitOfWork, chain: list[int], on: date) -> None:
+    """Refuse a revision dated before a change the deal already has scheduled after that date
+    (a quantity change, or a removal a revision recorded): the revision is taken as the
+    difference on its own date, so the later change would stay in force over it (8 seats from
+    1 March kept though a revision from 1 February orders 5)."""
+    sub_ids = select(subscriptions.c.id).where(subscriptions.c.order_id.in_(chain),
+                                               subscriptions.c.status != ItemStatus.CANCELLED)
+    change = uow.conn.execute(select(
+        subscription_changes.c.subscription_id, subscription_changes.c.effective_date,
+        subscription_changes.c.old_quantity, subscription_changes.c.new_quantity).where(
+        subscription_changes.c.subscription_id.in_(sub_ids),
+        subscription_changes.c.status != ItemStatus.CANCELLED,
+        subscription_changes.c.effective_date > on)
+        .order_by(subscription_changes.c.effective_date)).first()
+    removal = uow.conn.execute(select(subscriptions.c.id, subscriptions.c.end_date).join(
+        amendment_items, amendment_items.c.subscription_id == subscriptions.c.id).where(
+        amendment_items.c.order_id.in_(chain), amendment_items.c.action == "removed",
+        subscriptions.c.id.in_(sub_ids), subscriptions.c.end_date > on)
+        .order_by(subscriptions.c.end_date)).first()
+    if change is not None and (removal is None or change.effective_date <= removal.end_date):
+        what = (f"the quantity change of subscription {change.subscription_id} from "
+                f"{change.old_quantity.normalize():f} to {change.new_quantity.normalize():f} on "
+                f"{change.effective_date}")
+    elif removal is not None:
+        what = f"the end of subscription {removal.id} on {removal.end_date}"
+    else:
+        return
+    raise RuleViolation("effective_date", on, f"is before {what}, which the deal already has: "
+                        "this revision would leave it in force; date the revision from then "
+                        "on, or change the deal by hand")
 
 
 def _coterm(uow: UnitOfWork, chain: list[int], order_id: int, on: date) -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from billing_core.adapters.tables import amendment_items, orders, subscriptions
+from billing_core.domain.errors import RuleViolation
 from billing_core.service.amendments import AmendmentIn, amend_orders
 from billing_core.service.gate import accept_order
 from billing_core.service.orders import OneTimeItem, OrderIn, SubscriptionItem
@@ -190,3 +191,58 @@ def test_any_sequence_of_amendments_bills_each_seat_day_once(ledger, first, step
         d += timedelta(days=1)
     assert abs(sum(seat_lines) - exact) <= Decimal(len(seat_lines)) / 2
     assert [ln["amount_minor"] for ln in lines if ln["kind"] == "one_time"] == [5000]
+
+
+def test_a_revision_dated_before_a_scheduled_change_is_refused_not_stacked(ledger) -> None:
+    """5 seats from 1 January (billed); revision 2 raises them to 8 from 1 March; revision 3,
+    from 1 February, orders 5 again. Taken as the difference on 1 February it planned
+    nothing and left revision 2's 8 seats in force from 1 March (96.00 billed every month
+    for the 5 ordered): it is refused, naming the change, and writes nothing; a revision from
+    1 March on is taken."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    with ledger.uow() as uow:
+        first = accept_order(uow, OrderIn(acc, "crm:Q9:rev1", JAN1, subscriptions=[
+            SubscriptionItem(seat, 5, JAN1)]))
+        uow.commit()
+    ledger.run(JAN1)
+
+    def amend(ref: str, amends: int, seats: int, on: date) -> object:
+        with ledger.uow() as uow:
+            [result] = amend_orders(uow, [AmendmentIn(
+                acc, ref, amends, on, subscriptions=(SubscriptionItem(seat, seats, JAN1),))])
+            uow.commit()
+        return result
+
+    second = amend("crm:Q9:rev2", first, 8, date(2027, 3, 1))
+    assert isinstance(second, int)
+    refused = amend("crm:Q9:rev3", second, 5, date(2027, 2, 1))
+    assert isinstance(refused, RuleViolation) and refused.field == "effective_date"
+    assert "from 5 to 8 on 2027-03-01" in str(refused)
+    with ledger.uow() as uow:
+        assert uow.conn.execute(select(orders.c.source_ref).order_by(orders.c.id)
+                                ).scalars().all() == ["crm:Q9:rev1", "crm:Q9:rev2"]
+    third = amend("crm:Q9:rev3b", second, 5, date(2027, 3, 1))
+    assert isinstance(third, int)
+    ledger.run(date(2027, 2, 1))
+    ledger.run(date(2027, 3, 1))
+    assert [ledger.amounts(i) for i in ledger.invoices(acc)] == [
+        [("recurring", 6000)], [("recurring", 6000)], [("recurring", 6000)]]
+
+
+def test_a_revision_dated_before_a_scheduled_removal_is_refused(ledger) -> None:
+    """Revision 2 removes the backup from 1 March; revision 3 from 1 February orders it again:
+    the removal would stay in force (the backup unbilled and deprovisioned from 1 March)."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    backup = ledger.product("40.00", currency="EUR")
+    both = (SubscriptionItem(seat, 5, JAN1), SubscriptionItem(backup, 1, JAN1))
+    with ledger.uow() as uow:
+        first = accept_order(uow, OrderIn(acc, "crm:Q8:rev1", JAN1, subscriptions=list(both)))
+        [second] = amend_orders(uow, [AmendmentIn(acc, "crm:Q8:rev2", first, date(2027, 3, 1),
+                                                  subscriptions=both[:1])])
+        assert isinstance(second, int)
+        [refused] = amend_orders(uow, [AmendmentIn(acc, "crm:Q8:rev3", second,
+                                                   date(2027, 2, 1), subscriptions=both)])
+        uow.commit()
+    assert isinstance(refused, RuleViolation) and "on 2027-03-01" in str(refused)
