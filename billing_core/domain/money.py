@@ -11,11 +11,15 @@ Rules kept here and nowhere else:
   (``domain.credit.hold_threshold_minor``);
 - the ledger stores amounts as integers of minor units (``*_minor`` columns): exact on every
   database; :func:`to_minor` / :func:`from_minor` convert at the boundary;
-- an amount a user gives is at most :data:`MAX_MINOR` minor units (:func:`parse_amount`);
+- an amount a user gives is at most :data:`MAX_MINOR` minor units (:func:`parse_amount`), and
+  as text is written plainly: ASCII digits with an optional sign and decimal point, as the
+  API's ``Amount`` pattern asks (not ``1e3``, not full-width digits, not ``1_000``), so the CLI
+  and the API take the same amounts;
 - ``Money`` of different currencies never add up: that is a ``CurrencyMismatch``, not a conversion.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -107,6 +111,10 @@ def from_minor(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-exponent(currency))
 
 
+#: An amount as a user writes it (``parse_amount``).
+_PLAIN = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?", re.ASCII)
+
+
 def parse_amount(value: object, currency: str, field: str = "amount", *,
                  allow_zero: bool = False, allow_negative: bool = False) -> int:
     """Validate a user-given amount and return minor units (at most ``MAX_MINOR``).
@@ -114,6 +122,9 @@ def parse_amount(value: object, currency: str, field: str = "amount", *,
     An amount with more decimals than the currency has is refused, not rounded: a user who
     typed 10.005 USD meant something we cannot bill.
     """
+    if isinstance(value, str) and not _PLAIN.fullmatch(value.strip()):
+        raise InvalidAmount(field, value, "is not a plain decimal number (ASCII digits and "
+                                          "at most one decimal point, e.g. 125.00)")
     number = to_decimal(value, field)
     if number < 0 and not allow_negative:
         raise InvalidAmount(field, value, "must not be negative")
