@@ -15,6 +15,10 @@ Rules kept here
   text) is one of the listed; ``group_by``: one line per value of that property (events
   without it form the group "(none)").
 - Values are exact decimals with at most :data:`SCALE` decimals, ``|value| < 10^12``.
+- Events arrive as JSON read by :func:`read_json`: numbers as exact decimals, an integer of
+  any length (one past Python's 4,300-digit conversion limit becomes a Decimal, for the
+  value's own check to refuse), and a document that is malformed or nests too deeply for the
+  parser is a ValidationError naming it, never a ValueError or a RecursionError.
 - A rated key (account, metric, group, usage period) that an earlier live invoice already
   billed is billed again only as an adjustment: ``rate(the period's aggregate now) - what was
   billed``, one line, never a change to the earlier invoice.
@@ -22,6 +26,7 @@ Rules kept here
 from __future__ import annotations
 
 import builtins
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +154,26 @@ def parse_value(raw: object, field_name: str = "value") -> Decimal:
     return value
 
 
+def _wide_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
+def read_json(text: str | bytes, field_name: str) -> Any:
+    """A JSON document with its numbers as exact decimals (see the module rules)."""
+    try:
+        try:
+            return json.loads(text, parse_float=Decimal)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise
+        except ValueError:     # an integer over sys.get_int_max_str_digits()
+            return json.loads(text, parse_float=Decimal, parse_int=_wide_int)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(field_name, None, f"is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(field_name, None, "is not JSON this reader takes: it nests "
+                                                "too deeply") from None
+
+
 def to_e6(value: Decimal) -> int:
     return int(value * E6)
 
@@ -207,7 +232,8 @@ def _n(number: Decimal) -> str:
 
 def plain_properties(props: Any, field_name: str = "properties") -> dict[str, Any] | None:
     """Free properties as stored: an object of scalars (text, whole numbers, booleans, null);
-    a decimal with a fraction is kept as its text (no floats anywhere). No NUL in a key or a
+    a decimal with a fraction, or one of 4,000 digits or more, is kept as its text (no floats
+    anywhere). No NUL in a key or a
     text, nor a lone surrogate (:mod:`billing_core.domain.text`)."""
     if props is None:
         return None
@@ -233,7 +259,9 @@ def plain_properties(props: Any, field_name: str = "properties") -> dict[str, An
         elif isinstance(value, int):
             out[key] = value
         elif isinstance(value, Decimal):
-            out[key] = int(value) if value == value.to_integral_value() else str(value)
+            # 1e999999999 stays text: as an int it is a billion digits (and minutes of CPU)
+            whole = value.adjusted() < 4000 and value == value.to_integral_value()
+            out[key] = int(value) if whole else str(value)
         else:
             raise ValidationError(f"{field_name}.{key}", value if not isinstance(value, float)
                                   else repr(value),

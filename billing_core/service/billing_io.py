@@ -33,7 +33,9 @@ Rules kept here
 - Tax is looked up once per account, for its period start (:class:`TaxTable`): an account
   whose country has no rate that day gets no invoice but an error in ``errors`` naming the
   account, country/region and day (``missing_tax_rate``), unless it is ``tax_exempt``; an
-  account with nothing to bill gets neither.
+  account with nothing to bill gets neither. An account whose invoice cannot be computed
+  (a ``LedgerError``, or a decimal error: an amount out of range) is that account's error in
+  ``errors``; the chunk's other accounts are billed.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any
 
 from sqlalchemy import Connection, Date, bindparam, func, select, update
@@ -69,7 +71,7 @@ from billing_core.adapters.tables import (
     subscriptions,
     usage_events,
 )
-from billing_core.domain.errors import LedgerError, MissingTaxRate
+from billing_core.domain.errors import LedgerError, MissingTaxRate, RuleViolation
 from billing_core.domain.invoicing import (
     AccountTerms,
     Change,
@@ -270,6 +272,14 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
                 raise MissingTaxRate(account_id, acct.country, acct.region, start)
         except LedgerError as exc:
             data.errors.append({"account_id": account_id, **exc.as_dict()})
+            continue
+        except DecimalException as exc:
+            # an amount out of decimal range (1e400 units of usage, stored before the intake
+            # refused such quantities): this account's error, the others are billed
+            data.errors.append({"account_id": account_id, **RuleViolation(
+                "account", account_id, f"its invoice cannot be computed: an amount is out of "
+                f"the ledger's decimal range ({type(exc).__name__}); check its usage "
+                "quantities and prices").as_dict()})
             continue
         if draft is not None:
             data.drafts.append(draft)

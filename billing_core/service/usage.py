@@ -6,9 +6,11 @@ Rules kept here
   counted as a duplicate, never billed twice (``INSERT ... ON CONFLICT DO NOTHING`` also covers a
   concurrent import of the same id).
 - The account is named by ledger id or CRM id (``ext_id``); the product by sku or id, and must be
-  a ``usage`` product. The quantity is an exact decimal >= 0 (no floats). ``occurred_at`` is an
-  ISO 8601 timestamp *with* a time zone (a naive one is refused: whose midnight would it be?);
-  it is stored in UTC and billed by its UTC day.
+  a ``usage`` product. The quantity is an exact decimal >= 0 (no floats) that metered event
+  values also are (:func:`billing_core.domain.metering.parse_value`: at most 6 decimals,
+  below 10^12), so a bill run can always rate it. ``occurred_at`` is an ISO 8601 timestamp
+  *with* a time zone (a naive one is refused: whose midnight would it be?) that stays a
+  datetime once in UTC; it is stored in UTC and billed by its UTC day.
 - A bad row is reported with its row number, field and value; the others are imported.
 - CSV columns: ``event_id,account,product,quantity,occurred_at`` (header required).
 """
@@ -26,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, products, usage_events
 from billing_core.domain.errors import LedgerError, ValidationError
-from billing_core.domain.money import to_decimal
+from billing_core.domain.metering import parse_value
 
 IN_SLICE = 5000
 CSV_COLUMNS = ("event_id", "account", "product", "quantity", "occurred_at")
@@ -37,6 +39,13 @@ class ImportResult:
     imported: int = 0
     duplicates: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def ledger_id(ref: str) -> int | None:
+    """The ledger id a reference spells (ASCII digits within the id range), else None: a
+    reference like ``²`` (a digit to ``isdigit``, not to ``int``) or a number past 64 bits is
+    no id, only an external id that matches nothing."""
+    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else None
 
 
 def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
@@ -51,7 +60,10 @@ def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
         raise ValidationError(field_name, value, "is not an ISO 8601 timestamp")
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValidationError(field_name, value, "has no time zone (give Z or +hh:mm)")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:      # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00
+        raise ValidationError(field_name, value, "is out of range once in UTC") from None
 
 
 def read_usage_csv(stream: IO[str]) -> list[dict[str, Any]]:
@@ -82,7 +94,7 @@ def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> Import
     refs = {str(r.get("account", "")).strip() for r in rows}
     acct_by_ext = dict(_in_slices(conn, select(accounts.c.ext_id, accounts.c.id),
                                   accounts.c.ext_id, refs))
-    ids = {int(r) for r in refs if r.isdigit()}
+    ids = {i for i in map(ledger_id, refs) if i is not None}
     acct_ids = {r[0] for r in _in_slices(conn, select(accounts.c.id), accounts.c.id, ids)}
     prods = {}
     for p in conn.execute(select(products.c.id, products.c.sku, products.c.kind)):
@@ -104,8 +116,8 @@ def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> Import
                 continue
             ref = str(raw.get("account") or "").strip()
             account_id = acct_by_ext.get(ref)
-            if account_id is None and ref.isdigit() and int(ref) in acct_ids:
-                account_id = int(ref)
+            if account_id is None and ledger_id(ref) in acct_ids:
+                account_id = ledger_id(ref)
             if account_id is None:
                 raise ValidationError("account", raw.get("account"), "is not a known account")
             product = prods.get(str(raw.get("product") or "").strip())
@@ -114,7 +126,7 @@ def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> Import
             if product.kind != "usage":
                 raise ValidationError("product", raw.get("product"),
                                       f"is a {product.kind} product, not usage")
-            quantity = to_decimal(raw.get("quantity"), "quantity")
+            quantity = parse_value(raw.get("quantity"), "quantity")
             if quantity < 0:
                 raise ValidationError("quantity", raw.get("quantity"), "must not be negative")
             occurred = parse_timestamp(raw.get("occurred_at"))

@@ -31,7 +31,6 @@ import csv
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import IO, Any
 
 from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table, Text, select
@@ -43,10 +42,10 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, metered_events, usage_metrics
 from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime
 from billing_core.domain.errors import LedgerError, ValidationError
-from billing_core.domain.metering import parse_value, plain_properties, to_e6
+from billing_core.domain.metering import parse_value, plain_properties, read_json, to_e6
 from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
-from billing_core.service.usage import IN_SLICE, parse_timestamp
+from billing_core.service.usage import IN_SLICE, ledger_id, parse_timestamp
 
 MAX_BATCH = 10_000
 CSV_COLUMNS = ("event_id", "account", "metric", "timestamp", "value")
@@ -103,8 +102,8 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
     seen = {r[0] for r in _lookup(conn, metered_events.c.event_id, ids,
                                   metered_events.c.event_id)}
     by_ext = dict(_lookup(conn, accounts.c.ext_id, refs, accounts.c.ext_id, accounts.c.id))
-    by_id = {r[0] for r in _lookup(conn, accounts.c.id, {int(x) for x in refs if x.isdigit()
-                                                         and len(x) <= 18}, accounts.c.id)}
+    by_id = {r[0] for r in _lookup(conn, accounts.c.id, {i for i in map(ledger_id, refs)
+                                                         if i is not None}, accounts.c.id)}
     codes = set(conn.execute(select(usage_metrics.c.code).distinct()).scalars())
     replaced_refs = {str(r["replaces"]).strip() for r in raws if r.get("replaces")}
     targets = {r[0]: (r[1], r[2], r[3]) for r in _lookup(
@@ -121,7 +120,7 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
             if not isinstance(event, Mapping):
                 raise ValidationError("event", type(event).__name__, "must be an object")
             if "_error" in raw:          # a JSON Lines line that did not parse
-                raise ValidationError("line", raw.get("_line"), f"is not JSON: {raw['_error']}")
+                raise ValidationError("line", raw.get("_line"), raw["_error"])
             event_id = _text(raw, "event_id", 128)
             eid = str(event_id)
             if eid in seen:
@@ -131,8 +130,8 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
                 continue
             ref = _text(raw, "account", 64)
             account_id = by_ext.get(ref)
-            if account_id is None and ref is not None and ref.isdigit() and int(ref) in by_id:
-                account_id = int(ref)
+            if account_id is None and ref is not None and ledger_id(ref) in by_id:
+                account_id = ledger_id(ref)
             if account_id is None:
                 raise ValidationError("account", raw.get("account"), "is not a known account")
             metric = _text(raw, "metric", 64)
@@ -212,8 +211,8 @@ def _insert(uow: UnitOfWork, rows: list[tuple[Any, ...]]) -> set[str]:
 def read_events_file(stream: IO[str], fmt: str) -> list[dict[str, Any]]:
     """Events of a JSON Lines file (one object a line, numbers read as decimals) or a CSV
     (header ``event_id,account,metric,timestamp,value`` plus optional ``replaces`` and
-    ``properties`` (a JSON object) columns). A line that is not JSON becomes an event the
-    ingestion rejects, naming its line."""
+    ``properties`` (a JSON object) columns). A line that is not JSON (or nests too deeply
+    to be read) becomes an event the ingestion rejects, naming its line."""
     if fmt == "csv":
         reader = csv.DictReader(stream)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -227,8 +226,8 @@ def read_events_file(stream: IO[str], fmt: str) -> list[dict[str, Any]]:
             props = (row.get("properties") or "").strip()
             if props:
                 try:
-                    event["properties"] = json.loads(props, parse_float=Decimal)
-                except json.JSONDecodeError:
+                    event["properties"] = read_json(props, "properties")
+                except ValidationError:
                     event["properties"] = props      # rejected by the ingestion, named
             out.append(event)
         return out
@@ -237,7 +236,7 @@ def read_events_file(stream: IO[str], fmt: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line, parse_float=Decimal))
-        except json.JSONDecodeError as exc:
-            events.append({"event_id": None, "_line": n, "_error": str(exc)})
+            events.append(read_json(line, "line"))
+        except ValidationError as exc:
+            events.append({"event_id": None, "_line": n, "_error": exc.problem})
     return events

@@ -6,24 +6,25 @@ metrics`` call.
 
 - ``POST /usage/events`` (``billing:write``): ``{"events": [...]}``, 1 to 10,000 events. The
   body is read with JSON numbers as exact decimals (a ``"value": 0.1`` is the decimal 0.1,
-  never a float). The answer is 200 with one result per event, in order (accepted,
-  duplicate, or rejected with field, value and reason) and the counts; the accepted ones
-  are stored in the request's one transaction. A body that is not such an object is 422,
-  nothing stored. ``Idempotency-Key`` is honoured; without one, a replayed batch answers
-  ``duplicate`` for every event it stored before.
+  never a float; an integer of any length, for the value check to refuse; one that nests too
+  deeply to read is 422 like one that is not JSON). The answer is 200 with one result per
+  event, in order (accepted, duplicate, or rejected with field, value and reason) and the
+  counts; the accepted ones are stored in the request's one transaction. A body that is not
+  such an object is 422, nothing stored. ``Idempotency-Key`` is honoured; without one, a
+  replayed batch answers ``duplicate`` for every event it stored before.
 - ``GET /usage/metrics`` (``billing:read``): every version of every metric.
 - ``POST /usage/metrics`` (``billing:write``): add or replace a version (same code and date).
 """
 from __future__ import annotations
 
-import json
 from datetime import date
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing_core.domain.errors import ValidationError
+from billing_core.domain.metering import read_json
 from billing_core.service.usage_ingest import MAX_BATCH, ingest_events
 from billing_core.service.usage_metrics import list_metrics, set_metric
 from jobs.api.deps import Reader, Uow, Writer, router
@@ -40,9 +41,9 @@ async def _events(request: Request, _: Writer) -> list[Any]:
     known to hold ``billing:write`` (a caller without one learns nothing of the body's rules)."""
     raw = await request.body()
     try:
-        body = json.loads(raw, parse_float=Decimal)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(422, "invalid_input", "body", None, f"is not JSON: {exc}") from None
+        body = read_json(raw, "body")
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_input", "body", None, exc.problem) from None
     events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
         raise ApiError(422, "invalid_input", "body.events",

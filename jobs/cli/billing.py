@@ -5,6 +5,7 @@ scripts). Writes go through ``ledger_uow`` so credit control's commit hook sees 
 """
 from __future__ import annotations
 
+import io
 import sys
 from datetime import UTC, date, datetime
 from typing import Any
@@ -209,15 +210,25 @@ def usage() -> None:
     """Usage events."""
 
 
+def text_stream(name: str, data: bytes) -> io.StringIO:
+    """A file's bytes as UTF-8 text (a byte order mark, as Excel's "CSV UTF-8" starts with,
+    dropped); a file in another encoding is bad input naming the file, not a traceback."""
+    try:
+        return io.StringIO(data.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("file", name, f"is not UTF-8 text (byte {exc.start}: "
+                                            f"{exc.reason}); save it as UTF-8") from None
+
+
 @usage.command("import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @json_option
 @pass_app
 def usage_import(app: AppContext, file: Any, as_json: bool) -> None:
     """Import a CSV (event_id,account,product,quantity,occurred_at); duplicates are skipped."""
     from billing_core.service.usage import import_usage, read_usage_csv
 
-    rows = read_usage_csv(file)
+    rows = read_usage_csv(text_stream(file.name, file.read()))
     with _write(app) as uow:
         result = import_usage(uow, rows)
         uow.commit()

@@ -7,7 +7,9 @@ quantities). Thin over :mod:`billing_core.service.usage_ingest` and
 - ``usage ingest FILE [--format jsonl|csv]``: batches of ``--batch-size`` events (default
   1,000, at most 10,000), one transaction and one audit row each; per-event outcomes as the
   API gives them. Exit 0 when every event was accepted or a duplicate, 1 when some were
-  rejected (the others landed), 2 for a file that cannot be read as the format.
+  rejected (the others landed; a JSON line that does not parse, or nests too deeply, is a
+  rejected event naming its line), 2 for a file that cannot be read as the format or is
+  not UTF-8 text (a byte order mark is allowed).
 - ``usage metrics list [--code CODE]``; ``usage metrics set CODE --aggregation A --product
   SKU [--from DATE] [--property P] [--filter PROP=VALUE ...] [--group-by P]``; ``usage
   metrics load FILE.toml`` (``[metrics.CODE]`` tables).
@@ -23,7 +25,7 @@ import click
 
 from billing_core.domain.errors import ValidationError
 from jobs.cli import exits
-from jobs.cli.billing import usage
+from jobs.cli.billing import text_stream, usage
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 
@@ -41,8 +43,7 @@ def usage_ingest(app: AppContext, file: Path, fmt: str | None, batch_size: int,
     from billing_core.service.usage_ingest import ingest_events, read_events_file
 
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
-    with file.open(encoding="utf-8") as stream:
-        events = read_events_file(stream, fmt)
+    events = read_events_file(text_stream(str(file), file.read_bytes()), fmt)
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
     problems: list[dict[str, Any]] = []
     for start in range(0, len(events), batch_size):

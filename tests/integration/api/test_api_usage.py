@@ -67,3 +67,47 @@ def test_a_batch_of_ten_thousand_events_over_the_usual_body_limit(api, account) 
     too_many = api.post("/usage/events", {"events": events + events[:1]})
     assert too_many.status_code == 422
     assert too_many.json()["error"]["field"] == "body.events"
+
+
+def _post_raw(api, raw: str | bytes):
+    return api.client.post("/usage/events", content=raw, headers={
+        **api.headers("billing:write"), "Content-Type": "application/json"})
+
+
+def _event(eid: str, value: str = '"1"', ts: str = "2026-03-02T10:00:00Z",
+           account: str = "ACC1", props: str = "{}") -> str:
+    return (f'{{"event_id": "{eid}", "account": "{account}", "metric": "calls", '
+            f'"timestamp": "{ts}", "value": {value}, "properties": {props}}}')
+
+
+def test_an_event_the_ledger_cannot_take_is_rejected_and_the_batch_goes_on(api, account) -> None:
+    """A value of 5,000 digits (past Python's int conversion limit), a timestamp out of range
+    once in UTC, an account ``int`` cannot read (``²``): that event rejected naming field and
+    value, never a 500 losing the batch. A property of 1e999999999 is kept as its text."""
+    _setup(api)
+    huge = "1" + "0" * 5000
+    events = ", ".join([_event("ok-1", props='{"region": "eu", "n": 1e999999999}'),
+                        _event("v-1", value=huge),
+                        _event("t-1", ts="0001-01-01T00:00:00+01:00"),
+                        _event("t-2", ts="9999-12-31T23:59:59-01:00"),
+                        _event("a-1", account="\u00b2")])
+    raw = f'{{"events": [{events}]}}'
+    r = _post_raw(api, raw.encode())
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert (body["accepted"], body["rejected"]) == (1, 4)
+    assert [(x["event_id"], x.get("field"), x.get("value")) for x in body["results"]] == [
+        ("ok-1", None, None), ("v-1", "value", huge),
+        ("t-1", "timestamp", "0001-01-01T00:00:00+01:00"),
+        ("t-2", "timestamp", "9999-12-31T23:59:59-01:00"), ("a-1", "account", "\u00b2")]
+    props = api.read(lambda conn: conn.execute(select(metered_events.c.properties)).scalar_one())
+    assert props == {"region": "eu", "n": "1E+999999999"}
+
+
+def test_a_body_nested_too_deeply_to_read_is_422_naming_the_body(api, account) -> None:
+    _setup(api)
+    r = _post_raw(api, b'{"events": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}")
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["error"]["field"] == "body"
+    assert "nests too deeply" in r.json()["error"]["message"]
+    assert api.read(lambda conn: conn.execute(select(metered_events.c.id)).all()) == []

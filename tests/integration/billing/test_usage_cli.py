@@ -106,3 +106,80 @@ def test_metrics_of_the_config_file_are_set_by_bill_run_and_by_load(sqlite_engin
     config.write_text('[metrics.calls]\naggregation = "count"\n')
     shape = _cli(url, *with_config, "usage", "metrics", "list")
     assert shape.exit_code == 2 and "metrics.calls.product" in shape.output
+
+
+def _usage_ledger(url: str) -> None:
+    for args in (["products", "add", "--sku", "API", "--name", "API", "--kind", "usage"],
+                 ["prices", "set", "API", "--currency", "USD", "--from", "2020-01-01",
+                  "--price", "0.10"],
+                 ["accounts", "add", "--name", "Acme", "--currency", "USD", "--ext-id", "A1",
+                  "--tax-exempt"],
+                 ["usage", "metrics", "set", "calls", "--aggregation", "sum", "--product",
+                  "API"]):
+        res = _cli(url, *args)
+        assert res.exit_code == 0, res.output
+
+
+def test_ingest_rejects_a_line_it_cannot_read_and_keeps_the_good(sqlite_engine,
+                                                                  tmp_path) -> None:
+    """A 5,000-digit value, a line nested past the parser's depth, a timestamp out of range
+    once in UTC: each line rejected naming it (exit 1), the good line lands; no traceback."""
+    url = str(sqlite_engine.url)
+    _usage_ledger(url)
+    ev = ('{"event_id": "%s", "account": "A1", "metric": "calls", "timestamp": "%s", '
+          '"value": %s}')
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text("\n".join([
+        ev % ("g1", "2026-03-01T00:00:00Z", '"1"'),
+        ev % ("b1", "2026-03-01T00:00:00Z", "1" + "0" * 5000),
+        "[" * 100_000 + "]" * 100_000,
+        ev % ("b2", "0001-01-01T00:00:00+01:00", '"1"')]) + "\n", encoding="utf-8")
+    res = _cli(url, "usage", "ingest", str(jsonl), "--json")
+    assert res.exit_code == 1, res.output[-300:]
+    out = json.loads(res.stdout)
+    assert (out["accepted"], out["rejected"]) == (1, 3)
+    assert [(p["index"], p["field"]) for p in out["rejected_events"]] == [
+        (1, "value"), (2, "line"), (3, "timestamp")]
+    assert "nests too deeply" in out["rejected_events"][1]["message"]
+
+
+def test_import_reads_a_bom_and_refuses_a_file_that_is_not_utf8(sqlite_engine,
+                                                                tmp_path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte order mark: read, not refused for its header.
+    A Latin-1 file: exit 2, one line naming the file, nothing imported (not a traceback)."""
+    url = str(sqlite_engine.url)
+    _usage_ledger(url)
+    head = "event_id,account,product,quantity,occurred_at\n"
+    bom = tmp_path / "bom.csv"
+    bom.write_text(head + "u1,A1,API,1,2026-03-01T00:00:00Z\n", encoding="utf-8-sig")
+    res = _cli(url, "usage", "import", str(bom))
+    assert res.exit_code == 0, res.output
+    assert "imported 1," in res.stdout
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((head + "u2,A\xe9,API,1,2026-03-01T00:00:00Z\n").encode("latin-1"))
+    res = _cli(url, "usage", "import", str(latin))
+    assert res.exit_code == 2, res.output
+    [line] = res.stderr.splitlines()
+    assert line.startswith("error: ") and str(latin) in line and "UTF-8" in line
+    ingest = _cli(url, "usage", "ingest", str(latin))
+    assert ingest.exit_code == 2 and "is not UTF-8" in ingest.stderr, ingest.output
+
+
+def test_import_refuses_each_bad_row_naming_it_and_keeps_the_good(sqlite_engine,
+                                                                   tmp_path) -> None:
+    url = str(sqlite_engine.url)
+    _usage_ledger(url)
+    f = tmp_path / "u.csv"
+    f.write_text("event_id,account,product,quantity,occurred_at\n"
+                 "g1,A1,API,1,2026-03-01T00:00:00Z\n"
+                 "b1,99999999999999999999,API,1,2026-03-01T00:00:00Z\n"
+                 "b2,A1,API,1e400,2026-03-01T00:00:00Z\n"
+                 "b3,A1,API,1,9999-12-31T23:59:59-01:00\n", encoding="utf-8")
+    res = _cli(url, "usage", "import", str(f))
+    assert res.exit_code == 1, res.output
+    assert "imported 1, duplicates 0, errors 3" in res.stdout
+    assert [ln.split(":")[0] + ":" + ln.split(": ")[1].split("=")[0]
+            for ln in res.stderr.splitlines()] == [
+        "row 3:account", "row 4:quantity", "row 5:occurred_at"]
+    bill = _cli(url, "bill-run", "--date", "2026-04-01")
+    assert bill.exit_code == 0, bill.output
