@@ -141,6 +141,12 @@ def ledger(engine: Engine) -> Ledger:
     return Ledger(engine)
 
 
+@pytest.fixture
+def sqlite_ledger(sqlite_engine: Engine) -> Ledger:
+    """A ledger on SQLite only, for what only SQLite can hold."""
+    return Ledger(sqlite_engine)
+
+
 
 @pytest.fixture
 def pg_ledger(pg_engine: Engine) -> Ledger:

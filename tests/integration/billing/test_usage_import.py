@@ -82,12 +82,12 @@ def test_a_row_the_import_cannot_take_is_refused_and_the_good_rows_land(ledger) 
         (7, "quantity", "1e400"), (8, "quantity", "1" + "0" * 30), (9, "quantity", "0.0000001")]
 
 
-def test_one_accounts_usage_out_of_decimal_range_is_its_error_not_the_runs(ledger) -> None:
+def test_one_accounts_usage_out_of_decimal_range_is_its_error_not_the_runs(
+        sqlite_ledger) -> None:
     """A quantity the intake refuses now may sit in a SQLite ledger from before (text there;
-    PostgreSQL's NUMERIC(28, 10) never held one): its account is not billed, named in the
-    errors, and the other accounts are."""
-    if ledger.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL's NUMERIC(28, 10) cannot hold the quantity")
+    PostgreSQL's NUMERIC(28, 10) never held one, so SQLite only): its account is not billed,
+    named in the errors, and the other accounts are."""
+    ledger = sqlite_ledger
     bad, good = ledger.account(), ledger.account()
     prod = ledger.product("0.10", kind="usage")
     with ledger.uow() as uow:
