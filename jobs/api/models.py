@@ -6,6 +6,9 @@ Rules kept here
   the service layer checks the decimals against the currency (USD 2, JPY 0, BHD 3).
 - Every string has a length bound and refuses NUL characters; every id is a positive 64-bit
   integer: what the schema admits, both databases store.
+- An id or a count (days, months) is a JSON integer and a flag a JSON boolean
+  (:data:`Int`, :data:`Bool`, :data:`DocId`): pydantic's lax mode would read ``true`` as the
+  id 1 and ``"yes"`` as true. Dates stay lax (JSON has no date: they come as strings).
 - Batch requests take 1..100 items and answer one result per item, in order.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 # The API's version (the OpenAPI document's and ``/status``'s).
 API_VERSION = "1.0.0"
@@ -32,9 +35,27 @@ REF_PATTERN = (r"^([0-9]{1,18}|(invoice|debit_memo):[0-9]{1,18}"
 Ref = Annotated[str, Field(min_length=1, max_length=40, pattern=REF_PATTERN,
                            examples=["CM-000001"],
                            description="A ledger id (\"42\") or a document number.")]
-DocId = Annotated[int, Field(ge=1, le=MAX_ID, examples=[1])]
-Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
-ShortText = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
+NO_NUL = r"^[^\x00]*$"
+NoNul = Annotated[str, Field(pattern=NO_NUL)]
+# A JSON integer (not ``true``, ``1.0`` or ``"1"``) and a JSON boolean (not ``1`` or ``"yes"``).
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+DocId = Annotated[int, Strict(), Field(ge=1, le=MAX_ID, examples=[1])]
+Text = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
+ShortText = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
+
+
+def _fits_an_id(ref: str) -> str:
+    text = ref.strip()
+    if text.isascii() and text.isdigit() and (len(text) > 19 or int(text) > MAX_ID):
+        raise ValueError(f"is not a ledger id: an id is a positive 64-bit integer (at most "
+                         f"{MAX_ID})")
+    return ref
+
+
+# A ledger row named by id or by a name (sku, CRM id): digits alone must fit a 64-bit id.
+LedgerRef = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL),
+                      AfterValidator(_fits_an_id)]
 
 
 class Model(BaseModel):
@@ -182,7 +203,7 @@ class CreateMemo(Model):
     amount: Amount
     currency: Currency | None = None
     reason: Text
-    activate: bool = Field(False, description="Number and activate it at once.")
+    activate: Bool = Field(False, description="Number and activate it at once.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"account_id": 1, "amount": "25.00", "currency": "USD", "reason": "Goodwill",
@@ -250,8 +271,8 @@ class RecordPayment(Model):
     reference: ShortText = Field(description="Unique per account: the payment system's id.",
                                  examples=["pi_3Nx"])
     received_on: date | None = None
-    method: Annotated[str, Field(max_length=32, pattern=r"^[^\x00]*$")] | None = None
-    auto_apply: bool = Field(False, description="Apply it oldest-first at once.")
+    method: Annotated[str, Field(max_length=32, pattern=NO_NUL)] | None = None
+    auto_apply: Bool = Field(False, description="Apply it oldest-first at once.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"account_id": 1, "amount": "100.00", "currency": "USD", "reference": "pi_3Nx",

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.api.models import Model, Text
+from jobs.api.models import Bool, Model, Text
 
 
 class HoldReasonOut(BaseModel):
@@ -75,7 +75,7 @@ class SyncRequest(Model):
                             examples=["salesforce"])
     object: str | None = Field(None, min_length=1, max_length=64,
                                pattern=r"^[A-Za-z0-9_.\-]+$", examples=["account"])
-    full: bool = Field(False, description="Ignore the cursor: read everything again.")
+    full: Bool = Field(False, description="Ignore the cursor: read everything again.")
     account: str | None = Field(None, min_length=1, max_length=64,
                                 pattern=r"^[A-Za-z0-9_.\-]+$",
                                 description="Only this account (CRM id).")

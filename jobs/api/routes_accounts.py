@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.service.accounts import get_account, resolve_account, update_terms
 from jobs.api.deps import Reader, Uow, Writer, router
-from jobs.api.models import NAME_PATTERN, Amount, Model
+from jobs.api.models import NAME_PATTERN, NO_NUL, Amount, Bool, Int, Model
 from jobs.api.views import money
 
 routes = router("accounts")
@@ -50,19 +50,19 @@ class AccountOut(BaseModel):
 
 class UpdateAccount(Model):
     """Only the fields given change; ``region: ""`` or null clears it."""
-    region: str | None = Field(None, max_length=64, pattern=r"^[^\x00]*$")
-    payment_terms_days: int | None = Field(None, ge=0, le=3650,
+    region: str | None = Field(None, max_length=64, pattern=NO_NUL)
+    payment_terms_days: Int | None = Field(None, ge=0, le=3650,
                                            description="For invoices issued from now on.")
-    tax_exempt: bool | None = Field(None, description="Billed without tax, whatever the "
+    tax_exempt: Bool | None = Field(None, description="Billed without tax, whatever the "
                                                       "country's rate.")
     credit_limit_override: Amount | None = Field(None, description=(
         "Used instead of the CRM's limit; null removes it."))
-    bill_cycle_day: int | None = Field(None, ge=1, le=31, description=(
+    bill_cycle_day: Int | None = Field(None, ge=1, le=31, description=(
         "The days from what was billed to the new day go, prorated, on the first invoice "
         "whose period starts on or after them."))
-    billing_email: str | None = Field(None, max_length=512, description=(
+    billing_email: str | None = Field(None, max_length=512, pattern=NO_NUL, description=(
         "Where documents are emailed: addresses separated by ; or , (\"\" or null clears)."))
-    account_class: str | None = Field(None, max_length=64, description=(
+    account_class: str | None = Field(None, max_length=64, pattern=NO_NUL, description=(
         "The account's class, one of [dunning.classes] (its dunning schedule); \"\" or null "
         "clears it."))
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [

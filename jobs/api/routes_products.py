@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing_core.service.pricing import get_product, list_products, set_product_terms
 from jobs.api.deps import Reader, Uow, Writer, router
-from jobs.api.models import NAME_PATTERN, Model
+from jobs.api.models import NAME_PATTERN, NO_NUL, Bool, Int, Model
 
 routes = router("products")
 
@@ -47,12 +47,13 @@ class ProductList(BaseModel):
 
 class UpdateProductTerms(Model):
     """Only the settings given change."""
-    term_months: int | None = Field(None, description=(
+    term_months: Int | None = Field(None, description=(
         "Default term of new subscriptions in months; 0 removes it."))
-    auto_renew: bool | None = None
-    term_decrease: str | None = Field(None, max_length=32, examples=["refuse"],
+    auto_renew: Bool | None = None
+    term_decrease: str | None = Field(None, max_length=32, pattern=NO_NUL, examples=["refuse"],
                                       description="refuse | at_term_end")
-    early_termination: str | None = Field(None, max_length=32, examples=["allowed"],
+    early_termination: str | None = Field(None, max_length=32, pattern=NO_NUL,
+                                          examples=["allowed"],
                                           description="refuse | at_term_end | allowed")
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"term_months": 12, "auto_renew": True, "term_decrease": "at_term_end",

@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from billing_core.service import vendor_reconciliation as vr
 from jobs.api.deps import Reader, Uow, Writer, router
 from jobs.api.errors import ApiError
-from jobs.api.models import Model
+from jobs.api.models import NO_NUL, LedgerRef, Model
 
 routes = router("reconciliation")
 
@@ -75,16 +75,16 @@ class ReconciliationReport(BaseModel):
 
 class MappingIn(Model):
     kind: str = Field(pattern=r"^(customer|subscription|product)$")
-    vendor_key: str = Field(min_length=1, max_length=128, examples=[
+    vendor_key: str = Field(min_length=1, max_length=128, pattern=NO_NUL, examples=[
         "196e2273-9651-43a3-ba7e-7cbcd918fc40"], description=(
         "CustomerId, SubscriptionId, or ProductId[:SkuId]."))
-    target: str = Field(min_length=1, max_length=255, description=(
+    target: LedgerRef = Field(description=(
         "Account id or CRM id; subscription id; product id or sku."))
 
 
 class MappingKey(Model):
     kind: str = Field(pattern=r"^(customer|subscription|product)$")
-    vendor_key: str = Field(min_length=1, max_length=128)
+    vendor_key: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
 
 
 def _tolerance(request: Request) -> vr.Tolerance:

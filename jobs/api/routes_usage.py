@@ -29,7 +29,7 @@ from billing_core.service.usage_ingest import MAX_BATCH, ingest_events
 from billing_core.service.usage_metrics import list_metrics, set_metric
 from jobs.api.deps import Reader, Uow, Writer, router
 from jobs.api.errors import ApiError
-from jobs.api.models import Model
+from jobs.api.models import NO_NUL, LedgerRef, Model, NoNul
 
 routes = router("usage")
 # 10,000 events of a few hundred bytes each: the one route allowed a body over the API's 1 MiB
@@ -118,16 +118,17 @@ class MetricList(BaseModel):
 
 
 class SetMetric(Model):
-    code: str = Field(min_length=1, max_length=64, examples=["api_calls"])
-    aggregation: str = Field(max_length=16, examples=["sum"],
+    code: str = Field(min_length=1, max_length=64, pattern=NO_NUL, examples=["api_calls"])
+    aggregation: str = Field(max_length=16, pattern=NO_NUL, examples=["sum"],
                              description="count | sum | max | unique_count | latest")
-    product: str = Field(min_length=1, max_length=255, examples=["API"],
-                         description="the usage product (sku or id) whose price rates it")
+    product: LedgerRef = Field(examples=["API"], description=(
+        "the usage product (sku or id) whose price rates it"))
     effective_from: date | None = Field(None, description="default 2000-01-01")
-    property: str | None = Field(None, max_length=64, description="unique_count's property")
-    filters: dict[str, list[str]] | None = Field(None, examples=[{"env": ["prod"]}])
-    group_by: str | None = Field(None, max_length=64, examples=["region"])
-    description: str | None = Field(None, max_length=255)
+    property: str | None = Field(None, max_length=64, pattern=NO_NUL,
+                                 description="unique_count's property")
+    filters: dict[NoNul, list[NoNul]] | None = Field(None, examples=[{"env": ["prod"]}])
+    group_by: str | None = Field(None, max_length=64, pattern=NO_NUL, examples=["region"])
+    description: str | None = Field(None, max_length=255, pattern=NO_NUL)
     model_config = ConfigDict(extra="forbid")
 
 

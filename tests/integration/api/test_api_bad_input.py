@@ -2,6 +2,12 @@
 writes nothing; an unknown id is 404. (Per-endpoint cases live beside each endpoint's tests.)"""
 from __future__ import annotations
 
+import types
+import typing
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from billing_core.adapters.tables import metadata as ledger
@@ -103,3 +109,172 @@ def test_unparseable_bodies_are_4xx_with_or_without_a_key(api):
             r = api.client.post("/billing/credit-memos", content=raw, headers=headers)
             assert r.status_code in (400, 422), (raw[:10], key, r.status_code)
             assert r.json()["error"]["code"] in ("bad_request", "invalid_json", "invalid_input")
+
+
+# --- JSON types: pydantic's lax mode read ``true`` as the integer 1 and ``"yes"`` as true -----
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/billing/credit-memos", {"account_id": True, "amount": "1.00", "reason": "x"},
+     "account_id"),
+    ("/billing/debit-memos", {"account_id": True, "amount": "1.00", "reason": "x"},
+     "account_id"),
+    ("/billing/credits:grant", {"account_id": True, "amount": "1.00", "reason": "x"},
+     "account_id"),
+    ("/billing/payments", {"account_id": True, "amount": "1.00", "reference": "p-true"},
+     "account_id"),
+    ("/billing/payments", {"account_id": "1", "amount": "1.00", "reference": "p-str"},
+     "account_id"),
+    ("/billing/payments", {"account_id": 1.0, "amount": "1.00", "reference": "p-float"},
+     "account_id"),
+    ("/billing/credits:convert", {"grant_id": True}, "grant_id"),
+    ("/billing/credit-memos", {"account_id": 1, "amount": "1.00", "reason": "x",
+                               "activate": "yes"}, "activate"),
+    ("/billing/payments", {"account_id": 1, "amount": "1.00", "reference": "p-1",
+                           "auto_apply": 1}, "auto_apply"),
+    ("/billing/accounts/{account}:update", {"payment_terms_days": True}, "payment_terms_days"),
+    ("/billing/accounts/{account}:update", {"bill_cycle_day": "15"}, "bill_cycle_day"),
+    ("/billing/accounts/{account}:update", {"tax_exempt": "no"}, "tax_exempt"),
+    ("/billing/products/SEAT:update", {"term_months": True}, "term_months"),
+    ("/billing/products/SEAT:update", {"auto_renew": "yes"}, "auto_renew"),
+    ("/sync:run", {"connection": "salesforce", "full": "yes"}, "full"),
+    ("/sync:run", {"connection": "salesforce", "full": 1}, "full"),
+])
+def test_a_boolean_is_not_an_integer_nor_a_string_a_boolean(api, account, path: str,
+                                                             body: dict[str, Any],
+                                                             field: str) -> None:
+    """Found in review: ``{"account_id": true}`` wrote a credit memo on account 1 (201),
+    ``{"payment_terms_days": true}`` set the terms to 1 day, ``"full": "yes"`` ran a full sync."""
+    before = _rows(api)
+    r = api.post(path.replace("{account}", str(account)), body, scope="admin")
+    assert r.status_code == 422, (path, body, r.status_code, r.text)
+    error = r.json()["error"]
+    assert error["field"] == f"body.{field}", error
+    assert error["value"] in (body[field], str(body[field])), error      # a float as text
+    assert _rows(api) == before
+    assert api.sync.started == []
+
+
+def _request_models(api) -> dict[str, type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+
+    def visit(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp.__name__ not in found:
+                found[tp.__name__] = tp
+                for f in tp.model_fields.values():
+                    visit(f.annotation)
+        for arg in typing.get_args(tp):
+            visit(arg)
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            included = getattr(route, "original_router", None)     # include_router's wrapper
+            if included is not None:
+                walk(included.routes)
+            body = getattr(route, "body_field", None)
+            if body is not None:
+                visit(body.field_info.annotation)
+
+    walk(api.client.app.routes)
+    return found
+
+
+def _scalar_types(annotation: Any) -> set[type]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _scalar_types(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_scalar_types(a) for a in args))
+    return {annotation} if annotation in (int, bool, str) else set()
+
+
+def test_every_integer_and_flag_of_a_body_takes_only_its_json_type(api) -> None:
+    """The class of the bug above, for every body model (present and future): an integer
+    field refuses ``true``, ``1.5`` and ``"1"``; a boolean refuses ``1`` and ``"yes"``."""
+    checked = 0
+    for name, model in sorted(_request_models(api).items()):
+        for field_name, info in model.model_fields.items():
+            kinds = _scalar_types(info.annotation) & {int, bool}
+            if not kinds:
+                continue
+            bad = [True, 1.5, "1"] if int in kinds else [1, "yes", "true"]
+            for value in bad:
+                try:
+                    model.model_validate({field_name: value})
+                    problems: list[Any] = []
+                except ValidationError as exc:
+                    problems = [e for e in exc.errors() if e["loc"][:1] == (field_name,)]
+                assert problems, f"{name}.{field_name} took {value!r}"
+            checked += 1
+    assert checked >= 14
+
+
+def test_every_string_of_a_body_refuses_nul(api) -> None:
+    """models.py's rule for every body model: a NUL is stored by SQLite and refused by the
+    PostgreSQL driver (a 500), so the schema refuses it (422) before either sees it."""
+    checked = 0
+    for name, model in sorted(_request_models(api).items()):
+        for field_name, info in model.model_fields.items():
+            if str not in _scalar_types(info.annotation):
+                continue
+            try:
+                model.model_validate({field_name: "a\x00b"})
+                problems: list[Any] = []
+            except ValidationError as exc:
+                problems = [e for e in exc.errors() if e["loc"][:1] == (field_name,)]
+            assert problems, f"{name}.{field_name} took a NUL"
+            checked += 1
+    assert checked >= 30
+
+
+# --- refs that are digits only must fit a 64-bit id ------------------------------------------
+
+@pytest.mark.parametrize("big", ["9223372036854775808", "18446744073709551616", "1" + "0" * 50])
+def test_a_ref_of_digits_over_64_bits_is_422_not_500(api, account, big: str) -> None:
+    """Found in review: the digits reached the database as an id (SQLite: OverflowError;
+    PostgreSQL: out of range), a 500."""
+    before = _rows(api)
+    for path, body, field in (
+            ("/usage/metrics", {"code": "m1", "aggregation": "sum", "product": big}, "product"),
+            *(("/reconciliation/vendor-mappings", {"kind": kind, "vendor_key": "k-1",
+                                                   "target": big}, "target")
+              for kind in ("customer", "product", "subscription"))):
+        r = api.post(path, body)
+        assert r.status_code == 422, (path, body, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["field"] == f"body.{field}" and error["value"] == big, error
+        assert "64-bit" in error["message"], error
+    assert _rows(api) == before
+
+
+def test_the_largest_64_bit_id_is_only_not_found(api, account) -> None:
+    top = str(2**63 - 1)
+    assert api.post("/usage/metrics", {"code": "m1", "aggregation": "sum",
+                                       "product": top}).status_code == 404
+    for kind in ("customer", "product", "subscription"):
+        r = api.post("/reconciliation/vendor-mappings",
+                     {"kind": kind, "vendor_key": "k-1", "target": top})
+        assert r.status_code == 404, (kind, r.text)
+
+
+# --- NUL: refused by every string (SQLite stored it; PostgreSQL's driver refused it: a 500) ----
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/reconciliation/vendor-mappings", {"kind": "customer", "vendor_key": "k\x00",
+                                         "target": "ACC1"}, "vendor_key"),
+    ("/reconciliation/vendor-mappings", {"kind": "customer", "vendor_key": "k-1",
+                                         "target": "ACC1\x00"}, "target"),
+    ("/reconciliation/vendor-mappings:remove", {"kind": "customer", "vendor_key": "k\x00"},
+     "vendor_key"),
+    ("/usage/metrics", {"code": "m2", "aggregation": "sum", "product": "API\x00"}, "product"),
+    ("/usage/metrics", {"code": "m\x00", "aggregation": "sum", "product": "API"}, "code"),
+    ("/usage/metrics", {"code": "m2", "aggregation": "sum", "product": "API",
+                        "filters": {"env": ["prod\x00"]}}, "filters.env.0"),
+])
+def test_nul_in_a_mapping_or_metric_is_422(api, account, path: str, body: dict[str, Any],
+                                           field: str) -> None:
+    before = _rows(api)
+    r = api.post(path, body)
+    assert r.status_code == 422, (path, body, r.status_code, r.text)
+    assert r.json()["error"]["field"] == f"body.{field}", r.text
+    assert _rows(api) == before
