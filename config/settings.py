@@ -25,6 +25,7 @@ from typing import Any
 from billing_core.documents.options import RenderOptions, Seller
 from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.dunning import CLASS_NAME, Schedules
+from billing_core.domain.money import MAX_MINOR
 from connectors.base import OBJECTS
 from connectors.credentials import CredentialError
 from connectors.settings import (
@@ -178,43 +179,54 @@ class Settings:
     metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+#: Upper bounds of the numbers a section holds: each value is used as a ``timedelta``, a date
+#: offset, a SQL ``LIMIT`` or an exponent (retries double), where an absurd value is an
+#: ``OverflowError`` in the middle of a command (every write, for ``overdue_grace_days``).
+#: A bound is checked at start like every other rule: exit 2 naming the key and the value.
+MAX_DAYS = 3650                     # ten years: day offsets (as the dunning offsets)
+MAX_SECONDS = 366 * 24 * 3600       # a year: intervals, timeouts, leases, back-offs
+MAX_MINUTES = MAX_SECONDS // 60
+MAX_HOURS = MAX_SECONDS // 3600
+MAX_ATTEMPTS = 100                  # retries back off exponentially
+MAX_COUNT = 1_000_000               # rows or records per batch
+
 #: Each plain section: its dataclass (types and defaults) and the ranges of its values.
 SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
     "database": (DatabaseSettings, {"url": Rule(not_empty=True)}),
     "reconciliation": (ReconciliationSettings, {
-        "tolerance_minor": Rule(at_least=0),
+        "tolerance_minor": Rule(at_least=0, at_most=MAX_MINOR),
         "tolerance_percent": Rule(at_least=0, at_most=100),
     }),
     "billing": (BillingSettings, {
         "invoice_series": Rule(not_empty=True),
-        "bill_run_chunk_size": Rule(at_least=1),
+        "bill_run_chunk_size": Rule(at_least=1, at_most=MAX_COUNT),
     }),
     "credit": (CreditPolicy, {
-        "overdue_grace_days": Rule(at_least=0),
+        "overdue_grace_days": Rule(at_least=0, at_most=MAX_DAYS),
         "limit_threshold": Rule(above=0),
     }),
     "provisioner": (ProvisionerSettings, {
         "kind": Rule(one_of=("log", "webhook", "crm")),
         "url": Rule(not_empty=True),
         "secret_env": Rule(not_empty=True),
-        "max_attempts": Rule(at_least=1),
-        "timeout_seconds": Rule(above=0),
+        "max_attempts": Rule(at_least=1, at_most=MAX_ATTEMPTS),
+        "timeout_seconds": Rule(above=0, at_most=MAX_SECONDS),
     }),
     "sync": (SyncSettings, {
-        "interval_minutes": Rule(above=0),
-        "push_interval_seconds": Rule(above=0),
-        "dispatch_interval_seconds": Rule(above=0),
-        "hold_interval_minutes": Rule(above=0),
+        "interval_minutes": Rule(above=0, at_most=MAX_MINUTES),
+        "push_interval_seconds": Rule(above=0, at_most=MAX_SECONDS),
+        "dispatch_interval_seconds": Rule(above=0, at_most=MAX_SECONDS),
+        "hold_interval_minutes": Rule(above=0, at_most=MAX_MINUTES),
         "bill_run_time": Rule(clock=True),
-        "misfire_grace_seconds": Rule(at_least=1),    # APScheduler refuses 0
-        "shutdown_timeout_seconds": Rule(at_least=0),
-        "push_batch_size": Rule(at_least=1),
-        "push_max_attempts": Rule(at_least=1),
+        "misfire_grace_seconds": Rule(at_least=1, at_most=MAX_SECONDS),  # APScheduler: not 0
+        "shutdown_timeout_seconds": Rule(at_least=0, at_most=MAX_SECONDS),
+        "push_batch_size": Rule(at_least=1, at_most=MAX_COUNT),
+        "push_max_attempts": Rule(at_least=1, at_most=MAX_ATTEMPTS),
         "objects": Rule(one_of=OBJECTS, not_empty=True),
-        "events_interval_seconds": Rule(above=0),
+        "events_interval_seconds": Rule(above=0, at_most=MAX_SECONDS),
         "events_batch_size": Rule(at_least=1, at_most=10000),
         "drift_sweep_time": Rule(clock=True),
-        "drift_sweep_interval_hours": Rule(above=0),
+        "drift_sweep_interval_hours": Rule(above=0, at_most=MAX_HOURS),
     }),
     "documents": (DocumentSettings, {
         "templates_dir": Rule(not_empty=True),
@@ -230,17 +242,17 @@ SECTIONS: dict[str, tuple[type, dict[str, Rule]]] = {
         "username": Rule(not_empty=True),
         "password": Rule(not_empty=True),
         "secrets_file": Rule(not_empty=True),
-        "timeout_seconds": Rule(above=0),
-        "max_attempts": Rule(at_least=1),
-        "retry_base_seconds": Rule(at_least=0),
-        "retry_max_seconds": Rule(at_least=0),
-        "batch_size": Rule(at_least=1),
-        "lease_seconds": Rule(above=0),
-        "send_interval_seconds": Rule(above=0),
+        "timeout_seconds": Rule(above=0, at_most=MAX_SECONDS),
+        "max_attempts": Rule(at_least=1, at_most=MAX_ATTEMPTS),
+        "retry_base_seconds": Rule(at_least=0, at_most=MAX_SECONDS),
+        "retry_max_seconds": Rule(at_least=0, at_most=MAX_SECONDS),
+        "batch_size": Rule(at_least=1, at_most=MAX_COUNT),
+        "lease_seconds": Rule(above=0, at_most=MAX_SECONDS),
+        "send_interval_seconds": Rule(above=0, at_most=MAX_SECONDS),
     }),
     "dunning": (DunningSettings, {
         "offsets": Rule(not_empty=True),
-        "run_interval_minutes": Rule(above=0),
+        "run_interval_minutes": Rule(above=0, at_most=MAX_MINUTES),
     }),
 }
 

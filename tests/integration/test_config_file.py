@@ -45,6 +45,14 @@ def test_a_missing_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path
     ('[connections.x]\ncrm = "salesforce"\nurl = "https://x.example.com"\ncolour = "red"\n',
      "connections.x.colour = 'red'"),
     ("[syncs]\ninterval_minutes = 5\n", "syncs = {'interval_minutes': 5}"),
+    # bounded: passed the check, then every write died in credit control's commit hook
+    # (timedelta OverflowError), the scheduler or a SQL LIMIT
+    ("[credit]\noverdue_grace_days = 99999999999\n",
+     "credit.overdue_grace_days = 99999999999"),
+    ("[sync]\ninterval_minutes = 1e300\n", "sync.interval_minutes = 1e+300"),
+    ("[billing]\nbill_run_chunk_size = 9223372036854775808\n",
+     "billing.bill_run_chunk_size = 9223372036854775808"),
+    ("[email]\nmax_attempts = 100000\n", "email.max_attempts = 100000"),
 ])
 @pytest.mark.parametrize("command", [["status"], ["doctor"], ["invoices", "list"]])
 def test_a_bad_config_stops_any_command_before_it_runs(tmp_path: Path, text: str, key: str,
@@ -64,3 +72,23 @@ def test_a_config_file_given_but_missing_stops_even_the_demo(tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "nope.toml"), "demo"])
     assert result.exit_code == 2
     assert "does not exist" in result.stderr and "Seeded" not in result.stdout
+
+
+def test_a_write_under_an_overlong_grace_period_is_refused_at_start(tmp_path: Path) -> None:
+    """``[credit] overdue_grace_days = 99999999999`` passed the config check, then every write
+    ended in a traceback from credit control's commit hook (timedelta overflow), exit 1."""
+    config, database = tmp_path / "c.toml", tmp_path / "ledger.db"
+    assert CliRunner().invoke(main, ["--database-url", f"sqlite:///{database}", "db",
+                                     "upgrade"]).exit_code == 0
+    config.write_text(f'[database]\nurl = "sqlite:///{database}"\n'
+                      "[credit]\noverdue_grace_days = 99999999999\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "accounts", "add", "--name",
+                                       "B", "--currency", "USD", "--ext-id", "B1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "error: config: credit.overdue_grace_days = 99999999999: must be at most 3650"]
+    config.write_text(f'[database]\nurl = "sqlite:///{database}"\n'
+                      "[credit]\noverdue_grace_days = 3650\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "accounts", "add", "--name",
+                                       "B", "--currency", "USD", "--ext-id", "B1"])
+    assert result.exit_code == 0, result.output
