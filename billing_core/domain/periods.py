@@ -48,6 +48,19 @@ def add_months(anchor: date, months: int, day: int | None = None) -> date:
     return month_day(index // 12, index % 12 + 1, day or anchor.day)
 
 
+def check_billable_date(on: date, field: str = "date") -> None:
+    """Refuse a date whose monthly bill period (of any BCD) ends past the last date Python and
+    the ledger can represent (9999-12-31): a ``ValidationError`` naming ``field`` and the date,
+    not a ``ValueError`` from deep inside a bill run."""
+    try:
+        for bcd in range(1, 32):
+            bill_period(on, bcd)
+    except (ValueError, OverflowError):
+        raise ValidationError(field, on.isoformat(), f"its bill period ends after {date.max}, "
+                                                     f"the last date the ledger can represent"
+                              ) from None
+
+
 @lru_cache(maxsize=8192)
 def bill_period(on: date, bcd: int) -> tuple[date, date]:
     """The monthly bill period ``[start, end)`` of a BCD that contains ``on``."""

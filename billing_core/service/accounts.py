@@ -49,6 +49,7 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import check_currency, parse_amount
 from billing_core.domain.records import quick_init
 from billing_core.service import audit
@@ -105,14 +106,18 @@ def validate_account(data: AccountIn) -> dict[str, Any]:
     }
 
 
+#: The longest payment terms (as the API's ``le``): a due date stays a date the ledger can store.
+MAX_TERMS_DAYS = 3650
+
+
 def _check_terms(bill_cycle_day: int | None, payment_terms_days: int | None) -> None:
     if bill_cycle_day is not None and (
             type(bill_cycle_day) is not int or not 1 <= bill_cycle_day <= 31):
         raise ValidationError("bill_cycle_day", bill_cycle_day, "must be 1..31")
     if payment_terms_days is not None and (
-            type(payment_terms_days) is not int or payment_terms_days < 0):
+            type(payment_terms_days) is not int or not 0 <= payment_terms_days <= MAX_TERMS_DAYS):
         raise ValidationError("payment_terms_days", payment_terms_days,
-                              "must be a whole number of days >= 0")
+                              f"must be a whole number of days from 0 to {MAX_TERMS_DAYS}")
 
 
 _FINANCE_DEFAULTS: dict[str, Any] = {"bill_cycle_day": 1, "payment_terms_days": 30,
@@ -148,6 +153,10 @@ def create_account(uow: UnitOfWork, data: AccountIn) -> int:
 
 
 def get_account(conn: Connection, account_id: int) -> RowMapping:
+    """The account of ``account_id``; ``NotFound`` for an id no table can hold (not a driver
+    error)."""
+    if as_id(account_id) is None:
+        raise NotFound("account", account_id)
     row = conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
     if row is None:
         raise NotFound("account", account_id)
@@ -166,8 +175,9 @@ def resolve_account(conn: Connection, ref: str | int) -> RowMapping:
     """Find an account by ledger id or by CRM id (``ext_id``); the CLI accepts either."""
     text = str(ref).strip()
     cond = accounts.c.ext_id == text
-    if text.isdigit():
-        cond = or_(accounts.c.id == int(text), cond)
+    account_id = as_id(text)        # digits beyond an id can still be a CRM id
+    if account_id is not None:
+        cond = or_(accounts.c.id == account_id, cond)
     rows = conn.execute(select(accounts).where(cond).limit(2)).mappings().all()
     if not rows:
         raise NotFound("account", ref)

@@ -94,6 +94,7 @@ from billing_core.adapters.gc_pause import gc_paused
 from billing_core.adapters.tables import accounts, bill_runs, invoices
 from billing_core.adapters.tables import work_units as work_units_table
 from billing_core.domain.errors import LedgerError
+from billing_core.domain.periods import check_billable_date
 from billing_core.service.billing_io import (
     NUMBER_AT_COMMIT_DIALECTS,
     Catalog,
@@ -177,6 +178,7 @@ def run_bill_run(engine: Engine, run_date: date, *, dry_run: bool = False,
     in this process, in one walk)."""
     if not isinstance(run_date, date):
         raise TypeError("run_date must be a date")
+    check_billable_date(run_date)
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     opts = options or BillRunOptions()

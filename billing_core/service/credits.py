@@ -40,6 +40,7 @@ from billing_core.domain.errors import (
     NotFound,
     ValidationError,
 )
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import Money
 from billing_core.domain.states import OPEN_CREDIT_MEMO
 from billing_core.service import applications as apps
@@ -83,9 +84,9 @@ def grant_credits(uow: UnitOfWork, account_id: int, amount: object, *, kind: str
 def get_grant(conn: Connection, grant_id: object) -> dict[str, Any]:
     text = str(grant_id).strip()
     row = None
-    if text.isdigit():
+    if (found := as_id(text)) is not None:
         row = conn.execute(select(credit_grants).where(
-            credit_grants.c.id == int(text))).mappings().first()
+            credit_grants.c.id == found)).mappings().first()
     if row is None:
         raise NotFound("grant", grant_id)
     return dict(row)

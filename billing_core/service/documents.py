@@ -45,6 +45,7 @@ from billing_core.adapters.tables import (
     payments,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import Money, parse_amount
 from billing_core.domain.states import (
     OPEN_CREDIT_MEMO,
@@ -121,8 +122,11 @@ def find(conn: Connection, doc_type: str, ref: object, *, field: str | None = No
     text = str(ref).strip() if ref is not None else ""
     if isinstance(ref, bool) or not text:
         raise ValidationError(field, ref, "is required: give an id or a number")
-    if text.isdigit():
-        cond = table.c.id == int(text)
+    if text.isdigit():              # an id: one a table cannot hold names no document
+        doc_id = as_id(text)
+        if doc_id is None:
+            raise NotFound(field, ref)
+        cond = table.c.id == doc_id
     elif "number" in table.c:
         cond = table.c.number == text.upper()
     else:

@@ -25,6 +25,7 @@ from billing_core.adapters.tables import (
     invoices,
 )
 from billing_core.domain.errors import InvalidState, NotFound
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import from_minor
 from billing_core.domain.states import InvoiceStatus
 from billing_core.service import audit
@@ -35,8 +36,9 @@ from billing_core.service.numbering import take_number
 def find_invoice(conn: Connection, ref: int | str) -> RowMapping:
     text = str(ref).strip()
     cond = invoices.c.number == text
-    if text.isdigit():
-        cond = (invoices.c.id == int(text)) | cond
+    invoice_id = as_id(text)
+    if invoice_id is not None:
+        cond = (invoices.c.id == invoice_id) | cond
     row = conn.execute(select(invoices).where(cond).order_by(invoices.c.id)).mappings().first()
     if row is None:
         raise NotFound("invoice", ref)

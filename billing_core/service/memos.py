@@ -58,10 +58,20 @@ from billing_core.service.numbering import take_number
 ORIGINS = ("manual", "invoice_overflow", "credit_conversion")
 
 
+#: The longest reason a memo stores (its column; the API's ``max_length``).
+MAX_REASON = 255
+
+
 def _reason(reason: object) -> str:
+    """A memo's reason, stripped: required, and refused when longer than the column holds
+    (never cut short without a word)."""
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("reason", reason, "is required")
-    return reason.strip()[:255]
+    text = reason.strip()
+    if len(text) > MAX_REASON:
+        raise ValidationError("reason", text[:40] + "...",
+                              f"is {len(text)} characters long: at most {MAX_REASON}")
+    return text
 
 
 def _currency(account: RowMapping, currency: object) -> str:

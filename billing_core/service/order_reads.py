@@ -28,6 +28,7 @@ from billing_core.adapters.tables import (
     subscriptions,
 )
 from billing_core.domain.errors import NotFound, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.states import ItemStatus, OrderStatus
 
 ORDER_STATUSES = tuple(s.value for s in OrderStatus)      # as the CLI offers them
@@ -36,10 +37,10 @@ SUBSCRIPTION_STATES = ("pending", "active", "ending", "ended", "cancelled")
 
 def parse_id(value: object, field: str) -> int:
     """A positive integer id from an int or its decimal text."""
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    found = as_id(value)
+    if found is None:
         raise ValidationError(field, value, "must be a positive integer id")
-    return int(text)
+    return found
 
 
 def list_orders(conn: Connection, *, account_id: int | None = None, status: str | None = None,

@@ -50,6 +50,7 @@ from billing_core.adapters.tables import (
     usage_events,
 )
 from billing_core.domain.errors import Duplicate, NotFound, RuleViolation, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import check_currency, to_decimal, to_minor
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
 from billing_core.domain.terms import EarlyTermination, TermDecrease, check_months, policy
@@ -232,8 +233,9 @@ def get_product(conn: Connection, ref: int | str) -> RowMapping:
     """A product by id or sku."""
     text = str(ref).strip()
     cond = products.c.sku == text
-    if text.isdigit():
-        cond = (products.c.id == int(text)) | cond
+    product_id = as_id(text)
+    if product_id is not None:
+        cond = (products.c.id == product_id) | cond
     row = conn.execute(select(products).where(cond).order_by(products.c.id)).mappings().first()
     if row is None:
         raise NotFound("product", ref)

@@ -103,6 +103,7 @@ from billing_core.adapters.tables import (
     vendor_mappings,
 )
 from billing_core.domain.errors import InvalidState, NotFound, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.money import MAX_MINOR, check_currency, round_minor, to_minor
 from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
@@ -327,9 +328,9 @@ def _target(conn: Connection, kind: str, target: object) -> dict[str, int]:
         return {"account_id": int(resolve_account(conn, str(target))["id"])}
     if kind == "product":
         return {"product_id": int(get_product(conn, str(target))["id"])}
-    text = str(target).strip()
+    found = as_id(target)
     row = conn.execute(select(subscriptions.c.id).where(
-        subscriptions.c.id == int(text))).first() if text.isdigit() and len(text) < 19 else None
+        subscriptions.c.id == found)).first() if found is not None else None
     if row is None:
         raise NotFound("subscription", target)
     return {"subscription_id": int(row.id)}

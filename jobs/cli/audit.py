@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from billing_core.domain.ids import MAX_ID
 from billing_core.service.accounts import resolve_account
 from billing_core.service.audit import list_entries
 from jobs.cli.common import AppContext, emit, json_option, pass_app
@@ -29,7 +30,7 @@ def audit() -> None:
                    "subscription, order, account, product, tax_rate, api_token).")
 @click.option("--actor", help="Only this actor (e.g. cli:alice), or a prefix ending in ':' or "
                               "'*' (api:, sync:*).")
-@click.option("--after-id", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--after-id", type=click.IntRange(0, MAX_ID), default=0, show_default=True,
               help="Rows after this id (the page cursor: the last id shown).")
 @click.option("--limit", type=int, default=100, show_default=True,
               help="At most this many rows (1 to 10000).")

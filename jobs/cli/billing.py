@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from billing_core.domain.errors import ValidationError
+from billing_core.domain.ids import MAX_ID
 from billing_core.domain.money import from_minor
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
@@ -37,7 +38,7 @@ def _write(app: AppContext) -> Any:
 @click.command("bill-run")
 @click.option("--date", "run_date", type=DATE, help="Bill date (default: today, UTC).")
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; write nothing.")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Accounts per transaction.")
+@click.option("--chunk-size", type=click.IntRange(1, MAX_ID), help="Accounts per transaction.")
 @json_option
 @pass_app
 def bill_run(app: AppContext, run_date: datetime | None, dry_run: bool, chunk_size: int | None,
@@ -148,7 +149,7 @@ def invoices() -> None:
 @invoices.command("list")
 @click.option("--account", help="Ledger id or CRM id of the account.")
 @click.option("--status", type=click.Choice(["draft", "posted", "partially_paid", "paid", "void"]))
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=200, show_default=True)
 @json_option
 @pass_app
 def invoices_list(app: AppContext, account: str | None, status: str | None, limit: int,

@@ -29,6 +29,7 @@ import click
 from sqlalchemy import URL, Engine, make_url
 
 from billing_core.adapters.db import UnitOfWork, make_engine
+from billing_core.domain.ids import MAX_ID
 from config.settings import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -49,7 +50,8 @@ def sqlite_file(url: URL) -> Path | None:
 def check_database_url(url: str) -> None:
     """A database URL that cannot work is bad configuration (exit 2), not a traceback or an
     unreachable database: a URL that does not parse, a driver SQLAlchemy does not have, a
-    SQLite file in a directory that does not exist."""
+    database other than SQLite and PostgreSQL (the ledger runs on those two), a driver that is
+    not installed, a port outside 1-65535, a SQLite file in a directory that does not exist."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)       # a password stays hidden
@@ -62,6 +64,21 @@ def check_database_url(url: str) -> None:
     except (ArgumentError, ValueError):         # ValueError: a port that is not a number
         raise ConfigError(f"database.url = {shown!r}: not a database URL (sqlite:///FILE or "
                           f"postgresql://USER@HOST/DB)") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"database.url = {shown!r}: {backend} is not supported: the ledger "
+                          f"runs on SQLite or PostgreSQL (sqlite:///FILE or "
+                          f"postgresql://USER@HOST/DB)")
+    if parsed.drivername == "postgresql":       # as make_engine opens it
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError:
+        raise ConfigError(f"database.url = {shown!r}: its driver "
+                          f"{parsed.get_driver_name()!r} is not installed") from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigError(f"database.url = {shown!r}: port {parsed.port} is not a TCP port "
+                          f"(1-65535)")
     path = sqlite_file(parsed)
     if path is not None and not path.absolute().parent.is_dir():
         raise ConfigError(f"database.url = {url!r}: directory {path.absolute().parent} does "
@@ -163,6 +180,10 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+#: A ledger id on the command line (a row's id: 1 to 2^63 - 1); a number no table can hold is a
+#: usage error naming the argument and the value, not a database error.
+ID = click.IntRange(1, MAX_ID)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 

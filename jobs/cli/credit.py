@@ -39,7 +39,7 @@ from billing_core.service.provisioning import (
 from billing_core.service.receivables import exposure_minor
 from billing_core.service.reports import account_labels
 from jobs.cli import exits
-from jobs.cli.common import AppContext, emit, json_option, pass_app
+from jobs.cli.common import ID, AppContext, emit, json_option, pass_app
 from jobs.provisioners import build_provisioner
 
 
@@ -213,7 +213,7 @@ def prov_list(app: AppContext, state: str | None, account: str | None, as_json: 
 
 
 @provisioning.command("retry")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def prov_retry(app: AppContext, request_id: int) -> None:
     """Send a failed request again (same idempotency key)."""
@@ -222,7 +222,7 @@ def prov_retry(app: AppContext, request_id: int) -> None:
 
 
 @provisioning.command("mark-provisioned")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def prov_done(app: AppContext, request_id: int) -> None:
     """Record that a dispatched request's work is done (what a provisioning system confirms)."""

@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 
+from billing_core.domain.ids import MAX_ID
 from config.settings import ConfigError
 from jobs.cli import exits
-from jobs.cli.common import AppContext, emit, json_option, pass_app
+from jobs.cli.common import ID, AppContext, emit, json_option, pass_app
 
 _COLUMNS = ["id", "doc_type", "doc_id", "kind", "recipient", "state", "attempts",
             "next_attempt_at", "last_error", "sent_at"]
@@ -65,7 +66,7 @@ def _preview(app: AppContext, limit: int | None) -> list[dict[str, Any]]:
 @email_group.command("send")
 @click.option("--dry-run", is_flag=True, help="List what would be sent (document, recipients, "
                                               "subject); write and send nothing.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=None,
               help="Send at most N emails (default: every due one).")
 @json_option
 @pass_app
@@ -106,7 +107,7 @@ def email_send(app: AppContext, dry_run: bool, limit: int | None, as_json: bool)
 @click.option("--state", type=click.Choice(["queued", "sending", "sent", "failed", "dead",
                                            "skipped"]),
               default=None, help="Only emails in this state (default: all).")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=1000, show_default=True)
 @json_option
 @pass_app
 def email_list(app: AppContext, state: str | None, limit: int, as_json: bool) -> None:
@@ -119,7 +120,7 @@ def email_list(app: AppContext, state: str | None, limit: int, as_json: bool) ->
 
 
 @email_group.command("retry")
-@click.argument("email_id", type=int)
+@click.argument("email_id", type=ID)
 @pass_app
 def email_retry(app: AppContext, email_id: int) -> None:
     """Queue a failed or dead email again (an email never sent takes the account's billing
@@ -132,7 +133,7 @@ def email_retry(app: AppContext, email_id: int) -> None:
 
 
 @email_group.command("cancel")
-@click.argument("email_id", type=int)
+@click.argument("email_id", type=ID)
 @pass_app
 def email_cancel(app: AppContext, email_id: int) -> None:
     """Take a queued, failed or dead email out for good (it becomes skipped, never sent)."""

@@ -13,6 +13,7 @@ import sys
 import click
 from sqlalchemy import select
 
+from billing_core.domain.ids import MAX_ID
 from jobs.cli import exits
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 from jobs.worker import Worker
@@ -38,7 +39,7 @@ def code_of(report: ResyncReport) -> int:
 
 
 @events_group.command("process")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=None,
               help="Read back at most N records (default: until no event waits).")
 @json_option
 @pass_app
@@ -62,7 +63,7 @@ def events_process(app: AppContext, limit: int | None, as_json: bool) -> None:
 @events_group.command("list")
 @click.option("--state", type=click.Choice(inbox.STATES), default=None,
               help="Only events in this state (default: all but done).")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ID), default=100, show_default=True)
 @json_option
 @pass_app
 def events_list(app: AppContext, state: str | None, limit: int, as_json: bool) -> None:

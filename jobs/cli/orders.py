@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from billing_core.domain.ids import MAX_ID
 from billing_core.service.accounts import resolve_account
 from billing_core.service.order_reads import (
     ORDER_STATUSES,
@@ -27,7 +28,7 @@ from billing_core.service.order_reads import (
 from jobs.cli.common import AppContext, emit, json_option, pass_app
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
-LIMIT = click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+LIMIT = click.option("--limit", type=click.IntRange(1, MAX_ID), default=200, show_default=True)
 
 
 

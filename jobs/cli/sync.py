@@ -27,7 +27,7 @@ from sqlalchemy import Table, func, select, update
 
 from billing_core.service import ledger_uow
 from jobs.cli import exits
-from jobs.cli.common import AppContext, emit, json_option, pass_app
+from jobs.cli.common import ID, AppContext, emit, json_option, pass_app
 from jobs.logs import FORMATS, configure, level_for
 from jobs.worker import Worker
 from sync.handoff import run_handoffs
@@ -192,7 +192,7 @@ def quarantine_list(app: AppContext, show_all: bool, as_json: bool) -> None:
 
 
 @quarantine_group.command("retry")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ID)
 @pass_app
 def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Apply the stored records again (all open ones without IDS); a quarantined quote is
@@ -232,7 +232,7 @@ def quarantine_retry(app: AppContext, ids: tuple[int, ...]) -> None:
 
 
 @quarantine_group.command("drop")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ID, required=True)
 @pass_app
 def quarantine_drop(app: AppContext, ids: tuple[int, ...]) -> None:
     """Give up on these records (they come back if they change in the CRM)."""
@@ -279,7 +279,7 @@ def outbox_list(app: AppContext, state: str, as_json: bool) -> None:
 
 
 @outbox_group.command("retry")
-@click.argument("ids", nargs=-1, type=int)
+@click.argument("ids", nargs=-1, type=ID)
 @pass_app
 def outbox_retry(app: AppContext, ids: tuple[int, ...]) -> None:
     """Send dead letters again at the next push (all of them without IDS)."""

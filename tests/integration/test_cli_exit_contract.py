@@ -305,6 +305,10 @@ def daemon_running(env: Env) -> None:
 CLOSED_CRM = ('[connections.sf]\ncrm = "salesforce"\nurl = "https://127.0.0.1:{port}"\n'
               'max_attempts = 1\n[connections.sf.credentials]\nclient_id = "id"\n'
               'client_secret = "env:LB_CONTRACT_HOOK"\n')
+#: Ids no table can hold (2^63, 2^64): not found or refused, never a driver's OverflowError
+#: (SQLite) or NumericValueOutOfRange (PostgreSQL) traceback.
+ID_2_63, ID_2_64 = str(2**63), str(2**64)
+LONG_REASON = "r" * 300             # the memo column holds 255: refused, not cut short
 MISSING_DB = ("--database-url", "sqlite:///{tmp}/missing.db")
 MISSING_DB_SAYS = "missing.db does not exist"
 WEBHOOK = ('[provisioner]\nkind = "webhook"\nurl = "http://127.0.0.1:{port}/p"\n'
@@ -336,7 +340,8 @@ CONTRACT: dict[str, Entry] = {
     "accounts list": Entry((C(0, "accounts", "list"), missing_db("accounts", "list")),
                            why_no_attention="a read"),
     "accounts show": Entry((C(0, "accounts", "show", "1"),
-                            C(2, "accounts", "show", "99", says="account='99'")),
+                            C(2, "accounts", "show", "99", says="account='99'"),
+                            C(2, "accounts", "show", ID_2_64, says=f"account='{ID_2_64}'")),
                            why_no_attention="a read"),
     "accounts update": Entry((
         C(0, "accounts", "update", "1", "--terms", "10"),
@@ -354,7 +359,8 @@ CONTRACT: dict[str, Entry] = {
         C(2, "products", "add", "--sku", "NEW", says="'--name'"),
     ), why_no_attention="one product, added or refused"),
     "products show": Entry((C(0, "products", "show", "SEAT"),
-                            C(2, "products", "show", "NOPE", says="product='NOPE'")),
+                            C(2, "products", "show", "NOPE", says="product='NOPE'"),
+                            C(2, "products", "show", ID_2_63, says=f"product='{ID_2_63}'")),
                            why_no_attention="a read"),
     "products update": Entry((
         C(0, "products", "update", "SEAT", "--term-months", "12", "--auto-renew"),
@@ -401,11 +407,14 @@ CONTRACT: dict[str, Entry] = {
                             C(2, "invoices", "list", "--account", "99", says="account='99'")),
                            why_no_attention="a read"),
     "invoices show": Entry((C(0, "invoices", "show", "INV-000001"),
-                            C(2, "invoices", "show", "INV-999", says="invoice='INV-999'")),
+                            C(2, "invoices", "show", "INV-999", says="invoice='INV-999'"),
+                            C(2, "invoices", "show", ID_2_63, says=f"invoice='{ID_2_63}'"),
+                            C(2, "invoices", "show", ID_2_64, says=f"invoice='{ID_2_64}'")),
                            why_no_attention="a read"),
     "invoices render": Entry((
         C(0, "invoices", "render", "INV-000001", "--format", "html", "-o", "{tmp}/inv.html"),
         C(2, "invoices", "render", "INV-999", "-o", "{tmp}/inv.pdf", says="'INV-999'"),
+        C(2, "invoices", "render", ID_2_63, "-o", "{tmp}/inv.pdf", says=f"'{ID_2_63}'"),
         C(2, "invoices", "render", "INV-000001", "--format", "doc", says="'--format': 'doc'"),
     ), why_no_attention="one document, written or refused"),
     "statements render": Entry((
@@ -460,6 +469,8 @@ CONTRACT: dict[str, Entry] = {
         C(1, "bill-run", "--date", "2026-05-10", prep=bill_run_in_progress),
         C(2, "bill-run", "--date", "2026-13-10", says="'--date': '2026-13-10'"),
         C(2, "bill-run", "--chunk-size", "0", says="'--chunk-size': 0"),
+        C(2, "bill-run", "--date", "9999-12-31", "--dry-run", says="date='9999-12-31'"),
+        C(2, "bill-run", "--date", "9999-12-31", says="date='9999-12-31'"),
     )),
     # orders and subscriptions
     "orders list": Entry((C(0, "orders", "list", "--account", "1"),
@@ -467,7 +478,8 @@ CONTRACT: dict[str, Entry] = {
                          why_no_attention="a read"),
     "orders show": Entry((C(0, "orders", "show", "1"),
                           C(2, "orders", "show", "99", says="order='99'"),
-                          C(2, "orders", "show", "abc", says="order_id='abc'")),
+                          C(2, "orders", "show", "abc", says="order_id='abc'"),
+                          C(2, "orders", "show", ID_2_64, says=f"order_id='{ID_2_64}'")),
                          why_no_attention="a read"),
     "orders cancel": Entry((
         C(0, "orders", "cancel", "1", "--at", "2026-05-01"),
@@ -507,6 +519,10 @@ CONTRACT: dict[str, Entry] = {
         C(2, "credit-memos", "create", "1", "10.001", "--reason", "r", says="amount='10.001'"),
         C(2, "credit-memos", "create", "NOPE", "10", "--reason", "r", says="account='NOPE'"),
         C(2, "credit-memos", "create", "1", "10", says="'--reason'"),
+        C(2, "credit-memos", "create", "1", "10", "--reason", LONG_REASON,
+          says="reason='rrrr"),
+        C(2, "credit-memos", "create", ID_2_64, "10", "--reason", "r",
+          says=f"account='{ID_2_64}'"),
     ), why_no_attention="one memo, created or refused"),
     "credit-memos activate": Entry((
         C(0, "credit-memos", "activate", "1", prep=draft_memos),
@@ -529,6 +545,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "credit-memos", "cancel", "1", prep=draft_memos),
         C(1, "credit-memos", "cancel", "1", "99", prep=draft_memos),
         C(2, "credit-memos", "cancel", "99", says="credit_memo='99'"),
+        C(2, "credit-memos", "cancel", ID_2_63, says=f"credit_memo='{ID_2_63}'"),
     )),
     "credit-memos render": Entry((
         C(0, "credit-memos", "render", "1", "--format", "html", "-o", "{tmp}/cm.html",
@@ -546,6 +563,7 @@ CONTRACT: dict[str, Entry] = {
         C(2, "debit-memos", "create", "1", "5", "--reason", "r", "--date", "2026-13-01",
           says="'--date': '2026-13-01'"),
         C(2, "debit-memos", "create", "1", "abc", "--reason", "r", says="amount='abc'"),
+        C(2, "debit-memos", "create", "1", "5", "--reason", LONG_REASON, says="reason='rrrr"),
     ), why_no_attention="one memo, created or refused"),
     "debit-memos activate": Entry((
         C(0, "debit-memos", "activate", "1", prep=draft_memos),
@@ -556,6 +574,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "debit-memos", "cancel", "1", prep=draft_memos),
         C(1, "debit-memos", "cancel", "1", "99", prep=draft_memos),
         C(2, "debit-memos", "cancel", "99", says="debit_memo='99'"),
+        C(2, "debit-memos", "cancel", ID_2_64, says=f"debit_memo='{ID_2_64}'"),
     )),
     "debit-memos render": Entry((
         C(0, "debit-memos", "render", "1", "--format", "html", "-o", "{tmp}/dm.html",
@@ -581,6 +600,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "credits", "convert", "2", "--amount", "1",
           prep=lambda env: _ok(env, "credits", "grant", "1", "5", "--reason", "r")),
         C(2, "credits", "convert", "99", says="grant='99'"),
+        C(2, "credits", "convert", ID_2_64, says=f"grant='{ID_2_64}'"),
         C(2, "credits", "convert", says="grant=None"),
     ), why_no_attention="all or nothing"),
     "payments record": Entry((
@@ -589,10 +609,13 @@ CONTRACT: dict[str, Entry] = {
           "2026-13-01", says="received_on='2026-13-01'"),
         C(2, "payments", "record", "1", "5", "--reference", "R-1", "--currency", "XYZ",
           says="XYZ"),
+        C(2, "payments", "record", ID_2_64, "5", "--reference", "R-1",
+          says=f"account='{ID_2_64}'"),
     ), why_no_attention="one payment, recorded or refused"),
     "payments apply": Entry((
         C(0, "payments", "apply", "PAY-1", prep=payment),
         C(2, "payments", "apply", "NOPE", says="payment='NOPE'"),
+        C(2, "payments", "apply", ID_2_63, says=f"payment='{ID_2_63}'"),
     ), why_no_attention="all or nothing"),
     "payments unapply": Entry((
         C(0, "payments", "unapply", "PAY-1",
@@ -603,7 +626,8 @@ CONTRACT: dict[str, Entry] = {
                             C(2, "payments", "list", "--account", "99", says="account='99'")),
                            why_no_attention="a read"),
     "void-invoice": Entry((C(0, "void-invoice", "INV-000001"),
-                           C(2, "void-invoice", "INV-999", says="invoice='INV-999'")),
+                           C(2, "void-invoice", "INV-999", says="invoice='INV-999'"),
+                           C(2, "void-invoice", ID_2_64, says=f"invoice='{ID_2_64}'")),
                           why_no_attention="one invoice, voided or refused"),
     "ar aging": Entry((C(0, "ar", "aging", "--as-of", "2026-06-01"),
                        C(2, "ar", "aging", "--as-of", "2026-13-01",
@@ -638,6 +662,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "provisioning", "retry", "1", prep=failed_request),
         C(2, "provisioning", "retry", "99", says="provisioning_request=99"),
         C(2, "provisioning", "retry", "x", says="'x'"),
+        C(2, "provisioning", "retry", ID_2_63, says=f"'REQUEST_ID': {ID_2_63}"),
     ), why_no_attention="one request, retried or refused"),
     "provisioning mark-provisioned": Entry((
         C(0, "provisioning", "mark-provisioned", "1", prep=dispatched_request),
@@ -668,6 +693,7 @@ CONTRACT: dict[str, Entry] = {
         C(2, "audit", "list", "--since", "2026-13-01", says="since='2026-13-01'"),
         C(2, "audit", "list", "--account", "99", says="account='99'"),
         C(2, "audit", "list", "--limit", "0", says="limit=0"),
+        C(2, "audit", "list", "--after-id", ID_2_64, says=f"'--after-id': {ID_2_64}"),
         missing_db("audit", "list"),
     ), why_no_attention="a read"),
     # vendor reconciliation (docs/RECONCILIATION.md)
@@ -750,6 +776,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "quarantine", "drop", "1", sandbox=True, prep=quarantined),
         C(2, "quarantine", "drop", "99", says="99"),
         C(2, "quarantine", "drop", says="IDS"),
+        C(2, "quarantine", "drop", "1", ID_2_64, says=f"'IDS...': {ID_2_64}"),
     ), why_no_attention="records given up on are what was asked"),
     "outbox list": Entry((C(0, "outbox", "list", prep=dead_letter),
                           C(2, "outbox", "list", "--state", "gone",
@@ -758,6 +785,7 @@ CONTRACT: dict[str, Entry] = {
         C(0, "outbox", "retry", "1", prep=dead_letter),
         C(0, "outbox", "retry"),
         C(2, "outbox", "retry", "99", says="99"),
+        C(2, "outbox", "retry", ID_2_64, says=f"{ID_2_64} is not in the range"),
     ), why_no_attention="rows are only queued again; the push reports on them"),
     # documents emailed (docs/DOCUMENTS.md, Email); the sends that end 0 need an SMTP server:
     "email send": Entry((
@@ -774,6 +802,7 @@ CONTRACT: dict[str, Entry] = {
     "email retry": Entry((
         C(0, "email", "retry", "1", prep=failed_email),
         C(2, "email", "retry", "99", says="99"),
+        C(2, "email", "retry", ID_2_64, says=f"'EMAIL_ID': {ID_2_64}"),
     ), why_no_attention="a row is only queued again; email send reports on it"),
     "email cancel": Entry((
         C(0, "email", "cancel", "1", prep=failed_email),
@@ -816,6 +845,12 @@ CONTRACT: dict[str, Entry] = {
         C(2, "--database-url", "nope://x", "db", "upgrade", says="'nope://x'"),
         C(2, "--database-url", "sqlite:///{tmp}/no/such/dir/new.db", "db", "upgrade",
           says="{tmp}/no/such/dir"),
+        C(2, "--database-url", "mysql://u:pw@localhost/db", "db", "upgrade",
+          says="'mysql://u:***@localhost/db': mysql is not supported"),
+        C(2, "--database-url", "postgresql://u:pw@127.0.0.1:99999/db", "db", "upgrade",
+          says="'postgresql://u:***@127.0.0.1:99999/db': port 99999"),
+        C(2, "--database-url", "postgresql+psycopg2://u:pw@127.0.0.1/db", "db", "upgrade",
+          says="'postgresql+psycopg2://u:***@127.0.0.1/db': its driver 'psycopg2' is not"),
     ), why_no_attention="upgraded or refused"),
     "db status": Entry((C(0, "db", "status"), missing_db("db", "status")),
                        why_no_attention="a read"),
