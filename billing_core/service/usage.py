@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, products, usage_events
 from billing_core.domain.errors import LedgerError, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.metering import parse_value
 
 IN_SLICE = 5000
@@ -39,13 +40,6 @@ class ImportResult:
     imported: int = 0
     duplicates: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-
-
-def ledger_id(ref: str) -> int | None:
-    """The ledger id a reference spells (ASCII digits within the id range), else None: a
-    reference like ``²`` (a digit to ``isdigit``, not to ``int``) or a number past 64 bits is
-    no id, only an external id that matches nothing."""
-    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else None
 
 
 def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
@@ -94,7 +88,7 @@ def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> Import
     refs = {str(r.get("account", "")).strip() for r in rows}
     acct_by_ext = dict(_in_slices(conn, select(accounts.c.ext_id, accounts.c.id),
                                   accounts.c.ext_id, refs))
-    ids = {i for i in map(ledger_id, refs) if i is not None}
+    ids = {i for i in map(as_id, refs) if i is not None}
     acct_ids = {r[0] for r in _in_slices(conn, select(accounts.c.id), accounts.c.id, ids)}
     prods = {}
     for p in conn.execute(select(products.c.id, products.c.sku, products.c.kind)):
@@ -116,8 +110,8 @@ def import_usage(uow: UnitOfWork, events: Iterable[Mapping[str, Any]]) -> Import
                 continue
             ref = str(raw.get("account") or "").strip()
             account_id = acct_by_ext.get(ref)
-            if account_id is None and ledger_id(ref) in acct_ids:
-                account_id = ledger_id(ref)
+            if account_id is None and as_id(ref) in acct_ids:
+                account_id = as_id(ref)
             if account_id is None:
                 raise ValidationError("account", raw.get("account"), "is not a known account")
             product = prods.get(str(raw.get("product") or "").strip())

@@ -42,10 +42,11 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import accounts, metered_events, usage_metrics
 from billing_core.adapters.types import ExactDecimal, Id, UTCDateTime
 from billing_core.domain.errors import LedgerError, ValidationError
+from billing_core.domain.ids import as_id
 from billing_core.domain.metering import parse_value, plain_properties, read_json, to_e6
 from billing_core.domain.text import printable, unstorable
 from billing_core.service import audit
-from billing_core.service.usage import IN_SLICE, ledger_id, parse_timestamp
+from billing_core.service.usage import IN_SLICE, parse_timestamp
 
 MAX_BATCH = 10_000
 CSV_COLUMNS = ("event_id", "account", "metric", "timestamp", "value")
@@ -102,7 +103,7 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
     seen = {r[0] for r in _lookup(conn, metered_events.c.event_id, ids,
                                   metered_events.c.event_id)}
     by_ext = dict(_lookup(conn, accounts.c.ext_id, refs, accounts.c.ext_id, accounts.c.id))
-    by_id = {r[0] for r in _lookup(conn, accounts.c.id, {i for i in map(ledger_id, refs)
+    by_id = {r[0] for r in _lookup(conn, accounts.c.id, {i for i in map(as_id, refs)
                                                          if i is not None}, accounts.c.id)}
     codes = set(conn.execute(select(usage_metrics.c.code).distinct()).scalars())
     replaced_refs = {str(r["replaces"]).strip() for r in raws if r.get("replaces")}
@@ -130,8 +131,8 @@ def ingest_events(uow: UnitOfWork, events: Sequence[Any], *,
                 continue
             ref = _text(raw, "account", 64)
             account_id = by_ext.get(ref)
-            if account_id is None and ref is not None and ledger_id(ref) in by_id:
-                account_id = ledger_id(ref)
+            if account_id is None and ref is not None and as_id(ref) in by_id:
+                account_id = as_id(ref)
             if account_id is None:
                 raise ValidationError("account", raw.get("account"), "is not a known account")
             metric = _text(raw, "metric", 64)
