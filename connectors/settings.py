@@ -62,6 +62,13 @@ CRM_DEFAULTS: dict[str, dict[str, Any]] = {
     "dynamics": {"api_version": "9.2", "page_size": 5000, "fieldmap": "dynamics"},
 }
 MAX_PAGE_SIZE = {"salesforce": 2000, "dynamics": 5000}
+# Upper bounds of the numeric settings: past them a value is a typo, and some would fail only
+# at the first CRM call (a socket timeout or a cursor's re-read window that overflows).
+MAX_CONNECT_SECONDS = 600               # opening a connection
+MAX_READ_SECONDS = 3600                 # waiting for one answer
+MAX_OVERLAP_SECONDS = 30 * 24 * 3600    # the re-read window: Salesforce's getUpdated covers 30 days
+MAX_ATTEMPTS = 100                      # retries back off exponentially
+MAX_RETRY_SECONDS = 24 * 3600           # waiting between the attempts of one call
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
 _SECRETISH = ("secret", "password", "token", "private_key")
 
@@ -239,14 +246,14 @@ CONNECTION_RULES: dict[str, Rule] = {
     "api_version": Rule(not_empty=True),
     "tenant_id": Rule(not_empty=True),
     "authority_host": Rule(not_empty=True),
-    "connect_timeout": Rule(above=0),
-    "read_timeout": Rule(above=0),
+    "connect_timeout": Rule(above=0, at_most=MAX_CONNECT_SECONDS),
+    "read_timeout": Rule(above=0, at_most=MAX_READ_SECONDS),
     "ca_bundle": Rule(not_empty=True),
     "page_size": Rule(at_least=1),
-    "overlap_seconds": Rule(at_least=0),
+    "overlap_seconds": Rule(at_least=0, at_most=MAX_OVERLAP_SECONDS),
     "budget_share": Rule(above=0, at_most=1),
-    "max_attempts": Rule(at_least=1),
-    "max_retry_seconds": Rule(above=0),
+    "max_attempts": Rule(at_least=1, at_most=MAX_ATTEMPTS),
+    "max_retry_seconds": Rule(above=0, at_most=MAX_RETRY_SECONDS),
     "fieldmap": Rule(not_empty=True),
     "fieldmap_overrides": Rule(not_empty=True),
     "time_zone": Rule(not_empty=True),

@@ -117,6 +117,15 @@ CONNECTION = '[connections.x]\ncrm = "salesforce"\nurl = "https://x.example.com"
     ("page_size = 2001\n", "connections.x.page_size = 2001: must be at most 2000 for salesforce"),
     ("budget_share = 1.5\n", "connections.x.budget_share = 1.5: must be at most 1"),
     ("read_timeout = 0\n", "connections.x.read_timeout = 0: must be above 0"),
+    # upper bounds: each of these passed the check and then failed the first CRM call or the
+    # first incremental read with an OverflowError (socket timeout, cursor window)
+    ("connect_timeout = 1e300\n", "connections.x.connect_timeout = 1e+300: must be at most 600"),
+    ("read_timeout = 3600.5\n", "connections.x.read_timeout = 3600.5: must be at most 3600"),
+    ("overlap_seconds = 1000000000000\n",
+     "connections.x.overlap_seconds = 1000000000000: must be at most 2592000"),
+    ("max_attempts = 1000000\n", "connections.x.max_attempts = 1000000: must be at most 100"),
+    ("max_retry_seconds = 1e12\n",
+     "connections.x.max_retry_seconds = 1000000000000.0: must be at most 86400"),
     ('validate_authority = "no"\n', "connections.x.validate_authority = 'no': must be true or"),
     ('auth = "jwt-please"\n', "connections.x.auth = 'jwt-please': must be one of"),
     ("credentials = 5\n", "connections.x.credentials = 5: must be a table"),
