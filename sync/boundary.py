@@ -11,6 +11,16 @@ Rules kept here:
   than the column is refused, never cut. The limits are in ``TEXT_LIMITS`` (the ledger's and
   the sync's column sizes, which are sized to what the CRMs allow where billing keeps it).
 - Ids fit ``sync_records.crm_id`` (64). On Dataverse every id and lookup is a GUID.
+- Every CRM id has one form, given by :func:`same_id` and nothing else, applied to every id
+  field of a record (``ID_FIELDS``) as it enters the sync (:func:`one_form`), to ids named
+  by events, deletions and targets, and by :func:`crm_id`: a Salesforce id in its
+  15-character (case-sensitive) form becomes its 18-character form (the 3-character suffix
+  computed from the case of the 15), an 18-character one given in another case gets the case
+  its suffix says, and a GUID is lower case. So a line naming its quote by ``0Q0...Pi`` and
+  the quote read as ``0Q0...PiEAI`` name one record, and ids are compared exactly.
+- A reference that is not a usable id (an object, a list, a number) is refused naming its
+  field; :func:`ids_within` reads the ids it may hold (a nested ``Id``, a GUID, the end of a
+  URL), so the record it may name is held while it waits, never handed on without it.
 - Numbers are finite ``Decimal`` within the ranges billing can bill without overflowing a
   64-bit minor-unit amount (``MAX_QUANTITY``, ``MAX_PRICE``), with at most ``SCALE`` decimal
   places (the ledger's ``Numeric(28, 10)``: more would be rounded silently).
@@ -21,6 +31,7 @@ Rules kept here:
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -60,6 +71,96 @@ SHOWN_CHARS = 200
 _BAD_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SF_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
+#: The characters of a Salesforce id's suffix: a chunk's 5 case bits (1 = upper case letter,
+#: its first character the lowest bit) index this.
+_SF_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_UPPER_BITS = str.maketrans({chr(c): "1" if chr(c).isupper() else "0" for c in range(128)
+                             if chr(c).isalnum()})
+#: Canonical fields that hold a CRM id (a record's own, or one it names).
+ID_FIELDS = ("crm_id", "account_crm_id", "quote_crm_id", "product_crm_id", "origin_quote",
+             "renewed_quote", "origin_contract", "renewed_contract", "origin_ref")
+#: How deep :func:`ids_within` looks into an object, and how many ids it reads at most.
+_WITHIN_DEPTH, _WITHIN_MAX = 4, 20
+_ID_TOKEN = re.compile(r"[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*")
+
+
+def salesforce_suffix(body: str) -> str:
+    """The 3-character suffix of a 15-character Salesforce id: per chunk of 5 characters,
+    the bits of its upper-case letters (the chunk's first character the lowest bit) index
+    ``A-Z0-5``."""
+    bits = body.translate(_UPPER_BITS)
+    return (_SF_SUFFIX[int(bits[4::-1], 2)] + _SF_SUFFIX[int(bits[9:4:-1], 2)]
+            + _SF_SUFFIX[int(bits[14:9:-1], 2)])
+
+
+def same_id(value: Any) -> Any:
+    """The one form of a CRM id (any other value is returned as it is): a GUID in lower case;
+    a Salesforce id in its 18-character form, the 15 characters in the case the suffix says
+    (an 18-character id is case-insensitive), the suffix in upper case. An 18-character text
+    whose suffix does not fit it is not a Salesforce id and is kept as it is."""
+    return _same_id(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=1 << 16)   # a page's lines name the same quotes and products
+def _same_id(value: str) -> str:
+    if len(value) == 36 and _GUID.fullmatch(value):
+        return value.lower()
+    if len(value) not in (15, 18) or not _SF_ID.fullmatch(value):
+        return value
+    if len(value) == 15:
+        return value + salesforce_suffix(value)
+    if value[15:] == salesforce_suffix(value[:15]):
+        return value                    # as the API answers it
+    chars = list(value[:15])
+    for k, mark in enumerate(value[15:].upper()):
+        bits = _SF_SUFFIX.find(mark)
+        for i in range(5):
+            c = chars[k * 5 + i]
+            if bits >> i & 1:
+                if not c.isalpha():
+                    return value        # a digit cannot be upper case: not a Salesforce id
+                chars[k * 5 + i] = c.upper()
+            else:
+                chars[k * 5 + i] = c.lower()
+    body = "".join(chars)
+    return body + salesforce_suffix(body)
+
+
+def one_form(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``record`` with every id field (``ID_FIELDS``) in its one form (:func:`same_id`): the
+    record itself when nothing changes."""
+    changed = {}
+    for name in ID_FIELDS:
+        value = record.get(name)
+        if isinstance(value, str) and (one := same_id(value)) != value:
+            changed[name] = one
+    return {**record, **changed} if changed else record
+
+
+def ids_within(value: Any) -> set[str]:
+    """The ids a reference that is not a usable id may hold, in their one form: the words of
+    its text (the end of a URL, an id with blanks around it) and of the texts nested in it
+    (an object's ``Id`` or ``quoteid``), that have an id's shape (a GUID, a 15- or
+    18-character Salesforce id). Bounded: ``_WITHIN_DEPTH`` levels, ``_WITHIN_MAX`` ids."""
+    found: set[str] = set()
+
+    def walk(item: Any, depth: int) -> None:
+        if len(found) >= _WITHIN_MAX or depth > _WITHIN_DEPTH:
+            return
+        if isinstance(item, str):
+            for word in _ID_TOKEN.findall(item[:10_000]):
+                if _GUID.fullmatch(word) or (len(word) in (15, 18) and _SF_ID.fullmatch(word)):
+                    found.add(same_id(word))
+        elif isinstance(item, Mapping):
+            for v in list(item.values())[:100]:
+                walk(v, depth + 1)
+        elif isinstance(item, (list, tuple)):
+            for v in item[:100]:
+                walk(v, depth + 1)
+
+    walk(value, 0)
+    return found
 
 
 def shown(value: Any) -> str:
@@ -109,11 +210,12 @@ def usable_id(value: object) -> bool:
 
 
 def crm_id(rec: Mapping[str, Any], field: str = "crm_id", *, guid: bool = False) -> str:
-    """A required id: text within 64 characters, a GUID on Dataverse (``guid``)."""
+    """A required id: text within 64 characters, a GUID on Dataverse (``guid``), in its one
+    form (:func:`same_id`)."""
     value = rec.get(field)
     if isinstance(value, str) and 0 < len(value) <= 64 and not _BAD_ID_CHAR.search(value) \
             and (not guid or _GUID.fullmatch(value)):
-        return value                    # the usual case, checked at once
+        return str(same_id(value))      # the usual case, checked at once
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)              # a numeric external id is still an id
         rec = {field: value}
@@ -123,7 +225,7 @@ def crm_id(rec: Mapping[str, Any], field: str = "crm_id", *, guid: bool = False)
         raise Invalid(field, value, "contains white space")
     if guid and not _GUID.fullmatch(found):
         raise Invalid(field, value, "is not a GUID (Dataverse ids are GUIDs)")
-    return found
+    return str(same_id(found))
 
 
 def decimal(rec: Mapping[str, Any], field: str, *, required: bool = False,

@@ -99,6 +99,7 @@ from connectors.credentials import CredentialError
 from connectors.prefetch import Arrivals, Prefetch
 from sync import handoff, handoff_reads, outbox, push
 from sync.bookkeeping import PageResult, ledger_id_of
+from sync.boundary import same_id
 from sync.documents import pdf_files
 from sync.handoff import FetchedAccount
 from sync.mapping import OBJECTS
@@ -400,6 +401,7 @@ class Cycle:
     def _one_account(self, crm_id: str) -> None:
         """Resync one account and its quotes (and their lines) now; the catalog is brought up
         to date first (incrementally) so the lines' products are known."""
+        crm_id = same_id(crm_id)
         for obj in ("product", "price"):
             if obj in self.connector.objects() and not self._pull(obj):
                 return
@@ -410,7 +412,7 @@ class Cycle:
             self._apply("quote", Page(quotes, [], None), save=False)
             # every quote of the account is looked at, changed or not: one owed or noted by an
             # earlier run (stopped after its pull) is settled now, not at the next cycle
-            self.quotes |= {str(q["crm_id"]) for q in quotes if q.get("crm_id")}
+            self.quotes |= {str(same_id(q["crm_id"])) for q in quotes if q.get("crm_id")}
             for quote in quotes:
                 lines = lookup("quote_line", "quote_crm_id", quote.get("crm_id"))
                 self._apply("quote_line", Page(lines, [], None), save=False)
@@ -426,7 +428,8 @@ class Cycle:
 
     def run_targeted(self, targets: Mapping[str, Sequence[str]]) -> RunReport:
         """A targeted resync of these records (object -> CRM ids): see the module's rules."""
-        self.targets = {obj: list(dict.fromkeys(ids)) for obj, ids in targets.items() if ids}
+        self.targets = {obj: list(dict.fromkeys(same_id(i) for i in ids))
+                        for obj, ids in targets.items() if ids}
         return self.run()
 
     def _by_ids(self, targets: Mapping[str, list[str]]) -> None:
@@ -441,7 +444,7 @@ class Cycle:
                 records = read_by_ids(self.connector, obj, ids)
                 # compared without case: a GUID may come back in another case than asked, and
                 # two 18-character Salesforce ids never differ by case alone
-                found = {str(r.get("crm_id")).lower() for r in records}
+                found = {str(same_id(r.get("crm_id"))).lower() for r in records}
                 gone = [Deletion(i, None, "deleted") for i in ids if i.lower() not in found]
                 self._apply(obj, Page(records, gone, None), save=False)
             finally:
@@ -481,7 +484,7 @@ class Cycle:
             for chunk in chunks:
                 found = (lookup_in("quote_line", "quote_crm_id", chunk) if lookup_in is not None
                          else lookup("quote_line", "quote_crm_id", chunk[0]))
-                lines = [r for r in found if str(r.get("crm_id")) not in named]
+                lines = [r for r in found if same_id(r.get("crm_id")) not in named]
                 if lines:
                     self._apply("quote_line", Page(lines, [], None), save=False)
         finally:

@@ -60,7 +60,7 @@ from billing_core.adapters.bulk import text_in
 from billing_core.adapters.db import UnitOfWork
 from billing_core.service.accounts import currencies_of
 from billing_core.service.pricing import get_products
-from sync import mapping
+from sync import boundary, mapping
 from sync.mapping import QuoteLineRec, QuoteRec
 from sync.refs import source_ref
 from sync.states import HandoffState
@@ -488,22 +488,46 @@ class Known:
 
 def _refused_lines(conn: Connection, connection: str, quotes: Iterable[str]
                    ) -> dict[str, list[tuple[str, str, str]]]:
-    """The open quarantine's lines of these quotes, by the quote named in their stored record
-    (a line whose quote id itself was refused names none); ids compare without case (a
-    Dataverse GUID)."""
-    wanted = {q.lower(): q for q in quotes}
-    found: dict[str, list[tuple[str, str, str]]] = {}
+    """The open quarantine's lines of these quotes: by the quote named in their stored record,
+    in its one form (``boundary.same_id``: a line that names its quote by the 15-character
+    Salesforce id is that quote's, also in an entry kept before ids had one form), and the
+    lines whose quote reference could not be read (refused naming ``quote_crm_id``: an object,
+    a number) by every id that reference may hold (``boundary.ids_within``), so their quote
+    waits instead of being handed off short. Ids compare without case once in their one form
+    (a GUID; two 18-character Salesforce ids never differ by case alone)."""
+    wanted = {_id_key(q): q for q in quotes}
+    found: dict[str, set[tuple[str, str, str]]] = {}
     if not wanted:
-        return found
-    parent = func.lower(_data_field(conn, "quote_crm_id", quarantine.c.record))
-    for crm_id, quote, field, reason in conn.execute(select(
-            quarantine.c.crm_id, parent, quarantine.c.field, quarantine.c.reason).where(
-            quarantine.c.connection == connection,
-            quarantine.c.object == literal("quote_line", literal_execute=True),
-            quarantine.c.status == "open", parent.in_(sorted(wanted)))
-            .order_by(quarantine.c.crm_id)):
-        found.setdefault(wanted[quote], []).append((crm_id, field, reason))
-    return found
+        return {}
+    # the stored reference as it may be: the one form, or a 15-character id kept before
+    probes = sorted({*wanted, *(k[:15] for k in wanted if len(k) == 18 and k.isalnum())})
+    ref = _data_field(conn, "quote_crm_id", quarantine.c.record)
+    open_lines = (quarantine.c.connection == connection,
+                  quarantine.c.object == literal("quote_line", literal_execute=True),
+                  quarantine.c.status == "open")
+    for crm_id, parent, field, reason in conn.execute(select(
+            quarantine.c.crm_id, ref, quarantine.c.field, quarantine.c.reason).where(
+            *open_lines, func.lower(ref).in_(probes))):
+        quote = wanted.get(_id_key(parent)) if isinstance(parent, str) else None
+        if quote is not None:
+            found.setdefault(quote, set()).add((crm_id, field, reason))
+    for crm_id, record, field, reason in conn.execute(select(
+            quarantine.c.crm_id, quarantine.c.record, quarantine.c.field, quarantine.c.reason
+            ).where(*open_lines, quarantine.c.field == "quote_crm_id")):
+        try:
+            named = json.loads(record).get("quote_crm_id") if record else None
+        except (ValueError, AttributeError):
+            named = record
+        for candidate in boundary.ids_within(named):
+            quote = wanted.get(_id_key(candidate))
+            if quote is not None:
+                found.setdefault(quote, set()).add((crm_id, field, reason))
+    return {q: sorted(entries) for q, entries in found.items()}
+
+
+def _id_key(crm_id: str) -> str:
+    """An id as the quarantine's references are compared with it (see :func:`_refused_lines`)."""
+    return str(boundary.same_id(crm_id)).lower()
 
 
 def lines_of(connection: str, quote_ids: list[str]) -> Select[str, str, str]:

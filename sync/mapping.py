@@ -350,6 +350,10 @@ def kept(price: Decimal) -> Decimal:
 
 
 def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRec:
+    """A quote line. Its quote reference is read first: a line refused for anything names its
+    quote in its quarantine entry, and one whose reference cannot be read is refused naming
+    ``quote_crm_id`` (the hand-off holds the quotes that reference may name)."""
+    quote = boundary.crm_id(rec, "quote_crm_id", guid=guid)
     boundary.stamp(rec)
     # 0 is a quantity: an amendment's way to remove an item (CPQ zeroes a line to cancel it)
     quantity = boundary.decimal(rec, "quantity", required=True,
@@ -361,7 +365,7 @@ def map_quote_line(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteLineRe
         raise Invalid("quantity", quantity, f"times the unit price {unit_price} is larger "
                       f"than {boundary.MAX_LINE:,}")
     return QuoteLineRec(crm_id=boundary.crm_id(rec, guid=guid),
-                        quote_crm_id=boundary.crm_id(rec, "quote_crm_id", guid=guid),
+                        quote_crm_id=quote,
                         product_crm_id=boundary.crm_id(rec, "product_crm_id", guid=guid),
                         quantity=quantity, unit_price=unit_price,
                         start_date=boundary.day(rec, "start_date"),

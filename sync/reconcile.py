@@ -11,6 +11,10 @@ Rules kept here:
   at its end (``sync.bookkeeping``). A record the CRM returns twice in one page is applied
   once, as last returned.
 - Billing is only reached through ``billing_core.service``, by the handlers.
+- Every id of a page (its records' id fields, its deletions) is put in its one form first
+  (``sync.boundary.one_form``, ``same_id``), before anything looks a record up, keys, stores
+  or quarantines it: a record named by its 15-character Salesforce id is the record the CRM
+  reads back as 18.
 - A deletion (or a record a full read no longer returns) marks its row deleted after the
   handler has told billing (an account becomes ``crm_deleted``) or the hand-off (a quote).
 - A deletion closes the record's open quarantine entry, also of a record that never got a
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +40,7 @@ from billing_core.adapters.db import UnitOfWork
 from billing_core.domain.errors import LedgerError
 from connectors.base import Deletion
 from sync.bookkeeping import PageBook, PageResult, known_rows, waiting_on
-from sync.boundary import usable_id
+from sync.boundary import one_form, same_id, usable_id
 from sync.handlers import HANDLERS
 from sync.handlers.base import RECORD_FAILURES, failed
 from sync.mapping import revive
@@ -63,7 +68,9 @@ def apply_page(uow: UnitOfWork, connection: str, obj: str,
     ``sync:<connection>``, with the sync run's id."""
     stamp_sync(uow, connection)
     read = len(records) + len(deletions)
-    records = _last_of_each(records)
+    records = _last_of_each([one_form(r) for r in records])
+    deletions = [d if same_id(d.crm_id) == d.crm_id else replace(d, crm_id=same_id(d.crm_id))
+                 for d in deletions]
     book = PageBook(uow, connection, obj)
     handler = HANDLERS[obj](book, records)
     res = book.result

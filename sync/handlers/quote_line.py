@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy import RowMapping
 
 from sync.bookkeeping import PageBook
-from sync.boundary import usable_id
+from sync.boundary import ids_within, usable_id
 from sync.handlers.base import ProductLinks, Record, RecordHandler
 from sync.mapping import QuoteLineRec, map_quote_line
 
@@ -52,3 +52,5 @@ class QuoteLineHandler(RecordHandler[QuoteLineRec]):
         quote = record.get("quote_crm_id")
         if usable_id(quote):
             self.book.result.quotes_touched.add(str(quote))
+        else:       # a reference that could not be read held every quote it may name
+            self.book.result.quotes_touched.update(ids_within(quote))
