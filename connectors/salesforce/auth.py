@@ -10,7 +10,8 @@ Rules kept here: every login goes through the connection's `Transport` (timeouts
 retries); the token URL is built from `settings.url` (simple-salesforce's own helpers assume a
 `*.salesforce.com` host, so we call its `token_login` / SOAP login with a full URL); a refused
 login is an `AuthError` carrying Salesforce's error code, never the secret; secrets are revealed
-only inside the request being made.
+only inside the request being made. A `private_key_file` that cannot be read or is not an RSA
+private key refuses the login naming the file, before any request.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def _reveal(value: Any) -> str:
     return value.reveal() if isinstance(value, Secret) else str(value)
 
 
+def _signed(claims: dict[str, Any], key_file: Any) -> str:
+    """The JWT bearer assertion, signed RS256 with the key in ``key_file``; a file that is not
+    an RSA private key (PEM) refuses the login naming it (``OSError``: it cannot be read)."""
+    key = Path(key_file).read_bytes()
+    try:
+        return jwt.encode(claims, key, algorithm="RS256")
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise LoginRefused(f"private_key_file={key_file}: is not an RSA private key (PEM)",
+                           code="invalid_private_key") from None
+
+
 def login(settings: ConnectionSettings, creds: dict[str, Any], transport: Transport
           ) -> SalesforceSession:
     token_url = f"{settings.url}/services/oauth2/token"
@@ -80,7 +92,7 @@ def login(settings: ConnectionSettings, creds: dict[str, Any], transport: Transp
             claims = {"iss": client_id, "sub": username,
                       "aud": creds.get("audience", "https://login.salesforce.com"),
                       "exp": int(time.time()) + 180}
-            assertion = jwt.encode(claims, Path(key_file).read_bytes(), algorithm="RS256")
+            assertion = _signed(claims, key_file)
             token, instance = token_login(
                 token_url,
                 {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",

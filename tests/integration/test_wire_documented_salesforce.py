@@ -525,6 +525,33 @@ def test_jwt_bearer_token_answer_without_issued_at_or_signature(org: Org,
     assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
 
 
+@pytest.mark.parametrize("text", ["not a key\n",
+                                  "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n"
+                                  "-----END PRIVATE KEY-----\n"])
+def test_a_private_key_file_that_is_not_a_key_is_a_login_refusal_naming_it(
+        org: Org, tmp_path: Path, text: str) -> None:
+    """The JWT bearer flow signs its assertion with ``private_key_file`` (RS256): a file that
+    is not a private key refuses the login naming the file, without a request, and
+    ``doctor`` reports a failed login instead of a traceback.
+    Docs: https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
+    """
+    from connectors.registry import doctor_report
+
+    pem = tmp_path / "server.key"
+    pem.write_text(text)
+    creds = {"client_id": "3MVG9...", "username": "integration@acme.example",
+             "private_key_file": str(pem)}
+    with pytest.raises(LoginRefused) as info:
+        connector(auth="jwt", credentials=creds).lookup("account", "name", "x")
+    assert f"private_key_file={pem}" in str(info.value)
+    assert "not an RSA private key" in str(info.value)
+    assert org.tokens == 0
+    report = doctor_report(sf_settings(auth="jwt", credentials=creds), sleep=lambda s: None,
+                           clock=lambda: NOW, environ=ENV)
+    assert [(r.check, r.status) for r in report] == [("login", "fail")]
+    assert f"private_key_file={pem}" in report[0].detail
+
+
 def test_oauth_error_answer_is_a_login_refusal_not_retried(org: Org) -> None:
     """OAuth error answer ``{"error": "invalid_client", "error_description": "invalid client
     credentials"}`` (400): the login is refused, with Salesforce's code, once.
