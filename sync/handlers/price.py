@@ -5,8 +5,14 @@ Rules kept here:
   otherwise the price is quarantined ("unknown product") and applied again from the
   quarantine's stored record when that product lands (``ProductHandler.waited_on_by``), or
   when the price changes.
+- Only an active entry (``active``: Salesforce's ``IsActive``, a Dataverse product's state)
+  sets a price. An inactive one is kept as seen and sets nothing: billing keeps the price it
+  has (a retired entry, or another price book's entry no quote may use, must not replace the
+  list price); made active, it sets its price as a changed price does.
 - The first price billing gets for a product and currency applies from ``FIRST_PRICE_DATE``:
   the CRM holds one current price, its history is unknown, so it prices everything before.
+  That is decided by billing's prices, not by the CRM record: a product and currency billing
+  already prices takes another entry's price from its date (below), never from 2000.
 - A changed price applies from the CRM's price start date when the field map has one
   (``effective_from``: e.g. a custom date field on Salesforce's PricebookEntry, which has no
   standard one) and the record carries it; otherwise from today (the sync day). Either way
@@ -59,15 +65,18 @@ class PriceHandler(RecordHandler[PriceRec]):
     def reconcile(self, rec: PriceRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:
         product_id = self.products.require(rec.product_crm_id)
+        if not rec.active:              # retired, or another price book's unused entry
+            return (existing["ledger_id"] if existing is not None else None,
+                    rec.product_crm_id)
         price_id = set_price(self.uow, product_id, rec.currency,
-                             self._effective(rec, product_id, existing), rec.unit_price)
+                             self._effective(rec, product_id), rec.unit_price)
         return price_id, rec.product_crm_id
 
-    def _effective(self, rec: PriceRec, product_id: int, existing: RowMapping | None) -> date:
-        if rec.effective_from is None:
-            return FIRST_PRICE_DATE if existing is None else self.uow.now().date()
+    def _effective(self, rec: PriceRec, product_id: int) -> date:
         newest = max((p.effective_from for p in list_prices(self.uow.conn, product_id)
                       if p.currency == rec.currency), default=None)
         if newest is None:
             return FIRST_PRICE_DATE
+        if rec.effective_from is None:
+            return self.uow.now().date()
         return max(rec.effective_from, newest)

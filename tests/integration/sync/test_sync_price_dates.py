@@ -78,3 +78,38 @@ def test_a_price_start_that_is_not_a_date_is_quarantined(engine):
     report = run_cycle(engine, crm)
     assert report.outcome == "partial" and report.stats("price").quarantined == 1
     assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+
+
+def test_an_inactive_price_entry_sets_no_price(engine):
+    """An inactive price-book entry (Salesforce ``IsActive = false``; a retired Dataverse
+    product) is no price billing may use. Before, a second, inactive entry of the seat at
+    60.00 (another price book's, say) replaced the USD list price of 100.00 from the sync day,
+    and usage priced from the catalog billed 60.00. Now it is kept without setting a price;
+    once it is made active, its price applies from that sync."""
+    crm = FakeCRM()
+    crm.seed_basic()
+    assert run_cycle(engine, crm).outcome == "ok"
+    crm.put("price", "P1-USD-OLD", product_crm_id="P1", currency="USD",
+            unit_price=Decimal(60), active=False)
+    report = run_cycle(engine, crm)
+    assert report.outcome == "ok" and report.stats("price").quarantined == 0
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+    crm.put("price", "P1-USD", unit_price=Decimal(90), active=False)    # retired: kept as is
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+    crm.put("price", "P1-USD-OLD", active=True)                         # made active: it prices
+    assert run_cycle(engine, crm).outcome == "ok"
+    rows = _seat_prices(engine)
+    assert len(rows) == 2 and rows[0] == (FIRST_PRICE_DATE, Decimal(100))
+    assert rows[1][1] == Decimal(60)
+
+
+def test_a_product_first_priced_by_an_inactive_entry_has_no_price_until_it_is_active(engine):
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("price", "P1-USD", active=False)
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == []
+    crm.put("price", "P1-USD", active=True)
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
