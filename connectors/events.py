@@ -34,6 +34,10 @@ Rules kept here:
   optionally ``sha256=``-prefixed). Each id's event id is ``<event_id>:<id>`` when the body (or
   an ``Idempotency-Key`` header) gives one; without one a callout is stored as given (no
   de-duplication, and none is needed: the events of one record coalesce).
+- An event id longer than the inbox keeps (``MAX_EVENT_ID``) is shortened by
+  :func:`fit_event_id` to its head and the SHA-256 of the whole, never cut: cut, two ids that
+  differ only past the width (a long callout ``event_id`` followed by record ids of one org)
+  were one id, and every event but the first was taken for a re-send and lost.
 """
 from __future__ import annotations
 
@@ -66,6 +70,16 @@ MAX_EVENT_ID = 160
 #: At most this many record ids in one JSON callout (Salesforce sends 100 notifications at most
 #: per outbound message; a callout of more is split by its sender).
 MAX_IDS = 1000
+
+
+def fit_event_id(event_id: str) -> str:
+    """``event_id`` as the inbox keeps it: as given when it fits ``MAX_EVENT_ID``, else its
+    head and the SHA-256 of the whole (the same id always gives the same result, two different
+    ids never one)."""
+    if len(event_id) <= MAX_EVENT_ID:
+        return event_id
+    digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{event_id[:MAX_EVENT_ID - len(digest) - 1]}#{digest}"
 
 
 class EventRefused(Exception):
@@ -151,7 +165,7 @@ def parse_dataverse(body: bytes, headers: Mapping[str, str]) -> WireEvent:
     event_id = None
     for candidate in (ctx.get("OperationId"), ctx.get("RequestId"), headers.get("x-request-id")):
         if isinstance(candidate, str) and candidate and candidate != _NIL_GUID:
-            event_id = candidate[:MAX_EVENT_ID]
+            event_id = fit_event_id(candidate)
             break
     users = tuple(dict.fromkeys(
         u.lower() for u in (ctx.get("UserId"), ctx.get("InitiatingUserId"))
@@ -196,7 +210,7 @@ def parse_outbound(body: bytes, organization_id: str | None) -> list[WireEvent]:
             raise EventRefused(400, f"Notification {_short(note_id)}: sObject type "
                                     f"{_short(kind)} / Id {_short(record_id)} not usable")
         by = fields.get("LastModifiedById", "")
-        events.append(WireEvent(note_id[:MAX_EVENT_ID], kind, record_id, "notify",
+        events.append(WireEvent(fit_event_id(note_id), kind, record_id, "notify",
                                 (by,) if _SF_ID.match(by) else ()))
     return events
 
@@ -239,7 +253,7 @@ def parse_callout(body: bytes, headers: Mapping[str, str]) -> list[WireEvent]:
                                          for v in by.values())):
         raise EventRefused(400, f"modified_by={_short(by)}: must be a user id, or an object "
                                 "of record id -> user id")
-    return [WireEvent(f"{given}:{i}"[:MAX_EVENT_ID] if given else None, kind, i, action,
+    return [WireEvent(fit_event_id(f"{given}:{i}") if given else None, kind, i, action,
                       _modifier(by, i)) for i in dict.fromkeys(ids)]
 
 

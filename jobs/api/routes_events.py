@@ -40,13 +40,13 @@ from starlette.concurrency import run_in_threadpool
 from connectors import credentials, fieldmap
 from connectors.base import OBJECTS
 from connectors.events import (
-    MAX_EVENT_ID,
     SOAP_ACK,
     EventRefused,
     WireEvent,
     by_user,
     check_dataverse_auth,
     check_signature,
+    fit_event_id,
     parse_callout,
     parse_dataverse,
     parse_outbound,
@@ -156,7 +156,7 @@ async def _store(request: Request, receiver: _Receiver, source: str,
         skipped += ours
         for obj in objs:
             event_id = event.event_id if len(objs) == 1 or event.event_id is None \
-                else f"{event.event_id}/{obj}"[:MAX_EVENT_ID]
+                else fit_event_id(f"{event.event_id}/{obj}")
             rows.append(inbox.InboxEvent(event_id, obj, event.crm_id, event.action, ours))
     if ignored:
         log.warning("events connection=%s: %d event(s) of a table the field map does not hold "

@@ -199,6 +199,26 @@ def test_a_signed_json_callout_is_stored_once_per_event_id(client, engine):
     assert len(_stored(engine)) == 2
 
 
+
+def test_a_long_callout_event_id_keeps_each_record_s_event(client, engine):
+    """An ``event_id`` (or Idempotency-Key) long enough that ``<event_id>:<id>`` passes the
+    inbox column's width must still give each record its own event: cut to the width, the ids
+    of one org (which share their first characters) became one event id, and every record but
+    the first was answered as a duplicate and never read back."""
+    long_id = "flow-run-" + "x" * 150
+    ids = ["001000000000001AAA", "001000000000002AAA", "001000000000003AAA"]
+    raw, headers = _signed({"sobject": "Account", "event_id": long_id, "ids": ids})
+    first = client.post("/events/salesforce/sf/json", content=raw, headers=headers)
+    assert first.status_code == 200
+    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0, "ignored": 0,
+                            "skipped": 0}
+    again = client.post("/events/salesforce/sf/json", content=raw, headers=headers)
+    assert again.json()["duplicates"] == 3                 # a re-send is still recognised
+    rows = _stored(engine)
+    assert sorted(r["crm_id"] for r in rows) == ids
+    assert len({r["event_id"] for r in rows}) == 3
+    assert all(len(r["event_id"]) <= 160 for r in rows)
+
 class _Runner:
     """The API's sync runner as far as the receivers ask it: which CRM user each connection
     acts as (``Worker.own_user``)."""
