@@ -124,8 +124,9 @@ def _same_user(given: str, user: str) -> bool:
 
 
 def same_secret(given: str | None, expected: str) -> bool:
-    """Constant-time comparison of a presented secret with the expected one."""
-    return hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
+    """Constant-time comparison of a presented secret with the expected one; an empty
+    expected secret matches nothing."""
+    return bool(expected) and hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
 
 
 # -- Dataverse --------------------------------------------------------------------------------

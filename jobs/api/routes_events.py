@@ -23,6 +23,8 @@ Rules kept here
   (one Dataverse table can be two objects: ``product`` is also ``price`` in the built-in map);
   an event of a table the map does not hold is acknowledged and ignored (logged).
 - Secrets are resolved on first use per connection (``env:`` / ``file:``) and never logged;
+  one that resolves to an empty value (a placeholder left empty in the secrets file) is a
+  connection that cannot authenticate: 503 ``events_not_configured``, never "" as the key;
   paths only are used (no absolute URL is built), so the receivers work behind a reverse proxy.
 """
 from __future__ import annotations
@@ -100,6 +102,13 @@ def _receiver(request: Request, connection: str, crm: str) -> _Receiver:
         log.error("events connection=%s: %s", connection, exc)
         raise ApiError(503, "events_not_configured", "connection", connection,
                        "this connection's event secrets cannot be read: see the log") from None
+    empty = sorted(k for k in refs if not _text(secrets.get(k)))
+    if empty:
+        # "" would be the key: a request without one (or signed with "") would match it
+        log.error("events connection=%s: %s resolves to an empty value", connection,
+                  " and ".join(empty))
+        raise ApiError(503, "events_not_configured", "connection", connection,
+                       "this connection's event secrets cannot be read: see the log")
     fmap = fieldmap.load(conn.fieldmap, conn.fieldmap_overrides)
     objects: dict[str, list[str]] = {}
     for name in OBJECTS:

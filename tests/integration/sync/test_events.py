@@ -219,6 +219,35 @@ def test_a_long_callout_event_id_keeps_each_record_s_event(client, engine):
     assert len({r["event_id"] for r in rows}) == 3
     assert all(len(r["event_id"]) <= 160 for r in rows)
 
+
+def test_an_empty_secret_in_the_secrets_file_authenticates_nothing(engine, tmp_path,
+                                                                    monkeypatch, caplog):
+    """A webhook key or HMAC secret read as "" from the secrets file (a placeholder left
+    empty) is a connection whose events cannot be authenticated: 503 naming the connection,
+    nothing stored. It was taken as the key: a request with no key at all (and a callout
+    signed with the empty key) matched it and was stored."""
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('webhook_key = ""\nhmac_secret = ""\n', encoding="utf-8")
+    secrets.chmod(0o600)
+    monkeypatch.setenv("NOPE", "unused")
+    cfg = tmp_path / "events.toml"
+    cfg.write_text(events_config().replace(f'"env:{KEY_ENV}"', '"file:webhook_key"')
+                   .replace(f'"env:{HMAC_ENV}"', '"file:hmac_secret"')
+                   .replace('crm = "dynamics"\n', f'crm = "dynamics"\nsecrets_file = "{secrets}"\n')
+                   .replace('crm = "salesforce"\n',
+                            f'crm = "salesforce"\nsecrets_file = "{secrets}"\n'),
+                   encoding="utf-8")
+    client = TestClient(build_app(engine, load_settings(cfg)))
+    ctx = json.dumps(dataverse_context()).encode()
+    for url in ("/events/dataverse/dv", "/events/dataverse/dv?code="):
+        answer = client.post(url, content=ctx)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["value"] == "dv"
+    raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"]}, "")
+    answer = client.post("/events/salesforce/sf/json", content=raw, headers=headers)
+    assert answer.status_code == 503 and answer.json()["error"]["value"] == "sf"
+    assert _stored(engine) == []
+
 class _Runner:
     """The API's sync runner as far as the receivers ask it: which CRM user each connection
     acts as (``Worker.own_user``)."""
