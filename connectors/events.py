@@ -62,9 +62,10 @@ SOAP_ACK = (
     f'<notificationsResponse xmlns="{OUTBOUND_NS}"><Ack>true</Ack></notificationsResponse>'
     "</soapenv:Body></soapenv:Envelope>")
 _NIL_GUID = "00000000-0000-0000-0000-000000000000"
+# \Z, not $: $ also matches before a final newline, and "<id>\n" is not an id
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                   r"[0-9a-fA-F]{12}$")
-_SF_ID = re.compile(r"^[0-9A-Za-z]{15}([0-9A-Za-z]{3})?$")
+                   r"[0-9a-fA-F]{12}\Z")
+_SF_ID = re.compile(r"^[0-9A-Za-z]{15}([0-9A-Za-z]{3})?\Z")
 #: Longest event id kept (the inbox column's width).
 MAX_EVENT_ID = 160
 #: At most this many record ids in one JSON callout (Salesforce sends 100 notifications at most

@@ -248,6 +248,26 @@ def test_an_empty_secret_in_the_secrets_file_authenticates_nothing(engine, tmp_p
     assert answer.status_code == 503 and answer.json()["error"]["value"] == "sf"
     assert _stored(engine) == []
 
+
+def test_an_id_with_a_trailing_newline_is_not_a_guid_or_a_salesforce_id(client, engine):
+    """``$`` matches before a final newline: ``"<guid>\\n"`` and ``"001...AAA\\n"`` passed
+    the id checks and were stored (200), for the read-back to put them into the CRM query of
+    their batch. They are not ids: 400 naming the field and the value, nothing stored."""
+    ctx = dataverse_context(entity_id=DV_ACCOUNT + "\n")
+    answer = client.post(f"/events/dataverse/dv?code={DV_KEY}", content=json.dumps(ctx))
+    assert answer.status_code == 400, answer.text
+    assert "PrimaryEntityId" in answer.json()["error"]["message"]
+    assert repr(DV_ACCOUNT + "\n") in answer.json()["error"]["message"]
+    raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA\n"]})
+    answer = client.post("/events/salesforce/sf/json", content=raw, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert "'001000000000001AAA\\n'" in answer.json()["error"]["message"]
+    raw, headers = _signed({"sobject": "Account", "ids": ["001000000000001AAA"],
+                            "modified_by": "0055g00000ABCDEAA1\n"})
+    assert client.post("/events/salesforce/sf/json", content=raw,
+                       headers=headers).status_code == 400
+    assert _stored(engine) == []
+
 class _Runner:
     """The API's sync runner as far as the receivers ask it: which CRM user each connection
     acts as (``Worker.own_user``)."""
