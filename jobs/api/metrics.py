@@ -175,10 +175,15 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
+#: The methods the request counter names; any other (the server takes any token as a method,
+#: before a token is checked) counts as ``other``, so made-up methods add no series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """ASGI middleware counting requests by route template (never by raw path: no cardinality
-    blow-up from ids) and status, and logging one line per request with the token's id (never
-    the token)."""
+    blow-up from ids), method (``METHODS``, else ``other``) and status, and logging one line
+    per request with the token's id (never the token)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -202,7 +207,8 @@ class RequestMetrics:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             metrics: ApiMetrics = scope["app"].state.api.metrics
-            metrics.requests.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.requests.labels(method, route, str(status)).inc()
             metrics.latency.labels(route).observe(elapsed)
             principal = (scope.get("state") or {}).get("principal")
             log.info("api %s %s status=%s ms=%.1f token=%s", scope["method"], scope["path"],

@@ -71,6 +71,22 @@ def test_metrics_in_prometheus_text_format(api, account, invoice):
         assert name in families, name
 
 
+
+def test_request_methods_nobody_serves_do_not_grow_the_metrics(api):
+    """The request counter is labelled by method, and uvicorn's h11 takes any token as a
+    method: before any token is checked, each made-up method (``M0000``, ``M0001``...) was a
+    series of its own, kept for the life of the daemon and written in every scrape. A method
+    the API does not know counts as ``other``."""
+    for i in range(40):
+        assert api.client.request(f"M{i:04d}", f"/nope/{i}").status_code in (404, 405)
+    api.client.request("M0000", "/billing/credit-memos")
+    families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
+    methods = {s.labels["method"] for s in families["ledgerbridge_api_requests"].samples}
+    assert methods <= {"GET", "POST", "other"}, sorted(methods)[:5]
+    unmatched = [s for s in families["ledgerbridge_api_requests"].samples
+                 if s.name.endswith("_total") and s.labels["method"] == "other"]
+    assert sum(s.value for s in unmatched) == 41
+
 def test_metrics_count_sync_runs_by_outcome_kind_and_records_per_object(api):
     # Regression: each distinct "failed: <error>" outcome gave its own sample, so two failed
     # runs showed as two samples with the same labels instead of one sample of 2.
