@@ -7,6 +7,8 @@ Mapping (the same codes the CLI prints):
 - a body over the size limit → 413; the database busy or unreachable (a lock held past the
   busy timeout, a lost connection) → 503 ``database_unavailable`` with ``Retry-After``: nothing
   was written, the call can be retried (with the same Idempotency-Key);
+- a body that stopped arriving (the client went away, or ``BodyLimit`` cut a chunked body off
+  and answers the client 413 itself) → 400 ``body_incomplete``: expected, so no traceback;
 - anything unexpected → 500 with no internals in the body (the traceback goes to the log).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from billing_core.domain.errors import LedgerError, NotFound, ValidationError
 
@@ -108,6 +111,10 @@ def install(app: FastAPI) -> None:
             return _validation_response(exc)
         if isinstance(exc, StarletteHTTPException):
             return _http_response(exc)
+        if isinstance(exc, ClientDisconnect):
+            return JSONResponse(body("body_incomplete", "body", None,
+                                     "the request body was not received whole"),
+                                status_code=400)
         if isinstance(exc, (OperationalError, DisconnectionError)):
             log.warning("api: database unavailable on %s %s: %s", request.method,
                         request.url.path, type(exc).__name__)
@@ -119,5 +126,5 @@ def install(app: FastAPI) -> None:
                             status_code=500)
 
     for kind in (LedgerError, ApiError, RequestValidationError, StarletteHTTPException,
-                 OperationalError, DisconnectionError, Exception):
+                 ClientDisconnect, OperationalError, DisconnectionError, Exception):
         app.add_exception_handler(kind, on_error)

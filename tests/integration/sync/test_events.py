@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -266,6 +267,28 @@ def test_an_id_with_a_trailing_newline_is_not_a_guid_or_a_salesforce_id(client, 
                             "modified_by": "0055g00000ABCDEAA1\n"})
     assert client.post("/events/salesforce/sf/json", content=raw,
                        headers=headers).status_code == 400
+    assert _stored(engine) == []
+
+
+def test_a_chunked_body_over_the_limit_is_413_without_an_error_in_the_log(client, engine,
+                                                                         caplog):
+    """A body sent in chunks (no Content-Length) is cut off by the API's body limit while
+    the receiver reads it. The client got its 413, but the receiver's read failed with
+    Starlette's ClientDisconnect, logged as an unexpected error with its traceback (and
+    counted as a 500): anyone could write tracebacks into the daemon's log at will."""
+
+    def chunks():
+        for _ in range(20):
+            yield b"a" * 65536
+
+    caplog.set_level(logging.INFO)
+    for url in (f"/events/dataverse/dv?code={DV_KEY}", "/events/salesforce/sf",
+                "/events/salesforce/sf/json"):
+        answer = client.post(url, content=chunks())
+        assert answer.status_code == 413, url
+        assert answer.json()["error"]["code"] == "body_too_large"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)
     assert _stored(engine) == []
 
 class _Runner:
