@@ -1,7 +1,9 @@
 """Every error the API answers has one JSON shape: ``{"error": {code, field, value, message}}``.
 
 Mapping (the same codes the CLI prints):
-- ``ValidationError`` and malformed requests → 422 (the field is named: ``body.amount``);
+- ``ValidationError`` and malformed requests → 422 (the field is named: ``body.amount``); a
+  JSON body sent with another ``Content-Type`` (``curl -d`` sends a form type), which the
+  framework hands over unparsed, is 422 naming ``Content-Type`` and its value;
 - ``NotFound`` → 404; any other ``LedgerError`` (a ledger rule) → 409;
 - authentication → 401 / 403 with the standard ``WWW-Authenticate`` header (RFC 6750);
 - a body over the size limit → 413; the database busy or unreachable (a lock held past the
@@ -80,9 +82,16 @@ def api_error_response(exc: ApiError) -> JSONResponse:
                         status_code=exc.status, headers=exc.headers)
 
 
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
+def _validation_response(exc: RequestValidationError,
+                         content_type: str | None = None) -> JSONResponse:
     problems = list(exc.errors())
     first = problems[0] if problems else {"loc": (), "msg": "invalid request", "input": None}
+    if tuple(first.get("loc") or ()) == ("body",) and isinstance(first.get("input"),
+                                                                  (bytes, bytearray)):
+        # the body was not read as JSON: it came with another (or no) Content-Type
+        return JSONResponse(body("invalid_input", "Content-Type", content_type,
+                                 "Content-Type: must be application/json (the body is "
+                                 "JSON)"), status_code=422)
     field = ".".join(str(p) for p in first.get("loc") or ()) or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     if len(problems) > 1:
@@ -108,7 +117,7 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, ApiError):
             return api_error_response(exc)
         if isinstance(exc, RequestValidationError):
-            return _validation_response(exc)
+            return _validation_response(exc, request.headers.get("content-type"))
         if isinstance(exc, StarletteHTTPException):
             return _http_response(exc)
         if isinstance(exc, ClientDisconnect):

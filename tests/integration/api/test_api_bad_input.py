@@ -111,6 +111,29 @@ def test_unparseable_bodies_are_4xx_with_or_without_a_key(api):
             assert r.json()["error"]["code"] in ("bad_request", "invalid_json", "invalid_input")
 
 
+
+@pytest.mark.parametrize("content_type", [None, "text/plain",
+                                          "application/x-www-form-urlencoded"])
+def test_a_json_body_sent_as_another_content_type_is_422_naming_the_content_type(
+        api, account, content_type):
+    """``curl -d`` without ``-H 'Content-Type: application/json'`` sends a form type: the
+    body was then refused as ``body: Input should be a valid dictionary or object to extract
+    fields from`` with the raw bytes' Python repr (``b'{...}'``) as the value, which says
+    neither what is wrong nor where. The error names the Content-Type and what it must be."""
+    raw = (f'{{"account_id": {account}, "amount": "25.00", "currency": "USD", '
+           '"reason": "Goodwill"}').encode()
+    before = _rows(api)
+    headers = api.headers("billing:write")
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    r = api.client.post("/billing/credit-memos", content=raw, headers=headers)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == "Content-Type" and error["value"] == content_type
+    assert "application/json" in error["message"]
+    assert "b'" not in r.text
+    assert _rows(api) == before
+
 # --- JSON types: pydantic's lax mode read ``true`` as the integer 1 and ``"yes"`` as true -----
 
 @pytest.mark.parametrize("path,body,field", [
