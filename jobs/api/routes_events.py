@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,12 +69,12 @@ _SOAP_XML = "text/xml; charset=utf-8"
 
 @dataclass(frozen=True)
 class _Receiver:
-    """What one connection's receivers need, resolved once."""
+    """What one connection's receivers need, resolved once (the secrets kept out of repr)."""
 
     settings: ConnectionSettings
     events: EventSettings
-    key: str | None
-    hmac_secret: str | None
+    key: str | None = field(repr=False)
+    hmac_secret: str | None = field(repr=False)
     objects: dict[str, tuple[str, ...]]      # CRM name (lower case) -> canonical objects
 
 

@@ -291,6 +291,23 @@ def test_a_chunked_body_over_the_limit_is_413_without_an_error_in_the_log(client
     assert not any(r.exc_info for r in caplog.records)
     assert _stored(engine) == []
 
+
+def test_a_receiver_s_resolved_secrets_never_show_in_its_repr(sqlite_engine, settings):
+    """What a connection's receivers resolve once (``routes_events._receiver``) holds the
+    webhook key and the HMAC secret in clear: its repr (a traceback with locals, a debug
+    line) printed both. Secrets never show in a repr."""
+    from starlette.requests import Request
+
+    from jobs.api import routes_events
+
+    app = build_app(sqlite_engine, settings)
+    request = Request({"type": "http", "app": app, "headers": [], "query_string": b""})
+    for connection, crm in (("dv", "dynamics"), ("sf", "salesforce")):
+        receiver = routes_events._receiver(request, connection, crm)
+        assert receiver.key == (DV_KEY if crm == "dynamics" else None)
+        shown = repr(receiver) + str(receiver)
+        assert DV_KEY not in shown and HMAC_SECRET not in shown, shown
+
 class _Runner:
     """The API's sync runner as far as the receivers ask it: which CRM user each connection
     acts as (``Worker.own_user``)."""
