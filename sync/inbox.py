@@ -78,6 +78,9 @@ _SLOTS: weakref.WeakKeyDictionary[Engine, threading.BoundedSemaphore] = \
 _SLOTS_GUARD = threading.Lock()
 #: Attempts before an event is ``failed`` (the next poll still reads its record).
 MAX_ATTEMPTS = 10
+#: A record's events wait for a settling object at most this many windows (``claim``): a
+#: trickle of events on one record must not hold the others' for as long as it lasts.
+SETTLE_PATIENCE = 10
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,10 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
     still receiving events (a bulk change arrives one webhook or message at a time), so only
     whole read batches of it (``batch`` records, what one ``read_by_ids`` query reads) are
     claimed, oldest first; the rest waits until its events stop arriving for ``settle``
-    (``Claim.deferred``). A burst of 1,000 changed records is then read in 5 full queries
+    (``Claim.deferred``), at most ``SETTLE_PATIENCE`` windows after the record's first
+    claimable event was received: one that waited that long is claimed whatever still
+    arrives beside it (a record changed every 0.2 s held every other record of its object
+    deferred for as long as it went on). A burst of 1,000 changed records is then read in 5 full queries
     instead of a partial query per round. ``busy_since`` (the previous round's start): events
     received since then count as still arriving too, however long that round took (on
     SQLite the receivers wait for a round's commit, which looks like a pause)."""
@@ -183,12 +189,16 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
             .distinct()).scalars())
         where = _claimable(connection, now, gone)
         picked = conn.execute(
-            select(event_inbox.c.object, event_inbox.c.crm_id).where(where)
+            select(event_inbox.c.object, event_inbox.c.crm_id,
+                   func.min(event_inbox.c.received_at)).where(where)
             .group_by(event_inbox.c.object, event_inbox.c.crm_id)
             .order_by(func.min(event_inbox.c.id)).limit(keys)).all()
         by_object: dict[str, list[str]] = {}
-        for obj, crm_id in picked:
+        overdue: set[tuple[str, str]] = set()
+        for obj, crm_id, first in picked:
             by_object.setdefault(str(obj), []).append(str(crm_id))
+            if settle is not None and first <= now - SETTLE_PATIENCE * settle:
+                overdue.add((str(obj), str(crm_id)))
         deferred = 0
         if settle is not None and by_object:
             busy = set(conn.execute(
@@ -197,10 +207,13 @@ def claim(engine: Engine, connection: str, now: datetime, *, keys: int,
                 .having(func.max(event_inbox.c.received_at) > min(
                     now - settle, busy_since or now))).scalars())
             for obj in busy & set(by_object):
+                # a whole batch of the oldest, and whatever waited past the patience
                 whole = len(by_object[obj]) // batch * batch
-                deferred += len(by_object[obj]) - whole
-                by_object[obj] = by_object[obj][:whole]
-                if not whole:
+                kept = by_object[obj][:whole] + [c for c in by_object[obj][whole:]
+                                                 if (obj, c) in overdue]
+                deferred += len(by_object[obj]) - len(kept)
+                by_object[obj] = kept
+                if not kept:
                     del by_object[obj]
         ids: list[int] = []
         for obj, crm_ids in by_object.items():

@@ -189,3 +189,25 @@ def test_events_stored_while_another_job_holds_the_connection_run_when_it_frees(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(event_inbox).where(
             event_inbox.c.state == "done")).scalar() == 250
+
+
+def test_a_trickle_on_one_record_does_not_hold_the_others_past_the_patience(
+        engine: Engine) -> None:
+    """One account gets an event every 0.2 s, without end; another got one event 10 s ago.
+    Before, the object counted as still arriving at every round, so the other account's
+    event (less than a whole batch) was deferred for as long as the trickle lasted (60 s and
+    more, until only the poll read it). Now an event waiting longer than
+    ``inbox.SETTLE_PATIENCE`` times the window is claimed whatever arrives beside it; the
+    records whose events are young still wait for a whole batch or a pause."""
+    now = datetime.now(UTC)
+    inbox.store(engine, "sf", "salesforce_json", [_event("OLD1")], now - timedelta(seconds=10))
+    for k in range(5):              # BUSY's events of the last second: still arriving
+        inbox.store(engine, "sf", "salesforce_json", [_event("BUSY")],
+                    now - timedelta(seconds=0.2 * k))
+    got = inbox.claim(engine, "sf", now, keys=1000, settle=EVENT_SETTLE)
+    assert (got.records, got.deferred) == ({"account": ["OLD1"]}, 1)
+    # the trickle goes on; once BUSY's own first event is that old, it is read too
+    later = now + inbox.SETTLE_PATIENCE * EVENT_SETTLE
+    inbox.store(engine, "sf", "salesforce_json", [_event("BUSY")], later)
+    got = inbox.claim(engine, "sf", later, keys=1000, settle=EVENT_SETTLE)
+    assert (got.records, got.deferred) == ({"account": ["BUSY"]}, 0)
