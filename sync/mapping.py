@@ -81,6 +81,9 @@ class PriceRec:
     unit_price: Decimal
     active: bool
     effective_from: date | None = None      # the CRM's price start date, when the map has one
+    #: The entry is of the price book billing prices from (Salesforce: the standard one,
+    #: ``Pricebook2.IsStandard``); True when the map has no such field (Dataverse's list price).
+    standard: bool = True
 
 
 #: What a quote does to a deal (the mapped ``type`` field, see :func:`map_quote`).
@@ -236,7 +239,8 @@ def map_price(rec: Mapping[str, Any], *, guid: bool = False) -> PriceRec:
                     unit_price=boundary.decimal(rec, "unit_price", required=True,
                                                 limit=boundary.MAX_PRICE) or Decimal(0),
                     active=boundary.boolean(rec, "active", True),
-                    effective_from=boundary.day(rec, "effective_from"))
+                    effective_from=boundary.day(rec, "effective_from"),
+                    standard=boundary.boolean(rec, "standard", True))
 
 
 def _optional_id(rec: Mapping[str, Any], field: str, guid: bool) -> str | None:

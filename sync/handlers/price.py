@@ -6,9 +6,11 @@ Rules kept here:
   quarantine's stored record when that product lands (``ProductHandler.waited_on_by``), or
   when the price changes.
 - Only an active entry (``active``: Salesforce's ``IsActive``, a Dataverse product's state)
-  sets a price. An inactive one is kept as seen and sets nothing: billing keeps the price it
-  has (a retired entry, or another price book's entry no quote may use, must not replace the
-  list price); made active, it sets its price as a changed price does.
+  of the price book billing prices from (``standard``: Salesforce's standard price book,
+  ``Pricebook2.IsStandard``; a map without the field takes every entry) sets a price. Any
+  other is kept as seen and sets nothing: billing keeps the price it has (a retired entry,
+  or a partner or regional price book's, must not replace the list price); made active, it
+  sets its price as a changed price does.
 - The first price billing gets for a product and currency applies from ``FIRST_PRICE_DATE``:
   the CRM holds one current price, its history is unknown, so it prices everything before.
   That is decided by billing's prices, not by the CRM record: a product and currency billing
@@ -65,7 +67,7 @@ class PriceHandler(RecordHandler[PriceRec]):
     def reconcile(self, rec: PriceRec, existing: RowMapping | None
                   ) -> tuple[int | None, str | None]:
         product_id = self.products.require(rec.product_crm_id)
-        if not rec.active:              # retired, or another price book's unused entry
+        if not (rec.active and rec.standard):   # retired, or another price book's
             return (existing["ledger_id"] if existing is not None else None,
                     rec.product_crm_id)
         price_id = set_price(self.uow, product_id, rec.currency,

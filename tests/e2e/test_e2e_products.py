@@ -57,3 +57,34 @@ def test_a_crm_product_rename_and_deactivation_reach_billing(world: Any, connect
     assert _catalog(world, connection, renamed) == {"name": "Cloud Workspace Standard 2026",
                                                      "active": True}
     assert _catalog(world, connection, retired)["active"] is False
+
+
+def _list_prices(world: Any, product_crm_id: str) -> list[tuple[str, Any]]:
+    from billing_core.service.pricing import list_prices
+    with world.engine.connect() as conn:
+        product_id = conn.execute(select(sync_records.c.ledger_id).where(
+            sync_records.c.connection == "sf", sync_records.c.object == "product",
+            sync_records.c.crm_id == product_crm_id)).scalar_one()
+        return sorted((p.currency, p.unit_price) for p in list_prices(conn, product_id))
+
+
+def test_a_partner_price_book_entry_does_not_reprice_the_catalog(world: Any) -> None:
+    """A Salesforce org keeps a standard price book and others beside it (partner, regional).
+    An entry of another price book, active, at another price, once read by the sync, set
+    billing's list price before (the last entry applied won). Now the connector reads each
+    entry's ``Pricebook2.IsStandard`` and only the standard book's entries price."""
+    [first] = world.cycle("sf")
+    assert first.outcome == "ok"
+    product = world.sf("update", object="Product2", index=0, fields={})["id"]
+    before = _list_prices(world, product)
+    assert before
+    book = world.sf("create", object="Pricebook2",
+                    fields={"Name": "Partner Price Book", "IsActive": True})["id"]
+    currency, price = before[0]
+    world.sf("create", object="PricebookEntry",
+             fields={"Pricebook2Id": book, "Product2Id": product, "CurrencyIsoCode": currency,
+                     "UnitPrice": str(price / 2), "IsActive": True})
+    [report] = world.cycle("sf")
+    assert report.outcome == "ok" and report.stats("price").quarantined == 0
+    assert report.stats("price").upserted == 1
+    assert _list_prices(world, product) == before

@@ -108,6 +108,13 @@ PRODUCT = SObject("Product2", "01t", (
     Field("Needs_Provisioning__c", BOOLEAN),
     *_system(),
 ))
+PRICEBOOK = SObject("Pricebook2", "01s", (
+    _id(),
+    Field("Name", STRING, 255),
+    Field("IsStandard", BOOLEAN, updateable=False),
+    Field("IsActive", BOOLEAN),
+    *_system(),
+))
 PRICEBOOK_ENTRY = SObject("PricebookEntry", "01u", (
     _id(),
     Field("Pricebook2Id", REFERENCE, 18),
@@ -249,7 +256,7 @@ CONTENT_DOCUMENT_LINK = SObject("ContentDocumentLink", "06A", (
 ))
 
 OBJECTS: dict[str, SObject] = {
-    o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM,
+    o.name.lower(): o for o in (ACCOUNT, PRODUCT, PRICEBOOK, PRICEBOOK_ENTRY, QUOTE, QUOTE_LINE_ITEM,
                                 CPQ_QUOTE, CPQ_QUOTE_LINE, CONTRACT, OPPORTUNITY, INVOICE,
                                 CONTENT_VERSION, CONTENT_DOCUMENT, CONTENT_DOCUMENT_LINK)
 }

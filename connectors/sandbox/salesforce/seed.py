@@ -118,7 +118,7 @@ class Seed:
 
     def __init__(self, seed: int, accounts: int, quotes: int) -> None:
         self.seed = seed
-        self.counts = {"Account": accounts, "Product2": len(_PRODUCTS),
+        self.counts = {"Account": accounts, "Product2": len(_PRODUCTS), "Pricebook2": 1,
                        "PricebookEntry": len(_PRODUCTS) * len(CURRENCIES), "Quote": quotes,
                        "QuoteLineItem": quotes * LINES_PER_QUOTE, "SBQQ__Quote__c": quotes,
                        "SBQQ__QuoteLine__c": quotes * LINES_PER_QUOTE,
@@ -168,6 +168,10 @@ class Seed:
         return {"Id": make_id("01t", i), "ProductCode": code, "Name": name, "IsActive": True,
                 "Billing_Type__c": kind, "Billing_Frequency__c": freq,
                 "Needs_Provisioning__c": provision, **_system(i)}
+
+    def _pricebook2(self, i: int) -> Row:
+        return {"Id": make_id("01s", i), "Name": "Standard Price Book", "IsStandard": True,
+                "IsActive": True, **_system(i)}
 
     def _pricebookentry(self, i: int) -> Row:
         product, cur = divmod(i, len(CURRENCIES))

@@ -101,6 +101,11 @@ def coerce(store: Store, fld: S.Field, value: Any) -> Any:
     return text
 
 
+#: Values a created record has that the caller cannot set (a price book made through the API
+#: is never the standard one).
+_CREATED_WITH: dict[str, dict[str, Any]] = {"Pricebook2": {"IsStandard": False}}
+
+
 def values_for(store: Store, obj: S.SObject, payload: dict[str, Any], creating: bool) -> dict[str, Any]:
     """Validated stored values from a JSON record; raises WriteError on the first bad field."""
     out: dict[str, Any] = {}
@@ -118,6 +123,7 @@ def values_for(store: Store, obj: S.SObject, payload: dict[str, Any], creating: 
                              "permission set.", [fld.name])
         out[fld.name] = coerce(store, fld, value)
     if creating:
+        out = {**_CREATED_WITH.get(obj.name, {}), **out}
         missing = [n for n in _REQUIRED.get(obj.name, ()) if out.get(n) in (None, "")]
         if missing:
             raise WriteError("REQUIRED_FIELD_MISSING",

@@ -113,3 +113,29 @@ def test_a_product_first_priced_by_an_inactive_entry_has_no_price_until_it_is_ac
     crm.put("price", "P1-USD", active=True)
     assert run_cycle(engine, crm).outcome == "ok"
     assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+
+
+def test_an_entry_of_another_price_book_sets_no_price(engine):
+    """Salesforce keeps a product's price per price book: the standard one, and partner or
+    regional ones beside it. Every active entry set billing's list price before, the last one
+    applied winning (a partner book's 70.00 replaced the standard 100.00). Only the standard
+    price book's entry (``standard``: ``Pricebook2.IsStandard``) prices now."""
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("price", "P1-USD", standard=True)
+    crm.put("price", "P1-USD-PARTNER", product_crm_id="P1", currency="USD",
+            unit_price=Decimal(70), active=True, standard=False)
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+    crm.put("price", "P1-USD-PARTNER", unit_price=Decimal(65))
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
+
+
+def test_a_price_book_flag_that_is_not_a_boolean_is_quarantined(engine):
+    crm = FakeCRM()
+    crm.seed_basic()
+    crm.put("price", "P1-USD", standard="yes")
+    report = run_cycle(engine, crm)
+    assert report.outcome == "partial" and report.stats("price").quarantined == 1
+    assert _seat_prices(engine) == []
