@@ -240,3 +240,59 @@ def test_a_crm_cancellation_date_credits_the_unused_days(world: DealWorld,
     assert report.outcome == "ok"
     run_bill_run(world.engine, FEB1)
     assert invoice_lines_of(world, deal.account, FEB1) == [("proration", -2323), ("credit_memo", 2323)]
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_two_amendments_in_one_sync_interval(world: DealWorld, connection: str) -> None:
+    """8 seats from 20 January, then 6 from 25 January, both accepted before the next sync.
+    CPQ (two Amendment quotes of the contract): 1 February bills +3 x 12.00 x 12/31 = 13.94,
+    -2 x 12.00 x 7/31 = -5.42, February at 6 seats, 72.00. Dataverse: the first revision was
+    revised again before its hand-off, so only the current one is the deal's (superseded
+    before its hand-off: sync/handoff.py): +1 x 12.00 x 7/31 = 2.71 and 72.00."""
+    deal = _start(world, connection)
+    deal.amend("2027-01-20", 8)
+    if connection == "d365":        # the revision is won: the next one revises it
+        assert isinstance(deal, DataverseDeal)
+        deal.quote = _newest_revision(world, deal)
+    deal.amend("2027-01-25", 6)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok", report
+    [report] = world.cycle(connection)
+    run_bill_run(world.engine, FEB1)
+    if connection == "sf":
+        assert invoice_lines_of(world, deal.account, FEB1) == [
+            ("proration", 1394), ("proration", -542), ("recurring", 7200)]
+        assert len(_deal(world, deal.account)) == 3
+    else:
+        assert invoice_lines_of(world, deal.account, FEB1) == [("proration", 271),
+                                                               ("recurring", 7200)]
+        assert len(_deal(world, deal.account)) == 2
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_an_amendment_then_a_renewal_in_one_sync_interval(world: DealWorld,
+                                                          connection: str) -> None:
+    """8 seats from 20 January, then renewed from 1 February at 6 seats for 15.00: 1 February
+    bills the 3 added seats for 20-31 January (13.94) and the renewal's February, 90.00."""
+    deal = _start(world, connection)
+    deal.amend("2027-01-20", 8)
+    if connection == "d365":
+        assert isinstance(deal, DataverseDeal)
+        deal.quote = _newest_revision(world, deal)
+    deal.renew("2027-02-01", 6, 15)
+    for _ in range(2):
+        [report] = world.cycle(connection)
+        assert report.outcome == "ok", report
+    run_bill_run(world.engine, FEB1)
+    assert invoice_lines_of(world, deal.account, FEB1) == [("proration", 1394),
+                                                           ("recurring", 9000)]
+    first, amendment, renewal = _deal(world, deal.account)
+    assert amendment[1:] == (first[0], None) and renewal[1:] == (None, amendment[0])
+
+
+def _newest_revision(world: World, deal: DataverseDeal) -> str:
+    """The won revision of the Dataverse deal's quote (the one ReviseQuote made last)."""
+    rows = [world.dv("get", table="quotes", index=i) for i in range(
+        world.dv("info")["rows"]["quotes"])]
+    won = [r for r in rows if r.get("quotenumber") == "QUO-DEAL-1" and r.get("statecode") == 2]
+    return str(max(won, key=lambda r: r["revisionnumber"])["quoteid"])
