@@ -23,6 +23,11 @@ Rules kept here:
   retry by hand) are handed off the same way, their looks deleted too. The report counts the
   outcomes; it lists the quotes only for given quotes.
 - A revision that does not fit ``handoffs.revision`` (``MAX_REVISION``) is quarantined.
+- Only a primary quote is ordered (``QuoteRec.primary``, mapped from CPQ's
+  ``SBQQ__Primary__c``; a map without it makes every quote primary): an accepted quote that is
+  not its opportunity's primary one, not handed off before, is refused (waiting, quarantined
+  naming ``primary``) until it is made primary, so an alternative quote accepted beside the
+  primary one is no second order.
 - An owed revision replaced by a newer accepted one before its hand-off is ``withdrawn``
   (superseded): only the quote's current revision becomes an order, as before.
   What a chunk needs is read with a few queries per chunk (``sync.handoff_reads``).
@@ -333,6 +338,12 @@ def _one(uow: UnitOfWork, fetch_account: AccountFetcher | None, connection: str,
         if done_now[-1]["order_id"] and _ends(quote, known):
             _apply_ends(uow, connection, quote, int(done_now[-1]["order_id"]), known)
         return None
+    if not quote.primary:       # CPQ orders only the primary quote of an opportunity
+        _refused(uow, connection, quote, known, Invalid(
+            "primary", False, "the accepted quote is not its opportunity's primary quote: "
+            "only the primary quote is ordered (an alternative accepted beside it would bill "
+            "twice); make it primary to order it"))
+        return "failed"
     if not 0 <= quote.revision <= MAX_REVISION:
         quarantine_record(uow, connection, "quote", json.loads(mapping.rec_to_json(quote)),
                           Invalid("revision", quote.revision,

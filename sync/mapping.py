@@ -117,6 +117,9 @@ class QuoteRec:
     #: a percentage lowers every line's price; an amount is refused (it has no one line).
     discount_percent: Decimal | None = None
     discount_amount: Decimal | None = None
+    #: Whether the quote is its opportunity's primary one (mapped ``primary``: CPQ
+    #: ``SBQQ__Primary__c``); True when not mapped. Only a primary quote is ordered.
+    primary: bool = True
 
 
 @quick_init
@@ -292,7 +295,8 @@ def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
                     end_date=boundary.day(rec, "end_date"),
                     currency=_currency(rec) if rec.get("currency") is not None else None,
                     discount_percent=_discount(rec, "discount_percent", Decimal(100)),
-                    discount_amount=_discount(rec, "discount_amount", boundary.MAX_LINE))
+                    discount_amount=_discount(rec, "discount_amount", boundary.MAX_LINE),
+                    primary=boundary.boolean(rec, "primary", True))
 
 
 def _discount(rec: Mapping[str, Any], field: str, limit: Decimal) -> Decimal | None:
@@ -412,7 +416,8 @@ def _finite(value: Any) -> Any:
 #: Fields stored only when set: a quote or line without them is stored (and hashed) as
 #: before they existed, so records synced before are not all "changed" at once.
 _WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date": None,
-             "currency": None, "discount_percent": None, "discount_amount": None}
+             "currency": None, "discount_percent": None, "discount_amount": None,
+             "primary": True}
 
 
 def rec_to_json(rec: Any) -> str:
@@ -484,7 +489,8 @@ def quote_from_json(text: str) -> QuoteRec:
                     origin_quote=d.get("origin_quote"), origin_ref=d.get("origin_ref"),
                     end_date=_day(d, "end_date"), currency=d.get("currency"),
                     discount_percent=_dec(d, "discount_percent"),
-                    discount_amount=_dec(d, "discount_amount"))
+                    discount_amount=_dec(d, "discount_amount"),
+                    primary=d.get("primary", True) is not False)
 
 
 def _dec(d: Mapping[str, Any], key: str) -> Decimal | None:

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from billing_core.adapters.tables import accounts, orders
 from billing_core.service.bill_run import run_bill_run
 from jobs.cli.demo_crm import set_sandbox_tax_rates
+from sync.tables import quarantine
 
 pytestmark = pytest.mark.e2e
 JAN1, FEB1 = date(2027, 1, 1), date(2027, 2, 1)
@@ -296,3 +297,32 @@ def _newest_revision(world: World, deal: DataverseDeal) -> str:
         world.dv("info")["rows"]["quotes"])]
     won = [r for r in rows if r.get("quotenumber") == "QUO-DEAL-1" and r.get("statecode") == 2]
     return str(max(won, key=lambda r: r["revisionnumber"])["quoteid"])
+
+
+def test_a_non_primary_cpq_quote_is_not_a_second_order(world: DealWorld) -> None:
+    """CPQ orders only the primary quote of an opportunity. The deal's quote is primary and
+    billed; an alternative quote of the same account (3 seats from 1 January), not primary,
+    is marked Accepted too: it is no second order (it waits, quarantined naming
+    ``primary``), so 1 February bills the deal's 60.00 only, not 3 seats more. Made primary,
+    it is ordered: 1 March bills its January, February and March, 36.00 each, beside the
+    deal's 60.00."""
+    deal = _start(world, "sf")
+    assert isinstance(deal, SalesforceDeal)
+    other = world.sf("create_quote", cpq=True, account_id=deal.account, status="Accepted",
+                     start_date="2027-01-01",
+                     lines=[{"product_index": 0, "quantity": 3, "unit_price": 12}])["id"]
+    world.sf("update", object="SBQQ__Quote__c", id=other, fields={"SBQQ__Primary__c": False})
+    world.cycle("sf")
+    run_bill_run(world.engine, FEB1)
+    assert invoice_lines_of(world, deal.account, FEB1) == [("recurring", 6000)]
+    assert len(_deal(world, deal.account)) == 1
+    with world.engine.connect() as conn:
+        entry = conn.execute(select(quarantine.c.field, quarantine.c.status).where(
+            quarantine.c.connection == "sf", quarantine.c.crm_id == other)).one()
+    assert tuple(entry) == ("primary", "open")
+    world.sf("update", object="SBQQ__Quote__c", id=other, fields={"SBQQ__Primary__c": True})
+    [report] = world.cycle("sf")
+    assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, date(2027, 3, 1))
+    assert invoice_lines_of(world, deal.account, date(2027, 3, 1)) == [
+        ("recurring", 6000), ("recurring", 3600), ("recurring", 3600), ("recurring", 3600)]

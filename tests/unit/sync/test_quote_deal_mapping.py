@@ -104,3 +104,18 @@ def test_a_stored_quote_maps_back_to_itself() -> None:
         q = map_quote(raw)
         stored = revive(json.loads(rec_to_json(q)))
         assert map_quote(stored) == q
+
+
+def test_the_primary_flag_is_read_and_stored_only_when_false() -> None:
+    """CPQ's SBQQ__Primary__c (``primary``): a quote without it, or primary, is stored as
+    before (same content hash); one that is not primary keeps that through its stored JSON
+    (what a quarantine retry reads back); anything but a boolean is refused naming it."""
+    assert map_quote(BASE).primary is True
+    assert rec_to_json(map_quote({**BASE, "primary": True})) == rec_to_json(map_quote(BASE))
+    alternative = map_quote({**BASE, "primary": False})
+    assert alternative.primary is False
+    assert json.loads(rec_to_json(alternative))["primary"] is False
+    assert quote_from_json(rec_to_json(alternative)).primary is False
+    with pytest.raises(Invalid) as refused:
+        map_quote({**BASE, "primary": "no"})
+    assert refused.value.field == "primary"
