@@ -45,10 +45,11 @@ class SalesforceDeal:
     connection = "sf"
 
     def __init__(self, world: World, lines: list[Line], start: str = "2027-01-01",
-                 name: str = "Revised Co") -> None:
+                 name: str = "Revised Co", accept: bool = True) -> None:
         self.world = world
         self.account = self.new_account(name)
-        quote = world.sf("create_quote", account_id=self.account, status="Accepted",
+        quote = world.sf("create_quote", account_id=self.account,
+                         status="Accepted" if accept else "Draft",
                          start_date=start, lines=[{"product_index": p, "quantity": q,
                                                    "unit_price": u} for p, q, u in lines])
         self.quote, self.lines = quote["id"], list(quote["line_ids"])
@@ -86,7 +87,7 @@ class DataverseDeal:
     connection = "d365"
 
     def __init__(self, world: World, lines: list[Line], start: str = "2027-01-01",
-                 name: str = "Revised Co") -> None:
+                 name: str = "Revised Co", accept: bool = True) -> None:
         self.world = world
         self.currency = dataverse_usd(world)
         self.products = [self._product("SKU-SEAT-R", "Seat", 12),
@@ -101,7 +102,8 @@ class DataverseDeal:
         self.quote = str(quote)
         self.lines = [self._line(i + 1, *line) for i, line in enumerate(lines)]
         self.next_line = len(lines) + 1
-        world.dv("win_quote", id=quote)
+        if accept:
+            world.dv("win_quote", id=quote)
 
     def _product(self, sku: str, name: str, price: float, frequency: int = MONTHLY) -> str:
         return str(self.world.dv("create", table="products", row={
@@ -638,3 +640,51 @@ def test_account_landing_in_a_later_sync(both_db_world: World, connection: str) 
     assert _orders(world, deal) == 1
     assert _open_quarantine(world, connection) == []
 
+
+
+@pytest.mark.parametrize("connection", CRMS)
+def test_committed_seats_revised_inside_their_term(both_db_world: World,
+                                                   connection: str) -> None:
+    """Seats committed for 12 months (auto-renew) from 1 January 2027. Revision: 8 seats from
+    20 January (1 February: 13.94 + 96.00). Revision: 6 seats and a pro seat committed for
+    12 months without auto-renew, from 20 March: the decrease is recorded from the term end
+    (nothing credited), the pro seat is co-termed with the seats, to 1 January 2028 (1 April:
+    24.50 x 12/31 = 9.48 and 24.50; the 1 January 2028 invoice bills no pro seat, and the
+    seats renewed at 6, 72.00)."""
+    from billing_core.service import ledger_uow
+    from billing_core.service.pricing import set_product_terms
+    world = both_db_world
+    deal = (SalesforceDeal if connection == "sf" else DataverseDeal)(
+        world, [(SEAT, 5, 12)], accept=False)
+    _cycle(world, connection)
+    with ledger_uow(world.engine) as uow:
+        sf = connection == "sf"
+        set_product_terms(uow, "CWS-STD-M" if sf else "SKU-SEAT-R", term_months=12,
+                          auto_renew=True)
+        set_product_terms(uow, "CWS-PRO-M" if sf else "SKU-PRO-R", term_months=12,
+                          auto_renew=False)
+        uow.commit()
+    if connection == "sf":
+        deal.set_status(True)
+    else:
+        world.dv("win_quote", id=deal.quote)
+    _cycle(world, connection)
+    run_bill_run(world.engine, JAN1)
+    assert _lines(world, deal, JAN1) == [("recurring", 6000)]
+    deal.revise("2027-01-20", quantities={0: 8})
+    _cycle(world, connection)
+    run_bill_run(world.engine, FEB1)
+    assert _lines(world, deal, FEB1) == [("proration", 1394), ("recurring", 9600)]
+    deal.revise("2027-03-20", quantities={0: 6}, add=((PRO, 1, 24.5),))
+    _cycle(world, connection)
+    assert _open_quarantine(world, connection) == []
+    for month in (3, 4, 5):
+        run_bill_run(world.engine, date(2027, month, 1))
+    assert _lines(world, deal, MAR1) == [("recurring", 9600)]
+    assert _lines(world, deal, date(2027, 4, 1)) == [("recurring", 9600), ("proration", 948),
+                                                    ("recurring", 2450)]
+    assert _lines(world, deal, date(2027, 5, 1)) == [("recurring", 9600), ("recurring", 2450)]
+    for month in range(6, 13):
+        run_bill_run(world.engine, date(2027, month, 1))
+    run_bill_run(world.engine, date(2028, 1, 1))
+    assert _lines(world, deal, date(2028, 1, 1)) == [("recurring", 7200)]
