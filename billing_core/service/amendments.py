@@ -41,6 +41,10 @@ Rules kept here
 - A revision dated before a change the deal already has scheduled after it (a quantity
   change, or an end a revision's removal recorded) is refused, naming that change: taken as
   the difference on its own date, it would leave the later change in force over its content.
+- A revision dated on or after the start of a renewal of the deal (an order whose
+  ``renews_order_id`` is one of the deal's) is refused, naming ``effective_date``: the
+  renewal ended the deal's subscriptions there and bills from then on, so what the revision
+  orders would be billed beside the renewal's. Amend the renewal (its own deal) instead.
 - Committed terms (:mod:`billing_core.domain.terms`) apply as to finance's changes: a decrease
   inside a term is refused or recorded from the term end (its ``amendment_items`` row holds
   that date), a removal is refused or moved to the term end by the product's early-termination
@@ -67,7 +71,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from billing_core.adapters.db import UnitOfWork
 from billing_core.adapters.tables import (
@@ -148,6 +152,7 @@ def _amend(uow: UnitOfWork, data: AmendmentIn, policy: CreditPolicy | None) -> i
                            f"its deal's order {cancelled[0]} is cancelled")
     on = data.effective_date
     _refuse_before_scheduled(uow, chain, on)
+    _refuse_after_renewal(uow, chain, on)
     held, starts = _held(uow, chain, on)
     plan = domain.diff(held, _charged(uow, chain), _wanted(data), [
         domain.WantedCharge(int(c.product_id), _price(c.unit_price), to_decimal(
@@ -241,6 +246,24 @@ def _refuse_before_scheduled(uow: UnitOfWork, chain: list[int], on: date) -> Non
     raise RuleViolation("effective_date", on, f"is before {what}, which the deal already has: "
                         "this revision would leave it in force; date the revision from then "
                         "on, or change the deal by hand")
+
+
+def _refuse_after_renewal(uow: UnitOfWork, chain: list[int], on: date) -> None:
+    """Refuse a revision dated on or after the start of a renewal of the deal: the renewal
+    ended the deal's subscriptions there and bills that term itself, so what the revision
+    orders would be added beside it (6 renewed seats and 7 amended ones billed for the same
+    days)."""
+    renewal = uow.conn.execute(select(orders.c.id, orders.c.order_date).where(
+        orders.c.renews_order_id.in_(chain), orders.c.status != OrderStatus.CANCELLED)
+        .order_by(orders.c.id)).first()
+    if renewal is None:
+        return
+    start = uow.conn.execute(select(func.min(subscriptions.c.start_date)).where(
+        subscriptions.c.order_id == renewal.id)).scalar() or renewal.order_date
+    if on >= start:
+        raise RuleViolation("effective_date", on, f"is on or after {start}, when the deal's "
+                            f"renewal (order {renewal.id}) starts: the renewal bills from "
+                            "then on; amend the renewal, or date the revision before it")
 
 
 def _coterm(uow: UnitOfWork, chain: list[int], order_id: int, on: date) -> None:

@@ -326,3 +326,93 @@ def test_a_non_primary_cpq_quote_is_not_a_second_order(world: DealWorld) -> None
     run_bill_run(world.engine, date(2027, 3, 1))
     assert invoice_lines_of(world, deal.account, date(2027, 3, 1)) == [
         ("recurring", 6000), ("recurring", 3600), ("recurring", 3600), ("recurring", 3600)]
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_zeroed_by_an_amendment_then_ordered_again(world: DealWorld, connection: str) -> None:
+    """The seats zeroed from 20 January, then ordered again (5) from 1 February by another
+    amendment: 1 February credits -23.23 and bills February's 60.00 once."""
+    deal = _start(world, connection)
+    deal.amend("2027-01-20", 0)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok"
+    if connection == "d365":
+        assert isinstance(deal, DataverseDeal)
+        deal.quote = _newest_revision(world, deal)
+    deal.amend("2027-02-01", 5)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1, report
+    run_bill_run(world.engine, FEB1)
+    assert invoice_lines_of(world, deal.account, FEB1) == [("proration", -2323),
+                                                           ("recurring", 6000)]
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_a_renewal_then_amended(world: DealWorld, connection: str) -> None:
+    """Renewed from 1 February at 6 seats for 15.00, then the renewal amended to 7 seats from
+    10 February (CPQ: the renewal quote contracted, and an Amendment quote of that contract;
+    Dataverse: a revision of the renewal quote). 1 March: +1 x 15 x 19/28 = 10.18, March
+    105.00."""
+    deal = _start(world, connection)
+    if connection == "sf":
+        assert isinstance(deal, SalesforceDeal)
+        renewal = world.sf("renew_contract", contract_id=deal.contract,
+                           start_date="2027-02-01", quantities={0: 6}, prices={0: 15})["id"]
+    else:
+        deal.renew("2027-02-01", 6, 15)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok"
+    run_bill_run(world.engine, FEB1)
+    assert invoice_lines_of(world, deal.account, FEB1) == [("recurring", 9000)]
+    if connection == "d365":
+        assert isinstance(deal, DataverseDeal)
+        renewal = world.dv("get", table="quotes", id=_quote_numbered(world, "QUO-DEAL-1-R"))
+        revised = world.dv("revise_quote", id=renewal["quoteid"])
+        world.dv("update", table="quotedetails", id=revised["quotedetailids"][0],
+                 values={"quantity": 7, "extendedamount": 105})
+        world.dv("set_local_date", table="quotes", id=revised["quoteid"],
+                 column="effectivefrom", date="2027-02-10")
+        world.dv("win_quote", id=revised["quoteid"])
+    else:
+        assert isinstance(deal, SalesforceDeal)
+        renewed = world.sf("contract_quote", id=renewal)["id"]
+        world.sf("amend_contract", contract_id=renewed, start_date="2027-02-10",
+                 quantities={0: 7})
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1, report
+    run_bill_run(world.engine, date(2027, 3, 1))
+    assert invoice_lines_of(world, deal.account, date(2027, 3, 1)) == [
+        ("proration", 1018), ("recurring", 10500)]
+
+
+def _quote_numbered(world: World, number: str) -> str:
+    rows = [world.dv("get", table="quotes", index=i) for i in range(
+        world.dv("info")["rows"]["quotes"])]
+    return str(next(r["quoteid"] for r in rows if r.get("quotenumber") == number))
+
+
+
+@pytest.mark.parametrize("connection", ["sf", "d365"])
+def test_the_renewed_deal_amended_after_the_renewal_starts_is_refused(
+        world: DealWorld, connection: str) -> None:
+    """Renewed from 1 February at 6 seats for 15.00 (February: 90.00), then the OLD deal is
+    amended to 7 seats from 10 February (CPQ: an Amendment quote of the original contract;
+    Dataverse: a revision of the original quote). The renewal bills those days: the
+    amendment is refused, quarantined naming ``effective_date``, and 1 March bills the
+    renewal's 90.00 only. (Taken, it added 7 seats at 12.00 beside the renewal's 6: 57.00 for
+    10-28 February and 84.00 for March.)"""
+    deal = _start(world, connection)
+    deal.renew("2027-02-01", 6, 15)
+    [report] = world.cycle(connection)
+    assert report.outcome == "ok" and report.handed_off == 1
+    run_bill_run(world.engine, FEB1)
+    assert invoice_lines_of(world, deal.account, FEB1) == [("recurring", 9000)]
+    deal.amend("2027-02-10", 7)
+    world.cycle(connection)
+    run_bill_run(world.engine, date(2027, 3, 1))
+    assert invoice_lines_of(world, deal.account, date(2027, 3, 1)) == [("recurring", 9000)]
+    assert len(_deal(world, deal.account)) == 2
+    with world.engine.connect() as conn:
+        entries = conn.execute(select(quarantine.c.object, quarantine.c.field).where(
+            quarantine.c.connection == connection, quarantine.c.status == "open")).all()
+    assert [tuple(e) for e in entries] == [("quote", "effective_date")]

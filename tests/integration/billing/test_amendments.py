@@ -246,3 +246,36 @@ def test_a_revision_dated_before_a_scheduled_removal_is_refused(ledger) -> None:
                                                    date(2027, 2, 1), subscriptions=both)])
         uow.commit()
     assert isinstance(refused, RuleViolation) and "on 2027-03-01" in str(refused)
+
+
+def test_a_revision_dated_into_the_deals_renewal_is_refused(ledger) -> None:
+    """5 seats from 1 January (billed), renewed from 1 February at 6 seats for 15.00; then a
+    revision of the renewed deal from 10 February orders 7 seats: the renewal bills those
+    days, so it is refused naming ``effective_date`` and writes nothing (taken, 7 seats were
+    billed beside the renewal's 6). A revision dated before the renewal is taken."""
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    with ledger.uow() as uow:
+        first = accept_order(uow, OrderIn(acc, "crm:Q7:rev1", JAN1, subscriptions=[
+            SubscriptionItem(seat, 5, JAN1)]))
+        uow.commit()
+    ledger.run(JAN1)
+    feb1 = date(2027, 2, 1)
+    with ledger.uow() as uow:
+        accept_order(uow, OrderIn(acc, "crm:R7:rev1", feb1, renews_order_id=first,
+                                  subscriptions=[SubscriptionItem(seat, 6, feb1, "monthly",
+                                                                  Decimal("15.00"))]))
+        [refused] = amend_orders(uow, [AmendmentIn(acc, "crm:Q7:rev2", first, date(2027, 2, 10),
+                                                   subscriptions=(SubscriptionItem(seat, 7, JAN1),))])
+        [taken] = amend_orders(uow, [AmendmentIn(acc, "crm:Q7:rev3", first, JAN20,
+                                                 subscriptions=(SubscriptionItem(seat, 7, JAN1),))])
+        uow.commit()
+    assert isinstance(refused, RuleViolation) and refused.field == "effective_date"
+    assert "2027-02-01" in str(refused)
+    assert isinstance(taken, int)
+    ledger.run(feb1)
+    ledger.run(date(2027, 3, 1))
+    # 2 more seats for 20-31 January: 2 x 12.00 x 12/31 = 9.29; then the renewal alone
+    assert [ledger.amounts(i) for i in ledger.invoices(acc)] == [
+        [("recurring", 6000)], [("proration", 929), ("recurring", 9000)],
+        [("recurring", 9000)]]
