@@ -29,6 +29,10 @@ Rules kept here:
   connection's `time_zone` (values.py says why not the FormattedValue annotation).
 - A lookup value that is not text (an object, a number) is never turned into text: it passes
   raw, like any value that cannot be converted.
+- Dataverse GUIDs are case-insensitive: a row's key, every lookup (`_x_value`) and every
+  `$deletedEntity` id that is a GUID is read in lower case (as the webhook receiver reads
+  `PrimaryEntityId`, connectors.events), so one row named in two cases is one record (not two
+  accounts, or a quote's line left out of its order because it names the quote in capitals).
 """
 
 from __future__ import annotations
@@ -209,7 +213,8 @@ class DynamicsConnector(FieldMapped):
             records, deletions, returned = [], [], []
             for row in body.get("value", []):
                 if _is_deletion(om, row):
-                    deletions.append(Deletion(str(row.get("id")), None, "deleted"))
+                    deletions.append(Deletion(str(odata.canonical_guid(row.get("id"))), None,
+                                              "deleted"))
                     continue
                 record = self._record(om, row)
                 returned.append(record)
@@ -252,6 +257,9 @@ class DynamicsConnector(FieldMapped):
             value = row.get(spec.crm)
             if spec.type == "currency_ref" and isinstance(value, str) and value:
                 record[spec.canonical] = self._currency(value)
+            elif (spec.crm == om.key or _is_lookup(spec.crm)) and spec.canonical in record:
+                record[spec.canonical] = odata.canonical_guid(record[spec.canonical])
+        record["crm_id"] = odata.canonical_guid(record.get("crm_id"))
         if "@odata.etag" in row:
             record["_etag"] = row["@odata.etag"]
         return record
@@ -315,7 +323,8 @@ class DynamicsConnector(FieldMapped):
                 if _is_deletion(om, row):
                     continue
                 stamp = parse_datetime(row.get(om.modstamp))
-                yield str(row.get(om.key)), stamp if isinstance(stamp, datetime) else None
+                yield (str(odata.canonical_guid(row.get(om.key))),
+                       stamp if isinstance(stamp, datetime) else None)
             url = body.get("@odata.nextLink")
 
     def lookup(self, obj: str, field: str, value: Any) -> list[Record]:
@@ -431,6 +440,11 @@ def _field(om: ObjectMap, obj: str, field: str) -> str:
     if spec is None:
         raise FieldMapError(f"{obj}.{field} is not in the field map")
     return spec.crm
+
+
+def _is_lookup(crm: str) -> bool:
+    """Whether a column is read as a lookup's GUID (Dataverse names it ``_<column>_value``)."""
+    return crm.startswith("_") and crm.endswith("_value")
 
 
 def _is_deletion(om: ObjectMap, row: dict[str, Any]) -> bool:

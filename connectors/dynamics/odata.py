@@ -46,6 +46,12 @@ def guid(value: str) -> str:
     return value
 
 
+def canonical_guid(value: Any) -> Any:
+    """A GUID in lower case (Dataverse compares them without case); any other value as it is,
+    for the sync boundary to judge."""
+    return value.lower() if isinstance(value, str) and _GUID.match(value) else value
+
+
 def query_string(params: dict[str, str]) -> str:
     return "&".join(f"{k}={quote(v, safe=',()=:$')}" for k, v in params.items())
 

@@ -647,6 +647,7 @@ def test_webhook_over_256_kb_trimmed_of_its_parameters_is_still_stored(
 
 # -- the whole cycle on documented answers ----------------------------------------------------
 QUOTE_ID = "9a8a7a6a-5a4a-e711-80e5-00155db19e6d"
+LINE2 = "2b2c3d4e-5a4a-e711-80e5-00155db19e6d"
 PRODUCT_ID = "5c6d7e8f-5a4a-e711-80e5-00155db19e6d"
 
 
@@ -744,7 +745,7 @@ def test_a_won_quote_with_a_write_in_product_line_is_not_ordered_without_it(
     """
     _catalog(env)
     env.sets["quotedetails"].append({
-        "@odata.etag": 'W/"2202061"', "quotedetailid": "2b2c3d4e-5a4a-e711-80e5-00155db19e6d",
+        "@odata.etag": 'W/"2202061"', "quotedetailid": LINE2,
         "_quoteid_value": QUOTE_ID, "_productid_value": None, "isproductoverridden": True,
         "productdescription": "Onboarding workshop (write-in)",
         "quantity": 1.0000000000, "priceperunit": 500.0000, "requestdeliveryby": None,
@@ -754,7 +755,7 @@ def test_a_won_quote_with_a_write_in_product_line_is_not_ordered_without_it(
         bad = [tuple(r) for r in conn.execute(select(quarantine.c.crm_id, quarantine.c.field))]
         ordered = conn.execute(select(orders)).all()
         states = conn.execute(select(handoffs.c.state, handoffs.c.detail)).all()
-    assert ("2b2c3d4e-5a4a-e711-80e5-00155db19e6d", "product_crm_id") in bad
+    assert (LINE2, "product_crm_id") in bad
     assert (QUOTE_ID, "lines") in bad
     assert ordered == [], (states, bad)
     assert [s for s, _ in states] == ["waiting"]
@@ -894,3 +895,41 @@ def test_an_entra_token_error_is_an_auth_error_with_its_code_asked_once(env: Env
     assert [c.request.url for c in env.rsps.calls].count(
         f"{AUTHORITY}/oauth2/v2.0/token") == 1
     assert not any("/api/data/" in c.request.url for c in env.rsps.calls)
+
+
+def test_a_guid_in_capitals_names_the_same_row_never_a_second_one(env: Env,
+                                                                  engine: Engine) -> None:
+    """Dataverse GUIDs compare without case (the webhook receiver already reads
+    ``PrimaryEntityId`` in lower case). A quote product naming its quote in capitals was left
+    out of the quote's order (ordered short: 3 x 12.50 without the 500.00 line); an account
+    and a quote product served once more in capitals became a second account and a second
+    line billed beside the first. Each is now the one row it names."""
+    _catalog(env)
+    line = env.sets["quotedetails"][0]
+    env.sets["quotedetails"] += [
+        {**line, "quotedetailid": LINE2, "_quoteid_value": QUOTE_ID.upper(),
+         "quantity": 1.0, "priceperunit": 500.0},
+        {**line, "quotedetailid": line["quotedetailid"].upper(), "quantity": 4.0}]
+    env.sets["accounts"].append(account(ACC1.upper(), "Fourth Coffee (sample)"))
+    report = run_cycle(engine, connector())
+    assert report.outcome == "ok", report.error
+    with engine.connect() as conn:
+        assert conn.execute(select(accounts.c.ext_id)).scalars().all() == [ACC1]
+        items = conn.execute(select(subscriptions.c.quantity, subscriptions.c.unit_price)
+                             .order_by(subscriptions.c.unit_price)).all()
+        assert conn.execute(select(quarantine)).all() == []
+    assert [tuple(i) for i in items] == [(Decimal(4), Decimal("12.5")),
+                                         (Decimal(1), Decimal(500))]
+
+
+def test_a_deleted_entity_id_in_capitals_deletes_the_row(env: Env) -> None:
+    """A ``$deletedEntity`` row's ``id`` names the row whatever its case."""
+    env.sets["accounts"] = [account(ACC1, "One"), account(ACC2, "Two")]
+    conn = connector()
+    cursor = list(conn.read_changes("account", None))[-1].cursor
+    env.queue = [(200, {"@odata.context": f"{API}$metadata#accounts(accountid)/$delta",
+                        "@odata.deltaLink": f"{API}accounts?$deltatoken={TOKEN2}",
+                        "value": [{"@odata.context": f"{API}$metadata#accounts/$deletedEntity",
+                                   "id": ACC2.upper(), "reason": "deleted"}]}, {})]
+    pages = list(conn.read_changes("account", cursor))
+    assert [d.crm_id for p in pages for d in p.deletions] == [ACC2]
