@@ -29,6 +29,8 @@ Rules kept here:
   connection's `time_zone` (values.py says why not the FormattedValue annotation).
 - A lookup value that is not text (an object, a number) is never turned into text: it passes
   raw, like any value that cannot be converted.
+- A currency lookup is read as its ISO code from the cached `transactioncurrencies` table; an
+  id the cache lacks (a currency added while the worker runs) reads the table again, once.
 - Dataverse GUIDs are case-insensitive: a row's key, every lookup (`_x_value`) and every
   `$deletedEntity` id that is a GUID is read in lower case (as the webhook receiver reads
   `PrimaryEntityId`, connectors.events), so one row named in two cases is one record (not two
@@ -101,6 +103,7 @@ class DynamicsConnector(FieldMapped):
         self.clock = clock
         self.base = f"{settings.url}/api/data/v{settings.api_version}/"
         self._currencies: dict[str, str] | None = None
+        self._currencies_missed: set[str] = set()   # ids a re-read did not find either
         self._user: str | None = None      # the systemuser our writes are stamped with
         self._wrote: set[str] = set()      # objects written since their last read began
         self._write_ended: dict[str, float] = {}    # object -> monotonic end of its last write
@@ -265,8 +268,15 @@ class DynamicsConnector(FieldMapped):
         return record
 
     def _currency(self, currency_id: str) -> str:
-        """ISO code of a transactioncurrency (the table is small: read once, cached)."""
-        if self._currencies is None:
+        """ISO code of a transactioncurrency (the table is small: read once, cached). A row
+        names an existing currency, so an id the cache lacks was added since it was read (the
+        daemon keeps its connector for days): the table is read again, once per such id; an
+        id still unknown then passes as it is, for the boundary to refuse naming it."""
+        key = currency_id.lower()
+        if self._currencies is None or (key not in self._currencies
+                                        and key not in self._currencies_missed):
+            if self._currencies is not None:
+                self._currencies_missed.add(key)
             try:
                 body = self.get_json("transactioncurrencies?$select=transactioncurrencyid,"
                                      "isocurrencycode")
@@ -275,8 +285,8 @@ class DynamicsConnector(FieldMapped):
             except FatalError as exc:
                 if isinstance(exc, AuthError):
                     raise
-                self._currencies = {}
-        return self._currencies.get(currency_id.lower(), currency_id)
+                self._currencies = self._currencies or {}
+        return self._currencies.get(key, currency_id)
 
     def read_one(self, obj: str, crm_id: str) -> Record | None:
         om = self.fieldmap.object(obj)

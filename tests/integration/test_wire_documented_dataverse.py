@@ -105,6 +105,7 @@ class Env:
         self.batch_answer: Callable[[list[str]], str] | None = None
         self.batches: list[str] = []
         self.rsps: Any = None        # the RequestsMock, set by the fixture
+        self.currencies: dict[str, Any] = json.loads(json.dumps(CURRENCIES))
 
     def register(self, rsps: responses.RequestsMock) -> None:
         rsps.add(responses.GET, f"{AUTHORITY}/v2.0/.well-known/openid-configuration", json={
@@ -135,7 +136,7 @@ class Env:
         if name == "WhoAmI":
             return 200, {}, json.dumps(WHOAMI)
         if name == "transactioncurrencies":
-            return 200, {}, json.dumps(CURRENCIES)
+            return 200, {}, json.dumps(self.currencies)
         one = re.fullmatch(r"(\w+)\(([0-9a-f-]{36})\)", name)
         if one:
             key = one[1][:-1] + "id"
@@ -933,3 +934,33 @@ def test_a_deleted_entity_id_in_capitals_deletes_the_row(env: Env) -> None:
                                    "id": ACC2.upper(), "reason": "deleted"}]}, {})]
     pages = list(conn.read_changes("account", cursor))
     assert [d.crm_id for p in pages for d in p.deletions] == [ACC2]
+
+
+def test_a_currency_added_after_the_first_read_is_known_to_the_running_connector(
+        env: Env, engine: Engine) -> None:
+    """The daemon keeps its connector: the ``transactioncurrencies`` table read once stayed as
+    it was, so every account of a currency activated later was quarantined as ``currency:
+    <the currency's GUID> is not a known ISO 4217 currency`` until a restart, the account's
+    quotes waiting with it. A currency id the cache does not know reads the table again (once
+    per id: an id it still does not know is not asked for again)."""
+    env.sets["accounts"] = [account(ACC1, "One")]
+    conn = connector()
+    run_cycle(engine, conn, SyncOptions(objects=("account",)))
+    gbp = "8ae3c4a9-2f7e-e711-80f0-00155db19e6d"
+    env.currencies["value"].append({"@odata.etag": 'W/"1044653"',
+                                    "transactioncurrencyid": gbp, "isocurrencycode": "GBP"})
+    env.queue = [(200, {"@odata.context": f"{API}$metadata#accounts/$delta",
+                        "@odata.deltaLink": f"{API}accounts?$deltatoken={TOKEN2}",
+                        "value": [account(ACC2, "Two", _transactioncurrencyid_value=gbp,
+                                          modifiedon="2026-03-02T10:00:00Z")]}, {})]
+    run_cycle(engine, conn, SyncOptions(objects=("account",)))
+    with engine.connect() as db:
+        assert db.execute(select(quarantine.c.crm_id, quarantine.c.field)).all() == []
+        landed = db.execute(select(accounts.c.ext_id, accounts.c.currency)
+                            .order_by(accounts.c.id)).all()
+    assert [tuple(r) for r in landed] == [(ACC1, "USD"), (ACC2, "GBP")]
+    unknown = "9bf4d5ba-2f7e-e711-80f0-00155db19e6d"
+    reads = sum("transactioncurrencies" in u for u in env.gets)
+    for _ in range(2):
+        assert conn._currency(unknown) == unknown
+    assert sum("transactioncurrencies" in u for u in env.gets) == reads + 1
