@@ -225,6 +225,50 @@ def _kinds() -> list[Kind]:
             "start_date")
         add("line of an unknown product", "quote_line",
             _set(product_crm_id=crm_id(crm, "product", "nobody")), "product_crm_id")
+        # round 2: wrong types and shapes in mapped fields, as a connector passes them raw
+        add("credit hold the text 'true'", "account", _set(credit_hold="true"), "credit_hold")
+        add("credit limit with a thousands comma", "account", _set(credit_limit="1,000.00"),
+            "credit_limit")
+        add("credit limit in exponent text", "account", _set(credit_limit="1e3"),
+            "credit_limit")
+        add("credit limit an object", "account", _set(credit_limit={"value": 1000}),
+            "credit_limit")
+        add("empty name", "account", _set(name=""), "name")
+        add("currency in lower case", "account", _set(currency="usd"), None,
+            "an ISO code in any case is the code (stored in capitals)")
+        add("currency of 4 letters", "account", _set(currency="USDX"), "currency")
+        add("active the text 'false'", "product", _set(active="false"), "active")
+        add("needs provisioning the text 'true'", "product", _set(needs_provisioning="true"),
+            "needs_provisioning")
+        add("price with a decimal comma", "price", _set(unit_price="10,00"), "unit_price")
+        add("price a list", "price", _set(unit_price=[10]), "unit_price")
+        add("price currency in lower case", "price", _set(currency="usd"), None,
+            "an ISO code in any case is the code (stored in capitals)")
+        add("account id empty", "quote", _set(account_crm_id=""), "account_crm_id")
+        add("account id blank", "quote", _set(account_crm_id="   "), "account_crm_id")
+        add("account id an object", "quote", _set(account_crm_id={"id": "x"}), "account_crm_id")
+        add("currency unknown", "quote", _set(currency="XYZ"), "currency")
+        add("currency a list", "quote", _set(currency=["USD"]), "currency")
+        add("start date 0000-00-00", "quote", _set(start_date="0000-00-00"), "start_date")
+        add("start date 2026-02-30", "quote", _set(start_date="2026-02-30"), "start_date")
+        add("revision text with a comma", "quote", _set(revision="1,000"), "revision")
+        add("quantity with a thousands comma", "quote_line", _set(quantity="1,000"),
+            "quantity")
+        add("quantity in exponent text", "quote_line", _set(quantity="1e3"), "quantity")
+        add("quantity an object", "quote_line", _set(quantity={"value": 2}), "quantity")
+        add("quantity a list", "quote_line", _set(quantity=[2]), "quantity")
+        add("quantity 1e10", "quote_line", _set(quantity=Decimal("1e10")), "quantity")
+        add("line price a bool", "quote_line", _set(unit_price=False), "unit_price")
+        add("line price text", "quote_line", _set(unit_price="12.50 EUR"), "unit_price")
+        add("line start date 0000-00-00", "quote_line", _set(start_date="0000-00-00"),
+            "start_date")
+        add("line start date 2026-02-30", "quote_line", _set(start_date="2026-02-30"),
+            "start_date")
+        add("quote id empty", "quote_line", _set(quote_crm_id=""), "quote_crm_id")
+        add("product id empty", "quote_line", _set(product_crm_id=""), "product_crm_id")
+        add("product id null", "quote_line", _set(product_crm_id=None), "product_crm_id")
+        add("quote id an object", "quote_line", _set(quote_crm_id={"Id": "x"}),
+            "quote_crm_id")
     return out
 
 
