@@ -4,7 +4,8 @@ Rules kept here:
 - Every call carries a bearer token from the connection's one `TokenProvider`; a 401 drops the
   cached token and the call is made once more; a second 401 is a fatal `AuthError`.
 - Reads: `$select` from the field map, `Prefer: odata.maxpagesize`, `@odata.nextLink` followed
-  verbatim. Tables declared `change_tracking` use `Prefer: odata.track-changes`: the cursor is the
+  verbatim; a link handed out again in one read is refused (`FatalError`), never followed.
+  Tables declared `change_tracking` use `Prefer: odata.track-changes`: the cursor is the
   `@odata.deltaLink`, `$deletedEntity` rows become deletions; pages before the last keep the
   previous cursor (re-reading is safe, skipping is not). If the table gives no deltaLink, or a
   saved deltaLink is refused (expired), the read falls back: a full read that ends with a
@@ -361,7 +362,11 @@ class DynamicsConnector(FieldMapped):
         params = {"$select": ",".join(om.select()), "$filter": filter_}
         url: str | None = f"{om.crm_object}?{odata.query_string(params)}"
         found: list[Record] = []
+        visited: set[str] = set()
         while url:
+            if url in visited:  # a server handing the same page link twice would loop
+                raise FatalError(f"{self.name} {om.crm_object}: paging link repeated")
+            visited.add(url)
             body = self.get_json(url, prefer=f"odata.maxpagesize={self.settings.page_size}")
             found += [self._record(om, r) for r in body.get("value", [])
                       if not (skip_deletions and _is_deletion(om, r))]

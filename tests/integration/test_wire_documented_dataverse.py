@@ -964,3 +964,22 @@ def test_a_currency_added_after_the_first_read_is_known_to_the_running_connector
     for _ in range(2):
         assert conn._currency(unknown) == unknown
     assert sum("transactioncurrencies" in u for u in env.gets) == reads + 1
+
+
+@pytest.mark.parametrize("read", ["read_by_ids", "lookup_in"])
+def test_a_filtered_read_handed_the_same_next_link_again_stops(env: Env, read: str) -> None:
+    """The reads by id and by field (the targeted resync of events and of an accepted quote's
+    lines) followed ``@odata.nextLink`` without the repeated-link check the change reads
+    have: a server handing the same link again read the page over and over (here 4 times,
+    each row returned 4 times; for ever on a server that keeps doing it). It is now refused,
+    naming the table."""
+    link = f"{API}accounts?$select=accountid&$skiptoken=%3Ccookie%20pagenumber=%222%22%20/%3E"
+    page = {"@odata.context": f"{API}$metadata#accounts(accountid)",
+            "value": [account(ACC1, "One")], "@odata.nextLink": link}
+    env.queue = [(200, page, {})] * 3 + [(200, {**page, "@odata.nextLink": None}, {})]
+    conn = connector()
+    with pytest.raises(FatalError, match="accounts: paging link repeated"):
+        if read == "read_by_ids":
+            conn.read_by_ids("account", [ACC1])
+        else:
+            conn.lookup_in("account", "name", ["One"])
