@@ -14,7 +14,9 @@ Rules kept here:
   Each reader's CRM calls are counted apart (``connectors.budget.call_tally``), and the
   budget's share is checked and spent under one lock. A run hands off only after a complete
   account pull (accounts are pulled in every run whose connector maps them, even when not
-  listed); a run whose account pull failed leaves its quotes owed, as a stopped run does. One
+  listed); a run whose account pull failed leaves its quotes owed, as a stopped run does. So
+  does a run whose quote line pull failed: a quote accepted in it would be handed off with
+  the lines an earlier run read, short of those added since. One
   account (``account=``) reads its quotes and lines, then the account, and hands off its quotes
   only, every one of them whether it changed or not (the other accounts were not read again:
   their owed quotes wait for the next cycle).
@@ -196,6 +198,7 @@ class Cycle:
         self.quotes: set[str] = set()   # a targeted run's quotes for its hand-off
         self.accepted: frozenset[str] | None = None
         self.holds_read = False      # the accounts were read after this run's quote reads
+        self.lines_failed = False    # this run's quote line read failed: lines may be missing
         #: A targeted resync's records: object -> CRM ids (``run_targeted``).
         self.targets: dict[str, list[str]] | None = None
         self.report: RunReport | None = None
@@ -392,6 +395,7 @@ class Cycle:
             self.rep.stats(one.obj).api_calls += one.tally.calls
 
     def _failed(self, obj: str, exc: ConnectorError) -> None:
+        self.lines_failed = self.lines_failed or obj == "quote_line"
         self.rep.stats(obj).outcome = f"failed: {exc}"[:32]
         self.rep.error = f"{obj}: {exc}"
         self.rep.cause = self.rep.cause or failure_cause(exc)
@@ -525,9 +529,10 @@ class Cycle:
             quotes = set(self.quotes) if self._targeted() else None
             something = bool(quotes) if quotes is not None else handoff_reads.anything_due(
                 self.engine, self.name)
-            if something and not stopped and not self.holds_read:
-                log.warning("hand-off left for the next run (accounts not read) run=%s "
-                            "connection=%s", report.run_id, self.name)
+            if something and not stopped and (not self.holds_read or self.lines_failed):
+                log.warning("hand-off left for the next run (%s not read) run=%s "
+                            "connection=%s", "quote lines" if self.lines_failed else "accounts",
+                            report.run_id, self.name)
             elif something and not stopped:
                 result = handoff.run_handoffs(self.engine, self.fetch_account, self.name,
                                               quotes, accepted, uow_factory=self.uow)

@@ -15,7 +15,7 @@ from fake_crm import FakeCRM
 from sqlalchemy import Engine, select
 
 from billing_core.adapters.db import make_engine
-from billing_core.adapters.tables import accounts, orders
+from billing_core.adapters.tables import accounts, orders, subscriptions
 from connectors.base import FatalError, Page
 from sync import engine as sync_engine
 from sync.engine import Cycle, SyncOptions, pull_stages, run_cycle
@@ -145,6 +145,34 @@ def test_a_line_read_that_fails_leaves_the_accounts_read_beside_it_pulled(
     crm.fail = None
     report = _run(engine, crm)
     assert report.outcome == "ok" and report.handed_off == 6
+
+
+def test_a_line_read_that_fails_hands_off_no_quote_with_the_lines_known_before(
+        engine: Engine) -> None:
+    """A draft quote's two lines were pulled; then a third line was added and the quote
+    accepted. A run whose quote read saw the acceptance but whose line read failed handed the
+    quote off with the two lines billing knew: an order short of the third line (2 + 3 seats
+    ordered of 2 + 3 + 7). The quotes wait for a run whose line read completes."""
+    crm = _crm()
+    crm.account_applied.set()
+    for i in range(6):
+        crm.put("quote", f"Q{i}", status="Draft")
+    assert _run(engine, crm).handed_off == 0
+    crm.put("quote_line", "L02", quote_crm_id="Q0", product_crm_id="P1", quantity=Decimal(7))
+    crm.put("quote", "Q0", status="Accepted")
+    crm.fail = "quote_line"
+    report = _run(engine, crm)
+    assert report.objects["quote_line"].outcome.startswith("failed")
+    assert report.handed_off == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(orders)).all() == []
+        assert set(conn.execute(select(handoffs.c.state)).scalars()) == {"waiting"}
+    crm.fail = None
+    assert _run(engine, crm).handed_off == 1
+    with engine.connect() as conn:
+        seats = conn.execute(select(subscriptions.c.quantity)
+                             .order_by(subscriptions.c.quantity)).scalars().all()
+    assert seats == [1, 2, 7]
 
 
 def test_an_account_read_that_fails_hands_nothing_off_though_the_lines_were_pulled(
