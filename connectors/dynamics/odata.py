@@ -6,7 +6,9 @@ Rules kept here:
   validated before they go into a key segment; datetimes are sent as UTC `...Z`.
 - `$batch` is multipart/mixed with one `application/http` part per request, no change sets, so
   `Prefer: odata.continue-on-error` applies to each request; answers come back in request order
-  (Dataverse guarantees it) and are matched by position.
+  (Dataverse guarantees it) and are matched by position. A part without an HTTP status line
+  makes the whole answer a `FatalError` naming the part (the results cannot be matched
+  any more); blank lines before a part's status line are skipped.
 """
 
 from __future__ import annotations
@@ -102,8 +104,13 @@ def parse_batch(content_type: str, text: str) -> list[SubResponse]:
         if inner_type.startswith("multipart/mixed"):
             out += parse_batch(inner_type, rest)
             continue
-        status_line, _, after = rest.partition("\n")
-        status = int(status_line.split()[1])
+        status_line, _, after = rest.lstrip("\n").partition("\n")
+        words = status_line.split()
+        if len(words) < 2 or not words[0].startswith("HTTP/") \
+                or not re.fullmatch(r"[1-5][0-9][0-9]", words[1]):
+            raise FatalError(f"$batch answer part {len(out) + 1} has no HTTP status line: "
+                             f"{status_line[:80]!r}")
+        status = int(words[1])
         sub_head, _, body = after.partition("\n\n")
         headers = {}
         for line in sub_head.split("\n"):
