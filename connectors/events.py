@@ -14,6 +14,8 @@ Rules kept here:
   the outbound message selects it) and the JSON callout's ``modified_by`` (a user id for every
   id, or ``{record id: user id}``). An event is ours only when every modifier it names is the
   connection's integration user; one naming nobody, or a person too, is not.
+- A body that does not parse as JSON, nested deeper than the parser goes included, is a 400
+  (never a 500: the CRM would send it again and again).
 - Authentication happens before parsing and compares secrets with ``hmac.compare_digest``
   (constant time); a refusal is an ``EventRefused`` with status 401 whose message never holds
   the secret or what was given.
@@ -154,7 +156,7 @@ def parse_dataverse(body: bytes, headers: Mapping[str, str]) -> WireEvent:
     """The event of one ``RemoteExecutionContext`` JSON body."""
     try:
         ctx = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise EventRefused(400, "the body is not JSON (a RemoteExecutionContext)") from None
     if not isinstance(ctx, dict):
         raise EventRefused(400, "the body is not a RemoteExecutionContext object")
@@ -232,7 +234,7 @@ def parse_callout(body: bytes, headers: Mapping[str, str]) -> list[WireEvent]:
     """The events of one JSON callout ``{"sobject": ..., "ids": [...], "event_id": ...}``."""
     try:
         data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise EventRefused(400, "the body is not JSON") from None
     if not isinstance(data, dict):
         raise EventRefused(400, "the body must be an object {\"sobject\", \"ids\"}")

@@ -1006,3 +1006,14 @@ def test_a_batch_answer_part_without_a_status_line_is_a_connector_error(env: Env
             connector().write("account", updates)
     env.batch_answer = answer(["\r\nHTTP/1.1 204 No Content", "HTTP/1.1 204 No Content"])
     assert [r.ok for r in connector().write("account", updates)] == [True, True]
+
+
+def test_a_webhook_body_nested_too_deep_is_400_and_stores_nothing(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body of JSON nested deeper than the parser goes was a 500 with a traceback (the
+    platform retries an asynchronous step's failure with the same body); it is a 400."""
+    client = _client(engine, tmp_path, monkeypatch)
+    answer = client.post(f"/events/dataverse/dv?code={DV_KEY}",
+                         content=b"[" * 100_000 + b"]" * 100_000)
+    assert answer.status_code == 400 and "not JSON" in answer.text
+    assert _inbox(engine) == []

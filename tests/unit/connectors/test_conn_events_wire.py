@@ -181,3 +181,17 @@ def test_a_callout_names_its_modifier_for_every_id_or_per_id() -> None:
         parse_callout(json.dumps({"sobject": "Account", "ids": ids,
                                   "modified_by": 5}).encode(), {})
     assert refused.value.status == 400 and "modified_by" in refused.value.message
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"a":' * 50_000 + b"1" + b"}" * 50_000])
+@pytest.mark.parametrize("parse", [parse_dataverse, parse_callout])
+def test_a_json_body_nested_past_the_parsers_depth_is_refused_400(parse: object,
+                                                                 body: bytes) -> None:
+    """JSON nested deeper than Python's parser goes (within the 512 KB a receiver takes)
+    raised RecursionError out of the parse: a 500 and a traceback, which the CRM retries with
+    the same body. It is a 400 like any body that is not a context or callout."""
+    assert callable(parse)
+    with pytest.raises(EventRefused) as info:
+        parse(body, {})
+    assert info.value.status == 400 and "JSON" in str(info.value)
