@@ -14,7 +14,9 @@ Rules kept here:
 - The first price billing gets for a product and currency applies from ``FIRST_PRICE_DATE``:
   the CRM holds one current price, its history is unknown, so it prices everything before.
   That is decided by billing's prices, not by the CRM record: a product and currency billing
-  already prices takes another entry's price from its date (below), never from 2000.
+  already prices takes another entry's price from its date (below), never from 2000. A
+  record whose price (without a start date) is the one billing has writes no price row (a
+  record read again because the map reads a new field is no price change).
 - A changed price applies from the CRM's price start date when the field map has one
   (``effective_from``: e.g. a custom date field on Salesforce's PricebookEntry, which has no
   standard one) and the record carries it; otherwise from today (the sync day). Either way
@@ -70,15 +72,21 @@ class PriceHandler(RecordHandler[PriceRec]):
         if not (rec.active and rec.standard):   # retired, or another price book's
             return (existing["ledger_id"] if existing is not None else None,
                     rec.product_crm_id)
+        newest = max((p for p in list_prices(self.uow.conn, product_id)
+                      if p.currency == rec.currency), key=lambda p: p.effective_from,
+                     default=None)
+        if (newest is not None and newest.id is not None and rec.effective_from is None
+                and newest.unit_price == rec.unit_price and not newest.tiers):
+            return newest.id, rec.product_crm_id        # the price billing has: no new row
         price_id = set_price(self.uow, product_id, rec.currency,
-                             self._effective(rec, product_id), rec.unit_price)
+                             _effective(rec, newest.effective_from if newest else None,
+                                        self.uow.now().date()), rec.unit_price)
         return price_id, rec.product_crm_id
 
-    def _effective(self, rec: PriceRec, product_id: int) -> date:
-        newest = max((p.effective_from for p in list_prices(self.uow.conn, product_id)
-                      if p.currency == rec.currency), default=None)
-        if newest is None:
-            return FIRST_PRICE_DATE
-        if rec.effective_from is None:
-            return self.uow.now().date()
-        return max(rec.effective_from, newest)
+
+def _effective(rec: PriceRec, newest: date | None, today: date) -> date:
+    if newest is None:
+        return FIRST_PRICE_DATE
+    if rec.effective_from is None:
+        return today
+    return max(rec.effective_from, newest)

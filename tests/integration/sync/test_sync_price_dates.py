@@ -139,3 +139,15 @@ def test_a_price_book_flag_that_is_not_a_boolean_is_quarantined(engine):
     report = run_cycle(engine, crm)
     assert report.outcome == "partial" and report.stats("price").quarantined == 1
     assert _seat_prices(engine) == []
+
+
+def test_an_entry_read_again_at_the_same_price_adds_no_price_row(engine):
+    """A price record that changes without its price changing (the map reads a new field, an
+    unrelated field moved) wrote a price row from the sync day at the same price: history
+    grew a row per product and currency at every such change. It writes nothing now."""
+    crm = FakeCRM()
+    crm.seed_basic()
+    assert run_cycle(engine, crm).outcome == "ok"
+    crm.put("price", "P1-USD", standard=True)       # changed record, same price
+    assert run_cycle(engine, crm).outcome == "ok"
+    assert _seat_prices(engine) == [(FIRST_PRICE_DATE, Decimal(100))]
