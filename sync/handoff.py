@@ -620,10 +620,10 @@ def _fetch_account(uow: UnitOfWork, fetch_account: AccountFetcher, connection: s
 def _quote_pricing(quote: QuoteRec, account_currency: str | None
                    ) -> Callable[[QuoteLineRec, bool], Decimal | None]:
     """How the quote's lines are priced: refused (``Invalid``) when the quote is in another
-    currency than its account (billing does not convert) or carries a discount amount on the
-    whole quote (it belongs to no one line); a discount percentage on the whole quote lowers
-    every line's price by it, so a line without a price (or a usage line, rated at the catalog
-    price) is refused with it."""
+    currency than its account (billing does not convert) or carries a discount amount or a
+    freight charge on the whole quote (they belong to no one line); a discount percentage on
+    the whole quote lowers every line's price by it, so a line without a price (or a usage
+    line, rated at the catalog price) is refused with it."""
     if quote.currency and account_currency and quote.currency != account_currency:
         raise Invalid("currency", quote.currency,
                       f"the quote is in {quote.currency} and its account bills in "
@@ -633,6 +633,11 @@ def _quote_pricing(quote: QuoteRec, account_currency: str | None
         raise Invalid("discount_amount", quote.discount_amount,
                       "is a discount on the whole quote, which no one line carries: give it "
                       "on the lines, or as a percentage of the quote")
+    if quote.freight_amount:
+        raise Invalid("freight_amount", quote.freight_amount,
+                      "is a charge on the whole quote (freight, shipping and handling), which "
+                      "no line carries and billing would not bill: quote it as a line (a "
+                      "one-time product) and set it to 0")
     percent = quote.discount_percent
 
     def price(line: QuoteLineRec, usage: bool) -> Decimal | None:

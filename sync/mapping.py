@@ -117,6 +117,9 @@ class QuoteRec:
     #: a percentage lowers every line's price; an amount is refused (it has no one line).
     discount_percent: Decimal | None = None
     discount_amount: Decimal | None = None
+    #: A charge on the whole quote (Salesforce ``ShippingHandling``, Dataverse
+    #: ``freightamount``): billed by no line, so a quote carrying one is refused.
+    freight_amount: Decimal | None = None
     #: Whether the quote is its opportunity's primary one (mapped ``primary``: CPQ
     #: ``SBQQ__Primary__c``); True when not mapped. Only a primary quote is ordered.
     primary: bool = True
@@ -296,6 +299,8 @@ def map_quote(rec: Mapping[str, Any], *, guid: bool = False) -> QuoteRec:
                     currency=_currency(rec) if rec.get("currency") is not None else None,
                     discount_percent=_discount(rec, "discount_percent", Decimal(100)),
                     discount_amount=_discount(rec, "discount_amount", boundary.MAX_LINE),
+                    freight_amount=boundary.decimal(rec, "freight_amount",
+                                                    limit=boundary.MAX_LINE),
                     primary=boundary.boolean(rec, "primary", True))
 
 
@@ -417,6 +422,7 @@ def _finite(value: Any) -> Any:
 #: before they existed, so records synced before are not all "changed" at once.
 _WHEN_SET = {"kind": "new", "origin_quote": None, "origin_ref": None, "end_date": None,
              "currency": None, "discount_percent": None, "discount_amount": None,
+             "freight_amount": None,
              "primary": True}
 
 
@@ -490,6 +496,7 @@ def quote_from_json(text: str) -> QuoteRec:
                     end_date=_day(d, "end_date"), currency=d.get("currency"),
                     discount_percent=_dec(d, "discount_percent"),
                     discount_amount=_dec(d, "discount_amount"),
+                    freight_amount=_dec(d, "freight_amount"),
                     primary=d.get("primary", True) is not False)
 
 
@@ -514,7 +521,7 @@ def revive(record: Mapping[str, Any]) -> dict[str, Any]:
     """A quarantined record (JSON) back to connector types, for a retry by hand."""
     out: dict[str, Any] = dict(record)
     for key in ("credit_limit", "unit_price", "quantity", "discount_percent", "discount_amount",
-                "discount_per_unit"):
+                "discount_per_unit", "freight_amount"):
         value = out.get(key)
         if isinstance(value, str):
             try:

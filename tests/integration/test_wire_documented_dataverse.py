@@ -856,6 +856,31 @@ def test_a_discount_amount_on_the_whole_quote_is_refused_naming_it(
     assert (QUOTE_ID, "discount_amount") in bad
 
 
+def test_freight_on_the_whole_quote_is_refused_naming_it(env: Env, engine: Engine) -> None:
+    """``freightamount`` is a charge on the whole quote, added to its total (``totalamount`` =
+    lines less the quote discount plus freight and tax). No line carries it: before, the quote
+    was ordered and billed without it (25.00 of freight never invoiced). Now it is refused
+    naming ``freight_amount``; with freight 0 it is ordered.
+    Docs: https://learn.microsoft.com/en-us/dynamics365/developer/reference/entities/quote
+    (freightamount, totalamount)
+    """
+    _catalog(env)
+    env.sets["quotes"][0].update({"freightamount": 25.0, f"totalamount{FV}": "$62.50",
+                                  "totalamount": 62.5})
+    run_cycle(engine, connector())
+    with engine.connect() as conn:
+        assert conn.execute(select(orders)).all() == []
+        bad = [tuple(r) for r in conn.execute(select(quarantine.c.crm_id, quarantine.c.field,
+                                                      quarantine.c.value))]
+    assert (QUOTE_ID, "freight_amount", "25.0") in bad or (QUOTE_ID, "freight_amount", "25") in bad
+
+
+def test_a_quote_without_freight_is_ordered(env: Env, engine: Engine) -> None:
+    _catalog(env)
+    env.sets["quotes"][0].update({"freightamount": 0.0})
+    assert run_cycle(engine, connector()).handed_off == 1
+
+
 def test_a_volume_discount_per_unit_is_billed(env: Env, engine: Engine) -> None:
     """``volumediscountamount`` is a discount per unit (2.50 off 12.50, quantity 3): the line is
     billed 3 x 10.00 = 30.00.

@@ -87,7 +87,7 @@ QUOTES = TableDef(
     _cols(("quoteid", GUID), ("quotenumber", STRING), ("name", STRING),
           ("_customerid_value", GUID), ("statecode", INT), ("statuscode", INT),
           ("revisionnumber", INT), ("effectivefrom", DATETIME), ("totalamount", MONEY),
-          ("discountpercentage", DECIMAL), ("discountamount", MONEY),
+          ("discountpercentage", DECIMAL), ("discountamount", MONEY), ("freightamount", MONEY),
           ("_transactioncurrencyid_value", GUID), ("new_ordernumber", STRING),
           ("new_provisioningstatus", STRING), ("new_invoicenumber", STRING),
           ("new_quotetype", INT), ("_new_renewsquote_value", GUID), ("new_canceldate", DATE)),

@@ -135,6 +135,7 @@ QUOTE = SObject("Quote", "0Q0", (
     Field("Status", PICKLIST, 40, values=QUOTE_STATUSES),
     Field("Revision__c", INT),
     Field("Subscription_Start_Date__c", DATE),
+    Field("ShippingHandling", CURRENCY),    # standard: a charge on the whole quote
     Field("Order_Number__c", STRING, 40, label="Order Number"),
     Field("Provisioning_Status__c", STRING, 40, label="Provisioning Status"),
     Field("Invoice_Number__c", STRING, 40, label="Invoice Number"),

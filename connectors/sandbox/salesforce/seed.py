@@ -191,8 +191,8 @@ class Seed:
             "AccountId": make_id("001", account), "CurrencyIsoCode": currency,
             "Status": QUOTE_STATUSES[q % len(QUOTE_STATUSES)], "Revision__c": 1,
             "Subscription_Start_Date__c": dt.date(2026, 1, 1) + dt.timedelta(days=d.next() % 365),
-            "Order_Number__c": None, "Provisioning_Status__c": None, "Invoice_Number__c": None,
-            **_system(q),
+            "ShippingHandling": None, "Order_Number__c": None, "Provisioning_Status__c": None,
+            "Invoice_Number__c": None, **_system(q),
         }
 
     def _quotelineitem(self, i: int) -> Row | None:
