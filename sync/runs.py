@@ -14,21 +14,32 @@ Rules kept here:
 - A run records the process running it (``pid`` and ``host`` in its options): a ``running`` run
   whose process is gone on this host, or that has run longer than a bound wherever it ran, is
   abandoned (:func:`is_abandoned`); the next run of its connection closes it as ``abandoned``.
+- A run whose end could not be written (the database went away: ``finish_run`` raises) is kept
+  in memory, per engine, and written by the next ``start_run`` of the same process once the
+  database answers again, with the outcome and error it ended with; left alone it stayed
+  ``running`` for as long as the daemon lived (its process is alive, so no run closed it) and
+  ``status`` reported it abandoned.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import threading
+import weakref
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from billing_core.adapters import owner
 from sync.tables import sync_cursors, sync_run_objects, sync_runs
+
+log = logging.getLogger(__name__)
 
 COUNTS = ("read", "upserted", "unchanged", "quarantined", "deleted", "pushed", "failed",
           "api_calls")
@@ -110,6 +121,7 @@ def save_cursor(conn: Connection, connection: str, obj: str, cursor: str | None,
 def start_run(engine: Engine, connection: str, trigger: str, options: dict[str, Any],
               now: datetime | None = None) -> RunReport:
     now = now or datetime.now(UTC)
+    _write_unwritten(engine)
     with engine.begin() as conn:
         _close_abandoned(conn, connection, now)
         run_id = conn.execute(insert(sync_runs).values(
@@ -174,17 +186,54 @@ def covered_json(objects: dict[str, ObjectStats]) -> str:
                       separators=(",", ":"))
 
 
+#: Per engine, the runs whose end ``finish_run`` could not write (see the module's rules).
+_unwritten: weakref.WeakKeyDictionary[Engine, dict[int, RunReport]] = \
+    weakref.WeakKeyDictionary()
+_unwritten_guard = threading.Lock()
+
+
 def finish_run(engine: Engine, report: RunReport, now: datetime | None = None) -> None:
     report.finished_at = now or datetime.now(UTC)
+    try:
+        _write_finish(engine, report)
+    except (OperationalError, InterfaceError):      # the database went away (or was locked)
+        with _unwritten_guard:
+            _unwritten.setdefault(engine, {})[report.run_id] = report
+        raise
+
+
+def _write_unwritten(engine: Engine) -> None:
+    """Write the ends ``finish_run`` could not (oldest first), each to a row still
+    ``running``; one the database still cannot take stays for the next try (the error is
+    raised), one it refuses otherwise is given up (logged), never blocking later runs."""
+    with _unwritten_guard:
+        waiting = sorted(_unwritten.get(engine, {}).items())
+    for run_id, report in waiting:
+        try:
+            _write_finish(engine, report, only_running=True)
+        except (OperationalError, InterfaceError):
+            raise
+        except SQLAlchemyError as exc:
+            log.warning("sync run=%s connection=%s: its end could not be recorded (%s); it "
+                        "stays running until closed as abandoned", run_id, report.connection,
+                        type(exc).__name__)
+        with _unwritten_guard:
+            _unwritten.get(engine, {}).pop(run_id, None)
+
+
+def _write_finish(engine: Engine, report: RunReport, *, only_running: bool = False) -> None:
     rows = {obj: stats for obj, stats in report.objects.items() if eventful(stats)}
     quiet = sum(s.api_calls for obj, s in report.objects.items() if obj not in rows)
     with engine.begin() as conn:
-        conn.execute(update(sync_runs).where(sync_runs.c.id == report.run_id).values(
+        stmt = update(sync_runs).where(sync_runs.c.id == report.run_id)
+        if only_running:
+            stmt = stmt.where(sync_runs.c.outcome == "running")
+        done = conn.execute(stmt.values(
             finished_at=report.finished_at, outcome=report.outcome,
             api_used=report.api_used, api_limit=report.api_limit,
             objects=covered_json(report.objects), api_calls=quiet,
-            error=(report.error or None) and report.error[:2000]))
-        if rows:
+            error=(report.error or None) and report.error[:2000])).rowcount
+        if rows and done:
             conn.execute(insert(sync_run_objects), [
                 {"run_id": report.run_id, "object": obj, **asdict(stats)}
                 for obj, stats in rows.items()])
