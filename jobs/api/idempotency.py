@@ -61,13 +61,31 @@ class Claim:
 
 
 def fingerprint(raw: bytes) -> str:
-    """Hash of the body; JSON is canonicalised, so key order and spacing do not matter."""
+    """Hash of the body; JSON is canonicalised, so key order and spacing do not matter. Numbers
+    keep the text they were written with (``0.1`` and ``0.10000000000000001`` are one float
+    but two bodies to a route that reads exact decimals, ``POST /usage/events``)."""
     try:
-        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+        canonical = _canonical(json.loads(raw, parse_float=_Number, parse_int=_Number,
+                                          parse_constant=_Number))
         data = canonical.encode("utf-8", "surrogatepass")
     except (ValueError, UnicodeDecodeError, RecursionError):
         data = raw
     return hashlib.sha256(data).hexdigest()
+
+
+class _Number(str):
+    """A JSON number (or NaN / Infinity) as written: never a string of the same text."""
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_canonical(value[k])}"
+                              for k in sorted(value)) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, _Number):
+        return str.__str__(value)
+    return json.dumps(value)
 
 
 def purge_answers(uow: UnitOfWork, older_than: timedelta = KEEP_ANSWERS) -> int:

@@ -156,3 +156,36 @@ def test_old_answers_are_purged(api, account):
     assert api.run(purge_answers) == 1
     keys = api.read(lambda c: [r[0] for r in c.execute(select(api_idempotency.c.key))])
     assert keys == ["new-1"]
+
+
+def test_a_key_reused_with_a_number_a_float_cannot_tell_apart_is_refused(api, account):
+    """``POST /usage/events`` reads JSON numbers as exact decimals: 0.1 and
+    0.10000000000000001 are two values to the ledger, though one float. The second body with
+    the first's key is 409 ``idempotency_key_reused``, not the first's answer replayed while
+    its value is dropped; the same body spelled the same replays."""
+    from billing_core.adapters.tables import metered_events
+    from billing_core.service.pricing import ProductIn, add_product, set_price
+
+    def go(uow):
+        pid = add_product(uow, ProductIn(sku="API", name="API calls", kind="usage"))
+        set_price(uow, pid, "USD", datetime(2020, 1, 1).date(), "0.10")
+    api.run(go)
+    assert api.post("/usage/metrics", {"code": "calls", "aggregation": "sum",
+                                       "product": "API"}).status_code == 200
+
+    def send(value: str) -> object:
+        raw = ('{"events": [{"event_id": "e1", "account": "ACC1", "metric": "calls", '
+               f'"timestamp": "2026-03-02T10:00:00Z", "value": {value}}}]}}')
+        return api.client.post("/usage/events", content=raw, headers={
+            **api.headers("billing:write", key="usage-1"), "Content-Type": "application/json"})
+
+    first = send("0.1")
+    assert first.status_code == 200 and first.json()["accepted"] == 1, first.text
+    assert send("0.1").json() == first.json()
+    other = send("0.10000000000000001")
+    assert other.status_code == 409, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    huge = send("1e400")
+    assert huge.status_code == 409, huge.text
+    assert api.read(lambda c: c.execute(select(func.count()).select_from(
+        metered_events)).scalar()) == 1
