@@ -20,7 +20,8 @@ Rules kept here:
   connector may spend learning the CRM's figure before its first real call. So usage never
   passes the share however many connectors follow one another, and a fresh connector still
   sees an allowance that came back.
-- ``stop`` (an ``Event``) is set on SIGTERM/SIGINT: cycles finish the page in hand and end.
+- ``stop`` (an ``Event``) is set on SIGTERM/SIGINT: cycles finish the page in hand and end; a
+  job waiting for a lock (the bill run's) gives up waiting.
 - ``start`` (the HTTP API's ``SyncRunner`` seam, ``jobs.api.admin_sync``) records the run and
   runs it on a thread, returning its id at once; ``get`` reads a run back.
 """
@@ -399,7 +400,11 @@ class Worker:
         pointed at one database split the accounts between them. A manual ``bill-run``
         holding the ``bill-run`` lock is waited for first, up to ``lock_wait_seconds``;
         workers themselves only pass through the lock, so they do not wait for each other."""
-        with job_lock(self.engine, "bill-run", wait=True, timeout=lock_wait_seconds) as got:
+        with job_lock(self.engine, "bill-run", wait=True, timeout=lock_wait_seconds,
+                      stop=self.stop.is_set) as got:
+            if not got and self.stop.is_set():
+                log.info("bill run for %s not run: the worker is stopping", self.clock().date())
+                return None
             if not got:
                 log.warning("bill run for %s not run: another run held the lock for %.0f s; "
                             "it runs at the next scheduled time, or run `ledgerbridge bill-run`",

@@ -13,7 +13,8 @@ Rules kept here:
 - SQLite: an ``flock`` on a file beside the database (``<db>.<job>.lock``); the OS releases it
   when the process dies. An in-memory database uses a process-local lock.
 - ``wait=True`` polls (bounded by ``timeout``) instead of giving up at once: a manual resync
-  waits for the daemon's run of the same connection to finish.
+  waits for the daemon's run of the same connection to finish. A waiter given ``stop`` (the
+  daemon's stop event) gives up as soon as it is set: a SIGTERM never waits out the timeout.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
@@ -76,12 +77,15 @@ def _pg_try(engine: Engine, name: str) -> Connection | None:
 
 @contextmanager
 def job_lock(engine: Engine, name: str, *, wait: bool = False,
-             timeout: float = 600.0, poll: float = 0.2) -> Iterator[bool]:
-    """Yields True when this process holds the lock for the block, False when another does."""
+             timeout: float = 600.0, poll: float = 0.2,
+             stop: Callable[[], bool] | None = None) -> Iterator[bool]:
+    """Yields True when this process holds the lock for the block, False when another does
+    (after ``timeout`` with ``wait``, or once ``stop()`` says so)."""
     deadline = time.monotonic() + timeout
+    stopped = stop or (lambda: False)
     if engine.dialect.name == "postgresql":
         conn = _pg_try(engine, name)
-        while conn is None and wait and time.monotonic() < deadline:
+        while conn is None and wait and time.monotonic() < deadline and not stopped():
             time.sleep(poll)
             conn = _pg_try(engine, name)
         if conn is None:
@@ -103,8 +107,9 @@ def job_lock(engine: Engine, name: str, *, wait: bool = False,
     if path is None:
         with _local_guard:
             lock = _local.setdefault(name, threading.Lock())
-        got = lock.acquire(timeout=max(deadline - time.monotonic(), 0) if wait else -1) \
-            if wait else lock.acquire(blocking=False)
+        got = lock.acquire(blocking=False)
+        while not got and wait and time.monotonic() < deadline and not stopped():
+            got = lock.acquire(timeout=max(min(poll, deadline - time.monotonic()), 0))
         try:
             yield got
         finally:
@@ -118,7 +123,7 @@ def job_lock(engine: Engine, name: str, *, wait: bool = False,
                 got = True
             except BlockingIOError:
                 got = False
-            if got or not wait or time.monotonic() >= deadline:
+            if got or not wait or time.monotonic() >= deadline or stopped():
                 break
             time.sleep(poll)
         try:

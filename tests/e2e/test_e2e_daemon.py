@@ -54,3 +54,77 @@ def test_daemon_runs_then_stops_cleanly_on_sigterm(world: Any) -> None:
     with world.engine.connect() as conn:
         outcomes = [r[0] for r in conn.execute(select(sync_runs.c.outcome))]
     assert "running" not in outcomes
+
+
+def _holds_file(pid: int, path: str) -> bool:
+    """Whether process ``pid`` has ``path`` open (it is waiting on that lock file)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") == path:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_sigterm_while_the_bill_run_waits_for_its_lock_stops_the_daemon(world: Any) -> None:
+    """A bill run in progress that the daemon joins at start, while a manual ``bill-run``
+    (here: the test) holds the ``bill-run`` lock: the daemon's job waits for the lock (up to
+    15 minutes). SIGTERM then stops the daemon within its shutdown timeout, exit 0; the run
+    and its unit are left for the next worker, as they were."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from billing_core.adapters import work_units
+    from billing_core.adapters.tables import bill_runs
+    from billing_core.adapters.tables import work_units as units
+    from billing_core.service.bill_run import job_name
+    from sync.locks import job_lock, lock_path
+
+    world.config.write_text(world.config.read_text(encoding="utf-8")
+                            + "\n[sync]\nshutdown_timeout_seconds = 2\n", encoding="utf-8")
+    now = datetime.now(UTC)
+    with world.engine.begin() as conn:
+        run_id = conn.execute(insert(bill_runs).values(
+            run_date=now.date(), started_at=now, status="running",
+            claimed_by="someone-else")).inserted_primary_key[0]
+        work_units.create_units(conn, job_name(run_id), [(1, 10**9)], now)
+    lock = lock_path(world.engine, "bill-run")
+    assert lock is not None
+    env = {**os.environ, **world.env}
+    log_path = world.tmp / "daemon.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks)
+    with job_lock(world.engine, "bill-run") as got:
+        assert got
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from jobs.cli import main; main()", "--config",
+             str(world.config), "run", "--no-api"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None \
+                    and not _holds_file(proc.pid, lock):
+                time.sleep(0.1)
+            assert _holds_file(proc.pid, lock), log_path.read_text()[-2000:]
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the daemon did not stop on SIGTERM while its bill run waited "
+                            "for the bill-run lock")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            log_file.close()
+    assert proc.returncode == 0, log_path.read_text()[-2000:]
+    with world.engine.connect() as conn:
+        assert conn.execute(select(bill_runs.c.status).where(
+            bill_runs.c.id == run_id)).scalar_one() == "running"
+        assert conn.execute(select(units.c.state).where(
+            units.c.job == job_name(run_id))).scalars().all() == ["pending"]
