@@ -9,7 +9,8 @@
   value, nothing written (a usage error, an unknown id, a malformed amount or date, a missing
   secret or refused credentials, a database URL that cannot work, a database missing or at
   another schema, an account the CRM does not have).
-- 3: a dependency could not be reached after the bounded retries (the CRM, the database).
+- 3: a dependency could not be reached after the bounded retries (the CRM, the database),
+  or the database was held by another process past the wait (SQLite's busy timeout).
   ``doctor`` reports an unreachable database as a failed check (1).
 - 130: interrupted (Ctrl-C, or SIGTERM during a ``sync``).
 

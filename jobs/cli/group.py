@@ -55,13 +55,18 @@ class LedgerGroup(click.Group):
             click.echo("interrupted", err=True)
             sys.exit(exits.INTERRUPTED)
         except (OperationalError, InterfaceError) as exc:
-            if not exc.connection_invalidated and not _connect_failure(exc):
+            busy = _busy(exc)
+            if not exc.connection_invalidated and not _connect_failure(exc) and not busy:
                 raise
             app = ctx.find_object(AppContext)
             where = make_url(app.settings.database_url).render_as_string(hide_password=True) \
                 if app is not None else "the database"
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            click.echo(f"error: database: cannot reach {where}: {reason}", err=True)
+            if busy:
+                click.echo(f"error: database: {where} is busy: {reason} (another process "
+                           "held the lock past the wait; nothing was written): retry", err=True)
+            else:
+                click.echo(f"error: database: cannot reach {where}: {reason}", err=True)
             sys.exit(exits.UNREACHABLE)
 
 
@@ -74,6 +79,15 @@ def _usage_line(exc: click.UsageError) -> NoReturn:
     where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
     click.echo(f"error: {safe(exc.format_message())}{where}", err=True)
     sys.exit(exits.BAD_INPUT)
+
+
+def _busy(exc: Any) -> bool:
+    """Whether a driver error says another transaction kept what this one needed (SQLite's
+    write lock past the busy timeout, a PostgreSQL deadlock or lock timeout): rolled back,
+    nothing written, worth a retry."""
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("database is locked", "database table is locked",
+                                   "deadlock detected", "lock timeout"))
 
 
 def _connect_failure(exc: Any) -> bool:

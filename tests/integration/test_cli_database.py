@@ -89,3 +89,38 @@ def test_sync_upgrades_unless_configured_not_to(tmp_path: Path) -> None:
     config.write_text(f'[database]\nurl = "sqlite:///{db}"\n')
     _cli("sync", config=config)          # no connection configured: what matters is the schema
     assert _revision(db) == head()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_one_line_and_exit_3(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: another process (the daemon's bill run, a long import, a shell left in a
+    transaction) holds the write lock past the busy timeout: a writing command stops with
+    one line naming the database and exit 3 (the database could not be had), nothing
+    written; not a traceback and exit 1. (PostgreSQL waits for row locks without a timeout.)"""
+    import sqlite3
+
+    import billing_core.adapters.db as db_module
+
+    db = tmp_path / "ledger.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = _cli("--database-url", f"sqlite:///{db}", "products", "add", "--sku", "S",
+                      "--name", "S")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 3, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: database: "), result.output
+    assert "locked" in lines[0] and str(db) in lines[0], result.output
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM products")).scalar() == 0
+    finally:
+        engine.dispose()
