@@ -48,11 +48,13 @@ class ProvisioningTask:
     effective_date: date | None = None
 
     def payload(self) -> dict[str, Any]:
-        """The JSON body a receiver gets (amounts and quantities as strings, never floats)."""
+        """The JSON body a receiver gets (amounts and quantities as strings, never floats):
+        the same on every re-send of the request, like its key (the attempt number travels
+        beside it, e.g. the webhook's ``X-Ledgerbridge-Attempt`` header), so a receiver that
+        compares a repeated key's body with the first sees the same request."""
         return {
             "request_id": self.request_id,
             "idempotency_key": self.idempotency_key,
-            "attempt": self.attempt,
             "account": {"id": self.account_id, "source": self.account_ext_source,
                         "external_id": self.account_ext_id, "name": self.account_name},
             "order": {"id": self.order_id, "ref": self.order_ref},

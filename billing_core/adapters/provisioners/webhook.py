@@ -3,7 +3,10 @@
 Rules kept here
 - The body is canonical JSON (sorted keys, no spaces); the header ``X-Ledgerbridge-Signature``
   is ``sha256=<hex HMAC-SHA256 of the exact body bytes with the shared secret>``; the header
-  ``Idempotency-Key`` is the request's stored key, the same on every attempt and every re-send.
+  ``Idempotency-Key`` is the request's stored key, the same on every attempt and every re-send,
+  and so is the body (a receiver that compares a repeated key's body with the first, as the
+  IETF Idempotency-Key draft asks, sees the same request); the dispatch's attempt number is
+  the header ``X-Ledgerbridge-Attempt``.
 - The secret comes from the environment variable named in ``[provisioner] secret_env``; it is
   never logged and never shown by ``repr``.
 - Every HTTP call has a timeout. Status is classified in one place (:func:`classify`): 2xx is
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Ledgerbridge-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+ATTEMPT_HEADER = "X-Ledgerbridge-Attempt"
 MAX_RETRY_AFTER_SECONDS = 60.0
 _BACKOFF = wait_exponential(multiplier=0.5, max=30) + wait_random(0, 1)
 
@@ -111,6 +115,7 @@ class WebhookProvisioner:
         body = canonical_body(task)
         headers = {"Content-Type": "application/json",
                    IDEMPOTENCY_HEADER: task.idempotency_key,
+                   ATTEMPT_HEADER: str(task.attempt),
                    SIGNATURE_HEADER: sign(body, self._secret)}
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_seconds),

@@ -149,3 +149,87 @@ def test_build_from_settings_reads_the_secret_from_the_environment(receiver):
     assert build_provisioner(ProvisionerSettings()).name == "log"
     crm = build_provisioner(ProvisionerSettings(kind="crm"), callback=lambda t: "provisioned")
     assert crm.provision(TASK) == "provisioned"
+
+
+class KeyedReceiver:
+    """A receiver that keeps its idempotency keys as ledgerbridge's own API does (and as the
+    IETF Idempotency-Key draft asks): the first delivery of a key acts, then (``stall``) answers
+    only after the sender timed out; a delivery of a known key with the same body replays 200,
+    with another body is refused 422 (a different request under a reused key)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+        self.acted: list[str] = []
+        self.refused: list[str] = []
+        self.stall = threading.Event()
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        self.stall.set()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                key = self.headers[IDEMPOTENCY_HEADER]
+                status = 200
+                if key not in receiver.bodies:
+                    receiver.bodies[key] = body
+                    receiver.acted.append(key)
+                    if receiver.stall.is_set():
+                        receiver.stall.clear()
+                        receiver.stalled.set()
+                        receiver.release.wait(30)   # acted; the answer comes too late
+                        return
+                elif receiver.bodies[key] != body:
+                    receiver.refused.append(key)
+                    status = 422
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+def test_a_resend_after_a_timeout_that_acted_is_the_same_request(ledger, clock):
+    """The provisioning endpoint acts, then answers after the webhook's timeout: the request
+    is failed (retriable); ``provisioning retry`` sends it again with the same key and the
+    same body, which a receiver that checks its keys accepts as the first; it acted once and
+    the request is dispatched. (The body carried the dispatch's attempt number, so the resend
+    was a different body under the same key: refused 422, the request failed for good though
+    its service was provisioned.)"""
+    from credit_helpers import licence_order, make_account, make_products
+
+    from billing_core.service.gate import accept_order
+    from billing_core.service.provisioning import dispatch_pending, list_requests, retry_request
+
+    acc, products = ledger.run(lambda u: (make_account(u, "W1"), make_products(u)))
+    ledger.run(lambda u: accept_order(u, licence_order(acc, "q1", 3, products,
+                                                       ledger.clock.today)))
+    rec = KeyedReceiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), rec.handler())
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        hook = WebhookProvisioner(f"http://127.0.0.1:{server.server_address[1]}/p", SECRET,
+                                  max_attempts=1, timeout_seconds=0.5, sleep=lambda _s: None)
+        first = dispatch_pending(ledger.engine, hook, clock=clock)
+        assert rec.stalled.is_set() and len(first.failed) == 1, first
+        rec.release.set()
+        request_id = first.failed[0]
+        ledger.run(lambda u: retry_request(u, request_id))
+        again = dispatch_pending(ledger.engine, hook, clock=clock)
+    finally:
+        rec.release.set()
+        server.shutdown()
+        server.server_close()
+    assert rec.refused == [], "the resend was refused as another body under the same key"
+    assert again.dispatched == [request_id], again
+    assert len(rec.acted) == 1
+    with ledger.engine.connect() as conn:
+        assert [r["state"] for r in list_requests(conn)] == ["dispatched"]
