@@ -106,8 +106,11 @@ def _add_bill_run_join(scheduler: Any, worker: Worker) -> None:
     def join() -> None:
         try:
             worker.join_bill_run()
-        except Exception:  # noqa: BLE001 (logged; the next look tries again)
+        except Exception as exc:  # noqa: BLE001 (logged and counted; the next look tries again)
             log.exception("bill run join failed")
+            worker.job_failed("bill-run-join", exc)
+        else:
+            worker.job_ok("bill-run-join")
 
     scheduler.add_job(join, IntervalTrigger(seconds=BILL_RUN_JOIN_SECONDS),
                       id="bill-run-join", name="join a bill run in progress",

@@ -21,8 +21,10 @@ Jobs (explicit ids, so logs, the API and a restarted scheduler agree on names):
 - ``dunning``: with ``[dunning] enabled``, every ``run_interval_minutes``: queues the payment
   reminders owed today (``billing_core/service/dunning.py``).
 Defaults for all: ``coalesce=True`` (a backlog of missed runs runs once), ``max_instances=1``,
-``misfire_grace_time`` from the config. A job body that raises is logged by the scheduler and
-runs again at its next time; nothing here retries in a loop.
+``misfire_grace_time`` from the config. A job body that raises is logged, counted on the
+worker (``Worker.job_failed``: ``ledgerbridge_job_failures_total`` and ``ledgerbridge_job_failing``
+in ``/metrics``, ``scheduler.failures`` in the API's ``/status``) and runs again at its next
+time; nothing here retries in a loop.
 """
 from __future__ import annotations
 
@@ -49,8 +51,11 @@ def _guarded(name: str, fn: Callable[[], Any], worker: Worker) -> Callable[[], N
             return
         try:
             fn()
-        except Exception:
+        except Exception as exc:
             log.exception("job %s failed", name)
+            worker.job_failed(name, exc)
+        else:
+            worker.job_ok(name)
     body.__name__ = f"job_{name}"
     return body
 

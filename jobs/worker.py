@@ -24,6 +24,10 @@ Rules kept here:
   job waiting for a lock (the bill run's) gives up waiting.
 - ``start`` (the HTTP API's ``SyncRunner`` seam, ``jobs.api.admin_sync``) records the run and
   runs it on a thread, returning its id at once; ``get`` reads a run back.
+- A scheduled job that raises is counted per job (``job_failed`` / ``job_ok``, called by the
+  scheduler's guard): ``job_failures`` gives each job's failures, whether its last run failed
+  and the last error, for ``/metrics`` and the API's ``/status`` (a failure of a job that
+  records nothing in the ledger, such as the hold re-evaluation, was in the log only).
 """
 from __future__ import annotations
 
@@ -118,6 +122,28 @@ class Worker:
         self._usage: dict[str, tuple[int, int, datetime]] = {}
         #: Per connection taking events, the CRM user it acts as (``own_user``).
         self._own_users: dict[str, str] = {}
+        #: Per scheduled job that ever failed: failures, last error and time, failing now.
+        self._failures: dict[str, dict[str, Any]] = {}
+
+    def job_failed(self, job: str, exc: BaseException) -> None:
+        """Scheduled job ``job`` raised ``exc`` (see the module's rules)."""
+        with self._guard:
+            entry = self._failures.setdefault(job, {"failures": 0})
+            entry.update(failures=entry["failures"] + 1, failing=True,
+                         last_error=f"{type(exc).__name__}: {exc}"[:500],
+                         last_failed_at=self.clock())
+
+    def job_ok(self, job: str) -> None:
+        """Scheduled job ``job`` ran to its end."""
+        with self._guard:
+            if job in self._failures:
+                self._failures[job]["failing"] = False
+
+    def job_failures(self) -> dict[str, dict[str, Any]]:
+        """Each scheduled job that failed in this process: ``failures`` (count), ``failing``
+        (its last run failed), ``last_error``, ``last_failed_at``."""
+        with self._guard:
+            return {job: dict(entry) for job, entry in self._failures.items()}
 
     def close(self) -> None:
         """Release the connectors' HTTP connections. (Database connections are the engine's

@@ -9,7 +9,9 @@ Two kinds:
   unprocessed CRM event's age, the last drift sweep's repairs (``sync.drift``), accounts on
   hold by reason, the last bill run's duration. The
   remaining CRM API budget per connection comes from the scheduler state when it offers
-  ``budgets() -> {connection: remaining}``.
+  ``budgets() -> {connection: remaining}``; scheduled jobs that raised (``job_failures()``,
+  the daemon's worker) as ``ledgerbridge_job_failures_total{job}`` and
+  ``ledgerbridge_job_failing{job}``.
 The figures come from ``sync.status`` and ``billing_core.service.reports``; a database that
 cannot be read (down, or not migrated yet) costs the database figures of that scrape, logged
 as a warning, never an error answer.
@@ -59,6 +61,23 @@ class LedgerCollector(Collector):
         except SQLAlchemyError as exc:
             log.warning("metrics: database not readable: %s", type(exc).__name__)
         yield from self._budgets()
+        yield from self._jobs()
+
+    def _jobs(self) -> Iterator[Metric]:
+        source = next((o.job_failures for o in self.budget_sources
+                       if callable(getattr(o, "job_failures", None))), None)
+        if source is None:
+            return
+        failures = CounterMetricFamily("ledgerbridge_job_failures",
+                                       "Scheduled job runs that raised, in this process",
+                                       labels=["job"])
+        failing = GaugeMetricFamily("ledgerbridge_job_failing",
+                                    "1 while a scheduled job's last run raised", labels=["job"])
+        for job, entry in sorted(source().items()):
+            failures.add_metric([job], float(entry.get("failures", 0)))
+            failing.add_metric([job], 1.0 if entry.get("failing") else 0.0)
+        yield failures
+        yield failing
 
     def _budgets(self) -> Iterator[Metric]:
         source = next((o.budgets for o in self.budget_sources

@@ -76,13 +76,16 @@ def show_sync_run(run_id: Annotated[int, Path(ge=1, le=MAX_ID)], request: Reques
                                   if k in SyncRunOut.model_fields}))
 
 
-def _scheduler(state: Any) -> dict[str, Any]:
+def _scheduler(state: Any, runner: Any = None) -> dict[str, Any]:
     if state is None:
         return {"running": False, "detail": "no scheduler in this process"}
     info: dict[str, Any] = {"running": bool(getattr(state, "running", False))}
     jobs = getattr(state, "jobs", None)
     if callable(jobs):
         info["jobs"] = jsonable(jobs())
+    failures = getattr(runner, "job_failures", None)
+    if callable(failures):
+        info["failures"] = jsonable(failures())
     return info
 
 
@@ -108,5 +111,5 @@ def show_status(request: Request, uow: Uow, _: Admin) -> StatusOut:
     return StatusOut(
         version=API_VERSION,
         database={"dialect": uow.dialect, "schema_head": head()},
-        scheduler=_scheduler(state.scheduler_state), holds=holds_by_reason(uow.conn),
+        scheduler=_scheduler(state.scheduler_state, state.sync_runner), holds=holds_by_reason(uow.conn),
         provisioning=provisioning_by_state(uow.conn), overview=dict(jsonable(sync_overview)))

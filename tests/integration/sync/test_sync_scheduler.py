@@ -71,3 +71,60 @@ def test_the_sync_job_dispatches_what_its_cycle_ordered(sqlite_engine, tmp_path)
     with sqlite_engine.connect() as conn:
         states = list(conn.execute(select(provisioning_requests.c.state)).scalars())
     assert states == ["dispatched"]
+
+
+def test_a_job_that_raises_is_counted_in_metrics_and_status_and_runs_again(engine, tmp_path):
+    """The hold re-evaluation raises (here: a bug in its body) on one run and not on the
+    next: the job's guard logs it and the daemon goes on; ``/metrics`` counts the failure
+    (``ledgerbridge_job_failures_total{job="holds"}``, ``ledgerbridge_job_failing`` 1 then 0)
+    and the API's ``/status`` names the job and its error. It was in the log only."""
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from billing_core.service import ledger_uow
+    from jobs.api.app import build_app
+    from jobs.api.auth import create_token
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[connections.sf]\ncrm = "salesforce"\nurl = "https://x.example"\n'
+                   '[connections.sf.credentials]\nclient_id = "id"\n'
+                   'client_secret = "env:NOPE"\n')
+    worker = Worker(engine, load_settings(cfg), connector_factory=lambda s: FakeCRM("sf"))
+    real, calls = worker.reevaluate_holds, []
+
+    def holds():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("hold re-evaluation broke")
+        return real()
+    worker.reevaluate_holds = holds
+    with ledger_uow(engine) as uow:
+        token = create_token(uow, "ops", ["admin"])[1]
+        uow.commit()
+    try:
+        scheduler = build_scheduler(worker)
+        client = TestClient(build_app(engine, worker.settings, sync_runner=worker,
+                                      scheduler_state=scheduler))
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def metric(name):
+            for family in text_string_to_metric_families(
+                    client.get("/metrics", headers=auth).text):
+                for sample in family.samples:
+                    if sample.name == name and sample.labels.get("job") == "holds":
+                        return sample.value
+            return None
+
+        job = scheduler.get_job("holds").func
+        job()                                       # raises inside: logged, not raised
+        assert metric("ledgerbridge_job_failures_total") == 1
+        assert metric("ledgerbridge_job_failing") == 1
+        status = client.get("/status", headers=auth).json()
+        assert "hold re-evaluation broke" in status["scheduler"]["failures"]["holds"][
+            "last_error"]
+        job()                                       # the next run goes through
+        assert len(calls) == 2
+        assert metric("ledgerbridge_job_failures_total") == 1
+        assert metric("ledgerbridge_job_failing") == 0
+    finally:
+        worker.close()
