@@ -5,7 +5,12 @@ Rules kept here:
   its whole life, and a second one refuses to start with a message naming the file. On
   PostgreSQL any number may run: each job takes its own advisory lock (see ``jobs.worker``).
 - SIGTERM / SIGINT set the worker's stop event: running cycles finish the page in hand and
-  commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``.
+  commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``. A
+  job still running then (one that does not look at the stop event, e.g. a bill run waiting
+  for another worker's units) is left to the process's end: ``run_daemon`` raises
+  ``JobsStillRunning`` after its own clean-up, and ``ledgerbridge run`` ends the process at
+  once (``os._exit``: the interpreter would otherwise wait for the job's thread). What the job
+  had in hand rolls back; its claims go back as for a killed worker.
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
   the worker as its resync runner; the daemon owns its life. Stored CRM events wake the
   scheduler's ``events`` job (``jobs.scheduler.wake_events``).
@@ -36,11 +41,16 @@ from sync.runs import RunReport
 log = logging.getLogger(__name__)
 #: How often the daemon looks for a bill run in progress with units to claim.
 BILL_RUN_JOIN_SECONDS = 30
-__all__ = ["DaemonRefused", "JsonFormatter", "RedactSecrets", "run_daemon", "run_once"]
+__all__ = ["DaemonRefused", "JobsStillRunning", "JsonFormatter", "RedactSecrets", "run_daemon",
+           "run_once"]
 
 
 class DaemonRefused(RuntimeError):
     """Another daemon already uses this SQLite database."""
+
+
+class JobsStillRunning(RuntimeError):
+    """The daemon stopped, but jobs were still running after the shutdown timeout."""
 
 
 def run_once(worker: Worker) -> list[RunReport]:
@@ -85,16 +95,19 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
         log.info("daemon started jobs=%s", ",".join(job_ids(scheduler)))
         if on_ready:
             on_ready(worker)
+        stopped = False
         try:
             while not worker.stop.wait(0.5):
                 pass
         finally:
             worker.stop.set()
-            _shutdown(scheduler, worker.sync.shutdown_timeout_seconds)
+            stopped = _shutdown(scheduler, worker.sync.shutdown_timeout_seconds)
             if server is not None:
                 server.stop()
             worker.close()
             log.info("daemon stopped")
+    if not stopped:
+        raise JobsStillRunning("jobs were still running after the shutdown timeout")
     return []
 
 
@@ -129,10 +142,13 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _shutdown(scheduler: Any, timeout: float) -> None:
+def _shutdown(scheduler: Any, timeout: float) -> bool:
+    """Shut the scheduler down, waiting at most ``timeout``; whether its jobs ended."""
     done = threading.Thread(target=lambda: scheduler.shutdown(wait=True), daemon=True)
     done.start()
     done.join(timeout)
     if done.is_alive():
         log.warning("shutdown: jobs still running after %ss; exiting (their last page "
                     "is committed or rolled back whole)", timeout)
+        return False
+    return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -308,7 +309,11 @@ def run_command(app: AppContext, log_format: str | None, api: bool, api_host: st
                 once: bool) -> None:
     """Start the worker: scheduled sync, bill run, holds, provisioning, push, and the API."""
     from jobs.config_metrics import apply_config_metrics
-    from jobs.daemon import DaemonRefused, run_daemon  # the API and scheduler: run only
+    from jobs.daemon import (  # the API and scheduler: run only
+        DaemonRefused,
+        JobsStillRunning,
+        run_daemon,
+    )
 
     configure(log_format or app.log_format, app.verbosity,
               level=min(logging.INFO, level_for(app.verbosity)))
@@ -319,6 +324,12 @@ def run_command(app: AppContext, log_format: str | None, api: bool, api_host: st
     except (DaemonRefused, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exits.BAD_INPUT)
+    except JobsStillRunning:
+        # a stop that was asked for: end now, not when the job's thread would end
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exits.OK)
     code = exits.worst(exits.for_run(r) for r in reports)     # --once: its sync runs
     if code:
         sys.exit(code)

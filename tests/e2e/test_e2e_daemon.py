@@ -128,3 +128,68 @@ def test_sigterm_while_the_bill_run_waits_for_its_lock_stops_the_daemon(world: A
             bill_runs.c.id == run_id)).scalar_one() == "running"
         assert conn.execute(select(units.c.state).where(
             units.c.job == job_name(run_id))).scalars().all() == ["pending"]
+
+
+def test_sigterm_during_a_job_that_outlives_the_shutdown_timeout_ends_the_process(
+        world: Any) -> None:
+    """The daemon joins a bill run at start and, its own unit billed, waits for a unit another
+    live worker (here: the test) holds for an hour. SIGTERM: the scheduler's shutdown times
+    out (2 s here) and the daemon says it exits; it must then exit, exit 0, not stay up until
+    the job ends (the interpreter joined the job's thread). The held unit stays the other
+    worker's, the run stays running for it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from billing_core.adapters import work_units
+    from billing_core.adapters.tables import bill_runs
+    from billing_core.adapters.tables import work_units as units
+    from billing_core.service.bill_run import job_name
+
+    world.config.write_text(world.config.read_text(encoding="utf-8")
+                            + "\n[sync]\nshutdown_timeout_seconds = 2\n", encoding="utf-8")
+    now = datetime.now(UTC)
+    high = 10**12                       # key ranges no account falls in: nothing is billed
+    with world.engine.begin() as conn:
+        run_id = conn.execute(insert(bill_runs).values(
+            run_date=now.date(), started_at=now, status="running",
+            claimed_by="someone-else")).inserted_primary_key[0]
+        job = job_name(run_id)
+        work_units.create_units(conn, job, [(high, high + 1), (high + 2, high + 3)], now)
+        mine = work_units.claim(conn, job, now, timedelta(hours=1))
+    assert [u.unit_no for u in mine] == [1]
+    env = {**os.environ, **world.env}
+    log_path = world.tmp / "daemon.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from jobs.cli import main; main()", "--config",
+         str(world.config), "run", "--no-api"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+
+    def states() -> list[str]:
+        with world.engine.connect() as conn:
+            return list(conn.execute(select(units.c.state).where(units.c.job == job)
+                                     .order_by(units.c.unit_no)).scalars())
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None \
+                and states() != ["claimed", "done"]:
+            time.sleep(0.2)
+        assert states() == ["claimed", "done"], log_path.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon did not exit after its shutdown timeout")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log_file.close()
+    err = log_path.read_text()
+    assert proc.returncode == 0, err[-2000:]
+    assert "jobs still running after" in err
+    assert states() == ["claimed", "done"]
+    with world.engine.connect() as conn:
+        assert conn.execute(select(bill_runs.c.status).where(
+            bill_runs.c.id == run_id)).scalar_one() == "running"
