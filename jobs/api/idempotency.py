@@ -21,6 +21,8 @@ Every route of the API uses :class:`LedgerRoute`. Around the endpoint it
 - A domain error (4xx) is an answer too: it is stored (after the rollback, in a fresh
   transaction) and replayed, as the big payment APIs do. A malformed request (422 from the
   request parser) is not stored: it changes nothing and the same body gives the same answer.
+  Neither is a 429 (``sync_busy``: ask again after ``Retry-After``) nor a 5xx: the request did
+  not happen, and its retry with the same key must run, not replay the refusal for days.
 """
 from __future__ import annotations
 
@@ -92,6 +94,11 @@ def purge_answers(uow: UnitOfWork, older_than: timedelta = KEEP_ANSWERS) -> int:
     """Forget stored answers older than ``older_than``; returns how many. The caller commits."""
     return int(uow.conn.execute(delete(api_idempotency).where(
         api_idempotency.c.created_at < uow.now() - older_than)).rowcount)
+
+
+def _kept(status_code: int) -> bool:
+    """Whether an error answer is stored under its key (see the module's rules)."""
+    return status_code < 500 and status_code != 429
 
 
 def uow_of(request: Request) -> UnitOfWork:
@@ -203,7 +210,7 @@ async def run_in_unit_of_work(request: Request,
             await run_in_threadpool(uow.rollback)
             error = (ledger_response(exc) if isinstance(exc, LedgerError)
                      else api_error_response(exc))
-            if claim is not None and error.status_code < 500:
+            if claim is not None and _kept(error.status_code):
                 await run_in_threadpool(_store_error, uow, claim, error)
             return error
     finally:
@@ -221,7 +228,7 @@ def _claim_alone(engine_uow: UnitOfWork, claim: Claim) -> Response | None:
 def _record_alone(engine_uow: UnitOfWork, claim: Claim, response: Response) -> None:
     with engine_uow as uow:
         key = (api_idempotency.c.token_id == claim.token_id) & (api_idempotency.c.key == claim.key)
-        if response.status_code >= 500:
+        if response.status_code >= 400 and not _kept(response.status_code):
             uow.conn.execute(delete(api_idempotency).where(key))
         else:
             uow.conn.execute(update(api_idempotency).where(key).values(

@@ -189,3 +189,31 @@ def test_a_key_reused_with_a_number_a_float_cannot_tell_apart_is_refused(api, ac
     assert huge.status_code == 409, huge.text
     assert api.read(lambda c: c.execute(select(func.count()).select_from(
         metered_events)).scalar()) == 1
+
+
+def test_a_429_is_not_stored_so_the_retry_with_the_key_runs(api, monkeypatch):
+    """``POST /sync:run`` answers 429 ``sync_busy`` with ``Retry-After`` while too many runs
+    of the connection are queued. A client that waits and retries with the same
+    Idempotency-Key (as it should: the request did not happen) gets its run started, not the
+    429 replayed for the 7 days the key is kept."""
+    from jobs.api.admin_sync import SyncBusy
+
+    real, busy = api.sync.start, [True]
+
+    def start(connection, object, full, account):
+        if busy[0]:
+            busy[0] = False
+            raise SyncBusy(connection, 4, 7)
+        return real(connection, object, full, account)
+    monkeypatch.setattr(api.sync, "start", start)
+    body = {"connection": "salesforce"}
+    refused = api.post("/sync:run", body, scope="admin", key="resync-1")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "7", refused.text
+    again = api.post("/sync:run", body, scope="admin", key="resync-1")
+    assert again.status_code == 202 or again.status_code == 200, again.text
+    assert again.json()["run_id"] == 1
+    assert len(api.sync.started) == 1
+    replay = api.post("/sync:run", body, scope="admin", key="resync-1")
+    assert replay.json() == again.json()
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert len(api.sync.started) == 1
