@@ -53,6 +53,12 @@ class RetriableError(ConnectorError):
         self.retry_after = retry_after
 
 
+class UnconfirmedError(ConnectorError):
+    """A call that creates (``resend=False``) was sent and no answer came (a read timeout, the
+    connection lost after sending): the CRM may have applied it. Never re-sent blindly: the
+    caller looks for what it made before sending it again."""
+
+
 class FatalError(ConnectorError):
     """A 4xx (or a broken answer) that retrying will not change."""
 

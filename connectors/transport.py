@@ -13,6 +13,10 @@ Rules kept here:
   `classify` hook may return another error (Salesforce: REQUEST_LIMIT_EXCEEDED → BudgetExhausted,
   never retried, for the daily allowance; a RetriableError, retried like a 429, for the
   concurrency limit).
+- A call that creates something (``resend=False``: a Salesforce file, a Dataverse note) is
+  retried only when it surely was not applied (no connection made, 429, 5xx); a read timeout
+  or a connection lost after sending raises `UnconfirmedError` instead of sending it again,
+  which made a second file when the CRM had taken the first and answered late.
 - The budget meter is checked before and fed after every call; every call is counted.
 - One debug line per call: method, path (never the query string), status, duration. Headers and
   bodies are never logged, so tokens cannot leak.
@@ -44,6 +48,7 @@ from connectors.base import (
     ConnectorError,
     FatalError,
     RetriableError,
+    UnconfirmedError,
 )
 from connectors.budget import BudgetMeter
 
@@ -158,6 +163,7 @@ class Transport(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> Any:
         method = method.decode() if isinstance(method, bytes) else method
         url = url.decode() if isinstance(url, bytes) else url
+        resend = kw.pop("resend", True)
         kw.setdefault("timeout", self.timeout)
         if kw.get("verify") is None and self.ca_bundle:
             kw["verify"] = self.ca_bundle
@@ -168,7 +174,7 @@ class Transport(requests.Session):
             sleep=self.sleep,
             reraise=True,
         )
-        return retrying(self._once, method, url, *args, **kw)
+        return retrying(self._once, method, url, *args, resend=resend, **kw)
 
     _backoff = wait_exponential_jitter(initial=1, max=60, jitter=1)
 
@@ -178,7 +184,8 @@ class Transport(requests.Session):
             return exc.retry_after
         return float(self._backoff(state))
 
-    def _once(self, method: str, url: str, *args: Any, **kw: Any) -> requests.Response:
+    def _once(self, method: str, url: str, *args: Any, resend: bool = True,
+              **kw: Any) -> requests.Response:
         self.budget.take()
         path = urlsplit(url).path
         started = time.perf_counter()
@@ -186,6 +193,9 @@ class Transport(requests.Session):
             resp = super().request(method, url, *args, **kw)
         except (requests.ConnectionError, requests.Timeout) as exc:
             log.debug("%s %s %s -> %s", self.name, method, path, type(exc).__name__)
+            if not resend and _maybe_applied(exc):
+                raise UnconfirmedError(f"{method} {path}: {type(exc).__name__}: sent, no "
+                                       "answer (the CRM may have applied it)") from None
             raise RetriableError(f"{method} {path}: {type(exc).__name__}") from None
         resp.__class__ = CrmResponse
         took_ms = (time.perf_counter() - started) * 1000
@@ -216,3 +226,15 @@ class Transport(requests.Session):
         if status == 412:
             return ConflictError(message, code=code, status=status)
         return FatalError(message, code=code, status=status)
+
+
+def _maybe_applied(exc: Exception) -> bool:
+    """Whether a failed call may have reached the CRM: anything but a connection that was
+    never made (a connect timeout, a refused or unresolvable address)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    from urllib3.exceptions import NewConnectionError
+
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, NewConnectionError) and not isinstance(
+        exc.args[0] if exc.args else None, NewConnectionError)

@@ -12,7 +12,9 @@ Rules kept here:
 - Files: an ``annotation`` (``subject``, ``filename``, ``mimetype`` application/pdf,
   ``documentbody`` base64, ``objectid_<table>@odata.bind`` to the row). Before creating it, the
   row is read by its alternate key and the notes on it with that file name are looked for; one
-  already there (a crash after the upload, before the outbox recorded it) is the result.
+  already there (a crash after the upload, before the outbox recorded it) is the result. A
+  note's POST that got no answer (a read timeout: Dataverse may have taken it) is not sent
+  again by the transport's retry: it fails alone as ``UNCONFIRMED``, found at the next push.
 - The native ``invoice`` (a map whose ``document`` object has ``logical_name = "invoice"``,
   config/fieldmaps/dynamics_invoice.toml): its totals are Dataverse's, computed from its
   ``invoicedetail`` rows, so a ``total`` mapped to one of them is not written; the lines (the
@@ -36,7 +38,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import AuthError, ConnectorError, FatalError, Record, WriteResult
+from connectors.base import (
+    AuthError,
+    ConnectorError,
+    FatalError,
+    Record,
+    UnconfirmedError,
+    WriteResult,
+)
 from connectors.dynamics import odata
 from connectors.dynamics.write import BATCH_MAX, _filled, _result, _send
 from connectors.fieldmap import FieldMapError
@@ -228,7 +237,11 @@ def upload_files(conn: DynamicsConnector, updates: Sequence[Record]) -> list[Wri
                     "documentbody": base64.b64encode(bytes(update.get("_pdf") or b"")).decode(),
                     f"objectid_{entity}@odata.bind": f"/{doc.crm_object}({record})"}
             try:
-                resp = conn.request("POST", fom.crm_object, json=body)
+                resp = conn.request("POST", fom.crm_object, json=body, resend=False)
+            except UnconfirmedError as exc:
+                results[i] = WriteResult(key, False, "UNCONFIRMED",
+                                         f"{title}: {exc.message}; looked for at the next push")
+                continue
             except FatalError as exc:
                 if isinstance(exc, AuthError):
                     raise

@@ -12,7 +12,9 @@ Rules kept here:
   ContentDocumentLink to the record). Before uploading, one query per call finds the records
   by external id and one finds the files already published to them; a file whose title is
   already on its record is not uploaded again (a crash after the upload, before the outbox
-  recorded it), its ContentVersion id is the result.
+  recorded it), its ContentVersion id is the result. An upload that got no answer (a read
+  timeout: Salesforce may have taken it) is not sent again by the transport's retry: it fails
+  alone as ``UNCONFIRMED`` and the next push finds it on its record, or uploads it then.
 - A file refused by Salesforce (too large for a JSON body: 37.5 MB of base64; a bad body) fails
   alone with Salesforce's code and message, prefixed with the document's number; a document
   whose record is not in Salesforce yet fails alone (``NOT_FOUND``) and is retried later.
@@ -27,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from simple_salesforce.format import format_soql
 
-from connectors.base import AuthError, ConnectorError, FatalError, Record, WriteResult
+from connectors.base import (
+    AuthError,
+    ConnectorError,
+    FatalError,
+    Record,
+    UnconfirmedError,
+    WriteResult,
+)
 from connectors.salesforce.collections import collection_bodies
 
 if TYPE_CHECKING:
@@ -94,7 +103,11 @@ def upload_files(conn: SalesforceConnector, updates: Sequence[Record]) -> list[W
                 "FirstPublishLocationId": record}
         try:
             answer = conn._call(lambda sf, b=body: sf.restful(  # type: ignore[misc]
-                f"sobjects/{fom.crm_object}", method="POST", json=b)) or {}
+                f"sobjects/{fom.crm_object}", method="POST", json=b, resend=False)) or {}
+        except UnconfirmedError as exc:
+            results[i] = WriteResult(key, False, "UNCONFIRMED",
+                                     f"{title}: {exc.message}; looked for at the next push")
+            continue
         except ConnectorError as exc:
             if not isinstance(exc, FatalError) or isinstance(exc, AuthError):
                 exc.partial_results = _filled(results, updates, str(exc))

@@ -176,3 +176,95 @@ def test_doctor_checks_the_documents_objects_when_the_connection_pushes_them(
         results = {r.check: r for r in connector.check()}
         assert all(r.ok for r in results.values()), [r for r in results.values() if not r.ok]
         assert [results[label].status for label in labels] == ["ok", "ok"], sorted(results)
+
+
+def _count_files(sf: Any, record: str) -> int:
+    return int(_sf(sf, "query/?q=" + f"SELECT+Id+FROM+ContentVersion+WHERE+"
+                   f"FirstPublishLocationId='{record}'", "GET")["totalSize"])
+
+
+def test_a_file_upload_that_times_out_after_salesforce_took_it_is_not_sent_twice(
+        sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Salesforce takes a file but answers after the read timeout. The upload (a POST that
+    creates) is not re-sent blindly by the transport's retry, which made a second
+    ContentVersion on the record: the file fails alone as unconfirmed, and the next push
+    finds it on its record and sends nothing."""
+    import time
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    creds = sandbox.credentials or sandbox.salesforce.credentials
+    settings = parse_connection("sf_docs", {
+        "crm": "salesforce", "url": sandbox.url, "auth": "client_credentials",
+        "ca_bundle": sandbox.ca_bundle, "push_documents": True, "read_timeout": 0.5,
+        "credentials": {"client_id": creds.client_id, "client_secret": "env:SBX_SF_SECRET"}})
+    sandbox.reset()
+    sf = build_connector(settings, sleep=lambda s: None,
+                         environ={"SBX_SF_SECRET": creds.client_secret})
+    account = _sf_account(sf)
+    assert [r.ok for r in sf.write("document", [{"crm_id": "invoice-9",
+                                                "account_crm_id": account,
+                                                "number": "INV-9"}])] == [True]
+    record = str(_sf(sf, "query/?q=SELECT+Id+FROM+Invoice__c+WHERE+"
+                     "Ledger_Document_Id__c='invoice-9'", "GET")["records"][0]["Id"])
+    upload = {"crm_id": "invoice-9", "title": "INV-9", "filename": "INV-9.pdf", "_pdf": PDF}
+    posts = sandbox.counters.get("salesforce", "sobject", "POST")
+    sandbox.faults.add("salesforce", "sobject", "slow", count=1, delay=3.0)
+    first = sf.write("document_file", [dict(upload)])
+    assert sandbox.counters.get("salesforce", "sobject", "POST") == posts + 1, \
+        "the upload was sent again after its timeout"
+    assert [(r.ok, r.code) for r in first] == [(False, "UNCONFIRMED")], first
+    deadline = time.monotonic() + 30                      # the late answer's file lands
+    while _count_files(sf, record) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _count_files(sf, record) == 1
+    again = sf.write("document_file", [dict(upload)])     # the next push
+    assert [r.ok for r in again] == [True]
+    assert sandbox.counters.get("salesforce", "sobject", "POST") == posts + 1
+    assert _count_files(sf, record) == 1
+
+
+def test_a_note_upload_that_times_out_after_dataverse_took_it_is_not_sent_twice(
+        sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for Dataverse: a note taken but answered after the read timeout is not
+    created a second time by the transport's retry; the next push finds it."""
+    import time
+
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/nonexistent/elsewhere.pem")
+    side = sandbox.dataverse
+    settings = parse_connection("d365_docs", {
+        "crm": "dynamics", "url": sandbox.url, "auth": "client_secret", "tenant_id": side.tenant,
+        "authority_host": sandbox.url, "validate_authority": False, "push_documents": True,
+        "ca_bundle": sandbox.ca_bundle, "read_timeout": 0.5,
+        "credentials": {"client_id": side.client_id, "client_secret": "env:SBX_DV_SECRET"}})
+    sandbox.reset()
+    dv = build_connector(settings, sleep=lambda s: None,
+                         environ={"SBX_DV_SECRET": side.client_secret})
+    account = dv.get_json("accounts?$select=accountid&$top=1")["value"][0]["accountid"]
+    assert [r.ok for r in dv.write("document", [{"crm_id": "invoice-9",
+                                                "account_crm_id": account,
+                                                "number": "INV-9", "status": "posted"}])] == [True]
+
+    def notes() -> int:
+        return len(dv.get_json("annotations?$select=filename")["value"])
+
+    upload = {"crm_id": "invoice-9", "title": "INV-9", "filename": "INV-9.pdf", "_pdf": PDF}
+    posts = sandbox.counters.get("dataverse", "annotations", "POST")
+    real, armed = dv.request, [True]
+
+    def request(method: str, url: str, **kw: Any) -> Any:
+        if method == "POST" and url == "annotations" and armed.pop() if armed else False:
+            # the note's POST only (the look for notes already there reads the same table)
+            sandbox.faults.add("dataverse", "annotations", "slow", count=1, delay=3.0)
+        return real(method, url, **kw)
+    monkeypatch.setattr(dv, "request", request)
+    first = dv.write("document_file", [dict(upload)])
+    assert sandbox.counters.get("dataverse", "annotations", "POST") == posts + 1, \
+        "the note was sent again after its timeout"
+    assert [(r.ok, r.code) for r in first] == [(False, "UNCONFIRMED")], first
+    deadline = time.monotonic() + 30
+    while notes() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert notes() == 1
+    assert [r.ok for r in dv.write("document_file", [dict(upload)])] == [True]
+    assert sandbox.counters.get("dataverse", "annotations", "POST") == posts + 1
+    assert notes() == 1
