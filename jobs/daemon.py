@@ -4,13 +4,13 @@ Rules kept here:
 - On SQLite only one daemon may use a database: it holds ``<db>.daemon.lock`` (``flock``) for
   its whole life, and a second one refuses to start with a message naming the file. On
   PostgreSQL any number may run: each job takes its own advisory lock (see ``jobs.worker``).
-- SIGTERM / SIGINT set the worker's stop event: running cycles finish the page in hand and
-  commit; the scheduler is shut down and waited for at most ``shutdown_timeout_seconds``. A
-  job still running then (one that does not look at the stop event, e.g. a bill run waiting
-  for another worker's units) is left to the process's end: ``run_daemon`` raises
-  ``JobsStillRunning`` after its own clean-up, and ``ledgerbridge run`` ends the process at
-  once (``os._exit``: the interpreter would otherwise wait for the job's thread). What the job
-  had in hand rolls back; its claims go back as for a killed worker.
+- SIGTERM / SIGINT set the worker's stop event (with ``once`` too): running cycles finish
+  the page in hand and commit; the scheduler is shut down and waited for at most
+  ``shutdown_timeout_seconds``. A job still running then (one that does not look at the stop
+  event, e.g. a bill run waiting for another worker's units) is left to the process's end:
+  ``run_daemon`` raises ``JobsStillRunning`` after its own clean-up, and ``ledgerbridge run``
+  ends the process at once (``os._exit``: the interpreter would otherwise wait for the job's
+  thread). What the job had in hand rolls back; its claims go back as for a killed worker.
 - The HTTP API (``jobs.api.app.build_app``) is served on a thread when asked (``--api``), with
   the worker as its resync runner; the daemon owns its life. Stored CRM events wake the
   scheduler's ``events`` job (``jobs.scheduler.wake_events``).
@@ -55,9 +55,10 @@ class JobsStillRunning(RuntimeError):
 
 def run_once(worker: Worker) -> list[RunReport]:
     """Every job body once, in cycle order (for ``run --once`` and the demo); the sync runs'
-    reports (``run --once`` exits with the worst of their codes)."""
+    reports (``run --once`` exits with the worst of their codes). Once the worker is asked to
+    stop, the connections not begun yet are left."""
     reports = [worker.sync_connection(name, worker.options("schedule"), wait=True)
-               for name in worker.connections]
+               for name in worker.connections if not worker.stop.is_set()]
     worker.dispatch()
     worker.push_all()
     return [r for r in reports if r is not None]
@@ -77,6 +78,7 @@ def run_daemon(engine: Engine, settings: Settings, *, api: bool = False,
                 "run several workers")
         worker = worker or Worker(engine, settings)
         if once:
+            _install_signals(worker.stop)   # SIGTERM / SIGINT: the page in hand, then stop
             try:
                 return run_once(worker)
             finally:

@@ -318,9 +318,14 @@ def run_command(app: AppContext, log_format: str | None, api: bool, api_host: st
     configure(log_format or app.log_format, app.verbosity,
               level=min(logging.INFO, level_for(app.verbosity)))
     apply_config_metrics(app.engine, app.settings)      # [metrics.CODE]: refused -> exit 2
+    worker = None
+    if once:
+        from jobs.worker import Worker
+
+        worker = Worker(app.engine, app.settings)
     try:
         reports = run_daemon(app.engine, app.settings, api=api, host=api_host, port=api_port,
-                             once=once)
+                             once=once, worker=worker)
     except (DaemonRefused, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exits.BAD_INPUT)
@@ -331,6 +336,8 @@ def run_command(app: AppContext, log_format: str | None, api: bool, api_host: st
         sys.stderr.flush()
         os._exit(exits.OK)
     code = exits.worst(exits.for_run(r) for r in reports)     # --once: its sync runs
+    if worker is not None and worker.stop.is_set():             # --once stopped by a signal
+        code = exits.worst((code, exits.INTERRUPTED))
     if code:
         sys.exit(code)
 

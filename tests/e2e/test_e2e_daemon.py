@@ -193,3 +193,39 @@ def test_sigterm_during_a_job_that_outlives_the_shutdown_timeout_ends_the_proces
     with world.engine.connect() as conn:
         assert conn.execute(select(bill_runs.c.status).where(
             bill_runs.c.id == run_id)).scalar_one() == "running"
+
+
+def test_sigterm_during_run_once_stops_after_the_page_in_hand(world: Any) -> None:
+    """``run --once`` (every job once, e.g. from a timer) gets SIGTERM while its sync pulls:
+    as the daemon and ``sync`` do, the page in hand is committed, the run is recorded
+    ``stopped: shutdown`` and the command exits 130. It died at once on the default
+    handler, the run left ``running`` for the next run to close as abandoned."""
+    world.sbx.faults.add("salesforce", "query*", "slow", count=200, delay=0.3)
+    env = {**os.environ, **world.env}
+    log_path = world.tmp / "once.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe (a full pipe blocks)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from jobs.cli import main; main()", "--config",
+         str(world.config), "run", "--once", "--no-api"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+
+    def outcomes() -> list[str]:
+        with world.engine.connect() as conn:
+            return [str(r[0]) for r in conn.execute(select(sync_runs.c.outcome)
+                                                    .order_by(sync_runs.c.id))]
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None and "running" not in outcomes():
+            time.sleep(0.05)
+        assert outcomes()[:1] == ["running"], log_path.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log_file.close()
+        world.sbx.faults.clear()
+    err = log_path.read_text()
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert outcomes() == ["stopped: shutdown"], err[-2000:]
