@@ -11,7 +11,8 @@ Rules kept here
   Draft, void and cancelled documents count for nothing. The balance may be negative (a credit).
 - Unbilled orders = for accepted/held/active orders: one-time charges not yet invoiced (not
   cancelled) at quantity × unit price, and subscriptions never billed (``billed_through`` empty,
-  not cancelled) at one period's charge, as the bill run charges it: the product's price per
+  not cancelled, not ending on or before their start: such a one bills no day, so it is never
+  invoiced) at one period's charge, as the bill run charges it: the product's price per
   its billing period turned into the subscription's (``period_factor``: 12 months of a monthly
   price for an annual subscription, a twelfth of a yearly price for a monthly one). A usage
   product's subscription is left out (it has no recurring charge; its usage counts once
@@ -32,7 +33,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, Connection, func, literal, null, select, union
+from sqlalchemy import Column, Connection, func, literal, null, or_, select, union
 from sqlalchemy.sql import ColumnElement
 
 from billing_core.adapters.bulk import id_in
@@ -140,10 +141,13 @@ def unbilled_orders_many(conn: Connection, account_ids: Sequence[int],
         items: list[Any] = []
         for table in (one_time_charges, subscriptions):
             period: tuple[ColumnElement[Any], ColumnElement[Any]]
+            unbilled: ColumnElement[bool]
             if table is one_time_charges:       # a charge is its quantity times its price
                 unbilled, period = table.c.invoice_id.is_(None), (null(), null())
             else:                               # a subscription, one period of it
-                unbilled = table.c.billed_through.is_(None)
+                # one that ends on (or before) its start bills no day: it is never invoiced
+                unbilled = table.c.billed_through.is_(None) & or_(
+                    table.c.end_date.is_(None), table.c.end_date > table.c.start_date)
                 period = (products.c.billing_period, table.c.frequency)
             items += conn.execute(
                 select(table.c.account_id, accounts.c.currency, table.c.product_id,

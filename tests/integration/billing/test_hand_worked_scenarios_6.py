@@ -582,3 +582,25 @@ def test_threshold_rounds_down_holding_one_minor_unit_sooner(ledger) -> None:
         uow.commit()
     assert _reasons(ledger, acc) == {"credit_limit"}
 
+
+def test_subscription_ended_on_its_start_counts_nothing_in_exposure(ledger) -> None:
+    """'Exposure' counts items 'not invoiced yet'; 'Cancellations': an end on or before the
+    start bills nothing. 80.00 from 1 May 2026 (ordered and active on 2 Apr) and 30.00 from
+    1 Apr: exposure 110.00. The first is cancelled at 2 Apr: its end is its start, 1 May, so
+    it will never be invoiced: exposure 30.00, and after the 1 May run (May 30.00 billed;
+    April 30.00 billed on 1 Apr) 60.00, not 140.00."""
+    acc = ledger.account(bcd=1)
+    later = ledger.subscribe(acc, ledger.product("80.00"), 1, date(2026, 5, 1))
+    ledger.subscribe(acc, ledger.product("30.00"), 1, date(2026, 4, 1))
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 2)) == 11000
+    ledger.run(date(2026, 4, 1))
+    with ledger.uow() as uow:
+        assert end_subscription(uow, later, date(2026, 4, 2)) == date(2026, 5, 1)
+        uow.commit()
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 2)) == 3000
+    ledger.run(date(2026, 5, 1))
+    assert [i["total_minor"] for i in ledger.invoices(acc)] == [3000, 3000]
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 5, 1)) == 6000
