@@ -234,6 +234,7 @@ class Worker:
 
     def options(self, trigger: str, **kw: Any) -> SyncOptions:
         return SyncOptions(trigger=trigger, grace_days=self.settings.credit.overdue_grace_days,
+                           include_unbilled=self.settings.credit.include_unbilled_orders,
                            push_batch_size=self.sync.push_batch_size,
                            push_max_attempts=self.sync.push_max_attempts,
                            write_crm_hold=self.sync.write_crm_hold,
@@ -275,6 +276,7 @@ class Worker:
             docs = pushes_documents(connector)
             outbox.refresh(self.engine, name, self.clock(),
                            grace_days=self.settings.credit.overdue_grace_days,
+                           include_unbilled=self.settings.credit.include_unbilled_orders,
                            write_hold=self.sync.write_crm_hold, documents=docs)
             result = push.push(
                 self.engine, connector, name, clock=self.clock,

@@ -173,6 +173,9 @@ class SyncOptions:
     account: str | None = None
     push: bool = True
     grace_days: int = 0
+    #: the credit policy's ``include_unbilled_orders``: the exposure and available credit
+    #: pushed count unbilled orders only when credit control does
+    include_unbilled: bool = True
     push_batch_size: int = 1000
     push_max_attempts: int = 8
     write_crm_hold: bool = False
@@ -539,7 +542,8 @@ class Cycle:
                 report.handed_off = result.counts["placed"]
         with self._phase("outbox"):
             outbox.refresh(self.engine, self.name, self.clock(), full=opts.full,
-                           grace_days=opts.grace_days, write_hold=opts.write_crm_hold,
+                           grace_days=opts.grace_days, include_unbilled=opts.include_unbilled,
+                           write_hold=opts.write_crm_hold,
                            documents=pushes_documents(self.connector))
         if opts.push and not stopped:
             with self._phase("push"):

@@ -277,12 +277,14 @@ def _handed_off(conn: Connection, connection: str, wanted: set[int] | None,
 
 @gc_paused
 def _refresh_accounts(conn: Connection, connection: str, part: Sequence[Any], now: datetime, *,
-                      grace_days: int, write_hold: bool, documents: bool | str) -> int:
+                      grace_days: int, include_unbilled: bool, write_hold: bool,
+                      documents: bool | str) -> int:
     """One chunk of accounts' rows (and their documents'); how many became pending."""
     part = [(int(ledger_id), crm_id) for ledger_id, crm_id in part]
     ids = [ledger_id for ledger_id, _ in part]
     existing = _existing(conn, connection, "account", [c for _, c in part])
-    views = account_views(conn, ids, now.date(), grace_days=grace_days)
+    views = account_views(conn, ids, now.date(), grace_days=grace_days,
+                          include_unbilled=include_unbilled)
     writes = _Writes(connection, existing, now)
     for ledger_id, crm_id in part:
         row = existing.get(("account", crm_id))
@@ -311,7 +313,8 @@ def _refresh_quotes(conn: Connection, connection: str, found: Sequence[Any],
 
 
 def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = False,
-            grace_days: int = 0, write_hold: bool = False, documents: bool | str = False,
+            grace_days: int = 0, include_unbilled: bool = True, write_hold: bool = False,
+            documents: bool | str = False,
             only_accounts: Iterable[int] | None = None, chunk: int = 2000) -> int:
     """Recompute payloads; returns how many rows became pending."""
     with engine.connect() as conn:
@@ -335,6 +338,7 @@ def refresh(engine: Engine, connection: str, now: datetime, *, full: bool = Fals
             links = links.where(id_in(conn, sync_records.c.ledger_id, sorted(wanted)))
         for part in _keyset(conn, links, LINK_KEYS, chunk):
             pending += _refresh_accounts(conn, connection, part, now, grace_days=grace_days,
+                                         include_unbilled=include_unbilled,
                                          write_hold=write_hold, documents=documents)
         for found in _handed_off(conn, connection, wanted, chunk):
             pending += _refresh_quotes(conn, connection, found, now)

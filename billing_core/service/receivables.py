@@ -19,7 +19,9 @@ Rules kept here
   invoiced). The unit price is the negotiated one or the catalog's on ``on_date``; each line is
   rounded once (the one rounding rule). An item whose product has no catalog price that day
   counts 0, with a warning (exposure is read in every commit hook).
-- Exposure = open balance (+ unbilled orders, by default).
+- Exposure = open balance (+ unbilled orders, by default): every figure shown or pushed
+  (:func:`account_summaries`) counts them only when credit control does
+  (``include_unbilled``).
 - A document is overdue when it is open with a balance and ``due_date + grace_days < on_date``;
   days overdue count from the due date.
 - Aging buckets by days past due (current, 1-30, 31-60, 61-90, over 90) per account and per
@@ -280,14 +282,18 @@ def aging(conn: Connection, on_date: date, account_id: int | None = None) -> lis
 
 
 def account_summary(conn: Connection, account_id: int, on_date: date, *,
-                    grace_days: int = 0) -> dict[str, Any]:
-    """The figures the CRM shows: open balance, exposure, available credit (limit − exposure, or
-    None without a limit), oldest overdue days (0 when nothing is late), last invoice."""
-    return account_summaries(conn, [account_id], on_date, grace_days=grace_days)[account_id]
+                    grace_days: int = 0, include_unbilled: bool = True) -> dict[str, Any]:
+    """The figures the CRM shows: open balance, exposure (with unbilled orders only when
+    ``include_unbilled``, as credit control counts it: the policy's
+    ``include_unbilled_orders``), available credit (limit − exposure, or None without a
+    limit), oldest overdue days (0 when nothing is late), last invoice."""
+    return account_summaries(conn, [account_id], on_date, grace_days=grace_days,
+                             include_unbilled=include_unbilled)[account_id]
 
 
 def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: date, *,
-                      grace_days: int = 0) -> dict[int, dict[str, Any]]:
+                      grace_days: int = 0,
+                      include_unbilled: bool = True) -> dict[int, dict[str, Any]]:
     """:func:`account_summary` for many accounts: a handful of grouped queries per chunk of
     accounts, whatever their number (the sync's outbox reads a page of accounts at once).
     Raises ``NotFound`` naming the first unknown account."""
@@ -309,7 +315,7 @@ def account_summaries(conn: Connection, account_ids: Sequence[int], on_date: dat
     out: dict[int, dict[str, Any]] = {}
     for account_id in ids:
         account, late, inv = rows[account_id], overdue.get(account_id, []), last.get(account_id)
-        exposure = balances[account_id] + unbilled[account_id]
+        exposure = balances[account_id] + (unbilled[account_id] if include_unbilled else 0)
         limit = account.credit_limit_override_minor
         if limit is None:       # finance's override wins over the CRM's limit
             limit = account.credit_limit_minor

@@ -71,10 +71,12 @@ class OrderView:
 
 
 def account_views(conn: Connection, account_ids: Sequence[int], on_date: date, *,
-                  grace_days: int = 0) -> dict[int, AccountView]:
-    """Each account's view on ``on_date`` (overdue after ``grace_days``), keyed by id."""
+                  grace_days: int = 0, include_unbilled: bool = True) -> dict[int, AccountView]:
+    """Each account's view on ``on_date`` (overdue after ``grace_days``; exposure with unbilled
+    orders when ``include_unbilled``), keyed by id."""
     ids = sorted(set(account_ids))
-    summaries = account_summaries(conn, ids, on_date, grace_days=grace_days)
+    summaries = account_summaries(conn, ids, on_date, grace_days=grace_days,
+                                  include_unbilled=include_unbilled)
     reasons = current_reasons_many(conn, ids)
     out: dict[int, AccountView] = {}
     amounts: dict[tuple[int, str], Decimal] = {}     # amounts repeat (zero, the limits)

@@ -35,7 +35,8 @@ State = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$", examples=["awaiti
 def _hold(uow: Uow, account_id: int, policy: CreditPolicy) -> HoldOut:
     conn = uow.conn
     summary = receivables.account_summary(conn, account_id, uow.now().date(),
-                                          grace_days=policy.overdue_grace_days)
+                                          grace_days=policy.overdue_grace_days,
+                                          include_unbilled=policy.include_unbilled_orders)
     currency = summary["currency"]
     reasons = holds.current_reasons(conn, account_id)
     return HoldOut(

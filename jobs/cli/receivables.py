@@ -293,8 +293,9 @@ def ar_aging(app: AppContext, as_of: str | None, account: str | None, as_json: b
 def ar_balance(app: AppContext, account: str, as_of: str | None, as_json: bool) -> None:
     """Open balance, exposure, available credit and overdue of ACCOUNT."""
     on = _as_of(as_of)
-    _show(app.read(lambda u: ar_svc.account_summary(u.conn, resolve_account(u.conn, account)["id"], on)),
-          as_json)
+    unbilled = app.settings.credit.include_unbilled_orders
+    _show(app.read(lambda u: ar_svc.account_summary(
+        u.conn, resolve_account(u.conn, account)["id"], on, include_unbilled=unbilled)), as_json)
 
 
 # --- credit pools -----------------------------------------------------------------------------

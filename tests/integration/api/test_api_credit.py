@@ -146,3 +146,33 @@ def test_the_provisioning_system_confirms_a_dispatched_request(api):
                     scope="billing:read").status_code == 403
     assert [p["state"] for p in api.get("/provisioning").json()["items"]] == [
         "provisioned", "pending"]
+
+
+def test_hold_answer_exposure_follows_include_unbilled_orders(engine):
+    """CREDIT_CONTROL 'Exposure': unbilled orders count only with ``include_unbilled_orders``.
+    Turned off, limit 1,000.00: an invoice of 500.00 and an order of 12 x 100.00 + 50.00 not
+    billed yet. Credit control holds nothing (exposure 500.00), and the hold answer says the
+    same: exposure 500.00, available 500.00 (not 1,750.00 and -750.00)."""
+    from api_helpers import Api, FakeSyncRunner, SchedulerState, TestClient
+
+    from billing_core.domain.credit import CreditPolicy
+    from billing_core.service import ledger_uow
+    from config.settings import Settings
+    from jobs.api.app import build_app
+    from jobs.api.auth import create_token
+
+    policy = CreditPolicy(include_unbilled_orders=False)
+    with ledger_uow(engine, policy=policy) as uow:
+        _, token = create_token(uow, "test-read", ["billing:read"])
+        acc = make_account(uow, "NOUNB", limit="1000.00")
+        post_invoice(uow, acc, 50000)
+        _licences(uow, acc, 12)
+        uow.commit()
+    app = build_app(engine, Settings(credit=policy), sync_runner=FakeSyncRunner(),
+                    scheduler_state=SchedulerState())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Api(client, engine, {"billing:read": token}, FakeSyncRunner(), SchedulerState())
+        hold = api.get(f"/accounts/{acc}/hold").json()
+    assert not hold["on_hold"]
+    assert (hold["exposure"], hold["credit_limit"], hold["available_credit"]) == (
+        "500.00", "1000.00", "500.00")

@@ -589,3 +589,13 @@ def test_the_run_reports_and_logs_the_wall_time_of_its_phases(engine, monkeypatc
 
     report = run_cycle(engine, crm, SyncOptions(push=False))
     assert list(report.phases) == ["pull", "handoff", "outbox"]     # no push, no push phase
+
+
+def test_pushed_exposure_follows_include_unbilled_orders(engine):
+    """CREDIT_CONTROL 'Exposure': with ``include_unbilled_orders = false`` the accepted order
+    of Q1 (400.00, not billed yet) is no exposure; the CRM is sent what credit control
+    decides on: exposure 0.00, available credit the whole 50,000.00 limit."""
+    crm = _crm()
+    run_cycle(engine, crm, SyncOptions(include_unbilled=False))
+    a2 = crm.pushed[("account", "A2")]
+    assert (a2["exposure"], a2["available_credit"]) == (Decimal("0.00"), Decimal("50000.00"))
