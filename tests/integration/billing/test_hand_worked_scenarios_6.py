@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from hand_worked import tax_rate
+from hand_worked import tax_rate, usage_row
 from sqlalchemy import select
 
 from billing_core.adapters.tables import credit_memos, invoices
@@ -19,6 +19,9 @@ from billing_core.domain.credit import CreditPolicy
 from billing_core.domain.errors import InvalidAmount, InvalidState, LedgerError
 from billing_core.service import ledger_uow
 from billing_core.service.accounts import set_credit_limit
+from billing_core.service.bill_run import run_bill_run
+from billing_core.service.credit_control import reevaluate_all
+from billing_core.service.credits import grant_credits, pool_balance_minor
 from billing_core.service.documents import void_invoice
 from billing_core.service.holds import current_reasons
 from billing_core.service.memos import (
@@ -30,7 +33,15 @@ from billing_core.service.memos import (
     credit_memo_view,
     debit_memo_view,
 )
-from billing_core.service.orders import change_quantity
+from billing_core.service.orders import (
+    OneTimeItem,
+    OrderIn,
+    SubscriptionItem,
+    activate_order,
+    cancel_order,
+    change_quantity,
+    place_order,
+)
 from billing_core.service.payments import (
     apply_payment,
     payment_view,
@@ -511,7 +522,6 @@ def test_exposure_exactly_at_the_limit_holds_nothing_one_cent_over_holds(ledger)
         set_credit_limit(uow, acc, "100.00")
         uow.commit()
     ledger.subscribe(acc, ledger.product("33.33"), 3, date(2026, 4, 1))
-    from billing_core.service.bill_run import run_bill_run
     run_bill_run(ledger.engine, date(2026, 4, 1), uow_factory=uow_of)
     with ledger.uow() as uow:
         assert exposure_minor(uow.conn, acc, date(2026, 4, 1)) == 9999
@@ -604,3 +614,184 @@ def test_subscription_ended_on_its_start_counts_nothing_in_exposure(ledger) -> N
     assert [i["total_minor"] for i in ledger.invoices(acc)] == [3000, 3000]
     with ledger.uow() as uow:
         assert exposure_minor(uow.conn, acc, date(2026, 5, 1)) == 6000
+
+
+# --- round 2, second batch ---------------------------------------------------------------------
+
+def test_annual_increase_in_a_renewed_leap_year_term_uses_366_days(ledger) -> None:
+    """Rules 2, 4, 5. 1 x 1,200.00 a year from 10 Mar 2026 (no term: it goes on), BCD 1:
+    1 Apr 2026 bills [10 Mar 2026, 10 Mar 2027) 1,200.00; 1 Apr 2027 bills
+    [10 Mar 2027, 10 Mar 2028) 1,200.00 (366 days: 29 Feb 2028). 3 from 10 Sep 2027:
+    +2 x 1,200.00 x 182/366 = 1,193.4426 -> 1,193.44 on 1 Oct 2027."""
+    acc = ledger.account(bcd=1)
+    sub = ledger.subscribe(acc, ledger.product("1200.00", period="year"), 1,
+                           date(2026, 3, 10), frequency="annual")
+    ledger.run(date(2026, 4, 1))
+    ledger.run(date(2027, 4, 1))
+    with ledger.uow() as uow:
+        change_quantity(uow, sub, 3, date(2027, 9, 10))
+        uow.commit()
+    ledger.run(date(2027, 10, 1))
+    first, second, third = ledger.invoices(acc)
+    assert (first["total_minor"], second["total_minor"]) == (120000, 120000)
+    assert ledger.amounts(third) == [("proration", 119344)]
+
+
+def test_bcd_31_increase_inside_february_prorates_over_28_days(ledger) -> None:
+    """Rules 1, 4, 5. BCD 31: [31 Jan, 28 Feb) has 28 days, [28 Feb, 31 Mar) 31.
+    2 x 10.00 from 31 Jan 2026 (31 Jan: 20.00). 4 from 20 Feb: +2 x 10.00 x 8/28 =
+    5.7143 -> 5.71; 28 Feb also bills [28 Feb, 31 Mar) 40.00. Total 45.71."""
+    acc = ledger.account(bcd=31)
+    sub = ledger.subscribe(acc, ledger.product("10.00"), 2, date(2026, 1, 31))
+    ledger.run(date(2026, 1, 31))
+    with ledger.uow() as uow:
+        change_quantity(uow, sub, 4, date(2026, 2, 20))
+        uow.commit()
+    ledger.run(date(2026, 2, 28))
+    jan, feb = ledger.invoices(acc)
+    assert jan["total_minor"] == 2000
+    assert (feb["period_start"], feb["period_end"]) == (date(2026, 2, 28), date(2026, 3, 31))
+    assert ledger.amounts(feb) == [("proration", 571), ("recurring", 4000)]
+
+
+def test_void_returns_the_prepaid_draw_and_the_rebill_draws_it_again(ledger) -> None:
+    """Rule 7, rule 9, 'Documents'. Usage at 0.10: 800 units in March = 80.00; a 50.00 grant
+    without expiry. 1 Apr: 80.00 - 50.00 = 30.00. Void: the 50.00 comes back (a void_return
+    grant), the balance 0. Rerun: 80.00 - 50.00 = 30.00 again, the pool 0."""
+    acc = ledger.account(bcd=1)
+    pid = ledger.product("0.10", kind="usage")
+    with ledger.uow() as uow:
+        grant_credits(uow, acc, "50.00", kind="granted", reason="welcome")
+        uow.commit()
+    usage_row(ledger, acc, pid, "800", "2026-03-10T09:00:00Z", "v1")
+    ledger.run(date(2026, 4, 1))
+    [inv] = ledger.invoices(acc)
+    assert ledger.amounts(inv) == [("usage", 8000), ("credit_draw", -5000)]
+    with ledger.uow() as uow:
+        void_invoice(uow, inv["id"])
+        uow.commit()
+    with ledger.uow() as uow:
+        assert pool_balance_minor(uow.conn, acc, date(2026, 4, 1)) == 5000
+    assert _balance(ledger, acc) == 0
+    ledger.run(date(2026, 4, 1))
+    live = [i for i in ledger.invoices(acc) if i["status"] != "void"]
+    assert [ledger.amounts(i) for i in live] == [[("usage", 8000), ("credit_draw", -5000)]]
+    with ledger.uow() as uow:
+        assert pool_balance_minor(uow.conn, acc, date(2026, 4, 1)) == 0
+    assert _balance(ledger, acc) == 3000
+
+
+def test_void_of_an_invoice_with_an_overflow_memo_numbers_the_next_memo_after_it(ledger) -> None:
+    """Rules 8, 9. 5 x 12.00 from 1 Mar billed; ended 12 Mar: 1 Apr credits -38.71 ->
+    invoice 0, memo CM-n 38.71. Voiding that invoice cancels the memo (it keeps its number);
+    the rerun issues the credit again: a new memo, the next number, 38.71. Balance
+    60.00 - 38.71 = 21.29."""
+    acc = ledger.account(bcd=1)
+    sub = ledger.subscribe(acc, ledger.product("12.00"), 5, date(2026, 3, 1))
+    ledger.run(date(2026, 3, 1))
+    with ledger.uow() as uow:
+        end_subscription(uow, sub, date(2026, 3, 12))
+        uow.commit()
+    ledger.run(date(2026, 4, 1))
+    _, april = ledger.invoices(acc)
+    with ledger.uow() as uow:
+        void_invoice(uow, april["id"])
+        uow.commit()
+    ledger.run(date(2026, 4, 1))
+    with ledger.uow() as uow:
+        memos = uow.conn.execute(select(credit_memos.c.number, credit_memos.c.status,
+                                        credit_memos.c.amount_minor)
+                                 .order_by(credit_memos.c.id)).all()
+    assert [(s, a) for _, s, a in memos] == [("cancelled", 3871), ("active", 3871)]
+    assert memos[1][0] == _next(memos[0][0])
+    assert _balance(ledger, acc) == 2129
+
+
+def test_overdue_after_due_date_plus_grace_to_the_day(ledger) -> None:
+    """CREDIT_CONTROL 'Hold reasons': overdue when a balance is left after due date + grace.
+    Terms 30: the 1 Apr 2026 invoice is due 1 May. Grace 0: 1 May not overdue, 2 May
+    overdue. Grace 3: 4 May not, 5 May overdue."""
+    acc = ledger.account(bcd=1, terms=30)
+    ledger.subscribe(acc, ledger.product("30.00"), 1, date(2026, 4, 1))
+    ledger.run(date(2026, 4, 1))
+    [inv] = ledger.invoices(acc)
+    assert inv["due_date"] == date(2026, 5, 1)
+
+    def reasons(on: date, grace: int) -> set[str]:
+        with ledger.uow() as uow:
+            reevaluate_all(uow, on, CreditPolicy(overdue_grace_days=grace), account_ids=[acc])
+            out = set(current_reasons(uow.conn, acc))
+        return out      # rolled back: each look starts from no hold
+    assert reasons(date(2026, 5, 1), 0) == set()
+    assert reasons(date(2026, 5, 2), 0) == {"overdue"}
+    assert reasons(date(2026, 5, 4), 3) == set()
+    assert reasons(date(2026, 5, 5), 3) == {"overdue"}
+
+
+def test_order_cancellation_credits_the_billed_days_and_cancels_the_unbilled_charge(
+        ledger) -> None:
+    """'Cancellations'. One order: 1 x 10.00 monthly from 1 Apr 2026 and a one-time 25.00
+    dated 5 May. 1 Apr bills 10.00 only (the charge's date is after April). The order is
+    cancelled at 16 Apr: -10.00 x 15/30 = -5.00 on 1 May, the charge cancelled (never
+    billed) -> 1 May is 0 with a 5.00 credit memo; exposure 10.00 - 5.00 = 5.00."""
+    acc = ledger.account(bcd=1)
+    sub_p, fee_p = ledger.product("10.00"), ledger.product("25.00", kind="one_time")
+    with ledger.uow() as uow:
+        order = place_order(uow, OrderIn(acc, "oc-1", date(2026, 4, 1), subscriptions=[
+            SubscriptionItem(sub_p, 1, date(2026, 4, 1))], one_time_charges=[
+            OneTimeItem(fee_p, 1, date(2026, 5, 5))]))
+        activate_order(uow, order)
+        uow.commit()
+    ledger.run(date(2026, 4, 1))
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 2)) == 3500
+        cancel_order(uow, order, date(2026, 4, 16))
+        uow.commit()
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 16)) == 1000
+    ledger.run(date(2026, 5, 1))
+    april, may = ledger.invoices(acc)
+    assert ledger.amounts(april) == [("recurring", 1000)]
+    assert [a for k, a in ledger.amounts(may) if k != "credit_memo"] == [-500]
+    assert may["total_minor"] == 0
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 5, 1)) == 500
+
+
+def test_graduated_recurring_with_a_flat_fee_decrease_and_exposure(ledger) -> None:
+    """Rating (graduated, flat fee of every tier holding a unit), rules 4, 5, 'Exposure'.
+    Tiers <= 5 @ 10.00, above @ 8.00 + flat 20.00. 8 seats from 1 Apr 2026: exposure
+    before billing 5 x 10 + 3 x 8 + 20 = 94.00; 1 Apr bills 94.00. 4 from 16 Apr:
+    (rate(4) - rate(8)) x 15/30 = (40.00 - 94.00) / 2 = -27.00; May 40.00. 1 May 13.00."""
+    acc = ledger.account(bcd=1)
+    p = ledger.product(None, model="graduated", tiers=[("5", "10.00"), (None, "8.00", "20.00")])
+    sub = ledger.subscribe(acc, p, 8, date(2026, 4, 1))
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 1)) == 9400
+    ledger.run(date(2026, 4, 1))
+    with ledger.uow() as uow:
+        change_quantity(uow, sub, 4, date(2026, 4, 16))
+        uow.commit()
+    ledger.run(date(2026, 5, 1))
+    april, may = ledger.invoices(acc)
+    assert april["total_minor"] == 9400
+    assert ledger.amounts(may) == [("proration", -2700), ("recurring", 4000)]
+    assert may["total_minor"] == 1300
+
+
+def test_volume_recurring_tier_crossed_mid_period(ledger) -> None:
+    """Rating (volume: every unit at the tier of the total), rules 4, 5. Tiers <= 5 @ 10.00,
+    above @ 8.00. 5 seats from 1 Apr (50.00); 6 from 16 Apr: (rate(6) - rate(5)) x 15/30 =
+    (48.00 - 50.00) / 2 = -1.00; May 48.00. 1 May 47.00."""
+    acc = ledger.account(bcd=1)
+    p = ledger.product(None, model="volume", tiers=[("5", "10.00"), (None, "8.00")])
+    sub = ledger.subscribe(acc, p, 5, date(2026, 4, 1))
+    ledger.run(date(2026, 4, 1))
+    with ledger.uow() as uow:
+        change_quantity(uow, sub, 6, date(2026, 4, 16))
+        uow.commit()
+    ledger.run(date(2026, 5, 1))
+    april, may = ledger.invoices(acc)
+    assert april["total_minor"] == 5000
+    assert ledger.amounts(may) == [("proration", -100), ("recurring", 4800)]
+
