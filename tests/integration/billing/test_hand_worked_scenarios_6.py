@@ -795,3 +795,157 @@ def test_volume_recurring_tier_crossed_mid_period(ledger) -> None:
     assert april["total_minor"] == 5000
     assert ledger.amounts(may) == [("proration", -100), ("recurring", 4800)]
 
+
+
+# --- round 2, third batch ----------------------------------------------------------------------
+
+def _order_at_the_gate(ledger, acc: int, product: int, quantity: int, ref: str) -> None:
+    from billing_core.service.gate import accept_order
+    with _credit_ledger(ledger)() as uow:
+        accept_order(uow, OrderIn(acc, ref, date(2026, 4, 2), subscriptions=[
+            SubscriptionItem(product, quantity, date(2026, 4, 2))]))
+        uow.commit()
+
+
+@pytest.mark.parametrize(("limit", "held"), [("1250.00", set()), ("1249.99", {"credit_limit"})])
+def test_an_order_exactly_at_the_limit_passes_one_cent_more_is_held(ledger, limit,
+                                                                    held) -> None:
+    """'What a hold does': an order taking exposure over the limit places credit_limit.
+    12 x 104.1666 (a negotiated-looking catalog price) = 1,249.9992 -> counted 1,250.00
+    (rounded once): against 1,250.00 not held, against 1,249.99 held."""
+    acc = ledger.account(bcd=1)
+    with _credit_ledger(ledger)() as uow:
+        set_credit_limit(uow, acc, limit)
+        uow.commit()
+    _order_at_the_gate(ledger, acc, ledger.product("104.1666"), 12, f"gate-{limit}")
+    assert _reasons(ledger, acc) == held
+    with ledger.uow() as uow:
+        assert exposure_minor(uow.conn, acc, date(2026, 4, 2)) == 125000
+
+
+def test_usage_dated_with_an_offset_counts_in_its_utc_period(ledger) -> None:
+    """Rule 3: usage is dated in UTC. BCD 1, 0.10 a unit: 100 at 2026-03-31T23:30-02:00
+    (= 1 Apr 01:30 UTC: April) and 50 at 2026-04-01T00:30+02:00 (= 31 Mar 22:30 UTC:
+    March). 1 Apr bills 50 x 0.10 = 5.00; 1 May bills 100 x 0.10 = 10.00."""
+    acc = ledger.account(bcd=1)
+    pid = ledger.product("0.10", kind="usage")
+    usage_row(ledger, acc, pid, "100", "2026-03-31T23:30:00-02:00", "tz1")
+    usage_row(ledger, acc, pid, "50", "2026-04-01T00:30:00+02:00", "tz2")
+    ledger.run(date(2026, 4, 1))
+    ledger.run(date(2026, 5, 1))
+    april, may = ledger.invoices(acc)
+    assert ledger.amounts(april) == [("usage", 500)]
+    assert ledger.amounts(may) == [("usage", 1000)]
+
+
+def test_yen_volume_usage_with_a_grant_tax_inclusive(ledger) -> None:
+    """Rules 6, 7, 10 in JPY. Volume tiers <= 1,000 @ 1.5, above @ 1.2; 1,001 units in
+    March: all at 1.2 = 1,201.2 -> 1,201. Grant 500: draw -500. JP 10 % inclusive: gross
+    701, tax round(701 x 0.1 / 1.1 = 63.727) = 64, base 637, total 701."""
+    tax_rate(ledger, "JP", "0.10")
+    acc = ledger.account(currency="JPY", bcd=1, country="JP")
+    pid = ledger.product(None, currency="JPY", kind="usage", model="volume",
+                         tiers=[("1000", "1.5"), (None, "1.2")])
+    with ledger.uow() as uow:
+        grant_credits(uow, acc, "500", kind="granted", reason="trial")
+        uow.commit()
+    usage_row(ledger, acc, pid, "1001", "2026-03-15T00:00:00Z", "y1")
+    ledger.run(date(2026, 4, 1), tax_inclusive=True)
+    [inv] = ledger.invoices(acc)
+    assert sum(ln["amount_minor"] + ln["tax_minor"] for ln in inv["lines"]) == 701
+    assert (inv["subtotal_minor"], inv["tax_minor"], inv["total_minor"]) == (637, 64, 701)
+
+
+def test_zero_total_invoice_owes_nothing_and_is_never_overdue(ledger) -> None:
+    """Rules 7, 8 and 'Hold reasons'. Usage 40.00 fully paid by a 100.00 grant: the invoice
+    total is 0; nothing is owed (balance 0) and it is never overdue."""
+    acc = ledger.account(bcd=1, terms=10)
+    pid = ledger.product("0.10", kind="usage")
+    with ledger.uow() as uow:
+        grant_credits(uow, acc, "100.00", kind="granted", reason="trial")
+        uow.commit()
+    usage_row(ledger, acc, pid, "400", "2026-03-15T00:00:00Z", "z1")
+    ledger.run(date(2026, 4, 1))
+    [inv] = ledger.invoices(acc)
+    assert inv["total_minor"] == 0
+    assert _balance(ledger, acc) == 0
+    with ledger.uow() as uow:
+        reevaluate_all(uow, date(2026, 6, 1), CreditPolicy(), account_ids=[acc])
+        assert set(current_reasons(uow.conn, acc)) == set()
+
+
+def test_amendment_upgrade_removal_and_addition_in_one_revision(ledger) -> None:
+    """'Amendments replace, never stack', rules 4, 5. EUR, BCD 1. Deal from 1 Jan 2027:
+    5 seats at 12.00 and 1 support at 31.00; January billed 60.00 + 31.00 = 91.00.
+    Revision 2 from 20 Jan: 8 seats, no support, 1 add-on at 10.00. 1 Feb:
+      seats +3 x 12.00 x 12/31 = 13.935 -> 13.94; support -31.00 x 12/31 = -12.00;
+      add-on [20 Jan, 1 Feb) 10.00 x 12/31 = 3.871 -> 3.87; February 96.00 + 10.00.
+    Total 13.94 - 12.00 + 3.87 + 96.00 + 10.00 = 111.81."""
+    from billing_core.service.amendments import AmendmentIn, amend_orders
+    from billing_core.service.gate import accept_order
+    acc = ledger.account(currency="EUR", bcd=1)
+    seat = ledger.product("12.00", currency="EUR")
+    support = ledger.product("31.00", currency="EUR")
+    addon = ledger.product("10.00", currency="EUR")
+    jan1, jan20 = date(2027, 1, 1), date(2027, 1, 20)
+    with ledger.uow() as uow:
+        first = accept_order(uow, OrderIn(acc, "crm:QA:rev1", jan1, subscriptions=[
+            SubscriptionItem(seat, 5, jan1), SubscriptionItem(support, 1, jan1)]))
+        uow.commit()
+    ledger.run(jan1)
+    with ledger.uow() as uow:
+        [res] = amend_orders(uow, [AmendmentIn(acc, "crm:QA:rev2", first, jan20, subscriptions=(
+            SubscriptionItem(seat, 8, jan1), SubscriptionItem(addon, 1, jan1)))])
+        uow.commit()
+    assert isinstance(res, int), res
+    ledger.run(date(2027, 2, 1))
+    jan, feb = ledger.invoices(acc)
+    assert jan["total_minor"] == 9100
+    assert sorted(a for _, a in ledger.amounts(feb)) == [-1200, 387, 1000, 1394, 9600]
+    assert feb["total_minor"] == 11181
+
+
+def test_bill_run_twice_and_void_through_the_cli(sqlite_engine) -> None:
+    """Rule 9 through `ledgerbridge` (SQLite file). BHD, BCD 1: 7 x 0.333 from 1 Apr 2026
+    = 2.331. `bill-run --date 2026-04-01` twice: one invoice, 2.331, the second run creates
+    0. `void-invoice` it, `bill-run` again: a new number right after it, 2.331;
+    `payments record ... 3.000 --apply-oldest`: 2.331 applied, 0.669 left."""
+    import json
+
+    from click.testing import CliRunner
+
+    from billing_core.adapters.db import UnitOfWork
+    from jobs.cli import main
+
+    url = str(sqlite_engine.url)
+
+    def cli(*args: str) -> str:
+        res = CliRunner().invoke(main, ["--database-url", url, *args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.stdout
+    for args in (["products", "add", "--sku", "BHSEAT", "--name", "Seat"],
+                 ["prices", "set", "BHSEAT", "--currency", "BHD", "--from", "2020-01-01",
+                  "--price", "0.333"],
+                 ["accounts", "add", "--name", "Manama", "--currency", "BHD", "--ext-id",
+                  "BH1", "--tax-exempt"]):
+        cli(*args)
+    acc = json.loads(cli("accounts", "show", "BH1", "--json"))["id"]
+    product = json.loads(cli("products", "show", "BHSEAT", "--json"))["id"]
+    with UnitOfWork(sqlite_engine) as uow:
+        order = place_order(uow, OrderIn(acc, "bh-1", date(2026, 4, 1), subscriptions=[
+            SubscriptionItem(product, 7, date(2026, 4, 1))]))
+        activate_order(uow, order)
+        uow.commit()
+    first = json.loads(cli("bill-run", "--date", "2026-04-01", "--json"))
+    second = json.loads(cli("bill-run", "--date", "2026-04-01", "--json"))
+    assert (first["invoices_created"], second["invoices_created"]) == (1, 0)
+    [inv] = json.loads(cli("invoices", "list", "--account", "BH1", "--json"))
+    assert inv["total_minor"] == 2331
+    cli("void-invoice", inv["number"])
+    assert json.loads(cli("bill-run", "--date", "2026-04-01", "--json"))["invoices_created"] == 1
+    rows = json.loads(cli("invoices", "list", "--account", "BH1", "--json"))
+    assert [(r["number"], r["status"], r["total_minor"]) for r in rows] == [
+        (inv["number"], "void", 2331), (_next(inv["number"]), "posted", 2331)]
+    pay = json.loads(cli("payments", "record", "BH1", "3.000", "--reference", "bh-wire",
+                         "--received-on", "2026-04-03", "--apply-oldest", "--json"))
+    assert (pay["applied_minor"], pay["balance_minor"]) == (2331, 669)
