@@ -24,7 +24,10 @@ Rules kept here
   next price of the same product and currency. Setting a price for a day that already has one
   replaces it (the CRM re-sends its price book; the last word wins).
 - A tiered product's price carries tiers (see :mod:`billing_core.domain.rating`); ``unit_price``
-  of a tiered price is the first tier's unit price, for display.
+  of a tiered price is the first tier's unit price, for display. A tier's flat fee is an
+  amount of the price's currency (``money.parse_amount``): with more decimals than the
+  currency has (0.5 JPY, 20.005 USD), negative or above ``MAX_MINOR`` it is refused naming
+  ``tiers[i].flat_fee``, never rounded.
 - :func:`price_for` answers "which price applies on this day" or raises ``NotFound`` naming the
   product, currency and date. :class:`PriceBook` answers the same from memory for the bill run
   (the catalog is small; one SELECT per table per run).
@@ -51,7 +54,7 @@ from billing_core.adapters.tables import (
 )
 from billing_core.domain.errors import Duplicate, NotFound, RuleViolation, ValidationError
 from billing_core.domain.ids import as_id
-from billing_core.domain.money import check_currency, to_decimal, to_minor
+from billing_core.domain.money import check_currency, parse_amount, to_decimal
 from billing_core.domain.rating import MODELS, Price, PriceBook, Tier, check_tiers, rate
 from billing_core.domain.terms import EarlyTermination, TermDecrease, check_months, policy
 from billing_core.service import audit
@@ -265,7 +268,9 @@ def _parse_tiers(tiers: Iterable[Sequence[object]] | None, currency: str) -> tup
         up_to_raw, price_raw, *rest = raw
         up_to = None if up_to_raw in (None, "", "inf") else to_decimal(up_to_raw, f"tiers[{i}].up_to")
         unit = to_decimal(price_raw, f"tiers[{i}].unit_price")
-        fee = to_minor(to_decimal(rest[0], f"tiers[{i}].flat_fee"), currency) if rest else 0
+        # an amount as a user gives it: refused, not rounded, past the currency's decimals
+        fee = parse_amount(rest[0], currency, f"tiers[{i}].flat_fee", allow_zero=True) \
+            if rest else 0
         out.append(Tier(up_to, unit, fee))
     return tuple(out)
 

@@ -59,3 +59,28 @@ def test_bad_catalog_input(uow) -> None:
     with pytest.raises(ValidationError) as info:
         set_price(uow, pid, "USD", date(2026, 1, 1), None, tiers=[])
     assert info.value.field == "tiers"
+
+
+@pytest.mark.parametrize(("currency", "fee"), [("USD", "20.005"), ("JPY", "0.5"),
+                                                ("BHD", "0.0005"), ("USD", "10000000000000.01")])
+def test_a_tier_flat_fee_the_currency_cannot_hold_is_refused_not_rounded(uow, currency,
+                                                                         fee) -> None:
+    """Money: an amount a user gives is refused, not rounded, when it has more decimals than
+    its currency (10.005 USD), and is at most MAX_MINOR. A tier's flat fee is one: a fee of
+    0.5 yen was stored as 1 yen and billed on every period that reached the tier (a fee of
+    20.005 USD as 20.01). Refused naming the tier's fee; no price is written."""
+    from billing_core.domain.errors import InvalidAmount
+    from billing_core.service.pricing import list_prices
+    pid = add_product(uow, ProductIn(sku="FEE", name="Fee", kind="usage",
+                                     pricing_model="graduated"))
+    with pytest.raises(InvalidAmount) as info:
+        set_price(uow, pid, currency, date(2026, 1, 1), None,
+                  tiers=[("1000", "1"), (None, "1", fee)])
+    assert (info.value.field, info.value.value) == ("tiers[1].flat_fee", fee)
+    assert [p for p in list_prices(uow.conn) if p.product_id == pid] == []
+    # what the currency holds is taken: 20.00 USD, 1 yen, 0.001 BHD
+    set_price(uow, pid, currency, date(2026, 1, 1), None,
+              tiers=[("1000", "1"), (None, "1", {"USD": "20.00", "JPY": "1",
+                                                  "BHD": "0.001"}[currency])])
+    assert price_for(uow.conn, pid, currency, date(2026, 2, 1)).tiers[1].flat_fee_minor == {
+        "USD": 2000, "JPY": 1, "BHD": 1}[currency]
