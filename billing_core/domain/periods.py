@@ -5,7 +5,9 @@ The conventions (the README quotes this docstring)
 1. **Bill periods.** An account's monthly period runs from its bill cycle day (BCD) to the BCD of
    the next month, ``[start, end)``. A BCD past a month's end falls on that month's last day:
    BCD 31 gives 31 Jan -> 28 Feb (29 in a leap year) -> 31 Mar. One invoice per account per
-   period, dated the period start.
+   period, issued on the date of the run that bills it (the period start when the run is on
+   time; a run on 5 Apr for the period from 1 Apr issues it on 5 Apr) and due the account's
+   payment terms after that.
 2. **Annual terms.** An annual subscription's term runs twelve months from its own start date
    (its anniversary is its own; a 29 Feb start renews on 28 Feb). Each term is billed in advance,
    whole, on the first invoice whose period starts on or after the term start.

@@ -949,3 +949,18 @@ def test_bill_run_twice_and_void_through_the_cli(sqlite_engine) -> None:
     pay = json.loads(cli("payments", "record", "BH1", "3.000", "--reference", "bh-wire",
                          "--received-on", "2026-04-03", "--apply-oldest", "--json"))
     assert (pay["applied_minor"], pay["balance_minor"]) == (2331, 669)
+
+
+def test_a_late_run_issues_the_invoice_on_its_own_date(ledger) -> None:
+    """Rule 1: an invoice is issued on the date of the run that bills it and due after the
+    payment terms. BCD 1, terms 30, 1 x 100.00 from 1 Apr 2026. A run on 5 Apr (none on
+    1 Apr) bills [1 Apr, 1 May), issued 5 Apr, due 5 May; the 1 May run issues 1 May, due
+    31 May."""
+    acc = ledger.account(bcd=1, terms=30)
+    ledger.subscribe(acc, ledger.product("100.00"), 1, date(2026, 4, 1))
+    ledger.run(date(2026, 4, 5))
+    ledger.run(date(2026, 5, 1))
+    april, may = ledger.invoices(acc)
+    assert (april["period_start"], april["issue_date"], april["due_date"]) == (
+        date(2026, 4, 1), date(2026, 4, 5), date(2026, 5, 5))
+    assert (may["issue_date"], may["due_date"]) == (date(2026, 5, 1), date(2026, 5, 31))
