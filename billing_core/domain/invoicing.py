@@ -43,6 +43,11 @@ Rules kept here (the dates and proration are :mod:`billing_core.domain.periods`'
   is taxed with the usage (it lowers the base).
 - A negative total is carried to a credit memo: a ``credit_memo`` line of ``-total`` (no tax)
   brings the invoice to exactly zero, and the caller issues the memo for that amount.
+- Every amount of an invoice (each line's amount and tax, each rate's base and tax, the
+  subtotal, tax, total and the carry) is at most ``money.MAX_MINOR`` minor units either way,
+  the ledger's maximum: :func:`over_maximum` names the first that is not, and the bill run
+  refuses that account's invoice (its error; the others are billed), as the columns could not
+  hold it or the sums over it.
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ from itertools import pairwise
 from typing import NamedTuple
 
 from billing_core.domain.history import billed_pieces, catch_ups, ordered
-from billing_core.domain.money import round_minor, to_minor
+from billing_core.domain.money import MAX_MINOR, round_minor, to_minor
 from billing_core.domain.periods import bill_period, period_of, prorate, split_by_period
 from billing_core.domain.rating import Price, PriceBook, rate, running_amounts
 
@@ -398,6 +403,17 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
     draft.subtotal_minor, draft.tax_minor = subtotal, tax
     draft.total_minor = subtotal + tax
     return draft
+
+
+def over_maximum(draft: Draft) -> str | None:
+    """The first amount of ``draft`` above ``MAX_MINOR`` minor units either way, as
+    ``what=minor units``; None when every one is within (see the module rules)."""
+    amounts = [(f"line {i} amount", ln.amount_minor) for i, ln in enumerate(draft.lines, 1)]
+    amounts += [(f"line {i} tax", ln.tax_minor) for i, ln in enumerate(draft.lines, 1)]
+    amounts += [(f"tax base at {t.rate}", t.base_minor) for t in draft.taxes]
+    amounts += [("subtotal", draft.subtotal_minor), ("tax", draft.tax_minor),
+                ("total", draft.total_minor), ("carry to a credit memo", draft.overflow_minor)]
+    return next((f"{what}={minor}" for what, minor in amounts if abs(minor) > MAX_MINOR), None)
 
 
 @lru_cache(maxsize=65_536)

@@ -34,8 +34,9 @@ Rules kept here
   whose country has no rate that day gets no invoice but an error in ``errors`` naming the
   account, country/region and day (``missing_tax_rate``), unless it is ``tax_exempt``; an
   account with nothing to bill gets neither. An account whose invoice cannot be computed
-  (a ``LedgerError``, or a decimal error: an amount out of range) is that account's error in
-  ``errors``; the chunk's other accounts are billed.
+  (a ``LedgerError``, or a decimal error: an amount out of range, or an amount above the
+  ledger's maximum ``money.MAX_MINOR``: :func:`billing_core.domain.invoicing.over_maximum`)
+  is that account's error in ``errors``; the chunk's other accounts are billed.
 """
 from __future__ import annotations
 
@@ -82,7 +83,9 @@ from billing_core.domain.invoicing import (
     Sub,
     Usage,
     compute_invoice,
+    over_maximum,
 )
+from billing_core.domain.money import MAX_MINOR
 from billing_core.domain.periods import bill_period, period_of
 from billing_core.domain.rating import PriceBook
 from billing_core.service import audit
@@ -270,6 +273,12 @@ def load_chunk(conn: Connection, catalog: Catalog, run_date: date, after_id: int
                                     billed_usage.get(account_id, ()))
             if draft is not None and found is None and not acct.tax_exempt:
                 raise MissingTaxRate(account_id, acct.country, acct.region, start)
+            too_big = None if draft is None else over_maximum(draft)
+            if too_big is not None:
+                raise RuleViolation("account", account_id, f"its invoice cannot be computed: "
+                                    f"{too_big} minor units is above the ledger's maximum of "
+                                    f"{MAX_MINOR} minor units of {acct.currency}; check its "
+                                    "prices and quantities")
         except LedgerError as exc:
             data.errors.append({"account_id": account_id, **exc.as_dict()})
             continue

@@ -964,3 +964,24 @@ def test_a_late_run_issues_the_invoice_on_its_own_date(ledger) -> None:
     assert (april["period_start"], april["issue_date"], april["due_date"]) == (
         date(2026, 4, 1), date(2026, 4, 5), date(2026, 5, 5))
     assert (may["issue_date"], may["due_date"]) == (date(2026, 5, 1), date(2026, 5, 31))
+
+
+def test_an_invoice_above_the_ledger_maximum_is_that_accounts_error(ledger) -> None:
+    """Money (MAX_MINOR = 10^15 minor units, 10,000,000,000,000.00 USD) and 'The bill run':
+    an account whose invoice cannot be computed is that account's error; the others are
+    billed. A: 1 x 10,000,000,000,000.00 = exactly the maximum, billed. B: 1 x
+    100,000,000,000,000,000.00 (10^19 minor units, beyond a 64-bit column) and C: 1 x
+    10,000,000,000,000.01 (one minor unit above the maximum): each an error naming the
+    account, nothing written for it. D: 10.00, billed, numbered right after A."""
+    a, b, c, d = (ledger.account(bcd=1) for _ in range(4))
+    ledger.subscribe(a, ledger.product("10000000000000.00"), 1, date(2026, 4, 1))
+    ledger.subscribe(b, ledger.product("100000000000000000.00"), 1, date(2026, 4, 1))
+    ledger.subscribe(c, ledger.product("10000000000000.01"), 1, date(2026, 4, 1))
+    ledger.subscribe(d, ledger.product("10.00"), 1, date(2026, 4, 1))
+    res = ledger.run(date(2026, 4, 1))
+    assert sorted(e["account_id"] for e in res.errors) == [b, c]
+    assert all(e["field"] == "account" for e in res.errors)
+    [ia], [idd] = ledger.invoices(a), ledger.invoices(d)
+    assert (ia["total_minor"], idd["total_minor"]) == (10**15, 1000)
+    assert idd["number"] == _next(ia["number"])
+    assert ledger.invoices(b) == [] and ledger.invoices(c) == []
