@@ -3,7 +3,10 @@
 Rules kept here
 - A rate belongs to (country, region, effective_from); region ``""`` is the whole country.
   For an account in (country, region) on a day, the region's own rate wins; otherwise the
-  country-wide rate. A rate applies from its day until the next one of the same (country,
+  country-wide rate. Country and region codes match whatever their case (``us``/``ca`` is
+  ``US``/``CA``): a region set as ``CA`` and an account in ``ca`` are one region, never
+  taxed at the country's rate in silence; a region is stored upper case.
+  A rate applies from its day until the next one of the same (country,
   region). No rate at all for an account's country is not 0: :meth:`TaxTable.find` says None
   and the bill run refuses that account's invoice (``MissingTaxRate``); a rate of 0 set for
   the country or region zero-rates it, and so does the account's ``tax_exempt``. An account
@@ -54,7 +57,7 @@ def _set_rate(uow: UnitOfWork, country: str, region: str | None, rate: Decimal |
     code = (country or "").strip().upper()
     if len(code) != 2 or not code.isalpha():
         raise ValidationError("country", country, "must be an ISO 3166 alpha-2 code")
-    reg = (region or "").strip()
+    reg = _region(region)
     value = to_decimal(rate, "rate")
     if not ZERO <= value < 1:
         raise ValidationError("rate", rate, "must be a fraction from 0 to below 1 (0.2 = 20 %)")
@@ -132,7 +135,7 @@ class TaxTable:
     def __init__(self, rows: Iterable[RowMapping]) -> None:
         by_key: dict[tuple[str, str], list[tuple[date, Decimal, str]]] = defaultdict(list)
         for r in rows:
-            by_key[(r["country"], r["region"] or "")].append(
+            by_key[(r["country"], _region(r["region"]))].append(
                 (r["effective_from"], r["rate"], r["name"]))
         self._rates = {k: sorted(v) for k, v in by_key.items()}
         self._days = {k: [d for d, _, _ in v] for k, v in self._rates.items()}
@@ -154,11 +157,16 @@ class TaxTable:
         if not country:
             return None
         country = country.upper()
-        if region:
-            found = self._lookup((country, region), on)
+        if _region(region):
+            found = self._lookup((country, _region(region)), on)
             if found is not None:
                 return found
         return self._lookup((country, ""), on)
+
+
+def _region(region: str | None) -> str:
+    """A region code as rates are keyed by it: stripped, upper case (``ca`` is ``CA``)."""
+    return (region or "").strip().upper()
 
 
 def load_tax_table(conn: Connection) -> TaxTable:

@@ -985,3 +985,19 @@ def test_an_invoice_above_the_ledger_maximum_is_that_accounts_error(ledger) -> N
     assert (ia["total_minor"], idd["total_minor"]) == (10**15, 1000)
     assert idd["number"] == _next(ia["number"])
     assert ledger.invoices(b) == [] and ledger.invoices(c) == []
+
+
+@pytest.mark.parametrize(("rate_region", "account_region"), [("CA", "ca"), ("ca", "CA"),
+                                                             ("CA", " Ca ")])
+def test_a_regions_rate_wins_whatever_the_case_of_its_code(ledger, rate_region,
+                                                           account_region) -> None:
+    """Rule 10: a region's rate wins over the country's. US 0 %, region CA 7.25 %; the
+    account is in 'us' (country codes are read in any case) and the same region written in
+    another case: 100.00 -> tax 7.25, total 107.25 (not 0 % in silence)."""
+    tax_rate(ledger, "US", "0")
+    tax_rate(ledger, "US", "0.0725", region=rate_region)
+    acc = ledger.account(bcd=1, country="us", region=account_region)
+    ledger.subscribe(acc, ledger.product("100.00"), 1, date(2026, 4, 1))
+    ledger.run(date(2026, 4, 1))
+    [inv] = ledger.invoices(acc)
+    assert (inv["tax_minor"], inv["total_minor"]) == (725, 10725)
