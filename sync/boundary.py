@@ -31,7 +31,6 @@ Rules kept here:
 """
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -75,6 +74,8 @@ _SF_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 #: The characters of a Salesforce id's suffix: a chunk's 5 case bits (1 = upper case letter,
 #: its first character the lowest bit) index this.
 _SF_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+#: A chunk's case bits as text (its first character first) -> its suffix character.
+_CHUNK_MARK = {format(n, "05b")[::-1]: mark for n, mark in enumerate(_SF_SUFFIX)}
 _UPPER_BITS = str.maketrans({chr(c): "1" if chr(c).isupper() else "0" for c in range(128)
                              if chr(c).isalnum()})
 #: Canonical fields that hold a CRM id (a record's own, or one it names).
@@ -90,8 +91,7 @@ def salesforce_suffix(body: str) -> str:
     the bits of its upper-case letters (the chunk's first character the lowest bit) index
     ``A-Z0-5``."""
     bits = body.translate(_UPPER_BITS)
-    return (_SF_SUFFIX[int(bits[4::-1], 2)] + _SF_SUFFIX[int(bits[9:4:-1], 2)]
-            + _SF_SUFFIX[int(bits[14:9:-1], 2)])
+    return _CHUNK_MARK[bits[:5]] + _CHUNK_MARK[bits[5:10]] + _CHUNK_MARK[bits[10:15]]
 
 
 def same_id(value: Any) -> Any:
@@ -99,16 +99,32 @@ def same_id(value: Any) -> Any:
     a Salesforce id in its 18-character form, the 15 characters in the case the suffix says
     (an 18-character id is case-insensitive), the suffix in upper case. An 18-character text
     whose suffix does not fit it is not a Salesforce id and is kept as it is."""
-    return _same_id(value) if isinstance(value, str) else value
-
-
-@functools.lru_cache(maxsize=1 << 16)   # a page's lines name the same quotes and products
-def _same_id(value: str) -> str:
-    if len(value) == 36 and _GUID.fullmatch(value):
-        return value.lower()
-    if len(value) not in (15, 18) or not _SF_ID.fullmatch(value):
+    if not isinstance(value, str):
         return value
-    if len(value) == 15:
+    if value in _SEEN_SAME:             # a page's lines name the same quotes and products
+        return value
+    one = _same_id(value)
+    if one == value:
+        if len(_SEEN_SAME) >= _SEEN_SAME_MAX:
+            _SEEN_SAME.clear()          # bounded: memory stays flat however many ids pass
+        _SEEN_SAME.add(value)
+    return one
+
+
+#: Ids lately found already in their one form (:func:`same_id`), at most ``_SEEN_SAME_MAX``.
+_SEEN_SAME: set[str] = set()
+_SEEN_SAME_MAX = 20_000
+
+
+def _same_id(value: str) -> str:
+    # on the sync's hot path (every id of every record): the usual 18-character id as the
+    # API answers it is checked with str methods and three dict lookups, no regex
+    size = len(value)
+    if size == 36:
+        return value.lower() if _GUID.fullmatch(value) else value
+    if size not in (15, 18) or not (value.isascii() and value.isalnum()):
+        return value
+    if size == 15:
         return value + salesforce_suffix(value)
     if value[15:] == salesforce_suffix(value[:15]):
         return value                    # as the API answers it
