@@ -408,6 +408,13 @@ def compute_invoice(acct: AccountTerms, period_start: date, period_end: date, is
 def over_maximum(draft: Draft) -> str | None:
     """The first amount of ``draft`` above ``MAX_MINOR`` minor units either way, as
     ``what=minor units``; None when every one is within (see the module rules)."""
+    # on the bill run's compute path: the usual draft is checked without building a name
+    if (max(abs(draft.subtotal_minor), abs(draft.tax_minor), abs(draft.total_minor),
+            abs(draft.overflow_minor)) <= MAX_MINOR
+            and all(abs(ln.amount_minor) <= MAX_MINOR and abs(ln.tax_minor) <= MAX_MINOR
+                    for ln in draft.lines)
+            and all(abs(t.base_minor) <= MAX_MINOR for t in draft.taxes)):
+        return None
     amounts = [(f"line {i} amount", ln.amount_minor) for i, ln in enumerate(draft.lines, 1)]
     amounts += [(f"line {i} tax", ln.tax_minor) for i, ln in enumerate(draft.lines, 1)]
     amounts += [(f"tax base at {t.rate}", t.base_minor) for t in draft.taxes]
