@@ -37,7 +37,9 @@ from datetime import date
 
 from sqlalchemy import RowMapping, text
 
-from billing_core.service.pricing import list_prices, set_price
+from billing_core.domain.errors import NotFound
+from billing_core.domain.rating import Price
+from billing_core.service.pricing import price_for, set_price
 from sync.bookkeeping import PageBook
 from sync.handlers.base import ProductLinks, Record, RecordHandler
 from sync.mapping import PriceRec, map_price
@@ -72,9 +74,10 @@ class PriceHandler(RecordHandler[PriceRec]):
         if not (rec.active and rec.standard):   # retired, or another price book's
             return (existing["ledger_id"] if existing is not None else None,
                     rec.product_crm_id)
-        newest = max((p for p in list_prices(self.uow.conn, product_id)
-                      if p.currency == rec.currency), key=lambda p: p.effective_from,
-                     default=None)
+        try:        # the newest row: in effect on the last day there is
+            newest: Price | None = price_for(self.uow.conn, product_id, rec.currency, date.max)
+        except NotFound:
+            newest = None
         if (newest is not None and newest.id is not None and rec.effective_from is None
                 and newest.unit_price == rec.unit_price and not newest.tiers):
             return newest.id, rec.product_crm_id        # the price billing has: no new row
